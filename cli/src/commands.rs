@@ -1,0 +1,194 @@
+//! What each subcommand does.
+
+use std::io::Write;
+
+use clap::CommandFactory;
+use serde_json::Value;
+
+use crate::client::{socket_path, Client, ClientError};
+use crate::format;
+use crate::{Cli, Command, InfoFormat, OperationCmd};
+
+/// Errors a command reports to the user as one line.
+#[derive(Debug, thiserror::Error)]
+pub enum CmdError {
+    /// From the client.
+    #[error(transparent)]
+    Client(#[from] ClientError),
+    /// Output failed.
+    #[error("{0}")]
+    Output(String),
+}
+
+fn out(s: &str) -> Result<(), CmdError> {
+    let mut o = std::io::stdout().lock();
+    o.write_all(s.as_bytes())
+        .and_then(|_| o.flush())
+        .map_err(|e| CmdError::Output(e.to_string()))
+}
+
+fn show(v: &Value, f: InfoFormat) -> Result<(), CmdError> {
+    let s = match f {
+        InfoFormat::Yaml => format::yaml(v).map_err(CmdError::Output)?,
+        InfoFormat::Json => {
+            serde_json::to_string_pretty(v).map_err(|e| CmdError::Output(e.to_string()))? + "\n"
+        }
+    };
+    out(&s)
+}
+
+fn s(v: &Value, k: &str) -> String {
+    match v.get(k) {
+        Some(Value::String(s)) => s.clone(),
+        Some(Value::Null) | None => String::new(),
+        Some(other) => other.to_string(),
+    }
+}
+
+/// Runs a parsed command line.
+pub async fn run(cli: Cli) -> Result<(), CmdError> {
+    let client = Client::new(socket_path());
+    match cli.command {
+        Command::Version => {
+            out(&format!("Client version: {}\n", env!("CARGO_PKG_VERSION")))?;
+            let server = match client.get("/1.0").await {
+                Ok(v) => v
+                    .pointer("/environment/server_version")
+                    .and_then(Value::as_str)
+                    .unwrap_or("unknown")
+                    .to_string(),
+                Err(_) => "unreachable".to_string(),
+            };
+            out(&format!("Server version: {server}\n"))
+        }
+        Command::Info { format } => {
+            let v = client.get("/1.0").await?;
+            show(&v, format)
+        }
+        Command::Operation(OperationCmd::List { format }) => {
+            let v = client.get("/1.0/operations?recursion=1").await?;
+            let mut ops: Vec<Value> = v
+                .as_object()
+                .map(|m| {
+                    m.values()
+                        .filter_map(Value::as_array)
+                        .flatten()
+                        .cloned()
+                        .collect()
+                })
+                .unwrap_or_default();
+            ops.sort_by_key(|o| s(o, "created_at"));
+            let rows: Vec<Vec<String>> = ops
+                .iter()
+                .map(|o| {
+                    vec![
+                        s(o, "id"),
+                        s(o, "class").to_uppercase(),
+                        s(o, "description"),
+                        s(o, "status").to_uppercase(),
+                        if o.get("may_cancel")
+                            .and_then(Value::as_bool)
+                            .unwrap_or(false)
+                        {
+                            "YES"
+                        } else {
+                            "NO"
+                        }
+                        .to_string(),
+                        s(o, "created_at"),
+                    ]
+                })
+                .collect();
+            let raw = Value::Array(ops);
+            let text = format::render(
+                format,
+                &[
+                    "ID",
+                    "TYPE",
+                    "DESCRIPTION",
+                    "STATUS",
+                    "CANCELABLE",
+                    "CREATED",
+                ],
+                &rows,
+                &raw,
+            )
+            .map_err(CmdError::Output)?;
+            out(&text)
+        }
+        Command::Operation(OperationCmd::Show { id }) => {
+            let v = client.get(&format!("/1.0/operations/{id}")).await?;
+            show(&v, InfoFormat::Yaml)
+        }
+        Command::Operation(OperationCmd::Delete { id }) => {
+            client
+                .query("DELETE", &format!("/1.0/operations/{id}"), None)
+                .await?;
+            Ok(())
+        }
+        Command::Monitor { types, format } => {
+            for t in &types {
+                if !["operation", "logging", "lifecycle"].contains(&t.as_str()) {
+                    return Err(CmdError::Output(format!(
+                        "unknown event type {t:?}: expected operation, logging or lifecycle"
+                    )));
+                }
+            }
+            let joined = types.join(",");
+            let filter = if types.is_empty() {
+                None
+            } else {
+                Some(joined.as_str())
+            };
+            let mut failed = None;
+            client
+                .events(filter, |ev| {
+                    let r = match format {
+                        InfoFormat::Yaml => format::yaml(&ev).map(|y| y + "\n"),
+                        InfoFormat::Json => serde_json::to_string(&ev)
+                            .map(|j| j + "\n")
+                            .map_err(|e| e.to_string()),
+                    }
+                    .map_err(CmdError::Output)
+                    .and_then(|t| out(&t));
+                    if let Err(e) = r {
+                        failed = Some(e);
+                        return false;
+                    }
+                    true
+                })
+                .await?;
+            match failed {
+                Some(e) => Err(e),
+                None => Ok(()),
+            }
+        }
+        Command::Completion { shell } => {
+            let mut cmd = Cli::command();
+            clap_complete::generate(shell, &mut cmd, "silo", &mut std::io::stdout());
+            Ok(())
+        }
+        Command::Manpage { dir } => {
+            std::fs::create_dir_all(&dir)
+                .map_err(|e| CmdError::Output(format!("creating {}: {e}", dir.display())))?;
+            let cmd = Cli::command();
+            write_man(&cmd, "silo", &dir)?;
+            for sub in cmd.get_subcommands() {
+                let name = format!("silo-{}", sub.get_name());
+                write_man(sub, &name, &dir)?;
+            }
+            Ok(())
+        }
+    }
+}
+
+fn write_man(cmd: &clap::Command, name: &str, dir: &std::path::Path) -> Result<(), CmdError> {
+    let cmd = cmd.clone().name(name.to_string().leak() as &str);
+    let mut buf = Vec::new();
+    clap_mangen::Man::new(cmd)
+        .render(&mut buf)
+        .map_err(|e| CmdError::Output(e.to_string()))?;
+    let path = dir.join(format!("{name}.1"));
+    std::fs::write(&path, buf)
+        .map_err(|e| CmdError::Output(format!("writing {}: {e}", path.display())))
+}

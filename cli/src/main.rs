@@ -1,0 +1,21 @@
+//! `silo`: the command-line client.
+
+use clap::Parser;
+
+fn main() {
+    let cli = silo_cli::Cli::parse();
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("Error: starting the runtime: {e}");
+            std::process::exit(1);
+        }
+    };
+    if let Err(e) = rt.block_on(silo_cli::commands::run(cli)) {
+        eprintln!("Error: {e}");
+        std::process::exit(1);
+    }
+}

@@ -1,0 +1,5 @@
+include!("../proto/src/seccomp_build.rs");
+
+fn main() {
+    compile_seccomp("seccomp.json");
+}

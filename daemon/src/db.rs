@@ -1,0 +1,178 @@
+//! The database: rusqlite in the state dir, WAL, versioned migrations applied at start.
+//!
+//! All writes go through one connection behind one lock (the one writer path); the schema
+//! version is SQLite's `user_version`. A database written by a newer silod is refused.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use rusqlite::{params, Connection, OptionalExtension};
+
+/// Schema migrations, in order; entry N moves the schema from version N to N+1.
+/// Never edit a shipped entry: append a new one.
+const MIGRATIONS: &[&str] = &[
+    // 1: server configuration.
+    "CREATE TABLE config (key TEXT PRIMARY KEY NOT NULL, value TEXT NOT NULL);",
+];
+
+/// Database errors.
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    /// SQLite failed.
+    #[error("database {path}: {source}")]
+    Sqlite {
+        /// The file.
+        path: String,
+        /// The error.
+        source: rusqlite::Error,
+    },
+    /// The file is newer than this silod.
+    #[error("database {path} has schema version {found}, newer than this silod knows ({known}); refusing to start: run the silod that wrote it, or a newer one")]
+    TooNew {
+        /// The file.
+        path: String,
+        /// Its version.
+        found: i64,
+        /// Ours.
+        known: i64,
+    },
+    /// A lock was poisoned by a panic.
+    #[error("database lock poisoned")]
+    Poisoned,
+}
+
+/// The handle; clone freely.
+#[derive(Debug, Clone)]
+pub struct Db {
+    conn: Arc<Mutex<Connection>>,
+    path: String,
+}
+
+/// The schema version this silod writes.
+pub fn schema_version() -> i64 {
+    MIGRATIONS.len() as i64
+}
+
+impl Db {
+    /// Opens (creating) the database and migrates it.
+    pub fn open(path: &Path) -> Result<Db, DbError> {
+        let shown = path.display().to_string();
+        let e = |source| DbError::Sqlite {
+            path: shown.clone(),
+            source,
+        };
+        let mut conn = Connection::open(path).map_err(e)?;
+        conn.pragma_update(None, "journal_mode", "WAL").map_err(e)?;
+        conn.pragma_update(None, "foreign_keys", "ON").map_err(e)?;
+        conn.pragma_update(None, "synchronous", "NORMAL")
+            .map_err(e)?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))
+            .map_err(e)?;
+        let found: i64 = conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .map_err(e)?;
+        let known = schema_version();
+        if found > known {
+            return Err(DbError::TooNew {
+                path: shown,
+                found,
+                known,
+            });
+        }
+        for (i, sql) in MIGRATIONS.iter().enumerate().skip(found as usize) {
+            let tx = conn.transaction().map_err(e)?;
+            tx.execute_batch(sql).map_err(e)?;
+            tx.pragma_update(None, "user_version", (i + 1) as i64)
+                .map_err(e)?;
+            tx.commit().map_err(e)?;
+            tracing::info!(version = i + 1, "applied database migration");
+        }
+        Ok(Db {
+            conn: Arc::new(Mutex::new(conn)),
+            path: shown,
+        })
+    }
+
+    fn err(&self) -> impl Fn(rusqlite::Error) -> DbError + '_ {
+        move |source| DbError::Sqlite {
+            path: self.path.clone(),
+            source,
+        }
+    }
+
+    /// Runs `f` with the connection (the single writer path).
+    pub fn with<T>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> rusqlite::Result<T>,
+    ) -> Result<T, DbError> {
+        let mut c = self.conn.lock().map_err(|_| DbError::Poisoned)?;
+        f(&mut c).map_err(self.err())
+    }
+
+    /// All server config keys.
+    pub fn config(&self) -> Result<std::collections::BTreeMap<String, String>, DbError> {
+        self.with(|c| {
+            let mut st = c.prepare("SELECT key, value FROM config ORDER BY key")?;
+            let rows =
+                st.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
+            rows.collect()
+        })
+    }
+
+    /// One config key.
+    pub fn config_get(&self, key: &str) -> Result<Option<String>, DbError> {
+        self.with(|c| {
+            c.query_row(
+                "SELECT value FROM config WHERE key = ?1",
+                params![key],
+                |r| r.get(0),
+            )
+            .optional()
+        })
+    }
+
+    /// Replaces the whole server config in one transaction.
+    pub fn config_replace(
+        &self,
+        cfg: &std::collections::BTreeMap<String, String>,
+    ) -> Result<(), DbError> {
+        self.with(|c| {
+            let tx = c.transaction()?;
+            tx.execute("DELETE FROM config", [])?;
+            for (k, v) in cfg {
+                tx.execute(
+                    "INSERT INTO config (key, value) VALUES (?1, ?2)",
+                    params![k, v],
+                )?;
+            }
+            tx.commit()
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn migrates_and_refuses_newer() {
+        let t = tempfile::tempdir().expect("tmp");
+        let p = t.path().join("silo.db");
+        let db = Db::open(&p).expect("open");
+        let mut cfg = std::collections::BTreeMap::new();
+        cfg.insert("core.x".to_string(), "1".to_string());
+        db.config_replace(&cfg).expect("write");
+        drop(db);
+        let db = Db::open(&p).expect("reopen");
+        assert_eq!(db.config_get("core.x").expect("get").as_deref(), Some("1"));
+        let mode: String = db
+            .with(|c| c.pragma_query_value(None, "journal_mode", |r| r.get(0)))
+            .expect("mode");
+        assert_eq!(mode, "wal");
+        db.with(|c| c.pragma_update(None, "user_version", schema_version() + 1))
+            .expect("bump");
+        drop(db);
+        let err = Db::open(&p).unwrap_err().to_string();
+        assert!(err.contains("newer than this silod"), "{err}");
+    }
+}

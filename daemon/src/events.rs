@@ -1,0 +1,143 @@
+//! The `/1.0/events` stream: operation, logging and lifecycle events, as LXD sends them.
+
+use serde::Serialize;
+use tokio::sync::broadcast;
+
+/// One event, in LXD's envelope.
+#[derive(Debug, Clone, Serialize)]
+pub struct Event {
+    /// "operation", "logging" or "lifecycle".
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// RFC 3339 time.
+    pub timestamp: String,
+    /// The payload.
+    pub metadata: serde_json::Value,
+    /// Cluster member; "none" when not clustered.
+    pub location: String,
+    /// Project.
+    pub project: String,
+}
+
+/// The fan-out of events to every `/1.0/events` listener.
+#[derive(Debug, Clone)]
+pub struct Events {
+    tx: broadcast::Sender<Event>,
+}
+
+/// RFC 3339 timestamp with nanoseconds, as LXD writes them.
+pub fn now_rfc3339() -> String {
+    time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
+
+impl Default for Events {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Events {
+    /// A new, empty fan-out.
+    pub fn new() -> Events {
+        let (tx, _) = broadcast::channel(1024);
+        Events { tx }
+    }
+
+    /// Sends an event to every listener (none listening is fine).
+    pub fn send(&self, kind: &str, metadata: serde_json::Value) {
+        let _ = self.tx.send(Event {
+            kind: kind.to_string(),
+            timestamp: now_rfc3339(),
+            metadata,
+            location: "none".into(),
+            project: "default".into(),
+        });
+    }
+
+    /// Sends a lifecycle event (`action` such as "instance-created").
+    pub fn lifecycle(&self, action: &str, source: &str, context: serde_json::Value) {
+        self.send(
+            "lifecycle",
+            serde_json::json!({
+                "action": action,
+                "source": source,
+                "context": context,
+                "requestor": {"username": "", "protocol": "unix"},
+            }),
+        );
+    }
+
+    /// A new listener.
+    pub fn subscribe(&self) -> broadcast::Receiver<Event> {
+        self.tx.subscribe()
+    }
+}
+
+/// A tracing layer that forwards log records at info and above as `logging` events.
+#[derive(Debug)]
+pub struct LogForwarder {
+    events: Events,
+}
+
+impl LogForwarder {
+    /// Forwards into `events`.
+    pub fn new(events: Events) -> Self {
+        LogForwarder { events }
+    }
+}
+
+#[derive(Default)]
+struct Fields {
+    message: String,
+    context: serde_json::Map<String, serde_json::Value>,
+}
+
+impl tracing::field::Visit for Fields {
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+        if field.name() == "message" {
+            self.message = format!("{value:?}");
+        } else {
+            self.context.insert(
+                field.name().to_string(),
+                serde_json::Value::String(format!("{value:?}")),
+            );
+        }
+    }
+
+    fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
+        if field.name() == "message" {
+            self.message = value.to_string();
+        } else {
+            self.context.insert(
+                field.name().to_string(),
+                serde_json::Value::String(value.to_string()),
+            );
+        }
+    }
+}
+
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for LogForwarder {
+    fn on_event(
+        &self,
+        event: &tracing::Event<'_>,
+        _ctx: tracing_subscriber::layer::Context<'_, S>,
+    ) {
+        let level = *event.metadata().level();
+        if level > tracing::Level::INFO {
+            return;
+        }
+        let mut f = Fields::default();
+        event.record(&mut f);
+        let lvl = match level {
+            tracing::Level::ERROR => "error",
+            tracing::Level::WARN => "warning",
+            _ => "info",
+        };
+        self.events.send(
+            "logging",
+            serde_json::json!({"message": f.message, "level": lvl, "context": f.context}),
+        );
+    }
+}

@@ -1,0 +1,284 @@
+//! Storage pools and volumes beneath `<state-dir>/storage-pools`, loop files beneath
+//! `<state-dir>/disks`. Every request is validated as if silod were hostile.
+
+use std::os::fd::AsFd;
+use std::sync::Arc;
+
+use nix::errno::Errno;
+use nix::fcntl::{openat2, OFlag, OpenHow, ResolveFlag};
+use nix::sys::stat::Mode;
+use silo_proto::error::{HelperError, HelperResult};
+use silo_proto::jail::beneath::Root;
+use silo_proto::jail::boot::Boot;
+use silo_proto::jail::policy::Policy;
+use silo_proto::store::{LoopFileInfo, PoolDriver, PoolInfo, Store, VolumeKind};
+use silo_proto::{HelperHello, PoolName, VolumeName};
+use tarpc::context::Context;
+
+/// Smallest loop file: below this no filesystem silo supports fits.
+const MIN_LOOP_FILE: u64 = 32 << 20;
+
+#[derive(Debug)]
+struct Inner {
+    pools: Root,
+    disks: Root,
+    policy: Policy,
+    tag: String,
+    landlock: std::sync::OnceLock<String>,
+}
+
+/// The storage service.
+#[derive(Debug, Clone)]
+pub struct StoreServer(Arc<Inner>);
+
+impl StoreServer {
+    /// Opens (creating if needed) the helper's two roots. Runs before the jail.
+    pub fn open(b: &Boot) -> HelperResult<StoreServer> {
+        let state = Root::open(&b.state_dir)?;
+        let (pools, _) = state.mkdir_all(&["storage-pools"], 0o711)?;
+        let (disks, _) = state.mkdir_all(&["disks"], 0o700)?;
+        Ok(StoreServer(Arc::new(Inner {
+            pools,
+            disks,
+            policy: b.policy.clone(),
+            tag: silo_proto::install_tag(&b.state_dir),
+            landlock: std::sync::OnceLock::new(),
+        })))
+    }
+
+    /// Records what landlock reported, for `hello`.
+    pub fn with_landlock(self, landlock: String) -> StoreServer {
+        let _ = self.0.landlock.set(landlock);
+        self
+    }
+
+    fn pool(&self, pool: &PoolName) -> HelperResult<Root> {
+        self.0
+            .pools
+            .open_dir(&[pool.as_str()])
+            .map_err(|e| match e {
+                HelperError::NotFound { .. } => HelperError::NotFound {
+                    what: format!("storage pool {:?}", pool.as_str()),
+                },
+                e => e,
+            })
+    }
+
+    fn pool_info_of(&self, pool: &PoolName, dir: &Root) -> HelperResult<PoolInfo> {
+        let st = nix::sys::statvfs::fstatvfs(dir.fd())
+            .map_err(|e| HelperError::errno("fstatvfs", dir.display(), e))?;
+        let frsize = st.fragment_size();
+        let total = st.blocks().saturating_mul(frsize);
+        let free = st.blocks_free().saturating_mul(frsize);
+        Ok(PoolInfo {
+            name: pool.clone(),
+            driver: PoolDriver::Dir,
+            space_total: total,
+            space_used: total.saturating_sub(free),
+        })
+    }
+
+    fn volume_what(pool: &PoolName, kind: VolumeKind, vol: &VolumeName) -> String {
+        format!(
+            "storage volume {:?} ({}) in pool {:?}",
+            vol.as_str(),
+            kind.dir_name(),
+            pool.as_str()
+        )
+    }
+}
+
+impl Store for StoreServer {
+    async fn hello(self, _: Context) -> HelperHello {
+        HelperHello {
+            helper: "silo-store".into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            pid: std::process::id(),
+            tag: self.0.tag.clone(),
+            landlock: self.0.landlock.get().cloned().unwrap_or_default(),
+        }
+    }
+
+    async fn create_pool(
+        self,
+        _: Context,
+        pool: PoolName,
+        driver: PoolDriver,
+    ) -> HelperResult<PoolInfo> {
+        match driver {
+            PoolDriver::Dir => {}
+        }
+        let what = format!("storage pool {:?}", pool.as_str());
+        let dir = self.0.pools.mkdir_new(pool.as_str(), 0o711, &what)?;
+        for kind in VolumeKind::ALL {
+            if let Err(e) = dir.mkdir_all(&[kind.dir_name()], 0o711) {
+                // Nothing half-made: take the pool away again.
+                let _ = self.0.pools.remove_tree(pool.as_str());
+                return Err(e);
+            }
+        }
+        tracing::info!(pool = %pool, "created storage pool");
+        self.pool_info_of(&pool, &dir)
+    }
+
+    async fn pool_info(self, _: Context, pool: PoolName) -> HelperResult<PoolInfo> {
+        let dir = self.pool(&pool)?;
+        self.pool_info_of(&pool, &dir)
+    }
+
+    async fn delete_pool(self, _: Context, pool: PoolName) -> HelperResult<()> {
+        let dir = self.pool(&pool)?;
+        let mut used = Vec::new();
+        for kind in VolumeKind::ALL {
+            if let Ok(k) = dir.open_dir(&[kind.dir_name()]) {
+                for v in k.list()? {
+                    used.push(format!("{}/{}", kind.dir_name(), v));
+                }
+            }
+        }
+        if !used.is_empty() {
+            return Err(HelperError::InUse {
+                what: format!("storage pool {:?}", pool.as_str()),
+                by: format!("volumes {}", used.join(", ")),
+            });
+        }
+        self.0.pools.remove_tree(pool.as_str())?;
+        tracing::info!(pool = %pool, "deleted storage pool");
+        Ok(())
+    }
+
+    async fn create_volume(
+        self,
+        _: Context,
+        pool: PoolName,
+        kind: VolumeKind,
+        volume: VolumeName,
+    ) -> HelperResult<()> {
+        let dir = self.pool(&pool)?;
+        let (kdir, _) = dir.mkdir_all(&[kind.dir_name()], 0o711)?;
+        kdir.mkdir_new(
+            volume.as_str(),
+            0o711,
+            &Self::volume_what(&pool, kind, &volume),
+        )?;
+        tracing::info!(pool = %pool, volume = %volume, kind = kind.dir_name(), "created volume");
+        Ok(())
+    }
+
+    async fn list_volumes(
+        self,
+        _: Context,
+        pool: PoolName,
+        kind: VolumeKind,
+    ) -> HelperResult<Vec<VolumeName>> {
+        let dir = self.pool(&pool)?;
+        let kdir = dir.open_dir(&[kind.dir_name()])?;
+        Ok(kdir
+            .list()?
+            .into_iter()
+            .filter_map(|n| VolumeName::new(n).ok())
+            .collect())
+    }
+
+    async fn volume_usage(
+        self,
+        _: Context,
+        pool: PoolName,
+        kind: VolumeKind,
+        volume: VolumeName,
+    ) -> HelperResult<u64> {
+        let dir = self.pool(&pool)?;
+        let v = dir
+            .open_dir(&[kind.dir_name(), volume.as_str()])
+            .map_err(|e| match e {
+                HelperError::NotFound { .. } => HelperError::NotFound {
+                    what: Self::volume_what(&pool, kind, &volume),
+                },
+                e => e,
+            })?;
+        v.usage()
+    }
+
+    async fn delete_volume(
+        self,
+        _: Context,
+        pool: PoolName,
+        kind: VolumeKind,
+        volume: VolumeName,
+    ) -> HelperResult<()> {
+        let dir = self.pool(&pool)?;
+        let kdir = dir.open_dir(&[kind.dir_name()])?;
+        if !kdir.exists(volume.as_str())? {
+            return Err(HelperError::NotFound {
+                what: Self::volume_what(&pool, kind, &volume),
+            });
+        }
+        kdir.remove_tree(volume.as_str())?;
+        tracing::info!(pool = %pool, volume = %volume, kind = kind.dir_name(), "deleted volume");
+        Ok(())
+    }
+
+    async fn create_loop_file(
+        self,
+        _: Context,
+        pool: PoolName,
+        size: u64,
+    ) -> HelperResult<LoopFileInfo> {
+        let max = self.0.policy.max_loop_file_size;
+        if size < MIN_LOOP_FILE {
+            return Err(HelperError::invalid(
+                "size",
+                format!("{size} bytes is below the minimum of {MIN_LOOP_FILE} bytes (32MiB)"),
+            ));
+        }
+        if size > max {
+            return Err(self.0.policy.deny(format!(
+                "a {size}-byte loop file is larger than max_loop_file_size ({max} bytes)"
+            )));
+        }
+        let st = nix::sys::statvfs::fstatvfs(self.0.disks.fd())
+            .map_err(|e| HelperError::errno("fstatvfs", self.0.disks.display(), e))?;
+        let fs_total = st.blocks().saturating_mul(st.fragment_size());
+        if size > fs_total {
+            return Err(HelperError::invalid(
+                "size",
+                format!("{size} bytes is larger than the filesystem holding the state dir ({fs_total} bytes)"),
+            ));
+        }
+        let name = format!("{}.img", pool.as_str());
+        let how = OpenHow::new()
+            .flags(
+                OFlag::O_CREAT
+                    | OFlag::O_EXCL
+                    | OFlag::O_RDWR
+                    | OFlag::O_CLOEXEC
+                    | OFlag::O_NOFOLLOW,
+            )
+            .mode(Mode::from_bits_truncate(0o600))
+            .resolve(ResolveFlag::RESOLVE_BENEATH | ResolveFlag::RESOLVE_NO_SYMLINKS);
+        let shown = format!("{}/{name}", self.0.disks.display());
+        let fd = openat2(self.0.disks.fd(), name.as_str(), how).map_err(|e| match e {
+            Errno::EEXIST => HelperError::AlreadyExists {
+                what: format!("loop file for storage pool {:?}", pool.as_str()),
+            },
+            e => HelperError::errno("openat2", &shown, e),
+        })?;
+        let len = i64::try_from(size).map_err(|_| HelperError::invalid("size", "out of range"))?;
+        if let Err(e) = nix::unistd::ftruncate(fd.as_fd(), len) {
+            let _ = self.0.disks.remove_tree(&name);
+            return Err(HelperError::errno("ftruncate", &shown, e));
+        }
+        tracing::info!(pool = %pool, size, "created loop file");
+        Ok(LoopFileInfo { pool, size })
+    }
+
+    async fn delete_loop_file(self, _: Context, pool: PoolName) -> HelperResult<()> {
+        let name = format!("{}.img", pool.as_str());
+        if !self.0.disks.exists(&name)? {
+            return Err(HelperError::NotFound {
+                what: format!("loop file for storage pool {:?}", pool.as_str()),
+            });
+        }
+        self.0.disks.remove_tree(&name)
+    }
+}

@@ -1,0 +1,244 @@
+//! The file-descriptor side channel.
+//!
+//! tarpc carries no fds, so each helper gets a second socket (a SOCK_SEQPACKET socketpair,
+//! fd [`crate::FDPASS_FD`] in the helper) on which it sends fds with SCM_RIGHTS, each
+//! message carrying an 8-byte [`FdTicket`]. The RPC answer names the ticket; silod takes the
+//! fds that arrived under it. Only helpers send; silod never sends fds to a helper, so a
+//! compromised daemon cannot smuggle an fd (a host directory, a foreign namespace) into one.
+
+use std::collections::HashMap;
+use std::io::{IoSlice, IoSliceMut};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use nix::sys::socket::{
+    recvmsg, sendmsg, socketpair, AddressFamily, ControlMessage, ControlMessageOwned, MsgFlags,
+    SockFlag, SockType,
+};
+use serde::{Deserialize, Serialize};
+
+/// At most this many fds travel in one message.
+pub const MAX_FDS: usize = 8;
+
+/// Names one batch of fds on the side channel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct FdTicket(pub u64);
+
+/// Errors of the side channel.
+#[derive(Debug, thiserror::Error)]
+pub enum FdPassError {
+    /// sendmsg/recvmsg failed.
+    #[error("fd channel {op}: {source}")]
+    Sys {
+        /// The call.
+        op: &'static str,
+        /// The errno.
+        source: nix::errno::Errno,
+    },
+    /// The peer closed the channel.
+    #[error("fd channel closed by the peer")]
+    Closed,
+    /// A message was malformed (wrong length, truncated control data, too many fds).
+    #[error("fd channel: malformed message: {0}")]
+    Malformed(String),
+    /// No fds arrived under the ticket in time.
+    #[error("fd channel: nothing arrived for ticket {0} in time")]
+    Timeout(u64),
+}
+
+/// Makes the pair: (helper's sending end, silod's receiving end). Both are close-on-exec.
+pub fn pair() -> Result<(OwnedFd, OwnedFd), FdPassError> {
+    socketpair(
+        AddressFamily::Unix,
+        SockType::SeqPacket,
+        None,
+        SockFlag::SOCK_CLOEXEC,
+    )
+    .map_err(|source| FdPassError::Sys {
+        op: "socketpair",
+        source,
+    })
+}
+
+/// The helper's end: sends fds under tickets it allocates.
+#[derive(Debug)]
+pub struct FdSender {
+    sock: OwnedFd,
+    next: std::sync::atomic::AtomicU64,
+}
+
+impl FdSender {
+    /// Wraps the sending socket.
+    pub fn new(sock: OwnedFd) -> Self {
+        FdSender {
+            sock,
+            next: std::sync::atomic::AtomicU64::new(1),
+        }
+    }
+
+    /// Sends `fds` and returns the ticket to put in the RPC answer.
+    pub fn send(&self, fds: &[BorrowedFd<'_>]) -> Result<FdTicket, FdPassError> {
+        if fds.is_empty() || fds.len() > MAX_FDS {
+            return Err(FdPassError::Malformed(format!(
+                "{} fds (1 to {MAX_FDS} allowed)",
+                fds.len()
+            )));
+        }
+        let ticket = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let raw: Vec<RawFd> = fds.iter().map(|f| f.as_raw_fd()).collect();
+        let bytes = ticket.to_le_bytes();
+        let iov = [IoSlice::new(&bytes)];
+        let cmsg = [ControlMessage::ScmRights(&raw)];
+        sendmsg::<()>(self.sock.as_raw_fd(), &iov, &cmsg, MsgFlags::empty(), None).map_err(
+            |source| FdPassError::Sys {
+                op: "sendmsg",
+                source,
+            },
+        )?;
+        Ok(FdTicket(ticket))
+    }
+}
+
+/// Receives one message: its ticket and the fds it carried.
+pub fn recv_one(sock: BorrowedFd<'_>) -> Result<(FdTicket, Vec<OwnedFd>), FdPassError> {
+    let mut buf = [0u8; 8];
+    let mut cbuf = nix::cmsg_space!([RawFd; MAX_FDS]);
+    let mut iov = [IoSliceMut::new(&mut buf)];
+    let msg = recvmsg::<()>(
+        sock.as_raw_fd(),
+        &mut iov,
+        Some(&mut cbuf),
+        MsgFlags::MSG_CMSG_CLOEXEC,
+    )
+    .map_err(|source| FdPassError::Sys {
+        op: "recvmsg",
+        source,
+    })?;
+    let mut fds = Vec::new();
+    for c in msg.cmsgs().map_err(|source| FdPassError::Sys {
+        op: "cmsgs",
+        source,
+    })? {
+        if let ControlMessageOwned::ScmRights(raw) = c {
+            for fd in raw {
+                // SAFETY: the kernel just installed this fd in our table for this message and
+                // nothing else refers to it; we take sole ownership here.
+                fds.push(unsafe { OwnedFd::from_raw_fd(fd) });
+            }
+        }
+    }
+    let bytes = msg.bytes;
+    let truncated = msg.flags.contains(MsgFlags::MSG_CTRUNC);
+    if bytes == 0 && fds.is_empty() {
+        return Err(FdPassError::Closed);
+    }
+    if truncated {
+        return Err(FdPassError::Malformed("control data truncated".into()));
+    }
+    if bytes != 8 {
+        return Err(FdPassError::Malformed(format!("{bytes}-byte message")));
+    }
+    Ok((FdTicket(u64::from_le_bytes(buf)), fds))
+}
+
+/// silod's end: a thread drains the socket into a map that callers take from by ticket.
+#[derive(Debug, Clone)]
+pub struct FdReceiver {
+    inner: Arc<(Mutex<HashMap<u64, Vec<OwnedFd>>>, std::sync::Condvar)>,
+}
+
+impl FdReceiver {
+    /// Starts the draining thread on `sock`.
+    pub fn spawn(sock: OwnedFd, helper: &'static str) -> std::io::Result<Self> {
+        let inner: Arc<(Mutex<HashMap<u64, Vec<OwnedFd>>>, std::sync::Condvar)> = Arc::default();
+        let shared = inner.clone();
+        std::thread::Builder::new()
+            .name(format!("fdpass-{helper}"))
+            .spawn(move || loop {
+                match recv_one(sock.as_fd_borrowed()) {
+                    Ok((t, fds)) => {
+                        let (m, cv) = &*shared;
+                        if let Ok(mut map) = m.lock() {
+                            map.insert(t.0, fds);
+                        }
+                        cv.notify_all();
+                    }
+                    Err(FdPassError::Closed) => break,
+                    Err(e) => {
+                        tracing::error!(helper, error = %e, "fd side channel refused a message");
+                    }
+                }
+            })?;
+        Ok(FdReceiver { inner })
+    }
+
+    /// Takes the fds sent under `ticket`, waiting up to `timeout` for them to arrive.
+    pub fn take(&self, ticket: FdTicket, timeout: Duration) -> Result<Vec<OwnedFd>, FdPassError> {
+        let (m, cv) = &*self.inner;
+        let deadline = std::time::Instant::now() + timeout;
+        let mut map = m
+            .lock()
+            .map_err(|_| FdPassError::Malformed("receiver poisoned".into()))?;
+        loop {
+            if let Some(fds) = map.remove(&ticket.0) {
+                return Ok(fds);
+            }
+            let now = std::time::Instant::now();
+            if now >= deadline {
+                return Err(FdPassError::Timeout(ticket.0));
+            }
+            map = cv
+                .wait_timeout(map, deadline - now)
+                .map_err(|_| FdPassError::Malformed("receiver poisoned".into()))?
+                .0;
+        }
+    }
+}
+
+trait AsFdBorrowed {
+    fn as_fd_borrowed(&self) -> BorrowedFd<'_>;
+}
+
+impl AsFdBorrowed for OwnedFd {
+    fn as_fd_borrowed(&self) -> BorrowedFd<'_> {
+        std::os::fd::AsFd::as_fd(self)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read, Write};
+    use std::os::fd::AsFd;
+
+    #[test]
+    fn fds_cross_with_their_ticket() {
+        let (tx, rx) = pair().expect("pair");
+        let sender = FdSender::new(tx);
+        let receiver = FdReceiver::spawn(rx, "test").expect("spawn");
+        let (r, w) = nix::unistd::pipe().expect("pipe");
+        let t = sender.send(&[w.as_fd()]).expect("send");
+        drop(w);
+        let mut fds = receiver.take(t, Duration::from_secs(5)).expect("take");
+        assert_eq!(fds.len(), 1);
+        let mut wf = std::fs::File::from(fds.remove(0));
+        wf.write_all(b"through").expect("write");
+        drop(wf);
+        let mut s = String::new();
+        std::fs::File::from(r).read_to_string(&mut s).expect("read");
+        assert_eq!(s, "through");
+    }
+
+    #[test]
+    fn unknown_ticket_times_out_and_limits_hold() {
+        let (tx, rx) = pair().expect("pair");
+        let sender = FdSender::new(tx);
+        let receiver = FdReceiver::spawn(rx, "test").expect("spawn");
+        assert!(matches!(
+            receiver.take(FdTicket(99), Duration::from_millis(50)),
+            Err(FdPassError::Timeout(99))
+        ));
+        assert!(sender.send(&[]).is_err());
+    }
+}

@@ -1,0 +1,163 @@
+//! What every helper does before it reads its first request: take its two fds, parse the
+//! arguments root silod gave it, load the policy, and (after its own pre-jail setup) serve.
+
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::path::PathBuf;
+
+use futures::StreamExt;
+use tarpc::server::{BaseChannel, Channel, Serve};
+
+use crate::jail::policy::Policy;
+use crate::jail::SeccompMode;
+
+/// A helper's start-up arguments.
+#[derive(Debug)]
+pub struct Boot {
+    /// The helper's name.
+    pub name: &'static str,
+    /// The state dir (absolute; from root silod's argv).
+    pub state_dir: PathBuf,
+    /// The loaded policy.
+    pub policy: Policy,
+    /// The RPC socket (fd 3).
+    pub rpc: OwnedFd,
+    /// The fd-passing socket (fd 4).
+    pub fdpass: OwnedFd,
+    /// Which seccomp variant to install.
+    pub seccomp_mode: SeccompMode,
+    /// `--selftest-escape`: enter the jail, then try what it forbids (tests only).
+    pub selftest: Option<String>,
+}
+
+/// Start-up failed; the helper exits with status 2 and this on stderr.
+#[derive(Debug, thiserror::Error)]
+pub enum BootError {
+    /// Bad arguments.
+    #[error("{0}")]
+    Usage(String),
+    /// The policy file was refused.
+    #[error("policy: {0}")]
+    Policy(crate::error::HelperError),
+    /// An inherited fd is missing.
+    #[error("fd {0} is not open: silo helpers are started by silod, not by hand")]
+    MissingFd(i32),
+}
+
+/// Reads argv and the inherited fds.
+pub fn boot(name: &'static str) -> Result<Boot, BootError> {
+    let mut state_dir = None;
+    let mut policy_path = PathBuf::from(crate::jail::policy::DEFAULT_PATH);
+    let mut seccomp_mode = SeccompMode::Enforce;
+    let mut selftest = None;
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "--state-dir" => state_dir = args.next().map(PathBuf::from),
+            "--policy" => {
+                policy_path = args
+                    .next()
+                    .map(PathBuf::from)
+                    .ok_or_else(|| BootError::Usage("--policy needs a path".into()))?
+            }
+            "--insecure-seccomp-log" => seccomp_mode = SeccompMode::LogOnly,
+            "--selftest-escape" => selftest = args.next(),
+            other => return Err(BootError::Usage(format!("unknown argument {other:?}"))),
+        }
+    }
+    let state_dir = state_dir.ok_or_else(|| BootError::Usage("--state-dir is required".into()))?;
+    if !state_dir.is_absolute() {
+        return Err(BootError::Usage("--state-dir must be absolute".into()));
+    }
+    let policy = Policy::load(&policy_path).map_err(BootError::Policy)?;
+    let rpc = take_fd(crate::RPC_FD)?;
+    let fdpass = take_fd(crate::FDPASS_FD)?;
+    Ok(Boot {
+        name,
+        state_dir,
+        policy,
+        rpc,
+        fdpass,
+        seccomp_mode,
+        selftest,
+    })
+}
+
+fn take_fd(fd: i32) -> Result<OwnedFd, BootError> {
+    // SAFETY: F_GETFD on an arbitrary number only queries the table.
+    if unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
+        return Err(BootError::MissingFd(fd));
+    }
+    // SAFETY: silod placed this fd here for us with dup2 before exec and nothing else in this
+    // process refers to it; we take sole ownership and mark it close-on-exec.
+    let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+    // SAFETY: as above, the fd is open and ours.
+    unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+    Ok(owned)
+}
+
+/// The helper's process-wide setting that makes its children die with it, and keeps it from
+/// outliving silod's start-up thread: set before any request is read.
+pub fn die_with_parent() {
+    // SAFETY: prctl(PR_SET_PDEATHSIG) takes an integer signal; no pointers.
+    unsafe {
+        libc::prctl(
+            libc::PR_SET_PDEATHSIG,
+            libc::SIGKILL as libc::c_ulong,
+            0,
+            0,
+            0,
+        )
+    };
+}
+
+/// Serves one tarpc channel until silod goes away or breaks the protocol.
+/// Returns the exit status the helper should use.
+pub async fn serve<S>(name: &'static str, rpc: OwnedFd, serve: S) -> i32
+where
+    S: Serve + Clone + 'static,
+    S::Req: for<'de> serde::Deserialize<'de> + tarpc::RequestName + Unpin + 'static,
+    S::Resp: serde::Serialize + Unpin + 'static,
+{
+    // Helpers run a current-thread runtime (a third of the multi-thread latency, and one
+    // thread to confine), so requests run as local tasks.
+    tokio::task::LocalSet::new()
+        .run_until(serve_local(name, rpc, serve))
+        .await
+}
+
+async fn serve_local<S>(name: &'static str, rpc: OwnedFd, serve: S) -> i32
+where
+    S: Serve + Clone + 'static,
+    S::Req: for<'de> serde::Deserialize<'de> + tarpc::RequestName + Unpin + 'static,
+    S::Resp: serde::Serialize + Unpin + 'static,
+{
+    let stream = match crate::transport::stream_from_fd(rpc) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(helper = name, error = %e, "cannot use the RPC socket");
+            return 2;
+        }
+    };
+    let transport = crate::transport::transport(stream);
+    let mut requests = BaseChannel::with_defaults(transport).requests();
+    while let Some(r) = requests.next().await {
+        match r {
+            Ok(req) => {
+                tokio::task::spawn_local(req.execute(serve.clone()));
+            }
+            Err(e) => {
+                // A frame that does not decode (a malformed name, an unknown call) can only come
+                // from a daemon that is not ours: refuse it and stop serving it.
+                tracing::error!(
+                    helper = name,
+                    error = %e,
+                    source = ?std::error::Error::source(&e).map(|s| s.to_string()),
+                    "refusing a malformed request from silod; closing the channel"
+                );
+                return 3;
+            }
+        }
+    }
+    tracing::info!(helper = name, "silod closed the channel; exiting");
+    0
+}

@@ -1,0 +1,44 @@
+//! Capability sets: keep exactly the declared ones.
+
+use caps::{CapSet, Capability, CapsHashSet};
+
+/// Capability changes failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CapsError {
+    /// A caps call failed.
+    #[error("capabilities: {op}: {message}")]
+    Op {
+        /// What was being done.
+        op: String,
+        /// The error.
+        message: String,
+    },
+}
+
+fn op(o: impl Into<String>) -> impl FnOnce(caps::errors::CapsError) -> CapsError {
+    let o = o.into();
+    move |e| CapsError::Op {
+        op: o,
+        message: e.to_string(),
+    }
+}
+
+/// Cuts the bounding set to `keep`, clears ambient and inheritable, and sets effective and
+/// permitted to exactly `keep`.
+pub fn keep_only(keep: &[Capability]) -> Result<(), CapsError> {
+    let keep_set: CapsHashSet = keep.iter().copied().collect();
+    // Dropping from the bounding set needs CAP_SETPCAP, so only touch what is still there
+    // (silod arrives here with an already empty bounding set).
+    let bounding = caps::read(None, CapSet::Bounding).map_err(op("read bounding"))?;
+    for cap in bounding {
+        if !keep_set.contains(&cap) {
+            caps::drop(None, CapSet::Bounding, cap)
+                .map_err(op(format!("drop {cap} from bounding")))?;
+        }
+    }
+    caps::clear(None, CapSet::Ambient).map_err(op("clear ambient"))?;
+    caps::clear(None, CapSet::Inheritable).map_err(op("clear inheritable"))?;
+    caps::set(None, CapSet::Effective, &keep_set).map_err(op("set effective"))?;
+    caps::set(None, CapSet::Permitted, &keep_set).map_err(op("set permitted"))?;
+    Ok(())
+}

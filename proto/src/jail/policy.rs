@@ -1,0 +1,171 @@
+//! The root-owned policy file: what may touch the host.
+//!
+//! Only helpers read it (silod cannot: landlock keeps it out of reach, and it is root's).
+//! A missing file means the built-in default, which allows nothing host-touching. A file that
+//! silod's user could have written is refused outright.
+
+use std::io::Read;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::error::HelperError;
+use crate::names::IfName;
+
+/// Where the policy lives unless root says otherwise on silod's command line.
+pub const DEFAULT_PATH: &str = "/etc/silo/policy.toml";
+
+/// The policy. Every field defaults to the safe choice.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Policy {
+    /// Allow `security.privileged=true` instances (container root = host root).
+    pub allow_privileged: bool,
+    /// Host paths that disk devices may bind from (each allows everything beneath it).
+    pub host_paths: Vec<PathBuf>,
+    /// Host interfaces that macvlan/physical nics may use as parents.
+    pub host_interfaces: Vec<IfName>,
+    /// Largest loop file a pool may create, in bytes.
+    pub max_loop_file_size: u64,
+    /// Let proxy devices listen on host ports below 1024.
+    pub allow_privileged_ports: bool,
+    /// Where this came from (not read from the file).
+    #[serde(skip)]
+    pub source: String,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Policy {
+            allow_privileged: false,
+            host_paths: Vec::new(),
+            host_interfaces: Vec::new(),
+            max_loop_file_size: 1 << 40,
+            allow_privileged_ports: false,
+            source: "built-in default".to_string(),
+        }
+    }
+}
+
+impl Policy {
+    /// Loads the policy at `path`; a missing file gives the default.
+    pub fn load(path: &Path) -> Result<Policy, HelperError> {
+        let shown = path.display().to_string();
+        let file = match std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags_nofollow()
+            .open(path)
+        {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let mut p = Policy::default();
+                p.source = format!("built-in default (no file at {shown})");
+                return Ok(p);
+            }
+            Err(e) => return Err(HelperError::io("open policy", &shown, e)),
+        };
+        let md = file
+            .metadata()
+            .map_err(|e| HelperError::io("stat policy", &shown, e))?;
+        if !md.is_file() {
+            return Err(HelperError::invalid(
+                "policy file",
+                format!("{shown} is not a regular file"),
+            ));
+        }
+        if md.uid() != 0 {
+            return Err(HelperError::invalid(
+                "policy file",
+                format!(
+                    "{shown} is owned by uid {}, must be owned by root",
+                    md.uid()
+                ),
+            ));
+        }
+        if md.mode() & 0o022 != 0 {
+            return Err(HelperError::invalid(
+                "policy file",
+                format!(
+                    "{shown} is writable by group or others (mode {:o})",
+                    md.mode() & 0o7777
+                ),
+            ));
+        }
+        if md.len() > 1 << 20 {
+            return Err(HelperError::invalid(
+                "policy file",
+                format!("{shown} is larger than 1 MiB"),
+            ));
+        }
+        let mut text = String::new();
+        (&file)
+            .take(1 << 20)
+            .read_to_string(&mut text)
+            .map_err(|e| HelperError::io("read policy", &shown, e))?;
+        let mut p: Policy = toml::from_str(&text)
+            .map_err(|e| HelperError::invalid("policy file", format!("{shown}: {e}")))?;
+        for hp in &p.host_paths {
+            if !hp.is_absolute() {
+                return Err(HelperError::invalid(
+                    "policy file",
+                    format!("{shown}: host_paths entry {} is not absolute", hp.display()),
+                ));
+            }
+        }
+        p.source = shown;
+        Ok(p)
+    }
+
+    /// An error naming the key that would allow `what`.
+    pub fn deny(&self, what: impl Into<String>) -> HelperError {
+        HelperError::Denied {
+            policy: self.source.clone(),
+            what: what.into(),
+        }
+    }
+}
+
+trait NoFollow {
+    fn custom_flags_nofollow(&mut self) -> &mut Self;
+}
+
+impl NoFollow for std::fs::OpenOptions {
+    fn custom_flags_nofollow(&mut self) -> &mut Self {
+        std::os::unix::fs::OpenOptionsExt::custom_flags(self, libc::O_NOFOLLOW | libc::O_CLOEXEC)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn missing_file_is_safe_default() {
+        let p = Policy::load(Path::new("/nonexistent/silo/policy.toml")).expect("default");
+        assert!(!p.allow_privileged);
+        assert!(p.host_paths.is_empty());
+        assert!(p.source.contains("built-in default"));
+    }
+
+    #[test]
+    fn refuses_writable_and_unknown_keys() {
+        let t = tempfile::tempdir().expect("tmp");
+        let f = t.path().join("policy.toml");
+        std::fs::write(&f, "allow_privileged = true\n").expect("write");
+        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o666)).expect("chmod");
+        let e = Policy::load(&f).unwrap_err().to_string();
+        assert!(e.contains("writable by group or others"), "{e}");
+        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+        if nix::unistd::geteuid().is_root() {
+            assert!(Policy::load(&f).expect("load").allow_privileged);
+            std::fs::write(&f, "allow_everything = true\n").expect("write");
+            let e = Policy::load(&f).unwrap_err().to_string();
+            assert!(e.contains("unknown field"), "{e}");
+        }
+        let l = t.path().join("link.toml");
+        std::os::unix::fs::symlink(&f, &l).expect("symlink");
+        assert!(Policy::load(&l).is_err(), "a symlinked policy is refused");
+    }
+}

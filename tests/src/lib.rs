@@ -1,0 +1,383 @@
+//! The integration-test harness: real silod, real helpers, real CLI, as root.
+//!
+//! Every test gets its own state dir (so its own installation tag, hence its own cgroup
+//! root and bridge marks) and cleans up in `Drop`, even when it fails: processes by pid,
+//! cgroups under its tag, the state dir.
+
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+pub mod hostile;
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// Fails the test (never skips) when not root.
+pub fn require_root() {
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "these integration tests need root (real namespaces, cgroups, helpers); run them as root"
+    );
+}
+
+/// The directory holding the built binaries (target/debug or target/release).
+pub fn bin_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("current exe");
+    // target/<profile>/deps/<test-binary>
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target dir")
+        .to_path_buf();
+    for b in ["silod", "silo", "silo-priv", "silo-net", "silo-store"] {
+        assert!(
+            dir.join(b).exists(),
+            "{} is not built in {}: run the tests with `cargo test --workspace`",
+            b,
+            dir.display()
+        );
+    }
+    dir
+}
+
+/// A binary's path.
+pub fn bin(name: &str) -> PathBuf {
+    bin_dir().join(name)
+}
+
+/// Makes sure the `silo` user and group exist (as packaging/silo.sysusers.conf would).
+pub fn ensure_silo_user() {
+    if nix::unistd::User::from_name("silo")
+        .ok()
+        .flatten()
+        .is_some()
+    {
+        return;
+    }
+    let _ = Command::new("groupadd").args(["--system", "silo"]).status();
+    let st = Command::new("useradd")
+        .args([
+            "--system",
+            "--gid",
+            "silo",
+            "--home-dir",
+            "/nonexistent",
+            "--shell",
+            "/usr/sbin/nologin",
+            "silo",
+        ])
+        .status()
+        .expect("useradd");
+    assert!(
+        st.success()
+            || nix::unistd::User::from_name("silo")
+                .ok()
+                .flatten()
+                .is_some(),
+        "cannot create the silo user"
+    );
+}
+
+/// A fresh state dir path, unique to this test process and call.
+pub fn unique_dir(name: &str) -> PathBuf {
+    let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+    PathBuf::from(format!("/tmp/silo-t-{name}-{}-{n}", std::process::id()))
+}
+
+/// Removes every cgroup silo-priv could have made for the installation at `state_dir`.
+pub fn cleanup_cgroups(state_dir: &Path) {
+    let tag = silo_proto::install_tag(state_dir);
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    for line in mounts.lines() {
+        let Some((left, right)) = line.split_once(" - ") else {
+            continue;
+        };
+        if !(right.starts_with("cgroup ") || right.starts_with("cgroup2 ")) {
+            continue;
+        }
+        if let Some(mp) = left.split(' ').nth(4) {
+            let d = Path::new(mp).join(format!("silo-{tag}"));
+            if d.exists() {
+                rmdir_tree(&d);
+            }
+        }
+    }
+}
+
+fn rmdir_tree(d: &Path) {
+    if let Ok(rd) = std::fs::read_dir(d) {
+        for e in rd.flatten() {
+            if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+                rmdir_tree(&e.path());
+            }
+        }
+    }
+    let _ = std::fs::remove_dir(d);
+}
+
+/// Pids whose parent is `pid`.
+pub fn children_of(pid: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(p) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{p}/stat")) else {
+            continue;
+        };
+        let ppid = stat
+            .rsplit_once(')')
+            .and_then(|(_, r)| r.split_whitespace().nth(1))
+            .and_then(|v| v.parse::<u32>().ok());
+        if ppid == Some(pid) {
+            out.push(p);
+        }
+    }
+    out
+}
+
+/// The command name of a pid.
+pub fn comm(pid: u32) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/comm"))
+        .unwrap_or_default()
+        .trim()
+        .to_string()
+}
+
+/// Whether a pid is alive (and not a zombie).
+pub fn alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(s) => !s
+            .rsplit_once(')')
+            .map(|(_, r)| r.trim_start().starts_with('Z'))
+            .unwrap_or(true),
+        Err(_) => false,
+    }
+}
+
+/// Waits until `f` holds or the timeout passes.
+pub fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let end = Instant::now() + timeout;
+    while Instant::now() < end {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    f()
+}
+
+/// A running silod for one test.
+#[derive(Debug)]
+pub struct TestDaemon {
+    /// Its state dir.
+    pub dir: PathBuf,
+    /// The silod process.
+    pub child: Option<Child>,
+    /// Its stderr log file.
+    pub log: PathBuf,
+    /// Extra args it was started with.
+    pub args: Vec<String>,
+    keep_dir: bool,
+}
+
+impl TestDaemon {
+    /// Starts silod in a fresh state dir and waits for its API.
+    pub fn start(name: &str) -> TestDaemon {
+        Self::start_with(name, &[])
+    }
+
+    /// Starts silod with extra arguments.
+    pub fn start_with(name: &str, args: &[&str]) -> TestDaemon {
+        require_root();
+        ensure_silo_user();
+        let dir = unique_dir(name);
+        let _ = std::fs::remove_dir_all(&dir);
+        let mut d = TestDaemon {
+            log: PathBuf::from(format!("{}.log", dir.display())),
+            dir,
+            child: None,
+            args: args.iter().map(|s| s.to_string()).collect(),
+            keep_dir: false,
+        };
+        d.spawn();
+        d
+    }
+
+    /// (Re)starts silod on this state dir (as a supervisor would) and waits for the API.
+    pub fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("log file");
+        let mut cmd = Command::new(bin("silod"));
+        cmd.arg("--state-dir")
+            .arg(&self.dir)
+            .arg("--policy")
+            .arg(format!("{}.policy.toml", self.dir.display()))
+            .args(&self.args)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log);
+        let child = cmd.spawn().expect("spawn silod");
+        self.child = Some(child);
+        let sock = self.socket();
+        let ok = wait_until(Duration::from_secs(20), || {
+            if let Some(c) = self.child.as_mut() {
+                if let Ok(Some(st)) = c.try_wait() {
+                    panic!(
+                        "silod exited during start ({st}); log:\n{}",
+                        self.log_text()
+                    );
+                }
+            }
+            std::os::unix::net::UnixStream::connect(&sock).is_ok()
+        });
+        assert!(
+            ok,
+            "silod did not open its API socket in 20 s; log:\n{}",
+            self.log_text()
+        );
+    }
+
+    /// silod's log so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The API socket.
+    pub fn socket(&self) -> PathBuf {
+        self.dir.join("unix.socket")
+    }
+
+    /// silod's pid.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(|c| c.id()).expect("running")
+    }
+
+    /// The helpers' pids by name.
+    pub fn helpers(&self) -> Vec<(String, u32)> {
+        let mut v: Vec<(String, u32)> = children_of(self.pid())
+            .into_iter()
+            .map(|p| (comm(p), p))
+            .filter(|(c, _)| c.starts_with("silo-"))
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// An API client.
+    pub fn client(&self) -> silo_cli::client::Client {
+        silo_cli::client::Client::new(self.socket())
+    }
+
+    /// One API call on a throwaway runtime: (HTTP status, body).
+    pub fn api(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("rt");
+        rt.block_on(self.client().raw(method, path, body.as_ref()))
+            .expect("api call")
+    }
+
+    /// Runs the `silo` CLI against this daemon.
+    pub fn silo(&self, args: &[&str]) -> std::process::Output {
+        Command::new(bin("silo"))
+            .args(args)
+            .env("SILO_SOCKET", self.socket())
+            .env_remove("SILO_DIR")
+            .output()
+            .expect("run silo")
+    }
+
+    /// Waits for silod to exit and returns its status code (or 128+signal).
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<i32> {
+        let c = self.child.as_mut()?;
+        let end = Instant::now() + timeout;
+        loop {
+            if let Ok(Some(st)) = c.try_wait() {
+                self.child = None;
+                return Some(st.code().unwrap_or_else(|| 128 + st.signal().unwrap_or(0)));
+            }
+            if Instant::now() > end {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Keeps the state dir after drop (to restart on it in the same test).
+    pub fn keep_dir(&mut self, keep: bool) {
+        self.keep_dir = keep;
+    }
+
+    /// Stops silod (SIGTERM, then SIGKILL) and makes sure its helpers are gone.
+    pub fn stop(&mut self) {
+        let helpers: Vec<u32> = if self.child.is_some() {
+            self.helpers().into_iter().map(|(_, p)| p).collect()
+        } else {
+            Vec::new()
+        };
+        if let Some(mut c) = self.child.take() {
+            let pid = nix::unistd::Pid::from_raw(c.id() as i32);
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+            let end = Instant::now() + Duration::from_secs(5);
+            loop {
+                if let Ok(Some(_)) = c.try_wait() {
+                    break;
+                }
+                if Instant::now() > end {
+                    let _ = c.kill();
+                    let _ = c.wait();
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        for p in helpers {
+            if !wait_until(Duration::from_secs(5), || !alive(p)) {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(p as i32),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+        }
+    }
+}
+
+impl Drop for TestDaemon {
+    fn drop(&mut self) {
+        self.stop();
+        cleanup_cgroups(&self.dir);
+        if !self.keep_dir {
+            let _ = std::fs::remove_dir_all(&self.dir);
+            let _ = std::fs::remove_file(&self.log);
+            let _ = std::fs::remove_file(format!("{}.policy.toml", self.dir.display()));
+        }
+    }
+}
+
+/// Live processes whose command line names `state_dir` (silod and its helpers do).
+pub fn procs_for(state_dir: &Path) -> Vec<(u32, String)> {
+    let needle = state_dir.display().to_string();
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(p) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(cmd) = std::fs::read(format!("/proc/{p}/cmdline")) else {
+            continue;
+        };
+        let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+        if cmd.split(' ').any(|a| a == needle) && alive(p) {
+            out.push((p, cmd));
+        }
+    }
+    out
+}
