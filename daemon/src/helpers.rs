@@ -16,7 +16,7 @@ use silo_proto::fdpass::{self, FdReceiver};
 use silo_proto::net::NetClient;
 use silo_proto::privileged::PrivClient;
 use silo_proto::store::StoreClient;
-use silo_proto::{HelperHello, FDPASS_FD, RPC_FD};
+use silo_proto::{HelperHello, FDPASS_FD};
 use tarpc::client;
 
 /// Which helper.
@@ -126,9 +126,7 @@ pub fn spawn(kind: HelperKind, opts: &SpawnOptions) -> Result<Spawned, HelperCal
     unsafe {
         cmd.pre_exec(move || {
             // dup2 onto fixed numbers clears CLOEXEC on the copies only, in this child only.
-            if libc::dup2(rpc_raw, RPC_FD) < 0 || libc::dup2(fds_raw, FDPASS_FD) < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
+            fdpass::place_in_child(rpc_raw, fds_raw)?;
             // Nothing else crosses exec, whatever a library left open without CLOEXEC.
             libc::syscall(libc::SYS_close_range, FDPASS_FD as u32 + 1, u32::MAX, 0u32);
             libc::prctl(

@@ -67,14 +67,8 @@ fn prepare_state_dir(
         let p = dir.join(f);
         if let Ok(md) = std::fs::symlink_metadata(&p) {
             if md.file_type().is_file() {
-                nix::unistd::fchownat(
-                    None,
-                    &p,
-                    Some(uid),
-                    Some(gid),
-                    nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
-                )
-                .with_context(|| format!("chown {}", p.display()))?;
+                std::os::unix::fs::lchown(&p, Some(uid.as_raw()), Some(gid.as_raw()))
+                    .with_context(|| format!("chown {}", p.display()))?;
             }
         }
     }

@@ -264,7 +264,7 @@ impl Net for NetServer {
         if let Some(c) = &ipv4 {
             self.check_overlap(c).await?;
         }
-        let mut msg = LinkBridge::new(name.as_str()).alias(self.0.marker.clone());
+        let mut msg = LinkBridge::new(name.as_str());
         if let Some(m) = mtu {
             msg = msg.mtu(m);
         }
@@ -292,10 +292,17 @@ impl Net for NetServer {
                     .await
                     .map_err(|e| nl("add address", &name, e))?;
             }
+            // The kernel applies IFLA_IFALIAS only when changing a link, not when creating it,
+            // so the ownership mark goes on with the first change.
             self.0
                 .handle
                 .link()
-                .set(LinkUnspec::new_with_index(index).up().build())
+                .set(
+                    LinkUnspec::new_with_index(index)
+                        .alias(self.0.marker.clone())
+                        .up()
+                        .build(),
+                )
                 .execute()
                 .await
                 .map_err(|e| nl("set up", &name, e))

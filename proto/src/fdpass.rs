@@ -61,6 +61,25 @@ pub fn pair() -> Result<(OwnedFd, OwnedFd), FdPassError> {
     })
 }
 
+/// Puts a helper's two sockets on [`crate::RPC_FD`] and [`crate::FDPASS_FD`] in a forked
+/// child, before exec. Both are first moved above the low numbers, so that one landing on
+/// the other's target number (fd 3 or 4 in the parent) cannot be overwritten mid-shuffle.
+/// Only async-signal-safe calls (fcntl, dup2); the copies on 3 and 4 lose close-on-exec.
+pub fn place_in_child(rpc: RawFd, fds: RawFd) -> std::io::Result<()> {
+    // SAFETY: fcntl(F_DUPFD_CLOEXEC) and dup2 on fds open in this process; no memory is touched.
+    unsafe {
+        let high_rpc = libc::fcntl(rpc, libc::F_DUPFD_CLOEXEC, 100);
+        let high_fds = libc::fcntl(fds, libc::F_DUPFD_CLOEXEC, 100);
+        if high_rpc < 0 || high_fds < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        if libc::dup2(high_rpc, crate::RPC_FD) < 0 || libc::dup2(high_fds, crate::FDPASS_FD) < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
 /// The helper's end: sends fds under tickets it allocates.
 #[derive(Debug)]
 pub struct FdSender {
@@ -142,16 +161,19 @@ pub fn recv_one(sock: BorrowedFd<'_>) -> Result<(FdTicket, Vec<OwnedFd>), FdPass
     Ok((FdTicket(u64::from_le_bytes(buf)), fds))
 }
 
+/// Fds received and not yet taken, by ticket, with a condvar for takers.
+type Pending = Arc<(Mutex<HashMap<u64, Vec<OwnedFd>>>, std::sync::Condvar)>;
+
 /// silod's end: a thread drains the socket into a map that callers take from by ticket.
 #[derive(Debug, Clone)]
 pub struct FdReceiver {
-    inner: Arc<(Mutex<HashMap<u64, Vec<OwnedFd>>>, std::sync::Condvar)>,
+    inner: Pending,
 }
 
 impl FdReceiver {
     /// Starts the draining thread on `sock`.
     pub fn spawn(sock: OwnedFd, helper: &'static str) -> std::io::Result<Self> {
-        let inner: Arc<(Mutex<HashMap<u64, Vec<OwnedFd>>>, std::sync::Condvar)> = Arc::default();
+        let inner: Pending = Arc::default();
         let shared = inner.clone();
         std::thread::Builder::new()
             .name(format!("fdpass-{helper}"))

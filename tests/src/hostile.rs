@@ -93,10 +93,7 @@ impl Helper {
                 if own_netns && libc::unshare(libc::CLONE_NEWNET) != 0 {
                     return Err(std::io::Error::last_os_error());
                 }
-                if libc::dup2(r, 3) < 0 || libc::dup2(f, 4) < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
+                silo_proto::fdpass::place_in_child(r, f)
             });
         }
         let child = cmd.spawn().expect("spawn helper");

@@ -236,11 +236,13 @@ impl TestDaemon {
                     );
                 }
             }
+            // The socket is bound before the helpers answer; ready means the API answers.
             std::os::unix::net::UnixStream::connect(&sock).is_ok()
+                && self.try_api("GET", "/1.0").is_some()
         });
         assert!(
             ok,
-            "silod did not open its API socket in 20 s; log:\n{}",
+            "silod did not serve its API in 20 s; log:\n{}",
             self.log_text()
         );
     }
@@ -284,6 +286,23 @@ impl TestDaemon {
             .expect("rt");
         rt.block_on(self.client().raw(method, path, body.as_ref()))
             .expect("api call")
+    }
+
+    fn try_api(&self, method: &str, path: &str) -> Option<u16> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .ok()?;
+        rt.block_on(async {
+            tokio::time::timeout(
+                Duration::from_millis(500),
+                self.client().raw(method, path, None),
+            )
+            .await
+            .ok()?
+            .ok()
+            .map(|(c, _)| c)
+        })
     }
 
     /// Runs the `silo` CLI against this daemon.

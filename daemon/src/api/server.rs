@@ -104,7 +104,8 @@ pub struct ServerPut {
 
 /// Server configuration keys silod knows, with their validators.
 /// (The remote-access and image keys arrive with the issues that implement them.)
-const SERVER_KEYS: &[(&str, fn(&str) -> Result<(), String>)] = &[];
+type KeyCheck = fn(&str) -> Result<(), String>;
+const SERVER_KEYS: &[(&str, KeyCheck)] = &[];
 
 fn validate(
     cfg: &BTreeMap<String, serde_json::Value>,

@@ -85,7 +85,7 @@ impl Root {
             check_component(c)?;
             let shown = self.child_display(&rel[..=i]);
             let next = openat2(cur.as_fd(), *c, how(OFlag::O_DIRECTORY | OFlag::O_RDONLY))
-                .map_err(|e| map_open_err(e, &shown))?;
+                .map_err(|e| explain_open_err(cur.as_fd(), c, e, &shown))?;
             require_root_dir(&next, &shown)?;
             cur = next;
         }
@@ -112,7 +112,7 @@ impl Root {
                 Err(e) => return Err(HelperError::errno("mkdirat", &shown, e)),
             };
             let next = openat2(cur.as_fd(), *c, how(OFlag::O_DIRECTORY | OFlag::O_RDONLY))
-                .map_err(|e| map_open_err(e, &shown))?;
+                .map_err(|e| explain_open_err(cur.as_fd(), c, e, &shown))?;
             require_root_dir(&next, &shown)?;
             if created {
                 // mkdirat honours the umask; set the mode we meant.
@@ -362,6 +362,19 @@ fn check_component(c: &str) -> Result<(), HelperError> {
         ));
     }
     Ok(())
+}
+
+/// Like [`map_open_err`], but tells a planted symlink apart from a plain non-directory
+/// (O_NOFOLLOW|O_DIRECTORY on a symlink reports ENOTDIR).
+fn explain_open_err(dir: BorrowedFd<'_>, name: &str, e: Errno, shown: &str) -> HelperError {
+    if e == Errno::ENOTDIR {
+        if let Ok(st) = fstatat(dir, name, nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW) {
+            if SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFLNK {
+                return map_open_err(Errno::ELOOP, shown);
+            }
+        }
+    }
+    map_open_err(e, shown)
 }
 
 fn map_open_err(e: Errno, shown: &str) -> HelperError {

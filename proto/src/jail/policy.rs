@@ -59,9 +59,10 @@ impl Policy {
         {
             Ok(f) => f,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                let mut p = Policy::default();
-                p.source = format!("built-in default (no file at {shown})");
-                return Ok(p);
+                return Ok(Policy {
+                    source: format!("built-in default (no file at {shown})"),
+                    ..Policy::default()
+                });
             }
             Err(e) => return Err(HelperError::io("open policy", &shown, e)),
         };

@@ -25,7 +25,7 @@ pub enum SeccompError {
 
 /// Decodes the little-endian instruction stream written by the build script.
 pub fn decode(bytes: &[u8]) -> Result<BpfProgram, SeccompError> {
-    if bytes.is_empty() || bytes.len() % 8 != 0 {
+    if bytes.is_empty() || !bytes.len().is_multiple_of(8) {
         return Err(SeccompError::Corrupt(bytes.len()));
     }
     Ok(bytes

@@ -1,0 +1,466 @@
+//! Each helper driven directly by a test playing a compromised silod: traversal, planted
+//! symlinks, odd and over-long names, huge sizes, foreign interfaces. Every request is
+//! refused with a clear error (or, for frames silod's own types could not build, the helper
+//! refuses the frame and closes the channel), and nothing changes on the host.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use silo_proto::net::NetClient;
+use silo_proto::privileged::PrivClient;
+use silo_proto::store::{PoolDriver, StoreClient, VolumeKind};
+use silo_proto::{HelperError, IfName, InstanceName, PoolName, VolumeName};
+use silo_tests::hostile::{Helper, RawNetClient, RawPrivClient, RawStoreClient};
+use tarpc::client::Config;
+use tarpc::context;
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("rt")
+}
+
+struct Dirs {
+    state: PathBuf,
+    policy: PathBuf,
+}
+
+impl Dirs {
+    fn new(name: &str) -> Dirs {
+        let state = silo_tests::unique_dir(name);
+        let _ = std::fs::remove_dir_all(&state);
+        std::fs::create_dir_all(&state).expect("state");
+        Dirs {
+            policy: PathBuf::from(format!("{}.policy.toml", state.display())),
+            state,
+        }
+    }
+}
+
+impl Drop for Dirs {
+    fn drop(&mut self) {
+        silo_tests::cleanup_cgroups(&self.state);
+        let _ = std::fs::remove_dir_all(&self.state);
+        let _ = std::fs::remove_file(&self.policy);
+    }
+}
+
+fn ctx() -> context::Context {
+    context::current()
+}
+
+/// The helper refused a frame and closed: the call failed, it exited with status 3, and its
+/// log names what it refused.
+fn assert_refused_frame(h: &mut Helper, what: &str) {
+    let (code, sig) = h.wait(Duration::from_secs(5));
+    let log = h.log_text();
+    assert_eq!(
+        (code, sig),
+        (Some(3), None),
+        "helper should exit 3 after refusing; log:\n{log}"
+    );
+    assert!(
+        log.contains("refusing a malformed request from silod"),
+        "{log}"
+    );
+    assert!(log.contains(what), "log should name {what:?}:\n{log}");
+}
+
+#[test]
+fn store_refuses_traversal_names_and_closes() {
+    let d = Dirs::new("hstore-raw");
+    let outside = d.state.with_extension("outside");
+    for bad in ["../../outside", "/etc", "a/b", "..", &"x".repeat(10_000)] {
+        let mut h = Helper::spawn("silo-store", &d.state, &d.policy, false, &[]);
+        let rt = rt();
+        let c =
+            rt.block_on(async { RawStoreClient::new(Config::default(), h.transport()).spawn() });
+        let r = rt.block_on(c.create_pool(ctx(), bad.to_string(), PoolDriver::Dir));
+        assert!(r.is_err(), "{bad:?} must not get an answer: {r:?}");
+        assert_refused_frame(&mut h, "invalid storage pool name");
+    }
+    assert!(!outside.exists());
+    let pools = std::fs::read_dir(d.state.join("storage-pools"))
+        .expect("pools")
+        .count();
+    assert_eq!(pools, 0, "nothing was created");
+}
+
+#[test]
+fn store_refuses_a_planted_symlink_at_start() {
+    let d = Dirs::new("hstore-plant");
+    let outside = tempfile::tempdir().expect("outside");
+    std::os::unix::fs::symlink(outside.path(), d.state.join("storage-pools")).expect("plant");
+    let mut h = Helper::spawn("silo-store", &d.state, &d.policy, false, &[]);
+    let (code, _) = h.wait(Duration::from_secs(5));
+    let log = h.log_text();
+    assert_eq!(code, Some(2), "{log}");
+    assert!(
+        log.contains("is a symlink or leaves its root; refusing to follow it"),
+        "{log}"
+    );
+    assert_eq!(
+        std::fs::read_dir(outside.path()).expect("ls").count(),
+        0,
+        "nothing written through the link"
+    );
+}
+
+#[test]
+fn store_refuses_a_silod_owned_directory() {
+    let d = Dirs::new("hstore-owned");
+    std::fs::create_dir(d.state.join("storage-pools")).expect("dir");
+    let silo = nix::unistd::User::from_name("nobody")
+        .expect("lookup")
+        .expect("nobody");
+    nix::unistd::chown(&d.state.join("storage-pools"), Some(silo.uid), None).expect("chown");
+    let mut h = Helper::spawn("silo-store", &d.state, &d.policy, false, &[]);
+    let (code, _) = h.wait(Duration::from_secs(5));
+    let log = h.log_text();
+    assert_eq!(code, Some(2), "{log}");
+    assert!(
+        log.contains("not root; refusing a directory silod could have planted"),
+        "{log}"
+    );
+}
+
+#[test]
+fn store_does_its_job_and_refuses_hostile_requests() {
+    let d = Dirs::new("hstore");
+    let mut h = Helper::spawn("silo-store", &d.state, &d.policy, false, &[]);
+    let rt = rt();
+    let c = rt.block_on(async { StoreClient::new(Config::default(), h.transport()).spawn() });
+    let pool = PoolName::new("p1").expect("name");
+    let vol = VolumeName::new("c1").expect("name");
+    rt.block_on(async {
+        let info = c
+            .create_pool(ctx(), pool.clone(), PoolDriver::Dir)
+            .await
+            .expect("rpc")
+            .expect("create pool");
+        assert!(info.space_total > 0);
+        let again = c
+            .create_pool(ctx(), pool.clone(), PoolDriver::Dir)
+            .await
+            .expect("rpc");
+        assert!(
+            matches!(again, Err(HelperError::AlreadyExists { .. })),
+            "{again:?}"
+        );
+        c.create_volume(ctx(), pool.clone(), VolumeKind::Container, vol.clone())
+            .await
+            .expect("rpc")
+            .expect("volume");
+        let missing = c
+            .create_volume(
+                ctx(),
+                PoolName::new("nope").expect("n"),
+                VolumeKind::Container,
+                vol.clone(),
+            )
+            .await
+            .expect("rpc");
+        assert_eq!(
+            missing.unwrap_err().to_string(),
+            "storage pool \"nope\" not found"
+        );
+        // A root-owned volume: silod planting a symlink inside is impossible, but root in a
+        // container could; removal must never follow it.
+        let vdir = d.state.join("storage-pools/p1/containers/c1");
+        let victim = tempfile::tempdir().expect("victim");
+        std::fs::write(victim.path().join("keep"), b"precious").expect("write");
+        std::os::unix::fs::symlink(victim.path(), vdir.join("escape")).expect("symlink");
+        std::fs::write(vdir.join("data"), vec![7u8; 100_000]).expect("write");
+        let used = c
+            .volume_usage(ctx(), pool.clone(), VolumeKind::Container, vol.clone())
+            .await
+            .expect("rpc")
+            .expect("usage");
+        assert!(used >= 100_000, "{used}");
+        let busy = c.delete_pool(ctx(), pool.clone()).await.expect("rpc");
+        assert!(matches!(busy, Err(HelperError::InUse { .. })), "{busy:?}");
+        c.delete_volume(ctx(), pool.clone(), VolumeKind::Container, vol.clone())
+            .await
+            .expect("rpc")
+            .expect("delete");
+        assert!(
+            victim.path().join("keep").exists(),
+            "delete followed a symlink out of the volume"
+        );
+        // Sizes.
+        let huge = c
+            .create_loop_file(ctx(), pool.clone(), u64::MAX)
+            .await
+            .expect("rpc");
+        assert!(matches!(huge, Err(HelperError::Denied { .. })), "{huge:?}");
+        assert!(huge.unwrap_err().to_string().contains("max_loop_file_size"));
+        let tiny = c
+            .create_loop_file(ctx(), pool.clone(), 1)
+            .await
+            .expect("rpc");
+        assert!(matches!(tiny, Err(HelperError::Invalid { .. })), "{tiny:?}");
+        let ok = c
+            .create_loop_file(ctx(), pool.clone(), 64 << 20)
+            .await
+            .expect("rpc")
+            .expect("loop file");
+        assert_eq!(ok.size, 64 << 20);
+        let md = std::fs::metadata(d.state.join("disks/p1.img")).expect("img");
+        assert_eq!(md.len(), 64 << 20);
+        assert!(std::os::unix::fs::MetadataExt::blocks(&md) < 1024, "sparse");
+        c.delete_loop_file(ctx(), pool.clone())
+            .await
+            .expect("rpc")
+            .expect("rm loop");
+        // silod swaps the top-level directory for a symlink after start: the helper keeps
+        // using the directory it opened, never the link.
+        let outside = tempfile::tempdir().expect("outside");
+        std::fs::rename(d.state.join("storage-pools"), d.state.join("moved")).expect("rename");
+        std::os::unix::fs::symlink(outside.path(), d.state.join("storage-pools")).expect("plant");
+        c.create_pool(ctx(), PoolName::new("p2").expect("n"), PoolDriver::Dir)
+            .await
+            .expect("rpc")
+            .expect("p2");
+        assert_eq!(
+            std::fs::read_dir(outside.path()).expect("ls").count(),
+            0,
+            "nothing written through the swapped link"
+        );
+        assert!(d.state.join("moved/p2").is_dir());
+    });
+    // The helper kept serving throughout: well-formed but hostile requests get errors, not a crash.
+    assert!(
+        h.child.try_wait().expect("wait").is_none(),
+        "{}",
+        h.log_text()
+    );
+}
+
+#[test]
+fn store_refuses_frames_over_the_limit() {
+    use std::io::Write;
+    let d = Dirs::new("hstore-frame");
+    let mut h = Helper::spawn("silo-store", &d.state, &d.policy, false, &[]);
+    let fd = h.rpc.take().expect("rpc");
+    let mut s = std::os::unix::net::UnixStream::from(fd);
+    // A length prefix of 64 MiB: past the 16 MiB frame limit.
+    let _ = s.write_all(&(64u32 << 20).to_be_bytes());
+    let _ = s.write_all(&[0u8; 4096]);
+    let (code, _) = h.wait(Duration::from_secs(5));
+    assert_eq!(code, Some(3), "{}", h.log_text());
+    assert!(
+        h.log_text().contains("frame size too big"),
+        "{}",
+        h.log_text()
+    );
+}
+
+#[test]
+fn priv_makes_cgroups_only_under_its_own_root() {
+    let d = Dirs::new("hpriv");
+    let tag = silo_proto::install_tag(&d.state);
+    let mut h = Helper::spawn("silo-priv", &d.state, &d.policy, false, &[]);
+    let rt = rt();
+    let c = rt.block_on(async { PrivClient::new(Config::default(), h.transport()).spawn() });
+    let name = InstanceName::new("c1").expect("name");
+    rt.block_on(async {
+        let layout = c.cgroup_layout(ctx()).await.expect("rpc").expect("layout");
+        let info = c
+            .create_cgroup(ctx(), name.clone())
+            .await
+            .expect("rpc")
+            .expect("create");
+        assert!(!info.paths.is_empty());
+        for p in &info.paths {
+            assert!(p.ends_with(&format!("/silo-{tag}/c1")), "{p}");
+            assert!(Path::new(p).is_dir(), "{p} exists on the host ({layout:?})");
+        }
+        let dup = c.create_cgroup(ctx(), name.clone()).await.expect("rpc");
+        assert!(
+            matches!(dup, Err(HelperError::AlreadyExists { .. })),
+            "{dup:?}"
+        );
+        assert_eq!(
+            c.list_cgroups(ctx()).await.expect("rpc").expect("list"),
+            vec![name.clone()]
+        );
+        c.delete_cgroup(ctx(), name.clone())
+            .await
+            .expect("rpc")
+            .expect("delete");
+        for p in &info.paths {
+            assert!(!Path::new(p).exists(), "{p} removed");
+            assert!(
+                !Path::new(p).parent().expect("parent").exists(),
+                "empty silo-{tag} removed too"
+            );
+        }
+        let gone = c.delete_cgroup(ctx(), name.clone()).await.expect("rpc");
+        assert!(
+            matches!(gone, Err(HelperError::NotFound { .. })),
+            "{gone:?}"
+        );
+    });
+    drop(c);
+    // A raw client sends what silod's types cannot build.
+    for bad in [
+        "../../../../sys/fs/cgroup/memory",
+        "x/y",
+        "9lives",
+        &"a".repeat(64),
+    ] {
+        let mut h = Helper::spawn("silo-priv", &d.state, &d.policy, false, &[]);
+        let c = rt.block_on(async { RawPrivClient::new(Config::default(), h.transport()).spawn() });
+        let r = rt.block_on(c.create_cgroup(ctx(), bad.to_string()));
+        assert!(r.is_err(), "{bad:?}: {r:?}");
+        assert_refused_frame(&mut h, "invalid instance name");
+    }
+}
+
+fn in_netns(pid: u32, args: &[&str]) -> std::process::Output {
+    Command::new("nsenter")
+        .arg("-t")
+        .arg(pid.to_string())
+        .arg("-n")
+        .args(args)
+        .output()
+        .expect("nsenter")
+}
+
+#[test]
+fn net_changes_only_its_own_interfaces() {
+    let d = Dirs::new("hnet");
+    // The helper runs in a network namespace of the test's own: the host's links are never touched.
+    let mut h = Helper::spawn("silo-net", &d.state, &d.policy, true, &[]);
+    let pid = h.child.id();
+    let rt = rt();
+    let c = rt.block_on(async { NetClient::new(Config::default(), h.transport()).spawn() });
+    // A foreign interface with an address, made by "another manager".
+    let o = in_netns(pid, &["ip", "link", "add", "other0", "type", "bridge"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        in_netns(pid, &["ip", "addr", "add", "10.77.0.1/24", "dev", "other0"])
+            .status
+            .success()
+    );
+    assert!(in_netns(pid, &["ip", "link", "set", "other0", "up"])
+        .status
+        .success());
+    rt.block_on(async {
+        let br = IfName::new("silotestbr0").expect("name");
+        let info = c
+            .create_bridge(
+                ctx(),
+                br.clone(),
+                Some("10.78.0.1/24".parse().expect("cidr")),
+                Some(1500),
+            )
+            .await
+            .expect("rpc")
+            .expect("create");
+        assert_eq!(
+            (info.name.as_str(), info.mtu, info.up),
+            ("silotestbr0", 1500, true)
+        );
+        assert_eq!(
+            info.ipv4.map(|c| c.to_string()),
+            Some("10.78.0.1/24".into())
+        );
+        let listed = c.list_bridges(ctx()).await.expect("rpc").expect("list");
+        assert_eq!(
+            listed.iter().map(|b| b.name.as_str()).collect::<Vec<_>>(),
+            ["silotestbr0"]
+        );
+        // Refusals.
+        let foreign = c
+            .delete_bridge(ctx(), IfName::new("other0").expect("n"))
+            .await
+            .expect("rpc");
+        assert!(
+            matches!(foreign, Err(HelperError::Denied { .. })),
+            "{foreign:?}"
+        );
+        let lo = c
+            .delete_bridge(ctx(), IfName::new("lo").expect("n"))
+            .await
+            .expect("rpc");
+        assert!(matches!(lo, Err(HelperError::Denied { .. })), "{lo:?}");
+        let taken = c
+            .create_bridge(ctx(), IfName::new("other0").expect("n"), None, None)
+            .await
+            .expect("rpc");
+        assert!(taken.unwrap_err().to_string().contains("not silo's"));
+        let overlap = c
+            .create_bridge(
+                ctx(),
+                IfName::new("silotestbr1").expect("n"),
+                Some("10.77.5.1/16".parse().expect("cidr")),
+                None,
+            )
+            .await
+            .expect("rpc");
+        let msg = overlap.unwrap_err().to_string();
+        assert!(
+            msg.contains("overlaps") && msg.contains("10.77.0.1/24"),
+            "{msg}"
+        );
+        let mtu = c
+            .create_bridge(
+                ctx(),
+                IfName::new("silotestbr1").expect("n"),
+                None,
+                Some(70000),
+            )
+            .await
+            .expect("rpc");
+        assert!(matches!(mtu, Err(HelperError::Invalid { .. })), "{mtu:?}");
+        c.delete_bridge(ctx(), br.clone())
+            .await
+            .expect("rpc")
+            .expect("delete");
+    });
+    let links = String::from_utf8_lossy(&in_netns(pid, &["ip", "-br", "link"]).stdout).into_owned();
+    assert!(
+        links.contains("other0"),
+        "the foreign interface is untouched: {links}"
+    );
+    assert!(
+        !links.contains("silotestbr"),
+        "no half-made bridge remains: {links}"
+    );
+    drop(c);
+    for bad in ["../../x", "way-too-long-interface-name", "eth 0", ""] {
+        let mut h = Helper::spawn("silo-net", &d.state, &d.policy, true, &[]);
+        let c = rt.block_on(async { RawNetClient::new(Config::default(), h.transport()).spawn() });
+        let r = rt.block_on(c.create_bridge(ctx(), bad.to_string(), None, None));
+        assert!(r.is_err(), "{bad:?}: {r:?}");
+        assert_refused_frame(&mut h, "invalid interface name");
+    }
+    let mut h = Helper::spawn("silo-net", &d.state, &d.policy, true, &[]);
+    let c = rt.block_on(async { RawNetClient::new(Config::default(), h.transport()).spawn() });
+    let r = rt.block_on(c.create_bridge(
+        ctx(),
+        "okname".to_string(),
+        Some("10.0.0.0/33".to_string()),
+        None,
+    ));
+    assert!(r.is_err());
+    assert_refused_frame(&mut h, "invalid IPv4 CIDR");
+}
+
+#[test]
+fn a_root_owned_policy_is_required() {
+    let d = Dirs::new("hpolicy");
+    std::fs::write(&d.policy, "allow_privileged = true\n").expect("write");
+    let nobody = nix::unistd::User::from_name("nobody")
+        .expect("lookup")
+        .expect("nobody");
+    nix::unistd::chown(&d.policy, Some(nobody.uid), None).expect("chown");
+    let mut h = Helper::spawn("silo-store", &d.state, &d.policy, false, &[]);
+    let (code, _) = h.wait(Duration::from_secs(5));
+    let log = h.log_text();
+    assert_eq!(code, Some(2));
+    assert!(log.contains("must be owned by root"), "{log}");
+}
