@@ -34,8 +34,3 @@ pub fn jail(seccomp_mode: SeccompMode) -> Jail {
         seccomp_mode,
     }
 }
-
-/// Test hook: inside the jail, attempt something it forbids.
-pub fn selftest_escape(what: &str) -> i32 {
-    silo_proto::jail::selftest::attempt(what)
-}

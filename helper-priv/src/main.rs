@@ -10,53 +10,13 @@ use silo_proto::jail::boot;
 use silo_proto::privileged::Priv;
 
 fn main() {
-    std::process::exit(run());
-}
-
-fn run() -> i32 {
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("SILO_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .init();
-    boot::die_with_parent();
-    let b = match boot::boot("silo-priv") {
-        Ok(b) => b,
-        Err(e) => {
-            eprintln!("silo-priv: {e}");
-            return 2;
-        }
-    };
-    let cg = match cgroups::Cgroups::detect(&b.state_dir) {
-        Ok(c) => c,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot find this host's cgroups");
-            return 2;
-        }
-    };
-    let jail = confinement::jail(b.seccomp_mode);
-    let report = match jail.enter() {
-        Ok(r) => r,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot enter the jail; refusing to serve unconfined");
-            return 2;
-        }
-    };
-    if let Some(what) = &b.selftest {
-        return confinement::selftest_escape(what);
-    }
-    let rt = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot build the runtime");
-            return 2;
-        }
-    };
-    let server = cgroups::PrivServer::new(cg, report.landlock);
-    rt.block_on(boot::serve("silo-priv", b.rpc, server.serve()))
+    std::process::exit(boot::run(
+        "silo-priv",
+        confinement::jail,
+        |b| cgroups::Cgroups::detect(&b.state_dir),
+        |cg, b, landlock| async move {
+            let server = cgroups::PrivServer::new(cg, landlock);
+            boot::serve("silo-priv", b.rpc, server.serve()).await
+        },
+    ));
 }

@@ -37,9 +37,3 @@ pub fn jail(seccomp_mode: SeccompMode) -> Jail {
         seccomp_mode,
     }
 }
-
-/// Test hook: inside the jail, attempt something it forbids. Reaching the end means the jail
-/// failed to stop it.
-pub fn selftest_escape(what: &str) -> i32 {
-    silo_proto::jail::selftest::attempt(what)
-}

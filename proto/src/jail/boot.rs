@@ -21,8 +21,8 @@ pub struct Boot {
     pub policy: Policy,
     /// The RPC socket (fd 3).
     pub rpc: OwnedFd,
-    /// The fd-passing socket (fd 4).
-    pub fdpass: OwnedFd,
+    /// The fd-passing socket (fd 4), shared by the services that hand fds to silod.
+    pub fds: std::sync::Arc<crate::fdpass::FdSender>,
     /// Which seccomp variant to install.
     pub seccomp_mode: SeccompMode,
     /// `--selftest-escape`: enter the jail, then try what it forbids (tests only).
@@ -70,13 +70,13 @@ pub fn boot(name: &'static str) -> Result<Boot, BootError> {
     }
     let policy = Policy::load(&policy_path).map_err(BootError::Policy)?;
     let rpc = take_fd(crate::RPC_FD)?;
-    let fdpass = take_fd(crate::FDPASS_FD)?;
+    let fds = std::sync::Arc::new(crate::fdpass::FdSender::new(take_fd(crate::FDPASS_FD)?));
     Ok(Boot {
         name,
         state_dir,
         policy,
         rpc,
-        fdpass,
+        fds,
         seccomp_mode,
         selftest,
     })
@@ -160,4 +160,69 @@ where
     }
     tracing::info!(helper = name, "silod closed the channel; exiting");
     0
+}
+
+/// Logs to stderr (silod passes the helpers' stderr through to its own), filtered by SILO_LOG.
+pub fn init_logging() {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("SILO_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+}
+
+/// A helper's whole life: log, boot, `prepare` (everything opened by path happens here,
+/// before the jail), enter the jail built by `jail_of`, then serve on a current-thread
+/// runtime. Returns the exit status.
+pub fn run<P, F, Fut>(
+    name: &'static str,
+    jail_of: fn(SeccompMode) -> crate::jail::Jail,
+    prepare: impl FnOnce(&Boot) -> crate::error::HelperResult<P>,
+    serve: F,
+) -> i32
+where
+    F: FnOnce(P, Boot, String) -> Fut,
+    Fut: std::future::Future<Output = i32>,
+{
+    init_logging();
+    die_with_parent();
+    let b = match boot(name) {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("{name}: {e}");
+            return 2;
+        }
+    };
+    let prepared = match prepare(&b) {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::error!(error = %e, "{name} cannot prepare its resources");
+            return 2;
+        }
+    };
+    let report = match jail_of(b.seccomp_mode).enter() {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot enter the jail; refusing to serve unconfined");
+            return 2;
+        }
+    };
+    if let Some(what) = &b.selftest {
+        return crate::jail::selftest::attempt(what);
+    }
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot build the runtime");
+            return 2;
+        }
+    };
+    // The fd channel lives as long as the helper, whichever parts of `Boot` a service keeps.
+    let _fds = b.fds.clone();
+    rt.block_on(serve(prepared, b, report.landlock))
 }
