@@ -13,6 +13,68 @@ use rusqlite::{params, Connection, OptionalExtension};
 const MIGRATIONS: &[&str] = &[
     // 1: server configuration.
     "CREATE TABLE config (key TEXT PRIMARY KEY NOT NULL, value TEXT NOT NULL);",
+    // 2: images, aliases, storage pools, image volumes, profiles, instances.
+    "CREATE TABLE images (
+        fingerprint TEXT PRIMARY KEY NOT NULL,
+        filename TEXT NOT NULL,
+        size INTEGER NOT NULL,
+        public INTEGER NOT NULL DEFAULT 0,
+        architecture TEXT NOT NULL,
+        type TEXT NOT NULL DEFAULT 'container',
+        created_at TEXT NOT NULL,
+        expires_at TEXT NOT NULL,
+        uploaded_at TEXT NOT NULL,
+        last_used_at TEXT NOT NULL DEFAULT '',
+        auto_update INTEGER NOT NULL DEFAULT 0,
+        cached INTEGER NOT NULL DEFAULT 0,
+        split INTEGER NOT NULL DEFAULT 0,
+        compression TEXT NOT NULL DEFAULT '.tar',
+        properties TEXT NOT NULL DEFAULT '{}',
+        profiles TEXT NOT NULL DEFAULT '[\"default\"]'
+     );
+     CREATE TABLE image_aliases (
+        name TEXT PRIMARY KEY NOT NULL,
+        fingerprint TEXT NOT NULL REFERENCES images(fingerprint) ON DELETE CASCADE,
+        description TEXT NOT NULL DEFAULT ''
+     );
+     CREATE TABLE storage_pools (
+        name TEXT PRIMARY KEY NOT NULL,
+        driver TEXT NOT NULL,
+        description TEXT NOT NULL DEFAULT '',
+        config TEXT NOT NULL DEFAULT '{}'
+     );
+     CREATE TABLE image_volumes (
+        pool TEXT NOT NULL REFERENCES storage_pools(name),
+        fingerprint TEXT NOT NULL,
+        PRIMARY KEY (pool, fingerprint)
+     );
+     CREATE TABLE custom_volumes (
+        pool TEXT NOT NULL REFERENCES storage_pools(name),
+        name TEXT NOT NULL,
+        description TEXT NOT NULL DEFAULT '',
+        config TEXT NOT NULL DEFAULT '{}',
+        PRIMARY KEY (pool, name)
+     );
+     CREATE TABLE profiles (
+        name TEXT PRIMARY KEY NOT NULL,
+        description TEXT NOT NULL DEFAULT '',
+        config TEXT NOT NULL DEFAULT '{}',
+        devices TEXT NOT NULL DEFAULT '{}'
+     );
+     CREATE TABLE instances (
+        name TEXT PRIMARY KEY NOT NULL,
+        type TEXT NOT NULL DEFAULT 'container',
+        architecture TEXT NOT NULL,
+        ephemeral INTEGER NOT NULL DEFAULT 0,
+        stateful INTEGER NOT NULL DEFAULT 0,
+        description TEXT NOT NULL DEFAULT '',
+        created_at TEXT NOT NULL,
+        last_used_at TEXT NOT NULL DEFAULT '',
+        config TEXT NOT NULL DEFAULT '{}',
+        devices TEXT NOT NULL DEFAULT '{}',
+        profiles TEXT NOT NULL DEFAULT '[]',
+        pool TEXT NOT NULL REFERENCES storage_pools(name)
+     );",
 ];
 
 /// Database errors.

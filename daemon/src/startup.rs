@@ -116,6 +116,36 @@ fn notify_socket() -> Option<std::os::unix::net::UnixDatagram> {
     r.ok().map(|_| s)
 }
 
+/// silod's embedded defaults: a `dir` pool named "default" and the default profile with the
+/// root disk on it, made on first start (a later `silo init` edits them).
+async fn ensure_defaults(d: &Daemon) -> anyhow::Result<()> {
+    if crate::storage::list(&d.db)
+        .map_err(|e| anyhow::anyhow!("{e}"))?
+        .is_empty()
+    {
+        let r = crate::storage::create(
+            &d.db,
+            &d.helpers,
+            "default",
+            "dir",
+            "Default silo storage pool",
+            Default::default(),
+        )
+        .await;
+        match r {
+            Ok(_) => tracing::info!("created the default storage pool (dir)"),
+            // A pool directory without a record (a lost database): adopt it.
+            Err(crate::api::response::ApiError::Conflict(_)) => {
+                d.db.with(|c| c.execute("INSERT INTO storage_pools (name, driver, description, config) VALUES ('default', 'dir', 'Default silo storage pool', '{}')", []).map(|_| ()))?;
+            }
+            Err(e) => return Err(anyhow::anyhow!("creating the default storage pool: {e}")),
+        }
+    }
+    crate::profiles::ensure_default(&d.db, "default")
+        .map_err(|e| anyhow::anyhow!("creating the default profile: {e}"))?;
+    Ok(())
+}
+
 /// Runs silod; returns the process exit status.
 pub fn run(args: Args, events: crate::events::Events) -> anyhow::Result<i32> {
     let t0 = Instant::now();
@@ -232,7 +262,14 @@ async fn serve(
         started: t0,
         host,
         landlock,
+        image_locks: Default::default(),
+        creating: Default::default(),
     });
+    crate::images::gc_uploads(&args.state_dir);
+    ensure_defaults(&daemon).await?;
+    crate::storage::collect_orphans(&daemon.db, &daemon.helpers)
+        .await
+        .map_err(|e| anyhow::anyhow!("collecting orphaned volumes: {e}"))?;
     listener.set_nonblocking(true)?;
     let listener = tokio::net::UnixListener::from_std(listener)?;
     let app = crate::api::router(daemon.clone());

@@ -70,4 +70,21 @@ pub struct Daemon {
     pub host: HostFacts,
     /// What silod's own landlock reported.
     pub landlock: String,
+    /// One unpack per (pool, image) at a time.
+    pub image_locks: crate::storage::ImageLocks,
+    /// Instance names being created.
+    pub creating: crate::instances::Creating,
+}
+
+impl Daemon {
+    /// What instance operations need.
+    pub fn instance_ctx(&self) -> crate::instances::Ctx {
+        crate::instances::Ctx {
+            db: self.db.clone(),
+            helpers: self.helpers.clone(),
+            locks: self.image_locks.clone(),
+            creating: self.creating.clone(),
+            events: self.events.clone(),
+        }
+    }
 }

@@ -13,9 +13,14 @@ fn main() {
     std::process::exit(boot::run(
         "silo-priv",
         confinement::jail,
-        |b| cgroups::Cgroups::detect(&b.state_dir),
-        |cg, b, landlock| async move {
-            let server = cgroups::PrivServer::new(cg, landlock);
+        |b| {
+            Ok((
+                cgroups::Cgroups::detect(&b.state_dir)?,
+                cgroups::host_id_range(),
+            ))
+        },
+        |(cg, ids), b, landlock| async move {
+            let server = cgroups::PrivServer::new(cg, ids, landlock);
             boot::serve("silo-priv", b.rpc, server.serve()).await
         },
     ));

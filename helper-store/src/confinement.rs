@@ -16,6 +16,8 @@ pub const CAPS: &[Capability] = &[
     Capability::CAP_DAC_OVERRIDE,
     Capability::CAP_DAC_READ_SEARCH,
     Capability::CAP_FOWNER,
+    // Keeping set-group-id bits of image files whose group root is not in.
+    Capability::CAP_FSETID,
     // Mounting pools and volumes, loop devices, btrfs subvolume ioctls.
     Capability::CAP_SYS_ADMIN,
 ];

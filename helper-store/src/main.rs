@@ -3,7 +3,10 @@
 //! Started only by silod (as root, before silod drops privileges) with its RPC socket on fd 3
 //! and its fd-passing socket on fd 4. See CONFINEMENT.md beside this crate.
 
+mod child;
 mod confinement;
+mod copy;
+mod images;
 mod pools;
 
 use silo_proto::jail::boot;

@@ -11,8 +11,8 @@ use silo_proto::error::{HelperError, HelperResult};
 use silo_proto::jail::beneath::Root;
 use silo_proto::jail::boot::Boot;
 use silo_proto::jail::policy::Policy;
-use silo_proto::store::{LoopFileInfo, PoolDriver, PoolInfo, Store, VolumeKind};
-use silo_proto::{HelperHello, PoolName, VolumeName};
+use silo_proto::store::{LoopFileInfo, PoolDriver, PoolInfo, Store, UnpackReport, VolumeKind};
+use silo_proto::{HelperHello, ImageFingerprint, PoolName, VolumeName};
 use tarpc::context::Context;
 
 /// Smallest loop file: below this no filesystem silo supports fits.
@@ -20,6 +20,7 @@ const MIN_LOOP_FILE: u64 = 32 << 20;
 
 #[derive(Debug)]
 struct Inner {
+    state: Root,
     pools: Root,
     disks: Root,
     policy: Policy,
@@ -38,6 +39,7 @@ impl StoreServer {
         let (pools, _) = state.mkdir_all(&["storage-pools"], 0o711)?;
         let (disks, _) = state.mkdir_all(&["disks"], 0o700)?;
         Ok(StoreServer(Arc::new(Inner {
+            state,
             pools,
             disks,
             policy: b.policy.clone(),
@@ -280,5 +282,81 @@ impl Store for StoreServer {
             });
         }
         self.0.disks.remove_tree(&name)
+    }
+
+    async fn unpack_image(
+        self,
+        _: Context,
+        pool: PoolName,
+        fingerprint: ImageFingerprint,
+    ) -> HelperResult<UnpackReport> {
+        let dir = self.pool(&pool)?;
+        let (kdir, _) = dir.mkdir_all(&[VolumeKind::Image.dir_name()], 0o711)?;
+        let vol = VolumeName::new(fingerprint.as_str())?;
+        let target = kdir.mkdir_new(
+            vol.as_str(),
+            crate::images::VOLUME_MODE,
+            &Self::volume_what(&pool, VolumeKind::Image, &vol),
+        )?;
+        let limits = silo_proto::image::extract::Limits {
+            max_bytes: self.0.policy.max_image_size,
+            max_entries: self.0.policy.max_image_entries,
+        };
+        let t0 = std::time::Instant::now();
+        let r = match self.0.state.open_untrusted_dir("images") {
+            Ok(images) => crate::images::unpack(&images, &target, &fingerprint, limits).await,
+            Err(e) => Err(e),
+        };
+        match r {
+            Ok(rep) => {
+                tracing::info!(pool = %pool, image = %fingerprint, entries = rep.entries, bytes = rep.bytes, ms = t0.elapsed().as_millis() as u64, "unpacked image");
+                Ok(rep)
+            }
+            Err(e) => {
+                // Nothing half-made.
+                if let Err(rm) = kdir.remove_tree(vol.as_str()) {
+                    tracing::error!(error = %rm, "removing a failed image volume");
+                }
+                tracing::warn!(pool = %pool, image = %fingerprint, error = %e, "refused image");
+                Err(e)
+            }
+        }
+    }
+
+    async fn copy_volume(
+        self,
+        _: Context,
+        pool: PoolName,
+        src_kind: VolumeKind,
+        src: VolumeName,
+        dst_kind: VolumeKind,
+        dst: VolumeName,
+    ) -> HelperResult<u64> {
+        let dir = self.pool(&pool)?;
+        let sdir = dir
+            .open_dir(&[src_kind.dir_name(), src.as_str()])
+            .map_err(|e| match e {
+                HelperError::NotFound { .. } => HelperError::NotFound {
+                    what: Self::volume_what(&pool, src_kind, &src),
+                },
+                e => e,
+            })?;
+        let (kdir, _) = dir.mkdir_all(&[dst_kind.dir_name()], 0o711)?;
+        let target = kdir.mkdir_new(
+            dst.as_str(),
+            crate::images::VOLUME_MODE,
+            &Self::volume_what(&pool, dst_kind, &dst),
+        )?;
+        let t0 = std::time::Instant::now();
+        match crate::images::copy(&sdir, &target).await {
+            Ok(bytes) => {
+                tracing::info!(pool = %pool, src = %src, dst = %dst, bytes, ms = t0.elapsed().as_millis() as u64, "copied volume");
+                Ok(bytes)
+            }
+            Err(e) => {
+                let _ = kdir.remove_tree(dst.as_str());
+                Err(e)
+            }
+        }
     }
 }

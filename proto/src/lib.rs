@@ -8,6 +8,8 @@
 
 pub mod error;
 pub mod fdpass;
+#[cfg(feature = "image")]
+pub mod image;
 pub mod names;
 pub mod net;
 pub mod privileged;
@@ -22,7 +24,7 @@ pub mod jail;
 use serde::{Deserialize, Serialize};
 
 pub use error::{HelperError, HelperResult};
-pub use names::{IfName, InstanceName, NameError, PoolName, VolumeName};
+pub use names::{IfName, ImageFingerprint, InstanceName, NameError, PoolName, VolumeName};
 
 /// The fd number on which a helper finds its RPC socket.
 pub const RPC_FD: i32 = 3;

@@ -263,3 +263,57 @@ mod tests {
         assert_eq!(good.as_str(), "c1");
     }
 }
+
+/// An image fingerprint: the sha256 LXD computes, as 64 lower-case hex digits.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct ImageFingerprint(String);
+
+impl ImageFingerprint {
+    /// Checks `s` (64 lower-case hex digits) and wraps it.
+    pub fn new(s: impl Into<String>) -> Result<Self, NameError> {
+        let s: String = s.into();
+        if s.len() != 64
+            || !s
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        {
+            return Err(NameError::new(
+                "image fingerprint",
+                &s,
+                "must be 64 lower-case hex digits (a sha256)",
+            ));
+        }
+        Ok(ImageFingerprint(s))
+    }
+
+    /// As a string.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for ImageFingerprint {
+    type Error = NameError;
+    fn try_from(s: String) -> Result<Self, NameError> {
+        ImageFingerprint::new(s)
+    }
+}
+
+impl From<ImageFingerprint> for String {
+    fn from(f: ImageFingerprint) -> String {
+        f.0
+    }
+}
+
+impl fmt::Display for ImageFingerprint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for ImageFingerprint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ImageFingerprint({})", &self.0[..12.min(self.0.len())])
+    }
+}

@@ -33,6 +33,16 @@ pub struct CgroupInfo {
     pub paths: Vec<String>,
 }
 
+/// The host id range instances' user namespaces are carved from (root's /etc/subuid and
+/// /etc/subgid entries, or LXD's default 1000000:1000000000 when there are none).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IdRange {
+    /// First host id.
+    pub start: u64,
+    /// How many.
+    pub count: u64,
+}
+
 /// The namespace helper's RPC surface.
 #[tarpc::service]
 pub trait Priv {
@@ -46,4 +56,6 @@ pub trait Priv {
     async fn list_cgroups() -> HelperResult<Vec<InstanceName>>;
     /// Removes an instance's cgroup; refuses while any process is in it.
     async fn delete_cgroup(instance: InstanceName) -> HelperResult<()>;
+    /// The id range instances are allocated from.
+    async fn id_range() -> HelperResult<IdRange>;
 }

@@ -6,7 +6,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::error::HelperResult;
-use crate::names::{PoolName, VolumeName};
+use crate::names::{ImageFingerprint, PoolName, VolumeName};
 use crate::HelperHello;
 
 /// The storage drivers silo-store knows.
@@ -63,6 +63,17 @@ pub struct LoopFileInfo {
     pub size: u64,
 }
 
+/// What unpacking an image did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct UnpackReport {
+    /// Members unpacked.
+    pub entries: u64,
+    /// Bytes of file data written.
+    pub bytes: u64,
+    /// Device nodes skipped (silo provides /dev itself).
+    pub skipped_devices: u64,
+}
+
 /// The storage helper's RPC surface.
 #[tarpc::service]
 pub trait Store {
@@ -99,4 +110,20 @@ pub trait Store {
     async fn create_loop_file(pool: PoolName, size: u64) -> HelperResult<LoopFileInfo>;
     /// Removes a pool's backing file.
     async fn delete_loop_file(pool: PoolName) -> HelperResult<()>;
+    /// Unpacks the image silod stored as `<state-dir>/images/<fp>` (plus `<fp>.rootfs` for a
+    /// split image) into the pool's image volume `<fp>`, in a child landlocked to that volume.
+    /// Bounded by the policy's max_image_size and max_image_entries; nothing is left on failure.
+    async fn unpack_image(
+        pool: PoolName,
+        fingerprint: ImageFingerprint,
+    ) -> HelperResult<UnpackReport>;
+    /// Makes volume `dst` of kind `dst_kind` a copy of `src` (reflinked where the filesystem
+    /// can), in a child landlocked to the two volumes. Refuses an existing `dst`.
+    async fn copy_volume(
+        pool: PoolName,
+        src_kind: VolumeKind,
+        src: VolumeName,
+        dst_kind: VolumeKind,
+        dst: VolumeName,
+    ) -> HelperResult<u64>;
 }

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+pub mod corpus;
 pub mod hostile;
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);

@@ -90,6 +90,7 @@ fn each_helper_has_exactly_its_declared_capabilities() {
             "dac_override",
             "dac_read_search",
             "fowner",
+            "fsetid",
             "sys_admin",
         ]),
         other => panic!("unexpected helper {other}"),
@@ -204,7 +205,9 @@ fn no_process_holds_an_fd_it_should_not() {
             }
             let allowed = match name.as_str() {
                 "silo-store" => {
-                    t == &format!("{state}/storage-pools") || t == &format!("{state}/disks")
+                    t == &state
+                        || t == &format!("{state}/storage-pools")
+                        || t == &format!("{state}/disks")
                 }
                 _ => false,
             };
@@ -302,9 +305,27 @@ fn api_envelope_operations_and_errors() {
     assert_eq!(md["api_version"], "1.0");
     assert_eq!(md["environment"]["server"], "silo");
     assert_eq!(md["environment"]["server_pid"], d.pid());
-    for ext in md["api_extensions"].as_array().expect("extensions") {
+    let exts = md["api_extensions"].as_array().expect("extensions");
+    for needed in [
+        "instances",
+        "api_filtering",
+        "container_full",
+        "instance_get_full",
+    ] {
         assert!(
-            !["instances", "container_full", "clustering"].contains(&ext.as_str().unwrap_or("")),
+            exts.iter().any(|e| e == needed),
+            "the stock client needs {needed}"
+        );
+    }
+    for ext in exts {
+        assert!(
+            ![
+                "clustering",
+                "network",
+                "console",
+                "container_exec_recording"
+            ]
+            .contains(&ext.as_str().unwrap_or("")),
             "advertises {ext} before implementing it"
         );
     }

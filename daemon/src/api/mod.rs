@@ -2,12 +2,18 @@
 //! handlers only translate HTTP to calls on the daemon's modules and back.
 
 pub mod events;
+pub mod images;
+pub mod instances;
 pub mod operations;
+pub mod profiles;
+pub mod resources;
 pub mod response;
 pub mod server;
+pub mod storage;
 
 use std::sync::Arc;
 
+use axum::extract::DefaultBodyLimit;
 use axum::extract::Request;
 use axum::middleware::{self, Next};
 use axum::response::Response;
@@ -31,6 +37,26 @@ pub const API_EXTENSIONS: &[&str] = &[
     "etag",
     // PATCH on /1.0.
     "patch",
+    // /1.0/instances (the client falls back to /1.0/containers without it).
+    "instances",
+    // ?filter= on instances, images and volumes.
+    "api_filtering",
+    // GET /1.0/instances?recursion=2 with state, snapshots and backups.
+    "container_full",
+    // GET /1.0/instances/<name>?recursion=1 returns the full instance.
+    "instance_get_full",
+    // used_by on profiles.
+    "profile_usedby",
+    // The storage pools and volumes API.
+    "storage",
+    // Profiles attached to images.
+    "image_profiles",
+    // description on profiles, pools, volumes.
+    "entity_description",
+    // /1.0/resources and /1.0/storage-pools/<pool>/resources.
+    "resources",
+    // The v2 layout of /1.0/resources (CPU sockets, cores, threads).
+    "resources_v2",
 ];
 
 /// The whole route table.
@@ -44,15 +70,136 @@ pub fn router(d: Arc<Daemon>) -> Router {
                 .patch(server::patch_server),
         )
         .route("/1.0/events", get(events::events))
+        .route("/1.0/resources", get(resources::get))
         .route("/1.0/operations", get(operations::list))
         .route(
             "/1.0/operations/{id}",
             get(operations::get_one).delete(operations::cancel),
         )
         .route("/1.0/operations/{id}/wait", get(operations::wait))
+        .route(
+            "/1.0/images",
+            get(images::list)
+                .post(images::create)
+                .layer(DefaultBodyLimit::disable()),
+        )
+        .route(
+            "/1.0/images/aliases",
+            get(images::aliases_list).post(images::aliases_create),
+        )
+        .route(
+            "/1.0/images/aliases/{name}",
+            get(images::alias_get)
+                .put(images::alias_put)
+                .patch(images::alias_patch)
+                .post(images::alias_rename)
+                .delete(images::alias_delete),
+        )
+        .route(
+            "/1.0/images/{fp}",
+            get(images::get_one)
+                .put(images::put)
+                .patch(images::patch)
+                .delete(images::delete),
+        )
+        .route("/1.0/images/{fp}/export", get(images::export))
+        .route("/1.0/profiles", get(profiles::list).post(profiles::create))
+        .route(
+            "/1.0/profiles/{name}",
+            get(profiles::get_one)
+                .put(profiles::put)
+                .patch(profiles::patch)
+                .post(profiles::rename)
+                .delete(profiles::delete),
+        )
+        .route(
+            "/1.0/storage-pools",
+            get(storage::list).post(storage::create),
+        )
+        .route(
+            "/1.0/storage-pools/{name}",
+            get(storage::get_one)
+                .put(storage::put)
+                .patch(storage::patch)
+                .delete(storage::delete),
+        )
+        .route(
+            "/1.0/storage-pools/{name}/resources",
+            get(storage::resources),
+        )
+        .route(
+            "/1.0/storage-pools/{name}/volumes",
+            get(storage::volumes).post(storage::volume_create),
+        )
+        .route(
+            "/1.0/storage-pools/{name}/volumes/{type}",
+            get(storage::volumes_of).post(vol_create_typed),
+        )
+        .route(
+            "/1.0/storage-pools/{name}/volumes/{type}/{vol}",
+            get(storage::volume_get).delete(storage::volume_delete),
+        )
+        .merge(instance_routes("/1.0/instances"))
+        .merge(instance_routes("/1.0/containers"))
         .fallback(not_found)
         .layer(middleware::from_fn(log_request))
         .with_state(d)
+}
+
+fn instance_routes(base: &str) -> Router<Arc<Daemon>> {
+    Router::new()
+        .route(base, get(instances::list).post(instances::create))
+        .route(
+            &format!("{base}/{{name}}"),
+            get(instances::get_one)
+                .put(instances::put)
+                .patch(instances::patch)
+                .post(instances::post)
+                .delete(instances::delete),
+        )
+        .route(
+            &format!("{base}/{{name}}/state"),
+            get(instances::state).put(instances::put_state),
+        )
+}
+
+async fn vol_create_typed(
+    state: axum::extract::State<Arc<Daemon>>,
+    axum::extract::Path((pool, t)): axum::extract::Path<(String, String)>,
+    body: axum::body::Bytes,
+) -> response::ApiResult {
+    if t != "custom" {
+        return Err(ApiError::BadRequest(format!(
+            "only custom volumes can be created directly, not {t:?}"
+        )));
+    }
+    storage::volume_create(state, axum::extract::Path(pool), body).await
+}
+
+/// `?recursion=` and `?filter=` on listings.
+#[derive(Debug, serde::Deserialize, Default)]
+pub struct ListQuery {
+    /// 0, 1 or 2.
+    #[serde(default)]
+    pub recursion: Option<String>,
+    /// api_filtering expression.
+    #[serde(default)]
+    pub filter: Option<String>,
+}
+
+impl ListQuery {
+    /// The recursion level (0 when absent or invalid).
+    pub fn level(&self) -> u8 {
+        self.recursion
+            .as_deref()
+            .and_then(|r| r.parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// recursion >= 1.
+    pub fn recursive(&self) -> bool {
+        self.level() >= 1
+    }
 }
 
 async fn not_found() -> ApiError {

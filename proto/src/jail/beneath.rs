@@ -95,6 +95,20 @@ impl Root {
         })
     }
 
+    /// Opens a directory directly beneath that silod owns (its upload area): no symlink is
+    /// followed, but any owner is accepted, so everything read from it is untrusted.
+    pub fn open_untrusted_dir(&self, name: &str) -> Result<Root, HelperError> {
+        check_component(name)?;
+        let shown = self.child_display(&[name]);
+        let fd = openat2(
+            self.fd.as_fd(),
+            name,
+            how(OFlag::O_DIRECTORY | OFlag::O_RDONLY),
+        )
+        .map_err(|e| explain_open_err(self.fd.as_fd(), name, e, &shown))?;
+        Ok(Root { fd, display: shown })
+    }
+
     /// Creates (if needed) and opens each component of `rel` as a root-owned directory.
     /// Returns the opened directory and whether the last component was newly created.
     pub fn mkdir_all(&self, rel: &[&str], mode: u32) -> Result<(Root, bool), HelperError> {

@@ -30,6 +30,10 @@ pub struct Policy {
     pub max_loop_file_size: u64,
     /// Let proxy devices listen on host ports below 1024.
     pub allow_privileged_ports: bool,
+    /// Most bytes of file data one image may unpack to.
+    pub max_image_size: u64,
+    /// Most members one image may have.
+    pub max_image_entries: u64,
     /// Where this came from (not read from the file).
     #[serde(skip)]
     pub source: String,
@@ -43,6 +47,8 @@ impl Default for Policy {
             host_interfaces: Vec::new(),
             max_loop_file_size: 1 << 40,
             allow_privileged_ports: false,
+            max_image_size: 64 << 30,
+            max_image_entries: 5_000_000,
             source: "built-in default".to_string(),
         }
     }

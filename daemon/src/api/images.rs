@@ -1,0 +1,522 @@
+//! `/1.0/images` and `/1.0/images/aliases`.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{FromRequest, Multipart, Path, Query, Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use futures::StreamExt;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::response::{async_op, sync, sync_etag, ApiError, ApiResult};
+use super::ListQuery;
+use crate::images::{self, Alias, Received, Upload};
+use crate::state::Daemon;
+
+/// Largest upload silod takes (64 GiB): daemon-side resource policy.
+const MAX_UPLOAD: u64 = 64 << 30;
+
+/// `GET /1.0/images`.
+pub async fn list(State(d): State<Arc<Daemon>>, Query(q): Query<ListQuery>) -> ApiResult {
+    let filter = crate::filter::Filter::parse(q.filter.as_deref().unwrap_or(""))?;
+    let aliases = images::aliases(&d.db)?;
+    let objs: Vec<Value> = images::list(&d.db)?
+        .iter()
+        .map(|i| i.to_api(&aliases))
+        .filter(|o| filter.matches(o))
+        .collect();
+    if q.recursive() {
+        Ok(sync(objs))
+    } else {
+        Ok(sync(
+            objs.iter()
+                .map(|o| format!("/1.0/images/{}", o["fingerprint"].as_str().unwrap_or("")))
+                .collect::<Vec<_>>(),
+        ))
+    }
+}
+
+fn header_str<'a>(h: &'a HeaderMap, k: &str) -> Option<&'a str> {
+    h.get(k).and_then(|v| v.to_str().ok())
+}
+
+async fn receive_stream(
+    d: &Daemon,
+    mut stream: impl futures::Stream<Item = Result<axum::body::Bytes, String>> + Unpin,
+) -> Result<(std::path::PathBuf, u64, sha2::Sha256), ApiError> {
+    let mut up = Upload::new(&d.state_dir, MAX_UPLOAD).await?;
+    while let Some(chunk) = stream.next().await {
+        match chunk {
+            Ok(c) => {
+                if let Err(e) = up.write(&c).await {
+                    let _ = std::fs::remove_file(&up.path);
+                    return Err(e);
+                }
+            }
+            Err(e) => {
+                let _ = std::fs::remove_file(&up.path);
+                return Err(ApiError::BadRequest(format!("reading the upload: {e}")));
+            }
+        }
+    }
+    up.finish().await
+}
+
+/// `POST /1.0/images`: a raw tarball body, or multipart `metadata` + `rootfs`.
+pub async fn create(State(d): State<Arc<Daemon>>, req: Request) -> ApiResult {
+    let headers = req.headers().clone();
+    let ctype = header_str(&headers, "content-type")
+        .unwrap_or("")
+        .to_string();
+    if ctype.starts_with("application/json") {
+        let bytes = axum::body::to_bytes(req.into_body(), 1 << 20)
+            .await
+            .map_err(|e| ApiError::BadRequest(e.to_string()))?;
+        let v: Value = serde_json::from_slice(&bytes)
+            .map_err(|e| ApiError::BadRequest(format!("invalid request body: {e}")))?;
+        let t = v
+            .pointer("/source/type")
+            .and_then(Value::as_str)
+            .unwrap_or("");
+        return Err(ApiError::BadRequest(format!(
+            "creating images from source type {t:?} is not supported yet (publishing and remote images come later); upload a tarball"
+        )));
+    }
+    let public = matches!(
+        header_str(&headers, "x-lxd-public"),
+        Some("1") | Some("true")
+    );
+    let filename = header_str(&headers, "x-lxd-filename")
+        .unwrap_or("")
+        .to_string();
+    let mut properties = BTreeMap::new();
+    if let Some(p) = header_str(&headers, "x-lxd-properties") {
+        let parsed: Vec<(String, String)> = serde_urlencoded::from_str(p)
+            .map_err(|e| ApiError::BadRequest(format!("invalid X-LXD-properties: {e}")))?;
+        properties.extend(parsed);
+    }
+    let (main, rootfs) = if ctype.starts_with("multipart/form-data") {
+        let mut mp = Multipart::from_request(req, &d)
+            .await
+            .map_err(|e| ApiError::BadRequest(format!("invalid multipart upload: {e}")))?;
+        let mut main = None;
+        let mut rootfs = None;
+        while let Some(field) = mp
+            .next_field()
+            .await
+            .map_err(|e| ApiError::BadRequest(format!("invalid multipart upload: {e}")))?
+        {
+            let name = field.name().unwrap_or("").to_string();
+            let stream = futures::stream::unfold(field, |mut f| async move {
+                match f.chunk().await {
+                    Ok(Some(c)) => Some((Ok(c), f)),
+                    Ok(None) => None,
+                    Err(e) => Some((Err(e.to_string()), f)),
+                }
+            });
+            let got = receive_stream(&d, Box::pin(stream)).await?;
+            match name.as_str() {
+                "metadata" => main = Some(got),
+                "rootfs" => rootfs = Some(got),
+                "rootfs.img" => {
+                    let _ = std::fs::remove_file(&got.0);
+                    return Err(ApiError::BadRequest(
+                        "virtual-machine images are not supported: silo runs containers".into(),
+                    ));
+                }
+                other => {
+                    let _ = std::fs::remove_file(&got.0);
+                    return Err(ApiError::BadRequest(format!(
+                        "unexpected multipart part {other:?} (expected metadata and rootfs)"
+                    )));
+                }
+            }
+        }
+        let main = main.ok_or_else(|| {
+            ApiError::BadRequest("multipart upload without a metadata part".into())
+        })?;
+        (main, rootfs)
+    } else {
+        let stream = req
+            .into_body()
+            .into_data_stream()
+            .map(|r| r.map_err(|e| e.to_string()));
+        (receive_stream(&d, Box::pin(stream)).await?, None)
+    };
+    // The fingerprint is sha256 of the file, or of metadata ‖ rootfs for a split image.
+    let fingerprint = match &rootfs {
+        None => images::fingerprint(main.2.clone()),
+        Some(r) => {
+            let mut h = main.2.clone();
+            let rp = r.0.clone();
+            let rootfs_hash =
+                tokio::task::spawn_blocking(move || -> std::io::Result<sha2::Sha256> {
+                    let mut f = std::fs::File::open(rp)?;
+                    std::io::copy(&mut f, &mut h)?;
+                    Ok(h)
+                })
+                .await
+                .map_err(|e| ApiError::Internal(e.to_string()))?
+                .map_err(|e| ApiError::Internal(e.to_string()))?;
+            images::fingerprint(rootfs_hash)
+        }
+    };
+    let received = Received {
+        main: (main.0, main.1),
+        rootfs: rootfs.map(|r| (r.0, r.1)),
+        fingerprint,
+        filename,
+        public,
+        properties,
+        aliases: Vec::new(),
+    };
+    let db = d.db.clone();
+    let state = d.state_dir.clone();
+    let events = d.events.clone();
+    let op = d.ops.start(
+        "task",
+        "Downloading image",
+        BTreeMap::new(),
+        false,
+        move |_ctx| async move {
+            let r = tokio::task::spawn_blocking(move || {
+                let out = images::commit(&db, &state, &received);
+                if out.is_err() {
+                    received.discard();
+                }
+                out
+            })
+            .await
+            .map_err(|e| e.to_string())?;
+            let img = r.map_err(|e| e.to_string())?;
+            events.lifecycle(
+                "image-created",
+                &format!("/1.0/images/{}", img.fingerprint),
+                json!({}),
+            );
+            Ok(json!({"fingerprint": img.fingerprint, "size": img.size}))
+        },
+    );
+    Ok(async_op(&op))
+}
+
+/// `GET /1.0/images/{fp}`.
+pub async fn get_one(State(d): State<Arc<Daemon>>, Path(fp): Path<String>) -> ApiResult {
+    let img = images::resolve_exact_or_prefix(&d.db, &fp)?;
+    Ok(sync_etag(img.to_api(&images::aliases(&d.db)?)))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ImagePut {
+    #[serde(default)]
+    public: Option<bool>,
+    #[serde(default)]
+    auto_update: Option<bool>,
+    #[serde(default)]
+    properties: Option<BTreeMap<String, String>>,
+    #[serde(default)]
+    profiles: Option<Vec<String>>,
+    #[serde(default)]
+    expires_at: Option<String>,
+}
+
+fn apply_put(d: &Daemon, fp: &str, body: &[u8], patch: bool) -> ApiResult {
+    let mut img = images::resolve_exact_or_prefix(&d.db, fp)?;
+    let p: ImagePut = serde_json::from_slice(body)
+        .map_err(|e| ApiError::BadRequest(format!("invalid request body: {e}")))?;
+    if let Some(v) = p.public {
+        img.public = v;
+    } else if !patch {
+        img.public = false;
+    }
+    if let Some(v) = p.auto_update {
+        img.auto_update = v;
+    }
+    if let Some(v) = p.properties {
+        if patch {
+            img.properties.extend(v);
+        } else {
+            img.properties = v;
+        }
+    }
+    if let Some(v) = p.profiles {
+        for n in &v {
+            crate::profiles::get(&d.db, n)
+                .map_err(|_| ApiError::BadRequest(format!("profile {n:?} not found")))?;
+        }
+        img.profiles = v;
+    }
+    if let Some(v) = p.expires_at {
+        img.expires_at = v;
+    }
+    images::update(&d.db, &img)?;
+    d.events.lifecycle(
+        "image-updated",
+        &format!("/1.0/images/{}", img.fingerprint),
+        json!({}),
+    );
+    Ok(sync(Value::Null))
+}
+
+/// `PUT /1.0/images/{fp}`.
+pub async fn put(
+    State(d): State<Arc<Daemon>>,
+    Path(fp): Path<String>,
+    body: axum::body::Bytes,
+) -> ApiResult {
+    apply_put(&d, &fp, &body, false)
+}
+
+/// `PATCH /1.0/images/{fp}`.
+pub async fn patch(
+    State(d): State<Arc<Daemon>>,
+    Path(fp): Path<String>,
+    body: axum::body::Bytes,
+) -> ApiResult {
+    apply_put(&d, &fp, &body, true)
+}
+
+/// `DELETE /1.0/images/{fp}`: its cached volumes in every pool, its files, its record.
+pub async fn delete(State(d): State<Arc<Daemon>>, Path(fp): Path<String>) -> ApiResult {
+    let img = images::resolve_exact_or_prefix(&d.db, &fp)?;
+    let dd = d.clone();
+    let mut res = BTreeMap::new();
+    res.insert(
+        "images".to_string(),
+        vec![format!("/1.0/images/{}", img.fingerprint)],
+    );
+    let op = d.ops.start(
+        "task",
+        "Deleting image",
+        res,
+        false,
+        move |_ctx| async move {
+            crate::storage::drop_image_volumes(&dd.db, &dd.helpers, &img.fingerprint)
+                .await
+                .map_err(|e| e.to_string())?;
+            images::remove(&dd.db, &img.fingerprint).map_err(|e| e.to_string())?;
+            images::remove_files(&dd.state_dir, &img.fingerprint);
+            dd.events.lifecycle(
+                "image-deleted",
+                &format!("/1.0/images/{}", img.fingerprint),
+                json!({}),
+            );
+            Ok(Value::Null)
+        },
+    );
+    Ok(async_op(&op))
+}
+
+fn file_body(path: std::path::PathBuf) -> Result<(Body, u64), ApiError> {
+    let f = std::fs::File::open(&path)
+        .map_err(|e| ApiError::Internal(format!("opening {}: {e}", path.display())))?;
+    let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+    let stream = tokio_util::io::ReaderStream::new(tokio::fs::File::from_std(f));
+    Ok((Body::from_stream(stream), len))
+}
+
+fn sniff_ext(path: &std::path::Path) -> &'static str {
+    use std::io::Read;
+    let mut head = vec![0u8; 512];
+    let n = std::fs::File::open(path)
+        .and_then(|mut f| f.read(&mut head))
+        .unwrap_or(0);
+    head.truncate(n);
+    silo_proto::image::Compression::sniff(&head)
+        .map(|c| c.extension())
+        .unwrap_or(".tar")
+}
+
+/// `GET /1.0/images/{fp}/export`: the unified file, or multipart metadata + rootfs.
+pub async fn export(
+    State(d): State<Arc<Daemon>>,
+    Path(fp): Path<String>,
+) -> Result<Response, ApiError> {
+    let img = images::resolve_exact_or_prefix(&d.db, &fp)?;
+    let dir = images::images_dir(&d.state_dir);
+    let main = dir.join(&img.fingerprint);
+    if !img.split {
+        let (body, len) = file_body(main)?;
+        let mut r = (StatusCode::OK, body).into_response();
+        let h = r.headers_mut();
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/octet-stream"),
+        );
+        h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+        if let Ok(v) = HeaderValue::from_str(&format!(
+            "attachment; filename={}{}",
+            img.fingerprint, img.compression
+        )) {
+            h.insert(header::CONTENT_DISPOSITION, v);
+        }
+        return Ok(r);
+    }
+    let rootfs = dir.join(format!("{}.rootfs", img.fingerprint));
+    let boundary = uuid::Uuid::new_v4().simple().to_string();
+    let part = |name: &str, filename: &str| {
+        format!("--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"; filename=\"{filename}\"\r\nContent-Type: application/octet-stream\r\n\r\n")
+    };
+    let head1 = part(
+        "metadata",
+        &format!("meta-{}{}", img.fingerprint, img.compression),
+    );
+    let head2 = format!(
+        "\r\n{}",
+        part(
+            "rootfs",
+            &format!("{}{}", img.fingerprint, sniff_ext(&rootfs))
+        )
+    );
+    let tail = format!("\r\n--{boundary}--\r\n");
+    let (m, _) = file_body(main)?;
+    let (r, _) = file_body(rootfs)?;
+    let chained =
+        futures::stream::once(async move { Ok::<_, axum::Error>(axum::body::Bytes::from(head1)) })
+            .chain(m.into_data_stream())
+            .chain(futures::stream::once(async move {
+                Ok(axum::body::Bytes::from(head2))
+            }))
+            .chain(r.into_data_stream())
+            .chain(futures::stream::once(async move {
+                Ok(axum::body::Bytes::from(tail))
+            }));
+    let mut resp = (StatusCode::OK, Body::from_stream(chained)).into_response();
+    if let Ok(v) = HeaderValue::from_str(&format!("multipart/form-data; boundary={boundary}")) {
+        resp.headers_mut().insert(header::CONTENT_TYPE, v);
+    }
+    Ok(resp)
+}
+
+/// `GET /1.0/images/aliases`.
+pub async fn aliases_list(State(d): State<Arc<Daemon>>, Query(q): Query<ListQuery>) -> ApiResult {
+    let all = images::aliases(&d.db)?;
+    if q.recursive() {
+        Ok(sync(all.iter().map(alias_api).collect::<Vec<_>>()))
+    } else {
+        Ok(sync(
+            all.iter()
+                .map(|a| format!("/1.0/images/aliases/{}", a.name))
+                .collect::<Vec<_>>(),
+        ))
+    }
+}
+
+fn alias_api(a: &Alias) -> Value {
+    json!({"name": a.name, "target": a.target, "description": a.description, "type": "container"})
+}
+
+#[derive(Debug, Deserialize)]
+pub struct AliasPost {
+    name: String,
+    target: String,
+    #[serde(default, deserialize_with = "crate::api::response::null_default")]
+    description: String,
+}
+
+/// `POST /1.0/images/aliases`.
+pub async fn aliases_create(State(d): State<Arc<Daemon>>, body: axum::body::Bytes) -> ApiResult {
+    let p: AliasPost = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::BadRequest(format!("invalid request body: {e}")))?;
+    let img = images::resolve_exact_or_prefix(&d.db, &p.target)?;
+    images::alias_put(
+        &d.db,
+        &Alias {
+            name: p.name.clone(),
+            target: img.fingerprint,
+            description: p.description,
+        },
+        true,
+    )?;
+    d.events.lifecycle(
+        "image-alias-created",
+        &format!("/1.0/images/aliases/{}", p.name),
+        json!({}),
+    );
+    Ok(sync(Value::Null))
+}
+
+fn find_alias(d: &Daemon, name: &str) -> Result<Alias, ApiError> {
+    images::aliases(&d.db)?
+        .into_iter()
+        .find(|a| a.name == name)
+        .ok_or_else(|| ApiError::NotFound(format!("alias {name:?} not found")))
+}
+
+/// `GET /1.0/images/aliases/{name}`.
+pub async fn alias_get(State(d): State<Arc<Daemon>>, Path(name): Path<String>) -> ApiResult {
+    Ok(sync_etag(alias_api(&find_alias(&d, &name)?)))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct AliasPut {
+    #[serde(default)]
+    target: Option<String>,
+    #[serde(default)]
+    description: Option<String>,
+}
+
+async fn alias_write(d: &Daemon, name: &str, body: &[u8], patch: bool) -> ApiResult {
+    let mut a = find_alias(d, name)?;
+    let p: AliasPut = serde_json::from_slice(body)
+        .map_err(|e| ApiError::BadRequest(format!("invalid request body: {e}")))?;
+    if let Some(t) = p.target {
+        a.target = images::resolve_exact_or_prefix(&d.db, &t)?.fingerprint;
+    } else if !patch {
+        return Err(ApiError::BadRequest("missing target".into()));
+    }
+    if let Some(desc) = p.description {
+        a.description = desc;
+    } else if !patch {
+        a.description.clear();
+    }
+    images::alias_put(&d.db, &a, false)?;
+    Ok(sync(Value::Null))
+}
+
+/// `PUT /1.0/images/aliases/{name}`.
+pub async fn alias_put(
+    State(d): State<Arc<Daemon>>,
+    Path(name): Path<String>,
+    body: axum::body::Bytes,
+) -> ApiResult {
+    alias_write(&d, &name, &body, false).await
+}
+
+/// `PATCH /1.0/images/aliases/{name}`.
+pub async fn alias_patch(
+    State(d): State<Arc<Daemon>>,
+    Path(name): Path<String>,
+    body: axum::body::Bytes,
+) -> ApiResult {
+    alias_write(&d, &name, &body, true).await
+}
+
+/// `POST /1.0/images/aliases/{name}`: rename.
+pub async fn alias_rename(
+    State(d): State<Arc<Daemon>>,
+    Path(name): Path<String>,
+    body: axum::body::Bytes,
+) -> ApiResult {
+    let v: HashMap<String, String> = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::BadRequest(format!("invalid request body: {e}")))?;
+    let to = v
+        .get("name")
+        .ok_or_else(|| ApiError::BadRequest("missing name".into()))?;
+    images::alias_rename(&d.db, &name, to)?;
+    Ok(sync(Value::Null))
+}
+
+/// `DELETE /1.0/images/aliases/{name}`.
+pub async fn alias_delete(State(d): State<Arc<Daemon>>, Path(name): Path<String>) -> ApiResult {
+    images::alias_delete(&d.db, &name)?;
+    d.events.lifecycle(
+        "image-alias-deleted",
+        &format!("/1.0/images/aliases/{name}"),
+        json!({}),
+    );
+    Ok(sync(Value::Null))
+}

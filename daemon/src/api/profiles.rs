@@ -1,0 +1,143 @@
+//! `/1.0/profiles`.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::extract::{Path, Query, State};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::response::{sync, sync_etag, ApiError, ApiResult};
+use super::ListQuery;
+use crate::profiles::{self, Device, Profile};
+use crate::state::Daemon;
+
+/// `GET /1.0/profiles`.
+pub async fn list(State(d): State<Arc<Daemon>>, Query(q): Query<ListQuery>) -> ApiResult {
+    let all = profiles::list(&d.db)?;
+    if q.recursive() {
+        let mut out = Vec::new();
+        for p in &all {
+            out.push(profiles::to_api(&d.db, p)?);
+        }
+        Ok(sync(out))
+    } else {
+        Ok(sync(
+            all.iter()
+                .map(|p| format!("/1.0/profiles/{}", p.name))
+                .collect::<Vec<_>>(),
+        ))
+    }
+}
+
+/// `POST /1.0/profiles`.
+pub async fn create(State(d): State<Arc<Daemon>>, body: axum::body::Bytes) -> ApiResult {
+    let p: Profile = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::BadRequest(format!("invalid request body: {e}")))?;
+    profiles::create(&d.db, &p)?;
+    d.events.lifecycle(
+        "profile-created",
+        &format!("/1.0/profiles/{}", p.name),
+        json!({}),
+    );
+    Ok(sync(Value::Null))
+}
+
+/// `GET /1.0/profiles/{name}`.
+pub async fn get_one(State(d): State<Arc<Daemon>>, Path(name): Path<String>) -> ApiResult {
+    let p = profiles::get(&d.db, &name)?;
+    Ok(sync_etag(profiles::to_api(&d.db, &p)?))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ProfilePut {
+    #[serde(default)]
+    description: Option<String>,
+    #[serde(default)]
+    config: Option<std::collections::BTreeMap<String, String>>,
+    #[serde(default)]
+    devices: Option<std::collections::BTreeMap<String, Device>>,
+}
+
+fn write(d: &Daemon, name: &str, body: &[u8], patch: bool) -> ApiResult {
+    let mut p = profiles::get(&d.db, name)?;
+    let w: ProfilePut = serde_json::from_slice(body)
+        .map_err(|e| ApiError::BadRequest(format!("invalid request body: {e}")))?;
+    if patch {
+        if let Some(x) = w.description {
+            p.description = x;
+        }
+        if let Some(x) = w.config {
+            for (k, v) in x {
+                if v.is_empty() {
+                    p.config.remove(&k);
+                } else {
+                    p.config.insert(k, v);
+                }
+            }
+        }
+        if let Some(x) = w.devices {
+            p.devices.extend(x);
+        }
+    } else {
+        p.description = w.description.unwrap_or_default();
+        p.config = w.config.unwrap_or_default();
+        p.devices = w.devices.unwrap_or_default();
+    }
+    profiles::update(&d.db, &p)?;
+    d.events.lifecycle(
+        "profile-updated",
+        &format!("/1.0/profiles/{name}"),
+        json!({}),
+    );
+    Ok(sync(Value::Null))
+}
+
+/// `PUT /1.0/profiles/{name}`.
+pub async fn put(
+    State(d): State<Arc<Daemon>>,
+    Path(name): Path<String>,
+    body: axum::body::Bytes,
+) -> ApiResult {
+    write(&d, &name, &body, false)
+}
+
+/// `PATCH /1.0/profiles/{name}`.
+pub async fn patch(
+    State(d): State<Arc<Daemon>>,
+    Path(name): Path<String>,
+    body: axum::body::Bytes,
+) -> ApiResult {
+    write(&d, &name, &body, true)
+}
+
+/// `POST /1.0/profiles/{name}`: rename.
+pub async fn rename(
+    State(d): State<Arc<Daemon>>,
+    Path(name): Path<String>,
+    body: axum::body::Bytes,
+) -> ApiResult {
+    let v: HashMap<String, String> = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::BadRequest(format!("invalid request body: {e}")))?;
+    let to = v
+        .get("name")
+        .ok_or_else(|| ApiError::BadRequest("missing name".into()))?;
+    profiles::rename(&d.db, &name, to)?;
+    d.events.lifecycle(
+        "profile-renamed",
+        &format!("/1.0/profiles/{to}"),
+        json!({"old_name": name}),
+    );
+    Ok(sync(Value::Null))
+}
+
+/// `DELETE /1.0/profiles/{name}`.
+pub async fn delete(State(d): State<Arc<Daemon>>, Path(name): Path<String>) -> ApiResult {
+    profiles::delete(&d.db, &name)?;
+    d.events.lifecycle(
+        "profile-deleted",
+        &format!("/1.0/profiles/{name}"),
+        json!({}),
+    );
+    Ok(sync(Value::Null))
+}

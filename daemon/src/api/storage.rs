@@ -1,0 +1,349 @@
+//! `/1.0/storage-pools` and their volumes.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use axum::extract::{Path, Query, State};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use silo_proto::store::VolumeKind;
+use silo_proto::{PoolName, VolumeName};
+
+use super::response::{sync, sync_etag, ApiError, ApiResult};
+use super::ListQuery;
+use crate::helpers::{ctx, rpc_err};
+use crate::state::Daemon;
+use crate::storage;
+
+/// `GET /1.0/storage-pools`.
+pub async fn list(State(d): State<Arc<Daemon>>, Query(q): Query<ListQuery>) -> ApiResult {
+    let pools = storage::list(&d.db)?;
+    if q.recursive() {
+        let mut out = Vec::new();
+        for p in &pools {
+            out.push(storage::to_api(&d.db, p)?);
+        }
+        Ok(sync(out))
+    } else {
+        Ok(sync(
+            pools
+                .iter()
+                .map(|p| format!("/1.0/storage-pools/{}", p.name))
+                .collect::<Vec<_>>(),
+        ))
+    }
+}
+
+#[derive(Debug, Deserialize)]
+pub struct PoolPost {
+    name: String,
+    driver: String,
+    #[serde(default, deserialize_with = "crate::api::response::null_default")]
+    description: String,
+    #[serde(default, deserialize_with = "crate::api::response::null_default")]
+    config: BTreeMap<String, String>,
+}
+
+/// `POST /1.0/storage-pools`.
+pub async fn create(State(d): State<Arc<Daemon>>, body: axum::body::Bytes) -> ApiResult {
+    let p: PoolPost = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::BadRequest(format!("invalid request body: {e}")))?;
+    storage::create(
+        &d.db,
+        &d.helpers,
+        &p.name,
+        &p.driver,
+        &p.description,
+        p.config,
+    )
+    .await?;
+    d.events.lifecycle(
+        "storage-pool-created",
+        &format!("/1.0/storage-pools/{}", p.name),
+        json!({}),
+    );
+    Ok(sync(Value::Null))
+}
+
+/// `GET /1.0/storage-pools/{name}`.
+pub async fn get_one(State(d): State<Arc<Daemon>>, Path(name): Path<String>) -> ApiResult {
+    let p = storage::get(&d.db, &name)?;
+    Ok(sync_etag(storage::to_api(&d.db, &p)?))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct PoolPut {
+    #[serde(default)]
+    description: Option<String>,
+    #[serde(default)]
+    config: Option<BTreeMap<String, String>>,
+}
+
+async fn write(d: &Daemon, name: &str, body: &[u8], patch: bool) -> ApiResult {
+    let mut p = storage::get(&d.db, name)?;
+    let w: PoolPut = serde_json::from_slice(body)
+        .map_err(|e| ApiError::BadRequest(format!("invalid request body: {e}")))?;
+    match w.description {
+        Some(x) => p.description = x,
+        None if !patch => p.description.clear(),
+        None => {}
+    }
+    if let Some(c) = w.config {
+        if patch {
+            p.config.extend(c);
+        } else {
+            p.config = c;
+        }
+    }
+    storage::update(&d.db, &p)?;
+    Ok(sync(Value::Null))
+}
+
+/// `PUT /1.0/storage-pools/{name}`.
+pub async fn put(
+    State(d): State<Arc<Daemon>>,
+    Path(name): Path<String>,
+    body: axum::body::Bytes,
+) -> ApiResult {
+    write(&d, &name, &body, false).await
+}
+
+/// `PATCH /1.0/storage-pools/{name}`.
+pub async fn patch(
+    State(d): State<Arc<Daemon>>,
+    Path(name): Path<String>,
+    body: axum::body::Bytes,
+) -> ApiResult {
+    write(&d, &name, &body, true).await
+}
+
+/// `DELETE /1.0/storage-pools/{name}`.
+pub async fn delete(State(d): State<Arc<Daemon>>, Path(name): Path<String>) -> ApiResult {
+    storage::delete(&d.db, &d.helpers, &name).await?;
+    d.events.lifecycle(
+        "storage-pool-deleted",
+        &format!("/1.0/storage-pools/{name}"),
+        json!({}),
+    );
+    Ok(sync(Value::Null))
+}
+
+/// `GET /1.0/storage-pools/{name}/resources`.
+pub async fn resources(State(d): State<Arc<Daemon>>, Path(name): Path<String>) -> ApiResult {
+    storage::get(&d.db, &name)?;
+    Ok(sync(storage::resources(&d.helpers, &name).await?))
+}
+
+fn kind_of(t: &str) -> Result<VolumeKind, ApiError> {
+    match t {
+        "container" => Ok(VolumeKind::Container),
+        "image" => Ok(VolumeKind::Image),
+        "custom" => Ok(VolumeKind::Custom),
+        "virtual-machine" => Err(ApiError::BadRequest(
+            "virtual-machine volumes are not supported: silo runs containers".into(),
+        )),
+        other => Err(ApiError::BadRequest(format!(
+            "unknown volume type {other:?}"
+        ))),
+    }
+}
+
+async fn volume_objects(
+    d: &Daemon,
+    pool: &str,
+    only: Option<&str>,
+) -> Result<Vec<Value>, ApiError> {
+    let mut out = Vec::new();
+    if only.is_none() || only == Some("container") {
+        for i in crate::instances::list_records(&d.db)?
+            .into_iter()
+            .filter(|i| i.pool == pool)
+        {
+            out.push(json!({"name": i.name, "type": "container", "content_type": "filesystem", "config": {}, "description": "", "location": "none",
+                "used_by": [format!("/1.0/instances/{}", i.name)]}));
+        }
+    }
+    if only.is_none() || only == Some("image") {
+        for fp in storage::image_volumes(&d.db, pool)? {
+            out.push(json!({"name": fp, "type": "image", "content_type": "filesystem", "config": {}, "description": "", "location": "none",
+                "used_by": [format!("/1.0/images/{fp}")]}));
+        }
+    }
+    if only.is_none() || only == Some("custom") {
+        for (n, desc, cfg) in storage::custom_volumes(&d.db, pool)? {
+            out.push(json!({"name": n, "type": "custom", "content_type": "filesystem", "config": cfg, "description": desc, "location": "none", "used_by": []}));
+        }
+    }
+    Ok(out)
+}
+
+fn urls(pool: &str, objs: &[Value]) -> Vec<String> {
+    objs.iter()
+        .map(|o| {
+            format!(
+                "/1.0/storage-pools/{pool}/volumes/{}/{}",
+                o["type"].as_str().unwrap_or(""),
+                o["name"].as_str().unwrap_or("")
+            )
+        })
+        .collect()
+}
+
+/// `GET /1.0/storage-pools/{pool}/volumes`.
+pub async fn volumes(
+    State(d): State<Arc<Daemon>>,
+    Path(pool): Path<String>,
+    Query(q): Query<ListQuery>,
+) -> ApiResult {
+    storage::get(&d.db, &pool)?;
+    let objs = volume_objects(&d, &pool, None).await?;
+    let filter = crate::filter::Filter::parse(q.filter.as_deref().unwrap_or(""))?;
+    let objs: Vec<Value> = objs.into_iter().filter(|o| filter.matches(o)).collect();
+    if q.recursive() {
+        Ok(sync(objs))
+    } else {
+        Ok(sync(urls(&pool, &objs)))
+    }
+}
+
+/// `GET /1.0/storage-pools/{pool}/volumes/{type}`.
+pub async fn volumes_of(
+    State(d): State<Arc<Daemon>>,
+    Path((pool, t)): Path<(String, String)>,
+    Query(q): Query<ListQuery>,
+) -> ApiResult {
+    storage::get(&d.db, &pool)?;
+    kind_of(&t)?;
+    let objs = volume_objects(&d, &pool, Some(&t)).await?;
+    if q.recursive() {
+        Ok(sync(objs))
+    } else {
+        Ok(sync(urls(&pool, &objs)))
+    }
+}
+
+#[derive(Debug, Deserialize)]
+pub struct VolumePost {
+    name: String,
+    #[serde(default, rename = "type")]
+    kind: String,
+    #[serde(default, deserialize_with = "crate::api::response::null_default")]
+    description: String,
+    #[serde(default, deserialize_with = "crate::api::response::null_default")]
+    config: BTreeMap<String, String>,
+}
+
+/// `POST /1.0/storage-pools/{pool}/volumes[/custom]`: a custom volume.
+pub async fn volume_create(
+    State(d): State<Arc<Daemon>>,
+    Path(pool): Path<String>,
+    body: axum::body::Bytes,
+) -> ApiResult {
+    storage::get(&d.db, &pool)?;
+    let v: VolumePost = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::BadRequest(format!("invalid request body: {e}")))?;
+    if !v.kind.is_empty() && v.kind != "custom" {
+        return Err(ApiError::BadRequest(format!(
+            "only custom volumes can be created directly, not {:?}",
+            v.kind
+        )));
+    }
+    if let Some(k) = v.config.keys().next() {
+        return Err(ApiError::BadRequest(format!(
+            "unknown volume configuration key {k:?}"
+        )));
+    }
+    let vn = VolumeName::new(v.name.clone()).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    if storage::custom_volumes(&d.db, &pool)?
+        .iter()
+        .any(|x| x.0 == v.name)
+    {
+        return Err(ApiError::Conflict(format!(
+            "custom volume {:?} already exists in pool {pool:?}",
+            v.name
+        )));
+    }
+    let pn = PoolName::new(pool.clone()).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    d.helpers
+        .store
+        .create_volume(ctx(), pn.clone(), VolumeKind::Custom, vn.clone())
+        .await
+        .map_err(rpc_err("silo-store"))??;
+    let r = d.db.with(|c| {
+        c.execute(
+            "INSERT INTO custom_volumes (pool, name, description, config) VALUES (?1, ?2, ?3, '{}')",
+            rusqlite::params![pool, v.name, v.description],
+        )
+        .map(|_| ())
+    });
+    if let Err(e) = r {
+        let _ = d
+            .helpers
+            .store
+            .delete_volume(ctx(), pn, VolumeKind::Custom, vn)
+            .await;
+        return Err(e.into());
+    }
+    Ok(sync(Value::Null))
+}
+
+/// `GET /1.0/storage-pools/{pool}/volumes/{type}/{name}`.
+pub async fn volume_get(
+    State(d): State<Arc<Daemon>>,
+    Path((pool, t, name)): Path<(String, String, String)>,
+) -> ApiResult {
+    storage::get(&d.db, &pool)?;
+    kind_of(&t)?;
+    volume_objects(&d, &pool, Some(&t))
+        .await?
+        .into_iter()
+        .find(|o| o["name"] == name)
+        .map(sync_etag)
+        .ok_or_else(|| {
+            ApiError::NotFound(format!(
+                "storage volume {name:?} ({t}) not found in pool {pool:?}"
+            ))
+        })
+}
+
+/// `DELETE /1.0/storage-pools/{pool}/volumes/custom/{name}`.
+pub async fn volume_delete(
+    State(d): State<Arc<Daemon>>,
+    Path((pool, t, name)): Path<(String, String, String)>,
+) -> ApiResult {
+    storage::get(&d.db, &pool)?;
+    if kind_of(&t)? != VolumeKind::Custom {
+        return Err(ApiError::BadRequest(format!(
+            "{t} volumes go with their {}",
+            if t == "image" { "image" } else { "instance" }
+        )));
+    }
+    if !storage::custom_volumes(&d.db, &pool)?
+        .iter()
+        .any(|x| x.0 == name)
+    {
+        return Err(ApiError::NotFound(format!(
+            "custom volume {name:?} not found in pool {pool:?}"
+        )));
+    }
+    let pn = PoolName::new(pool.clone()).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    let vn = VolumeName::new(name.clone()).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    match d
+        .helpers
+        .store
+        .delete_volume(ctx(), pn, VolumeKind::Custom, vn)
+        .await
+        .map_err(rpc_err("silo-store"))?
+    {
+        Ok(()) | Err(silo_proto::HelperError::NotFound { .. }) => {}
+        Err(e) => return Err(e.into()),
+    }
+    d.db.with(|c| {
+        c.execute(
+            "DELETE FROM custom_volumes WHERE pool = ?1 AND name = ?2",
+            rusqlite::params![pool, name],
+        )
+        .map(|_| ())
+    })?;
+    Ok(sync(Value::Null))
+}

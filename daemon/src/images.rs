@@ -1,0 +1,543 @@
+//! Images: uploads stored as `<state-dir>/images/<fingerprint>[.rootfs]`, their records and
+//! aliases in the database, exports. Unpacking into pools is silo-store's (see storage.rs).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use rusqlite::{params, OptionalExtension};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use sha2::Digest;
+use silo_proto::image::{Compression, ImageMetadata};
+use silo_proto::ImageFingerprint;
+use tokio::io::AsyncWriteExt;
+
+use crate::api::response::ApiError;
+use crate::db::Db;
+
+/// Where uploads live, owned by silod's user.
+pub fn images_dir(state: &Path) -> PathBuf {
+    state.join("images")
+}
+
+/// An image record.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Image {
+    /// sha256.
+    pub fingerprint: String,
+    /// Original file name.
+    pub filename: String,
+    /// Bytes of the stored file(s).
+    pub size: u64,
+    /// Visible to untrusted clients.
+    pub public: bool,
+    /// Architecture.
+    pub architecture: String,
+    /// container.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// From metadata.yaml.
+    pub created_at: String,
+    /// Expiry.
+    pub expires_at: String,
+    /// Import time.
+    pub uploaded_at: String,
+    /// Last instance created from it.
+    pub last_used_at: String,
+    /// Auto-update flag.
+    pub auto_update: bool,
+    /// Cached from a remote.
+    pub cached: bool,
+    /// Split (metadata + rootfs) image.
+    pub split: bool,
+    /// Compression extension of the stored files (".tar.xz", ...).
+    pub compression: String,
+    /// Properties.
+    pub properties: BTreeMap<String, String>,
+    /// Profiles applied to instances made from it.
+    pub profiles: Vec<String>,
+}
+
+/// An alias.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Alias {
+    /// Name.
+    pub name: String,
+    /// Fingerprint it points at.
+    pub target: String,
+    /// Description.
+    pub description: String,
+}
+
+fn unix_to_rfc3339(secs: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(secs)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_else(|| "1970-01-01T00:00:00Z".into())
+}
+
+impl Image {
+    /// The API object.
+    pub fn to_api(&self, aliases: &[Alias]) -> Value {
+        json!({
+            "aliases": aliases.iter().filter(|a| a.target == self.fingerprint).map(|a| json!({"name": a.name, "description": a.description})).collect::<Vec<_>>(),
+            "architecture": self.architecture,
+            "auto_update": self.auto_update,
+            "cached": self.cached,
+            "created_at": self.created_at,
+            "expires_at": self.expires_at,
+            "filename": self.filename,
+            "fingerprint": self.fingerprint,
+            "last_used_at": if self.last_used_at.is_empty() { "0001-01-01T00:00:00Z" } else { self.last_used_at.as_str() },
+            "profiles": self.profiles,
+            "properties": self.properties,
+            "public": self.public,
+            "size": self.size,
+            "type": self.kind,
+            "uploaded_at": self.uploaded_at,
+            "update_source": null,
+        })
+    }
+}
+
+fn row_to_image(r: &rusqlite::Row<'_>) -> rusqlite::Result<Image> {
+    let props: String = r.get("properties")?;
+    let profiles: String = r.get("profiles")?;
+    Ok(Image {
+        fingerprint: r.get("fingerprint")?,
+        filename: r.get("filename")?,
+        size: r.get::<_, i64>("size")? as u64,
+        public: r.get("public")?,
+        architecture: r.get("architecture")?,
+        kind: r.get("type")?,
+        created_at: r.get("created_at")?,
+        expires_at: r.get("expires_at")?,
+        uploaded_at: r.get("uploaded_at")?,
+        last_used_at: r.get("last_used_at")?,
+        auto_update: r.get("auto_update")?,
+        cached: r.get("cached")?,
+        split: r.get("split")?,
+        compression: r.get("compression")?,
+        properties: serde_json::from_str(&props).unwrap_or_default(),
+        profiles: serde_json::from_str(&profiles).unwrap_or_default(),
+    })
+}
+
+/// All images, by fingerprint.
+pub fn list(db: &Db) -> Result<Vec<Image>, ApiError> {
+    Ok(db.with(|c| {
+        let mut st = c.prepare("SELECT * FROM images ORDER BY fingerprint")?;
+        let rows = st.query_map([], row_to_image)?;
+        rows.collect()
+    })?)
+}
+
+/// One image by full fingerprint.
+pub fn get(db: &Db, fp: &str) -> Result<Option<Image>, ApiError> {
+    Ok(db.with(|c| {
+        c.query_row(
+            "SELECT * FROM images WHERE fingerprint = ?1",
+            params![fp],
+            row_to_image,
+        )
+        .optional()
+    })?)
+}
+
+/// All aliases.
+pub fn aliases(db: &Db) -> Result<Vec<Alias>, ApiError> {
+    Ok(db.with(|c| {
+        let mut st =
+            c.prepare("SELECT name, fingerprint, description FROM image_aliases ORDER BY name")?;
+        let rows = st.query_map([], |r| {
+            Ok(Alias {
+                name: r.get(0)?,
+                target: r.get(1)?,
+                description: r.get(2)?,
+            })
+        })?;
+        rows.collect()
+    })?)
+}
+
+/// Resolves a fingerprint, a unique fingerprint prefix, or an alias to an image.
+pub fn resolve(db: &Db, what: &str) -> Result<Image, ApiError> {
+    if let Some(a) = aliases(db)?.into_iter().find(|a| a.name == what) {
+        if let Some(i) = get(db, &a.target)? {
+            return Ok(i);
+        }
+    }
+    resolve_exact_or_prefix(db, what)
+}
+
+/// The API's `{fingerprint}` path segment: a full fingerprint or a unique prefix (not an alias).
+pub fn resolve_exact_or_prefix(db: &Db, what: &str) -> Result<Image, ApiError> {
+    if what.is_empty() || !what.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(ApiError::NotFound(format!("image {what:?} not found")));
+    }
+    resolve_prefix(db, what)
+}
+
+fn resolve_prefix(db: &Db, what: &str) -> Result<Image, ApiError> {
+    let lower = what.to_ascii_lowercase();
+    let matches: Vec<Image> = list(db)?
+        .into_iter()
+        .filter(|i| i.fingerprint.starts_with(&lower))
+        .collect();
+    match matches.len() {
+        0 => Err(ApiError::NotFound(format!("image {what:?} not found"))),
+        1 => matches
+            .into_iter()
+            .next()
+            .ok_or_else(|| ApiError::Internal("vanished".into())),
+        _ => Err(ApiError::BadRequest(format!(
+            "image prefix {what:?} is ambiguous"
+        ))),
+    }
+}
+
+/// Stores the record.
+pub fn insert(db: &Db, i: &Image) -> Result<(), ApiError> {
+    db.with(|c| {
+        c.execute(
+            "INSERT INTO images (fingerprint, filename, size, public, architecture, type, created_at, expires_at, uploaded_at, last_used_at, auto_update, cached, split, compression, properties, profiles)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
+            params![
+                i.fingerprint, i.filename, i.size as i64, i.public, i.architecture, i.kind, i.created_at, i.expires_at,
+                i.uploaded_at, i.last_used_at, i.auto_update, i.cached, i.split, i.compression,
+                serde_json::to_string(&i.properties).unwrap_or_default(),
+                serde_json::to_string(&i.profiles).unwrap_or_default()
+            ],
+        )
+        .map(|_| ())
+    })?;
+    Ok(())
+}
+
+/// Updates the writable fields (PUT/PATCH).
+pub fn update(db: &Db, i: &Image) -> Result<(), ApiError> {
+    db.with(|c| {
+        c.execute(
+            "UPDATE images SET public = ?2, auto_update = ?3, properties = ?4, profiles = ?5, expires_at = ?6 WHERE fingerprint = ?1",
+            params![
+                i.fingerprint, i.public, i.auto_update,
+                serde_json::to_string(&i.properties).unwrap_or_default(),
+                serde_json::to_string(&i.profiles).unwrap_or_default(),
+                i.expires_at
+            ],
+        )
+        .map(|_| ())
+    })?;
+    Ok(())
+}
+
+/// Marks an image used now.
+pub fn touch(db: &Db, fp: &str) -> Result<(), ApiError> {
+    db.with(|c| {
+        c.execute(
+            "UPDATE images SET last_used_at = ?2 WHERE fingerprint = ?1",
+            params![fp, crate::events::now_rfc3339()],
+        )
+        .map(|_| ())
+    })?;
+    Ok(())
+}
+
+/// Removes the record (aliases follow by cascade).
+pub fn remove(db: &Db, fp: &str) -> Result<(), ApiError> {
+    db.with(|c| {
+        c.execute("DELETE FROM images WHERE fingerprint = ?1", params![fp])
+            .map(|_| ())
+    })?;
+    Ok(())
+}
+
+/// Alias writes.
+pub fn alias_put(db: &Db, a: &Alias, create: bool) -> Result<(), ApiError> {
+    validate_alias_name(&a.name)?;
+    if get(db, &a.target)?.is_none() {
+        return Err(ApiError::NotFound(format!(
+            "image {:?} not found",
+            a.target
+        )));
+    }
+    let exists = aliases(db)?.iter().any(|x| x.name == a.name);
+    if create && exists {
+        return Err(ApiError::Conflict(format!(
+            "alias {:?} already exists",
+            a.name
+        )));
+    }
+    if !create && !exists {
+        return Err(ApiError::NotFound(format!("alias {:?} not found", a.name)));
+    }
+    db.with(|c| {
+        c.execute(
+            "INSERT INTO image_aliases (name, fingerprint, description) VALUES (?1, ?2, ?3)
+             ON CONFLICT(name) DO UPDATE SET fingerprint = excluded.fingerprint, description = excluded.description",
+            params![a.name, a.target, a.description],
+        )
+        .map(|_| ())
+    })?;
+    Ok(())
+}
+
+/// Removes an alias.
+pub fn alias_delete(db: &Db, name: &str) -> Result<(), ApiError> {
+    let n = db.with(|c| c.execute("DELETE FROM image_aliases WHERE name = ?1", params![name]))?;
+    if n == 0 {
+        return Err(ApiError::NotFound(format!("alias {name:?} not found")));
+    }
+    Ok(())
+}
+
+/// Renames an alias.
+pub fn alias_rename(db: &Db, from: &str, to: &str) -> Result<(), ApiError> {
+    validate_alias_name(to)?;
+    if aliases(db)?.iter().any(|x| x.name == to) {
+        return Err(ApiError::Conflict(format!("alias {to:?} already exists")));
+    }
+    let n = db.with(|c| {
+        c.execute(
+            "UPDATE image_aliases SET name = ?2 WHERE name = ?1",
+            params![from, to],
+        )
+    })?;
+    if n == 0 {
+        return Err(ApiError::NotFound(format!("alias {from:?} not found")));
+    }
+    Ok(())
+}
+
+/// LXD's alias rules: not empty, no '/', no whitespace, not only hex (that would shadow fingerprints)... kept loose like LXD but safe.
+pub fn validate_alias_name(n: &str) -> Result<(), ApiError> {
+    if n.is_empty() || n.len() > 255 {
+        return Err(ApiError::BadRequest(format!(
+            "invalid alias name {n:?}: must be 1 to 255 characters"
+        )));
+    }
+    if n.contains('/') || n.chars().any(|c| c.is_whitespace() || c.is_control()) || n.contains(':')
+    {
+        return Err(ApiError::BadRequest(format!(
+            "invalid alias name {n:?}: no '/', ':' or whitespace"
+        )));
+    }
+    Ok(())
+}
+
+/// An upload being written: a temp file beside the images, hashed as it arrives.
+#[derive(Debug)]
+pub struct Upload {
+    /// The temp file.
+    pub path: PathBuf,
+    file: tokio::fs::File,
+    /// Bytes so far.
+    pub size: u64,
+    hasher: sha2::Sha256,
+    limit: u64,
+}
+
+impl Upload {
+    /// Starts a temp file in the images dir.
+    pub async fn new(state: &Path, limit: u64) -> Result<Upload, ApiError> {
+        let dir = images_dir(state);
+        tokio::fs::create_dir_all(&dir)
+            .await
+            .map_err(|e| ApiError::Internal(format!("creating {}: {e}", dir.display())))?;
+        let path = dir.join(format!("tmp-{}", uuid::Uuid::new_v4()));
+        let file = tokio::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .await
+            .map_err(|e| ApiError::Internal(format!("creating {}: {e}", path.display())))?;
+        Ok(Upload {
+            path,
+            file,
+            size: 0,
+            hasher: sha2::Sha256::new(),
+            limit,
+        })
+    }
+
+    /// Appends a chunk.
+    pub async fn write(&mut self, chunk: &[u8]) -> Result<(), ApiError> {
+        self.size += chunk.len() as u64;
+        if self.size > self.limit {
+            return Err(ApiError::BadRequest(format!(
+                "upload is larger than the limit of {} bytes",
+                self.limit
+            )));
+        }
+        self.hasher.update(chunk);
+        self.file
+            .write_all(chunk)
+            .await
+            .map_err(|e| ApiError::Internal(format!("writing the upload: {e}")))
+    }
+
+    /// Flushes and returns (path, size, running hash).
+    pub async fn finish(mut self) -> Result<(PathBuf, u64, sha2::Sha256), ApiError> {
+        self.file
+            .flush()
+            .await
+            .map_err(|e| ApiError::Internal(format!("writing the upload: {e}")))?;
+        self.file
+            .sync_all()
+            .await
+            .map_err(|e| ApiError::Internal(format!("syncing the upload: {e}")))?;
+        Ok((self.path, self.size, self.hasher))
+    }
+}
+
+/// Removes upload temp files left by a silod that died mid-import.
+pub fn gc_uploads(state: &Path) {
+    let Ok(rd) = std::fs::read_dir(images_dir(state)) else {
+        return;
+    };
+    for e in rd.flatten() {
+        if e.file_name().to_string_lossy().starts_with("tmp-") {
+            tracing::info!(file = %e.path().display(), "removing an interrupted upload");
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
+}
+
+/// What an import was given: one unified file, or metadata + rootfs.
+#[derive(Debug)]
+pub struct Received {
+    /// Unified tarball or metadata tarball.
+    pub main: (PathBuf, u64),
+    /// Rootfs for split images.
+    pub rootfs: Option<(PathBuf, u64)>,
+    /// sha256 of main (‖ rootfs).
+    pub fingerprint: String,
+    /// X-LXD-filename.
+    pub filename: String,
+    /// X-LXD-public.
+    pub public: bool,
+    /// X-LXD-properties.
+    pub properties: BTreeMap<String, String>,
+    /// Aliases to create (from the JSON body form).
+    pub aliases: Vec<Alias>,
+}
+
+impl Received {
+    /// Removes the temp files (on failure).
+    pub fn discard(&self) {
+        let _ = std::fs::remove_file(&self.main.0);
+        if let Some((p, _)) = &self.rootfs {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+}
+
+fn compression_of(path: &Path) -> Result<Option<Compression>, ApiError> {
+    use std::io::Read;
+    let mut head = vec![0u8; 512];
+    let mut f = std::fs::File::open(path).map_err(|e| ApiError::Internal(e.to_string()))?;
+    let mut got = 0;
+    while got < head.len() {
+        let n = f
+            .read(&mut head[got..])
+            .map_err(|e| ApiError::Internal(e.to_string()))?;
+        if n == 0 {
+            break;
+        }
+        got += n;
+    }
+    head.truncate(got);
+    if head.starts_with(b"hsqs") {
+        return Err(ApiError::BadRequest(
+            "squashfs rootfs images are not supported yet: use a rootfs tarball".into(),
+        ));
+    }
+    Ok(Compression::sniff(&head))
+}
+
+/// Checks an upload and records it (runs inside the import operation). Returns the image.
+pub fn commit(db: &Db, state: &Path, r: &Received) -> Result<Image, ApiError> {
+    let fp = ImageFingerprint::new(r.fingerprint.clone())
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    if get(db, fp.as_str())?.is_some() {
+        return Err(ApiError::Conflict(format!(
+            "an image with fingerprint {fp} already exists"
+        )));
+    }
+    let main_c = compression_of(&r.main.0)?.ok_or_else(|| {
+        ApiError::BadRequest(
+            "not an image tarball: expected a tarball, optionally gzip, xz or zstd compressed"
+                .into(),
+        )
+    })?;
+    if let Some((rp, _)) = &r.rootfs {
+        compression_of(rp)?.ok_or_else(|| {
+            ApiError::BadRequest("the rootfs is not a tarball (gzip, xz, zstd or none)".into())
+        })?;
+    }
+    let file = std::fs::File::open(&r.main.0).map_err(|e| ApiError::Internal(e.to_string()))?;
+    let (meta, has_rootfs): (ImageMetadata, bool) =
+        silo_proto::image::read_metadata(file, 64 << 30)
+            .map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    if r.rootfs.is_none() && !has_rootfs {
+        return Err(ApiError::BadRequest("invalid image metadata: a unified image needs a rootfs/ directory (or import metadata and rootfs as two files)".into()));
+    }
+    let mut properties = meta.properties.clone();
+    properties.extend(r.properties.clone());
+    let now = crate::events::now_rfc3339();
+    let img = Image {
+        fingerprint: fp.to_string(),
+        filename: r.filename.clone(),
+        size: r.main.1 + r.rootfs.as_ref().map(|x| x.1).unwrap_or(0),
+        public: r.public,
+        architecture: meta.architecture.clone(),
+        kind: "container".into(),
+        created_at: unix_to_rfc3339(meta.creation_date),
+        expires_at: unix_to_rfc3339(meta.expiry_date.unwrap_or(0)),
+        uploaded_at: now,
+        last_used_at: String::new(),
+        auto_update: false,
+        cached: false,
+        split: r.rootfs.is_some(),
+        compression: main_c.extension().to_string(),
+        properties,
+        profiles: vec!["default".into()],
+    };
+    let dir = images_dir(state);
+    let dst = dir.join(fp.as_str());
+    std::fs::rename(&r.main.0, &dst)
+        .map_err(|e| ApiError::Internal(format!("storing the image: {e}")))?;
+    if let Some((rp, _)) = &r.rootfs {
+        if let Err(e) = std::fs::rename(rp, dir.join(format!("{fp}.rootfs"))) {
+            let _ = std::fs::remove_file(&dst);
+            return Err(ApiError::Internal(format!("storing the image: {e}")));
+        }
+    }
+    if let Err(e) = insert(db, &img) {
+        remove_files(state, fp.as_str());
+        return Err(e);
+    }
+    for a in &r.aliases {
+        let a = Alias {
+            target: img.fingerprint.clone(),
+            ..a.clone()
+        };
+        alias_put(db, &a, true)?;
+    }
+    Ok(img)
+}
+
+/// Removes an image's stored files.
+pub fn remove_files(state: &Path, fp: &str) {
+    let dir = images_dir(state);
+    let _ = std::fs::remove_file(dir.join(fp));
+    let _ = std::fs::remove_file(dir.join(format!("{fp}.rootfs")));
+}
+
+/// Finishes the fingerprint of a received upload.
+pub fn fingerprint(h: sha2::Sha256) -> String {
+    hex::encode(h.finalize())
+}

@@ -1,0 +1,826 @@
+//! Instances as records: create from an image (unpack once per pool, copy per instance),
+//! list, show, update, delete; config and device validation; profile expansion.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::{Arc, Mutex};
+
+use rusqlite::{params, OptionalExtension};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use silo_proto::store::VolumeKind;
+use silo_proto::{ImageFingerprint, InstanceName, PoolName, VolumeName};
+
+use crate::api::response::ApiError;
+use crate::db::Db;
+use crate::helpers::{ctx, rpc_err, Helpers};
+use crate::profiles::{Device, Profile};
+
+/// An instance record.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Instance {
+    /// Name.
+    pub name: String,
+    /// "container".
+    pub kind: String,
+    /// Architecture.
+    pub architecture: String,
+    /// Ephemeral.
+    pub ephemeral: bool,
+    /// Stateful.
+    pub stateful: bool,
+    /// Description.
+    pub description: String,
+    /// Creation time.
+    pub created_at: String,
+    /// Last start.
+    pub last_used_at: String,
+    /// Local config.
+    pub config: BTreeMap<String, String>,
+    /// Local devices.
+    pub devices: BTreeMap<String, Device>,
+    /// Profiles, in order.
+    pub profiles: Vec<String>,
+    /// The pool holding its root volume.
+    pub pool: String,
+}
+
+fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Instance> {
+    let cfg: String = r.get("config")?;
+    let dev: String = r.get("devices")?;
+    let prof: String = r.get("profiles")?;
+    Ok(Instance {
+        name: r.get("name")?,
+        kind: r.get("type")?,
+        architecture: r.get("architecture")?,
+        ephemeral: r.get("ephemeral")?,
+        stateful: r.get("stateful")?,
+        description: r.get("description")?,
+        created_at: r.get("created_at")?,
+        last_used_at: r.get("last_used_at")?,
+        config: serde_json::from_str(&cfg).unwrap_or_default(),
+        devices: serde_json::from_str(&dev).unwrap_or_default(),
+        profiles: serde_json::from_str(&prof).unwrap_or_default(),
+        pool: r.get("pool")?,
+    })
+}
+
+/// All instance records.
+pub fn list_records(db: &Db) -> Result<Vec<Instance>, ApiError> {
+    Ok(db.with(|c| {
+        let mut st = c.prepare("SELECT * FROM instances ORDER BY name")?;
+        let rows = st.query_map([], row)?;
+        rows.collect()
+    })?)
+}
+
+/// One record.
+pub fn get(db: &Db, name: &str) -> Result<Instance, ApiError> {
+    db.with(|c| {
+        c.query_row(
+            "SELECT * FROM instances WHERE name = ?1",
+            params![name],
+            row,
+        )
+        .optional()
+    })?
+    .ok_or_else(|| ApiError::NotFound(format!("instance {name:?} not found")))
+}
+
+fn write(db: &Db, i: &Instance, insert: bool) -> Result<(), ApiError> {
+    let sql = if insert {
+        "INSERT INTO instances (name, type, architecture, ephemeral, stateful, description, created_at, last_used_at, config, devices, profiles, pool)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)"
+    } else {
+        "UPDATE instances SET type = ?2, architecture = ?3, ephemeral = ?4, stateful = ?5, description = ?6, created_at = ?7,
+         last_used_at = ?8, config = ?9, devices = ?10, profiles = ?11, pool = ?12 WHERE name = ?1"
+    };
+    db.with(|c| {
+        c.execute(
+            sql,
+            params![
+                i.name,
+                i.kind,
+                i.architecture,
+                i.ephemeral,
+                i.stateful,
+                i.description,
+                i.created_at,
+                i.last_used_at,
+                serde_json::to_string(&i.config).unwrap_or_default(),
+                serde_json::to_string(&i.devices).unwrap_or_default(),
+                serde_json::to_string(&i.profiles).unwrap_or_default(),
+                i.pool
+            ],
+        )
+        .map(|_| ())
+    })?;
+    Ok(())
+}
+
+fn is_bool(v: &str) -> bool {
+    matches!(
+        v.to_ascii_lowercase().as_str(),
+        "true" | "false" | "1" | "0" | "yes" | "no" | "on" | "off"
+    )
+}
+
+/// Checks one instance (or profile) config key and value, as LXD names and parses them.
+pub fn validate_key(k: &str, v: &str, allow_volatile: bool) -> Result<(), String> {
+    let bool_keys = [
+        "boot.autostart",
+        "security.privileged",
+        "security.nesting",
+        "security.idmap.isolated",
+        "security.protection.delete",
+        "security.syscalls.deny_default",
+        "snapshots.schedule.stopped",
+    ];
+    if bool_keys.contains(&k) {
+        return if is_bool(v) {
+            Ok(())
+        } else {
+            Err(format!("{v:?} is not a boolean"))
+        };
+    }
+    match k {
+        "limits.memory" => {
+            if let Some(p) = v.strip_suffix('%') {
+                return p
+                    .parse::<f64>()
+                    .ok()
+                    .filter(|x| *x > 0.0 && *x <= 100.0)
+                    .map(|_| ())
+                    .ok_or_else(|| format!("{v:?} is not a valid percentage"));
+            }
+            silo_proto::types::parse_bytes(v).and_then(|b| {
+                if b < (4 << 20) {
+                    Err(format!("{v:?} is below 4MiB"))
+                } else {
+                    Ok(())
+                }
+            })
+        }
+        "limits.cpu" => {
+            let ok = v.split(',').all(|part| {
+                let p = part.trim();
+                p.parse::<u32>()
+                    .map(|n| n > 0 || part.contains('-') || v.contains(','))
+                    .unwrap_or(false)
+                    || p.split_once('-')
+                        .map(|(a, b)| a.parse::<u32>().is_ok() && b.parse::<u32>().is_ok())
+                        .unwrap_or(false)
+            });
+            if ok {
+                Ok(())
+            } else {
+                Err(format!(
+                    "{v:?} is not a CPU count or set (e.g. 2, 0-1, 0,2)"
+                ))
+            }
+        }
+        "limits.processes"
+        | "boot.autostart.delay"
+        | "boot.autostart.priority"
+        | "boot.host_shutdown_timeout"
+        | "boot.stop.priority"
+        | "security.idmap.size" => v
+            .parse::<u64>()
+            .map(|_| ())
+            .map_err(|_| format!("{v:?} is not a whole number")),
+        "limits.cpu.allowance"
+        | "limits.cpu.priority"
+        | "limits.memory.swap"
+        | "limits.memory.enforce"
+        | "snapshots.schedule"
+        | "snapshots.expiry"
+        | "snapshots.pattern"
+        | "linux.kernel_modules"
+        | "security.idmap.base"
+        | "cloud-init.user-data"
+        | "cloud-init.vendor-data"
+        | "cloud-init.network-config"
+        | "user.user-data" => Ok(()),
+        "raw.lxc"
+        | "raw.apparmor"
+        | "raw.seccomp"
+        | "raw.idmap"
+        | "security.syscalls.intercept.mount" => {
+            Err("not supported by silo: it would let the API shape host-level confinement".into())
+        }
+        k if k.starts_with("user.") || k.starts_with("environment.") || k.starts_with("image.") => {
+            Ok(())
+        }
+        k if k.starts_with("volatile.") => {
+            if allow_volatile {
+                Ok(())
+            } else {
+                Err("volatile keys are set by silo".into())
+            }
+        }
+        _ => Err("unknown configuration key".into()),
+    }
+}
+
+/// Checks a whole config map.
+pub fn validate_config(
+    cfg: &BTreeMap<String, String>,
+    allow_volatile: bool,
+) -> Result<(), ApiError> {
+    for (k, v) in cfg {
+        validate_key(k, v, allow_volatile)
+            .map_err(|e| ApiError::BadRequest(format!("invalid config key {k:?}: {e}")))?;
+    }
+    Ok(())
+}
+
+/// Checks devices: known types and their required keys; pools must exist.
+pub fn validate_devices(db: &Db, devices: &BTreeMap<String, Device>) -> Result<(), ApiError> {
+    for (name, d) in devices {
+        if name.is_empty()
+            || name.len() > 64
+            || name.contains('/')
+            || name.chars().any(char::is_whitespace)
+        {
+            return Err(ApiError::BadRequest(format!(
+                "invalid device name {name:?}"
+            )));
+        }
+        let t = d.get("type").map(String::as_str).unwrap_or("");
+        let bad = |why: String| ApiError::BadRequest(format!("invalid device {name:?}: {why}"));
+        match t {
+            "disk" => {
+                let path = d
+                    .get("path")
+                    .ok_or_else(|| bad("a disk needs a path".into()))?;
+                if !path.starts_with('/') {
+                    return Err(bad(format!("path {path:?} is not absolute")));
+                }
+                if let Some(p) = d.get("pool") {
+                    crate::storage::get(db, p)
+                        .map_err(|_| bad(format!("storage pool {p:?} not found")))?;
+                }
+                if path != "/" && d.get("source").is_none() && d.get("pool").is_none() {
+                    return Err(bad(
+                        "a disk other than the root needs a source or a pool".into()
+                    ));
+                }
+                for k in d.keys() {
+                    if !matches!(
+                        k.as_str(),
+                        "type"
+                            | "path"
+                            | "pool"
+                            | "source"
+                            | "readonly"
+                            | "size"
+                            | "propagation"
+                            | "recursive"
+                            | "required"
+                            | "shift"
+                    ) {
+                        return Err(bad(format!("unknown disk key {k:?}")));
+                    }
+                }
+            }
+            "nic" => {
+                if d.get("network").is_none() && d.get("parent").is_none() {
+                    return Err(bad("a nic needs a network or a parent".into()));
+                }
+            }
+            "proxy" => {
+                if d.get("listen").is_none() || d.get("connect").is_none() {
+                    return Err(bad("a proxy needs listen and connect".into()));
+                }
+            }
+            "none" => {}
+            "" => return Err(bad("missing type".into())),
+            other => {
+                return Err(bad(format!(
+                    "device type {other:?} is not supported by silo"
+                )))
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Expands profiles (in order) and then the local config and devices.
+pub fn expand(
+    profiles: &[Profile],
+    config: &BTreeMap<String, String>,
+    devices: &BTreeMap<String, Device>,
+) -> (BTreeMap<String, String>, BTreeMap<String, Device>) {
+    let mut c = BTreeMap::new();
+    let mut d = BTreeMap::new();
+    for p in profiles {
+        c.extend(p.config.clone());
+        d.extend(p.devices.clone());
+    }
+    c.extend(config.clone());
+    d.extend(devices.clone());
+    d.retain(|_, v: &mut Device| v.get("type").map(String::as_str) != Some("none"));
+    (c, d)
+}
+
+/// The pool of the root disk in expanded devices.
+pub fn root_pool(devices: &BTreeMap<String, Device>) -> Result<String, String> {
+    let roots: Vec<&Device> = devices
+        .values()
+        .filter(|d| {
+            d.get("type").map(String::as_str) == Some("disk")
+                && d.get("path").map(String::as_str) == Some("/")
+                && d.get("source").is_none()
+        })
+        .collect();
+    match roots.as_slice() {
+        [] => Err("no root disk device (a disk with path \"/\" and a pool); add one or use a profile that has one".into()),
+        [r] => r.get("pool").cloned().ok_or_else(|| "the root disk device has no pool".to_string()),
+        _ => Err("more than one root disk device".into()),
+    }
+}
+
+/// Profiles by name, in order.
+pub fn load_profiles(db: &Db, names: &[String]) -> Result<Vec<Profile>, ApiError> {
+    let mut seen = HashSet::new();
+    let mut out = Vec::new();
+    for n in names {
+        if !seen.insert(n) {
+            return Err(ApiError::BadRequest(format!(
+                "profile {n:?} is listed twice"
+            )));
+        }
+        out.push(
+            crate::profiles::get(db, n)
+                .map_err(|_| ApiError::BadRequest(format!("profile {n:?} not found")))?,
+        );
+    }
+    Ok(out)
+}
+
+/// The state of a stopped instance (running ones arrive with the runtime).
+pub fn stopped_state() -> Value {
+    json!({
+        "status": "Stopped",
+        "status_code": 102,
+        "disk": {},
+        "memory": {"usage": 0, "usage_peak": 0, "swap_usage": 0, "swap_usage_peak": 0},
+        "network": null,
+        "pid": 0,
+        "processes": 0,
+        "cpu": {"usage": 0},
+    })
+}
+
+/// The API object; `full` adds state, snapshots and backups (recursion=2 / instance_get_full).
+pub fn to_api(db: &Db, i: &Instance, full: bool) -> Result<Value, ApiError> {
+    let profiles = load_profiles(db, &i.profiles).unwrap_or_default();
+    let (ec, ed) = expand(&profiles, &i.config, &i.devices);
+    let mut v = json!({
+        "architecture": i.architecture,
+        "config": i.config,
+        "devices": i.devices,
+        "ephemeral": i.ephemeral,
+        "profiles": i.profiles,
+        "stateful": i.stateful,
+        "description": i.description,
+        "created_at": i.created_at,
+        "expanded_config": ec,
+        "expanded_devices": ed,
+        "name": i.name,
+        "status": "Stopped",
+        "status_code": 102,
+        "last_used_at": if i.last_used_at.is_empty() { "1970-01-01T00:00:00Z" } else { i.last_used_at.as_str() },
+        "location": "none",
+        "type": i.kind,
+        "project": "default",
+    });
+    if full {
+        v["state"] = stopped_state();
+        v["snapshots"] = json!([]);
+        v["backups"] = json!([]);
+    }
+    Ok(v)
+}
+
+/// Names being created right now (a second create of the same name is refused at once).
+#[derive(Debug, Default, Clone)]
+pub struct Creating(Arc<Mutex<HashSet<String>>>);
+
+impl Creating {
+    fn claim(&self, name: &str) -> bool {
+        self.0
+            .lock()
+            .map(|mut s| s.insert(name.to_string()))
+            .unwrap_or(false)
+    }
+    fn release(&self, name: &str) {
+        if let Ok(mut s) = self.0.lock() {
+            s.remove(name);
+        }
+    }
+}
+
+/// A create request, after parsing.
+#[derive(Debug, Clone, Deserialize, Default)]
+pub struct CreateRequest {
+    /// Name (generated when empty).
+    #[serde(default)]
+    pub name: String,
+    /// "container" (or empty).
+    #[serde(default, rename = "type")]
+    pub kind: String,
+    /// Profiles (None: ["default"]).
+    #[serde(default)]
+    pub profiles: Option<Vec<String>>,
+    /// Local config.
+    #[serde(default, deserialize_with = "crate::api::response::null_default")]
+    pub config: BTreeMap<String, String>,
+    /// Local devices.
+    #[serde(default, deserialize_with = "crate::api::response::null_default")]
+    pub devices: BTreeMap<String, Device>,
+    /// Ephemeral.
+    #[serde(default)]
+    pub ephemeral: bool,
+    /// Description.
+    #[serde(default, deserialize_with = "crate::api::response::null_default")]
+    pub description: String,
+    /// Source.
+    #[serde(default)]
+    pub source: Source,
+}
+
+/// Where an instance comes from.
+#[derive(Debug, Clone, Deserialize, Default)]
+pub struct Source {
+    /// "image" or "none".
+    #[serde(default, rename = "type")]
+    pub kind: String,
+    /// Image fingerprint.
+    #[serde(default)]
+    pub fingerprint: String,
+    /// Image alias.
+    #[serde(default)]
+    pub alias: String,
+    /// Remote server (refused: remotes come later).
+    #[serde(default)]
+    pub server: String,
+}
+
+const ADJ: [&str; 24] = [
+    "amber", "brave", "calm", "deft", "eager", "fair", "glad", "hale", "keen", "lucid", "merry",
+    "noble", "proud", "quick", "rapid", "sly", "tidy", "urban", "vivid", "warm", "young", "zesty",
+    "bold", "crisp",
+];
+const NOUN: [&str; 24] = [
+    "otter", "heron", "lynx", "finch", "badger", "marten", "osprey", "ibex", "koala", "lemur",
+    "gecko", "raven", "bison", "crane", "dingo", "egret", "ferret", "gibbon", "hare", "jackal",
+    "kestrel", "llama", "moose", "newt",
+];
+
+fn random_name(db: &Db) -> Result<String, ApiError> {
+    let existing: HashSet<String> = list_records(db)?.into_iter().map(|i| i.name).collect();
+    for _ in 0..100 {
+        let u = uuid::Uuid::new_v4();
+        let b = u.as_bytes();
+        let n = format!(
+            "{}-{}",
+            ADJ[b[0] as usize % ADJ.len()],
+            NOUN[b[1] as usize % NOUN.len()]
+        );
+        if !existing.contains(&n) {
+            return Ok(n);
+        }
+    }
+    Err(ApiError::Internal(
+        "could not pick a free instance name".into(),
+    ))
+}
+
+/// Everything a create needs from the daemon.
+#[derive(Debug, Clone)]
+pub struct Ctx {
+    /// Database.
+    pub db: Db,
+    /// Helpers.
+    pub helpers: Helpers,
+    /// Image unpack locks.
+    pub locks: crate::storage::ImageLocks,
+    /// Names in creation.
+    pub creating: Creating,
+    /// Events.
+    pub events: crate::events::Events,
+}
+
+/// Checks a create request and resolves what it needs; fast, before the operation starts.
+pub fn prepare(
+    c: &Ctx,
+    mut req: CreateRequest,
+) -> Result<(CreateRequest, Option<crate::images::Image>), ApiError> {
+    if req.name.is_empty() {
+        req.name = random_name(&c.db)?;
+    }
+    InstanceName::new(req.name.clone()).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    if !req.kind.is_empty() && req.kind != "container" {
+        return Err(ApiError::BadRequest(format!(
+            "instance type {:?} is not supported: silo runs containers",
+            req.kind
+        )));
+    }
+    if get(&c.db, &req.name).is_ok() {
+        return Err(ApiError::Conflict(format!(
+            "instance {:?} already exists",
+            req.name
+        )));
+    }
+    validate_config(&req.config, false)?;
+    validate_devices(&c.db, &req.devices)?;
+    let profiles = load_profiles(
+        &c.db,
+        req.profiles.get_or_insert_with(|| vec!["default".into()]),
+    )?;
+    let (_, ed) = expand(&profiles, &req.config, &req.devices);
+    let pool = root_pool(&ed).map_err(ApiError::BadRequest)?;
+    crate::storage::get(&c.db, &pool)?;
+    let image = match req.source.kind.as_str() {
+        "image" => {
+            if !req.source.server.is_empty() {
+                return Err(ApiError::BadRequest("images from remote servers are not supported yet: import the image locally first".into()));
+            }
+            let what = if req.source.fingerprint.is_empty() {
+                &req.source.alias
+            } else {
+                &req.source.fingerprint
+            };
+            Some(crate::images::resolve(&c.db, what)?)
+        }
+        "none" => None,
+        "" => return Err(ApiError::BadRequest(
+            "missing source: give source.type \"image\" (with an alias or fingerprint) or \"none\""
+                .into(),
+        )),
+        other => {
+            return Err(ApiError::BadRequest(format!(
+                "source type {other:?} is not supported yet"
+            )))
+        }
+    };
+    if !c.creating.claim(&req.name) {
+        return Err(ApiError::Conflict(format!(
+            "instance {:?} is already being created",
+            req.name
+        )));
+    }
+    Ok((req, image))
+}
+
+/// Allocates an id range for a new instance: each instance gets its own 65536 ids, not
+/// overlapping any other instance's (LXD's security.idmap.isolated).
+fn allocate_idmap(db: &Db, range: &silo_proto::privileged::IdRange) -> Result<u64, ApiError> {
+    let used: HashSet<u64> = list_records(db)?
+        .iter()
+        .filter_map(|i| {
+            i.config
+                .get("volatile.idmap.base")
+                .and_then(|b| b.parse().ok())
+        })
+        .collect();
+    let slots = range.count / 65536;
+    (0..slots)
+        .map(|k| range.start + k * 65536)
+        .find(|b| !used.contains(b))
+        .ok_or_else(|| {
+            ApiError::Conflict(format!(
+                "no free id range left in {}:{}",
+                range.start, range.count
+            ))
+        })
+}
+
+fn idmap_json(base: u64) -> String {
+    json!([
+        {"Isuid": true, "Isgid": false, "Hostid": base, "Nsid": 0, "Maprange": 65536},
+        {"Isuid": false, "Isgid": true, "Hostid": base, "Nsid": 0, "Maprange": 65536},
+    ])
+    .to_string()
+}
+
+/// Does the create (inside an operation). Nothing is left behind on failure.
+pub async fn create(
+    c: &Ctx,
+    req: CreateRequest,
+    image: Option<crate::images::Image>,
+) -> Result<Instance, ApiError> {
+    let name = req.name.clone();
+    let r = create_inner(c, req, image).await;
+    c.creating.release(&name);
+    r
+}
+
+async fn create_inner(
+    c: &Ctx,
+    req: CreateRequest,
+    image: Option<crate::images::Image>,
+) -> Result<Instance, ApiError> {
+    let profiles = load_profiles(&c.db, req.profiles.as_deref().unwrap_or(&[]))?;
+    let (_, ed) = expand(&profiles, &req.config, &req.devices);
+    let pool = root_pool(&ed).map_err(ApiError::BadRequest)?;
+    let pn = PoolName::new(pool.clone()).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    let vol = VolumeName::new(req.name.clone()).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    let range = c
+        .helpers
+        .privileged
+        .id_range(ctx())
+        .await
+        .map_err(rpc_err("silo-priv"))??;
+    let base = allocate_idmap(&c.db, &range)?;
+    let mut config = req.config.clone();
+    let mut architecture = std::env::consts::ARCH.to_string();
+    match &image {
+        Some(img) => {
+            let fp = ImageFingerprint::new(img.fingerprint.clone())
+                .map_err(|e| ApiError::Internal(e.to_string()))?;
+            crate::storage::ensure_image_volume(&c.db, &c.helpers, &c.locks, &pool, &fp).await?;
+            c.helpers
+                .store
+                .copy_volume(
+                    ctx(),
+                    pn.clone(),
+                    VolumeKind::Image,
+                    VolumeName::new(img.fingerprint.clone())
+                        .map_err(|e| ApiError::Internal(e.to_string()))?,
+                    VolumeKind::Container,
+                    vol.clone(),
+                )
+                .await
+                .map_err(rpc_err("silo-store"))??;
+            for (k, v) in &img.properties {
+                config
+                    .entry(format!("image.{k}"))
+                    .or_insert_with(|| v.clone());
+            }
+            config.insert("volatile.base_image".into(), img.fingerprint.clone());
+            architecture = img.architecture.clone();
+            let _ = crate::images::touch(&c.db, &img.fingerprint);
+        }
+        None => {
+            c.helpers
+                .store
+                .create_volume(ctx(), pn.clone(), VolumeKind::Container, vol.clone())
+                .await
+                .map_err(rpc_err("silo-store"))??;
+        }
+    }
+    config.insert("volatile.uuid".into(), uuid::Uuid::new_v4().to_string());
+    config.insert("volatile.idmap.base".into(), base.to_string());
+    config.insert("volatile.idmap.next".into(), idmap_json(base));
+    config.insert("volatile.last_state.idmap".into(), "[]".into());
+    let inst = Instance {
+        name: req.name.clone(),
+        kind: "container".into(),
+        architecture,
+        ephemeral: req.ephemeral,
+        stateful: false,
+        description: req.description.clone(),
+        created_at: crate::events::now_rfc3339(),
+        last_used_at: String::new(),
+        config,
+        devices: req.devices.clone(),
+        profiles: req.profiles.clone().unwrap_or_default(),
+        pool,
+    };
+    if let Err(e) = write(&c.db, &inst, true) {
+        let _ = c
+            .helpers
+            .store
+            .delete_volume(ctx(), pn, VolumeKind::Container, vol)
+            .await;
+        return Err(e);
+    }
+    c.events.lifecycle(
+        "instance-created",
+        &format!("/1.0/instances/{}", inst.name),
+        json!({}),
+    );
+    Ok(inst)
+}
+
+/// The writable part of an instance (PUT/PATCH).
+#[derive(Debug, Clone, Deserialize)]
+pub struct Writable {
+    /// Config (volatile keys are kept from the record).
+    #[serde(default)]
+    pub config: Option<BTreeMap<String, String>>,
+    /// Devices.
+    #[serde(default)]
+    pub devices: Option<BTreeMap<String, Device>>,
+    /// Profiles.
+    #[serde(default)]
+    pub profiles: Option<Vec<String>>,
+    /// Description.
+    #[serde(default)]
+    pub description: Option<String>,
+    /// Ephemeral.
+    #[serde(default)]
+    pub ephemeral: Option<bool>,
+}
+
+/// Applies a PUT (replace) or PATCH (merge) after validating the result.
+pub fn apply(db: &Db, name: &str, w: Writable, patch: bool) -> Result<Instance, ApiError> {
+    let i = apply_dry(db, name, w, patch)?;
+    write(db, &i, false)?;
+    Ok(i)
+}
+
+/// Computes and validates what [`apply`] would store, without storing it.
+pub fn apply_dry(db: &Db, name: &str, w: Writable, patch: bool) -> Result<Instance, ApiError> {
+    let mut i = get(db, name)?;
+    let volatile: BTreeMap<String, String> = i
+        .config
+        .iter()
+        .filter(|(k, _)| k.starts_with("volatile."))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    if let Some(cfg) = w.config {
+        let user: BTreeMap<String, String> = cfg
+            .into_iter()
+            .filter(|(k, _)| !k.starts_with("volatile."))
+            .collect();
+        validate_config(&user, false)?;
+        if patch {
+            for (k, v) in user {
+                if v.is_empty() {
+                    i.config.remove(&k);
+                } else {
+                    i.config.insert(k, v);
+                }
+            }
+        } else {
+            i.config = user;
+            i.config.extend(volatile);
+        }
+    }
+    if let Some(d) = w.devices {
+        validate_devices(db, &d)?;
+        if patch {
+            i.devices.extend(d);
+        } else {
+            i.devices = d;
+        }
+    }
+    if let Some(p) = w.profiles {
+        i.profiles = p;
+    }
+    if let Some(d) = w.description {
+        i.description = d;
+    }
+    if let Some(e) = w.ephemeral {
+        i.ephemeral = e;
+    }
+    let profiles = load_profiles(db, &i.profiles)?;
+    let (_, ed) = expand(&profiles, &i.config, &i.devices);
+    let root = root_pool(&ed).map_err(ApiError::BadRequest)?;
+    if root != i.pool {
+        return Err(ApiError::BadRequest(format!("the root disk cannot move from pool {:?} to {root:?} by editing; moving instances comes with copy/move", i.pool)));
+    }
+    Ok(i)
+}
+
+/// Deletes a (stopped) instance: its volume, then its record.
+pub async fn delete(c: &Ctx, name: &str) -> Result<(), ApiError> {
+    let i = get(&c.db, name)?;
+    if i.config
+        .get("security.protection.delete")
+        .map(|v| is_true(v))
+        .unwrap_or(false)
+    {
+        return Err(ApiError::Forbidden(format!(
+            "instance {name:?} is protected (security.protection.delete)"
+        )));
+    }
+    let pn = PoolName::new(i.pool.clone()).map_err(|e| ApiError::Internal(e.to_string()))?;
+    let vol = VolumeName::new(i.name.clone()).map_err(|e| ApiError::Internal(e.to_string()))?;
+    match c
+        .helpers
+        .store
+        .delete_volume(ctx(), pn, VolumeKind::Container, vol)
+        .await
+        .map_err(rpc_err("silo-store"))?
+    {
+        Ok(()) | Err(silo_proto::HelperError::NotFound { .. }) => {}
+        Err(e) => return Err(e.into()),
+    }
+    c.db.with(|x| {
+        x.execute("DELETE FROM instances WHERE name = ?1", params![name])
+            .map(|_| ())
+    })?;
+    c.events.lifecycle(
+        "instance-deleted",
+        &format!("/1.0/instances/{name}"),
+        json!({}),
+    );
+    Ok(())
+}
+
+fn is_true(v: &str) -> bool {
+    matches!(v.to_ascii_lowercase().as_str(), "true" | "1" | "yes" | "on")
+}

@@ -1,0 +1,240 @@
+//! Profiles: named config and devices that instances expand, in order, under their own.
+
+use std::collections::BTreeMap;
+
+use rusqlite::params;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+use crate::api::response::ApiError;
+use crate::db::Db;
+
+/// A device: its keys (type, path, pool, ...).
+pub type Device = BTreeMap<String, String>;
+
+/// A profile.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+pub struct Profile {
+    /// Name.
+    pub name: String,
+    /// Description.
+    #[serde(default, deserialize_with = "crate::api::response::null_default")]
+    pub description: String,
+    /// Config.
+    #[serde(default, deserialize_with = "crate::api::response::null_default")]
+    pub config: BTreeMap<String, String>,
+    /// Devices.
+    #[serde(default, deserialize_with = "crate::api::response::null_default")]
+    pub devices: BTreeMap<String, Device>,
+}
+
+/// Profile names: like LXD's (no '/', not "." or "..", no leading/trailing space), at most 64.
+pub fn validate_name(n: &str) -> Result<(), ApiError> {
+    if n.is_empty()
+        || n.len() > 64
+        || n == "."
+        || n == ".."
+        || n.contains('/')
+        || n.trim() != n
+        || n.chars().any(char::is_control)
+    {
+        return Err(ApiError::BadRequest(format!("invalid profile name {n:?}")));
+    }
+    Ok(())
+}
+
+/// All profiles.
+pub fn list(db: &Db) -> Result<Vec<Profile>, ApiError> {
+    Ok(db.with(|c| {
+        let mut st =
+            c.prepare("SELECT name, description, config, devices FROM profiles ORDER BY name")?;
+        let rows = st.query_map([], |r| {
+            let cfg: String = r.get(2)?;
+            let dev: String = r.get(3)?;
+            Ok(Profile {
+                name: r.get(0)?,
+                description: r.get(1)?,
+                config: serde_json::from_str(&cfg).unwrap_or_default(),
+                devices: serde_json::from_str(&dev).unwrap_or_default(),
+            })
+        })?;
+        rows.collect()
+    })?)
+}
+
+/// One profile.
+pub fn get(db: &Db, name: &str) -> Result<Profile, ApiError> {
+    list(db)?
+        .into_iter()
+        .find(|p| p.name == name)
+        .ok_or_else(|| ApiError::NotFound(format!("profile {name:?} not found")))
+}
+
+/// Checks a profile's config and devices (the same rules as an instance's local ones).
+pub fn validate(db: &Db, p: &Profile) -> Result<(), ApiError> {
+    validate_name(&p.name)?;
+    crate::instances::validate_config(&p.config, false)?;
+    crate::instances::validate_devices(db, &p.devices)?;
+    Ok(())
+}
+
+/// Creates a profile.
+pub fn create(db: &Db, p: &Profile) -> Result<(), ApiError> {
+    validate(db, p)?;
+    if list(db)?.iter().any(|x| x.name == p.name) {
+        return Err(ApiError::Conflict(format!(
+            "profile {:?} already exists",
+            p.name
+        )));
+    }
+    write(db, p)
+}
+
+fn write(db: &Db, p: &Profile) -> Result<(), ApiError> {
+    db.with(|c| {
+        c.execute(
+            "INSERT INTO profiles (name, description, config, devices) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT(name) DO UPDATE SET description = excluded.description, config = excluded.config, devices = excluded.devices",
+            params![p.name, p.description, serde_json::to_string(&p.config).unwrap_or_default(), serde_json::to_string(&p.devices).unwrap_or_default()],
+        )
+        .map(|_| ())
+    })?;
+    Ok(())
+}
+
+/// Replaces a profile; every instance using it must still be valid afterwards.
+pub fn update(db: &Db, p: &Profile) -> Result<(), ApiError> {
+    validate(db, p)?;
+    get(db, &p.name)?;
+    for i in crate::instances::list_records(db)? {
+        if i.profiles.contains(&p.name) {
+            let mut profiles: Vec<Profile> = Vec::new();
+            for n in &i.profiles {
+                profiles.push(if n == &p.name { p.clone() } else { get(db, n)? });
+            }
+            let (_, devices) = crate::instances::expand(&profiles, &i.config, &i.devices);
+            let root = crate::instances::root_pool(&devices).map_err(|e| {
+                ApiError::BadRequest(format!(
+                    "profile change would break instance {:?}: {e}",
+                    i.name
+                ))
+            })?;
+            if root != i.pool {
+                return Err(ApiError::BadRequest(format!(
+                    "profile change would move instance {:?}'s root disk from pool {:?} to {root:?}",
+                    i.name, i.pool
+                )));
+            }
+        }
+    }
+    write(db, p)
+}
+
+/// Instances using a profile.
+pub fn used_by(db: &Db, name: &str) -> Result<Vec<String>, ApiError> {
+    Ok(crate::instances::list_records(db)?
+        .into_iter()
+        .filter(|i| i.profiles.iter().any(|p| p == name))
+        .map(|i| format!("/1.0/instances/{}", i.name))
+        .collect())
+}
+
+/// Deletes an unused profile (never "default").
+pub fn delete(db: &Db, name: &str) -> Result<(), ApiError> {
+    if name == "default" {
+        return Err(ApiError::Forbidden(
+            "the default profile cannot be deleted".into(),
+        ));
+    }
+    get(db, name)?;
+    let users = used_by(db, name)?;
+    if !users.is_empty() {
+        return Err(ApiError::BadRequest(format!(
+            "profile {name:?} is in use by {}",
+            users.join(", ")
+        )));
+    }
+    db.with(|c| {
+        c.execute("DELETE FROM profiles WHERE name = ?1", params![name])
+            .map(|_| ())
+    })?;
+    Ok(())
+}
+
+/// Renames a profile (never "default"); instances follow.
+pub fn rename(db: &Db, from: &str, to: &str) -> Result<(), ApiError> {
+    if from == "default" {
+        return Err(ApiError::Forbidden(
+            "the default profile cannot be renamed".into(),
+        ));
+    }
+    validate_name(to)?;
+    get(db, from)?;
+    if list(db)?.iter().any(|p| p.name == to) {
+        return Err(ApiError::Conflict(format!("profile {to:?} already exists")));
+    }
+    db.with(|c| {
+        let tx = c.transaction()?;
+        tx.execute(
+            "UPDATE profiles SET name = ?2 WHERE name = ?1",
+            params![from, to],
+        )?;
+        let mut rows: Vec<(String, String)> = Vec::new();
+        {
+            let mut st = tx.prepare("SELECT name, profiles FROM instances")?;
+            let it = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            for x in it {
+                rows.push(x?);
+            }
+        }
+        for (inst, profs) in rows {
+            let mut v: Vec<String> = serde_json::from_str(&profs).unwrap_or_default();
+            if v.iter().any(|p| p == from) {
+                for p in v.iter_mut() {
+                    if p == from {
+                        *p = to.to_string();
+                    }
+                }
+                tx.execute(
+                    "UPDATE instances SET profiles = ?2 WHERE name = ?1",
+                    params![inst, serde_json::to_string(&v).unwrap_or_default()],
+                )?;
+            }
+        }
+        tx.commit()
+    })?;
+    Ok(())
+}
+
+/// The API object.
+pub fn to_api(db: &Db, p: &Profile) -> Result<Value, ApiError> {
+    Ok(json!({
+        "name": p.name,
+        "description": p.description,
+        "config": p.config,
+        "devices": p.devices,
+        "used_by": used_by(db, &p.name)?,
+    }))
+}
+
+/// Makes the default profile (root disk on `pool`) if it is missing.
+pub fn ensure_default(db: &Db, pool: &str) -> Result<(), ApiError> {
+    if list(db)?.iter().any(|p| p.name == "default") {
+        return Ok(());
+    }
+    let mut devices = BTreeMap::new();
+    let mut root = Device::new();
+    root.insert("type".into(), "disk".into());
+    root.insert("path".into(), "/".into());
+    root.insert("pool".into(), pool.into());
+    devices.insert("root".into(), root);
+    write(
+        db,
+        &Profile {
+            name: "default".into(),
+            description: "Default silo profile".into(),
+            config: BTreeMap::new(),
+            devices,
+        },
+    )
+}

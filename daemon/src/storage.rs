@@ -1,0 +1,371 @@
+//! Storage pools and volumes: records in the database, the work in silo-store.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+
+use rusqlite::params;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use silo_proto::store::{PoolDriver, VolumeKind};
+use silo_proto::{ImageFingerprint, PoolName, VolumeName};
+
+use crate::api::response::ApiError;
+use crate::db::Db;
+use crate::helpers::{ctx, rpc_err, Helpers};
+
+/// A pool record.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Pool {
+    /// Name.
+    pub name: String,
+    /// "dir".
+    pub driver: String,
+    /// Description.
+    pub description: String,
+    /// Config.
+    pub config: BTreeMap<String, String>,
+}
+
+/// Drivers this host answers for; the rest get a clear refusal naming what is missing.
+pub fn check_driver(driver: &str) -> Result<PoolDriver, ApiError> {
+    match driver {
+        "dir" => Ok(PoolDriver::Dir),
+        "btrfs" | "lvm" => Err(ApiError::BadRequest(format!(
+            "storage driver {driver:?} is not available in this silo yet; use \"dir\""
+        ))),
+        "zfs" => Err(ApiError::BadRequest(
+            "storage driver \"zfs\" is not supported on this host: it needs the zfs kernel module and zfsutils-linux".into(),
+        )),
+        "ceph" | "cephfs" | "cephobject" => Err(ApiError::BadRequest(format!(
+            "storage driver {driver:?} is not supported on this host: it needs a Ceph cluster and ceph-common"
+        ))),
+        other => Err(ApiError::BadRequest(format!("unknown storage driver {other:?}"))),
+    }
+}
+
+/// All pools.
+pub fn list(db: &Db) -> Result<Vec<Pool>, ApiError> {
+    Ok(db.with(|c| {
+        let mut st =
+            c.prepare("SELECT name, driver, description, config FROM storage_pools ORDER BY name")?;
+        let rows = st.query_map([], |r| {
+            let cfg: String = r.get(3)?;
+            Ok(Pool {
+                name: r.get(0)?,
+                driver: r.get(1)?,
+                description: r.get(2)?,
+                config: serde_json::from_str(&cfg).unwrap_or_default(),
+            })
+        })?;
+        rows.collect()
+    })?)
+}
+
+/// One pool.
+pub fn get(db: &Db, name: &str) -> Result<Pool, ApiError> {
+    list(db)?
+        .into_iter()
+        .find(|p| p.name == name)
+        .ok_or_else(|| ApiError::NotFound(format!("storage pool {name:?} not found")))
+}
+
+/// Creates a pool (silo-store makes it, then the record). Nothing half-made on failure.
+pub async fn create(
+    db: &Db,
+    helpers: &Helpers,
+    name: &str,
+    driver: &str,
+    description: &str,
+    config: BTreeMap<String, String>,
+) -> Result<Pool, ApiError> {
+    let pn = PoolName::new(name).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    let drv = check_driver(driver)?;
+    if let Some(k) = config.keys().next() {
+        return Err(ApiError::BadRequest(format!(
+            "unknown configuration key {k:?} for a {driver} pool"
+        )));
+    }
+    if list(db)?.iter().any(|p| p.name == name) {
+        return Err(ApiError::Conflict(format!(
+            "storage pool {name:?} already exists"
+        )));
+    }
+    helpers
+        .store
+        .create_pool(ctx(), pn.clone(), drv)
+        .await
+        .map_err(rpc_err("silo-store"))??;
+    let pool = Pool {
+        name: name.into(),
+        driver: driver.into(),
+        description: description.into(),
+        config,
+    };
+    let r = db.with(|c| {
+        c.execute(
+            "INSERT INTO storage_pools (name, driver, description, config) VALUES (?1, ?2, ?3, ?4)",
+            params![
+                pool.name,
+                pool.driver,
+                pool.description,
+                serde_json::to_string(&pool.config).unwrap_or_default()
+            ],
+        )
+        .map(|_| ())
+    });
+    if let Err(e) = r {
+        let _ = helpers.store.delete_pool(ctx(), pn).await;
+        return Err(e.into());
+    }
+    Ok(pool)
+}
+
+/// Updates description (and config, which dir pools do not take).
+pub fn update(db: &Db, p: &Pool) -> Result<(), ApiError> {
+    if let Some(k) = p.config.keys().next() {
+        return Err(ApiError::BadRequest(format!(
+            "unknown configuration key {k:?} for a {} pool",
+            p.driver
+        )));
+    }
+    db.with(|c| {
+        c.execute(
+            "UPDATE storage_pools SET description = ?2 WHERE name = ?1",
+            params![p.name, p.description],
+        )
+        .map(|_| ())
+    })?;
+    Ok(())
+}
+
+/// What uses a pool: profiles, instances, custom volumes (as API URLs).
+pub fn used_by(db: &Db, name: &str) -> Result<Vec<String>, ApiError> {
+    let mut out = Vec::new();
+    for p in crate::profiles::list(db)? {
+        if p.devices.values().any(|d| {
+            d.get("type").map(String::as_str) == Some("disk")
+                && d.get("pool").map(String::as_str) == Some(name)
+        }) {
+            out.push(format!("/1.0/profiles/{}", p.name));
+        }
+    }
+    for i in crate::instances::list_records(db)? {
+        if i.pool == name {
+            out.push(format!("/1.0/instances/{}", i.name));
+        }
+    }
+    for v in custom_volumes(db, name)? {
+        out.push(format!("/1.0/storage-pools/{name}/volumes/custom/{}", v.0));
+    }
+    Ok(out)
+}
+
+/// Deletes an unused pool.
+pub async fn delete(db: &Db, helpers: &Helpers, name: &str) -> Result<(), ApiError> {
+    get(db, name)?;
+    let users = used_by(db, name)?;
+    if !users.is_empty() {
+        return Err(ApiError::BadRequest(format!(
+            "storage pool {name:?} is in use by {}",
+            users.join(", ")
+        )));
+    }
+    let pn = PoolName::new(name).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    // Cached image volumes go with the pool.
+    for fp in image_volumes(db, name)? {
+        if let Ok(v) = VolumeName::new(fp.clone()) {
+            helpers
+                .store
+                .delete_volume(ctx(), pn.clone(), VolumeKind::Image, v)
+                .await
+                .map_err(rpc_err("silo-store"))??;
+        }
+        db.with(|c| {
+            c.execute(
+                "DELETE FROM image_volumes WHERE pool = ?1 AND fingerprint = ?2",
+                params![name, fp],
+            )
+            .map(|_| ())
+        })?;
+    }
+    helpers
+        .store
+        .delete_pool(ctx(), pn)
+        .await
+        .map_err(rpc_err("silo-store"))??;
+    db.with(|c| {
+        c.execute("DELETE FROM storage_pools WHERE name = ?1", params![name])
+            .map(|_| ())
+    })?;
+    Ok(())
+}
+
+/// The pool's API object.
+pub fn to_api(db: &Db, p: &Pool) -> Result<Value, ApiError> {
+    Ok(json!({
+        "name": p.name,
+        "driver": p.driver,
+        "description": p.description,
+        "config": p.config,
+        "status": "Created",
+        "locations": ["none"],
+        "used_by": used_by(db, &p.name)?,
+    }))
+}
+
+/// `GET /1.0/storage-pools/<p>/resources`.
+pub async fn resources(helpers: &Helpers, name: &str) -> Result<Value, ApiError> {
+    let pn = PoolName::new(name).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    let info = helpers
+        .store
+        .pool_info(ctx(), pn)
+        .await
+        .map_err(rpc_err("silo-store"))??;
+    Ok(
+        json!({"space": {"used": info.space_used, "total": info.space_total}, "inodes": {"used": 0, "total": 0}}),
+    )
+}
+
+/// Fingerprints of image volumes in a pool.
+pub fn image_volumes(db: &Db, pool: &str) -> Result<Vec<String>, ApiError> {
+    Ok(db.with(|c| {
+        let mut st = c.prepare(
+            "SELECT fingerprint FROM image_volumes WHERE pool = ?1 ORDER BY fingerprint",
+        )?;
+        let rows = st.query_map(params![pool], |r| r.get(0))?;
+        rows.collect()
+    })?)
+}
+
+/// Custom volumes (name, description, config) of a pool.
+pub fn custom_volumes(
+    db: &Db,
+    pool: &str,
+) -> Result<Vec<(String, String, BTreeMap<String, String>)>, ApiError> {
+    Ok(db.with(|c| {
+        let mut st = c.prepare(
+            "SELECT name, description, config FROM custom_volumes WHERE pool = ?1 ORDER BY name",
+        )?;
+        let rows = st.query_map(params![pool], |r| {
+            let cfg: String = r.get(2)?;
+            Ok((
+                r.get(0)?,
+                r.get(1)?,
+                serde_json::from_str(&cfg).unwrap_or_default(),
+            ))
+        })?;
+        rows.collect()
+    })?)
+}
+
+/// Serializes unpacking of one image into one pool.
+#[derive(Debug, Default, Clone)]
+pub struct ImageLocks(Arc<Mutex<HashMap<(String, String), Arc<tokio::sync::Mutex<()>>>>>);
+
+impl ImageLocks {
+    fn lock_for(&self, pool: &str, fp: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let mut m = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        m.entry((pool.to_string(), fp.to_string()))
+            .or_default()
+            .clone()
+    }
+}
+
+/// Makes sure `fp` is unpacked in `pool` (once per pool), unpacking it now if not.
+pub async fn ensure_image_volume(
+    db: &Db,
+    helpers: &Helpers,
+    locks: &ImageLocks,
+    pool: &str,
+    fp: &ImageFingerprint,
+) -> Result<(), ApiError> {
+    let lock = locks.lock_for(pool, fp.as_str());
+    let _g = lock.lock().await;
+    if image_volumes(db, pool)?.iter().any(|f| f == fp.as_str()) {
+        return Ok(());
+    }
+    let pn = PoolName::new(pool).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    helpers
+        .store
+        .unpack_image(ctx(), pn, fp.clone())
+        .await
+        .map_err(rpc_err("silo-store"))??;
+    db.with(|c| {
+        c.execute(
+            "INSERT INTO image_volumes (pool, fingerprint) VALUES (?1, ?2)",
+            params![pool, fp.as_str()],
+        )
+        .map(|_| ())
+    })?;
+    Ok(())
+}
+
+/// Removes an image's cached volumes from every pool.
+pub async fn drop_image_volumes(db: &Db, helpers: &Helpers, fp: &str) -> Result<(), ApiError> {
+    for p in list(db)? {
+        if image_volumes(db, &p.name)?.iter().any(|f| f == fp) {
+            let pn =
+                PoolName::new(p.name.clone()).map_err(|e| ApiError::Internal(e.to_string()))?;
+            let v = VolumeName::new(fp).map_err(|e| ApiError::Internal(e.to_string()))?;
+            match helpers
+                .store
+                .delete_volume(ctx(), pn, VolumeKind::Image, v)
+                .await
+                .map_err(rpc_err("silo-store"))?
+            {
+                Ok(()) | Err(silo_proto::HelperError::NotFound { .. }) => {}
+                Err(e) => return Err(e.into()),
+            }
+            db.with(|c| {
+                c.execute(
+                    "DELETE FROM image_volumes WHERE pool = ?1 AND fingerprint = ?2",
+                    params![p.name, fp],
+                )
+                .map(|_| ())
+            })?;
+        }
+    }
+    Ok(())
+}
+
+/// Removes volumes silo-store holds that the database does not know (a silod killed between
+/// the two), at start, so nothing orphaned stays on disk.
+pub async fn collect_orphans(db: &Db, helpers: &Helpers) -> Result<(), ApiError> {
+    for p in list(db)? {
+        let Ok(pn) = PoolName::new(p.name.clone()) else {
+            continue;
+        };
+        let known_images = image_volumes(db, &p.name)?;
+        let known_instances: Vec<String> = crate::instances::list_records(db)?
+            .into_iter()
+            .filter(|i| i.pool == p.name)
+            .map(|i| i.name)
+            .collect();
+        let known_custom: Vec<String> = custom_volumes(db, &p.name)?
+            .into_iter()
+            .map(|v| v.0)
+            .collect();
+        for (kind, known) in [
+            (VolumeKind::Image, &known_images),
+            (VolumeKind::Container, &known_instances),
+            (VolumeKind::Custom, &known_custom),
+        ] {
+            let on_disk = helpers
+                .store
+                .list_volumes(ctx(), pn.clone(), kind)
+                .await
+                .map_err(rpc_err("silo-store"))??;
+            for v in on_disk {
+                if !known.iter().any(|k| k == v.as_str()) {
+                    tracing::warn!(pool = %p.name, volume = %v, kind = kind.dir_name(), "removing an orphaned volume left by an interrupted operation");
+                    helpers
+                        .store
+                        .delete_volume(ctx(), pn.clone(), kind, v)
+                        .await
+                        .map_err(rpc_err("silo-store"))??;
+                }
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,187 @@
+//! Copying a volume tree fd-to-fd, never following a symlink: files reflinked where the
+//! filesystem can (FICLONE) and copied otherwise, symlinks recreated, hardlinks kept, owners,
+//! modes and times kept, device nodes and sockets skipped. Runs in a landlocked child.
+
+use std::collections::HashMap;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+
+use nix::errno::Errno;
+use nix::fcntl::{openat2, readlinkat, AtFlags, OFlag, OpenHow, ResolveFlag};
+use nix::sys::stat::{fstat, fstatat, mkdirat, mknodat, FileStat, Mode, SFlag};
+use nix::sys::time::TimeSpec;
+use nix::unistd::{fchownat, linkat, symlinkat, Gid, Uid};
+
+fn how(flags: OFlag, mode: u32) -> OpenHow {
+    OpenHow::new()
+        .flags(flags | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW)
+        .mode(Mode::from_bits_truncate(mode))
+        .resolve(ResolveFlag::RESOLVE_BENEATH | ResolveFlag::RESOLVE_NO_SYMLINKS)
+}
+
+fn kind(st: &FileStat) -> SFlag {
+    SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT
+}
+
+fn e(op: &str, path: &str, err: impl std::fmt::Display) -> String {
+    format!("{op} {path}: {err}")
+}
+
+/// FICLONE: share the extents of `src` with `dst` (btrfs, xfs); fails elsewhere.
+fn reflink(src: BorrowedFd<'_>, dst: BorrowedFd<'_>) -> bool {
+    const FICLONE: libc::c_ulong = 0x4004_9409;
+    // SAFETY: FICLONE takes the source fd as its integer argument and touches no memory of ours.
+    unsafe { libc::ioctl(dst.as_raw_fd(), FICLONE, src.as_raw_fd()) == 0 }
+}
+
+fn set_meta(dir: BorrowedFd<'_>, name: &str, st: &FileStat, path: &str) -> Result<(), String> {
+    fchownat(
+        dir,
+        name,
+        Some(Uid::from_raw(st.st_uid)),
+        Some(Gid::from_raw(st.st_gid)),
+        AtFlags::AT_SYMLINK_NOFOLLOW,
+    )
+    .map_err(|x| e("lchown", path, x))?;
+    if kind(st) != SFlag::S_IFLNK {
+        nix::sys::stat::fchmodat(
+            dir,
+            name,
+            Mode::from_bits_truncate(st.st_mode & 0o7777),
+            nix::sys::stat::FchmodatFlags::FollowSymlink,
+        )
+        .map_err(|x| e("chmod", path, x))?;
+    }
+    let a = TimeSpec::new(st.st_atime, st.st_atime_nsec);
+    let m = TimeSpec::new(st.st_mtime, st.st_mtime_nsec);
+    nix::sys::stat::utimensat(
+        dir,
+        name,
+        &a,
+        &m,
+        nix::sys::stat::UtimensatFlags::NoFollowSymlink,
+    )
+    .map_err(|x| e("utimensat", path, x))?;
+    Ok(())
+}
+
+/// Copies everything beneath `src` into `dst` (which exists and is empty). Returns bytes copied.
+pub fn copy_tree(src: BorrowedFd<'_>, dst: BorrowedFd<'_>) -> Result<u64, String> {
+    let mut links: HashMap<(u64, u64), (OwnedFd, String)> = HashMap::new();
+    let dev = fstat(src).map_err(|x| e("fstat", ".", x))?.st_dev;
+    let mut bytes = 0u64;
+    copy_dir(src, dst, ".", dev, &mut links, &mut bytes, 0)?;
+    Ok(bytes)
+}
+
+fn copy_dir(
+    src: BorrowedFd<'_>,
+    dst: BorrowedFd<'_>,
+    path: &str,
+    dev: u64,
+    links: &mut HashMap<(u64, u64), (OwnedFd, String)>,
+    bytes: &mut u64,
+    depth: usize,
+) -> Result<(), String> {
+    if depth > 4096 {
+        return Err(format!("{path}: nested too deep"));
+    }
+    let dup = src.try_clone_to_owned().map_err(|x| e("dup", path, x))?;
+    let listing = openat2(
+        dup.as_fd(),
+        ".",
+        how(OFlag::O_DIRECTORY | OFlag::O_RDONLY, 0),
+    )
+    .map_err(|x| e("open", path, x))?;
+    let mut d = nix::dir::Dir::from_fd(listing).map_err(|x| e("opendir", path, x))?;
+    let names: Vec<Vec<u8>> = d
+        .iter()
+        .filter_map(|x| x.ok())
+        .map(|x| x.file_name().to_bytes().to_vec())
+        .filter(|n| n != b"." && n != b"..")
+        .collect();
+    for raw in names {
+        let name = std::ffi::OsStr::new(std::str::from_utf8(&raw).unwrap_or_default());
+        let name: &std::ffi::OsStr = if name.is_empty() {
+            std::os::unix::ffi::OsStrExt::from_bytes(&raw)
+        } else {
+            name
+        };
+        let shown = format!("{path}/{}", name.to_string_lossy());
+        let st = match fstatat(src, name, AtFlags::AT_SYMLINK_NOFOLLOW) {
+            Ok(st) => st,
+            Err(Errno::ENOENT) => continue,
+            Err(x) => return Err(e("fstatat", &shown, x)),
+        };
+        let name_str = name.to_string_lossy().into_owned();
+        match kind(&st) {
+            SFlag::S_IFDIR => {
+                if st.st_dev != dev {
+                    return Err(format!(
+                        "{shown}: a mount inside the volume; refusing to copy across it"
+                    ));
+                }
+                mkdirat(dst, name, Mode::from_bits_truncate(0o700))
+                    .map_err(|x| e("mkdirat", &shown, x))?;
+                let s = openat2(src, name, how(OFlag::O_DIRECTORY | OFlag::O_RDONLY, 0))
+                    .map_err(|x| e("open", &shown, x))?;
+                let t = openat2(dst, name, how(OFlag::O_DIRECTORY | OFlag::O_RDONLY, 0))
+                    .map_err(|x| e("open", &shown, x))?;
+                copy_dir(s.as_fd(), t.as_fd(), &shown, dev, links, bytes, depth + 1)?;
+                set_meta(dst, &name_str, &st, &shown)?;
+            }
+            SFlag::S_IFREG => {
+                if st.st_nlink > 1 {
+                    if let Some((first_dir, first_name)) = links.get(&(st.st_dev, st.st_ino)) {
+                        linkat(
+                            first_dir.as_fd(),
+                            first_name.as_str(),
+                            dst,
+                            name,
+                            AtFlags::empty(),
+                        )
+                        .map_err(|x| e("linkat", &shown, x))?;
+                        continue;
+                    }
+                }
+                let s = openat2(src, name, how(OFlag::O_RDONLY, 0))
+                    .map_err(|x| e("open", &shown, x))?;
+                let t = openat2(
+                    dst,
+                    name,
+                    how(OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_WRONLY, 0o600),
+                )
+                .map_err(|x| e("create", &shown, x))?;
+                if !reflink(s.as_fd(), t.as_fd()) {
+                    let mut sf = std::fs::File::from(s);
+                    let mut tf = std::fs::File::from(t);
+                    std::io::copy(&mut sf, &mut tf).map_err(|x| e("copy", &shown, x))?;
+                }
+                *bytes += st.st_size as u64;
+                set_meta(dst, &name_str, &st, &shown)?;
+                if st.st_nlink > 1 {
+                    let keep = dst.try_clone_to_owned().map_err(|x| e("dup", &shown, x))?;
+                    links.insert((st.st_dev, st.st_ino), (keep, name_str));
+                }
+            }
+            SFlag::S_IFLNK => {
+                let target = readlinkat(src, name).map_err(|x| e("readlinkat", &shown, x))?;
+                symlinkat(target.as_os_str(), dst, name).map_err(|x| e("symlinkat", &shown, x))?;
+                set_meta(dst, &name_str, &st, &shown)?;
+            }
+            SFlag::S_IFIFO => {
+                mknodat(
+                    dst,
+                    name,
+                    SFlag::S_IFIFO,
+                    Mode::from_bits_truncate(0o600),
+                    0,
+                )
+                .map_err(|x| e("mknodat", &shown, x))?;
+                set_meta(dst, &name_str, &st, &shown)?;
+            }
+            // Devices and sockets: silo provides /dev; sockets belong to running programs.
+            _ => {}
+        }
+    }
+    Ok(())
+}

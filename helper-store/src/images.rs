@@ -1,0 +1,126 @@
+//! Unpacking images into image volumes, and cloning volumes, each in a landlocked child.
+
+use std::os::fd::{AsFd, OwnedFd};
+
+use nix::errno::Errno;
+use nix::fcntl::{openat2, OFlag, OpenHow, ResolveFlag};
+use nix::sys::stat::{fstat, SFlag};
+use silo_proto::error::{HelperError, HelperResult};
+use silo_proto::image::extract::{extract, Layout, Limits};
+use silo_proto::image::{open_tar_stream, ImageError};
+use silo_proto::jail::beneath::Root;
+use silo_proto::store::UnpackReport;
+use silo_proto::ImageFingerprint;
+
+use crate::child;
+
+/// Opens one of silod's uploaded image files for reading. The directory is silod's, so the
+/// file is untrusted content: it must be a regular file, not a symlink, not root's (a
+/// hardlink to a root file would be), with one link.
+fn open_input(images: &Root, name: &str) -> HelperResult<Option<OwnedFd>> {
+    let how = OpenHow::new()
+        .flags(OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC | OFlag::O_NONBLOCK)
+        .resolve(ResolveFlag::RESOLVE_BENEATH | ResolveFlag::RESOLVE_NO_SYMLINKS);
+    let shown = format!("{}/{name}", images.display());
+    let fd = match openat2(images.fd(), name, how) {
+        Ok(fd) => fd,
+        Err(Errno::ENOENT) => return Ok(None),
+        Err(Errno::ELOOP) => {
+            return Err(HelperError::invalid(
+                "image file",
+                format!("{shown} is a symlink"),
+            ))
+        }
+        Err(e) => return Err(HelperError::errno("openat2", &shown, e)),
+    };
+    let st = fstat(fd.as_fd()).map_err(|e| HelperError::errno("fstat", &shown, e))?;
+    if SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT != SFlag::S_IFREG {
+        return Err(HelperError::invalid(
+            "image file",
+            format!("{shown} is not a regular file"),
+        ));
+    }
+    if st.st_uid == 0 || st.st_nlink != 1 {
+        return Err(HelperError::invalid(
+            "image file",
+            format!(
+                "{shown} must be silod's own single-link file (uid {}, {} links)",
+                st.st_uid, st.st_nlink
+            ),
+        ));
+    }
+    nix::fcntl::fcntl(fd.as_fd(), nix::fcntl::FcntlArg::F_SETFL(OFlag::empty()))
+        .map_err(|e| HelperError::errno("fcntl", &shown, e))?;
+    Ok(Some(fd))
+}
+
+/// Unpacks image `fp` from silod's upload directory into `target` (a fresh directory).
+pub async fn unpack(
+    images: &Root,
+    target: &Root,
+    fp: &ImageFingerprint,
+    limits: Limits,
+) -> HelperResult<UnpackReport> {
+    let main = open_input(images, fp.as_str())?.ok_or_else(|| HelperError::NotFound {
+        what: format!("image file for {fp}"),
+    })?;
+    let rootfs = open_input(images, &format!("{fp}.rootfs"))?;
+    let result = child::run(
+        "unpack image",
+        &[target.fd()],
+        &[],
+        move || -> Result<UnpackReport, ImageError> {
+            let root = target.fd();
+            let meta_layout = if rootfs.is_some() {
+                Layout::Metadata
+            } else {
+                Layout::Unified
+            };
+            let s = open_tar_stream(
+                std::fs::File::from(main),
+                limits.max_bytes.saturating_mul(2).max(1 << 20),
+            )?;
+            let r1 = extract(s, root, meta_layout, &limits)?;
+            let mut total = UnpackReport {
+                entries: r1.entries,
+                bytes: r1.bytes,
+                skipped_devices: r1.skipped_devices,
+            };
+            if let Some(rf) = rootfs {
+                let rest = Limits {
+                    max_bytes: limits.max_bytes.saturating_sub(r1.bytes),
+                    max_entries: limits.max_entries.saturating_sub(r1.entries),
+                };
+                let s = open_tar_stream(
+                    std::fs::File::from(rf),
+                    rest.max_bytes.saturating_mul(2).max(1 << 20),
+                )?;
+                let r2 = extract(s, root, Layout::Rootfs, &rest)?;
+                total.entries += r2.entries;
+                total.bytes += r2.bytes;
+                total.skipped_devices += r2.skipped_devices;
+            }
+            Ok(total)
+        },
+    )
+    .await?;
+    result.map_err(|e| HelperError::invalid("image", e.to_string()))
+}
+
+/// Copies `src` into the fresh directory `dst`.
+pub async fn copy(src: &Root, dst: &Root) -> HelperResult<u64> {
+    let r = child::run("copy volume", &[dst.fd()], &[src.fd()], || {
+        crate::copy::copy_tree(src.fd(), dst.fd())
+    })
+    .await?;
+    r.map_err(|e| HelperError::Io {
+        op: "copy volume".into(),
+        target: dst.display().into(),
+        message: e,
+        errno: None,
+    })
+}
+
+/// The mode of volume directories: root only, so no host user can reach into a container's
+/// files (or run its set-user-id programs) through the state dir.
+pub const VOLUME_MODE: u32 = 0o700;

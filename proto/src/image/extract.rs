@@ -1,0 +1,418 @@
+//! Unpacking a tar stream beneath a directory fd, as if every member were hostile.
+//!
+//! Every path is resolved one component at a time with `openat2(RESOLVE_BENEATH |
+//! RESOLVE_NO_SYMLINKS)` from the target fd, so a member can neither climb out (`..`, absolute
+//! names, long-name and PAX tricks arrive here already decoded) nor write through a symlink an
+//! earlier member planted. Hardlinks must point at a member already unpacked beneath the same
+//! target. Device nodes are skipped (silo provides /dev itself); sparse members are refused;
+//! byte and entry counts are bounded. Callers run this in a child that has landlocked itself
+//! to the target directory, so even a bug here cannot reach beyond it.
+
+use std::io::Read;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+
+use nix::errno::Errno;
+use nix::fcntl::{openat2, AtFlags, OFlag, OpenHow, ResolveFlag};
+use nix::sys::stat::{fchmod, fstatat, mkdirat, mknodat, Mode, SFlag};
+use nix::sys::time::TimeSpec;
+use nix::unistd::{fchownat, linkat, symlinkat, unlinkat, Gid, Uid, UnlinkatFlags};
+use serde::{Deserialize, Serialize};
+
+use super::{member_components, stream_error, ImageError};
+
+/// Which tarball this is, deciding where members land.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Layout {
+    /// metadata.yaml, rootfs/, templates/ at the top.
+    Unified,
+    /// The metadata half of a split image: metadata.yaml and templates/.
+    Metadata,
+    /// The rootfs half of a split image: members land under rootfs/.
+    Rootfs,
+}
+
+/// Bounds on one unpack.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Limits {
+    /// Uncompressed bytes of member data.
+    pub max_bytes: u64,
+    /// Members.
+    pub max_entries: u64,
+}
+
+/// What an unpack did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Report {
+    /// Members unpacked.
+    pub entries: u64,
+    /// Bytes of file data written.
+    pub bytes: u64,
+    /// Device nodes skipped.
+    pub skipped_devices: u64,
+}
+
+fn how(flags: OFlag, mode: u32) -> OpenHow {
+    OpenHow::new()
+        .flags(flags | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW)
+        .mode(Mode::from_bits_truncate(mode))
+        .resolve(
+            ResolveFlag::RESOLVE_BENEATH
+                | ResolveFlag::RESOLVE_NO_SYMLINKS
+                | ResolveFlag::RESOLVE_NO_MAGICLINKS,
+        )
+}
+
+fn io(member: &str, op: &str, e: Errno) -> ImageError {
+    ImageError::Io {
+        member: member.chars().take(200).collect(),
+        op: op.to_string(),
+        message: e.desc().to_string(),
+    }
+}
+
+fn is_type(st: &nix::sys::stat::FileStat, t: SFlag) -> bool {
+    SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == t
+}
+
+/// Opens (optionally creating) each directory of `comps` beneath `root`.
+fn walk(
+    root: BorrowedFd<'_>,
+    comps: &[String],
+    create: bool,
+    member: &str,
+) -> Result<OwnedFd, ImageError> {
+    let mut cur = root.try_clone_to_owned().map_err(|e| ImageError::Io {
+        member: member.into(),
+        op: "dup".into(),
+        message: e.to_string(),
+    })?;
+    for c in comps {
+        if create {
+            match mkdirat(cur.as_fd(), c.as_str(), Mode::from_bits_truncate(0o755)) {
+                Ok(()) | Err(Errno::EEXIST) => {}
+                Err(e) => return Err(io(member, "mkdirat", e)),
+            }
+        }
+        cur = match openat2(
+            cur.as_fd(),
+            c.as_str(),
+            how(OFlag::O_DIRECTORY | OFlag::O_RDONLY, 0),
+        ) {
+            Ok(fd) => fd,
+            Err(Errno::ELOOP) | Err(Errno::EXDEV) => {
+                return Err(ImageError::Symlink(member.into()))
+            }
+            Err(Errno::ENOTDIR) => {
+                let st = fstatat(cur.as_fd(), c.as_str(), AtFlags::AT_SYMLINK_NOFOLLOW)
+                    .map_err(|e| io(member, "fstatat", e))?;
+                if is_type(&st, SFlag::S_IFLNK) {
+                    return Err(ImageError::Symlink(member.into()));
+                }
+                return Err(ImageError::Unsupported {
+                    member: member.into(),
+                    why: format!("{c:?} on its path is not a directory"),
+                });
+            }
+            Err(e) => return Err(io(member, "openat2", e)),
+        };
+    }
+    Ok(cur)
+}
+
+/// Removes a non-directory at `name` so a later member can replace it (tar's semantics).
+fn clear(parent: BorrowedFd<'_>, name: &str, member: &str) -> Result<(), ImageError> {
+    match fstatat(parent, name, AtFlags::AT_SYMLINK_NOFOLLOW) {
+        Ok(st) if is_type(&st, SFlag::S_IFDIR) => Err(ImageError::Unsupported {
+            member: member.into(),
+            why: "would replace a directory".into(),
+        }),
+        Ok(_) => unlinkat(parent, name, UnlinkatFlags::NoRemoveDir)
+            .map_err(|e| io(member, "unlinkat", e)),
+        Err(Errno::ENOENT) => Ok(()),
+        Err(e) => Err(io(member, "fstatat", e)),
+    }
+}
+
+fn place(
+    layout: Layout,
+    member: &str,
+    comps: Vec<String>,
+) -> Result<Option<Vec<String>>, ImageError> {
+    if comps.is_empty() {
+        return Ok(None);
+    }
+    match layout {
+        Layout::Rootfs => {
+            let mut v = vec!["rootfs".to_string()];
+            v.extend(comps);
+            Ok(Some(v))
+        }
+        Layout::Unified | Layout::Metadata => {
+            let top = comps[0].as_str();
+            let allowed = match layout {
+                Layout::Unified => matches!(top, "metadata.yaml" | "rootfs" | "templates"),
+                _ => matches!(top, "metadata.yaml" | "templates"),
+            };
+            if !allowed {
+                return Err(ImageError::Unsupported {
+                    member: member.into(),
+                    why: "unexpected top-level member (an image holds metadata.yaml, rootfs/ and templates/)".into(),
+                });
+            }
+            if top == "metadata.yaml" && comps.len() > 1 {
+                return Err(ImageError::Metadata(
+                    "metadata.yaml is not a regular file".into(),
+                ));
+            }
+            Ok(Some(comps))
+        }
+    }
+}
+
+struct DirMeta {
+    comps: Vec<String>,
+    mode: u32,
+    uid: u32,
+    gid: u32,
+    mtime: i64,
+}
+
+fn owner(h: &tar::Header) -> (u32, u32) {
+    let uid = h.uid().unwrap_or(0).min(u64::from(u32::MAX - 1)) as u32;
+    let gid = h.gid().unwrap_or(0).min(u64::from(u32::MAX - 1)) as u32;
+    (uid, gid)
+}
+
+/// Unpacks `stream` (a decompressed tar stream) beneath `root`.
+pub fn extract(
+    stream: Box<dyn Read>,
+    root: BorrowedFd<'_>,
+    layout: Layout,
+    limits: &Limits,
+) -> Result<Report, ImageError> {
+    let mut ar = tar::Archive::new(stream);
+    let mut report = Report::default();
+    let mut dirs: Vec<DirMeta> = Vec::new();
+    let mut saw_metadata = false;
+    let mut saw_rootfs = layout != Layout::Unified;
+    let entries = ar.entries().map_err(|e| stream_error("archive", &e))?;
+    for e in entries {
+        let mut e = e.map_err(|e| stream_error("archive", &e))?;
+        report.entries += 1;
+        if report.entries > limits.max_entries {
+            return Err(ImageError::Limit {
+                what: "entries".into(),
+                limit: limits.max_entries,
+            });
+        }
+        let member = String::from_utf8_lossy(&e.path_bytes()).into_owned();
+        let Some(comps) = place(layout, &member, member_components(&member)?)? else {
+            continue;
+        };
+        let h = e.header().clone();
+        let (uid, gid) = owner(&h);
+        let mode = h.mode().unwrap_or(0o644) & 0o7777;
+        let mtime = h.mtime().unwrap_or(0).min(i64::MAX as u64) as i64;
+        let et = h.entry_type();
+        if comps[0] == "rootfs" {
+            saw_rootfs = true;
+        }
+        if comps.len() == 1 && comps[0] == "metadata.yaml" {
+            if !et.is_file() {
+                return Err(ImageError::Metadata(
+                    "metadata.yaml is not a regular file".into(),
+                ));
+            }
+            saw_metadata = true;
+        }
+        let (parent_comps, base) = comps.split_at(comps.len() - 1);
+        let base = base[0].as_str();
+        match et {
+            tar::EntryType::Directory => {
+                let d = walk(root, &comps, true, &member)?;
+                drop(d);
+                dirs.push(DirMeta {
+                    comps,
+                    mode,
+                    uid,
+                    gid,
+                    mtime,
+                });
+            }
+            tar::EntryType::Regular | tar::EntryType::Continuous => {
+                let size = e.size();
+                if report.bytes.saturating_add(size) > limits.max_bytes {
+                    return Err(ImageError::Limit {
+                        what: "bytes of file data".into(),
+                        limit: limits.max_bytes,
+                    });
+                }
+                let parent = walk(root, parent_comps, true, &member)?;
+                clear(parent.as_fd(), base, &member)?;
+                let fd = openat2(
+                    parent.as_fd(),
+                    base,
+                    how(OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_WRONLY, 0o600),
+                )
+                .map_err(|err| match err {
+                    Errno::ELOOP | Errno::EXDEV => ImageError::Symlink(member.clone()),
+                    err => io(&member, "openat2", err),
+                })?;
+                let mut f = std::fs::File::from(fd);
+                let copied = std::io::copy(&mut (&mut e).take(size), &mut f)
+                    .map_err(|err| stream_error(&member, &err))?;
+                if copied != size {
+                    return Err(ImageError::Truncated(format!(
+                        "{member}: {copied} of {size} bytes"
+                    )));
+                }
+                report.bytes += size;
+                let fd: OwnedFd = f.into();
+                nix::unistd::fchown(
+                    fd.as_fd(),
+                    Some(Uid::from_raw(uid)),
+                    Some(Gid::from_raw(gid)),
+                )
+                .map_err(|err| io(&member, "fchown", err))?;
+                // After chown, which clears set-id bits.
+                fchmod(fd.as_fd(), Mode::from_bits_truncate(mode))
+                    .map_err(|err| io(&member, "fchmod", err))?;
+                let t = TimeSpec::new(mtime, 0);
+                nix::sys::stat::futimens(fd.as_fd(), &t, &t)
+                    .map_err(|err| io(&member, "futimens", err))?;
+            }
+            tar::EntryType::Symlink => {
+                let target = e.link_name_bytes().map(|b| b.into_owned()).ok_or_else(|| {
+                    ImageError::Unsupported {
+                        member: member.clone(),
+                        why: "symlink without a target".into(),
+                    }
+                })?;
+                if target.is_empty() || target.len() > 4095 || target.contains(&0) {
+                    return Err(ImageError::Unsupported {
+                        member: member.clone(),
+                        why: "invalid symlink target".into(),
+                    });
+                }
+                let parent = walk(root, parent_comps, true, &member)?;
+                clear(parent.as_fd(), base, &member)?;
+                let t = std::ffi::OsStr::from_encoded_bytes_checked(&target);
+                symlinkat(t, parent.as_fd(), base).map_err(|err| io(&member, "symlinkat", err))?;
+                fchownat(
+                    parent.as_fd(),
+                    base,
+                    Some(Uid::from_raw(uid)),
+                    Some(Gid::from_raw(gid)),
+                    AtFlags::AT_SYMLINK_NOFOLLOW,
+                )
+                .map_err(|err| io(&member, "lchown", err))?;
+            }
+            tar::EntryType::Link => {
+                let target = e
+                    .link_name_bytes()
+                    .map(|b| String::from_utf8_lossy(&b).into_owned())
+                    .unwrap_or_default();
+                let hl = |why: &str| ImageError::Hardlink {
+                    member: member.clone(),
+                    target: target.chars().take(200).collect(),
+                    why: why.to_string(),
+                };
+                let tcomps = member_components(&target).map_err(|err| match err {
+                    ImageError::Absolute(_) => hl("absolute target"),
+                    ImageError::Outside { .. } => hl("'..' in the target climbs out of the image"),
+                    _ => hl("invalid target"),
+                })?;
+                let tcomps = place(layout, &target, tcomps)
+                    .map_err(|_| hl("target outside the image"))?
+                    .ok_or_else(|| hl("empty target"))?;
+                let (tparent, tbase) = tcomps.split_at(tcomps.len() - 1);
+                let tp = walk(root, tparent, false, &target).map_err(|err| match err {
+                    ImageError::Symlink(_) => hl("the target goes through a symlink"),
+                    _ => hl("the target does not exist earlier in the image"),
+                })?;
+                match fstatat(tp.as_fd(), tbase[0].as_str(), AtFlags::AT_SYMLINK_NOFOLLOW) {
+                    Ok(st) if is_type(&st, SFlag::S_IFDIR) => {
+                        return Err(hl("the target is a directory"))
+                    }
+                    Ok(_) => {}
+                    Err(_) => return Err(hl("the target does not exist earlier in the image")),
+                }
+                let parent = walk(root, parent_comps, true, &member)?;
+                clear(parent.as_fd(), base, &member)?;
+                linkat(
+                    tp.as_fd(),
+                    tbase[0].as_str(),
+                    parent.as_fd(),
+                    base,
+                    AtFlags::empty(),
+                )
+                .map_err(|err| io(&member, "linkat", err))?;
+            }
+            tar::EntryType::Fifo => {
+                let parent = walk(root, parent_comps, true, &member)?;
+                clear(parent.as_fd(), base, &member)?;
+                mknodat(
+                    parent.as_fd(),
+                    base,
+                    SFlag::S_IFIFO,
+                    Mode::from_bits_truncate(mode & 0o777),
+                    0,
+                )
+                .map_err(|err| io(&member, "mknodat", err))?;
+                fchownat(
+                    parent.as_fd(),
+                    base,
+                    Some(Uid::from_raw(uid)),
+                    Some(Gid::from_raw(gid)),
+                    AtFlags::AT_SYMLINK_NOFOLLOW,
+                )
+                .map_err(|err| io(&member, "lchown", err))?;
+            }
+            tar::EntryType::Char | tar::EntryType::Block => {
+                // silo builds /dev for each container; image device nodes are never created.
+                report.skipped_devices += 1;
+            }
+            tar::EntryType::GNUSparse => return Err(ImageError::Sparse(member)),
+            other => {
+                return Err(ImageError::Unsupported {
+                    member,
+                    why: format!("unsupported member type {other:?}"),
+                })
+            }
+        }
+    }
+    if layout != Layout::Rootfs && !saw_metadata {
+        return Err(ImageError::Metadata("no metadata.yaml in the image".into()));
+    }
+    if !saw_rootfs {
+        return Err(ImageError::Metadata("no rootfs/ in the image".into()));
+    }
+    // Directory modes and owners last (a read-only directory must still take its members),
+    // deepest first.
+    dirs.sort_by_key(|d| std::cmp::Reverse(d.comps.len()));
+    for d in dirs {
+        let shown = d.comps.join("/");
+        let fd = walk(root, &d.comps, false, &shown)?;
+        nix::unistd::fchown(
+            fd.as_fd(),
+            Some(Uid::from_raw(d.uid)),
+            Some(Gid::from_raw(d.gid)),
+        )
+        .map_err(|err| io(&shown, "fchown", err))?;
+        fchmod(fd.as_fd(), Mode::from_bits_truncate(d.mode))
+            .map_err(|err| io(&shown, "fchmod", err))?;
+        let t = TimeSpec::new(d.mtime, 0);
+        nix::sys::stat::futimens(fd.as_fd(), &t, &t).map_err(|err| io(&shown, "futimens", err))?;
+    }
+    Ok(report)
+}
+
+trait FromBytesChecked {
+    fn from_encoded_bytes_checked(b: &[u8]) -> &std::ffi::OsStr;
+}
+
+impl FromBytesChecked for std::ffi::OsStr {
+    fn from_encoded_bytes_checked(b: &[u8]) -> &std::ffi::OsStr {
+        std::os::unix::ffi::OsStrExt::from_bytes(b)
+    }
+}
