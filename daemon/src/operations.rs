@@ -159,7 +159,7 @@ impl Operations {
         Operations {
             map: Arc::default(),
             events,
-            keep: Duration::from_secs(10),
+            keep: Duration::from_secs(30),
         }
     }
 

@@ -81,6 +81,22 @@ where
     let pid = match unsafe { nix::unistd::fork() } {
         Err(e) => return Err(HelperError::errno("fork", what, e)),
         Ok(nix::unistd::ForkResult::Child) => {
+            // Die with silo-store: an orphaned child must not keep writing into a volume that
+            // the next silo-store collects as half-made.
+            // SAFETY: prctl(PR_SET_PDEATHSIG) takes an integer signal; no pointers.
+            unsafe {
+                libc::prctl(
+                    libc::PR_SET_PDEATHSIG,
+                    libc::SIGKILL as libc::c_ulong,
+                    0,
+                    0,
+                    0,
+                )
+            };
+            if nix::unistd::getppid().as_raw() == 1 {
+                // SAFETY: see below; the parent is already gone.
+                unsafe { libc::_exit(1) }
+            }
             drop(rx);
             let out: Result<Result<T, E>, String> = confine(write, read).map(|()| work());
             let code = i32::from(!matches!(out, Ok(Ok(_))));

@@ -401,3 +401,51 @@ pub fn procs_for(state_dir: &Path) -> Vec<(u32, String)> {
     }
     out
 }
+
+/// Builds (or reuses from the cache) the busybox test image; returns the unified tarball, or
+/// (with `split`) the metadata and rootfs tarballs.
+pub fn busybox_image(split: bool) -> Vec<PathBuf> {
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scripts/build-image-busybox");
+    let mut cmd = Command::new(&script);
+    if split {
+        cmd.arg("--split");
+    }
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("running {}: {e}", script.display()));
+    assert!(
+        out.status.success(),
+        "building the busybox image failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let paths: Vec<PathBuf> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(PathBuf::from)
+        .collect();
+    if split {
+        let meta = paths
+            .iter()
+            .find(|p| p.to_string_lossy().ends_with(".meta.tar.gz"))
+            .expect("meta")
+            .clone();
+        let rootfs = paths
+            .iter()
+            .find(|p| p.to_string_lossy().ends_with(".rootfs.tar.gz"))
+            .expect("rootfs")
+            .clone();
+        vec![meta, rootfs]
+    } else {
+        vec![paths.first().expect("image path").clone()]
+    }
+}
+
+/// sha256 of the concatenated files, as LXD fingerprints images.
+pub fn fingerprint_of(files: &[PathBuf]) -> String {
+    use sha2::Digest;
+    let mut h = sha2::Sha256::new();
+    for f in files {
+        let mut file = std::fs::File::open(f).expect("open");
+        std::io::copy(&mut file, &mut h).expect("hash");
+    }
+    hex::encode(h.finalize())
+}

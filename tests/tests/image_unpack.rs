@@ -82,11 +82,10 @@ impl Env {
         &self,
         fp: &ImageFingerprint,
     ) -> Result<silo_proto::store::UnpackReport, silo_proto::HelperError> {
+        let mut c = context::current();
+        c.deadline = std::time::Instant::now() + std::time::Duration::from_secs(300);
         self.rt
-            .block_on(
-                self.client
-                    .unpack_image(context::current(), pool(), fp.clone()),
-            )
+            .block_on(self.client.unpack_image(c, pool(), fp.clone()))
             .expect("rpc")
     }
 
@@ -282,4 +281,121 @@ fn refuses_inputs_silod_could_forge() {
         0,
         "no volume left behind"
     );
+}
+
+/// The regression corpus: every hostile tarball is refused with the expected word in its
+/// error (or accepted where the case says so), nothing lands outside the volume, and a
+/// refused image leaves no volume behind.
+#[test]
+fn hostile_corpus() {
+    use silo_tests::corpus::{hostile_cases, Expect};
+    // Tight limits so the bombs trip them quickly: 256 MiB of data, 100k members.
+    let env = Env::new(
+        "unpack-corpus",
+        Some("max_image_size = 268435456\nmax_image_entries = 100000\n"),
+    );
+    let escapes = [
+        "/tmp/silo-escape",
+        "/tmp/silo-escape-abs",
+        "/tmp/silo-escape-long",
+        "/tmp/silo-escape-pax",
+        "/etc/silo-escape",
+    ];
+    for p in escapes {
+        let _ = std::fs::remove_file(p);
+    }
+    let mut failures = Vec::new();
+    for case in hostile_cases() {
+        let fp = env.upload(&case.bytes, None);
+        let r = env.unpack(&fp);
+        let vol = env.image_dir(&fp);
+        match (&case.expect, &r) {
+            (Expect::Refused(word), Err(e)) => {
+                let msg = e.to_string().to_lowercase();
+                let ok = msg.contains(word) || (case.name == "size-bomb" && msg.contains("limit"));
+                if !ok {
+                    failures.push(format!(
+                        "{}: refused, but the error lacks {word:?}: {msg}",
+                        case.name
+                    ));
+                }
+                if vol.exists() {
+                    failures.push(format!("{}: refused but left {}", case.name, vol.display()));
+                }
+            }
+            (Expect::Refused(word), Ok(rep)) => failures.push(format!(
+                "{}: accepted ({rep:?}), expected refusal with {word:?}",
+                case.name
+            )),
+            (Expect::Accepted, Ok(rep)) => {
+                if case.name == "device-node" {
+                    assert_eq!(rep.skipped_devices, 1, "device nodes are skipped");
+                    assert!(
+                        !vol.join("rootfs/dev/sda").exists(),
+                        "no device node was made"
+                    );
+                }
+            }
+            (Expect::Accepted, Err(e)) => {
+                failures.push(format!("{}: refused ({e}), expected acceptance", case.name))
+            }
+        }
+    }
+    for p in escapes {
+        assert!(
+            !std::path::Path::new(p).exists(),
+            "{p} was written: an image escaped"
+        );
+    }
+    assert!(
+        failures.is_empty(),
+        "corpus failures:\n{}",
+        failures.join("\n")
+    );
+    assert!(
+        env.helper.log_text().contains("refused image"),
+        "refusals are logged"
+    );
+}
+
+/// Setuid files stay setuid inside the volume, but the volume is root-only, so no host user
+/// can run them through the state dir.
+#[test]
+fn setuid_files_are_kept_out_of_reach() {
+    let env = Env::new("unpack-setuid", None);
+    let case = silo_tests::corpus::hostile_cases()
+        .into_iter()
+        .find(|c| c.name == "setuid-root-file")
+        .expect("case");
+    let fp = env.upload(&case.bytes, None);
+    env.unpack(&fp).expect("accepted");
+    let vol = env.image_dir(&fp);
+    let m = std::fs::metadata(vol.join("rootfs/usr/bin/evil")).expect("evil");
+    assert_eq!(m.mode() & 0o4000, 0o4000, "setuid kept for the container");
+    assert_eq!(std::fs::metadata(&vol).expect("vol").mode() & 0o777, 0o700);
+    assert_eq!(
+        std::fs::metadata(vol.parent().expect("images"))
+            .expect("dir")
+            .uid(),
+        0
+    );
+}
+
+/// The benign corpus images (with templates, fifos, hardlinks, owners) unpack faithfully.
+#[test]
+fn benign_corpus_images() {
+    let env = Env::new("unpack-benign", None);
+    let fp = env.upload(&silo_tests::corpus::benign_unified(), None);
+    env.unpack(&fp)
+        .unwrap_or_else(|e| panic!("{e}\n{}", env.helper.log_text()));
+    let (m, r) = silo_tests::corpus::benign_split();
+    let fp2 = env.upload(&m, Some(&r));
+    env.unpack(&fp2)
+        .unwrap_or_else(|e| panic!("{e}\n{}", env.helper.log_text()));
+    for f in [&fp, &fp2] {
+        let d = env.image_dir(f);
+        assert!(d.join("metadata.yaml").is_file());
+        assert!(d.join("rootfs").is_dir());
+        assert!(d.join("templates").is_dir());
+    }
 }

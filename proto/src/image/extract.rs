@@ -259,8 +259,26 @@ pub fn extract(
                     err => io(&member, "openat2", err),
                 })?;
                 let mut f = std::fs::File::from(fd);
-                let copied = std::io::copy(&mut (&mut e).take(size), &mut f)
-                    .map_err(|err| stream_error(&member, &err))?;
+                let copied = if comps.len() == 1 && comps[0] == "metadata.yaml" {
+                    // The helper checks the metadata itself rather than trusting silod did.
+                    if size > super::MAX_METADATA {
+                        return Err(ImageError::Metadata(
+                            "metadata.yaml is larger than 1 MiB".into(),
+                        ));
+                    }
+                    let mut buf = Vec::new();
+                    (&mut e)
+                        .take(size)
+                        .read_to_end(&mut buf)
+                        .map_err(|err| stream_error(&member, &err))?;
+                    super::ImageMetadata::parse(&buf)?;
+                    std::io::Write::write_all(&mut f, &buf)
+                        .map_err(|err| stream_error(&member, &err))?;
+                    buf.len() as u64
+                } else {
+                    std::io::copy(&mut (&mut e).take(size), &mut f)
+                        .map_err(|err| stream_error(&member, &err))?
+                };
                 if copied != size {
                     return Err(ImageError::Truncated(format!(
                         "{member}: {copied} of {size} bytes"
