@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use http_body_util::{BodyExt, Full};
-use hyper::body::Bytes;
+use hyper::body::{Bytes, Incoming};
 use hyper::Request;
 use hyper_util::rt::TokioIo;
 use serde_json::Value;
@@ -70,13 +70,13 @@ impl Client {
             })
     }
 
-    /// Sends a request and returns the raw status and JSON body.
-    pub async fn raw(
-        &self,
-        method: &str,
-        path: &str,
-        body: Option<&Value>,
-    ) -> Result<(u16, Value), ClientError> {
+    /// Sends `req` on a fresh connection and returns the response head and body stream.
+    async fn send<B>(&self, req: Request<B>) -> Result<hyper::Response<Incoming>, ClientError>
+    where
+        B: hyper::body::Body + Send + 'static,
+        B::Data: Send,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
         let stream = self.connect().await?;
         let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
             .await
@@ -84,25 +84,35 @@ impl Client {
         tokio::spawn(async move {
             let _ = conn.await;
         });
-        let bytes = match body {
-            Some(v) => {
-                Bytes::from(serde_json::to_vec(v).map_err(|e| ClientError::Http(e.to_string()))?)
-            }
-            None => Bytes::new(),
-        };
-        let req = Request::builder()
+        sender
+            .send_request(req)
+            .await
+            .map_err(|e| ClientError::Http(e.to_string()))
+    }
+
+    fn builder(
+        method: &str,
+        path: &str,
+        headers: &[(&str, String)],
+    ) -> hyper::http::request::Builder {
+        let mut b = Request::builder()
             .method(method)
             .uri(path)
             .header("host", "unix.socket")
-            .header("content-type", "application/json")
-            .header("user-agent", concat!("silo/", env!("CARGO_PKG_VERSION")))
-            .body(Full::new(bytes))
-            .map_err(|e| ClientError::Http(e.to_string()))?;
-        let resp = sender
-            .send_request(req)
-            .await
-            .map_err(|e| ClientError::Http(e.to_string()))?;
+            .header("user-agent", concat!("silo/", env!("CARGO_PKG_VERSION")));
+        for (k, v) in headers {
+            b = b.header(*k, v.as_str());
+        }
+        b
+    }
+
+    async fn json_answer(resp: hyper::Response<Incoming>) -> Result<Answer, ClientError> {
         let status = resp.status().as_u16();
+        let etag = resp
+            .headers()
+            .get("etag")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
         let body = resp
             .into_body()
             .collect()
@@ -112,7 +122,81 @@ impl Client {
         let v: Value = serde_json::from_slice(&body).map_err(|e| {
             ClientError::Protocol(format!("{status} with a body that is not JSON: {e}"))
         })?;
-        Ok((status, v))
+        Ok(Answer {
+            status,
+            etag,
+            body: v,
+        })
+    }
+
+    /// Sends a request with a JSON body (if any) and extra headers; returns the whole answer.
+    pub async fn request(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&Value>,
+        headers: &[(&str, String)],
+    ) -> Result<Answer, ClientError> {
+        let bytes = match body {
+            Some(v) => {
+                Bytes::from(serde_json::to_vec(v).map_err(|e| ClientError::Http(e.to_string()))?)
+            }
+            None => Bytes::new(),
+        };
+        let req = Self::builder(method, path, headers)
+            .header("content-type", "application/json")
+            .body(Full::new(bytes))
+            .map_err(|e| ClientError::Http(e.to_string()))?;
+        Self::json_answer(self.send(req).await?).await
+    }
+
+    /// Sends a request whose body is streamed (large uploads) and returns the whole answer.
+    /// `headers` must carry the content type (and the length, when known).
+    pub async fn request_stream<B>(
+        &self,
+        method: &str,
+        path: &str,
+        body: B,
+        headers: &[(&str, String)],
+    ) -> Result<Answer, ClientError>
+    where
+        B: hyper::body::Body + Send + 'static,
+        B::Data: Send,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let req = Self::builder(method, path, headers)
+            .body(body)
+            .map_err(|e| ClientError::Http(e.to_string()))?;
+        Self::json_answer(self.send(req).await?).await
+    }
+
+    /// GETs `path` and returns the response with its body unread (downloads). An answer
+    /// other than 200 is read as the API's error envelope.
+    pub async fn download(&self, path: &str) -> Result<hyper::Response<Incoming>, ClientError> {
+        let req = Self::builder("GET", path, &[])
+            .body(Full::new(Bytes::new()))
+            .map_err(|e| ClientError::Http(e.to_string()))?;
+        let resp = self.send(req).await?;
+        if resp.status().as_u16() == 200 {
+            return Ok(resp);
+        }
+        let a = Self::json_answer(resp).await?;
+        a.metadata()?;
+        Err(ClientError::Protocol(format!(
+            "status {} for a download",
+            a.status
+        )))
+    }
+
+    /// Sends a request and returns the raw status and JSON body.
+    pub async fn raw(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<(u16, Value), ClientError> {
+        let a = self.request(method, path, body, &[]).await?;
+        Ok((a.status, a.body))
     }
 
     /// Sends a request and returns the envelope's metadata, or the API's error.
@@ -122,17 +206,30 @@ impl Client {
         path: &str,
         body: Option<&Value>,
     ) -> Result<Value, ClientError> {
-        let (_, v) = self.raw(method, path, body).await?;
-        match v.get("type").and_then(Value::as_str) {
-            Some("error") => Err(ClientError::Api(
-                v.get("error")
-                    .and_then(Value::as_str)
-                    .unwrap_or("unknown error")
-                    .to_string(),
-            )),
-            Some("sync") | Some("async") => Ok(v.get("metadata").cloned().unwrap_or(Value::Null)),
-            _ => Err(ClientError::Protocol(format!("no response type in {v}"))),
-        }
+        self.request(method, path, body, &[]).await?.metadata()
+    }
+
+    /// GET returning the metadata and the ETag (for a later If-Match).
+    pub async fn get_etag(&self, path: &str) -> Result<(Value, Option<String>), ClientError> {
+        let a = self.request("GET", path, None, &[]).await?;
+        let etag = a.etag.clone();
+        Ok((a.metadata()?, etag))
+    }
+
+    /// Sends a request and, when the server answers with a background operation, waits
+    /// for it. Returns the operation (with its `metadata`, `resources`, ...) when there
+    /// was one, else the sync answer's metadata.
+    pub async fn operate(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&Value>,
+        headers: &[(&str, String)],
+    ) -> Result<Value, ClientError> {
+        self.request(method, path, body, headers)
+            .await?
+            .finish(self)
+            .await
     }
 
     /// GET shorthand.
@@ -140,16 +237,31 @@ impl Client {
         self.query("GET", path, None).await
     }
 
-    /// Waits for an operation to end; fails with its error text if it failed.
+    /// Waits for an operation to end; fails with its error text if it failed. Returns the
+    /// operation's metadata.
     pub async fn wait(&self, op_id: &str) -> Result<Value, ClientError> {
-        let op = self
-            .get(&format!("/1.0/operations/{op_id}/wait?timeout=-1"))
-            .await?;
+        let op = self.wait_op(op_id).await?;
+        Ok(op.get("metadata").cloned().unwrap_or(Value::Null))
+    }
+
+    /// Waits for an operation to end (`/1.0/operations/<id>/wait`); returns the whole
+    /// operation, or its error.
+    pub async fn wait_op(&self, op_id: &str) -> Result<Value, ClientError> {
+        // A look first: a short operation is often over already. Then bounded waits, so an
+        // operation that ends between two calls is never waited on longer than a second
+        // (silod's wait can miss an end that came before the call).
+        let mut op = self.get(&format!("/1.0/operations/{op_id}")).await?;
+        while op.get("status_code").and_then(Value::as_u64).unwrap_or(0) < 200 {
+            op = self
+                .get(&format!("/1.0/operations/{op_id}/wait?timeout=1"))
+                .await?;
+        }
         match op.get("status_code").and_then(Value::as_u64) {
-            Some(200) => Ok(op.get("metadata").cloned().unwrap_or(Value::Null)),
+            Some(200) => Ok(op),
             _ => Err(ClientError::Api(
                 op.get("err")
                     .and_then(Value::as_str)
+                    .filter(|e| !e.is_empty())
                     .unwrap_or("operation failed")
                     .to_string(),
             )),
@@ -182,5 +294,63 @@ impl Client {
             }
         }
         Ok(())
+    }
+}
+
+/// One answer from the API: status, ETag and the JSON envelope.
+#[derive(Debug, Clone)]
+pub struct Answer {
+    /// HTTP status.
+    pub status: u16,
+    /// The ETag header, if any.
+    pub etag: Option<String>,
+    /// The JSON body (LXD's envelope).
+    pub body: Value,
+}
+
+impl Answer {
+    /// The envelope's metadata, or the API's error.
+    pub fn metadata(&self) -> Result<Value, ClientError> {
+        let v = &self.body;
+        match v.get("type").and_then(Value::as_str) {
+            Some("error") => Err(ClientError::Api(
+                v.get("error")
+                    .and_then(Value::as_str)
+                    .unwrap_or("unknown error")
+                    .to_string(),
+            )),
+            Some("sync") | Some("async") => Ok(v.get("metadata").cloned().unwrap_or(Value::Null)),
+            _ => Err(ClientError::Protocol(format!("no response type in {v}"))),
+        }
+    }
+
+    /// The operation id of an async answer.
+    pub fn operation_id(&self) -> Option<String> {
+        if self.body.get("type").and_then(Value::as_str) != Some("async") {
+            return None;
+        }
+        let url = self
+            .body
+            .get("operation")
+            .and_then(Value::as_str)
+            .map(str::to_string)
+            .or_else(|| {
+                self.body
+                    .pointer("/metadata/id")
+                    .and_then(Value::as_str)
+                    .map(str::to_string)
+            })?;
+        let id = url.rsplit('/').next().unwrap_or("").to_string();
+        (!id.is_empty()).then_some(id)
+    }
+
+    /// Checks the answer; an async one is waited for and its operation returned, a sync
+    /// one gives its metadata.
+    pub async fn finish(self, client: &Client) -> Result<Value, ClientError> {
+        let meta = self.metadata()?;
+        match self.operation_id() {
+            Some(id) => client.wait_op(&id).await,
+            None => Ok(meta),
+        }
     }
 }

@@ -1,12 +1,11 @@
 //! What each subcommand does.
 
-use std::io::Write;
-
 use clap::CommandFactory;
 use serde_json::Value;
 
 use crate::client::{socket_path, Client, ClientError};
 use crate::format;
+use crate::util::{out, s};
 use crate::{Cli, Command, InfoFormat, OperationCmd};
 
 /// Errors a command reports to the user as one line.
@@ -18,13 +17,9 @@ pub enum CmdError {
     /// Output failed.
     #[error("{0}")]
     Output(String),
-}
-
-fn out(s: &str) -> Result<(), CmdError> {
-    let mut o = std::io::stdout().lock();
-    o.write_all(s.as_bytes())
-        .and_then(|_| o.flush())
-        .map_err(|e| CmdError::Output(e.to_string()))
+    /// The command cannot do what was asked (bad arguments, a refused state, ...).
+    #[error("{0}")]
+    Fail(String),
 }
 
 fn show(v: &Value, f: InfoFormat) -> Result<(), CmdError> {
@@ -37,18 +32,17 @@ fn show(v: &Value, f: InfoFormat) -> Result<(), CmdError> {
     out(&s)
 }
 
-fn s(v: &Value, k: &str) -> String {
-    match v.get(k) {
-        Some(Value::String(s)) => s.clone(),
-        Some(Value::Null) | None => String::new(),
-        Some(other) => other.to_string(),
-    }
-}
-
 /// Runs a parsed command line.
 pub async fn run(cli: Cli) -> Result<(), CmdError> {
     let client = Client::new(socket_path());
     match cli.command {
+        Command::Init(a) => crate::instances::init(&client, a).await,
+        Command::List(a) => crate::instances::list(&client, a).await,
+        Command::Delete(a) => crate::instances::delete(&client, a).await,
+        Command::Config(c) => crate::config::run(&client, c).await,
+        Command::Image(c) => crate::images::run(&client, c).await,
+        Command::Profile(c) => crate::profiles::run(&client, c).await,
+        Command::Storage(c) => crate::storage::run(&client, c).await,
         Command::Version => {
             out(&format!("Client version: {}\n", env!("CARGO_PKG_VERSION")))?;
             let server = match client.get("/1.0").await {

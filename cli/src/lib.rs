@@ -2,7 +2,13 @@
 
 pub mod client;
 pub mod commands;
+pub mod config;
 pub mod format;
+pub mod images;
+pub mod instances;
+pub mod profiles;
+pub mod storage;
+pub mod util;
 
 use clap::{Parser, Subcommand};
 
@@ -26,6 +32,26 @@ pub enum Command {
         #[arg(long, value_enum, default_value = "yaml")]
         format: InfoFormat,
     },
+    /// Create an instance from an image, without starting it.
+    Init(instances::InitArgs),
+    /// List instances.
+    #[command(alias = "ls")]
+    List(instances::ListArgs),
+    /// Delete instances.
+    #[command(alias = "rm")]
+    Delete(instances::DeleteArgs),
+    /// Manage instance and server configuration keys and devices.
+    #[command(subcommand)]
+    Config(config::ConfigCmd),
+    /// Manage images: import, list, show, export, delete, aliases.
+    #[command(subcommand)]
+    Image(images::ImageCmd),
+    /// Manage profiles.
+    #[command(subcommand)]
+    Profile(profiles::ProfileCmd),
+    /// Manage storage pools and volumes.
+    #[command(subcommand)]
+    Storage(storage::StorageCmd),
     /// List, show and cancel background operations.
     #[command(subcommand)]
     Operation(OperationCmd),
@@ -80,4 +106,26 @@ pub enum OperationCmd {
         /// The operation's id.
         id: String,
     },
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    fn check(cmd: &clap::Command, path: &str) {
+        for sub in cmd.get_subcommands() {
+            let p = format!("{path} {}", sub.get_name());
+            if sub.get_name() != "help" {
+                assert!(sub.get_about().is_some(), "{p} has no about");
+            }
+            check(sub, &p);
+        }
+    }
+
+    #[test]
+    fn every_subcommand_has_an_about() {
+        let cmd = super::Cli::command();
+        cmd.clone().debug_assert();
+        check(&cmd, "silo");
+    }
 }

@@ -247,7 +247,9 @@ impl Operations {
             "operation",
             serde_json::to_value(&snapshot).unwrap_or_default(),
         );
-        let _ = entry.done.send(true);
+        // send_replace stores the value even when nobody is waiting yet, so a later /wait
+        // sees the operation as done.
+        entry.done.send_replace(true);
         let map = self.map.clone();
         let id = snapshot.id.clone();
         let keep = self.keep;

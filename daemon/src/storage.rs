@@ -237,11 +237,11 @@ pub fn image_volumes(db: &Db, pool: &str) -> Result<Vec<String>, ApiError> {
     })?)
 }
 
-/// Custom volumes (name, description, config) of a pool.
-pub fn custom_volumes(
-    db: &Db,
-    pool: &str,
-) -> Result<Vec<(String, String, BTreeMap<String, String>)>, ApiError> {
+/// A custom volume: (name, description, config).
+pub type CustomVolume = (String, String, BTreeMap<String, String>);
+
+/// Custom volumes of a pool.
+pub fn custom_volumes(db: &Db, pool: &str) -> Result<Vec<CustomVolume>, ApiError> {
     Ok(db.with(|c| {
         let mut st = c.prepare(
             "SELECT name, description, config FROM custom_volumes WHERE pool = ?1 ORDER BY name",
@@ -260,7 +260,10 @@ pub fn custom_volumes(
 
 /// Serializes unpacking of one image into one pool.
 #[derive(Debug, Default, Clone)]
-pub struct ImageLocks(Arc<Mutex<HashMap<(String, String), Arc<tokio::sync::Mutex<()>>>>>);
+pub struct ImageLocks(Arc<Mutex<LockMap>>);
+
+/// One async lock per (pool, fingerprint).
+type LockMap = HashMap<(String, String), Arc<tokio::sync::Mutex<()>>>;
 
 impl ImageLocks {
     fn lock_for(&self, pool: &str, fp: &str) -> Arc<tokio::sync::Mutex<()>> {

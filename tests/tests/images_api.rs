@@ -499,7 +499,8 @@ fn kill_during_create_leaves_no_orphans_and_retry_works() {
     d.spawn();
     assert!(
         volumes(&d, "images").is_empty(),
-        "the half-unpacked image volume is collected"
+        "the half-unpacked image volume is collected; log:\n{}",
+        d.log_text()
     );
     assert!(
         volumes(&d, "containers").is_empty(),

@@ -1,7 +1,7 @@
 //! The recovery design: a helper that dies takes silod down with status 1 (silod cannot
 //! respawn root processes), its sibling helpers follow, nothing is left behind, and the
 //! supervisor's restart (played here by the test) brings the whole group back on the same
-//! state dir. silod killed with -9 takes its helpers with it (PR_SET_PDEATHSIG).
+//! state dir. silod killed with -9 takes its helpers with it (they watch a pidfd of silod).
 
 use std::time::Duration;
 

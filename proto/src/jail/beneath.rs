@@ -210,7 +210,25 @@ impl Root {
 
     /// Removes `name` and everything beneath it without following symlinks and without
     /// crossing into another filesystem (a mount inside is refused, not emptied).
+    ///
+    /// A directory that refills while it is removed (a dying writer that has not yet taken its
+    /// SIGKILL) is retried a few times before the removal fails.
     pub fn remove_tree(&self, name: &str) -> Result<(), HelperError> {
+        let mut tries = 0;
+        loop {
+            match self.remove_tree_once(name) {
+                Err(HelperError::Io { errno: Some(e), .. })
+                    if e == libc::ENOTEMPTY && tries < 10 =>
+                {
+                    tries += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                }
+                r => return r,
+            }
+        }
+    }
+
+    fn remove_tree_once(&self, name: &str) -> Result<(), HelperError> {
         check_component(name)?;
         let st = match fstatat(
             self.fd.as_fd(),

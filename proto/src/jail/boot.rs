@@ -27,6 +27,8 @@ pub struct Boot {
     pub seccomp_mode: SeccompMode,
     /// `--selftest-escape`: enter the jail, then try what it forbids (tests only).
     pub selftest: Option<String>,
+    /// A pidfd of silod: readable when silod is gone.
+    pub parent: OwnedFd,
 }
 
 /// Start-up failed; the helper exits with status 2 and this on stderr.
@@ -69,6 +71,7 @@ pub fn boot(name: &'static str) -> Result<Boot, BootError> {
         return Err(BootError::Usage("--state-dir must be absolute".into()));
     }
     let policy = Policy::load(&policy_path).map_err(BootError::Policy)?;
+    let parent = parent_pidfd()?;
     let rpc = take_fd(crate::RPC_FD)?;
     let fds = std::sync::Arc::new(crate::fdpass::FdSender::new(take_fd(crate::FDPASS_FD)?));
     Ok(Boot {
@@ -79,7 +82,32 @@ pub fn boot(name: &'static str) -> Result<Boot, BootError> {
         fds,
         seccomp_mode,
         selftest,
+        parent,
     })
+}
+
+/// A pidfd for silod. PR_SET_PDEATHSIG cannot reach a helper from silod (silod's landlock
+/// signal scope stops it), and tarpc keeps a channel open while a request is in flight, so
+/// the helper watches silod itself and leaves the moment it is gone.
+fn parent_pidfd() -> Result<OwnedFd, BootError> {
+    let ppid = nix::unistd::getppid();
+    if ppid.as_raw() <= 1 {
+        return Err(BootError::Usage("silod is already gone".into()));
+    }
+    // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1; no pointers.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, ppid.as_raw(), 0) };
+    if fd < 0 {
+        return Err(BootError::Usage(format!(
+            "pidfd_open(silod): {}",
+            std::io::Error::last_os_error()
+        )));
+    }
+    // SAFETY: the kernel just returned this fd to us; nothing else owns it.
+    let owned = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+    if nix::unistd::getppid() != ppid {
+        return Err(BootError::Usage("silod is already gone".into()));
+    }
+    Ok(owned)
 }
 
 fn take_fd(fd: i32) -> Result<OwnedFd, BootError> {
@@ -224,5 +252,29 @@ where
     };
     // The fd channel lives as long as the helper, whichever parts of `Boot` a service keeps.
     let _fds = b.fds.clone();
-    rt.block_on(serve(prepared, b, report.landlock))
+    let parent = match b.parent.try_clone() {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot keep silod's pidfd");
+            return 2;
+        }
+    };
+    rt.block_on(async move {
+        // SAFETY: `parent` is an OwnedFd moved into the AsyncFd, so it stays open and keeps its
+        // number for the AsyncFd's whole life.
+        let watch = match unsafe { tokio::io::unix::AsyncFd::register(parent) } {
+            Ok(w) => w,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot watch silod");
+                return 2;
+            }
+        };
+        tokio::select! {
+            code = serve(prepared, b, report.landlock) => code,
+            _ = watch.readable() => {
+                tracing::warn!(helper = name, "silod is gone; leaving at once, abandoning work in flight");
+                0
+            }
+        }
+    })
 }

@@ -1,0 +1,997 @@
+//! `silo image ...`: import (streamed), list, show, info, edit, delete, export (streamed and
+//! verified), and aliases, as `lxc image` does them.
+
+use std::path::{Path, PathBuf};
+
+use clap::Subcommand;
+use futures::StreamExt;
+use http_body_util::{BodyExt, StreamBody};
+use hyper::body::{Bytes, Frame};
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+use tokio::io::AsyncWriteExt;
+
+use crate::client::{Client, ClientError};
+use crate::commands::CmdError;
+use crate::format::{self, Format};
+use crate::util::{self, enc, fail, out, outln, s};
+
+/// `silo image ...`.
+#[derive(Debug, Subcommand)]
+pub enum ImageCmd {
+    /// Import an image tarball (unified), or a metadata and a rootfs tarball (split).
+    #[command(after_help = "\
+Arguments that contain '=' and are not existing files are image properties, as lxc takes them:
+  silo image import busybox.tar.gz os=busybox --alias bb")]
+    Import {
+        /// The image tarball (or the metadata tarball), then the rootfs tarball of a split
+        /// image; KEY=VALUE arguments set properties.
+        #[arg(required = true, value_name = "FILE")]
+        args: Vec<String>,
+        /// An alias to give the image (repeatable).
+        #[arg(long = "alias", value_name = "NAME")]
+        aliases: Vec<String>,
+        /// Make the image public.
+        #[arg(long)]
+        public: bool,
+        /// A property to set on the image (repeatable).
+        #[arg(short = 'p', long = "property", value_name = "KEY=VALUE")]
+        properties: Vec<String>,
+    },
+    /// List images.
+    #[command(
+        alias = "ls",
+        after_help = "\
+Filters: KEY=VALUE matches an image property (the key may be abbreviated per dot-separated
+part, e.g. o=busybox); any other word matches part of an alias or of the fingerprint.
+
+Columns (-c): l shortest alias (and how many more), L all aliases (one per line),
+f fingerprint (short), F fingerprint (long), p public, d description, a architecture,
+s size, u upload date, t type. Default: lfpdatsu."
+    )]
+    List {
+        /// Filters (see below).
+        filters: Vec<String>,
+        /// Columns, as shorthand characters.
+        #[arg(short = 'c', long, default_value = "lfpdatsu")]
+        columns: String,
+        /// Output format.
+        #[arg(short = 'f', long, value_enum, default_value = "table")]
+        format: Format,
+    },
+    /// Show an image's writable properties as YAML.
+    Show {
+        /// Fingerprint (or a unique prefix) or alias.
+        image: String,
+    },
+    /// Show useful information about an image.
+    Info {
+        /// Fingerprint (or a unique prefix) or alias.
+        image: String,
+    },
+    /// Edit an image's properties in $EDITOR (or from YAML on stdin).
+    Edit {
+        /// Fingerprint (or a unique prefix) or alias.
+        image: String,
+    },
+    /// Delete images.
+    #[command(alias = "rm")]
+    Delete {
+        /// Fingerprints (or unique prefixes) or aliases.
+        #[arg(required = true)]
+        images: Vec<String>,
+    },
+    /// Export an image to files, checking them against its fingerprint.
+    #[command(after_help = "\
+TARGET defaults to the current directory. When TARGET is a directory the files keep the names
+the server gives them; otherwise TARGET names the file (its extension is added, as lxc does),
+and a split image's rootfs goes to TARGET.root.")]
+    Export {
+        /// Fingerprint (or a unique prefix) or alias.
+        image: String,
+        /// A directory, or a file name.
+        target: Option<PathBuf>,
+    },
+    /// Manage image aliases.
+    #[command(subcommand)]
+    Alias(AliasCmd),
+}
+
+/// `silo image alias ...`.
+#[derive(Debug, Subcommand)]
+pub enum AliasCmd {
+    /// Create an alias for an image.
+    Create {
+        /// The alias.
+        name: String,
+        /// The image's fingerprint (or a unique prefix).
+        fingerprint: String,
+        /// A description for the alias.
+        #[arg(long, default_value = "")]
+        description: String,
+    },
+    /// Delete an alias.
+    #[command(alias = "rm")]
+    Delete {
+        /// The alias.
+        name: String,
+    },
+    /// List aliases (filters match part of the alias name).
+    #[command(alias = "ls")]
+    List {
+        /// Filters.
+        filters: Vec<String>,
+        /// Output format.
+        #[arg(short = 'f', long, value_enum, default_value = "table")]
+        format: Format,
+    },
+    /// Rename an alias.
+    #[command(alias = "mv")]
+    Rename {
+        /// The current name.
+        old: String,
+        /// The new name.
+        new: String,
+    },
+}
+
+/// Runs `silo image ...`.
+pub async fn run(client: &Client, cmd: ImageCmd) -> Result<(), CmdError> {
+    match cmd {
+        ImageCmd::Import {
+            args,
+            aliases,
+            public,
+            properties,
+        } => import(client, &args, &aliases, public, &properties).await,
+        ImageCmd::List {
+            filters,
+            columns,
+            format,
+        } => list(client, &filters, &columns, format).await,
+        ImageCmd::Show { image } => {
+            let v = get_image(client, &image).await?;
+            out(&util::yaml_ordered(
+                &v,
+                &[
+                    "auto_update",
+                    "properties",
+                    "public",
+                    "expires_at",
+                    "profiles",
+                ],
+            )?)
+        }
+        ImageCmd::Info { image } => info(client, &image).await,
+        ImageCmd::Edit { image } => edit(client, &image).await,
+        ImageCmd::Delete { images } => {
+            for i in images {
+                let fp = resolve(client, &i).await?;
+                client
+                    .operate("DELETE", &format!("/1.0/images/{}", enc(&fp)), None, &[])
+                    .await?;
+            }
+            Ok(())
+        }
+        ImageCmd::Export { image, target } => export(client, &image, target).await,
+        ImageCmd::Alias(a) => alias(client, a).await,
+    }
+}
+
+/// Resolves an alias to its target fingerprint; anything else is returned as given (a
+/// fingerprint or prefix for the server to resolve).
+pub async fn resolve(client: &Client, name: &str) -> Result<String, CmdError> {
+    match client
+        .get(&format!("/1.0/images/aliases/{}", enc(name)))
+        .await
+    {
+        Ok(a) => {
+            let t = s(&a, "target");
+            Ok(if t.is_empty() { name.to_string() } else { t })
+        }
+        Err(ClientError::Api(_)) => Ok(name.to_string()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Whether an alias of that name exists.
+pub async fn alias_exists(client: &Client, name: &str) -> Result<bool, CmdError> {
+    match client
+        .get(&format!("/1.0/images/aliases/{}", enc(name)))
+        .await
+    {
+        Ok(_) => Ok(true),
+        Err(ClientError::Api(_)) => Ok(false),
+        Err(e) => Err(e.into()),
+    }
+}
+
+async fn get_image(client: &Client, name: &str) -> Result<Value, CmdError> {
+    let fp = resolve(client, name).await?;
+    Ok(client.get(&format!("/1.0/images/{}", enc(&fp))).await?)
+}
+
+type Chunk = Result<Frame<Bytes>, std::io::Error>;
+
+async fn open_file(path: &str) -> Result<(tokio::fs::File, u64), CmdError> {
+    let f = tokio::fs::File::open(path)
+        .await
+        .map_err(|e| CmdError::Fail(format!("opening {path}: {e}")))?;
+    let len = f
+        .metadata()
+        .await
+        .map_err(|e| CmdError::Fail(format!("reading {path}: {e}")))?
+        .len();
+    Ok((f, len))
+}
+
+fn file_stream(
+    f: tokio::fs::File,
+) -> impl futures::Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static {
+    tokio_util::io::ReaderStream::with_capacity(f, 256 * 1024)
+}
+
+fn basename(p: &str) -> String {
+    Path::new(p)
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| p.to_string())
+}
+
+async fn import(
+    client: &Client,
+    args: &[String],
+    aliases: &[String],
+    public: bool,
+    props: &[String],
+) -> Result<(), CmdError> {
+    let mut files = Vec::new();
+    let mut properties = Vec::new();
+    for a in args {
+        if a.contains('=') && !Path::new(a).exists() {
+            properties.push(util::kv(a)?);
+        } else {
+            files.push(a.clone());
+        }
+    }
+    for p in props {
+        properties.push(util::kv(p)?);
+    }
+    let (meta, rootfs) = match files.as_slice() {
+        [m] => (m.clone(), None),
+        [m, r] => (m.clone(), Some(r.clone())),
+        [] => return fail("no image file given"),
+        _ => {
+            return fail(
+                "too many files: give one image tarball, or a metadata and a rootfs tarball",
+            )
+        }
+    };
+    for f in std::iter::once(&meta).chain(rootfs.iter()) {
+        if f.starts_with("http://") || f.starts_with("https://") {
+            return fail(
+                "importing from a URL is not supported yet: download the file and import it",
+            );
+        }
+        if Path::new(f).is_dir() {
+            return fail(format!(
+                "{f} is a directory: pack metadata.yaml, templates/ and rootfs/ into a tarball first"
+            ));
+        }
+    }
+    let mut headers: Vec<(&str, String)> = vec![("x-lxd-filename", basename(&meta))];
+    if public {
+        headers.push(("x-lxd-public", "1".to_string()));
+    }
+    if !properties.is_empty() {
+        let enc = serde_urlencoded::to_string(&properties)
+            .map_err(|e| CmdError::Fail(format!("encoding the properties: {e}")))?;
+        headers.push(("x-lxd-properties", enc));
+    }
+    let (mf, mlen) = open_file(&meta).await?;
+    let (stream, total): (
+        futures::stream::BoxStream<'static, Result<Bytes, std::io::Error>>,
+        u64,
+    ) = match &rootfs {
+        None => {
+            headers.push(("content-type", "application/octet-stream".to_string()));
+            (file_stream(mf).boxed(), mlen)
+        }
+        Some(r) => {
+            let (rf, rlen) = open_file(r).await?;
+            let boundary = format!("silo-{}", uuid::Uuid::new_v4().simple());
+            let part = |name: &str, file: &str| {
+                format!(
+                        "--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"; filename=\"{}\"\r\nContent-Type: application/octet-stream\r\n\r\n",
+                        file.replace(['"', '\r', '\n'], "_")
+                    )
+            };
+            let head1 = part("metadata", &basename(&meta));
+            let head2 = format!("\r\n{}", part("rootfs", &basename(r)));
+            let tail = format!("\r\n--{boundary}--\r\n");
+            let total = head1.len() as u64 + mlen + head2.len() as u64 + rlen + tail.len() as u64;
+            headers.push((
+                "content-type",
+                format!("multipart/form-data; boundary={boundary}"),
+            ));
+            let lit = |t: String| futures::stream::iter([Ok(Bytes::from(t))]);
+            let st = lit(head1)
+                .chain(file_stream(mf))
+                .chain(lit(head2))
+                .chain(file_stream(rf))
+                .chain(lit(tail));
+            (st.boxed(), total)
+        }
+    };
+    headers.push(("content-length", total.to_string()));
+    let pb = util::progress("Transferring image", Some(total));
+    let pbc = pb.clone();
+    let body = StreamBody::new(stream.map(move |c| -> Chunk {
+        if let (Ok(b), Some(pb)) = (&c, &pbc) {
+            pb.inc(b.len() as u64);
+        }
+        c.map(Frame::data)
+    }));
+    let answer = client
+        .request_stream("POST", "/1.0/images", body, &headers)
+        .await;
+    if let Some(pb) = &pb {
+        pb.finish_and_clear();
+    }
+    let op = answer?.finish(client).await?;
+    let fp = op
+        .pointer("/metadata/fingerprint")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
+    if fp.is_empty() {
+        return fail("the server did not say which fingerprint the image got");
+    }
+    outln(&format!("Image imported with fingerprint: {fp}"))?;
+    ensure_aliases(client, aliases, &fp).await
+}
+
+/// Points each alias at `fp`: existing aliases of those names are moved, as lxc does.
+async fn ensure_aliases(client: &Client, aliases: &[String], fp: &str) -> Result<(), CmdError> {
+    if aliases.is_empty() {
+        return Ok(());
+    }
+    let existing = client.get("/1.0/images/aliases").await?;
+    let names: Vec<String> = existing
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(Value::as_str)
+                .map(|u| u.rsplit('/').next().unwrap_or("").to_string())
+                .collect()
+        })
+        .unwrap_or_default();
+    for a in aliases {
+        if names.iter().any(|n| n == a || *n == enc(a)) {
+            client
+                .query("DELETE", &format!("/1.0/images/aliases/{}", enc(a)), None)
+                .await?;
+        }
+        client
+            .query(
+                "POST",
+                "/1.0/images/aliases",
+                Some(&json!({"name": a, "target": fp, "description": ""})),
+            )
+            .await
+            .map_err(|e| CmdError::Fail(format!("creating the alias {a}: {e}")))?;
+    }
+    Ok(())
+}
+
+fn aliases_of(img: &Value) -> Vec<String> {
+    img.get("aliases")
+        .and_then(Value::as_array)
+        .map(|a| a.iter().map(|x| s(x, "name")).collect())
+        .unwrap_or_default()
+}
+
+fn shortest_alias(names: &[String]) -> String {
+    let mut shortest = String::new();
+    for n in names {
+        if shortest.is_empty() || (!n.is_empty() && n.len() < shortest.len()) {
+            shortest = n.clone();
+        }
+    }
+    shortest
+}
+
+/// LXD's dotted-prefix match of a filter key against a property key ("o" ~ "os").
+pub fn dot_prefix_match(short: &str, full: &str) -> bool {
+    let f: Vec<&str> = full.split('.').collect();
+    let s: Vec<&str> = short.split('.').collect();
+    f.len() == s.len() && f.iter().zip(s.iter()).all(|(f, s)| f.starts_with(s))
+}
+
+fn image_matches(img: &Value, filters: &[String]) -> bool {
+    filters.iter().all(|f| match f.split_once('=') {
+        Some((k, v)) => img
+            .get("properties")
+            .and_then(Value::as_object)
+            .is_some_and(|p| {
+                p.iter()
+                    .any(|(pk, pv)| dot_prefix_match(k, pk) && pv.as_str() == Some(v))
+            }),
+        None => {
+            aliases_of(img).iter().any(|a| a.contains(f.as_str()))
+                || s(img, "fingerprint").contains(f.as_str())
+        }
+    })
+}
+
+fn image_column(c: char, img: &Value) -> Option<(&'static str, String)> {
+    let fp = s(img, "fingerprint");
+    Some(match c {
+        'l' => {
+            let names = aliases_of(img);
+            let mut a = shortest_alias(&names);
+            if names.len() > 1 {
+                a = format!("{a} ({} more)", names.len() - 1);
+            }
+            ("ALIAS", a)
+        }
+        'L' => {
+            let mut names = aliases_of(img);
+            names.sort();
+            ("ALIASES", names.join("\n"))
+        }
+        'f' => ("FINGERPRINT", fp.chars().take(12).collect()),
+        'F' => ("FINGERPRINT", fp),
+        'p' => (
+            "PUBLIC",
+            if img.get("public").and_then(Value::as_bool) == Some(true) {
+                "yes"
+            } else {
+                "no"
+            }
+            .to_string(),
+        ),
+        'd' => (
+            "DESCRIPTION",
+            util::vs(img.pointer("/properties/description")),
+        ),
+        'a' => ("ARCHITECTURE", s(img, "architecture")),
+        's' => (
+            "SIZE",
+            util::size_mb(img.get("size").and_then(Value::as_u64).unwrap_or(0)),
+        ),
+        'u' => (
+            "UPLOAD DATE",
+            util::parse_time(&s(img, "uploaded_at"))
+                .map(util::time_long)
+                .unwrap_or_default(),
+        ),
+        't' => {
+            let t = s(img, "type");
+            (
+                "TYPE",
+                if t.is_empty() {
+                    "CONTAINER".to_string()
+                } else {
+                    t.to_uppercase()
+                },
+            )
+        }
+        _ => return None,
+    })
+}
+
+async fn list(
+    client: &Client,
+    filters: &[String],
+    columns: &str,
+    fmt: Format,
+) -> Result<(), CmdError> {
+    let mut cols = Vec::new();
+    for entry in columns.split(',') {
+        if entry.is_empty() {
+            return fail(format!(
+                "Empty column entry (redundant, leading or trailing command) in '{columns}'"
+            ));
+        }
+        for c in entry.chars() {
+            if image_column(c, &json!({})).is_none() {
+                return fail(format!("Unknown column shorthand char '{c}' in '{entry}'"));
+            }
+            cols.push(c);
+        }
+    }
+    let all = client.get("/1.0/images?recursion=1").await?;
+    let images: Vec<Value> = all
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|i| image_matches(i, filters))
+        .collect();
+    let mut rows: Vec<Vec<String>> = images
+        .iter()
+        .map(|i| {
+            cols.iter()
+                .filter_map(|c| image_column(*c, i).map(|x| x.1))
+                .collect()
+        })
+        .collect();
+    util::sort_rows(&mut rows);
+    let headers: Vec<&str> = cols
+        .iter()
+        .filter_map(|c| image_column(*c, &json!({})).map(|x| x.0))
+        .collect();
+    let text =
+        format::render(fmt, &headers, &rows, &Value::Array(images)).map_err(CmdError::Output)?;
+    out(&text)
+}
+
+async fn info(client: &Client, name: &str) -> Result<(), CmdError> {
+    let i = get_image(client, name).await?;
+    let yes_no = |k: &str, y: &str, n: &str| {
+        if i.get(k).and_then(Value::as_bool) == Some(true) {
+            y.to_string()
+        } else {
+            n.to_string()
+        }
+    };
+    let t = s(&i, "type");
+    let mut o = String::new();
+    o += &format!("Fingerprint: {}\n", s(&i, "fingerprint"));
+    o += &format!(
+        "Size: {}\n",
+        util::size_mb(i.get("size").and_then(Value::as_u64).unwrap_or(0))
+    );
+    o += &format!("Architecture: {}\n", s(&i, "architecture"));
+    o += &format!("Type: {}\n", if t.is_empty() { "container" } else { &t });
+    o += &format!("Public: {}\n", yes_no("public", "yes", "no"));
+    o += "Timestamps:\n";
+    if let Some(t) = util::time_set(&s(&i, "created_at")) {
+        o += &format!("    Created: {}\n", util::time_short(t));
+    }
+    if let Some(t) = util::parse_time(&s(&i, "uploaded_at")) {
+        o += &format!("    Uploaded: {}\n", util::time_short(t));
+    }
+    o += &match util::time_set(&s(&i, "expires_at")) {
+        Some(t) => format!("    Expires: {}\n", util::time_short(t)),
+        None => "    Expires: never\n".to_string(),
+    };
+    o += &match util::time_set(&s(&i, "last_used_at")) {
+        Some(t) => format!("    Last used: {}\n", util::time_short(t)),
+        None => "    Last used: never\n".to_string(),
+    };
+    o += "Properties:\n";
+    if let Some(p) = i.get("properties").and_then(Value::as_object) {
+        for (k, v) in p {
+            o += &format!("    {k}: {}\n", util::vs(Some(v)));
+        }
+    }
+    o += "Aliases:\n";
+    for a in i
+        .get("aliases")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        let d = s(a, "description");
+        if d.is_empty() {
+            o += &format!("    - {}\n", s(a, "name"));
+        } else {
+            o += &format!("    - {} ({d})\n", s(a, "name"));
+        }
+    }
+    o += &format!("Cached: {}\n", yes_no("cached", "yes", "no"));
+    o += &format!(
+        "Auto update: {}\n",
+        yes_no("auto_update", "enabled", "disabled")
+    );
+    if let Some(src) = i.get("update_source").filter(|v| v.is_object()) {
+        o += "Source:\n";
+        o += &format!("    Server: {}\n", s(src, "server"));
+        o += &format!("    Protocol: {}\n", s(src, "protocol"));
+        o += &format!("    Alias: {}\n", s(src, "alias"));
+    }
+    let profiles: Vec<String> = i
+        .get("profiles")
+        .and_then(Value::as_array)
+        .map(|a| a.iter().map(|p| util::vs(Some(p))).collect())
+        .unwrap_or_default();
+    if profiles.is_empty() {
+        o += "Profiles: []\n";
+    } else {
+        o += "Profiles:\n";
+        for p in profiles {
+            o += &format!("    - {p}\n");
+        }
+    }
+    out(&o)
+}
+
+const IMAGE_EDIT_HELP: &str = "\
+### This is a YAML representation of the image properties.
+### Any line starting with a '# will be ignored.
+###
+### Each property is represented by a single line:
+### An example would be:
+###  description: My custom image";
+
+async fn edit(client: &Client, name: &str) -> Result<(), CmdError> {
+    let fp = resolve(client, name).await?;
+    let path = format!("/1.0/images/{}", enc(&fp));
+    let (img, etag) = client.get_etag(&path).await?;
+    let keys = [
+        "auto_update",
+        "properties",
+        "public",
+        "expires_at",
+        "profiles",
+    ];
+    let current = util::yaml_ordered(&img, &keys)?;
+    util::edit(IMAGE_EDIT_HELP, &current, |text| {
+        let path = path.clone();
+        let etag = etag.clone();
+        async move {
+            let mut v = util::parse_yaml(&text)?;
+            if let Some(p) = v.get_mut("properties") {
+                util::stringify_map(p);
+            }
+            let headers: Vec<(&str, String)> = etag.into_iter().map(|e| ("if-match", e)).collect();
+            client.operate("PUT", &path, Some(&v), &headers).await?;
+            Ok(())
+        }
+    })
+    .await
+}
+
+/// A file name the server suggested, reduced to a plain name in the target directory.
+fn safe_name(name: Option<&str>, fallback: &str) -> String {
+    name.and_then(|n| Path::new(n).file_name())
+        .map(|n| n.to_string_lossy().into_owned())
+        .filter(|n| !n.is_empty() && n != "." && n != "..")
+        .unwrap_or_else(|| fallback.to_string())
+}
+
+/// The `filename=` of a Content-Disposition header.
+fn disposition_filename(h: &str) -> Option<String> {
+    h.split(';').map(str::trim).find_map(|p| {
+        let (k, v) = p.split_once('=')?;
+        (k.trim().eq_ignore_ascii_case("filename")).then(|| v.trim().trim_matches('"').to_string())
+    })
+}
+
+/// A file being written beside its final name, removed unless kept.
+struct Partial {
+    tmp: PathBuf,
+    dest: PathBuf,
+    file: tokio::fs::File,
+    keep: bool,
+}
+
+impl Partial {
+    async fn create(dest: PathBuf) -> Result<Partial, CmdError> {
+        let mut tmp = dest.clone().into_os_string();
+        tmp.push(".partial");
+        let tmp = PathBuf::from(tmp);
+        let file = tokio::fs::File::create(&tmp)
+            .await
+            .map_err(|e| CmdError::Fail(format!("creating {}: {e}", tmp.display())))?;
+        Ok(Partial {
+            tmp,
+            dest,
+            file,
+            keep: false,
+        })
+    }
+
+    async fn write(&mut self, b: &[u8]) -> Result<(), CmdError> {
+        self.file
+            .write_all(b)
+            .await
+            .map_err(|e| CmdError::Fail(format!("writing {}: {e}", self.tmp.display())))
+    }
+
+    async fn close(&mut self) -> Result<(), CmdError> {
+        self.file
+            .flush()
+            .await
+            .and(self.file.sync_all().await)
+            .map_err(|e| CmdError::Fail(format!("writing {}: {e}", self.tmp.display())))
+    }
+
+    fn commit(&mut self) -> Result<(), CmdError> {
+        std::fs::rename(&self.tmp, &self.dest).map_err(|e| {
+            CmdError::Fail(format!(
+                "renaming {} to {}: {e}",
+                self.tmp.display(),
+                self.dest.display()
+            ))
+        })?;
+        self.keep = true;
+        Ok(())
+    }
+}
+
+impl Drop for Partial {
+    fn drop(&mut self) {
+        if !self.keep {
+            let _ = std::fs::remove_file(&self.tmp);
+        }
+    }
+}
+
+fn check_fingerprint(h: Sha256, fp: &str) -> Result<(), CmdError> {
+    let got = hex::encode(h.finalize());
+    if got != fp {
+        return fail(format!(
+            "the exported image does not match its fingerprint (sha256 {got}, expected {fp}); nothing was written"
+        ));
+    }
+    Ok(())
+}
+
+async fn export(client: &Client, name: &str, target: Option<PathBuf>) -> Result<(), CmdError> {
+    let img = get_image(client, name).await?;
+    let fp = s(&img, "fingerprint");
+    if fp.len() != 64 {
+        return fail(format!(
+            "the server gave the image an invalid fingerprint {fp:?}"
+        ));
+    }
+    let resp = client
+        .download(&format!("/1.0/images/{}/export", enc(&fp)))
+        .await?;
+    let header = |k: &str| {
+        resp.headers()
+            .get(k)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    };
+    let ctype = header("content-type").unwrap_or_default();
+    let length = header("content-length").and_then(|l| l.parse::<u64>().ok());
+    let disposition = header("content-disposition");
+    let (dir, file_target) = match target {
+        None => (PathBuf::from("."), None),
+        Some(t) if t.is_dir() => (t, None),
+        Some(t) => (PathBuf::new(), Some(t)),
+    };
+    let pb = util::progress("Exporting the image", length);
+    let result: Result<(), CmdError> = async {
+    if ctype.starts_with("multipart/form-data") {
+        let boundary = multer::parse_boundary(&ctype)
+            .map_err(|e| CmdError::Fail(format!("unexpected answer from silod: {e}")))?;
+        let stream = resp.into_body().into_data_stream();
+        let mut mp = multer::Multipart::new(stream, boundary);
+        let mut hasher = Some(Sha256::new());
+        let mut parts: Vec<(String, Partial)> = Vec::new();
+        while let Some(mut field) = mp
+            .next_field()
+            .await
+            .map_err(|e| CmdError::Fail(format!("reading the export: {e}")))?
+        {
+            let part = field.name().unwrap_or("").to_string();
+            if part != "metadata" && part != "rootfs" {
+                return fail(format!(
+                    "unexpected part {part:?} in the export (virtual-machine images are not supported)"
+                ));
+            }
+            if parts.iter().any(|(p, _)| *p == part) {
+                return fail(format!("the export has two {part} parts"));
+            }
+            // The fingerprint covers metadata then rootfs; hash on the fly only in that order.
+            if part == "metadata" && !parts.is_empty() {
+                hasher = None;
+            }
+            let dest = match &file_target {
+                None => dir.join(safe_name(
+                    field.file_name(),
+                    &if part == "metadata" {
+                        format!("meta-{fp}")
+                    } else {
+                        fp.clone()
+                    },
+                )),
+                Some(t) if part == "metadata" => t.clone(),
+                Some(t) => {
+                    let mut r = t.clone().into_os_string();
+                    r.push(".root");
+                    PathBuf::from(r)
+                }
+            };
+            let mut p = Partial::create(dest).await?;
+            while let Some(chunk) = field
+                .chunk()
+                .await
+                .map_err(|e| CmdError::Fail(format!("reading the export: {e}")))?
+            {
+                if let Some(h) = hasher.as_mut() {
+                    h.update(&chunk);
+                }
+                if let Some(pb) = &pb {
+                    pb.inc(chunk.len() as u64);
+                }
+                p.write(&chunk).await?;
+            }
+            p.close().await?;
+            parts.push((part, p));
+        }
+        if !parts.iter().any(|(p, _)| p == "metadata") || !parts.iter().any(|(p, _)| p == "rootfs")
+        {
+            return fail("the export lacks its metadata or rootfs part");
+        }
+        let h = match hasher {
+            Some(h) => h,
+            None => {
+                let mut h = Sha256::new();
+                for want in ["metadata", "rootfs"] {
+                    if let Some((_, p)) = parts.iter().find(|(n, _)| n == want) {
+                        let mut f = std::fs::File::open(&p.tmp)
+                            .map_err(|e| CmdError::Fail(format!("{}: {e}", p.tmp.display())))?;
+                        std::io::copy(&mut f, &mut h)
+                            .map_err(|e| CmdError::Fail(format!("{}: {e}", p.tmp.display())))?;
+                    }
+                }
+                h
+            }
+        };
+        check_fingerprint(h, &fp)?;
+        for (_, p) in parts.iter_mut() {
+            p.commit()?;
+        }
+        Ok(())
+    } else {
+        let server_name = disposition.as_deref().and_then(disposition_filename);
+        let dest = match &file_target {
+            None => dir.join(safe_name(server_name.as_deref(), &fp)),
+            Some(t) => {
+                // As lxc: TARGET plus the extension of the server's file name.
+                let ext = server_name
+                    .as_deref()
+                    .and_then(|n| n.split_once('.'))
+                    .map(|(_, e)| e.to_string())
+                    .filter(|e| !e.is_empty() && !e.contains('/'));
+                match ext {
+                    Some(e) => {
+                        let mut x = t.clone().into_os_string();
+                        x.push(format!(".{e}"));
+                        PathBuf::from(x)
+                    }
+                    None => t.clone(),
+                }
+            }
+        };
+        let mut p = Partial::create(dest).await?;
+        let mut h = Sha256::new();
+        let mut body = resp.into_body();
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|e| CmdError::Fail(format!("reading the export: {e}")))?;
+            if let Ok(chunk) = frame.into_data() {
+                h.update(&chunk);
+                if let Some(pb) = &pb {
+                    pb.inc(chunk.len() as u64);
+                }
+                p.write(&chunk).await?;
+            }
+        }
+        p.close().await?;
+        check_fingerprint(h, &fp)?;
+        p.commit()
+    }
+    }
+    .await;
+    if let Some(pb) = &pb {
+        pb.finish_and_clear();
+    }
+    result?;
+    outln("Image exported successfully!")
+}
+
+async fn alias(client: &Client, cmd: AliasCmd) -> Result<(), CmdError> {
+    match cmd {
+        AliasCmd::Create {
+            name,
+            fingerprint,
+            description,
+        } => {
+            client
+                .query(
+                    "POST",
+                    "/1.0/images/aliases",
+                    Some(&json!({"name": name, "target": fingerprint, "description": description})),
+                )
+                .await?;
+            Ok(())
+        }
+        AliasCmd::Delete { name } => {
+            client
+                .query(
+                    "DELETE",
+                    &format!("/1.0/images/aliases/{}", enc(&name)),
+                    None,
+                )
+                .await?;
+            Ok(())
+        }
+        AliasCmd::Rename { old, new } => {
+            client
+                .query(
+                    "POST",
+                    &format!("/1.0/images/aliases/{}", enc(&old)),
+                    Some(&json!({"name": new})),
+                )
+                .await?;
+            Ok(())
+        }
+        AliasCmd::List { filters, format } => {
+            let v = client.get("/1.0/images/aliases?recursion=1").await?;
+            let aliases: Vec<Value> = v
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|a| filters.iter().all(|f| s(a, "name").contains(f.as_str())))
+                .collect();
+            let mut rows: Vec<Vec<String>> = aliases
+                .iter()
+                .map(|a| {
+                    let t = s(a, "type");
+                    vec![
+                        s(a, "name"),
+                        s(a, "target").chars().take(12).collect(),
+                        if t.is_empty() {
+                            "CONTAINER".to_string()
+                        } else {
+                            t.to_uppercase()
+                        },
+                        s(a, "description"),
+                    ]
+                })
+                .collect();
+            util::sort_rows(&mut rows);
+            let text = format::render(
+                format,
+                &["ALIAS", "FINGERPRINT", "TYPE", "DESCRIPTION"],
+                &rows,
+                &Value::Array(aliases),
+            )
+            .map_err(CmdError::Output)?;
+            out(&text)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names() {
+        assert_eq!(
+            disposition_filename("attachment; filename=abc.tar.gz").as_deref(),
+            Some("abc.tar.gz")
+        );
+        assert_eq!(
+            disposition_filename("attachment; filename=\"x y.tar\"").as_deref(),
+            Some("x y.tar")
+        );
+        assert_eq!(safe_name(Some("../../etc/passwd"), "fp"), "passwd");
+        assert_eq!(safe_name(Some(".."), "fp"), "fp");
+        assert_eq!(safe_name(None, "fp"), "fp");
+    }
+
+    #[test]
+    fn filters() {
+        let img = json!({
+            "fingerprint": "db80776924026d04",
+            "aliases": [{"name": "busybox"}],
+            "properties": {"os": "busybox", "image.release": "1"}
+        });
+        assert!(image_matches(&img, &["bus".into()]));
+        assert!(image_matches(&img, &["0776".into()]));
+        assert!(image_matches(&img, &["os=busybox".into()]));
+        assert!(image_matches(&img, &["o=busybox".into()]));
+        assert!(image_matches(&img, &["i.r=1".into()]));
+        assert!(!image_matches(&img, &["os=debian".into()]));
+        assert!(!image_matches(&img, &["debian".into()]));
+    }
+}

@@ -1,0 +1,477 @@
+//! `silo storage ...`: pools and their volumes, as `lxc storage` does them.
+
+use std::collections::BTreeMap;
+
+use clap::Subcommand;
+use serde_json::{json, Map, Value};
+
+use crate::client::Client;
+use crate::commands::CmdError;
+use crate::config::obj_mut;
+use crate::format::{self, Format};
+use crate::util::{self, enc, fail, out, outln, s};
+
+/// `silo storage ...`.
+#[derive(Debug, Subcommand)]
+pub enum StorageCmd {
+    /// Create a storage pool.
+    #[command(after_help = "Example: silo storage create fast dir")]
+    Create {
+        /// The pool.
+        pool: String,
+        /// The driver (dir, ...).
+        driver: String,
+        /// Configuration keys.
+        #[arg(value_name = "KEY=VALUE")]
+        config: Vec<String>,
+        /// Its description.
+        #[arg(long, default_value = "")]
+        description: String,
+    },
+    /// List storage pools.
+    #[command(alias = "ls")]
+    List {
+        /// Output format.
+        #[arg(short = 'f', long, value_enum, default_value = "table")]
+        format: Format,
+    },
+    /// Show a storage pool as YAML.
+    Show {
+        /// The pool.
+        pool: String,
+        /// Show the pool's resources (space) instead.
+        #[arg(long)]
+        resources: bool,
+    },
+    /// Show useful information about a storage pool: space and users.
+    Info {
+        /// The pool.
+        pool: String,
+        /// Show the space in bytes.
+        #[arg(long)]
+        bytes: bool,
+    },
+    /// Delete storage pools.
+    #[command(alias = "rm")]
+    Delete {
+        /// The pools.
+        #[arg(required = true)]
+        pools: Vec<String>,
+    },
+    /// Print a storage pool configuration key.
+    Get {
+        /// The pool.
+        pool: String,
+        /// The key.
+        key: String,
+    },
+    /// Set storage pool configuration keys: POOL KEY VALUE, or POOL KEY=VALUE...
+    Set {
+        /// The pool.
+        pool: String,
+        /// KEY VALUE, or KEY=VALUE...
+        #[arg(required = true, value_name = "ARGS")]
+        args: Vec<String>,
+    },
+    /// Unset a storage pool configuration key.
+    Unset {
+        /// The pool.
+        pool: String,
+        /// The key.
+        key: String,
+    },
+    /// Manage storage volumes.
+    #[command(subcommand)]
+    Volume(VolumeCmd),
+}
+
+/// `silo storage volume ...`.
+#[derive(Debug, Subcommand)]
+pub enum VolumeCmd {
+    /// List a pool's volumes.
+    #[command(alias = "ls")]
+    List {
+        /// The pool.
+        pool: String,
+        /// Output format.
+        #[arg(short = 'f', long, value_enum, default_value = "table")]
+        format: Format,
+    },
+    /// Create a custom volume.
+    Create {
+        /// The pool.
+        pool: String,
+        /// The volume.
+        volume: String,
+        /// Configuration keys.
+        #[arg(value_name = "KEY=VALUE")]
+        config: Vec<String>,
+        /// Its description.
+        #[arg(long, default_value = "")]
+        description: String,
+    },
+    /// Delete custom volumes.
+    #[command(alias = "rm")]
+    Delete {
+        /// The pool.
+        pool: String,
+        /// The volumes ([custom/]NAME).
+        #[arg(required = true)]
+        volumes: Vec<String>,
+    },
+    /// Show a volume as YAML ([TYPE/]NAME, TYPE custom, container or image; default custom).
+    Show {
+        /// The pool.
+        pool: String,
+        /// [TYPE/]NAME.
+        volume: String,
+    },
+}
+
+fn pool_path(name: &str) -> String {
+    format!("/1.0/storage-pools/{}", enc(name))
+}
+
+fn used_by(v: &Value) -> Vec<String> {
+    v.get("used_by")
+        .and_then(Value::as_array)
+        .map(|a| a.iter().map(|u| util::vs(Some(u))).collect())
+        .unwrap_or_default()
+}
+
+/// lxc's `parseVolume`: "image/abc" → ("abc", "image"); a name without a known type prefix
+/// is a custom volume.
+fn parse_volume(arg: &str) -> (String, String) {
+    match arg.split_once('/') {
+        Some((t, n)) if ["custom", "image", "container", "virtual-machine"].contains(&t) => {
+            (n.to_string(), t.to_string())
+        }
+        _ => (arg.to_string(), "custom".to_string()),
+    }
+}
+
+/// Groups used_by URLs by kind, as `lxc storage info` does.
+fn group_used_by(urls: &[String]) -> BTreeMap<String, Vec<String>> {
+    let mut m: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for u in urls {
+        let (path, query) = u.split_once('?').unwrap_or((u.as_str(), ""));
+        let fields: Vec<&str> = path.trim_start_matches("/1.0/").split('/').collect();
+        let n = fields.len();
+        let (mut kind, mut name) = ("unrecognized".to_string(), path.to_string());
+        if n > 1 {
+            kind = fields[0].to_string();
+            name = fields[1].to_string();
+            if fields[n - 2] == "snapshots" {
+                continue;
+            }
+            if fields[0] == "storage-pools" && n > 3 {
+                kind = fields[2].to_string();
+                name = fields[3].to_string();
+                if kind == "volumes" && n > 4 {
+                    name = fields[4].to_string();
+                }
+            }
+        }
+        let mut attribs = Vec::new();
+        for (k, v) in query.split('&').filter_map(|p| p.split_once('=')) {
+            if k == "project" && !v.is_empty() {
+                attribs.push(format!("project {v:?}"));
+            }
+            if k == "target" && !v.is_empty() {
+                attribs.push(format!("location {v:?}"));
+            }
+        }
+        if !attribs.is_empty() {
+            name = format!("{name} ({})", attribs.join(", "));
+        }
+        m.entry(kind).or_default().push(name);
+    }
+    m
+}
+
+async fn put_pool(
+    client: &Client,
+    name: &str,
+    pool: &Value,
+    etag: Option<String>,
+) -> Result<(), CmdError> {
+    let body = json!({
+        "config": pool.get("config").cloned().unwrap_or(json!({})),
+        "description": pool.get("description").cloned().unwrap_or(json!("")),
+    });
+    let headers: Vec<(&str, String)> = etag.into_iter().map(|e| ("if-match", e)).collect();
+    client
+        .operate("PUT", &pool_path(name), Some(&body), &headers)
+        .await?;
+    Ok(())
+}
+
+/// Runs `silo storage ...`.
+pub async fn run(client: &Client, cmd: StorageCmd) -> Result<(), CmdError> {
+    match cmd {
+        StorageCmd::Create {
+            pool,
+            driver,
+            config,
+            description,
+        } => {
+            let mut cfg = Map::new();
+            for c in &config {
+                let (k, v) = util::kv(c)?;
+                cfg.insert(k, Value::String(v));
+            }
+            client
+                .query(
+                    "POST",
+                    "/1.0/storage-pools",
+                    Some(&json!({"name": pool, "driver": driver, "config": cfg, "description": description})),
+                )
+                .await?;
+            outln(&format!("Storage pool {pool} created"))
+        }
+        StorageCmd::List { format } => {
+            let v = client.get("/1.0/storage-pools?recursion=1").await?;
+            let pools = v.as_array().cloned().unwrap_or_default();
+            let mut rows: Vec<Vec<String>> = pools
+                .iter()
+                .map(|p| {
+                    vec![
+                        s(p, "name"),
+                        s(p, "driver"),
+                        util::vs(p.pointer("/config/source")),
+                        s(p, "description"),
+                        used_by(p).len().to_string(),
+                        s(p, "status").to_uppercase(),
+                    ]
+                })
+                .collect();
+            util::sort_rows(&mut rows);
+            let text = format::render(
+                format,
+                &[
+                    "NAME",
+                    "DRIVER",
+                    "SOURCE",
+                    "DESCRIPTION",
+                    "USED BY",
+                    "STATE",
+                ],
+                &rows,
+                &Value::Array(pools),
+            )
+            .map_err(CmdError::Output)?;
+            out(&text)
+        }
+        StorageCmd::Show { pool, resources } => {
+            if resources {
+                let r = client
+                    .get(&format!("{}/resources", pool_path(&pool)))
+                    .await?;
+                return out(&util::yaml(&r)?);
+            }
+            let mut p = client.get(&pool_path(&pool)).await?;
+            let mut ub = used_by(&p);
+            ub.sort();
+            if let Value::Object(m) = &mut p {
+                m.insert("used_by".to_string(), json!(ub));
+            }
+            out(&util::yaml_ordered(
+                &p,
+                &[
+                    "config",
+                    "description",
+                    "name",
+                    "driver",
+                    "used_by",
+                    "status",
+                    "locations",
+                ],
+            )?)
+        }
+        StorageCmd::Info { pool, bytes } => {
+            let p = client.get(&pool_path(&pool)).await?;
+            let r = client
+                .get(&format!("{}/resources", pool_path(&pool)))
+                .await?;
+            let total = r
+                .pointer("/space/total")
+                .and_then(Value::as_u64)
+                .unwrap_or(0);
+            let used = r
+                .pointer("/space/used")
+                .and_then(Value::as_u64)
+                .unwrap_or(0);
+            let size = |n: u64| {
+                if bytes {
+                    n.to_string()
+                } else {
+                    util::size_iec(n)
+                }
+            };
+            let mut info = BTreeMap::new();
+            info.insert("name", s(&p, "name"));
+            info.insert("driver", s(&p, "driver"));
+            info.insert("description", s(&p, "description"));
+            info.insert("total space", size(total));
+            info.insert("space used", size(used));
+            let info = json!({ "info": info });
+            let users = json!({ "used by": group_used_by(&used_by(&p)) });
+            out(&(util::yaml(&info)? + &util::yaml(&users)?))
+        }
+        StorageCmd::Delete { pools } => {
+            for p in pools {
+                client.query("DELETE", &pool_path(&p), None).await?;
+                outln(&format!("Storage pool {p} deleted"))?;
+            }
+            Ok(())
+        }
+        StorageCmd::Get { pool, key } => {
+            let p = client.get(&pool_path(&pool)).await?;
+            outln(&util::vs(p.get("config").and_then(|c| c.get(&key))))
+        }
+        StorageCmd::Set { pool, args } => {
+            let pairs: Vec<(String, String)> = match args.as_slice() {
+                [k, v] if !k.contains('=') => vec![(k.clone(), v.clone())],
+                _ => args.iter().map(|a| util::kv(a)).collect::<Result<_, _>>()?,
+            };
+            let (mut p, etag) = client.get_etag(&pool_path(&pool)).await?;
+            let cfg = obj_mut(&mut p, "config")?;
+            for (k, v) in pairs {
+                cfg.insert(k, Value::String(v));
+            }
+            put_pool(client, &pool, &p, etag).await
+        }
+        StorageCmd::Unset { pool, key } => {
+            let (mut p, etag) = client.get_etag(&pool_path(&pool)).await?;
+            if obj_mut(&mut p, "config")?.remove(&key).is_none() {
+                return fail(format!("can't unset key '{key}', it's not currently set"));
+            }
+            put_pool(client, &pool, &p, etag).await
+        }
+        StorageCmd::Volume(v) => volume(client, v).await,
+    }
+}
+
+async fn volume(client: &Client, cmd: VolumeCmd) -> Result<(), CmdError> {
+    match cmd {
+        VolumeCmd::List { pool, format } => {
+            let v = client
+                .get(&format!("{}/volumes?recursion=1", pool_path(&pool)))
+                .await?;
+            let vols = v.as_array().cloned().unwrap_or_default();
+            let mut rows: Vec<Vec<String>> = vols
+                .iter()
+                .map(|v| {
+                    vec![
+                        s(v, "type"),
+                        s(v, "name"),
+                        s(v, "description"),
+                        s(v, "content_type"),
+                        used_by(v).len().to_string(),
+                    ]
+                })
+                .collect();
+            util::sort_rows(&mut rows);
+            let text = format::render(
+                format,
+                &["TYPE", "NAME", "DESCRIPTION", "CONTENT-TYPE", "USED BY"],
+                &rows,
+                &Value::Array(vols),
+            )
+            .map_err(CmdError::Output)?;
+            out(&text)
+        }
+        VolumeCmd::Create {
+            pool,
+            volume,
+            config,
+            description,
+        } => {
+            let mut cfg = Map::new();
+            for c in &config {
+                let (k, v) = util::kv(c)?;
+                cfg.insert(k, Value::String(v));
+            }
+            client
+                .query(
+                    "POST",
+                    &format!("{}/volumes/custom", pool_path(&pool)),
+                    Some(&json!({"name": volume, "type": "custom", "config": cfg, "description": description})),
+                )
+                .await?;
+            outln(&format!("Storage volume {volume} created"))
+        }
+        VolumeCmd::Delete { pool, volumes } => {
+            for v in volumes {
+                let (name, kind) = parse_volume(&v);
+                client
+                    .operate(
+                        "DELETE",
+                        &format!("{}/volumes/{}/{}", pool_path(&pool), enc(&kind), enc(&name)),
+                        None,
+                        &[],
+                    )
+                    .await?;
+                outln(&format!("Storage volume {name} deleted"))?;
+            }
+            Ok(())
+        }
+        VolumeCmd::Show { pool, volume } => {
+            let (name, kind) = parse_volume(&volume);
+            let mut v = client
+                .get(&format!(
+                    "{}/volumes/{}/{}",
+                    pool_path(&pool),
+                    enc(&kind),
+                    enc(&name)
+                ))
+                .await?;
+            // Fields lxc prints with Go's zero values when the server leaves them out.
+            if let Value::Object(m) = &mut v {
+                m.entry("project").or_insert(json!(""));
+                m.entry("created_at")
+                    .or_insert(json!("0001-01-01T00:00:00Z"));
+            }
+            out(&util::yaml_ordered(
+                &v,
+                &[
+                    "config",
+                    "description",
+                    "name",
+                    "type",
+                    "used_by",
+                    "location",
+                    "content_type",
+                    "project",
+                    "created_at",
+                ],
+            )?)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn volumes() {
+        assert_eq!(parse_volume("v1"), ("v1".into(), "custom".into()));
+        assert_eq!(parse_volume("image/abc"), ("abc".into(), "image".into()));
+        assert_eq!(parse_volume("a/b"), ("a/b".into(), "custom".into()));
+    }
+
+    #[test]
+    fn used_by_groups() {
+        let g = group_used_by(&[
+            "/1.0/instances/c1".into(),
+            "/1.0/profiles/default".into(),
+            "/1.0/instances/c2?project=p".into(),
+            "/1.0/storage-pools/default/volumes/custom/v1".into(),
+            "/1.0/instances/c1/snapshots/s0".into(),
+        ]);
+        assert_eq!(g["instances"], vec!["c1", "c2 (project \"p\")"]);
+        assert_eq!(g["profiles"], vec!["default"]);
+        assert_eq!(g["volumes"], vec!["v1"]);
+    }
+}
