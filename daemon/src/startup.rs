@@ -267,6 +267,9 @@ async fn serve(
     });
     crate::images::gc_uploads(&args.state_dir);
     ensure_defaults(&daemon).await?;
+    crate::storage::mount_all(&daemon.db, &daemon.helpers)
+        .await
+        .map_err(|e| anyhow::anyhow!("mounting storage pools: {e}"))?;
     if let Err(e) = crate::storage::collect_orphans(&daemon.db, &daemon.helpers).await {
         // Serving beats refusing to start over a leftover; the next start tries again.
         tracing::error!(error = %e, "collecting orphaned volumes failed; they stay until the next start");

@@ -26,13 +26,48 @@ pub struct Pool {
     pub config: BTreeMap<String, String>,
 }
 
-/// Drivers this host answers for; the rest get a clear refusal naming what is missing.
-pub fn check_driver(driver: &str) -> Result<PoolDriver, ApiError> {
+/// Default size of a loop-backed pool's sparse file.
+const DEFAULT_LOOP_SIZE: u64 = 5 << 30;
+
+/// Drivers this host answers for, with their configuration; the rest get a clear refusal
+/// naming what is missing.
+pub fn check_driver(
+    driver: &str,
+    config: &BTreeMap<String, String>,
+) -> Result<PoolDriver, ApiError> {
+    let unknown = |allowed: &[&str]| {
+        config
+            .keys()
+            .find(|k| !allowed.contains(&k.as_str()))
+            .map(|k| {
+                ApiError::BadRequest(format!(
+                    "unknown configuration key {k:?} for a {driver} pool"
+                ))
+            })
+    };
     match driver {
-        "dir" => Ok(PoolDriver::Dir),
-        "btrfs" | "lvm" => Err(ApiError::BadRequest(format!(
-            "storage driver {driver:?} is not available in this silo yet; use \"dir\""
-        ))),
+        "dir" => {
+            if let Some(e) = unknown(&[]) {
+                return Err(e);
+            }
+            Ok(PoolDriver::Dir)
+        }
+        "btrfs" => {
+            if config.contains_key("source") {
+                return Err(ApiError::BadRequest(
+                    "btrfs pools on an existing path or device are not supported yet: leave source unset for a loop file".into(),
+                ));
+            }
+            if let Some(e) = unknown(&["size"]) {
+                return Err(e);
+            }
+            let size = match config.get("size") {
+                Some(v) => silo_proto::types::parse_bytes(v).map_err(|e| ApiError::BadRequest(format!("invalid size: {e}")))?,
+                None => DEFAULT_LOOP_SIZE,
+            };
+            Ok(PoolDriver::Btrfs { size })
+        }
+        "lvm" => Err(ApiError::BadRequest("storage driver \"lvm\" is not available in this silo yet; use \"dir\" or \"btrfs\"".into())),
         "zfs" => Err(ApiError::BadRequest(
             "storage driver \"zfs\" is not supported on this host: it needs the zfs kernel module and zfsutils-linux".into(),
         )),
@@ -79,11 +114,10 @@ pub async fn create(
     config: BTreeMap<String, String>,
 ) -> Result<Pool, ApiError> {
     let pn = PoolName::new(name).map_err(|e| ApiError::BadRequest(e.to_string()))?;
-    let drv = check_driver(driver)?;
-    if let Some(k) = config.keys().next() {
-        return Err(ApiError::BadRequest(format!(
-            "unknown configuration key {k:?} for a {driver} pool"
-        )));
+    let drv = check_driver(driver, &config)?;
+    let mut config = config;
+    if let PoolDriver::Btrfs { size } = drv {
+        config.insert("size".into(), size.to_string());
     }
     if list(db)?.iter().any(|p| p.name == name) {
         return Err(ApiError::Conflict(format!(
@@ -122,9 +156,10 @@ pub async fn create(
 
 /// Updates description (and config, which dir pools do not take).
 pub fn update(db: &Db, p: &Pool) -> Result<(), ApiError> {
-    if let Some(k) = p.config.keys().next() {
+    let current = get(db, &p.name)?;
+    if p.config != current.config {
         return Err(ApiError::BadRequest(format!(
-            "unknown configuration key {k:?} for a {} pool",
+            "the configuration of {} pools cannot change after creation",
             p.driver
         )));
     }
@@ -300,6 +335,19 @@ pub async fn ensure_image_volume(
         )
         .map(|_| ())
     })?;
+    Ok(())
+}
+
+/// Mounts loop-backed pools again (after a reboot), at silod's start.
+pub async fn mount_all(db: &Db, helpers: &Helpers) -> Result<(), ApiError> {
+    for p in list(db)?.into_iter().filter(|p| p.driver == "btrfs") {
+        let pn = PoolName::new(p.name.clone()).map_err(|e| ApiError::Internal(e.to_string()))?;
+        helpers
+            .store
+            .mount_pool(ctx(), pn)
+            .await
+            .map_err(rpc_err("silo-store"))??;
+    }
     Ok(())
 }
 

@@ -104,7 +104,20 @@ pub async fn unpack(
         },
     )
     .await?;
-    result.map_err(|e| HelperError::invalid("image", e.to_string()))
+    result.map_err(|e| match e {
+        // The target failed (a full pool): say so, not that the image is bad.
+        ImageError::Io {
+            member,
+            op,
+            message,
+        } => HelperError::Io {
+            op: format!("unpacking {member:?}: {op}"),
+            target: target.display().to_string(),
+            message,
+            errno: None,
+        },
+        e => HelperError::invalid("image", e.to_string()),
+    })
 }
 
 /// Copies `src` into the fresh directory `dst`.

@@ -3,10 +3,12 @@
 //! Started only by silod (as root, before silod drops privileges) with its RPC socket on fd 3
 //! and its fd-passing socket on fd 4. See CONFINEMENT.md beside this crate.
 
+mod btrfs;
 mod child;
 mod confinement;
 mod copy;
 mod images;
+mod mkfs;
 mod pools;
 
 use silo_proto::jail::boot;

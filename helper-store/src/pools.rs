@@ -26,6 +26,7 @@ struct Inner {
     policy: Policy,
     tag: String,
     landlock: std::sync::OnceLock<String>,
+    formatter: crate::mkfs::Formatter,
 }
 
 /// The storage service.
@@ -38,7 +39,9 @@ impl StoreServer {
         let state = Root::open(&b.state_dir)?;
         let (pools, _) = state.mkdir_all(&["storage-pools"], 0o711)?;
         let (disks, _) = state.mkdir_all(&["disks"], 0o700)?;
+        let formatter = crate::mkfs::Formatter::spawn(&b.state_dir.join("disks"))?;
         Ok(StoreServer(Arc::new(Inner {
+            formatter,
             state,
             pools,
             disks,
@@ -72,12 +75,169 @@ impl StoreServer {
         let frsize = st.fragment_size();
         let total = st.blocks().saturating_mul(frsize);
         let free = st.blocks_free().saturating_mul(frsize);
+        let driver = if self.pool_is_btrfs(dir) {
+            let img = format!("{}.img", pool.as_str());
+            let size = nix::sys::stat::fstatat(
+                self.0.disks.fd(),
+                img.as_str(),
+                nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+            )
+            .map(|st| st.st_size as u64)
+            .unwrap_or(0);
+            PoolDriver::Btrfs { size }
+        } else {
+            PoolDriver::Dir
+        };
         Ok(PoolInfo {
             name: pool.clone(),
-            driver: PoolDriver::Dir,
+            driver,
             space_total: total,
             space_used: total.saturating_sub(free),
         })
+    }
+
+    fn check_loop_size(&self, size: u64) -> HelperResult<()> {
+        let max = self.0.policy.max_loop_file_size;
+        if size < MIN_LOOP_FILE {
+            return Err(HelperError::invalid(
+                "size",
+                format!("{size} bytes is below the minimum of {MIN_LOOP_FILE} bytes (32MiB)"),
+            ));
+        }
+        if size > max {
+            return Err(self.0.policy.deny(format!(
+                "a {size}-byte loop file is larger than max_loop_file_size ({max} bytes)"
+            )));
+        }
+        let st = nix::sys::statvfs::fstatvfs(self.0.disks.fd())
+            .map_err(|e| HelperError::errno("fstatvfs", self.0.disks.display(), e))?;
+        let fs_total = st.blocks().saturating_mul(st.fragment_size());
+        if size > fs_total {
+            return Err(HelperError::invalid(
+                "size",
+                format!("{size} bytes is larger than the filesystem holding the state dir ({fs_total} bytes)"),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Creates the sparse loop file `<pool>.img` beneath disks/ and returns it open.
+    fn make_loop_file(&self, pool: &PoolName, size: u64) -> HelperResult<std::os::fd::OwnedFd> {
+        self.check_loop_size(size)?;
+        let name = format!("{}.img", pool.as_str());
+        let how = OpenHow::new()
+            .flags(
+                OFlag::O_CREAT
+                    | OFlag::O_EXCL
+                    | OFlag::O_RDWR
+                    | OFlag::O_CLOEXEC
+                    | OFlag::O_NOFOLLOW,
+            )
+            .mode(Mode::from_bits_truncate(0o600))
+            .resolve(ResolveFlag::RESOLVE_BENEATH | ResolveFlag::RESOLVE_NO_SYMLINKS);
+        let shown = format!("{}/{name}", self.0.disks.display());
+        let fd = openat2(self.0.disks.fd(), name.as_str(), how).map_err(|e| match e {
+            Errno::EEXIST => HelperError::AlreadyExists {
+                what: format!("loop file for storage pool {:?}", pool.as_str()),
+            },
+            e => HelperError::errno("openat2", &shown, e),
+        })?;
+        let len = i64::try_from(size).map_err(|_| HelperError::invalid("size", "out of range"))?;
+        if let Err(e) = nix::unistd::ftruncate(fd.as_fd(), len) {
+            let _ = self.0.disks.remove_tree(&name);
+            return Err(HelperError::errno("ftruncate", &shown, e));
+        }
+        Ok(fd)
+    }
+
+    /// Loop file, mkfs (by the formatter), loop device, mount onto the pool directory.
+    fn make_btrfs(&self, pool: &PoolName, dir: &Root, size: u64) -> HelperResult<()> {
+        let file = self.make_loop_file(pool, size)?;
+        let label: String = format!("silo-{}", pool.as_str())
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        self.0
+            .formatter
+            .mkfs_btrfs(&format!("{}.img", pool.as_str()), &label)?;
+        self.attach_and_mount(pool, &file, dir)
+    }
+
+    fn attach_and_mount(
+        &self,
+        pool: &PoolName,
+        file: &std::os::fd::OwnedFd,
+        dir: &Root,
+    ) -> HelperResult<()> {
+        let (dev, path) = crate::btrfs::attach_loop(
+            file.as_fd(),
+            &format!("silo:{}:{}", self.0.tag, pool.as_str()),
+        )?;
+        let r = crate::btrfs::mount_btrfs(&path, dir.fd());
+        // The device stays attached while mounted and detaches itself after (autoclear).
+        drop(dev);
+        r?;
+        // The pool's new root (the filesystem's): root's, traversable only.
+        let root = self.pool(pool)?;
+        nix::sys::stat::fchmod(root.fd(), Mode::from_bits_truncate(0o711))
+            .map_err(|e| HelperError::errno("fchmod", root.display(), e))
+    }
+
+    /// Takes a half-made pool away again: unmount, loop file, directory.
+    fn undo_pool(&self, pool: &PoolName) {
+        if let Ok(mounted) = self.pool(pool) {
+            if self.pool_is_btrfs(&mounted) {
+                let _ = crate::btrfs::unmount(mounted.fd());
+            }
+        }
+        let _ = self.0.disks.remove_tree(&format!("{}.img", pool.as_str()));
+        let _ = self.0.pools.remove_tree(pool.as_str());
+    }
+
+    /// Whether the pool directory is a btrfs mounted there (not merely on a btrfs host).
+    fn pool_is_btrfs(&self, dir: &Root) -> bool {
+        crate::btrfs::is_btrfs(dir.fd()) && !crate::btrfs::is_btrfs(self.0.pools.fd())
+    }
+
+    /// Makes an empty volume directory: a subvolume on btrfs pools.
+    fn new_volume(
+        &self,
+        pool_dir: &Root,
+        kdir: &Root,
+        name: &str,
+        what: &str,
+    ) -> HelperResult<Root> {
+        if self.pool_is_btrfs(pool_dir) {
+            crate::btrfs::subvol_create(kdir.fd(), name).map_err(|e| match e {
+                HelperError::AlreadyExists { .. } => HelperError::AlreadyExists {
+                    what: what.to_string(),
+                },
+                e => e,
+            })?;
+            let d = kdir.open_dir(&[name])?;
+            nix::sys::stat::fchmod(d.fd(), Mode::from_bits_truncate(crate::images::VOLUME_MODE))
+                .map_err(|e| HelperError::errno("fchmod", d.display(), e))?;
+            Ok(d)
+        } else {
+            kdir.mkdir_new(name, crate::images::VOLUME_MODE, what)
+        }
+    }
+
+    /// Removes a volume: the subvolume ioctl on btrfs, a careful tree removal elsewhere.
+    fn remove_volume(&self, kdir: &Root, name: &str) -> HelperResult<()> {
+        if let Ok(v) = kdir.open_dir(&[name]) {
+            if crate::btrfs::is_subvolume(v.fd()) {
+                drop(v);
+                return crate::btrfs::subvol_delete(kdir.fd(), name);
+            }
+        }
+        kdir.remove_tree(name)
     }
 
     fn volume_what(pool: &PoolName, kind: VolumeKind, vol: &VolumeName) -> String {
@@ -107,19 +267,36 @@ impl Store for StoreServer {
         pool: PoolName,
         driver: PoolDriver,
     ) -> HelperResult<PoolInfo> {
-        match driver {
-            PoolDriver::Dir => {}
-        }
         let what = format!("storage pool {:?}", pool.as_str());
+        if let PoolDriver::Btrfs { size } = driver {
+            // Check what can be checked before anything is made.
+            self.check_loop_size(size)?;
+            if self.0.disks.exists(&format!("{}.img", pool.as_str()))? {
+                return Err(HelperError::AlreadyExists {
+                    what: format!("loop file for {what}"),
+                });
+            }
+        }
         let dir = self.0.pools.mkdir_new(pool.as_str(), 0o711, &what)?;
+        let made = match driver {
+            PoolDriver::Dir => Ok(()),
+            PoolDriver::Btrfs { size } => self.make_btrfs(&pool, &dir, size),
+        };
+        let dir = match made.and_then(|()| self.pool(&pool)) {
+            Ok(d) => d,
+            Err(e) => {
+                self.undo_pool(&pool);
+                return Err(e);
+            }
+        };
         for kind in VolumeKind::ALL {
             if let Err(e) = dir.mkdir_all(&[kind.dir_name()], 0o711) {
-                // Nothing half-made: take the pool away again.
-                let _ = self.0.pools.remove_tree(pool.as_str());
+                drop(dir);
+                self.undo_pool(&pool);
                 return Err(e);
             }
         }
-        tracing::info!(pool = %pool, "created storage pool");
+        tracing::info!(pool = %pool, driver = ?driver, "created storage pool");
         self.pool_info_of(&pool, &dir)
     }
 
@@ -144,6 +321,11 @@ impl Store for StoreServer {
                 by: format!("volumes {}", used.join(", ")),
             });
         }
+        if self.pool_is_btrfs(&dir) {
+            crate::btrfs::unmount(dir.fd())?;
+            drop(dir);
+            let _ = self.0.disks.remove_tree(&format!("{}.img", pool.as_str()));
+        }
         self.0.pools.remove_tree(pool.as_str())?;
         tracing::info!(pool = %pool, "deleted storage pool");
         Ok(())
@@ -158,9 +340,10 @@ impl Store for StoreServer {
     ) -> HelperResult<()> {
         let dir = self.pool(&pool)?;
         let (kdir, _) = dir.mkdir_all(&[kind.dir_name()], 0o711)?;
-        kdir.mkdir_new(
+        self.new_volume(
+            &dir,
+            &kdir,
             volume.as_str(),
-            0o711,
             &Self::volume_what(&pool, kind, &volume),
         )?;
         tracing::info!(pool = %pool, volume = %volume, kind = kind.dir_name(), "created volume");
@@ -215,7 +398,7 @@ impl Store for StoreServer {
                 what: Self::volume_what(&pool, kind, &volume),
             });
         }
-        kdir.remove_tree(volume.as_str())?;
+        self.remove_volume(&kdir, volume.as_str())?;
         tracing::info!(pool = %pool, volume = %volume, kind = kind.dir_name(), "deleted volume");
         Ok(())
     }
@@ -293,9 +476,10 @@ impl Store for StoreServer {
         let dir = self.pool(&pool)?;
         let (kdir, _) = dir.mkdir_all(&[VolumeKind::Image.dir_name()], 0o711)?;
         let vol = VolumeName::new(fingerprint.as_str())?;
-        let target = kdir.mkdir_new(
+        let target = self.new_volume(
+            &dir,
+            &kdir,
             vol.as_str(),
-            crate::images::VOLUME_MODE,
             &Self::volume_what(&pool, VolumeKind::Image, &vol),
         )?;
         let limits = silo_proto::image::extract::Limits {
@@ -314,7 +498,7 @@ impl Store for StoreServer {
             }
             Err(e) => {
                 // Nothing half-made.
-                if let Err(rm) = kdir.remove_tree(vol.as_str()) {
+                if let Err(rm) = self.remove_volume(&kdir, vol.as_str()) {
                     tracing::error!(error = %rm, "removing a failed image volume");
                 }
                 tracing::warn!(pool = %pool, image = %fingerprint, error = %e, "refused image");
@@ -342,21 +526,54 @@ impl Store for StoreServer {
                 e => e,
             })?;
         let (kdir, _) = dir.mkdir_all(&[dst_kind.dir_name()], 0o711)?;
-        let target = kdir.mkdir_new(
+        let t0 = std::time::Instant::now();
+        if crate::btrfs::is_subvolume(sdir.fd()) && self.pool_is_btrfs(&dir) {
+            // A snapshot: near instant, sharing every extent with the image volume.
+            if kdir.exists(dst.as_str())? {
+                return Err(HelperError::AlreadyExists {
+                    what: Self::volume_what(&pool, dst_kind, &dst),
+                });
+            }
+            crate::btrfs::snapshot(sdir.fd(), kdir.fd(), dst.as_str())?;
+            let usage = kdir
+                .open_dir(&[dst.as_str()])
+                .and_then(|d| d.usage())
+                .unwrap_or(0);
+            tracing::info!(pool = %pool, src = %src, dst = %dst, ms = t0.elapsed().as_millis() as u64, "snapshotted volume");
+            return Ok(usage);
+        }
+        let target = self.new_volume(
+            &dir,
+            &kdir,
             dst.as_str(),
-            crate::images::VOLUME_MODE,
             &Self::volume_what(&pool, dst_kind, &dst),
         )?;
-        let t0 = std::time::Instant::now();
         match crate::images::copy(&sdir, &target).await {
             Ok(bytes) => {
                 tracing::info!(pool = %pool, src = %src, dst = %dst, bytes, ms = t0.elapsed().as_millis() as u64, "copied volume");
                 Ok(bytes)
             }
             Err(e) => {
-                let _ = kdir.remove_tree(dst.as_str());
+                let _ = self.remove_volume(&kdir, dst.as_str());
                 Err(e)
             }
         }
+    }
+
+    async fn mount_pool(self, _: Context, pool: PoolName) -> HelperResult<PoolInfo> {
+        let dir = self.pool(&pool)?;
+        let img = format!("{}.img", pool.as_str());
+        if !self.pool_is_btrfs(&dir) && self.0.disks.exists(&img)? {
+            let how = OpenHow::new()
+                .flags(OFlag::O_RDWR | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW)
+                .resolve(ResolveFlag::RESOLVE_BENEATH | ResolveFlag::RESOLVE_NO_SYMLINKS);
+            let file = openat2(self.0.disks.fd(), img.as_str(), how).map_err(|e| {
+                HelperError::errno("openat2", format!("{}/{img}", self.0.disks.display()), e)
+            })?;
+            self.attach_and_mount(&pool, &file, &dir)?;
+            tracing::info!(pool = %pool, "mounted storage pool");
+        }
+        let dir = self.pool(&pool)?;
+        self.pool_info_of(&pool, &dir)
     }
 }

@@ -14,6 +14,12 @@ use crate::HelperHello;
 pub enum PoolDriver {
     /// Plain directories beneath the state dir.
     Dir,
+    /// btrfs on a sparse loop file of `size` bytes that silo-store creates, formats and
+    /// mounts on the pool directory; volumes are subvolumes, instances are snapshots.
+    Btrfs {
+        /// Bytes of the loop file (within the policy's max_loop_file_size).
+        size: u64,
+    },
 }
 
 /// The kinds of volume a pool holds, as LXD names them.
@@ -79,7 +85,8 @@ pub struct UnpackReport {
 pub trait Store {
     /// Who answers, for `GET /1.0`.
     async fn hello() -> HelperHello;
-    /// Creates a pool's directory tree. Refuses an existing pool.
+    /// Creates a pool's directory tree (and for btrfs its loop file, filesystem and mount).
+    /// Refuses an existing pool; nothing is left on failure.
     async fn create_pool(pool: PoolName, driver: PoolDriver) -> HelperResult<PoolInfo>;
     /// Reports a pool's driver and space figures.
     async fn pool_info(pool: PoolName) -> HelperResult<PoolInfo>;
@@ -110,6 +117,8 @@ pub trait Store {
     async fn create_loop_file(pool: PoolName, size: u64) -> HelperResult<LoopFileInfo>;
     /// Removes a pool's backing file.
     async fn delete_loop_file(pool: PoolName) -> HelperResult<()>;
+    /// Mounts a loop-backed pool again if it is not mounted (at silod's start, after a reboot).
+    async fn mount_pool(pool: PoolName) -> HelperResult<PoolInfo>;
     /// Unpacks the image silod stored as `<state-dir>/images/<fp>` (plus `<fp>.rootfs` for a
     /// split image) into the pool's image volume `<fp>`, in a child landlocked to that volume.
     /// Bounded by the policy's max_image_size and max_image_entries; nothing is left on failure.

@@ -374,6 +374,7 @@ impl TestDaemon {
 impl Drop for TestDaemon {
     fn drop(&mut self) {
         self.stop();
+        cleanup_mounts(&self.dir);
         cleanup_cgroups(&self.dir);
         if !self.keep_dir {
             let _ = std::fs::remove_dir_all(&self.dir);
@@ -448,4 +449,50 @@ pub fn fingerprint_of(files: &[PathBuf]) -> String {
         std::io::copy(&mut file, &mut h).expect("hash");
     }
     hex::encode(h.finalize())
+}
+
+/// Detaches every mount beneath `dir` (pools a test left mounted); their loop devices detach
+/// themselves once unmounted.
+pub fn cleanup_mounts(dir: &Path) {
+    let prefix = dir.display().to_string();
+    let mut mounts: Vec<String> = std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4).map(str::to_string))
+        .filter(|m| m == &prefix || m.starts_with(&format!("{prefix}/")))
+        .collect();
+    mounts.sort_by_key(|m| std::cmp::Reverse(m.len()));
+    for m in mounts {
+        let _ = nix::mount::umount2(m.as_str(), nix::mount::MntFlags::MNT_DETACH);
+    }
+}
+
+/// Mount points beneath `dir`.
+pub fn mounts_under(dir: &Path) -> Vec<String> {
+    let prefix = format!("{}/", dir.display());
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4).map(str::to_string))
+        .filter(|m| m.starts_with(&prefix))
+        .collect()
+}
+
+/// Loop devices backed by a file beneath `dir`.
+pub fn loops_under(dir: &Path) -> Vec<String> {
+    let prefix = format!("{}/", dir.display());
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/sys/block")
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let backing = e.path().join("loop/backing_file");
+        if let Ok(b) = std::fs::read_to_string(&backing) {
+            if b.trim().starts_with(&prefix) {
+                out.push(e.file_name().to_string_lossy().into_owned());
+            }
+        }
+    }
+    out
 }

@@ -475,10 +475,10 @@ fn kill_during_create_leaves_no_orphans_and_retry_works() {
         t.file(format!("rootfs/f/{i}"), 0o644, b"x");
     }
     let bytes = t.finish();
-    let path = d.dir.with_extension("big.tar");
+    let tmp = tempfile::tempdir().expect("tmp");
+    let path = tmp.path().join("big.tar");
     std::fs::write(&path, &bytes).expect("write");
     let fp = import(&d, &path);
-    let _ = std::fs::remove_file(&path);
     let (code, _) = d.api(
         "POST",
         "/1.0/instances",

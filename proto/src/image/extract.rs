@@ -273,11 +273,10 @@ pub fn extract(
                         .map_err(|err| stream_error(&member, &err))?;
                     super::ImageMetadata::parse(&buf)?;
                     std::io::Write::write_all(&mut f, &buf)
-                        .map_err(|err| stream_error(&member, &err))?;
+                        .map_err(|err| write_error(&member, &err))?;
                     buf.len() as u64
                 } else {
-                    std::io::copy(&mut (&mut e).take(size), &mut f)
-                        .map_err(|err| stream_error(&member, &err))?
+                    copy_member(&mut (&mut e).take(size), &mut f, &member)?
                 };
                 if copied != size {
                     return Err(ImageError::Truncated(format!(
@@ -423,6 +422,35 @@ pub fn extract(
         nix::sys::stat::futimens(fd.as_fd(), &t, &t).map_err(|err| io(&shown, "futimens", err))?;
     }
     Ok(report)
+}
+
+/// A write to the target failed (a full pool, a quota): not the image's fault.
+fn write_error(member: &str, e: &std::io::Error) -> ImageError {
+    ImageError::Io {
+        member: member.chars().take(200).collect(),
+        op: "write".into(),
+        message: e.to_string(),
+    }
+}
+
+/// Copies a member's data, telling read errors (the image) from write errors (the target).
+fn copy_member(
+    from: &mut impl Read,
+    to: &mut std::fs::File,
+    member: &str,
+) -> Result<u64, ImageError> {
+    let mut buf = vec![0u8; 128 << 10];
+    let mut total = 0u64;
+    loop {
+        let n = match from.read(&mut buf) {
+            Ok(0) => return Ok(total),
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(stream_error(member, &e)),
+        };
+        std::io::Write::write_all(to, &buf[..n]).map_err(|e| write_error(member, &e))?;
+        total += n as u64;
+    }
 }
 
 trait FromBytesChecked {

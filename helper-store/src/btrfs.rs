@@ -1,0 +1,311 @@
+//! btrfs pools: loop devices, the new mount API onto a directory fd, subvolume and snapshot
+//! ioctls. Nothing here takes a path from silod: every target is a directory fd resolved
+//! beneath silo-store's own roots.
+
+use std::ffi::CString;
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+
+use silo_proto::error::{HelperError, HelperResult};
+
+/// statfs f_type of btrfs.
+pub const BTRFS_SUPER_MAGIC: i64 = 0x9123_683e;
+
+const LOOP_CTL_GET_FREE: libc::c_ulong = 0x4C82;
+const LOOP_CONFIGURE: libc::c_ulong = 0x4C0A;
+const LO_FLAGS_AUTOCLEAR: u32 = 4;
+
+#[repr(C)]
+struct LoopInfo64 {
+    lo_device: u64,
+    lo_inode: u64,
+    lo_rdevice: u64,
+    lo_offset: u64,
+    lo_sizelimit: u64,
+    lo_number: u32,
+    lo_encrypt_type: u32,
+    lo_encrypt_key_size: u32,
+    lo_flags: u32,
+    lo_file_name: [u8; 64],
+    lo_crypt_name: [u8; 64],
+    lo_encrypt_key: [u8; 32],
+    lo_init: [u64; 2],
+}
+
+#[repr(C)]
+struct LoopConfig {
+    fd: u32,
+    block_size: u32,
+    info: LoopInfo64,
+    reserved: [u64; 8],
+}
+
+fn last(op: &str, what: impl std::fmt::Display) -> HelperError {
+    HelperError::io(op, what, std::io::Error::last_os_error())
+}
+
+/// Attaches `file` to a free loop device (detached automatically when its last user goes)
+/// and returns the device's fd and path.
+pub fn attach_loop(file: BorrowedFd<'_>, name: &str) -> HelperResult<(OwnedFd, String)> {
+    let ctl = nix::fcntl::open(
+        "/dev/loop-control",
+        nix::fcntl::OFlag::O_RDWR | nix::fcntl::OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )
+    .map_err(|e| HelperError::errno("open", "/dev/loop-control", e))?;
+    for _ in 0..8 {
+        // SAFETY: LOOP_CTL_GET_FREE takes no argument and returns a device number.
+        let n = unsafe { libc::ioctl(ctl.as_raw_fd(), LOOP_CTL_GET_FREE) };
+        if n < 0 {
+            return Err(last("LOOP_CTL_GET_FREE", "/dev/loop-control"));
+        }
+        let path = format!("/dev/loop{n}");
+        let dev = nix::fcntl::open(
+            path.as_str(),
+            nix::fcntl::OFlag::O_RDWR | nix::fcntl::OFlag::O_CLOEXEC,
+            nix::sys::stat::Mode::empty(),
+        )
+        .map_err(|e| HelperError::errno("open", &path, e))?;
+        let mut file_name = [0u8; 64];
+        for (d, s) in file_name.iter_mut().zip(name.bytes().take(63)) {
+            *d = s;
+        }
+        let cfg = LoopConfig {
+            fd: file.as_raw_fd() as u32,
+            block_size: 0,
+            info: LoopInfo64 {
+                lo_device: 0,
+                lo_inode: 0,
+                lo_rdevice: 0,
+                lo_offset: 0,
+                lo_sizelimit: 0,
+                lo_number: 0,
+                lo_encrypt_type: 0,
+                lo_encrypt_key_size: 0,
+                lo_flags: LO_FLAGS_AUTOCLEAR,
+                lo_file_name: file_name,
+                lo_crypt_name: [0; 64],
+                lo_encrypt_key: [0; 32],
+                lo_init: [0; 2],
+            },
+            reserved: [0; 8],
+        };
+        // SAFETY: LOOP_CONFIGURE reads a struct loop_config we own for the call's duration.
+        let r = unsafe { libc::ioctl(dev.as_raw_fd(), LOOP_CONFIGURE, &cfg as *const LoopConfig) };
+        if r == 0 {
+            return Ok((dev, path));
+        }
+        let err = std::io::Error::last_os_error();
+        if err.raw_os_error() != Some(libc::EBUSY) {
+            return Err(HelperError::io("LOOP_CONFIGURE", &path, err));
+        }
+        // Another tool took the device between GET_FREE and CONFIGURE: try the next one.
+    }
+    Err(HelperError::Unsupported("no free loop device".into()))
+}
+
+fn cstr(s: &str) -> HelperResult<CString> {
+    CString::new(s).map_err(|_| HelperError::invalid("string", "contains NUL"))
+}
+
+/// Mounts the btrfs on `device` onto the directory `target` (by fd: no path is resolved),
+/// nosuid and nodev: set-user-id programs in volumes never run from the host's view.
+pub fn mount_btrfs(device: &str, target: BorrowedFd<'_>) -> HelperResult<()> {
+    let fstype = cstr("btrfs")?;
+    // SAFETY: fsopen reads a NUL-terminated string we own; returns an fd or -1.
+    let fs = unsafe {
+        libc::syscall(
+            libc::SYS_fsopen,
+            fstype.as_ptr(),
+            1u32, /* FSOPEN_CLOEXEC */
+        )
+    };
+    if fs < 0 {
+        return Err(last("fsopen", "btrfs"));
+    }
+    // SAFETY: the kernel just returned this fd; we own it.
+    let fs = unsafe { OwnedFd::from_raw_fd(fs as i32) };
+    let key = cstr("source")?;
+    let val = cstr(device)?;
+    // SAFETY: fsconfig(FSCONFIG_SET_STRING=1) reads two NUL-terminated strings we own.
+    if unsafe {
+        libc::syscall(
+            libc::SYS_fsconfig,
+            fs.as_raw_fd(),
+            1u32,
+            key.as_ptr(),
+            val.as_ptr(),
+            0,
+        )
+    } < 0
+    {
+        return Err(last("fsconfig source", device));
+    }
+    // SAFETY: fsconfig(FSCONFIG_CMD_CREATE=6) takes no pointers.
+    if unsafe {
+        libc::syscall(
+            libc::SYS_fsconfig,
+            fs.as_raw_fd(),
+            6u32,
+            std::ptr::null::<u8>(),
+            std::ptr::null::<u8>(),
+            0,
+        )
+    } < 0
+    {
+        return Err(last("fsconfig create", device));
+    }
+    const MOUNT_ATTR_NOSUID: u32 = 0x2;
+    const MOUNT_ATTR_NODEV: u32 = 0x4;
+    // SAFETY: fsmount takes the context fd and flags; returns a detached mount fd or -1.
+    let mnt = unsafe {
+        libc::syscall(
+            libc::SYS_fsmount,
+            fs.as_raw_fd(),
+            1u32, /* FSMOUNT_CLOEXEC */
+            MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV,
+        )
+    };
+    if mnt < 0 {
+        return Err(last("fsmount", device));
+    }
+    // SAFETY: as above.
+    let mnt = unsafe { OwnedFd::from_raw_fd(mnt as i32) };
+    let empty = cstr("")?;
+    const MOVE_MOUNT_F_EMPTY_PATH: u32 = 0x4;
+    const MOVE_MOUNT_T_EMPTY_PATH: u32 = 0x40;
+    // SAFETY: move_mount reads two empty NUL-terminated strings; both ends are fds we hold.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_move_mount,
+            mnt.as_raw_fd(),
+            empty.as_ptr(),
+            target.as_raw_fd(),
+            empty.as_ptr(),
+            MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH,
+        )
+    };
+    if r < 0 {
+        return Err(last("move_mount", device));
+    }
+    Ok(())
+}
+
+/// Lazily unmounts whatever is mounted at the directory behind `dir` (via its magic link, so
+/// no path silod could race is walked). The loop device detaches itself once unused.
+pub fn unmount(dir: BorrowedFd<'_>) -> HelperResult<()> {
+    let p = format!("/proc/self/fd/{}", dir.as_raw_fd());
+    nix::mount::umount2(p.as_str(), nix::mount::MntFlags::MNT_DETACH)
+        .map_err(|e| HelperError::errno("umount2", &p, e))
+}
+
+/// Whether the directory is the root of a btrfs filesystem or subvolume.
+pub fn is_btrfs(dir: BorrowedFd<'_>) -> bool {
+    nix::sys::statfs::fstatfs(dir)
+        .map(|s| s.filesystem_type().0 == BTRFS_SUPER_MAGIC)
+        .unwrap_or(false)
+}
+
+#[repr(C)]
+struct VolArgs {
+    fd: i64,
+    name: [u8; 4088],
+}
+
+#[repr(C)]
+struct VolArgsV2 {
+    fd: i64,
+    transid: u64,
+    flags: u64,
+    unused: [u64; 4],
+    name: [u8; 4040],
+}
+
+const BTRFS_IOC_SUBVOL_CREATE: libc::c_ulong = 0x5000_940e;
+const BTRFS_IOC_SNAP_DESTROY: libc::c_ulong = 0x5000_940f;
+const BTRFS_IOC_SNAP_CREATE_V2: libc::c_ulong = 0x5000_9417;
+
+fn name_bytes<const N: usize>(name: &str) -> HelperResult<[u8; N]> {
+    if name.is_empty() || name.len() >= N || name.contains('/') {
+        return Err(HelperError::invalid("subvolume name", format!("{name:?}")));
+    }
+    let mut out = [0u8; N];
+    out[..name.len()].copy_from_slice(name.as_bytes());
+    Ok(out)
+}
+
+/// Creates subvolume `name` in `parent`.
+pub fn subvol_create(parent: BorrowedFd<'_>, name: &str) -> HelperResult<()> {
+    let args = VolArgs {
+        fd: 0,
+        name: name_bytes(name)?,
+    };
+    // SAFETY: the ioctl reads a struct btrfs_ioctl_vol_args we own.
+    if unsafe {
+        libc::ioctl(
+            parent.as_raw_fd(),
+            BTRFS_IOC_SUBVOL_CREATE,
+            &args as *const VolArgs,
+        )
+    } < 0
+    {
+        let e = std::io::Error::last_os_error();
+        if e.raw_os_error() == Some(libc::EEXIST) {
+            return Err(HelperError::AlreadyExists {
+                what: format!("subvolume {name:?}"),
+            });
+        }
+        return Err(HelperError::io("BTRFS_IOC_SUBVOL_CREATE", name, e));
+    }
+    Ok(())
+}
+
+/// Snapshots subvolume `src` as `name` in `parent` (read-write).
+pub fn snapshot(src: BorrowedFd<'_>, parent: BorrowedFd<'_>, name: &str) -> HelperResult<()> {
+    let args = VolArgsV2 {
+        fd: i64::from(src.as_raw_fd()),
+        transid: 0,
+        flags: 0,
+        unused: [0; 4],
+        name: name_bytes(name)?,
+    };
+    // SAFETY: the ioctl reads a struct btrfs_ioctl_vol_args_v2 we own.
+    if unsafe {
+        libc::ioctl(
+            parent.as_raw_fd(),
+            BTRFS_IOC_SNAP_CREATE_V2,
+            &args as *const VolArgsV2,
+        )
+    } < 0
+    {
+        return Err(last("BTRFS_IOC_SNAP_CREATE_V2", name));
+    }
+    Ok(())
+}
+
+/// Deletes subvolume `name` of `parent`, with its contents.
+pub fn subvol_delete(parent: BorrowedFd<'_>, name: &str) -> HelperResult<()> {
+    let args = VolArgs {
+        fd: 0,
+        name: name_bytes(name)?,
+    };
+    // SAFETY: the ioctl reads a struct btrfs_ioctl_vol_args we own.
+    if unsafe {
+        libc::ioctl(
+            parent.as_raw_fd(),
+            BTRFS_IOC_SNAP_DESTROY,
+            &args as *const VolArgs,
+        )
+    } < 0
+    {
+        return Err(last("BTRFS_IOC_SNAP_DESTROY", name));
+    }
+    Ok(())
+}
+
+/// Whether `dir` is a subvolume root (btrfs gives subvolume roots inode 256).
+pub fn is_subvolume(dir: BorrowedFd<'_>) -> bool {
+    is_btrfs(dir)
+        && nix::sys::stat::fstat(dir)
+            .map(|s| s.st_ino == 256)
+            .unwrap_or(false)
+}

@@ -1,0 +1,235 @@
+//! The formatter: the one place silo-store runs another program.
+//!
+//! silo-store's seccomp filter forbids execve, and mkfs.btrfs is not something to rewrite. So
+//! before silo-store confines itself it forks this small runner, which confines itself
+//! differently: no capabilities at all (bounding set too), no_new_privs, and landlock that
+//! lets it execute and read only the system directories and write only beneath the pool
+//! disks directory. It takes one kind of request over a SEQPACKET socket — "format this
+//! loop file as btrfs" — with the file named by a plain `<pool>.img` name it checks itself,
+//! and answers with the outcome. It exits when silo-store's end closes.
+
+use std::io::Read;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+
+use landlock::{
+    path_beneath_rules, Access, AccessFs, AccessNet, CompatLevel, Compatible, Ruleset, RulesetAttr,
+    RulesetCreatedAttr, RulesetStatus, Scope, ABI,
+};
+use serde::{Deserialize, Serialize};
+use silo_proto::error::{HelperError, HelperResult};
+
+/// Where mkfs.btrfs is looked for.
+const MKFS_BTRFS: &str = "/usr/sbin/mkfs.btrfs";
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Request {
+    file: String,
+    label: String,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Answer {
+    ok: bool,
+    message: String,
+}
+
+/// silo-store's handle on the runner.
+#[derive(Debug)]
+pub struct Formatter {
+    sock: OwnedFd,
+}
+
+fn valid_file(f: &str) -> bool {
+    f.ends_with(".img")
+        && f.len() <= 80
+        && !f.starts_with('.')
+        && f.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}
+
+fn confine(disks: &Path) -> Result<(), String> {
+    for cap in caps::runtime::thread_all_supported() {
+        caps::drop(None, caps::CapSet::Bounding, cap).map_err(|e| e.to_string())?;
+    }
+    for set in [
+        caps::CapSet::Effective,
+        caps::CapSet::Permitted,
+        caps::CapSet::Inheritable,
+        caps::CapSet::Ambient,
+    ] {
+        caps::clear(None, set).map_err(|e| e.to_string())?;
+    }
+    let abi = ABI::V6;
+    // mkfs.btrfs reads /proc/self/mounts and /sys to check its target is not in use.
+    let system: Vec<PathBuf> = [
+        "/usr", "/lib", "/lib64", "/bin", "/sbin", "/etc", "/proc", "/sys",
+    ]
+    .iter()
+    .map(PathBuf::from)
+    .filter(|p| p.exists())
+    .collect();
+    let st = Ruleset::default()
+        .set_compatibility(CompatLevel::HardRequirement)
+        .handle_access(AccessFs::from_all(abi))
+        .map_err(|e| e.to_string())?
+        .handle_access(AccessNet::from_all(abi))
+        .map_err(|e| e.to_string())?
+        .scope(Scope::AbstractUnixSocket | Scope::Signal)
+        .map_err(|e| e.to_string())?
+        .create()
+        .map_err(|e| e.to_string())?
+        .add_rules(path_beneath_rules(&system, AccessFs::from_read(abi)))
+        .map_err(|e| e.to_string())?
+        .add_rules(path_beneath_rules(
+            [disks, Path::new("/dev/null")],
+            AccessFs::from_all(abi),
+        ))
+        .map_err(|e| e.to_string())?
+        .add_rules(path_beneath_rules(
+            ["/dev/urandom"],
+            AccessFs::from_read(abi),
+        ))
+        .map_err(|e| e.to_string())?
+        .restrict_self()
+        .map_err(|e| e.to_string())?;
+    if st.ruleset != RulesetStatus::FullyEnforced {
+        return Err("landlock not fully enforced".into());
+    }
+    Ok(())
+}
+
+fn serve(sock: OwnedFd, disks: &Path) -> ! {
+    let mut f = std::fs::File::from(sock);
+    let mut buf = vec![0u8; 4096];
+    loop {
+        let n = match f.read(&mut buf) {
+            Ok(0) | Err(_) => std::process::exit(0),
+            Ok(n) => n,
+        };
+        let answer = match serde_json::from_slice::<Request>(&buf[..n]) {
+            Err(e) => Answer {
+                ok: false,
+                message: format!("malformed request: {e}"),
+            },
+            Ok(r) if !valid_file(&r.file) => Answer {
+                ok: false,
+                message: format!("refusing file name {:?}", r.file),
+            },
+            Ok(r)
+                if !r
+                    .label
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_'))
+                    || r.label.len() > 64 =>
+            {
+                Answer {
+                    ok: false,
+                    message: format!("refusing label {:?}", r.label),
+                }
+            }
+            Ok(r) => {
+                let out = std::process::Command::new(MKFS_BTRFS)
+                    .args(["-q", "-f", "-L", &r.label])
+                    .arg(disks.join(&r.file))
+                    .env_clear()
+                    .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+                    .stdin(std::process::Stdio::null())
+                    .output();
+                match out {
+                    Ok(o) if o.status.success() => Answer {
+                        ok: true,
+                        message: String::new(),
+                    },
+                    Ok(o) => Answer {
+                        ok: false,
+                        message: format!(
+                            "mkfs.btrfs failed ({}): {}",
+                            o.status,
+                            String::from_utf8_lossy(&o.stderr).trim()
+                        ),
+                    },
+                    Err(e) => Answer {
+                        ok: false,
+                        message: format!("running {MKFS_BTRFS}: {e}"),
+                    },
+                }
+            }
+        };
+        let bytes = serde_json::to_vec(&answer).unwrap_or_default();
+        if std::io::Write::write_all(&mut f, &bytes).is_err() {
+            std::process::exit(0);
+        }
+    }
+}
+
+impl Formatter {
+    /// Forks the runner. Runs in silo-store's start-up, before its own jail, with no threads.
+    pub fn spawn(disks: &Path) -> HelperResult<Formatter> {
+        let (ours, theirs) = nix::sys::socket::socketpair(
+            nix::sys::socket::AddressFamily::Unix,
+            nix::sys::socket::SockType::SeqPacket,
+            None,
+            nix::sys::socket::SockFlag::SOCK_CLOEXEC,
+        )
+        .map_err(|e| HelperError::errno("socketpair", "formatter", e))?;
+        // SAFETY: silo-store is single-threaded at start-up; the child only confines itself
+        // and serves requests, leaving through process::exit.
+        match unsafe { nix::unistd::fork() } {
+            Err(e) => Err(HelperError::errno("fork", "formatter", e)),
+            Ok(nix::unistd::ForkResult::Child) => {
+                drop(ours);
+                // Nothing else of silo-store's crosses into the runner.
+                // SAFETY: close_range on fds above the standard three and our socket.
+                let keep = theirs.as_raw_fd();
+                for fd in 3..1024 {
+                    if fd != keep {
+                        // SAFETY: closing an fd number this child may or may not have open.
+                        unsafe { libc::close(fd) };
+                    }
+                }
+                if let Err(e) = confine(disks) {
+                    eprintln!("silo-store formatter: cannot confine itself: {e}");
+                    std::process::exit(2);
+                }
+                serve(theirs, disks)
+            }
+            Ok(nix::unistd::ForkResult::Parent { .. }) => {
+                drop(theirs);
+                Ok(Formatter { sock: ours })
+            }
+        }
+    }
+
+    /// Formats `<disks>/<file>` as btrfs. Blocks silo-store for the time mkfs takes (about a
+    /// second); pools are not created often.
+    pub fn mkfs_btrfs(&self, file: &str, label: &str) -> HelperResult<()> {
+        let req = serde_json::to_vec(&Request {
+            file: file.into(),
+            label: label.into(),
+        })
+        .map_err(|e| HelperError::invalid("request", e.to_string()))?;
+        nix::unistd::write(&self.sock, &req)
+            .map_err(|e| HelperError::errno("write", "formatter", e))?;
+        let mut buf = vec![0u8; 8192];
+        let n = nix::unistd::read(&self.sock, &mut buf)
+            .map_err(|e| HelperError::errno("read", "formatter", e))?;
+        if n == 0 {
+            return Err(HelperError::Unsupported(
+                "the formatter is gone (see silo-store's log)".into(),
+            ));
+        }
+        let a: Answer = serde_json::from_slice(&buf[..n])
+            .map_err(|e| HelperError::invalid("formatter answer", e.to_string()))?;
+        if a.ok {
+            Ok(())
+        } else {
+            Err(HelperError::Io {
+                op: "mkfs.btrfs".into(),
+                target: file.into(),
+                message: a.message,
+                errno: None,
+            })
+        }
+    }
+}

@@ -1,0 +1,256 @@
+//! btrfs pools on loop files: created, formatted (by silo-store's confined formatter) and
+//! mounted by silo-store; image volumes are subvolumes, instances are snapshots; a full pool
+//! fails cleanly; a reboot's unmount is repaired at start; nothing stays mounted or attached.
+
+use std::os::unix::fs::MetadataExt;
+use std::process::Command;
+use std::time::Duration;
+
+use serde_json::json;
+use silo_tests::{busybox_image, loops_under, mounts_under, TestDaemon};
+
+fn wait_op(d: &TestDaemon, code: u16, v: &serde_json::Value) -> serde_json::Value {
+    assert_eq!(code, 202, "{v}");
+    let id = v["metadata"]["id"].as_str().expect("op id");
+    let (_, w) = d.api(
+        "GET",
+        &format!("/1.0/operations/{id}/wait?timeout=120"),
+        None,
+    );
+    w["metadata"].clone()
+}
+
+fn import(d: &TestDaemon, path: &std::path::Path, alias: &str) {
+    let o = d.silo(&["image", "import", &path.to_string_lossy(), "--alias", alias]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+}
+
+#[test]
+fn btrfs_pool_lifecycle() {
+    let d = TestDaemon::start("btrfs-life");
+    let (c, v) = d.api(
+        "POST",
+        "/1.0/storage-pools",
+        Some(json!({"name": "bt", "driver": "btrfs", "config": {"size": "512MiB"}})),
+    );
+    assert_eq!(c, 200, "{v}");
+    let pool = d.dir.join("storage-pools/bt");
+    assert_eq!(mounts_under(&d.dir), vec![pool.display().to_string()]);
+    assert_eq!(loops_under(&d.dir).len(), 1);
+    let img = d.dir.join("disks/bt.img");
+    let md = std::fs::metadata(&img).expect("loop file");
+    assert_eq!(md.len(), 512 << 20);
+    assert!(md.blocks() * 512 < 100 << 20, "sparse");
+    import(&d, &busybox_image(false)[0], "bb");
+    for name in ["c1", "c2"] {
+        let (c, v) = d.api(
+            "POST",
+            "/1.0/instances",
+            Some(
+                json!({"name": name, "source": {"type": "image", "alias": "bb"},
+            "devices": {"root": {"type": "disk", "path": "/", "pool": "bt"}}}),
+            ),
+        );
+        let op = wait_op(&d, c, &v);
+        assert_eq!(op["status_code"], 200, "{op}");
+    }
+    // Instances are snapshots (subvolume roots: inode 256) of the image subvolume.
+    for name in ["c1", "c2"] {
+        let m = std::fs::metadata(pool.join("containers").join(name)).expect("volume");
+        assert_eq!(m.ino(), 256, "{name} is a subvolume");
+        assert_eq!(m.mode() & 0o777, 0o700);
+        assert!(pool
+            .join("containers")
+            .join(name)
+            .join("rootfs/bin/busybox")
+            .is_file());
+    }
+    let out = Command::new("btrfs")
+        .args(["subvolume", "list"])
+        .arg(&pool)
+        .output()
+        .expect("btrfs");
+    let list = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(list.lines().count(), 3, "{list}");
+    // The pool mount keeps set-user-id programs from running on the host.
+    let opts = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
+    let line = opts
+        .lines()
+        .find(|l| l.contains(&pool.display().to_string()))
+        .expect("mount line");
+    assert!(line.contains("nosuid") && line.contains("nodev"), "{line}");
+    // A pool in use cannot go.
+    let (c, v) = d.api("DELETE", "/1.0/storage-pools/bt", None);
+    assert_eq!(c, 400, "{v}");
+    for name in ["c1", "c2"] {
+        let (c, v) = d.api("DELETE", &format!("/1.0/instances/{name}"), None);
+        assert_eq!(wait_op(&d, c, &v)["status_code"], 200);
+    }
+    let (c, v) = d.api("DELETE", "/1.0/storage-pools/bt", None);
+    assert_eq!(c, 200, "{v}");
+    assert!(mounts_under(&d.dir).is_empty());
+    assert!(
+        silo_tests::wait_until(Duration::from_secs(5), || loops_under(&d.dir).is_empty()),
+        "loop device detached"
+    );
+    assert!(!img.exists() && !pool.exists());
+}
+
+#[test]
+fn btrfs_bad_requests_make_nothing() {
+    let d = TestDaemon::start("btrfs-bad");
+    for (cfg, word) in [
+        (json!({"size": "10MiB"}), "minimum"),
+        (json!({"size": "100TiB"}), "max_loop_file_size"),
+        (json!({"size": "lots"}), "invalid size"),
+        (json!({"source": "/dev/sda"}), "not supported yet"),
+        (json!({"compression": "zstd"}), "unknown configuration key"),
+    ] {
+        let (c, v) = d.api(
+            "POST",
+            "/1.0/storage-pools",
+            Some(json!({"name": "bt", "driver": "btrfs", "config": cfg})),
+        );
+        assert_eq!(c / 100, 4, "{v}");
+        assert!(
+            v["error"].as_str().unwrap_or("").contains(word),
+            "{word}: {v}"
+        );
+    }
+    for (driver, word) in [
+        ("zfs", "zfsutils-linux"),
+        ("ceph", "Ceph"),
+        ("lvm", "not available"),
+        ("nope", "unknown storage driver"),
+    ] {
+        let (c, v) = d.api(
+            "POST",
+            "/1.0/storage-pools",
+            Some(json!({"name": "p", "driver": driver})),
+        );
+        assert_eq!(c, 400);
+        assert!(
+            v["error"].as_str().unwrap_or("").contains(word),
+            "{driver}: {v}"
+        );
+    }
+    assert!(mounts_under(&d.dir).is_empty());
+    assert!(loops_under(&d.dir).is_empty());
+    assert_eq!(
+        std::fs::read_dir(d.dir.join("disks"))
+            .expect("disks")
+            .count(),
+        0
+    );
+    assert_eq!(
+        std::fs::read_dir(d.dir.join("storage-pools"))
+            .expect("pools")
+            .count(),
+        1,
+        "only default"
+    );
+}
+
+#[test]
+fn full_pool_fails_cleanly() {
+    let d = TestDaemon::start("btrfs-full");
+    let (c, v) = d.api(
+        "POST",
+        "/1.0/storage-pools",
+        Some(json!({"name": "small", "driver": "btrfs", "config": {"size": "256MiB"}})),
+    );
+    assert_eq!(c, 200, "{v}");
+    // An image with a 400 MB file: more than the pool holds.
+    let t = tempfile::tempdir().expect("tmp");
+    std::fs::create_dir_all(t.path().join("img/rootfs")).expect("mkdir");
+    std::fs::write(
+        t.path().join("img/metadata.yaml"),
+        "architecture: x86_64\ncreation_date: 1\n",
+    )
+    .expect("meta");
+    let f = std::fs::File::create(t.path().join("img/rootfs/big")).expect("big");
+    f.set_len(400 << 20).expect("size");
+    let tarball = t.path().join("big.tar.gz");
+    let st = Command::new("tar")
+        .arg("-C")
+        .arg(t.path().join("img"))
+        .args(["--owner=0", "--group=0", "-czf"])
+        .arg(&tarball)
+        .args(["metadata.yaml", "rootfs"])
+        .status()
+        .expect("tar");
+    assert!(st.success());
+    import(&d, &tarball, "big");
+    let (c, v) = d.api(
+        "POST",
+        "/1.0/instances",
+        Some(
+            json!({"name": "c1", "source": {"type": "image", "alias": "big"},
+        "devices": {"root": {"type": "disk", "path": "/", "pool": "small"}}}),
+        ),
+    );
+    let op = wait_op(&d, c, &v);
+    assert_eq!(op["status_code"], 400, "{op}");
+    assert!(
+        op["err"].as_str().unwrap_or("").contains("No space left"),
+        "{op}"
+    );
+    let (_, list) = d.api("GET", "/1.0/instances", None);
+    assert_eq!(list["metadata"], json!([]));
+    let pool = d.dir.join("storage-pools/small");
+    assert_eq!(
+        std::fs::read_dir(pool.join("images"))
+            .expect("images")
+            .count(),
+        0,
+        "no half-made image volume"
+    );
+    assert_eq!(
+        std::fs::read_dir(pool.join("containers"))
+            .expect("containers")
+            .count(),
+        0
+    );
+    // The pool can be deleted (nothing of the failed create holds it) and silo goes on.
+    let (c, v) = d.api("DELETE", "/1.0/storage-pools/small", None);
+    assert_eq!(c, 200, "{v}");
+    assert!(mounts_under(&d.dir).is_empty());
+}
+
+#[test]
+fn pools_are_mounted_again_at_start() {
+    let mut d = TestDaemon::start("btrfs-remount");
+    let (c, v) = d.api(
+        "POST",
+        "/1.0/storage-pools",
+        Some(json!({"name": "bt", "driver": "btrfs", "config": {"size": "256MiB"}})),
+    );
+    assert_eq!(c, 200, "{v}");
+    import(&d, &busybox_image(false)[0], "bb");
+    let (c, v) = d.api(
+        "POST",
+        "/1.0/instances",
+        Some(
+            json!({"name": "c1", "source": {"type": "image", "alias": "bb"},
+        "devices": {"root": {"type": "disk", "path": "/", "pool": "bt"}}}),
+        ),
+    );
+    assert_eq!(wait_op(&d, c, &v)["status_code"], 200);
+    // A reboot: silod stops and the pool is unmounted.
+    d.stop();
+    silo_tests::cleanup_mounts(&d.dir);
+    assert!(silo_tests::wait_until(Duration::from_secs(5), || {
+        loops_under(&d.dir).is_empty()
+    }));
+    assert!(!d.dir.join("storage-pools/bt/containers/c1").exists());
+    d.spawn();
+    assert_eq!(mounts_under(&d.dir).len(), 1);
+    assert!(
+        d.dir
+            .join("storage-pools/bt/containers/c1/rootfs/bin/busybox")
+            .is_file(),
+        "the instance's volume is back"
+    );
+    let (_, list) = d.api("GET", "/1.0/instances", None);
+    assert_eq!(list["metadata"], json!(["/1.0/instances/c1"]));
+}
