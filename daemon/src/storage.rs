@@ -67,7 +67,7 @@ pub fn check_driver(
             };
             Ok(PoolDriver::Btrfs { size })
         }
-        "lvm" => Err(ApiError::BadRequest("storage driver \"lvm\" is not available in this silo yet; use \"dir\" or \"btrfs\"".into())),
+        "lvm" => Err(ApiError::BadRequest(lvm_refusal())),
         "zfs" => Err(ApiError::BadRequest(
             "storage driver \"zfs\" is not supported on this host: it needs the zfs kernel module and zfsutils-linux".into(),
         )),
@@ -75,6 +75,20 @@ pub fn check_driver(
             "storage driver {driver:?} is not supported on this host: it needs a Ceph cluster and ceph-common"
         ))),
         other => Err(ApiError::BadRequest(format!("unknown storage driver {other:?}"))),
+    }
+}
+
+/// Why lvm pools cannot be made here. LVM thin pools need the kernel's device-mapper
+/// (dm-thin); a kernel without it lists no `device-mapper` in /proc/misc.
+fn lvm_refusal() -> String {
+    let misc = std::fs::read_to_string("/proc/misc").unwrap_or_default();
+    if !misc
+        .lines()
+        .any(|l| l.trim_end().ends_with("device-mapper"))
+    {
+        "storage driver \"lvm\" is not supported on this host: the kernel has no device-mapper (dm-thin), which LVM thin pools need; use \"btrfs\" or \"dir\"".into()
+    } else {
+        "storage driver \"lvm\" is not available in this silo yet; use \"btrfs\" or \"dir\"".into()
     }
 }
 

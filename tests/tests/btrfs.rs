@@ -120,7 +120,7 @@ fn btrfs_bad_requests_make_nothing() {
     for (driver, word) in [
         ("zfs", "zfsutils-linux"),
         ("ceph", "Ceph"),
-        ("lvm", "not available"),
+        ("lvm", "lvm"),
         ("nope", "unknown storage driver"),
     ] {
         let (c, v) = d.api(
