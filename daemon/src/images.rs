@@ -450,12 +450,16 @@ fn compression_of(path: &Path) -> Result<Option<Compression>, ApiError> {
         got += n;
     }
     head.truncate(got);
-    if head.starts_with(b"hsqs") {
-        return Err(ApiError::BadRequest(
-            "squashfs rootfs images are not supported yet: use a rootfs tarball".into(),
-        ));
-    }
     Ok(Compression::sniff(&head))
+}
+
+fn is_squashfs(path: &Path) -> bool {
+    use std::io::Read;
+    let mut magic = [0u8; 4];
+    std::fs::File::open(path)
+        .and_then(|mut f| f.read_exact(&mut magic))
+        .map(|()| &magic == b"hsqs")
+        .unwrap_or(false)
 }
 
 /// Checks an upload and records it (runs inside the import operation). Returns the image.
@@ -474,9 +478,14 @@ pub fn commit(db: &Db, state: &Path, r: &Received) -> Result<Image, ApiError> {
         )
     })?;
     if let Some((rp, _)) = &r.rootfs {
-        compression_of(rp)?.ok_or_else(|| {
-            ApiError::BadRequest("the rootfs is not a tarball (gzip, xz, zstd or none)".into())
-        })?;
+        if !is_squashfs(rp) {
+            compression_of(rp)?.ok_or_else(|| {
+                ApiError::BadRequest(
+                    "the rootfs is neither a squashfs nor a tarball (gzip, xz, zstd or none)"
+                        .into(),
+                )
+            })?;
+        }
     }
     let file = std::fs::File::open(&r.main.0).map_err(|e| ApiError::Internal(e.to_string()))?;
     let (meta, has_rootfs): (ImageMetadata, bool) =

@@ -1,5 +1,5 @@
-//! btrfs pools: loop devices, the new mount API onto a directory fd, subvolume and snapshot
-//! ioctls. Nothing here takes a path from silod: every target is a directory fd resolved
+//! btrfs pools (and squashfs image rootfs): loop devices, the new mount API onto a directory
+//! fd, subvolume and snapshot ioctls. Nothing here takes a path from silod: every target is a directory fd resolved
 //! beneath silo-store's own roots.
 
 use std::ffi::CString;
@@ -45,7 +45,11 @@ fn last(op: &str, what: impl std::fmt::Display) -> HelperError {
 
 /// Attaches `file` to a free loop device (detached automatically when its last user goes)
 /// and returns the device's fd and path.
-pub fn attach_loop(file: BorrowedFd<'_>, name: &str) -> HelperResult<(OwnedFd, String)> {
+pub fn attach_loop(
+    file: BorrowedFd<'_>,
+    name: &str,
+    read_only: bool,
+) -> HelperResult<(OwnedFd, String)> {
     let ctl = nix::fcntl::open(
         "/dev/loop-control",
         nix::fcntl::OFlag::O_RDWR | nix::fcntl::OFlag::O_CLOEXEC,
@@ -81,7 +85,12 @@ pub fn attach_loop(file: BorrowedFd<'_>, name: &str) -> HelperResult<(OwnedFd, S
                 lo_number: 0,
                 lo_encrypt_type: 0,
                 lo_encrypt_key_size: 0,
-                lo_flags: LO_FLAGS_AUTOCLEAR,
+                lo_flags: LO_FLAGS_AUTOCLEAR
+                    | if read_only {
+                        1 /* LO_FLAGS_READ_ONLY */
+                    } else {
+                        0
+                    },
                 lo_file_name: file_name,
                 lo_crypt_name: [0; 64],
                 lo_encrypt_key: [0; 32],
@@ -188,6 +197,88 @@ pub fn mount_btrfs(device: &str, target: BorrowedFd<'_>) -> HelperResult<()> {
         return Err(last("move_mount", device));
     }
     Ok(())
+}
+
+/// Mounts the squashfs on `device` read-only, nosuid, nodev, noexec as a detached mount and
+/// returns its fd: a directory fd for reading the tree, attached nowhere, gone when closed.
+pub fn mount_squashfs_detached(device: &str) -> HelperResult<OwnedFd> {
+    let fstype = cstr("squashfs")?;
+    // SAFETY: fsopen reads a NUL-terminated string we own; returns an fd or -1.
+    let fs = unsafe { libc::syscall(libc::SYS_fsopen, fstype.as_ptr(), 1u32) };
+    if fs < 0 {
+        return Err(last("fsopen", "squashfs"));
+    }
+    // SAFETY: the kernel just returned this fd; we own it.
+    let fs = unsafe { OwnedFd::from_raw_fd(fs as i32) };
+    let key = cstr("source")?;
+    let val = cstr(device)?;
+    // SAFETY: fsconfig(FSCONFIG_SET_STRING=1) reads two NUL-terminated strings we own.
+    if unsafe {
+        libc::syscall(
+            libc::SYS_fsconfig,
+            fs.as_raw_fd(),
+            1u32,
+            key.as_ptr(),
+            val.as_ptr(),
+            0,
+        )
+    } < 0
+    {
+        return Err(last("fsconfig source", device));
+    }
+    let ro = cstr("ro")?;
+    // SAFETY: fsconfig(FSCONFIG_SET_FLAG=0) reads one NUL-terminated string we own.
+    if unsafe {
+        libc::syscall(
+            libc::SYS_fsconfig,
+            fs.as_raw_fd(),
+            0u32,
+            ro.as_ptr(),
+            std::ptr::null::<u8>(),
+            0,
+        )
+    } < 0
+    {
+        return Err(last("fsconfig ro", device));
+    }
+    // SAFETY: fsconfig(FSCONFIG_CMD_CREATE=6) takes no pointers.
+    if unsafe {
+        libc::syscall(
+            libc::SYS_fsconfig,
+            fs.as_raw_fd(),
+            6u32,
+            std::ptr::null::<u8>(),
+            std::ptr::null::<u8>(),
+            0,
+        )
+    } < 0
+    {
+        return Err(HelperError::invalid(
+            "image",
+            format!(
+                "the rootfs is not a squashfs the kernel can read: {}",
+                std::io::Error::last_os_error()
+            ),
+        ));
+    }
+    const MOUNT_ATTR_RDONLY: u32 = 0x1;
+    const MOUNT_ATTR_NOSUID: u32 = 0x2;
+    const MOUNT_ATTR_NODEV: u32 = 0x4;
+    const MOUNT_ATTR_NOEXEC: u32 = 0x8;
+    // SAFETY: fsmount takes the context fd and flags; returns a detached mount fd or -1.
+    let mnt = unsafe {
+        libc::syscall(
+            libc::SYS_fsmount,
+            fs.as_raw_fd(),
+            1u32,
+            MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC,
+        )
+    };
+    if mnt < 0 {
+        return Err(last("fsmount", device));
+    }
+    // SAFETY: as above.
+    Ok(unsafe { OwnedFd::from_raw_fd(mnt as i32) })
 }
 
 /// Lazily unmounts whatever is mounted at the directory behind `dir` (via its magic link, so

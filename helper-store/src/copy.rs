@@ -65,23 +65,37 @@ fn set_meta(dir: BorrowedFd<'_>, name: &str, st: &FileStat, path: &str) -> Resul
 }
 
 /// Copies everything beneath `src` into `dst` (which exists and is empty). Returns bytes copied.
-pub fn copy_tree(src: BorrowedFd<'_>, dst: BorrowedFd<'_>) -> Result<u64, String> {
-    let mut links: HashMap<(u64, u64), (OwnedFd, String)> = HashMap::new();
-    let dev = fstat(src).map_err(|x| e("fstat", ".", x))?.st_dev;
-    let mut bytes = 0u64;
-    copy_dir(src, dst, ".", dev, &mut links, &mut bytes, 0)?;
-    Ok(bytes)
+/// Fails past `limit` bytes of file data (a squashfs can expand far beyond its size).
+pub fn copy_tree(src: BorrowedFd<'_>, dst: BorrowedFd<'_>, limit: u64) -> Result<u64, String> {
+    let mut w = Walk {
+        links: HashMap::new(),
+        dev: fstat(src).map_err(|x| e("fstat", ".", x))?.st_dev,
+        bytes: 0,
+        limit,
+    };
+    copy_dir(src, dst, ".", &mut w, 0)?;
+    Ok(w.bytes)
+}
+
+/// What a copy carries from directory to directory.
+struct Walk {
+    /// First copy of each multiply-linked file, to link the others to.
+    links: HashMap<(u64, u64), (OwnedFd, String)>,
+    /// The source filesystem: the copy never crosses into another.
+    dev: u64,
+    bytes: u64,
+    limit: u64,
 }
 
 fn copy_dir(
     src: BorrowedFd<'_>,
     dst: BorrowedFd<'_>,
     path: &str,
-    dev: u64,
-    links: &mut HashMap<(u64, u64), (OwnedFd, String)>,
-    bytes: &mut u64,
+    w: &mut Walk,
     depth: usize,
 ) -> Result<(), String> {
+    let dev = w.dev;
+    let limit = w.limit;
     if depth > 4096 {
         return Err(format!("{path}: nested too deep"));
     }
@@ -126,12 +140,12 @@ fn copy_dir(
                     .map_err(|x| e("open", &shown, x))?;
                 let t = openat2(dst, name, how(OFlag::O_DIRECTORY | OFlag::O_RDONLY, 0))
                     .map_err(|x| e("open", &shown, x))?;
-                copy_dir(s.as_fd(), t.as_fd(), &shown, dev, links, bytes, depth + 1)?;
+                copy_dir(s.as_fd(), t.as_fd(), &shown, w, depth + 1)?;
                 set_meta(dst, &name_str, &st, &shown)?;
             }
             SFlag::S_IFREG => {
                 if st.st_nlink > 1 {
-                    if let Some((first_dir, first_name)) = links.get(&(st.st_dev, st.st_ino)) {
+                    if let Some((first_dir, first_name)) = w.links.get(&(st.st_dev, st.st_ino)) {
                         linkat(
                             first_dir.as_fd(),
                             first_name.as_str(),
@@ -142,6 +156,11 @@ fn copy_dir(
                         .map_err(|x| e("linkat", &shown, x))?;
                         continue;
                     }
+                }
+                if w.bytes.saturating_add(st.st_size as u64) > limit {
+                    return Err(format!(
+                        "image exceeds the limit of {limit} bytes of file data"
+                    ));
                 }
                 let s = openat2(src, name, how(OFlag::O_RDONLY, 0))
                     .map_err(|x| e("open", &shown, x))?;
@@ -156,11 +175,11 @@ fn copy_dir(
                     let mut tf = std::fs::File::from(t);
                     std::io::copy(&mut sf, &mut tf).map_err(|x| e("copy", &shown, x))?;
                 }
-                *bytes += st.st_size as u64;
+                w.bytes += st.st_size as u64;
                 set_meta(dst, &name_str, &st, &shown)?;
                 if st.st_nlink > 1 {
                     let keep = dst.try_clone_to_owned().map_err(|x| e("dup", &shown, x))?;
-                    links.insert((st.st_dev, st.st_ino), (keep, name_str));
+                    w.links.insert((st.st_dev, st.st_ino), (keep, name_str));
                 }
             }
             SFlag::S_IFLNK => {

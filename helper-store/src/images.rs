@@ -1,6 +1,6 @@
 //! Unpacking images into image volumes, and cloning volumes, each in a landlocked child.
 
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
 use nix::errno::Errno;
 use nix::fcntl::{openat2, OFlag, OpenHow, ResolveFlag};
@@ -54,7 +54,15 @@ fn open_input(images: &Root, name: &str) -> HelperResult<Option<OwnedFd>> {
     Ok(Some(fd))
 }
 
+/// Whether the file starts with squashfs's magic.
+fn is_squashfs(fd: &OwnedFd) -> bool {
+    let mut magic = [0u8; 4];
+    matches!(nix::sys::uio::pread(fd, &mut magic, 0), Ok(4)) && &magic == b"hsqs"
+}
+
 /// Unpacks image `fp` from silod's upload directory into `target` (a fresh directory).
+/// A split image's rootfs may be a tarball or a squashfs; a squashfs is mounted read-only as a
+/// detached mount (attached nowhere) and copied, within the same limits.
 pub async fn unpack(
     images: &Root,
     target: &Root,
@@ -65,11 +73,23 @@ pub async fn unpack(
         what: format!("image file for {fp}"),
     })?;
     let rootfs = open_input(images, &format!("{fp}.rootfs"))?;
+    // The squashfs is parsed by the kernel, from a read-only loop device.
+    let mut squash: Option<(OwnedFd, OwnedFd)> = None;
+    if let Some(rf) = rootfs.as_ref().filter(|rf| is_squashfs(rf)) {
+        let (dev, path) = crate::btrfs::attach_loop(
+            rf.as_fd(),
+            &format!("silo-image:{}", &fp.as_str()[..12]),
+            true,
+        )?;
+        let mnt = crate::btrfs::mount_squashfs_detached(&path)?;
+        squash = Some((mnt, dev));
+    }
+    let read: Vec<BorrowedFd<'_>> = squash.iter().map(|(m, _)| m.as_fd()).collect();
     let result = child::run(
         "unpack image",
         &[target.fd()],
-        &[],
-        move || -> Result<UnpackReport, ImageError> {
+        &read,
+        || -> Result<UnpackReport, ImageError> {
             let root = target.fd();
             let meta_layout = if rootfs.is_some() {
                 Layout::Metadata
@@ -86,24 +106,74 @@ pub async fn unpack(
                 bytes: r1.bytes,
                 skipped_devices: r1.skipped_devices,
             };
-            if let Some(rf) = rootfs {
-                let rest = Limits {
-                    max_bytes: limits.max_bytes.saturating_sub(r1.bytes),
-                    max_entries: limits.max_entries.saturating_sub(r1.entries),
-                };
-                let s = open_tar_stream(
-                    std::fs::File::from(rf),
-                    rest.max_bytes.saturating_mul(2).max(1 << 20),
-                )?;
-                let r2 = extract(s, root, Layout::Rootfs, &rest)?;
-                total.entries += r2.entries;
-                total.bytes += r2.bytes;
-                total.skipped_devices += r2.skipped_devices;
+            let rest = Limits {
+                max_bytes: limits.max_bytes.saturating_sub(r1.bytes),
+                max_entries: limits.max_entries.saturating_sub(r1.entries),
+            };
+            match (&squash, rootfs) {
+                (Some((mnt, _)), _) => {
+                    let io = |op: &str, e: nix::errno::Errno| ImageError::Io {
+                        member: "rootfs".into(),
+                        op: op.into(),
+                        message: e.desc().into(),
+                    };
+                    nix::sys::stat::mkdirat(
+                        root,
+                        "rootfs",
+                        nix::sys::stat::Mode::from_bits_truncate(0o755),
+                    )
+                    .map_err(|e| io("mkdirat", e))?;
+                    let dst = nix::fcntl::openat2(
+                        root,
+                        "rootfs",
+                        OpenHow::new()
+                            .flags(
+                                OFlag::O_DIRECTORY
+                                    | OFlag::O_RDONLY
+                                    | OFlag::O_CLOEXEC
+                                    | OFlag::O_NOFOLLOW,
+                            )
+                            .resolve(
+                                ResolveFlag::RESOLVE_BENEATH | ResolveFlag::RESOLVE_NO_SYMLINKS,
+                            ),
+                    )
+                    .map_err(|e| io("openat2", e))?;
+                    let bytes = crate::copy::copy_tree(mnt.as_fd(), dst.as_fd(), rest.max_bytes)
+                        .map_err(|m| {
+                            if m.contains("exceeds the limit") {
+                                ImageError::Limit {
+                                    what: "bytes of file data".into(),
+                                    limit: rest.max_bytes,
+                                }
+                            } else {
+                                ImageError::Io {
+                                    member: "rootfs".into(),
+                                    op: "copy from squashfs".into(),
+                                    message: m,
+                                }
+                            }
+                        })?;
+                    total.bytes += bytes;
+                }
+                (None, Some(rf)) => {
+                    let s = open_tar_stream(
+                        std::fs::File::from(rf),
+                        rest.max_bytes.saturating_mul(2).max(1 << 20),
+                    )?;
+                    let r2 = extract(s, root, Layout::Rootfs, &rest)?;
+                    total.entries += r2.entries;
+                    total.bytes += r2.bytes;
+                    total.skipped_devices += r2.skipped_devices;
+                }
+                (None, None) => {}
             }
             Ok(total)
         },
     )
-    .await?;
+    .await;
+    // The detached mount goes away with its fd; the loop device then detaches itself.
+    drop(squash);
+    let result = result?;
     result.map_err(|e| match e {
         // The target failed (a full pool): say so, not that the image is bad.
         ImageError::Io {
@@ -123,7 +193,7 @@ pub async fn unpack(
 /// Copies `src` into the fresh directory `dst`.
 pub async fn copy(src: &Root, dst: &Root) -> HelperResult<u64> {
     let r = child::run("copy volume", &[dst.fd()], &[src.fd()], || {
-        crate::copy::copy_tree(src.fd(), dst.fd())
+        crate::copy::copy_tree(src.fd(), dst.fd(), u64::MAX)
     })
     .await?;
     r.map_err(|e| HelperError::Io {

@@ -178,6 +178,7 @@ impl StoreServer {
         let (dev, path) = crate::btrfs::attach_loop(
             file.as_fd(),
             &format!("silo:{}:{}", self.0.tag, pool.as_str()),
+            false,
         )?;
         let r = crate::btrfs::mount_btrfs(&path, dir.fd());
         // The device stays attached while mounted and detaches itself after (autoclear).

@@ -517,3 +517,91 @@ fn kill_during_create_leaves_no_orphans_and_retry_works() {
     );
     assert_eq!(volumes(&d, "containers"), vec!["big".to_string()]);
 }
+
+/// A split image whose rootfs is a squashfs: imported with its LXD fingerprint, mounted
+/// read-only by the kernel (detached, attached nowhere), copied into the image volume, with
+/// no loop device left behind.
+#[test]
+fn squashfs_rootfs_images() {
+    let d = TestDaemon::start("img-squashfs");
+    let l = Lxc::new(&d);
+    let split = busybox_image(true);
+    let t = tempfile::tempdir().expect("tmp");
+    let tree = t.path().join("tree");
+    std::fs::create_dir(&tree).expect("mkdir");
+    let st = Command::new("tar")
+        .arg("-C")
+        .arg(&tree)
+        .arg("-xzf")
+        .arg(&split[1])
+        .status()
+        .expect("tar");
+    assert!(st.success());
+    let sq = t.path().join("rootfs.squashfs");
+    let o = Command::new("mksquashfs")
+        .arg(&tree)
+        .arg(&sq)
+        .args(["-noappend", "-quiet"])
+        .output()
+        .expect("mksquashfs (squashfs-tools)");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let files = vec![split[0].clone(), sq.clone()];
+    let out = l.ok(&[
+        "image",
+        "import",
+        &files[0].to_string_lossy(),
+        &sq.to_string_lossy(),
+        "s:",
+        "--alias",
+        "sq",
+    ]);
+    let fp = fingerprint_of(&files);
+    assert!(out.contains(&fp), "{out}");
+    l.ok(&["init", "s:sq", "s:c1"]);
+    let c1 = d.dir.join("storage-pools/default/containers/c1/rootfs");
+    assert!(c1.join("bin/busybox").is_file());
+    assert!(std::fs::symlink_metadata(c1.join("sbin/init"))
+        .expect("init")
+        .file_type()
+        .is_symlink());
+    assert!(
+        silo_tests::loops_under(&d.dir).is_empty(),
+        "the squashfs loop device is gone"
+    );
+    assert!(silo_tests::mounts_under(&d.dir).is_empty());
+    let ex = tempfile::tempdir().expect("tmp");
+    l.ok(&["image", "export", "s:sq", &ex.path().to_string_lossy()]);
+    let mut parts: Vec<PathBuf> = std::fs::read_dir(ex.path())
+        .expect("ls")
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    parts.sort_by_key(|p| {
+        !p.file_name()
+            .map(|n| n.to_string_lossy().starts_with("meta-"))
+            .unwrap_or(false)
+    });
+    assert!(
+        parts[1].to_string_lossy().ends_with(".squashfs"),
+        "{parts:?}"
+    );
+    assert_eq!(fingerprint_of(&parts), fp);
+    // A rootfs that claims to be a squashfs but is not is refused at create, leaving nothing.
+    let bad = t.path().join("bad.squashfs");
+    let mut junk = b"hsqs".to_vec();
+    junk.extend(std::iter::repeat_n(7u8, 8192));
+    std::fs::write(&bad, &junk).expect("write");
+    l.ok(&[
+        "image",
+        "import",
+        &split[0].to_string_lossy(),
+        &bad.to_string_lossy(),
+        "s:",
+        "--alias",
+        "badsq",
+    ]);
+    let err = l.fails(&["init", "s:badsq", "s:c2"]);
+    assert!(err.contains("squashfs"), "{err}");
+    assert!(!d.dir.join("storage-pools/default/containers/c2").exists());
+    assert!(silo_tests::loops_under(&d.dir).is_empty());
+}

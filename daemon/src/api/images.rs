@@ -325,6 +325,9 @@ fn sniff_ext(path: &std::path::Path) -> &'static str {
         .and_then(|mut f| f.read(&mut head))
         .unwrap_or(0);
     head.truncate(n);
+    if head.starts_with(b"hsqs") {
+        return ".squashfs";
+    }
     silo_proto::image::Compression::sniff(&head)
         .map(|c| c.extension())
         .unwrap_or(".tar")
