@@ -116,20 +116,16 @@ fn cstr(s: &str) -> HelperResult<CString> {
     CString::new(s).map_err(|_| HelperError::invalid("string", "contains NUL"))
 }
 
-/// Mounts the btrfs on `device` onto the directory `target` (by fd: no path is resolved),
-/// nosuid and nodev: set-user-id programs in volumes never run from the host's view.
-pub fn mount_btrfs(device: &str, target: BorrowedFd<'_>) -> HelperResult<()> {
-    let fstype = cstr("btrfs")?;
+/// A configured filesystem context for `fstype` on `device` (new mount API), with `flags`
+/// such as "ro" set; returns the detached mount with `attrs`.
+fn fsmount(fstype: &str, device: &str, flags: &[&str], attrs: u32) -> HelperResult<OwnedFd> {
+    let t = cstr(fstype)?;
     // SAFETY: fsopen reads a NUL-terminated string we own; returns an fd or -1.
     let fs = unsafe {
-        libc::syscall(
-            libc::SYS_fsopen,
-            fstype.as_ptr(),
-            1u32, /* FSOPEN_CLOEXEC */
-        )
+        libc::syscall(libc::SYS_fsopen, t.as_ptr(), 1u32 /* FSOPEN_CLOEXEC */)
     };
     if fs < 0 {
-        return Err(last("fsopen", "btrfs"));
+        return Err(last("fsopen", fstype));
     }
     // SAFETY: the kernel just returned this fd; we own it.
     let fs = unsafe { OwnedFd::from_raw_fd(fs as i32) };
@@ -149,6 +145,23 @@ pub fn mount_btrfs(device: &str, target: BorrowedFd<'_>) -> HelperResult<()> {
     {
         return Err(last("fsconfig source", device));
     }
+    for f in flags {
+        let f = cstr(f)?;
+        // SAFETY: fsconfig(FSCONFIG_SET_FLAG=0) reads one NUL-terminated string we own.
+        if unsafe {
+            libc::syscall(
+                libc::SYS_fsconfig,
+                fs.as_raw_fd(),
+                0u32,
+                f.as_ptr(),
+                std::ptr::null::<u8>(),
+                0,
+            )
+        } < 0
+        {
+            return Err(last("fsconfig flag", device));
+        }
+    }
     // SAFETY: fsconfig(FSCONFIG_CMD_CREATE=6) takes no pointers.
     if unsafe {
         libc::syscall(
@@ -161,24 +174,39 @@ pub fn mount_btrfs(device: &str, target: BorrowedFd<'_>) -> HelperResult<()> {
         )
     } < 0
     {
-        return Err(last("fsconfig create", device));
+        return Err(HelperError::invalid(
+            "filesystem",
+            format!(
+                "{device} is not a {fstype} the kernel can mount: {}",
+                std::io::Error::last_os_error()
+            ),
+        ));
     }
-    const MOUNT_ATTR_NOSUID: u32 = 0x2;
-    const MOUNT_ATTR_NODEV: u32 = 0x4;
     // SAFETY: fsmount takes the context fd and flags; returns a detached mount fd or -1.
     let mnt = unsafe {
         libc::syscall(
             libc::SYS_fsmount,
             fs.as_raw_fd(),
             1u32, /* FSMOUNT_CLOEXEC */
-            MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV,
+            attrs,
         )
     };
     if mnt < 0 {
         return Err(last("fsmount", device));
     }
     // SAFETY: as above.
-    let mnt = unsafe { OwnedFd::from_raw_fd(mnt as i32) };
+    Ok(unsafe { OwnedFd::from_raw_fd(mnt as i32) })
+}
+
+const MOUNT_ATTR_RDONLY: u32 = 0x1;
+const MOUNT_ATTR_NOSUID: u32 = 0x2;
+const MOUNT_ATTR_NODEV: u32 = 0x4;
+const MOUNT_ATTR_NOEXEC: u32 = 0x8;
+
+/// Mounts the btrfs on `device` onto the directory `target` (by fd: no path is resolved),
+/// nosuid and nodev: set-user-id programs in volumes never run from the host's view.
+pub fn mount_btrfs(device: &str, target: BorrowedFd<'_>) -> HelperResult<()> {
+    let mnt = fsmount("btrfs", device, &[], MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV)?;
     let empty = cstr("")?;
     const MOVE_MOUNT_F_EMPTY_PATH: u32 = 0x4;
     const MOVE_MOUNT_T_EMPTY_PATH: u32 = 0x40;
@@ -202,83 +230,12 @@ pub fn mount_btrfs(device: &str, target: BorrowedFd<'_>) -> HelperResult<()> {
 /// Mounts the squashfs on `device` read-only, nosuid, nodev, noexec as a detached mount and
 /// returns its fd: a directory fd for reading the tree, attached nowhere, gone when closed.
 pub fn mount_squashfs_detached(device: &str) -> HelperResult<OwnedFd> {
-    let fstype = cstr("squashfs")?;
-    // SAFETY: fsopen reads a NUL-terminated string we own; returns an fd or -1.
-    let fs = unsafe { libc::syscall(libc::SYS_fsopen, fstype.as_ptr(), 1u32) };
-    if fs < 0 {
-        return Err(last("fsopen", "squashfs"));
-    }
-    // SAFETY: the kernel just returned this fd; we own it.
-    let fs = unsafe { OwnedFd::from_raw_fd(fs as i32) };
-    let key = cstr("source")?;
-    let val = cstr(device)?;
-    // SAFETY: fsconfig(FSCONFIG_SET_STRING=1) reads two NUL-terminated strings we own.
-    if unsafe {
-        libc::syscall(
-            libc::SYS_fsconfig,
-            fs.as_raw_fd(),
-            1u32,
-            key.as_ptr(),
-            val.as_ptr(),
-            0,
-        )
-    } < 0
-    {
-        return Err(last("fsconfig source", device));
-    }
-    let ro = cstr("ro")?;
-    // SAFETY: fsconfig(FSCONFIG_SET_FLAG=0) reads one NUL-terminated string we own.
-    if unsafe {
-        libc::syscall(
-            libc::SYS_fsconfig,
-            fs.as_raw_fd(),
-            0u32,
-            ro.as_ptr(),
-            std::ptr::null::<u8>(),
-            0,
-        )
-    } < 0
-    {
-        return Err(last("fsconfig ro", device));
-    }
-    // SAFETY: fsconfig(FSCONFIG_CMD_CREATE=6) takes no pointers.
-    if unsafe {
-        libc::syscall(
-            libc::SYS_fsconfig,
-            fs.as_raw_fd(),
-            6u32,
-            std::ptr::null::<u8>(),
-            std::ptr::null::<u8>(),
-            0,
-        )
-    } < 0
-    {
-        return Err(HelperError::invalid(
-            "image",
-            format!(
-                "the rootfs is not a squashfs the kernel can read: {}",
-                std::io::Error::last_os_error()
-            ),
-        ));
-    }
-    const MOUNT_ATTR_RDONLY: u32 = 0x1;
-    const MOUNT_ATTR_NOSUID: u32 = 0x2;
-    const MOUNT_ATTR_NODEV: u32 = 0x4;
-    const MOUNT_ATTR_NOEXEC: u32 = 0x8;
-    // SAFETY: fsmount takes the context fd and flags; returns a detached mount fd or -1.
-    let mnt = unsafe {
-        libc::syscall(
-            libc::SYS_fsmount,
-            fs.as_raw_fd(),
-            1u32,
-            MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC,
-        )
-    };
-    if mnt < 0 {
-        return Err(last("fsmount", device));
-    }
-    // SAFETY: as above.
-    Ok(unsafe { OwnedFd::from_raw_fd(mnt as i32) })
+    fsmount(
+        "squashfs",
+        device,
+        &["ro"],
+        MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC,
+    )
 }
 
 /// Lazily unmounts whatever is mounted at the directory behind `dir` (via its magic link, so

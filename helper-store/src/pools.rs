@@ -410,50 +410,7 @@ impl Store for StoreServer {
         pool: PoolName,
         size: u64,
     ) -> HelperResult<LoopFileInfo> {
-        let max = self.0.policy.max_loop_file_size;
-        if size < MIN_LOOP_FILE {
-            return Err(HelperError::invalid(
-                "size",
-                format!("{size} bytes is below the minimum of {MIN_LOOP_FILE} bytes (32MiB)"),
-            ));
-        }
-        if size > max {
-            return Err(self.0.policy.deny(format!(
-                "a {size}-byte loop file is larger than max_loop_file_size ({max} bytes)"
-            )));
-        }
-        let st = nix::sys::statvfs::fstatvfs(self.0.disks.fd())
-            .map_err(|e| HelperError::errno("fstatvfs", self.0.disks.display(), e))?;
-        let fs_total = st.blocks().saturating_mul(st.fragment_size());
-        if size > fs_total {
-            return Err(HelperError::invalid(
-                "size",
-                format!("{size} bytes is larger than the filesystem holding the state dir ({fs_total} bytes)"),
-            ));
-        }
-        let name = format!("{}.img", pool.as_str());
-        let how = OpenHow::new()
-            .flags(
-                OFlag::O_CREAT
-                    | OFlag::O_EXCL
-                    | OFlag::O_RDWR
-                    | OFlag::O_CLOEXEC
-                    | OFlag::O_NOFOLLOW,
-            )
-            .mode(Mode::from_bits_truncate(0o600))
-            .resolve(ResolveFlag::RESOLVE_BENEATH | ResolveFlag::RESOLVE_NO_SYMLINKS);
-        let shown = format!("{}/{name}", self.0.disks.display());
-        let fd = openat2(self.0.disks.fd(), name.as_str(), how).map_err(|e| match e {
-            Errno::EEXIST => HelperError::AlreadyExists {
-                what: format!("loop file for storage pool {:?}", pool.as_str()),
-            },
-            e => HelperError::errno("openat2", &shown, e),
-        })?;
-        let len = i64::try_from(size).map_err(|_| HelperError::invalid("size", "out of range"))?;
-        if let Err(e) = nix::unistd::ftruncate(fd.as_fd(), len) {
-            let _ = self.0.disks.remove_tree(&name);
-            return Err(HelperError::errno("ftruncate", &shown, e));
-        }
+        self.make_loop_file(&pool, size)?;
         tracing::info!(pool = %pool, size, "created loop file");
         Ok(LoopFileInfo { pool, size })
     }
