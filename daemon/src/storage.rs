@@ -53,10 +53,18 @@ pub fn check_driver(
             Ok(PoolDriver::Dir)
         }
         "btrfs" => {
-            if config.contains_key("source") {
-                return Err(ApiError::BadRequest(
-                    "btrfs pools on an existing path or device are not supported yet: leave source unset for a loop file".into(),
-                ));
+                        if let Some(src) = config.get("source") {
+                if let Some(e) = unknown(&["source"]) {
+                    return Err(e);
+                }
+                if src.starts_with("/dev/") {
+                    return Err(ApiError::BadRequest(
+                        "btrfs pools on a block device are not supported yet: give a directory on a mounted btrfs, or no source for a loop file".into(),
+                    ));
+                }
+                let source = silo_proto::types::HostPath::new(src.clone())
+                    .map_err(|e| ApiError::BadRequest(format!("invalid source: {e}")))?;
+                return Ok(PoolDriver::BtrfsPath { source });
             }
             if let Some(e) = unknown(&["size"]) {
                 return Err(e);
@@ -130,7 +138,7 @@ pub async fn create(
     let pn = PoolName::new(name).map_err(|e| ApiError::BadRequest(e.to_string()))?;
     let drv = check_driver(driver, &config)?;
     let mut config = config;
-    if let PoolDriver::Btrfs { size } = drv {
+    if let PoolDriver::Btrfs { size } = &drv {
         config.insert("size".into(), size.to_string());
     }
     if list(db)?.iter().any(|p| p.name == name) {
@@ -358,7 +366,7 @@ pub async fn mount_all(db: &Db, helpers: &Helpers) -> Result<(), ApiError> {
         let pn = PoolName::new(p.name.clone()).map_err(|e| ApiError::Internal(e.to_string()))?;
         helpers
             .store
-            .mount_pool(ctx(), pn)
+            .mount_pool(ctx(), pn, check_driver(&p.driver, &p.config)?)
             .await
             .map_err(rpc_err("silo-store"))??;
     }

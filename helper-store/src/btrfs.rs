@@ -207,6 +207,60 @@ const MOUNT_ATTR_NOEXEC: u32 = 0x8;
 /// nosuid and nodev: set-user-id programs in volumes never run from the host's view.
 pub fn mount_btrfs(device: &str, target: BorrowedFd<'_>) -> HelperResult<()> {
     let mnt = fsmount("btrfs", device, &[], MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV)?;
+    move_onto(mnt, target, device)
+}
+
+/// Bind-mounts the host directory `source` (an O_PATH fd) onto `target`, nosuid and nodev.
+pub fn bind_dir(source: BorrowedFd<'_>, target: BorrowedFd<'_>) -> HelperResult<()> {
+    let empty = cstr("")?;
+    const OPEN_TREE_CLONE: u32 = 1;
+    const OPEN_TREE_CLOEXEC: u32 = libc::O_CLOEXEC as u32;
+    const AT_EMPTY_PATH: u32 = 0x1000;
+    // SAFETY: open_tree reads an empty NUL-terminated string; the fd is ours.
+    let t = unsafe {
+        libc::syscall(
+            libc::SYS_open_tree,
+            source.as_raw_fd(),
+            empty.as_ptr(),
+            OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_EMPTY_PATH,
+        )
+    };
+    if t < 0 {
+        return Err(last("open_tree", "pool source"));
+    }
+    // SAFETY: the kernel just returned this fd; we own it.
+    let tree = unsafe { OwnedFd::from_raw_fd(t as i32) };
+    #[repr(C)]
+    struct MountAttr {
+        attr_set: u64,
+        attr_clr: u64,
+        propagation: u64,
+        userns_fd: u64,
+    }
+    let attr = MountAttr {
+        attr_set: u64::from(MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV),
+        attr_clr: 0,
+        propagation: 0,
+        userns_fd: 0,
+    };
+    // SAFETY: mount_setattr reads an empty string and a struct mount_attr we own, with its size.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            tree.as_raw_fd(),
+            empty.as_ptr(),
+            AT_EMPTY_PATH,
+            &attr as *const MountAttr,
+            std::mem::size_of::<MountAttr>(),
+        )
+    };
+    if r < 0 {
+        return Err(last("mount_setattr", "pool source"));
+    }
+    move_onto(tree, target, "pool source")
+}
+
+fn move_onto(mnt: OwnedFd, target: BorrowedFd<'_>, what: &str) -> HelperResult<()> {
     let empty = cstr("")?;
     const MOVE_MOUNT_F_EMPTY_PATH: u32 = 0x4;
     const MOVE_MOUNT_T_EMPTY_PATH: u32 = 0x40;
@@ -222,7 +276,7 @@ pub fn mount_btrfs(device: &str, target: BorrowedFd<'_>) -> HelperResult<()> {
         )
     };
     if r < 0 {
-        return Err(last("move_mount", device));
+        return Err(last("move_mount", what));
     }
     Ok(())
 }

@@ -190,6 +190,63 @@ impl StoreServer {
             .map_err(|e| HelperError::errno("fchmod", root.display(), e))
     }
 
+    /// Opens a host directory for a btrfs pool: the policy must list it (or a parent) in
+    /// host_paths; no symlink is followed on the way; it must be on btrfs and hold nothing but
+    /// silo's own layout.
+    fn open_host_btrfs(
+        &self,
+        source: &silo_proto::types::HostPath,
+    ) -> HelperResult<std::os::fd::OwnedFd> {
+        if !self.0.policy.host_paths.iter().any(|p| source.is_within(p)) {
+            return Err(self.0.policy.deny(format!(
+                "storage pool source {source} is not beneath any of host_paths"
+            )));
+        }
+        let root = nix::fcntl::open(
+            "/",
+            OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| HelperError::errno("open", "/", e))?;
+        let rel: Vec<&str> = source.components().collect();
+        let how = OpenHow::new()
+            .flags(OFlag::O_DIRECTORY | OFlag::O_RDONLY | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW)
+            .resolve(ResolveFlag::RESOLVE_NO_SYMLINKS | ResolveFlag::RESOLVE_NO_MAGICLINKS);
+        let fd = openat2(root.as_fd(), rel.join("/").as_str(), how).map_err(|e| match e {
+            // O_NOFOLLOW|O_DIRECTORY on a final symlink answers ENOTDIR.
+            Errno::ELOOP | Errno::ENOTDIR => HelperError::invalid(
+                "source",
+                format!("{source} goes through a symlink or is not a directory"),
+            ),
+            Errno::ENOENT => HelperError::NotFound {
+                what: format!("storage pool source {source}"),
+            },
+            e => HelperError::errno("openat2", source, e),
+        })?;
+        if !crate::btrfs::is_btrfs(fd.as_fd()) {
+            return Err(HelperError::invalid(
+                "source",
+                format!("{source} is not on a btrfs filesystem"),
+            ));
+        }
+        let listing = Root::from_fd(
+            fd.try_clone()
+                .map_err(|e| HelperError::io("dup", source, e))?,
+            source.to_string(),
+        )
+        .list()?;
+        if let Some(other) = listing
+            .iter()
+            .find(|n| !matches!(n.as_str(), "containers" | "images" | "custom"))
+        {
+            return Err(HelperError::invalid(
+                "source",
+                format!("{source} is not empty ({other:?}); silo takes an empty directory"),
+            ));
+        }
+        Ok(fd)
+    }
+
     /// Takes a half-made pool away again: unmount, loop file, directory.
     fn undo_pool(&self, pool: &PoolName) {
         if let Ok(mounted) = self.pool(pool) {
@@ -269,8 +326,12 @@ impl Store for StoreServer {
         driver: PoolDriver,
     ) -> HelperResult<PoolInfo> {
         let what = format!("storage pool {:?}", pool.as_str());
+        // Check what can be checked before anything is made.
+        let host = match &driver {
+            PoolDriver::BtrfsPath { source } => Some(self.open_host_btrfs(source)?),
+            _ => None,
+        };
         if let PoolDriver::Btrfs { size } = driver {
-            // Check what can be checked before anything is made.
             self.check_loop_size(size)?;
             if self.0.disks.exists(&format!("{}.img", pool.as_str()))? {
                 return Err(HelperError::AlreadyExists {
@@ -279,9 +340,12 @@ impl Store for StoreServer {
             }
         }
         let dir = self.0.pools.mkdir_new(pool.as_str(), 0o711, &what)?;
-        let made = match driver {
-            PoolDriver::Dir => Ok(()),
-            PoolDriver::Btrfs { size } => self.make_btrfs(&pool, &dir, size),
+        let made = match (&driver, &host) {
+            (PoolDriver::Btrfs { size }, _) => self.make_btrfs(&pool, &dir, *size),
+            (PoolDriver::BtrfsPath { .. }, Some(src)) => {
+                crate::btrfs::bind_dir(src.as_fd(), dir.fd())
+            }
+            _ => Ok(()),
         };
         let dir = match made.and_then(|()| self.pool(&pool)) {
             Ok(d) => d,
@@ -323,6 +387,10 @@ impl Store for StoreServer {
             });
         }
         if self.pool_is_btrfs(&dir) {
+            // On a host path, take silo's own (empty) directories away first.
+            for kind in VolumeKind::ALL {
+                let _ = dir.remove_tree(kind.dir_name());
+            }
             crate::btrfs::unmount(dir.fd())?;
             drop(dir);
             let _ = self.0.disks.remove_tree(&format!("{}.img", pool.as_str()));
@@ -518,18 +586,38 @@ impl Store for StoreServer {
         }
     }
 
-    async fn mount_pool(self, _: Context, pool: PoolName) -> HelperResult<PoolInfo> {
+    async fn mount_pool(
+        self,
+        _: Context,
+        pool: PoolName,
+        driver: PoolDriver,
+    ) -> HelperResult<PoolInfo> {
         let dir = self.pool(&pool)?;
-        let img = format!("{}.img", pool.as_str());
-        if !self.pool_is_btrfs(&dir) && self.0.disks.exists(&img)? {
-            let how = OpenHow::new()
-                .flags(OFlag::O_RDWR | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW)
-                .resolve(ResolveFlag::RESOLVE_BENEATH | ResolveFlag::RESOLVE_NO_SYMLINKS);
-            let file = openat2(self.0.disks.fd(), img.as_str(), how).map_err(|e| {
-                HelperError::errno("openat2", format!("{}/{img}", self.0.disks.display()), e)
-            })?;
-            self.attach_and_mount(&pool, &file, &dir)?;
-            tracing::info!(pool = %pool, "mounted storage pool");
+        if !self.pool_is_btrfs(&dir) {
+            match &driver {
+                PoolDriver::Btrfs { .. } => {
+                    let img = format!("{}.img", pool.as_str());
+                    let how = OpenHow::new()
+                        .flags(OFlag::O_RDWR | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW)
+                        .resolve(ResolveFlag::RESOLVE_BENEATH | ResolveFlag::RESOLVE_NO_SYMLINKS);
+                    let file = openat2(self.0.disks.fd(), img.as_str(), how).map_err(|e| {
+                        HelperError::errno(
+                            "openat2",
+                            format!("{}/{img}", self.0.disks.display()),
+                            e,
+                        )
+                    })?;
+                    self.attach_and_mount(&pool, &file, &dir)?;
+                }
+                PoolDriver::BtrfsPath { source } => {
+                    let src = self.open_host_btrfs(source)?;
+                    crate::btrfs::bind_dir(src.as_fd(), dir.fd())?;
+                }
+                PoolDriver::Dir => {}
+            }
+            if !matches!(driver, PoolDriver::Dir) {
+                tracing::info!(pool = %pool, "mounted storage pool");
+            }
         }
         let dir = self.pool(&pool)?;
         self.pool_info_of(&pool, &dir)

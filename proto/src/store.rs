@@ -10,7 +10,7 @@ use crate::names::{ImageFingerprint, PoolName, VolumeName};
 use crate::HelperHello;
 
 /// The storage drivers silo-store knows.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum PoolDriver {
     /// Plain directories beneath the state dir.
     Dir,
@@ -19,6 +19,12 @@ pub enum PoolDriver {
     Btrfs {
         /// Bytes of the loop file (within the policy's max_loop_file_size).
         size: u64,
+    },
+    /// btrfs on an existing host directory of a btrfs filesystem, bind-mounted onto the pool
+    /// directory; only paths the root policy lists in `host_paths`.
+    BtrfsPath {
+        /// The host directory.
+        source: crate::types::HostPath,
     },
 }
 
@@ -118,7 +124,7 @@ pub trait Store {
     /// Removes a pool's backing file.
     async fn delete_loop_file(pool: PoolName) -> HelperResult<()>;
     /// Mounts a loop-backed pool again if it is not mounted (at silod's start, after a reboot).
-    async fn mount_pool(pool: PoolName) -> HelperResult<PoolInfo>;
+    async fn mount_pool(pool: PoolName, driver: PoolDriver) -> HelperResult<PoolInfo>;
     /// Unpacks the image silod stored as `<state-dir>/images/<fp>` (plus `<fp>.rootfs` for a
     /// split image) into the pool's image volume `<fp>`, in a child landlocked to that volume.
     /// Bounded by the policy's max_image_size and max_image_entries; nothing is left on failure.

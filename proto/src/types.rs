@@ -195,6 +195,80 @@ impl fmt::Debug for RelPath {
     }
 }
 
+/// An absolute host path as a request carries it: normalized (no `.`, `..`, empty components),
+/// no NUL, at most 4096 bytes. Whether silo may touch it is the policy's call, in the helper.
+#[derive(Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct HostPath(String);
+
+impl HostPath {
+    /// Checks and wraps `s`.
+    pub fn new(s: impl Into<String>) -> Result<Self, NameError> {
+        let s: String = s.into();
+        let e = |r: &str| NameError {
+            kind: "host path".to_string(),
+            value: s.chars().take(80).collect(),
+            reason: r.to_string(),
+        };
+        if !s.starts_with('/') || s.len() < 2 {
+            return Err(e("must be an absolute path below /"));
+        }
+        if s.len() > 4096 || s.contains('\0') {
+            return Err(e("must be at most 4096 bytes, without NUL"));
+        }
+        if s[1..]
+            .split('/')
+            .any(|c| c.is_empty() || c == "." || c == "..")
+        {
+            return Err(e("must be normalized: no '.', '..', '//' or trailing '/'"));
+        }
+        Ok(HostPath(s))
+    }
+
+    /// The path.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// Its components below `/`.
+    pub fn components(&self) -> impl Iterator<Item = &str> {
+        self.0[1..].split('/')
+    }
+
+    /// Whether `self` is `base` or lies beneath it.
+    pub fn is_within(&self, base: &std::path::Path) -> bool {
+        let base = base.to_string_lossy();
+        let base = base.trim_end_matches('/');
+        self.0 == base
+            || (self.0.starts_with(base) && self.0.as_bytes().get(base.len()) == Some(&b'/'))
+    }
+}
+
+impl TryFrom<String> for HostPath {
+    type Error = NameError;
+    fn try_from(s: String) -> Result<Self, NameError> {
+        HostPath::new(s)
+    }
+}
+
+impl From<HostPath> for String {
+    fn from(p: HostPath) -> String {
+        p.0
+    }
+}
+
+impl fmt::Display for HostPath {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for HostPath {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "HostPath({:?})", self.0)
+    }
+}
+
 /// Formats a byte count the way LXD's client does (1024-based, e.g. "12.50MiB").
 pub fn human_bytes(n: u64) -> String {
     const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
@@ -269,6 +343,19 @@ mod tests {
         }
         assert!(RelPath::new("a/b/c.txt").is_ok());
         assert!(RelPath::new("x".repeat(256)).is_err());
+    }
+
+    #[test]
+    fn host_paths() {
+        assert!(HostPath::new("/srv/pools/a").is_ok());
+        for bad in ["relative", "/", "/a/../b", "/a//b", "/a/", "/a/./b"] {
+            assert!(HostPath::new(bad).is_err(), "{bad}");
+        }
+        let p = HostPath::new("/srv/pools/a").expect("path");
+        assert!(p.is_within(std::path::Path::new("/srv/pools")));
+        assert!(p.is_within(std::path::Path::new("/srv/pools/")));
+        assert!(!p.is_within(std::path::Path::new("/srv/po")));
+        assert!(!p.is_within(std::path::Path::new("/other")));
     }
 
     #[test]

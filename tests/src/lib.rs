@@ -192,6 +192,24 @@ impl TestDaemon {
         Self::start_with(name, &[])
     }
 
+    /// Starts silod with a root policy file of the given text.
+    pub fn start_with_policy(name: &str, policy: &str) -> TestDaemon {
+        require_root();
+        ensure_silo_user();
+        let dir = unique_dir(name);
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::write(format!("{}.policy.toml", dir.display()), policy).expect("policy");
+        let mut d = TestDaemon {
+            log: PathBuf::from(format!("{}.log", dir.display())),
+            dir,
+            child: None,
+            args: Vec::new(),
+            keep_dir: false,
+        };
+        d.spawn();
+        d
+    }
+
     /// Starts silod with extra arguments.
     pub fn start_with(name: &str, args: &[&str]) -> TestDaemon {
         require_root();

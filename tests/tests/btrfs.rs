@@ -254,3 +254,127 @@ fn pools_are_mounted_again_at_start() {
     let (_, list) = d.api("GET", "/1.0/instances", None);
     assert_eq!(list["metadata"], json!(["/1.0/instances/c1"]));
 }
+
+/// A btrfs filesystem of the test's own, mounted on a loop device, torn down on drop.
+struct HostBtrfs {
+    img: std::path::PathBuf,
+    mnt: std::path::PathBuf,
+}
+
+impl HostBtrfs {
+    fn new(name: &str) -> HostBtrfs {
+        let base = silo_tests::unique_dir(name);
+        let img = base.with_extension("img");
+        let mnt = base.with_extension("mnt");
+        std::fs::create_dir_all(&mnt).expect("mnt");
+        std::fs::File::create(&img)
+            .expect("img")
+            .set_len(512 << 20)
+            .expect("size");
+        let o = Command::new("mkfs.btrfs")
+            .args(["-q", "-f"])
+            .arg(&img)
+            .output()
+            .expect("mkfs.btrfs");
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let o = Command::new("mount")
+            .args(["-o", "loop"])
+            .arg(&img)
+            .arg(&mnt)
+            .output()
+            .expect("mount");
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        HostBtrfs { img, mnt }
+    }
+}
+
+impl Drop for HostBtrfs {
+    fn drop(&mut self) {
+        let _ = nix::mount::umount2(&self.mnt, nix::mount::MntFlags::MNT_DETACH);
+        let _ = std::fs::remove_dir(&self.mnt);
+        let _ = std::fs::remove_file(&self.img);
+    }
+}
+
+#[test]
+fn btrfs_pool_on_a_policy_allowed_host_path() {
+    let host = HostBtrfs::new("btrfs-hostfs");
+    std::fs::create_dir(host.mnt.join("pools")).expect("pools");
+    std::fs::create_dir(host.mnt.join("full")).expect("full");
+    std::fs::write(host.mnt.join("full/data"), b"x").expect("data");
+    std::os::unix::fs::symlink(host.mnt.join("pools"), host.mnt.join("link")).expect("symlink");
+    let ext = tempfile::tempdir().expect("tmp");
+    let policy = format!(
+        "host_paths = [{:?}, {:?}]\n",
+        host.mnt.display().to_string(),
+        ext.path().display().to_string()
+    );
+    let d = TestDaemon::start_with_policy("btrfs-hostpath", &policy);
+    let create = |name: &str, source: &str| {
+        d.api(
+            "POST",
+            "/1.0/storage-pools",
+            Some(json!({"name": name, "driver": "btrfs", "config": {"source": source}})),
+        )
+    };
+    // Refusals: outside the policy, through a symlink, not btrfs, not empty, not normalized.
+    for (src, code, word) in [
+        ("/var/lib".to_string(), 403, "host_paths"),
+        (host.mnt.join("link").display().to_string(), 400, "symlink"),
+        (ext.path().display().to_string(), 400, "not on a btrfs"),
+        (
+            host.mnt.join("full").display().to_string(),
+            400,
+            "not empty",
+        ),
+        (format!("{}/../x", host.mnt.display()), 400, "normalized"),
+    ] {
+        let (c, v) = create("hb", &src);
+        assert_eq!(c, code, "{src}: {v}");
+        assert!(
+            v["error"].as_str().unwrap_or("").contains(word),
+            "{src}: {v}"
+        );
+    }
+    assert!(
+        !d.dir.join("storage-pools/hb").exists(),
+        "nothing half-made"
+    );
+    let src = host.mnt.join("pools");
+    let (c, v) = create("hb", &src.display().to_string());
+    assert_eq!(c, 200, "{v}");
+    import(&d, &busybox_image(false)[0], "bb");
+    let (c, v) = d.api(
+        "POST",
+        "/1.0/instances",
+        Some(
+            json!({"name": "c1", "source": {"type": "image", "alias": "bb"},
+        "devices": {"root": {"type": "disk", "path": "/", "pool": "hb"}}}),
+        ),
+    );
+    assert_eq!(wait_op(&d, c, &v)["status_code"], 200);
+    let vol = src.join("containers/c1");
+    assert_eq!(
+        std::fs::metadata(&vol).expect("volume").ino(),
+        256,
+        "a snapshot on the host's btrfs"
+    );
+    let (c, v) = d.api("DELETE", "/1.0/instances/c1", None);
+    assert_eq!(wait_op(&d, c, &v)["status_code"], 200);
+    let (c, v) = d.api("DELETE", "/1.0/storage-pools/hb", None);
+    assert_eq!(c, 200, "{v}");
+    assert!(mounts_under(&d.dir).is_empty());
+    let left: Vec<_> = std::fs::read_dir(&src)
+        .expect("ls")
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert!(
+        left.iter().all(|n| n == "images"),
+        "only the cached image (deleted with the image) may remain: {left:?}"
+    );
+    assert!(
+        host.mnt.join("full/data").exists(),
+        "the rest of the host filesystem is untouched"
+    );
+}

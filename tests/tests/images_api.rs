@@ -222,11 +222,15 @@ fn import(d: &TestDaemon, path: &Path) -> String {
 }
 
 async fn raw_upload(sock: &Path, body: &[u8]) -> (u16, Value) {
+    raw_upload_with(sock, body, "").await
+}
+
+async fn raw_upload_with(sock: &Path, body: &[u8], extra_headers: &str) -> (u16, Value) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut s = tokio::net::UnixStream::connect(sock)
         .await
         .expect("connect");
-    let head = format!("POST /1.0/images HTTP/1.1\r\nHost: x\r\nContent-Type: application/octet-stream\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len());
+    let head = format!("POST /1.0/images HTTP/1.1\r\nHost: x\r\nContent-Type: application/octet-stream\r\nContent-Length: {}\r\n{extra_headers}Connection: close\r\n\r\n", body.len());
     s.write_all(head.as_bytes()).await.expect("write");
     s.write_all(body).await.expect("write");
     // Read the head, then exactly Content-Length bytes (as real clients do).
@@ -396,6 +400,20 @@ fn bad_input_is_refused_and_leaves_nothing() {
             "{err}"
         );
     }
+    // A wrong checksum (X-LXD-fingerprint) is refused before anything is stored.
+    let (code, v) = rt.block_on(raw_upload_with(
+        &d.socket(),
+        &full,
+        &format!("X-LXD-fingerprint: {}\r\n", "0".repeat(64)),
+    ));
+    assert_eq!(code, 400, "{v}");
+    assert!(
+        v["error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("fingerprint mismatch"),
+        "{v}"
+    );
     let (_, imgs) = d.api("GET", "/1.0/images", None);
     let n = imgs["metadata"].as_array().map(|a| a.len()).unwrap_or(0);
     let leftovers: Vec<String> = std::fs::read_dir(d.dir.join("images"))

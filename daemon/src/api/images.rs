@@ -164,6 +164,18 @@ pub async fn create(State(d): State<Arc<Daemon>>, req: Request) -> ApiResult {
             images::fingerprint(rootfs_hash)
         }
     };
+    // X-LXD-fingerprint: the uploader says what the image must hash to.
+    if let Some(want) = header_str(&headers, "x-lxd-fingerprint") {
+        if !want.is_empty() && !want.eq_ignore_ascii_case(&fingerprint) {
+            let _ = std::fs::remove_file(&main.0);
+            if let Some(r) = &rootfs {
+                let _ = std::fs::remove_file(&r.0);
+            }
+            return Err(ApiError::BadRequest(format!(
+                "fingerprint mismatch: the upload hashes to {fingerprint}, not the expected {want}"
+            )));
+        }
+    }
     let received = Received {
         main: (main.0, main.1),
         rootfs: rootfs.map(|r| (r.0, r.1)),

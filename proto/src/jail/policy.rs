@@ -22,7 +22,8 @@ pub const DEFAULT_PATH: &str = "/etc/silo/policy.toml";
 pub struct Policy {
     /// Allow `security.privileged=true` instances (container root = host root).
     pub allow_privileged: bool,
-    /// Host paths that disk devices may bind from (each allows everything beneath it).
+    /// Host paths that disk devices may bind from and btrfs pools may use as their source
+    /// (each allows everything beneath it).
     pub host_paths: Vec<PathBuf>,
     /// Host interfaces that macvlan/physical nics may use as parents.
     pub host_interfaces: Vec<IfName>,
