@@ -287,14 +287,23 @@ async fn serve(
     }
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
-    let server = axum::serve(listener, app);
+    let server = std::future::IntoFuture::into_future(axum::serve(listener, app));
+    tokio::pin!(server);
     tokio::select! {
-        r = server => {
+        r = &mut server => {
             r.context("serving the API")?;
             Ok(0)
         }
         Some((kind, status)) = dead_rx.recv() => {
             tracing::error!(helper = kind.binary(), %status, "a helper died; exiting so the supervisor restarts silod and its helpers");
+            // A short grace period: requests in flight fail with a clear error (their helper
+            // call answers "not answering") and their operations and events say so, instead
+            // of connections simply dropping.
+            let grace = tokio::time::sleep(std::time::Duration::from_secs(2));
+            tokio::select! {
+                _ = &mut server => {}
+                () = grace => {}
+            }
             Ok(1)
         }
         _ = term.recv() => {

@@ -623,3 +623,70 @@ fn squashfs_rootfs_images() {
     assert!(!d.dir.join("storage-pools/default/containers/c2").exists());
     assert!(silo_tests::loops_under(&d.dir).is_empty());
 }
+
+/// A helper that dies under a request: the request's operation fails with a clear error
+/// naming the helper (silod keeps serving for a moment so that it can say so), silod exits 1
+/// for its supervisor, and the restart leaves no orphans.
+#[test]
+fn helper_death_fails_in_flight_requests_clearly() {
+    let mut d = TestDaemon::start("img-helper-death");
+    let mut t = silo_tests::corpus::Tar::new();
+    t.image_prelude();
+    for i in 0..30_000 {
+        t.file(format!("rootfs/f/{i}"), 0o644, b"x");
+    }
+    let tmp = tempfile::tempdir().expect("tmp");
+    let path = tmp.path().join("big.tar");
+    std::fs::write(&path, t.finish()).expect("write");
+    let fp = import(&d, &path);
+    let (code, v) = d.api(
+        "POST",
+        "/1.0/instances",
+        Some(json!({"name": "big", "source": {"type": "image", "fingerprint": fp}})),
+    );
+    assert_eq!(code, 202, "{v}");
+    let id = v["metadata"]["id"].as_str().expect("id").to_string();
+    let sock = d.socket();
+    let waiter = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("rt");
+        rt.block_on(silo_cli::client::Client::new(sock).raw(
+            "GET",
+            &format!("/1.0/operations/{id}/wait?timeout=-1"),
+            None,
+        ))
+    });
+    assert!(
+        silo_tests::wait_until(Duration::from_secs(10), || !volumes(&d, "images")
+            .is_empty()),
+        "unpacking started"
+    );
+    let store = d
+        .helpers()
+        .into_iter()
+        .find(|(n, _)| n == "silo-store")
+        .expect("store")
+        .1;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(store as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .expect("kill");
+    let (code, w) = waiter.join().expect("waiter").expect("wait answered");
+    assert_eq!(code, 200, "{w}");
+    assert_eq!(w["metadata"]["status_code"], 400, "{w}");
+    let err = w["metadata"]["err"].as_str().unwrap_or("");
+    assert!(err.contains("silo-store is not answering"), "{err}");
+    assert_eq!(
+        d.wait_exit(Duration::from_secs(10)),
+        Some(1),
+        "silod exits for its supervisor"
+    );
+    d.spawn();
+    assert!(
+        volumes(&d, "images").is_empty() && volumes(&d, "containers").is_empty(),
+        "no orphans after the restart"
+    );
+}
