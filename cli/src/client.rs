@@ -247,15 +247,9 @@ impl Client {
     /// Waits for an operation to end (`/1.0/operations/<id>/wait`); returns the whole
     /// operation, or its error.
     pub async fn wait_op(&self, op_id: &str) -> Result<Value, ClientError> {
-        // A look first: a short operation is often over already. Then bounded waits, so an
-        // operation that ends between two calls is never waited on longer than a second
-        // (silod's wait can miss an end that came before the call).
-        let mut op = self.get(&format!("/1.0/operations/{op_id}")).await?;
-        while op.get("status_code").and_then(Value::as_u64).unwrap_or(0) < 200 {
-            op = self
-                .get(&format!("/1.0/operations/{op_id}/wait?timeout=1"))
-                .await?;
-        }
+        let op = self
+            .get(&format!("/1.0/operations/{op_id}/wait?timeout=-1"))
+            .await?;
         match op.get("status_code").and_then(Value::as_u64) {
             Some(200) => Ok(op),
             _ => Err(ClientError::Api(
