@@ -104,29 +104,12 @@ struct Entry {
 #[derive(Debug, Clone)]
 pub struct OpCtx {
     entry: Arc<Entry>,
-    events: Events,
 }
 
 impl OpCtx {
     /// Cancelled when a client DELETEs the operation.
     pub fn cancelled(&self) -> CancellationToken {
         self.entry.cancel.clone()
-    }
-
-    /// Replaces the operation's metadata (progress) and announces it.
-    pub fn set_metadata(&self, metadata: serde_json::Value) {
-        let snapshot = {
-            let Ok(mut op) = self.entry.op.lock() else {
-                return;
-            };
-            op.metadata = metadata;
-            op.updated_at = now_rfc3339();
-            op.clone()
-        };
-        self.events.send(
-            "operation",
-            serde_json::to_value(snapshot).unwrap_or_default(),
-        );
     }
 }
 
@@ -205,7 +188,6 @@ impl Operations {
             .send("operation", serde_json::to_value(&op).unwrap_or_default());
         let ctx = OpCtx {
             entry: entry.clone(),
-            events: self.events.clone(),
         };
         let this = self.clone();
         tokio::spawn(async move {

@@ -335,30 +335,38 @@ fn name_bytes<const N: usize>(name: &str) -> HelperResult<[u8; N]> {
     Ok(out)
 }
 
-/// Creates subvolume `name` in `parent`.
-pub fn subvol_create(parent: BorrowedFd<'_>, name: &str) -> HelperResult<()> {
+/// Runs a btrfs ioctl that takes `struct btrfs_ioctl_vol_args` naming `name` in `parent`.
+fn vol_ioctl(
+    parent: BorrowedFd<'_>,
+    request: libc::c_ulong,
+    op: &str,
+    name: &str,
+) -> std::io::Result<()> {
     let args = VolArgs {
         fd: 0,
-        name: name_bytes(name)?,
+        name: name_bytes(name)
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()))?,
     };
-    // SAFETY: the ioctl reads a struct btrfs_ioctl_vol_args we own.
-    if unsafe {
-        libc::ioctl(
-            parent.as_raw_fd(),
-            BTRFS_IOC_SUBVOL_CREATE,
-            &args as *const VolArgs,
-        )
-    } < 0
-    {
+    // SAFETY: the ioctl reads a struct btrfs_ioctl_vol_args we own for the call's duration.
+    if unsafe { libc::ioctl(parent.as_raw_fd(), request, &args as *const VolArgs) } < 0 {
         let e = std::io::Error::last_os_error();
-        if e.raw_os_error() == Some(libc::EEXIST) {
-            return Err(HelperError::AlreadyExists {
-                what: format!("subvolume {name:?}"),
-            });
-        }
-        return Err(HelperError::io("BTRFS_IOC_SUBVOL_CREATE", name, e));
+        tracing::debug!(op, name, error = %e, "btrfs ioctl failed");
+        return Err(e);
     }
     Ok(())
+}
+
+/// Creates subvolume `name` in `parent`.
+pub fn subvol_create(parent: BorrowedFd<'_>, name: &str) -> HelperResult<()> {
+    vol_ioctl(parent, BTRFS_IOC_SUBVOL_CREATE, "subvolume create", name).map_err(|e| {
+        if e.raw_os_error() == Some(libc::EEXIST) {
+            HelperError::AlreadyExists {
+                what: format!("subvolume {name:?}"),
+            }
+        } else {
+            HelperError::io("BTRFS_IOC_SUBVOL_CREATE", name, e)
+        }
+    })
 }
 
 /// Snapshots subvolume `src` as `name` in `parent` (read-write).
@@ -386,22 +394,8 @@ pub fn snapshot(src: BorrowedFd<'_>, parent: BorrowedFd<'_>, name: &str) -> Help
 
 /// Deletes subvolume `name` of `parent`, with its contents.
 pub fn subvol_delete(parent: BorrowedFd<'_>, name: &str) -> HelperResult<()> {
-    let args = VolArgs {
-        fd: 0,
-        name: name_bytes(name)?,
-    };
-    // SAFETY: the ioctl reads a struct btrfs_ioctl_vol_args we own.
-    if unsafe {
-        libc::ioctl(
-            parent.as_raw_fd(),
-            BTRFS_IOC_SNAP_DESTROY,
-            &args as *const VolArgs,
-        )
-    } < 0
-    {
-        return Err(last("BTRFS_IOC_SNAP_DESTROY", name));
-    }
-    Ok(())
+    vol_ioctl(parent, BTRFS_IOC_SNAP_DESTROY, "subvolume delete", name)
+        .map_err(|e| HelperError::io("BTRFS_IOC_SNAP_DESTROY", name, e))
 }
 
 /// Whether `dir` is a subvolume root (btrfs gives subvolume roots inode 256).

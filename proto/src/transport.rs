@@ -5,7 +5,6 @@
 
 use std::os::fd::OwnedFd;
 
-use futures::{Sink, Stream};
 use tarpc::serde_transport::Transport;
 use tokio::net::UnixStream;
 use tokio_serde::formats::Bincode;
@@ -38,12 +37,4 @@ pub fn stream_from_fd(fd: OwnedFd) -> std::io::Result<UnixStream> {
     let std = std::os::unix::net::UnixStream::from(fd);
     std.set_nonblocking(true)?;
     UnixStream::from_std(std)
-}
-
-/// Helper that keeps type inference happy for servers built from a raw transport.
-pub fn assert_transport<T, I, O>(t: T) -> T
-where
-    T: Stream<Item = std::io::Result<I>> + Sink<O, Error = std::io::Error>,
-{
-    t
 }

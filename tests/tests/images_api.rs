@@ -483,20 +483,23 @@ fn kill_during_import_leaves_nothing_and_retry_works() {
     assert_eq!(import(&d, &unified[0]), fingerprint_of(&unified));
 }
 
-#[test]
-fn kill_during_create_leaves_no_orphans_and_retry_works() {
-    let mut d = TestDaemon::start("img-kill-create");
-    // A big image (many members) so that unpacking takes long enough to be interrupted.
+/// Imports an image of 30,000 small files: unpacking it takes long enough to be interrupted.
+fn import_many_files(d: &TestDaemon) -> String {
     let mut t = silo_tests::corpus::Tar::new();
     t.image_prelude();
     for i in 0..30_000 {
         t.file(format!("rootfs/f/{i}"), 0o644, b"x");
     }
-    let bytes = t.finish();
     let tmp = tempfile::tempdir().expect("tmp");
     let path = tmp.path().join("big.tar");
-    std::fs::write(&path, &bytes).expect("write");
-    let fp = import(&d, &path);
+    std::fs::write(&path, t.finish()).expect("write");
+    import(d, &path)
+}
+
+#[test]
+fn kill_during_create_leaves_no_orphans_and_retry_works() {
+    let mut d = TestDaemon::start("img-kill-create");
+    let fp = import_many_files(&d);
     let (code, _) = d.api(
         "POST",
         "/1.0/instances",
@@ -630,15 +633,7 @@ fn squashfs_rootfs_images() {
 #[test]
 fn helper_death_fails_in_flight_requests_clearly() {
     let mut d = TestDaemon::start("img-helper-death");
-    let mut t = silo_tests::corpus::Tar::new();
-    t.image_prelude();
-    for i in 0..30_000 {
-        t.file(format!("rootfs/f/{i}"), 0o644, b"x");
-    }
-    let tmp = tempfile::tempdir().expect("tmp");
-    let path = tmp.path().join("big.tar");
-    std::fs::write(&path, t.finish()).expect("write");
-    let fp = import(&d, &path);
+    let fp = import_many_files(&d);
     let (code, v) = d.api(
         "POST",
         "/1.0/instances",
