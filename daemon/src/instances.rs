@@ -117,6 +117,28 @@ fn write(db: &Db, i: &Instance, insert: bool) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// Puts a record back as it was (a live change that failed).
+pub fn restore(db: &Db, i: &Instance) -> Result<(), ApiError> {
+    write(db, i, false)
+}
+
+/// Sets config keys (volatile ones included) and optionally last_used_at on a record.
+pub fn set_keys(
+    db: &Db,
+    name: &str,
+    keys: &[(&str, &str)],
+    last_used: Option<&str>,
+) -> Result<(), ApiError> {
+    let mut i = get(db, name)?;
+    for (k, v) in keys {
+        i.config.insert((*k).to_string(), (*v).to_string());
+    }
+    if let Some(t) = last_used {
+        i.last_used_at = t.to_string();
+    }
+    write(db, &i, false)
+}
+
 fn is_bool(v: &str) -> bool {
     matches!(
         v.to_ascii_lowercase().as_str(),
@@ -372,7 +394,7 @@ pub fn stopped_state() -> Value {
 }
 
 /// The API object; `full` adds state, snapshots and backups (recursion=2 / instance_get_full).
-pub fn to_api(db: &Db, i: &Instance, full: bool) -> Result<Value, ApiError> {
+pub fn to_api(db: &Db, i: &Instance, full: bool, state: Option<Value>) -> Result<Value, ApiError> {
     let profiles = load_profiles(db, &i.profiles).unwrap_or_default();
     let (ec, ed) = expand(&profiles, &i.config, &i.devices);
     let mut v = json!({
@@ -387,15 +409,15 @@ pub fn to_api(db: &Db, i: &Instance, full: bool) -> Result<Value, ApiError> {
         "expanded_config": ec,
         "expanded_devices": ed,
         "name": i.name,
-        "status": "Stopped",
-        "status_code": 102,
+        "status": state.as_ref().map_or(json!("Stopped"), |s| s["status"].clone()),
+        "status_code": state.as_ref().map_or(json!(102), |s| s["status_code"].clone()),
         "last_used_at": if i.last_used_at.is_empty() { "1970-01-01T00:00:00Z" } else { i.last_used_at.as_str() },
         "location": "none",
         "type": i.kind,
         "project": "default",
     });
     if full {
-        v["state"] = stopped_state();
+        v["state"] = state.unwrap_or_else(stopped_state);
         v["snapshots"] = json!([]);
         v["backups"] = json!([]);
     }
@@ -509,6 +531,8 @@ pub struct Ctx {
     pub creating: Creating,
     /// Events.
     pub events: crate::events::Events,
+    /// Instances being stopped on request.
+    pub stopping: crate::runtime::Stopping,
 }
 
 /// Checks a create request and resolves what it needs; fast, before the operation starts.
@@ -795,6 +819,11 @@ pub async fn delete(c: &Ctx, name: &str) -> Result<(), ApiError> {
     {
         return Err(ApiError::Forbidden(format!(
             "instance {name:?} is protected (security.protection.delete)"
+        )));
+    }
+    if crate::runtime::is_running(c, name).await? {
+        return Err(ApiError::BadRequest(format!(
+            "instance {name:?} is running: stop it first (or delete with --force)"
         )));
     }
     let pn = PoolName::new(i.pool.clone()).map_err(|e| ApiError::Internal(e.to_string()))?;

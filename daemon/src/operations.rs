@@ -160,9 +160,41 @@ impl Operations {
         F: FnOnce(OpCtx) -> Fut + Send + 'static,
         Fut: Future<Output = Result<serde_json::Value, String>> + Send + 'static,
     {
+        self.start_full(
+            Uuid::new_v4().to_string(),
+            class,
+            description,
+            resources,
+            serde_json::Value::Null,
+            may_cancel,
+            body,
+        )
+    }
+
+    /// A fresh operation id, for callers that must know it before the operation starts.
+    pub fn new_id() -> String {
+        Uuid::new_v4().to_string()
+    }
+
+    /// [`Operations::start`] with a chosen id and initial metadata (exec's stream secrets).
+    #[allow(clippy::too_many_arguments)]
+    pub fn start_full<F, Fut>(
+        &self,
+        id: String,
+        class: &str,
+        description: &str,
+        resources: BTreeMap<String, Vec<String>>,
+        metadata: serde_json::Value,
+        may_cancel: bool,
+        body: F,
+    ) -> Operation
+    where
+        F: FnOnce(OpCtx) -> Fut + Send + 'static,
+        Fut: Future<Output = Result<serde_json::Value, String>> + Send + 'static,
+    {
         let now = now_rfc3339();
         let op = Operation {
-            id: Uuid::new_v4().to_string(),
+            id,
             class: class.to_string(),
             description: description.to_string(),
             created_at: now.clone(),
@@ -170,7 +202,7 @@ impl Operations {
             status: OpStatus::Running.text().into(),
             status_code: OpStatus::Running.code(),
             resources,
-            metadata: serde_json::Value::Null,
+            metadata,
             may_cancel,
             err: String::new(),
             location: "none".into(),

@@ -264,6 +264,8 @@ async fn serve(
         landlock,
         image_locks: Default::default(),
         creating: Default::default(),
+        stopping: Default::default(),
+        sockets: Default::default(),
     });
     crate::images::gc_uploads(&args.state_dir);
     ensure_defaults(&daemon).await?;
@@ -273,6 +275,11 @@ async fn serve(
     if let Err(e) = crate::storage::collect_orphans(&daemon.db, &daemon.helpers).await {
         // Serving beats refusing to start over a leftover; the next start tries again.
         tracing::error!(error = %e, "collecting orphaned volumes failed; they stay until the next start");
+    }
+    {
+        // Re-adopt what runs and autostart the rest in the background: the API is up at once.
+        let c = daemon.instance_ctx();
+        tokio::spawn(async move { crate::runtime::on_daemon_start(&c).await });
     }
     listener.set_nonblocking(true)?;
     let listener = tokio::net::UnixListener::from_std(listener)?;

@@ -74,6 +74,10 @@ pub struct Daemon {
     pub image_locks: crate::storage::ImageLocks,
     /// Instance names being created.
     pub creating: crate::instances::Creating,
+    /// Instances being stopped on request.
+    pub stopping: crate::runtime::Stopping,
+    /// Websockets of exec and console operations, by secret.
+    pub sockets: crate::exec::Sockets,
 }
 
 impl Daemon {
@@ -85,6 +89,7 @@ impl Daemon {
             locks: self.image_locks.clone(),
             creating: self.creating.clone(),
             events: self.events.clone(),
+            stopping: self.stopping.clone(),
         }
     }
 }

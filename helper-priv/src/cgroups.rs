@@ -4,12 +4,10 @@
 //! named by silo-priv, never by a path from silod.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use silo_proto::error::{HelperError, HelperResult};
-use silo_proto::privileged::{CgroupInfo, CgroupLayout, IdRange, Priv};
-use silo_proto::{HelperHello, InstanceName};
-use tarpc::context::Context;
+use silo_proto::privileged::{CgroupLayout, IdRange, InstanceStats, Limits, NetCounters};
+use silo_proto::InstanceName;
 
 /// One mounted hierarchy.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -157,7 +155,7 @@ impl Cgroups {
         Ok(())
     }
 
-    fn create(&self, name: &InstanceName) -> HelperResult<Vec<PathBuf>> {
+    pub fn create(&self, name: &InstanceName) -> HelperResult<Vec<PathBuf>> {
         let dirs = self.dirs(name);
         if dirs.iter().any(|d| d.exists()) {
             return Err(HelperError::AlreadyExists {
@@ -185,7 +183,7 @@ impl Cgroups {
         Ok(made)
     }
 
-    fn list(&self) -> Vec<InstanceName> {
+    pub fn list(&self) -> Vec<InstanceName> {
         let Some(h) = self.hierarchies.first() else {
             return Vec::new();
         };
@@ -200,7 +198,7 @@ impl Cgroups {
         out
     }
 
-    fn delete(&self, name: &InstanceName) -> HelperResult<()> {
+    pub fn delete(&self, name: &InstanceName) -> HelperResult<()> {
         let dirs: Vec<PathBuf> = self.dirs(name).into_iter().filter(|d| d.exists()).collect();
         if dirs.is_empty() {
             return Err(HelperError::NotFound {
@@ -221,6 +219,149 @@ impl Cgroups {
         }
         self.remove_empty_parents();
         Ok(())
+    }
+
+    /// Whether the instance has a cgroup in any hierarchy.
+    pub fn exists(&self, name: &InstanceName) -> bool {
+        self.dirs(name).iter().any(|d| d.exists())
+    }
+
+    /// The installation tag.
+    pub fn tag(&self) -> &str {
+        &self.tag
+    }
+
+    /// The cgroup.procs files a process joins to be in the instance's cgroups.
+    pub fn procs_files(&self, name: &InstanceName) -> Vec<String> {
+        self.dirs(name)
+            .iter()
+            .map(|d| d.join("cgroup.procs").display().to_string())
+            .collect()
+    }
+
+    /// The instance's group in the cgroup2 hierarchy, when the host has one.
+    pub fn v2_dir(&self, name: &InstanceName) -> Option<PathBuf> {
+        self.hierarchies
+            .iter()
+            .find(|h| h.v2)
+            .map(|h| h.mount.join(&self.parent).join(name.as_str()))
+    }
+
+    /// The directory of the hierarchy that holds `file` for this instance: a v1 controller
+    /// hierarchy when the host has one (hybrid hosts bind controllers there), else cgroup2.
+    fn dir_with(&self, name: &InstanceName, v1: &str, v2: &str) -> Option<(PathBuf, bool)> {
+        for h in &self.hierarchies {
+            if !h.v2 && h.controllers.iter().any(|c| c == v1) {
+                return Some((h.mount.join(&self.parent).join(name.as_str()), false));
+            }
+        }
+        let d = self.v2_dir(name)?;
+        let avail =
+            std::fs::read_to_string(d.parent()?.join("cgroup.subtree_control")).unwrap_or_default();
+        avail
+            .split_whitespace()
+            .any(|c| c == v2)
+            .then_some((d, true))
+    }
+
+    /// Writes the limits (a `None` lifts that limit).
+    pub fn apply_limits(&self, name: &InstanceName, l: &Limits) -> HelperResult<()> {
+        l.validate()?;
+        let write = |d: &Path, f: &str, v: &str| -> HelperResult<()> {
+            std::fs::write(d.join(f), v).map_err(|e| io("write", &d.join(f), e))
+        };
+        let need = |what: &str| {
+            HelperError::Unsupported(format!(
+                "{what} cannot be applied: the host has no {what} cgroup controller available to silo"
+            ))
+        };
+        match (self.dir_with(name, "memory", "memory"), l.memory) {
+            (Some((d, v2)), m) => {
+                let v = m.map_or(if v2 { "max".into() } else { "-1".into() }, |m| {
+                    m.to_string()
+                });
+                write(
+                    &d,
+                    if v2 {
+                        "memory.max"
+                    } else {
+                        "memory.limit_in_bytes"
+                    },
+                    &v,
+                )?;
+            }
+            (None, Some(_)) => return Err(need("limits.memory")),
+            (None, None) => {}
+        }
+        match (self.dir_with(name, "pids", "pids"), l.processes) {
+            (Some((d, _)), p) => write(&d, "pids.max", &p.map_or("max".into(), |p| p.to_string()))?,
+            (None, Some(_)) => return Err(need("limits.processes")),
+            (None, None) => {}
+        }
+        match (self.dir_with(name, "cpuset", "cpuset"), &l.cpus) {
+            (Some((d, _)), c) => {
+                let v = match c {
+                    Some(c) => c.clone(),
+                    None => d
+                        .parent()
+                        .and_then(|p| std::fs::read_to_string(p.join("cpuset.cpus")).ok())
+                        .map(|s| s.trim().to_string())
+                        .unwrap_or_default(),
+                };
+                if !v.is_empty() {
+                    write(&d, "cpuset.cpus", &v)?;
+                }
+            }
+            (None, Some(_)) => return Err(need("limits.cpu")),
+            (None, None) => {}
+        }
+        Ok(())
+    }
+
+    /// Resource use read from the instance's cgroups.
+    pub fn stats(&self, name: &InstanceName) -> InstanceStats {
+        let num = |d: &Path, f: &str| -> Option<u64> {
+            std::fs::read_to_string(d.join(f)).ok()?.trim().parse().ok()
+        };
+        let mut s = InstanceStats::default();
+        if let Some((d, v2)) = self.dir_with(name, "memory", "memory") {
+            if v2 {
+                s.memory = num(&d, "memory.current").unwrap_or(0);
+                s.memory_peak = num(&d, "memory.peak").unwrap_or(s.memory);
+                s.swap = num(&d, "memory.swap.current").unwrap_or(0);
+            } else {
+                s.memory = num(&d, "memory.usage_in_bytes").unwrap_or(0);
+                s.memory_peak = num(&d, "memory.max_usage_in_bytes").unwrap_or(s.memory);
+                s.swap = num(&d, "memory.memsw.usage_in_bytes")
+                    .map(|t| t.saturating_sub(s.memory))
+                    .unwrap_or(0);
+            }
+        }
+        if let Some((d, v2)) = self.dir_with(name, "cpuacct", "cpu") {
+            s.cpu_ns = if v2 {
+                std::fs::read_to_string(d.join("cpu.stat"))
+                    .ok()
+                    .and_then(|t| {
+                        t.lines().find_map(|l| {
+                            l.strip_prefix("usage_usec ")
+                                .and_then(|v| v.trim().parse::<u64>().ok())
+                        })
+                    })
+                    .map(|u| u * 1000)
+                    .unwrap_or(0)
+            } else {
+                num(&d, "cpuacct.usage").unwrap_or(0)
+            };
+        }
+        s.processes = match self.dir_with(name, "pids", "pids") {
+            Some((d, _)) => num(&d, "pids.current").unwrap_or(0),
+            None => self
+                .dirs(name)
+                .first()
+                .map(|d| count_procs(d) as u64)
+                .unwrap_or(0),
+        };
+        s
     }
 
     fn remove_empty_parents(&self) {
@@ -269,13 +410,6 @@ fn remove_cgroup_tree(dir: &Path) -> HelperResult<()> {
     std::fs::remove_dir(dir).map_err(|e| io("rmdir", dir, e))
 }
 
-#[derive(Debug)]
-struct Inner {
-    cg: Cgroups,
-    ids: Result<IdRange, HelperError>,
-    landlock: String,
-}
-
 /// Parses root's entry of an /etc/subuid-style file.
 pub fn parse_subid(text: &str) -> Option<IdRange> {
     text.lines().find_map(|l| {
@@ -318,54 +452,124 @@ pub fn host_id_range() -> Result<IdRange, HelperError> {
     Ok(r)
 }
 
-/// The namespace helper's service.
-#[derive(Debug, Clone)]
-pub struct PrivServer(Arc<Inner>);
-
-impl PrivServer {
-    /// Builds the service.
-    pub fn new(cg: Cgroups, ids: Result<IdRange, HelperError>, landlock: String) -> PrivServer {
-        PrivServer(Arc::new(Inner { cg, ids, landlock }))
+/// Counters of the interfaces in init's network namespace (/proc/PID/net/dev), with their
+/// addresses (/proc/PID/net/if_inet6 and fib_trie).
+pub fn net_counters(pid: u32) -> Vec<NetCounters> {
+    let mut out: Vec<NetCounters> = std::fs::read_to_string(format!("/proc/{pid}/net/dev"))
+        .unwrap_or_default()
+        .lines()
+        .skip(2)
+        .filter_map(parse_net_dev_line)
+        .collect();
+    for n in &mut out {
+        let sys = |f: &str| {
+            std::fs::read_to_string(format!("/proc/{pid}/root/sys/class/net/{}/{f}", n.name)).ok()
+        };
+        n.mtu = sys("mtu").and_then(|m| m.trim().parse().ok()).unwrap_or(0);
+        n.hwaddr = sys("address")
+            .map(|a| a.trim().to_string())
+            .unwrap_or_default();
+        n.state = match sys("operstate").as_deref().map(str::trim) {
+            Some("down") => "down".into(),
+            _ => "up".into(),
+        };
     }
-}
-
-impl Priv for PrivServer {
-    async fn hello(self, _: Context) -> HelperHello {
-        HelperHello {
-            helper: "silo-priv".into(),
-            version: env!("CARGO_PKG_VERSION").into(),
-            pid: std::process::id(),
-            tag: self.0.cg.tag.clone(),
-            landlock: self.0.landlock.clone(),
+    let v6 = std::fs::read_to_string(format!("/proc/{pid}/net/if_inet6")).unwrap_or_default();
+    for l in v6.lines() {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        if f.len() < 6 || f[0].len() != 32 {
+            continue;
+        }
+        let Ok(raw) = u128::from_str_radix(f[0], 16) else {
+            continue;
+        };
+        let addr = std::net::Ipv6Addr::from(raw).to_string();
+        let plen = u8::from_str_radix(f[2], 16).unwrap_or(128);
+        let scope = match f[3] {
+            "10" => "host",
+            "20" => "link",
+            _ => "global",
+        };
+        if let Some(n) = out.iter_mut().find(|n| n.name == f[5]) {
+            n.addresses.push(("inet6".into(), addr, plen, scope.into()));
         }
     }
-
-    async fn cgroup_layout(self, _: Context) -> HelperResult<CgroupLayout> {
-        Ok(self.0.cg.layout())
+    for (dev, addr, plen) in ipv4_addresses(pid) {
+        if let Some(n) = out.iter_mut().find(|n| n.name == dev) {
+            let scope = if addr.starts_with("127.") {
+                "local"
+            } else {
+                "global"
+            };
+            n.addresses
+                .insert(0, ("inet".into(), addr, plen, scope.into()));
+        }
     }
+    out
+}
 
-    async fn create_cgroup(self, _: Context, instance: InstanceName) -> HelperResult<CgroupInfo> {
-        let paths = self.0.cg.create(&instance)?;
-        tracing::info!(instance = %instance, "created cgroup");
-        Ok(CgroupInfo {
-            instance,
-            paths: paths.iter().map(|p| p.display().to_string()).collect(),
-        })
+fn parse_net_dev_line(l: &str) -> Option<NetCounters> {
+    let (name, rest) = l.split_once(':')?;
+    let v: Vec<u64> = rest
+        .split_whitespace()
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    if v.len() < 10 {
+        return None;
     }
+    Some(NetCounters {
+        name: name.trim().to_string(),
+        rx_bytes: v[0],
+        rx_packets: v[1],
+        tx_bytes: v[8],
+        tx_packets: v[9],
+        ..Default::default()
+    })
+}
 
-    async fn list_cgroups(self, _: Context) -> HelperResult<Vec<InstanceName>> {
-        Ok(self.0.cg.list())
+/// IPv4 addresses by interface: the "/32 host LOCAL" leaves of fib_trie, matched to the
+/// interface whose route covers them (/proc/PID/net/route).
+fn ipv4_addresses(pid: u32) -> Vec<(String, String, u8)> {
+    let trie = std::fs::read_to_string(format!("/proc/{pid}/net/fib_trie")).unwrap_or_default();
+    let mut locals: Vec<std::net::Ipv4Addr> = Vec::new();
+    let mut last: Option<std::net::Ipv4Addr> = None;
+    for l in trie.lines() {
+        let t = l.trim_start_matches([' ', '|', '-', '+']).trim();
+        if let Ok(a) = t.parse::<std::net::Ipv4Addr>() {
+            last = Some(a);
+        } else if t.contains("/32 host LOCAL") {
+            if let Some(a) = last {
+                if !locals.contains(&a) {
+                    locals.push(a);
+                }
+            }
+        }
     }
-
-    async fn id_range(self, _: Context) -> HelperResult<IdRange> {
-        self.0.ids.clone()
+    let routes = std::fs::read_to_string(format!("/proc/{pid}/net/route")).unwrap_or_default();
+    let mut out = Vec::new();
+    for a in locals {
+        if a.is_loopback() {
+            out.push(("lo".to_string(), a.to_string(), 8));
+            continue;
+        }
+        for l in routes.lines().skip(1) {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            if f.len() < 8 {
+                continue;
+            }
+            let (Ok(dst), Ok(mask)) =
+                (u32::from_str_radix(f[1], 16), u32::from_str_radix(f[7], 16))
+            else {
+                continue;
+            };
+            let (dst, mask) = (u32::from_be(dst), u32::from_be(mask));
+            if mask != 0 && u32::from(a) & mask == dst {
+                out.push((f[0].to_string(), a.to_string(), mask.count_ones() as u8));
+                break;
+            }
+        }
     }
-
-    async fn delete_cgroup(self, _: Context, instance: InstanceName) -> HelperResult<()> {
-        self.0.cg.delete(&instance)?;
-        tracing::info!(instance = %instance, "deleted cgroup");
-        Ok(())
-    }
+    out
 }
 
 #[cfg(test)]

@@ -5,6 +5,10 @@
 
 mod cgroups;
 mod confinement;
+mod launcher;
+mod runtime;
+mod server;
+mod sys;
 
 use silo_proto::jail::boot;
 use silo_proto::privileged::Priv;
@@ -17,11 +21,12 @@ fn main() {
             Ok((
                 cgroups::Cgroups::detect(&b.state_dir)?,
                 cgroups::host_id_range(),
+                runtime::Runtime::open(&b.state_dir, b.policy.clone(), b.fds.clone())?,
             ))
         },
-        |(cg, ids), b, landlock| async move {
-            let server = cgroups::PrivServer::new(cg, ids, landlock);
-            boot::serve("silo-priv", b.rpc, server.serve()).await
+        |(cg, ids, rt), _b, landlock| async move {
+            let server = server::PrivServer::new(cg, ids, rt, landlock);
+            boot::serve("silo-priv", _b.rpc, server.serve()).await
         },
     ));
 }

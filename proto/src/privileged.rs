@@ -58,4 +58,276 @@ pub trait Priv {
     async fn delete_cgroup(instance: InstanceName) -> HelperResult<()>;
     /// The id range instances are allocated from.
     async fn id_range() -> HelperResult<IdRange>;
+    /// Starts an instance: cgroup, namespaces, idmapped root, init. Answers once init runs,
+    /// or with the reason it could not. Refused if it runs already, if its id range overlaps a
+    /// running instance's or lies outside [`Priv::id_range`], or if it is privileged and the
+    /// policy does not allow that.
+    async fn start(spec: StartSpec) -> HelperResult<RunningInfo>;
+    /// Asks init to shut down (SIGRTMIN+3 for systemd, SIGPWR otherwise), or kills it.
+    async fn stop(instance: InstanceName, force: bool) -> HelperResult<()>;
+    /// Waits up to `timeout_ms` for init to end, and then removes the cgroup; answers how
+    /// it ended ([`InitExit::Running`] on timeout).
+    async fn wait_stopped(instance: InstanceName, timeout_ms: u64) -> HelperResult<InitExit>;
+    /// The instances running now (adopted from an earlier silo-priv too).
+    async fn running() -> HelperResult<Vec<RunningInfo>>;
+    /// Resource use of a running instance.
+    async fn stats(instance: InstanceName) -> HelperResult<InstanceStats>;
+    /// Changes a running instance's limits.
+    async fn set_limits(instance: InstanceName, limits: Limits) -> HelperResult<()>;
+    /// Runs a command in a running instance, in all its namespaces and its cgroup, with its
+    /// capabilities and seccomp filter.
+    async fn exec(spec: ExecSpec) -> HelperResult<ExecStarted>;
+    /// Waits up to `timeout_ms` for an exec'd command; `Some(status)` once it ended (the exit
+    /// code, 128+signal when killed).
+    async fn exec_wait(id: u64, timeout_ms: u64) -> HelperResult<Option<i32>>;
+    /// Signals an exec'd command.
+    async fn exec_signal(id: u64, signal: i32) -> HelperResult<()>;
+    /// Connects to the instance's console; the socket arrives on the fd side channel.
+    async fn console(instance: InstanceName) -> HelperResult<crate::fdpass::FdTicket>;
+    /// The tail of the console log (at most `max` bytes).
+    async fn console_log(instance: InstanceName, max: u64) -> HelperResult<Vec<u8>>;
+}
+
+/// An instance's resource limits, as silo-priv writes them into its cgroup.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Limits {
+    /// Memory limit in bytes (`limits.memory`).
+    pub memory: Option<u64>,
+    /// CPUs the instance may run on, as a cpuset list "0-1,3" (`limits.cpu`).
+    pub cpus: Option<String>,
+    /// Maximum number of processes (`limits.processes`).
+    pub processes: Option<u64>,
+}
+
+impl Limits {
+    /// Checks the values are ones a cgroup can take.
+    pub fn validate(&self) -> Result<(), crate::HelperError> {
+        if let Some(m) = self.memory {
+            if m < (4 << 20) {
+                return Err(crate::HelperError::invalid(
+                    "limits.memory",
+                    format!("{m} bytes is below the 4MiB an instance needs"),
+                ));
+            }
+        }
+        if let Some(p) = self.processes {
+            if p == 0 || p > 4_194_304 {
+                return Err(crate::HelperError::invalid(
+                    "limits.processes",
+                    format!("{p} is not between 1 and 4194304"),
+                ));
+            }
+        }
+        if let Some(c) = &self.cpus {
+            parse_cpuset(c).map_err(|r| crate::HelperError::invalid("limits.cpu", r))?;
+        }
+        Ok(())
+    }
+}
+
+/// Parses a cpuset list ("0-1,3") into CPU numbers, refusing anything else.
+pub fn parse_cpuset(s: &str) -> Result<Vec<u32>, String> {
+    let mut out = Vec::new();
+    if s.is_empty() || s.len() > 256 {
+        return Err(format!("{s:?} is not a CPU list like \"0-1,3\""));
+    }
+    for part in s.split(',') {
+        let (a, b) = match part.split_once('-') {
+            Some((a, b)) => (a, b),
+            None => (part, part),
+        };
+        let a: u32 = a
+            .parse()
+            .map_err(|_| format!("{s:?} is not a CPU list like \"0-1,3\""))?;
+        let b: u32 = b
+            .parse()
+            .map_err(|_| format!("{s:?} is not a CPU list like \"0-1,3\""))?;
+        if a > b || b >= 4096 {
+            return Err(format!("{s:?}: bad CPU range {part:?}"));
+        }
+        out.extend(a..=b);
+    }
+    out.sort_unstable();
+    out.dedup();
+    Ok(out)
+}
+
+/// What silod asks for when it starts an instance. The rootfs is not named by path: silo-priv
+/// finds `<state>/storage-pools/<pool>/containers/<instance>` itself, beneath its own fd.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StartSpec {
+    /// The instance (also its hostname).
+    pub instance: InstanceName,
+    /// The pool holding its root volume.
+    pub pool: crate::PoolName,
+    /// First host id of its 65536-id range; `None` asks for a privileged container (no user
+    /// namespace), which the root policy must allow.
+    pub idmap_base: Option<u64>,
+    /// Limits applied before init runs.
+    pub limits: Limits,
+}
+
+/// How an instance's init ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum InitExit {
+    /// Still running.
+    Running,
+    /// Exited with this status.
+    Exited(i32),
+    /// Killed by this signal (SIGHUP from a reboot in the container, SIGINT from a halt or
+    /// poweroff, SIGKILL from a forced stop).
+    Signaled(i32),
+    /// The start failed before init ran; the monitor's reason.
+    StartFailed(String),
+    /// Gone, and the monitor left no record (the host rebooted, or the record was lost).
+    Unknown,
+}
+
+/// A running (or just stopped) instance as silo-priv tracks it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunningInfo {
+    /// The instance.
+    pub instance: InstanceName,
+    /// Its init's pid on the host.
+    pub init_pid: u32,
+    /// The monitor's pid on the host.
+    pub monitor_pid: u32,
+    /// Unix time init was started.
+    pub started_at: i64,
+    /// Its id range base (`None` = privileged).
+    pub idmap_base: Option<u64>,
+    /// Whether init is systemd (stopped with SIGRTMIN+3 rather than SIGPWR).
+    pub systemd: bool,
+}
+
+/// Per-interface counters, read from the instance's network namespace.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetCounters {
+    /// Interface name inside the instance.
+    pub name: String,
+    /// Bytes received.
+    pub rx_bytes: u64,
+    /// Bytes sent.
+    pub tx_bytes: u64,
+    /// Packets received.
+    pub rx_packets: u64,
+    /// Packets sent.
+    pub tx_packets: u64,
+    /// MTU.
+    pub mtu: u64,
+    /// Hardware address.
+    pub hwaddr: String,
+    /// "up" or "down".
+    pub state: String,
+    /// Addresses as (family "inet"/"inet6", address, netmask bits, scope).
+    pub addresses: Vec<(String, String, u8, String)>,
+}
+
+/// A running instance's resource use, read from its cgroup and namespaces.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InstanceStats {
+    /// Init's host pid.
+    pub pid: u32,
+    /// Processes in its cgroup.
+    pub processes: u64,
+    /// CPU time used, in nanoseconds.
+    pub cpu_ns: u64,
+    /// Memory in use, bytes.
+    pub memory: u64,
+    /// Peak memory use, bytes.
+    pub memory_peak: u64,
+    /// Swap in use, bytes.
+    pub swap: u64,
+    /// Interfaces.
+    pub net: Vec<NetCounters>,
+}
+
+/// Largest total size of an exec's command and environment.
+pub const MAX_EXEC_BYTES: usize = 128 * 1024;
+
+/// A command to run inside a running instance.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExecSpec {
+    /// The instance.
+    pub instance: InstanceName,
+    /// argv; argv[0] is looked up in PATH inside the instance when it has no '/'.
+    pub command: Vec<String>,
+    /// The whole environment.
+    pub env: Vec<(String, String)>,
+    /// Working directory inside the instance ("" = the user's home or /).
+    pub cwd: String,
+    /// User id inside the instance.
+    pub uid: u32,
+    /// Group id inside the instance.
+    pub gid: u32,
+    /// With a terminal (one pty for stdin/stdout/stderr) or with three pipes.
+    pub interactive: bool,
+    /// Terminal size.
+    pub width: u16,
+    /// Terminal size.
+    pub height: u16,
+}
+
+impl ExecSpec {
+    /// Checks what the kernel and the container would refuse anyway, and sizes.
+    pub fn validate(&self) -> Result<(), crate::HelperError> {
+        fn inv(w: &str, r: impl Into<String>) -> crate::HelperError {
+            crate::HelperError::invalid(w, r)
+        }
+        if self.command.is_empty() || self.command[0].is_empty() {
+            return Err(inv("command", "no command given"));
+        }
+        let mut total = 0usize;
+        for a in &self.command {
+            if a.contains('\0') {
+                return Err(inv("command", "an argument contains a NUL byte"));
+            }
+            total += a.len() + 1;
+        }
+        for (k, v) in &self.env {
+            if k.is_empty() || k.contains('=') || k.contains('\0') || v.contains('\0') {
+                return Err(inv(
+                    "environment",
+                    format!("bad variable name or value {k:?}"),
+                ));
+            }
+            total += k.len() + v.len() + 2;
+        }
+        if total > MAX_EXEC_BYTES {
+            return Err(inv(
+                "command",
+                format!("command and environment take {total} bytes (at most {MAX_EXEC_BYTES})"),
+            ));
+        }
+        if self.cwd.contains('\0') || self.cwd.len() > 4096 {
+            return Err(inv("cwd", "not a usable path"));
+        }
+        if self.uid >= 65536 || self.gid >= 65536 {
+            return Err(inv(
+                "user",
+                format!(
+                    "uid {} / gid {} is not mapped in the instance (0 to 65535 are)",
+                    self.uid, self.gid
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// What silod gets back from `exec`: fds on the side channel, and an id to wait on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExecStarted {
+    /// Names this exec in `exec_wait` and `exec_signal`.
+    pub id: u64,
+    /// The process's host pid.
+    pub pid: u32,
+    /// One fd (the pty master) when interactive; else stdin (write end), stdout and stderr
+    /// (read ends).
+    pub fds: crate::fdpass::FdTicket,
+}
+
+/// Signals silod may send to an exec'd process or an instance's init.
+pub fn signal_allowed(sig: i32) -> bool {
+    (1..=64).contains(&sig) && sig != 32 && sig != 33
 }

@@ -25,9 +25,21 @@ fn resources(name: &str) -> BTreeMap<String, Vec<String>> {
 pub async fn list(State(d): State<Arc<Daemon>>, Query(q): Query<ListQuery>) -> ApiResult {
     let filter = crate::filter::Filter::parse(q.filter.as_deref().unwrap_or(""))?;
     let level = q.level();
+    let c = d.instance_ctx();
+    let run = crate::runtime::running(&c).await?;
     let mut out = Vec::new();
     for i in instances::list_records(&d.db)? {
-        let obj = instances::to_api(&d.db, &i, level >= 2)?;
+        let state = match run.get(&i.name) {
+            None => None,
+            Some(_) if level >= 2 => Some(
+                crate::runtime::stats(&c, &i.name)
+                    .await
+                    .map(|s| crate::runtime::state_json(&s, None))
+                    .unwrap_or_else(|_| running_stub()),
+            ),
+            Some(_) => Some(running_stub()),
+        };
+        let obj = instances::to_api(&d.db, &i, level >= 2, state)?;
         if filter.matches(&obj) {
             out.push(obj);
         }
@@ -73,13 +85,30 @@ pub async fn get_one(
 ) -> ApiResult {
     let i = instances::get(&d.db, &name)?;
     let full = q.level() >= 1;
-    let obj = instances::to_api(&d.db, &i, full)?;
+    let c = d.instance_ctx();
+    let state = if crate::runtime::is_running(&c, &name).await? {
+        Some(if full {
+            crate::runtime::stats(&c, &name)
+                .await
+                .map(|s| crate::runtime::state_json(&s, None))
+                .unwrap_or_else(|_| running_stub())
+        } else {
+            running_stub()
+        })
+    } else {
+        None
+    };
+    let obj = instances::to_api(&d.db, &i, full, state)?;
     let etag = super::etag(&writable_view(&obj));
     let mut r = sync(obj);
     if let Ok(v) = axum::http::HeaderValue::from_str(&format!("\"{etag}\"")) {
         r.headers_mut().insert(axum::http::header::ETAG, v);
     }
     Ok(r)
+}
+
+fn running_stub() -> Value {
+    json!({"status": "Running", "status_code": 103})
 }
 
 fn writable_view(obj: &Value) -> Value {
@@ -98,7 +127,7 @@ fn check_etag(d: &Daemon, name: &str, headers: &HeaderMap) -> Result<(), ApiErro
         .and_then(|v| v.to_str().ok())
     {
         let i = instances::get(&d.db, name)?;
-        let have = super::etag(&writable_view(&instances::to_api(&d.db, &i, false)?));
+        let have = super::etag(&writable_view(&instances::to_api(&d.db, &i, false, None)?));
         if want.trim_matches('"') != have {
             return Err(ApiError::PreconditionFailed(format!(
                 "instance {name:?} changed meanwhile (ETag mismatch)"
@@ -138,6 +167,9 @@ pub async fn put(
         false,
         move |_ctx| async move {
             instances::apply(&dd.db, &name, w, false).map_err(|e| e.to_string())?;
+            crate::runtime::apply_live(&dd.instance_ctx(), &name)
+                .await
+                .map_err(|e| e.to_string())?;
             dd.events.lifecycle(
                 "instance-updated",
                 &format!("/1.0/instances/{name}"),
@@ -159,7 +191,13 @@ pub async fn patch(
     check_etag(&d, &name, &headers)?;
     let w: Writable = serde_json::from_slice(&body)
         .map_err(|e| ApiError::BadRequest(format!("invalid request body: {e}")))?;
+    let before = instances::get(&d.db, &name)?;
     instances::apply(&d.db, &name, w, true)?;
+    if let Err(e) = crate::runtime::apply_live(&d.instance_ctx(), &name).await {
+        // The limits could not be applied to the running instance: keep the old record.
+        let _ = instances::restore(&d.db, &before);
+        return Err(e);
+    }
     d.events.lifecycle(
         "instance-updated",
         &format!("/1.0/instances/{name}"),
@@ -197,14 +235,289 @@ pub async fn post(State(d): State<Arc<Daemon>>, Path(name): Path<String>) -> Api
 
 /// `GET /1.0/instances/{name}/state`.
 pub async fn state(State(d): State<Arc<Daemon>>, Path(name): Path<String>) -> ApiResult {
-    instances::get(&d.db, &name)?;
-    Ok(sync(instances::stopped_state()))
+    let i = instances::get(&d.db, &name)?;
+    let c = d.instance_ctx();
+    if !crate::runtime::is_running(&c, &name).await? {
+        return Ok(sync(instances::stopped_state()));
+    }
+    let s = crate::runtime::stats(&c, &name).await?;
+    let disk = crate::runtime::disk_usage(&c, &i).await;
+    Ok(sync(crate::runtime::state_json(&s, disk)))
 }
 
-/// `PUT /1.0/instances/{name}/state`: starting and stopping arrive with the runtime.
-pub async fn put_state(State(d): State<Arc<Daemon>>, Path(name): Path<String>) -> ApiResult {
+/// The body of `PUT /1.0/instances/{name}/state`.
+#[derive(Debug, serde::Deserialize)]
+pub struct StateChange {
+    action: String,
+    #[serde(default = "minus_one")]
+    timeout: i64,
+    #[serde(default)]
+    force: bool,
+    #[serde(default)]
+    stateful: bool,
+}
+
+fn minus_one() -> i64 {
+    -1
+}
+
+/// `PUT /1.0/instances/{name}/state`: start, stop, restart.
+pub async fn put_state(
+    State(d): State<Arc<Daemon>>,
+    Path(name): Path<String>,
+    body: axum::body::Bytes,
+) -> ApiResult {
     instances::get(&d.db, &name)?;
-    Err(ApiError::BadRequest(format!(
-        "cannot change the state of {name:?}: running instances is not supported by this silo yet"
+    let req: StateChange = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::BadRequest(format!("invalid request body: {e}")))?;
+    if req.stateful {
+        return Err(ApiError::BadRequest(
+            "stateful start and stop (CRIU) are not supported by silo".into(),
+        ));
+    }
+    let timeout = (req.timeout >= 0).then(|| std::time::Duration::from_secs(req.timeout as u64));
+    let c = d.instance_ctx();
+    let running = crate::runtime::is_running(&c, &name).await?;
+    let description = match req.action.as_str() {
+        "start" if running => {
+            return Err(ApiError::BadRequest(format!(
+                "instance {name:?} is already running"
+            )))
+        }
+        "stop" | "restart" if !running => {
+            return Err(ApiError::BadRequest(format!(
+                "instance {name:?} is already stopped"
+            )))
+        }
+        "start" => "Starting instance",
+        "stop" => "Stopping instance",
+        "restart" => "Restarting instance",
+        "freeze" | "unfreeze" => {
+            return Err(ApiError::BadRequest(format!(
+                "{} is not supported by silo yet",
+                req.action
+            )))
+        }
+        other => {
+            return Err(ApiError::BadRequest(format!(
+                "unknown action {other:?}: expected start, stop or restart"
+            )))
+        }
+    };
+    let action = req.action.clone();
+    let force = req.force;
+    let op = d.ops.start(
+        "task",
+        description,
+        resources(&name),
+        false,
+        move |_ctx| async move {
+            let r = match action.as_str() {
+                "start" => crate::runtime::start(&c, &name).await.map(|_| ()),
+                "stop" => crate::runtime::stop(&c, &name, force, timeout)
+                    .await
+                    .map(|_| ()),
+                _ => crate::runtime::restart(&c, &name, force, timeout).await,
+            };
+            r.map(|()| Value::Null).map_err(|e| e.to_string())
+        },
+    );
+    Ok(async_op(&op))
+}
+
+fn websocket_resources(name: &str) -> BTreeMap<String, Vec<String>> {
+    let mut r = resources(name);
+    r.insert("containers".into(), vec![format!("/1.0/containers/{name}")]);
+    r
+}
+
+/// `POST /1.0/instances/{name}/exec`.
+pub async fn exec(
+    State(d): State<Arc<Daemon>>,
+    Path(name): Path<String>,
+    body: axum::body::Bytes,
+) -> ApiResult {
+    instances::get(&d.db, &name)?;
+    let req: crate::exec::ExecRequest = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::BadRequest(format!("invalid request body: {e}")))?;
+    if req.command.is_empty() {
+        return Err(ApiError::BadRequest("no command given".into()));
+    }
+    if req.record_output && (req.wait_for_websocket || req.interactive) {
+        return Err(ApiError::BadRequest(
+            "record-output cannot be combined with wait-for-websocket or interactive".into(),
+        ));
+    }
+    if req.user >= 65536 || req.group >= 65536 {
+        return Err(ApiError::BadRequest(format!(
+            "user {} / group {} is not mapped in the instance (ids 0 to 65535 are)",
+            req.user, req.group
+        )));
+    }
+    let c = d.instance_ctx();
+    if !crate::runtime::is_running(&c, &name).await? {
+        return Err(ApiError::BadRequest(format!(
+            "instance {name:?} is not running"
+        )));
+    }
+    let id = crate::operations::Operations::new_id();
+    let env: serde_json::Map<String, Value> = crate::exec::environment(&req)
+        .into_iter()
+        .map(|(k, v)| (k, Value::String(v)))
+        .collect();
+    let mut md = json!({
+        "command": req.command,
+        "environment": env,
+        "interactive": req.interactive,
+    });
+    let (class, streams) = if req.wait_for_websocket {
+        let names: &[&str] = if req.interactive {
+            &["0", "control"]
+        } else {
+            &["0", "1", "2", "control"]
+        };
+        let s = crate::exec::Streams::new(&d.sockets, &id, names);
+        md["fds"] = json!(s.secrets);
+        ("websocket", Some(s))
+    } else {
+        ("task", None)
+    };
+    let helpers = d.helpers.clone();
+    let state_dir = d.state_dir.clone();
+    let events = d.events.clone();
+    let md0 = md.clone();
+    let cmd = req.command.clone();
+    let op_id = id.clone();
+    let op = d.ops.start_full(
+        id,
+        class,
+        "Executing command",
+        websocket_resources(&name),
+        md,
+        false,
+        move |_ctx| async move {
+            events.lifecycle(
+                "instance-exec",
+                &format!("/1.0/instances/{name}"),
+                json!({"command": cmd}),
+            );
+            crate::exec::run(helpers, state_dir, name, op_id, req, streams, md0).await
+        },
+    );
+    Ok(async_op(&op))
+}
+
+/// `POST /1.0/instances/{name}/console`.
+pub async fn console(
+    State(d): State<Arc<Daemon>>,
+    Path(name): Path<String>,
+    body: axum::body::Bytes,
+) -> ApiResult {
+    instances::get(&d.db, &name)?;
+    let v: Value = if body.is_empty() {
+        json!({})
+    } else {
+        serde_json::from_slice(&body)
+            .map_err(|e| ApiError::BadRequest(format!("invalid request body: {e}")))?
+    };
+    if let Some(t) = v.get("type").and_then(Value::as_str) {
+        if t != "console" {
+            return Err(ApiError::BadRequest(format!(
+                "console type {t:?} is not supported (containers have a text console only)"
+            )));
+        }
+    }
+    let c = d.instance_ctx();
+    if !crate::runtime::is_running(&c, &name).await? {
+        return Err(ApiError::BadRequest(format!(
+            "instance {name:?} is not running"
+        )));
+    }
+    let id = crate::operations::Operations::new_id();
+    let s = crate::exec::Streams::new(&d.sockets, &id, &["0", "control"]);
+    let md = json!({"fds": s.secrets});
+    let helpers = d.helpers.clone();
+    let op = d.ops.start_full(
+        id,
+        "websocket",
+        "Showing console",
+        websocket_resources(&name),
+        md,
+        false,
+        move |_ctx| async move { crate::exec::console(helpers, name, s).await },
+    );
+    Ok(async_op(&op))
+}
+
+/// `GET /1.0/instances/{name}/console`: the console log.
+pub async fn console_log(State(d): State<Arc<Daemon>>, Path(name): Path<String>) -> ApiResult {
+    instances::get(&d.db, &name)?;
+    let n = silo_proto::InstanceName::new(name.clone())
+        .map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    let log = d
+        .helpers
+        .privileged
+        .console_log(crate::helpers::ctx(), n, 1 << 20)
+        .await
+        .map_err(crate::helpers::rpc_err("silo-priv"))?
+        .unwrap_or_default();
+    Ok(axum::response::IntoResponse::into_response((
+        [(axum::http::header::CONTENT_TYPE, "application/octet-stream")],
+        log,
     )))
+}
+
+/// `GET /1.0/instances/{name}/logs`: the recorded exec outputs.
+pub async fn logs(State(d): State<Arc<Daemon>>, Path(name): Path<String>) -> ApiResult {
+    instances::get(&d.db, &name)?;
+    let dir = crate::exec::output_dir(&d.state_dir, &name);
+    let mut out = Vec::new();
+    if let Ok(mut rd) = tokio::fs::read_dir(&dir).await {
+        while let Ok(Some(e)) = rd.next_entry().await {
+            out.push(format!(
+                "/1.0/instances/{name}/logs/{}",
+                e.file_name().to_string_lossy()
+            ));
+        }
+    }
+    out.sort();
+    Ok(sync(out))
+}
+
+/// `GET /1.0/instances/{name}/logs/{file}` and `/logs/exec-output/{file}`.
+pub async fn log_file(
+    State(d): State<Arc<Daemon>>,
+    Path((name, file)): Path<(String, String)>,
+) -> ApiResult {
+    instances::get(&d.db, &name)?;
+    if !file.starts_with("exec_")
+        || file.contains('/')
+        || !(file.ends_with(".stdout") || file.ends_with(".stderr"))
+    {
+        return Err(ApiError::NotFound(format!("log file {file:?} not found")));
+    }
+    let p = crate::exec::output_dir(&d.state_dir, &name).join(&file);
+    let data = tokio::fs::read(&p)
+        .await
+        .map_err(|_| ApiError::NotFound(format!("log file {file:?} not found")))?;
+    Ok(axum::response::IntoResponse::into_response((
+        [(axum::http::header::CONTENT_TYPE, "application/octet-stream")],
+        data,
+    )))
+}
+
+/// `DELETE /1.0/instances/{name}/logs/{file}`.
+pub async fn log_delete(
+    State(d): State<Arc<Daemon>>,
+    Path((name, file)): Path<(String, String)>,
+) -> ApiResult {
+    instances::get(&d.db, &name)?;
+    if !file.starts_with("exec_") || file.contains('/') {
+        return Err(ApiError::NotFound(format!("log file {file:?} not found")));
+    }
+    let p = crate::exec::output_dir(&d.state_dir, &name).join(&file);
+    tokio::fs::remove_file(&p)
+        .await
+        .map_err(|_| ApiError::NotFound(format!("log file {file:?} not found")))?;
+    Ok(sync(Value::Null))
 }

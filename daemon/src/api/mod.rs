@@ -17,7 +17,7 @@ use axum::extract::DefaultBodyLimit;
 use axum::extract::Request;
 use axum::middleware::{self, Next};
 use axum::response::Response;
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::Router;
 
 use crate::state::Daemon;
@@ -77,6 +77,7 @@ pub fn router(d: Arc<Daemon>) -> Router {
             get(operations::get_one).delete(operations::cancel),
         )
         .route("/1.0/operations/{id}/wait", get(operations::wait))
+        .route("/1.0/operations/{id}/websocket", get(operations::websocket))
         .route(
             "/1.0/images",
             get(images::list)
@@ -160,6 +161,20 @@ fn instance_routes(base: &str) -> Router<Arc<Daemon>> {
         .route(
             &format!("{base}/{{name}}/state"),
             get(instances::state).put(instances::put_state),
+        )
+        .route(&format!("{base}/{{name}}/exec"), post(instances::exec))
+        .route(
+            &format!("{base}/{{name}}/console"),
+            get(instances::console_log).post(instances::console),
+        )
+        .route(&format!("{base}/{{name}}/logs"), get(instances::logs))
+        .route(
+            &format!("{base}/{{name}}/logs/{{file}}"),
+            get(instances::log_file).delete(instances::log_delete),
+        )
+        .route(
+            &format!("{base}/{{name}}/logs/exec-output/{{file}}"),
+            get(instances::log_file).delete(instances::log_delete),
         )
 }
 

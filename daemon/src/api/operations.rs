@@ -86,3 +86,34 @@ pub async fn wait(
     };
     Ok(sync(d.ops.wait(&id, timeout).await?))
 }
+
+#[derive(Debug, Deserialize)]
+pub struct SocketQuery {
+    secret: String,
+}
+
+/// `GET /1.0/operations/{id}/websocket?secret=`: one stream of an exec or console operation.
+pub async fn websocket(
+    State(d): State<Arc<Daemon>>,
+    Path(id): Path<String>,
+    Query(q): Query<SocketQuery>,
+    ws: Result<
+        axum::extract::ws::WebSocketUpgrade,
+        axum::extract::ws::rejection::WebSocketUpgradeRejection,
+    >,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let Some(tx) = d.sockets.take(&id, &q.secret) else {
+        return ApiError::Forbidden(format!(
+            "no stream of operation {id:?} waits for that secret"
+        ))
+        .into_response();
+    };
+    let Ok(ws) = ws else {
+        return ApiError::BadRequest("this is a websocket: connect with an upgrade".into())
+            .into_response();
+    };
+    ws.on_upgrade(move |sock| async move {
+        let _ = tx.send(sock);
+    })
+}

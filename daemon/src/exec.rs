@@ -1,0 +1,576 @@
+//! `exec` and `console`: LXD's websocket protocol on silod's side.
+//!
+//! An exec is an operation of class "websocket" whose metadata carries one secret per
+//! stream (`0`, `1`, `2`, `control`; interactive: `0` and `control`). The client connects each
+//! with `GET /1.0/operations/<id>/websocket?secret=…`; data travels in binary messages and a
+//! zero-length text message marks end of stream. silo-priv runs the command and hands silod
+//! its ends of the pipes (or the pty master); silod only moves bytes.
+
+use std::collections::HashMap;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::extract::ws::{Message, WebSocket};
+use futures::{SinkExt, StreamExt};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use tokio::io::unix::AsyncFd;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::oneshot;
+
+use crate::api::response::ApiError;
+use crate::helpers::{ctx, rpc_err, HelperKind, Helpers};
+
+/// How long the client has to connect its websockets.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Websockets waiting for their operation, by secret.
+#[derive(Debug, Default, Clone)]
+pub struct Sockets(Arc<Mutex<HashMap<String, Waiting>>>);
+
+/// An operation id and the sender the connected socket goes to.
+type Waiting = (String, oneshot::Sender<WebSocket>);
+
+impl Sockets {
+    /// Registers a secret for operation `op`; the receiver gets the connected socket.
+    fn expect(&self, op: &str) -> (String, oneshot::Receiver<WebSocket>) {
+        let secret = hex::encode(uuid::Uuid::new_v4().as_bytes())
+            + &hex::encode(uuid::Uuid::new_v4().as_bytes());
+        let (tx, rx) = oneshot::channel();
+        if let Ok(mut m) = self.0.lock() {
+            m.insert(secret.clone(), (op.to_string(), tx));
+        }
+        (secret, rx)
+    }
+
+    /// Takes the waiting end for `secret` of operation `op`.
+    pub fn take(&self, op: &str, secret: &str) -> Option<oneshot::Sender<WebSocket>> {
+        let mut m = self.0.lock().ok()?;
+        match m.get(secret) {
+            Some((o, _)) if o == op => m.remove(secret).map(|(_, tx)| tx),
+            _ => None,
+        }
+    }
+
+    fn forget(&self, secrets: &[String]) {
+        if let Ok(mut m) = self.0.lock() {
+            for s in secrets {
+                m.remove(s);
+            }
+        }
+    }
+}
+
+/// The body of `POST /1.0/instances/<name>/exec`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ExecRequest {
+    /// argv.
+    pub command: Vec<String>,
+    /// Extra environment.
+    #[serde(default, deserialize_with = "crate::api::response::null_default")]
+    pub environment: HashMap<String, String>,
+    /// With a pty.
+    #[serde(default)]
+    pub interactive: bool,
+    /// Streams over websockets (else: discarded or recorded).
+    #[serde(default, rename = "wait-for-websocket")]
+    pub wait_for_websocket: bool,
+    /// Keep stdout and stderr in log files.
+    #[serde(default, rename = "record-output")]
+    pub record_output: bool,
+    /// Terminal width.
+    #[serde(default)]
+    pub width: u16,
+    /// Terminal height.
+    #[serde(default)]
+    pub height: u16,
+    /// User id.
+    #[serde(default)]
+    pub user: u32,
+    /// Group id.
+    #[serde(default)]
+    pub group: u32,
+    /// Working directory.
+    #[serde(default)]
+    pub cwd: String,
+}
+
+/// The environment LXD gives an exec'd command, with the request's on top.
+pub fn environment(req: &ExecRequest) -> Vec<(String, String)> {
+    let mut env: std::collections::BTreeMap<String, String> = [
+        (
+            "PATH",
+            "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        ),
+        ("LANG", "C.UTF-8"),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    if req.user == 0 {
+        env.insert("HOME".into(), "/root".into());
+        env.insert("USER".into(), "root".into());
+    }
+    for (k, v) in &req.environment {
+        env.insert(k.clone(), v.clone());
+    }
+    env.into_iter().collect()
+}
+
+/// Secrets of an exec or console operation and the receivers of its sockets.
+#[derive(Debug)]
+pub struct Streams {
+    /// Stream name → secret, for the operation metadata.
+    pub secrets: HashMap<String, String>,
+    waiting: HashMap<String, oneshot::Receiver<WebSocket>>,
+    sockets: Sockets,
+}
+
+impl Streams {
+    /// Registers the named streams for operation `op`.
+    pub fn new(sockets: &Sockets, op: &str, names: &[&str]) -> Streams {
+        let mut secrets = HashMap::new();
+        let mut waiting = HashMap::new();
+        for n in names {
+            let (s, rx) = sockets.expect(op);
+            secrets.insert(n.to_string(), s);
+            waiting.insert(n.to_string(), rx);
+        }
+        Streams {
+            secrets,
+            waiting,
+            sockets: sockets.clone(),
+        }
+    }
+
+    /// Waits for the `required` streams; returns them and the receiver of `control`.
+    async fn connect(
+        mut self,
+        required: &[&str],
+    ) -> Result<
+        (
+            HashMap<String, WebSocket>,
+            Option<oneshot::Receiver<WebSocket>>,
+        ),
+        String,
+    > {
+        let mut got = HashMap::new();
+        let deadline = tokio::time::Instant::now() + CONNECT_TIMEOUT;
+        for r in required {
+            let Some(rx) = self.waiting.remove(*r) else {
+                continue;
+            };
+            match tokio::time::timeout_at(deadline, rx).await {
+                Ok(Ok(ws)) => {
+                    got.insert(r.to_string(), ws);
+                }
+                _ => {
+                    let all: Vec<String> = self.secrets.values().cloned().collect();
+                    self.sockets.forget(&all);
+                    return Err("Timed out waiting for websockets to connect".into());
+                }
+            }
+        }
+        let control = self.waiting.remove("control");
+        Ok((got, control))
+    }
+}
+
+impl Drop for Streams {
+    fn drop(&mut self) {
+        let all: Vec<String> = self.secrets.values().cloned().collect();
+        self.sockets.forget(&all);
+    }
+}
+
+fn priv_fds(h: &Helpers) -> Result<silo_proto::fdpass::FdReceiver, String> {
+    h.handles
+        .iter()
+        .find(|x| x.kind == HelperKind::Priv)
+        .map(|x| x.fds.clone())
+        .ok_or_else(|| "silo-priv is not connected".to_string())
+}
+
+async fn take_fds(
+    h: &Helpers,
+    ticket: silo_proto::fdpass::FdTicket,
+) -> Result<Vec<OwnedFd>, String> {
+    let rx = priv_fds(h)?;
+    tokio::task::spawn_blocking(move || rx.take(ticket, Duration::from_secs(10)))
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())
+}
+
+fn nonblocking(fd: &OwnedFd) {
+    let _ = nix::fcntl::fcntl(
+        fd,
+        nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
+    );
+}
+
+/// An fd (pipe, pty master, socket) used with the reactor.
+struct Async(AsyncFd<OwnedFd>);
+
+impl Async {
+    fn new(fd: OwnedFd) -> std::io::Result<Async> {
+        nonblocking(&fd);
+        // SAFETY: the OwnedFd moves into the AsyncFd and stays open for its whole life.
+        let a = unsafe { AsyncFd::register(fd) }.map_err(|e| e.into_parts().1)?;
+        Ok(Async(a))
+    }
+
+    async fn read(&self, buf: &mut [u8]) -> std::io::Result<usize> {
+        loop {
+            let mut g = self.0.readable().await?;
+            match g.try_io(|f| nix::unistd::read(f.get_ref(), buf).map_err(std::io::Error::from)) {
+                Ok(Err(e)) if e.raw_os_error() == Some(libc::EIO) => return Ok(0),
+                Ok(r) => return r,
+                Err(_) => continue,
+            }
+        }
+    }
+
+    async fn write_all(&self, mut b: &[u8]) -> std::io::Result<()> {
+        while !b.is_empty() {
+            let mut g = self.0.writable().await?;
+            match g.try_io(|f| nix::unistd::write(f.get_ref(), b).map_err(std::io::Error::from)) {
+                Ok(Ok(n)) => b = &b[n..],
+                Ok(Err(e)) => return Err(e),
+                Err(_) => continue,
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Sends `fd`'s output as binary messages, then the end-of-stream barrier.
+async fn pump_out(src: Arc<Async>, mut ws: futures::stream::SplitSink<WebSocket, Message>) {
+    let mut buf = vec![0u8; 32 * 1024];
+    loop {
+        match src.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                if ws
+                    .send(Message::Binary(buf[..n].to_vec().into()))
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+            }
+        }
+    }
+    let _ = ws.send(Message::Text(String::new().into())).await;
+    let _ = ws.close().await;
+}
+
+/// Writes the client's binary messages into `dst` until close (or the end-of-stream barrier
+/// when `eof_closes`: stdin's end closes the pipe; a pty has no such end).
+async fn pump_in(
+    dst: Arc<Async>,
+    mut ws: futures::stream::SplitStream<WebSocket>,
+    eof_closes: bool,
+) {
+    while let Some(Ok(m)) = ws.next().await {
+        let go_on = match m {
+            Message::Binary(b) => dst.write_all(&b).await.is_ok(),
+            Message::Text(t) => !(t.is_empty() && eof_closes),
+            Message::Close(_) => false,
+            _ => true,
+        };
+        if !go_on {
+            break;
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct Control {
+    command: String,
+    #[serde(default)]
+    args: HashMap<String, String>,
+    #[serde(default)]
+    signal: i32,
+}
+
+fn resize(master: &Async, w: u16, h: u16) {
+    let ws = libc::winsize {
+        ws_row: h,
+        ws_col: w,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCSWINSZ on the pty master with a pointer to a winsize.
+    unsafe { libc::ioctl(master.0.get_ref().as_raw_fd(), libc::TIOCSWINSZ, &ws) };
+}
+
+/// Handles control messages: resize and signals. Returns when the socket closes.
+async fn control_loop(
+    mut ws: WebSocket,
+    helpers: Helpers,
+    exec_id: u64,
+    master: Option<Arc<Async>>,
+) -> bool {
+    while let Some(Ok(m)) = ws.next().await {
+        let Message::Text(t) = m else {
+            if matches!(m, Message::Close(_)) {
+                return true;
+            }
+            continue;
+        };
+        let Ok(c) = serde_json::from_str::<Control>(&t) else {
+            continue;
+        };
+        match c.command.as_str() {
+            "window-resize" => {
+                let num = |k: &str| {
+                    c.args
+                        .get(k)
+                        .and_then(|v| v.parse::<u16>().ok())
+                        .unwrap_or(0)
+                };
+                if let Some(m) = &master {
+                    resize(m, num("width"), num("height"));
+                }
+            }
+            "signal" => {
+                let _ = helpers
+                    .privileged
+                    .exec_signal(ctx(), exec_id, c.signal)
+                    .await;
+            }
+            _ => {}
+        }
+    }
+    true
+}
+
+/// Where recorded exec output goes.
+pub fn output_dir(state_dir: &std::path::Path, instance: &str) -> std::path::PathBuf {
+    state_dir.join("logs").join(instance)
+}
+
+/// Runs an exec operation to its end; returns the final metadata.
+#[allow(clippy::too_many_arguments)]
+pub async fn run(
+    helpers: Helpers,
+    state_dir: std::path::PathBuf,
+    instance: String,
+    op_id: String,
+    req: ExecRequest,
+    streams: Option<Streams>,
+    mut metadata: Value,
+) -> Result<Value, String> {
+    let interactive = req.interactive;
+    let connected = match streams {
+        Some(s) => {
+            let required: &[&str] = if interactive {
+                &["0"]
+            } else {
+                &["0", "1", "2"]
+            };
+            Some(s.connect(required).await?)
+        }
+        None => None,
+    };
+    let spec = silo_proto::privileged::ExecSpec {
+        instance: silo_proto::InstanceName::new(instance.clone()).map_err(|e| e.to_string())?,
+        command: req.command.clone(),
+        env: environment(&req),
+        cwd: req.cwd.clone(),
+        uid: req.user,
+        gid: req.group,
+        interactive: interactive && connected.is_some(),
+        width: req.width,
+        height: req.height,
+    };
+    let started = helpers
+        .privileged
+        .exec(ctx(), spec)
+        .await
+        .map_err(|e| rpc_err("silo-priv")(e).to_string())?
+        .map_err(|e| ApiError::from(e).to_string())?;
+    let mut fds = take_fds(&helpers, started.fds).await?;
+    let mut pumps = Vec::new();
+    let mut control_task = None;
+    match connected {
+        Some((mut socks, control)) => {
+            let master = if interactive {
+                let m = Arc::new(Async::new(fds.remove(0)).map_err(|e| e.to_string())?);
+                let ws = socks.remove("0").ok_or("stream 0 missing")?;
+                let (tx, rx) = ws.split();
+                pumps.push(tokio::spawn(pump_out(m.clone(), tx)));
+                let mm = m.clone();
+                tokio::spawn(async move {
+                    pump_in(mm, rx, false).await;
+                });
+                Some(m)
+            } else {
+                let mut it = fds.into_iter();
+                let (w0, r1, r2) = match (it.next(), it.next(), it.next()) {
+                    (Some(a), Some(b), Some(c)) => (a, b, c),
+                    _ => return Err("silo-priv sent too few fds".into()),
+                };
+                let stdin = Arc::new(Async::new(w0).map_err(|e| e.to_string())?);
+                let (_, rx0) = socks.remove("0").ok_or("stream 0 missing")?.split();
+                tokio::spawn(async move {
+                    pump_in(stdin, rx0, true).await;
+                });
+                for (name, fd) in [("1", r1), ("2", r2)] {
+                    let a = Arc::new(Async::new(fd).map_err(|e| e.to_string())?);
+                    let (tx, _rx) = socks.remove(name).ok_or("stream missing")?.split();
+                    pumps.push(tokio::spawn(pump_out(a, tx)));
+                }
+                None
+            };
+            if let Some(rx) = control {
+                let h = helpers.clone();
+                let id = started.id;
+                control_task = Some(tokio::spawn(async move {
+                    if let Ok(ws) = rx.await {
+                        control_loop(ws, h, id, master).await;
+                    }
+                }));
+            }
+        }
+        None => {
+            // No websockets: stdin is empty; output is recorded or dropped.
+            let mut it = fds.into_iter();
+            let (w0, r1, r2) = match (it.next(), it.next(), it.next()) {
+                (Some(a), Some(b), Some(c)) => (a, b, c),
+                _ => return Err("silo-priv sent too few fds".into()),
+            };
+            drop(w0);
+            let mut outputs = serde_json::Map::new();
+            for (name, fd) in [("1", r1), ("2", r2)] {
+                let a = Async::new(fd).map_err(|e| e.to_string())?;
+                let file = if req.record_output {
+                    let dir = output_dir(&state_dir, &instance);
+                    tokio::fs::create_dir_all(&dir)
+                        .await
+                        .map_err(|e| format!("creating {}: {e}", dir.display()))?;
+                    let fname = format!(
+                        "exec_{op_id}.{}",
+                        if name == "1" { "stdout" } else { "stderr" }
+                    );
+                    outputs.insert(
+                        name.into(),
+                        json!(format!(
+                            "/1.0/instances/{instance}/logs/exec-output/{fname}"
+                        )),
+                    );
+                    Some(
+                        tokio::fs::File::create(dir.join(&fname))
+                            .await
+                            .map_err(|e| e.to_string())?,
+                    )
+                } else {
+                    None
+                };
+                pumps.push(tokio::spawn(async move {
+                    let mut file = file;
+                    let mut buf = vec![0u8; 32 * 1024];
+                    while let Ok(n) = a.read(&mut buf).await {
+                        if n == 0 {
+                            break;
+                        }
+                        if let Some(f) = file.as_mut() {
+                            let _ = f.write_all(&buf[..n]).await;
+                        }
+                    }
+                }));
+            }
+            if req.record_output {
+                metadata["output"] = Value::Object(outputs);
+            }
+        }
+    }
+    let code = loop {
+        match helpers
+            .privileged
+            .exec_wait(ctx(), started.id, 200_000)
+            .await
+            .map_err(|e| rpc_err("silo-priv")(e).to_string())?
+            .map_err(|e| e.to_string())?
+        {
+            Some(c) => break c,
+            None => continue,
+        }
+    };
+    // Output still in the pipes is delivered; a background process that keeps them open does
+    // not hold the operation up for long.
+    for p in pumps {
+        let _ = tokio::time::timeout(Duration::from_secs(5), p).await;
+    }
+    if let Some(t) = control_task {
+        t.abort();
+    }
+    metadata["return"] = json!(code);
+    Ok(metadata)
+}
+
+/// Runs a console operation: the client's stream `0` joined to the instance's console.
+pub async fn console(
+    helpers: Helpers,
+    instance: String,
+    streams: Streams,
+) -> Result<Value, String> {
+    let (mut socks, control) = streams.connect(&["0"]).await?;
+    let ticket = helpers
+        .privileged
+        .console(
+            ctx(),
+            silo_proto::InstanceName::new(instance).map_err(|e| e.to_string())?,
+        )
+        .await
+        .map_err(|e| rpc_err("silo-priv")(e).to_string())?
+        .map_err(|e| ApiError::from(e).to_string())?;
+    let mut fds = take_fds(&helpers, ticket).await?;
+    if fds.is_empty() {
+        return Err("no console socket".into());
+    }
+    let sock = std::os::unix::net::UnixStream::from(fds.remove(0));
+    sock.set_nonblocking(true).map_err(|e| e.to_string())?;
+    let sock = tokio::net::UnixStream::from_std(sock).map_err(|e| e.to_string())?;
+    let (mut rd, mut wr) = sock.into_split();
+    let ws = socks.remove("0").ok_or("stream 0 missing")?;
+    let (mut tx, mut rx) = ws.split();
+    let out = tokio::spawn(async move {
+        let mut buf = vec![0u8; 16 * 1024];
+        while let Ok(n) = rd.read(&mut buf).await {
+            if n == 0
+                || tx
+                    .send(Message::Binary(buf[..n].to_vec().into()))
+                    .await
+                    .is_err()
+            {
+                break;
+            }
+        }
+        let _ = tx.send(Message::Text(String::new().into())).await;
+        let _ = tx.close().await;
+    });
+    if let Some(c) = control {
+        // The console keeps its size; control messages are read and let go.
+        tokio::spawn(async move {
+            if let Ok(mut ws) = c.await {
+                while let Some(Ok(_)) = ws.next().await {}
+            }
+        });
+    }
+    while let Some(Ok(m)) = rx.next().await {
+        let go_on = match m {
+            Message::Binary(b) => wr.write_all(&b).await.is_ok(),
+            Message::Close(_) => false,
+            _ => true,
+        };
+        if !go_on {
+            break;
+        }
+    }
+    out.abort();
+    let _ = wr.shutdown().await;
+    Ok(Value::Null)
+}

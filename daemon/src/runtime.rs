@@ -1,0 +1,453 @@
+//! Running instances from silod's side: start, stop, restart, limits, state, autostart, and
+//! the watcher that notices an instance stopping by itself (poweroff or reboot inside).
+//!
+//! silod keeps no "running" flag of its own: silo-priv's table (which survives silod's
+//! restarts through the monitors' records) is the truth, asked for on every read.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use silo_proto::privileged::{InitExit, InstanceStats, Limits, RunningInfo, StartSpec};
+use silo_proto::{InstanceName, PoolName};
+
+use crate::api::response::ApiError;
+use crate::helpers::{ctx, rpc_err};
+use crate::instances::{self, Ctx, Instance};
+
+/// Instances being stopped or restarted on request (the watcher leaves them alone).
+#[derive(Debug, Default, Clone)]
+pub struct Stopping(Arc<Mutex<HashSet<String>>>);
+
+impl Stopping {
+    fn set(&self, name: &str, on: bool) {
+        if let Ok(mut s) = self.0.lock() {
+            if on {
+                s.insert(name.to_string());
+            } else {
+                s.remove(name);
+            }
+        }
+    }
+    fn has(&self, name: &str) -> bool {
+        self.0.lock().map(|s| s.contains(name)).unwrap_or(false)
+    }
+}
+
+fn iname(name: &str) -> Result<InstanceName, ApiError> {
+    InstanceName::new(name.to_string()).map_err(|e| ApiError::BadRequest(e.to_string()))
+}
+
+/// What runs now, by name.
+pub async fn running(c: &Ctx) -> Result<HashMap<String, RunningInfo>, ApiError> {
+    let list = c
+        .helpers
+        .privileged
+        .running(ctx())
+        .await
+        .map_err(rpc_err("silo-priv"))??;
+    Ok(list
+        .into_iter()
+        .map(|r| (r.instance.as_str().to_string(), r))
+        .collect())
+}
+
+/// Whether `name` runs.
+pub async fn is_running(c: &Ctx, name: &str) -> Result<bool, ApiError> {
+    Ok(running(c).await?.contains_key(name))
+}
+
+fn host_memory() -> u64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines().find_map(|l| {
+                l.strip_prefix("MemTotal:")
+                    .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            })
+        })
+        .map(|kb| kb * 1024)
+        .unwrap_or(0)
+}
+
+fn host_cpus() -> u32 {
+    std::thread::available_parallelism()
+        .map(|n| n.get() as u32)
+        .unwrap_or(1)
+}
+
+/// The cgroup limits an expanded config asks for, as LXD reads `limits.*`.
+pub fn limits_of(config: &BTreeMap<String, String>) -> Result<Limits, ApiError> {
+    let bad = |k: &str, v: &str, why: &str| {
+        ApiError::BadRequest(format!("invalid value {v:?} for {k}: {why}"))
+    };
+    let mut l = Limits::default();
+    if let Some(v) = config.get("limits.memory").filter(|v| !v.is_empty()) {
+        l.memory = Some(if let Some(p) = v.strip_suffix('%') {
+            let pct: u64 = p
+                .parse()
+                .map_err(|_| bad("limits.memory", v, "not a percentage"))?;
+            if pct == 0 || pct > 100 {
+                return Err(bad("limits.memory", v, "percentages go from 1% to 100%"));
+            }
+            host_memory() / 100 * pct
+        } else {
+            silo_proto::types::parse_bytes(v).map_err(|e| bad("limits.memory", v, &e))?
+        });
+    }
+    if let Some(v) = config.get("limits.cpu").filter(|v| !v.is_empty()) {
+        let host = host_cpus();
+        l.cpus = Some(if let Ok(n) = v.parse::<u32>() {
+            if n == 0 {
+                return Err(bad("limits.cpu", v, "at least one CPU"));
+            }
+            if n > host {
+                return Err(bad("limits.cpu", v, &format!("this host has {host} CPUs")));
+            }
+            if n == 1 {
+                "0".to_string()
+            } else {
+                format!("0-{}", n - 1)
+            }
+        } else {
+            let cpus =
+                silo_proto::privileged::parse_cpuset(v).map_err(|e| bad("limits.cpu", v, &e))?;
+            if let Some(m) = cpus.iter().find(|c| **c >= host) {
+                return Err(bad(
+                    "limits.cpu",
+                    v,
+                    &format!("CPU {m} does not exist on this host ({host} CPUs)"),
+                ));
+            }
+            v.clone()
+        });
+    }
+    if let Some(v) = config.get("limits.processes").filter(|v| !v.is_empty()) {
+        l.processes = Some(
+            v.parse()
+                .map_err(|_| bad("limits.processes", v, "not a number"))?,
+        );
+    }
+    l.validate().map_err(ApiError::from)?;
+    Ok(l)
+}
+
+fn expanded(c: &Ctx, i: &Instance) -> Result<BTreeMap<String, String>, ApiError> {
+    let profiles = instances::load_profiles(&c.db, &i.profiles)?;
+    Ok(instances::expand(&profiles, &i.config, &i.devices).0)
+}
+
+fn is_true(v: Option<&String>) -> bool {
+    v.is_some_and(|v| matches!(v.to_ascii_lowercase().as_str(), "true" | "1" | "yes" | "on"))
+}
+
+/// Starts a stopped instance.
+pub async fn start(c: &Ctx, name: &str) -> Result<RunningInfo, ApiError> {
+    let i = instances::get(&c.db, name)?;
+    if is_running(c, name).await? {
+        return Err(ApiError::BadRequest(format!(
+            "instance {name:?} is already running"
+        )));
+    }
+    let cfg = expanded(c, &i)?;
+    let limits = limits_of(&cfg)?;
+    let idmap_base = if is_true(cfg.get("security.privileged")) {
+        None
+    } else {
+        Some(
+            i.config
+                .get("volatile.idmap.base")
+                .and_then(|b| b.parse().ok())
+                .ok_or_else(|| {
+                    ApiError::Internal(format!("instance {name:?} has no volatile.idmap.base"))
+                })?,
+        )
+    };
+    let spec = StartSpec {
+        instance: iname(name)?,
+        pool: PoolName::new(i.pool.clone()).map_err(|e| ApiError::Internal(e.to_string()))?,
+        idmap_base,
+        limits,
+    };
+    let info = c
+        .helpers
+        .privileged
+        .start(ctx(), spec)
+        .await
+        .map_err(rpc_err("silo-priv"))?
+        .map_err(|e| match e {
+            silo_proto::HelperError::Io { message, .. } => {
+                ApiError::Internal(format!("failed to start instance {name:?}: {message}"))
+            }
+            e => e.into(),
+        })?;
+    instances::set_keys(
+        &c.db,
+        name,
+        &[("volatile.last_state.power", "RUNNING")],
+        Some(&crate::events::now_rfc3339()),
+    )?;
+    c.events.lifecycle(
+        "instance-started",
+        &format!("/1.0/instances/{name}"),
+        json!({}),
+    );
+    watch(c.clone(), name.to_string());
+    Ok(info)
+}
+
+/// Stops a running instance: asks init to shut down and waits `timeout` (None: as long as
+/// it takes), or kills it (`force`).
+pub async fn stop(
+    c: &Ctx,
+    name: &str,
+    force: bool,
+    timeout: Option<Duration>,
+) -> Result<InitExit, ApiError> {
+    instances::get(&c.db, name)?;
+    if !is_running(c, name).await? {
+        return Err(ApiError::BadRequest(format!(
+            "instance {name:?} is already stopped"
+        )));
+    }
+    c.stopping.set(name, true);
+    let r = stop_inner(c, name, force, timeout).await;
+    c.stopping.set(name, false);
+    let exit = r?;
+    instances::set_keys(
+        &c.db,
+        name,
+        &[("volatile.last_state.power", "STOPPED")],
+        None,
+    )?;
+    c.events.lifecycle(
+        "instance-stopped",
+        &format!("/1.0/instances/{name}"),
+        json!({}),
+    );
+    Ok(exit)
+}
+
+async fn stop_inner(
+    c: &Ctx,
+    name: &str,
+    force: bool,
+    timeout: Option<Duration>,
+) -> Result<InitExit, ApiError> {
+    let n = iname(name)?;
+    let p = &c.helpers.privileged;
+    p.stop(ctx(), n.clone(), force)
+        .await
+        .map_err(rpc_err("silo-priv"))??;
+    let deadline = timeout.map(|t| tokio::time::Instant::now() + t);
+    loop {
+        let left = match deadline {
+            Some(d) => d.saturating_duration_since(tokio::time::Instant::now()),
+            None => Duration::from_secs(200),
+        };
+        let chunk = left.min(Duration::from_secs(200));
+        let exit = p
+            .wait_stopped(ctx(), n.clone(), chunk.as_millis() as u64)
+            .await
+            .map_err(rpc_err("silo-priv"))??;
+        if exit != InitExit::Running {
+            return Ok(exit);
+        }
+        if deadline.is_some_and(|d| tokio::time::Instant::now() >= d) {
+            return Err(ApiError::Internal(format!(
+                "instance {name:?} did not shut down within {}s (stop it with --force)",
+                timeout.map(|t| t.as_secs()).unwrap_or(0)
+            )));
+        }
+    }
+}
+
+/// Restarts: a clean stop (or a kill with `force`), then a start.
+pub async fn restart(
+    c: &Ctx,
+    name: &str,
+    force: bool,
+    timeout: Option<Duration>,
+) -> Result<(), ApiError> {
+    c.stopping.set(name, true);
+    let r = async {
+        stop_inner(c, name, force, timeout).await?;
+        Ok::<(), ApiError>(())
+    }
+    .await;
+    c.stopping.set(name, false);
+    r?;
+    start(c, name).await?;
+    c.events.lifecycle(
+        "instance-restarted",
+        &format!("/1.0/instances/{name}"),
+        json!({}),
+    );
+    Ok(())
+}
+
+/// Follows a running instance until it stops by itself: a reboot inside (init killed by
+/// SIGHUP through reboot(2) in its pid namespace) starts it again, as LXD does; an ephemeral
+/// instance is deleted once stopped.
+pub fn watch(c: Ctx, name: String) {
+    tokio::spawn(async move {
+        let Ok(n) = iname(&name) else { return };
+        let exit = loop {
+            match c
+                .helpers
+                .privileged
+                .wait_stopped(ctx(), n.clone(), 200_000)
+                .await
+            {
+                Ok(Ok(InitExit::Running)) => continue,
+                Ok(Ok(e)) => break e,
+                Ok(Err(_)) | Err(_) => return,
+            }
+        };
+        if c.stopping.has(&name) {
+            return;
+        }
+        tracing::info!(instance = %name, ?exit, "instance stopped by itself");
+        let _ = instances::set_keys(
+            &c.db,
+            &name,
+            &[("volatile.last_state.power", "STOPPED")],
+            None,
+        );
+        if exit == InitExit::Signaled(libc::SIGHUP) {
+            if let Err(e) = start(&c, &name).await {
+                tracing::warn!(instance = %name, error = %e, "restarting after a reboot failed");
+            } else {
+                c.events.lifecycle(
+                    "instance-restarted",
+                    &format!("/1.0/instances/{name}"),
+                    json!({}),
+                );
+            }
+            return;
+        }
+        c.events.lifecycle(
+            "instance-shutdown",
+            &format!("/1.0/instances/{name}"),
+            json!({}),
+        );
+        if let Ok(i) = instances::get(&c.db, &name) {
+            if i.ephemeral {
+                let _ = instances::delete(&c, &name).await;
+            }
+        }
+    });
+}
+
+/// At silod's start: follow what runs (adopted by silo-priv), and start `boot.autostart`
+/// instances (and those that were running at shutdown unless autostart says no), as LXD does.
+pub async fn on_daemon_start(c: &Ctx) {
+    let run = running(c).await.unwrap_or_default();
+    for name in run.keys() {
+        watch(c.clone(), name.clone());
+    }
+    let Ok(all) = instances::list_records(&c.db) else {
+        return;
+    };
+    for i in all {
+        if run.contains_key(&i.name) {
+            continue;
+        }
+        let Ok(cfg) = expanded(c, &i) else { continue };
+        let auto = match cfg.get("boot.autostart") {
+            Some(v) => is_true(Some(v)),
+            None => {
+                i.config
+                    .get("volatile.last_state.power")
+                    .map(String::as_str)
+                    == Some("RUNNING")
+            }
+        };
+        if auto {
+            match start(c, &i.name).await {
+                Ok(_) => tracing::info!(instance = %i.name, "autostarted"),
+                Err(e) => tracing::warn!(instance = %i.name, error = %e, "autostart failed"),
+            }
+        }
+    }
+}
+
+/// Applies changed limits to a running instance (config set on a running instance).
+pub async fn apply_live(c: &Ctx, name: &str) -> Result<(), ApiError> {
+    if !is_running(c, name).await? {
+        return Ok(());
+    }
+    let i = instances::get(&c.db, name)?;
+    let l = limits_of(&expanded(c, &i)?)?;
+    c.helpers
+        .privileged
+        .set_limits(ctx(), iname(name)?, l)
+        .await
+        .map_err(rpc_err("silo-priv"))??;
+    Ok(())
+}
+
+/// Resource use of a running instance.
+pub async fn stats(c: &Ctx, name: &str) -> Result<InstanceStats, ApiError> {
+    Ok(c.helpers
+        .privileged
+        .stats(ctx(), iname(name)?)
+        .await
+        .map_err(rpc_err("silo-priv"))??)
+}
+
+/// LXD's instance state object for a running instance.
+pub fn state_json(s: &InstanceStats, disk: Option<u64>) -> Value {
+    let mut net = serde_json::Map::new();
+    for n in &s.net {
+        net.insert(
+            n.name.clone(),
+            json!({
+                "addresses": n.addresses.iter().map(|(f, a, m, sc)| json!({
+                    "family": f, "address": a, "netmask": m.to_string(), "scope": sc,
+                })).collect::<Vec<_>>(),
+                "counters": {
+                    "bytes_received": n.rx_bytes, "bytes_sent": n.tx_bytes,
+                    "packets_received": n.rx_packets, "packets_sent": n.tx_packets,
+                    "errors_received": 0, "errors_sent": 0,
+                    "packets_dropped_outbound": 0, "packets_dropped_inbound": 0,
+                },
+                "hwaddr": n.hwaddr,
+                "host_name": "",
+                "mtu": n.mtu,
+                "state": n.state,
+                "type": if n.name == "lo" { "loopback" } else { "broadcast" },
+            }),
+        );
+    }
+    let disk = match disk {
+        Some(u) => json!({"root": {"usage": u, "total": 0}}),
+        None => json!({}),
+    };
+    json!({
+        "status": "Running",
+        "status_code": 103,
+        "disk": disk,
+        "memory": {
+            "usage": s.memory, "usage_peak": s.memory_peak,
+            "swap_usage": s.swap, "swap_usage_peak": 0,
+        },
+        "network": net,
+        "pid": s.pid,
+        "processes": s.processes,
+        "cpu": {"usage": s.cpu_ns},
+    })
+}
+
+/// Disk use of the instance's root volume.
+pub async fn disk_usage(c: &Ctx, i: &Instance) -> Option<u64> {
+    let pn = PoolName::new(i.pool.clone()).ok()?;
+    let vol = silo_proto::VolumeName::new(i.name.clone()).ok()?;
+    c.helpers
+        .store
+        .volume_usage(ctx(), pn, silo_proto::store::VolumeKind::Container, vol)
+        .await
+        .ok()?
+        .ok()
+}

@@ -1,0 +1,253 @@
+//! The launcher: the part of silo-priv that makes containers.
+//!
+//! silo-priv's own jail (an allow-list seccomp filter, no execve) would be inherited by every
+//! process it forks, so containers cannot come from the jailed helper. Before silo-priv
+//! confines itself it forks this launcher, which keeps root's capabilities (it makes
+//! namespaces, idmapped mounts and pivot_roots) minus those LXD drops from containers, and
+//! installs the container seccomp filter on itself, so that everything it forks (monitors,
+//! instances' init, exec'd commands) carries exactly the containers' restrictions. It takes
+//! only the two requests below from silo-priv, which has validated them, over a SEQPACKET
+//! socket; it exits when silo-priv's end closes, leaving running containers and their monitors
+//! alone.
+//!
+//! Per instance there is one monitor process (forked from the launcher, no capabilities after
+//! start): it is init's parent, holds the console pty, writes console.log and the exit record,
+//! and serves console attach. That is what lets instances outlive silod and the helpers.
+
+pub mod attach;
+pub mod monitor;
+pub mod seccomp;
+pub mod wire;
+
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+
+use serde::{Deserialize, Serialize};
+use silo_proto::error::{HelperError, HelperResult};
+use silo_proto::privileged::ExecSpec;
+
+/// Start an instance. Fds: the rootfs directory, the instance's runtime directory.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StartReq {
+    pub instance: String,
+    pub idmap_base: Option<u64>,
+    /// cgroup.procs files to put init in.
+    pub cgroup_procs: Vec<String>,
+    /// The instance's cgroup2 directory, delegated to container root.
+    pub cgroup2_dir: Option<String>,
+    /// Where init's mount namespace attaches the rootfs before pivoting (inside the
+    /// root-owned runtime directory; checked against the rootfs fd after attaching).
+    pub mountpoint: String,
+    /// Whether the host has a cgroup2 hierarchy to mount in the container.
+    pub cgroup2: bool,
+}
+
+/// Run a command in an instance. Fds: the status socket, then stdin, stdout, stderr unless
+/// interactive.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ExecReq {
+    pub init_pid: i32,
+    pub userns: bool,
+    pub cgroup_procs: Vec<String>,
+    pub spec: ExecSpec,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub enum Request {
+    Start(StartReq),
+    Exec(ExecReq),
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub enum Reply {
+    Started { init_pid: i32, monitor_pid: i32 },
+    ExecForked,
+    Failed(String),
+}
+
+/// What an exec'd command's parent reports on the status socket.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum ExecStatus {
+    /// Running as this host pid; the pty master rides along when interactive.
+    Started { pid: i32 },
+    /// Could not start.
+    Failed(String),
+    /// Ended with this status.
+    Exited(i32),
+}
+
+/// silo-priv's end.
+#[derive(Debug)]
+pub struct Launcher {
+    sock: tokio::sync::Mutex<Option<tokio::io::unix::AsyncFd<OwnedFd>>>,
+    raw: std::sync::Mutex<Option<OwnedFd>>,
+}
+
+fn gone() -> HelperError {
+    HelperError::Unsupported("silo-priv's launcher is gone (see the log)".into())
+}
+
+impl Launcher {
+    /// Forks the launcher. Runs in silo-priv's start-up, single-threaded, before the jail.
+    pub fn spawn() -> HelperResult<Launcher> {
+        let (ours, theirs) =
+            wire::pair().map_err(|e| HelperError::io("socketpair", "launcher", e))?;
+        // SAFETY: silo-priv is single-threaded at start-up; the child only confines itself
+        // and serves, leaving through _exit.
+        match unsafe { nix::unistd::fork() } {
+            Err(e) => Err(HelperError::errno("fork", "launcher", e)),
+            Ok(nix::unistd::ForkResult::Child) => {
+                drop(ours);
+                sys_close_all_but(theirs.as_raw_fd());
+                serve(theirs)
+            }
+            Ok(nix::unistd::ForkResult::Parent { .. }) => {
+                drop(theirs);
+                Ok(Launcher {
+                    sock: tokio::sync::Mutex::new(None),
+                    raw: std::sync::Mutex::new(Some(ours)),
+                })
+            }
+        }
+    }
+
+    /// One request, one reply (requests are serialized: the launcher is single-threaded).
+    pub async fn call(
+        &self,
+        req: &Request,
+        fds: &[std::os::fd::BorrowedFd<'_>],
+    ) -> HelperResult<Reply> {
+        let mut guard = self.sock.lock().await;
+        if guard.is_none() {
+            let raw = self
+                .raw
+                .lock()
+                .ok()
+                .and_then(|mut r| r.take())
+                .ok_or_else(gone)?;
+            set_nonblocking(&raw);
+            *guard =
+                Some(async_fd(raw).map_err(|e| HelperError::io("register", "launcher socket", e))?);
+        }
+        let sock = guard.as_ref().ok_or_else(gone)?;
+        wire::send(sock.as_fd(), req, fds).map_err(|e| HelperError::io("send", "launcher", e))?;
+        loop {
+            let mut ready = sock
+                .readable()
+                .await
+                .map_err(|e| HelperError::io("poll", "launcher", e))?;
+            match ready.try_io(|s| {
+                wire::recv::<Reply>(s.as_fd()).map_err(|e| {
+                    if e.kind() == std::io::ErrorKind::WouldBlock {
+                        std::io::Error::from(std::io::ErrorKind::WouldBlock)
+                    } else {
+                        e
+                    }
+                })
+            }) {
+                Ok(Ok(Some((r, _)))) => return Ok(r),
+                Ok(Ok(None)) => return Err(gone()),
+                Ok(Err(e)) => return Err(HelperError::io("recv", "launcher", e)),
+                Err(_would_block) => continue,
+            }
+        }
+    }
+}
+
+/// Registers an fd with the reactor.
+pub fn async_fd(fd: OwnedFd) -> std::io::Result<tokio::io::unix::AsyncFd<OwnedFd>> {
+    // SAFETY: the OwnedFd moves into the AsyncFd, so the fd stays open and keeps its number
+    // for the AsyncFd's whole life.
+    unsafe { tokio::io::unix::AsyncFd::register(fd) }.map_err(|e| e.into_parts().1)
+}
+
+pub fn set_nonblocking(fd: &OwnedFd) {
+    // SAFETY: fcntl on an fd we own.
+    unsafe {
+        let fl = libc::fcntl(fd.as_raw_fd(), libc::F_GETFL);
+        libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, fl | libc::O_NONBLOCK);
+    }
+}
+
+fn sys_close_all_but(keep: i32) {
+    crate::sys::close_fds_except(&[keep]);
+}
+
+/// The capabilities LXD drops from every container (its default `lxc.cap.drop`), dropped from
+/// the launcher's bounding set so that no process it forks can ever hold them.
+const DROPPED_CAPS: &[caps::Capability] = &[
+    caps::Capability::CAP_SYS_TIME,
+    caps::Capability::CAP_SYS_MODULE,
+    caps::Capability::CAP_SYS_RAWIO,
+    caps::Capability::CAP_MAC_ADMIN,
+    caps::Capability::CAP_MAC_OVERRIDE,
+];
+
+/// Drops LXD's container capabilities from the bounding set. Entering a user namespace
+/// (creating one or setns into one) resets the bounding set to full, so init and every exec'd
+/// command call this after they are in the instance's user namespace.
+pub fn drop_container_caps() -> Result<(), String> {
+    for c in DROPPED_CAPS {
+        caps::drop(None, caps::CapSet::Bounding, *c).map_err(|e| format!("dropping {c}: {e}"))?;
+    }
+    Ok(())
+}
+
+fn serve(sock: OwnedFd) -> ! {
+    // SAFETY: prctl with integer arguments.
+    unsafe {
+        libc::prctl(
+            libc::PR_SET_PDEATHSIG,
+            libc::SIGKILL as libc::c_ulong,
+            0,
+            0,
+            0,
+        );
+        // Monitors are the launcher's children; it reaps them while it lives.
+        libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
+    }
+    if let Err(e) = drop_container_caps() {
+        eprintln!("silo-priv launcher: {e}");
+        std::process::exit(2);
+    }
+    if let Err(e) = seccomp::install_container_filter() {
+        eprintln!("silo-priv launcher: container seccomp filter: {e}");
+        std::process::exit(2);
+    }
+    loop {
+        reap();
+        if !wire::wait_readable(sock.as_fd(), 500) {
+            continue;
+        }
+        let (req, fds) = match wire::recv::<Request>(sock.as_fd()) {
+            Ok(Some(x)) => x,
+            Ok(None) => std::process::exit(0),
+            Err(e) => {
+                let _ = wire::send(
+                    sock.as_fd(),
+                    &Reply::Failed(format!("bad request: {e}")),
+                    &[],
+                );
+                continue;
+            }
+        };
+        let reply = match req {
+            Request::Start(s) => monitor::start(s, fds),
+            Request::Exec(x) => attach::fork_exec(x, fds),
+        };
+        let reply = reply.unwrap_or_else(Reply::Failed);
+        if wire::send(sock.as_fd(), &reply, &[]).is_err() {
+            std::process::exit(0);
+        }
+    }
+}
+
+fn reap() {
+    loop {
+        let mut st = 0;
+        // SAFETY: waitpid with WNOHANG on any child; status is a local.
+        let r = unsafe { libc::waitpid(-1, &mut st, libc::WNOHANG) };
+        if r <= 0 {
+            return;
+        }
+    }
+}

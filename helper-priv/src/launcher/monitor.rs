@@ -1,0 +1,615 @@
+//! Starting an instance: the monitor process and the setup init's process does in its new
+//! namespaces before it execs /sbin/init.
+//!
+//! launcher ─fork→ monitor ─clone3(NEWUSER|NEWPID|NEWNS|NEWUTS|NEWIPC|NEWNET)→ init
+//!
+//! The monitor writes the id maps, puts init in its cgroups, makes the idmapped clone of the
+//! root volume and hands it over; init attaches it, mounts /proc, /sys, /dev, pivots and
+//! execs. The monitor then drops every capability and stays as init's parent: console pty,
+//! console.log, console attach, exit record.
+
+use std::io::{Read, Seek, Write};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::unix::fs::MetadataExt;
+
+use super::wire;
+use super::{Reply, StartReq};
+use crate::sys;
+
+/// Console log files are cut back to their last half when they pass this size.
+const CONSOLE_LOG_MAX: u64 = 1 << 20;
+
+/// The environment init starts with (LXD's plus `container=lxc`, which systemd reads).
+const INIT_ENV: &[&str] = &[
+    "container=lxc",
+    "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+    "TERM=linux",
+    "HOME=/",
+];
+
+/// Forks the monitor and waits for its word that init runs (or why not).
+pub fn start(req: StartReq, mut fds: Vec<OwnedFd>) -> Result<Reply, String> {
+    if fds.len() != 2 {
+        return Err(format!("start needs 2 fds, got {}", fds.len()));
+    }
+    let rundir = fds.pop().ok_or("no runtime dir fd")?;
+    let rootfs = fds.pop().ok_or("no rootfs fd")?;
+    let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| e.to_string())?;
+    // SAFETY: the launcher is single-threaded; the child runs the monitor and leaves with exit.
+    match unsafe { nix::unistd::fork() }.map_err(|e| format!("fork: {e}"))? {
+        nix::unistd::ForkResult::Child => {
+            drop(r);
+            sys::close_fds_except(&[rootfs.as_raw_fd(), rundir.as_raw_fd(), w.as_raw_fd(), 2]);
+            monitor(req, rootfs, rundir, w)
+        }
+        nix::unistd::ForkResult::Parent { child } => {
+            drop(w);
+            drop(rootfs);
+            drop(rundir);
+            let mut f = std::fs::File::from(r);
+            let mut s = String::new();
+            // The monitor answers within the time init's setup takes; a hung mount is the only
+            // way it would not, and then the launcher must not hang with it.
+            if !wire::wait_readable(f.as_fd(), 60_000) {
+                // SAFETY: kill with a pid we forked.
+                unsafe { libc::kill(child.as_raw(), libc::SIGKILL) };
+                return Err("the instance's setup did not finish within 60s".into());
+            }
+            let _ = f.read_to_string(&mut s);
+            match s.split_once(' ') {
+                Some(("ok", pid)) => Ok(Reply::Started {
+                    init_pid: pid
+                        .trim()
+                        .parse()
+                        .map_err(|_| format!("bad answer {s:?}"))?,
+                    monitor_pid: child.as_raw(),
+                }),
+                Some(("err", why)) => Err(why.to_string()),
+                _ => Err(format!(
+                    "the monitor ended without an answer ({})",
+                    if s.is_empty() {
+                        "see silo-priv's log"
+                    } else {
+                        &s
+                    }
+                )),
+            }
+        }
+    }
+}
+
+fn die(result: &mut std::fs::File, why: &str) -> ! {
+    let _ = write!(result, "err {why}");
+    std::process::exit(1)
+}
+
+fn monitor(req: StartReq, rootfs: OwnedFd, rundir: OwnedFd, w: OwnedFd) -> ! {
+    let mut result = std::fs::File::from(w);
+    // Leave the launcher's session so nothing aimed at it reaches the instance.
+    let _ = nix::unistd::setsid();
+    let userns = req.idmap_base.is_some();
+    let base = req.idmap_base.unwrap_or(0);
+    let console = match Console::open(userns.then_some(base)) {
+        Ok(c) => c,
+        Err(e) => die(&mut result, &format!("console: {e}")),
+    };
+    if let Some(dir) = &req.cgroup2_dir {
+        if userns {
+            // Delegate the instance's cgroup2 group to container root, as systemd expects.
+            for f in [
+                "",
+                "cgroup.procs",
+                "cgroup.subtree_control",
+                "cgroup.threads",
+            ] {
+                let p = std::path::Path::new(dir).join(f);
+                if let Err(e) = std::os::unix::fs::chown(&p, Some(base as u32), Some(base as u32)) {
+                    die(&mut result, &format!("chown {}: {e}", p.display()));
+                }
+            }
+        }
+    }
+    let (msock, csock) = match wire::pair() {
+        Ok(p) => p,
+        Err(e) => die(&mut result, &e.to_string()),
+    };
+    let mut flags = (libc::CLONE_NEWPID
+        | libc::CLONE_NEWNS
+        | libc::CLONE_NEWUTS
+        | libc::CLONE_NEWIPC
+        | libc::CLONE_NEWNET) as u64;
+    if userns {
+        flags |= libc::CLONE_NEWUSER as u64;
+    }
+    // SAFETY: the monitor is single-threaded.
+    let (pid, pidfd) = match unsafe { sys::clone3(flags) } {
+        Err(e) => die(&mut result, &e.to_string()),
+        Ok(sys::Cloned::Child) => {
+            drop(msock);
+            init_child(&req, csock, &console.slave_path)
+        }
+        Ok(sys::Cloned::Parent { pid, pidfd }) => (pid, pidfd),
+    };
+    drop(csock);
+    let setup = (|| -> Result<(), String> {
+        if userns {
+            for f in ["uid_map", "gid_map"] {
+                std::fs::write(format!("/proc/{pid}/{f}"), format!("0 {base} 65536\n"))
+                    .map_err(|e| format!("writing {f}: {e}"))?;
+            }
+        }
+        for p in &req.cgroup_procs {
+            std::fs::write(p, pid.to_string()).map_err(|e| format!("joining {p}: {e}"))?;
+        }
+        let tree = sys::clone_tree(rootfs.as_fd()).map_err(|e| e.to_string())?;
+        if userns {
+            let ns = std::fs::File::open(format!("/proc/{pid}/ns/user"))
+                .map_err(|e| format!("opening the instance's user namespace: {e}"))?;
+            sys::idmap_tree(tree.as_fd(), ns.as_fd()).map_err(|e| e.to_string())?;
+        }
+        wire::send(msock.as_fd(), &(), &[tree.as_fd()]).map_err(|e| e.to_string())?;
+        // EOF means init's exec happened (the socket is close-on-exec); a message is why not.
+        match wire::recv_raw(msock.as_fd()) {
+            Ok(None) => Ok(()),
+            Ok(Some((b, _))) => Err(String::from_utf8_lossy(&b).into_owned()),
+            Err(e) => Err(e.to_string()),
+        }
+    })();
+    drop(rootfs);
+    if let Err(why) = setup {
+        let _ = sys::pidfd_signal(pidfd.as_fd(), libc::SIGKILL);
+        // SAFETY: waitpid on our child.
+        unsafe { libc::waitpid(pid, std::ptr::null_mut(), 0) };
+        record_exit(rundir.as_fd(), &format!("failed {why}"));
+        die(&mut result, &why);
+    }
+    let _ = write!(result, "ok {pid}");
+    drop(result);
+    drop(msock);
+    run(console, rundir, pid, pidfd)
+}
+
+/// The console: a pty on the host's devpts whose slave becomes the instance's /dev/console.
+struct Console {
+    master: OwnedFd,
+    /// Held so the master never sees a hang-up while the instance has the console closed.
+    _slave: OwnedFd,
+    slave_path: String,
+}
+
+impl Console {
+    fn open(owner: Option<u64>) -> Result<Console, String> {
+        let master = nix::pty::posix_openpt(
+            nix::fcntl::OFlag::O_RDWR | nix::fcntl::OFlag::O_NOCTTY | nix::fcntl::OFlag::O_CLOEXEC,
+        )
+        .map_err(|e| format!("posix_openpt: {e}"))?;
+        nix::pty::grantpt(&master).map_err(|e| format!("grantpt: {e}"))?;
+        nix::pty::unlockpt(&master).map_err(|e| format!("unlockpt: {e}"))?;
+        let slave_path = nix::pty::ptsname_r(&master).map_err(|e| format!("ptsname: {e}"))?;
+        let slave = nix::fcntl::open(
+            slave_path.as_str(),
+            nix::fcntl::OFlag::O_RDWR | nix::fcntl::OFlag::O_NOCTTY | nix::fcntl::OFlag::O_CLOEXEC,
+            nix::sys::stat::Mode::empty(),
+        )
+        .map_err(|e| format!("open {slave_path}: {e}"))?;
+        if let Some(base) = owner {
+            // Container root owns its console, group tty (5) as in the container.
+            nix::unistd::fchown(
+                &slave,
+                Some(nix::unistd::Uid::from_raw(base as u32)),
+                Some(nix::unistd::Gid::from_raw(base as u32 + 5)),
+            )
+            .map_err(|e| format!("chown console: {e}"))?;
+        }
+        let ws = libc::winsize {
+            ws_row: 25,
+            ws_col: 80,
+            ws_xpixel: 0,
+            ws_ypixel: 0,
+        };
+        // SAFETY: TIOCSWINSZ with a pointer to a winsize.
+        unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCSWINSZ, &ws) };
+        Ok(Console {
+            master: master.into(),
+            _slave: slave,
+            slave_path,
+        })
+    }
+}
+
+/// In init's process: namespaces are new, maps are (about to be) written by the monitor.
+fn init_child(req: &StartReq, sock: OwnedFd, console: &str) -> ! {
+    let r = init_setup(req, &sock, console);
+    let why = match r {
+        Ok(never) => match never {},
+        Err(e) => e,
+    };
+    let _ = nix::unistd::write(&sock, why.as_bytes());
+    // SAFETY: leaving the child without running the parent's destructors.
+    unsafe { libc::_exit(1) }
+}
+
+enum Never {}
+
+fn io<E: std::fmt::Display>(what: &str) -> impl Fn(E) -> String + '_ {
+    move |e| format!("{what}: {e}")
+}
+
+fn init_setup(req: &StartReq, sock: &OwnedFd, console: &str) -> Result<Never, String> {
+    let userns = req.idmap_base.is_some();
+    let tree = match wire::recv_raw(sock.as_fd()).map_err(io("waiting for the monitor"))? {
+        Some((_, mut fds)) if fds.len() == 1 => fds.remove(0),
+        _ => return Err("the monitor sent no root mount".into()),
+    };
+    let root = req.mountpoint.as_str();
+    sys::mount(None, "/", None, libc::MS_REC | libc::MS_PRIVATE, None)
+        .map_err(|e| e.to_string())?;
+    sys::move_mount_to(tree.as_fd(), root).map_err(|e| e.to_string())?;
+    // The path's parents belong to silod: check the mount landed where it was meant to.
+    let want = nix::sys::stat::fstat(&tree).map_err(io("fstat root"))?;
+    let got = std::fs::metadata(root).map_err(io("stat root"))?;
+    if got.dev() != want.st_dev as u64 || got.ino() != want.st_ino as u64 {
+        return Err(format!(
+            "{root} is not the instance's root after attaching it"
+        ));
+    }
+    drop(tree);
+    // Everything below is reached from here: once init is container root, the root-owned
+    // directories above the mountpoint are closed to it.
+    std::env::set_current_dir(root).map_err(io("chdir root"))?;
+    if userns {
+        nix::unistd::setgroups(&[]).map_err(io("setgroups"))?;
+        let zero_g = nix::unistd::Gid::from_raw(0);
+        let zero_u = nix::unistd::Uid::from_raw(0);
+        nix::unistd::setresgid(zero_g, zero_g, zero_g).map_err(io("setresgid"))?;
+        nix::unistd::setresuid(zero_u, zero_u, zero_u).map_err(io("setresuid"))?;
+    }
+    super::drop_container_caps()?;
+    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWCGROUP).map_err(io("unshare(cgroup)"))?;
+    nix::unistd::sethostname(&req.instance).map_err(io("sethostname"))?;
+    mount_system(".", console, req.cgroup2)?;
+    nix::unistd::pivot_root(".", ".").map_err(io("pivot_root"))?;
+    nix::mount::umount2(".", nix::mount::MntFlags::MNT_DETACH)
+        .map_err(io("detaching the host root"))?;
+    std::env::set_current_dir("/").map_err(io("chdir /"))?;
+    nix::unistd::setsid().map_err(io("setsid"))?;
+    let c = nix::fcntl::open(
+        "/dev/console",
+        nix::fcntl::OFlag::O_RDWR,
+        nix::sys::stat::Mode::empty(),
+    )
+    .map_err(io("open /dev/console"))?;
+    // SAFETY: TIOCSCTTY on an fd we own; dup2 onto the standard fds.
+    unsafe {
+        libc::ioctl(c.as_raw_fd(), libc::TIOCSCTTY, 0);
+        for fd in 0..3 {
+            libc::dup2(c.as_raw_fd(), fd);
+        }
+    }
+    drop(c);
+    let init = sys::cstr("/sbin/init").map_err(|e| e.to_string())?;
+    let argv = [init.as_ptr(), std::ptr::null()];
+    let env: Vec<std::ffi::CString> = INIT_ENV.iter().filter_map(|e| sys::cstr(e).ok()).collect();
+    let mut envp: Vec<*const libc::c_char> = env.iter().map(|e| e.as_ptr()).collect();
+    envp.push(std::ptr::null());
+    // SAFETY: NUL-terminated argv and envp arrays of NUL-terminated strings that live across
+    // the call; execve only returns on failure.
+    unsafe { libc::execve(init.as_ptr(), argv.as_ptr(), envp.as_ptr()) };
+    Err(format!(
+        "cannot run /sbin/init in the instance: {}",
+        std::io::Error::last_os_error()
+    ))
+}
+
+fn ensure_dir(p: &str) -> Result<(), String> {
+    match std::fs::create_dir(p) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(format!("mkdir {p}: {e}")),
+    }
+}
+
+fn ensure_file(p: &str) -> Result<(), String> {
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(p)
+        .map(|_| ())
+        .map_err(|e| format!("creating {p}: {e}"))
+}
+
+/// /proc, /sys, /dev and /run, as LXD sets them up for an unprivileged container
+/// (`proc:mixed`, `sys:mixed`, a tmpfs /dev with the host's harmless devices bound in, a
+/// private devpts, the console pty on /dev/console).
+fn mount_system(root: &str, console: &str, cgroup2: bool) -> Result<(), String> {
+    let p = |s: &str| format!("{root}{s}");
+    let nosuid = libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
+    for d in ["/proc", "/sys", "/dev", "/run"] {
+        ensure_dir(&p(d))?;
+    }
+    sys::mount(Some("proc"), &p("/proc"), Some("proc"), nosuid, None).map_err(|e| e.to_string())?;
+    // proc:mixed: /proc/sys read-only but for the network namespace's own net.* keys.
+    for (src, ro) in [
+        ("/proc/sys", true),
+        ("/proc/sys/net", false),
+        ("/proc/sysrq-trigger", true),
+    ] {
+        let t = p(src);
+        if !std::path::Path::new(&t).exists() {
+            // Kernels without magic sysrq have no sysrq-trigger.
+            continue;
+        }
+        sys::mount(Some(&t), &t, None, libc::MS_BIND | libc::MS_REC, None)
+            .map_err(|e| e.to_string())?;
+        let fl = libc::MS_BIND | libc::MS_REMOUNT | nosuid | if ro { libc::MS_RDONLY } else { 0 };
+        sys::mount(None, &t, None, fl, None).map_err(|e| e.to_string())?;
+    }
+    sys::mount(
+        Some("sysfs"),
+        &p("/sys"),
+        Some("sysfs"),
+        nosuid | libc::MS_RDONLY,
+        None,
+    )
+    .map_err(|e| e.to_string())?;
+    if cgroup2 && std::path::Path::new(&p("/sys/fs/cgroup")).is_dir() {
+        sys::mount(
+            Some("cgroup2"),
+            &p("/sys/fs/cgroup"),
+            Some("cgroup2"),
+            nosuid,
+            None,
+        )
+        .map_err(|e| e.to_string())?;
+    }
+    sys::mount(
+        Some("none"),
+        &p("/dev"),
+        Some("tmpfs"),
+        libc::MS_NOSUID | libc::MS_NOEXEC,
+        Some("size=492k,mode=755"),
+    )
+    .map_err(|e| e.to_string())?;
+    for dev in ["null", "zero", "full", "random", "urandom", "tty"] {
+        let t = p(&format!("/dev/{dev}"));
+        ensure_file(&t)?;
+        sys::mount(Some(&format!("/dev/{dev}")), &t, None, libc::MS_BIND, None)
+            .map_err(|e| e.to_string())?;
+    }
+    let t = p("/dev/console");
+    ensure_file(&t)?;
+    sys::mount(Some(console), &t, None, libc::MS_BIND, None).map_err(|e| e.to_string())?;
+    for d in ["/dev/pts", "/dev/shm", "/dev/mqueue"] {
+        ensure_dir(&p(d))?;
+    }
+    sys::mount(
+        Some("devpts"),
+        &p("/dev/pts"),
+        Some("devpts"),
+        libc::MS_NOSUID | libc::MS_NOEXEC,
+        Some("newinstance,ptmxmode=0666,mode=0620,gid=5"),
+    )
+    .map_err(|e| e.to_string())?;
+    sys::mount(
+        Some("shm"),
+        &p("/dev/shm"),
+        Some("tmpfs"),
+        nosuid,
+        Some("mode=1777"),
+    )
+    .map_err(|e| e.to_string())?;
+    sys::mount(
+        Some("mqueue"),
+        &p("/dev/mqueue"),
+        Some("mqueue"),
+        nosuid,
+        None,
+    )
+    .map_err(|e| e.to_string())?;
+    for (link, target) in [
+        ("/dev/ptmx", "pts/ptmx"),
+        ("/dev/fd", "/proc/self/fd"),
+        ("/dev/stdin", "/proc/self/fd/0"),
+        ("/dev/stdout", "/proc/self/fd/1"),
+        ("/dev/stderr", "/proc/self/fd/2"),
+    ] {
+        std::os::unix::fs::symlink(target, p(link)).map_err(io(link))?;
+    }
+    sys::mount(
+        Some("tmpfs"),
+        &p("/run"),
+        Some("tmpfs"),
+        libc::MS_NOSUID | libc::MS_NODEV,
+        Some("mode=755,size=20%"),
+    )
+    .map_err(|e| e.to_string())?;
+    Ok(())
+}
+
+/// Writes the exit record silo-priv reads once the monitor is gone.
+fn record_exit(rundir: BorrowedFd<'_>, what: &str) {
+    let Ok(fd) = nix::fcntl::openat(
+        rundir,
+        "exit",
+        nix::fcntl::OFlag::O_WRONLY
+            | nix::fcntl::OFlag::O_CREAT
+            | nix::fcntl::OFlag::O_TRUNC
+            | nix::fcntl::OFlag::O_NOFOLLOW
+            | nix::fcntl::OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::from_bits_truncate(0o600),
+    ) else {
+        return;
+    };
+    let _ = std::fs::File::from(fd).write_all(what.as_bytes());
+}
+
+/// After start: no capabilities, no new privileges; console and exit record until init ends.
+fn run(console: Console, rundir: OwnedFd, pid: i32, pidfd: OwnedFd) -> ! {
+    // The socket is bound before the drop: the runtime dir is root's.
+    let sock_path = format!("/proc/self/fd/{}/console.sock", rundir.as_raw_fd());
+    let _ = nix::unistd::unlinkat(
+        rundir.as_fd(),
+        "console.sock",
+        nix::unistd::UnlinkatFlags::NoRemoveDir,
+    );
+    let listener = std::os::unix::net::UnixListener::bind(&sock_path).ok();
+    if let Some(l) = &listener {
+        let _ = l.set_nonblocking(true);
+    }
+    let log = nix::fcntl::openat(
+        rundir.as_fd(),
+        "console.log",
+        nix::fcntl::OFlag::O_RDWR
+            | nix::fcntl::OFlag::O_CREAT
+            | nix::fcntl::OFlag::O_APPEND
+            | nix::fcntl::OFlag::O_NOFOLLOW
+            | nix::fcntl::OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::from_bits_truncate(0o600),
+    )
+    .ok()
+    .map(std::fs::File::from);
+    drop_privileges();
+    null_stdio();
+    let mut log = log;
+    let mut client: Option<std::os::unix::net::UnixStream> = None;
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        let mut pfds = vec![
+            libc::pollfd {
+                fd: pidfd.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            },
+            libc::pollfd {
+                fd: console.master.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            },
+            libc::pollfd {
+                fd: listener.as_ref().map_or(-1, |l| l.as_raw_fd()),
+                events: libc::POLLIN,
+                revents: 0,
+            },
+            libc::pollfd {
+                fd: client.as_ref().map_or(-1, |c| c.as_raw_fd()),
+                events: libc::POLLIN,
+                revents: 0,
+            },
+        ];
+        // SAFETY: a valid array of pollfds of the length given.
+        let n = unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, -1) };
+        if n < 0 {
+            continue;
+        }
+        if pfds[1].revents & libc::POLLIN != 0 {
+            if let Ok(k) = nix::unistd::read(&console.master, &mut buf) {
+                if k > 0 {
+                    if let Some(f) = log.as_mut() {
+                        append_bounded(f, &buf[..k]);
+                    }
+                    if let Some(c) = client.as_mut() {
+                        if c.write_all(&buf[..k]).is_err() {
+                            client = None;
+                        }
+                    }
+                }
+            }
+        }
+        if pfds[2].revents & libc::POLLIN != 0 {
+            if let Some(Ok((s, _))) = listener.as_ref().map(|l| l.accept()) {
+                // One attached console at a time: the newest wins, as with `lxc console`.
+                client = Some(s);
+            }
+        }
+        if pfds[3].revents & (libc::POLLIN | libc::POLLHUP | libc::POLLERR) != 0 {
+            if let Some(c) = client.as_mut() {
+                match c.read(&mut buf) {
+                    Ok(0) | Err(_) => client = None,
+                    Ok(k) => {
+                        let _ = write_all_fd(console.master.as_fd(), &buf[..k]);
+                    }
+                }
+            }
+        }
+        if pfds[0].revents & libc::POLLIN != 0 {
+            // Drain what init's last words left in the pty.
+            while wire::wait_readable(console.master.as_fd(), 0) {
+                match nix::unistd::read(&console.master, &mut buf) {
+                    Ok(k) if k > 0 => {
+                        if let Some(f) = log.as_mut() {
+                            append_bounded(f, &buf[..k]);
+                        }
+                    }
+                    _ => break,
+                }
+            }
+            let mut st = 0;
+            // SAFETY: waitpid on our own child.
+            unsafe { libc::waitpid(pid, &mut st, 0) };
+            let what = if libc::WIFSIGNALED(st) {
+                format!("signaled {}", libc::WTERMSIG(st))
+            } else {
+                format!("exited {}", libc::WEXITSTATUS(st))
+            };
+            let _ = nix::unistd::unlinkat(
+                rundir.as_fd(),
+                "console.sock",
+                nix::unistd::UnlinkatFlags::NoRemoveDir,
+            );
+            record_exit(rundir.as_fd(), &what);
+            std::process::exit(0);
+        }
+    }
+}
+
+fn write_all_fd(fd: BorrowedFd<'_>, mut b: &[u8]) -> std::io::Result<()> {
+    while !b.is_empty() {
+        let n = nix::unistd::write(fd, b).map_err(std::io::Error::from)?;
+        b = &b[n..];
+    }
+    Ok(())
+}
+
+fn append_bounded(f: &mut std::fs::File, data: &[u8]) {
+    let _ = f.write_all(data);
+    let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+    if len > CONSOLE_LOG_MAX {
+        let keep = CONSOLE_LOG_MAX / 2;
+        let mut tail = vec![0u8; keep as usize];
+        if f.seek(std::io::SeekFrom::Start(len - keep)).is_ok() && f.read_exact(&mut tail).is_ok() {
+            let _ = f.set_len(0);
+            let _ = f.write_all(&tail);
+        }
+    }
+}
+
+fn drop_privileges() {
+    for cap in caps::runtime::thread_all_supported() {
+        let _ = caps::drop(None, caps::CapSet::Bounding, cap);
+    }
+    for set in [
+        caps::CapSet::Effective,
+        caps::CapSet::Permitted,
+        caps::CapSet::Inheritable,
+        caps::CapSet::Ambient,
+    ] {
+        let _ = caps::clear(None, set);
+    }
+    // SAFETY: prctl with integer arguments.
+    unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) };
+}
+
+/// Long-lived processes must not hold silod's stdout and stderr (a supervisor or test reading
+/// them would never see them close).
+pub fn null_stdio() {
+    if let Ok(n) = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/null")
+    {
+        for fd in 0..3 {
+            // SAFETY: dup2 onto the standard fds.
+            unsafe { libc::dup2(n.as_raw_fd(), fd) };
+        }
+    }
+}

@@ -1,0 +1,137 @@
+//! Messages with fds on SEQPACKET sockets between silo-priv, its launcher and the processes
+//! the launcher forks: one bincode value per packet, fds beside it with SCM_RIGHTS.
+
+use std::io::{self, IoSlice, IoSliceMut};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+
+use nix::sys::socket::{
+    recvmsg, sendmsg, socketpair, AddressFamily, ControlMessage, ControlMessageOwned, MsgFlags,
+    SockFlag, SockType,
+};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+/// Largest packet: an exec's command and environment fit with room to spare.
+pub const MAX_PACKET: usize = 192 * 1024;
+const MAX_FDS: usize = 8;
+
+fn errno(op: &str, e: nix::errno::Errno) -> io::Error {
+    io::Error::new(io::Error::from(e).kind(), format!("{op}: {e}"))
+}
+
+/// A close-on-exec SEQPACKET pair with buffers big enough for [`MAX_PACKET`].
+pub fn pair() -> io::Result<(OwnedFd, OwnedFd)> {
+    let (a, b) = socketpair(
+        AddressFamily::Unix,
+        SockType::SeqPacket,
+        None,
+        SockFlag::SOCK_CLOEXEC,
+    )
+    .map_err(|e| errno("socketpair", e))?;
+    for s in [&a, &b] {
+        let size = (MAX_PACKET * 2) as libc::c_int;
+        for opt in [libc::SO_SNDBUFFORCE, libc::SO_RCVBUFFORCE] {
+            // SAFETY: setsockopt with a pointer to a c_int of the size given.
+            unsafe {
+                libc::setsockopt(
+                    s.as_raw_fd(),
+                    libc::SOL_SOCKET,
+                    opt,
+                    &size as *const libc::c_int as *const libc::c_void,
+                    std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+                )
+            };
+        }
+    }
+    Ok((a, b))
+}
+
+/// Sends one value with fds.
+pub fn send<T: Serialize>(sock: BorrowedFd<'_>, v: &T, fds: &[BorrowedFd<'_>]) -> io::Result<()> {
+    let bytes = bincode::serialize(v)
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
+    if bytes.len() > MAX_PACKET {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{}-byte message is over {MAX_PACKET}", bytes.len()),
+        ));
+    }
+    let raw: Vec<RawFd> = fds.iter().map(|f| f.as_raw_fd()).collect();
+    let iov = [IoSlice::new(&bytes)];
+    let cmsg = [ControlMessage::ScmRights(&raw)];
+    let cm: &[ControlMessage<'_>] = if raw.is_empty() { &[] } else { &cmsg };
+    sendmsg::<()>(sock.as_raw_fd(), &iov, cm, MsgFlags::MSG_NOSIGNAL, None)
+        .map_err(|e| errno("sendmsg", e))?;
+    Ok(())
+}
+
+/// Receives one packet: `Ok(None)` when the peer closed.
+pub fn recv_raw(sock: BorrowedFd<'_>) -> io::Result<Option<(Vec<u8>, Vec<OwnedFd>)>> {
+    let mut buf = vec![0u8; MAX_PACKET];
+    let mut cbuf = nix::cmsg_space!([RawFd; MAX_FDS]);
+    let mut iov = [IoSliceMut::new(&mut buf)];
+    let msg = recvmsg::<()>(
+        sock.as_raw_fd(),
+        &mut iov,
+        Some(&mut cbuf),
+        MsgFlags::MSG_CMSG_CLOEXEC,
+    )
+    .map_err(|e| errno("recvmsg", e))?;
+    let mut fds = Vec::new();
+    if let Ok(cmsgs) = msg.cmsgs() {
+        for c in cmsgs {
+            if let ControlMessageOwned::ScmRights(raw) = c {
+                for fd in raw {
+                    // SAFETY: the kernel installed this fd for this message; we own it now.
+                    fds.push(unsafe { OwnedFd::from_raw_fd(fd) });
+                }
+            }
+        }
+    }
+    let n = msg.bytes;
+    let bad = msg
+        .flags
+        .intersects(MsgFlags::MSG_CTRUNC | MsgFlags::MSG_TRUNC);
+    if n == 0 && fds.is_empty() {
+        return Ok(None);
+    }
+    if bad {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "truncated message",
+        ));
+    }
+    buf.truncate(n);
+    Ok(Some((buf, fds)))
+}
+
+/// Decodes a packet.
+pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> io::Result<T> {
+    bincode::deserialize(bytes)
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))
+}
+
+/// Receives and decodes one value; `Ok(None)` when the peer closed.
+pub fn recv<T: DeserializeOwned>(sock: BorrowedFd<'_>) -> io::Result<Option<(T, Vec<OwnedFd>)>> {
+    match recv_raw(sock)? {
+        None => Ok(None),
+        Some((b, fds)) => Ok(Some((decode(&b)?, fds))),
+    }
+}
+
+/// Waits until `fd` is readable or `timeout_ms` passes (-1: forever). Returns whether it is.
+pub fn wait_readable(fd: BorrowedFd<'_>, timeout_ms: i32) -> bool {
+    let mut p = libc::pollfd {
+        fd: fd.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    loop {
+        // SAFETY: one valid pollfd.
+        let r = unsafe { libc::poll(&mut p, 1, timeout_ms) };
+        if r < 0 && io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {
+            continue;
+        }
+        return r > 0;
+    }
+}

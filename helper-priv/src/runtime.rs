@@ -1,0 +1,813 @@
+//! Running instances as silo-priv sees them: what it started (or adopted from an earlier
+//! silo-priv after a restart), by pidfd, with the records each instance's monitor keeps in
+//! `<state>/runtime/<instance>/` (root's, 0700).
+//!
+//! Everything silod asks is checked here against silo-priv's own table and policy: an id range
+//! must lie inside root's subordinate range and overlap no running instance's, a privileged
+//! instance needs the policy's `allow_privileged`, the rootfs is found beneath silo-priv's own
+//! fd of the storage-pools directory (root-owned all the way), never at a path silod names.
+
+use std::collections::HashMap;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use silo_proto::error::{HelperError, HelperResult};
+use silo_proto::jail::beneath::Root;
+use silo_proto::jail::policy::Policy;
+use silo_proto::privileged::{ExecSpec, IdRange, InitExit, InstanceStats, RunningInfo, StartSpec};
+use silo_proto::InstanceName;
+use tokio::io::unix::AsyncFd;
+
+use crate::cgroups::Cgroups;
+use crate::launcher::{self, wire, ExecStatus, Launcher, Reply};
+use crate::sys;
+
+/// Ids per instance.
+pub const IDS_PER_INSTANCE: u64 = 65536;
+
+/// A pidfd, registered with the reactor on first use (adoption happens before the runtime).
+#[derive(Debug)]
+struct Pidfd {
+    raw: Mutex<Option<OwnedFd>>,
+    reg: tokio::sync::OnceCell<AsyncFd<OwnedFd>>,
+}
+
+impl Pidfd {
+    fn new(fd: OwnedFd) -> Arc<Pidfd> {
+        Arc::new(Pidfd {
+            raw: Mutex::new(Some(fd)),
+            reg: tokio::sync::OnceCell::new(),
+        })
+    }
+
+    async fn fd(&self) -> HelperResult<&AsyncFd<OwnedFd>> {
+        self.reg
+            .get_or_try_init(|| async {
+                let fd = self
+                    .raw
+                    .lock()
+                    .ok()
+                    .and_then(|mut r| r.take())
+                    .ok_or_else(|| HelperError::Unsupported("pidfd lost".into()))?;
+                launcher::async_fd(fd).map_err(|e| HelperError::io("register", "pidfd", e))
+            })
+            .await
+    }
+
+    /// Whether the process has ended (without waiting).
+    async fn exited(&self) -> bool {
+        match self.fd().await {
+            Ok(a) => wire::wait_readable(a.get_ref().as_fd(), 0),
+            Err(_) => true,
+        }
+    }
+
+    async fn wait(&self) {
+        if let Ok(a) = self.fd().await {
+            let _ = a.readable().await;
+        }
+    }
+
+    async fn signal(&self, sig: i32) -> HelperResult<()> {
+        let a = self.fd().await?;
+        sys::pidfd_signal(a.get_ref().as_fd(), sig)
+            .map_err(|e| HelperError::io("signal", "process", e))
+    }
+}
+
+#[derive(Debug)]
+struct Running {
+    info: RunningInfo,
+    init: Arc<Pidfd>,
+    monitor: Option<Arc<Pidfd>>,
+}
+
+#[derive(Debug)]
+struct ExecEntry {
+    pidfd: Option<Arc<Pidfd>>,
+    status: Arc<tokio::sync::Mutex<AsyncFd<OwnedFd>>>,
+}
+
+/// The runtime service state.
+#[derive(Debug)]
+pub struct Runtime {
+    launcher: Launcher,
+    state_dir: String,
+    pools: Root,
+    rundirs: Root,
+    policy: Policy,
+    running: Mutex<HashMap<InstanceName, Running>>,
+    stopped: Mutex<HashMap<InstanceName, InitExit>>,
+    execs: Mutex<HashMap<u64, ExecEntry>>,
+    next_exec: std::sync::atomic::AtomicU64,
+    fds: Arc<silo_proto::fdpass::FdSender>,
+}
+
+fn record_line(i: &RunningInfo, start_time: u64) -> String {
+    format!(
+        "{} {} {} {} {} {}\n",
+        i.init_pid,
+        i.monitor_pid,
+        start_time,
+        i.started_at,
+        i.idmap_base.map_or("-".to_string(), |b| b.to_string()),
+        u8::from(i.systemd)
+    )
+}
+
+fn parse_record(name: &InstanceName, s: &str) -> Option<(RunningInfo, u64)> {
+    let f: Vec<&str> = s.split_whitespace().collect();
+    if f.len() != 6 {
+        return None;
+    }
+    Some((
+        RunningInfo {
+            instance: name.clone(),
+            init_pid: f[0].parse().ok()?,
+            monitor_pid: f[1].parse().ok()?,
+            started_at: f[3].parse().ok()?,
+            idmap_base: if f[4] == "-" {
+                None
+            } else {
+                Some(f[4].parse().ok()?)
+            },
+            systemd: f[5] == "1",
+        },
+        f[2].parse().ok()?,
+    ))
+}
+
+fn parse_exit(s: &str) -> InitExit {
+    let s = s.trim();
+    if let Some(c) = s.strip_prefix("exited ") {
+        c.parse().map(InitExit::Exited).unwrap_or(InitExit::Unknown)
+    } else if let Some(c) = s.strip_prefix("signaled ") {
+        c.parse()
+            .map(InitExit::Signaled)
+            .unwrap_or(InitExit::Unknown)
+    } else if let Some(w) = s.strip_prefix("failed ") {
+        InitExit::StartFailed(w.to_string())
+    } else {
+        InitExit::Unknown
+    }
+}
+
+fn read_at(dir: &Root, name: &str, max: u64) -> Option<Vec<u8>> {
+    use std::io::{Read, Seek};
+    let fd = nix::fcntl::openat(
+        dir.fd(),
+        name,
+        nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_NOFOLLOW | nix::fcntl::OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )
+    .ok()?;
+    let mut f = std::fs::File::from(fd);
+    let len = f.metadata().ok()?.len();
+    if len > max {
+        f.seek(std::io::SeekFrom::Start(len - max)).ok()?;
+    }
+    let mut out = Vec::new();
+    f.take(max).read_to_end(&mut out).ok()?;
+    Some(out)
+}
+
+fn write_at(dir: &Root, name: &str, data: &str) -> HelperResult<()> {
+    use std::io::Write;
+    let fd = nix::fcntl::openat(
+        dir.fd(),
+        name,
+        nix::fcntl::OFlag::O_WRONLY
+            | nix::fcntl::OFlag::O_CREAT
+            | nix::fcntl::OFlag::O_TRUNC
+            | nix::fcntl::OFlag::O_NOFOLLOW
+            | nix::fcntl::OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::from_bits_truncate(0o600),
+    )
+    .map_err(|e| HelperError::errno("openat", format!("{}/{name}", dir.display()), e))?;
+    std::fs::File::from(fd)
+        .write_all(data.as_bytes())
+        .map_err(|e| HelperError::io("write", format!("{}/{name}", dir.display()), e))
+}
+
+fn unlink(dir: &Root, name: &str) {
+    let _ = nix::unistd::unlinkat(dir.fd(), name, nix::unistd::UnlinkatFlags::NoRemoveDir);
+}
+
+/// Whether the image's /sbin/init is systemd, following its symlinks inside the rootfs only.
+fn init_is_systemd(rootfs: &Root) -> bool {
+    use nix::fcntl::{openat2, OFlag, OpenHow, ResolveFlag};
+    let how = OpenHow::new()
+        .flags(OFlag::O_PATH | OFlag::O_CLOEXEC)
+        .resolve(ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_MAGICLINKS);
+    let Ok(fd) = openat2(rootfs.fd(), "sbin/init", how) else {
+        return false;
+    };
+    std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd()))
+        .map(|p| p.file_name().map(|n| n == "systemd").unwrap_or(false))
+        .unwrap_or(false)
+}
+
+impl Runtime {
+    /// Opens its directories, forks the launcher and adopts instances an earlier silo-priv
+    /// started. Runs before the jail, single-threaded.
+    pub fn open(
+        state_dir: &std::path::Path,
+        policy: Policy,
+        fds: Arc<silo_proto::fdpass::FdSender>,
+    ) -> HelperResult<Runtime> {
+        let state = Root::open(state_dir)?;
+        let (pools, _) = state.mkdir_all(&["storage-pools"], 0o711)?;
+        let (rundirs, _) = state.mkdir_all(&["runtime"], 0o711)?;
+        let launcher = Launcher::spawn()?;
+        let rt = Runtime {
+            launcher,
+            state_dir: state_dir.display().to_string(),
+            pools,
+            rundirs,
+            policy,
+            running: Mutex::new(HashMap::new()),
+            stopped: Mutex::new(HashMap::new()),
+            execs: Mutex::new(HashMap::new()),
+            next_exec: std::sync::atomic::AtomicU64::new(1),
+            fds,
+        };
+        rt.adopt();
+        Ok(rt)
+    }
+
+    fn adopt(&self) {
+        let Ok(names) = self.rundirs.list() else {
+            return;
+        };
+        for n in names {
+            let Ok(name) = InstanceName::new(n.clone()) else {
+                continue;
+            };
+            let Ok(dir) = self.rundirs.open_dir(&[&n]) else {
+                continue;
+            };
+            let Some(rec) = read_at(&dir, "init", 4096) else {
+                continue;
+            };
+            let Some((info, start)) = parse_record(&name, &String::from_utf8_lossy(&rec)) else {
+                continue;
+            };
+            // A recycled pid has another start time: then the instance is long gone.
+            if sys::start_time(info.init_pid as i32) != Some(start) {
+                unlink(&dir, "init");
+                continue;
+            }
+            let Ok(init) = sys::pidfd_open(info.init_pid as i32) else {
+                continue;
+            };
+            let monitor = sys::pidfd_open(info.monitor_pid as i32)
+                .ok()
+                .map(Pidfd::new);
+            tracing::info!(instance = %name, pid = info.init_pid, "adopted a running instance");
+            if let Ok(mut r) = self.running.lock() {
+                r.insert(
+                    name,
+                    Running {
+                        info,
+                        init: Pidfd::new(init),
+                        monitor,
+                    },
+                );
+            }
+        }
+    }
+
+    fn check_idmap(&self, spec: &StartSpec, range: &IdRange) -> HelperResult<()> {
+        match spec.idmap_base {
+            None => {
+                if !self.policy.allow_privileged {
+                    return Err(self.policy.deny(format!(
+                        "instance {:?} asks to be privileged (security.privileged); set allow_privileged = true to allow privileged containers",
+                        spec.instance.as_str()
+                    )));
+                }
+            }
+            Some(b) => {
+                let end = b
+                    .checked_add(IDS_PER_INSTANCE)
+                    .ok_or_else(|| HelperError::invalid("idmap", format!("base {b} overflows")))?;
+                if b < range.start || end > range.start + range.count {
+                    return Err(HelperError::invalid(
+                        "idmap",
+                        format!(
+                            "ids {b}-{} are outside root's subordinate range {}-{}",
+                            end - 1,
+                            range.start,
+                            range.start + range.count - 1
+                        ),
+                    ));
+                }
+                let running = self.running.lock().map_err(|_| poisoned())?;
+                for r in running.values() {
+                    if let Some(o) = r.info.idmap_base {
+                        if b < o + IDS_PER_INSTANCE && o < end {
+                            return Err(HelperError::invalid(
+                                "idmap",
+                                format!(
+                                    "ids {b}-{} overlap those of running instance {:?}",
+                                    end - 1,
+                                    r.info.instance.as_str()
+                                ),
+                            ));
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Starts an instance.
+    pub async fn start(
+        &self,
+        cg: &Cgroups,
+        range: &IdRange,
+        spec: StartSpec,
+    ) -> HelperResult<RunningInfo> {
+        let name = spec.instance.clone();
+        spec.limits.validate()?;
+        if self.entry_alive(&name).await {
+            return Err(HelperError::OutOfOrder(format!(
+                "instance {:?} is already running",
+                name.as_str()
+            )));
+        }
+        self.check_idmap(&spec, range)?;
+        let rootfs = self
+            .pools
+            .open_dir(&[spec.pool.as_str(), "containers", name.as_str(), "rootfs"])
+            .map_err(|e| match e {
+                HelperError::NotFound { .. } => HelperError::NotFound {
+                    what: format!(
+                        "root volume of instance {:?} in pool {:?}",
+                        name.as_str(),
+                        spec.pool.as_str()
+                    ),
+                },
+                e => e,
+            })?;
+        let systemd = init_is_systemd(&rootfs);
+        let (rundir, _) = self.rundirs.mkdir_all(&[name.as_str()], 0o700)?;
+        for f in ["init", "exit", "console.sock"] {
+            unlink(&rundir, f);
+        }
+        rundir.mkdir_all(&["rootfs"], 0o700)?;
+        if let Ok(mut s) = self.stopped.lock() {
+            s.remove(&name);
+        }
+        // A cgroup left by a crash mid-start holds no processes: clear it.
+        if cg.exists(&name) {
+            cg.delete(&name)?;
+        }
+        cg.create(&name)?;
+        let started = self.start_in_cgroup(cg, &spec, &rootfs, &rundir).await;
+        let (init_pid, monitor_pid) = match started {
+            Ok(x) => x,
+            Err(e) => {
+                let _ = self.remove_cgroup(cg, &name).await;
+                return Err(e);
+            }
+        };
+        let info = RunningInfo {
+            instance: name.clone(),
+            init_pid: init_pid as u32,
+            monitor_pid: monitor_pid as u32,
+            started_at: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs() as i64)
+                .unwrap_or(0),
+            idmap_base: spec.idmap_base,
+            systemd,
+        };
+        let init =
+            sys::pidfd_open(init_pid).map_err(|e| HelperError::io("pidfd_open", "init", e))?;
+        let monitor = sys::pidfd_open(monitor_pid).ok().map(Pidfd::new);
+        let start = sys::start_time(init_pid).unwrap_or(0);
+        write_at(&rundir, "init", &record_line(&info, start))?;
+        tracing::info!(instance = %name, pid = init_pid, systemd, "started");
+        self.running.lock().map_err(|_| poisoned())?.insert(
+            name,
+            Running {
+                info: info.clone(),
+                init: Pidfd::new(init),
+                monitor,
+            },
+        );
+        Ok(info)
+    }
+
+    async fn start_in_cgroup(
+        &self,
+        cg: &Cgroups,
+        spec: &StartSpec,
+        rootfs: &Root,
+        rundir: &Root,
+    ) -> HelperResult<(i32, i32)> {
+        let name = &spec.instance;
+        cg.apply_limits(name, &spec.limits)?;
+        let req = launcher::Request::Start(launcher::StartReq {
+            instance: name.as_str().to_string(),
+            idmap_base: spec.idmap_base,
+            cgroup_procs: cg.procs_files(name),
+            cgroup2_dir: cg.v2_dir(name).map(|p| p.display().to_string()),
+            mountpoint: format!("{}/runtime/{}/rootfs", self.state_dir, name.as_str()),
+            cgroup2: cg.v2_dir(name).is_some(),
+        });
+        match self
+            .launcher
+            .call(&req, &[rootfs.fd(), rundir.fd()])
+            .await?
+        {
+            Reply::Started {
+                init_pid,
+                monitor_pid,
+            } => Ok((init_pid, monitor_pid)),
+            Reply::Failed(why) => Err(HelperError::Io {
+                op: "start".into(),
+                target: format!("instance {:?}", name.as_str()),
+                message: why,
+                errno: None,
+            }),
+            Reply::ExecForked => Err(HelperError::Unsupported(
+                "launcher answered out of turn".into(),
+            )),
+        }
+    }
+
+    async fn entry_alive(&self, name: &InstanceName) -> bool {
+        let init = self
+            .running
+            .lock()
+            .ok()
+            .and_then(|r| r.get(name).map(|e| e.init.clone()));
+        match init {
+            Some(p) => !p.exited().await,
+            None => false,
+        }
+    }
+
+    fn entry(
+        &self,
+        name: &InstanceName,
+    ) -> HelperResult<(RunningInfo, Arc<Pidfd>, Option<Arc<Pidfd>>)> {
+        self.running
+            .lock()
+            .map_err(|_| poisoned())?
+            .get(name)
+            .map(|e| (e.info.clone(), e.init.clone(), e.monitor.clone()))
+            .ok_or_else(|| not_running(name))
+    }
+
+    /// Signals init to shut down, or kills it.
+    pub async fn stop(&self, name: &InstanceName, force: bool) -> HelperResult<()> {
+        let (info, init, _) = self.entry(name)?;
+        let sig = if force {
+            libc::SIGKILL
+        } else if info.systemd {
+            libc::SIGRTMIN() + 3
+        } else {
+            libc::SIGPWR
+        };
+        init.signal(sig).await
+    }
+
+    async fn remove_cgroup(&self, cg: &Cgroups, name: &InstanceName) -> HelperResult<()> {
+        // The kernel tears the pid namespace down after init: give its last processes a moment.
+        let mut last = Ok(());
+        for _ in 0..50 {
+            if !cg.exists(name) {
+                return Ok(());
+            }
+            last = cg.delete(name);
+            if last.is_ok() {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        last
+    }
+
+    /// Waits for init to end, then cleans up and says how it ended.
+    pub async fn wait_stopped(
+        &self,
+        cg: &Cgroups,
+        name: &InstanceName,
+        timeout: Duration,
+    ) -> HelperResult<InitExit> {
+        let (_, init, monitor) = match self.entry(name) {
+            Ok(e) => e,
+            Err(e) => {
+                return self
+                    .stopped
+                    .lock()
+                    .map_err(|_| poisoned())?
+                    .get(name)
+                    .cloned()
+                    .ok_or(e)
+            }
+        };
+        if tokio::time::timeout(timeout, init.wait()).await.is_err() {
+            return Ok(InitExit::Running);
+        }
+        // The monitor writes the exit record after reaping init, then leaves.
+        if let Some(m) = &monitor {
+            let _ = tokio::time::timeout(Duration::from_secs(5), m.wait()).await;
+        }
+        let dir = self.rundirs.open_dir(&[name.as_str()])?;
+        let exit = read_at(&dir, "exit", 4096)
+            .map(|b| parse_exit(&String::from_utf8_lossy(&b)))
+            .unwrap_or(InitExit::Unknown);
+        unlink(&dir, "init");
+        let removed = self
+            .running
+            .lock()
+            .map_err(|_| poisoned())?
+            .remove(name)
+            .is_some();
+        if removed {
+            self.stopped
+                .lock()
+                .map_err(|_| poisoned())?
+                .insert(name.clone(), exit.clone());
+            self.remove_cgroup(cg, name).await?;
+            tracing::info!(instance = %name, ?exit, "stopped");
+        }
+        Ok(exit)
+    }
+
+    /// What runs.
+    pub async fn list(&self) -> Vec<RunningInfo> {
+        let entries: Vec<(RunningInfo, Arc<Pidfd>)> = self
+            .running
+            .lock()
+            .map(|r| {
+                r.values()
+                    .map(|e| (e.info.clone(), e.init.clone()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let mut out = Vec::new();
+        for (i, p) in entries {
+            if !p.exited().await {
+                out.push(i);
+            }
+        }
+        out.sort_by(|a, b| a.instance.cmp(&b.instance));
+        out
+    }
+
+    /// Resource use.
+    pub fn stats(&self, cg: &Cgroups, name: &InstanceName) -> HelperResult<InstanceStats> {
+        let (info, _, _) = self.entry(name)?;
+        let mut s = cg.stats(name);
+        s.pid = info.init_pid;
+        s.net = crate::cgroups::net_counters(info.init_pid);
+        Ok(s)
+    }
+
+    /// Runs a command in the instance.
+    pub async fn exec(
+        &self,
+        cg: &Cgroups,
+        spec: ExecSpec,
+    ) -> HelperResult<silo_proto::privileged::ExecStarted> {
+        spec.validate()?;
+        let (info, init, _) = self.entry(&spec.instance)?;
+        if init.exited().await {
+            return Err(not_running(&spec.instance));
+        }
+        let (status_ours, status_theirs) =
+            wire::pair().map_err(|e| HelperError::io("socketpair", "exec status", e))?;
+        let mut child_fds: Vec<OwnedFd> = vec![status_theirs];
+        let mut our_ends: Vec<OwnedFd> = Vec::new();
+        if !spec.interactive {
+            let (r0, w0) = pipe()?;
+            let (r1, w1) = pipe()?;
+            let (r2, w2) = pipe()?;
+            child_fds.extend([r0, w1, w2]);
+            our_ends.extend([w0, r1, r2]);
+        }
+        let interactive = spec.interactive;
+        let req = launcher::Request::Exec(launcher::ExecReq {
+            init_pid: info.init_pid as i32,
+            userns: info.idmap_base.is_some(),
+            cgroup_procs: cg.procs_files(&spec.instance),
+            spec,
+        });
+        let borrowed: Vec<_> = child_fds.iter().map(|f| f.as_fd()).collect();
+        match self.launcher.call(&req, &borrowed).await? {
+            Reply::ExecForked => {}
+            Reply::Failed(why) => {
+                return Err(HelperError::Io {
+                    op: "exec".into(),
+                    target: "command".into(),
+                    message: why,
+                    errno: None,
+                })
+            }
+            Reply::Started { .. } => {
+                return Err(HelperError::Unsupported(
+                    "launcher answered out of turn".into(),
+                ))
+            }
+        }
+        drop(borrowed);
+        drop(child_fds);
+        launcher::set_nonblocking(&status_ours);
+        let status = launcher::async_fd(status_ours)
+            .map_err(|e| HelperError::io("register", "exec status", e))?;
+        let first = tokio::time::timeout(Duration::from_secs(30), recv_status(&status))
+            .await
+            .map_err(|_| {
+                HelperError::Unsupported("the command did not start within 30s".into())
+            })??;
+        let (pid, mut fds) = match first {
+            Some((ExecStatus::Started { pid }, fds)) => (pid, fds),
+            Some((ExecStatus::Failed(why), _)) => {
+                return Err(HelperError::Io {
+                    op: "exec".into(),
+                    target: "command".into(),
+                    message: why,
+                    errno: None,
+                })
+            }
+            Some((ExecStatus::Exited(_), _)) | None => {
+                return Err(HelperError::Unsupported(
+                    "the command's parent vanished".into(),
+                ))
+            }
+        };
+        if interactive {
+            our_ends = fds.drain(..).take(1).collect();
+        }
+        let pidfd = sys::pidfd_open(pid).ok().map(Pidfd::new);
+        let ticket = if our_ends.is_empty() {
+            // Interactive, but the command failed before it had a terminal: an empty pipe
+            // stands in so silod still gets its one fd and then the exit status.
+            let (r, _w) = pipe()?;
+            self.send_fds(&[r])?
+        } else {
+            self.send_fds(&our_ends)?
+        };
+        let id = self
+            .next_exec
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.execs.lock().map_err(|_| poisoned())?.insert(
+            id,
+            ExecEntry {
+                pidfd,
+                status: Arc::new(tokio::sync::Mutex::new(status)),
+            },
+        );
+        Ok(silo_proto::privileged::ExecStarted {
+            id,
+            pid: pid as u32,
+            fds: ticket,
+        })
+    }
+
+    fn send_fds(&self, fds: &[OwnedFd]) -> HelperResult<silo_proto::fdpass::FdTicket> {
+        let b: Vec<_> = fds.iter().map(|f| f.as_fd()).collect();
+        self.fds
+            .send(&b)
+            .map_err(|e| HelperError::Unsupported(format!("fd channel: {e}")))
+    }
+
+    /// Waits for an exec'd command.
+    pub async fn exec_wait(&self, id: u64, timeout: Duration) -> HelperResult<Option<i32>> {
+        let status = self
+            .execs
+            .lock()
+            .map_err(|_| poisoned())?
+            .get(&id)
+            .map(|e| e.status.clone())
+            .ok_or_else(|| HelperError::NotFound {
+                what: format!("exec {id}"),
+            })?;
+        let guard = status.lock().await;
+        let r = match tokio::time::timeout(timeout, recv_status(&guard)).await {
+            Err(_) => return Ok(None),
+            Ok(r) => r?,
+        };
+        let code = match r {
+            Some((ExecStatus::Exited(c), _)) => c,
+            Some((ExecStatus::Failed(why), _)) => {
+                tracing::warn!(exec = id, %why, "exec failed");
+                1
+            }
+            _ => 1,
+        };
+        self.execs.lock().map_err(|_| poisoned())?.remove(&id);
+        Ok(Some(code))
+    }
+
+    /// Signals an exec'd command.
+    pub async fn exec_signal(&self, id: u64, sig: i32) -> HelperResult<()> {
+        if !silo_proto::privileged::signal_allowed(sig) {
+            return Err(HelperError::invalid(
+                "signal",
+                format!("{sig} is not a signal"),
+            ));
+        }
+        let p = self
+            .execs
+            .lock()
+            .map_err(|_| poisoned())?
+            .get(&id)
+            .and_then(|e| e.pidfd.clone())
+            .ok_or_else(|| HelperError::NotFound {
+                what: format!("exec {id}"),
+            })?;
+        p.signal(sig).await
+    }
+
+    /// Connects to the monitor's console socket and hands the connection to silod.
+    pub fn console(&self, name: &InstanceName) -> HelperResult<silo_proto::fdpass::FdTicket> {
+        self.entry(name)?;
+        let dir = self.rundirs.open_dir(&[name.as_str()])?;
+        let path = format!("/proc/self/fd/{}/console.sock", dir.fd().as_raw_fd());
+        let s = std::os::unix::net::UnixStream::connect(&path)
+            .map_err(|e| HelperError::io("connect", "the instance's console", e))?;
+        self.send_fds(&[OwnedFd::from(s)])
+    }
+
+    /// The console log's tail.
+    pub fn console_log(&self, name: &InstanceName, max: u64) -> HelperResult<Vec<u8>> {
+        let dir = self
+            .rundirs
+            .open_dir(&[name.as_str()])
+            .map_err(|_| HelperError::NotFound {
+                what: format!("console log of instance {:?}", name.as_str()),
+            })?;
+        Ok(read_at(&dir, "console.log", max.min(16 << 20)).unwrap_or_default())
+    }
+
+    /// Whether an instance runs (for limits changes).
+    pub fn is_running(&self, name: &InstanceName) -> bool {
+        self.running
+            .lock()
+            .map(|r| r.contains_key(name))
+            .unwrap_or(false)
+    }
+}
+
+async fn recv_status(a: &AsyncFd<OwnedFd>) -> HelperResult<Option<(ExecStatus, Vec<OwnedFd>)>> {
+    loop {
+        let mut g = a
+            .readable()
+            .await
+            .map_err(|e| HelperError::io("poll", "exec status", e))?;
+        match g.try_io(|s| wire::recv::<ExecStatus>(s.get_ref().as_fd())) {
+            Ok(r) => return r.map_err(|e| HelperError::io("recv", "exec status", e)),
+            Err(_) => continue,
+        }
+    }
+}
+
+fn pipe() -> HelperResult<(OwnedFd, OwnedFd)> {
+    nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+        .map_err(|e| HelperError::errno("pipe", "exec", e))
+}
+
+fn poisoned() -> HelperError {
+    HelperError::Unsupported("silo-priv state lock poisoned".into())
+}
+
+fn not_running(name: &InstanceName) -> HelperError {
+    HelperError::OutOfOrder(format!("instance {:?} is not running", name.as_str()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_round_trip() {
+        let n = InstanceName::new("c1").expect("name");
+        let i = RunningInfo {
+            instance: n.clone(),
+            init_pid: 10,
+            monitor_pid: 9,
+            started_at: 1700000000,
+            idmap_base: Some(1065536),
+            systemd: true,
+        };
+        let (back, st) = parse_record(&n, &record_line(&i, 777)).expect("parse");
+        assert_eq!(back, i);
+        assert_eq!(st, 777);
+        assert!(parse_record(&n, "1 2 3").is_none());
+        assert_eq!(parse_exit("exited 3\n"), InitExit::Exited(3));
+        assert_eq!(parse_exit("signaled 1"), InitExit::Signaled(1));
+        assert_eq!(
+            parse_exit("failed no init"),
+            InitExit::StartFailed("no init".into())
+        );
+        assert_eq!(parse_exit("garbage"), InitExit::Unknown);
+    }
+}

@@ -1,0 +1,162 @@
+//! silo-priv's RPC surface: each call checks its request, then hands it to the cgroup layer
+//! or the runtime.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use silo_proto::error::{HelperError, HelperResult};
+use silo_proto::fdpass::FdTicket;
+use silo_proto::privileged::{
+    CgroupInfo, CgroupLayout, ExecSpec, ExecStarted, IdRange, InitExit, InstanceStats, Limits,
+    Priv, RunningInfo, StartSpec,
+};
+use silo_proto::{HelperHello, InstanceName};
+use tarpc::context::Context;
+
+use crate::cgroups::Cgroups;
+use crate::runtime::Runtime;
+
+#[derive(Debug)]
+struct Inner {
+    cg: Cgroups,
+    ids: Result<IdRange, HelperError>,
+    landlock: String,
+    rt: Runtime,
+}
+
+/// The namespace helper's service.
+#[derive(Debug, Clone)]
+pub struct PrivServer(Arc<Inner>);
+
+/// Longest wait silod may ask for in one call (its RPC deadline is longer).
+const MAX_WAIT: Duration = Duration::from_secs(240);
+
+impl PrivServer {
+    /// Builds the service.
+    pub fn new(
+        cg: Cgroups,
+        ids: Result<IdRange, HelperError>,
+        rt: Runtime,
+        landlock: String,
+    ) -> PrivServer {
+        PrivServer(Arc::new(Inner {
+            cg,
+            ids,
+            landlock,
+            rt,
+        }))
+    }
+}
+
+impl Priv for PrivServer {
+    async fn hello(self, _: Context) -> HelperHello {
+        HelperHello {
+            helper: "silo-priv".into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            pid: std::process::id(),
+            tag: self.0.cg.tag().to_string(),
+            landlock: self.0.landlock.clone(),
+        }
+    }
+
+    async fn cgroup_layout(self, _: Context) -> HelperResult<CgroupLayout> {
+        Ok(self.0.cg.layout())
+    }
+
+    async fn create_cgroup(self, _: Context, instance: InstanceName) -> HelperResult<CgroupInfo> {
+        let paths = self.0.cg.create(&instance)?;
+        tracing::info!(instance = %instance, "created cgroup");
+        Ok(CgroupInfo {
+            instance,
+            paths: paths.iter().map(|p| p.display().to_string()).collect(),
+        })
+    }
+
+    async fn list_cgroups(self, _: Context) -> HelperResult<Vec<InstanceName>> {
+        Ok(self.0.cg.list())
+    }
+
+    async fn id_range(self, _: Context) -> HelperResult<IdRange> {
+        self.0.ids.clone()
+    }
+
+    async fn delete_cgroup(self, _: Context, instance: InstanceName) -> HelperResult<()> {
+        if self.0.rt.is_running(&instance) {
+            return Err(HelperError::InUse {
+                what: format!("cgroup of instance {:?}", instance.as_str()),
+                by: "the running instance".into(),
+            });
+        }
+        self.0.cg.delete(&instance)?;
+        tracing::info!(instance = %instance, "deleted cgroup");
+        Ok(())
+    }
+
+    async fn start(self, _: Context, spec: StartSpec) -> HelperResult<RunningInfo> {
+        let ids = self.0.ids.clone()?;
+        self.0.rt.start(&self.0.cg, &ids, spec).await
+    }
+
+    async fn stop(self, _: Context, instance: InstanceName, force: bool) -> HelperResult<()> {
+        self.0.rt.stop(&instance, force).await
+    }
+
+    async fn wait_stopped(
+        self,
+        _: Context,
+        instance: InstanceName,
+        timeout_ms: u64,
+    ) -> HelperResult<InitExit> {
+        let t = Duration::from_millis(timeout_ms).min(MAX_WAIT);
+        self.0.rt.wait_stopped(&self.0.cg, &instance, t).await
+    }
+
+    async fn running(self, _: Context) -> HelperResult<Vec<RunningInfo>> {
+        Ok(self.0.rt.list().await)
+    }
+
+    async fn stats(self, _: Context, instance: InstanceName) -> HelperResult<InstanceStats> {
+        self.0.rt.stats(&self.0.cg, &instance)
+    }
+
+    async fn set_limits(
+        self,
+        _: Context,
+        instance: InstanceName,
+        limits: Limits,
+    ) -> HelperResult<()> {
+        if !self.0.rt.is_running(&instance) {
+            return Err(HelperError::OutOfOrder(format!(
+                "instance {:?} is not running",
+                instance.as_str()
+            )));
+        }
+        self.0.cg.apply_limits(&instance, &limits)
+    }
+
+    async fn exec(self, _: Context, spec: ExecSpec) -> HelperResult<ExecStarted> {
+        self.0.rt.exec(&self.0.cg, spec).await
+    }
+
+    async fn exec_wait(self, _: Context, id: u64, timeout_ms: u64) -> HelperResult<Option<i32>> {
+        let t = Duration::from_millis(timeout_ms).min(MAX_WAIT);
+        self.0.rt.exec_wait(id, t).await
+    }
+
+    async fn exec_signal(self, _: Context, id: u64, signal: i32) -> HelperResult<()> {
+        self.0.rt.exec_signal(id, signal).await
+    }
+
+    async fn console(self, _: Context, instance: InstanceName) -> HelperResult<FdTicket> {
+        self.0.rt.console(&instance)
+    }
+
+    async fn console_log(
+        self,
+        _: Context,
+        instance: InstanceName,
+        max: u64,
+    ) -> HelperResult<Vec<u8>> {
+        self.0.rt.console_log(&instance, max)
+    }
+}

@@ -1,0 +1,238 @@
+//! The kernel calls the launcher makes that neither std nor nix wraps (clone3, the new mount
+//! API, pidfds), each checked and turned into an `io::Error` carrying what was attempted.
+
+use std::ffi::CString;
+use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+
+/// An error with the call and its target.
+pub fn err(op: &str, what: impl std::fmt::Display) -> io::Error {
+    let e = io::Error::last_os_error();
+    io::Error::new(e.kind(), format!("{op} {what}: {e}"))
+}
+
+pub fn cstr(s: &str) -> io::Result<CString> {
+    CString::new(s).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in a path"))
+}
+
+#[repr(C)]
+#[derive(Default)]
+struct CloneArgs {
+    flags: u64,
+    pidfd: u64,
+    child_tid: u64,
+    parent_tid: u64,
+    exit_signal: u64,
+    stack: u64,
+    stack_size: u64,
+    tls: u64,
+    set_tid: u64,
+    set_tid_size: u64,
+    cgroup: u64,
+}
+
+/// What clone3 gave the caller.
+pub enum Cloned {
+    /// In the new process.
+    Child,
+    /// In the caller: the child's pid (in the caller's pid namespace) and a pidfd for it.
+    Parent { pid: i32, pidfd: OwnedFd },
+}
+
+/// clone3 with fork semantics (no new stack) and a pidfd for the child.
+///
+/// # Safety
+/// The caller must be single-threaded, as for fork: the child runs on a copy of the caller's
+/// stack and may only do what is safe after fork.
+pub unsafe fn clone3(flags: u64) -> io::Result<Cloned> {
+    let mut pidfd: RawFd = -1;
+    let mut args = CloneArgs {
+        flags: flags | libc::CLONE_PIDFD as u64,
+        pidfd: &mut pidfd as *mut RawFd as u64,
+        exit_signal: libc::SIGCHLD as u64,
+        ..Default::default()
+    };
+    // SAFETY: args is a valid clone_args of the size passed; the kernel writes the pidfd into
+    // `pidfd`, which outlives the call. Fork semantics are the caller's contract.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_clone3,
+            &mut args as *mut CloneArgs,
+            std::mem::size_of::<CloneArgs>(),
+        )
+    };
+    match r {
+        -1 => Err(err("clone3", "")),
+        0 => Ok(Cloned::Child),
+        pid => Ok(Cloned::Parent {
+            pid: pid as i32,
+            // SAFETY: CLONE_PIDFD made the kernel install this fd for us.
+            pidfd: unsafe { OwnedFd::from_raw_fd(pidfd) },
+        }),
+    }
+}
+
+/// open_tree(OPEN_TREE_CLONE) of the directory `fd` refers to: a detached copy of that mount.
+pub fn clone_tree(fd: BorrowedFd<'_>) -> io::Result<OwnedFd> {
+    const OPEN_TREE_CLONE: u32 = 1;
+    let empty = cstr("")?;
+    // SAFETY: a valid fd, a NUL-terminated empty path and flags; returns a new fd or -1.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_open_tree,
+            fd.as_raw_fd(),
+            empty.as_ptr(),
+            OPEN_TREE_CLONE | libc::O_CLOEXEC as u32 | libc::AT_EMPTY_PATH as u32,
+        )
+    };
+    if r < 0 {
+        return Err(err("open_tree", "rootfs"));
+    }
+    // SAFETY: the kernel returned this new fd to us.
+    Ok(unsafe { OwnedFd::from_raw_fd(r as RawFd) })
+}
+
+#[repr(C)]
+struct MountAttr {
+    attr_set: u64,
+    attr_clr: u64,
+    propagation: u64,
+    userns_fd: u64,
+}
+
+/// Makes the detached mount `mnt` idmapped through the user namespace `userns`.
+pub fn idmap_tree(mnt: BorrowedFd<'_>, userns: BorrowedFd<'_>) -> io::Result<()> {
+    const MOUNT_ATTR_IDMAP: u64 = 0x0010_0000;
+    let empty = cstr("")?;
+    let attr = MountAttr {
+        attr_set: MOUNT_ATTR_IDMAP,
+        attr_clr: 0,
+        propagation: 0,
+        userns_fd: userns.as_raw_fd() as u64,
+    };
+    // SAFETY: valid fds, an empty path with AT_EMPTY_PATH, and a mount_attr of the size given.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            mnt.as_raw_fd(),
+            empty.as_ptr(),
+            libc::AT_EMPTY_PATH,
+            &attr as *const MountAttr,
+            std::mem::size_of::<MountAttr>(),
+        )
+    };
+    if r < 0 {
+        return Err(err("mount_setattr(idmap)", "rootfs"));
+    }
+    Ok(())
+}
+
+/// Attaches the detached mount `mnt` at `target` (a path in the caller's mount namespace).
+pub fn move_mount_to(mnt: BorrowedFd<'_>, target: &str) -> io::Result<()> {
+    const MOVE_MOUNT_F_EMPTY_PATH: u32 = 0x4;
+    let empty = cstr("")?;
+    let t = cstr(target)?;
+    // SAFETY: a valid fd, NUL-terminated paths; returns 0 or -1.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_move_mount,
+            mnt.as_raw_fd(),
+            empty.as_ptr(),
+            libc::AT_FDCWD,
+            t.as_ptr(),
+            MOVE_MOUNT_F_EMPTY_PATH,
+        )
+    };
+    if r < 0 {
+        return Err(err("move_mount", target));
+    }
+    Ok(())
+}
+
+/// mount(2) with optional source, fstype and data.
+pub fn mount(
+    src: Option<&str>,
+    target: &str,
+    fstype: Option<&str>,
+    flags: libc::c_ulong,
+    data: Option<&str>,
+) -> io::Result<()> {
+    let s = src.map(cstr).transpose()?;
+    let t = cstr(target)?;
+    let f = fstype.map(cstr).transpose()?;
+    let d = data.map(cstr).transpose()?;
+    // SAFETY: NUL-terminated strings or NULL, as mount(2) takes them.
+    let r = unsafe {
+        libc::mount(
+            s.as_ref().map_or(std::ptr::null(), |c| c.as_ptr()),
+            t.as_ptr(),
+            f.as_ref().map_or(std::ptr::null(), |c| c.as_ptr()),
+            flags,
+            d.as_ref()
+                .map_or(std::ptr::null(), |c| c.as_ptr() as *const libc::c_void),
+        )
+    };
+    if r < 0 {
+        return Err(err(
+            "mount",
+            format!("{} on {target}", src.or(fstype).unwrap_or("none")),
+        ));
+    }
+    Ok(())
+}
+
+/// setns into every namespace of the process behind `pidfd` named in `flags`, at once.
+pub fn setns_pidfd(pidfd: BorrowedFd<'_>, flags: libc::c_int) -> io::Result<()> {
+    // SAFETY: setns takes an fd and flags.
+    if unsafe { libc::setns(pidfd.as_raw_fd(), flags) } < 0 {
+        return Err(err("setns", "the instance's namespaces"));
+    }
+    Ok(())
+}
+
+/// pidfd_open.
+pub fn pidfd_open(pid: i32) -> io::Result<OwnedFd> {
+    // SAFETY: takes a pid and flags; returns a new fd or -1.
+    let r = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if r < 0 {
+        return Err(err("pidfd_open", pid));
+    }
+    // SAFETY: the kernel returned this new fd to us.
+    Ok(unsafe { OwnedFd::from_raw_fd(r as RawFd) })
+}
+
+/// pidfd_send_signal.
+pub fn pidfd_signal(pidfd: BorrowedFd<'_>, sig: i32) -> io::Result<()> {
+    // SAFETY: an fd, a signal number, no siginfo, no flags.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            pidfd.as_raw_fd(),
+            sig,
+            std::ptr::null::<libc::siginfo_t>(),
+            0,
+        )
+    };
+    if r < 0 {
+        return Err(err("pidfd_send_signal", sig));
+    }
+    Ok(())
+}
+
+/// Closes every fd from 3 up except those in `keep`.
+pub fn close_fds_except(keep: &[RawFd]) {
+    let max = 4096;
+    for fd in 3..max {
+        if !keep.contains(&fd) {
+            // SAFETY: closing a number this process may or may not have open.
+            unsafe { libc::close(fd) };
+        }
+    }
+}
+
+/// A process's start time (field 22 of /proc/PID/stat), which tells a pid's reuse apart.
+pub fn start_time(pid: i32) -> Option<u64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after = s.rsplit_once(')')?.1;
+    after.split_whitespace().nth(19)?.parse().ok()
+}
