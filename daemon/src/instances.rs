@@ -712,7 +712,14 @@ async fn create_inner(
         profiles: req.profiles.clone().unwrap_or_default(),
         pool,
     };
-    if let Err(e) = write(&c.db, &inst, true) {
+    let rendered = match &image {
+        Some(_) => {
+            let cfg = expand(&profiles, &inst.config, &inst.devices).0;
+            crate::runtime::render_templates(c, &inst, &cfg, "create").await
+        }
+        None => Ok(()),
+    };
+    if let Err(e) = rendered.and_then(|()| write(&c.db, &inst, true)) {
         let _ = c
             .helpers
             .store

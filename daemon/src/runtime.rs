@@ -164,6 +164,7 @@ pub async fn start(c: &Ctx, name: &str) -> Result<RunningInfo, ApiError> {
                 })?,
         )
     };
+    render_templates(c, &i, &cfg, "start").await?;
     let spec = StartSpec {
         instance: iname(name)?,
         pool: PoolName::new(i.pool.clone()).map_err(|e| ApiError::Internal(e.to_string()))?,
@@ -450,4 +451,33 @@ pub async fn disk_usage(c: &Ctx, i: &Instance) -> Option<u64> {
         .await
         .ok()?
         .ok()
+}
+
+/// Renders the instance's image templates for `trigger` (create, copy, start).
+pub async fn render_templates(
+    c: &Ctx,
+    i: &Instance,
+    cfg: &BTreeMap<String, String>,
+    trigger: &str,
+) -> Result<(), ApiError> {
+    let vars = silo_proto::store::TemplateVars {
+        trigger: trigger.into(),
+        name: i.name.clone(),
+        architecture: i.architecture.clone(),
+        privileged: is_true(cfg.get("security.privileged")),
+        ephemeral: i.ephemeral,
+        config: cfg.clone(),
+    };
+    c.helpers
+        .store
+        .render_templates(
+            ctx(),
+            PoolName::new(i.pool.clone()).map_err(|e| ApiError::Internal(e.to_string()))?,
+            silo_proto::VolumeName::new(i.name.clone())
+                .map_err(|e| ApiError::Internal(e.to_string()))?,
+            vars,
+        )
+        .await
+        .map_err(rpc_err("silo-store"))??;
+    Ok(())
 }

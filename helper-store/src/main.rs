@@ -7,9 +7,11 @@ mod btrfs;
 mod child;
 mod confinement;
 mod copy;
+mod files;
 mod images;
 mod mkfs;
 mod pools;
+mod templates;
 
 use silo_proto::jail::boot;
 use silo_proto::store::Store;

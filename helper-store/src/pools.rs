@@ -27,6 +27,7 @@ struct Inner {
     tag: String,
     landlock: std::sync::OnceLock<String>,
     formatter: crate::mkfs::Formatter,
+    fds: Arc<silo_proto::fdpass::FdSender>,
 }
 
 /// The storage service.
@@ -42,6 +43,7 @@ impl StoreServer {
         let formatter = crate::mkfs::Formatter::spawn(&b.state_dir.join("disks"))?;
         Ok(StoreServer(Arc::new(Inner {
             formatter,
+            fds: b.fds.clone(),
             state,
             pools,
             disks,
@@ -298,6 +300,24 @@ impl StoreServer {
         kdir.remove_tree(name)
     }
 
+    fn rootfs(&self, pool: &PoolName, instance: &VolumeName) -> HelperResult<Root> {
+        self.pool(pool)?
+            .open_dir(&["containers", instance.as_str(), "rootfs"])
+            .map_err(|e| match e {
+                HelperError::NotFound { .. } => HelperError::NotFound {
+                    what: format!("root volume of instance {:?}", instance.as_str()),
+                },
+                e => e,
+            })
+    }
+
+    fn send_fd(&self, fd: &std::os::fd::OwnedFd) -> HelperResult<silo_proto::fdpass::FdTicket> {
+        self.0
+            .fds
+            .send(&[fd.as_fd()])
+            .map_err(|e| HelperError::Unsupported(format!("fd channel: {e}")))
+    }
+
     fn volume_what(pool: &PoolName, kind: VolumeKind, vol: &VolumeName) -> String {
         format!(
             "storage volume {:?} ({}) in pool {:?}",
@@ -309,6 +329,67 @@ impl StoreServer {
 }
 
 impl Store for StoreServer {
+    async fn file_get(
+        self,
+        _: Context,
+        pool: PoolName,
+        instance: VolumeName,
+        path: String,
+    ) -> HelperResult<silo_proto::store::FileMeta> {
+        let root = self.rootfs(&pool, &instance)?;
+        let (mut meta, fd) = crate::files::get(&root, &path)?;
+        if let Some(fd) = fd {
+            meta.fd = Some(self.send_fd(&fd)?);
+        }
+        Ok(meta)
+    }
+
+    async fn file_put(
+        self,
+        _: Context,
+        pool: PoolName,
+        instance: VolumeName,
+        path: String,
+        put: silo_proto::store::FilePut,
+    ) -> HelperResult<Option<silo_proto::fdpass::FdTicket>> {
+        let root = self.rootfs(&pool, &instance)?;
+        match crate::files::put(&root, &path, &put)? {
+            Some(fd) => Ok(Some(self.send_fd(&fd)?)),
+            None => Ok(None),
+        }
+    }
+
+    async fn render_templates(
+        self,
+        _: Context,
+        pool: PoolName,
+        instance: VolumeName,
+        vars: silo_proto::store::TemplateVars,
+    ) -> HelperResult<Vec<String>> {
+        if !matches!(vars.trigger.as_str(), "create" | "copy" | "start") {
+            return Err(HelperError::invalid(
+                "trigger",
+                format!("{:?}", vars.trigger),
+            ));
+        }
+        let vol = self
+            .pool(&pool)?
+            .open_dir(&["containers", instance.as_str()])?;
+        let root = self.rootfs(&pool, &instance)?;
+        crate::templates::apply(&vol, &root, &vars)
+    }
+
+    async fn file_delete(
+        self,
+        _: Context,
+        pool: PoolName,
+        instance: VolumeName,
+        path: String,
+    ) -> HelperResult<()> {
+        let root = self.rootfs(&pool, &instance)?;
+        crate::files::delete(&root, &path)
+    }
+
     async fn hello(self, _: Context) -> HelperHello {
         HelperHello {
             helper: "silo-store".into(),

@@ -86,6 +86,82 @@ pub struct UnpackReport {
     pub skipped_devices: u64,
 }
 
+/// What a path inside an instance is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum FileKind {
+    /// A regular file.
+    File,
+    /// A directory.
+    Directory,
+    /// A symbolic link.
+    Symlink,
+}
+
+impl FileKind {
+    /// LXD's X-LXD-type value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FileKind::File => "file",
+            FileKind::Directory => "directory",
+            FileKind::Symlink => "symlink",
+        }
+    }
+}
+
+/// A file inside an instance as the files API shows it. Ids are the instance's own (what its
+/// root volume stores on disk).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileMeta {
+    /// Type.
+    pub kind: FileKind,
+    /// Owner inside the instance.
+    pub uid: u32,
+    /// Group inside the instance.
+    pub gid: u32,
+    /// Permission bits.
+    pub mode: u32,
+    /// Entries of a directory.
+    pub entries: Vec<String>,
+    /// Target of a symlink.
+    pub target: String,
+    /// A regular file's contents open for reading, on the fd side channel.
+    pub fd: Option<crate::fdpass::FdTicket>,
+}
+
+/// What `file_put` writes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FilePut {
+    /// Type to create.
+    pub kind: FileKind,
+    /// Owner inside the instance (0 to 65535).
+    pub uid: u32,
+    /// Group inside the instance (0 to 65535).
+    pub gid: u32,
+    /// Permission bits (at most 0o7777).
+    pub mode: u32,
+    /// Append instead of truncating.
+    pub append: bool,
+    /// A symlink's target.
+    pub target: String,
+}
+
+/// What templates are rendered with.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TemplateVars {
+    /// "create", "copy" or "start".
+    pub trigger: String,
+    /// The instance's name.
+    pub name: String,
+    /// Its architecture.
+    pub architecture: String,
+    /// security.privileged.
+    pub privileged: bool,
+    /// Ephemeral.
+    pub ephemeral: bool,
+    /// Its expanded config (for `config_get`).
+    pub config: std::collections::BTreeMap<String, String>,
+}
+
 /// The storage helper's RPC surface.
 #[tarpc::service]
 pub trait Store {
@@ -132,6 +208,27 @@ pub trait Store {
         pool: PoolName,
         fingerprint: ImageFingerprint,
     ) -> HelperResult<UnpackReport>;
+    /// Looks up `path` inside instance `instance`'s root volume, resolved with the volume's
+    /// rootfs as `/` (a symlink can never lead out of it).
+    async fn file_get(pool: PoolName, instance: VolumeName, path: String)
+        -> HelperResult<FileMeta>;
+    /// Creates or replaces `path` inside the instance; for a file, answers a write fd on the
+    /// fd side channel. Never writes through a symlink.
+    async fn file_put(
+        pool: PoolName,
+        instance: VolumeName,
+        path: String,
+        put: FilePut,
+    ) -> HelperResult<Option<crate::fdpass::FdTicket>>;
+    /// Renders the image templates of instance `instance` that apply to `vars.trigger` into its
+    /// rootfs; answers the paths written.
+    async fn render_templates(
+        pool: PoolName,
+        instance: VolumeName,
+        vars: TemplateVars,
+    ) -> HelperResult<Vec<String>>;
+    /// Removes a file, symlink or empty directory inside the instance.
+    async fn file_delete(pool: PoolName, instance: VolumeName, path: String) -> HelperResult<()>;
     /// Makes volume `dst` of kind `dst_kind` a copy of `src` (reflinked where the filesystem
     /// can), in a child landlocked to the two volumes. Refuses an existing `dst`.
     async fn copy_volume(

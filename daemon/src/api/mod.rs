@@ -2,6 +2,7 @@
 //! handlers only translate HTTP to calls on the daemon's modules and back.
 
 pub mod events;
+pub mod files;
 pub mod images;
 pub mod instances;
 pub mod operations;
@@ -57,6 +58,24 @@ pub const API_EXTENSIONS: &[&str] = &[
     "resources",
     // The v2 layout of /1.0/resources (CPU sockets, cores, threads).
     "resources_v2",
+    // limits.cpu, limits.memory, limits.processes in cgroups.
+    "resource_limits",
+    // cpu.usage in the instance state.
+    "container_cpu_time",
+    // network addresses and counters in the instance state.
+    "network_state",
+    // exec: record-output, signals over the control socket, user/group/cwd.
+    "container_exec_recording",
+    "container_exec_signal_handling",
+    "container_exec_user_group_cwd",
+    // POST/GET /1.0/instances/<name>/console.
+    "console",
+    // The files API: directories, delete, append, symlinks.
+    "directory_manipulation",
+    "file_delete",
+    "file_append",
+    "file_symlinks",
+    "file_get_symlink",
 ];
 
 /// The whole route table.
@@ -166,6 +185,13 @@ fn instance_routes(base: &str) -> Router<Arc<Daemon>> {
         .route(
             &format!("{base}/{{name}}/console"),
             get(instances::console_log).post(instances::console),
+        )
+        .route(
+            &format!("{base}/{{name}}/files"),
+            get(files::get)
+                .post(files::post)
+                .delete(files::delete)
+                .layer(DefaultBodyLimit::disable()),
         )
         .route(&format!("{base}/{{name}}/logs"), get(instances::logs))
         .route(

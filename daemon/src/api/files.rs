@@ -1,0 +1,226 @@
+//! `/1.0/instances/{name}/files?path=`: LXD's files API. silo-store resolves the path inside
+//! the instance's root volume and hands silod an fd; silod only moves the bytes.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue};
+use axum::response::{IntoResponse, Response};
+use futures::StreamExt;
+use serde::Deserialize;
+use silo_proto::store::{FileKind, FilePut};
+use silo_proto::{PoolName, VolumeName};
+use tokio::io::AsyncWriteExt;
+
+use super::response::{sync, ApiError, ApiResult};
+use crate::helpers::{ctx, rpc_err, HelperKind};
+use crate::instances;
+use crate::state::Daemon;
+
+#[derive(Debug, Deserialize)]
+pub struct FileQuery {
+    path: Option<String>,
+}
+
+fn names(d: &Daemon, name: &str) -> Result<(PoolName, VolumeName), ApiError> {
+    let i = instances::get(&d.db, name)?;
+    Ok((
+        PoolName::new(i.pool).map_err(|e| ApiError::Internal(e.to_string()))?,
+        VolumeName::new(i.name).map_err(|e| ApiError::Internal(e.to_string()))?,
+    ))
+}
+
+fn path_of(q: &FileQuery) -> Result<String, ApiError> {
+    q.path
+        .clone()
+        .filter(|p| !p.is_empty())
+        .ok_or_else(|| ApiError::BadRequest("missing path (?path=/some/file)".into()))
+}
+
+async fn take_store_fd(
+    d: &Daemon,
+    t: silo_proto::fdpass::FdTicket,
+) -> Result<std::os::fd::OwnedFd, ApiError> {
+    let rx = d
+        .helpers
+        .handles
+        .iter()
+        .find(|h| h.kind == HelperKind::Store)
+        .map(|h| h.fds.clone())
+        .ok_or_else(|| ApiError::Internal("silo-store is not connected".into()))?;
+    let mut fds =
+        tokio::task::spawn_blocking(move || rx.take(t, std::time::Duration::from_secs(10)))
+            .await
+            .map_err(|e| ApiError::Internal(e.to_string()))?
+            .map_err(|e| ApiError::Internal(e.to_string()))?;
+    fds.pop()
+        .ok_or_else(|| ApiError::Internal("silo-store sent no fd".into()))
+}
+
+fn header(h: &mut HeaderMap, k: &'static str, v: String) {
+    if let Ok(v) = HeaderValue::from_str(&v) {
+        h.insert(k, v);
+    }
+}
+
+/// `GET`: a file's bytes, a directory's entries, or a symlink's target.
+pub async fn get(
+    State(d): State<Arc<Daemon>>,
+    Path(name): Path<String>,
+    Query(q): Query<FileQuery>,
+) -> ApiResult {
+    let (pool, vol) = names(&d, &name)?;
+    let path = path_of(&q)?;
+    let meta = d
+        .helpers
+        .store
+        .file_get(ctx(), pool, vol, path)
+        .await
+        .map_err(rpc_err("silo-store"))??;
+    let mut resp = match meta.kind {
+        FileKind::Directory => sync(meta.entries.clone()),
+        FileKind::Symlink => meta.target.clone().into_response(),
+        FileKind::File => {
+            let t = meta
+                .fd
+                .ok_or_else(|| ApiError::Internal("silo-store sent no file".into()))?;
+            let fd = take_store_fd(&d, t).await?;
+            let f = tokio::fs::File::from_std(std::fs::File::from(fd));
+            let stream = tokio_util::io::ReaderStream::new(f);
+            let mut r = Response::new(Body::from_stream(stream));
+            r.headers_mut().insert(
+                axum::http::header::CONTENT_TYPE,
+                HeaderValue::from_static("application/octet-stream"),
+            );
+            r
+        }
+    };
+    let h = resp.headers_mut();
+    header(h, "X-LXD-type", meta.kind.as_str().into());
+    header(h, "X-LXD-uid", meta.uid.to_string());
+    header(h, "X-LXD-gid", meta.gid.to_string());
+    header(h, "X-LXD-mode", format!("{:04o}", meta.mode));
+    Ok(resp)
+}
+
+fn num_header(h: &HeaderMap, k: &str) -> Result<Option<i64>, ApiError> {
+    match h.get(k).and_then(|v| v.to_str().ok()) {
+        None | Some("") => Ok(None),
+        Some(v) => v
+            .parse()
+            .map(Some)
+            .map_err(|_| ApiError::BadRequest(format!("invalid {k} header {v:?}"))),
+    }
+}
+
+/// `POST`: creates or replaces a file, directory or symlink.
+pub async fn post(
+    State(d): State<Arc<Daemon>>,
+    Path(name): Path<String>,
+    Query(q): Query<FileQuery>,
+    headers: HeaderMap,
+    body: Body,
+) -> ApiResult {
+    let (pool, vol) = names(&d, &name)?;
+    let path = path_of(&q)?;
+    let kind = match headers.get("X-LXD-type").and_then(|v| v.to_str().ok()) {
+        None | Some("") | Some("file") => FileKind::File,
+        Some("directory") => FileKind::Directory,
+        Some("symlink") => FileKind::Symlink,
+        Some(o) => {
+            return Err(ApiError::BadRequest(format!(
+                "invalid X-LXD-type {o:?}: expected file, directory or symlink"
+            )))
+        }
+    };
+    let append = match headers.get("X-LXD-write").and_then(|v| v.to_str().ok()) {
+        None | Some("") | Some("overwrite") => false,
+        Some("append") => true,
+        Some(o) => {
+            return Err(ApiError::BadRequest(format!(
+                "invalid X-LXD-write {o:?}: expected overwrite or append"
+            )))
+        }
+    };
+    let id = |k: &str| -> Result<u32, ApiError> {
+        match num_header(&headers, k)? {
+            None | Some(-1) => Ok(0),
+            Some(v) if (0..65536).contains(&v) => Ok(v as u32),
+            Some(v) => Err(ApiError::BadRequest(format!(
+                "{k} {v} is not an id of the instance (0 to 65535)"
+            ))),
+        }
+    };
+    let mode = match headers.get("X-LXD-mode").and_then(|v| v.to_str().ok()) {
+        None | Some("") | Some("-1") => {
+            if kind == FileKind::Directory {
+                0o755
+            } else {
+                0o644
+            }
+        }
+        Some(m) => u32::from_str_radix(m, 8)
+            .ok()
+            .filter(|m| *m <= 0o7777)
+            .ok_or_else(|| ApiError::BadRequest(format!("invalid X-LXD-mode {m:?}")))?,
+    };
+    let mut target = String::new();
+    let mut stream = body.into_data_stream();
+    if kind == FileKind::Symlink {
+        let mut b = Vec::new();
+        while let Some(c) = stream.next().await {
+            let c = c.map_err(|e| ApiError::BadRequest(e.to_string()))?;
+            b.extend_from_slice(&c);
+            if b.len() > 4096 {
+                return Err(ApiError::BadRequest("symlink target too long".into()));
+            }
+        }
+        target = String::from_utf8(b)
+            .map_err(|_| ApiError::BadRequest("symlink target is not UTF-8".into()))?;
+    }
+    let put = FilePut {
+        kind,
+        uid: id("X-LXD-uid")?,
+        gid: id("X-LXD-gid")?,
+        mode,
+        append,
+        target,
+    };
+    let ticket = d
+        .helpers
+        .store
+        .file_put(ctx(), pool, vol, path, put)
+        .await
+        .map_err(rpc_err("silo-store"))??;
+    if let Some(t) = ticket {
+        let fd = take_store_fd(&d, t).await?;
+        let mut f = tokio::fs::File::from_std(std::fs::File::from(fd));
+        while let Some(c) = stream.next().await {
+            let c = c.map_err(|e| ApiError::BadRequest(format!("reading the upload: {e}")))?;
+            f.write_all(&c)
+                .await
+                .map_err(|e| ApiError::Internal(format!("writing the file: {e}")))?;
+        }
+        f.flush()
+            .await
+            .map_err(|e| ApiError::Internal(format!("writing the file: {e}")))?;
+    }
+    Ok(sync(serde_json::Value::Null))
+}
+
+/// `DELETE`.
+pub async fn delete(
+    State(d): State<Arc<Daemon>>,
+    Path(name): Path<String>,
+    Query(q): Query<FileQuery>,
+) -> ApiResult {
+    let (pool, vol) = names(&d, &name)?;
+    let path = path_of(&q)?;
+    d.helpers
+        .store
+        .file_delete(ctx(), pool, vol, path)
+        .await
+        .map_err(rpc_err("silo-store"))??;
+    Ok(sync(serde_json::Value::Null))
+}
