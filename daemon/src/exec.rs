@@ -552,25 +552,38 @@ pub async fn console(
         let _ = tx.send(Message::Text(String::new().into())).await;
         let _ = tx.close().await;
     });
-    if let Some(c) = control {
-        // The console keeps its size; control messages are read and let go.
-        tokio::spawn(async move {
-            if let Ok(mut ws) = c.await {
-                while let Some(Ok(_)) = ws.next().await {}
+    // The client detaches by closing either socket (`lxc console` closes control).
+    let control_closed = async move {
+        match control {
+            Some(c) => {
+                if let Ok(mut ws) = c.await {
+                    while let Some(Ok(m)) = ws.next().await {
+                        if matches!(m, Message::Close(_)) {
+                            break;
+                        }
+                    }
+                }
             }
-        });
-    }
-    while let Some(Ok(m)) = rx.next().await {
-        let go_on = match m {
-            Message::Binary(b) => wr.write_all(&b).await.is_ok(),
-            Message::Close(_) => false,
-            _ => true,
-        };
-        if !go_on {
-            break;
+            None => std::future::pending::<()>().await,
         }
+    };
+    let input = async move {
+        while let Some(Ok(m)) = rx.next().await {
+            let go_on = match m {
+                Message::Binary(b) => wr.write_all(&b).await.is_ok(),
+                Message::Close(_) => false,
+                _ => true,
+            };
+            if !go_on {
+                break;
+            }
+        }
+        let _ = wr.shutdown().await;
+    };
+    tokio::select! {
+        () = control_closed => {}
+        () = input => {}
     }
     out.abort();
-    let _ = wr.shutdown().await;
     Ok(Value::Null)
 }

@@ -46,6 +46,9 @@ pub fn fork_exec(req: ExecReq, mut fds: Vec<OwnedFd>) -> Result<Reply, String> {
 
 fn attacher(req: &ExecReq, status: &OwnedFd, stdio: Vec<OwnedFd>) -> Result<i32, String> {
     let _ = nix::unistd::setsid();
+    // The attacher joins the instance's cgroups only to hand them down: an out-of-memory
+    // instance must kill its own processes, not the parent that reports the exit status.
+    let _ = std::fs::write("/proc/self/oom_score_adj", "-1000");
     let me = std::process::id().to_string();
     for p in &req.cgroup_procs {
         std::fs::write(p, &me).map_err(|e| format!("joining {p}: {e}"))?;
