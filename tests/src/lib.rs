@@ -324,6 +324,133 @@ impl TestDaemon {
         })
     }
 
+    /// Waits for the operation an async answer names; returns the final operation.
+    pub fn wait_op(&self, answer: &Value) -> Value {
+        let op = answer["operation"]
+            .as_str()
+            .unwrap_or_else(|| panic!("not an async answer: {answer}"))
+            .to_string();
+        let (c, v) = self.api("GET", &format!("{op}/wait?timeout=600"), None);
+        assert_eq!(c, 200, "{v}");
+        v["metadata"].clone()
+    }
+
+    /// An async call that must succeed: panics with the operation's error otherwise.
+    pub fn api_ok(&self, method: &str, path: &str, body: Option<Value>) -> Value {
+        let (c, v) = self.api(method, path, body);
+        assert!(c == 200 || c == 202, "{method} {path}: {c} {v}");
+        if v["type"] == "async" {
+            let op = self.wait_op(&v);
+            assert_eq!(op["status"], "Success", "{method} {path}: {op}");
+            op
+        } else {
+            v["metadata"].clone()
+        }
+    }
+
+    /// Imports an image file under `alias`.
+    pub fn import(&self, path: &Path, alias: &str) {
+        let o = self.silo(&["image", "import", &path.to_string_lossy(), "--alias", alias]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    }
+
+    /// Creates and starts an instance from an image alias.
+    pub fn launch(&self, alias: &str, name: &str) {
+        self.api_ok(
+            "POST",
+            "/1.0/instances",
+            Some(serde_json::json!({"name": name, "source": {"type": "image", "alias": alias}})),
+        );
+        self.api_ok(
+            "PUT",
+            &format!("/1.0/instances/{name}/state"),
+            Some(serde_json::json!({"action": "start"})),
+        );
+    }
+
+    /// Changes an instance's state (start, stop, restart); returns the final operation.
+    pub fn set_state(&self, name: &str, action: &str, force: bool) -> Value {
+        let (c, v) = self.api(
+            "PUT",
+            &format!("/1.0/instances/{name}/state"),
+            Some(serde_json::json!({"action": action, "force": force, "timeout": 60})),
+        );
+        assert_eq!(c, 202, "{action} {name}: {v}");
+        self.wait_op(&v)
+    }
+
+    /// The instance's status ("Running", "Stopped").
+    pub fn status(&self, name: &str) -> String {
+        let (_, v) = self.api("GET", &format!("/1.0/instances/{name}"), None);
+        v["metadata"]["status"].as_str().unwrap_or("").to_string()
+    }
+
+    /// Runs a command in the instance through the API (record-output, no websockets):
+    /// (exit code, stdout, stderr).
+    pub fn exec(&self, name: &str, cmd: &[&str]) -> (i64, String, String) {
+        self.exec_as(name, cmd, 0)
+    }
+
+    /// [`TestDaemon::exec`] as another user.
+    pub fn exec_as(&self, name: &str, cmd: &[&str], uid: u32) -> (i64, String, String) {
+        let (c, v) = self.api(
+            "POST",
+            &format!("/1.0/instances/{name}/exec"),
+            Some(serde_json::json!({
+                "command": cmd, "wait-for-websocket": false, "record-output": true,
+                "interactive": false, "user": uid, "group": uid,
+            })),
+        );
+        assert_eq!(c, 202, "exec {cmd:?}: {v}");
+        let op = self.wait_op(&v);
+        assert_eq!(op["status"], "Success", "exec {cmd:?}: {op}");
+        let md = &op["metadata"];
+        let read = |k: &str| {
+            let path = md["output"][k].as_str().unwrap_or_default().to_string();
+            let (_, body) = self.api_raw("GET", &path);
+            String::from_utf8_lossy(&body).into_owned()
+        };
+        (md["return"].as_i64().unwrap_or(-1), read("1"), read("2"))
+    }
+
+    /// A GET whose body is not JSON.
+    pub fn api_raw(&self, method: &str, path: &str) -> (u16, Vec<u8>) {
+        let out = Command::new("curl")
+            .args([
+                "-s",
+                "-o",
+                "-",
+                "-w",
+                "\n%{http_code}",
+                "-X",
+                method,
+                "--unix-socket",
+            ])
+            .arg(self.socket())
+            .arg(format!("http://silo{path}"))
+            .output()
+            .expect("curl");
+        let mut body = out.stdout;
+        let nl = body.iter().rposition(|b| *b == b'\n').unwrap_or(0);
+        let code = String::from_utf8_lossy(&body[nl + 1..])
+            .trim()
+            .parse()
+            .unwrap_or(0);
+        body.truncate(nl);
+        (code, body)
+    }
+
+    /// Runs the stock LXD client against this daemon.
+    pub fn lxc(&self, args: &[&str]) -> std::process::Output {
+        Command::new("lxc")
+            .args(args)
+            .env("LXD_DIR", &self.dir)
+            .env("LXD_CONF", self.dir.join("lxc-conf"))
+            .stdin(Stdio::null())
+            .output()
+            .expect("lxc (Debian's lxd-client) is installed by scripts/deps")
+    }
+
     /// Runs the `silo` CLI against this daemon.
     pub fn silo(&self, args: &[&str]) -> std::process::Output {
         Command::new(bin("silo"))
@@ -392,6 +519,8 @@ impl TestDaemon {
 impl Drop for TestDaemon {
     fn drop(&mut self) {
         self.stop();
+        // Instances outlive silod by design: end them and their monitors too.
+        kill_instances(&self.dir);
         cleanup_mounts(&self.dir);
         cleanup_cgroups(&self.dir);
         if !self.keep_dir {
@@ -400,6 +529,80 @@ impl Drop for TestDaemon {
             let _ = std::fs::remove_file(format!("{}.policy.toml", self.dir.display()));
         }
     }
+}
+
+/// Pids in the installation's instance cgroups (every hierarchy, nested groups too).
+pub fn instance_pids(state_dir: &Path) -> Vec<u32> {
+    let tag = silo_proto::install_tag(state_dir);
+    let mut out = Vec::new();
+    fn walk(d: &Path, out: &mut Vec<u32>) {
+        if let Ok(s) = std::fs::read_to_string(d.join("cgroup.procs")) {
+            out.extend(s.lines().filter_map(|l| l.trim().parse::<u32>().ok()));
+        }
+        for e in std::fs::read_dir(d).into_iter().flatten().flatten() {
+            if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+                walk(&e.path(), out);
+            }
+        }
+    }
+    for h in ["memory", "pids", "unified", "systemd", "cpuset"] {
+        walk(
+            &Path::new("/sys/fs/cgroup")
+                .join(h)
+                .join(format!("silo-{tag}")),
+            &mut out,
+        );
+    }
+    walk(
+        &Path::new("/sys/fs/cgroup").join(format!("silo-{tag}")),
+        &mut out,
+    );
+    out.sort_unstable();
+    out.dedup();
+    out
+}
+
+/// Kills every instance process and monitor of the installation at `state_dir`.
+pub fn kill_instances(state_dir: &Path) {
+    for _ in 0..50 {
+        let pids = instance_pids(state_dir);
+        if pids.is_empty() {
+            break;
+        }
+        for p in pids {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(p as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    for (p, _) in procs_for(state_dir) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(p as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+    wait_until(Duration::from_secs(5), || procs_for(state_dir).is_empty());
+}
+
+/// Builds (or reuses) the debian image (debootstrap, systemd); returns the unified tarball.
+pub fn debian_image() -> PathBuf {
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scripts/build-image-debian");
+    let out = Command::new(&script)
+        .output()
+        .unwrap_or_else(|e| panic!("running {}: {e}", script.display()));
+    assert!(
+        out.status.success(),
+        "building the debian image failed (it needs Debian's archive through apt's mirror):\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let p = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .next()
+        .map(PathBuf::from)
+        .expect("build-image-debian printed no path");
+    p
 }
 
 /// Live processes whose command line names `state_dir` (silod and its helpers do).
