@@ -41,6 +41,7 @@ impl Dirs {
 
 impl Drop for Dirs {
     fn drop(&mut self) {
+        silo_tests::kill_instances(&self.state);
         silo_tests::cleanup_cgroups(&self.state);
         let _ = std::fs::remove_dir_all(&self.state);
         let _ = std::fs::remove_file(&self.policy);
@@ -463,4 +464,150 @@ fn a_root_owned_policy_is_required() {
     let log = h.log_text();
     assert_eq!(code, Some(2));
     assert!(log.contains("must be owned by root"), "{log}");
+}
+
+/// A root volume silo-store would have made: `storage-pools/p/containers/<name>/rootfs`, all
+/// root's, with the busybox image's files.
+fn plant_rootfs(state: &Path, name: &str) -> PathBuf {
+    let vol = state.join("storage-pools/p/containers").join(name);
+    let rootfs = vol.join("rootfs");
+    std::fs::create_dir_all(&rootfs).expect("mkdir");
+    let img = silo_tests::busybox_image(false).remove(0);
+    let st = Command::new("tar")
+        .args(["-xzf"])
+        .arg(&img)
+        .args(["--strip-components=1", "-C"])
+        .arg(&rootfs)
+        .arg("rootfs")
+        .status()
+        .expect("tar");
+    assert!(st.success());
+    rootfs
+}
+
+#[test]
+fn priv_refuses_hostile_starts_and_execs() {
+    use silo_proto::privileged::{ExecSpec, InitExit, Limits, StartSpec};
+    let d = Dirs::new("hpriv-rt");
+    let mut h = Helper::spawn("silo-priv", &d.state, &d.policy, false, &[]);
+    let rt = rt();
+    let c = rt.block_on(async { PrivClient::new(Config::default(), h.transport()).spawn() });
+    let range = rt.block_on(c.id_range(ctx())).expect("rpc").expect("range");
+    let pool = PoolName::new("p").expect("pool");
+    let spec = |name: &str, base: Option<u64>| StartSpec {
+        instance: InstanceName::new(name).expect("name"),
+        pool: pool.clone(),
+        idmap_base: base,
+        limits: Limits::default(),
+    };
+    plant_rootfs(&d.state, "c1");
+    rt.block_on(async {
+        // Host root's ids (base 0), or any base outside root's subordinate range: refused.
+        for base in [0, range.start - 65536, range.start + range.count] {
+            let r = c.start(ctx(), spec("c1", Some(base))).await.expect("rpc");
+            assert!(
+                matches!(r, Err(HelperError::Invalid { .. })),
+                "base {base}: {r:?}"
+            );
+        }
+        // A privileged container needs the root policy's allow_privileged.
+        let r = c.start(ctx(), spec("c1", None)).await.expect("rpc");
+        assert!(matches!(r, Err(HelperError::Denied { .. })), "{r:?}");
+        // No such volume.
+        let r = c
+            .start(ctx(), spec("nosuch", Some(range.start)))
+            .await
+            .expect("rpc");
+        assert!(matches!(r, Err(HelperError::NotFound { .. })), "{r:?}");
+        // Nonsense limits.
+        let mut bad = spec("c1", Some(range.start));
+        bad.limits.memory = Some(1);
+        let r = c.start(ctx(), bad).await.expect("rpc");
+        assert!(matches!(r, Err(HelperError::Invalid { .. })), "{r:?}");
+        // A good start, then an overlapping id range for another instance.
+        let info = c
+            .start(ctx(), spec("c1", Some(range.start)))
+            .await
+            .expect("rpc")
+            .expect("start");
+        assert!(info.init_pid > 1);
+        let r = c
+            .start(ctx(), spec("c1", Some(range.start + 65536)))
+            .await
+            .expect("rpc");
+        assert!(matches!(r, Err(HelperError::OutOfOrder(_))), "twice: {r:?}");
+        plant_rootfs(&d.state, "c2");
+        let r = c
+            .start(ctx(), spec("c2", Some(range.start + 100)))
+            .await
+            .expect("rpc");
+        assert!(
+            matches!(&r, Err(HelperError::Invalid { reason, .. }) if reason.contains("overlap")),
+            "{r:?}"
+        );
+        // Exec: unmapped users, empty commands, unknown execs.
+        let ex = |uid: u32, cmd: Vec<String>| ExecSpec {
+            instance: InstanceName::new("c1").expect("n"),
+            command: cmd,
+            env: vec![],
+            cwd: String::new(),
+            uid,
+            gid: 0,
+            interactive: false,
+            width: 0,
+            height: 0,
+        };
+        let r = c
+            .exec(ctx(), ex(70000, vec!["id".into()]))
+            .await
+            .expect("rpc");
+        assert!(matches!(r, Err(HelperError::Invalid { .. })), "{r:?}");
+        let r = c.exec(ctx(), ex(0, vec![])).await.expect("rpc");
+        assert!(matches!(r, Err(HelperError::Invalid { .. })), "{r:?}");
+        let r = c
+            .exec(ctx(), ex(0, vec!["a\0b".into()]))
+            .await
+            .expect("rpc");
+        assert!(matches!(r, Err(HelperError::Invalid { .. })), "{r:?}");
+        let r = c.exec_signal(ctx(), 999, 9).await.expect("rpc");
+        assert!(matches!(r, Err(HelperError::NotFound { .. })), "{r:?}");
+        let r = c
+            .set_limits(
+                ctx(),
+                InstanceName::new("c2").expect("n"),
+                Limits::default(),
+            )
+            .await
+            .expect("rpc");
+        assert!(
+            matches!(r, Err(HelperError::OutOfOrder(_))),
+            "not running: {r:?}"
+        );
+        // The good one still stops cleanly.
+        c.stop(ctx(), InstanceName::new("c1").expect("n"), true)
+            .await
+            .expect("rpc")
+            .expect("stop");
+        let e = c
+            .wait_stopped(ctx(), InstanceName::new("c1").expect("n"), 10_000)
+            .await
+            .expect("rpc")
+            .expect("wait");
+        assert_eq!(e, InitExit::Signaled(9));
+    });
+    // A rootfs planted by someone other than root (a compromised silod's own files) is refused.
+    let evil = plant_rootfs(&d.state, "evil");
+    std::os::unix::fs::chown(&evil, Some(65534), Some(65534)).expect("chown");
+    let r = rt
+        .block_on(c.start(ctx(), spec("evil", Some(range.start))))
+        .expect("rpc");
+    assert!(r.is_err(), "{r:?}");
+    // A symlinked volume pointing at the host root is refused too.
+    let link = d.state.join("storage-pools/p/containers/linked");
+    std::os::unix::fs::symlink("/", &link).expect("symlink");
+    let r = rt
+        .block_on(c.start(ctx(), spec("linked", Some(range.start))))
+        .expect("rpc");
+    assert!(r.is_err(), "{r:?}");
+    assert!(silo_tests::instance_pids(&d.state).is_empty());
 }
