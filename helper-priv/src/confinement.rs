@@ -15,6 +15,8 @@ pub const CAPS: &[Capability] = &[
     Capability::CAP_FOWNER,
     // Namespaces, mounts and pivot_root for instances (used from the runtime issue on).
     Capability::CAP_SYS_ADMIN,
+    // Signals to instances' init (stop) and exec'd commands, which run as the instances' ids.
+    Capability::CAP_KILL,
 ];
 
 pub fn jail(seccomp_mode: SeccompMode) -> Jail {

@@ -179,6 +179,18 @@ fn stock_client_launch_exec_list_info_files_limits() {
     let text = String::from_utf8_lossy(&o.stdout);
     assert!(text.contains("/dev/pts/0"), "{}", out(&o));
     assert_eq!(o.status.code(), Some(5), "{}", out(&o));
+    // The console: busybox's askfirst shell on /dev/console answers; ctrl-a q detaches.
+    let o = std::process::Command::new("sh")
+        .arg("-c")
+        .arg("(sleep 1; printf '\\r'; sleep 1; printf 'echo console-$((6*7))\\r'; sleep 1; printf '\\001'; sleep 0.5; printf q; sleep 1) | script -qec 'lxc console c1' /dev/null")
+        .env("LXD_DIR", &d.dir)
+        .env("LXD_CONF", d.dir.join("lxc-conf"))
+        .output()
+        .expect("script");
+    assert!(String::from_utf8_lossy(&o.stdout).contains("console-42"), "{}", out(&o));
+    assert!(o.status.success(), "detached cleanly: {}", out(&o));
+    let o = d.lxc(&["console", "c1", "--show-log"]);
+    assert!(String::from_utf8_lossy(&o.stdout).contains("console-42"), "{}", out(&o));
     let o = d.lxc(&["list", "--format", "csv", "-c", "ns"]);
     assert_eq!(
         String::from_utf8_lossy(&o.stdout).trim(),
@@ -507,4 +519,44 @@ fn busybox_on_a_btrfs_pool() {
     d.set_state("b1", "stop", true);
     d.api_ok("DELETE", "/1.0/instances/b1", None);
     d.api_ok("DELETE", "/1.0/images/aliases/busybox", None);
+}
+
+fn status_field(pid: u32, key: &str) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{key}:")).map(|v| v.trim().to_string()))
+        .unwrap_or_default()
+}
+
+#[test]
+fn launcher_and_monitor_confinement() {
+    let d = TestDaemon::start("rt-conf");
+    busybox(&d);
+    d.launch("busybox", "c1");
+    let (_, st) = d.api("GET", "/1.0/instances/c1/state", None);
+    let init = st["metadata"]["pid"].as_u64().expect("pid") as u32;
+    let ppid = |p: u32| -> u32 {
+        std::fs::read_to_string(format!("/proc/{p}/stat"))
+            .ok()
+            .and_then(|s| s.rsplit_once(')').and_then(|(_, r)| r.split_whitespace().nth(1).and_then(|v| v.parse().ok())))
+            .unwrap_or(0)
+    };
+    let monitor = ppid(init);
+    let launcher = ppid(monitor);
+    let priv_pid = d.helpers().into_iter().find(|(n, _)| n == "silo-priv").map(|(_, p)| p).expect("silo-priv");
+    assert_eq!(ppid(launcher), priv_pid, "launcher forked from silo-priv");
+    // The launcher: the containers' seccomp filter, without LXD's dropped capabilities.
+    assert_eq!(status_field(launcher, "Seccomp"), "2");
+    let bnd = u64::from_str_radix(&status_field(launcher, "CapBnd"), 16).expect("CapBnd");
+    for cap in [16u32, 17, 25, 32, 33] {
+        assert_eq!(bnd & (1 << cap), 0, "launcher keeps capability {cap}");
+    }
+    // The monitor: nothing at all once init runs.
+    assert_eq!(status_field(monitor, "CapEff"), "0000000000000000");
+    assert_eq!(status_field(monitor, "CapBnd"), "0000000000000000");
+    assert_eq!(status_field(monitor, "NoNewPrivs"), "1");
+    // Module loading from inside fails with the filter's ENOSYS, not EPERM.
+    let (code, _, e) = d.exec("c1", &["sh", "-c", "insmod /dev/null"]);
+    assert_ne!(code, 0, "{e}");
 }

@@ -166,10 +166,13 @@ pub async fn put(
         resources(&i.name),
         false,
         move |_ctx| async move {
+            let before = instances::get(&dd.db, &name).map_err(|e| e.to_string())?;
             instances::apply(&dd.db, &name, w, false).map_err(|e| e.to_string())?;
-            crate::runtime::apply_live(&dd.instance_ctx(), &name)
-                .await
-                .map_err(|e| e.to_string())?;
+            if let Err(e) = crate::runtime::apply_live(&dd.instance_ctx(), &name).await {
+                // The running instance could not take the new limits: keep the old record.
+                let _ = instances::restore(&dd.db, &before);
+                return Err(e.to_string());
+            }
             dd.events.lifecycle(
                 "instance-updated",
                 &format!("/1.0/instances/{name}"),
