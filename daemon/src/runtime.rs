@@ -398,6 +398,22 @@ pub async fn stats(c: &Ctx, name: &str) -> Result<InstanceStats, ApiError> {
         .map_err(rpc_err("silo-priv"))??)
 }
 
+/// Resource use of many running instances in one round trip.
+pub async fn stats_many(
+    c: &Ctx,
+    names: Vec<String>,
+) -> Result<HashMap<String, InstanceStats>, ApiError> {
+    let names: Vec<InstanceName> = names.iter().filter_map(|n| iname(n).ok()).collect();
+    Ok(c.helpers
+        .privileged
+        .stats_many(ctx(), names)
+        .await
+        .map_err(rpc_err("silo-priv"))??
+        .into_iter()
+        .map(|(n, s)| (n.as_str().to_string(), s))
+        .collect())
+}
+
 /// LXD's instance state object for a running instance.
 pub fn state_json(s: &InstanceStats, disk: Option<u64>) -> Value {
     let mut net = serde_json::Map::new();

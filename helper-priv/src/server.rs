@@ -119,6 +119,20 @@ impl Priv for PrivServer {
         self.0.rt.stats(&self.0.cg, &instance)
     }
 
+    async fn stats_many(
+        self,
+        _: Context,
+        instances: Vec<InstanceName>,
+    ) -> HelperResult<Vec<(InstanceName, InstanceStats)>> {
+        if instances.len() > 4096 {
+            return Err(HelperError::invalid("instances", "more than 4096 names"));
+        }
+        Ok(instances
+            .into_iter()
+            .filter_map(|n| self.0.rt.stats(&self.0.cg, &n).ok().map(|s| (n, s)))
+            .collect())
+    }
+
     async fn set_limits(
         self,
         _: Context,

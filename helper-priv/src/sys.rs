@@ -222,7 +222,11 @@ pub fn pidfd_signal(pidfd: BorrowedFd<'_>, sig: i32) -> io::Result<()> {
 /// Closes every fd from 3 up except those in `keep`, with close_range over the gaps (a few
 /// syscalls instead of one per possible fd).
 pub fn close_fds_except(keep: &[RawFd]) {
-    let mut k: Vec<u32> = keep.iter().filter(|f| **f >= 3).map(|f| *f as u32).collect();
+    let mut k: Vec<u32> = keep
+        .iter()
+        .filter(|f| **f >= 3)
+        .map(|f| *f as u32)
+        .collect();
     k.sort_unstable();
     let mut from = 3u32;
     for fd in k {

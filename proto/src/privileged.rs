@@ -72,6 +72,10 @@ pub trait Priv {
     async fn running() -> HelperResult<Vec<RunningInfo>>;
     /// Resource use of a running instance.
     async fn stats(instance: InstanceName) -> HelperResult<InstanceStats>;
+    /// Resource use of every running instance in one call (listings), at most 4096 names.
+    async fn stats_many(
+        instances: Vec<InstanceName>,
+    ) -> HelperResult<Vec<(InstanceName, InstanceStats)>>;
     /// Changes a running instance's limits.
     async fn set_limits(instance: InstanceName, limits: Limits) -> HelperResult<()>;
     /// Runs a command in a running instance, in all its namespaces and its cgroup, with its

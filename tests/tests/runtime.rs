@@ -187,10 +187,18 @@ fn stock_client_launch_exec_list_info_files_limits() {
         .env("LXD_CONF", d.dir.join("lxc-conf"))
         .output()
         .expect("script");
-    assert!(String::from_utf8_lossy(&o.stdout).contains("console-42"), "{}", out(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("console-42"),
+        "{}",
+        out(&o)
+    );
     assert!(o.status.success(), "detached cleanly: {}", out(&o));
     let o = d.lxc(&["console", "c1", "--show-log"]);
-    assert!(String::from_utf8_lossy(&o.stdout).contains("console-42"), "{}", out(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("console-42"),
+        "{}",
+        out(&o)
+    );
     let o = d.lxc(&["list", "--format", "csv", "-c", "ns"]);
     assert_eq!(
         String::from_utf8_lossy(&o.stdout).trim(),
@@ -525,7 +533,10 @@ fn status_field(pid: u32, key: &str) -> String {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .unwrap_or_default()
         .lines()
-        .find_map(|l| l.strip_prefix(&format!("{key}:")).map(|v| v.trim().to_string()))
+        .find_map(|l| {
+            l.strip_prefix(&format!("{key}:"))
+                .map(|v| v.trim().to_string())
+        })
         .unwrap_or_default()
 }
 
@@ -539,12 +550,20 @@ fn launcher_and_monitor_confinement() {
     let ppid = |p: u32| -> u32 {
         std::fs::read_to_string(format!("/proc/{p}/stat"))
             .ok()
-            .and_then(|s| s.rsplit_once(')').and_then(|(_, r)| r.split_whitespace().nth(1).and_then(|v| v.parse().ok())))
+            .and_then(|s| {
+                s.rsplit_once(')')
+                    .and_then(|(_, r)| r.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
+            })
             .unwrap_or(0)
     };
     let monitor = ppid(init);
     let launcher = ppid(monitor);
-    let priv_pid = d.helpers().into_iter().find(|(n, _)| n == "silo-priv").map(|(_, p)| p).expect("silo-priv");
+    let priv_pid = d
+        .helpers()
+        .into_iter()
+        .find(|(n, _)| n == "silo-priv")
+        .map(|(_, p)| p)
+        .expect("silo-priv");
     assert_eq!(ppid(launcher), priv_pid, "launcher forked from silo-priv");
     // The launcher: the containers' seccomp filter, without LXD's dropped capabilities.
     assert_eq!(status_field(launcher, "Seccomp"), "2");

@@ -27,15 +27,20 @@ pub async fn list(State(d): State<Arc<Daemon>>, Query(q): Query<ListQuery>) -> A
     let level = q.level();
     let c = d.instance_ctx();
     let run = crate::runtime::running(&c).await?;
+    let mut stats = if level >= 2 && !run.is_empty() {
+        crate::runtime::stats_many(&c, run.keys().cloned().collect()).await?
+    } else {
+        Default::default()
+    };
     let mut out = Vec::new();
     for i in instances::list_records(&d.db)? {
         let state = match run.get(&i.name) {
             None => None,
             Some(_) if level >= 2 => Some(
-                crate::runtime::stats(&c, &i.name)
-                    .await
+                stats
+                    .remove(&i.name)
                     .map(|s| crate::runtime::state_json(&s, None))
-                    .unwrap_or_else(|_| running_stub()),
+                    .unwrap_or_else(running_stub),
             ),
             Some(_) => Some(running_stub()),
         };
