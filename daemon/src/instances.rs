@@ -533,6 +533,8 @@ pub struct Ctx {
     pub events: crate::events::Events,
     /// Instances being stopped on request.
     pub stopping: crate::runtime::Stopping,
+    /// Where exec outputs are recorded (`<state>/logs`).
+    pub logs: Option<std::path::PathBuf>,
 }
 
 /// Checks a create request and resolves what it needs; fast, before the operation starts.
@@ -849,6 +851,13 @@ pub async fn delete(c: &Ctx, name: &str) -> Result<(), ApiError> {
         x.execute("DELETE FROM instances WHERE name = ?1", params![name])
             .map(|_| ())
     })?;
+    if let Ok(n) = silo_proto::InstanceName::new(name.to_string()) {
+        // The console log and exec outputs go with the instance.
+        let _ = c.helpers.privileged.forget(ctx(), n).await;
+    }
+    if let Some(dir) = &c.logs {
+        let _ = tokio::fs::remove_dir_all(dir.join(name)).await;
+    }
     c.events.lifecycle(
         "instance-deleted",
         &format!("/1.0/instances/{name}"),

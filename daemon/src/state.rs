@@ -90,6 +90,7 @@ impl Daemon {
             creating: self.creating.clone(),
             events: self.events.clone(),
             stopping: self.stopping.clone(),
+            logs: Some(self.state_dir.join("logs")),
         }
     }
 }

@@ -748,6 +748,23 @@ impl Runtime {
         Ok(read_at(&dir, "console.log", max.min(16 << 20)).unwrap_or_default())
     }
 
+    /// Removes a stopped instance's runtime directory.
+    pub fn forget(&self, name: &InstanceName) -> HelperResult<()> {
+        if self.is_running(name) {
+            return Err(HelperError::InUse {
+                what: format!("instance {:?}", name.as_str()),
+                by: "it is running".into(),
+            });
+        }
+        if let Ok(mut s) = self.stopped.lock() {
+            s.remove(name);
+        }
+        match self.rundirs.exists(name.as_str()) {
+            Ok(true) => self.rundirs.remove_tree(name.as_str()),
+            _ => Ok(()),
+        }
+    }
+
     /// Whether an instance runs (for limits changes).
     pub fn is_running(&self, name: &InstanceName) -> bool {
         self.running

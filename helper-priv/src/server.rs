@@ -173,4 +173,8 @@ impl Priv for PrivServer {
     ) -> HelperResult<Vec<u8>> {
         self.0.rt.console_log(&instance, max)
     }
+
+    async fn forget(self, _: Context, instance: InstanceName) -> HelperResult<()> {
+        self.0.rt.forget(&instance)
+    }
 }

@@ -90,6 +90,9 @@ pub trait Priv {
     async fn console(instance: InstanceName) -> HelperResult<crate::fdpass::FdTicket>;
     /// The tail of the console log (at most `max` bytes).
     async fn console_log(instance: InstanceName, max: u64) -> HelperResult<Vec<u8>>;
+    /// Removes what silo-priv keeps for a deleted instance (its console log and records);
+    /// refused while it runs.
+    async fn forget(instance: InstanceName) -> HelperResult<()>;
 }
 
 /// An instance's resource limits, as silo-priv writes them into its cgroup.

@@ -139,7 +139,16 @@ fn busybox_lifecycle_exec_and_state() {
         Some(json!({"action": "stop"})),
     );
     assert_eq!(c, 400, "stopping a stopped instance: {v}");
+    assert!(
+        d.dir.join("runtime/c1/console.log").exists(),
+        "the console log outlives a stop"
+    );
     d.api_ok("DELETE", "/1.0/instances/c1", None);
+    assert!(
+        !d.dir.join("runtime/c1").exists(),
+        "and goes with the instance"
+    );
+    assert!(!d.dir.join("logs/c1").exists());
 }
 
 #[test]
