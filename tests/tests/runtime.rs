@@ -588,3 +588,42 @@ fn launcher_and_monitor_confinement() {
     let (code, _, e) = d.exec("c1", &["sh", "-c", "insmod /dev/null"]);
     assert_ne!(code, 0, "{e}");
 }
+
+#[test]
+fn privileged_only_where_the_policy_allows_it() {
+    let d = TestDaemon::start("rt-priv-no");
+    busybox(&d);
+    d.api_ok(
+        "POST",
+        "/1.0/instances",
+        Some(json!({"name": "p1", "source": {"type": "image", "alias": "busybox"}, "config": {"security.privileged": "true"}})),
+    );
+    let op = d.set_state("p1", "start", false);
+    assert_eq!(op["status"], "Failure");
+    assert!(
+        op["err"]
+            .as_str()
+            .unwrap_or("")
+            .contains("allow_privileged"),
+        "{op}"
+    );
+    assert!(instance_pids(&d.dir).is_empty());
+    drop(d);
+    let d = TestDaemon::start_with_policy("rt-priv-yes", "allow_privileged = true\n");
+    busybox(&d);
+    d.api_ok(
+        "POST",
+        "/1.0/instances",
+        Some(json!({"name": "p1", "source": {"type": "image", "alias": "busybox"}, "config": {"security.privileged": "true"}})),
+    );
+    let op = d.set_state("p1", "start", false);
+    assert_eq!(op["status"], "Success", "{op}");
+    let (code, o, _) = d.exec("p1", &["cat", "/proc/self/uid_map"]);
+    assert_eq!(code, 0);
+    assert_eq!(
+        o.split_whitespace().collect::<Vec<_>>(),
+        vec!["0", "0", "4294967295"],
+        "no user namespace"
+    );
+    d.set_state("p1", "stop", true);
+}
