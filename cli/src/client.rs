@@ -10,6 +10,9 @@ use hyper_util::rt::TokioIo;
 use serde_json::Value;
 use tokio::net::UnixStream;
 
+/// A websocket to silod over its unix socket.
+pub type WebSocket = tokio_tungstenite::WebSocketStream<UnixStream>;
+
 /// Client errors, each one line for the user.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -188,6 +191,17 @@ impl Client {
         )))
     }
 
+    /// GETs `path` and returns its whole raw body (console logs, file contents).
+    pub async fn get_raw(&self, path: &str) -> Result<Bytes, ClientError> {
+        let resp = self.download(path).await?;
+        Ok(resp
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| ClientError::Http(e.to_string()))?
+            .to_bytes())
+    }
+
     /// Sends a request and returns the raw status and JSON body.
     pub async fn raw(
         &self,
@@ -262,6 +276,15 @@ impl Client {
         }
     }
 
+    /// Opens a websocket on `path` (which starts with `/1.0/...`) over the unix socket.
+    pub async fn websocket(&self, path: &str) -> Result<WebSocket, ClientError> {
+        let stream = self.connect().await?;
+        let (ws, _) = tokio_tungstenite::client_async(format!("ws://unix.socket{path}"), stream)
+            .await
+            .map_err(|e| ClientError::Http(format!("websocket {path}: {e}")))?;
+        Ok(ws)
+    }
+
     /// Opens `/1.0/events` and calls `on_event` for each event until it returns false.
     pub async fn events(
         &self,
@@ -269,14 +292,11 @@ impl Client {
         mut on_event: impl FnMut(Value) -> bool,
     ) -> Result<(), ClientError> {
         use futures::StreamExt;
-        let stream = self.connect().await?;
-        let url = match types {
-            Some(t) => format!("ws://unix.socket/1.0/events?type={t}"),
-            None => "ws://unix.socket/1.0/events".to_string(),
+        let path = match types {
+            Some(t) => format!("/1.0/events?type={t}"),
+            None => "/1.0/events".to_string(),
         };
-        let (mut ws, _) = tokio_tungstenite::client_async(url, stream)
-            .await
-            .map_err(|e| ClientError::Http(format!("events websocket: {e}")))?;
+        let mut ws = self.websocket(&path).await?;
         while let Some(msg) = ws.next().await {
             let msg = msg.map_err(|e| ClientError::Http(format!("events websocket: {e}")))?;
             if let tokio_tungstenite::tungstenite::Message::Text(t) = msg {

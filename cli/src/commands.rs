@@ -20,6 +20,9 @@ pub enum CmdError {
     /// The command cannot do what was asked (bad arguments, a refused state, ...).
     #[error("{0}")]
     Fail(String),
+    /// Nothing to print: leave with this status (`silo exec` passes on the command's).
+    #[error("exit status {0}")]
+    Exit(i32),
 }
 
 fn show(v: &Value, f: InfoFormat) -> Result<(), CmdError> {
@@ -37,6 +40,26 @@ pub async fn run(cli: Cli) -> Result<(), CmdError> {
     let client = Client::new(socket_path());
     match cli.command {
         Command::Init(a) => crate::instances::init(&client, a).await,
+        Command::Launch(a) => crate::instances::launch(&client, a).await,
+        Command::Start(a) => {
+            crate::instances::state_action(&client, "start", a.names, a.all, false, -1).await
+        }
+        Command::Stop(a) => {
+            crate::instances::state_action(&client, "stop", a.names, a.all, a.force, a.timeout)
+                .await
+        }
+        Command::Restart(a) => {
+            crate::instances::state_action(&client, "restart", a.names, a.all, a.force, a.timeout)
+                .await
+        }
+        Command::Exec(a) => crate::exec::exec(&client, a).await,
+        Command::Console(a) => crate::exec::console(&client, a).await,
+        Command::File(c) => crate::files::run(&client, c).await,
+        Command::Info {
+            name: Some(name),
+            show_log,
+            ..
+        } => crate::instances::info(&client, &name, show_log).await,
         Command::List(a) => crate::instances::list(&client, a).await,
         Command::Delete(a) => crate::instances::delete(&client, a).await,
         Command::Config(c) => crate::config::run(&client, c).await,
@@ -55,7 +78,9 @@ pub async fn run(cli: Cli) -> Result<(), CmdError> {
             };
             out(&format!("Server version: {server}\n"))
         }
-        Command::Info { format } => {
+        Command::Info {
+            name: None, format, ..
+        } => {
             let v = client.get("/1.0").await?;
             show(&v, format)
         }

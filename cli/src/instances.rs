@@ -87,6 +87,22 @@ fn looks_like_fingerprint(s: &str) -> bool {
 
 /// `silo init IMAGE [NAME]`.
 pub async fn init(client: &Client, a: InitArgs) -> Result<(), CmdError> {
+    create(client, &a).await.map(|_| ())
+}
+
+/// `silo launch IMAGE [NAME]`: `init`, then start, as `lxc launch` prints them.
+pub async fn launch(client: &Client, a: InitArgs) -> Result<(), CmdError> {
+    let name = create(client, &a).await?;
+    if name.is_empty() {
+        return fail("The server did not say which name it gave the instance");
+    }
+    outln(&format!("Starting {name}"))?;
+    change_state(client, "start", &name, false, -1).await
+}
+
+/// Creates the instance `init` and `launch` describe; returns its name (the server's
+/// choice when none was given).
+async fn create(client: &Client, a: &InitArgs) -> Result<String, CmdError> {
     let mut config = Map::new();
     for c in &a.config {
         let (k, v) = util::kv(c)?;
@@ -134,18 +150,19 @@ pub async fn init(client: &Client, a: InitArgs) -> Result<(), CmdError> {
         .await?;
     let started = answer.metadata()?;
     let op = answer.finish(client).await?;
-    if name.is_empty() {
-        let url = op
-            .pointer("/resources/instances/0")
-            .or_else(|| started.pointer("/resources/instances/0"))
-            .and_then(Value::as_str)
-            .unwrap_or("");
-        let n = url.rsplit('/').next().unwrap_or("");
-        if !n.is_empty() {
-            outln(&format!("Instance name is: {n}"))?;
-        }
+    if !name.is_empty() {
+        return Ok(name);
     }
-    Ok(())
+    let url = op
+        .pointer("/resources/instances/0")
+        .or_else(|| started.pointer("/resources/instances/0"))
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    let n = url.rsplit('/').next().unwrap_or("").to_string();
+    if !n.is_empty() {
+        outln(&format!("Instance name is: {n}"))?;
+    }
+    Ok(n)
 }
 
 fn status_code(i: &Value) -> u64 {
@@ -629,7 +646,7 @@ pub async fn delete(client: &Client, a: DeleteArgs) -> Result<(), CmdError> {
         let code = status_code(&inst);
         if code != 0 && code != 102 {
             if !a.force {
-                return fail("The instance is currently running, stop it first or use --force");
+                return fail("The instance is currently running, stop it first or pass --force");
             }
             client
                 .operate(
@@ -640,10 +657,339 @@ pub async fn delete(client: &Client, a: DeleteArgs) -> Result<(), CmdError> {
                 )
                 .await
                 .map_err(|e| CmdError::Fail(format!("Stopping the instance failed: {e}")))?;
+            // The server deletes an ephemeral instance itself once it stops.
+            if inst.get("ephemeral").and_then(Value::as_bool) == Some(true) {
+                continue;
+            }
         }
         client.operate("DELETE", &path, None, &[]).await?;
     }
     Ok(())
+}
+
+/// `silo start`.
+#[derive(Debug, clap::Args)]
+pub struct StartArgs {
+    /// The instances.
+    #[arg(required_unless_present = "all")]
+    pub names: Vec<String>,
+    /// Start all instances (those not already running).
+    #[arg(long, conflicts_with = "names")]
+    pub all: bool,
+}
+
+/// `silo stop` and `silo restart`.
+#[derive(Debug, clap::Args)]
+pub struct StopArgs {
+    /// The instances.
+    #[arg(required_unless_present = "all")]
+    pub names: Vec<String>,
+    /// Act on all instances.
+    #[arg(long, conflicts_with = "names")]
+    pub all: bool,
+    /// Force the instance to stop (kill it instead of a clean shutdown).
+    #[arg(short = 'f', long)]
+    pub force: bool,
+    /// Seconds to wait for a clean shutdown before killing it (-1: wait forever).
+    #[arg(long, default_value_t = -1, allow_negative_numbers = true)]
+    pub timeout: i64,
+}
+
+/// One `PUT /1.0/instances/NAME/state` and the wait for its operation, as `lxc` does it.
+async fn change_state(
+    client: &Client,
+    action: &str,
+    name: &str,
+    force: bool,
+    timeout: i64,
+) -> Result<(), CmdError> {
+    let path = format!("/1.0/instances/{}", enc(name));
+    let mut action = action.to_string();
+    if action == "start" && status_code(&client.get(&path).await?) == 110 {
+        // "start" on a frozen instance means thaw it, as lxc does.
+        action = "unfreeze".to_string();
+    }
+    let body = json!({"action": action, "timeout": timeout, "force": force, "stateful": false});
+    let answer = client
+        .request("PUT", &format!("{path}/state"), Some(&body), &[])
+        .await?;
+    answer.metadata()?;
+    match answer.finish(client).await {
+        Ok(_) => Ok(()),
+        // The start failing inside the operation is where the console log helps.
+        Err(e) if action == "start" => fail(format!(
+            "{e}\nTry `silo info --show-log {name}` for more info"
+        )),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The instances `--all` covers: those the action would change.
+async fn all_names(client: &Client, action: &str) -> Result<Vec<String>, CmdError> {
+    let all = client.get("/1.0/instances?recursion=1").await?;
+    Ok(all
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|i| match action {
+            "start" => status_code(i) != 103,
+            "stop" => status_code(i) != 102,
+            _ => true,
+        })
+        .map(|i| s(i, "name"))
+        .collect())
+}
+
+/// `silo start|stop|restart NAME...`: one instance reports its error as it is; several run
+/// side by side and each failure is listed before a summary error, as `lxc` does.
+pub async fn state_action(
+    client: &Client,
+    action: &str,
+    names: Vec<String>,
+    all: bool,
+    force: bool,
+    timeout: i64,
+) -> Result<(), CmdError> {
+    let names = if all {
+        all_names(client, action).await?
+    } else {
+        names
+    };
+    let results = futures::future::join_all(
+        names
+            .iter()
+            .map(|n| change_state(client, action, n, force, timeout)),
+    )
+    .await;
+    if results.len() == 1 {
+        return results.into_iter().next().unwrap_or(Ok(()));
+    }
+    let mut failed = false;
+    for (name, r) in names.iter().zip(results) {
+        if let Err(e) = r {
+            failed = true;
+            for line in format!("error: {e}").lines() {
+                eprintln!("{name}: {line}");
+            }
+        }
+    }
+    if failed {
+        eprintln!();
+        return fail(format!("Some instances failed to {action}"));
+    }
+    Ok(())
+}
+
+/// `silo info NAME`: the instance as `lxc info` shows it.
+pub async fn info(client: &Client, name: &str, show_log: bool) -> Result<(), CmdError> {
+    let path = format!("/1.0/instances/{}", enc(name));
+    let i = client.get(&format!("{path}?recursion=1")).await?;
+    let mut text = instance_info(&i);
+    if show_log {
+        let log = client.get_raw(&format!("{path}/console")).await?;
+        text.push_str(&format!("\nLog:\n\n{}\n", String::from_utf8_lossy(&log)));
+    }
+    out(&text)
+}
+
+fn layout_time(v: &Value, k: &str) -> Option<String> {
+    util::time_set(&s(v, k)).map(util::time_short)
+}
+
+/// The text of `lxc info NAME` (without the log) for an instance read with recursion=1.
+fn instance_info(i: &Value) -> String {
+    use std::fmt::Write;
+    let mut o = String::new();
+    let _ = writeln!(o, "Name: {}", s(i, "name"));
+    let _ = writeln!(o, "Status: {}", s(i, "status").to_uppercase());
+    let t = match s(i, "type") {
+        t if t.is_empty() => "container".to_string(),
+        t => t,
+    };
+    if i.get("ephemeral").and_then(Value::as_bool) == Some(true) {
+        let _ = writeln!(o, "Type: {t} (ephemeral)");
+    } else {
+        let _ = writeln!(o, "Type: {t}");
+    }
+    let _ = writeln!(o, "Architecture: {}", s(i, "architecture"));
+    let pid = i.pointer("/state/pid").and_then(Value::as_i64).unwrap_or(0);
+    if pid != 0 {
+        let _ = writeln!(o, "PID: {pid}");
+    }
+    if let Some(t) = layout_time(i, "created_at") {
+        let _ = writeln!(o, "Created: {t}");
+    }
+    if let Some(t) = layout_time(i, "last_used_at") {
+        let _ = writeln!(o, "Last Used: {t}");
+    }
+    if pid != 0 {
+        o.push_str(&resources(i.get("state").unwrap_or(&Value::Null)));
+    }
+    let snaps: &[Value] = i
+        .get("snapshots")
+        .and_then(Value::as_array)
+        .map(Vec::as_slice)
+        .unwrap_or(&[]);
+    if !snaps.is_empty() {
+        let rows: Vec<Vec<String>> = snaps
+            .iter()
+            .map(|sn| {
+                let n = s(sn, "name");
+                vec![
+                    n.rsplit('/').next().unwrap_or("").to_string(),
+                    layout_time(sn, "created_at").unwrap_or_else(|| " ".into()),
+                    layout_time(sn, "expires_at").unwrap_or_else(|| " ".into()),
+                    yes_no(sn, "stateful"),
+                ]
+            })
+            .collect();
+        o.push_str("\nSnapshots:\n");
+        o.push_str(&format::table(
+            &["NAME", "TAKEN AT", "EXPIRES AT", "STATEFUL"],
+            &rows,
+        ));
+    }
+    let backups: &[Value] = i
+        .get("backups")
+        .and_then(Value::as_array)
+        .map(Vec::as_slice)
+        .unwrap_or(&[]);
+    if !backups.is_empty() {
+        let rows: Vec<Vec<String>> = backups
+            .iter()
+            .map(|b| {
+                vec![
+                    s(b, "name"),
+                    layout_time(b, "created_at").unwrap_or_else(|| " ".into()),
+                    layout_time(b, "expires_at").unwrap_or_else(|| " ".into()),
+                    yes_no(b, "instance_only"),
+                    yes_no(b, "optimized_storage"),
+                ]
+            })
+            .collect();
+        o.push_str("\nBackups:\n");
+        o.push_str(&format::table(
+            &[
+                "NAME",
+                "TAKEN AT",
+                "EXPIRES AT",
+                "INSTANCE ONLY",
+                "OPTIMIZED STORAGE",
+            ],
+            &rows,
+        ));
+    }
+    o
+}
+
+fn yes_no(v: &Value, k: &str) -> String {
+    if v.get(k).and_then(Value::as_bool) == Some(true) {
+        "YES"
+    } else {
+        "NO"
+    }
+    .to_string()
+}
+
+/// The "Resources:" section of `lxc info` for a running instance's state.
+fn resources(st: &Value) -> String {
+    use std::fmt::Write;
+    let u = |p: &str| st.pointer(p).and_then(Value::as_u64).unwrap_or(0);
+    let mut o = String::from("\nResources:\n");
+    let procs = st.get("processes").and_then(Value::as_i64).unwrap_or(0);
+    let _ = writeln!(o, "  Processes: {procs}");
+    let mut disk = String::new();
+    if let Some(d) = st.get("disk").and_then(Value::as_object) {
+        let mut names: Vec<&String> = d.keys().collect();
+        names.sort_by(|a, b| util::natural_cmp(a, b));
+        for n in names {
+            let usage = d[n].get("usage").and_then(Value::as_u64).unwrap_or(0);
+            if usage != 0 {
+                let _ = writeln!(disk, "    {n}: {}", util::size_iec(usage));
+            }
+        }
+    }
+    if !disk.is_empty() {
+        o.push_str("  Disk usage:\n");
+        o.push_str(&disk);
+    }
+    let cpu = u("/cpu/usage");
+    if cpu != 0 {
+        o.push_str("  CPU usage:\n");
+        let _ = writeln!(o, "    CPU usage (in seconds): {}", cpu / 1_000_000_000);
+    }
+    let mut mem = String::new();
+    for (label, p) in [
+        ("Memory (current)", "/memory/usage"),
+        ("Memory (peak)", "/memory/usage_peak"),
+        ("Swap (current)", "/memory/swap_usage"),
+        ("Swap (peak)", "/memory/swap_usage_peak"),
+    ] {
+        if u(p) != 0 {
+            let _ = writeln!(mem, "    {label}: {}", util::size_iec(u(p)));
+        }
+    }
+    if !mem.is_empty() {
+        o.push_str("  Memory usage:\n");
+        o.push_str(&mem);
+    }
+    let mut net = String::new();
+    if let Some(n) = st.get("network").and_then(Value::as_object) {
+        let mut names: Vec<&String> = n.keys().collect();
+        names.sort_by(|a, b| util::natural_cmp(a, b));
+        for name in names {
+            let nic = &n[name];
+            let c = |k: &str| {
+                nic.pointer(&format!("/counters/{k}"))
+                    .and_then(Value::as_u64)
+                    .unwrap_or(0)
+            };
+            let _ = writeln!(net, "    {name}:");
+            let _ = writeln!(net, "      Type: {}", s(nic, "type"));
+            let _ = writeln!(net, "      State: {}", s(nic, "state").to_uppercase());
+            for (label, k) in [("Host interface", "host_name"), ("MAC address", "hwaddr")] {
+                let v = s(nic, k);
+                if !v.is_empty() {
+                    let _ = writeln!(net, "      {label}: {v}");
+                }
+            }
+            let mtu = nic.get("mtu").and_then(Value::as_i64).unwrap_or(0);
+            if mtu != 0 {
+                let _ = writeln!(net, "      MTU: {mtu}");
+            }
+            let _ = writeln!(
+                net,
+                "      Bytes received: {}",
+                util::size_si(c("bytes_received"))
+            );
+            let _ = writeln!(net, "      Bytes sent: {}", util::size_si(c("bytes_sent")));
+            let _ = writeln!(net, "      Packets received: {}", c("packets_received"));
+            let _ = writeln!(net, "      Packets sent: {}", c("packets_sent"));
+            let _ = writeln!(net, "      IP addresses:");
+            for a in nic
+                .get("addresses")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
+                let family = s(a, "family");
+                // lxc lines the addresses up: "inet:  " and "inet6: ".
+                let gap = if family == "inet" { "  " } else { " " };
+                let _ = writeln!(
+                    net,
+                    "        {family}:{gap}{}/{} ({})",
+                    s(a, "address"),
+                    s(a, "netmask"),
+                    s(a, "scope")
+                );
+            }
+        }
+    }
+    if !net.is_empty() {
+        o.push_str("  Network usage:\n");
+        o.push_str(&net);
+    }
+    o
 }
 
 #[cfg(test)]

@@ -3,6 +3,8 @@
 pub mod client;
 pub mod commands;
 pub mod config;
+pub mod exec;
+pub mod files;
 pub mod format;
 pub mod images;
 pub mod instances;
@@ -26,14 +28,37 @@ pub struct Cli {
 pub enum Command {
     /// Show the client and server versions.
     Version,
-    /// Show the server's configuration, environment and the confinement of its processes.
+    /// Show an instance's state and resources, or the server's configuration, environment
+    /// and the confinement of its processes.
+    ///
+    /// Without NAME: the server.
     Info {
-        /// Output format.
+        /// The instance.
+        name: Option<String>,
+        /// Show the instance's console log too.
+        #[arg(long, requires = "name")]
+        show_log: bool,
+        /// Output format (server information only).
         #[arg(long, value_enum, default_value = "yaml")]
         format: InfoFormat,
     },
     /// Create an instance from an image, without starting it.
     Init(instances::InitArgs),
+    /// Create an instance from an image and start it.
+    Launch(instances::InitArgs),
+    /// Start instances.
+    Start(instances::StartArgs),
+    /// Stop instances.
+    Stop(instances::StopArgs),
+    /// Restart instances.
+    Restart(instances::StopArgs),
+    /// Run a command in an instance.
+    Exec(exec::ExecArgs),
+    /// Attach to an instance's console.
+    Console(exec::ConsoleArgs),
+    /// Manage files in instances.
+    #[command(subcommand)]
+    File(files::FileCmd),
     /// List instances.
     #[command(alias = "ls")]
     List(instances::ListArgs),

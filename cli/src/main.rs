@@ -14,8 +14,16 @@ fn main() {
             std::process::exit(1);
         }
     };
-    if let Err(e) = rt.block_on(silo_cli::commands::run(cli)) {
-        eprintln!("Error: {e}");
-        std::process::exit(1);
+    match rt.block_on(silo_cli::commands::run(cli)) {
+        Ok(()) => {}
+        Err(silo_cli::commands::CmdError::Exit(code)) => {
+            use std::io::Write;
+            let _ = std::io::stdout().flush();
+            std::process::exit(code);
+        }
+        Err(e) => {
+            eprintln!("Error: {e}");
+            std::process::exit(1);
+        }
     }
 }

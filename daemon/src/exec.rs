@@ -306,7 +306,9 @@ fn resize(master: &Async, w: u16, h: u16) {
     unsafe { libc::ioctl(master.0.get_ref().as_raw_fd(), libc::TIOCSWINSZ, &ws) };
 }
 
-/// Handles control messages: resize and signals. Returns when the socket closes.
+/// Handles control messages: resize and signals. When the client closes the control socket
+/// while the command runs, the command is killed, as LXD does (a client that went away must
+/// not leave a shell running).
 async fn control_loop(
     mut ws: WebSocket,
     helpers: Helpers,
@@ -316,7 +318,7 @@ async fn control_loop(
     while let Some(Ok(m)) = ws.next().await {
         let Message::Text(t) = m else {
             if matches!(m, Message::Close(_)) {
-                return true;
+                break;
             }
             continue;
         };
@@ -344,6 +346,11 @@ async fn control_loop(
             _ => {}
         }
     }
+    // Gone before the command ended: end it. (After the end the exec is unknown: no-op.)
+    let _ = helpers
+        .privileged
+        .exec_signal(ctx(), exec_id, libc::SIGKILL)
+        .await;
     true
 }
 

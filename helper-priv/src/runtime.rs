@@ -173,20 +173,7 @@ fn read_at(dir: &Root, name: &str, max: u64) -> Option<Vec<u8>> {
 }
 
 fn write_at(dir: &Root, name: &str, data: &str) -> HelperResult<()> {
-    use std::io::Write;
-    let fd = nix::fcntl::openat(
-        dir.fd(),
-        name,
-        nix::fcntl::OFlag::O_WRONLY
-            | nix::fcntl::OFlag::O_CREAT
-            | nix::fcntl::OFlag::O_TRUNC
-            | nix::fcntl::OFlag::O_NOFOLLOW
-            | nix::fcntl::OFlag::O_CLOEXEC,
-        nix::sys::stat::Mode::from_bits_truncate(0o600),
-    )
-    .map_err(|e| HelperError::errno("openat", format!("{}/{name}", dir.display()), e))?;
-    std::fs::File::from(fd)
-        .write_all(data.as_bytes())
+    sys::write_record(dir.fd(), name, data)
         .map_err(|e| HelperError::io("write", format!("{}/{name}", dir.display()), e))
 }
 

@@ -246,3 +246,21 @@ pub fn start_time(pid: i32) -> Option<u64> {
     let after = s.rsplit_once(')')?.1;
     after.split_whitespace().nth(19)?.parse().ok()
 }
+
+/// Writes (replacing) a small root-only record file in a directory opened by fd, never
+/// through a symlink.
+pub fn write_record(dir: BorrowedFd<'_>, name: &str, data: &str) -> io::Result<()> {
+    use std::io::Write;
+    let fd = nix::fcntl::openat(
+        dir,
+        name,
+        nix::fcntl::OFlag::O_WRONLY
+            | nix::fcntl::OFlag::O_CREAT
+            | nix::fcntl::OFlag::O_TRUNC
+            | nix::fcntl::OFlag::O_NOFOLLOW
+            | nix::fcntl::OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::from_bits_truncate(0o600),
+    )
+    .map_err(|e| io::Error::new(io::Error::from(e).kind(), format!("openat {name}: {e}")))?;
+    std::fs::File::from(fd).write_all(data.as_bytes())
+}

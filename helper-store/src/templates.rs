@@ -127,7 +127,7 @@ pub fn apply(volume: &Root, rootfs: &Root, vars: &TemplateVars) -> HelperResult<
         .map_err(|e| HelperError::invalid("metadata.yaml", e.to_string()))?;
     let mut written = Vec::new();
     for (path, t) in &md.templates {
-        if !t.when.iter().any(|w| *w == vars.trigger) {
+        if !t.when.contains(&vars.trigger) {
             continue;
         }
         if t.create_only && vars.trigger != "create" {

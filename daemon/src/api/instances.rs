@@ -479,7 +479,8 @@ pub async fn console_log(State(d): State<Arc<Daemon>>, Path(name): Path<String>)
 pub async fn logs(State(d): State<Arc<Daemon>>, Path(name): Path<String>) -> ApiResult {
     instances::get(&d.db, &name)?;
     let dir = crate::exec::output_dir(&d.state_dir, &name);
-    let mut out = Vec::new();
+    // lxc.log is where LXD keeps its container log; silo's is the console log.
+    let mut out = vec![format!("/1.0/instances/{name}/logs/lxc.log")];
     if let Ok(mut rd) = tokio::fs::read_dir(&dir).await {
         while let Ok(Some(e)) = rd.next_entry().await {
             out.push(format!(
@@ -498,6 +499,9 @@ pub async fn log_file(
     Path((name, file)): Path<(String, String)>,
 ) -> ApiResult {
     instances::get(&d.db, &name)?;
+    if file == "lxc.log" {
+        return console_log(State(d), Path(name)).await;
+    }
     if !file.starts_with("exec_")
         || file.contains('/')
         || !(file.ends_with(".stdout") || file.ends_with(".stderr"))

@@ -236,6 +236,7 @@ fn command_inner(
             .map(|d| format!("{d}/{cmd}"))
             .collect()
     };
+    super::default_signals();
     let mut denied = false;
     for c in candidates {
         let Ok(p) = CString::new(c) else { continue };

@@ -182,6 +182,25 @@ const DROPPED_CAPS: &[caps::Capability] = &[
     caps::Capability::CAP_MAC_OVERRIDE,
 ];
 
+/// Gives a process about to exec into an instance default signal dispositions and an empty
+/// signal mask: ignored signals survive execve, and silo's processes ignore SIGPIPE (Rust's
+/// runtime does) — a command must not inherit that.
+pub fn default_signals() {
+    for sig in 1..=64 {
+        if sig == libc::SIGKILL || sig == libc::SIGSTOP {
+            continue;
+        }
+        // SAFETY: resetting a disposition to SIG_DFL installs no handler code.
+        unsafe { libc::signal(sig, libc::SIG_DFL) };
+    }
+    // SAFETY: an empty set from sigemptyset, passed to sigprocmask.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
+    }
+}
+
 /// Drops LXD's container capabilities from the bounding set. Entering a user namespace
 /// (creating one or setns into one) resets the bounding set to full, so init and every exec'd
 /// command call this after they are in the instance's user namespace.

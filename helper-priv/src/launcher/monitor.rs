@@ -287,6 +287,7 @@ fn init_setup(req: &StartReq, sock: &OwnedFd, console: &str) -> Result<Never, St
         }
     }
     drop(c);
+    super::default_signals();
     let init = sys::cstr("/sbin/init").map_err(|e| e.to_string())?;
     let argv = [init.as_ptr(), std::ptr::null()];
     let env: Vec<std::ffi::CString> = INIT_ENV.iter().filter_map(|e| sys::cstr(e).ok()).collect();
@@ -428,19 +429,7 @@ fn mount_system(root: &str, console: &str, cgroup2: bool) -> Result<(), String> 
 
 /// Writes the exit record silo-priv reads once the monitor is gone.
 fn record_exit(rundir: BorrowedFd<'_>, what: &str) {
-    let Ok(fd) = nix::fcntl::openat(
-        rundir,
-        "exit",
-        nix::fcntl::OFlag::O_WRONLY
-            | nix::fcntl::OFlag::O_CREAT
-            | nix::fcntl::OFlag::O_TRUNC
-            | nix::fcntl::OFlag::O_NOFOLLOW
-            | nix::fcntl::OFlag::O_CLOEXEC,
-        nix::sys::stat::Mode::from_bits_truncate(0o600),
-    ) else {
-        return;
-    };
-    let _ = std::fs::File::from(fd).write_all(what.as_bytes());
+    let _ = sys::write_record(rundir, "exit", what);
 }
 
 /// After start: no capabilities, no new privileges; console and exit record until init ends.
