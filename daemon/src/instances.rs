@@ -1,7 +1,7 @@
 //! Instances as records: create from an image (unpack once per pool, copy per instance),
 //! list, show, update, delete; config and device validation; profile expansion.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 use rusqlite::{params, OptionalExtension};
@@ -363,6 +363,42 @@ pub fn root_pool(devices: &BTreeMap<String, Device>) -> Result<String, String> {
 
 /// Profiles by name, in order.
 pub fn load_profiles(db: &Db, names: &[String]) -> Result<Vec<Profile>, ApiError> {
+    PROFILE_CACHE.with(|c| {
+        if let Some(cache) = c.borrow().as_ref() {
+            return names
+                .iter()
+                .map(|n| {
+                    cache
+                        .get(n)
+                        .cloned()
+                        .ok_or_else(|| ApiError::BadRequest(format!("profile {n:?} not found")))
+                })
+                .collect::<Result<Vec<_>, _>>();
+        }
+        load_profiles_db(db, names)
+    })
+}
+
+thread_local! {
+    /// Profiles read once for a whole listing (see [`with_profile_cache`]).
+    static PROFILE_CACHE: std::cell::RefCell<Option<HashMap<String, Profile>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// Runs `f` with every profile read once up front: a listing of many instances expands
+/// profiles from memory instead of querying per instance. Synchronous on purpose: the cache
+/// lives on this thread only for `f`'s duration.
+pub fn with_profile_cache<T>(db: &Db, f: impl FnOnce() -> T) -> T {
+    let all: HashMap<String, Profile> = crate::profiles::list(db)
+        .map(|v| v.into_iter().map(|p| (p.name.clone(), p)).collect())
+        .unwrap_or_default();
+    PROFILE_CACHE.with(|c| *c.borrow_mut() = Some(all));
+    let r = f();
+    PROFILE_CACHE.with(|c| *c.borrow_mut() = None);
+    r
+}
+
+fn load_profiles_db(db: &Db, names: &[String]) -> Result<Vec<Profile>, ApiError> {
     let mut seen = HashSet::new();
     let mut out = Vec::new();
     for n in names {

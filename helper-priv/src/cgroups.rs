@@ -500,7 +500,13 @@ pub fn net_counters(pid: u32) -> Vec<NetCounters> {
             n.addresses.push(("inet6".into(), addr, plen, scope.into()));
         }
     }
-    for (dev, addr, plen) in ipv4_addresses(pid) {
+    // With loopback alone there is nothing to look up: its address is fixed.
+    let v4 = if out.iter().all(|n| n.name == "lo") {
+        vec![("lo".to_string(), "127.0.0.1".to_string(), 8)]
+    } else {
+        ipv4_addresses(pid)
+    };
+    for (dev, addr, plen) in v4 {
         if let Some(n) = out.iter_mut().find(|n| n.name == dev) {
             let scope = if addr.starts_with("127.") {
                 "local"

@@ -104,7 +104,8 @@ pub struct Runtime {
     fds: Arc<silo_proto::fdpass::FdSender>,
 }
 
-fn record_line(i: &RunningInfo, start_time: u64) -> String {
+/// The `init` record a monitor writes once init runs: what a later silo-priv adopts from.
+pub fn record_line(i: &RunningInfo, start_time: u64) -> String {
     format!(
         "{} {} {} {} {} {}\n",
         i.init_pid,
@@ -170,11 +171,6 @@ fn read_at(dir: &Root, name: &str, max: u64) -> Option<Vec<u8>> {
     let mut out = Vec::new();
     f.take(max).read_to_end(&mut out).ok()?;
     Some(out)
-}
-
-fn write_at(dir: &Root, name: &str, data: &str) -> HelperResult<()> {
-    sys::write_record(dir.fd(), name, data)
-        .map_err(|e| HelperError::io("write", format!("{}/{name}", dir.display()), e))
 }
 
 fn unlink(dir: &Root, name: &str) {
@@ -353,7 +349,9 @@ impl Runtime {
             cg.delete(&name)?;
         }
         cg.create(&name)?;
-        let started = self.start_in_cgroup(cg, &spec, &rootfs, &rundir).await;
+        let started = self
+            .start_in_cgroup(cg, &spec, &rootfs, &rundir, systemd)
+            .await;
         let (init_pid, monitor_pid) = match started {
             Ok(x) => x,
             Err(e) => {
@@ -375,8 +373,6 @@ impl Runtime {
         let init =
             sys::pidfd_open(init_pid).map_err(|e| HelperError::io("pidfd_open", "init", e))?;
         let monitor = sys::pidfd_open(monitor_pid).ok().map(Pidfd::new);
-        let start = sys::start_time(init_pid).unwrap_or(0);
-        write_at(&rundir, "init", &record_line(&info, start))?;
         tracing::info!(instance = %name, pid = init_pid, systemd, "started");
         self.running.lock().map_err(|_| poisoned())?.insert(
             name,
@@ -395,6 +391,7 @@ impl Runtime {
         spec: &StartSpec,
         rootfs: &Root,
         rundir: &Root,
+        systemd: bool,
     ) -> HelperResult<(i32, i32)> {
         let name = &spec.instance;
         cg.apply_limits(name, &spec.limits)?;
@@ -405,6 +402,7 @@ impl Runtime {
             cgroup2_dir: cg.v2_dir(name).map(|p| p.display().to_string()),
             mountpoint: format!("{}/runtime/{}/rootfs", self.state_dir, name.as_str()),
             cgroup2: cg.v2_dir(name).is_some(),
+            systemd,
         });
         match self
             .launcher

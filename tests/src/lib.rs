@@ -229,6 +229,10 @@ impl TestDaemon {
 
     /// (Re)starts silod on this state dir (as a supervisor would) and waits for the API.
     pub fn spawn(&mut self) {
+        // Instances' monitors outlive silod by design; when a test kills silod they must come
+        // back to the test process (not to a PID 1 that may never reap them) to be reaped.
+        // SAFETY: prctl with integer arguments.
+        unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -584,6 +588,27 @@ pub fn kill_instances(state_dir: &Path) {
         );
     }
     wait_until(Duration::from_secs(5), || procs_for(state_dir).is_empty());
+    reap_orphans();
+}
+
+/// Reaps exited silo processes handed to the test process as subreaper (monitors whose
+/// launcher died). Only zombies named silo-priv are waited for, by pid: a `Child` the test
+/// still holds is never touched.
+pub fn reap_orphans() {
+    for p in children_of(std::process::id()) {
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{p}/stat")) else {
+            continue;
+        };
+        let zombie = stat
+            .rsplit_once(')')
+            .is_some_and(|(_, r)| r.trim_start().starts_with('Z'));
+        if zombie && stat.contains("(silo-priv)") {
+            let _ = nix::sys::wait::waitpid(
+                nix::unistd::Pid::from_raw(p as i32),
+                Some(nix::sys::wait::WaitPidFlag::WNOHANG),
+            );
+        }
+    }
 }
 
 /// Builds (or reuses) the debian image (debootstrap, systemd); returns the unified tarball.

@@ -32,23 +32,27 @@ pub async fn list(State(d): State<Arc<Daemon>>, Query(q): Query<ListQuery>) -> A
     } else {
         Default::default()
     };
-    let mut out = Vec::new();
-    for i in instances::list_records(&d.db)? {
-        let state = match run.get(&i.name) {
-            None => None,
-            Some(_) if level >= 2 => Some(
-                stats
-                    .remove(&i.name)
-                    .map(|s| crate::runtime::state_json(&s, None))
-                    .unwrap_or_else(running_stub),
-            ),
-            Some(_) => Some(running_stub()),
-        };
-        let obj = instances::to_api(&d.db, &i, level >= 2, state)?;
-        if filter.matches(&obj) {
-            out.push(obj);
+    let records = instances::list_records(&d.db)?;
+    let out = instances::with_profile_cache(&d.db, || -> Result<Vec<Value>, ApiError> {
+        let mut out = Vec::new();
+        for i in records {
+            let state = match run.get(&i.name) {
+                None => None,
+                Some(_) if level >= 2 => Some(
+                    stats
+                        .remove(&i.name)
+                        .map(|s| crate::runtime::state_json(&s, None))
+                        .unwrap_or_else(running_stub),
+                ),
+                Some(_) => Some(running_stub()),
+            };
+            let obj = instances::to_api(&d.db, &i, level >= 2, state)?;
+            if filter.matches(&obj) {
+                out.push(obj);
+            }
         }
-    }
+        Ok(out)
+    })?;
     if level == 0 {
         Ok(sync(
             out.iter()

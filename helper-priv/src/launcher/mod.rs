@@ -39,6 +39,8 @@ pub struct StartReq {
     pub mountpoint: String,
     /// Whether the host has a cgroup2 hierarchy to mount in the container.
     pub cgroup2: bool,
+    /// Whether the image's init is systemd (kept in the record for stops after adoption).
+    pub systemd: bool,
 }
 
 /// Run a command in an instance. Fds: the status socket, then stdin, stdout, stderr unless

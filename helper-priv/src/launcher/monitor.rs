@@ -163,6 +163,23 @@ fn monitor(req: StartReq, rootfs: OwnedFd, rundir: OwnedFd, w: OwnedFd) -> ! {
         record_exit(rundir.as_fd(), &format!("failed {why}"));
         die(&mut result, &why);
     }
+    // The record first: if silo-priv is gone before it hears back, the next one still adopts
+    // this instance instead of leaving it running unseen.
+    if let Ok(instance) = silo_proto::InstanceName::new(req.instance.clone()) {
+        let info = silo_proto::privileged::RunningInfo {
+            instance,
+            init_pid: pid as u32,
+            monitor_pid: std::process::id(),
+            started_at: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs() as i64)
+                .unwrap_or(0),
+            idmap_base: req.idmap_base,
+            systemd: req.systemd,
+        };
+        let line = crate::runtime::record_line(&info, sys::start_time(pid).unwrap_or(0));
+        let _ = sys::write_record(rundir.as_fd(), "init", &line);
+    }
     let _ = write!(result, "ok {pid}");
     drop(result);
     drop(msock);
