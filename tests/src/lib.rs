@@ -184,9 +184,30 @@ pub struct TestDaemon {
     /// Extra args it was started with.
     pub args: Vec<String>,
     keep_dir: bool,
+    /// Run silod (and so its helpers) in a mount namespace whose /sys/fs/cgroup is a lone
+    /// cgroup2: how a pure-cgroup2 host looks to silo-priv's detection.
+    pure_cgroup2: bool,
 }
 
 impl TestDaemon {
+    /// Starts silod as on a host with only cgroup2 mounted (see `pure_cgroup2`).
+    pub fn start_pure_cgroup2(name: &str) -> TestDaemon {
+        require_root();
+        ensure_silo_user();
+        let dir = unique_dir(name);
+        let _ = std::fs::remove_dir_all(&dir);
+        let mut d = TestDaemon {
+            log: PathBuf::from(format!("{}.log", dir.display())),
+            dir,
+            child: None,
+            args: Vec::new(),
+            keep_dir: false,
+            pure_cgroup2: true,
+        };
+        d.spawn();
+        d
+    }
+
     /// Starts silod in a fresh state dir and waits for its API.
     pub fn start(name: &str) -> TestDaemon {
         Self::start_with(name, &[])
@@ -205,6 +226,7 @@ impl TestDaemon {
             child: None,
             args: Vec::new(),
             keep_dir: false,
+            pure_cgroup2: false,
         };
         d.spawn();
         d
@@ -222,6 +244,7 @@ impl TestDaemon {
             child: None,
             args: args.iter().map(|s| s.to_string()).collect(),
             keep_dir: false,
+            pure_cgroup2: false,
         };
         d.spawn();
         d
@@ -238,7 +261,15 @@ impl TestDaemon {
             .append(true)
             .open(&self.log)
             .expect("log file");
-        let mut cmd = Command::new(bin("silod"));
+        let mut cmd = if self.pure_cgroup2 {
+            let mut c = Command::new("unshare");
+            c.args(["-m", "--propagation", "private", "sh", "-c"])
+                .arg("umount -R /sys/fs/cgroup && mount -t cgroup2 cgroup2 /sys/fs/cgroup && exec \"$0\" \"$@\"")
+                .arg(bin("silod"));
+            c
+        } else {
+            Command::new(bin("silod"))
+        };
         cmd.arg("--state-dir")
             .arg(&self.dir)
             .arg("--policy")

@@ -627,3 +627,51 @@ fn privileged_only_where_the_policy_allows_it() {
     );
     d.set_state("p1", "stop", true);
 }
+
+#[test]
+fn detects_and_runs_on_a_pure_cgroup2_layout() {
+    // silod and its helpers see only a cgroup2 at /sys/fs/cgroup (their own mount namespace):
+    // silo-priv must detect that rather than assume this host's hybrid layout.
+    let d = TestDaemon::start_pure_cgroup2("rt-cg2");
+    busybox(&d);
+    d.launch("busybox", "c1");
+    let (_, st) = d.api("GET", "/1.0/instances/c1/state", None);
+    let pid = st["metadata"]["pid"].as_u64().expect("pid");
+    let tag = silo_proto::install_tag(&d.dir);
+    let cg = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).expect("cgroup");
+    assert!(
+        cg.lines()
+            .any(|l| l.starts_with("0::") && l.contains(&format!("/silo-{tag}/c1"))),
+        "init is in the instance's cgroup2 group: {cg}"
+    );
+    let (code, o, _) = d.exec("c1", &["sh", "-c", "cat /proc/self/cgroup; echo ok"]);
+    assert_eq!(code, 0);
+    assert!(o.ends_with("ok\n"), "{o}");
+    // A memory limit needs cgroup2's memory controller: applied when the host gives it to
+    // cgroup2, refused by name when (as on a hybrid host) it is bound to v1.
+    let controllers = std::fs::read_to_string("/sys/fs/cgroup/unified/cgroup.controllers")
+        .or_else(|_| std::fs::read_to_string("/sys/fs/cgroup/cgroup.controllers"))
+        .unwrap_or_default();
+    let (c, v) = d.api(
+        "PATCH",
+        "/1.0/instances/c1",
+        Some(json!({"config": {"limits.memory": "64MiB"}})),
+    );
+    if controllers.split_whitespace().any(|c| c == "memory") {
+        assert_eq!(c, 200, "{v}");
+    } else {
+        assert_ne!(c, 200, "{v}");
+        assert!(
+            v["error"].as_str().unwrap_or("").contains("limits.memory"),
+            "{v}"
+        );
+        let (_, v) = d.api("GET", "/1.0/instances/c1", None);
+        assert!(
+            v["metadata"]["config"].get("limits.memory").is_none(),
+            "the record is unchanged"
+        );
+    }
+    let op = d.set_state("c1", "stop", false);
+    assert_eq!(op["status"], "Success", "{op}");
+    assert!(instance_pids(&d.dir).is_empty());
+}
