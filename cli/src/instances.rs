@@ -796,12 +796,28 @@ fn layout_time(v: &Value, k: &str) -> Option<String> {
     util::time_set(&s(v, k)).map(util::time_short)
 }
 
-/// The text of `lxc info NAME` (without the log) for an instance read with recursion=1.
+/// The text of `silo info NAME` (without the log) for an instance read with recursion=1, in
+/// the seed's layout: Name, Location, Remote, Architecture, Created, Status, Type, Profiles,
+/// Pid, Ips, then Resources and Snapshots with lxc's formatting.
 fn instance_info(i: &Value) -> String {
     use std::fmt::Write;
     let mut o = String::new();
     let _ = writeln!(o, "Name: {}", s(i, "name"));
-    let _ = writeln!(o, "Status: {}", s(i, "status").to_uppercase());
+    let loc = s(i, "location");
+    let _ = writeln!(
+        o,
+        "Location: {}",
+        if loc.is_empty() { "none".into() } else { loc }
+    );
+    let _ = writeln!(o, "Remote: unix://");
+    let _ = writeln!(o, "Architecture: {}", s(i, "architecture"));
+    if let Some(t) = layout_time(i, "created_at") {
+        let _ = writeln!(o, "Created: {t}");
+    }
+    if let Some(t) = layout_time(i, "last_used_at") {
+        let _ = writeln!(o, "Last Used: {t}");
+    }
+    let _ = writeln!(o, "Status: {}", s(i, "status"));
     let t = match s(i, "type") {
         t if t.is_empty() => "container".to_string(),
         t => t,
@@ -811,16 +827,39 @@ fn instance_info(i: &Value) -> String {
     } else {
         let _ = writeln!(o, "Type: {t}");
     }
-    let _ = writeln!(o, "Architecture: {}", s(i, "architecture"));
+    let profiles: Vec<String> = i
+        .get("profiles")
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(|p| p.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default();
+    let _ = writeln!(o, "Profiles: {}", profiles.join(", "));
     let pid = i.pointer("/state/pid").and_then(Value::as_i64).unwrap_or(0);
     if pid != 0 {
-        let _ = writeln!(o, "PID: {pid}");
-    }
-    if let Some(t) = layout_time(i, "created_at") {
-        let _ = writeln!(o, "Created: {t}");
-    }
-    if let Some(t) = layout_time(i, "last_used_at") {
-        let _ = writeln!(o, "Last Used: {t}");
+        let _ = writeln!(o, "Pid: {pid}");
+        o.push_str("Ips:\n");
+        if let Some(n) = i.pointer("/state/network").and_then(Value::as_object) {
+            let mut names: Vec<&String> = n.keys().collect();
+            names.sort_by(|a, b| util::natural_cmp(a, b));
+            for name in names {
+                let host = s(&n[name], "host_name");
+                for a in n[name]
+                    .get("addresses")
+                    .and_then(Value::as_array)
+                    .map(Vec::as_slice)
+                    .unwrap_or(&[])
+                {
+                    let _ = write!(o, "  {name}:\t{}\t{}", s(a, "family"), s(a, "address"));
+                    if !host.is_empty() {
+                        let _ = write!(o, "\t{host}");
+                    }
+                    o.push('\n');
+                }
+            }
+        }
     }
     if pid != 0 {
         o.push_str(&resources(i.get("state").unwrap_or(&Value::Null)));

@@ -65,10 +65,41 @@ fn silo_cli_runs_containers() {
         "c1,RUNNING\n"
     );
     let info = ok(&d.silo(&["info", "c1"]));
+    // The seed's layout, in order.
+    let keys: Vec<&str> = info
+        .lines()
+        .filter(|l| !l.starts_with(' ') && l.contains(':'))
+        .map(|l| l.split(':').next().unwrap_or(""))
+        .collect();
+    let want = [
+        "Name",
+        "Location",
+        "Remote",
+        "Architecture",
+        "Created",
+        "Status",
+        "Type",
+        "Profiles",
+        "Pid",
+        "Ips",
+        "Resources",
+    ];
+    let pos: Vec<usize> = want
+        .iter()
+        .map(|k| {
+            keys.iter()
+                .position(|x| x == k)
+                .unwrap_or_else(|| panic!("no {k}: in\n{info}"))
+        })
+        .collect();
+    assert!(pos.windows(2).all(|w| w[0] < w[1]), "order {keys:?}");
     assert!(
-        info.contains("Name: c1")
-            && info.contains("Status: RUNNING")
-            && info.contains("Processes:"),
+        info.contains("Name: c1") && info.contains("Status: Running"),
+        "{info}"
+    );
+    assert!(info.contains("Profiles: default"), "{info}");
+    assert!(
+        info.contains("lo:\tinet\t127.0.0.1") && info.contains("Processes:"),
         "{info}"
     );
     // Files, recursively, modes kept.
