@@ -148,13 +148,7 @@ impl Streams {
     async fn connect(
         mut self,
         required: &[&str],
-    ) -> Result<
-        (
-            HashMap<String, WebSocket>,
-            Option<oneshot::Receiver<WebSocket>>,
-        ),
-        String,
-    > {
+    ) -> Result<(HashMap<String, WebSocket>, Option<ControlStream>), String> {
         let mut got = HashMap::new();
         let deadline = tokio::time::Instant::now() + CONNECT_TIMEOUT;
         for r in required {
@@ -172,8 +166,32 @@ impl Streams {
                 }
             }
         }
-        let control = self.waiting.remove("control");
+        // Control may connect later than the data streams: its secret stays registered until
+        // the operation ends (the guard), not just until the data streams are in.
+        let control = self.waiting.remove("control").map(|rx| {
+            let secret = self.secrets.remove("control").unwrap_or_default();
+            ControlStream {
+                rx,
+                _forget: Forget(self.sockets.clone(), secret),
+            }
+        });
         Ok((got, control))
+    }
+}
+
+/// The control stream's receiver, with its secret forgotten when this goes.
+#[derive(Debug)]
+struct ControlStream {
+    rx: oneshot::Receiver<WebSocket>,
+    _forget: Forget,
+}
+
+#[derive(Debug)]
+struct Forget(Sockets, String);
+
+impl Drop for Forget {
+    fn drop(&mut self) {
+        self.0.forget(std::slice::from_ref(&self.1));
     }
 }
 
@@ -432,10 +450,11 @@ pub async fn run(
                 }
                 None
             };
-            if let Some(rx) = control {
+            if let Some(c) = control {
                 let h = helpers.clone();
                 let id = started.id;
                 control_task = Some(tokio::spawn(async move {
+                    let ControlStream { rx, _forget } = c;
                     if let Ok(ws) = rx.await {
                         control_loop(ws, h, id, master).await;
                     }
@@ -563,7 +582,8 @@ pub async fn console(
     let control_closed = async move {
         match control {
             Some(c) => {
-                if let Ok(mut ws) = c.await {
+                let ControlStream { rx, _forget } = c;
+                if let Ok(mut ws) = rx.await {
                     while let Some(Ok(m)) = ws.next().await {
                         if matches!(m, Message::Close(_)) {
                             break;
