@@ -190,20 +190,28 @@ pub struct TestDaemon {
 }
 
 impl TestDaemon {
-    /// Starts silod as on a host with only cgroup2 mounted (see `pure_cgroup2`).
-    pub fn start_pure_cgroup2(name: &str) -> TestDaemon {
+    /// A fresh state dir (and, when given, a root policy file beside it); silod not started.
+    fn prepare(name: &str, policy: Option<&str>, args: &[&str], pure_cgroup2: bool) -> TestDaemon {
         require_root();
         ensure_silo_user();
         let dir = unique_dir(name);
         let _ = std::fs::remove_dir_all(&dir);
-        let mut d = TestDaemon {
+        if let Some(p) = policy {
+            std::fs::write(format!("{}.policy.toml", dir.display()), p).expect("policy");
+        }
+        TestDaemon {
             log: PathBuf::from(format!("{}.log", dir.display())),
             dir,
             child: None,
-            args: Vec::new(),
+            args: args.iter().map(|s| s.to_string()).collect(),
             keep_dir: false,
-            pure_cgroup2: true,
-        };
+            pure_cgroup2,
+        }
+    }
+
+    /// Starts silod as on a host with only cgroup2 mounted (see `pure_cgroup2`).
+    pub fn start_pure_cgroup2(name: &str) -> TestDaemon {
+        let mut d = Self::prepare(name, None, &[], true);
         d.spawn();
         d
     }
@@ -215,37 +223,14 @@ impl TestDaemon {
 
     /// Starts silod with a root policy file of the given text.
     pub fn start_with_policy(name: &str, policy: &str) -> TestDaemon {
-        require_root();
-        ensure_silo_user();
-        let dir = unique_dir(name);
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::write(format!("{}.policy.toml", dir.display()), policy).expect("policy");
-        let mut d = TestDaemon {
-            log: PathBuf::from(format!("{}.log", dir.display())),
-            dir,
-            child: None,
-            args: Vec::new(),
-            keep_dir: false,
-            pure_cgroup2: false,
-        };
+        let mut d = Self::prepare(name, Some(policy), &[], false);
         d.spawn();
         d
     }
 
     /// Starts silod with extra arguments.
     pub fn start_with(name: &str, args: &[&str]) -> TestDaemon {
-        require_root();
-        ensure_silo_user();
-        let dir = unique_dir(name);
-        let _ = std::fs::remove_dir_all(&dir);
-        let mut d = TestDaemon {
-            log: PathBuf::from(format!("{}.log", dir.display())),
-            dir,
-            child: None,
-            args: args.iter().map(|s| s.to_string()).collect(),
-            keep_dir: false,
-            pure_cgroup2: false,
-        };
+        let mut d = Self::prepare(name, None, args, false);
         d.spawn();
         d
     }

@@ -398,9 +398,12 @@ fn init_that_exits_at_once_is_stopped_with_its_reason() {
         wait_until(Duration::from_secs(10), || d.status("c1") == "Stopped"),
         "an init that exits must leave the instance Stopped"
     );
-    let (_, log) = d.api_raw("GET", "/1.0/instances/c1/console");
+    // The monitor drains the console into its log as it reaps init: a moment after the status.
     assert!(
-        String::from_utf8_lossy(&log).contains("init-bails-out"),
+        wait_until(Duration::from_secs(10), || {
+            let (_, log) = d.api_raw("GET", "/1.0/instances/c1/console");
+            String::from_utf8_lossy(&log).contains("init-bails-out")
+        }),
         "the console log keeps init's last words"
     );
     // The status turns Stopped as soon as init is gone; silod's watcher logs once the
