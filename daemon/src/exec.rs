@@ -543,6 +543,8 @@ pub async fn console(
     instance: String,
     streams: Streams,
 ) -> Result<Value, String> {
+    let name_c = silo_proto::InstanceName::new(instance.clone()).map_err(|e| e.to_string())?;
+    let helpers_c = helpers.clone();
     let (mut socks, control) = streams.connect(&["0"]).await?;
     let ticket = helpers
         .privileged
@@ -578,15 +580,41 @@ pub async fn console(
         let _ = tx.send(Message::Text(String::new().into())).await;
         let _ = tx.close().await;
     });
-    // The client detaches by closing either socket (`lxc console` closes control).
+    // The client detaches by closing either socket (`lxc console` closes control); it resizes
+    // the console with window-resize messages.
     let control_closed = async move {
         match control {
             Some(c) => {
                 let ControlStream { rx, _forget } = c;
                 if let Ok(mut ws) = rx.await {
                     while let Some(Ok(m)) = ws.next().await {
-                        if matches!(m, Message::Close(_)) {
-                            break;
+                        match m {
+                            Message::Close(_) => break,
+                            Message::Text(t) => {
+                                if let Ok(c) = serde_json::from_str::<Control>(&t) {
+                                    if c.command == "window-resize" {
+                                        let num = |k: &str| {
+                                            c.args
+                                                .get(k)
+                                                .and_then(|v| v.parse::<u16>().ok())
+                                                .unwrap_or(0)
+                                        };
+                                        let r = helpers_c
+                                            .privileged
+                                            .console_resize(
+                                                ctx(),
+                                                name_c.clone(),
+                                                num("width"),
+                                                num("height"),
+                                            )
+                                            .await;
+                                        if let Ok(Err(e)) = r {
+                                            tracing::info!(error = %e, "console resize refused");
+                                        }
+                                    }
+                                }
+                            }
+                            _ => {}
                         }
                     }
                 }

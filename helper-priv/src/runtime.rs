@@ -722,6 +722,60 @@ impl Runtime {
         self.send_fds(&[OwnedFd::from(s)])
     }
 
+    /// Resizes the console: the pty named in the monitor's record, checked to be a devpts
+    /// terminal owned by the instance's root before the ioctl.
+    pub fn console_resize(&self, name: &InstanceName, w: u16, h: u16) -> HelperResult<()> {
+        if !(1..=1000).contains(&w) || !(1..=1000).contains(&h) {
+            return Err(HelperError::invalid("size", format!("{w}x{h}")));
+        }
+        let (info, _, _) = self.entry(name)?;
+        let dir = self.rundirs.open_dir(&[name.as_str()])?;
+        let pts = read_at(&dir, "console.pts", 64)
+            .map(|b| String::from_utf8_lossy(&b).trim().to_string())
+            .unwrap_or_default();
+        let n = pts.strip_prefix("/dev/pts/").unwrap_or("");
+        if n.is_empty() || !n.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(HelperError::NotFound {
+                what: format!("console of instance {:?}", name.as_str()),
+            });
+        }
+        let fd = nix::fcntl::open(
+            pts.as_str(),
+            nix::fcntl::OFlag::O_RDWR
+                | nix::fcntl::OFlag::O_NOCTTY
+                | nix::fcntl::OFlag::O_NONBLOCK
+                | nix::fcntl::OFlag::O_NOFOLLOW
+                | nix::fcntl::OFlag::O_CLOEXEC,
+            nix::sys::stat::Mode::empty(),
+        )
+        .map_err(|e| HelperError::errno("open", &pts, e))?;
+        let st = nix::sys::stat::fstat(&fd).map_err(|e| HelperError::errno("fstat", &pts, e))?;
+        let owner = info.idmap_base.unwrap_or(0) as u32;
+        // devpts slaves have majors 136 to 143.
+        let major = libc::major(st.st_rdev);
+        if !(136..=143).contains(&major) || st.st_uid != owner {
+            return Err(HelperError::invalid(
+                "console",
+                format!("{pts} is not this instance's console"),
+            ));
+        }
+        let ws = libc::winsize {
+            ws_row: h,
+            ws_col: w,
+            ws_xpixel: 0,
+            ws_ypixel: 0,
+        };
+        // SAFETY: TIOCSWINSZ on a terminal fd we hold, with a pointer to a winsize.
+        if unsafe { libc::ioctl(fd.as_raw_fd(), libc::TIOCSWINSZ, &ws) } < 0 {
+            return Err(HelperError::io(
+                "TIOCSWINSZ",
+                &pts,
+                std::io::Error::last_os_error(),
+            ));
+        }
+        Ok(())
+    }
+
     /// The console log's tail.
     pub fn console_log(&self, name: &InstanceName, max: u64) -> HelperResult<Vec<u8>> {
         let dir = self

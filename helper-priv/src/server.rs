@@ -177,4 +177,14 @@ impl Priv for PrivServer {
     async fn forget(self, _: Context, instance: InstanceName) -> HelperResult<()> {
         self.0.rt.forget(&instance)
     }
+
+    async fn console_resize(
+        self,
+        _: Context,
+        instance: InstanceName,
+        width: u16,
+        height: u16,
+    ) -> HelperResult<()> {
+        self.0.rt.console_resize(&instance, width, height)
+    }
 }

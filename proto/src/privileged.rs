@@ -88,6 +88,8 @@ pub trait Priv {
     async fn exec_signal(id: u64, signal: i32) -> HelperResult<()>;
     /// Connects to the instance's console; the socket arrives on the fd side channel.
     async fn console(instance: InstanceName) -> HelperResult<crate::fdpass::FdTicket>;
+    /// Sets the console's terminal size (1 to 1000 columns and rows).
+    async fn console_resize(instance: InstanceName, width: u16, height: u16) -> HelperResult<()>;
     /// The tail of the console log (at most `max` bytes).
     async fn console_log(instance: InstanceName, max: u64) -> HelperResult<Vec<u8>>;
     /// Removes what silo-priv keeps for a deleted instance (its console log and records);

@@ -583,6 +583,44 @@ fn priv_refuses_hostile_starts_and_execs() {
             matches!(r, Err(HelperError::OutOfOrder(_))),
             "not running: {r:?}"
         );
+        // Console resizes: sizes checked, applied to the instance's console pty.
+        let n1 = InstanceName::new("c1").expect("n");
+        let r = c
+            .console_resize(ctx(), n1.clone(), 0, 24)
+            .await
+            .expect("rpc");
+        assert!(matches!(r, Err(HelperError::Invalid { .. })), "{r:?}");
+        let r = c
+            .console_resize(ctx(), InstanceName::new("c2").expect("n"), 80, 24)
+            .await
+            .expect("rpc");
+        assert!(r.is_err(), "not running: {r:?}");
+        c.console_resize(ctx(), n1.clone(), 100, 40)
+            .await
+            .expect("rpc")
+            .expect("resize");
+        let pts =
+            std::fs::read_to_string(d.state.join("runtime/c1/console.pts")).expect("pts record");
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(pts.trim())
+            .expect("pts");
+        let mut ws = libc::winsize {
+            ws_row: 0,
+            ws_col: 0,
+            ws_xpixel: 0,
+            ws_ypixel: 0,
+        };
+        // SAFETY: TIOCGWINSZ into a local winsize on a terminal fd we hold.
+        unsafe {
+            libc::ioctl(
+                std::os::fd::AsRawFd::as_raw_fd(&f),
+                libc::TIOCGWINSZ,
+                &mut ws,
+            )
+        };
+        assert_eq!((ws.ws_col, ws.ws_row), (100, 40));
         // The good one still stops cleanly.
         c.stop(ctx(), InstanceName::new("c1").expect("n"), true)
             .await

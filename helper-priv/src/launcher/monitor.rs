@@ -179,6 +179,8 @@ fn monitor(req: StartReq, rootfs: OwnedFd, rundir: OwnedFd, w: OwnedFd) -> ! {
         };
         let line = crate::runtime::record_line(&info, sys::start_time(pid).unwrap_or(0));
         let _ = sys::write_record(rundir.as_fd(), "init", &line);
+        // Where silo-priv resizes the console (TIOCSWINSZ on the pty's other end).
+        let _ = sys::write_record(rundir.as_fd(), "console.pts", &console.slave_path);
     }
     let _ = write!(result, "ok {pid}");
     drop(result);
