@@ -202,23 +202,14 @@ impl Drop for Streams {
     }
 }
 
-fn priv_fds(h: &Helpers) -> Result<silo_proto::fdpass::FdReceiver, String> {
-    h.handles
-        .iter()
-        .find(|x| x.kind == HelperKind::Priv)
-        .map(|x| x.fds.clone())
-        .ok_or_else(|| "silo-priv is not connected".to_string())
-}
-
-async fn take_fds(
-    h: &Helpers,
-    ticket: silo_proto::fdpass::FdTicket,
-) -> Result<Vec<OwnedFd>, String> {
-    let rx = priv_fds(h)?;
-    tokio::task::spawn_blocking(move || rx.take(ticket, Duration::from_secs(10)))
-        .await
-        .map_err(|e| e.to_string())?
-        .map_err(|e| e.to_string())
+/// Our ends of a non-interactive exec's stdio: stdin's write end, stdout's and stderr's read
+/// ends.
+fn stdio(fds: Vec<OwnedFd>) -> Result<(OwnedFd, OwnedFd, OwnedFd), String> {
+    let mut it = fds.into_iter();
+    match (it.next(), it.next(), it.next()) {
+        (Some(a), Some(b), Some(c)) => Ok((a, b, c)),
+        _ => Err("silo-priv sent too few fds".into()),
+    }
 }
 
 fn nonblocking(fd: &OwnedFd) {
@@ -417,7 +408,7 @@ pub async fn run(
         .await
         .map_err(|e| rpc_err("silo-priv")(e).to_string())?
         .map_err(|e| ApiError::from(e).to_string())?;
-    let mut fds = take_fds(&helpers, started.fds).await?;
+    let mut fds = helpers.take_fds(HelperKind::Priv, started.fds).await?;
     let mut pumps = Vec::new();
     let mut control_task = None;
     match connected {
@@ -433,11 +424,7 @@ pub async fn run(
                 });
                 Some(m)
             } else {
-                let mut it = fds.into_iter();
-                let (w0, r1, r2) = match (it.next(), it.next(), it.next()) {
-                    (Some(a), Some(b), Some(c)) => (a, b, c),
-                    _ => return Err("silo-priv sent too few fds".into()),
-                };
+                let (w0, r1, r2) = stdio(fds)?;
                 let stdin = Arc::new(Async::new(w0).map_err(|e| e.to_string())?);
                 let (_, rx0) = socks.remove("0").ok_or("stream 0 missing")?.split();
                 tokio::spawn(async move {
@@ -463,11 +450,7 @@ pub async fn run(
         }
         None => {
             // No websockets: stdin is empty; output is recorded or dropped.
-            let mut it = fds.into_iter();
-            let (w0, r1, r2) = match (it.next(), it.next(), it.next()) {
-                (Some(a), Some(b), Some(c)) => (a, b, c),
-                _ => return Err("silo-priv sent too few fds".into()),
-            };
+            let (w0, r1, r2) = stdio(fds)?;
             drop(w0);
             let mut outputs = serde_json::Map::new();
             for (name, fd) in [("1", r1), ("2", r2)] {
@@ -555,10 +538,7 @@ pub async fn console(
         .await
         .map_err(|e| rpc_err("silo-priv")(e).to_string())?
         .map_err(|e| ApiError::from(e).to_string())?;
-    let mut fds = take_fds(&helpers, ticket).await?;
-    if fds.is_empty() {
-        return Err("no console socket".into());
-    }
+    let mut fds = helpers.take_fds(HelperKind::Priv, ticket).await?;
     let sock = std::os::unix::net::UnixStream::from(fds.remove(0));
     sock.set_nonblocking(true).map_err(|e| e.to_string())?;
     let sock = tokio::net::UnixStream::from_std(sock).map_err(|e| e.to_string())?;

@@ -176,6 +176,31 @@ pub struct Helpers {
     pub handles: Vec<HelperHandle>,
 }
 
+impl Helpers {
+    /// Takes the fds `kind` sent under `ticket` on its side channel (waiting up to 10 s off
+    /// the runtime's threads, since the receiver blocks).
+    pub async fn take_fds(
+        &self,
+        kind: HelperKind,
+        ticket: silo_proto::fdpass::FdTicket,
+    ) -> Result<Vec<OwnedFd>, String> {
+        let rx = self
+            .handles
+            .iter()
+            .find(|h| h.kind == kind)
+            .map(|h| h.fds.clone())
+            .ok_or_else(|| format!("{} is not connected", kind.binary()))?;
+        let fds = tokio::task::spawn_blocking(move || rx.take(ticket, Duration::from_secs(10)))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())?;
+        if fds.is_empty() {
+            return Err(format!("{} sent no fd", kind.binary()));
+        }
+        Ok(fds)
+    }
+}
+
 /// A context with a deadline suited to helper work.
 pub fn ctx() -> tarpc::context::Context {
     let mut c = tarpc::context::current();

@@ -264,3 +264,28 @@ pub fn write_record(dir: BorrowedFd<'_>, name: &str, data: &str) -> io::Result<(
     .map_err(|e| io::Error::new(io::Error::from(e).kind(), format!("openat {name}: {e}")))?;
     std::fs::File::from(fd).write_all(data.as_bytes())
 }
+
+/// A new pty in the devpts of the caller's mount namespace: (master, slave, slave path),
+/// sized `cols`x`rows`. Both ends are close-on-exec and not the caller's controlling tty.
+pub fn open_pty(cols: u16, rows: u16) -> io::Result<(OwnedFd, OwnedFd, String)> {
+    use nix::fcntl::OFlag;
+    let e = |op: &'static str| {
+        move |x: nix::errno::Errno| io::Error::new(io::Error::from(x).kind(), format!("{op}: {x}"))
+    };
+    let flags = OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC;
+    let master = nix::pty::posix_openpt(flags).map_err(e("opening /dev/ptmx"))?;
+    nix::pty::grantpt(&master).map_err(e("grantpt"))?;
+    nix::pty::unlockpt(&master).map_err(e("unlockpt"))?;
+    let path = nix::pty::ptsname_r(&master).map_err(e("ptsname"))?;
+    let slave = nix::fcntl::open(path.as_str(), flags, nix::sys::stat::Mode::empty())
+        .map_err(e("opening the pty's terminal"))?;
+    let ws = libc::winsize {
+        ws_row: rows,
+        ws_col: cols,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCSWINSZ on a pty master we hold, with a pointer to a winsize.
+    unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCSWINSZ, &ws) };
+    Ok((master.into(), slave, path))
+}

@@ -119,26 +119,30 @@ impl FdSender {
     }
 }
 
-/// Receives one message: its ticket and the fds it carried.
-pub fn recv_one(sock: BorrowedFd<'_>) -> Result<(FdTicket, Vec<OwnedFd>), FdPassError> {
-    let mut buf = [0u8; 8];
+/// One received packet: its length, the fds it carried (close-on-exec, owned), and whether
+/// the kernel truncated data or control (a peer that does not speak the protocol).
+#[derive(Debug)]
+pub struct Packet {
+    /// Bytes of data.
+    pub len: usize,
+    /// Fds that came with it.
+    pub fds: Vec<OwnedFd>,
+    /// MSG_TRUNC or MSG_CTRUNC was set.
+    pub truncated: bool,
+}
+
+/// recvmsg of one packet into `buf`, taking ownership of up to [`MAX_FDS`] fds.
+pub fn recv_packet(sock: BorrowedFd<'_>, buf: &mut [u8]) -> Result<Packet, nix::errno::Errno> {
     let mut cbuf = nix::cmsg_space!([RawFd; MAX_FDS]);
-    let mut iov = [IoSliceMut::new(&mut buf)];
+    let mut iov = [IoSliceMut::new(buf)];
     let msg = recvmsg::<()>(
         sock.as_raw_fd(),
         &mut iov,
         Some(&mut cbuf),
         MsgFlags::MSG_CMSG_CLOEXEC,
-    )
-    .map_err(|source| FdPassError::Sys {
-        op: "recvmsg",
-        source,
-    })?;
+    )?;
     let mut fds = Vec::new();
-    for c in msg.cmsgs().map_err(|source| FdPassError::Sys {
-        op: "cmsgs",
-        source,
-    })? {
+    for c in msg.cmsgs()? {
         if let ControlMessageOwned::ScmRights(raw) = c {
             for fd in raw {
                 // SAFETY: the kernel just installed this fd in our table for this message and
@@ -147,18 +151,32 @@ pub fn recv_one(sock: BorrowedFd<'_>) -> Result<(FdTicket, Vec<OwnedFd>), FdPass
             }
         }
     }
-    let bytes = msg.bytes;
-    let truncated = msg.flags.contains(MsgFlags::MSG_CTRUNC);
-    if bytes == 0 && fds.is_empty() {
+    Ok(Packet {
+        len: msg.bytes,
+        fds,
+        truncated: msg
+            .flags
+            .intersects(MsgFlags::MSG_CTRUNC | MsgFlags::MSG_TRUNC),
+    })
+}
+
+/// Receives one message: its ticket and the fds it carried.
+pub fn recv_one(sock: BorrowedFd<'_>) -> Result<(FdTicket, Vec<OwnedFd>), FdPassError> {
+    let mut buf = [0u8; 8];
+    let p = recv_packet(sock, &mut buf).map_err(|source| FdPassError::Sys {
+        op: "recvmsg",
+        source,
+    })?;
+    if p.len == 0 && p.fds.is_empty() {
         return Err(FdPassError::Closed);
     }
-    if truncated {
-        return Err(FdPassError::Malformed("control data truncated".into()));
+    if p.truncated {
+        return Err(FdPassError::Malformed("message truncated".into()));
     }
-    if bytes != 8 {
-        return Err(FdPassError::Malformed(format!("{bytes}-byte message")));
+    if p.len != 8 {
+        return Err(FdPassError::Malformed(format!("{}-byte message", p.len)));
     }
-    Ok((FdTicket(u64::from_le_bytes(buf)), fds))
+    Ok((FdTicket(u64::from_le_bytes(buf)), p.fds))
 }
 
 /// Fds received and not yet taken, by ticket, with a condvar for takers.

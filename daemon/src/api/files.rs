@@ -42,19 +42,11 @@ async fn take_store_fd(
     d: &Daemon,
     t: silo_proto::fdpass::FdTicket,
 ) -> Result<std::os::fd::OwnedFd, ApiError> {
-    let rx = d
-        .helpers
-        .handles
-        .iter()
-        .find(|h| h.kind == HelperKind::Store)
-        .map(|h| h.fds.clone())
-        .ok_or_else(|| ApiError::Internal("silo-store is not connected".into()))?;
-    let mut fds =
-        tokio::task::spawn_blocking(move || rx.take(t, std::time::Duration::from_secs(10)))
-            .await
-            .map_err(|e| ApiError::Internal(e.to_string()))?
-            .map_err(|e| ApiError::Internal(e.to_string()))?;
-    fds.pop()
+    d.helpers
+        .take_fds(HelperKind::Store, t)
+        .await
+        .map_err(ApiError::Internal)?
+        .pop()
         .ok_or_else(|| ApiError::Internal("silo-store sent no fd".into()))
 }
 

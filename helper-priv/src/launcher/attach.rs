@@ -140,34 +140,18 @@ fn command_inner(
     super::drop_container_caps().map_err(|e| (1, format!("silo exec: {e}\n")))?;
     nix::unistd::setsid().map_err(fail("setsid"))?;
     if spec.interactive {
-        let master = nix::pty::posix_openpt(
-            nix::fcntl::OFlag::O_RDWR | nix::fcntl::OFlag::O_NOCTTY | nix::fcntl::OFlag::O_CLOEXEC,
-        )
-        .map_err(fail("opening /dev/ptmx in the instance"))?;
-        nix::pty::grantpt(&master).map_err(fail("grantpt"))?;
-        nix::pty::unlockpt(&master).map_err(fail("unlockpt"))?;
-        let name = nix::pty::ptsname_r(&master).map_err(fail("ptsname"))?;
-        let slave = nix::fcntl::open(
-            name.as_str(),
-            nix::fcntl::OFlag::O_RDWR,
-            nix::sys::stat::Mode::empty(),
-        )
-        .map_err(fail("opening the terminal"))?;
-        let ws = libc::winsize {
-            ws_row: if spec.height == 0 { 24 } else { spec.height },
-            ws_col: if spec.width == 0 { 80 } else { spec.width },
-            ws_xpixel: 0,
-            ws_ypixel: 0,
-        };
+        let cols = if spec.width == 0 { 80 } else { spec.width };
+        let rows = if spec.height == 0 { 24 } else { spec.height };
+        // Inside the instance's mount namespace: the pty is in its own devpts.
+        let (m, slave, _) =
+            sys::open_pty(cols, rows).map_err(|e| (1, format!("silo exec: {e}\n")))?;
         // SAFETY: terminal ioctls on fds we own; dup2 onto the standard fds.
         unsafe {
-            libc::ioctl(master.as_raw_fd(), libc::TIOCSWINSZ, &ws);
             libc::ioctl(slave.as_raw_fd(), libc::TIOCSCTTY, 0);
             for fd in 0..3 {
                 libc::dup2(slave.as_raw_fd(), fd);
             }
         }
-        let m: OwnedFd = master.into();
         wire::send(sock.as_fd(), &(), &[m.as_fd()])
             .map_err(|e| (1, format!("silo exec: handing over the terminal: {e}\n")))?;
     } else {

@@ -198,19 +198,7 @@ struct Console {
 
 impl Console {
     fn open(owner: Option<u64>) -> Result<Console, String> {
-        let master = nix::pty::posix_openpt(
-            nix::fcntl::OFlag::O_RDWR | nix::fcntl::OFlag::O_NOCTTY | nix::fcntl::OFlag::O_CLOEXEC,
-        )
-        .map_err(|e| format!("posix_openpt: {e}"))?;
-        nix::pty::grantpt(&master).map_err(|e| format!("grantpt: {e}"))?;
-        nix::pty::unlockpt(&master).map_err(|e| format!("unlockpt: {e}"))?;
-        let slave_path = nix::pty::ptsname_r(&master).map_err(|e| format!("ptsname: {e}"))?;
-        let slave = nix::fcntl::open(
-            slave_path.as_str(),
-            nix::fcntl::OFlag::O_RDWR | nix::fcntl::OFlag::O_NOCTTY | nix::fcntl::OFlag::O_CLOEXEC,
-            nix::sys::stat::Mode::empty(),
-        )
-        .map_err(|e| format!("open {slave_path}: {e}"))?;
+        let (master, slave, slave_path) = sys::open_pty(80, 25).map_err(|e| e.to_string())?;
         if let Some(base) = owner {
             // Container root owns its console, group tty (5) as in the container.
             nix::unistd::fchown(
@@ -220,16 +208,8 @@ impl Console {
             )
             .map_err(|e| format!("chown console: {e}"))?;
         }
-        let ws = libc::winsize {
-            ws_row: 25,
-            ws_col: 80,
-            ws_xpixel: 0,
-            ws_ypixel: 0,
-        };
-        // SAFETY: TIOCSWINSZ with a pointer to a winsize.
-        unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCSWINSZ, &ws) };
         Ok(Console {
-            master: master.into(),
+            master,
             _slave: slave,
             slave_path,
         })

@@ -1,19 +1,17 @@
 //! Messages with fds on SEQPACKET sockets between silo-priv, its launcher and the processes
 //! the launcher forks: one bincode value per packet, fds beside it with SCM_RIGHTS.
 
-use std::io::{self, IoSlice, IoSliceMut};
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::io::{self, IoSlice};
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
 
 use nix::sys::socket::{
-    recvmsg, sendmsg, socketpair, AddressFamily, ControlMessage, ControlMessageOwned, MsgFlags,
-    SockFlag, SockType,
+    sendmsg, socketpair, AddressFamily, ControlMessage, MsgFlags, SockFlag, SockType,
 };
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 /// Largest packet: an exec's command and environment fit with room to spare.
 pub const MAX_PACKET: usize = 192 * 1024;
-const MAX_FDS: usize = 8;
 
 fn errno(op: &str, e: nix::errno::Errno) -> io::Error {
     io::Error::new(io::Error::from(e).kind(), format!("{op}: {e}"))
@@ -68,41 +66,18 @@ pub fn send<T: Serialize>(sock: BorrowedFd<'_>, v: &T, fds: &[BorrowedFd<'_>]) -
 /// Receives one packet: `Ok(None)` when the peer closed.
 pub fn recv_raw(sock: BorrowedFd<'_>) -> io::Result<Option<(Vec<u8>, Vec<OwnedFd>)>> {
     let mut buf = vec![0u8; MAX_PACKET];
-    let mut cbuf = nix::cmsg_space!([RawFd; MAX_FDS]);
-    let mut iov = [IoSliceMut::new(&mut buf)];
-    let msg = recvmsg::<()>(
-        sock.as_raw_fd(),
-        &mut iov,
-        Some(&mut cbuf),
-        MsgFlags::MSG_CMSG_CLOEXEC,
-    )
-    .map_err(|e| errno("recvmsg", e))?;
-    let mut fds = Vec::new();
-    if let Ok(cmsgs) = msg.cmsgs() {
-        for c in cmsgs {
-            if let ControlMessageOwned::ScmRights(raw) = c {
-                for fd in raw {
-                    // SAFETY: the kernel installed this fd for this message; we own it now.
-                    fds.push(unsafe { OwnedFd::from_raw_fd(fd) });
-                }
-            }
-        }
-    }
-    let n = msg.bytes;
-    let bad = msg
-        .flags
-        .intersects(MsgFlags::MSG_CTRUNC | MsgFlags::MSG_TRUNC);
-    if n == 0 && fds.is_empty() {
+    let p = silo_proto::fdpass::recv_packet(sock, &mut buf).map_err(|e| errno("recvmsg", e))?;
+    if p.len == 0 && p.fds.is_empty() {
         return Ok(None);
     }
-    if bad {
+    if p.truncated {
         return Err(io::Error::new(
             io::ErrorKind::InvalidData,
             "truncated message",
         ));
     }
-    buf.truncate(n);
-    Ok(Some((buf, fds)))
+    buf.truncate(p.len);
+    Ok(Some((buf, p.fds)))
 }
 
 /// Decodes a packet.
