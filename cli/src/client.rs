@@ -47,6 +47,11 @@ pub fn socket_path() -> PathBuf {
     PathBuf::from("/var/lib/silo/unix.socket")
 }
 
+/// The `If-Match` header for an ETag from an earlier GET (none without one).
+pub fn if_match(etag: Option<String>) -> Vec<(&'static str, String)> {
+    etag.into_iter().map(|e| ("if-match", e)).collect()
+}
+
 /// A connection-per-request client for one daemon.
 #[derive(Debug, Clone)]
 pub struct Client {

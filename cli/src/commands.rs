@@ -65,6 +65,7 @@ pub async fn run(cli: Cli) -> Result<(), CmdError> {
         Command::Config(c) => crate::config::run(&client, c).await,
         Command::Image(c) => crate::images::run(&client, c).await,
         Command::Profile(c) => crate::profiles::run(&client, c).await,
+        Command::Network(c) => crate::networks::run(&client, c).await,
         Command::Storage(c) => crate::storage::run(&client, c).await,
         Command::Version => {
             out(&format!("Client version: {}\n", env!("CARGO_PKG_VERSION")))?;

@@ -4,7 +4,7 @@
 use clap::Subcommand;
 use serde_json::{json, Map, Value};
 
-use crate::client::Client;
+use crate::client::{if_match, Client};
 use crate::commands::CmdError;
 use crate::util::{self, enc, fail, out, outln};
 
@@ -175,7 +175,7 @@ pub async fn put_instance(
     body: &Value,
     etag: Option<String>,
 ) -> Result<(), CmdError> {
-    let headers: Vec<(&str, String)> = etag.into_iter().map(|e| ("if-match", e)).collect();
+    let headers = if_match(etag);
     client
         .operate("PUT", &instance_path(name), Some(body), &headers)
         .await?;
@@ -330,7 +330,7 @@ async fn edit_server(client: &Client) -> Result<(), CmdError> {
                 util::stringify_map(c);
             }
             let body = json!({"config": v.get("config").cloned().unwrap_or(json!({}))});
-            let headers: Vec<(&str, String)> = etag.into_iter().map(|e| ("if-match", e)).collect();
+            let headers = if_match(etag);
             client.operate("PUT", "/1.0", Some(&body), &headers).await?;
             Ok(())
         }
@@ -338,23 +338,29 @@ async fn edit_server(client: &Client) -> Result<(), CmdError> {
     .await
 }
 
-/// Adds a device `name` of type `kind` with `props` to a devices map.
+/// Adds a device `name` of type `kind` with `props` (`KEY=VALUE`) to a devices map.
 pub fn add_device(
     devices: &mut Map<String, Value>,
     name: &str,
     kind: &str,
     props: &[String],
 ) -> Result<(), CmdError> {
+    let mut d = Map::new();
+    d.insert("type".to_string(), Value::String(kind.to_string()));
+    d.extend(util::kv_map(props)?);
+    insert_device(devices, name, d)
+}
+
+/// Adds the device `name` to a devices map, unless one of that name is there already.
+pub fn insert_device(
+    devices: &mut Map<String, Value>,
+    name: &str,
+    device: Map<String, Value>,
+) -> Result<(), CmdError> {
     if devices.contains_key(name) {
         return fail("The device already exists");
     }
-    let mut d = Map::new();
-    d.insert("type".to_string(), Value::String(kind.to_string()));
-    for p in props {
-        let (k, v) = util::kv(p)?;
-        d.insert(k, Value::String(v));
-    }
-    devices.insert(name.to_string(), Value::Object(d));
+    devices.insert(name.to_string(), Value::Object(device));
     Ok(())
 }
 

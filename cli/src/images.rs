@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
 
-use crate::client::{Client, ClientError};
+use crate::client::{if_match, Client, ClientError};
 use crate::commands::CmdError;
 use crate::format::{self, Format};
 use crate::util::{self, enc, fail, out, outln, s};
@@ -636,7 +636,7 @@ async fn edit(client: &Client, name: &str) -> Result<(), CmdError> {
             if let Some(p) = v.get_mut("properties") {
                 util::stringify_map(p);
             }
-            let headers: Vec<(&str, String)> = etag.into_iter().map(|e| ("if-match", e)).collect();
+            let headers = if_match(etag);
             client.operate("PUT", &path, Some(&v), &headers).await?;
             Ok(())
         }

@@ -8,6 +8,7 @@ pub mod files;
 pub mod format;
 pub mod images;
 pub mod instances;
+pub mod networks;
 pub mod profiles;
 pub mod storage;
 pub mod util;
@@ -74,6 +75,9 @@ pub enum Command {
     /// Manage profiles.
     #[command(subcommand)]
     Profile(profiles::ProfileCmd),
+    /// Manage and attach instances to networks.
+    #[command(subcommand)]
+    Network(networks::NetworkCmd),
     /// Manage storage pools and volumes.
     #[command(subcommand)]
     Storage(storage::StorageCmd),

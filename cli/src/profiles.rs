@@ -3,7 +3,7 @@
 use clap::Subcommand;
 use serde_json::{json, Value};
 
-use crate::client::Client;
+use crate::client::{if_match, Client};
 use crate::commands::CmdError;
 use crate::config::{add_device, device_names, get_instance, obj_mut, put_instance, writable};
 use crate::format::{self, Format};
@@ -160,7 +160,8 @@ const PROFILE_EDIT_HELP: &str = "\
 ###
 ### Note that the name is shown but cannot be changed";
 
-fn path(name: &str) -> String {
+/// A profile's API path.
+pub fn path(name: &str) -> String {
     format!("/1.0/profiles/{}", enc(name))
 }
 
@@ -172,13 +173,14 @@ fn profile_writable(p: &Value) -> Value {
     })
 }
 
-async fn put_profile(
+/// PUTs a profile's writable fields with If-Match.
+pub async fn put_profile(
     client: &Client,
     name: &str,
     p: &Value,
     etag: Option<String>,
 ) -> Result<(), CmdError> {
-    let headers: Vec<(&str, String)> = etag.into_iter().map(|e| ("if-match", e)).collect();
+    let headers = if_match(etag);
     client
         .operate("PUT", &path(name), Some(&profile_writable(p)), &headers)
         .await?;
@@ -217,11 +219,7 @@ pub async fn run(client: &Client, cmd: ProfileCmd) -> Result<(), CmdError> {
                     vec![
                         s(p, "name"),
                         s(p, "description"),
-                        p.get("used_by")
-                            .and_then(Value::as_array)
-                            .map(|a| a.len())
-                            .unwrap_or(0)
-                            .to_string(),
+                        util::used_by(p).len().to_string(),
                     ]
                 })
                 .collect();
@@ -293,10 +291,7 @@ pub async fn run(client: &Client, cmd: ProfileCmd) -> Result<(), CmdError> {
             outln(&util::vs(p.get("config").and_then(|c| c.get(&key))))
         }
         ProfileCmd::Set { profile, args } => {
-            let pairs: Vec<(String, String)> = match args.as_slice() {
-                [k, v] if !k.contains('=') => vec![(k.clone(), v.clone())],
-                _ => args.iter().map(|a| util::kv(a)).collect::<Result<_, _>>()?,
-            };
+            let pairs = util::set_pairs(&args)?;
             let (mut p, etag) = client.get_etag(&path(&profile)).await?;
             let cfg = obj_mut(&mut p, "config")?;
             for (k, v) in pairs {

@@ -3,13 +3,13 @@
 use std::collections::BTreeMap;
 
 use clap::Subcommand;
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 
-use crate::client::Client;
+use crate::client::{if_match, Client};
 use crate::commands::CmdError;
 use crate::config::obj_mut;
 use crate::format::{self, Format};
-use crate::util::{self, enc, fail, out, outln, s};
+use crate::util::{self, enc, fail, out, outln, s, used_by};
 
 /// `silo storage ...`.
 #[derive(Debug, Subcommand)]
@@ -132,13 +132,6 @@ fn pool_path(name: &str) -> String {
     format!("/1.0/storage-pools/{}", enc(name))
 }
 
-fn used_by(v: &Value) -> Vec<String> {
-    v.get("used_by")
-        .and_then(Value::as_array)
-        .map(|a| a.iter().map(|u| util::vs(Some(u))).collect())
-        .unwrap_or_default()
-}
-
 /// lxc's `parseVolume`: "image/abc" → ("abc", "image"); a name without a known type prefix
 /// is a custom volume.
 fn parse_volume(arg: &str) -> (String, String) {
@@ -199,7 +192,7 @@ async fn put_pool(
         "config": pool.get("config").cloned().unwrap_or(json!({})),
         "description": pool.get("description").cloned().unwrap_or(json!("")),
     });
-    let headers: Vec<(&str, String)> = etag.into_iter().map(|e| ("if-match", e)).collect();
+    let headers = if_match(etag);
     client
         .operate("PUT", &pool_path(name), Some(&body), &headers)
         .await?;
@@ -215,11 +208,7 @@ pub async fn run(client: &Client, cmd: StorageCmd) -> Result<(), CmdError> {
             config,
             description,
         } => {
-            let mut cfg = Map::new();
-            for c in &config {
-                let (k, v) = util::kv(c)?;
-                cfg.insert(k, Value::String(v));
-            }
+            let cfg = util::kv_map(&config)?;
             client
                 .query(
                     "POST",
@@ -330,10 +319,7 @@ pub async fn run(client: &Client, cmd: StorageCmd) -> Result<(), CmdError> {
             outln(&util::vs(p.get("config").and_then(|c| c.get(&key))))
         }
         StorageCmd::Set { pool, args } => {
-            let pairs: Vec<(String, String)> = match args.as_slice() {
-                [k, v] if !k.contains('=') => vec![(k.clone(), v.clone())],
-                _ => args.iter().map(|a| util::kv(a)).collect::<Result<_, _>>()?,
-            };
+            let pairs = util::set_pairs(&args)?;
             let (mut p, etag) = client.get_etag(&pool_path(&pool)).await?;
             let cfg = obj_mut(&mut p, "config")?;
             for (k, v) in pairs {
@@ -387,11 +373,7 @@ async fn volume(client: &Client, cmd: VolumeCmd) -> Result<(), CmdError> {
             config,
             description,
         } => {
-            let mut cfg = Map::new();
-            for c in &config {
-                let (k, v) = util::kv(c)?;
-                cfg.insert(k, Value::String(v));
-            }
+            let cfg = util::kv_map(&config)?;
             client
                 .query(
                     "POST",

@@ -4,7 +4,7 @@
 use std::cmp::Ordering;
 use std::io::{IsTerminal, Read, Write};
 
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 use crate::commands::CmdError;
 
@@ -112,6 +112,39 @@ pub fn kv(arg: &str) -> Result<(String, String), CmdError> {
         Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_string(), v.to_string())),
         _ => fail(format!("Bad key=value pair: {arg}")),
     }
+}
+
+/// `KEY=VALUE...` arguments as a configuration map.
+pub fn kv_map(args: &[String]) -> Result<Map<String, Value>, CmdError> {
+    args.iter()
+        .map(|a| kv(a).map(|(k, v)| (k, Value::String(v))))
+        .collect()
+}
+
+/// The arguments of a `set` as lxc's `getConfig` reads them: `KEY VALUE`, or
+/// `KEY=VALUE...`. A value of `-` is read from stdin when stdin is not a terminal.
+pub fn set_pairs(args: &[String]) -> Result<Vec<(String, String)>, CmdError> {
+    let mut pairs: Vec<(String, String)> = match args {
+        [k, v] if !k.contains('=') => vec![(k.clone(), v.clone())],
+        _ => args.iter().map(|a| kv(a)).collect::<Result<_, _>>()?,
+    };
+    for (_, v) in &mut pairs {
+        if v == "-" && !std::io::stdin().is_terminal() {
+            v.clear();
+            std::io::stdin()
+                .read_to_string(v)
+                .map_err(|e| CmdError::Fail(format!("Can't read from stdin: {e}")))?;
+        }
+    }
+    Ok(pairs)
+}
+
+/// The `used_by` URLs of an object (profile, pool, volume, network).
+pub fn used_by(v: &Value) -> Vec<String> {
+    v.get("used_by")
+        .and_then(Value::as_array)
+        .map(|a| a.iter().map(|u| vs(Some(u))).collect())
+        .unwrap_or_default()
 }
 
 /// LXD's `GetByteSizeStringIEC(n, 2)`: 1024-based, "19.36GiB".
@@ -378,6 +411,37 @@ mod tests {
         ];
         sort_rows(&mut r);
         assert_eq!(r, vec![vec!["b"], vec!["c2"], vec!["c10"]]);
+    }
+
+    #[test]
+    fn set_arguments() {
+        let a = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            set_pairs(&a(&["ipv4.nat", "true"])).expect("pairs"),
+            vec![("ipv4.nat".to_string(), "true".to_string())]
+        );
+        assert_eq!(
+            set_pairs(&a(&["a=1", "b=x=y"])).expect("pairs"),
+            vec![
+                ("a".to_string(), "1".to_string()),
+                ("b".to_string(), "x=y".to_string())
+            ]
+        );
+        assert!(set_pairs(&a(&["a=1", "b"])).is_err());
+        let m = kv_map(&a(&["ipv4.address=10.0.0.1/24", "ipv6.address=none"])).expect("map");
+        assert_eq!(m["ipv4.address"], "10.0.0.1/24");
+        assert_eq!(m["ipv6.address"], "none");
+        assert!(kv_map(&a(&["novalue"])).is_err());
+    }
+
+    #[test]
+    fn used_by_urls() {
+        let v = serde_json::json!({"used_by": ["/1.0/instances/c1", "/1.0/profiles/default"]});
+        assert_eq!(
+            used_by(&v),
+            vec!["/1.0/instances/c1", "/1.0/profiles/default"]
+        );
+        assert!(used_by(&serde_json::json!({"used_by": null})).is_empty());
     }
 
     #[test]
