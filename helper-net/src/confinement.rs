@@ -5,7 +5,7 @@ use caps::Capability;
 use silo_proto::jail::landlock_rules::FsRules;
 use silo_proto::jail::{existing, Jail, LandlockSpec, SeccompMode};
 
-static SECCOMP: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/seccomp.bpf"));
+pub(crate) static SECCOMP: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/seccomp.bpf"));
 static SECCOMP_LOG: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/seccomp_log.bpf"));
 
 /// Capabilities silo-net keeps.
