@@ -5,6 +5,8 @@
 
 mod bridges;
 mod confinement;
+#[cfg_attr(not(test), allow(dead_code))]
+mod proxy;
 
 use silo_proto::jail::boot;
 use silo_proto::net::Net;
