@@ -5,9 +5,10 @@
 
 mod bridges;
 mod confinement;
-// Its caller (the networking RPCs) arrives with the rest of the networking work.
 #[cfg_attr(not(test), allow(dead_code))]
 mod nft;
+#[cfg_attr(not(test), allow(dead_code))]
+mod proxy;
 
 use silo_proto::jail::boot;
 use silo_proto::net::Net;

@@ -14,6 +14,7 @@ pub mod names;
 pub mod net;
 pub mod privileged;
 pub mod procinfo;
+pub mod proxy;
 pub mod store;
 pub mod transport;
 pub mod types;
