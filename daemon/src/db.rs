@@ -75,6 +75,13 @@ const MIGRATIONS: &[&str] = &[
         profiles TEXT NOT NULL DEFAULT '[]',
         pool TEXT NOT NULL REFERENCES storage_pools(name)
      );",
+    // 3: networks.
+    "CREATE TABLE networks (
+        name TEXT PRIMARY KEY NOT NULL,
+        type TEXT NOT NULL DEFAULT 'bridge',
+        description TEXT NOT NULL DEFAULT '',
+        config TEXT NOT NULL DEFAULT '{}'
+     );",
 ];
 
 /// Database errors.

@@ -122,7 +122,8 @@ pub fn restore(db: &Db, i: &Instance) -> Result<(), ApiError> {
     write(db, i, false)
 }
 
-/// Sets config keys (volatile ones included) and optionally last_used_at on a record.
+/// Sets config keys (volatile ones included; an empty value removes the key) and optionally
+/// last_used_at on a record.
 pub fn set_keys(
     db: &Db,
     name: &str,
@@ -131,7 +132,11 @@ pub fn set_keys(
 ) -> Result<(), ApiError> {
     let mut i = get(db, name)?;
     for (k, v) in keys {
-        i.config.insert((*k).to_string(), (*v).to_string());
+        if v.is_empty() {
+            i.config.remove(*k);
+        } else {
+            i.config.insert((*k).to_string(), (*v).to_string());
+        }
     }
     if let Some(t) = last_used {
         i.last_used_at = t.to_string();
@@ -304,15 +309,9 @@ pub fn validate_devices(db: &Db, devices: &BTreeMap<String, Device>) -> Result<(
                     }
                 }
             }
-            "nic" => {
-                if d.get("network").is_none() && d.get("parent").is_none() {
-                    return Err(bad("a nic needs a network or a parent".into()));
-                }
-            }
+            "nic" => crate::networks::validate_nic(db, d).map_err(bad)?,
             "proxy" => {
-                if d.get("listen").is_none() || d.get("connect").is_none() {
-                    return Err(bad("a proxy needs listen and connect".into()));
-                }
+                crate::networks::proxy_spec(d).map_err(bad)?;
             }
             "none" => {}
             "" => return Err(bad("missing type".into())),
@@ -887,6 +886,18 @@ pub async fn delete(c: &Ctx, name: &str) -> Result<(), ApiError> {
         x.execute("DELETE FROM instances WHERE name = ?1", params![name])
             .map(|_| ())
     })?;
+    if let Ok((_, devs)) =
+        load_profiles(&c.db, &i.profiles).map(|p| expand(&p, &i.config, &i.devices))
+    {
+        for (dn, d) in devs
+            .iter()
+            .filter(|(_, d)| d.get("type").map(String::as_str) == Some("nic"))
+        {
+            if let Ok(plan) = crate::networks::plan_nic(&c.db, dn, d, &i.config) {
+                crate::networks::forget_nic(&c.helpers, &plan).await;
+            }
+        }
+    }
     if let Ok(n) = silo_proto::InstanceName::new(name.to_string()) {
         // The console log and exec outputs go with the instance.
         let _ = c.helpers.privileged.forget(ctx(), n).await;

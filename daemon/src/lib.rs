@@ -9,6 +9,7 @@ pub mod filter;
 pub mod helpers;
 pub mod images;
 pub mod instances;
+pub mod networks;
 pub mod operations;
 pub mod profiles;
 pub mod runtime;

@@ -90,7 +90,7 @@ pub fn create(db: &Db, p: &Profile) -> Result<(), ApiError> {
     write(db, p)
 }
 
-fn write(db: &Db, p: &Profile) -> Result<(), ApiError> {
+pub fn write(db: &Db, p: &Profile) -> Result<(), ApiError> {
     db.with(|c| {
         c.execute(
             "INSERT INTO profiles (name, description, config, devices) VALUES (?1, ?2, ?3, ?4)
@@ -218,9 +218,9 @@ pub fn to_api(db: &Db, p: &Profile) -> Result<Value, ApiError> {
 }
 
 /// Makes the default profile (root disk on `pool`) if it is missing.
-pub fn ensure_default(db: &Db, pool: &str) -> Result<(), ApiError> {
+pub fn ensure_default(db: &Db, pool: &str) -> Result<bool, ApiError> {
     if list(db)?.iter().any(|p| p.name == "default") {
-        return Ok(());
+        return Ok(false);
     }
     let mut devices = BTreeMap::new();
     let mut root = Device::new();
@@ -236,5 +236,6 @@ pub fn ensure_default(db: &Db, pool: &str) -> Result<(), ApiError> {
             config: BTreeMap::new(),
             devices,
         },
-    )
+    )?;
+    Ok(true)
 }

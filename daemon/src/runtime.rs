@@ -15,6 +15,7 @@ use silo_proto::{InstanceName, PoolName};
 use crate::api::response::ApiError;
 use crate::helpers::{ctx, rpc_err};
 use crate::instances::{self, Ctx, Instance};
+use crate::networks;
 
 /// Instances being stopped or restarted on request (the watcher leaves them alone).
 #[derive(Debug, Default, Clone)]
@@ -134,8 +135,116 @@ pub fn limits_of(config: &BTreeMap<String, String>) -> Result<Limits, ApiError> 
 }
 
 fn expanded(c: &Ctx, i: &Instance) -> Result<BTreeMap<String, String>, ApiError> {
+    Ok(expanded_all(c, i)?.0)
+}
+
+type Devices = BTreeMap<String, crate::profiles::Device>;
+
+fn expanded_all(c: &Ctx, i: &Instance) -> Result<(BTreeMap<String, String>, Devices), ApiError> {
     let profiles = instances::load_profiles(&c.db, &i.profiles)?;
-    Ok(instances::expand(&profiles, &i.config, &i.devices).0)
+    Ok(instances::expand(&profiles, &i.config, &i.devices))
+}
+
+fn of_type<'a>(
+    devs: &'a Devices,
+    t: &'a str,
+) -> impl Iterator<Item = (&'a String, &'a crate::profiles::Device)> {
+    devs.iter()
+        .filter(move |(_, d)| d.get("type").map(String::as_str) == Some(t))
+}
+
+/// Gives an instance's nics their `volatile.<dev>.hwaddr` (once; they keep it) and returns
+/// the record as it now is.
+fn ensure_hwaddrs(c: &Ctx, name: &str) -> Result<Instance, ApiError> {
+    let i = instances::get(&c.db, name)?;
+    let (_, devs) = expanded_all(c, &i)?;
+    let missing = networks::missing_hwaddrs(&devs, &i.config);
+    if missing.is_empty() {
+        return Ok(i);
+    }
+    let kv: Vec<(&str, &str)> = missing
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    instances::set_keys(&c.db, name, &kv, None)?;
+    instances::get(&c.db, name)
+}
+
+/// The nics of an instance, planned.
+fn nic_plans(c: &Ctx, i: &Instance, devs: &Devices) -> Result<Vec<networks::NicPlan>, ApiError> {
+    of_type(devs, "nic")
+        .map(|(n, d)| networks::plan_nic(&c.db, n, d, &i.config))
+        .collect()
+}
+
+/// Plugs one nic into a running instance and records its host-side name.
+async fn plug_nic(c: &Ctx, n: &InstanceName, plan: &networks::NicPlan) -> Result<(), ApiError> {
+    if let Some(host) = networks::attach(&c.helpers, n, plan).await? {
+        instances::set_keys(
+            &c.db,
+            n.as_str(),
+            &[(
+                &format!("volatile.{}.host_name", plan.device),
+                host.as_str(),
+            )],
+            None,
+        )?;
+    }
+    Ok(())
+}
+
+/// Plugs every nic and starts every proxy of a just-started (held) instance.
+async fn plug_devices(
+    c: &Ctx,
+    n: &InstanceName,
+    i: &Instance,
+    devs: &Devices,
+) -> Result<(), ApiError> {
+    for plan in nic_plans(c, i, devs)? {
+        plug_nic(c, n, &plan).await?;
+    }
+    for (dn, d) in of_type(devs, "proxy") {
+        networks::start_proxy(&c.helpers, n, dn, d).await?;
+    }
+    Ok(())
+}
+
+/// Before an instance stops: physical nics go back to the host while its namespace still
+/// exists (a virtual one would otherwise vanish with it), and its forwarders stop.
+async fn unplug_before_stop(c: &Ctx, name: &str) {
+    let Ok(n) = iname(name) else { return };
+    networks::stop_proxy(&c.helpers, &n, None).await;
+    let Ok(i) = instances::get(&c.db, name) else {
+        return;
+    };
+    let Ok((_, devs)) = expanded_all(c, &i) else {
+        return;
+    };
+    for plan in nic_plans(c, &i, &devs).unwrap_or_default() {
+        if matches!(plan.spec.kind, silo_proto::net::NicKind::Physical { .. }) {
+            if let Err(e) = networks::detach(&c.helpers, &n, &plan).await {
+                tracing::warn!(instance = %name, nic = %plan.device, error = %e, "giving back a physical nic failed");
+            }
+        }
+    }
+}
+
+/// After an instance stopped: its forwarders go, and the host-side names are forgotten.
+async fn after_stop(c: &Ctx, name: &str) {
+    let Ok(n) = iname(name) else { return };
+    networks::stop_proxy(&c.helpers, &n, None).await;
+    if let Ok(i) = instances::get(&c.db, name) {
+        let keys: Vec<String> = i
+            .config
+            .keys()
+            .filter(|k| k.starts_with("volatile.") && k.ends_with(".host_name"))
+            .cloned()
+            .collect();
+        if !keys.is_empty() {
+            let kv: Vec<(&str, &str)> = keys.iter().map(|k| (k.as_str(), "")).collect();
+            let _ = instances::set_keys(&c.db, name, &kv, None);
+        }
+    }
 }
 
 fn is_true(v: Option<&String>) -> bool {
@@ -144,13 +253,21 @@ fn is_true(v: Option<&String>) -> bool {
 
 /// Starts a stopped instance.
 pub async fn start(c: &Ctx, name: &str) -> Result<RunningInfo, ApiError> {
-    let i = instances::get(&c.db, name)?;
+    instances::get(&c.db, name)?;
     if is_running(c, name).await? {
         return Err(ApiError::BadRequest(format!(
             "instance {name:?} is already running"
         )));
     }
-    let cfg = expanded(c, &i)?;
+    let i = ensure_hwaddrs(c, name)?;
+    let (cfg, devs) = expanded_all(c, &i)?;
+    // Checked before anything runs: a bad nic or proxy fails the start with nothing made.
+    let plans = nic_plans(c, &i, &devs)?;
+    for (dn, d) in of_type(&devs, "proxy") {
+        networks::proxy_spec(d)
+            .map_err(|e| ApiError::BadRequest(format!("proxy device {dn:?}: {e}")))?;
+    }
+    let hold = !plans.is_empty() || of_type(&devs, "proxy").next().is_some();
     let limits = limits_of(&cfg)?;
     let idmap_base = if is_true(cfg.get("security.privileged")) {
         None
@@ -170,6 +287,7 @@ pub async fn start(c: &Ctx, name: &str) -> Result<RunningInfo, ApiError> {
         pool: PoolName::new(i.pool.clone()).map_err(|e| ApiError::Internal(e.to_string()))?,
         idmap_base,
         limits,
+        hold,
     };
     let info = c
         .helpers
@@ -183,6 +301,32 @@ pub async fn start(c: &Ctx, name: &str) -> Result<RunningInfo, ApiError> {
             }
             e => e.into(),
         })?;
+    if hold {
+        let n = iname(name)?;
+        let plugged = async {
+            plug_devices(c, &n, &i, &devs).await?;
+            c.helpers
+                .privileged
+                .release(ctx(), n.clone())
+                .await
+                .map_err(rpc_err("silo-priv"))??;
+            Ok::<(), ApiError>(())
+        }
+        .await;
+        if let Err(e) = plugged {
+            // Nothing half-made: the held init goes, and with its namespace every veth and
+            // macvlan; forwarders and physical nics are taken back explicitly.
+            unplug_before_stop(c, name).await;
+            let _ = c.helpers.privileged.stop(ctx(), n.clone(), true).await;
+            let _ = c
+                .helpers
+                .privileged
+                .wait_stopped(ctx(), n.clone(), 10_000)
+                .await;
+            after_stop(c, name).await;
+            return Err(e);
+        }
+    }
     instances::set_keys(
         &c.db,
         name,
@@ -213,9 +357,11 @@ pub async fn stop(
         )));
     }
     c.stopping.set(name, true);
+    unplug_before_stop(c, name).await;
     let r = stop_inner(c, name, force, timeout).await;
     c.stopping.set(name, false);
     let exit = r?;
+    after_stop(c, name).await;
     instances::set_keys(
         &c.db,
         name,
@@ -272,6 +418,7 @@ pub async fn restart(
     timeout: Option<Duration>,
 ) -> Result<(), ApiError> {
     c.stopping.set(name, true);
+    unplug_before_stop(c, name).await;
     let r = async {
         stop_inner(c, name, force, timeout).await?;
         Ok::<(), ApiError>(())
@@ -279,6 +426,7 @@ pub async fn restart(
     .await;
     c.stopping.set(name, false);
     r?;
+    after_stop(c, name).await;
     start(c, name).await?;
     c.events.lifecycle(
         "instance-restarted",
@@ -310,6 +458,7 @@ pub fn watch(c: Ctx, name: String) {
             return;
         }
         tracing::info!(instance = %name, ?exit, "instance stopped by itself");
+        after_stop(&c, &name).await;
         let _ = instances::set_keys(
             &c.db,
             &name,
@@ -374,11 +523,13 @@ pub async fn on_daemon_start(c: &Ctx) {
     }
 }
 
-/// Applies changed limits to a running instance (config set on a running instance).
-pub async fn apply_live(c: &Ctx, name: &str) -> Result<(), ApiError> {
+/// Applies a changed record to a running instance (config set, device add/remove): limits,
+/// and nics and proxies hot-plugged or unplugged.
+pub async fn apply_live(c: &Ctx, name: &str, before: &Instance) -> Result<(), ApiError> {
     if !is_running(c, name).await? {
         return Ok(());
     }
+    apply_devices_live(c, name, before).await?;
     let i = instances::get(&c.db, name)?;
     let l = limits_of(&expanded(c, &i)?)?;
     c.helpers
@@ -495,5 +646,40 @@ pub async fn render_templates(
         )
         .await
         .map_err(rpc_err("silo-store"))??;
+    Ok(())
+}
+
+/// Hot-plug: unplugs the nics and proxies a change removed or altered, then plugs the new
+/// ones, on a running instance.
+async fn apply_devices_live(c: &Ctx, name: &str, before: &Instance) -> Result<(), ApiError> {
+    let n = iname(name)?;
+    let (_, old) = expanded_all(c, before)?;
+    let i = ensure_hwaddrs(c, name)?;
+    let (_, new) = expanded_all(c, &i)?;
+    let changed = |t: &str, dn: &str| {
+        old.get(dn)
+            .filter(|d| d.get("type").map(String::as_str) == Some(t))
+            != new
+                .get(dn)
+                .filter(|d| d.get("type").map(String::as_str) == Some(t))
+    };
+    for (dn, _) in of_type(&old, "proxy").filter(|(dn, _)| changed("proxy", dn)) {
+        networks::stop_proxy(&c.helpers, &n, Some(dn)).await;
+    }
+    for (dn, d) in of_type(&old, "nic").filter(|(dn, _)| changed("nic", dn)) {
+        let plan = networks::plan_nic(&c.db, dn, d, &before.config)?;
+        networks::detach(&c.helpers, &n, &plan).await?;
+        networks::forget_nic(&c.helpers, &plan).await;
+    }
+    for (dn, d) in of_type(&new, "nic").filter(|(dn, _)| changed("nic", dn)) {
+        let mut cfg = i.config.clone();
+        // A changed nic gets a new host-side name; the old one went with the unplug.
+        cfg.remove(&format!("volatile.{dn}.host_name"));
+        let plan = networks::plan_nic(&c.db, dn, d, &cfg)?;
+        plug_nic(c, &n, &plan).await?;
+    }
+    for (dn, d) in of_type(&new, "proxy").filter(|(dn, _)| changed("proxy", dn)) {
+        networks::start_proxy(&c.helpers, &n, dn, d).await?;
+    }
     Ok(())
 }

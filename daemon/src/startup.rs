@@ -141,8 +141,21 @@ async fn ensure_defaults(d: &Daemon) -> anyhow::Result<()> {
             Err(e) => return Err(anyhow::anyhow!("creating the default storage pool: {e}")),
         }
     }
-    crate::profiles::ensure_default(&d.db, "default")
+    let fresh = crate::profiles::ensure_default(&d.db, "default")
         .map_err(|e| anyhow::anyhow!("creating the default profile: {e}"))?;
+    crate::networks::bring_up_all(&d.db, &d.helpers).await;
+    if fresh {
+        // LXD's lxdbr0: a NATed bridge on free subnets, and eth0 on it in the default profile.
+        match crate::networks::create_default(&d.db, &d.helpers).await {
+            Ok(()) => tracing::info!(
+                bridge = crate::networks::DEFAULT_BRIDGE,
+                "created the default network"
+            ),
+            Err(e) => {
+                tracing::error!(error = %e, "creating the default network failed; instances start without a nic until one is added")
+            }
+        }
+    }
     Ok(())
 }
 

@@ -5,20 +5,37 @@
 
 mod bridges;
 mod confinement;
-#[cfg_attr(not(test), allow(dead_code))]
+mod dnsmasq;
+mod forwarder;
+mod launcher;
+mod netns;
 mod nft;
-#[cfg_attr(not(test), allow(dead_code))]
+mod nics;
 mod proxy;
+mod server;
 
+use silo_proto::jail::beneath::Root;
 use silo_proto::jail::boot;
+use silo_proto::jail::launcher::LauncherClient;
 use silo_proto::net::Net;
 
 fn main() {
     std::process::exit(boot::run(
         "silo-net",
         confinement::jail,
-        |_| Ok(()),
-        |(), b, landlock| async move {
+        |b| {
+            let state = Root::open(&b.state_dir)?;
+            // silo-priv makes runtime/ too; whichever helper comes first creates it.
+            state.mkdir_all(&["runtime"], 0o711)?;
+            let (networks, _) = state.mkdir_all(&["networks"], 0o711)?;
+            let launcher = LauncherClient::fork("silo-net's launcher", launcher::serve)?;
+            Ok(server::Prepared {
+                state,
+                networks,
+                launcher,
+            })
+        },
+        |p, b, landlock| async move {
             let (conn, handle, _) = match rtnetlink::new_connection() {
                 Ok(c) => c,
                 Err(e) => {
@@ -27,7 +44,7 @@ fn main() {
                 }
             };
             tokio::spawn(conn);
-            let server = bridges::NetServer::new(handle, &b, landlock);
+            let server = server::NetServer::new(handle, &b, landlock, p);
             boot::serve("silo-net", b.rpc, server.serve()).await
         },
     ));

@@ -167,6 +167,7 @@ pub fn targets(spec: &ProxySpec) -> Result<Vec<Target>, ProxyError> {
 }
 
 /// Forwards one listener to one target; see [`run_all`].
+#[cfg(test)]
 pub async fn run(listener: Listener, target: Target, limits: Limits) -> io::Result<()> {
     run_all(vec![(listener, target)], limits).await
 }

@@ -2,7 +2,8 @@
 //! CONFINEMENT.md beside this crate).
 
 use caps::Capability;
-use silo_proto::jail::{Jail, LandlockSpec, SeccompMode};
+use silo_proto::jail::boot::Boot;
+use silo_proto::jail::{Jail, LandlockSpec};
 
 static SECCOMP: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/seccomp.bpf"));
 static SECCOMP_LOG: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/seccomp_log.bpf"));
@@ -19,7 +20,8 @@ pub const CAPS: &[Capability] = &[
     Capability::CAP_KILL,
 ];
 
-pub fn jail(seccomp_mode: SeccompMode) -> Jail {
+pub fn jail(b: &Boot) -> Jail {
+    let seccomp_mode = b.seccomp_mode;
     Jail {
         name: "silo-priv",
         keep_caps: CAPS.to_vec(),

@@ -104,41 +104,6 @@ pub struct Runtime {
     fds: Arc<silo_proto::fdpass::FdSender>,
 }
 
-/// The `init` record a monitor writes once init runs: what a later silo-priv adopts from.
-pub fn record_line(i: &RunningInfo, start_time: u64) -> String {
-    format!(
-        "{} {} {} {} {} {}\n",
-        i.init_pid,
-        i.monitor_pid,
-        start_time,
-        i.started_at,
-        i.idmap_base.map_or("-".to_string(), |b| b.to_string()),
-        u8::from(i.systemd)
-    )
-}
-
-fn parse_record(name: &InstanceName, s: &str) -> Option<(RunningInfo, u64)> {
-    let f: Vec<&str> = s.split_whitespace().collect();
-    if f.len() != 6 {
-        return None;
-    }
-    Some((
-        RunningInfo {
-            instance: name.clone(),
-            init_pid: f[0].parse().ok()?,
-            monitor_pid: f[1].parse().ok()?,
-            started_at: f[3].parse().ok()?,
-            idmap_base: if f[4] == "-" {
-                None
-            } else {
-                Some(f[4].parse().ok()?)
-            },
-            systemd: f[5] == "1",
-        },
-        f[2].parse().ok()?,
-    ))
-}
-
 fn parse_exit(s: &str) -> InitExit {
     let s = s.trim();
     if let Some(c) = s.strip_prefix("exited ") {
@@ -233,7 +198,9 @@ impl Runtime {
             let Some(rec) = read_at(&dir, "init", 4096) else {
                 continue;
             };
-            let Some((info, start)) = parse_record(&name, &String::from_utf8_lossy(&rec)) else {
+            let Some((info, start)) =
+                RunningInfo::parse_record(&name, &String::from_utf8_lossy(&rec))
+            else {
                 continue;
             };
             // A recycled pid has another start time: then the instance is long gone.
@@ -337,7 +304,7 @@ impl Runtime {
             })?;
         let systemd = init_is_systemd(&rootfs);
         let (rundir, _) = self.rundirs.mkdir_all(&[name.as_str()], 0o700)?;
-        for f in ["init", "exit", "console.sock"] {
+        for f in ["init", "exit", "console.sock", "go"] {
             unlink(&rundir, f);
         }
         rundir.mkdir_all(&["rootfs"], 0o700)?;
@@ -403,6 +370,7 @@ impl Runtime {
             mountpoint: format!("{}/runtime/{}/rootfs", self.state_dir, name.as_str()),
             cgroup2: cg.v2_dir(name).is_some(),
             systemd,
+            hold: spec.hold,
         });
         match self
             .launcher
@@ -804,6 +772,51 @@ impl Runtime {
         }
     }
 
+    /// Releases a held init: one `g` into the instance's `go` FIFO, which must be the root-owned
+    /// FIFO its monitor made (a planted file or a FIFO of someone else's is refused).
+    pub fn release(&self, name: &InstanceName) -> HelperResult<()> {
+        if !self.is_running(name) {
+            return Err(HelperError::OutOfOrder(format!(
+                "instance {:?} is not running",
+                name.as_str()
+            )));
+        }
+        let dir = self.rundirs.open_dir(&[name.as_str()])?;
+        let fd = nix::fcntl::openat(
+            dir.fd(),
+            "go",
+            nix::fcntl::OFlag::O_WRONLY
+                | nix::fcntl::OFlag::O_NONBLOCK
+                | nix::fcntl::OFlag::O_NOFOLLOW
+                | nix::fcntl::OFlag::O_CLOEXEC,
+            nix::sys::stat::Mode::empty(),
+        )
+        .map_err(|e| match e {
+            // No reader (ENXIO) or no FIFO: init is not waiting.
+            nix::errno::Errno::ENXIO | nix::errno::Errno::ENOENT => {
+                HelperError::OutOfOrder(format!(
+                    "instance {:?} is not waiting for its release",
+                    name.as_str()
+                ))
+            }
+            e => HelperError::errno("open", format!("{}/go", dir.display()), e),
+        })?;
+        let st = nix::sys::stat::fstat(&fd).map_err(|e| HelperError::errno("fstat", "go", e))?;
+        let fifo = nix::sys::stat::SFlag::from_bits_truncate(st.st_mode)
+            & nix::sys::stat::SFlag::S_IFMT
+            == nix::sys::stat::SFlag::S_IFIFO;
+        if !fifo || st.st_uid != 0 {
+            return Err(HelperError::invalid(
+                "release",
+                format!("{}/go is not silo-priv's FIFO", dir.display()),
+            ));
+        }
+        nix::unistd::write(&fd, b"g").map_err(|e| HelperError::errno("write", "go", e))?;
+        unlink(&dir, "go");
+        tracing::info!(instance = %name, "released");
+        Ok(())
+    }
+
     /// Whether an instance runs (for limits changes).
     pub fn is_running(&self, name: &InstanceName) -> bool {
         self.running
@@ -854,10 +867,10 @@ mod tests {
             idmap_base: Some(1065536),
             systemd: true,
         };
-        let (back, st) = parse_record(&n, &record_line(&i, 777)).expect("parse");
+        let (back, st) = RunningInfo::parse_record(&n, &i.record_line(777)).expect("parse");
         assert_eq!(back, i);
         assert_eq!(st, 777);
-        assert!(parse_record(&n, "1 2 3").is_none());
+        assert!(RunningInfo::parse_record(&n, "1 2 3").is_none());
         assert_eq!(parse_exit("exited 3\n"), InitExit::Exited(3));
         assert_eq!(parse_exit("signaled 1"), InitExit::Signaled(1));
         assert_eq!(

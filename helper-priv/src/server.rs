@@ -178,6 +178,10 @@ impl Priv for PrivServer {
         self.0.rt.forget(&instance)
     }
 
+    async fn release(self, _: Context, instance: InstanceName) -> HelperResult<()> {
+        self.0.rt.release(&instance)
+    }
+
     async fn console_resize(
         self,
         _: Context,

@@ -219,26 +219,7 @@ pub fn pidfd_signal(pidfd: BorrowedFd<'_>, sig: i32) -> io::Result<()> {
     Ok(())
 }
 
-/// Closes every fd from 3 up except those in `keep`, with close_range over the gaps (a few
-/// syscalls instead of one per possible fd).
-pub fn close_fds_except(keep: &[RawFd]) {
-    let mut k: Vec<u32> = keep
-        .iter()
-        .filter(|f| **f >= 3)
-        .map(|f| *f as u32)
-        .collect();
-    k.sort_unstable();
-    let mut from = 3u32;
-    for fd in k {
-        if fd > from {
-            // SAFETY: close_range on a range of fd numbers; no memory is touched.
-            unsafe { libc::syscall(libc::SYS_close_range, from, fd - 1, 0) };
-        }
-        from = fd + 1;
-    }
-    // SAFETY: as above, up to the largest fd number.
-    unsafe { libc::syscall(libc::SYS_close_range, from, u32::MAX, 0) };
-}
+pub use silo_proto::jail::launcher::close_fds_except;
 
 /// A process's start time (field 22 of /proc/PID/stat), which tells a pid's reuse apart.
 pub fn start_time(pid: i32) -> Option<u64> {

@@ -2,7 +2,8 @@
 //! CONFINEMENT.md beside this crate).
 
 use caps::Capability;
-use silo_proto::jail::{Jail, LandlockSpec, SeccompMode};
+use silo_proto::jail::boot::Boot;
+use silo_proto::jail::{Jail, LandlockSpec};
 
 /// The filter compiled by build.rs from ../seccomp.json.
 static SECCOMP: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/seccomp.bpf"));
@@ -22,7 +23,8 @@ pub const CAPS: &[Capability] = &[
     Capability::CAP_SYS_ADMIN,
 ];
 
-pub fn jail(seccomp_mode: SeccompMode) -> Jail {
+pub fn jail(b: &Boot) -> Jail {
+    let seccomp_mode = b.seccomp_mode;
     Jail {
         name: "silo-store",
         keep_caps: CAPS.to_vec(),

@@ -25,7 +25,9 @@ pub mod jail;
 use serde::{Deserialize, Serialize};
 
 pub use error::{HelperError, HelperResult};
-pub use names::{IfName, ImageFingerprint, InstanceName, NameError, PoolName, VolumeName};
+pub use names::{
+    DeviceName, IfName, ImageFingerprint, InstanceName, NameError, PoolName, VolumeName,
+};
 
 /// The fd number on which a helper finds its RPC socket.
 pub const RPC_FD: i32 = 3;

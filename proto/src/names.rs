@@ -209,6 +209,13 @@ validated_name!(
     |s| check_ifname(IfName::KIND, &s)
 );
 
+validated_name!(
+    /// A device name in an instance's or profile's devices (`eth0`, `root`, `web`).
+    DeviceName,
+    "device name",
+    |s| check_component(DeviceName::KIND, &s, 64)
+);
+
 #[cfg(test)]
 mod tests {
     use super::*;

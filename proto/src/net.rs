@@ -2,14 +2,19 @@
 //!
 //! silo-net only ever changes interfaces it created itself: each carries an interface alias
 //! naming this silo installation, and the helper checks it before every change. Host
-//! interfaces are reached only when the root policy names them.
+//! interfaces are reached only when the root policy names them. Instances are named, never
+//! given by pid or fd: silo-net finds an instance's network namespace from the root-owned
+//! record silo-priv's monitor wrote, so silod cannot point it at another process.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use serde::{Deserialize, Serialize};
 
 use crate::error::HelperResult;
-use crate::names::IfName;
-use crate::types::Ipv4Cidr;
-use crate::HelperHello;
+use crate::names::{DeviceName, IfName};
+use crate::proxy::ProxySpec;
+use crate::types::{DnsDomain, Ipv4Cidr, Ipv6Cidr, MacAddr};
+use crate::{HelperHello, InstanceName};
 
 /// A bridge silo-net owns.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -20,12 +25,154 @@ pub struct BridgeInfo {
     pub index: u32,
     /// Its IPv4 gateway address, if any.
     pub ipv4: Option<Ipv4Cidr>,
+    /// Its IPv6 gateway address, if any.
+    pub ipv6: Option<Ipv6Cidr>,
     /// MTU.
     pub mtu: u32,
     /// MAC address, "aa:bb:..".
     pub hwaddr: String,
     /// Whether the link is up.
     pub up: bool,
+    /// The pid of its dnsmasq, when one runs.
+    pub dnsmasq_pid: Option<u32>,
+}
+
+/// Everything about a managed bridge that silo-net makes real. `ensure_bridge` brings the
+/// host to exactly this (creating the bridge when it is missing), so the same call creates,
+/// updates and restores after a restart.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BridgeSpec {
+    /// The bridge's name.
+    pub name: IfName,
+    /// IPv4 gateway address and subnet.
+    pub ipv4: Option<Ipv4Cidr>,
+    /// IPv6 gateway address and subnet.
+    pub ipv6: Option<Ipv6Cidr>,
+    /// Masquerade IPv4 traffic leaving the subnet.
+    pub ipv4_nat: bool,
+    /// Masquerade IPv6 traffic leaving the subnet.
+    pub ipv6_nat: bool,
+    /// Serve DHCPv4.
+    pub ipv4_dhcp: bool,
+    /// Serve DHCPv6 (stateless unless `ipv6_dhcp_stateful`); router advertisements always.
+    pub ipv6_dhcp: bool,
+    /// Hand out DHCPv6 addresses instead of leaving them to SLAAC.
+    pub ipv6_dhcp_stateful: bool,
+    /// DHCPv4 lease time in seconds (dnsmasq's minimum is 120).
+    pub dhcp_expiry: u32,
+    /// MTU of the bridge.
+    pub mtu: Option<u32>,
+    /// The DNS domain dnsmasq answers for (`<instance>.<domain>`).
+    pub dns_domain: DnsDomain,
+    /// Run a DNS server at all (`dns.mode` none turns it off).
+    pub dns: bool,
+}
+
+/// The subnets `auto` picked.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SubnetChoice {
+    /// The gateway address of a free IPv4 /24.
+    pub ipv4: Option<Ipv4Cidr>,
+    /// The gateway address of a free IPv6 /64.
+    pub ipv6: Option<Ipv6Cidr>,
+}
+
+/// An address on an interface, for `/1.0/networks/<n>/state`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IfAddress {
+    /// The address.
+    pub address: IpAddr,
+    /// Its prefix length.
+    pub prefix: u8,
+    /// "global", "link" or "local".
+    pub scope: String,
+}
+
+/// What `/1.0/networks/<n>/state` shows about any host interface.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LinkState {
+    /// The interface.
+    pub name: IfName,
+    /// Its kind as LXD names it: "broadcast" (ethernet-like), "loopback", ...
+    pub link_type: String,
+    /// The kernel's kind ("bridge", "veth", "dummy", "" for physical).
+    pub kind: String,
+    /// MTU.
+    pub mtu: u32,
+    /// MAC address.
+    pub hwaddr: String,
+    /// Whether it is up.
+    pub up: bool,
+    /// Its addresses.
+    pub addresses: Vec<IfAddress>,
+    /// Bytes received, bytes sent, packets received, packets sent.
+    pub counters: [u64; 4],
+    /// Ports, when it is a bridge.
+    pub ports: Vec<String>,
+    /// Whether this silo owns it.
+    pub owned: bool,
+}
+
+/// One DHCP lease dnsmasq handed out.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Lease {
+    /// Client host name ("" when it gave none).
+    pub hostname: String,
+    /// MAC address (empty for DHCPv6 leases, which carry a DUID).
+    pub hwaddr: String,
+    /// The address.
+    pub address: IpAddr,
+    /// When it ends, seconds since the epoch (0: never).
+    pub expiry: i64,
+}
+
+/// A static DHCP host entry (LXD's dnsmasq.hosts file for one nic): the instance's name for
+/// DNS and optionally fixed addresses.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostEntry {
+    /// The nic's MAC address.
+    pub hwaddr: MacAddr,
+    /// The instance it belongs to (its DNS name).
+    pub instance: InstanceName,
+    /// A fixed IPv4 address.
+    pub ipv4: Option<Ipv4Addr>,
+    /// A fixed IPv6 address.
+    pub ipv6: Option<Ipv6Addr>,
+}
+
+/// How a nic reaches the outside.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum NicKind {
+    /// A veth pair whose host end joins `bridge` (silo's, or a host bridge the policy names).
+    Bridged {
+        /// The bridge.
+        bridge: IfName,
+        /// The host end's name.
+        host_name: IfName,
+    },
+    /// A macvlan (bridge mode) on a host interface the policy names.
+    Macvlan {
+        /// The parent.
+        parent: IfName,
+    },
+    /// A host interface the policy names, moved into the instance while it runs.
+    Physical {
+        /// The host interface.
+        parent: IfName,
+    },
+}
+
+/// One nic of an instance.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NicSpec {
+    /// Its name inside the instance (`eth0`).
+    pub name: IfName,
+    /// Its MAC address inside the instance (physical nics keep their own).
+    pub hwaddr: Option<MacAddr>,
+    /// MTU inside the instance.
+    pub mtu: Option<u32>,
+    /// What it is.
+    pub kind: NicKind,
 }
 
 /// The network helper's RPC surface.
@@ -33,17 +180,47 @@ pub struct BridgeInfo {
 pub trait Net {
     /// Who answers, for `GET /1.0`.
     async fn hello() -> HelperHello;
-    /// Creates a bridge owned by this silo, optionally with an IPv4 gateway address.
-    /// Refuses names of existing interfaces and subnets that overlap a host route.
-    async fn create_bridge(
-        name: IfName,
-        ipv4: Option<Ipv4Cidr>,
-        mtu: Option<u32>,
-    ) -> HelperResult<BridgeInfo>;
+    /// Makes a silo bridge match `spec`: creates it when missing (refusing subnets that overlap
+    /// the host's routes and addresses, and names of interfaces silo does not own), sets its
+    /// addresses and MTU, programs NAT in silo's own nft table and (re)starts its dnsmasq.
+    async fn ensure_bridge(spec: BridgeSpec) -> HelperResult<BridgeInfo>;
     /// Reports one bridge this silo owns.
     async fn bridge_info(name: IfName) -> HelperResult<BridgeInfo>;
     /// Lists the bridges this silo owns.
     async fn list_bridges() -> HelperResult<Vec<BridgeInfo>>;
-    /// Deletes a bridge this silo owns; refuses any other interface.
+    /// Deletes a bridge this silo owns with its dnsmasq, NAT rules and files; refuses any
+    /// other interface.
     async fn delete_bridge(name: IfName) -> HelperResult<()>;
+    /// Picks free subnets for `auto` from the host's routes and addresses (never by probing),
+    /// also avoiding `avoid` (silo's networks that are not up).
+    async fn pick_subnets(
+        ipv4: bool,
+        ipv6: bool,
+        avoid4: Vec<Ipv4Cidr>,
+        avoid6: Vec<Ipv6Cidr>,
+    ) -> HelperResult<SubnetChoice>;
+    /// The host's interfaces (for `GET /1.0/networks`).
+    async fn list_links() -> HelperResult<Vec<LinkState>>;
+    /// One host interface's state.
+    async fn link_state(name: IfName) -> HelperResult<LinkState>;
+    /// A silo bridge's DHCP leases.
+    async fn leases(bridge: IfName) -> HelperResult<Vec<Lease>>;
+    /// Writes (or replaces) a nic's static host entry on a silo bridge.
+    async fn set_host_entry(bridge: IfName, entry: HostEntry) -> HelperResult<()>;
+    /// Removes a nic's static host entry.
+    async fn remove_host_entry(bridge: IfName, hwaddr: MacAddr) -> HelperResult<()>;
+    /// Gives a running instance a nic. Returns the host-side name (veth end) when there is one.
+    async fn attach_nic(instance: InstanceName, nic: NicSpec) -> HelperResult<Option<IfName>>;
+    /// Takes a nic away from a running instance (physical ones go back to the host under
+    /// their own name); a stopped instance's nics are already gone with its namespace.
+    async fn detach_nic(instance: InstanceName, nic: NicSpec) -> HelperResult<()>;
+    /// Starts (or restarts) the forwarder of an instance's proxy device. Host-side listen
+    /// addresses are checked against the policy (ports below 1024, unix socket paths).
+    async fn start_proxy(
+        instance: InstanceName,
+        device: DeviceName,
+        spec: ProxySpec,
+    ) -> HelperResult<()>;
+    /// Stops one proxy device's forwarder (`None`: all of the instance's).
+    async fn stop_proxy(instance: InstanceName, device: Option<DeviceName>) -> HelperResult<()>;
 }

@@ -95,6 +95,8 @@ pub trait Priv {
     /// Removes what silo-priv keeps for a deleted instance (its console log and records);
     /// refused while it runs.
     async fn forget(instance: InstanceName) -> HelperResult<()>;
+    /// Lets a held instance's init exec `/sbin/init` (see [`StartSpec::hold`]).
+    async fn release(instance: InstanceName) -> HelperResult<()>;
 }
 
 /// An instance's resource limits, as silo-priv writes them into its cgroup.
@@ -174,6 +176,10 @@ pub struct StartSpec {
     pub idmap_base: Option<u64>,
     /// Limits applied before init runs.
     pub limits: Limits,
+    /// Hold init just before it execs `/sbin/init` until [`Priv::release`] (or 60 s, after
+    /// which it gives up): the time for silod to plug in the instance's nics, so that the
+    /// image's network configuration finds them at boot.
+    pub hold: bool,
 }
 
 /// How an instance's init ended.
@@ -207,6 +213,47 @@ pub struct RunningInfo {
     pub idmap_base: Option<u64>,
     /// Whether init is systemd (stopped with SIGRTMIN+3 rather than SIGPWR).
     pub systemd: bool,
+}
+
+impl RunningInfo {
+    /// The line the monitor writes to `<state>/runtime/<instance>/init` (root's, 0600) once
+    /// init runs; silo-priv adopts from it and silo-net finds the instance's namespaces by it.
+    /// `start_time` is init's start time in clock ticks (field 22 of /proc/<pid>/stat), which
+    /// tells a recycled pid from the instance's init.
+    pub fn record_line(&self, start_time: u64) -> String {
+        format!(
+            "{} {} {} {} {} {}\n",
+            self.init_pid,
+            self.monitor_pid,
+            start_time,
+            self.started_at,
+            self.idmap_base.map_or("-".to_string(), |b| b.to_string()),
+            u8::from(self.systemd)
+        )
+    }
+
+    /// Parses [`RunningInfo::record_line`]'s output: the info and init's start time.
+    pub fn parse_record(name: &InstanceName, s: &str) -> Option<(RunningInfo, u64)> {
+        let f: Vec<&str> = s.split_whitespace().collect();
+        if f.len() != 6 {
+            return None;
+        }
+        Some((
+            RunningInfo {
+                instance: name.clone(),
+                init_pid: f[0].parse().ok()?,
+                monitor_pid: f[1].parse().ok()?,
+                started_at: f[3].parse().ok()?,
+                idmap_base: if f[4] == "-" {
+                    None
+                } else {
+                    Some(f[4].parse().ok()?)
+                },
+                systemd: f[5] == "1",
+            },
+            f[2].parse().ok()?,
+        ))
+    }
 }
 
 /// Per-interface counters, read from the instance's network namespace.

@@ -368,3 +368,316 @@ mod tests {
         assert_eq!(human_bytes(12), "12B");
     }
 }
+
+/// An IPv6 address with prefix length, as used for a bridge's gateway address.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Ipv6Cidr {
+    addr: std::net::Ipv6Addr,
+    prefix: u8,
+}
+
+fn err6(value: &str, reason: &str) -> NameError {
+    NameError {
+        kind: "IPv6 CIDR".to_string(),
+        value: value.chars().take(80).collect(),
+        reason: reason.to_string(),
+    }
+}
+
+impl Ipv6Cidr {
+    /// Builds a CIDR; the prefix must leave room for hosts (16 to 124).
+    pub fn new(addr: std::net::Ipv6Addr, prefix: u8) -> Result<Self, NameError> {
+        let s = format!("{addr}/{prefix}");
+        if !(16..=124).contains(&prefix) {
+            return Err(err6(&s, "prefix length must be between 16 and 124"));
+        }
+        if addr.is_unspecified() || addr.is_loopback() || addr.is_multicast() {
+            return Err(err6(&s, "must be a unicast, non-loopback address"));
+        }
+        if (addr.segments()[0] & 0xffc0) == 0xfe80 {
+            return Err(err6(&s, "must not be a link-local address"));
+        }
+        let c = Ipv6Cidr { addr, prefix };
+        if c.addr == c.network() {
+            return Err(err6(&s, "the address must not be the network address"));
+        }
+        Ok(c)
+    }
+
+    /// The host address.
+    pub fn addr(&self) -> std::net::Ipv6Addr {
+        self.addr
+    }
+
+    /// The prefix length.
+    pub fn prefix(&self) -> u8 {
+        self.prefix
+    }
+
+    fn mask_of(prefix: u8) -> u128 {
+        if prefix == 0 {
+            0
+        } else {
+            u128::MAX << (128 - u32::from(prefix))
+        }
+    }
+
+    /// The network address.
+    pub fn network(&self) -> std::net::Ipv6Addr {
+        std::net::Ipv6Addr::from(u128::from(self.addr) & Self::mask_of(self.prefix))
+    }
+
+    /// Whether two networks share any address.
+    pub fn overlaps(&self, other_net: std::net::Ipv6Addr, other_prefix: u8) -> bool {
+        let mask = Self::mask_of(self.prefix.min(other_prefix));
+        (u128::from(self.addr) & mask) == (u128::from(other_net) & mask)
+    }
+}
+
+impl std::str::FromStr for Ipv6Cidr {
+    type Err = NameError;
+    fn from_str(s: &str) -> Result<Self, NameError> {
+        let (a, p) = s
+            .split_once('/')
+            .ok_or_else(|| err6(s, "expected ADDRESS/PREFIX, e.g. fd42:1:2:3::1/64"))?;
+        let addr: std::net::Ipv6Addr = a.parse().map_err(|_| err6(s, "not an IPv6 address"))?;
+        let prefix: u8 = p.parse().map_err(|_| err6(s, "prefix is not a number"))?;
+        Ipv6Cidr::new(addr, prefix)
+    }
+}
+
+impl TryFrom<String> for Ipv6Cidr {
+    type Error = NameError;
+    fn try_from(s: String) -> Result<Self, NameError> {
+        s.parse()
+    }
+}
+
+impl From<Ipv6Cidr> for String {
+    fn from(c: Ipv6Cidr) -> String {
+        c.to_string()
+    }
+}
+
+impl fmt::Display for Ipv6Cidr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.addr, self.prefix)
+    }
+}
+
+impl fmt::Debug for Ipv6Cidr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Ipv6Cidr({self})")
+    }
+}
+
+/// A unicast Ethernet MAC address, written `aa:bb:cc:dd:ee:ff`.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct MacAddr([u8; 6]);
+
+impl MacAddr {
+    /// Wraps six bytes; multicast and all-zero addresses are refused.
+    pub fn new(b: [u8; 6]) -> Result<Self, NameError> {
+        let m = MacAddr(b);
+        let e = |r: &str| NameError {
+            kind: "MAC address".to_string(),
+            value: m.to_string(),
+            reason: r.to_string(),
+        };
+        if b[0] & 1 == 1 {
+            return Err(e(
+                "must be a unicast address (the first octet's low bit clear)",
+            ));
+        }
+        if b == [0; 6] {
+            return Err(e("must not be all zeros"));
+        }
+        Ok(m)
+    }
+
+    /// The bytes.
+    pub fn octets(&self) -> [u8; 6] {
+        self.0
+    }
+
+    /// A random locally administered address under LXD's `00:16:3e` prefix, as LXD makes for
+    /// `volatile.<nic>.hwaddr`.
+    pub fn random_lxd(seed: [u8; 3]) -> MacAddr {
+        MacAddr([0x00, 0x16, 0x3e, seed[0] & 0x7f, seed[1], seed[2]])
+    }
+
+    /// The modified EUI-64 interface identifier SLAAC derives from this MAC.
+    pub fn eui64(&self) -> [u8; 8] {
+        let b = self.0;
+        [b[0] ^ 2, b[1], b[2], 0xff, 0xfe, b[3], b[4], b[5]]
+    }
+}
+
+impl std::str::FromStr for MacAddr {
+    type Err = NameError;
+    fn from_str(s: &str) -> Result<Self, NameError> {
+        let e = |r: &str| NameError {
+            kind: "MAC address".to_string(),
+            value: s.chars().take(80).collect(),
+            reason: r.to_string(),
+        };
+        let parts: Vec<&str> = s.split(':').collect();
+        if parts.len() != 6 {
+            return Err(e("expected six ':'-separated hex octets"));
+        }
+        let mut b = [0u8; 6];
+        for (i, p) in parts.iter().enumerate() {
+            if p.len() != 2 {
+                return Err(e("each octet is two hex digits"));
+            }
+            b[i] = u8::from_str_radix(p, 16).map_err(|_| e("not hexadecimal"))?;
+        }
+        MacAddr::new(b)
+    }
+}
+
+impl TryFrom<String> for MacAddr {
+    type Error = NameError;
+    fn try_from(s: String) -> Result<Self, NameError> {
+        s.parse()
+    }
+}
+
+impl From<MacAddr> for String {
+    fn from(m: MacAddr) -> String {
+        m.to_string()
+    }
+}
+
+impl fmt::Display for MacAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let b = self.0;
+        write!(
+            f,
+            "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+            b[0], b[1], b[2], b[3], b[4], b[5]
+        )
+    }
+}
+
+impl fmt::Debug for MacAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "MacAddr({self})")
+    }
+}
+
+/// A DNS domain for a managed network (`dns.domain`): dot-separated labels of letters, digits
+/// and dashes, at most 253 bytes. It ends up on dnsmasq's command line, so nothing else passes.
+#[derive(Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct DnsDomain(String);
+
+impl DnsDomain {
+    /// Checks and wraps `s`.
+    pub fn new(s: impl Into<String>) -> Result<Self, NameError> {
+        let s: String = s.into();
+        let e = |r: &str| NameError {
+            kind: "DNS domain".to_string(),
+            value: s.chars().take(80).collect(),
+            reason: r.to_string(),
+        };
+        if s.is_empty() || s.len() > 253 {
+            return Err(e("must be 1 to 253 characters"));
+        }
+        for l in s.split('.') {
+            if l.is_empty() || l.len() > 63 {
+                return Err(e("each label must be 1 to 63 characters"));
+            }
+            if !l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+                || l.starts_with('-')
+                || l.ends_with('-')
+            {
+                return Err(e("labels hold letters, digits and inner dashes only"));
+            }
+        }
+        Ok(DnsDomain(s))
+    }
+
+    /// The domain.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for DnsDomain {
+    type Error = NameError;
+    fn try_from(s: String) -> Result<Self, NameError> {
+        DnsDomain::new(s)
+    }
+}
+
+impl From<DnsDomain> for String {
+    fn from(d: DnsDomain) -> String {
+        d.0
+    }
+}
+
+impl fmt::Display for DnsDomain {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for DnsDomain {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "DnsDomain({:?})", self.0)
+    }
+}
+
+#[cfg(test)]
+mod net_type_tests {
+    use super::*;
+
+    #[test]
+    fn ipv6_cidrs() {
+        let c: Ipv6Cidr = "fd42:1:2:3::1/64".parse().expect("ok");
+        assert_eq!(c.network().to_string(), "fd42:1:2:3::");
+        assert!(c.overlaps("fd42:1:2::".parse().expect("a"), 48));
+        assert!(!c.overlaps("fd42:1:2:4::".parse().expect("a"), 64));
+        for bad in [
+            "fd42::/64",
+            "::1/64",
+            "fe80::1/64",
+            "fd42::1/8",
+            "x/64",
+            "fd42::1",
+        ] {
+            assert!(bad.parse::<Ipv6Cidr>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn macs() {
+        let m: MacAddr = "00:16:3e:aa:bb:cc".parse().expect("ok");
+        assert_eq!(m.to_string(), "00:16:3e:aa:bb:cc");
+        assert_eq!(m.eui64(), [2, 0x16, 0x3e, 0xff, 0xfe, 0xaa, 0xbb, 0xcc]);
+        for bad in [
+            "01:00:5e:00:00:01",
+            "00:00:00:00:00:00",
+            "00:16:3e:aa:bb",
+            "zz:16:3e:aa:bb:cc",
+        ] {
+            assert!(bad.parse::<MacAddr>().is_err(), "{bad}");
+        }
+        assert_eq!(
+            MacAddr::random_lxd([0xff, 1, 2]).to_string(),
+            "00:16:3e:7f:01:02"
+        );
+    }
+
+    #[test]
+    fn domains() {
+        assert!(DnsDomain::new("silo").is_ok());
+        assert!(DnsDomain::new("lab.example").is_ok());
+        for bad in ["", "a..b", "-a", "a b", "a,b", "x/y", &"a".repeat(64)] {
+            assert!(DnsDomain::new(bad).is_err(), "{bad:?}");
+        }
+    }
+}

@@ -39,12 +39,57 @@ pub trait RawPriv {
 pub trait RawNet {
     /// Same slot as `hello`.
     async fn hello() -> HelperHello;
-    /// Same slot as `create_bridge`, with raw values.
-    async fn create_bridge(
-        name: String,
-        ipv4: Option<String>,
-        mtu: Option<u32>,
-    ) -> HelperResult<BridgeInfo>;
+    /// Same slot as `ensure_bridge`, with raw values.
+    async fn ensure_bridge(spec: RawBridgeSpec) -> HelperResult<BridgeInfo>;
+}
+
+/// `silo_proto::net::BridgeSpec`'s wire layout with raw strings.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct RawBridgeSpec {
+    /// name
+    pub name: String,
+    /// ipv4
+    pub ipv4: Option<String>,
+    /// ipv6
+    pub ipv6: Option<String>,
+    /// ipv4_nat
+    pub ipv4_nat: bool,
+    /// ipv6_nat
+    pub ipv6_nat: bool,
+    /// ipv4_dhcp
+    pub ipv4_dhcp: bool,
+    /// ipv6_dhcp
+    pub ipv6_dhcp: bool,
+    /// ipv6_dhcp_stateful
+    pub ipv6_dhcp_stateful: bool,
+    /// dhcp_expiry
+    pub dhcp_expiry: u32,
+    /// mtu
+    pub mtu: Option<u32>,
+    /// dns_domain
+    pub dns_domain: String,
+    /// dns
+    pub dns: bool,
+}
+
+impl RawBridgeSpec {
+    /// A plain bridge with raw name and IPv4 CIDR.
+    pub fn new(name: &str, ipv4: Option<&str>) -> Self {
+        RawBridgeSpec {
+            name: name.into(),
+            ipv4: ipv4.map(str::to_string),
+            ipv6: None,
+            ipv4_nat: false,
+            ipv6_nat: false,
+            ipv4_dhcp: true,
+            ipv6_dhcp: false,
+            ipv6_dhcp_stateful: false,
+            dhcp_expiry: 3600,
+            mtu: None,
+            dns_domain: "silo".into(),
+            dns: true,
+        }
+    }
 }
 
 /// A helper started by the test.

@@ -187,6 +187,43 @@ pub struct TestDaemon {
     /// Run silod (and so its helpers) in a mount namespace whose /sys/fs/cgroup is a lone
     /// cgroup2: how a pure-cgroup2 host looks to silo-priv's detection.
     pure_cgroup2: bool,
+    /// The network namespace silod and its helpers run in (made by the test, loopback up):
+    /// bridges, veths, nft tables and dnsmasq stay in it and go with it.
+    pub netns: std::os::fd::OwnedFd,
+}
+
+/// A new network namespace with its loopback up, held by an fd.
+pub fn new_netns() -> std::os::fd::OwnedFd {
+    std::thread::spawn(|| {
+        nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).expect("unshare(CLONE_NEWNET)");
+        let ns = std::fs::File::open("/proc/thread-self/ns/net").expect("open netns");
+        // A child spawned from this thread runs in the thread's namespace.
+        let st = Command::new("ip")
+            .args(["link", "set", "lo", "up"])
+            .status()
+            .expect("ip");
+        assert!(
+            st.success(),
+            "ip link set lo up in the test's network namespace"
+        );
+        std::os::fd::OwnedFd::from(ns)
+    })
+    .join()
+    .expect("netns thread")
+}
+
+/// Runs `f` on a thread inside network namespace `ns` (sockets it makes live there).
+pub fn in_netns<T: Send + 'static>(
+    ns: &std::os::fd::OwnedFd,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> T {
+    let ns = ns.try_clone().expect("dup netns fd");
+    std::thread::spawn(move || {
+        nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
+        f()
+    })
+    .join()
+    .expect("thread in the test's network namespace")
 }
 
 impl TestDaemon {
@@ -206,7 +243,22 @@ impl TestDaemon {
             args: args.iter().map(|s| s.to_string()).collect(),
             keep_dir: false,
             pure_cgroup2,
+            netns: new_netns(),
         }
+    }
+
+    /// Runs a command inside silod's network namespace.
+    pub fn netns_cmd(&self, args: &[&str]) -> std::process::Output {
+        let ns = format!(
+            "/proc/{}/fd/{}",
+            std::process::id(),
+            std::os::fd::AsRawFd::as_raw_fd(&self.netns)
+        );
+        Command::new("nsenter")
+            .arg(format!("--net={ns}"))
+            .args(args)
+            .output()
+            .expect("nsenter")
     }
 
     /// Starts silod as on a host with only cgroup2 mounted (see `pure_cgroup2`).
@@ -263,6 +315,16 @@ impl TestDaemon {
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log"))
             .stderr(log);
+        let ns = std::os::fd::AsRawFd::as_raw_fd(&self.netns);
+        // SAFETY: setns is async-signal-safe; the fd stays open in the parent until spawn returns.
+        unsafe {
+            std::os::unix::process::CommandExt::pre_exec(&mut cmd, move || {
+                if libc::setns(ns, libc::CLONE_NEWNET) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
         let child = cmd.spawn().expect("spawn silod");
         self.child = Some(child);
         let sock = self.socket();

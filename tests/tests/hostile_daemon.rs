@@ -11,7 +11,25 @@ use silo_proto::net::NetClient;
 use silo_proto::privileged::PrivClient;
 use silo_proto::store::{PoolDriver, StoreClient, VolumeKind};
 use silo_proto::{HelperError, IfName, InstanceName, PoolName, VolumeName};
-use silo_tests::hostile::{Helper, RawNetClient, RawPrivClient, RawStoreClient};
+use silo_tests::hostile::{Helper, RawBridgeSpec, RawNetClient, RawPrivClient, RawStoreClient};
+
+/// A bridge spec for silo-net: IPv4 only, DHCP and DNS on.
+fn bridge(name: &str, ipv4: Option<&str>, mtu: Option<u32>) -> silo_proto::net::BridgeSpec {
+    silo_proto::net::BridgeSpec {
+        name: IfName::new(name).expect("name"),
+        ipv4: ipv4.map(|c| c.parse().expect("cidr")),
+        ipv6: None,
+        ipv4_nat: true,
+        ipv6_nat: false,
+        ipv4_dhcp: true,
+        ipv6_dhcp: false,
+        ipv6_dhcp_stateful: false,
+        dhcp_expiry: 3600,
+        mtu,
+        dns_domain: silo_proto::types::DnsDomain::new("silo").expect("domain"),
+        dns: true,
+    }
+}
 use tarpc::client::Config;
 use tarpc::context;
 
@@ -352,18 +370,43 @@ fn net_changes_only_its_own_interfaces() {
     rt.block_on(async {
         let br = IfName::new("silotestbr0").expect("name");
         let info = c
-            .create_bridge(
-                ctx(),
-                br.clone(),
-                Some("10.78.0.1/24".parse().expect("cidr")),
-                Some(1500),
-            )
+            .ensure_bridge(ctx(), bridge(br.as_str(), Some("10.78.0.1/24"), Some(1500)))
             .await
             .expect("rpc")
             .expect("create");
         assert_eq!(
             (info.name.as_str(), info.mtu, info.up),
             ("silotestbr0", 1500, true)
+        );
+        assert!(
+            info.dnsmasq_pid.is_some(),
+            "a dnsmasq serves the bridge: {info:?}"
+        );
+        // The same spec again changes nothing and is not an error.
+        let again = c
+            .ensure_bridge(ctx(), bridge(br.as_str(), Some("10.78.0.1/24"), Some(1500)))
+            .await
+            .expect("rpc")
+            .expect("ensure again");
+        assert_eq!(again.index, info.index);
+        // A hostile daemon cannot aim a nic at a process: instances are found by silo-priv's
+        // root-owned records only.
+        let nic = silo_proto::net::NicSpec {
+            name: IfName::new("eth0").expect("n"),
+            hwaddr: None,
+            mtu: None,
+            kind: silo_proto::net::NicKind::Bridged {
+                bridge: br.clone(),
+                host_name: IfName::new("vethghost").expect("n"),
+            },
+        };
+        let ghost = c
+            .attach_nic(ctx(), InstanceName::new("ghost").expect("n"), nic)
+            .await
+            .expect("rpc");
+        assert!(
+            matches!(&ghost, Err(HelperError::OutOfOrder(m)) if m.contains("not running")),
+            "{ghost:?}"
         );
         assert_eq!(
             info.ipv4.map(|c| c.to_string()),
@@ -389,17 +432,12 @@ fn net_changes_only_its_own_interfaces() {
             .expect("rpc");
         assert!(matches!(lo, Err(HelperError::Denied { .. })), "{lo:?}");
         let taken = c
-            .create_bridge(ctx(), IfName::new("other0").expect("n"), None, None)
+            .ensure_bridge(ctx(), bridge("other0", None, None))
             .await
             .expect("rpc");
         assert!(taken.unwrap_err().to_string().contains("not silo's"));
         let overlap = c
-            .create_bridge(
-                ctx(),
-                IfName::new("silotestbr1").expect("n"),
-                Some("10.77.5.1/16".parse().expect("cidr")),
-                None,
-            )
+            .ensure_bridge(ctx(), bridge("silotestbr1", Some("10.77.5.1/16"), None))
             .await
             .expect("rpc");
         let msg = overlap.unwrap_err().to_string();
@@ -408,12 +446,7 @@ fn net_changes_only_its_own_interfaces() {
             "{msg}"
         );
         let mtu = c
-            .create_bridge(
-                ctx(),
-                IfName::new("silotestbr1").expect("n"),
-                None,
-                Some(70000),
-            )
+            .ensure_bridge(ctx(), bridge("silotestbr1", None, Some(70000)))
             .await
             .expect("rpc");
         assert!(matches!(mtu, Err(HelperError::Invalid { .. })), "{mtu:?}");
@@ -435,18 +468,13 @@ fn net_changes_only_its_own_interfaces() {
     for bad in ["../../x", "way-too-long-interface-name", "eth 0", ""] {
         let mut h = Helper::spawn("silo-net", &d.state, &d.policy, true, &[]);
         let c = rt.block_on(async { RawNetClient::new(Config::default(), h.transport()).spawn() });
-        let r = rt.block_on(c.create_bridge(ctx(), bad.to_string(), None, None));
+        let r = rt.block_on(c.ensure_bridge(ctx(), RawBridgeSpec::new(bad, None)));
         assert!(r.is_err(), "{bad:?}: {r:?}");
         assert_refused_frame(&mut h, "invalid interface name");
     }
     let mut h = Helper::spawn("silo-net", &d.state, &d.policy, true, &[]);
     let c = rt.block_on(async { RawNetClient::new(Config::default(), h.transport()).spawn() });
-    let r = rt.block_on(c.create_bridge(
-        ctx(),
-        "okname".to_string(),
-        Some("10.0.0.0/33".to_string()),
-        None,
-    ));
+    let r = rt.block_on(c.ensure_bridge(ctx(), RawBridgeSpec::new("okname", Some("10.0.0.0/33"))));
     assert!(r.is_err());
     assert_refused_frame(&mut h, "invalid IPv4 CIDR");
 }
@@ -499,6 +527,7 @@ fn priv_refuses_hostile_starts_and_execs() {
         pool: pool.clone(),
         idmap_base: base,
         limits: Limits::default(),
+        hold: false,
     };
     plant_rootfs(&d.state, "c1");
     rt.block_on(async {

@@ -177,7 +177,7 @@ pub async fn put(
         move |_ctx| async move {
             let before = instances::get(&dd.db, &name).map_err(|e| e.to_string())?;
             instances::apply(&dd.db, &name, w, false).map_err(|e| e.to_string())?;
-            if let Err(e) = crate::runtime::apply_live(&dd.instance_ctx(), &name).await {
+            if let Err(e) = crate::runtime::apply_live(&dd.instance_ctx(), &name, &before).await {
                 // The running instance could not take the new limits: keep the old record.
                 let _ = instances::restore(&dd.db, &before);
                 return Err(e.to_string());
@@ -205,7 +205,7 @@ pub async fn patch(
         .map_err(|e| ApiError::BadRequest(format!("invalid request body: {e}")))?;
     let before = instances::get(&d.db, &name)?;
     instances::apply(&d.db, &name, w, true)?;
-    if let Err(e) = crate::runtime::apply_live(&d.instance_ctx(), &name).await {
+    if let Err(e) = crate::runtime::apply_live(&d.instance_ctx(), &name, &before).await {
         // The limits could not be applied to the running instance: keep the old record.
         let _ = instances::restore(&d.db, &before);
         return Err(e);

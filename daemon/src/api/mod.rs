@@ -5,6 +5,7 @@ pub mod events;
 pub mod files;
 pub mod images;
 pub mod instances;
+pub mod networks;
 pub mod operations;
 pub mod profiles;
 pub mod resources;
@@ -76,6 +77,15 @@ pub const API_EXTENSIONS: &[&str] = &[
     "file_append",
     "file_symlinks",
     "file_get_symlink",
+    // /1.0/networks: managed bridges (NAT, DHCP, DNS), macvlan and physical networks.
+    "network",
+    "network_leases",
+    "network_dhcp_expiry",
+    // proxy devices (tcp, udp, unix; bind=host and bind=instance).
+    "proxy",
+    "proxy_unix",
+    "proxy_udp",
+    "proxy_tcp_udp_multi_port_handling",
 ];
 
 /// The whole route table.
@@ -159,6 +169,17 @@ pub fn router(d: Arc<Daemon>) -> Router {
             "/1.0/storage-pools/{name}/volumes/{type}/{vol}",
             get(storage::volume_get).delete(storage::volume_delete),
         )
+        .route("/1.0/networks", get(networks::list).post(networks::create))
+        .route(
+            "/1.0/networks/{name}",
+            get(networks::get_one)
+                .put(networks::put)
+                .patch(networks::patch)
+                .post(networks::rename)
+                .delete(networks::delete),
+        )
+        .route("/1.0/networks/{name}/state", get(networks::state))
+        .route("/1.0/networks/{name}/leases", get(networks::leases))
         .merge(instance_routes("/1.0/instances"))
         .merge(instance_routes("/1.0/containers"))
         .fallback(not_found)

@@ -17,12 +17,15 @@
 pub mod attach;
 pub mod monitor;
 pub mod seccomp;
-pub mod wire;
 
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+pub use silo_proto::jail::wire;
+
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+
+use silo_proto::jail::launcher::LauncherClient;
 
 use serde::{Deserialize, Serialize};
-use silo_proto::error::{HelperError, HelperResult};
+use silo_proto::error::HelperResult;
 use silo_proto::privileged::ExecSpec;
 
 /// Start an instance. Fds: the rootfs directory, the instance's runtime directory.
@@ -41,6 +44,8 @@ pub struct StartReq {
     pub cgroup2: bool,
     /// Whether the image's init is systemd (kept in the record for stops after adoption).
     pub systemd: bool,
+    /// Hold init before its exec until a byte arrives on the `go` FIFO in the runtime dir.
+    pub hold: bool,
 }
 
 /// Run a command in an instance. Fds: the status socket, then stdin, stdout, stderr unless
@@ -79,100 +84,21 @@ pub enum ExecStatus {
 
 /// silo-priv's end.
 #[derive(Debug)]
-pub struct Launcher {
-    sock: tokio::sync::Mutex<Option<tokio::io::unix::AsyncFd<OwnedFd>>>,
-    raw: std::sync::Mutex<Option<OwnedFd>>,
-}
-
-fn gone() -> HelperError {
-    HelperError::Unsupported("silo-priv's launcher is gone (see the log)".into())
-}
+pub struct Launcher(LauncherClient);
 
 impl Launcher {
     /// Forks the launcher. Runs in silo-priv's start-up, single-threaded, before the jail.
     pub fn spawn() -> HelperResult<Launcher> {
-        let (ours, theirs) =
-            wire::pair().map_err(|e| HelperError::io("socketpair", "launcher", e))?;
-        // SAFETY: silo-priv is single-threaded at start-up; the child only confines itself
-        // and serves, leaving through _exit.
-        match unsafe { nix::unistd::fork() } {
-            Err(e) => Err(HelperError::errno("fork", "launcher", e)),
-            Ok(nix::unistd::ForkResult::Child) => {
-                drop(ours);
-                sys_close_all_but(theirs.as_raw_fd());
-                serve(theirs)
-            }
-            Ok(nix::unistd::ForkResult::Parent { .. }) => {
-                drop(theirs);
-                Ok(Launcher {
-                    sock: tokio::sync::Mutex::new(None),
-                    raw: std::sync::Mutex::new(Some(ours)),
-                })
-            }
-        }
+        LauncherClient::fork("silo-priv's launcher", serve).map(Launcher)
     }
 
-    /// One request, one reply (requests are serialized: the launcher is single-threaded).
-    pub async fn call(
-        &self,
-        req: &Request,
-        fds: &[std::os::fd::BorrowedFd<'_>],
-    ) -> HelperResult<Reply> {
-        let mut guard = self.sock.lock().await;
-        if guard.is_none() {
-            let raw = self
-                .raw
-                .lock()
-                .ok()
-                .and_then(|mut r| r.take())
-                .ok_or_else(gone)?;
-            set_nonblocking(&raw);
-            *guard =
-                Some(async_fd(raw).map_err(|e| HelperError::io("register", "launcher socket", e))?);
-        }
-        let sock = guard.as_ref().ok_or_else(gone)?;
-        wire::send(sock.as_fd(), req, fds).map_err(|e| HelperError::io("send", "launcher", e))?;
-        loop {
-            let mut ready = sock
-                .readable()
-                .await
-                .map_err(|e| HelperError::io("poll", "launcher", e))?;
-            match ready.try_io(|s| {
-                wire::recv::<Reply>(s.as_fd()).map_err(|e| {
-                    if e.kind() == std::io::ErrorKind::WouldBlock {
-                        std::io::Error::from(std::io::ErrorKind::WouldBlock)
-                    } else {
-                        e
-                    }
-                })
-            }) {
-                Ok(Ok(Some((r, _)))) => return Ok(r),
-                Ok(Ok(None)) => return Err(gone()),
-                Ok(Err(e)) => return Err(HelperError::io("recv", "launcher", e)),
-                Err(_would_block) => continue,
-            }
-        }
+    /// One request, one reply.
+    pub async fn call(&self, req: &Request, fds: &[BorrowedFd<'_>]) -> HelperResult<Reply> {
+        self.0.call(req, fds).await
     }
 }
 
-/// Registers an fd with the reactor.
-pub fn async_fd(fd: OwnedFd) -> std::io::Result<tokio::io::unix::AsyncFd<OwnedFd>> {
-    // SAFETY: the OwnedFd moves into the AsyncFd, so the fd stays open and keeps its number
-    // for the AsyncFd's whole life.
-    unsafe { tokio::io::unix::AsyncFd::register(fd) }.map_err(|e| e.into_parts().1)
-}
-
-pub fn set_nonblocking(fd: &OwnedFd) {
-    // SAFETY: fcntl on an fd we own.
-    unsafe {
-        let fl = libc::fcntl(fd.as_raw_fd(), libc::F_GETFL);
-        libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, fl | libc::O_NONBLOCK);
-    }
-}
-
-fn sys_close_all_but(keep: i32) {
-    crate::sys::close_fds_except(&[keep]);
-}
+pub use silo_proto::jail::launcher::{async_fd, set_nonblocking};
 
 /// The capabilities LXD drops from every container (its default `lxc.cap.drop`), dropped from
 /// the launcher's bounding set so that no process it forks can ever hold them.
@@ -263,12 +189,5 @@ fn serve(sock: OwnedFd) -> ! {
 }
 
 fn reap() {
-    loop {
-        let mut st = 0;
-        // SAFETY: waitpid with WNOHANG on any child; status is a local.
-        let r = unsafe { libc::waitpid(-1, &mut st, libc::WNOHANG) };
-        if r <= 0 {
-            return;
-        }
-    }
+    silo_proto::jail::launcher::reap_children();
 }

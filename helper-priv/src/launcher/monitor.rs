@@ -113,6 +113,15 @@ fn monitor(req: StartReq, rootfs: OwnedFd, rundir: OwnedFd, w: OwnedFd) -> ! {
         Ok(p) => p,
         Err(e) => die(&mut result, &e.to_string()),
     };
+    // Init inherits the FIFO's read end through clone3 and waits on it before its exec.
+    let go = if req.hold {
+        match open_go_fifo(rundir.as_fd()) {
+            Ok(f) => Some(f),
+            Err(e) => die(&mut result, &format!("go FIFO: {e}")),
+        }
+    } else {
+        None
+    };
     let mut flags = (libc::CLONE_NEWPID
         | libc::CLONE_NEWNS
         | libc::CLONE_NEWUTS
@@ -126,11 +135,17 @@ fn monitor(req: StartReq, rootfs: OwnedFd, rundir: OwnedFd, w: OwnedFd) -> ! {
         Err(e) => die(&mut result, &e.to_string()),
         Ok(sys::Cloned::Child) => {
             drop(msock);
-            init_child(&req, csock, &console.slave_path)
+            // The launcher reads the monitor's answer to EOF: a held init must not keep the
+            // pipe's write end open.
+            // SAFETY: closing this process's copy of the fd; `result` is never used here again
+            // (init_child leaves through _exit).
+            unsafe { libc::close(result.as_raw_fd()) };
+            init_child(&req, csock, &console.slave_path, go)
         }
         Ok(sys::Cloned::Parent { pid, pidfd }) => (pid, pidfd),
     };
     drop(csock);
+    drop(go);
     let setup = (|| -> Result<(), String> {
         if userns {
             for f in ["uid_map", "gid_map"] {
@@ -148,9 +163,11 @@ fn monitor(req: StartReq, rootfs: OwnedFd, rundir: OwnedFd, w: OwnedFd) -> ! {
             sys::idmap_tree(tree.as_fd(), ns.as_fd()).map_err(|e| e.to_string())?;
         }
         wire::send(msock.as_fd(), &(), &[tree.as_fd()]).map_err(|e| e.to_string())?;
-        // EOF means init's exec happened (the socket is close-on-exec); a message is why not.
+        // EOF means init's exec happened (the socket is close-on-exec); HELD that init waits
+        // for its release; any other message is why it could not start.
         match wire::recv_raw(msock.as_fd()) {
             Ok(None) => Ok(()),
+            Ok(Some((b, _))) if b == HELD => Ok(()),
             Ok(Some((b, _))) => Err(String::from_utf8_lossy(&b).into_owned()),
             Err(e) => Err(e.to_string()),
         }
@@ -177,7 +194,7 @@ fn monitor(req: StartReq, rootfs: OwnedFd, rundir: OwnedFd, w: OwnedFd) -> ! {
             idmap_base: req.idmap_base,
             systemd: req.systemd,
         };
-        let line = crate::runtime::record_line(&info, sys::start_time(pid).unwrap_or(0));
+        let line = info.record_line(sys::start_time(pid).unwrap_or(0));
         let _ = sys::write_record(rundir.as_fd(), "init", &line);
         // Where silo-priv resizes the console (TIOCSWINSZ on the pty's other end).
         let _ = sys::write_record(rundir.as_fd(), "console.pts", &console.slave_path);
@@ -216,14 +233,65 @@ impl Console {
     }
 }
 
+/// What a held init tells the monitor once it is ready and waiting for its release.
+const HELD: &[u8] = b"\0held";
+
+/// How long a held init waits for its release before giving up.
+const HOLD_MS: i32 = 60_000;
+
+/// Makes the `go` FIFO in the runtime dir (root's, 0600) and opens its read end.
+fn open_go_fifo(rundir: BorrowedFd<'_>) -> Result<OwnedFd, String> {
+    let _ = nix::unistd::unlinkat(rundir, "go", nix::unistd::UnlinkatFlags::NoRemoveDir);
+    nix::unistd::mkfifoat(
+        rundir,
+        "go",
+        nix::sys::stat::Mode::from_bits_truncate(0o600),
+    )
+    .map_err(|e| format!("mkfifo: {e}"))?;
+    nix::fcntl::openat(
+        rundir,
+        "go",
+        nix::fcntl::OFlag::O_RDONLY
+            | nix::fcntl::OFlag::O_NONBLOCK
+            | nix::fcntl::OFlag::O_NOFOLLOW
+            | nix::fcntl::OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )
+    .map_err(|e| format!("open: {e}"))
+}
+
+/// Tells the monitor init is ready, then waits for silo-priv's `g` on the FIFO.
+fn wait_for_release(sock: &OwnedFd, go: OwnedFd) -> Result<(), String> {
+    nix::unistd::write(sock, HELD).map_err(io("telling the monitor"))?;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_millis(HOLD_MS as u64);
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() || !wire::wait_readable(go.as_fd(), left.as_millis() as i32) {
+            return Err("the instance's network setup did not finish within 60s".into());
+        }
+        let mut b = [0u8; 1];
+        match nix::unistd::read(&go, &mut b) {
+            Ok(1) if b[0] == b'g' => return Ok(()),
+            Ok(1) => return Err("start cancelled".into()),
+            // Another opener that wrote nothing: keep waiting for the real release.
+            Ok(_) | Err(nix::errno::Errno::EAGAIN) => {
+                std::thread::sleep(std::time::Duration::from_millis(5))
+            }
+            Err(e) => return Err(format!("waiting for release: {e}")),
+        }
+    }
+}
+
 /// In init's process: namespaces are new, maps are (about to be) written by the monitor.
-fn init_child(req: &StartReq, sock: OwnedFd, console: &str) -> ! {
-    let r = init_setup(req, &sock, console);
+fn init_child(req: &StartReq, sock: OwnedFd, console: &str, go: Option<OwnedFd>) -> ! {
+    let r = init_setup(req, &sock, console, go);
     let why = match r {
         Ok(never) => match never {},
         Err(e) => e,
     };
     let _ = nix::unistd::write(&sock, why.as_bytes());
+    // After a hold the monitor has stopped listening: the console log keeps the reason.
+    let _ = nix::unistd::write(std::io::stderr(), format!("silo: {why}\n").as_bytes());
     // SAFETY: leaving the child without running the parent's destructors.
     unsafe { libc::_exit(1) }
 }
@@ -234,7 +302,12 @@ fn io<E: std::fmt::Display>(what: &str) -> impl Fn(E) -> String + '_ {
     move |e| format!("{what}: {e}")
 }
 
-fn init_setup(req: &StartReq, sock: &OwnedFd, console: &str) -> Result<Never, String> {
+fn init_setup(
+    req: &StartReq,
+    sock: &OwnedFd,
+    console: &str,
+    go: Option<OwnedFd>,
+) -> Result<Never, String> {
     let userns = req.idmap_base.is_some();
     let tree = match wire::recv_raw(sock.as_fd()).map_err(io("waiting for the monitor"))? {
         Some((_, mut fds)) if fds.len() == 1 => fds.remove(0),
@@ -286,6 +359,9 @@ fn init_setup(req: &StartReq, sock: &OwnedFd, console: &str) -> Result<Never, St
         }
     }
     drop(c);
+    if let Some(go) = go {
+        wait_for_release(sock, go)?;
+    }
     super::default_signals();
     let init = sys::cstr("/sbin/init").map_err(|e| e.to_string())?;
     let argv = [init.as_ptr(), std::ptr::null()];

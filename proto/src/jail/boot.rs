@@ -206,7 +206,7 @@ pub fn init_logging() {
 /// runtime. Returns the exit status.
 pub fn run<P, F, Fut>(
     name: &'static str,
-    jail_of: fn(SeccompMode) -> crate::jail::Jail,
+    jail_of: fn(&Boot) -> crate::jail::Jail,
     prepare: impl FnOnce(&Boot) -> crate::error::HelperResult<P>,
     serve: F,
 ) -> i32
@@ -230,7 +230,7 @@ where
             return 2;
         }
     };
-    let report = match jail_of(b.seccomp_mode).enter() {
+    let report = match jail_of(&b).enter() {
         Ok(r) => r,
         Err(e) => {
             tracing::error!(error = %e, "cannot enter the jail; refusing to serve unconfined");

@@ -10,10 +10,12 @@ pub mod beneath;
 pub mod boot;
 pub mod caps_drop;
 pub mod landlock_rules;
+pub mod launcher;
 pub mod policy;
 pub mod seccomp;
 pub mod selftest;
 pub mod user;
+pub mod wire;
 
 use std::path::PathBuf;
 

@@ -1,5 +1,6 @@
-//! Messages with fds on SEQPACKET sockets between silo-priv, its launcher and the processes
-//! the launcher forks: one bincode value per packet, fds beside it with SCM_RIGHTS.
+//! Messages with fds on SEQPACKET sockets between a helper, its launcher (the part forked
+//! before the jail) and the processes the launcher forks: one bincode value per packet, fds
+//! beside it with SCM_RIGHTS.
 
 use std::io::{self, IoSlice};
 use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
@@ -66,7 +67,7 @@ pub fn send<T: Serialize>(sock: BorrowedFd<'_>, v: &T, fds: &[BorrowedFd<'_>]) -
 /// Receives one packet: `Ok(None)` when the peer closed.
 pub fn recv_raw(sock: BorrowedFd<'_>) -> io::Result<Option<(Vec<u8>, Vec<OwnedFd>)>> {
     let mut buf = vec![0u8; MAX_PACKET];
-    let p = silo_proto::fdpass::recv_packet(sock, &mut buf).map_err(|e| errno("recvmsg", e))?;
+    let p = crate::fdpass::recv_packet(sock, &mut buf).map_err(|e| errno("recvmsg", e))?;
     if p.len == 0 && p.fds.is_empty() {
         return Ok(None);
     }

@@ -1,0 +1,278 @@
+//! `/1.0/networks`: silo's managed networks, and the host's other interfaces as unmanaged ones.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use axum::extract::{Path, Query, State};
+use axum::http::HeaderMap;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use silo_proto::IfName;
+
+use super::response::{sync, sync_etag, ApiError, ApiResult};
+use super::ListQuery;
+use crate::helpers::{ctx, rpc_err};
+use crate::networks;
+use crate::state::Daemon;
+
+async fn all(d: &Daemon) -> Result<Vec<Value>, ApiError> {
+    let managed = networks::list(&d.db)?;
+    let mut out = Vec::new();
+    for n in &managed {
+        out.push(networks::to_api(&d.db, n)?);
+    }
+    let links = d
+        .helpers
+        .net
+        .list_links(ctx())
+        .await
+        .map_err(rpc_err("silo-net"))??;
+    for l in links {
+        // silo's own veth ends belong to instances, not to the network list.
+        if l.owned || managed.iter().any(|n| n.name == l.name.as_str()) {
+            continue;
+        }
+        out.push(networks::unmanaged_api(&l));
+    }
+    out.sort_by(|a, b| a["name"].as_str().cmp(&b["name"].as_str()));
+    Ok(out)
+}
+
+/// `GET /1.0/networks`.
+pub async fn list(State(d): State<Arc<Daemon>>, Query(q): Query<ListQuery>) -> ApiResult {
+    let objs = all(&d).await?;
+    let filter = crate::filter::Filter::parse(q.filter.as_deref().unwrap_or(""))?;
+    let objs: Vec<Value> = objs.into_iter().filter(|o| filter.matches(o)).collect();
+    if q.recursive() {
+        Ok(sync(objs))
+    } else {
+        Ok(sync(
+            objs.iter()
+                .map(|o| format!("/1.0/networks/{}", o["name"].as_str().unwrap_or("")))
+                .collect::<Vec<_>>(),
+        ))
+    }
+}
+
+#[derive(Debug, Deserialize)]
+pub struct NetworkPost {
+    name: String,
+    #[serde(
+        default,
+        rename = "type",
+        deserialize_with = "crate::api::response::null_default"
+    )]
+    kind: String,
+    #[serde(default, deserialize_with = "crate::api::response::null_default")]
+    description: String,
+    #[serde(default, deserialize_with = "crate::api::response::null_default")]
+    config: BTreeMap<String, String>,
+}
+
+/// `POST /1.0/networks`.
+pub async fn create(State(d): State<Arc<Daemon>>, body: axum::body::Bytes) -> ApiResult {
+    let p: NetworkPost = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::BadRequest(format!("invalid request body: {e}")))?;
+    networks::create(
+        &d.db,
+        &d.helpers,
+        &p.name,
+        &p.kind,
+        &p.description,
+        p.config,
+    )
+    .await?;
+    d.events.lifecycle(
+        "network-created",
+        &format!("/1.0/networks/{}", p.name),
+        json!({}),
+    );
+    Ok(sync(Value::Null))
+}
+
+async fn object(d: &Daemon, name: &str) -> Result<Value, ApiError> {
+    match networks::get(&d.db, name) {
+        Ok(n) => networks::to_api(&d.db, &n),
+        Err(e) => {
+            let Ok(i) = IfName::new(name.to_string()) else {
+                return Err(e);
+            };
+            match d
+                .helpers
+                .net
+                .link_state(ctx(), i)
+                .await
+                .map_err(rpc_err("silo-net"))?
+            {
+                Ok(l) if !l.owned => Ok(networks::unmanaged_api(&l)),
+                _ => Err(e),
+            }
+        }
+    }
+}
+
+/// `GET /1.0/networks/{name}`.
+pub async fn get_one(State(d): State<Arc<Daemon>>, Path(name): Path<String>) -> ApiResult {
+    Ok(sync_etag(object(&d, &name).await?))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct NetworkPut {
+    #[serde(default)]
+    description: Option<String>,
+    #[serde(default)]
+    config: Option<BTreeMap<String, String>>,
+}
+
+fn writable(v: &Value) -> Value {
+    json!({"config": v["config"], "description": v["description"]})
+}
+
+async fn write(d: &Daemon, name: &str, headers: &HeaderMap, body: &[u8], patch: bool) -> ApiResult {
+    let mut n = networks::get(&d.db, name).map_err(|e| match e {
+        ApiError::NotFound(_) => ApiError::BadRequest(format!(
+            "network {name:?} is not managed by silo; only managed networks can be modified"
+        )),
+        e => e,
+    })?;
+    if let Some(want) = headers
+        .get(axum::http::header::IF_MATCH)
+        .and_then(|v| v.to_str().ok())
+    {
+        let have = super::etag(&networks::to_api(&d.db, &n)?);
+        let have_w = super::etag(&writable(&networks::to_api(&d.db, &n)?));
+        let want = want.trim_matches('"');
+        if want != have && want != have_w {
+            return Err(ApiError::PreconditionFailed(format!(
+                "network {name:?} changed meanwhile (ETag mismatch)"
+            )));
+        }
+    }
+    let w: NetworkPut = serde_json::from_slice(body)
+        .map_err(|e| ApiError::BadRequest(format!("invalid request body: {e}")))?;
+    match w.description {
+        Some(x) => n.description = x,
+        None if !patch => n.description.clear(),
+        None => {}
+    }
+    if let Some(c) = w.config {
+        if patch {
+            for (k, v) in c {
+                // LXD's PATCH removes a key given as "".
+                if v.is_empty() {
+                    n.config.remove(&k);
+                } else {
+                    n.config.insert(k, v);
+                }
+            }
+        } else {
+            n.config = c.into_iter().filter(|(_, v)| !v.is_empty()).collect();
+        }
+    }
+    networks::update(&d.db, &d.helpers, n).await?;
+    d.events.lifecycle(
+        "network-updated",
+        &format!("/1.0/networks/{name}"),
+        json!({}),
+    );
+    Ok(sync(Value::Null))
+}
+
+/// `PUT /1.0/networks/{name}`.
+pub async fn put(
+    State(d): State<Arc<Daemon>>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> ApiResult {
+    write(&d, &name, &headers, &body, false).await
+}
+
+/// `PATCH /1.0/networks/{name}`.
+pub async fn patch(
+    State(d): State<Arc<Daemon>>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> ApiResult {
+    write(&d, &name, &headers, &body, true).await
+}
+
+#[derive(Debug, Deserialize)]
+pub struct RenamePost {
+    name: String,
+}
+
+/// `POST /1.0/networks/{name}`: rename an unused network.
+pub async fn rename(
+    State(d): State<Arc<Daemon>>,
+    Path(name): Path<String>,
+    body: axum::body::Bytes,
+) -> ApiResult {
+    let r: RenamePost = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::BadRequest(format!("invalid request body: {e}")))?;
+    let n = networks::get(&d.db, &name)?;
+    if !networks::used_by(&d.db, &name)?.is_empty() {
+        return Err(ApiError::BadRequest(format!(
+            "network {name:?} is in use; only unused networks can be renamed"
+        )));
+    }
+    networks::create(
+        &d.db,
+        &d.helpers,
+        &r.name,
+        &n.kind,
+        &n.description,
+        n.config.clone(),
+    )
+    .await?;
+    networks::delete(&d.db, &d.helpers, &name).await?;
+    d.events.lifecycle(
+        "network-renamed",
+        &format!("/1.0/networks/{}", r.name),
+        json!({"old_name": name}),
+    );
+    Ok(sync(Value::Null))
+}
+
+/// `DELETE /1.0/networks/{name}`.
+pub async fn delete(State(d): State<Arc<Daemon>>, Path(name): Path<String>) -> ApiResult {
+    networks::delete(&d.db, &d.helpers, &name).await?;
+    d.events.lifecycle(
+        "network-deleted",
+        &format!("/1.0/networks/{name}"),
+        json!({}),
+    );
+    Ok(sync(Value::Null))
+}
+
+/// `GET /1.0/networks/{name}/state`.
+pub async fn state(State(d): State<Arc<Daemon>>, Path(name): Path<String>) -> ApiResult {
+    let i = IfName::new(name.clone())
+        .map_err(|_| ApiError::NotFound(format!("network {name:?} not found")))?;
+    let l = d
+        .helpers
+        .net
+        .link_state(ctx(), i)
+        .await
+        .map_err(rpc_err("silo-net"))?
+        .map_err(|e| match e {
+            silo_proto::HelperError::NotFound { .. } => {
+                ApiError::NotFound(format!("network {name:?} not found"))
+            }
+            e => e.into(),
+        })?;
+    Ok(sync(networks::state_api(&l)))
+}
+
+/// `GET /1.0/networks/{name}/leases`.
+pub async fn leases(State(d): State<Arc<Daemon>>, Path(name): Path<String>) -> ApiResult {
+    let n = networks::get(&d.db, &name)?;
+    if n.kind != "bridge" {
+        return Err(ApiError::BadRequest(format!(
+            "network {name:?} is a {} network: only managed bridges have leases",
+            n.kind
+        )));
+    }
+    Ok(sync(networks::leases(&d.db, &d.helpers, &n).await?))
+}

@@ -1,0 +1,982 @@
+//! Networks: records in the database, the work in silo-net. Also what instances' `nic` and
+//! `proxy` devices turn into at start, hot-plug and stop.
+
+use std::collections::BTreeMap;
+use std::net::{Ipv4Addr, Ipv6Addr};
+
+use rusqlite::params;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use silo_proto::net::{BridgeSpec, HostEntry, NicKind, NicSpec};
+use silo_proto::proxy::{ProxyBind, ProxySpec};
+use silo_proto::types::{DnsDomain, Ipv4Cidr, Ipv6Cidr, MacAddr};
+use silo_proto::{DeviceName, IfName, InstanceName};
+
+use crate::api::response::ApiError;
+use crate::db::Db;
+use crate::helpers::{ctx, rpc_err, Helpers};
+use crate::profiles::Device;
+
+/// The bridge a fresh silo makes, and the default profile's `eth0` joins.
+pub const DEFAULT_BRIDGE: &str = "silobr0";
+
+/// A network record.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Network {
+    /// Name (the interface name for bridges).
+    pub name: String,
+    /// "bridge", "macvlan" or "physical".
+    pub kind: String,
+    /// Description.
+    pub description: String,
+    /// Config, with `auto` addresses replaced by the subnets picked.
+    pub config: BTreeMap<String, String>,
+}
+
+fn bad(msg: impl Into<String>) -> ApiError {
+    ApiError::BadRequest(msg.into())
+}
+
+fn is_true(v: Option<&String>, default: bool) -> bool {
+    match v.map(|s| s.to_ascii_lowercase()) {
+        None => default,
+        Some(s) if s.is_empty() => default,
+        Some(s) => matches!(s.as_str(), "true" | "1" | "yes" | "on"),
+    }
+}
+
+fn check_bool(k: &str, v: &str) -> Result<(), ApiError> {
+    match v.to_ascii_lowercase().as_str() {
+        "" | "true" | "false" | "1" | "0" | "yes" | "no" | "on" | "off" => Ok(()),
+        _ => Err(bad(format!(
+            "invalid value {v:?} for {k}: expected true or false"
+        ))),
+    }
+}
+
+/// LXD's duration syntax for `ipv4.dhcp.expiry`: seconds, or a number with s/m/h/d.
+pub fn parse_expiry(v: &str) -> Result<u32, ApiError> {
+    let e = || {
+        bad(format!(
+            "invalid value {v:?} for ipv4.dhcp.expiry: expected e.g. 1h, 30m or 3600"
+        ))
+    };
+    let (num, mul) = match v.chars().last() {
+        Some('s') => (&v[..v.len() - 1], 1),
+        Some('m') => (&v[..v.len() - 1], 60),
+        Some('h') => (&v[..v.len() - 1], 3600),
+        Some('d') => (&v[..v.len() - 1], 86400),
+        _ => (v, 1),
+    };
+    let n: u32 = num.parse().map_err(|_| e())?;
+    n.checked_mul(mul).filter(|s| *s >= 120).ok_or_else(|| {
+        bad(format!(
+            "invalid value {v:?} for ipv4.dhcp.expiry: at least 2m (dnsmasq's minimum)"
+        ))
+    })
+}
+
+/// Checks a network's type and config keys; `auto` stays for [`create`] to resolve.
+pub fn validate(kind: &str, config: &BTreeMap<String, String>) -> Result<(), ApiError> {
+    match kind {
+        "bridge" => {
+            for (k, v) in config {
+                match k.as_str() {
+                    "ipv4.address" => {
+                        if !matches!(v.as_str(), "auto" | "none" | "") {
+                            v.parse::<Ipv4Cidr>()
+                                .map_err(|e| bad(format!("invalid value for ipv4.address: {e}")))?;
+                        }
+                    }
+                    "ipv6.address" => {
+                        if !matches!(v.as_str(), "auto" | "none" | "") {
+                            v.parse::<Ipv6Cidr>()
+                                .map_err(|e| bad(format!("invalid value for ipv6.address: {e}")))?;
+                        }
+                    }
+                    "ipv4.nat" | "ipv6.nat" | "ipv4.dhcp" | "ipv6.dhcp" | "ipv6.dhcp.stateful" => {
+                        check_bool(k, v)?
+                    }
+                    "ipv4.dhcp.expiry" => {
+                        parse_expiry(v)?;
+                    }
+                    "bridge.mtu" => {
+                        let m: u32 = v
+                            .parse()
+                            .map_err(|_| bad(format!("invalid value {v:?} for bridge.mtu")))?;
+                        if !(1280..=9000).contains(&m) {
+                            return Err(bad(format!("bridge.mtu {m} is outside 1280..9000")));
+                        }
+                    }
+                    "bridge.driver" => {
+                        if v != "native" && !v.is_empty() {
+                            return Err(bad(format!(
+                                "bridge.driver {v:?} is not supported on this host: only \"native\" (openvswitch is not installed)"
+                            )));
+                        }
+                    }
+                    "dns.domain" => {
+                        DnsDomain::new(v.clone()).map_err(|e| bad(e.to_string()))?;
+                    }
+                    "dns.mode" => {
+                        if !matches!(v.as_str(), "managed" | "none" | "") {
+                            return Err(bad(format!(
+                                "invalid value {v:?} for dns.mode: \"managed\" or \"none\""
+                            )));
+                        }
+                    }
+                    k if k.starts_with("user.") => {}
+                    other => {
+                        return Err(bad(format!(
+                            "unknown configuration key {other:?} for a bridge network"
+                        )))
+                    }
+                }
+            }
+            Ok(())
+        }
+        "macvlan" | "physical" => {
+            for (k, v) in config {
+                match k.as_str() {
+                    "parent" => {
+                        IfName::new(v.clone()).map_err(|e| bad(e.to_string()))?;
+                    }
+                    "mtu" => {
+                        v.parse::<u32>()
+                            .map_err(|_| bad(format!("invalid value {v:?} for mtu")))?;
+                    }
+                    k if k.starts_with("user.") => {}
+                    other => {
+                        return Err(bad(format!(
+                            "unknown configuration key {other:?} for a {kind} network"
+                        )))
+                    }
+                }
+            }
+            if !config.contains_key("parent") {
+                return Err(bad(format!("a {kind} network needs a parent interface")));
+            }
+            Ok(())
+        }
+        "sriov" => Err(bad(
+            "network type \"sriov\" is not supported on this host: it has no SR-IOV capable network card",
+        )),
+        "ovn" => Err(bad(
+            "network type \"ovn\" is not supported on this host: it needs an OVN cluster (ovn-host and openvswitch)",
+        )),
+        "" => Err(bad("missing network type")),
+        other => Err(bad(format!("unknown network type {other:?}"))),
+    }
+}
+
+/// The bridge silo-net makes of a bridge network's (resolved) config.
+pub fn bridge_spec(n: &Network) -> Result<BridgeSpec, ApiError> {
+    let c = &n.config;
+    let ipv4 = match c.get("ipv4.address").map(String::as_str) {
+        None | Some("") | Some("none") => None,
+        Some(v) => Some(v.parse::<Ipv4Cidr>().map_err(|e| bad(e.to_string()))?),
+    };
+    let ipv6 = match c.get("ipv6.address").map(String::as_str) {
+        None | Some("") | Some("none") => None,
+        Some(v) => Some(v.parse::<Ipv6Cidr>().map_err(|e| bad(e.to_string()))?),
+    };
+    Ok(BridgeSpec {
+        name: IfName::new(n.name.clone()).map_err(|e| bad(e.to_string()))?,
+        ipv4,
+        ipv6,
+        ipv4_nat: is_true(c.get("ipv4.nat"), false),
+        ipv6_nat: is_true(c.get("ipv6.nat"), false),
+        ipv4_dhcp: is_true(c.get("ipv4.dhcp"), true),
+        ipv6_dhcp: is_true(c.get("ipv6.dhcp"), true),
+        ipv6_dhcp_stateful: is_true(c.get("ipv6.dhcp.stateful"), false),
+        dhcp_expiry: match c.get("ipv4.dhcp.expiry") {
+            Some(v) if !v.is_empty() => parse_expiry(v)?,
+            _ => 3600,
+        },
+        mtu: c.get("bridge.mtu").and_then(|m| m.parse().ok()),
+        dns_domain: DnsDomain::new(
+            c.get("dns.domain")
+                .filter(|d| !d.is_empty())
+                .cloned()
+                .unwrap_or_else(|| "silo".into()),
+        )
+        .map_err(|e| bad(e.to_string()))?,
+        dns: c.get("dns.mode").map(String::as_str) != Some("none"),
+    })
+}
+
+/// All network records.
+pub fn list(db: &Db) -> Result<Vec<Network>, ApiError> {
+    Ok(db.with(|c| {
+        let mut st =
+            c.prepare("SELECT name, type, description, config FROM networks ORDER BY name")?;
+        let rows = st.query_map([], |r| {
+            let cfg: String = r.get(3)?;
+            Ok(Network {
+                name: r.get(0)?,
+                kind: r.get(1)?,
+                description: r.get(2)?,
+                config: serde_json::from_str(&cfg).unwrap_or_default(),
+            })
+        })?;
+        rows.collect()
+    })?)
+}
+
+/// One network record.
+pub fn get(db: &Db, name: &str) -> Result<Network, ApiError> {
+    list(db)?
+        .into_iter()
+        .find(|n| n.name == name)
+        .ok_or_else(|| ApiError::NotFound(format!("network {name:?} not found")))
+}
+
+fn save(db: &Db, n: &Network, insert: bool) -> Result<(), ApiError> {
+    let cfg = serde_json::to_string(&n.config).unwrap_or_else(|_| "{}".into());
+    db.with(|c| {
+        if insert {
+            c.execute(
+                "INSERT INTO networks (name, type, description, config) VALUES (?1, ?2, ?3, ?4)",
+                params![n.name, n.kind, n.description, cfg],
+            )
+        } else {
+            c.execute(
+                "UPDATE networks SET description = ?2, config = ?3 WHERE name = ?1",
+                params![n.name, n.description, cfg],
+            )
+        }
+        .map(|_| ())
+    })?;
+    Ok(())
+}
+
+/// Replaces `auto` addresses with free subnets silo-net picks (avoiding the other networks'
+/// subnets), and fills LXD's defaults for a new bridge (NAT on for `auto` subnets).
+async fn resolve_auto(
+    db: &Db,
+    helpers: &Helpers,
+    n: &mut Network,
+    fresh: bool,
+) -> Result<(), ApiError> {
+    if n.kind != "bridge" {
+        return Ok(());
+    }
+    if fresh {
+        // LXD's defaults for a new bridge: both families auto with NAT.
+        for k in ["ipv4.address", "ipv6.address"] {
+            n.config.entry(k.into()).or_insert_with(|| "auto".into());
+        }
+    }
+    let want4 = n.config.get("ipv4.address").map(String::as_str) == Some("auto");
+    let want6 = n.config.get("ipv6.address").map(String::as_str) == Some("auto");
+    if !want4 && !want6 {
+        return Ok(());
+    }
+    let others: Vec<Network> = list(db)?.into_iter().filter(|o| o.name != n.name).collect();
+    let avoid4 = others
+        .iter()
+        .filter_map(|o| o.config.get("ipv4.address").and_then(|v| v.parse().ok()))
+        .collect();
+    let avoid6 = others
+        .iter()
+        .filter_map(|o| o.config.get("ipv6.address").and_then(|v| v.parse().ok()))
+        .collect();
+    let choice = helpers
+        .net
+        .pick_subnets(ctx(), want4, want6, avoid4, avoid6)
+        .await
+        .map_err(rpc_err("silo-net"))??;
+    if let Some(c) = choice.ipv4 {
+        n.config.insert("ipv4.address".into(), c.to_string());
+        n.config
+            .entry("ipv4.nat".into())
+            .or_insert_with(|| "true".into());
+    }
+    if let Some(c) = choice.ipv6 {
+        n.config.insert("ipv6.address".into(), c.to_string());
+        n.config
+            .entry("ipv6.nat".into())
+            .or_insert_with(|| "true".into());
+    }
+    Ok(())
+}
+
+/// Creates a network. A bridge is made real at once; nothing remains if that fails.
+pub async fn create(
+    db: &Db,
+    helpers: &Helpers,
+    name: &str,
+    kind: &str,
+    description: &str,
+    config: BTreeMap<String, String>,
+) -> Result<Network, ApiError> {
+    let kind = if kind.is_empty() { "bridge" } else { kind };
+    IfName::new(name.to_string()).map_err(|e| bad(format!("invalid network name: {e}")))?;
+    validate(kind, &config)?;
+    if list(db)?.iter().any(|n| n.name == name) {
+        return Err(ApiError::Conflict(format!(
+            "network {name:?} already exists"
+        )));
+    }
+    let mut n = Network {
+        name: name.into(),
+        kind: kind.into(),
+        description: description.into(),
+        config,
+    };
+    resolve_auto(db, helpers, &mut n, true).await?;
+    if n.kind == "bridge" {
+        let spec = bridge_spec(&n)?;
+        helpers
+            .net
+            .ensure_bridge(ctx(), spec)
+            .await
+            .map_err(rpc_err("silo-net"))??;
+    }
+    if let Err(e) = save(db, &n, true) {
+        if n.kind == "bridge" {
+            if let Ok(i) = IfName::new(n.name.clone()) {
+                let _ = helpers.net.delete_bridge(ctx(), i).await;
+            }
+        }
+        return Err(e);
+    }
+    tracing::info!(network = %n.name, kind = %n.kind, "network created");
+    Ok(n)
+}
+
+/// Changes a network's description and config (made real before it is saved).
+pub async fn update(db: &Db, helpers: &Helpers, mut n: Network) -> Result<(), ApiError> {
+    validate(&n.kind, &n.config)?;
+    resolve_auto(db, helpers, &mut n, false).await?;
+    if n.kind == "bridge" {
+        helpers
+            .net
+            .ensure_bridge(ctx(), bridge_spec(&n)?)
+            .await
+            .map_err(rpc_err("silo-net"))??;
+    }
+    save(db, &n, false)
+}
+
+/// Deletes an unused network.
+pub async fn delete(db: &Db, helpers: &Helpers, name: &str) -> Result<(), ApiError> {
+    let n = get(db, name)?;
+    let users = used_by(db, name)?;
+    if !users.is_empty() {
+        return Err(ApiError::BadRequest(format!(
+            "network {name:?} is in use by {}",
+            users.join(", ")
+        )));
+    }
+    if n.kind == "bridge" {
+        let i = IfName::new(n.name.clone()).map_err(|e| bad(e.to_string()))?;
+        match helpers
+            .net
+            .delete_bridge(ctx(), i)
+            .await
+            .map_err(rpc_err("silo-net"))?
+        {
+            Ok(()) | Err(silo_proto::HelperError::NotFound { .. }) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    db.with(|c| {
+        c.execute("DELETE FROM networks WHERE name = ?1", params![name])
+            .map(|_| ())
+    })?;
+    tracing::info!(network = %name, "network deleted");
+    Ok(())
+}
+
+/// Brings every bridge network up (silod's start; silo-net starts from nothing).
+pub async fn bring_up_all(db: &Db, helpers: &Helpers) {
+    let Ok(all) = list(db) else { return };
+    for n in all.into_iter().filter(|n| n.kind == "bridge") {
+        let r = async {
+            helpers
+                .net
+                .ensure_bridge(ctx(), bridge_spec(&n)?)
+                .await
+                .map_err(rpc_err("silo-net"))??;
+            Ok::<(), ApiError>(())
+        }
+        .await;
+        match r {
+            Ok(()) => tracing::info!(network = %n.name, "network up"),
+            Err(e) => {
+                tracing::error!(network = %n.name, error = %e, "bringing the network up failed")
+            }
+        }
+    }
+}
+
+/// Whether a nic device refers to network `name` (by `network`, or by `parent` for bridged
+/// nics on a silo bridge).
+fn nic_uses(d: &Device, name: &str) -> bool {
+    d.get("type").map(String::as_str) == Some("nic")
+        && (d.get("network").map(String::as_str) == Some(name)
+            || d.get("parent").map(String::as_str) == Some(name))
+}
+
+/// The instances and profiles whose devices use a network, as API URLs.
+pub fn used_by(db: &Db, name: &str) -> Result<Vec<String>, ApiError> {
+    let mut out = Vec::new();
+    for p in crate::profiles::list(db)? {
+        if p.devices.values().any(|d| nic_uses(d, name)) {
+            out.push(format!("/1.0/profiles/{}", p.name));
+        }
+    }
+    for i in crate::instances::list_records(db)? {
+        let profiles = crate::instances::load_profiles(db, &i.profiles).unwrap_or_default();
+        let (_, devs) = crate::instances::expand(&profiles, &i.config, &i.devices);
+        if devs.values().any(|d| nic_uses(d, name)) {
+            out.push(format!("/1.0/instances/{}", i.name));
+        }
+    }
+    Ok(out)
+}
+
+/// The API object of a managed network.
+pub fn to_api(db: &Db, n: &Network) -> Result<Value, ApiError> {
+    Ok(json!({
+        "name": n.name,
+        "description": n.description,
+        "type": n.kind,
+        "managed": true,
+        "status": "Created",
+        "config": n.config,
+        "used_by": used_by(db, &n.name)?,
+        "locations": ["none"],
+    }))
+}
+
+/// The API object of a host interface silo does not manage.
+pub fn unmanaged_api(l: &silo_proto::net::LinkState) -> Value {
+    let kind = match l.kind.as_str() {
+        "" if l.link_type == "loopback" => "loopback",
+        "" => "physical",
+        "bridge" => "bridge",
+        "bond" => "bond",
+        "vlan" => "vlan",
+        _ => "unknown",
+    };
+    json!({
+        "name": l.name.as_str(),
+        "description": "",
+        "type": kind,
+        "managed": false,
+        "status": "",
+        "config": {},
+        "used_by": [],
+        "locations": ["none"],
+    })
+}
+
+/// `/1.0/networks/<n>/state`.
+pub fn state_api(l: &silo_proto::net::LinkState) -> Value {
+    let addresses: Vec<Value> = l
+        .addresses
+        .iter()
+        .map(|a| {
+            json!({
+                "family": if a.address.is_ipv4() { "inet" } else { "inet6" },
+                "address": a.address.to_string(),
+                "netmask": a.prefix.to_string(),
+                "scope": a.scope,
+            })
+        })
+        .collect();
+    let bridge = (l.kind == "bridge").then(|| {
+        json!({"id": "", "stp": false, "forward_delay": 1500, "vlan_default": 1,
+               "vlan_filtering": false, "upper_devices": l.ports})
+    });
+    json!({
+        "addresses": addresses,
+        "counters": {
+            "bytes_received": l.counters[0], "bytes_sent": l.counters[1],
+            "packets_received": l.counters[2], "packets_sent": l.counters[3],
+        },
+        "hwaddr": l.hwaddr,
+        "mtu": l.mtu,
+        "state": if l.up { "up" } else { "down" },
+        "type": l.link_type,
+        "bond": null,
+        "bridge": bridge,
+        "vlan": null,
+    })
+}
+
+// ---- nic and proxy devices ----
+
+/// What one nic device of an instance becomes.
+#[derive(Debug, Clone)]
+pub struct NicPlan {
+    /// The device's name.
+    pub device: String,
+    /// For silo-net.
+    pub spec: NicSpec,
+    /// A managed bridge's name, when the nic gets a dnsmasq host entry there.
+    pub managed_bridge: Option<IfName>,
+    /// Static addresses for the host entry.
+    pub ipv4: Option<Ipv4Addr>,
+    /// Static IPv6 address.
+    pub ipv6: Option<Ipv6Addr>,
+}
+
+/// Checks a nic device's keys (the network it names must exist).
+pub fn validate_nic(db: &Db, d: &Device) -> Result<(), String> {
+    for k in d.keys() {
+        if !matches!(
+            k.as_str(),
+            "type"
+                | "nictype"
+                | "network"
+                | "parent"
+                | "name"
+                | "hwaddr"
+                | "mtu"
+                | "ipv4.address"
+                | "ipv6.address"
+                | "host_name"
+                | "boot.priority"
+        ) {
+            return Err(format!("unknown nic key {k:?}"));
+        }
+    }
+    if let Some(net) = d.get("network") {
+        let n = get(db, net).map_err(|_| format!("network {net:?} not found"))?;
+        if d.contains_key("nictype") || d.contains_key("parent") {
+            return Err(
+                "a nic with a network takes its type and parent from it; drop nictype and parent"
+                    .into(),
+            );
+        }
+        let _ = n;
+    } else {
+        match d.get("nictype").map(String::as_str) {
+            Some("bridged" | "macvlan" | "physical") => {}
+            Some("sriov" | "ipvlan" | "p2p" | "routed") => {
+                return Err(format!(
+                    "nictype {:?} is not supported by silo on this host",
+                    d.get("nictype").map(String::as_str).unwrap_or("")
+                ))
+            }
+            Some(o) => return Err(format!("unknown nictype {o:?}")),
+            None => return Err("a nic needs a network, or a nictype and a parent".into()),
+        }
+        let p = d.get("parent").ok_or("this nic needs a parent")?;
+        IfName::new(p.clone()).map_err(|e| e.to_string())?;
+    }
+    if let Some(n) = d.get("name") {
+        IfName::new(n.clone()).map_err(|e| e.to_string())?;
+    }
+    if let Some(h) = d.get("hwaddr") {
+        h.parse::<MacAddr>().map_err(|e| e.to_string())?;
+    }
+    if let Some(m) = d.get("mtu") {
+        let m: u32 = m.parse().map_err(|_| format!("invalid mtu {m:?}"))?;
+        if !(1280..=9000).contains(&m) {
+            return Err(format!("mtu {m} is outside 1280..9000"));
+        }
+    }
+    if let Some(a) = d.get("ipv4.address") {
+        a.parse::<Ipv4Addr>()
+            .map_err(|_| format!("invalid ipv4.address {a:?}"))?;
+    }
+    if let Some(a) = d.get("ipv6.address") {
+        a.parse::<Ipv6Addr>()
+            .map_err(|_| format!("invalid ipv6.address {a:?}"))?;
+    }
+    Ok(())
+}
+
+/// Parses a proxy device into what silo-net runs.
+pub fn proxy_spec(d: &Device) -> Result<ProxySpec, String> {
+    for k in d.keys() {
+        if !matches!(
+            k.as_str(),
+            "type"
+                | "listen"
+                | "connect"
+                | "bind"
+                | "nat"
+                | "proxy_protocol"
+                | "uid"
+                | "gid"
+                | "mode"
+                | "security.uid"
+                | "security.gid"
+        ) {
+            return Err(format!("unknown proxy key {k:?}"));
+        }
+    }
+    if is_true(d.get("nat"), false) {
+        return Err(
+            "nat=true proxies are not supported by silo; the forwarder carries the connections"
+                .into(),
+        );
+    }
+    if is_true(d.get("proxy_protocol"), false) {
+        return Err("proxy_protocol is not supported by silo".into());
+    }
+    let listen = d.get("listen").ok_or("a proxy needs listen")?;
+    let connect = d.get("connect").ok_or("a proxy needs connect")?;
+    let spec = ProxySpec {
+        listen: listen.parse().map_err(|e| format!("listen: {e}"))?,
+        connect: connect.parse().map_err(|e| format!("connect: {e}"))?,
+        bind: match d.get("bind").map(String::as_str) {
+            None | Some("") | Some("host") => ProxyBind::Host,
+            Some("instance" | "container") => ProxyBind::Instance,
+            Some(o) => return Err(format!("invalid bind {o:?}: \"host\" or \"instance\"")),
+        },
+    };
+    spec.validate().map_err(|e| e.to_string())?;
+    Ok(spec)
+}
+
+/// The interface name inside the instance LXD would give a nic device.
+fn nic_name(device: &str, d: &Device) -> Result<IfName, ApiError> {
+    let n = d.get("name").cloned().unwrap_or_else(|| device.to_string());
+    IfName::new(n).map_err(|e| bad(format!("nic {device:?}: {e}")))
+}
+
+/// Plans a nic device for an instance, given its volatile keys (the MAC and host name).
+pub fn plan_nic(
+    db: &Db,
+    device: &str,
+    d: &Device,
+    volatile: &BTreeMap<String, String>,
+) -> Result<NicPlan, ApiError> {
+    let hw = d
+        .get("hwaddr")
+        .or_else(|| volatile.get(&format!("volatile.{device}.hwaddr")))
+        .map(|h| h.parse::<MacAddr>().map_err(|e| bad(e.to_string())))
+        .transpose()?;
+    let host_name = volatile
+        .get(&format!("volatile.{device}.host_name"))
+        .cloned()
+        .or_else(|| d.get("host_name").cloned());
+    let (kind, parent, managed) = match d.get("network") {
+        Some(net) => {
+            let n = get(db, net)?;
+            match n.kind.as_str() {
+                "bridge" => ("bridged".to_string(), n.name.clone(), true),
+                k => (
+                    k.to_string(),
+                    n.config.get("parent").cloned().unwrap_or_default(),
+                    false,
+                ),
+            }
+        }
+        None => (
+            d.get("nictype").cloned().unwrap_or_default(),
+            d.get("parent").cloned().unwrap_or_default(),
+            false,
+        ),
+    };
+    let parent = IfName::new(parent).map_err(|e| bad(format!("nic {device:?}: parent: {e}")))?;
+    let kind = match kind.as_str() {
+        "bridged" => NicKind::Bridged {
+            bridge: parent.clone(),
+            host_name: IfName::new(host_name.unwrap_or_else(random_host_name))
+                .map_err(|e| bad(e.to_string()))?,
+        },
+        "macvlan" => NicKind::Macvlan { parent },
+        "physical" => NicKind::Physical { parent },
+        o => return Err(bad(format!("nic {device:?}: unsupported type {o:?}"))),
+    };
+    let mtu = d.get("mtu").and_then(|m| m.parse().ok());
+    let managed_bridge = match (&kind, managed) {
+        (NicKind::Bridged { bridge, .. }, true) => Some(bridge.clone()),
+        _ => None,
+    };
+    Ok(NicPlan {
+        device: device.to_string(),
+        spec: NicSpec {
+            name: nic_name(device, d)?,
+            hwaddr: if matches!(kind, NicKind::Physical { .. }) {
+                None
+            } else {
+                hw
+            },
+            mtu,
+            kind,
+        },
+        managed_bridge,
+        ipv4: d.get("ipv4.address").and_then(|a| a.parse().ok()),
+        ipv6: d.get("ipv6.address").and_then(|a| a.parse().ok()),
+    })
+}
+
+fn random_bytes<const N: usize>() -> [u8; N] {
+    let mut b = [0u8; N];
+    // SAFETY: getrandom writes at most N bytes into `b`.
+    unsafe { libc::getrandom(b.as_mut_ptr() as *mut libc::c_void, N, 0) };
+    b
+}
+
+/// LXD's host-side veth names: `veth` and 8 hex digits.
+fn random_host_name() -> String {
+    let b = random_bytes::<4>();
+    format!("veth{:02x}{:02x}{:02x}{:02x}", b[0], b[1], b[2], b[3])
+}
+
+/// A MAC for a new nic, under LXD's 00:16:3e prefix.
+pub fn random_mac() -> MacAddr {
+    MacAddr::random_lxd(random_bytes::<3>())
+}
+
+/// The `volatile.<dev>.hwaddr` keys an instance's nics still lack.
+pub fn missing_hwaddrs(
+    devices: &BTreeMap<String, Device>,
+    config: &BTreeMap<String, String>,
+) -> Vec<(String, String)> {
+    devices
+        .iter()
+        .filter(|(_, d)| d.get("type").map(String::as_str) == Some("nic"))
+        .filter(|(n, d)| {
+            d.get("hwaddr").is_none() && !config.contains_key(&format!("volatile.{n}.hwaddr"))
+        })
+        .map(|(n, _)| (format!("volatile.{n}.hwaddr"), random_mac().to_string()))
+        .collect()
+}
+
+/// Plugs a nic into a running instance: its dnsmasq host entry first (so its first DHCP
+/// request already gets its name and any fixed address), then the link.
+pub async fn attach(
+    helpers: &Helpers,
+    instance: &InstanceName,
+    plan: &NicPlan,
+) -> Result<Option<IfName>, ApiError> {
+    if let (Some(br), Some(hw)) = (&plan.managed_bridge, plan.spec.hwaddr) {
+        helpers
+            .net
+            .set_host_entry(
+                ctx(),
+                br.clone(),
+                HostEntry {
+                    hwaddr: hw,
+                    instance: instance.clone(),
+                    ipv4: plan.ipv4,
+                    ipv6: plan.ipv6,
+                },
+            )
+            .await
+            .map_err(rpc_err("silo-net"))??;
+    }
+    let host = helpers
+        .net
+        .attach_nic(ctx(), instance.clone(), plan.spec.clone())
+        .await
+        .map_err(rpc_err("silo-net"))?
+        .map_err(|e| ApiError::BadRequest(format!("nic {:?}: {e}", plan.device)))?;
+    Ok(host)
+}
+
+/// Unplugs a nic (hot-unplug or stop of an instance with a physical nic).
+pub async fn detach(
+    helpers: &Helpers,
+    instance: &InstanceName,
+    plan: &NicPlan,
+) -> Result<(), ApiError> {
+    helpers
+        .net
+        .detach_nic(ctx(), instance.clone(), plan.spec.clone())
+        .await
+        .map_err(rpc_err("silo-net"))??;
+    Ok(())
+}
+
+/// Removes a deleted instance's (or removed nic's) dnsmasq host entry.
+pub async fn forget_nic(helpers: &Helpers, plan: &NicPlan) {
+    if let (Some(br), Some(hw)) = (&plan.managed_bridge, plan.spec.hwaddr) {
+        let _ = helpers.net.remove_host_entry(ctx(), br.clone(), hw).await;
+    }
+}
+
+/// Starts a proxy device's forwarder.
+pub async fn start_proxy(
+    helpers: &Helpers,
+    instance: &InstanceName,
+    device: &str,
+    d: &Device,
+) -> Result<(), ApiError> {
+    let spec = proxy_spec(d).map_err(|e| bad(format!("proxy device {device:?}: {e}")))?;
+    let dev = DeviceName::new(device.to_string()).map_err(|e| bad(e.to_string()))?;
+    helpers
+        .net
+        .start_proxy(ctx(), instance.clone(), dev, spec)
+        .await
+        .map_err(rpc_err("silo-net"))??;
+    Ok(())
+}
+
+/// Stops one proxy device's forwarder, or all of an instance's.
+pub async fn stop_proxy(helpers: &Helpers, instance: &InstanceName, device: Option<&str>) {
+    let dev = device.and_then(|d| DeviceName::new(d.to_string()).ok());
+    let _ = helpers.net.stop_proxy(ctx(), instance.clone(), dev).await;
+}
+
+/// `/1.0/networks/<n>/leases`: the gateway's own addresses, static entries from instances'
+/// nics, then what dnsmasq handed out.
+pub async fn leases(db: &Db, helpers: &Helpers, n: &Network) -> Result<Vec<Value>, ApiError> {
+    let mut out = Vec::new();
+    for k in ["ipv4.address", "ipv6.address"] {
+        if let Some(a) = n.config.get(k).and_then(|v| v.split('/').next()) {
+            if a.contains(['.', ':']) {
+                out.push(json!({"hostname": format!("{}.gw", n.name), "hwaddr": "", "address": a, "type": "gateway", "location": "none"}));
+            }
+        }
+    }
+    let mut statics = std::collections::HashSet::new();
+    for i in crate::instances::list_records(db)? {
+        let profiles = crate::instances::load_profiles(db, &i.profiles).unwrap_or_default();
+        let (_, devs) = crate::instances::expand(&profiles, &i.config, &i.devices);
+        for (dn, d) in devs.iter().filter(|(_, d)| nic_uses(d, &n.name)) {
+            let hw = d
+                .get("hwaddr")
+                .or_else(|| i.config.get(&format!("volatile.{dn}.hwaddr")))
+                .cloned()
+                .unwrap_or_default();
+            for k in ["ipv4.address", "ipv6.address"] {
+                if let Some(a) = d.get(k) {
+                    statics.insert(a.clone());
+                    out.push(json!({"hostname": i.name, "hwaddr": hw, "address": a, "type": "static", "location": "none"}));
+                }
+            }
+        }
+    }
+    let br = IfName::new(n.name.clone()).map_err(|e| bad(e.to_string()))?;
+    for l in helpers
+        .net
+        .leases(ctx(), br)
+        .await
+        .map_err(rpc_err("silo-net"))??
+    {
+        let a = l.address.to_string();
+        if statics.contains(&a) {
+            continue;
+        }
+        out.push(json!({"hostname": l.hostname, "hwaddr": l.hwaddr, "address": a, "type": "dynamic", "location": "none"}));
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(kv: &[(&str, &str)]) -> BTreeMap<String, String> {
+        kv.iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn bridge_config_is_checked() {
+        assert!(validate(
+            "bridge",
+            &cfg(&[("ipv4.address", "10.1.2.1/24"), ("ipv4.nat", "true")])
+        )
+        .is_ok());
+        assert!(validate(
+            "bridge",
+            &cfg(&[("ipv4.address", "auto"), ("ipv6.address", "none")])
+        )
+        .is_ok());
+        for (k, v) in [
+            ("ipv4.address", "10.1.2.0/24"),
+            ("ipv4.address", "banana"),
+            ("ipv6.address", "fe80::1/64"),
+            ("ipv4.nat", "maybe"),
+            ("bridge.mtu", "100"),
+            ("bridge.driver", "openvswitch"),
+            ("dns.domain", "a b"),
+            ("ipv4.dhcp.expiry", "30s"),
+            ("no.such.key", "1"),
+        ] {
+            let e = validate("bridge", &cfg(&[(k, v)])).unwrap_err().to_string();
+            assert!(
+                e.contains(k) || e.contains(v) || e.contains("invalid"),
+                "{k}={v}: {e}"
+            );
+        }
+        let e = validate("sriov", &cfg(&[])).unwrap_err().to_string();
+        assert!(e.contains("not supported on this host"), "{e}");
+        let e = validate("ovn", &cfg(&[])).unwrap_err().to_string();
+        assert!(e.contains("not supported on this host"), "{e}");
+        assert!(validate("macvlan", &cfg(&[])).is_err());
+        assert!(validate("macvlan", &cfg(&[("parent", "eth0")])).is_ok());
+    }
+
+    #[test]
+    fn bridge_specs_follow_lxd_defaults() {
+        let n = Network {
+            name: "silobr0".into(),
+            kind: "bridge".into(),
+            description: String::new(),
+            config: cfg(&[
+                ("ipv4.address", "10.1.2.1/24"),
+                ("ipv4.nat", "true"),
+                ("ipv4.dhcp.expiry", "2h"),
+            ]),
+        };
+        let s = bridge_spec(&n).expect("spec");
+        assert!(s.ipv4_nat && s.ipv4_dhcp && s.dns && s.ipv6.is_none());
+        assert_eq!(s.dhcp_expiry, 7200);
+        assert_eq!(s.dns_domain.as_str(), "silo");
+    }
+
+    #[test]
+    fn proxy_devices_parse() {
+        let mut d = Device::new();
+        d.insert("type".into(), "proxy".into());
+        d.insert("listen".into(), "tcp:0.0.0.0:5672".into());
+        d.insert("connect".into(), "tcp:127.0.0.1:5672".into());
+        assert!(proxy_spec(&d).is_ok());
+        d.insert("bind".into(), "moon".into());
+        assert!(proxy_spec(&d).unwrap_err().contains("bind"));
+        d.insert("bind".into(), "instance".into());
+        d.insert("nat".into(), "true".into());
+        assert!(proxy_spec(&d).unwrap_err().contains("nat"));
+    }
+
+    #[test]
+    fn host_names_and_macs_look_like_lxds() {
+        let h = random_host_name();
+        assert!(h.starts_with("veth") && h.len() == 12, "{h}");
+        assert!(random_mac().to_string().starts_with("00:16:3e:"));
+        let mut devs = BTreeMap::new();
+        let mut nic = Device::new();
+        nic.insert("type".into(), "nic".into());
+        devs.insert("eth0".to_string(), nic);
+        let miss = missing_hwaddrs(&devs, &BTreeMap::new());
+        assert_eq!(miss.len(), 1);
+        assert_eq!(miss[0].0, "volatile.eth0.hwaddr");
+        let have = cfg(&[("volatile.eth0.hwaddr", "00:16:3e:00:00:01")]);
+        assert!(missing_hwaddrs(&devs, &have).is_empty());
+    }
+}
+
+/// A fresh silo's network: `silobr0` on free subnets with NAT, and `eth0` on it in the
+/// default profile (what `lxd init`'s defaults give).
+pub async fn create_default(db: &Db, helpers: &Helpers) -> Result<(), ApiError> {
+    if list(db)?.iter().all(|n| n.name != DEFAULT_BRIDGE) {
+        create(db, helpers, DEFAULT_BRIDGE, "bridge", "", BTreeMap::new()).await?;
+    }
+    let mut p = crate::profiles::get(db, "default")?;
+    if !p
+        .devices
+        .values()
+        .any(|d| d.get("type").map(String::as_str) == Some("nic"))
+    {
+        let mut nic = Device::new();
+        nic.insert("type".into(), "nic".into());
+        nic.insert("network".into(), DEFAULT_BRIDGE.into());
+        nic.insert("name".into(), "eth0".into());
+        p.devices.insert("eth0".into(), nic);
+        crate::profiles::write(db, &p)?;
+    }
+    Ok(())
+}

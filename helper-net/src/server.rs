@@ -1,0 +1,177 @@
+//! silo-net's RPC service: each call checks its typed request and hands it to the module of
+//! its concept (bridges, dnsmasq, nics and proxies).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use rtnetlink::Handle;
+use silo_proto::error::HelperResult;
+use silo_proto::jail::beneath::Root;
+use silo_proto::jail::boot::Boot;
+use silo_proto::jail::launcher::LauncherClient;
+use silo_proto::jail::policy::Policy;
+use silo_proto::net::{
+    BridgeInfo, BridgeSpec, HostEntry, Lease, LinkState, Net, NicSpec, SubnetChoice,
+};
+use silo_proto::proxy::ProxySpec;
+use silo_proto::types::{Ipv4Cidr, Ipv6Cidr, MacAddr};
+use silo_proto::{DeviceName, HelperHello, IfName, InstanceName};
+use tarpc::context::Context;
+
+/// What silo-net opened and started before its jail.
+#[derive(Debug)]
+pub struct Prepared {
+    /// The state dir.
+    pub state: Root,
+    /// `<state>/networks` (root's).
+    pub networks: Root,
+    /// The launcher.
+    pub launcher: LauncherClient,
+}
+
+#[derive(Debug)]
+pub struct Inner {
+    pub handle: Handle,
+    pub policy: Policy,
+    pub tag: String,
+    pub marker: String,
+    pub nft_table: String,
+    pub landlock: String,
+    pub state: Root,
+    pub networks: Root,
+    pub launcher: LauncherClient,
+    /// The bridges this silo-net made real, by name (what NAT and dnsmasq are built from).
+    pub bridges: Mutex<HashMap<IfName, BridgeSpec>>,
+    /// Their dnsmasq pids.
+    pub dnsmasq: Mutex<HashMap<IfName, u32>>,
+}
+
+/// The network service.
+#[derive(Debug, Clone)]
+pub struct NetServer(pub Arc<Inner>);
+
+impl NetServer {
+    /// Builds the service around an open netlink handle.
+    pub fn new(handle: Handle, b: &Boot, landlock: String, p: Prepared) -> NetServer {
+        let tag = silo_proto::install_tag(&b.state_dir);
+        NetServer(Arc::new(Inner {
+            handle,
+            policy: b.policy.clone(),
+            marker: format!("silo:{tag}"),
+            nft_table: format!("silo-{tag}"),
+            tag,
+            landlock,
+            state: p.state,
+            networks: p.networks,
+            launcher: p.launcher,
+            bridges: Mutex::new(HashMap::new()),
+            dnsmasq: Mutex::new(HashMap::new()),
+        }))
+    }
+}
+
+impl Net for NetServer {
+    async fn hello(self, _: Context) -> HelperHello {
+        HelperHello {
+            helper: "silo-net".into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            pid: std::process::id(),
+            tag: self.0.tag.clone(),
+            landlock: self.0.landlock.clone(),
+        }
+    }
+
+    async fn ensure_bridge(self, _: Context, spec: BridgeSpec) -> HelperResult<BridgeInfo> {
+        NetServer::ensure_bridge(&self, spec).await
+    }
+
+    async fn bridge_info(self, _: Context, name: IfName) -> HelperResult<BridgeInfo> {
+        NetServer::bridge_info(&self, &name).await
+    }
+
+    async fn list_bridges(self, _: Context) -> HelperResult<Vec<BridgeInfo>> {
+        NetServer::list_bridges(&self).await
+    }
+
+    async fn delete_bridge(self, _: Context, name: IfName) -> HelperResult<()> {
+        NetServer::delete_bridge(&self, &name).await
+    }
+
+    async fn pick_subnets(
+        self,
+        _: Context,
+        ipv4: bool,
+        ipv6: bool,
+        avoid4: Vec<Ipv4Cidr>,
+        avoid6: Vec<Ipv6Cidr>,
+    ) -> HelperResult<SubnetChoice> {
+        NetServer::pick_subnets(&self, ipv4, ipv6, &avoid4, &avoid6).await
+    }
+
+    async fn list_links(self, _: Context) -> HelperResult<Vec<LinkState>> {
+        NetServer::list_links(&self).await
+    }
+
+    async fn link_state(self, _: Context, name: IfName) -> HelperResult<LinkState> {
+        NetServer::link_state(&self, &name).await
+    }
+
+    async fn leases(self, _: Context, bridge: IfName) -> HelperResult<Vec<Lease>> {
+        NetServer::leases(&self, &bridge)
+    }
+
+    async fn set_host_entry(
+        self,
+        _: Context,
+        bridge: IfName,
+        entry: HostEntry,
+    ) -> HelperResult<()> {
+        NetServer::set_host_entry(&self, &bridge, &entry).await
+    }
+
+    async fn remove_host_entry(
+        self,
+        _: Context,
+        bridge: IfName,
+        hwaddr: MacAddr,
+    ) -> HelperResult<()> {
+        NetServer::remove_host_entry(&self, &bridge, &hwaddr).await
+    }
+
+    async fn attach_nic(
+        self,
+        _: Context,
+        instance: InstanceName,
+        nic: NicSpec,
+    ) -> HelperResult<Option<IfName>> {
+        NetServer::attach_nic(&self, &instance, &nic).await
+    }
+
+    async fn detach_nic(
+        self,
+        _: Context,
+        instance: InstanceName,
+        nic: NicSpec,
+    ) -> HelperResult<()> {
+        NetServer::detach_nic(&self, &instance, &nic).await
+    }
+
+    async fn start_proxy(
+        self,
+        _: Context,
+        instance: InstanceName,
+        device: DeviceName,
+        spec: ProxySpec,
+    ) -> HelperResult<()> {
+        NetServer::start_proxy(&self, &instance, device.as_str(), &spec).await
+    }
+
+    async fn stop_proxy(
+        self,
+        _: Context,
+        instance: InstanceName,
+        device: Option<DeviceName>,
+    ) -> HelperResult<()> {
+        NetServer::stop_proxy(&self, &instance, device.as_ref().map(|d| d.as_str())).await
+    }
+}

@@ -1,0 +1,529 @@
+//! Networking for real, inside a network namespace each test's silod runs in: the managed
+//! bridge with NAT, DHCP and DNS; nics of every kind; proxy devices; the networks API.
+
+use std::io::{Read, Write};
+use std::time::Duration;
+
+use serde_json::json;
+use silo_tests::{busybox_image, in_netns, wait_until, TestDaemon};
+
+fn busybox(d: &TestDaemon) {
+    d.import(&busybox_image(false)[0], "busybox");
+}
+
+fn text(o: &std::process::Output) -> String {
+    format!(
+        "status {:?}\nstdout:\n{}\nstderr:\n{}",
+        o.status.code(),
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// The instance's IPv4 address on eth0 as `list`/state shows it, once DHCP gave one.
+fn wait_ipv4(d: &TestDaemon, name: &str) -> String {
+    let mut addr = String::new();
+    let ok = wait_until(Duration::from_secs(20), || {
+        let (_, v) = d.api("GET", &format!("/1.0/instances/{name}/state"), None);
+        addr = v["metadata"]["network"]["eth0"]["addresses"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|a| a["family"] == "inet")
+            .and_then(|a| a["address"].as_str())
+            .unwrap_or("")
+            .to_string();
+        !addr.is_empty()
+    });
+    assert!(
+        ok,
+        "{name} got no IPv4 address on eth0; log:\n{}",
+        d.log_text()
+    );
+    addr
+}
+
+fn nft_ruleset(d: &TestDaemon) -> String {
+    let o = d.netns_cmd(&["nft", "list", "ruleset"]);
+    assert!(o.status.success(), "{}", text(&o));
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn links(d: &TestDaemon) -> String {
+    String::from_utf8_lossy(&d.netns_cmd(&["ip", "-br", "link"]).stdout).into_owned()
+}
+
+/// Whether silod's namespace has an interface of exactly this name.
+fn has_link(d: &TestDaemon, name: &str) -> bool {
+    links(d)
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .any(|n| n.split('@').next() == Some(name))
+}
+
+#[test]
+fn two_containers_on_the_default_bridge_reach_each_other_by_name() {
+    let d = TestDaemon::start("net-bridge");
+    // A foreign table must survive everything silo does.
+    assert!(d
+        .netns_cmd(&["nft", "add", "table", "inet", "other"])
+        .status
+        .success());
+    busybox(&d);
+    // The default network: silobr0 with auto subnets and NAT, eth0 in the default profile.
+    let n = d.api_ok("GET", "/1.0/networks/silobr0", None);
+    let cfg = &n["config"];
+    let v4 = cfg["ipv4.address"]
+        .as_str()
+        .expect("ipv4.address")
+        .to_string();
+    assert!(v4.starts_with("10.") && v4.ends_with("/24"), "{n}");
+    assert!(
+        cfg["ipv6.address"]
+            .as_str()
+            .is_some_and(|a| a.starts_with("fd42:")),
+        "{n}"
+    );
+    assert_eq!(cfg["ipv4.nat"], "true");
+    assert_eq!(n["managed"], true);
+    let p = d.api_ok("GET", "/1.0/profiles/default", None);
+    assert_eq!(
+        p["devices"]["eth0"],
+        json!({"type": "nic", "network": "silobr0", "name": "eth0"})
+    );
+
+    d.launch("busybox", "c1");
+    d.launch("busybox", "c2");
+    let a1 = wait_ipv4(&d, "c1");
+    let a2 = wait_ipv4(&d, "c2");
+    let subnet = v4.rsplit_once('.').expect("dot").0.to_string();
+    assert!(
+        a1.starts_with(&subnet) && a2.starts_with(&subnet),
+        "{a1} {a2} in {v4}"
+    );
+    assert_ne!(a1, a2);
+    // The MAC is kept in volatile and is what the instance has.
+    let (_, c1) = d.api("GET", "/1.0/instances/c1", None);
+    let mac = c1["metadata"]["config"]["volatile.eth0.hwaddr"]
+        .as_str()
+        .expect("hwaddr")
+        .to_string();
+    assert!(mac.starts_with("00:16:3e:"), "{mac}");
+    let (code, o, _) = d.exec("c1", &["cat", "/sys/class/net/eth0/address"]);
+    assert_eq!((code, o.trim()), (0, mac.as_str()));
+    let host = c1["metadata"]["config"]["volatile.eth0.host_name"]
+        .as_str()
+        .expect("host_name")
+        .to_string();
+    assert!(has_link(&d, &host), "{}", links(&d));
+
+    // Ping each other by address and by name through dnsmasq.
+    let (code, o, e) = d.exec("c1", &["ping", "-c", "1", "-W", "2", &a2]);
+    assert_eq!(code, 0, "{o}{e}");
+    let ok = wait_until(Duration::from_secs(10), || {
+        d.exec("c1", &["ping", "-c", "1", "-W", "2", "c2.silo"]).0 == 0
+    });
+    let (_, o, e) = d.exec("c1", &["nslookup", "c2.silo"]);
+    assert!(ok, "c1 cannot ping c2.silo: {o}{e}");
+    assert!(o.contains(&a2), "c2.silo resolves to {a2}: {o}");
+    let (code, o, e) = d.exec("c2", &["ping", "-c", "1", "-W", "2", "c1.silo"]);
+    assert_eq!(code, 0, "{o}{e}");
+
+    // Leases: both instances, by name and MAC; the CLI shows them too, and list the address.
+    let leases = d.api_ok("GET", "/1.0/networks/silobr0/leases", None);
+    let l = leases.as_array().expect("array");
+    assert!(
+        l.iter().any(|x| x["hostname"] == "c1"
+            && x["address"] == a1.as_str()
+            && x["hwaddr"] == mac.as_str()),
+        "{leases}"
+    );
+    assert!(
+        l.iter()
+            .any(|x| x["hostname"] == "c2" && x["address"] == a2.as_str()),
+        "{leases}"
+    );
+    assert!(l.iter().any(|x| x["type"] == "gateway"), "{leases}");
+    let o = d.silo(&["network", "list-leases", "silobr0"]);
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains(&a1),
+        "{}",
+        text(&o)
+    );
+    let o = d.silo(&["list", "-c", "n4"]);
+    let s = String::from_utf8_lossy(&o.stdout);
+    assert!(s.contains(&format!("{a1} (eth0)")), "{s}");
+
+    // NAT is in silo's own table only, and the foreign table is untouched.
+    let rules = nft_ruleset(&d);
+    let tag = silo_proto::install_tag(&d.dir);
+    assert!(rules.contains(&format!("table inet silo-{tag}")), "{rules}");
+    assert!(rules.contains("table inet other"), "{rules}");
+    let net = v4.replace(".1/24", ".0/24");
+    assert!(
+        rules.contains(&format!(
+            "ip saddr {net} ip daddr != {net} oifname != \"silobr0\" masquerade"
+        )),
+        "{rules}"
+    );
+    assert_eq!(
+        rules.matches("masquerade").count(),
+        2,
+        "one v4 and one v6 rule: {rules}"
+    );
+
+    // Network state through the API and the CLI.
+    let st = d.api_ok("GET", "/1.0/networks/silobr0/state", None);
+    assert_eq!(st["state"], "up");
+    assert!(
+        st["addresses"]
+            .as_array()
+            .is_some_and(|a| a.iter().any(|x| x["address"] == v4.trim_end_matches("/24"))),
+        "{st}"
+    );
+    assert!(
+        st["bridge"]["upper_devices"]
+            .as_array()
+            .is_some_and(|p| p.iter().any(|x| x == host.as_str())),
+        "{st}"
+    );
+
+    // Deleting a network in use is refused.
+    let (c, v) = d.api("DELETE", "/1.0/networks/silobr0", None);
+    assert_eq!(c, 400, "{v}");
+    assert!(v["error"].as_str().unwrap_or("").contains("in use"), "{v}");
+
+    // Stopping takes the veth away with the instance's namespace.
+    d.set_state("c1", "stop", true);
+    assert!(
+        wait_until(Duration::from_secs(5), || !has_link(&d, &host)),
+        "{}",
+        links(&d)
+    );
+    let (_, c1) = d.api("GET", "/1.0/instances/c1", None);
+    assert!(
+        c1["metadata"]["config"]
+            .get("volatile.eth0.host_name")
+            .is_none(),
+        "{c1}"
+    );
+    // A restart gets the same MAC and so the same lease.
+    d.set_state("c1", "start", false);
+    assert_eq!(wait_ipv4(&d, "c1"), a1);
+}
+
+#[test]
+fn networks_api_create_update_delete_and_refusals() {
+    let d = TestDaemon::start("net-api");
+    // Another manager's bridge and subnet on the host: auto avoids it, an overlap is refused.
+    for cmd in [
+        &["ip", "link", "add", "lxdbr0", "type", "bridge"][..],
+        &["ip", "addr", "add", "10.0.3.1/24", "dev", "lxdbr0"],
+        &["ip", "link", "set", "lxdbr0", "up"],
+    ] {
+        assert!(d.netns_cmd(cmd).status.success());
+    }
+    let (c, v) = d.api(
+        "POST",
+        "/1.0/networks",
+        Some(json!({"name": "br1", "type": "bridge", "config": {"ipv4.address": "10.0.3.50/24", "ipv6.address": "none"}})),
+    );
+    assert_eq!(c, 400, "{v}");
+    let e = v["error"].as_str().unwrap_or("");
+    assert!(e.contains("overlaps") && e.contains("10.0.3.1/24"), "{e}");
+    assert!(!has_link(&d, "br1"), "nothing half-made: {}", links(&d));
+    // Taking over a foreign interface is refused.
+    let (c, v) = d.api(
+        "POST",
+        "/1.0/networks",
+        Some(json!({"name": "lxdbr0", "type": "bridge", "config": {}})),
+    );
+    assert_eq!(c, 409, "{v}");
+    assert!(
+        v["error"].as_str().unwrap_or("").contains("not silo's"),
+        "{v}"
+    );
+    // sriov and ovn keep their names and say why not.
+    for t in ["sriov", "ovn"] {
+        let (c, v) = d.api(
+            "POST",
+            "/1.0/networks",
+            Some(json!({"name": "x1", "type": t})),
+        );
+        assert_eq!(c, 400);
+        assert!(
+            v["error"]
+                .as_str()
+                .unwrap_or("")
+                .contains("not supported on this host"),
+            "{v}"
+        );
+    }
+    let (c, v) = d.api(
+        "POST",
+        "/1.0/networks",
+        Some(json!({"name": "br1", "config": {"bogus.key": "1"}})),
+    );
+    assert_eq!(c, 400);
+    assert!(
+        v["error"].as_str().unwrap_or("").contains("bogus.key"),
+        "{v}"
+    );
+
+    // A bridge with a given subnet, no NAT, no IPv6; then changed.
+    d.api_ok(
+        "POST",
+        "/1.0/networks",
+        Some(json!({"name": "br1", "description": "test", "config": {"ipv4.address": "10.77.0.1/24", "ipv6.address": "none", "ipv4.nat": "false"}})),
+    );
+    let o = d.netns_cmd(&["ip", "-br", "addr", "show", "br1"]);
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("10.77.0.1/24"),
+        "{}",
+        text(&o)
+    );
+    assert_eq!(
+        nft_ruleset(&d).matches("br1").count(),
+        0,
+        "no NAT asked for br1"
+    );
+    d.api_ok(
+        "PATCH",
+        "/1.0/networks/br1",
+        Some(json!({"config": {"ipv4.address": "10.78.0.1/24", "ipv4.nat": "true"}})),
+    );
+    let o = d.netns_cmd(&["ip", "-br", "addr", "show", "br1"]);
+    let s = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(
+        s.contains("10.78.0.1/24") && !s.contains("10.77.0.1"),
+        "{s}"
+    );
+    assert!(
+        nft_ruleset(&d).contains("ip saddr 10.78.0.0/24"),
+        "{}",
+        nft_ruleset(&d)
+    );
+    // Unmanaged host interfaces show in the list, and can't be changed.
+    let all = d.api_ok("GET", "/1.0/networks?recursion=1", None);
+    let names: Vec<&str> = all
+        .as_array()
+        .expect("a")
+        .iter()
+        .filter_map(|n| n["name"].as_str())
+        .collect();
+    assert!(
+        names.contains(&"lxdbr0") && names.contains(&"br1") && names.contains(&"silobr0"),
+        "{all}"
+    );
+    assert!(all
+        .as_array()
+        .expect("a")
+        .iter()
+        .any(|n| n["name"] == "lxdbr0" && n["managed"] == false));
+    let (c, _) = d.api(
+        "PATCH",
+        "/1.0/networks/lxdbr0",
+        Some(json!({"config": {"ipv4.nat": "true"}})),
+    );
+    assert_eq!(c, 400);
+    // The CLI: list, show, set, get, delete.
+    let o = d.silo(&["network", "list"]);
+    assert!(
+        o.status.success() && String::from_utf8_lossy(&o.stdout).contains("br1"),
+        "{}",
+        text(&o)
+    );
+    let o = d.silo(&["network", "set", "br1", "ipv4.dhcp.expiry", "2h"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let o = d.silo(&["network", "get", "br1", "ipv4.dhcp.expiry"]);
+    assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), "2h");
+    let dns = d.netns_cmd(&["sh", "-c", "ps -eo args | grep '[d]nsmasq.*interface=br1'"]);
+    assert!(
+        String::from_utf8_lossy(&dns.stdout).contains("7200s"),
+        "dnsmasq restarted with the new expiry: {}",
+        text(&dns)
+    );
+    let o = d.silo(&["network", "delete", "br1"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(!has_link(&d, "br1"), "{}", links(&d));
+    assert!(!nft_ruleset(&d).contains("br1"));
+    let dns = d.netns_cmd(&[
+        "sh",
+        "-c",
+        "ps -eo args | grep -c '[d]nsmasq.*interface=br1' || true",
+    ]);
+    assert_eq!(
+        String::from_utf8_lossy(&dns.stdout).trim(),
+        "0",
+        "br1's dnsmasq is gone"
+    );
+}
+
+fn http_get(port: u16) -> Result<String, String> {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .map_err(|e| e.to_string())?;
+    s.write_all(b"GET /index.html HTTP/1.0\r\n\r\n")
+        .map_err(|e| e.to_string())?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).map_err(|e| e.to_string())?;
+    Ok(out)
+}
+
+#[test]
+fn proxy_device_forwards_host_connections_to_a_service_inside() {
+    let d = TestDaemon::start("net-proxy");
+    busybox(&d);
+    d.launch("busybox", "web");
+    let (code, _, e) = d.exec(
+        "web",
+        &["sh", "-c", "mkdir -p /www && echo hello-from-web > /www/index.html && httpd -p 127.0.0.1:8080 -h /www"],
+    );
+    assert_eq!(code, 0, "{e}");
+    // Privileged ports need the policy; the refusal names what would allow it.
+    let (c, v) = d.api(
+        "PATCH",
+        "/1.0/instances/web",
+        Some(json!({"devices": {"low": {"type": "proxy", "listen": "tcp:127.0.0.1:80", "connect": "tcp:127.0.0.1:8080"}}})),
+    );
+    let v = if c == 202 { d.wait_op(&v) } else { v };
+    assert!(v.to_string().contains("allow_privileged_ports"), "{v}");
+    let o = d.silo(&[
+        "config",
+        "device",
+        "add",
+        "web",
+        "http",
+        "proxy",
+        "listen=tcp:127.0.0.1:18080",
+        "connect=tcp:127.0.0.1:8080",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let r = in_netns(&d.netns, || {
+        let mut errs = Vec::new();
+        for _ in 0..1000 {
+            match http_get(18080) {
+                Ok(b) if b.contains("hello-from-web") => {}
+                other => errs.push(format!("{other:?}")),
+            }
+        }
+        let hs: Vec<_> = (0..100)
+            .map(|_| std::thread::spawn(|| http_get(18080)))
+            .collect();
+        for h in hs {
+            match h.join() {
+                Ok(Ok(b)) if b.contains("hello-from-web") => {}
+                other => errs.push(format!("{other:?}")),
+            }
+        }
+        errs
+    });
+    assert!(r.is_empty(), "{} failures, first: {:?}", r.len(), r.first());
+    // Survives a restart of the instance.
+    d.set_state("web", "restart", true);
+    let (code, _, e) = d.exec("web", &["sh", "-c", "mkdir -p /www && echo hello-from-web > /www/index.html && httpd -p 127.0.0.1:8080 -h /www"]);
+    assert_eq!(code, 0, "{e}");
+    let ok = wait_until(Duration::from_secs(10), || {
+        in_netns(&d.netns, || http_get(18080)).is_ok_and(|b| b.contains("hello-from-web"))
+    });
+    assert!(ok, "the proxy works again after a restart");
+    // Gone with the device.
+    let o = d.silo(&["config", "device", "remove", "web", "http"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let gone = wait_until(Duration::from_secs(5), || {
+        in_netns(&d.netns, || http_get(18080)).is_err()
+    });
+    assert!(gone, "nothing listens once the device is removed");
+}
+
+/// A host interface for macvlan/physical nics to use. This kernel has no dummy driver, so it
+/// is one end of a veth pair (the other end, `<name>p`, stays on the host).
+fn host_iface(d: &TestDaemon, name: &str) {
+    let peer = format!("{name}p");
+    let o = d.netns_cmd(&[
+        "ip", "link", "add", name, "type", "veth", "peer", "name", &peer,
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    for n in [name, peer.as_str()] {
+        assert!(d
+            .netns_cmd(&["ip", "link", "set", n, "up"])
+            .status
+            .success());
+    }
+}
+
+#[test]
+fn macvlan_and_physical_nics_follow_the_policy() {
+    let d =
+        TestDaemon::start_with_policy("net-phys", "host_interfaces = [\"dummy0\", \"dummy1\"]\n");
+    busybox(&d);
+    host_iface(&d, "dummy0");
+    host_iface(&d, "dummy1");
+    host_iface(&d, "dummy9");
+    d.api_ok(
+        "POST",
+        "/1.0/instances",
+        Some(json!({
+            "name": "m1", "source": {"type": "image", "alias": "busybox"},
+            "devices": {
+                "eth1": {"type": "nic", "nictype": "macvlan", "parent": "dummy0"},
+                "eth2": {"type": "nic", "nictype": "physical", "parent": "dummy1"},
+            }
+        })),
+    );
+    d.set_state("m1", "start", false);
+    let (code, o, e) = d.exec("m1", &["ip", "-o", "link"]);
+    assert_eq!(code, 0, "{e}");
+    assert!(o.contains("eth1@") && o.contains("eth2"), "{o}");
+    assert!(
+        !has_link(&d, "dummy1"),
+        "the physical nic is inside: {}",
+        links(&d)
+    );
+    d.set_state("m1", "stop", false);
+    assert!(
+        wait_until(Duration::from_secs(5), || has_link(&d, "dummy1")),
+        "dummy1 came back: {}",
+        links(&d)
+    );
+    // An interface the policy does not name is refused, and the instance does not stay half up.
+    d.api_ok(
+        "POST",
+        "/1.0/instances",
+        Some(json!({
+            "name": "m2", "source": {"type": "image", "alias": "busybox"},
+            "devices": {"eth1": {"type": "nic", "nictype": "physical", "parent": "dummy9"}}
+        })),
+    );
+    let v = d.set_state("m2", "start", false);
+    assert!(
+        v.to_string().contains("dummy9") && v.to_string().contains("host_interfaces"),
+        "{v}"
+    );
+    assert_eq!(d.status("m2"), "Stopped");
+    assert!(has_link(&d, "dummy9"));
+    // Hot-plug: a nic added to a running instance appears; removed, it goes.
+    d.set_state("m1", "start", false);
+    let o = d.silo(&[
+        "config",
+        "device",
+        "add",
+        "m1",
+        "eth3",
+        "nic",
+        "network=silobr0",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let (_, o, _) = d.exec("m1", &["ip", "-o", "link"]);
+    assert!(o.contains("eth3"), "{o}");
+    let o = d.silo(&["config", "device", "remove", "m1", "eth3"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let (_, o, _) = d.exec("m1", &["ip", "-o", "link"]);
+    assert!(!o.contains("eth3"), "{o}");
+    d.set_state("m1", "stop", true);
+    assert!(
+        wait_until(Duration::from_secs(5), || has_link(&d, "dummy1")),
+        "{}",
+        links(&d)
+    );
+}
