@@ -863,6 +863,28 @@ pub async fn leases(db: &Db, helpers: &Helpers, n: &Network) -> Result<Vec<Value
     Ok(out)
 }
 
+/// A fresh silo's network: `silobr0` on free subnets with NAT, and `eth0` on it in the
+/// default profile (what `lxd init`'s defaults give).
+pub async fn create_default(db: &Db, helpers: &Helpers) -> Result<(), ApiError> {
+    if list(db)?.iter().all(|n| n.name != DEFAULT_BRIDGE) {
+        create(db, helpers, DEFAULT_BRIDGE, "bridge", "", BTreeMap::new()).await?;
+    }
+    let mut p = crate::profiles::get(db, "default")?;
+    if !p
+        .devices
+        .values()
+        .any(|d| d.get("type").map(String::as_str) == Some("nic"))
+    {
+        let mut nic = Device::new();
+        nic.insert("type".into(), "nic".into());
+        nic.insert("network".into(), DEFAULT_BRIDGE.into());
+        nic.insert("name".into(), "eth0".into());
+        p.devices.insert("eth0".into(), nic);
+        crate::profiles::write(db, &p)?;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -957,26 +979,4 @@ mod tests {
         let have = cfg(&[("volatile.eth0.hwaddr", "00:16:3e:00:00:01")]);
         assert!(missing_hwaddrs(&devs, &have).is_empty());
     }
-}
-
-/// A fresh silo's network: `silobr0` on free subnets with NAT, and `eth0` on it in the
-/// default profile (what `lxd init`'s defaults give).
-pub async fn create_default(db: &Db, helpers: &Helpers) -> Result<(), ApiError> {
-    if list(db)?.iter().all(|n| n.name != DEFAULT_BRIDGE) {
-        create(db, helpers, DEFAULT_BRIDGE, "bridge", "", BTreeMap::new()).await?;
-    }
-    let mut p = crate::profiles::get(db, "default")?;
-    if !p
-        .devices
-        .values()
-        .any(|d| d.get("type").map(String::as_str) == Some("nic"))
-    {
-        let mut nic = Device::new();
-        nic.insert("type".into(), "nic".into());
-        nic.insert("network".into(), DEFAULT_BRIDGE.into());
-        nic.insert("name".into(), "eth0".into());
-        p.devices.insert("eth0".into(), nic);
-        crate::profiles::write(db, &p)?;
-    }
-    Ok(())
 }

@@ -496,6 +496,16 @@ pub async fn on_daemon_start(c: &Ctx) {
     let run = running(c).await.unwrap_or_default();
     for name in run.keys() {
         watch(c.clone(), name.clone());
+        // Forwarders died with the previous silo-net; nics live on in the instances.
+        if let (Ok(n), Ok(i)) = (iname(name), instances::get(&c.db, name)) {
+            if let Ok((_, devs)) = expanded_all(c, &i) {
+                for (dn, d) in of_type(&devs, "proxy") {
+                    if let Err(e) = networks::start_proxy(&c.helpers, &n, dn, d).await {
+                        tracing::warn!(instance = %name, device = %dn, error = %e, "restarting a proxy failed");
+                    }
+                }
+            }
+        }
     }
     let Ok(all) = instances::list_records(&c.db) else {
         return;

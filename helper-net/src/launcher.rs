@@ -356,12 +356,7 @@ pub fn same_process(init: InitRef) -> bool {
     start_time(init.pid) == Some(init.start_time)
 }
 
-/// A process's start time (field 22 of /proc/PID/stat).
-pub fn start_time(pid: i32) -> Option<u64> {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let after = s.rsplit_once(')')?.1;
-    after.split_whitespace().nth(19)?.parse().ok()
-}
+pub use silo_proto::procinfo::start_time;
 
 /// Opens an instance init's network namespace, checking it is still that process.
 pub fn open_netns(init: InitRef) -> Result<OwnedFd, String> {

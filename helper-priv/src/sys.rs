@@ -221,12 +221,7 @@ pub fn pidfd_signal(pidfd: BorrowedFd<'_>, sig: i32) -> io::Result<()> {
 
 pub use silo_proto::jail::launcher::close_fds_except;
 
-/// A process's start time (field 22 of /proc/PID/stat), which tells a pid's reuse apart.
-pub fn start_time(pid: i32) -> Option<u64> {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let after = s.rsplit_once(')')?.1;
-    after.split_whitespace().nth(19)?.parse().ok()
-}
+pub use silo_proto::procinfo::start_time;
 
 /// Writes (replacing) a small root-only record file in a directory opened by fd, never
 /// through a symlink.

@@ -193,6 +193,43 @@ fn two_containers_on_the_default_bridge_reach_each_other_by_name() {
     assert_eq!(c, 400, "{v}");
     assert!(v["error"].as_str().unwrap_or("").contains("in use"), "{v}");
 
+    // A fixed address is a DHCP reservation: the instance gets exactly it, by name too.
+    // (Not an address dnsmasq already handed to c1 or c2: that would be a conflict of the
+    // test's own making.)
+    let fixed = (200..250)
+        .map(|h| format!("{subnet}.{h}"))
+        .find(|a| *a != a1 && *a != a2)
+        .expect("a free address");
+    d.api_ok(
+        "POST",
+        "/1.0/instances",
+        Some(json!({
+            "name": "c3", "source": {"type": "image", "alias": "busybox"},
+            "devices": {"eth0": {"type": "nic", "network": "silobr0", "name": "eth0", "ipv4.address": fixed}}
+        })),
+    );
+    d.set_state("c3", "start", false);
+    assert_eq!(wait_ipv4(&d, "c3"), fixed);
+    let ok = wait_until(Duration::from_secs(10), || {
+        d.exec("c1", &["ping", "-c", "1", "-W", "2", "c3.silo"]).0 == 0
+    });
+    let (_, o, e) = d.exec("c1", &["nslookup", "c3.silo"]);
+    assert!(
+        ok && o.contains(&fixed),
+        "c3.silo resolves to {fixed}: {o}{e}"
+    );
+    let leases = d.api_ok("GET", "/1.0/networks/silobr0/leases", None);
+    assert!(
+        leases
+            .as_array()
+            .expect("a")
+            .iter()
+            .any(|x| x["hostname"] == "c3"
+                && x["address"] == fixed.as_str()
+                && x["type"] == "static"),
+        "{leases}"
+    );
+
     // Stopping takes the veth away with the instance's namespace.
     d.set_state("c1", "stop", true);
     assert!(
@@ -210,6 +247,24 @@ fn two_containers_on_the_default_bridge_reach_each_other_by_name() {
     // A restart gets the same MAC and so the same lease.
     d.set_state("c1", "start", false);
     assert_eq!(wait_ipv4(&d, "c1"), a1);
+
+    // Nothing of the test's networking outlives its silod.
+    let dir = d.dir.display().to_string();
+    drop(d);
+    let mut left = Vec::new();
+    let gone = wait_until(Duration::from_secs(5), || {
+        let ps = std::process::Command::new("ps")
+            .args(["-eo", "pid,args"])
+            .output()
+            .expect("ps");
+        left = String::from_utf8_lossy(&ps.stdout)
+            .lines()
+            .filter(|l| l.contains("dnsmasq") && l.contains(&dir))
+            .map(str::to_string)
+            .collect();
+        left.is_empty()
+    });
+    assert!(gone, "dnsmasq outlived silod: {left:?}");
 }
 
 #[test]
@@ -526,4 +581,66 @@ fn macvlan_and_physical_nics_follow_the_policy() {
         "{}",
         links(&d)
     );
+}
+
+#[test]
+fn the_stock_lxc_client_drives_networks_and_proxies() {
+    let d = TestDaemon::start("net-lxc");
+    busybox(&d);
+    let ok = |o: std::process::Output| {
+        assert!(o.status.success(), "{}", text(&o));
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    let list = ok(d.lxc(&["network", "list", "--format", "csv"]));
+    assert!(
+        list.lines().any(|l| l.starts_with("silobr0,bridge,YES,")),
+        "{list}"
+    );
+    ok(d.lxc(&[
+        "network",
+        "create",
+        "lxcbr1",
+        "ipv4.address=10.91.0.1/24",
+        "ipv6.address=none",
+    ]));
+    let show = ok(d.lxc(&["network", "show", "lxcbr1"]));
+    assert!(show.contains("ipv4.address: 10.91.0.1/24"), "{show}");
+    assert!(show.contains("managed: true"), "{show}");
+    assert!(has_link(&d, "lxcbr1"));
+    ok(d.lxc(&["network", "delete", "lxcbr1"]));
+    assert!(!has_link(&d, "lxcbr1"));
+
+    ok(d.lxc(&["launch", "busybox", "c1"]));
+    let (code, _, e) = d.exec(
+        "c1",
+        &[
+            "sh",
+            "-c",
+            "mkdir -p /www && echo via-lxc > /www/index.html && httpd -p 127.0.0.1:8081 -h /www",
+        ],
+    );
+    assert_eq!(code, 0, "{e}");
+    ok(d.lxc(&[
+        "config",
+        "device",
+        "add",
+        "c1",
+        "web",
+        "proxy",
+        "listen=tcp:127.0.0.1:18081",
+        "connect=tcp:127.0.0.1:8081",
+    ]));
+    let body = in_netns(&d.netns, || http_get(18081));
+    assert!(
+        body.as_deref().is_ok_and(|b| b.contains("via-lxc")),
+        "{body:?}"
+    );
+    let ip = wait_ipv4(&d, "c1");
+    // IPv4 and IPv6 columns as lxc shows them (SLAAC from dnsmasq's router advertisements).
+    let mut row = String::new();
+    let both = wait_until(Duration::from_secs(20), || {
+        row = ok(d.lxc(&["list", "c1", "-c", "n46", "--format", "csv"]));
+        row.contains(&format!("{ip} (eth0)")) && row.contains("fd42:")
+    });
+    assert!(both, "{row}");
 }
