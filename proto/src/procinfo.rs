@@ -158,6 +158,14 @@ pub fn read(pid: u32) -> std::io::Result<Confinement> {
     Ok(parse_status(pid, &status, uptime))
 }
 
+/// A process's start time in clock ticks since boot (field 22 of /proc/PID/stat), which tells
+/// a recycled pid from the process it once named.
+pub fn start_time(pid: i32) -> Option<u64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after = s.rsplit_once(')')?.1;
+    after.split_whitespace().nth(19)?.parse().ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -180,12 +188,4 @@ mod tests {
         assert_eq!(c.pid, std::process::id());
         assert!(c.rss_kib > 0);
     }
-}
-
-/// A process's start time in clock ticks since boot (field 22 of /proc/PID/stat), which tells
-/// a recycled pid from the process it once named.
-pub fn start_time(pid: i32) -> Option<u64> {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let after = s.rsplit_once(')')?.1;
-    after.split_whitespace().nth(19)?.parse().ok()
 }
