@@ -125,6 +125,27 @@ fn scope_name(s: AddressScope) -> &'static str {
     }
 }
 
+/// The first of 100 random candidates `gen` accepts.
+fn first_free<T>(mut gen: impl FnMut() -> Option<T>) -> Option<T> {
+    (0..100).find_map(|_| gen())
+}
+
+/// Whether two prefixes share any address (different families never do).
+fn prefixes_overlap(a: IpAddr, alen: u8, b: IpAddr, blen: u8) -> bool {
+    let p = u32::from(alen.min(blen));
+    match (a, b) {
+        (IpAddr::V4(x), IpAddr::V4(y)) => {
+            let m = if p == 0 { 0 } else { u32::MAX << (32 - p) };
+            u32::from(x) & m == u32::from(y) & m
+        }
+        (IpAddr::V6(x), IpAddr::V6(y)) => {
+            let m = if p == 0 { 0 } else { u128::MAX << (128 - p) };
+            u128::from(x) & m == u128::from(y) & m
+        }
+        _ => false,
+    }
+}
+
 /// Random bytes from the kernel (getrandom; silo-net cannot open /dev/urandom under landlock).
 pub fn random_bytes<const N: usize>() -> [u8; N] {
     let mut b = [0u8; N];
@@ -343,56 +364,49 @@ impl NetServer {
         avoid6: &[Ipv6Cidr],
     ) -> HelperResult<SubnetChoice> {
         let used = self.used_prefixes(None).await?;
+        let free = |net: IpAddr, plen: u8| {
+            !used
+                .iter()
+                .any(|(ip, p, _)| prefixes_overlap(*ip, *p, net, plen))
+        };
         let mut choice = SubnetChoice {
             ipv4: None,
             ipv6: None,
         };
         if want4 {
             // LXD's space: 10.X.Y.1/24 at random, 100 tries.
-            for _ in 0..100 {
-                let r = random_bytes::<2>();
-                let Ok(c) = Ipv4Cidr::new(Ipv4Addr::new(10, r[0], r[1], 1), 24) else {
-                    continue;
-                };
-                let clash = used
-                    .iter()
-                    .any(|(ip, p, _)| matches!(ip, IpAddr::V4(a) if c.overlaps(*a, *p)))
-                    || avoid4.iter().any(|o| c.overlaps(o.network(), o.prefix()));
-                if !clash {
-                    choice.ipv4 = Some(c);
-                    break;
-                }
-            }
-            if choice.ipv4.is_none() {
-                return Err(HelperError::Unsupported(
-                    "no free 10.x.y.0/24 subnet found; set ipv4.address by hand".into(),
-                ));
-            }
+            choice.ipv4 = Some(
+                first_free(|| {
+                    let r = random_bytes::<2>();
+                    Ipv4Cidr::new(Ipv4Addr::new(10, r[0], r[1], 1), 24)
+                        .ok()
+                        .filter(|c| free(IpAddr::V4(c.network()), 24))
+                        .filter(|c| !avoid4.iter().any(|o| c.overlaps(o.network(), o.prefix())))
+                })
+                .ok_or_else(|| {
+                    HelperError::Unsupported(
+                        "no free 10.x.y.0/24 subnet found; set ipv4.address by hand".into(),
+                    )
+                })?,
+            );
         }
         if want6 {
-            for _ in 0..100 {
-                let r = random_bytes::<6>();
-                let seg = |i: usize| u16::from_be_bytes([r[i], r[i + 1]]);
-                let Ok(c) = Ipv6Cidr::new(
-                    Ipv6Addr::new(0xfd42, seg(0), seg(2), seg(4), 0, 0, 0, 1),
-                    64,
-                ) else {
-                    continue;
-                };
-                let clash = used
-                    .iter()
-                    .any(|(ip, p, _)| matches!(ip, IpAddr::V6(a) if c.overlaps(*a, *p)))
-                    || avoid6.iter().any(|o| c.overlaps(o.network(), o.prefix()));
-                if !clash {
-                    choice.ipv6 = Some(c);
-                    break;
-                }
-            }
-            if choice.ipv6.is_none() {
-                return Err(HelperError::Unsupported(
-                    "no free fd42::/64 subnet found; set ipv6.address by hand".into(),
-                ));
-            }
+            choice.ipv6 = Some(
+                first_free(|| {
+                    let r = random_bytes::<6>();
+                    let seg = |i: usize| u16::from_be_bytes([r[i], r[i + 1]]);
+                    let a = Ipv6Addr::new(0xfd42, seg(0), seg(2), seg(4), 0, 0, 0, 1);
+                    Ipv6Cidr::new(a, 64)
+                        .ok()
+                        .filter(|c| free(IpAddr::V6(c.network()), 64))
+                        .filter(|c| !avoid6.iter().any(|o| c.overlaps(o.network(), o.prefix())))
+                })
+                .ok_or_else(|| {
+                    HelperError::Unsupported(
+                        "no free fd42::/64 subnet found; set ipv6.address by hand".into(),
+                    )
+                })?,
+            );
         }
         Ok(choice)
     }

@@ -122,30 +122,11 @@ fn setup(
 }
 
 fn drop_root(uid: u32) -> Result<(), String> {
-    let id = nix::unistd::Uid::from_raw(uid);
-    let gid = nix::unistd::Gid::from_raw(uid);
-    nix::unistd::setgroups(&[]).map_err(|e| format!("setgroups: {e}"))?;
-    nix::unistd::setresgid(gid, gid, gid).map_err(|e| format!("setresgid: {e}"))?;
-    nix::unistd::setresuid(id, id, id).map_err(|e| format!("setresuid: {e}"))?;
-    for set in [
-        caps::CapSet::Effective,
-        caps::CapSet::Permitted,
-        caps::CapSet::Inheritable,
-        caps::CapSet::Ambient,
-    ] {
-        let _ = caps::clear(None, set);
-    }
-    // SAFETY: prctl with integer arguments.
-    if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
-        return Err(format!("no_new_privs: {}", std::io::Error::last_os_error()));
-    }
-    if caps::read(None, caps::CapSet::Permitted)
-        .map(|c| !c.is_empty())
-        .unwrap_or(true)
-    {
-        return Err("capabilities remain after dropping root".into());
-    }
-    Ok(())
+    silo_proto::jail::user::drop_to(
+        nix::unistd::Uid::from_raw(uid),
+        nix::unistd::Gid::from_raw(uid),
+    )
+    .map_err(|e| e.to_string())
 }
 
 fn forward(pairs: Vec<(proxy::Listener, proxy::Target)>) -> ! {

@@ -31,6 +31,8 @@ const CAPS: &[caps::Capability] = &[
     caps::Capability::CAP_SYS_PTRACE,
     // Reloading and stopping dnsmasq, which runs as its own user.
     caps::Capability::CAP_KILL,
+    // Forwarders empty their bounding set before they give up root.
+    caps::Capability::CAP_SETPCAP,
 ];
 
 /// Identifies an instance's init the way silo-priv's record does: a recycled pid has another
@@ -136,29 +138,7 @@ pub fn serve(sock: OwnedFd) -> ! {
 }
 
 fn confine() -> Result<(), String> {
-    let drop: Vec<caps::Capability> = caps::runtime::thread_all_supported()
-        .into_iter()
-        .filter(|c| !CAPS.contains(c))
-        .collect();
-    // The bounding set first: dropping from it needs CAP_SETPCAP, which goes next.
-    for cap in &drop {
-        caps::drop(None, caps::CapSet::Bounding, *cap)
-            .map_err(|e| format!("dropping {cap}: {e}"))?;
-    }
-    for cap in &drop {
-        for set in [
-            caps::CapSet::Effective,
-            caps::CapSet::Permitted,
-            caps::CapSet::Inheritable,
-        ] {
-            caps::drop(None, set, *cap).map_err(|e| format!("dropping {cap}: {e}"))?;
-        }
-    }
-    // SAFETY: prctl with integer arguments.
-    if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
-        return Err(format!("no_new_privs: {}", std::io::Error::last_os_error()));
-    }
-    Ok(())
+    silo_proto::jail::caps_drop::confine_caps(CAPS).map_err(|e| e.to_string())
 }
 
 fn shutdown(st: &mut State) -> ! {

@@ -9,7 +9,7 @@ use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use silo_tests::{busybox_image, in_netns, wait_until, TestDaemon};
+use silo_tests::{busybox_image, in_netns, TestDaemon};
 
 fn median(mut v: Vec<Duration>) -> Duration {
     v.sort();
@@ -76,19 +76,8 @@ fn main() {
         ],
     );
     assert_eq!(code, 0, "{e}");
-    let mut ip = String::new();
-    assert!(wait_until(Duration::from_secs(20), || {
-        let (_, v) = d.api("GET", "/1.0/instances/web/state", None);
-        ip = v["metadata"]["network"]["eth0"]["addresses"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .find(|a| a["family"] == "inet")
-            .and_then(|a| a["address"].as_str())
-            .unwrap_or("")
-            .to_string();
-        !ip.is_empty()
-    }));
+    let ip = d.wait_ipv4("web");
+
     d.api_ok(
         "PATCH",
         "/1.0/instances/web",

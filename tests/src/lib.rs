@@ -247,6 +247,30 @@ impl TestDaemon {
         }
     }
 
+    /// The instance's IPv4 address on eth0 as its state shows it, once DHCP gave one (panics
+    /// after 20 s).
+    pub fn wait_ipv4(&self, name: &str) -> String {
+        let mut addr = String::new();
+        let ok = wait_until(Duration::from_secs(20), || {
+            let (_, v) = self.api("GET", &format!("/1.0/instances/{name}/state"), None);
+            addr = v["metadata"]["network"]["eth0"]["addresses"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|a| a["family"] == "inet")
+                .and_then(|a| a["address"].as_str())
+                .unwrap_or("")
+                .to_string();
+            !addr.is_empty()
+        });
+        assert!(
+            ok,
+            "{name} got no IPv4 address on eth0; log:\n{}",
+            self.log_text()
+        );
+        addr
+    }
+
     /// Runs a command inside silod's network namespace.
     pub fn netns_cmd(&self, args: &[&str]) -> std::process::Output {
         let ns = format!(

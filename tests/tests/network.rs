@@ -20,27 +20,8 @@ fn text(o: &std::process::Output) -> String {
     )
 }
 
-/// The instance's IPv4 address on eth0 as `list`/state shows it, once DHCP gave one.
 fn wait_ipv4(d: &TestDaemon, name: &str) -> String {
-    let mut addr = String::new();
-    let ok = wait_until(Duration::from_secs(20), || {
-        let (_, v) = d.api("GET", &format!("/1.0/instances/{name}/state"), None);
-        addr = v["metadata"]["network"]["eth0"]["addresses"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .find(|a| a["family"] == "inet")
-            .and_then(|a| a["address"].as_str())
-            .unwrap_or("")
-            .to_string();
-        !addr.is_empty()
-    });
-    assert!(
-        ok,
-        "{name} got no IPv4 address on eth0; log:\n{}",
-        d.log_text()
-    );
-    addr
+    d.wait_ipv4(name)
 }
 
 fn nft_ruleset(d: &TestDaemon) -> String {
@@ -474,6 +455,47 @@ fn proxy_device_forwards_host_connections_to_a_service_inside() {
         errs
     });
     assert!(r.is_empty(), "{} failures, first: {:?}", r.len(), r.first());
+    // The forwarder runs as the instance's root id on the host, with no capabilities (bounding
+    // set too) and no_new_privs; dnsmasq as nobody.
+    let (_, web) = d.api("GET", "/1.0/instances/web", None);
+    let base = web["metadata"]["config"]["volatile.idmap.base"]
+        .as_str()
+        .expect("base")
+        .to_string();
+    let status =
+        |pid: &str| std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let field = |st: &str, k: &str| {
+        st.lines()
+            .find_map(|l| l.strip_prefix(k))
+            .map(|v| v.split_whitespace().next().unwrap_or("").to_string())
+            .unwrap_or_default()
+    };
+    let forwarders: Vec<String> = std::fs::read_dir("/proc")
+        .expect("proc")
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|p| p.chars().all(|c| c.is_ascii_digit()))
+        .filter(|p| {
+            let st = status(p);
+            field(&st, "Name:") == "silo-net" && field(&st, "Uid:") == base
+        })
+        .collect();
+    assert_eq!(
+        forwarders.len(),
+        1,
+        "one forwarder for the one proxy device"
+    );
+    let st = status(&forwarders[0]);
+    for (k, v) in [
+        ("CapEff:", "0000000000000000"),
+        ("CapPrm:", "0000000000000000"),
+        ("CapBnd:", "0000000000000000"),
+        ("NoNewPrivs:", "1"),
+        ("Gid:", base.as_str()),
+    ] {
+        assert_eq!(field(&st, k), v, "forwarder {k}\n{st}");
+    }
+
     // Survives a restart of the instance.
     d.set_state("web", "restart", true);
     let (code, _, e) = d.exec("web", &["sh", "-c", "mkdir -p /www && echo hello-from-web > /www/index.html && httpd -p 127.0.0.1:8080 -h /www"]);

@@ -648,19 +648,11 @@ fn append_bounded(f: &mut std::fs::File, data: &[u8]) {
 }
 
 fn drop_privileges() {
-    for cap in caps::runtime::thread_all_supported() {
-        let _ = caps::drop(None, caps::CapSet::Bounding, cap);
+    // Best effort by design: the monitor keeps serving the console whatever happens here, and
+    // it holds nothing an instance could reach.
+    if let Err(e) = silo_proto::jail::caps_drop::confine_caps(&[]) {
+        eprintln!("silo-priv monitor: {e}");
     }
-    for set in [
-        caps::CapSet::Effective,
-        caps::CapSet::Permitted,
-        caps::CapSet::Inheritable,
-        caps::CapSet::Ambient,
-    ] {
-        let _ = caps::clear(None, set);
-    }
-    // SAFETY: prctl with integer arguments.
-    unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) };
 }
 
 /// Long-lived processes must not hold silod's stdout and stderr (a supervisor or test reading

@@ -42,3 +42,22 @@ pub fn keep_only(keep: &[Capability]) -> Result<(), CapsError> {
     caps::set(None, CapSet::Permitted, &keep_set).map_err(op("set permitted"))?;
     Ok(())
 }
+
+/// Sets no_new_privs: nothing this process execs gains privileges (setuid bits, file caps).
+pub fn no_new_privs() -> Result<(), CapsError> {
+    // SAFETY: prctl(PR_SET_NO_NEW_PRIVS, 1) takes no pointers.
+    if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
+        return Err(CapsError::Op {
+            op: "prctl(PR_SET_NO_NEW_PRIVS)".into(),
+            message: std::io::Error::last_os_error().to_string(),
+        });
+    }
+    Ok(())
+}
+
+/// Keeps exactly `keep` (see [`keep_only`]) and sets no_new_privs: how a root process that
+/// should hold only a few powers for the rest of its life confines itself.
+pub fn confine_caps(keep: &[Capability]) -> Result<(), CapsError> {
+    keep_only(keep)?;
+    no_new_privs()
+}
