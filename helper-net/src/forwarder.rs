@@ -108,8 +108,16 @@ fn setup(
                 },
                 other => other.clone(),
             };
-            let l = proxy::bind(&listen)
-                .map_err(|e| format!("listening on {} in the instance: {e}", spec.listen))?;
+            // A socket file inside the instance is created as the instance's root: host root
+            // has no id in the instance's user namespace (its mounts refuse it, EOVERFLOW).
+            let fs_id = |id: u32| {
+                nix::unistd::setfsgid(nix::unistd::Gid::from_raw(id));
+                nix::unistd::setfsuid(nix::unistd::Uid::from_raw(id));
+            };
+            fs_id(uid);
+            let l = proxy::bind(&listen);
+            fs_id(0);
+            let l = l.map_err(|e| format!("listening on {} in the instance: {e}", spec.listen))?;
             setns(&host, "host's")?;
             l
         }
@@ -117,6 +125,7 @@ fn setup(
     drop(host);
     drop(inst);
     drop_root(uid)?;
+    crate::confinement::enter_forwarder_seccomp()?;
     std::mem::forget(root);
     Ok(listeners.into_iter().zip(targets).collect())
 }

@@ -28,6 +28,7 @@ fn main() {
             // silo-priv makes runtime/ too; whichever helper comes first creates it.
             state.mkdir_all(&["runtime"], 0o711)?;
             let (networks, _) = state.mkdir_all(&["networks"], 0o711)?;
+            confinement::set_forwarder_mode(b.seccomp_mode);
             let launcher = LauncherClient::fork("silo-net's launcher", launcher::serve)?;
             Ok(server::Prepared {
                 state,

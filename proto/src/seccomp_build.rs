@@ -59,10 +59,16 @@ fn compile_seccomp(json_path: &str) {
             f.write_all(&ins.k.to_le_bytes()).expect("write");
         }
     };
+    // seccomp.json gives seccomp.bpf and seccomp_log.bpf; another file its own stem's.
+    let stem = std::path::Path::new(json_path)
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or("seccomp")
+        .to_string();
     let enforce = doc.clone();
-    write(&enforce, "seccomp.bpf");
+    write(&enforce, &format!("{stem}.bpf"));
     let mut log = doc.clone();
     log["main"]["mismatch_action"] = serde_json::Value::String("log".into());
-    write(&log, "seccomp_log.bpf");
+    write(&log, &format!("{stem}_log.bpf"));
     doc["main"]["mismatch_action"] = serde_json::Value::String("kill_process".into());
 }

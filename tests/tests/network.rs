@@ -408,7 +408,13 @@ fn http_get(port: u16) -> Result<String, String> {
 
 #[test]
 fn proxy_device_forwards_host_connections_to_a_service_inside() {
-    let d = TestDaemon::start("net-proxy");
+    // Unix sockets on the host only beneath a host_paths entry of the policy.
+    let sockdir = std::path::PathBuf::from(format!("/tmp/silo-proxy-{}", std::process::id()));
+    std::fs::create_dir_all(&sockdir).expect("socket dir");
+    let d = TestDaemon::start_with_policy(
+        "net-proxy",
+        &format!("host_paths = [\"{}\"]\n", sockdir.display()),
+    );
     busybox(&d);
     d.launch("busybox", "web");
     let (code, _, e) = d.exec(
@@ -504,6 +510,59 @@ fn proxy_device_forwards_host_connections_to_a_service_inside() {
         in_netns(&d.netns, || http_get(18080)).is_ok_and(|b| b.contains("hello-from-web"))
     });
     assert!(ok, "the proxy works again after a restart");
+    // A unix socket on the host (tcp inside), where the policy allows it, and not elsewhere.
+    let sock = sockdir.join("web.sock");
+    let o = d.silo(&[
+        "config",
+        "device",
+        "add",
+        "web",
+        "usock",
+        "proxy",
+        &format!("listen=unix:{}", sock.display()),
+        "connect=tcp:127.0.0.1:8080",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let mut u = std::os::unix::net::UnixStream::connect(&sock).expect("connect the unix proxy");
+    u.write_all(b"GET /index.html HTTP/1.0\r\n\r\n")
+        .expect("write");
+    let mut body = String::new();
+    u.read_to_string(&mut body).expect("read");
+    assert!(body.contains("hello-from-web"), "{body}");
+    let o = d.silo(&[
+        "config",
+        "device",
+        "add",
+        "web",
+        "bad",
+        "proxy",
+        "listen=unix:/root/silo-test.sock",
+        "connect=tcp:127.0.0.1:8080",
+    ]);
+    assert!(!o.status.success());
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("host_paths"),
+        "{}",
+        text(&o)
+    );
+    assert!(!std::path::Path::new("/root/silo-test.sock").exists());
+    // A unix socket inside the instance (bind=instance) is made as the instance's root.
+    let o = d.silo(&[
+        "config",
+        "device",
+        "add",
+        "web",
+        "insock",
+        "proxy",
+        "listen=unix:/run/web.sock",
+        "connect=tcp:127.0.0.1:8080",
+        "bind=instance",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let (code, o, e) = d.exec("web", &["stat", "-c", "%F %u", "/run/web.sock"]);
+    assert_eq!((code, o.trim()), (0, "socket 0"), "{e}");
+    let _ = std::fs::remove_dir_all(&sockdir);
+
     // Gone with the device.
     let o = d.silo(&["config", "device", "remove", "web", "http"]);
     assert!(o.status.success(), "{}", text(&o));
