@@ -77,6 +77,9 @@ impl Default for Limits {
 
 /// An upstream that accepts the SYN but never answers must not hold a connection slot for
 /// the kernel's two-minute SYN retry budget.
+/// Bytes buffered per direction of a forwarded stream connection.
+const COPY_BUF: usize = 64 * 1024;
+
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Large enough for any UDP datagram, so none is silently truncated.
@@ -374,7 +377,16 @@ fn spawn_splice(
                 return;
             }
         };
-        match tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
+        // 64 KiB per direction instead of tokio's 8 KiB: a third of the syscalls per byte on
+        // bulk transfers, at 128 KiB of memory per open connection (1024 at most).
+        match tokio::io::copy_bidirectional_with_sizes(
+            &mut client,
+            &mut upstream,
+            COPY_BUF,
+            COPY_BUF,
+        )
+        .await
+        {
             Ok((up, down)) => {
                 tracing::debug!(peer = %peer, upstream = %target, up, down, "proxy connection closed");
             }
