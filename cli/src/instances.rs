@@ -9,17 +9,25 @@ use crate::commands::CmdError;
 use crate::format::{self, Format};
 use crate::util::{self, enc, fail, out, outln, s};
 
-/// `silo init`.
+/// `silo launch`.
 #[derive(Debug, clap::Args)]
 #[command(after_help = "\
 Examples:
-  silo init busybox c1
-  silo init busybox c2 -p default -p extra -c limits.cpu=1 -s default")]
+  silo launch busybox c1
+  silo launch busybox c2 -p default -p extra -c limits.cpu=1 -s default")]
 pub struct InitArgs {
     /// The image: an alias, or a fingerprint (or a unique prefix).
     pub image: String,
     /// The instance's name (the server picks one when omitted).
     pub name: Option<String>,
+    /// How to create it.
+    #[command(flatten)]
+    pub opts: InstanceOpts,
+}
+
+/// What an instance is created with (`init` and `launch`).
+#[derive(Debug, Default, clap::Args)]
+pub struct InstanceOpts {
     /// A profile to apply (repeatable; default: "default").
     #[arg(short = 'p', long = "profile", value_name = "PROFILE")]
     pub profiles: Vec<String>,
@@ -38,6 +46,30 @@ pub struct InitArgs {
     /// The instance's description.
     #[arg(long, default_value = "")]
     pub description: String,
+}
+
+/// `silo init`: an instance from an image, or (with no image) the server's first-run setup.
+#[derive(Debug, clap::Args)]
+#[command(after_help = "\
+Examples:
+  silo init                         set up the server, answering questions
+  silo init --auto                  set up the server with defaults
+  silo init --preseed < init.yaml   set up the server from a preseed (LXD's format)
+  silo init --dump                  print the setup as a preseed
+  silo init busybox c1              create an instance without starting it
+  silo init busybox c2 -p default -p extra -c limits.cpu=1 -s default")]
+pub struct InitCmd {
+    /// The image: an alias, or a fingerprint (or a unique prefix). Without one, `silo init`
+    /// sets up the server.
+    pub image: Option<String>,
+    /// The instance's name (the server picks one when omitted).
+    pub name: Option<String>,
+    /// How to create the instance.
+    #[command(flatten)]
+    pub opts: InstanceOpts,
+    /// Setting up the server.
+    #[command(flatten)]
+    pub server: crate::init::ServerInitArgs,
 }
 
 /// `silo list`.
@@ -85,14 +117,20 @@ fn looks_like_fingerprint(s: &str) -> bool {
     !s.is_empty() && s.len() <= 64 && s.chars().all(|c| c.is_ascii_hexdigit())
 }
 
-/// `silo init IMAGE [NAME]`.
-pub async fn init(client: &Client, a: InitArgs) -> Result<(), CmdError> {
-    create(client, &a).await.map(|_| ())
+/// `silo init IMAGE [NAME]`, or the server's setup without an image.
+pub async fn init(client: &Client, a: InitCmd) -> Result<(), CmdError> {
+    match a.image {
+        Some(image) if !a.server.any() => create(client, &image, a.name.as_deref(), &a.opts)
+            .await
+            .map(|_| ()),
+        Some(_) => fail("--auto, --preseed and --dump set up the server: give no image with them"),
+        None => crate::init::run(client, &a.server).await,
+    }
 }
 
 /// `silo launch IMAGE [NAME]`: `init`, then start, as `lxc launch` prints them.
 pub async fn launch(client: &Client, a: InitArgs) -> Result<(), CmdError> {
-    let name = create(client, &a).await?;
+    let name = create(client, &a.image, a.name.as_deref(), &a.opts).await?;
     if name.is_empty() {
         return fail("The server did not say which name it gave the instance");
     }
@@ -102,7 +140,12 @@ pub async fn launch(client: &Client, a: InitArgs) -> Result<(), CmdError> {
 
 /// Creates the instance `init` and `launch` describe; returns its name (the server's
 /// choice when none was given).
-async fn create(client: &Client, a: &InitArgs) -> Result<String, CmdError> {
+async fn create(
+    client: &Client,
+    image: &str,
+    name: Option<&str>,
+    a: &InstanceOpts,
+) -> Result<String, CmdError> {
     let mut config = Map::new();
     for c in &a.config {
         let (k, v) = util::kv(c)?;
@@ -122,14 +165,13 @@ async fn create(client: &Client, a: &InitArgs) -> Result<String, CmdError> {
             json!({"type": "disk", "path": "/", "pool": pool}),
         );
     }
-    let source = if looks_like_fingerprint(&a.image)
-        && !crate::images::alias_exists(client, &a.image).await?
-    {
-        json!({"type": "image", "fingerprint": a.image})
-    } else {
-        json!({"type": "image", "alias": a.image})
-    };
-    let name = a.name.clone().unwrap_or_default();
+    let source =
+        if looks_like_fingerprint(image) && !crate::images::alias_exists(client, image).await? {
+            json!({"type": "image", "fingerprint": image})
+        } else {
+            json!({"type": "image", "alias": image})
+        };
+    let name = name.unwrap_or_default().to_string();
     let body = json!({
         "name": name,
         "type": "container",

@@ -7,6 +7,7 @@ pub mod exec;
 pub mod files;
 pub mod format;
 pub mod images;
+pub mod init;
 pub mod instances;
 pub mod networks;
 pub mod profiles;
@@ -43,8 +44,9 @@ pub enum Command {
         #[arg(long, value_enum, default_value = "yaml")]
         format: InfoFormat,
     },
-    /// Create an instance from an image, without starting it.
-    Init(instances::InitArgs),
+    /// Create an instance from an image without starting it; with no image, set up the
+    /// server (questions, --auto, --preseed, --dump).
+    Init(instances::InitCmd),
     /// Create an instance from an image and start it.
     Launch(instances::InitArgs),
     /// Start instances.

@@ -1,0 +1,1246 @@
+//! `silo init` without an image: the server's first-run setup, as `lxd init` does it.
+//!
+//! Every mode builds one [`Preseed`] (LXD's preseed format) and applies it through the public
+//! API: the questions (`silo init`), the defaults (`--auto`) or a YAML file (`--preseed`).
+//! Applying is all or nothing: each change remembers how to undo itself, and a refusal from
+//! the server undoes what went before, so a bad preseed leaves the server as it was.
+//! `--dump` prints the current setup in the same format, which `--preseed` takes back.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, IsTerminal, Write};
+
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+use crate::client::{Client, ClientError};
+use crate::commands::CmdError;
+use crate::util::{self, fail};
+
+/// The flags of `silo init` that set up the server.
+#[derive(Debug, Default, Clone, clap::Args)]
+pub struct ServerInitArgs {
+    /// Set up the server with defaults, no questions (for scripts).
+    #[arg(long, conflicts_with_all = ["preseed", "dump"])]
+    pub auto: bool,
+    /// Apply a YAML preseed (LXD's format) read from standard input.
+    #[arg(long, conflicts_with = "dump")]
+    pub preseed: bool,
+    /// Print the current setup as a YAML preseed (what --preseed takes back).
+    #[arg(long)]
+    pub dump: bool,
+    /// With --auto: the storage backend (dir or btrfs; default: keep the existing pool, or the
+    /// best this host supports).
+    #[arg(long, requires = "auto", value_name = "BACKEND")]
+    pub storage_backend: Option<String>,
+    /// With --auto: size in GiB of the loop file of a new btrfs pool.
+    #[arg(long, requires = "auto", value_name = "GiB")]
+    pub storage_create_loop: Option<u64>,
+    /// With --auto: the storage pool's name.
+    #[arg(long, requires = "auto", value_name = "NAME")]
+    pub storage_pool: Option<String>,
+    /// With --auto: the address to serve the API on over the network.
+    #[arg(long, requires = "auto", value_name = "ADDRESS")]
+    pub network_address: Option<String>,
+    /// With --auto: the port for --network-address.
+    #[arg(long, requires = "network_address", value_name = "PORT")]
+    pub network_port: Option<u16>,
+    /// With --auto: the trust password for new clients.
+    #[arg(long, requires = "auto", value_name = "PASSWORD")]
+    pub trust_password: Option<String>,
+}
+
+impl ServerInitArgs {
+    /// Whether any server-init mode was asked for.
+    pub fn any(&self) -> bool {
+        self.auto || self.preseed || self.dump
+    }
+}
+
+/// A string map that also takes YAML scalars (`0`, `true`) as their text.
+type Strings = BTreeMap<String, String>;
+
+/// LXD's preseed: what `lxd init --dump` prints and `--preseed` takes.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Preseed {
+    /// Server configuration keys.
+    pub config: Strings,
+    /// Managed networks.
+    pub networks: Vec<NetworkPre>,
+    /// Storage pools.
+    pub storage_pools: Vec<PoolPre>,
+    /// Profiles.
+    pub profiles: Vec<ProfilePre>,
+    /// Projects (silo has only "default").
+    pub projects: Vec<ProjectPre>,
+    /// Clustering (not available in silo yet).
+    pub cluster: Option<Value>,
+}
+
+/// A network in a preseed.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NetworkPre {
+    /// Config.
+    pub config: Strings,
+    /// Description.
+    pub description: String,
+    /// Name.
+    pub name: String,
+    /// Type ("" means bridge).
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Project.
+    pub project: String,
+}
+
+/// A storage pool in a preseed.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PoolPre {
+    /// Config.
+    pub config: Strings,
+    /// Description.
+    pub description: String,
+    /// Name.
+    pub name: String,
+    /// Driver.
+    pub driver: String,
+}
+
+/// A profile in a preseed.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProfilePre {
+    /// Config.
+    pub config: Strings,
+    /// Description.
+    pub description: String,
+    /// Devices.
+    pub devices: BTreeMap<String, Strings>,
+    /// Name.
+    pub name: String,
+}
+
+/// A project in a preseed.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProjectPre {
+    /// Config.
+    pub config: Strings,
+    /// Description.
+    pub description: String,
+    /// Name.
+    pub name: String,
+}
+
+/// Parses a preseed, turning YAML scalars in string maps into text as LXD's Go types do.
+pub fn parse_preseed(text: &str) -> Result<Preseed, CmdError> {
+    let mut v = util::parse_yaml(text)
+        .map_err(|e| CmdError::Fail(format!("Failed to parse the preseed: {e}")))?;
+    if let Some(m) = v.as_object_mut() {
+        if let Some(c) = m.get_mut("config") {
+            util::stringify_map(c);
+        }
+        for list in ["networks", "storage_pools", "profiles", "projects"] {
+            for item in m
+                .get_mut(list)
+                .and_then(Value::as_array_mut)
+                .into_iter()
+                .flatten()
+            {
+                if let Some(c) = item.get_mut("config") {
+                    util::stringify_map(c);
+                }
+                if let Some(d) = item.get_mut("devices") {
+                    util::stringify_devices(d);
+                }
+            }
+        }
+    }
+    serde_json::from_value(v).map_err(|e| CmdError::Fail(format!("Invalid preseed: {e}")))
+}
+
+/// Checks what can be checked before anything changes (the server checks the rest, and a
+/// refusal undoes what was applied).
+pub fn check_preseed(p: &Preseed) -> Result<(), CmdError> {
+    if p.cluster.as_ref().is_some_and(|c| !c.is_null()) {
+        return fail("Clustering is not available in silo yet: remove the \"cluster\" section");
+    }
+    if let Some(x) = p
+        .projects
+        .iter()
+        .find(|x| x.name != "default" || !x.config.is_empty())
+    {
+        return fail(format!(
+            "Projects are not available in silo yet: project {:?} cannot be created or configured",
+            x.name
+        ));
+    }
+    for n in &p.networks {
+        check_ifname(&n.name).map_err(|e| CmdError::Fail(format!("Network {:?}: {e}", n.name)))?;
+        if !n.project.is_empty() && n.project != "default" {
+            return fail(format!(
+                "Network {:?}: projects are not available in silo yet",
+                n.name
+            ));
+        }
+        for (k, fam) in [("ipv4.address", 4), ("ipv6.address", 6)] {
+            if let Some(v) = n.config.get(k) {
+                check_cidr(v, fam)
+                    .map_err(|e| CmdError::Fail(format!("Network {:?}: {k}: {e}", n.name)))?;
+            }
+        }
+    }
+    for s in &p.storage_pools {
+        if s.name.is_empty() {
+            return fail("A storage pool in the preseed has no name");
+        }
+        if s.driver.is_empty() {
+            return fail(format!("Storage pool {:?} has no driver", s.name));
+        }
+    }
+    for pr in &p.profiles {
+        if pr.name.is_empty() {
+            return fail("A profile in the preseed has no name");
+        }
+    }
+    Ok(())
+}
+
+fn check_ifname(s: &str) -> Result<(), String> {
+    if s.is_empty() || s.len() > 15 {
+        return Err("an interface name is 1 to 15 characters".into());
+    }
+    if !s
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        || s == "."
+        || s == ".."
+    {
+        return Err("an interface name holds letters, digits, '-', '_' and '.'".into());
+    }
+    Ok(())
+}
+
+/// `auto`, `none` or an address with a prefix length in the family's range.
+fn check_cidr(v: &str, family: u8) -> Result<(), String> {
+    if matches!(v, "auto" | "none" | "") {
+        return Ok(());
+    }
+    let (a, p) = v
+        .split_once('/')
+        .ok_or_else(|| format!("{v:?} is not \"auto\", \"none\" or an ADDRESS/PREFIX"))?;
+    let p: u8 = p.parse().map_err(|_| format!("{v:?}: bad prefix length"))?;
+    match family {
+        4 => {
+            a.parse::<std::net::Ipv4Addr>()
+                .map_err(|_| format!("{v:?} is not an IPv4 address"))?;
+            if !(8..=30).contains(&p) {
+                return Err(format!("{v:?}: the prefix length must be 8 to 30"));
+            }
+        }
+        _ => {
+            a.parse::<std::net::Ipv6Addr>()
+                .map_err(|_| format!("{v:?} is not an IPv6 address"))?;
+            if !(16..=124).contains(&p) {
+                return Err(format!("{v:?}: the prefix length must be 16 to 124"));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn strings(v: Option<&Value>) -> Strings {
+    v.and_then(Value::as_object)
+        .map(|m| {
+            m.iter()
+                .map(|(k, x)| (k.clone(), util::vs(Some(x))))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The current setup as a preseed. The trust password is never printed (the server only
+/// says that one is set).
+pub async fn dump(client: &Client) -> Result<Preseed, CmdError> {
+    let server = client.get("/1.0").await?;
+    let mut config = strings(server.get("config"));
+    config.remove("core.trust_password");
+    let mut p = Preseed {
+        config,
+        ..Default::default()
+    };
+    for n in list(client, "/1.0/networks?recursion=1").await? {
+        if n.get("managed") != Some(&Value::Bool(true)) {
+            continue;
+        }
+        p.networks.push(NetworkPre {
+            config: strings(n.get("config")),
+            description: util::s(&n, "description"),
+            name: util::s(&n, "name"),
+            kind: util::s(&n, "type"),
+            project: "default".into(),
+        });
+    }
+    for s in list(client, "/1.0/storage-pools?recursion=1").await? {
+        p.storage_pools.push(PoolPre {
+            config: strings(s.get("config")),
+            description: util::s(&s, "description"),
+            name: util::s(&s, "name"),
+            driver: util::s(&s, "driver"),
+        });
+    }
+    for pr in list(client, "/1.0/profiles?recursion=1").await? {
+        let devices = pr
+            .get("devices")
+            .and_then(Value::as_object)
+            .map(|m| {
+                m.iter()
+                    .map(|(k, d)| (k.clone(), strings(Some(d))))
+                    .collect()
+            })
+            .unwrap_or_default();
+        p.profiles.push(ProfilePre {
+            config: strings(pr.get("config")),
+            description: util::s(&pr, "description"),
+            devices,
+            name: util::s(&pr, "name"),
+        });
+    }
+    p.networks.sort_by(|a, b| a.name.cmp(&b.name));
+    p.storage_pools.sort_by(|a, b| a.name.cmp(&b.name));
+    p.profiles.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(p)
+}
+
+async fn list(client: &Client, path: &str) -> Result<Vec<Value>, CmdError> {
+    Ok(client
+        .get(path)
+        .await?
+        .as_array()
+        .cloned()
+        .unwrap_or_default())
+}
+
+/// The preseed as YAML.
+pub fn to_yaml(p: &Preseed) -> Result<String, CmdError> {
+    serde_norway::to_string(p).map_err(|e| CmdError::Output(e.to_string()))
+}
+
+/// How to take one applied change back.
+#[derive(Debug)]
+enum Undo {
+    Config(Value),
+    Delete(String),
+    Put(String, Value),
+    /// A replaced pool: delete the new one, make the old one again, put the profiles back.
+    Pool {
+        name: String,
+        old: Value,
+        profiles: Vec<(String, Value)>,
+    },
+}
+
+/// Whether an API answer was 404.
+fn not_found(e: &ClientError) -> bool {
+    e.to_string().contains("not found")
+}
+
+async fn get_opt(client: &Client, path: &str) -> Result<Option<Value>, CmdError> {
+    match client.get(path).await {
+        Ok(v) => Ok(Some(v)),
+        Err(e) if not_found(&e) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn writable_profile(v: &Value) -> Value {
+    json!({"config": v["config"], "description": v["description"], "devices": v["devices"]})
+}
+
+/// Applies a preseed; on a refusal, takes back what was done and returns the refusal.
+/// Returns a line per change made (empty: nothing was new).
+pub async fn apply(client: &Client, p: &Preseed) -> Result<Vec<String>, CmdError> {
+    check_preseed(p)?;
+    let mut undo = Vec::new();
+    let mut done = Vec::new();
+    let r = apply_steps(client, p, &mut undo, &mut done).await;
+    if let Err(e) = r {
+        for u in undo.into_iter().rev() {
+            if let Err(x) = take_back(client, u).await {
+                let _ = writeln!(std::io::stderr(), "Warning: undoing a change failed: {x}");
+            }
+        }
+        return Err(e);
+    }
+    Ok(done)
+}
+
+async fn take_back(client: &Client, u: Undo) -> Result<(), CmdError> {
+    match u {
+        Undo::Config(c) => {
+            client
+                .operate("PUT", "/1.0", Some(&json!({"config": c})), &[])
+                .await?;
+        }
+        Undo::Delete(path) => {
+            client.operate("DELETE", &path, None, &[]).await?;
+        }
+        Undo::Put(path, body) => {
+            client.operate("PUT", &path, Some(&body), &[]).await?;
+        }
+        Undo::Pool {
+            name,
+            old,
+            profiles,
+        } => {
+            for (p, _) in &profiles {
+                let mut v = client.get(p).await?;
+                strip_root(&mut v, &name);
+                client
+                    .operate("PUT", p, Some(&writable_profile(&v)), &[])
+                    .await?;
+            }
+            let _ = client
+                .operate("DELETE", &format!("/1.0/storage-pools/{name}"), None, &[])
+                .await;
+            client
+                .operate(
+                    "POST",
+                    "/1.0/storage-pools",
+                    Some(&json!({"name": name, "driver": old["driver"], "description": old["description"], "config": old["config"]})),
+                    &[],
+                )
+                .await?;
+            for (p, body) in profiles {
+                client.operate("PUT", &p, Some(&body), &[]).await?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Removes the disk devices on pool `pool` from a profile object.
+fn strip_root(profile: &mut Value, pool: &str) {
+    if let Some(d) = profile.get_mut("devices").and_then(Value::as_object_mut) {
+        d.retain(|_, dev| !(dev["type"] == "disk" && dev["pool"] == pool));
+    }
+}
+
+async fn apply_steps(
+    client: &Client,
+    p: &Preseed,
+    undo: &mut Vec<Undo>,
+    done: &mut Vec<String>,
+) -> Result<(), CmdError> {
+    // Server configuration: merged (PATCH semantics, as LXD's init does).
+    if !p.config.is_empty() {
+        let old = client.get("/1.0").await?;
+        let old_cfg = old.get("config").cloned().unwrap_or(json!({}));
+        let want: Strings = p.config.clone();
+        let have = strings(Some(&old_cfg));
+        if want
+            .iter()
+            .any(|(k, v)| have.get(k) != Some(v) || k == "core.trust_password")
+        {
+            client
+                .operate("PATCH", "/1.0", Some(&json!({"config": want})), &[])
+                .await?;
+            undo.push(Undo::Config(old_cfg));
+            done.push("server configuration".into());
+        }
+    }
+    for s in &p.storage_pools {
+        apply_pool(client, s, undo, done).await?;
+    }
+    for n in &p.networks {
+        apply_network(client, n, undo, done).await?;
+    }
+    for pr in &p.profiles {
+        let path = crate::profiles::path(&pr.name);
+        let body =
+            json!({"config": pr.config, "description": pr.description, "devices": pr.devices});
+        match get_opt(client, &path).await? {
+            None => {
+                let mut b = body.clone();
+                b["name"] = json!(pr.name);
+                client
+                    .operate("POST", "/1.0/profiles", Some(&b), &[])
+                    .await?;
+                undo.push(Undo::Delete(path));
+                done.push(format!("profile {}", pr.name));
+            }
+            Some(old) => {
+                let old = writable_profile(&old);
+                if normalized(&old) != normalized(&body) {
+                    client.operate("PUT", &path, Some(&body), &[]).await?;
+                    undo.push(Undo::Put(path, old));
+                    done.push(format!("profile {}", pr.name));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// An object with empty maps and missing fields made equal, for "is this a change?".
+fn normalized(v: &Value) -> Value {
+    let mut v = v.clone();
+    util::stringify_map(&mut v["config"]);
+    if v["config"].is_null() {
+        v["config"] = json!({});
+    }
+    if v.get("devices").is_some_and(Value::is_null) {
+        v["devices"] = json!({});
+    }
+    if v["description"].is_null() {
+        v["description"] = json!("");
+    }
+    v
+}
+
+async fn apply_pool(
+    client: &Client,
+    s: &PoolPre,
+    undo: &mut Vec<Undo>,
+    done: &mut Vec<String>,
+) -> Result<(), CmdError> {
+    let path = format!("/1.0/storage-pools/{}", util::enc(&s.name));
+    let body = json!({"name": s.name, "driver": s.driver, "description": s.description, "config": s.config});
+    let Some(old) = get_opt(client, &path).await? else {
+        client
+            .operate("POST", "/1.0/storage-pools", Some(&body), &[])
+            .await?;
+        undo.push(Undo::Delete(path));
+        done.push(format!("storage pool {} ({})", s.name, s.driver));
+        return Ok(());
+    };
+    let old_cfg = strings(old.get("config"));
+    if util::s(&old, "driver") == s.driver {
+        // Size and source are the pool's own: init does not redefine an existing pool.
+        let differs = s.config.iter().any(|(k, v)| old_cfg.get(k) != Some(v));
+        if differs {
+            return fail(format!(
+                "Storage pool {:?} already exists with another configuration; silo init does not redefine it (use \"silo storage set\")",
+                s.name
+            ));
+        }
+        return Ok(());
+    }
+    // Another driver: only a pool nothing but profiles uses (the embedded default before any
+    // instance) is replaced; its profiles' root disks are re-pointed at the new pool.
+    let users = util::used_by(&old);
+    if let Some(u) = users.iter().find(|u| !u.starts_with("/1.0/profiles/")) {
+        return fail(format!(
+            "Storage pool {:?} already exists as a {} pool and is in use ({u}); choose another name",
+            s.name,
+            util::s(&old, "driver")
+        ));
+    }
+    let mut profiles = Vec::new();
+    for u in &users {
+        let v = client.get(u).await?;
+        profiles.push((u.clone(), writable_profile(&v)));
+    }
+    // From here on a failure must put the old pool and the profiles back.
+    undo.push(Undo::Pool {
+        name: s.name.clone(),
+        old: old.clone(),
+        profiles: profiles.clone(),
+    });
+    for (u, v) in &profiles {
+        let mut stripped = v.clone();
+        strip_root(&mut stripped, &s.name);
+        client.operate("PUT", u, Some(&stripped), &[]).await?;
+    }
+    client.operate("DELETE", &path, None, &[]).await?;
+    client
+        .operate("POST", "/1.0/storage-pools", Some(&body), &[])
+        .await?;
+    for (u, v) in &profiles {
+        client.operate("PUT", u, Some(v), &[]).await?;
+    }
+    done.push(format!(
+        "storage pool {} (now {}, was {})",
+        s.name,
+        s.driver,
+        util::s(&old, "driver")
+    ));
+    Ok(())
+}
+
+async fn apply_network(
+    client: &Client,
+    n: &NetworkPre,
+    undo: &mut Vec<Undo>,
+    done: &mut Vec<String>,
+) -> Result<(), CmdError> {
+    let path = format!("/1.0/networks/{}", util::enc(&n.name));
+    let old = get_opt(client, &path).await?;
+    match old {
+        Some(old) if old.get("managed") == Some(&Value::Bool(true)) => {
+            let have = strings(old.get("config"));
+            // "auto" asks for any free subnet: one the network has already is as good.
+            let mut want = n.config.clone();
+            for (k, v) in want.iter_mut() {
+                if v == "auto" {
+                    if let Some(h) = have.get(k).filter(|h| h.contains('/')) {
+                        *v = h.clone();
+                    }
+                }
+            }
+            if want == have && util::s(&old, "description") == n.description {
+                return Ok(());
+            }
+            client
+                .operate(
+                    "PUT",
+                    &path,
+                    Some(&json!({"config": want, "description": n.description})),
+                    &[],
+                )
+                .await?;
+            undo.push(Undo::Put(
+                path,
+                json!({"config": have, "description": util::s(&old, "description")}),
+            ));
+            done.push(format!("network {}", n.name));
+        }
+        Some(_) => return fail(format!(
+            "The network {:?} already exists on the host and is not silo's; choose another name",
+            n.name
+        )),
+        None => {
+            let kind = if n.kind.is_empty() { "bridge" } else { &n.kind };
+            client
+                .operate(
+                    "POST",
+                    "/1.0/networks",
+                    Some(&json!({"name": n.name, "type": kind, "description": n.description, "config": n.config})),
+                    &[],
+                )
+                .await?;
+            undo.push(Undo::Delete(path));
+            done.push(format!("network {}", n.name));
+        }
+    }
+    Ok(())
+}
+
+/// What the server can do, for the defaults.
+struct Facts {
+    drivers: Vec<String>,
+    pools: Vec<Value>,
+    networks: Vec<Value>,
+    default_profile: Value,
+}
+
+async fn facts(client: &Client) -> Result<Facts, CmdError> {
+    let server = client.get("/1.0").await?;
+    let mut drivers: Vec<String> = server["environment"]["storage_supported_drivers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|d| {
+            d["Name"]
+                .as_str()
+                .or(d["name"].as_str())
+                .map(str::to_string)
+        })
+        .filter(|d| matches!(d.as_str(), "dir" | "btrfs"))
+        .collect();
+    if drivers.is_empty() {
+        drivers.push("dir".into());
+    }
+    Ok(Facts {
+        drivers,
+        pools: list(client, "/1.0/storage-pools?recursion=1").await?,
+        networks: list(client, "/1.0/networks?recursion=1").await?,
+        default_profile: get_opt(client, "/1.0/profiles/default")
+            .await?
+            .unwrap_or(json!({"config": {}, "description": "Default silo profile", "devices": {}})),
+    })
+}
+
+impl Facts {
+    /// btrfs where this host can make it, else dir (LXD's order of preference).
+    fn best_driver(&self) -> String {
+        if self.drivers.iter().any(|d| d == "btrfs") {
+            "btrfs".into()
+        } else {
+            "dir".into()
+        }
+    }
+
+    fn pool(&self, name: &str) -> Option<&Value> {
+        self.pools.iter().find(|p| p["name"] == name)
+    }
+
+    fn managed_bridge(&self) -> Option<String> {
+        self.networks
+            .iter()
+            .find(|n| n["managed"] == true && n["type"] == "bridge")
+            .map(|n| util::s(n, "name"))
+    }
+
+    /// The default profile with its root disk on `pool` and, when given, `eth0` on `network`.
+    fn profile_with(&self, pool: Option<&str>, nic: Option<Strings>) -> ProfilePre {
+        let d = &self.default_profile;
+        let mut devices: BTreeMap<String, Strings> = d["devices"]
+            .as_object()
+            .map(|m| {
+                m.iter()
+                    .map(|(k, v)| (k.clone(), strings(Some(v))))
+                    .collect()
+            })
+            .unwrap_or_default();
+        if let Some(pool) = pool {
+            devices.retain(|_, dev| {
+                !(dev.get("type").map(String::as_str) == Some("disk")
+                    && dev.get("path").map(String::as_str) == Some("/"))
+            });
+            devices.insert(
+                "root".into(),
+                [("path", "/"), ("pool", pool), ("type", "disk")]
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+            );
+        }
+        if let Some(nic) = nic {
+            devices.insert("eth0".into(), nic);
+        }
+        ProfilePre {
+            config: strings(d.get("config")),
+            description: util::s(d, "description"),
+            devices,
+            name: "default".into(),
+        }
+    }
+}
+
+fn nic_on(network: &str) -> Strings {
+    [("name", "eth0"), ("network", network), ("type", "nic")]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+/// `core.https_address` from an address ("all" or empty: every address) and a port.
+fn https_address(addr: &str, port: u16) -> Result<String, String> {
+    let a = addr.trim();
+    if a.is_empty() || a == "all" || a == "::" {
+        return Ok(format!("[::]:{port}"));
+    }
+    match a
+        .trim_matches(|c| c == '[' || c == ']')
+        .parse::<std::net::IpAddr>()
+    {
+        Ok(std::net::IpAddr::V6(v6)) => Ok(format!("[{v6}]:{port}")),
+        Ok(std::net::IpAddr::V4(v4)) => Ok(format!("{v4}:{port}")),
+        Err(_) => Err(format!("{a:?} is not an IP address (or \"all\")")),
+    }
+}
+
+/// `--auto`: keep what exists, add what is missing (a pool, a bridge, the default profile's
+/// root disk and eth0), set the network address and trust password when given.
+pub async fn auto_preseed(client: &Client, a: &ServerInitArgs) -> Result<Preseed, CmdError> {
+    let f = facts(client).await?;
+    let mut p = Preseed::default();
+    let pool_name = a.storage_pool.clone().unwrap_or_else(|| "default".into());
+    let want_driver = match &a.storage_backend {
+        Some(d) if !f.drivers.contains(d) => {
+            return fail(format!(
+                "The storage backend {d:?} is not available on this host (available: {})",
+                f.drivers.join(", ")
+            ))
+        }
+        Some(d) => Some(d.clone()),
+        None if f.pool(&pool_name).is_none() => Some(f.best_driver()),
+        None => None,
+    };
+    if let Some(driver) = &want_driver {
+        let mut config = Strings::new();
+        if let (Some(g), "btrfs") = (a.storage_create_loop, driver.as_str()) {
+            config.insert("size".into(), format!("{g}GiB"));
+        }
+        p.storage_pools.push(PoolPre {
+            config,
+            description: String::new(),
+            name: pool_name.clone(),
+            driver: driver.clone(),
+        });
+    }
+    let mut nic = None;
+    if f.managed_bridge().is_none() {
+        p.networks.push(NetworkPre {
+            config: [("ipv4.address", "auto"), ("ipv6.address", "auto")]
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            description: String::new(),
+            name: "silobr0".into(),
+            kind: "bridge".into(),
+            project: "default".into(),
+        });
+        nic = Some(nic_on("silobr0"));
+    }
+    let has_nic = f.default_profile["devices"]
+        .as_object()
+        .is_some_and(|m| m.values().any(|d| d["type"] == "nic"));
+    if has_nic {
+        nic = None;
+    } else if nic.is_none() {
+        nic = f.managed_bridge().map(|b| nic_on(&b));
+    }
+    let has_root = f.default_profile["devices"]
+        .as_object()
+        .is_some_and(|m| m.values().any(|d| d["type"] == "disk" && d["path"] == "/"));
+    let root_pool = (!has_root || a.storage_pool.is_some()).then_some(pool_name.as_str());
+    if root_pool.is_some() || nic.is_some() {
+        p.profiles.push(f.profile_with(root_pool, nic));
+    }
+    if let Some(addr) = &a.network_address {
+        p.config.insert(
+            "core.https_address".into(),
+            https_address(addr, a.network_port.unwrap_or(8443)).map_err(CmdError::Fail)?,
+        );
+    }
+    if let Some(pw) = &a.trust_password {
+        p.config.insert("core.trust_password".into(), pw.clone());
+    }
+    Ok(p)
+}
+
+/// Questions and answers on a terminal (or any reader and writer, for tests).
+pub struct Asker<R: BufRead, W: Write> {
+    input: R,
+    output: W,
+    /// Hide typed passwords (a real terminal on stdin).
+    tty: bool,
+}
+
+impl<R: BufRead, W: Write> std::fmt::Debug for Asker<R, W> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Asker {{ tty: {} }}", self.tty)
+    }
+}
+
+impl<R: BufRead, W: Write> Asker<R, W> {
+    /// Wraps a reader and a writer.
+    pub fn new(input: R, output: W, tty: bool) -> Self {
+        Asker { input, output, tty }
+    }
+
+    fn line(&mut self) -> Result<String, CmdError> {
+        let mut s = String::new();
+        let n = self
+            .input
+            .read_line(&mut s)
+            .map_err(|e| CmdError::Fail(format!("Reading the answer: {e}")))?;
+        if n == 0 {
+            return fail("No more input: silo init stopped before changing anything");
+        }
+        Ok(s.trim().to_string())
+    }
+
+    fn say(&mut self, s: &str) -> Result<(), CmdError> {
+        self.output
+            .write_all(s.as_bytes())
+            .and_then(|_| self.output.flush())
+            .map_err(|e| CmdError::Output(e.to_string()))
+    }
+
+    /// A yes/no question; asked again until the answer is one.
+    pub fn ask_bool(&mut self, q: &str, default: bool) -> Result<bool, CmdError> {
+        loop {
+            let d = if default { "yes" } else { "no" };
+            self.say(&format!("{q} (yes/no) [default={d}]: "))?;
+            match self.line()?.to_ascii_lowercase().as_str() {
+                "" => return Ok(default),
+                "yes" | "y" => return Ok(true),
+                "no" | "n" => return Ok(false),
+                _ => self.say("Invalid input, try again.\n\n")?,
+            }
+        }
+    }
+
+    /// A question with a default; the answer is checked and asked again when refused.
+    pub fn ask_string(
+        &mut self,
+        q: &str,
+        default: &str,
+        check: impl Fn(&str) -> Result<(), String>,
+    ) -> Result<String, CmdError> {
+        loop {
+            if default.is_empty() {
+                self.say(&format!("{q}: "))?;
+            } else {
+                self.say(&format!("{q} [default={default}]: "))?;
+            }
+            let mut a = self.line()?;
+            if a.is_empty() {
+                a = default.to_string();
+            }
+            match check(&a) {
+                Ok(()) => return Ok(a),
+                Err(e) => self.say(&format!("Invalid input: {e}\n\n"))?,
+            }
+        }
+    }
+
+    /// A password, typed twice, hidden on a terminal.
+    pub fn ask_password(&mut self, q: &str) -> Result<String, CmdError> {
+        loop {
+            self.say(&format!("{q}: "))?;
+            let a = self.hidden_line()?;
+            self.say("\nAgain: ")?;
+            let b = self.hidden_line()?;
+            self.say("\n")?;
+            if a.is_empty() {
+                self.say("Invalid input: the password must not be empty\n\n")?;
+            } else if a == b {
+                return Ok(a);
+            } else {
+                self.say("Passwords don't match, try again.\n\n")?;
+            }
+        }
+    }
+
+    fn hidden_line(&mut self) -> Result<String, CmdError> {
+        if !self.tty {
+            return self.line();
+        }
+        use nix::sys::termios::{tcgetattr, tcsetattr, LocalFlags, SetArg};
+        let stdin = std::io::stdin();
+        let Ok(old) = tcgetattr(&stdin) else {
+            return self.line();
+        };
+        let mut quiet = old.clone();
+        quiet.local_flags.remove(LocalFlags::ECHO);
+        let _ = tcsetattr(&stdin, SetArg::TCSANOW, &quiet);
+        let r = self.line();
+        let _ = tcsetattr(&stdin, SetArg::TCSANOW, &old);
+        r
+    }
+}
+
+fn check_port(s: &str) -> Result<(), String> {
+    match s.parse::<u16>() {
+        Ok(p) if p > 0 => Ok(()),
+        _ => Err(format!("{s:?} is not a port number (1 to 65535)")),
+    }
+}
+
+fn check_size(s: &str) -> Result<(), String> {
+    let n = s.trim_end_matches("GiB").trim_end_matches("GB");
+    match n.parse::<u64>() {
+        Ok(g) if g >= 1 => Ok(()),
+        _ => Err(format!("{s:?} is not a size in GiB of at least 1")),
+    }
+}
+
+/// The questions of `lxd init`, in its order, with silo's defaults; returns the preseed.
+pub async fn interactive<R: BufRead, W: Write>(
+    client: &Client,
+    ask: &mut Asker<R, W>,
+) -> Result<Preseed, CmdError> {
+    let f = facts(client).await?;
+    let mut p = Preseed::default();
+    if ask.ask_bool("Would you like to use silo clustering?", false)? {
+        ask.say("Clustering is not available in silo yet; continuing with a standalone server.\n")?;
+    }
+    let mut root_pool = None;
+    if ask.ask_bool("Do you want to configure a new storage pool?", true)? {
+        let name = ask.ask_string("Name of the new storage pool", "default", |n| {
+            if n.is_empty()
+                || n.len() > 64
+                || n.starts_with(['.', '-'])
+                || !n
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+            {
+                return Err(format!(
+                    "{n:?} is not a valid pool name (letters, digits, '-', '_', '.')"
+                ));
+            }
+            match f.pool(n) {
+                Some(p)
+                    if util::used_by(p)
+                        .iter()
+                        .any(|u| !u.starts_with("/1.0/profiles/")) =>
+                {
+                    Err(format!(
+                        "the storage pool {n:?} already exists and is in use; choose another name"
+                    ))
+                }
+                _ => Ok(()),
+            }
+        })?;
+        let drivers = f.drivers.join(", ");
+        let driver = ask.ask_string(
+            &format!("Name of the storage backend to use ({drivers})"),
+            &f.best_driver(),
+            |d| {
+                if f.drivers.iter().any(|x| x == d) {
+                    Ok(())
+                } else {
+                    Err(format!("{d:?} is not one of {drivers}"))
+                }
+            },
+        )?;
+        let mut config = Strings::new();
+        if driver == "btrfs" {
+            if ask.ask_bool(
+                "Would you like to use an existing empty block device (e.g. a disk or partition)?",
+                false,
+            )? {
+                let dev = ask.ask_string("Path to the existing block device", "", |d| {
+                    let md = std::fs::metadata(d).map_err(|e| format!("{d}: {e}"))?;
+                    use std::os::unix::fs::FileTypeExt;
+                    if md.file_type().is_block_device() {
+                        Ok(())
+                    } else {
+                        Err(format!("{d} is not a block device"))
+                    }
+                })?;
+                config.insert("source".into(), dev);
+            } else {
+                let size = ask.ask_string(
+                    "Size in GiB of the new loop device (1GiB minimum)",
+                    "5GiB",
+                    check_size,
+                )?;
+                let g = size.trim_end_matches("GiB").trim_end_matches("GB");
+                config.insert("size".into(), format!("{g}GiB"));
+            }
+        }
+        root_pool = Some(name.clone());
+        p.storage_pools.push(PoolPre {
+            config,
+            description: String::new(),
+            name,
+            driver,
+        });
+    }
+    if ask.ask_bool("Would you like to connect to a MAAS server?", false)? {
+        ask.say("MAAS is not supported by silo; continuing without it.\n")?;
+    }
+    let mut nic = None;
+    if ask.ask_bool("Would you like to create a new local network bridge?", true)? {
+        let name = ask.ask_string("What should the new bridge be called?", "silobr0", |n| {
+            check_ifname(n)?;
+            match f.networks.iter().find(|x| x["name"] == n) {
+                Some(x) if x["managed"] != true => Err(format!(
+                    "the interface {n:?} already exists on the host; choose another name"
+                )),
+                _ => Ok(()),
+            }
+        })?;
+        let v4 = ask.ask_string(
+            "What IPv4 address should be used? (CIDR subnet notation, “auto” or “none”)",
+            "auto",
+            |v| check_cidr(v, 4),
+        )?;
+        let v6 = ask.ask_string(
+            "What IPv6 address should be used? (CIDR subnet notation, “auto” or “none”)",
+            "auto",
+            |v| check_cidr(v, 6),
+        )?;
+        let mut config = Strings::new();
+        config.insert("ipv4.address".into(), v4);
+        config.insert("ipv6.address".into(), v6);
+        nic = Some(nic_on(&name));
+        p.networks.push(NetworkPre {
+            config,
+            description: String::new(),
+            name,
+            kind: "bridge".into(),
+            project: "default".into(),
+        });
+    } else if ask.ask_bool(
+        "Would you like to configure silo to use an existing bridge or host interface?",
+        false,
+    )? {
+        let parent = ask.ask_string("Name of the existing bridge or host interface", "", |n| {
+            check_ifname(n)?;
+            if f.networks.iter().any(|x| x["name"] == n) {
+                Ok(())
+            } else {
+                Err(format!("there is no interface {n:?} on this host"))
+            }
+        })?;
+        let bridge = f
+            .networks
+            .iter()
+            .find(|x| x["name"] == parent.as_str())
+            .is_some_and(|x| x["type"] == "bridge");
+        let mut d = Strings::new();
+        d.insert("name".into(), "eth0".into());
+        d.insert("type".into(), "nic".into());
+        if bridge
+            && f.networks
+                .iter()
+                .any(|x| x["name"] == parent.as_str() && x["managed"] == true)
+        {
+            d.insert("network".into(), parent);
+        } else {
+            d.insert(
+                "nictype".into(),
+                if bridge { "bridged" } else { "macvlan" }.into(),
+            );
+            d.insert("parent".into(), parent);
+        }
+        nic = Some(d);
+    }
+    if ask.ask_bool(
+        "Would you like the silo server to be available over the network?",
+        false,
+    )? {
+        let addr = ask.ask_string("Address to bind silo to (not including port)", "all", |a| {
+            https_address(a, 8443).map(|_| ())
+        })?;
+        let port = ask.ask_string("Port to bind silo to", "8443", check_port)?;
+        let port: u16 = port.parse().unwrap_or(8443);
+        p.config.insert(
+            "core.https_address".into(),
+            https_address(&addr, port).map_err(CmdError::Fail)?,
+        );
+        let pw = ask.ask_password("Trust password for new clients")?;
+        p.config.insert("core.trust_password".into(), pw);
+    }
+    if !ask.ask_bool(
+        "Would you like stale cached images to be updated automatically?",
+        true,
+    )? {
+        p.config
+            .insert("images.auto_update_interval".into(), "0".into());
+    }
+    if root_pool.is_some() || nic.is_some() {
+        p.profiles.push(f.profile_with(root_pool.as_deref(), nic));
+    }
+    if ask.ask_bool(
+        "Would you like a YAML \"silo init\" preseed to be printed?",
+        false,
+    )? {
+        let mut shown = p.clone();
+        if let Some(pw) = shown.config.get_mut("core.trust_password") {
+            *pw = "(hidden)".into();
+        }
+        ask.say(&to_yaml(&shown)?)?;
+    }
+    Ok(p)
+}
+
+/// `silo init` (no image), `--auto`, `--preseed`, `--dump`.
+pub async fn run(client: &Client, a: &ServerInitArgs) -> Result<(), CmdError> {
+    if a.dump {
+        return util::out(&to_yaml(&dump(client).await?)?);
+    }
+    let p = if a.preseed {
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut std::io::stdin(), &mut text)
+            .map_err(|e| CmdError::Fail(format!("Reading the preseed from stdin: {e}")))?;
+        parse_preseed(&text)?
+    } else if a.auto {
+        auto_preseed(client, a).await?
+    } else {
+        let tty = std::io::stdin().is_terminal();
+        let stdin = std::io::stdin();
+        let mut ask = Asker::new(stdin.lock(), std::io::stdout(), tty);
+        interactive(client, &mut ask).await?
+    };
+    let done = apply(client, &p).await?;
+    if done.is_empty() {
+        util::outln("Nothing to change: the server already has this setup.")
+    } else {
+        util::outln(&format!("Set up: {}.", done.join(", ")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn preseeds_parse_as_lxd_writes_them() {
+        let p = parse_preseed(
+            "config:\n  images.auto_update_interval: 0\nnetworks:\n- name: silobr0\n  type: bridge\n  config:\n    ipv4.address: auto\n    ipv6.address: none\nstorage_pools:\n- name: default\n  driver: dir\nprofiles:\n- name: default\n  devices:\n    root: {path: /, pool: default, type: disk}\ncluster: null\n",
+        )
+        .expect("parse");
+        assert_eq!(p.config["images.auto_update_interval"], "0");
+        assert_eq!(p.networks[0].config["ipv6.address"], "none");
+        assert_eq!(p.profiles[0].devices["root"]["pool"], "default");
+        assert!(check_preseed(&p).is_ok());
+        let back = parse_preseed(&to_yaml(&p).expect("yaml")).expect("again");
+        assert_eq!(back, p);
+    }
+
+    #[test]
+    fn bad_preseeds_are_refused_before_anything_changes() {
+        let e = parse_preseed("bogus: 1\n").unwrap_err().to_string();
+        assert!(e.contains("bogus"), "{e}");
+        let e = parse_preseed("networks:\n- name: b\n  colour: red\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("colour"), "{e}");
+        for (text, want) in [
+            (
+                "networks:\n- name: br0\n  config:\n    ipv4.address: 10.0.0.1/33\n",
+                "prefix",
+            ),
+            (
+                "networks:\n- name: br0\n  config:\n    ipv4.address: banana\n",
+                "banana",
+            ),
+            ("networks:\n- name: way-too-long-name0\n", "1 to 15"),
+            ("cluster:\n  enabled: true\n", "Clustering"),
+            ("projects:\n- name: other\n", "Projects"),
+            ("storage_pools:\n- name: p\n", "no driver"),
+        ] {
+            let p = parse_preseed(text).expect("parses");
+            let e = check_preseed(&p).unwrap_err().to_string();
+            assert!(e.contains(want), "{text}: {e}");
+        }
+    }
+
+    #[test]
+    fn asker_repeats_questions_on_bad_answers() {
+        let input = b"maybe\nyes\n\nwho?\n8443\n" as &[u8];
+        let mut out = Vec::new();
+        let mut a = Asker::new(input, &mut out, false);
+        assert!(a.ask_bool("Q?", false).expect("bool"));
+        assert!(!a.ask_bool("R?", false).expect("default"));
+        assert_eq!(a.ask_string("Port", "1", check_port).expect("port"), "8443");
+        let text = String::from_utf8(out).expect("utf8");
+        assert_eq!(
+            text.matches("Q? (yes/no) [default=no]: ").count(),
+            2,
+            "{text}"
+        );
+        assert!(text.contains("Invalid input, try again."), "{text}");
+        assert!(
+            text.contains("Invalid input: \"who?\" is not a port"),
+            "{text}"
+        );
+        let mut out = Vec::new();
+        let mut a = Asker::new(b"" as &[u8], &mut out, false);
+        assert!(a
+            .ask_bool("Q?", true)
+            .unwrap_err()
+            .to_string()
+            .contains("No more input"));
+    }
+
+    #[test]
+    fn addresses_and_sizes() {
+        assert_eq!(https_address("all", 8443).expect("a"), "[::]:8443");
+        assert_eq!(https_address("10.0.0.1", 9000).expect("a"), "10.0.0.1:9000");
+        assert_eq!(https_address("::1", 8443).expect("a"), "[::1]:8443");
+        assert!(https_address("example.com", 8443).is_err());
+        assert!(check_size("5GiB").is_ok() && check_size("7").is_ok());
+        assert!(check_size("0").is_err() && check_size("big").is_err());
+        assert!(check_cidr("fd42::1/64", 6).is_ok() && check_cidr("fd42::1/64", 4).is_err());
+    }
+}
