@@ -1,0 +1,338 @@
+//! `silo init` for the server: the questions on a real terminal (a pty), `--auto`,
+//! `--preseed` and `--dump`, and running it twice.
+
+use std::io::{Read, Write};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use silo_tests::{bin, busybox_image, TestDaemon};
+
+fn text(o: &std::process::Output) -> String {
+    format!(
+        "status {:?}\nstdout:\n{}\nstderr:\n{}",
+        o.status.code(),
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+fn ok(o: std::process::Output) -> String {
+    assert!(o.status.success(), "{}", text(&o));
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// `silo init` fed `stdin`.
+fn silo_stdin(d: &TestDaemon, args: &[&str], stdin: &str) -> std::process::Output {
+    let mut c = Command::new(bin("silo"))
+        .args(args)
+        .env("SILO_SOCKET", d.socket())
+        .env_remove("SILO_DIR")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("silo");
+    c.stdin
+        .take()
+        .expect("stdin")
+        .write_all(stdin.as_bytes())
+        .expect("write");
+    c.wait_with_output().expect("wait")
+}
+
+fn dump(d: &TestDaemon) -> String {
+    ok(d.silo(&["init", "--dump"]))
+}
+
+#[test]
+fn auto_keeps_what_exists_then_launch_works_and_twice_changes_nothing() {
+    let d = TestDaemon::start("init-auto");
+    // A fresh silod already has its embedded defaults: nothing is new.
+    let o = ok(d.silo(&["init", "--auto"]));
+    assert!(o.contains("Nothing to change"), "{o}");
+    // A btrfs pool of 2 GiB in place of the (unused) dir default, the profile re-pointed.
+    let o = ok(d.silo(&[
+        "init",
+        "--auto",
+        "--storage-backend",
+        "btrfs",
+        "--storage-create-loop",
+        "2",
+    ]));
+    assert!(
+        o.contains("storage pool default (now btrfs, was dir)"),
+        "{o}"
+    );
+    let pool = d.api_ok("GET", "/1.0/storage-pools/default", None);
+    assert_eq!(pool["driver"], "btrfs");
+    assert_eq!(pool["config"]["size"], "2GiB");
+    let o = ok(d.silo(&["init", "--auto", "--storage-backend", "btrfs"]));
+    assert!(o.contains("Nothing to change"), "{o}");
+    d.import(&busybox_image(false)[0], "busybox");
+    ok(d.silo(&["launch", "busybox", "c1"]));
+    assert_eq!(d.status("c1"), "Running");
+    assert_eq!(d.wait_ipv4("c1").split('.').count(), 4);
+    // A pool in use is not redefined, and nothing changes.
+    let before = dump(&d);
+    let o = d.silo(&["init", "--auto", "--storage-backend", "dir"]);
+    assert!(!o.status.success());
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(e.contains("in use") && e.contains("c1"), "{e}");
+    assert_eq!(dump(&d), before);
+    // A backend this host lacks is named.
+    let o = d.silo(&["init", "--auto", "--storage-backend", "zfs"]);
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("not available on this host"),
+        "{}",
+        text(&o)
+    );
+    d.set_state("c1", "stop", true);
+}
+
+#[test]
+fn preseed_round_trip_and_refusals_change_nothing() {
+    let a = TestDaemon::start("init-dump-a");
+    let b = TestDaemon::start("init-dump-b");
+    ok(a.silo(&[
+        "network",
+        "create",
+        "extra0",
+        "ipv4.address=10.66.0.1/24",
+        "ipv6.address=none",
+    ]));
+    ok(a.silo(&["profile", "create", "web"]));
+    let first = dump(&a);
+    assert!(
+        first.contains("extra0") && first.contains("silobr0") && first.contains("storage_pools"),
+        "{first}"
+    );
+    // Onto a fresh silod: the same setup, so the same dump.
+    let o = silo_stdin(&b, &["init", "--preseed"], &first);
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(dump(&b), first);
+    // Again: nothing new.
+    let o = silo_stdin(&b, &["init", "--preseed"], &first);
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("Nothing to change"),
+        "{}",
+        text(&o)
+    );
+
+    // Refusals leave everything as it was: an unknown key (parse), a bad CIDR (checked
+    // first), a key the server refuses after an earlier step was applied (undone).
+    let before = dump(&b);
+    for (preseed, want) in [
+        ("colour: blue\n", "colour"),
+        ("networks:\n- name: br5\n  config:\n    ipv4.address: 10.1.1.1/40\n", "prefix"),
+        (
+            "storage_pools:\n- name: p2\n  driver: dir\nnetworks:\n- name: br6\n  config:\n    bogus.key: x\n",
+            "bogus.key",
+        ),
+        ("cluster:\n  enabled: true\n", "Clustering"),
+    ] {
+        let o = silo_stdin(&b, &["init", "--preseed"], preseed);
+        assert!(!o.status.success(), "{preseed}: {}", text(&o));
+        assert!(String::from_utf8_lossy(&o.stderr).contains(want), "{preseed}: {}", text(&o));
+        assert_eq!(dump(&b), before, "after {preseed}");
+    }
+}
+
+/// A child on a pty, driven expect-style.
+struct Pty {
+    master: std::fs::File,
+    seen: Arc<Mutex<String>>,
+    pos: usize,
+    child: std::process::Child,
+}
+
+impl Pty {
+    fn spawn(d: &TestDaemon, args: &[&str]) -> Pty {
+        let p = nix::pty::openpty(None, None).expect("openpty");
+        let slave: OwnedFd = p.slave;
+        let mut cmd = Command::new(bin("silo"));
+        cmd.args(args)
+            .env("SILO_SOCKET", d.socket())
+            .env_remove("SILO_DIR")
+            .stdin(Stdio::from(slave.try_clone().expect("dup")))
+            .stdout(Stdio::from(slave.try_clone().expect("dup")))
+            .stderr(Stdio::from(slave));
+        let child = cmd.spawn().expect("silo on a pty");
+        let master = std::fs::File::from(p.master);
+        let seen = Arc::new(Mutex::new(String::new()));
+        let mut r = master.try_clone().expect("dup master");
+        let s = seen.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = r.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                if let Ok(mut g) = s.lock() {
+                    g.push_str(&String::from_utf8_lossy(&buf[..n]));
+                }
+            }
+        });
+        Pty {
+            master,
+            seen,
+            pos: 0,
+            child,
+        }
+    }
+
+    /// Waits for `want` after what was matched last; returns the text up to it.
+    fn expect(&mut self, want: &str) -> String {
+        let end = Instant::now() + Duration::from_secs(20);
+        loop {
+            let all = self.seen.lock().map(|g| g.clone()).unwrap_or_default();
+            if let Some(i) = all[self.pos..].find(want) {
+                let got = all[self.pos..self.pos + i + want.len()].to_string();
+                self.pos += i + want.len();
+                return got;
+            }
+            assert!(
+                Instant::now() < end,
+                "waited 20 s for {want:?}; the terminal shows:\n{}",
+                &all[self.pos..]
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn send(&mut self, line: &str) {
+        self.master
+            .write_all(format!("{line}\n").as_bytes())
+            .expect("write to the pty");
+    }
+
+    fn answer(&mut self, question: &str, line: &str) {
+        self.expect(question);
+        self.send(line);
+    }
+
+    fn wait(mut self) -> (i32, String) {
+        let st = self.child.wait().expect("wait");
+        std::thread::sleep(Duration::from_millis(200));
+        let all = self.seen.lock().map(|g| g.clone()).unwrap_or_default();
+        let _ = self.master.as_raw_fd();
+        (st.code().unwrap_or(-1), all)
+    }
+}
+
+#[test]
+fn the_questions_on_a_terminal_with_wrong_answers_asked_again() {
+    let d = TestDaemon::start("init-tty");
+    let mut t = Pty::spawn(&d, &["init"]);
+    t.answer(
+        "Would you like to use silo clustering? (yes/no) [default=no]: ",
+        "maybe",
+    );
+    t.expect("Invalid input, try again.");
+    t.answer(
+        "Would you like to use silo clustering? (yes/no) [default=no]: ",
+        "yes",
+    );
+    t.expect("Clustering is not available in silo yet");
+    t.answer(
+        "Do you want to configure a new storage pool? (yes/no) [default=yes]: ",
+        "",
+    );
+    t.answer(
+        "Name of the new storage pool [default=default]: ",
+        "bad/name",
+    );
+    t.expect("Invalid input:");
+    t.answer("Name of the new storage pool [default=default]: ", "pool2");
+    let q = t.expect("[default=btrfs]: ");
+    assert!(
+        q.contains("Name of the storage backend to use (dir, btrfs)") || q.contains("(btrfs, dir)"),
+        "{q}"
+    );
+    t.send("ext5");
+    t.expect("Invalid input:");
+    t.answer("[default=btrfs]: ", "dir");
+    t.answer(
+        "Would you like to connect to a MAAS server? (yes/no) [default=no]: ",
+        "yes",
+    );
+    t.expect("MAAS is not supported by silo");
+    t.answer(
+        "Would you like to create a new local network bridge? (yes/no) [default=yes]: ",
+        "",
+    );
+    t.answer(
+        "What should the new bridge be called? [default=silobr0]: ",
+        "br9",
+    );
+    t.answer("What IPv4 address should be used? (CIDR subnet notation, “auto” or “none”) [default=auto]: ", "10.55.0.1/33");
+    t.expect("Invalid input:");
+    t.answer("[default=auto]: ", "10.55.0.1/24");
+    t.answer("What IPv6 address should be used? (CIDR subnet notation, “auto” or “none”) [default=auto]: ", "none");
+    t.answer(
+        "Would you like the silo server to be available over the network? (yes/no) [default=no]: ",
+        "yes",
+    );
+    t.answer(
+        "Address to bind silo to (not including port) [default=all]: ",
+        "",
+    );
+    t.answer("Port to bind silo to [default=8443]: ", "99999");
+    t.expect("Invalid input:");
+    t.answer("Port to bind silo to [default=8443]: ", "9443");
+    t.answer("Trust password for new clients: ", "sekrit-1");
+    t.answer("Again: ", "sekrit-2");
+    t.expect("Passwords don't match");
+    t.answer("Trust password for new clients: ", "sekrit-1");
+    t.answer("Again: ", "sekrit-1");
+    t.answer(
+        "Would you like stale cached images to be updated automatically? (yes/no) [default=yes]: ",
+        "no",
+    );
+    t.answer(
+        "Would you like a YAML \"silo init\" preseed to be printed? (yes/no) [default=no]: ",
+        "yes",
+    );
+    let shown = t.expect("Set up:");
+    assert!(
+        shown.contains("name: br9") && shown.contains("name: pool2"),
+        "{shown}"
+    );
+    assert!(
+        !shown.contains("sekrit"),
+        "the password is not printed: {shown}"
+    );
+    let (code, all) = t.wait();
+    assert_eq!(code, 0, "{all}");
+    assert!(
+        !all.contains("sekrit"),
+        "typed passwords are not echoed:\n{all}"
+    );
+
+    let pool = d.api_ok("GET", "/1.0/storage-pools/pool2", None);
+    assert_eq!(pool["driver"], "dir");
+    let br = d.api_ok("GET", "/1.0/networks/br9", None);
+    assert_eq!(br["config"]["ipv4.address"], "10.55.0.1/24");
+    let p = d.api_ok("GET", "/1.0/profiles/default", None);
+    assert_eq!(p["devices"]["root"]["pool"], "pool2", "{p}");
+    assert_eq!(p["devices"]["eth0"]["network"], "br9", "{p}");
+    let s = d.api_ok("GET", "/1.0", None);
+    assert_eq!(s["config"]["core.https_address"], "[::]:9443", "{s}");
+    assert_eq!(s["config"]["images.auto_update_interval"], "0", "{s}");
+    assert_eq!(s["config"]["core.trust_password"], true, "{s}");
+}
+
+#[test]
+fn running_out_of_answers_changes_nothing() {
+    let d = TestDaemon::start("init-eof");
+    let before = dump(&d);
+    let o = silo_stdin(&d, &["init"], "no\nyes\nfresh\n");
+    assert!(!o.status.success());
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("No more input"),
+        "{}",
+        text(&o)
+    );
+    assert_eq!(dump(&d), before);
+}
