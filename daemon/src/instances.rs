@@ -144,7 +144,7 @@ pub fn set_keys(
     write(db, &i, false)
 }
 
-fn is_bool(v: &str) -> bool {
+pub(crate) fn is_bool(v: &str) -> bool {
     matches!(
         v.to_ascii_lowercase().as_str(),
         "true" | "false" | "1" | "0" | "yes" | "no" | "on" | "off"

@@ -1,7 +1,7 @@
 //! The daemon's shared state, handed to every API handler.
 
-use std::path::PathBuf;
-use std::time::Instant;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use crate::db::Db;
 use crate::events::Events;
@@ -21,6 +21,11 @@ pub struct HostFacts {
     pub os_name: String,
     /// os-release VERSION_ID.
     pub os_version: String,
+    /// btrfs-progs' version when this host can make btrfs pools (the kernel has btrfs and
+    /// mkfs.btrfs is installed; "1" when the version could not be read), `None` otherwise.
+    /// Gathered here because silod cannot look at /proc/filesystems' neighbours or /usr/sbin
+    /// once landlocked.
+    pub btrfs: Option<String>,
 }
 
 impl HostFacts {
@@ -47,8 +52,86 @@ impl HostFacts {
             hostname: s(|u| u.nodename()),
             os_name: field("NAME"),
             os_version: field("VERSION_ID"),
+            btrfs: btrfs_support(&s(|u| u.release())),
         }
     }
+}
+
+/// Where mkfs.btrfs may be installed.
+const MKFS_BTRFS: &[&str] = &[
+    "/usr/sbin/mkfs.btrfs",
+    "/sbin/mkfs.btrfs",
+    "/usr/bin/mkfs.btrfs",
+    "/bin/mkfs.btrfs",
+];
+
+/// btrfs-progs' version if btrfs pools can be made here (see [`HostFacts::btrfs`]).
+fn btrfs_support(release: &str) -> Option<String> {
+    let filesystems = std::fs::read_to_string("/proc/filesystems").unwrap_or_default();
+    let module_dir = format!("/lib/modules/{release}");
+    let builtin =
+        std::fs::read_to_string(format!("{module_dir}/modules.builtin")).unwrap_or_default();
+    let module = ["", ".xz", ".zst", ".gz"]
+        .iter()
+        .any(|ext| Path::new(&format!("{module_dir}/kernel/fs/btrfs/btrfs.ko{ext}")).exists());
+    if !(kernel_has_btrfs(&filesystems, &builtin) || module) {
+        return None;
+    }
+    let mkfs = MKFS_BTRFS.iter().find(|p| is_executable(Path::new(p)))?;
+    Some(mkfs_version(mkfs).unwrap_or_else(|| "1".to_string()))
+}
+
+/// Whether /proc/filesystems (or modules.builtin, for a kernel that has not needed it yet)
+/// names btrfs.
+fn kernel_has_btrfs(filesystems: &str, builtin: &str) -> bool {
+    filesystems
+        .lines()
+        .any(|l| l.split_whitespace().last() == Some("btrfs"))
+        || builtin
+            .lines()
+            .any(|l| l.trim_end() == "kernel/fs/btrfs/btrfs.ko")
+}
+
+fn is_executable(p: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}
+
+/// Runs `mkfs.btrfs --version` (before the drop: silod cannot exec afterwards), giving it
+/// two seconds: a wedged binary must not hold up start-up.
+fn mkfs_version(mkfs: &str) -> Option<String> {
+    use std::io::Read;
+    let mut child = std::process::Command::new(mkfs)
+        .arg("--version")
+        .env_clear()
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .ok()?;
+    let deadline = Instant::now() + Duration::from_secs(2);
+    loop {
+        match child.try_wait() {
+            Ok(Some(_)) => break,
+            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(5)),
+            _ => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return None;
+            }
+        }
+    }
+    let mut out = String::new();
+    child.stdout.take()?.read_to_string(&mut out).ok()?;
+    parse_progs_version(&out)
+}
+
+/// "mkfs.btrfs, part of btrfs-progs v6.2" gives "6.2".
+fn parse_progs_version(out: &str) -> Option<String> {
+    out.split_whitespace()
+        .filter_map(|w| w.strip_prefix('v'))
+        .find(|v| v.starts_with(|c: char| c.is_ascii_digit()))
+        .map(|v| v.trim_end_matches(',').to_string())
 }
 
 /// Everything handlers share.
@@ -92,5 +175,37 @@ impl Daemon {
             stopping: self.stopping.clone(),
             logs: Some(self.state_dir.join("logs")),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn btrfs_in_the_kernel() {
+        assert!(kernel_has_btrfs("nodev\tsysfs\n\tbtrfs\n\text4\n", ""));
+        assert!(kernel_has_btrfs(
+            "nodev\tsysfs\n",
+            "kernel/fs/btrfs/btrfs.ko\n"
+        ));
+        assert!(!kernel_has_btrfs(
+            "nodev\tsysfs\n\text4\n",
+            "kernel/fs/ext4/ext4.ko\n"
+        ));
+        assert!(!kernel_has_btrfs("\tnotbtrfs\n", ""));
+    }
+
+    #[test]
+    fn progs_version() {
+        assert_eq!(
+            parse_progs_version("mkfs.btrfs, part of btrfs-progs v6.2\n").as_deref(),
+            Some("6.2")
+        );
+        assert_eq!(
+            parse_progs_version("mkfs.btrfs, part of btrfs-progs v5.16.2\n").as_deref(),
+            Some("5.16.2")
+        );
+        assert_eq!(parse_progs_version("mkfs.btrfs version unknown"), None);
     }
 }

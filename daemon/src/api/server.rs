@@ -1,14 +1,17 @@
 //! `GET /`, `GET/PUT/PATCH /1.0`.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::sync::{Arc, Mutex};
 
 use axum::extract::State;
 use axum::http::HeaderMap;
 use serde::Deserialize;
-use serde_json::json;
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
 
 use super::response::{sync, sync_etag, ApiError, ApiResult};
+use crate::db::Db;
 use crate::state::Daemon;
 
 /// `GET /`.
@@ -27,8 +30,19 @@ fn confinement_json(pid: u32, landlock: &str) -> serde_json::Value {
     }
 }
 
-/// The server object (also used by `silo info`).
-pub fn server_info(d: &Daemon, config: BTreeMap<String, String>) -> serde_json::Value {
+/// The storage drivers this host can make pools with, as LXD lists them.
+fn supported_drivers(btrfs: Option<&str>) -> Vec<Value> {
+    let mut v = Vec::new();
+    if let Some(version) = btrfs {
+        v.push(json!({"Name": "btrfs", "Version": version, "Remote": false}));
+    }
+    v.push(json!({"Name": "dir", "Version": "1", "Remote": false}));
+    v
+}
+
+/// The server object (also used by `silo info`), from the stored configuration: secrets are
+/// masked here so no caller can show them.
+pub fn server_info(d: &Daemon, config: &BTreeMap<String, String>) -> serde_json::Value {
     let helpers: Vec<serde_json::Value> = d
         .helpers
         .handles
@@ -42,7 +56,7 @@ pub fn server_info(d: &Daemon, config: BTreeMap<String, String>) -> serde_json::
     let mut daemon = confinement_json(std::process::id(), &d.landlock);
     daemon["name"] = json!("silod");
     json!({
-        "config": config,
+        "config": shown(config),
         "api_extensions": super::API_EXTENSIONS,
         "api_status": "stable",
         "api_version": "1.0",
@@ -73,7 +87,7 @@ pub fn server_info(d: &Daemon, config: BTreeMap<String, String>) -> serde_json::
             "server_version": env!("CARGO_PKG_VERSION"),
             "storage": "dir",
             "storage_version": "1",
-            "storage_supported_drivers": [{"Name": "dir", "Version": "1", "Remote": false}],
+            "storage_supported_drivers": supported_drivers(d.host.btrfs.as_deref()),
         },
         "silo": {
             "state_dir": d.state_dir.display().to_string(),
@@ -87,48 +101,308 @@ pub fn server_info(d: &Daemon, config: BTreeMap<String, String>) -> serde_json::
 /// `GET /1.0`.
 pub async fn get_server(State(d): State<Arc<Daemon>>) -> ApiResult {
     let cfg = d.db.config()?;
-    // The ETag covers only what PUT can change.
-    let etag = super::etag(&json!({"config": cfg}));
-    let mut r = sync(server_info(&d, cfg));
-    if let Ok(v) = axum::http::HeaderValue::from_str(&format!("\"{etag}\"")) {
+    let mut r = sync(server_info(&d, &cfg));
+    if let Ok(v) = axum::http::HeaderValue::from_str(&format!("\"{}\"", config_etag(&cfg))) {
         r.headers_mut().insert(axum::http::header::ETAG, v);
     }
     Ok(r)
 }
 
+/// The ETag of the server configuration: over what GET shows (the trust password as `true`),
+/// so a client's If-Match after a GET matches, and only what PUT can change.
+fn config_etag(cfg: &BTreeMap<String, String>) -> String {
+    super::etag(&json!({"config": shown(cfg)}))
+}
+
 #[derive(Debug, Deserialize)]
 pub struct ServerPut {
     #[serde(default)]
-    config: BTreeMap<String, serde_json::Value>,
+    config: BTreeMap<String, Value>,
 }
 
-/// Server configuration keys silod knows, with their validators.
-/// (The remote-access and image keys arrive with the issues that implement them.)
-type KeyCheck = fn(&str) -> Result<(), String>;
-const SERVER_KEYS: &[(&str, KeyCheck)] = &[];
+/// The key whose value is a secret: stored hashed, shown as `true`.
+const TRUST_PASSWORD: &str = "core.trust_password";
 
+/// How a key's value is checked and stored.
+#[derive(Debug, Clone, Copy)]
+enum Kind {
+    /// Checked on its own; stored as given.
+    Plain(fn(&str) -> Result<(), String>),
+    /// Checked against the database, and only when it changes: a volume deleted since it was
+    /// set must not make every later PUT of the whole configuration (what `lxc config set`
+    /// sends) fail. A `BadRequest` names what is wrong; other errors pass through.
+    Db(fn(&Db, &str) -> Result<(), ApiError>),
+    /// Stored as [`hash_password`]'s output, never as given.
+    Secret,
+}
+
+/// Server configuration keys silod knows, as LXD 5.0 names and parses them.
+const SERVER_KEYS: &[(&str, Kind)] = &[
+    // Stored only: silod serves the unix socket alone until remote access (TLS and client
+    // certificates) is implemented; nothing listens on this address yet.
+    ("core.https_address", Kind::Plain(check_https_address)),
+    // Kept for the remote access to come, which checks a new client's password with
+    // `verify_password`.
+    (TRUST_PASSWORD, Kind::Secret),
+    // Hours between refreshes of auto-updating images, 0 disables; stored only until the
+    // updater arrives with remotes.
+    ("images.auto_update_interval", Kind::Plain(check_hours)),
+    ("images.auto_update_cached", Kind::Plain(check_bool)),
+    // Days an unused cached image is kept; stored only until remotes cache images.
+    ("images.remote_cache_expiry", Kind::Plain(check_days)),
+    ("storage.images_volume", Kind::Db(check_custom_volume)),
+    ("storage.backups_volume", Kind::Db(check_custom_volume)),
+];
+
+/// LXD's port for `core.https_address` when it names none.
+pub const DEFAULT_HTTPS_PORT: u16 = 8443;
+
+/// Parses `core.https_address` as LXD takes it: `[host]:port`, `host`, `:port`; the host an IP
+/// literal (IPv6 in brackets when a port follows) or empty for every address.
+pub fn parse_https_address(v: &str) -> Result<(Option<IpAddr>, u16), String> {
+    let port = |p: &str| -> Result<u16, String> {
+        if p.is_empty() || !p.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(format!("port {p:?} is not a number"));
+        }
+        match p.parse::<u16>() {
+            Ok(n) if n >= 1 => Ok(n),
+            _ => Err(format!("port {p} is outside 1-65535")),
+        }
+    };
+    if let Some(rest) = v.strip_prefix('[') {
+        let (host, after) = rest
+            .split_once(']')
+            .ok_or_else(|| format!("{v:?} has no ']' after the IPv6 address"))?;
+        let ip: Ipv6Addr = host
+            .parse()
+            .map_err(|_| format!("{host:?} is not an IPv6 address"))?;
+        let p = match after {
+            "" => DEFAULT_HTTPS_PORT,
+            a => port(
+                a.strip_prefix(':')
+                    .ok_or_else(|| format!("expected ':PORT' after ']', got {a:?}"))?,
+            )?,
+        };
+        return Ok((Some(IpAddr::V6(ip)), p));
+    }
+    if let Ok(ip) = v.parse::<IpAddr>() {
+        return Ok((Some(ip), DEFAULT_HTTPS_PORT));
+    }
+    if let Some(p) = v.strip_prefix(':') {
+        return Ok((None, port(p)?));
+    }
+    let Some((host, p)) = v.rsplit_once(':') else {
+        return Err(format!(
+            "{v:?} is not an IP address (host names are not accepted)"
+        ));
+    };
+    if host.parse::<Ipv6Addr>().is_ok() || host.contains(':') {
+        return Err(format!(
+            "{v:?}: an IPv6 address followed by a port goes in brackets, as in [::1]:8443"
+        ));
+    }
+    let ip: Ipv4Addr = host
+        .parse()
+        .map_err(|_| format!("{host:?} is not an IP address (host names are not accepted)"))?;
+    Ok((Some(IpAddr::V4(ip)), port(p)?))
+}
+
+fn check_https_address(v: &str) -> Result<(), String> {
+    parse_https_address(v).map(|_| ())
+}
+
+/// A whole number ≥ 0 that fits LXD's int64.
+fn check_count(v: &str, unit: &str) -> Result<(), String> {
+    if v.is_empty() || !v.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(format!("{v:?} is not a whole number of {unit} (0 or more)"));
+    }
+    v.parse::<i64>()
+        .map(|_| ())
+        .map_err(|_| format!("{v} {unit} is too large"))
+}
+
+fn check_hours(v: &str) -> Result<(), String> {
+    check_count(v, "hours")
+}
+
+fn check_days(v: &str) -> Result<(), String> {
+    check_count(v, "days")
+}
+
+fn check_bool(v: &str) -> Result<(), String> {
+    if crate::instances::is_bool(v) {
+        Ok(())
+    } else {
+        Err(format!(
+            "{v:?} is not a boolean (true/false, 1/0, yes/no, on/off)"
+        ))
+    }
+}
+
+/// `POOL/VOLUME` naming an existing custom volume.
+fn check_custom_volume(db: &Db, v: &str) -> Result<(), ApiError> {
+    let bad = |m: String| Err(ApiError::BadRequest(m));
+    let Some((pool, volume)) = v
+        .split_once('/')
+        .filter(|(p, vol)| !p.is_empty() && !vol.is_empty() && !vol.contains('/'))
+    else {
+        return bad(format!("{v:?} is not POOL/VOLUME"));
+    };
+    if !crate::storage::list(db)?.iter().any(|p| p.name == pool) {
+        return bad(format!("storage pool {pool:?} does not exist"));
+    }
+    if !crate::storage::custom_volumes(db, pool)?
+        .iter()
+        .any(|(name, _, _)| name == volume)
+    {
+        return bad(format!(
+            "storage pool {pool:?} has no custom volume {volume:?}: create it first (silo storage volume create {pool} {volume})"
+        ));
+    }
+    Ok(())
+}
+
+/// Fills `buf` from the kernel's CSPRNG. getrandom(2), not /dev/urandom: silod's landlock
+/// and seccomp allow the syscall (hash map seeds need it), not the file.
+fn fill_random(buf: &mut [u8]) -> std::io::Result<()> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        let rest = &mut buf[filled..];
+        // SAFETY: the pointer and length describe `rest`, a live, writable, exclusively
+        // borrowed slice; getrandom writes at most `rest.len()` bytes into it.
+        let n = unsafe { libc::getrandom(rest.as_mut_ptr().cast(), rest.len(), 0) };
+        if n < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.kind() == std::io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        filled += n as usize;
+    }
+    Ok(())
+}
+
+fn salted_digest(salt: &[u8], password: &str) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update(salt);
+    h.update(password.as_bytes());
+    h.finalize().into()
+}
+
+fn hash_with_salt(salt: &[u8], password: &str) -> String {
+    format!(
+        "sha256${}${}",
+        hex::encode(salt),
+        hex::encode(salted_digest(salt, password))
+    )
+}
+
+/// The trust password's stored form, `sha256$<salt hex>$<sha256(salt ‖ password) hex>`, with a
+/// fresh 16-byte salt: the database (and its backups) never hold the clear text, and two
+/// servers with the same password store different values. One sha256 rather than a slow
+/// KDF, with the workspace's own crates: the `sha256$` tag lets a later scheme (scrypt, as
+/// LXD uses) take over, verifying both.
+pub fn hash_password(password: &str) -> Result<String, ApiError> {
+    let mut salt = [0u8; 16];
+    fill_random(&mut salt).map_err(|e| {
+        ApiError::Internal(format!("getrandom for the salt of {TRUST_PASSWORD}: {e}"))
+    })?;
+    Ok(hash_with_salt(&salt, password))
+}
+
+/// Whether `password` is the one [`hash_password`] stored as `stored`.
+pub fn verify_password(stored: &str, password: &str) -> bool {
+    let mut parts = stored.split('$');
+    let (Some("sha256"), Some(salt), Some(digest), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return false;
+    };
+    let (Ok(salt), Ok(want)) = (hex::decode(salt), hex::decode(digest)) else {
+        return false;
+    };
+    let got = salted_digest(&salt, password);
+    // Constant time: how many leading bytes match must not show in the answer's timing.
+    want.len() == got.len()
+        && want
+            .iter()
+            .zip(got.iter())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0
+}
+
+/// The configuration as GET shows it: the trust password as `true` (as LXD does), never
+/// its stored form.
+fn shown(cfg: &BTreeMap<String, String>) -> BTreeMap<String, Value> {
+    cfg.iter()
+        .map(|(k, v)| {
+            let v = if k == TRUST_PASSWORD {
+                Value::Bool(true)
+            } else {
+                Value::String(v.clone())
+            };
+            (k.clone(), v)
+        })
+        .collect()
+}
+
+/// Checks a request's keys against the stored configuration `cur`; gives each key's new
+/// stored value, or `None` to remove it. Values are strings; numbers and booleans are taken
+/// as their JSON text, `null` and "" unset.
 fn validate(
-    cfg: &BTreeMap<String, serde_json::Value>,
-) -> Result<BTreeMap<String, String>, ApiError> {
+    db: &Db,
+    cur: &BTreeMap<String, String>,
+    cfg: &BTreeMap<String, Value>,
+) -> Result<BTreeMap<String, Option<String>>, ApiError> {
     let mut out = BTreeMap::new();
     for (k, v) in cfg {
-        let v = match v {
-            serde_json::Value::String(s) => s.clone(),
-            serde_json::Value::Null => continue,
-            other => other.to_string(),
-        };
-        let Some((_, check)) = SERVER_KEYS.iter().find(|(name, _)| name == k) else {
+        let Some((_, kind)) = SERVER_KEYS.iter().find(|(name, _)| name == k) else {
             return Err(ApiError::BadRequest(format!(
                 "unknown server configuration key {k:?}"
             )));
         };
-        check(&v).map_err(|e| ApiError::BadRequest(format!("invalid value for {k:?}: {e}")))?;
-        if !v.is_empty() {
-            out.insert(k.clone(), v);
+        // GET shows a set password as `true`; a client sending the configuration back (lxc
+        // config set/edit PUT it whole) means "keep it", as in LXD. The string "true" is a
+        // password like any other.
+        if matches!(kind, Kind::Secret) && *v == Value::Bool(true) {
+            out.insert(k.clone(), cur.get(k).cloned());
+            continue;
         }
+        let v = match v {
+            Value::String(s) => s.clone(),
+            Value::Null => String::new(),
+            other => other.to_string(),
+        };
+        if v.is_empty() {
+            out.insert(k.clone(), None);
+            continue;
+        }
+        let invalid = |e: String| ApiError::BadRequest(format!("invalid value for {k:?}: {e}"));
+        let stored = match kind {
+            Kind::Plain(check) => {
+                check(&v).map_err(invalid)?;
+                v
+            }
+            Kind::Db(check) => {
+                if cur.get(k) != Some(&v) {
+                    check(db, &v).map_err(|e| match e {
+                        ApiError::BadRequest(m) => invalid(m),
+                        other => other,
+                    })?;
+                }
+                v
+            }
+            Kind::Secret => hash_password(&v)?,
+        };
+        out.insert(k.clone(), Some(stored));
     }
     Ok(out)
 }
+
+/// Held from reading the configuration to writing it back, so two concurrent changes
+/// cannot both pass If-Match (or both merge into the same old map) and lose one.
+static WRITER: Mutex<()> = Mutex::new(());
 
 fn check_if_match(d: &Daemon, headers: &HeaderMap) -> Result<BTreeMap<String, String>, ApiError> {
     let cur = d.db.config()?;
@@ -136,8 +410,7 @@ fn check_if_match(d: &Daemon, headers: &HeaderMap) -> Result<BTreeMap<String, St
         .get(axum::http::header::IF_MATCH)
         .and_then(|v| v.to_str().ok())
     {
-        let have = super::etag(&json!({"config": cur}));
-        if want.trim_matches('"') != have {
+        if want.trim_matches('"') != config_etag(&cur) {
             return Err(ApiError::PreconditionFailed(
                 "ETag doesn't match: the server configuration changed meanwhile".into(),
             ));
@@ -152,11 +425,17 @@ pub async fn put_server(
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> ApiResult {
-    check_if_match(&d, &headers)?;
     let req: ServerPut = serde_json::from_slice(&body)
         .map_err(|e| ApiError::BadRequest(format!("invalid request body: {e}")))?;
-    let cfg = validate(&req.config)?;
-    d.db.config_replace(&cfg)?;
+    {
+        let _w = WRITER.lock().unwrap_or_else(|p| p.into_inner());
+        let cur = check_if_match(&d, &headers)?;
+        let cfg: BTreeMap<String, String> = validate(&d.db, &cur, &req.config)?
+            .into_iter()
+            .filter_map(|(k, v)| v.map(|v| (k, v)))
+            .collect();
+        d.db.config_replace(&cfg)?;
+    }
     d.events.lifecycle("config-updated", "/1.0", json!({}));
     Ok(sync_etag(serde_json::Value::Null))
 }
@@ -167,18 +446,274 @@ pub async fn patch_server(
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> ApiResult {
-    let cur = check_if_match(&d, &headers)?;
     let req: ServerPut = serde_json::from_slice(&body)
         .map_err(|e| ApiError::BadRequest(format!("invalid request body: {e}")))?;
-    let changes = validate(&req.config)?;
-    let mut merged = cur;
-    for (k, v) in &req.config {
-        if v.is_null() || v.as_str() == Some("") {
-            merged.remove(k);
+    {
+        let _w = WRITER.lock().unwrap_or_else(|p| p.into_inner());
+        let mut merged = check_if_match(&d, &headers)?;
+        for (k, v) in validate(&d.db, &merged, &req.config)? {
+            match v {
+                Some(v) => merged.insert(k, v),
+                None => merged.remove(&k),
+            };
         }
+        d.db.config_replace(&merged)?;
     }
-    merged.extend(changes);
-    d.db.config_replace(&merged)?;
     d.events.lifecycle("config-updated", "/1.0", json!({}));
     Ok(sync(serde_json::Value::Null))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn db() -> (tempfile::TempDir, Db) {
+        let t = tempfile::tempdir().expect("tmp");
+        let db = Db::open(&t.path().join("silo.db")).expect("open");
+        db.with(|c| {
+            c.execute(
+                "INSERT INTO storage_pools (name, driver) VALUES ('default', 'dir')",
+                [],
+            )?;
+            c.execute(
+                "INSERT INTO custom_volumes (pool, name) VALUES ('default', 'imgs')",
+                [],
+            )
+        })
+        .expect("seed");
+        (t, db)
+    }
+
+    fn req(pairs: &[(&str, Value)]) -> BTreeMap<String, Value> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.clone()))
+            .collect()
+    }
+
+    #[test]
+    fn https_address_forms() {
+        let v6 = |s: &str| Some(IpAddr::V6(s.parse().expect("v6")));
+        let v4 = |s: &str| Some(IpAddr::V4(s.parse().expect("v4")));
+        for (given, want) in [
+            ("[::]:8443", (v6("::"), 8443)),
+            ("[::1]:1", (v6("::1"), 1)),
+            ("[fd00::1]", (v6("fd00::1"), 8443)),
+            ("::", (v6("::"), 8443)),
+            ("::1", (v6("::1"), 8443)),
+            ("10.0.0.1", (v4("10.0.0.1"), 8443)),
+            ("10.0.0.1:65535", (v4("10.0.0.1"), 65535)),
+            ("0.0.0.0:9443", (v4("0.0.0.0"), 9443)),
+            (":8443", (None, 8443)),
+            (":1", (None, 1)),
+        ] {
+            assert_eq!(parse_https_address(given), Ok(want), "{given}");
+        }
+        for bad in [
+            ":",
+            ":0",
+            ":65536",
+            ":+1",
+            ":-1",
+            ":https",
+            "[::1]:",
+            "[::1]:0",
+            "[::1]x",
+            "[::1",
+            "[10.0.0.1]:80",
+            "[]:80",
+            "::1:8443:",
+            "fe80::1:x",
+            "localhost",
+            "localhost:8443",
+            "example.com:8443",
+            "10.0.0.256",
+            "10.0.0.1:",
+            "10.0.0.1:99999",
+            "fe80::1%eth0",
+            " 10.0.0.1",
+        ] {
+            assert!(parse_https_address(bad).is_err(), "{bad} accepted");
+        }
+        let e = parse_https_address("localhost").expect_err("host name");
+        assert!(e.contains("host names"), "{e}");
+    }
+
+    #[test]
+    fn counts_and_bools() {
+        for good in ["0", "6", "24", "9223372036854775807"] {
+            assert_eq!(check_hours(good), Ok(()), "{good}");
+            assert_eq!(check_days(good), Ok(()), "{good}");
+        }
+        for bad in ["-1", "+1", "1.5", "1h", " 1", "six", "9223372036854775808"] {
+            assert!(check_hours(bad).is_err(), "{bad}");
+            assert!(check_days(bad).is_err(), "{bad}");
+        }
+        for good in ["true", "false", "1", "0", "yes", "no", "on", "off", "TRUE"] {
+            assert_eq!(check_bool(good), Ok(()), "{good}");
+        }
+        for bad in ["2", "maybe", "t", "enabled"] {
+            assert!(check_bool(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn custom_volume_names_what_is_missing() {
+        let (_t, db) = db();
+        assert!(check_custom_volume(&db, "default/imgs").is_ok());
+        let msg = |v: &str| match check_custom_volume(&db, v) {
+            Err(ApiError::BadRequest(m)) => m,
+            other => panic!("{v}: {other:?}"),
+        };
+        assert!(msg("nopool/imgs").contains("storage pool \"nopool\" does not exist"));
+        assert!(msg("default/novol").contains("no custom volume \"novol\""));
+        for bad in ["default", "/imgs", "default/", "default/imgs/x", ""] {
+            assert!(msg(bad).contains("POOL/VOLUME"), "{bad}");
+        }
+    }
+
+    #[test]
+    fn password_hash_is_salted_and_verifies() {
+        let a = hash_password("s3cret").expect("hash");
+        let b = hash_password("s3cret").expect("hash");
+        assert_ne!(a, b, "a fresh salt each time");
+        for h in [&a, &b] {
+            assert!(!h.contains("s3cret"));
+            let parts: Vec<&str> = h.split('$').collect();
+            assert_eq!(parts.len(), 3, "{h}");
+            assert_eq!(parts[0], "sha256");
+            assert_eq!(parts[1].len(), 32, "16-byte salt: {h}");
+            assert_eq!(parts[2].len(), 64, "sha256: {h}");
+            assert!(verify_password(h, "s3cret"));
+            assert!(!verify_password(h, "s3cret "));
+            assert!(!verify_password(h, ""));
+        }
+        // The stored form is sha256(salt ‖ password).
+        let salt = [7u8; 16];
+        let want = hex::encode(Sha256::digest([&salt[..], b"pw"].concat()));
+        assert_eq!(
+            hash_with_salt(&salt, "pw"),
+            format!("sha256${}${want}", hex::encode(salt))
+        );
+        for broken in ["", "s3cret", "sha256$zz$00", "md5$00$00", &format!("{a}$x")] {
+            assert!(!verify_password(broken, "s3cret"), "{broken}");
+        }
+    }
+
+    #[test]
+    fn validate_stores_hashes_keeps_placeholders_and_names_keys() {
+        let (_t, db) = db();
+        let mut cur = BTreeMap::new();
+        let out = validate(
+            &db,
+            &cur,
+            &req(&[
+                ("core.trust_password", json!("pw")),
+                ("images.auto_update_interval", json!(0)),
+                ("images.auto_update_cached", json!(false)),
+                ("core.https_address", json!("[::]:8443")),
+                ("storage.images_volume", json!("default/imgs")),
+                ("images.remote_cache_expiry", Value::Null),
+            ]),
+        )
+        .expect("valid");
+        let hash = out["core.trust_password"].clone().expect("set");
+        assert!(verify_password(&hash, "pw"));
+        assert_eq!(out["images.auto_update_interval"].as_deref(), Some("0"));
+        assert_eq!(out["images.auto_update_cached"].as_deref(), Some("false"));
+        assert_eq!(out["images.remote_cache_expiry"], None);
+
+        cur.insert("core.trust_password".to_string(), hash.clone());
+        // `true` (what GET shows) keeps the stored hash; "true" is a new password.
+        let out = validate(&db, &cur, &req(&[("core.trust_password", json!(true))])).expect("ok");
+        assert_eq!(out["core.trust_password"].as_deref(), Some(hash.as_str()));
+        let out = validate(&db, &cur, &req(&[("core.trust_password", json!("true"))])).expect("ok");
+        let new = out["core.trust_password"].clone().expect("set");
+        assert!(verify_password(&new, "true"));
+        let out = validate(&db, &cur, &req(&[("core.trust_password", json!(""))])).expect("ok");
+        assert_eq!(out["core.trust_password"], None);
+        // With no password set, the placeholder leaves it unset.
+        let out = validate(
+            &db,
+            &BTreeMap::new(),
+            &req(&[("core.trust_password", json!(true))]),
+        )
+        .expect("ok");
+        assert_eq!(out["core.trust_password"], None);
+
+        for (k, v) in [
+            ("core.https_address", json!("localhost:8443")),
+            ("images.auto_update_interval", json!(-1)),
+            ("images.auto_update_interval", json!("soon")),
+            ("images.auto_update_cached", json!("maybe")),
+            ("images.remote_cache_expiry", json!(1.5)),
+            ("storage.backups_volume", json!("default/missing")),
+            ("storage.images_volume", json!("nopool/imgs")),
+            ("no.such.key", json!("1")),
+        ] {
+            let e = validate(&db, &cur, &req(&[(k, v.clone())])).expect_err(k);
+            assert!(
+                matches!(&e, ApiError::BadRequest(m) if m.contains(&format!("{k:?}"))),
+                "{k}={v}: {e:?}"
+            );
+        }
+
+        // A volume set earlier and deleted since does not block PUTs that carry it unchanged.
+        cur.insert(
+            "storage.backups_volume".to_string(),
+            "default/gone".to_string(),
+        );
+        let out = validate(
+            &db,
+            &cur,
+            &req(&[("storage.backups_volume", json!("default/gone"))]),
+        )
+        .expect("unchanged");
+        assert_eq!(
+            out["storage.backups_volume"].as_deref(),
+            Some("default/gone")
+        );
+    }
+
+    #[test]
+    fn shown_masks_the_password_and_etag_follows_it() {
+        let mut cfg = BTreeMap::new();
+        cfg.insert(
+            "core.trust_password".to_string(),
+            "sha256$aa$bb".to_string(),
+        );
+        cfg.insert("images.auto_update_interval".to_string(), "0".to_string());
+        let s = shown(&cfg);
+        assert_eq!(s["core.trust_password"], Value::Bool(true));
+        assert_eq!(s["images.auto_update_interval"], json!("0"));
+        // A new password (another hash) shows the same, so the ETag stays what GET gave.
+        let mut other = cfg.clone();
+        other.insert(
+            "core.trust_password".to_string(),
+            "sha256$cc$dd".to_string(),
+        );
+        assert_eq!(config_etag(&cfg), config_etag(&other));
+        assert_eq!(
+            config_etag(&cfg),
+            super::super::etag(
+                &json!({"config": {"core.trust_password": true, "images.auto_update_interval": "0"}})
+            )
+        );
+    }
+
+    #[test]
+    fn drivers_list_btrfs_when_usable() {
+        let names = |v: Vec<Value>| -> Vec<String> {
+            v.iter()
+                .map(|d| d["Name"].as_str().unwrap_or_default().to_string())
+                .collect()
+        };
+        assert_eq!(names(supported_drivers(None)), ["dir"]);
+        let v = supported_drivers(Some("6.2"));
+        assert_eq!(
+            v[0],
+            json!({"Name": "btrfs", "Version": "6.2", "Remote": false})
+        );
+        assert_eq!(names(v), ["btrfs", "dir"]);
+    }
 }
