@@ -327,7 +327,13 @@ async fn edit_server(client: &Client) -> Result<(), CmdError> {
         async move {
             let mut v = util::parse_yaml(&text)?;
             if let Some(c) = v.get_mut("config") {
+                // The server shows a set trust password as `true` and takes `true` back as
+                // "unchanged": stringifying it would set the password to the word "true".
+                let kept = c.get("core.trust_password") == Some(&Value::Bool(true));
                 util::stringify_map(c);
+                if kept {
+                    c["core.trust_password"] = Value::Bool(true);
+                }
             }
             let body = json!({"config": v.get("config").cloned().unwrap_or(json!({}))});
             let headers = if_match(etag);

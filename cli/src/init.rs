@@ -519,7 +519,14 @@ async fn apply_pool(
     let old_cfg = strings(old.get("config"));
     if util::s(&old, "driver") == s.driver {
         // Size and source are the pool's own: init does not redefine an existing pool.
-        let differs = s.config.iter().any(|(k, v)| old_cfg.get(k) != Some(v));
+        let differs = s
+            .config
+            .iter()
+            .any(|(k, v)| match (k.as_str(), old_cfg.get(k)) {
+                // The server keeps sizes in bytes; "2GiB" is the same size.
+                ("size", Some(o)) => size_bytes(v) != size_bytes(o),
+                (_, o) => o != Some(v),
+            });
         if differs {
             return fail(format!(
                 "Storage pool {:?} already exists with another configuration; silo init does not redefine it (use \"silo storage set\")",
@@ -928,6 +935,27 @@ impl<R: BufRead, W: Write> Asker<R, W> {
     }
 }
 
+/// A size as LXD writes them ("2GiB", "500MB", "1073741824") in bytes.
+fn size_bytes(s: &str) -> Option<u64> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (n, unit) = s.split_at(split);
+    let n: u64 = n.parse().ok()?;
+    let mul: u64 = match unit.trim() {
+        "" | "B" => 1,
+        "kB" | "KB" => 1000,
+        "MB" => 1000_u64.pow(2),
+        "GB" => 1000_u64.pow(3),
+        "TB" => 1000_u64.pow(4),
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        "GiB" => 1 << 30,
+        "TiB" => 1 << 40,
+        _ => return None,
+    };
+    n.checked_mul(mul)
+}
+
 fn check_port(s: &str) -> Result<(), String> {
     match s.parse::<u16>() {
         Ok(p) if p > 0 => Ok(()),
@@ -1234,6 +1262,9 @@ mod tests {
         assert!(https_address("example.com", 8443).is_err());
         assert!(check_size("5GiB").is_ok() && check_size("7").is_ok());
         assert!(check_size("0").is_err() && check_size("big").is_err());
+        assert_eq!(size_bytes("2GiB"), size_bytes("2147483648"));
+        assert_eq!(size_bytes("1GB"), Some(1_000_000_000));
+        assert_eq!(size_bytes("2 parsecs"), None);
         assert!(check_cidr("fd42::1/64", 6).is_ok() && check_cidr("fd42::1/64", 4).is_err());
     }
 }

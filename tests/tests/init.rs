@@ -67,9 +67,34 @@ fn auto_keeps_what_exists_then_launch_works_and_twice_changes_nothing() {
     );
     let pool = d.api_ok("GET", "/1.0/storage-pools/default", None);
     assert_eq!(pool["driver"], "btrfs");
-    assert_eq!(pool["config"]["size"], "2GiB");
+    assert_eq!(pool["config"]["size"], "2147483648");
     let o = ok(d.silo(&["init", "--auto", "--storage-backend", "btrfs"]));
     assert!(o.contains("Nothing to change"), "{o}");
+    let o = ok(d.silo(&[
+        "init",
+        "--auto",
+        "--storage-backend",
+        "btrfs",
+        "--storage-create-loop",
+        "2",
+    ]));
+    assert!(o.contains("Nothing to change"), "{o}");
+    // The API over the network (stored for the remote-access work) and a trust password.
+    let o = ok(d.silo(&[
+        "init",
+        "--auto",
+        "--network-address",
+        "127.0.0.1",
+        "--network-port",
+        "9443",
+        "--trust-password",
+        "pw-auto",
+    ]));
+    assert!(o.contains("server configuration"), "{o}");
+    let s = d.api_ok("GET", "/1.0", None);
+    assert_eq!(s["config"]["core.https_address"], "127.0.0.1:9443", "{s}");
+    assert_eq!(s["config"]["core.trust_password"], true, "{s}");
+    assert!(!dump(&d).contains("pw-auto") && !dump(&d).contains("core.trust_password"));
     d.import(&busybox_image(false)[0], "busybox");
     ok(d.silo(&["launch", "busybox", "c1"]));
     assert_eq!(d.status("c1"), "Running");
