@@ -209,46 +209,20 @@ pub fn check_preseed(p: &Preseed) -> Result<(), CmdError> {
 }
 
 fn check_ifname(s: &str) -> Result<(), String> {
-    if s.is_empty() || s.len() > 15 {
-        return Err("an interface name is 1 to 15 characters".into());
-    }
-    if !s
-        .chars()
-        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-        || s == "."
-        || s == ".."
-    {
-        return Err("an interface name holds letters, digits, '-', '_' and '.'".into());
-    }
-    Ok(())
+    silo_proto::IfName::new(s).map(|_| ()).map_err(|e| e.to_string())
 }
 
-/// `auto`, `none` or an address with a prefix length in the family's range.
+/// `auto`, `none` or a gateway address with its prefix length, as silod takes them.
 fn check_cidr(v: &str, family: u8) -> Result<(), String> {
     if matches!(v, "auto" | "none" | "") {
         return Ok(());
     }
-    let (a, p) = v
-        .split_once('/')
-        .ok_or_else(|| format!("{v:?} is not \"auto\", \"none\" or an ADDRESS/PREFIX"))?;
-    let p: u8 = p.parse().map_err(|_| format!("{v:?}: bad prefix length"))?;
-    match family {
-        4 => {
-            a.parse::<std::net::Ipv4Addr>()
-                .map_err(|_| format!("{v:?} is not an IPv4 address"))?;
-            if !(8..=30).contains(&p) {
-                return Err(format!("{v:?}: the prefix length must be 8 to 30"));
-            }
-        }
-        _ => {
-            a.parse::<std::net::Ipv6Addr>()
-                .map_err(|_| format!("{v:?} is not an IPv6 address"))?;
-            if !(16..=124).contains(&p) {
-                return Err(format!("{v:?}: the prefix length must be 16 to 124"));
-            }
-        }
-    }
-    Ok(())
+    let r = if family == 4 {
+        v.parse::<silo_proto::types::Ipv4Cidr>().map(|_| ())
+    } else {
+        v.parse::<silo_proto::types::Ipv6Cidr>().map(|_| ())
+    };
+    r.map_err(|e| e.to_string())
 }
 
 fn strings(v: Option<&Value>) -> Strings {
@@ -937,23 +911,7 @@ impl<R: BufRead, W: Write> Asker<R, W> {
 
 /// A size as LXD writes them ("2GiB", "500MB", "1073741824") in bytes.
 fn size_bytes(s: &str) -> Option<u64> {
-    let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (n, unit) = s.split_at(split);
-    let n: u64 = n.parse().ok()?;
-    let mul: u64 = match unit.trim() {
-        "" | "B" => 1,
-        "kB" | "KB" => 1000,
-        "MB" => 1000_u64.pow(2),
-        "GB" => 1000_u64.pow(3),
-        "TB" => 1000_u64.pow(4),
-        "KiB" => 1 << 10,
-        "MiB" => 1 << 20,
-        "GiB" => 1 << 30,
-        "TiB" => 1 << 40,
-        _ => return None,
-    };
-    n.checked_mul(mul)
+    silo_proto::types::parse_bytes(s).ok()
 }
 
 fn check_port(s: &str) -> Result<(), String> {
@@ -1215,7 +1173,7 @@ mod tests {
                 "networks:\n- name: br0\n  config:\n    ipv4.address: banana\n",
                 "banana",
             ),
-            ("networks:\n- name: way-too-long-name0\n", "1 to 15"),
+            ("networks:\n- name: way-too-long-name0\n", "at most 15"),
             ("cluster:\n  enabled: true\n", "Clustering"),
             ("projects:\n- name: other\n", "Projects"),
             ("storage_pools:\n- name: p\n", "no driver"),
@@ -1265,6 +1223,7 @@ mod tests {
         assert_eq!(size_bytes("2GiB"), size_bytes("2147483648"));
         assert_eq!(size_bytes("1GB"), Some(1_000_000_000));
         assert_eq!(size_bytes("2 parsecs"), None);
+        assert!(check_ifname("br0").is_ok() && check_ifname("way-too-long-name0").is_err());
         assert!(check_cidr("fd42::1/64", 6).is_ok() && check_cidr("fd42::1/64", 4).is_err());
     }
 }

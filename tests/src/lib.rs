@@ -192,6 +192,16 @@ pub struct TestDaemon {
     pub netns: std::os::fd::OwnedFd,
 }
 
+/// A command's outcome for an assertion message: status, stdout and stderr.
+pub fn show(o: &std::process::Output) -> String {
+    format!(
+        "status {:?}\nstdout:\n{}\nstderr:\n{}",
+        o.status.code(),
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
 /// A new network namespace with its loopback up, held by an fd.
 pub fn new_netns() -> std::os::fd::OwnedFd {
     std::thread::spawn(|| {

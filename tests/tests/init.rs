@@ -10,12 +10,7 @@ use std::time::{Duration, Instant};
 use silo_tests::{bin, busybox_image, TestDaemon};
 
 fn text(o: &std::process::Output) -> String {
-    format!(
-        "status {:?}\nstdout:\n{}\nstderr:\n{}",
-        o.status.code(),
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
+    silo_tests::show(o)
 }
 
 fn ok(o: std::process::Output) -> String {

@@ -12,12 +12,7 @@ fn busybox(d: &TestDaemon) {
 }
 
 fn text(o: &std::process::Output) -> String {
-    format!(
-        "status {:?}\nstdout:\n{}\nstderr:\n{}",
-        o.status.code(),
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
+    silo_tests::show(o)
 }
 
 fn wait_ipv4(d: &TestDaemon, name: &str) -> String {
