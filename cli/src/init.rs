@@ -209,7 +209,9 @@ pub fn check_preseed(p: &Preseed) -> Result<(), CmdError> {
 }
 
 fn check_ifname(s: &str) -> Result<(), String> {
-    silo_proto::IfName::new(s).map(|_| ()).map_err(|e| e.to_string())
+    silo_proto::IfName::new(s)
+        .map(|_| ())
+        .map_err(|e| e.to_string())
 }
 
 /// `auto`, `none` or a gateway address with its prefix length, as silod takes them.
