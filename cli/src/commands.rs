@@ -65,6 +65,9 @@ pub async fn run(cli: Cli) -> Result<(), CmdError> {
         Command::Config(c) => crate::config::run(&client, c).await,
         Command::Image(c) => crate::images::run(&client, c).await,
         Command::Profile(c) => crate::profiles::run(&client, c).await,
+        Command::Snapshot(a) => crate::snapshots::snapshot(&client, a).await,
+        Command::Restore(a) => crate::snapshots::restore(&client, a).await,
+        Command::Move(a) => crate::snapshots::move_cmd(&client, a).await,
         Command::Network(c) => crate::networks::run(&client, c).await,
         Command::Storage(c) => crate::storage::run(&client, c).await,
         Command::Version => {

@@ -683,6 +683,11 @@ pub async fn list(client: &Client, a: ListArgs) -> Result<(), CmdError> {
 /// `silo delete`.
 pub async fn delete(client: &Client, a: DeleteArgs) -> Result<(), CmdError> {
     for name in &a.names {
+        if let Some((inst, snap)) = name.split_once('/') {
+            let path = format!("/1.0/instances/{}/snapshots/{}", enc(inst), enc(snap));
+            client.operate("DELETE", &path, None, &[]).await?;
+            continue;
+        }
         let path = format!("/1.0/instances/{}", enc(name));
         let inst = client.get(&path).await?;
         let code = status_code(&inst);

@@ -11,6 +11,7 @@ pub mod init;
 pub mod instances;
 pub mod networks;
 pub mod profiles;
+pub mod snapshots;
 pub mod storage;
 pub mod util;
 
@@ -77,6 +78,13 @@ pub enum Command {
     /// Manage profiles.
     #[command(subcommand)]
     Profile(profiles::ProfileCmd),
+    /// Snapshot an instance.
+    Snapshot(snapshots::SnapshotArgs),
+    /// Restore an instance from a snapshot.
+    Restore(snapshots::RestoreArgs),
+    /// Rename an instance or a snapshot.
+    #[command(alias = "rename")]
+    Move(snapshots::MoveArgs),
     /// Manage and attach instances to networks.
     #[command(subcommand)]
     Network(networks::NetworkCmd),

@@ -82,6 +82,19 @@ const MIGRATIONS: &[&str] = &[
         description TEXT NOT NULL DEFAULT '',
         config TEXT NOT NULL DEFAULT '{}'
      );",
+    // 4: instance snapshots.
+    "CREATE TABLE snapshots (
+        instance TEXT NOT NULL REFERENCES instances(name) ON DELETE CASCADE ON UPDATE CASCADE,
+        name TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        expires_at TEXT NOT NULL DEFAULT '',
+        description TEXT NOT NULL DEFAULT '',
+        config TEXT NOT NULL DEFAULT '{}',
+        devices TEXT NOT NULL DEFAULT '{}',
+        profiles TEXT NOT NULL DEFAULT '[]',
+        architecture TEXT NOT NULL,
+        PRIMARY KEY (instance, name)
+     );",
 ];
 
 /// Database errors.

@@ -453,7 +453,11 @@ pub fn to_api(db: &Db, i: &Instance, full: bool, state: Option<Value>) -> Result
     });
     if full {
         v["state"] = state.unwrap_or_else(stopped_state);
-        v["snapshots"] = json!([]);
+        v["snapshots"] = json!(crate::snapshots::list(db, &i.name)
+            .unwrap_or_default()
+            .iter()
+            .map(|s| crate::snapshots::to_api(db, s))
+            .collect::<Vec<_>>());
         v["backups"] = json!([]);
     }
     Ok(v)
@@ -870,6 +874,8 @@ pub async fn delete(c: &Ctx, name: &str) -> Result<(), ApiError> {
             "instance {name:?} is running: stop it first (or delete with --force)"
         )));
     }
+    // Snapshots first: a failure leaves the instance whole and the delete can be retried.
+    crate::snapshots::delete_all(c, name).await?;
     let pn = PoolName::new(i.pool.clone()).map_err(|e| ApiError::Internal(e.to_string()))?;
     let vol = VolumeName::new(i.name.clone()).map_err(|e| ApiError::Internal(e.to_string()))?;
     match c
@@ -915,4 +921,64 @@ pub async fn delete(c: &Ctx, name: &str) -> Result<(), ApiError> {
 
 fn is_true(v: &str) -> bool {
     matches!(v.to_ascii_lowercase().as_str(), "true" | "1" | "yes" | "on")
+}
+
+/// Renames a stopped instance with its volume and snapshots (`silo move c1 c2`).
+pub async fn rename(c: &Ctx, name: &str, to: &str) -> Result<(), ApiError> {
+    let i = get(&c.db, name)?;
+    if crate::runtime::is_running(c, name).await? {
+        return Err(ApiError::BadRequest(format!(
+            "instance {name:?} is running: stop it before renaming it"
+        )));
+    }
+    if get(&c.db, to).is_ok() {
+        return Err(ApiError::Conflict(format!(
+            "instance {to:?} already exists"
+        )));
+    }
+    let pn = PoolName::new(i.pool.clone()).map_err(|e| ApiError::Internal(e.to_string()))?;
+    let from = VolumeName::new(name.to_string()).map_err(|e| ApiError::Internal(e.to_string()))?;
+    let dst = VolumeName::new(to.to_string()).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    c.helpers
+        .store
+        .rename_volume(
+            ctx(),
+            pn.clone(),
+            VolumeKind::Container,
+            from.clone(),
+            dst.clone(),
+            false,
+        )
+        .await
+        .map_err(rpc_err("silo-store"))??;
+    let moved = async {
+        crate::snapshots::rename_instance(c, &i, to).await?;
+        c.db.with(|x| {
+            x.execute(
+                "UPDATE instances SET name = ?2 WHERE name = ?1",
+                params![name, to],
+            )
+            .map(|_| ())
+        })?;
+        Ok::<(), ApiError>(())
+    }
+    .await;
+    if let Err(e) = moved {
+        let _ = c
+            .helpers
+            .store
+            .rename_volume(ctx(), pn, VolumeKind::Container, dst, from, false)
+            .await;
+        return Err(e);
+    }
+    if let Ok(n) = silo_proto::InstanceName::new(name.to_string()) {
+        // The old name's console log and records.
+        let _ = c.helpers.privileged.forget(ctx(), n).await;
+    }
+    c.events.lifecycle(
+        "instance-renamed",
+        &format!("/1.0/instances/{to}"),
+        json!({"old_name": name}),
+    );
+    Ok(())
 }

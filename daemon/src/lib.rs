@@ -13,6 +13,7 @@ pub mod networks;
 pub mod operations;
 pub mod profiles;
 pub mod runtime;
+pub mod snapshots;
 pub mod startup;
 pub mod state;
 pub mod storage;

@@ -294,6 +294,17 @@ async fn serve(
         let c = daemon.instance_ctx();
         tokio::spawn(async move { crate::runtime::on_daemon_start(&c).await });
     }
+    {
+        // Housekeeping once a minute: snapshots past their expiry go.
+        let c = daemon.instance_ctx();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));
+            loop {
+                tick.tick().await;
+                crate::snapshots::expire(&c).await;
+            }
+        });
+    }
     listener.set_nonblocking(true)?;
     let listener = tokio::net::UnixListener::from_std(listener)?;
     let app = crate::api::router(daemon.clone());

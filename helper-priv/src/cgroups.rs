@@ -264,6 +264,55 @@ impl Cgroups {
             .then_some((d, true))
     }
 
+    /// Freezes or thaws the instance's group and waits (up to 10 s) until the kernel reports
+    /// it done: the v1 freezer where the host has one, else cgroup2's cgroup.freeze.
+    pub async fn freeze(&self, name: &InstanceName, frozen: bool) -> HelperResult<()> {
+        let (dir, v2) = self
+            .dir_with(name, "freezer", "")
+            .or_else(|| self.v2_dir(name).map(|d| (d, true)))
+            .ok_or_else(|| HelperError::Unsupported("the host has no cgroup freezer".into()))?;
+        let (file, value, state_file) = if v2 {
+            (
+                "cgroup.freeze",
+                if frozen { "1" } else { "0" },
+                "cgroup.events",
+            )
+        } else {
+            (
+                "freezer.state",
+                if frozen { "FROZEN" } else { "THAWED" },
+                "freezer.state",
+            )
+        };
+        std::fs::write(dir.join(file), value).map_err(|e| io("write", &dir.join(file), e))?;
+        let done = |s: &str| {
+            if v2 {
+                s.lines()
+                    .any(|l| l.trim() == if frozen { "frozen 1" } else { "frozen 0" })
+            } else {
+                s.trim() == value
+            }
+        };
+        for _ in 0..1000 {
+            let s = std::fs::read_to_string(dir.join(state_file))
+                .map_err(|e| io("read", &dir.join(state_file), e))?;
+            if done(&s) {
+                return Ok(());
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        if frozen {
+            // Never leave an instance half-frozen behind a failed snapshot.
+            let thaw = if v2 { "0" } else { "THAWED" };
+            let _ = std::fs::write(dir.join(file), thaw);
+        }
+        Err(HelperError::Unsupported(format!(
+            "instance {:?} did not {} within 10s",
+            name.as_str(),
+            if frozen { "freeze" } else { "thaw" }
+        )))
+    }
+
     /// Writes the limits (a `None` lifts that limit).
     pub fn apply_limits(&self, name: &InstanceName, l: &Limits) -> HelperResult<()> {
         l.validate()?;

@@ -133,6 +133,16 @@ impl Priv for PrivServer {
             .collect())
     }
 
+    async fn freeze(self, _: Context, instance: InstanceName, frozen: bool) -> HelperResult<()> {
+        if !self.0.rt.is_running(&instance) {
+            return Err(HelperError::OutOfOrder(format!(
+                "instance {:?} is not running",
+                instance.as_str()
+            )));
+        }
+        self.0.cg.freeze(&instance, frozen).await
+    }
+
     async fn set_limits(
         self,
         _: Context,

@@ -667,6 +667,57 @@ impl Store for StoreServer {
         }
     }
 
+    async fn rename_volume(
+        self,
+        _: Context,
+        pool: PoolName,
+        kind: VolumeKind,
+        from: VolumeName,
+        to: VolumeName,
+        replace: bool,
+    ) -> HelperResult<()> {
+        let dir = self.pool(&pool)?;
+        let kdir = dir.open_dir(&[kind.dir_name()])?;
+        // Both names must be real root-owned volume directories (or `to` absent), never a
+        // planted symlink.
+        kdir.open_dir(&[from.as_str()]).map_err(|e| match e {
+            HelperError::NotFound { .. } => HelperError::NotFound {
+                what: Self::volume_what(&pool, kind, &from),
+            },
+            e => e,
+        })?;
+        let exists = kdir.exists(to.as_str())?;
+        if exists && !replace {
+            return Err(HelperError::AlreadyExists {
+                what: Self::volume_what(&pool, kind, &to),
+            });
+        }
+        if exists {
+            kdir.open_dir(&[to.as_str()])?;
+            nix::fcntl::renameat2(
+                kdir.fd(),
+                from.as_str(),
+                kdir.fd(),
+                to.as_str(),
+                nix::fcntl::RenameFlags::RENAME_EXCHANGE,
+            )
+            .map_err(|e| HelperError::errno("renameat2(RENAME_EXCHANGE)", to.as_str(), e))?;
+            // `from` now holds the replaced volume.
+            self.remove_volume(&kdir, from.as_str())?;
+        } else {
+            nix::fcntl::renameat2(
+                kdir.fd(),
+                from.as_str(),
+                kdir.fd(),
+                to.as_str(),
+                nix::fcntl::RenameFlags::RENAME_NOREPLACE,
+            )
+            .map_err(|e| HelperError::errno("renameat2", to.as_str(), e))?;
+        }
+        tracing::info!(pool = %pool, kind = kind.dir_name(), from = %from, to = %to, replace, "renamed volume");
+        Ok(())
+    }
+
     async fn mount_pool(
         self,
         _: Context,

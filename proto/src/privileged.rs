@@ -78,6 +78,9 @@ pub trait Priv {
     ) -> HelperResult<Vec<(InstanceName, InstanceStats)>>;
     /// Changes a running instance's limits.
     async fn set_limits(instance: InstanceName, limits: Limits) -> HelperResult<()>;
+    /// Freezes (or thaws) a running instance's processes, waiting until the kernel says they
+    /// are: what makes a snapshot of a running instance crash-consistent, as LXD does.
+    async fn freeze(instance: InstanceName, frozen: bool) -> HelperResult<()>;
     /// Runs a command in a running instance, in all its namespaces and its cgroup, with its
     /// capabilities and seccomp filter.
     async fn exec(spec: ExecSpec) -> HelperResult<ExecStarted>;

@@ -37,6 +37,9 @@ pub enum VolumeKind {
     Image,
     /// A user-created volume.
     Custom,
+    /// An instance's snapshot, named `<instance>.<snapshot>` (instance names hold no dot, so
+    /// the first dot splits them).
+    Snapshot,
 }
 
 impl VolumeKind {
@@ -46,11 +49,17 @@ impl VolumeKind {
             VolumeKind::Container => "containers",
             VolumeKind::Image => "images",
             VolumeKind::Custom => "custom",
+            VolumeKind::Snapshot => "containers-snapshots",
         }
     }
 
     /// All kinds.
-    pub const ALL: [VolumeKind; 3] = [VolumeKind::Container, VolumeKind::Image, VolumeKind::Custom];
+    pub const ALL: [VolumeKind; 4] = [
+        VolumeKind::Container,
+        VolumeKind::Image,
+        VolumeKind::Custom,
+        VolumeKind::Snapshot,
+    ];
 }
 
 /// What silo-store reports about a pool.
@@ -238,4 +247,14 @@ pub trait Store {
         dst_kind: VolumeKind,
         dst: VolumeName,
     ) -> HelperResult<u64>;
+    /// Renames volume `from` to `to` within one kind. With `replace`, an existing `to` is
+    /// swapped out atomically (renameat2 RENAME_EXCHANGE) and then removed: how a restore
+    /// puts a snapshot's copy in place of an instance's root without a moment of neither.
+    async fn rename_volume(
+        pool: PoolName,
+        kind: VolumeKind,
+        from: VolumeName,
+        to: VolumeName,
+        replace: bool,
+    ) -> HelperResult<()>;
 }

@@ -156,13 +156,22 @@ pub async fn put(
     check_etag(&d, &name, &headers)?;
     let v: Value = serde_json::from_slice(&body)
         .map_err(|e| ApiError::BadRequest(format!("invalid request body: {e}")))?;
-    if v.get("restore")
+    if let Some(snap) = v
+        .get("restore")
         .and_then(Value::as_str)
-        .is_some_and(|s| !s.is_empty())
+        .filter(|s| !s.is_empty())
     {
-        return Err(ApiError::BadRequest(
-            "restoring snapshots is not supported yet".into(),
-        ));
+        // lxc sends "<instance>/<snapshot>".
+        let snap = match snap.split_once('/') {
+            Some((inst, s)) if inst == name => s,
+            Some(_) => {
+                return Err(ApiError::BadRequest(format!(
+                    "snapshot {snap:?} is not one of instance {name:?}'s"
+                )))
+            }
+            None => snap,
+        };
+        return super::snapshots::restore(&d, name.clone(), snap.to_string()).await;
     }
     let w: Writable = serde_json::from_value(v)
         .map_err(|e| ApiError::BadRequest(format!("invalid request body: {e}")))?;
@@ -235,14 +244,6 @@ pub async fn delete(State(d): State<Arc<Daemon>>, Path(name): Path<String>) -> A
         },
     );
     Ok(async_op(&op))
-}
-
-/// `POST /1.0/instances/{name}`: rename and migration arrive with copy/move.
-pub async fn post(State(d): State<Arc<Daemon>>, Path(name): Path<String>) -> ApiResult {
-    instances::get(&d.db, &name)?;
-    Err(ApiError::BadRequest(
-        "renaming and migrating instances are not supported yet".into(),
-    ))
 }
 
 /// `GET /1.0/instances/{name}/state`.

@@ -11,6 +11,7 @@ pub mod profiles;
 pub mod resources;
 pub mod response;
 pub mod server;
+pub mod snapshots;
 pub mod storage;
 
 use std::sync::Arc;
@@ -86,6 +87,9 @@ pub const API_EXTENSIONS: &[&str] = &[
     "proxy_unix",
     "proxy_udp",
     "proxy_tcp_udp_multi_port_handling",
+    // Snapshots with expiry (snapshots.expiry, expires_at at creation).
+    "snapshot_expiry",
+    "snapshot_expiry_creation",
 ];
 
 /// The whole route table.
@@ -195,8 +199,18 @@ fn instance_routes(base: &str) -> Router<Arc<Daemon>> {
             get(instances::get_one)
                 .put(instances::put)
                 .patch(instances::patch)
-                .post(instances::post)
+                .post(snapshots::rename_instance)
                 .delete(instances::delete),
+        )
+        .route(
+            &format!("{base}/{{name}}/snapshots"),
+            get(snapshots::list).post(snapshots::create),
+        )
+        .route(
+            &format!("{base}/{{name}}/snapshots/{{snap}}"),
+            get(snapshots::get_one)
+                .post(snapshots::rename)
+                .delete(snapshots::delete),
         )
         .route(
             &format!("{base}/{{name}}/state"),

@@ -1,0 +1,253 @@
+//! `/1.0/instances/<name>/snapshots`, restore (`PUT /1.0/instances/<name> {"restore": ...}`)
+//! and instance rename (`POST /1.0/instances/<name> {"name": ...}`).
+
+use std::sync::Arc;
+
+use axum::extract::{Path, Query, State};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::response::{async_op, sync, sync_etag, ApiError, ApiResult};
+use super::ListQuery;
+use crate::instances;
+use crate::snapshots;
+use crate::state::Daemon;
+
+fn resources(name: &str, snap: Option<&str>) -> std::collections::BTreeMap<String, Vec<String>> {
+    let mut r = std::collections::BTreeMap::new();
+    r.insert(
+        "instances".to_string(),
+        vec![format!("/1.0/instances/{name}")],
+    );
+    if let Some(s) = snap {
+        r.insert(
+            "instances_snapshots".to_string(),
+            vec![format!("/1.0/instances/{name}/snapshots/{s}")],
+        );
+    }
+    r
+}
+
+/// `GET /1.0/instances/{name}/snapshots`.
+pub async fn list(
+    State(d): State<Arc<Daemon>>,
+    Path(name): Path<String>,
+    Query(q): Query<ListQuery>,
+) -> ApiResult {
+    instances::get(&d.db, &name)?;
+    let all = snapshots::list(&d.db, &name)?;
+    if q.recursive() {
+        Ok(sync(
+            all.iter()
+                .map(|s| snapshots::to_api(&d.db, s))
+                .collect::<Vec<_>>(),
+        ))
+    } else {
+        Ok(sync(
+            all.iter()
+                .map(|s| format!("/1.0/instances/{name}/snapshots/{}", s.name))
+                .collect::<Vec<_>>(),
+        ))
+    }
+}
+
+#[derive(Debug, Deserialize)]
+pub struct SnapshotPost {
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    stateful: bool,
+    #[serde(default)]
+    expires_at: Option<String>,
+}
+
+/// `POST /1.0/instances/{name}/snapshots` (async).
+pub async fn create(
+    State(d): State<Arc<Daemon>>,
+    Path(name): Path<String>,
+    body: axum::body::Bytes,
+) -> ApiResult {
+    let p: SnapshotPost = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::BadRequest(format!("invalid request body: {e}")))?;
+    instances::get(&d.db, &name)?;
+    if p.stateful {
+        return Err(ApiError::BadRequest(
+            "stateful snapshots are not supported: silo does not checkpoint running processes (no CRIU)".into(),
+        ));
+    }
+    let snap = if p.name.is_empty() {
+        snapshots::next_name(&d.db, &name)?
+    } else {
+        p.name.clone()
+    };
+    snapshots::check_name(&snap)?;
+    if snapshots::get(&d.db, &name, &snap).is_ok() {
+        return Err(ApiError::Conflict(format!(
+            "snapshot {snap:?} of instance {name:?} already exists"
+        )));
+    }
+    let expires = p
+        .expires_at
+        .filter(|e| !e.is_empty() && !e.starts_with("0001-01-01"));
+    let c = d.instance_ctx();
+    let op = d.ops.start(
+        "task",
+        "Snapshotting instance",
+        resources(&name, Some(&snap)),
+        false,
+        move |_ctx| async move {
+            snapshots::create(&c, &name, &snap, expires)
+                .await
+                .map(|_| Value::Null)
+                .map_err(|e| e.to_string())
+        },
+    );
+    Ok(async_op(&op))
+}
+
+/// `GET /1.0/instances/{name}/snapshots/{snap}`.
+pub async fn get_one(
+    State(d): State<Arc<Daemon>>,
+    Path((name, snap)): Path<(String, String)>,
+) -> ApiResult {
+    let s = snapshots::get(&d.db, &name, &snap)?;
+    Ok(sync_etag(snapshots::to_api(&d.db, &s)))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct RenamePost {
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    migration: bool,
+}
+
+/// `POST /1.0/instances/{name}/snapshots/{snap}`: rename (async).
+pub async fn rename(
+    State(d): State<Arc<Daemon>>,
+    Path((name, snap)): Path<(String, String)>,
+    body: axum::body::Bytes,
+) -> ApiResult {
+    let p: RenamePost = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::BadRequest(format!("invalid request body: {e}")))?;
+    if p.migration {
+        return Err(ApiError::BadRequest(
+            "migrating snapshots to another server is not supported yet".into(),
+        ));
+    }
+    snapshots::get(&d.db, &name, &snap)?;
+    snapshots::check_name(&p.name)?;
+    let c = d.instance_ctx();
+    let op = d.ops.start(
+        "task",
+        "Renaming snapshot",
+        resources(&name, Some(&snap)),
+        false,
+        move |_ctx| async move {
+            snapshots::rename(&c, &name, &snap, &p.name)
+                .await
+                .map(|()| Value::Null)
+                .map_err(|e| e.to_string())
+        },
+    );
+    Ok(async_op(&op))
+}
+
+/// `DELETE /1.0/instances/{name}/snapshots/{snap}` (async).
+pub async fn delete(
+    State(d): State<Arc<Daemon>>,
+    Path((name, snap)): Path<(String, String)>,
+) -> ApiResult {
+    snapshots::get(&d.db, &name, &snap)?;
+    let c = d.instance_ctx();
+    let op = d.ops.start(
+        "task",
+        "Deleting snapshot",
+        resources(&name, Some(&snap)),
+        false,
+        move |_ctx| async move {
+            snapshots::delete(&c, &name, &snap)
+                .await
+                .map(|()| Value::Null)
+                .map_err(|e| e.to_string())
+        },
+    );
+    Ok(async_op(&op))
+}
+
+/// `PUT /1.0/instances/{name}` with `{"restore": "<snapshot>"}` (async).
+pub async fn restore(d: &Arc<Daemon>, name: String, snap: String) -> ApiResult {
+    snapshots::get(&d.db, &name, &snap)?;
+    let c = d.instance_ctx();
+    let op = d.ops.start(
+        "task",
+        "Restoring snapshot",
+        resources(&name, Some(&snap)),
+        false,
+        move |_ctx| async move {
+            snapshots::restore(&c, &name, &snap)
+                .await
+                .map(|()| Value::Null)
+                .map_err(|e| e.to_string())
+        },
+    );
+    Ok(async_op(&op))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct InstancePost {
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    migration: bool,
+    #[serde(default)]
+    live: bool,
+}
+
+/// `POST /1.0/instances/{name}`: rename a stopped instance (`silo move c1 c2`), with its
+/// snapshots (async).
+pub async fn rename_instance(
+    State(d): State<Arc<Daemon>>,
+    Path(name): Path<String>,
+    body: axum::body::Bytes,
+) -> ApiResult {
+    let p: InstancePost = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::BadRequest(format!("invalid request body: {e}")))?;
+    if p.migration || p.live {
+        return Err(ApiError::BadRequest(
+            "migrating instances to another server is not supported yet".into(),
+        ));
+    }
+    instances::get(&d.db, &name)?;
+    silo_proto::InstanceName::new(p.name.clone())
+        .map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    if instances::get(&d.db, &p.name).is_ok() {
+        return Err(ApiError::Conflict(format!(
+            "instance {:?} already exists",
+            p.name
+        )));
+    }
+    let c = d.instance_ctx();
+    let op = d.ops.start(
+        "task",
+        "Renaming instance",
+        resources(&name, None),
+        false,
+        move |_ctx| async move {
+            instances::rename(&c, &name, &p.name)
+                .await
+                .map(|()| Value::Null)
+                .map_err(|e| e.to_string())
+        },
+    );
+    Ok(async_op(&op))
+}
+
+/// The snapshots of an instance as full objects (recursion=2 and `instance_get_full`).
+pub fn objects(d: &Daemon, name: &str) -> Value {
+    json!(snapshots::list(&d.db, name)
+        .unwrap_or_default()
+        .iter()
+        .map(|s| snapshots::to_api(&d.db, s))
+        .collect::<Vec<_>>())
+}

@@ -1,0 +1,511 @@
+//! Instance snapshots: records in the database, volumes in silo-store.
+//!
+//! A snapshot's volume is `containers-snapshots/<instance>.<snapshot>` in the instance's pool
+//! (instance names hold no dot, so the first dot splits the name). A snapshot of a running
+//! instance is taken with the instance frozen, so it is crash-consistent, as LXD does.
+
+use std::collections::BTreeMap;
+
+use rusqlite::params;
+use serde_json::{json, Value};
+use silo_proto::store::VolumeKind;
+use silo_proto::{InstanceName, PoolName, VolumeName};
+
+use crate::api::response::ApiError;
+use crate::db::Db;
+use crate::helpers::{ctx, rpc_err};
+use crate::instances::{self, Ctx, Instance};
+use crate::profiles::Device;
+
+/// A snapshot record.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Snapshot {
+    /// The instance.
+    pub instance: String,
+    /// The snapshot's own name.
+    pub name: String,
+    /// When it was taken.
+    pub created_at: String,
+    /// When it expires ("" for never).
+    pub expires_at: String,
+    /// Description.
+    pub description: String,
+    /// The instance's local config at the time.
+    pub config: BTreeMap<String, String>,
+    /// The instance's local devices at the time.
+    pub devices: BTreeMap<String, Device>,
+    /// Its profiles at the time.
+    pub profiles: Vec<String>,
+    /// Architecture.
+    pub architecture: String,
+}
+
+/// Checks a snapshot name: it becomes part of a volume name, so letters, digits, `-`, `_`
+/// and `.`, 1 to 63 characters, not starting with `.` or `-` (LXD forbids `/` too).
+pub fn check_name(s: &str) -> Result<(), ApiError> {
+    let bad = |why: &str| ApiError::BadRequest(format!("invalid snapshot name {s:?}: {why}"));
+    if s.is_empty() {
+        return Err(bad("must not be empty"));
+    }
+    if s.contains('/') {
+        return Err(bad("must not contain '/'"));
+    }
+    if s.len() > 63 {
+        return Err(bad("must be at most 63 characters"));
+    }
+    if s.starts_with(['.', '-']) {
+        return Err(bad("must not start with '.' or '-'"));
+    }
+    if let Some(c) = s
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')))
+    {
+        return Err(bad(&format!(
+            "must only contain letters, digits, '-', '_' and '.', found {c:?}"
+        )));
+    }
+    Ok(())
+}
+
+/// The snapshot's volume name.
+pub fn volume(instance: &str, snap: &str) -> Result<VolumeName, ApiError> {
+    VolumeName::new(format!("{instance}.{snap}")).map_err(|e| ApiError::BadRequest(e.to_string()))
+}
+
+fn pool(i: &Instance) -> Result<PoolName, ApiError> {
+    PoolName::new(i.pool.clone()).map_err(|e| ApiError::Internal(e.to_string()))
+}
+
+fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Snapshot> {
+    let cfg: String = r.get("config")?;
+    let dev: String = r.get("devices")?;
+    let prof: String = r.get("profiles")?;
+    Ok(Snapshot {
+        instance: r.get("instance")?,
+        name: r.get("name")?,
+        created_at: r.get("created_at")?,
+        expires_at: r.get("expires_at")?,
+        description: r.get("description")?,
+        config: serde_json::from_str(&cfg).unwrap_or_default(),
+        devices: serde_json::from_str(&dev).unwrap_or_default(),
+        profiles: serde_json::from_str(&prof).unwrap_or_default(),
+        architecture: r.get("architecture")?,
+    })
+}
+
+/// An instance's snapshots, oldest first.
+pub fn list(db: &Db, instance: &str) -> Result<Vec<Snapshot>, ApiError> {
+    Ok(db.with(|c| {
+        let mut st =
+            c.prepare("SELECT * FROM snapshots WHERE instance = ?1 ORDER BY created_at, name")?;
+        let rows = st.query_map(params![instance], row)?;
+        rows.collect()
+    })?)
+}
+
+/// One snapshot.
+pub fn get(db: &Db, instance: &str, name: &str) -> Result<Snapshot, ApiError> {
+    list(db, instance)?
+        .into_iter()
+        .find(|s| s.name == name)
+        .ok_or_else(|| {
+            ApiError::NotFound(format!(
+                "snapshot {name:?} of instance {instance:?} not found"
+            ))
+        })
+}
+
+fn insert(db: &Db, s: &Snapshot) -> Result<(), ApiError> {
+    db.with(|c| {
+        c.execute(
+            "INSERT INTO snapshots (instance, name, created_at, expires_at, description, config, devices, profiles, architecture) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            params![
+                s.instance,
+                s.name,
+                s.created_at,
+                s.expires_at,
+                s.description,
+                serde_json::to_string(&s.config).unwrap_or_else(|_| "{}".into()),
+                serde_json::to_string(&s.devices).unwrap_or_else(|_| "{}".into()),
+                serde_json::to_string(&s.profiles).unwrap_or_else(|_| "[]".into()),
+                s.architecture,
+            ],
+        )
+        .map(|_| ())
+    })?;
+    Ok(())
+}
+
+/// LXD's default name: `snap<N>` with the first unused N.
+pub fn next_name(db: &Db, instance: &str) -> Result<String, ApiError> {
+    let have: Vec<String> = list(db, instance)?.into_iter().map(|s| s.name).collect();
+    Ok((0..)
+        .map(|n| format!("snap{n}"))
+        .find(|n| !have.contains(n))
+        .unwrap_or_else(|| "snap".into()))
+}
+
+/// Takes a snapshot (stateless). A running instance is frozen for the copy.
+pub async fn create(
+    c: &Ctx,
+    instance: &str,
+    name: &str,
+    expires_at: Option<String>,
+) -> Result<Snapshot, ApiError> {
+    check_name(name)?;
+    let i = instances::get(&c.db, instance)?;
+    if get(&c.db, instance, name).is_ok() {
+        return Err(ApiError::Conflict(format!(
+            "snapshot {name:?} of instance {instance:?} already exists"
+        )));
+    }
+    let pn = pool(&i)?;
+    let vol = volume(instance, name)?;
+    let src =
+        VolumeName::new(instance.to_string()).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    let running = crate::runtime::is_running(c, instance).await?;
+    let n =
+        InstanceName::new(instance.to_string()).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    if running {
+        c.helpers
+            .privileged
+            .freeze(ctx(), n.clone(), true)
+            .await
+            .map_err(rpc_err("silo-priv"))??;
+    }
+    let copied = c
+        .helpers
+        .store
+        .copy_volume(
+            ctx(),
+            pn.clone(),
+            VolumeKind::Container,
+            src,
+            VolumeKind::Snapshot,
+            vol.clone(),
+        )
+        .await
+        .map_err(rpc_err("silo-store"));
+    if running {
+        // Thawed whatever the copy did.
+        let thawed = c.helpers.privileged.freeze(ctx(), n, false).await;
+        if !matches!(thawed, Ok(Ok(()))) {
+            tracing::error!(instance, ?thawed, "thawing after a snapshot failed");
+        }
+    }
+    copied?.map_err(|e| match e {
+        silo_proto::HelperError::Io {
+            message,
+            errno: Some(libc::ENOSPC),
+            ..
+        } => ApiError::BadRequest(format!("the storage pool {:?} is full: {message}", i.pool)),
+        e => e.into(),
+    })?;
+    let expires_at = match expires_at {
+        Some(e) => e,
+        None => expiry_from(&c.db, &i)?,
+    };
+    let s = Snapshot {
+        instance: instance.into(),
+        name: name.into(),
+        created_at: crate::events::now_rfc3339(),
+        expires_at,
+        description: String::new(),
+        config: i.config.clone(),
+        devices: i.devices.clone(),
+        profiles: i.profiles.clone(),
+        architecture: i.architecture.clone(),
+    };
+    if let Err(e) = insert(&c.db, &s) {
+        let _ = c
+            .helpers
+            .store
+            .delete_volume(ctx(), pn, VolumeKind::Snapshot, vol)
+            .await;
+        return Err(e);
+    }
+    c.events.lifecycle(
+        "instance-snapshot-created",
+        &format!("/1.0/instances/{instance}/snapshots/{name}"),
+        json!({}),
+    );
+    Ok(s)
+}
+
+/// `snapshots.expiry` (LXD's `1d`, `2w`, `3m`, `1y`, `6H`, `30M` list, summed) from now.
+fn expiry_from(db: &Db, i: &Instance) -> Result<String, ApiError> {
+    let profiles = instances::load_profiles(db, &i.profiles).unwrap_or_default();
+    let (cfg, _) = instances::expand(&profiles, &i.config, &i.devices);
+    let Some(e) = cfg.get("snapshots.expiry").filter(|e| !e.is_empty()) else {
+        return Ok(String::new());
+    };
+    let secs = parse_expiry(e).map_err(ApiError::BadRequest)?;
+    let t = time::OffsetDateTime::now_utc() + time::Duration::seconds(secs);
+    Ok(t.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default())
+}
+
+/// LXD's expiry syntax: space-separated `<n><unit>` with units M (minutes), H, d, w, m
+/// (months, 30 days), y.
+pub fn parse_expiry(e: &str) -> Result<i64, String> {
+    let mut total = 0i64;
+    for part in e.split_whitespace() {
+        let (n, unit) = part.split_at(part.len().saturating_sub(1));
+        let n: i64 = n.parse().map_err(|_| {
+            format!("invalid snapshots.expiry {e:?}: {part:?} is not <number><unit>")
+        })?;
+        let mul = match unit {
+            "M" => 60,
+            "H" => 3600,
+            "d" => 86400,
+            "w" => 7 * 86400,
+            "m" => 30 * 86400,
+            "y" => 365 * 86400,
+            _ => {
+                return Err(format!(
+                    "invalid snapshots.expiry {e:?}: unit of {part:?} is not M, H, d, w, m or y"
+                ))
+            }
+        };
+        total += n * mul;
+    }
+    Ok(total)
+}
+
+/// Deletes a snapshot.
+pub async fn delete(c: &Ctx, instance: &str, name: &str) -> Result<(), ApiError> {
+    let i = instances::get(&c.db, instance)?;
+    get(&c.db, instance, name)?;
+    match c
+        .helpers
+        .store
+        .delete_volume(
+            ctx(),
+            pool(&i)?,
+            VolumeKind::Snapshot,
+            volume(instance, name)?,
+        )
+        .await
+        .map_err(rpc_err("silo-store"))?
+    {
+        Ok(()) | Err(silo_proto::HelperError::NotFound { .. }) => {}
+        Err(e) => return Err(e.into()),
+    }
+    c.db.with(|x| {
+        x.execute(
+            "DELETE FROM snapshots WHERE instance = ?1 AND name = ?2",
+            params![instance, name],
+        )
+        .map(|_| ())
+    })?;
+    c.events.lifecycle(
+        "instance-snapshot-deleted",
+        &format!("/1.0/instances/{instance}/snapshots/{name}"),
+        json!({}),
+    );
+    Ok(())
+}
+
+/// Renames a snapshot.
+pub async fn rename(c: &Ctx, instance: &str, from: &str, to: &str) -> Result<(), ApiError> {
+    check_name(to)?;
+    let i = instances::get(&c.db, instance)?;
+    get(&c.db, instance, from)?;
+    if get(&c.db, instance, to).is_ok() {
+        return Err(ApiError::Conflict(format!(
+            "snapshot {to:?} of instance {instance:?} already exists"
+        )));
+    }
+    c.helpers
+        .store
+        .rename_volume(
+            ctx(),
+            pool(&i)?,
+            VolumeKind::Snapshot,
+            volume(instance, from)?,
+            volume(instance, to)?,
+            false,
+        )
+        .await
+        .map_err(rpc_err("silo-store"))??;
+    c.db.with(|x| {
+        x.execute(
+            "UPDATE snapshots SET name = ?3 WHERE instance = ?1 AND name = ?2",
+            params![instance, from, to],
+        )
+        .map(|_| ())
+    })?;
+    Ok(())
+}
+
+/// Restores a snapshot: its root filesystem replaces the instance's (swapped in atomically)
+/// and its configuration comes back, the instance's volatile keys kept. A running instance is
+/// stopped first and started again after, as LXD does.
+pub async fn restore(c: &Ctx, instance: &str, name: &str) -> Result<(), ApiError> {
+    let i = instances::get(&c.db, instance)?;
+    let s = get(&c.db, instance, name)?;
+    let running = crate::runtime::is_running(c, instance).await?;
+    if running {
+        crate::runtime::stop(c, instance, false, Some(std::time::Duration::from_secs(30))).await?;
+    }
+    let pn = pool(&i)?;
+    // A name no instance can have (instance names hold no dot): the copy before the swap.
+    let tmp = VolumeName::new(format!("{instance}.restoring"))
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    let _ = c
+        .helpers
+        .store
+        .delete_volume(ctx(), pn.clone(), VolumeKind::Container, tmp.clone())
+        .await;
+    let r = async {
+        c.helpers
+            .store
+            .copy_volume(
+                ctx(),
+                pn.clone(),
+                VolumeKind::Snapshot,
+                volume(instance, name)?,
+                VolumeKind::Container,
+                tmp.clone(),
+            )
+            .await
+            .map_err(rpc_err("silo-store"))??;
+        c.helpers
+            .store
+            .rename_volume(
+                ctx(),
+                pn.clone(),
+                VolumeKind::Container,
+                tmp.clone(),
+                VolumeName::new(instance.to_string())
+                    .map_err(|e| ApiError::Internal(e.to_string()))?,
+                true,
+            )
+            .await
+            .map_err(rpc_err("silo-store"))??;
+        Ok::<(), ApiError>(())
+    }
+    .await;
+    if let Err(e) = r {
+        let _ = c
+            .helpers
+            .store
+            .delete_volume(ctx(), pn, VolumeKind::Container, tmp)
+            .await;
+        return Err(e);
+    }
+    let mut restored = i.clone();
+    restored.config = s
+        .config
+        .iter()
+        .filter(|(k, _)| !k.starts_with("volatile."))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .chain(
+            i.config
+                .iter()
+                .filter(|(k, _)| k.starts_with("volatile."))
+                .map(|(k, v)| (k.clone(), v.clone())),
+        )
+        .collect();
+    restored.devices = s.devices.clone();
+    restored.profiles = s.profiles.clone();
+    instances::restore(&c.db, &restored)?;
+    c.events.lifecycle(
+        "instance-restored",
+        &format!("/1.0/instances/{instance}"),
+        json!({"snapshot": name}),
+    );
+    if running {
+        crate::runtime::start(c, instance).await?;
+    }
+    Ok(())
+}
+
+/// Deletes every snapshot of an instance (before the instance itself goes).
+pub async fn delete_all(c: &Ctx, instance: &str) -> Result<(), ApiError> {
+    for s in list(&c.db, instance)? {
+        delete(c, instance, &s.name).await?;
+    }
+    Ok(())
+}
+
+/// The API object of a snapshot.
+pub fn to_api(db: &Db, s: &Snapshot) -> Value {
+    let profiles = instances::load_profiles(db, &s.profiles).unwrap_or_default();
+    let (ec, ed) = instances::expand(&profiles, &s.config, &s.devices);
+    json!({
+        "architecture": s.architecture,
+        "config": s.config,
+        "created_at": s.created_at,
+        "description": s.description,
+        "devices": s.devices,
+        "ephemeral": false,
+        "expanded_config": ec,
+        "expanded_devices": ed,
+        "expires_at": if s.expires_at.is_empty() { "0001-01-01T00:00:00Z".to_string() } else { s.expires_at.clone() },
+        "last_used_at": "0001-01-01T00:00:00Z",
+        "name": s.name,
+        "profiles": s.profiles,
+        "stateful": false,
+        "size": -1,
+    })
+}
+
+/// Renames the snapshot volumes of an instance being renamed (the rows follow the instance's
+/// through ON UPDATE CASCADE).
+pub async fn rename_instance(c: &Ctx, i: &Instance, to: &str) -> Result<(), ApiError> {
+    for s in list(&c.db, &i.name)? {
+        c.helpers
+            .store
+            .rename_volume(
+                ctx(),
+                pool(i)?,
+                VolumeKind::Snapshot,
+                volume(&i.name, &s.name)?,
+                volume(to, &s.name)?,
+                false,
+            )
+            .await
+            .map_err(rpc_err("silo-store"))??;
+    }
+    Ok(())
+}
+
+/// Deletes snapshots whose `expires_at` has passed (silod's housekeeping, every minute).
+pub async fn expire(c: &Ctx) {
+    let now = crate::events::now_rfc3339();
+    let Ok(all) = c.db.with(|x| {
+        let mut st = x.prepare("SELECT * FROM snapshots WHERE expires_at != ''")?;
+        let rows = st.query_map([], row)?;
+        rows.collect::<rusqlite::Result<Vec<Snapshot>>>()
+    }) else {
+        return;
+    };
+    for s in all.into_iter().filter(|s| s.expires_at < now) {
+        match delete(c, &s.instance, &s.name).await {
+            Ok(()) => {
+                tracing::info!(instance = %s.instance, snapshot = %s.name, "expired snapshot deleted")
+            }
+            Err(e) => {
+                tracing::warn!(instance = %s.instance, snapshot = %s.name, error = %e, "deleting an expired snapshot failed")
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_and_expiry() {
+        assert!(check_name("snap0").is_ok() && check_name("before-upgrade.1").is_ok());
+        for bad in ["", "a/b", ".x", "-x", "with space", &"x".repeat(64)] {
+            assert!(check_name(bad).is_err(), "{bad:?}");
+        }
+        assert_eq!(parse_expiry("1d 2H").expect("e"), 86400 + 7200);
+        assert_eq!(parse_expiry("30M").expect("e"), 1800);
+        assert!(parse_expiry("1x").is_err() && parse_expiry("d").is_err());
+        assert_eq!(volume("c1", "snap0").expect("v").as_str(), "c1.snap0");
+    }
+}

@@ -1,0 +1,135 @@
+//! Snapshots, restore and rename on dir and btrfs pools, through the API, `silo` and `lxc`.
+
+use serde_json::json;
+use silo_tests::{busybox_image, show, TestDaemon};
+
+fn snapshot_cycle(d: &TestDaemon) {
+    d.import(&busybox_image(false)[0], "busybox");
+    d.launch("busybox", "c1");
+    let (code, _, e) = d.exec("c1", &["sh", "-c", "echo one > /root/state"]);
+    assert_eq!(code, 0, "{e}");
+    // A snapshot of a running instance (frozen for the copy, thawed after).
+    d.api_ok(
+        "POST",
+        "/1.0/instances/c1/snapshots",
+        Some(json!({"name": "s1"})),
+    );
+    assert_eq!(d.status("c1"), "Running");
+    let (code, o, _) = d.exec("c1", &["cat", "/root/state"]);
+    assert_eq!((code, o.as_str()), (0, "one\n"), "still running, thawed");
+    // Defaults and refusals.
+    d.api_ok("POST", "/1.0/instances/c1/snapshots", Some(json!({})));
+    let list = d.api_ok("GET", "/1.0/instances/c1/snapshots", None);
+    assert_eq!(
+        list,
+        json!([
+            "/1.0/instances/c1/snapshots/s1",
+            "/1.0/instances/c1/snapshots/snap0"
+        ])
+    );
+    for (body, code, want) in [
+        (json!({"name": "s1"}), 409, "already exists"),
+        (json!({"name": "a/b"}), 400, "'/'"),
+        (json!({"name": "x", "stateful": true}), 400, "stateful"),
+    ] {
+        let (c, v) = d.api("POST", "/1.0/instances/c1/snapshots", Some(body.clone()));
+        assert_eq!(c, code, "{body}: {v}");
+        assert!(
+            v["error"].as_str().unwrap_or("").contains(want),
+            "{body}: {v}"
+        );
+    }
+    let (c, v) = d.api("PUT", "/1.0/instances/c1", Some(json!({"restore": "nope"})));
+    assert_eq!(c, 404, "{v}");
+    // Change things, then restore (a running instance is stopped and started again).
+    let (code, _, e) = d.exec("c1", &["sh", "-c", "echo two > /root/state; rm /bin/ls"]);
+    assert_eq!(code, 0, "{e}");
+    let o = d.silo(&["restore", "c1", "s1"]);
+    assert!(o.status.success(), "{}", show(&o));
+    assert_eq!(d.status("c1"), "Running");
+    let (code, o, _) = d.exec("c1", &["cat", "/root/state"]);
+    assert_eq!((code, o.as_str()), (0, "one\n"));
+    assert_eq!(d.exec("c1", &["ls", "/"]).0, 0, "/bin/ls is back");
+    // Rename and delete a snapshot; info lists them.
+    let o = d.silo(&["move", "c1/snap0", "c1/before-upgrade"]);
+    assert!(o.status.success(), "{}", show(&o));
+    let o = d.silo(&["info", "c1"]);
+    let info = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(
+        info.contains("before-upgrade") && info.contains("s1"),
+        "{info}"
+    );
+    let o = d.silo(&["delete", "c1/before-upgrade"]);
+    assert!(o.status.success(), "{}", show(&o));
+    let list = d.api_ok("GET", "/1.0/instances/c1/snapshots", None);
+    assert_eq!(list, json!(["/1.0/instances/c1/snapshots/s1"]));
+    // Move (rename) a stopped instance with its snapshots.
+    d.set_state("c1", "stop", true);
+    let o = d.silo(&["move", "c1", "c9"]);
+    assert!(o.status.success(), "{}", show(&o));
+    let s = d.api_ok("GET", "/1.0/instances/c9/snapshots/s1", None);
+    assert_eq!(s["name"], "s1");
+    d.set_state("c9", "start", false);
+    // The same root filesystem under the new name (its /etc/hostname is the image's
+    // create/copy template, so it keeps the old name, as in LXD).
+    let (code, o, _) = d.exec("c9", &["cat", "/root/state"]);
+    assert_eq!((code, o.as_str()), (0, "one\n"));
+    d.set_state("c9", "stop", true);
+    // Deleting the instance takes its snapshots with it.
+    d.api_ok("DELETE", "/1.0/instances/c9", None);
+    let (c, _) = d.api("GET", "/1.0/instances/c9/snapshots/s1", None);
+    assert_eq!(c, 404);
+}
+
+#[test]
+fn snapshots_on_a_dir_pool() {
+    let d = TestDaemon::start("snap-dir");
+    snapshot_cycle(&d);
+}
+
+#[test]
+fn snapshots_on_a_btrfs_pool() {
+    let d = TestDaemon::start("snap-btrfs");
+    let o = d.silo(&[
+        "init",
+        "--auto",
+        "--storage-backend",
+        "btrfs",
+        "--storage-create-loop",
+        "2",
+    ]);
+    assert!(o.status.success(), "{}", show(&o));
+    snapshot_cycle(&d);
+}
+
+#[test]
+fn the_stock_lxc_client_snapshots_and_restores() {
+    let d = TestDaemon::start("snap-lxc");
+    d.import(&busybox_image(false)[0], "busybox");
+    let ok = |o: std::process::Output| {
+        assert!(o.status.success(), "{}", show(&o));
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    ok(d.lxc(&["launch", "busybox", "c1"]));
+    ok(d.lxc(&["exec", "c1", "--", "sh", "-c", "echo kept > /root/f"]));
+    ok(d.lxc(&["snapshot", "c1", "snap-a"]));
+    ok(d.lxc(&["exec", "c1", "--", "rm", "/root/f"]));
+    let info = ok(d.lxc(&["info", "c1"]));
+    assert!(info.contains("snap-a"), "{info}");
+    ok(d.lxc(&["restore", "c1", "snap-a"]));
+    let f = ok(d.lxc(&["exec", "c1", "--", "cat", "/root/f"]));
+    assert_eq!(f, "kept\n");
+    ok(d.lxc(&["delete", "c1/snap-a"]));
+    // snapshots.expiry sets a new snapshot's expiry (silod deletes it when it passes).
+    ok(d.lxc(&["config", "set", "c1", "snapshots.expiry", "2d"]));
+    ok(d.lxc(&["snapshot", "c1", "e1"]));
+    let s = d.api_ok("GET", "/1.0/instances/c1/snapshots/e1", None);
+    let exp = s["expires_at"].as_str().unwrap_or("").to_string();
+    let created = s["created_at"].as_str().unwrap_or("").to_string();
+    assert!(exp > created && !exp.starts_with("0001"), "{s}");
+    ok(d.lxc(&["delete", "c1/e1"]));
+    ok(d.lxc(&["stop", "c1", "--force"]));
+    ok(d.lxc(&["move", "c1", "c2"]));
+    let list = ok(d.lxc(&["list", "--format", "csv", "-c", "n"]));
+    assert_eq!(list.trim(), "c2");
+}
