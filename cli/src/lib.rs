@@ -82,6 +82,9 @@ pub enum Command {
     Snapshot(snapshots::SnapshotArgs),
     /// Restore an instance from a snapshot.
     Restore(snapshots::RestoreArgs),
+    /// Copy an instance or a snapshot into a new instance.
+    #[command(alias = "cp")]
+    Copy(snapshots::CopyArgs),
     /// Rename an instance or a snapshot.
     #[command(alias = "rename")]
     Move(snapshots::MoveArgs),

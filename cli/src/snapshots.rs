@@ -109,3 +109,53 @@ pub async fn move_cmd(client: &Client, a: MoveArgs) -> Result<(), CmdError> {
     }
     Ok(())
 }
+
+/// `silo copy`.
+#[derive(Debug, clap::Args)]
+#[command(after_help = "\
+Examples:
+  silo copy c1 c2                 the instance and its snapshots
+  silo copy c1/snap0 c3           a new instance from a snapshot
+  silo copy c1 c4 --instance-only")]
+pub struct CopyArgs {
+    /// The instance or INSTANCE/SNAPSHOT to copy.
+    pub source: String,
+    /// The new instance's name (the server picks one when omitted).
+    pub target: Option<String>,
+    /// Copy the instance without its snapshots.
+    #[arg(long)]
+    pub instance_only: bool,
+    /// A configuration key for the copy (repeatable; replaces the source's config).
+    #[arg(short = 'c', long = "config", value_name = "KEY=VALUE")]
+    pub config: Vec<String>,
+    /// Make the copy ephemeral.
+    #[arg(short = 'e', long)]
+    pub ephemeral: bool,
+    /// Update an existing copy (not supported yet).
+    #[arg(long)]
+    pub refresh: bool,
+}
+
+/// `silo copy SOURCE [TARGET]`.
+pub async fn copy(client: &Client, a: CopyArgs) -> Result<(), CmdError> {
+    if a.source.contains(':') || a.target.as_deref().is_some_and(|t| t.contains(':')) {
+        return fail("Copying between servers is not supported yet");
+    }
+    let mut body = json!({
+        "name": a.target.clone().unwrap_or_default(),
+        "source": {
+            "type": "copy",
+            "source": a.source,
+            "instance_only": a.instance_only,
+            "refresh": a.refresh,
+        },
+        "ephemeral": a.ephemeral,
+    });
+    if !a.config.is_empty() {
+        body["config"] = Value::Object(crate::util::kv_map(&a.config)?);
+    }
+    client
+        .operate("POST", "/1.0/instances", Some(&body), &[])
+        .await?;
+    Ok(())
+}

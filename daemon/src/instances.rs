@@ -525,6 +525,15 @@ pub struct Source {
     /// Remote server (refused: remotes come later).
     #[serde(default)]
     pub server: String,
+    /// With type "copy": the instance (`c1`) or snapshot (`c1/snap0`) to copy.
+    #[serde(default)]
+    pub source: String,
+    /// With type "copy": leave the snapshots out.
+    #[serde(default)]
+    pub instance_only: bool,
+    /// With type "copy": update an existing copy (not supported yet).
+    #[serde(default)]
+    pub refresh: bool,
 }
 
 const ADJ: [&str; 24] = [
@@ -597,6 +606,42 @@ pub fn prepare(
             req.name
         )));
     }
+    if req.source.kind == "copy" {
+        if req.source.refresh {
+            return Err(ApiError::BadRequest(
+                "copy --refresh is not supported yet: delete the copy and copy again".into(),
+            ));
+        }
+        let (src, snap) = match req.source.source.split_once('/') {
+            Some((i, s)) => (i.to_string(), Some(s.to_string())),
+            None => (req.source.source.clone(), None),
+        };
+        let si = get(&c.db, &src).map_err(|_| {
+            ApiError::NotFound(format!("the source instance {src:?} does not exist"))
+        })?;
+        let (cfg, devs, profs) = match &snap {
+            Some(s) => {
+                let s = crate::snapshots::get(&c.db, &src, s)?;
+                (s.config, s.devices, s.profiles)
+            }
+            None => (si.config.clone(), si.devices.clone(), si.profiles.clone()),
+        };
+        // As lxc copy does: the source's settings unless the request brings its own, and
+        // no volatile key (a copy gets new ids, MAC addresses and host names).
+        if req.config.is_empty() {
+            req.config = cfg
+                .into_iter()
+                .filter(|(k, _)| !k.starts_with("volatile."))
+                .collect();
+        }
+        req.config.retain(|k, _| !k.starts_with("volatile."));
+        if req.devices.is_empty() {
+            req.devices = devs;
+        }
+        if req.profiles.is_none() {
+            req.profiles = Some(profs);
+        }
+    }
     validate_config(&req.config, false)?;
     validate_devices(&c.db, &req.devices)?;
     let profiles = load_profiles(
@@ -618,7 +663,7 @@ pub fn prepare(
             };
             Some(crate::images::resolve(&c.db, what)?)
         }
-        "none" => None,
+        "none" | "copy" => None,
         "" => return Err(ApiError::BadRequest(
             "missing source: give source.type \"image\" (with an alias or fingerprint) or \"none\""
                 .into(),
@@ -727,6 +772,43 @@ async fn create_inner(
             architecture = img.architecture.clone();
             let _ = crate::images::touch(&c.db, &img.fingerprint);
         }
+        None if req.source.kind == "copy" => {
+            let (src, snap) = match req.source.source.split_once('/') {
+                Some((i, s)) => (i.to_string(), Some(s.to_string())),
+                None => (req.source.source.clone(), None),
+            };
+            let si = get(&c.db, &src)?;
+            if si.pool != pool {
+                return Err(ApiError::BadRequest(format!(
+                    "copying between storage pools is not supported yet: {src:?} is on {:?}, the copy's root disk on {pool:?}",
+                    si.pool
+                )));
+            }
+            let (kind, from) = match &snap {
+                Some(s) => (VolumeKind::Snapshot, crate::snapshots::volume(&src, s)?),
+                None => (
+                    VolumeKind::Container,
+                    VolumeName::new(src.clone())
+                        .map_err(|e| ApiError::BadRequest(e.to_string()))?,
+                ),
+            };
+            c.helpers
+                .store
+                .copy_volume(
+                    ctx(),
+                    pn.clone(),
+                    kind,
+                    from,
+                    VolumeKind::Container,
+                    vol.clone(),
+                )
+                .await
+                .map_err(rpc_err("silo-store"))??;
+            if let Some(b) = si.config.get("volatile.base_image") {
+                config.insert("volatile.base_image".into(), b.clone());
+            }
+            architecture = si.architecture.clone();
+        }
         None => {
             c.helpers
                 .store
@@ -753,10 +835,16 @@ async fn create_inner(
         profiles: req.profiles.clone().unwrap_or_default(),
         pool,
     };
+    let copying = req.source.kind == "copy";
     let rendered = match &image {
         Some(_) => {
             let cfg = expand(&profiles, &inst.config, &inst.devices).0;
             crate::runtime::render_templates(c, &inst, &cfg, "create").await
+        }
+        // A copy's image templates run with the "copy" trigger (its /etc/hostname).
+        None if copying => {
+            let cfg = expand(&profiles, &inst.config, &inst.devices).0;
+            crate::runtime::render_templates(c, &inst, &cfg, "copy").await
         }
         None => Ok(()),
     };
@@ -767,6 +855,13 @@ async fn create_inner(
             .delete_volume(ctx(), pn, VolumeKind::Container, vol)
             .await;
         return Err(e);
+    }
+    if copying && !req.source.instance_only && !req.source.source.contains('/') {
+        // The source's snapshots come along, each under the new name.
+        if let Err(e) = crate::snapshots::copy_all(c, &req.source.source, &inst).await {
+            let _ = delete(c, &inst.name).await;
+            return Err(e);
+        }
     }
     c.events.lifecycle(
         "instance-created",

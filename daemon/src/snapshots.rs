@@ -471,6 +471,37 @@ pub async fn rename_instance(c: &Ctx, i: &Instance, to: &str) -> Result<(), ApiE
     Ok(())
 }
 
+/// Copies every snapshot of `from` to the new instance `to` (`silo copy` without
+/// `--instance-only`).
+pub async fn copy_all(c: &Ctx, from: &str, to: &Instance) -> Result<(), ApiError> {
+    for s in list(&c.db, from)? {
+        c.helpers
+            .store
+            .copy_volume(
+                ctx(),
+                pool(to)?,
+                VolumeKind::Snapshot,
+                volume(from, &s.name)?,
+                VolumeKind::Snapshot,
+                volume(&to.name, &s.name)?,
+            )
+            .await
+            .map_err(rpc_err("silo-store"))??;
+        let copy = Snapshot {
+            instance: to.name.clone(),
+            config: s
+                .config
+                .iter()
+                .filter(|(k, _)| !k.starts_with("volatile."))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            ..s
+        };
+        insert(&c.db, &copy)?;
+    }
+    Ok(())
+}
+
 /// Deletes snapshots whose `expires_at` has passed (silod's housekeeping, every minute).
 pub async fn expire(c: &Ctx) {
     let now = crate::events::now_rfc3339();

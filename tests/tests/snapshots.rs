@@ -63,6 +63,42 @@ fn snapshot_cycle(d: &TestDaemon) {
     assert!(o.status.success(), "{}", show(&o));
     let list = d.api_ok("GET", "/1.0/instances/c1/snapshots", None);
     assert_eq!(list, json!(["/1.0/instances/c1/snapshots/s1"]));
+    // Copies: the instance with its snapshots, a snapshot, the instance alone; each copy has
+    // its own MAC and hostname.
+    let o = d.silo(&["copy", "c1", "c2"]);
+    assert!(o.status.success(), "{}", show(&o));
+    let o = d.silo(&["copy", "c1/s1", "c3"]);
+    assert!(o.status.success(), "{}", show(&o));
+    let o = d.silo(&["copy", "c1", "c4", "--instance-only"]);
+    assert!(o.status.success(), "{}", show(&o));
+    assert_eq!(
+        d.api_ok("GET", "/1.0/instances/c2/snapshots", None),
+        json!(["/1.0/instances/c2/snapshots/s1"])
+    );
+    assert_eq!(
+        d.api_ok("GET", "/1.0/instances/c4/snapshots", None),
+        json!([])
+    );
+    d.set_state("c2", "start", false);
+    let (code, o, _) = d.exec("c2", &["sh", "-c", "hostname; cat /root/state"]);
+    assert_eq!((code, o.as_str()), (0, "c2\none\n"));
+    let mac = |n: &str| {
+        d.api_ok("GET", &format!("/1.0/instances/{n}"), None)["config"]["volatile.eth0.hwaddr"]
+            .as_str()
+            .unwrap_or("")
+            .to_string()
+    };
+    assert_ne!(mac("c1"), mac("c2"));
+    d.set_state("c2", "stop", true);
+    let (c, v) = d.api(
+        "POST",
+        "/1.0/instances",
+        Some(json!({"name": "c5", "source": {"type": "copy", "source": "c1/nope"}})),
+    );
+    assert_eq!(c, 404, "{v}");
+    for n in ["c2", "c3", "c4"] {
+        d.api_ok("DELETE", &format!("/1.0/instances/{n}"), None);
+    }
     // Move (rename) a stopped instance with its snapshots.
     d.set_state("c1", "stop", true);
     let o = d.silo(&["move", "c1", "c9"]);
@@ -119,6 +155,14 @@ fn the_stock_lxc_client_snapshots_and_restores() {
     ok(d.lxc(&["restore", "c1", "snap-a"]));
     let f = ok(d.lxc(&["exec", "c1", "--", "cat", "/root/f"]));
     assert_eq!(f, "kept\n");
+    ok(d.lxc(&["copy", "c1/snap-a", "c3"]));
+    ok(d.lxc(&["copy", "c1", "c4"]));
+    let info = ok(d.lxc(&["info", "c4"]));
+    assert!(info.contains("snap-a"), "the copy has the snapshot: {info}");
+    ok(d.lxc(&["start", "c3"]));
+    assert_eq!(ok(d.lxc(&["exec", "c3", "--", "cat", "/root/f"])), "kept\n");
+    ok(d.lxc(&["delete", "--force", "c3"]));
+    ok(d.lxc(&["delete", "c4"]));
     ok(d.lxc(&["delete", "c1/snap-a"]));
     // snapshots.expiry sets a new snapshot's expiry (silod deletes it when it passes).
     ok(d.lxc(&["config", "set", "c1", "snapshots.expiry", "2d"]));
