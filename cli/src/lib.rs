@@ -85,6 +85,8 @@ pub enum Command {
     /// Copy an instance or a snapshot into a new instance.
     #[command(alias = "cp")]
     Copy(snapshots::CopyArgs),
+    /// Publish a stopped instance or a snapshot as an image.
+    Publish(snapshots::PublishArgs),
     /// Rename an instance or a snapshot.
     #[command(alias = "rename")]
     Move(snapshots::MoveArgs),

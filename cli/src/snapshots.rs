@@ -159,3 +159,77 @@ pub async fn copy(client: &Client, a: CopyArgs) -> Result<(), CmdError> {
         .await?;
     Ok(())
 }
+
+/// `silo publish`.
+#[derive(Debug, clap::Args)]
+#[command(after_help = "\
+Examples:
+  silo publish c1/snap0 --alias web-base
+  silo publish c1 --alias x --compression xz os=Debian release=12")]
+pub struct PublishArgs {
+    /// The stopped instance, or INSTANCE/SNAPSHOT.
+    pub source: String,
+    /// Properties of the image (KEY=VALUE).
+    pub properties: Vec<String>,
+    /// An alias for the new image (repeatable).
+    #[arg(long = "alias")]
+    pub aliases: Vec<String>,
+    /// gzip (default), xz, zstd or none.
+    #[arg(long, default_value = "gzip")]
+    pub compression: String,
+    /// Make the image public.
+    #[arg(long)]
+    pub public: bool,
+    /// Stop a running instance for the publish and start it again after.
+    #[arg(short = 'f', long)]
+    pub force: bool,
+}
+
+/// `silo publish SOURCE`, printing "Instance published with fingerprint: <fp>" as lxc does.
+pub async fn publish(client: &Client, a: PublishArgs) -> Result<(), CmdError> {
+    if a.source.contains(':') {
+        return fail("Publishing to or from another server is not supported yet");
+    }
+    let snapshot = a.source.contains('/');
+    let mut restart = false;
+    if !snapshot {
+        let path = format!("/1.0/instances/{}/state", enc(&a.source));
+        let st = client.get(&path).await?;
+        if st["status_code"].as_i64() == Some(103) {
+            if !a.force {
+                return fail("The instance is currently running. Use --force to have it stopped and restarted");
+            }
+            client
+                .operate(
+                    "PUT",
+                    &path,
+                    Some(&json!({"action": "stop", "timeout": 30})),
+                    &[],
+                )
+                .await?;
+            restart = true;
+        }
+    }
+    let body = json!({
+        "source": {"type": if snapshot { "snapshot" } else { "instance" }, "name": a.source},
+        "properties": Value::Object(crate::util::kv_map(&a.properties)?),
+        "aliases": a.aliases.iter().map(|n| json!({"name": n, "description": ""})).collect::<Vec<_>>(),
+        "public": a.public,
+        "compression_algorithm": a.compression,
+    });
+    let r = client
+        .operate("POST", "/1.0/images", Some(&body), &[])
+        .await;
+    if restart {
+        let path = format!("/1.0/instances/{}/state", enc(&a.source));
+        client
+            .operate("PUT", &path, Some(&json!({"action": "start"})), &[])
+            .await?;
+    }
+    let op = r?;
+    let fp = op["metadata"]["fingerprint"]
+        .as_str()
+        .unwrap_or("")
+        .to_string();
+    crate::util::outln(&format!("Instance published with fingerprint: {fp}"))
+}

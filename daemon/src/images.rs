@@ -550,3 +550,237 @@ pub fn remove_files(state: &Path, fp: &str) {
 pub fn fingerprint(h: sha2::Sha256) -> String {
     hex::encode(h.finalize())
 }
+
+/// What `POST /1.0/images` with a JSON body asks to publish.
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct PublishRequest {
+    /// `{"type": "instance"|"container"|"snapshot", "name": "c1" | "c1/snap0"}`.
+    pub source: PublishSource,
+    /// Properties for the image (over those of the instance's own image).
+    #[serde(default, deserialize_with = "crate::api::response::null_default")]
+    pub properties: BTreeMap<String, String>,
+    /// Aliases to create.
+    #[serde(default, deserialize_with = "crate::api::response::null_default")]
+    pub aliases: Vec<PublishAlias>,
+    /// Public image.
+    #[serde(default)]
+    pub public: bool,
+    /// gzip (default), xz, zstd or none.
+    #[serde(default, deserialize_with = "crate::api::response::null_default")]
+    pub compression_algorithm: String,
+    /// Image filename.
+    #[serde(default, deserialize_with = "crate::api::response::null_default")]
+    pub filename: String,
+}
+
+/// The source of a publish.
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct PublishSource {
+    /// instance, container or snapshot.
+    #[serde(rename = "type", default)]
+    pub kind: String,
+    /// The instance, or INSTANCE/SNAPSHOT.
+    #[serde(default)]
+    pub name: String,
+}
+
+/// An alias in a publish request.
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct PublishAlias {
+    /// Name.
+    pub name: String,
+    /// Description.
+    #[serde(default)]
+    pub description: String,
+}
+
+/// Checks a publish request before its operation starts.
+pub fn check_publish(db: &Db, r: &PublishRequest) -> Result<(), ApiError> {
+    match r.source.kind.as_str() {
+        "instance" | "container" | "virtual-machine" if r.source.name.contains('/') => {
+            return Err(ApiError::BadRequest(
+                "a snapshot is published with source type \"snapshot\"".into(),
+            ))
+        }
+        "instance" | "container" | "snapshot" => {}
+        "virtual-machine" => {
+            return Err(ApiError::BadRequest(
+                "virtual-machine images are not supported: silo runs containers".into(),
+            ))
+        }
+        other => {
+            return Err(ApiError::BadRequest(format!(
+                "creating images from source type {other:?} is not supported yet (remote images come later)"
+            )))
+        }
+    }
+    let (inst, snap) = match r.source.name.split_once('/') {
+        Some((i, s)) => (i, Some(s)),
+        None => (r.source.name.as_str(), None),
+    };
+    crate::instances::get(db, inst)?;
+    if let Some(s) = snap {
+        crate::snapshots::get(db, inst, s)?;
+    }
+    for a in &r.aliases {
+        validate_alias_name(&a.name)?;
+        if aliases(db)?.iter().any(|x| x.name == a.name) {
+            return Err(ApiError::Conflict(format!(
+                "alias {:?} already exists",
+                a.name
+            )));
+        }
+    }
+    compression_choice(&r.compression_algorithm)?;
+    Ok(())
+}
+
+fn compression_choice(c: &str) -> Result<silo_proto::store::PackCompression, ApiError> {
+    use silo_proto::store::PackCompression as P;
+    Ok(match c {
+        "" | "gzip" => P::Gzip,
+        "xz" => P::Xz,
+        "zstd" => P::Zstd,
+        "none" => P::None,
+        other => {
+            return Err(ApiError::BadRequest(format!(
+                "compression algorithm {other:?} is not supported (gzip, xz, zstd or none)"
+            )))
+        }
+    })
+}
+
+/// Publishes a stopped instance or a snapshot as an image (inside the operation): silo-store
+/// packs the volume into an unlinked file and hands over its fd; silod hashes and keeps it
+/// like an upload. Returns the image.
+pub async fn publish(
+    c: &crate::instances::Ctx,
+    state: &Path,
+    r: PublishRequest,
+) -> Result<Image, ApiError> {
+    use silo_proto::store::{PackMeta, VolumeKind};
+    check_publish(&c.db, &r)?;
+    let (inst, snap) = match r.source.name.split_once('/') {
+        Some((i, s)) => (i.to_string(), Some(s.to_string())),
+        None => (r.source.name.clone(), None),
+    };
+    let i = crate::instances::get(&c.db, &inst)?;
+    if snap.is_none() && crate::runtime::is_running(c, &inst).await? {
+        return Err(ApiError::BadRequest(format!(
+            "instance {inst:?} is running: stop it first (silo publish --force stops it and starts it again)"
+        )));
+    }
+    let (kind, vol, config) = match &snap {
+        Some(s) => (
+            VolumeKind::Snapshot,
+            crate::snapshots::volume(&inst, s)?,
+            crate::snapshots::get(&c.db, &inst, s)?.config,
+        ),
+        None => (
+            VolumeKind::Container,
+            silo_proto::VolumeName::new(inst.clone())
+                .map_err(|e| ApiError::BadRequest(e.to_string()))?,
+            i.config.clone(),
+        ),
+    };
+    // The image's properties: the instance's own image's (image.*), then the request's.
+    let mut properties: BTreeMap<String, String> = config
+        .iter()
+        .filter_map(|(k, v)| k.strip_prefix("image.").map(|p| (p.to_string(), v.clone())))
+        .collect();
+    properties.extend(r.properties.clone());
+    let meta = PackMeta {
+        architecture: i.architecture.clone(),
+        creation_date: time::OffsetDateTime::now_utc().unix_timestamp(),
+        properties,
+    };
+    let pool =
+        silo_proto::PoolName::new(i.pool.clone()).map_err(|e| ApiError::Internal(e.to_string()))?;
+    let ticket = c
+        .helpers
+        .store
+        .pack_volume(
+            crate::helpers::ctx(),
+            pool,
+            kind,
+            vol,
+            compression_choice(&r.compression_algorithm)?,
+            meta,
+        )
+        .await
+        .map_err(crate::helpers::rpc_err("silo-store"))??;
+    let fd = c
+        .helpers
+        .take_fds(crate::helpers::HelperKind::Store, ticket)
+        .await
+        .map_err(ApiError::Internal)?
+        .remove(0);
+    // Into a temp file of silod's own, hashed on the way: from here on it is an upload.
+    let state_dir = state.to_path_buf();
+    let (path, size, hash) = tokio::task::spawn_blocking(move || -> Result<_, ApiError> {
+        use std::io::{Read, Seek, Write};
+        let mut src = std::fs::File::from(fd);
+        src.rewind()
+            .map_err(|e| ApiError::Internal(e.to_string()))?;
+        let dir = images_dir(&state_dir);
+        std::fs::create_dir_all(&dir).map_err(|e| ApiError::Internal(e.to_string()))?;
+        let path = dir.join(format!("tmp-{}", uuid::Uuid::new_v4()));
+        let mut out = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .map_err(|e| ApiError::Internal(format!("creating {}: {e}", path.display())))?;
+        let mut h = sha2::Sha256::new();
+        let mut buf = vec![0u8; 1 << 20];
+        let mut size = 0u64;
+        let r = (|| -> std::io::Result<()> {
+            loop {
+                let n = src.read(&mut buf)?;
+                if n == 0 {
+                    break;
+                }
+                h.update(&buf[..n]);
+                out.write_all(&buf[..n])?;
+                size += n as u64;
+            }
+            out.sync_all()
+        })();
+        if let Err(e) = r {
+            let _ = std::fs::remove_file(&path);
+            return Err(ApiError::Internal(format!(
+                "storing the published image: {e}"
+            )));
+        }
+        Ok((path, size, h))
+    })
+    .await
+    .map_err(|e| ApiError::Internal(e.to_string()))??;
+    let received = Received {
+        main: (path, size),
+        rootfs: None,
+        fingerprint: fingerprint(hash),
+        filename: r.filename.clone(),
+        public: r.public,
+        properties: BTreeMap::new(),
+        aliases: r
+            .aliases
+            .iter()
+            .map(|a| Alias {
+                name: a.name.clone(),
+                target: String::new(),
+                description: a.description.clone(),
+            })
+            .collect(),
+    };
+    let db = c.db.clone();
+    let state_dir = state.to_path_buf();
+    tokio::task::spawn_blocking(move || {
+        let out = commit(&db, &state_dir, &received);
+        if out.is_err() {
+            received.discard();
+        }
+        out
+    })
+    .await
+    .map_err(|e| ApiError::Internal(e.to_string()))?
+}

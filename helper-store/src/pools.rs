@@ -718,6 +718,75 @@ impl Store for StoreServer {
         Ok(())
     }
 
+    async fn pack_volume(
+        self,
+        _: Context,
+        pool: PoolName,
+        kind: VolumeKind,
+        volume: VolumeName,
+        compression: silo_proto::store::PackCompression,
+        meta: silo_proto::store::PackMeta,
+    ) -> HelperResult<silo_proto::fdpass::FdTicket> {
+        use silo_proto::image::{Compression, ImageMetadata};
+        use silo_proto::store::PackCompression as P;
+        let dir = self.pool(&pool)?;
+        let vdir = dir
+            .open_dir(&[kind.dir_name(), volume.as_str()])
+            .map_err(|e| match e {
+                HelperError::NotFound { .. } => HelperError::NotFound {
+                    what: Self::volume_what(&pool, kind, &volume),
+                },
+                e => e,
+            })?;
+        // The image's templates go along: they are what the volume's metadata.yaml names.
+        let templates = crate::templates::volume_metadata(&vdir)?
+            .map(|m| m.templates)
+            .unwrap_or_default();
+        let md = ImageMetadata {
+            architecture: meta.architecture,
+            creation_date: meta.creation_date,
+            expiry_date: None,
+            properties: meta.properties,
+            templates,
+        };
+        let compression = match compression {
+            P::None => Compression::None,
+            P::Gzip => Compression::Gzip,
+            P::Xz => Compression::Xz,
+            P::Zstd => Compression::Zstd,
+        };
+        // An unlinked file in silo-store's own directory: root's, gone when the last fd is.
+        let out = nix::fcntl::openat(
+            self.0.disks.fd(),
+            ".",
+            OFlag::O_TMPFILE | OFlag::O_RDWR | OFlag::O_CLOEXEC,
+            Mode::from_bits_truncate(0o600),
+        )
+        .map_err(|e| HelperError::errno("open(O_TMPFILE)", self.0.disks.display(), e))?;
+        let out = std::fs::File::from(out);
+        let child_out = out
+            .try_clone()
+            .map_err(|e| HelperError::io("dup", "image file", e))?;
+        let path = format!(
+            "/proc/self/fd/{}",
+            std::os::fd::AsRawFd::as_raw_fd(&vdir.fd())
+        );
+        let t0 = std::time::Instant::now();
+        crate::child::run("image pack", &[], &[vdir.fd()], move || {
+            silo_proto::image::pack::pack(std::path::Path::new(&path), child_out, compression, &md)
+        })
+        .await?
+        .map_err(|e| HelperError::Io {
+            op: "packing the image".into(),
+            target: Self::volume_what(&pool, kind, &volume),
+            message: e,
+            errno: None,
+        })?;
+        let size = out.metadata().map(|m| m.len()).unwrap_or(0);
+        tracing::info!(pool = %pool, volume = %volume, size, ms = t0.elapsed().as_millis() as u64, "packed image");
+        self.send_fd(&out.into())
+    }
+
     async fn mount_pool(
         self,
         _: Context,

@@ -117,6 +117,16 @@ pub fn render(
     Ok(out)
 }
 
+/// The volume's metadata.yaml (the image's, copied with it), if it has one.
+pub fn volume_metadata(volume: &Root) -> HelperResult<Option<ImageMetadata>> {
+    let Some(md) = read_beneath(volume, "metadata.yaml", silo_proto::image::MAX_METADATA)? else {
+        return Ok(None);
+    };
+    ImageMetadata::parse(&md)
+        .map(Some)
+        .map_err(|e| HelperError::invalid("metadata.yaml", e.to_string()))
+}
+
 /// Renders every template of the instance's image that applies to `vars.trigger`; answers
 /// the paths written.
 pub fn apply(volume: &Root, rootfs: &Root, vars: &TemplateVars) -> HelperResult<Vec<String>> {

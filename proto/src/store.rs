@@ -28,6 +28,30 @@ pub enum PoolDriver {
     },
 }
 
+/// How a published image is compressed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PackCompression {
+    /// A plain tarball.
+    None,
+    /// gzip (LXD's default).
+    Gzip,
+    /// xz.
+    Xz,
+    /// zstd.
+    Zstd,
+}
+
+/// What a published image's metadata.yaml says (its templates come from the volume's own).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PackMeta {
+    /// Architecture.
+    pub architecture: String,
+    /// Unix seconds.
+    pub creation_date: i64,
+    /// Properties (os, release, description, ...).
+    pub properties: std::collections::BTreeMap<String, String>,
+}
+
 /// The kinds of volume a pool holds, as LXD names them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum VolumeKind {
@@ -257,4 +281,14 @@ pub trait Store {
         to: VolumeName,
         replace: bool,
     ) -> HelperResult<()>;
+    /// Packs a volume (an instance's or a snapshot's) into an image tarball in LXD's unified
+    /// format, in a child landlocked to the volume; answers the ticket of an fd of the
+    /// finished file (unlinked: nothing to clean up if silod dies with it).
+    async fn pack_volume(
+        pool: PoolName,
+        kind: VolumeKind,
+        volume: VolumeName,
+        compression: PackCompression,
+        meta: PackMeta,
+    ) -> HelperResult<crate::fdpass::FdTicket>;
 }

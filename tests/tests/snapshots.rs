@@ -177,3 +177,92 @@ fn the_stock_lxc_client_snapshots_and_restores() {
     let list = ok(d.lxc(&["list", "--format", "csv", "-c", "n"]));
     assert_eq!(list.trim(), "c2");
 }
+
+fn sha256_of(p: &std::path::Path) -> String {
+    use sha2::Digest;
+    let mut h = sha2::Sha256::new();
+    let mut f = std::fs::File::open(p).expect("open");
+    std::io::copy(&mut f, &mut h).expect("read");
+    hex::encode(h.finalize())
+}
+
+#[test]
+fn publish_export_and_reuse_on_another_host() {
+    let a = TestDaemon::start("pub-a");
+    a.import(&busybox_image(false)[0], "busybox");
+    a.launch("busybox", "c1");
+    let (code, _, e) = a.exec("c1", &["sh", "-c", "echo published > /root/mark"]);
+    assert_eq!(code, 0, "{e}");
+    let o = a.silo(&["snapshot", "c1", "s1"]);
+    assert!(o.status.success(), "{}", show(&o));
+    // A snapshot publishes while the instance runs; the instance itself needs --force.
+    let o = a.silo(&["publish", "c1/s1", "--alias", "mine", "os=Custom"]);
+    assert!(o.status.success(), "{}", show(&o));
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    let fp = out
+        .trim()
+        .strip_prefix("Instance published with fingerprint: ")
+        .unwrap_or_else(|| panic!("{out}"))
+        .to_string();
+    assert_eq!(fp.len(), 64, "{out}");
+    let img = a.api_ok("GET", &format!("/1.0/images/{fp}"), None);
+    assert_eq!(img["properties"]["os"], "Custom", "{img}");
+    let o = a.silo(&["publish", "c1", "--alias", "running"]);
+    assert!(!o.status.success());
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("running"),
+        "{}",
+        show(&o)
+    );
+    let o = a.silo(&[
+        "publish",
+        "c1",
+        "--force",
+        "--alias",
+        "forced",
+        "--compression",
+        "zstd",
+    ]);
+    assert!(o.status.success(), "{}", show(&o));
+    assert_eq!(a.status("c1"), "Running", "started again after --force");
+    let (c, v) = a.api(
+        "POST",
+        "/1.0/images",
+        Some(json!({"source": {"type": "snapshot", "name": "c1/nope"}})),
+    );
+    assert_eq!(c, 404, "{v}");
+    // Export: the file hashes to the fingerprint, and another silod imports it as the same.
+    let dir = tempfile::tempdir().expect("tmp");
+    let o = a.silo(&["image", "export", "mine", &dir.path().display().to_string()]);
+    assert!(o.status.success(), "{}", show(&o));
+    let files: Vec<_> = std::fs::read_dir(dir.path())
+        .expect("dir")
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    assert_eq!(files.len(), 1, "{files:?}");
+    assert_eq!(sha256_of(&files[0]), fp);
+    let b = TestDaemon::start("pub-b");
+    b.import(&files[0], "mine");
+    let bimg = b.api_ok("GET", "/1.0/images/aliases/mine", None);
+    assert_eq!(bimg["target"], fp.as_str());
+    b.launch("mine", "c2");
+    let (code, o, _) = b.exec("c2", &["sh", "-c", "cat /root/mark; hostname"]);
+    assert_eq!((code, o.as_str()), (0, "published\nc2\n"));
+    // The stock client publishes and exports too.
+    let o = a.lxc(&["publish", "c1/s1", "--alias", "via-lxc"]);
+    assert!(o.status.success(), "{}", show(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("Instance published with fingerprint"),
+        "{}",
+        show(&o)
+    );
+    let dir2 = tempfile::tempdir().expect("tmp");
+    let o = a.lxc(&[
+        "image",
+        "export",
+        "via-lxc",
+        &format!("{}/", dir2.path().display()),
+    ]);
+    assert!(o.status.success(), "{}", show(&o));
+}

@@ -75,15 +75,37 @@ pub async fn create(State(d): State<Arc<Daemon>>, req: Request) -> ApiResult {
         let bytes = axum::body::to_bytes(req.into_body(), 1 << 20)
             .await
             .map_err(|e| ApiError::BadRequest(e.to_string()))?;
-        let v: Value = serde_json::from_slice(&bytes)
+        let r: images::PublishRequest = serde_json::from_slice(&bytes)
             .map_err(|e| ApiError::BadRequest(format!("invalid request body: {e}")))?;
-        let t = v
-            .pointer("/source/type")
-            .and_then(Value::as_str)
-            .unwrap_or("");
-        return Err(ApiError::BadRequest(format!(
-            "creating images from source type {t:?} is not supported yet (publishing and remote images come later); upload a tarball"
-        )));
+        images::check_publish(&d.db, &r)?;
+        let c = d.instance_ctx();
+        let state = d.state_dir.clone();
+        let mut res = BTreeMap::new();
+        res.insert(
+            "instances".to_string(),
+            vec![format!(
+                "/1.0/instances/{}",
+                r.source.name.split('/').next().unwrap_or("")
+            )],
+        );
+        let op = d.ops.start(
+            "task",
+            "Publishing instance",
+            res,
+            false,
+            move |_ctx| async move {
+                let img = images::publish(&c, &state, r)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                c.events.lifecycle(
+                    "image-created",
+                    &format!("/1.0/images/{}", img.fingerprint),
+                    json!({}),
+                );
+                Ok(json!({"fingerprint": img.fingerprint, "size": img.size}))
+            },
+        );
+        return Ok(async_op(&op));
     }
     let public = matches!(
         header_str(&headers, "x-lxd-public"),

@@ -5,6 +5,7 @@
 //! children use it to unpack (as root, confined to the one target directory).
 
 pub mod extract;
+pub mod pack;
 
 use std::collections::BTreeMap;
 use std::io::Read;

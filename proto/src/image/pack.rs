@@ -1,0 +1,115 @@
+//! Packing a volume (an instance's or a snapshot's) into an image tarball in LXD's unified
+//! format: `metadata.yaml`, `templates/`, `rootfs/`. It runs in a child landlocked to the
+//! volume (read) with the output file already open, so a tree that is not what it seems (a
+//! planted symlink) cannot make it read anything else; symlinks are stored, never followed.
+
+use std::io::Write;
+use std::path::Path;
+
+use super::{Compression, ImageMetadata};
+
+/// Packs `volume` (a directory holding `rootfs/` and maybe `metadata.yaml` and `templates/`)
+/// into `out`. `meta` replaces the volume's metadata.yaml.
+pub fn pack(
+    volume: &Path,
+    out: std::fs::File,
+    compression: Compression,
+    meta: &ImageMetadata,
+) -> Result<(), String> {
+    let yaml = serde_norway::to_string(meta).map_err(|e| format!("metadata.yaml: {e}"))?;
+    let counted = out;
+    let sink: Box<dyn Write> = match compression {
+        Compression::None => Box::new(counted),
+        Compression::Gzip => Box::new(flate2::write::GzEncoder::new(
+            counted,
+            flate2::Compression::default(),
+        )),
+        Compression::Xz => Box::new(liblzma::write::XzEncoder::new(counted, 6)),
+        Compression::Zstd => Box::new(
+            zstd::stream::write::Encoder::new(counted, 3)
+                .map_err(|e| format!("zstd: {e}"))?
+                .auto_finish(),
+        ),
+    };
+    let mut b = tar::Builder::new(sink);
+    b.follow_symlinks(false);
+    b.mode(tar::HeaderMode::Complete);
+    let mut h = tar::Header::new_gnu();
+    h.set_size(yaml.len() as u64);
+    h.set_mode(0o644);
+    h.set_mtime(meta.creation_date.max(0) as u64);
+    h.set_cksum();
+    b.append_data(&mut h, "metadata.yaml", yaml.as_bytes())
+        .map_err(|e| format!("writing metadata.yaml: {e}"))?;
+    let templates = volume.join("templates");
+    if std::fs::symlink_metadata(&templates).is_ok_and(|m| m.is_dir()) {
+        b.append_dir_all("templates", &templates)
+            .map_err(|e| format!("packing templates/: {e}"))?;
+    }
+    let rootfs = volume.join("rootfs");
+    if !std::fs::symlink_metadata(&rootfs).is_ok_and(|m| m.is_dir()) {
+        return Err("the volume has no rootfs/ directory".into());
+    }
+    b.append_dir_all("rootfs", &rootfs)
+        .map_err(|e| format!("packing rootfs/: {e}"))?;
+    let mut sink = b
+        .into_inner()
+        .map_err(|e| format!("finishing the tarball: {e}"))?;
+    sink.flush()
+        .map_err(|e| format!("writing the tarball: {e}"))?;
+    drop(sink);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn packs_what_read_metadata_accepts_and_keeps_symlinks() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let v = dir.path();
+        std::fs::create_dir_all(v.join("rootfs/etc")).expect("mkdir");
+        std::fs::write(v.join("rootfs/etc/hostname"), "x\n").expect("write");
+        std::os::unix::fs::symlink("/etc/shadow", v.join("rootfs/leak")).expect("symlink");
+        std::fs::create_dir_all(v.join("templates")).expect("mkdir");
+        std::fs::write(v.join("templates/hostname.tpl"), "{{ container.name }}").expect("write");
+        let meta = ImageMetadata {
+            architecture: "x86_64".into(),
+            creation_date: 1_700_000_000,
+            expiry_date: None,
+            properties: [("os".to_string(), "busybox".to_string())]
+                .into_iter()
+                .collect(),
+            templates: Default::default(),
+        };
+        for c in [
+            Compression::Gzip,
+            Compression::None,
+            Compression::Xz,
+            Compression::Zstd,
+        ] {
+            let out = tempfile::tempfile().expect("out");
+            pack(v, out.try_clone().expect("dup"), c, &meta).expect("pack");
+            let mut f = out;
+            std::io::Seek::rewind(&mut f).expect("rewind");
+            let (m, has_rootfs) = super::super::read_metadata(f, 1 << 30).expect("read back");
+            assert!(has_rootfs);
+            assert_eq!(m.properties["os"], "busybox");
+        }
+        // The symlink is stored as a symlink (the host's /etc/shadow is not read).
+        let out = tempfile::tempfile().expect("out");
+        pack(v, out.try_clone().expect("dup"), Compression::None, &meta).expect("pack");
+        let mut f = out;
+        std::io::Seek::rewind(&mut f).expect("rewind");
+        let mut ar = tar::Archive::new(f);
+        let leak = ar
+            .entries()
+            .expect("entries")
+            .flatten()
+            .find(|e| e.path().map(|p| p.ends_with("leak")).unwrap_or(false))
+            .expect("leak entry");
+        assert_eq!(leak.header().entry_type(), tar::EntryType::Symlink);
+        assert_eq!(leak.header().size().expect("size"), 0);
+    }
+}
