@@ -70,6 +70,8 @@ pub async fn run(cli: Cli) -> Result<(), CmdError> {
         Command::Move(a) => crate::snapshots::move_cmd(&client, a).await,
         Command::Copy(a) => crate::snapshots::copy(&client, a).await,
         Command::Publish(a) => crate::snapshots::publish(&client, a).await,
+        Command::Export(a) => crate::backups::export(&client, a).await,
+        Command::Import(a) => crate::backups::import(&client, a).await,
         Command::Network(c) => crate::networks::run(&client, c).await,
         Command::Storage(c) => crate::storage::run(&client, c).await,
         Command::Version => {

@@ -225,7 +225,7 @@ async fn open_file(path: &str) -> Result<(tokio::fs::File, u64), CmdError> {
     Ok((f, len))
 }
 
-fn file_stream(
+pub(crate) fn file_stream(
     f: tokio::fs::File,
 ) -> impl futures::Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static {
     tokio_util::io::ReaderStream::with_capacity(f, 256 * 1024)

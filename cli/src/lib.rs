@@ -1,5 +1,6 @@
 //! The `silo` command-line client, as a library so tests and other tools can drive it.
 
+pub mod backups;
 pub mod client;
 pub mod commands;
 pub mod config;
@@ -87,6 +88,10 @@ pub enum Command {
     Copy(snapshots::CopyArgs),
     /// Publish a stopped instance or a snapshot as an image.
     Publish(snapshots::PublishArgs),
+    /// Export an instance (and its snapshots) to a backup file.
+    Export(backups::ExportArgs),
+    /// Import an instance from a backup file.
+    Import(backups::ImportArgs),
     /// Rename an instance or a snapshot.
     #[command(alias = "rename")]
     Move(snapshots::MoveArgs),

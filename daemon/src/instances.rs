@@ -86,7 +86,7 @@ pub fn get(db: &Db, name: &str) -> Result<Instance, ApiError> {
     .ok_or_else(|| ApiError::NotFound(format!("instance {name:?} not found")))
 }
 
-fn write(db: &Db, i: &Instance, insert: bool) -> Result<(), ApiError> {
+pub(crate) fn write(db: &Db, i: &Instance, insert: bool) -> Result<(), ApiError> {
     let sql = if insert {
         "INSERT INTO instances (name, type, architecture, ephemeral, stateful, description, created_at, last_used_at, config, devices, profiles, pool)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)"
@@ -468,13 +468,13 @@ pub fn to_api(db: &Db, i: &Instance, full: bool, state: Option<Value>) -> Result
 pub struct Creating(Arc<Mutex<HashSet<String>>>);
 
 impl Creating {
-    fn claim(&self, name: &str) -> bool {
+    pub(crate) fn claim(&self, name: &str) -> bool {
         self.0
             .lock()
             .map(|mut s| s.insert(name.to_string()))
             .unwrap_or(false)
     }
-    fn release(&self, name: &str) {
+    pub(crate) fn release(&self, name: &str) {
         if let Ok(mut s) = self.0.lock() {
             s.remove(name);
         }
@@ -685,7 +685,10 @@ pub fn prepare(
 
 /// Allocates an id range for a new instance: each instance gets its own 65536 ids, not
 /// overlapping any other instance's (LXD's security.idmap.isolated).
-fn allocate_idmap(db: &Db, range: &silo_proto::privileged::IdRange) -> Result<u64, ApiError> {
+pub(crate) fn allocate_idmap(
+    db: &Db,
+    range: &silo_proto::privileged::IdRange,
+) -> Result<u64, ApiError> {
     let used: HashSet<u64> = list_records(db)?
         .iter()
         .filter_map(|i| {
@@ -706,7 +709,7 @@ fn allocate_idmap(db: &Db, range: &silo_proto::privileged::IdRange) -> Result<u6
         })
 }
 
-fn idmap_json(base: u64) -> String {
+pub(crate) fn idmap_json(base: u64) -> String {
     json!([
         {"Isuid": true, "Isgid": false, "Hostid": base, "Nsid": 0, "Maprange": 65536},
         {"Isuid": false, "Isgid": true, "Hostid": base, "Nsid": 0, "Maprange": 65536},

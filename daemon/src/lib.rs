@@ -1,6 +1,7 @@
 //! silod: the unprivileged API daemon. See ARCHITECTURE.md for the code map.
 
 pub mod api;
+pub mod backups;
 pub mod confinement;
 pub mod db;
 pub mod events;

@@ -115,6 +115,11 @@ pub fn get(db: &Db, instance: &str, name: &str) -> Result<Snapshot, ApiError> {
         })
 }
 
+/// Records a snapshot (its volume exists already).
+pub fn insert_record(db: &Db, s: &Snapshot) -> Result<(), ApiError> {
+    insert(db, s)
+}
+
 fn insert(db: &Db, s: &Snapshot) -> Result<(), ApiError> {
     db.with(|c| {
         c.execute(

@@ -17,6 +17,13 @@ use crate::child;
 /// Opens one of silod's uploaded image files for reading. The directory is silod's, so the
 /// file is untrusted content: it must be a regular file, not a symlink, not root's (a
 /// hardlink to a root file would be), with one link.
+/// Opens an upload silod left in its upload directory (a backup): must exist.
+pub fn open_upload(uploads: &Root, name: &str) -> HelperResult<OwnedFd> {
+    open_input(uploads, name)?.ok_or_else(|| HelperError::NotFound {
+        what: format!("upload {name:?}"),
+    })
+}
+
 fn open_input(images: &Root, name: &str) -> HelperResult<Option<OwnedFd>> {
     let how = OpenHow::new()
         .flags(OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC | OFlag::O_NONBLOCK)

@@ -300,6 +300,18 @@ impl StoreServer {
         kdir.remove_tree(name)
     }
 
+    /// An unlinked file in silo-store's own directory: root's, gone with its last fd.
+    fn tmpfile(&self) -> HelperResult<std::fs::File> {
+        let fd = nix::fcntl::openat(
+            self.0.disks.fd(),
+            ".",
+            OFlag::O_TMPFILE | OFlag::O_RDWR | OFlag::O_CLOEXEC,
+            Mode::from_bits_truncate(0o600),
+        )
+        .map_err(|e| HelperError::errno("open(O_TMPFILE)", self.0.disks.display(), e))?;
+        Ok(std::fs::File::from(fd))
+    }
+
     fn rootfs(&self, pool: &PoolName, instance: &VolumeName) -> HelperResult<Root> {
         self.pool(pool)?
             .open_dir(&["containers", instance.as_str(), "rootfs"])
@@ -727,8 +739,7 @@ impl Store for StoreServer {
         compression: silo_proto::store::PackCompression,
         meta: silo_proto::store::PackMeta,
     ) -> HelperResult<silo_proto::fdpass::FdTicket> {
-        use silo_proto::image::{Compression, ImageMetadata};
-        use silo_proto::store::PackCompression as P;
+        use silo_proto::image::ImageMetadata;
         let dir = self.pool(&pool)?;
         let vdir = dir
             .open_dir(&[kind.dir_name(), volume.as_str()])
@@ -749,21 +760,8 @@ impl Store for StoreServer {
             properties: meta.properties,
             templates,
         };
-        let compression = match compression {
-            P::None => Compression::None,
-            P::Gzip => Compression::Gzip,
-            P::Xz => Compression::Xz,
-            P::Zstd => Compression::Zstd,
-        };
-        // An unlinked file in silo-store's own directory: root's, gone when the last fd is.
-        let out = nix::fcntl::openat(
-            self.0.disks.fd(),
-            ".",
-            OFlag::O_TMPFILE | OFlag::O_RDWR | OFlag::O_CLOEXEC,
-            Mode::from_bits_truncate(0o600),
-        )
-        .map_err(|e| HelperError::errno("open(O_TMPFILE)", self.0.disks.display(), e))?;
-        let out = std::fs::File::from(out);
+        let compression = pack_compression(compression);
+        let out = self.tmpfile()?;
         let child_out = out
             .try_clone()
             .map_err(|e| HelperError::io("dup", "image file", e))?;
@@ -785,6 +783,155 @@ impl Store for StoreServer {
         let size = out.metadata().map(|m| m.len()).unwrap_or(0);
         tracing::info!(pool = %pool, volume = %volume, size, ms = t0.elapsed().as_millis() as u64, "packed image");
         self.send_fd(&out.into())
+    }
+
+    async fn pack_backup(
+        self,
+        _: Context,
+        pool: PoolName,
+        instance: VolumeName,
+        snapshots: Vec<(VolumeName, VolumeName)>,
+        index_yaml: String,
+        backup_yaml: String,
+        compression: silo_proto::store::PackCompression,
+    ) -> HelperResult<silo_proto::fdpass::FdTicket> {
+        if index_yaml.len() > 1 << 20 || backup_yaml.len() > 4 << 20 {
+            return Err(HelperError::invalid(
+                "backup",
+                "index.yaml or backup.yaml is too large",
+            ));
+        }
+        let dir = self.pool(&pool)?;
+        let open = |kind: VolumeKind, v: &VolumeName| {
+            dir.open_dir(&[kind.dir_name(), v.as_str()])
+                .map_err(|e| match e {
+                    HelperError::NotFound { .. } => HelperError::NotFound {
+                        what: Self::volume_what(&pool, kind, v),
+                    },
+                    e => e,
+                })
+        };
+        let ivol = open(VolumeKind::Container, &instance)?;
+        let mut svols = Vec::new();
+        for (name, v) in &snapshots {
+            svols.push((name.clone(), open(VolumeKind::Snapshot, v)?));
+        }
+        let out = self.tmpfile()?;
+        let child_out = out
+            .try_clone()
+            .map_err(|e| HelperError::io("dup", "backup file", e))?;
+        let fdpath =
+            |r: &Root| format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&r.fd()));
+        let mut trees = vec![(
+            "backup/container".to_string(),
+            std::path::PathBuf::from(fdpath(&ivol)),
+        )];
+        for (name, r) in &svols {
+            trees.push((
+                format!("backup/snapshots/{}", name.as_str()),
+                std::path::PathBuf::from(fdpath(r)),
+            ));
+        }
+        let files = vec![
+            ("backup/index.yaml".to_string(), index_yaml.into_bytes()),
+            (
+                "backup/container/backup.yaml".to_string(),
+                backup_yaml.into_bytes(),
+            ),
+        ];
+        let mut read = vec![ivol.fd()];
+        read.extend(svols.iter().map(|(_, r)| r.fd()));
+        let compression = pack_compression(compression);
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or(0);
+        let t0 = std::time::Instant::now();
+        crate::child::run("backup pack", &[], &read, move || {
+            silo_proto::image::pack::pack_tree(child_out, compression, now, &files, &trees)
+        })
+        .await?
+        .map_err(|e| HelperError::Io {
+            op: "packing the backup".into(),
+            target: format!("instance {:?}", instance.as_str()),
+            message: e,
+            errno: None,
+        })?;
+        let size = out.metadata().map(|m| m.len()).unwrap_or(0);
+        tracing::info!(pool = %pool, instance = %instance, snapshots = snapshots.len(), size, ms = t0.elapsed().as_millis() as u64, "packed backup");
+        self.send_fd(&out.into())
+    }
+
+    async fn unpack_backup(
+        self,
+        _: Context,
+        pool: PoolName,
+        upload: VolumeName,
+        instance: VolumeName,
+        snapshots: Vec<(VolumeName, VolumeName)>,
+    ) -> HelperResult<()> {
+        let dir = self.pool(&pool)?;
+        let uploads = self.0.state.open_untrusted_dir("images")?;
+        let limits = silo_proto::image::extract::Limits {
+            max_bytes: self.0.policy.max_image_size,
+            max_entries: self.0.policy.max_image_entries,
+        };
+        let mut parts = vec![(
+            VolumeKind::Container,
+            instance.clone(),
+            vec!["backup".to_string(), "container".to_string()],
+        )];
+        for (name, v) in &snapshots {
+            parts.push((
+                VolumeKind::Snapshot,
+                v.clone(),
+                vec![
+                    "backup".into(),
+                    "snapshots".into(),
+                    name.as_str().to_string(),
+                ],
+            ));
+        }
+        let mut made: Vec<(VolumeKind, VolumeName)> = Vec::new();
+        let t0 = std::time::Instant::now();
+        let r = async {
+            for (kind, vol, prefix) in parts {
+                let (kdir, _) = dir.mkdir_all(&[kind.dir_name()], 0o711)?;
+                let target = self.new_volume(
+                    &dir,
+                    &kdir,
+                    vol.as_str(),
+                    &Self::volume_what(&pool, kind, &vol),
+                )?;
+                made.push((kind, vol.clone()));
+                let input = crate::images::open_upload(&uploads, upload.as_str())?;
+                let root = target.fd();
+                crate::child::run("unpack backup", &[root], &[], move || {
+                    let s = silo_proto::image::open_tar_stream(
+                        std::fs::File::from(input),
+                        limits.max_bytes.saturating_mul(2).max(1 << 20),
+                    )?;
+                    silo_proto::image::extract::extract_part(s, root, &prefix, &limits)
+                })
+                .await?
+                .map_err(|e: silo_proto::image::ImageError| {
+                    HelperError::invalid("backup", e.to_string())
+                })?;
+            }
+            Ok::<(), HelperError>(())
+        }
+        .await;
+        if let Err(e) = r {
+            for (kind, vol) in made {
+                if let Ok(k) = dir.open_dir(&[kind.dir_name()]) {
+                    let _ = self.remove_volume(&k, vol.as_str());
+                }
+            }
+            tracing::warn!(pool = %pool, instance = %instance, error = %e, "refused backup");
+            return Err(e);
+        }
+        tracing::info!(pool = %pool, instance = %instance, snapshots = snapshots.len(), ms = t0.elapsed().as_millis() as u64, "unpacked backup");
+        Ok(())
     }
 
     async fn mount_pool(
@@ -822,5 +969,16 @@ impl Store for StoreServer {
         }
         let dir = self.pool(&pool)?;
         self.pool_info_of(&pool, &dir)
+    }
+}
+
+fn pack_compression(c: silo_proto::store::PackCompression) -> silo_proto::image::Compression {
+    use silo_proto::image::Compression;
+    use silo_proto::store::PackCompression as P;
+    match c {
+        P::None => Compression::None,
+        P::Gzip => Compression::Gzip,
+        P::Xz => Compression::Xz,
+        P::Zstd => Compression::Zstd,
     }
 }

@@ -291,4 +291,26 @@ pub trait Store {
         compression: PackCompression,
         meta: PackMeta,
     ) -> HelperResult<crate::fdpass::FdTicket>;
+    /// Packs an instance's volume and snapshots into a backup tarball in LXD's layout
+    /// (`backup/index.yaml`, `backup/container/` with its `backup.yaml`,
+    /// `backup/snapshots/<name>/`), in a child landlocked to those volumes; answers the
+    /// ticket of an fd of the unlinked file. `snapshots` are (name, snapshot volume).
+    async fn pack_backup(
+        pool: PoolName,
+        instance: VolumeName,
+        snapshots: Vec<(VolumeName, VolumeName)>,
+        index_yaml: String,
+        backup_yaml: String,
+        compression: PackCompression,
+    ) -> HelperResult<crate::fdpass::FdTicket>;
+    /// Unpacks backup file `upload` from silod's upload directory into a new instance volume
+    /// and new snapshot volumes, with every check an image gets (and the policy's size
+    /// limits). `snapshots` are (name in the backup, snapshot volume). Nothing remains on
+    /// failure.
+    async fn unpack_backup(
+        pool: PoolName,
+        upload: VolumeName,
+        instance: VolumeName,
+        snapshots: Vec<(VolumeName, VolumeName)>,
+    ) -> HelperResult<()>;
 }

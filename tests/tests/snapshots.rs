@@ -266,3 +266,92 @@ fn publish_export_and_reuse_on_another_host() {
     ]);
     assert!(o.status.success(), "{}", show(&o));
 }
+
+#[test]
+fn export_and_import_backups_with_snapshots() {
+    let a = TestDaemon::start("bak-a");
+    a.import(&busybox_image(false)[0], "busybox");
+    a.launch("busybox", "c1");
+    let (code, _, e) = a.exec("c1", &["sh", "-c", "echo v1 > /root/v"]);
+    assert_eq!(code, 0, "{e}");
+    assert!(a.silo(&["snapshot", "c1", "s1"]).status.success());
+    let (code, _, _) = a.exec("c1", &["sh", "-c", "echo v2 > /root/v"]);
+    assert_eq!(code, 0);
+    a.api_ok(
+        "PATCH",
+        "/1.0/instances/c1",
+        Some(json!({"config": {"user.note": "kept"}})),
+    );
+    let dir = tempfile::tempdir().expect("tmp");
+    let file = dir.path().join("c1.tar.gz");
+    let o = a.silo(&["export", "c1", &file.display().to_string()]);
+    assert!(o.status.success(), "{}", show(&o));
+    assert_eq!(
+        a.api_ok("GET", "/1.0/instances/c1/backups", None),
+        json!([]),
+        "the server's copy is gone"
+    );
+    // Another silod: the instance, its config and its snapshot come back.
+    let b = TestDaemon::start("bak-b");
+    let o = b.silo(&["import", &file.display().to_string()]);
+    assert!(o.status.success(), "{}", show(&o));
+    let i = b.api_ok("GET", "/1.0/instances/c1", None);
+    assert_eq!(i["config"]["user.note"], "kept", "{i}");
+    assert_eq!(
+        b.api_ok("GET", "/1.0/instances/c1/snapshots", None),
+        json!(["/1.0/instances/c1/snapshots/s1"])
+    );
+    b.set_state("c1", "start", false);
+    let (code, o, _) = b.exec("c1", &["cat", "/root/v"]);
+    assert_eq!((code, o.as_str()), (0, "v2\n"));
+    let o = b.silo(&["restore", "c1", "s1"]);
+    assert!(o.status.success(), "{}", show(&o));
+    let (code, o, _) = b.exec("c1", &["cat", "/root/v"]);
+    assert_eq!((code, o.as_str()), (0, "v1\n"));
+    // Under another name, without snapshots; a taken name is refused with nothing made.
+    let file2 = dir.path().join("only.tar.gz");
+    let o = a.silo(&[
+        "export",
+        "c1",
+        &file2.display().to_string(),
+        "--instance-only",
+    ]);
+    assert!(o.status.success(), "{}", show(&o));
+    let o = b.silo(&["import", &file2.display().to_string(), "c2"]);
+    assert!(o.status.success(), "{}", show(&o));
+    assert_eq!(
+        b.api_ok("GET", "/1.0/instances/c2/snapshots", None),
+        json!([])
+    );
+    let o = b.silo(&["import", &file2.display().to_string(), "c2"]);
+    assert!(!o.status.success());
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("already exists"),
+        "{}",
+        show(&o)
+    );
+    // Not a backup: refused clearly.
+    let junk = dir.path().join("junk.tar.gz");
+    std::fs::write(&junk, b"not a tarball at all").expect("write");
+    let o = b.silo(&["import", &junk.display().to_string(), "c3"]);
+    assert!(!o.status.success());
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("backup"),
+        "{}",
+        show(&o)
+    );
+    let (c, _) = b.api("GET", "/1.0/instances/c3", None);
+    assert_eq!(c, 404);
+    // The stock client: lxc export / lxc import.
+    let file3 = dir.path().join("lxc.tar.gz");
+    let o = a.lxc(&["export", "c1", &file3.display().to_string()]);
+    assert!(o.status.success(), "{}", show(&o));
+    let o = b.lxc(&["import", &file3.display().to_string(), "c4"]);
+    assert!(o.status.success(), "{}", show(&o));
+    let o = b.lxc(&["info", "c4"]);
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("s1"),
+        "{}",
+        show(&o)
+    );
+}

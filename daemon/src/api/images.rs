@@ -43,7 +43,7 @@ fn header_str<'a>(h: &'a HeaderMap, k: &str) -> Option<&'a str> {
     h.get(k).and_then(|v| v.to_str().ok())
 }
 
-async fn receive_stream(
+pub(crate) async fn receive_stream(
     d: &Daemon,
     mut stream: impl futures::Stream<Item = Result<axum::body::Bytes, String>> + Unpin,
 ) -> Result<(std::path::PathBuf, u64, sha2::Sha256), ApiError> {
@@ -344,7 +344,7 @@ pub async fn delete(State(d): State<Arc<Daemon>>, Path(fp): Path<String>) -> Api
     Ok(async_op(&op))
 }
 
-fn file_body(path: std::path::PathBuf) -> Result<(Body, u64), ApiError> {
+pub(crate) fn file_body(path: std::path::PathBuf) -> Result<(Body, u64), ApiError> {
     let f = std::fs::File::open(&path)
         .map_err(|e| ApiError::Internal(format!("opening {}: {e}", path.display())))?;
     let len = f.metadata().map(|m| m.len()).unwrap_or(0);

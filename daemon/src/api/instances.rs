@@ -64,8 +64,19 @@ pub async fn list(State(d): State<Arc<Daemon>>, Query(q): Query<ListQuery>) -> A
     }
 }
 
-/// `POST /1.0/instances`.
-pub async fn create(State(d): State<Arc<Daemon>>, body: axum::body::Bytes) -> ApiResult {
+/// `POST /1.0/instances`: a JSON create request, or a backup tarball to import.
+pub async fn create(State(d): State<Arc<Daemon>>, req: axum::extract::Request) -> ApiResult {
+    let octets = req
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|t| t.starts_with("application/octet-stream"));
+    if octets {
+        return super::backups::import(d, req).await;
+    }
+    let body = axum::body::to_bytes(req.into_body(), 4 << 20)
+        .await
+        .map_err(|e| ApiError::BadRequest(format!("reading the request: {e}")))?;
     let req: CreateRequest = serde_json::from_slice(&body)
         .map_err(|e| ApiError::BadRequest(format!("invalid request body: {e}")))?;
     let c = d.instance_ctx();

@@ -1,6 +1,7 @@
 //! The REST API: LXD's 1.0 surface over the unix socket. All routes are in [`router`];
 //! handlers only translate HTTP to calls on the daemon's modules and back.
 
+pub mod backups;
 pub mod events;
 pub mod files;
 pub mod images;
@@ -90,6 +91,12 @@ pub const API_EXTENSIONS: &[&str] = &[
     // Snapshots with expiry (snapshots.expiry, expires_at at creation).
     "snapshot_expiry",
     "snapshot_expiry_creation",
+    // Instance backups: create/list/export/delete, import with X-LXD-name and X-LXD-pool.
+    "container_backup",
+    "backup_compression",
+    "backup_compression_algorithm",
+    "container_backup_override_pool",
+    "backup_override_name",
 ];
 
 /// The whole route table.
@@ -193,7 +200,12 @@ pub fn router(d: Arc<Daemon>) -> Router {
 
 fn instance_routes(base: &str) -> Router<Arc<Daemon>> {
     Router::new()
-        .route(base, get(instances::list).post(instances::create))
+        .route(
+            base,
+            get(instances::list)
+                .post(instances::create)
+                .layer(DefaultBodyLimit::disable()),
+        )
         .route(
             &format!("{base}/{{name}}"),
             get(instances::get_one)
@@ -201,6 +213,18 @@ fn instance_routes(base: &str) -> Router<Arc<Daemon>> {
                 .patch(instances::patch)
                 .post(snapshots::rename_instance)
                 .delete(instances::delete),
+        )
+        .route(
+            &format!("{base}/{{name}}/backups"),
+            get(backups::list).post(backups::create),
+        )
+        .route(
+            &format!("{base}/{{name}}/backups/{{backup}}"),
+            get(backups::get_one).delete(backups::delete),
+        )
+        .route(
+            &format!("{base}/{{name}}/backups/{{backup}}/export"),
+            get(backups::export),
         )
         .route(
             &format!("{base}/{{name}}/snapshots"),

@@ -190,6 +190,29 @@ pub fn extract(
     layout: Layout,
     limits: &Limits,
 ) -> Result<Report, ImageError> {
+    extract_with(stream, root, layout, None, limits)
+}
+
+/// Unpacks the part of a backup tarball below `prefix` (e.g. `backup/container`, or
+/// `backup/snapshots/snap0`) beneath `root`, laid out as an image (rootfs/, templates/,
+/// metadata.yaml; the part's backup.yaml stays out). Every other member is skipped, and
+/// every member goes through the same checks as an image's.
+pub fn extract_part(
+    stream: Box<dyn Read>,
+    root: BorrowedFd<'_>,
+    prefix: &[String],
+    limits: &Limits,
+) -> Result<Report, ImageError> {
+    extract_with(stream, root, Layout::Unified, Some(prefix), limits)
+}
+
+fn extract_with(
+    stream: Box<dyn Read>,
+    root: BorrowedFd<'_>,
+    layout: Layout,
+    prefix: Option<&[String]>,
+    limits: &Limits,
+) -> Result<Report, ImageError> {
     let mut ar = tar::Archive::new(stream);
     let mut report = Report::default();
     let mut dirs: Vec<DirMeta> = Vec::new();
@@ -206,7 +229,17 @@ pub fn extract(
             });
         }
         let member = String::from_utf8_lossy(&e.path_bytes()).into_owned();
-        let Some(comps) = place(layout, &member, member_components(&member)?)? else {
+        let mut comps = member_components(&member)?;
+        if let Some(p) = prefix {
+            if comps.len() <= p.len() || comps[..p.len()] != *p {
+                continue;
+            }
+            comps.drain(..p.len());
+            if comps[0] == "backup.yaml" {
+                continue;
+            }
+        }
+        let Some(comps) = place(layout, &member, comps)? else {
             continue;
         };
         let h = e.header().clone();
@@ -398,7 +431,7 @@ pub fn extract(
             }
         }
     }
-    if layout != Layout::Rootfs && !saw_metadata {
+    if layout != Layout::Rootfs && prefix.is_none() && !saw_metadata {
         return Err(ImageError::Metadata("no metadata.yaml in the image".into()));
     }
     if !saw_rootfs {

@@ -17,16 +17,42 @@ pub fn pack(
     meta: &ImageMetadata,
 ) -> Result<(), String> {
     let yaml = serde_norway::to_string(meta).map_err(|e| format!("metadata.yaml: {e}"))?;
-    let counted = out;
+    if !std::fs::symlink_metadata(volume.join("rootfs")).is_ok_and(|m| m.is_dir()) {
+        return Err("the volume has no rootfs/ directory".into());
+    }
+    let mut dirs = Vec::new();
+    let templates = volume.join("templates");
+    if std::fs::symlink_metadata(&templates).is_ok_and(|m| m.is_dir()) {
+        dirs.push(("templates".to_string(), templates));
+    }
+    dirs.push(("rootfs".to_string(), volume.join("rootfs")));
+    pack_tree(
+        out,
+        compression,
+        meta.creation_date,
+        &[("metadata.yaml".to_string(), yaml.into_bytes())],
+        &dirs,
+    )
+}
+
+/// Writes a tarball of `files` (name, content) and then of directory trees (name in the
+/// archive, directory), symlinks stored as symlinks.
+pub fn pack_tree(
+    out: std::fs::File,
+    compression: Compression,
+    mtime: i64,
+    files: &[(String, Vec<u8>)],
+    dirs: &[(String, std::path::PathBuf)],
+) -> Result<(), String> {
     let sink: Box<dyn Write> = match compression {
-        Compression::None => Box::new(counted),
+        Compression::None => Box::new(out),
         Compression::Gzip => Box::new(flate2::write::GzEncoder::new(
-            counted,
+            out,
             flate2::Compression::default(),
         )),
-        Compression::Xz => Box::new(liblzma::write::XzEncoder::new(counted, 6)),
+        Compression::Xz => Box::new(liblzma::write::XzEncoder::new(out, 6)),
         Compression::Zstd => Box::new(
-            zstd::stream::write::Encoder::new(counted, 3)
+            zstd::stream::write::Encoder::new(out, 3)
                 .map_err(|e| format!("zstd: {e}"))?
                 .auto_finish(),
         ),
@@ -34,31 +60,24 @@ pub fn pack(
     let mut b = tar::Builder::new(sink);
     b.follow_symlinks(false);
     b.mode(tar::HeaderMode::Complete);
-    let mut h = tar::Header::new_gnu();
-    h.set_size(yaml.len() as u64);
-    h.set_mode(0o644);
-    h.set_mtime(meta.creation_date.max(0) as u64);
-    h.set_cksum();
-    b.append_data(&mut h, "metadata.yaml", yaml.as_bytes())
-        .map_err(|e| format!("writing metadata.yaml: {e}"))?;
-    let templates = volume.join("templates");
-    if std::fs::symlink_metadata(&templates).is_ok_and(|m| m.is_dir()) {
-        b.append_dir_all("templates", &templates)
-            .map_err(|e| format!("packing templates/: {e}"))?;
+    for (name, data) in files {
+        let mut h = tar::Header::new_gnu();
+        h.set_size(data.len() as u64);
+        h.set_mode(0o644);
+        h.set_mtime(mtime.max(0) as u64);
+        h.set_cksum();
+        b.append_data(&mut h, name, data.as_slice())
+            .map_err(|e| format!("writing {name}: {e}"))?;
     }
-    let rootfs = volume.join("rootfs");
-    if !std::fs::symlink_metadata(&rootfs).is_ok_and(|m| m.is_dir()) {
-        return Err("the volume has no rootfs/ directory".into());
+    for (name, dir) in dirs {
+        b.append_dir_all(name, dir)
+            .map_err(|e| format!("packing {name}/: {e}"))?;
     }
-    b.append_dir_all("rootfs", &rootfs)
-        .map_err(|e| format!("packing rootfs/: {e}"))?;
     let mut sink = b
         .into_inner()
         .map_err(|e| format!("finishing the tarball: {e}"))?;
     sink.flush()
-        .map_err(|e| format!("writing the tarball: {e}"))?;
-    drop(sink);
-    Ok(())
+        .map_err(|e| format!("writing the tarball: {e}"))
 }
 
 #[cfg(test)]

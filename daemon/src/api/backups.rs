@@ -1,0 +1,204 @@
+//! `/1.0/instances/<name>/backups` and backup import (`POST /1.0/instances` with a tarball).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use futures::StreamExt;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::response::{async_op, sync, ApiError, ApiResult};
+use super::ListQuery;
+use crate::backups;
+use crate::state::Daemon;
+
+fn resources(name: &str, backup: Option<&str>) -> BTreeMap<String, Vec<String>> {
+    let mut r = BTreeMap::new();
+    r.insert(
+        "instances".to_string(),
+        vec![format!("/1.0/instances/{name}")],
+    );
+    if let Some(b) = backup {
+        // lxc export (5.0) reads the backup's bare name from here.
+        r.insert("backups".to_string(), vec![b.to_string()]);
+    }
+    r
+}
+
+/// `GET /1.0/instances/{name}/backups`.
+pub async fn list(
+    State(d): State<Arc<Daemon>>,
+    Path(name): Path<String>,
+    Query(q): Query<ListQuery>,
+) -> ApiResult {
+    crate::instances::get(&d.db, &name)?;
+    let all = backups::list(&d.state_dir, &name);
+    if q.recursive() {
+        Ok(sync(all))
+    } else {
+        Ok(sync(
+            all.iter()
+                .map(|b| {
+                    format!(
+                        "/1.0/instances/{name}/backups/{}",
+                        b["name"].as_str().unwrap_or("")
+                    )
+                })
+                .collect::<Vec<_>>(),
+        ))
+    }
+}
+
+#[derive(Debug, Deserialize)]
+pub struct BackupPost {
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    instance_only: bool,
+    #[serde(default)]
+    container_only: bool,
+    #[serde(default)]
+    optimized_storage: bool,
+    #[serde(default, deserialize_with = "crate::api::response::null_default")]
+    compression_algorithm: String,
+}
+
+/// `POST /1.0/instances/{name}/backups` (async).
+pub async fn create(
+    State(d): State<Arc<Daemon>>,
+    Path(name): Path<String>,
+    body: axum::body::Bytes,
+) -> ApiResult {
+    let p: BackupPost = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::BadRequest(format!("invalid request body: {e}")))?;
+    let c = d.instance_ctx();
+    let bname = if p.name.is_empty() {
+        let have = backups::list(&d.state_dir, &name);
+        (0..)
+            .map(|n| format!("backup{n}"))
+            .find(|n| !have.iter().any(|b| b["name"] == n.as_str()))
+            .unwrap_or_else(|| "backup".into())
+    } else {
+        p.name.clone()
+    };
+    backups::check(
+        &c,
+        &name,
+        &bname,
+        &p.compression_algorithm,
+        p.optimized_storage,
+    )?;
+    let state = d.state_dir.clone();
+    let op = d.ops.start(
+        "task",
+        "Backing up instance",
+        resources(&name, Some(&bname)),
+        false,
+        move |_ctx| async move {
+            backups::create(
+                &c,
+                &state,
+                &name,
+                &bname,
+                p.instance_only || p.container_only,
+                &p.compression_algorithm,
+            )
+            .await
+            .map(|()| Value::Null)
+            .map_err(|e| e.to_string())
+        },
+    );
+    Ok(async_op(&op))
+}
+
+/// `GET /1.0/instances/{name}/backups/{backup}`.
+pub async fn get_one(
+    State(d): State<Arc<Daemon>>,
+    Path((name, b)): Path<(String, String)>,
+) -> ApiResult {
+    backups::file(&d.state_dir, &name, &b)?;
+    backups::list(&d.state_dir, &name)
+        .into_iter()
+        .find(|x| x["name"] == b.as_str())
+        .map(sync)
+        .ok_or_else(|| ApiError::NotFound(format!("backup {b:?} not found")))
+}
+
+/// `DELETE /1.0/instances/{name}/backups/{backup}` (async, as LXD).
+pub async fn delete(
+    State(d): State<Arc<Daemon>>,
+    Path((name, b)): Path<(String, String)>,
+) -> ApiResult {
+    backups::file(&d.state_dir, &name, &b)?;
+    let state = d.state_dir.clone();
+    let op = d.ops.start(
+        "task",
+        "Removing instance backup",
+        resources(&name, Some(&b)),
+        false,
+        move |_ctx| async move {
+            backups::delete(&state, &name, &b)
+                .map(|()| Value::Null)
+                .map_err(|e| e.to_string())
+        },
+    );
+    Ok(async_op(&op))
+}
+
+/// `GET /1.0/instances/{name}/backups/{backup}/export`.
+pub async fn export(
+    State(d): State<Arc<Daemon>>,
+    Path((name, b)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    let p = backups::file(&d.state_dir, &name, &b)?;
+    let (body, len) = super::images::file_body(p)?;
+    let mut r = (StatusCode::OK, body).into_response();
+    let h = r.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+    Ok(r)
+}
+
+/// `POST /1.0/instances` with an `application/octet-stream` body: import a backup
+/// (`X-LXD-name`, `X-LXD-pool` optional).
+pub async fn import(d: Arc<Daemon>, req: Request) -> ApiResult {
+    // Read before the first await: a borrow of the request must not live across one.
+    let (name, pool) = {
+        let hdr = |k: &str| {
+            req.headers()
+                .get(k)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        };
+        (hdr("x-lxd-name"), hdr("x-lxd-pool"))
+    };
+    let stream = req
+        .into_body()
+        .into_data_stream()
+        .map(|r| r.map_err(|e| e.to_string()));
+    let (path, _, _) = super::images::receive_stream(&d, Box::pin(stream)).await?;
+    let c = d.instance_ctx();
+    let mut res = BTreeMap::new();
+    if let Some(n) = &name {
+        res.insert("instances".to_string(), vec![format!("/1.0/instances/{n}")]);
+    }
+    let op = d.ops.start(
+        "task",
+        "Importing instance from backup",
+        res,
+        false,
+        move |_ctx| async move {
+            let r = backups::import(&c, &path, name, pool).await;
+            let _ = std::fs::remove_file(&path);
+            r.map(|i| json!({"name": i.name}))
+                .map_err(|e| e.to_string())
+        },
+    );
+    Ok(async_op(&op))
+}

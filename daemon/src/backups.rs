@@ -1,0 +1,540 @@
+//! Instance backups (`silo export` / `silo import`): LXD's tarball layout
+//! (`backup/index.yaml`, `backup/container/` with `backup.yaml`, `backup/snapshots/<name>/`).
+//! silo-store packs and unpacks the volumes; silod keeps the files in `<state>/backups/` and
+//! reads only the two YAML files of an import itself.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use silo_proto::store::PackCompression;
+use silo_proto::{PoolName, VolumeName};
+
+use crate::api::response::ApiError;
+use crate::helpers::{ctx, rpc_err, HelperKind};
+use crate::instances::{self, Ctx, Instance};
+use crate::profiles::Device;
+use crate::snapshots::{self, Snapshot};
+
+/// `backup/index.yaml`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Index {
+    /// The instance's name.
+    pub name: String,
+    /// The pool driver it came from.
+    #[serde(default)]
+    pub backend: String,
+    /// The pool it came from.
+    #[serde(default)]
+    pub pool: String,
+    /// Snapshot names, oldest first.
+    #[serde(default)]
+    pub snapshots: Vec<String>,
+    /// Driver-specific (optimized) volumes: not made by silo yet.
+    #[serde(default)]
+    pub optimized: bool,
+    /// Always false here.
+    #[serde(default)]
+    pub optimized_header: bool,
+    /// "container".
+    #[serde(default, rename = "type")]
+    pub kind: String,
+}
+
+/// What `backup/container/backup.yaml` says of the instance.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct BackupInstance {
+    /// Name.
+    #[serde(default)]
+    pub name: String,
+    /// Architecture.
+    #[serde(default)]
+    pub architecture: String,
+    /// Local config.
+    #[serde(default)]
+    pub config: BTreeMap<String, String>,
+    /// Local devices.
+    #[serde(default)]
+    pub devices: BTreeMap<String, Device>,
+    /// Profiles.
+    #[serde(default)]
+    pub profiles: Vec<String>,
+    /// Ephemeral.
+    #[serde(default)]
+    pub ephemeral: bool,
+    /// Description.
+    #[serde(default)]
+    pub description: String,
+    /// Creation time.
+    #[serde(default)]
+    pub created_at: String,
+    /// Snapshot expiry (snapshots only).
+    #[serde(default)]
+    pub expires_at: String,
+}
+
+/// `backup/container/backup.yaml`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct BackupYaml {
+    /// The instance.
+    pub container: BackupInstance,
+    /// Its snapshots.
+    #[serde(default)]
+    pub snapshots: Vec<BackupInstance>,
+}
+
+fn dir_of(state: &Path, instance: &str) -> PathBuf {
+    state.join("backups").join(instance)
+}
+
+fn compression(c: &str) -> Result<PackCompression, ApiError> {
+    Ok(match c {
+        "" | "gzip" => PackCompression::Gzip,
+        "xz" => PackCompression::Xz,
+        "zstd" => PackCompression::Zstd,
+        "none" => PackCompression::None,
+        other => {
+            return Err(ApiError::BadRequest(format!(
+                "compression algorithm {other:?} is not supported (gzip, xz, zstd or none)"
+            )))
+        }
+    })
+}
+
+/// Checks a backup request before its operation starts.
+pub fn check(
+    c: &Ctx,
+    instance: &str,
+    name: &str,
+    comp: &str,
+    optimized: bool,
+) -> Result<(), ApiError> {
+    instances::get(&c.db, instance)?;
+    snapshots::check_name(name)
+        .map_err(|e| ApiError::BadRequest(e.to_string().replace("snapshot", "backup")))?;
+    if optimized {
+        return Err(ApiError::BadRequest(
+            "optimized-storage backups are not supported yet: export without --optimized-storage"
+                .into(),
+        ));
+    }
+    compression(comp)?;
+    Ok(())
+}
+
+/// Makes backup `name` of an instance (inside the operation).
+pub async fn create(
+    c: &Ctx,
+    state: &Path,
+    instance: &str,
+    name: &str,
+    instance_only: bool,
+    comp: &str,
+) -> Result<(), ApiError> {
+    let i = instances::get(&c.db, instance)?;
+    let path = dir_of(state, instance).join(name);
+    if path.exists() {
+        return Err(ApiError::Conflict(format!(
+            "backup {name:?} of instance {instance:?} already exists"
+        )));
+    }
+    let snaps: Vec<Snapshot> = if instance_only {
+        Vec::new()
+    } else {
+        snapshots::list(&c.db, instance)?
+    };
+    let pool = crate::storage::get(&c.db, &i.pool)?;
+    let index = Index {
+        name: i.name.clone(),
+        backend: pool.driver.clone(),
+        pool: i.pool.clone(),
+        snapshots: snaps.iter().map(|s| s.name.clone()).collect(),
+        optimized: false,
+        optimized_header: false,
+        kind: "container".into(),
+    };
+    let entry = |name: &str,
+                 config: &BTreeMap<String, String>,
+                 devices: &BTreeMap<String, Device>,
+                 profiles: &[String],
+                 created: &str,
+                 expires: &str| BackupInstance {
+        name: name.to_string(),
+        architecture: i.architecture.clone(),
+        config: config.clone(),
+        devices: devices.clone(),
+        profiles: profiles.to_vec(),
+        ephemeral: i.ephemeral,
+        description: i.description.clone(),
+        created_at: created.to_string(),
+        expires_at: expires.to_string(),
+    };
+    let by = BackupYaml {
+        container: entry(
+            &i.name,
+            &i.config,
+            &i.devices,
+            &i.profiles,
+            &i.created_at,
+            "",
+        ),
+        snapshots: snaps
+            .iter()
+            .map(|s| {
+                entry(
+                    &s.name,
+                    &s.config,
+                    &s.devices,
+                    &s.profiles,
+                    &s.created_at,
+                    &s.expires_at,
+                )
+            })
+            .collect(),
+    };
+    let index_yaml = to_yaml(&index)?;
+    let backup_yaml = to_yaml(&by)?;
+    let mut vols = Vec::new();
+    for s in &snaps {
+        vols.push((
+            VolumeName::new(s.name.clone()).map_err(|e| ApiError::Internal(e.to_string()))?,
+            snapshots::volume(instance, &s.name)?,
+        ));
+    }
+    let ticket = c
+        .helpers
+        .store
+        .pack_backup(
+            ctx(),
+            PoolName::new(i.pool.clone()).map_err(|e| ApiError::Internal(e.to_string()))?,
+            VolumeName::new(i.name.clone()).map_err(|e| ApiError::Internal(e.to_string()))?,
+            vols,
+            index_yaml,
+            backup_yaml,
+            compression(comp)?,
+        )
+        .await
+        .map_err(rpc_err("silo-store"))??;
+    let fd = c
+        .helpers
+        .take_fds(HelperKind::Store, ticket)
+        .await
+        .map_err(ApiError::Internal)?
+        .remove(0);
+    let dir = dir_of(state, instance);
+    tokio::task::spawn_blocking(move || -> Result<(), ApiError> {
+        use std::io::Seek;
+        std::fs::create_dir_all(&dir).map_err(|e| ApiError::Internal(e.to_string()))?;
+        let tmp = dir.join(format!(".tmp-{}", uuid::Uuid::new_v4()));
+        let mut src = std::fs::File::from(fd);
+        src.rewind()
+            .map_err(|e| ApiError::Internal(e.to_string()))?;
+        let r = std::fs::File::create(&tmp)
+            .and_then(|mut out| std::io::copy(&mut src, &mut out).and_then(|_| out.sync_all()))
+            .and_then(|()| std::fs::rename(&tmp, &path));
+        if let Err(e) = r {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(ApiError::Internal(format!("storing the backup: {e}")));
+        }
+        Ok(())
+    })
+    .await
+    .map_err(|e| ApiError::Internal(e.to_string()))??;
+    c.events.lifecycle(
+        "instance-backup-created",
+        &format!("/1.0/instances/{instance}/backups/{name}"),
+        json!({}),
+    );
+    Ok(())
+}
+
+fn to_yaml<T: Serialize>(v: &T) -> Result<String, ApiError> {
+    serde_norway::to_string(v).map_err(|e| ApiError::Internal(e.to_string()))
+}
+
+/// The backups of an instance, as API objects.
+pub fn list(state: &Path, instance: &str) -> Vec<Value> {
+    let mut out: Vec<Value> = std::fs::read_dir(dir_of(state, instance))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
+        .map(|e| {
+            let created = e
+                .metadata()
+                .ok()
+                .and_then(|m| m.modified().ok())
+                .map(|t| {
+                    time::OffsetDateTime::from(t)
+                        .format(&time::format_description::well_known::Rfc3339)
+                        .unwrap_or_default()
+                })
+                .unwrap_or_default();
+            json!({
+                "name": e.file_name().to_string_lossy(),
+                "created_at": created,
+                "expires_at": "0001-01-01T00:00:00Z",
+                "instance_only": false,
+                "container_only": false,
+                "optimized_storage": false,
+            })
+        })
+        .collect();
+    out.sort_by(|a, b| a["name"].as_str().cmp(&b["name"].as_str()));
+    out
+}
+
+/// A backup file's path, if it exists.
+pub fn file(state: &Path, instance: &str, name: &str) -> Result<PathBuf, ApiError> {
+    snapshots::check_name(name)
+        .map_err(|_| ApiError::NotFound(format!("backup {name:?} not found")))?;
+    let p = dir_of(state, instance).join(name);
+    if p.is_file() {
+        Ok(p)
+    } else {
+        Err(ApiError::NotFound(format!(
+            "backup {name:?} of instance {instance:?} not found"
+        )))
+    }
+}
+
+/// Deletes a backup.
+pub fn delete(state: &Path, instance: &str, name: &str) -> Result<(), ApiError> {
+    let p = file(state, instance, name)?;
+    std::fs::remove_file(&p).map_err(|e| ApiError::Internal(format!("deleting the backup: {e}")))
+}
+
+/// Reads index.yaml and backup.yaml out of an uploaded backup (bounded: 1 MiB and 4 MiB).
+fn read_yamls(path: &Path) -> Result<(Index, BackupYaml), ApiError> {
+    use std::io::Read;
+    let bad = |m: String| ApiError::BadRequest(format!("not a silo/LXD backup: {m}"));
+    let f = std::fs::File::open(path).map_err(|e| ApiError::Internal(e.to_string()))?;
+    let stream = silo_proto::image::open_tar_stream(f, 1 << 40).map_err(|e| bad(e.to_string()))?;
+    let mut ar = tar::Archive::new(stream);
+    let (mut index, mut by) = (None, None);
+    for e in ar.entries().map_err(|e| bad(e.to_string()))? {
+        let mut e = e.map_err(|e| bad(e.to_string()))?;
+        let p = String::from_utf8_lossy(&e.path_bytes())
+            .trim_start_matches("./")
+            .to_string();
+        let (limit, slot) = match p.as_str() {
+            "backup/index.yaml" => (1u64 << 20, &mut index),
+            "backup/container/backup.yaml" => (4u64 << 20, &mut by),
+            _ => continue,
+        };
+        if e.size() > limit {
+            return Err(bad(format!("{p} is larger than {limit} bytes")));
+        }
+        let mut s = String::new();
+        e.by_ref()
+            .take(limit)
+            .read_to_string(&mut s)
+            .map_err(|e| bad(format!("{p}: {e}")))?;
+        *slot = Some(s);
+        if index.is_some() && by.is_some() {
+            break;
+        }
+    }
+    let index: Index =
+        serde_norway::from_str(&index.ok_or_else(|| bad("no backup/index.yaml".into()))?)
+            .map_err(|e| bad(format!("backup/index.yaml: {e}")))?;
+    let by: BackupYaml =
+        serde_norway::from_str(&by.ok_or_else(|| bad("no backup/container/backup.yaml".into()))?)
+            .map_err(|e| bad(format!("backup/container/backup.yaml: {e}")))?;
+    if index.optimized {
+        return Err(ApiError::BadRequest(
+            "optimized-storage backups cannot be imported by silo yet".into(),
+        ));
+    }
+    Ok((index, by))
+}
+
+/// Imports an uploaded backup (inside the operation) as instance `name` (or the backup's),
+/// on `pool` (or the default profile's root pool). Nothing remains on failure.
+pub async fn import(
+    c: &Ctx,
+    upload: &Path,
+    name: Option<String>,
+    pool: Option<String>,
+) -> Result<Instance, ApiError> {
+    let up = upload.to_path_buf();
+    let (index, by) = tokio::task::spawn_blocking(move || read_yamls(&up))
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))??;
+    let name = name.filter(|n| !n.is_empty()).unwrap_or(index.name.clone());
+    silo_proto::InstanceName::new(name.clone()).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    if instances::get(&c.db, &name).is_ok() {
+        return Err(ApiError::Conflict(format!(
+            "instance {name:?} already exists"
+        )));
+    }
+    let pool = match pool.filter(|p| !p.is_empty()) {
+        Some(p) => p,
+        None if crate::storage::get(&c.db, &index.pool).is_ok() => index.pool.clone(),
+        None => {
+            let profiles = instances::load_profiles(&c.db, &["default".to_string()])?;
+            let (_, ed) = instances::expand(&profiles, &BTreeMap::new(), &BTreeMap::new());
+            instances::root_pool(&ed).map_err(ApiError::BadRequest)?
+        }
+    };
+    crate::storage::get(&c.db, &pool)?;
+    instances::validate_config(
+        &by.container
+            .config
+            .iter()
+            .filter(|(k, _)| !k.starts_with("volatile."))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+        false,
+    )?;
+    instances::validate_devices(&c.db, &by.container.devices)?;
+    let mut snaps = Vec::new();
+    for s in &index.snapshots {
+        snapshots::check_name(s)?;
+        snaps.push((
+            VolumeName::new(s.clone()).map_err(|e| ApiError::BadRequest(e.to_string()))?,
+            snapshots::volume(&name, s)?,
+        ));
+    }
+    if !c.creating.claim(&name) {
+        return Err(ApiError::Conflict(format!(
+            "instance {name:?} is already being created"
+        )));
+    }
+    let r = import_inner(c, upload, &name, &pool, &index, &by, snaps).await;
+    c.creating.release(&name);
+    r
+}
+
+async fn import_inner(
+    c: &Ctx,
+    upload: &Path,
+    name: &str,
+    pool: &str,
+    index: &Index,
+    by: &BackupYaml,
+    snaps: Vec<(VolumeName, VolumeName)>,
+) -> Result<Instance, ApiError> {
+    let upload_name = upload
+        .file_name()
+        .map(|f| f.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let pn = PoolName::new(pool.to_string()).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    let vol = VolumeName::new(name.to_string()).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    let range = c
+        .helpers
+        .privileged
+        .id_range(ctx())
+        .await
+        .map_err(rpc_err("silo-priv"))??;
+    let base = instances::allocate_idmap(&c.db, &range)?;
+    c.helpers
+        .store
+        .unpack_backup(
+            ctx(),
+            pn.clone(),
+            VolumeName::new(upload_name).map_err(|e| ApiError::Internal(e.to_string()))?,
+            vol.clone(),
+            snaps.clone(),
+        )
+        .await
+        .map_err(rpc_err("silo-store"))??;
+    let keep_volatile = |cfg: &BTreeMap<String, String>| -> BTreeMap<String, String> {
+        cfg.iter()
+            .filter(|(k, _)| !k.starts_with("volatile.") || *k == "volatile.base_image")
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    };
+    let mut config = keep_volatile(&by.container.config);
+    config.insert("volatile.uuid".into(), uuid::Uuid::new_v4().to_string());
+    config.insert("volatile.idmap.base".into(), base.to_string());
+    config.insert("volatile.idmap.next".into(), instances::idmap_json(base));
+    config.insert("volatile.last_state.idmap".into(), "[]".into());
+    let inst = Instance {
+        name: name.to_string(),
+        kind: "container".into(),
+        architecture: if by.container.architecture.is_empty() {
+            std::env::consts::ARCH.to_string()
+        } else {
+            by.container.architecture.clone()
+        },
+        ephemeral: by.container.ephemeral,
+        stateful: false,
+        description: by.container.description.clone(),
+        created_at: crate::events::now_rfc3339(),
+        last_used_at: String::new(),
+        config,
+        devices: by.container.devices.clone(),
+        profiles: by.container.profiles.clone(),
+        pool: pool.to_string(),
+    };
+    let recorded = (|| {
+        instances::write(&c.db, &inst, true)?;
+        for s in &index.snapshots {
+            let b = by
+                .snapshots
+                .iter()
+                .find(|x| &x.name == s)
+                .cloned()
+                .unwrap_or_default();
+            crate::snapshots::insert_record(
+                &c.db,
+                &Snapshot {
+                    instance: name.to_string(),
+                    name: s.clone(),
+                    created_at: if b.created_at.is_empty() {
+                        crate::events::now_rfc3339()
+                    } else {
+                        b.created_at.clone()
+                    },
+                    expires_at: b.expires_at.clone(),
+                    description: String::new(),
+                    config: keep_volatile(&b.config),
+                    devices: b.devices.clone(),
+                    profiles: b.profiles.clone(),
+                    architecture: inst.architecture.clone(),
+                },
+            )?;
+        }
+        Ok::<(), ApiError>(())
+    })();
+    if let Err(e) = recorded {
+        let _ = c.db.with(|x| {
+            x.execute(
+                "DELETE FROM instances WHERE name = ?1",
+                rusqlite::params![name],
+            )
+            .map(|_| ())
+        });
+        let _ = c
+            .helpers
+            .store
+            .delete_volume(
+                ctx(),
+                pn.clone(),
+                silo_proto::store::VolumeKind::Container,
+                vol,
+            )
+            .await;
+        for (_, v) in snaps {
+            let _ = c
+                .helpers
+                .store
+                .delete_volume(
+                    ctx(),
+                    pn.clone(),
+                    silo_proto::store::VolumeKind::Snapshot,
+                    v,
+                )
+                .await;
+        }
+        return Err(e);
+    }
+    c.events.lifecycle(
+        "instance-created",
+        &format!("/1.0/instances/{name}"),
+        json!({}),
+    );
+    Ok(inst)
+}
