@@ -209,10 +209,12 @@ pub async fn create(
             ctx(),
             PoolName::new(i.pool.clone()).map_err(|e| ApiError::Internal(e.to_string()))?,
             VolumeName::new(i.name.clone()).map_err(|e| ApiError::Internal(e.to_string()))?,
-            vols,
-            index_yaml,
-            backup_yaml,
-            compression(comp)?,
+            silo_proto::store::BackupPack {
+                snapshots: vols,
+                index_yaml,
+                backup_yaml,
+                compression: compression(comp)?,
+            },
         )
         .await
         .map_err(rpc_err("silo-store"))??;

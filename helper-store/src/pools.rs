@@ -790,11 +790,14 @@ impl Store for StoreServer {
         _: Context,
         pool: PoolName,
         instance: VolumeName,
-        snapshots: Vec<(VolumeName, VolumeName)>,
-        index_yaml: String,
-        backup_yaml: String,
-        compression: silo_proto::store::PackCompression,
+        backup: silo_proto::store::BackupPack,
     ) -> HelperResult<silo_proto::fdpass::FdTicket> {
+        let silo_proto::store::BackupPack {
+            snapshots,
+            index_yaml,
+            backup_yaml,
+            compression,
+        } = backup;
         if index_yaml.len() > 1 << 20 || backup_yaml.len() > 4 << 20 {
             return Err(HelperError::invalid(
                 "backup",

@@ -52,6 +52,19 @@ pub struct PackMeta {
     pub properties: std::collections::BTreeMap<String, String>,
 }
 
+/// What goes into a backup besides the instance's volume.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BackupPack {
+    /// (name, snapshot volume) of each snapshot to include, oldest first.
+    pub snapshots: Vec<(VolumeName, VolumeName)>,
+    /// `backup/index.yaml` (at most 1 MiB).
+    pub index_yaml: String,
+    /// `backup/container/backup.yaml` (at most 4 MiB).
+    pub backup_yaml: String,
+    /// How the tarball is compressed.
+    pub compression: PackCompression,
+}
+
 /// The kinds of volume a pool holds, as LXD names them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum VolumeKind {
@@ -298,10 +311,7 @@ pub trait Store {
     async fn pack_backup(
         pool: PoolName,
         instance: VolumeName,
-        snapshots: Vec<(VolumeName, VolumeName)>,
-        index_yaml: String,
-        backup_yaml: String,
-        compression: PackCompression,
+        backup: BackupPack,
     ) -> HelperResult<crate::fdpass::FdTicket>;
     /// Unpacks backup file `upload` from silod's upload directory into a new instance volume
     /// and new snapshot volumes, with every check an image gets (and the policy's size

@@ -355,3 +355,67 @@ fn export_and_import_backups_with_snapshots() {
         show(&o)
     );
 }
+
+#[test]
+fn hostile_backups_are_refused_and_leave_nothing() {
+    use silo_tests::corpus::Tar;
+    let d = TestDaemon::start("bak-hostile");
+    let dir = tempfile::tempdir().expect("tmp");
+    let index = b"name: evil\nbackend: dir\npool: default\nsnapshots: [s1]\ntype: container\n";
+    let by = b"container:\n  name: evil\n  config: {}\n  devices: {}\n  profiles: [default]\n";
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        ("a symlink out of the rootfs, then a file through it", {
+            let mut t = Tar::new();
+            t.file("backup/index.yaml", 0o644, index)
+                .file("backup/container/backup.yaml", 0o644, by)
+                .dir("backup/container/rootfs", 0o755)
+                .symlink("backup/container/rootfs/etc", "/etc")
+                .file("backup/container/rootfs/etc/silo-pwned", 0o644, b"x");
+            t.finish()
+        }),
+        ("a member climbing out with ..", {
+            let mut t = Tar::new();
+            t.file("backup/index.yaml", 0o644, index)
+                .file("backup/container/backup.yaml", 0o644, by)
+                .dir("backup/container/rootfs", 0o755)
+                .file(
+                    "backup/container/rootfs/../../../../../tmp/silo-pwned",
+                    0o644,
+                    b"x",
+                );
+            t.finish()
+        }),
+        ("a snapshot name that climbs", {
+            let mut t = Tar::new();
+            t.file(
+                "backup/index.yaml",
+                0o644,
+                b"name: evil\nsnapshots: ['../../x']\ntype: container\n",
+            )
+            .file("backup/container/backup.yaml", 0o644, by)
+            .dir("backup/container/rootfs", 0o755);
+            t.finish()
+        }),
+    ];
+    for (what, bytes) in cases {
+        let f = dir.path().join("evil.tar");
+        std::fs::write(&f, &bytes).expect("write");
+        let o = d.silo(&["import", &f.display().to_string()]);
+        assert!(!o.status.success(), "{what}: {}", show(&o));
+        let (c, _) = d.api("GET", "/1.0/instances/evil", None);
+        assert_eq!(c, 404, "{what}: no instance is left");
+        assert!(!std::path::Path::new("/etc/silo-pwned").exists(), "{what}");
+        assert!(!std::path::Path::new("/tmp/silo-pwned").exists(), "{what}");
+        let leftovers: Vec<_> = ["containers", "containers-snapshots"]
+            .iter()
+            .flat_map(|k| {
+                std::fs::read_dir(d.dir.join("storage-pools/default").join(k))
+                    .into_iter()
+                    .flatten()
+                    .flatten()
+                    .map(|e| e.path())
+            })
+            .collect();
+        assert!(leftovers.is_empty(), "{what}: {leftovers:?}");
+    }
+}
