@@ -418,10 +418,17 @@ pub async fn collect_orphans(db: &Db, helpers: &Helpers) -> Result<(), ApiError>
             .into_iter()
             .map(|v| v.0)
             .collect();
+        let mut known_snapshots = Vec::new();
+        for i in &known_instances {
+            for s in crate::snapshots::list(db, i)? {
+                known_snapshots.push(format!("{i}.{}", s.name));
+            }
+        }
         for (kind, known) in [
             (VolumeKind::Image, &known_images),
             (VolumeKind::Container, &known_instances),
             (VolumeKind::Custom, &known_custom),
+            (VolumeKind::Snapshot, &known_snapshots),
         ] {
             let on_disk = helpers
                 .store
