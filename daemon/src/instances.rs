@@ -218,8 +218,6 @@ pub fn validate_key(k: &str, v: &str, allow_volatile: bool) -> Result<(), String
         | "limits.cpu.priority"
         | "limits.memory.swap"
         | "limits.memory.enforce"
-        | "snapshots.schedule"
-        | "snapshots.expiry"
         | "snapshots.pattern"
         | "linux.kernel_modules"
         | "security.idmap.base"
@@ -227,6 +225,8 @@ pub fn validate_key(k: &str, v: &str, allow_volatile: bool) -> Result<(), String
         | "cloud-init.vendor-data"
         | "cloud-init.network-config"
         | "user.user-data" => Ok(()),
+        "snapshots.schedule" => crate::schedule::Schedule::parse(v).map(|_| ()),
+        "snapshots.expiry" => crate::snapshots::parse_expiry(v).map(|_| ()),
         "raw.lxc"
         | "raw.apparmor"
         | "raw.seccomp"

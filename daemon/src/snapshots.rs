@@ -507,6 +507,54 @@ pub async fn copy_all(c: &Ctx, from: &str, to: &Instance) -> Result<(), ApiError
     Ok(())
 }
 
+/// Takes the snapshots `snapshots.schedule` asks for in the minute `now` falls in (running
+/// instances, and stopped ones too with `snapshots.schedule.stopped`).
+pub async fn run_schedules(c: &Ctx, now: time::OffsetDateTime) {
+    let Ok(all) = instances::list_records(&c.db) else {
+        return;
+    };
+    for i in all {
+        let profiles = instances::load_profiles(&c.db, &i.profiles).unwrap_or_default();
+        let (cfg, _) = instances::expand(&profiles, &i.config, &i.devices);
+        let Some(s) = cfg.get("snapshots.schedule").filter(|s| !s.is_empty()) else {
+            continue;
+        };
+        let Ok(sched) = crate::schedule::Schedule::parse(s) else {
+            continue;
+        };
+        if !sched.matches(now) {
+            continue;
+        }
+        let stopped_too = cfg
+            .get("snapshots.schedule.stopped")
+            .is_some_and(|v| matches!(v.as_str(), "true" | "1" | "yes" | "on"));
+        if !stopped_too
+            && !crate::runtime::is_running(c, &i.name)
+                .await
+                .unwrap_or(false)
+        {
+            continue;
+        }
+        let taken: Vec<String> = list(&c.db, &i.name)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|s| s.name)
+            .collect();
+        let name = crate::schedule::snapshot_name(
+            cfg.get("snapshots.pattern")
+                .map(String::as_str)
+                .unwrap_or(""),
+            &taken,
+        );
+        match create(c, &i.name, &name, None).await {
+            Ok(_) => {
+                tracing::info!(instance = %i.name, snapshot = %name, "scheduled snapshot taken")
+            }
+            Err(e) => tracing::warn!(instance = %i.name, error = %e, "scheduled snapshot failed"),
+        }
+    }
+}
+
 /// Deletes snapshots whose `expires_at` has passed (silod's housekeeping, every minute).
 pub async fn expire(c: &Ctx) {
     let now = crate::events::now_rfc3339();

@@ -295,12 +295,17 @@ async fn serve(
         tokio::spawn(async move { crate::runtime::on_daemon_start(&c).await });
     }
     {
-        // Housekeeping once a minute: snapshots past their expiry go.
+        // Housekeeping at the start of every minute: scheduled snapshots are taken and those
+        // past their expiry go.
         let c = daemon.instance_ctx();
         tokio::spawn(async move {
-            let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));
             loop {
-                tick.tick().await;
+                let now = time::OffsetDateTime::now_utc();
+                let into = u64::from(now.second()) * 1000 + u64::from(now.millisecond());
+                tokio::time::sleep(std::time::Duration::from_millis(60_000 - into.min(59_999)))
+                    .await;
+                let minute = time::OffsetDateTime::now_utc();
+                crate::snapshots::run_schedules(&c, minute).await;
                 crate::snapshots::expire(&c).await;
             }
         });

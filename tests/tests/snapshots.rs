@@ -510,3 +510,44 @@ fn kill_during_copy_and_publish_leaves_nothing_and_retry_works() {
         fp.as_str()
     );
 }
+
+/// snapshots.schedule: a cron schedule silod runs at the start of each minute (this test waits
+/// for one); bad schedules are refused when set.
+#[test]
+fn scheduled_snapshots() {
+    let d = TestDaemon::start("snap-sched");
+    d.import(&busybox_image(false)[0], "busybox");
+    d.launch("busybox", "c1");
+    for bad in ["every minute", "61 * * * *", "@sometimes"] {
+        let (c, v) = d.api(
+            "PATCH",
+            "/1.0/instances/c1",
+            Some(json!({"config": {"snapshots.schedule": bad}})),
+        );
+        assert_eq!(c, 400, "{bad}: {v}");
+        assert!(
+            v["error"]
+                .as_str()
+                .unwrap_or("")
+                .contains("snapshots.schedule"),
+            "{v}"
+        );
+    }
+    d.api_ok(
+        "PATCH",
+        "/1.0/instances/c1",
+        Some(
+            json!({"config": {"snapshots.schedule": "* * * * *", "snapshots.pattern": "auto-%d"}}),
+        ),
+    );
+    let ok = silo_tests::wait_until(std::time::Duration::from_secs(75), || {
+        d.api_ok("GET", "/1.0/instances/c1/snapshots", None)
+            .as_array()
+            .is_some_and(|a| a.iter().any(|s| s == "/1.0/instances/c1/snapshots/auto-0"))
+    });
+    assert!(
+        ok,
+        "no scheduled snapshot within 75 s; log:\n{}",
+        d.log_text()
+    );
+}
