@@ -551,3 +551,42 @@ fn scheduled_snapshots() {
         d.log_text()
     );
 }
+
+/// A full pool (a 1 GiB loop-backed btrfs pool filled from inside an instance): creating an
+/// instance from a big image and importing a backup fail with a clear error and leave nothing;
+/// what needs no new space (a snapshot) still works.
+#[test]
+fn a_full_pool_fails_clearly_and_leaves_nothing() {
+    let d = TestDaemon::start("snap-full");
+    let o = d.silo(&["init", "--auto", "--storage-backend", "btrfs", "--storage-create-loop", "1"]);
+    assert!(o.status.success(), "{}", show(&o));
+    d.import(&busybox_image(false)[0], "busybox");
+    d.import(&silo_tests::debian_image(), "debian");
+    d.launch("busybox", "c1");
+    let dir = tempfile::tempdir().expect("tmp");
+    let bak = dir.path().join("c1.tar.gz");
+    assert!(d.silo(&["export", "c1", &bak.display().to_string()]).status.success());
+    // Fill the pool from inside.
+    let (_, _, e) = d.exec("c1", &["sh", "-c", "dd if=/dev/urandom of=/root/fill bs=1M count=2000"]);
+    assert!(e.contains("No space left"), "the pool is full: {e}");
+    let before = (entries(&d, "containers"), entries(&d, "images"));
+    let o = d.silo(&["launch", "debian", "d1"]);
+    assert!(!o.status.success(), "{}", show(&o));
+    let err = String::from_utf8_lossy(&o.stderr).to_lowercase();
+    assert!(err.contains("full") || err.contains("no space left"), "{}", show(&o));
+    let (c, _) = d.api("GET", "/1.0/instances/d1", None);
+    assert_eq!(c, 404, "no instance record");
+    assert_eq!((entries(&d, "containers"), entries(&d, "images")), before, "no half-made volume");
+    let o = d.silo(&["import", &bak.display().to_string(), "c9"]);
+    if !o.status.success() {
+        let err = String::from_utf8_lossy(&o.stderr).to_lowercase();
+        assert!(err.contains("full") || err.contains("no space left"), "{}", show(&o));
+        let (c, _) = d.api("GET", "/1.0/instances/c9", None);
+        assert_eq!(c, 404);
+        assert_eq!(entries(&d, "containers"), before.0);
+    }
+    // A snapshot shares every extent: it needs (almost) no space.
+    let o = d.silo(&["snapshot", "c1", "s1"]);
+    assert!(o.status.success(), "{}", show(&o));
+    d.set_state("c1", "stop", true);
+}
