@@ -131,7 +131,7 @@ pub struct CopyArgs {
     /// Make the copy ephemeral.
     #[arg(short = 'e', long)]
     pub ephemeral: bool,
-    /// Update an existing copy (not supported yet).
+    /// Bring an existing copy up to date with the source (root filesystem and snapshots).
     #[arg(long)]
     pub refresh: bool,
 }

@@ -607,11 +607,6 @@ pub fn prepare(
         )));
     }
     if req.source.kind == "copy" {
-        if req.source.refresh {
-            return Err(ApiError::BadRequest(
-                "copy --refresh is not supported yet: delete the copy and copy again".into(),
-            ));
-        }
         let (src, snap) = match req.source.source.split_once('/') {
             Some((i, s)) => (i.to_string(), Some(s.to_string())),
             None => (req.source.source.clone(), None),

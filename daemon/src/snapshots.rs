@@ -555,6 +555,135 @@ pub async fn run_schedules(c: &Ctx, now: time::OffsetDateTime) {
     }
 }
 
+/// `copy --refresh` onto an existing (stopped) copy: its root becomes the source's again
+/// (swapped in atomically), and its snapshots become the source's (missing ones copied, ones
+/// the source no longer has deleted). Its own config and identity stay.
+pub async fn refresh_copy(
+    c: &Ctx,
+    source: &str,
+    target: &str,
+    instance_only: bool,
+) -> Result<(), ApiError> {
+    let t = instances::get(&c.db, target)?;
+    if crate::runtime::is_running(c, target).await? {
+        return Err(ApiError::BadRequest(format!(
+            "instance {target:?} is running: stop it before refreshing it"
+        )));
+    }
+    let (src, snap) = match source.split_once('/') {
+        Some((i, s)) => (i.to_string(), Some(s.to_string())),
+        None => (source.to_string(), None),
+    };
+    let si = instances::get(&c.db, &src)?;
+    if si.pool != t.pool {
+        return Err(ApiError::BadRequest(format!(
+            "refreshing across storage pools is not supported yet: {src:?} is on {:?}, {target:?} on {:?}",
+            si.pool, t.pool
+        )));
+    }
+    let pn = pool(&t)?;
+    let (kind, from) = match &snap {
+        Some(s) => {
+            get(&c.db, &src, s)?;
+            (VolumeKind::Snapshot, volume(&src, s)?)
+        }
+        None => (
+            VolumeKind::Container,
+            VolumeName::new(src.clone()).map_err(|e| ApiError::BadRequest(e.to_string()))?,
+        ),
+    };
+    let tmp = VolumeName::new(format!("{target}.refreshing"))
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    let _ = c
+        .helpers
+        .store
+        .delete_volume(ctx(), pn.clone(), VolumeKind::Container, tmp.clone())
+        .await;
+    let swapped = async {
+        c.helpers
+            .store
+            .copy_volume(
+                ctx(),
+                pn.clone(),
+                kind,
+                from,
+                VolumeKind::Container,
+                tmp.clone(),
+            )
+            .await
+            .map_err(rpc_err("silo-store"))??;
+        c.helpers
+            .store
+            .rename_volume(
+                ctx(),
+                pn.clone(),
+                VolumeKind::Container,
+                tmp.clone(),
+                VolumeName::new(target.to_string())
+                    .map_err(|e| ApiError::Internal(e.to_string()))?,
+                true,
+            )
+            .await
+            .map_err(rpc_err("silo-store"))??;
+        Ok::<(), ApiError>(())
+    }
+    .await;
+    if let Err(e) = swapped {
+        let _ = c
+            .helpers
+            .store
+            .delete_volume(ctx(), pn, VolumeKind::Container, tmp)
+            .await;
+        return Err(e);
+    }
+    if !instance_only && snap.is_none() {
+        let want = list(&c.db, &src)?;
+        let have = list(&c.db, target)?;
+        for h in have
+            .iter()
+            .filter(|h| !want.iter().any(|w| w.name == h.name))
+        {
+            delete(c, target, &h.name).await?;
+        }
+        for w in want
+            .iter()
+            .filter(|w| !have.iter().any(|h| h.name == w.name))
+        {
+            c.helpers
+                .store
+                .copy_volume(
+                    ctx(),
+                    pn.clone(),
+                    VolumeKind::Snapshot,
+                    volume(&src, &w.name)?,
+                    VolumeKind::Snapshot,
+                    volume(target, &w.name)?,
+                )
+                .await
+                .map_err(rpc_err("silo-store"))??;
+            insert(
+                &c.db,
+                &Snapshot {
+                    instance: target.to_string(),
+                    config: w
+                        .config
+                        .iter()
+                        .filter(|(k, _)| !k.starts_with("volatile."))
+                        .map(|(k, v)| (k.clone(), v.clone()))
+                        .collect(),
+                    ..w.clone()
+                },
+            )?;
+        }
+    }
+    c.events.lifecycle(
+        "instance-updated",
+        &format!("/1.0/instances/{target}"),
+        json!({"refreshed_from": source}),
+    );
+    Ok(())
+}
+
 /// Deletes snapshots whose `expires_at` has passed (silod's housekeeping, every minute).
 pub async fn expire(c: &Ctx) {
     let now = crate::events::now_rfc3339();

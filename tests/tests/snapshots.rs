@@ -96,6 +96,26 @@ fn snapshot_cycle(d: &TestDaemon) {
         Some(json!({"name": "c5", "source": {"type": "copy", "source": "c1/nope"}})),
     );
     assert_eq!(c, 404, "{v}");
+    // --refresh brings a copy up to date: its root and its snapshots become the source's.
+    let (code, _, e) = d.exec("c1", &["sh", "-c", "echo three > /root/state"]);
+    assert_eq!(code, 0, "{e}");
+    assert!(d.silo(&["snapshot", "c1", "s3"]).status.success());
+    let o = d.silo(&["copy", "c1", "c2", "--refresh"]);
+    assert!(o.status.success(), "{}", show(&o));
+    assert_eq!(
+        d.api_ok("GET", "/1.0/instances/c2/snapshots", None),
+        json!([
+            "/1.0/instances/c2/snapshots/s1",
+            "/1.0/instances/c2/snapshots/s3"
+        ])
+    );
+    assert_ne!(mac("c1"), mac("c2"), "the copy keeps its own identity");
+    d.set_state("c2", "start", false);
+    let (code, o, _) = d.exec("c2", &["cat", "/root/state"]);
+    assert_eq!((code, o.as_str()), (0, "three\n"));
+    d.set_state("c2", "stop", true);
+    let o = d.silo(&["delete", "c1/s3"]);
+    assert!(o.status.success(), "{}", show(&o));
     for n in ["c2", "c3", "c4"] {
         d.api_ok("DELETE", &format!("/1.0/instances/{n}"), None);
     }
@@ -109,7 +129,7 @@ fn snapshot_cycle(d: &TestDaemon) {
     // The same root filesystem under the new name (its /etc/hostname is the image's
     // create/copy template, so it keeps the old name, as in LXD).
     let (code, o, _) = d.exec("c9", &["cat", "/root/state"]);
-    assert_eq!((code, o.as_str()), (0, "one\n"));
+    assert_eq!((code, o.as_str()), (0, "three\n"));
     d.set_state("c9", "stop", true);
     // Deleting the instance takes its snapshots with it.
     d.api_ok("DELETE", "/1.0/instances/c9", None);
@@ -558,29 +578,58 @@ fn scheduled_snapshots() {
 #[test]
 fn a_full_pool_fails_clearly_and_leaves_nothing() {
     let d = TestDaemon::start("snap-full");
-    let o = d.silo(&["init", "--auto", "--storage-backend", "btrfs", "--storage-create-loop", "1"]);
+    let o = d.silo(&[
+        "init",
+        "--auto",
+        "--storage-backend",
+        "btrfs",
+        "--storage-create-loop",
+        "1",
+    ]);
     assert!(o.status.success(), "{}", show(&o));
     d.import(&busybox_image(false)[0], "busybox");
     d.import(&silo_tests::debian_image(), "debian");
     d.launch("busybox", "c1");
     let dir = tempfile::tempdir().expect("tmp");
     let bak = dir.path().join("c1.tar.gz");
-    assert!(d.silo(&["export", "c1", &bak.display().to_string()]).status.success());
+    assert!(d
+        .silo(&["export", "c1", &bak.display().to_string()])
+        .status
+        .success());
     // Fill the pool from inside.
-    let (_, _, e) = d.exec("c1", &["sh", "-c", "dd if=/dev/urandom of=/root/fill bs=1M count=2000"]);
+    let (_, _, e) = d.exec(
+        "c1",
+        &[
+            "sh",
+            "-c",
+            "dd if=/dev/urandom of=/root/fill bs=1M count=2000",
+        ],
+    );
     assert!(e.contains("No space left"), "the pool is full: {e}");
     let before = (entries(&d, "containers"), entries(&d, "images"));
     let o = d.silo(&["launch", "debian", "d1"]);
     assert!(!o.status.success(), "{}", show(&o));
     let err = String::from_utf8_lossy(&o.stderr).to_lowercase();
-    assert!(err.contains("full") || err.contains("no space left"), "{}", show(&o));
+    assert!(
+        err.contains("full") || err.contains("no space left"),
+        "{}",
+        show(&o)
+    );
     let (c, _) = d.api("GET", "/1.0/instances/d1", None);
     assert_eq!(c, 404, "no instance record");
-    assert_eq!((entries(&d, "containers"), entries(&d, "images")), before, "no half-made volume");
+    assert_eq!(
+        (entries(&d, "containers"), entries(&d, "images")),
+        before,
+        "no half-made volume"
+    );
     let o = d.silo(&["import", &bak.display().to_string(), "c9"]);
     if !o.status.success() {
         let err = String::from_utf8_lossy(&o.stderr).to_lowercase();
-        assert!(err.contains("full") || err.contains("no space left"), "{}", show(&o));
+        assert!(
+            err.contains("full") || err.contains("no space left"),
+            "{}",
+            show(&o)
+        );
         let (c, _) = d.api("GET", "/1.0/instances/c9", None);
         assert_eq!(c, 404);
         assert_eq!(entries(&d, "containers"), before.0);

@@ -80,6 +80,28 @@ pub async fn create(State(d): State<Arc<Daemon>>, req: axum::extract::Request) -
     let req: CreateRequest = serde_json::from_slice(&body)
         .map_err(|e| ApiError::BadRequest(format!("invalid request body: {e}")))?;
     let c = d.instance_ctx();
+    if req.source.kind == "copy" && req.source.refresh && instances::get(&d.db, &req.name).is_ok() {
+        // `copy --refresh` onto an existing copy: bring it up to date with its source.
+        let name = req.name.clone();
+        let op = d.ops.start(
+            "task",
+            "Refreshing instance",
+            resources(&name),
+            false,
+            move |_ctx| async move {
+                crate::snapshots::refresh_copy(
+                    &c,
+                    &req.source.source,
+                    &name,
+                    req.source.instance_only,
+                )
+                .await
+                .map(|()| Value::Null)
+                .map_err(|e| e.to_string())
+            },
+        );
+        return Ok(async_op(&op));
+    }
     let (req, image) = instances::prepare(&c, req)?;
     let name = req.name.clone();
     let op = d.ops.start(

@@ -97,6 +97,8 @@ pub const API_EXTENSIONS: &[&str] = &[
     "backup_compression_algorithm",
     "container_backup_override_pool",
     "backup_override_name",
+    // copy --refresh onto an existing copy.
+    "container_incremental_copy",
 ];
 
 /// The whole route table.
