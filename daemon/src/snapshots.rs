@@ -353,52 +353,15 @@ pub async fn restore(c: &Ctx, instance: &str, name: &str) -> Result<(), ApiError
     if running {
         crate::runtime::stop(c, instance, false, Some(std::time::Duration::from_secs(30))).await?;
     }
-    let pn = pool(&i)?;
-    // A name no instance can have (instance names hold no dot): the copy before the swap.
-    let tmp = VolumeName::new(format!("{instance}.restoring"))
-        .map_err(|e| ApiError::Internal(e.to_string()))?;
-    let _ = c
-        .helpers
-        .store
-        .delete_volume(ctx(), pn.clone(), VolumeKind::Container, tmp.clone())
-        .await;
-    let r = async {
-        c.helpers
-            .store
-            .copy_volume(
-                ctx(),
-                pn.clone(),
-                VolumeKind::Snapshot,
-                volume(instance, name)?,
-                VolumeKind::Container,
-                tmp.clone(),
-            )
-            .await
-            .map_err(rpc_err("silo-store"))??;
-        c.helpers
-            .store
-            .rename_volume(
-                ctx(),
-                pn.clone(),
-                VolumeKind::Container,
-                tmp.clone(),
-                VolumeName::new(instance.to_string())
-                    .map_err(|e| ApiError::Internal(e.to_string()))?,
-                true,
-            )
-            .await
-            .map_err(rpc_err("silo-store"))??;
-        Ok::<(), ApiError>(())
-    }
-    .await;
-    if let Err(e) = r {
-        let _ = c
-            .helpers
-            .store
-            .delete_volume(ctx(), pn, VolumeKind::Container, tmp)
-            .await;
-        return Err(e);
-    }
+    replace_root(
+        c,
+        &pool(&i)?,
+        VolumeKind::Snapshot,
+        volume(instance, name)?,
+        instance,
+        "restoring",
+    )
+    .await?;
     let mut restored = i.clone();
     restored.config = s
         .config
@@ -555,6 +518,63 @@ pub async fn run_schedules(c: &Ctx, now: time::OffsetDateTime) {
     }
 }
 
+/// Makes instance `target`'s root a copy of volume `from`: copied beside it first, under a
+/// name no instance can have (instance names hold no dot), then swapped in atomically, so a
+/// failure leaves the old root whole.
+async fn replace_root(
+    c: &Ctx,
+    pn: &PoolName,
+    kind: VolumeKind,
+    from: VolumeName,
+    target: &str,
+    why: &str,
+) -> Result<(), ApiError> {
+    let tmp = VolumeName::new(format!("{target}.{why}"))
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    let _ = c
+        .helpers
+        .store
+        .delete_volume(ctx(), pn.clone(), VolumeKind::Container, tmp.clone())
+        .await;
+    let swapped = async {
+        c.helpers
+            .store
+            .copy_volume(
+                ctx(),
+                pn.clone(),
+                kind,
+                from,
+                VolumeKind::Container,
+                tmp.clone(),
+            )
+            .await
+            .map_err(rpc_err("silo-store"))??;
+        c.helpers
+            .store
+            .rename_volume(
+                ctx(),
+                pn.clone(),
+                VolumeKind::Container,
+                tmp.clone(),
+                VolumeName::new(target.to_string())
+                    .map_err(|e| ApiError::Internal(e.to_string()))?,
+                true,
+            )
+            .await
+            .map_err(rpc_err("silo-store"))??;
+        Ok::<(), ApiError>(())
+    }
+    .await;
+    if swapped.is_err() {
+        let _ = c
+            .helpers
+            .store
+            .delete_volume(ctx(), pn.clone(), VolumeKind::Container, tmp)
+            .await;
+    }
+    swapped
+}
+
 /// `copy --refresh` onto an existing (stopped) copy: its root becomes the source's again
 /// (swapped in atomically), and its snapshots become the source's (missing ones copied, ones
 /// the source no longer has deleted). Its own config and identity stay.
@@ -592,50 +612,7 @@ pub async fn refresh_copy(
             VolumeName::new(src.clone()).map_err(|e| ApiError::BadRequest(e.to_string()))?,
         ),
     };
-    let tmp = VolumeName::new(format!("{target}.refreshing"))
-        .map_err(|e| ApiError::Internal(e.to_string()))?;
-    let _ = c
-        .helpers
-        .store
-        .delete_volume(ctx(), pn.clone(), VolumeKind::Container, tmp.clone())
-        .await;
-    let swapped = async {
-        c.helpers
-            .store
-            .copy_volume(
-                ctx(),
-                pn.clone(),
-                kind,
-                from,
-                VolumeKind::Container,
-                tmp.clone(),
-            )
-            .await
-            .map_err(rpc_err("silo-store"))??;
-        c.helpers
-            .store
-            .rename_volume(
-                ctx(),
-                pn.clone(),
-                VolumeKind::Container,
-                tmp.clone(),
-                VolumeName::new(target.to_string())
-                    .map_err(|e| ApiError::Internal(e.to_string()))?,
-                true,
-            )
-            .await
-            .map_err(rpc_err("silo-store"))??;
-        Ok::<(), ApiError>(())
-    }
-    .await;
-    if let Err(e) = swapped {
-        let _ = c
-            .helpers
-            .store
-            .delete_volume(ctx(), pn, VolumeKind::Container, tmp)
-            .await;
-        return Err(e);
-    }
+    replace_root(c, &pn, kind, from, target, "refreshing").await?;
     if !instance_only && snap.is_none() {
         let want = list(&c.db, &src)?;
         let have = list(&c.db, target)?;
