@@ -31,7 +31,7 @@ pub struct Index {
     /// Snapshot names, oldest first.
     #[serde(default)]
     pub snapshots: Vec<String>,
-    /// Driver-specific (optimized) volumes: not made by silo yet.
+    /// Volumes as btrfs send streams (`backup/container.bin`, `backup/snapshots/<n>.bin`).
     #[serde(default)]
     pub optimized: bool,
     /// Always false here.
@@ -114,10 +114,13 @@ pub fn check(
     snapshots::check_name(name)
         .map_err(|e| ApiError::BadRequest(e.to_string().replace("snapshot", "backup")))?;
     if optimized {
-        return Err(ApiError::BadRequest(
-            "optimized-storage backups are not supported yet: export without --optimized-storage"
-                .into(),
-        ));
+        let i = instances::get(&c.db, instance)?;
+        let driver = crate::storage::get(&c.db, &i.pool)?.driver;
+        if driver != "btrfs" {
+            return Err(ApiError::BadRequest(format!(
+                "optimized-storage backups are btrfs send streams: instance {instance:?} is on a {driver} pool"
+            )));
+        }
     }
     compression(comp)?;
     Ok(())
@@ -130,6 +133,7 @@ pub async fn create(
     instance: &str,
     name: &str,
     instance_only: bool,
+    optimized: bool,
     comp: &str,
 ) -> Result<(), ApiError> {
     let i = instances::get(&c.db, instance)?;
@@ -150,7 +154,7 @@ pub async fn create(
         backend: pool.driver.clone(),
         pool: i.pool.clone(),
         snapshots: snaps.iter().map(|s| s.name.clone()).collect(),
-        optimized: false,
+        optimized,
         optimized_header: false,
         kind: "container".into(),
     };
@@ -214,6 +218,7 @@ pub async fn create(
                 index_yaml,
                 backup_yaml,
                 compression: compression(comp)?,
+                optimized,
             },
         )
         .await
@@ -344,11 +349,6 @@ fn read_yamls(path: &Path) -> Result<(Index, BackupYaml), ApiError> {
     let by: BackupYaml =
         serde_norway::from_str(&by.ok_or_else(|| bad("no backup/container/backup.yaml".into()))?)
             .map_err(|e| bad(format!("backup/container/backup.yaml: {e}")))?;
-    if index.optimized {
-        return Err(ApiError::BadRequest(
-            "optimized-storage backups cannot be imported by silo yet".into(),
-        ));
-    }
     Ok((index, by))
 }
 
@@ -439,6 +439,7 @@ async fn import_inner(
             VolumeName::new(upload_name).map_err(|e| ApiError::Internal(e.to_string()))?,
             vol.clone(),
             snaps.clone(),
+            index.optimized,
         )
         .await
         .map_err(rpc_err("silo-store"))??;

@@ -405,3 +405,61 @@ pub fn is_subvolume(dir: BorrowedFd<'_>) -> bool {
             .map(|s| s.st_ino == 256)
             .unwrap_or(false)
 }
+
+/// `BTRFS_SUBVOL_RDONLY` in `btrfs_ioctl_vol_args_v2.flags`.
+const BTRFS_SUBVOL_RDONLY: u64 = 1 << 1;
+/// `_IOW(0x94, 38, struct btrfs_ioctl_send_args)` (72 bytes).
+const BTRFS_IOC_SEND: libc::c_ulong = 0x4048_9426;
+
+/// Snapshots subvolume `src` as a read-only `name` in `parent` (what a send needs).
+pub fn snapshot_ro(src: BorrowedFd<'_>, parent: BorrowedFd<'_>, name: &str) -> HelperResult<()> {
+    let args = VolArgsV2 {
+        fd: i64::from(src.as_raw_fd()),
+        transid: 0,
+        flags: BTRFS_SUBVOL_RDONLY,
+        unused: [0; 4],
+        name: name_bytes(name)?,
+    };
+    // SAFETY: the ioctl reads a struct btrfs_ioctl_vol_args_v2 we own.
+    if unsafe {
+        libc::ioctl(
+            parent.as_raw_fd(),
+            BTRFS_IOC_SNAP_CREATE_V2,
+            &args as *const VolArgsV2,
+        )
+    } < 0
+    {
+        return Err(last("BTRFS_IOC_SNAP_CREATE_V2 (read-only)", name));
+    }
+    Ok(())
+}
+
+#[repr(C)]
+struct SendArgs {
+    send_fd: i64,
+    clone_sources_count: u64,
+    clone_sources: *const u64,
+    parent_root: u64,
+    flags: u64,
+    version: u32,
+    reserved: [u8; 28],
+}
+
+/// Writes a full send stream (protocol 1) of read-only subvolume `subvol` into `out`: the
+/// kernel's own serialization of the tree, which `receive` applies elsewhere.
+pub fn send(subvol: BorrowedFd<'_>, out: BorrowedFd<'_>) -> HelperResult<()> {
+    let args = SendArgs {
+        send_fd: i64::from(out.as_raw_fd()),
+        clone_sources_count: 0,
+        clone_sources: std::ptr::null(),
+        parent_root: 0,
+        flags: 0,
+        version: 1,
+        reserved: [0; 28],
+    };
+    // SAFETY: the ioctl reads a struct btrfs_ioctl_send_args we own; no clone sources.
+    if unsafe { libc::ioctl(subvol.as_raw_fd(), BTRFS_IOC_SEND, &args as *const SendArgs) } < 0 {
+        return Err(last("BTRFS_IOC_SEND", "subvolume"));
+    }
+    Ok(())
+}

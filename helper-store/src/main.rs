@@ -11,6 +11,7 @@ mod files;
 mod images;
 mod mkfs;
 mod pools;
+mod receive;
 mod templates;
 
 use silo_proto::jail::boot;

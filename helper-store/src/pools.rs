@@ -300,6 +300,94 @@ impl StoreServer {
         kdir.remove_tree(name)
     }
 
+    /// An optimized backup: each volume as a btrfs send stream of a read-only snapshot of it
+    /// (made beside it and deleted after), packed with the two YAML files.
+    async fn pack_optimized(
+        &self,
+        pool: &PoolName,
+        instance: &VolumeName,
+        snapshots: &[(VolumeName, VolumeName)],
+        index_yaml: String,
+        backup_yaml: String,
+        compression: silo_proto::store::PackCompression,
+    ) -> HelperResult<silo_proto::fdpass::FdTicket> {
+        let dir = self.pool(pool)?;
+        if !self.pool_is_btrfs(&dir) {
+            return Err(HelperError::invalid(
+                "backup",
+                format!(
+                    "optimized backups need a btrfs pool; {:?} is not one",
+                    pool.as_str()
+                ),
+            ));
+        }
+        let mut parts = vec![(
+            VolumeKind::Container,
+            instance.clone(),
+            "backup/container.bin".to_string(),
+        )];
+        for (name, v) in snapshots {
+            parts.push((
+                VolumeKind::Snapshot,
+                v.clone(),
+                format!("backup/snapshots/{}.bin", name.as_str()),
+            ));
+        }
+        let mut blobs = Vec::new();
+        for (kind, vol, member) in parts {
+            let kdir = dir.open_dir(&[kind.dir_name()])?;
+            let src = kdir.open_dir(&[vol.as_str()]).map_err(|e| match e {
+                HelperError::NotFound { .. } => HelperError::NotFound {
+                    what: Self::volume_what(pool, kind, &vol),
+                },
+                e => e,
+            })?;
+            let ro = format!("{}.send-ro", vol.as_str());
+            if kdir.exists(&ro)? {
+                crate::btrfs::subvol_delete(kdir.fd(), &ro)?;
+            }
+            crate::btrfs::snapshot_ro(src.fd(), kdir.fd(), &ro)?;
+            let sent = (|| {
+                let snap = kdir.open_dir(&[ro.as_str()])?;
+                let out = self.tmpfile()?;
+                crate::btrfs::send(snap.fd(), out.as_fd())?;
+                Ok::<std::fs::File, HelperError>(out)
+            })();
+            let _ = crate::btrfs::subvol_delete(kdir.fd(), &ro);
+            blobs.push((member, sent?));
+        }
+        let out = self.tmpfile()?;
+        let child_out = out
+            .try_clone()
+            .map_err(|e| HelperError::io("dup", "backup file", e))?;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or(0);
+        silo_proto::image::pack::pack_tree_with(
+            child_out,
+            pack_compression(compression),
+            now,
+            &[
+                ("backup/index.yaml".to_string(), index_yaml.into_bytes()),
+                (
+                    "backup/container/backup.yaml".to_string(),
+                    backup_yaml.into_bytes(),
+                ),
+            ],
+            &[],
+            blobs,
+        )
+        .map_err(|e| HelperError::Io {
+            op: "packing the backup".into(),
+            target: format!("instance {:?}", instance.as_str()),
+            message: e,
+            errno: None,
+        })?;
+        tracing::info!(pool = %pool, instance = %instance, snapshots = snapshots.len(), "packed optimized backup");
+        self.send_fd(&out.into())
+    }
+
     /// An unlinked file in silo-store's own directory: root's, gone with its last fd.
     fn tmpfile(&self) -> HelperResult<std::fs::File> {
         let fd = nix::fcntl::openat(
@@ -797,7 +885,20 @@ impl Store for StoreServer {
             index_yaml,
             backup_yaml,
             compression,
+            optimized,
         } = backup;
+        if optimized {
+            return self
+                .pack_optimized(
+                    &pool,
+                    &instance,
+                    &snapshots,
+                    index_yaml,
+                    backup_yaml,
+                    compression,
+                )
+                .await;
+        }
         if index_yaml.len() > 1 << 20 || backup_yaml.len() > 4 << 20 {
             return Err(HelperError::invalid(
                 "backup",
@@ -872,6 +973,7 @@ impl Store for StoreServer {
         upload: VolumeName,
         instance: VolumeName,
         snapshots: Vec<(VolumeName, VolumeName)>,
+        optimized: bool,
     ) -> HelperResult<()> {
         let dir = self.pool(&pool)?;
         let uploads = self.0.state.open_untrusted_dir("images")?;
@@ -879,20 +981,28 @@ impl Store for StoreServer {
             max_bytes: self.0.policy.max_image_size,
             max_entries: self.0.policy.max_image_entries,
         };
+        // An optimized backup holds one send stream per volume; a plain one a tree per volume.
+        let part = |tree: Vec<String>, bin: String| if optimized { vec![bin] } else { tree };
         let mut parts = vec![(
             VolumeKind::Container,
             instance.clone(),
-            vec!["backup".to_string(), "container".to_string()],
+            part(
+                vec!["backup".to_string(), "container".to_string()],
+                "backup/container.bin".to_string(),
+            ),
         )];
         for (name, v) in &snapshots {
             parts.push((
                 VolumeKind::Snapshot,
                 v.clone(),
-                vec![
-                    "backup".into(),
-                    "snapshots".into(),
-                    name.as_str().to_string(),
-                ],
+                part(
+                    vec![
+                        "backup".into(),
+                        "snapshots".into(),
+                        name.as_str().to_string(),
+                    ],
+                    format!("backup/snapshots/{}.bin", name.as_str()),
+                ),
             ));
         }
         let mut made: Vec<(VolumeKind, VolumeName)> = Vec::new();
@@ -909,6 +1019,19 @@ impl Store for StoreServer {
                 made.push((kind, vol.clone()));
                 let input = crate::images::open_upload(&uploads, upload.as_str())?;
                 let root = target.fd();
+                if optimized {
+                    let member = prefix.concat();
+                    let rl = crate::receive::Limits {
+                        max_bytes: limits.max_bytes,
+                        max_commands: limits.max_entries.saturating_mul(16),
+                    };
+                    crate::child::run("receive backup", &[root], &[], move || {
+                        crate::receive::from_backup(input, &member, root, rl)
+                    })
+                    .await?
+                    .map_err(|e: String| HelperError::invalid("backup", e))?;
+                    continue;
+                }
                 crate::child::run("unpack backup", &[root], &[], move || {
                     let s = silo_proto::image::open_tar_stream(
                         std::fs::File::from(input),

@@ -63,6 +63,9 @@ pub struct BackupPack {
     pub backup_yaml: String,
     /// How the tarball is compressed.
     pub compression: PackCompression,
+    /// btrfs send streams (`backup/container.bin`, `backup/snapshots/<name>.bin`) instead of
+    /// file trees: only from a btrfs pool.
+    pub optimized: bool,
 }
 
 /// The kinds of volume a pool holds, as LXD names them.
@@ -322,5 +325,6 @@ pub trait Store {
         upload: VolumeName,
         instance: VolumeName,
         snapshots: Vec<(VolumeName, VolumeName)>,
+        optimized: bool,
     ) -> HelperResult<()>;
 }

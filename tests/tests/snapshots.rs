@@ -639,3 +639,183 @@ fn a_full_pool_fails_clearly_and_leaves_nothing() {
     assert!(o.status.success(), "{}", show(&o));
     d.set_state("c1", "stop", true);
 }
+
+/// The tree as `find` and `stat` see it from inside (names, types, modes, owners, sizes,
+/// mtimes, link targets), for comparing a restored instance with its source.
+fn tree(d: &TestDaemon, name: &str) -> String {
+    let (code, o, e) = d.exec(
+        name,
+        &[
+            "sh",
+            "-c",
+            // Directory sizes are the filesystem's own (ext4 and btrfs differ); mount points
+            // and what boot rewrites are not the volume's.
+            "find / -xdev ! -path /etc/hostname ! -path /etc/resolv.conf ! -path /dev ! -path /proc ! -path /sys ! -path /run | sort | while read -r f; do if [ -d \"$f\" ] && [ ! -L \"$f\" ]; then stat -c '%n %f %u %g %Y' \"$f\"; else stat -c '%n %f %u %g %s %Y %N' \"$f\"; fi; done",
+        ],
+    );
+    assert_eq!(code, 0, "{e}");
+    o
+}
+
+#[test]
+fn optimized_backups_are_btrfs_send_streams() {
+    let a = TestDaemon::start("bak-opt-a");
+    let o = a.silo(&[
+        "init",
+        "--auto",
+        "--storage-backend",
+        "btrfs",
+        "--storage-create-loop",
+        "2",
+    ]);
+    assert!(o.status.success(), "{}", show(&o));
+    a.import(&busybox_image(false)[0], "busybox");
+    a.launch("busybox", "c1");
+    let (code, _, e) = a.exec(
+        "c1",
+        &[
+            "sh",
+            "-c",
+            concat!(
+            "echo v1 > /root/v; mkfifo /root/fifo; ln -s /etc/passwd /root/lnk; mkdir /root/d; ",
+            "ln /root/v /root/d/hard; chown 1000:1000 /root/v; chmod 640 /root/v; ",
+            // Older inodes moved into newer directories: the stream sends them as orphans
+            // renamed into place.
+            "echo old > /root/old; dd if=/dev/urandom of=/root/big bs=1k count=300 2>/dev/null; ",
+            "mkdir -p /root/n1/n2; mv /root/old /root/big /root/n1/n2/; mv /root/d /root/n1/; ",
+            "ln /root/n1/n2/old /root/n1/old-link",
+        ),
+        ],
+    );
+    assert_eq!(code, 0, "{e}");
+    assert!(a.silo(&["snapshot", "c1", "s1"]).status.success());
+    let (code, _, _) = a.exec("c1", &["sh", "-c", "echo v2 > /root/v"]);
+    assert_eq!(code, 0);
+    a.set_state("c1", "stop", true);
+    let dir = tempfile::tempdir().expect("tmp");
+    let f = dir.path().join("opt.tar.gz");
+    let o = a.silo(&[
+        "export",
+        "c1",
+        &f.display().to_string(),
+        "--optimized-storage",
+    ]);
+    assert!(o.status.success(), "{}", show(&o));
+    let listing = std::process::Command::new("tar")
+        .arg("tzf")
+        .arg(&f)
+        .output()
+        .expect("tar");
+    let members = String::from_utf8_lossy(&listing.stdout).into_owned();
+    assert!(
+        members.contains("backup/container.bin") && members.contains("backup/snapshots/s1.bin"),
+        "{members}"
+    );
+    // Received on a dir pool: the same tree, the snapshot restorable.
+    let b = TestDaemon::start("bak-opt-b");
+    let o = b.silo(&["import", &f.display().to_string()]);
+    assert!(o.status.success(), "{}", show(&o));
+    a.set_state("c1", "start", false);
+    b.set_state("c1", "start", false);
+    assert_eq!(tree(&b, "c1"), tree(&a, "c1"));
+    // And on the btrfs pool it came from, under another name.
+    let o = a.silo(&["import", &f.display().to_string(), "c2"]);
+    assert!(o.status.success(), "{}", show(&o));
+    a.set_state("c2", "start", false);
+    assert_eq!(
+        tree(&a, "c2").replace("/c2", "/c1"),
+        tree(&a, "c1"),
+        "imported on btrfs"
+    );
+    a.set_state("c2", "stop", true);
+    let o = b.silo(&["restore", "c1", "s1"]);
+    assert!(o.status.success(), "{}", show(&o));
+    let (code, o, _) = b.exec("c1", &["cat", "/root/v"]);
+    assert_eq!((code, o.as_str()), (0, "v1\n"));
+    // A dir pool has no send streams to offer.
+    let o = b.silo(&[
+        "export",
+        "c1",
+        &dir.path().join("x.tar.gz").display().to_string(),
+        "--optimized-storage",
+    ]);
+    assert!(!o.status.success());
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("btrfs"),
+        "{}",
+        show(&o)
+    );
+    a.set_state("c1", "stop", true);
+    b.set_state("c1", "stop", true);
+}
+
+/// One send stream command: its number and its (attribute, value) pairs.
+type SendCmd = (u16, Vec<(u16, Vec<u8>)>);
+
+/// A hand-made send stream: header, then (command, attributes) as the kernel lays them out.
+fn send_stream(cmds: &[SendCmd]) -> Vec<u8> {
+    let mut out = b"btrfs-stream\0".to_vec();
+    out.extend(1u32.to_le_bytes());
+    for (cmd, attrs) in cmds {
+        let mut body = Vec::new();
+        for (t, v) in attrs {
+            body.extend(t.to_le_bytes());
+            body.extend((v.len() as u16).to_le_bytes());
+            body.extend(v);
+        }
+        out.extend((body.len() as u32).to_le_bytes());
+        out.extend(cmd.to_le_bytes());
+        out.extend(0u32.to_le_bytes());
+        out.extend(body);
+    }
+    out
+}
+
+#[test]
+fn hostile_send_streams_are_refused() {
+    use silo_tests::corpus::Tar;
+    let d = TestDaemon::start("bak-opt-hostile");
+    let dir = tempfile::tempdir().expect("tmp");
+    let path = |p: &str| (15u16, p.as_bytes().to_vec());
+    let streams: Vec<(&str, Vec<u8>)> = vec![
+        (
+            "a file written through a symlink to the host",
+            send_stream(&[
+                (
+                    1,
+                    vec![
+                        path("x"),
+                        (1, vec![0; 16]),
+                        (2, 1u64.to_le_bytes().to_vec()),
+                    ],
+                ),
+                (8, vec![path("rootfs"), (17, b"/etc".to_vec())]),
+                (3, vec![path("rootfs/silo-pwned")]),
+            ]),
+        ),
+        (
+            "a path that climbs",
+            send_stream(&[(3, vec![path("../../../tmp/silo-pwned")])]),
+        ),
+        ("garbage", b"not a send stream".to_vec()),
+    ];
+    for (what, bin) in streams {
+        let mut t = Tar::new();
+        t.file(
+            "backup/index.yaml",
+            0o644,
+            b"name: evil\nbackend: btrfs\npool: default\nsnapshots: []\noptimized: true\ntype: container\n",
+        )
+        .file("backup/container/backup.yaml", 0o644, b"container:\n  name: evil\n")
+        .file("backup/container.bin", 0o600, &bin);
+        let f = dir.path().join("evil.tar");
+        std::fs::write(&f, t.finish()).expect("write");
+        let o = d.silo(&["import", &f.display().to_string()]);
+        assert!(!o.status.success(), "{what}: {}", show(&o));
+        let (c, _) = d.api("GET", "/1.0/instances/evil", None);
+        assert_eq!(c, 404, "{what}");
+        assert!(entries(&d, "containers").is_empty(), "{what}");
+        assert!(!std::path::Path::new("/etc/silo-pwned").exists(), "{what}");
+        assert!(!std::path::Path::new("/tmp/silo-pwned").exists(), "{what}");
+    }
+}

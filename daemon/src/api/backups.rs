@@ -104,6 +104,7 @@ pub async fn create(
                 &name,
                 &bname,
                 p.instance_only || p.container_only,
+                p.optimized_storage,
                 &p.compression_algorithm,
             )
             .await

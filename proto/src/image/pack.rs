@@ -44,6 +44,18 @@ pub fn pack_tree(
     files: &[(String, Vec<u8>)],
     dirs: &[(String, std::path::PathBuf)],
 ) -> Result<(), String> {
+    pack_tree_with(out, compression, mtime, files, dirs, Vec::new())
+}
+
+/// [`pack_tree`], then whole files (name, open file) appended as regular members.
+pub fn pack_tree_with(
+    out: std::fs::File,
+    compression: Compression,
+    mtime: i64,
+    files: &[(String, Vec<u8>)],
+    dirs: &[(String, std::path::PathBuf)],
+    blobs: Vec<(String, std::fs::File)>,
+) -> Result<(), String> {
     let sink: Box<dyn Write> = match compression {
         Compression::None => Box::new(out),
         Compression::Gzip => Box::new(flate2::write::GzEncoder::new(
@@ -72,6 +84,18 @@ pub fn pack_tree(
     for (name, dir) in dirs {
         b.append_dir_all(name, dir)
             .map_err(|e| format!("packing {name}/: {e}"))?;
+    }
+    for (name, mut f) in blobs {
+        use std::io::Seek;
+        let size = f.metadata().map_err(|e| format!("{name}: {e}"))?.len();
+        f.rewind().map_err(|e| format!("{name}: {e}"))?;
+        let mut h = tar::Header::new_gnu();
+        h.set_size(size);
+        h.set_mode(0o600);
+        h.set_mtime(mtime.max(0) as u64);
+        h.set_cksum();
+        b.append_data(&mut h, &name, f)
+            .map_err(|e| format!("writing {name}: {e}"))?;
     }
     let mut sink = b
         .into_inner()
