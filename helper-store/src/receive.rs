@@ -398,9 +398,8 @@ impl Pending {
                 }
                 for (i, l) in cmds.into_iter().enumerate() {
                     self.held = self.held.saturating_sub(size(&l));
-                    if i == 0 {
-                        apply(&l, root, rep, limits)?;
-                    } else if !self.intercept(&l, root, rep, limits)? {
+                    // The first is the orphan's own creation, now at its final name.
+                    if i == 0 || !self.intercept(&l, root, rep, limits)? {
                         apply(&l, root, rep, limits)?;
                     }
                 }
@@ -806,7 +805,9 @@ fn refresh_copy(root: BorrowedFd<'_>, orig: &str, copy: &str) -> Result<(), Stri
 mod tests {
     use super::*;
 
-    fn stream(cmds: &[(u16, Vec<(u16, &[u8])>)]) -> Vec<u8> {
+    type TestCmd<'a> = (u16, Vec<(u16, &'a [u8])>);
+
+    fn stream(cmds: &[TestCmd<'_>]) -> Vec<u8> {
         let mut out = MAGIC.to_vec();
         out.extend(1u32.to_le_bytes());
         for (kind, attrs) in cmds {
