@@ -1,7 +1,7 @@
 //! Instance backups (`silo export` / `silo import`): LXD's tarball layout
 //! (`backup/index.yaml`, `backup/container/` with `backup.yaml`, `backup/snapshots/<name>/`).
-//! silo-store packs and unpacks the volumes; silod keeps the files in `<state>/backups/` and
-//! reads only the two YAML files of an import itself.
+//! silo-store packs and unpacks the volumes; silod keeps the files in `<state>/backups/`, their
+//! records in the `backups` table, and reads only the two YAML files of an import itself.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -12,10 +12,12 @@ use silo_proto::store::PackCompression;
 use silo_proto::{PoolName, VolumeName};
 
 use crate::api::response::ApiError;
+use crate::db::Db;
 use crate::helpers::{ctx, rpc_err, HelperKind};
 use crate::instances::{self, Ctx, Instance};
 use crate::profiles::Device;
 use crate::snapshots::{self, Snapshot};
+use rusqlite::params;
 
 /// `backup/index.yaml`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -84,8 +86,84 @@ pub struct BackupYaml {
     pub snapshots: Vec<BackupInstance>,
 }
 
+/// Where the tarballs live: `<state>/backups/<instance>/<name>`.
+pub fn root(state: &Path) -> PathBuf {
+    state.join("backups")
+}
+
 fn dir_of(state: &Path, instance: &str) -> PathBuf {
-    state.join("backups").join(instance)
+    root(state).join(instance)
+}
+
+/// A backup's record; its tarball is `<state>/backups/<instance>/<name>`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Backup {
+    /// The instance.
+    pub instance: String,
+    /// The backup's name.
+    pub name: String,
+    /// RFC 3339, UTC.
+    pub created_at: String,
+    /// RFC 3339, UTC; empty for never.
+    pub expires_at: String,
+    /// Made without the instance's snapshots.
+    pub instance_only: bool,
+    /// Volumes as btrfs send streams.
+    pub optimized: bool,
+}
+
+fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Backup> {
+    Ok(Backup {
+        instance: r.get("instance")?,
+        name: r.get("name")?,
+        created_at: r.get("created_at")?,
+        expires_at: r.get("expires_at")?,
+        instance_only: r.get("instance_only")?,
+        optimized: r.get("optimized_storage")?,
+    })
+}
+
+/// An instance's backups, by name.
+pub fn list(db: &Db, instance: &str) -> Result<Vec<Backup>, ApiError> {
+    Ok(db.with(|x| {
+        let mut st = x.prepare("SELECT * FROM backups WHERE instance = ?1 ORDER BY name")?;
+        let rows = st.query_map(params![instance], row)?;
+        rows.collect::<rusqlite::Result<Vec<Backup>>>()
+    })?)
+}
+
+/// One backup's record.
+pub fn get(db: &Db, instance: &str, name: &str) -> Result<Backup, ApiError> {
+    list(db, instance)?
+        .into_iter()
+        .find(|b| b.name == name)
+        .ok_or_else(|| {
+            ApiError::NotFound(format!(
+                "backup {name:?} of instance {instance:?} not found"
+            ))
+        })
+}
+
+fn insert(db: &Db, b: &Backup) -> Result<(), ApiError> {
+    Ok(db.with(|x| {
+        x.execute(
+            "INSERT INTO backups (instance, name, created_at, expires_at, instance_only, optimized_storage) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![b.instance, b.name, b.created_at, b.expires_at, b.instance_only, b.optimized],
+        )
+        .map(|_| ())
+    })?)
+}
+
+/// The API object (LXD's InstanceBackup).
+pub fn to_api(b: &Backup) -> Value {
+    json!({
+        "name": b.name,
+        "created_at": b.created_at,
+        "expires_at": if b.expires_at.is_empty() { "0001-01-01T00:00:00Z" } else { b.expires_at.as_str() },
+        "instance_only": b.instance_only,
+        "container_only": b.instance_only,
+        "optimized_storage": b.optimized,
+    })
 }
 
 fn compression(c: &str) -> Result<PackCompression, ApiError> {
@@ -126,19 +204,34 @@ pub fn check(
     Ok(())
 }
 
-/// Makes backup `name` of an instance (inside the operation).
-pub async fn create(
-    c: &Ctx,
-    state: &Path,
-    instance: &str,
-    name: &str,
-    instance_only: bool,
-    optimized: bool,
-    comp: &str,
-) -> Result<(), ApiError> {
+/// What a new backup is to be.
+#[derive(Debug, Clone)]
+pub struct NewBackup {
+    /// Its name.
+    pub name: String,
+    /// Without the instance's snapshots.
+    pub instance_only: bool,
+    /// Volumes as btrfs send streams.
+    pub optimized: bool,
+    /// When silod deletes it (RFC 3339, UTC), if ever.
+    pub expires_at: Option<String>,
+    /// gzip, xz, zstd or none.
+    pub compression: String,
+}
+
+/// Makes a backup of an instance (inside the operation).
+pub async fn create(c: &Ctx, state: &Path, instance: &str, req: NewBackup) -> Result<(), ApiError> {
+    let NewBackup {
+        name,
+        instance_only,
+        optimized,
+        expires_at,
+        compression: comp,
+    } = req;
+    let (name, comp) = (name.as_str(), comp.as_str());
     let i = instances::get(&c.db, instance)?;
     let path = dir_of(state, instance).join(name);
-    if path.exists() {
+    if path.exists() || get(&c.db, instance, name).is_ok() {
         return Err(ApiError::Conflict(format!(
             "backup {name:?} of instance {instance:?} already exists"
         )));
@@ -230,6 +323,7 @@ pub async fn create(
         .map_err(ApiError::Internal)?
         .remove(0);
     let dir = dir_of(state, instance);
+    let dest = path.clone();
     tokio::task::spawn_blocking(move || -> Result<(), ApiError> {
         use std::io::Seek;
         std::fs::create_dir_all(&dir).map_err(|e| ApiError::Internal(e.to_string()))?;
@@ -239,7 +333,7 @@ pub async fn create(
             .map_err(|e| ApiError::Internal(e.to_string()))?;
         let r = std::fs::File::create(&tmp)
             .and_then(|mut out| std::io::copy(&mut src, &mut out).and_then(|_| out.sync_all()))
-            .and_then(|()| std::fs::rename(&tmp, &path));
+            .and_then(|()| std::fs::rename(&tmp, &dest));
         if let Err(e) = r {
             let _ = std::fs::remove_file(&tmp);
             return Err(ApiError::Internal(format!("storing the backup: {e}")));
@@ -248,6 +342,18 @@ pub async fn create(
     })
     .await
     .map_err(|e| ApiError::Internal(e.to_string()))??;
+    let b = Backup {
+        instance: instance.to_string(),
+        name: name.to_string(),
+        created_at: crate::events::now_rfc3339(),
+        expires_at: expires_at.unwrap_or_default(),
+        instance_only,
+        optimized,
+    };
+    if let Err(e) = insert(&c.db, &b) {
+        let _ = std::fs::remove_file(&path);
+        return Err(e);
+    }
     c.events.lifecycle(
         "instance-backup-created",
         &format!("/1.0/instances/{instance}/backups/{name}"),
@@ -260,56 +366,173 @@ fn to_yaml<T: Serialize>(v: &T) -> Result<String, ApiError> {
     serde_norway::to_string(v).map_err(|e| ApiError::Internal(e.to_string()))
 }
 
-/// The backups of an instance, as API objects.
-pub fn list(state: &Path, instance: &str) -> Vec<Value> {
-    let mut out: Vec<Value> = std::fs::read_dir(dir_of(state, instance))
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
-        .map(|e| {
-            let created = e
-                .metadata()
-                .ok()
-                .and_then(|m| m.modified().ok())
-                .map(|t| {
-                    time::OffsetDateTime::from(t)
-                        .format(&time::format_description::well_known::Rfc3339)
-                        .unwrap_or_default()
-                })
-                .unwrap_or_default();
-            json!({
-                "name": e.file_name().to_string_lossy(),
-                "created_at": created,
-                "expires_at": "0001-01-01T00:00:00Z",
-                "instance_only": false,
-                "container_only": false,
-                "optimized_storage": false,
-            })
-        })
-        .collect();
-    out.sort_by(|a, b| a["name"].as_str().cmp(&b["name"].as_str()));
-    out
-}
-
-/// A backup file's path, if it exists.
-pub fn file(state: &Path, instance: &str, name: &str) -> Result<PathBuf, ApiError> {
-    snapshots::check_name(name)
-        .map_err(|_| ApiError::NotFound(format!("backup {name:?} not found")))?;
+/// A backup's tarball.
+pub fn file(db: &Db, state: &Path, instance: &str, name: &str) -> Result<PathBuf, ApiError> {
+    get(db, instance, name)?;
     let p = dir_of(state, instance).join(name);
     if p.is_file() {
         Ok(p)
     } else {
         Err(ApiError::NotFound(format!(
-            "backup {name:?} of instance {instance:?} not found"
+            "backup {name:?} of instance {instance:?} has lost its file {}",
+            p.display()
         )))
     }
 }
 
-/// Deletes a backup.
-pub fn delete(state: &Path, instance: &str, name: &str) -> Result<(), ApiError> {
-    let p = file(state, instance, name)?;
-    std::fs::remove_file(&p).map_err(|e| ApiError::Internal(format!("deleting the backup: {e}")))
+/// Deletes a backup: its file, then its record.
+pub fn delete(db: &Db, state: &Path, instance: &str, name: &str) -> Result<(), ApiError> {
+    get(db, instance, name)?;
+    match std::fs::remove_file(dir_of(state, instance).join(name)) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(ApiError::Internal(format!("deleting the backup: {e}"))),
+    }
+    db.with(|x| {
+        x.execute(
+            "DELETE FROM backups WHERE instance = ?1 AND name = ?2",
+            params![instance, name],
+        )
+        .map(|_| ())
+    })?;
+    Ok(())
+}
+
+/// Renames a backup (`POST /1.0/instances/<i>/backups/<b>`).
+pub fn rename(db: &Db, state: &Path, instance: &str, from: &str, to: &str) -> Result<(), ApiError> {
+    get(db, instance, from)?;
+    snapshots::check_name(to)
+        .map_err(|e| ApiError::BadRequest(e.to_string().replace("snapshot", "backup")))?;
+    let dir = dir_of(state, instance);
+    if get(db, instance, to).is_ok() || dir.join(to).exists() {
+        return Err(ApiError::Conflict(format!(
+            "backup {to:?} of instance {instance:?} already exists"
+        )));
+    }
+    std::fs::rename(dir.join(from), dir.join(to))
+        .map_err(|e| ApiError::Internal(format!("renaming the backup: {e}")))?;
+    let r = db.with(|x| {
+        x.execute(
+            "UPDATE backups SET name = ?3 WHERE instance = ?1 AND name = ?2",
+            params![instance, from, to],
+        )
+        .map(|_| ())
+    });
+    if let Err(e) = r {
+        let _ = std::fs::rename(dir.join(to), dir.join(from));
+        return Err(e.into());
+    }
+    Ok(())
+}
+
+/// Deletes backups whose `expires_at` has passed (silod's housekeeping, every minute).
+pub fn expire(db: &Db, state: &Path, events: &crate::events::Events) {
+    let now = crate::events::now_rfc3339();
+    let Ok(all) = db.with(|x| {
+        let mut st = x.prepare("SELECT * FROM backups WHERE expires_at != ''")?;
+        let rows = st.query_map([], row)?;
+        rows.collect::<rusqlite::Result<Vec<Backup>>>()
+    }) else {
+        return;
+    };
+    for b in all.into_iter().filter(|b| b.expires_at < now) {
+        match delete(db, state, &b.instance, &b.name) {
+            Ok(()) => {
+                tracing::info!(instance = %b.instance, backup = %b.name, "expired backup deleted");
+                events.lifecycle(
+                    "instance-backup-deleted",
+                    &format!("/1.0/instances/{}/backups/{}", b.instance, b.name),
+                    json!({}),
+                );
+            }
+            Err(e) => {
+                tracing::warn!(instance = %b.instance, backup = %b.name, error = %e, "deleting an expired backup failed")
+            }
+        }
+    }
+}
+
+/// At startup, squares the files with the records: a record whose file is gone is dropped; a
+/// file with no record (left by an older silod, which kept no records) is adopted with what
+/// its own index.yaml says if its instance exists, and removed if it does not (LXD deletes an
+/// instance's backups with it).
+pub fn reconcile(db: &Db, state: &Path) {
+    let Ok(rows) = db.with(|x| {
+        let mut st = x.prepare("SELECT * FROM backups")?;
+        let rows = st.query_map([], row)?;
+        rows.collect::<rusqlite::Result<Vec<Backup>>>()
+    }) else {
+        return;
+    };
+    for b in &rows {
+        if !dir_of(state, &b.instance).join(&b.name).is_file() {
+            tracing::warn!(instance = %b.instance, backup = %b.name, "backup file is gone; dropping its record");
+            let _ = db.with(|x| {
+                x.execute(
+                    "DELETE FROM backups WHERE instance = ?1 AND name = ?2",
+                    params![b.instance, b.name],
+                )
+                .map(|_| ())
+            });
+        }
+    }
+    for d in std::fs::read_dir(root(state))
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let instance = d.file_name().to_string_lossy().into_owned();
+        if instances::get(db, &instance).is_err() {
+            tracing::info!(
+                instance,
+                "removing the backups of an instance that no longer exists"
+            );
+            let _ = std::fs::remove_dir_all(d.path());
+            continue;
+        }
+        for f in std::fs::read_dir(d.path()).into_iter().flatten().flatten() {
+            let name = f.file_name().to_string_lossy().into_owned();
+            if name.starts_with(".tmp-") {
+                // A backup whose making was cut short.
+                let _ = std::fs::remove_file(f.path());
+                continue;
+            }
+            if rows
+                .iter()
+                .any(|b| b.instance == instance && b.name == name)
+            {
+                continue;
+            }
+            let created = f
+                .metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| {
+                    time::OffsetDateTime::from(t)
+                        .format(&time::format_description::well_known::Rfc3339)
+                        .ok()
+                })
+                .unwrap_or_else(crate::events::now_rfc3339);
+            let (optimized, instance_only) = match read_yamls(&f.path()) {
+                Ok((index, _)) => (index.optimized, index.snapshots.is_empty()),
+                Err(e) => {
+                    tracing::warn!(instance, backup = name, error = %e, "an unrecorded backup file is not a backup; leaving it");
+                    continue;
+                }
+            };
+            let b = Backup {
+                instance: instance.clone(),
+                name: name.clone(),
+                created_at: created,
+                expires_at: String::new(),
+                instance_only,
+                optimized,
+            };
+            if snapshots::check_name(&name).is_ok() && insert(db, &b).is_ok() {
+                tracing::info!(instance, backup = name, "adopted a backup file");
+            }
+        }
+    }
 }
 
 /// Reads index.yaml and backup.yaml out of an uploaded backup (bounded: 1 MiB and 4 MiB).

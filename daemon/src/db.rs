@@ -95,6 +95,16 @@ const MIGRATIONS: &[&str] = &[
         architecture TEXT NOT NULL,
         PRIMARY KEY (instance, name)
      );",
+    // 5: instance backups (the tarballs are files under <state>/backups/<instance>/).
+    "CREATE TABLE backups (
+        instance TEXT NOT NULL REFERENCES instances(name) ON DELETE CASCADE ON UPDATE CASCADE,
+        name TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        expires_at TEXT NOT NULL DEFAULT '',
+        instance_only INTEGER NOT NULL DEFAULT 0,
+        optimized_storage INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY (instance, name)
+     );",
 ];
 
 /// Database errors.

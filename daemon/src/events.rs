@@ -32,6 +32,20 @@ pub fn now_rfc3339() -> String {
         .unwrap_or_default()
 }
 
+/// An `expires_at` from a request, in UTC as silo stores it; `None` for no expiry (empty, or
+/// Go's zero time that LXD clients send).
+pub fn parse_expiry_time(s: &str) -> Result<Option<String>, String> {
+    if s.is_empty() || s.starts_with("0001-01-01") {
+        return Ok(None);
+    }
+    let t = time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
+        .map_err(|e| format!("expires_at {s:?} is not an RFC 3339 time: {e}"))?;
+    t.to_offset(time::UtcOffset::UTC)
+        .format(&time::format_description::well_known::Rfc3339)
+        .map(Some)
+        .map_err(|e| e.to_string())
+}
+
 impl Default for Events {
     fn default() -> Self {
         Self::new()
@@ -139,5 +153,21 @@ impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for LogForwarder {
             "logging",
             serde_json::json!({"message": f.message, "level": lvl, "context": f.context}),
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn expiry_times() {
+        assert_eq!(parse_expiry_time(""), Ok(None));
+        assert_eq!(parse_expiry_time("0001-01-01T00:00:00Z"), Ok(None));
+        assert_eq!(
+            parse_expiry_time("2027-01-02T03:04:05+02:00"),
+            Ok(Some("2027-01-02T01:04:05Z".to_string()))
+        );
+        assert!(parse_expiry_time("tomorrow").is_err());
     }
 }

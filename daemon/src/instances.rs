@@ -458,7 +458,11 @@ pub fn to_api(db: &Db, i: &Instance, full: bool, state: Option<Value>) -> Result
             .iter()
             .map(|s| crate::snapshots::to_api(db, s))
             .collect::<Vec<_>>());
-        v["backups"] = json!([]);
+        v["backups"] = json!(crate::backups::list(db, &i.name)
+            .unwrap_or_default()
+            .iter()
+            .map(crate::backups::to_api)
+            .collect::<Vec<_>>());
     }
     Ok(v)
 }
@@ -583,6 +587,8 @@ pub struct Ctx {
     pub stopping: crate::runtime::Stopping,
     /// Where exec outputs are recorded (`<state>/logs`).
     pub logs: Option<std::path::PathBuf>,
+    /// Where backup tarballs are kept (`<state>/backups`).
+    pub backups: Option<std::path::PathBuf>,
 }
 
 /// Checks a create request and resolves what it needs; fast, before the operation starts.
@@ -1004,6 +1010,10 @@ pub async fn delete(c: &Ctx, name: &str) -> Result<(), ApiError> {
     if let Some(dir) = &c.logs {
         let _ = tokio::fs::remove_dir_all(dir.join(name)).await;
     }
+    // Its backups go with it, as in LXD (their records went with the instance's row).
+    if let Some(dir) = &c.backups {
+        let _ = tokio::fs::remove_dir_all(dir.join(name)).await;
+    }
     c.events.lifecycle(
         "instance-deleted",
         &format!("/1.0/instances/{name}"),
@@ -1063,6 +1073,14 @@ pub async fn rename(c: &Ctx, name: &str, to: &str) -> Result<(), ApiError> {
             .rename_volume(ctx(), pn, VolumeKind::Container, dst, from, false)
             .await;
         return Err(e);
+    }
+    // The backup records followed the row (ON UPDATE CASCADE); their files follow here.
+    if let Some(dir) = &c.backups {
+        if let Err(e) = std::fs::rename(dir.join(name), dir.join(to)) {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                tracing::warn!(instance = name, to, error = %e, "moving the backups of a renamed instance failed");
+            }
+        }
     }
     if let Ok(n) = silo_proto::InstanceName::new(name.to_string()) {
         // The old name's console log and records.

@@ -295,9 +295,11 @@ async fn serve(
         tokio::spawn(async move { crate::runtime::on_daemon_start(&c).await });
     }
     {
-        // Housekeeping at the start of every minute: scheduled snapshots are taken and those
-        // past their expiry go.
+        // Housekeeping at the start of every minute: scheduled snapshots are taken, and
+        // snapshots and backups past their expiry go.
         let c = daemon.instance_ctx();
+        let state = args.state_dir.clone();
+        crate::backups::reconcile(&c.db, &state);
         tokio::spawn(async move {
             loop {
                 let now = time::OffsetDateTime::now_utc();
@@ -307,6 +309,7 @@ async fn serve(
                 let minute = time::OffsetDateTime::now_utc();
                 crate::snapshots::run_schedules(&c, minute).await;
                 crate::snapshots::expire(&c).await;
+                crate::backups::expire(&c.db, &state, &c.events);
             }
         });
     }

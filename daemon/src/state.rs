@@ -174,6 +174,7 @@ impl Daemon {
             events: self.events.clone(),
             stopping: self.stopping.clone(),
             logs: Some(self.state_dir.join("logs")),
+            backups: Some(crate::backups::root(&self.state_dir)),
         }
     }
 }

@@ -819,3 +819,111 @@ fn hostile_send_streams_are_refused() {
         assert!(!std::path::Path::new("/tmp/silo-pwned").exists(), "{what}");
     }
 }
+
+#[test]
+fn backup_records_rename_expire_and_follow_their_instance() {
+    let mut d = TestDaemon::start("bak-records");
+    d.import(&busybox_image(false)[0], "busybox");
+    d.api_ok(
+        "POST",
+        "/1.0/instances",
+        Some(json!({"name": "c1", "source": {"type": "image", "alias": "busybox"}})),
+    );
+    d.api_ok(
+        "POST",
+        "/1.0/instances/c1/snapshots",
+        Some(json!({"name": "s1"})),
+    );
+    let later = (time::OffsetDateTime::now_utc() + time::Duration::days(1))
+        .to_offset(time::UtcOffset::from_hms(2, 0, 0).expect("offset"))
+        .format(&time::format_description::well_known::Rfc3339)
+        .expect("time");
+    d.api_ok(
+        "POST",
+        "/1.0/instances/c1/backups",
+        Some(json!({"name": "b1", "instance_only": true, "expires_at": later})),
+    );
+    let b = d.api_ok("GET", "/1.0/instances/c1/backups/b1", None);
+    assert_eq!(b["instance_only"], true, "{b}");
+    assert_eq!(b["optimized_storage"], false, "{b}");
+    let exp = b["expires_at"].as_str().unwrap_or("");
+    assert!(
+        exp.ends_with('Z') && !exp.starts_with("0001"),
+        "stored in UTC: {b}"
+    );
+    let (code, body) = d.api(
+        "POST",
+        "/1.0/instances/c1/backups",
+        Some(json!({"name": "b2", "expires_at": "next tuesday"})),
+    );
+    assert_eq!(code, 400, "{body}");
+    assert!(body.to_string().contains("expires_at"), "{body}");
+    // Rename; the old name is gone and the file follows.
+    d.api_ok(
+        "POST",
+        "/1.0/instances/c1/backups/b1",
+        Some(json!({"name": "b1r"})),
+    );
+    assert_eq!(d.api("GET", "/1.0/instances/c1/backups/b1", None).0, 404);
+    let (code, bytes) = d.api_raw("GET", "/1.0/instances/c1/backups/b1r/export");
+    assert_eq!(code, 200);
+    assert!(bytes.len() > 1000);
+    let full = d.api_ok("GET", "/1.0/instances/c1?recursion=2", None);
+    assert_eq!(full["backups"][0]["name"], "b1r", "{full}");
+    // A backup past its expiry goes at silod's next minute of housekeeping.
+    let soon = (time::OffsetDateTime::now_utc() + time::Duration::seconds(1))
+        .format(&time::format_description::well_known::Rfc3339)
+        .expect("time");
+    d.api_ok(
+        "POST",
+        "/1.0/instances/c1/backups",
+        Some(json!({"name": "short", "expires_at": soon})),
+    );
+    assert!(
+        silo_tests::wait_until(std::time::Duration::from_secs(75), || {
+            d.api("GET", "/1.0/instances/c1/backups/short", None).0 == 404
+        }),
+        "an expired backup was not deleted"
+    );
+    assert!(!d.dir.join("backups/c1/short").exists());
+    assert!(d.dir.join("backups/c1/b1r").exists());
+    // Renaming the instance takes its backups along.
+    d.api_ok("POST", "/1.0/instances/c1", Some(json!({"name": "c2"})));
+    assert_eq!(
+        d.api_ok("GET", "/1.0/instances/c2/backups", None),
+        json!(["/1.0/instances/c2/backups/b1r"])
+    );
+    assert_eq!(
+        d.api_raw("GET", "/1.0/instances/c2/backups/b1r/export").0,
+        200
+    );
+    // A file an older silod left with no record is adopted at startup (what it holds read
+    // from its index.yaml); the backups of an instance that is gone are removed.
+    std::fs::copy(d.dir.join("backups/c2/b1r"), d.dir.join("backups/c2/older")).expect("copy");
+    std::fs::create_dir_all(d.dir.join("backups/ghost")).expect("mkdir");
+    std::fs::write(d.dir.join("backups/ghost/x"), b"x").expect("write");
+    // As silod (the silo user) would have left them.
+    use std::os::unix::fs::MetadataExt;
+    let owner = std::fs::metadata(d.dir.join("backups")).expect("backups dir");
+    for p in ["backups/c2/older", "backups/ghost", "backups/ghost/x"] {
+        std::os::unix::fs::chown(d.dir.join(p), Some(owner.uid()), Some(owner.gid()))
+            .expect("chown");
+    }
+    d.stop();
+    d.spawn();
+    let older = d.api_ok("GET", "/1.0/instances/c2/backups/older", None);
+    assert_eq!(older["instance_only"], true, "{older}");
+    assert!(!d.dir.join("backups/ghost").exists());
+    // Deleting the instance deletes its backups; a new one of the same name has none.
+    d.api_ok("DELETE", "/1.0/instances/c2", None);
+    assert!(!d.dir.join("backups/c2").exists());
+    d.api_ok(
+        "POST",
+        "/1.0/instances",
+        Some(json!({"name": "c2", "source": {"type": "image", "alias": "busybox"}})),
+    );
+    assert_eq!(
+        d.api_ok("GET", "/1.0/instances/c2/backups", None),
+        json!([])
+    );
+}

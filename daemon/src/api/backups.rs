@@ -35,18 +35,13 @@ pub async fn list(
     Query(q): Query<ListQuery>,
 ) -> ApiResult {
     crate::instances::get(&d.db, &name)?;
-    let all = backups::list(&d.state_dir, &name);
+    let all = backups::list(&d.db, &name)?;
     if q.recursive() {
-        Ok(sync(all))
+        Ok(sync(all.iter().map(backups::to_api).collect::<Vec<_>>()))
     } else {
         Ok(sync(
             all.iter()
-                .map(|b| {
-                    format!(
-                        "/1.0/instances/{name}/backups/{}",
-                        b["name"].as_str().unwrap_or("")
-                    )
-                })
+                .map(|b| format!("/1.0/instances/{name}/backups/{}", b.name))
                 .collect::<Vec<_>>(),
         ))
     }
@@ -64,6 +59,8 @@ pub struct BackupPost {
     optimized_storage: bool,
     #[serde(default, deserialize_with = "crate::api::response::null_default")]
     compression_algorithm: String,
+    #[serde(default, deserialize_with = "crate::api::response::null_default")]
+    expires_at: String,
 }
 
 /// `POST /1.0/instances/{name}/backups` (async).
@@ -75,15 +72,17 @@ pub async fn create(
     let p: BackupPost = serde_json::from_slice(&body)
         .map_err(|e| ApiError::BadRequest(format!("invalid request body: {e}")))?;
     let c = d.instance_ctx();
+    crate::instances::get(&d.db, &name)?;
     let bname = if p.name.is_empty() {
-        let have = backups::list(&d.state_dir, &name);
+        let have = backups::list(&d.db, &name)?;
         (0..)
             .map(|n| format!("backup{n}"))
-            .find(|n| !have.iter().any(|b| b["name"] == n.as_str()))
+            .find(|n| !have.iter().any(|b| b.name == *n))
             .unwrap_or_else(|| "backup".into())
     } else {
         p.name.clone()
     };
+    let expires = crate::events::parse_expiry_time(&p.expires_at).map_err(ApiError::BadRequest)?;
     backups::check(
         &c,
         &name,
@@ -102,10 +101,13 @@ pub async fn create(
                 &c,
                 &state,
                 &name,
-                &bname,
-                p.instance_only || p.container_only,
-                p.optimized_storage,
-                &p.compression_algorithm,
+                backups::NewBackup {
+                    name: bname,
+                    instance_only: p.instance_only || p.container_only,
+                    optimized: p.optimized_storage,
+                    expires_at: expires,
+                    compression: p.compression_algorithm,
+                },
             )
             .await
             .map(|()| Value::Null)
@@ -120,12 +122,36 @@ pub async fn get_one(
     State(d): State<Arc<Daemon>>,
     Path((name, b)): Path<(String, String)>,
 ) -> ApiResult {
-    backups::file(&d.state_dir, &name, &b)?;
-    backups::list(&d.state_dir, &name)
-        .into_iter()
-        .find(|x| x["name"] == b.as_str())
-        .map(sync)
-        .ok_or_else(|| ApiError::NotFound(format!("backup {b:?} not found")))
+    Ok(sync(backups::to_api(&backups::get(&d.db, &name, &b)?)))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct BackupRename {
+    name: String,
+}
+
+/// `POST /1.0/instances/{name}/backups/{backup}`: rename (async, as LXD).
+pub async fn rename(
+    State(d): State<Arc<Daemon>>,
+    Path((name, b)): Path<(String, String)>,
+    body: axum::body::Bytes,
+) -> ApiResult {
+    let p: BackupRename = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::BadRequest(format!("invalid request body: {e}")))?;
+    backups::get(&d.db, &name, &b)?;
+    let (db, state) = (d.db.clone(), d.state_dir.clone());
+    let op = d.ops.start(
+        "task",
+        "Renaming instance backup",
+        resources(&name, Some(&b)),
+        false,
+        move |_ctx| async move {
+            backups::rename(&db, &state, &name, &b, &p.name)
+                .map(|()| Value::Null)
+                .map_err(|e| e.to_string())
+        },
+    );
+    Ok(async_op(&op))
 }
 
 /// `DELETE /1.0/instances/{name}/backups/{backup}` (async, as LXD).
@@ -133,15 +159,15 @@ pub async fn delete(
     State(d): State<Arc<Daemon>>,
     Path((name, b)): Path<(String, String)>,
 ) -> ApiResult {
-    backups::file(&d.state_dir, &name, &b)?;
-    let state = d.state_dir.clone();
+    backups::get(&d.db, &name, &b)?;
+    let (db, state) = (d.db.clone(), d.state_dir.clone());
     let op = d.ops.start(
         "task",
         "Removing instance backup",
         resources(&name, Some(&b)),
         false,
         move |_ctx| async move {
-            backups::delete(&state, &name, &b)
+            backups::delete(&db, &state, &name, &b)
                 .map(|()| Value::Null)
                 .map_err(|e| e.to_string())
         },
@@ -154,7 +180,7 @@ pub async fn export(
     State(d): State<Arc<Daemon>>,
     Path((name, b)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
-    let p = backups::file(&d.state_dir, &name, &b)?;
+    let p = backups::file(&d.db, &d.state_dir, &name, &b)?;
     let (body, len) = super::images::file_body(p)?;
     let mut r = (StatusCode::OK, body).into_response();
     let h = r.headers_mut();

@@ -222,7 +222,9 @@ fn instance_routes(base: &str) -> Router<Arc<Daemon>> {
         )
         .route(
             &format!("{base}/{{name}}/backups/{{backup}}"),
-            get(backups::get_one).delete(backups::delete),
+            get(backups::get_one)
+                .post(backups::rename)
+                .delete(backups::delete),
         )
         .route(
             &format!("{base}/{{name}}/backups/{{backup}}/export"),

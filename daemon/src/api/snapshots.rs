@@ -86,9 +86,10 @@ pub async fn create(
             "snapshot {snap:?} of instance {name:?} already exists"
         )));
     }
-    let expires = p
-        .expires_at
-        .filter(|e| !e.is_empty() && !e.starts_with("0001-01-01"));
+    let expires = match p.expires_at.as_deref() {
+        Some(e) => crate::events::parse_expiry_time(e).map_err(ApiError::BadRequest)?,
+        None => None,
+    };
     let c = d.instance_ctx();
     let op = d.ops.start(
         "task",
