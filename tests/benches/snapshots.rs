@@ -1,4 +1,4 @@
-//! Snapshot, copy and publish figures for the debian instance (debootstrap, systemd) on a dir
+//! Snapshot, copy, publish and backup figures for the debian instance (debootstrap, systemd) on a dir
 //! and a btrfs pool. Run as root:
 //! `cargo build --release --workspace && cargo bench -p silo-tests --bench snapshots`
 
@@ -85,6 +85,34 @@ fn run(driver: &str) {
         d.set_state("d1", "stop", true);
         t
     };
+    // Backups of d1 with its two snapshots: `silo export` (make, download, delete) and
+    // `silo import` of the file, plain and (btrfs) as send streams.
+    let dir = tempfile::tempdir().expect("tmp");
+    let mut backups = Vec::new();
+    let kinds: &[(&str, bool)] = if driver == "btrfs" {
+        &[("plain", false), ("optimized", true)]
+    } else {
+        &[("plain", false)]
+    };
+    for (i, (what, optimized)) in kinds.iter().enumerate() {
+        let f = dir.path().join(format!("{what}.tar.zst"));
+        let fs = f.display().to_string();
+        let mut args = vec!["export", "d1", fs.as_str(), "--compression", "zstd"];
+        if *optimized {
+            args.push("--optimized-storage");
+        }
+        let export = timed(|| {
+            let o = d.silo(&args);
+            assert!(o.status.success(), "{}", silo_tests::show(&o));
+        });
+        let size = std::fs::metadata(&f).map(|m| m.len()).unwrap_or(0);
+        let name = format!("imported{i}");
+        let import = timed(|| {
+            let o = d.silo(&["import", fs.as_str(), name.as_str()]);
+            assert!(o.status.success(), "{}", silo_tests::show(&o));
+        });
+        backups.push((*what, export, import, size));
+    }
     println!("debian instance on a {driver} pool:");
     println!("  snapshot (stopped)                {}", ms(snap));
     println!("  snapshot (running, frozen)        {}", ms(running_snap));
@@ -94,6 +122,14 @@ fn run(driver: &str) {
         println!(
             "  publish, {c:<5}                    {}  ({:.1} MiB image)",
             ms(t),
+            size as f64 / (1 << 20) as f64
+        );
+    }
+    for (what, export, import, size) in backups {
+        println!(
+            "  backup {what:<9}, 2 snapshots, zstd: export {}  import {}  ({:.1} MiB)",
+            ms(export),
+            ms(import),
             size as f64 / (1 << 20) as f64
         );
     }
