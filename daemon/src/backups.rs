@@ -44,6 +44,21 @@ pub struct Index {
     pub kind: String,
 }
 
+/// LXD's `backup/optimized_header.yaml` (btrfs): the subvolumes of each volume.
+#[derive(Debug, Deserialize)]
+struct OptimizedHeader {
+    #[serde(default)]
+    subvolumes: Vec<HeaderSubvolume>,
+}
+
+#[derive(Debug, Deserialize)]
+struct HeaderSubvolume {
+    #[serde(default)]
+    snapshot: String,
+    #[serde(default)]
+    path: String,
+}
+
 /// What `backup/container/backup.yaml` says of the instance.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct BackupInstance {
@@ -535,14 +550,15 @@ pub fn reconcile(db: &Db, state: &Path) {
     }
 }
 
-/// Reads index.yaml and backup.yaml out of an uploaded backup (bounded: 1 MiB and 4 MiB).
+/// Reads index.yaml and backup.yaml out of an uploaded backup (bounded: 1 MiB and 4 MiB), and
+/// LXD's `optimized_header.yaml` when the index says there is one.
 fn read_yamls(path: &Path) -> Result<(Index, BackupYaml), ApiError> {
     use std::io::Read;
     let bad = |m: String| ApiError::BadRequest(format!("not a silo/LXD backup: {m}"));
     let f = std::fs::File::open(path).map_err(|e| ApiError::Internal(e.to_string()))?;
     let stream = silo_proto::image::open_tar_stream(f, 1 << 40).map_err(|e| bad(e.to_string()))?;
     let mut ar = tar::Archive::new(stream);
-    let (mut index, mut by) = (None, None);
+    let (mut index, mut by, mut header) = (None, None, None);
     for e in ar.entries().map_err(|e| bad(e.to_string()))? {
         let mut e = e.map_err(|e| bad(e.to_string()))?;
         let p = String::from_utf8_lossy(&e.path_bytes())
@@ -551,6 +567,7 @@ fn read_yamls(path: &Path) -> Result<(Index, BackupYaml), ApiError> {
         let (limit, slot) = match p.as_str() {
             "backup/index.yaml" => (1u64 << 20, &mut index),
             "backup/container/backup.yaml" => (4u64 << 20, &mut by),
+            "backup/optimized_header.yaml" => (1u64 << 20, &mut header),
             _ => continue,
         };
         if e.size() > limit {
@@ -562,13 +579,32 @@ fn read_yamls(path: &Path) -> Result<(Index, BackupYaml), ApiError> {
             .read_to_string(&mut s)
             .map_err(|e| bad(format!("{p}: {e}")))?;
         *slot = Some(s);
-        if index.is_some() && by.is_some() {
+        let wants_header = index
+            .as_deref()
+            .and_then(|i| serde_norway::from_str::<Index>(i).ok())
+            .map(|i| i.optimized_header)
+            .unwrap_or(true);
+        if index.is_some() && by.is_some() && (header.is_some() || !wants_header) {
             break;
         }
     }
     let index: Index =
         serde_norway::from_str(&index.ok_or_else(|| bad("no backup/index.yaml".into()))?)
             .map_err(|e| bad(format!("backup/index.yaml: {e}")))?;
+    if let Some(h) = header {
+        // LXD lists the btrfs subvolumes of each volume; silo restores each volume's own
+        // subvolume, so nested ones (a container that made subvolumes inside itself) are
+        // refused rather than silently left out.
+        let h: OptimizedHeader = serde_norway::from_str(&h)
+            .map_err(|e| bad(format!("backup/optimized_header.yaml: {e}")))?;
+        if let Some(n) = h.subvolumes.iter().find(|v| v.path != "/") {
+            return Err(ApiError::BadRequest(format!(
+                "the backup holds a nested btrfs subvolume ({:?} in {}), which silo does not restore",
+                n.path,
+                if n.snapshot.is_empty() { "the instance".to_string() } else { format!("snapshot {:?}", n.snapshot) }
+            )));
+        }
+    }
     let by: BackupYaml =
         serde_norway::from_str(&by.ok_or_else(|| bad("no backup/container/backup.yaml".into()))?)
             .map_err(|e| bad(format!("backup/container/backup.yaml: {e}")))?;

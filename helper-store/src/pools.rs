@@ -321,11 +321,11 @@ impl StoreServer {
                 ),
             ));
         }
-        let mut parts = vec![(
-            VolumeKind::Container,
-            instance.clone(),
-            "backup/container.bin".to_string(),
-        )];
+        // LXD's order: the snapshots oldest first, then the instance. Each is sent whole, not as
+        // a difference from the one before as LXD does: a receiver that cannot make hard links
+        // across directories (silo's own, confined without landlock's REFER right) keeps such
+        // links as copies, and a later difference would update only one of them.
+        let mut parts = Vec::new();
         for (name, v) in snapshots {
             parts.push((
                 VolumeKind::Snapshot,
@@ -333,29 +333,40 @@ impl StoreServer {
                 format!("backup/snapshots/{}.bin", name.as_str()),
             ));
         }
+        parts.push((
+            VolumeKind::Container,
+            instance.clone(),
+            "backup/container.bin".to_string(),
+        ));
         let mut blobs = Vec::new();
-        for (kind, vol, member) in parts {
-            let kdir = dir.open_dir(&[kind.dir_name()])?;
-            let src = kdir.open_dir(&[vol.as_str()]).map_err(|e| match e {
-                HelperError::NotFound { .. } => HelperError::NotFound {
-                    what: Self::volume_what(pool, kind, &vol),
-                },
-                e => e,
-            })?;
-            let ro = format!("{}.send-ro", vol.as_str());
-            if kdir.exists(&ro)? {
-                crate::btrfs::subvol_delete(kdir.fd(), &ro)?;
-            }
-            crate::btrfs::snapshot_ro(src.fd(), kdir.fd(), &ro)?;
-            let sent = (|| {
+        // Read-only snapshots made for sending, all deleted at the end whatever happened.
+        let mut made: Vec<(Root, String)> = Vec::new();
+        let sent = (|| {
+            for (kind, vol, member) in parts {
+                let kdir = dir.open_dir(&[kind.dir_name()])?;
+                let src = kdir.open_dir(&[vol.as_str()]).map_err(|e| match e {
+                    HelperError::NotFound { .. } => HelperError::NotFound {
+                        what: Self::volume_what(pool, kind, &vol),
+                    },
+                    e => e,
+                })?;
+                let ro = format!("{}.send-ro", vol.as_str());
+                if kdir.exists(&ro)? {
+                    crate::btrfs::subvol_delete(kdir.fd(), &ro)?;
+                }
+                crate::btrfs::snapshot_ro(src.fd(), kdir.fd(), &ro)?;
                 let snap = kdir.open_dir(&[ro.as_str()])?;
+                made.push((kdir, ro));
                 let out = self.tmpfile()?;
-                crate::btrfs::send(snap.fd(), out.as_fd())?;
-                Ok::<std::fs::File, HelperError>(out)
-            })();
-            let _ = crate::btrfs::subvol_delete(kdir.fd(), &ro);
-            blobs.push((member, sent?));
+                crate::btrfs::send(snap.fd(), None, out.as_fd())?;
+                blobs.push((member, out));
+            }
+            Ok::<(), HelperError>(())
+        })();
+        for (kdir, ro) in &made {
+            let _ = crate::btrfs::subvol_delete(kdir.fd(), ro);
         }
+        sent?;
         let out = self.tmpfile()?;
         let child_out = out
             .try_clone()
@@ -1005,9 +1016,15 @@ impl Store for StoreServer {
                 ),
             ));
         }
+        if optimized {
+            // Streams after the first may be differences from the volume before them: the
+            // snapshots oldest first, then the instance (LXD's order).
+            parts.rotate_left(1);
+        }
         let mut made: Vec<(VolumeKind, VolumeName)> = Vec::new();
         let t0 = std::time::Instant::now();
         let r = async {
+            let mut previous: Option<Root> = None;
             for (kind, vol, prefix) in parts {
                 let (kdir, _) = dir.mkdir_all(&[kind.dir_name()], 0o711)?;
                 let target = self.new_volume(
@@ -1025,11 +1042,26 @@ impl Store for StoreServer {
                         max_bytes: limits.max_bytes,
                         max_commands: limits.max_entries.saturating_mul(16),
                     };
-                    crate::child::run("receive backup", &[root], &[], move || {
-                        crate::receive::from_backup(input, &member, root, rl)
+                    let base = previous.as_ref().map(|p| p.fd());
+                    let read: Vec<std::os::fd::BorrowedFd<'_>> = base.into_iter().collect();
+                    let member_name = prefix.concat();
+                    let got = crate::child::run("receive backup", &[root], &read, move || {
+                        crate::receive::from_backup(input, &member, root, base, rl)
                     })
                     .await?
                     .map_err(|e: String| HelperError::invalid("backup", e))?;
+                    tracing::info!(
+                        member = %member_name,
+                        commands = got.commands,
+                        bytes = got.bytes,
+                        incremental = got.incremental,
+                        moved_by_copy = got.moved_by_copy,
+                        link_copies = got.link_copies,
+                        stashed = got.stashed,
+                        skipped_devices = got.skipped_devices,
+                        "received send stream"
+                    );
+                    previous = Some(target);
                     continue;
                 }
                 crate::child::run("unpack backup", &[root], &[], move || {

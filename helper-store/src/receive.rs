@@ -1,5 +1,7 @@
-//! Applying a btrfs send stream (protocol 1, a full send) beneath a volume directory: what
-//! `btrfs receive` does, for optimized backups, written for a hostile stream. Every path is
+//! Applying a btrfs send stream (protocol 1) beneath a volume directory: what `btrfs receive`
+//! does, for optimized backups, written for a hostile stream. A full stream fills an empty
+//! volume; an incremental one (LXD sends each snapshot after the first, and the instance, as
+//! its difference from the one before) starts from a copy of the volume received before it. Every path is
 //! resolved beneath the target with no symlink followed (RESOLVE_BENEATH|RESOLVE_NO_SYMLINKS
 //! on the parent, *at calls with AT_SYMLINK_NOFOLLOW on the last component), sizes are
 //! bounded, and device nodes are skipped as image unpacking skips them. It runs in a child
@@ -29,6 +31,14 @@ pub struct Report {
     pub bytes: u64,
     /// Device nodes skipped.
     pub skipped_devices: u64,
+    /// Whether the stream was a difference from the volume before it.
+    pub incremental: bool,
+    /// Entries moved into another directory by copying (no REFER).
+    pub moved_by_copy: u64,
+    /// Hard links into another directory kept as copies (no REFER).
+    pub link_copies: u64,
+    /// Entries taken under a stash name while a command for them waited.
+    pub stashed: u64,
 }
 
 const MAGIC: &[u8; 13] = b"btrfs-stream\0";
@@ -60,6 +70,7 @@ const END: u16 = 21;
 const UPDATE_EXTENT: u16 = 22;
 
 // Attributes.
+const A_UUID: u16 = 1;
 const A_SIZE: u16 = 4;
 const A_MODE: u16 = 5;
 const A_UID: u16 = 6;
@@ -73,6 +84,7 @@ const A_PATH_TO: u16 = 16;
 const A_PATH_LINK: u16 = 17;
 const A_FILE_OFFSET: u16 = 18;
 const A_DATA: u16 = 19;
+const A_CLONE_UUID: u16 = 20;
 const A_CLONE_PATH: u16 = 22;
 const A_CLONE_OFFSET: u16 = 23;
 const A_CLONE_LEN: u16 = 24;
@@ -187,8 +199,29 @@ fn errno(path: &str, what: &str) -> String {
     format!("{what} {path}: {}", std::io::Error::last_os_error())
 }
 
-/// Applies a send stream beneath `root`.
-pub fn receive(r: &mut dyn Read, root: BorrowedFd<'_>, limits: Limits) -> Result<Report, String> {
+/// Where a stream lands.
+struct Target<'a> {
+    /// The new volume.
+    root: BorrowedFd<'a>,
+    /// The volume received before this one, which an incremental stream is a difference from
+    /// (read only).
+    base: Option<BorrowedFd<'a>>,
+    /// The sent subvolume's uuid, as the stream names it.
+    uuid: Vec<u8>,
+    /// The uuid of the subvolume an incremental stream is a difference from.
+    parent_uuid: Vec<u8>,
+    /// Device nodes the stream made that were skipped: what it later does to them is moot.
+    skipped: std::cell::RefCell<std::collections::HashSet<String>>,
+}
+
+/// Applies a send stream beneath `root`; `base` is the volume an incremental stream starts
+/// from.
+pub fn receive(
+    r: &mut dyn Read,
+    root: BorrowedFd<'_>,
+    base: Option<BorrowedFd<'_>>,
+    limits: Limits,
+) -> Result<Report, String> {
     let mut magic = [0u8; 13];
     r.read_exact(&mut magic)
         .map_err(|e| format!("not a btrfs send stream: {e}"))?;
@@ -206,15 +239,38 @@ pub fn receive(r: &mut dyn Read, root: BorrowedFd<'_>, limits: Limits) -> Result
     }
     let mut rep = Report::default();
     let mut pending = Pending::default();
+    let mut t = Target {
+        root,
+        base,
+        uuid: Vec::new(),
+        parent_uuid: Vec::new(),
+        skipped: Default::default(),
+    };
     while let Some(c) = read_cmd(r)? {
         rep.commands += 1;
         if rep.commands > limits.max_commands {
             return Err(format!("more than {} commands", limits.max_commands));
         }
-        if pending.intercept(&c, root, &mut rep, &limits)? {
+        if matches!(c.kind, SUBVOL | SNAPSHOT) {
+            if rep.commands != 1 {
+                return Err("a stream names its subvolume only at its start".into());
+            }
+            t.uuid = c.get(A_UUID).unwrap_or(&[]).to_vec();
+            if c.kind == SNAPSHOT {
+                let base = t.base.ok_or(
+                    "an incremental stream that is not preceded by the volume it is a difference from",
+                )?;
+                t.parent_uuid = c.get(A_CLONE_UUID).unwrap_or(&[]).to_vec();
+                rep.incremental = true;
+                crate::copy::copy_tree(base, root, u64::MAX)
+                    .map_err(|e| format!("copying the volume the stream starts from: {e}"))?;
+            }
             continue;
         }
-        apply(&c, root, &mut rep, &limits)?;
+        if pending.intercept(&c, &t, &mut rep, &limits)? {
+            continue;
+        }
+        apply(&c, &t, &mut rep, &limits)?;
         if c.kind == END {
             break;
         }
@@ -236,6 +292,11 @@ struct Pending {
     /// Hard links that had to be copies (no REFER right): (copy, original), brought up to
     /// date with their original when the stream ends.
     copies: Vec<(String, String)>,
+    /// Extra names (`.silo-recv-<n>`, beside the original) that keep what a held link or
+    /// rename will take, while the stream goes on with the name it had.
+    stashes: Vec<String>,
+    /// Stash names given so far.
+    stashed: u64,
 }
 
 /// The most command bytes held back for orphans not yet in place.
@@ -281,6 +342,18 @@ fn rebase(mut c: Cmd, from: &str, to: &str) -> Cmd {
 }
 
 impl Pending {
+    /// Removes the stash a just applied link came from.
+    fn unstash(&mut self, c: &Cmd, root: BorrowedFd<'_>) -> Result<(), String> {
+        if c.kind == LINK {
+            let src = c.path(A_PATH_LINK)?;
+            if let Some(i) = self.stashes.iter().position(|s| *s == src) {
+                self.stashes.remove(i);
+                keeping_dir_times(root, &src, || unlink_at(root, &src))?;
+            }
+        }
+        Ok(())
+    }
+
     fn owner(&self, c: &Cmd) -> Option<String> {
         for a in [A_PATH, A_PATH_TO, A_PATH_LINK, A_CLONE_PATH] {
             if let Ok(p) = c.path(a) {
@@ -298,10 +371,11 @@ impl Pending {
     fn intercept(
         &mut self,
         c: &Cmd,
-        root: BorrowedFd<'_>,
+        t: &Target<'_>,
         rep: &mut Report,
         limits: &Limits,
     ) -> Result<bool, String> {
+        let root = t.root;
         let creates = matches!(c.kind, MKFILE | MKDIR | MKNOD | MKFIFO | MKSOCK | SYMLINK);
         if creates {
             let p = c.path(A_PATH)?;
@@ -330,19 +404,31 @@ impl Pending {
             && !self.made.contains_key(&c.path(A_PATH_LINK)?)
         {
             let (new, old) = (c.path(A_PATH)?, c.path(A_PATH_LINK)?);
+            if t.skipped.borrow().contains(&old) {
+                t.skipped.borrow_mut().insert(new);
+                return Ok(true);
+            }
             match link_at(root, &old, &new) {
                 Ok(()) => {}
                 Err(e) if e.raw_os_error() == Some(libc::EXDEV) => {
-                    copy_file(root, &old, &new)?;
-                    self.copies.push((new, old));
+                    rep.link_copies += 1;
+                    if !copy_entry(root, &old, &new)? {
+                        self.copies.push((new, old));
+                    }
                 }
                 Err(e) => return Err(format!("linking {new}: {e}")),
             }
             return Ok(true);
         }
         if c.kind == END {
+            for stash in std::mem::take(&mut self.stashes) {
+                keeping_dir_times(root, &stash, || unlink_at(root, &stash))?;
+            }
             for (copy, orig) in std::mem::take(&mut self.copies) {
-                refresh_copy(root, &orig, &copy)?;
+                // An original the stream has since removed left the copy as the file itself.
+                if open_file(root, &orig, OFlag::O_PATH).is_ok() {
+                    refresh_copy(root, &orig, &copy)?;
+                }
             }
             return Ok(false);
         }
@@ -354,6 +440,11 @@ impl Pending {
                     if let Some(n) = rebase_path(p, &from, &to) {
                         *p = n;
                     }
+                }
+            }
+            for p in self.stashes.iter_mut() {
+                if let Some(n) = rebase_path(p, &from, &to) {
+                    *p = n;
                 }
             }
             // What is held elsewhere was sent when `from` still had its old name.
@@ -399,8 +490,9 @@ impl Pending {
                 for (i, l) in cmds.into_iter().enumerate() {
                     self.held = self.held.saturating_sub(size(&l));
                     // The first is the orphan's own creation, now at its final name.
-                    if i == 0 || !self.intercept(&l, root, rep, limits)? {
-                        apply(&l, root, rep, limits)?;
+                    if i == 0 || !self.intercept(&l, t, rep, limits)? {
+                        apply(&l, t, rep, limits)?;
+                        self.unstash(&l, root)?;
                     }
                 }
                 return Ok(true);
@@ -411,11 +503,58 @@ impl Pending {
             if self.held > MAX_HELD {
                 return Err("too much of the stream is held for entries not yet in place".into());
             }
+            let mut c = Cmd {
+                kind: c.kind,
+                attrs: c.attrs.clone(),
+            };
+            if matches!(c.kind, RENAME | LINK) {
+                // What is linked or moved into an entry not yet in place is taken now, under
+                // a stash name in its own directory (which needs no REFER): the stream may
+                // unlink or reuse the old name before the held command runs.
+                let attr = if c.kind == RENAME {
+                    A_PATH
+                } else {
+                    A_PATH_LINK
+                };
+                let src = c.path(attr)?;
+                let src_top = src.split('/').next().unwrap_or("");
+                let pending = self.made.contains_key(&src)
+                    || (src.contains('/') && self.made.contains_key(src_top));
+                let live = !pending;
+                if live {
+                    self.stashed += 1;
+                    rep.stashed += 1;
+                    let stash = match src.rsplit_once('/') {
+                        Some((d, _)) => format!("{d}/.silo-recv-{}", self.stashed),
+                        None => format!(".silo-recv-{}", self.stashed),
+                    };
+                    if c.kind == RENAME {
+                        keeping_dir_times(root, &src, || {
+                            rename_at(root, &src, &stash)
+                                .map_err(|e| format!("renaming {src}: {e}"))
+                        })?;
+                        for (copy, orig) in self.copies.iter_mut() {
+                            for p in [copy, orig] {
+                                if let Some(n) = rebase_path(p, &src, &stash) {
+                                    *p = n;
+                                }
+                            }
+                        }
+                    } else {
+                        keeping_dir_times(root, &src, || {
+                            link_at(root, &src, &stash).map_err(|e| format!("linking {src}: {e}"))
+                        })?;
+                        self.stashes.push(stash.clone());
+                    }
+                    for a in c.attrs.iter_mut() {
+                        if a.0 == attr {
+                            a.1 = stash.clone().into_bytes();
+                        }
+                    }
+                }
+            }
             if let Some((_, later)) = self.made.get_mut(&top) {
-                later.push(Cmd {
-                    kind: c.kind,
-                    attrs: c.attrs.clone(),
-                });
+                later.push(c);
             }
             return Ok(true);
         }
@@ -425,7 +564,8 @@ impl Pending {
                 if let Some((made, later)) = self.made.remove(&p) {
                     for l in std::iter::once(made).chain(later) {
                         self.held = self.held.saturating_sub(size(&l));
-                        apply(&l, root, rep, limits)?;
+                        apply(&l, t, rep, limits)?;
+                        self.unstash(&l, root)?;
                     }
                 }
             }
@@ -438,11 +578,33 @@ fn cstr(s: &str) -> Result<std::ffi::CString, String> {
     std::ffi::CString::new(s).map_err(|_| format!("{s:?} holds a NUL"))
 }
 
-fn apply(c: &Cmd, root: BorrowedFd<'_>, rep: &mut Report, limits: &Limits) -> Result<(), String> {
+fn apply(c: &Cmd, t: &Target<'_>, rep: &mut Report, limits: &Limits) -> Result<(), String> {
+    let root = t.root;
+    if t.skipped
+        .borrow()
+        .contains(&c.path(A_PATH).unwrap_or_default())
+    {
+        let path = c.path(A_PATH)?;
+        let mut skipped = t.skipped.borrow_mut();
+        match c.kind {
+            RENAME => {
+                skipped.remove(&path);
+                skipped.insert(c.path(A_PATH_TO)?);
+            }
+            UNLINK => {
+                skipped.remove(&path);
+            }
+            _ => {}
+        }
+        return Ok(());
+    }
+    if c.kind == LINK && t.skipped.borrow().contains(&c.path(A_PATH_LINK)?) {
+        t.skipped.borrow_mut().insert(c.path(A_PATH)?);
+        return Ok(());
+    }
     match c.kind {
-        // The stream names the sent subvolume; its contents land in the target itself.
-        SUBVOL | END | UPDATE_EXTENT => Ok(()),
-        SNAPSHOT => Err("incremental send streams are not supported (full sends only)".into()),
+        END | UPDATE_EXTENT => Ok(()),
+        SUBVOL | SNAPSHOT => Err("a stream names its subvolume only at its start".into()),
         MKFILE | MKDIR | MKNOD | MKFIFO | MKSOCK | SYMLINK => {
             let path = c.path(A_PATH)?;
             let (p, name) = parent_of(root, &path)?;
@@ -476,6 +638,7 @@ fn apply(c: &Cmd, root: BorrowedFd<'_>, rep: &mut Report, limits: &Limits) -> Re
                     _ => {
                         // Device nodes: an unprivileged container cannot use them anyway.
                         rep.skipped_devices += 1;
+                        t.skipped.borrow_mut().insert(path.clone());
                         0
                     }
                 }
@@ -509,7 +672,13 @@ fn apply(c: &Cmd, root: BorrowedFd<'_>, rep: &mut Report, limits: &Limits) -> Re
                 if e.raw_os_error() == Some(libc::EXDEV) && c.kind == LINK {
                     // A hard link into another directory needs REFER: a copy keeps the
                     // content (not the sharing).
-                    return copy_file(root, &other, &to);
+                    rep.link_copies += 1;
+                    return copy_entry(root, &other, &to).map(|_| ());
+                }
+                if e.raw_os_error() == Some(libc::EXDEV) {
+                    // Moving into another directory needs REFER too: copy, then remove.
+                    rep.moved_by_copy += 1;
+                    return move_by_copy(root, &other, &to);
                 }
                 return Err(format!(
                     "{} {path}: {e}",
@@ -561,7 +730,18 @@ fn apply(c: &Cmd, root: BorrowedFd<'_>, rep: &mut Report, limits: &Limits) -> Re
             if rep.bytes > limits.max_bytes {
                 return Err(format!("more than {} bytes of file data", limits.max_bytes));
             }
-            let s = open_file(root, &src, OFlag::O_RDONLY)?;
+            // A clone from the subvolume the stream is a difference from reads the volume
+            // received before; any other comes from this one.
+            let clone_uuid = c.get(A_CLONE_UUID).unwrap_or(&[]);
+            let from = if !t.parent_uuid.is_empty()
+                && clone_uuid == t.parent_uuid.as_slice()
+                && clone_uuid != t.uuid.as_slice()
+            {
+                t.base.ok_or("a clone from a volume that is not there")?
+            } else {
+                root
+            };
+            let s = open_file(from, &src, OFlag::O_RDONLY)?;
             let d = open_file(root, &path, OFlag::O_WRONLY)?;
             let mut buf = vec![0u8; 1 << 16];
             let mut done = 0u64;
@@ -688,6 +868,7 @@ pub fn from_backup(
     input: OwnedFd,
     member: &str,
     root: BorrowedFd<'_>,
+    base: Option<BorrowedFd<'_>>,
     limits: Limits,
 ) -> Result<Report, String> {
     let stream = silo_proto::image::open_tar_stream(std::fs::File::from(input), 1 << 40)
@@ -705,7 +886,7 @@ pub fn from_backup(
             if !e.header().entry_type().is_file() {
                 return Err(format!("{member} is not a regular file"));
             }
-            return receive(&mut e, root, limits);
+            return receive(&mut e, root, base, limits);
         }
     }
     Err(format!("the backup has no {member}"))
@@ -733,6 +914,177 @@ fn copy_file(root: BorrowedFd<'_>, from: &str, to: &str) -> Result<(), String> {
     .map_err(|e| format!("{to}: {e}"))?;
     nix::sys::stat::fchmod(&dst, Mode::from_bits_truncate(st.st_mode & 0o7777))
         .map_err(|e| format!("{to}: {e}"))?;
+    Ok(())
+}
+
+/// `from` moved to `to` in another directory without REFER: copied there, then removed.
+fn move_by_copy(root: BorrowedFd<'_>, from: &str, to: &str) -> Result<(), String> {
+    let is_dir = copy_entry(root, from, to)?;
+    let (p1, n1) = parent_of(root, from)?;
+    let parent = silo_proto::jail::beneath::Root::from_fd(p1, from.to_string());
+    if is_dir {
+        parent.remove_tree(&n1).map_err(|e| e.to_string())
+    } else {
+        let a = cstr(&n1)?;
+        // SAFETY: unlinkat on a directory fd we own with a NUL-terminated name.
+        if unsafe { libc::unlinkat(parent.fd().as_raw_fd(), a.as_ptr(), 0) } < 0 {
+            return Err(errno(from, "removing (moved)"));
+        }
+        Ok(())
+    }
+}
+
+/// Recreates `from` as `to` (a directory with everything beneath it; a symlink, fifo or
+/// socket as itself), with owner, mode and times; returns whether it was a directory.
+fn copy_entry(root: BorrowedFd<'_>, from: &str, to: &str) -> Result<bool, String> {
+    use nix::sys::stat::{fstatat, SFlag};
+    let (p1, n1) = parent_of(root, from)?;
+    let (p2, n2) = parent_of(root, to)?;
+    let st = fstatat(&p1, n1.as_str(), nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW)
+        .map_err(|e| format!("{from}: {e}"))?;
+    let kind = SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT;
+    let (a, b) = (cstr(&n1)?, cstr(&n2)?);
+    let mode = (st.st_mode & 0o7777) as libc::mode_t;
+    // SAFETY: *at syscalls on directory fds we own, with NUL-terminated names and buffers we
+    // own; nothing is followed.
+    let rc = unsafe {
+        match kind {
+            SFlag::S_IFDIR => libc::mkdirat(p2.as_raw_fd(), b.as_ptr(), 0o700),
+            SFlag::S_IFLNK => {
+                let mut buf = vec![0u8; 4097];
+                let n = libc::readlinkat(
+                    p1.as_raw_fd(),
+                    a.as_ptr(),
+                    buf.as_mut_ptr() as *mut libc::c_char,
+                    buf.len() - 1,
+                );
+                if n < 0 {
+                    -1
+                } else {
+                    buf.truncate(n as usize);
+                    buf.push(0);
+                    libc::symlinkat(
+                        buf.as_ptr() as *const libc::c_char,
+                        p2.as_raw_fd(),
+                        b.as_ptr(),
+                    )
+                }
+            }
+            SFlag::S_IFIFO | SFlag::S_IFSOCK => {
+                libc::mknodat(p2.as_raw_fd(), b.as_ptr(), kind.bits() | 0o600, 0)
+            }
+            SFlag::S_IFREG => 0,
+            // Device nodes were never made (see MKNOD).
+            _ => 1,
+        }
+    };
+    if rc < 0 {
+        return Err(errno(to, "moving (by copy) to"));
+    }
+    match kind {
+        SFlag::S_IFREG => copy_file(root, from, to)?,
+        SFlag::S_IFDIR => {
+            let src = openat2(&p1, n1.as_str(), how(OFlag::O_DIRECTORY | OFlag::O_RDONLY))
+                .map_err(|e| format!("{from}: {e}"))?;
+            let dst = openat2(&p2, n2.as_str(), how(OFlag::O_DIRECTORY | OFlag::O_RDONLY))
+                .map_err(|e| format!("{to}: {e}"))?;
+            crate::copy::copy_tree(src.as_fd(), dst.as_fd(), u64::MAX)
+                .map_err(|e| format!("moving {from} to {to}: {e}"))?;
+        }
+        _ => {}
+    }
+    if rc == 0 {
+        let times = [
+            libc::timespec {
+                tv_sec: st.st_atime,
+                tv_nsec: st.st_atime_nsec,
+            },
+            libc::timespec {
+                tv_sec: st.st_mtime,
+                tv_nsec: st.st_mtime_nsec,
+            },
+        ];
+        // SAFETY: *at syscalls on a directory fd we own with a NUL-terminated name, never
+        // following a symlink.
+        unsafe {
+            if libc::fchownat(
+                p2.as_raw_fd(),
+                b.as_ptr(),
+                st.st_uid,
+                st.st_gid,
+                libc::AT_SYMLINK_NOFOLLOW,
+            ) < 0
+                || (kind != SFlag::S_IFLNK
+                    && libc::syscall(
+                        libc::SYS_fchmodat2,
+                        p2.as_raw_fd(),
+                        b.as_ptr(),
+                        mode,
+                        libc::AT_SYMLINK_NOFOLLOW,
+                    ) < 0)
+                || libc::utimensat(
+                    p2.as_raw_fd(),
+                    b.as_ptr(),
+                    times.as_ptr(),
+                    libc::AT_SYMLINK_NOFOLLOW,
+                ) < 0
+            {
+                return Err(errno(to, "moving (by copy) to"));
+            }
+        }
+    }
+    Ok(kind == SFlag::S_IFDIR)
+}
+
+/// Runs `f` (which adds or removes a stash name beside `path`) and gives `path`'s directory
+/// back the times it had: stashes are silo's, not the stream's.
+fn keeping_dir_times(
+    root: BorrowedFd<'_>,
+    path: &str,
+    f: impl FnOnce() -> Result<(), String>,
+) -> Result<(), String> {
+    let (p, _) = parent_of(root, path)?;
+    let st = nix::sys::stat::fstat(&p).map_err(|e| format!("{path}: {e}"))?;
+    f()?;
+    let times = [
+        libc::timespec {
+            tv_sec: st.st_atime,
+            tv_nsec: st.st_atime_nsec,
+        },
+        libc::timespec {
+            tv_sec: st.st_mtime,
+            tv_nsec: st.st_mtime_nsec,
+        },
+    ];
+    // SAFETY: futimens with a two-element timespec array on a directory fd we own.
+    if unsafe { libc::futimens(p.as_raw_fd(), times.as_ptr()) } < 0 {
+        return Err(errno(path, "utimes of the directory of"));
+    }
+    Ok(())
+}
+
+fn rename_at(root: BorrowedFd<'_>, old: &str, new: &str) -> std::io::Result<()> {
+    let to_io = |e: String| std::io::Error::other(e);
+    let (p1, n1) = parent_of(root, old).map_err(to_io)?;
+    let (p2, n2) = parent_of(root, new).map_err(to_io)?;
+    let (a, b) = (cstr(&n1).map_err(to_io)?, cstr(&n2).map_err(to_io)?);
+    // SAFETY: renameat on directory fds we own with NUL-terminated names.
+    if unsafe { libc::renameat(p1.as_raw_fd(), a.as_ptr(), p2.as_raw_fd(), b.as_ptr()) } < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+fn unlink_at(root: BorrowedFd<'_>, path: &str) -> Result<(), String> {
+    let (p, name) = parent_of(root, path)?;
+    let n = cstr(&name)?;
+    // SAFETY: unlinkat on a directory fd we own with a NUL-terminated name.
+    if unsafe { libc::unlinkat(p.as_raw_fd(), n.as_ptr(), 0) } < 0 {
+        let e = std::io::Error::last_os_error();
+        if e.raw_os_error() != Some(libc::ENOENT) {
+            return Err(format!("removing {path}: {e}"));
+        }
+    }
     Ok(())
 }
 
@@ -833,7 +1185,7 @@ mod tests {
     fn run(bytes: &[u8]) -> (tempfile::TempDir, Result<Report, String>) {
         let dir = tempfile::tempdir().expect("tmp");
         let root = std::fs::File::open(dir.path()).expect("open");
-        let r = receive(&mut &bytes[..], root.as_fd(), LIMITS);
+        let r = receive(&mut &bytes[..], root.as_fd(), None, LIMITS);
         (dir, r)
     }
 
@@ -879,6 +1231,82 @@ mod tests {
             .map(|e| e.file_name().to_string_lossy().into_owned())
             .collect();
         assert!(names.iter().all(|n| !n.starts_with('o')), "{names:?}");
+    }
+
+    #[test]
+    fn incremental_streams_start_from_the_volume_before() {
+        let base = tempfile::tempdir().expect("tmp");
+        std::fs::create_dir_all(base.path().join("a")).expect("a");
+        std::fs::create_dir_all(base.path().join("b")).expect("b");
+        std::fs::write(base.path().join("a/x"), b"hello").expect("x");
+        let basefd = std::fs::File::open(base.path()).expect("open");
+        let (u1, u2) = ([1u8; 16], [2u8; 16]);
+        let (zero, five) = (0u64.to_le_bytes(), 5u64.to_le_bytes());
+        let bytes = stream(&[
+            (
+                SNAPSHOT,
+                vec![(A_PATH, b"vol"), (A_UUID, &u2), (A_CLONE_UUID, &u1)],
+            ),
+            (RENAME, vec![(A_PATH, b"a/x"), (A_PATH_TO, b"b/x")]),
+            (MKFILE, vec![(A_PATH, b"o300-1-0")]),
+            (RENAME, vec![(A_PATH, b"o300-1-0"), (A_PATH_TO, b"b/y")]),
+            // From the parent's a/x, which this volume no longer has.
+            (
+                CLONE,
+                vec![
+                    (A_PATH, b"b/y"),
+                    (A_FILE_OFFSET, &zero),
+                    (A_CLONE_LEN, &five),
+                    (A_CLONE_UUID, &u1),
+                    (A_CLONE_PATH, b"a/x"),
+                    (A_CLONE_OFFSET, &zero),
+                ],
+            ),
+            (END, vec![]),
+        ]);
+        let dir = tempfile::tempdir().expect("tmp");
+        let root = std::fs::File::open(dir.path()).expect("open");
+        receive(&mut &bytes[..], root.as_fd(), Some(basefd.as_fd()), LIMITS).expect("receive");
+        let p = dir.path();
+        assert!(!p.join("a/x").exists());
+        assert_eq!(std::fs::read(p.join("b/x")).expect("b/x"), b"hello");
+        assert_eq!(std::fs::read(p.join("b/y")).expect("b/y"), b"hello");
+        // The base is only read.
+        assert_eq!(
+            std::fs::read(base.path().join("a/x")).expect("a/x"),
+            b"hello"
+        );
+        // Without the volume before it, an incremental stream is refused.
+        let dir = tempfile::tempdir().expect("tmp");
+        let root = std::fs::File::open(dir.path()).expect("open");
+        assert!(receive(&mut &bytes[..], root.as_fd(), None, LIMITS).is_err());
+    }
+
+    #[test]
+    fn moves_by_copy_keep_the_tree() {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        let dir = tempfile::tempdir().expect("tmp");
+        let p = dir.path();
+        std::fs::create_dir_all(p.join("a/sub")).expect("mkdir");
+        std::fs::create_dir_all(p.join("c")).expect("mkdir");
+        std::fs::write(p.join("a/sub/f"), b"data").expect("f");
+        std::os::unix::fs::symlink("/etc/passwd", p.join("a/l")).expect("symlink");
+        std::fs::set_permissions(p.join("a"), std::fs::Permissions::from_mode(0o751))
+            .expect("chmod");
+        std::os::unix::fs::chown(p.join("a/sub/f"), Some(1234), Some(5678)).expect("chown");
+        let root = std::fs::File::open(p).expect("open");
+        move_by_copy(root.as_fd(), "a", "c/a").expect("move");
+        move_by_copy(root.as_fd(), "c/a/l", "l2").expect("move symlink");
+        assert!(!p.join("a").exists());
+        assert_eq!(std::fs::read(p.join("c/a/sub/f")).expect("f"), b"data");
+        let m = std::fs::metadata(p.join("c/a/sub/f")).expect("meta");
+        assert_eq!((m.uid(), m.gid()), (1234, 5678));
+        let m = std::fs::metadata(p.join("c/a")).expect("meta");
+        assert_eq!(m.permissions().mode() & 0o7777, 0o751);
+        assert_eq!(
+            std::fs::read_link(p.join("l2")).expect("l2"),
+            std::path::Path::new("/etc/passwd")
+        );
     }
 
     #[test]

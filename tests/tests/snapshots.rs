@@ -657,6 +657,18 @@ fn tree(d: &TestDaemon, name: &str) -> String {
     o
 }
 
+/// Panics with the lines only one of two trees has.
+fn same_tree(left: &str, right: &str, what: &str) {
+    let l: std::collections::BTreeSet<&str> = left.lines().collect();
+    let r: std::collections::BTreeSet<&str> = right.lines().collect();
+    let only_l: Vec<_> = l.difference(&r).collect();
+    let only_r: Vec<_> = r.difference(&l).collect();
+    assert!(
+        only_l.is_empty() && only_r.is_empty(),
+        "{what}: only in the first: {only_l:#?}\nonly in the second: {only_r:#?}"
+    );
+}
+
 #[test]
 fn optimized_backups_are_btrfs_send_streams() {
     let a = TestDaemon::start("bak-opt-a");
@@ -689,8 +701,35 @@ fn optimized_backups_are_btrfs_send_streams() {
     );
     assert_eq!(code, 0, "{e}");
     assert!(a.silo(&["snapshot", "c1", "s1"]).status.success());
-    let (code, _, _) = a.exec("c1", &["sh", "-c", "echo v2 > /root/v"]);
-    assert_eq!(code, 0);
+    // s2 and the instance are sent as differences: existing entries move between
+    // directories, are removed, replaced and added.
+    let (code, _, e) = a.exec(
+        "c1",
+        &[
+            "sh",
+            "-c",
+            concat!(
+                "echo v2 > /root/v; mv /root/n1/d /root/moved-d; mv /root/n1/n2/big /root/; ",
+                "rm -r /root/n1/n2; mkdir /root/new; echo n > /root/new/f; ",
+                "ln -s new/f /root/new-link; mkfifo /root/n1/fifo2; mv /root/lnk /root/new/"
+            ),
+        ],
+    );
+    assert_eq!(code, 0, "{e}");
+    assert!(a.silo(&["snapshot", "c1", "s2"]).status.success());
+    let (code, _, e) = a.exec(
+        "c1",
+        &[
+            "sh",
+            "-c",
+            concat!(
+                "echo v3 >> /root/v; mv /root/moved-d /root/new/; rm /root/fifo; ",
+                "dd if=/dev/urandom of=/root/big bs=1k count=10 seek=5 conv=notrunc 2>/dev/null; ",
+                "cp /root/big /root/new/big-copy; mv /root/new /root/n1/new"
+            ),
+        ],
+    );
+    assert_eq!(code, 0, "{e}");
     a.set_state("c1", "stop", true);
     let dir = tempfile::tempdir().expect("tmp");
     let f = dir.path().join("opt.tar.gz");
@@ -708,7 +747,9 @@ fn optimized_backups_are_btrfs_send_streams() {
         .expect("tar");
     let members = String::from_utf8_lossy(&listing.stdout).into_owned();
     assert!(
-        members.contains("backup/container.bin") && members.contains("backup/snapshots/s1.bin"),
+        members.contains("backup/container.bin")
+            && members.contains("backup/snapshots/s1.bin")
+            && members.contains("backup/snapshots/s2.bin"),
         "{members}"
     );
     // Received on a dir pool: the same tree, the snapshot restorable.
@@ -717,19 +758,25 @@ fn optimized_backups_are_btrfs_send_streams() {
     assert!(o.status.success(), "{}", show(&o));
     a.set_state("c1", "start", false);
     b.set_state("c1", "start", false);
-    assert_eq!(tree(&b, "c1"), tree(&a, "c1"));
+    same_tree(&tree(&b, "c1"), &tree(&a, "c1"), "imported on a dir pool");
     // And on the btrfs pool it came from, under another name.
     let o = a.silo(&["import", &f.display().to_string(), "c2"]);
     assert!(o.status.success(), "{}", show(&o));
     a.set_state("c2", "start", false);
-    assert_eq!(
-        tree(&a, "c2").replace("/c2", "/c1"),
-        tree(&a, "c1"),
-        "imported on btrfs"
+    same_tree(
+        &tree(&a, "c2").replace("/c2", "/c1"),
+        &tree(&a, "c1"),
+        "imported on btrfs",
     );
     a.set_state("c2", "stop", true);
-    let o = b.silo(&["restore", "c1", "s1"]);
-    assert!(o.status.success(), "{}", show(&o));
+    // Each snapshot came back as it was taken.
+    for snap in ["s2", "s1"] {
+        for d in [&a, &b] {
+            let o = d.silo(&["restore", "c1", snap]);
+            assert!(o.status.success(), "{}", show(&o));
+        }
+        same_tree(&tree(&b, "c1"), &tree(&a, "c1"), snap);
+    }
     let (code, o, _) = b.exec("c1", &["cat", "/root/v"]);
     assert_eq!((code, o.as_str()), (0, "v1\n"));
     // A dir pool has no send streams to offer.
@@ -926,4 +973,176 @@ fn backup_records_rename_expire_and_follow_their_instance() {
         d.api_ok("GET", "/1.0/instances/c2/backups", None),
         json!([])
     );
+}
+
+fn run_ok(cmd: &str, args: &[&str]) {
+    let o = std::process::Command::new(cmd)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("{cmd}: {e}"));
+    assert!(o.status.success(), "{cmd} {args:?}: {}", show(&o));
+}
+
+/// An optimized backup as LXD makes it: the first snapshot whole, each later volume as its
+/// difference from the one before (`btrfs send -p`), with `optimized_header.yaml`.
+#[test]
+fn lxd_style_incremental_optimized_backups_import() {
+    use silo_tests::corpus::Tar;
+    let a = TestDaemon::start("bak-lxdopt-a");
+    let o = a.silo(&[
+        "init",
+        "--auto",
+        "--storage-backend",
+        "btrfs",
+        "--storage-create-loop",
+        "2",
+    ]);
+    assert!(o.status.success(), "{}", show(&o));
+    a.import(&busybox_image(false)[0], "busybox");
+    a.launch("busybox", "c1");
+    let sh = |script: &str| {
+        let (code, _, e) = a.exec("c1", &["sh", "-c", script]);
+        assert_eq!(code, 0, "{script}: {e}");
+    };
+    sh(concat!(
+        "mkdir -p /root/a/deep /root/b; echo one > /root/a/x; echo keep > /root/a/deep/k; ",
+        "ln /root/a/x /root/a/x-link; ln -s /etc/hostname /root/a/l; mkfifo /root/b/p; ",
+        "dd if=/dev/urandom of=/root/b/big bs=1k count=200 2>/dev/null"
+    ));
+    assert!(a.silo(&["snapshot", "c1", "s1"]).status.success());
+    // Existing entries move into other and into new directories, names are reused, files
+    // change and go.
+    sh(concat!(
+        "mv /root/a/deep /root/b/; mkdir /root/c; mv /root/a/l /root/c/; mv /root/b/p /root/c/; ",
+        "echo two >> /root/a/x; echo new > /root/a/deep; rm /root/a/x-link; ",
+        "dd if=/dev/urandom of=/root/b/big bs=1k count=8 seek=50 conv=notrunc 2>/dev/null"
+    ));
+    assert!(a.silo(&["snapshot", "c1", "s2"]).status.success());
+    sh(concat!(
+        "mv /root/c /root/b/deep/c; mv /root/a/x /root/x; rmdir /root/b/deep/c 2>/dev/null; ",
+        "cp /root/b/big /root/b/big2; chmod 600 /root/b/big2; chown 5:5 /root/x"
+    ));
+    a.set_state("c1", "stop", true);
+    let dir = tempfile::tempdir().expect("tmp");
+    // backup.yaml as silo writes it (the same as LXD's for what silo reads).
+    let plain = dir.path().join("plain.tar.gz");
+    let o = a.silo(&["export", "c1", &plain.display().to_string()]);
+    assert!(o.status.success(), "{}", show(&o));
+    let by = std::process::Command::new("tar")
+        .args([
+            "xzf",
+            &plain.display().to_string(),
+            "-O",
+            "backup/container/backup.yaml",
+        ])
+        .output()
+        .expect("tar");
+    assert!(by.status.success());
+    // The streams, made with btrfs-progs from read-only snapshots on the pool itself (they go
+    // with the pool's loop file when the test daemon is dropped).
+    let pool = a.dir.join("storage-pools/default");
+    let ro = |src: &str, name: &str| {
+        let dst = pool.join(name).display().to_string();
+        run_ok(
+            "btrfs",
+            &[
+                "subvolume",
+                "snapshot",
+                "-r",
+                &pool.join(src).display().to_string(),
+                &dst,
+            ],
+        );
+        dst
+    };
+    let (r1, r2, rc) = (
+        ro("containers-snapshots/c1.s1", "ro-s1"),
+        ro("containers-snapshots/c1.s2", "ro-s2"),
+        ro("containers/c1", "ro-c1"),
+    );
+    let bin = |name: &str| dir.path().join(name).display().to_string();
+    run_ok("btrfs", &["-q", "send", "-f", &bin("s1.bin"), &r1]);
+    run_ok(
+        "btrfs",
+        &["-q", "send", "-p", &r1, "-f", &bin("s2.bin"), &r2],
+    );
+    run_ok(
+        "btrfs",
+        &["-q", "send", "-p", &r2, "-f", &bin("c.bin"), &rc],
+    );
+    for r in [&rc, &r2, &r1] {
+        run_ok("btrfs", &["subvolume", "delete", r]);
+    }
+    let read = |n: &str| std::fs::read(dir.path().join(n)).expect("bin");
+    let mut t = Tar::new();
+    t.file(
+        "backup/index.yaml",
+        0o644,
+        b"name: c1\nbackend: btrfs\npool: default\nsnapshots:\n- s1\n- s2\noptimized: true\noptimized_header: true\ntype: container\n",
+    )
+    .file("backup/container/backup.yaml", 0o644, &by.stdout)
+    .file(
+        "backup/optimized_header.yaml",
+        0o644,
+        b"subvolumes:\n- snapshot: s1\n  path: /\n  readonly: true\n- snapshot: s2\n  path: /\n  readonly: true\n- snapshot: \"\"\n  path: /\n  readonly: false\n",
+    )
+    .file("backup/snapshots/s1.bin", 0o600, &read("s1.bin"))
+    .file("backup/snapshots/s2.bin", 0o600, &read("s2.bin"))
+    .file("backup/container.bin", 0o600, &read("c.bin"));
+    let f = dir.path().join("lxd-opt.tar");
+    std::fs::write(&f, t.finish()).expect("write");
+    let b = TestDaemon::start("bak-lxdopt-b");
+    let o = b.silo(&["import", &f.display().to_string()]);
+    assert!(o.status.success(), "{}", show(&o));
+    a.set_state("c1", "start", false);
+    b.set_state("c1", "start", false);
+    same_tree(&tree(&b, "c1"), &tree(&a, "c1"), "the instance");
+    for snap in ["s2", "s1"] {
+        for d in [&a, &b] {
+            let o = d.silo(&["restore", "c1", snap]);
+            assert!(o.status.success(), "{}", show(&o));
+        }
+        same_tree(&tree(&b, "c1"), &tree(&a, "c1"), snap);
+    }
+    a.set_state("c1", "stop", true);
+    b.set_state("c1", "stop", true);
+    // Nested subvolumes are refused by name, and a difference without the volume before it.
+    let mut t = Tar::new();
+    t.file(
+        "backup/index.yaml",
+        0o644,
+        b"name: c9\nbackend: btrfs\npool: default\nsnapshots: []\noptimized: true\noptimized_header: true\ntype: container\n",
+    )
+    .file("backup/container/backup.yaml", 0o644, &by.stdout)
+    .file(
+        "backup/optimized_header.yaml",
+        0o644,
+        b"subvolumes:\n- snapshot: \"\"\n  path: /\n  readonly: false\n- snapshot: \"\"\n  path: /var/lib/machines\n  readonly: false\n",
+    )
+    .file("backup/container.bin", 0o600, &read("c.bin"));
+    std::fs::write(&f, t.finish()).expect("write");
+    let o = b.silo(&["import", &f.display().to_string(), "c9"]);
+    assert!(!o.status.success());
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("/var/lib/machines"),
+        "{}",
+        show(&o)
+    );
+    let mut t = Tar::new();
+    t.file(
+        "backup/index.yaml",
+        0o644,
+        b"name: c9\nbackend: btrfs\npool: default\nsnapshots: []\noptimized: true\ntype: container\n",
+    )
+    .file("backup/container/backup.yaml", 0o644, &by.stdout)
+    .file("backup/container.bin", 0o600, &read("c.bin"));
+    std::fs::write(&f, t.finish()).expect("write");
+    let o = b.silo(&["import", &f.display().to_string(), "c9"]);
+    assert!(!o.status.success());
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("incremental"),
+        "{}",
+        show(&o)
+    );
+    assert_eq!(b.api("GET", "/1.0/instances/c9", None).0, 404);
 }
