@@ -358,7 +358,7 @@ impl StoreServer {
                 let snap = kdir.open_dir(&[ro.as_str()])?;
                 made.push((kdir, ro));
                 let out = self.tmpfile()?;
-                crate::btrfs::send(snap.fd(), None, out.as_fd())?;
+                crate::btrfs::send(snap.fd(), out.as_fd())?;
                 blobs.push((member, out));
             }
             Ok::<(), HelperError>(())
