@@ -146,13 +146,23 @@ fn copy_dir(
             SFlag::S_IFREG => {
                 if st.st_nlink > 1 {
                     if let Some((first_dir, first_name)) = w.links.get(&(st.st_dev, st.st_ino)) {
-                        linkat(
+                        match linkat(
                             first_dir.as_fd(),
                             first_name.as_str(),
                             dst,
                             name,
                             AtFlags::empty(),
-                        )
+                        ) {
+                            // Across directories a landlocked child asks its parent.
+                            Err(Errno::EXDEV) => crate::child::refer(
+                                crate::child::Refer::Link,
+                                first_dir.as_fd(),
+                                first_name,
+                                dst,
+                                name,
+                            ),
+                            r => r,
+                        }
                         .map_err(|x| e("linkat", &shown, x))?;
                         continue;
                     }

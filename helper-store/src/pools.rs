@@ -321,10 +321,8 @@ impl StoreServer {
                 ),
             ));
         }
-        // LXD's order: the snapshots oldest first, then the instance. Each is sent whole, not as
-        // a difference from the one before as LXD does: a receiver that cannot make hard links
-        // across directories (silo's own, confined without landlock's REFER right) keeps such
-        // links as copies, and a later difference would update only one of them.
+        // As LXD: the snapshots oldest first, the first whole and each later one as its
+        // difference from the one before; the instance last, as its difference from the newest.
         let mut parts = Vec::new();
         for (name, v) in snapshots {
             parts.push((
@@ -339,7 +337,8 @@ impl StoreServer {
             "backup/container.bin".to_string(),
         ));
         let mut blobs = Vec::new();
-        // Read-only snapshots made for sending, all deleted at the end whatever happened.
+        // Read-only snapshots made for sending, kept as the parents of the next part and all
+        // deleted at the end, whatever happened.
         let mut made: Vec<(Root, String)> = Vec::new();
         let sent = (|| {
             for (kind, vol, member) in parts {
@@ -357,8 +356,15 @@ impl StoreServer {
                 crate::btrfs::snapshot_ro(src.fd(), kdir.fd(), &ro)?;
                 let snap = kdir.open_dir(&[ro.as_str()])?;
                 made.push((kdir, ro));
+                let parent = match made.len() {
+                    n if n >= 2 => {
+                        let (pdir, pname) = &made[n - 2];
+                        Some(pdir.open_dir(&[pname.as_str()])?)
+                    }
+                    _ => None,
+                };
                 let out = self.tmpfile()?;
-                crate::btrfs::send(snap.fd(), out.as_fd())?;
+                crate::btrfs::send(snap.fd(), parent.as_ref().map(|p| p.fd()), out.as_fd())?;
                 blobs.push((member, out));
             }
             Ok::<(), HelperError>(())

@@ -279,9 +279,10 @@ pub fn receive(
 }
 
 /// New inodes arrive as orphans at the top (`o<ino>-<gen>-0`) and are then renamed into
-/// place. silo-store's landlock domain has no REFER right, so nothing can move between
-/// directories: orphans are made only when their final name is known (or when something
-/// else needs them first), right where they belong.
+/// place. A confined child has no landlock REFER right, so moving between directories means
+/// asking the parent (`child::refer`): orphans are made only when their final name is known
+/// (or when something else needs them first), right where they belong, which saves most of
+/// those round trips.
 #[derive(Default)]
 struct Pending {
     /// Orphans not made yet, by name: the command that makes them, and the commands that
@@ -667,16 +668,28 @@ fn apply(c: &Cmd, t: &Target<'_>, rep: &mut Report, limits: &Limits) -> Result<(
                     libc::linkat(p1.as_raw_fd(), a.as_ptr(), p2.as_raw_fd(), b.as_ptr(), 0)
                 }
             };
+            let mut e = std::io::Error::last_os_error();
+            if rc < 0 && e.raw_os_error() == Some(libc::EXDEV) {
+                // Across directories: the parent does it (see child.rs).
+                let op = if c.kind == RENAME {
+                    crate::child::Refer::Rename
+                } else {
+                    crate::child::Refer::Link
+                };
+                match crate::child::refer(op, p1.as_fd(), &n1, p2.as_fd(), &n2) {
+                    Ok(()) => return Ok(()),
+                    Err(x) => e = std::io::Error::from(x),
+                }
+            }
             if rc < 0 {
-                let e = std::io::Error::last_os_error();
                 if e.raw_os_error() == Some(libc::EXDEV) && c.kind == LINK {
-                    // A hard link into another directory needs REFER: a copy keeps the
-                    // content (not the sharing).
+                    // Not even the parent would link it: a copy keeps the content (not the
+                    // sharing).
                     rep.link_copies += 1;
                     return copy_entry(root, &other, &to).map(|_| ());
                 }
                 if e.raw_os_error() == Some(libc::EXDEV) {
-                    // Moving into another directory needs REFER too: copy, then remove.
+                    // Nor move it: copy, then remove.
                     rep.moved_by_copy += 1;
                     return move_by_copy(root, &other, &to);
                 }
@@ -1095,7 +1108,18 @@ fn link_at(root: BorrowedFd<'_>, old: &str, new: &str) -> std::io::Result<()> {
     let (a, b) = (cstr(&n1).map_err(to_io)?, cstr(&n2).map_err(to_io)?);
     // SAFETY: linkat on directory fds we own with NUL-terminated names; no symlink followed.
     if unsafe { libc::linkat(p1.as_raw_fd(), a.as_ptr(), p2.as_raw_fd(), b.as_ptr(), 0) } < 0 {
-        return Err(std::io::Error::last_os_error());
+        let e = std::io::Error::last_os_error();
+        if e.raw_os_error() == Some(libc::EXDEV) {
+            return crate::child::refer(
+                crate::child::Refer::Link,
+                p1.as_fd(),
+                &n1,
+                p2.as_fd(),
+                &n2,
+            )
+            .map_err(std::io::Error::from);
+        }
+        return Err(e);
     }
     Ok(())
 }

@@ -641,7 +641,7 @@ fn a_full_pool_fails_clearly_and_leaves_nothing() {
 }
 
 /// The tree as `find` and `stat` see it from inside (names, types, modes, owners, sizes,
-/// mtimes, link targets), for comparing a restored instance with its source.
+/// link counts, mtimes, link targets), for comparing a restored instance with its source.
 fn tree(d: &TestDaemon, name: &str) -> String {
     let (code, o, e) = d.exec(
         name,
@@ -650,7 +650,7 @@ fn tree(d: &TestDaemon, name: &str) -> String {
             "-c",
             // Directory sizes are the filesystem's own (ext4 and btrfs differ); mount points
             // and what boot rewrites are not the volume's.
-            "find / -xdev ! -path /etc/hostname ! -path /etc/resolv.conf ! -path /dev ! -path /proc ! -path /sys ! -path /run | sort | while read -r f; do if [ -d \"$f\" ] && [ ! -L \"$f\" ]; then stat -c '%n %f %u %g %Y' \"$f\"; else stat -c '%n %f %u %g %s %Y %N' \"$f\"; fi; done",
+            "find / -xdev ! -path /etc/hostname ! -path /etc/resolv.conf ! -path /dev ! -path /proc ! -path /sys ! -path /run | sort | while read -r f; do if [ -d \"$f\" ] && [ ! -L \"$f\" ]; then stat -c '%n %f %u %g %Y' \"$f\"; else stat -c '%n %f %u %g %s %h %Y %N' \"$f\"; fi; done",
         ],
     );
     assert_eq!(code, 0, "{e}");
@@ -1145,4 +1145,58 @@ fn lxd_style_incremental_optimized_backups_import() {
         show(&o)
     );
     assert_eq!(b.api("GET", "/1.0/instances/c9", None).0, 404);
+}
+
+/// Hard links across directories: a confined child cannot make them (landlock's REFER), so
+/// silo-store makes them for it; snapshots, copies, images made by publish and backups keep
+/// them on a dir pool.
+#[test]
+fn cross_directory_hard_links_survive_copies_images_and_backups() {
+    use std::os::unix::fs::MetadataExt;
+    let d = TestDaemon::start("xdir-links");
+    d.import(&busybox_image(false)[0], "busybox");
+    d.launch("busybox", "c1");
+    let (code, _, e) = d.exec(
+        "c1",
+        &[
+            "sh",
+            "-c",
+            "mkdir -p /root/d/e; echo x > /root/f; ln /root/f /root/d/e/g",
+        ],
+    );
+    assert_eq!(code, 0, "{e}");
+    d.set_state("c1", "stop", true);
+    let linked = |vol: &str| {
+        let r = d
+            .dir
+            .join("storage-pools/default")
+            .join(vol)
+            .join("rootfs/root");
+        let (a, b) = (
+            std::fs::metadata(r.join("f")).expect("f"),
+            std::fs::metadata(r.join("d/e/g")).expect("g"),
+        );
+        assert_eq!((a.ino(), a.nlink()), (b.ino(), 2), "{vol}");
+    };
+    assert!(d.silo(&["snapshot", "c1", "s1"]).status.success());
+    linked("containers-snapshots/c1.s1");
+    let o = d.silo(&["copy", "c1", "c2"]);
+    assert!(o.status.success(), "{}", show(&o));
+    linked("containers/c2");
+    let o = d.silo(&["restore", "c1", "s1"]);
+    assert!(o.status.success(), "{}", show(&o));
+    linked("containers/c1");
+    let o = d.silo(&["publish", "c1", "--alias", "linked"]);
+    assert!(o.status.success(), "{}", show(&o));
+    let o = d.silo(&["init", "linked", "c3"]);
+    assert!(o.status.success(), "{}", show(&o));
+    linked("containers/c3");
+    let dir = tempfile::tempdir().expect("tmp");
+    let f = dir.path().join("b.tar.gz");
+    let o = d.silo(&["export", "c1", &f.display().to_string()]);
+    assert!(o.status.success(), "{}", show(&o));
+    let o = d.silo(&["import", &f.display().to_string(), "c4"]);
+    assert!(o.status.success(), "{}", show(&o));
+    linked("containers/c4");
+    linked("containers-snapshots/c4.s1");
 }

@@ -193,6 +193,17 @@ pub fn extract(
     extract_with(stream, root, layout, None, limits)
 }
 
+/// How a hard link across directories is made where `linkat` may not (a landlocked child
+/// without REFER asks its parent); set once per process.
+pub type CrossDirLinker = fn(BorrowedFd<'_>, &str, BorrowedFd<'_>, &str) -> Result<(), Errno>;
+
+static CROSS_DIR_LINKER: std::sync::OnceLock<CrossDirLinker> = std::sync::OnceLock::new();
+
+/// Sets the process's [`CrossDirLinker`] (the first setting stays).
+pub fn set_cross_dir_linker(l: CrossDirLinker) {
+    let _ = CROSS_DIR_LINKER.set(l);
+}
+
 /// Unpacks the part of a backup tarball below `prefix` (e.g. `backup/container`, or
 /// `backup/snapshots/snap0`) beneath `root`, laid out as an image (rootfs/, templates/,
 /// metadata.yaml; the part's backup.yaml stays out). Every other member is skipped, and
@@ -372,6 +383,14 @@ fn extract_with(
                     ImageError::Outside { .. } => hl("'..' in the target climbs out of the image"),
                     _ => hl("invalid target"),
                 })?;
+                // In a backup part, a link names its target from the tarball's top too.
+                let tcomps = match prefix {
+                    Some(p) if tcomps.len() > p.len() && tcomps[..p.len()] == *p => {
+                        tcomps[p.len()..].to_vec()
+                    }
+                    Some(_) => return Err(hl("target outside this part of the backup")),
+                    None => tcomps,
+                };
                 let tcomps = place(layout, &target, tcomps)
                     .map_err(|_| hl("target outside the image"))?
                     .ok_or_else(|| hl("empty target"))?;
@@ -389,13 +408,20 @@ fn extract_with(
                 }
                 let parent = walk(root, parent_comps, true, &member)?;
                 clear(parent.as_fd(), base, &member)?;
-                linkat(
+                match linkat(
                     tp.as_fd(),
                     tbase[0].as_str(),
                     parent.as_fd(),
                     base,
                     AtFlags::empty(),
-                )
+                ) {
+                    // A landlocked unpacker may not link across directories itself.
+                    Err(Errno::EXDEV) => match CROSS_DIR_LINKER.get() {
+                        Some(l) => l(tp.as_fd(), tbase[0].as_str(), parent.as_fd(), base),
+                        None => Err(Errno::EXDEV),
+                    },
+                    r => r,
+                }
                 .map_err(|err| io(&member, "linkat", err))?;
             }
             tar::EntryType::Fifo => {

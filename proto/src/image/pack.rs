@@ -82,8 +82,7 @@ pub fn pack_tree_with(
             .map_err(|e| format!("writing {name}: {e}"))?;
     }
     for (name, dir) in dirs {
-        b.append_dir_all(name, dir)
-            .map_err(|e| format!("packing {name}/: {e}"))?;
+        append_tree(&mut b, Path::new(name), dir).map_err(|e| format!("packing {name}/: {e}"))?;
     }
     for (name, mut f) in blobs {
         use std::io::Seek;
@@ -102,6 +101,63 @@ pub fn pack_tree_with(
         .map_err(|e| format!("finishing the tarball: {e}"))?;
     sink.flush()
         .map_err(|e| format!("writing the tarball: {e}"))
+}
+
+/// Appends `dir` as `name/...`: directories, regular files, symlinks (stored, never followed)
+/// and fifos with their owners, modes and times; a regular file's further hard links as link
+/// members, as LXD's and GNU tar's do; sockets and device nodes left out (an instance's /dev is
+/// silo's own, and a socket cannot be archived).
+fn append_tree<W: Write>(b: &mut tar::Builder<W>, name: &Path, dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
+    let mut links: std::collections::HashMap<(u64, u64), std::path::PathBuf> =
+        std::collections::HashMap::new();
+    let mut stack = vec![(dir.to_path_buf(), name.to_path_buf())];
+    let mut top = true;
+    while let Some((src, arc)) = stack.pop() {
+        // The top is the caller's own path to the tree (often /proc/self/fd/N): followed;
+        // nothing beneath it ever is.
+        let meta = if std::mem::take(&mut top) {
+            std::fs::metadata(&src)?
+        } else {
+            std::fs::symlink_metadata(&src)?
+        };
+        let ft = meta.file_type();
+        let mut h = tar::Header::new_gnu();
+        h.set_metadata_in_mode(&meta, tar::HeaderMode::Complete);
+        if ft.is_dir() {
+            h.set_size(0);
+            b.append_data(&mut h, &arc, std::io::empty())?;
+            let mut children = std::fs::read_dir(&src)?.collect::<Result<Vec<_>, _>>()?;
+            // Popped in name order.
+            children.sort_by_key(|e| std::cmp::Reverse(e.file_name()));
+            for e in children {
+                stack.push((e.path(), arc.join(e.file_name())));
+            }
+        } else if ft.is_symlink() {
+            let target = std::fs::read_link(&src)?;
+            h.set_size(0);
+            b.append_link(&mut h, &arc, &target)?;
+        } else if ft.is_file() {
+            if meta.nlink() > 1 {
+                if let Some(first) = links.get(&(meta.dev(), meta.ino())) {
+                    h.set_entry_type(tar::EntryType::Link);
+                    h.set_size(0);
+                    b.append_link(&mut h, &arc, first)?;
+                    continue;
+                }
+                links.insert((meta.dev(), meta.ino()), arc.clone());
+            }
+            let f = std::fs::OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_NOFOLLOW)
+                .open(&src)?;
+            b.append_data(&mut h, &arc, f)?;
+        } else if ft.is_fifo() {
+            h.set_size(0);
+            b.append_data(&mut h, &arc, std::io::empty())?;
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
