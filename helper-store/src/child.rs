@@ -30,6 +30,8 @@ const CHILD_CAPS: &[Capability] = &[
     Capability::CAP_DAC_READ_SEARCH,
     Capability::CAP_FOWNER,
     Capability::CAP_FSETID,
+    // File capabilities (security.capability) are copied and received as they were.
+    Capability::CAP_SETFCAP,
 ];
 
 fn confine(write: &[BorrowedFd<'_>], read: &[BorrowedFd<'_>]) -> Result<(), String> {

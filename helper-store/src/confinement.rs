@@ -19,6 +19,8 @@ pub const CAPS: &[Capability] = &[
     Capability::CAP_FOWNER,
     // Keeping set-group-id bits of image files whose group root is not in.
     Capability::CAP_FSETID,
+    // Copying, unpacking and receiving file capabilities (security.capability) as they were.
+    Capability::CAP_SETFCAP,
     // Mounting pools and volumes, loop devices, btrfs subvolume ioctls.
     Capability::CAP_SYS_ADMIN,
 ];

@@ -64,6 +64,21 @@ fn set_meta(dir: BorrowedFd<'_>, name: &str, st: &FileStat, path: &str) -> Resul
     Ok(())
 }
 
+/// Copies the extended attributes of `src` to `dst`, both open fds.
+fn copy_xattrs(src: BorrowedFd<'_>, dst: BorrowedFd<'_>, path: &str) -> Result<(), String> {
+    use silo_proto::image::xattr;
+    for (name, value) in xattr::read(src).map_err(|x| e("flistxattr", path, x))? {
+        xattr::set(dst, &name, &value).map_err(|x| {
+            e(
+                "fsetxattr",
+                &format!("{path} ({})", String::from_utf8_lossy(&name)),
+                x,
+            )
+        })?;
+    }
+    Ok(())
+}
+
 /// Copies everything beneath `src` into `dst` (which exists and is empty). Returns bytes copied.
 /// Fails past `limit` bytes of file data (a squashfs can expand far beyond its size).
 pub fn copy_tree(src: BorrowedFd<'_>, dst: BorrowedFd<'_>, limit: u64) -> Result<u64, String> {
@@ -142,6 +157,7 @@ fn copy_dir(
                     .map_err(|x| e("open", &shown, x))?;
                 copy_dir(s.as_fd(), t.as_fd(), &shown, w, depth + 1)?;
                 set_meta(dst, &name_str, &st, &shown)?;
+                copy_xattrs(s.as_fd(), t.as_fd(), &shown)?;
             }
             SFlag::S_IFREG => {
                 if st.st_nlink > 1 {
@@ -180,13 +196,14 @@ fn copy_dir(
                     how(OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_WRONLY, 0o600),
                 )
                 .map_err(|x| e("create", &shown, x))?;
-                if !reflink(s.as_fd(), t.as_fd()) {
-                    let mut sf = std::fs::File::from(s);
-                    let mut tf = std::fs::File::from(t);
-                    std::io::copy(&mut sf, &mut tf).map_err(|x| e("copy", &shown, x))?;
+                let (sf, tf) = (std::fs::File::from(s), std::fs::File::from(t));
+                if !reflink(sf.as_fd(), tf.as_fd()) {
+                    std::io::copy(&mut &sf, &mut &tf).map_err(|x| e("copy", &shown, x))?;
                 }
                 w.bytes += st.st_size as u64;
                 set_meta(dst, &name_str, &st, &shown)?;
+                // After the chown, which clears security.capability.
+                copy_xattrs(sf.as_fd(), tf.as_fd(), &shown)?;
                 if st.st_nlink > 1 {
                     let keep = dst.try_clone_to_owned().map_err(|x| e("dup", &shown, x))?;
                     w.links.insert((st.st_dev, st.st_ino), (keep, name_str));

@@ -212,6 +212,8 @@ struct Target<'a> {
     parent_uuid: Vec<u8>,
     /// Device nodes the stream made that were skipped: what it later does to them is moot.
     skipped: std::cell::RefCell<std::collections::HashSet<String>>,
+    /// File capabilities set since the last chown of their path (a chown clears them).
+    caps: std::cell::RefCell<std::collections::HashMap<String, Vec<u8>>>,
 }
 
 /// Applies a send stream beneath `root`; `base` is the volume an incremental stream starts
@@ -245,6 +247,7 @@ pub fn receive(
         uuid: Vec::new(),
         parent_uuid: Vec::new(),
         skipped: Default::default(),
+        caps: Default::default(),
     };
     while let Some(c) = read_cmd(r)? {
         rep.commands += 1;
@@ -825,6 +828,12 @@ fn apply(c: &Cmd, t: &Target<'_>, rep: &mut Report, limits: &Limits) -> Result<(
             {
                 return Err(errno(&path, "chown"));
             }
+            // A chown clears file capabilities; the stream set them before it (as btrfs
+            // receive does, they are set again).
+            let cap = t.caps.borrow_mut().remove(&path);
+            if let Some(cap) = cap {
+                set_xattr(root, &path, "security.capability", Some(&cap))?;
+            }
             Ok(())
         }
         UTIMES => {
@@ -847,32 +856,63 @@ fn apply(c: &Cmd, t: &Target<'_>, rep: &mut Report, limits: &Limits) -> Result<(
             Ok(())
         }
         SET_XATTR | REMOVE_XATTR => {
-            // Only on what can be opened without following a symlink; capabilities and ACLs
-            // come back, other namespaces the child may not set are skipped.
             let path = c.path(A_PATH)?;
-            let name = cstr(&c.path(A_XATTR_NAME)?)?;
-            let Ok(fd) = open_file(root, &path, OFlag::O_RDONLY | OFlag::O_NONBLOCK) else {
-                return Ok(());
+            let name = c.path(A_XATTR_NAME)?;
+            let data = if c.kind == SET_XATTR {
+                Some(c.get(A_XATTR_DATA)?)
+            } else {
+                None
             };
-            // SAFETY: fsetxattr/fremovexattr on an fd we own with buffers we own.
-            unsafe {
-                if c.kind == SET_XATTR {
-                    let data = c.get(A_XATTR_DATA)?;
-                    libc::fsetxattr(
-                        fd.as_raw_fd(),
-                        name.as_ptr(),
-                        data.as_ptr() as *const libc::c_void,
-                        data.len(),
-                        0,
-                    );
-                } else {
-                    libc::fremovexattr(fd.as_raw_fd(), name.as_ptr());
+            if name == "security.capability" {
+                if let Some(d) = data {
+                    t.caps.borrow_mut().insert(path.clone(), d.to_vec());
                 }
             }
-            Ok(())
+            set_xattr(root, &path, &name, data)
         }
         other => Err(format!("unknown send stream command {other}")),
     }
+}
+
+/// Sets (or with `None` removes) an extended attribute on what `path` names, through an fd
+/// opened without following a symlink: a symlink's own are left out (only trusted.* and
+/// security.* could be set on one), as are those only CAP_SYS_ADMIN may set.
+fn set_xattr(
+    root: BorrowedFd<'_>,
+    path: &str,
+    name: &str,
+    data: Option<&[u8]>,
+) -> Result<(), String> {
+    let Ok(fd) = open_file(root, path, OFlag::O_RDONLY | OFlag::O_NONBLOCK) else {
+        return Ok(());
+    };
+    let n = cstr(name)?;
+    // SAFETY: fsetxattr/fremovexattr on an fd we own, with a NUL-terminated name and a buffer
+    // we own.
+    let rc = unsafe {
+        match data {
+            Some(d) => libc::fsetxattr(
+                fd.as_raw_fd(),
+                n.as_ptr(),
+                d.as_ptr() as *const libc::c_void,
+                d.len(),
+                0,
+            ),
+            None => libc::fremovexattr(fd.as_raw_fd(), n.as_ptr()),
+        }
+    };
+    if rc < 0 {
+        let e = std::io::Error::last_os_error();
+        let ignorable = match e.raw_os_error() {
+            Some(libc::EPERM) => silo_proto::image::xattr::privileged(name.as_bytes()),
+            Some(libc::ENODATA) => data.is_none(),
+            _ => false,
+        };
+        if !ignorable {
+            return Err(format!("extended attribute {name} of {path}: {e}"));
+        }
+    }
+    Ok(())
 }
 
 /// Finds `member` (`backup/container.bin` or `backup/snapshots/<name>.bin`) in a backup

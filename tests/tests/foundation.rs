@@ -91,6 +91,7 @@ fn each_helper_has_exactly_its_declared_capabilities() {
             "dac_read_search",
             "fowner",
             "fsetid",
+            "setfcap",
             "sys_admin",
         ]),
         other => panic!("unexpected helper {other}"),

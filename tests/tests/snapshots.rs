@@ -731,6 +731,19 @@ fn optimized_backups_are_btrfs_send_streams() {
     );
     assert_eq!(code, 0, "{e}");
     a.set_state("c1", "stop", true);
+    // Extended attributes travel in the streams (a capability survives the chown after it).
+    let vol = |d: &TestDaemon, name: &str| {
+        d.dir
+            .join("storage-pools/default/containers")
+            .join(name)
+            .join("rootfs/root")
+    };
+    set_xattr(
+        &vol(&a, "c1").join("v"),
+        "security.capability",
+        &NET_RAW_CAP,
+    );
+    set_xattr(&vol(&a, "c1").join("n1"), "user.silo", b"dir");
     let dir = tempfile::tempdir().expect("tmp");
     let f = dir.path().join("opt.tar.gz");
     let o = a.silo(&[
@@ -759,6 +772,14 @@ fn optimized_backups_are_btrfs_send_streams() {
     a.set_state("c1", "start", false);
     b.set_state("c1", "start", false);
     same_tree(&tree(&b, "c1"), &tree(&a, "c1"), "imported on a dir pool");
+    assert_eq!(
+        xattr_of(&vol(&b, "c1").join("v"), "security.capability").as_deref(),
+        Some(&NET_RAW_CAP[..])
+    );
+    assert_eq!(
+        xattr_of(&vol(&b, "c1").join("n1"), "user.silo").as_deref(),
+        Some(&b"dir"[..])
+    );
     // And on the btrfs pool it came from, under another name.
     let o = a.silo(&["import", &f.display().to_string(), "c2"]);
     assert!(o.status.success(), "{}", show(&o));
@@ -1147,9 +1168,52 @@ fn lxd_style_incremental_optimized_backups_import() {
     assert_eq!(b.api("GET", "/1.0/instances/c9", None).0, 404);
 }
 
+fn xattr_of(p: &std::path::Path, name: &str) -> Option<Vec<u8>> {
+    use std::os::unix::ffi::OsStrExt;
+    let (cp, cn) = (
+        std::ffi::CString::new(p.as_os_str().as_bytes()).expect("path"),
+        std::ffi::CString::new(name).expect("name"),
+    );
+    let mut buf = vec![0u8; 4096];
+    // SAFETY: lgetxattr writes at most buf.len() bytes into our buffer.
+    let n = unsafe {
+        libc::lgetxattr(
+            cp.as_ptr(),
+            cn.as_ptr(),
+            buf.as_mut_ptr() as *mut libc::c_void,
+            buf.len(),
+        )
+    };
+    (n >= 0).then(|| buf[..n as usize].to_vec())
+}
+
+fn set_xattr(p: &std::path::Path, name: &str, value: &[u8]) {
+    use std::os::unix::ffi::OsStrExt;
+    let (cp, cn) = (
+        std::ffi::CString::new(p.as_os_str().as_bytes()).expect("path"),
+        std::ffi::CString::new(name).expect("name"),
+    );
+    // SAFETY: lsetxattr reads value.len() bytes from our buffer.
+    let r = unsafe {
+        libc::lsetxattr(
+            cp.as_ptr(),
+            cn.as_ptr(),
+            value.as_ptr() as *const libc::c_void,
+            value.len(),
+            0,
+        )
+    };
+    assert_eq!(r, 0, "setxattr {name} on {}", p.display());
+}
+
+/// A v2 file capability: cap_net_raw, effective and permitted.
+const NET_RAW_CAP: [u8; 20] = [
+    0x01, 0x00, 0x00, 0x02, 0x00, 0x20, 0x00, 0x00, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+];
+
 /// Hard links across directories: a confined child cannot make them (landlock's REFER), so
 /// silo-store makes them for it; snapshots, copies, images made by publish and backups keep
-/// them on a dir pool.
+/// them on a dir pool, and extended attributes (a file capability, user.*) with them.
 #[test]
 fn cross_directory_hard_links_survive_copies_images_and_backups() {
     use std::os::unix::fs::MetadataExt;
@@ -1166,17 +1230,35 @@ fn cross_directory_hard_links_survive_copies_images_and_backups() {
     );
     assert_eq!(code, 0, "{e}");
     d.set_state("c1", "stop", true);
-    let linked = |vol: &str| {
-        let r = d
-            .dir
+    let root_of = |vol: &str| {
+        d.dir
             .join("storage-pools/default")
             .join(vol)
-            .join("rootfs/root");
+            .join("rootfs/root")
+    };
+    set_xattr(
+        &root_of("containers/c1").join("f"),
+        "security.capability",
+        &NET_RAW_CAP,
+    );
+    set_xattr(&root_of("containers/c1").join("d"), "user.silo", b"dir");
+    let linked = |vol: &str| {
+        let r = root_of(vol);
         let (a, b) = (
             std::fs::metadata(r.join("f")).expect("f"),
             std::fs::metadata(r.join("d/e/g")).expect("g"),
         );
         assert_eq!((a.ino(), a.nlink()), (b.ino(), 2), "{vol}");
+        assert_eq!(
+            xattr_of(&r.join("f"), "security.capability").as_deref(),
+            Some(&NET_RAW_CAP[..]),
+            "{vol}"
+        );
+        assert_eq!(
+            xattr_of(&r.join("d"), "user.silo").as_deref(),
+            Some(&b"dir"[..]),
+            "{vol}"
+        );
     };
     assert!(d.silo(&["snapshot", "c1", "s1"]).status.success());
     linked("containers-snapshots/c1.s1");

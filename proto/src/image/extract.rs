@@ -175,6 +175,59 @@ struct DirMeta {
     uid: u32,
     gid: u32,
     mtime: i64,
+    xattrs: super::xattr::Xattrs,
+}
+
+/// The extended attributes a member's PAX header carries (`SCHILY.xattr.<name>`), bounded.
+fn pax_xattrs<R: Read>(
+    e: &mut tar::Entry<'_, R>,
+    member: &str,
+) -> Result<super::xattr::Xattrs, ImageError> {
+    let Some(exts) = e
+        .pax_extensions()
+        .map_err(|err| stream_error(member, &err))?
+    else {
+        return Ok(Vec::new());
+    };
+    let mut out = Vec::new();
+    let mut total = 0usize;
+    for x in exts {
+        let x = x.map_err(|err| stream_error(member, &err))?;
+        let Some(name) = x
+            .key()
+            .ok()
+            .and_then(|k| k.strip_prefix(super::xattr::PAX_PREFIX))
+        else {
+            continue;
+        };
+        total += name.len() + x.value_bytes().len();
+        if total > 1 << 20 {
+            return Err(ImageError::Unsupported {
+                member: member.chars().take(200).collect(),
+                why: "more than 1 MiB of extended attributes".into(),
+            });
+        }
+        out.push((name.as_bytes().to_vec(), x.value_bytes().to_vec()));
+    }
+    Ok(out)
+}
+
+/// Sets extended attributes on what `fd` is, after its owner (a chown clears capabilities).
+fn set_xattrs(
+    fd: BorrowedFd<'_>,
+    xattrs: &[(Vec<u8>, Vec<u8>)],
+    member: &str,
+) -> Result<(), ImageError> {
+    for (n, v) in xattrs {
+        super::xattr::set(fd, n, v).map_err(|err| {
+            io(
+                member,
+                &format!("setting extended attribute {}", String::from_utf8_lossy(n)),
+                Errno::from_raw(err.raw_os_error().unwrap_or(libc::EIO)),
+            )
+        })?;
+    }
+    Ok(())
 }
 
 fn owner(h: &tar::Header) -> (u32, u32) {
@@ -253,6 +306,7 @@ fn extract_with(
         let Some(comps) = place(layout, &member, comps)? else {
             continue;
         };
+        let xattrs = pax_xattrs(&mut e, &member)?;
         let h = e.header().clone();
         let (uid, gid) = owner(&h);
         let mode = h.mode().unwrap_or(0o644) & 0o7777;
@@ -281,6 +335,7 @@ fn extract_with(
                     uid,
                     gid,
                     mtime,
+                    xattrs,
                 });
             }
             tar::EntryType::Regular | tar::EntryType::Continuous => {
@@ -341,6 +396,7 @@ fn extract_with(
                 let t = TimeSpec::new(mtime, 0);
                 nix::sys::stat::futimens(fd.as_fd(), &t, &t)
                     .map_err(|err| io(&member, "futimens", err))?;
+                set_xattrs(fd.as_fd(), &xattrs, &member)?;
             }
             tar::EntryType::Symlink => {
                 let target = e.link_name_bytes().map(|b| b.into_owned()).ok_or_else(|| {
@@ -479,6 +535,7 @@ fn extract_with(
             .map_err(|err| io(&shown, "fchmod", err))?;
         let t = TimeSpec::new(d.mtime, 0);
         nix::sys::stat::futimens(fd.as_fd(), &t, &t).map_err(|err| io(&shown, "futimens", err))?;
+        set_xattrs(fd.as_fd(), &d.xattrs, &shown)?;
     }
     Ok(report)
 }

@@ -6,6 +6,7 @@
 
 pub mod extract;
 pub mod pack;
+pub mod xattr;
 
 use std::collections::BTreeMap;
 use std::io::Read;

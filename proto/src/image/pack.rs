@@ -103,8 +103,31 @@ pub fn pack_tree_with(
         .map_err(|e| format!("writing the tarball: {e}"))
 }
 
+/// The extended attributes of `f` as a PAX header for the member that follows.
+fn append_xattrs<W: Write>(b: &mut tar::Builder<W>, f: &std::fs::File) -> std::io::Result<()> {
+    use std::os::fd::AsFd;
+    let attrs = super::xattr::read(f.as_fd())?;
+    if attrs.is_empty() {
+        return Ok(());
+    }
+    let records: Vec<(String, Vec<u8>)> = attrs
+        .into_iter()
+        .map(|(n, v)| {
+            (
+                format!(
+                    "{}{}",
+                    super::xattr::PAX_PREFIX,
+                    String::from_utf8_lossy(&n)
+                ),
+                v,
+            )
+        })
+        .collect();
+    b.append_pax_extensions(records.iter().map(|(k, v)| (k.as_str(), v.as_slice())))
+}
+
 /// Appends `dir` as `name/...`: directories, regular files, symlinks (stored, never followed)
-/// and fifos with their owners, modes and times; a regular file's further hard links as link
+/// and fifos with their owners, modes, times and (files and directories) extended attributes; a regular file's further hard links as link
 /// members, as LXD's and GNU tar's do; sockets and device nodes left out (an instance's /dev is
 /// silo's own, and a socket cannot be archived).
 fn append_tree<W: Write>(b: &mut tar::Builder<W>, name: &Path, dir: &Path) -> std::io::Result<()> {
@@ -116,7 +139,8 @@ fn append_tree<W: Write>(b: &mut tar::Builder<W>, name: &Path, dir: &Path) -> st
     while let Some((src, arc)) = stack.pop() {
         // The top is the caller's own path to the tree (often /proc/self/fd/N): followed;
         // nothing beneath it ever is.
-        let meta = if std::mem::take(&mut top) {
+        let is_top = std::mem::take(&mut top);
+        let meta = if is_top {
             std::fs::metadata(&src)?
         } else {
             std::fs::symlink_metadata(&src)?
@@ -126,6 +150,12 @@ fn append_tree<W: Write>(b: &mut tar::Builder<W>, name: &Path, dir: &Path) -> st
         h.set_metadata_in_mode(&meta, tar::HeaderMode::Complete);
         if ft.is_dir() {
             h.set_size(0);
+            let nofollow = if is_top { 0 } else { libc::O_NOFOLLOW };
+            let d = std::fs::OpenOptions::new()
+                .read(true)
+                .custom_flags(nofollow | libc::O_DIRECTORY)
+                .open(&src)?;
+            append_xattrs(b, &d)?;
             b.append_data(&mut h, &arc, std::io::empty())?;
             let mut children = std::fs::read_dir(&src)?.collect::<Result<Vec<_>, _>>()?;
             // Popped in name order.
@@ -151,6 +181,7 @@ fn append_tree<W: Write>(b: &mut tar::Builder<W>, name: &Path, dir: &Path) -> st
                 .read(true)
                 .custom_flags(libc::O_NOFOLLOW)
                 .open(&src)?;
+            append_xattrs(b, &f)?;
             b.append_data(&mut h, &arc, f)?;
         } else if ft.is_fifo() {
             h.set_size(0);
@@ -210,5 +241,64 @@ mod tests {
             .expect("leak entry");
         assert_eq!(leak.header().entry_type(), tar::EntryType::Symlink);
         assert_eq!(leak.header().size().expect("size"), 0);
+    }
+
+    #[test]
+    fn hard_links_and_extended_attributes_come_back() {
+        use std::os::fd::AsFd;
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().expect("tmp");
+        let v = dir.path().join("vol");
+        std::fs::create_dir_all(v.join("rootfs/a/b")).expect("mkdir");
+        std::fs::write(v.join("rootfs/a/x"), "x\n").expect("write");
+        std::fs::hard_link(v.join("rootfs/a/x"), v.join("rootfs/a/b/y")).expect("link");
+        let set = |p: &std::path::Path, n: &[u8], val: &[u8]| {
+            let f = std::fs::File::open(p).expect("open");
+            super::super::xattr::set(f.as_fd(), n, val).expect("setxattr");
+        };
+        set(&v.join("rootfs/a/x"), b"user.silo", b"file");
+        set(&v.join("rootfs/a/b"), b"user.silo", b"dir");
+        let meta = ImageMetadata {
+            architecture: "x86_64".into(),
+            creation_date: 1_700_000_000,
+            expiry_date: None,
+            properties: Default::default(),
+            templates: Default::default(),
+        };
+        let out = tempfile::tempfile().expect("out");
+        pack(&v, out.try_clone().expect("dup"), Compression::Zstd, &meta).expect("pack");
+        let mut f = out;
+        std::io::Seek::rewind(&mut f).expect("rewind");
+        let target = dir.path().join("out");
+        std::fs::create_dir(&target).expect("mkdir");
+        let root = std::fs::File::open(&target).expect("open");
+        let s = super::super::open_tar_stream(f, 1 << 30).expect("stream");
+        super::super::extract::extract(
+            s,
+            root.as_fd(),
+            super::super::extract::Layout::Unified,
+            &super::super::extract::Limits {
+                max_bytes: 1 << 30,
+                max_entries: 1000,
+            },
+        )
+        .expect("extract");
+        let (x, y) = (
+            std::fs::metadata(target.join("rootfs/a/x")).expect("x"),
+            std::fs::metadata(target.join("rootfs/a/b/y")).expect("y"),
+        );
+        assert_eq!((x.ino(), x.nlink()), (y.ino(), 2));
+        let get = |p: &std::path::Path| {
+            let f = std::fs::File::open(p).expect("open");
+            super::super::xattr::read(f.as_fd()).expect("read")
+        };
+        assert_eq!(
+            get(&target.join("rootfs/a/x")),
+            vec![(b"user.silo".to_vec(), b"file".to_vec())]
+        );
+        assert_eq!(
+            get(&target.join("rootfs/a/b")),
+            vec![(b"user.silo".to_vec(), b"dir".to_vec())]
+        );
     }
 }
