@@ -65,7 +65,7 @@ fn set_meta(dir: BorrowedFd<'_>, name: &str, st: &FileStat, path: &str) -> Resul
 }
 
 /// Copies the extended attributes of `src` to `dst`, both open fds.
-fn copy_xattrs(src: BorrowedFd<'_>, dst: BorrowedFd<'_>, path: &str) -> Result<(), String> {
+pub fn copy_xattrs(src: BorrowedFd<'_>, dst: BorrowedFd<'_>, path: &str) -> Result<(), String> {
     use silo_proto::image::xattr;
     for (name, value) in xattr::read(src).map_err(|x| e("flistxattr", path, x))? {
         xattr::set(dst, &name, &value).map_err(|x| {

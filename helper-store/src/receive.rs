@@ -195,6 +195,46 @@ fn open_file(root: BorrowedFd<'_>, path: &str, flags: OFlag) -> Result<OwnedFd, 
     openat2(p.as_fd(), name.as_str(), how(flags)).map_err(|e| format!("{path}: {e}"))
 }
 
+/// A stat's access and modification times, as utimensat takes them.
+fn times_of(st: &nix::sys::stat::FileStat) -> [libc::timespec; 2] {
+    [
+        libc::timespec {
+            tv_sec: st.st_atime,
+            tv_nsec: st.st_atime_nsec,
+        },
+        libc::timespec {
+            tv_sec: st.st_mtime,
+            tv_nsec: st.st_mtime_nsec,
+        },
+    ]
+}
+
+/// Sets the times of `name` in directory `dir` (never following a symlink), or of `dir`
+/// itself without a name.
+fn set_times(
+    dir: BorrowedFd<'_>,
+    name: Option<&std::ffi::CStr>,
+    times: &[libc::timespec; 2],
+) -> std::io::Result<()> {
+    // SAFETY: utimensat/futimens on a directory fd we hold, with a NUL-terminated name and a
+    // two-element timespec array.
+    let rc = unsafe {
+        match name {
+            Some(n) => libc::utimensat(
+                dir.as_raw_fd(),
+                n.as_ptr(),
+                times.as_ptr(),
+                libc::AT_SYMLINK_NOFOLLOW,
+            ),
+            None => libc::futimens(dir.as_raw_fd(), times.as_ptr()),
+        }
+    };
+    if rc < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 fn errno(path: &str, what: &str) -> String {
     format!("{what} {path}: {}", std::io::Error::last_os_error())
 }
@@ -841,19 +881,7 @@ fn apply(c: &Cmd, t: &Target<'_>, rep: &mut Report, limits: &Limits) -> Result<(
             let times = [c.time(A_ATIME)?, c.time(A_MTIME)?];
             let (p, name) = parent_of(root, &path)?;
             let n = cstr(&name)?;
-            // SAFETY: utimensat with a two-element timespec array and AT_SYMLINK_NOFOLLOW.
-            if unsafe {
-                libc::utimensat(
-                    p.as_raw_fd(),
-                    n.as_ptr(),
-                    times.as_ptr(),
-                    libc::AT_SYMLINK_NOFOLLOW,
-                )
-            } < 0
-            {
-                return Err(errno(&path, "utimes"));
-            }
-            Ok(())
+            set_times(p.as_fd(), Some(&n), &times).map_err(|e| format!("utimes {path}: {e}"))
         }
         SET_XATTR | REMOVE_XATTR => {
             let path = c.path(A_PATH)?;
@@ -967,7 +995,7 @@ fn copy_file(root: BorrowedFd<'_>, from: &str, to: &str) -> Result<(), String> {
     .map_err(|e| format!("{to}: {e}"))?;
     nix::sys::stat::fchmod(&dst, Mode::from_bits_truncate(st.st_mode & 0o7777))
         .map_err(|e| format!("{to}: {e}"))?;
-    Ok(())
+    crate::copy::copy_xattrs(src.as_fd(), dst.as_fd(), to)
 }
 
 /// `from` moved to `to` in another directory without REFER: copied there, then removed.
@@ -1043,20 +1071,12 @@ fn copy_entry(root: BorrowedFd<'_>, from: &str, to: &str) -> Result<bool, String
                 .map_err(|e| format!("{to}: {e}"))?;
             crate::copy::copy_tree(src.as_fd(), dst.as_fd(), u64::MAX)
                 .map_err(|e| format!("moving {from} to {to}: {e}"))?;
+            crate::copy::copy_xattrs(src.as_fd(), dst.as_fd(), to)?;
         }
         _ => {}
     }
     if rc == 0 {
-        let times = [
-            libc::timespec {
-                tv_sec: st.st_atime,
-                tv_nsec: st.st_atime_nsec,
-            },
-            libc::timespec {
-                tv_sec: st.st_mtime,
-                tv_nsec: st.st_mtime_nsec,
-            },
-        ];
+        let times = times_of(&st);
         // SAFETY: *at syscalls on a directory fd we own with a NUL-terminated name, never
         // following a symlink.
         unsafe {
@@ -1099,21 +1119,8 @@ fn keeping_dir_times(
     let (p, _) = parent_of(root, path)?;
     let st = nix::sys::stat::fstat(&p).map_err(|e| format!("{path}: {e}"))?;
     f()?;
-    let times = [
-        libc::timespec {
-            tv_sec: st.st_atime,
-            tv_nsec: st.st_atime_nsec,
-        },
-        libc::timespec {
-            tv_sec: st.st_mtime,
-            tv_nsec: st.st_mtime_nsec,
-        },
-    ];
-    // SAFETY: futimens with a two-element timespec array on a directory fd we own.
-    if unsafe { libc::futimens(p.as_raw_fd(), times.as_ptr()) } < 0 {
-        return Err(errno(path, "utimes of the directory of"));
-    }
-    Ok(())
+    set_times(p.as_fd(), None, &times_of(&st))
+        .map_err(|e| format!("utimes of the directory of {path}: {e}"))
 }
 
 fn rename_at(root: BorrowedFd<'_>, old: &str, new: &str) -> std::io::Result<()> {
@@ -1167,54 +1174,16 @@ fn link_at(root: BorrowedFd<'_>, old: &str, new: &str) -> std::io::Result<()> {
 /// Makes a copy standing in for a hard link equal to its original again (content, mode,
 /// owner, times), once the stream has written everything.
 fn refresh_copy(root: BorrowedFd<'_>, orig: &str, copy: &str) -> Result<(), String> {
-    let (p, name) = parent_of(root, copy)?;
-    let n = cstr(&name)?;
     // Replacing the copy touches its directory, whose times the stream has already set.
-    let dst = nix::sys::stat::fstat(&p).map_err(|e| format!("{copy}: {e}"))?;
-    let dir_times = [
-        libc::timespec {
-            tv_sec: dst.st_atime,
-            tv_nsec: dst.st_atime_nsec,
-        },
-        libc::timespec {
-            tv_sec: dst.st_mtime,
-            tv_nsec: dst.st_mtime_nsec,
-        },
-    ];
-    // SAFETY: unlinkat on a directory fd we own with a NUL-terminated name.
-    if unsafe { libc::unlinkat(p.as_raw_fd(), n.as_ptr(), 0) } < 0 {
-        return Err(errno(copy, "replacing"));
-    }
-    copy_file(root, orig, copy)?;
-    let s = open_file(root, orig, OFlag::O_RDONLY)?;
-    let st = nix::sys::stat::fstat(&s).map_err(|e| format!("{orig}: {e}"))?;
-    let times = [
-        libc::timespec {
-            tv_sec: st.st_atime,
-            tv_nsec: st.st_atime_nsec,
-        },
-        libc::timespec {
-            tv_sec: st.st_mtime,
-            tv_nsec: st.st_mtime_nsec,
-        },
-    ];
-    // SAFETY: utimensat with a two-element timespec array on a directory fd we own.
-    if unsafe {
-        libc::utimensat(
-            p.as_raw_fd(),
-            n.as_ptr(),
-            times.as_ptr(),
-            libc::AT_SYMLINK_NOFOLLOW,
-        )
-    } < 0
-    {
-        return Err(errno(copy, "utimes"));
-    }
-    // SAFETY: futimens with a two-element timespec array on a directory fd we own.
-    if unsafe { libc::futimens(p.as_raw_fd(), dir_times.as_ptr()) } < 0 {
-        return Err(errno(copy, "utimes of the directory of"));
-    }
-    Ok(())
+    keeping_dir_times(root, copy, || {
+        unlink_at(root, copy)?;
+        copy_file(root, orig, copy)?;
+        let s = open_file(root, orig, OFlag::O_RDONLY)?;
+        let st = nix::sys::stat::fstat(&s).map_err(|e| format!("{orig}: {e}"))?;
+        let (p, name) = parent_of(root, copy)?;
+        let n = cstr(&name)?;
+        set_times(p.as_fd(), Some(&n), &times_of(&st)).map_err(|e| format!("utimes {copy}: {e}"))
+    })
 }
 
 #[cfg(test)]
