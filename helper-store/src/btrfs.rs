@@ -371,10 +371,19 @@ pub fn subvol_create(parent: BorrowedFd<'_>, name: &str) -> HelperResult<()> {
 
 /// Snapshots subvolume `src` as `name` in `parent` (read-write).
 pub fn snapshot(src: BorrowedFd<'_>, parent: BorrowedFd<'_>, name: &str) -> HelperResult<()> {
+    snapshot_flags(src, parent, name, 0)
+}
+
+fn snapshot_flags(
+    src: BorrowedFd<'_>,
+    parent: BorrowedFd<'_>,
+    name: &str,
+    flags: u64,
+) -> HelperResult<()> {
     let args = VolArgsV2 {
         fd: i64::from(src.as_raw_fd()),
         transid: 0,
-        flags: 0,
+        flags,
         unused: [0; 4],
         name: name_bytes(name)?,
     };
@@ -413,25 +422,7 @@ const BTRFS_IOC_SEND: libc::c_ulong = 0x4048_9426;
 
 /// Snapshots subvolume `src` as a read-only `name` in `parent` (what a send needs).
 pub fn snapshot_ro(src: BorrowedFd<'_>, parent: BorrowedFd<'_>, name: &str) -> HelperResult<()> {
-    let args = VolArgsV2 {
-        fd: i64::from(src.as_raw_fd()),
-        transid: 0,
-        flags: BTRFS_SUBVOL_RDONLY,
-        unused: [0; 4],
-        name: name_bytes(name)?,
-    };
-    // SAFETY: the ioctl reads a struct btrfs_ioctl_vol_args_v2 we own.
-    if unsafe {
-        libc::ioctl(
-            parent.as_raw_fd(),
-            BTRFS_IOC_SNAP_CREATE_V2,
-            &args as *const VolArgsV2,
-        )
-    } < 0
-    {
-        return Err(last("BTRFS_IOC_SNAP_CREATE_V2 (read-only)", name));
-    }
-    Ok(())
+    snapshot_flags(src, parent, name, BTRFS_SUBVOL_RDONLY)
 }
 
 #[repr(C)]

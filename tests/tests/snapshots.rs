@@ -669,9 +669,9 @@ fn same_tree(left: &str, right: &str, what: &str) {
     );
 }
 
-#[test]
-fn optimized_backups_are_btrfs_send_streams() {
-    let a = TestDaemon::start("bak-opt-a");
+/// A silod on a 2 GiB btrfs loop pool with busybox instance c1 running.
+fn btrfs_with_c1(name: &str) -> TestDaemon {
+    let a = TestDaemon::start(name);
     let o = a.silo(&[
         "init",
         "--auto",
@@ -683,6 +683,12 @@ fn optimized_backups_are_btrfs_send_streams() {
     assert!(o.status.success(), "{}", show(&o));
     a.import(&busybox_image(false)[0], "busybox");
     a.launch("busybox", "c1");
+    a
+}
+
+#[test]
+fn optimized_backups_are_btrfs_send_streams() {
+    let a = btrfs_with_c1("bak-opt-a");
     let (code, _, e) = a.exec(
         "c1",
         &[
@@ -1009,18 +1015,7 @@ fn run_ok(cmd: &str, args: &[&str]) {
 #[test]
 fn lxd_style_incremental_optimized_backups_import() {
     use silo_tests::corpus::Tar;
-    let a = TestDaemon::start("bak-lxdopt-a");
-    let o = a.silo(&[
-        "init",
-        "--auto",
-        "--storage-backend",
-        "btrfs",
-        "--storage-create-loop",
-        "2",
-    ]);
-    assert!(o.status.success(), "{}", show(&o));
-    a.import(&busybox_image(false)[0], "busybox");
-    a.launch("busybox", "c1");
+    let a = btrfs_with_c1("bak-lxdopt-a");
     let sh = |script: &str| {
         let (code, _, e) = a.exec("c1", &["sh", "-c", script]);
         assert_eq!(code, 0, "{script}: {e}");
