@@ -650,6 +650,7 @@ pub fn prepare(
         req.profiles.get_or_insert_with(|| vec!["default".into()]),
     )?;
     let (_, ed) = expand(&profiles, &req.config, &req.devices);
+    crate::networks::check_nic_claims(&c.db, &req.name, &req.config, &ed)?;
     let pool = root_pool(&ed).map_err(ApiError::BadRequest)?;
     crate::storage::get(&c.db, &pool)?;
     let image = match req.source.kind.as_str() {
@@ -949,6 +950,7 @@ pub fn apply_dry(db: &Db, name: &str, w: Writable, patch: bool) -> Result<Instan
     }
     let profiles = load_profiles(db, &i.profiles)?;
     let (_, ed) = expand(&profiles, &i.config, &i.devices);
+    crate::networks::check_nic_claims(db, &i.name, &i.config, &ed)?;
     let root = root_pool(&ed).map_err(ApiError::BadRequest)?;
     if root != i.pool {
         return Err(ApiError::BadRequest(format!("the root disk cannot move from pool {:?} to {root:?} by editing; moving instances comes with copy/move", i.pool)));

@@ -552,7 +552,7 @@ pub fn validate_nic(db: &Db, d: &Device) -> Result<(), String> {
                     .into(),
             );
         }
-        let _ = n;
+        check_static_in_subnet(&n, d)?;
     } else {
         match d.get("nictype").map(String::as_str) {
             Some("bridged" | "macvlan" | "physical") => {}
@@ -587,6 +587,184 @@ pub fn validate_nic(db: &Db, d: &Device) -> Result<(), String> {
     if let Some(a) = d.get("ipv6.address") {
         a.parse::<Ipv6Addr>()
             .map_err(|_| format!("invalid ipv6.address {a:?}"))?;
+    }
+    Ok(())
+}
+
+/// A static address on a managed bridge is a DHCP reservation in that bridge's subnet: one
+/// outside it, or the bridge's own, network or broadcast address, would never be handed out
+/// and the instance would boot without one, so it is refused up front, as LXD does.
+fn check_static_in_subnet(n: &Network, d: &Device) -> Result<(), String> {
+    if n.kind != "bridge" {
+        for k in ["ipv4.address", "ipv6.address"] {
+            if d.contains_key(k) {
+                return Err(format!(
+                    "{k} is a DHCP reservation on a managed bridge; network {:?} is a {}",
+                    n.name, n.kind
+                ));
+            }
+        }
+        return Ok(());
+    }
+    let spec = bridge_spec(n).map_err(|e| e.to_string())?;
+    if let Some(a) = d.get("ipv4.address") {
+        let a: Ipv4Addr = a
+            .parse()
+            .map_err(|_| format!("invalid ipv4.address {a:?}"))?;
+        let Some(net) = spec.ipv4 else {
+            return Err(format!(
+                "ipv4.address {a}: network {:?} has no IPv4 (ipv4.address is none)",
+                n.name
+            ));
+        };
+        if !net.overlaps(a, 32) {
+            return Err(format!(
+                "ipv4.address {a} is not within network {:?}'s subnet {}/{}",
+                n.name,
+                net.network(),
+                net.prefix()
+            ));
+        }
+        if a == net.addr() || a == net.network() || a == net.broadcast() {
+            return Err(format!(
+                "ipv4.address {a} is network {:?}'s own, network or broadcast address",
+                n.name
+            ));
+        }
+    }
+    if let Some(a) = d.get("ipv6.address") {
+        let a: Ipv6Addr = a
+            .parse()
+            .map_err(|_| format!("invalid ipv6.address {a:?}"))?;
+        let Some(net) = spec.ipv6 else {
+            return Err(format!(
+                "ipv6.address {a}: network {:?} has no IPv6 (ipv6.address is none)",
+                n.name
+            ));
+        };
+        if !net.overlaps(a, 128) {
+            return Err(format!(
+                "ipv6.address {a} is not within network {:?}'s subnet {}/{}",
+                n.name,
+                net.network(),
+                net.prefix()
+            ));
+        }
+        if a == net.addr() || a == net.network() {
+            return Err(format!(
+                "ipv6.address {a} is network {:?}'s own or network address",
+                n.name
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// What a nic on a managed network claims there: its static addresses (parsed, so `fd42::05`
+/// and `fd42::5` compare equal) and its MAC address (the `hwaddr` key, else the one silo
+/// recorded in `volatile.<device>.hwaddr`).
+struct NicClaim {
+    device: String,
+    network: String,
+    addresses: Vec<std::net::IpAddr>,
+    mac: Option<MacAddr>,
+}
+
+fn nic_claims(
+    config: &BTreeMap<String, String>,
+    devices: &BTreeMap<String, Device>,
+) -> Vec<NicClaim> {
+    let mut out = Vec::new();
+    for (dn, d) in devices {
+        if d.get("type").map(String::as_str) != Some("nic") {
+            continue;
+        }
+        let Some(net) = d.get("network") else {
+            continue;
+        };
+        let addresses = ["ipv4.address", "ipv6.address"]
+            .iter()
+            .filter_map(|k| d.get(*k).and_then(|a| a.parse().ok()))
+            .collect();
+        let mac = d
+            .get("hwaddr")
+            .or_else(|| config.get(&format!("volatile.{dn}.hwaddr")))
+            .and_then(|m| m.parse().ok());
+        out.push(NicClaim {
+            device: dn.clone(),
+            network: net.clone(),
+            addresses,
+            mac,
+        });
+    }
+    out
+}
+
+/// The first thing two sets of nic claims both hold on one network, described.
+fn clash(mine: &NicClaim, theirs: &NicClaim) -> Option<String> {
+    if mine.network != theirs.network {
+        return None;
+    }
+    if let Some(a) = mine.addresses.iter().find(|a| theirs.addresses.contains(a)) {
+        return Some(format!("IP address \"{a}\""));
+    }
+    match (&mine.mac, &theirs.mac) {
+        (Some(a), Some(b)) if a == b => Some(format!("MAC address \"{a}\"")),
+        _ => None,
+    }
+}
+
+/// Checks an instance's (expanded) nics on managed networks: each static address within its
+/// network's subnet as it is now, and no static address or MAC address that another nic on the
+/// same network already holds, since dnsmasq would give one address to two MACs (or one MAC's
+/// lease to two instances) and both would fight over it. Run on the expanded devices (a
+/// profile can carry the address) at create, edit and start, as LXD checks at validation and
+/// again at start, with its wording and its 409.
+pub fn check_nic_claims(
+    db: &Db,
+    instance: &str,
+    config: &BTreeMap<String, String>,
+    devices: &BTreeMap<String, Device>,
+) -> Result<(), ApiError> {
+    for (dn, d) in devices {
+        if d.get("type").map(String::as_str) != Some("nic") {
+            continue;
+        }
+        if let Some(net) = d.get("network") {
+            let n = get(db, net)?;
+            check_static_in_subnet(&n, d).map_err(|e| bad(format!("nic {dn:?}: {e}")))?;
+        }
+    }
+    let mine = nic_claims(config, devices);
+    if mine.is_empty() {
+        return Ok(());
+    }
+    for (i, a) in mine.iter().enumerate() {
+        for b in &mine[..i] {
+            if let Some(what) = clash(a, b) {
+                return Err(ApiError::Conflict(format!(
+                    "{what} already defined on another NIC: nics {:?} and {:?} of this instance on network {:?}",
+                    b.device, a.device, a.network
+                )));
+            }
+        }
+    }
+    for other in crate::instances::list_records(db)? {
+        if other.name == instance {
+            continue;
+        }
+        let profiles = crate::instances::load_profiles(db, &other.profiles)?;
+        let (_, theirs) = crate::instances::expand(&profiles, &other.config, &other.devices);
+        for b in nic_claims(&other.config, &theirs) {
+            for a in &mine {
+                if let Some(what) = clash(a, &b) {
+                    return Err(ApiError::Conflict(format!(
+                        "{what} already defined on another NIC: nic {:?} of instance {:?} on network {:?}",
+                        b.device, other.name, b.network
+                    )));
+                }
+            }
+        }
     }
     Ok(())
 }
@@ -962,6 +1140,104 @@ mod tests {
         d.insert("bind".into(), "instance".into());
         d.insert("nat".into(), "true".into());
         assert!(proxy_spec(&d).unwrap_err().contains("nat"));
+    }
+
+    #[test]
+    fn static_addresses_must_be_inside_the_bridge_subnet() {
+        let n = Network {
+            name: "br1".into(),
+            kind: "bridge".into(),
+            description: String::new(),
+            config: cfg(&[
+                ("ipv4.address", "10.1.2.1/24"),
+                ("ipv6.address", "fd42:1:2:3::1/64"),
+            ]),
+        };
+        let nic = |kv: &[(&str, &str)]| -> Device { cfg(kv) };
+        for ok in [
+            nic(&[("ipv4.address", "10.1.2.50")]),
+            nic(&[("ipv6.address", "fd42:1:2:3::50")]),
+            nic(&[]),
+        ] {
+            assert_eq!(check_static_in_subnet(&n, &ok), Ok(()), "{ok:?}");
+        }
+        for (bad, why) in [
+            (
+                nic(&[("ipv4.address", "10.1.3.50")]),
+                "not within network \"br1\"'s subnet 10.1.2.0/24",
+            ),
+            (
+                nic(&[("ipv4.address", "10.1.2.1")]),
+                "own, network or broadcast",
+            ),
+            (
+                nic(&[("ipv4.address", "10.1.2.0")]),
+                "own, network or broadcast",
+            ),
+            (
+                nic(&[("ipv4.address", "10.1.2.255")]),
+                "own, network or broadcast",
+            ),
+            (nic(&[("ipv6.address", "fd42:1:2:4::50")]), "not within"),
+            (nic(&[("ipv6.address", "fd42:1:2:3::1")]), "own or network"),
+            (nic(&[("ipv4.address", "banana")]), "invalid ipv4.address"),
+        ] {
+            let e = check_static_in_subnet(&n, &bad).expect_err("refused");
+            assert!(e.contains(why), "{bad:?}: {e}");
+        }
+        let v6only = Network {
+            config: cfg(&[
+                ("ipv4.address", "none"),
+                ("ipv6.address", "fd42:1:2:3::1/64"),
+            ]),
+            ..n.clone()
+        };
+        let e = check_static_in_subnet(&v6only, &nic(&[("ipv4.address", "10.1.2.50")]))
+            .expect_err("no IPv4");
+        assert!(e.contains("has no IPv4"), "{e}");
+        let mv = Network {
+            kind: "macvlan".into(),
+            config: cfg(&[("parent", "eth0")]),
+            ..n
+        };
+        let e = check_static_in_subnet(&mv, &nic(&[("ipv4.address", "10.1.2.50")]))
+            .expect_err("not a bridge");
+        assert!(e.contains("is a macvlan"), "{e}");
+    }
+
+    #[test]
+    fn nic_claims_clash_on_one_network_only() {
+        let devs = |net: &str, kv: &[(&str, &str)]| -> BTreeMap<String, Device> {
+            let mut d = cfg(kv);
+            d.insert("type".into(), "nic".into());
+            d.insert("network".into(), net.into());
+            BTreeMap::from([("eth0".to_string(), d)])
+        };
+        let one = |c: &BTreeMap<String, String>, d: &BTreeMap<String, Device>| {
+            let mut v = nic_claims(c, d);
+            assert_eq!(v.len(), 1);
+            v.remove(0)
+        };
+        let none = BTreeMap::new();
+        let a = one(&none, &devs("br1", &[("ipv6.address", "fd42::05")]));
+        let b = one(&none, &devs("br1", &[("ipv6.address", "fd42::5")]));
+        assert_eq!(clash(&a, &b).as_deref(), Some("IP address \"fd42::5\""));
+        let c = one(&none, &devs("br2", &[("ipv6.address", "fd42::5")]));
+        assert_eq!(clash(&a, &c), None, "another network");
+        // The MAC from volatile counts as much as a set hwaddr.
+        let vol = cfg(&[("volatile.eth0.hwaddr", "00:16:3e:00:00:01")]);
+        let m1 = one(&vol, &devs("br1", &[]));
+        let m2 = one(&none, &devs("br1", &[("hwaddr", "00:16:3E:00:00:01")]));
+        assert_eq!(
+            clash(&m1, &m2).as_deref(),
+            Some("MAC address \"00:16:3e:00:00:01\"")
+        );
+        let m3 = one(&none, &devs("br1", &[("hwaddr", "00:16:3e:00:00:02")]));
+        assert_eq!(clash(&m1, &m3), None);
+        // Only nics with a network claim anything.
+        let mut plain = cfg(&[("type", "nic"), ("nictype", "macvlan"), ("parent", "eth0")]);
+        plain.insert("hwaddr".into(), "00:16:3e:00:00:01".into());
+        assert!(nic_claims(&none, &BTreeMap::from([("eth1".to_string(), plain)])).is_empty());
     }
 
     #[test]

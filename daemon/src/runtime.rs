@@ -262,6 +262,7 @@ pub async fn start(c: &Ctx, name: &str) -> Result<RunningInfo, ApiError> {
     let i = ensure_hwaddrs(c, name)?;
     let (cfg, devs) = expanded_all(c, &i)?;
     // Checked before anything runs: a bad nic or proxy fails the start with nothing made.
+    networks::check_nic_claims(&c.db, name, &i.config, &devs)?;
     let plans = nic_plans(c, &i, &devs)?;
     for (dn, d) in of_type(&devs, "proxy") {
         networks::proxy_spec(d)

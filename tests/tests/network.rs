@@ -206,6 +206,39 @@ fn two_containers_on_the_default_bridge_reach_each_other_by_name() {
         "{leases}"
     );
 
+    // A reservation is one instance's: the same address for another is refused (LXD's 409
+    // and wording), at create and by editing, and so is one outside the subnet or the
+    // bridge's own; nothing is made.
+    let nic =
+        |a: &str| json!({"type": "nic", "network": "silobr0", "name": "eth0", "ipv4.address": a});
+    let gateway = format!("{subnet}.1");
+    for (addr, code, why) in [
+        (fixed.as_str(), 409, format!("IP address \"{fixed}\" already defined on another NIC: nic \"eth0\" of instance \"c3\"")),
+        ("192.0.2.7", 400, "is not within network \"silobr0\"'s subnet".to_string()),
+        (gateway.as_str(), 400, "own, network or broadcast address".to_string()),
+    ] {
+        let (c, v) = d.api(
+            "POST",
+            "/1.0/instances",
+            Some(json!({
+                "name": "c4", "source": {"type": "image", "alias": "busybox"},
+                "devices": {"eth0": nic(addr)}
+            })),
+        );
+        assert_eq!(c, code, "{addr}: {v}");
+        assert!(v["error"].as_str().unwrap_or("").contains(&why), "{addr}: {v}");
+        let (c, _) = d.api("GET", "/1.0/instances/c4", None);
+        assert_eq!(c, 404, "no c4 after a refused create");
+    }
+    let (c, v) = d.api(
+        "PATCH",
+        "/1.0/instances/c2",
+        Some(json!({"devices": {"eth0": nic(&fixed)}})),
+    );
+    assert_eq!(c, 409, "{v}");
+    let c2 = d.api_ok("GET", "/1.0/instances/c2", None);
+    assert!(c2["devices"].get("eth0").is_none(), "c2 unchanged: {c2}");
+
     // Stopping takes the veth away with the instance's namespace.
     d.set_state("c1", "stop", true);
     assert!(

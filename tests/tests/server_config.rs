@@ -219,11 +219,31 @@ fn trust_password_is_hashed_masked_and_kept_by_put() {
 
     // Stored salted and hashed.
     let parts: Vec<&str> = hash.split('$').collect();
-    assert_eq!(parts.len(), 3, "{hash}");
-    assert_eq!(parts[0], "sha256");
-    assert_eq!(parts[1].len(), 32, "{hash}");
-    assert_eq!(parts[2].len(), 64, "{hash}");
+    assert_eq!(parts.len(), 6, "{hash}");
+    assert_eq!(parts[..4], ["scrypt", "14", "8", "1"], "{hash}");
+    assert_eq!(parts[4].len(), 32, "{hash}");
+    assert_eq!(parts[5].len(), 64, "{hash}");
     assert!(!hash.contains(secret));
+    // And it is scrypt of the secret, checked by another implementation (OpenSSL's, through
+    // Python's hashlib), not by silod's own verifier.
+    let py = std::process::Command::new("python3")
+        .args([
+            "-c",
+            "import hashlib,sys; s,p,d=sys.argv[1:]; \
+             print(hashlib.scrypt(p.encode(), salt=bytes.fromhex(s), n=2**14, r=8, p=1, \
+             dklen=32, maxmem=64<<20).hex()==d)",
+            parts[4],
+            secret,
+            parts[5],
+        ])
+        .output()
+        .expect("python3 runs");
+    assert_eq!(
+        String::from_utf8_lossy(&py.stdout).trim(),
+        "True",
+        "{}",
+        String::from_utf8_lossy(&py.stderr)
+    );
 
     // Sending GET's config back with its ETag keeps the password (and the ETag matches
     // what GET showed, password masked).
@@ -275,7 +295,10 @@ fn trust_password_is_hashed_masked_and_kept_by_put() {
     // Through the CLI.
     ok(d.silo(&["config", "set", "core.trust_password", "hunter2"]));
     let h4 = stored(&d, "core.trust_password").expect("stored");
-    assert!(h4.starts_with("sha256$") && !h4.contains("hunter2"), "{h4}");
+    assert!(
+        h4.starts_with("scrypt$14$8$1$") && !h4.contains("hunter2"),
+        "{h4}"
+    );
     assert_eq!(
         ok(d.silo(&["config", "get", "core.trust_password"])),
         "true\n"
