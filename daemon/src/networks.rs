@@ -7,7 +7,7 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 use rusqlite::params;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
-use silo_proto::net::{BridgeSpec, HostEntry, NicKind, NicSpec};
+use silo_proto::net::{parse_dhcp_ranges, BridgeSpec, HostEntry, NicKind, NicSpec};
 use silo_proto::proxy::{ProxyBind, ProxySpec};
 use silo_proto::types::{DnsDomain, Ipv4Cidr, Ipv6Cidr, MacAddr};
 use silo_proto::{DeviceName, IfName, InstanceName};
@@ -100,6 +100,12 @@ pub fn validate(kind: &str, config: &BTreeMap<String, String>) -> Result<(), Api
                     "ipv4.dhcp.expiry" => {
                         parse_expiry(v)?;
                     }
+                    "ipv4.dhcp.ranges" => {
+                        parse_dhcp_ranges::<Ipv4Addr>(k, v).map_err(bad)?;
+                    }
+                    "ipv6.dhcp.ranges" => {
+                        parse_dhcp_ranges::<Ipv6Addr>(k, v).map_err(bad)?;
+                    }
                     "bridge.mtu" => {
                         let m: u32 = v
                             .parse()
@@ -180,7 +186,7 @@ pub fn bridge_spec(n: &Network) -> Result<BridgeSpec, ApiError> {
         None | Some("") | Some("none") => None,
         Some(v) => Some(v.parse::<Ipv6Cidr>().map_err(|e| bad(e.to_string()))?),
     };
-    Ok(BridgeSpec {
+    let spec = BridgeSpec {
         name: IfName::new(n.name.clone()).map_err(|e| bad(e.to_string()))?,
         ipv4,
         ipv6,
@@ -202,7 +208,19 @@ pub fn bridge_spec(n: &Network) -> Result<BridgeSpec, ApiError> {
         )
         .map_err(|e| bad(e.to_string()))?,
         dns: c.get("dns.mode").map(String::as_str) != Some("none"),
-    })
+        ipv4_dhcp_ranges: parse_dhcp_ranges(
+            "ipv4.dhcp.ranges",
+            c.get("ipv4.dhcp.ranges").map(String::as_str).unwrap_or(""),
+        )
+        .map_err(bad)?,
+        ipv6_dhcp_ranges: parse_dhcp_ranges(
+            "ipv6.dhcp.ranges",
+            c.get("ipv6.dhcp.ranges").map(String::as_str).unwrap_or(""),
+        )
+        .map_err(bad)?,
+    };
+    spec.check_dhcp_ranges().map_err(bad)?;
+    Ok(spec)
 }
 
 /// All network records.

@@ -427,6 +427,8 @@ impl NetServer {
                 "must be at least 2 minutes (dnsmasq's minimum)",
             ));
         }
+        spec.check_dhcp_ranges()
+            .map_err(|e| HelperError::invalid("dhcp ranges", e))?;
         if self.0.policy.host_interfaces.contains(&name) {
             return Err(HelperError::invalid(
                 "bridge name",

@@ -54,7 +54,14 @@ pub fn args(spec: &BridgeSpec, dir: &str) -> Vec<String> {
     }
     if let Some(c) = &spec.ipv4 {
         a.push(format!("--listen-address={}", c.addr()));
-        if spec.ipv4_dhcp {
+        if spec.ipv4_dhcp && !spec.ipv4_dhcp_ranges.is_empty() {
+            for r in &spec.ipv4_dhcp_ranges {
+                a.push(format!(
+                    "--dhcp-range={},{},{}s",
+                    r.first, r.last, spec.dhcp_expiry
+                ));
+            }
+        } else if spec.ipv4_dhcp {
             let net = u32::from(c.network());
             let last = u32::from(c.broadcast()) - 1;
             let mut first = net + 2;
@@ -74,6 +81,16 @@ pub fn args(spec: &BridgeSpec, dir: &str) -> Vec<String> {
         a.push("--enable-ra".into());
         if !spec.ipv6_dhcp {
             a.push(format!("--dhcp-range=::,constructor:{br},ra-only"));
+        } else if spec.ipv6_dhcp_stateful && !spec.ipv6_dhcp_ranges.is_empty() {
+            for r in &spec.ipv6_dhcp_ranges {
+                a.push(format!(
+                    "--dhcp-range={},{},{},{}s",
+                    r.first,
+                    r.last,
+                    c.prefix(),
+                    spec.dhcp_expiry
+                ));
+            }
         } else if spec.ipv6_dhcp_stateful {
             a.push(format!(
                 "--dhcp-range=::2,::ffff:ffff,constructor:{br},{},{}s",
@@ -416,6 +433,8 @@ mod tests {
             mtu: None,
             dns_domain: silo_proto::types::DnsDomain::new("silo").expect("d"),
             dns: true,
+            ipv4_dhcp_ranges: Vec::new(),
+            ipv6_dhcp_ranges: Vec::new(),
         }
     }
 
@@ -442,6 +461,28 @@ mod tests {
         let a = args(&s, "/d");
         assert!(a.iter().any(|x| x == "--port=0"));
         assert!(!a.iter().any(|x| x.contains("enable-ra")));
+    }
+
+    #[test]
+    fn dhcp_ranges_replace_the_whole_subnet() {
+        let mut s = spec();
+        s.ipv4_dhcp_ranges =
+            silo_proto::net::parse_dhcp_ranges("r", "10.1.2.100-10.1.2.150, 10.1.2.200-10.1.2.210")
+                .expect("ranges");
+        s.ipv6_dhcp_stateful = true;
+        s.ipv6_dhcp_ranges =
+            silo_proto::net::parse_dhcp_ranges("r", "fd42:1:2:3::100-fd42:1:2:3::1ff")
+                .expect("ranges");
+        let a = args(&s, "/d");
+        let ranges: Vec<&String> = a.iter().filter(|x| x.starts_with("--dhcp-range")).collect();
+        assert_eq!(
+            ranges,
+            [
+                "--dhcp-range=10.1.2.100,10.1.2.150,3600s",
+                "--dhcp-range=10.1.2.200,10.1.2.210,3600s",
+                "--dhcp-range=fd42:1:2:3::100,fd42:1:2:3::1ff,64,3600s",
+            ]
+        );
     }
 
     #[test]

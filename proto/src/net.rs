@@ -66,6 +66,132 @@ pub struct BridgeSpec {
     pub dns_domain: DnsDomain,
     /// Run a DNS server at all (`dns.mode` none turns it off).
     pub dns: bool,
+    /// `ipv4.dhcp.ranges`: where DHCPv4 hands out addresses; empty means the whole subnet
+    /// but the gateway.
+    pub ipv4_dhcp_ranges: Vec<DhcpRange<Ipv4Addr>>,
+    /// `ipv6.dhcp.ranges`: where stateful DHCPv6 hands out addresses; empty means the whole
+    /// subnet.
+    pub ipv6_dhcp_ranges: Vec<DhcpRange<Ipv6Addr>>,
+}
+
+/// An inclusive DHCP address range, `first-last` in LXD's config.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DhcpRange<A> {
+    /// First address handed out.
+    pub first: A,
+    /// Last address handed out.
+    pub last: A,
+}
+
+/// At most this many ranges per family: each is one dnsmasq argument.
+pub const MAX_DHCP_RANGES: usize = 16;
+
+/// Parses LXD's `FIRST-LAST[,FIRST-LAST...]` (spaces around the parts allowed).
+pub fn parse_dhcp_ranges<A: std::str::FromStr>(
+    key: &str,
+    v: &str,
+) -> Result<Vec<DhcpRange<A>>, String> {
+    let mut out = Vec::new();
+    for part in v.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (a, b) = part
+            .split_once('-')
+            .ok_or_else(|| format!("{key}: {part:?} is not a FIRST-LAST range"))?;
+        let parse = |x: &str| {
+            x.trim()
+                .parse::<A>()
+                .map_err(|_| format!("{key}: {:?} in {part:?} is not an address", x.trim()))
+        };
+        out.push(DhcpRange {
+            first: parse(a)?,
+            last: parse(b)?,
+        });
+    }
+    if out.len() > MAX_DHCP_RANGES {
+        return Err(format!(
+            "{key}: {} ranges, at most {MAX_DHCP_RANGES}",
+            out.len()
+        ));
+    }
+    Ok(out)
+}
+
+impl BridgeSpec {
+    /// Checks the DHCP ranges against the subnets: each range in order, inside its subnet,
+    /// and clear of the network, broadcast and gateway addresses, so dnsmasq is never told
+    /// to lease an address that cannot work. Both silod (for a clear 400) and silo-net (which
+    /// trusts nothing silod sends) run it.
+    pub fn check_dhcp_ranges(&self) -> Result<(), String> {
+        if self.ipv4_dhcp_ranges.len() > MAX_DHCP_RANGES
+            || self.ipv6_dhcp_ranges.len() > MAX_DHCP_RANGES
+        {
+            return Err(format!("at most {MAX_DHCP_RANGES} DHCP ranges per family"));
+        }
+        if !self.ipv4_dhcp_ranges.is_empty() {
+            let Some(c) = &self.ipv4 else {
+                return Err("ipv4.dhcp.ranges is set but the network has no IPv4".into());
+            };
+            for r in &self.ipv4_dhcp_ranges {
+                if u32::from(r.first) > u32::from(r.last) {
+                    return Err(format!(
+                        "ipv4.dhcp.ranges: {}-{} ends before it starts",
+                        r.first, r.last
+                    ));
+                }
+                if !c.overlaps(r.first, 32) || !c.overlaps(r.last, 32) {
+                    return Err(format!(
+                        "ipv4.dhcp.ranges: {}-{} is not within the subnet {}/{}",
+                        r.first,
+                        r.last,
+                        c.network(),
+                        c.prefix()
+                    ));
+                }
+                for (what, a) in [
+                    ("network", c.network()),
+                    ("broadcast", c.broadcast()),
+                    ("gateway", c.addr()),
+                ] {
+                    if (u32::from(r.first)..=u32::from(r.last)).contains(&u32::from(a)) {
+                        return Err(format!(
+                            "ipv4.dhcp.ranges: {}-{} includes the {what} address {a}",
+                            r.first, r.last
+                        ));
+                    }
+                }
+            }
+        }
+        if !self.ipv6_dhcp_ranges.is_empty() {
+            let Some(c) = &self.ipv6 else {
+                return Err("ipv6.dhcp.ranges is set but the network has no IPv6".into());
+            };
+            for r in &self.ipv6_dhcp_ranges {
+                if u128::from(r.first) > u128::from(r.last) {
+                    return Err(format!(
+                        "ipv6.dhcp.ranges: {}-{} ends before it starts",
+                        r.first, r.last
+                    ));
+                }
+                if !c.overlaps(r.first, 128) || !c.overlaps(r.last, 128) {
+                    return Err(format!(
+                        "ipv6.dhcp.ranges: {}-{} is not within the subnet {}/{}",
+                        r.first,
+                        r.last,
+                        c.network(),
+                        c.prefix()
+                    ));
+                }
+                for (what, a) in [("network", c.network()), ("gateway", c.addr())] {
+                    if (u128::from(r.first)..=u128::from(r.last)).contains(&u128::from(a)) {
+                        return Err(format!(
+                            "ipv6.dhcp.ranges: {}-{} includes the {what} address {a}",
+                            r.first, r.last
+                        ));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
 /// The subnets `auto` picked.
@@ -223,4 +349,88 @@ pub trait Net {
     ) -> HelperResult<()>;
     /// Stops one proxy device's forwarder (`None`: all of the instance's).
     async fn stop_proxy(instance: InstanceName, device: Option<DeviceName>) -> HelperResult<()>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(v4: &str, v6: &str) -> BridgeSpec {
+        BridgeSpec {
+            name: IfName::new("br1").expect("n"),
+            ipv4: Some(v4.parse().expect("c")),
+            ipv6: Some(v6.parse().expect("c")),
+            ipv4_nat: false,
+            ipv6_nat: false,
+            ipv4_dhcp: true,
+            ipv6_dhcp: true,
+            ipv6_dhcp_stateful: true,
+            dhcp_expiry: 3600,
+            mtu: None,
+            dns_domain: DnsDomain::new("silo").expect("d"),
+            dns: true,
+            ipv4_dhcp_ranges: Vec::new(),
+            ipv6_dhcp_ranges: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn dhcp_ranges_parse_as_lxd_writes_them() {
+        let r: Vec<DhcpRange<Ipv4Addr>> =
+            parse_dhcp_ranges("k", "10.0.0.10-10.0.0.20, 10.0.0.30 - 10.0.0.40,").expect("ok");
+        assert_eq!(r.len(), 2);
+        assert_eq!(r[1].first, Ipv4Addr::new(10, 0, 0, 30));
+        assert!(parse_dhcp_ranges::<Ipv4Addr>("k", "")
+            .expect("empty")
+            .is_empty());
+        for (bad, why) in [
+            ("10.0.0.10", "not a FIRST-LAST range"),
+            (
+                "10.0.0.10-banana",
+                "\"banana\" in \"10.0.0.10-banana\" is not an address",
+            ),
+        ] {
+            let e = parse_dhcp_ranges::<Ipv4Addr>("ipv4.dhcp.ranges", bad).expect_err(bad);
+            assert!(
+                e.starts_with("ipv4.dhcp.ranges: ") && e.contains(why),
+                "{e}"
+            );
+        }
+        let many = vec!["10.0.0.10-10.0.0.11"; MAX_DHCP_RANGES + 1].join(",");
+        assert!(parse_dhcp_ranges::<Ipv4Addr>("k", &many).is_err());
+    }
+
+    #[test]
+    fn dhcp_ranges_must_fit_the_subnet() {
+        let base = spec("10.1.2.1/24", "fd42:1:2:3::1/64");
+        let with = |r4: &str, r6: &str| {
+            let mut s = base.clone();
+            s.ipv4_dhcp_ranges = parse_dhcp_ranges("k", r4).expect("parse");
+            s.ipv6_dhcp_ranges = parse_dhcp_ranges("k", r6).expect("parse");
+            s.check_dhcp_ranges()
+        };
+        assert_eq!(
+            with("10.1.2.2-10.1.2.254", "fd42:1:2:3::2-fd42:1:2:3::ffff"),
+            Ok(())
+        );
+        for (r4, r6, why) in [
+            ("10.1.2.0-10.1.2.9", "", "network address"),
+            ("10.1.2.200-10.1.2.255", "", "broadcast address"),
+            ("10.1.2.1-10.1.2.9", "", "gateway address"),
+            ("10.1.3.2-10.1.3.9", "", "not within the subnet 10.1.2.0/24"),
+            ("10.1.2.9-10.1.2.2", "", "ends before it starts"),
+            ("", "fd42:1:2:4::2-fd42:1:2:4::9", "not within the subnet"),
+            ("", "fd42:1:2:3::-fd42:1:2:3::9", "network address"),
+        ] {
+            let e = with(r4, r6).expect_err(why);
+            assert!(e.contains(why), "{r4} {r6}: {e}");
+        }
+        let mut none = base.clone();
+        none.ipv4 = None;
+        none.ipv4_dhcp_ranges = parse_dhcp_ranges("k", "10.1.2.2-10.1.2.9").expect("parse");
+        assert!(none
+            .check_dhcp_ranges()
+            .expect_err("no v4")
+            .contains("no IPv4"));
+    }
 }

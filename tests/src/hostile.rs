@@ -70,6 +70,10 @@ pub struct RawBridgeSpec {
     pub dns_domain: String,
     /// dns
     pub dns: bool,
+    /// ipv4_dhcp_ranges, as (first, last) octets
+    pub ipv4_dhcp_ranges: Vec<([u8; 4], [u8; 4])>,
+    /// ipv6_dhcp_ranges, as (first, last) octets
+    pub ipv6_dhcp_ranges: Vec<([u8; 16], [u8; 16])>,
 }
 
 impl RawBridgeSpec {
@@ -88,6 +92,8 @@ impl RawBridgeSpec {
             mtu: None,
             dns_domain: "silo".into(),
             dns: true,
+            ipv4_dhcp_ranges: Vec::new(),
+            ipv6_dhcp_ranges: Vec::new(),
         }
     }
 }

@@ -28,6 +28,8 @@ fn bridge(name: &str, ipv4: Option<&str>, mtu: Option<u32>) -> silo_proto::net::
         mtu,
         dns_domain: silo_proto::types::DnsDomain::new("silo").expect("domain"),
         dns: true,
+        ipv4_dhcp_ranges: Vec::new(),
+        ipv6_dhcp_ranges: Vec::new(),
     }
 }
 use tarpc::client::Config;
@@ -450,6 +452,21 @@ fn net_changes_only_its_own_interfaces() {
             .await
             .expect("rpc");
         assert!(matches!(mtu, Err(HelperError::Invalid { .. })), "{mtu:?}");
+        // DHCP ranges silod did not check: outside the subnet, over the gateway, backwards.
+        for (first, last, why) in [
+            ("10.78.0.10", "10.79.0.10", "not within the subnet"),
+            ("10.78.0.1", "10.78.0.10", "gateway"),
+            ("10.78.0.20", "10.78.0.10", "ends before it starts"),
+        ] {
+            let mut spec = bridge("silotestbr1", Some("10.78.0.1/24"), None);
+            spec.ipv4_dhcp_ranges = vec![silo_proto::net::DhcpRange {
+                first: first.parse().expect("a"),
+                last: last.parse().expect("a"),
+            }];
+            let r = c.ensure_bridge(ctx(), spec).await.expect("rpc");
+            let msg = r.expect_err("refused").to_string();
+            assert!(msg.contains(why), "{first}-{last}: {msg}");
+        }
         c.delete_bridge(ctx(), br.clone())
             .await
             .expect("rpc")

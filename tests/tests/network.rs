@@ -407,6 +407,69 @@ fn networks_api_create_update_delete_and_refusals() {
         "dnsmasq restarted with the new expiry: {}",
         text(&dns)
     );
+    // DHCP ranges: dnsmasq hands out only those, and an instance's lease is inside one.
+    let o = d.silo(&[
+        "network",
+        "set",
+        "br1",
+        "ipv4.dhcp.ranges",
+        "10.78.0.100-10.78.0.109,10.78.0.200-10.78.0.200",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let dns = d.netns_cmd(&["sh", "-c", "ps -eo args | grep '[d]nsmasq.*interface=br1'"]);
+    let args = String::from_utf8_lossy(&dns.stdout).into_owned();
+    assert!(
+        args.contains("--dhcp-range=10.78.0.100,10.78.0.109,7200s")
+            && args.contains("--dhcp-range=10.78.0.200,10.78.0.200,7200s")
+            && !args.contains("10.78.0.2,"),
+        "{args}"
+    );
+    busybox(&d);
+    d.api_ok(
+        "POST",
+        "/1.0/instances",
+        Some(json!({
+            "name": "r1", "source": {"type": "image", "alias": "busybox"},
+            "devices": {"eth0": {"type": "nic", "network": "br1", "name": "eth0"}}
+        })),
+    );
+    d.set_state("r1", "start", false);
+    let got = wait_ipv4(&d, "r1");
+    let host: u8 = got
+        .strip_prefix("10.78.0.")
+        .and_then(|h| h.parse().ok())
+        .unwrap_or(0);
+    assert!(
+        (100..=109).contains(&host) || host == 200,
+        "r1's lease {got} is inside ipv4.dhcp.ranges"
+    );
+    d.set_state("r1", "stop", true);
+    d.api_ok("DELETE", "/1.0/instances/r1", None);
+    // Ranges that cannot work are refused, naming why, and the network keeps its ranges.
+    for (bad, why) in [
+        (
+            "10.79.0.10-10.79.0.20",
+            "not within the subnet 10.78.0.0/24",
+        ),
+        (
+            "10.78.0.1-10.78.0.20",
+            "includes the gateway address 10.78.0.1",
+        ),
+        ("10.78.0.20-10.78.0.10", "ends before it starts"),
+        ("10.78.0.20", "is not a FIRST-LAST range"),
+    ] {
+        let o = d.silo(&["network", "set", "br1", "ipv4.dhcp.ranges", bad]);
+        assert!(
+            !o.status.success() && text(&o).contains(why),
+            "{bad}: {}",
+            text(&o)
+        );
+    }
+    let o = d.silo(&["network", "get", "br1", "ipv4.dhcp.ranges"]);
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout).trim(),
+        "10.78.0.100-10.78.0.109,10.78.0.200-10.78.0.200"
+    );
     let o = d.silo(&["network", "delete", "br1"]);
     assert!(o.status.success(), "{}", text(&o));
     assert!(!has_link(&d, "br1"), "{}", links(&d));
