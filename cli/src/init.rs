@@ -35,6 +35,15 @@ pub struct ServerInitArgs {
     /// With --auto: size in GiB of the loop file of a new btrfs pool.
     #[arg(long, requires = "auto", value_name = "GiB")]
     pub storage_create_loop: Option<u64>,
+    /// With --auto: an empty block device to format for a new btrfs pool (the root policy's
+    /// block_devices must list it).
+    #[arg(
+        long,
+        requires = "auto",
+        conflicts_with = "storage_create_loop",
+        value_name = "DEVICE"
+    )]
+    pub storage_create_device: Option<String>,
     /// With --auto: the storage pool's name.
     #[arg(long, requires = "auto", value_name = "NAME")]
     pub storage_pool: Option<String>,
@@ -745,10 +754,23 @@ pub async fn auto_preseed(client: &Client, a: &ServerInitArgs) -> Result<Preseed
         None if f.pool(&pool_name).is_none() => Some(f.best_driver()),
         None => None,
     };
+    if let Some(dev) = &a.storage_create_device {
+        if want_driver.as_deref() != Some("btrfs") {
+            return fail(format!(
+                "--storage-create-device {dev} needs a new btrfs pool (--storage-backend btrfs)"
+            ));
+        }
+        if let Err(e) = check_block_device(dev) {
+            return fail(format!("Invalid input: {e}"));
+        }
+    }
     if let Some(driver) = &want_driver {
         let mut config = Strings::new();
         if let (Some(g), "btrfs") = (a.storage_create_loop, driver.as_str()) {
             config.insert("size".into(), format!("{g}GiB"));
+        }
+        if let (Some(dev), "btrfs") = (&a.storage_create_device, driver.as_str()) {
+            config.insert("source".into(), dev.clone());
         }
         p.storage_pools.push(PoolPre {
             config,
@@ -931,6 +953,21 @@ fn check_size(s: &str) -> Result<(), String> {
     }
 }
 
+/// A block device for a btrfs pool, as `lxd init` checks it: an absolute path to an existing
+/// block device node. Whether silo may format it is the root policy's answer, given when the
+/// pool is made.
+fn check_block_device(s: &str) -> Result<(), String> {
+    use std::os::unix::fs::FileTypeExt;
+    if !s.starts_with("/dev/") {
+        return Err(format!("{s:?} is not a device path beneath /dev"));
+    }
+    match std::fs::metadata(s) {
+        Ok(m) if m.file_type().is_block_device() => Ok(()),
+        Ok(_) => Err(format!("{s} is not a block device")),
+        Err(e) => Err(format!("{s}: {e}")),
+    }
+}
+
 /// The questions of `lxd init`, in its order, with silo's defaults; returns the preseed.
 pub async fn interactive<R: BufRead, W: Write>(
     client: &Client,
@@ -986,16 +1023,18 @@ pub async fn interactive<R: BufRead, W: Write>(
                 "Would you like to use an existing empty block device (e.g. a disk or partition)?",
                 false,
             )? {
-                // silo-store's formatter may write only beneath its own disks directory.
-                ask.say("Block devices are not supported by silo's btrfs driver yet; the pool gets a loop file.\n")?;
+                let dev =
+                    ask.ask_string("Path to the existing block device", "", check_block_device)?;
+                config.insert("source".into(), dev);
+            } else {
+                let size = ask.ask_string(
+                    "Size in GiB of the new loop device (1GiB minimum)",
+                    "5GiB",
+                    check_size,
+                )?;
+                let g = size.trim_end_matches("GiB").trim_end_matches("GB");
+                config.insert("size".into(), format!("{g}GiB"));
             }
-            let size = ask.ask_string(
-                "Size in GiB of the new loop device (1GiB minimum)",
-                "5GiB",
-                check_size,
-            )?;
-            let g = size.trim_end_matches("GiB").trim_end_matches("GB");
-            config.insert("size".into(), format!("{g}GiB"));
         }
         root_pool = Some(name.clone());
         p.storage_pools.push(PoolPre {

@@ -57,13 +57,13 @@ pub fn check_driver(
                 if let Some(e) = unknown(&["source"]) {
                     return Err(e);
                 }
-                if src.starts_with("/dev/") {
-                    return Err(ApiError::BadRequest(
-                        "btrfs pools on a block device are not supported yet: give a directory on a mounted btrfs, or no source for a loop file".into(),
-                    ));
-                }
                 let source = silo_proto::types::HostPath::new(src.clone())
                     .map_err(|e| ApiError::BadRequest(format!("invalid source: {e}")))?;
+                // A device node is formatted (when the policy lists it); a directory must
+                // already be on a mounted btrfs.
+                if src.starts_with("/dev/") {
+                    return Ok(PoolDriver::BtrfsDevice { source });
+                }
                 return Ok(PoolDriver::BtrfsPath { source });
             }
             if let Some(e) = unknown(&["size"]) {

@@ -4,9 +4,10 @@
 //! before silo-store confines itself it forks this small runner, which confines itself
 //! differently: no capabilities at all (bounding set too), no_new_privs, and landlock that
 //! lets it execute and read only the system directories and write only beneath the pool
-//! disks directory. It takes one kind of request over a SEQPACKET socket — "format this
-//! loop file as btrfs" — with the file named by a plain `<pool>.img` name it checks itself,
-//! and answers with the outcome. It exits when silo-store's end closes.
+//! disks directory and to the block devices the root policy lists. It takes one kind of
+//! request over a SEQPACKET socket — "format this loop file, or this listed device, as
+//! btrfs" — with the file named by a plain `<pool>.img` name it checks itself, and answers
+//! with the outcome. It exits when silo-store's end closes.
 
 use std::io::Read;
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -24,13 +25,20 @@ const MKFS_BTRFS: &str = "/usr/sbin/mkfs.btrfs";
 
 #[derive(Debug, Serialize, Deserialize)]
 struct Request {
+    /// A `<pool>.img` beneath the disks directory; empty when `device` is given.
     file: String,
+    /// A block device the policy lists, formatted in place of a loop file.
+    device: Option<PathBuf>,
     label: String,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
 struct Answer {
     ok: bool,
+    /// The request itself cannot be done (a device that holds a filesystem), as opposed to
+    /// mkfs failing.
+    #[serde(default)]
+    refused: bool,
     message: String,
 }
 
@@ -48,7 +56,7 @@ fn valid_file(f: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
 }
 
-fn confine(disks: &Path) -> Result<(), String> {
+fn confine(disks: &Path, devices: &[PathBuf]) -> Result<(), String> {
     for cap in caps::runtime::thread_all_supported() {
         caps::drop(None, caps::CapSet::Bounding, cap).map_err(|e| e.to_string())?;
     }
@@ -91,6 +99,10 @@ fn confine(disks: &Path) -> Result<(), String> {
             AccessFs::from_read(abi),
         ))
         .map_err(|e| e.to_string())?
+        // Read, write and the device ioctls mkfs.btrfs issues (size, discard), on exactly the
+        // listed device nodes; nothing else beneath /dev.
+        .add_rules(path_beneath_rules(devices, AccessFs::from_file(abi)))
+        .map_err(|e| e.to_string())?
         .restrict_self()
         .map_err(|e| e.to_string())?;
     if st.ruleset != RulesetStatus::FullyEnforced {
@@ -99,7 +111,47 @@ fn confine(disks: &Path) -> Result<(), String> {
     Ok(())
 }
 
-fn serve(sock: OwnedFd, disks: &Path) -> ! {
+/// The mkfs.btrfs command for one request, or why the request is refused. A listed device
+/// is never formatted with `-f`: one that already holds a filesystem is left alone.
+fn command(
+    r: &Request,
+    disks: &Path,
+    devices: &[PathBuf],
+) -> Result<std::process::Command, String> {
+    if !r
+        .label
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_'))
+        || r.label.len() > 64
+    {
+        return Err(format!("refusing label {:?}", r.label));
+    }
+    let mut c = std::process::Command::new(MKFS_BTRFS);
+    match &r.device {
+        Some(dev) => {
+            if !r.file.is_empty() {
+                return Err("a request names a file or a device, not both".into());
+            }
+            if !devices.contains(dev) {
+                return Err(format!(
+                    "{} is not a block device this formatter may write (the policy's block_devices that existed when silo-store started)",
+                    dev.display()
+                ));
+            }
+            c.args(["-q", "-L", &r.label]).arg(dev);
+        }
+        None => {
+            if !valid_file(&r.file) {
+                return Err(format!("refusing file name {:?}", r.file));
+            }
+            c.args(["-q", "-f", "-L", &r.label])
+                .arg(disks.join(&r.file));
+        }
+    }
+    Ok(c)
+}
+
+fn serve(sock: OwnedFd, disks: &Path, devices: &[PathBuf]) -> ! {
     let mut f = std::fs::File::from(sock);
     let mut buf = vec![0u8; 4096];
     loop {
@@ -107,31 +159,17 @@ fn serve(sock: OwnedFd, disks: &Path) -> ! {
             Ok(0) | Err(_) => std::process::exit(0),
             Ok(n) => n,
         };
-        let answer = match serde_json::from_slice::<Request>(&buf[..n]) {
-            Err(e) => Answer {
+        let answer = match serde_json::from_slice::<Request>(&buf[..n])
+            .map_err(|e| format!("malformed request: {e}"))
+            .and_then(|r| command(&r, disks, devices).map(|c| (r, c)))
+        {
+            Err(message) => Answer {
                 ok: false,
-                message: format!("malformed request: {e}"),
+                refused: true,
+                message,
             },
-            Ok(r) if !valid_file(&r.file) => Answer {
-                ok: false,
-                message: format!("refusing file name {:?}", r.file),
-            },
-            Ok(r)
-                if !r
-                    .label
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_'))
-                    || r.label.len() > 64 =>
-            {
-                Answer {
-                    ok: false,
-                    message: format!("refusing label {:?}", r.label),
-                }
-            }
-            Ok(r) => {
-                let out = std::process::Command::new(MKFS_BTRFS)
-                    .args(["-q", "-f", "-L", &r.label])
-                    .arg(disks.join(&r.file))
+            Ok((r, mut cmd)) => {
+                let out = cmd
                     .env_clear()
                     .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
                     .stdin(std::process::Stdio::null())
@@ -139,18 +177,29 @@ fn serve(sock: OwnedFd, disks: &Path) -> ! {
                 match out {
                     Ok(o) if o.status.success() => Answer {
                         ok: true,
+                        refused: false,
                         message: String::new(),
                     },
-                    Ok(o) => Answer {
-                        ok: false,
-                        message: format!(
-                            "mkfs.btrfs failed ({}): {}",
-                            o.status,
-                            String::from_utf8_lossy(&o.stderr).trim()
-                        ),
-                    },
+                    Ok(o) => {
+                        let err = String::from_utf8_lossy(&o.stderr).into_owned();
+                        let first = err.lines().next().unwrap_or("").trim().to_string();
+                        let occupied = r.device.is_some() && err.contains("appears to contain");
+                        Answer {
+                            ok: false,
+                            refused: occupied,
+                            message: match &r.device {
+                                Some(dev) if err.contains("appears to contain") => format!(
+                                    "{} already holds a filesystem or partition table ({first}); silo formats only empty devices: wipe it first (wipefs -a {}) if nothing on it is needed",
+                                    dev.display(),
+                                    dev.display()
+                                ),
+                                _ => format!("mkfs.btrfs failed ({}): {}", o.status, err.trim()),
+                            },
+                        }
+                    }
                     Err(e) => Answer {
                         ok: false,
+                        refused: false,
                         message: format!("running {MKFS_BTRFS}: {e}"),
                     },
                 }
@@ -165,7 +214,18 @@ fn serve(sock: OwnedFd, disks: &Path) -> ! {
 
 impl Formatter {
     /// Forks the runner. Runs in silo-store's start-up, before its own jail, with no threads.
-    pub fn spawn(disks: &Path) -> HelperResult<Formatter> {
+    pub fn spawn(disks: &Path, block_devices: &[PathBuf]) -> HelperResult<Formatter> {
+        // Landlock needs the nodes to exist when the rules are made: a device the policy
+        // lists that appears later needs a restart of silod (and so of this runner).
+        let devices: Vec<PathBuf> = block_devices
+            .iter()
+            .filter(|d| {
+                std::fs::symlink_metadata(d)
+                    .map(|m| std::os::unix::fs::FileTypeExt::is_block_device(&m.file_type()))
+                    .unwrap_or(false)
+            })
+            .cloned()
+            .collect();
         let (ours, theirs) = nix::sys::socket::socketpair(
             nix::sys::socket::AddressFamily::Unix,
             nix::sys::socket::SockType::SeqPacket,
@@ -188,11 +248,11 @@ impl Formatter {
                         unsafe { libc::close(fd) };
                     }
                 }
-                if let Err(e) = confine(disks) {
+                if let Err(e) = confine(disks, &devices) {
                     eprintln!("silo-store formatter: cannot confine itself: {e}");
                     std::process::exit(2);
                 }
-                serve(theirs, disks)
+                serve(theirs, disks, &devices)
             }
             Ok(nix::unistd::ForkResult::Parent { .. }) => {
                 drop(theirs);
@@ -204,11 +264,36 @@ impl Formatter {
     /// Formats `<disks>/<file>` as btrfs. Blocks silo-store for the time mkfs takes (about a
     /// second); pools are not created often.
     pub fn mkfs_btrfs(&self, file: &str, label: &str) -> HelperResult<()> {
-        let req = serde_json::to_vec(&Request {
-            file: file.into(),
-            label: label.into(),
-        })
-        .map_err(|e| HelperError::invalid("request", e.to_string()))?;
+        self.ask(
+            Request {
+                file: file.into(),
+                device: None,
+                label: label.into(),
+            },
+            file,
+        )
+    }
+
+    /// Formats a block device the policy lists as btrfs; refuses one that holds a filesystem.
+    pub fn mkfs_btrfs_device(&self, device: &Path, label: &str) -> HelperResult<()> {
+        self.ask(
+            Request {
+                file: String::new(),
+                device: Some(device.to_path_buf()),
+                label: label.into(),
+            },
+            &device.display().to_string(),
+        )
+    }
+
+    fn ask(&self, r: Request, file: &str) -> HelperResult<()> {
+        let what = if r.device.is_some() {
+            "source"
+        } else {
+            "formatter request"
+        };
+        let req =
+            serde_json::to_vec(&r).map_err(|e| HelperError::invalid("request", e.to_string()))?;
         nix::unistd::write(&self.sock, &req)
             .map_err(|e| HelperError::errno("write", "formatter", e))?;
         let mut buf = vec![0u8; 8192];
@@ -223,6 +308,8 @@ impl Formatter {
             .map_err(|e| HelperError::invalid("formatter answer", e.to_string()))?;
         if a.ok {
             Ok(())
+        } else if a.refused {
+            Err(HelperError::invalid(what, a.message))
         } else {
             Err(HelperError::Io {
                 op: "mkfs.btrfs".into(),

@@ -40,7 +40,8 @@ impl StoreServer {
         let state = Root::open(&b.state_dir)?;
         let (pools, _) = state.mkdir_all(&["storage-pools"], 0o711)?;
         let (disks, _) = state.mkdir_all(&["disks"], 0o700)?;
-        let formatter = crate::mkfs::Formatter::spawn(&b.state_dir.join("disks"))?;
+        let formatter =
+            crate::mkfs::Formatter::spawn(&b.state_dir.join("disks"), &b.policy.block_devices)?;
         Ok(StoreServer(Arc::new(Inner {
             formatter,
             fds: b.fds.clone(),
@@ -155,20 +156,88 @@ impl StoreServer {
     /// Loop file, mkfs (by the formatter), loop device, mount onto the pool directory.
     fn make_btrfs(&self, pool: &PoolName, dir: &Root, size: u64) -> HelperResult<()> {
         let file = self.make_loop_file(pool, size)?;
-        let label: String = format!("silo-{}", pool.as_str())
-            .chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
-                    c
-                } else {
-                    '_'
-                }
-            })
-            .collect();
         self.0
             .formatter
-            .mkfs_btrfs(&format!("{}.img", pool.as_str()), &label)?;
+            .mkfs_btrfs(&format!("{}.img", pool.as_str()), &fs_label(pool))?;
         self.attach_and_mount(pool, &file, dir)
+    }
+
+    /// Checks a block device for a btrfs pool: the policy must list it exactly, it must be a
+    /// block device node reached through no symlink, and nothing may hold it. The kernel
+    /// answers an exclusive open with EBUSY while the device is mounted, backs a loop or
+    /// device-mapper device, or is another pool's.
+    fn check_block_device(&self, source: &silo_proto::types::HostPath) -> HelperResult<()> {
+        if !self
+            .0
+            .policy
+            .block_devices
+            .iter()
+            .any(|d| d.as_path() == std::path::Path::new(source.as_str()))
+        {
+            return Err(self.0.policy.deny(format!(
+                "block device {source} is not listed in block_devices"
+            )));
+        }
+        let root = nix::fcntl::open(
+            "/",
+            OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| HelperError::errno("open", "/", e))?;
+        let rel: Vec<&str> = source.components().collect();
+        let how = OpenHow::new()
+            .flags(OFlag::O_RDWR | OFlag::O_EXCL | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW)
+            .resolve(ResolveFlag::RESOLVE_NO_SYMLINKS | ResolveFlag::RESOLVE_NO_MAGICLINKS);
+        let fd = openat2(root.as_fd(), rel.join("/").as_str(), how).map_err(|e| match e {
+            Errno::ELOOP => HelperError::invalid(
+                "source",
+                format!("{source} goes through a symlink; name the device node itself"),
+            ),
+            Errno::ENOENT => HelperError::NotFound {
+                what: format!("block device {source}"),
+            },
+            Errno::EBUSY => HelperError::InUse {
+                what: format!("block device {source}"),
+                by: "a mounted filesystem or another holder".into(),
+            },
+            e => HelperError::errno("openat2", source, e),
+        })?;
+        let st = nix::sys::stat::fstat(&fd).map_err(|e| HelperError::errno("fstat", source, e))?;
+        if st.st_mode & libc::S_IFMT != libc::S_IFBLK {
+            return Err(HelperError::invalid(
+                "source",
+                format!("{source} is not a block device"),
+            ));
+        }
+        Ok(())
+    }
+
+    /// mkfs (by the formatter, never forced) on a listed block device, then mount it.
+    fn make_btrfs_device(
+        &self,
+        pool: &PoolName,
+        dir: &Root,
+        source: &silo_proto::types::HostPath,
+    ) -> HelperResult<()> {
+        self.0
+            .formatter
+            .mkfs_btrfs_device(std::path::Path::new(source.as_str()), &fs_label(pool))?;
+        self.mount_device(pool, dir, source)
+    }
+
+    fn mount_device(
+        &self,
+        pool: &PoolName,
+        dir: &Root,
+        source: &silo_proto::types::HostPath,
+    ) -> HelperResult<()> {
+        // Checked again right before: the policy may have changed since the pool was made,
+        // and nothing else may have taken the device meanwhile.
+        self.check_block_device(source)?;
+        crate::btrfs::mount_btrfs(source.as_str(), dir.fd())?;
+        let root = self.pool(pool)?;
+        nix::sys::stat::fchmod(root.fd(), Mode::from_bits_truncate(0o711))
+            .map_err(|e| HelperError::errno("fchmod", root.display(), e))
     }
 
     fn attach_and_mount(
@@ -527,6 +596,10 @@ impl Store for StoreServer {
         // Check what can be checked before anything is made.
         let host = match &driver {
             PoolDriver::BtrfsPath { source } => Some(self.open_host_btrfs(source)?),
+            PoolDriver::BtrfsDevice { source } => {
+                self.check_block_device(source)?;
+                None
+            }
             _ => None,
         };
         if let PoolDriver::Btrfs { size } = driver {
@@ -543,6 +616,7 @@ impl Store for StoreServer {
             (PoolDriver::BtrfsPath { .. }, Some(src)) => {
                 crate::btrfs::bind_dir(src.as_fd(), dir.fd())
             }
+            (PoolDriver::BtrfsDevice { source }, _) => self.make_btrfs_device(&pool, &dir, source),
             _ => Ok(()),
         };
         let dir = match made.and_then(|()| self.pool(&pool)) {
@@ -1125,6 +1199,7 @@ impl Store for StoreServer {
                     let src = self.open_host_btrfs(source)?;
                     crate::btrfs::bind_dir(src.as_fd(), dir.fd())?;
                 }
+                PoolDriver::BtrfsDevice { source } => self.mount_device(&pool, &dir, source)?,
                 PoolDriver::Dir => {}
             }
             if !matches!(driver, PoolDriver::Dir) {
@@ -1134,6 +1209,20 @@ impl Store for StoreServer {
         let dir = self.pool(&pool)?;
         self.pool_info_of(&pool, &dir)
     }
+}
+
+/// The filesystem label of a pool's btrfs: `silo-<pool>`, in the characters mkfs takes.
+fn fs_label(pool: &PoolName) -> String {
+    format!("silo-{}", pool.as_str())
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
 }
 
 fn pack_compression(c: silo_proto::store::PackCompression) -> silo_proto::image::Compression {

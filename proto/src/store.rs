@@ -26,6 +26,13 @@ pub enum PoolDriver {
         /// The host directory.
         source: crate::types::HostPath,
     },
+    /// btrfs that silo-store formats on a whole block device (a disk or partition) and mounts
+    /// on the pool directory; only devices the root policy lists in `block_devices`, and only
+    /// when they hold no filesystem yet (mkfs.btrfs is never forced).
+    BtrfsDevice {
+        /// The device node, e.g. `/dev/sdb`.
+        source: crate::types::HostPath,
+    },
 }
 
 /// How a published image is compressed.

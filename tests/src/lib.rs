@@ -854,3 +854,61 @@ pub fn loops_under(dir: &Path) -> Vec<String> {
     }
     out
 }
+
+/// A spare disk for a test: a sparse file of its own on a loop device of its own (what a
+/// host's empty `/dev/sdb` would be), detached and removed on drop. Declare it before the
+/// TestDaemon that uses it, so the daemon (and its mounts) go first.
+#[derive(Debug)]
+pub struct SpareDisk {
+    /// The device node, e.g. `/dev/loop7`.
+    pub dev: String,
+    img: PathBuf,
+}
+
+impl SpareDisk {
+    /// A `size`-byte empty disk.
+    pub fn new(name: &str, size: u64) -> SpareDisk {
+        let img = unique_dir(name).with_extension("disk");
+        std::fs::File::create(&img)
+            .expect("disk file")
+            .set_len(size)
+            .expect("disk size");
+        let o = Command::new("losetup")
+            .args(["--find", "--show"])
+            .arg(&img)
+            .output()
+            .expect("losetup");
+        assert!(
+            o.status.success(),
+            "losetup --find --show {}: {}",
+            img.display(),
+            show(&o)
+        );
+        let dev = String::from_utf8_lossy(&o.stdout).trim().to_string();
+        assert!(dev.starts_with("/dev/loop"), "losetup gave {dev:?}");
+        SpareDisk { dev, img }
+    }
+
+    /// Where the device is mounted, if anywhere (from /proc/self/mountinfo's sources).
+    pub fn mount_points(&self) -> Vec<String> {
+        std::fs::read_to_string("/proc/self/mountinfo")
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| {
+                let (left, right) = l.split_once(" - ")?;
+                let source = right.split(' ').nth(1)?;
+                (source == self.dev).then(|| left.split(' ').nth(4).map(str::to_string))?
+            })
+            .collect()
+    }
+}
+
+impl Drop for SpareDisk {
+    fn drop(&mut self) {
+        for m in self.mount_points() {
+            let _ = nix::mount::umount2(m.as_str(), nix::mount::MntFlags::MNT_DETACH);
+        }
+        let _ = Command::new("losetup").args(["-d", &self.dev]).output();
+        let _ = std::fs::remove_file(&self.img);
+    }
+}

@@ -7,7 +7,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use serde_json::json;
-use silo_tests::{busybox_image, loops_under, mounts_under, TestDaemon};
+use silo_tests::{busybox_image, loops_under, mounts_under, SpareDisk, TestDaemon};
 
 fn wait_op(d: &TestDaemon, code: u16, v: &serde_json::Value) -> serde_json::Value {
     assert_eq!(code, 202, "{v}");
@@ -377,4 +377,134 @@ fn btrfs_pool_on_a_policy_allowed_host_path() {
         host.mnt.join("full/data").exists(),
         "the rest of the host filesystem is untouched"
     );
+}
+
+fn blkid(dev: &str, tag: &str) -> String {
+    let o = Command::new("blkid")
+        .args(["-p", "-o", "value", "-s", tag, dev])
+        .output()
+        .expect("blkid");
+    String::from_utf8_lossy(&o.stdout).trim().to_string()
+}
+
+#[test]
+fn btrfs_pool_on_a_policy_listed_block_device() {
+    let disk = SpareDisk::new("btrfs-dev", 512 << 20);
+    let used = SpareDisk::new("btrfs-dev-used", 128 << 20);
+    let unlisted = SpareDisk::new("btrfs-dev-unlisted", 128 << 20);
+    let o = Command::new("mkfs.ext4")
+        .args(["-q", "-F", &used.dev])
+        .output()
+        .expect("mkfs.ext4");
+    assert!(o.status.success(), "{}", silo_tests::show(&o));
+    let policy = format!("block_devices = [{:?}, {:?}]\n", disk.dev, used.dev);
+    let mut d = TestDaemon::start_with_policy("btrfs-dev", &policy);
+    let create = |d: &TestDaemon, name: &str, source: &str| {
+        d.api(
+            "POST",
+            "/1.0/storage-pools",
+            Some(json!({"name": name, "driver": "btrfs", "config": {"source": source}})),
+        )
+    };
+
+    // Refusals, each leaving nothing: a device the policy does not list, one holding a
+    // filesystem (never formatted over), one that is mounted, a path that is no device.
+    let other = tempfile::tempdir().expect("tmp");
+    for (src, code, why) in [
+        (unlisted.dev.clone(), 403, "not listed in block_devices"),
+        (used.dev.clone(), 400, "already holds a filesystem"),
+        ("/dev/null".to_string(), 403, "not listed in block_devices"),
+    ] {
+        let (c, v) = create(&d, "bd", &src);
+        assert_eq!(c, code, "{src}: {v}");
+        assert!(
+            v["error"].as_str().unwrap_or("").contains(why),
+            "{src}: {v}"
+        );
+        assert!(
+            !d.dir.join("storage-pools/bd").exists(),
+            "{src}: nothing half-made"
+        );
+        let (c, _) = d.api("GET", "/1.0/storage-pools/bd", None);
+        assert_eq!(c, 404);
+    }
+    assert_eq!(blkid(&used.dev, "TYPE"), "ext4", "the ext4 is untouched");
+    assert_eq!(
+        blkid(&unlisted.dev, "TYPE"),
+        "",
+        "the unlisted disk is untouched"
+    );
+    let o = Command::new("mount")
+        .arg(&used.dev)
+        .arg(other.path())
+        .output()
+        .expect("mount");
+    assert!(o.status.success(), "{}", silo_tests::show(&o));
+    let (c, v) = create(&d, "bd", &used.dev);
+    assert_eq!(c, 409, "{v}");
+    assert!(v["error"].as_str().unwrap_or("").contains("in use"), "{v}");
+    let _ = nix::mount::umount2(other.path(), nix::mount::MntFlags::MNT_DETACH);
+
+    // The listed empty disk: formatted (labelled after the pool), mounted, used.
+    let (c, v) = create(&d, "bd", &disk.dev);
+    assert_eq!(c, 200, "{v}");
+    assert_eq!(blkid(&disk.dev, "TYPE"), "btrfs");
+    assert_eq!(blkid(&disk.dev, "LABEL"), "silo-bd");
+    let pool_dir = d.dir.join("storage-pools/bd").display().to_string();
+    assert_eq!(disk.mount_points(), vec![pool_dir.clone()]);
+    let p = d.api_ok("GET", "/1.0/storage-pools/bd", None);
+    assert_eq!(p["config"]["source"], disk.dev.as_str(), "{p}");
+    let r = d.api_ok("GET", "/1.0/storage-pools/bd/resources", None);
+    let total = r["space"]["total"].as_u64().unwrap_or(0);
+    assert!(
+        (400 << 20..=512 << 20).contains(&total),
+        "the pool is the disk's size: {r}"
+    );
+    // The same disk again, for another pool, is refused: it is in use.
+    let (c, v) = create(&d, "bd2", &disk.dev);
+    assert_eq!(c, 409, "{v}");
+    import(&d, &busybox_image(false)[0], "bb");
+    let (c, v) = d.api(
+        "POST",
+        "/1.0/instances",
+        Some(
+            json!({"name": "c1", "source": {"type": "image", "alias": "bb"},
+            "devices": {"root": {"type": "disk", "path": "/", "pool": "bd"}}}),
+        ),
+    );
+    assert_eq!(wait_op(&d, c, &v)["status_code"], 200);
+    d.set_state("c1", "start", false);
+    let (code, out, err) = d.exec("c1", &["cat", "/proc/self/mountinfo"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains(" / ") && out.contains("btrfs"), "{out}");
+    d.set_state("c1", "stop", true);
+
+    // A reboot: the pool is mounted again from the device at start.
+    d.stop();
+    silo_tests::cleanup_mounts(&d.dir);
+    assert!(disk.mount_points().is_empty());
+    d.spawn();
+    assert_eq!(disk.mount_points(), vec![pool_dir]);
+    d.set_state("c1", "start", false);
+    assert_eq!(d.exec("c1", &["true"]).0, 0);
+    d.set_state("c1", "stop", true);
+
+    let (c, v) = d.api("DELETE", "/1.0/storage-pools/bd", None);
+    assert_eq!(c, 400, "a pool in use is kept: {v}");
+    let (c, v) = d.api("DELETE", "/1.0/instances/c1", None);
+    assert_eq!(wait_op(&d, c, &v)["status_code"], 200);
+    // The image's cached volume on the pool goes with the image.
+    for img in d
+        .api_ok("GET", "/1.0/images", None)
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+    {
+        let (c, v) = d.api("DELETE", img.as_str().unwrap_or(""), None);
+        assert_eq!(wait_op(&d, c, &v)["status_code"], 200);
+    }
+    let (c, v) = d.api("DELETE", "/1.0/storage-pools/bd", None);
+    assert_eq!(c, 200, "{v}");
+    assert!(disk.mount_points().is_empty(), "unmounted");
+    assert!(mounts_under(&d.dir).is_empty());
 }

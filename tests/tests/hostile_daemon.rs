@@ -170,6 +170,22 @@ fn store_does_its_job_and_refuses_hostile_requests() {
             matches!(again, Err(HelperError::AlreadyExists { .. })),
             "{again:?}"
         );
+        // Formatting a host disk the policy does not list (the default lists none) is
+        // denied before anything is opened or made.
+        for dev in ["/dev/sda", "/dev/vda", "/dev/nvme0n1", "/dev/loop0"] {
+            let r = c
+                .create_pool(
+                    ctx(),
+                    PoolName::new("p9").expect("n"),
+                    PoolDriver::BtrfsDevice {
+                        source: silo_proto::types::HostPath::new(dev).expect("path"),
+                    },
+                )
+                .await
+                .expect("rpc");
+            assert!(matches!(r, Err(HelperError::Denied { .. })), "{dev}: {r:?}");
+        }
+        assert!(!d.state.join("storage-pools/p9").exists());
         c.create_volume(ctx(), pool.clone(), VolumeKind::Container, vol.clone())
             .await
             .expect("rpc")

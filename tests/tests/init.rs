@@ -7,7 +7,7 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use silo_tests::{bin, busybox_image, TestDaemon};
+use silo_tests::{bin, busybox_image, SpareDisk, TestDaemon};
 
 fn text(o: &std::process::Output) -> String {
     silo_tests::show(o)
@@ -355,4 +355,122 @@ fn running_out_of_answers_changes_nothing() {
         text(&o)
     );
     assert_eq!(dump(&d), before);
+}
+
+#[test]
+fn a_spare_disk_for_the_pool_from_auto_and_from_the_questions() {
+    let disk = SpareDisk::new("init-dev", 256 << 20);
+    let disk2 = SpareDisk::new("init-dev2", 256 << 20);
+    let policy = format!("block_devices = [{:?}, {:?}]\n", disk.dev, disk2.dev);
+    let d = TestDaemon::start_with_policy("init-dev", &policy);
+    let before = dump(&d);
+    for (args, why) in [
+        (
+            vec![
+                "--storage-backend",
+                "dir",
+                "--storage-create-device",
+                disk.dev.as_str(),
+            ],
+            "needs a new btrfs pool",
+        ),
+        (
+            vec![
+                "--storage-backend",
+                "btrfs",
+                "--storage-create-device",
+                "/dev/null",
+            ],
+            "/dev/null is not a block device",
+        ),
+    ] {
+        let mut all = vec!["init", "--auto"];
+        all.extend(args);
+        let o = d.silo(&all);
+        assert!(
+            !o.status.success() && text(&o).contains(why),
+            "{all:?}: {}",
+            text(&o)
+        );
+        assert_eq!(dump(&d), before, "{all:?} changed nothing");
+    }
+    // --auto: the unused embedded dir default becomes btrfs on the disk.
+    ok(d.silo(&[
+        "init",
+        "--auto",
+        "--storage-backend",
+        "btrfs",
+        "--storage-create-device",
+        &disk.dev,
+    ]));
+    let p = d.api_ok("GET", "/1.0/storage-pools/default", None);
+    assert_eq!(p["driver"], "btrfs", "{p}");
+    assert_eq!(p["config"]["source"], disk.dev.as_str(), "{p}");
+    assert_eq!(
+        disk.mount_points(),
+        vec![d.dir.join("storage-pools/default").display().to_string()]
+    );
+    assert!(
+        dump(&d).contains(&format!("source: {}", disk.dev)),
+        "{}",
+        dump(&d)
+    );
+
+    // The questions: a block device, with wrong paths asked again.
+    let mut t = Pty::spawn(&d, &["init"]);
+    t.answer(
+        "Would you like to use silo clustering? (yes/no) [default=no]: ",
+        "",
+    );
+    t.answer(
+        "Do you want to configure a new storage pool? (yes/no) [default=yes]: ",
+        "",
+    );
+    t.answer("Name of the new storage pool [default=default]: ", "p2");
+    t.answer("[default=btrfs]: ", "btrfs");
+    t.answer(
+        "Would you like to use an existing empty block device (e.g. a disk or partition)? (yes/no) [default=no]: ",
+        "yes",
+    );
+    t.answer("Path to the existing block device: ", "/tmp");
+    t.expect("Invalid input: \"/tmp\" is not a device path beneath /dev");
+    t.answer("Path to the existing block device: ", "/dev/null");
+    t.expect("Invalid input: /dev/null is not a block device");
+    t.answer("Path to the existing block device: ", &disk2.dev);
+    t.answer(
+        "Would you like to connect to a MAAS server? (yes/no) [default=no]: ",
+        "",
+    );
+    t.answer(
+        "Would you like to create a new local network bridge? (yes/no) [default=yes]: ",
+        "",
+    );
+    t.answer(
+        "What should the new bridge be called? [default=silobr0]: ",
+        "br7",
+    );
+    t.answer("[default=auto]: ", "none");
+    t.answer("[default=auto]: ", "none");
+    t.answer(
+        "Would you like the silo server to be available over the network? (yes/no) [default=no]: ",
+        "",
+    );
+    t.answer(
+        "Would you like stale cached images to be updated automatically? (yes/no) [default=yes]: ",
+        "",
+    );
+    t.answer(
+        "Would you like a YAML \"silo init\" preseed to be printed? (yes/no) [default=no]: ",
+        "",
+    );
+    let (code, all) = t.wait();
+    assert_eq!(code, 0, "{all}");
+    let p = d.api_ok("GET", "/1.0/storage-pools/p2", None);
+    assert_eq!(p["config"]["source"], disk2.dev.as_str(), "{p}");
+    assert_eq!(
+        disk2.mount_points(),
+        vec![d.dir.join("storage-pools/p2").display().to_string()]
+    );
+    let prof = d.api_ok("GET", "/1.0/profiles/default", None);
+    assert_eq!(prof["devices"]["root"]["pool"], "p2", "{prof}");
 }

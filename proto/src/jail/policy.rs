@@ -25,6 +25,9 @@ pub struct Policy {
     /// Host paths that disk devices may bind from and btrfs pools may use as their source
     /// (each allows everything beneath it).
     pub host_paths: Vec<PathBuf>,
+    /// Block devices (device nodes, named exactly) that btrfs pools may format and use as
+    /// their source. Formatting destroys what is on them: list only spare disks.
+    pub block_devices: Vec<PathBuf>,
     /// Host interfaces that macvlan/physical nics may use as parents.
     pub host_interfaces: Vec<IfName>,
     /// Largest loop file a pool may create, in bytes.
@@ -45,6 +48,7 @@ impl Default for Policy {
         Policy {
             allow_privileged: false,
             host_paths: Vec::new(),
+            block_devices: Vec::new(),
             host_interfaces: Vec::new(),
             max_loop_file_size: 1 << 40,
             allow_privileged_ports: false,
@@ -121,6 +125,17 @@ impl Policy {
                 ));
             }
         }
+        for bd in &p.block_devices {
+            if !bd.is_absolute() || !bd.starts_with("/dev") {
+                return Err(HelperError::invalid(
+                    "policy file",
+                    format!(
+                        "{shown}: block_devices entry {} is not a device node beneath /dev",
+                        bd.display()
+                    ),
+                ));
+            }
+        }
         p.source = shown;
         Ok(p)
     }
@@ -171,6 +186,14 @@ mod tests {
             std::fs::write(&f, "allow_everything = true\n").expect("write");
             let e = Policy::load(&f).unwrap_err().to_string();
             assert!(e.contains("unknown field"), "{e}");
+            std::fs::write(&f, "block_devices = [\"/dev/loop7\"]\n").expect("write");
+            assert_eq!(
+                Policy::load(&f).expect("load").block_devices,
+                [PathBuf::from("/dev/loop7")]
+            );
+            std::fs::write(&f, "block_devices = [\"/home/x.img\"]\n").expect("write");
+            let e = Policy::load(&f).unwrap_err().to_string();
+            assert!(e.contains("not a device node beneath /dev"), "{e}");
         }
         let l = t.path().join("link.toml");
         std::os::unix::fs::symlink(&f, &l).expect("symlink");
