@@ -103,7 +103,7 @@ fn btrfs_bad_requests_make_nothing() {
         (json!({"size": "10MiB"}), "minimum"),
         (json!({"size": "100TiB"}), "max_loop_file_size"),
         (json!({"size": "lots"}), "invalid size"),
-        (json!({"source": "/dev/sda"}), "not supported yet"),
+        (json!({"source": "/dev/sda"}), "not listed in block_devices"),
         (json!({"compression": "zstd"}), "unknown configuration key"),
     ] {
         let (c, v) = d.api(
