@@ -124,10 +124,34 @@ fn setup(
     };
     drop(host);
     drop(inst);
+    raise_fd_limit();
+    // A peer that goes away mid-splice must be an EPIPE for that connection, not the end of
+    // every connection this forwarder carries.
+    // SAFETY: setting a signal's disposition to ignore; no handler runs.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
     drop_root(uid)?;
     crate::confinement::enter_forwarder_seccomp()?;
     std::mem::forget(root);
     Ok(listeners.into_iter().zip(targets).collect())
+}
+
+/// Each spliced connection holds two sockets and two pipes (four fds), so the usual soft
+/// limit of 1024 would end a forwarder's connections near 250 rather than at its 1024 cap.
+/// The soft limit is raised toward the hard one (never above it, which needs privilege).
+fn raise_fd_limit() {
+    const WANT: u64 = 8192;
+    if let Ok((soft, hard)) =
+        nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+    {
+        let to = WANT.min(hard);
+        if soft < to {
+            let _ = nix::sys::resource::setrlimit(
+                nix::sys::resource::Resource::RLIMIT_NOFILE,
+                to,
+                hard,
+            );
+        }
+    }
 }
 
 fn drop_root(uid: u32) -> Result<(), String> {

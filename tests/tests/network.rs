@@ -567,6 +567,13 @@ fn proxy_device_forwards_host_connections_to_a_service_inside() {
             .map(|v| v.split_whitespace().next().unwrap_or("").to_string())
             .unwrap_or_default()
     };
+    // Other tests' daemons may give their instances the same base id: the forwarder is told
+    // apart by the network namespace it forwards into, web's.
+    let state = d.api_ok("GET", "/1.0/instances/web/state", None);
+    let init = state["pid"].as_i64().expect("web's pid");
+    let netns = |pid: &str| std::fs::read_link(format!("/proc/{pid}/ns/net")).ok();
+    let web_ns = netns(&init.to_string());
+    assert!(web_ns.is_some(), "web's network namespace");
     let forwarders: Vec<String> = std::fs::read_dir("/proc")
         .expect("proc")
         .flatten()
@@ -574,7 +581,7 @@ fn proxy_device_forwards_host_connections_to_a_service_inside() {
         .filter(|p| p.chars().all(|c| c.is_ascii_digit()))
         .filter(|p| {
             let st = status(p);
-            field(&st, "Name:") == "silo-net" && field(&st, "Uid:") == base
+            field(&st, "Name:") == "silo-net" && field(&st, "Uid:") == base && netns(p) == web_ns
         })
         .collect();
     assert_eq!(

@@ -511,7 +511,9 @@ fn kill_during_copy_and_publish_leaves_nothing_and_retry_works() {
         v
     };
     let before = images();
-    let publish = json!({"source": {"type": "instance", "name": "dst"}, "aliases": [{"name": "pub"}], "compression_algorithm": "none"});
+    // gzip: seconds of packing on any machine, so the kill lands inside it (an uncompressed
+    // publish can finish within the wait on a fast disk).
+    let publish = json!({"source": {"type": "instance", "name": "dst"}, "aliases": [{"name": "pub"}], "compression_algorithm": "gzip"});
     let (c, _) = d.api("POST", "/1.0/images", Some(publish.clone()));
     assert_eq!(c, 202);
     std::thread::sleep(std::time::Duration::from_millis(1500));
