@@ -178,17 +178,7 @@ impl StoreServer {
                 "block device {source} is not listed in block_devices"
             )));
         }
-        let root = nix::fcntl::open(
-            "/",
-            OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
-            Mode::empty(),
-        )
-        .map_err(|e| HelperError::errno("open", "/", e))?;
-        let rel: Vec<&str> = source.components().collect();
-        let how = OpenHow::new()
-            .flags(OFlag::O_RDWR | OFlag::O_EXCL | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW)
-            .resolve(ResolveFlag::RESOLVE_NO_SYMLINKS | ResolveFlag::RESOLVE_NO_MAGICLINKS);
-        let fd = openat2(root.as_fd(), rel.join("/").as_str(), how).map_err(|e| match e {
+        let fd = open_host_path(source, OFlag::O_RDWR | OFlag::O_EXCL).map_err(|e| match e {
             Errno::ELOOP => HelperError::invalid(
                 "source",
                 format!("{source} goes through a symlink; name the device node itself"),
@@ -273,27 +263,18 @@ impl StoreServer {
                 "storage pool source {source} is not beneath any of host_paths"
             )));
         }
-        let root = nix::fcntl::open(
-            "/",
-            OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
-            Mode::empty(),
-        )
-        .map_err(|e| HelperError::errno("open", "/", e))?;
-        let rel: Vec<&str> = source.components().collect();
-        let how = OpenHow::new()
-            .flags(OFlag::O_DIRECTORY | OFlag::O_RDONLY | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW)
-            .resolve(ResolveFlag::RESOLVE_NO_SYMLINKS | ResolveFlag::RESOLVE_NO_MAGICLINKS);
-        let fd = openat2(root.as_fd(), rel.join("/").as_str(), how).map_err(|e| match e {
-            // O_NOFOLLOW|O_DIRECTORY on a final symlink answers ENOTDIR.
-            Errno::ELOOP | Errno::ENOTDIR => HelperError::invalid(
-                "source",
-                format!("{source} goes through a symlink or is not a directory"),
-            ),
-            Errno::ENOENT => HelperError::NotFound {
-                what: format!("storage pool source {source}"),
-            },
-            e => HelperError::errno("openat2", source, e),
-        })?;
+        let fd =
+            open_host_path(source, OFlag::O_DIRECTORY | OFlag::O_RDONLY).map_err(|e| match e {
+                // O_NOFOLLOW|O_DIRECTORY on a final symlink answers ENOTDIR.
+                Errno::ELOOP | Errno::ENOTDIR => HelperError::invalid(
+                    "source",
+                    format!("{source} goes through a symlink or is not a directory"),
+                ),
+                Errno::ENOENT => HelperError::NotFound {
+                    what: format!("storage pool source {source}"),
+                },
+                e => HelperError::errno("openat2", source, e),
+            })?;
         if !crate::btrfs::is_btrfs(fd.as_fd()) {
             return Err(HelperError::invalid(
                 "source",
@@ -1209,6 +1190,24 @@ impl Store for StoreServer {
         let dir = self.pool(&pool)?;
         self.pool_info_of(&pool, &dir)
     }
+}
+
+/// Opens a host path the policy named, from `/`, following no symlink (nor /proc magic
+/// link) anywhere on the way: a path planted with a link cannot lead silo-store elsewhere.
+fn open_host_path(
+    source: &silo_proto::types::HostPath,
+    flags: OFlag,
+) -> Result<std::os::fd::OwnedFd, Errno> {
+    let root = nix::fcntl::open(
+        "/",
+        OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )?;
+    let rel: Vec<&str> = source.components().collect();
+    let how = OpenHow::new()
+        .flags(flags | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW)
+        .resolve(ResolveFlag::RESOLVE_NO_SYMLINKS | ResolveFlag::RESOLVE_NO_MAGICLINKS);
+    openat2(root.as_fd(), rel.join("/").as_str(), how)
 }
 
 /// The filesystem label of a pool's btrfs: `silo-<pool>`, in the characters mkfs takes.

@@ -126,72 +126,94 @@ impl BridgeSpec {
         {
             return Err(format!("at most {MAX_DHCP_RANGES} DHCP ranges per family"));
         }
-        if !self.ipv4_dhcp_ranges.is_empty() {
-            let Some(c) = &self.ipv4 else {
-                return Err("ipv4.dhcp.ranges is set but the network has no IPv4".into());
-            };
-            for r in &self.ipv4_dhcp_ranges {
-                if u32::from(r.first) > u32::from(r.last) {
-                    return Err(format!(
-                        "ipv4.dhcp.ranges: {}-{} ends before it starts",
-                        r.first, r.last
-                    ));
-                }
-                if !c.overlaps(r.first, 32) || !c.overlaps(r.last, 32) {
-                    return Err(format!(
-                        "ipv4.dhcp.ranges: {}-{} is not within the subnet {}/{}",
-                        r.first,
-                        r.last,
-                        c.network(),
-                        c.prefix()
-                    ));
-                }
-                for (what, a) in [
-                    ("network", c.network()),
-                    ("broadcast", c.broadcast()),
-                    ("gateway", c.addr()),
-                ] {
-                    if (u32::from(r.first)..=u32::from(r.last)).contains(&u32::from(a)) {
-                        return Err(format!(
-                            "ipv4.dhcp.ranges: {}-{} includes the {what} address {a}",
-                            r.first, r.last
-                        ));
-                    }
-                }
-            }
-        }
-        if !self.ipv6_dhcp_ranges.is_empty() {
-            let Some(c) = &self.ipv6 else {
-                return Err("ipv6.dhcp.ranges is set but the network has no IPv6".into());
-            };
-            for r in &self.ipv6_dhcp_ranges {
-                if u128::from(r.first) > u128::from(r.last) {
-                    return Err(format!(
-                        "ipv6.dhcp.ranges: {}-{} ends before it starts",
-                        r.first, r.last
-                    ));
-                }
-                if !c.overlaps(r.first, 128) || !c.overlaps(r.last, 128) {
-                    return Err(format!(
-                        "ipv6.dhcp.ranges: {}-{} is not within the subnet {}/{}",
-                        r.first,
-                        r.last,
-                        c.network(),
-                        c.prefix()
-                    ));
-                }
-                for (what, a) in [("network", c.network()), ("gateway", c.addr())] {
-                    if (u128::from(r.first)..=u128::from(r.last)).contains(&u128::from(a)) {
-                        return Err(format!(
-                            "ipv6.dhcp.ranges: {}-{} includes the {what} address {a}",
-                            r.first, r.last
-                        ));
-                    }
-                }
-            }
-        }
-        Ok(())
+        let v4: Vec<(IpAddr, IpAddr)> = self
+            .ipv4_dhcp_ranges
+            .iter()
+            .map(|r| (r.first.into(), r.last.into()))
+            .collect();
+        check_ranges(
+            "ipv4.dhcp.ranges",
+            &v4,
+            self.ipv4.map(|c| {
+                (
+                    (c.network().into(), c.prefix()),
+                    vec![
+                        ("network", c.network().into()),
+                        ("broadcast", c.broadcast().into()),
+                        ("gateway", c.addr().into()),
+                    ],
+                )
+            }),
+        )?;
+        let v6: Vec<(IpAddr, IpAddr)> = self
+            .ipv6_dhcp_ranges
+            .iter()
+            .map(|r| (r.first.into(), r.last.into()))
+            .collect();
+        check_ranges(
+            "ipv6.dhcp.ranges",
+            &v6,
+            self.ipv6.map(|c| {
+                (
+                    (c.network().into(), c.prefix()),
+                    vec![
+                        ("network", c.network().into()),
+                        ("gateway", c.addr().into()),
+                    ],
+                )
+            }),
+        )
     }
+}
+
+/// A subnet as (network address, prefix length), and the addresses in it no range may cover.
+type RangeBounds = ((IpAddr, u8), Vec<(&'static str, IpAddr)>);
+
+/// One family's ranges: each in order, inside the subnet, clear of its reserved addresses.
+fn check_ranges(
+    key: &str,
+    ranges: &[(IpAddr, IpAddr)],
+    subnet: Option<RangeBounds>,
+) -> Result<(), String> {
+    if ranges.is_empty() {
+        return Ok(());
+    }
+    let Some(((net, prefix), reserved)) = subnet else {
+        let family = if key.starts_with("ipv4") {
+            "IPv4"
+        } else {
+            "IPv6"
+        };
+        return Err(format!("{key} is set but the network has no {family}"));
+    };
+    // Both families as u128, IPv4 in the low 32 bits.
+    let int = |a: IpAddr| match a {
+        IpAddr::V4(a) => u128::from(u32::from(a)),
+        IpAddr::V6(a) => u128::from(a),
+    };
+    let bits: u32 = if net.is_ipv4() { 32 } else { 128 };
+    let host_bits = bits - u32::from(prefix).min(bits);
+    // checked_shr: a /0 would shift by the whole width.
+    let top = |a: IpAddr| int(a).checked_shr(host_bits).unwrap_or(0);
+    let inside = |a: IpAddr| a.is_ipv4() == net.is_ipv4() && top(a) == top(net);
+    for &(first, last) in ranges {
+        if int(first) > int(last) {
+            return Err(format!("{key}: {first}-{last} ends before it starts"));
+        }
+        if !inside(first) || !inside(last) {
+            return Err(format!(
+                "{key}: {first}-{last} is not within the subnet {net}/{prefix}"
+            ));
+        }
+        for (what, a) in &reserved {
+            if (int(first)..=int(last)).contains(&int(*a)) {
+                return Err(format!(
+                    "{key}: {first}-{last} includes the {what} address {a}"
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The subnets `auto` picked.
