@@ -320,3 +320,100 @@ impl Formatter {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(file: &str, device: Option<&str>, label: &str) -> Request {
+        Request {
+            file: file.into(),
+            device: device.map(PathBuf::from),
+            label: label.into(),
+        }
+    }
+
+    fn args(c: &std::process::Command) -> Vec<String> {
+        c.get_args()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect()
+    }
+
+    #[test]
+    fn the_confined_formatter_writes_only_its_disks_and_listed_devices() {
+        assert!(
+            nix::unistd::geteuid().is_root(),
+            "this test confines a forked child as the formatter does and needs root"
+        );
+        let t = tempfile::tempdir().expect("tmp");
+        let disks = t.path().join("disks");
+        std::fs::create_dir(&disks).expect("disks");
+        // Landlock's rules are by path, so plain files stand in for device nodes here.
+        let listed = t.path().join("listed-dev");
+        let unlisted = t.path().join("unlisted-dev");
+        for f in [&listed, &unlisted] {
+            std::fs::write(f, b"").expect("file");
+        }
+        // SAFETY: the child only confines itself, opens three files and leaves with _exit.
+        match unsafe { nix::unistd::fork() }.expect("fork") {
+            nix::unistd::ForkResult::Child => {
+                let code = match confine(&disks, std::slice::from_ref(&listed)) {
+                    Err(_) => 10,
+                    Ok(()) => {
+                        let w = |p: &Path| {
+                            std::fs::OpenOptions::new()
+                                .write(true)
+                                .create(true)
+                                .truncate(false)
+                                .open(p)
+                                .map(|_| ())
+                                .map_err(|e| e.raw_os_error())
+                        };
+                        match (w(&disks.join("p.img")), w(&listed), w(&unlisted)) {
+                            (Ok(()), Ok(()), Err(Some(libc::EACCES))) => 0,
+                            (Err(_), _, _) => 11,
+                            (_, Err(_), _) => 12,
+                            _ => 13,
+                        }
+                    }
+                };
+                // SAFETY: leaving the forked child without running the harness's exit path.
+                unsafe { libc::_exit(code) }
+            }
+            nix::unistd::ForkResult::Parent { child } => {
+                let st = nix::sys::wait::waitpid(child, None).expect("wait");
+                assert_eq!(
+                    st,
+                    nix::sys::wait::WaitStatus::Exited(child, 0),
+                    "10: confine failed, 11: its disks dir refused, 12: the listed device refused, 13: the unlisted one allowed"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn only_own_loop_files_are_forced_and_only_listed_devices_are_formatted() {
+        let disks = Path::new("/s/disks");
+        let listed = [PathBuf::from("/dev/loop7")];
+        let c = command(&req("p.img", None, "silo-p"), disks, &listed).expect("loop file");
+        assert_eq!(args(&c), ["-q", "-f", "-L", "silo-p", "/s/disks/p.img"]);
+        let c = command(&req("", Some("/dev/loop7"), "silo-p"), disks, &listed).expect("device");
+        assert_eq!(
+            args(&c),
+            ["-q", "-L", "silo-p", "/dev/loop7"],
+            "never -f on a device"
+        );
+        for (r, why) in [
+            (
+                req("", Some("/dev/sda"), "silo-p"),
+                "not a block device this formatter may write",
+            ),
+            (req("p.img", Some("/dev/loop7"), "silo-p"), "not both"),
+            (req("../x.img", None, "silo-p"), "refusing file name"),
+            (req("p.img", None, "a b"), "refusing label"),
+        ] {
+            let e = command(&r, disks, &listed).expect_err("refused");
+            assert!(e.contains(why), "{r:?}: {e}");
+        }
+    }
+}
