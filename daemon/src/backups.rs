@@ -138,13 +138,26 @@ fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Backup> {
     })
 }
 
+/// The backup records a query selects.
+fn select(
+    db: &Db,
+    sql: &str,
+    args: impl rusqlite::Params,
+) -> Result<Vec<Backup>, crate::db::DbError> {
+    db.with(|x| {
+        let mut st = x.prepare(sql)?;
+        let rows = st.query_map(args, row)?;
+        rows.collect::<rusqlite::Result<Vec<Backup>>>()
+    })
+}
+
 /// An instance's backups, by name.
 pub fn list(db: &Db, instance: &str) -> Result<Vec<Backup>, ApiError> {
-    Ok(db.with(|x| {
-        let mut st = x.prepare("SELECT * FROM backups WHERE instance = ?1 ORDER BY name")?;
-        let rows = st.query_map(params![instance], row)?;
-        rows.collect::<rusqlite::Result<Vec<Backup>>>()
-    })?)
+    Ok(select(
+        db,
+        "SELECT * FROM backups WHERE instance = ?1 ORDER BY name",
+        params![instance],
+    )?)
 }
 
 /// One backup's record.
@@ -443,11 +456,7 @@ pub fn rename(db: &Db, state: &Path, instance: &str, from: &str, to: &str) -> Re
 /// Deletes backups whose `expires_at` has passed (silod's housekeeping, every minute).
 pub fn expire(db: &Db, state: &Path, events: &crate::events::Events) {
     let now = crate::events::now_rfc3339();
-    let Ok(all) = db.with(|x| {
-        let mut st = x.prepare("SELECT * FROM backups WHERE expires_at != ''")?;
-        let rows = st.query_map([], row)?;
-        rows.collect::<rusqlite::Result<Vec<Backup>>>()
-    }) else {
+    let Ok(all) = select(db, "SELECT * FROM backups WHERE expires_at != ''", []) else {
         return;
     };
     for b in all.into_iter().filter(|b| b.expires_at < now) {
@@ -472,11 +481,7 @@ pub fn expire(db: &Db, state: &Path, events: &crate::events::Events) {
 /// its own index.yaml says if its instance exists, and removed if it does not (LXD deletes an
 /// instance's backups with it).
 pub fn reconcile(db: &Db, state: &Path) {
-    let Ok(rows) = db.with(|x| {
-        let mut st = x.prepare("SELECT * FROM backups")?;
-        let rows = st.query_map([], row)?;
-        rows.collect::<rusqlite::Result<Vec<Backup>>>()
-    }) else {
+    let Ok(rows) = select(db, "SELECT * FROM backups", []) else {
         return;
     };
     for b in &rows {

@@ -393,12 +393,7 @@ impl StoreServer {
         let sent = (|| {
             for (kind, vol, member) in parts {
                 let kdir = dir.open_dir(&[kind.dir_name()])?;
-                let src = kdir.open_dir(&[vol.as_str()]).map_err(|e| match e {
-                    HelperError::NotFound { .. } => HelperError::NotFound {
-                        what: Self::volume_what(pool, kind, &vol),
-                    },
-                    e => e,
-                })?;
+                let src = Self::open_volume(&dir, pool, kind, &vol)?;
                 let ro = format!("{}.send-ro", vol.as_str());
                 if kdir.exists(&ro)? {
                     crate::btrfs::subvol_delete(kdir.fd(), &ro)?;
@@ -483,6 +478,23 @@ impl StoreServer {
             .fds
             .send(&[fd.as_fd()])
             .map_err(|e| HelperError::Unsupported(format!("fd channel: {e}")))
+    }
+
+    /// Opens `<kind>/<volume>` beneath a pool's directory (no symlink followed, as every
+    /// `Root` open); a missing one is named as the volume, not as a path.
+    fn open_volume(
+        dir: &Root,
+        pool: &PoolName,
+        kind: VolumeKind,
+        vol: &VolumeName,
+    ) -> HelperResult<Root> {
+        dir.open_dir(&[kind.dir_name(), vol.as_str()])
+            .map_err(|e| match e {
+                HelperError::NotFound { .. } => HelperError::NotFound {
+                    what: Self::volume_what(pool, kind, vol),
+                },
+                e => e,
+            })
     }
 
     fn volume_what(pool: &PoolName, kind: VolumeKind, vol: &VolumeName) -> String {
@@ -695,15 +707,7 @@ impl Store for StoreServer {
         volume: VolumeName,
     ) -> HelperResult<u64> {
         let dir = self.pool(&pool)?;
-        let v = dir
-            .open_dir(&[kind.dir_name(), volume.as_str()])
-            .map_err(|e| match e {
-                HelperError::NotFound { .. } => HelperError::NotFound {
-                    what: Self::volume_what(&pool, kind, &volume),
-                },
-                e => e,
-            })?;
-        v.usage()
+        Self::open_volume(&dir, &pool, kind, &volume)?.usage()
     }
 
     async fn delete_volume(
@@ -796,14 +800,7 @@ impl Store for StoreServer {
         dst: VolumeName,
     ) -> HelperResult<u64> {
         let dir = self.pool(&pool)?;
-        let sdir = dir
-            .open_dir(&[src_kind.dir_name(), src.as_str()])
-            .map_err(|e| match e {
-                HelperError::NotFound { .. } => HelperError::NotFound {
-                    what: Self::volume_what(&pool, src_kind, &src),
-                },
-                e => e,
-            })?;
+        let sdir = Self::open_volume(&dir, &pool, src_kind, &src)?;
         let (kdir, _) = dir.mkdir_all(&[dst_kind.dir_name()], 0o711)?;
         let t0 = std::time::Instant::now();
         if crate::btrfs::is_subvolume(sdir.fd()) && self.pool_is_btrfs(&dir) {
@@ -852,12 +849,7 @@ impl Store for StoreServer {
         let kdir = dir.open_dir(&[kind.dir_name()])?;
         // Both names must be real root-owned volume directories (or `to` absent), never a
         // planted symlink.
-        kdir.open_dir(&[from.as_str()]).map_err(|e| match e {
-            HelperError::NotFound { .. } => HelperError::NotFound {
-                what: Self::volume_what(&pool, kind, &from),
-            },
-            e => e,
-        })?;
+        Self::open_volume(&dir, &pool, kind, &from)?;
         let exists = kdir.exists(to.as_str())?;
         if exists && !replace {
             return Err(HelperError::AlreadyExists {
@@ -901,14 +893,7 @@ impl Store for StoreServer {
     ) -> HelperResult<silo_proto::fdpass::FdTicket> {
         use silo_proto::image::ImageMetadata;
         let dir = self.pool(&pool)?;
-        let vdir = dir
-            .open_dir(&[kind.dir_name(), volume.as_str()])
-            .map_err(|e| match e {
-                HelperError::NotFound { .. } => HelperError::NotFound {
-                    what: Self::volume_what(&pool, kind, &volume),
-                },
-                e => e,
-            })?;
+        let vdir = Self::open_volume(&dir, &pool, kind, &volume)?;
         // The image's templates go along: they are what the volume's metadata.yaml names.
         let templates = crate::templates::volume_metadata(&vdir)?
             .map(|m| m.templates)
@@ -978,15 +963,7 @@ impl Store for StoreServer {
             ));
         }
         let dir = self.pool(&pool)?;
-        let open = |kind: VolumeKind, v: &VolumeName| {
-            dir.open_dir(&[kind.dir_name(), v.as_str()])
-                .map_err(|e| match e {
-                    HelperError::NotFound { .. } => HelperError::NotFound {
-                        what: Self::volume_what(&pool, kind, v),
-                    },
-                    e => e,
-                })
-        };
+        let open = |kind: VolumeKind, v: &VolumeName| Self::open_volume(&dir, &pool, kind, v);
         let ivol = open(VolumeKind::Container, &instance)?;
         let mut svols = Vec::new();
         for (name, v) in &snapshots {
