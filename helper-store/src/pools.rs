@@ -394,7 +394,9 @@ impl StoreServer {
             for (kind, vol, member) in parts {
                 let kdir = dir.open_dir(&[kind.dir_name()])?;
                 let src = Self::open_volume(&dir, pool, kind, &vol)?;
-                let ro = format!("{}.send-ro", vol.as_str());
+                // A leading dot: no volume can have this name (VolumeName refuses it), so a
+                // snapshot called e.g. "s1.send-ro" is never taken for the scratch copy of "s1".
+                let ro = format!(".send-ro-{}", vol.as_str());
                 if kdir.exists(&ro)? {
                     crate::btrfs::subvol_delete(kdir.fd(), &ro)?;
                 }

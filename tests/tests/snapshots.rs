@@ -689,6 +689,45 @@ fn btrfs_with_c1(name: &str) -> TestDaemon {
 }
 
 #[test]
+fn optimized_export_leaves_snapshots_named_like_its_scratch_copies_alone() {
+    let a = btrfs_with_c1("bak-opt-names");
+    for (content, snap) in [("one", "s1"), ("two", "s1.send-ro")] {
+        let (code, _, e) = a.exec("c1", &["sh", "-c", &format!("echo {content} > /root/f")]);
+        assert_eq!(code, 0, "{e}");
+        assert!(a.silo(&["snapshot", "c1", snap]).status.success());
+    }
+    a.set_state("c1", "stop", true);
+    let dir = tempfile::tempdir().expect("tmp");
+    let f = dir.path().join("opt.tar.gz");
+    let o = a.silo(&[
+        "export",
+        "c1",
+        &f.display().to_string(),
+        "--optimized-storage",
+    ]);
+    assert!(o.status.success(), "{}", show(&o));
+    let snaps = a.dir.join("storage-pools/default/containers-snapshots");
+    let mut left: Vec<String> = std::fs::read_dir(&snaps)
+        .expect("snapshots dir")
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    left.sort();
+    assert_eq!(
+        left,
+        ["c1.s1", "c1.s1.send-ro"],
+        "both snapshots kept, no scratch copy left"
+    );
+    assert_eq!(
+        std::fs::read_to_string(snaps.join("c1.s1.send-ro/rootfs/root/f")).expect("f"),
+        "two\n",
+        "the snapshot keeps its own content"
+    );
+    let listed = a.api_ok("GET", "/1.0/instances/c1/snapshots", None);
+    assert_eq!(listed.as_array().map(Vec::len), Some(2), "{listed}");
+}
+
+#[test]
 fn optimized_backups_are_btrfs_send_streams() {
     let a = btrfs_with_c1("bak-opt-a");
     let (code, _, e) = a.exec(
