@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 
 use silo_proto::error::{HelperError, HelperResult};
-use silo_proto::privileged::{CgroupLayout, IdRange, InstanceStats, Limits, NetCounters};
+use silo_proto::privileged::{CgroupLayout, IdRange, InstanceStats, Limits};
 use silo_proto::InstanceName;
 
 /// One mounted hierarchy.
@@ -499,138 +499,6 @@ pub fn host_id_range() -> Result<IdRange, HelperError> {
         )));
     }
     Ok(r)
-}
-
-/// Counters of the interfaces in init's network namespace (/proc/PID/net/dev), with their
-/// addresses (/proc/PID/net/if_inet6 and fib_trie).
-pub fn net_counters(pid: u32) -> Vec<NetCounters> {
-    let mut out: Vec<NetCounters> = std::fs::read_to_string(format!("/proc/{pid}/net/dev"))
-        .unwrap_or_default()
-        .lines()
-        .skip(2)
-        .filter_map(parse_net_dev_line)
-        .collect();
-    for n in &mut out {
-        if n.name == "lo" {
-            // Loopback is the same everywhere: spare three lookups through the instance's root.
-            n.mtu = 65536;
-            n.state = "up".into();
-            continue;
-        }
-        let sys = |f: &str| {
-            std::fs::read_to_string(format!("/proc/{pid}/root/sys/class/net/{}/{f}", n.name)).ok()
-        };
-        n.mtu = sys("mtu").and_then(|m| m.trim().parse().ok()).unwrap_or(0);
-        n.hwaddr = sys("address")
-            .map(|a| a.trim().to_string())
-            .unwrap_or_default();
-        n.state = match sys("operstate").as_deref().map(str::trim) {
-            Some("down") => "down".into(),
-            _ => "up".into(),
-        };
-    }
-    let v6 = std::fs::read_to_string(format!("/proc/{pid}/net/if_inet6")).unwrap_or_default();
-    for l in v6.lines() {
-        let f: Vec<&str> = l.split_whitespace().collect();
-        if f.len() < 6 || f[0].len() != 32 {
-            continue;
-        }
-        let Ok(raw) = u128::from_str_radix(f[0], 16) else {
-            continue;
-        };
-        let addr = std::net::Ipv6Addr::from(raw).to_string();
-        let plen = u8::from_str_radix(f[2], 16).unwrap_or(128);
-        let scope = match f[3] {
-            "10" => "host",
-            "20" => "link",
-            _ => "global",
-        };
-        if let Some(n) = out.iter_mut().find(|n| n.name == f[5]) {
-            n.addresses.push(("inet6".into(), addr, plen, scope.into()));
-        }
-    }
-    // With loopback alone there is nothing to look up: its address is fixed.
-    let v4 = if out.iter().all(|n| n.name == "lo") {
-        vec![("lo".to_string(), "127.0.0.1".to_string(), 8)]
-    } else {
-        ipv4_addresses(pid)
-    };
-    for (dev, addr, plen) in v4 {
-        if let Some(n) = out.iter_mut().find(|n| n.name == dev) {
-            let scope = if addr.starts_with("127.") {
-                "local"
-            } else {
-                "global"
-            };
-            n.addresses
-                .insert(0, ("inet".into(), addr, plen, scope.into()));
-        }
-    }
-    out
-}
-
-fn parse_net_dev_line(l: &str) -> Option<NetCounters> {
-    let (name, rest) = l.split_once(':')?;
-    let v: Vec<u64> = rest
-        .split_whitespace()
-        .filter_map(|x| x.parse().ok())
-        .collect();
-    if v.len() < 10 {
-        return None;
-    }
-    Some(NetCounters {
-        name: name.trim().to_string(),
-        rx_bytes: v[0],
-        rx_packets: v[1],
-        tx_bytes: v[8],
-        tx_packets: v[9],
-        ..Default::default()
-    })
-}
-
-/// IPv4 addresses by interface: the "/32 host LOCAL" leaves of fib_trie, matched to the
-/// interface whose route covers them (/proc/PID/net/route).
-fn ipv4_addresses(pid: u32) -> Vec<(String, String, u8)> {
-    let trie = std::fs::read_to_string(format!("/proc/{pid}/net/fib_trie")).unwrap_or_default();
-    let mut locals: Vec<std::net::Ipv4Addr> = Vec::new();
-    let mut last: Option<std::net::Ipv4Addr> = None;
-    for l in trie.lines() {
-        let t = l.trim_start_matches([' ', '|', '-', '+']).trim();
-        if let Ok(a) = t.parse::<std::net::Ipv4Addr>() {
-            last = Some(a);
-        } else if t.contains("/32 host LOCAL") {
-            if let Some(a) = last {
-                if !locals.contains(&a) {
-                    locals.push(a);
-                }
-            }
-        }
-    }
-    let routes = std::fs::read_to_string(format!("/proc/{pid}/net/route")).unwrap_or_default();
-    let mut out = Vec::new();
-    for a in locals {
-        if a.is_loopback() {
-            out.push(("lo".to_string(), a.to_string(), 8));
-            continue;
-        }
-        for l in routes.lines().skip(1) {
-            let f: Vec<&str> = l.split_whitespace().collect();
-            if f.len() < 8 {
-                continue;
-            }
-            let (Ok(dst), Ok(mask)) =
-                (u32::from_str_radix(f[1], 16), u32::from_str_radix(f[7], 16))
-            else {
-                continue;
-            };
-            let (dst, mask) = (u32::from_be(dst), u32::from_be(mask));
-            if mask != 0 && u32::from(a) & mask == dst {
-                out.push((f[0].to_string(), a.to_string(), mask.count_ones() as u8));
-                break;
-            }
-        }
-    }
-    out
 }
 
 #[cfg(test)]

@@ -8,7 +8,7 @@
 //! fd of the storage-pools directory (root-owned all the way), never at a path silod names.
 
 use std::collections::HashMap;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -53,6 +53,21 @@ impl Pidfd {
                 launcher::async_fd(fd).map_err(|e| HelperError::io("register", "pidfd", e))
             })
             .await
+    }
+
+    /// A second fd for the same process, to hand to the launcher.
+    fn dup(&self) -> HelperResult<OwnedFd> {
+        let dup = |fd: BorrowedFd<'_>| {
+            fd.try_clone_to_owned()
+                .map_err(|e| HelperError::io("dup", "pidfd", e))
+        };
+        if let Some(a) = self.reg.get() {
+            return dup(a.get_ref().as_fd());
+        }
+        match self.raw.lock().ok().as_deref() {
+            Some(Some(fd)) => dup(fd.as_fd()),
+            _ => Err(HelperError::Unsupported("pidfd lost".into())),
+        }
     }
 
     /// Whether the process has ended (without waiting).
@@ -102,6 +117,14 @@ pub struct Runtime {
     execs: Mutex<HashMap<u64, ExecEntry>>,
     next_exec: std::sync::atomic::AtomicU64,
     fds: Arc<silo_proto::fdpass::FdSender>,
+}
+
+/// A pidfd for `pid` only if that pid is still the process that started at `start` (clock
+/// ticks since boot). The pidfd is opened first and the start time read after: a pid recycled
+/// in between shows another start time, so the pidfd can never name a stranger.
+fn pidfd_verified(pid: u32, start: u64) -> Option<OwnedFd> {
+    let fd = sys::pidfd_open(pid as i32).ok()?;
+    (sys::start_time(pid as i32) == Some(start)).then_some(fd)
 }
 
 fn parse_exit(s: &str) -> InitExit {
@@ -203,12 +226,9 @@ impl Runtime {
             else {
                 continue;
             };
-            // A recycled pid has another start time: then the instance is long gone.
-            if sys::start_time(info.init_pid as i32) != Some(start) {
+            let Some(init) = pidfd_verified(info.init_pid, start) else {
+                // A recycled pid has another start time: then the instance is long gone.
                 unlink(&dir, "init");
-                continue;
-            }
-            let Ok(init) = sys::pidfd_open(info.init_pid as i32) else {
                 continue;
             };
             let monitor = sys::pidfd_open(info.monitor_pid as i32)
@@ -337,8 +357,18 @@ impl Runtime {
             idmap_base: spec.idmap_base,
             systemd,
         };
-        let init =
-            sys::pidfd_open(init_pid).map_err(|e| HelperError::io("pidfd_open", "init", e))?;
+        // The monitor recorded init's start time while init was its unreaped child; a pidfd
+        // opened from the number is kept only if it names that same process.
+        let init = read_at(&rundir, "init", 4096)
+            .and_then(|rec| RunningInfo::parse_record(&name, &String::from_utf8_lossy(&rec)))
+            .filter(|(rec, _)| rec.init_pid == init_pid as u32)
+            .and_then(|(_, start)| pidfd_verified(init_pid as u32, start))
+            .ok_or_else(|| HelperError::Io {
+                op: "start".into(),
+                target: name.as_str().into(),
+                message: "the instance's init ended as it started (see its console log)".into(),
+                errno: None,
+            })?;
         let monitor = sys::pidfd_open(monitor_pid).ok().map(Pidfd::new);
         tracing::info!(instance = %name, pid = init_pid, systemd, "started");
         self.running.lock().map_err(|_| poisoned())?.insert(
@@ -387,7 +417,7 @@ impl Runtime {
                 message: why,
                 errno: None,
             }),
-            Reply::ExecForked => Err(HelperError::Unsupported(
+            Reply::ExecForked | Reply::NetState(_) => Err(HelperError::Unsupported(
                 "launcher answered out of turn".into(),
             )),
         }
@@ -515,13 +545,57 @@ impl Runtime {
         out
     }
 
+    /// Resource use of each named running instance (those not running are left out): cgroup
+    /// figures, and interfaces read by the launcher through netlink inside each one's network
+    /// namespace, entered by the pidfd held since start.
+    pub async fn stats_many(
+        &self,
+        cg: &Cgroups,
+        names: &[InstanceName],
+    ) -> Vec<(InstanceName, InstanceStats)> {
+        let mut found = Vec::new();
+        let mut pidfds = Vec::new();
+        for n in names {
+            let Ok((info, init, _)) = self.entry(n) else {
+                continue;
+            };
+            let Ok(fd) = init.dup() else { continue };
+            let mut s = cg.stats(n);
+            s.pid = info.init_pid;
+            found.push((n.clone(), s));
+            pidfds.push(fd);
+        }
+        if pidfds.is_empty() {
+            return found;
+        }
+        let borrowed: Vec<_> = pidfds.iter().map(|f| f.as_fd()).collect();
+        match self
+            .launcher
+            .call(&launcher::Request::NetState, &borrowed)
+            .await
+        {
+            Ok(Reply::NetState(nets)) if nets.len() == found.len() => {
+                for ((n, s), net) in found.iter_mut().zip(nets) {
+                    match net {
+                        Ok(net) => s.net = net,
+                        Err(e) => tracing::debug!(instance = %n, "interfaces: {e}"),
+                    }
+                }
+            }
+            Ok(_) => tracing::warn!("the launcher answered a network state request out of turn"),
+            Err(e) => tracing::warn!("interfaces of running instances: {e}"),
+        }
+        found
+    }
+
     /// Resource use.
-    pub fn stats(&self, cg: &Cgroups, name: &InstanceName) -> HelperResult<InstanceStats> {
-        let (info, _, _) = self.entry(name)?;
-        let mut s = cg.stats(name);
-        s.pid = info.init_pid;
-        s.net = crate::cgroups::net_counters(info.init_pid);
-        Ok(s)
+    pub async fn stats(&self, cg: &Cgroups, name: &InstanceName) -> HelperResult<InstanceStats> {
+        self.entry(name)?;
+        self.stats_many(cg, std::slice::from_ref(name))
+            .await
+            .pop()
+            .map(|(_, s)| s)
+            .ok_or_else(|| not_running(name))
     }
 
     /// Runs a command in the instance.
@@ -537,7 +611,7 @@ impl Runtime {
         }
         let (status_ours, status_theirs) =
             wire::pair().map_err(|e| HelperError::io("socketpair", "exec status", e))?;
-        let mut child_fds: Vec<OwnedFd> = vec![status_theirs];
+        let mut child_fds: Vec<OwnedFd> = vec![status_theirs, init.dup()?];
         let mut our_ends: Vec<OwnedFd> = Vec::new();
         if !spec.interactive {
             let (r0, w0) = pipe()?;
@@ -548,7 +622,6 @@ impl Runtime {
         }
         let interactive = spec.interactive;
         let req = launcher::Request::Exec(launcher::ExecReq {
-            init_pid: info.init_pid as i32,
             userns: info.idmap_base.is_some(),
             cgroup_procs: cg.procs_files(&spec.instance),
             spec,
@@ -564,7 +637,7 @@ impl Runtime {
                     errno: None,
                 })
             }
-            Reply::Started { .. } => {
+            Reply::Started { .. } | Reply::NetState(_) => {
                 return Err(HelperError::Unsupported(
                     "launcher answered out of turn".into(),
                 ))
@@ -596,10 +669,12 @@ impl Runtime {
                 ))
             }
         };
+        // The attacher's pidfd of its unreaped child rides last: never one opened again from
+        // a pid number, which could name another process by the time it is used.
+        let pidfd = fds.pop().map(Pidfd::new);
         if interactive {
             our_ends = fds.drain(..).take(1).collect();
         }
-        let pidfd = sys::pidfd_open(pid).ok().map(Pidfd::new);
         let ticket = if our_ends.is_empty() {
             // Interactive, but the command failed before it had a terminal: an empty pipe
             // stands in so silod still gets its one fd and then the exit status.

@@ -116,7 +116,7 @@ impl Priv for PrivServer {
     }
 
     async fn stats(self, _: Context, instance: InstanceName) -> HelperResult<InstanceStats> {
-        self.0.rt.stats(&self.0.cg, &instance)
+        self.0.rt.stats(&self.0.cg, &instance).await
     }
 
     async fn stats_many(
@@ -127,10 +127,7 @@ impl Priv for PrivServer {
         if instances.len() > 4096 {
             return Err(HelperError::invalid("instances", "more than 4096 names"));
         }
-        Ok(instances
-            .into_iter()
-            .filter_map(|n| self.0.rt.stats(&self.0.cg, &n).ok().map(|s| (n, s)))
-            .collect())
+        Ok(self.0.rt.stats_many(&self.0.cg, &instances).await)
     }
 
     async fn freeze(self, _: Context, instance: InstanceName, frozen: bool) -> HelperResult<()> {

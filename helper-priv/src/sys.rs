@@ -100,15 +100,25 @@ struct MountAttr {
     userns_fd: u64,
 }
 
-/// Makes the detached mount `mnt` idmapped through the user namespace `userns`.
-pub fn idmap_tree(mnt: BorrowedFd<'_>, userns: BorrowedFd<'_>) -> io::Result<()> {
+/// Readies the detached clone of an instance's root volume: idmapped through the instance's
+/// user namespace `userns` (none for a privileged instance), and with `nosuid` cleared.
+///
+/// On the host side every pool is mounted nosuid,nodev, so a set-uid file container root made
+/// gives no host user anything; this clone is the one place those bits count, and it is only
+/// ever attached inside the instance's own mount namespace.
+pub fn prepare_root_tree(mnt: BorrowedFd<'_>, userns: Option<BorrowedFd<'_>>) -> io::Result<()> {
+    const MOUNT_ATTR_NOSUID: u64 = 0x0000_0002;
     const MOUNT_ATTR_IDMAP: u64 = 0x0010_0000;
     let empty = cstr("")?;
     let attr = MountAttr {
-        attr_set: MOUNT_ATTR_IDMAP,
-        attr_clr: 0,
+        attr_set: if userns.is_some() {
+            MOUNT_ATTR_IDMAP
+        } else {
+            0
+        },
+        attr_clr: MOUNT_ATTR_NOSUID,
         propagation: 0,
-        userns_fd: userns.as_raw_fd() as u64,
+        userns_fd: userns.map_or(0, |u| u.as_raw_fd() as u64),
     };
     // SAFETY: valid fds, an empty path with AT_EMPTY_PATH, and a mount_attr of the size given.
     let r = unsafe {
@@ -122,7 +132,16 @@ pub fn idmap_tree(mnt: BorrowedFd<'_>, userns: BorrowedFd<'_>) -> io::Result<()>
         )
     };
     if r < 0 {
-        return Err(err("mount_setattr(idmap)", "rootfs"));
+        return Err(err("mount_setattr(idmap, suid)", "rootfs"));
+    }
+    Ok(())
+}
+
+/// setns into the one namespace `fd` refers to (of kind `nstype`, a CLONE_NEW* flag).
+pub fn setns_fd(fd: BorrowedFd<'_>, nstype: libc::c_int, what: &str) -> io::Result<()> {
+    // SAFETY: setns takes an fd and a flag.
+    if unsafe { libc::setns(fd.as_raw_fd(), nstype) } < 0 {
+        return Err(err("setns", what));
     }
     Ok(())
 }

@@ -12,6 +12,8 @@ pub mod fdpass;
 pub mod image;
 pub mod names;
 pub mod net;
+#[cfg(feature = "netlink")]
+pub mod netlink;
 pub mod privileged;
 pub mod procinfo;
 pub mod proxy;

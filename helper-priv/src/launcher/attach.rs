@@ -1,9 +1,16 @@
 //! Running a command in a running instance (`exec`).
 //!
 //! launcher ─fork→ attacher: joins the instance's cgroups, then setns into all of init's
-//! namespaces at once through a pidfd ─fork→ the command: becomes the requested user, gets
-//! its terminal or pipes, execs. The attacher stays outside the instance's pid namespace as
-//! the command's parent and reports its pid and exit status on the status socket.
+//! namespaces at once through the pidfd silo-priv has held since the start (never one opened
+//! again from a pid number, which could name another process by then), becomes container root
+//! and drops LXD's capabilities ─fork→ the command: becomes the requested user, gets its
+//! terminal or pipes, execs. The attacher stays outside the instance's pid namespace as the
+//! command's parent and reports its pid (with a pidfd) and exit status on the status socket.
+//!
+//! Nothing here is ever dumpable (CVE-2016-9962): the attacher joins the instance's user
+//! namespace, where container root holds CAP_SYS_PTRACE, so only a non-dumpable mm keeps it
+//! from attaching; and by the time the command appears in the instance's pid namespace it
+//! already carries container root's credentials and bounding set.
 
 use std::ffi::CString;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
@@ -16,19 +23,21 @@ use crate::sys;
 
 /// Forks the attacher and answers at once; the rest is reported on the status socket.
 pub fn fork_exec(req: ExecReq, mut fds: Vec<OwnedFd>) -> Result<Reply, String> {
-    let want = if req.spec.interactive { 1 } else { 4 };
+    let want = if req.spec.interactive { 2 } else { 5 };
     if fds.len() != want {
         return Err(format!("exec needs {want} fds, got {}", fds.len()));
     }
     let status = fds.remove(0);
+    let init = fds.remove(0);
     // SAFETY: the launcher is single-threaded; the child leaves with exit.
     match unsafe { nix::unistd::fork() }.map_err(|e| format!("fork: {e}"))? {
         nix::unistd::ForkResult::Child => {
             let mut keep: Vec<i32> = fds.iter().map(|f| f.as_raw_fd()).collect();
             keep.push(status.as_raw_fd());
+            keep.push(init.as_raw_fd());
             keep.push(2);
             sys::close_fds_except(&keep);
-            let code = match attacher(&req, &status, fds) {
+            let code = match attacher(&req, &status, init, fds) {
                 Ok(code) => {
                     let _ = wire::send(status.as_fd(), &ExecStatus::Exited(code), &[]);
                     0
@@ -40,11 +49,20 @@ pub fn fork_exec(req: ExecReq, mut fds: Vec<OwnedFd>) -> Result<Reply, String> {
             };
             std::process::exit(code)
         }
-        nix::unistd::ForkResult::Parent { .. } => Ok(Reply::ExecForked),
+        nix::unistd::ForkResult::Parent { .. } => {
+            drop(init);
+            Ok(Reply::ExecForked)
+        }
     }
 }
 
-fn attacher(req: &ExecReq, status: &OwnedFd, stdio: Vec<OwnedFd>) -> Result<i32, String> {
+fn attacher(
+    req: &ExecReq,
+    status: &OwnedFd,
+    pidfd: OwnedFd,
+    stdio: Vec<OwnedFd>,
+) -> Result<i32, String> {
+    silo_proto::jail::caps_drop::non_dumpable().map_err(|e| e.to_string())?;
     let _ = nix::unistd::setsid();
     // The attacher joins the instance's cgroups only to hand them down: an out-of-memory
     // instance must kill its own processes, not the parent that reports the exit status.
@@ -53,7 +71,6 @@ fn attacher(req: &ExecReq, status: &OwnedFd, stdio: Vec<OwnedFd>) -> Result<i32,
     for p in &req.cgroup_procs {
         std::fs::write(p, &me).map_err(|e| format!("joining {p}: {e}"))?;
     }
-    let pidfd = sys::pidfd_open(req.init_pid).map_err(|e| e.to_string())?;
     let mut flags = libc::CLONE_NEWNS
         | libc::CLONE_NEWPID
         | libc::CLONE_NEWUTS
@@ -65,12 +82,19 @@ fn attacher(req: &ExecReq, status: &OwnedFd, stdio: Vec<OwnedFd>) -> Result<i32,
     }
     sys::setns_pidfd(pidfd.as_fd(), flags).map_err(|e| e.to_string())?;
     drop(pidfd);
+    if req.userns {
+        become_container_root().map_err(|(_, m)| m)?;
+    }
+    // Whether or not the credential change above reset it, the attacher must stay
+    // non-dumpable; and the command must enter the pid namespace with LXD's bounding set.
+    silo_proto::jail::caps_drop::non_dumpable().map_err(|e| e.to_string())?;
+    super::drop_container_caps()?;
     let (ours, theirs) = wire::pair().map_err(|e| e.to_string())?;
     // SAFETY: the attacher is single-threaded; the child execs or _exits.
     match unsafe { nix::unistd::fork() }.map_err(|e| format!("fork: {e}"))? {
         nix::unistd::ForkResult::Child => {
             drop(ours);
-            let why = command(&req.spec, req.userns, &theirs, stdio);
+            let why = command(&req.spec, &theirs, stdio);
             // The command could not be run: say why on its stderr when it has one, as a shell
             // would, and leave with the shell's codes.
             let (code, msg) = why;
@@ -83,19 +107,25 @@ fn attacher(req: &ExecReq, status: &OwnedFd, stdio: Vec<OwnedFd>) -> Result<i32,
             drop(stdio);
             super::monitor::null_stdio();
             let pid = child.as_raw();
+            // Our own unreaped child: this pidfd names it and no other, which silo-priv's
+            // signals to the command rely on.
+            let child_pidfd = sys::pidfd_open(pid).map_err(|e| e.to_string())?;
             // The child sends its pty master (interactive) or closes the socket at exec.
             let master = match wire::recv_raw(ours.as_fd()) {
                 Ok(Some((_, mut fds))) if !fds.is_empty() => Some(fds.remove(0)),
                 _ => None,
             };
+            // The pidfd rides last, after the pty master when there is one.
+            let mut fds: Vec<_> = master.iter().map(|m| m.as_fd()).collect();
+            fds.push(child_pidfd.as_fd());
             if req.spec.interactive && master.is_none() {
                 // The child failed before it had a terminal; its status says why.
-                let _ = wire::send(status.as_fd(), &ExecStatus::Started { pid }, &[]);
+                let _ = wire::send(status.as_fd(), &ExecStatus::Started { pid }, &fds);
             } else {
-                let fds: Vec<_> = master.iter().map(|m| m.as_fd()).collect();
                 wire::send(status.as_fd(), &ExecStatus::Started { pid }, &fds)
                     .map_err(|e| e.to_string())?;
             }
+            drop(child_pidfd);
             drop(master);
             let mut st = 0;
             // SAFETY: waitpid on our own child.
@@ -109,10 +139,20 @@ fn attacher(req: &ExecReq, status: &OwnedFd, stdio: Vec<OwnedFd>) -> Result<i32,
     }
 }
 
+/// Container root in the instance's user namespace (after setns into it).
+fn become_container_root() -> Result<(), (i32, String)> {
+    nix::unistd::setgroups(&[]).map_err(fail("setgroups"))?;
+    let g = nix::unistd::Gid::from_raw(0);
+    let u = nix::unistd::Uid::from_raw(0);
+    nix::unistd::setresgid(g, g, g).map_err(fail("setresgid"))?;
+    nix::unistd::setresuid(u, u, u).map_err(fail("setresuid"))?;
+    Ok(())
+}
+
 /// In the command's process, inside the instance. Returns only on failure: the exit code and
 /// the message for stderr.
-fn command(spec: &ExecSpec, userns: bool, sock: &OwnedFd, stdio: Vec<OwnedFd>) -> (i32, String) {
-    match command_inner(spec, userns, sock, stdio) {
+fn command(spec: &ExecSpec, sock: &OwnedFd, stdio: Vec<OwnedFd>) -> (i32, String) {
+    match command_inner(spec, sock, stdio) {
         Ok(never) => match never {},
         Err(e) => e,
     }
@@ -126,18 +166,9 @@ fn fail(what: &str) -> impl Fn(nix::errno::Errno) -> (i32, String) + '_ {
 
 fn command_inner(
     spec: &ExecSpec,
-    userns: bool,
     sock: &OwnedFd,
     stdio: Vec<OwnedFd>,
 ) -> Result<Never, (i32, String)> {
-    if userns {
-        nix::unistd::setgroups(&[]).map_err(fail("setgroups"))?;
-        let g = nix::unistd::Gid::from_raw(0);
-        let u = nix::unistd::Uid::from_raw(0);
-        nix::unistd::setresgid(g, g, g).map_err(fail("setresgid"))?;
-        nix::unistd::setresuid(u, u, u).map_err(fail("setresuid"))?;
-    }
-    super::drop_container_caps().map_err(|e| (1, format!("silo exec: {e}\n")))?;
     nix::unistd::setsid().map_err(fail("setsid"))?;
     if spec.interactive {
         let cols = if spec.width == 0 { 80 } else { spec.width };

@@ -20,7 +20,7 @@ pub mod seccomp;
 
 pub use silo_proto::jail::wire;
 
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 
 use silo_proto::jail::launcher::LauncherClient;
 
@@ -48,11 +48,10 @@ pub struct StartReq {
     pub hold: bool,
 }
 
-/// Run a command in an instance. Fds: the status socket, then stdin, stdout, stderr unless
-/// interactive.
+/// Run a command in an instance. Fds: the status socket, a pidfd of the instance's init (held
+/// by silo-priv since the start), then stdin, stdout, stderr unless interactive.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ExecReq {
-    pub init_pid: i32,
     pub userns: bool,
     pub cgroup_procs: Vec<String>,
     pub spec: ExecSpec,
@@ -62,19 +61,28 @@ pub struct ExecReq {
 pub enum Request {
     Start(StartReq),
     Exec(ExecReq),
+    /// The interfaces of running instances, read by netlink from inside each one's network
+    /// namespace. Fds: one pidfd of init per instance.
+    NetState,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
 pub enum Reply {
-    Started { init_pid: i32, monitor_pid: i32 },
+    Started {
+        init_pid: i32,
+        monitor_pid: i32,
+    },
     ExecForked,
+    /// Per pidfd given, in order: its interfaces, or why they could not be read.
+    NetState(Vec<Result<Vec<silo_proto::privileged::NetCounters>, String>>),
     Failed(String),
 }
 
 /// What an exec'd command's parent reports on the status socket.
 #[derive(Debug, Serialize, Deserialize)]
 pub enum ExecStatus {
-    /// Running as this host pid; the pty master rides along when interactive.
+    /// Running as this host pid; the pty master rides along when interactive, then a pidfd of
+    /// the command.
     Started { pid: i32 },
     /// Could not start.
     Failed(String),
@@ -180,12 +188,42 @@ fn serve(sock: OwnedFd) -> ! {
         let reply = match req {
             Request::Start(s) => monitor::start(s, fds),
             Request::Exec(x) => attach::fork_exec(x, fds),
+            Request::NetState => net_state(&fds),
         };
         let reply = reply.unwrap_or_else(Reply::Failed);
         if wire::send(sock.as_fd(), &reply, &[]).is_err() {
             std::process::exit(0);
         }
     }
+}
+
+/// Reads each instance's interfaces from inside its network namespace. The launcher is
+/// single-threaded, so setns moves all of it, and it comes back before serving anything else.
+///
+/// Never through the instance's files (`/proc/PID/root/sys/class/net/...`): container root
+/// can plant symlinks there, and a root reader would follow them onto the host.
+fn net_state(pidfds: &[OwnedFd]) -> Result<Reply, String> {
+    let host = std::fs::File::open("/proc/self/ns/net")
+        .map_err(|e| format!("opening the launcher's network namespace: {e}"))?;
+    let mut out = Vec::with_capacity(pidfds.len());
+    for p in pidfds {
+        // SAFETY: setns takes an fd and a flag.
+        if unsafe { libc::setns(p.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+            out.push(Err(format!(
+                "entering the instance's network namespace: {}",
+                std::io::Error::last_os_error()
+            )));
+            continue;
+        }
+        out.push(silo_proto::netlink::interfaces());
+        // SAFETY: as above.
+        if unsafe { libc::setns(host.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+            // Never keep serving from inside an instance.
+            eprintln!("silo-priv launcher: cannot return to its network namespace");
+            std::process::exit(3);
+        }
+    }
+    Ok(Reply::NetState(out))
 }
 
 fn reap() {

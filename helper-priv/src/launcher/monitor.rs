@@ -1,11 +1,21 @@
-//! Starting an instance: the monitor process and the setup init's process does in its new
-//! namespaces before it execs /sbin/init.
+//! Starting an instance: the monitor process and the setup init's process does before it
+//! execs /sbin/init.
 //!
-//! launcher ─fork→ monitor ─clone3(NEWUSER|NEWPID|NEWNS|NEWUTS|NEWIPC|NEWNET)→ init
+//! launcher ─fork→ monitor ─clone3(NEWUSER|NEWPID|NEWNET|NEWUTS|NEWIPC)→ init
 //!
-//! The monitor writes the id maps, puts init in its cgroups, makes the idmapped clone of the
-//! root volume and hands it over; init attaches it, mounts /proc, /sys, /dev, pivots and
-//! execs. The monitor then drops every capability and stays as init's parent: console pty,
+//! The monitor writes the id maps and puts init in its cgroups. Then it forks a mounter into
+//! init's pid namespace (pid 2, host root in the host's user namespace, non-dumpable, gone
+//! before init execs): it joins init's net, uts and ipc namespaces, unshares a mount namespace
+//! that the host's user namespace owns and makes there every mount that confines the instance
+//! (the idmapped root, /proc with /proc/sys read-only, /sys read-only, the /dev binds),
+//! pivots, then joins the instance's user namespace and unshares a second mount namespace. The
+//! kernel copies the first into the second locked (MNT_LOCKED and the flag locks): container
+//! root can neither unmount those mounts nor make them writable, nor mount a fresh /proc that
+//! would not be hidden the same way. Init joins that second namespace (it belongs to
+//! init's user namespace, so it may), becomes container root, mounts what container root may
+//! own (cgroup2, devpts, /dev/shm, mqueue, /run) and execs /sbin/init.
+//!
+//! The monitor then drops every capability and stays as init's parent: console pty,
 //! console.log, console attach, exit record.
 
 use std::io::{Read, Seek, Write};
@@ -122,11 +132,8 @@ fn monitor(req: StartReq, rootfs: OwnedFd, rundir: OwnedFd, w: OwnedFd) -> ! {
     } else {
         None
     };
-    let mut flags = (libc::CLONE_NEWPID
-        | libc::CLONE_NEWNS
-        | libc::CLONE_NEWUTS
-        | libc::CLONE_NEWIPC
-        | libc::CLONE_NEWNET) as u64;
+    let mut flags =
+        (libc::CLONE_NEWPID | libc::CLONE_NEWUTS | libc::CLONE_NEWIPC | libc::CLONE_NEWNET) as u64;
     if userns {
         flags |= libc::CLONE_NEWUSER as u64;
     }
@@ -140,7 +147,7 @@ fn monitor(req: StartReq, rootfs: OwnedFd, rundir: OwnedFd, w: OwnedFd) -> ! {
             // SAFETY: closing this process's copy of the fd; `result` is never used here again
             // (init_child leaves through _exit).
             unsafe { libc::close(result.as_raw_fd()) };
-            init_child(&req, csock, &console.slave_path, go)
+            init_child(&req, csock, go)
         }
         Ok(sys::Cloned::Parent { pid, pidfd }) => (pid, pidfd),
     };
@@ -156,13 +163,21 @@ fn monitor(req: StartReq, rootfs: OwnedFd, rundir: OwnedFd, w: OwnedFd) -> ! {
         for p in &req.cgroup_procs {
             std::fs::write(p, pid.to_string()).map_err(|e| format!("joining {p}: {e}"))?;
         }
+        let user = if userns {
+            Some(
+                std::fs::File::open(format!("/proc/{pid}/ns/user"))
+                    .map(OwnedFd::from)
+                    .map_err(|e| format!("opening the instance's user namespace: {e}"))?,
+            )
+        } else {
+            None
+        };
         let tree = sys::clone_tree(rootfs.as_fd()).map_err(|e| e.to_string())?;
-        if userns {
-            let ns = std::fs::File::open(format!("/proc/{pid}/ns/user"))
-                .map_err(|e| format!("opening the instance's user namespace: {e}"))?;
-            sys::idmap_tree(tree.as_fd(), ns.as_fd()).map_err(|e| e.to_string())?;
-        }
-        wire::send(msock.as_fd(), &(), &[tree.as_fd()]).map_err(|e| e.to_string())?;
+        sys::prepare_root_tree(tree.as_fd(), user.as_ref().map(|u| u.as_fd()))
+            .map_err(|e| e.to_string())?;
+        let mnt = confining_mount_ns(&req, pidfd.as_fd(), tree, user, &console.slave_path)?;
+        // Init joins it, unshares its cgroup namespace (it is in its cgroups now) and goes on.
+        wire::send(msock.as_fd(), &(), &[mnt.as_fd()]).map_err(|e| e.to_string())?;
         // EOF means init's exec happened (the socket is close-on-exec); HELD that init waits
         // for its release; any other message is why it could not start.
         match wire::recv_raw(msock.as_fd()) {
@@ -282,9 +297,112 @@ fn wait_for_release(sock: &OwnedFd, go: OwnedFd) -> Result<(), String> {
     }
 }
 
-/// In init's process: namespaces are new, maps are (about to be) written by the monitor.
-fn init_child(req: &StartReq, sock: OwnedFd, console: &str, go: Option<OwnedFd>) -> ! {
-    let r = init_setup(req, &sock, console, go);
+/// Makes the instance's mount namespace: a mounter forked into init's pid namespace builds
+/// it as host root in a namespace of the host's user namespace, then hands over a locked copy
+/// owned by the instance's user namespace (see the module's notes). Returns an fd of it.
+fn confining_mount_ns(
+    req: &StartReq,
+    init: BorrowedFd<'_>,
+    tree: OwnedFd,
+    user: Option<OwnedFd>,
+    console: &str,
+) -> Result<OwnedFd, String> {
+    // The monitor forks nothing else into this namespace: init's own children are its own.
+    sys::setns_pidfd(init, libc::CLONE_NEWPID).map_err(|e| e.to_string())?;
+    let (ours, theirs) = wire::pair().map_err(|e| e.to_string())?;
+    // SAFETY: the monitor is single-threaded; the child leaves through _exit.
+    let child = match unsafe { nix::unistd::fork() }.map_err(|e| format!("fork: {e}"))? {
+        nix::unistd::ForkResult::Child => {
+            drop(ours);
+            let r = mounter(req, init, tree, user, console);
+            let code = match r {
+                Ok(mnt) => {
+                    let _ = wire::send(theirs.as_fd(), &Ok::<(), String>(()), &[mnt.as_fd()]);
+                    0
+                }
+                Err(why) => {
+                    let _ = wire::send(theirs.as_fd(), &Err::<(), String>(why), &[]);
+                    1
+                }
+            };
+            // SAFETY: leaving the forked child without the parent's destructors.
+            unsafe { libc::_exit(code) }
+        }
+        nix::unistd::ForkResult::Parent { child } => child,
+    };
+    drop(theirs);
+    drop(tree);
+    let answer = if wire::wait_readable(ours.as_fd(), 30_000) {
+        wire::recv::<Result<(), String>>(ours.as_fd()).map_err(|e| e.to_string())
+    } else {
+        // SAFETY: kill with a pid we forked.
+        unsafe { libc::kill(child.as_raw(), libc::SIGKILL) };
+        Err("the instance's mounts were not made within 30s".into())
+    };
+    // SAFETY: waitpid on our own child.
+    unsafe { libc::waitpid(child.as_raw(), std::ptr::null_mut(), 0) };
+    match answer? {
+        Some((Ok(()), mut fds)) if fds.len() == 1 => Ok(fds.remove(0)),
+        Some((Err(why), _)) => Err(why),
+        _ => Err("the mounter ended without an answer".into()),
+    }
+}
+
+/// In the mounter: pid 2 of the instance's pid namespace for a moment, host root.
+fn mounter(
+    req: &StartReq,
+    init: BorrowedFd<'_>,
+    tree: OwnedFd,
+    user: Option<OwnedFd>,
+    console: &str,
+) -> Result<OwnedFd, String> {
+    silo_proto::jail::caps_drop::non_dumpable().map_err(|e| e.to_string())?;
+    // sysfs shows the network namespace of whoever mounts it, proc the pid namespace.
+    sys::setns_pidfd(
+        init,
+        libc::CLONE_NEWNET | libc::CLONE_NEWUTS | libc::CLONE_NEWIPC,
+    )
+    .map_err(|e| e.to_string())?;
+    // A mount namespace of the host's user namespace: what is mounted here reaches the
+    // instance locked.
+    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS).map_err(io("unshare(mount)"))?;
+    let root = req.mountpoint.as_str();
+    sys::mount(None, "/", None, libc::MS_REC | libc::MS_PRIVATE, None)
+        .map_err(|e| e.to_string())?;
+    sys::move_mount_to(tree.as_fd(), root).map_err(|e| e.to_string())?;
+    // The path's parents belong to silod: work from the attached mount itself, and check it
+    // landed where it was meant to (a swapped path could only move it within this private
+    // namespace, and pivot_root below needs it reachable from here).
+    nix::unistd::fchdir(&tree).map_err(io("chdir root"))?;
+    let want = nix::sys::stat::fstat(&tree).map_err(io("fstat root"))?;
+    let got = std::fs::metadata(root).map_err(io("stat root"))?;
+    if got.dev() != want.st_dev as u64 || got.ino() != want.st_ino as u64 {
+        return Err(format!(
+            "{root} is not the instance's root after attaching it"
+        ));
+    }
+    drop(tree);
+    mount_confining(".", console, req.idmap_base)?;
+    nix::unistd::pivot_root(".", ".").map_err(io("pivot_root"))?;
+    nix::mount::umount2(".", nix::mount::MntFlags::MNT_DETACH)
+        .map_err(io("detaching the host root"))?;
+    std::env::set_current_dir("/").map_err(io("chdir /"))?;
+    if let Some(user) = &user {
+        sys::setns_fd(user.as_fd(), libc::CLONE_NEWUSER, "user").map_err(|e| e.to_string())?;
+    }
+    // The copy into a mount namespace of the instance's user namespace is what locks the
+    // mounts above.
+    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS)
+        .map_err(io("unshare(mount) in the instance's user namespace"))?;
+    std::fs::File::open("/proc/self/ns/mnt")
+        .map(OwnedFd::from)
+        .map_err(io("opening the instance's mount namespace"))
+}
+
+/// In init's process: pid 1 of the instance, in its user namespace with full capabilities
+/// there, and (until it joins the mount namespace the monitor sends) in the host's mounts.
+fn init_child(req: &StartReq, sock: OwnedFd, go: Option<OwnedFd>) -> ! {
+    let r = init_setup(req, &sock, go);
     let why = match r {
         Ok(never) => match never {},
         Err(e) => e,
@@ -302,33 +420,24 @@ fn io<E: std::fmt::Display>(what: &str) -> impl Fn(E) -> String + '_ {
     move |e| format!("{what}: {e}")
 }
 
-fn init_setup(
-    req: &StartReq,
-    sock: &OwnedFd,
-    console: &str,
-    go: Option<OwnedFd>,
-) -> Result<Never, String> {
+fn init_setup(req: &StartReq, sock: &OwnedFd, go: Option<OwnedFd>) -> Result<Never, String> {
+    // Never ptraceable while it holds anything of the host's (see `non_dumpable`).
+    silo_proto::jail::caps_drop::non_dumpable().map_err(|e| e.to_string())?;
     let userns = req.idmap_base.is_some();
-    let tree = match wire::recv_raw(sock.as_fd()).map_err(io("waiting for the monitor"))? {
+    let mnt = match wire::recv_raw(sock.as_fd()).map_err(io("waiting for the monitor"))? {
         Some((_, mut fds)) if fds.len() == 1 => fds.remove(0),
-        _ => return Err("the monitor sent no root mount".into()),
+        _ => return Err("the monitor sent no mount namespace".into()),
     };
-    let root = req.mountpoint.as_str();
-    sys::mount(None, "/", None, libc::MS_REC | libc::MS_PRIVATE, None)
-        .map_err(|e| e.to_string())?;
-    sys::move_mount_to(tree.as_fd(), root).map_err(|e| e.to_string())?;
-    // The path's parents belong to silod: check the mount landed where it was meant to.
-    let want = nix::sys::stat::fstat(&tree).map_err(io("fstat root"))?;
-    let got = std::fs::metadata(root).map_err(io("stat root"))?;
-    if got.dev() != want.st_dev as u64 || got.ino() != want.st_ino as u64 {
-        return Err(format!(
-            "{root} is not the instance's root after attaching it"
-        ));
+    sys::setns_fd(mnt.as_fd(), libc::CLONE_NEWNS, "mount").map_err(|e| e.to_string())?;
+    drop(mnt);
+    std::env::set_current_dir("/").map_err(io("chdir /"))?;
+    // Nothing of the host's may reach /sbin/init: only the monitor's socket, the FIFO and the
+    // standard fds stay open.
+    let mut keep = vec![sock.as_raw_fd()];
+    if let Some(g) = &go {
+        keep.push(g.as_raw_fd());
     }
-    drop(tree);
-    // Everything below is reached from here: once init is container root, the root-owned
-    // directories above the mountpoint are closed to it.
-    std::env::set_current_dir(root).map_err(io("chdir root"))?;
+    sys::close_fds_except(&keep);
     if userns {
         nix::unistd::setgroups(&[]).map_err(io("setgroups"))?;
         let zero_g = nix::unistd::Gid::from_raw(0);
@@ -336,14 +445,13 @@ fn init_setup(
         nix::unistd::setresgid(zero_g, zero_g, zero_g).map_err(io("setresgid"))?;
         nix::unistd::setresuid(zero_u, zero_u, zero_u).map_err(io("setresuid"))?;
     }
+    silo_proto::jail::caps_drop::non_dumpable().map_err(|e| e.to_string())?;
     super::drop_container_caps()?;
+    // The monitor has put this process in the instance's cgroups: the namespace is rooted
+    // there.
     nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWCGROUP).map_err(io("unshare(cgroup)"))?;
     nix::unistd::sethostname(&req.instance).map_err(io("sethostname"))?;
-    mount_system(".", console, req.cgroup2)?;
-    nix::unistd::pivot_root(".", ".").map_err(io("pivot_root"))?;
-    nix::mount::umount2(".", nix::mount::MntFlags::MNT_DETACH)
-        .map_err(io("detaching the host root"))?;
-    std::env::set_current_dir("/").map_err(io("chdir /"))?;
+    mount_container_owned(req.cgroup2)?;
     nix::unistd::setsid().map_err(io("setsid"))?;
     let c = nix::fcntl::open(
         "/dev/console",
@@ -394,17 +502,35 @@ fn ensure_file(p: &str) -> Result<(), String> {
         .map_err(|e| format!("creating {p}: {e}"))
 }
 
-/// /proc, /sys, /dev and /run, as LXD sets them up for an unprivileged container
-/// (`proc:mixed`, `sys:mixed`, a tmpfs /dev with the host's harmless devices bound in, a
-/// private devpts, the console pty on /dev/console).
-fn mount_system(root: &str, console: &str, cgroup2: bool) -> Result<(), String> {
+/// Runs `f` with the filesystem ids of container root (host `base`), so that what it creates
+/// through the idmapped root belongs to container root (host root has no id there).
+fn as_container_root<T>(
+    base: Option<u64>,
+    f: impl FnOnce() -> Result<T, String>,
+) -> Result<T, String> {
+    let Some(base) = base else { return f() };
+    nix::unistd::setfsgid(nix::unistd::Gid::from_raw(base as u32));
+    nix::unistd::setfsuid(nix::unistd::Uid::from_raw(base as u32));
+    let r = f();
+    nix::unistd::setfsuid(nix::unistd::Uid::from_raw(0));
+    nix::unistd::setfsgid(nix::unistd::Gid::from_raw(0));
+    r
+}
+
+/// The mounts that confine the instance, made by host root before init joins the instance's
+/// user namespace (so they arrive locked): /proc with `proc:mixed` (/proc/sys read-only but
+/// for the network namespace's own net.* keys), a read-only /sys, a tmpfs /dev owned by
+/// container root with the host's harmless devices and the console pty bound in.
+fn mount_confining(root: &str, console: &str, base: Option<u64>) -> Result<(), String> {
     let p = |s: &str| format!("{root}{s}");
     let nosuid = libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
-    for d in ["/proc", "/sys", "/dev", "/run"] {
-        ensure_dir(&p(d))?;
-    }
+    as_container_root(base, || {
+        for d in ["/proc", "/sys", "/dev", "/run"] {
+            ensure_dir(&p(d))?;
+        }
+        Ok(())
+    })?;
     sys::mount(Some("proc"), &p("/proc"), Some("proc"), nosuid, None).map_err(|e| e.to_string())?;
-    // proc:mixed: /proc/sys read-only but for the network namespace's own net.* keys.
     for (src, ro) in [
         ("/proc/sys", true),
         ("/proc/sys/net", false),
@@ -428,22 +554,13 @@ fn mount_system(root: &str, console: &str, cgroup2: bool) -> Result<(), String> 
         None,
     )
     .map_err(|e| e.to_string())?;
-    if cgroup2 && std::path::Path::new(&p("/sys/fs/cgroup")).is_dir() {
-        sys::mount(
-            Some("cgroup2"),
-            &p("/sys/fs/cgroup"),
-            Some("cgroup2"),
-            nosuid,
-            None,
-        )
-        .map_err(|e| e.to_string())?;
-    }
+    let owner = base.unwrap_or(0);
     sys::mount(
         Some("none"),
         &p("/dev"),
         Some("tmpfs"),
         libc::MS_NOSUID | libc::MS_NOEXEC,
-        Some("size=492k,mode=755"),
+        Some(&format!("size=492k,mode=755,uid={owner},gid={owner}")),
     )
     .map_err(|e| e.to_string())?;
     for dev in ["null", "zero", "full", "random", "urandom", "tty"] {
@@ -455,12 +572,29 @@ fn mount_system(root: &str, console: &str, cgroup2: bool) -> Result<(), String> 
     let t = p("/dev/console");
     ensure_file(&t)?;
     sys::mount(Some(console), &t, None, libc::MS_BIND, None).map_err(|e| e.to_string())?;
+    Ok(())
+}
+
+/// What container root owns and may change, mounted by it inside its own mount namespace:
+/// the delegated cgroup2 tree, a private devpts, /dev/shm, mqueue and /run.
+fn mount_container_owned(cgroup2: bool) -> Result<(), String> {
+    let nosuid = libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
+    if cgroup2 && std::path::Path::new("/sys/fs/cgroup").is_dir() {
+        sys::mount(
+            Some("cgroup2"),
+            "/sys/fs/cgroup",
+            Some("cgroup2"),
+            nosuid,
+            None,
+        )
+        .map_err(|e| e.to_string())?;
+    }
     for d in ["/dev/pts", "/dev/shm", "/dev/mqueue"] {
-        ensure_dir(&p(d))?;
+        ensure_dir(d)?;
     }
     sys::mount(
         Some("devpts"),
-        &p("/dev/pts"),
+        "/dev/pts",
         Some("devpts"),
         libc::MS_NOSUID | libc::MS_NOEXEC,
         Some("newinstance,ptmxmode=0666,mode=0620,gid=5"),
@@ -468,20 +602,14 @@ fn mount_system(root: &str, console: &str, cgroup2: bool) -> Result<(), String> 
     .map_err(|e| e.to_string())?;
     sys::mount(
         Some("shm"),
-        &p("/dev/shm"),
+        "/dev/shm",
         Some("tmpfs"),
         nosuid,
         Some("mode=1777"),
     )
     .map_err(|e| e.to_string())?;
-    sys::mount(
-        Some("mqueue"),
-        &p("/dev/mqueue"),
-        Some("mqueue"),
-        nosuid,
-        None,
-    )
-    .map_err(|e| e.to_string())?;
+    sys::mount(Some("mqueue"), "/dev/mqueue", Some("mqueue"), nosuid, None)
+        .map_err(|e| e.to_string())?;
     for (link, target) in [
         ("/dev/ptmx", "pts/ptmx"),
         ("/dev/fd", "/proc/self/fd"),
@@ -489,11 +617,11 @@ fn mount_system(root: &str, console: &str, cgroup2: bool) -> Result<(), String> 
         ("/dev/stdout", "/proc/self/fd/1"),
         ("/dev/stderr", "/proc/self/fd/2"),
     ] {
-        std::os::unix::fs::symlink(target, p(link)).map_err(io(link))?;
+        std::os::unix::fs::symlink(target, link).map_err(io(link))?;
     }
     sys::mount(
         Some("tmpfs"),
-        &p("/run"),
+        "/run",
         Some("tmpfs"),
         libc::MS_NOSUID | libc::MS_NODEV,
         Some("mode=755,size=20%"),

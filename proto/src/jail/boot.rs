@@ -40,6 +40,9 @@ pub enum BootError {
     /// The policy file was refused.
     #[error("policy: {0}")]
     Policy(crate::error::HelperError),
+    /// The helper could not be made non-dumpable.
+    #[error("cannot make the helper non-dumpable: {0}")]
+    Dumpable(crate::jail::CapsError),
     /// An inherited fd is missing.
     #[error("fd {0} is not open: silo helpers are started by silod, not by hand")]
     MissingFd(i32),
@@ -47,6 +50,9 @@ pub enum BootError {
 
 /// Reads argv and the inherited fds.
 pub fn boot(name: &'static str) -> Result<Boot, BootError> {
+    // Before anything else: every helper process and all it forks (launchers, monitors,
+    // attachers, forwarders) stays out of reach of ptrace from inside an instance.
+    crate::jail::caps_drop::non_dumpable().map_err(BootError::Dumpable)?;
     let mut state_dir = None;
     let mut policy_path = PathBuf::from(crate::jail::policy::DEFAULT_PATH);
     let mut seccomp_mode = SeccompMode::Enforce;

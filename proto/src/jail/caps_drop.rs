@@ -55,6 +55,32 @@ pub fn no_new_privs() -> Result<(), CapsError> {
     Ok(())
 }
 
+/// Makes this process non-dumpable, which the kernel keeps across fork, setns and every
+/// credential change until the next execve.
+///
+/// A root process that enters an instance's namespaces (or forks into its pid namespace)
+/// would otherwise be ptraceable by container root the moment it joins the instance's user
+/// namespace: the uid check of ptrace is then made against container root's capabilities,
+/// and only a non-dumpable mm (whose owner is the host's user namespace) stops it, as in runc's
+/// CVE-2016-9962. It also makes the process's /proc files root's, so container root cannot open
+/// its fds or memory either.
+pub fn non_dumpable() -> Result<(), CapsError> {
+    // SAFETY: prctl(PR_SET_DUMPABLE, 0) takes no pointers.
+    if unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) } != 0 {
+        return Err(CapsError::Op {
+            op: "prctl(PR_SET_DUMPABLE, 0)".into(),
+            message: std::io::Error::last_os_error().to_string(),
+        });
+    }
+    Ok(())
+}
+
+/// Whether this process is dumpable (for checks before entering an instance).
+pub fn is_dumpable() -> bool {
+    // SAFETY: prctl(PR_GET_DUMPABLE) takes no pointers.
+    unsafe { libc::prctl(libc::PR_GET_DUMPABLE, 0, 0, 0, 0) != 0 }
+}
+
 /// Keeps exactly `keep` (see [`keep_only`]) and sets no_new_privs: how a root process that
 /// should hold only a few powers for the rest of its life confines itself.
 pub fn confine_caps(keep: &[Capability]) -> Result<(), CapsError> {

@@ -31,6 +31,12 @@ impl LauncherClient {
             Ok(nix::unistd::ForkResult::Child) => {
                 drop(ours);
                 close_fds_except(&[theirs.as_raw_fd()]);
+                // Launchers enter instances' namespaces: they must never be dumpable (see
+                // `non_dumpable`), whatever their parent was.
+                if let Err(e) = crate::jail::caps_drop::non_dumpable() {
+                    eprintln!("{who}: {e}");
+                    std::process::exit(2);
+                }
                 serve(theirs)
             }
             Ok(nix::unistd::ForkResult::Parent { .. }) => {
