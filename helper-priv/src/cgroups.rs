@@ -26,6 +26,9 @@ pub struct Cgroups {
     hierarchies: Vec<Hierarchy>,
     parent: String,
     tag: String,
+    /// The root policy's per-instance process ceiling (`max_processes`): the default
+    /// `pids.max`, and the most `limits.processes` may ask for.
+    max_processes: Option<u64>,
 }
 
 /// Parses /proc/self/mountinfo text into hierarchies.
@@ -96,7 +99,14 @@ impl Cgroups {
             hierarchies,
             parent: format!("silo-{tag}"),
             tag,
+            max_processes: None,
         })
+    }
+
+    /// Applies the root policy's per-instance process ceiling (0: none).
+    pub fn with_process_ceiling(mut self, max: u64) -> Cgroups {
+        self.max_processes = (max > 0).then_some(max);
+        self
     }
 
     /// The layout, as reported to silod.
@@ -342,9 +352,29 @@ impl Cgroups {
             (None, Some(_)) => return Err(need("limits.memory")),
             (None, None) => {}
         }
-        match (self.dir_with(name, "pids", "pids"), l.processes) {
+        if let (Some(p), Some(max)) = (l.processes, self.max_processes) {
+            if p > max {
+                return Err(HelperError::invalid(
+                    "limits.processes",
+                    format!(
+                        "{p} is more than the {max} processes the root policy allows one \
+                         instance (max_processes)"
+                    ),
+                ));
+            }
+        }
+        // Unset means the policy's ceiling: a fork bomb in one instance must not take every
+        // pid of the host.
+        match (
+            self.dir_with(name, "pids", "pids"),
+            l.processes.or(self.max_processes),
+        ) {
             (Some((d, _)), p) => write(&d, "pids.max", &p.map_or("max".into(), |p| p.to_string()))?,
-            (None, Some(_)) => return Err(need("limits.processes")),
+            (None, Some(_)) if l.processes.is_some() => return Err(need("limits.processes")),
+            (None, Some(max)) => tracing::warn!(
+                instance = %name,
+                "no pids controller: the policy's ceiling of {max} processes is not enforced"
+            ),
             (None, None) => {}
         }
         match (self.dir_with(name, "cpuset", "cpuset"), &l.cpus) {

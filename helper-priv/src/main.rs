@@ -19,7 +19,8 @@ fn main() {
         confinement::jail,
         |b| {
             Ok((
-                cgroups::Cgroups::detect(&b.state_dir)?,
+                cgroups::Cgroups::detect(&b.state_dir)?
+                    .with_process_ceiling(b.policy.max_processes),
                 cgroups::host_id_range(),
                 runtime::Runtime::open(&b.state_dir, b.policy.clone(), b.fds.clone())?,
             ))

@@ -309,3 +309,98 @@ fn interface_state_is_read_from_the_kernel_not_from_the_instances_files() {
         "{lo}"
     );
 }
+
+/// The instance's `pids.max` as the host's pids hierarchy has it.
+fn pids_max(d: &TestDaemon, name: &str) -> String {
+    pids_file(d, name, "pids.max")
+}
+
+/// A file of the instance's group in the host's pids hierarchy.
+fn pids_file(d: &TestDaemon, name: &str, which: &str) -> String {
+    let state = d.api_ok("GET", &format!("/1.0/instances/{name}/state"), None);
+    let pid = state["pid"].as_u64().expect("running instance has a pid");
+    let cg = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).expect("init's cgroups");
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
+    for line in cg.lines() {
+        let f: Vec<&str> = line.splitn(3, ':').collect();
+        if f.len() != 3 {
+            continue;
+        }
+        let pids_v1 = f[1].split(',').any(|c| c == "pids");
+        let v2 = f[0] == "0" && f[1].is_empty();
+        for m in mounts.lines() {
+            let Some((left, right)) = m.split_once(" - ") else {
+                continue;
+            };
+            let mp = left.split(' ').nth(4).unwrap_or_default();
+            let fits = (pids_v1 && right.starts_with("cgroup ") && right.contains("pids"))
+                || (v2 && right.starts_with("cgroup2 "));
+            let file = Path::new(mp).join(f[2].trim_start_matches('/')).join(which);
+            if fits && file.exists() {
+                return std::fs::read_to_string(file)
+                    .expect(which)
+                    .trim()
+                    .to_string();
+            }
+        }
+    }
+    panic!("no pids.max for {name}'s init ({pid}):\n{cg}");
+}
+
+#[test]
+fn the_policy_caps_every_instances_processes() {
+    // Without a policy file the built-in ceiling applies to an instance that sets nothing.
+    let d = TestDaemon::start("sec-pids-default");
+    d.import(&busybox_image(false)[0], "busybox");
+    d.launch("busybox", "c1");
+    assert_eq!(pids_max(&d, "c1"), "20000");
+    drop(d);
+
+    let d = TestDaemon::start_with_policy("sec-pids", "max_processes = 40\n");
+    d.import(&busybox_image(false)[0], "busybox");
+    d.launch("busybox", "c1");
+    assert_eq!(pids_max(&d, "c1"), "40");
+    // A fork bomb stops at the ceiling; the host keeps its pids.
+    let _ = d.exec(
+        "c1",
+        &[
+            "sh",
+            "-c",
+            "for i in $(seq 80); do sleep 30 & done 2>/dev/null; true",
+        ],
+    );
+    let current: u64 = pids_file(&d, "c1", "pids.current")
+        .parse()
+        .expect("pids.current");
+    assert!(
+        current <= 40,
+        "the instance ran {current} processes past its ceiling of 40"
+    );
+    let events = pids_file(&d, "c1", "pids.events");
+    assert!(
+        events
+            .split_whitespace()
+            .nth(1)
+            .and_then(|n| n.parse::<u64>().ok())
+            .is_some_and(|n| n > 0),
+        "the bomb never reached the ceiling: {events}"
+    );
+    // Asking for more than the policy allows is refused by name; less is fine.
+    let (code, v) = d.api(
+        "PATCH",
+        "/1.0/instances/c1",
+        Some(serde_json::json!({"config": {"limits.processes": "100"}})),
+    );
+    let text = v.to_string();
+    assert!(
+        code >= 400 && text.contains("max_processes"),
+        "limits.processes above the policy's ceiling: {code} {text}"
+    );
+    assert_eq!(pids_max(&d, "c1"), "40");
+    d.api_ok(
+        "PATCH",
+        "/1.0/instances/c1",
+        Some(serde_json::json!({"config": {"limits.processes": "25"}})),
+    );
+    assert_eq!(pids_max(&d, "c1"), "25");
+}

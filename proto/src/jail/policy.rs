@@ -38,6 +38,9 @@ pub struct Policy {
     pub max_image_size: u64,
     /// Most members one image may have.
     pub max_image_entries: u64,
+    /// Most processes (tasks) one instance may have: its `pids.max` when `limits.processes`
+    /// is unset, and the most `limits.processes` may ask for. 0: no ceiling.
+    pub max_processes: u64,
     /// Where this came from (not read from the file).
     #[serde(skip)]
     pub source: String,
@@ -54,6 +57,7 @@ impl Default for Policy {
             allow_privileged_ports: false,
             max_image_size: 64 << 30,
             max_image_entries: 5_000_000,
+            max_processes: 20_000,
             source: "built-in default".to_string(),
         }
     }
