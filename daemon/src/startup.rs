@@ -61,6 +61,9 @@ pub enum StateDirError {
     /// Owned by someone other than root or silod's user.
     #[error("{0} is owned by uid {1}, neither root nor silod's user; refusing to hand it to silod's user")]
     ForeignOwner(PathBuf, u32),
+    /// A directory above the state dir that silod's user may change.
+    #[error("{0}, above the state dir, is writable by silod's user; refusing to start (it could swap the state dir for a link into a root-owned tree)")]
+    WritableAncestor(PathBuf),
     /// A system call failed.
     #[error("{what} {path}: {source}")]
     Io {
@@ -166,18 +169,48 @@ fn chown_fd(
     Ok(())
 }
 
+/// Refuses a state dir below a directory silod's user could rewrite (its own, one writable
+/// by one of `gids`, or a world-writable one without the sticky bit): it could swap a
+/// component for a symlink into a root-owned tree between root's checks and its chown.
+/// `dir` is resolved first, so each real directory on the way is checked.
+fn check_ancestors(
+    dir: &Path,
+    uid: nix::unistd::Uid,
+    gids: &[nix::unistd::Gid],
+) -> Result<(), StateDirError> {
+    let real = std::fs::canonicalize(dir).map_err(io_err("resolving", dir))?;
+    for a in real.ancestors() {
+        let md = std::fs::metadata(a).map_err(io_err("stat", a))?;
+        let sticky = md.mode() & libc::S_ISVTX != 0;
+        let group_writable = md.mode() & 0o020 != 0 && gids.iter().any(|g| g.as_raw() == md.gid());
+        let world_writable = md.mode() & 0o002 != 0;
+        if md.uid() == uid.as_raw() || (!sticky && (group_writable || world_writable)) {
+            return Err(StateDirError::WritableAncestor(a.to_path_buf()));
+        }
+    }
+    Ok(())
+}
+
 /// Makes the state dir: owned by silod's user and the API group, mode 0711. Returns an fd
 /// on it so the rest of the root phase works beneath it, never through its path again.
 fn prepare_state_dir(
     dir: &Path,
     uid: nix::unistd::Uid,
     gid: nix::unistd::Gid,
+    gids: &[nix::unistd::Gid],
 ) -> Result<OwnedFd, StateDirError> {
+    let parent = dir.parent().unwrap_or(Path::new("/"));
+    // Before creating anything: mkdir -p must not follow a path silod's user can rewrite.
+    let existing = parent
+        .ancestors()
+        .find(|a| a.exists())
+        .unwrap_or(Path::new("/"));
+    check_ancestors(existing, uid, gids)?;
     match std::fs::symlink_metadata(dir) {
         Ok(_) => {}
         Err(_) => std::fs::create_dir_all(dir).map_err(io_err("creating state dir", dir))?,
     }
-    let parent = dir.parent().unwrap_or(Path::new("/"));
+    check_ancestors(parent, uid, gids)?;
     let name = dir
         .file_name()
         .and_then(|n| n.to_str())
@@ -379,7 +412,7 @@ pub fn run(args: Args, events: crate::events::Events) -> anyhow::Result<i32> {
         );
     }
     detach_from_terminal()?;
-    let state_fd = prepare_state_dir(&args.state_dir, user.uid, group.gid)?;
+    let state_fd = prepare_state_dir(&args.state_dir, user.uid, group.gid, &[user.gid, group.gid])?;
     let host = HostFacts::gather();
 
     // Root phase: spawn the helpers with only their own fds.

@@ -55,6 +55,8 @@ struct Planted {
     scratch: PathBuf,
     netns: std::os::fd::OwnedFd,
     silod: Option<Child>,
+    /// Another directory to remove in Drop.
+    outer: Option<PathBuf>,
 }
 
 impl Planted {
@@ -86,6 +88,7 @@ impl Planted {
             scratch,
             netns: silo_tests::new_netns(),
             silod: None,
+            outer: None,
         }
     }
 
@@ -147,6 +150,9 @@ impl Drop for Planted {
         let _ = std::fs::remove_dir_all(&self.state);
         let _ = std::fs::remove_dir_all(&self.scratch_dir);
         let _ = std::fs::remove_file(format!("{}.log", self.state.display()));
+        if let Some(o) = &self.outer {
+            let _ = std::fs::remove_dir_all(o);
+        }
     }
 }
 
@@ -224,6 +230,27 @@ fn silod_refuses_a_state_dir_owned_by_another_user() {
     let status = status.unwrap_or_else(|| panic!("silod started; log:\n{log}"));
     assert!(!status.success(), "{status}; log:\n{log}");
     assert!(log.contains("owned by uid 65534"), "log:\n{log}");
+}
+
+#[test]
+fn silod_refuses_a_state_dir_below_a_directory_silo_can_rewrite() {
+    let mut p = Planted::new("sec-ancestor");
+    // The state dir one level below a directory silod's user owns (such as another
+    // installation's state dir): silod's user could swap it for a symlink at any time.
+    let outer = p.state.clone();
+    let inner = outer.join("inner");
+    std::fs::create_dir(&inner).expect("inner state dir");
+    p.state = inner.clone();
+    p.outer = Some(outer.clone());
+    let (status, log) = p.run_silod();
+    let md = std::fs::metadata(&inner).expect("inner");
+    assert_eq!(md.uid(), 0, "the state dir changed hands; log:\n{log}");
+    let status = status.unwrap_or_else(|| panic!("silod started; log:\n{log}"));
+    assert!(!status.success(), "{status}; log:\n{log}");
+    assert!(
+        log.contains(&format!("{}, above the state dir", outer.display())),
+        "log:\n{log}"
+    );
 }
 
 /// `tty_nr`, field 7 of /proc/PID/stat (0: no controlling terminal).
