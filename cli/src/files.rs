@@ -530,12 +530,20 @@ async fn pull(client: &Client, a: PullArgs) -> Result<(), CmdError> {
     Ok(())
 }
 
-/// Writes a pulled file to `dest` with the instance file's mode.
+/// The host-side mode of a pulled file or directory: the instance's permission bits without
+/// set-uid, set-gid and sticky, as `cp` without `-p` does (and as LXD's client does, which
+/// applies only the permission bits). A set-uid file pulled as root must not become a
+/// set-uid-root program on the host because someone inside the container chmodded it.
+fn pulled_mode(mode: u32) -> u32 {
+    mode & 0o777
+}
+
+/// Writes a pulled file to `dest` with the instance file's permission bits.
 async fn write_local(dest: &Path, r: Remote) -> Result<(), CmdError> {
     let what = dest.display().to_string();
     let mut f =
         std::fs::File::create(dest).map_err(|e| CmdError::Fail(format!("creating {what}: {e}")))?;
-    f.set_permissions(std::fs::Permissions::from_mode(r.mode & 0o7777))
+    f.set_permissions(std::fs::Permissions::from_mode(pulled_mode(r.mode)))
         .map_err(|e| CmdError::Fail(format!("setting the mode of {what}: {e}")))?;
     r.write_to(&mut f, &what).await
 }
@@ -559,10 +567,14 @@ async fn pull_tree(
         let what = dest.display().to_string();
         match r.kind.as_str() {
             "directory" => {
-                let mode = r.mode & 0o7777;
+                let mode = pulled_mode(r.mode);
                 match std::fs::create_dir(&dest) {
                     Ok(()) => {}
-                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && dest.is_dir() => {}
+                    // A directory already there, not a symlink to one (the chmod below and
+                    // the files pulled into it would land wherever it points).
+                    Err(e)
+                        if e.kind() == std::io::ErrorKind::AlreadyExists
+                            && std::fs::symlink_metadata(&dest).is_ok_and(|m| m.is_dir()) => {}
                     Err(e) => return fail(format!("creating {what}: {e}")),
                 }
                 std::fs::set_permissions(&dest, std::fs::Permissions::from_mode(mode))
@@ -615,6 +627,14 @@ mod tests {
             files_url("c1", "/a b"),
             "/1.0/instances/c1/files?path=%2Fa+b"
         );
+    }
+
+    #[test]
+    fn pulled_files_lose_setuid_setgid_and_sticky() {
+        assert_eq!(pulled_mode(0o4755), 0o755);
+        assert_eq!(pulled_mode(0o2750), 0o750);
+        assert_eq!(pulled_mode(0o1777), 0o777);
+        assert_eq!(pulled_mode(0o100644), 0o644);
     }
 
     #[test]

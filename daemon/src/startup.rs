@@ -2,14 +2,14 @@
 //! jail, then the API. Helper death ends silod with status 1 so that its supervisor restarts
 //! the whole group (silod cannot start root processes any more once it has dropped).
 
-use std::os::fd::OwnedFd;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{bail, Context as _};
-use nix::unistd::{chown, Group, User};
+use nix::unistd::{Group, User};
 use silo_proto::jail::SeccompMode;
 
 use crate::helpers::{self, HelperKind, SpawnOptions};
@@ -43,40 +43,211 @@ pub struct Args {
     pub insecure_seccomp_log: bool,
 }
 
-/// Makes the state dir: owned by silod's user and the API group, mode 0711.
-fn prepare_state_dir(
-    dir: &Path,
+/// What the root phase refuses to touch in the state dir. silod's user owns the state dir,
+/// so a compromised silod of an earlier run may have planted anything there for the next
+/// start: every chown below goes through an fd opened without following symlinks and is
+/// checked first.
+#[derive(Debug, thiserror::Error)]
+pub enum StateDirError {
+    /// A symlink where silod expects a file or directory of its own.
+    #[error("{0} is a symlink; refusing to start (remove it: silod never makes one there)")]
+    Symlink(PathBuf),
+    /// Not the expected kind of file.
+    #[error("{0} is not {1}; refusing to start")]
+    WrongType(PathBuf, &'static str),
+    /// A hard link: the same inode may be a system file elsewhere.
+    #[error("{0} has {1} hard links; refusing to start (it may be a link to a file outside the state dir: remove it)")]
+    HardLinked(PathBuf, u64),
+    /// Owned by someone other than root or silod's user.
+    #[error("{0} is owned by uid {1}, neither root nor silod's user; refusing to hand it to silod's user")]
+    ForeignOwner(PathBuf, u32),
+    /// A directory above the state dir that silod's user may change.
+    #[error("{0}, above the state dir, is writable by silod's user; refusing to start (it could swap the state dir for a link into a root-owned tree)")]
+    WritableAncestor(PathBuf),
+    /// A system call failed.
+    #[error("{what} {path}: {source}")]
+    Io {
+        /// What was being done.
+        what: &'static str,
+        /// On which path.
+        path: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+}
+
+fn io_err(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> StateDirError {
+    let path = path.to_path_buf();
+    move |source| StateDirError::Io { what, path, source }
+}
+
+/// Opens `name` beneath `dir` without following a symlink in its last component (O_PATH:
+/// opening a planted device or FIFO for real could have side effects). `None` if absent.
+fn open_nofollow(
+    dir: &OwnedFd,
+    name: &str,
+    path: &Path,
+    flags: libc::c_int,
+) -> Result<Option<OwnedFd>, StateDirError> {
+    let c = std::ffi::CString::new(name).map_err(|_| StateDirError::Io {
+        what: "opening",
+        path: path.to_path_buf(),
+        source: std::io::Error::from(std::io::ErrorKind::InvalidInput),
+    })?;
+    // SAFETY: openat on a directory fd we own with a NUL-terminated name; the returned fd,
+    // when valid, is owned by nobody else.
+    let fd = unsafe {
+        libc::openat(
+            dir.as_raw_fd(),
+            c.as_ptr(),
+            flags | libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NOCTTY,
+        )
+    };
+    if fd < 0 {
+        let e = std::io::Error::last_os_error();
+        return match e.raw_os_error() {
+            Some(libc::ENOENT) => Ok(None),
+            Some(libc::ELOOP) => Err(StateDirError::Symlink(path.to_path_buf())),
+            _ => Err(StateDirError::Io {
+                what: "opening",
+                path: path.to_path_buf(),
+                source: e,
+            }),
+        };
+    }
+    // SAFETY: fd is a fresh descriptor we just opened.
+    Ok(Some(unsafe { OwnedFd::from_raw_fd(fd) }))
+}
+
+/// Checks an opened inode before root hands it over: the expected type, a single link, and
+/// an owner that is root or silod's user already (so no one else's file changes hands).
+fn check_inode(
+    fd: &OwnedFd,
+    path: &Path,
+    kind: libc::mode_t,
+    kind_name: &'static str,
+    uid: nix::unistd::Uid,
+) -> Result<(), StateDirError> {
+    let st =
+        nix::sys::stat::fstat(fd).map_err(|e| io_err("fstat", path)(std::io::Error::from(e)))?;
+    if st.st_mode & libc::S_IFMT != kind {
+        return Err(StateDirError::WrongType(path.to_path_buf(), kind_name));
+    }
+    if kind != libc::S_IFDIR && st.st_nlink != 1 {
+        return Err(StateDirError::HardLinked(
+            path.to_path_buf(),
+            st.st_nlink as u64,
+        ));
+    }
+    if st.st_uid != 0 && st.st_uid != uid.as_raw() {
+        return Err(StateDirError::ForeignOwner(path.to_path_buf(), st.st_uid));
+    }
+    Ok(())
+}
+
+/// fchown by fd (works on O_PATH descriptors too, through AT_EMPTY_PATH).
+fn chown_fd(
+    fd: &OwnedFd,
+    path: &Path,
     uid: nix::unistd::Uid,
     gid: nix::unistd::Gid,
-) -> anyhow::Result<()> {
-    match std::fs::symlink_metadata(dir) {
-        Ok(md) if md.file_type().is_symlink() => {
-            bail!("state dir {} is a symlink; refusing", dir.display())
-        }
-        Ok(md) if !md.is_dir() => bail!("state dir {} is not a directory", dir.display()),
-        Ok(_) => {}
-        Err(_) => std::fs::create_dir_all(dir)
-            .with_context(|| format!("creating state dir {}", dir.display()))?,
+) -> Result<(), StateDirError> {
+    // SAFETY: fchownat on an fd we own with an empty, NUL-terminated path and AT_EMPTY_PATH:
+    // it changes exactly the inode the fd refers to.
+    let r = unsafe {
+        libc::fchownat(
+            fd.as_raw_fd(),
+            c"".as_ptr(),
+            uid.as_raw(),
+            gid.as_raw(),
+            libc::AT_EMPTY_PATH,
+        )
+    };
+    if r != 0 {
+        return Err(io_err("chown", path)(std::io::Error::last_os_error()));
     }
-    chown(dir, Some(uid), Some(gid)).with_context(|| format!("chown {}", dir.display()))?;
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o711))
-        .with_context(|| format!("chmod {}", dir.display()))?;
-    // An admin who opened the database as root (sqlite3 leaves root-owned -wal/-shm files)
-    // would otherwise lock silod out of its own database.
-    for f in ["silo.db", "silo.db-wal", "silo.db-shm"] {
-        let p = dir.join(f);
-        if let Ok(md) = std::fs::symlink_metadata(&p) {
-            if md.file_type().is_file() {
-                std::os::unix::fs::lchown(&p, Some(uid.as_raw()), Some(gid.as_raw()))
-                    .with_context(|| format!("chown {}", p.display()))?;
-            }
+    Ok(())
+}
+
+/// Refuses a state dir below a directory silod's user could rewrite (its own, one writable
+/// by one of `gids`, or a world-writable one without the sticky bit): it could swap a
+/// component for a symlink into a root-owned tree between root's checks and its chown.
+/// `dir` is resolved first, so each real directory on the way is checked.
+fn check_ancestors(
+    dir: &Path,
+    uid: nix::unistd::Uid,
+    gids: &[nix::unistd::Gid],
+) -> Result<(), StateDirError> {
+    let real = std::fs::canonicalize(dir).map_err(io_err("resolving", dir))?;
+    for a in real.ancestors() {
+        let md = std::fs::metadata(a).map_err(io_err("stat", a))?;
+        let sticky = md.mode() & libc::S_ISVTX != 0;
+        let group_writable = md.mode() & 0o020 != 0 && gids.iter().any(|g| g.as_raw() == md.gid());
+        let world_writable = md.mode() & 0o002 != 0;
+        if md.uid() == uid.as_raw() || (!sticky && (group_writable || world_writable)) {
+            return Err(StateDirError::WritableAncestor(a.to_path_buf()));
         }
     }
     Ok(())
 }
 
+/// Makes the state dir: owned by silod's user and the API group, mode 0711. Returns an fd
+/// on it so the rest of the root phase works beneath it, never through its path again.
+fn prepare_state_dir(
+    dir: &Path,
+    uid: nix::unistd::Uid,
+    gid: nix::unistd::Gid,
+    gids: &[nix::unistd::Gid],
+) -> Result<OwnedFd, StateDirError> {
+    let parent = dir.parent().unwrap_or(Path::new("/"));
+    // Before creating anything: mkdir -p must not follow a path silod's user can rewrite.
+    let existing = parent
+        .ancestors()
+        .find(|a| a.exists())
+        .unwrap_or(Path::new("/"));
+    check_ancestors(existing, uid, gids)?;
+    match std::fs::symlink_metadata(dir) {
+        Ok(_) => {}
+        Err(_) => std::fs::create_dir_all(dir).map_err(io_err("creating state dir", dir))?,
+    }
+    check_ancestors(parent, uid, gids)?;
+    let name = dir
+        .file_name()
+        .and_then(|n| n.to_str())
+        .ok_or_else(|| StateDirError::WrongType(dir.to_path_buf(), "a directory"))?;
+    let pfd: OwnedFd = std::fs::File::open(parent)
+        .map_err(io_err("opening", parent))?
+        .into();
+    let dfd = open_nofollow(&pfd, name, dir, libc::O_RDONLY | libc::O_DIRECTORY)
+        .map_err(|e| match e {
+            // O_DIRECTORY on a non-directory.
+            StateDirError::Io { source, .. } if source.raw_os_error() == Some(libc::ENOTDIR) => {
+                StateDirError::WrongType(dir.to_path_buf(), "a directory")
+            }
+            e => e,
+        })?
+        .ok_or_else(|| {
+            io_err("opening", dir)(std::io::Error::from(std::io::ErrorKind::NotFound))
+        })?;
+    check_inode(&dfd, dir, libc::S_IFDIR, "a directory", uid)?;
+    chown_fd(&dfd, dir, uid, gid)?;
+    nix::sys::stat::fchmod(&dfd, nix::sys::stat::Mode::from_bits_truncate(0o711))
+        .map_err(|e| io_err("chmod", dir)(std::io::Error::from(e)))?;
+    // An admin who opened the database as root (sqlite3 leaves root-owned -wal/-shm files)
+    // would otherwise lock silod out of its own database.
+    for f in ["silo.db", "silo.db-wal", "silo.db-shm"] {
+        let p = dir.join(f);
+        if let Some(fd) = open_nofollow(&dfd, f, &p, libc::O_PATH)? {
+            check_inode(&fd, &p, libc::S_IFREG, "a regular file", uid)?;
+            chown_fd(&fd, &p, uid, gid)?;
+        }
+    }
+    Ok(dfd)
+}
+
 /// Binds the API socket as root and hands it to silod's user and the API group.
 fn bind_socket(
+    state: &OwnedFd,
     path: &Path,
     uid: nix::unistd::Uid,
     gid: nix::unistd::Gid,
@@ -94,12 +265,69 @@ fn bind_socket(
         }
         std::fs::remove_file(path).with_context(|| format!("removing stale {}", path.display()))?;
     }
-    let l = std::os::unix::net::UnixListener::bind(path)
-        .with_context(|| format!("binding {}", path.display()))?;
-    chown(path, Some(uid), Some(gid)).with_context(|| format!("chown {}", path.display()))?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))
-        .with_context(|| format!("chmod {}", path.display()))?;
+    // The mode comes from the umask at bind time: a chmod by path after the bind could
+    // follow whatever silod's user put there in between.
+    let old = nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o117));
+    let l = std::os::unix::net::UnixListener::bind(path);
+    nix::sys::stat::umask(old);
+    let l = l.with_context(|| format!("binding {}", path.display()))?;
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .context("socket name")?;
+    // The inode just bound, by fd, checked: a hard link planted in its place has two links.
+    let fd = open_nofollow(state, name, path, libc::O_PATH)?
+        .with_context(|| format!("{} vanished after bind", path.display()))?;
+    check_inode(&fd, path, libc::S_IFSOCK, "a socket", uid)?;
+    chown_fd(&fd, path, uid, gid)?;
     Ok(l)
+}
+
+/// Detaches silod from whatever terminal started it: fds its starter leaked are closed,
+/// stdin becomes /dev/null and silod leaves the session (so no controlling terminal), before
+/// any helper is spawned. A terminal fd kept by a later-compromised silod would let it push
+/// keystrokes into the root shell that started it (TIOCSTI); the seccomp filter refuses that
+/// ioctl too. stdout and stderr stay: they carry the log wherever the admin sent it.
+fn detach_from_terminal() -> anyhow::Result<()> {
+    // SAFETY: nothing in silod owns an fd above 2 yet (main only parsed its arguments and set
+    // up logging to stderr), and silod takes no fds from its starter (no socket activation),
+    // so everything from 3 up was leaked to it: closing them leaves no dangling owner.
+    if unsafe { libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32) } != 0 {
+        return Err(std::io::Error::last_os_error()).context("closing inherited fds");
+    }
+    let null = std::fs::OpenOptions::new()
+        .read(true)
+        .open("/dev/null")
+        .context("opening /dev/null")?;
+    // SAFETY: dup2 of an fd we own onto fd 0; no other thread exists yet.
+    if unsafe { libc::dup2(null.as_raw_fd(), 0) } < 0 {
+        return Err(std::io::Error::last_os_error()).context("making /dev/null silod's stdin");
+    }
+    match nix::unistd::setsid() {
+        Ok(_) => Ok(()),
+        // Already a process-group leader (a shell with job control, a supervisor's session).
+        Err(nix::errno::Errno::EPERM) => {
+            let tty = match std::fs::OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_NOCTTY)
+                .open("/dev/tty")
+            {
+                Ok(t) => t,
+                // No controlling terminal: nothing to leave.
+                Err(_) => return Ok(()),
+            };
+            if nix::unistd::getsid(None).ok() == Some(nix::unistd::getpid()) {
+                bail!("silod leads a session with a controlling terminal; start it under a supervisor or with setsid(1) and </dev/null");
+            }
+            // SAFETY: TIOCNOTTY takes no argument; it only clears this process's ctty.
+            if unsafe { libc::ioctl(tty.as_raw_fd(), libc::TIOCNOTTY) } != 0 {
+                return Err(std::io::Error::last_os_error())
+                    .context("leaving the controlling terminal");
+            }
+            Ok(())
+        }
+        Err(e) => Err(e).context("setsid"),
+    }
 }
 
 /// systemd's readiness socket, connected while silod can still reach it.
@@ -183,7 +411,8 @@ pub fn run(args: Args, events: crate::events::Events) -> anyhow::Result<i32> {
             args.user
         );
     }
-    prepare_state_dir(&args.state_dir, user.uid, group.gid)?;
+    detach_from_terminal()?;
+    let state_fd = prepare_state_dir(&args.state_dir, user.uid, group.gid, &[user.gid, group.gid])?;
     let host = HostFacts::gather();
 
     // Root phase: spawn the helpers with only their own fds.
@@ -200,7 +429,13 @@ pub fn run(args: Args, events: crate::events::Events) -> anyhow::Result<i32> {
     for kind in HelperKind::ALL {
         spawned.push(helpers::spawn(kind, &opts)?);
     }
-    let listener = bind_socket(&args.state_dir.join("unix.socket"), user.uid, group.gid)?;
+    let listener = bind_socket(
+        &state_fd,
+        &args.state_dir.join("unix.socket"),
+        user.uid,
+        group.gid,
+    )?;
+    drop(state_fd);
     let notify = notify_socket();
 
     // The drop: for good.
