@@ -8,6 +8,7 @@ mod confinement;
 mod launcher;
 mod runtime;
 mod server;
+mod subid;
 mod sys;
 
 use silo_proto::jail::boot;
@@ -20,7 +21,7 @@ fn main() {
         |b| {
             Ok((
                 cgroups::Cgroups::detect(&b.state_dir)?,
-                cgroups::host_id_range(),
+                subid::SubIds::read(),
                 runtime::Runtime::open(&b.state_dir, b.policy.clone(), b.fds.clone())?,
             ))
         },
