@@ -323,7 +323,10 @@ mod tests {
         assert!(SubIds::from_texts("root:100000:65536\n", "root:300000:65536\n").is_err());
         assert!(SubIds::from_texts("root:100000:65536\n", "").is_err());
         assert!(SubIds::from_texts("root:100000:1000\n", "root:100000:1000\n").is_err());
-        // Ids past u32 cannot be mapped.
+        // Ids past u32 cannot be mapped: a range running past them is cut there.
+        let s = SubIds::from_texts("root:4294900000:1000000\n", "root:4294900000:1000000\n")
+            .expect("ok");
+        assert_eq!(s.ranges.usable, vec![r(4_294_900_000, 67295)]);
         let s = SubIds::from_texts("root:4294950000:1000000\n", "root:4294950000:1000000\n");
         assert!(s.is_err());
     }

@@ -288,9 +288,7 @@ fn priv_refuses_concurrent_starts_sharing_ids() {
 #[test]
 fn priv_keeps_clear_of_other_owners_subordinate_ids() {
     let mut p = Priv::new("idmap-owners");
-    for n in ["o1"] {
-        plant_rootfs(&p.state, n);
-    }
+    plant_rootfs(&p.state, "o1");
     // Debian's lxd package: _lxd and root share one range, which LXD maps its containers to.
     let lxd = "_lxd:100000:1000000001\nroot:100000:1000000001\n";
     let (u, g) = (p.file("subuid1", lxd), p.file("subgid1", lxd));
@@ -310,7 +308,10 @@ fn priv_keeps_clear_of_other_owners_subordinate_ids() {
             .start(context::current(), spec("o1", 165536))
             .await
             .expect("rpc");
-        assert!(r.is_err(), "{r:?}");
+        assert!(
+            matches!(&r, Err(HelperError::Unsupported(m)) if m.contains("no subordinate id range")),
+            "{r:?}"
+        );
     });
     drop(c);
     drop(h);
