@@ -694,7 +694,8 @@ async fn import_inner(
         .id_range(ctx())
         .await
         .map_err(rpc_err("silo-priv"))??;
-    let base = instances::allocate_idmap(&c.db, &range)?;
+    let claim = instances::claim_idmap(&c.db, name, &range)?;
+    let base = claim.base;
     c.helpers
         .store
         .unpack_backup(

@@ -105,6 +105,25 @@ const MIGRATIONS: &[&str] = &[
         optimized_storage INTEGER NOT NULL DEFAULT 0,
         PRIMARY KEY (instance, name)
      );",
+    // 6: instances' id ranges, one row per claim, taken in the same transaction that picks
+    // the base (before a create awaits anything), so two creates can never pick the same one.
+    // Not a foreign key: a create claims its range before its instance row exists. The
+    // triggers carry a claim along when its instance is renamed and drop it when deleted.
+    "CREATE TABLE idmap_ranges (
+        base INTEGER PRIMARY KEY NOT NULL,
+        instance TEXT NOT NULL UNIQUE
+     );
+     INSERT OR IGNORE INTO idmap_ranges (base, instance)
+        SELECT CAST(json_extract(config, '$.\"volatile.idmap.base\"') AS INTEGER), name
+        FROM instances
+        WHERE json_extract(config, '$.\"volatile.idmap.base\"') IS NOT NULL
+        ORDER BY created_at, name;
+     CREATE TRIGGER idmap_ranges_follow_rename AFTER UPDATE OF name ON instances BEGIN
+        UPDATE idmap_ranges SET instance = NEW.name WHERE instance = OLD.name;
+     END;
+     CREATE TRIGGER idmap_ranges_follow_delete AFTER DELETE ON instances BEGIN
+        DELETE FROM idmap_ranges WHERE instance = OLD.name;
+     END;",
 ];
 
 /// Database errors.
@@ -178,6 +197,17 @@ impl Db {
                 .map_err(e)?;
             tx.commit().map_err(e)?;
             tracing::info!(version = i + 1, "applied database migration");
+        }
+        // Claims of creates that never finished (silod stopped mid-create): nothing is being
+        // created while the database opens.
+        let dropped = conn
+            .execute(
+                "DELETE FROM idmap_ranges WHERE instance NOT IN (SELECT name FROM instances)",
+                [],
+            )
+            .map_err(e)?;
+        if dropped > 0 {
+            tracing::info!(dropped, "released the id ranges of unfinished creates");
         }
         Ok(Db {
             conn: Arc::new(Mutex::new(conn)),

@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 use rusqlite::{params, OptionalExtension};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
+use silo_proto::privileged::{IdRange, IdRanges};
 use silo_proto::store::VolumeKind;
 use silo_proto::{ImageFingerprint, InstanceName, PoolName, VolumeName};
 
@@ -685,30 +686,106 @@ pub fn prepare(
     Ok((req, image))
 }
 
-/// Allocates an id range for a new instance: each instance gets its own 65536 ids, not
-/// overlapping any other instance's (LXD's security.idmap.isolated).
-pub(crate) fn allocate_idmap(
-    db: &Db,
-    range: &silo_proto::privileged::IdRange,
-) -> Result<u64, ApiError> {
-    let used: HashSet<u64> = list_records(db)?
-        .iter()
-        .filter_map(|i| {
-            i.config
-                .get("volatile.idmap.base")
-                .and_then(|b| b.parse().ok())
-        })
-        .collect();
-    let slots = range.count / 65536;
-    (0..slots)
-        .map(|k| range.start + k * 65536)
-        .find(|b| !used.contains(b))
-        .ok_or_else(|| {
-            ApiError::Conflict(format!(
-                "no free id range left in {}:{}",
-                range.start, range.count
-            ))
-        })
+/// Ids per instance.
+const IDS_PER_INSTANCE: u64 = 65536;
+
+/// The lowest base whose 65536 ids lie in one of `usable` and overlap no id range in `used`.
+fn first_free_base(usable: &[IdRange], used: &[u64]) -> Option<u64> {
+    let mut used = used.to_vec();
+    used.sort_unstable();
+    usable.iter().find_map(|r| {
+        let mut cand = r.start;
+        for &u in &used {
+            if u.saturating_add(IDS_PER_INSTANCE) <= cand {
+                continue;
+            }
+            if u >= cand.saturating_add(IDS_PER_INSTANCE) {
+                break;
+            }
+            cand = u.saturating_add(IDS_PER_INSTANCE);
+        }
+        (cand.checked_add(IDS_PER_INSTANCE)? <= r.end()).then_some(cand)
+    })
+}
+
+/// An instance's id range, claimed in the database under its name. Dropped before the
+/// instance's row is written (the create failed), it releases the range; once the row exists
+/// the claim stays with it, and goes when the instance is deleted.
+#[derive(Debug)]
+pub(crate) struct IdmapClaim {
+    db: Db,
+    name: String,
+    /// The first host id.
+    pub base: u64,
+}
+
+impl Drop for IdmapClaim {
+    fn drop(&mut self) {
+        let r = self.db.with(|c| {
+            c.execute(
+                "DELETE FROM idmap_ranges WHERE instance = ?1 AND base = ?2
+                 AND NOT EXISTS (SELECT 1 FROM instances WHERE name = ?1)",
+                params![self.name, self.base as i64],
+            )
+        });
+        if let Err(e) = r {
+            tracing::warn!(instance = %self.name, error = %e, "releasing an id range failed");
+        }
+    }
+}
+
+/// Claims an id range for new instance `name`: each instance gets its own 65536 ids,
+/// overlapping no other instance's (LXD's security.idmap.isolated) and inside what silo-priv
+/// says is usable. Picking the base and recording it are one transaction under the database's
+/// one lock, so concurrent creates, copies and imports get distinct ranges.
+pub(crate) fn claim_idmap(db: &Db, name: &str, ranges: &IdRanges) -> Result<IdmapClaim, ApiError> {
+    let base = db.with(|c| {
+        let tx = c.transaction()?;
+        // A claim this name left behind without an instance (a failed create whose release
+        // failed) is stale.
+        tx.execute(
+            "DELETE FROM idmap_ranges WHERE instance = ?1
+             AND NOT EXISTS (SELECT 1 FROM instances WHERE name = ?1)",
+            params![name],
+        )?;
+        // Instances' own records count too: ones written before the claims table, even two
+        // sharing a base, keep their ids.
+        let used: Vec<u64> = {
+            let mut st = tx.prepare(
+                "SELECT base FROM idmap_ranges
+                 UNION SELECT CAST(json_extract(config, '$.\"volatile.idmap.base\"') AS INTEGER)
+                 FROM instances WHERE json_extract(config, '$.\"volatile.idmap.base\"') IS NOT NULL",
+            )?;
+            let rows = st.query_map([], |r| r.get::<_, i64>(0))?;
+            rows.filter_map(|b| b.ok().and_then(|b| u64::try_from(b).ok()))
+                .collect()
+        };
+        let Some(base) = first_free_base(&ranges.usable, &used) else {
+            return Ok(None);
+        };
+        tx.execute(
+            "INSERT INTO idmap_ranges (base, instance) VALUES (?1, ?2)",
+            params![base as i64, name],
+        )?;
+        tx.commit()?;
+        Ok(Some(base))
+    })?;
+    let base = base.ok_or_else(|| {
+        let have: Vec<String> = ranges
+            .usable
+            .iter()
+            .map(|r| format!("{}:{}", r.start, r.count))
+            .collect();
+        ApiError::Conflict(format!(
+            "no free id range of 65536 ids left in {}; delete an instance or give root a larger subordinate range in /etc/subuid and /etc/subgid",
+            have.join(", ")
+        ))
+    })?;
+    Ok(IdmapClaim {
+        db: db.clone(),
+        name: name.to_string(),
+        base,
+    })
 }
 
 pub(crate) fn idmap_json(base: u64) -> String {
@@ -747,7 +824,8 @@ async fn create_inner(
         .id_range(ctx())
         .await
         .map_err(rpc_err("silo-priv"))??;
-    let base = allocate_idmap(&c.db, &range)?;
+    let claim = claim_idmap(&c.db, &req.name, &range)?;
+    let base = claim.base;
     let mut config = req.config.clone();
     let mut architecture = std::env::consts::ARCH.to_string();
     match &image {
@@ -1094,4 +1172,150 @@ pub async fn rename(c: &Ctx, name: &str, to: &str) -> Result<(), ApiError> {
         json!({"old_name": name}),
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn r(start: u64, count: u64) -> IdRange {
+        IdRange { start, count }
+    }
+
+    #[test]
+    fn first_free_base_skips_used_and_unaligned_ranges() {
+        let u = [r(1_000_000, 4 * 65536)];
+        assert_eq!(first_free_base(&u, &[]), Some(1_000_000));
+        assert_eq!(first_free_base(&u, &[1_000_000]), Some(1_065_536));
+        // An older base off the grid still blocks what it overlaps.
+        assert_eq!(
+            first_free_base(&u, &[1_000_000, 1_065_536 + 10]),
+            Some(1_065_536 + 10 + 65536)
+        );
+        assert_eq!(
+            first_free_base(&u, &[1_000_000, 1_065_536, 1_131_072, 1_196_608]),
+            None
+        );
+        // The next usable range when the first is full; too-small ranges are skipped.
+        let u = [r(1_000_000, 65536), r(2_000_000, 100), r(3_000_000, 65536)];
+        assert_eq!(first_free_base(&u, &[1_000_000]), Some(3_000_000));
+        assert_eq!(first_free_base(&u, &[1_000_000, 3_000_000]), None);
+    }
+
+    fn ranges() -> IdRanges {
+        IdRanges {
+            root: vec![r(1_000_000, 3 * 65536)],
+            usable: vec![r(1_000_000, 3 * 65536)],
+        }
+    }
+
+    fn instance(name: &str, base: u64) -> Instance {
+        let mut config = BTreeMap::new();
+        config.insert("volatile.idmap.base".to_string(), base.to_string());
+        Instance {
+            name: name.into(),
+            kind: "container".into(),
+            architecture: "x86_64".into(),
+            ephemeral: false,
+            stateful: false,
+            description: String::new(),
+            created_at: String::new(),
+            last_used_at: String::new(),
+            config,
+            devices: BTreeMap::new(),
+            profiles: vec![],
+            pool: "p".into(),
+        }
+    }
+
+    #[test]
+    fn claims_are_distinct_released_and_follow_the_instance() {
+        let t = tempfile::tempdir().expect("tmp");
+        let db = Db::open(&t.path().join("silo.db")).expect("open");
+        db.with(|c| {
+            c.execute(
+                "INSERT INTO storage_pools (name, driver) VALUES ('p', 'dir')",
+                [],
+            )
+        })
+        .expect("pool");
+        let a = claim_idmap(&db, "a", &ranges()).expect("a");
+        let b = claim_idmap(&db, "b", &ranges()).expect("b");
+        assert_eq!((a.base, b.base), (1_000_000, 1_065_536));
+        // b's create fails: its range is free again.
+        drop(b);
+        let c = claim_idmap(&db, "c", &ranges()).expect("c");
+        assert_eq!(c.base, 1_065_536);
+        // a's create succeeds: its claim outlives the guard, follows a rename, and goes with
+        // the instance.
+        write(&db, &instance("a", a.base), true).expect("write");
+        drop(a);
+        let d = claim_idmap(&db, "d", &ranges()).expect("d");
+        assert_eq!(d.base, 1_131_072);
+        let full = claim_idmap(&db, "e", &ranges()).unwrap_err();
+        assert!(full.to_string().contains("no free id range"), "{full}");
+        db.with(|x| x.execute("UPDATE instances SET name = 'a2' WHERE name = 'a'", []))
+            .expect("rename");
+        let owner: String = db
+            .with(|x| {
+                x.query_row(
+                    "SELECT instance FROM idmap_ranges WHERE base = 1000000",
+                    [],
+                    |r| r.get(0),
+                )
+            })
+            .expect("owner");
+        assert_eq!(owner, "a2");
+        db.with(|x| x.execute("DELETE FROM instances WHERE name = 'a2'", []))
+            .expect("delete");
+        assert_eq!(claim_idmap(&db, "e", &ranges()).expect("e").base, 1_000_000);
+    }
+
+    #[test]
+    fn records_from_before_the_claims_table_keep_their_ids() {
+        let t = tempfile::tempdir().expect("tmp");
+        let p = t.path().join("silo.db");
+        let db = Db::open(&p).expect("open");
+        db.with(|c| {
+            c.execute(
+                "INSERT INTO storage_pools (name, driver) VALUES ('p', 'dir')",
+                [],
+            )
+        })
+        .expect("pool");
+        write(&db, &instance("old1", 1_000_000), true).expect("old1");
+        write(&db, &instance("old2", 1_000_000), true).expect("old2");
+        write(&db, &instance("old3", 1_131_072), true).expect("old3");
+        // Back to schema 5, as an older silod left it (the bug: two instances on one base).
+        db.with(|c| {
+            c.execute_batch(
+                "DROP TRIGGER idmap_ranges_follow_rename; DROP TRIGGER idmap_ranges_follow_delete;
+                 DROP TABLE idmap_ranges; PRAGMA user_version = 5;",
+            )
+        })
+        .expect("downgrade");
+        drop(db);
+        let db = Db::open(&p).expect("migrate");
+        let claimed: Vec<(i64, String)> = db
+            .with(|c| {
+                let mut st = c.prepare("SELECT base, instance FROM idmap_ranges ORDER BY base")?;
+                let rows = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+                rows.collect()
+            })
+            .expect("claims");
+        assert_eq!(claimed.len(), 2, "{claimed:?}");
+        assert_eq!(claimed[0].0, 1_000_000);
+        assert_eq!(claimed[1], (1_131_072, "old3".to_string()));
+        let n = claim_idmap(&db, "new", &ranges()).expect("new");
+        assert_eq!(n.base, 1_065_536);
+        assert!(claim_idmap(&db, "new2", &ranges()).is_err());
+        // A claim left by a create that never finished is dropped when the database opens.
+        std::mem::forget(n);
+        drop(db);
+        let db = Db::open(&p).expect("reopen");
+        let left: i64 = db
+            .with(|c| c.query_row("SELECT COUNT(*) FROM idmap_ranges", [], |r| r.get(0)))
+            .expect("count");
+        assert_eq!(left, 2);
+    }
 }

@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 
 use silo_proto::error::{HelperError, HelperResult};
-use silo_proto::privileged::{CgroupLayout, IdRange, InstanceStats, Limits};
+use silo_proto::privileged::{CgroupLayout, InstanceStats, Limits};
 use silo_proto::InstanceName;
 
 /// One mounted hierarchy.
@@ -489,48 +489,6 @@ fn remove_cgroup_tree(dir: &Path) -> HelperResult<()> {
     std::fs::remove_dir(dir).map_err(|e| io("rmdir", dir, e))
 }
 
-/// Parses root's entry of an /etc/subuid-style file.
-pub fn parse_subid(text: &str) -> Option<IdRange> {
-    text.lines().find_map(|l| {
-        let mut f = l.trim().split(':');
-        match (f.next(), f.next(), f.next()) {
-            (Some("root") | Some("0"), Some(s), Some(c)) => Some(IdRange {
-                start: s.parse().ok()?,
-                count: c.parse().ok()?,
-            }),
-            _ => None,
-        }
-    })
-}
-
-/// Root's id range from /etc/subuid and /etc/subgid (read before the jail).
-pub fn host_id_range() -> Result<IdRange, HelperError> {
-    let u = std::fs::read_to_string("/etc/subuid")
-        .ok()
-        .and_then(|t| parse_subid(&t));
-    let g = std::fs::read_to_string("/etc/subgid")
-        .ok()
-        .and_then(|t| parse_subid(&t));
-    let r = match (u, g) {
-        (None, None) => IdRange { start: 1_000_000, count: 1_000_000_000 },
-        (Some(u), Some(g)) if u.start == g.start => IdRange { start: u.start, count: u.count.min(g.count) },
-        (Some(u), Some(g)) => {
-            return Err(HelperError::Unsupported(format!(
-                "root's /etc/subuid range starts at {} but /etc/subgid at {}; silo needs them to start at the same id",
-                u.start, g.start
-            )))
-        }
-        _ => return Err(HelperError::Unsupported("root has an entry in only one of /etc/subuid and /etc/subgid".into())),
-    };
-    if r.count < 65536 {
-        return Err(HelperError::Unsupported(format!(
-            "root's subordinate id range has {} ids; one container needs 65536",
-            r.count
-        )));
-    }
-    Ok(r)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -546,13 +504,6 @@ mod tests {
         assert!(h[0].v2);
         assert_eq!(h[1].controllers, vec!["memory"]);
         assert_eq!(h[2].controllers, vec!["xattr", "name=systemd"]);
-        assert_eq!(
-            parse_subid("silo:1:2\nroot:100000:65536\n"),
-            Some(IdRange {
-                start: 100000,
-                count: 65536
-            })
-        );
         let unified = "30 25 0:26 / /sys/fs/cgroup rw - cgroup2 cgroup2 rw\n";
         let u = parse_mountinfo(unified);
         assert_eq!(u.len(), 1);

@@ -8,6 +8,7 @@ mod confinement;
 mod launcher;
 mod runtime;
 mod server;
+mod subid;
 mod sys;
 
 use silo_proto::jail::boot;
@@ -21,7 +22,7 @@ fn main() {
             Ok((
                 cgroups::Cgroups::detect(&b.state_dir)?
                     .with_process_ceiling(b.policy.max_processes),
-                cgroups::host_id_range(),
+                subid::SubIds::read(),
                 runtime::Runtime::open(&b.state_dir, b.policy.clone(), b.fds.clone())?,
             ))
         },

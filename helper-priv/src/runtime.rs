@@ -3,7 +3,9 @@
 //! `<state>/runtime/<instance>/` (root's, 0700).
 //!
 //! Everything silod asks is checked here against silo-priv's own table and policy: an id range
-//! must lie inside root's subordinate range and overlap no running instance's, a privileged
+//! must lie inside root's subordinate range, clear of every other owner's subordinate ids, and
+//! overlap no instance's running or being started (reserved under the same lock as the check,
+//! before the start awaits anything), a privileged
 //! instance needs the policy's `allow_privileged`, the rootfs is found beneath silo-priv's own
 //! fd of the storage-pools directory (root-owned all the way), never at a path silod names.
 
@@ -15,16 +17,14 @@ use std::time::Duration;
 use silo_proto::error::{HelperError, HelperResult};
 use silo_proto::jail::beneath::Root;
 use silo_proto::jail::policy::Policy;
-use silo_proto::privileged::{ExecSpec, IdRange, InitExit, InstanceStats, RunningInfo, StartSpec};
+use silo_proto::privileged::{ExecSpec, InitExit, InstanceStats, RunningInfo, StartSpec};
 use silo_proto::InstanceName;
 use tokio::io::unix::AsyncFd;
 
 use crate::cgroups::Cgroups;
 use crate::launcher::{self, wire, ExecStatus, Launcher, Reply};
+use crate::subid::{SubIds, IDS_PER_INSTANCE};
 use crate::sys;
-
-/// Ids per instance.
-pub const IDS_PER_INSTANCE: u64 = 65536;
 
 /// A pidfd, registered with the reactor on first use (adoption happens before the runtime).
 #[derive(Debug)]
@@ -113,6 +113,9 @@ pub struct Runtime {
     rundirs: Root,
     policy: Policy,
     running: Mutex<HashMap<InstanceName, Running>>,
+    /// Starts under way and the id base each holds. Taken with `running` held (lock order:
+    /// `running`, then `starting`) so the checks and the claim are one step.
+    starting: Mutex<HashMap<InstanceName, Option<u64>>>,
     stopped: Mutex<HashMap<InstanceName, InitExit>>,
     execs: Mutex<HashMap<u64, ExecEntry>>,
     next_exec: std::sync::atomic::AtomicU64,
@@ -198,6 +201,7 @@ impl Runtime {
             rundirs,
             policy,
             running: Mutex::new(HashMap::new()),
+            starting: Mutex::new(HashMap::new()),
             stopped: Mutex::new(HashMap::new()),
             execs: Mutex::new(HashMap::new()),
             next_exec: std::sync::atomic::AtomicU64::new(1),
@@ -248,67 +252,106 @@ impl Runtime {
         }
     }
 
-    fn check_idmap(&self, spec: &StartSpec, range: &IdRange) -> HelperResult<()> {
-        match spec.idmap_base {
+    /// Checks a start's name and id range against the policy, the subordinate ranges and every
+    /// instance running or being started, and claims both in the same step: a concurrent start
+    /// sees the claim. `dead` is this instance's old entry, whose init was seen to have ended.
+    fn reserve(
+        &self,
+        spec: &StartSpec,
+        ids: &SubIds,
+        dead: Option<&Arc<Pidfd>>,
+    ) -> HelperResult<Reservation<'_>> {
+        let name = &spec.instance;
+        let span = match spec.idmap_base {
             None => {
                 if !self.policy.allow_privileged {
                     return Err(self.policy.deny(format!(
                         "instance {:?} asks to be privileged (security.privileged); set allow_privileged = true to allow privileged containers",
-                        spec.instance.as_str()
+                        name.as_str()
                     )));
                 }
+                None
             }
             Some(b) => {
-                let end = b
-                    .checked_add(IDS_PER_INSTANCE)
-                    .ok_or_else(|| HelperError::invalid("idmap", format!("base {b} overflows")))?;
-                if b < range.start || end > range.start + range.count {
-                    return Err(HelperError::invalid(
-                        "idmap",
-                        format!(
-                            "ids {b}-{} are outside root's subordinate range {}-{}",
-                            end - 1,
-                            range.start,
-                            range.start + range.count - 1
-                        ),
-                    ));
-                }
-                let running = self.running.lock().map_err(|_| poisoned())?;
-                for r in running.values() {
-                    if let Some(o) = r.info.idmap_base {
-                        if b < o + IDS_PER_INSTANCE && o < end {
-                            return Err(HelperError::invalid(
-                                "idmap",
-                                format!(
-                                    "ids {b}-{} overlap those of running instance {:?}",
-                                    end - 1,
-                                    r.info.instance.as_str()
-                                ),
-                            ));
-                        }
-                    }
-                }
+                ids.check(b).map_err(|why| {
+                    HelperError::invalid("idmap", format!("instance {:?}: {why}", name.as_str()))
+                })?;
+                Some((b, b + IDS_PER_INSTANCE))
+            }
+        };
+        let running = self.running.lock().map_err(|_| poisoned())?;
+        let mut starting = self.starting.lock().map_err(|_| poisoned())?;
+        if starting.contains_key(name) {
+            return Err(HelperError::OutOfOrder(format!(
+                "instance {:?} is already being started",
+                name.as_str()
+            )));
+        }
+        if let Some(r) = running.get(name) {
+            if !dead.is_some_and(|d| Arc::ptr_eq(d, &r.init)) {
+                return Err(HelperError::OutOfOrder(format!(
+                    "instance {:?} is already running",
+                    name.as_str()
+                )));
             }
         }
-        Ok(())
+        if let Some((b, end)) = span {
+            let overlaps = |o: u64| b < o.saturating_add(IDS_PER_INSTANCE) && o < end;
+            let clash = running
+                .values()
+                .filter(|r| &r.info.instance != name)
+                .find_map(|r| {
+                    r.info
+                        .idmap_base
+                        .filter(|o| overlaps(*o))
+                        .map(|_| format!("running instance {:?}", r.info.instance.as_str()))
+                })
+                .or_else(|| {
+                    starting.iter().find_map(|(n, o)| {
+                        o.filter(|o| overlaps(*o))
+                            .map(|_| format!("instance {:?}, being started", n.as_str()))
+                    })
+                });
+            if let Some(other) = clash {
+                return Err(HelperError::invalid(
+                    "idmap",
+                    format!("ids {b}-{} overlap those of {other}", end - 1),
+                ));
+            }
+        }
+        starting.insert(name.clone(), spec.idmap_base);
+        Ok(Reservation {
+            rt: self,
+            name: name.clone(),
+        })
     }
 
     /// Starts an instance.
     pub async fn start(
         &self,
         cg: &Cgroups,
-        range: &IdRange,
+        ids: &SubIds,
         spec: StartSpec,
     ) -> HelperResult<RunningInfo> {
         let name = spec.instance.clone();
         spec.limits.validate()?;
-        if self.entry_alive(&name).await {
-            return Err(HelperError::OutOfOrder(format!(
-                "instance {:?} is already running",
-                name.as_str()
-            )));
-        }
-        self.check_idmap(&spec, range)?;
+        let old = self
+            .running
+            .lock()
+            .ok()
+            .and_then(|r| r.get(&name).map(|e| e.init.clone()));
+        let dead = match old {
+            Some(p) if !p.exited().await => {
+                return Err(HelperError::OutOfOrder(format!(
+                    "instance {:?} is already running",
+                    name.as_str()
+                )))
+            }
+            old => old,
+        };
+        // Held until this start is in the running table or has failed: nothing below runs
+        // before the claim, so two starts can never both pass the checks.
+        let _claim = self.reserve(&spec, ids, dead.as_ref())?;
         let rootfs = self
             .pools
             .open_dir(&[spec.pool.as_str(), "containers", name.as_str(), "rootfs"])
@@ -420,18 +463,6 @@ impl Runtime {
             Reply::ExecForked | Reply::NetState(_) => Err(HelperError::Unsupported(
                 "launcher answered out of turn".into(),
             )),
-        }
-    }
-
-    async fn entry_alive(&self, name: &InstanceName) -> bool {
-        let init = self
-            .running
-            .lock()
-            .ok()
-            .and_then(|r| r.get(name).map(|e| e.init.clone()));
-        match init {
-            Some(p) => !p.exited().await,
-            None => false,
         }
     }
 
@@ -917,6 +948,21 @@ async fn recv_status(a: &AsyncFd<OwnedFd>) -> HelperResult<Option<(ExecStatus, V
 fn pipe() -> HelperResult<(OwnedFd, OwnedFd)> {
     nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
         .map_err(|e| HelperError::errno("pipe", "exec", e))
+}
+
+/// A start's claim on its name and ids; dropping it (the start ended, either way) releases
+/// them.
+struct Reservation<'a> {
+    rt: &'a Runtime,
+    name: InstanceName,
+}
+
+impl Drop for Reservation<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut s) = self.rt.starting.lock() {
+            s.remove(&self.name);
+        }
+    }
 }
 
 fn poisoned() -> HelperError {

@@ -7,7 +7,7 @@ use std::time::Duration;
 use silo_proto::error::{HelperError, HelperResult};
 use silo_proto::fdpass::FdTicket;
 use silo_proto::privileged::{
-    CgroupInfo, CgroupLayout, ExecSpec, ExecStarted, IdRange, InitExit, InstanceStats, Limits,
+    CgroupInfo, CgroupLayout, ExecSpec, ExecStarted, IdRanges, InitExit, InstanceStats, Limits,
     Priv, RunningInfo, StartSpec,
 };
 use silo_proto::{HelperHello, InstanceName};
@@ -15,11 +15,12 @@ use tarpc::context::Context;
 
 use crate::cgroups::Cgroups;
 use crate::runtime::Runtime;
+use crate::subid::SubIds;
 
 #[derive(Debug)]
 struct Inner {
     cg: Cgroups,
-    ids: Result<IdRange, HelperError>,
+    ids: Result<SubIds, HelperError>,
     landlock: String,
     rt: Runtime,
 }
@@ -35,7 +36,7 @@ impl PrivServer {
     /// Builds the service.
     pub fn new(
         cg: Cgroups,
-        ids: Result<IdRange, HelperError>,
+        ids: Result<SubIds, HelperError>,
         rt: Runtime,
         landlock: String,
     ) -> PrivServer {
@@ -76,8 +77,12 @@ impl Priv for PrivServer {
         Ok(self.0.cg.list())
     }
 
-    async fn id_range(self, _: Context) -> HelperResult<IdRange> {
-        self.0.ids.clone()
+    async fn id_range(self, _: Context) -> HelperResult<IdRanges> {
+        self.0
+            .ids
+            .as_ref()
+            .map(|s| s.ranges.clone())
+            .map_err(Clone::clone)
     }
 
     async fn delete_cgroup(self, _: Context, instance: InstanceName) -> HelperResult<()> {
@@ -93,8 +98,8 @@ impl Priv for PrivServer {
     }
 
     async fn start(self, _: Context, spec: StartSpec) -> HelperResult<RunningInfo> {
-        let ids = self.0.ids.clone()?;
-        self.0.rt.start(&self.0.cg, &ids, spec).await
+        let ids = self.0.ids.as_ref().map_err(Clone::clone)?;
+        self.0.rt.start(&self.0.cg, ids, spec).await
     }
 
     async fn stop(self, _: Context, instance: InstanceName, force: bool) -> HelperResult<()> {

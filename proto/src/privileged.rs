@@ -33,14 +33,31 @@ pub struct CgroupInfo {
     pub paths: Vec<String>,
 }
 
-/// The host id range instances' user namespaces are carved from (root's /etc/subuid and
-/// /etc/subgid entries, or LXD's default 1000000:1000000000 when there are none).
+/// A range of host ids.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct IdRange {
     /// First host id.
     pub start: u64,
     /// How many.
     pub count: u64,
+}
+
+impl IdRange {
+    /// One past the last id.
+    pub fn end(&self) -> u64 {
+        self.start.saturating_add(self.count)
+    }
+}
+
+/// The host ids instances' user namespaces are carved from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IdRanges {
+    /// Root's ranges, those in both /etc/subuid and /etc/subgid (LXD's default
+    /// 1000000:1000000000 when root has no entry), ascending.
+    pub root: Vec<IdRange>,
+    /// The parts of `root` no other owner holds in /etc/subuid or /etc/subgid, ascending and
+    /// each at least one instance's 65536 ids: the only ids silo-priv maps.
+    pub usable: Vec<IdRange>,
 }
 
 /// The namespace helper's RPC surface.
@@ -56,12 +73,12 @@ pub trait Priv {
     async fn list_cgroups() -> HelperResult<Vec<InstanceName>>;
     /// Removes an instance's cgroup; refuses while any process is in it.
     async fn delete_cgroup(instance: InstanceName) -> HelperResult<()>;
-    /// The id range instances are allocated from.
-    async fn id_range() -> HelperResult<IdRange>;
+    /// The id ranges instances are allocated from.
+    async fn id_range() -> HelperResult<IdRanges>;
     /// Starts an instance: cgroup, namespaces, idmapped root, init. Answers once init runs,
-    /// or with the reason it could not. Refused if it runs already, if its id range overlaps a
-    /// running instance's or lies outside [`Priv::id_range`], or if it is privileged and the
-    /// policy does not allow that.
+    /// or with the reason it could not. Refused if it runs or is being started already, if
+    /// its id range overlaps that of an instance running or being started, or lies outside
+    /// [`IdRanges::usable`], or if it is privileged and the policy does not allow that.
     async fn start(spec: StartSpec) -> HelperResult<RunningInfo>;
     /// Asks init to shut down (SIGRTMIN+3 for systemd, SIGPWR otherwise), or kills it.
     async fn stop(instance: InstanceName, force: bool) -> HelperResult<()>;

@@ -121,7 +121,52 @@ impl Helper {
         own_netns: bool,
         extra: &[&str],
     ) -> Helper {
+        Helper::spawn_inner(name, state_dir, policy, own_netns, extra, None)
+    }
+
+    /// Starts `name` in a mount namespace of its own where the files `subuid` and `subgid`
+    /// are bind-mounted over /etc/subuid and /etc/subgid: how a host with those entries looks
+    /// to the helper, with the host's own files untouched.
+    pub fn spawn_with_subids(
+        name: &str,
+        state_dir: &Path,
+        policy: &Path,
+        subuid: &Path,
+        subgid: &Path,
+    ) -> Helper {
+        Helper::spawn_inner(
+            name,
+            state_dir,
+            policy,
+            false,
+            &[],
+            Some((subuid.to_path_buf(), subgid.to_path_buf())),
+        )
+    }
+
+    fn spawn_inner(
+        name: &str,
+        state_dir: &Path,
+        policy: &Path,
+        own_netns: bool,
+        extra: &[&str],
+        subids: Option<(PathBuf, PathBuf)>,
+    ) -> Helper {
+        use std::ffi::CString;
+        use std::os::unix::ffi::OsStrExt;
         crate::require_root();
+        let cstr = |p: &Path| CString::new(p.as_os_str().as_bytes()).expect("path");
+        // Made before the fork: the child only makes system calls.
+        let binds: Vec<(CString, CString)> = subids
+            .iter()
+            .flat_map(|(u, g)| {
+                [
+                    (cstr(u), cstr(Path::new("/etc/subuid"))),
+                    (cstr(g), cstr(Path::new("/etc/subgid"))),
+                ]
+            })
+            .collect();
+        let root = cstr(Path::new("/"));
         std::fs::create_dir_all(state_dir).expect("state dir");
         let log = PathBuf::from(format!("{}.{name}.log", state_dir.display()));
         let logf = std::fs::File::create(&log).expect("log");
@@ -138,11 +183,38 @@ impl Helper {
         cmd.stdin(Stdio::null())
             .stdout(logf.try_clone().expect("log"))
             .stderr(logf);
-        // SAFETY: runs in the forked child before exec; only dup2/unshare on open fds.
+        // SAFETY: runs in the forked child before exec; only dup2/unshare/mount system calls
+        // on open fds and on C strings made before the fork.
         unsafe {
             cmd.pre_exec(move || {
                 if own_netns && libc::unshare(libc::CLONE_NEWNET) != 0 {
                     return Err(std::io::Error::last_os_error());
+                }
+                if !binds.is_empty() {
+                    // Its own mount namespace, private so the binds never reach the host's.
+                    if libc::unshare(libc::CLONE_NEWNS) != 0
+                        || libc::mount(
+                            std::ptr::null(),
+                            root.as_ptr(),
+                            std::ptr::null(),
+                            libc::MS_REC | libc::MS_PRIVATE,
+                            std::ptr::null(),
+                        ) != 0
+                    {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    for (from, to) in &binds {
+                        if libc::mount(
+                            from.as_ptr(),
+                            to.as_ptr(),
+                            std::ptr::null(),
+                            libc::MS_BIND,
+                            std::ptr::null(),
+                        ) != 0
+                        {
+                            return Err(std::io::Error::last_os_error());
+                        }
+                    }
                 }
                 silo_proto::fdpass::place_in_child(r, f)
             });

@@ -553,7 +553,9 @@ fn priv_refuses_hostile_starts_and_execs() {
     let mut h = Helper::spawn("silo-priv", &d.state, &d.policy, false, &[]);
     let rt = rt();
     let c = rt.block_on(async { PrivClient::new(Config::default(), h.transport()).spawn() });
-    let range = rt.block_on(c.id_range(ctx())).expect("rpc").expect("range");
+    let ranges = rt.block_on(c.id_range(ctx())).expect("rpc").expect("range");
+    let range = ranges.usable[0];
+    let root_end = ranges.root.last().expect("root range").end();
     let pool = PoolName::new("p").expect("pool");
     let spec = |name: &str, base: Option<u64>| StartSpec {
         instance: InstanceName::new(name).expect("name"),
@@ -565,7 +567,7 @@ fn priv_refuses_hostile_starts_and_execs() {
     plant_rootfs(&d.state, "c1");
     rt.block_on(async {
         // Host root's ids (base 0), or any base outside root's subordinate range: refused.
-        for base in [0, range.start - 65536, range.start + range.count] {
+        for base in [0, ranges.root[0].start - 65536, root_end] {
             let r = c.start(ctx(), spec("c1", Some(base))).await.expect("rpc");
             assert!(
                 matches!(r, Err(HelperError::Invalid { .. })),
