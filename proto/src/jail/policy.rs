@@ -38,6 +38,11 @@ pub struct Policy {
     pub max_image_size: u64,
     /// Most members one image may have.
     pub max_image_entries: u64,
+    /// Bytes a dir pool leaves free on its host filesystem: image unpacking, copies, backup
+    /// imports and file uploads into a dir pool fail rather than cross it; loop files must
+    /// fit in the free space above it.
+    #[serde(default = "default_dir_pool_reserve")]
+    pub dir_pool_reserve: u64,
     /// Where this came from (not read from the file).
     #[serde(skip)]
     pub source: String,
@@ -54,9 +59,15 @@ impl Default for Policy {
             allow_privileged_ports: false,
             max_image_size: 64 << 30,
             max_image_entries: 5_000_000,
+            dir_pool_reserve: default_dir_pool_reserve(),
             source: "built-in default".to_string(),
         }
     }
+}
+
+/// 1 GiB: room for the host's logs and package updates.
+fn default_dir_pool_reserve() -> u64 {
+    1 << 30
 }
 
 impl Policy {
