@@ -356,6 +356,8 @@ pub fn drain(file: OwnedFd, budget: u64) -> HelperResult<OwnedFd> {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let mut sock = sock;
         let mut f = std::fs::File::from(file);
+        // Where a refused transfer is cut back to (an append keeps what was there).
+        let start = f.metadata().map(|m| m.len()).unwrap_or(0);
         let mut buf = vec![0u8; 128 << 10];
         let mut total = 0u64;
         let outcome: Result<(), String> = loop {
@@ -379,12 +381,13 @@ pub fn drain(file: OwnedFd, budget: u64) -> HelperResult<OwnedFd> {
         let answer = match &outcome {
             Ok(()) => PUT_OK.to_vec(),
             Err(e) => {
+                let _ = f.set_len(start);
                 tracing::warn!(error = %e, "file transfer into an instance");
                 format!("error: {e}").into_bytes()
             }
         };
+        // Closing (not shutdown(2), which the filter does not allow) ends the answer.
         let _ = tokio::time::timeout(STALL, sock.write_all(&answer)).await;
-        let _ = sock.shutdown().await;
     });
     Ok(theirs)
 }

@@ -171,7 +171,10 @@ impl StoreServer {
 
     /// Limits for unpacking into a pool: the policy's, and no more bytes than the budget.
     /// Answers whether the budget is what binds (to name the reserve in a refusal).
-    fn unpack_limits(&self, dir: &Root) -> HelperResult<(silo_proto::image::extract::Limits, bool)> {
+    fn unpack_limits(
+        &self,
+        dir: &Root,
+    ) -> HelperResult<(silo_proto::image::extract::Limits, bool)> {
         let budget = self.write_budget(dir)?;
         let by_reserve = budget < self.0.policy.max_image_size;
         Ok((

@@ -115,7 +115,8 @@ pub fn to_tar(
             InnerNode::Socket => {}
         }
     }
-    b.finish().map_err(|e| ImageError::Truncated(format!("tar end: {e}")))?;
+    b.finish()
+        .map_err(|e| ImageError::Truncated(format!("tar end: {e}")))?;
     Ok(())
 }
 

@@ -196,21 +196,29 @@ pub async fn post(
             .map_err(|e| ApiError::Internal(format!("file socket: {e}")))?;
         let mut sock = tokio::net::UnixStream::from_std(std_sock)
             .map_err(|e| ApiError::Internal(format!("file socket: {e}")))?;
+        let mut sent: Result<(), std::io::Error> = Ok(());
         while let Some(c) = stream.next().await {
             let c = c.map_err(|e| ApiError::BadRequest(format!("reading the upload: {e}")))?;
-            sock.write_all(&c)
-                .await
-                .map_err(|e| ApiError::Internal(format!("writing the file: {e}")))?;
+            // silo-store stops reading when it refuses the file: its answer says why.
+            if let Err(e) = sock.write_all(&c).await {
+                sent = Err(e);
+                break;
+            }
         }
-        sock.shutdown()
-            .await
-            .map_err(|e| ApiError::Internal(format!("writing the file: {e}")))?;
+        if sent.is_ok() {
+            sent = sock.shutdown().await;
+        }
         let mut answer = Vec::new();
         (&mut sock)
             .take(4096)
             .read_to_end(&mut answer)
             .await
             .map_err(|e| ApiError::Internal(format!("silo-store's answer: {e}")))?;
+        if answer.is_empty() {
+            if let Err(e) = sent {
+                return Err(ApiError::Internal(format!("writing the file: {e}")));
+            }
+        }
         if answer != b"ok" {
             let why = String::from_utf8_lossy(&answer);
             let why = why.strip_prefix("error: ").unwrap_or(&why);
