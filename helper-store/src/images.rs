@@ -133,6 +133,9 @@ pub async fn unpack(
     })
 }
 
+/// Memory a squashfs-reading child may have (its copy of silo-store's included).
+const SQUASHFS_MEMORY: u64 = 1 << 30;
+
 /// In the unpacking child: a thread re-encodes the squashfs as a tar stream on a pipe, and the
 /// tarball extractor unpacks that under rootfs/ with every check a rootfs tarball gets.
 fn unpack_squashfs(
@@ -144,6 +147,18 @@ fn unpack_squashfs(
         member: "rootfs".into(),
         op: "pipe".into(),
         message: e.to_string(),
+    })?;
+    // backhand holds the image's tables in memory: a hostile image claiming huge ones makes
+    // this child fail an allocation (and die alone), never the host run out of memory.
+    nix::sys::resource::setrlimit(
+        nix::sys::resource::Resource::RLIMIT_DATA,
+        SQUASHFS_MEMORY,
+        SQUASHFS_MEMORY,
+    )
+    .map_err(|e| ImageError::Io {
+        member: "rootfs".into(),
+        op: "setrlimit".into(),
+        message: e.desc().into(),
     })?;
     let (max_bytes, max_entries) = (limits.max_bytes, limits.max_entries);
     // The child is single-threaded and forks nothing more, so a thread is sound here.

@@ -552,7 +552,7 @@ impl StoreServer {
             errno: None,
         })?;
         tracing::info!(pool = %pool, instance = %instance, snapshots = snapshots.len(), "packed optimized backup");
-        self.send_fd(&out.into())
+        self.send_readonly(&out)
     }
 
     /// An unlinked file in silo-store's own directory: root's, gone with its last fd.
@@ -576,6 +576,21 @@ impl StoreServer {
                 },
                 e => e,
             })
+    }
+
+    /// Sends silod a finished tarball read-only: a fresh open of the unlinked, root-only
+    /// file (offset 0), so silod can read it but neither write into silo-store's directory
+    /// nor run it (mode 0600, no execute bit, not silod's to chmod).
+    fn send_readonly(&self, f: &std::fs::File) -> HelperResult<silo_proto::fdpass::FdTicket> {
+        let p = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(f));
+        // The magic link of silo-store's own fd: it names that file and nothing else.
+        let ro = nix::fcntl::open(
+            p.as_str(),
+            OFlag::O_RDONLY | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| HelperError::errno("reopen read-only", "packed file", e))?;
+        self.send_fd(&ro)
     }
 
     fn send_fd(&self, fd: &std::os::fd::OwnedFd) -> HelperResult<silo_proto::fdpass::FdTicket> {
@@ -1043,7 +1058,7 @@ impl Store for StoreServer {
         })?;
         let size = out.metadata().map(|m| m.len()).unwrap_or(0);
         tracing::info!(pool = %pool, volume = %volume, size, ms = t0.elapsed().as_millis() as u64, "packed image");
-        self.send_fd(&out.into())
+        self.send_readonly(&out)
     }
 
     async fn pack_backup(
@@ -1128,7 +1143,7 @@ impl Store for StoreServer {
         })?;
         let size = out.metadata().map(|m| m.len()).unwrap_or(0);
         tracing::info!(pool = %pool, instance = %instance, snapshots = snapshots.len(), size, ms = t0.elapsed().as_millis() as u64, "packed backup");
-        self.send_fd(&out.into())
+        self.send_readonly(&out)
     }
 
     async fn unpack_backup(

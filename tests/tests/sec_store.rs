@@ -310,6 +310,38 @@ fn a_hostile_daemon_gets_no_fd_of_a_volume_file() {
         b"new contents"
     );
 
+    // A packed image goes out as a read-only open of a root-only file: not writable, not
+    // runnable.
+    let ticket =
+        r.rt.block_on(r.client.pack_volume(
+            ctx(),
+            pool(),
+            VolumeKind::Container,
+            vol.clone(),
+            silo_proto::store::PackCompression::None,
+            silo_proto::store::PackMeta {
+                architecture: "x86_64".into(),
+                creation_date: 1,
+                properties: Default::default(),
+            },
+        ))
+        .expect("rpc")
+        .unwrap_or_else(|e| panic!("pack: {e}\n{}", r.helper.log_text()));
+    let fd = r
+        .fds
+        .take(ticket, Duration::from_secs(10))
+        .expect("fds")
+        .pop()
+        .expect("fd");
+    let fl = nix::fcntl::fcntl(&fd, nix::fcntl::FcntlArg::F_GETFL).expect("getfl");
+    assert_eq!(fl & libc::O_ACCMODE, libc::O_RDONLY, "read-only");
+    let st = nix::sys::stat::fstat(&fd).expect("fstat");
+    assert_eq!((st.st_mode & 0o7777, st.st_uid, st.st_nlink), (0o600, 0, 0));
+    match euid_running_as_nobody(fd.as_raw_fd()) {
+        Ok(euid) => assert_ne!(euid, "0"),
+        Err(e) => assert_eq!(e.raw_os_error(), Some(libc::EACCES), "{e}"),
+    }
+
     // Deleting the pool takes its bind away: nothing stays mounted.
     r.rt.block_on(
         r.client
@@ -431,6 +463,43 @@ fn squashfs_rootfs_is_read_in_user_space() {
     );
     assert_eq!(squashfs_mounts(), mounts_before, "nothing mounted");
     assert!(silo_tests::loops_under(&r.state).is_empty());
+}
+
+/// A split image whose rootfs is a squashfs imports and launches through the API, and no
+/// squashfs is ever mounted on the way.
+#[test]
+fn squashfs_image_imports_and_launches() {
+    let d = TestDaemon::start("sec-squash-launch");
+    let mounts_before = squashfs_mounts();
+    let split = silo_tests::busybox_image(true);
+    let t = tempfile::tempdir().expect("tmp");
+    let tree = t.path().join("tree");
+    std::fs::create_dir(&tree).expect("mkdir");
+    let st = Command::new("tar")
+        .arg("-C")
+        .arg(&tree)
+        .arg("-xzf")
+        .arg(&split[1])
+        .status()
+        .expect("tar");
+    assert!(st.success());
+    let sq = t.path().join("rootfs.squashfs");
+    mksquashfs(&tree, &sq, &[]);
+    let o = d.lxc(&[
+        "image",
+        "import",
+        &split[0].to_string_lossy(),
+        &sq.to_string_lossy(),
+        "--alias",
+        "sq",
+    ]);
+    assert!(o.status.success(), "{}", silo_tests::show(&o));
+    d.launch("sq", "c1");
+    assert_eq!(d.status("c1"), "Running");
+    let (code, out, err) = d.exec("c1", &["busybox", "true"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(squashfs_mounts(), mounts_before, "nothing mounted");
+    assert!(silo_tests::loops_under(&d.dir).is_empty());
 }
 
 /// Hostile squashfs rootfs are refused (or contained) with a clear error and nothing left.
