@@ -360,9 +360,10 @@ pub async fn ensure_image_volume(
     Ok(())
 }
 
-/// Mounts loop-backed pools again (after a reboot), at silod's start.
+/// Mounts pools again (after a reboot), at silod's start: loop-backed ones, and every dir
+/// pool's nosuid bind (silo-store also makes that itself before any work on a pool).
 pub async fn mount_all(db: &Db, helpers: &Helpers) -> Result<(), ApiError> {
-    for p in list(db)?.into_iter().filter(|p| p.driver == "btrfs") {
+    for p in list(db)? {
         let pn = PoolName::new(p.name.clone()).map_err(|e| ApiError::Internal(e.to_string()))?;
         helpers
             .store

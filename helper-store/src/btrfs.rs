@@ -1,4 +1,4 @@
-//! btrfs pools (and squashfs image rootfs): loop devices, the new mount API onto a directory
+//! btrfs pools and the nosuid binds of dir pools: loop devices, the new mount API onto a directory
 //! fd, subvolume and snapshot ioctls. Nothing here takes a path from silod: every target is a directory fd resolved
 //! beneath silo-store's own roots.
 
@@ -198,10 +198,8 @@ fn fsmount(fstype: &str, device: &str, flags: &[&str], attrs: u32) -> HelperResu
     Ok(unsafe { OwnedFd::from_raw_fd(mnt as i32) })
 }
 
-const MOUNT_ATTR_RDONLY: u32 = 0x1;
 const MOUNT_ATTR_NOSUID: u32 = 0x2;
 const MOUNT_ATTR_NODEV: u32 = 0x4;
-const MOUNT_ATTR_NOEXEC: u32 = 0x8;
 
 /// Mounts the btrfs on `device` onto the directory `target` (by fd: no path is resolved),
 /// nosuid and nodev: set-user-id programs in volumes never run from the host's view.
@@ -260,6 +258,42 @@ pub fn bind_dir(source: BorrowedFd<'_>, target: BorrowedFd<'_>) -> HelperResult<
     move_onto(tree, target, "pool source")
 }
 
+/// Whether the directory is the root of a mount (a mount point), by statx: no path walked.
+pub fn is_mount_root(dir: BorrowedFd<'_>) -> bool {
+    let empty = c"";
+    // SAFETY: statx writes one struct statx we own; the path is an empty NUL-terminated string.
+    let mut stx: libc::statx = unsafe { std::mem::zeroed() };
+    // SAFETY: as above; the fd is borrowed for the call.
+    let r = unsafe {
+        libc::statx(
+            dir.as_raw_fd(),
+            empty.as_ptr(),
+            libc::AT_EMPTY_PATH | libc::AT_SYMLINK_NOFOLLOW,
+            libc::STATX_BASIC_STATS,
+            &mut stx,
+        )
+    };
+    r == 0
+        && stx.stx_attributes_mask & libc::STATX_ATTR_MOUNT_ROOT as u64 != 0
+        && stx.stx_attributes & libc::STATX_ATTR_MOUNT_ROOT as u64 != 0
+}
+
+/// Whether the mount the directory sits on is nosuid and nodev: set-user-id files and device
+/// nodes beneath it are inert from the host's view (the instance's own idmapped clone of its
+/// rootfs is a separate mount that silo-priv makes).
+pub fn is_nosuid_nodev(dir: BorrowedFd<'_>) -> bool {
+    use nix::sys::statvfs::FsFlags;
+    nix::sys::statvfs::fstatvfs(dir)
+        .map(|s| s.flags().contains(FsFlags::ST_NOSUID | FsFlags::ST_NODEV))
+        .unwrap_or(false)
+}
+
+/// Bind-mounts a directory onto itself, nosuid and nodev (a dir pool's guard). The caller
+/// must reopen the directory: an fd opened before still sees the mount beneath.
+pub fn bind_self_nosuid(dir: BorrowedFd<'_>) -> HelperResult<()> {
+    bind_dir(dir, dir)
+}
+
 fn move_onto(mnt: OwnedFd, target: BorrowedFd<'_>, what: &str) -> HelperResult<()> {
     let empty = cstr("")?;
     const MOVE_MOUNT_F_EMPTY_PATH: u32 = 0x4;
@@ -279,17 +313,6 @@ fn move_onto(mnt: OwnedFd, target: BorrowedFd<'_>, what: &str) -> HelperResult<(
         return Err(last("move_mount", what));
     }
     Ok(())
-}
-
-/// Mounts the squashfs on `device` read-only, nosuid, nodev, noexec as a detached mount and
-/// returns its fd: a directory fd for reading the tree, attached nowhere, gone when closed.
-pub fn mount_squashfs_detached(device: &str) -> HelperResult<OwnedFd> {
-    fsmount(
-        "squashfs",
-        device,
-        &["ro"],
-        MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC,
-    )
 }
 
 /// Lazily unmounts whatever is mounted at the directory behind `dir` (via its magic link, so

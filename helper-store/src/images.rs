@@ -61,15 +61,9 @@ fn open_input(images: &Root, name: &str) -> HelperResult<Option<OwnedFd>> {
     Ok(Some(fd))
 }
 
-/// Whether the file starts with squashfs's magic.
-fn is_squashfs(fd: &OwnedFd) -> bool {
-    let mut magic = [0u8; 4];
-    matches!(nix::sys::uio::pread(fd, &mut magic, 0), Ok(4)) && &magic == b"hsqs"
-}
-
 /// Unpacks image `fp` from silod's upload directory into `target` (a fresh directory).
-/// A split image's rootfs may be a tarball or a squashfs; a squashfs is mounted read-only as a
-/// detached mount (attached nowhere) and copied, within the same limits.
+/// A split image's rootfs may be a tarball or a squashfs; a squashfs is read in user space by
+/// the same landlocked child (`crate::squash`), never mounted, within the same limits.
 pub async fn unpack(
     images: &Root,
     target: &Root,
@@ -80,22 +74,10 @@ pub async fn unpack(
         what: format!("image file for {fp}"),
     })?;
     let rootfs = open_input(images, &format!("{fp}.rootfs"))?;
-    // The squashfs is parsed by the kernel, from a read-only loop device.
-    let mut squash: Option<(OwnedFd, OwnedFd)> = None;
-    if let Some(rf) = rootfs.as_ref().filter(|rf| is_squashfs(rf)) {
-        let (dev, path) = crate::btrfs::attach_loop(
-            rf.as_fd(),
-            &format!("silo-image:{}", &fp.as_str()[..12]),
-            true,
-        )?;
-        let mnt = crate::btrfs::mount_squashfs_detached(&path)?;
-        squash = Some((mnt, dev));
-    }
-    let read: Vec<BorrowedFd<'_>> = squash.iter().map(|(m, _)| m.as_fd()).collect();
     let result = child::run(
         "unpack image",
         &[target.fd()],
-        &read,
+        &[],
         || -> Result<UnpackReport, ImageError> {
             let root = target.fd();
             let meta_layout = if rootfs.is_some() {
@@ -117,69 +99,23 @@ pub async fn unpack(
                 max_bytes: limits.max_bytes.saturating_sub(r1.bytes),
                 max_entries: limits.max_entries.saturating_sub(r1.entries),
             };
-            match (&squash, rootfs) {
-                (Some((mnt, _)), _) => {
-                    let io = |op: &str, e: nix::errno::Errno| ImageError::Io {
-                        member: "rootfs".into(),
-                        op: op.into(),
-                        message: e.desc().into(),
-                    };
-                    nix::sys::stat::mkdirat(
-                        root,
-                        "rootfs",
-                        nix::sys::stat::Mode::from_bits_truncate(0o755),
-                    )
-                    .map_err(|e| io("mkdirat", e))?;
-                    let dst = nix::fcntl::openat2(
-                        root,
-                        "rootfs",
-                        OpenHow::new()
-                            .flags(
-                                OFlag::O_DIRECTORY
-                                    | OFlag::O_RDONLY
-                                    | OFlag::O_CLOEXEC
-                                    | OFlag::O_NOFOLLOW,
-                            )
-                            .resolve(
-                                ResolveFlag::RESOLVE_BENEATH | ResolveFlag::RESOLVE_NO_SYMLINKS,
-                            ),
-                    )
-                    .map_err(|e| io("openat2", e))?;
-                    let bytes = crate::copy::copy_tree(mnt.as_fd(), dst.as_fd(), rest.max_bytes)
-                        .map_err(|m| {
-                            if m.contains("exceeds the limit") {
-                                ImageError::Limit {
-                                    what: "bytes of file data".into(),
-                                    limit: rest.max_bytes,
-                                }
-                            } else {
-                                ImageError::Io {
-                                    member: "rootfs".into(),
-                                    op: "copy from squashfs".into(),
-                                    message: m,
-                                }
-                            }
-                        })?;
-                    total.bytes += bytes;
-                }
-                (None, Some(rf)) => {
-                    let s = open_tar_stream(
-                        std::fs::File::from(rf),
-                        rest.max_bytes.saturating_mul(2).max(1 << 20),
-                    )?;
-                    let r2 = extract(s, root, Layout::Rootfs, &rest)?;
-                    total.entries += r2.entries;
-                    total.bytes += r2.bytes;
-                    total.skipped_devices += r2.skipped_devices;
-                }
-                (None, None) => {}
-            }
+            let Some(rf) = rootfs else {
+                return Ok(total);
+            };
+            let rf = std::fs::File::from(rf);
+            let r2 = if crate::squash::is_squashfs(&rf) {
+                unpack_squashfs(rf, root, &rest)?
+            } else {
+                let s = open_tar_stream(rf, rest.max_bytes.saturating_mul(2).max(1 << 20))?;
+                extract(s, root, Layout::Rootfs, &rest)?
+            };
+            total.entries += r2.entries;
+            total.bytes += r2.bytes;
+            total.skipped_devices += r2.skipped_devices;
             Ok(total)
         },
     )
     .await;
-    // The detached mount goes away with its fd; the loop device then detaches itself.
-    drop(squash);
     let result = result?;
     result.map_err(|e| match e {
         // The target failed (a full pool): say so, not that the image is bad.
@@ -197,10 +133,57 @@ pub async fn unpack(
     })
 }
 
+/// Memory a squashfs-reading child may have (its copy of silo-store's included).
+const SQUASHFS_MEMORY: u64 = 1 << 30;
+
+/// In the unpacking child: a thread re-encodes the squashfs as a tar stream on a pipe, and the
+/// tarball extractor unpacks that under rootfs/ with every check a rootfs tarball gets.
+fn unpack_squashfs(
+    rf: std::fs::File,
+    root: BorrowedFd<'_>,
+    limits: &Limits,
+) -> Result<silo_proto::image::extract::Report, ImageError> {
+    let (rx, tx) = std::io::pipe().map_err(|e| ImageError::Io {
+        member: "rootfs".into(),
+        op: "pipe".into(),
+        message: e.to_string(),
+    })?;
+    // backhand holds the image's tables in memory: a hostile image claiming huge ones makes
+    // this child fail an allocation (and die alone), never the host run out of memory.
+    nix::sys::resource::setrlimit(
+        nix::sys::resource::Resource::RLIMIT_DATA,
+        SQUASHFS_MEMORY,
+        SQUASHFS_MEMORY,
+    )
+    .map_err(|e| ImageError::Io {
+        member: "rootfs".into(),
+        op: "setrlimit".into(),
+        message: e.desc().into(),
+    })?;
+    let (max_bytes, max_entries) = (limits.max_bytes, limits.max_entries);
+    // The child is single-threaded and forks nothing more, so a thread is sound here.
+    let writer = std::thread::spawn(move || crate::squash::to_tar(rf, tx, max_bytes, max_entries));
+    let extracted = extract(Box::new(rx), root, Layout::Rootfs, limits);
+    // The reader is gone with `extract`'s return: a writer still at work gets EPIPE.
+    let written = writer.join().unwrap_or_else(|_| {
+        Err(ImageError::Format(
+            "rootfs squashfs: the reader panicked".into(),
+        ))
+    });
+    match (extracted, written) {
+        (Ok(r), Ok(())) => Ok(r),
+        // The squashfs itself is bad (or over a limit): that is the reason, whatever the
+        // extractor made of the stream cut short.
+        (_, Err(w)) if !matches!(w, ImageError::Truncated(_)) => Err(w),
+        (Err(e), _) => Err(e),
+        (Ok(_), Err(w)) => Err(w),
+    }
+}
+
 /// Copies `src` into the fresh directory `dst`.
-pub async fn copy(src: &Root, dst: &Root) -> HelperResult<u64> {
+pub async fn copy(src: &Root, dst: &Root, max_bytes: u64) -> HelperResult<u64> {
     let r = child::run("copy volume", &[dst.fd()], &[src.fd()], || {
-        crate::copy::copy_tree(src.fd(), dst.fd(), u64::MAX)
+        crate::copy::copy_tree(src.fd(), dst.fd(), max_bytes)
     })
     .await?;
     r.map_err(|e| HelperError::Io {

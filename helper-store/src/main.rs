@@ -12,6 +12,7 @@ mod images;
 mod mkfs;
 mod pools;
 mod receive;
+mod squash;
 mod templates;
 
 use silo_proto::jail::boot;

@@ -60,7 +60,52 @@ impl StoreServer {
         self
     }
 
+    /// Opens a pool's directory for work on its volumes: the directory is first made sure to
+    /// sit on a nosuid, nodev mount (a dir pool gets its own bind mount onto itself), so that
+    /// no set-user-id file a container or an image made is ever set-user-id from the host.
+    /// Done here rather than only at creation and start, so a daemon that never asks for the
+    /// mount cannot leave a pool without it.
     fn pool(&self, pool: &PoolName) -> HelperResult<Root> {
+        let dir = self.pool_raw(pool)?;
+        if crate::btrfs::is_nosuid_nodev(dir.fd()) {
+            return Ok(dir);
+        }
+        crate::btrfs::bind_self_nosuid(dir.fd())?;
+        drop(dir);
+        let dir = self.pool_raw(pool)?;
+        if !crate::btrfs::is_nosuid_nodev(dir.fd()) {
+            return Err(HelperError::Io {
+                op: "bind-mounting the pool nosuid,nodev".into(),
+                target: dir.display().to_string(),
+                message: "the pool directory is still not on a nosuid, nodev mount".into(),
+                errno: None,
+            });
+        }
+        tracing::info!(pool = %pool, "mounted the pool directory onto itself nosuid,nodev");
+        Ok(dir)
+    }
+
+    /// Takes every mount off a pool's directory (its nosuid bind, a btrfs), topmost first.
+    fn unmount_all(&self, pool: &PoolName) -> HelperResult<()> {
+        for _ in 0..8 {
+            let dir = match self.pool_raw(pool) {
+                Ok(d) => d,
+                Err(HelperError::NotFound { .. }) => return Ok(()),
+                Err(e) => return Err(e),
+            };
+            if !crate::btrfs::is_mount_root(dir.fd()) {
+                return Ok(());
+            }
+            crate::btrfs::unmount(dir.fd())?;
+        }
+        Err(HelperError::InUse {
+            what: format!("storage pool {:?}", pool.as_str()),
+            by: "more mounts than silo makes on its directory".into(),
+        })
+    }
+
+    /// Opens a pool's directory as it is (no mount made).
+    fn pool_raw(&self, pool: &PoolName) -> HelperResult<Root> {
         self.0
             .pools
             .open_dir(&[pool.as_str()])
@@ -99,6 +144,61 @@ impl StoreServer {
         })
     }
 
+    /// Bytes of data a write into the pool may still add: on a dir pool, the host
+    /// filesystem's free space above the policy's `dir_pool_reserve` (refused outright when
+    /// nothing is left); on a btrfs pool, its own filesystem bounds it (unlimited here).
+    fn write_budget(&self, dir: &Root) -> HelperResult<u64> {
+        if self.pool_is_btrfs(dir) {
+            return Ok(u64::MAX);
+        }
+        let reserve = self.0.policy.dir_pool_reserve;
+        let st = nix::sys::statvfs::fstatvfs(dir.fd())
+            .map_err(|e| HelperError::errno("fstatvfs", dir.display(), e))?;
+        let avail = st.blocks_available().saturating_mul(st.fragment_size());
+        if avail <= reserve {
+            return Err(self.reserve_denied(avail));
+        }
+        Ok(avail - reserve)
+    }
+
+    fn reserve_denied(&self, avail: u64) -> HelperError {
+        self.0.policy.deny(format!(
+            "the write would leave less than dir_pool_reserve ({} bytes) free on the pool's \
+             host filesystem ({avail} bytes available now)",
+            self.0.policy.dir_pool_reserve
+        ))
+    }
+
+    /// Limits for unpacking into a pool: the policy's, and no more bytes than the budget.
+    /// Answers whether the budget is what binds (to name the reserve in a refusal).
+    fn unpack_limits(
+        &self,
+        dir: &Root,
+    ) -> HelperResult<(silo_proto::image::extract::Limits, bool)> {
+        let budget = self.write_budget(dir)?;
+        let by_reserve = budget < self.0.policy.max_image_size;
+        Ok((
+            silo_proto::image::extract::Limits {
+                max_bytes: budget.min(self.0.policy.max_image_size),
+                max_entries: self.0.policy.max_image_entries,
+            },
+            by_reserve,
+        ))
+    }
+
+    /// A byte-limit refusal becomes a reserve refusal when the reserve set the limit.
+    fn name_reserve(&self, dir: &Root, by_reserve: bool, e: HelperError) -> HelperError {
+        let over = e.to_string().contains("bytes of file data")
+            || e.to_string().contains("exceeds the limit");
+        if by_reserve && over {
+            let avail = nix::sys::statvfs::fstatvfs(dir.fd())
+                .map(|st| st.blocks_available().saturating_mul(st.fragment_size()))
+                .unwrap_or(0);
+            return self.reserve_denied(avail);
+        }
+        e
+    }
+
     fn check_loop_size(&self, size: u64) -> HelperResult<()> {
         let max = self.0.policy.max_loop_file_size;
         if size < MIN_LOOP_FILE {
@@ -114,11 +214,18 @@ impl StoreServer {
         }
         let st = nix::sys::statvfs::fstatvfs(self.0.disks.fd())
             .map_err(|e| HelperError::errno("fstatvfs", self.0.disks.display(), e))?;
-        let fs_total = st.blocks().saturating_mul(st.fragment_size());
-        if size > fs_total {
+        // Against the free space (above the reserve), not the filesystem's size: the sparse
+        // file fills as the pool does, and must not be able to fill the host.
+        let avail = st.blocks_available().saturating_mul(st.fragment_size());
+        let room = avail.saturating_sub(self.0.policy.dir_pool_reserve);
+        if size > room {
             return Err(HelperError::invalid(
                 "size",
-                format!("{size} bytes is larger than the filesystem holding the state dir ({fs_total} bytes)"),
+                format!(
+                    "{size} bytes is more than the free space of the filesystem holding the \
+                     state dir ({avail} bytes available, less dir_pool_reserve of {} bytes)",
+                    self.0.policy.dir_pool_reserve
+                ),
             ));
         }
         Ok(())
@@ -301,11 +408,7 @@ impl StoreServer {
 
     /// Takes a half-made pool away again: unmount, loop file, directory.
     fn undo_pool(&self, pool: &PoolName) {
-        if let Ok(mounted) = self.pool(pool) {
-            if self.pool_is_btrfs(&mounted) {
-                let _ = crate::btrfs::unmount(mounted.fd());
-            }
-        }
+        let _ = self.unmount_all(pool);
         let _ = self.0.disks.remove_tree(&format!("{}.img", pool.as_str()));
         let _ = self.0.pools.remove_tree(pool.as_str());
     }
@@ -449,7 +552,7 @@ impl StoreServer {
             errno: None,
         })?;
         tracing::info!(pool = %pool, instance = %instance, snapshots = snapshots.len(), "packed optimized backup");
-        self.send_fd(&out.into())
+        self.send_readonly(&out)
     }
 
     /// An unlinked file in silo-store's own directory: root's, gone with its last fd.
@@ -473,6 +576,21 @@ impl StoreServer {
                 },
                 e => e,
             })
+    }
+
+    /// Sends silod a finished tarball read-only: a fresh open of the unlinked, root-only
+    /// file (offset 0), so silod can read it but neither write into silo-store's directory
+    /// nor run it (mode 0600, no execute bit, not silod's to chmod).
+    fn send_readonly(&self, f: &std::fs::File) -> HelperResult<silo_proto::fdpass::FdTicket> {
+        let p = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(f));
+        // The magic link of silo-store's own fd: it names that file and nothing else.
+        let ro = nix::fcntl::open(
+            p.as_str(),
+            OFlag::O_RDONLY | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| HelperError::errno("reopen read-only", "packed file", e))?;
+        self.send_fd(&ro)
     }
 
     fn send_fd(&self, fd: &std::os::fd::OwnedFd) -> HelperResult<silo_proto::fdpass::FdTicket> {
@@ -520,7 +638,9 @@ impl Store for StoreServer {
         let root = self.rootfs(&pool, &instance)?;
         let (mut meta, fd) = crate::files::get(&root, &path)?;
         if let Some(fd) = fd {
-            meta.fd = Some(self.send_fd(&fd)?);
+            // Never the file's own fd: its contents, through a pipe.
+            let pipe = crate::files::feed(fd)?;
+            meta.fd = Some(self.send_fd(&pipe)?);
         }
         Ok(meta)
     }
@@ -533,9 +653,11 @@ impl Store for StoreServer {
         path: String,
         put: silo_proto::store::FilePut,
     ) -> HelperResult<Option<silo_proto::fdpass::FdTicket>> {
+        let budget = self.write_budget(&self.pool(&pool)?)?;
         let root = self.rootfs(&pool, &instance)?;
         match crate::files::put(&root, &path, &put)? {
-            Some(fd) => Ok(Some(self.send_fd(&fd)?)),
+            // Never the file's own fd: a socket whose data silo-store writes into it.
+            Some(fd) => Ok(Some(self.send_fd(&crate::files::drain(fd, budget)?)?)),
             None => Ok(None),
         }
     }
@@ -638,7 +760,7 @@ impl Store for StoreServer {
     }
 
     async fn delete_pool(self, _: Context, pool: PoolName) -> HelperResult<()> {
-        let dir = self.pool(&pool)?;
+        let dir = self.pool_raw(&pool)?;
         let mut used = Vec::new();
         for kind in VolumeKind::ALL {
             if let Ok(k) = dir.open_dir(&[kind.dir_name()]) {
@@ -653,13 +775,17 @@ impl Store for StoreServer {
                 by: format!("volumes {}", used.join(", ")),
             });
         }
-        if self.pool_is_btrfs(&dir) {
+        let btrfs = self.pool_is_btrfs(&dir);
+        if btrfs {
             // On a host path, take silo's own (empty) directories away first.
             for kind in VolumeKind::ALL {
                 let _ = dir.remove_tree(kind.dir_name());
             }
-            crate::btrfs::unmount(dir.fd())?;
-            drop(dir);
+        }
+        drop(dir);
+        // The btrfs mount, and the nosuid bind of a dir pool (or beneath a btrfs).
+        self.unmount_all(&pool)?;
+        if btrfs {
             let _ = self.0.disks.remove_tree(&format!("{}.img", pool.as_str()));
         }
         self.0.pools.remove_tree(pool.as_str())?;
@@ -759,6 +885,7 @@ impl Store for StoreServer {
         fingerprint: ImageFingerprint,
     ) -> HelperResult<UnpackReport> {
         let dir = self.pool(&pool)?;
+        let (limits, by_reserve) = self.unpack_limits(&dir)?;
         let (kdir, _) = dir.mkdir_all(&[VolumeKind::Image.dir_name()], 0o711)?;
         let vol = VolumeName::new(fingerprint.as_str())?;
         let target = self.new_volume(
@@ -767,13 +894,11 @@ impl Store for StoreServer {
             vol.as_str(),
             &Self::volume_what(&pool, VolumeKind::Image, &vol),
         )?;
-        let limits = silo_proto::image::extract::Limits {
-            max_bytes: self.0.policy.max_image_size,
-            max_entries: self.0.policy.max_image_entries,
-        };
         let t0 = std::time::Instant::now();
         let r = match self.0.state.open_untrusted_dir("images") {
-            Ok(images) => crate::images::unpack(&images, &target, &fingerprint, limits).await,
+            Ok(images) => crate::images::unpack(&images, &target, &fingerprint, limits)
+                .await
+                .map_err(|e| self.name_reserve(&dir, by_reserve, e)),
             Err(e) => Err(e),
         };
         match r {
@@ -820,13 +945,17 @@ impl Store for StoreServer {
             tracing::info!(pool = %pool, src = %src, dst = %dst, ms = t0.elapsed().as_millis() as u64, "snapshotted volume");
             return Ok(usage);
         }
+        let budget = self.write_budget(&dir)?;
         let target = self.new_volume(
             &dir,
             &kdir,
             dst.as_str(),
             &Self::volume_what(&pool, dst_kind, &dst),
         )?;
-        match crate::images::copy(&sdir, &target).await {
+        match crate::images::copy(&sdir, &target, budget)
+            .await
+            .map_err(|e| self.name_reserve(&dir, budget != u64::MAX, e))
+        {
             Ok(bytes) => {
                 tracing::info!(pool = %pool, src = %src, dst = %dst, bytes, ms = t0.elapsed().as_millis() as u64, "copied volume");
                 Ok(bytes)
@@ -929,7 +1058,7 @@ impl Store for StoreServer {
         })?;
         let size = out.metadata().map(|m| m.len()).unwrap_or(0);
         tracing::info!(pool = %pool, volume = %volume, size, ms = t0.elapsed().as_millis() as u64, "packed image");
-        self.send_fd(&out.into())
+        self.send_readonly(&out)
     }
 
     async fn pack_backup(
@@ -1014,7 +1143,7 @@ impl Store for StoreServer {
         })?;
         let size = out.metadata().map(|m| m.len()).unwrap_or(0);
         tracing::info!(pool = %pool, instance = %instance, snapshots = snapshots.len(), size, ms = t0.elapsed().as_millis() as u64, "packed backup");
-        self.send_fd(&out.into())
+        self.send_readonly(&out)
     }
 
     async fn unpack_backup(
@@ -1028,10 +1157,8 @@ impl Store for StoreServer {
     ) -> HelperResult<()> {
         let dir = self.pool(&pool)?;
         let uploads = self.0.state.open_untrusted_dir("images")?;
-        let limits = silo_proto::image::extract::Limits {
-            max_bytes: self.0.policy.max_image_size,
-            max_entries: self.0.policy.max_image_entries,
-        };
+        // Refused at once when the pool's filesystem is already at its reserve.
+        let (_, by_reserve) = self.unpack_limits(&dir)?;
         // An optimized backup holds one send stream per volume; a plain one a tree per volume.
         let part = |tree: Vec<String>, bin: String| if optimized { vec![bin] } else { tree };
         let mut parts = vec![(
@@ -1066,6 +1193,8 @@ impl Store for StoreServer {
         let r = async {
             let mut previous: Option<Root> = None;
             for (kind, vol, prefix) in parts {
+                // Free space shrinks as parts land: each part gets what is left above the reserve.
+                let limits = self.unpack_limits(&dir)?.0;
                 let (kdir, _) = dir.mkdir_all(&[kind.dir_name()], 0o711)?;
                 let target = self.new_volume(
                     &dir,
@@ -1118,7 +1247,8 @@ impl Store for StoreServer {
             }
             Ok::<(), HelperError>(())
         }
-        .await;
+        .await
+        .map_err(|e| self.name_reserve(&dir, by_reserve, e));
         if let Err(e) = r {
             for (kind, vol) in made {
                 if let Ok(k) = dir.open_dir(&[kind.dir_name()]) {
@@ -1138,7 +1268,8 @@ impl Store for StoreServer {
         pool: PoolName,
         driver: PoolDriver,
     ) -> HelperResult<PoolInfo> {
-        let dir = self.pool(&pool)?;
+        // As it is: a btrfs goes onto the bare directory, not onto a nosuid bind of it.
+        let dir = self.pool_raw(&pool)?;
         if !self.pool_is_btrfs(&dir) {
             match &driver {
                 PoolDriver::Btrfs { .. } => {

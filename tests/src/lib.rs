@@ -912,3 +912,46 @@ impl Drop for SpareDisk {
         let _ = std::fs::remove_file(&self.img);
     }
 }
+
+/// Whether a mountinfo line is silo-store's nosuid bind of a dir pool: a directory mounted
+/// onto itself (its root inside its filesystem is the tail of its mount point).
+fn is_self_bind(line: &str) -> bool {
+    let f: Vec<&str> = line.split(' ').collect();
+    match (f.get(3), f.get(4)) {
+        (Some(root), Some(mp)) => *root != "/" && mp.ends_with(root),
+        _ => false,
+    }
+}
+
+/// Mount points beneath `dir` other than the nosuid binds of dir pools onto themselves (which
+/// every dir pool has while it exists): what a test means by "no mount left behind".
+pub fn foreign_mounts_under(dir: &Path) -> Vec<String> {
+    let prefix = format!("{}/", dir.display());
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| !is_self_bind(l))
+        .filter_map(|l| l.split(' ').nth(4).map(str::to_string))
+        .filter(|m| m.starts_with(&prefix))
+        .collect()
+}
+
+/// The mount options (per-mount and superblock) of the mount that `path` is on: the
+/// longest mount point containing it, the topmost where several are stacked.
+pub fn mount_options_of(path: &Path) -> String {
+    let p = path.display().to_string();
+    let mut best: Option<(usize, String)> = None;
+    for l in std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+    {
+        let f: Vec<&str> = l.split(' ').collect();
+        let Some(mp) = f.get(4) else { continue };
+        let within = p == *mp || p.starts_with(&format!("{}/", mp.trim_end_matches('/')));
+        if within && best.as_ref().is_none_or(|(n, _)| mp.len() >= *n) {
+            let sup = l.split(" - ").nth(1).unwrap_or_default();
+            best = Some((mp.len(), format!("{} {}", f.get(5).unwrap_or(&""), sup)));
+        }
+    }
+    best.map(|(_, o)| o).unwrap_or_default()
+}

@@ -7,7 +7,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use serde_json::json;
-use silo_tests::{busybox_image, loops_under, mounts_under, SpareDisk, TestDaemon};
+use silo_tests::{busybox_image, foreign_mounts_under, loops_under, SpareDisk, TestDaemon};
 
 fn wait_op(d: &TestDaemon, code: u16, v: &serde_json::Value) -> serde_json::Value {
     assert_eq!(code, 202, "{v}");
@@ -35,7 +35,10 @@ fn btrfs_pool_lifecycle() {
     );
     assert_eq!(c, 200, "{v}");
     let pool = d.dir.join("storage-pools/bt");
-    assert_eq!(mounts_under(&d.dir), vec![pool.display().to_string()]);
+    assert_eq!(
+        foreign_mounts_under(&d.dir),
+        vec![pool.display().to_string()]
+    );
     assert_eq!(loops_under(&d.dir).len(), 1);
     let img = d.dir.join("disks/bt.img");
     let md = std::fs::metadata(&img).expect("loop file");
@@ -88,7 +91,7 @@ fn btrfs_pool_lifecycle() {
     }
     let (c, v) = d.api("DELETE", "/1.0/storage-pools/bt", None);
     assert_eq!(c, 200, "{v}");
-    assert!(mounts_under(&d.dir).is_empty());
+    assert!(foreign_mounts_under(&d.dir).is_empty());
     assert!(
         silo_tests::wait_until(Duration::from_secs(5), || loops_under(&d.dir).is_empty()),
         "loop device detached"
@@ -134,7 +137,7 @@ fn btrfs_bad_requests_make_nothing() {
             "{driver}: {v}"
         );
     }
-    assert!(mounts_under(&d.dir).is_empty());
+    assert!(foreign_mounts_under(&d.dir).is_empty());
     assert!(loops_under(&d.dir).is_empty());
     assert_eq!(
         std::fs::read_dir(d.dir.join("disks"))
@@ -214,7 +217,7 @@ fn full_pool_fails_cleanly() {
     // The pool can be deleted (nothing of the failed create holds it) and silo goes on.
     let (c, v) = d.api("DELETE", "/1.0/storage-pools/small", None);
     assert_eq!(c, 200, "{v}");
-    assert!(mounts_under(&d.dir).is_empty());
+    assert!(foreign_mounts_under(&d.dir).is_empty());
 }
 
 #[test]
@@ -244,7 +247,7 @@ fn pools_are_mounted_again_at_start() {
     }));
     assert!(!d.dir.join("storage-pools/bt/containers/c1").exists());
     d.spawn();
-    assert_eq!(mounts_under(&d.dir).len(), 1);
+    assert_eq!(foreign_mounts_under(&d.dir).len(), 1);
     assert!(
         d.dir
             .join("storage-pools/bt/containers/c1/rootfs/bin/busybox")
@@ -363,7 +366,7 @@ fn btrfs_pool_on_a_policy_allowed_host_path() {
     assert_eq!(wait_op(&d, c, &v)["status_code"], 200);
     let (c, v) = d.api("DELETE", "/1.0/storage-pools/hb", None);
     assert_eq!(c, 200, "{v}");
-    assert!(mounts_under(&d.dir).is_empty());
+    assert!(foreign_mounts_under(&d.dir).is_empty());
     let left: Vec<_> = std::fs::read_dir(&src)
         .expect("ls")
         .flatten()
@@ -506,5 +509,5 @@ fn btrfs_pool_on_a_policy_listed_block_device() {
     let (c, v) = d.api("DELETE", "/1.0/storage-pools/bd", None);
     assert_eq!(c, 200, "{v}");
     assert!(disk.mount_points().is_empty(), "unmounted");
-    assert!(mounts_under(&d.dir).is_empty());
+    assert!(foreign_mounts_under(&d.dir).is_empty());
 }

@@ -63,6 +63,8 @@ impl Drop for Dirs {
     fn drop(&mut self) {
         silo_tests::kill_instances(&self.state);
         silo_tests::cleanup_cgroups(&self.state);
+        // Dir pools' nosuid binds are the host's mounts: they outlive the helper.
+        silo_tests::cleanup_mounts(&self.state);
         let _ = std::fs::remove_dir_all(&self.state);
         let _ = std::fs::remove_file(&self.policy);
     }

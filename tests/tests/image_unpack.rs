@@ -96,6 +96,8 @@ impl Env {
 
 impl Drop for Env {
     fn drop(&mut self) {
+        // The pool's nosuid bind outlives the helper: it is the host's mount.
+        silo_tests::cleanup_mounts(&self.state);
         let _ = std::fs::remove_dir_all(&self.state);
         let _ = std::fs::remove_file(&self.policy);
     }

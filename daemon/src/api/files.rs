@@ -1,5 +1,6 @@
 //! `/1.0/instances/{name}/files?path=`: LXD's files API. silo-store resolves the path inside
-//! the instance's root volume and hands silod an fd; silod only moves the bytes.
+//! the instance's root volume and hands silod a pipe (reads) or a socket (writes), never an
+//! fd of the file itself; silod only moves the bytes.
 
 use std::sync::Arc;
 
@@ -11,7 +12,7 @@ use futures::StreamExt;
 use serde::Deserialize;
 use silo_proto::store::{FileKind, FilePut};
 use silo_proto::{PoolName, VolumeName};
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::response::{sync, ApiError, ApiResult};
 use crate::helpers::{ctx, rpc_err, HelperKind};
@@ -186,17 +187,47 @@ pub async fn post(
         .await
         .map_err(rpc_err("silo-store"))??;
     if let Some(t) = ticket {
+        // A socket, never the file: silo-store writes what arrives into it and answers "ok"
+        // (or why not) once this side shuts down.
         let fd = take_store_fd(&d, t).await?;
-        let mut f = tokio::fs::File::from_std(std::fs::File::from(fd));
+        let std_sock = std::os::unix::net::UnixStream::from(fd);
+        std_sock
+            .set_nonblocking(true)
+            .map_err(|e| ApiError::Internal(format!("file socket: {e}")))?;
+        let mut sock = tokio::net::UnixStream::from_std(std_sock)
+            .map_err(|e| ApiError::Internal(format!("file socket: {e}")))?;
+        let mut sent: Result<(), std::io::Error> = Ok(());
         while let Some(c) = stream.next().await {
             let c = c.map_err(|e| ApiError::BadRequest(format!("reading the upload: {e}")))?;
-            f.write_all(&c)
-                .await
-                .map_err(|e| ApiError::Internal(format!("writing the file: {e}")))?;
+            // silo-store stops reading when it refuses the file: its answer says why.
+            if let Err(e) = sock.write_all(&c).await {
+                sent = Err(e);
+                break;
+            }
         }
-        f.flush()
+        if sent.is_ok() {
+            sent = sock.shutdown().await;
+        }
+        let mut answer = Vec::new();
+        (&mut sock)
+            .take(4096)
+            .read_to_end(&mut answer)
             .await
-            .map_err(|e| ApiError::Internal(format!("writing the file: {e}")))?;
+            .map_err(|e| ApiError::Internal(format!("silo-store's answer: {e}")))?;
+        if answer.is_empty() {
+            if let Err(e) = sent {
+                return Err(ApiError::Internal(format!("writing the file: {e}")));
+            }
+        }
+        if answer != b"ok" {
+            let why = String::from_utf8_lossy(&answer);
+            let why = why.strip_prefix("error: ").unwrap_or(&why);
+            return Err(if why.contains("dir_pool_reserve") {
+                ApiError::Forbidden(why.to_string())
+            } else {
+                ApiError::Internal(format!("silo-store: {why}"))
+            });
+        }
     }
     Ok(sync(serde_json::Value::Null))
 }

@@ -41,6 +41,11 @@ pub struct Policy {
     /// Most processes (tasks) one instance may have: its `pids.max` when `limits.processes`
     /// is unset, and the most `limits.processes` may ask for. 0: no ceiling.
     pub max_processes: u64,
+    /// Bytes a dir pool leaves free on its host filesystem: image unpacking, copies, backup
+    /// imports and file uploads into a dir pool fail rather than cross it; loop files must
+    /// fit in the free space above it.
+    #[serde(default = "default_dir_pool_reserve")]
+    pub dir_pool_reserve: u64,
     /// Where this came from (not read from the file).
     #[serde(skip)]
     pub source: String,
@@ -58,9 +63,15 @@ impl Default for Policy {
             max_image_size: 64 << 30,
             max_image_entries: 5_000_000,
             max_processes: 20_000,
+            dir_pool_reserve: default_dir_pool_reserve(),
             source: "built-in default".to_string(),
         }
     }
+}
+
+/// 1 GiB: room for the host's logs and package updates.
+fn default_dir_pool_reserve() -> u64 {
+    1 << 30
 }
 
 impl Policy {
