@@ -116,9 +116,33 @@ struct Raw {
 
 impl Raw {
     fn new(name: &str, policy: Option<&str>) -> Raw {
+        Raw::new_with(name, |_| policy.map(str::to_string), None)
+    }
+
+    /// With the state dir on a tmpfs of `tmpfs` bytes when given (so free space is this
+    /// test's alone), and a policy written after the state dir exists.
+    fn new_with(
+        name: &str,
+        policy: impl FnOnce(&Path) -> Option<String>,
+        tmpfs: Option<u64>,
+    ) -> Raw {
         let state = silo_tests::unique_dir(name);
         let _ = std::fs::remove_dir_all(&state);
+        std::fs::create_dir_all(&state).expect("state dir");
+        if let Some(size) = tmpfs {
+            let opts = format!("size={size},mode=0755");
+            nix::mount::mount(
+                Some("tmpfs"),
+                &state,
+                Some("tmpfs"),
+                nix::mount::MsFlags::empty(),
+                Some(opts.as_str()),
+            )
+            .expect("tmpfs for the state dir");
+        }
         std::fs::create_dir_all(state.join("images")).expect("images");
+        let policy = policy(&state);
+        let policy = policy.as_deref();
         let silo = nix::unistd::User::from_name("silo")
             .ok()
             .flatten()
@@ -640,16 +664,22 @@ fn avail_of(p: &Path) -> (u64, u64) {
 /// cross it fail naming it, with nothing left; loop files are sized against free space.
 #[test]
 fn dir_pools_keep_the_reserve_free() {
-    let probe = silo_tests::unique_dir("sec-reserve-probe");
-    std::fs::create_dir_all(&probe).expect("probe");
-    let (avail, total) = avail_of(&probe);
-    let _ = std::fs::remove_dir(&probe);
-    // 64 MiB of room above the reserve (the machine is shared: room for drift either way).
-    let reserve = avail.saturating_sub(64 << 20);
-    let r = Raw::new(
+    // The state dir on a filesystem of its own, so that tests running beside this one cannot
+    // move its free space; 64 MiB of room above the reserve.
+    let mut sizes = (0, 0);
+    let r = Raw::new_with(
         "sec-reserve",
-        Some(&format!("dir_pool_reserve = {reserve}\n")),
+        |state| {
+            sizes = avail_of(state);
+            Some(format!(
+                "dir_pool_reserve = {}\n",
+                sizes.0.saturating_sub(64 << 20)
+            ))
+        },
+        Some(1 << 30),
     );
+    let (avail, total) = sizes;
+    let reserve = avail.saturating_sub(64 << 20);
     let t = tempfile::tempdir().expect("tmp");
     let img = zeros_image(t.path(), 256 << 20);
     let fp = r.upload(&img, b"");
@@ -733,8 +763,8 @@ fn dir_pools_keep_the_reserve_free() {
 
     // A loop file larger than the free space above the reserve, though smaller than the
     // filesystem: refused.
-    let size = 2u64 << 30;
-    assert!(size < total);
+    let size = 512u64 << 20;
+    assert!(size < total && size > avail - reserve);
     let e =
         r.rt.block_on(
             r.client
