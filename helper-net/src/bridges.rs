@@ -125,6 +125,19 @@ fn scope_name(s: AddressScope) -> &'static str {
     }
 }
 
+/// A route's destination as `ip route` shows it.
+fn route_dst(r: &RouteMessage) -> String {
+    let plen = r.header.destination_prefix_length;
+    r.attributes
+        .iter()
+        .find_map(|a| match a {
+            RouteAttribute::Destination(RouteAddress::Inet(d)) => Some(format!("{d}/{plen}")),
+            RouteAttribute::Destination(RouteAddress::Inet6(d)) => Some(format!("{d}/{plen}")),
+            _ => None,
+        })
+        .unwrap_or_else(|| "default".to_string())
+}
+
 /// The first of 100 random candidates `gen` accepts.
 fn first_free<T>(mut gen: impl FnMut() -> Option<T>) -> Option<T> {
     (0..100).find_map(|_| gen())
@@ -291,6 +304,27 @@ impl NetServer {
             .map_err(|e| nl("get routes", "host", e))?;
         for r in v4.iter().chain(v6.iter()) {
             let plen = r.header.destination_prefix_length;
+            let oif = r.attributes.iter().find_map(|a| match a {
+                RouteAttribute::Oif(i) => Some(*i),
+                _ => None,
+            });
+            // Every gateway the host routes through is used, the default route's first: a
+            // bridge holding it would answer for the host's router.
+            if !(except.is_some() && oif == except) {
+                for attr in &r.attributes {
+                    let gw = match attr {
+                        RouteAttribute::Gateway(RouteAddress::Inet(g)) => IpAddr::V4(*g),
+                        RouteAttribute::Gateway(RouteAddress::Inet6(g)) => IpAddr::V6(*g),
+                        _ => continue,
+                    };
+                    let full = if gw.is_ipv4() { 32 } else { 128 };
+                    out.push((
+                        gw,
+                        full,
+                        format!("the gateway {gw} of the host route {}", route_dst(r)),
+                    ));
+                }
+            }
             // The default route overlaps everything by definition; local and broadcast
             // entries restate addresses already counted.
             if plen == 0
@@ -304,10 +338,6 @@ impl NetServer {
             {
                 continue;
             }
-            let oif = r.attributes.iter().find_map(|a| match a {
-                RouteAttribute::Oif(i) => Some(*i),
-                _ => None,
-            });
             if except.is_some() && oif == except {
                 continue;
             }
@@ -324,6 +354,14 @@ impl NetServer {
                 }
                 out.push((dst, plen, format!("the host route {dst}/{plen}")));
             }
+        }
+        for ns in &self.0.resolvers {
+            let full = if ns.is_ipv4() { 32 } else { 128 };
+            out.push((
+                *ns,
+                full,
+                format!("the host's DNS resolver {ns} (/etc/resolv.conf)"),
+            ));
         }
         Ok(out)
     }
@@ -429,6 +467,11 @@ impl NetServer {
         }
         spec.check_dhcp_ranges()
             .map_err(|e| HelperError::invalid("dhcp ranges", e))?;
+        // A silo-owned name and private (or policy-listed) subnets, before anything is
+        // looked at or made: silod may be lying.
+        self.rules()
+            .check_bridge(name.as_str(), spec.ipv4.as_ref(), spec.ipv6.as_ref())
+            .map_err(|e| HelperError::invalid("network", e))?;
         if self.0.policy.host_interfaces.contains(&name) {
             return Err(HelperError::invalid(
                 "bridge name",

@@ -284,7 +284,7 @@ fn the_questions_on_a_terminal_with_wrong_answers_asked_again() {
     );
     t.answer(
         "What should the new bridge be called? [default=silobr0]: ",
-        "br9",
+        "silobr9",
     );
     t.answer("What IPv4 address should be used? (CIDR subnet notation, “auto” or “none”) [default=auto]: ", "10.55.0.1/33");
     t.expect("Invalid input:");
@@ -316,7 +316,7 @@ fn the_questions_on_a_terminal_with_wrong_answers_asked_again() {
     );
     let shown = t.expect("Set up:");
     assert!(
-        shown.contains("name: br9") && shown.contains("name: pool2"),
+        shown.contains("name: silobr9") && shown.contains("name: pool2"),
         "{shown}"
     );
     assert!(
@@ -332,11 +332,11 @@ fn the_questions_on_a_terminal_with_wrong_answers_asked_again() {
 
     let pool = d.api_ok("GET", "/1.0/storage-pools/pool2", None);
     assert_eq!(pool["driver"], "dir");
-    let br = d.api_ok("GET", "/1.0/networks/br9", None);
+    let br = d.api_ok("GET", "/1.0/networks/silobr9", None);
     assert_eq!(br["config"]["ipv4.address"], "10.55.0.1/24");
     let p = d.api_ok("GET", "/1.0/profiles/default", None);
     assert_eq!(p["devices"]["root"]["pool"], "pool2", "{p}");
-    assert_eq!(p["devices"]["eth0"]["network"], "br9", "{p}");
+    assert_eq!(p["devices"]["eth0"]["network"], "silobr9", "{p}");
     let s = d.api_ok("GET", "/1.0", None);
     assert_eq!(s["config"]["core.https_address"], "[::]:9443", "{s}");
     assert_eq!(s["config"]["images.auto_update_interval"], "0", "{s}");
