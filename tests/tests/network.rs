@@ -525,12 +525,16 @@ fn http_get(port: u16) -> Result<String, String> {
 
 #[test]
 fn proxy_device_forwards_host_connections_to_a_service_inside() {
-    // Unix sockets on the host only beneath a host_paths entry of the policy.
+    // Unix sockets on the host only beneath a host_paths entry of the policy; the host
+    // service the bind=instance device below reaches is listed in proxy_host_connect.
     let sockdir = std::path::PathBuf::from(format!("/tmp/silo-proxy-{}", std::process::id()));
     std::fs::create_dir_all(&sockdir).expect("socket dir");
     let d = TestDaemon::start_with_policy(
         "net-proxy",
-        &format!("host_paths = [\"{}\"]\n", sockdir.display()),
+        &format!(
+            "host_paths = [\"{}\"]\nproxy_host_connect = [\"tcp:127.0.0.1:8080\"]\n",
+            sockdir.display()
+        ),
     );
     busybox(&d);
     d.launch("busybox", "web");
