@@ -7,7 +7,7 @@
 
 use std::os::fd::OwnedFd;
 
-use silo_proto::proxy::{ProxyBind, ProxySpec};
+use silo_proto::proxy::{ProxyAddr, ProxyBind, ProxySpec, UnixPath};
 
 use crate::launcher::{open_netns, InitRef};
 use crate::proxy;
@@ -72,6 +72,49 @@ fn open_dir(path: &str, what: &str) -> Result<OwnedFd, String> {
     .map_err(|e| format!("opening {what}: {e}"))
 }
 
+/// A unix socket path on the host, pinned: its directory opened from `/` with no symlink
+/// (nor /proc magic link) followed on the way, so the textual path silo-net checked against
+/// `host_paths` is where the socket really is. The forwarder then takes that directory as its
+/// root, and a symlink at the socket's name cannot lead above it either.
+struct HostSocketDir {
+    dir: OwnedFd,
+    /// The socket's path inside `dir`: `/<name>`.
+    inner: String,
+}
+
+fn pin_host_socket(path: &UnixPath) -> Result<HostSocketDir, String> {
+    let full = path.as_str();
+    let (parent, name) = full
+        .rsplit_once('/')
+        .ok_or_else(|| format!("{full} is not absolute"))?;
+    let parent = parent.trim_start_matches('/');
+    let how = nix::fcntl::OpenHow::new()
+        .flags(
+            nix::fcntl::OFlag::O_PATH
+                | nix::fcntl::OFlag::O_DIRECTORY
+                | nix::fcntl::OFlag::O_CLOEXEC
+                | nix::fcntl::OFlag::O_NOFOLLOW,
+        )
+        .resolve(
+            nix::fcntl::ResolveFlag::RESOLVE_NO_SYMLINKS
+                | nix::fcntl::ResolveFlag::RESOLVE_NO_MAGICLINKS,
+        );
+    let dir = nix::fcntl::openat2(nix::fcntl::AT_FDCWD, format!("/{parent}").as_str(), how)
+        .map_err(|e| {
+            format!("the directory of {full} on the host (no symlinks may lead to it): {e}")
+        })?;
+    Ok(HostSocketDir {
+        dir,
+        inner: format!("/{name}"),
+    })
+}
+
+fn unix_addr(inner: &str) -> Result<ProxyAddr, String> {
+    Ok(ProxyAddr::Unix {
+        path: UnixPath::new(inner).map_err(|e| e.to_string())?,
+    })
+}
+
 fn setup(
     init: InitRef,
     uid: u32,
@@ -99,11 +142,18 @@ fn setup(
         nix::sched::setns(fd, nix::sched::CloneFlags::CLONE_NEWNET)
             .map_err(|e| format!("entering the {what} network namespace: {e}"))
     };
-    let targets = proxy::targets(spec).map_err(|e| e.to_string())?;
+    let mut targets = proxy::targets(spec).map_err(|e| e.to_string())?;
     let listeners = match spec.bind {
         ProxyBind::Host => {
-            let l = proxy::bind(&spec.listen)
-                .map_err(|e| format!("listening on {}: {e}", spec.listen))?;
+            let l = match &spec.listen {
+                ProxyAddr::Unix { path } => {
+                    let pinned = pin_host_socket(path)?;
+                    enter_root(&pinned.dir, "listening socket's")?;
+                    proxy::bind(&unix_addr(&pinned.inner)?)
+                }
+                other => proxy::bind(other),
+            }
+            .map_err(|e| format!("listening on {}: {e}", spec.listen))?;
             // Every connection goes into the instance: its network and its filesystem, for
             // the life of the forwarder.
             setns(&inst, "instance's")?;
@@ -111,6 +161,11 @@ fn setup(
             l
         }
         ProxyBind::Instance => {
+            // Pinned while this process's root is still the host's.
+            let host_dir = match &spec.connect {
+                ProxyAddr::Unix { path } => Some(pin_host_socket(path)?),
+                _ => None,
+            };
             setns(&inst, "instance's")?;
             enter_root(&inst_root, "instance's")?;
             // A socket file inside the instance is created as the instance's root: host root
@@ -123,8 +178,18 @@ fn setup(
             let l = proxy::bind(&spec.listen);
             fs_id(0);
             // Connections go to the host (as the policy allowed): back to its filesystem and
-            // network before anything else happens.
-            enter_root(&host_root, "host's")?;
+            // network before anything else happens; to a unix socket's own directory only.
+            match &host_dir {
+                Some(pinned) => {
+                    enter_root(&pinned.dir, "host socket's")?;
+                    for t in targets.iter_mut() {
+                        if let proxy::Target::Unix(p) = t {
+                            *p = pinned.inner.clone().into();
+                        }
+                    }
+                }
+                None => enter_root(&host_root, "host's")?,
+            }
             let l = l.map_err(|e| format!("listening on {} in the instance: {e}", spec.listen))?;
             setns(&host, "host's")?;
             l

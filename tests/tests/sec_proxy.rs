@@ -123,6 +123,50 @@ fn bind_instance_cannot_reach_host_sockets_outside_host_paths() {
     );
     poke(&d, "pa", 7003);
     assert_eq!(pending_unix(&host), 0, "the host socket received nothing");
+
+    // Nor through a symlink beneath host_paths (a shared directory the instance can write,
+    // say): one on the way to the socket is refused, one at its name leads nowhere.
+    std::os::unix::fs::symlink(&dir.0, allowed.join("up")).expect("symlink");
+    std::os::unix::fs::symlink(&outside, allowed.join("final.sock")).expect("symlink");
+    let e = add_device(
+        &d,
+        "pa",
+        "viadir",
+        json!({"type": "proxy", "bind": "instance", "listen": "tcp:127.0.0.1:7004",
+               "connect": format!("unix:{}/up/outside.sock", allowed.display())}),
+    )
+    .expect_err("a symlinked directory is refused");
+    assert!(e.contains("no symlinks"), "{e}");
+    add_device(
+        &d,
+        "pa",
+        "viafinal",
+        json!({"type": "proxy", "bind": "instance", "listen": "tcp:127.0.0.1:7005",
+               "connect": format!("unix:{}/final.sock", allowed.display())}),
+    )
+    .expect("the path is beneath host_paths");
+    poke(&d, "pa", 7004);
+    poke(&d, "pa", 7005);
+    assert_eq!(
+        pending_unix(&host),
+        0,
+        "the host socket still received nothing"
+    );
+
+    // A real socket beneath host_paths is reached.
+    let real = allowed.join("real.sock");
+    let served = open_host_socket(&real);
+    add_device(
+        &d,
+        "pa",
+        "real",
+        json!({"type": "proxy", "bind": "instance", "listen": "tcp:127.0.0.1:7006",
+               "connect": format!("unix:{}", real.display())}),
+    )
+    .expect("a host socket beneath host_paths");
+    poke(&d, "pa", 7006);
+    assert_eq!(pending_unix(&served), 1, "the allowed socket is reached");
+    assert_eq!(pending_unix(&host), 0);
 }
 
 #[test]
