@@ -118,14 +118,16 @@ fn preseed_round_trip_and_refusals_change_nothing() {
     ok(a.silo(&[
         "network",
         "create",
-        "extra0",
+        "siloextra0",
         "ipv4.address=10.66.0.1/24",
         "ipv6.address=none",
     ]));
     ok(a.silo(&["profile", "create", "web"]));
     let first = dump(&a);
     assert!(
-        first.contains("extra0") && first.contains("silobr0") && first.contains("storage_pools"),
+        first.contains("siloextra0")
+            && first.contains("silobr0")
+            && first.contains("storage_pools"),
         "{first}"
     );
     // Onto a fresh silod: the same setup, so the same dump.
@@ -145,9 +147,9 @@ fn preseed_round_trip_and_refusals_change_nothing() {
     let before = dump(&b);
     for (preseed, want) in [
         ("colour: blue\n", "colour"),
-        ("networks:\n- name: br5\n  config:\n    ipv4.address: 10.1.1.1/40\n", "prefix"),
+        ("networks:\n- name: silobr5\n  config:\n    ipv4.address: 10.1.1.1/40\n", "prefix"),
         (
-            "storage_pools:\n- name: p2\n  driver: dir\nnetworks:\n- name: br6\n  config:\n    bogus.key: x\n",
+            "storage_pools:\n- name: p2\n  driver: dir\nnetworks:\n- name: silobr6\n  config:\n    bogus.key: x\n",
             "bogus.key",
         ),
         ("cluster:\n  enabled: true\n", "Clustering"),
@@ -447,7 +449,7 @@ fn a_spare_disk_for_the_pool_from_auto_and_from_the_questions() {
     );
     t.answer(
         "What should the new bridge be called? [default=silobr0]: ",
-        "br7",
+        "silobr7",
     );
     t.answer("[default=auto]: ", "none");
     t.answer("[default=auto]: ", "none");
