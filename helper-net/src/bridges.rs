@@ -10,7 +10,9 @@ use rtnetlink::packet_route::address::{
     AddressAttribute, AddressFlags, AddressMessage, AddressScope,
 };
 use rtnetlink::packet_route::link::{InfoKind, LinkAttribute, LinkFlags, LinkInfo, LinkMessage};
-use rtnetlink::packet_route::route::{RouteAddress, RouteAttribute, RouteMessage, RouteType};
+use rtnetlink::packet_route::route::{
+    RouteAddress, RouteAttribute, RouteMessage, RouteType, RouteVia,
+};
 use rtnetlink::{Handle, LinkBridge, LinkUnspec, RouteMessageBuilder};
 use silo_proto::error::{HelperError, HelperResult};
 use silo_proto::net::{BridgeInfo, BridgeSpec, IfAddress, LinkState, SubnetChoice};
@@ -123,6 +125,27 @@ fn scope_name(s: AddressScope) -> &'static str {
         AddressScope::Host => "local",
         _ => "global",
     }
+}
+
+/// The gateways a route names: its own (`RTA_GATEWAY`, or `RTA_VIA` across families) and
+/// those of its multipath next hops.
+fn gateways(attrs: &[RouteAttribute]) -> Vec<IpAddr> {
+    let mut out = Vec::new();
+    for attr in attrs {
+        match attr {
+            RouteAttribute::Gateway(RouteAddress::Inet(g)) => out.push(IpAddr::V4(*g)),
+            RouteAttribute::Gateway(RouteAddress::Inet6(g)) => out.push(IpAddr::V6(*g)),
+            RouteAttribute::Via(RouteVia::Inet(g)) => out.push(IpAddr::V4(*g)),
+            RouteAttribute::Via(RouteVia::Inet6(g)) => out.push(IpAddr::V6(*g)),
+            RouteAttribute::MultiPath(hops) => {
+                for h in hops {
+                    out.extend(gateways(&h.attributes));
+                }
+            }
+            _ => {}
+        }
+    }
+    out
 }
 
 /// A route's destination as `ip route` shows it.
@@ -311,12 +334,7 @@ impl NetServer {
             // Every gateway the host routes through is used, the default route's first: a
             // bridge holding it would answer for the host's router.
             if !(except.is_some() && oif == except) {
-                for attr in &r.attributes {
-                    let gw = match attr {
-                        RouteAttribute::Gateway(RouteAddress::Inet(g)) => IpAddr::V4(*g),
-                        RouteAttribute::Gateway(RouteAddress::Inet6(g)) => IpAddr::V6(*g),
-                        _ => continue,
-                    };
+                for gw in gateways(&r.attributes) {
                     let full = if gw.is_ipv4() { 32 } else { 128 };
                     out.push((
                         gw,

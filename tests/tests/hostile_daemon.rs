@@ -754,6 +754,25 @@ fn net_refuses_public_subnets_gateways_and_host_names() {
             "uplink0",
             "onlink",
         ],
+        // And a multipath route: each next hop's gateway is used too.
+        &[
+            "ip",
+            "route",
+            "add",
+            "172.20.0.0/16",
+            "nexthop",
+            "via",
+            "192.168.79.1",
+            "dev",
+            "uplink0",
+            "onlink",
+            "nexthop",
+            "via",
+            "192.168.79.2",
+            "dev",
+            "uplink0",
+            "onlink",
+        ],
     ] {
         let o = in_netns(pid, cmd);
         assert!(
@@ -785,6 +804,10 @@ fn net_refuses_public_subnets_gateways_and_host_names() {
         (
             bridge("silohgw0", Some("192.168.77.5/24"), None),
             "gateway 192.168.77.1",
+        ),
+        (
+            bridge("silohgw0", Some("192.168.79.5/24"), None),
+            "of the host route 172.20.0.0/16",
         ),
         (
             bridge("docker0", Some("10.93.0.1/24"), None),
