@@ -319,6 +319,15 @@ async fn resolve_auto(
     Ok(())
 }
 
+/// The root policy's additions to the managed-network rules (silod cannot read the policy).
+async fn network_rules(helpers: &Helpers) -> Result<silo_proto::net::NetworkRules, ApiError> {
+    Ok(helpers
+        .net
+        .network_rules(ctx())
+        .await
+        .map_err(rpc_err("silo-net"))?)
+}
+
 /// Creates a network. A bridge is made real at once; nothing remains if that fails.
 pub async fn create(
     db: &Db,
@@ -331,6 +340,13 @@ pub async fn create(
     let kind = if kind.is_empty() { "bridge" } else { kind };
     IfName::new(name.to_string()).map_err(|e| bad(format!("invalid network name: {e}")))?;
     validate(kind, &config)?;
+    let rules = if kind == "bridge" {
+        let rules = network_rules(helpers).await?;
+        silo_proto::types::check_bridge_name(name, &rules.name_prefixes).map_err(bad)?;
+        Some(rules)
+    } else {
+        None
+    };
     if list(db)?.iter().any(|n| n.name == name) {
         return Err(ApiError::Conflict(format!(
             "network {name:?} already exists"
@@ -343,8 +359,11 @@ pub async fn create(
         config,
     };
     resolve_auto(db, helpers, &mut n, true).await?;
-    if n.kind == "bridge" {
+    if let Some(rules) = rules {
         let spec = bridge_spec(&n)?;
+        rules
+            .check_bridge(&n.name, spec.ipv4.as_ref(), spec.ipv6.as_ref())
+            .map_err(bad)?;
         helpers
             .net
             .ensure_bridge(ctx(), spec)
@@ -368,9 +387,14 @@ pub async fn update(db: &Db, helpers: &Helpers, mut n: Network) -> Result<(), Ap
     validate(&n.kind, &n.config)?;
     resolve_auto(db, helpers, &mut n, false).await?;
     if n.kind == "bridge" {
+        let spec = bridge_spec(&n)?;
+        network_rules(helpers)
+            .await?
+            .check_bridge(&n.name, spec.ipv4.as_ref(), spec.ipv6.as_ref())
+            .map_err(bad)?;
         helpers
             .net
-            .ensure_bridge(ctx(), bridge_spec(&n)?)
+            .ensure_bridge(ctx(), spec)
             .await
             .map_err(rpc_err("silo-net"))??;
     }
@@ -588,6 +612,10 @@ pub fn validate_nic(db: &Db, d: &Device) -> Result<(), String> {
     }
     if let Some(n) = d.get("name") {
         IfName::new(n.clone()).map_err(|e| e.to_string())?;
+    }
+    if let Some(h) = d.get("host_name") {
+        IfName::new(h.clone()).map_err(|e| e.to_string())?;
+        silo_proto::types::check_host_veth_name(h)?;
     }
     if let Some(h) = d.get("hwaddr") {
         h.parse::<MacAddr>().map_err(|e| e.to_string())?;
@@ -849,8 +877,10 @@ pub fn plan_nic(
         .or_else(|| volatile.get(&format!("volatile.{device}.hwaddr")))
         .map(|h| h.parse::<MacAddr>().map_err(|e| bad(e.to_string())))
         .transpose()?;
+    // A volatile name from before host-side names had to be silo's is not reused.
     let host_name = volatile
         .get(&format!("volatile.{device}.host_name"))
+        .filter(|h| silo_proto::types::check_host_veth_name(h).is_ok())
         .cloned()
         .or_else(|| d.get("host_name").cloned());
     let (kind, parent, managed) = match d.get("network") {
@@ -912,10 +942,18 @@ fn random_bytes<const N: usize>() -> [u8; N] {
     b
 }
 
-/// LXD's host-side veth names: `veth` and 8 hex digits.
+/// Host-side veth names: LXD's shape (a prefix and 8 hex digits) under silo's own prefix,
+/// so that they never take a name the host (or another manager's `veth...`) wants.
 fn random_host_name() -> String {
     let b = random_bytes::<4>();
-    format!("veth{:02x}{:02x}{:02x}{:02x}", b[0], b[1], b[2], b[3])
+    format!(
+        "{}{:02x}{:02x}{:02x}{:02x}",
+        silo_proto::types::SILO_IF_PREFIX,
+        b[0],
+        b[1],
+        b[2],
+        b[3]
+    )
 }
 
 /// A MAC for a new nic, under LXD's 00:16:3e prefix.
@@ -1261,7 +1299,7 @@ mod tests {
     #[test]
     fn host_names_and_macs_look_like_lxds() {
         let h = random_host_name();
-        assert!(h.starts_with("veth") && h.len() == 12, "{h}");
+        assert!(h.starts_with("silo") && h.len() == 12, "{h}");
         assert!(random_mac().to_string().starts_with("00:16:3e:"));
         let mut devs = BTreeMap::new();
         let mut nic = Device::new();

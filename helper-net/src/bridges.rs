@@ -10,7 +10,9 @@ use rtnetlink::packet_route::address::{
     AddressAttribute, AddressFlags, AddressMessage, AddressScope,
 };
 use rtnetlink::packet_route::link::{InfoKind, LinkAttribute, LinkFlags, LinkInfo, LinkMessage};
-use rtnetlink::packet_route::route::{RouteAddress, RouteAttribute, RouteMessage, RouteType};
+use rtnetlink::packet_route::route::{
+    RouteAddress, RouteAttribute, RouteMessage, RouteType, RouteVia,
+};
 use rtnetlink::{Handle, LinkBridge, LinkUnspec, RouteMessageBuilder};
 use silo_proto::error::{HelperError, HelperResult};
 use silo_proto::net::{BridgeInfo, BridgeSpec, IfAddress, LinkState, SubnetChoice};
@@ -123,6 +125,40 @@ fn scope_name(s: AddressScope) -> &'static str {
         AddressScope::Host => "local",
         _ => "global",
     }
+}
+
+/// The gateways a route names: its own (`RTA_GATEWAY`, or `RTA_VIA` across families) and
+/// those of its multipath next hops.
+fn gateways(attrs: &[RouteAttribute]) -> Vec<IpAddr> {
+    let mut out = Vec::new();
+    for attr in attrs {
+        match attr {
+            RouteAttribute::Gateway(RouteAddress::Inet(g)) => out.push(IpAddr::V4(*g)),
+            RouteAttribute::Gateway(RouteAddress::Inet6(g)) => out.push(IpAddr::V6(*g)),
+            RouteAttribute::Via(RouteVia::Inet(g)) => out.push(IpAddr::V4(*g)),
+            RouteAttribute::Via(RouteVia::Inet6(g)) => out.push(IpAddr::V6(*g)),
+            RouteAttribute::MultiPath(hops) => {
+                for h in hops {
+                    out.extend(gateways(&h.attributes));
+                }
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+/// A route's destination as `ip route` shows it.
+fn route_dst(r: &RouteMessage) -> String {
+    let plen = r.header.destination_prefix_length;
+    r.attributes
+        .iter()
+        .find_map(|a| match a {
+            RouteAttribute::Destination(RouteAddress::Inet(d)) => Some(format!("{d}/{plen}")),
+            RouteAttribute::Destination(RouteAddress::Inet6(d)) => Some(format!("{d}/{plen}")),
+            _ => None,
+        })
+        .unwrap_or_else(|| "default".to_string())
 }
 
 /// The first of 100 random candidates `gen` accepts.
@@ -291,6 +327,22 @@ impl NetServer {
             .map_err(|e| nl("get routes", "host", e))?;
         for r in v4.iter().chain(v6.iter()) {
             let plen = r.header.destination_prefix_length;
+            let oif = r.attributes.iter().find_map(|a| match a {
+                RouteAttribute::Oif(i) => Some(*i),
+                _ => None,
+            });
+            // Every gateway the host routes through is used, the default route's first: a
+            // bridge holding it would answer for the host's router.
+            if !(except.is_some() && oif == except) {
+                for gw in gateways(&r.attributes) {
+                    let full = if gw.is_ipv4() { 32 } else { 128 };
+                    out.push((
+                        gw,
+                        full,
+                        format!("the gateway {gw} of the host route {}", route_dst(r)),
+                    ));
+                }
+            }
             // The default route overlaps everything by definition; local and broadcast
             // entries restate addresses already counted.
             if plen == 0
@@ -304,10 +356,6 @@ impl NetServer {
             {
                 continue;
             }
-            let oif = r.attributes.iter().find_map(|a| match a {
-                RouteAttribute::Oif(i) => Some(*i),
-                _ => None,
-            });
             if except.is_some() && oif == except {
                 continue;
             }
@@ -324,6 +372,14 @@ impl NetServer {
                 }
                 out.push((dst, plen, format!("the host route {dst}/{plen}")));
             }
+        }
+        for ns in &self.0.resolvers {
+            let full = if ns.is_ipv4() { 32 } else { 128 };
+            out.push((
+                *ns,
+                full,
+                format!("the host's DNS resolver {ns} (/etc/resolv.conf)"),
+            ));
         }
         Ok(out)
     }
@@ -429,6 +485,11 @@ impl NetServer {
         }
         spec.check_dhcp_ranges()
             .map_err(|e| HelperError::invalid("dhcp ranges", e))?;
+        // A silo-owned name and private (or policy-listed) subnets, before anything is
+        // looked at or made: silod may be lying.
+        self.rules()
+            .check_bridge(name.as_str(), spec.ipv4.as_ref(), spec.ipv6.as_ref())
+            .map_err(|e| HelperError::invalid("network", e))?;
         if self.0.policy.host_interfaces.contains(&name) {
             return Err(HelperError::invalid(
                 "bridge name",

@@ -5,7 +5,7 @@
 //! it runs as the instance's root id on the host (an unprivileged uid there), with no
 //! capabilities and no_new_privs, and only forwards bytes.
 
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 
 use silo_proto::proxy::{ProxyAddr, ProxyBind, ProxySpec, UnixPath};
 
@@ -54,9 +54,65 @@ pub fn spawn(init: InitRef, uid: u32, spec: &ProxySpec) -> Result<i32, String> {
     }
 }
 
-/// Where a unix path on the instance's side is reached from: its root directory.
-fn instance_path(root: &OwnedFd, path: &str) -> String {
-    format!("/proc/self/fd/{}{}", root.as_raw_fd(), path)
+/// Makes `dir` the process's root directory (and working directory). Paths resolved
+/// afterwards, symlinks included, cannot leave it: an absolute symlink planted inside the
+/// instance resolves against the instance's root, `..` stops at it.
+fn enter_root(dir: &OwnedFd, what: &str) -> Result<(), String> {
+    nix::unistd::fchdir(dir).map_err(|e| format!("entering the {what} root directory: {e}"))?;
+    nix::unistd::chroot(".").map_err(|e| format!("chroot to the {what} root: {e}"))?;
+    nix::unistd::chdir("/").map_err(|e| format!("chdir / in the {what} root: {e}"))
+}
+
+fn open_dir(path: &str, what: &str) -> Result<OwnedFd, String> {
+    nix::fcntl::open(
+        path,
+        nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_DIRECTORY | nix::fcntl::OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )
+    .map_err(|e| format!("opening {what}: {e}"))
+}
+
+/// A unix socket path on the host, pinned: its directory opened from `/` with no symlink
+/// (nor /proc magic link) followed on the way, so the textual path silo-net checked against
+/// `host_paths` is where the socket really is. The forwarder then takes that directory as its
+/// root, and a symlink at the socket's name cannot lead above it either.
+struct HostSocketDir {
+    dir: OwnedFd,
+    /// The socket's path inside `dir`: `/<name>`.
+    inner: String,
+}
+
+fn pin_host_socket(path: &UnixPath) -> Result<HostSocketDir, String> {
+    let full = path.as_str();
+    let (parent, name) = full
+        .rsplit_once('/')
+        .ok_or_else(|| format!("{full} is not absolute"))?;
+    let parent = parent.trim_start_matches('/');
+    let how = nix::fcntl::OpenHow::new()
+        .flags(
+            nix::fcntl::OFlag::O_PATH
+                | nix::fcntl::OFlag::O_DIRECTORY
+                | nix::fcntl::OFlag::O_CLOEXEC
+                | nix::fcntl::OFlag::O_NOFOLLOW,
+        )
+        .resolve(
+            nix::fcntl::ResolveFlag::RESOLVE_NO_SYMLINKS
+                | nix::fcntl::ResolveFlag::RESOLVE_NO_MAGICLINKS,
+        );
+    let dir = nix::fcntl::openat2(nix::fcntl::AT_FDCWD, format!("/{parent}").as_str(), how)
+        .map_err(|e| {
+            format!("the directory of {full} on the host (no symlinks may lead to it): {e}")
+        })?;
+    Ok(HostSocketDir {
+        dir,
+        inner: format!("/{name}"),
+    })
+}
+
+fn unix_addr(inner: &str) -> Result<ProxyAddr, String> {
+    Ok(ProxyAddr::Unix {
+        path: UnixPath::new(inner).map_err(|e| e.to_string())?,
+    })
 }
 
 fn setup(
@@ -77,11 +133,11 @@ fn setup(
     let host = std::fs::File::open("/proc/self/ns/net")
         .map_err(|e| format!("opening silo-net's network namespace: {e}"))?;
     let inst = open_netns(init)?;
-    // Held open for the process's life, so that unix paths on the instance's side resolve in
-    // its filesystem (through this fd) rather than the host's.
-    let root: OwnedFd = std::fs::File::open(format!("/proc/{}/root", init.pid))
-        .map_err(|e| format!("opening the instance's root: {e}"))?
-        .into();
+    // Unix paths on the instance's side are resolved with the instance's root as this
+    // process's root (chroot), never through a path from the host's root: a symlink container
+    // root plants (absolute, or climbing with "..") then stays inside the instance.
+    let host_root = open_dir("/", "the host's root")?;
+    let inst_root = open_dir(&format!("/proc/{}/root", init.pid), "the instance's root")?;
     let setns = |fd: &dyn std::os::fd::AsFd, what: &str| {
         nix::sched::setns(fd, nix::sched::CloneFlags::CLONE_NEWNET)
             .map_err(|e| format!("entering the {what} network namespace: {e}"))
@@ -89,25 +145,29 @@ fn setup(
     let mut targets = proxy::targets(spec).map_err(|e| e.to_string())?;
     let listeners = match spec.bind {
         ProxyBind::Host => {
-            let l = proxy::bind(&spec.listen)
-                .map_err(|e| format!("listening on {}: {e}", spec.listen))?;
-            for t in targets.iter_mut() {
-                if let proxy::Target::Unix(p) = t {
-                    *p = instance_path(&root, &p.to_string_lossy()).into();
+            let l = match &spec.listen {
+                ProxyAddr::Unix { path } => {
+                    let pinned = pin_host_socket(path)?;
+                    enter_root(&pinned.dir, "listening socket's")?;
+                    proxy::bind(&unix_addr(&pinned.inner)?)
                 }
+                other => proxy::bind(other),
             }
+            .map_err(|e| format!("listening on {}: {e}", spec.listen))?;
+            // Every connection goes into the instance: its network and its filesystem, for
+            // the life of the forwarder.
             setns(&inst, "instance's")?;
+            enter_root(&inst_root, "instance's")?;
             l
         }
         ProxyBind::Instance => {
-            setns(&inst, "instance's")?;
-            let listen = match &spec.listen {
-                ProxyAddr::Unix { path } => ProxyAddr::Unix {
-                    path: UnixPath::new(instance_path(&root, path.as_str()))
-                        .map_err(|e| format!("listen: {e}"))?,
-                },
-                other => other.clone(),
+            // Pinned while this process's root is still the host's.
+            let host_dir = match &spec.connect {
+                ProxyAddr::Unix { path } => Some(pin_host_socket(path)?),
+                _ => None,
             };
+            setns(&inst, "instance's")?;
+            enter_root(&inst_root, "instance's")?;
             // A socket file inside the instance is created as the instance's root: host root
             // has no id in the instance's user namespace (its mounts refuse it, EOVERFLOW).
             let fs_id = |id: u32| {
@@ -115,13 +175,28 @@ fn setup(
                 nix::unistd::setfsuid(nix::unistd::Uid::from_raw(id));
             };
             fs_id(uid);
-            let l = proxy::bind(&listen);
+            let l = proxy::bind(&spec.listen);
             fs_id(0);
+            // Connections go to the host (as the policy allowed): back to its filesystem and
+            // network before anything else happens; to a unix socket's own directory only.
+            match &host_dir {
+                Some(pinned) => {
+                    enter_root(&pinned.dir, "host socket's")?;
+                    for t in targets.iter_mut() {
+                        if let proxy::Target::Unix(p) = t {
+                            *p = pinned.inner.clone().into();
+                        }
+                    }
+                }
+                None => enter_root(&host_root, "host's")?,
+            }
             let l = l.map_err(|e| format!("listening on {} in the instance: {e}", spec.listen))?;
             setns(&host, "host's")?;
             l
         }
     };
+    drop(host_root);
+    drop(inst_root);
     drop(host);
     drop(inst);
     raise_fd_limit();
@@ -131,7 +206,6 @@ fn setup(
     unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
     drop_root(uid)?;
     crate::confinement::enter_forwarder_seccomp()?;
-    std::mem::forget(root);
     Ok(listeners.into_iter().zip(targets).collect())
 }
 

@@ -33,6 +33,9 @@ const CAPS: &[caps::Capability] = &[
     caps::Capability::CAP_KILL,
     // Forwarders empty their bounding set before they give up root.
     caps::Capability::CAP_SETPCAP,
+    // Forwarders take the instance's root directory as their own (chroot), so unix paths on
+    // the instance's side resolve inside it, symlinks included.
+    caps::Capability::CAP_SYS_CHROOT,
 ];
 
 /// Identifies an instance's init the way silo-priv's record does: a recycled pid has another

@@ -30,10 +30,19 @@ fn main() {
             let (networks, _) = state.mkdir_all(&["networks"], 0o711)?;
             confinement::set_forwarder_mode(b.seccomp_mode);
             let launcher = LauncherClient::fork("silo-net's launcher", launcher::serve)?;
+            // Read before the jail: landlock keeps /etc out of reach afterwards.
+            let resolvers = match std::fs::read_to_string("/etc/resolv.conf") {
+                Ok(t) => server::parse_resolvers(&t),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot read /etc/resolv.conf; no resolver is guarded");
+                    Vec::new()
+                }
+            };
             Ok(server::Prepared {
                 state,
                 networks,
                 launcher,
+                resolvers,
             })
         },
         |p, b, landlock| async move {

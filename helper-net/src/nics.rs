@@ -126,6 +126,11 @@ impl NetServer {
                 ));
             }
         }
+        if let NicKind::Bridged { host_name, .. } = &nic.kind {
+            // The host end is a new host interface: never a name the host may want.
+            silo_proto::types::check_host_veth_name(host_name.as_str())
+                .map_err(|e| HelperError::invalid("nic", e))?;
+        }
         let inst = self.instance(name)?;
         match &nic.kind {
             NicKind::Bridged { bridge, host_name } => {
@@ -282,32 +287,53 @@ impl NetServer {
         }
     }
 
+    /// The host side of a proxy, in either direction, is what the policy allows: listening
+    /// on the host keeps its rules (ports below 1024, unix sockets under `host_paths`);
+    /// connecting to the host (`bind=instance`) reaches only unix sockets under `host_paths`
+    /// and TCP/UDP addresses `proxy_host_connect` lists.
     fn check_proxy_policy(&self, spec: &ProxySpec) -> HelperResult<()> {
-        let host_side = match spec.bind {
-            ProxyBind::Host => &spec.listen,
-            ProxyBind::Instance => return Ok(()),
-        };
-        match host_side {
-            ProxyAddr::Tcp { ports, .. } | ProxyAddr::Udp { ports, .. } => {
-                if ports.first() < 1024 && !self.0.policy.allow_privileged_ports {
-                    return Err(self.0.policy.deny(format!(
-                        "listening on host port {} (below 1024) needs allow_privileged_ports",
-                        ports.first()
-                    )));
-                }
+        let policy = &self.0.policy;
+        let unix_allowed = |path: &silo_proto::proxy::UnixPath, what: &str| {
+            let p = std::path::Path::new(path.as_str());
+            if policy.host_paths.iter().any(|b| p.starts_with(b)) {
                 Ok(())
+            } else {
+                Err(policy.deny(format!(
+                    "{what} a unix socket at {} on the host needs a host_paths entry above it",
+                    path.as_str()
+                )))
             }
-            ProxyAddr::Unix { path } => {
-                let p = std::path::Path::new(path.as_str());
-                if self.0.policy.host_paths.iter().any(|b| p.starts_with(b)) {
+        };
+        match spec.bind {
+            ProxyBind::Host => match &spec.listen {
+                ProxyAddr::Tcp { ports, .. } | ProxyAddr::Udp { ports, .. } => {
+                    if ports.first() < 1024 && !policy.allow_privileged_ports {
+                        return Err(policy.deny(format!(
+                            "listening on host port {} (below 1024) needs allow_privileged_ports",
+                            ports.first()
+                        )));
+                    }
                     Ok(())
-                } else {
-                    Err(self.0.policy.deny(format!(
-                        "a unix socket at {} on the host needs a host_paths entry above it",
-                        path.as_str()
-                    )))
                 }
-            }
+                ProxyAddr::Unix { path } => unix_allowed(path, "listening on"),
+            },
+            ProxyBind::Instance => match &spec.connect {
+                ProxyAddr::Unix { path } => unix_allowed(path, "connecting to"),
+                tcp_or_udp => {
+                    if policy
+                        .proxy_host_connect
+                        .iter()
+                        .any(|a| a.covers(tcp_or_udp))
+                    {
+                        Ok(())
+                    } else {
+                        Err(policy.deny(format!(
+                            "connecting to {tcp_or_udp} on the host (bind=instance) needs a \
+                             proxy_host_connect entry covering it"
+                        )))
+                    }
+                }
+            },
         }
     }
 

@@ -11,7 +11,7 @@ use silo_proto::jail::boot::Boot;
 use silo_proto::jail::launcher::LauncherClient;
 use silo_proto::jail::policy::Policy;
 use silo_proto::net::{
-    BridgeInfo, BridgeSpec, HostEntry, Lease, LinkState, Net, NicSpec, SubnetChoice,
+    BridgeInfo, BridgeSpec, HostEntry, Lease, LinkState, Net, NetworkRules, NicSpec, SubnetChoice,
 };
 use silo_proto::proxy::ProxySpec;
 use silo_proto::types::{Ipv4Cidr, Ipv6Cidr, MacAddr};
@@ -27,6 +27,9 @@ pub struct Prepared {
     pub networks: Root,
     /// The launcher.
     pub launcher: LauncherClient,
+    /// The host's DNS resolvers (`/etc/resolv.conf`, read before the jail, which keeps /etc
+    /// out of reach): no managed subnet may take them over.
+    pub resolvers: Vec<std::net::IpAddr>,
 }
 
 #[derive(Debug)]
@@ -40,6 +43,7 @@ pub struct Inner {
     pub state: Root,
     pub networks: Root,
     pub launcher: LauncherClient,
+    pub resolvers: Vec<std::net::IpAddr>,
     /// The bridges this silo-net made real, by name (what NAT and dnsmasq are built from).
     pub bridges: Mutex<HashMap<IfName, BridgeSpec>>,
     /// Their dnsmasq pids.
@@ -64,6 +68,7 @@ impl NetServer {
             state: p.state,
             networks: p.networks,
             launcher: p.launcher,
+            resolvers: p.resolvers,
             bridges: Mutex::new(HashMap::new()),
             dnsmasq: Mutex::new(HashMap::new()),
         }))
@@ -173,5 +178,51 @@ impl Net for NetServer {
         device: Option<DeviceName>,
     ) -> HelperResult<()> {
         NetServer::stop_proxy(&self, &instance, device.as_ref().map(|d| d.as_str())).await
+    }
+
+    async fn network_rules(self, _: Context) -> NetworkRules {
+        self.rules()
+    }
+}
+
+impl NetServer {
+    /// The managed-network rules with the policy's additions.
+    pub fn rules(&self) -> NetworkRules {
+        NetworkRules {
+            ranges: self.0.policy.network_ranges.clone(),
+            name_prefixes: self.0.policy.network_name_prefixes.clone(),
+        }
+    }
+}
+
+/// The nameservers of a resolv.conf; loopback ones (a local stub) are left out, since no
+/// managed subnet can hold them anyway.
+pub fn parse_resolvers(text: &str) -> Vec<std::net::IpAddr> {
+    text.lines()
+        .filter_map(|l| {
+            let mut w = l.split_whitespace();
+            (w.next() == Some("nameserver")).then(|| w.next()).flatten()
+        })
+        // A scoped IPv6 nameserver ("fe80::1%eth0") is link-local: it cannot be in a subnet.
+        .filter_map(|a| a.parse::<std::net::IpAddr>().ok())
+        .filter(|a| !a.is_loopback())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn resolvers_are_read_as_resolv_conf_writes_them() {
+        let r = super::parse_resolvers(
+            "# generated\nsearch example.org\nnameserver 10.255.255.53\nnameserver 127.0.0.53\n\
+             nameserver fd00::53\nnameserver fe80::1%eth0\noptions edns0\nnameserver\n",
+        );
+        assert_eq!(
+            r,
+            [
+                "10.255.255.53".parse::<std::net::IpAddr>().expect("ip"),
+                "fd00::53".parse().expect("ip")
+            ]
+        );
     }
 }

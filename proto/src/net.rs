@@ -371,6 +371,48 @@ pub trait Net {
     ) -> HelperResult<()>;
     /// Stops one proxy device's forwarder (`None`: all of the instance's).
     async fn stop_proxy(instance: InstanceName, device: Option<DeviceName>) -> HelperResult<()>;
+    /// What the root policy adds to the rules for managed networks (so silod can refuse with
+    /// a clear 400 before asking for anything; silo-net checks again on every request).
+    async fn network_rules() -> NetworkRules;
+}
+
+/// The root policy's additions to the managed-network rules.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetworkRules {
+    /// Ranges besides the private ones (`network_ranges`).
+    pub ranges: Vec<crate::types::IpRange>,
+    /// Bridge name prefixes besides `silo` (`network_name_prefixes`).
+    pub name_prefixes: Vec<String>,
+}
+
+impl NetworkRules {
+    /// Checks a bridge's name and subnets against the rules: a silo-owned name, private
+    /// subnets or ones the policy lists.
+    pub fn check_bridge(
+        &self,
+        name: &str,
+        ipv4: Option<&Ipv4Cidr>,
+        ipv6: Option<&Ipv6Cidr>,
+    ) -> Result<(), String> {
+        crate::types::check_bridge_name(name, &self.name_prefixes)?;
+        if let Some(c) = ipv4 {
+            crate::types::check_managed_subnet(
+                "ipv4.address",
+                IpAddr::V4(c.network()),
+                c.prefix(),
+                &self.ranges,
+            )?;
+        }
+        if let Some(c) = ipv6 {
+            crate::types::check_managed_subnet(
+                "ipv6.address",
+                IpAddr::V6(c.network()),
+                c.prefix(),
+                &self.ranges,
+            )?;
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]

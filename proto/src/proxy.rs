@@ -380,6 +380,30 @@ impl ProxyAddr {
     pub fn is_empty(&self) -> bool {
         false
     }
+
+    /// Whether every socket `other` stands for is one this address names: same transport,
+    /// same host, ports within this range (a unix path covers only itself). The root policy's
+    /// `proxy_host_connect` entries are checked with it.
+    pub fn covers(&self, other: &ProxyAddr) -> bool {
+        match (self, other) {
+            (
+                ProxyAddr::Tcp { host, ports },
+                ProxyAddr::Tcp {
+                    host: oh,
+                    ports: op,
+                },
+            )
+            | (
+                ProxyAddr::Udp { host, ports },
+                ProxyAddr::Udp {
+                    host: oh,
+                    ports: op,
+                },
+            ) => host == oh && ports.first() <= op.first() && op.last() <= ports.last(),
+            (ProxyAddr::Unix { path }, ProxyAddr::Unix { path: op }) => path == op,
+            _ => false,
+        }
+    }
 }
 
 fn parse_host(value: &str, host: &str) -> Result<IpAddr, ProxyError> {
@@ -650,6 +674,19 @@ mod tests {
             Ok(a) => panic!("{s:?} was accepted as {a}"),
             Err(e) => e,
         }
+    }
+
+    #[test]
+    fn policy_entries_cover_their_ports_only() {
+        let allow = p("tcp:127.0.0.1:8080-8089");
+        assert!(allow.covers(&p("tcp:127.0.0.1:8080")));
+        assert!(allow.covers(&p("tcp:localhost:8081-8089")));
+        assert!(!allow.covers(&p("tcp:127.0.0.1:8079-8080")));
+        assert!(!allow.covers(&p("udp:127.0.0.1:8080")));
+        assert!(!allow.covers(&p("tcp:127.0.0.2:8080")));
+        assert!(!allow.covers(&p("tcp:0.0.0.0:8080")));
+        assert!(p("unix:/run/a.sock").covers(&p("unix:/run/a.sock")));
+        assert!(!p("unix:/run/a.sock").covers(&p("unix:/run/b.sock")));
     }
 
     #[test]

@@ -117,6 +117,190 @@ impl fmt::Debug for Ipv4Cidr {
     }
 }
 
+/// A range of addresses (network address and prefix length, host bits zero), either family:
+/// what the root policy lists in `network_ranges`.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct IpRange {
+    net: std::net::IpAddr,
+    prefix: u8,
+}
+
+fn err_range(value: &str, reason: &str) -> NameError {
+    NameError {
+        kind: "address range".to_string(),
+        value: value.chars().take(80).collect(),
+        reason: reason.to_string(),
+    }
+}
+
+impl IpRange {
+    /// `net/prefix`; the address must be the network address of the range.
+    pub fn new(net: std::net::IpAddr, prefix: u8) -> Result<Self, NameError> {
+        let s = format!("{net}/{prefix}");
+        let (bits, int) = match net {
+            std::net::IpAddr::V4(a) => (32u32, u128::from(u32::from(a))),
+            std::net::IpAddr::V6(a) => (128u32, u128::from(a)),
+        };
+        if u32::from(prefix) > bits {
+            return Err(err_range(&s, "prefix length is longer than the address"));
+        }
+        let host_bits = bits - u32::from(prefix);
+        let host_mask = if host_bits == 0 {
+            0
+        } else {
+            u128::MAX >> (128 - host_bits)
+        };
+        if int & host_mask != 0 {
+            return Err(err_range(
+                &s,
+                "must be a network address (host bits zero), e.g. 198.18.0.0/15",
+            ));
+        }
+        Ok(IpRange { net, prefix })
+    }
+
+    /// Whether `addr/prefix` lies entirely inside this range.
+    pub fn contains(&self, addr: std::net::IpAddr, prefix: u8) -> bool {
+        if prefix < self.prefix {
+            return false;
+        }
+        match (self.net, addr) {
+            (std::net::IpAddr::V4(n), std::net::IpAddr::V4(a)) => {
+                let m = if self.prefix == 0 {
+                    0
+                } else {
+                    u32::MAX << (32 - u32::from(self.prefix))
+                };
+                u32::from(a) & m == u32::from(n)
+            }
+            (std::net::IpAddr::V6(n), std::net::IpAddr::V6(a)) => {
+                let m = if self.prefix == 0 {
+                    0
+                } else {
+                    u128::MAX << (128 - u32::from(self.prefix))
+                };
+                u128::from(a) & m == u128::from(n)
+            }
+            _ => false,
+        }
+    }
+}
+
+impl std::str::FromStr for IpRange {
+    type Err = NameError;
+    fn from_str(s: &str) -> Result<Self, NameError> {
+        let (a, p) = s
+            .split_once('/')
+            .ok_or_else(|| err_range(s, "expected NETWORK/PREFIX, e.g. 198.18.0.0/15"))?;
+        let net: std::net::IpAddr = a.parse().map_err(|_| err_range(s, "not an IP address"))?;
+        let prefix: u8 = p
+            .parse()
+            .map_err(|_| err_range(s, "prefix is not a number"))?;
+        IpRange::new(net, prefix)
+    }
+}
+
+impl TryFrom<String> for IpRange {
+    type Error = NameError;
+    fn try_from(s: String) -> Result<Self, NameError> {
+        s.parse()
+    }
+}
+
+impl From<IpRange> for String {
+    fn from(r: IpRange) -> String {
+        r.to_string()
+    }
+}
+
+impl fmt::Display for IpRange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.net, self.prefix)
+    }
+}
+
+impl fmt::Debug for IpRange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "IpRange({self})")
+    }
+}
+
+/// Where managed networks may take their subnets without the policy saying more: the private
+/// ranges no public service lives in (RFC 1918, RFC 6598 shared space, IPv6 ULA). A public
+/// subnet on a silo bridge would pull the host's own traffic to, say, 8.8.8.8 into it.
+pub const PRIVATE_RANGES: [&str; 5] = [
+    "10.0.0.0/8",
+    "172.16.0.0/12",
+    "192.168.0.0/16",
+    "100.64.0.0/10",
+    "fc00::/7",
+];
+
+/// The policy key that lists more ranges (named in refusals).
+pub const RANGES_KEY: &str = "network_ranges";
+
+/// Checks that a managed network's subnet lies inside the private ranges or one `extra`
+/// range (the root policy's `network_ranges`). Both silod (for a clear 400) and silo-net
+/// (which trusts nothing silod sends) run it.
+pub fn check_managed_subnet(
+    key: &str,
+    addr: std::net::IpAddr,
+    prefix: u8,
+    extra: &[IpRange],
+) -> Result<(), String> {
+    let private = PRIVATE_RANGES
+        .iter()
+        .filter_map(|r| r.parse::<IpRange>().ok());
+    if private
+        .chain(extra.iter().copied())
+        .any(|r| r.contains(addr, prefix))
+    {
+        return Ok(());
+    }
+    Err(format!(
+        "{key}: {addr}/{prefix} is not inside a private range ({}) or a range the root policy \
+         lists in {RANGES_KEY}; a managed network must not take over public addresses",
+        PRIVATE_RANGES.join(", ")
+    ))
+}
+
+/// What interfaces silo creates on the host must start with (bridges may also take a prefix
+/// the root policy lists), so that silo never squats a name the host may want later
+/// (`eth1`, `wlan0`, `docker0`, `enp0s3`...).
+pub const SILO_IF_PREFIX: &str = "silo";
+
+/// The policy key that lists more bridge name prefixes (named in refusals).
+pub const PREFIXES_KEY: &str = "network_name_prefixes";
+
+/// Checks a managed bridge's name: it starts with `silo` or one of `extra` (the policy's
+/// `network_name_prefixes`).
+pub fn check_bridge_name(name: &str, extra: &[String]) -> Result<(), String> {
+    if name.starts_with(SILO_IF_PREFIX)
+        || extra
+            .iter()
+            .any(|p| !p.is_empty() && name.starts_with(p.as_str()))
+    {
+        return Ok(());
+    }
+    Err(format!(
+        "network name {name:?} must start with \"{SILO_IF_PREFIX}\" (or a prefix the root \
+         policy lists in {PREFIXES_KEY}), so that silo never takes a name the host may give \
+         an interface of its own"
+    ))
+}
+
+/// Checks the host-side name of a nic (a veth end silo creates): it starts with `silo`.
+pub fn check_host_veth_name(name: &str) -> Result<(), String> {
+    if name.starts_with(SILO_IF_PREFIX) {
+        return Ok(());
+    }
+    Err(format!(
+        "host_name {name:?} must start with \"{SILO_IF_PREFIX}\", so that silo never takes a \
+         name the host may give an interface of its own"
+    ))
+}
+
 /// A relative path beneath some root chosen by the helper: no `..`, no `.`, no empty or
 /// absolute components, no NUL, at most 4096 bytes and 255 bytes per component.
 #[derive(Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -334,6 +518,55 @@ mod tests {
         ] {
             assert!(bad.parse::<Ipv4Cidr>().is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn managed_subnets_are_private_unless_listed() {
+        let ip = |s: &str| s.parse::<std::net::IpAddr>().expect("ip");
+        for (a, p) in [
+            ("10.1.2.1", 24),
+            ("172.16.9.1", 24),
+            ("192.168.77.1", 24),
+            ("100.64.0.1", 10),
+            ("fd42:1::1", 64),
+        ] {
+            assert_eq!(check_managed_subnet("k", ip(a), p, &[]), Ok(()), "{a}/{p}");
+        }
+        for (a, p) in [
+            ("8.8.8.1", 8),
+            ("9.9.9.1", 8),
+            ("1.1.1.2", 8),
+            ("10.0.0.1", 7),
+            ("172.32.0.1", 24),
+            ("198.18.0.1", 24),
+            ("2001:4860::1", 32),
+            ("fe00::1", 16),
+        ] {
+            let e = check_managed_subnet("ipv4.address", ip(a), p, &[]).expect_err(a);
+            assert!(e.contains("network_ranges") && e.contains("private"), "{e}");
+        }
+        let extra: IpRange = "198.18.0.0/15".parse().expect("range");
+        assert_eq!(
+            check_managed_subnet("k", ip("198.18.3.1"), 24, &[extra]),
+            Ok(())
+        );
+        assert!(check_managed_subnet("k", ip("198.16.0.1"), 14, &[extra]).is_err());
+        assert!("198.18.0.1/15".parse::<IpRange>().is_err(), "host bits");
+        assert!("10.0.0.0/33".parse::<IpRange>().is_err());
+        assert!("::/0".parse::<IpRange>().is_ok());
+    }
+
+    #[test]
+    fn interface_names_are_silos_own() {
+        assert_eq!(check_bridge_name("silobr0", &[]), Ok(()));
+        for bad in ["docker0", "eth1", "wlan0", "enp0s99", "lxdbr0", "br1"] {
+            let e = check_bridge_name(bad, &[]).expect_err(bad);
+            assert!(e.contains("must start with \"silo\""), "{e}");
+        }
+        assert_eq!(check_bridge_name("lxdbr0", &["lxdbr".into()]), Ok(()));
+        assert!(check_bridge_name("eth1", &["".into()]).is_err());
+        assert_eq!(check_host_veth_name("silo0a1b2c3d"), Ok(()));
+        assert!(check_host_veth_name("veth1234").is_err());
     }
 
     #[test]

@@ -417,7 +417,7 @@ fn net_changes_only_its_own_interfaces() {
             mtu: None,
             kind: silo_proto::net::NicKind::Bridged {
                 bridge: br.clone(),
-                host_name: IfName::new("vethghost").expect("n"),
+                host_name: IfName::new("siloghost").expect("n"),
             },
         };
         let ghost = c
@@ -455,7 +455,9 @@ fn net_changes_only_its_own_interfaces() {
             .ensure_bridge(ctx(), bridge("other0", None, None))
             .await
             .expect("rpc");
-        assert!(taken.unwrap_err().to_string().contains("not silo's"));
+        // A name that is not silo's own is refused by rule, whoever holds it.
+        let msg = taken.unwrap_err().to_string();
+        assert!(msg.contains("must start with \"silo\""), "{msg}");
         let overlap = c
             .ensure_bridge(ctx(), bridge("silotestbr1", Some("10.77.5.1/16"), None))
             .await
@@ -714,4 +716,187 @@ fn priv_refuses_hostile_starts_and_execs() {
         .expect("rpc");
     assert!(r.is_err(), "{r:?}");
     assert!(silo_tests::instance_pids(&d.state).is_empty());
+}
+
+/// Every dnsmasq among a helper's descendants.
+fn dnsmasq_under(pid: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    let mut todo = vec![pid];
+    while let Some(p) = todo.pop() {
+        for c in silo_tests::children_of(p) {
+            if silo_tests::comm(c) == "dnsmasq" {
+                out.push(c);
+            }
+            todo.push(c);
+        }
+    }
+    out
+}
+
+#[test]
+fn net_refuses_public_subnets_gateways_and_host_names() {
+    let d = Dirs::new("hnetrules");
+    let mut h = Helper::spawn("silo-net", &d.state, &d.policy, true, &[]);
+    let pid = h.child.id();
+    let rt = rt();
+    let c = rt.block_on(async { NetClient::new(Config::default(), h.transport()).spawn() });
+    // A default route through a gateway no connected subnet holds, as an uplink would have.
+    for cmd in [
+        &["ip", "link", "set", "lo", "up"][..],
+        &[
+            "ip", "link", "add", "uplink0", "type", "veth", "peer", "name", "uplink0p",
+        ],
+        &["ip", "link", "set", "uplink0", "up"],
+        &[
+            "ip",
+            "route",
+            "add",
+            "default",
+            "via",
+            "192.168.77.1",
+            "dev",
+            "uplink0",
+            "onlink",
+        ],
+        // And a multipath route: each next hop's gateway is used too.
+        &[
+            "ip",
+            "route",
+            "add",
+            "172.20.0.0/16",
+            "nexthop",
+            "via",
+            "192.168.79.1",
+            "dev",
+            "uplink0",
+            "onlink",
+            "nexthop",
+            "via",
+            "192.168.79.2",
+            "dev",
+            "uplink0",
+            "onlink",
+        ],
+    ] {
+        let o = in_netns(pid, cmd);
+        assert!(
+            o.status.success(),
+            "{cmd:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+    let v6 = |name: &str, cidr: &str| {
+        let mut s = bridge(name, None, None);
+        s.ipv6 = Some(cidr.parse().expect("cidr"));
+        s
+    };
+    // Well-formed requests silod's types can build, each breaking one rule.
+    let cases = [
+        (
+            bridge("silohpub0", Some("8.8.8.1/8"), None),
+            "network_ranges",
+        ),
+        (
+            bridge("silohpub0", Some("9.9.9.1/8"), None),
+            "network_ranges",
+        ),
+        (
+            bridge("silohpub0", Some("1.1.1.2/8"), None),
+            "network_ranges",
+        ),
+        (v6("silohpub0", "2001:4860::1/32"), "network_ranges"),
+        (
+            bridge("silohgw0", Some("192.168.77.5/24"), None),
+            "gateway 192.168.77.1",
+        ),
+        (
+            bridge("silohgw0", Some("192.168.79.5/24"), None),
+            "of the host route 172.20.0.0/16",
+        ),
+        (
+            bridge("docker0", Some("10.93.0.1/24"), None),
+            "must start with \"silo\"",
+        ),
+        (
+            bridge("eth1", Some("10.93.0.1/24"), None),
+            "must start with \"silo\"",
+        ),
+        (
+            bridge("wlan0", Some("10.93.0.1/24"), None),
+            "must start with \"silo\"",
+        ),
+        (
+            bridge("enp0s99", Some("10.93.0.1/24"), None),
+            "must start with \"silo\"",
+        ),
+    ];
+    rt.block_on(async {
+        for (spec, why) in cases {
+            let what = format!("{} {:?} {:?}", spec.name, spec.ipv4, spec.ipv6);
+            let r = c.ensure_bridge(ctx(), spec).await.expect("rpc");
+            match r {
+                Err(HelperError::Invalid { .. }) => {
+                    let msg = r.unwrap_err().to_string();
+                    assert!(msg.contains(why), "{what}: {msg}");
+                }
+                other => panic!("{what}: {other:?}"),
+            }
+        }
+        // The host end of a nic cannot take a host interface's name either (checked before
+        // the instance is even looked for).
+        let nic = silo_proto::net::NicSpec {
+            name: IfName::new("eth0").expect("n"),
+            hwaddr: None,
+            mtu: None,
+            kind: silo_proto::net::NicKind::Bridged {
+                bridge: IfName::new("silohok0").expect("n"),
+                host_name: IfName::new("eth1").expect("n"),
+            },
+        };
+        let r = c
+            .attach_nic(ctx(), InstanceName::new("ghost").expect("n"), nic)
+            .await
+            .expect("rpc");
+        assert!(
+            matches!(&r, Err(HelperError::Invalid { .. }))
+                && r.as_ref().unwrap_err().to_string().contains("host_name"),
+            "{r:?}"
+        );
+        // Still serving, and a private subnet beside the gateway is fine.
+        let ok = c
+            .ensure_bridge(ctx(), bridge("silohok0", Some("192.168.78.1/24"), None))
+            .await
+            .expect("rpc")
+            .expect("a private subnet");
+        assert_eq!(ok.name.as_str(), "silohok0");
+        c.delete_bridge(ctx(), ok.name)
+            .await
+            .expect("rpc")
+            .expect("delete");
+    });
+    let links = String::from_utf8_lossy(&in_netns(pid, &["ip", "-br", "link"]).stdout).into_owned();
+    for name in [
+        "silohpub0",
+        "silohgw0",
+        "docker0",
+        "eth1",
+        "wlan0",
+        "enp0s99",
+        "silohok0",
+    ] {
+        assert!(
+            !links
+                .lines()
+                .any(|l| l.split_whitespace().next() == Some(name)),
+            "{name} left behind: {links}"
+        );
+    }
+    let rules =
+        String::from_utf8_lossy(&in_netns(pid, &["nft", "list", "ruleset"]).stdout).into_owned();
+    assert!(
+        !rules.contains("silohpub0") && !rules.contains("docker0"),
+        "{rules}"
+    );
+    assert!(dnsmasq_under(pid).is_empty(), "no dnsmasq remains");
+    drop(c);
 }

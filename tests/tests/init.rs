@@ -118,14 +118,16 @@ fn preseed_round_trip_and_refusals_change_nothing() {
     ok(a.silo(&[
         "network",
         "create",
-        "extra0",
+        "siloextra0",
         "ipv4.address=10.66.0.1/24",
         "ipv6.address=none",
     ]));
     ok(a.silo(&["profile", "create", "web"]));
     let first = dump(&a);
     assert!(
-        first.contains("extra0") && first.contains("silobr0") && first.contains("storage_pools"),
+        first.contains("siloextra0")
+            && first.contains("silobr0")
+            && first.contains("storage_pools"),
         "{first}"
     );
     // Onto a fresh silod: the same setup, so the same dump.
@@ -145,9 +147,9 @@ fn preseed_round_trip_and_refusals_change_nothing() {
     let before = dump(&b);
     for (preseed, want) in [
         ("colour: blue\n", "colour"),
-        ("networks:\n- name: br5\n  config:\n    ipv4.address: 10.1.1.1/40\n", "prefix"),
+        ("networks:\n- name: silobr5\n  config:\n    ipv4.address: 10.1.1.1/40\n", "prefix"),
         (
-            "storage_pools:\n- name: p2\n  driver: dir\nnetworks:\n- name: br6\n  config:\n    bogus.key: x\n",
+            "storage_pools:\n- name: p2\n  driver: dir\nnetworks:\n- name: silobr6\n  config:\n    bogus.key: x\n",
             "bogus.key",
         ),
         ("cluster:\n  enabled: true\n", "Clustering"),
@@ -284,7 +286,7 @@ fn the_questions_on_a_terminal_with_wrong_answers_asked_again() {
     );
     t.answer(
         "What should the new bridge be called? [default=silobr0]: ",
-        "br9",
+        "silobr9",
     );
     t.answer("What IPv4 address should be used? (CIDR subnet notation, “auto” or “none”) [default=auto]: ", "10.55.0.1/33");
     t.expect("Invalid input:");
@@ -316,7 +318,7 @@ fn the_questions_on_a_terminal_with_wrong_answers_asked_again() {
     );
     let shown = t.expect("Set up:");
     assert!(
-        shown.contains("name: br9") && shown.contains("name: pool2"),
+        shown.contains("name: silobr9") && shown.contains("name: pool2"),
         "{shown}"
     );
     assert!(
@@ -332,11 +334,11 @@ fn the_questions_on_a_terminal_with_wrong_answers_asked_again() {
 
     let pool = d.api_ok("GET", "/1.0/storage-pools/pool2", None);
     assert_eq!(pool["driver"], "dir");
-    let br = d.api_ok("GET", "/1.0/networks/br9", None);
+    let br = d.api_ok("GET", "/1.0/networks/silobr9", None);
     assert_eq!(br["config"]["ipv4.address"], "10.55.0.1/24");
     let p = d.api_ok("GET", "/1.0/profiles/default", None);
     assert_eq!(p["devices"]["root"]["pool"], "pool2", "{p}");
-    assert_eq!(p["devices"]["eth0"]["network"], "br9", "{p}");
+    assert_eq!(p["devices"]["eth0"]["network"], "silobr9", "{p}");
     let s = d.api_ok("GET", "/1.0", None);
     assert_eq!(s["config"]["core.https_address"], "[::]:9443", "{s}");
     assert_eq!(s["config"]["images.auto_update_interval"], "0", "{s}");
@@ -447,7 +449,7 @@ fn a_spare_disk_for_the_pool_from_auto_and_from_the_questions() {
     );
     t.answer(
         "What should the new bridge be called? [default=silobr0]: ",
-        "br7",
+        "silobr7",
     );
     t.answer("[default=auto]: ", "none");
     t.answer("[default=auto]: ", "none");

@@ -290,17 +290,35 @@ fn networks_api_create_update_delete_and_refusals() {
     let (c, v) = d.api(
         "POST",
         "/1.0/networks",
-        Some(json!({"name": "br1", "type": "bridge", "config": {"ipv4.address": "10.0.3.50/24", "ipv6.address": "none"}})),
+        Some(json!({"name": "silobr1", "type": "bridge", "config": {"ipv4.address": "10.0.3.50/24", "ipv6.address": "none"}})),
     );
     assert_eq!(c, 400, "{v}");
     let e = v["error"].as_str().unwrap_or("");
     assert!(e.contains("overlaps") && e.contains("10.0.3.1/24"), "{e}");
-    assert!(!has_link(&d, "br1"), "nothing half-made: {}", links(&d));
-    // Taking over a foreign interface is refused.
+    assert!(!has_link(&d, "silobr1"), "nothing half-made: {}", links(&d));
+    // A name outside silo's own is refused before anything is looked at.
     let (c, v) = d.api(
         "POST",
         "/1.0/networks",
         Some(json!({"name": "lxdbr0", "type": "bridge", "config": {}})),
+    );
+    assert_eq!(c, 400, "{v}");
+    assert!(
+        v["error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("must start with \"silo\""),
+        "{v}"
+    );
+    // Taking over a foreign interface is refused, even under silo's prefix.
+    assert!(d
+        .netns_cmd(&["ip", "link", "add", "silofrgn0", "type", "bridge"])
+        .status
+        .success());
+    let (c, v) = d.api(
+        "POST",
+        "/1.0/networks",
+        Some(json!({"name": "silofrgn0", "type": "bridge", "config": {}})),
     );
     assert_eq!(c, 409, "{v}");
     assert!(
@@ -326,7 +344,7 @@ fn networks_api_create_update_delete_and_refusals() {
     let (c, v) = d.api(
         "POST",
         "/1.0/networks",
-        Some(json!({"name": "br1", "config": {"bogus.key": "1"}})),
+        Some(json!({"name": "silobr1", "config": {"bogus.key": "1"}})),
     );
     assert_eq!(c, 400);
     assert!(
@@ -338,25 +356,25 @@ fn networks_api_create_update_delete_and_refusals() {
     d.api_ok(
         "POST",
         "/1.0/networks",
-        Some(json!({"name": "br1", "description": "test", "config": {"ipv4.address": "10.77.0.1/24", "ipv6.address": "none", "ipv4.nat": "false"}})),
+        Some(json!({"name": "silobr1", "description": "test", "config": {"ipv4.address": "10.77.0.1/24", "ipv6.address": "none", "ipv4.nat": "false"}})),
     );
-    let o = d.netns_cmd(&["ip", "-br", "addr", "show", "br1"]);
+    let o = d.netns_cmd(&["ip", "-br", "addr", "show", "silobr1"]);
     assert!(
         String::from_utf8_lossy(&o.stdout).contains("10.77.0.1/24"),
         "{}",
         text(&o)
     );
     assert_eq!(
-        nft_ruleset(&d).matches("br1").count(),
+        nft_ruleset(&d).matches("silobr1").count(),
         0,
-        "no NAT asked for br1"
+        "no NAT asked for silobr1"
     );
     d.api_ok(
         "PATCH",
-        "/1.0/networks/br1",
+        "/1.0/networks/silobr1",
         Some(json!({"config": {"ipv4.address": "10.78.0.1/24", "ipv4.nat": "true"}})),
     );
-    let o = d.netns_cmd(&["ip", "-br", "addr", "show", "br1"]);
+    let o = d.netns_cmd(&["ip", "-br", "addr", "show", "silobr1"]);
     let s = String::from_utf8_lossy(&o.stdout).into_owned();
     assert!(
         s.contains("10.78.0.1/24") && !s.contains("10.77.0.1"),
@@ -376,7 +394,7 @@ fn networks_api_create_update_delete_and_refusals() {
         .filter_map(|n| n["name"].as_str())
         .collect();
     assert!(
-        names.contains(&"lxdbr0") && names.contains(&"br1") && names.contains(&"silobr0"),
+        names.contains(&"lxdbr0") && names.contains(&"silobr1") && names.contains(&"silobr0"),
         "{all}"
     );
     assert!(all
@@ -393,15 +411,19 @@ fn networks_api_create_update_delete_and_refusals() {
     // The CLI: list, show, set, get, delete.
     let o = d.silo(&["network", "list"]);
     assert!(
-        o.status.success() && String::from_utf8_lossy(&o.stdout).contains("br1"),
+        o.status.success() && String::from_utf8_lossy(&o.stdout).contains("silobr1"),
         "{}",
         text(&o)
     );
-    let o = d.silo(&["network", "set", "br1", "ipv4.dhcp.expiry", "2h"]);
+    let o = d.silo(&["network", "set", "silobr1", "ipv4.dhcp.expiry", "2h"]);
     assert!(o.status.success(), "{}", text(&o));
-    let o = d.silo(&["network", "get", "br1", "ipv4.dhcp.expiry"]);
+    let o = d.silo(&["network", "get", "silobr1", "ipv4.dhcp.expiry"]);
     assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), "2h");
-    let dns = d.netns_cmd(&["sh", "-c", "ps -eo args | grep '[d]nsmasq.*interface=br1'"]);
+    let dns = d.netns_cmd(&[
+        "sh",
+        "-c",
+        "ps -eo args | grep '[d]nsmasq.*interface=silobr1'",
+    ]);
     assert!(
         String::from_utf8_lossy(&dns.stdout).contains("7200s"),
         "dnsmasq restarted with the new expiry: {}",
@@ -411,12 +433,16 @@ fn networks_api_create_update_delete_and_refusals() {
     let o = d.silo(&[
         "network",
         "set",
-        "br1",
+        "silobr1",
         "ipv4.dhcp.ranges",
         "10.78.0.100-10.78.0.109,10.78.0.200-10.78.0.200",
     ]);
     assert!(o.status.success(), "{}", text(&o));
-    let dns = d.netns_cmd(&["sh", "-c", "ps -eo args | grep '[d]nsmasq.*interface=br1'"]);
+    let dns = d.netns_cmd(&[
+        "sh",
+        "-c",
+        "ps -eo args | grep '[d]nsmasq.*interface=silobr1'",
+    ]);
     let args = String::from_utf8_lossy(&dns.stdout).into_owned();
     assert!(
         args.contains("--dhcp-range=10.78.0.100,10.78.0.109,7200s")
@@ -430,7 +456,7 @@ fn networks_api_create_update_delete_and_refusals() {
         "/1.0/instances",
         Some(json!({
             "name": "r1", "source": {"type": "image", "alias": "busybox"},
-            "devices": {"eth0": {"type": "nic", "network": "br1", "name": "eth0"}}
+            "devices": {"eth0": {"type": "nic", "network": "silobr1", "name": "eth0"}}
         })),
     );
     d.set_state("r1", "start", false);
@@ -458,31 +484,31 @@ fn networks_api_create_update_delete_and_refusals() {
         ("10.78.0.20-10.78.0.10", "ends before it starts"),
         ("10.78.0.20", "is not a FIRST-LAST range"),
     ] {
-        let o = d.silo(&["network", "set", "br1", "ipv4.dhcp.ranges", bad]);
+        let o = d.silo(&["network", "set", "silobr1", "ipv4.dhcp.ranges", bad]);
         assert!(
             !o.status.success() && text(&o).contains(why),
             "{bad}: {}",
             text(&o)
         );
     }
-    let o = d.silo(&["network", "get", "br1", "ipv4.dhcp.ranges"]);
+    let o = d.silo(&["network", "get", "silobr1", "ipv4.dhcp.ranges"]);
     assert_eq!(
         String::from_utf8_lossy(&o.stdout).trim(),
         "10.78.0.100-10.78.0.109,10.78.0.200-10.78.0.200"
     );
-    let o = d.silo(&["network", "delete", "br1"]);
+    let o = d.silo(&["network", "delete", "silobr1"]);
     assert!(o.status.success(), "{}", text(&o));
-    assert!(!has_link(&d, "br1"), "{}", links(&d));
-    assert!(!nft_ruleset(&d).contains("br1"));
+    assert!(!has_link(&d, "silobr1"), "{}", links(&d));
+    assert!(!nft_ruleset(&d).contains("silobr1"));
     let dns = d.netns_cmd(&[
         "sh",
         "-c",
-        "ps -eo args | grep -c '[d]nsmasq.*interface=br1' || true",
+        "ps -eo args | grep -c '[d]nsmasq.*interface=silobr1' || true",
     ]);
     assert_eq!(
         String::from_utf8_lossy(&dns.stdout).trim(),
         "0",
-        "br1's dnsmasq is gone"
+        "silobr1's dnsmasq is gone"
     );
 }
 
@@ -499,12 +525,16 @@ fn http_get(port: u16) -> Result<String, String> {
 
 #[test]
 fn proxy_device_forwards_host_connections_to_a_service_inside() {
-    // Unix sockets on the host only beneath a host_paths entry of the policy.
+    // Unix sockets on the host only beneath a host_paths entry of the policy; the host
+    // service the bind=instance device below reaches is listed in proxy_host_connect.
     let sockdir = std::path::PathBuf::from(format!("/tmp/silo-proxy-{}", std::process::id()));
     std::fs::create_dir_all(&sockdir).expect("socket dir");
     let d = TestDaemon::start_with_policy(
         "net-proxy",
-        &format!("host_paths = [\"{}\"]\n", sockdir.display()),
+        &format!(
+            "host_paths = [\"{}\"]\nproxy_host_connect = [\"tcp:127.0.0.1:8080\"]\n",
+            sockdir.display()
+        ),
     );
     busybox(&d);
     d.launch("busybox", "web");
@@ -778,16 +808,16 @@ fn the_stock_lxc_client_drives_networks_and_proxies() {
     ok(d.lxc(&[
         "network",
         "create",
-        "lxcbr1",
+        "silolxc1",
         "ipv4.address=10.91.0.1/24",
         "ipv6.address=none",
     ]));
-    let show = ok(d.lxc(&["network", "show", "lxcbr1"]));
+    let show = ok(d.lxc(&["network", "show", "silolxc1"]));
     assert!(show.contains("ipv4.address: 10.91.0.1/24"), "{show}");
     assert!(show.contains("managed: true"), "{show}");
-    assert!(has_link(&d, "lxcbr1"));
-    ok(d.lxc(&["network", "delete", "lxcbr1"]));
-    assert!(!has_link(&d, "lxcbr1"));
+    assert!(has_link(&d, "silolxc1"));
+    ok(d.lxc(&["network", "delete", "silolxc1"]));
+    assert!(!has_link(&d, "silolxc1"));
 
     ok(d.lxc(&["launch", "busybox", "c1"]));
     let (code, _, e) = d.exec(

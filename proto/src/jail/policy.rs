@@ -46,6 +46,17 @@ pub struct Policy {
     /// fit in the free space above it.
     #[serde(default = "default_dir_pool_reserve")]
     pub dir_pool_reserve: u64,
+    /// Address ranges managed networks may use besides the private ones (RFC 1918, RFC 6598
+    /// shared space, IPv6 ULA), e.g. `["198.18.0.0/15"]`.
+    #[serde(default)]
+    pub network_ranges: Vec<crate::types::IpRange>,
+    /// Name prefixes managed bridges may take besides `silo`, e.g. `["lxdbr"]`.
+    #[serde(default)]
+    pub network_name_prefixes: Vec<String>,
+    /// Host addresses proxy devices with `bind=instance` may connect to, exactly as a proxy
+    /// names them (`tcp:127.0.0.1:8080`, `udp:127.0.0.1:53`, a port range covers its ports).
+    #[serde(default)]
+    pub proxy_host_connect: Vec<crate::proxy::ProxyAddr>,
     /// Where this came from (not read from the file).
     #[serde(skip)]
     pub source: String,
@@ -64,6 +75,9 @@ impl Default for Policy {
             max_image_entries: 5_000_000,
             max_processes: 20_000,
             dir_pool_reserve: default_dir_pool_reserve(),
+            network_ranges: Vec::new(),
+            network_name_prefixes: Vec::new(),
+            proxy_host_connect: Vec::new(),
             source: "built-in default".to_string(),
         }
     }
@@ -151,6 +165,35 @@ impl Policy {
                 ));
             }
         }
+        for np in &p.network_name_prefixes {
+            let ok = !np.is_empty()
+                && np.len() < 15
+                && np
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+            if !ok {
+                return Err(HelperError::invalid(
+                    "policy file",
+                    format!(
+                        "{shown}: network_name_prefixes entry {np:?} is not 1 to 14 letters, \
+                         digits, '-' or '_'"
+                    ),
+                ));
+            }
+        }
+        if let Some(u) = p
+            .proxy_host_connect
+            .iter()
+            .find(|a| matches!(a, crate::proxy::ProxyAddr::Unix { .. }))
+        {
+            return Err(HelperError::invalid(
+                "policy file",
+                format!(
+                    "{shown}: proxy_host_connect entry {u} is a unix socket; unix sockets on \
+                     the host are allowed by host_paths"
+                ),
+            ));
+        }
         p.source = shown;
         Ok(p)
     }
@@ -206,6 +249,24 @@ mod tests {
                 Policy::load(&f).expect("load").block_devices,
                 [PathBuf::from("/dev/loop7")]
             );
+            std::fs::write(
+                &f,
+                "network_ranges = [\"198.18.0.0/15\"]\nnetwork_name_prefixes = [\"lxdbr\"]\n\
+                 proxy_host_connect = [\"tcp:127.0.0.1:8080\"]\n",
+            )
+            .expect("write");
+            let p = Policy::load(&f).expect("load");
+            assert_eq!(p.network_ranges.len(), 1);
+            assert_eq!(p.network_name_prefixes, ["lxdbr"]);
+            assert_eq!(p.proxy_host_connect.len(), 1);
+            for bad in [
+                "network_ranges = [\"198.18.0.1/15\"]\n",
+                "network_name_prefixes = [\"\"]\n",
+                "proxy_host_connect = [\"unix:/run/x.sock\"]\n",
+            ] {
+                std::fs::write(&f, bad).expect("write");
+                assert!(Policy::load(&f).is_err(), "{bad}");
+            }
             std::fs::write(&f, "block_devices = [\"/home/x.img\"]\n").expect("write");
             let e = Policy::load(&f).unwrap_err().to_string();
             assert!(e.contains("not a device node beneath /dev"), "{e}");
