@@ -233,7 +233,10 @@ fn drop_root(uid: u32) -> Result<(), String> {
         nix::unistd::Uid::from_raw(uid),
         nix::unistd::Gid::from_raw(uid),
     )
-    .map_err(|e| e.to_string())
+    .map_err(|e| e.to_string())?;
+    // The credential change set dumpability from fs.suid_dumpable, which a host may have set
+    // to 1; the forwarder now runs with container root's uid in the instance's namespaces.
+    silo_proto::jail::caps_drop::non_dumpable().map_err(|e| e.to_string())
 }
 
 fn forward(pairs: Vec<(proxy::Listener, proxy::Target)>) -> ! {

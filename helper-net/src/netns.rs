@@ -6,12 +6,8 @@
 
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 
-use netlink_packet_core::{
-    NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_REQUEST,
-};
 use netlink_packet_route::link::{LinkAttribute, LinkFlags, LinkMessage};
 use netlink_packet_route::RouteNetlinkMessage;
-use netlink_sys::{protocols::NETLINK_ROUTE, Socket, SocketAddr};
 
 use crate::launcher::{open_netns, InitRef};
 
@@ -35,57 +31,7 @@ pub fn in_instance_netns<T>(
     r
 }
 
-/// Sends one request and collects the answers up to the ack (or the dump's end).
-pub fn request(
-    sock: &Socket,
-    msg: RouteNetlinkMessage,
-    flags: u16,
-) -> Result<Vec<RouteNetlinkMessage>, String> {
-    let mut hdr = NetlinkHeader::default();
-    hdr.flags = NLM_F_REQUEST | NLM_F_ACK | flags;
-    hdr.sequence_number = 1;
-    let mut m = NetlinkMessage::new(hdr, NetlinkPayload::from(msg));
-    m.finalize();
-    let mut buf = vec![0u8; m.buffer_len()];
-    m.serialize(&mut buf);
-    sock.send(&buf, 0)
-        .map_err(|e| format!("netlink send: {e}"))?;
-    let mut out = Vec::new();
-    loop {
-        let mut data: Vec<u8> = Vec::with_capacity(64 * 1024);
-        sock.recv(&mut data, 0)
-            .map_err(|e| format!("netlink recv: {e}"))?;
-        let mut off = 0;
-        while off < data.len() {
-            let m = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&data[off..])
-                .map_err(|e| format!("netlink decode: {e}"))?;
-            let len = m.header.length as usize;
-            match m.payload {
-                NetlinkPayload::Error(e) => {
-                    return match e.code {
-                        None => Ok(out),
-                        Some(c) => Err(std::io::Error::from_raw_os_error(-c.get()).to_string()),
-                    }
-                }
-                NetlinkPayload::Done(_) => return Ok(out),
-                NetlinkPayload::InnerMessage(i) => out.push(i),
-                _ => {}
-            }
-            if len == 0 {
-                break;
-            }
-            off += (len + 3) & !3;
-        }
-    }
-}
-
-/// A netlink route socket in the current network namespace.
-pub fn route_socket() -> Result<Socket, String> {
-    let mut s = Socket::new(NETLINK_ROUTE).map_err(|e| format!("netlink socket: {e}"))?;
-    s.bind(&SocketAddr::new(0, 0))
-        .map_err(|e| format!("netlink bind: {e}"))?;
-    Ok(s)
-}
+pub use silo_proto::netlink::{request, route_socket};
 
 /// In the current namespace: moves link `name` to the namespace `host` as `new_name` (down),
 /// or deletes it when `new_name` is None.
