@@ -977,6 +977,52 @@ fn not_running(name: &InstanceName) -> HelperError {
 mod tests {
     use super::*;
 
+    /// A pid that another process has taken since is never mistaken for the one recorded:
+    /// the pid is recycled for real (host root sets ns_last_pid just below it).
+    #[test]
+    fn a_recycled_pid_is_not_taken_for_the_process_that_had_it() {
+        assert!(
+            nix::unistd::geteuid().is_root(),
+            "this test recycles a pid through /proc/sys/kernel/ns_last_pid: run it as root"
+        );
+        let spawn = || {
+            std::process::Command::new("sleep")
+                .arg("30")
+                .spawn()
+                .expect("sleep")
+        };
+        let mut first = spawn();
+        let pid = first.id();
+        // Start times count clock ticks: let the next process start in a later one.
+        std::thread::sleep(Duration::from_millis(50));
+        let start = sys::start_time(pid as i32).expect("start time");
+        assert!(pidfd_verified(pid, start).is_some());
+        first.kill().expect("kill");
+        first.wait().expect("wait");
+        assert!(pidfd_verified(pid, start).is_none(), "a dead pid");
+        let mut second = None;
+        for _ in 0..50 {
+            std::fs::write("/proc/sys/kernel/ns_last_pid", (pid - 1).to_string())
+                .expect("ns_last_pid");
+            let mut c = spawn();
+            if c.id() == pid {
+                second = Some(c);
+                break;
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let mut second = second.expect("the pid was not handed out again in 50 tries");
+        assert!(
+            pidfd_verified(pid, start).is_none(),
+            "pid {pid} now names another process"
+        );
+        let now = sys::start_time(pid as i32).expect("start time");
+        assert!(pidfd_verified(pid, now).is_some());
+        let _ = second.kill();
+        let _ = second.wait();
+    }
+
     #[test]
     fn records_round_trip() {
         let n = InstanceName::new("c1").expect("name");
