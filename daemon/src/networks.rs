@@ -905,8 +905,11 @@ pub fn plan_nic(
     let kind = match kind.as_str() {
         "bridged" => NicKind::Bridged {
             bridge: parent.clone(),
-            host_name: IfName::new(host_name.unwrap_or_else(random_host_name))
-                .map_err(|e| bad(e.to_string()))?,
+            host_name: IfName::new(match host_name {
+                Some(h) => h,
+                None => random_host_name().map_err(|e| ApiError::Internal(e.to_string()))?,
+            })
+            .map_err(|e| bad(e.to_string()))?,
         },
         "macvlan" => NicKind::Macvlan { parent },
         "physical" => NicKind::Physical { parent },
@@ -935,44 +938,37 @@ pub fn plan_nic(
     })
 }
 
-fn random_bytes<const N: usize>() -> [u8; N] {
-    let mut b = [0u8; N];
-    // SAFETY: getrandom writes at most N bytes into `b`.
-    unsafe { libc::getrandom(b.as_mut_ptr() as *mut libc::c_void, N, 0) };
-    b
-}
-
 /// Host-side veth names: LXD's shape (a prefix and 8 hex digits) under silo's own prefix,
 /// so that they never take a name the host (or another manager's `veth...`) wants.
-fn random_host_name() -> String {
-    let b = random_bytes::<4>();
-    format!(
+fn random_host_name() -> Result<String, silo_proto::random::RandomError> {
+    let b = silo_proto::random::bytes::<4>()?;
+    Ok(format!(
         "{}{:02x}{:02x}{:02x}{:02x}",
         silo_proto::types::SILO_IF_PREFIX,
         b[0],
         b[1],
         b[2],
         b[3]
-    )
+    ))
 }
 
 /// A MAC for a new nic, under LXD's 00:16:3e prefix.
-pub fn random_mac() -> MacAddr {
-    MacAddr::random_lxd(random_bytes::<3>())
+pub fn random_mac() -> Result<MacAddr, silo_proto::random::RandomError> {
+    Ok(MacAddr::random_lxd(silo_proto::random::bytes::<3>()?))
 }
 
 /// The `volatile.<dev>.hwaddr` keys an instance's nics still lack.
 pub fn missing_hwaddrs(
     devices: &BTreeMap<String, Device>,
     config: &BTreeMap<String, String>,
-) -> Vec<(String, String)> {
+) -> Result<Vec<(String, String)>, silo_proto::random::RandomError> {
     devices
         .iter()
         .filter(|(_, d)| d.get("type").map(String::as_str) == Some("nic"))
         .filter(|(n, d)| {
             d.get("hwaddr").is_none() && !config.contains_key(&format!("volatile.{n}.hwaddr"))
         })
-        .map(|(n, _)| (format!("volatile.{n}.hwaddr"), random_mac().to_string()))
+        .map(|(n, _)| Ok((format!("volatile.{n}.hwaddr"), random_mac()?.to_string())))
         .collect()
 }
 
@@ -1298,17 +1294,20 @@ mod tests {
 
     #[test]
     fn host_names_and_macs_look_like_lxds() {
-        let h = random_host_name();
+        let h = random_host_name().expect("random");
         assert!(h.starts_with("silo") && h.len() == 12, "{h}");
-        assert!(random_mac().to_string().starts_with("00:16:3e:"));
+        assert!(random_mac()
+            .expect("random")
+            .to_string()
+            .starts_with("00:16:3e:"));
         let mut devs = BTreeMap::new();
         let mut nic = Device::new();
         nic.insert("type".into(), "nic".into());
         devs.insert("eth0".to_string(), nic);
-        let miss = missing_hwaddrs(&devs, &BTreeMap::new());
+        let miss = missing_hwaddrs(&devs, &BTreeMap::new()).expect("random");
         assert_eq!(miss.len(), 1);
         assert_eq!(miss[0].0, "volatile.eth0.hwaddr");
         let have = cfg(&[("volatile.eth0.hwaddr", "00:16:3e:00:00:01")]);
-        assert!(missing_hwaddrs(&devs, &have).is_empty());
+        assert!(missing_hwaddrs(&devs, &have).expect("random").is_empty());
     }
 }

@@ -158,7 +158,8 @@ fn of_type<'a>(
 fn ensure_hwaddrs(c: &Ctx, name: &str) -> Result<Instance, ApiError> {
     let i = instances::get(&c.db, name)?;
     let (_, devs) = expanded_all(c, &i)?;
-    let missing = networks::missing_hwaddrs(&devs, &i.config);
+    let missing = networks::missing_hwaddrs(&devs, &i.config)
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
     if missing.is_empty() {
         return Ok(i);
     }

@@ -162,9 +162,12 @@ fn route_dst(r: &RouteMessage) -> String {
 }
 
 /// The first of 100 random candidates `gen` accepts.
-fn first_free<T>(mut gen: impl FnMut() -> Option<T>) -> Option<T> {
-    (0..100).find_map(|_| gen())
+fn first_free<T>(mut gen: impl FnMut(usize) -> Option<T>) -> Option<T> {
+    (0..CANDIDATES).find_map(&mut gen)
 }
+
+/// How many random subnets `auto` tries, as LXD does.
+const CANDIDATES: usize = 100;
 
 /// Whether two prefixes share any address (different families never do).
 fn prefixes_overlap(a: IpAddr, alen: u8, b: IpAddr, blen: u8) -> bool {
@@ -182,21 +185,10 @@ fn prefixes_overlap(a: IpAddr, alen: u8, b: IpAddr, blen: u8) -> bool {
     }
 }
 
-/// Random bytes from the kernel (getrandom; silo-net cannot open /dev/urandom under landlock).
-pub fn random_bytes<const N: usize>() -> [u8; N] {
-    let mut b = [0u8; N];
-    let mut filled = 0;
-    while filled < N {
-        // SAFETY: getrandom writes at most N - filled bytes into the rest of `b`.
-        let r = unsafe {
-            libc::getrandom(b[filled..].as_mut_ptr() as *mut libc::c_void, N - filled, 0)
-        };
-        if r <= 0 {
-            break;
-        }
-        filled += r as usize;
-    }
-    b
+/// Random bytes for names and subnets (a failure is an error, never zeroed bytes).
+pub fn random_bytes<const N: usize>() -> HelperResult<[u8; N]> {
+    silo_proto::random::bytes::<N>()
+        .map_err(|e| HelperError::Unsupported(format!("choosing at random: {e}")))
 }
 
 impl NetServer {
@@ -431,9 +423,10 @@ impl NetServer {
         };
         if want4 {
             // LXD's space: 10.X.Y.1/24 at random, 100 tries.
+            let seeds = random_bytes::<{ 2 * CANDIDATES }>()?;
             choice.ipv4 = Some(
-                first_free(|| {
-                    let r = random_bytes::<2>();
+                first_free(|i| {
+                    let r = &seeds[2 * i..2 * i + 2];
                     Ipv4Cidr::new(Ipv4Addr::new(10, r[0], r[1], 1), 24)
                         .ok()
                         .filter(|c| free(IpAddr::V4(c.network()), 24))
@@ -447,9 +440,10 @@ impl NetServer {
             );
         }
         if want6 {
+            let seeds = random_bytes::<{ 6 * CANDIDATES }>()?;
             choice.ipv6 = Some(
-                first_free(|| {
-                    let r = random_bytes::<6>();
+                first_free(|i| {
+                    let r = &seeds[6 * i..6 * i + 6];
                     let seg = |i: usize| u16::from_be_bytes([r[i], r[i + 1]]);
                     let a = Ipv6Addr::new(0xfd42, seg(0), seg(2), seg(4), 0, 0, 0, 1);
                     Ipv6Cidr::new(a, 64)

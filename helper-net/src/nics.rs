@@ -153,7 +153,7 @@ impl NetServer {
                         what: format!("interface {host_name}"),
                     });
                 }
-                let peer = format!("silo{}", hex(&random_bytes::<5>()));
+                let peer = format!("silo{}", hex(&random_bytes::<5>()?));
                 self.handle()
                     .link()
                     .add(LinkVeth::new(host_name.as_str(), &peer).build())
@@ -192,7 +192,7 @@ impl NetServer {
             NicKind::Macvlan { parent } => {
                 self.policy_allows_parent(parent)?;
                 let pidx = self.link_index(parent).await?;
-                let tmp = format!("silo{}", hex(&random_bytes::<5>()));
+                let tmp = format!("silo{}", hex(&random_bytes::<5>()?));
                 self.handle()
                     .link()
                     .add(LinkMacVlan::new(&tmp, pidx, MacVlanMode::Bridge).build())

@@ -17,6 +17,7 @@ pub mod netlink;
 pub mod privileged;
 pub mod procinfo;
 pub mod proxy;
+pub mod random;
 pub mod store;
 pub mod transport;
 pub mod types;

@@ -293,8 +293,9 @@ fn escape_attempts_are_denied() {
     assert_ne!(code, 0, "no block devices in an unprivileged instance: {e}");
     let (code, _, e) = sh("mkdir -p /mnt/h && mount -t ext4 /dev/vda /mnt/h");
     assert_ne!(code, 0, "{e}");
-    // Even remounted writable by container root, /sys and /proc/sys keys owned by the host
-    // refuse writes: the user namespace, not the mount flag, is the barrier (as in LXD).
+    // /sys and /proc/sys cannot be remounted writable (the mounts are locked, see
+    // sec_runtime.rs), and their host-owned keys would refuse writes anyway: the user
+    // namespace is a second barrier (as in LXD).
     let (code, _, _) = sh("mount -o remount,rw /sys; mount -o remount,rw /proc/sys; echo x > /sys/kernel/uevent_helper");
     assert_ne!(code, 0, "/sys/kernel/uevent_helper must stay unwritable");
     let (code, _, _) = sh("echo 1 > /proc/sys/kernel/sysrq");

@@ -45,11 +45,11 @@ fn file_type(fd: &OwnedFd) -> u32 {
     nix::sys::stat::fstat(fd).expect("fstat").st_mode & libc::S_IFMT
 }
 
-/// (a) A set-user-id root program made by container root is on a nosuid mount on the host,
-/// and running it from its host file as an unprivileged user does not give euid 0.
-#[test]
-fn setuid_files_in_volumes_are_inert_on_the_host() {
-    let d = TestDaemon::start("sec-suid-host");
+/// A Debian instance c1 in which container root made `/usr/local/bin/sid`, a set-user-id
+/// root copy of coreutils' `id` (Debian's busybox drops set-user-id privileges by itself, so
+/// it could not tell a working bit from an inert one).
+fn debian_with_setuid_id(name: &str) -> TestDaemon {
+    let d = TestDaemon::start(name);
     d.import(&silo_tests::debian_image(), "debian");
     d.launch("debian", "c1");
     let (code, out, err) = d.exec(
@@ -61,6 +61,14 @@ fn setuid_files_in_volumes_are_inert_on_the_host() {
         ],
     );
     assert_eq!(code, 0, "{out}{err}");
+    d
+}
+
+/// (a) A set-user-id root program made by container root is on a nosuid mount on the host,
+/// and running it from its host file as an unprivileged user does not give euid 0.
+#[test]
+fn setuid_files_in_volumes_are_inert_on_the_host() {
+    let d = debian_with_setuid_id("sec-suid-host");
     let host = d
         .dir
         .join("storage-pools/default/containers/c1/rootfs/usr/local/bin/sid");
@@ -82,18 +90,7 @@ fn setuid_files_in_volumes_are_inert_on_the_host() {
 /// idmapped clone of its rootfs.
 #[test]
 fn setuid_still_works_inside_the_container() {
-    let d = TestDaemon::start("sec-suid-inside");
-    d.import(&silo_tests::debian_image(), "debian");
-    d.launch("debian", "c1");
-    let (code, out, err) = d.exec(
-        "c1",
-        &[
-            "sh",
-            "-c",
-            "cp /usr/bin/id /usr/local/bin/sid && chmod 4755 /usr/local/bin/sid",
-        ],
-    );
-    assert_eq!(code, 0, "{out}{err}");
+    let d = debian_with_setuid_id("sec-suid-inside");
     let (code, out, err) = d.exec_as("c1", &["/usr/local/bin/sid", "-u"], 1000);
     assert_eq!(code, 0, "{out}{err}");
     assert_eq!(

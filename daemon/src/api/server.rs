@@ -262,27 +262,6 @@ fn check_custom_volume(db: &Db, v: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// Fills `buf` from the kernel's CSPRNG. getrandom(2), not /dev/urandom: silod's landlock
-/// and seccomp allow the syscall (hash map seeds need it), not the file.
-fn fill_random(buf: &mut [u8]) -> std::io::Result<()> {
-    let mut filled = 0;
-    while filled < buf.len() {
-        let rest = &mut buf[filled..];
-        // SAFETY: the pointer and length describe `rest`, a live, writable, exclusively
-        // borrowed slice; getrandom writes at most `rest.len()` bytes into it.
-        let n = unsafe { libc::getrandom(rest.as_mut_ptr().cast(), rest.len(), 0) };
-        if n < 0 {
-            let e = std::io::Error::last_os_error();
-            if e.kind() == std::io::ErrorKind::Interrupted {
-                continue;
-            }
-            return Err(e);
-        }
-        filled += n as usize;
-    }
-    Ok(())
-}
-
 /// scrypt's cost as LXD sets it for its trust password (N = 2^14, r = 8, p = 1): about 16 MiB
 /// and tens of milliseconds per guess, where one sha256 would allow billions a second to
 /// anyone holding a copy of the database.
@@ -327,7 +306,7 @@ fn hash_with_salt(salt: &[u8], password: &str) -> Result<String, ApiError> {
 /// so that raising it later still verifies what is stored.
 pub fn hash_password(password: &str) -> Result<String, ApiError> {
     let mut salt = [0u8; 16];
-    fill_random(&mut salt).map_err(|e| {
+    silo_proto::random::fill(&mut salt).map_err(|e| {
         ApiError::Internal(format!("getrandom for the salt of {TRUST_PASSWORD}: {e}"))
     })?;
     hash_with_salt(&salt, password)
