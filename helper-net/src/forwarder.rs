@@ -88,17 +88,9 @@ fn pin_host_socket(path: &UnixPath) -> Result<HostSocketDir, String> {
         .rsplit_once('/')
         .ok_or_else(|| format!("{full} is not absolute"))?;
     let parent = parent.trim_start_matches('/');
-    let how = nix::fcntl::OpenHow::new()
-        .flags(
-            nix::fcntl::OFlag::O_PATH
-                | nix::fcntl::OFlag::O_DIRECTORY
-                | nix::fcntl::OFlag::O_CLOEXEC
-                | nix::fcntl::OFlag::O_NOFOLLOW,
-        )
-        .resolve(
-            nix::fcntl::ResolveFlag::RESOLVE_NO_SYMLINKS
-                | nix::fcntl::ResolveFlag::RESOLVE_NO_MAGICLINKS,
-        );
+    let how = silo_proto::jail::beneath::no_symlinks_how(
+        nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_DIRECTORY,
+    );
     let dir = nix::fcntl::openat2(nix::fcntl::AT_FDCWD, format!("/{parent}").as_str(), how)
         .map_err(|e| {
             format!("the directory of {full} on the host (no symlinks may lead to it): {e}")

@@ -170,10 +170,8 @@ fn unlink(dir: &Root, name: &str) {
 
 /// Whether the image's /sbin/init is systemd, following its symlinks inside the rootfs only.
 fn init_is_systemd(rootfs: &Root) -> bool {
-    use nix::fcntl::{openat2, OFlag, OpenHow, ResolveFlag};
-    let how = OpenHow::new()
-        .flags(OFlag::O_PATH | OFlag::O_CLOEXEC)
-        .resolve(ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_MAGICLINKS);
+    use nix::fcntl::{openat2, OFlag};
+    let how = silo_proto::jail::beneath::in_root_how(OFlag::O_PATH);
     let Ok(fd) = openat2(rootfs.fd(), "sbin/init", how) else {
         return false;
     };

@@ -7,7 +7,7 @@
 
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
-use nix::fcntl::{openat2, OFlag, OpenHow, ResolveFlag};
+use nix::fcntl::{openat2, OFlag};
 use nix::sys::stat::{fstat, Mode, SFlag};
 use silo_proto::error::{HelperError, HelperResult};
 use silo_proto::jail::beneath::Root;
@@ -16,11 +16,7 @@ use silo_proto::store::{FileKind, FileMeta, FilePut};
 /// Longest path the files API takes.
 const MAX_PATH: usize = 4096;
 
-fn how(flags: OFlag) -> OpenHow {
-    OpenHow::new()
-        .flags(flags | OFlag::O_CLOEXEC)
-        .resolve(ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_MAGICLINKS)
-}
+use silo_proto::jail::beneath::in_root_how as how;
 
 /// Checks a path from the API and makes it relative to the rootfs ("." for "/").
 pub fn relative(path: &str) -> HelperResult<String> {

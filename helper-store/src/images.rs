@@ -3,7 +3,7 @@
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
 use nix::errno::Errno;
-use nix::fcntl::{openat2, OFlag, OpenHow, ResolveFlag};
+use nix::fcntl::{openat2, OFlag};
 use nix::sys::stat::{fstat, SFlag};
 use silo_proto::error::{HelperError, HelperResult};
 use silo_proto::image::extract::{extract, Layout, Limits};
@@ -25,9 +25,7 @@ pub fn open_upload(uploads: &Root, name: &str) -> HelperResult<OwnedFd> {
 }
 
 fn open_input(images: &Root, name: &str) -> HelperResult<Option<OwnedFd>> {
-    let how = OpenHow::new()
-        .flags(OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC | OFlag::O_NONBLOCK)
-        .resolve(ResolveFlag::RESOLVE_BENEATH | ResolveFlag::RESOLVE_NO_SYMLINKS);
+    let how = silo_proto::jail::beneath::beneath_how(OFlag::O_RDONLY | OFlag::O_NONBLOCK, 0);
     let shown = format!("{}/{name}", images.display());
     let fd = match openat2(images.fd(), name, how) {
         Ok(fd) => fd,

@@ -5,10 +5,10 @@ use std::os::fd::AsFd;
 use std::sync::Arc;
 
 use nix::errno::Errno;
-use nix::fcntl::{openat2, OFlag, OpenHow, ResolveFlag};
+use nix::fcntl::{openat2, OFlag};
 use nix::sys::stat::Mode;
 use silo_proto::error::{HelperError, HelperResult};
-use silo_proto::jail::beneath::Root;
+use silo_proto::jail::beneath::{beneath_how, Root};
 use silo_proto::jail::boot::Boot;
 use silo_proto::jail::policy::Policy;
 use silo_proto::store::{LoopFileInfo, PoolDriver, PoolInfo, Store, UnpackReport, VolumeKind};
@@ -235,16 +235,7 @@ impl StoreServer {
     fn make_loop_file(&self, pool: &PoolName, size: u64) -> HelperResult<std::os::fd::OwnedFd> {
         self.check_loop_size(size)?;
         let name = format!("{}.img", pool.as_str());
-        let how = OpenHow::new()
-            .flags(
-                OFlag::O_CREAT
-                    | OFlag::O_EXCL
-                    | OFlag::O_RDWR
-                    | OFlag::O_CLOEXEC
-                    | OFlag::O_NOFOLLOW,
-            )
-            .mode(Mode::from_bits_truncate(0o600))
-            .resolve(ResolveFlag::RESOLVE_BENEATH | ResolveFlag::RESOLVE_NO_SYMLINKS);
+        let how = beneath_how(OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_RDWR, 0o600);
         let shown = format!("{}/{name}", self.0.disks.display());
         let fd = openat2(self.0.disks.fd(), name.as_str(), how).map_err(|e| match e {
             Errno::EEXIST => HelperError::AlreadyExists {
@@ -1274,9 +1265,7 @@ impl Store for StoreServer {
             match &driver {
                 PoolDriver::Btrfs { .. } => {
                     let img = format!("{}.img", pool.as_str());
-                    let how = OpenHow::new()
-                        .flags(OFlag::O_RDWR | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW)
-                        .resolve(ResolveFlag::RESOLVE_BENEATH | ResolveFlag::RESOLVE_NO_SYMLINKS);
+                    let how = beneath_how(OFlag::O_RDWR, 0);
                     let file = openat2(self.0.disks.fd(), img.as_str(), how).map_err(|e| {
                         HelperError::errno(
                             "openat2",
@@ -1314,10 +1303,11 @@ fn open_host_path(
         Mode::empty(),
     )?;
     let rel: Vec<&str> = source.components().collect();
-    let how = OpenHow::new()
-        .flags(flags | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW)
-        .resolve(ResolveFlag::RESOLVE_NO_SYMLINKS | ResolveFlag::RESOLVE_NO_MAGICLINKS);
-    openat2(root.as_fd(), rel.join("/").as_str(), how)
+    openat2(
+        root.as_fd(),
+        rel.join("/").as_str(),
+        silo_proto::jail::beneath::no_symlinks_how(flags),
+    )
 }
 
 /// The filesystem label of a pool's btrfs: `silo-<pool>`, in the characters mkfs takes.

@@ -10,7 +10,7 @@
 use std::io::Read;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 
-use nix::fcntl::{openat2, OFlag, OpenHow, ResolveFlag};
+use nix::fcntl::{openat2, OFlag, OpenHow};
 use nix::sys::stat::Mode;
 
 /// Bounds on one receive.
@@ -160,9 +160,7 @@ fn read_cmd(r: &mut dyn Read) -> Result<Option<Cmd>, String> {
 }
 
 fn how(flags: OFlag) -> OpenHow {
-    OpenHow::new()
-        .flags(flags | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW)
-        .resolve(ResolveFlag::RESOLVE_BENEATH | ResolveFlag::RESOLVE_NO_SYMLINKS)
+    silo_proto::jail::beneath::beneath_how(flags, 0)
 }
 
 /// Splits a stream path into (parent directory fd, last component), checking every part.

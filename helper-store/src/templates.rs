@@ -10,7 +10,7 @@
 use std::collections::BTreeMap;
 use std::io::Read;
 
-use nix::fcntl::{openat2, OFlag, OpenHow, ResolveFlag};
+use nix::fcntl::{openat2, OFlag};
 use silo_proto::error::{HelperError, HelperResult};
 use silo_proto::image::ImageMetadata;
 use silo_proto::jail::beneath::Root;
@@ -20,9 +20,7 @@ use silo_proto::store::{FileKind, FilePut, TemplateVars};
 const MAX_TEMPLATE: u64 = 1 << 20;
 
 fn read_beneath(dir: &Root, rel: &str, max: u64) -> HelperResult<Option<Vec<u8>>> {
-    let how = OpenHow::new()
-        .flags(OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC | OFlag::O_NONBLOCK)
-        .resolve(ResolveFlag::RESOLVE_BENEATH | ResolveFlag::RESOLVE_NO_SYMLINKS);
+    let how = silo_proto::jail::beneath::beneath_how(OFlag::O_RDONLY | OFlag::O_NONBLOCK, 0);
     let fd = match openat2(dir.fd(), rel, how) {
         Ok(fd) => fd,
         Err(nix::errno::Errno::ENOENT) => return Ok(None),

@@ -12,7 +12,7 @@ use std::io::Read;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
 use nix::errno::Errno;
-use nix::fcntl::{openat2, AtFlags, OFlag, OpenHow, ResolveFlag};
+use nix::fcntl::{openat2, AtFlags, OFlag};
 use nix::sys::stat::{fchmod, fstatat, mkdirat, mknodat, Mode, SFlag};
 use nix::sys::time::TimeSpec;
 use nix::unistd::{fchownat, linkat, symlinkat, unlinkat, Gid, Uid, UnlinkatFlags};
@@ -51,16 +51,7 @@ pub struct Report {
     pub skipped_devices: u64,
 }
 
-fn how(flags: OFlag, mode: u32) -> OpenHow {
-    OpenHow::new()
-        .flags(flags | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW)
-        .mode(Mode::from_bits_truncate(mode))
-        .resolve(
-            ResolveFlag::RESOLVE_BENEATH
-                | ResolveFlag::RESOLVE_NO_SYMLINKS
-                | ResolveFlag::RESOLVE_NO_MAGICLINKS,
-        )
-}
+use crate::jail::beneath::beneath_how as how;
 
 fn io(member: &str, op: &str, e: Errno) -> ImageError {
     ImageError::Io {

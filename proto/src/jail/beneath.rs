@@ -22,14 +22,38 @@ pub struct Root {
     display: String,
 }
 
-fn how(flags: OFlag) -> OpenHow {
+/// How a root process opens a path beneath a directory fd it trusts: never out of that
+/// directory, never through a symlink or /proc magic link, close-on-exec. `mode` counts only
+/// with O_CREAT. The one builder every helper uses for trusted directories.
+pub fn beneath_how(flags: OFlag, mode: u32) -> OpenHow {
     OpenHow::new()
         .flags(flags | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW)
+        .mode(nix::sys::stat::Mode::from_bits_truncate(mode))
         .resolve(
             ResolveFlag::RESOLVE_BENEATH
                 | ResolveFlag::RESOLVE_NO_SYMLINKS
                 | ResolveFlag::RESOLVE_NO_MAGICLINKS,
         )
+}
+
+/// How a root process opens a path inside an instance's root (a directory fd of it): symlinks
+/// resolve as if that directory were `/`, so none leads out; magic links are refused.
+pub fn in_root_how(flags: OFlag) -> OpenHow {
+    OpenHow::new()
+        .flags(flags | OFlag::O_CLOEXEC)
+        .resolve(ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_MAGICLINKS)
+}
+
+/// How a root process opens a host path the policy named, from a directory fd of `/`: no
+/// symlink (nor magic link) anywhere on the way, so a planted link cannot lead it elsewhere.
+pub fn no_symlinks_how(flags: OFlag) -> OpenHow {
+    OpenHow::new()
+        .flags(flags | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW)
+        .resolve(ResolveFlag::RESOLVE_NO_SYMLINKS | ResolveFlag::RESOLVE_NO_MAGICLINKS)
+}
+
+fn how(flags: OFlag) -> OpenHow {
+    beneath_how(flags, 0)
 }
 
 fn is_dir(st: &FileStat) -> bool {
