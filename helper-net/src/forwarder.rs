@@ -10,7 +10,7 @@ use std::os::fd::OwnedFd;
 use silo_proto::proxy::{ProxyAddr, ProxyBind, ProxySpec, UnixPath};
 
 use crate::launcher::{open_netns, InitRef};
-use crate::proxy;
+use crate::splice;
 
 /// Forks the forwarder; returns its pid once it listens (or why it could not).
 pub fn spawn(init: InitRef, uid: u32, spec: &ProxySpec) -> Result<i32, String> {
@@ -111,7 +111,7 @@ fn setup(
     init: InitRef,
     uid: u32,
     spec: &ProxySpec,
-) -> Result<Vec<(proxy::Listener, proxy::Target)>, String> {
+) -> Result<Vec<(splice::Listener, splice::Target)>, String> {
     // SAFETY: prctl with integer arguments.
     unsafe {
         libc::prctl(
@@ -134,16 +134,16 @@ fn setup(
         nix::sched::setns(fd, nix::sched::CloneFlags::CLONE_NEWNET)
             .map_err(|e| format!("entering the {what} network namespace: {e}"))
     };
-    let mut targets = proxy::targets(spec).map_err(|e| e.to_string())?;
+    let mut targets = splice::targets(spec).map_err(|e| e.to_string())?;
     let listeners = match spec.bind {
         ProxyBind::Host => {
             let l = match &spec.listen {
                 ProxyAddr::Unix { path } => {
                     let pinned = pin_host_socket(path)?;
                     enter_root(&pinned.dir, "listening socket's")?;
-                    proxy::bind(&unix_addr(&pinned.inner)?)
+                    splice::bind(&unix_addr(&pinned.inner)?)
                 }
-                other => proxy::bind(other),
+                other => splice::bind(other),
             }
             .map_err(|e| format!("listening on {}: {e}", spec.listen))?;
             // Every connection goes into the instance: its network and its filesystem, for
@@ -167,7 +167,7 @@ fn setup(
                 nix::unistd::setfsuid(nix::unistd::Uid::from_raw(id));
             };
             fs_id(uid);
-            let l = proxy::bind(&spec.listen);
+            let l = splice::bind(&spec.listen);
             fs_id(0);
             // Connections go to the host (as the policy allowed): back to its filesystem and
             // network before anything else happens; to a unix socket's own directory only.
@@ -175,7 +175,7 @@ fn setup(
                 Some(pinned) => {
                     enter_root(&pinned.dir, "host socket's")?;
                     for t in targets.iter_mut() {
-                        if let proxy::Target::Unix(p) = t {
+                        if let splice::Target::Unix(p) = t {
                             *p = pinned.inner.clone().into();
                         }
                     }
@@ -231,7 +231,7 @@ fn drop_root(uid: u32) -> Result<(), String> {
     silo_proto::jail::caps_drop::non_dumpable().map_err(|e| e.to_string())
 }
 
-fn forward(pairs: Vec<(proxy::Listener, proxy::Target)>) -> ! {
+fn forward(pairs: Vec<(splice::Listener, splice::Target)>) -> ! {
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -242,7 +242,7 @@ fn forward(pairs: Vec<(proxy::Listener, proxy::Target)>) -> ! {
             std::process::exit(2);
         }
     };
-    if let Err(e) = rt.block_on(proxy::run_all(pairs, proxy::Limits::default())) {
+    if let Err(e) = rt.block_on(splice::run_all(pairs, splice::Limits::default())) {
         eprintln!("silo-net forwarder: {e}");
         std::process::exit(1);
     }

@@ -11,8 +11,8 @@ mod launcher;
 mod netns;
 mod nft;
 mod nics;
-mod proxy;
 mod server;
+mod splice;
 
 use silo_proto::jail::beneath::Root;
 use silo_proto::jail::boot;

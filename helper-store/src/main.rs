@@ -12,6 +12,7 @@ mod images;
 mod mkfs;
 mod pools;
 mod receive;
+mod server;
 mod squash;
 mod templates;
 

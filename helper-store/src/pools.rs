@@ -11,28 +11,27 @@ use silo_proto::error::{HelperError, HelperResult};
 use silo_proto::jail::beneath::{beneath_how, Root};
 use silo_proto::jail::boot::Boot;
 use silo_proto::jail::policy::Policy;
-use silo_proto::store::{LoopFileInfo, PoolDriver, PoolInfo, Store, UnpackReport, VolumeKind};
-use silo_proto::{HelperHello, ImageFingerprint, PoolName, VolumeName};
-use tarpc::context::Context;
+use silo_proto::store::{PoolDriver, PoolInfo, VolumeKind};
+use silo_proto::{PoolName, VolumeName};
 
 /// Smallest loop file: below this no filesystem silo supports fits.
-const MIN_LOOP_FILE: u64 = 32 << 20;
+pub(crate) const MIN_LOOP_FILE: u64 = 32 << 20;
 
 #[derive(Debug)]
-struct Inner {
-    state: Root,
-    pools: Root,
-    disks: Root,
-    policy: Policy,
-    tag: String,
-    landlock: std::sync::OnceLock<String>,
-    formatter: crate::mkfs::Formatter,
-    fds: Arc<silo_proto::fdpass::FdSender>,
+pub(crate) struct Inner {
+    pub(crate) state: Root,
+    pub(crate) pools: Root,
+    pub(crate) disks: Root,
+    pub(crate) policy: Policy,
+    pub(crate) tag: String,
+    pub(crate) landlock: std::sync::OnceLock<String>,
+    pub(crate) formatter: crate::mkfs::Formatter,
+    pub(crate) fds: Arc<silo_proto::fdpass::FdSender>,
 }
 
 /// The storage service.
 #[derive(Debug, Clone)]
-pub struct StoreServer(Arc<Inner>);
+pub struct StoreServer(pub(crate) Arc<Inner>);
 
 impl StoreServer {
     /// Opens (creating if needed) the helper's two roots. Runs before the jail.
@@ -65,7 +64,7 @@ impl StoreServer {
     /// no set-user-id file a container or an image made is ever set-user-id from the host.
     /// Done here rather than only at creation and start, so a daemon that never asks for the
     /// mount cannot leave a pool without it.
-    fn pool(&self, pool: &PoolName) -> HelperResult<Root> {
+    pub(crate) fn pool(&self, pool: &PoolName) -> HelperResult<Root> {
         let dir = self.pool_raw(pool)?;
         if crate::btrfs::is_nosuid_nodev(dir.fd()) {
             return Ok(dir);
@@ -86,7 +85,7 @@ impl StoreServer {
     }
 
     /// Takes every mount off a pool's directory (its nosuid bind, a btrfs), topmost first.
-    fn unmount_all(&self, pool: &PoolName) -> HelperResult<()> {
+    pub(crate) fn unmount_all(&self, pool: &PoolName) -> HelperResult<()> {
         for _ in 0..8 {
             let dir = match self.pool_raw(pool) {
                 Ok(d) => d,
@@ -105,7 +104,7 @@ impl StoreServer {
     }
 
     /// Opens a pool's directory as it is (no mount made).
-    fn pool_raw(&self, pool: &PoolName) -> HelperResult<Root> {
+    pub(crate) fn pool_raw(&self, pool: &PoolName) -> HelperResult<Root> {
         self.0
             .pools
             .open_dir(&[pool.as_str()])
@@ -117,7 +116,7 @@ impl StoreServer {
             })
     }
 
-    fn pool_info_of(&self, pool: &PoolName, dir: &Root) -> HelperResult<PoolInfo> {
+    pub(crate) fn pool_info_of(&self, pool: &PoolName, dir: &Root) -> HelperResult<PoolInfo> {
         let st = nix::sys::statvfs::fstatvfs(dir.fd())
             .map_err(|e| HelperError::errno("fstatvfs", dir.display(), e))?;
         let frsize = st.fragment_size();
@@ -147,7 +146,7 @@ impl StoreServer {
     /// Bytes of data a write into the pool may still add: on a dir pool, the host
     /// filesystem's free space above the policy's `dir_pool_reserve` (refused outright when
     /// nothing is left); on a btrfs pool, its own filesystem bounds it (unlimited here).
-    fn write_budget(&self, dir: &Root) -> HelperResult<u64> {
+    pub(crate) fn write_budget(&self, dir: &Root) -> HelperResult<u64> {
         if self.pool_is_btrfs(dir) {
             return Ok(u64::MAX);
         }
@@ -161,7 +160,7 @@ impl StoreServer {
         Ok(avail - reserve)
     }
 
-    fn reserve_denied(&self, avail: u64) -> HelperError {
+    pub(crate) fn reserve_denied(&self, avail: u64) -> HelperError {
         self.0.policy.deny(format!(
             "the write would leave less than dir_pool_reserve ({} bytes) free on the pool's \
              host filesystem ({avail} bytes available now)",
@@ -171,7 +170,7 @@ impl StoreServer {
 
     /// Limits for unpacking into a pool: the policy's, and no more bytes than the budget.
     /// Answers whether the budget is what binds (to name the reserve in a refusal).
-    fn unpack_limits(
+    pub(crate) fn unpack_limits(
         &self,
         dir: &Root,
     ) -> HelperResult<(silo_proto::image::extract::Limits, bool)> {
@@ -187,7 +186,7 @@ impl StoreServer {
     }
 
     /// A byte-limit refusal becomes a reserve refusal when the reserve set the limit.
-    fn name_reserve(&self, dir: &Root, by_reserve: bool, e: HelperError) -> HelperError {
+    pub(crate) fn name_reserve(&self, dir: &Root, by_reserve: bool, e: HelperError) -> HelperError {
         let over = e.to_string().contains("bytes of file data")
             || e.to_string().contains("exceeds the limit");
         if by_reserve && over {
@@ -199,7 +198,7 @@ impl StoreServer {
         e
     }
 
-    fn check_loop_size(&self, size: u64) -> HelperResult<()> {
+    pub(crate) fn check_loop_size(&self, size: u64) -> HelperResult<()> {
         let max = self.0.policy.max_loop_file_size;
         if size < MIN_LOOP_FILE {
             return Err(HelperError::invalid(
@@ -232,7 +231,11 @@ impl StoreServer {
     }
 
     /// Creates the sparse loop file `<pool>.img` beneath disks/ and returns it open.
-    fn make_loop_file(&self, pool: &PoolName, size: u64) -> HelperResult<std::os::fd::OwnedFd> {
+    pub(crate) fn make_loop_file(
+        &self,
+        pool: &PoolName,
+        size: u64,
+    ) -> HelperResult<std::os::fd::OwnedFd> {
         self.check_loop_size(size)?;
         let name = format!("{}.img", pool.as_str());
         let how = beneath_how(OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_RDWR, 0o600);
@@ -252,7 +255,7 @@ impl StoreServer {
     }
 
     /// Loop file, mkfs (by the formatter), loop device, mount onto the pool directory.
-    fn make_btrfs(&self, pool: &PoolName, dir: &Root, size: u64) -> HelperResult<()> {
+    pub(crate) fn make_btrfs(&self, pool: &PoolName, dir: &Root, size: u64) -> HelperResult<()> {
         let file = self.make_loop_file(pool, size)?;
         self.0
             .formatter
@@ -264,7 +267,10 @@ impl StoreServer {
     /// block device node reached through no symlink, and nothing may hold it. The kernel
     /// answers an exclusive open with EBUSY while the device is mounted, backs a loop or
     /// device-mapper device, or is another pool's.
-    fn check_block_device(&self, source: &silo_proto::types::HostPath) -> HelperResult<()> {
+    pub(crate) fn check_block_device(
+        &self,
+        source: &silo_proto::types::HostPath,
+    ) -> HelperResult<()> {
         if !self
             .0
             .policy
@@ -301,7 +307,7 @@ impl StoreServer {
     }
 
     /// mkfs (by the formatter, never forced) on a listed block device, then mount it.
-    fn make_btrfs_device(
+    pub(crate) fn make_btrfs_device(
         &self,
         pool: &PoolName,
         dir: &Root,
@@ -313,7 +319,7 @@ impl StoreServer {
         self.mount_device(pool, dir, source)
     }
 
-    fn mount_device(
+    pub(crate) fn mount_device(
         &self,
         pool: &PoolName,
         dir: &Root,
@@ -328,7 +334,7 @@ impl StoreServer {
             .map_err(|e| HelperError::errno("fchmod", root.display(), e))
     }
 
-    fn attach_and_mount(
+    pub(crate) fn attach_and_mount(
         &self,
         pool: &PoolName,
         file: &std::os::fd::OwnedFd,
@@ -352,7 +358,7 @@ impl StoreServer {
     /// Opens a host directory for a btrfs pool: the policy must list it (or a parent) in
     /// host_paths; no symlink is followed on the way; it must be on btrfs and hold nothing but
     /// silo's own layout.
-    fn open_host_btrfs(
+    pub(crate) fn open_host_btrfs(
         &self,
         source: &silo_proto::types::HostPath,
     ) -> HelperResult<std::os::fd::OwnedFd> {
@@ -398,19 +404,19 @@ impl StoreServer {
     }
 
     /// Takes a half-made pool away again: unmount, loop file, directory.
-    fn undo_pool(&self, pool: &PoolName) {
+    pub(crate) fn undo_pool(&self, pool: &PoolName) {
         let _ = self.unmount_all(pool);
         let _ = self.0.disks.remove_tree(&format!("{}.img", pool.as_str()));
         let _ = self.0.pools.remove_tree(pool.as_str());
     }
 
     /// Whether the pool directory is a btrfs mounted there (not merely on a btrfs host).
-    fn pool_is_btrfs(&self, dir: &Root) -> bool {
+    pub(crate) fn pool_is_btrfs(&self, dir: &Root) -> bool {
         crate::btrfs::is_btrfs(dir.fd()) && !crate::btrfs::is_btrfs(self.0.pools.fd())
     }
 
     /// Makes an empty volume directory: a subvolume on btrfs pools.
-    fn new_volume(
+    pub(crate) fn new_volume(
         &self,
         pool_dir: &Root,
         kdir: &Root,
@@ -434,7 +440,7 @@ impl StoreServer {
     }
 
     /// Removes a volume: the subvolume ioctl on btrfs, a careful tree removal elsewhere.
-    fn remove_volume(&self, kdir: &Root, name: &str) -> HelperResult<()> {
+    pub(crate) fn remove_volume(&self, kdir: &Root, name: &str) -> HelperResult<()> {
         if let Ok(v) = kdir.open_dir(&[name]) {
             if crate::btrfs::is_subvolume(v.fd()) {
                 drop(v);
@@ -446,7 +452,7 @@ impl StoreServer {
 
     /// An optimized backup: each volume as a btrfs send stream of a read-only snapshot of it
     /// (made beside it and deleted after), packed with the two YAML files.
-    async fn pack_optimized(
+    pub(crate) async fn pack_optimized(
         &self,
         pool: &PoolName,
         instance: &VolumeName,
@@ -547,7 +553,7 @@ impl StoreServer {
     }
 
     /// An unlinked file in silo-store's own directory: root's, gone with its last fd.
-    fn tmpfile(&self) -> HelperResult<std::fs::File> {
+    pub(crate) fn tmpfile(&self) -> HelperResult<std::fs::File> {
         let fd = nix::fcntl::openat(
             self.0.disks.fd(),
             ".",
@@ -558,7 +564,7 @@ impl StoreServer {
         Ok(std::fs::File::from(fd))
     }
 
-    fn rootfs(&self, pool: &PoolName, instance: &VolumeName) -> HelperResult<Root> {
+    pub(crate) fn rootfs(&self, pool: &PoolName, instance: &VolumeName) -> HelperResult<Root> {
         self.pool(pool)?
             .open_dir(&["containers", instance.as_str(), "rootfs"])
             .map_err(|e| match e {
@@ -572,7 +578,10 @@ impl StoreServer {
     /// Sends silod a finished tarball read-only: a fresh open of the unlinked, root-only
     /// file (offset 0), so silod can read it but neither write into silo-store's directory
     /// nor run it (mode 0600, no execute bit, not silod's to chmod).
-    fn send_readonly(&self, f: &std::fs::File) -> HelperResult<silo_proto::fdpass::FdTicket> {
+    pub(crate) fn send_readonly(
+        &self,
+        f: &std::fs::File,
+    ) -> HelperResult<silo_proto::fdpass::FdTicket> {
         let p = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(f));
         // The magic link of silo-store's own fd: it names that file and nothing else.
         let ro = nix::fcntl::open(
@@ -584,7 +593,10 @@ impl StoreServer {
         self.send_fd(&ro)
     }
 
-    fn send_fd(&self, fd: &std::os::fd::OwnedFd) -> HelperResult<silo_proto::fdpass::FdTicket> {
+    pub(crate) fn send_fd(
+        &self,
+        fd: &std::os::fd::OwnedFd,
+    ) -> HelperResult<silo_proto::fdpass::FdTicket> {
         self.0
             .fds
             .send(&[fd.as_fd()])
@@ -593,7 +605,7 @@ impl StoreServer {
 
     /// Opens `<kind>/<volume>` beneath a pool's directory (no symlink followed, as every
     /// `Root` open); a missing one is named as the volume, not as a path.
-    fn open_volume(
+    pub(crate) fn open_volume(
         dir: &Root,
         pool: &PoolName,
         kind: VolumeKind,
@@ -608,7 +620,7 @@ impl StoreServer {
             })
     }
 
-    fn volume_what(pool: &PoolName, kind: VolumeKind, vol: &VolumeName) -> String {
+    pub(crate) fn volume_what(pool: &PoolName, kind: VolumeKind, vol: &VolumeName) -> String {
         format!(
             "storage volume {:?} ({}) in pool {:?}",
             vol.as_str(),
@@ -618,682 +630,9 @@ impl StoreServer {
     }
 }
 
-impl Store for StoreServer {
-    async fn file_get(
-        self,
-        _: Context,
-        pool: PoolName,
-        instance: VolumeName,
-        path: String,
-    ) -> HelperResult<silo_proto::store::FileMeta> {
-        let root = self.rootfs(&pool, &instance)?;
-        let (mut meta, fd) = crate::files::get(&root, &path)?;
-        if let Some(fd) = fd {
-            // Never the file's own fd: its contents, through a pipe.
-            let pipe = crate::files::feed(fd)?;
-            meta.fd = Some(self.send_fd(&pipe)?);
-        }
-        Ok(meta)
-    }
-
-    async fn file_put(
-        self,
-        _: Context,
-        pool: PoolName,
-        instance: VolumeName,
-        path: String,
-        put: silo_proto::store::FilePut,
-    ) -> HelperResult<Option<silo_proto::fdpass::FdTicket>> {
-        let budget = self.write_budget(&self.pool(&pool)?)?;
-        let root = self.rootfs(&pool, &instance)?;
-        match crate::files::put(&root, &path, &put)? {
-            // Never the file's own fd: a socket whose data silo-store writes into it.
-            Some(fd) => Ok(Some(self.send_fd(&crate::files::drain(fd, budget)?)?)),
-            None => Ok(None),
-        }
-    }
-
-    async fn render_templates(
-        self,
-        _: Context,
-        pool: PoolName,
-        instance: VolumeName,
-        vars: silo_proto::store::TemplateVars,
-    ) -> HelperResult<Vec<String>> {
-        if !matches!(vars.trigger.as_str(), "create" | "copy" | "start") {
-            return Err(HelperError::invalid(
-                "trigger",
-                format!("{:?}", vars.trigger),
-            ));
-        }
-        let vol = self
-            .pool(&pool)?
-            .open_dir(&["containers", instance.as_str()])?;
-        let root = self.rootfs(&pool, &instance)?;
-        crate::templates::apply(&vol, &root, &vars)
-    }
-
-    async fn file_delete(
-        self,
-        _: Context,
-        pool: PoolName,
-        instance: VolumeName,
-        path: String,
-    ) -> HelperResult<()> {
-        let root = self.rootfs(&pool, &instance)?;
-        crate::files::delete(&root, &path)
-    }
-
-    async fn hello(self, _: Context) -> HelperHello {
-        HelperHello {
-            helper: "silo-store".into(),
-            version: env!("CARGO_PKG_VERSION").into(),
-            pid: std::process::id(),
-            tag: self.0.tag.clone(),
-            landlock: self.0.landlock.get().cloned().unwrap_or_default(),
-        }
-    }
-
-    async fn create_pool(
-        self,
-        _: Context,
-        pool: PoolName,
-        driver: PoolDriver,
-    ) -> HelperResult<PoolInfo> {
-        let what = format!("storage pool {:?}", pool.as_str());
-        // Check what can be checked before anything is made.
-        let host = match &driver {
-            PoolDriver::BtrfsPath { source } => Some(self.open_host_btrfs(source)?),
-            PoolDriver::BtrfsDevice { source } => {
-                self.check_block_device(source)?;
-                None
-            }
-            _ => None,
-        };
-        if let PoolDriver::Btrfs { size } = driver {
-            self.check_loop_size(size)?;
-            if self.0.disks.exists(&format!("{}.img", pool.as_str()))? {
-                return Err(HelperError::AlreadyExists {
-                    what: format!("loop file for {what}"),
-                });
-            }
-        }
-        let dir = self.0.pools.mkdir_new(pool.as_str(), 0o711, &what)?;
-        let made = match (&driver, &host) {
-            (PoolDriver::Btrfs { size }, _) => self.make_btrfs(&pool, &dir, *size),
-            (PoolDriver::BtrfsPath { .. }, Some(src)) => {
-                crate::btrfs::bind_dir(src.as_fd(), dir.fd())
-            }
-            (PoolDriver::BtrfsDevice { source }, _) => self.make_btrfs_device(&pool, &dir, source),
-            _ => Ok(()),
-        };
-        let dir = match made.and_then(|()| self.pool(&pool)) {
-            Ok(d) => d,
-            Err(e) => {
-                self.undo_pool(&pool);
-                return Err(e);
-            }
-        };
-        for kind in VolumeKind::ALL {
-            if let Err(e) = dir.mkdir_all(&[kind.dir_name()], 0o711) {
-                drop(dir);
-                self.undo_pool(&pool);
-                return Err(e);
-            }
-        }
-        tracing::info!(pool = %pool, driver = ?driver, "created storage pool");
-        self.pool_info_of(&pool, &dir)
-    }
-
-    async fn pool_info(self, _: Context, pool: PoolName) -> HelperResult<PoolInfo> {
-        let dir = self.pool(&pool)?;
-        self.pool_info_of(&pool, &dir)
-    }
-
-    async fn delete_pool(self, _: Context, pool: PoolName) -> HelperResult<()> {
-        let dir = self.pool_raw(&pool)?;
-        let mut used = Vec::new();
-        for kind in VolumeKind::ALL {
-            if let Ok(k) = dir.open_dir(&[kind.dir_name()]) {
-                for v in k.list()? {
-                    used.push(format!("{}/{}", kind.dir_name(), v));
-                }
-            }
-        }
-        if !used.is_empty() {
-            return Err(HelperError::InUse {
-                what: format!("storage pool {:?}", pool.as_str()),
-                by: format!("volumes {}", used.join(", ")),
-            });
-        }
-        let btrfs = self.pool_is_btrfs(&dir);
-        if btrfs {
-            // On a host path, take silo's own (empty) directories away first.
-            for kind in VolumeKind::ALL {
-                let _ = dir.remove_tree(kind.dir_name());
-            }
-        }
-        drop(dir);
-        // The btrfs mount, and the nosuid bind of a dir pool (or beneath a btrfs).
-        self.unmount_all(&pool)?;
-        if btrfs {
-            let _ = self.0.disks.remove_tree(&format!("{}.img", pool.as_str()));
-        }
-        self.0.pools.remove_tree(pool.as_str())?;
-        tracing::info!(pool = %pool, "deleted storage pool");
-        Ok(())
-    }
-
-    async fn create_volume(
-        self,
-        _: Context,
-        pool: PoolName,
-        kind: VolumeKind,
-        volume: VolumeName,
-    ) -> HelperResult<()> {
-        let dir = self.pool(&pool)?;
-        let (kdir, _) = dir.mkdir_all(&[kind.dir_name()], 0o711)?;
-        self.new_volume(
-            &dir,
-            &kdir,
-            volume.as_str(),
-            &Self::volume_what(&pool, kind, &volume),
-        )?;
-        tracing::info!(pool = %pool, volume = %volume, kind = kind.dir_name(), "created volume");
-        Ok(())
-    }
-
-    async fn list_volumes(
-        self,
-        _: Context,
-        pool: PoolName,
-        kind: VolumeKind,
-    ) -> HelperResult<Vec<VolumeName>> {
-        let dir = self.pool(&pool)?;
-        let kdir = dir.open_dir(&[kind.dir_name()])?;
-        Ok(kdir
-            .list()?
-            .into_iter()
-            .filter_map(|n| VolumeName::new(n).ok())
-            .collect())
-    }
-
-    async fn volume_usage(
-        self,
-        _: Context,
-        pool: PoolName,
-        kind: VolumeKind,
-        volume: VolumeName,
-    ) -> HelperResult<u64> {
-        let dir = self.pool(&pool)?;
-        Self::open_volume(&dir, &pool, kind, &volume)?.usage()
-    }
-
-    async fn delete_volume(
-        self,
-        _: Context,
-        pool: PoolName,
-        kind: VolumeKind,
-        volume: VolumeName,
-    ) -> HelperResult<()> {
-        let dir = self.pool(&pool)?;
-        let kdir = dir.open_dir(&[kind.dir_name()])?;
-        if !kdir.exists(volume.as_str())? {
-            return Err(HelperError::NotFound {
-                what: Self::volume_what(&pool, kind, &volume),
-            });
-        }
-        self.remove_volume(&kdir, volume.as_str())?;
-        tracing::info!(pool = %pool, volume = %volume, kind = kind.dir_name(), "deleted volume");
-        Ok(())
-    }
-
-    async fn create_loop_file(
-        self,
-        _: Context,
-        pool: PoolName,
-        size: u64,
-    ) -> HelperResult<LoopFileInfo> {
-        self.make_loop_file(&pool, size)?;
-        tracing::info!(pool = %pool, size, "created loop file");
-        Ok(LoopFileInfo { pool, size })
-    }
-
-    async fn delete_loop_file(self, _: Context, pool: PoolName) -> HelperResult<()> {
-        let name = format!("{}.img", pool.as_str());
-        if !self.0.disks.exists(&name)? {
-            return Err(HelperError::NotFound {
-                what: format!("loop file for storage pool {:?}", pool.as_str()),
-            });
-        }
-        self.0.disks.remove_tree(&name)
-    }
-
-    async fn unpack_image(
-        self,
-        _: Context,
-        pool: PoolName,
-        fingerprint: ImageFingerprint,
-    ) -> HelperResult<UnpackReport> {
-        let dir = self.pool(&pool)?;
-        let (limits, by_reserve) = self.unpack_limits(&dir)?;
-        let (kdir, _) = dir.mkdir_all(&[VolumeKind::Image.dir_name()], 0o711)?;
-        let vol = VolumeName::new(fingerprint.as_str())?;
-        let target = self.new_volume(
-            &dir,
-            &kdir,
-            vol.as_str(),
-            &Self::volume_what(&pool, VolumeKind::Image, &vol),
-        )?;
-        let t0 = std::time::Instant::now();
-        let r = match self.0.state.open_untrusted_dir("images") {
-            Ok(images) => crate::images::unpack(&images, &target, &fingerprint, limits)
-                .await
-                .map_err(|e| self.name_reserve(&dir, by_reserve, e)),
-            Err(e) => Err(e),
-        };
-        match r {
-            Ok(rep) => {
-                tracing::info!(pool = %pool, image = %fingerprint, entries = rep.entries, bytes = rep.bytes, ms = t0.elapsed().as_millis() as u64, "unpacked image");
-                Ok(rep)
-            }
-            Err(e) => {
-                // Nothing half-made.
-                if let Err(rm) = self.remove_volume(&kdir, vol.as_str()) {
-                    tracing::error!(error = %rm, "removing a failed image volume");
-                }
-                tracing::warn!(pool = %pool, image = %fingerprint, error = %e, "refused image");
-                Err(e)
-            }
-        }
-    }
-
-    async fn copy_volume(
-        self,
-        _: Context,
-        pool: PoolName,
-        src_kind: VolumeKind,
-        src: VolumeName,
-        dst_kind: VolumeKind,
-        dst: VolumeName,
-    ) -> HelperResult<u64> {
-        let dir = self.pool(&pool)?;
-        let sdir = Self::open_volume(&dir, &pool, src_kind, &src)?;
-        let (kdir, _) = dir.mkdir_all(&[dst_kind.dir_name()], 0o711)?;
-        let t0 = std::time::Instant::now();
-        if crate::btrfs::is_subvolume(sdir.fd()) && self.pool_is_btrfs(&dir) {
-            // A snapshot: near instant, sharing every extent with the image volume.
-            if kdir.exists(dst.as_str())? {
-                return Err(HelperError::AlreadyExists {
-                    what: Self::volume_what(&pool, dst_kind, &dst),
-                });
-            }
-            crate::btrfs::snapshot(sdir.fd(), kdir.fd(), dst.as_str())?;
-            let usage = kdir
-                .open_dir(&[dst.as_str()])
-                .and_then(|d| d.usage())
-                .unwrap_or(0);
-            tracing::info!(pool = %pool, src = %src, dst = %dst, ms = t0.elapsed().as_millis() as u64, "snapshotted volume");
-            return Ok(usage);
-        }
-        let budget = self.write_budget(&dir)?;
-        let target = self.new_volume(
-            &dir,
-            &kdir,
-            dst.as_str(),
-            &Self::volume_what(&pool, dst_kind, &dst),
-        )?;
-        match crate::images::copy(&sdir, &target, budget)
-            .await
-            .map_err(|e| self.name_reserve(&dir, budget != u64::MAX, e))
-        {
-            Ok(bytes) => {
-                tracing::info!(pool = %pool, src = %src, dst = %dst, bytes, ms = t0.elapsed().as_millis() as u64, "copied volume");
-                Ok(bytes)
-            }
-            Err(e) => {
-                let _ = self.remove_volume(&kdir, dst.as_str());
-                Err(e)
-            }
-        }
-    }
-
-    async fn rename_volume(
-        self,
-        _: Context,
-        pool: PoolName,
-        kind: VolumeKind,
-        from: VolumeName,
-        to: VolumeName,
-        replace: bool,
-    ) -> HelperResult<()> {
-        let dir = self.pool(&pool)?;
-        let kdir = dir.open_dir(&[kind.dir_name()])?;
-        // Both names must be real root-owned volume directories (or `to` absent), never a
-        // planted symlink.
-        Self::open_volume(&dir, &pool, kind, &from)?;
-        let exists = kdir.exists(to.as_str())?;
-        if exists && !replace {
-            return Err(HelperError::AlreadyExists {
-                what: Self::volume_what(&pool, kind, &to),
-            });
-        }
-        if exists {
-            kdir.open_dir(&[to.as_str()])?;
-            nix::fcntl::renameat2(
-                kdir.fd(),
-                from.as_str(),
-                kdir.fd(),
-                to.as_str(),
-                nix::fcntl::RenameFlags::RENAME_EXCHANGE,
-            )
-            .map_err(|e| HelperError::errno("renameat2(RENAME_EXCHANGE)", to.as_str(), e))?;
-            // `from` now holds the replaced volume.
-            self.remove_volume(&kdir, from.as_str())?;
-        } else {
-            nix::fcntl::renameat2(
-                kdir.fd(),
-                from.as_str(),
-                kdir.fd(),
-                to.as_str(),
-                nix::fcntl::RenameFlags::RENAME_NOREPLACE,
-            )
-            .map_err(|e| HelperError::errno("renameat2", to.as_str(), e))?;
-        }
-        tracing::info!(pool = %pool, kind = kind.dir_name(), from = %from, to = %to, replace, "renamed volume");
-        Ok(())
-    }
-
-    async fn pack_volume(
-        self,
-        _: Context,
-        pool: PoolName,
-        kind: VolumeKind,
-        volume: VolumeName,
-        compression: silo_proto::store::PackCompression,
-        meta: silo_proto::store::PackMeta,
-    ) -> HelperResult<silo_proto::fdpass::FdTicket> {
-        use silo_proto::image::ImageMetadata;
-        let dir = self.pool(&pool)?;
-        let vdir = Self::open_volume(&dir, &pool, kind, &volume)?;
-        // The image's templates go along: they are what the volume's metadata.yaml names.
-        let templates = crate::templates::volume_metadata(&vdir)?
-            .map(|m| m.templates)
-            .unwrap_or_default();
-        let md = ImageMetadata {
-            architecture: meta.architecture,
-            creation_date: meta.creation_date,
-            expiry_date: None,
-            properties: meta.properties,
-            templates,
-        };
-        let compression = pack_compression(compression);
-        let out = self.tmpfile()?;
-        let child_out = out
-            .try_clone()
-            .map_err(|e| HelperError::io("dup", "image file", e))?;
-        let path = format!(
-            "/proc/self/fd/{}",
-            std::os::fd::AsRawFd::as_raw_fd(&vdir.fd())
-        );
-        let t0 = std::time::Instant::now();
-        crate::child::run("image pack", &[], &[vdir.fd()], move || {
-            silo_proto::image::pack::pack(std::path::Path::new(&path), child_out, compression, &md)
-        })
-        .await?
-        .map_err(|e| HelperError::Io {
-            op: "packing the image".into(),
-            target: Self::volume_what(&pool, kind, &volume),
-            message: e,
-            errno: None,
-        })?;
-        let size = out.metadata().map(|m| m.len()).unwrap_or(0);
-        tracing::info!(pool = %pool, volume = %volume, size, ms = t0.elapsed().as_millis() as u64, "packed image");
-        self.send_readonly(&out)
-    }
-
-    async fn pack_backup(
-        self,
-        _: Context,
-        pool: PoolName,
-        instance: VolumeName,
-        backup: silo_proto::store::BackupPack,
-    ) -> HelperResult<silo_proto::fdpass::FdTicket> {
-        let silo_proto::store::BackupPack {
-            snapshots,
-            index_yaml,
-            backup_yaml,
-            compression,
-            optimized,
-        } = backup;
-        if optimized {
-            return self
-                .pack_optimized(
-                    &pool,
-                    &instance,
-                    &snapshots,
-                    index_yaml,
-                    backup_yaml,
-                    compression,
-                )
-                .await;
-        }
-        if index_yaml.len() > 1 << 20 || backup_yaml.len() > 4 << 20 {
-            return Err(HelperError::invalid(
-                "backup",
-                "index.yaml or backup.yaml is too large",
-            ));
-        }
-        let dir = self.pool(&pool)?;
-        let open = |kind: VolumeKind, v: &VolumeName| Self::open_volume(&dir, &pool, kind, v);
-        let ivol = open(VolumeKind::Container, &instance)?;
-        let mut svols = Vec::new();
-        for (name, v) in &snapshots {
-            svols.push((name.clone(), open(VolumeKind::Snapshot, v)?));
-        }
-        let out = self.tmpfile()?;
-        let child_out = out
-            .try_clone()
-            .map_err(|e| HelperError::io("dup", "backup file", e))?;
-        let fdpath =
-            |r: &Root| format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&r.fd()));
-        let mut trees = vec![(
-            "backup/container".to_string(),
-            std::path::PathBuf::from(fdpath(&ivol)),
-        )];
-        for (name, r) in &svols {
-            trees.push((
-                format!("backup/snapshots/{}", name.as_str()),
-                std::path::PathBuf::from(fdpath(r)),
-            ));
-        }
-        let files = vec![
-            ("backup/index.yaml".to_string(), index_yaml.into_bytes()),
-            (
-                "backup/container/backup.yaml".to_string(),
-                backup_yaml.into_bytes(),
-            ),
-        ];
-        let mut read = vec![ivol.fd()];
-        read.extend(svols.iter().map(|(_, r)| r.fd()));
-        let compression = pack_compression(compression);
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs() as i64)
-            .unwrap_or(0);
-        let t0 = std::time::Instant::now();
-        crate::child::run("backup pack", &[], &read, move || {
-            silo_proto::image::pack::pack_tree(child_out, compression, now, &files, &trees)
-        })
-        .await?
-        .map_err(|e| HelperError::Io {
-            op: "packing the backup".into(),
-            target: format!("instance {:?}", instance.as_str()),
-            message: e,
-            errno: None,
-        })?;
-        let size = out.metadata().map(|m| m.len()).unwrap_or(0);
-        tracing::info!(pool = %pool, instance = %instance, snapshots = snapshots.len(), size, ms = t0.elapsed().as_millis() as u64, "packed backup");
-        self.send_readonly(&out)
-    }
-
-    async fn unpack_backup(
-        self,
-        _: Context,
-        pool: PoolName,
-        upload: VolumeName,
-        instance: VolumeName,
-        snapshots: Vec<(VolumeName, VolumeName)>,
-        optimized: bool,
-    ) -> HelperResult<()> {
-        let dir = self.pool(&pool)?;
-        let uploads = self.0.state.open_untrusted_dir("images")?;
-        // Refused at once when the pool's filesystem is already at its reserve.
-        let (_, by_reserve) = self.unpack_limits(&dir)?;
-        // An optimized backup holds one send stream per volume; a plain one a tree per volume.
-        let part = |tree: Vec<String>, bin: String| if optimized { vec![bin] } else { tree };
-        let mut parts = vec![(
-            VolumeKind::Container,
-            instance.clone(),
-            part(
-                vec!["backup".to_string(), "container".to_string()],
-                "backup/container.bin".to_string(),
-            ),
-        )];
-        for (name, v) in &snapshots {
-            parts.push((
-                VolumeKind::Snapshot,
-                v.clone(),
-                part(
-                    vec![
-                        "backup".into(),
-                        "snapshots".into(),
-                        name.as_str().to_string(),
-                    ],
-                    format!("backup/snapshots/{}.bin", name.as_str()),
-                ),
-            ));
-        }
-        if optimized {
-            // Streams after the first may be differences from the volume before them: the
-            // snapshots oldest first, then the instance (LXD's order).
-            parts.rotate_left(1);
-        }
-        let mut made: Vec<(VolumeKind, VolumeName)> = Vec::new();
-        let t0 = std::time::Instant::now();
-        let r = async {
-            let mut previous: Option<Root> = None;
-            for (kind, vol, prefix) in parts {
-                // Free space shrinks as parts land: each part gets what is left above the reserve.
-                let limits = self.unpack_limits(&dir)?.0;
-                let (kdir, _) = dir.mkdir_all(&[kind.dir_name()], 0o711)?;
-                let target = self.new_volume(
-                    &dir,
-                    &kdir,
-                    vol.as_str(),
-                    &Self::volume_what(&pool, kind, &vol),
-                )?;
-                made.push((kind, vol.clone()));
-                let input = crate::images::open_upload(&uploads, upload.as_str())?;
-                let root = target.fd();
-                if optimized {
-                    let member = prefix.concat();
-                    let rl = crate::receive::Limits {
-                        max_bytes: limits.max_bytes,
-                        max_commands: limits.max_entries.saturating_mul(16),
-                    };
-                    let base = previous.as_ref().map(|p| p.fd());
-                    let read: Vec<std::os::fd::BorrowedFd<'_>> = base.into_iter().collect();
-                    let member_name = prefix.concat();
-                    let got = crate::child::run("receive backup", &[root], &read, move || {
-                        crate::receive::from_backup(input, &member, root, base, rl)
-                    })
-                    .await?
-                    .map_err(|e: String| HelperError::invalid("backup", e))?;
-                    tracing::info!(
-                        member = %member_name,
-                        commands = got.commands,
-                        bytes = got.bytes,
-                        incremental = got.incremental,
-                        moved_by_copy = got.moved_by_copy,
-                        link_copies = got.link_copies,
-                        stashed = got.stashed,
-                        skipped_devices = got.skipped_devices,
-                        "received send stream"
-                    );
-                    previous = Some(target);
-                    continue;
-                }
-                crate::child::run("unpack backup", &[root], &[], move || {
-                    let s = silo_proto::image::open_tar_stream(
-                        std::fs::File::from(input),
-                        limits.max_bytes.saturating_mul(2).max(1 << 20),
-                    )?;
-                    silo_proto::image::extract::extract_part(s, root, &prefix, &limits)
-                })
-                .await?
-                .map_err(|e: silo_proto::image::ImageError| {
-                    HelperError::invalid("backup", e.to_string())
-                })?;
-            }
-            Ok::<(), HelperError>(())
-        }
-        .await
-        .map_err(|e| self.name_reserve(&dir, by_reserve, e));
-        if let Err(e) = r {
-            for (kind, vol) in made {
-                if let Ok(k) = dir.open_dir(&[kind.dir_name()]) {
-                    let _ = self.remove_volume(&k, vol.as_str());
-                }
-            }
-            tracing::warn!(pool = %pool, instance = %instance, error = %e, "refused backup");
-            return Err(e);
-        }
-        tracing::info!(pool = %pool, instance = %instance, snapshots = snapshots.len(), ms = t0.elapsed().as_millis() as u64, "unpacked backup");
-        Ok(())
-    }
-
-    async fn mount_pool(
-        self,
-        _: Context,
-        pool: PoolName,
-        driver: PoolDriver,
-    ) -> HelperResult<PoolInfo> {
-        // As it is: a btrfs goes onto the bare directory, not onto a nosuid bind of it.
-        let dir = self.pool_raw(&pool)?;
-        if !self.pool_is_btrfs(&dir) {
-            match &driver {
-                PoolDriver::Btrfs { .. } => {
-                    let img = format!("{}.img", pool.as_str());
-                    let how = beneath_how(OFlag::O_RDWR, 0);
-                    let file = openat2(self.0.disks.fd(), img.as_str(), how).map_err(|e| {
-                        HelperError::errno(
-                            "openat2",
-                            format!("{}/{img}", self.0.disks.display()),
-                            e,
-                        )
-                    })?;
-                    self.attach_and_mount(&pool, &file, &dir)?;
-                }
-                PoolDriver::BtrfsPath { source } => {
-                    let src = self.open_host_btrfs(source)?;
-                    crate::btrfs::bind_dir(src.as_fd(), dir.fd())?;
-                }
-                PoolDriver::BtrfsDevice { source } => self.mount_device(&pool, &dir, source)?,
-                PoolDriver::Dir => {}
-            }
-            if !matches!(driver, PoolDriver::Dir) {
-                tracing::info!(pool = %pool, "mounted storage pool");
-            }
-        }
-        let dir = self.pool(&pool)?;
-        self.pool_info_of(&pool, &dir)
-    }
-}
-
 /// Opens a host path the policy named, from `/`, following no symlink (nor /proc magic
 /// link) anywhere on the way: a path planted with a link cannot lead silo-store elsewhere.
-fn open_host_path(
+pub(crate) fn open_host_path(
     source: &silo_proto::types::HostPath,
     flags: OFlag,
 ) -> Result<std::os::fd::OwnedFd, Errno> {
@@ -1311,7 +650,7 @@ fn open_host_path(
 }
 
 /// The filesystem label of a pool's btrfs: `silo-<pool>`, in the characters mkfs takes.
-fn fs_label(pool: &PoolName) -> String {
+pub(crate) fn fs_label(pool: &PoolName) -> String {
     format!("silo-{}", pool.as_str())
         .chars()
         .map(|c| {
@@ -1324,7 +663,9 @@ fn fs_label(pool: &PoolName) -> String {
         .collect()
 }
 
-fn pack_compression(c: silo_proto::store::PackCompression) -> silo_proto::image::Compression {
+pub(crate) fn pack_compression(
+    c: silo_proto::store::PackCompression,
+) -> silo_proto::image::Compression {
     use silo_proto::image::Compression;
     use silo_proto::store::PackCompression as P;
     match c {
