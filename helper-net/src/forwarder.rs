@@ -9,7 +9,7 @@ use std::os::fd::OwnedFd;
 
 use silo_proto::proxy::{ProxyAddr, ProxyBind, ProxySpec, UnixPath};
 
-use crate::launcher::{open_netns, InitRef};
+use crate::launcher::{open_netns, same_process, InitRef};
 use crate::splice;
 
 /// Forks the forwarder; returns its pid once it listens (or why it could not).
@@ -130,6 +130,11 @@ fn setup(
     // root plants (absolute, or climbing with "..") then stays inside the instance.
     let host_root = open_dir("/", "the host's root")?;
     let inst_root = open_dir(&format!("/proc/{}/root", init.pid), "the instance's root")?;
+    // Opened by pid number: only kept if that pid is still the instance's init (a recycled
+    // pid would hand over another process's root, the host's included).
+    if !same_process(init) {
+        return Err("the instance's init is gone".into());
+    }
     let setns = |fd: &dyn std::os::fd::AsFd, what: &str| {
         nix::sched::setns(fd, nix::sched::CloneFlags::CLONE_NEWNET)
             .map_err(|e| format!("entering the {what} network namespace: {e}"))
