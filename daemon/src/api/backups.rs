@@ -69,7 +69,7 @@ pub async fn create(
     Path(name): Path<String>,
     body: axum::body::Bytes,
 ) -> ApiResult {
-    let p: BackupPost = serde_json::from_slice(&body)
+    let p: BackupPost = super::lenient::from_slice(&body)
         .map_err(|e| ApiError::BadRequest(format!("invalid request body: {e}")))?;
     let c = d.instance_ctx();
     crate::instances::get(&d.db, &name)?;
@@ -136,7 +136,7 @@ pub async fn rename(
     Path((name, b)): Path<(String, String)>,
     body: axum::body::Bytes,
 ) -> ApiResult {
-    let p: BackupRename = serde_json::from_slice(&body)
+    let p: BackupRename = super::lenient::from_slice(&body)
         .map_err(|e| ApiError::BadRequest(format!("invalid request body: {e}")))?;
     backups::get(&d.db, &name, &b)?;
     let (db, state) = (d.db.clone(), d.state_dir.clone());

@@ -75,7 +75,7 @@ pub async fn create(State(d): State<Arc<Daemon>>, req: Request) -> ApiResult {
         let bytes = axum::body::to_bytes(req.into_body(), 1 << 20)
             .await
             .map_err(|e| ApiError::BadRequest(e.to_string()))?;
-        let r: images::PublishRequest = serde_json::from_slice(&bytes)
+        let r: images::PublishRequest = super::lenient::from_slice(&bytes)
             .map_err(|e| ApiError::BadRequest(format!("invalid request body: {e}")))?;
         images::check_publish(&d.db, &r)?;
         let c = d.instance_ctx();
@@ -259,7 +259,7 @@ pub struct ImagePut {
 
 fn apply_put(d: &Daemon, fp: &str, body: &[u8], patch: bool) -> ApiResult {
     let mut img = images::resolve_exact_or_prefix(&d.db, fp)?;
-    let p: ImagePut = serde_json::from_slice(body)
+    let p: ImagePut = super::lenient::from_slice(body)
         .map_err(|e| ApiError::BadRequest(format!("invalid request body: {e}")))?;
     if let Some(v) = p.public {
         img.public = v;
@@ -456,7 +456,7 @@ pub struct AliasPost {
 
 /// `POST /1.0/images/aliases`.
 pub async fn aliases_create(State(d): State<Arc<Daemon>>, body: axum::body::Bytes) -> ApiResult {
-    let p: AliasPost = serde_json::from_slice(&body)
+    let p: AliasPost = super::lenient::from_slice(&body)
         .map_err(|e| ApiError::BadRequest(format!("invalid request body: {e}")))?;
     let img = images::resolve_exact_or_prefix(&d.db, &p.target)?;
     images::alias_put(
@@ -498,7 +498,7 @@ pub struct AliasPut {
 
 async fn alias_write(d: &Daemon, name: &str, body: &[u8], patch: bool) -> ApiResult {
     let mut a = find_alias(d, name)?;
-    let p: AliasPut = serde_json::from_slice(body)
+    let p: AliasPut = super::lenient::from_slice(body)
         .map_err(|e| ApiError::BadRequest(format!("invalid request body: {e}")))?;
     if let Some(t) = p.target {
         a.target = images::resolve_exact_or_prefix(&d.db, &t)?.fingerprint;
@@ -538,7 +538,7 @@ pub async fn alias_rename(
     Path(name): Path<String>,
     body: axum::body::Bytes,
 ) -> ApiResult {
-    let v: HashMap<String, String> = serde_json::from_slice(&body)
+    let v: HashMap<String, String> = super::lenient::from_slice(&body)
         .map_err(|e| ApiError::BadRequest(format!("invalid request body: {e}")))?;
     let to = v
         .get("name")

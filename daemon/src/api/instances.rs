@@ -77,7 +77,7 @@ pub async fn create(State(d): State<Arc<Daemon>>, req: axum::extract::Request) -
     let body = axum::body::to_bytes(req.into_body(), 4 << 20)
         .await
         .map_err(|e| ApiError::BadRequest(format!("reading the request: {e}")))?;
-    let req: CreateRequest = serde_json::from_slice(&body)
+    let req: CreateRequest = super::lenient::from_slice(&body)
         .map_err(|e| ApiError::BadRequest(format!("invalid request body: {e}")))?;
     let c = d.instance_ctx();
     if req.source.kind == "copy" && req.source.refresh && instances::get(&d.db, &req.name).is_ok() {
@@ -243,7 +243,7 @@ pub async fn patch(
     body: axum::body::Bytes,
 ) -> ApiResult {
     check_etag(&d, &name, &headers)?;
-    let w: Writable = serde_json::from_slice(&body)
+    let w: Writable = super::lenient::from_slice(&body)
         .map_err(|e| ApiError::BadRequest(format!("invalid request body: {e}")))?;
     let before = instances::get(&d.db, &name)?;
     instances::apply(&d.db, &name, w, true)?;
@@ -314,7 +314,7 @@ pub async fn put_state(
     body: axum::body::Bytes,
 ) -> ApiResult {
     instances::get(&d.db, &name)?;
-    let req: StateChange = serde_json::from_slice(&body)
+    let req: StateChange = super::lenient::from_slice(&body)
         .map_err(|e| ApiError::BadRequest(format!("invalid request body: {e}")))?;
     if req.stateful {
         return Err(ApiError::BadRequest(
@@ -384,7 +384,7 @@ pub async fn exec(
     body: axum::body::Bytes,
 ) -> ApiResult {
     instances::get(&d.db, &name)?;
-    let req: crate::exec::ExecRequest = serde_json::from_slice(&body)
+    let req: crate::exec::ExecRequest = super::lenient::from_slice(&body)
         .map_err(|e| ApiError::BadRequest(format!("invalid request body: {e}")))?;
     if req.command.is_empty() {
         return Err(ApiError::BadRequest("no command given".into()));
@@ -463,7 +463,7 @@ pub async fn console(
     let v: Value = if body.is_empty() {
         json!({})
     } else {
-        serde_json::from_slice(&body)
+        super::lenient::from_slice(&body)
             .map_err(|e| ApiError::BadRequest(format!("invalid request body: {e}")))?
     };
     if let Some(t) = v.get("type").and_then(Value::as_str) {

@@ -6,6 +6,7 @@ pub mod events;
 pub mod files;
 pub mod images;
 pub mod instances;
+pub mod lenient;
 pub mod networks;
 pub mod operations;
 pub mod profiles;

@@ -71,7 +71,7 @@ pub struct NetworkPost {
 
 /// `POST /1.0/networks`.
 pub async fn create(State(d): State<Arc<Daemon>>, body: axum::body::Bytes) -> ApiResult {
-    let p: NetworkPost = serde_json::from_slice(&body)
+    let p: NetworkPost = super::lenient::from_slice(&body)
         .map_err(|e| ApiError::BadRequest(format!("invalid request body: {e}")))?;
     networks::create(
         &d.db,
@@ -148,7 +148,7 @@ async fn write(d: &Daemon, name: &str, headers: &HeaderMap, body: &[u8], patch: 
             )));
         }
     }
-    let w: NetworkPut = serde_json::from_slice(body)
+    let w: NetworkPut = super::lenient::from_slice(body)
         .map_err(|e| ApiError::BadRequest(format!("invalid request body: {e}")))?;
     match w.description {
         Some(x) => n.description = x,
@@ -209,7 +209,7 @@ pub async fn rename(
     Path(name): Path<String>,
     body: axum::body::Bytes,
 ) -> ApiResult {
-    let r: RenamePost = serde_json::from_slice(&body)
+    let r: RenamePost = super::lenient::from_slice(&body)
         .map_err(|e| ApiError::BadRequest(format!("invalid request body: {e}")))?;
     let n = networks::get(&d.db, &name)?;
     if !networks::used_by(&d.db, &name)?.is_empty() {

@@ -32,7 +32,7 @@ pub async fn list(State(d): State<Arc<Daemon>>, Query(q): Query<ListQuery>) -> A
 
 /// `POST /1.0/profiles`.
 pub async fn create(State(d): State<Arc<Daemon>>, body: axum::body::Bytes) -> ApiResult {
-    let p: Profile = serde_json::from_slice(&body)
+    let p: Profile = super::lenient::from_slice(&body)
         .map_err(|e| ApiError::BadRequest(format!("invalid request body: {e}")))?;
     profiles::create(&d.db, &p)?;
     d.events.lifecycle(
@@ -61,7 +61,7 @@ pub struct ProfilePut {
 
 fn write(d: &Daemon, name: &str, body: &[u8], patch: bool) -> ApiResult {
     let mut p = profiles::get(&d.db, name)?;
-    let w: ProfilePut = serde_json::from_slice(body)
+    let w: ProfilePut = super::lenient::from_slice(body)
         .map_err(|e| ApiError::BadRequest(format!("invalid request body: {e}")))?;
     if patch {
         if let Some(x) = w.description {
@@ -117,7 +117,7 @@ pub async fn rename(
     Path(name): Path<String>,
     body: axum::body::Bytes,
 ) -> ApiResult {
-    let v: HashMap<String, String> = serde_json::from_slice(&body)
+    let v: HashMap<String, String> = super::lenient::from_slice(&body)
         .map_err(|e| ApiError::BadRequest(format!("invalid request body: {e}")))?;
     let to = v
         .get("name")

@@ -447,7 +447,7 @@ pub async fn put_server(
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> ApiResult {
-    let req: ServerPut = serde_json::from_slice(&body)
+    let req: ServerPut = super::lenient::from_slice(&body)
         .map_err(|e| ApiError::BadRequest(format!("invalid request body: {e}")))?;
     {
         let _w = WRITER.lock().unwrap_or_else(|p| p.into_inner());
@@ -468,7 +468,7 @@ pub async fn patch_server(
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> ApiResult {
-    let req: ServerPut = serde_json::from_slice(&body)
+    let req: ServerPut = super::lenient::from_slice(&body)
         .map_err(|e| ApiError::BadRequest(format!("invalid request body: {e}")))?;
     {
         let _w = WRITER.lock().unwrap_or_else(|p| p.into_inner());

@@ -67,7 +67,7 @@ pub async fn create(
     Path(name): Path<String>,
     body: axum::body::Bytes,
 ) -> ApiResult {
-    let p: SnapshotPost = serde_json::from_slice(&body)
+    let p: SnapshotPost = super::lenient::from_slice(&body)
         .map_err(|e| ApiError::BadRequest(format!("invalid request body: {e}")))?;
     instances::get(&d.db, &name)?;
     if p.stateful {
@@ -129,7 +129,7 @@ pub async fn rename(
     Path((name, snap)): Path<(String, String)>,
     body: axum::body::Bytes,
 ) -> ApiResult {
-    let p: RenamePost = serde_json::from_slice(&body)
+    let p: RenamePost = super::lenient::from_slice(&body)
         .map_err(|e| ApiError::BadRequest(format!("invalid request body: {e}")))?;
     if p.migration {
         return Err(ApiError::BadRequest(
@@ -212,7 +212,7 @@ pub async fn rename_instance(
     Path(name): Path<String>,
     body: axum::body::Bytes,
 ) -> ApiResult {
-    let p: InstancePost = serde_json::from_slice(&body)
+    let p: InstancePost = super::lenient::from_slice(&body)
         .map_err(|e| ApiError::BadRequest(format!("invalid request body: {e}")))?;
     if p.migration || p.live {
         return Err(ApiError::BadRequest(

@@ -46,7 +46,7 @@ pub struct PoolPost {
 
 /// `POST /1.0/storage-pools`.
 pub async fn create(State(d): State<Arc<Daemon>>, body: axum::body::Bytes) -> ApiResult {
-    let p: PoolPost = serde_json::from_slice(&body)
+    let p: PoolPost = super::lenient::from_slice(&body)
         .map_err(|e| ApiError::BadRequest(format!("invalid request body: {e}")))?;
     storage::create(
         &d.db,
@@ -81,7 +81,7 @@ pub struct PoolPut {
 
 async fn write(d: &Daemon, name: &str, body: &[u8], patch: bool) -> ApiResult {
     let mut p = storage::get(&d.db, name)?;
-    let w: PoolPut = serde_json::from_slice(body)
+    let w: PoolPut = super::lenient::from_slice(body)
         .map_err(|e| ApiError::BadRequest(format!("invalid request body: {e}")))?;
     match w.description {
         Some(x) => p.description = x,
@@ -240,7 +240,7 @@ pub async fn volume_create(
     body: axum::body::Bytes,
 ) -> ApiResult {
     storage::get(&d.db, &pool)?;
-    let v: VolumePost = serde_json::from_slice(&body)
+    let v: VolumePost = super::lenient::from_slice(&body)
         .map_err(|e| ApiError::BadRequest(format!("invalid request body: {e}")))?;
     if !v.kind.is_empty() && v.kind != "custom" {
         return Err(ApiError::BadRequest(format!(

@@ -1,0 +1,78 @@
+//! LXD's leniency on input, through the real daemon: `null` gives a field its zero value and
+//! unknown fields are ignored, as LXD's Go decoder does; a wrong type is still refused.
+
+use serde_json::json;
+use silo_tests::{busybox_image, TestDaemon};
+
+#[test]
+fn null_and_unknown_fields_are_taken_as_lxd_takes_them() {
+    let d = TestDaemon::start("lxd-input");
+    d.import(&busybox_image(false)[0], "busybox");
+    d.api_ok(
+        "POST",
+        "/1.0/instances",
+        Some(json!({
+            "name": "c1",
+            "source": {"type": "image", "alias": "busybox", "fingerprint": null, "server": null,
+                       "zzz": 1},
+            "config": null, "devices": null, "profiles": null, "ephemeral": null,
+            "description": null, "type": null, "architecture": null, "stateful": null,
+            "instance_type": null, "unknown_field": {"x": [1, null]},
+        })),
+    );
+    let inst = d.api_ok("GET", "/1.0/instances/c1", None);
+    assert_eq!(inst["ephemeral"], false, "{inst}");
+    assert_eq!(
+        inst["profiles"],
+        json!(["default"]),
+        "null profiles are the default: {inst}"
+    );
+    d.api_ok(
+        "PUT",
+        "/1.0/instances/c1/state",
+        Some(json!({"action": "start", "timeout": null, "force": null, "stateful": null})),
+    );
+    assert_eq!(d.status("c1"), "Running");
+    let (c, v) = d.api(
+        "POST",
+        "/1.0/instances/c1/exec",
+        Some(json!({
+            "command": ["true"], "environment": null, "width": null, "height": null,
+            "user": null, "group": null, "cwd": null, "wait-for-websocket": false,
+            "interactive": false, "record-output": null,
+        })),
+    );
+    assert_eq!(c, 202, "{v}");
+    assert_eq!(d.wait_op(&v)["status"], "Success");
+    d.api_ok(
+        "POST",
+        "/1.0/instances/c1/snapshots",
+        Some(json!({"name": "s1", "stateful": null, "expires_at": null})),
+    );
+    d.api_ok(
+        "PATCH",
+        "/1.0/instances/c1",
+        Some(json!({"config": {"user.note": "kept"}, "devices": null, "description": null})),
+    );
+    let inst = d.api_ok("GET", "/1.0/instances/c1", None);
+    assert_eq!(inst["config"]["user.note"], "kept", "{inst}");
+    d.api_ok(
+        "POST",
+        "/1.0/profiles",
+        Some(json!({"name": "p1", "config": null, "devices": null, "description": null})),
+    );
+    // A wrong type is still a 400 naming the problem.
+    let (c, v) = d.api(
+        "POST",
+        "/1.0/instances",
+        Some(
+            json!({"name": "c2", "source": {"type": "image", "alias": "busybox"},
+                    "ephemeral": "yes"}),
+        ),
+    );
+    assert_eq!(c, 400, "{v}");
+    assert!(
+        v["error"].as_str().unwrap_or_default().contains("invalid"),
+        "{v}"
+    );
+}
