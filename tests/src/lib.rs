@@ -955,3 +955,24 @@ pub fn mount_options_of(path: &Path) -> String {
     }
     best.map(|(_, o)| o).unwrap_or_default()
 }
+
+/// Commands that give a test's own network namespace an uplink as DHCP would leave it: a veth
+/// `uplink0` and a default route through 192.168.77.1, a gateway no connected subnet holds
+/// (onlink). Nothing is ever sent through it.
+pub const UPLINK_WITH_DEFAULT_ROUTE: &[&[&str]] = &[
+    &[
+        "ip", "link", "add", "uplink0", "type", "veth", "peer", "name", "uplink0p",
+    ],
+    &["ip", "link", "set", "uplink0", "up"],
+    &[
+        "ip",
+        "route",
+        "add",
+        "default",
+        "via",
+        "192.168.77.1",
+        "dev",
+        "uplink0",
+        "onlink",
+    ],
+];

@@ -740,44 +740,31 @@ fn net_refuses_public_subnets_gateways_and_host_names() {
     let pid = h.child.id();
     let rt = rt();
     let c = rt.block_on(async { NetClient::new(Config::default(), h.transport()).spawn() });
-    // A default route through a gateway no connected subnet holds, as an uplink would have.
-    for cmd in [
-        &["ip", "link", "set", "lo", "up"][..],
-        &[
-            "ip", "link", "add", "uplink0", "type", "veth", "peer", "name", "uplink0p",
-        ],
-        &["ip", "link", "set", "uplink0", "up"],
-        &[
-            "ip",
-            "route",
-            "add",
-            "default",
-            "via",
-            "192.168.77.1",
-            "dev",
-            "uplink0",
-            "onlink",
-        ],
-        // And a multipath route: each next hop's gateway is used too.
-        &[
-            "ip",
-            "route",
-            "add",
-            "172.20.0.0/16",
-            "nexthop",
-            "via",
-            "192.168.79.1",
-            "dev",
-            "uplink0",
-            "onlink",
-            "nexthop",
-            "via",
-            "192.168.79.2",
-            "dev",
-            "uplink0",
-            "onlink",
-        ],
-    ] {
+    // A default route through a gateway no connected subnet holds, as an uplink would have,
+    // and a multipath route: each next hop's gateway is used too.
+    let lo_up: &[&str] = &["ip", "link", "set", "lo", "up"];
+    let multipath: &[&str] = &[
+        "ip",
+        "route",
+        "add",
+        "172.20.0.0/16",
+        "nexthop",
+        "via",
+        "192.168.79.1",
+        "dev",
+        "uplink0",
+        "onlink",
+        "nexthop",
+        "via",
+        "192.168.79.2",
+        "dev",
+        "uplink0",
+        "onlink",
+    ];
+    let cmds = std::iter::once(lo_up)
+        .chain(silo_tests::UPLINK_WITH_DEFAULT_ROUTE.iter().copied())
+        .chain(std::iter::once(multipath));
+    for cmd in cmds {
         let o = in_netns(pid, cmd);
         assert!(
             o.status.success(),

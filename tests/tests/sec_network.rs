@@ -147,25 +147,7 @@ fn the_default_gateway_and_the_resolvers_count_as_used() {
     // (whatever range the host's resolver is in).
     let policy = format!("network_ranges = [\"{}.{}.{}.0/24\"]\n", o[0], o[1], o[2]);
     let d = TestDaemon::start_with_policy("secnet-gw", &policy);
-    // An uplink as DHCP would leave it: a default route through a gateway that no connected
-    // subnet holds (onlink). Only inside the test's own namespace; nothing is sent.
-    for cmd in [
-        &[
-            "ip", "link", "add", "uplink0", "type", "veth", "peer", "name", "uplink0p",
-        ][..],
-        &["ip", "link", "set", "uplink0", "up"],
-        &[
-            "ip",
-            "route",
-            "add",
-            "default",
-            "via",
-            "192.168.77.1",
-            "dev",
-            "uplink0",
-            "onlink",
-        ],
-    ] {
+    for cmd in silo_tests::UPLINK_WITH_DEFAULT_ROUTE {
         let out = d.netns_cmd(cmd);
         assert!(out.status.success(), "{cmd:?}: {}", text(&out));
     }

@@ -41,6 +41,18 @@ fn euid_running_as_nobody(fd: std::os::fd::RawFd) -> Result<String, std::io::Err
     Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
 
+/// Whatever fd silod was handed, running it as an unprivileged user never gives euid 0: it
+/// either runs without set-user-id or cannot be executed at all.
+fn assert_never_runs_as_root(fd: &OwnedFd) {
+    match euid_running_as_nobody(fd.as_raw_fd()) {
+        Ok(euid) => assert_ne!(euid, "0", "the fd ran set-user-id root"),
+        Err(e) => assert!(
+            matches!(e.raw_os_error(), Some(libc::EACCES) | Some(libc::ENOEXEC)),
+            "{e}"
+        ),
+    }
+}
+
 fn file_type(fd: &OwnedFd) -> u32 {
     nix::sys::stat::fstat(fd).expect("fstat").st_mode & libc::S_IFMT
 }
@@ -271,14 +283,7 @@ fn a_hostile_daemon_gets_no_fd_of_a_volume_file() {
         libc::S_IFIFO,
         "silod must get a pipe, not the file"
     );
-    // Whatever it is, it does not run set-user-id root.
-    match euid_running_as_nobody(fd.as_raw_fd()) {
-        Ok(euid) => assert_ne!(euid, "0", "the fd ran set-user-id root"),
-        Err(e) => assert!(
-            matches!(e.raw_os_error(), Some(libc::EACCES) | Some(libc::ENOEXEC)),
-            "{e}"
-        ),
-    }
+    assert_never_runs_as_root(&fd);
     let mut bytes = Vec::new();
     std::fs::File::from(fd)
         .read_to_end(&mut bytes)
@@ -313,13 +318,7 @@ fn a_hostile_daemon_gets_no_fd_of_a_volume_file() {
         libc::S_IFSOCK,
         "silod must get a socket, not the file"
     );
-    match euid_running_as_nobody(fd.as_raw_fd()) {
-        Ok(euid) => assert_ne!(euid, "0", "the fd ran set-user-id root"),
-        Err(e) => assert!(
-            matches!(e.raw_os_error(), Some(libc::EACCES) | Some(libc::ENOEXEC)),
-            "{e}"
-        ),
-    }
+    assert_never_runs_as_root(&fd);
     let mut s = std::os::unix::net::UnixStream::from(fd);
     s.write_all(b"new contents").expect("write");
     s.shutdown(std::net::Shutdown::Write).expect("shutdown");
@@ -358,10 +357,7 @@ fn a_hostile_daemon_gets_no_fd_of_a_volume_file() {
     assert_eq!(fl & libc::O_ACCMODE, libc::O_RDONLY, "read-only");
     let st = nix::sys::stat::fstat(&fd).expect("fstat");
     assert_eq!((st.st_mode & 0o7777, st.st_uid, st.st_nlink), (0o600, 0, 0));
-    match euid_running_as_nobody(fd.as_raw_fd()) {
-        Ok(euid) => assert_ne!(euid, "0"),
-        Err(e) => assert_eq!(e.raw_os_error(), Some(libc::EACCES), "{e}"),
-    }
+    assert_never_runs_as_root(&fd);
 
     // Deleting the pool takes its bind away: nothing stays mounted.
     r.rt.block_on(
