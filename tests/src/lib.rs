@@ -976,3 +976,37 @@ pub const UPLINK_WITH_DEFAULT_ROUTE: &[&[&str]] = &[
         "onlink",
     ],
 ];
+
+/// A state dir and a policy path for a helper a test drives raw (as a hostile silod would),
+/// cleaned up in Drop even when the test fails: instances, cgroups, mounts, files.
+#[derive(Debug)]
+pub struct HelperDirs {
+    /// The helper's state dir.
+    pub state: PathBuf,
+    /// Where its policy file goes (written by the test when it wants one).
+    pub policy: PathBuf,
+}
+
+impl HelperDirs {
+    /// Fresh, empty dirs named after the test.
+    pub fn new(name: &str) -> HelperDirs {
+        let state = unique_dir(name);
+        let _ = std::fs::remove_dir_all(&state);
+        std::fs::create_dir_all(&state).expect("state");
+        HelperDirs {
+            policy: PathBuf::from(format!("{}.policy.toml", state.display())),
+            state,
+        }
+    }
+}
+
+impl Drop for HelperDirs {
+    fn drop(&mut self) {
+        kill_instances(&self.state);
+        cleanup_cgroups(&self.state);
+        // Dir pools' nosuid binds are the host's mounts: they outlive the helper.
+        cleanup_mounts(&self.state);
+        let _ = std::fs::remove_dir_all(&self.state);
+        let _ = std::fs::remove_file(&self.policy);
+    }
+}

@@ -42,33 +42,7 @@ fn rt() -> tokio::runtime::Runtime {
         .expect("rt")
 }
 
-struct Dirs {
-    state: PathBuf,
-    policy: PathBuf,
-}
-
-impl Dirs {
-    fn new(name: &str) -> Dirs {
-        let state = silo_tests::unique_dir(name);
-        let _ = std::fs::remove_dir_all(&state);
-        std::fs::create_dir_all(&state).expect("state");
-        Dirs {
-            policy: PathBuf::from(format!("{}.policy.toml", state.display())),
-            state,
-        }
-    }
-}
-
-impl Drop for Dirs {
-    fn drop(&mut self) {
-        silo_tests::kill_instances(&self.state);
-        silo_tests::cleanup_cgroups(&self.state);
-        // Dir pools' nosuid binds are the host's mounts: they outlive the helper.
-        silo_tests::cleanup_mounts(&self.state);
-        let _ = std::fs::remove_dir_all(&self.state);
-        let _ = std::fs::remove_file(&self.policy);
-    }
-}
+use silo_tests::HelperDirs as Dirs;
 
 fn ctx() -> context::Context {
     context::current()

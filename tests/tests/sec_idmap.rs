@@ -148,25 +148,20 @@ fn concurrent_creates_and_starts_get_disjoint_id_ranges() {
 
 /// A silo-priv driven directly, as a compromised silod would; instances and cgroups go in Drop.
 struct Priv {
-    state: PathBuf,
-    policy: PathBuf,
+    dirs: silo_tests::HelperDirs,
     files: Vec<PathBuf>,
 }
 
 impl Priv {
     fn new(name: &str) -> Priv {
-        let state = silo_tests::unique_dir(name);
-        let _ = std::fs::remove_dir_all(&state);
-        std::fs::create_dir_all(&state).expect("state");
         Priv {
-            policy: PathBuf::from(format!("{}.policy.toml", state.display())),
-            state,
+            dirs: silo_tests::HelperDirs::new(name),
             files: Vec::new(),
         }
     }
 
     fn file(&mut self, name: &str, text: &str) -> PathBuf {
-        let p = PathBuf::from(format!("{}.{name}", self.state.display()));
+        let p = PathBuf::from(format!("{}.{name}", self.dirs.state.display()));
         std::fs::write(&p, text).expect("write");
         self.files.push(p.clone());
         p
@@ -175,10 +170,6 @@ impl Priv {
 
 impl Drop for Priv {
     fn drop(&mut self) {
-        silo_tests::kill_instances(&self.state);
-        silo_tests::cleanup_cgroups(&self.state);
-        let _ = std::fs::remove_dir_all(&self.state);
-        let _ = std::fs::remove_file(&self.policy);
         for f in &self.files {
             let _ = std::fs::remove_file(f);
         }
@@ -224,7 +215,7 @@ fn rt() -> tokio::runtime::Runtime {
 #[test]
 fn priv_refuses_concurrent_starts_sharing_ids() {
     let p = Priv::new("idmap-hpriv");
-    let mut h = Helper::spawn("silo-priv", &p.state, &p.policy, false, &[]);
+    let mut h = Helper::spawn("silo-priv", &p.dirs.state, &p.dirs.policy, false, &[]);
     let rt = rt();
     let c = rt.block_on(async { PrivClient::new(Config::default(), h.transport()).spawn() });
     let ranges = rt
@@ -233,7 +224,7 @@ fn priv_refuses_concurrent_starts_sharing_ids() {
         .expect("ranges");
     let base = ranges.usable[0].start;
     for n in ["s1", "s2", "s3", "s4", "s5"] {
-        plant_rootfs(&p.state, n);
+        plant_rootfs(&p.dirs.state, n);
     }
     rt.block_on(async {
         // The same base, and overlapping ones, asked for at once: one start wins.
@@ -288,11 +279,11 @@ fn priv_refuses_concurrent_starts_sharing_ids() {
 #[test]
 fn priv_keeps_clear_of_other_owners_subordinate_ids() {
     let mut p = Priv::new("idmap-owners");
-    plant_rootfs(&p.state, "o1");
+    plant_rootfs(&p.dirs.state, "o1");
     // Debian's lxd package: _lxd and root share one range, which LXD maps its containers to.
     let lxd = "_lxd:100000:1000000001\nroot:100000:1000000001\n";
     let (u, g) = (p.file("subuid1", lxd), p.file("subgid1", lxd));
-    let mut h = Helper::spawn_with_subids("silo-priv", &p.state, &p.policy, &u, &g);
+    let mut h = Helper::spawn_with_subids("silo-priv", &p.dirs.state, &p.dirs.policy, &u, &g);
     let rt = rt();
     let c = rt.block_on(async { PrivClient::new(Config::default(), h.transport()).spawn() });
     rt.block_on(async {
@@ -318,7 +309,7 @@ fn priv_keeps_clear_of_other_owners_subordinate_ids() {
     // With the suggested line added, only it is used; ids _lxd holds are refused by name.
     let more = format!("{lxd}root:1001000000:1000000000\n");
     let (u, g) = (p.file("subuid2", &more), p.file("subgid2", &more));
-    let mut h = Helper::spawn_with_subids("silo-priv", &p.state, &p.policy, &u, &g);
+    let mut h = Helper::spawn_with_subids("silo-priv", &p.dirs.state, &p.dirs.policy, &u, &g);
     let c = rt.block_on(async { PrivClient::new(Config::default(), h.transport()).spawn() });
     rt.block_on(async {
         let r = c
