@@ -1,21 +1,13 @@
 //! silod: the unprivileged API daemon. See ARCHITECTURE.md for the code map.
+//!
+//! Layers, one way: `api` (HTTP) → `service` (what silo does) → `store` (the database) and
+//! `helpers` (the root helpers) → `model` (pure rules, depending on nothing). `startup` and
+//! `confinement` wire them together. `tests/layers.rs` checks the direction from the `use` lines.
 
 pub mod api;
-pub mod backups;
 pub mod confinement;
-pub mod db;
-pub mod events;
-pub mod exec;
-pub mod filter;
 pub mod helpers;
-pub mod images;
-pub mod instances;
-pub mod networks;
-pub mod operations;
-pub mod profiles;
-pub mod runtime;
-pub mod schedule;
-pub mod snapshots;
+pub mod model;
+pub mod service;
 pub mod startup;
-pub mod state;
-pub mod storage;
+pub mod store;

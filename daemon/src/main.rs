@@ -6,14 +6,14 @@ use tracing_subscriber::util::SubscriberInitExt;
 
 fn main() {
     let args = silod::startup::Args::parse();
-    let events = silod::events::Events::new();
+    let events = silod::service::events::Events::new();
     tracing_subscriber::registry()
         .with(
             tracing_subscriber::fmt::layer()
                 .with_writer(std::io::stderr)
                 .with_filter_env(),
         )
-        .with(silod::events::LogForwarder::new(events.clone()))
+        .with(silod::service::events::LogForwarder::new(events.clone()))
         .init();
     match silod::startup::run(args, events) {
         Ok(code) => std::process::exit(code),

@@ -13,7 +13,7 @@ use nix::unistd::{Group, User};
 use silo_proto::jail::SeccompMode;
 
 use crate::helpers::{self, HelperKind, SpawnOptions};
-use crate::state::{Daemon, HostFacts};
+use crate::service::{HostFacts, Services};
 
 /// silod's command line.
 #[derive(Debug, Clone, clap::Parser)]
@@ -346,12 +346,12 @@ fn notify_socket() -> Option<std::os::unix::net::UnixDatagram> {
 
 /// silod's embedded defaults: a `dir` pool named "default" and the default profile with the
 /// root disk on it, made on first start (a later `silo init` edits them).
-async fn ensure_defaults(d: &Daemon) -> anyhow::Result<()> {
-    if crate::storage::list(&d.db)
+async fn ensure_defaults(d: &Services) -> anyhow::Result<()> {
+    if crate::service::storage::list(&d.db)
         .map_err(|e| anyhow::anyhow!("{e}"))?
         .is_empty()
     {
-        let r = crate::storage::create(
+        let r = crate::service::storage::create(
             &d.db,
             &d.helpers,
             "default",
@@ -363,20 +363,20 @@ async fn ensure_defaults(d: &Daemon) -> anyhow::Result<()> {
         match r {
             Ok(_) => tracing::info!("created the default storage pool (dir)"),
             // A pool directory without a record (a lost database): adopt it.
-            Err(crate::api::response::ApiError::Conflict(_)) => {
+            Err(crate::service::DomainError::Conflict(_)) => {
                 d.db.with(|c| c.execute("INSERT INTO storage_pools (name, driver, description, config) VALUES ('default', 'dir', 'Default silo storage pool', '{}')", []).map(|_| ()))?;
             }
             Err(e) => return Err(anyhow::anyhow!("creating the default storage pool: {e}")),
         }
     }
-    let fresh = crate::profiles::ensure_default(&d.db, "default")
+    let fresh = crate::service::profiles::ensure_default(&d.db, "default")
         .map_err(|e| anyhow::anyhow!("creating the default profile: {e}"))?;
-    crate::networks::bring_up_all(&d.db, &d.helpers).await;
+    crate::service::networks::bring_up_all(&d.db, &d.helpers).await;
     if fresh {
         // LXD's lxdbr0: a NATed bridge on free subnets, and eth0 on it in the default profile.
-        match crate::networks::create_default(&d.db, &d.helpers).await {
+        match crate::service::networks::create_default(&d.db, &d.helpers).await {
             Ok(()) => tracing::info!(
-                bridge = crate::networks::DEFAULT_BRIDGE,
+                bridge = crate::service::networks::DEFAULT_BRIDGE,
                 "created the default network"
             ),
             Err(e) => {
@@ -388,7 +388,7 @@ async fn ensure_defaults(d: &Daemon) -> anyhow::Result<()> {
 }
 
 /// Runs silod; returns the process exit status.
-pub fn run(args: Args, events: crate::events::Events) -> anyhow::Result<i32> {
+pub fn run(args: Args, events: crate::service::events::Events) -> anyhow::Result<i32> {
     let t0 = Instant::now();
     if !nix::unistd::geteuid().is_root() {
         bail!("silod must be started as root: it starts the three root helpers, then drops to --user {}", args.user);
@@ -475,7 +475,7 @@ async fn serve(
     notify: Option<std::os::unix::net::UnixDatagram>,
     host: HostFacts,
     landlock: String,
-    events: crate::events::Events,
+    events: crate::service::events::Events,
     t0: Instant,
 ) -> anyhow::Result<i32> {
     let (dead_tx, mut dead_rx) = tokio::sync::mpsc::unbounded_channel::<(HelperKind, String)>();
@@ -500,10 +500,10 @@ async fn serve(
         h = helpers::connect(conns) => h?,
         Some((kind, status)) = dead_rx.recv() => bail!("{} exited during start-up ({status}); see its log above", kind.binary()),
     };
-    let db = crate::db::Db::open(&args.state_dir.join("silo.db"))?;
-    let daemon = Arc::new(Daemon {
+    let db = crate::store::db::Db::open(&args.state_dir.join("silo.db"))?;
+    let daemon = Arc::new(Services {
         helpers,
-        ops: crate::operations::Operations::new(events.clone()),
+        ops: crate::service::operations::Operations::new(events.clone()),
         events: events.clone(),
         db,
         state_dir: args.state_dir.clone(),
@@ -514,27 +514,29 @@ async fn serve(
         creating: Default::default(),
         stopping: Default::default(),
         sockets: Default::default(),
+        logs: Some(args.state_dir.join("logs")),
+        backups: Some(crate::service::backups::root(&args.state_dir)),
     });
-    crate::images::gc_uploads(&args.state_dir);
+    crate::service::images::gc_uploads(&args.state_dir);
     ensure_defaults(&daemon).await?;
-    crate::storage::mount_all(&daemon.db, &daemon.helpers)
+    crate::service::storage::mount_all(&daemon.db, &daemon.helpers)
         .await
         .map_err(|e| anyhow::anyhow!("mounting storage pools: {e}"))?;
-    if let Err(e) = crate::storage::collect_orphans(&daemon.db, &daemon.helpers).await {
+    if let Err(e) = crate::service::storage::collect_orphans(&daemon.db, &daemon.helpers).await {
         // Serving beats refusing to start over a leftover; the next start tries again.
         tracing::error!(error = %e, "collecting orphaned volumes failed; they stay until the next start");
     }
     {
         // Re-adopt what runs and autostart the rest in the background: the API is up at once.
-        let c = daemon.instance_ctx();
-        tokio::spawn(async move { crate::runtime::on_daemon_start(&c).await });
+        let c = Services::clone(&daemon);
+        tokio::spawn(async move { crate::service::runtime::on_daemon_start(&c).await });
     }
     {
         // Housekeeping at the start of every minute: scheduled snapshots are taken, and
         // snapshots and backups past their expiry go.
-        let c = daemon.instance_ctx();
+        let c = Services::clone(&daemon);
         let state = args.state_dir.clone();
-        crate::backups::reconcile(&c.db, &state);
+        crate::service::backups::reconcile(&c.db, &state);
         tokio::spawn(async move {
             loop {
                 let now = time::OffsetDateTime::now_utc();
@@ -542,9 +544,9 @@ async fn serve(
                 tokio::time::sleep(std::time::Duration::from_millis(60_000 - into.min(59_999)))
                     .await;
                 let minute = time::OffsetDateTime::now_utc();
-                crate::snapshots::run_schedules(&c, minute).await;
-                crate::snapshots::expire(&c).await;
-                crate::backups::expire(&c.db, &state, &c.events);
+                crate::service::snapshots::run_schedules(&c, minute).await;
+                crate::service::snapshots::expire(&c).await;
+                crate::service::backups::expire(&c.db, &state, &c.events);
             }
         });
     }

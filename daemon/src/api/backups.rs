@@ -10,10 +10,10 @@ use futures::StreamExt;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::response::{async_op, sync, ApiError, ApiResult};
+use super::response::{async_op, sync, ApiResult, DomainError};
 use super::ListQuery;
-use crate::backups;
-use crate::state::Daemon;
+use crate::service::backups;
+use crate::service::Services;
 
 fn resources(name: &str, backup: Option<&str>) -> BTreeMap<String, Vec<String>> {
     let mut r = BTreeMap::new();
@@ -30,11 +30,11 @@ fn resources(name: &str, backup: Option<&str>) -> BTreeMap<String, Vec<String>> 
 
 /// `GET /1.0/instances/{name}/backups`.
 pub async fn list(
-    State(d): State<Arc<Daemon>>,
+    State(d): State<Arc<Services>>,
     Path(name): Path<String>,
     Query(q): Query<ListQuery>,
 ) -> ApiResult {
-    crate::instances::get(&d.db, &name)?;
+    crate::service::instances::get(&d.db, &name)?;
     let all = backups::list(&d.db, &name)?;
     if q.recursive() {
         Ok(sync(all.iter().map(backups::to_api).collect::<Vec<_>>()))
@@ -65,14 +65,14 @@ pub struct BackupPost {
 
 /// `POST /1.0/instances/{name}/backups` (async).
 pub async fn create(
-    State(d): State<Arc<Daemon>>,
+    State(d): State<Arc<Services>>,
     Path(name): Path<String>,
     body: axum::body::Bytes,
 ) -> ApiResult {
     let p: BackupPost = super::lenient::from_slice(&body)
-        .map_err(|e| ApiError::BadRequest(format!("invalid request body: {e}")))?;
-    let c = d.instance_ctx();
-    crate::instances::get(&d.db, &name)?;
+        .map_err(|e| DomainError::BadRequest(format!("invalid request body: {e}")))?;
+    let c = Services::clone(&d);
+    crate::service::instances::get(&d.db, &name)?;
     let bname = if p.name.is_empty() {
         let have = backups::list(&d.db, &name)?;
         (0..)
@@ -82,7 +82,8 @@ pub async fn create(
     } else {
         p.name.clone()
     };
-    let expires = crate::events::parse_expiry_time(&p.expires_at).map_err(ApiError::BadRequest)?;
+    let expires = crate::service::events::parse_expiry_time(&p.expires_at)
+        .map_err(DomainError::BadRequest)?;
     backups::check(
         &c,
         &name,
@@ -119,7 +120,7 @@ pub async fn create(
 
 /// `GET /1.0/instances/{name}/backups/{backup}`.
 pub async fn get_one(
-    State(d): State<Arc<Daemon>>,
+    State(d): State<Arc<Services>>,
     Path((name, b)): Path<(String, String)>,
 ) -> ApiResult {
     Ok(sync(backups::to_api(&backups::get(&d.db, &name, &b)?)))
@@ -132,12 +133,12 @@ pub struct BackupRename {
 
 /// `POST /1.0/instances/{name}/backups/{backup}`: rename (async, as LXD).
 pub async fn rename(
-    State(d): State<Arc<Daemon>>,
+    State(d): State<Arc<Services>>,
     Path((name, b)): Path<(String, String)>,
     body: axum::body::Bytes,
 ) -> ApiResult {
     let p: BackupRename = super::lenient::from_slice(&body)
-        .map_err(|e| ApiError::BadRequest(format!("invalid request body: {e}")))?;
+        .map_err(|e| DomainError::BadRequest(format!("invalid request body: {e}")))?;
     backups::get(&d.db, &name, &b)?;
     let (db, state) = (d.db.clone(), d.state_dir.clone());
     let op = d.ops.start(
@@ -156,7 +157,7 @@ pub async fn rename(
 
 /// `DELETE /1.0/instances/{name}/backups/{backup}` (async, as LXD).
 pub async fn delete(
-    State(d): State<Arc<Daemon>>,
+    State(d): State<Arc<Services>>,
     Path((name, b)): Path<(String, String)>,
 ) -> ApiResult {
     backups::get(&d.db, &name, &b)?;
@@ -177,9 +178,9 @@ pub async fn delete(
 
 /// `GET /1.0/instances/{name}/backups/{backup}/export`.
 pub async fn export(
-    State(d): State<Arc<Daemon>>,
+    State(d): State<Arc<Services>>,
     Path((name, b)): Path<(String, String)>,
-) -> Result<Response, ApiError> {
+) -> Result<Response, DomainError> {
     let p = backups::file(&d.db, &d.state_dir, &name, &b)?;
     let (body, len) = super::images::file_body(p)?;
     let mut r = (StatusCode::OK, body).into_response();
@@ -194,7 +195,7 @@ pub async fn export(
 
 /// `POST /1.0/instances` with an `application/octet-stream` body: import a backup
 /// (`X-LXD-name`, `X-LXD-pool` optional).
-pub async fn import(d: Arc<Daemon>, req: Request) -> ApiResult {
+pub async fn import(d: Arc<Services>, req: Request) -> ApiResult {
     // Read before the first await: a borrow of the request must not live across one.
     let (name, pool) = {
         let hdr = |k: &str| {
@@ -210,7 +211,7 @@ pub async fn import(d: Arc<Daemon>, req: Request) -> ApiResult {
         .into_data_stream()
         .map(|r| r.map_err(|e| e.to_string()));
     let (path, _, _) = super::images::receive_stream(&d, Box::pin(stream)).await?;
-    let c = d.instance_ctx();
+    let c = Services::clone(&d);
     let mut res = BTreeMap::new();
     if let Some(n) = &name {
         res.insert("instances".to_string(), vec![format!("/1.0/instances/{n}")]);

@@ -8,8 +8,8 @@ use axum::extract::{Query, State};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
-use super::response::ApiError;
-use crate::state::Daemon;
+use super::response::DomainError;
+use crate::service::Services;
 
 #[derive(Debug, Deserialize)]
 pub struct EventsQuery {
@@ -21,7 +21,7 @@ const KINDS: [&str; 3] = ["operation", "logging", "lifecycle"];
 
 /// Upgrades and streams events of the asked types (all when none are named).
 pub async fn events(
-    State(d): State<Arc<Daemon>>,
+    State(d): State<Arc<Services>>,
     Query(q): Query<EventsQuery>,
     ws: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
 ) -> Response {
@@ -31,7 +31,7 @@ pub async fn events(
             let mut set = HashSet::new();
             for k in list.split(',') {
                 if !KINDS.contains(&k) {
-                    return ApiError::BadRequest(format!(
+                    return DomainError::BadRequest(format!(
                         "unknown event type {k:?}: expected operation, logging or lifecycle"
                     ))
                     .into_response();
@@ -42,8 +42,10 @@ pub async fn events(
         }
     };
     let Ok(ws) = ws else {
-        return ApiError::BadRequest("/1.0/events is a websocket: connect with an upgrade".into())
-            .into_response();
+        return DomainError::BadRequest(
+            "/1.0/events is a websocket: connect with an upgrade".into(),
+        )
+        .into_response();
     };
     let rx = d.events.subscribe();
     ws.on_upgrade(move |sock| stream(sock, rx, kinds))
@@ -51,7 +53,7 @@ pub async fn events(
 
 async fn stream(
     mut sock: WebSocket,
-    mut rx: tokio::sync::broadcast::Receiver<crate::events::Event>,
+    mut rx: tokio::sync::broadcast::Receiver<crate::service::events::Event>,
     kinds: HashSet<String>,
 ) {
     loop {

@@ -14,41 +14,41 @@ use silo_proto::store::{FileKind, FilePut};
 use silo_proto::{PoolName, VolumeName};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use super::response::{sync, ApiError, ApiResult};
+use super::response::{sync, ApiResult, DomainError};
 use crate::helpers::{ctx, rpc_err, HelperKind};
-use crate::instances;
-use crate::state::Daemon;
+use crate::service::instances;
+use crate::service::Services;
 
 #[derive(Debug, Deserialize)]
 pub struct FileQuery {
     path: Option<String>,
 }
 
-fn names(d: &Daemon, name: &str) -> Result<(PoolName, VolumeName), ApiError> {
+fn names(d: &Services, name: &str) -> Result<(PoolName, VolumeName), DomainError> {
     let i = instances::get(&d.db, name)?;
     Ok((
-        PoolName::new(i.pool).map_err(|e| ApiError::Internal(e.to_string()))?,
-        VolumeName::new(i.name).map_err(|e| ApiError::Internal(e.to_string()))?,
+        PoolName::new(i.pool).map_err(|e| DomainError::Internal(e.to_string()))?,
+        VolumeName::new(i.name).map_err(|e| DomainError::Internal(e.to_string()))?,
     ))
 }
 
-fn path_of(q: &FileQuery) -> Result<String, ApiError> {
+fn path_of(q: &FileQuery) -> Result<String, DomainError> {
     q.path
         .clone()
         .filter(|p| !p.is_empty())
-        .ok_or_else(|| ApiError::BadRequest("missing path (?path=/some/file)".into()))
+        .ok_or_else(|| DomainError::BadRequest("missing path (?path=/some/file)".into()))
 }
 
 async fn take_store_fd(
-    d: &Daemon,
+    d: &Services,
     t: silo_proto::fdpass::FdTicket,
-) -> Result<std::os::fd::OwnedFd, ApiError> {
+) -> Result<std::os::fd::OwnedFd, DomainError> {
     d.helpers
         .take_fds(HelperKind::Store, t)
         .await
-        .map_err(ApiError::Internal)?
+        .map_err(DomainError::Internal)?
         .pop()
-        .ok_or_else(|| ApiError::Internal("silo-store sent no fd".into()))
+        .ok_or_else(|| DomainError::Internal("silo-store sent no fd".into()))
 }
 
 fn header(h: &mut HeaderMap, k: &'static str, v: String) {
@@ -59,7 +59,7 @@ fn header(h: &mut HeaderMap, k: &'static str, v: String) {
 
 /// `GET`: a file's bytes, a directory's entries, or a symlink's target.
 pub async fn get(
-    State(d): State<Arc<Daemon>>,
+    State(d): State<Arc<Services>>,
     Path(name): Path<String>,
     Query(q): Query<FileQuery>,
 ) -> ApiResult {
@@ -77,7 +77,7 @@ pub async fn get(
         FileKind::File => {
             let t = meta
                 .fd
-                .ok_or_else(|| ApiError::Internal("silo-store sent no file".into()))?;
+                .ok_or_else(|| DomainError::Internal("silo-store sent no file".into()))?;
             let fd = take_store_fd(&d, t).await?;
             let f = tokio::fs::File::from_std(std::fs::File::from(fd));
             let stream = tokio_util::io::ReaderStream::new(f);
@@ -97,19 +97,19 @@ pub async fn get(
     Ok(resp)
 }
 
-fn num_header(h: &HeaderMap, k: &str) -> Result<Option<i64>, ApiError> {
+fn num_header(h: &HeaderMap, k: &str) -> Result<Option<i64>, DomainError> {
     match h.get(k).and_then(|v| v.to_str().ok()) {
         None | Some("") => Ok(None),
         Some(v) => v
             .parse()
             .map(Some)
-            .map_err(|_| ApiError::BadRequest(format!("invalid {k} header {v:?}"))),
+            .map_err(|_| DomainError::BadRequest(format!("invalid {k} header {v:?}"))),
     }
 }
 
 /// `POST`: creates or replaces a file, directory or symlink.
 pub async fn post(
-    State(d): State<Arc<Daemon>>,
+    State(d): State<Arc<Services>>,
     Path(name): Path<String>,
     Query(q): Query<FileQuery>,
     headers: HeaderMap,
@@ -122,7 +122,7 @@ pub async fn post(
         Some("directory") => FileKind::Directory,
         Some("symlink") => FileKind::Symlink,
         Some(o) => {
-            return Err(ApiError::BadRequest(format!(
+            return Err(DomainError::BadRequest(format!(
                 "invalid X-LXD-type {o:?}: expected file, directory or symlink"
             )))
         }
@@ -131,16 +131,16 @@ pub async fn post(
         None | Some("") | Some("overwrite") => false,
         Some("append") => true,
         Some(o) => {
-            return Err(ApiError::BadRequest(format!(
+            return Err(DomainError::BadRequest(format!(
                 "invalid X-LXD-write {o:?}: expected overwrite or append"
             )))
         }
     };
-    let id = |k: &str| -> Result<u32, ApiError> {
+    let id = |k: &str| -> Result<u32, DomainError> {
         match num_header(&headers, k)? {
             None | Some(-1) => Ok(0),
             Some(v) if (0..65536).contains(&v) => Ok(v as u32),
-            Some(v) => Err(ApiError::BadRequest(format!(
+            Some(v) => Err(DomainError::BadRequest(format!(
                 "{k} {v} is not an id of the instance (0 to 65535)"
             ))),
         }
@@ -156,21 +156,21 @@ pub async fn post(
         Some(m) => u32::from_str_radix(m, 8)
             .ok()
             .filter(|m| *m <= 0o7777)
-            .ok_or_else(|| ApiError::BadRequest(format!("invalid X-LXD-mode {m:?}")))?,
+            .ok_or_else(|| DomainError::BadRequest(format!("invalid X-LXD-mode {m:?}")))?,
     };
     let mut target = String::new();
     let mut stream = body.into_data_stream();
     if kind == FileKind::Symlink {
         let mut b = Vec::new();
         while let Some(c) = stream.next().await {
-            let c = c.map_err(|e| ApiError::BadRequest(e.to_string()))?;
+            let c = c.map_err(|e| DomainError::BadRequest(e.to_string()))?;
             b.extend_from_slice(&c);
             if b.len() > 4096 {
-                return Err(ApiError::BadRequest("symlink target too long".into()));
+                return Err(DomainError::BadRequest("symlink target too long".into()));
             }
         }
         target = String::from_utf8(b)
-            .map_err(|_| ApiError::BadRequest("symlink target is not UTF-8".into()))?;
+            .map_err(|_| DomainError::BadRequest("symlink target is not UTF-8".into()))?;
     }
     let put = FilePut {
         kind,
@@ -193,12 +193,12 @@ pub async fn post(
         let std_sock = std::os::unix::net::UnixStream::from(fd);
         std_sock
             .set_nonblocking(true)
-            .map_err(|e| ApiError::Internal(format!("file socket: {e}")))?;
+            .map_err(|e| DomainError::Internal(format!("file socket: {e}")))?;
         let mut sock = tokio::net::UnixStream::from_std(std_sock)
-            .map_err(|e| ApiError::Internal(format!("file socket: {e}")))?;
+            .map_err(|e| DomainError::Internal(format!("file socket: {e}")))?;
         let mut sent: Result<(), std::io::Error> = Ok(());
         while let Some(c) = stream.next().await {
-            let c = c.map_err(|e| ApiError::BadRequest(format!("reading the upload: {e}")))?;
+            let c = c.map_err(|e| DomainError::BadRequest(format!("reading the upload: {e}")))?;
             // silo-store stops reading when it refuses the file: its answer says why.
             if let Err(e) = sock.write_all(&c).await {
                 sent = Err(e);
@@ -213,19 +213,19 @@ pub async fn post(
             .take(4096)
             .read_to_end(&mut answer)
             .await
-            .map_err(|e| ApiError::Internal(format!("silo-store's answer: {e}")))?;
+            .map_err(|e| DomainError::Internal(format!("silo-store's answer: {e}")))?;
         if answer.is_empty() {
             if let Err(e) = sent {
-                return Err(ApiError::Internal(format!("writing the file: {e}")));
+                return Err(DomainError::Internal(format!("writing the file: {e}")));
             }
         }
         if answer != b"ok" {
             let why = String::from_utf8_lossy(&answer);
             let why = why.strip_prefix("error: ").unwrap_or(&why);
             return Err(if why.contains("dir_pool_reserve") {
-                ApiError::Forbidden(why.to_string())
+                DomainError::Forbidden(why.to_string())
             } else {
-                ApiError::Internal(format!("silo-store: {why}"))
+                DomainError::Internal(format!("silo-store: {why}"))
             });
         }
     }
@@ -234,7 +234,7 @@ pub async fn post(
 
 /// `DELETE`.
 pub async fn delete(
-    State(d): State<Arc<Daemon>>,
+    State(d): State<Arc<Services>>,
     Path(name): Path<String>,
     Query(q): Query<FileQuery>,
 ) -> ApiResult {

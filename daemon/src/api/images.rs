@@ -11,17 +11,17 @@ use futures::StreamExt;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::response::{async_op, sync, sync_etag, ApiError, ApiResult};
+use super::response::{async_op, sync, sync_etag, ApiResult, DomainError};
 use super::ListQuery;
-use crate::images::{self, Alias, Received, Upload};
-use crate::state::Daemon;
+use crate::service::images::{self, Alias, Received, Upload};
+use crate::service::Services;
 
 /// Largest upload silod takes (64 GiB): daemon-side resource policy.
 const MAX_UPLOAD: u64 = 64 << 30;
 
 /// `GET /1.0/images`.
-pub async fn list(State(d): State<Arc<Daemon>>, Query(q): Query<ListQuery>) -> ApiResult {
-    let filter = crate::filter::Filter::parse(q.filter.as_deref().unwrap_or(""))?;
+pub async fn list(State(d): State<Arc<Services>>, Query(q): Query<ListQuery>) -> ApiResult {
+    let filter = crate::model::filter::Filter::parse(q.filter.as_deref().unwrap_or(""))?;
     let aliases = images::aliases(&d.db)?;
     let objs: Vec<Value> = images::list(&d.db)?
         .iter()
@@ -44,9 +44,9 @@ fn header_str<'a>(h: &'a HeaderMap, k: &str) -> Option<&'a str> {
 }
 
 pub(crate) async fn receive_stream(
-    d: &Daemon,
+    d: &Services,
     mut stream: impl futures::Stream<Item = Result<axum::body::Bytes, String>> + Unpin,
-) -> Result<(std::path::PathBuf, u64, sha2::Sha256), ApiError> {
+) -> Result<(std::path::PathBuf, u64, sha2::Sha256), DomainError> {
     let mut up = Upload::new(&d.state_dir, MAX_UPLOAD).await?;
     while let Some(chunk) = stream.next().await {
         match chunk {
@@ -58,7 +58,7 @@ pub(crate) async fn receive_stream(
             }
             Err(e) => {
                 let _ = std::fs::remove_file(&up.path);
-                return Err(ApiError::BadRequest(format!("reading the upload: {e}")));
+                return Err(DomainError::BadRequest(format!("reading the upload: {e}")));
             }
         }
     }
@@ -66,7 +66,7 @@ pub(crate) async fn receive_stream(
 }
 
 /// `POST /1.0/images`: a raw tarball body, or multipart `metadata` + `rootfs`.
-pub async fn create(State(d): State<Arc<Daemon>>, req: Request) -> ApiResult {
+pub async fn create(State(d): State<Arc<Services>>, req: Request) -> ApiResult {
     let headers = req.headers().clone();
     let ctype = header_str(&headers, "content-type")
         .unwrap_or("")
@@ -74,11 +74,11 @@ pub async fn create(State(d): State<Arc<Daemon>>, req: Request) -> ApiResult {
     if ctype.starts_with("application/json") {
         let bytes = axum::body::to_bytes(req.into_body(), 1 << 20)
             .await
-            .map_err(|e| ApiError::BadRequest(e.to_string()))?;
+            .map_err(|e| DomainError::BadRequest(e.to_string()))?;
         let r: images::PublishRequest = super::lenient::from_slice(&bytes)
-            .map_err(|e| ApiError::BadRequest(format!("invalid request body: {e}")))?;
+            .map_err(|e| DomainError::BadRequest(format!("invalid request body: {e}")))?;
         images::check_publish(&d.db, &r)?;
-        let c = d.instance_ctx();
+        let c = Services::clone(&d);
         let state = d.state_dir.clone();
         let mut res = BTreeMap::new();
         res.insert(
@@ -117,19 +117,19 @@ pub async fn create(State(d): State<Arc<Daemon>>, req: Request) -> ApiResult {
     let mut properties = BTreeMap::new();
     if let Some(p) = header_str(&headers, "x-lxd-properties") {
         let parsed: Vec<(String, String)> = serde_urlencoded::from_str(p)
-            .map_err(|e| ApiError::BadRequest(format!("invalid X-LXD-properties: {e}")))?;
+            .map_err(|e| DomainError::BadRequest(format!("invalid X-LXD-properties: {e}")))?;
         properties.extend(parsed);
     }
     let (main, rootfs) = if ctype.starts_with("multipart/form-data") {
         let mut mp = Multipart::from_request(req, &d)
             .await
-            .map_err(|e| ApiError::BadRequest(format!("invalid multipart upload: {e}")))?;
+            .map_err(|e| DomainError::BadRequest(format!("invalid multipart upload: {e}")))?;
         let mut main = None;
         let mut rootfs = None;
         while let Some(field) = mp
             .next_field()
             .await
-            .map_err(|e| ApiError::BadRequest(format!("invalid multipart upload: {e}")))?
+            .map_err(|e| DomainError::BadRequest(format!("invalid multipart upload: {e}")))?
         {
             let name = field.name().unwrap_or("").to_string();
             let stream = futures::stream::unfold(field, |mut f| async move {
@@ -145,20 +145,20 @@ pub async fn create(State(d): State<Arc<Daemon>>, req: Request) -> ApiResult {
                 "rootfs" => rootfs = Some(got),
                 "rootfs.img" => {
                     let _ = std::fs::remove_file(&got.0);
-                    return Err(ApiError::BadRequest(
+                    return Err(DomainError::BadRequest(
                         "virtual-machine images are not supported: silo runs containers".into(),
                     ));
                 }
                 other => {
                     let _ = std::fs::remove_file(&got.0);
-                    return Err(ApiError::BadRequest(format!(
+                    return Err(DomainError::BadRequest(format!(
                         "unexpected multipart part {other:?} (expected metadata and rootfs)"
                     )));
                 }
             }
         }
         let main = main.ok_or_else(|| {
-            ApiError::BadRequest("multipart upload without a metadata part".into())
+            DomainError::BadRequest("multipart upload without a metadata part".into())
         })?;
         (main, rootfs)
     } else {
@@ -181,8 +181,8 @@ pub async fn create(State(d): State<Arc<Daemon>>, req: Request) -> ApiResult {
                     Ok(h)
                 })
                 .await
-                .map_err(|e| ApiError::Internal(e.to_string()))?
-                .map_err(|e| ApiError::Internal(e.to_string()))?;
+                .map_err(|e| DomainError::Internal(e.to_string()))?
+                .map_err(|e| DomainError::Internal(e.to_string()))?;
             images::fingerprint(rootfs_hash)
         }
     };
@@ -193,7 +193,7 @@ pub async fn create(State(d): State<Arc<Daemon>>, req: Request) -> ApiResult {
             if let Some(r) = &rootfs {
                 let _ = std::fs::remove_file(&r.0);
             }
-            return Err(ApiError::BadRequest(format!(
+            return Err(DomainError::BadRequest(format!(
                 "fingerprint mismatch: the upload hashes to {fingerprint}, not the expected {want}"
             )));
         }
@@ -238,7 +238,7 @@ pub async fn create(State(d): State<Arc<Daemon>>, req: Request) -> ApiResult {
 }
 
 /// `GET /1.0/images/{fp}`.
-pub async fn get_one(State(d): State<Arc<Daemon>>, Path(fp): Path<String>) -> ApiResult {
+pub async fn get_one(State(d): State<Arc<Services>>, Path(fp): Path<String>) -> ApiResult {
     let img = images::resolve_exact_or_prefix(&d.db, &fp)?;
     Ok(sync_etag(img.to_api(&images::aliases(&d.db)?)))
 }
@@ -257,10 +257,10 @@ pub struct ImagePut {
     expires_at: Option<String>,
 }
 
-fn apply_put(d: &Daemon, fp: &str, body: &[u8], patch: bool) -> ApiResult {
+fn apply_put(d: &Services, fp: &str, body: &[u8], patch: bool) -> ApiResult {
     let mut img = images::resolve_exact_or_prefix(&d.db, fp)?;
     let p: ImagePut = super::lenient::from_slice(body)
-        .map_err(|e| ApiError::BadRequest(format!("invalid request body: {e}")))?;
+        .map_err(|e| DomainError::BadRequest(format!("invalid request body: {e}")))?;
     if let Some(v) = p.public {
         img.public = v;
     } else if !patch {
@@ -278,8 +278,8 @@ fn apply_put(d: &Daemon, fp: &str, body: &[u8], patch: bool) -> ApiResult {
     }
     if let Some(v) = p.profiles {
         for n in &v {
-            crate::profiles::get(&d.db, n)
-                .map_err(|_| ApiError::BadRequest(format!("profile {n:?} not found")))?;
+            crate::service::profiles::get(&d.db, n)
+                .map_err(|_| DomainError::BadRequest(format!("profile {n:?} not found")))?;
         }
         img.profiles = v;
     }
@@ -297,7 +297,7 @@ fn apply_put(d: &Daemon, fp: &str, body: &[u8], patch: bool) -> ApiResult {
 
 /// `PUT /1.0/images/{fp}`.
 pub async fn put(
-    State(d): State<Arc<Daemon>>,
+    State(d): State<Arc<Services>>,
     Path(fp): Path<String>,
     body: axum::body::Bytes,
 ) -> ApiResult {
@@ -306,7 +306,7 @@ pub async fn put(
 
 /// `PATCH /1.0/images/{fp}`.
 pub async fn patch(
-    State(d): State<Arc<Daemon>>,
+    State(d): State<Arc<Services>>,
     Path(fp): Path<String>,
     body: axum::body::Bytes,
 ) -> ApiResult {
@@ -314,7 +314,7 @@ pub async fn patch(
 }
 
 /// `DELETE /1.0/images/{fp}`: its cached volumes in every pool, its files, its record.
-pub async fn delete(State(d): State<Arc<Daemon>>, Path(fp): Path<String>) -> ApiResult {
+pub async fn delete(State(d): State<Arc<Services>>, Path(fp): Path<String>) -> ApiResult {
     let img = images::resolve_exact_or_prefix(&d.db, &fp)?;
     let dd = d.clone();
     let mut res = BTreeMap::new();
@@ -328,7 +328,7 @@ pub async fn delete(State(d): State<Arc<Daemon>>, Path(fp): Path<String>) -> Api
         res,
         false,
         move |_ctx| async move {
-            crate::storage::drop_image_volumes(&dd.db, &dd.helpers, &img.fingerprint)
+            crate::service::storage::drop_image_volumes(&dd.db, &dd.helpers, &img.fingerprint)
                 .await
                 .map_err(|e| e.to_string())?;
             images::remove(&dd.db, &img.fingerprint).map_err(|e| e.to_string())?;
@@ -344,9 +344,9 @@ pub async fn delete(State(d): State<Arc<Daemon>>, Path(fp): Path<String>) -> Api
     Ok(async_op(&op))
 }
 
-pub(crate) fn file_body(path: std::path::PathBuf) -> Result<(Body, u64), ApiError> {
+pub(crate) fn file_body(path: std::path::PathBuf) -> Result<(Body, u64), DomainError> {
     let f = std::fs::File::open(&path)
-        .map_err(|e| ApiError::Internal(format!("opening {}: {e}", path.display())))?;
+        .map_err(|e| DomainError::Internal(format!("opening {}: {e}", path.display())))?;
     let len = f.metadata().map(|m| m.len()).unwrap_or(0);
     let stream = tokio_util::io::ReaderStream::new(tokio::fs::File::from_std(f));
     Ok((Body::from_stream(stream), len))
@@ -369,9 +369,9 @@ fn sniff_ext(path: &std::path::Path) -> &'static str {
 
 /// `GET /1.0/images/{fp}/export`: the unified file, or multipart metadata + rootfs.
 pub async fn export(
-    State(d): State<Arc<Daemon>>,
+    State(d): State<Arc<Services>>,
     Path(fp): Path<String>,
-) -> Result<Response, ApiError> {
+) -> Result<Response, DomainError> {
     let img = images::resolve_exact_or_prefix(&d.db, &fp)?;
     let dir = images::images_dir(&d.state_dir);
     let main = dir.join(&img.fingerprint);
@@ -429,7 +429,7 @@ pub async fn export(
 }
 
 /// `GET /1.0/images/aliases`.
-pub async fn aliases_list(State(d): State<Arc<Daemon>>, Query(q): Query<ListQuery>) -> ApiResult {
+pub async fn aliases_list(State(d): State<Arc<Services>>, Query(q): Query<ListQuery>) -> ApiResult {
     let all = images::aliases(&d.db)?;
     if q.recursive() {
         Ok(sync(all.iter().map(alias_api).collect::<Vec<_>>()))
@@ -455,9 +455,9 @@ pub struct AliasPost {
 }
 
 /// `POST /1.0/images/aliases`.
-pub async fn aliases_create(State(d): State<Arc<Daemon>>, body: axum::body::Bytes) -> ApiResult {
+pub async fn aliases_create(State(d): State<Arc<Services>>, body: axum::body::Bytes) -> ApiResult {
     let p: AliasPost = super::lenient::from_slice(&body)
-        .map_err(|e| ApiError::BadRequest(format!("invalid request body: {e}")))?;
+        .map_err(|e| DomainError::BadRequest(format!("invalid request body: {e}")))?;
     let img = images::resolve_exact_or_prefix(&d.db, &p.target)?;
     images::alias_put(
         &d.db,
@@ -476,15 +476,15 @@ pub async fn aliases_create(State(d): State<Arc<Daemon>>, body: axum::body::Byte
     Ok(sync(Value::Null))
 }
 
-fn find_alias(d: &Daemon, name: &str) -> Result<Alias, ApiError> {
+fn find_alias(d: &Services, name: &str) -> Result<Alias, DomainError> {
     images::aliases(&d.db)?
         .into_iter()
         .find(|a| a.name == name)
-        .ok_or_else(|| ApiError::NotFound(format!("alias {name:?} not found")))
+        .ok_or_else(|| DomainError::NotFound(format!("alias {name:?} not found")))
 }
 
 /// `GET /1.0/images/aliases/{name}`.
-pub async fn alias_get(State(d): State<Arc<Daemon>>, Path(name): Path<String>) -> ApiResult {
+pub async fn alias_get(State(d): State<Arc<Services>>, Path(name): Path<String>) -> ApiResult {
     Ok(sync_etag(alias_api(&find_alias(&d, &name)?)))
 }
 
@@ -496,14 +496,14 @@ pub struct AliasPut {
     description: Option<String>,
 }
 
-async fn alias_write(d: &Daemon, name: &str, body: &[u8], patch: bool) -> ApiResult {
+async fn alias_write(d: &Services, name: &str, body: &[u8], patch: bool) -> ApiResult {
     let mut a = find_alias(d, name)?;
     let p: AliasPut = super::lenient::from_slice(body)
-        .map_err(|e| ApiError::BadRequest(format!("invalid request body: {e}")))?;
+        .map_err(|e| DomainError::BadRequest(format!("invalid request body: {e}")))?;
     if let Some(t) = p.target {
         a.target = images::resolve_exact_or_prefix(&d.db, &t)?.fingerprint;
     } else if !patch {
-        return Err(ApiError::BadRequest("missing target".into()));
+        return Err(DomainError::BadRequest("missing target".into()));
     }
     if let Some(desc) = p.description {
         a.description = desc;
@@ -516,7 +516,7 @@ async fn alias_write(d: &Daemon, name: &str, body: &[u8], patch: bool) -> ApiRes
 
 /// `PUT /1.0/images/aliases/{name}`.
 pub async fn alias_put(
-    State(d): State<Arc<Daemon>>,
+    State(d): State<Arc<Services>>,
     Path(name): Path<String>,
     body: axum::body::Bytes,
 ) -> ApiResult {
@@ -525,7 +525,7 @@ pub async fn alias_put(
 
 /// `PATCH /1.0/images/aliases/{name}`.
 pub async fn alias_patch(
-    State(d): State<Arc<Daemon>>,
+    State(d): State<Arc<Services>>,
     Path(name): Path<String>,
     body: axum::body::Bytes,
 ) -> ApiResult {
@@ -534,21 +534,21 @@ pub async fn alias_patch(
 
 /// `POST /1.0/images/aliases/{name}`: rename.
 pub async fn alias_rename(
-    State(d): State<Arc<Daemon>>,
+    State(d): State<Arc<Services>>,
     Path(name): Path<String>,
     body: axum::body::Bytes,
 ) -> ApiResult {
     let v: HashMap<String, String> = super::lenient::from_slice(&body)
-        .map_err(|e| ApiError::BadRequest(format!("invalid request body: {e}")))?;
+        .map_err(|e| DomainError::BadRequest(format!("invalid request body: {e}")))?;
     let to = v
         .get("name")
-        .ok_or_else(|| ApiError::BadRequest("missing name".into()))?;
+        .ok_or_else(|| DomainError::BadRequest("missing name".into()))?;
     images::alias_rename(&d.db, &name, to)?;
     Ok(sync(Value::Null))
 }
 
 /// `DELETE /1.0/images/aliases/{name}`.
-pub async fn alias_delete(State(d): State<Arc<Daemon>>, Path(name): Path<String>) -> ApiResult {
+pub async fn alias_delete(State(d): State<Arc<Services>>, Path(name): Path<String>) -> ApiResult {
     images::alias_delete(&d.db, &name)?;
     d.events.lifecycle(
         "image-alias-deleted",

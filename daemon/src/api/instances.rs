@@ -7,10 +7,10 @@ use axum::extract::{Path, Query, State};
 use axum::http::HeaderMap;
 use serde_json::{json, Value};
 
-use super::response::{async_op, sync, ApiError, ApiResult};
+use super::response::{async_op, sync, ApiResult, DomainError};
 use super::ListQuery;
-use crate::instances::{self, CreateRequest, Writable};
-use crate::state::Daemon;
+use crate::service::instances::{self, CreateRequest, Writable};
+use crate::service::Services;
 
 fn resources(name: &str) -> BTreeMap<String, Vec<String>> {
     let mut r = BTreeMap::new();
@@ -22,18 +22,18 @@ fn resources(name: &str) -> BTreeMap<String, Vec<String>> {
 }
 
 /// `GET /1.0/instances`: recursion 0 (URLs), 1 (objects), 2 (with state, snapshots, backups).
-pub async fn list(State(d): State<Arc<Daemon>>, Query(q): Query<ListQuery>) -> ApiResult {
-    let filter = crate::filter::Filter::parse(q.filter.as_deref().unwrap_or(""))?;
+pub async fn list(State(d): State<Arc<Services>>, Query(q): Query<ListQuery>) -> ApiResult {
+    let filter = crate::model::filter::Filter::parse(q.filter.as_deref().unwrap_or(""))?;
     let level = q.level();
-    let c = d.instance_ctx();
-    let run = crate::runtime::running(&c).await?;
+    let c = Services::clone(&d);
+    let run = crate::service::runtime::running(&c).await?;
     let mut stats = if level >= 2 && !run.is_empty() {
-        crate::runtime::stats_many(&c, run.keys().cloned().collect()).await?
+        crate::service::runtime::stats_many(&c, run.keys().cloned().collect()).await?
     } else {
         Default::default()
     };
     let records = instances::list_records(&d.db)?;
-    let out = instances::with_profile_cache(&d.db, || -> Result<Vec<Value>, ApiError> {
+    let out = instances::with_profile_cache(&d.db, || -> Result<Vec<Value>, DomainError> {
         let mut out = Vec::new();
         for i in records {
             let state = match run.get(&i.name) {
@@ -41,7 +41,7 @@ pub async fn list(State(d): State<Arc<Daemon>>, Query(q): Query<ListQuery>) -> A
                 Some(_) if level >= 2 => Some(
                     stats
                         .remove(&i.name)
-                        .map(|s| crate::runtime::state_json(&s, None))
+                        .map(|s| crate::service::runtime::state_json(&s, None))
                         .unwrap_or_else(running_stub),
                 ),
                 Some(_) => Some(running_stub()),
@@ -65,7 +65,7 @@ pub async fn list(State(d): State<Arc<Daemon>>, Query(q): Query<ListQuery>) -> A
 }
 
 /// `POST /1.0/instances`: a JSON create request, or a backup tarball to import.
-pub async fn create(State(d): State<Arc<Daemon>>, req: axum::extract::Request) -> ApiResult {
+pub async fn create(State(d): State<Arc<Services>>, req: axum::extract::Request) -> ApiResult {
     let octets = req
         .headers()
         .get(axum::http::header::CONTENT_TYPE)
@@ -76,10 +76,10 @@ pub async fn create(State(d): State<Arc<Daemon>>, req: axum::extract::Request) -
     }
     let body = axum::body::to_bytes(req.into_body(), 4 << 20)
         .await
-        .map_err(|e| ApiError::BadRequest(format!("reading the request: {e}")))?;
+        .map_err(|e| DomainError::BadRequest(format!("reading the request: {e}")))?;
     let req: CreateRequest = super::lenient::from_slice(&body)
-        .map_err(|e| ApiError::BadRequest(format!("invalid request body: {e}")))?;
-    let c = d.instance_ctx();
+        .map_err(|e| DomainError::BadRequest(format!("invalid request body: {e}")))?;
+    let c = Services::clone(&d);
     if req.source.kind == "copy" && req.source.refresh && instances::get(&d.db, &req.name).is_ok() {
         // `copy --refresh` onto an existing copy: bring it up to date with its source.
         let name = req.name.clone();
@@ -89,7 +89,7 @@ pub async fn create(State(d): State<Arc<Daemon>>, req: axum::extract::Request) -
             resources(&name),
             false,
             move |_ctx| async move {
-                crate::snapshots::refresh_copy(
+                crate::service::snapshots::refresh_copy(
                     &c,
                     &req.source.source,
                     &name,
@@ -121,18 +121,18 @@ pub async fn create(State(d): State<Arc<Daemon>>, req: axum::extract::Request) -
 
 /// `GET /1.0/instances/{name}` (recursion=1: the full object, instance_get_full).
 pub async fn get_one(
-    State(d): State<Arc<Daemon>>,
+    State(d): State<Arc<Services>>,
     Path(name): Path<String>,
     Query(q): Query<ListQuery>,
 ) -> ApiResult {
     let i = instances::get(&d.db, &name)?;
     let full = q.level() >= 1;
-    let c = d.instance_ctx();
-    let state = if crate::runtime::is_running(&c, &name).await? {
+    let c = Services::clone(&d);
+    let state = if crate::service::runtime::is_running(&c, &name).await? {
         Some(if full {
-            crate::runtime::stats(&c, &name)
+            crate::service::runtime::stats(&c, &name)
                 .await
-                .map(|s| crate::runtime::state_json(&s, None))
+                .map(|s| crate::service::runtime::state_json(&s, None))
                 .unwrap_or_else(|_| running_stub())
         } else {
             running_stub()
@@ -163,7 +163,7 @@ fn writable_view(obj: &Value) -> Value {
     })
 }
 
-fn check_etag(d: &Daemon, name: &str, headers: &HeaderMap) -> Result<(), ApiError> {
+fn check_etag(d: &Services, name: &str, headers: &HeaderMap) -> Result<(), DomainError> {
     if let Some(want) = headers
         .get(axum::http::header::IF_MATCH)
         .and_then(|v| v.to_str().ok())
@@ -171,7 +171,7 @@ fn check_etag(d: &Daemon, name: &str, headers: &HeaderMap) -> Result<(), ApiErro
         let i = instances::get(&d.db, name)?;
         let have = super::etag(&writable_view(&instances::to_api(&d.db, &i, false, None)?));
         if want.trim_matches('"') != have {
-            return Err(ApiError::PreconditionFailed(format!(
+            return Err(DomainError::PreconditionFailed(format!(
                 "instance {name:?} changed meanwhile (ETag mismatch)"
             )));
         }
@@ -181,14 +181,14 @@ fn check_etag(d: &Daemon, name: &str, headers: &HeaderMap) -> Result<(), ApiErro
 
 /// `PUT /1.0/instances/{name}`: replace the writable fields (async, as LXD).
 pub async fn put(
-    State(d): State<Arc<Daemon>>,
+    State(d): State<Arc<Services>>,
     Path(name): Path<String>,
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> ApiResult {
     check_etag(&d, &name, &headers)?;
     let v: Value = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::BadRequest(format!("invalid request body: {e}")))?;
+        .map_err(|e| DomainError::BadRequest(format!("invalid request body: {e}")))?;
     if let Some(snap) = v
         .get("restore")
         .and_then(Value::as_str)
@@ -198,7 +198,7 @@ pub async fn put(
         let snap = match snap.split_once('/') {
             Some((inst, s)) if inst == name => s,
             Some(_) => {
-                return Err(ApiError::BadRequest(format!(
+                return Err(DomainError::BadRequest(format!(
                     "snapshot {snap:?} is not one of instance {name:?}'s"
                 )))
             }
@@ -207,7 +207,7 @@ pub async fn put(
         return super::snapshots::restore(&d, name.clone(), snap.to_string()).await;
     }
     let w: Writable = serde_json::from_value(v)
-        .map_err(|e| ApiError::BadRequest(format!("invalid request body: {e}")))?;
+        .map_err(|e| DomainError::BadRequest(format!("invalid request body: {e}")))?;
     // Validate now so a bad request is a 400, not a failed operation.
     let i = instances::apply_dry(&d.db, &name, w.clone(), false)?;
     let dd = d.clone();
@@ -219,7 +219,9 @@ pub async fn put(
         move |_ctx| async move {
             let before = instances::get(&dd.db, &name).map_err(|e| e.to_string())?;
             instances::apply(&dd.db, &name, w, false).map_err(|e| e.to_string())?;
-            if let Err(e) = crate::runtime::apply_live(&dd.instance_ctx(), &name, &before).await {
+            if let Err(e) =
+                crate::service::runtime::apply_live(&Services::clone(&dd), &name, &before).await
+            {
                 // The running instance could not take the new limits: keep the old record.
                 let _ = instances::restore(&dd.db, &before);
                 return Err(e.to_string());
@@ -237,17 +239,18 @@ pub async fn put(
 
 /// `PATCH /1.0/instances/{name}`: merge (sync).
 pub async fn patch(
-    State(d): State<Arc<Daemon>>,
+    State(d): State<Arc<Services>>,
     Path(name): Path<String>,
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> ApiResult {
     check_etag(&d, &name, &headers)?;
     let w: Writable = super::lenient::from_slice(&body)
-        .map_err(|e| ApiError::BadRequest(format!("invalid request body: {e}")))?;
+        .map_err(|e| DomainError::BadRequest(format!("invalid request body: {e}")))?;
     let before = instances::get(&d.db, &name)?;
     instances::apply(&d.db, &name, w, true)?;
-    if let Err(e) = crate::runtime::apply_live(&d.instance_ctx(), &name, &before).await {
+    if let Err(e) = crate::service::runtime::apply_live(&Services::clone(&d), &name, &before).await
+    {
         // The limits could not be applied to the running instance: keep the old record.
         let _ = instances::restore(&d.db, &before);
         return Err(e);
@@ -261,9 +264,9 @@ pub async fn patch(
 }
 
 /// `DELETE /1.0/instances/{name}` (async).
-pub async fn delete(State(d): State<Arc<Daemon>>, Path(name): Path<String>) -> ApiResult {
+pub async fn delete(State(d): State<Arc<Services>>, Path(name): Path<String>) -> ApiResult {
     instances::get(&d.db, &name)?;
-    let c = d.instance_ctx();
+    let c = Services::clone(&d);
     let op = d.ops.start(
         "task",
         "Deleting instance",
@@ -280,15 +283,15 @@ pub async fn delete(State(d): State<Arc<Daemon>>, Path(name): Path<String>) -> A
 }
 
 /// `GET /1.0/instances/{name}/state`.
-pub async fn state(State(d): State<Arc<Daemon>>, Path(name): Path<String>) -> ApiResult {
+pub async fn state(State(d): State<Arc<Services>>, Path(name): Path<String>) -> ApiResult {
     let i = instances::get(&d.db, &name)?;
-    let c = d.instance_ctx();
-    if !crate::runtime::is_running(&c, &name).await? {
+    let c = Services::clone(&d);
+    if !crate::service::runtime::is_running(&c, &name).await? {
         return Ok(sync(instances::stopped_state()));
     }
-    let s = crate::runtime::stats(&c, &name).await?;
-    let disk = crate::runtime::disk_usage(&c, &i).await;
-    Ok(sync(crate::runtime::state_json(&s, disk)))
+    let s = crate::service::runtime::stats(&c, &name).await?;
+    let disk = crate::service::runtime::disk_usage(&c, &i).await;
+    Ok(sync(crate::service::runtime::state_json(&s, disk)))
 }
 
 /// The body of `PUT /1.0/instances/{name}/state`.
@@ -309,29 +312,29 @@ fn minus_one() -> i64 {
 
 /// `PUT /1.0/instances/{name}/state`: start, stop, restart.
 pub async fn put_state(
-    State(d): State<Arc<Daemon>>,
+    State(d): State<Arc<Services>>,
     Path(name): Path<String>,
     body: axum::body::Bytes,
 ) -> ApiResult {
     instances::get(&d.db, &name)?;
     let req: StateChange = super::lenient::from_slice(&body)
-        .map_err(|e| ApiError::BadRequest(format!("invalid request body: {e}")))?;
+        .map_err(|e| DomainError::BadRequest(format!("invalid request body: {e}")))?;
     if req.stateful {
-        return Err(ApiError::BadRequest(
+        return Err(DomainError::BadRequest(
             "stateful start and stop (CRIU) are not supported by silo".into(),
         ));
     }
     let timeout = (req.timeout >= 0).then(|| std::time::Duration::from_secs(req.timeout as u64));
-    let c = d.instance_ctx();
-    let running = crate::runtime::is_running(&c, &name).await?;
+    let c = Services::clone(&d);
+    let running = crate::service::runtime::is_running(&c, &name).await?;
     let description = match req.action.as_str() {
         "start" if running => {
-            return Err(ApiError::BadRequest(format!(
+            return Err(DomainError::BadRequest(format!(
                 "instance {name:?} is already running"
             )))
         }
         "stop" | "restart" if !running => {
-            return Err(ApiError::BadRequest(format!(
+            return Err(DomainError::BadRequest(format!(
                 "instance {name:?} is already stopped"
             )))
         }
@@ -339,13 +342,13 @@ pub async fn put_state(
         "stop" => "Stopping instance",
         "restart" => "Restarting instance",
         "freeze" | "unfreeze" => {
-            return Err(ApiError::BadRequest(format!(
+            return Err(DomainError::BadRequest(format!(
                 "{} is not supported by silo yet",
                 req.action
             )))
         }
         other => {
-            return Err(ApiError::BadRequest(format!(
+            return Err(DomainError::BadRequest(format!(
                 "unknown action {other:?}: expected start, stop or restart"
             )))
         }
@@ -359,11 +362,11 @@ pub async fn put_state(
         false,
         move |_ctx| async move {
             let r = match action.as_str() {
-                "start" => crate::runtime::start(&c, &name).await.map(|_| ()),
-                "stop" => crate::runtime::stop(&c, &name, force, timeout)
+                "start" => crate::service::runtime::start(&c, &name).await.map(|_| ()),
+                "stop" => crate::service::runtime::stop(&c, &name, force, timeout)
                     .await
                     .map(|_| ()),
-                _ => crate::runtime::restart(&c, &name, force, timeout).await,
+                _ => crate::service::runtime::restart(&c, &name, force, timeout).await,
             };
             r.map(|()| Value::Null).map_err(|e| e.to_string())
         },
@@ -379,35 +382,35 @@ fn websocket_resources(name: &str) -> BTreeMap<String, Vec<String>> {
 
 /// `POST /1.0/instances/{name}/exec`.
 pub async fn exec(
-    State(d): State<Arc<Daemon>>,
+    State(d): State<Arc<Services>>,
     Path(name): Path<String>,
     body: axum::body::Bytes,
 ) -> ApiResult {
     instances::get(&d.db, &name)?;
-    let req: crate::exec::ExecRequest = super::lenient::from_slice(&body)
-        .map_err(|e| ApiError::BadRequest(format!("invalid request body: {e}")))?;
+    let req: crate::service::exec::ExecRequest = super::lenient::from_slice(&body)
+        .map_err(|e| DomainError::BadRequest(format!("invalid request body: {e}")))?;
     if req.command.is_empty() {
-        return Err(ApiError::BadRequest("no command given".into()));
+        return Err(DomainError::BadRequest("no command given".into()));
     }
     if req.record_output && (req.wait_for_websocket || req.interactive) {
-        return Err(ApiError::BadRequest(
+        return Err(DomainError::BadRequest(
             "record-output cannot be combined with wait-for-websocket or interactive".into(),
         ));
     }
     if req.user >= 65536 || req.group >= 65536 {
-        return Err(ApiError::BadRequest(format!(
+        return Err(DomainError::BadRequest(format!(
             "user {} / group {} is not mapped in the instance (ids 0 to 65535 are)",
             req.user, req.group
         )));
     }
-    let c = d.instance_ctx();
-    if !crate::runtime::is_running(&c, &name).await? {
-        return Err(ApiError::BadRequest(format!(
+    let c = Services::clone(&d);
+    if !crate::service::runtime::is_running(&c, &name).await? {
+        return Err(DomainError::BadRequest(format!(
             "instance {name:?} is not running"
         )));
     }
-    let id = crate::operations::Operations::new_id();
-    let env: serde_json::Map<String, Value> = crate::exec::environment(&req)
+    let id = crate::service::operations::Operations::new_id();
+    let env: serde_json::Map<String, Value> = crate::service::exec::environment(&req)
         .into_iter()
         .map(|(k, v)| (k, Value::String(v)))
         .collect();
@@ -422,7 +425,7 @@ pub async fn exec(
         } else {
             &["0", "1", "2", "control"]
         };
-        let s = crate::exec::Streams::new(&d.sockets, &id, names);
+        let s = crate::service::exec::Streams::new(&d.sockets, &id, names);
         md["fds"] = json!(s.secrets);
         ("websocket", Some(s))
     } else {
@@ -447,7 +450,7 @@ pub async fn exec(
                 &format!("/1.0/instances/{name}"),
                 json!({"command": cmd}),
             );
-            crate::exec::run(helpers, state_dir, name, op_id, req, streams, md0).await
+            crate::service::exec::run(helpers, state_dir, name, op_id, req, streams, md0).await
         },
     );
     Ok(async_op(&op))
@@ -455,7 +458,7 @@ pub async fn exec(
 
 /// `POST /1.0/instances/{name}/console`.
 pub async fn console(
-    State(d): State<Arc<Daemon>>,
+    State(d): State<Arc<Services>>,
     Path(name): Path<String>,
     body: axum::body::Bytes,
 ) -> ApiResult {
@@ -464,23 +467,23 @@ pub async fn console(
         json!({})
     } else {
         super::lenient::from_slice(&body)
-            .map_err(|e| ApiError::BadRequest(format!("invalid request body: {e}")))?
+            .map_err(|e| DomainError::BadRequest(format!("invalid request body: {e}")))?
     };
     if let Some(t) = v.get("type").and_then(Value::as_str) {
         if t != "console" {
-            return Err(ApiError::BadRequest(format!(
+            return Err(DomainError::BadRequest(format!(
                 "console type {t:?} is not supported (containers have a text console only)"
             )));
         }
     }
-    let c = d.instance_ctx();
-    if !crate::runtime::is_running(&c, &name).await? {
-        return Err(ApiError::BadRequest(format!(
+    let c = Services::clone(&d);
+    if !crate::service::runtime::is_running(&c, &name).await? {
+        return Err(DomainError::BadRequest(format!(
             "instance {name:?} is not running"
         )));
     }
-    let id = crate::operations::Operations::new_id();
-    let s = crate::exec::Streams::new(&d.sockets, &id, &["0", "control"]);
+    let id = crate::service::operations::Operations::new_id();
+    let s = crate::service::exec::Streams::new(&d.sockets, &id, &["0", "control"]);
     let md = json!({"fds": s.secrets});
     let helpers = d.helpers.clone();
     let op = d.ops.start_full(
@@ -490,16 +493,16 @@ pub async fn console(
         websocket_resources(&name),
         md,
         false,
-        move |_ctx| async move { crate::exec::console(helpers, name, s).await },
+        move |_ctx| async move { crate::service::exec::console(helpers, name, s).await },
     );
     Ok(async_op(&op))
 }
 
 /// `GET /1.0/instances/{name}/console`: the console log.
-pub async fn console_log(State(d): State<Arc<Daemon>>, Path(name): Path<String>) -> ApiResult {
+pub async fn console_log(State(d): State<Arc<Services>>, Path(name): Path<String>) -> ApiResult {
     instances::get(&d.db, &name)?;
     let n = silo_proto::InstanceName::new(name.clone())
-        .map_err(|e| ApiError::BadRequest(e.to_string()))?;
+        .map_err(|e| DomainError::BadRequest(e.to_string()))?;
     let log = d
         .helpers
         .privileged
@@ -514,9 +517,9 @@ pub async fn console_log(State(d): State<Arc<Daemon>>, Path(name): Path<String>)
 }
 
 /// `GET /1.0/instances/{name}/logs`: the recorded exec outputs.
-pub async fn logs(State(d): State<Arc<Daemon>>, Path(name): Path<String>) -> ApiResult {
+pub async fn logs(State(d): State<Arc<Services>>, Path(name): Path<String>) -> ApiResult {
     instances::get(&d.db, &name)?;
-    let dir = crate::exec::output_dir(&d.state_dir, &name);
+    let dir = crate::service::exec::output_dir(&d.state_dir, &name);
     // lxc.log is where LXD keeps its container log; silo's is the console log.
     let mut out = vec![format!("/1.0/instances/{name}/logs/lxc.log")];
     if let Ok(mut rd) = tokio::fs::read_dir(&dir).await {
@@ -533,7 +536,7 @@ pub async fn logs(State(d): State<Arc<Daemon>>, Path(name): Path<String>) -> Api
 
 /// `GET /1.0/instances/{name}/logs/{file}` and `/logs/exec-output/{file}`.
 pub async fn log_file(
-    State(d): State<Arc<Daemon>>,
+    State(d): State<Arc<Services>>,
     Path((name, file)): Path<(String, String)>,
 ) -> ApiResult {
     instances::get(&d.db, &name)?;
@@ -544,12 +547,14 @@ pub async fn log_file(
         || file.contains('/')
         || !(file.ends_with(".stdout") || file.ends_with(".stderr"))
     {
-        return Err(ApiError::NotFound(format!("log file {file:?} not found")));
+        return Err(DomainError::NotFound(format!(
+            "log file {file:?} not found"
+        )));
     }
-    let p = crate::exec::output_dir(&d.state_dir, &name).join(&file);
+    let p = crate::service::exec::output_dir(&d.state_dir, &name).join(&file);
     let data = tokio::fs::read(&p)
         .await
-        .map_err(|_| ApiError::NotFound(format!("log file {file:?} not found")))?;
+        .map_err(|_| DomainError::NotFound(format!("log file {file:?} not found")))?;
     Ok(axum::response::IntoResponse::into_response((
         [(axum::http::header::CONTENT_TYPE, "application/octet-stream")],
         data,
@@ -558,16 +563,18 @@ pub async fn log_file(
 
 /// `DELETE /1.0/instances/{name}/logs/{file}`.
 pub async fn log_delete(
-    State(d): State<Arc<Daemon>>,
+    State(d): State<Arc<Services>>,
     Path((name, file)): Path<(String, String)>,
 ) -> ApiResult {
     instances::get(&d.db, &name)?;
     if !file.starts_with("exec_") || file.contains('/') {
-        return Err(ApiError::NotFound(format!("log file {file:?} not found")));
+        return Err(DomainError::NotFound(format!(
+            "log file {file:?} not found"
+        )));
     }
-    let p = crate::exec::output_dir(&d.state_dir, &name).join(&file);
+    let p = crate::service::exec::output_dir(&d.state_dir, &name).join(&file);
     tokio::fs::remove_file(&p)
         .await
-        .map_err(|_| ApiError::NotFound(format!("log file {file:?} not found")))?;
+        .map_err(|_| DomainError::NotFound(format!("log file {file:?} not found")))?;
     Ok(sync(Value::Null))
 }

@@ -25,8 +25,8 @@ use axum::response::Response;
 use axum::routing::{get, post};
 use axum::Router;
 
-use crate::state::Daemon;
-use response::ApiError;
+use crate::service::Services;
+use response::DomainError;
 
 /// The extensions silod implements, and only those (clients gate features on this list).
 pub const API_EXTENSIONS: &[&str] = &[
@@ -103,7 +103,7 @@ pub const API_EXTENSIONS: &[&str] = &[
 ];
 
 /// The whole route table.
-pub fn router(d: Arc<Daemon>) -> Router {
+pub fn router(d: Arc<Services>) -> Router {
     Router::new()
         .route("/", get(server::root))
         .route(
@@ -201,7 +201,7 @@ pub fn router(d: Arc<Daemon>) -> Router {
         .with_state(d)
 }
 
-fn instance_routes(base: &str) -> Router<Arc<Daemon>> {
+fn instance_routes(base: &str) -> Router<Arc<Services>> {
     Router::new()
         .route(
             base,
@@ -269,12 +269,12 @@ fn instance_routes(base: &str) -> Router<Arc<Daemon>> {
 }
 
 async fn vol_create_typed(
-    state: axum::extract::State<Arc<Daemon>>,
+    state: axum::extract::State<Arc<Services>>,
     axum::extract::Path((pool, t)): axum::extract::Path<(String, String)>,
     body: axum::body::Bytes,
 ) -> response::ApiResult {
     if t != "custom" {
-        return Err(ApiError::BadRequest(format!(
+        return Err(DomainError::BadRequest(format!(
             "only custom volumes can be created directly, not {t:?}"
         )));
     }
@@ -307,8 +307,8 @@ impl ListQuery {
     }
 }
 
-async fn not_found() -> ApiError {
-    ApiError::NotFound("not found".into())
+async fn not_found() -> DomainError {
+    DomainError::NotFound("not found".into())
 }
 
 async fn log_request(req: Request, next: Next) -> Response {

@@ -9,13 +9,13 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use silo_proto::IfName;
 
-use super::response::{sync, sync_etag, ApiError, ApiResult};
+use super::response::{sync, sync_etag, ApiResult, DomainError};
 use super::ListQuery;
 use crate::helpers::{ctx, rpc_err};
-use crate::networks;
-use crate::state::Daemon;
+use crate::service::networks;
+use crate::service::Services;
 
-async fn all(d: &Daemon) -> Result<Vec<Value>, ApiError> {
+async fn all(d: &Services) -> Result<Vec<Value>, DomainError> {
     let managed = networks::list(&d.db)?;
     let mut out = Vec::new();
     for n in &managed {
@@ -39,9 +39,9 @@ async fn all(d: &Daemon) -> Result<Vec<Value>, ApiError> {
 }
 
 /// `GET /1.0/networks`.
-pub async fn list(State(d): State<Arc<Daemon>>, Query(q): Query<ListQuery>) -> ApiResult {
+pub async fn list(State(d): State<Arc<Services>>, Query(q): Query<ListQuery>) -> ApiResult {
     let objs = all(&d).await?;
-    let filter = crate::filter::Filter::parse(q.filter.as_deref().unwrap_or(""))?;
+    let filter = crate::model::filter::Filter::parse(q.filter.as_deref().unwrap_or(""))?;
     let objs: Vec<Value> = objs.into_iter().filter(|o| filter.matches(o)).collect();
     if q.recursive() {
         Ok(sync(objs))
@@ -70,9 +70,9 @@ pub struct NetworkPost {
 }
 
 /// `POST /1.0/networks`.
-pub async fn create(State(d): State<Arc<Daemon>>, body: axum::body::Bytes) -> ApiResult {
+pub async fn create(State(d): State<Arc<Services>>, body: axum::body::Bytes) -> ApiResult {
     let p: NetworkPost = super::lenient::from_slice(&body)
-        .map_err(|e| ApiError::BadRequest(format!("invalid request body: {e}")))?;
+        .map_err(|e| DomainError::BadRequest(format!("invalid request body: {e}")))?;
     networks::create(
         &d.db,
         &d.helpers,
@@ -90,7 +90,7 @@ pub async fn create(State(d): State<Arc<Daemon>>, body: axum::body::Bytes) -> Ap
     Ok(sync(Value::Null))
 }
 
-async fn object(d: &Daemon, name: &str) -> Result<Value, ApiError> {
+async fn object(d: &Services, name: &str) -> Result<Value, DomainError> {
     match networks::get(&d.db, name) {
         Ok(n) => networks::to_api(&d.db, &n),
         Err(e) => {
@@ -112,7 +112,7 @@ async fn object(d: &Daemon, name: &str) -> Result<Value, ApiError> {
 }
 
 /// `GET /1.0/networks/{name}`.
-pub async fn get_one(State(d): State<Arc<Daemon>>, Path(name): Path<String>) -> ApiResult {
+pub async fn get_one(State(d): State<Arc<Services>>, Path(name): Path<String>) -> ApiResult {
     Ok(sync_etag(object(&d, &name).await?))
 }
 
@@ -128,9 +128,15 @@ fn writable(v: &Value) -> Value {
     json!({"config": v["config"], "description": v["description"]})
 }
 
-async fn write(d: &Daemon, name: &str, headers: &HeaderMap, body: &[u8], patch: bool) -> ApiResult {
+async fn write(
+    d: &Services,
+    name: &str,
+    headers: &HeaderMap,
+    body: &[u8],
+    patch: bool,
+) -> ApiResult {
     let mut n = networks::get(&d.db, name).map_err(|e| match e {
-        ApiError::NotFound(_) => ApiError::BadRequest(format!(
+        DomainError::NotFound(_) => DomainError::BadRequest(format!(
             "network {name:?} is not managed by silo; only managed networks can be modified"
         )),
         e => e,
@@ -143,13 +149,13 @@ async fn write(d: &Daemon, name: &str, headers: &HeaderMap, body: &[u8], patch: 
         let have_w = super::etag(&writable(&networks::to_api(&d.db, &n)?));
         let want = want.trim_matches('"');
         if want != have && want != have_w {
-            return Err(ApiError::PreconditionFailed(format!(
+            return Err(DomainError::PreconditionFailed(format!(
                 "network {name:?} changed meanwhile (ETag mismatch)"
             )));
         }
     }
     let w: NetworkPut = super::lenient::from_slice(body)
-        .map_err(|e| ApiError::BadRequest(format!("invalid request body: {e}")))?;
+        .map_err(|e| DomainError::BadRequest(format!("invalid request body: {e}")))?;
     match w.description {
         Some(x) => n.description = x,
         None if !patch => n.description.clear(),
@@ -180,7 +186,7 @@ async fn write(d: &Daemon, name: &str, headers: &HeaderMap, body: &[u8], patch: 
 
 /// `PUT /1.0/networks/{name}`.
 pub async fn put(
-    State(d): State<Arc<Daemon>>,
+    State(d): State<Arc<Services>>,
     Path(name): Path<String>,
     headers: HeaderMap,
     body: axum::body::Bytes,
@@ -190,7 +196,7 @@ pub async fn put(
 
 /// `PATCH /1.0/networks/{name}`.
 pub async fn patch(
-    State(d): State<Arc<Daemon>>,
+    State(d): State<Arc<Services>>,
     Path(name): Path<String>,
     headers: HeaderMap,
     body: axum::body::Bytes,
@@ -205,15 +211,15 @@ pub struct RenamePost {
 
 /// `POST /1.0/networks/{name}`: rename an unused network.
 pub async fn rename(
-    State(d): State<Arc<Daemon>>,
+    State(d): State<Arc<Services>>,
     Path(name): Path<String>,
     body: axum::body::Bytes,
 ) -> ApiResult {
     let r: RenamePost = super::lenient::from_slice(&body)
-        .map_err(|e| ApiError::BadRequest(format!("invalid request body: {e}")))?;
+        .map_err(|e| DomainError::BadRequest(format!("invalid request body: {e}")))?;
     let n = networks::get(&d.db, &name)?;
     if !networks::used_by(&d.db, &name)?.is_empty() {
-        return Err(ApiError::BadRequest(format!(
+        return Err(DomainError::BadRequest(format!(
             "network {name:?} is in use; only unused networks can be renamed"
         )));
     }
@@ -236,7 +242,7 @@ pub async fn rename(
 }
 
 /// `DELETE /1.0/networks/{name}`.
-pub async fn delete(State(d): State<Arc<Daemon>>, Path(name): Path<String>) -> ApiResult {
+pub async fn delete(State(d): State<Arc<Services>>, Path(name): Path<String>) -> ApiResult {
     networks::delete(&d.db, &d.helpers, &name).await?;
     d.events.lifecycle(
         "network-deleted",
@@ -247,9 +253,9 @@ pub async fn delete(State(d): State<Arc<Daemon>>, Path(name): Path<String>) -> A
 }
 
 /// `GET /1.0/networks/{name}/state`.
-pub async fn state(State(d): State<Arc<Daemon>>, Path(name): Path<String>) -> ApiResult {
+pub async fn state(State(d): State<Arc<Services>>, Path(name): Path<String>) -> ApiResult {
     let i = IfName::new(name.clone())
-        .map_err(|_| ApiError::NotFound(format!("network {name:?} not found")))?;
+        .map_err(|_| DomainError::NotFound(format!("network {name:?} not found")))?;
     let l = d
         .helpers
         .net
@@ -258,7 +264,7 @@ pub async fn state(State(d): State<Arc<Daemon>>, Path(name): Path<String>) -> Ap
         .map_err(rpc_err("silo-net"))?
         .map_err(|e| match e {
             silo_proto::HelperError::NotFound { .. } => {
-                ApiError::NotFound(format!("network {name:?} not found"))
+                DomainError::NotFound(format!("network {name:?} not found"))
             }
             e => e.into(),
         })?;
@@ -266,10 +272,10 @@ pub async fn state(State(d): State<Arc<Daemon>>, Path(name): Path<String>) -> Ap
 }
 
 /// `GET /1.0/networks/{name}/leases`.
-pub async fn leases(State(d): State<Arc<Daemon>>, Path(name): Path<String>) -> ApiResult {
+pub async fn leases(State(d): State<Arc<Services>>, Path(name): Path<String>) -> ApiResult {
     let n = networks::get(&d.db, &name)?;
     if n.kind != "bridge" {
-        return Err(ApiError::BadRequest(format!(
+        return Err(DomainError::BadRequest(format!(
             "network {name:?} is a {} network: only managed bridges have leases",
             n.kind
         )));

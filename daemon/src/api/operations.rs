@@ -7,9 +7,9 @@ use std::time::Duration;
 use axum::extract::{Path, Query, State};
 use serde::Deserialize;
 
-use super::response::{sync, ApiError, ApiResult};
-use crate::operations::OpError;
-use crate::state::Daemon;
+use super::response::{sync, ApiResult, DomainError};
+use crate::service::operations::OpError;
+use crate::service::Services;
 
 #[derive(Debug, Deserialize, Default)]
 pub struct ListQuery {
@@ -17,22 +17,22 @@ pub struct ListQuery {
     recursion: Option<String>,
 }
 
-impl From<OpError> for ApiError {
+impl From<OpError> for DomainError {
     fn from(e: OpError) -> Self {
         match e {
-            OpError::NotFound => ApiError::NotFound(e.to_string()),
-            OpError::NotCancellable => ApiError::Forbidden(e.to_string()),
-            OpError::NotRunning => ApiError::BadRequest(e.to_string()),
+            OpError::NotFound => DomainError::NotFound(e.to_string()),
+            OpError::NotCancellable => DomainError::Forbidden(e.to_string()),
+            OpError::NotRunning => DomainError::BadRequest(e.to_string()),
         }
     }
 }
 
 /// `GET /1.0/operations`: a map from lower-case status to operations (or their URLs).
-pub async fn list(State(d): State<Arc<Daemon>>, Query(q): Query<ListQuery>) -> ApiResult {
+pub async fn list(State(d): State<Arc<Services>>, Query(q): Query<ListQuery>) -> ApiResult {
     let recursive = q.recursion.as_deref().map(|r| r != "0").unwrap_or(false);
     let ops = d.ops.list();
     if recursive {
-        let mut by: BTreeMap<String, Vec<crate::operations::Operation>> = BTreeMap::new();
+        let mut by: BTreeMap<String, Vec<crate::service::operations::Operation>> = BTreeMap::new();
         for op in ops {
             by.entry(op.status.to_lowercase()).or_default().push(op);
         }
@@ -49,12 +49,12 @@ pub async fn list(State(d): State<Arc<Daemon>>, Query(q): Query<ListQuery>) -> A
 }
 
 /// `GET /1.0/operations/{id}`.
-pub async fn get_one(State(d): State<Arc<Daemon>>, Path(id): Path<String>) -> ApiResult {
+pub async fn get_one(State(d): State<Arc<Services>>, Path(id): Path<String>) -> ApiResult {
     Ok(sync(d.ops.get(&id)?))
 }
 
 /// `DELETE /1.0/operations/{id}`: cancel.
-pub async fn cancel(State(d): State<Arc<Daemon>>, Path(id): Path<String>) -> ApiResult {
+pub async fn cancel(State(d): State<Arc<Services>>, Path(id): Path<String>) -> ApiResult {
     d.ops.cancel(&id)?;
     Ok(sync(serde_json::Value::Null))
 }
@@ -66,7 +66,7 @@ pub struct WaitQuery {
 
 /// `GET /1.0/operations/{id}/wait?timeout=N` (seconds; -1 or absent waits forever).
 pub async fn wait(
-    State(d): State<Arc<Daemon>>,
+    State(d): State<Arc<Services>>,
     Path(id): Path<String>,
     Query(q): Query<WaitQuery>,
 ) -> ApiResult {
@@ -74,10 +74,10 @@ pub async fn wait(
         None | Some("-1") => None,
         Some(t) => {
             let secs: f64 = t.parse().map_err(|_| {
-                ApiError::BadRequest(format!("invalid timeout {t:?}: expected seconds or -1"))
+                DomainError::BadRequest(format!("invalid timeout {t:?}: expected seconds or -1"))
             })?;
             if !(0.0..=86400.0 * 7.0).contains(&secs) {
-                return Err(ApiError::BadRequest(format!(
+                return Err(DomainError::BadRequest(format!(
                     "invalid timeout {t:?}: out of range"
                 )));
             }
@@ -94,7 +94,7 @@ pub struct SocketQuery {
 
 /// `GET /1.0/operations/{id}/websocket?secret=`: one stream of an exec or console operation.
 pub async fn websocket(
-    State(d): State<Arc<Daemon>>,
+    State(d): State<Arc<Services>>,
     Path(id): Path<String>,
     Query(q): Query<SocketQuery>,
     ws: Result<
@@ -104,13 +104,13 @@ pub async fn websocket(
 ) -> axum::response::Response {
     use axum::response::IntoResponse;
     let Some(tx) = d.sockets.take(&id, &q.secret) else {
-        return ApiError::Forbidden(format!(
+        return DomainError::Forbidden(format!(
             "no stream of operation {id:?} waits for that secret"
         ))
         .into_response();
     };
     let Ok(ws) = ws else {
-        return ApiError::BadRequest("this is a websocket: connect with an upgrade".into())
+        return DomainError::BadRequest("this is a websocket: connect with an upgrade".into())
             .into_response();
     };
     ws.on_upgrade(move |sock| async move {

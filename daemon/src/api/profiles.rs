@@ -7,13 +7,13 @@ use axum::extract::{Path, Query, State};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::response::{sync, sync_etag, ApiError, ApiResult};
+use super::response::{sync, sync_etag, ApiResult, DomainError};
 use super::ListQuery;
-use crate::profiles::{self, Device, Profile};
-use crate::state::Daemon;
+use crate::service::profiles::{self, Device, Profile};
+use crate::service::Services;
 
 /// `GET /1.0/profiles`.
-pub async fn list(State(d): State<Arc<Daemon>>, Query(q): Query<ListQuery>) -> ApiResult {
+pub async fn list(State(d): State<Arc<Services>>, Query(q): Query<ListQuery>) -> ApiResult {
     let all = profiles::list(&d.db)?;
     if q.recursive() {
         let mut out = Vec::new();
@@ -31,9 +31,9 @@ pub async fn list(State(d): State<Arc<Daemon>>, Query(q): Query<ListQuery>) -> A
 }
 
 /// `POST /1.0/profiles`.
-pub async fn create(State(d): State<Arc<Daemon>>, body: axum::body::Bytes) -> ApiResult {
+pub async fn create(State(d): State<Arc<Services>>, body: axum::body::Bytes) -> ApiResult {
     let p: Profile = super::lenient::from_slice(&body)
-        .map_err(|e| ApiError::BadRequest(format!("invalid request body: {e}")))?;
+        .map_err(|e| DomainError::BadRequest(format!("invalid request body: {e}")))?;
     profiles::create(&d.db, &p)?;
     d.events.lifecycle(
         "profile-created",
@@ -44,7 +44,7 @@ pub async fn create(State(d): State<Arc<Daemon>>, body: axum::body::Bytes) -> Ap
 }
 
 /// `GET /1.0/profiles/{name}`.
-pub async fn get_one(State(d): State<Arc<Daemon>>, Path(name): Path<String>) -> ApiResult {
+pub async fn get_one(State(d): State<Arc<Services>>, Path(name): Path<String>) -> ApiResult {
     let p = profiles::get(&d.db, &name)?;
     Ok(sync_etag(profiles::to_api(&d.db, &p)?))
 }
@@ -59,10 +59,10 @@ pub struct ProfilePut {
     devices: Option<std::collections::BTreeMap<String, Device>>,
 }
 
-fn write(d: &Daemon, name: &str, body: &[u8], patch: bool) -> ApiResult {
+fn write(d: &Services, name: &str, body: &[u8], patch: bool) -> ApiResult {
     let mut p = profiles::get(&d.db, name)?;
     let w: ProfilePut = super::lenient::from_slice(body)
-        .map_err(|e| ApiError::BadRequest(format!("invalid request body: {e}")))?;
+        .map_err(|e| DomainError::BadRequest(format!("invalid request body: {e}")))?;
     if patch {
         if let Some(x) = w.description {
             p.description = x;
@@ -95,7 +95,7 @@ fn write(d: &Daemon, name: &str, body: &[u8], patch: bool) -> ApiResult {
 
 /// `PUT /1.0/profiles/{name}`.
 pub async fn put(
-    State(d): State<Arc<Daemon>>,
+    State(d): State<Arc<Services>>,
     Path(name): Path<String>,
     body: axum::body::Bytes,
 ) -> ApiResult {
@@ -104,7 +104,7 @@ pub async fn put(
 
 /// `PATCH /1.0/profiles/{name}`.
 pub async fn patch(
-    State(d): State<Arc<Daemon>>,
+    State(d): State<Arc<Services>>,
     Path(name): Path<String>,
     body: axum::body::Bytes,
 ) -> ApiResult {
@@ -113,15 +113,15 @@ pub async fn patch(
 
 /// `POST /1.0/profiles/{name}`: rename.
 pub async fn rename(
-    State(d): State<Arc<Daemon>>,
+    State(d): State<Arc<Services>>,
     Path(name): Path<String>,
     body: axum::body::Bytes,
 ) -> ApiResult {
     let v: HashMap<String, String> = super::lenient::from_slice(&body)
-        .map_err(|e| ApiError::BadRequest(format!("invalid request body: {e}")))?;
+        .map_err(|e| DomainError::BadRequest(format!("invalid request body: {e}")))?;
     let to = v
         .get("name")
-        .ok_or_else(|| ApiError::BadRequest("missing name".into()))?;
+        .ok_or_else(|| DomainError::BadRequest("missing name".into()))?;
     profiles::rename(&d.db, &name, to)?;
     d.events.lifecycle(
         "profile-renamed",
@@ -132,7 +132,7 @@ pub async fn rename(
 }
 
 /// `DELETE /1.0/profiles/{name}`.
-pub async fn delete(State(d): State<Arc<Daemon>>, Path(name): Path<String>) -> ApiResult {
+pub async fn delete(State(d): State<Arc<Services>>, Path(name): Path<String>) -> ApiResult {
     profiles::delete(&d.db, &name)?;
     d.events.lifecycle(
         "profile-deleted",

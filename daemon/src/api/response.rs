@@ -5,7 +5,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use serde_json::json;
 
-use crate::operations::Operation;
+use crate::service::operations::Operation;
 
 /// A sync answer.
 pub fn sync<T: Serialize>(metadata: T) -> Response {
@@ -50,49 +50,12 @@ pub fn async_op(op: &Operation) -> Response {
     r
 }
 
-/// Every way an API call can fail.
-#[derive(Debug, thiserror::Error)]
-pub enum ApiError {
-    /// 400.
-    #[error("{0}")]
-    BadRequest(String),
-    /// 403.
-    #[error("{0}")]
-    Forbidden(String),
-    /// 404.
-    #[error("{0}")]
-    NotFound(String),
-    /// 409.
-    #[error("{0}")]
-    Conflict(String),
-    /// 412.
-    #[error("{0}")]
-    PreconditionFailed(String),
-    /// 500.
-    #[error("{0}")]
-    Internal(String),
-    /// 503: a helper went away; silod is about to exit for its supervisor to restart it.
-    #[error("{0}")]
-    Unavailable(String),
-}
+pub use crate::service::DomainError;
 
-impl ApiError {
-    fn status(&self) -> StatusCode {
-        match self {
-            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
-            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
-            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
-            ApiError::Conflict(_) => StatusCode::CONFLICT,
-            ApiError::PreconditionFailed(_) => StatusCode::PRECONDITION_FAILED,
-            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
-            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
-        }
-    }
-}
-
-impl IntoResponse for ApiError {
+impl IntoResponse for DomainError {
     fn into_response(self) -> Response {
-        let status = self.status();
+        let status =
+            StatusCode::from_u16(self.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let body = json!({
             "type": "error",
             "status": "",
@@ -106,33 +69,8 @@ impl IntoResponse for ApiError {
     }
 }
 
-impl From<silo_proto::HelperError> for ApiError {
-    fn from(e: silo_proto::HelperError) -> Self {
-        let msg = e.to_string();
-        match e.http_status() {
-            400 => ApiError::BadRequest(msg),
-            403 => ApiError::Forbidden(msg),
-            404 => ApiError::NotFound(msg),
-            409 => ApiError::Conflict(msg),
-            _ => ApiError::Internal(msg),
-        }
-    }
-}
-
-impl From<crate::helpers::HelperCallError> for ApiError {
-    fn from(e: crate::helpers::HelperCallError) -> Self {
-        ApiError::Unavailable(e.to_string())
-    }
-}
-
-impl From<crate::db::DbError> for ApiError {
-    fn from(e: crate::db::DbError) -> Self {
-        ApiError::Internal(e.to_string())
-    }
-}
-
 /// Result of a handler.
-pub type ApiResult = Result<Response, ApiError>;
+pub type ApiResult = Result<Response, DomainError>;
 
 /// Deserializes `null` as the type's default: the stock client sends `"config": null` for
 /// empty maps.

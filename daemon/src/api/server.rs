@@ -10,9 +10,9 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
-use super::response::{sync, sync_etag, ApiError, ApiResult};
-use crate::db::Db;
-use crate::state::Daemon;
+use super::response::{sync, sync_etag, ApiResult, DomainError};
+use crate::service::Services;
+use crate::store::db::Db;
 
 /// `GET /`.
 pub async fn root() -> ApiResult {
@@ -42,7 +42,7 @@ fn supported_drivers(btrfs: Option<&str>) -> Vec<Value> {
 
 /// The server object (also used by `silo info`), from the stored configuration: secrets are
 /// masked here so no caller can show them.
-pub fn server_info(d: &Daemon, config: &BTreeMap<String, String>) -> serde_json::Value {
+pub fn server_info(d: &Services, config: &BTreeMap<String, String>) -> serde_json::Value {
     let helpers: Vec<serde_json::Value> = d
         .helpers
         .handles
@@ -92,14 +92,14 @@ pub fn server_info(d: &Daemon, config: &BTreeMap<String, String>) -> serde_json:
         "silo": {
             "state_dir": d.state_dir.display().to_string(),
             "uptime_secs": d.started.elapsed().as_secs(),
-            "schema_version": crate::db::schema_version(),
+            "schema_version": crate::store::db::schema_version(),
             "processes": std::iter::once(daemon).chain(helpers).collect::<Vec<_>>(),
         },
     })
 }
 
 /// `GET /1.0`.
-pub async fn get_server(State(d): State<Arc<Daemon>>) -> ApiResult {
+pub async fn get_server(State(d): State<Arc<Services>>) -> ApiResult {
     let cfg = d.db.config()?;
     let mut r = sync(server_info(&d, &cfg));
     if let Ok(v) = axum::http::HeaderValue::from_str(&format!("\"{}\"", config_etag(&cfg))) {
@@ -131,7 +131,7 @@ enum Kind {
     /// Checked against the database, and only when it changes: a volume deleted since it was
     /// set must not make every later PUT of the whole configuration (what `lxc config set`
     /// sends) fail. A `BadRequest` names what is wrong; other errors pass through.
-    Db(fn(&Db, &str) -> Result<(), ApiError>),
+    Db(fn(&Db, &str) -> Result<(), DomainError>),
     /// Stored as [`hash_password`]'s output, never as given.
     Secret,
 }
@@ -230,7 +230,7 @@ fn check_days(v: &str) -> Result<(), String> {
 }
 
 fn check_bool(v: &str) -> Result<(), String> {
-    if crate::instances::is_bool(v) {
+    if crate::service::instances::is_bool(v) {
         Ok(())
     } else {
         Err(format!(
@@ -240,18 +240,21 @@ fn check_bool(v: &str) -> Result<(), String> {
 }
 
 /// `POOL/VOLUME` naming an existing custom volume.
-fn check_custom_volume(db: &Db, v: &str) -> Result<(), ApiError> {
-    let bad = |m: String| Err(ApiError::BadRequest(m));
+fn check_custom_volume(db: &Db, v: &str) -> Result<(), DomainError> {
+    let bad = |m: String| Err(DomainError::BadRequest(m));
     let Some((pool, volume)) = v
         .split_once('/')
         .filter(|(p, vol)| !p.is_empty() && !vol.is_empty() && !vol.contains('/'))
     else {
         return bad(format!("{v:?} is not POOL/VOLUME"));
     };
-    if !crate::storage::list(db)?.iter().any(|p| p.name == pool) {
+    if !crate::service::storage::list(db)?
+        .iter()
+        .any(|p| p.name == pool)
+    {
         return bad(format!("storage pool {pool:?} does not exist"));
     }
-    if !crate::storage::custom_volumes(db, pool)?
+    if !crate::service::storage::custom_volumes(db, pool)?
         .iter()
         .any(|(name, _, _)| name == volume)
     {
@@ -290,9 +293,9 @@ fn sha256_digest(salt: &[u8], password: &str) -> [u8; 32] {
     h.finalize().into()
 }
 
-fn hash_with_salt(salt: &[u8], password: &str) -> Result<String, ApiError> {
+fn hash_with_salt(salt: &[u8], password: &str) -> Result<String, DomainError> {
     let digest = scrypt_digest(salt, password, SCRYPT_LOG_N, SCRYPT_R, SCRYPT_P)
-        .ok_or_else(|| ApiError::Internal(format!("scrypt for {TRUST_PASSWORD} failed")))?;
+        .ok_or_else(|| DomainError::Internal(format!("scrypt for {TRUST_PASSWORD} failed")))?;
     Ok(format!(
         "scrypt${SCRYPT_LOG_N}${SCRYPT_R}${SCRYPT_P}${}${}",
         hex::encode(salt),
@@ -304,10 +307,10 @@ fn hash_with_salt(salt: &[u8], password: &str) -> Result<String, ApiError> {
 /// fresh 16-byte salt: the database (and its backups) never hold the clear text, two servers
 /// with the same password store different values, and the cost is written beside the digest
 /// so that raising it later still verifies what is stored.
-pub fn hash_password(password: &str) -> Result<String, ApiError> {
+pub fn hash_password(password: &str) -> Result<String, DomainError> {
     let mut salt = [0u8; 16];
     silo_proto::random::fill(&mut salt).map_err(|e| {
-        ApiError::Internal(format!("getrandom for the salt of {TRUST_PASSWORD}: {e}"))
+        DomainError::Internal(format!("getrandom for the salt of {TRUST_PASSWORD}: {e}"))
     })?;
     hash_with_salt(&salt, password)
 }
@@ -376,11 +379,11 @@ fn validate(
     db: &Db,
     cur: &BTreeMap<String, String>,
     cfg: &BTreeMap<String, Value>,
-) -> Result<BTreeMap<String, Option<String>>, ApiError> {
+) -> Result<BTreeMap<String, Option<String>>, DomainError> {
     let mut out = BTreeMap::new();
     for (k, v) in cfg {
         let Some((_, kind)) = SERVER_KEYS.iter().find(|(name, _)| name == k) else {
-            return Err(ApiError::BadRequest(format!(
+            return Err(DomainError::BadRequest(format!(
                 "unknown server configuration key {k:?}"
             )));
         };
@@ -400,7 +403,7 @@ fn validate(
             out.insert(k.clone(), None);
             continue;
         }
-        let invalid = |e: String| ApiError::BadRequest(format!("invalid value for {k:?}: {e}"));
+        let invalid = |e: String| DomainError::BadRequest(format!("invalid value for {k:?}: {e}"));
         let stored = match kind {
             Kind::Plain(check) => {
                 check(&v).map_err(invalid)?;
@@ -409,7 +412,7 @@ fn validate(
             Kind::Db(check) => {
                 if cur.get(k) != Some(&v) {
                     check(db, &v).map_err(|e| match e {
-                        ApiError::BadRequest(m) => invalid(m),
+                        DomainError::BadRequest(m) => invalid(m),
                         other => other,
                     })?;
                 }
@@ -426,14 +429,17 @@ fn validate(
 /// cannot both pass If-Match (or both merge into the same old map) and lose one.
 static WRITER: Mutex<()> = Mutex::new(());
 
-fn check_if_match(d: &Daemon, headers: &HeaderMap) -> Result<BTreeMap<String, String>, ApiError> {
+fn check_if_match(
+    d: &Services,
+    headers: &HeaderMap,
+) -> Result<BTreeMap<String, String>, DomainError> {
     let cur = d.db.config()?;
     if let Some(want) = headers
         .get(axum::http::header::IF_MATCH)
         .and_then(|v| v.to_str().ok())
     {
         if want.trim_matches('"') != config_etag(&cur) {
-            return Err(ApiError::PreconditionFailed(
+            return Err(DomainError::PreconditionFailed(
                 "ETag doesn't match: the server configuration changed meanwhile".into(),
             ));
         }
@@ -443,12 +449,12 @@ fn check_if_match(d: &Daemon, headers: &HeaderMap) -> Result<BTreeMap<String, St
 
 /// `PUT /1.0`: replace the server configuration.
 pub async fn put_server(
-    State(d): State<Arc<Daemon>>,
+    State(d): State<Arc<Services>>,
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> ApiResult {
     let req: ServerPut = super::lenient::from_slice(&body)
-        .map_err(|e| ApiError::BadRequest(format!("invalid request body: {e}")))?;
+        .map_err(|e| DomainError::BadRequest(format!("invalid request body: {e}")))?;
     {
         let _w = WRITER.lock().unwrap_or_else(|p| p.into_inner());
         let cur = check_if_match(&d, &headers)?;
@@ -464,12 +470,12 @@ pub async fn put_server(
 
 /// `PATCH /1.0`: merge into the server configuration.
 pub async fn patch_server(
-    State(d): State<Arc<Daemon>>,
+    State(d): State<Arc<Services>>,
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> ApiResult {
     let req: ServerPut = super::lenient::from_slice(&body)
-        .map_err(|e| ApiError::BadRequest(format!("invalid request body: {e}")))?;
+        .map_err(|e| DomainError::BadRequest(format!("invalid request body: {e}")))?;
     {
         let _w = WRITER.lock().unwrap_or_else(|p| p.into_inner());
         let mut merged = check_if_match(&d, &headers)?;
@@ -584,7 +590,7 @@ mod tests {
         let (_t, db) = db();
         assert!(check_custom_volume(&db, "default/imgs").is_ok());
         let msg = |v: &str| match check_custom_volume(&db, v) {
-            Err(ApiError::BadRequest(m)) => m,
+            Err(DomainError::BadRequest(m)) => m,
             other => panic!("{v}: {other:?}"),
         };
         assert!(msg("nopool/imgs").contains("storage pool \"nopool\" does not exist"));
@@ -703,7 +709,7 @@ mod tests {
         ] {
             let e = validate(&db, &cur, &req(&[(k, v.clone())])).expect_err(k);
             assert!(
-                matches!(&e, ApiError::BadRequest(m) if m.contains(&format!("{k:?}"))),
+                matches!(&e, DomainError::BadRequest(m) if m.contains(&format!("{k:?}"))),
                 "{k}={v}: {e:?}"
             );
         }

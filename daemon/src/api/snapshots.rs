@@ -7,11 +7,11 @@ use axum::extract::{Path, Query, State};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::response::{async_op, sync, sync_etag, ApiError, ApiResult};
+use super::response::{async_op, sync, sync_etag, ApiResult, DomainError};
 use super::ListQuery;
-use crate::instances;
-use crate::snapshots;
-use crate::state::Daemon;
+use crate::service::instances;
+use crate::service::snapshots;
+use crate::service::Services;
 
 fn resources(name: &str, snap: Option<&str>) -> std::collections::BTreeMap<String, Vec<String>> {
     let mut r = std::collections::BTreeMap::new();
@@ -30,7 +30,7 @@ fn resources(name: &str, snap: Option<&str>) -> std::collections::BTreeMap<Strin
 
 /// `GET /1.0/instances/{name}/snapshots`.
 pub async fn list(
-    State(d): State<Arc<Daemon>>,
+    State(d): State<Arc<Services>>,
     Path(name): Path<String>,
     Query(q): Query<ListQuery>,
 ) -> ApiResult {
@@ -63,15 +63,15 @@ pub struct SnapshotPost {
 
 /// `POST /1.0/instances/{name}/snapshots` (async).
 pub async fn create(
-    State(d): State<Arc<Daemon>>,
+    State(d): State<Arc<Services>>,
     Path(name): Path<String>,
     body: axum::body::Bytes,
 ) -> ApiResult {
     let p: SnapshotPost = super::lenient::from_slice(&body)
-        .map_err(|e| ApiError::BadRequest(format!("invalid request body: {e}")))?;
+        .map_err(|e| DomainError::BadRequest(format!("invalid request body: {e}")))?;
     instances::get(&d.db, &name)?;
     if p.stateful {
-        return Err(ApiError::BadRequest(
+        return Err(DomainError::BadRequest(
             "stateful snapshots are not supported: silo does not checkpoint running processes (no CRIU)".into(),
         ));
     }
@@ -82,15 +82,15 @@ pub async fn create(
     };
     snapshots::check_name(&snap)?;
     if snapshots::get(&d.db, &name, &snap).is_ok() {
-        return Err(ApiError::Conflict(format!(
+        return Err(DomainError::Conflict(format!(
             "snapshot {snap:?} of instance {name:?} already exists"
         )));
     }
     let expires = match p.expires_at.as_deref() {
-        Some(e) => crate::events::parse_expiry_time(e).map_err(ApiError::BadRequest)?,
+        Some(e) => crate::service::events::parse_expiry_time(e).map_err(DomainError::BadRequest)?,
         None => None,
     };
-    let c = d.instance_ctx();
+    let c = Services::clone(&d);
     let op = d.ops.start(
         "task",
         "Snapshotting instance",
@@ -108,7 +108,7 @@ pub async fn create(
 
 /// `GET /1.0/instances/{name}/snapshots/{snap}`.
 pub async fn get_one(
-    State(d): State<Arc<Daemon>>,
+    State(d): State<Arc<Services>>,
     Path((name, snap)): Path<(String, String)>,
 ) -> ApiResult {
     let s = snapshots::get(&d.db, &name, &snap)?;
@@ -125,20 +125,20 @@ pub struct RenamePost {
 
 /// `POST /1.0/instances/{name}/snapshots/{snap}`: rename (async).
 pub async fn rename(
-    State(d): State<Arc<Daemon>>,
+    State(d): State<Arc<Services>>,
     Path((name, snap)): Path<(String, String)>,
     body: axum::body::Bytes,
 ) -> ApiResult {
     let p: RenamePost = super::lenient::from_slice(&body)
-        .map_err(|e| ApiError::BadRequest(format!("invalid request body: {e}")))?;
+        .map_err(|e| DomainError::BadRequest(format!("invalid request body: {e}")))?;
     if p.migration {
-        return Err(ApiError::BadRequest(
+        return Err(DomainError::BadRequest(
             "migrating snapshots to another server is not supported yet".into(),
         ));
     }
     snapshots::get(&d.db, &name, &snap)?;
     snapshots::check_name(&p.name)?;
-    let c = d.instance_ctx();
+    let c = Services::clone(&d);
     let op = d.ops.start(
         "task",
         "Renaming snapshot",
@@ -156,11 +156,11 @@ pub async fn rename(
 
 /// `DELETE /1.0/instances/{name}/snapshots/{snap}` (async).
 pub async fn delete(
-    State(d): State<Arc<Daemon>>,
+    State(d): State<Arc<Services>>,
     Path((name, snap)): Path<(String, String)>,
 ) -> ApiResult {
     snapshots::get(&d.db, &name, &snap)?;
-    let c = d.instance_ctx();
+    let c = Services::clone(&d);
     let op = d.ops.start(
         "task",
         "Deleting snapshot",
@@ -177,9 +177,9 @@ pub async fn delete(
 }
 
 /// `PUT /1.0/instances/{name}` with `{"restore": "<snapshot>"}` (async).
-pub async fn restore(d: &Arc<Daemon>, name: String, snap: String) -> ApiResult {
+pub async fn restore(d: &Arc<Services>, name: String, snap: String) -> ApiResult {
     snapshots::get(&d.db, &name, &snap)?;
-    let c = d.instance_ctx();
+    let c = Services::clone(&d);
     let op = d.ops.start(
         "task",
         "Restoring snapshot",
@@ -208,27 +208,27 @@ pub struct InstancePost {
 /// `POST /1.0/instances/{name}`: rename a stopped instance (`silo move c1 c2`), with its
 /// snapshots (async).
 pub async fn rename_instance(
-    State(d): State<Arc<Daemon>>,
+    State(d): State<Arc<Services>>,
     Path(name): Path<String>,
     body: axum::body::Bytes,
 ) -> ApiResult {
     let p: InstancePost = super::lenient::from_slice(&body)
-        .map_err(|e| ApiError::BadRequest(format!("invalid request body: {e}")))?;
+        .map_err(|e| DomainError::BadRequest(format!("invalid request body: {e}")))?;
     if p.migration || p.live {
-        return Err(ApiError::BadRequest(
+        return Err(DomainError::BadRequest(
             "migrating instances to another server is not supported yet".into(),
         ));
     }
     instances::get(&d.db, &name)?;
     silo_proto::InstanceName::new(p.name.clone())
-        .map_err(|e| ApiError::BadRequest(e.to_string()))?;
+        .map_err(|e| DomainError::BadRequest(e.to_string()))?;
     if instances::get(&d.db, &p.name).is_ok() {
-        return Err(ApiError::Conflict(format!(
+        return Err(DomainError::Conflict(format!(
             "instance {:?} already exists",
             p.name
         )));
     }
-    let c = d.instance_ctx();
+    let c = Services::clone(&d);
     let op = d.ops.start(
         "task",
         "Renaming instance",
@@ -245,7 +245,7 @@ pub async fn rename_instance(
 }
 
 /// The snapshots of an instance as full objects (recursion=2 and `instance_get_full`).
-pub fn objects(d: &Daemon, name: &str) -> Value {
+pub fn objects(d: &Services, name: &str) -> Value {
     json!(snapshots::list(&d.db, name)
         .unwrap_or_default()
         .iter()

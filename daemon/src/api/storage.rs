@@ -9,14 +9,14 @@ use serde_json::{json, Value};
 use silo_proto::store::VolumeKind;
 use silo_proto::{PoolName, VolumeName};
 
-use super::response::{sync, sync_etag, ApiError, ApiResult};
+use super::response::{sync, sync_etag, ApiResult, DomainError};
 use super::ListQuery;
 use crate::helpers::{ctx, rpc_err};
-use crate::state::Daemon;
-use crate::storage;
+use crate::service::storage;
+use crate::service::Services;
 
 /// `GET /1.0/storage-pools`.
-pub async fn list(State(d): State<Arc<Daemon>>, Query(q): Query<ListQuery>) -> ApiResult {
+pub async fn list(State(d): State<Arc<Services>>, Query(q): Query<ListQuery>) -> ApiResult {
     let pools = storage::list(&d.db)?;
     if q.recursive() {
         let mut out = Vec::new();
@@ -45,9 +45,9 @@ pub struct PoolPost {
 }
 
 /// `POST /1.0/storage-pools`.
-pub async fn create(State(d): State<Arc<Daemon>>, body: axum::body::Bytes) -> ApiResult {
+pub async fn create(State(d): State<Arc<Services>>, body: axum::body::Bytes) -> ApiResult {
     let p: PoolPost = super::lenient::from_slice(&body)
-        .map_err(|e| ApiError::BadRequest(format!("invalid request body: {e}")))?;
+        .map_err(|e| DomainError::BadRequest(format!("invalid request body: {e}")))?;
     storage::create(
         &d.db,
         &d.helpers,
@@ -66,7 +66,7 @@ pub async fn create(State(d): State<Arc<Daemon>>, body: axum::body::Bytes) -> Ap
 }
 
 /// `GET /1.0/storage-pools/{name}`.
-pub async fn get_one(State(d): State<Arc<Daemon>>, Path(name): Path<String>) -> ApiResult {
+pub async fn get_one(State(d): State<Arc<Services>>, Path(name): Path<String>) -> ApiResult {
     let p = storage::get(&d.db, &name)?;
     Ok(sync_etag(storage::to_api(&d.db, &p)?))
 }
@@ -79,10 +79,10 @@ pub struct PoolPut {
     config: Option<BTreeMap<String, String>>,
 }
 
-async fn write(d: &Daemon, name: &str, body: &[u8], patch: bool) -> ApiResult {
+async fn write(d: &Services, name: &str, body: &[u8], patch: bool) -> ApiResult {
     let mut p = storage::get(&d.db, name)?;
     let w: PoolPut = super::lenient::from_slice(body)
-        .map_err(|e| ApiError::BadRequest(format!("invalid request body: {e}")))?;
+        .map_err(|e| DomainError::BadRequest(format!("invalid request body: {e}")))?;
     match w.description {
         Some(x) => p.description = x,
         None if !patch => p.description.clear(),
@@ -101,7 +101,7 @@ async fn write(d: &Daemon, name: &str, body: &[u8], patch: bool) -> ApiResult {
 
 /// `PUT /1.0/storage-pools/{name}`.
 pub async fn put(
-    State(d): State<Arc<Daemon>>,
+    State(d): State<Arc<Services>>,
     Path(name): Path<String>,
     body: axum::body::Bytes,
 ) -> ApiResult {
@@ -110,7 +110,7 @@ pub async fn put(
 
 /// `PATCH /1.0/storage-pools/{name}`.
 pub async fn patch(
-    State(d): State<Arc<Daemon>>,
+    State(d): State<Arc<Services>>,
     Path(name): Path<String>,
     body: axum::body::Bytes,
 ) -> ApiResult {
@@ -118,7 +118,7 @@ pub async fn patch(
 }
 
 /// `DELETE /1.0/storage-pools/{name}`.
-pub async fn delete(State(d): State<Arc<Daemon>>, Path(name): Path<String>) -> ApiResult {
+pub async fn delete(State(d): State<Arc<Services>>, Path(name): Path<String>) -> ApiResult {
     storage::delete(&d.db, &d.helpers, &name).await?;
     d.events.lifecycle(
         "storage-pool-deleted",
@@ -129,33 +129,33 @@ pub async fn delete(State(d): State<Arc<Daemon>>, Path(name): Path<String>) -> A
 }
 
 /// `GET /1.0/storage-pools/{name}/resources`.
-pub async fn resources(State(d): State<Arc<Daemon>>, Path(name): Path<String>) -> ApiResult {
+pub async fn resources(State(d): State<Arc<Services>>, Path(name): Path<String>) -> ApiResult {
     storage::get(&d.db, &name)?;
     Ok(sync(storage::resources(&d.helpers, &name).await?))
 }
 
-fn kind_of(t: &str) -> Result<VolumeKind, ApiError> {
+fn kind_of(t: &str) -> Result<VolumeKind, DomainError> {
     match t {
         "container" => Ok(VolumeKind::Container),
         "image" => Ok(VolumeKind::Image),
         "custom" => Ok(VolumeKind::Custom),
-        "virtual-machine" => Err(ApiError::BadRequest(
+        "virtual-machine" => Err(DomainError::BadRequest(
             "virtual-machine volumes are not supported: silo runs containers".into(),
         )),
-        other => Err(ApiError::BadRequest(format!(
+        other => Err(DomainError::BadRequest(format!(
             "unknown volume type {other:?}"
         ))),
     }
 }
 
 async fn volume_objects(
-    d: &Daemon,
+    d: &Services,
     pool: &str,
     only: Option<&str>,
-) -> Result<Vec<Value>, ApiError> {
+) -> Result<Vec<Value>, DomainError> {
     let mut out = Vec::new();
     if only.is_none() || only == Some("container") {
-        for i in crate::instances::list_records(&d.db)?
+        for i in crate::service::instances::list_records(&d.db)?
             .into_iter()
             .filter(|i| i.pool == pool)
         {
@@ -191,13 +191,13 @@ fn urls(pool: &str, objs: &[Value]) -> Vec<String> {
 
 /// `GET /1.0/storage-pools/{pool}/volumes`.
 pub async fn volumes(
-    State(d): State<Arc<Daemon>>,
+    State(d): State<Arc<Services>>,
     Path(pool): Path<String>,
     Query(q): Query<ListQuery>,
 ) -> ApiResult {
     storage::get(&d.db, &pool)?;
     let objs = volume_objects(&d, &pool, None).await?;
-    let filter = crate::filter::Filter::parse(q.filter.as_deref().unwrap_or(""))?;
+    let filter = crate::model::filter::Filter::parse(q.filter.as_deref().unwrap_or(""))?;
     let objs: Vec<Value> = objs.into_iter().filter(|o| filter.matches(o)).collect();
     if q.recursive() {
         Ok(sync(objs))
@@ -208,7 +208,7 @@ pub async fn volumes(
 
 /// `GET /1.0/storage-pools/{pool}/volumes/{type}`.
 pub async fn volumes_of(
-    State(d): State<Arc<Daemon>>,
+    State(d): State<Arc<Services>>,
     Path((pool, t)): Path<(String, String)>,
     Query(q): Query<ListQuery>,
 ) -> ApiResult {
@@ -235,35 +235,35 @@ pub struct VolumePost {
 
 /// `POST /1.0/storage-pools/{pool}/volumes[/custom]`: a custom volume.
 pub async fn volume_create(
-    State(d): State<Arc<Daemon>>,
+    State(d): State<Arc<Services>>,
     Path(pool): Path<String>,
     body: axum::body::Bytes,
 ) -> ApiResult {
     storage::get(&d.db, &pool)?;
     let v: VolumePost = super::lenient::from_slice(&body)
-        .map_err(|e| ApiError::BadRequest(format!("invalid request body: {e}")))?;
+        .map_err(|e| DomainError::BadRequest(format!("invalid request body: {e}")))?;
     if !v.kind.is_empty() && v.kind != "custom" {
-        return Err(ApiError::BadRequest(format!(
+        return Err(DomainError::BadRequest(format!(
             "only custom volumes can be created directly, not {:?}",
             v.kind
         )));
     }
     if let Some(k) = v.config.keys().next() {
-        return Err(ApiError::BadRequest(format!(
+        return Err(DomainError::BadRequest(format!(
             "unknown volume configuration key {k:?}"
         )));
     }
-    let vn = VolumeName::new(v.name.clone()).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    let vn = VolumeName::new(v.name.clone()).map_err(|e| DomainError::BadRequest(e.to_string()))?;
     if storage::custom_volumes(&d.db, &pool)?
         .iter()
         .any(|x| x.0 == v.name)
     {
-        return Err(ApiError::Conflict(format!(
+        return Err(DomainError::Conflict(format!(
             "custom volume {:?} already exists in pool {pool:?}",
             v.name
         )));
     }
-    let pn = PoolName::new(pool.clone()).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    let pn = PoolName::new(pool.clone()).map_err(|e| DomainError::BadRequest(e.to_string()))?;
     d.helpers
         .store
         .create_volume(ctx(), pn.clone(), VolumeKind::Custom, vn.clone())
@@ -289,7 +289,7 @@ pub async fn volume_create(
 
 /// `GET /1.0/storage-pools/{pool}/volumes/{type}/{name}`.
 pub async fn volume_get(
-    State(d): State<Arc<Daemon>>,
+    State(d): State<Arc<Services>>,
     Path((pool, t, name)): Path<(String, String, String)>,
 ) -> ApiResult {
     storage::get(&d.db, &pool)?;
@@ -300,7 +300,7 @@ pub async fn volume_get(
         .find(|o| o["name"] == name)
         .map(sync_etag)
         .ok_or_else(|| {
-            ApiError::NotFound(format!(
+            DomainError::NotFound(format!(
                 "storage volume {name:?} ({t}) not found in pool {pool:?}"
             ))
         })
@@ -308,12 +308,12 @@ pub async fn volume_get(
 
 /// `DELETE /1.0/storage-pools/{pool}/volumes/custom/{name}`.
 pub async fn volume_delete(
-    State(d): State<Arc<Daemon>>,
+    State(d): State<Arc<Services>>,
     Path((pool, t, name)): Path<(String, String, String)>,
 ) -> ApiResult {
     storage::get(&d.db, &pool)?;
     if kind_of(&t)? != VolumeKind::Custom {
-        return Err(ApiError::BadRequest(format!(
+        return Err(DomainError::BadRequest(format!(
             "{t} volumes go with their {}",
             if t == "image" { "image" } else { "instance" }
         )));
@@ -322,12 +322,12 @@ pub async fn volume_delete(
         .iter()
         .any(|x| x.0 == name)
     {
-        return Err(ApiError::NotFound(format!(
+        return Err(DomainError::NotFound(format!(
             "custom volume {name:?} not found in pool {pool:?}"
         )));
     }
-    let pn = PoolName::new(pool.clone()).map_err(|e| ApiError::BadRequest(e.to_string()))?;
-    let vn = VolumeName::new(name.clone()).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    let pn = PoolName::new(pool.clone()).map_err(|e| DomainError::BadRequest(e.to_string()))?;
+    let vn = VolumeName::new(name.clone()).map_err(|e| DomainError::BadRequest(e.to_string()))?;
     match d
         .helpers
         .store

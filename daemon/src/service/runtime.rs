@@ -12,10 +12,11 @@ use serde_json::{json, Value};
 use silo_proto::privileged::{InitExit, InstanceStats, Limits, RunningInfo, StartSpec};
 use silo_proto::{InstanceName, PoolName};
 
-use crate::api::response::ApiError;
 use crate::helpers::{ctx, rpc_err};
-use crate::instances::{self, Ctx, Instance};
-use crate::networks;
+use crate::service::instances::{self, Instance};
+use crate::service::networks;
+use crate::service::DomainError;
+use crate::service::Services;
 
 /// Instances being stopped or restarted on request (the watcher leaves them alone).
 #[derive(Debug, Default, Clone)]
@@ -36,12 +37,12 @@ impl Stopping {
     }
 }
 
-fn iname(name: &str) -> Result<InstanceName, ApiError> {
-    InstanceName::new(name.to_string()).map_err(|e| ApiError::BadRequest(e.to_string()))
+fn iname(name: &str) -> Result<InstanceName, DomainError> {
+    InstanceName::new(name.to_string()).map_err(|e| DomainError::BadRequest(e.to_string()))
 }
 
 /// What runs now, by name.
-pub async fn running(c: &Ctx) -> Result<HashMap<String, RunningInfo>, ApiError> {
+pub async fn running(c: &Services) -> Result<HashMap<String, RunningInfo>, DomainError> {
     let list = c
         .helpers
         .privileged
@@ -55,7 +56,7 @@ pub async fn running(c: &Ctx) -> Result<HashMap<String, RunningInfo>, ApiError> 
 }
 
 /// Whether `name` runs.
-pub async fn is_running(c: &Ctx, name: &str) -> Result<bool, ApiError> {
+pub async fn is_running(c: &Services, name: &str) -> Result<bool, DomainError> {
     Ok(running(c).await?.contains_key(name))
 }
 
@@ -79,9 +80,9 @@ fn host_cpus() -> u32 {
 }
 
 /// The cgroup limits an expanded config asks for, as LXD reads `limits.*`.
-pub fn limits_of(config: &BTreeMap<String, String>) -> Result<Limits, ApiError> {
+pub fn limits_of(config: &BTreeMap<String, String>) -> Result<Limits, DomainError> {
     let bad = |k: &str, v: &str, why: &str| {
-        ApiError::BadRequest(format!("invalid value {v:?} for {k}: {why}"))
+        DomainError::BadRequest(format!("invalid value {v:?} for {k}: {why}"))
     };
     let mut l = Limits::default();
     if let Some(v) = config.get("limits.memory").filter(|v| !v.is_empty()) {
@@ -130,17 +131,20 @@ pub fn limits_of(config: &BTreeMap<String, String>) -> Result<Limits, ApiError> 
                 .map_err(|_| bad("limits.processes", v, "not a number"))?,
         );
     }
-    l.validate().map_err(ApiError::from)?;
+    l.validate().map_err(DomainError::from)?;
     Ok(l)
 }
 
-fn expanded(c: &Ctx, i: &Instance) -> Result<BTreeMap<String, String>, ApiError> {
+fn expanded(c: &Services, i: &Instance) -> Result<BTreeMap<String, String>, DomainError> {
     Ok(expanded_all(c, i)?.0)
 }
 
-type Devices = BTreeMap<String, crate::profiles::Device>;
+type Devices = BTreeMap<String, crate::service::profiles::Device>;
 
-fn expanded_all(c: &Ctx, i: &Instance) -> Result<(BTreeMap<String, String>, Devices), ApiError> {
+fn expanded_all(
+    c: &Services,
+    i: &Instance,
+) -> Result<(BTreeMap<String, String>, Devices), DomainError> {
     let profiles = instances::load_profiles(&c.db, &i.profiles)?;
     Ok(instances::expand(&profiles, &i.config, &i.devices))
 }
@@ -148,18 +152,18 @@ fn expanded_all(c: &Ctx, i: &Instance) -> Result<(BTreeMap<String, String>, Devi
 fn of_type<'a>(
     devs: &'a Devices,
     t: &'a str,
-) -> impl Iterator<Item = (&'a String, &'a crate::profiles::Device)> {
+) -> impl Iterator<Item = (&'a String, &'a crate::service::profiles::Device)> {
     devs.iter()
         .filter(move |(_, d)| d.get("type").map(String::as_str) == Some(t))
 }
 
 /// Gives an instance's nics their `volatile.<dev>.hwaddr` (once; they keep it) and returns
 /// the record as it now is.
-fn ensure_hwaddrs(c: &Ctx, name: &str) -> Result<Instance, ApiError> {
+fn ensure_hwaddrs(c: &Services, name: &str) -> Result<Instance, DomainError> {
     let i = instances::get(&c.db, name)?;
     let (_, devs) = expanded_all(c, &i)?;
     let missing = networks::missing_hwaddrs(&devs, &i.config)
-        .map_err(|e| ApiError::Internal(e.to_string()))?;
+        .map_err(|e| DomainError::Internal(e.to_string()))?;
     if missing.is_empty() {
         return Ok(i);
     }
@@ -172,14 +176,22 @@ fn ensure_hwaddrs(c: &Ctx, name: &str) -> Result<Instance, ApiError> {
 }
 
 /// The nics of an instance, planned.
-fn nic_plans(c: &Ctx, i: &Instance, devs: &Devices) -> Result<Vec<networks::NicPlan>, ApiError> {
+fn nic_plans(
+    c: &Services,
+    i: &Instance,
+    devs: &Devices,
+) -> Result<Vec<networks::NicPlan>, DomainError> {
     of_type(devs, "nic")
         .map(|(n, d)| networks::plan_nic(&c.db, n, d, &i.config))
         .collect()
 }
 
 /// Plugs one nic into a running instance and records its host-side name.
-async fn plug_nic(c: &Ctx, n: &InstanceName, plan: &networks::NicPlan) -> Result<(), ApiError> {
+async fn plug_nic(
+    c: &Services,
+    n: &InstanceName,
+    plan: &networks::NicPlan,
+) -> Result<(), DomainError> {
     if let Some(host) = networks::attach(&c.helpers, n, plan).await? {
         instances::set_keys(
             &c.db,
@@ -196,11 +208,11 @@ async fn plug_nic(c: &Ctx, n: &InstanceName, plan: &networks::NicPlan) -> Result
 
 /// Plugs every nic and starts every proxy of a just-started (held) instance.
 async fn plug_devices(
-    c: &Ctx,
+    c: &Services,
     n: &InstanceName,
     i: &Instance,
     devs: &Devices,
-) -> Result<(), ApiError> {
+) -> Result<(), DomainError> {
     for plan in nic_plans(c, i, devs)? {
         plug_nic(c, n, &plan).await?;
     }
@@ -212,7 +224,7 @@ async fn plug_devices(
 
 /// Before an instance stops: physical nics go back to the host while its namespace still
 /// exists (a virtual one would otherwise vanish with it), and its forwarders stop.
-async fn unplug_before_stop(c: &Ctx, name: &str) {
+async fn unplug_before_stop(c: &Services, name: &str) {
     let Ok(n) = iname(name) else { return };
     networks::stop_proxy(&c.helpers, &n, None).await;
     let Ok(i) = instances::get(&c.db, name) else {
@@ -231,7 +243,7 @@ async fn unplug_before_stop(c: &Ctx, name: &str) {
 }
 
 /// After an instance stopped: its forwarders go, and the host-side names are forgotten.
-async fn after_stop(c: &Ctx, name: &str) {
+async fn after_stop(c: &Services, name: &str) {
     let Ok(n) = iname(name) else { return };
     networks::stop_proxy(&c.helpers, &n, None).await;
     if let Ok(i) = instances::get(&c.db, name) {
@@ -253,10 +265,10 @@ fn is_true(v: Option<&String>) -> bool {
 }
 
 /// Starts a stopped instance.
-pub async fn start(c: &Ctx, name: &str) -> Result<RunningInfo, ApiError> {
+pub async fn start(c: &Services, name: &str) -> Result<RunningInfo, DomainError> {
     instances::get(&c.db, name)?;
     if is_running(c, name).await? {
-        return Err(ApiError::BadRequest(format!(
+        return Err(DomainError::BadRequest(format!(
             "instance {name:?} is already running"
         )));
     }
@@ -267,7 +279,7 @@ pub async fn start(c: &Ctx, name: &str) -> Result<RunningInfo, ApiError> {
     let plans = nic_plans(c, &i, &devs)?;
     for (dn, d) in of_type(&devs, "proxy") {
         networks::proxy_spec(d)
-            .map_err(|e| ApiError::BadRequest(format!("proxy device {dn:?}: {e}")))?;
+            .map_err(|e| DomainError::BadRequest(format!("proxy device {dn:?}: {e}")))?;
     }
     let hold = !plans.is_empty() || of_type(&devs, "proxy").next().is_some();
     let limits = limits_of(&cfg)?;
@@ -279,14 +291,14 @@ pub async fn start(c: &Ctx, name: &str) -> Result<RunningInfo, ApiError> {
                 .get("volatile.idmap.base")
                 .and_then(|b| b.parse().ok())
                 .ok_or_else(|| {
-                    ApiError::Internal(format!("instance {name:?} has no volatile.idmap.base"))
+                    DomainError::Internal(format!("instance {name:?} has no volatile.idmap.base"))
                 })?,
         )
     };
     render_templates(c, &i, &cfg, "start").await?;
     let spec = StartSpec {
         instance: iname(name)?,
-        pool: PoolName::new(i.pool.clone()).map_err(|e| ApiError::Internal(e.to_string()))?,
+        pool: PoolName::new(i.pool.clone()).map_err(|e| DomainError::Internal(e.to_string()))?,
         idmap_base,
         limits,
         hold,
@@ -299,7 +311,7 @@ pub async fn start(c: &Ctx, name: &str) -> Result<RunningInfo, ApiError> {
         .map_err(rpc_err("silo-priv"))?
         .map_err(|e| match e {
             silo_proto::HelperError::Io { message, .. } => {
-                ApiError::Internal(format!("failed to start instance {name:?}: {message}"))
+                DomainError::Internal(format!("failed to start instance {name:?}: {message}"))
             }
             e => e.into(),
         })?;
@@ -312,7 +324,7 @@ pub async fn start(c: &Ctx, name: &str) -> Result<RunningInfo, ApiError> {
                 .release(ctx(), n.clone())
                 .await
                 .map_err(rpc_err("silo-priv"))??;
-            Ok::<(), ApiError>(())
+            Ok::<(), DomainError>(())
         }
         .await;
         if let Err(e) = plugged {
@@ -333,7 +345,7 @@ pub async fn start(c: &Ctx, name: &str) -> Result<RunningInfo, ApiError> {
         &c.db,
         name,
         &[("volatile.last_state.power", "RUNNING")],
-        Some(&crate::events::now_rfc3339()),
+        Some(&crate::service::events::now_rfc3339()),
     )?;
     c.events.lifecycle(
         "instance-started",
@@ -347,14 +359,14 @@ pub async fn start(c: &Ctx, name: &str) -> Result<RunningInfo, ApiError> {
 /// Stops a running instance: asks init to shut down and waits `timeout` (None: as long as
 /// it takes), or kills it (`force`).
 pub async fn stop(
-    c: &Ctx,
+    c: &Services,
     name: &str,
     force: bool,
     timeout: Option<Duration>,
-) -> Result<InitExit, ApiError> {
+) -> Result<InitExit, DomainError> {
     instances::get(&c.db, name)?;
     if !is_running(c, name).await? {
-        return Err(ApiError::BadRequest(format!(
+        return Err(DomainError::BadRequest(format!(
             "instance {name:?} is already stopped"
         )));
     }
@@ -379,11 +391,11 @@ pub async fn stop(
 }
 
 async fn stop_inner(
-    c: &Ctx,
+    c: &Services,
     name: &str,
     force: bool,
     timeout: Option<Duration>,
-) -> Result<InitExit, ApiError> {
+) -> Result<InitExit, DomainError> {
     let n = iname(name)?;
     let p = &c.helpers.privileged;
     p.stop(ctx(), n.clone(), force)
@@ -404,7 +416,7 @@ async fn stop_inner(
             return Ok(exit);
         }
         if deadline.is_some_and(|d| tokio::time::Instant::now() >= d) {
-            return Err(ApiError::Internal(format!(
+            return Err(DomainError::Internal(format!(
                 "instance {name:?} did not shut down within {}s (stop it with --force)",
                 timeout.map(|t| t.as_secs()).unwrap_or(0)
             )));
@@ -414,16 +426,16 @@ async fn stop_inner(
 
 /// Restarts: a clean stop (or a kill with `force`), then a start.
 pub async fn restart(
-    c: &Ctx,
+    c: &Services,
     name: &str,
     force: bool,
     timeout: Option<Duration>,
-) -> Result<(), ApiError> {
+) -> Result<(), DomainError> {
     c.stopping.set(name, true);
     unplug_before_stop(c, name).await;
     let r = async {
         stop_inner(c, name, force, timeout).await?;
-        Ok::<(), ApiError>(())
+        Ok::<(), DomainError>(())
     }
     .await;
     c.stopping.set(name, false);
@@ -441,7 +453,7 @@ pub async fn restart(
 /// Follows a running instance until it stops by itself: a reboot inside (init killed by
 /// SIGHUP through reboot(2) in its pid namespace) starts it again, as LXD does; an ephemeral
 /// instance is deleted once stopped.
-pub fn watch(c: Ctx, name: String) {
+pub fn watch(c: Services, name: String) {
     tokio::spawn(async move {
         let Ok(n) = iname(&name) else { return };
         let exit = loop {
@@ -494,7 +506,7 @@ pub fn watch(c: Ctx, name: String) {
 
 /// At silod's start: follow what runs (adopted by silo-priv), and start `boot.autostart`
 /// instances (and those that were running at shutdown unless autostart says no), as LXD does.
-pub async fn on_daemon_start(c: &Ctx) {
+pub async fn on_daemon_start(c: &Services) {
     let run = running(c).await.unwrap_or_default();
     for name in run.keys() {
         watch(c.clone(), name.clone());
@@ -537,7 +549,7 @@ pub async fn on_daemon_start(c: &Ctx) {
 
 /// Applies a changed record to a running instance (config set, device add/remove): limits,
 /// and nics and proxies hot-plugged or unplugged.
-pub async fn apply_live(c: &Ctx, name: &str, before: &Instance) -> Result<(), ApiError> {
+pub async fn apply_live(c: &Services, name: &str, before: &Instance) -> Result<(), DomainError> {
     if !is_running(c, name).await? {
         return Ok(());
     }
@@ -553,7 +565,7 @@ pub async fn apply_live(c: &Ctx, name: &str, before: &Instance) -> Result<(), Ap
 }
 
 /// Resource use of a running instance.
-pub async fn stats(c: &Ctx, name: &str) -> Result<InstanceStats, ApiError> {
+pub async fn stats(c: &Services, name: &str) -> Result<InstanceStats, DomainError> {
     Ok(c.helpers
         .privileged
         .stats(ctx(), iname(name)?)
@@ -563,9 +575,9 @@ pub async fn stats(c: &Ctx, name: &str) -> Result<InstanceStats, ApiError> {
 
 /// Resource use of many running instances in one round trip.
 pub async fn stats_many(
-    c: &Ctx,
+    c: &Services,
     names: Vec<String>,
-) -> Result<HashMap<String, InstanceStats>, ApiError> {
+) -> Result<HashMap<String, InstanceStats>, DomainError> {
     let names: Vec<InstanceName> = names.iter().filter_map(|n| iname(n).ok()).collect();
     Ok(c.helpers
         .privileged
@@ -621,7 +633,7 @@ pub fn state_json(s: &InstanceStats, disk: Option<u64>) -> Value {
 }
 
 /// Disk use of the instance's root volume.
-pub async fn disk_usage(c: &Ctx, i: &Instance) -> Option<u64> {
+pub async fn disk_usage(c: &Services, i: &Instance) -> Option<u64> {
     let pn = PoolName::new(i.pool.clone()).ok()?;
     let vol = silo_proto::VolumeName::new(i.name.clone()).ok()?;
     c.helpers
@@ -634,11 +646,11 @@ pub async fn disk_usage(c: &Ctx, i: &Instance) -> Option<u64> {
 
 /// Renders the instance's image templates for `trigger` (create, copy, start).
 pub async fn render_templates(
-    c: &Ctx,
+    c: &Services,
     i: &Instance,
     cfg: &BTreeMap<String, String>,
     trigger: &str,
-) -> Result<(), ApiError> {
+) -> Result<(), DomainError> {
     let vars = silo_proto::store::TemplateVars {
         trigger: trigger.into(),
         name: i.name.clone(),
@@ -651,9 +663,9 @@ pub async fn render_templates(
         .store
         .render_templates(
             ctx(),
-            PoolName::new(i.pool.clone()).map_err(|e| ApiError::Internal(e.to_string()))?,
+            PoolName::new(i.pool.clone()).map_err(|e| DomainError::Internal(e.to_string()))?,
             silo_proto::VolumeName::new(i.name.clone())
-                .map_err(|e| ApiError::Internal(e.to_string()))?,
+                .map_err(|e| DomainError::Internal(e.to_string()))?,
             vars,
         )
         .await
@@ -663,7 +675,11 @@ pub async fn render_templates(
 
 /// Hot-plug: unplugs the nics and proxies a change removed or altered, then plugs the new
 /// ones, on a running instance.
-async fn apply_devices_live(c: &Ctx, name: &str, before: &Instance) -> Result<(), ApiError> {
+async fn apply_devices_live(
+    c: &Services,
+    name: &str,
+    before: &Instance,
+) -> Result<(), DomainError> {
     let n = iname(name)?;
     let (_, old) = expanded_all(c, before)?;
     let i = ensure_hwaddrs(c, name)?;

@@ -12,8 +12,8 @@ use silo_proto::image::{Compression, ImageMetadata};
 use silo_proto::ImageFingerprint;
 use tokio::io::AsyncWriteExt;
 
-use crate::api::response::ApiError;
-use crate::db::Db;
+use crate::service::DomainError;
+use crate::store::db::Db;
 
 /// Where uploads live, owned by silod's user.
 pub fn images_dir(state: &Path) -> PathBuf {
@@ -127,7 +127,7 @@ fn row_to_image(r: &rusqlite::Row<'_>) -> rusqlite::Result<Image> {
 }
 
 /// All images, by fingerprint.
-pub fn list(db: &Db) -> Result<Vec<Image>, ApiError> {
+pub fn list(db: &Db) -> Result<Vec<Image>, DomainError> {
     Ok(db.with(|c| {
         let mut st = c.prepare("SELECT * FROM images ORDER BY fingerprint")?;
         let rows = st.query_map([], row_to_image)?;
@@ -136,7 +136,7 @@ pub fn list(db: &Db) -> Result<Vec<Image>, ApiError> {
 }
 
 /// One image by full fingerprint.
-pub fn get(db: &Db, fp: &str) -> Result<Option<Image>, ApiError> {
+pub fn get(db: &Db, fp: &str) -> Result<Option<Image>, DomainError> {
     Ok(db.with(|c| {
         c.query_row(
             "SELECT * FROM images WHERE fingerprint = ?1",
@@ -148,7 +148,7 @@ pub fn get(db: &Db, fp: &str) -> Result<Option<Image>, ApiError> {
 }
 
 /// All aliases.
-pub fn aliases(db: &Db) -> Result<Vec<Alias>, ApiError> {
+pub fn aliases(db: &Db) -> Result<Vec<Alias>, DomainError> {
     Ok(db.with(|c| {
         let mut st =
             c.prepare("SELECT name, fingerprint, description FROM image_aliases ORDER BY name")?;
@@ -164,7 +164,7 @@ pub fn aliases(db: &Db) -> Result<Vec<Alias>, ApiError> {
 }
 
 /// Resolves a fingerprint, a unique fingerprint prefix, or an alias to an image.
-pub fn resolve(db: &Db, what: &str) -> Result<Image, ApiError> {
+pub fn resolve(db: &Db, what: &str) -> Result<Image, DomainError> {
     if let Some(a) = aliases(db)?.into_iter().find(|a| a.name == what) {
         if let Some(i) = get(db, &a.target)? {
             return Ok(i);
@@ -174,33 +174,33 @@ pub fn resolve(db: &Db, what: &str) -> Result<Image, ApiError> {
 }
 
 /// The API's `{fingerprint}` path segment: a full fingerprint or a unique prefix (not an alias).
-pub fn resolve_exact_or_prefix(db: &Db, what: &str) -> Result<Image, ApiError> {
+pub fn resolve_exact_or_prefix(db: &Db, what: &str) -> Result<Image, DomainError> {
     if what.is_empty() || !what.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return Err(ApiError::NotFound(format!("image {what:?} not found")));
+        return Err(DomainError::NotFound(format!("image {what:?} not found")));
     }
     resolve_prefix(db, what)
 }
 
-fn resolve_prefix(db: &Db, what: &str) -> Result<Image, ApiError> {
+fn resolve_prefix(db: &Db, what: &str) -> Result<Image, DomainError> {
     let lower = what.to_ascii_lowercase();
     let matches: Vec<Image> = list(db)?
         .into_iter()
         .filter(|i| i.fingerprint.starts_with(&lower))
         .collect();
     match matches.len() {
-        0 => Err(ApiError::NotFound(format!("image {what:?} not found"))),
+        0 => Err(DomainError::NotFound(format!("image {what:?} not found"))),
         1 => matches
             .into_iter()
             .next()
-            .ok_or_else(|| ApiError::Internal("vanished".into())),
-        _ => Err(ApiError::BadRequest(format!(
+            .ok_or_else(|| DomainError::Internal("vanished".into())),
+        _ => Err(DomainError::BadRequest(format!(
             "image prefix {what:?} is ambiguous"
         ))),
     }
 }
 
 /// Stores the record.
-pub fn insert(db: &Db, i: &Image) -> Result<(), ApiError> {
+pub fn insert(db: &Db, i: &Image) -> Result<(), DomainError> {
     db.with(|c| {
         c.execute(
             "INSERT INTO images (fingerprint, filename, size, public, architecture, type, created_at, expires_at, uploaded_at, last_used_at, auto_update, cached, split, compression, properties, profiles)
@@ -218,7 +218,7 @@ pub fn insert(db: &Db, i: &Image) -> Result<(), ApiError> {
 }
 
 /// Updates the writable fields (PUT/PATCH).
-pub fn update(db: &Db, i: &Image) -> Result<(), ApiError> {
+pub fn update(db: &Db, i: &Image) -> Result<(), DomainError> {
     db.with(|c| {
         c.execute(
             "UPDATE images SET public = ?2, auto_update = ?3, properties = ?4, profiles = ?5, expires_at = ?6 WHERE fingerprint = ?1",
@@ -235,11 +235,11 @@ pub fn update(db: &Db, i: &Image) -> Result<(), ApiError> {
 }
 
 /// Marks an image used now.
-pub fn touch(db: &Db, fp: &str) -> Result<(), ApiError> {
+pub fn touch(db: &Db, fp: &str) -> Result<(), DomainError> {
     db.with(|c| {
         c.execute(
             "UPDATE images SET last_used_at = ?2 WHERE fingerprint = ?1",
-            params![fp, crate::events::now_rfc3339()],
+            params![fp, crate::service::events::now_rfc3339()],
         )
         .map(|_| ())
     })?;
@@ -247,7 +247,7 @@ pub fn touch(db: &Db, fp: &str) -> Result<(), ApiError> {
 }
 
 /// Removes the record (aliases follow by cascade).
-pub fn remove(db: &Db, fp: &str) -> Result<(), ApiError> {
+pub fn remove(db: &Db, fp: &str) -> Result<(), DomainError> {
     db.with(|c| {
         c.execute("DELETE FROM images WHERE fingerprint = ?1", params![fp])
             .map(|_| ())
@@ -256,23 +256,26 @@ pub fn remove(db: &Db, fp: &str) -> Result<(), ApiError> {
 }
 
 /// Alias writes.
-pub fn alias_put(db: &Db, a: &Alias, create: bool) -> Result<(), ApiError> {
+pub fn alias_put(db: &Db, a: &Alias, create: bool) -> Result<(), DomainError> {
     validate_alias_name(&a.name)?;
     if get(db, &a.target)?.is_none() {
-        return Err(ApiError::NotFound(format!(
+        return Err(DomainError::NotFound(format!(
             "image {:?} not found",
             a.target
         )));
     }
     let exists = aliases(db)?.iter().any(|x| x.name == a.name);
     if create && exists {
-        return Err(ApiError::Conflict(format!(
+        return Err(DomainError::Conflict(format!(
             "alias {:?} already exists",
             a.name
         )));
     }
     if !create && !exists {
-        return Err(ApiError::NotFound(format!("alias {:?} not found", a.name)));
+        return Err(DomainError::NotFound(format!(
+            "alias {:?} not found",
+            a.name
+        )));
     }
     db.with(|c| {
         c.execute(
@@ -286,19 +289,21 @@ pub fn alias_put(db: &Db, a: &Alias, create: bool) -> Result<(), ApiError> {
 }
 
 /// Removes an alias.
-pub fn alias_delete(db: &Db, name: &str) -> Result<(), ApiError> {
+pub fn alias_delete(db: &Db, name: &str) -> Result<(), DomainError> {
     let n = db.with(|c| c.execute("DELETE FROM image_aliases WHERE name = ?1", params![name]))?;
     if n == 0 {
-        return Err(ApiError::NotFound(format!("alias {name:?} not found")));
+        return Err(DomainError::NotFound(format!("alias {name:?} not found")));
     }
     Ok(())
 }
 
 /// Renames an alias.
-pub fn alias_rename(db: &Db, from: &str, to: &str) -> Result<(), ApiError> {
+pub fn alias_rename(db: &Db, from: &str, to: &str) -> Result<(), DomainError> {
     validate_alias_name(to)?;
     if aliases(db)?.iter().any(|x| x.name == to) {
-        return Err(ApiError::Conflict(format!("alias {to:?} already exists")));
+        return Err(DomainError::Conflict(format!(
+            "alias {to:?} already exists"
+        )));
     }
     let n = db.with(|c| {
         c.execute(
@@ -307,21 +312,21 @@ pub fn alias_rename(db: &Db, from: &str, to: &str) -> Result<(), ApiError> {
         )
     })?;
     if n == 0 {
-        return Err(ApiError::NotFound(format!("alias {from:?} not found")));
+        return Err(DomainError::NotFound(format!("alias {from:?} not found")));
     }
     Ok(())
 }
 
 /// LXD's alias rules: not empty, no '/', no whitespace, not only hex (that would shadow fingerprints)... kept loose like LXD but safe.
-pub fn validate_alias_name(n: &str) -> Result<(), ApiError> {
+pub fn validate_alias_name(n: &str) -> Result<(), DomainError> {
     if n.is_empty() || n.len() > 255 {
-        return Err(ApiError::BadRequest(format!(
+        return Err(DomainError::BadRequest(format!(
             "invalid alias name {n:?}: must be 1 to 255 characters"
         )));
     }
     if n.contains('/') || n.chars().any(|c| c.is_whitespace() || c.is_control()) || n.contains(':')
     {
-        return Err(ApiError::BadRequest(format!(
+        return Err(DomainError::BadRequest(format!(
             "invalid alias name {n:?}: no '/', ':' or whitespace"
         )));
     }
@@ -342,18 +347,18 @@ pub struct Upload {
 
 impl Upload {
     /// Starts a temp file in the images dir.
-    pub async fn new(state: &Path, limit: u64) -> Result<Upload, ApiError> {
+    pub async fn new(state: &Path, limit: u64) -> Result<Upload, DomainError> {
         let dir = images_dir(state);
         tokio::fs::create_dir_all(&dir)
             .await
-            .map_err(|e| ApiError::Internal(format!("creating {}: {e}", dir.display())))?;
+            .map_err(|e| DomainError::Internal(format!("creating {}: {e}", dir.display())))?;
         let path = dir.join(format!("tmp-{}", uuid::Uuid::new_v4()));
         let file = tokio::fs::OpenOptions::new()
             .write(true)
             .create_new(true)
             .open(&path)
             .await
-            .map_err(|e| ApiError::Internal(format!("creating {}: {e}", path.display())))?;
+            .map_err(|e| DomainError::Internal(format!("creating {}: {e}", path.display())))?;
         Ok(Upload {
             path,
             file,
@@ -364,10 +369,10 @@ impl Upload {
     }
 
     /// Appends a chunk.
-    pub async fn write(&mut self, chunk: &[u8]) -> Result<(), ApiError> {
+    pub async fn write(&mut self, chunk: &[u8]) -> Result<(), DomainError> {
         self.size += chunk.len() as u64;
         if self.size > self.limit {
-            return Err(ApiError::BadRequest(format!(
+            return Err(DomainError::BadRequest(format!(
                 "upload is larger than the limit of {} bytes",
                 self.limit
             )));
@@ -376,19 +381,19 @@ impl Upload {
         self.file
             .write_all(chunk)
             .await
-            .map_err(|e| ApiError::Internal(format!("writing the upload: {e}")))
+            .map_err(|e| DomainError::Internal(format!("writing the upload: {e}")))
     }
 
     /// Flushes and returns (path, size, running hash).
-    pub async fn finish(mut self) -> Result<(PathBuf, u64, sha2::Sha256), ApiError> {
+    pub async fn finish(mut self) -> Result<(PathBuf, u64, sha2::Sha256), DomainError> {
         self.file
             .flush()
             .await
-            .map_err(|e| ApiError::Internal(format!("writing the upload: {e}")))?;
+            .map_err(|e| DomainError::Internal(format!("writing the upload: {e}")))?;
         self.file
             .sync_all()
             .await
-            .map_err(|e| ApiError::Internal(format!("syncing the upload: {e}")))?;
+            .map_err(|e| DomainError::Internal(format!("syncing the upload: {e}")))?;
         Ok((self.path, self.size, self.hasher))
     }
 }
@@ -435,15 +440,15 @@ impl Received {
     }
 }
 
-fn compression_of(path: &Path) -> Result<Option<Compression>, ApiError> {
+fn compression_of(path: &Path) -> Result<Option<Compression>, DomainError> {
     use std::io::Read;
     let mut head = vec![0u8; 512];
-    let mut f = std::fs::File::open(path).map_err(|e| ApiError::Internal(e.to_string()))?;
+    let mut f = std::fs::File::open(path).map_err(|e| DomainError::Internal(e.to_string()))?;
     let mut got = 0;
     while got < head.len() {
         let n = f
             .read(&mut head[got..])
-            .map_err(|e| ApiError::Internal(e.to_string()))?;
+            .map_err(|e| DomainError::Internal(e.to_string()))?;
         if n == 0 {
             break;
         }
@@ -463,16 +468,16 @@ fn is_squashfs(path: &Path) -> bool {
 }
 
 /// Checks an upload and records it (runs inside the import operation). Returns the image.
-pub fn commit(db: &Db, state: &Path, r: &Received) -> Result<Image, ApiError> {
+pub fn commit(db: &Db, state: &Path, r: &Received) -> Result<Image, DomainError> {
     let fp = ImageFingerprint::new(r.fingerprint.clone())
-        .map_err(|e| ApiError::Internal(e.to_string()))?;
+        .map_err(|e| DomainError::Internal(e.to_string()))?;
     if get(db, fp.as_str())?.is_some() {
-        return Err(ApiError::Conflict(format!(
+        return Err(DomainError::Conflict(format!(
             "an image with fingerprint {fp} already exists"
         )));
     }
     let main_c = compression_of(&r.main.0)?.ok_or_else(|| {
-        ApiError::BadRequest(
+        DomainError::BadRequest(
             "not an image tarball: expected a tarball, optionally gzip, xz or zstd compressed"
                 .into(),
         )
@@ -480,23 +485,23 @@ pub fn commit(db: &Db, state: &Path, r: &Received) -> Result<Image, ApiError> {
     if let Some((rp, _)) = &r.rootfs {
         if !is_squashfs(rp) {
             compression_of(rp)?.ok_or_else(|| {
-                ApiError::BadRequest(
+                DomainError::BadRequest(
                     "the rootfs is neither a squashfs nor a tarball (gzip, xz, zstd or none)"
                         .into(),
                 )
             })?;
         }
     }
-    let file = std::fs::File::open(&r.main.0).map_err(|e| ApiError::Internal(e.to_string()))?;
+    let file = std::fs::File::open(&r.main.0).map_err(|e| DomainError::Internal(e.to_string()))?;
     let (meta, has_rootfs): (ImageMetadata, bool) =
         silo_proto::image::read_metadata(file, 64 << 30)
-            .map_err(|e| ApiError::BadRequest(e.to_string()))?;
+            .map_err(|e| DomainError::BadRequest(e.to_string()))?;
     if r.rootfs.is_none() && !has_rootfs {
-        return Err(ApiError::BadRequest("invalid image metadata: a unified image needs a rootfs/ directory (or import metadata and rootfs as two files)".into()));
+        return Err(DomainError::BadRequest("invalid image metadata: a unified image needs a rootfs/ directory (or import metadata and rootfs as two files)".into()));
     }
     let mut properties = meta.properties.clone();
     properties.extend(r.properties.clone());
-    let now = crate::events::now_rfc3339();
+    let now = crate::service::events::now_rfc3339();
     let img = Image {
         fingerprint: fp.to_string(),
         filename: r.filename.clone(),
@@ -518,11 +523,11 @@ pub fn commit(db: &Db, state: &Path, r: &Received) -> Result<Image, ApiError> {
     let dir = images_dir(state);
     let dst = dir.join(fp.as_str());
     std::fs::rename(&r.main.0, &dst)
-        .map_err(|e| ApiError::Internal(format!("storing the image: {e}")))?;
+        .map_err(|e| DomainError::Internal(format!("storing the image: {e}")))?;
     if let Some((rp, _)) = &r.rootfs {
         if let Err(e) = std::fs::rename(rp, dir.join(format!("{fp}.rootfs"))) {
             let _ = std::fs::remove_file(&dst);
-            return Err(ApiError::Internal(format!("storing the image: {e}")));
+            return Err(DomainError::Internal(format!("storing the image: {e}")));
         }
     }
     if let Err(e) = insert(db, &img) {
@@ -595,21 +600,21 @@ pub struct PublishAlias {
 }
 
 /// Checks a publish request before its operation starts.
-pub fn check_publish(db: &Db, r: &PublishRequest) -> Result<(), ApiError> {
+pub fn check_publish(db: &Db, r: &PublishRequest) -> Result<(), DomainError> {
     match r.source.kind.as_str() {
         "instance" | "container" | "virtual-machine" if r.source.name.contains('/') => {
-            return Err(ApiError::BadRequest(
+            return Err(DomainError::BadRequest(
                 "a snapshot is published with source type \"snapshot\"".into(),
             ))
         }
         "instance" | "container" | "snapshot" => {}
         "virtual-machine" => {
-            return Err(ApiError::BadRequest(
+            return Err(DomainError::BadRequest(
                 "virtual-machine images are not supported: silo runs containers".into(),
             ))
         }
         other => {
-            return Err(ApiError::BadRequest(format!(
+            return Err(DomainError::BadRequest(format!(
                 "creating images from source type {other:?} is not supported yet (remote images come later)"
             )))
         }
@@ -618,14 +623,14 @@ pub fn check_publish(db: &Db, r: &PublishRequest) -> Result<(), ApiError> {
         Some((i, s)) => (i, Some(s)),
         None => (r.source.name.as_str(), None),
     };
-    crate::instances::get(db, inst)?;
+    crate::service::instances::get(db, inst)?;
     if let Some(s) = snap {
-        crate::snapshots::get(db, inst, s)?;
+        crate::service::snapshots::get(db, inst, s)?;
     }
     for a in &r.aliases {
         validate_alias_name(&a.name)?;
         if aliases(db)?.iter().any(|x| x.name == a.name) {
-            return Err(ApiError::Conflict(format!(
+            return Err(DomainError::Conflict(format!(
                 "alias {:?} already exists",
                 a.name
             )));
@@ -635,7 +640,7 @@ pub fn check_publish(db: &Db, r: &PublishRequest) -> Result<(), ApiError> {
     Ok(())
 }
 
-fn compression_choice(c: &str) -> Result<silo_proto::store::PackCompression, ApiError> {
+fn compression_choice(c: &str) -> Result<silo_proto::store::PackCompression, DomainError> {
     use silo_proto::store::PackCompression as P;
     Ok(match c {
         "" | "gzip" => P::Gzip,
@@ -643,7 +648,7 @@ fn compression_choice(c: &str) -> Result<silo_proto::store::PackCompression, Api
         "zstd" => P::Zstd,
         "none" => P::None,
         other => {
-            return Err(ApiError::BadRequest(format!(
+            return Err(DomainError::BadRequest(format!(
                 "compression algorithm {other:?} is not supported (gzip, xz, zstd or none)"
             )))
         }
@@ -654,32 +659,32 @@ fn compression_choice(c: &str) -> Result<silo_proto::store::PackCompression, Api
 /// packs the volume into an unlinked file and hands over its fd; silod hashes and keeps it
 /// like an upload. Returns the image.
 pub async fn publish(
-    c: &crate::instances::Ctx,
+    c: &crate::service::Services,
     state: &Path,
     r: PublishRequest,
-) -> Result<Image, ApiError> {
+) -> Result<Image, DomainError> {
     use silo_proto::store::{PackMeta, VolumeKind};
     check_publish(&c.db, &r)?;
     let (inst, snap) = match r.source.name.split_once('/') {
         Some((i, s)) => (i.to_string(), Some(s.to_string())),
         None => (r.source.name.clone(), None),
     };
-    let i = crate::instances::get(&c.db, &inst)?;
-    if snap.is_none() && crate::runtime::is_running(c, &inst).await? {
-        return Err(ApiError::BadRequest(format!(
+    let i = crate::service::instances::get(&c.db, &inst)?;
+    if snap.is_none() && crate::service::runtime::is_running(c, &inst).await? {
+        return Err(DomainError::BadRequest(format!(
             "instance {inst:?} is running: stop it first (silo publish --force stops it and starts it again)"
         )));
     }
     let (kind, vol, config) = match &snap {
         Some(s) => (
             VolumeKind::Snapshot,
-            crate::snapshots::volume(&inst, s)?,
-            crate::snapshots::get(&c.db, &inst, s)?.config,
+            crate::service::snapshots::volume(&inst, s)?,
+            crate::service::snapshots::get(&c.db, &inst, s)?.config,
         ),
         None => (
             VolumeKind::Container,
             silo_proto::VolumeName::new(inst.clone())
-                .map_err(|e| ApiError::BadRequest(e.to_string()))?,
+                .map_err(|e| DomainError::BadRequest(e.to_string()))?,
             i.config.clone(),
         ),
     };
@@ -694,8 +699,8 @@ pub async fn publish(
         creation_date: time::OffsetDateTime::now_utc().unix_timestamp(),
         properties,
     };
-    let pool =
-        silo_proto::PoolName::new(i.pool.clone()).map_err(|e| ApiError::Internal(e.to_string()))?;
+    let pool = silo_proto::PoolName::new(i.pool.clone())
+        .map_err(|e| DomainError::Internal(e.to_string()))?;
     let ticket = c
         .helpers
         .store
@@ -713,23 +718,23 @@ pub async fn publish(
         .helpers
         .take_fds(crate::helpers::HelperKind::Store, ticket)
         .await
-        .map_err(ApiError::Internal)?
+        .map_err(DomainError::Internal)?
         .remove(0);
     // Into a temp file of silod's own, hashed on the way: from here on it is an upload.
     let state_dir = state.to_path_buf();
-    let (path, size, hash) = tokio::task::spawn_blocking(move || -> Result<_, ApiError> {
+    let (path, size, hash) = tokio::task::spawn_blocking(move || -> Result<_, DomainError> {
         use std::io::{Read, Seek, Write};
         let mut src = std::fs::File::from(fd);
         src.rewind()
-            .map_err(|e| ApiError::Internal(e.to_string()))?;
+            .map_err(|e| DomainError::Internal(e.to_string()))?;
         let dir = images_dir(&state_dir);
-        std::fs::create_dir_all(&dir).map_err(|e| ApiError::Internal(e.to_string()))?;
+        std::fs::create_dir_all(&dir).map_err(|e| DomainError::Internal(e.to_string()))?;
         let path = dir.join(format!("tmp-{}", uuid::Uuid::new_v4()));
         let mut out = std::fs::OpenOptions::new()
             .write(true)
             .create_new(true)
             .open(&path)
-            .map_err(|e| ApiError::Internal(format!("creating {}: {e}", path.display())))?;
+            .map_err(|e| DomainError::Internal(format!("creating {}: {e}", path.display())))?;
         let mut h = sha2::Sha256::new();
         let mut buf = vec![0u8; 1 << 20];
         let mut size = 0u64;
@@ -747,14 +752,14 @@ pub async fn publish(
         })();
         if let Err(e) = r {
             let _ = std::fs::remove_file(&path);
-            return Err(ApiError::Internal(format!(
+            return Err(DomainError::Internal(format!(
                 "storing the published image: {e}"
             )));
         }
         Ok((path, size, h))
     })
     .await
-    .map_err(|e| ApiError::Internal(e.to_string()))??;
+    .map_err(|e| DomainError::Internal(e.to_string()))??;
     let received = Received {
         main: (path, size),
         rootfs: None,
@@ -782,5 +787,5 @@ pub async fn publish(
         out
     })
     .await
-    .map_err(|e| ApiError::Internal(e.to_string()))?
+    .map_err(|e| DomainError::Internal(e.to_string()))?
 }

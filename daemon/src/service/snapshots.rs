@@ -11,11 +11,12 @@ use serde_json::{json, Value};
 use silo_proto::store::VolumeKind;
 use silo_proto::{InstanceName, PoolName, VolumeName};
 
-use crate::api::response::ApiError;
-use crate::db::Db;
 use crate::helpers::{ctx, rpc_err};
-use crate::instances::{self, Ctx, Instance};
-use crate::profiles::Device;
+use crate::service::instances::{self, Instance};
+use crate::service::profiles::Device;
+use crate::service::DomainError;
+use crate::service::Services;
+use crate::store::db::Db;
 
 /// A snapshot record.
 #[derive(Debug, Clone, PartialEq)]
@@ -42,8 +43,8 @@ pub struct Snapshot {
 
 /// Checks a snapshot name: it becomes part of a volume name, so letters, digits, `-`, `_`
 /// and `.`, 1 to 63 characters, not starting with `.` or `-` (LXD forbids `/` too).
-pub fn check_name(s: &str) -> Result<(), ApiError> {
-    let bad = |why: &str| ApiError::BadRequest(format!("invalid snapshot name {s:?}: {why}"));
+pub fn check_name(s: &str) -> Result<(), DomainError> {
+    let bad = |why: &str| DomainError::BadRequest(format!("invalid snapshot name {s:?}: {why}"));
     if s.is_empty() {
         return Err(bad("must not be empty"));
     }
@@ -68,12 +69,13 @@ pub fn check_name(s: &str) -> Result<(), ApiError> {
 }
 
 /// The snapshot's volume name.
-pub fn volume(instance: &str, snap: &str) -> Result<VolumeName, ApiError> {
-    VolumeName::new(format!("{instance}.{snap}")).map_err(|e| ApiError::BadRequest(e.to_string()))
+pub fn volume(instance: &str, snap: &str) -> Result<VolumeName, DomainError> {
+    VolumeName::new(format!("{instance}.{snap}"))
+        .map_err(|e| DomainError::BadRequest(e.to_string()))
 }
 
-fn pool(i: &Instance) -> Result<PoolName, ApiError> {
-    PoolName::new(i.pool.clone()).map_err(|e| ApiError::Internal(e.to_string()))
+fn pool(i: &Instance) -> Result<PoolName, DomainError> {
+    PoolName::new(i.pool.clone()).map_err(|e| DomainError::Internal(e.to_string()))
 }
 
 fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Snapshot> {
@@ -94,7 +96,7 @@ fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Snapshot> {
 }
 
 /// An instance's snapshots, oldest first.
-pub fn list(db: &Db, instance: &str) -> Result<Vec<Snapshot>, ApiError> {
+pub fn list(db: &Db, instance: &str) -> Result<Vec<Snapshot>, DomainError> {
     Ok(db.with(|c| {
         let mut st =
             c.prepare("SELECT * FROM snapshots WHERE instance = ?1 ORDER BY created_at, name")?;
@@ -104,23 +106,23 @@ pub fn list(db: &Db, instance: &str) -> Result<Vec<Snapshot>, ApiError> {
 }
 
 /// One snapshot.
-pub fn get(db: &Db, instance: &str, name: &str) -> Result<Snapshot, ApiError> {
+pub fn get(db: &Db, instance: &str, name: &str) -> Result<Snapshot, DomainError> {
     list(db, instance)?
         .into_iter()
         .find(|s| s.name == name)
         .ok_or_else(|| {
-            ApiError::NotFound(format!(
+            DomainError::NotFound(format!(
                 "snapshot {name:?} of instance {instance:?} not found"
             ))
         })
 }
 
 /// Records a snapshot (its volume exists already).
-pub fn insert_record(db: &Db, s: &Snapshot) -> Result<(), ApiError> {
+pub fn insert_record(db: &Db, s: &Snapshot) -> Result<(), DomainError> {
     insert(db, s)
 }
 
-fn insert(db: &Db, s: &Snapshot) -> Result<(), ApiError> {
+fn insert(db: &Db, s: &Snapshot) -> Result<(), DomainError> {
     db.with(|c| {
         c.execute(
             "INSERT INTO snapshots (instance, name, created_at, expires_at, description, config, devices, profiles, architecture) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
@@ -142,7 +144,7 @@ fn insert(db: &Db, s: &Snapshot) -> Result<(), ApiError> {
 }
 
 /// LXD's default name: `snap<N>` with the first unused N.
-pub fn next_name(db: &Db, instance: &str) -> Result<String, ApiError> {
+pub fn next_name(db: &Db, instance: &str) -> Result<String, DomainError> {
     let have: Vec<String> = list(db, instance)?.into_iter().map(|s| s.name).collect();
     Ok((0..)
         .map(|n| format!("snap{n}"))
@@ -152,25 +154,25 @@ pub fn next_name(db: &Db, instance: &str) -> Result<String, ApiError> {
 
 /// Takes a snapshot (stateless). A running instance is frozen for the copy.
 pub async fn create(
-    c: &Ctx,
+    c: &Services,
     instance: &str,
     name: &str,
     expires_at: Option<String>,
-) -> Result<Snapshot, ApiError> {
+) -> Result<Snapshot, DomainError> {
     check_name(name)?;
     let i = instances::get(&c.db, instance)?;
     if get(&c.db, instance, name).is_ok() {
-        return Err(ApiError::Conflict(format!(
+        return Err(DomainError::Conflict(format!(
             "snapshot {name:?} of instance {instance:?} already exists"
         )));
     }
     let pn = pool(&i)?;
     let vol = volume(instance, name)?;
-    let src =
-        VolumeName::new(instance.to_string()).map_err(|e| ApiError::BadRequest(e.to_string()))?;
-    let running = crate::runtime::is_running(c, instance).await?;
-    let n =
-        InstanceName::new(instance.to_string()).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    let src = VolumeName::new(instance.to_string())
+        .map_err(|e| DomainError::BadRequest(e.to_string()))?;
+    let running = crate::service::runtime::is_running(c, instance).await?;
+    let n = InstanceName::new(instance.to_string())
+        .map_err(|e| DomainError::BadRequest(e.to_string()))?;
     if running {
         c.helpers
             .privileged
@@ -203,7 +205,7 @@ pub async fn create(
             message,
             errno: Some(libc::ENOSPC),
             ..
-        } => ApiError::BadRequest(format!("the storage pool {:?} is full: {message}", i.pool)),
+        } => DomainError::BadRequest(format!("the storage pool {:?} is full: {message}", i.pool)),
         e => e.into(),
     })?;
     let expires_at = match expires_at {
@@ -213,7 +215,7 @@ pub async fn create(
     let s = Snapshot {
         instance: instance.into(),
         name: name.into(),
-        created_at: crate::events::now_rfc3339(),
+        created_at: crate::service::events::now_rfc3339(),
         expires_at,
         description: String::new(),
         config: i.config.clone(),
@@ -238,13 +240,13 @@ pub async fn create(
 }
 
 /// `snapshots.expiry` (LXD's `1d`, `2w`, `3m`, `1y`, `6H`, `30M` list, summed) from now.
-fn expiry_from(db: &Db, i: &Instance) -> Result<String, ApiError> {
+fn expiry_from(db: &Db, i: &Instance) -> Result<String, DomainError> {
     let profiles = instances::load_profiles(db, &i.profiles).unwrap_or_default();
     let (cfg, _) = instances::expand(&profiles, &i.config, &i.devices);
     let Some(e) = cfg.get("snapshots.expiry").filter(|e| !e.is_empty()) else {
         return Ok(String::new());
     };
-    let secs = parse_expiry(e).map_err(ApiError::BadRequest)?;
+    let secs = parse_expiry(e).map_err(DomainError::BadRequest)?;
     let t = time::OffsetDateTime::now_utc() + time::Duration::seconds(secs);
     Ok(t.format(&time::format_description::well_known::Rfc3339)
         .unwrap_or_default())
@@ -278,7 +280,7 @@ pub fn parse_expiry(e: &str) -> Result<i64, String> {
 }
 
 /// Deletes a snapshot.
-pub async fn delete(c: &Ctx, instance: &str, name: &str) -> Result<(), ApiError> {
+pub async fn delete(c: &Services, instance: &str, name: &str) -> Result<(), DomainError> {
     let i = instances::get(&c.db, instance)?;
     get(&c.db, instance, name)?;
     match c
@@ -312,12 +314,12 @@ pub async fn delete(c: &Ctx, instance: &str, name: &str) -> Result<(), ApiError>
 }
 
 /// Renames a snapshot.
-pub async fn rename(c: &Ctx, instance: &str, from: &str, to: &str) -> Result<(), ApiError> {
+pub async fn rename(c: &Services, instance: &str, from: &str, to: &str) -> Result<(), DomainError> {
     check_name(to)?;
     let i = instances::get(&c.db, instance)?;
     get(&c.db, instance, from)?;
     if get(&c.db, instance, to).is_ok() {
-        return Err(ApiError::Conflict(format!(
+        return Err(DomainError::Conflict(format!(
             "snapshot {to:?} of instance {instance:?} already exists"
         )));
     }
@@ -346,12 +348,13 @@ pub async fn rename(c: &Ctx, instance: &str, from: &str, to: &str) -> Result<(),
 /// Restores a snapshot: its root filesystem replaces the instance's (swapped in atomically)
 /// and its configuration comes back, the instance's volatile keys kept. A running instance is
 /// stopped first and started again after, as LXD does.
-pub async fn restore(c: &Ctx, instance: &str, name: &str) -> Result<(), ApiError> {
+pub async fn restore(c: &Services, instance: &str, name: &str) -> Result<(), DomainError> {
     let i = instances::get(&c.db, instance)?;
     let s = get(&c.db, instance, name)?;
-    let running = crate::runtime::is_running(c, instance).await?;
+    let running = crate::service::runtime::is_running(c, instance).await?;
     if running {
-        crate::runtime::stop(c, instance, false, Some(std::time::Duration::from_secs(30))).await?;
+        crate::service::runtime::stop(c, instance, false, Some(std::time::Duration::from_secs(30)))
+            .await?;
     }
     replace_root(
         c,
@@ -384,13 +387,13 @@ pub async fn restore(c: &Ctx, instance: &str, name: &str) -> Result<(), ApiError
         json!({"snapshot": name}),
     );
     if running {
-        crate::runtime::start(c, instance).await?;
+        crate::service::runtime::start(c, instance).await?;
     }
     Ok(())
 }
 
 /// Deletes every snapshot of an instance (before the instance itself goes).
-pub async fn delete_all(c: &Ctx, instance: &str) -> Result<(), ApiError> {
+pub async fn delete_all(c: &Services, instance: &str) -> Result<(), DomainError> {
     for s in list(&c.db, instance)? {
         delete(c, instance, &s.name).await?;
     }
@@ -421,7 +424,7 @@ pub fn to_api(db: &Db, s: &Snapshot) -> Value {
 
 /// Renames the snapshot volumes of an instance being renamed (the rows follow the instance's
 /// through ON UPDATE CASCADE).
-pub async fn rename_instance(c: &Ctx, i: &Instance, to: &str) -> Result<(), ApiError> {
+pub async fn rename_instance(c: &Services, i: &Instance, to: &str) -> Result<(), DomainError> {
     for s in list(&c.db, &i.name)? {
         c.helpers
             .store
@@ -441,7 +444,7 @@ pub async fn rename_instance(c: &Ctx, i: &Instance, to: &str) -> Result<(), ApiE
 
 /// Copies every snapshot of `from` to the new instance `to` (`silo copy` without
 /// `--instance-only`).
-pub async fn copy_all(c: &Ctx, from: &str, to: &Instance) -> Result<(), ApiError> {
+pub async fn copy_all(c: &Services, from: &str, to: &Instance) -> Result<(), DomainError> {
     for s in list(&c.db, from)? {
         c.helpers
             .store
@@ -472,7 +475,7 @@ pub async fn copy_all(c: &Ctx, from: &str, to: &Instance) -> Result<(), ApiError
 
 /// Takes the snapshots `snapshots.schedule` asks for in the minute `now` falls in (running
 /// instances, and stopped ones too with `snapshots.schedule.stopped`).
-pub async fn run_schedules(c: &Ctx, now: time::OffsetDateTime) {
+pub async fn run_schedules(c: &Services, now: time::OffsetDateTime) {
     let Ok(all) = instances::list_records(&c.db) else {
         return;
     };
@@ -482,7 +485,7 @@ pub async fn run_schedules(c: &Ctx, now: time::OffsetDateTime) {
         let Some(s) = cfg.get("snapshots.schedule").filter(|s| !s.is_empty()) else {
             continue;
         };
-        let Ok(sched) = crate::schedule::Schedule::parse(s) else {
+        let Ok(sched) = crate::model::schedule::Schedule::parse(s) else {
             continue;
         };
         if !sched.matches(now) {
@@ -492,7 +495,7 @@ pub async fn run_schedules(c: &Ctx, now: time::OffsetDateTime) {
             .get("snapshots.schedule.stopped")
             .is_some_and(|v| matches!(v.as_str(), "true" | "1" | "yes" | "on"));
         if !stopped_too
-            && !crate::runtime::is_running(c, &i.name)
+            && !crate::service::runtime::is_running(c, &i.name)
                 .await
                 .unwrap_or(false)
         {
@@ -503,7 +506,7 @@ pub async fn run_schedules(c: &Ctx, now: time::OffsetDateTime) {
             .into_iter()
             .map(|s| s.name)
             .collect();
-        let name = crate::schedule::snapshot_name(
+        let name = crate::model::schedule::snapshot_name(
             cfg.get("snapshots.pattern")
                 .map(String::as_str)
                 .unwrap_or(""),
@@ -522,15 +525,15 @@ pub async fn run_schedules(c: &Ctx, now: time::OffsetDateTime) {
 /// name no instance can have (instance names hold no dot), then swapped in atomically, so a
 /// failure leaves the old root whole.
 async fn replace_root(
-    c: &Ctx,
+    c: &Services,
     pn: &PoolName,
     kind: VolumeKind,
     from: VolumeName,
     target: &str,
     why: &str,
-) -> Result<(), ApiError> {
+) -> Result<(), DomainError> {
     let tmp = VolumeName::new(format!("{target}.{why}"))
-        .map_err(|e| ApiError::Internal(e.to_string()))?;
+        .map_err(|e| DomainError::Internal(e.to_string()))?;
     let _ = c
         .helpers
         .store
@@ -557,12 +560,12 @@ async fn replace_root(
                 VolumeKind::Container,
                 tmp.clone(),
                 VolumeName::new(target.to_string())
-                    .map_err(|e| ApiError::Internal(e.to_string()))?,
+                    .map_err(|e| DomainError::Internal(e.to_string()))?,
                 true,
             )
             .await
             .map_err(rpc_err("silo-store"))??;
-        Ok::<(), ApiError>(())
+        Ok::<(), DomainError>(())
     }
     .await;
     if swapped.is_err() {
@@ -579,14 +582,14 @@ async fn replace_root(
 /// (swapped in atomically), and its snapshots become the source's (missing ones copied, ones
 /// the source no longer has deleted). Its own config and identity stay.
 pub async fn refresh_copy(
-    c: &Ctx,
+    c: &Services,
     source: &str,
     target: &str,
     instance_only: bool,
-) -> Result<(), ApiError> {
+) -> Result<(), DomainError> {
     let t = instances::get(&c.db, target)?;
-    if crate::runtime::is_running(c, target).await? {
-        return Err(ApiError::BadRequest(format!(
+    if crate::service::runtime::is_running(c, target).await? {
+        return Err(DomainError::BadRequest(format!(
             "instance {target:?} is running: stop it before refreshing it"
         )));
     }
@@ -596,7 +599,7 @@ pub async fn refresh_copy(
     };
     let si = instances::get(&c.db, &src)?;
     if si.pool != t.pool {
-        return Err(ApiError::BadRequest(format!(
+        return Err(DomainError::BadRequest(format!(
             "refreshing across storage pools is not supported yet: {src:?} is on {:?}, {target:?} on {:?}",
             si.pool, t.pool
         )));
@@ -609,7 +612,7 @@ pub async fn refresh_copy(
         }
         None => (
             VolumeKind::Container,
-            VolumeName::new(src.clone()).map_err(|e| ApiError::BadRequest(e.to_string()))?,
+            VolumeName::new(src.clone()).map_err(|e| DomainError::BadRequest(e.to_string()))?,
         ),
     };
     replace_root(c, &pn, kind, from, target, "refreshing").await?;
@@ -662,8 +665,8 @@ pub async fn refresh_copy(
 }
 
 /// Deletes snapshots whose `expires_at` has passed (silod's housekeeping, every minute).
-pub async fn expire(c: &Ctx) {
-    let now = crate::events::now_rfc3339();
+pub async fn expire(c: &Services) {
+    let now = crate::service::events::now_rfc3339();
     let Ok(all) = c.db.with(|x| {
         let mut st = x.prepare("SELECT * FROM snapshots WHERE expires_at != ''")?;
         let rows = st.query_map([], row)?;

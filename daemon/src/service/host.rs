@@ -1,12 +1,7 @@
-//! The daemon's shared state, handed to every API handler.
+//! What the host is: kernel, OS, btrfs support; gathered once at start for `GET /1.0`.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
-
-use crate::db::Db;
-use crate::events::Events;
-use crate::helpers::Helpers;
-use crate::operations::Operations;
 
 /// Facts gathered once at start (before landlock narrows what silod can read).
 #[derive(Debug, Clone, Default)]
@@ -132,51 +127,6 @@ fn parse_progs_version(out: &str) -> Option<String> {
         .filter_map(|w| w.strip_prefix('v'))
         .find(|v| v.starts_with(|c: char| c.is_ascii_digit()))
         .map(|v| v.trim_end_matches(',').to_string())
-}
-
-/// Everything handlers share.
-#[derive(Debug)]
-pub struct Daemon {
-    /// The three helpers.
-    pub helpers: Helpers,
-    /// Background operations.
-    pub ops: Operations,
-    /// The events fan-out.
-    pub events: Events,
-    /// The database.
-    pub db: Db,
-    /// The state dir.
-    pub state_dir: PathBuf,
-    /// When silod started.
-    pub started: Instant,
-    /// Host facts.
-    pub host: HostFacts,
-    /// What silod's own landlock reported.
-    pub landlock: String,
-    /// One unpack per (pool, image) at a time.
-    pub image_locks: crate::storage::ImageLocks,
-    /// Instance names being created.
-    pub creating: crate::instances::Creating,
-    /// Instances being stopped on request.
-    pub stopping: crate::runtime::Stopping,
-    /// Websockets of exec and console operations, by secret.
-    pub sockets: crate::exec::Sockets,
-}
-
-impl Daemon {
-    /// What instance operations need.
-    pub fn instance_ctx(&self) -> crate::instances::Ctx {
-        crate::instances::Ctx {
-            db: self.db.clone(),
-            helpers: self.helpers.clone(),
-            locks: self.image_locks.clone(),
-            creating: self.creating.clone(),
-            events: self.events.clone(),
-            stopping: self.stopping.clone(),
-            logs: Some(self.state_dir.join("logs")),
-            backups: Some(crate::backups::root(&self.state_dir)),
-        }
-    }
 }
 
 #[cfg(test)]

@@ -11,10 +11,10 @@ use silo_proto::privileged::{IdRange, IdRanges};
 use silo_proto::store::VolumeKind;
 use silo_proto::{ImageFingerprint, InstanceName, PoolName, VolumeName};
 
-use crate::api::response::ApiError;
-use crate::db::Db;
-use crate::helpers::{ctx, rpc_err, Helpers};
-use crate::profiles::{Device, Profile};
+use crate::helpers::{ctx, rpc_err};
+use crate::service::profiles::{Device, Profile};
+use crate::service::{DomainError, Services};
+use crate::store::db::Db;
 
 /// An instance record.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -66,7 +66,7 @@ fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Instance> {
 }
 
 /// All instance records.
-pub fn list_records(db: &Db) -> Result<Vec<Instance>, ApiError> {
+pub fn list_records(db: &Db) -> Result<Vec<Instance>, DomainError> {
     Ok(db.with(|c| {
         let mut st = c.prepare("SELECT * FROM instances ORDER BY name")?;
         let rows = st.query_map([], row)?;
@@ -75,7 +75,7 @@ pub fn list_records(db: &Db) -> Result<Vec<Instance>, ApiError> {
 }
 
 /// One record.
-pub fn get(db: &Db, name: &str) -> Result<Instance, ApiError> {
+pub fn get(db: &Db, name: &str) -> Result<Instance, DomainError> {
     db.with(|c| {
         c.query_row(
             "SELECT * FROM instances WHERE name = ?1",
@@ -84,10 +84,10 @@ pub fn get(db: &Db, name: &str) -> Result<Instance, ApiError> {
         )
         .optional()
     })?
-    .ok_or_else(|| ApiError::NotFound(format!("instance {name:?} not found")))
+    .ok_or_else(|| DomainError::NotFound(format!("instance {name:?} not found")))
 }
 
-pub(crate) fn write(db: &Db, i: &Instance, insert: bool) -> Result<(), ApiError> {
+pub(crate) fn write(db: &Db, i: &Instance, insert: bool) -> Result<(), DomainError> {
     let sql = if insert {
         "INSERT INTO instances (name, type, architecture, ephemeral, stateful, description, created_at, last_used_at, config, devices, profiles, pool)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)"
@@ -119,7 +119,7 @@ pub(crate) fn write(db: &Db, i: &Instance, insert: bool) -> Result<(), ApiError>
 }
 
 /// Puts a record back as it was (a live change that failed).
-pub fn restore(db: &Db, i: &Instance) -> Result<(), ApiError> {
+pub fn restore(db: &Db, i: &Instance) -> Result<(), DomainError> {
     write(db, i, false)
 }
 
@@ -130,7 +130,7 @@ pub fn set_keys(
     name: &str,
     keys: &[(&str, &str)],
     last_used: Option<&str>,
-) -> Result<(), ApiError> {
+) -> Result<(), DomainError> {
     let mut i = get(db, name)?;
     for (k, v) in keys {
         if v.is_empty() {
@@ -226,8 +226,8 @@ pub fn validate_key(k: &str, v: &str, allow_volatile: bool) -> Result<(), String
         | "cloud-init.vendor-data"
         | "cloud-init.network-config"
         | "user.user-data" => Ok(()),
-        "snapshots.schedule" => crate::schedule::Schedule::parse(v).map(|_| ()),
-        "snapshots.expiry" => crate::snapshots::parse_expiry(v).map(|_| ()),
+        "snapshots.schedule" => crate::model::schedule::Schedule::parse(v).map(|_| ()),
+        "snapshots.expiry" => crate::service::snapshots::parse_expiry(v).map(|_| ()),
         "raw.lxc"
         | "raw.apparmor"
         | "raw.seccomp"
@@ -253,28 +253,28 @@ pub fn validate_key(k: &str, v: &str, allow_volatile: bool) -> Result<(), String
 pub fn validate_config(
     cfg: &BTreeMap<String, String>,
     allow_volatile: bool,
-) -> Result<(), ApiError> {
+) -> Result<(), DomainError> {
     for (k, v) in cfg {
         validate_key(k, v, allow_volatile)
-            .map_err(|e| ApiError::BadRequest(format!("invalid config key {k:?}: {e}")))?;
+            .map_err(|e| DomainError::BadRequest(format!("invalid config key {k:?}: {e}")))?;
     }
     Ok(())
 }
 
 /// Checks devices: known types and their required keys; pools must exist.
-pub fn validate_devices(db: &Db, devices: &BTreeMap<String, Device>) -> Result<(), ApiError> {
+pub fn validate_devices(db: &Db, devices: &BTreeMap<String, Device>) -> Result<(), DomainError> {
     for (name, d) in devices {
         if name.is_empty()
             || name.len() > 64
             || name.contains('/')
             || name.chars().any(char::is_whitespace)
         {
-            return Err(ApiError::BadRequest(format!(
+            return Err(DomainError::BadRequest(format!(
                 "invalid device name {name:?}"
             )));
         }
         let t = d.get("type").map(String::as_str).unwrap_or("");
-        let bad = |why: String| ApiError::BadRequest(format!("invalid device {name:?}: {why}"));
+        let bad = |why: String| DomainError::BadRequest(format!("invalid device {name:?}: {why}"));
         match t {
             "disk" => {
                 let path = d
@@ -284,7 +284,7 @@ pub fn validate_devices(db: &Db, devices: &BTreeMap<String, Device>) -> Result<(
                     return Err(bad(format!("path {path:?} is not absolute")));
                 }
                 if let Some(p) = d.get("pool") {
-                    crate::storage::get(db, p)
+                    crate::service::storage::get(db, p)
                         .map_err(|_| bad(format!("storage pool {p:?} not found")))?;
                 }
                 if path != "/" && d.get("source").is_none() && d.get("pool").is_none() {
@@ -310,9 +310,9 @@ pub fn validate_devices(db: &Db, devices: &BTreeMap<String, Device>) -> Result<(
                     }
                 }
             }
-            "nic" => crate::networks::validate_nic(db, d).map_err(bad)?,
+            "nic" => crate::service::networks::validate_nic(db, d).map_err(bad)?,
             "proxy" => {
-                crate::networks::proxy_spec(d).map_err(bad)?;
+                crate::service::networks::proxy_spec(d).map_err(bad)?;
             }
             "none" => {}
             "" => return Err(bad("missing type".into())),
@@ -362,7 +362,7 @@ pub fn root_pool(devices: &BTreeMap<String, Device>) -> Result<String, String> {
 }
 
 /// Profiles by name, in order.
-pub fn load_profiles(db: &Db, names: &[String]) -> Result<Vec<Profile>, ApiError> {
+pub fn load_profiles(db: &Db, names: &[String]) -> Result<Vec<Profile>, DomainError> {
     PROFILE_CACHE.with(|c| {
         if let Some(cache) = c.borrow().as_ref() {
             return names
@@ -371,7 +371,7 @@ pub fn load_profiles(db: &Db, names: &[String]) -> Result<Vec<Profile>, ApiError
                     cache
                         .get(n)
                         .cloned()
-                        .ok_or_else(|| ApiError::BadRequest(format!("profile {n:?} not found")))
+                        .ok_or_else(|| DomainError::BadRequest(format!("profile {n:?} not found")))
                 })
                 .collect::<Result<Vec<_>, _>>();
         }
@@ -389,7 +389,7 @@ thread_local! {
 /// profiles from memory instead of querying per instance. Synchronous on purpose: the cache
 /// lives on this thread only for `f`'s duration.
 pub fn with_profile_cache<T>(db: &Db, f: impl FnOnce() -> T) -> T {
-    let all: HashMap<String, Profile> = crate::profiles::list(db)
+    let all: HashMap<String, Profile> = crate::service::profiles::list(db)
         .map(|v| v.into_iter().map(|p| (p.name.clone(), p)).collect())
         .unwrap_or_default();
     PROFILE_CACHE.with(|c| *c.borrow_mut() = Some(all));
@@ -398,18 +398,18 @@ pub fn with_profile_cache<T>(db: &Db, f: impl FnOnce() -> T) -> T {
     r
 }
 
-fn load_profiles_db(db: &Db, names: &[String]) -> Result<Vec<Profile>, ApiError> {
+fn load_profiles_db(db: &Db, names: &[String]) -> Result<Vec<Profile>, DomainError> {
     let mut seen = HashSet::new();
     let mut out = Vec::new();
     for n in names {
         if !seen.insert(n) {
-            return Err(ApiError::BadRequest(format!(
+            return Err(DomainError::BadRequest(format!(
                 "profile {n:?} is listed twice"
             )));
         }
         out.push(
-            crate::profiles::get(db, n)
-                .map_err(|_| ApiError::BadRequest(format!("profile {n:?} not found")))?,
+            crate::service::profiles::get(db, n)
+                .map_err(|_| DomainError::BadRequest(format!("profile {n:?} not found")))?,
         );
     }
     Ok(out)
@@ -430,7 +430,12 @@ pub fn stopped_state() -> Value {
 }
 
 /// The API object; `full` adds state, snapshots and backups (recursion=2 / instance_get_full).
-pub fn to_api(db: &Db, i: &Instance, full: bool, state: Option<Value>) -> Result<Value, ApiError> {
+pub fn to_api(
+    db: &Db,
+    i: &Instance,
+    full: bool,
+    state: Option<Value>,
+) -> Result<Value, DomainError> {
     let profiles = load_profiles(db, &i.profiles).unwrap_or_default();
     let (ec, ed) = expand(&profiles, &i.config, &i.devices);
     let mut v = json!({
@@ -454,15 +459,15 @@ pub fn to_api(db: &Db, i: &Instance, full: bool, state: Option<Value>) -> Result
     });
     if full {
         v["state"] = state.unwrap_or_else(stopped_state);
-        v["snapshots"] = json!(crate::snapshots::list(db, &i.name)
+        v["snapshots"] = json!(crate::service::snapshots::list(db, &i.name)
             .unwrap_or_default()
             .iter()
-            .map(|s| crate::snapshots::to_api(db, s))
+            .map(|s| crate::service::snapshots::to_api(db, s))
             .collect::<Vec<_>>());
-        v["backups"] = json!(crate::backups::list(db, &i.name)
+        v["backups"] = json!(crate::service::backups::list(db, &i.name)
             .unwrap_or_default()
             .iter()
-            .map(crate::backups::to_api)
+            .map(crate::service::backups::to_api)
             .collect::<Vec<_>>());
     }
     Ok(v)
@@ -552,7 +557,7 @@ const NOUN: [&str; 24] = [
     "kestrel", "llama", "moose", "newt",
 ];
 
-fn random_name(db: &Db) -> Result<String, ApiError> {
+fn random_name(db: &Db) -> Result<String, DomainError> {
     let existing: HashSet<String> = list_records(db)?.into_iter().map(|i| i.name).collect();
     for _ in 0..100 {
         let u = uuid::Uuid::new_v4();
@@ -566,49 +571,28 @@ fn random_name(db: &Db) -> Result<String, ApiError> {
             return Ok(n);
         }
     }
-    Err(ApiError::Internal(
+    Err(DomainError::Internal(
         "could not pick a free instance name".into(),
     ))
 }
 
-/// Everything a create needs from the daemon.
-#[derive(Debug, Clone)]
-pub struct Ctx {
-    /// Database.
-    pub db: Db,
-    /// Helpers.
-    pub helpers: Helpers,
-    /// Image unpack locks.
-    pub locks: crate::storage::ImageLocks,
-    /// Names in creation.
-    pub creating: Creating,
-    /// Events.
-    pub events: crate::events::Events,
-    /// Instances being stopped on request.
-    pub stopping: crate::runtime::Stopping,
-    /// Where exec outputs are recorded (`<state>/logs`).
-    pub logs: Option<std::path::PathBuf>,
-    /// Where backup tarballs are kept (`<state>/backups`).
-    pub backups: Option<std::path::PathBuf>,
-}
-
 /// Checks a create request and resolves what it needs; fast, before the operation starts.
 pub fn prepare(
-    c: &Ctx,
+    c: &Services,
     mut req: CreateRequest,
-) -> Result<(CreateRequest, Option<crate::images::Image>), ApiError> {
+) -> Result<(CreateRequest, Option<crate::service::images::Image>), DomainError> {
     if req.name.is_empty() {
         req.name = random_name(&c.db)?;
     }
-    InstanceName::new(req.name.clone()).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    InstanceName::new(req.name.clone()).map_err(|e| DomainError::BadRequest(e.to_string()))?;
     if !req.kind.is_empty() && req.kind != "container" {
-        return Err(ApiError::BadRequest(format!(
+        return Err(DomainError::BadRequest(format!(
             "instance type {:?} is not supported: silo runs containers",
             req.kind
         )));
     }
     if get(&c.db, &req.name).is_ok() {
-        return Err(ApiError::Conflict(format!(
+        return Err(DomainError::Conflict(format!(
             "instance {:?} already exists",
             req.name
         )));
@@ -619,11 +603,11 @@ pub fn prepare(
             None => (req.source.source.clone(), None),
         };
         let si = get(&c.db, &src).map_err(|_| {
-            ApiError::NotFound(format!("the source instance {src:?} does not exist"))
+            DomainError::NotFound(format!("the source instance {src:?} does not exist"))
         })?;
         let (cfg, devs, profs) = match &snap {
             Some(s) => {
-                let s = crate::snapshots::get(&c.db, &src, s)?;
+                let s = crate::service::snapshots::get(&c.db, &src, s)?;
                 (s.config, s.devices, s.profiles)
             }
             None => (si.config.clone(), si.devices.clone(), si.profiles.clone()),
@@ -651,34 +635,34 @@ pub fn prepare(
         req.profiles.get_or_insert_with(|| vec!["default".into()]),
     )?;
     let (_, ed) = expand(&profiles, &req.config, &req.devices);
-    crate::networks::check_nic_claims(&c.db, &req.name, &req.config, &ed)?;
-    let pool = root_pool(&ed).map_err(ApiError::BadRequest)?;
-    crate::storage::get(&c.db, &pool)?;
+    crate::service::networks::check_nic_claims(&c.db, &req.name, &req.config, &ed)?;
+    let pool = root_pool(&ed).map_err(DomainError::BadRequest)?;
+    crate::service::storage::get(&c.db, &pool)?;
     let image = match req.source.kind.as_str() {
         "image" => {
             if !req.source.server.is_empty() {
-                return Err(ApiError::BadRequest("images from remote servers are not supported yet: import the image locally first".into()));
+                return Err(DomainError::BadRequest("images from remote servers are not supported yet: import the image locally first".into()));
             }
             let what = if req.source.fingerprint.is_empty() {
                 &req.source.alias
             } else {
                 &req.source.fingerprint
             };
-            Some(crate::images::resolve(&c.db, what)?)
+            Some(crate::service::images::resolve(&c.db, what)?)
         }
         "none" | "copy" => None,
-        "" => return Err(ApiError::BadRequest(
+        "" => return Err(DomainError::BadRequest(
             "missing source: give source.type \"image\" (with an alias or fingerprint) or \"none\""
                 .into(),
         )),
         other => {
-            return Err(ApiError::BadRequest(format!(
+            return Err(DomainError::BadRequest(format!(
                 "source type {other:?} is not supported yet"
             )))
         }
     };
     if !c.creating.claim(&req.name) {
-        return Err(ApiError::Conflict(format!(
+        return Err(DomainError::Conflict(format!(
             "instance {:?} is already being created",
             req.name
         )));
@@ -738,7 +722,11 @@ impl Drop for IdmapClaim {
 /// overlapping no other instance's (LXD's security.idmap.isolated) and inside what silo-priv
 /// says is usable. Picking the base and recording it are one transaction under the database's
 /// one lock, so concurrent creates, copies and imports get distinct ranges.
-pub(crate) fn claim_idmap(db: &Db, name: &str, ranges: &IdRanges) -> Result<IdmapClaim, ApiError> {
+pub(crate) fn claim_idmap(
+    db: &Db,
+    name: &str,
+    ranges: &IdRanges,
+) -> Result<IdmapClaim, DomainError> {
     let base = db.with(|c| {
         let tx = c.transaction()?;
         // A claim this name left behind without an instance (a failed create whose release
@@ -776,7 +764,7 @@ pub(crate) fn claim_idmap(db: &Db, name: &str, ranges: &IdRanges) -> Result<Idma
             .iter()
             .map(|r| format!("{}:{}", r.start, r.count))
             .collect();
-        ApiError::Conflict(format!(
+        DomainError::Conflict(format!(
             "no free id range of 65536 ids left in {}; delete an instance or give root a larger subordinate range in /etc/subuid and /etc/subgid",
             have.join(", ")
         ))
@@ -798,10 +786,10 @@ pub(crate) fn idmap_json(base: u64) -> String {
 
 /// Does the create (inside an operation). Nothing is left behind on failure.
 pub async fn create(
-    c: &Ctx,
+    c: &Services,
     req: CreateRequest,
-    image: Option<crate::images::Image>,
-) -> Result<Instance, ApiError> {
+    image: Option<crate::service::images::Image>,
+) -> Result<Instance, DomainError> {
     let name = req.name.clone();
     let r = create_inner(c, req, image).await;
     c.creating.release(&name);
@@ -809,15 +797,16 @@ pub async fn create(
 }
 
 async fn create_inner(
-    c: &Ctx,
+    c: &Services,
     req: CreateRequest,
-    image: Option<crate::images::Image>,
-) -> Result<Instance, ApiError> {
+    image: Option<crate::service::images::Image>,
+) -> Result<Instance, DomainError> {
     let profiles = load_profiles(&c.db, req.profiles.as_deref().unwrap_or(&[]))?;
     let (_, ed) = expand(&profiles, &req.config, &req.devices);
-    let pool = root_pool(&ed).map_err(ApiError::BadRequest)?;
-    let pn = PoolName::new(pool.clone()).map_err(|e| ApiError::BadRequest(e.to_string()))?;
-    let vol = VolumeName::new(req.name.clone()).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    let pool = root_pool(&ed).map_err(DomainError::BadRequest)?;
+    let pn = PoolName::new(pool.clone()).map_err(|e| DomainError::BadRequest(e.to_string()))?;
+    let vol =
+        VolumeName::new(req.name.clone()).map_err(|e| DomainError::BadRequest(e.to_string()))?;
     let range = c
         .helpers
         .privileged
@@ -831,8 +820,15 @@ async fn create_inner(
     match &image {
         Some(img) => {
             let fp = ImageFingerprint::new(img.fingerprint.clone())
-                .map_err(|e| ApiError::Internal(e.to_string()))?;
-            crate::storage::ensure_image_volume(&c.db, &c.helpers, &c.locks, &pool, &fp).await?;
+                .map_err(|e| DomainError::Internal(e.to_string()))?;
+            crate::service::storage::ensure_image_volume(
+                &c.db,
+                &c.helpers,
+                &c.image_locks,
+                &pool,
+                &fp,
+            )
+            .await?;
             c.helpers
                 .store
                 .copy_volume(
@@ -840,7 +836,7 @@ async fn create_inner(
                     pn.clone(),
                     VolumeKind::Image,
                     VolumeName::new(img.fingerprint.clone())
-                        .map_err(|e| ApiError::Internal(e.to_string()))?,
+                        .map_err(|e| DomainError::Internal(e.to_string()))?,
                     VolumeKind::Container,
                     vol.clone(),
                 )
@@ -853,7 +849,7 @@ async fn create_inner(
             }
             config.insert("volatile.base_image".into(), img.fingerprint.clone());
             architecture = img.architecture.clone();
-            let _ = crate::images::touch(&c.db, &img.fingerprint);
+            let _ = crate::service::images::touch(&c.db, &img.fingerprint);
         }
         None if req.source.kind == "copy" => {
             let (src, snap) = match req.source.source.split_once('/') {
@@ -862,17 +858,20 @@ async fn create_inner(
             };
             let si = get(&c.db, &src)?;
             if si.pool != pool {
-                return Err(ApiError::BadRequest(format!(
+                return Err(DomainError::BadRequest(format!(
                     "copying between storage pools is not supported yet: {src:?} is on {:?}, the copy's root disk on {pool:?}",
                     si.pool
                 )));
             }
             let (kind, from) = match &snap {
-                Some(s) => (VolumeKind::Snapshot, crate::snapshots::volume(&src, s)?),
+                Some(s) => (
+                    VolumeKind::Snapshot,
+                    crate::service::snapshots::volume(&src, s)?,
+                ),
                 None => (
                     VolumeKind::Container,
                     VolumeName::new(src.clone())
-                        .map_err(|e| ApiError::BadRequest(e.to_string()))?,
+                        .map_err(|e| DomainError::BadRequest(e.to_string()))?,
                 ),
             };
             c.helpers
@@ -911,7 +910,7 @@ async fn create_inner(
         ephemeral: req.ephemeral,
         stateful: false,
         description: req.description.clone(),
-        created_at: crate::events::now_rfc3339(),
+        created_at: crate::service::events::now_rfc3339(),
         last_used_at: String::new(),
         config,
         devices: req.devices.clone(),
@@ -922,12 +921,12 @@ async fn create_inner(
     let rendered = match &image {
         Some(_) => {
             let cfg = expand(&profiles, &inst.config, &inst.devices).0;
-            crate::runtime::render_templates(c, &inst, &cfg, "create").await
+            crate::service::runtime::render_templates(c, &inst, &cfg, "create").await
         }
         // A copy's image templates run with the "copy" trigger (its /etc/hostname).
         None if copying => {
             let cfg = expand(&profiles, &inst.config, &inst.devices).0;
-            crate::runtime::render_templates(c, &inst, &cfg, "copy").await
+            crate::service::runtime::render_templates(c, &inst, &cfg, "copy").await
         }
         None => Ok(()),
     };
@@ -941,7 +940,7 @@ async fn create_inner(
     }
     if copying && !req.source.instance_only && !req.source.source.contains('/') {
         // The source's snapshots come along, each under the new name.
-        if let Err(e) = crate::snapshots::copy_all(c, &req.source.source, &inst).await {
+        if let Err(e) = crate::service::snapshots::copy_all(c, &req.source.source, &inst).await {
             let _ = delete(c, &inst.name).await;
             return Err(e);
         }
@@ -975,14 +974,14 @@ pub struct Writable {
 }
 
 /// Applies a PUT (replace) or PATCH (merge) after validating the result.
-pub fn apply(db: &Db, name: &str, w: Writable, patch: bool) -> Result<Instance, ApiError> {
+pub fn apply(db: &Db, name: &str, w: Writable, patch: bool) -> Result<Instance, DomainError> {
     let i = apply_dry(db, name, w, patch)?;
     write(db, &i, false)?;
     Ok(i)
 }
 
 /// Computes and validates what [`apply`] would store, without storing it.
-pub fn apply_dry(db: &Db, name: &str, w: Writable, patch: bool) -> Result<Instance, ApiError> {
+pub fn apply_dry(db: &Db, name: &str, w: Writable, patch: bool) -> Result<Instance, DomainError> {
     let mut i = get(db, name)?;
     let volatile: BTreeMap<String, String> = i
         .config
@@ -1028,35 +1027,35 @@ pub fn apply_dry(db: &Db, name: &str, w: Writable, patch: bool) -> Result<Instan
     }
     let profiles = load_profiles(db, &i.profiles)?;
     let (_, ed) = expand(&profiles, &i.config, &i.devices);
-    crate::networks::check_nic_claims(db, &i.name, &i.config, &ed)?;
-    let root = root_pool(&ed).map_err(ApiError::BadRequest)?;
+    crate::service::networks::check_nic_claims(db, &i.name, &i.config, &ed)?;
+    let root = root_pool(&ed).map_err(DomainError::BadRequest)?;
     if root != i.pool {
-        return Err(ApiError::BadRequest(format!("the root disk cannot move from pool {:?} to {root:?} by editing; moving instances comes with copy/move", i.pool)));
+        return Err(DomainError::BadRequest(format!("the root disk cannot move from pool {:?} to {root:?} by editing; moving instances comes with copy/move", i.pool)));
     }
     Ok(i)
 }
 
 /// Deletes a (stopped) instance: its volume, then its record.
-pub async fn delete(c: &Ctx, name: &str) -> Result<(), ApiError> {
+pub async fn delete(c: &Services, name: &str) -> Result<(), DomainError> {
     let i = get(&c.db, name)?;
     if i.config
         .get("security.protection.delete")
         .map(|v| is_true(v))
         .unwrap_or(false)
     {
-        return Err(ApiError::Forbidden(format!(
+        return Err(DomainError::Forbidden(format!(
             "instance {name:?} is protected (security.protection.delete)"
         )));
     }
-    if crate::runtime::is_running(c, name).await? {
-        return Err(ApiError::BadRequest(format!(
+    if crate::service::runtime::is_running(c, name).await? {
+        return Err(DomainError::BadRequest(format!(
             "instance {name:?} is running: stop it first (or delete with --force)"
         )));
     }
     // Snapshots first: a failure leaves the instance whole and the delete can be retried.
-    crate::snapshots::delete_all(c, name).await?;
-    let pn = PoolName::new(i.pool.clone()).map_err(|e| ApiError::Internal(e.to_string()))?;
-    let vol = VolumeName::new(i.name.clone()).map_err(|e| ApiError::Internal(e.to_string()))?;
+    crate::service::snapshots::delete_all(c, name).await?;
+    let pn = PoolName::new(i.pool.clone()).map_err(|e| DomainError::Internal(e.to_string()))?;
+    let vol = VolumeName::new(i.name.clone()).map_err(|e| DomainError::Internal(e.to_string()))?;
     match c
         .helpers
         .store
@@ -1078,8 +1077,8 @@ pub async fn delete(c: &Ctx, name: &str) -> Result<(), ApiError> {
             .iter()
             .filter(|(_, d)| d.get("type").map(String::as_str) == Some("nic"))
         {
-            if let Ok(plan) = crate::networks::plan_nic(&c.db, dn, d, &i.config) {
-                crate::networks::forget_nic(&c.helpers, &plan).await;
+            if let Ok(plan) = crate::service::networks::plan_nic(&c.db, dn, d, &i.config) {
+                crate::service::networks::forget_nic(&c.helpers, &plan).await;
             }
         }
     }
@@ -1107,21 +1106,23 @@ fn is_true(v: &str) -> bool {
 }
 
 /// Renames a stopped instance with its volume and snapshots (`silo move c1 c2`).
-pub async fn rename(c: &Ctx, name: &str, to: &str) -> Result<(), ApiError> {
+pub async fn rename(c: &Services, name: &str, to: &str) -> Result<(), DomainError> {
     let i = get(&c.db, name)?;
-    if crate::runtime::is_running(c, name).await? {
-        return Err(ApiError::BadRequest(format!(
+    if crate::service::runtime::is_running(c, name).await? {
+        return Err(DomainError::BadRequest(format!(
             "instance {name:?} is running: stop it before renaming it"
         )));
     }
     if get(&c.db, to).is_ok() {
-        return Err(ApiError::Conflict(format!(
+        return Err(DomainError::Conflict(format!(
             "instance {to:?} already exists"
         )));
     }
-    let pn = PoolName::new(i.pool.clone()).map_err(|e| ApiError::Internal(e.to_string()))?;
-    let from = VolumeName::new(name.to_string()).map_err(|e| ApiError::Internal(e.to_string()))?;
-    let dst = VolumeName::new(to.to_string()).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    let pn = PoolName::new(i.pool.clone()).map_err(|e| DomainError::Internal(e.to_string()))?;
+    let from =
+        VolumeName::new(name.to_string()).map_err(|e| DomainError::Internal(e.to_string()))?;
+    let dst =
+        VolumeName::new(to.to_string()).map_err(|e| DomainError::BadRequest(e.to_string()))?;
     c.helpers
         .store
         .rename_volume(
@@ -1135,7 +1136,7 @@ pub async fn rename(c: &Ctx, name: &str, to: &str) -> Result<(), ApiError> {
         .await
         .map_err(rpc_err("silo-store"))??;
     let moved = async {
-        crate::snapshots::rename_instance(c, &i, to).await?;
+        crate::service::snapshots::rename_instance(c, &i, to).await?;
         c.db.with(|x| {
             x.execute(
                 "UPDATE instances SET name = ?2 WHERE name = ?1",
@@ -1143,7 +1144,7 @@ pub async fn rename(c: &Ctx, name: &str, to: &str) -> Result<(), ApiError> {
             )
             .map(|_| ())
         })?;
-        Ok::<(), ApiError>(())
+        Ok::<(), DomainError>(())
     }
     .await;
     if let Err(e) = moved {

@@ -4,7 +4,7 @@
 
 use serde_json::Value;
 
-use crate::api::response::ApiError;
+use crate::service::DomainError;
 
 #[derive(Debug, Clone, PartialEq)]
 struct Clause {
@@ -21,7 +21,7 @@ pub struct Filter {
     any_of: Vec<Vec<Clause>>,
 }
 
-fn tokens(s: &str) -> Result<Vec<String>, ApiError> {
+fn tokens(s: &str) -> Result<Vec<String>, DomainError> {
     let mut out = Vec::new();
     let mut cur = String::new();
     let mut quote: Option<char> = None;
@@ -42,7 +42,7 @@ fn tokens(s: &str) -> Result<Vec<String>, ApiError> {
         }
     }
     if quote.is_some() {
-        return Err(ApiError::BadRequest(
+        return Err(DomainError::BadRequest(
             "invalid filter: unterminated quote".into(),
         ));
     }
@@ -54,12 +54,12 @@ fn tokens(s: &str) -> Result<Vec<String>, ApiError> {
 
 impl Filter {
     /// Parses the filter text (empty means everything).
-    pub fn parse(s: &str) -> Result<Filter, ApiError> {
+    pub fn parse(s: &str) -> Result<Filter, DomainError> {
         let t = tokens(s)?;
         let mut f = Filter::default();
         let mut group: Vec<Clause> = Vec::new();
         let mut i = 0;
-        let bad = |m: &str| ApiError::BadRequest(format!("invalid filter {s:?}: {m}"));
+        let bad = |m: &str| DomainError::BadRequest(format!("invalid filter {s:?}: {m}"));
         while i < t.len() {
             let mut not = false;
             if t[i].eq_ignore_ascii_case("not") {

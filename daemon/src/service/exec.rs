@@ -19,8 +19,8 @@ use tokio::io::unix::AsyncFd;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::oneshot;
 
-use crate::api::response::ApiError;
 use crate::helpers::{ctx, rpc_err, HelperKind, Helpers};
+use crate::service::DomainError;
 
 /// How long the client has to connect its websockets.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -407,7 +407,7 @@ pub async fn run(
         .exec(ctx(), spec)
         .await
         .map_err(|e| rpc_err("silo-priv")(e).to_string())?
-        .map_err(|e| ApiError::from(e).to_string())?;
+        .map_err(|e| DomainError::from(e).to_string())?;
     let mut fds = helpers.take_fds(HelperKind::Priv, started.fds).await?;
     let mut pumps = Vec::new();
     let mut control_task = None;
@@ -537,7 +537,7 @@ pub async fn console(
         )
         .await
         .map_err(|e| rpc_err("silo-priv")(e).to_string())?
-        .map_err(|e| ApiError::from(e).to_string())?;
+        .map_err(|e| DomainError::from(e).to_string())?;
     let mut fds = helpers.take_fds(HelperKind::Priv, ticket).await?;
     let sock = std::os::unix::net::UnixStream::from(fds.remove(0));
     sock.set_nonblocking(true).map_err(|e| e.to_string())?;

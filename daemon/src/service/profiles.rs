@@ -6,8 +6,8 @@ use rusqlite::params;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use crate::api::response::ApiError;
-use crate::db::Db;
+use crate::service::DomainError;
+use crate::store::db::Db;
 
 /// A device: its keys (type, path, pool, ...).
 pub type Device = BTreeMap<String, String>;
@@ -29,7 +29,7 @@ pub struct Profile {
 }
 
 /// Profile names: like LXD's (no '/', not "." or "..", no leading/trailing space), at most 64.
-pub fn validate_name(n: &str) -> Result<(), ApiError> {
+pub fn validate_name(n: &str) -> Result<(), DomainError> {
     if n.is_empty()
         || n.len() > 64
         || n == "."
@@ -38,13 +38,15 @@ pub fn validate_name(n: &str) -> Result<(), ApiError> {
         || n.trim() != n
         || n.chars().any(char::is_control)
     {
-        return Err(ApiError::BadRequest(format!("invalid profile name {n:?}")));
+        return Err(DomainError::BadRequest(format!(
+            "invalid profile name {n:?}"
+        )));
     }
     Ok(())
 }
 
 /// All profiles.
-pub fn list(db: &Db) -> Result<Vec<Profile>, ApiError> {
+pub fn list(db: &Db) -> Result<Vec<Profile>, DomainError> {
     Ok(db.with(|c| {
         let mut st =
             c.prepare("SELECT name, description, config, devices FROM profiles ORDER BY name")?;
@@ -63,26 +65,26 @@ pub fn list(db: &Db) -> Result<Vec<Profile>, ApiError> {
 }
 
 /// One profile.
-pub fn get(db: &Db, name: &str) -> Result<Profile, ApiError> {
+pub fn get(db: &Db, name: &str) -> Result<Profile, DomainError> {
     list(db)?
         .into_iter()
         .find(|p| p.name == name)
-        .ok_or_else(|| ApiError::NotFound(format!("profile {name:?} not found")))
+        .ok_or_else(|| DomainError::NotFound(format!("profile {name:?} not found")))
 }
 
 /// Checks a profile's config and devices (the same rules as an instance's local ones).
-pub fn validate(db: &Db, p: &Profile) -> Result<(), ApiError> {
+pub fn validate(db: &Db, p: &Profile) -> Result<(), DomainError> {
     validate_name(&p.name)?;
-    crate::instances::validate_config(&p.config, false)?;
-    crate::instances::validate_devices(db, &p.devices)?;
+    crate::service::instances::validate_config(&p.config, false)?;
+    crate::service::instances::validate_devices(db, &p.devices)?;
     Ok(())
 }
 
 /// Creates a profile.
-pub fn create(db: &Db, p: &Profile) -> Result<(), ApiError> {
+pub fn create(db: &Db, p: &Profile) -> Result<(), DomainError> {
     validate(db, p)?;
     if list(db)?.iter().any(|x| x.name == p.name) {
-        return Err(ApiError::Conflict(format!(
+        return Err(DomainError::Conflict(format!(
             "profile {:?} already exists",
             p.name
         )));
@@ -90,7 +92,7 @@ pub fn create(db: &Db, p: &Profile) -> Result<(), ApiError> {
     write(db, p)
 }
 
-pub fn write(db: &Db, p: &Profile) -> Result<(), ApiError> {
+pub fn write(db: &Db, p: &Profile) -> Result<(), DomainError> {
     db.with(|c| {
         c.execute(
             "INSERT INTO profiles (name, description, config, devices) VALUES (?1, ?2, ?3, ?4)
@@ -103,24 +105,24 @@ pub fn write(db: &Db, p: &Profile) -> Result<(), ApiError> {
 }
 
 /// Replaces a profile; every instance using it must still be valid afterwards.
-pub fn update(db: &Db, p: &Profile) -> Result<(), ApiError> {
+pub fn update(db: &Db, p: &Profile) -> Result<(), DomainError> {
     validate(db, p)?;
     get(db, &p.name)?;
-    for i in crate::instances::list_records(db)? {
+    for i in crate::service::instances::list_records(db)? {
         if i.profiles.contains(&p.name) {
             let mut profiles: Vec<Profile> = Vec::new();
             for n in &i.profiles {
                 profiles.push(if n == &p.name { p.clone() } else { get(db, n)? });
             }
-            let (_, devices) = crate::instances::expand(&profiles, &i.config, &i.devices);
-            let root = crate::instances::root_pool(&devices).map_err(|e| {
-                ApiError::BadRequest(format!(
+            let (_, devices) = crate::service::instances::expand(&profiles, &i.config, &i.devices);
+            let root = crate::service::instances::root_pool(&devices).map_err(|e| {
+                DomainError::BadRequest(format!(
                     "profile change would break instance {:?}: {e}",
                     i.name
                 ))
             })?;
             if root != i.pool {
-                return Err(ApiError::BadRequest(format!(
+                return Err(DomainError::BadRequest(format!(
                     "profile change would move instance {:?}'s root disk from pool {:?} to {root:?}",
                     i.name, i.pool
                 )));
@@ -131,8 +133,8 @@ pub fn update(db: &Db, p: &Profile) -> Result<(), ApiError> {
 }
 
 /// Instances using a profile.
-pub fn used_by(db: &Db, name: &str) -> Result<Vec<String>, ApiError> {
-    Ok(crate::instances::list_records(db)?
+pub fn used_by(db: &Db, name: &str) -> Result<Vec<String>, DomainError> {
+    Ok(crate::service::instances::list_records(db)?
         .into_iter()
         .filter(|i| i.profiles.iter().any(|p| p == name))
         .map(|i| format!("/1.0/instances/{}", i.name))
@@ -140,16 +142,16 @@ pub fn used_by(db: &Db, name: &str) -> Result<Vec<String>, ApiError> {
 }
 
 /// Deletes an unused profile (never "default").
-pub fn delete(db: &Db, name: &str) -> Result<(), ApiError> {
+pub fn delete(db: &Db, name: &str) -> Result<(), DomainError> {
     if name == "default" {
-        return Err(ApiError::Forbidden(
+        return Err(DomainError::Forbidden(
             "the default profile cannot be deleted".into(),
         ));
     }
     get(db, name)?;
     let users = used_by(db, name)?;
     if !users.is_empty() {
-        return Err(ApiError::BadRequest(format!(
+        return Err(DomainError::BadRequest(format!(
             "profile {name:?} is in use by {}",
             users.join(", ")
         )));
@@ -162,16 +164,18 @@ pub fn delete(db: &Db, name: &str) -> Result<(), ApiError> {
 }
 
 /// Renames a profile (never "default"); instances follow.
-pub fn rename(db: &Db, from: &str, to: &str) -> Result<(), ApiError> {
+pub fn rename(db: &Db, from: &str, to: &str) -> Result<(), DomainError> {
     if from == "default" {
-        return Err(ApiError::Forbidden(
+        return Err(DomainError::Forbidden(
             "the default profile cannot be renamed".into(),
         ));
     }
     validate_name(to)?;
     get(db, from)?;
     if list(db)?.iter().any(|p| p.name == to) {
-        return Err(ApiError::Conflict(format!("profile {to:?} already exists")));
+        return Err(DomainError::Conflict(format!(
+            "profile {to:?} already exists"
+        )));
     }
     db.with(|c| {
         let tx = c.transaction()?;
@@ -207,7 +211,7 @@ pub fn rename(db: &Db, from: &str, to: &str) -> Result<(), ApiError> {
 }
 
 /// The API object.
-pub fn to_api(db: &Db, p: &Profile) -> Result<Value, ApiError> {
+pub fn to_api(db: &Db, p: &Profile) -> Result<Value, DomainError> {
     Ok(json!({
         "name": p.name,
         "description": p.description,
@@ -218,7 +222,7 @@ pub fn to_api(db: &Db, p: &Profile) -> Result<Value, ApiError> {
 }
 
 /// Makes the default profile (root disk on `pool`) if it is missing.
-pub fn ensure_default(db: &Db, pool: &str) -> Result<bool, ApiError> {
+pub fn ensure_default(db: &Db, pool: &str) -> Result<bool, DomainError> {
     if list(db)?.iter().any(|p| p.name == "default") {
         return Ok(false);
     }

@@ -9,9 +9,9 @@ use serde_json::{json, Value};
 use silo_proto::store::{PoolDriver, VolumeKind};
 use silo_proto::{ImageFingerprint, PoolName, VolumeName};
 
-use crate::api::response::ApiError;
-use crate::db::Db;
 use crate::helpers::{ctx, rpc_err, Helpers};
+use crate::service::DomainError;
+use crate::store::db::Db;
 
 /// A pool record.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -34,13 +34,13 @@ const DEFAULT_LOOP_SIZE: u64 = 5 << 30;
 pub fn check_driver(
     driver: &str,
     config: &BTreeMap<String, String>,
-) -> Result<PoolDriver, ApiError> {
+) -> Result<PoolDriver, DomainError> {
     let unknown = |allowed: &[&str]| {
         config
             .keys()
             .find(|k| !allowed.contains(&k.as_str()))
             .map(|k| {
-                ApiError::BadRequest(format!(
+                DomainError::BadRequest(format!(
                     "unknown configuration key {k:?} for a {driver} pool"
                 ))
             })
@@ -58,7 +58,7 @@ pub fn check_driver(
                     return Err(e);
                 }
                 let source = silo_proto::types::HostPath::new(src.clone())
-                    .map_err(|e| ApiError::BadRequest(format!("invalid source: {e}")))?;
+                    .map_err(|e| DomainError::BadRequest(format!("invalid source: {e}")))?;
                 // A device node is formatted (when the policy lists it); a directory must
                 // already be on a mounted btrfs.
                 if src.starts_with("/dev/") {
@@ -70,19 +70,19 @@ pub fn check_driver(
                 return Err(e);
             }
             let size = match config.get("size") {
-                Some(v) => silo_proto::types::parse_bytes(v).map_err(|e| ApiError::BadRequest(format!("invalid size: {e}")))?,
+                Some(v) => silo_proto::types::parse_bytes(v).map_err(|e| DomainError::BadRequest(format!("invalid size: {e}")))?,
                 None => DEFAULT_LOOP_SIZE,
             };
             Ok(PoolDriver::Btrfs { size })
         }
-        "lvm" => Err(ApiError::BadRequest(lvm_refusal())),
-        "zfs" => Err(ApiError::BadRequest(
+        "lvm" => Err(DomainError::BadRequest(lvm_refusal())),
+        "zfs" => Err(DomainError::BadRequest(
             "storage driver \"zfs\" is not supported on this host: it needs the zfs kernel module and zfsutils-linux".into(),
         )),
-        "ceph" | "cephfs" | "cephobject" => Err(ApiError::BadRequest(format!(
+        "ceph" | "cephfs" | "cephobject" => Err(DomainError::BadRequest(format!(
             "storage driver {driver:?} is not supported on this host: it needs a Ceph cluster and ceph-common"
         ))),
-        other => Err(ApiError::BadRequest(format!("unknown storage driver {other:?}"))),
+        other => Err(DomainError::BadRequest(format!("unknown storage driver {other:?}"))),
     }
 }
 
@@ -101,7 +101,7 @@ fn lvm_refusal() -> String {
 }
 
 /// All pools.
-pub fn list(db: &Db) -> Result<Vec<Pool>, ApiError> {
+pub fn list(db: &Db) -> Result<Vec<Pool>, DomainError> {
     Ok(db.with(|c| {
         let mut st =
             c.prepare("SELECT name, driver, description, config FROM storage_pools ORDER BY name")?;
@@ -119,11 +119,11 @@ pub fn list(db: &Db) -> Result<Vec<Pool>, ApiError> {
 }
 
 /// One pool.
-pub fn get(db: &Db, name: &str) -> Result<Pool, ApiError> {
+pub fn get(db: &Db, name: &str) -> Result<Pool, DomainError> {
     list(db)?
         .into_iter()
         .find(|p| p.name == name)
-        .ok_or_else(|| ApiError::NotFound(format!("storage pool {name:?} not found")))
+        .ok_or_else(|| DomainError::NotFound(format!("storage pool {name:?} not found")))
 }
 
 /// Creates a pool (silo-store makes it, then the record). Nothing half-made on failure.
@@ -134,15 +134,15 @@ pub async fn create(
     driver: &str,
     description: &str,
     config: BTreeMap<String, String>,
-) -> Result<Pool, ApiError> {
-    let pn = PoolName::new(name).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+) -> Result<Pool, DomainError> {
+    let pn = PoolName::new(name).map_err(|e| DomainError::BadRequest(e.to_string()))?;
     let drv = check_driver(driver, &config)?;
     let mut config = config;
     if let PoolDriver::Btrfs { size } = &drv {
         config.insert("size".into(), size.to_string());
     }
     if list(db)?.iter().any(|p| p.name == name) {
-        return Err(ApiError::Conflict(format!(
+        return Err(DomainError::Conflict(format!(
             "storage pool {name:?} already exists"
         )));
     }
@@ -177,10 +177,10 @@ pub async fn create(
 }
 
 /// Updates description (and config, which dir pools do not take).
-pub fn update(db: &Db, p: &Pool) -> Result<(), ApiError> {
+pub fn update(db: &Db, p: &Pool) -> Result<(), DomainError> {
     let current = get(db, &p.name)?;
     if p.config != current.config {
-        return Err(ApiError::BadRequest(format!(
+        return Err(DomainError::BadRequest(format!(
             "the configuration of {} pools cannot change after creation",
             p.driver
         )));
@@ -196,9 +196,9 @@ pub fn update(db: &Db, p: &Pool) -> Result<(), ApiError> {
 }
 
 /// What uses a pool: profiles, instances, custom volumes (as API URLs).
-pub fn used_by(db: &Db, name: &str) -> Result<Vec<String>, ApiError> {
+pub fn used_by(db: &Db, name: &str) -> Result<Vec<String>, DomainError> {
     let mut out = Vec::new();
-    for p in crate::profiles::list(db)? {
+    for p in crate::service::profiles::list(db)? {
         if p.devices.values().any(|d| {
             d.get("type").map(String::as_str) == Some("disk")
                 && d.get("pool").map(String::as_str) == Some(name)
@@ -206,7 +206,7 @@ pub fn used_by(db: &Db, name: &str) -> Result<Vec<String>, ApiError> {
             out.push(format!("/1.0/profiles/{}", p.name));
         }
     }
-    for i in crate::instances::list_records(db)? {
+    for i in crate::service::instances::list_records(db)? {
         if i.pool == name {
             out.push(format!("/1.0/instances/{}", i.name));
         }
@@ -218,16 +218,16 @@ pub fn used_by(db: &Db, name: &str) -> Result<Vec<String>, ApiError> {
 }
 
 /// Deletes an unused pool.
-pub async fn delete(db: &Db, helpers: &Helpers, name: &str) -> Result<(), ApiError> {
+pub async fn delete(db: &Db, helpers: &Helpers, name: &str) -> Result<(), DomainError> {
     get(db, name)?;
     let users = used_by(db, name)?;
     if !users.is_empty() {
-        return Err(ApiError::BadRequest(format!(
+        return Err(DomainError::BadRequest(format!(
             "storage pool {name:?} is in use by {}",
             users.join(", ")
         )));
     }
-    let pn = PoolName::new(name).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    let pn = PoolName::new(name).map_err(|e| DomainError::BadRequest(e.to_string()))?;
     // Cached image volumes go with the pool.
     for fp in image_volumes(db, name)? {
         if let Ok(v) = VolumeName::new(fp.clone()) {
@@ -258,7 +258,7 @@ pub async fn delete(db: &Db, helpers: &Helpers, name: &str) -> Result<(), ApiErr
 }
 
 /// The pool's API object.
-pub fn to_api(db: &Db, p: &Pool) -> Result<Value, ApiError> {
+pub fn to_api(db: &Db, p: &Pool) -> Result<Value, DomainError> {
     Ok(json!({
         "name": p.name,
         "driver": p.driver,
@@ -271,8 +271,8 @@ pub fn to_api(db: &Db, p: &Pool) -> Result<Value, ApiError> {
 }
 
 /// `GET /1.0/storage-pools/<p>/resources`.
-pub async fn resources(helpers: &Helpers, name: &str) -> Result<Value, ApiError> {
-    let pn = PoolName::new(name).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+pub async fn resources(helpers: &Helpers, name: &str) -> Result<Value, DomainError> {
+    let pn = PoolName::new(name).map_err(|e| DomainError::BadRequest(e.to_string()))?;
     let info = helpers
         .store
         .pool_info(ctx(), pn)
@@ -284,7 +284,7 @@ pub async fn resources(helpers: &Helpers, name: &str) -> Result<Value, ApiError>
 }
 
 /// Fingerprints of image volumes in a pool.
-pub fn image_volumes(db: &Db, pool: &str) -> Result<Vec<String>, ApiError> {
+pub fn image_volumes(db: &Db, pool: &str) -> Result<Vec<String>, DomainError> {
     Ok(db.with(|c| {
         let mut st = c.prepare(
             "SELECT fingerprint FROM image_volumes WHERE pool = ?1 ORDER BY fingerprint",
@@ -298,7 +298,7 @@ pub fn image_volumes(db: &Db, pool: &str) -> Result<Vec<String>, ApiError> {
 pub type CustomVolume = (String, String, BTreeMap<String, String>);
 
 /// Custom volumes of a pool.
-pub fn custom_volumes(db: &Db, pool: &str) -> Result<Vec<CustomVolume>, ApiError> {
+pub fn custom_volumes(db: &Db, pool: &str) -> Result<Vec<CustomVolume>, DomainError> {
     Ok(db.with(|c| {
         let mut st = c.prepare(
             "SELECT name, description, config FROM custom_volumes WHERE pool = ?1 ORDER BY name",
@@ -338,13 +338,13 @@ pub async fn ensure_image_volume(
     locks: &ImageLocks,
     pool: &str,
     fp: &ImageFingerprint,
-) -> Result<(), ApiError> {
+) -> Result<(), DomainError> {
     let lock = locks.lock_for(pool, fp.as_str());
     let _g = lock.lock().await;
     if image_volumes(db, pool)?.iter().any(|f| f == fp.as_str()) {
         return Ok(());
     }
-    let pn = PoolName::new(pool).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    let pn = PoolName::new(pool).map_err(|e| DomainError::BadRequest(e.to_string()))?;
     helpers
         .store
         .unpack_image(ctx(), pn, fp.clone())
@@ -362,9 +362,9 @@ pub async fn ensure_image_volume(
 
 /// Mounts pools again (after a reboot), at silod's start: loop-backed ones, and every dir
 /// pool's nosuid bind (silo-store also makes that itself before any work on a pool).
-pub async fn mount_all(db: &Db, helpers: &Helpers) -> Result<(), ApiError> {
+pub async fn mount_all(db: &Db, helpers: &Helpers) -> Result<(), DomainError> {
     for p in list(db)? {
-        let pn = PoolName::new(p.name.clone()).map_err(|e| ApiError::Internal(e.to_string()))?;
+        let pn = PoolName::new(p.name.clone()).map_err(|e| DomainError::Internal(e.to_string()))?;
         helpers
             .store
             .mount_pool(ctx(), pn, check_driver(&p.driver, &p.config)?)
@@ -375,12 +375,12 @@ pub async fn mount_all(db: &Db, helpers: &Helpers) -> Result<(), ApiError> {
 }
 
 /// Removes an image's cached volumes from every pool.
-pub async fn drop_image_volumes(db: &Db, helpers: &Helpers, fp: &str) -> Result<(), ApiError> {
+pub async fn drop_image_volumes(db: &Db, helpers: &Helpers, fp: &str) -> Result<(), DomainError> {
     for p in list(db)? {
         if image_volumes(db, &p.name)?.iter().any(|f| f == fp) {
             let pn =
-                PoolName::new(p.name.clone()).map_err(|e| ApiError::Internal(e.to_string()))?;
-            let v = VolumeName::new(fp).map_err(|e| ApiError::Internal(e.to_string()))?;
+                PoolName::new(p.name.clone()).map_err(|e| DomainError::Internal(e.to_string()))?;
+            let v = VolumeName::new(fp).map_err(|e| DomainError::Internal(e.to_string()))?;
             match helpers
                 .store
                 .delete_volume(ctx(), pn, VolumeKind::Image, v)
@@ -404,13 +404,13 @@ pub async fn drop_image_volumes(db: &Db, helpers: &Helpers, fp: &str) -> Result<
 
 /// Removes volumes silo-store holds that the database does not know (a silod killed between
 /// the two), at start, so nothing orphaned stays on disk.
-pub async fn collect_orphans(db: &Db, helpers: &Helpers) -> Result<(), ApiError> {
+pub async fn collect_orphans(db: &Db, helpers: &Helpers) -> Result<(), DomainError> {
     for p in list(db)? {
         let Ok(pn) = PoolName::new(p.name.clone()) else {
             continue;
         };
         let known_images = image_volumes(db, &p.name)?;
-        let known_instances: Vec<String> = crate::instances::list_records(db)?
+        let known_instances: Vec<String> = crate::service::instances::list_records(db)?
             .into_iter()
             .filter(|i| i.pool == p.name)
             .map(|i| i.name)
@@ -421,7 +421,7 @@ pub async fn collect_orphans(db: &Db, helpers: &Helpers) -> Result<(), ApiError>
             .collect();
         let mut known_snapshots = Vec::new();
         for i in &known_instances {
-            for s in crate::snapshots::list(db, i)? {
+            for s in crate::service::snapshots::list(db, i)? {
                 known_snapshots.push(format!("{i}.{}", s.name));
             }
         }

@@ -11,12 +11,13 @@ use serde_json::{json, Value};
 use silo_proto::store::PackCompression;
 use silo_proto::{PoolName, VolumeName};
 
-use crate::api::response::ApiError;
-use crate::db::Db;
 use crate::helpers::{ctx, rpc_err, HelperKind};
-use crate::instances::{self, Ctx, Instance};
-use crate::profiles::Device;
-use crate::snapshots::{self, Snapshot};
+use crate::service::instances::{self, Instance};
+use crate::service::profiles::Device;
+use crate::service::snapshots::{self, Snapshot};
+use crate::service::DomainError;
+use crate::service::Services;
+use crate::store::db::Db;
 use rusqlite::params;
 
 /// `backup/index.yaml`.
@@ -143,7 +144,7 @@ fn select(
     db: &Db,
     sql: &str,
     args: impl rusqlite::Params,
-) -> Result<Vec<Backup>, crate::db::DbError> {
+) -> Result<Vec<Backup>, crate::store::db::DbError> {
     db.with(|x| {
         let mut st = x.prepare(sql)?;
         let rows = st.query_map(args, row)?;
@@ -152,7 +153,7 @@ fn select(
 }
 
 /// An instance's backups, by name.
-pub fn list(db: &Db, instance: &str) -> Result<Vec<Backup>, ApiError> {
+pub fn list(db: &Db, instance: &str) -> Result<Vec<Backup>, DomainError> {
     Ok(select(
         db,
         "SELECT * FROM backups WHERE instance = ?1 ORDER BY name",
@@ -161,18 +162,18 @@ pub fn list(db: &Db, instance: &str) -> Result<Vec<Backup>, ApiError> {
 }
 
 /// One backup's record.
-pub fn get(db: &Db, instance: &str, name: &str) -> Result<Backup, ApiError> {
+pub fn get(db: &Db, instance: &str, name: &str) -> Result<Backup, DomainError> {
     list(db, instance)?
         .into_iter()
         .find(|b| b.name == name)
         .ok_or_else(|| {
-            ApiError::NotFound(format!(
+            DomainError::NotFound(format!(
                 "backup {name:?} of instance {instance:?} not found"
             ))
         })
 }
 
-fn insert(db: &Db, b: &Backup) -> Result<(), ApiError> {
+fn insert(db: &Db, b: &Backup) -> Result<(), DomainError> {
     Ok(db.with(|x| {
         x.execute(
             "INSERT INTO backups (instance, name, created_at, expires_at, instance_only, optimized_storage) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
@@ -194,14 +195,14 @@ pub fn to_api(b: &Backup) -> Value {
     })
 }
 
-fn compression(c: &str) -> Result<PackCompression, ApiError> {
+fn compression(c: &str) -> Result<PackCompression, DomainError> {
     Ok(match c {
         "" | "gzip" => PackCompression::Gzip,
         "xz" => PackCompression::Xz,
         "zstd" => PackCompression::Zstd,
         "none" => PackCompression::None,
         other => {
-            return Err(ApiError::BadRequest(format!(
+            return Err(DomainError::BadRequest(format!(
                 "compression algorithm {other:?} is not supported (gzip, xz, zstd or none)"
             )))
         }
@@ -210,20 +211,20 @@ fn compression(c: &str) -> Result<PackCompression, ApiError> {
 
 /// Checks a backup request before its operation starts.
 pub fn check(
-    c: &Ctx,
+    c: &Services,
     instance: &str,
     name: &str,
     comp: &str,
     optimized: bool,
-) -> Result<(), ApiError> {
+) -> Result<(), DomainError> {
     instances::get(&c.db, instance)?;
     snapshots::check_name(name)
-        .map_err(|e| ApiError::BadRequest(e.to_string().replace("snapshot", "backup")))?;
+        .map_err(|e| DomainError::BadRequest(e.to_string().replace("snapshot", "backup")))?;
     if optimized {
         let i = instances::get(&c.db, instance)?;
-        let driver = crate::storage::get(&c.db, &i.pool)?.driver;
+        let driver = crate::service::storage::get(&c.db, &i.pool)?.driver;
         if driver != "btrfs" {
-            return Err(ApiError::BadRequest(format!(
+            return Err(DomainError::BadRequest(format!(
                 "optimized-storage backups are btrfs send streams: instance {instance:?} is on a {driver} pool"
             )));
         }
@@ -248,7 +249,12 @@ pub struct NewBackup {
 }
 
 /// Makes a backup of an instance (inside the operation).
-pub async fn create(c: &Ctx, state: &Path, instance: &str, req: NewBackup) -> Result<(), ApiError> {
+pub async fn create(
+    c: &Services,
+    state: &Path,
+    instance: &str,
+    req: NewBackup,
+) -> Result<(), DomainError> {
     let NewBackup {
         name,
         instance_only,
@@ -260,7 +266,7 @@ pub async fn create(c: &Ctx, state: &Path, instance: &str, req: NewBackup) -> Re
     let i = instances::get(&c.db, instance)?;
     let path = dir_of(state, instance).join(name);
     if path.exists() || get(&c.db, instance, name).is_ok() {
-        return Err(ApiError::Conflict(format!(
+        return Err(DomainError::Conflict(format!(
             "backup {name:?} of instance {instance:?} already exists"
         )));
     }
@@ -269,7 +275,7 @@ pub async fn create(c: &Ctx, state: &Path, instance: &str, req: NewBackup) -> Re
     } else {
         snapshots::list(&c.db, instance)?
     };
-    let pool = crate::storage::get(&c.db, &i.pool)?;
+    let pool = crate::service::storage::get(&c.db, &i.pool)?;
     let index = Index {
         name: i.name.clone(),
         backend: pool.driver.clone(),
@@ -323,7 +329,7 @@ pub async fn create(c: &Ctx, state: &Path, instance: &str, req: NewBackup) -> Re
     let mut vols = Vec::new();
     for s in &snaps {
         vols.push((
-            VolumeName::new(s.name.clone()).map_err(|e| ApiError::Internal(e.to_string()))?,
+            VolumeName::new(s.name.clone()).map_err(|e| DomainError::Internal(e.to_string()))?,
             snapshots::volume(instance, &s.name)?,
         ));
     }
@@ -332,8 +338,8 @@ pub async fn create(c: &Ctx, state: &Path, instance: &str, req: NewBackup) -> Re
         .store
         .pack_backup(
             ctx(),
-            PoolName::new(i.pool.clone()).map_err(|e| ApiError::Internal(e.to_string()))?,
-            VolumeName::new(i.name.clone()).map_err(|e| ApiError::Internal(e.to_string()))?,
+            PoolName::new(i.pool.clone()).map_err(|e| DomainError::Internal(e.to_string()))?,
+            VolumeName::new(i.name.clone()).map_err(|e| DomainError::Internal(e.to_string()))?,
             silo_proto::store::BackupPack {
                 snapshots: vols,
                 index_yaml,
@@ -348,32 +354,32 @@ pub async fn create(c: &Ctx, state: &Path, instance: &str, req: NewBackup) -> Re
         .helpers
         .take_fds(HelperKind::Store, ticket)
         .await
-        .map_err(ApiError::Internal)?
+        .map_err(DomainError::Internal)?
         .remove(0);
     let dir = dir_of(state, instance);
     let dest = path.clone();
-    tokio::task::spawn_blocking(move || -> Result<(), ApiError> {
+    tokio::task::spawn_blocking(move || -> Result<(), DomainError> {
         use std::io::Seek;
-        std::fs::create_dir_all(&dir).map_err(|e| ApiError::Internal(e.to_string()))?;
+        std::fs::create_dir_all(&dir).map_err(|e| DomainError::Internal(e.to_string()))?;
         let tmp = dir.join(format!(".tmp-{}", uuid::Uuid::new_v4()));
         let mut src = std::fs::File::from(fd);
         src.rewind()
-            .map_err(|e| ApiError::Internal(e.to_string()))?;
+            .map_err(|e| DomainError::Internal(e.to_string()))?;
         let r = std::fs::File::create(&tmp)
             .and_then(|mut out| std::io::copy(&mut src, &mut out).and_then(|_| out.sync_all()))
             .and_then(|()| std::fs::rename(&tmp, &dest));
         if let Err(e) = r {
             let _ = std::fs::remove_file(&tmp);
-            return Err(ApiError::Internal(format!("storing the backup: {e}")));
+            return Err(DomainError::Internal(format!("storing the backup: {e}")));
         }
         Ok(())
     })
     .await
-    .map_err(|e| ApiError::Internal(e.to_string()))??;
+    .map_err(|e| DomainError::Internal(e.to_string()))??;
     let b = Backup {
         instance: instance.to_string(),
         name: name.to_string(),
-        created_at: crate::events::now_rfc3339(),
+        created_at: crate::service::events::now_rfc3339(),
         expires_at: expires_at.unwrap_or_default(),
         instance_only,
         optimized,
@@ -390,18 +396,18 @@ pub async fn create(c: &Ctx, state: &Path, instance: &str, req: NewBackup) -> Re
     Ok(())
 }
 
-fn to_yaml<T: Serialize>(v: &T) -> Result<String, ApiError> {
-    serde_norway::to_string(v).map_err(|e| ApiError::Internal(e.to_string()))
+fn to_yaml<T: Serialize>(v: &T) -> Result<String, DomainError> {
+    serde_norway::to_string(v).map_err(|e| DomainError::Internal(e.to_string()))
 }
 
 /// A backup's tarball.
-pub fn file(db: &Db, state: &Path, instance: &str, name: &str) -> Result<PathBuf, ApiError> {
+pub fn file(db: &Db, state: &Path, instance: &str, name: &str) -> Result<PathBuf, DomainError> {
     get(db, instance, name)?;
     let p = dir_of(state, instance).join(name);
     if p.is_file() {
         Ok(p)
     } else {
-        Err(ApiError::NotFound(format!(
+        Err(DomainError::NotFound(format!(
             "backup {name:?} of instance {instance:?} has lost its file {}",
             p.display()
         )))
@@ -409,12 +415,12 @@ pub fn file(db: &Db, state: &Path, instance: &str, name: &str) -> Result<PathBuf
 }
 
 /// Deletes a backup: its file, then its record.
-pub fn delete(db: &Db, state: &Path, instance: &str, name: &str) -> Result<(), ApiError> {
+pub fn delete(db: &Db, state: &Path, instance: &str, name: &str) -> Result<(), DomainError> {
     get(db, instance, name)?;
     match std::fs::remove_file(dir_of(state, instance).join(name)) {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(ApiError::Internal(format!("deleting the backup: {e}"))),
+        Err(e) => return Err(DomainError::Internal(format!("deleting the backup: {e}"))),
     }
     db.with(|x| {
         x.execute(
@@ -427,18 +433,24 @@ pub fn delete(db: &Db, state: &Path, instance: &str, name: &str) -> Result<(), A
 }
 
 /// Renames a backup (`POST /1.0/instances/<i>/backups/<b>`).
-pub fn rename(db: &Db, state: &Path, instance: &str, from: &str, to: &str) -> Result<(), ApiError> {
+pub fn rename(
+    db: &Db,
+    state: &Path,
+    instance: &str,
+    from: &str,
+    to: &str,
+) -> Result<(), DomainError> {
     get(db, instance, from)?;
     snapshots::check_name(to)
-        .map_err(|e| ApiError::BadRequest(e.to_string().replace("snapshot", "backup")))?;
+        .map_err(|e| DomainError::BadRequest(e.to_string().replace("snapshot", "backup")))?;
     let dir = dir_of(state, instance);
     if get(db, instance, to).is_ok() || dir.join(to).exists() {
-        return Err(ApiError::Conflict(format!(
+        return Err(DomainError::Conflict(format!(
             "backup {to:?} of instance {instance:?} already exists"
         )));
     }
     std::fs::rename(dir.join(from), dir.join(to))
-        .map_err(|e| ApiError::Internal(format!("renaming the backup: {e}")))?;
+        .map_err(|e| DomainError::Internal(format!("renaming the backup: {e}")))?;
     let r = db.with(|x| {
         x.execute(
             "UPDATE backups SET name = ?3 WHERE instance = ?1 AND name = ?2",
@@ -454,8 +466,8 @@ pub fn rename(db: &Db, state: &Path, instance: &str, from: &str, to: &str) -> Re
 }
 
 /// Deletes backups whose `expires_at` has passed (silod's housekeeping, every minute).
-pub fn expire(db: &Db, state: &Path, events: &crate::events::Events) {
-    let now = crate::events::now_rfc3339();
+pub fn expire(db: &Db, state: &Path, events: &crate::service::events::Events) {
+    let now = crate::service::events::now_rfc3339();
     let Ok(all) = select(db, "SELECT * FROM backups WHERE expires_at != ''", []) else {
         return;
     };
@@ -532,7 +544,7 @@ pub fn reconcile(db: &Db, state: &Path) {
                         .format(&time::format_description::well_known::Rfc3339)
                         .ok()
                 })
-                .unwrap_or_else(crate::events::now_rfc3339);
+                .unwrap_or_else(crate::service::events::now_rfc3339);
             let (optimized, instance_only) = match read_yamls(&f.path()) {
                 Ok((index, _)) => (index.optimized, index.snapshots.is_empty()),
                 Err(e) => {
@@ -557,10 +569,10 @@ pub fn reconcile(db: &Db, state: &Path) {
 
 /// Reads index.yaml and backup.yaml out of an uploaded backup (bounded: 1 MiB and 4 MiB), and
 /// LXD's `optimized_header.yaml` when the index says there is one.
-fn read_yamls(path: &Path) -> Result<(Index, BackupYaml), ApiError> {
+fn read_yamls(path: &Path) -> Result<(Index, BackupYaml), DomainError> {
     use std::io::Read;
-    let bad = |m: String| ApiError::BadRequest(format!("not a silo/LXD backup: {m}"));
-    let f = std::fs::File::open(path).map_err(|e| ApiError::Internal(e.to_string()))?;
+    let bad = |m: String| DomainError::BadRequest(format!("not a silo/LXD backup: {m}"));
+    let f = std::fs::File::open(path).map_err(|e| DomainError::Internal(e.to_string()))?;
     let stream = silo_proto::image::open_tar_stream(f, 1 << 40).map_err(|e| bad(e.to_string()))?;
     let mut ar = tar::Archive::new(stream);
     let (mut index, mut by, mut header) = (None, None, None);
@@ -603,7 +615,7 @@ fn read_yamls(path: &Path) -> Result<(Index, BackupYaml), ApiError> {
         let h: OptimizedHeader = serde_norway::from_str(&h)
             .map_err(|e| bad(format!("backup/optimized_header.yaml: {e}")))?;
         if let Some(n) = h.subvolumes.iter().find(|v| v.path != "/") {
-            return Err(ApiError::BadRequest(format!(
+            return Err(DomainError::BadRequest(format!(
                 "the backup holds a nested btrfs subvolume ({:?} in {}), which silo does not restore",
                 n.path,
                 if n.snapshot.is_empty() { "the instance".to_string() } else { format!("snapshot {:?}", n.snapshot) }
@@ -619,32 +631,33 @@ fn read_yamls(path: &Path) -> Result<(Index, BackupYaml), ApiError> {
 /// Imports an uploaded backup (inside the operation) as instance `name` (or the backup's),
 /// on `pool` (or the default profile's root pool). Nothing remains on failure.
 pub async fn import(
-    c: &Ctx,
+    c: &Services,
     upload: &Path,
     name: Option<String>,
     pool: Option<String>,
-) -> Result<Instance, ApiError> {
+) -> Result<Instance, DomainError> {
     let up = upload.to_path_buf();
     let (index, by) = tokio::task::spawn_blocking(move || read_yamls(&up))
         .await
-        .map_err(|e| ApiError::Internal(e.to_string()))??;
+        .map_err(|e| DomainError::Internal(e.to_string()))??;
     let name = name.filter(|n| !n.is_empty()).unwrap_or(index.name.clone());
-    silo_proto::InstanceName::new(name.clone()).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    silo_proto::InstanceName::new(name.clone())
+        .map_err(|e| DomainError::BadRequest(e.to_string()))?;
     if instances::get(&c.db, &name).is_ok() {
-        return Err(ApiError::Conflict(format!(
+        return Err(DomainError::Conflict(format!(
             "instance {name:?} already exists"
         )));
     }
     let pool = match pool.filter(|p| !p.is_empty()) {
         Some(p) => p,
-        None if crate::storage::get(&c.db, &index.pool).is_ok() => index.pool.clone(),
+        None if crate::service::storage::get(&c.db, &index.pool).is_ok() => index.pool.clone(),
         None => {
             let profiles = instances::load_profiles(&c.db, &["default".to_string()])?;
             let (_, ed) = instances::expand(&profiles, &BTreeMap::new(), &BTreeMap::new());
-            instances::root_pool(&ed).map_err(ApiError::BadRequest)?
+            instances::root_pool(&ed).map_err(DomainError::BadRequest)?
         }
     };
-    crate::storage::get(&c.db, &pool)?;
+    crate::service::storage::get(&c.db, &pool)?;
     instances::validate_config(
         &by.container
             .config
@@ -659,12 +672,12 @@ pub async fn import(
     for s in &index.snapshots {
         snapshots::check_name(s)?;
         snaps.push((
-            VolumeName::new(s.clone()).map_err(|e| ApiError::BadRequest(e.to_string()))?,
+            VolumeName::new(s.clone()).map_err(|e| DomainError::BadRequest(e.to_string()))?,
             snapshots::volume(&name, s)?,
         ));
     }
     if !c.creating.claim(&name) {
-        return Err(ApiError::Conflict(format!(
+        return Err(DomainError::Conflict(format!(
             "instance {name:?} is already being created"
         )));
     }
@@ -674,20 +687,21 @@ pub async fn import(
 }
 
 async fn import_inner(
-    c: &Ctx,
+    c: &Services,
     upload: &Path,
     name: &str,
     pool: &str,
     index: &Index,
     by: &BackupYaml,
     snaps: Vec<(VolumeName, VolumeName)>,
-) -> Result<Instance, ApiError> {
+) -> Result<Instance, DomainError> {
     let upload_name = upload
         .file_name()
         .map(|f| f.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let pn = PoolName::new(pool.to_string()).map_err(|e| ApiError::BadRequest(e.to_string()))?;
-    let vol = VolumeName::new(name.to_string()).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    let pn = PoolName::new(pool.to_string()).map_err(|e| DomainError::BadRequest(e.to_string()))?;
+    let vol =
+        VolumeName::new(name.to_string()).map_err(|e| DomainError::BadRequest(e.to_string()))?;
     let range = c
         .helpers
         .privileged
@@ -701,7 +715,7 @@ async fn import_inner(
         .unpack_backup(
             ctx(),
             pn.clone(),
-            VolumeName::new(upload_name).map_err(|e| ApiError::Internal(e.to_string()))?,
+            VolumeName::new(upload_name).map_err(|e| DomainError::Internal(e.to_string()))?,
             vol.clone(),
             snaps.clone(),
             index.optimized,
@@ -730,7 +744,7 @@ async fn import_inner(
         ephemeral: by.container.ephemeral,
         stateful: false,
         description: by.container.description.clone(),
-        created_at: crate::events::now_rfc3339(),
+        created_at: crate::service::events::now_rfc3339(),
         last_used_at: String::new(),
         config,
         devices: by.container.devices.clone(),
@@ -746,13 +760,13 @@ async fn import_inner(
                 .find(|x| &x.name == s)
                 .cloned()
                 .unwrap_or_default();
-            crate::snapshots::insert_record(
+            crate::service::snapshots::insert_record(
                 &c.db,
                 &Snapshot {
                     instance: name.to_string(),
                     name: s.clone(),
                     created_at: if b.created_at.is_empty() {
-                        crate::events::now_rfc3339()
+                        crate::service::events::now_rfc3339()
                     } else {
                         b.created_at.clone()
                     },
@@ -765,7 +779,7 @@ async fn import_inner(
                 },
             )?;
         }
-        Ok::<(), ApiError>(())
+        Ok::<(), DomainError>(())
     })();
     if let Err(e) = recorded {
         let _ = c.db.with(|x| {

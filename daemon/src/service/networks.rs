@@ -12,10 +12,10 @@ use silo_proto::proxy::{ProxyBind, ProxySpec};
 use silo_proto::types::{DnsDomain, Ipv4Cidr, Ipv6Cidr, MacAddr};
 use silo_proto::{DeviceName, IfName, InstanceName};
 
-use crate::api::response::ApiError;
-use crate::db::Db;
 use crate::helpers::{ctx, rpc_err, Helpers};
-use crate::profiles::Device;
+use crate::service::profiles::Device;
+use crate::service::DomainError;
+use crate::store::db::Db;
 
 /// The bridge a fresh silo makes, and the default profile's `eth0` joins.
 pub const DEFAULT_BRIDGE: &str = "silobr0";
@@ -33,8 +33,8 @@ pub struct Network {
     pub config: BTreeMap<String, String>,
 }
 
-fn bad(msg: impl Into<String>) -> ApiError {
-    ApiError::BadRequest(msg.into())
+fn bad(msg: impl Into<String>) -> DomainError {
+    DomainError::BadRequest(msg.into())
 }
 
 fn is_true(v: Option<&String>, default: bool) -> bool {
@@ -45,7 +45,7 @@ fn is_true(v: Option<&String>, default: bool) -> bool {
     }
 }
 
-fn check_bool(k: &str, v: &str) -> Result<(), ApiError> {
+fn check_bool(k: &str, v: &str) -> Result<(), DomainError> {
     match v.to_ascii_lowercase().as_str() {
         "" | "true" | "false" | "1" | "0" | "yes" | "no" | "on" | "off" => Ok(()),
         _ => Err(bad(format!(
@@ -55,7 +55,7 @@ fn check_bool(k: &str, v: &str) -> Result<(), ApiError> {
 }
 
 /// LXD's duration syntax for `ipv4.dhcp.expiry`: seconds, or a number with s/m/h/d.
-pub fn parse_expiry(v: &str) -> Result<u32, ApiError> {
+pub fn parse_expiry(v: &str) -> Result<u32, DomainError> {
     let e = || {
         bad(format!(
             "invalid value {v:?} for ipv4.dhcp.expiry: expected e.g. 1h, 30m or 3600"
@@ -77,7 +77,7 @@ pub fn parse_expiry(v: &str) -> Result<u32, ApiError> {
 }
 
 /// Checks a network's type and config keys; `auto` stays for [`create`] to resolve.
-pub fn validate(kind: &str, config: &BTreeMap<String, String>) -> Result<(), ApiError> {
+pub fn validate(kind: &str, config: &BTreeMap<String, String>) -> Result<(), DomainError> {
     match kind {
         "bridge" => {
             for (k, v) in config {
@@ -176,7 +176,7 @@ pub fn validate(kind: &str, config: &BTreeMap<String, String>) -> Result<(), Api
 }
 
 /// The bridge silo-net makes of a bridge network's (resolved) config.
-pub fn bridge_spec(n: &Network) -> Result<BridgeSpec, ApiError> {
+pub fn bridge_spec(n: &Network) -> Result<BridgeSpec, DomainError> {
     let c = &n.config;
     let ipv4 = match c.get("ipv4.address").map(String::as_str) {
         None | Some("") | Some("none") => None,
@@ -224,7 +224,7 @@ pub fn bridge_spec(n: &Network) -> Result<BridgeSpec, ApiError> {
 }
 
 /// All network records.
-pub fn list(db: &Db) -> Result<Vec<Network>, ApiError> {
+pub fn list(db: &Db) -> Result<Vec<Network>, DomainError> {
     Ok(db.with(|c| {
         let mut st =
             c.prepare("SELECT name, type, description, config FROM networks ORDER BY name")?;
@@ -242,14 +242,14 @@ pub fn list(db: &Db) -> Result<Vec<Network>, ApiError> {
 }
 
 /// One network record.
-pub fn get(db: &Db, name: &str) -> Result<Network, ApiError> {
+pub fn get(db: &Db, name: &str) -> Result<Network, DomainError> {
     list(db)?
         .into_iter()
         .find(|n| n.name == name)
-        .ok_or_else(|| ApiError::NotFound(format!("network {name:?} not found")))
+        .ok_or_else(|| DomainError::NotFound(format!("network {name:?} not found")))
 }
 
-fn save(db: &Db, n: &Network, insert: bool) -> Result<(), ApiError> {
+fn save(db: &Db, n: &Network, insert: bool) -> Result<(), DomainError> {
     let cfg = serde_json::to_string(&n.config).unwrap_or_else(|_| "{}".into());
     db.with(|c| {
         if insert {
@@ -275,7 +275,7 @@ async fn resolve_auto(
     helpers: &Helpers,
     n: &mut Network,
     fresh: bool,
-) -> Result<(), ApiError> {
+) -> Result<(), DomainError> {
     if n.kind != "bridge" {
         return Ok(());
     }
@@ -320,7 +320,7 @@ async fn resolve_auto(
 }
 
 /// The root policy's additions to the managed-network rules (silod cannot read the policy).
-async fn network_rules(helpers: &Helpers) -> Result<silo_proto::net::NetworkRules, ApiError> {
+async fn network_rules(helpers: &Helpers) -> Result<silo_proto::net::NetworkRules, DomainError> {
     Ok(helpers
         .net
         .network_rules(ctx())
@@ -336,7 +336,7 @@ pub async fn create(
     kind: &str,
     description: &str,
     config: BTreeMap<String, String>,
-) -> Result<Network, ApiError> {
+) -> Result<Network, DomainError> {
     let kind = if kind.is_empty() { "bridge" } else { kind };
     IfName::new(name.to_string()).map_err(|e| bad(format!("invalid network name: {e}")))?;
     validate(kind, &config)?;
@@ -348,7 +348,7 @@ pub async fn create(
         None
     };
     if list(db)?.iter().any(|n| n.name == name) {
-        return Err(ApiError::Conflict(format!(
+        return Err(DomainError::Conflict(format!(
             "network {name:?} already exists"
         )));
     }
@@ -383,7 +383,7 @@ pub async fn create(
 }
 
 /// Changes a network's description and config (made real before it is saved).
-pub async fn update(db: &Db, helpers: &Helpers, mut n: Network) -> Result<(), ApiError> {
+pub async fn update(db: &Db, helpers: &Helpers, mut n: Network) -> Result<(), DomainError> {
     validate(&n.kind, &n.config)?;
     resolve_auto(db, helpers, &mut n, false).await?;
     if n.kind == "bridge" {
@@ -402,11 +402,11 @@ pub async fn update(db: &Db, helpers: &Helpers, mut n: Network) -> Result<(), Ap
 }
 
 /// Deletes an unused network.
-pub async fn delete(db: &Db, helpers: &Helpers, name: &str) -> Result<(), ApiError> {
+pub async fn delete(db: &Db, helpers: &Helpers, name: &str) -> Result<(), DomainError> {
     let n = get(db, name)?;
     let users = used_by(db, name)?;
     if !users.is_empty() {
-        return Err(ApiError::BadRequest(format!(
+        return Err(DomainError::BadRequest(format!(
             "network {name:?} is in use by {}",
             users.join(", ")
         )));
@@ -441,7 +441,7 @@ pub async fn bring_up_all(db: &Db, helpers: &Helpers) {
                 .ensure_bridge(ctx(), bridge_spec(&n)?)
                 .await
                 .map_err(rpc_err("silo-net"))??;
-            Ok::<(), ApiError>(())
+            Ok::<(), DomainError>(())
         }
         .await;
         match r {
@@ -462,16 +462,17 @@ fn nic_uses(d: &Device, name: &str) -> bool {
 }
 
 /// The instances and profiles whose devices use a network, as API URLs.
-pub fn used_by(db: &Db, name: &str) -> Result<Vec<String>, ApiError> {
+pub fn used_by(db: &Db, name: &str) -> Result<Vec<String>, DomainError> {
     let mut out = Vec::new();
-    for p in crate::profiles::list(db)? {
+    for p in crate::service::profiles::list(db)? {
         if p.devices.values().any(|d| nic_uses(d, name)) {
             out.push(format!("/1.0/profiles/{}", p.name));
         }
     }
-    for i in crate::instances::list_records(db)? {
-        let profiles = crate::instances::load_profiles(db, &i.profiles).unwrap_or_default();
-        let (_, devs) = crate::instances::expand(&profiles, &i.config, &i.devices);
+    for i in crate::service::instances::list_records(db)? {
+        let profiles =
+            crate::service::instances::load_profiles(db, &i.profiles).unwrap_or_default();
+        let (_, devs) = crate::service::instances::expand(&profiles, &i.config, &i.devices);
         if devs.values().any(|d| nic_uses(d, name)) {
             out.push(format!("/1.0/instances/{}", i.name));
         }
@@ -480,7 +481,7 @@ pub fn used_by(db: &Db, name: &str) -> Result<Vec<String>, ApiError> {
 }
 
 /// The API object of a managed network.
-pub fn to_api(db: &Db, n: &Network) -> Result<Value, ApiError> {
+pub fn to_api(db: &Db, n: &Network) -> Result<Value, DomainError> {
     Ok(json!({
         "name": n.name,
         "description": n.description,
@@ -771,7 +772,7 @@ pub fn check_nic_claims(
     instance: &str,
     config: &BTreeMap<String, String>,
     devices: &BTreeMap<String, Device>,
-) -> Result<(), ApiError> {
+) -> Result<(), DomainError> {
     for (dn, d) in devices {
         if d.get("type").map(String::as_str) != Some("nic") {
             continue;
@@ -788,23 +789,24 @@ pub fn check_nic_claims(
     for (i, a) in mine.iter().enumerate() {
         for b in &mine[..i] {
             if let Some(what) = clash(a, b) {
-                return Err(ApiError::Conflict(format!(
+                return Err(DomainError::Conflict(format!(
                     "{what} already defined on another NIC: nics {:?} and {:?} of this instance on network {:?}",
                     b.device, a.device, a.network
                 )));
             }
         }
     }
-    for other in crate::instances::list_records(db)? {
+    for other in crate::service::instances::list_records(db)? {
         if other.name == instance {
             continue;
         }
-        let profiles = crate::instances::load_profiles(db, &other.profiles)?;
-        let (_, theirs) = crate::instances::expand(&profiles, &other.config, &other.devices);
+        let profiles = crate::service::instances::load_profiles(db, &other.profiles)?;
+        let (_, theirs) =
+            crate::service::instances::expand(&profiles, &other.config, &other.devices);
         for b in nic_claims(&other.config, &theirs) {
             for a in &mine {
                 if let Some(what) = clash(a, &b) {
-                    return Err(ApiError::Conflict(format!(
+                    return Err(DomainError::Conflict(format!(
                         "{what} already defined on another NIC: nic {:?} of instance {:?} on network {:?}",
                         b.device, other.name, b.network
                     )));
@@ -860,7 +862,7 @@ pub fn proxy_spec(d: &Device) -> Result<ProxySpec, String> {
 }
 
 /// The interface name inside the instance LXD would give a nic device.
-fn nic_name(device: &str, d: &Device) -> Result<IfName, ApiError> {
+fn nic_name(device: &str, d: &Device) -> Result<IfName, DomainError> {
     let n = d.get("name").cloned().unwrap_or_else(|| device.to_string());
     IfName::new(n).map_err(|e| bad(format!("nic {device:?}: {e}")))
 }
@@ -871,7 +873,7 @@ pub fn plan_nic(
     device: &str,
     d: &Device,
     volatile: &BTreeMap<String, String>,
-) -> Result<NicPlan, ApiError> {
+) -> Result<NicPlan, DomainError> {
     let hw = d
         .get("hwaddr")
         .or_else(|| volatile.get(&format!("volatile.{device}.hwaddr")))
@@ -907,7 +909,7 @@ pub fn plan_nic(
             bridge: parent.clone(),
             host_name: IfName::new(match host_name {
                 Some(h) => h,
-                None => random_host_name().map_err(|e| ApiError::Internal(e.to_string()))?,
+                None => random_host_name().map_err(|e| DomainError::Internal(e.to_string()))?,
             })
             .map_err(|e| bad(e.to_string()))?,
         },
@@ -978,7 +980,7 @@ pub async fn attach(
     helpers: &Helpers,
     instance: &InstanceName,
     plan: &NicPlan,
-) -> Result<Option<IfName>, ApiError> {
+) -> Result<Option<IfName>, DomainError> {
     if let (Some(br), Some(hw)) = (&plan.managed_bridge, plan.spec.hwaddr) {
         helpers
             .net
@@ -1000,7 +1002,7 @@ pub async fn attach(
         .attach_nic(ctx(), instance.clone(), plan.spec.clone())
         .await
         .map_err(rpc_err("silo-net"))?
-        .map_err(|e| ApiError::BadRequest(format!("nic {:?}: {e}", plan.device)))?;
+        .map_err(|e| DomainError::BadRequest(format!("nic {:?}: {e}", plan.device)))?;
     Ok(host)
 }
 
@@ -1009,7 +1011,7 @@ pub async fn detach(
     helpers: &Helpers,
     instance: &InstanceName,
     plan: &NicPlan,
-) -> Result<(), ApiError> {
+) -> Result<(), DomainError> {
     helpers
         .net
         .detach_nic(ctx(), instance.clone(), plan.spec.clone())
@@ -1031,7 +1033,7 @@ pub async fn start_proxy(
     instance: &InstanceName,
     device: &str,
     d: &Device,
-) -> Result<(), ApiError> {
+) -> Result<(), DomainError> {
     let spec = proxy_spec(d).map_err(|e| bad(format!("proxy device {device:?}: {e}")))?;
     let dev = DeviceName::new(device.to_string()).map_err(|e| bad(e.to_string()))?;
     helpers
@@ -1050,7 +1052,7 @@ pub async fn stop_proxy(helpers: &Helpers, instance: &InstanceName, device: Opti
 
 /// `/1.0/networks/<n>/leases`: the gateway's own addresses, static entries from instances'
 /// nics, then what dnsmasq handed out.
-pub async fn leases(db: &Db, helpers: &Helpers, n: &Network) -> Result<Vec<Value>, ApiError> {
+pub async fn leases(db: &Db, helpers: &Helpers, n: &Network) -> Result<Vec<Value>, DomainError> {
     let mut out = Vec::new();
     for k in ["ipv4.address", "ipv6.address"] {
         if let Some(a) = n.config.get(k).and_then(|v| v.split('/').next()) {
@@ -1060,9 +1062,10 @@ pub async fn leases(db: &Db, helpers: &Helpers, n: &Network) -> Result<Vec<Value
         }
     }
     let mut statics = std::collections::HashSet::new();
-    for i in crate::instances::list_records(db)? {
-        let profiles = crate::instances::load_profiles(db, &i.profiles).unwrap_or_default();
-        let (_, devs) = crate::instances::expand(&profiles, &i.config, &i.devices);
+    for i in crate::service::instances::list_records(db)? {
+        let profiles =
+            crate::service::instances::load_profiles(db, &i.profiles).unwrap_or_default();
+        let (_, devs) = crate::service::instances::expand(&profiles, &i.config, &i.devices);
         for (dn, d) in devs.iter().filter(|(_, d)| nic_uses(d, &n.name)) {
             let hw = d
                 .get("hwaddr")
@@ -1095,11 +1098,11 @@ pub async fn leases(db: &Db, helpers: &Helpers, n: &Network) -> Result<Vec<Value
 
 /// A fresh silo's network: `silobr0` on free subnets with NAT, and `eth0` on it in the
 /// default profile (what `lxd init`'s defaults give).
-pub async fn create_default(db: &Db, helpers: &Helpers) -> Result<(), ApiError> {
+pub async fn create_default(db: &Db, helpers: &Helpers) -> Result<(), DomainError> {
     if list(db)?.iter().all(|n| n.name != DEFAULT_BRIDGE) {
         create(db, helpers, DEFAULT_BRIDGE, "bridge", "", BTreeMap::new()).await?;
     }
-    let mut p = crate::profiles::get(db, "default")?;
+    let mut p = crate::service::profiles::get(db, "default")?;
     if !p
         .devices
         .values()
@@ -1110,7 +1113,7 @@ pub async fn create_default(db: &Db, helpers: &Helpers) -> Result<(), ApiError> 
         nic.insert("network".into(), DEFAULT_BRIDGE.into());
         nic.insert("name".into(), "eth0".into());
         p.devices.insert("eth0".into(), nic);
-        crate::profiles::write(db, &p)?;
+        crate::service::profiles::write(db, &p)?;
     }
     Ok(())
 }

@@ -11,7 +11,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::events::{now_rfc3339, Events};
+use crate::service::events::{now_rfc3339, Events};
 
 /// LXD's operation status codes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,0 +1,68 @@
+//! The one error of silo's domain, with the status LXD gives it. `api/` turns it into an HTTP
+//! answer; background operations keep its status, so a 404 inside an operation stays a 404.
+
+/// Every way an API call can fail.
+#[derive(Debug, thiserror::Error)]
+pub enum DomainError {
+    /// 400.
+    #[error("{0}")]
+    BadRequest(String),
+    /// 403.
+    #[error("{0}")]
+    Forbidden(String),
+    /// 404.
+    #[error("{0}")]
+    NotFound(String),
+    /// 409.
+    #[error("{0}")]
+    Conflict(String),
+    /// 412.
+    #[error("{0}")]
+    PreconditionFailed(String),
+    /// 500.
+    #[error("{0}")]
+    Internal(String),
+    /// 503: a helper went away; silod is about to exit for its supervisor to restart it.
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+impl DomainError {
+    /// The HTTP status LXD answers this with; `api/` maps it, and operations keep it.
+    pub fn status(&self) -> u16 {
+        match self {
+            DomainError::BadRequest(_) => 400,
+            DomainError::Forbidden(_) => 403,
+            DomainError::NotFound(_) => 404,
+            DomainError::Conflict(_) => 409,
+            DomainError::PreconditionFailed(_) => 412,
+            DomainError::Internal(_) => 500,
+            DomainError::Unavailable(_) => 503,
+        }
+    }
+}
+
+impl From<silo_proto::HelperError> for DomainError {
+    fn from(e: silo_proto::HelperError) -> Self {
+        let msg = e.to_string();
+        match e.http_status() {
+            400 => DomainError::BadRequest(msg),
+            403 => DomainError::Forbidden(msg),
+            404 => DomainError::NotFound(msg),
+            409 => DomainError::Conflict(msg),
+            _ => DomainError::Internal(msg),
+        }
+    }
+}
+
+impl From<crate::helpers::HelperCallError> for DomainError {
+    fn from(e: crate::helpers::HelperCallError) -> Self {
+        DomainError::Unavailable(e.to_string())
+    }
+}
+
+impl From<crate::store::db::DbError> for DomainError {
+    fn from(e: crate::store::db::DbError) -> Self {
+        DomainError::Internal(e.to_string())
+    }
+}

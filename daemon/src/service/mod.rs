@@ -1,0 +1,61 @@
+//! The service layer: what silo does, independent of HTTP. Handlers in `api/` call into it with
+//! one [`Services`] context; it reaches down into `model/` (pure rules), `store/` (the database)
+//! and `helpers/` (the root helpers), never up.
+
+pub mod backups;
+pub mod error;
+pub mod events;
+pub mod exec;
+pub mod host;
+pub mod images;
+pub mod instances;
+pub mod networks;
+pub mod operations;
+pub mod profiles;
+pub mod runtime;
+pub mod snapshots;
+pub mod storage;
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+pub use error::DomainError;
+pub use host::HostFacts;
+
+use crate::helpers::Helpers;
+use crate::service::events::Events;
+use crate::service::operations::Operations;
+use crate::store::db::Db;
+
+/// Everything a service call may need; cheap to clone into a background operation.
+#[derive(Debug, Clone)]
+pub struct Services {
+    /// The three helpers.
+    pub helpers: Helpers,
+    /// Background operations.
+    pub ops: Operations,
+    /// The events fan-out.
+    pub events: Events,
+    /// The database.
+    pub db: Db,
+    /// The state dir.
+    pub state_dir: PathBuf,
+    /// When silod started.
+    pub started: Instant,
+    /// Host facts.
+    pub host: HostFacts,
+    /// What silod's own landlock reported.
+    pub landlock: String,
+    /// One unpack per (pool, image) at a time.
+    pub image_locks: storage::ImageLocks,
+    /// Instance names being created.
+    pub creating: instances::Creating,
+    /// Instances being stopped on request.
+    pub stopping: runtime::Stopping,
+    /// Websockets of exec and console operations, by secret.
+    pub sockets: exec::Sockets,
+    /// Where exec outputs are recorded (`<state>/logs`); none in unit tests.
+    pub logs: Option<PathBuf>,
+    /// Where backup tarballs are kept (`<state>/backups`); none in unit tests.
+    pub backups: Option<PathBuf>,
+}
