@@ -57,9 +57,9 @@ pub struct BackupPost {
     container_only: bool,
     #[serde(default)]
     optimized_storage: bool,
-    #[serde(default, deserialize_with = "crate::api::response::null_default")]
+    #[serde(default, deserialize_with = "crate::model::null_default")]
     compression_algorithm: String,
-    #[serde(default, deserialize_with = "crate::api::response::null_default")]
+    #[serde(default, deserialize_with = "crate::model::null_default")]
     expires_at: String,
 }
 

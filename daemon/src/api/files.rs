@@ -15,7 +15,7 @@ use silo_proto::{PoolName, VolumeName};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::response::{sync, ApiResult, DomainError};
-use crate::helpers::{ctx, rpc_err, HelperKind};
+use crate::helpers::HelperKind;
 use crate::service::instances;
 use crate::service::Services;
 
@@ -65,12 +65,7 @@ pub async fn get(
 ) -> ApiResult {
     let (pool, vol) = names(&d, &name)?;
     let path = path_of(&q)?;
-    let meta = d
-        .helpers
-        .store
-        .file_get(ctx(), pool, vol, path)
-        .await
-        .map_err(rpc_err("silo-store"))??;
+    let meta = d.helpers.store.file_get(pool, vol, path).await?;
     let mut resp = match meta.kind {
         FileKind::Directory => sync(meta.entries.clone()),
         FileKind::Symlink => meta.target.clone().into_response(),
@@ -180,12 +175,7 @@ pub async fn post(
         append,
         target,
     };
-    let ticket = d
-        .helpers
-        .store
-        .file_put(ctx(), pool, vol, path, put)
-        .await
-        .map_err(rpc_err("silo-store"))??;
+    let ticket = d.helpers.store.file_put(pool, vol, path, put).await?;
     if let Some(t) = ticket {
         // A socket, never the file: silo-store writes what arrives into it and answers "ok"
         // (or why not) once this side shuts down.
@@ -240,10 +230,6 @@ pub async fn delete(
 ) -> ApiResult {
     let (pool, vol) = names(&d, &name)?;
     let path = path_of(&q)?;
-    d.helpers
-        .store
-        .file_delete(ctx(), pool, vol, path)
-        .await
-        .map_err(rpc_err("silo-store"))??;
+    d.helpers.store.file_delete(pool, vol, path).await?;
     Ok(sync(serde_json::Value::Null))
 }

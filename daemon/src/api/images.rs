@@ -450,7 +450,7 @@ fn alias_api(a: &Alias) -> Value {
 pub struct AliasPost {
     name: String,
     target: String,
-    #[serde(default, deserialize_with = "crate::api::response::null_default")]
+    #[serde(default, deserialize_with = "crate::model::null_default")]
     description: String,
 }
 

@@ -506,9 +506,8 @@ pub async fn console_log(State(d): State<Arc<Services>>, Path(name): Path<String
     let log = d
         .helpers
         .privileged
-        .console_log(crate::helpers::ctx(), n, 1 << 20)
+        .console_log(n, 1 << 20)
         .await
-        .map_err(crate::helpers::rpc_err("silo-priv"))?
         .unwrap_or_default();
     Ok(axum::response::IntoResponse::into_response((
         [(axum::http::header::CONTENT_TYPE, "application/octet-stream")],

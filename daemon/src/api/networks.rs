@@ -11,7 +11,7 @@ use silo_proto::IfName;
 
 use super::response::{sync, sync_etag, ApiResult, DomainError};
 use super::ListQuery;
-use crate::helpers::{ctx, rpc_err};
+
 use crate::service::networks;
 use crate::service::Services;
 
@@ -21,12 +21,7 @@ async fn all(d: &Services) -> Result<Vec<Value>, DomainError> {
     for n in &managed {
         out.push(networks::to_api(&d.db, n)?);
     }
-    let links = d
-        .helpers
-        .net
-        .list_links(ctx())
-        .await
-        .map_err(rpc_err("silo-net"))??;
+    let links = d.helpers.net.list_links().await?;
     for l in links {
         // silo's own veth ends belong to instances, not to the network list.
         if l.owned || managed.iter().any(|n| n.name == l.name.as_str()) {
@@ -60,12 +55,12 @@ pub struct NetworkPost {
     #[serde(
         default,
         rename = "type",
-        deserialize_with = "crate::api::response::null_default"
+        deserialize_with = "crate::model::null_default"
     )]
     kind: String,
-    #[serde(default, deserialize_with = "crate::api::response::null_default")]
+    #[serde(default, deserialize_with = "crate::model::null_default")]
     description: String,
-    #[serde(default, deserialize_with = "crate::api::response::null_default")]
+    #[serde(default, deserialize_with = "crate::model::null_default")]
     config: BTreeMap<String, String>,
 }
 
@@ -97,13 +92,7 @@ async fn object(d: &Services, name: &str) -> Result<Value, DomainError> {
             let Ok(i) = IfName::new(name.to_string()) else {
                 return Err(e);
             };
-            match d
-                .helpers
-                .net
-                .link_state(ctx(), i)
-                .await
-                .map_err(rpc_err("silo-net"))?
-            {
+            match d.helpers.net.link_state(i).await {
                 Ok(l) if !l.owned => Ok(networks::unmanaged_api(&l)),
                 _ => Err(e),
             }
@@ -256,18 +245,10 @@ pub async fn delete(State(d): State<Arc<Services>>, Path(name): Path<String>) ->
 pub async fn state(State(d): State<Arc<Services>>, Path(name): Path<String>) -> ApiResult {
     let i = IfName::new(name.clone())
         .map_err(|_| DomainError::NotFound(format!("network {name:?} not found")))?;
-    let l = d
-        .helpers
-        .net
-        .link_state(ctx(), i)
-        .await
-        .map_err(rpc_err("silo-net"))?
-        .map_err(|e| match e {
-            silo_proto::HelperError::NotFound { .. } => {
-                DomainError::NotFound(format!("network {name:?} not found"))
-            }
-            e => e.into(),
-        })?;
+    let l = d.helpers.net.link_state(i).await.map_err(|e| match e {
+        e if e.is_not_found() => DomainError::NotFound(format!("network {name:?} not found")),
+        e => e.into(),
+    })?;
     Ok(sync(networks::state_api(&l)))
 }
 

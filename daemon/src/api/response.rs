@@ -71,14 +71,3 @@ impl IntoResponse for DomainError {
 
 /// Result of a handler.
 pub type ApiResult = Result<Response, DomainError>;
-
-/// Deserializes `null` as the type's default: the stock client sends `"config": null` for
-/// empty maps.
-pub fn null_default<'de, D, T>(d: D) -> Result<T, D::Error>
-where
-    D: serde::Deserializer<'de>,
-    T: Default + serde::Deserialize<'de>,
-{
-    use serde::Deserialize;
-    Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
-}

@@ -179,7 +179,7 @@ pub async fn delete(
 /// `PUT /1.0/instances/{name}` with `{"restore": "<snapshot>"}` (async).
 pub async fn restore(d: &Arc<Services>, name: String, snap: String) -> ApiResult {
     snapshots::get(&d.db, &name, &snap)?;
-    let c = Services::clone(&d);
+    let c = Services::clone(d);
     let op = d.ops.start(
         "task",
         "Restoring snapshot",

@@ -11,7 +11,7 @@ use silo_proto::{PoolName, VolumeName};
 
 use super::response::{sync, sync_etag, ApiResult, DomainError};
 use super::ListQuery;
-use crate::helpers::{ctx, rpc_err};
+
 use crate::service::storage;
 use crate::service::Services;
 
@@ -38,9 +38,9 @@ pub async fn list(State(d): State<Arc<Services>>, Query(q): Query<ListQuery>) ->
 pub struct PoolPost {
     name: String,
     driver: String,
-    #[serde(default, deserialize_with = "crate::api::response::null_default")]
+    #[serde(default, deserialize_with = "crate::model::null_default")]
     description: String,
-    #[serde(default, deserialize_with = "crate::api::response::null_default")]
+    #[serde(default, deserialize_with = "crate::model::null_default")]
     config: BTreeMap<String, String>,
 }
 
@@ -227,9 +227,9 @@ pub struct VolumePost {
     name: String,
     #[serde(default, rename = "type")]
     kind: String,
-    #[serde(default, deserialize_with = "crate::api::response::null_default")]
+    #[serde(default, deserialize_with = "crate::model::null_default")]
     description: String,
-    #[serde(default, deserialize_with = "crate::api::response::null_default")]
+    #[serde(default, deserialize_with = "crate::model::null_default")]
     config: BTreeMap<String, String>,
 }
 
@@ -266,9 +266,8 @@ pub async fn volume_create(
     let pn = PoolName::new(pool.clone()).map_err(|e| DomainError::BadRequest(e.to_string()))?;
     d.helpers
         .store
-        .create_volume(ctx(), pn.clone(), VolumeKind::Custom, vn.clone())
-        .await
-        .map_err(rpc_err("silo-store"))??;
+        .create_volume(pn.clone(), VolumeKind::Custom, vn.clone())
+        .await?;
     let r = d.db.with(|c| {
         c.execute(
             "INSERT INTO custom_volumes (pool, name, description, config) VALUES (?1, ?2, ?3, '{}')",
@@ -280,7 +279,7 @@ pub async fn volume_create(
         let _ = d
             .helpers
             .store
-            .delete_volume(ctx(), pn, VolumeKind::Custom, vn)
+            .delete_volume(pn, VolumeKind::Custom, vn)
             .await;
         return Err(e.into());
     }
@@ -331,11 +330,11 @@ pub async fn volume_delete(
     match d
         .helpers
         .store
-        .delete_volume(ctx(), pn, VolumeKind::Custom, vn)
+        .delete_volume(pn, VolumeKind::Custom, vn)
         .await
-        .map_err(rpc_err("silo-store"))?
     {
-        Ok(()) | Err(silo_proto::HelperError::NotFound { .. }) => {}
+        Ok(()) => {}
+        Err(e) if e.is_not_found() => {}
         Err(e) => return Err(e.into()),
     }
     d.db.with(|c| {

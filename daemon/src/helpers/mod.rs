@@ -19,6 +19,10 @@ use silo_proto::store::StoreClient;
 use silo_proto::{HelperHello, FDPASS_FD};
 use tarpc::client;
 
+mod facade;
+
+pub use facade::{HelperFailure, NetHelper, PrivHelper, StoreHelper};
+
 /// Which helper.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum HelperKind {
@@ -167,11 +171,11 @@ pub struct HelperHandle {
 #[derive(Debug, Clone)]
 pub struct Helpers {
     /// silo-priv.
-    pub privileged: PrivClient,
+    pub privileged: PrivHelper,
     /// silo-net.
-    pub net: NetClient,
+    pub net: NetHelper,
     /// silo-store.
-    pub store: StoreClient,
+    pub store: StoreHelper,
     /// Per-helper facts, in [`HelperKind::ALL`] order.
     pub handles: Vec<HelperHandle>,
 }
@@ -202,14 +206,14 @@ impl Helpers {
 }
 
 /// A context with a deadline suited to helper work.
-pub fn ctx() -> tarpc::context::Context {
+fn ctx() -> tarpc::context::Context {
     let mut c = tarpc::context::current();
     c.deadline = Instant::now() + Duration::from_secs(300);
     c
 }
 
 /// Maps a tarpc failure for `helper`.
-pub fn rpc_err(helper: &'static str) -> impl FnOnce(tarpc::client::RpcError) -> HelperCallError {
+fn rpc_err(helper: &'static str) -> impl FnOnce(tarpc::client::RpcError) -> HelperCallError {
     move |source| HelperCallError::Rpc { helper, source }
 }
 
@@ -272,9 +276,9 @@ pub async fn connect(spawned: Vec<(HelperKind, u32, OwnedFd, OwnedFd)>) -> anyho
     }
     match (privileged, net, store) {
         (Some(privileged), Some(net), Some(store)) => Ok(Helpers {
-            privileged,
-            net,
-            store,
+            privileged: PrivHelper(privileged),
+            net: NetHelper(net),
+            store: StoreHelper(store),
             handles,
         }),
         _ => anyhow::bail!("not all three helpers were started"),

@@ -4,7 +4,10 @@
 
 use serde_json::Value;
 
-use crate::service::DomainError;
+/// A `?filter=` that does not parse; a 400.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct FilterError(pub String);
 
 #[derive(Debug, Clone, PartialEq)]
 struct Clause {
@@ -21,7 +24,7 @@ pub struct Filter {
     any_of: Vec<Vec<Clause>>,
 }
 
-fn tokens(s: &str) -> Result<Vec<String>, DomainError> {
+fn tokens(s: &str) -> Result<Vec<String>, FilterError> {
     let mut out = Vec::new();
     let mut cur = String::new();
     let mut quote: Option<char> = None;
@@ -42,9 +45,7 @@ fn tokens(s: &str) -> Result<Vec<String>, DomainError> {
         }
     }
     if quote.is_some() {
-        return Err(DomainError::BadRequest(
-            "invalid filter: unterminated quote".into(),
-        ));
+        return Err(FilterError("invalid filter: unterminated quote".into()));
     }
     if !cur.is_empty() {
         out.push(cur);
@@ -54,12 +55,12 @@ fn tokens(s: &str) -> Result<Vec<String>, DomainError> {
 
 impl Filter {
     /// Parses the filter text (empty means everything).
-    pub fn parse(s: &str) -> Result<Filter, DomainError> {
+    pub fn parse(s: &str) -> Result<Filter, FilterError> {
         let t = tokens(s)?;
         let mut f = Filter::default();
         let mut group: Vec<Clause> = Vec::new();
         let mut i = 0;
-        let bad = |m: &str| DomainError::BadRequest(format!("invalid filter {s:?}: {m}"));
+        let bad = |m: &str| FilterError(format!("invalid filter {s:?}: {m}"));
         while i < t.len() {
             let mut not = false;
             if t[i].eq_ignore_ascii_case("not") {

@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 use silo_proto::store::PackCompression;
 use silo_proto::{PoolName, VolumeName};
 
-use crate::helpers::{ctx, rpc_err, HelperKind};
+use crate::helpers::HelperKind;
 use crate::service::instances::{self, Instance};
 use crate::service::profiles::Device;
 use crate::service::snapshots::{self, Snapshot};
@@ -337,7 +337,6 @@ pub async fn create(
         .helpers
         .store
         .pack_backup(
-            ctx(),
             PoolName::new(i.pool.clone()).map_err(|e| DomainError::Internal(e.to_string()))?,
             VolumeName::new(i.name.clone()).map_err(|e| DomainError::Internal(e.to_string()))?,
             silo_proto::store::BackupPack {
@@ -348,8 +347,7 @@ pub async fn create(
                 optimized,
             },
         )
-        .await
-        .map_err(rpc_err("silo-store"))??;
+        .await?;
     let fd = c
         .helpers
         .take_fds(HelperKind::Store, ticket)
@@ -702,26 +700,19 @@ async fn import_inner(
     let pn = PoolName::new(pool.to_string()).map_err(|e| DomainError::BadRequest(e.to_string()))?;
     let vol =
         VolumeName::new(name.to_string()).map_err(|e| DomainError::BadRequest(e.to_string()))?;
-    let range = c
-        .helpers
-        .privileged
-        .id_range(ctx())
-        .await
-        .map_err(rpc_err("silo-priv"))??;
+    let range = c.helpers.privileged.id_range().await?;
     let claim = instances::claim_idmap(&c.db, name, &range)?;
     let base = claim.base;
     c.helpers
         .store
         .unpack_backup(
-            ctx(),
             pn.clone(),
             VolumeName::new(upload_name).map_err(|e| DomainError::Internal(e.to_string()))?,
             vol.clone(),
             snaps.clone(),
             index.optimized,
         )
-        .await
-        .map_err(rpc_err("silo-store"))??;
+        .await?;
     let keep_volatile = |cfg: &BTreeMap<String, String>| -> BTreeMap<String, String> {
         cfg.iter()
             .filter(|(k, _)| !k.starts_with("volatile.") || *k == "volatile.base_image")
@@ -792,23 +783,13 @@ async fn import_inner(
         let _ = c
             .helpers
             .store
-            .delete_volume(
-                ctx(),
-                pn.clone(),
-                silo_proto::store::VolumeKind::Container,
-                vol,
-            )
+            .delete_volume(pn.clone(), silo_proto::store::VolumeKind::Container, vol)
             .await;
         for (_, v) in snaps {
             let _ = c
                 .helpers
                 .store
-                .delete_volume(
-                    ctx(),
-                    pn.clone(),
-                    silo_proto::store::VolumeKind::Snapshot,
-                    v,
-                )
+                .delete_volume(pn.clone(), silo_proto::store::VolumeKind::Snapshot, v)
                 .await;
         }
         return Err(e);

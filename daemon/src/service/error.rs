@@ -66,3 +66,18 @@ impl From<crate::store::db::DbError> for DomainError {
         DomainError::Internal(e.to_string())
     }
 }
+
+impl From<crate::model::filter::FilterError> for DomainError {
+    fn from(e: crate::model::filter::FilterError) -> Self {
+        DomainError::BadRequest(e.0)
+    }
+}
+
+impl From<crate::helpers::HelperFailure> for DomainError {
+    fn from(e: crate::helpers::HelperFailure) -> Self {
+        match e {
+            crate::helpers::HelperFailure::Refused(e) => e.into(),
+            crate::helpers::HelperFailure::Gone(e) => e.into(),
+        }
+    }
+}

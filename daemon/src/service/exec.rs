@@ -19,7 +19,7 @@ use tokio::io::unix::AsyncFd;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::oneshot;
 
-use crate::helpers::{ctx, rpc_err, HelperKind, Helpers};
+use crate::helpers::{HelperKind, Helpers};
 use crate::service::DomainError;
 
 /// How long the client has to connect its websockets.
@@ -68,7 +68,7 @@ pub struct ExecRequest {
     /// argv.
     pub command: Vec<String>,
     /// Extra environment.
-    #[serde(default, deserialize_with = "crate::api::response::null_default")]
+    #[serde(default, deserialize_with = "crate::model::null_default")]
     pub environment: HashMap<String, String>,
     /// With a pty.
     #[serde(default)]
@@ -347,19 +347,13 @@ async fn control_loop(
                 }
             }
             "signal" => {
-                let _ = helpers
-                    .privileged
-                    .exec_signal(ctx(), exec_id, c.signal)
-                    .await;
+                let _ = helpers.privileged.exec_signal(exec_id, c.signal).await;
             }
             _ => {}
         }
     }
     // Gone before the command ended: end it. (After the end the exec is unknown: no-op.)
-    let _ = helpers
-        .privileged
-        .exec_signal(ctx(), exec_id, libc::SIGKILL)
-        .await;
+    let _ = helpers.privileged.exec_signal(exec_id, libc::SIGKILL).await;
     true
 }
 
@@ -404,9 +398,8 @@ pub async fn run(
     };
     let started = helpers
         .privileged
-        .exec(ctx(), spec)
+        .exec(spec)
         .await
-        .map_err(|e| rpc_err("silo-priv")(e).to_string())?
         .map_err(|e| DomainError::from(e).to_string())?;
     let mut fds = helpers.take_fds(HelperKind::Priv, started.fds).await?;
     let mut pumps = Vec::new();
@@ -499,9 +492,8 @@ pub async fn run(
     let code = loop {
         match helpers
             .privileged
-            .exec_wait(ctx(), started.id, 200_000)
+            .exec_wait(started.id, 200_000)
             .await
-            .map_err(|e| rpc_err("silo-priv")(e).to_string())?
             .map_err(|e| e.to_string())?
         {
             Some(c) => break c,
@@ -531,12 +523,8 @@ pub async fn console(
     let (mut socks, control) = streams.connect(&["0"]).await?;
     let ticket = helpers
         .privileged
-        .console(
-            ctx(),
-            silo_proto::InstanceName::new(instance).map_err(|e| e.to_string())?,
-        )
+        .console(silo_proto::InstanceName::new(instance).map_err(|e| e.to_string())?)
         .await
-        .map_err(|e| rpc_err("silo-priv")(e).to_string())?
         .map_err(|e| DomainError::from(e).to_string())?;
     let mut fds = helpers.take_fds(HelperKind::Priv, ticket).await?;
     let sock = std::os::unix::net::UnixStream::from(fds.remove(0));
@@ -582,13 +570,12 @@ pub async fn console(
                                         let r = helpers_c
                                             .privileged
                                             .console_resize(
-                                                ctx(),
                                                 name_c.clone(),
                                                 num("width"),
                                                 num("height"),
                                             )
                                             .await;
-                                        if let Ok(Err(e)) = r {
+                                        if let Err(e) = r {
                                             tracing::info!(error = %e, "console resize refused");
                                         }
                                     }

@@ -562,19 +562,19 @@ pub struct PublishRequest {
     /// `{"type": "instance"|"container"|"snapshot", "name": "c1" | "c1/snap0"}`.
     pub source: PublishSource,
     /// Properties for the image (over those of the instance's own image).
-    #[serde(default, deserialize_with = "crate::api::response::null_default")]
+    #[serde(default, deserialize_with = "crate::model::null_default")]
     pub properties: BTreeMap<String, String>,
     /// Aliases to create.
-    #[serde(default, deserialize_with = "crate::api::response::null_default")]
+    #[serde(default, deserialize_with = "crate::model::null_default")]
     pub aliases: Vec<PublishAlias>,
     /// Public image.
     #[serde(default)]
     pub public: bool,
     /// gzip (default), xz, zstd or none.
-    #[serde(default, deserialize_with = "crate::api::response::null_default")]
+    #[serde(default, deserialize_with = "crate::model::null_default")]
     pub compression_algorithm: String,
     /// Image filename.
-    #[serde(default, deserialize_with = "crate::api::response::null_default")]
+    #[serde(default, deserialize_with = "crate::model::null_default")]
     pub filename: String,
 }
 
@@ -705,15 +705,13 @@ pub async fn publish(
         .helpers
         .store
         .pack_volume(
-            crate::helpers::ctx(),
             pool,
             kind,
             vol,
             compression_choice(&r.compression_algorithm)?,
             meta,
         )
-        .await
-        .map_err(crate::helpers::rpc_err("silo-store"))??;
+        .await?;
     let fd = c
         .helpers
         .take_fds(crate::helpers::HelperKind::Store, ticket)

@@ -11,7 +11,6 @@ use silo_proto::privileged::{IdRange, IdRanges};
 use silo_proto::store::VolumeKind;
 use silo_proto::{ImageFingerprint, InstanceName, PoolName, VolumeName};
 
-use crate::helpers::{ctx, rpc_err};
 use crate::service::profiles::{Device, Profile};
 use crate::service::{DomainError, Services};
 use crate::store::db::Db;
@@ -504,16 +503,16 @@ pub struct CreateRequest {
     #[serde(default)]
     pub profiles: Option<Vec<String>>,
     /// Local config.
-    #[serde(default, deserialize_with = "crate::api::response::null_default")]
+    #[serde(default, deserialize_with = "crate::model::null_default")]
     pub config: BTreeMap<String, String>,
     /// Local devices.
-    #[serde(default, deserialize_with = "crate::api::response::null_default")]
+    #[serde(default, deserialize_with = "crate::model::null_default")]
     pub devices: BTreeMap<String, Device>,
     /// Ephemeral.
     #[serde(default)]
     pub ephemeral: bool,
     /// Description.
-    #[serde(default, deserialize_with = "crate::api::response::null_default")]
+    #[serde(default, deserialize_with = "crate::model::null_default")]
     pub description: String,
     /// Source.
     #[serde(default)]
@@ -807,12 +806,7 @@ async fn create_inner(
     let pn = PoolName::new(pool.clone()).map_err(|e| DomainError::BadRequest(e.to_string()))?;
     let vol =
         VolumeName::new(req.name.clone()).map_err(|e| DomainError::BadRequest(e.to_string()))?;
-    let range = c
-        .helpers
-        .privileged
-        .id_range(ctx())
-        .await
-        .map_err(rpc_err("silo-priv"))??;
+    let range = c.helpers.privileged.id_range().await?;
     let claim = claim_idmap(&c.db, &req.name, &range)?;
     let base = claim.base;
     let mut config = req.config.clone();
@@ -832,7 +826,6 @@ async fn create_inner(
             c.helpers
                 .store
                 .copy_volume(
-                    ctx(),
                     pn.clone(),
                     VolumeKind::Image,
                     VolumeName::new(img.fingerprint.clone())
@@ -840,8 +833,7 @@ async fn create_inner(
                     VolumeKind::Container,
                     vol.clone(),
                 )
-                .await
-                .map_err(rpc_err("silo-store"))??;
+                .await?;
             for (k, v) in &img.properties {
                 config
                     .entry(format!("image.{k}"))
@@ -876,16 +868,8 @@ async fn create_inner(
             };
             c.helpers
                 .store
-                .copy_volume(
-                    ctx(),
-                    pn.clone(),
-                    kind,
-                    from,
-                    VolumeKind::Container,
-                    vol.clone(),
-                )
-                .await
-                .map_err(rpc_err("silo-store"))??;
+                .copy_volume(pn.clone(), kind, from, VolumeKind::Container, vol.clone())
+                .await?;
             if let Some(b) = si.config.get("volatile.base_image") {
                 config.insert("volatile.base_image".into(), b.clone());
             }
@@ -894,9 +878,8 @@ async fn create_inner(
         None => {
             c.helpers
                 .store
-                .create_volume(ctx(), pn.clone(), VolumeKind::Container, vol.clone())
-                .await
-                .map_err(rpc_err("silo-store"))??;
+                .create_volume(pn.clone(), VolumeKind::Container, vol.clone())
+                .await?;
         }
     }
     config.insert("volatile.uuid".into(), uuid::Uuid::new_v4().to_string());
@@ -934,7 +917,7 @@ async fn create_inner(
         let _ = c
             .helpers
             .store
-            .delete_volume(ctx(), pn, VolumeKind::Container, vol)
+            .delete_volume(pn, VolumeKind::Container, vol)
             .await;
         return Err(e);
     }
@@ -1059,11 +1042,11 @@ pub async fn delete(c: &Services, name: &str) -> Result<(), DomainError> {
     match c
         .helpers
         .store
-        .delete_volume(ctx(), pn, VolumeKind::Container, vol)
+        .delete_volume(pn, VolumeKind::Container, vol)
         .await
-        .map_err(rpc_err("silo-store"))?
     {
-        Ok(()) | Err(silo_proto::HelperError::NotFound { .. }) => {}
+        Ok(()) => {}
+        Err(e) if e.is_not_found() => {}
         Err(e) => return Err(e.into()),
     }
     c.db.with(|x| {
@@ -1084,7 +1067,7 @@ pub async fn delete(c: &Services, name: &str) -> Result<(), DomainError> {
     }
     if let Ok(n) = silo_proto::InstanceName::new(name.to_string()) {
         // The console log and exec outputs go with the instance.
-        let _ = c.helpers.privileged.forget(ctx(), n).await;
+        let _ = c.helpers.privileged.forget(n).await;
     }
     if let Some(dir) = &c.logs {
         let _ = tokio::fs::remove_dir_all(dir.join(name)).await;
@@ -1126,15 +1109,13 @@ pub async fn rename(c: &Services, name: &str, to: &str) -> Result<(), DomainErro
     c.helpers
         .store
         .rename_volume(
-            ctx(),
             pn.clone(),
             VolumeKind::Container,
             from.clone(),
             dst.clone(),
             false,
         )
-        .await
-        .map_err(rpc_err("silo-store"))??;
+        .await?;
     let moved = async {
         crate::service::snapshots::rename_instance(c, &i, to).await?;
         c.db.with(|x| {
@@ -1151,7 +1132,7 @@ pub async fn rename(c: &Services, name: &str, to: &str) -> Result<(), DomainErro
         let _ = c
             .helpers
             .store
-            .rename_volume(ctx(), pn, VolumeKind::Container, dst, from, false)
+            .rename_volume(pn, VolumeKind::Container, dst, from, false)
             .await;
         return Err(e);
     }
@@ -1165,7 +1146,7 @@ pub async fn rename(c: &Services, name: &str, to: &str) -> Result<(), DomainErro
     }
     if let Ok(n) = silo_proto::InstanceName::new(name.to_string()) {
         // The old name's console log and records.
-        let _ = c.helpers.privileged.forget(ctx(), n).await;
+        let _ = c.helpers.privileged.forget(n).await;
     }
     c.events.lifecycle(
         "instance-renamed",

@@ -12,7 +12,7 @@ use silo_proto::proxy::{ProxyBind, ProxySpec};
 use silo_proto::types::{DnsDomain, Ipv4Cidr, Ipv6Cidr, MacAddr};
 use silo_proto::{DeviceName, IfName, InstanceName};
 
-use crate::helpers::{ctx, rpc_err, Helpers};
+use crate::helpers::Helpers;
 use crate::service::profiles::Device;
 use crate::service::DomainError;
 use crate::store::db::Db;
@@ -301,9 +301,8 @@ async fn resolve_auto(
         .collect();
     let choice = helpers
         .net
-        .pick_subnets(ctx(), want4, want6, avoid4, avoid6)
-        .await
-        .map_err(rpc_err("silo-net"))??;
+        .pick_subnets(want4, want6, avoid4, avoid6)
+        .await?;
     if let Some(c) = choice.ipv4 {
         n.config.insert("ipv4.address".into(), c.to_string());
         n.config
@@ -321,11 +320,7 @@ async fn resolve_auto(
 
 /// The root policy's additions to the managed-network rules (silod cannot read the policy).
 async fn network_rules(helpers: &Helpers) -> Result<silo_proto::net::NetworkRules, DomainError> {
-    Ok(helpers
-        .net
-        .network_rules(ctx())
-        .await
-        .map_err(rpc_err("silo-net"))?)
+    Ok(helpers.net.network_rules().await?)
 }
 
 /// Creates a network. A bridge is made real at once; nothing remains if that fails.
@@ -364,16 +359,12 @@ pub async fn create(
         rules
             .check_bridge(&n.name, spec.ipv4.as_ref(), spec.ipv6.as_ref())
             .map_err(bad)?;
-        helpers
-            .net
-            .ensure_bridge(ctx(), spec)
-            .await
-            .map_err(rpc_err("silo-net"))??;
+        helpers.net.ensure_bridge(spec).await?;
     }
     if let Err(e) = save(db, &n, true) {
         if n.kind == "bridge" {
             if let Ok(i) = IfName::new(n.name.clone()) {
-                let _ = helpers.net.delete_bridge(ctx(), i).await;
+                let _ = helpers.net.delete_bridge(i).await;
             }
         }
         return Err(e);
@@ -392,11 +383,7 @@ pub async fn update(db: &Db, helpers: &Helpers, mut n: Network) -> Result<(), Do
             .await?
             .check_bridge(&n.name, spec.ipv4.as_ref(), spec.ipv6.as_ref())
             .map_err(bad)?;
-        helpers
-            .net
-            .ensure_bridge(ctx(), spec)
-            .await
-            .map_err(rpc_err("silo-net"))??;
+        helpers.net.ensure_bridge(spec).await?;
     }
     save(db, &n, false)
 }
@@ -413,13 +400,9 @@ pub async fn delete(db: &Db, helpers: &Helpers, name: &str) -> Result<(), Domain
     }
     if n.kind == "bridge" {
         let i = IfName::new(n.name.clone()).map_err(|e| bad(e.to_string()))?;
-        match helpers
-            .net
-            .delete_bridge(ctx(), i)
-            .await
-            .map_err(rpc_err("silo-net"))?
-        {
-            Ok(()) | Err(silo_proto::HelperError::NotFound { .. }) => {}
+        match helpers.net.delete_bridge(i).await {
+            Ok(()) => {}
+            Err(e) if e.is_not_found() => {}
             Err(e) => return Err(e.into()),
         }
     }
@@ -436,11 +419,7 @@ pub async fn bring_up_all(db: &Db, helpers: &Helpers) {
     let Ok(all) = list(db) else { return };
     for n in all.into_iter().filter(|n| n.kind == "bridge") {
         let r = async {
-            helpers
-                .net
-                .ensure_bridge(ctx(), bridge_spec(&n)?)
-                .await
-                .map_err(rpc_err("silo-net"))??;
+            helpers.net.ensure_bridge(bridge_spec(&n)?).await?;
             Ok::<(), DomainError>(())
         }
         .await;
@@ -985,7 +964,6 @@ pub async fn attach(
         helpers
             .net
             .set_host_entry(
-                ctx(),
                 br.clone(),
                 HostEntry {
                     hwaddr: hw,
@@ -994,14 +972,12 @@ pub async fn attach(
                     ipv6: plan.ipv6,
                 },
             )
-            .await
-            .map_err(rpc_err("silo-net"))??;
+            .await?;
     }
     let host = helpers
         .net
-        .attach_nic(ctx(), instance.clone(), plan.spec.clone())
+        .attach_nic(instance.clone(), plan.spec.clone())
         .await
-        .map_err(rpc_err("silo-net"))?
         .map_err(|e| DomainError::BadRequest(format!("nic {:?}: {e}", plan.device)))?;
     Ok(host)
 }
@@ -1014,16 +990,15 @@ pub async fn detach(
 ) -> Result<(), DomainError> {
     helpers
         .net
-        .detach_nic(ctx(), instance.clone(), plan.spec.clone())
-        .await
-        .map_err(rpc_err("silo-net"))??;
+        .detach_nic(instance.clone(), plan.spec.clone())
+        .await?;
     Ok(())
 }
 
 /// Removes a deleted instance's (or removed nic's) dnsmasq host entry.
 pub async fn forget_nic(helpers: &Helpers, plan: &NicPlan) {
     if let (Some(br), Some(hw)) = (&plan.managed_bridge, plan.spec.hwaddr) {
-        let _ = helpers.net.remove_host_entry(ctx(), br.clone(), hw).await;
+        let _ = helpers.net.remove_host_entry(br.clone(), hw).await;
     }
 }
 
@@ -1036,18 +1011,14 @@ pub async fn start_proxy(
 ) -> Result<(), DomainError> {
     let spec = proxy_spec(d).map_err(|e| bad(format!("proxy device {device:?}: {e}")))?;
     let dev = DeviceName::new(device.to_string()).map_err(|e| bad(e.to_string()))?;
-    helpers
-        .net
-        .start_proxy(ctx(), instance.clone(), dev, spec)
-        .await
-        .map_err(rpc_err("silo-net"))??;
+    helpers.net.start_proxy(instance.clone(), dev, spec).await?;
     Ok(())
 }
 
 /// Stops one proxy device's forwarder, or all of an instance's.
 pub async fn stop_proxy(helpers: &Helpers, instance: &InstanceName, device: Option<&str>) {
     let dev = device.and_then(|d| DeviceName::new(d.to_string()).ok());
-    let _ = helpers.net.stop_proxy(ctx(), instance.clone(), dev).await;
+    let _ = helpers.net.stop_proxy(instance.clone(), dev).await;
 }
 
 /// `/1.0/networks/<n>/leases`: the gateway's own addresses, static entries from instances'
@@ -1081,12 +1052,7 @@ pub async fn leases(db: &Db, helpers: &Helpers, n: &Network) -> Result<Vec<Value
         }
     }
     let br = IfName::new(n.name.clone()).map_err(|e| bad(e.to_string()))?;
-    for l in helpers
-        .net
-        .leases(ctx(), br)
-        .await
-        .map_err(rpc_err("silo-net"))??
-    {
+    for l in helpers.net.leases(br).await? {
         let a = l.address.to_string();
         if statics.contains(&a) {
             continue;

@@ -18,13 +18,13 @@ pub struct Profile {
     /// Name.
     pub name: String,
     /// Description.
-    #[serde(default, deserialize_with = "crate::api::response::null_default")]
+    #[serde(default, deserialize_with = "crate::model::null_default")]
     pub description: String,
     /// Config.
-    #[serde(default, deserialize_with = "crate::api::response::null_default")]
+    #[serde(default, deserialize_with = "crate::model::null_default")]
     pub config: BTreeMap<String, String>,
     /// Devices.
-    #[serde(default, deserialize_with = "crate::api::response::null_default")]
+    #[serde(default, deserialize_with = "crate::model::null_default")]
     pub devices: BTreeMap<String, Device>,
 }
 

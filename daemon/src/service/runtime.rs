@@ -12,7 +12,6 @@ use serde_json::{json, Value};
 use silo_proto::privileged::{InitExit, InstanceStats, Limits, RunningInfo, StartSpec};
 use silo_proto::{InstanceName, PoolName};
 
-use crate::helpers::{ctx, rpc_err};
 use crate::service::instances::{self, Instance};
 use crate::service::networks;
 use crate::service::DomainError;
@@ -43,12 +42,7 @@ fn iname(name: &str) -> Result<InstanceName, DomainError> {
 
 /// What runs now, by name.
 pub async fn running(c: &Services) -> Result<HashMap<String, RunningInfo>, DomainError> {
-    let list = c
-        .helpers
-        .privileged
-        .running(ctx())
-        .await
-        .map_err(rpc_err("silo-priv"))??;
+    let list = c.helpers.privileged.running().await?;
     Ok(list
         .into_iter()
         .map(|r| (r.instance.as_str().to_string(), r))
@@ -306,24 +300,19 @@ pub async fn start(c: &Services, name: &str) -> Result<RunningInfo, DomainError>
     let info = c
         .helpers
         .privileged
-        .start(ctx(), spec)
+        .start(spec)
         .await
-        .map_err(rpc_err("silo-priv"))?
         .map_err(|e| match e {
-            silo_proto::HelperError::Io { message, .. } => {
-                DomainError::Internal(format!("failed to start instance {name:?}: {message}"))
-            }
+            crate::helpers::HelperFailure::Refused(silo_proto::HelperError::Io {
+                message, ..
+            }) => DomainError::Internal(format!("failed to start instance {name:?}: {message}")),
             e => e.into(),
         })?;
     if hold {
         let n = iname(name)?;
         let plugged = async {
             plug_devices(c, &n, &i, &devs).await?;
-            c.helpers
-                .privileged
-                .release(ctx(), n.clone())
-                .await
-                .map_err(rpc_err("silo-priv"))??;
+            c.helpers.privileged.release(n.clone()).await?;
             Ok::<(), DomainError>(())
         }
         .await;
@@ -331,12 +320,8 @@ pub async fn start(c: &Services, name: &str) -> Result<RunningInfo, DomainError>
             // Nothing half-made: the held init goes, and with its namespace every veth and
             // macvlan; forwarders and physical nics are taken back explicitly.
             unplug_before_stop(c, name).await;
-            let _ = c.helpers.privileged.stop(ctx(), n.clone(), true).await;
-            let _ = c
-                .helpers
-                .privileged
-                .wait_stopped(ctx(), n.clone(), 10_000)
-                .await;
+            let _ = c.helpers.privileged.stop(n.clone(), true).await;
+            let _ = c.helpers.privileged.wait_stopped(n.clone(), 10_000).await;
             after_stop(c, name).await;
             return Err(e);
         }
@@ -398,9 +383,7 @@ async fn stop_inner(
 ) -> Result<InitExit, DomainError> {
     let n = iname(name)?;
     let p = &c.helpers.privileged;
-    p.stop(ctx(), n.clone(), force)
-        .await
-        .map_err(rpc_err("silo-priv"))??;
+    p.stop(n.clone(), force).await?;
     let deadline = timeout.map(|t| tokio::time::Instant::now() + t);
     loop {
         let left = match deadline {
@@ -408,10 +391,7 @@ async fn stop_inner(
             None => Duration::from_secs(200),
         };
         let chunk = left.min(Duration::from_secs(200));
-        let exit = p
-            .wait_stopped(ctx(), n.clone(), chunk.as_millis() as u64)
-            .await
-            .map_err(rpc_err("silo-priv"))??;
+        let exit = p.wait_stopped(n.clone(), chunk.as_millis() as u64).await?;
         if exit != InitExit::Running {
             return Ok(exit);
         }
@@ -457,15 +437,10 @@ pub fn watch(c: Services, name: String) {
     tokio::spawn(async move {
         let Ok(n) = iname(&name) else { return };
         let exit = loop {
-            match c
-                .helpers
-                .privileged
-                .wait_stopped(ctx(), n.clone(), 200_000)
-                .await
-            {
-                Ok(Ok(InitExit::Running)) => continue,
-                Ok(Ok(e)) => break e,
-                Ok(Err(_)) | Err(_) => return,
+            match c.helpers.privileged.wait_stopped(n.clone(), 200_000).await {
+                Ok(InitExit::Running) => continue,
+                Ok(e) => break e,
+                Err(_) => return,
             }
         };
         if c.stopping.has(&name) {
@@ -556,21 +531,13 @@ pub async fn apply_live(c: &Services, name: &str, before: &Instance) -> Result<(
     apply_devices_live(c, name, before).await?;
     let i = instances::get(&c.db, name)?;
     let l = limits_of(&expanded(c, &i)?)?;
-    c.helpers
-        .privileged
-        .set_limits(ctx(), iname(name)?, l)
-        .await
-        .map_err(rpc_err("silo-priv"))??;
+    c.helpers.privileged.set_limits(iname(name)?, l).await?;
     Ok(())
 }
 
 /// Resource use of a running instance.
 pub async fn stats(c: &Services, name: &str) -> Result<InstanceStats, DomainError> {
-    Ok(c.helpers
-        .privileged
-        .stats(ctx(), iname(name)?)
-        .await
-        .map_err(rpc_err("silo-priv"))??)
+    Ok(c.helpers.privileged.stats(iname(name)?).await?)
 }
 
 /// Resource use of many running instances in one round trip.
@@ -581,9 +548,8 @@ pub async fn stats_many(
     let names: Vec<InstanceName> = names.iter().filter_map(|n| iname(n).ok()).collect();
     Ok(c.helpers
         .privileged
-        .stats_many(ctx(), names)
-        .await
-        .map_err(rpc_err("silo-priv"))??
+        .stats_many(names)
+        .await?
         .into_iter()
         .map(|(n, s)| (n.as_str().to_string(), s))
         .collect())
@@ -638,9 +604,8 @@ pub async fn disk_usage(c: &Services, i: &Instance) -> Option<u64> {
     let vol = silo_proto::VolumeName::new(i.name.clone()).ok()?;
     c.helpers
         .store
-        .volume_usage(ctx(), pn, silo_proto::store::VolumeKind::Container, vol)
+        .volume_usage(pn, silo_proto::store::VolumeKind::Container, vol)
         .await
-        .ok()?
         .ok()
 }
 
@@ -662,14 +627,12 @@ pub async fn render_templates(
     c.helpers
         .store
         .render_templates(
-            ctx(),
             PoolName::new(i.pool.clone()).map_err(|e| DomainError::Internal(e.to_string()))?,
             silo_proto::VolumeName::new(i.name.clone())
                 .map_err(|e| DomainError::Internal(e.to_string()))?,
             vars,
         )
-        .await
-        .map_err(rpc_err("silo-store"))??;
+        .await?;
     Ok(())
 }
 

@@ -11,7 +11,6 @@ use serde_json::{json, Value};
 use silo_proto::store::VolumeKind;
 use silo_proto::{InstanceName, PoolName, VolumeName};
 
-use crate::helpers::{ctx, rpc_err};
 use crate::service::instances::{self, Instance};
 use crate::service::profiles::Device;
 use crate::service::DomainError;
@@ -174,38 +173,32 @@ pub async fn create(
     let n = InstanceName::new(instance.to_string())
         .map_err(|e| DomainError::BadRequest(e.to_string()))?;
     if running {
-        c.helpers
-            .privileged
-            .freeze(ctx(), n.clone(), true)
-            .await
-            .map_err(rpc_err("silo-priv"))??;
+        c.helpers.privileged.freeze(n.clone(), true).await?;
     }
     let copied = c
         .helpers
         .store
         .copy_volume(
-            ctx(),
             pn.clone(),
             VolumeKind::Container,
             src,
             VolumeKind::Snapshot,
             vol.clone(),
         )
-        .await
-        .map_err(rpc_err("silo-store"));
+        .await;
     if running {
         // Thawed whatever the copy did.
-        let thawed = c.helpers.privileged.freeze(ctx(), n, false).await;
-        if !matches!(thawed, Ok(Ok(()))) {
+        let thawed = c.helpers.privileged.freeze(n, false).await;
+        if thawed.is_err() {
             tracing::error!(instance, ?thawed, "thawing after a snapshot failed");
         }
     }
-    copied?.map_err(|e| match e {
-        silo_proto::HelperError::Io {
+    copied.map_err(|e| match e {
+        crate::helpers::HelperFailure::Refused(silo_proto::HelperError::Io {
             message,
             errno: Some(libc::ENOSPC),
             ..
-        } => DomainError::BadRequest(format!("the storage pool {:?} is full: {message}", i.pool)),
+        }) => DomainError::BadRequest(format!("the storage pool {:?} is full: {message}", i.pool)),
         e => e.into(),
     })?;
     let expires_at = match expires_at {
@@ -227,7 +220,7 @@ pub async fn create(
         let _ = c
             .helpers
             .store
-            .delete_volume(ctx(), pn, VolumeKind::Snapshot, vol)
+            .delete_volume(pn, VolumeKind::Snapshot, vol)
             .await;
         return Err(e);
     }
@@ -286,16 +279,11 @@ pub async fn delete(c: &Services, instance: &str, name: &str) -> Result<(), Doma
     match c
         .helpers
         .store
-        .delete_volume(
-            ctx(),
-            pool(&i)?,
-            VolumeKind::Snapshot,
-            volume(instance, name)?,
-        )
+        .delete_volume(pool(&i)?, VolumeKind::Snapshot, volume(instance, name)?)
         .await
-        .map_err(rpc_err("silo-store"))?
     {
-        Ok(()) | Err(silo_proto::HelperError::NotFound { .. }) => {}
+        Ok(()) => {}
+        Err(e) if e.is_not_found() => {}
         Err(e) => return Err(e.into()),
     }
     c.db.with(|x| {
@@ -326,15 +314,13 @@ pub async fn rename(c: &Services, instance: &str, from: &str, to: &str) -> Resul
     c.helpers
         .store
         .rename_volume(
-            ctx(),
             pool(&i)?,
             VolumeKind::Snapshot,
             volume(instance, from)?,
             volume(instance, to)?,
             false,
         )
-        .await
-        .map_err(rpc_err("silo-store"))??;
+        .await?;
     c.db.with(|x| {
         x.execute(
             "UPDATE snapshots SET name = ?3 WHERE instance = ?1 AND name = ?2",
@@ -429,15 +415,13 @@ pub async fn rename_instance(c: &Services, i: &Instance, to: &str) -> Result<(),
         c.helpers
             .store
             .rename_volume(
-                ctx(),
                 pool(i)?,
                 VolumeKind::Snapshot,
                 volume(&i.name, &s.name)?,
                 volume(to, &s.name)?,
                 false,
             )
-            .await
-            .map_err(rpc_err("silo-store"))??;
+            .await?;
     }
     Ok(())
 }
@@ -449,15 +433,13 @@ pub async fn copy_all(c: &Services, from: &str, to: &Instance) -> Result<(), Dom
         c.helpers
             .store
             .copy_volume(
-                ctx(),
                 pool(to)?,
                 VolumeKind::Snapshot,
                 volume(from, &s.name)?,
                 VolumeKind::Snapshot,
                 volume(&to.name, &s.name)?,
             )
-            .await
-            .map_err(rpc_err("silo-store"))??;
+            .await?;
         let copy = Snapshot {
             instance: to.name.clone(),
             config: s
@@ -537,25 +519,16 @@ async fn replace_root(
     let _ = c
         .helpers
         .store
-        .delete_volume(ctx(), pn.clone(), VolumeKind::Container, tmp.clone())
+        .delete_volume(pn.clone(), VolumeKind::Container, tmp.clone())
         .await;
     let swapped = async {
         c.helpers
             .store
-            .copy_volume(
-                ctx(),
-                pn.clone(),
-                kind,
-                from,
-                VolumeKind::Container,
-                tmp.clone(),
-            )
-            .await
-            .map_err(rpc_err("silo-store"))??;
+            .copy_volume(pn.clone(), kind, from, VolumeKind::Container, tmp.clone())
+            .await?;
         c.helpers
             .store
             .rename_volume(
-                ctx(),
                 pn.clone(),
                 VolumeKind::Container,
                 tmp.clone(),
@@ -563,8 +536,7 @@ async fn replace_root(
                     .map_err(|e| DomainError::Internal(e.to_string()))?,
                 true,
             )
-            .await
-            .map_err(rpc_err("silo-store"))??;
+            .await?;
         Ok::<(), DomainError>(())
     }
     .await;
@@ -572,7 +544,7 @@ async fn replace_root(
         let _ = c
             .helpers
             .store
-            .delete_volume(ctx(), pn.clone(), VolumeKind::Container, tmp)
+            .delete_volume(pn.clone(), VolumeKind::Container, tmp)
             .await;
     }
     swapped
@@ -632,15 +604,13 @@ pub async fn refresh_copy(
             c.helpers
                 .store
                 .copy_volume(
-                    ctx(),
                     pn.clone(),
                     VolumeKind::Snapshot,
                     volume(&src, &w.name)?,
                     VolumeKind::Snapshot,
                     volume(target, &w.name)?,
                 )
-                .await
-                .map_err(rpc_err("silo-store"))??;
+                .await?;
             insert(
                 &c.db,
                 &Snapshot {

@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 use silo_proto::store::{PoolDriver, VolumeKind};
 use silo_proto::{ImageFingerprint, PoolName, VolumeName};
 
-use crate::helpers::{ctx, rpc_err, Helpers};
+use crate::helpers::Helpers;
 use crate::service::DomainError;
 use crate::store::db::Db;
 
@@ -146,11 +146,7 @@ pub async fn create(
             "storage pool {name:?} already exists"
         )));
     }
-    helpers
-        .store
-        .create_pool(ctx(), pn.clone(), drv)
-        .await
-        .map_err(rpc_err("silo-store"))??;
+    helpers.store.create_pool(pn.clone(), drv).await?;
     let pool = Pool {
         name: name.into(),
         driver: driver.into(),
@@ -170,7 +166,7 @@ pub async fn create(
         .map(|_| ())
     });
     if let Err(e) = r {
-        let _ = helpers.store.delete_pool(ctx(), pn).await;
+        let _ = helpers.store.delete_pool(pn).await;
         return Err(e.into());
     }
     Ok(pool)
@@ -233,9 +229,8 @@ pub async fn delete(db: &Db, helpers: &Helpers, name: &str) -> Result<(), Domain
         if let Ok(v) = VolumeName::new(fp.clone()) {
             helpers
                 .store
-                .delete_volume(ctx(), pn.clone(), VolumeKind::Image, v)
-                .await
-                .map_err(rpc_err("silo-store"))??;
+                .delete_volume(pn.clone(), VolumeKind::Image, v)
+                .await?;
         }
         db.with(|c| {
             c.execute(
@@ -245,11 +240,7 @@ pub async fn delete(db: &Db, helpers: &Helpers, name: &str) -> Result<(), Domain
             .map(|_| ())
         })?;
     }
-    helpers
-        .store
-        .delete_pool(ctx(), pn)
-        .await
-        .map_err(rpc_err("silo-store"))??;
+    helpers.store.delete_pool(pn).await?;
     db.with(|c| {
         c.execute("DELETE FROM storage_pools WHERE name = ?1", params![name])
             .map(|_| ())
@@ -273,11 +264,7 @@ pub fn to_api(db: &Db, p: &Pool) -> Result<Value, DomainError> {
 /// `GET /1.0/storage-pools/<p>/resources`.
 pub async fn resources(helpers: &Helpers, name: &str) -> Result<Value, DomainError> {
     let pn = PoolName::new(name).map_err(|e| DomainError::BadRequest(e.to_string()))?;
-    let info = helpers
-        .store
-        .pool_info(ctx(), pn)
-        .await
-        .map_err(rpc_err("silo-store"))??;
+    let info = helpers.store.pool_info(pn).await?;
     Ok(
         json!({"space": {"used": info.space_used, "total": info.space_total}, "inodes": {"used": 0, "total": 0}}),
     )
@@ -345,11 +332,7 @@ pub async fn ensure_image_volume(
         return Ok(());
     }
     let pn = PoolName::new(pool).map_err(|e| DomainError::BadRequest(e.to_string()))?;
-    helpers
-        .store
-        .unpack_image(ctx(), pn, fp.clone())
-        .await
-        .map_err(rpc_err("silo-store"))??;
+    helpers.store.unpack_image(pn, fp.clone()).await?;
     db.with(|c| {
         c.execute(
             "INSERT INTO image_volumes (pool, fingerprint) VALUES (?1, ?2)",
@@ -367,9 +350,8 @@ pub async fn mount_all(db: &Db, helpers: &Helpers) -> Result<(), DomainError> {
         let pn = PoolName::new(p.name.clone()).map_err(|e| DomainError::Internal(e.to_string()))?;
         helpers
             .store
-            .mount_pool(ctx(), pn, check_driver(&p.driver, &p.config)?)
-            .await
-            .map_err(rpc_err("silo-store"))??;
+            .mount_pool(pn, check_driver(&p.driver, &p.config)?)
+            .await?;
     }
     Ok(())
 }
@@ -381,13 +363,9 @@ pub async fn drop_image_volumes(db: &Db, helpers: &Helpers, fp: &str) -> Result<
             let pn =
                 PoolName::new(p.name.clone()).map_err(|e| DomainError::Internal(e.to_string()))?;
             let v = VolumeName::new(fp).map_err(|e| DomainError::Internal(e.to_string()))?;
-            match helpers
-                .store
-                .delete_volume(ctx(), pn, VolumeKind::Image, v)
-                .await
-                .map_err(rpc_err("silo-store"))?
-            {
-                Ok(()) | Err(silo_proto::HelperError::NotFound { .. }) => {}
+            match helpers.store.delete_volume(pn, VolumeKind::Image, v).await {
+                Ok(()) => {}
+                Err(e) if e.is_not_found() => {}
                 Err(e) => return Err(e.into()),
             }
             db.with(|c| {
@@ -431,19 +409,11 @@ pub async fn collect_orphans(db: &Db, helpers: &Helpers) -> Result<(), DomainErr
             (VolumeKind::Custom, &known_custom),
             (VolumeKind::Snapshot, &known_snapshots),
         ] {
-            let on_disk = helpers
-                .store
-                .list_volumes(ctx(), pn.clone(), kind)
-                .await
-                .map_err(rpc_err("silo-store"))??;
+            let on_disk = helpers.store.list_volumes(pn.clone(), kind).await?;
             for v in on_disk {
                 if !known.iter().any(|k| k == v.as_str()) {
                     tracing::warn!(pool = %p.name, volume = %v, kind = kind.dir_name(), "removing an orphaned volume left by an interrupted operation");
-                    helpers
-                        .store
-                        .delete_volume(ctx(), pn.clone(), kind, v)
-                        .await
-                        .map_err(rpc_err("silo-store"))??;
+                    helpers.store.delete_volume(pn.clone(), kind, v).await?;
                 }
             }
         }
