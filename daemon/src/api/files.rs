@@ -1,6 +1,5 @@
-//! `/1.0/instances/{name}/files?path=`: LXD's files API. silo-store resolves the path inside
-//! the instance's root volume and hands silod a pipe (reads) or a socket (writes), never an
-//! fd of the file itself; silod only moves the bytes.
+//! `/1.0/instances/{name}/files?path=`: LXD's files API over HTTP (headers, bodies); the work
+//! is in `service::files`.
 
 use std::sync::Arc;
 
@@ -11,12 +10,9 @@ use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
 use serde::Deserialize;
 use silo_proto::store::{FileKind, FilePut};
-use silo_proto::{PoolName, VolumeName};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::response::{sync, ApiResult, DomainError};
-use crate::helpers::HelperKind;
-use crate::service::instances;
+use crate::service::files;
 use crate::service::Services;
 
 #[derive(Debug, Deserialize)]
@@ -24,31 +20,11 @@ pub struct FileQuery {
     path: Option<String>,
 }
 
-fn names(d: &Services, name: &str) -> Result<(PoolName, VolumeName), DomainError> {
-    let i = instances::get(&d.db, name)?;
-    Ok((
-        PoolName::new(i.pool).map_err(|e| DomainError::Internal(e.to_string()))?,
-        VolumeName::new(i.name).map_err(|e| DomainError::Internal(e.to_string()))?,
-    ))
-}
-
 fn path_of(q: &FileQuery) -> Result<String, DomainError> {
     q.path
         .clone()
         .filter(|p| !p.is_empty())
         .ok_or_else(|| DomainError::BadRequest("missing path (?path=/some/file)".into()))
-}
-
-async fn take_store_fd(
-    d: &Services,
-    t: silo_proto::fdpass::FdTicket,
-) -> Result<std::os::fd::OwnedFd, DomainError> {
-    d.helpers
-        .take_fds(HelperKind::Store, t)
-        .await
-        .map_err(DomainError::Internal)?
-        .pop()
-        .ok_or_else(|| DomainError::Internal("silo-store sent no fd".into()))
 }
 
 fn header(h: &mut HeaderMap, k: &'static str, v: String) {
@@ -63,17 +39,13 @@ pub async fn get(
     Path(name): Path<String>,
     Query(q): Query<FileQuery>,
 ) -> ApiResult {
-    let (pool, vol) = names(&d, &name)?;
     let path = path_of(&q)?;
-    let meta = d.helpers.store.file_get(pool, vol, path).await?;
+    let (meta, fd) = files::read(&d, &name, path).await?;
     let mut resp = match meta.kind {
         FileKind::Directory => sync(meta.entries.clone()),
         FileKind::Symlink => meta.target.clone().into_response(),
         FileKind::File => {
-            let t = meta
-                .fd
-                .ok_or_else(|| DomainError::Internal("silo-store sent no file".into()))?;
-            let fd = take_store_fd(&d, t).await?;
+            let fd = fd.ok_or_else(|| DomainError::Internal("silo-store sent no file".into()))?;
             let f = tokio::fs::File::from_std(std::fs::File::from(fd));
             let stream = tokio_util::io::ReaderStream::new(f);
             let mut r = Response::new(Body::from_stream(stream));
@@ -110,7 +82,6 @@ pub async fn post(
     headers: HeaderMap,
     body: Body,
 ) -> ApiResult {
-    let (pool, vol) = names(&d, &name)?;
     let path = path_of(&q)?;
     let kind = match headers.get("X-LXD-type").and_then(|v| v.to_str().ok()) {
         None | Some("") | Some("file") => FileKind::File,
@@ -175,50 +146,7 @@ pub async fn post(
         append,
         target,
     };
-    let ticket = d.helpers.store.file_put(pool, vol, path, put).await?;
-    if let Some(t) = ticket {
-        // A socket, never the file: silo-store writes what arrives into it and answers "ok"
-        // (or why not) once this side shuts down.
-        let fd = take_store_fd(&d, t).await?;
-        let std_sock = std::os::unix::net::UnixStream::from(fd);
-        std_sock
-            .set_nonblocking(true)
-            .map_err(|e| DomainError::Internal(format!("file socket: {e}")))?;
-        let mut sock = tokio::net::UnixStream::from_std(std_sock)
-            .map_err(|e| DomainError::Internal(format!("file socket: {e}")))?;
-        let mut sent: Result<(), std::io::Error> = Ok(());
-        while let Some(c) = stream.next().await {
-            let c = c.map_err(|e| DomainError::BadRequest(format!("reading the upload: {e}")))?;
-            // silo-store stops reading when it refuses the file: its answer says why.
-            if let Err(e) = sock.write_all(&c).await {
-                sent = Err(e);
-                break;
-            }
-        }
-        if sent.is_ok() {
-            sent = sock.shutdown().await;
-        }
-        let mut answer = Vec::new();
-        (&mut sock)
-            .take(4096)
-            .read_to_end(&mut answer)
-            .await
-            .map_err(|e| DomainError::Internal(format!("silo-store's answer: {e}")))?;
-        if answer.is_empty() {
-            if let Err(e) = sent {
-                return Err(DomainError::Internal(format!("writing the file: {e}")));
-            }
-        }
-        if answer != b"ok" {
-            let why = String::from_utf8_lossy(&answer);
-            let why = why.strip_prefix("error: ").unwrap_or(&why);
-            return Err(if why.contains("dir_pool_reserve") {
-                DomainError::Forbidden(why.to_string())
-            } else {
-                DomainError::Internal(format!("silo-store: {why}"))
-            });
-        }
-    }
+    files::write(&d, &name, path, put, stream).await?;
     Ok(sync(serde_json::Value::Null))
 }
 
@@ -228,8 +156,7 @@ pub async fn delete(
     Path(name): Path<String>,
     Query(q): Query<FileQuery>,
 ) -> ApiResult {
-    let (pool, vol) = names(&d, &name)?;
     let path = path_of(&q)?;
-    d.helpers.store.file_delete(pool, vol, path).await?;
+    files::delete(&d, &name, path).await?;
     Ok(sync(serde_json::Value::Null))
 }

@@ -7,7 +7,6 @@ use axum::extract::{Path, Query, State};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use silo_proto::store::VolumeKind;
-use silo_proto::{PoolName, VolumeName};
 
 use super::response::{sync, sync_etag, ApiResult, DomainError};
 use super::ListQuery;
@@ -248,41 +247,7 @@ pub async fn volume_create(
             v.kind
         )));
     }
-    if let Some(k) = v.config.keys().next() {
-        return Err(DomainError::BadRequest(format!(
-            "unknown volume configuration key {k:?}"
-        )));
-    }
-    let vn = VolumeName::new(v.name.clone()).map_err(|e| DomainError::BadRequest(e.to_string()))?;
-    if storage::custom_volumes(&d.db, &pool)?
-        .iter()
-        .any(|x| x.0 == v.name)
-    {
-        return Err(DomainError::Conflict(format!(
-            "custom volume {:?} already exists in pool {pool:?}",
-            v.name
-        )));
-    }
-    let pn = PoolName::new(pool.clone()).map_err(|e| DomainError::BadRequest(e.to_string()))?;
-    d.helpers
-        .store
-        .create_volume(pn.clone(), VolumeKind::Custom, vn.clone())
-        .await?;
-    let r = d.db.with(|c| {
-        c.execute(
-            "INSERT INTO custom_volumes (pool, name, description, config) VALUES (?1, ?2, ?3, '{}')",
-            rusqlite::params![pool, v.name, v.description],
-        )
-        .map(|_| ())
-    });
-    if let Err(e) = r {
-        let _ = d
-            .helpers
-            .store
-            .delete_volume(pn, VolumeKind::Custom, vn)
-            .await;
-        return Err(e.into());
-    }
+    storage::create_custom_volume(&d, &pool, &v.name, &v.description, &v.config).await?;
     Ok(sync(Value::Null))
 }
 
@@ -317,32 +282,6 @@ pub async fn volume_delete(
             if t == "image" { "image" } else { "instance" }
         )));
     }
-    if !storage::custom_volumes(&d.db, &pool)?
-        .iter()
-        .any(|x| x.0 == name)
-    {
-        return Err(DomainError::NotFound(format!(
-            "custom volume {name:?} not found in pool {pool:?}"
-        )));
-    }
-    let pn = PoolName::new(pool.clone()).map_err(|e| DomainError::BadRequest(e.to_string()))?;
-    let vn = VolumeName::new(name.clone()).map_err(|e| DomainError::BadRequest(e.to_string()))?;
-    match d
-        .helpers
-        .store
-        .delete_volume(pn, VolumeKind::Custom, vn)
-        .await
-    {
-        Ok(()) => {}
-        Err(e) if e.is_not_found() => {}
-        Err(e) => return Err(e.into()),
-    }
-    d.db.with(|c| {
-        c.execute(
-            "DELETE FROM custom_volumes WHERE pool = ?1 AND name = ?2",
-            rusqlite::params![pool, name],
-        )
-        .map(|_| ())
-    })?;
+    storage::delete_custom_volume(&d, &pool, &name).await?;
     Ok(sync(Value::Null))
 }

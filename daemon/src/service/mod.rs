@@ -6,6 +6,7 @@ pub mod backups;
 pub mod error;
 pub mod events;
 pub mod exec;
+pub mod files;
 pub mod host;
 pub mod images;
 pub mod instances;

@@ -10,7 +10,7 @@ use silo_proto::store::{PoolDriver, VolumeKind};
 use silo_proto::{ImageFingerprint, PoolName, VolumeName};
 
 use crate::helpers::Helpers;
-use crate::service::DomainError;
+use crate::service::{DomainError, Services};
 use crate::store::db::Db;
 
 /// A pool record.
@@ -418,5 +418,79 @@ pub async fn collect_orphans(db: &Db, helpers: &Helpers) -> Result<(), DomainErr
             }
         }
     }
+    Ok(())
+}
+
+/// Creates an empty custom volume; nothing remains if recording it fails.
+pub async fn create_custom_volume(
+    c: &Services,
+    pool: &str,
+    name: &str,
+    description: &str,
+    config: &BTreeMap<String, String>,
+) -> Result<(), DomainError> {
+    if let Some(k) = config.keys().next() {
+        return Err(DomainError::BadRequest(format!(
+            "unknown volume configuration key {k:?}"
+        )));
+    }
+    let vn =
+        VolumeName::new(name.to_string()).map_err(|e| DomainError::BadRequest(e.to_string()))?;
+    if custom_volumes(&c.db, &pool)?.iter().any(|x| x.0 == name) {
+        return Err(DomainError::Conflict(format!(
+            "custom volume {:?} already exists in pool {pool:?}",
+            name
+        )));
+    }
+    let pn = PoolName::new(pool.to_string()).map_err(|e| DomainError::BadRequest(e.to_string()))?;
+    c.helpers
+        .store
+        .create_volume(pn.clone(), VolumeKind::Custom, vn.clone())
+        .await?;
+    let r = c.db.with(|c| {
+        c.execute(
+            "INSERT INTO custom_volumes (pool, name, description, config) VALUES (?1, ?2, ?3, '{}')",
+            rusqlite::params![pool, name, description],
+        )
+        .map(|_| ())
+    });
+    if let Err(e) = r {
+        let _ = c
+            .helpers
+            .store
+            .delete_volume(pn, VolumeKind::Custom, vn)
+            .await;
+        return Err(e.into());
+    }
+    Ok(())
+}
+
+/// Deletes a custom volume and its record.
+pub async fn delete_custom_volume(c: &Services, pool: &str, name: &str) -> Result<(), DomainError> {
+    if !custom_volumes(&c.db, &pool)?.iter().any(|x| x.0 == name) {
+        return Err(DomainError::NotFound(format!(
+            "custom volume {name:?} not found in pool {pool:?}"
+        )));
+    }
+    let pn = PoolName::new(pool.to_string()).map_err(|e| DomainError::BadRequest(e.to_string()))?;
+    let vn =
+        VolumeName::new(name.to_string()).map_err(|e| DomainError::BadRequest(e.to_string()))?;
+    match c
+        .helpers
+        .store
+        .delete_volume(pn, VolumeKind::Custom, vn)
+        .await
+    {
+        Ok(()) => {}
+        Err(e) if e.is_not_found() => {}
+        Err(e) => return Err(e.into()),
+    }
+    c.db.with(|c| {
+        c.execute(
+            "DELETE FROM custom_volumes WHERE pool = ?1 AND name = ?2",
+            rusqlite::params![pool, name],
+        )
+        .map(|_| ())
+    })?;
     Ok(())
 }
