@@ -436,7 +436,7 @@ pub async fn create_custom_volume(
     }
     let vn =
         VolumeName::new(name.to_string()).map_err(|e| DomainError::BadRequest(e.to_string()))?;
-    if custom_volumes(&c.db, &pool)?.iter().any(|x| x.0 == name) {
+    if custom_volumes(&c.db, pool)?.iter().any(|x| x.0 == name) {
         return Err(DomainError::Conflict(format!(
             "custom volume {:?} already exists in pool {pool:?}",
             name
@@ -467,7 +467,7 @@ pub async fn create_custom_volume(
 
 /// Deletes a custom volume and its record.
 pub async fn delete_custom_volume(c: &Services, pool: &str, name: &str) -> Result<(), DomainError> {
-    if !custom_volumes(&c.db, &pool)?.iter().any(|x| x.0 == name) {
+    if !custom_volumes(&c.db, pool)?.iter().any(|x| x.0 == name) {
         return Err(DomainError::NotFound(format!(
             "custom volume {name:?} not found in pool {pool:?}"
         )));
