@@ -319,9 +319,4 @@ async fn log_request(req: Request, next: Next) -> Response {
     r
 }
 
-/// An ETag for a JSON-serializable value: sha256 of its canonical JSON.
-pub fn etag<T: serde::Serialize>(v: &T) -> String {
-    use sha2::Digest;
-    let bytes = serde_json::to_vec(v).unwrap_or_default();
-    hex::encode(sha2::Sha256::digest(bytes))
-}
+pub use crate::model::etag;

@@ -14,3 +14,10 @@ where
     use serde::Deserialize;
     Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
 }
+
+/// An ETag for a JSON-serializable value: sha256 of its canonical JSON.
+pub fn etag<T: serde::Serialize>(v: &T) -> String {
+    use sha2::Digest;
+    let bytes = serde_json::to_vec(v).unwrap_or_default();
+    hex::encode(sha2::Sha256::digest(bytes))
+}

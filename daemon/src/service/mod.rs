@@ -14,6 +14,7 @@ pub mod networks;
 pub mod operations;
 pub mod profiles;
 pub mod runtime;
+pub mod server;
 pub mod snapshots;
 pub mod storage;
 
