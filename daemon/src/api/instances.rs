@@ -431,8 +431,6 @@ pub async fn exec(
     } else {
         ("task", None)
     };
-    let helpers = d.helpers.clone();
-    let state_dir = d.state_dir.clone();
     let events = d.events.clone();
     let md0 = md.clone();
     let cmd = req.command.clone();
@@ -450,7 +448,7 @@ pub async fn exec(
                 &format!("/1.0/instances/{name}"),
                 json!({"command": cmd}),
             );
-            crate::service::exec::run(helpers, state_dir, name, op_id, req, streams, md0).await
+            crate::service::exec::run(c, name, op_id, req, streams, md0).await
         },
     );
     Ok(async_op(&op))
@@ -485,7 +483,6 @@ pub async fn console(
     let id = crate::service::operations::Operations::new_id();
     let s = crate::service::exec::Streams::new(&d.sockets, &id, &["0", "control"]);
     let md = json!({"fds": s.secrets});
-    let helpers = d.helpers.clone();
     let op = d.ops.start_full(
         id,
         "websocket",
@@ -493,22 +490,14 @@ pub async fn console(
         websocket_resources(&name),
         md,
         false,
-        move |_ctx| async move { crate::service::exec::console(helpers, name, s).await },
+        move |_ctx| async move { crate::service::exec::console(c, name, s).await },
     );
     Ok(async_op(&op))
 }
 
 /// `GET /1.0/instances/{name}/console`: the console log.
 pub async fn console_log(State(d): State<Arc<Services>>, Path(name): Path<String>) -> ApiResult {
-    instances::get(&d.db, &name)?;
-    let n = silo_proto::InstanceName::new(name.clone())
-        .map_err(|e| DomainError::BadRequest(e.to_string()))?;
-    let log = d
-        .helpers
-        .privileged
-        .console_log(n, 1 << 20)
-        .await
-        .unwrap_or_default();
+    let log = crate::service::exec::console_log(&d, &name).await?;
     Ok(axum::response::IntoResponse::into_response((
         [(axum::http::header::CONTENT_TYPE, "application/octet-stream")],
         log,
@@ -576,4 +565,45 @@ pub async fn log_delete(
         .await
         .map_err(|_| DomainError::NotFound(format!("log file {file:?} not found")))?;
     Ok(sync(Value::Null))
+}
+
+#[derive(Debug, serde::Deserialize)]
+pub struct InstancePost {
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    migration: bool,
+    #[serde(default)]
+    live: bool,
+}
+
+/// `POST /1.0/instances/{name}`: rename a stopped instance (`silo move c1 c2`), with its
+/// snapshots (async).
+pub async fn rename(
+    State(d): State<Arc<Services>>,
+    Path(name): Path<String>,
+    body: axum::body::Bytes,
+) -> ApiResult {
+    let p: InstancePost = super::lenient::from_slice(&body)
+        .map_err(|e| DomainError::BadRequest(format!("invalid request body: {e}")))?;
+    if p.migration || p.live {
+        return Err(DomainError::BadRequest(
+            "migrating instances to another server is not supported yet".into(),
+        ));
+    }
+    instances::check_rename(&d, &name, &p.name)?;
+    let c = Services::clone(&d);
+    let op = d.ops.start(
+        "task",
+        "Renaming instance",
+        resources(&name),
+        false,
+        move |_ctx| async move {
+            instances::rename(&c, &name, &p.name)
+                .await
+                .map(|()| Value::Null)
+                .map_err(|e| e.to_string())
+        },
+    );
+    Ok(async_op(&op))
 }

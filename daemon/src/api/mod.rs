@@ -214,7 +214,7 @@ fn instance_routes(base: &str) -> Router<Arc<Services>> {
             get(instances::get_one)
                 .put(instances::put)
                 .patch(instances::patch)
-                .post(snapshots::rename_instance)
+                .post(instances::rename)
                 .delete(instances::delete),
         )
         .route(

@@ -7,7 +7,6 @@ use axum::extract::{Path, Query, State};
 use axum::http::HeaderMap;
 use serde::Deserialize;
 use serde_json::{json, Value};
-use silo_proto::IfName;
 
 use super::response::{sync, sync_etag, ApiResult, DomainError};
 use super::ListQuery;
@@ -15,27 +14,9 @@ use super::ListQuery;
 use crate::service::networks;
 use crate::service::Services;
 
-async fn all(d: &Services) -> Result<Vec<Value>, DomainError> {
-    let managed = networks::list(&d.db)?;
-    let mut out = Vec::new();
-    for n in &managed {
-        out.push(networks::to_api(&d.db, n)?);
-    }
-    let links = d.helpers.net.list_links().await?;
-    for l in links {
-        // silo's own veth ends belong to instances, not to the network list.
-        if l.owned || managed.iter().any(|n| n.name == l.name.as_str()) {
-            continue;
-        }
-        out.push(networks::unmanaged_api(&l));
-    }
-    out.sort_by(|a, b| a["name"].as_str().cmp(&b["name"].as_str()));
-    Ok(out)
-}
-
 /// `GET /1.0/networks`.
 pub async fn list(State(d): State<Arc<Services>>, Query(q): Query<ListQuery>) -> ApiResult {
-    let objs = all(&d).await?;
+    let objs = networks::all_objects(&d).await?;
     let filter = crate::model::filter::Filter::parse(q.filter.as_deref().unwrap_or(""))?;
     let objs: Vec<Value> = objs.into_iter().filter(|o| filter.matches(o)).collect();
     if q.recursive() {
@@ -85,24 +66,9 @@ pub async fn create(State(d): State<Arc<Services>>, body: axum::body::Bytes) -> 
     Ok(sync(Value::Null))
 }
 
-async fn object(d: &Services, name: &str) -> Result<Value, DomainError> {
-    match networks::get(&d.db, name) {
-        Ok(n) => networks::to_api(&d.db, &n),
-        Err(e) => {
-            let Ok(i) = IfName::new(name.to_string()) else {
-                return Err(e);
-            };
-            match d.helpers.net.link_state(i).await {
-                Ok(l) if !l.owned => Ok(networks::unmanaged_api(&l)),
-                _ => Err(e),
-            }
-        }
-    }
-}
-
 /// `GET /1.0/networks/{name}`.
 pub async fn get_one(State(d): State<Arc<Services>>, Path(name): Path<String>) -> ApiResult {
-    Ok(sync_etag(object(&d, &name).await?))
+    Ok(sync_etag(networks::object(&d, &name).await?))
 }
 
 #[derive(Debug, Deserialize)]
@@ -243,12 +209,7 @@ pub async fn delete(State(d): State<Arc<Services>>, Path(name): Path<String>) ->
 
 /// `GET /1.0/networks/{name}/state`.
 pub async fn state(State(d): State<Arc<Services>>, Path(name): Path<String>) -> ApiResult {
-    let i = IfName::new(name.clone())
-        .map_err(|_| DomainError::NotFound(format!("network {name:?} not found")))?;
-    let l = d.helpers.net.link_state(i).await.map_err(|e| match e {
-        e if e.is_not_found() => DomainError::NotFound(format!("network {name:?} not found")),
-        e => e.into(),
-    })?;
+    let l = networks::link_state(&d, &name).await?;
     Ok(sync(networks::state_api(&l)))
 }
 

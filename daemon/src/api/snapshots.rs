@@ -195,55 +195,6 @@ pub async fn restore(d: &Arc<Services>, name: String, snap: String) -> ApiResult
     Ok(async_op(&op))
 }
 
-#[derive(Debug, Deserialize)]
-pub struct InstancePost {
-    #[serde(default)]
-    name: String,
-    #[serde(default)]
-    migration: bool,
-    #[serde(default)]
-    live: bool,
-}
-
-/// `POST /1.0/instances/{name}`: rename a stopped instance (`silo move c1 c2`), with its
-/// snapshots (async).
-pub async fn rename_instance(
-    State(d): State<Arc<Services>>,
-    Path(name): Path<String>,
-    body: axum::body::Bytes,
-) -> ApiResult {
-    let p: InstancePost = super::lenient::from_slice(&body)
-        .map_err(|e| DomainError::BadRequest(format!("invalid request body: {e}")))?;
-    if p.migration || p.live {
-        return Err(DomainError::BadRequest(
-            "migrating instances to another server is not supported yet".into(),
-        ));
-    }
-    instances::get(&d.db, &name)?;
-    silo_proto::InstanceName::new(p.name.clone())
-        .map_err(|e| DomainError::BadRequest(e.to_string()))?;
-    if instances::get(&d.db, &p.name).is_ok() {
-        return Err(DomainError::Conflict(format!(
-            "instance {:?} already exists",
-            p.name
-        )));
-    }
-    let c = Services::clone(&d);
-    let op = d.ops.start(
-        "task",
-        "Renaming instance",
-        resources(&name, None),
-        false,
-        move |_ctx| async move {
-            instances::rename(&c, &name, &p.name)
-                .await
-                .map(|()| Value::Null)
-                .map_err(|e| e.to_string())
-        },
-    );
-    Ok(async_op(&op))
-}
-
 /// The snapshots of an instance as full objects (recursion=2 and `instance_get_full`).
 pub fn objects(d: &Services, name: &str) -> Value {
     json!(snapshots::list(&d.db, name)

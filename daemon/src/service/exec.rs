@@ -365,14 +365,14 @@ pub fn output_dir(state_dir: &std::path::Path, instance: &str) -> std::path::Pat
 /// Runs an exec operation to its end; returns the final metadata.
 #[allow(clippy::too_many_arguments)]
 pub async fn run(
-    helpers: Helpers,
-    state_dir: std::path::PathBuf,
+    c: crate::service::Services,
     instance: String,
     op_id: String,
     req: ExecRequest,
     streams: Option<Streams>,
     mut metadata: Value,
 ) -> Result<Value, String> {
+    let (helpers, state_dir) = (c.helpers, c.state_dir);
     let interactive = req.interactive;
     let connected = match streams {
         Some(s) => {
@@ -514,10 +514,11 @@ pub async fn run(
 
 /// Runs a console operation: the client's stream `0` joined to the instance's console.
 pub async fn console(
-    helpers: Helpers,
+    c: crate::service::Services,
     instance: String,
     streams: Streams,
 ) -> Result<Value, String> {
+    let helpers = c.helpers;
     let name_c = silo_proto::InstanceName::new(instance.clone()).map_err(|e| e.to_string())?;
     let helpers_c = helpers.clone();
     let (mut socks, control) = streams.connect(&["0"]).await?;
@@ -608,4 +609,19 @@ pub async fn console(
     }
     out.abort();
     Ok(Value::Null)
+}
+
+/// The console log of `instance` (the last MiB), empty when it has none.
+pub async fn console_log(
+    c: &crate::service::Services,
+    instance: &str,
+) -> Result<Vec<u8>, DomainError> {
+    crate::service::instances::get(&c.db, instance)?;
+    let n = silo_proto::InstanceName::new(instance.to_string())
+        .map_err(|e| DomainError::BadRequest(e.to_string()))?;
+    Ok(c.helpers
+        .privileged
+        .console_log(n, 1 << 20)
+        .await
+        .unwrap_or_default())
 }

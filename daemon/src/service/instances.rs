@@ -1089,6 +1089,20 @@ fn is_true(v: &str) -> bool {
 }
 
 /// Renames a stopped instance with its volume and snapshots (`silo move c1 c2`).
+/// Checks a rename before its operation starts: the instance exists, the new name is valid
+/// and free.
+pub fn check_rename(c: &Services, name: &str, to: &str) -> Result<(), DomainError> {
+    get(&c.db, name)?;
+    InstanceName::new(to.to_string()).map_err(|e| DomainError::BadRequest(e.to_string()))?;
+    if get(&c.db, to).is_ok() {
+        return Err(DomainError::Conflict(format!(
+            "instance {to:?} already exists"
+        )));
+    }
+    Ok(())
+}
+
+/// Renames a stopped instance with its snapshots and volumes.
 pub async fn rename(c: &Services, name: &str, to: &str) -> Result<(), DomainError> {
     let i = get(&c.db, name)?;
     if crate::service::runtime::is_running(c, name).await? {

@@ -14,7 +14,7 @@ use silo_proto::{DeviceName, IfName, InstanceName};
 
 use crate::helpers::Helpers;
 use crate::service::profiles::Device;
-use crate::service::DomainError;
+use crate::service::{DomainError, Services};
 use crate::store::db::Db;
 
 /// The bridge a fresh silo makes, and the default profile's `eth0` joins.
@@ -1082,6 +1082,55 @@ pub async fn create_default(db: &Db, helpers: &Helpers) -> Result<(), DomainErro
         crate::service::profiles::write(db, &p)?;
     }
     Ok(())
+}
+
+/// Every network: silo's managed ones and the host's other links, as LXD lists them.
+pub async fn all_objects(d: &Services) -> Result<Vec<Value>, DomainError> {
+    let managed = list(&d.db)?;
+    let mut out = Vec::new();
+    for n in &managed {
+        out.push(to_api(&d.db, n)?);
+    }
+    let links = d.helpers.net.list_links().await?;
+    for l in links {
+        // silo's own veth ends belong to instances, not to the network list.
+        if l.owned || managed.iter().any(|n| n.name == l.name.as_str()) {
+            continue;
+        }
+        out.push(unmanaged_api(&l));
+    }
+    out.sort_by(|a, b| a["name"].as_str().cmp(&b["name"].as_str()));
+    Ok(out)
+}
+
+/// One network by name, managed or not.
+pub async fn object(d: &Services, name: &str) -> Result<Value, DomainError> {
+    match get(&d.db, name) {
+        Ok(n) => to_api(&d.db, &n),
+        Err(e) => {
+            let Ok(i) = IfName::new(name.to_string()) else {
+                return Err(e);
+            };
+            match d.helpers.net.link_state(i).await {
+                Ok(l) if !l.owned => Ok(unmanaged_api(&l)),
+                _ => Err(e),
+            }
+        }
+    }
+}
+
+/// The state of the host link `name` (a managed bridge or any other interface).
+pub async fn link_state(
+    d: &Services,
+    name: &str,
+) -> Result<silo_proto::net::LinkState, DomainError> {
+    let i = IfName::new(name.to_string())
+        .map_err(|_| DomainError::NotFound(format!("network {name:?} not found")))?;
+    let l = d.helpers.net.link_state(i).await.map_err(|e| match e {
+        e if e.is_not_found() => DomainError::NotFound(format!("network {name:?} not found")),
+        e => e.into(),
+    })?;
+    Ok(l)
 }
 
 #[cfg(test)]
