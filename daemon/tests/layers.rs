@@ -487,8 +487,8 @@ fn references(module: &[String], text: &str, modules: &BTreeSet<String>) -> Vec<
                 here.extend(inline.iter().map(|(n, _)| n.clone()));
                 // A path from a child module of this one needs no `self::` (`use
                 // instances::Ctx` in the module that declares `instances`).
-                let child =
-                    modules.contains(&[here.as_slice(), &[first.clone()]].concat().join("::"));
+                let child = modules.contains(&format!("{}::{first}", here.join("::")))
+                    || (here.is_empty() && modules.contains(first));
                 if !matches!(first.as_str(), "crate" | "silod" | "self" | "super") && !child {
                     i += 1;
                     continue;
