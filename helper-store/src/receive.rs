@@ -417,27 +417,11 @@ impl Pending {
         rep: &mut Report,
         limits: &Limits,
     ) -> Result<bool, String> {
-        let root = t.root;
         let creates = matches!(c.kind, MKFILE | MKDIR | MKNOD | MKFIFO | MKSOCK | SYMLINK);
         if creates {
             let p = c.path(A_PATH)?;
             if is_orphan(&p) {
-                self.held += size(c);
-                if self.held > MAX_HELD {
-                    return Err(
-                        "too much of the stream is held for entries not yet in place".into(),
-                    );
-                }
-                self.made.insert(
-                    p,
-                    (
-                        Cmd {
-                            kind: c.kind,
-                            attrs: c.attrs.clone(),
-                        },
-                        Vec::new(),
-                    ),
-                );
+                self.hold_orphan(p, c)?;
                 return Ok(true);
             }
         }
@@ -445,174 +429,261 @@ impl Pending {
             && self.owner(c).is_none()
             && !self.made.contains_key(&c.path(A_PATH_LINK)?)
         {
-            let (new, old) = (c.path(A_PATH)?, c.path(A_PATH_LINK)?);
-            if t.skipped.borrow().contains(&old) {
-                t.skipped.borrow_mut().insert(new);
-                return Ok(true);
-            }
-            match link_at(root, &old, &new) {
-                Ok(()) => {}
-                Err(e) if e.raw_os_error() == Some(libc::EXDEV) => {
-                    rep.link_copies += 1;
-                    if !copy_entry(root, &old, &new)? {
-                        self.copies.push((new, old));
-                    }
-                }
-                Err(e) => return Err(format!("linking {new}: {e}")),
-            }
+            self.link_in_place(c, t, rep)?;
             return Ok(true);
         }
         if c.kind == END {
-            for stash in std::mem::take(&mut self.stashes) {
-                keeping_dir_times(root, &stash, || unlink_at(root, &stash))?;
-            }
-            for (copy, orig) in std::mem::take(&mut self.copies) {
-                // An original the stream has since removed left the copy as the file itself.
-                if open_file(root, &orig, OFlag::O_PATH).is_ok() {
-                    refresh_copy(root, &orig, &copy)?;
-                }
-            }
+            self.finish(t.root)?;
             return Ok(false);
         }
         if c.kind == RENAME {
             let from = c.path(A_PATH)?;
             let to = c.path(A_PATH_TO)?;
-            for (copy, orig) in self.copies.iter_mut() {
-                for p in [copy, orig] {
-                    if let Some(n) = rebase_path(p, &from, &to) {
-                        *p = n;
-                    }
+            self.rebase_all(&from, &to);
+            if let Some(orphan) = self.made.remove(&from) {
+                self.place_orphan(orphan, &from, &to, t, rep, limits)?;
+                return Ok(true);
+            }
+        }
+        if let Some(top) = self.owner(c) {
+            self.hold_inside(&top, c, t.root, rep)?;
+            return Ok(true);
+        }
+        self.make_named_orphans(c, t, rep, limits)?;
+        Ok(false)
+    }
+
+    /// Holds the command that makes orphan `p` until its final name is known.
+    fn hold_orphan(&mut self, p: String, c: &Cmd) -> Result<(), String> {
+        self.held += size(c);
+        if self.held > MAX_HELD {
+            return Err("too much of the stream is held for entries not yet in place".into());
+        }
+        self.made.insert(
+            p,
+            (
+                Cmd {
+                    kind: c.kind,
+                    attrs: c.attrs.clone(),
+                },
+                Vec::new(),
+            ),
+        );
+        Ok(())
+    }
+
+    /// A hard link between entries already in place: made now, as a copy where not even the
+    /// parent may link across directories.
+    fn link_in_place(&mut self, c: &Cmd, t: &Target<'_>, rep: &mut Report) -> Result<(), String> {
+        let root = t.root;
+        let (new, old) = (c.path(A_PATH)?, c.path(A_PATH_LINK)?);
+        if t.skipped.borrow().contains(&old) {
+            t.skipped.borrow_mut().insert(new);
+            return Ok(());
+        }
+        match link_at(root, &old, &new) {
+            Ok(()) => {}
+            Err(e) if e.raw_os_error() == Some(libc::EXDEV) => {
+                rep.link_copies += 1;
+                if !copy_entry(root, &old, &new)? {
+                    self.copies.push((new, old));
                 }
             }
-            for p in self.stashes.iter_mut() {
-                if let Some(n) = rebase_path(p, &from, &to) {
+            Err(e) => return Err(format!("linking {new}: {e}")),
+        }
+        Ok(())
+    }
+
+    /// At the stream's end: the stashes go, and copies standing in for hard links take their
+    /// originals' final content.
+    fn finish(&mut self, root: BorrowedFd<'_>) -> Result<(), String> {
+        for stash in std::mem::take(&mut self.stashes) {
+            keeping_dir_times(root, &stash, || unlink_at(root, &stash))?;
+        }
+        for (copy, orig) in std::mem::take(&mut self.copies) {
+            // An original the stream has since removed left the copy as the file itself.
+            if open_file(root, &orig, OFlag::O_PATH).is_ok() {
+                refresh_copy(root, &orig, &copy)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Renames every path held (copies, stashes, held commands) as a RENAME of `from` to `to`
+    /// does.
+    fn rebase_all(&mut self, from: &str, to: &str) {
+        for (copy, orig) in self.copies.iter_mut() {
+            for p in [copy, orig] {
+                if let Some(n) = rebase_path(p, from, to) {
                     *p = n;
                 }
             }
-            // What is held elsewhere was sent when `from` still had its old name.
-            for (_, (made, later)) in self.made.iter_mut() {
-                if from != to {
-                    *made = rebase(
+        }
+        for p in self.stashes.iter_mut() {
+            if let Some(n) = rebase_path(p, from, to) {
+                *p = n;
+            }
+        }
+        // What is held elsewhere was sent when `from` still had its old name.
+        for (_, (made, later)) in self.made.iter_mut() {
+            if from != to {
+                *made = rebase(
+                    std::mem::replace(
+                        made,
+                        Cmd {
+                            kind: 0,
+                            attrs: Vec::new(),
+                        },
+                    ),
+                    from,
+                    to,
+                );
+                for l in later.iter_mut() {
+                    *l = rebase(
                         std::mem::replace(
-                            made,
+                            l,
                             Cmd {
                                 kind: 0,
                                 attrs: Vec::new(),
                             },
                         ),
-                        &from,
-                        &to,
+                        from,
+                        to,
                     );
-                    for l in later.iter_mut() {
-                        *l = rebase(
-                            std::mem::replace(
-                                l,
-                                Cmd {
-                                    kind: 0,
-                                    attrs: Vec::new(),
-                                },
-                            ),
-                            &from,
-                            &to,
-                        );
-                    }
                 }
-            }
-            if let Some((made, later)) = self.made.remove(&from) {
-                let mut cmds = vec![rebase(made, &from, &to)];
-                cmds.extend(later.into_iter().map(|l| rebase(l, &from, &to)));
-                // Renamed into a directory that is itself not in place yet: it waits there.
-                let top = to.split('/').next().unwrap_or("").to_string();
-                if to.contains('/') {
-                    if let Some((_, waiting)) = self.made.get_mut(&top) {
-                        waiting.extend(cmds);
-                        return Ok(true);
-                    }
-                }
-                for (i, l) in cmds.into_iter().enumerate() {
-                    self.held = self.held.saturating_sub(size(&l));
-                    // The first is the orphan's own creation, now at its final name.
-                    if i == 0 || !self.intercept(&l, t, rep, limits)? {
-                        apply(&l, t, rep, limits)?;
-                        self.unstash(&l, root)?;
-                    }
-                }
-                return Ok(true);
             }
         }
-        if let Some(top) = self.owner(c) {
-            self.held += size(c);
-            if self.held > MAX_HELD {
-                return Err("too much of the stream is held for entries not yet in place".into());
+    }
+
+    /// An orphan renamed to its final name `to`: made there with what waited for it, unless
+    /// `to` is inside another orphan not in place yet.
+    fn place_orphan(
+        &mut self,
+        (made, later): (Cmd, Vec<Cmd>),
+        from: &str,
+        to: &str,
+        t: &Target<'_>,
+        rep: &mut Report,
+        limits: &Limits,
+    ) -> Result<(), String> {
+        let mut cmds = vec![rebase(made, from, to)];
+        cmds.extend(later.into_iter().map(|l| rebase(l, from, to)));
+        // Renamed into a directory that is itself not in place yet: it waits there.
+        let top = to.split('/').next().unwrap_or("").to_string();
+        if to.contains('/') {
+            if let Some((_, waiting)) = self.made.get_mut(&top) {
+                waiting.extend(cmds);
+                return Ok(());
             }
-            let mut c = Cmd {
-                kind: c.kind,
-                attrs: c.attrs.clone(),
+        }
+        for (i, l) in cmds.into_iter().enumerate() {
+            self.held = self.held.saturating_sub(size(&l));
+            // The first is the orphan's own creation, now at its final name.
+            if i == 0 || !self.intercept(&l, t, rep, limits)? {
+                apply(&l, t, rep, limits)?;
+                self.unstash(&l, t.root)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Holds a command for a path inside orphan `top` until it is in place.
+    fn hold_inside(
+        &mut self,
+        top: &str,
+        c: &Cmd,
+        root: BorrowedFd<'_>,
+        rep: &mut Report,
+    ) -> Result<(), String> {
+        self.held += size(c);
+        if self.held > MAX_HELD {
+            return Err("too much of the stream is held for entries not yet in place".into());
+        }
+        let mut c = Cmd {
+            kind: c.kind,
+            attrs: c.attrs.clone(),
+        };
+        if matches!(c.kind, RENAME | LINK) {
+            self.stash_source(&mut c, root, rep)?;
+        }
+        if let Some((_, later)) = self.made.get_mut(top) {
+            later.push(c);
+        }
+        Ok(())
+    }
+
+    /// What is linked or moved into an entry not yet in place is taken now, under a stash
+    /// name in its own directory (which needs no REFER): the stream may unlink or reuse the
+    /// old name before the held command runs. `c` is pointed at the stash.
+    fn stash_source(
+        &mut self,
+        c: &mut Cmd,
+        root: BorrowedFd<'_>,
+        rep: &mut Report,
+    ) -> Result<(), String> {
+        let attr = if c.kind == RENAME {
+            A_PATH
+        } else {
+            A_PATH_LINK
+        };
+        let src = c.path(attr)?;
+        let src_top = src.split('/').next().unwrap_or("");
+        let pending =
+            self.made.contains_key(&src) || (src.contains('/') && self.made.contains_key(src_top));
+        let live = !pending;
+        if live {
+            self.stashed += 1;
+            rep.stashed += 1;
+            let stash = match src.rsplit_once('/') {
+                Some((d, _)) => format!("{d}/.silo-recv-{}", self.stashed),
+                None => format!(".silo-recv-{}", self.stashed),
             };
-            if matches!(c.kind, RENAME | LINK) {
-                // What is linked or moved into an entry not yet in place is taken now, under
-                // a stash name in its own directory (which needs no REFER): the stream may
-                // unlink or reuse the old name before the held command runs.
-                let attr = if c.kind == RENAME {
-                    A_PATH
-                } else {
-                    A_PATH_LINK
-                };
-                let src = c.path(attr)?;
-                let src_top = src.split('/').next().unwrap_or("");
-                let pending = self.made.contains_key(&src)
-                    || (src.contains('/') && self.made.contains_key(src_top));
-                let live = !pending;
-                if live {
-                    self.stashed += 1;
-                    rep.stashed += 1;
-                    let stash = match src.rsplit_once('/') {
-                        Some((d, _)) => format!("{d}/.silo-recv-{}", self.stashed),
-                        None => format!(".silo-recv-{}", self.stashed),
-                    };
-                    if c.kind == RENAME {
-                        keeping_dir_times(root, &src, || {
-                            rename_at(root, &src, &stash)
-                                .map_err(|e| format!("renaming {src}: {e}"))
-                        })?;
-                        for (copy, orig) in self.copies.iter_mut() {
-                            for p in [copy, orig] {
-                                if let Some(n) = rebase_path(p, &src, &stash) {
-                                    *p = n;
-                                }
-                            }
-                        }
-                    } else {
-                        keeping_dir_times(root, &src, || {
-                            link_at(root, &src, &stash).map_err(|e| format!("linking {src}: {e}"))
-                        })?;
-                        self.stashes.push(stash.clone());
-                    }
-                    for a in c.attrs.iter_mut() {
-                        if a.0 == attr {
-                            a.1 = stash.clone().into_bytes();
+            if c.kind == RENAME {
+                keeping_dir_times(root, &src, || {
+                    rename_at(root, &src, &stash).map_err(|e| format!("renaming {src}: {e}"))
+                })?;
+                for (copy, orig) in self.copies.iter_mut() {
+                    for p in [copy, orig] {
+                        if let Some(n) = rebase_path(p, &src, &stash) {
+                            *p = n;
                         }
                     }
                 }
+            } else {
+                keeping_dir_times(root, &src, || {
+                    link_at(root, &src, &stash).map_err(|e| format!("linking {src}: {e}"))
+                })?;
+                self.stashes.push(stash.clone());
             }
-            if let Some((_, later)) = self.made.get_mut(&top) {
-                later.push(c);
+            for a in c.attrs.iter_mut() {
+                if a.0 == attr {
+                    a.1 = stash.clone().into_bytes();
+                }
             }
-            return Ok(true);
         }
-        // Anything else naming an orphan itself (a write, a chmod): make it at the top.
+        Ok(())
+    }
+
+    /// Anything else naming an orphan itself (a write, a chmod): make it at the top.
+    fn make_named_orphans(
+        &mut self,
+        c: &Cmd,
+        t: &Target<'_>,
+        rep: &mut Report,
+        limits: &Limits,
+    ) -> Result<(), String> {
         for a in [A_PATH, A_PATH_LINK, A_CLONE_PATH] {
             if let Ok(p) = c.path(a) {
                 if let Some((made, later)) = self.made.remove(&p) {
                     for l in std::iter::once(made).chain(later) {
                         self.held = self.held.saturating_sub(size(&l));
                         apply(&l, t, rep, limits)?;
-                        self.unstash(&l, root)?;
+                        self.unstash(&l, t.root)?;
                     }
                 }
             }
         }
-        Ok(false)
+        Ok(())
     }
 }
 
