@@ -417,27 +417,11 @@ impl Pending {
         rep: &mut Report,
         limits: &Limits,
     ) -> Result<bool, String> {
-        let root = t.root;
         let creates = matches!(c.kind, MKFILE | MKDIR | MKNOD | MKFIFO | MKSOCK | SYMLINK);
         if creates {
             let p = c.path(A_PATH)?;
             if is_orphan(&p) {
-                self.held += size(c);
-                if self.held > MAX_HELD {
-                    return Err(
-                        "too much of the stream is held for entries not yet in place".into(),
-                    );
-                }
-                self.made.insert(
-                    p,
-                    (
-                        Cmd {
-                            kind: c.kind,
-                            attrs: c.attrs.clone(),
-                        },
-                        Vec::new(),
-                    ),
-                );
+                self.hold_orphan(p, c)?;
                 return Ok(true);
             }
         }
@@ -445,174 +429,261 @@ impl Pending {
             && self.owner(c).is_none()
             && !self.made.contains_key(&c.path(A_PATH_LINK)?)
         {
-            let (new, old) = (c.path(A_PATH)?, c.path(A_PATH_LINK)?);
-            if t.skipped.borrow().contains(&old) {
-                t.skipped.borrow_mut().insert(new);
-                return Ok(true);
-            }
-            match link_at(root, &old, &new) {
-                Ok(()) => {}
-                Err(e) if e.raw_os_error() == Some(libc::EXDEV) => {
-                    rep.link_copies += 1;
-                    if !copy_entry(root, &old, &new)? {
-                        self.copies.push((new, old));
-                    }
-                }
-                Err(e) => return Err(format!("linking {new}: {e}")),
-            }
+            self.link_in_place(c, t, rep)?;
             return Ok(true);
         }
         if c.kind == END {
-            for stash in std::mem::take(&mut self.stashes) {
-                keeping_dir_times(root, &stash, || unlink_at(root, &stash))?;
-            }
-            for (copy, orig) in std::mem::take(&mut self.copies) {
-                // An original the stream has since removed left the copy as the file itself.
-                if open_file(root, &orig, OFlag::O_PATH).is_ok() {
-                    refresh_copy(root, &orig, &copy)?;
-                }
-            }
+            self.finish(t.root)?;
             return Ok(false);
         }
         if c.kind == RENAME {
             let from = c.path(A_PATH)?;
             let to = c.path(A_PATH_TO)?;
-            for (copy, orig) in self.copies.iter_mut() {
-                for p in [copy, orig] {
-                    if let Some(n) = rebase_path(p, &from, &to) {
-                        *p = n;
-                    }
+            self.rebase_all(&from, &to);
+            if let Some(orphan) = self.made.remove(&from) {
+                self.place_orphan(orphan, &from, &to, t, rep, limits)?;
+                return Ok(true);
+            }
+        }
+        if let Some(top) = self.owner(c) {
+            self.hold_inside(&top, c, t.root, rep)?;
+            return Ok(true);
+        }
+        self.make_named_orphans(c, t, rep, limits)?;
+        Ok(false)
+    }
+
+    /// Holds the command that makes orphan `p` until its final name is known.
+    fn hold_orphan(&mut self, p: String, c: &Cmd) -> Result<(), String> {
+        self.held += size(c);
+        if self.held > MAX_HELD {
+            return Err("too much of the stream is held for entries not yet in place".into());
+        }
+        self.made.insert(
+            p,
+            (
+                Cmd {
+                    kind: c.kind,
+                    attrs: c.attrs.clone(),
+                },
+                Vec::new(),
+            ),
+        );
+        Ok(())
+    }
+
+    /// A hard link between entries already in place: made now, as a copy where not even the
+    /// parent may link across directories.
+    fn link_in_place(&mut self, c: &Cmd, t: &Target<'_>, rep: &mut Report) -> Result<(), String> {
+        let root = t.root;
+        let (new, old) = (c.path(A_PATH)?, c.path(A_PATH_LINK)?);
+        if t.skipped.borrow().contains(&old) {
+            t.skipped.borrow_mut().insert(new);
+            return Ok(());
+        }
+        match link_at(root, &old, &new) {
+            Ok(()) => {}
+            Err(e) if e.raw_os_error() == Some(libc::EXDEV) => {
+                rep.link_copies += 1;
+                if !copy_entry(root, &old, &new)? {
+                    self.copies.push((new, old));
                 }
             }
-            for p in self.stashes.iter_mut() {
-                if let Some(n) = rebase_path(p, &from, &to) {
+            Err(e) => return Err(format!("linking {new}: {e}")),
+        }
+        Ok(())
+    }
+
+    /// At the stream's end: the stashes go, and copies standing in for hard links take their
+    /// originals' final content.
+    fn finish(&mut self, root: BorrowedFd<'_>) -> Result<(), String> {
+        for stash in std::mem::take(&mut self.stashes) {
+            keeping_dir_times(root, &stash, || unlink_at(root, &stash))?;
+        }
+        for (copy, orig) in std::mem::take(&mut self.copies) {
+            // An original the stream has since removed left the copy as the file itself.
+            if open_file(root, &orig, OFlag::O_PATH).is_ok() {
+                refresh_copy(root, &orig, &copy)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Renames every path held (copies, stashes, held commands) as a RENAME of `from` to `to`
+    /// does.
+    fn rebase_all(&mut self, from: &str, to: &str) {
+        for (copy, orig) in self.copies.iter_mut() {
+            for p in [copy, orig] {
+                if let Some(n) = rebase_path(p, from, to) {
                     *p = n;
                 }
             }
-            // What is held elsewhere was sent when `from` still had its old name.
-            for (_, (made, later)) in self.made.iter_mut() {
-                if from != to {
-                    *made = rebase(
+        }
+        for p in self.stashes.iter_mut() {
+            if let Some(n) = rebase_path(p, from, to) {
+                *p = n;
+            }
+        }
+        // What is held elsewhere was sent when `from` still had its old name.
+        for (_, (made, later)) in self.made.iter_mut() {
+            if from != to {
+                *made = rebase(
+                    std::mem::replace(
+                        made,
+                        Cmd {
+                            kind: 0,
+                            attrs: Vec::new(),
+                        },
+                    ),
+                    from,
+                    to,
+                );
+                for l in later.iter_mut() {
+                    *l = rebase(
                         std::mem::replace(
-                            made,
+                            l,
                             Cmd {
                                 kind: 0,
                                 attrs: Vec::new(),
                             },
                         ),
-                        &from,
-                        &to,
+                        from,
+                        to,
                     );
-                    for l in later.iter_mut() {
-                        *l = rebase(
-                            std::mem::replace(
-                                l,
-                                Cmd {
-                                    kind: 0,
-                                    attrs: Vec::new(),
-                                },
-                            ),
-                            &from,
-                            &to,
-                        );
-                    }
                 }
-            }
-            if let Some((made, later)) = self.made.remove(&from) {
-                let mut cmds = vec![rebase(made, &from, &to)];
-                cmds.extend(later.into_iter().map(|l| rebase(l, &from, &to)));
-                // Renamed into a directory that is itself not in place yet: it waits there.
-                let top = to.split('/').next().unwrap_or("").to_string();
-                if to.contains('/') {
-                    if let Some((_, waiting)) = self.made.get_mut(&top) {
-                        waiting.extend(cmds);
-                        return Ok(true);
-                    }
-                }
-                for (i, l) in cmds.into_iter().enumerate() {
-                    self.held = self.held.saturating_sub(size(&l));
-                    // The first is the orphan's own creation, now at its final name.
-                    if i == 0 || !self.intercept(&l, t, rep, limits)? {
-                        apply(&l, t, rep, limits)?;
-                        self.unstash(&l, root)?;
-                    }
-                }
-                return Ok(true);
             }
         }
-        if let Some(top) = self.owner(c) {
-            self.held += size(c);
-            if self.held > MAX_HELD {
-                return Err("too much of the stream is held for entries not yet in place".into());
+    }
+
+    /// An orphan renamed to its final name `to`: made there with what waited for it, unless
+    /// `to` is inside another orphan not in place yet.
+    fn place_orphan(
+        &mut self,
+        (made, later): (Cmd, Vec<Cmd>),
+        from: &str,
+        to: &str,
+        t: &Target<'_>,
+        rep: &mut Report,
+        limits: &Limits,
+    ) -> Result<(), String> {
+        let mut cmds = vec![rebase(made, from, to)];
+        cmds.extend(later.into_iter().map(|l| rebase(l, from, to)));
+        // Renamed into a directory that is itself not in place yet: it waits there.
+        let top = to.split('/').next().unwrap_or("").to_string();
+        if to.contains('/') {
+            if let Some((_, waiting)) = self.made.get_mut(&top) {
+                waiting.extend(cmds);
+                return Ok(());
             }
-            let mut c = Cmd {
-                kind: c.kind,
-                attrs: c.attrs.clone(),
+        }
+        for (i, l) in cmds.into_iter().enumerate() {
+            self.held = self.held.saturating_sub(size(&l));
+            // The first is the orphan's own creation, now at its final name.
+            if i == 0 || !self.intercept(&l, t, rep, limits)? {
+                apply(&l, t, rep, limits)?;
+                self.unstash(&l, t.root)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Holds a command for a path inside orphan `top` until it is in place.
+    fn hold_inside(
+        &mut self,
+        top: &str,
+        c: &Cmd,
+        root: BorrowedFd<'_>,
+        rep: &mut Report,
+    ) -> Result<(), String> {
+        self.held += size(c);
+        if self.held > MAX_HELD {
+            return Err("too much of the stream is held for entries not yet in place".into());
+        }
+        let mut c = Cmd {
+            kind: c.kind,
+            attrs: c.attrs.clone(),
+        };
+        if matches!(c.kind, RENAME | LINK) {
+            self.stash_source(&mut c, root, rep)?;
+        }
+        if let Some((_, later)) = self.made.get_mut(top) {
+            later.push(c);
+        }
+        Ok(())
+    }
+
+    /// What is linked or moved into an entry not yet in place is taken now, under a stash
+    /// name in its own directory (which needs no REFER): the stream may unlink or reuse the
+    /// old name before the held command runs. `c` is pointed at the stash.
+    fn stash_source(
+        &mut self,
+        c: &mut Cmd,
+        root: BorrowedFd<'_>,
+        rep: &mut Report,
+    ) -> Result<(), String> {
+        let attr = if c.kind == RENAME {
+            A_PATH
+        } else {
+            A_PATH_LINK
+        };
+        let src = c.path(attr)?;
+        let src_top = src.split('/').next().unwrap_or("");
+        let pending =
+            self.made.contains_key(&src) || (src.contains('/') && self.made.contains_key(src_top));
+        let live = !pending;
+        if live {
+            self.stashed += 1;
+            rep.stashed += 1;
+            let stash = match src.rsplit_once('/') {
+                Some((d, _)) => format!("{d}/.silo-recv-{}", self.stashed),
+                None => format!(".silo-recv-{}", self.stashed),
             };
-            if matches!(c.kind, RENAME | LINK) {
-                // What is linked or moved into an entry not yet in place is taken now, under
-                // a stash name in its own directory (which needs no REFER): the stream may
-                // unlink or reuse the old name before the held command runs.
-                let attr = if c.kind == RENAME {
-                    A_PATH
-                } else {
-                    A_PATH_LINK
-                };
-                let src = c.path(attr)?;
-                let src_top = src.split('/').next().unwrap_or("");
-                let pending = self.made.contains_key(&src)
-                    || (src.contains('/') && self.made.contains_key(src_top));
-                let live = !pending;
-                if live {
-                    self.stashed += 1;
-                    rep.stashed += 1;
-                    let stash = match src.rsplit_once('/') {
-                        Some((d, _)) => format!("{d}/.silo-recv-{}", self.stashed),
-                        None => format!(".silo-recv-{}", self.stashed),
-                    };
-                    if c.kind == RENAME {
-                        keeping_dir_times(root, &src, || {
-                            rename_at(root, &src, &stash)
-                                .map_err(|e| format!("renaming {src}: {e}"))
-                        })?;
-                        for (copy, orig) in self.copies.iter_mut() {
-                            for p in [copy, orig] {
-                                if let Some(n) = rebase_path(p, &src, &stash) {
-                                    *p = n;
-                                }
-                            }
-                        }
-                    } else {
-                        keeping_dir_times(root, &src, || {
-                            link_at(root, &src, &stash).map_err(|e| format!("linking {src}: {e}"))
-                        })?;
-                        self.stashes.push(stash.clone());
-                    }
-                    for a in c.attrs.iter_mut() {
-                        if a.0 == attr {
-                            a.1 = stash.clone().into_bytes();
+            if c.kind == RENAME {
+                keeping_dir_times(root, &src, || {
+                    rename_at(root, &src, &stash).map_err(|e| format!("renaming {src}: {e}"))
+                })?;
+                for (copy, orig) in self.copies.iter_mut() {
+                    for p in [copy, orig] {
+                        if let Some(n) = rebase_path(p, &src, &stash) {
+                            *p = n;
                         }
                     }
                 }
+            } else {
+                keeping_dir_times(root, &src, || {
+                    link_at(root, &src, &stash).map_err(|e| format!("linking {src}: {e}"))
+                })?;
+                self.stashes.push(stash.clone());
             }
-            if let Some((_, later)) = self.made.get_mut(&top) {
-                later.push(c);
+            for a in c.attrs.iter_mut() {
+                if a.0 == attr {
+                    a.1 = stash.clone().into_bytes();
+                }
             }
-            return Ok(true);
         }
-        // Anything else naming an orphan itself (a write, a chmod): make it at the top.
+        Ok(())
+    }
+
+    /// Anything else naming an orphan itself (a write, a chmod): make it at the top.
+    fn make_named_orphans(
+        &mut self,
+        c: &Cmd,
+        t: &Target<'_>,
+        rep: &mut Report,
+        limits: &Limits,
+    ) -> Result<(), String> {
         for a in [A_PATH, A_PATH_LINK, A_CLONE_PATH] {
             if let Ok(p) = c.path(a) {
                 if let Some((made, later)) = self.made.remove(&p) {
                     for l in std::iter::once(made).chain(later) {
                         self.held = self.held.saturating_sub(size(&l));
                         apply(&l, t, rep, limits)?;
-                        self.unstash(&l, root)?;
+                        self.unstash(&l, t.root)?;
                     }
                 }
             }
         }
-        Ok(false)
+        Ok(())
     }
 }
 
@@ -620,8 +691,38 @@ fn cstr(s: &str) -> Result<std::ffi::CString, String> {
     std::ffi::CString::new(s).map_err(|_| format!("{s:?} holds a NUL"))
 }
 
+/// Applies one command of the stream (after `Pending` has let it through).
 fn apply(c: &Cmd, t: &Target<'_>, rep: &mut Report, limits: &Limits) -> Result<(), String> {
     let root = t.root;
+    if follow_skipped(c, t)? {
+        return Ok(());
+    }
+    match c.kind {
+        END | UPDATE_EXTENT => Ok(()),
+        SUBVOL | SNAPSHOT => Err("a stream names its subvolume only at its start".into()),
+        MKFILE | MKDIR | MKNOD | MKFIFO | MKSOCK | SYMLINK => make_entry(c, t, rep),
+        RENAME | LINK => rename_or_link(c, root, rep),
+        UNLINK | RMDIR => remove_entry(c, root),
+        WRITE => write_data(c, root, rep, limits),
+        CLONE => clone_range(c, t, rep, limits),
+        TRUNCATE => truncate_file(c, root, limits),
+        // The volume's own directory keeps the mode, owner and times silo gave it.
+        CHMOD | CHOWN | UTIMES | SET_XATTR | REMOVE_XATTR
+            if c.path(A_PATH)?.trim_matches('/').is_empty() =>
+        {
+            Ok(())
+        }
+        CHMOD => chmod_entry(c, root),
+        CHOWN => chown_entry(c, t),
+        UTIMES => set_entry_times(c, root),
+        SET_XATTR | REMOVE_XATTR => change_xattr(c, t),
+        other => Err(format!("unknown send stream command {other}")),
+    }
+}
+
+/// Follows the device nodes that were skipped (see `make_entry`) through the renames, links
+/// and unlinks the stream sends for them; returns whether `c` was about one, and so is done.
+fn follow_skipped(c: &Cmd, t: &Target<'_>) -> Result<bool, String> {
     if t.skipped
         .borrow()
         .contains(&c.path(A_PATH).unwrap_or_default())
@@ -638,266 +739,286 @@ fn apply(c: &Cmd, t: &Target<'_>, rep: &mut Report, limits: &Limits) -> Result<(
             }
             _ => {}
         }
-        return Ok(());
+        return Ok(true);
     }
     if c.kind == LINK && t.skipped.borrow().contains(&c.path(A_PATH_LINK)?) {
         t.skipped.borrow_mut().insert(c.path(A_PATH)?);
-        return Ok(());
+        return Ok(true);
     }
-    match c.kind {
-        END | UPDATE_EXTENT => Ok(()),
-        SUBVOL | SNAPSHOT => Err("a stream names its subvolume only at its start".into()),
-        MKFILE | MKDIR | MKNOD | MKFIFO | MKSOCK | SYMLINK => {
-            let path = c.path(A_PATH)?;
-            let (p, name) = parent_of(root, &path)?;
-            let n = cstr(&name)?;
-            // SAFETY: *at syscalls on a directory fd we own, with NUL-terminated names.
-            let rc = unsafe {
-                match c.kind {
-                    MKFILE => {
-                        let fd = libc::openat(
-                            p.as_raw_fd(),
-                            n.as_ptr(),
-                            libc::O_CREAT
-                                | libc::O_EXCL
-                                | libc::O_WRONLY
-                                | libc::O_CLOEXEC
-                                | libc::O_NOFOLLOW,
-                            0o600,
-                        );
-                        if fd >= 0 {
-                            libc::close(fd);
-                        }
-                        fd.min(0)
-                    }
-                    MKDIR => libc::mkdirat(p.as_raw_fd(), n.as_ptr(), 0o700),
-                    MKFIFO => libc::mknodat(p.as_raw_fd(), n.as_ptr(), libc::S_IFIFO | 0o600, 0),
-                    MKSOCK => libc::mknodat(p.as_raw_fd(), n.as_ptr(), libc::S_IFSOCK | 0o600, 0),
-                    SYMLINK => {
-                        let target = cstr(&c.path(A_PATH_LINK)?)?;
-                        libc::symlinkat(target.as_ptr(), p.as_raw_fd(), n.as_ptr())
-                    }
-                    _ => {
-                        // Device nodes: an unprivileged container cannot use them anyway.
-                        rep.skipped_devices += 1;
-                        t.skipped.borrow_mut().insert(path.clone());
-                        0
-                    }
+    Ok(false)
+}
+
+/// MKFILE, MKDIR, MKNOD, MKFIFO, MKSOCK, SYMLINK: a new entry, owned by root and private
+/// until the stream's CHOWN and CHMOD for it.
+fn make_entry(c: &Cmd, t: &Target<'_>, rep: &mut Report) -> Result<(), String> {
+    let path = c.path(A_PATH)?;
+    let (p, name) = parent_of(t.root, &path)?;
+    let n = cstr(&name)?;
+    // SAFETY: *at syscalls on a directory fd we own, with NUL-terminated names.
+    let rc = unsafe {
+        match c.kind {
+            MKFILE => {
+                let fd = libc::openat(
+                    p.as_raw_fd(),
+                    n.as_ptr(),
+                    libc::O_CREAT
+                        | libc::O_EXCL
+                        | libc::O_WRONLY
+                        | libc::O_CLOEXEC
+                        | libc::O_NOFOLLOW,
+                    0o600,
+                );
+                if fd >= 0 {
+                    libc::close(fd);
                 }
-            };
-            if rc < 0 {
-                return Err(errno(&path, "creating"));
+                fd.min(0)
             }
-            Ok(())
-        }
-        RENAME | LINK => {
-            let path = c.path(A_PATH)?;
-            let (to, other) = if c.kind == RENAME {
-                (c.path(A_PATH_TO)?, path.clone())
-            } else {
-                (path.clone(), c.path(A_PATH_LINK)?)
-            };
-            let (p1, n1) = parent_of(root, &other)?;
-            let (p2, n2) = parent_of(root, &to)?;
-            let (a, b) = (cstr(&n1)?, cstr(&n2)?);
-            // SAFETY: *at syscalls on directory fds we own, with NUL-terminated names; no
-            // symlink is followed (linkat without AT_SYMLINK_FOLLOW).
-            let rc = unsafe {
-                if c.kind == RENAME {
-                    libc::renameat(p1.as_raw_fd(), a.as_ptr(), p2.as_raw_fd(), b.as_ptr())
-                } else {
-                    libc::linkat(p1.as_raw_fd(), a.as_ptr(), p2.as_raw_fd(), b.as_ptr(), 0)
-                }
-            };
-            let mut e = std::io::Error::last_os_error();
-            if rc < 0 && e.raw_os_error() == Some(libc::EXDEV) {
-                // Across directories: the parent does it (see child.rs).
-                let op = if c.kind == RENAME {
-                    crate::child::Refer::Rename
-                } else {
-                    crate::child::Refer::Link
-                };
-                match crate::child::refer(op, p1.as_fd(), &n1, p2.as_fd(), &n2) {
-                    Ok(()) => return Ok(()),
-                    Err(x) => e = std::io::Error::from(x),
-                }
+            MKDIR => libc::mkdirat(p.as_raw_fd(), n.as_ptr(), 0o700),
+            MKFIFO => libc::mknodat(p.as_raw_fd(), n.as_ptr(), libc::S_IFIFO | 0o600, 0),
+            MKSOCK => libc::mknodat(p.as_raw_fd(), n.as_ptr(), libc::S_IFSOCK | 0o600, 0),
+            SYMLINK => {
+                let target = cstr(&c.path(A_PATH_LINK)?)?;
+                libc::symlinkat(target.as_ptr(), p.as_raw_fd(), n.as_ptr())
             }
-            if rc < 0 {
-                if e.raw_os_error() == Some(libc::EXDEV) && c.kind == LINK {
-                    // Not even the parent would link it: a copy keeps the content (not the
-                    // sharing).
-                    rep.link_copies += 1;
-                    return copy_entry(root, &other, &to).map(|_| ());
-                }
-                if e.raw_os_error() == Some(libc::EXDEV) {
-                    // Nor move it: copy, then remove.
-                    rep.moved_by_copy += 1;
-                    return move_by_copy(root, &other, &to);
-                }
-                return Err(format!(
-                    "{} {path}: {e}",
-                    if c.kind == RENAME {
-                        "renaming"
-                    } else {
-                        "linking"
-                    }
-                ));
-            }
-            Ok(())
-        }
-        UNLINK | RMDIR => {
-            let path = c.path(A_PATH)?;
-            let (p, name) = parent_of(root, &path)?;
-            let n = cstr(&name)?;
-            let flag = if c.kind == RMDIR {
-                libc::AT_REMOVEDIR
-            } else {
+            _ => {
+                // Device nodes: an unprivileged container cannot use them anyway.
+                rep.skipped_devices += 1;
+                t.skipped.borrow_mut().insert(path.clone());
                 0
-            };
-            // SAFETY: unlinkat on a directory fd we own with a NUL-terminated name.
-            if unsafe { libc::unlinkat(p.as_raw_fd(), n.as_ptr(), flag) } < 0 {
-                return Err(errno(&path, "removing"));
             }
-            Ok(())
         }
-        WRITE => {
-            let path = c.path(A_PATH)?;
-            let off = c.u64(A_FILE_OFFSET)?;
-            let data = c.get(A_DATA)?;
-            rep.bytes += data.len() as u64;
-            if rep.bytes > limits.max_bytes {
-                return Err(format!("more than {} bytes of file data", limits.max_bytes));
-            }
-            let fd = open_file(root, &path, OFlag::O_WRONLY)?;
-            nix::sys::uio::pwrite(fd.as_fd(), data, off as i64)
-                .map_err(|e| format!("writing {path}: {e}"))?;
-            Ok(())
-        }
-        CLONE => {
-            // Same-subvolume clones of a full send: copied (FICLONERANGE would also do).
-            let path = c.path(A_PATH)?;
-            let off = c.u64(A_FILE_OFFSET)?;
-            let len = c.u64(A_CLONE_LEN)?;
-            let src_off = c.u64(A_CLONE_OFFSET)?;
-            let src = c.path(A_CLONE_PATH)?;
-            rep.bytes += len;
-            if rep.bytes > limits.max_bytes {
-                return Err(format!("more than {} bytes of file data", limits.max_bytes));
-            }
-            // A clone from the subvolume the stream is a difference from reads the volume
-            // received before; any other comes from this one.
-            let clone_uuid = c.get(A_CLONE_UUID).unwrap_or(&[]);
-            let from = if !t.parent_uuid.is_empty()
-                && clone_uuid == t.parent_uuid.as_slice()
-                && clone_uuid != t.uuid.as_slice()
-            {
-                t.base.ok_or("a clone from a volume that is not there")?
-            } else {
-                root
-            };
-            let s = open_file(from, &src, OFlag::O_RDONLY)?;
-            let d = open_file(root, &path, OFlag::O_WRONLY)?;
-            let mut buf = vec![0u8; 1 << 16];
-            let mut done = 0u64;
-            while done < len {
-                let want = ((len - done) as usize).min(buf.len());
-                let n = nix::sys::uio::pread(s.as_fd(), &mut buf[..want], (src_off + done) as i64)
-                    .map_err(|e| format!("reading {src}: {e}"))?;
-                if n == 0 {
-                    break;
-                }
-                nix::sys::uio::pwrite(d.as_fd(), &buf[..n], (off + done) as i64)
-                    .map_err(|e| format!("writing {path}: {e}"))?;
-                done += n as u64;
-            }
-            Ok(())
-        }
-        TRUNCATE => {
-            let path = c.path(A_PATH)?;
-            let size = c.u64(A_SIZE)?;
-            if size > limits.max_bytes {
-                return Err(format!("{path}: size {size} is over the limit"));
-            }
-            let fd = open_file(root, &path, OFlag::O_WRONLY)?;
-            nix::unistd::ftruncate(&fd, size as i64).map_err(|e| format!("truncating {path}: {e}"))
-        }
-        // The volume's own directory keeps the mode, owner and times silo gave it.
-        CHMOD | CHOWN | UTIMES | SET_XATTR | REMOVE_XATTR
-            if c.path(A_PATH)?.trim_matches('/').is_empty() =>
-        {
-            Ok(())
-        }
-        CHMOD => {
-            let path = c.path(A_PATH)?;
-            let mode = (c.u64(A_MODE)? & 0o7777) as libc::c_uint;
-            let (p, name) = parent_of(root, &path)?;
-            let n = cstr(&name)?;
-            // SAFETY: fchmodat2 (never following a symlink) on a directory fd we own.
-            let rc = unsafe {
-                libc::syscall(
-                    libc::SYS_fchmodat2,
-                    p.as_raw_fd(),
-                    n.as_ptr(),
-                    mode,
-                    libc::AT_SYMLINK_NOFOLLOW,
-                )
-            };
-            if rc < 0 {
-                return Err(errno(&path, "chmod"));
-            }
-            Ok(())
-        }
-        CHOWN => {
-            let path = c.path(A_PATH)?;
-            let uid = c.u64(A_UID)?.min(u64::from(u32::MAX - 1)) as u32;
-            let gid = c.u64(A_GID)?.min(u64::from(u32::MAX - 1)) as u32;
-            let (p, name) = parent_of(root, &path)?;
-            let n = cstr(&name)?;
-            // SAFETY: fchownat with AT_SYMLINK_NOFOLLOW on a directory fd we own.
-            if unsafe {
-                libc::fchownat(
-                    p.as_raw_fd(),
-                    n.as_ptr(),
-                    uid,
-                    gid,
-                    libc::AT_SYMLINK_NOFOLLOW,
-                )
-            } < 0
-            {
-                return Err(errno(&path, "chown"));
-            }
-            // A chown clears file capabilities; the stream set them before it (as btrfs
-            // receive does, they are set again).
-            let cap = t.caps.borrow_mut().remove(&path);
-            if let Some(cap) = cap {
-                set_xattr(root, &path, "security.capability", Some(&cap))?;
-            }
-            Ok(())
-        }
-        UTIMES => {
-            let path = c.path(A_PATH)?;
-            let times = [c.time(A_ATIME)?, c.time(A_MTIME)?];
-            let (p, name) = parent_of(root, &path)?;
-            let n = cstr(&name)?;
-            set_times(p.as_fd(), Some(&n), &times).map_err(|e| format!("utimes {path}: {e}"))
-        }
-        SET_XATTR | REMOVE_XATTR => {
-            let path = c.path(A_PATH)?;
-            let name = c.path(A_XATTR_NAME)?;
-            let data = if c.kind == SET_XATTR {
-                Some(c.get(A_XATTR_DATA)?)
-            } else {
-                None
-            };
-            if name == "security.capability" {
-                if let Some(d) = data {
-                    t.caps.borrow_mut().insert(path.clone(), d.to_vec());
-                }
-            }
-            set_xattr(root, &path, &name, data)
-        }
-        other => Err(format!("unknown send stream command {other}")),
+    };
+    if rc < 0 {
+        return Err(errno(&path, "creating"));
     }
+    Ok(())
+}
+
+/// RENAME and LINK: in one directory by the child itself; across directories by the parent
+/// (no REFER right here), and failing that by a copy.
+fn rename_or_link(c: &Cmd, root: BorrowedFd<'_>, rep: &mut Report) -> Result<(), String> {
+    let path = c.path(A_PATH)?;
+    let (to, other) = if c.kind == RENAME {
+        (c.path(A_PATH_TO)?, path.clone())
+    } else {
+        (path.clone(), c.path(A_PATH_LINK)?)
+    };
+    let (p1, n1) = parent_of(root, &other)?;
+    let (p2, n2) = parent_of(root, &to)?;
+    let (a, b) = (cstr(&n1)?, cstr(&n2)?);
+    // SAFETY: *at syscalls on directory fds we own, with NUL-terminated names; no
+    // symlink is followed (linkat without AT_SYMLINK_FOLLOW).
+    let rc = unsafe {
+        if c.kind == RENAME {
+            libc::renameat(p1.as_raw_fd(), a.as_ptr(), p2.as_raw_fd(), b.as_ptr())
+        } else {
+            libc::linkat(p1.as_raw_fd(), a.as_ptr(), p2.as_raw_fd(), b.as_ptr(), 0)
+        }
+    };
+    let mut e = std::io::Error::last_os_error();
+    if rc < 0 && e.raw_os_error() == Some(libc::EXDEV) {
+        // Across directories: the parent does it (see child.rs).
+        let op = if c.kind == RENAME {
+            crate::child::Refer::Rename
+        } else {
+            crate::child::Refer::Link
+        };
+        match crate::child::refer(op, p1.as_fd(), &n1, p2.as_fd(), &n2) {
+            Ok(()) => return Ok(()),
+            Err(x) => e = std::io::Error::from(x),
+        }
+    }
+    if rc < 0 {
+        if e.raw_os_error() == Some(libc::EXDEV) && c.kind == LINK {
+            // Not even the parent would link it: a copy keeps the content (not the
+            // sharing).
+            rep.link_copies += 1;
+            return copy_entry(root, &other, &to).map(|_| ());
+        }
+        if e.raw_os_error() == Some(libc::EXDEV) {
+            // Nor move it: copy, then remove.
+            rep.moved_by_copy += 1;
+            return move_by_copy(root, &other, &to);
+        }
+        return Err(format!(
+            "{} {path}: {e}",
+            if c.kind == RENAME {
+                "renaming"
+            } else {
+                "linking"
+            }
+        ));
+    }
+    Ok(())
+}
+
+/// UNLINK and RMDIR.
+fn remove_entry(c: &Cmd, root: BorrowedFd<'_>) -> Result<(), String> {
+    let path = c.path(A_PATH)?;
+    let (p, name) = parent_of(root, &path)?;
+    let n = cstr(&name)?;
+    let flag = if c.kind == RMDIR {
+        libc::AT_REMOVEDIR
+    } else {
+        0
+    };
+    // SAFETY: unlinkat on a directory fd we own with a NUL-terminated name.
+    if unsafe { libc::unlinkat(p.as_raw_fd(), n.as_ptr(), flag) } < 0 {
+        return Err(errno(&path, "removing"));
+    }
+    Ok(())
+}
+
+/// WRITE: data at an offset, counted against the byte limit before it is written.
+fn write_data(
+    c: &Cmd,
+    root: BorrowedFd<'_>,
+    rep: &mut Report,
+    limits: &Limits,
+) -> Result<(), String> {
+    let path = c.path(A_PATH)?;
+    let off = c.u64(A_FILE_OFFSET)?;
+    let data = c.get(A_DATA)?;
+    rep.bytes += data.len() as u64;
+    if rep.bytes > limits.max_bytes {
+        return Err(format!("more than {} bytes of file data", limits.max_bytes));
+    }
+    let fd = open_file(root, &path, OFlag::O_WRONLY)?;
+    nix::sys::uio::pwrite(fd.as_fd(), data, off as i64)
+        .map_err(|e| format!("writing {path}: {e}"))?;
+    Ok(())
+}
+
+/// CLONE: a range of another file copied in, counted against the byte limit before it is
+/// read.
+fn clone_range(c: &Cmd, t: &Target<'_>, rep: &mut Report, limits: &Limits) -> Result<(), String> {
+    let root = t.root;
+    // Same-subvolume clones of a full send: copied (FICLONERANGE would also do).
+    let path = c.path(A_PATH)?;
+    let off = c.u64(A_FILE_OFFSET)?;
+    let len = c.u64(A_CLONE_LEN)?;
+    let src_off = c.u64(A_CLONE_OFFSET)?;
+    let src = c.path(A_CLONE_PATH)?;
+    rep.bytes += len;
+    if rep.bytes > limits.max_bytes {
+        return Err(format!("more than {} bytes of file data", limits.max_bytes));
+    }
+    // A clone from the subvolume the stream is a difference from reads the volume
+    // received before; any other comes from this one.
+    let clone_uuid = c.get(A_CLONE_UUID).unwrap_or(&[]);
+    let from = if !t.parent_uuid.is_empty()
+        && clone_uuid == t.parent_uuid.as_slice()
+        && clone_uuid != t.uuid.as_slice()
+    {
+        t.base.ok_or("a clone from a volume that is not there")?
+    } else {
+        root
+    };
+    let s = open_file(from, &src, OFlag::O_RDONLY)?;
+    let d = open_file(root, &path, OFlag::O_WRONLY)?;
+    let mut buf = vec![0u8; 1 << 16];
+    let mut done = 0u64;
+    while done < len {
+        let want = ((len - done) as usize).min(buf.len());
+        let n = nix::sys::uio::pread(s.as_fd(), &mut buf[..want], (src_off + done) as i64)
+            .map_err(|e| format!("reading {src}: {e}"))?;
+        if n == 0 {
+            break;
+        }
+        nix::sys::uio::pwrite(d.as_fd(), &buf[..n], (off + done) as i64)
+            .map_err(|e| format!("writing {path}: {e}"))?;
+        done += n as u64;
+    }
+    Ok(())
+}
+
+/// TRUNCATE, to a size no larger than the byte limit.
+fn truncate_file(c: &Cmd, root: BorrowedFd<'_>, limits: &Limits) -> Result<(), String> {
+    let path = c.path(A_PATH)?;
+    let size = c.u64(A_SIZE)?;
+    if size > limits.max_bytes {
+        return Err(format!("{path}: size {size} is over the limit"));
+    }
+    let fd = open_file(root, &path, OFlag::O_WRONLY)?;
+    nix::unistd::ftruncate(&fd, size as i64).map_err(|e| format!("truncating {path}: {e}"))
+}
+
+/// CHMOD, never following a symlink.
+fn chmod_entry(c: &Cmd, root: BorrowedFd<'_>) -> Result<(), String> {
+    let path = c.path(A_PATH)?;
+    let mode = (c.u64(A_MODE)? & 0o7777) as libc::c_uint;
+    let (p, name) = parent_of(root, &path)?;
+    let n = cstr(&name)?;
+    // SAFETY: fchmodat2 (never following a symlink) on a directory fd we own.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_fchmodat2,
+            p.as_raw_fd(),
+            n.as_ptr(),
+            mode,
+            libc::AT_SYMLINK_NOFOLLOW,
+        )
+    };
+    if rc < 0 {
+        return Err(errno(&path, "chmod"));
+    }
+    Ok(())
+}
+
+/// CHOWN, never following a symlink, and the file capabilities it clears set again.
+fn chown_entry(c: &Cmd, t: &Target<'_>) -> Result<(), String> {
+    let root = t.root;
+    let path = c.path(A_PATH)?;
+    let uid = c.u64(A_UID)?.min(u64::from(u32::MAX - 1)) as u32;
+    let gid = c.u64(A_GID)?.min(u64::from(u32::MAX - 1)) as u32;
+    let (p, name) = parent_of(root, &path)?;
+    let n = cstr(&name)?;
+    // SAFETY: fchownat with AT_SYMLINK_NOFOLLOW on a directory fd we own.
+    if unsafe {
+        libc::fchownat(
+            p.as_raw_fd(),
+            n.as_ptr(),
+            uid,
+            gid,
+            libc::AT_SYMLINK_NOFOLLOW,
+        )
+    } < 0
+    {
+        return Err(errno(&path, "chown"));
+    }
+    // A chown clears file capabilities; the stream set them before it (as btrfs
+    // receive does, they are set again).
+    let cap = t.caps.borrow_mut().remove(&path);
+    if let Some(cap) = cap {
+        set_xattr(root, &path, "security.capability", Some(&cap))?;
+    }
+    Ok(())
+}
+
+/// UTIMES, never following a symlink.
+fn set_entry_times(c: &Cmd, root: BorrowedFd<'_>) -> Result<(), String> {
+    let path = c.path(A_PATH)?;
+    let times = [c.time(A_ATIME)?, c.time(A_MTIME)?];
+    let (p, name) = parent_of(root, &path)?;
+    let n = cstr(&name)?;
+    set_times(p.as_fd(), Some(&n), &times).map_err(|e| format!("utimes {path}: {e}"))
+}
+
+/// SET_XATTR and REMOVE_XATTR; file capabilities are remembered for the CHOWN that follows.
+fn change_xattr(c: &Cmd, t: &Target<'_>) -> Result<(), String> {
+    let path = c.path(A_PATH)?;
+    let name = c.path(A_XATTR_NAME)?;
+    let data = if c.kind == SET_XATTR {
+        Some(c.get(A_XATTR_DATA)?)
+    } else {
+        None
+    };
+    if name == "security.capability" {
+        if let Some(d) = data {
+            t.caps.borrow_mut().insert(path.clone(), d.to_vec());
+        }
+    }
+    set_xattr(t.root, &path, &name, data)
 }
 
 /// Sets (or with `None` removes) an extended attribute on what `path` names, through an fd

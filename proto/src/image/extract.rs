@@ -160,13 +160,19 @@ fn place(
     }
 }
 
-struct DirMeta {
-    comps: Vec<String>,
-    mode: u32,
+/// A member's owner, mode, time and extended attributes, as its headers give them.
+struct Attrs {
     uid: u32,
     gid: u32,
+    mode: u32,
     mtime: i64,
     xattrs: super::xattr::Xattrs,
+}
+
+/// A directory made, whose attributes are set once everything beneath it is in.
+struct DirMeta {
+    comps: Vec<String>,
+    attrs: Attrs,
 }
 
 /// The extended attributes a member's PAX header carries (`SCHILY.xattr.<name>`), bounded.
@@ -269,231 +275,87 @@ fn extract_with(
     limits: &Limits,
 ) -> Result<Report, ImageError> {
     let mut ar = tar::Archive::new(stream);
-    let mut report = Report::default();
-    let mut dirs: Vec<DirMeta> = Vec::new();
-    let mut saw_metadata = false;
-    let mut saw_rootfs = layout != Layout::Unified;
+    let mut unpack = Unpack {
+        root,
+        layout,
+        prefix,
+        limits,
+        report: Report::default(),
+        dirs: Vec::new(),
+        saw_metadata: false,
+        saw_rootfs: layout != Layout::Unified,
+    };
     let entries = ar.entries().map_err(|e| stream_error("archive", &e))?;
     for e in entries {
         let mut e = e.map_err(|e| stream_error("archive", &e))?;
-        report.entries += 1;
-        if report.entries > limits.max_entries {
+        unpack.member(&mut e)?;
+    }
+    unpack.finish()
+}
+
+/// One unpack under way: where members land, what was seen, what is left for the end.
+struct Unpack<'a> {
+    root: BorrowedFd<'a>,
+    layout: Layout,
+    /// The part of a backup being unpacked; `None` for an image.
+    prefix: Option<&'a [String]>,
+    limits: &'a Limits,
+    report: Report,
+    /// Directories made, whose owners, modes and times are set at the end.
+    dirs: Vec<DirMeta>,
+    saw_metadata: bool,
+    saw_rootfs: bool,
+}
+
+impl Unpack<'_> {
+    /// Unpacks one member: counted, placed, then made according to its kind.
+    fn member<R: Read>(&mut self, e: &mut tar::Entry<'_, R>) -> Result<(), ImageError> {
+        self.report.entries += 1;
+        if self.report.entries > self.limits.max_entries {
             return Err(ImageError::Limit {
                 what: "entries".into(),
-                limit: limits.max_entries,
+                limit: self.limits.max_entries,
             });
         }
         let member = String::from_utf8_lossy(&e.path_bytes()).into_owned();
-        let mut comps = member_components(&member)?;
-        if let Some(p) = prefix {
-            if comps.len() <= p.len() || comps[..p.len()] != *p {
-                continue;
-            }
-            comps.drain(..p.len());
-            if comps[0] == "backup.yaml" {
-                continue;
-            }
-        }
-        let Some(comps) = place(layout, &member, comps)? else {
-            continue;
+        let Some(comps) = self.destination(&member)? else {
+            return Ok(());
         };
-        let xattrs = pax_xattrs(&mut e, &member)?;
+        let xattrs = pax_xattrs(e, &member)?;
         let h = e.header().clone();
         let (uid, gid) = owner(&h);
-        let mode = h.mode().unwrap_or(0o644) & 0o7777;
-        let mtime = h.mtime().unwrap_or(0).min(i64::MAX as u64) as i64;
+        let attrs = Attrs {
+            uid,
+            gid,
+            mode: h.mode().unwrap_or(0o644) & 0o7777,
+            mtime: h.mtime().unwrap_or(0).min(i64::MAX as u64) as i64,
+            xattrs,
+        };
         let et = h.entry_type();
-        if comps[0] == "rootfs" {
-            saw_rootfs = true;
-        }
-        if comps.len() == 1 && comps[0] == "metadata.yaml" {
-            if !et.is_file() {
-                return Err(ImageError::Metadata(
-                    "metadata.yaml is not a regular file".into(),
-                ));
-            }
-            saw_metadata = true;
-        }
+        self.note_top(&comps, et)?;
         let (parent_comps, base) = comps.split_at(comps.len() - 1);
         let base = base[0].as_str();
         match et {
             tar::EntryType::Directory => {
-                let d = walk(root, &comps, true, &member)?;
+                let d = walk(self.root, &comps, true, &member)?;
                 drop(d);
-                dirs.push(DirMeta {
-                    comps,
-                    mode,
-                    uid,
-                    gid,
-                    mtime,
-                    xattrs,
-                });
+                self.dirs.push(DirMeta { comps, attrs });
             }
             tar::EntryType::Regular | tar::EntryType::Continuous => {
-                let size = e.size();
-                if report.bytes.saturating_add(size) > limits.max_bytes {
-                    return Err(ImageError::Limit {
-                        what: "bytes of file data".into(),
-                        limit: limits.max_bytes,
-                    });
-                }
-                let parent = walk(root, parent_comps, true, &member)?;
-                clear(parent.as_fd(), base, &member)?;
-                let fd = openat2(
-                    parent.as_fd(),
-                    base,
-                    how(OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_WRONLY, 0o600),
-                )
-                .map_err(|err| match err {
-                    Errno::ELOOP | Errno::EXDEV => ImageError::Symlink(member.clone()),
-                    err => io(&member, "openat2", err),
-                })?;
-                let mut f = std::fs::File::from(fd);
-                let copied = if comps.len() == 1 && comps[0] == "metadata.yaml" {
-                    // The helper checks the metadata itself rather than trusting silod did.
-                    if size > super::MAX_METADATA {
-                        return Err(ImageError::Metadata(
-                            "metadata.yaml is larger than 1 MiB".into(),
-                        ));
-                    }
-                    let mut buf = Vec::new();
-                    (&mut e)
-                        .take(size)
-                        .read_to_end(&mut buf)
-                        .map_err(|err| stream_error(&member, &err))?;
-                    super::ImageMetadata::parse(&buf)?;
-                    std::io::Write::write_all(&mut f, &buf)
-                        .map_err(|err| write_error(&member, &err))?;
-                    buf.len() as u64
-                } else {
-                    copy_member(&mut (&mut e).take(size), &mut f, &member)?
-                };
-                if copied != size {
-                    return Err(ImageError::Truncated(format!(
-                        "{member}: {copied} of {size} bytes"
-                    )));
-                }
-                report.bytes += size;
-                let fd: OwnedFd = f.into();
-                nix::unistd::fchown(
-                    fd.as_fd(),
-                    Some(Uid::from_raw(uid)),
-                    Some(Gid::from_raw(gid)),
-                )
-                .map_err(|err| io(&member, "fchown", err))?;
-                // After chown, which clears set-id bits.
-                fchmod(fd.as_fd(), Mode::from_bits_truncate(mode))
-                    .map_err(|err| io(&member, "fchmod", err))?;
-                let t = TimeSpec::new(mtime, 0);
-                nix::sys::stat::futimens(fd.as_fd(), &t, &t)
-                    .map_err(|err| io(&member, "futimens", err))?;
-                set_xattrs(fd.as_fd(), &xattrs, &member)?;
+                self.regular(e, &member, &comps, &attrs)?;
             }
             tar::EntryType::Symlink => {
-                let target = e.link_name_bytes().map(|b| b.into_owned()).ok_or_else(|| {
-                    ImageError::Unsupported {
-                        member: member.clone(),
-                        why: "symlink without a target".into(),
-                    }
-                })?;
-                if target.is_empty() || target.len() > 4095 || target.contains(&0) {
-                    return Err(ImageError::Unsupported {
-                        member: member.clone(),
-                        why: "invalid symlink target".into(),
-                    });
-                }
-                let parent = walk(root, parent_comps, true, &member)?;
-                clear(parent.as_fd(), base, &member)?;
-                let t = std::ffi::OsStr::from_encoded_bytes_checked(&target);
-                symlinkat(t, parent.as_fd(), base).map_err(|err| io(&member, "symlinkat", err))?;
-                fchownat(
-                    parent.as_fd(),
-                    base,
-                    Some(Uid::from_raw(uid)),
-                    Some(Gid::from_raw(gid)),
-                    AtFlags::AT_SYMLINK_NOFOLLOW,
-                )
-                .map_err(|err| io(&member, "lchown", err))?;
+                self.symlink(e, &member, parent_comps, base, &attrs)?;
             }
             tar::EntryType::Link => {
-                let target = e
-                    .link_name_bytes()
-                    .map(|b| String::from_utf8_lossy(&b).into_owned())
-                    .unwrap_or_default();
-                let hl = |why: &str| ImageError::Hardlink {
-                    member: member.clone(),
-                    target: target.chars().take(200).collect(),
-                    why: why.to_string(),
-                };
-                let tcomps = member_components(&target).map_err(|err| match err {
-                    ImageError::Absolute(_) => hl("absolute target"),
-                    ImageError::Outside { .. } => hl("'..' in the target climbs out of the image"),
-                    _ => hl("invalid target"),
-                })?;
-                // In a backup part, a link names its target from the tarball's top too.
-                let tcomps = match prefix {
-                    Some(p) if tcomps.len() > p.len() && tcomps[..p.len()] == *p => {
-                        tcomps[p.len()..].to_vec()
-                    }
-                    Some(_) => return Err(hl("target outside this part of the backup")),
-                    None => tcomps,
-                };
-                let tcomps = place(layout, &target, tcomps)
-                    .map_err(|_| hl("target outside the image"))?
-                    .ok_or_else(|| hl("empty target"))?;
-                let (tparent, tbase) = tcomps.split_at(tcomps.len() - 1);
-                let tp = walk(root, tparent, false, &target).map_err(|err| match err {
-                    ImageError::Symlink(_) => hl("the target goes through a symlink"),
-                    _ => hl("the target does not exist earlier in the image"),
-                })?;
-                match fstatat(tp.as_fd(), tbase[0].as_str(), AtFlags::AT_SYMLINK_NOFOLLOW) {
-                    Ok(st) if is_type(&st, SFlag::S_IFDIR) => {
-                        return Err(hl("the target is a directory"))
-                    }
-                    Ok(_) => {}
-                    Err(_) => return Err(hl("the target does not exist earlier in the image")),
-                }
-                let parent = walk(root, parent_comps, true, &member)?;
-                clear(parent.as_fd(), base, &member)?;
-                match linkat(
-                    tp.as_fd(),
-                    tbase[0].as_str(),
-                    parent.as_fd(),
-                    base,
-                    AtFlags::empty(),
-                ) {
-                    // A landlocked unpacker may not link across directories itself.
-                    Err(Errno::EXDEV) => match CROSS_DIR_LINKER.get() {
-                        Some(l) => l(tp.as_fd(), tbase[0].as_str(), parent.as_fd(), base),
-                        None => Err(Errno::EXDEV),
-                    },
-                    r => r,
-                }
-                .map_err(|err| io(&member, "linkat", err))?;
+                self.hardlink(e, &member, parent_comps, base)?;
             }
             tar::EntryType::Fifo => {
-                let parent = walk(root, parent_comps, true, &member)?;
-                clear(parent.as_fd(), base, &member)?;
-                mknodat(
-                    parent.as_fd(),
-                    base,
-                    SFlag::S_IFIFO,
-                    Mode::from_bits_truncate(mode & 0o777),
-                    0,
-                )
-                .map_err(|err| io(&member, "mknodat", err))?;
-                fchownat(
-                    parent.as_fd(),
-                    base,
-                    Some(Uid::from_raw(uid)),
-                    Some(Gid::from_raw(gid)),
-                    AtFlags::AT_SYMLINK_NOFOLLOW,
-                )
-                .map_err(|err| io(&member, "lchown", err))?;
+                self.fifo(&member, parent_comps, base, &attrs)?;
             }
             tar::EntryType::Char | tar::EntryType::Block => {
                 // silo builds /dev for each container; image device nodes are never created.
-                report.skipped_devices += 1;
+                self.report.skipped_devices += 1;
             }
             tar::EntryType::GNUSparse => return Err(ImageError::Sparse(member)),
             other => {
@@ -503,32 +365,278 @@ fn extract_with(
                 })
             }
         }
+        Ok(())
     }
-    if layout != Layout::Rootfs && prefix.is_none() && !saw_metadata {
-        return Err(ImageError::Metadata("no metadata.yaml in the image".into()));
+
+    /// Where `member` lands beneath the root, or `None` when it is skipped (outside the
+    /// backup part being unpacked, the part's backup.yaml, the top directory itself).
+    fn destination(&self, member: &str) -> Result<Option<Vec<String>>, ImageError> {
+        let mut comps = member_components(member)?;
+        if let Some(p) = self.prefix {
+            if comps.len() <= p.len() || comps[..p.len()] != *p {
+                return Ok(None);
+            }
+            comps.drain(..p.len());
+            if comps[0] == "backup.yaml" {
+                return Ok(None);
+            }
+        }
+        place(self.layout, member, comps)
     }
-    if !saw_rootfs {
-        return Err(ImageError::Metadata("no rootfs/ in the image".into()));
+
+    /// Notes the rootfs and metadata.yaml an image must hold; metadata.yaml must be a file.
+    fn note_top(&mut self, comps: &[String], et: tar::EntryType) -> Result<(), ImageError> {
+        if comps[0] == "rootfs" {
+            self.saw_rootfs = true;
+        }
+        if comps.len() == 1 && comps[0] == "metadata.yaml" {
+            if !et.is_file() {
+                return Err(ImageError::Metadata(
+                    "metadata.yaml is not a regular file".into(),
+                ));
+            }
+            self.saw_metadata = true;
+        }
+        Ok(())
     }
-    // Directory modes and owners last (a read-only directory must still take its members),
-    // deepest first.
+
+    /// A regular file: its data (bounded), then owner, mode, times and extended attributes.
+    fn regular<R: Read>(
+        &mut self,
+        e: &mut tar::Entry<'_, R>,
+        member: &str,
+        comps: &[String],
+        attrs: &Attrs,
+    ) -> Result<(), ImageError> {
+        let (parent_comps, base) = comps.split_at(comps.len() - 1);
+        let base = base[0].as_str();
+        let size = e.size();
+        if self.report.bytes.saturating_add(size) > self.limits.max_bytes {
+            return Err(ImageError::Limit {
+                what: "bytes of file data".into(),
+                limit: self.limits.max_bytes,
+            });
+        }
+        let parent = walk(self.root, parent_comps, true, member)?;
+        clear(parent.as_fd(), base, member)?;
+        let fd = openat2(
+            parent.as_fd(),
+            base,
+            how(OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_WRONLY, 0o600),
+        )
+        .map_err(|err| match err {
+            Errno::ELOOP | Errno::EXDEV => ImageError::Symlink(member.to_string()),
+            err => io(member, "openat2", err),
+        })?;
+        let mut f = std::fs::File::from(fd);
+        let copied = if comps.len() == 1 && comps[0] == "metadata.yaml" {
+            write_metadata(e, &mut f, member, size)?
+        } else {
+            copy_member(&mut e.take(size), &mut f, member)?
+        };
+        if copied != size {
+            return Err(ImageError::Truncated(format!(
+                "{member}: {copied} of {size} bytes"
+            )));
+        }
+        self.report.bytes += size;
+        let fd: OwnedFd = f.into();
+        set_attrs(fd.as_fd(), attrs, member)
+    }
+
+    /// A symlink, stored as its target says and never followed; owned as the member says.
+    fn symlink<R: Read>(
+        &self,
+        e: &tar::Entry<'_, R>,
+        member: &str,
+        parent_comps: &[String],
+        base: &str,
+        attrs: &Attrs,
+    ) -> Result<(), ImageError> {
+        let target =
+            e.link_name_bytes()
+                .map(|b| b.into_owned())
+                .ok_or_else(|| ImageError::Unsupported {
+                    member: member.to_string(),
+                    why: "symlink without a target".into(),
+                })?;
+        if target.is_empty() || target.len() > 4095 || target.contains(&0) {
+            return Err(ImageError::Unsupported {
+                member: member.to_string(),
+                why: "invalid symlink target".into(),
+            });
+        }
+        let parent = walk(self.root, parent_comps, true, member)?;
+        clear(parent.as_fd(), base, member)?;
+        let t = std::ffi::OsStr::from_encoded_bytes_checked(&target);
+        symlinkat(t, parent.as_fd(), base).map_err(|err| io(member, "symlinkat", err))?;
+        fchownat(
+            parent.as_fd(),
+            base,
+            Some(Uid::from_raw(attrs.uid)),
+            Some(Gid::from_raw(attrs.gid)),
+            AtFlags::AT_SYMLINK_NOFOLLOW,
+        )
+        .map_err(|err| io(member, "lchown", err))
+    }
+
+    /// A hard link to a member unpacked earlier beneath the same root.
+    fn hardlink<R: Read>(
+        &self,
+        e: &tar::Entry<'_, R>,
+        member: &str,
+        parent_comps: &[String],
+        base: &str,
+    ) -> Result<(), ImageError> {
+        let target = e
+            .link_name_bytes()
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .unwrap_or_default();
+        let (tp, tbase) = self.link_target(member, &target)?;
+        let parent = walk(self.root, parent_comps, true, member)?;
+        clear(parent.as_fd(), base, member)?;
+        match linkat(
+            tp.as_fd(),
+            tbase.as_str(),
+            parent.as_fd(),
+            base,
+            AtFlags::empty(),
+        ) {
+            // A landlocked unpacker may not link across directories itself.
+            Err(Errno::EXDEV) => match CROSS_DIR_LINKER.get() {
+                Some(l) => l(tp.as_fd(), tbase.as_str(), parent.as_fd(), base),
+                None => Err(Errno::EXDEV),
+            },
+            r => r,
+        }
+        .map_err(|err| io(member, "linkat", err))
+    }
+
+    /// The directory and name of a hard link's target, which must be a non-directory already
+    /// unpacked beneath the root, reached through no symlink.
+    fn link_target(&self, member: &str, target: &str) -> Result<(OwnedFd, String), ImageError> {
+        let hl = |why: &str| ImageError::Hardlink {
+            member: member.to_string(),
+            target: target.chars().take(200).collect(),
+            why: why.to_string(),
+        };
+        let tcomps = member_components(target).map_err(|err| match err {
+            ImageError::Absolute(_) => hl("absolute target"),
+            ImageError::Outside { .. } => hl("'..' in the target climbs out of the image"),
+            _ => hl("invalid target"),
+        })?;
+        // In a backup part, a link names its target from the tarball's top too.
+        let tcomps = match self.prefix {
+            Some(p) if tcomps.len() > p.len() && tcomps[..p.len()] == *p => {
+                tcomps[p.len()..].to_vec()
+            }
+            Some(_) => return Err(hl("target outside this part of the backup")),
+            None => tcomps,
+        };
+        let tcomps = place(self.layout, target, tcomps)
+            .map_err(|_| hl("target outside the image"))?
+            .ok_or_else(|| hl("empty target"))?;
+        let (tparent, tbase) = tcomps.split_at(tcomps.len() - 1);
+        let tp = walk(self.root, tparent, false, target).map_err(|err| match err {
+            ImageError::Symlink(_) => hl("the target goes through a symlink"),
+            _ => hl("the target does not exist earlier in the image"),
+        })?;
+        match fstatat(tp.as_fd(), tbase[0].as_str(), AtFlags::AT_SYMLINK_NOFOLLOW) {
+            Ok(st) if is_type(&st, SFlag::S_IFDIR) => return Err(hl("the target is a directory")),
+            Ok(_) => {}
+            Err(_) => return Err(hl("the target does not exist earlier in the image")),
+        }
+        Ok((tp, tbase[0].clone()))
+    }
+
+    /// A fifo, with the member's permission bits (no set-id bits) and owner.
+    fn fifo(
+        &self,
+        member: &str,
+        parent_comps: &[String],
+        base: &str,
+        attrs: &Attrs,
+    ) -> Result<(), ImageError> {
+        let parent = walk(self.root, parent_comps, true, member)?;
+        clear(parent.as_fd(), base, member)?;
+        mknodat(
+            parent.as_fd(),
+            base,
+            SFlag::S_IFIFO,
+            Mode::from_bits_truncate(attrs.mode & 0o777),
+            0,
+        )
+        .map_err(|err| io(member, "mknodat", err))?;
+        fchownat(
+            parent.as_fd(),
+            base,
+            Some(Uid::from_raw(attrs.uid)),
+            Some(Gid::from_raw(attrs.gid)),
+            AtFlags::AT_SYMLINK_NOFOLLOW,
+        )
+        .map_err(|err| io(member, "lchown", err))
+    }
+
+    /// Checks the image was whole, then gives the directories their owners, modes and times.
+    fn finish(self) -> Result<Report, ImageError> {
+        if self.layout != Layout::Rootfs && self.prefix.is_none() && !self.saw_metadata {
+            return Err(ImageError::Metadata("no metadata.yaml in the image".into()));
+        }
+        if !self.saw_rootfs {
+            return Err(ImageError::Metadata("no rootfs/ in the image".into()));
+        }
+        set_dir_attrs(self.root, self.dirs)?;
+        Ok(self.report)
+    }
+}
+
+/// Writes metadata.yaml, parsed first: the helper checks the metadata itself rather than
+/// trusting silod did. Returns the bytes written.
+fn write_metadata<R: Read>(
+    e: &mut tar::Entry<'_, R>,
+    f: &mut std::fs::File,
+    member: &str,
+    size: u64,
+) -> Result<u64, ImageError> {
+    if size > super::MAX_METADATA {
+        return Err(ImageError::Metadata(
+            "metadata.yaml is larger than 1 MiB".into(),
+        ));
+    }
+    let mut buf = Vec::new();
+    e.take(size)
+        .read_to_end(&mut buf)
+        .map_err(|err| stream_error(member, &err))?;
+    super::ImageMetadata::parse(&buf)?;
+    std::io::Write::write_all(f, &buf).map_err(|err| write_error(member, &err))?;
+    Ok(buf.len() as u64)
+}
+
+/// Gives what `fd` is the member's owner, mode, modification time and extended attributes.
+fn set_attrs(fd: BorrowedFd<'_>, attrs: &Attrs, member: &str) -> Result<(), ImageError> {
+    nix::unistd::fchown(
+        fd,
+        Some(Uid::from_raw(attrs.uid)),
+        Some(Gid::from_raw(attrs.gid)),
+    )
+    .map_err(|err| io(member, "fchown", err))?;
+    // After chown, which clears set-id bits.
+    fchmod(fd, Mode::from_bits_truncate(attrs.mode)).map_err(|err| io(member, "fchmod", err))?;
+    let t = TimeSpec::new(attrs.mtime, 0);
+    nix::sys::stat::futimens(fd, &t, &t).map_err(|err| io(member, "futimens", err))?;
+    set_xattrs(fd, &attrs.xattrs, member)
+}
+
+/// Directory modes and owners last (a read-only directory must still take its members),
+/// deepest first.
+fn set_dir_attrs(root: BorrowedFd<'_>, mut dirs: Vec<DirMeta>) -> Result<(), ImageError> {
     dirs.sort_by_key(|d| std::cmp::Reverse(d.comps.len()));
     for d in dirs {
         let shown = d.comps.join("/");
         let fd = walk(root, &d.comps, false, &shown)?;
-        nix::unistd::fchown(
-            fd.as_fd(),
-            Some(Uid::from_raw(d.uid)),
-            Some(Gid::from_raw(d.gid)),
-        )
-        .map_err(|err| io(&shown, "fchown", err))?;
-        fchmod(fd.as_fd(), Mode::from_bits_truncate(d.mode))
-            .map_err(|err| io(&shown, "fchmod", err))?;
-        let t = TimeSpec::new(d.mtime, 0);
-        nix::sys::stat::futimens(fd.as_fd(), &t, &t).map_err(|err| io(&shown, "futimens", err))?;
-        set_xattrs(fd.as_fd(), &d.xattrs, &shown)?;
+        set_attrs(fd.as_fd(), &d.attrs, &shown)?;
     }
-    Ok(report)
+    Ok(())
 }
 
 /// A write to the target failed (a full pool, a quota): not the image's fault.
