@@ -31,6 +31,11 @@ const LAYERS: &[(&str, u8)] = &[
     ("model", 0),
 ];
 
+/// Uses the ranks would allow but the layering does not: handlers call services, and never
+/// reach the database or the helpers themselves (a handler doing domain work was one cause
+/// of the old import cycle).
+const SKIPPING: &[(&str, &str)] = &[("api", "store"), ("api", "helpers")];
+
 /// The rank of wiring: above every layer, so no layer may use it.
 const WIRING: u8 = u8::MAX;
 
@@ -201,7 +206,8 @@ fn analyse(src: &Path, layers: &[(&str, u8)], allowed: &[&[&str]]) -> Result<Ana
         .filter_map(|e| {
             let (lf, lt) = (layer_of(&e.from), layer_of(&e.to));
             let (rf, rt) = (rank_of(&lf, &layers), rank_of(&lt, &layers));
-            (rf != WIRING && lf != lt && rt >= rf).then(|| {
+            let skips = SKIPPING.iter().any(|(f, t)| *f == lf && *t == lt);
+            (rf != WIRING && lf != lt && (rt >= rf || skips)).then(|| {
                 format!(
                     "{}: {} -> {}: {} ({}) may not use {} ({})",
                     e.at,

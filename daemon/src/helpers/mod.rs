@@ -19,6 +19,9 @@ use silo_proto::store::StoreClient;
 use silo_proto::{HelperHello, FDPASS_FD};
 use tarpc::client;
 
+#[cfg(test)]
+pub mod fake;
+
 mod facade;
 
 pub use facade::{HelperFailure, NetHelper, PrivHelper, StoreHelper};

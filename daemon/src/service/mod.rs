@@ -17,6 +17,8 @@ pub mod runtime;
 pub mod server;
 pub mod snapshots;
 pub mod storage;
+#[cfg(test)]
+mod tests;
 
 use std::path::PathBuf;
 use std::time::Instant;

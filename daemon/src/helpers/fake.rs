@@ -1,0 +1,685 @@
+//! In-memory helpers for unit tests of the service layer. Each fake implements the same tarpc
+//! service trait as its helper (`Priv`, `Net`, `Store` in `proto`) and is served over tarpc's
+//! in-process channel, so service code runs unchanged through the typed facade, as a normal
+//! user and without a kernel to touch. What a fake does not model it refuses with
+//! `HelperError::Unsupported`, so a test that strays outside it fails loudly.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use futures::StreamExt;
+use silo_proto::fdpass::FdTicket;
+use silo_proto::net::*;
+use silo_proto::privileged::*;
+use silo_proto::proxy::ProxySpec;
+use silo_proto::store::*;
+use silo_proto::types::{Ipv4Cidr, Ipv6Cidr, MacAddr};
+use silo_proto::{
+    DeviceName, HelperError, HelperHello, HelperResult, IfName, ImageFingerprint, InstanceName,
+    PoolName, VolumeName,
+};
+use tarpc::context::Context;
+use tarpc::server::{BaseChannel, Channel};
+
+use super::{Helpers, NetHelper, PrivHelper, StoreHelper};
+
+/// What the fake host holds, shared by the three fakes; tests read it to see what was done.
+#[derive(Debug)]
+pub struct FakeHost {
+    /// Root's subordinate ids as silo-priv would report them.
+    pub ids: IdRanges,
+    /// Volumes that exist, as `pool/Kind/name`.
+    pub volumes: Mutex<BTreeSet<String>>,
+    /// Running instances by name.
+    pub running: Mutex<BTreeMap<String, RunningInfo>>,
+    /// Every state-changing call, in order (`start c1`, `create_volume default Container c1`).
+    pub calls: Mutex<Vec<String>>,
+}
+
+impl FakeHost {
+    /// A host whose root has `ids` as its subordinate ids, with nothing else yet.
+    pub fn new(ids: IdRanges) -> Arc<FakeHost> {
+        Arc::new(FakeHost {
+            ids,
+            volumes: Mutex::default(),
+            running: Mutex::default(),
+            calls: Mutex::default(),
+        })
+    }
+
+    fn call(&self, what: String) {
+        lock(&self.calls).push(what);
+    }
+
+    /// The calls made so far.
+    pub fn calls(&self) -> Vec<String> {
+        lock(&self.calls).clone()
+    }
+
+    /// Whether a volume exists.
+    pub fn has_volume(&self, pool: &str, kind: VolumeKind, name: &str) -> bool {
+        lock(&self.volumes).contains(&format!("{pool}/{kind:?}/{name}"))
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn vol_key(pool: &PoolName, kind: VolumeKind, name: &VolumeName) -> String {
+    format!("{pool}/{kind:?}/{name}")
+}
+
+fn unsupported(call: &str) -> HelperError {
+    HelperError::Unsupported(format!("{call} is not modelled by the fake helpers"))
+}
+
+fn hello(helper: &str) -> HelperHello {
+    HelperHello {
+        helper: helper.into(),
+        version: env!("CARGO_PKG_VERSION").into(),
+        pid: std::process::id(),
+        tag: "fake".into(),
+        landlock: "none (fake)".into(),
+    }
+}
+
+#[derive(Debug, Clone)]
+struct FakePriv(Arc<FakeHost>);
+#[derive(Debug, Clone)]
+struct FakeNet(Arc<FakeHost>);
+#[derive(Debug, Clone)]
+struct FakeStore(Arc<FakeHost>);
+
+/// A tarpc channel to `$server`, served by a task of the current runtime.
+macro_rules! served {
+    ($server:expr) => {{
+        let s = $server;
+        let (client, server) = tarpc::transport::channel::unbounded();
+        let mut requests = BaseChannel::with_defaults(server).requests();
+        tokio::spawn(async move {
+            while let Some(Ok(r)) = requests.next().await {
+                tokio::spawn(r.execute(s.clone()));
+            }
+        });
+        client
+    }};
+}
+
+/// Helpers backed by `host`; call inside a tokio runtime.
+pub fn helpers(host: Arc<FakeHost>) -> Helpers {
+    let config = tarpc::client::Config::default();
+    Helpers {
+        privileged: PrivHelper(
+            PrivClient::new(config.clone(), served!(FakePriv(host.clone()).serve())).spawn(),
+        ),
+        net: NetHelper(
+            NetClient::new(config.clone(), served!(FakeNet(host.clone()).serve())).spawn(),
+        ),
+        store: StoreHelper(StoreClient::new(config, served!(FakeStore(host).serve())).spawn()),
+        handles: Vec::new(),
+    }
+}
+
+impl Priv for FakePriv {
+    async fn hello(self, _: Context) -> HelperHello {
+        hello("silo-priv")
+    }
+
+    async fn cgroup_layout(self, _: Context) -> HelperResult<CgroupLayout> {
+        Err(unsupported("cgroup_layout"))
+    }
+
+    async fn create_cgroup(self, _: Context, instance: InstanceName) -> HelperResult<CgroupInfo> {
+        self.0.call(format!("create_cgroup {instance}"));
+        Err(unsupported("create_cgroup"))
+    }
+
+    async fn list_cgroups(self, _: Context) -> HelperResult<Vec<InstanceName>> {
+        Err(unsupported("list_cgroups"))
+    }
+
+    async fn delete_cgroup(self, _: Context, instance: InstanceName) -> HelperResult<()> {
+        let _ = instance;
+        Err(unsupported("delete_cgroup"))
+    }
+
+    async fn id_range(self, _: Context) -> HelperResult<IdRanges> {
+        Ok(self.0.ids.clone())
+    }
+
+    async fn start(self, _: Context, spec: StartSpec) -> HelperResult<RunningInfo> {
+        self.0.call(format!("start {}", spec.instance));
+        let info = RunningInfo {
+            instance: spec.instance.clone(),
+            init_pid: 1,
+            monitor_pid: 1,
+            started_at: 0,
+            idmap_base: spec.idmap_base,
+            systemd: false,
+        };
+        lock(&self.0.running).insert(spec.instance.to_string(), info.clone());
+        Ok(info)
+    }
+
+    async fn stop(self, _: Context, instance: InstanceName, force: bool) -> HelperResult<()> {
+        self.0.call(format!("stop {instance} force={force}"));
+        lock(&self.0.running).remove(instance.as_str());
+        Ok(())
+    }
+
+    async fn wait_stopped(
+        self,
+        _: Context,
+        instance: InstanceName,
+        timeout_ms: u64,
+    ) -> HelperResult<InitExit> {
+        let _ = instance;
+        let _ = timeout_ms;
+        Err(unsupported("wait_stopped"))
+    }
+
+    async fn running(self, _: Context) -> HelperResult<Vec<RunningInfo>> {
+        Ok(lock(&self.0.running).values().cloned().collect())
+    }
+
+    async fn stats(self, _: Context, instance: InstanceName) -> HelperResult<InstanceStats> {
+        let _ = instance;
+        Err(unsupported("stats"))
+    }
+
+    async fn stats_many(
+        self,
+        _: Context,
+        instances: Vec<InstanceName>,
+    ) -> HelperResult<Vec<(InstanceName, InstanceStats)>> {
+        let _ = instances;
+        Err(unsupported("stats_many"))
+    }
+
+    async fn set_limits(
+        self,
+        _: Context,
+        instance: InstanceName,
+        limits: Limits,
+    ) -> HelperResult<()> {
+        self.0.call(format!("set_limits {instance}"));
+        let _ = limits;
+        Ok(())
+    }
+
+    async fn freeze(self, _: Context, instance: InstanceName, frozen: bool) -> HelperResult<()> {
+        let _ = instance;
+        let _ = frozen;
+        Err(unsupported("freeze"))
+    }
+
+    async fn exec(self, _: Context, spec: ExecSpec) -> HelperResult<ExecStarted> {
+        let _ = spec;
+        Err(unsupported("exec"))
+    }
+
+    async fn exec_wait(self, _: Context, id: u64, timeout_ms: u64) -> HelperResult<Option<i32>> {
+        let _ = id;
+        let _ = timeout_ms;
+        Err(unsupported("exec_wait"))
+    }
+
+    async fn exec_signal(self, _: Context, id: u64, signal: i32) -> HelperResult<()> {
+        let _ = id;
+        let _ = signal;
+        Err(unsupported("exec_signal"))
+    }
+
+    async fn console(self, _: Context, instance: InstanceName) -> HelperResult<FdTicket> {
+        let _ = instance;
+        Err(unsupported("console"))
+    }
+
+    async fn console_resize(
+        self,
+        _: Context,
+        instance: InstanceName,
+        width: u16,
+        height: u16,
+    ) -> HelperResult<()> {
+        let _ = instance;
+        let _ = width;
+        let _ = height;
+        Err(unsupported("console_resize"))
+    }
+
+    async fn console_log(
+        self,
+        _: Context,
+        instance: InstanceName,
+        max: u64,
+    ) -> HelperResult<Vec<u8>> {
+        let _ = instance;
+        let _ = max;
+        Err(unsupported("console_log"))
+    }
+
+    async fn forget(self, _: Context, instance: InstanceName) -> HelperResult<()> {
+        self.0.call(format!("forget {instance}"));
+        lock(&self.0.running).remove(instance.as_str());
+        Ok(())
+    }
+
+    async fn release(self, _: Context, instance: InstanceName) -> HelperResult<()> {
+        self.0.call(format!("release {instance}"));
+        Ok(())
+    }
+}
+
+impl Net for FakeNet {
+    async fn hello(self, _: Context) -> HelperHello {
+        hello("silo-net")
+    }
+
+    async fn ensure_bridge(self, _: Context, spec: BridgeSpec) -> HelperResult<BridgeInfo> {
+        self.0.call(format!("ensure_bridge {}", spec.name));
+        Ok(BridgeInfo {
+            name: spec.name,
+            index: 1,
+            ipv4: spec.ipv4,
+            ipv6: spec.ipv6,
+            mtu: spec.mtu.unwrap_or(1500),
+            hwaddr: "00:16:3e:00:00:01".into(),
+            up: true,
+            dnsmasq_pid: None,
+        })
+    }
+
+    async fn bridge_info(self, _: Context, name: IfName) -> HelperResult<BridgeInfo> {
+        let _ = name;
+        Err(unsupported("bridge_info"))
+    }
+
+    async fn list_bridges(self, _: Context) -> HelperResult<Vec<BridgeInfo>> {
+        Ok(Vec::new())
+    }
+
+    async fn delete_bridge(self, _: Context, name: IfName) -> HelperResult<()> {
+        self.0.call(format!("delete_bridge {name}"));
+        Ok(())
+    }
+
+    async fn pick_subnets(
+        self,
+        _: Context,
+        ipv4: bool,
+        ipv6: bool,
+        avoid4: Vec<Ipv4Cidr>,
+        avoid6: Vec<Ipv6Cidr>,
+    ) -> HelperResult<SubnetChoice> {
+        let _ = ipv4;
+        let _ = ipv6;
+        let _ = avoid4;
+        let _ = avoid6;
+        Err(unsupported("pick_subnets"))
+    }
+
+    async fn list_links(self, _: Context) -> HelperResult<Vec<LinkState>> {
+        Ok(Vec::new())
+    }
+
+    async fn link_state(self, _: Context, name: IfName) -> HelperResult<LinkState> {
+        let _ = name;
+        Err(unsupported("link_state"))
+    }
+
+    async fn leases(self, _: Context, bridge: IfName) -> HelperResult<Vec<Lease>> {
+        let _ = bridge;
+        Err(unsupported("leases"))
+    }
+
+    async fn set_host_entry(
+        self,
+        _: Context,
+        bridge: IfName,
+        entry: HostEntry,
+    ) -> HelperResult<()> {
+        self.0.call(format!("set_host_entry {bridge} {entry:?}"));
+        Ok(())
+    }
+
+    async fn remove_host_entry(
+        self,
+        _: Context,
+        bridge: IfName,
+        hwaddr: MacAddr,
+    ) -> HelperResult<()> {
+        self.0.call(format!("remove_host_entry {bridge} {hwaddr}"));
+        Ok(())
+    }
+
+    async fn attach_nic(
+        self,
+        _: Context,
+        instance: InstanceName,
+        nic: NicSpec,
+    ) -> HelperResult<Option<IfName>> {
+        self.0.call(format!("attach_nic {instance} {nic:?}"));
+        Ok(None)
+    }
+
+    async fn detach_nic(
+        self,
+        _: Context,
+        instance: InstanceName,
+        nic: NicSpec,
+    ) -> HelperResult<()> {
+        self.0.call(format!("detach_nic {instance} {nic:?}"));
+        Ok(())
+    }
+
+    async fn start_proxy(
+        self,
+        _: Context,
+        instance: InstanceName,
+        device: DeviceName,
+        spec: ProxySpec,
+    ) -> HelperResult<()> {
+        let _ = instance;
+        let _ = device;
+        let _ = spec;
+        Err(unsupported("start_proxy"))
+    }
+
+    async fn stop_proxy(
+        self,
+        _: Context,
+        instance: InstanceName,
+        device: Option<DeviceName>,
+    ) -> HelperResult<()> {
+        let _ = instance;
+        let _ = device;
+        Err(unsupported("stop_proxy"))
+    }
+
+    async fn network_rules(self, _: Context) -> NetworkRules {
+        NetworkRules {
+            ranges: Vec::new(),
+            name_prefixes: Vec::new(),
+        }
+    }
+}
+
+impl Store for FakeStore {
+    async fn hello(self, _: Context) -> HelperHello {
+        hello("silo-store")
+    }
+
+    async fn create_pool(
+        self,
+        _: Context,
+        pool: PoolName,
+        driver: PoolDriver,
+    ) -> HelperResult<PoolInfo> {
+        self.0.call(format!("create_pool {pool}"));
+        Ok(PoolInfo {
+            name: pool,
+            driver,
+            space_total: 0,
+            space_used: 0,
+        })
+    }
+
+    async fn pool_info(self, _: Context, pool: PoolName) -> HelperResult<PoolInfo> {
+        let _ = pool;
+        Err(unsupported("pool_info"))
+    }
+
+    async fn delete_pool(self, _: Context, pool: PoolName) -> HelperResult<()> {
+        let _ = pool;
+        Err(unsupported("delete_pool"))
+    }
+
+    async fn create_volume(
+        self,
+        _: Context,
+        pool: PoolName,
+        kind: VolumeKind,
+        volume: VolumeName,
+    ) -> HelperResult<()> {
+        self.0
+            .call(format!("create_volume {pool} {kind:?} {volume}"));
+        if !lock(&self.0.volumes).insert(vol_key(&pool, kind, &volume)) {
+            return Err(HelperError::AlreadyExists {
+                what: format!("volume {volume}"),
+            });
+        }
+        Ok(())
+    }
+
+    async fn list_volumes(
+        self,
+        _: Context,
+        pool: PoolName,
+        kind: VolumeKind,
+    ) -> HelperResult<Vec<VolumeName>> {
+        let prefix = format!("{pool}/{kind:?}/");
+        Ok(lock(&self.0.volumes)
+            .iter()
+            .filter_map(|k| k.strip_prefix(&prefix))
+            .filter_map(|n| VolumeName::new(n.to_string()).ok())
+            .collect())
+    }
+
+    async fn volume_usage(
+        self,
+        _: Context,
+        pool: PoolName,
+        kind: VolumeKind,
+        volume: VolumeName,
+    ) -> HelperResult<u64> {
+        let _ = pool;
+        let _ = kind;
+        let _ = volume;
+        Err(unsupported("volume_usage"))
+    }
+
+    async fn delete_volume(
+        self,
+        _: Context,
+        pool: PoolName,
+        kind: VolumeKind,
+        volume: VolumeName,
+    ) -> HelperResult<()> {
+        self.0
+            .call(format!("delete_volume {pool} {kind:?} {volume}"));
+        if !lock(&self.0.volumes).remove(&vol_key(&pool, kind, &volume)) {
+            return Err(HelperError::NotFound {
+                what: format!("volume {volume}"),
+            });
+        }
+        Ok(())
+    }
+
+    async fn create_loop_file(
+        self,
+        _: Context,
+        pool: PoolName,
+        size: u64,
+    ) -> HelperResult<LoopFileInfo> {
+        let _ = pool;
+        let _ = size;
+        Err(unsupported("create_loop_file"))
+    }
+
+    async fn delete_loop_file(self, _: Context, pool: PoolName) -> HelperResult<()> {
+        let _ = pool;
+        Err(unsupported("delete_loop_file"))
+    }
+
+    async fn mount_pool(
+        self,
+        _: Context,
+        pool: PoolName,
+        driver: PoolDriver,
+    ) -> HelperResult<PoolInfo> {
+        Ok(PoolInfo {
+            name: pool,
+            driver,
+            space_total: 0,
+            space_used: 0,
+        })
+    }
+
+    async fn unpack_image(
+        self,
+        _: Context,
+        pool: PoolName,
+        fingerprint: ImageFingerprint,
+    ) -> HelperResult<UnpackReport> {
+        self.0.call(format!("unpack_image {pool} {fingerprint}"));
+        lock(&self.0.volumes).insert(format!("{pool}/{:?}/{fingerprint}", VolumeKind::Image));
+        Ok(UnpackReport::default())
+    }
+
+    async fn file_get(
+        self,
+        _: Context,
+        pool: PoolName,
+        instance: VolumeName,
+        path: String,
+    ) -> HelperResult<FileMeta> {
+        let _ = pool;
+        let _ = instance;
+        let _ = path;
+        Err(unsupported("file_get"))
+    }
+
+    async fn file_put(
+        self,
+        _: Context,
+        pool: PoolName,
+        instance: VolumeName,
+        path: String,
+        put: FilePut,
+    ) -> HelperResult<Option<FdTicket>> {
+        let _ = pool;
+        let _ = instance;
+        let _ = path;
+        let _ = put;
+        Err(unsupported("file_put"))
+    }
+
+    async fn render_templates(
+        self,
+        _: Context,
+        pool: PoolName,
+        instance: VolumeName,
+        vars: TemplateVars,
+    ) -> HelperResult<Vec<String>> {
+        self.0.call(format!(
+            "render_templates {pool} {instance} {}",
+            vars.trigger
+        ));
+        Ok(Vec::new())
+    }
+
+    async fn file_delete(
+        self,
+        _: Context,
+        pool: PoolName,
+        instance: VolumeName,
+        path: String,
+    ) -> HelperResult<()> {
+        let _ = pool;
+        let _ = instance;
+        let _ = path;
+        Err(unsupported("file_delete"))
+    }
+
+    async fn copy_volume(
+        self,
+        _: Context,
+        pool: PoolName,
+        src_kind: VolumeKind,
+        src: VolumeName,
+        dst_kind: VolumeKind,
+        dst: VolumeName,
+    ) -> HelperResult<u64> {
+        self.0.call(format!(
+            "copy_volume {pool} {src_kind:?} {src} {dst_kind:?} {dst}"
+        ));
+        let mut v = lock(&self.0.volumes);
+        if !v.contains(&vol_key(&pool, src_kind, &src)) {
+            return Err(HelperError::NotFound {
+                what: format!("volume {src}"),
+            });
+        }
+        v.insert(vol_key(&pool, dst_kind, &dst));
+        Ok(0)
+    }
+
+    async fn rename_volume(
+        self,
+        _: Context,
+        pool: PoolName,
+        kind: VolumeKind,
+        from: VolumeName,
+        to: VolumeName,
+        replace: bool,
+    ) -> HelperResult<()> {
+        self.0
+            .call(format!("rename_volume {pool} {kind:?} {from} {to}"));
+        let mut v = lock(&self.0.volumes);
+        if !v.remove(&vol_key(&pool, kind, &from)) {
+            return Err(HelperError::NotFound {
+                what: format!("volume {from}"),
+            });
+        }
+        if !v.insert(vol_key(&pool, kind, &to)) && !replace {
+            return Err(HelperError::AlreadyExists {
+                what: format!("volume {to}"),
+            });
+        }
+        Ok(())
+    }
+
+    async fn pack_volume(
+        self,
+        _: Context,
+        pool: PoolName,
+        kind: VolumeKind,
+        volume: VolumeName,
+        compression: PackCompression,
+        meta: PackMeta,
+    ) -> HelperResult<FdTicket> {
+        let _ = pool;
+        let _ = kind;
+        let _ = volume;
+        let _ = compression;
+        let _ = meta;
+        Err(unsupported("pack_volume"))
+    }
+
+    async fn pack_backup(
+        self,
+        _: Context,
+        pool: PoolName,
+        instance: VolumeName,
+        backup: BackupPack,
+    ) -> HelperResult<FdTicket> {
+        let _ = pool;
+        let _ = instance;
+        let _ = backup;
+        Err(unsupported("pack_backup"))
+    }
+
+    async fn unpack_backup(
+        self,
+        _: Context,
+        pool: PoolName,
+        upload: VolumeName,
+        instance: VolumeName,
+        snapshots: Vec<(VolumeName, VolumeName)>,
+        optimized: bool,
+    ) -> HelperResult<()> {
+        let _ = (pool, upload, instance, snapshots, optimized);
+        Err(unsupported("unpack_backup"))
+    }
+}
