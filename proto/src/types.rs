@@ -455,47 +455,13 @@ impl fmt::Debug for HostPath {
 
 /// Formats a byte count the way LXD's client does (1024-based, e.g. "12.50MiB").
 pub fn human_bytes(n: u64) -> String {
-    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
-    let mut v = n as f64;
-    let mut i = 0;
-    while v >= 1024.0 && i + 1 < UNITS.len() {
-        v /= 1024.0;
-        i += 1;
-    }
-    if i == 0 {
-        format!("{n}B")
-    } else {
-        format!("{v:.2}{}", UNITS[i])
-    }
+    silo_api::units::format_iec(n)
 }
 
-/// Parses sizes as LXD accepts them: "512MiB", "10GB", "1GiB", "4096" (bytes).
+/// Parses sizes as LXD accepts them: "512MiB", "10GB", "1GiB", "4096" (bytes). One copy, in
+/// `silo_api::units`, for silod, the helpers and the CLI.
 pub fn parse_bytes(s: &str) -> Result<u64, String> {
-    let s = s.trim();
-    let split = s
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let num: f64 = num
-        .parse()
-        .map_err(|_| format!("invalid size {s:?}: expected a number with an optional unit"))?;
-    let mult: u64 = match unit.trim() {
-        "" | "B" => 1,
-        "kB" | "KB" => 1000,
-        "MB" => 1000_u64.pow(2),
-        "GB" => 1000_u64.pow(3),
-        "TB" => 1000_u64.pow(4),
-        "KiB" => 1 << 10,
-        "MiB" => 1 << 20,
-        "GiB" => 1 << 30,
-        "TiB" => 1 << 40,
-        u => return Err(format!("invalid size {s:?}: unknown unit {u:?}")),
-    };
-    let v = num * mult as f64;
-    if !v.is_finite() || v < 0.0 || v > u64::MAX as f64 {
-        return Err(format!("invalid size {s:?}: out of range"));
-    }
-    Ok(v as u64)
+    silo_api::units::parse_bytes(s).map_err(|e| e.to_string())
 }
 
 #[cfg(test)]

@@ -76,3 +76,54 @@ fn null_and_unknown_fields_are_taken_as_lxd_takes_them() {
         "{v}"
     );
 }
+
+/// Go's decoder matches a key to a field whatever its case (`"Name"` fills `name`), preferring
+/// the exact spelling; invalid UTF-8 inside a string becomes U+FFFD instead of a refusal.
+#[test]
+fn keys_in_any_case_and_invalid_utf8_are_taken_as_lxd_takes_them() {
+    let d = TestDaemon::start("lxd-input-case");
+    d.api_ok(
+        "POST",
+        "/1.0/profiles",
+        Some(json!({"Name": "p-case", "DESCRIPTION": "upper", "Config": {"user.Key": "v"}})),
+    );
+    let p = d.api_ok("GET", "/1.0/profiles/p-case", None);
+    assert_eq!(p["description"], "upper", "{p}");
+    assert_eq!(
+        p["config"]["user.Key"], "v",
+        "map keys keep their case: {p}"
+    );
+    d.api_ok(
+        "PATCH",
+        "/1.0/profiles/p-case",
+        Some(json!({"description": "exact", "Description": "folded"})),
+    );
+    let p = d.api_ok("GET", "/1.0/profiles/p-case", None);
+    assert_eq!(p["description"], "exact", "the exact key wins: {p}");
+
+    let answer = raw_request(
+        &d,
+        "PATCH",
+        "/1.0/profiles/p-case",
+        b"{\"description\": \"bad \xff byte\"}",
+    );
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let p = d.api_ok("GET", "/1.0/profiles/p-case", None);
+    assert_eq!(p["description"], "bad \u{fffd} byte", "{p}");
+}
+
+/// One request with a body that is not valid UTF-8 (which no `Value` can hold), over the socket
+/// by hand; returns the whole answer as text.
+fn raw_request(d: &TestDaemon, method: &str, path: &str, body: &[u8]) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::os::unix::net::UnixStream::connect(d.socket()).expect("connect");
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: unix.socket\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    s.write_all(head.as_bytes()).expect("write head");
+    s.write_all(body).expect("write body");
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).expect("read answer");
+    String::from_utf8_lossy(&out).into_owned()
+}

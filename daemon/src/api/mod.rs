@@ -6,7 +6,8 @@ pub mod events;
 pub mod files;
 pub mod images;
 pub mod instances;
-pub mod lenient;
+/// Request bodies decoded with LXD's leniency: the decoder lives in the shared API types crate.
+pub use silo_api::lenient;
 pub mod networks;
 pub mod operations;
 pub mod profiles;

@@ -1,0 +1,64 @@
+//! The objects and requests of LXD's REST API 1.0 that silo serves, with LXD's JSON field names
+//! (LXD's `shared/api` Go package is the model), for silod, the CLI and the tests alike.
+//!
+//! Serde only. Every type takes `null` and missing fields as their zero value and ignores
+//! unknown fields when decoded through [`lenient`], as LXD's Go decoder does; fields LXD has
+//! and silo does not send are left out of the JSON when empty, so encoding an object gives the
+//! JSON silod has always sent.
+
+pub mod backups;
+pub mod certificates;
+pub mod events;
+pub mod images;
+pub mod instances;
+pub mod lenient;
+pub mod networks;
+pub mod operations;
+pub mod paths;
+pub mod preseed;
+pub mod profiles;
+pub mod resources;
+pub mod response;
+pub mod server;
+pub mod snapshots;
+pub mod storage;
+pub mod units;
+
+use std::collections::BTreeMap;
+
+pub use backups::*;
+pub use certificates::*;
+pub use events::*;
+pub use images::*;
+pub use instances::*;
+pub use networks::*;
+pub use operations::*;
+pub use preseed::*;
+pub use profiles::*;
+pub use resources::*;
+pub use response::*;
+pub use server::*;
+pub use snapshots::*;
+pub use storage::*;
+
+/// A configuration map (`config`, `properties`, one device), Go's `map[string]string`.
+pub type StringMap = BTreeMap<String, String>;
+
+/// Devices by name, Go's `map[string]map[string]string`.
+pub type DeviceMap = BTreeMap<String, BTreeMap<String, String>>;
+
+/// LXD's zero time, what an unset `expires_at` or `last_used_at` reads as.
+pub const ZERO_TIME: &str = "0001-01-01T00:00:00Z";
+
+/// For `skip_serializing_if`: a field LXD has and silo leaves out while it is false.
+pub(crate) fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+/// For `skip_serializing_if`: a number LXD has and silo leaves out while it is 0.
+pub(crate) fn is_zero(n: &i64) -> bool {
+    *n == 0
+}
+
+#[cfg(test)]
+mod tests;

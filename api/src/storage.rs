@@ -1,0 +1,169 @@
+//! Storage pools and volumes: `/1.0/storage-pools[/<pool>[/volumes[/<type>[/<name>]]]]`.
+
+use serde::{Deserialize, Serialize};
+
+use crate::StringMap;
+
+/// A pool: `GET /1.0/storage-pools/<pool>`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct StoragePool {
+    /// Name.
+    pub name: String,
+    /// "dir" or "btrfs".
+    pub driver: String,
+    /// Description.
+    pub description: String,
+    /// Configuration.
+    pub config: StringMap,
+    /// "Created".
+    pub status: String,
+    /// Cluster members ("none" alone).
+    pub locations: Vec<String>,
+    /// Instances, images, profiles and volumes using it (URLs).
+    pub used_by: Vec<String>,
+}
+
+/// The writable part of a pool: `PUT/PATCH /1.0/storage-pools/<pool>`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct StoragePoolPut {
+    /// Configuration.
+    pub config: StringMap,
+    /// Description.
+    pub description: String,
+}
+
+impl From<&StoragePool> for StoragePoolPut {
+    fn from(p: &StoragePool) -> Self {
+        StoragePoolPut {
+            config: p.config.clone(),
+            description: p.description.clone(),
+        }
+    }
+}
+
+/// `POST /1.0/storage-pools`; also a pool in `silo init`'s preseed (fields in the order
+/// `--dump` prints them).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct StoragePoolsPost {
+    /// Configuration.
+    pub config: StringMap,
+    /// Description.
+    pub description: String,
+    /// Name.
+    pub name: String,
+    /// "dir" or "btrfs".
+    pub driver: String,
+}
+
+/// `GET /1.0/storage-pools/<pool>/resources`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ResourcesStoragePool {
+    /// Space in bytes.
+    pub space: ResourcesStoragePoolSpace,
+    /// Inodes.
+    pub inodes: ResourcesStoragePoolInodes,
+}
+
+/// Space of a pool.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ResourcesStoragePoolSpace {
+    /// Bytes used.
+    pub used: u64,
+    /// Bytes in all.
+    pub total: u64,
+}
+
+/// Inodes of a pool.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ResourcesStoragePoolInodes {
+    /// Inodes used.
+    pub used: u64,
+    /// Inodes in all.
+    pub total: u64,
+}
+
+/// A volume: `GET /1.0/storage-pools/<pool>/volumes/<type>/<name>`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct StorageVolume {
+    /// Name.
+    pub name: String,
+    /// "container", "image" or "custom".
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// "filesystem" (LXD also has "block").
+    pub content_type: String,
+    /// Configuration.
+    pub config: StringMap,
+    /// Description.
+    pub description: String,
+    /// Cluster member ("none").
+    pub location: String,
+    /// What uses it (URLs).
+    pub used_by: Vec<String>,
+    /// Creation time (silo leaves it out).
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub created_at: String,
+    /// Project (silo leaves it out).
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub project: String,
+}
+
+/// The writable part of a volume: `PUT/PATCH /1.0/storage-pools/<pool>/volumes/<type>/<name>`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct StorageVolumePut {
+    /// Configuration.
+    pub config: StringMap,
+    /// Description.
+    pub description: String,
+    /// A snapshot to restore.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub restore: String,
+}
+
+/// `POST /1.0/storage-pools/<pool>/volumes[/custom]`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct StorageVolumesPost {
+    /// Name.
+    pub name: String,
+    /// "custom" (or empty).
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Description.
+    pub description: String,
+    /// Configuration.
+    pub config: StringMap,
+    /// "filesystem" or "block".
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub content_type: String,
+    /// Copy or migrate from another volume.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source: Option<StorageVolumeSource>,
+}
+
+/// Where a new volume comes from.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct StorageVolumeSource {
+    /// Volume to copy.
+    pub name: String,
+    /// "copy" or "migration".
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Pool of the volume to copy.
+    pub pool: String,
+    /// Leave the snapshots out.
+    #[serde(skip_serializing_if = "crate::is_false")]
+    pub volume_only: bool,
+    /// Update an existing copy.
+    #[serde(skip_serializing_if = "crate::is_false")]
+    pub refresh: bool,
+}
