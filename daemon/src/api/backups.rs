@@ -10,6 +10,7 @@ use futures::StreamExt;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use super::render;
 use super::response::{async_op, sync, ApiResult, DomainError};
 use super::ListQuery;
 use crate::service::backups;
@@ -37,7 +38,7 @@ pub async fn list(
     crate::service::instances::get(&d.db, &name)?;
     let all = backups::list(&d.db, &name)?;
     if q.recursive() {
-        Ok(sync(all.iter().map(backups::to_api).collect::<Vec<_>>()))
+        Ok(sync(all.iter().map(render::backup).collect::<Vec<_>>()))
     } else {
         Ok(sync(
             all.iter()
@@ -123,7 +124,7 @@ pub async fn get_one(
     State(d): State<Arc<Services>>,
     Path((name, b)): Path<(String, String)>,
 ) -> ApiResult {
-    Ok(sync(backups::to_api(&backups::get(&d.db, &name, &b)?)))
+    Ok(sync(render::backup(&backups::get(&d.db, &name, &b)?)))
 }
 
 #[derive(Debug, Deserialize)]

@@ -11,6 +11,7 @@ use futures::StreamExt;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use super::render;
 use super::response::{async_op, sync, sync_etag, ApiResult, DomainError};
 use super::ListQuery;
 use crate::service::images::{self, Alias, Received, Upload};
@@ -23,17 +24,17 @@ const MAX_UPLOAD: u64 = 64 << 30;
 pub async fn list(State(d): State<Arc<Services>>, Query(q): Query<ListQuery>) -> ApiResult {
     let filter = crate::model::filter::Filter::parse(q.filter.as_deref().unwrap_or(""))?;
     let aliases = images::aliases(&d.db)?;
-    let objs: Vec<Value> = images::list(&d.db)?
+    let objs: Vec<silo_api::Image> = images::list(&d.db)?
         .iter()
-        .map(|i| i.to_api(&aliases))
-        .filter(|o| filter.matches(o))
+        .map(|i| render::image(i, &aliases))
+        .filter(|o| filter.accepts(o))
         .collect();
     if q.recursive() {
         Ok(sync(objs))
     } else {
         Ok(sync(
             objs.iter()
-                .map(|o| format!("/1.0/images/{}", o["fingerprint"].as_str().unwrap_or("")))
+                .map(|o| silo_api::paths::image(&o.fingerprint))
                 .collect::<Vec<_>>(),
         ))
     }
@@ -240,7 +241,7 @@ pub async fn create(State(d): State<Arc<Services>>, req: Request) -> ApiResult {
 /// `GET /1.0/images/{fp}`.
 pub async fn get_one(State(d): State<Arc<Services>>, Path(fp): Path<String>) -> ApiResult {
     let img = images::resolve_exact_or_prefix(&d.db, &fp)?;
-    Ok(sync_etag(img.to_api(&images::aliases(&d.db)?)))
+    Ok(sync_etag(render::image(&img, &images::aliases(&d.db)?)))
 }
 
 #[derive(Debug, Deserialize)]

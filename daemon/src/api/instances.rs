@@ -7,6 +7,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::HeaderMap;
 use serde_json::{json, Value};
 
+use super::render;
 use super::response::{async_op, sync, ApiResult, DomainError};
 use super::ListQuery;
 use crate::service::instances::{self, CreateRequest, Writable};
@@ -32,36 +33,82 @@ pub async fn list(State(d): State<Arc<Services>>, Query(q): Query<ListQuery>) ->
     } else {
         Default::default()
     };
-    let records = instances::list_records(&d.db)?;
-    let out = instances::with_profile_cache(&d.db, || -> Result<Vec<Value>, DomainError> {
-        let mut out = Vec::new();
-        for i in records {
-            let state = match run.get(&i.name) {
-                None => None,
-                Some(_) if level >= 2 => Some(
-                    stats
-                        .remove(&i.name)
-                        .map(|s| crate::service::runtime::state_json(&s, None))
-                        .unwrap_or_else(running_stub),
-                ),
-                Some(_) => Some(running_stub()),
-            };
-            let obj = instances::to_api(&d.db, &i, level >= 2, state)?;
-            if filter.matches(&obj) {
-                out.push(obj);
-            }
+    let profiles = instances::Expander::load(&d.db)?;
+    let mut out = Vec::new();
+    for i in instances::list_records(&d.db)? {
+        let running = run.contains_key(&i.name);
+        let obj = render::instance(
+            &i,
+            profiles.expand(&i.profiles, &i.config, &i.devices),
+            status(running),
+        );
+        let obj = if level >= 2 {
+            let state = running.then(|| match stats.remove(&i.name) {
+                Some(s) => render::running_state(&s, None),
+                None => running_stub(),
+            });
+            Listed::Full(Box::new(full(&d, &profiles, obj, state)))
+        } else {
+            Listed::Plain(Box::new(obj))
+        };
+        if filter.accepts(&obj) {
+            out.push(obj);
         }
-        Ok(out)
-    })?;
+    }
     if level == 0 {
         Ok(sync(
             out.iter()
-                .map(|o| format!("/1.0/instances/{}", o["name"].as_str().unwrap_or("")))
+                .map(|o| silo_api::paths::instance(o.name()))
                 .collect::<Vec<_>>(),
         ))
     } else {
         Ok(sync(out))
     }
+}
+
+/// An entry of a listing: recursion 1 or 2.
+#[derive(serde::Serialize)]
+#[serde(untagged)]
+enum Listed {
+    Plain(Box<silo_api::Instance>),
+    Full(Box<silo_api::InstanceFull>),
+}
+
+impl Listed {
+    fn name(&self) -> &str {
+        match self {
+            Listed::Plain(i) => &i.name,
+            Listed::Full(i) => &i.name,
+        }
+    }
+}
+
+fn status(running: bool) -> (&'static str, i64) {
+    if running {
+        ("Running", 103)
+    } else {
+        ("Stopped", 102)
+    }
+}
+
+/// `obj` with its state, snapshots and backups.
+fn full(
+    d: &Services,
+    profiles: &instances::Expander,
+    obj: silo_api::Instance,
+    state: Option<silo_api::InstanceState>,
+) -> silo_api::InstanceFull {
+    let snapshots = crate::service::snapshots::list(&d.db, &obj.name)
+        .unwrap_or_default()
+        .iter()
+        .map(|s| render::snapshot(s, profiles.expand(&s.profiles, &s.config, &s.devices)))
+        .collect();
+    let backups = crate::service::backups::list(&d.db, &obj.name)
+        .unwrap_or_default()
+        .iter()
+        .map(render::backup)
+        .collect();
+    render::instance_full(obj, state, snapshots, backups)
 }
 
 /// `POST /1.0/instances`: a JSON create request, or a backup tarball to import.
@@ -126,41 +173,43 @@ pub async fn get_one(
     Query(q): Query<ListQuery>,
 ) -> ApiResult {
     let i = instances::get(&d.db, &name)?;
-    let full = q.level() >= 1;
     let c = Services::clone(&d);
-    let state = if crate::service::runtime::is_running(&c, &name).await? {
-        Some(if full {
-            crate::service::runtime::stats(&c, &name)
-                .await
-                .map(|s| crate::service::runtime::state_json(&s, None))
-                .unwrap_or_else(|_| running_stub())
+    let running = crate::service::runtime::is_running(&c, &name).await?;
+    let profiles = instances::Expander::load(&d.db)?;
+    let obj = render::instance(
+        &i,
+        profiles.expand(&i.profiles, &i.config, &i.devices),
+        status(running),
+    );
+    let etag = super::etag(&silo_api::InstancePut::from(&obj));
+    let mut r = if q.level() >= 1 {
+        let state = if running {
+            Some(
+                crate::service::runtime::stats(&c, &name)
+                    .await
+                    .map(|s| render::running_state(&s, None))
+                    .unwrap_or_else(|_| running_stub()),
+            )
         } else {
-            running_stub()
-        })
+            None
+        };
+        sync(full(&d, &profiles, obj, state))
     } else {
-        None
+        sync(obj)
     };
-    let obj = instances::to_api(&d.db, &i, full, state)?;
-    let etag = super::etag(&writable_view(&obj));
-    let mut r = sync(obj);
     if let Ok(v) = axum::http::HeaderValue::from_str(&format!("\"{etag}\"")) {
         r.headers_mut().insert(axum::http::header::ETAG, v);
     }
     Ok(r)
 }
 
-fn running_stub() -> Value {
-    json!({"status": "Running", "status_code": 103})
-}
-
-fn writable_view(obj: &Value) -> Value {
-    json!({
-        "config": obj["config"],
-        "devices": obj["devices"],
-        "profiles": obj["profiles"],
-        "description": obj["description"],
-        "ephemeral": obj["ephemeral"],
-    })
+/// A running instance whose counters could not be read: its status alone.
+fn running_stub() -> silo_api::InstanceState {
+    silo_api::InstanceState {
+        status: "Running".into(),
+        status_code: 103,
+        ..Default::default()
+    }
 }
 
 fn check_etag(d: &Services, name: &str, headers: &HeaderMap) -> Result<(), DomainError> {
@@ -169,7 +218,13 @@ fn check_etag(d: &Services, name: &str, headers: &HeaderMap) -> Result<(), Domai
         .and_then(|v| v.to_str().ok())
     {
         let i = instances::get(&d.db, name)?;
-        let have = super::etag(&writable_view(&instances::to_api(&d.db, &i, false, None)?));
+        let profiles = instances::Expander::load(&d.db)?;
+        let obj = render::instance(
+            &i,
+            profiles.expand(&i.profiles, &i.config, &i.devices),
+            status(false),
+        );
+        let have = super::etag(&silo_api::InstancePut::from(&obj));
         if want.trim_matches('"') != have {
             return Err(DomainError::PreconditionFailed(format!(
                 "instance {name:?} changed meanwhile (ETag mismatch)"
@@ -287,11 +342,11 @@ pub async fn state(State(d): State<Arc<Services>>, Path(name): Path<String>) -> 
     let i = instances::get(&d.db, &name)?;
     let c = Services::clone(&d);
     if !crate::service::runtime::is_running(&c, &name).await? {
-        return Ok(sync(instances::stopped_state()));
+        return Ok(sync(render::stopped_state()));
     }
     let s = crate::service::runtime::stats(&c, &name).await?;
     let disk = crate::service::runtime::disk_usage(&c, &i).await;
-    Ok(sync(crate::service::runtime::state_json(&s, disk)))
+    Ok(sync(render::running_state(&s, disk)))
 }
 
 /// The body of `PUT /1.0/instances/{name}/state`.

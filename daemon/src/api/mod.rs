@@ -11,6 +11,7 @@ pub use silo_api::lenient;
 pub mod networks;
 pub mod operations;
 pub mod profiles;
+pub mod render;
 pub mod resources;
 pub mod response;
 pub mod server;

@@ -8,6 +8,7 @@ use axum::http::HeaderMap;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use super::render;
 use super::response::{sync, sync_etag, ApiResult, DomainError};
 use super::ListQuery;
 
@@ -16,15 +17,19 @@ use crate::service::Services;
 
 /// `GET /1.0/networks`.
 pub async fn list(State(d): State<Arc<Services>>, Query(q): Query<ListQuery>) -> ApiResult {
-    let objs = networks::all_objects(&d).await?;
     let filter = crate::model::filter::Filter::parse(q.filter.as_deref().unwrap_or(""))?;
-    let objs: Vec<Value> = objs.into_iter().filter(|o| filter.matches(o)).collect();
+    let objs: Vec<silo_api::Network> = networks::all(&d)
+        .await?
+        .iter()
+        .map(object)
+        .filter(|o| filter.accepts(o))
+        .collect();
     if q.recursive() {
         Ok(sync(objs))
     } else {
         Ok(sync(
             objs.iter()
-                .map(|o| format!("/1.0/networks/{}", o["name"].as_str().unwrap_or("")))
+                .map(|o| silo_api::paths::network(&o.name))
                 .collect::<Vec<_>>(),
         ))
     }
@@ -68,7 +73,7 @@ pub async fn create(State(d): State<Arc<Services>>, body: axum::body::Bytes) -> 
 
 /// `GET /1.0/networks/{name}`.
 pub async fn get_one(State(d): State<Arc<Services>>, Path(name): Path<String>) -> ApiResult {
-    Ok(sync_etag(networks::object(&d, &name).await?))
+    Ok(sync_etag(object(&networks::one(&d, &name).await?)))
 }
 
 #[derive(Debug, Deserialize)]
@@ -79,8 +84,11 @@ pub struct NetworkPut {
     config: Option<BTreeMap<String, String>>,
 }
 
-fn writable(v: &Value) -> Value {
-    json!({"config": v["config"], "description": v["description"]})
+fn object(n: &networks::Listed) -> silo_api::Network {
+    match n {
+        networks::Listed::Managed(n, used_by) => render::network(n, used_by.clone()),
+        networks::Listed::Host(l) => render::unmanaged_network(l),
+    }
 }
 
 async fn write(
@@ -100,8 +108,9 @@ async fn write(
         .get(axum::http::header::IF_MATCH)
         .and_then(|v| v.to_str().ok())
     {
-        let have = super::etag(&networks::to_api(&d.db, &n)?);
-        let have_w = super::etag(&writable(&networks::to_api(&d.db, &n)?));
+        let obj = render::network(&n, networks::used_by(&d.db, &n.name)?);
+        let have = super::etag(&obj);
+        let have_w = super::etag(&silo_api::NetworkPut::from(&obj));
         let want = want.trim_matches('"');
         if want != have && want != have_w {
             return Err(DomainError::PreconditionFailed(format!(
@@ -210,7 +219,7 @@ pub async fn delete(State(d): State<Arc<Services>>, Path(name): Path<String>) ->
 /// `GET /1.0/networks/{name}/state`.
 pub async fn state(State(d): State<Arc<Services>>, Path(name): Path<String>) -> ApiResult {
     let l = networks::link_state(&d, &name).await?;
-    Ok(sync(networks::state_api(&l)))
+    Ok(sync(render::network_state(&l)))
 }
 
 /// `GET /1.0/networks/{name}/leases`.

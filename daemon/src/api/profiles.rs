@@ -7,6 +7,7 @@ use axum::extract::{Path, Query, State};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use super::render;
 use super::response::{sync, sync_etag, ApiResult, DomainError};
 use super::ListQuery;
 use crate::service::profiles::{self, Device, Profile};
@@ -18,7 +19,7 @@ pub async fn list(State(d): State<Arc<Services>>, Query(q): Query<ListQuery>) ->
     if q.recursive() {
         let mut out = Vec::new();
         for p in &all {
-            out.push(profiles::to_api(&d.db, p)?);
+            out.push(render::profile(p, profiles::used_by(&d.db, &p.name)?));
         }
         Ok(sync(out))
     } else {
@@ -46,7 +47,10 @@ pub async fn create(State(d): State<Arc<Services>>, body: axum::body::Bytes) -> 
 /// `GET /1.0/profiles/{name}`.
 pub async fn get_one(State(d): State<Arc<Services>>, Path(name): Path<String>) -> ApiResult {
     let p = profiles::get(&d.db, &name)?;
-    Ok(sync_etag(profiles::to_api(&d.db, &p)?))
+    Ok(sync_etag(render::profile(
+        &p,
+        profiles::used_by(&d.db, &p.name)?,
+    )))
 }
 
 #[derive(Debug, Deserialize)]

@@ -5,8 +5,9 @@ use std::sync::Arc;
 
 use axum::extract::{Path, Query, State};
 use serde::Deserialize;
-use serde_json::{json, Value};
+use serde_json::Value;
 
+use super::render;
 use super::response::{async_op, sync, sync_etag, ApiResult, DomainError};
 use super::ListQuery;
 use crate::service::instances;
@@ -37,9 +38,10 @@ pub async fn list(
     instances::get(&d.db, &name)?;
     let all = snapshots::list(&d.db, &name)?;
     if q.recursive() {
+        let profiles = instances::Expander::load(&d.db)?;
         Ok(sync(
             all.iter()
-                .map(|s| snapshots::to_api(&d.db, s))
+                .map(|s| render::snapshot(s, profiles.expand(&s.profiles, &s.config, &s.devices)))
                 .collect::<Vec<_>>(),
         ))
     } else {
@@ -112,7 +114,11 @@ pub async fn get_one(
     Path((name, snap)): Path<(String, String)>,
 ) -> ApiResult {
     let s = snapshots::get(&d.db, &name, &snap)?;
-    Ok(sync_etag(snapshots::to_api(&d.db, &s)))
+    let profiles = instances::Expander::load(&d.db)?;
+    Ok(sync_etag(render::snapshot(
+        &s,
+        profiles.expand(&s.profiles, &s.config, &s.devices),
+    )))
 }
 
 #[derive(Debug, Deserialize)]
@@ -193,13 +199,4 @@ pub async fn restore(d: &Arc<Services>, name: String, snap: String) -> ApiResult
         },
     );
     Ok(async_op(&op))
-}
-
-/// The snapshots of an instance as full objects (recursion=2 and `instance_get_full`).
-pub fn objects(d: &Services, name: &str) -> Value {
-    json!(snapshots::list(&d.db, name)
-        .unwrap_or_default()
-        .iter()
-        .map(|s| snapshots::to_api(&d.db, s))
-        .collect::<Vec<_>>())
 }

@@ -8,6 +8,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use silo_proto::store::VolumeKind;
 
+use super::render;
 use super::response::{sync, sync_etag, ApiResult, DomainError};
 use super::ListQuery;
 
@@ -20,7 +21,7 @@ pub async fn list(State(d): State<Arc<Services>>, Query(q): Query<ListQuery>) ->
     if q.recursive() {
         let mut out = Vec::new();
         for p in &pools {
-            out.push(storage::to_api(&d.db, p)?);
+            out.push(render::pool(p, storage::used_by(&d.db, &p.name)?));
         }
         Ok(sync(out))
     } else {
@@ -67,7 +68,10 @@ pub async fn create(State(d): State<Arc<Services>>, body: axum::body::Bytes) -> 
 /// `GET /1.0/storage-pools/{name}`.
 pub async fn get_one(State(d): State<Arc<Services>>, Path(name): Path<String>) -> ApiResult {
     let p = storage::get(&d.db, &name)?;
-    Ok(sync_etag(storage::to_api(&d.db, &p)?))
+    Ok(sync_etag(render::pool(
+        &p,
+        storage::used_by(&d.db, &p.name)?,
+    )))
 }
 
 #[derive(Debug, Deserialize)]

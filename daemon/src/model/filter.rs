@@ -104,6 +104,16 @@ impl Filter {
         Ok(f)
     }
 
+    /// Whether it lets everything pass (no filter was given).
+    pub fn is_empty(&self) -> bool {
+        self.any_of.is_empty()
+    }
+
+    /// Whether an API object passes; it is turned into JSON only when there is a filter.
+    pub fn accepts<T: serde::Serialize>(&self, obj: &T) -> bool {
+        self.is_empty() || serde_json::to_value(obj).is_ok_and(|v| self.matches(&v))
+    }
+
     /// Whether `obj` passes.
     pub fn matches(&self, obj: &Value) -> bool {
         if self.any_of.is_empty() {

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
+use serde_json::json;
 use silo_proto::store::PackCompression;
 use silo_proto::{PoolName, VolumeName};
 
@@ -181,18 +181,6 @@ fn insert(db: &Db, b: &Backup) -> Result<(), DomainError> {
         )
         .map(|_| ())
     })?)
-}
-
-/// The API object (LXD's InstanceBackup).
-pub fn to_api(b: &Backup) -> Value {
-    json!({
-        "name": b.name,
-        "created_at": b.created_at,
-        "expires_at": if b.expires_at.is_empty() { "0001-01-01T00:00:00Z" } else { b.expires_at.as_str() },
-        "instance_only": b.instance_only,
-        "container_only": b.instance_only,
-        "optimized_storage": b.optimized,
-    })
 }
 
 fn compression(c: &str) -> Result<PackCompression, DomainError> {

@@ -6,7 +6,6 @@ use std::path::{Path, PathBuf};
 
 use rusqlite::{params, OptionalExtension};
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
 use sha2::Digest;
 use silo_proto::image::{Compression, ImageMetadata};
 use silo_proto::ImageFingerprint;
@@ -77,30 +76,6 @@ fn unix_to_rfc3339(secs: i64) -> String {
                 .ok()
         })
         .unwrap_or_else(|| "1970-01-01T00:00:00Z".into())
-}
-
-impl Image {
-    /// The API object.
-    pub fn to_api(&self, aliases: &[Alias]) -> Value {
-        json!({
-            "aliases": aliases.iter().filter(|a| a.target == self.fingerprint).map(|a| json!({"name": a.name, "description": a.description})).collect::<Vec<_>>(),
-            "architecture": self.architecture,
-            "auto_update": self.auto_update,
-            "cached": self.cached,
-            "created_at": self.created_at,
-            "expires_at": self.expires_at,
-            "filename": self.filename,
-            "fingerprint": self.fingerprint,
-            "last_used_at": if self.last_used_at.is_empty() { "0001-01-01T00:00:00Z" } else { self.last_used_at.as_str() },
-            "profiles": self.profiles,
-            "properties": self.properties,
-            "public": self.public,
-            "size": self.size,
-            "type": self.kind,
-            "uploaded_at": self.uploaded_at,
-            "update_source": null,
-        })
-    }
 }
 
 fn row_to_image(r: &rusqlite::Row<'_>) -> rusqlite::Result<Image> {

@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 
 use rusqlite::{params, OptionalExtension};
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
+use serde_json::json;
 use silo_proto::privileged::{IdRange, IdRanges};
 use silo_proto::store::VolumeKind;
 use silo_proto::{ImageFingerprint, InstanceName, PoolName, VolumeName};
@@ -412,64 +412,6 @@ fn load_profiles_db(db: &Db, names: &[String]) -> Result<Vec<Profile>, DomainErr
         );
     }
     Ok(out)
-}
-
-/// The state of a stopped instance (running ones arrive with the runtime).
-pub fn stopped_state() -> Value {
-    json!({
-        "status": "Stopped",
-        "status_code": 102,
-        "disk": {},
-        "memory": {"usage": 0, "usage_peak": 0, "swap_usage": 0, "swap_usage_peak": 0},
-        "network": null,
-        "pid": 0,
-        "processes": 0,
-        "cpu": {"usage": 0},
-    })
-}
-
-/// The API object; `full` adds state, snapshots and backups (recursion=2 / instance_get_full).
-pub fn to_api(
-    db: &Db,
-    i: &Instance,
-    full: bool,
-    state: Option<Value>,
-) -> Result<Value, DomainError> {
-    let profiles = load_profiles(db, &i.profiles).unwrap_or_default();
-    let (ec, ed) = expand(&profiles, &i.config, &i.devices);
-    let mut v = json!({
-        "architecture": i.architecture,
-        "config": i.config,
-        "devices": i.devices,
-        "ephemeral": i.ephemeral,
-        "profiles": i.profiles,
-        "stateful": i.stateful,
-        "description": i.description,
-        "created_at": i.created_at,
-        "expanded_config": ec,
-        "expanded_devices": ed,
-        "name": i.name,
-        "status": state.as_ref().map_or(json!("Stopped"), |s| s["status"].clone()),
-        "status_code": state.as_ref().map_or(json!(102), |s| s["status_code"].clone()),
-        "last_used_at": if i.last_used_at.is_empty() { "1970-01-01T00:00:00Z" } else { i.last_used_at.as_str() },
-        "location": "none",
-        "type": i.kind,
-        "project": "default",
-    });
-    if full {
-        v["state"] = state.unwrap_or_else(stopped_state);
-        v["snapshots"] = json!(crate::service::snapshots::list(db, &i.name)
-            .unwrap_or_default()
-            .iter()
-            .map(|s| crate::service::snapshots::to_api(db, s))
-            .collect::<Vec<_>>());
-        v["backups"] = json!(crate::service::backups::list(db, &i.name)
-            .unwrap_or_default()
-            .iter()
-            .map(crate::service::backups::to_api)
-            .collect::<Vec<_>>());
-    }
-    Ok(v)
 }
 
 /// Names being created right now (a second create of the same name is refused at once).
@@ -1313,5 +1255,37 @@ mod tests {
             .with(|c| c.query_row("SELECT COUNT(*) FROM idmap_ranges", [], |r| r.get(0)))
             .expect("count");
         assert_eq!(left, 2);
+    }
+}
+
+/// Profiles read once, to expand many instances and snapshots without a query each (a listing
+/// of hundreds of instances).
+#[derive(Debug)]
+pub struct Expander(HashMap<String, Profile>);
+
+impl Expander {
+    /// Reads every profile.
+    pub fn load(db: &Db) -> Result<Expander, DomainError> {
+        Ok(Expander(
+            crate::service::profiles::list(db)?
+                .into_iter()
+                .map(|p| (p.name.clone(), p))
+                .collect(),
+        ))
+    }
+
+    /// `config` and `devices` with the named profiles applied in order (a profile deleted
+    /// meanwhile adds nothing).
+    pub fn expand(
+        &self,
+        names: &[String],
+        config: &BTreeMap<String, String>,
+        devices: &BTreeMap<String, Device>,
+    ) -> (BTreeMap<String, String>, BTreeMap<String, Device>) {
+        let profiles: Vec<Profile> = names
+            .iter()
+            .filter_map(|n| self.0.get(n).cloned())
+            .collect();
+        expand(&profiles, config, devices)
     }
 }

@@ -459,76 +459,6 @@ pub fn used_by(db: &Db, name: &str) -> Result<Vec<String>, DomainError> {
     Ok(out)
 }
 
-/// The API object of a managed network.
-pub fn to_api(db: &Db, n: &Network) -> Result<Value, DomainError> {
-    Ok(json!({
-        "name": n.name,
-        "description": n.description,
-        "type": n.kind,
-        "managed": true,
-        "status": "Created",
-        "config": n.config,
-        "used_by": used_by(db, &n.name)?,
-        "locations": ["none"],
-    }))
-}
-
-/// The API object of a host interface silo does not manage.
-pub fn unmanaged_api(l: &silo_proto::net::LinkState) -> Value {
-    let kind = match l.kind.as_str() {
-        "" if l.link_type == "loopback" => "loopback",
-        "" => "physical",
-        "bridge" => "bridge",
-        "bond" => "bond",
-        "vlan" => "vlan",
-        _ => "unknown",
-    };
-    json!({
-        "name": l.name.as_str(),
-        "description": "",
-        "type": kind,
-        "managed": false,
-        "status": "",
-        "config": {},
-        "used_by": [],
-        "locations": ["none"],
-    })
-}
-
-/// `/1.0/networks/<n>/state`.
-pub fn state_api(l: &silo_proto::net::LinkState) -> Value {
-    let addresses: Vec<Value> = l
-        .addresses
-        .iter()
-        .map(|a| {
-            json!({
-                "family": if a.address.is_ipv4() { "inet" } else { "inet6" },
-                "address": a.address.to_string(),
-                "netmask": a.prefix.to_string(),
-                "scope": a.scope,
-            })
-        })
-        .collect();
-    let bridge = (l.kind == "bridge").then(|| {
-        json!({"id": "", "stp": false, "forward_delay": 1500, "vlan_default": 1,
-               "vlan_filtering": false, "upper_devices": l.ports})
-    });
-    json!({
-        "addresses": addresses,
-        "counters": {
-            "bytes_received": l.counters[0], "bytes_sent": l.counters[1],
-            "packets_received": l.counters[2], "packets_sent": l.counters[3],
-        },
-        "hwaddr": l.hwaddr,
-        "mtu": l.mtu,
-        "state": if l.up { "up" } else { "down" },
-        "type": l.link_type,
-        "bond": null,
-        "bridge": bridge,
-        "vlan": null,
-    })
-}
-
 // ---- nic and proxy devices ----
 
 /// What one nic device of an instance becomes.
@@ -1084,35 +1014,57 @@ pub async fn create_default(db: &Db, helpers: &Helpers) -> Result<(), DomainErro
     Ok(())
 }
 
-/// Every network: silo's managed ones and the host's other links, as LXD lists them.
-pub async fn all_objects(d: &Services) -> Result<Vec<Value>, DomainError> {
-    let managed = list(&d.db)?;
-    let mut out = Vec::new();
-    for n in &managed {
-        out.push(to_api(&d.db, n)?);
+/// A network as listed: one silo manages (with what uses it), or another host interface.
+#[derive(Debug, Clone)]
+pub enum Listed {
+    /// A managed network and its `used_by`.
+    Managed(Network, Vec<String>),
+    /// An interface of the host silo does not manage.
+    Host(silo_proto::net::LinkState),
+}
+
+impl Listed {
+    /// Its name.
+    pub fn name(&self) -> &str {
+        match self {
+            Listed::Managed(n, _) => &n.name,
+            Listed::Host(l) => l.name.as_str(),
+        }
     }
+}
+
+/// Every network: silo's managed ones and the host's other links, by name.
+pub async fn all(d: &Services) -> Result<Vec<Listed>, DomainError> {
+    let managed = list(&d.db)?;
     let links = d.helpers.net.list_links().await?;
+    let mut out = Vec::new();
     for l in links {
         // silo's own veth ends belong to instances, not to the network list.
-        if l.owned || managed.iter().any(|n| n.name == l.name.as_str()) {
-            continue;
+        if !l.owned && !managed.iter().any(|n| n.name == l.name.as_str()) {
+            out.push(Listed::Host(l));
         }
-        out.push(unmanaged_api(&l));
     }
-    out.sort_by(|a, b| a["name"].as_str().cmp(&b["name"].as_str()));
+    for n in managed {
+        let used = used_by(&d.db, &n.name)?;
+        out.push(Listed::Managed(n, used));
+    }
+    out.sort_by(|a, b| a.name().cmp(b.name()));
     Ok(out)
 }
 
 /// One network by name, managed or not.
-pub async fn object(d: &Services, name: &str) -> Result<Value, DomainError> {
+pub async fn one(d: &Services, name: &str) -> Result<Listed, DomainError> {
     match get(&d.db, name) {
-        Ok(n) => to_api(&d.db, &n),
+        Ok(n) => {
+            let used = used_by(&d.db, &n.name)?;
+            Ok(Listed::Managed(n, used))
+        }
         Err(e) => {
             let Ok(i) = IfName::new(name.to_string()) else {
                 return Err(e);
             };
             match d.helpers.net.link_state(i).await {
-                Ok(l) if !l.owned => Ok(unmanaged_api(&l)),
+                Ok(l) if !l.owned => Ok(Listed::Host(l)),
                 _ => Err(e),
             }
         }

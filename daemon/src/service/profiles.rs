@@ -4,7 +4,6 @@ use std::collections::BTreeMap;
 
 use rusqlite::params;
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
 
 use crate::service::DomainError;
 use crate::store::db::Db;
@@ -208,17 +207,6 @@ pub fn rename(db: &Db, from: &str, to: &str) -> Result<(), DomainError> {
         tx.commit()
     })?;
     Ok(())
-}
-
-/// The API object.
-pub fn to_api(db: &Db, p: &Profile) -> Result<Value, DomainError> {
-    Ok(json!({
-        "name": p.name,
-        "description": p.description,
-        "config": p.config,
-        "devices": p.devices,
-        "used_by": used_by(db, &p.name)?,
-    }))
 }
 
 /// Makes the default profile (root disk on `pool`) if it is missing.

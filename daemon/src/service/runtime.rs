@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use serde_json::{json, Value};
+use serde_json::json;
 use silo_proto::privileged::{InitExit, InstanceStats, Limits, RunningInfo, StartSpec};
 use silo_proto::{InstanceName, PoolName};
 
@@ -553,49 +553,6 @@ pub async fn stats_many(
         .into_iter()
         .map(|(n, s)| (n.as_str().to_string(), s))
         .collect())
-}
-
-/// LXD's instance state object for a running instance.
-pub fn state_json(s: &InstanceStats, disk: Option<u64>) -> Value {
-    let mut net = serde_json::Map::new();
-    for n in &s.net {
-        net.insert(
-            n.name.clone(),
-            json!({
-                "addresses": n.addresses.iter().map(|(f, a, m, sc)| json!({
-                    "family": f, "address": a, "netmask": m.to_string(), "scope": sc,
-                })).collect::<Vec<_>>(),
-                "counters": {
-                    "bytes_received": n.rx_bytes, "bytes_sent": n.tx_bytes,
-                    "packets_received": n.rx_packets, "packets_sent": n.tx_packets,
-                    "errors_received": 0, "errors_sent": 0,
-                    "packets_dropped_outbound": 0, "packets_dropped_inbound": 0,
-                },
-                "hwaddr": n.hwaddr,
-                "host_name": "",
-                "mtu": n.mtu,
-                "state": n.state,
-                "type": if n.name == "lo" { "loopback" } else { "broadcast" },
-            }),
-        );
-    }
-    let disk = match disk {
-        Some(u) => json!({"root": {"usage": u, "total": 0}}),
-        None => json!({}),
-    };
-    json!({
-        "status": "Running",
-        "status_code": 103,
-        "disk": disk,
-        "memory": {
-            "usage": s.memory, "usage_peak": s.memory_peak,
-            "swap_usage": s.swap, "swap_usage_peak": 0,
-        },
-        "network": net,
-        "pid": s.pid,
-        "processes": s.processes,
-        "cpu": {"usage": s.cpu_ns},
-    })
 }
 
 /// Disk use of the instance's root volume.

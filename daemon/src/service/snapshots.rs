@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 
 use rusqlite::params;
-use serde_json::{json, Value};
+use serde_json::json;
 use silo_proto::store::VolumeKind;
 use silo_proto::{InstanceName, PoolName, VolumeName};
 
@@ -384,28 +384,6 @@ pub async fn delete_all(c: &Services, instance: &str) -> Result<(), DomainError>
         delete(c, instance, &s.name).await?;
     }
     Ok(())
-}
-
-/// The API object of a snapshot.
-pub fn to_api(db: &Db, s: &Snapshot) -> Value {
-    let profiles = instances::load_profiles(db, &s.profiles).unwrap_or_default();
-    let (ec, ed) = instances::expand(&profiles, &s.config, &s.devices);
-    json!({
-        "architecture": s.architecture,
-        "config": s.config,
-        "created_at": s.created_at,
-        "description": s.description,
-        "devices": s.devices,
-        "ephemeral": false,
-        "expanded_config": ec,
-        "expanded_devices": ed,
-        "expires_at": if s.expires_at.is_empty() { "0001-01-01T00:00:00Z".to_string() } else { s.expires_at.clone() },
-        "last_used_at": "0001-01-01T00:00:00Z",
-        "name": s.name,
-        "profiles": s.profiles,
-        "stateful": false,
-        "size": -1,
-    })
 }
 
 /// Renames the snapshot volumes of an instance being renamed (the rows follow the instance's

@@ -248,19 +248,6 @@ pub async fn delete(db: &Db, helpers: &Helpers, name: &str) -> Result<(), Domain
     Ok(())
 }
 
-/// The pool's API object.
-pub fn to_api(db: &Db, p: &Pool) -> Result<Value, DomainError> {
-    Ok(json!({
-        "name": p.name,
-        "driver": p.driver,
-        "description": p.description,
-        "config": p.config,
-        "status": "Created",
-        "locations": ["none"],
-        "used_by": used_by(db, &p.name)?,
-    }))
-}
-
 /// `GET /1.0/storage-pools/<p>/resources`.
 pub async fn resources(helpers: &Helpers, name: &str) -> Result<Value, DomainError> {
     let pn = PoolName::new(name).map_err(|e| DomainError::BadRequest(e.to_string()))?;
