@@ -127,3 +127,47 @@ fn raw_request(d: &TestDaemon, method: &str, path: &str, body: &[u8]) -> String 
     s.read_to_end(&mut out).expect("read answer");
     String::from_utf8_lossy(&out).into_owned()
 }
+
+/// Config values are checked once, by the parsers the daemon also starts instances with: a
+/// value refused at start must be refused when it is set, and an out-of-range number must be a
+/// 400, not an arithmetic overflow in the handler.
+#[test]
+fn config_values_are_checked_as_they_are_used() {
+    let d = TestDaemon::start("lxd-input-values");
+    for (k, v, want) in [
+        // Summing units overflowed i64: a panic in the handler (debug), a wrapped expiry and a
+        // panicking time addition at the next snapshot (release).
+        ("snapshots.expiry", "9223372036854775807y", "1000 years"),
+        (
+            "snapshots.expiry",
+            "99999999999999d 99999999999999d",
+            "1000 years",
+        ),
+        // Passed validation, then every start failed on them.
+        ("limits.memory", "50.5%", "percentage"),
+        ("limits.cpu", "3-1", "CPU"),
+        ("limits.cpu", "0-99999", "CPU"),
+    ] {
+        let (c, r) = d.api(
+            "POST",
+            "/1.0/profiles",
+            Some(json!({"name": "p-values", "config": {k: v}})),
+        );
+        assert_eq!(c, 400, "{k}={v}: {r}");
+        let e = r["error"].as_str().unwrap_or_default();
+        assert!(
+            e.contains(&format!("{k:?}")) && e.contains(want),
+            "{k}={v}: {e}"
+        );
+    }
+    // What LXD takes still goes through.
+    d.api_ok(
+        "POST",
+        "/1.0/profiles",
+        Some(json!({"name": "p-values", "config": {
+            "snapshots.expiry": "1000y", "limits.memory": "50%", "limits.cpu": "0-1",
+            "boot.autostart": "YES",
+        }})),
+    );
+    d.api_ok("DELETE", "/1.0/profiles/p-values", None);
+}

@@ -1,7 +1,11 @@
 //! Pure rules of silo's domain: typed records, config keys, devices, filters, schedules. Nothing
 //! here does I/O or depends on another layer, so all of it is unit-tested as a normal user.
 
+pub mod config;
+pub mod devices;
 pub mod filter;
+pub mod parse;
+pub mod password;
 pub mod schedule;
 
 /// Deserializes `null` as the type's default: the stock client sends `"config": null` for

@@ -15,7 +15,8 @@ const RANGES: [(u32, u32, &str); 5] = [
     (0, 23, "hour"),
     (1, 31, "day of month"),
     (1, 12, "month"),
-    (0, 6, "day of week"),
+    // Sunday is 0 or 7, as cron allows; 7 is folded into 0 once the field is expanded.
+    (0, 7, "day of week"),
 ];
 
 fn field(text: &str, (lo, hi, what): (u32, u32, &str)) -> Result<Vec<u32>, String> {
@@ -45,16 +46,15 @@ fn field(text: &str, (lo, hi, what): (u32, u32, &str)) -> Result<Vec<u32>, Strin
                 .map_err(|_| format!("{range:?} is not a number in the {what} field"))?;
             (v, if step > 1 { hi } else { v })
         };
-        // Sunday may be written 7, as cron allows.
-        let (a, b) = if what == "day of week" {
-            (a.min(7) % 7, if b == 7 { 6 } else { b })
-        } else {
-            (a, b)
-        };
         if a < lo || b > hi || a > b {
             return Err(format!("{part:?} is outside {lo}-{hi} in the {what} field"));
         }
-        out.extend((a..=b).step_by(step as usize));
+        let days = what == "day of week";
+        out.extend(
+            (a..=b)
+                .step_by(step as usize)
+                .map(|x| if days { x % 7 } else { x }),
+        );
     }
     out.sort_unstable();
     out.dedup();
@@ -143,9 +143,17 @@ mod tests {
         assert!(!s.matches(at(2026, 11, 30, 3, 44)));
         let d = Schedule::parse("@daily").expect("alias");
         assert!(d.matches(at(2026, 1, 1, 0, 0)) && !d.matches(at(2026, 1, 1, 0, 1)));
-        assert!(Schedule::parse("* * * * 7")
-            .expect("sunday")
-            .matches(at(2026, 11, 29, 1, 1)));
+        // 7 is Sunday and only Sunday: it used to widen to the whole week.
+        let sun = Schedule::parse("* * * * 7").expect("sunday");
+        assert!(sun.matches(at(2026, 11, 29, 1, 1)));
+        assert!(!sun.matches(at(2026, 11, 30, 1, 1)), "a Monday");
+        assert!(!sun.matches(at(2026, 12, 5, 1, 1)), "a Saturday");
+        let weekend = Schedule::parse("0 0 * * 6-7").expect("weekend");
+        assert!(weekend.matches(at(2026, 12, 5, 0, 0)) && weekend.matches(at(2026, 12, 6, 0, 0)));
+        assert!(!weekend.matches(at(2026, 12, 7, 0, 0)), "a Monday");
+        let every = Schedule::parse("0 0 * * *").expect("every day");
+        assert!(every.matches(at(2026, 12, 6, 0, 0)) && every.matches(at(2026, 12, 7, 0, 0)));
+        assert!(Schedule::parse("* * * * 8").is_err());
         for bad in [
             "",
             "* * * *",

@@ -73,6 +73,30 @@ impl From<crate::model::filter::FilterError> for DomainError {
     }
 }
 
+impl From<crate::model::config::ConfigError> for DomainError {
+    fn from(e: crate::model::config::ConfigError) -> Self {
+        DomainError::BadRequest(e.to_string())
+    }
+}
+
+impl From<crate::model::devices::DeviceError> for DomainError {
+    fn from(e: crate::model::devices::DeviceError) -> Self {
+        DomainError::BadRequest(e.to_string())
+    }
+}
+
+impl From<crate::model::parse::ParseError> for DomainError {
+    fn from(e: crate::model::parse::ParseError) -> Self {
+        DomainError::BadRequest(e.to_string())
+    }
+}
+
+impl From<crate::model::password::PasswordError> for DomainError {
+    fn from(e: crate::model::password::PasswordError) -> Self {
+        DomainError::Internal(e.to_string())
+    }
+}
+
 impl From<crate::helpers::HelperFailure> for DomainError {
     fn from(e: crate::helpers::HelperFailure) -> Self {
         match e {

@@ -32,18 +32,10 @@ pub fn now_rfc3339() -> String {
         .unwrap_or_default()
 }
 
-/// An `expires_at` from a request, in UTC as silo stores it; `None` for no expiry (empty, or
-/// Go's zero time that LXD clients send).
+/// An `expires_at` from a request, in UTC as silo stores it; `None` for no expiry. The parser
+/// is [`crate::model::parse::parse_expiry_time`]; this keeps the API's callers' shape.
 pub fn parse_expiry_time(s: &str) -> Result<Option<String>, String> {
-    if s.is_empty() || s.starts_with("0001-01-01") {
-        return Ok(None);
-    }
-    let t = time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
-        .map_err(|e| format!("expires_at {s:?} is not an RFC 3339 time: {e}"))?;
-    t.to_offset(time::UtcOffset::UTC)
-        .format(&time::format_description::well_known::Rfc3339)
-        .map(Some)
-        .map_err(|e| e.to_string())
+    crate::model::parse::parse_expiry_time(s).map_err(|e| e.to_string())
 }
 
 impl Default for Events {

@@ -11,6 +11,7 @@ use silo_proto::privileged::{IdRange, IdRanges};
 use silo_proto::store::VolumeKind;
 use silo_proto::{ImageFingerprint, InstanceName, PoolName, VolumeName};
 
+use crate::model::devices::{DeviceSpec, DeviceType};
 use crate::service::profiles::{Device, Profile};
 use crate::service::{DomainError, Services};
 use crate::store::db::Db;
@@ -144,182 +145,33 @@ pub fn set_keys(
     write(db, &i, false)
 }
 
-pub(crate) fn is_bool(v: &str) -> bool {
-    matches!(
-        v.to_ascii_lowercase().as_str(),
-        "true" | "false" | "1" | "0" | "yes" | "no" | "on" | "off"
-    )
-}
-
-/// Checks one instance (or profile) config key and value, as LXD names and parses them.
-pub fn validate_key(k: &str, v: &str, allow_volatile: bool) -> Result<(), String> {
-    let bool_keys = [
-        "boot.autostart",
-        "security.privileged",
-        "security.nesting",
-        "security.idmap.isolated",
-        "security.protection.delete",
-        "security.syscalls.deny_default",
-        "snapshots.schedule.stopped",
-    ];
-    if bool_keys.contains(&k) {
-        return if is_bool(v) {
-            Ok(())
-        } else {
-            Err(format!("{v:?} is not a boolean"))
-        };
-    }
-    match k {
-        "limits.memory" => {
-            if let Some(p) = v.strip_suffix('%') {
-                return p
-                    .parse::<f64>()
-                    .ok()
-                    .filter(|x| *x > 0.0 && *x <= 100.0)
-                    .map(|_| ())
-                    .ok_or_else(|| format!("{v:?} is not a valid percentage"));
-            }
-            silo_proto::types::parse_bytes(v).and_then(|b| {
-                if b < (4 << 20) {
-                    Err(format!("{v:?} is below 4MiB"))
-                } else {
-                    Ok(())
-                }
-            })
-        }
-        "limits.cpu" => {
-            let ok = v.split(',').all(|part| {
-                let p = part.trim();
-                p.parse::<u32>()
-                    .map(|n| n > 0 || part.contains('-') || v.contains(','))
-                    .unwrap_or(false)
-                    || p.split_once('-')
-                        .map(|(a, b)| a.parse::<u32>().is_ok() && b.parse::<u32>().is_ok())
-                        .unwrap_or(false)
-            });
-            if ok {
-                Ok(())
-            } else {
-                Err(format!(
-                    "{v:?} is not a CPU count or set (e.g. 2, 0-1, 0,2)"
-                ))
-            }
-        }
-        "limits.processes"
-        | "boot.autostart.delay"
-        | "boot.autostart.priority"
-        | "boot.host_shutdown_timeout"
-        | "boot.stop.priority"
-        | "security.idmap.size" => v
-            .parse::<u64>()
-            .map(|_| ())
-            .map_err(|_| format!("{v:?} is not a whole number")),
-        "limits.cpu.allowance"
-        | "limits.cpu.priority"
-        | "limits.memory.swap"
-        | "limits.memory.enforce"
-        | "snapshots.pattern"
-        | "linux.kernel_modules"
-        | "security.idmap.base"
-        | "cloud-init.user-data"
-        | "cloud-init.vendor-data"
-        | "cloud-init.network-config"
-        | "user.user-data" => Ok(()),
-        "snapshots.schedule" => crate::model::schedule::Schedule::parse(v).map(|_| ()),
-        "snapshots.expiry" => crate::service::snapshots::parse_expiry(v).map(|_| ()),
-        "raw.lxc"
-        | "raw.apparmor"
-        | "raw.seccomp"
-        | "raw.idmap"
-        | "security.syscalls.intercept.mount" => {
-            Err("not supported by silo: it would let the API shape host-level confinement".into())
-        }
-        k if k.starts_with("user.") || k.starts_with("environment.") || k.starts_with("image.") => {
-            Ok(())
-        }
-        k if k.starts_with("volatile.") => {
-            if allow_volatile {
-                Ok(())
-            } else {
-                Err("volatile keys are set by silo".into())
-            }
-        }
-        _ => Err("unknown configuration key".into()),
-    }
-}
-
-/// Checks a whole config map.
+/// Checks a whole config map against the key table in [`crate::model::config`].
 pub fn validate_config(
     cfg: &BTreeMap<String, String>,
     allow_volatile: bool,
 ) -> Result<(), DomainError> {
-    for (k, v) in cfg {
-        validate_key(k, v, allow_volatile)
-            .map_err(|e| DomainError::BadRequest(format!("invalid config key {k:?}: {e}")))?;
-    }
-    Ok(())
+    Ok(crate::model::config::check_instance_config(
+        cfg,
+        allow_volatile,
+    )?)
 }
 
-/// Checks devices: known types and their required keys; pools must exist.
+/// Checks devices: each parsed by [`DeviceSpec::parse`] (types, keys, syntax), then what
+/// needs the database: pools and networks must exist.
 pub fn validate_devices(db: &Db, devices: &BTreeMap<String, Device>) -> Result<(), DomainError> {
     for (name, d) in devices {
-        if name.is_empty()
-            || name.len() > 64
-            || name.contains('/')
-            || name.chars().any(char::is_whitespace)
-        {
-            return Err(DomainError::BadRequest(format!(
-                "invalid device name {name:?}"
-            )));
-        }
-        let t = d.get("type").map(String::as_str).unwrap_or("");
         let bad = |why: String| DomainError::BadRequest(format!("invalid device {name:?}: {why}"));
-        match t {
-            "disk" => {
-                let path = d
-                    .get("path")
-                    .ok_or_else(|| bad("a disk needs a path".into()))?;
-                if !path.starts_with('/') {
-                    return Err(bad(format!("path {path:?} is not absolute")));
-                }
-                if let Some(p) = d.get("pool") {
+        match DeviceSpec::parse(name, d)? {
+            DeviceSpec::Disk(disk) => {
+                if let Some(p) = &disk.pool {
                     crate::service::storage::get(db, p)
                         .map_err(|_| bad(format!("storage pool {p:?} not found")))?;
                 }
-                if path != "/" && d.get("source").is_none() && d.get("pool").is_none() {
-                    return Err(bad(
-                        "a disk other than the root needs a source or a pool".into()
-                    ));
-                }
-                for k in d.keys() {
-                    if !matches!(
-                        k.as_str(),
-                        "type"
-                            | "path"
-                            | "pool"
-                            | "source"
-                            | "readonly"
-                            | "size"
-                            | "propagation"
-                            | "recursive"
-                            | "required"
-                            | "shift"
-                    ) {
-                        return Err(bad(format!("unknown disk key {k:?}")));
-                    }
-                }
             }
-            "nic" => crate::service::networks::validate_nic(db, d).map_err(bad)?,
-            "proxy" => {
-                crate::service::networks::proxy_spec(d).map_err(bad)?;
+            DeviceSpec::Nic(nic) => {
+                crate::service::networks::validate_nic(db, &nic).map_err(bad)?
             }
-            "none" => {}
-            "" => return Err(bad("missing type".into())),
-            other => {
-                return Err(bad(format!(
-                    "device type {other:?} is not supported by silo"
-                )))
-            }
+            DeviceSpec::Proxy(_) | DeviceSpec::None(_) => {}
         }
     }
     Ok(())
@@ -339,7 +191,7 @@ pub fn expand(
     }
     c.extend(config.clone());
     d.extend(devices.clone());
-    d.retain(|_, v: &mut Device| v.get("type").map(String::as_str) != Some("none"));
+    d.retain(|_, v: &mut Device| DeviceType::of(v) != DeviceType::None);
     (c, d)
 }
 
@@ -348,7 +200,7 @@ pub fn root_pool(devices: &BTreeMap<String, Device>) -> Result<String, String> {
     let roots: Vec<&Device> = devices
         .values()
         .filter(|d| {
-            d.get("type").map(String::as_str) == Some("disk")
+            DeviceType::of(d) == DeviceType::Disk
                 && d.get("path").map(String::as_str) == Some("/")
                 && d.get("source").is_none()
         })
@@ -965,8 +817,7 @@ pub async fn delete(c: &Services, name: &str) -> Result<(), DomainError> {
     let i = get(&c.db, name)?;
     if i.config
         .get("security.protection.delete")
-        .map(|v| is_true(v))
-        .unwrap_or(false)
+        .is_some_and(|v| crate::model::parse::is_true(v))
     {
         return Err(DomainError::Forbidden(format!(
             "instance {name:?} is protected (security.protection.delete)"
@@ -1000,7 +851,7 @@ pub async fn delete(c: &Services, name: &str) -> Result<(), DomainError> {
     {
         for (dn, d) in devs
             .iter()
-            .filter(|(_, d)| d.get("type").map(String::as_str) == Some("nic"))
+            .filter(|(_, d)| DeviceType::of(d) == DeviceType::Nic)
         {
             if let Ok(plan) = crate::service::networks::plan_nic(&c.db, dn, d, &i.config) {
                 crate::service::networks::forget_nic(&c.helpers, &plan).await;
@@ -1024,10 +875,6 @@ pub async fn delete(c: &Services, name: &str) -> Result<(), DomainError> {
         json!({}),
     );
     Ok(())
-}
-
-fn is_true(v: &str) -> bool {
-    matches!(v.to_ascii_lowercase().as_str(), "true" | "1" | "yes" | "on")
 }
 
 /// Renames a stopped instance with its volume and snapshots (`silo move c1 c2`).

@@ -8,11 +8,12 @@ use rusqlite::params;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use silo_proto::net::{parse_dhcp_ranges, BridgeSpec, HostEntry, NicKind, NicSpec};
-use silo_proto::proxy::{ProxyBind, ProxySpec};
+use silo_proto::proxy::ProxySpec;
 use silo_proto::types::{DnsDomain, Ipv4Cidr, Ipv6Cidr, MacAddr};
 use silo_proto::{DeviceName, IfName, InstanceName};
 
 use crate::helpers::Helpers;
+use crate::model::devices::{DeviceType, NicDevice, ProxyDevice};
 use crate::service::profiles::Device;
 use crate::service::{DomainError, Services};
 use crate::store::db::Db;
@@ -38,42 +39,21 @@ fn bad(msg: impl Into<String>) -> DomainError {
 }
 
 fn is_true(v: Option<&String>, default: bool) -> bool {
-    match v.map(|s| s.to_ascii_lowercase()) {
-        None => default,
-        Some(s) if s.is_empty() => default,
-        Some(s) => matches!(s.as_str(), "true" | "1" | "yes" | "on"),
-    }
+    crate::model::parse::is_true_or(v.map(String::as_str), default)
 }
 
 fn check_bool(k: &str, v: &str) -> Result<(), DomainError> {
-    match v.to_ascii_lowercase().as_str() {
-        "" | "true" | "false" | "1" | "0" | "yes" | "no" | "on" | "off" => Ok(()),
-        _ => Err(bad(format!(
-            "invalid value {v:?} for {k}: expected true or false"
-        ))),
+    if v.is_empty() {
+        return Ok(());
     }
+    crate::model::parse::parse_bool(v)
+        .map(|_| ())
+        .map_err(|e| bad(format!("invalid value for {k}: {e}")))
 }
 
-/// LXD's duration syntax for `ipv4.dhcp.expiry`: seconds, or a number with s/m/h/d.
+/// LXD's duration syntax for `ipv4.dhcp.expiry`, in seconds.
 pub fn parse_expiry(v: &str) -> Result<u32, DomainError> {
-    let e = || {
-        bad(format!(
-            "invalid value {v:?} for ipv4.dhcp.expiry: expected e.g. 1h, 30m or 3600"
-        ))
-    };
-    let (num, mul) = match v.chars().last() {
-        Some('s') => (&v[..v.len() - 1], 1),
-        Some('m') => (&v[..v.len() - 1], 60),
-        Some('h') => (&v[..v.len() - 1], 3600),
-        Some('d') => (&v[..v.len() - 1], 86400),
-        _ => (v, 1),
-    };
-    let n: u32 = num.parse().map_err(|_| e())?;
-    n.checked_mul(mul).filter(|s| *s >= 120).ok_or_else(|| {
-        bad(format!(
-            "invalid value {v:?} for ipv4.dhcp.expiry: at least 2m (dnsmasq's minimum)"
-        ))
-    })
+    Ok(crate::model::parse::parse_lease_time(v)?)
 }
 
 /// Checks a network's type and config keys; `auto` stays for [`create`] to resolve.
@@ -435,7 +415,7 @@ pub async fn bring_up_all(db: &Db, helpers: &Helpers) {
 /// Whether a nic device refers to network `name` (by `network`, or by `parent` for bridged
 /// nics on a silo bridge).
 fn nic_uses(d: &Device, name: &str) -> bool {
-    d.get("type").map(String::as_str) == Some("nic")
+    DeviceType::of(d) == DeviceType::Nic
         && (d.get("network").map(String::as_str) == Some(name)
             || d.get("parent").map(String::as_str) == Some(name))
 }
@@ -476,73 +456,13 @@ pub struct NicPlan {
     pub ipv6: Option<Ipv6Addr>,
 }
 
-/// Checks a nic device's keys (the network it names must exist).
-pub fn validate_nic(db: &Db, d: &Device) -> Result<(), String> {
-    for k in d.keys() {
-        if !matches!(
-            k.as_str(),
-            "type"
-                | "nictype"
-                | "network"
-                | "parent"
-                | "name"
-                | "hwaddr"
-                | "mtu"
-                | "ipv4.address"
-                | "ipv6.address"
-                | "host_name"
-                | "boot.priority"
-        ) {
-            return Err(format!("unknown nic key {k:?}"));
-        }
-    }
-    if let Some(net) = d.get("network") {
+/// The database's part of checking a nic (its map already read by
+/// [`crate::model::devices::NicDevice::parse`]): the network it names must exist, and its
+/// static addresses must fit it.
+pub fn validate_nic(db: &Db, nic: &NicDevice) -> Result<(), String> {
+    if let Some(net) = nic.network() {
         let n = get(db, net).map_err(|_| format!("network {net:?} not found"))?;
-        if d.contains_key("nictype") || d.contains_key("parent") {
-            return Err(
-                "a nic with a network takes its type and parent from it; drop nictype and parent"
-                    .into(),
-            );
-        }
-        check_static_in_subnet(&n, d)?;
-    } else {
-        match d.get("nictype").map(String::as_str) {
-            Some("bridged" | "macvlan" | "physical") => {}
-            Some("sriov" | "ipvlan" | "p2p" | "routed") => {
-                return Err(format!(
-                    "nictype {:?} is not supported by silo on this host",
-                    d.get("nictype").map(String::as_str).unwrap_or("")
-                ))
-            }
-            Some(o) => return Err(format!("unknown nictype {o:?}")),
-            None => return Err("a nic needs a network, or a nictype and a parent".into()),
-        }
-        let p = d.get("parent").ok_or("this nic needs a parent")?;
-        IfName::new(p.clone()).map_err(|e| e.to_string())?;
-    }
-    if let Some(n) = d.get("name") {
-        IfName::new(n.clone()).map_err(|e| e.to_string())?;
-    }
-    if let Some(h) = d.get("host_name") {
-        IfName::new(h.clone()).map_err(|e| e.to_string())?;
-        silo_proto::types::check_host_veth_name(h)?;
-    }
-    if let Some(h) = d.get("hwaddr") {
-        h.parse::<MacAddr>().map_err(|e| e.to_string())?;
-    }
-    if let Some(m) = d.get("mtu") {
-        let m: u32 = m.parse().map_err(|_| format!("invalid mtu {m:?}"))?;
-        if !(1280..=9000).contains(&m) {
-            return Err(format!("mtu {m} is outside 1280..9000"));
-        }
-    }
-    if let Some(a) = d.get("ipv4.address") {
-        a.parse::<Ipv4Addr>()
-            .map_err(|_| format!("invalid ipv4.address {a:?}"))?;
-    }
-    if let Some(a) = d.get("ipv6.address") {
-        a.parse::<Ipv6Addr>()
-            .map_err(|_| format!("invalid ipv6.address {a:?}"))?;
+        check_static_in_subnet(&n, nic.map())?;
     }
     Ok(())
 }
@@ -632,7 +552,7 @@ fn nic_claims(
 ) -> Vec<NicClaim> {
     let mut out = Vec::new();
     for (dn, d) in devices {
-        if d.get("type").map(String::as_str) != Some("nic") {
+        if DeviceType::of(d) != DeviceType::Nic {
             continue;
         }
         let Some(net) = d.get("network") else {
@@ -683,7 +603,7 @@ pub fn check_nic_claims(
     devices: &BTreeMap<String, Device>,
 ) -> Result<(), DomainError> {
     for (dn, d) in devices {
-        if d.get("type").map(String::as_str) != Some("nic") {
+        if DeviceType::of(d) != DeviceType::Nic {
             continue;
         }
         if let Some(net) = d.get("network") {
@@ -728,46 +648,7 @@ pub fn check_nic_claims(
 
 /// Parses a proxy device into what silo-net runs.
 pub fn proxy_spec(d: &Device) -> Result<ProxySpec, String> {
-    for k in d.keys() {
-        if !matches!(
-            k.as_str(),
-            "type"
-                | "listen"
-                | "connect"
-                | "bind"
-                | "nat"
-                | "proxy_protocol"
-                | "uid"
-                | "gid"
-                | "mode"
-                | "security.uid"
-                | "security.gid"
-        ) {
-            return Err(format!("unknown proxy key {k:?}"));
-        }
-    }
-    if is_true(d.get("nat"), false) {
-        return Err(
-            "nat=true proxies are not supported by silo; the forwarder carries the connections"
-                .into(),
-        );
-    }
-    if is_true(d.get("proxy_protocol"), false) {
-        return Err("proxy_protocol is not supported by silo".into());
-    }
-    let listen = d.get("listen").ok_or("a proxy needs listen")?;
-    let connect = d.get("connect").ok_or("a proxy needs connect")?;
-    let spec = ProxySpec {
-        listen: listen.parse().map_err(|e| format!("listen: {e}"))?,
-        connect: connect.parse().map_err(|e| format!("connect: {e}"))?,
-        bind: match d.get("bind").map(String::as_str) {
-            None | Some("") | Some("host") => ProxyBind::Host,
-            Some("instance" | "container") => ProxyBind::Instance,
-            Some(o) => return Err(format!("invalid bind {o:?}: \"host\" or \"instance\"")),
-        },
-    };
-    spec.validate().map_err(|e| e.to_string())?;
-    Ok(spec)
+    ProxyDevice::parse(d).map(|p| p.spec)
 }
 
 /// The interface name inside the instance LXD would give a nic device.
@@ -875,7 +756,7 @@ pub fn missing_hwaddrs(
 ) -> Result<Vec<(String, String)>, silo_proto::random::RandomError> {
     devices
         .iter()
-        .filter(|(_, d)| d.get("type").map(String::as_str) == Some("nic"))
+        .filter(|(_, d)| DeviceType::of(d) == DeviceType::Nic)
         .filter(|(n, d)| {
             d.get("hwaddr").is_none() && !config.contains_key(&format!("volatile.{n}.hwaddr"))
         })
@@ -1002,7 +883,7 @@ pub async fn create_default(db: &Db, helpers: &Helpers) -> Result<(), DomainErro
     if !p
         .devices
         .values()
-        .any(|d| d.get("type").map(String::as_str) == Some("nic"))
+        .any(|d| DeviceType::of(d) == DeviceType::Nic)
     {
         let mut nic = Device::new();
         nic.insert("type".into(), "nic".into());

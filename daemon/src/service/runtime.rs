@@ -12,6 +12,7 @@ use serde_json::json;
 use silo_proto::privileged::{InitExit, InstanceStats, Limits, RunningInfo, StartSpec};
 use silo_proto::{InstanceName, PoolName};
 
+use crate::model::devices::DeviceType;
 use crate::service::instances::{self, Instance};
 use crate::service::networks;
 use crate::service::DomainError;
@@ -73,57 +74,33 @@ fn host_cpus() -> u32 {
         .unwrap_or(1)
 }
 
-/// The cgroup limits an expanded config asks for, as LXD reads `limits.*`.
+/// The cgroup limits an expanded config asks for, as LXD reads `limits.*` (parsed by
+/// [`crate::model::parse`]; the host's memory and CPUs are read here).
 pub fn limits_of(config: &BTreeMap<String, String>) -> Result<Limits, DomainError> {
-    let bad = |k: &str, v: &str, why: &str| {
-        DomainError::BadRequest(format!("invalid value {v:?} for {k}: {why}"))
-    };
+    use crate::model::parse;
+    let bad = |k: &str, e: String| DomainError::BadRequest(format!("invalid value for {k}: {e}"));
     let mut l = Limits::default();
     if let Some(v) = config.get("limits.memory").filter(|v| !v.is_empty()) {
-        l.memory = Some(if let Some(p) = v.strip_suffix('%') {
-            let pct: u64 = p
-                .parse()
-                .map_err(|_| bad("limits.memory", v, "not a percentage"))?;
-            if pct == 0 || pct > 100 {
-                return Err(bad("limits.memory", v, "percentages go from 1% to 100%"));
-            }
-            host_memory() / 100 * pct
-        } else {
-            silo_proto::types::parse_bytes(v).map_err(|e| bad("limits.memory", v, &e))?
-        });
+        let m = parse::parse_memory(v).map_err(|e| bad("limits.memory", e.to_string()))?;
+        l.memory = Some(m.bytes(host_memory()));
     }
     if let Some(v) = config.get("limits.cpu").filter(|v| !v.is_empty()) {
         let host = host_cpus();
-        l.cpus = Some(if let Ok(n) = v.parse::<u32>() {
-            if n == 0 {
-                return Err(bad("limits.cpu", v, "at least one CPU"));
-            }
-            if n > host {
-                return Err(bad("limits.cpu", v, &format!("this host has {host} CPUs")));
-            }
-            if n == 1 {
-                "0".to_string()
-            } else {
-                format!("0-{}", n - 1)
-            }
-        } else {
-            let cpus =
-                silo_proto::privileged::parse_cpuset(v).map_err(|e| bad("limits.cpu", v, &e))?;
-            if let Some(m) = cpus.iter().find(|c| **c >= host) {
-                return Err(bad(
-                    "limits.cpu",
-                    v,
-                    &format!("CPU {m} does not exist on this host ({host} CPUs)"),
-                ));
-            }
-            v.clone()
-        });
+        let cpu = parse::parse_cpu(v).map_err(|e| bad("limits.cpu", e.to_string()))?;
+        if cpu.highest() >= host {
+            return Err(bad(
+                "limits.cpu",
+                format!(
+                    "{v:?} needs CPU {} but this host has {host} CPUs",
+                    cpu.highest()
+                ),
+            ));
+        }
+        l.cpus = Some(cpu.cpuset());
     }
     if let Some(v) = config.get("limits.processes").filter(|v| !v.is_empty()) {
-        l.processes = Some(
-            v.parse()
-                .map_err(|_| bad("limits.processes", v, "not a number"))?,
-        );
+        l.processes =
+            Some(parse::parse_whole(v).map_err(|e| bad("limits.processes", e.to_string()))?);
     }
     l.validate().map_err(DomainError::from)?;
     Ok(l)
@@ -143,12 +120,11 @@ fn expanded_all(
     Ok(instances::expand(&profiles, &i.config, &i.devices))
 }
 
-fn of_type<'a>(
-    devs: &'a Devices,
-    t: &'a str,
-) -> impl Iterator<Item = (&'a String, &'a crate::service::profiles::Device)> {
-    devs.iter()
-        .filter(move |(_, d)| d.get("type").map(String::as_str) == Some(t))
+fn of_type(
+    devs: &Devices,
+    t: DeviceType,
+) -> impl Iterator<Item = (&String, &crate::service::profiles::Device)> {
+    devs.iter().filter(move |(_, d)| DeviceType::of(d) == t)
 }
 
 /// Gives an instance's nics their `volatile.<dev>.hwaddr` (once; they keep it) and returns
@@ -175,7 +151,7 @@ fn nic_plans(
     i: &Instance,
     devs: &Devices,
 ) -> Result<Vec<networks::NicPlan>, DomainError> {
-    of_type(devs, "nic")
+    of_type(devs, DeviceType::Nic)
         .map(|(n, d)| networks::plan_nic(&c.db, n, d, &i.config))
         .collect()
 }
@@ -210,7 +186,7 @@ async fn plug_devices(
     for plan in nic_plans(c, i, devs)? {
         plug_nic(c, n, &plan).await?;
     }
-    for (dn, d) in of_type(devs, "proxy") {
+    for (dn, d) in of_type(devs, DeviceType::Proxy) {
         networks::start_proxy(&c.helpers, n, dn, d).await?;
     }
     Ok(())
@@ -255,7 +231,7 @@ async fn after_stop(c: &Services, name: &str) {
 }
 
 fn is_true(v: Option<&String>) -> bool {
-    v.is_some_and(|v| matches!(v.to_ascii_lowercase().as_str(), "true" | "1" | "yes" | "on"))
+    v.is_some_and(|v| crate::model::parse::is_true(v))
 }
 
 /// Starts a stopped instance.
@@ -271,11 +247,11 @@ pub async fn start(c: &Services, name: &str) -> Result<RunningInfo, DomainError>
     // Checked before anything runs: a bad nic or proxy fails the start with nothing made.
     networks::check_nic_claims(&c.db, name, &i.config, &devs)?;
     let plans = nic_plans(c, &i, &devs)?;
-    for (dn, d) in of_type(&devs, "proxy") {
+    for (dn, d) in of_type(&devs, DeviceType::Proxy) {
         networks::proxy_spec(d)
             .map_err(|e| DomainError::BadRequest(format!("proxy device {dn:?}: {e}")))?;
     }
-    let hold = !plans.is_empty() || of_type(&devs, "proxy").next().is_some();
+    let hold = !plans.is_empty() || of_type(&devs, DeviceType::Proxy).next().is_some();
     let limits = limits_of(&cfg)?;
     let idmap_base = if is_true(cfg.get("security.privileged")) {
         None
@@ -488,7 +464,7 @@ pub async fn on_daemon_start(c: &Services) {
         // Forwarders died with the previous silo-net; nics live on in the instances.
         if let (Ok(n), Ok(i)) = (iname(name), instances::get(&c.db, name)) {
             if let Ok((_, devs)) = expanded_all(c, &i) {
-                for (dn, d) in of_type(&devs, "proxy") {
+                for (dn, d) in of_type(&devs, DeviceType::Proxy) {
                     if let Err(e) = networks::start_proxy(&c.helpers, &n, dn, d).await {
                         tracing::warn!(instance = %name, device = %dn, error = %e, "restarting a proxy failed");
                     }
@@ -604,29 +580,28 @@ async fn apply_devices_live(
     let (_, old) = expanded_all(c, before)?;
     let i = ensure_hwaddrs(c, name)?;
     let (_, new) = expanded_all(c, &i)?;
-    let changed = |t: &str, dn: &str| {
-        old.get(dn)
-            .filter(|d| d.get("type").map(String::as_str) == Some(t))
-            != new
-                .get(dn)
-                .filter(|d| d.get("type").map(String::as_str) == Some(t))
+    let changed = |t: DeviceType, dn: &str| {
+        old.get(dn).filter(|d| DeviceType::of(d) == t)
+            != new.get(dn).filter(|d| DeviceType::of(d) == t)
     };
-    for (dn, _) in of_type(&old, "proxy").filter(|(dn, _)| changed("proxy", dn)) {
+    for (dn, _) in of_type(&old, DeviceType::Proxy).filter(|(dn, _)| changed(DeviceType::Proxy, dn))
+    {
         networks::stop_proxy(&c.helpers, &n, Some(dn)).await;
     }
-    for (dn, d) in of_type(&old, "nic").filter(|(dn, _)| changed("nic", dn)) {
+    for (dn, d) in of_type(&old, DeviceType::Nic).filter(|(dn, _)| changed(DeviceType::Nic, dn)) {
         let plan = networks::plan_nic(&c.db, dn, d, &before.config)?;
         networks::detach(&c.helpers, &n, &plan).await?;
         networks::forget_nic(&c.helpers, &plan).await;
     }
-    for (dn, d) in of_type(&new, "nic").filter(|(dn, _)| changed("nic", dn)) {
+    for (dn, d) in of_type(&new, DeviceType::Nic).filter(|(dn, _)| changed(DeviceType::Nic, dn)) {
         let mut cfg = i.config.clone();
         // A changed nic gets a new host-side name; the old one went with the unplug.
         cfg.remove(&format!("volatile.{dn}.host_name"));
         let plan = networks::plan_nic(&c.db, dn, d, &cfg)?;
         plug_nic(c, &n, &plan).await?;
     }
-    for (dn, d) in of_type(&new, "proxy").filter(|(dn, _)| changed("proxy", dn)) {
+    for (dn, d) in of_type(&new, DeviceType::Proxy).filter(|(dn, _)| changed(DeviceType::Proxy, dn))
+    {
         networks::start_proxy(&c.helpers, &n, dn, d).await?;
     }
     Ok(())

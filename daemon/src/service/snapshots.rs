@@ -239,37 +239,13 @@ fn expiry_from(db: &Db, i: &Instance) -> Result<String, DomainError> {
     let Some(e) = cfg.get("snapshots.expiry").filter(|e| !e.is_empty()) else {
         return Ok(String::new());
     };
-    let secs = parse_expiry(e).map_err(DomainError::BadRequest)?;
-    let t = time::OffsetDateTime::now_utc() + time::Duration::seconds(secs);
+    let secs = crate::model::parse::parse_snapshot_expiry(e)?;
+    // Bounded by the parser, but a time past year 9999 must be an error, not a panic.
+    let t = time::OffsetDateTime::now_utc()
+        .checked_add(time::Duration::seconds(secs))
+        .ok_or_else(|| DomainError::BadRequest(format!("snapshots.expiry {e:?} is too far")))?;
     Ok(t.format(&time::format_description::well_known::Rfc3339)
         .unwrap_or_default())
-}
-
-/// LXD's expiry syntax: space-separated `<n><unit>` with units M (minutes), H, d, w, m
-/// (months, 30 days), y.
-pub fn parse_expiry(e: &str) -> Result<i64, String> {
-    let mut total = 0i64;
-    for part in e.split_whitespace() {
-        let (n, unit) = part.split_at(part.len().saturating_sub(1));
-        let n: i64 = n.parse().map_err(|_| {
-            format!("invalid snapshots.expiry {e:?}: {part:?} is not <number><unit>")
-        })?;
-        let mul = match unit {
-            "M" => 60,
-            "H" => 3600,
-            "d" => 86400,
-            "w" => 7 * 86400,
-            "m" => 30 * 86400,
-            "y" => 365 * 86400,
-            _ => {
-                return Err(format!(
-                    "invalid snapshots.expiry {e:?}: unit of {part:?} is not M, H, d, w, m or y"
-                ))
-            }
-        };
-        total += n * mul;
-    }
-    Ok(total)
 }
 
 /// Deletes a snapshot.
@@ -453,7 +429,7 @@ pub async fn run_schedules(c: &Services, now: time::OffsetDateTime) {
         }
         let stopped_too = cfg
             .get("snapshots.schedule.stopped")
-            .is_some_and(|v| matches!(v.as_str(), "true" | "1" | "yes" | "on"));
+            .is_some_and(|v| crate::model::parse::is_true(v));
         if !stopped_too
             && !crate::service::runtime::is_running(c, &i.name)
                 .await
@@ -644,9 +620,6 @@ mod tests {
         for bad in ["", "a/b", ".x", "-x", "with space", &"x".repeat(64)] {
             assert!(check_name(bad).is_err(), "{bad:?}");
         }
-        assert_eq!(parse_expiry("1d 2H").expect("e"), 86400 + 7200);
-        assert_eq!(parse_expiry("30M").expect("e"), 1800);
-        assert!(parse_expiry("1x").is_err() && parse_expiry("d").is_err());
         assert_eq!(volume("c1", "snap0").expect("v").as_str(), "c1.snap0");
     }
 }

@@ -196,7 +196,7 @@ pub fn used_by(db: &Db, name: &str) -> Result<Vec<String>, DomainError> {
     let mut out = Vec::new();
     for p in crate::service::profiles::list(db)? {
         if p.devices.values().any(|d| {
-            d.get("type").map(String::as_str) == Some("disk")
+            crate::model::devices::DeviceType::of(d) == crate::model::devices::DeviceType::Disk
                 && d.get("pool").map(String::as_str) == Some(name)
         }) {
             out.push(format!("/1.0/profiles/{}", p.name));

@@ -1,0 +1,628 @@
+//! Typed devices. LXD's API, silo's database and the wire keep devices as string maps; this
+//! is where such a map is read once, with every check that needs nothing but the map
+//! (required keys, known keys, value syntax). What needs the database (the pool or network
+//! exists, an address is free) stays in the service.
+
+use std::collections::BTreeMap;
+use std::net::{Ipv4Addr, Ipv6Addr};
+
+use silo_proto::proxy::{ProxyBind, ProxySpec};
+use silo_proto::types::MacAddr;
+use silo_proto::IfName;
+
+use crate::model::parse;
+
+/// A device as stored: LXD's string map.
+pub type DeviceMap = BTreeMap<String, String>;
+
+/// Why a device is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DeviceError {
+    /// The device's name (the map's key) is not one LXD takes.
+    #[error("invalid device name {0:?}")]
+    Name(String),
+    /// Something in the device.
+    #[error("invalid device {name:?}: {why}")]
+    Invalid {
+        /// The device's name.
+        name: String,
+        /// What is wrong.
+        why: String,
+    },
+}
+
+/// A device's `type`, read without parsing the rest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeviceType {
+    /// `nic`.
+    Nic,
+    /// `proxy`.
+    Proxy,
+    /// `disk`.
+    Disk,
+    /// `none`: hides a profile's device of the same name.
+    None,
+    /// Missing, or a type silo does not take.
+    Other,
+}
+
+impl DeviceType {
+    /// The `type` of a stored device map.
+    pub fn of(d: &DeviceMap) -> DeviceType {
+        match d.get("type").map(String::as_str) {
+            Some("nic") => DeviceType::Nic,
+            Some("proxy") => DeviceType::Proxy,
+            Some("disk") => DeviceType::Disk,
+            Some("none") => DeviceType::None,
+            _ => DeviceType::Other,
+        }
+    }
+}
+
+/// A device silo takes.
+#[derive(Debug, Clone, PartialEq)]
+pub enum DeviceSpec {
+    /// A network interface.
+    Nic(NicDevice),
+    /// A port forwarder.
+    Proxy(ProxyDevice),
+    /// A filesystem: the root disk, a custom volume, or a host path.
+    Disk(DiskDevice),
+    /// `type: none`.
+    None(DeviceMap),
+}
+
+/// How a nic without `network` is attached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NicType {
+    /// A veth on a bridge.
+    Bridged,
+    /// A macvlan on a parent interface.
+    Macvlan,
+    /// The parent interface itself, moved in.
+    Physical,
+}
+
+impl NicType {
+    /// LXD's name for it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NicType::Bridged => "bridged",
+            NicType::Macvlan => "macvlan",
+            NicType::Physical => "physical",
+        }
+    }
+}
+
+/// Where a nic attaches.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NicTarget {
+    /// A managed network (which gives the type and parent).
+    Network(String),
+    /// A host interface, by `nictype` and `parent`.
+    Parent {
+        /// `nictype`.
+        nictype: NicType,
+        /// `parent`.
+        parent: IfName,
+    },
+}
+
+/// A `nic` device.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NicDevice {
+    /// `network`, or `nictype` and `parent`.
+    pub target: NicTarget,
+    /// `name`: the interface name inside the instance.
+    pub name: Option<IfName>,
+    /// `host_name`: the host side's name (under silo's prefix).
+    pub host_name: Option<IfName>,
+    /// `hwaddr`.
+    pub hwaddr: Option<MacAddr>,
+    /// `mtu`, 1280..=9000.
+    pub mtu: Option<u32>,
+    /// `ipv4.address`: a DHCP reservation on a managed bridge.
+    pub ipv4: Option<Ipv4Addr>,
+    /// `ipv6.address`.
+    pub ipv6: Option<Ipv6Addr>,
+    map: DeviceMap,
+}
+
+/// A `proxy` device.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProxyDevice {
+    /// What silo-net runs for it.
+    pub spec: ProxySpec,
+    map: DeviceMap,
+}
+
+/// A `disk` device.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DiskDevice {
+    /// `path` inside the instance, absolute.
+    pub path: String,
+    /// `pool`.
+    pub pool: Option<String>,
+    /// `source`: a custom volume's name (with `pool`) or a host path.
+    pub source: Option<String>,
+    /// `readonly`.
+    pub readonly: bool,
+    map: DeviceMap,
+}
+
+impl DiskDevice {
+    /// The map it was read from, as stored.
+    pub fn map(&self) -> &DeviceMap {
+        &self.map
+    }
+
+    /// Whether this is the root disk (path `/` from a pool).
+    pub fn is_root(&self) -> bool {
+        self.path == "/" && self.source.is_none()
+    }
+}
+
+const NIC_KEYS: &[&str] = &[
+    "type",
+    "nictype",
+    "network",
+    "parent",
+    "name",
+    "hwaddr",
+    "mtu",
+    "ipv4.address",
+    "ipv6.address",
+    "host_name",
+    "boot.priority",
+];
+
+const PROXY_KEYS: &[&str] = &[
+    "type",
+    "listen",
+    "connect",
+    "bind",
+    "nat",
+    "proxy_protocol",
+    "uid",
+    "gid",
+    "mode",
+    "security.uid",
+    "security.gid",
+];
+
+const DISK_KEYS: &[&str] = &[
+    "type",
+    "path",
+    "pool",
+    "source",
+    "readonly",
+    "size",
+    "propagation",
+    "recursive",
+    "required",
+    "shift",
+];
+
+/// Whether `name` is a device name LXD takes.
+pub fn check_device_name(name: &str) -> Result<(), DeviceError> {
+    if name.is_empty()
+        || name.len() > 64
+        || name.contains('/')
+        || name.chars().any(char::is_whitespace)
+    {
+        return Err(DeviceError::Name(name.to_string()));
+    }
+    Ok(())
+}
+
+fn unknown_key(d: &DeviceMap, known: &[&str], what: &str) -> Result<(), String> {
+    match d.keys().find(|k| !known.contains(&k.as_str())) {
+        Some(k) => Err(format!("unknown {what} key {k:?}")),
+        None => Ok(()),
+    }
+}
+
+impl DeviceSpec {
+    /// Reads device `name`'s map, with every check that needs only the map.
+    pub fn parse(name: &str, d: &DeviceMap) -> Result<DeviceSpec, DeviceError> {
+        check_device_name(name)?;
+        let invalid = |why: String| DeviceError::Invalid {
+            name: name.to_string(),
+            why,
+        };
+        match d.get("type").map(String::as_str).unwrap_or("") {
+            "nic" => NicDevice::parse(d).map(DeviceSpec::Nic).map_err(invalid),
+            "proxy" => ProxyDevice::parse(d)
+                .map(DeviceSpec::Proxy)
+                .map_err(invalid),
+            "disk" => DiskDevice::parse(d).map(DeviceSpec::Disk).map_err(invalid),
+            "none" => Ok(DeviceSpec::None(d.clone())),
+            "" => Err(invalid("missing type".into())),
+            other => Err(invalid(format!(
+                "device type {other:?} is not supported by silo"
+            ))),
+        }
+    }
+
+    /// The map as stored: exactly what was parsed, so the database and the API keep the
+    /// client's spelling (`yes` stays `yes`, a MAC keeps its case).
+    pub fn to_map(&self) -> DeviceMap {
+        match self {
+            DeviceSpec::Nic(n) => n.map.clone(),
+            DeviceSpec::Proxy(p) => p.map.clone(),
+            DeviceSpec::Disk(d) => d.map.clone(),
+            DeviceSpec::None(m) => m.clone(),
+        }
+    }
+
+    /// Its type.
+    pub fn device_type(&self) -> DeviceType {
+        match self {
+            DeviceSpec::Nic(_) => DeviceType::Nic,
+            DeviceSpec::Proxy(_) => DeviceType::Proxy,
+            DeviceSpec::Disk(_) => DeviceType::Disk,
+            DeviceSpec::None(_) => DeviceType::None,
+        }
+    }
+}
+
+impl NicDevice {
+    /// Reads a nic's map (its `type` already `nic`).
+    pub fn parse(d: &DeviceMap) -> Result<NicDevice, String> {
+        unknown_key(d, NIC_KEYS, "nic")?;
+        let target = if let Some(net) = d.get("network") {
+            if d.contains_key("nictype") || d.contains_key("parent") {
+                return Err(
+                    "a nic with a network takes its type and parent from it; drop nictype and parent"
+                        .into(),
+                );
+            }
+            NicTarget::Network(net.clone())
+        } else {
+            let nictype = match d.get("nictype").map(String::as_str) {
+                Some("bridged") => NicType::Bridged,
+                Some("macvlan") => NicType::Macvlan,
+                Some("physical") => NicType::Physical,
+                Some(o @ ("sriov" | "ipvlan" | "p2p" | "routed")) => {
+                    return Err(format!(
+                        "nictype {o:?} is not supported by silo on this host"
+                    ))
+                }
+                Some(o) => return Err(format!("unknown nictype {o:?}")),
+                None => return Err("a nic needs a network, or a nictype and a parent".into()),
+            };
+            let p = d.get("parent").ok_or("this nic needs a parent")?;
+            NicTarget::Parent {
+                nictype,
+                parent: IfName::new(p.clone()).map_err(|e| e.to_string())?,
+            }
+        };
+        let name = d
+            .get("name")
+            .map(|n| IfName::new(n.clone()).map_err(|e| e.to_string()))
+            .transpose()?;
+        let host_name = match d.get("host_name") {
+            Some(h) => {
+                let n = IfName::new(h.clone()).map_err(|e| e.to_string())?;
+                silo_proto::types::check_host_veth_name(h)?;
+                Some(n)
+            }
+            None => None,
+        };
+        let hwaddr = d
+            .get("hwaddr")
+            .map(|h| h.parse::<MacAddr>().map_err(|e| e.to_string()))
+            .transpose()?;
+        let mtu = match d.get("mtu") {
+            Some(m) => {
+                let m: u32 = m.parse().map_err(|_| format!("invalid mtu {m:?}"))?;
+                if !(1280..=9000).contains(&m) {
+                    return Err(format!("mtu {m} is outside 1280..9000"));
+                }
+                Some(m)
+            }
+            None => None,
+        };
+        let ipv4 = d
+            .get("ipv4.address")
+            .map(|a| {
+                a.parse::<Ipv4Addr>()
+                    .map_err(|_| format!("invalid ipv4.address {a:?}"))
+            })
+            .transpose()?;
+        let ipv6 = d
+            .get("ipv6.address")
+            .map(|a| {
+                a.parse::<Ipv6Addr>()
+                    .map_err(|_| format!("invalid ipv6.address {a:?}"))
+            })
+            .transpose()?;
+        Ok(NicDevice {
+            target,
+            name,
+            host_name,
+            hwaddr,
+            mtu,
+            ipv4,
+            ipv6,
+            map: d.clone(),
+        })
+    }
+
+    /// The map it was read from, as stored.
+    pub fn map(&self) -> &DeviceMap {
+        &self.map
+    }
+
+    /// The managed network it names, if any.
+    pub fn network(&self) -> Option<&str> {
+        match &self.target {
+            NicTarget::Network(n) => Some(n),
+            NicTarget::Parent { .. } => None,
+        }
+    }
+}
+
+impl ProxyDevice {
+    /// Reads a proxy's map into what silo-net runs.
+    pub fn parse(d: &DeviceMap) -> Result<ProxyDevice, String> {
+        unknown_key(d, PROXY_KEYS, "proxy")?;
+        let flag = |k: &str| parse::is_true_or(d.get(k).map(String::as_str), false);
+        if flag("nat") {
+            return Err(
+                "nat=true proxies are not supported by silo; the forwarder carries the connections"
+                    .into(),
+            );
+        }
+        if flag("proxy_protocol") {
+            return Err("proxy_protocol is not supported by silo".into());
+        }
+        let listen = d.get("listen").ok_or("a proxy needs listen")?;
+        let connect = d.get("connect").ok_or("a proxy needs connect")?;
+        let spec = ProxySpec {
+            listen: listen.parse().map_err(|e| format!("listen: {e}"))?,
+            connect: connect.parse().map_err(|e| format!("connect: {e}"))?,
+            bind: match d.get("bind").map(String::as_str) {
+                None | Some("") | Some("host") => ProxyBind::Host,
+                Some("instance" | "container") => ProxyBind::Instance,
+                Some(o) => return Err(format!("invalid bind {o:?}: \"host\" or \"instance\"")),
+            },
+        };
+        spec.validate().map_err(|e| e.to_string())?;
+        Ok(ProxyDevice {
+            spec,
+            map: d.clone(),
+        })
+    }
+}
+
+impl DiskDevice {
+    /// Reads a disk's map.
+    pub fn parse(d: &DeviceMap) -> Result<DiskDevice, String> {
+        let path = d.get("path").ok_or("a disk needs a path")?;
+        if !path.starts_with('/') {
+            return Err(format!("path {path:?} is not absolute"));
+        }
+        if path != "/" && d.get("source").is_none() && d.get("pool").is_none() {
+            return Err("a disk other than the root needs a source or a pool".into());
+        }
+        unknown_key(d, DISK_KEYS, "disk")?;
+        let readonly = match d.get("readonly").map(String::as_str) {
+            None | Some("") => false,
+            Some(v) => parse::parse_bool(v).map_err(|e| format!("readonly: {e}"))?,
+        };
+        Ok(DiskDevice {
+            path: path.clone(),
+            pool: d.get("pool").cloned(),
+            source: d.get("source").cloned(),
+            readonly,
+            map: d.clone(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(pairs: &[(&str, &str)]) -> DeviceMap {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    fn why(name: &str, pairs: &[(&str, &str)]) -> String {
+        DeviceSpec::parse(name, &map(pairs))
+            .expect_err(&format!("{pairs:?} accepted"))
+            .to_string()
+    }
+
+    #[test]
+    fn names_and_types() {
+        for bad in ["", "a/b", "a b", &"x".repeat(65)] {
+            assert_eq!(
+                why(bad, &[("type", "none")]),
+                format!("invalid device name {bad:?}")
+            );
+        }
+        assert_eq!(why("d", &[]), "invalid device \"d\": missing type");
+        assert_eq!(
+            why("d", &[("type", "gpu")]),
+            "invalid device \"d\": device type \"gpu\" is not supported by silo"
+        );
+        let none = map(&[("type", "none")]);
+        let s = DeviceSpec::parse("eth0", &none).expect("none");
+        assert_eq!(s.device_type(), DeviceType::None);
+        assert_eq!(s.to_map(), none);
+        assert_eq!(DeviceType::of(&map(&[("type", "nic")])), DeviceType::Nic);
+        assert_eq!(DeviceType::of(&map(&[])), DeviceType::Other);
+    }
+
+    #[test]
+    fn nics() {
+        let m = map(&[
+            ("type", "nic"),
+            ("network", "silobr0"),
+            ("name", "eth0"),
+            ("hwaddr", "00:16:3E:00:00:01"),
+            ("ipv4.address", "10.0.0.5"),
+            ("mtu", "1500"),
+        ]);
+        let DeviceSpec::Nic(n) = DeviceSpec::parse("eth0", &m).expect("nic") else {
+            panic!("not a nic");
+        };
+        assert_eq!(n.network(), Some("silobr0"));
+        assert_eq!(n.ipv4, Some(Ipv4Addr::new(10, 0, 0, 5)));
+        assert_eq!(n.mtu, Some(1500));
+        // The stored map keeps the client's spelling.
+        assert_eq!(DeviceSpec::Nic(n).to_map(), m);
+
+        let DeviceSpec::Nic(p) = DeviceSpec::parse(
+            "eth1",
+            &map(&[("type", "nic"), ("nictype", "macvlan"), ("parent", "eth0")]),
+        )
+        .expect("macvlan") else {
+            panic!("not a nic");
+        };
+        assert!(matches!(
+            p.target,
+            NicTarget::Parent {
+                nictype: NicType::Macvlan,
+                ..
+            }
+        ));
+        assert_eq!(p.network(), None);
+
+        for (pairs, want) in [
+            (
+                &[("type", "nic"), ("network", "n"), ("bogus", "1")][..],
+                "unknown nic key \"bogus\"",
+            ),
+            (
+                &[("type", "nic"), ("network", "n"), ("parent", "eth0")][..],
+                "drop nictype and parent",
+            ),
+            (
+                &[("type", "nic"), ("nictype", "p2p"), ("parent", "x")][..],
+                "not supported by silo",
+            ),
+            (
+                &[("type", "nic"), ("nictype", "weird")][..],
+                "unknown nictype",
+            ),
+            (&[("type", "nic")][..], "needs a network"),
+            (
+                &[("type", "nic"), ("nictype", "bridged")][..],
+                "needs a parent",
+            ),
+            (
+                &[("type", "nic"), ("network", "n"), ("mtu", "100")][..],
+                "outside 1280..9000",
+            ),
+            (
+                &[("type", "nic"), ("network", "n"), ("mtu", "x")][..],
+                "invalid mtu",
+            ),
+            (
+                &[("type", "nic"), ("network", "n"), ("ipv4.address", "x")][..],
+                "invalid ipv4.address",
+            ),
+            (
+                &[
+                    ("type", "nic"),
+                    ("network", "n"),
+                    ("ipv6.address", "1.2.3.4"),
+                ][..],
+                "invalid ipv6.address",
+            ),
+        ] {
+            let e = why("eth0", pairs);
+            assert!(e.contains(want), "{pairs:?}: {e}");
+        }
+        for bad in [
+            &[("type", "nic"), ("network", "n"), ("hwaddr", "zz")][..],
+            &[("type", "nic"), ("network", "n"), ("name", "a/b")][..],
+            &[("type", "nic"), ("network", "n"), ("host_name", "eth9")][..],
+            &[("type", "nic"), ("nictype", "bridged"), ("parent", "")][..],
+        ] {
+            assert!(DeviceSpec::parse("eth0", &map(bad)).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn proxies() {
+        let m = map(&[
+            ("type", "proxy"),
+            ("listen", "tcp:127.0.0.1:8080"),
+            ("connect", "tcp:127.0.0.1:80"),
+        ]);
+        let DeviceSpec::Proxy(p) = DeviceSpec::parse("web", &m).expect("proxy") else {
+            panic!("not a proxy");
+        };
+        assert_eq!(p.spec.bind, ProxyBind::Host);
+        assert_eq!(DeviceSpec::Proxy(p).to_map(), m);
+        let with = |k: &str, v: &str| {
+            let mut m = m.clone();
+            m.insert(k.into(), v.into());
+            DeviceSpec::parse("web", &m)
+                .expect_err(&format!("{k}={v}"))
+                .to_string()
+        };
+        assert!(with("nat", "yes").contains("nat=true"));
+        assert!(with("proxy_protocol", "TRUE").contains("proxy_protocol"));
+        assert!(with("bind", "elsewhere").contains("bind"));
+        assert!(with("bogus", "1").contains("unknown proxy key"));
+        assert!(with("listen", "nonsense").contains("listen"));
+        assert!(
+            why("web", &[("type", "proxy"), ("listen", "tcp:127.0.0.1:1")])
+                .contains("needs connect")
+        );
+    }
+
+    #[test]
+    fn disks() {
+        let root = map(&[("type", "disk"), ("path", "/"), ("pool", "default")]);
+        let DeviceSpec::Disk(d) = DeviceSpec::parse("root", &root).expect("root") else {
+            panic!("not a disk");
+        };
+        assert!(d.is_root() && !d.readonly);
+        assert_eq!(d.pool.as_deref(), Some("default"));
+        let vol = map(&[
+            ("type", "disk"),
+            ("path", "/data"),
+            ("pool", "default"),
+            ("source", "vol1"),
+            ("readonly", "yes"),
+        ]);
+        let DeviceSpec::Disk(v) = DeviceSpec::parse("data", &vol).expect("volume") else {
+            panic!("not a disk");
+        };
+        assert!(!v.is_root() && v.readonly);
+        assert_eq!(DeviceSpec::Disk(v).to_map(), vol);
+        for (pairs, want) in [
+            (&[("type", "disk")][..], "needs a path"),
+            (&[("type", "disk"), ("path", "data")][..], "not absolute"),
+            (
+                &[("type", "disk"), ("path", "/data")][..],
+                "needs a source or a pool",
+            ),
+            (
+                &[("type", "disk"), ("path", "/"), ("pool", "p"), ("x", "1")][..],
+                "unknown disk key \"x\"",
+            ),
+            (
+                &[
+                    ("type", "disk"),
+                    ("path", "/"),
+                    ("pool", "p"),
+                    ("readonly", "maybe"),
+                ][..],
+                "readonly",
+            ),
+        ] {
+            let e = why("d", pairs);
+            assert!(e.contains(want), "{pairs:?}: {e}");
+        }
+    }
+}
