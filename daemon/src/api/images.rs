@@ -66,47 +66,15 @@ pub(crate) async fn receive_stream(
     up.finish().await
 }
 
-/// `POST /1.0/images`: a raw tarball body, or multipart `metadata` + `rootfs`.
+/// `POST /1.0/images`: a raw tarball body, or multipart `metadata` + `rootfs`; or, with a
+/// JSON body, publishing an instance or snapshot as an image.
 pub async fn create(State(d): State<Arc<Services>>, req: Request) -> ApiResult {
     let headers = req.headers().clone();
     let ctype = header_str(&headers, "content-type")
         .unwrap_or("")
         .to_string();
     if ctype.starts_with("application/json") {
-        let bytes = axum::body::to_bytes(req.into_body(), 1 << 20)
-            .await
-            .map_err(|e| DomainError::BadRequest(e.to_string()))?;
-        let r: images::PublishRequest = super::lenient::from_slice(&bytes)
-            .map_err(|e| DomainError::BadRequest(format!("invalid request body: {e}")))?;
-        images::check_publish(&d.db, &r)?;
-        let c = Services::clone(&d);
-        let state = d.state_dir.clone();
-        let mut res = BTreeMap::new();
-        res.insert(
-            "instances".to_string(),
-            vec![format!(
-                "/1.0/instances/{}",
-                r.source.name.split('/').next().unwrap_or("")
-            )],
-        );
-        let op = d.ops.start(
-            "task",
-            "Publishing instance",
-            res,
-            false,
-            move |_ctx| async move {
-                let img = images::publish(&c, &state, r)
-                    .await
-                    .map_err(|e| e.to_string())?;
-                c.events.lifecycle(
-                    "image-created",
-                    &format!("/1.0/images/{}", img.fingerprint),
-                    json!({}),
-                );
-                Ok(json!({"fingerprint": img.fingerprint, "size": img.size}))
-            },
-        );
-        return Ok(async_op(&op));
+        return publish(&d, req).await;
     }
     let public = matches!(
         header_str(&headers, "x-lxd-public"),
@@ -121,84 +89,9 @@ pub async fn create(State(d): State<Arc<Services>>, req: Request) -> ApiResult {
             .map_err(|e| DomainError::BadRequest(format!("invalid X-LXD-properties: {e}")))?;
         properties.extend(parsed);
     }
-    let (main, rootfs) = if ctype.starts_with("multipart/form-data") {
-        let mut mp = Multipart::from_request(req, &d)
-            .await
-            .map_err(|e| DomainError::BadRequest(format!("invalid multipart upload: {e}")))?;
-        let mut main = None;
-        let mut rootfs = None;
-        while let Some(field) = mp
-            .next_field()
-            .await
-            .map_err(|e| DomainError::BadRequest(format!("invalid multipart upload: {e}")))?
-        {
-            let name = field.name().unwrap_or("").to_string();
-            let stream = futures::stream::unfold(field, |mut f| async move {
-                match f.chunk().await {
-                    Ok(Some(c)) => Some((Ok(c), f)),
-                    Ok(None) => None,
-                    Err(e) => Some((Err(e.to_string()), f)),
-                }
-            });
-            let got = receive_stream(&d, Box::pin(stream)).await?;
-            match name.as_str() {
-                "metadata" => main = Some(got),
-                "rootfs" => rootfs = Some(got),
-                "rootfs.img" => {
-                    let _ = std::fs::remove_file(&got.0);
-                    return Err(DomainError::BadRequest(
-                        "virtual-machine images are not supported: silo runs containers".into(),
-                    ));
-                }
-                other => {
-                    let _ = std::fs::remove_file(&got.0);
-                    return Err(DomainError::BadRequest(format!(
-                        "unexpected multipart part {other:?} (expected metadata and rootfs)"
-                    )));
-                }
-            }
-        }
-        let main = main.ok_or_else(|| {
-            DomainError::BadRequest("multipart upload without a metadata part".into())
-        })?;
-        (main, rootfs)
-    } else {
-        let stream = req
-            .into_body()
-            .into_data_stream()
-            .map(|r| r.map_err(|e| e.to_string()));
-        (receive_stream(&d, Box::pin(stream)).await?, None)
-    };
-    // The fingerprint is sha256 of the file, or of metadata ‖ rootfs for a split image.
-    let fingerprint = match &rootfs {
-        None => images::fingerprint(main.2.clone()),
-        Some(r) => {
-            let mut h = main.2.clone();
-            let rp = r.0.clone();
-            let rootfs_hash =
-                tokio::task::spawn_blocking(move || -> std::io::Result<sha2::Sha256> {
-                    let mut f = std::fs::File::open(rp)?;
-                    std::io::copy(&mut f, &mut h)?;
-                    Ok(h)
-                })
-                .await
-                .map_err(|e| DomainError::Internal(e.to_string()))?
-                .map_err(|e| DomainError::Internal(e.to_string()))?;
-            images::fingerprint(rootfs_hash)
-        }
-    };
-    // X-LXD-fingerprint: the uploader says what the image must hash to.
-    if let Some(want) = header_str(&headers, "x-lxd-fingerprint") {
-        if !want.is_empty() && !want.eq_ignore_ascii_case(&fingerprint) {
-            let _ = std::fs::remove_file(&main.0);
-            if let Some(r) = &rootfs {
-                let _ = std::fs::remove_file(&r.0);
-            }
-            return Err(DomainError::BadRequest(format!(
-                "fingerprint mismatch: the upload hashes to {fingerprint}, not the expected {want}"
-            )));
-        }
-    }
+    let (main, rootfs) = receive_parts(&d, req, &ctype).await?;
+    let fingerprint = fingerprint_of(&main, rootfs.as_ref()).await?;
+    check_expected_fingerprint(&headers, &fingerprint, &main, rootfs.as_ref())?;
     let received = Received {
         main: (main.0, main.1),
         rootfs: rootfs.map(|r| (r.0, r.1)),
@@ -236,6 +129,147 @@ pub async fn create(State(d): State<Arc<Services>>, req: Request) -> ApiResult {
         },
     );
     Ok(async_op(&op))
+}
+
+/// A file received from the client: its path, size, and the running sha256 of its bytes.
+type Part = (std::path::PathBuf, u64, sha2::Sha256);
+
+/// `POST /1.0/images` with a JSON body: publish an instance or snapshot (async).
+async fn publish(d: &Arc<Services>, req: Request) -> ApiResult {
+    let bytes = axum::body::to_bytes(req.into_body(), 1 << 20)
+        .await
+        .map_err(|e| DomainError::BadRequest(e.to_string()))?;
+    let r: images::PublishRequest = super::lenient::from_slice(&bytes)
+        .map_err(|e| DomainError::BadRequest(format!("invalid request body: {e}")))?;
+    images::check_publish(&d.db, &r)?;
+    let c = Services::clone(d);
+    let state = d.state_dir.clone();
+    let mut res = BTreeMap::new();
+    res.insert(
+        "instances".to_string(),
+        vec![format!(
+            "/1.0/instances/{}",
+            r.source.name.split('/').next().unwrap_or("")
+        )],
+    );
+    let op = d.ops.start(
+        "task",
+        "Publishing instance",
+        res,
+        false,
+        move |_ctx| async move {
+            let img = images::publish(&c, &state, r)
+                .await
+                .map_err(|e| e.to_string())?;
+            c.events.lifecycle(
+                "image-created",
+                &format!("/1.0/images/{}", img.fingerprint),
+                json!({}),
+            );
+            Ok(json!({"fingerprint": img.fingerprint, "size": img.size}))
+        },
+    );
+    Ok(async_op(&op))
+}
+
+/// The upload's parts: a whole image, or the metadata and rootfs of a split one.
+async fn receive_parts(
+    d: &Arc<Services>,
+    req: Request,
+    ctype: &str,
+) -> Result<(Part, Option<Part>), DomainError> {
+    let parts = if ctype.starts_with("multipart/form-data") {
+        let mut mp = Multipart::from_request(req, d)
+            .await
+            .map_err(|e| DomainError::BadRequest(format!("invalid multipart upload: {e}")))?;
+        let mut main = None;
+        let mut rootfs = None;
+        while let Some(field) = mp
+            .next_field()
+            .await
+            .map_err(|e| DomainError::BadRequest(format!("invalid multipart upload: {e}")))?
+        {
+            let name = field.name().unwrap_or("").to_string();
+            let stream = futures::stream::unfold(field, |mut f| async move {
+                match f.chunk().await {
+                    Ok(Some(c)) => Some((Ok(c), f)),
+                    Ok(None) => None,
+                    Err(e) => Some((Err(e.to_string()), f)),
+                }
+            });
+            let got = receive_stream(d, Box::pin(stream)).await?;
+            match name.as_str() {
+                "metadata" => main = Some(got),
+                "rootfs" => rootfs = Some(got),
+                "rootfs.img" => {
+                    let _ = std::fs::remove_file(&got.0);
+                    return Err(DomainError::BadRequest(
+                        "virtual-machine images are not supported: silo runs containers".into(),
+                    ));
+                }
+                other => {
+                    let _ = std::fs::remove_file(&got.0);
+                    return Err(DomainError::BadRequest(format!(
+                        "unexpected multipart part {other:?} (expected metadata and rootfs)"
+                    )));
+                }
+            }
+        }
+        let main = main.ok_or_else(|| {
+            DomainError::BadRequest("multipart upload without a metadata part".into())
+        })?;
+        (main, rootfs)
+    } else {
+        let stream = req
+            .into_body()
+            .into_data_stream()
+            .map(|r| r.map_err(|e| e.to_string()));
+        (receive_stream(d, Box::pin(stream)).await?, None)
+    };
+    Ok(parts)
+}
+
+/// The fingerprint: sha256 of the file, or of metadata ‖ rootfs for a split image.
+async fn fingerprint_of(main: &Part, rootfs: Option<&Part>) -> Result<String, DomainError> {
+    Ok(match rootfs {
+        None => images::fingerprint(main.2.clone()),
+        Some(r) => {
+            let mut h = main.2.clone();
+            let rp = r.0.clone();
+            let rootfs_hash =
+                tokio::task::spawn_blocking(move || -> std::io::Result<sha2::Sha256> {
+                    let mut f = std::fs::File::open(rp)?;
+                    std::io::copy(&mut f, &mut h)?;
+                    Ok(h)
+                })
+                .await
+                .map_err(|e| DomainError::Internal(e.to_string()))?
+                .map_err(|e| DomainError::Internal(e.to_string()))?;
+            images::fingerprint(rootfs_hash)
+        }
+    })
+}
+
+/// `X-LXD-fingerprint`: the uploader says what the image must hash to; a mismatch discards
+/// the upload.
+fn check_expected_fingerprint(
+    headers: &HeaderMap,
+    fingerprint: &str,
+    main: &Part,
+    rootfs: Option<&Part>,
+) -> Result<(), DomainError> {
+    if let Some(want) = header_str(headers, "x-lxd-fingerprint") {
+        if !want.is_empty() && !want.eq_ignore_ascii_case(fingerprint) {
+            let _ = std::fs::remove_file(&main.0);
+            if let Some(r) = rootfs {
+                let _ = std::fs::remove_file(&r.0);
+            }
+            return Err(DomainError::BadRequest(format!(
+                "fingerprint mismatch: the upload hashes to {fingerprint}, not the expected {want}"
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// `GET /1.0/images/{fp}`.
