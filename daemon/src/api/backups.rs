@@ -113,7 +113,6 @@ pub async fn create(
             )
             .await
             .map(|()| Value::Null)
-            .map_err(|e| e.to_string())
         },
     );
     Ok(async_op(&op))
@@ -148,9 +147,7 @@ pub async fn rename(
         resources(&name, Some(&b)),
         false,
         move |_ctx| async move {
-            backups::rename(&db, &state, &name, &b, &p.name)
-                .map(|()| Value::Null)
-                .map_err(|e| e.to_string())
+            backups::rename(&db, &state, &name, &b, &p.name).map(|()| Value::Null)
         },
     );
     Ok(async_op(&op))
@@ -168,11 +165,7 @@ pub async fn delete(
         "Removing instance backup",
         resources(&name, Some(&b)),
         false,
-        move |_ctx| async move {
-            backups::delete(&db, &state, &name, &b)
-                .map(|()| Value::Null)
-                .map_err(|e| e.to_string())
-        },
+        move |_ctx| async move { backups::delete(&db, &state, &name, &b).map(|()| Value::Null) },
     );
     Ok(async_op(&op))
 }
@@ -226,7 +219,6 @@ pub async fn import(d: Arc<Services>, req: Request) -> ApiResult {
             let r = backups::import(&c, &path, name, pool).await;
             let _ = std::fs::remove_file(&path);
             r.map(|i| json!({"name": i.name}))
-                .map_err(|e| e.to_string())
         },
     );
     Ok(async_op(&op))

@@ -118,8 +118,8 @@ pub async fn create(State(d): State<Arc<Services>>, req: Request) -> ApiResult {
                 out
             })
             .await
-            .map_err(|e| e.to_string())?;
-            let img = r.map_err(|e| e.to_string())?;
+            .map_err(|e| DomainError::Internal(e.to_string()))?;
+            let img = r?;
             events.lifecycle(
                 "image-created",
                 &format!("/1.0/images/{}", img.fingerprint),
@@ -158,9 +158,7 @@ async fn publish(d: &Arc<Services>, req: Request) -> ApiResult {
         res,
         false,
         move |_ctx| async move {
-            let img = images::publish(&c, &state, r)
-                .await
-                .map_err(|e| e.to_string())?;
+            let img = images::publish(&c, &state, r).await?;
             c.events.lifecycle(
                 "image-created",
                 &format!("/1.0/images/{}", img.fingerprint),
@@ -364,9 +362,8 @@ pub async fn delete(State(d): State<Arc<Services>>, Path(fp): Path<String>) -> A
         false,
         move |_ctx| async move {
             crate::service::storage::drop_image_volumes(&dd.db, &dd.helpers, &img.fingerprint)
-                .await
-                .map_err(|e| e.to_string())?;
-            images::remove(&dd.db, &img.fingerprint).map_err(|e| e.to_string())?;
+                .await?;
+            images::remove(&dd.db, &img.fingerprint)?;
             images::remove_files(&dd.state_dir, &img.fingerprint);
             dd.events.lifecycle(
                 "image-deleted",

@@ -144,7 +144,6 @@ pub async fn create(State(d): State<Arc<Services>>, req: axum::extract::Request)
                 )
                 .await
                 .map(|()| Value::Null)
-                .map_err(|e| e.to_string())
             },
         );
         return Ok(async_op(&op));
@@ -156,12 +155,7 @@ pub async fn create(State(d): State<Arc<Services>>, req: axum::extract::Request)
         "Creating instance",
         resources(&name),
         false,
-        move |_ctx| async move {
-            instances::create(&c, req, image)
-                .await
-                .map(|_| Value::Null)
-                .map_err(|e| e.to_string())
-        },
+        move |_ctx| async move { instances::create(&c, req, image).await.map(|_| Value::Null) },
     );
     Ok(async_op(&op))
 }
@@ -272,14 +266,14 @@ pub async fn put(
         resources(&i.name),
         false,
         move |_ctx| async move {
-            let before = instances::get(&dd.db, &name).map_err(|e| e.to_string())?;
-            instances::apply(&dd.db, &name, w, false).map_err(|e| e.to_string())?;
+            let before = instances::get(&dd.db, &name)?;
+            instances::apply(&dd.db, &name, w, false)?;
             if let Err(e) =
                 crate::service::runtime::apply_live(&Services::clone(&dd), &name, &before).await
             {
                 // The running instance could not take the new limits: keep the old record.
                 let _ = instances::restore(&dd.db, &before);
-                return Err(e.to_string());
+                return Err(e);
             }
             dd.events.lifecycle(
                 "instance-updated",
@@ -327,12 +321,7 @@ pub async fn delete(State(d): State<Arc<Services>>, Path(name): Path<String>) ->
         "Deleting instance",
         resources(&name),
         false,
-        move |_ctx| async move {
-            instances::delete(&c, &name)
-                .await
-                .map(|()| Value::Null)
-                .map_err(|e| e.to_string())
-        },
+        move |_ctx| async move { instances::delete(&c, &name).await.map(|()| Value::Null) },
     );
     Ok(async_op(&op))
 }
@@ -423,7 +412,7 @@ pub async fn put_state(
                     .map(|_| ()),
                 _ => crate::service::runtime::restart(&c, &name, force, timeout).await,
             };
-            r.map(|()| Value::Null).map_err(|e| e.to_string())
+            r.map(|()| Value::Null)
         },
     );
     Ok(async_op(&op))
@@ -657,7 +646,6 @@ pub async fn rename(
             instances::rename(&c, &name, &p.name)
                 .await
                 .map(|()| Value::Null)
-                .map_err(|e| e.to_string())
         },
     );
     Ok(async_op(&op))

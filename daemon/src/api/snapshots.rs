@@ -102,7 +102,6 @@ pub async fn create(
             snapshots::create(&c, &name, &snap, expires)
                 .await
                 .map(|_| Value::Null)
-                .map_err(|e| e.to_string())
         },
     );
     Ok(async_op(&op))
@@ -154,7 +153,6 @@ pub async fn rename(
             snapshots::rename(&c, &name, &snap, &p.name)
                 .await
                 .map(|()| Value::Null)
-                .map_err(|e| e.to_string())
         },
     );
     Ok(async_op(&op))
@@ -176,7 +174,6 @@ pub async fn delete(
             snapshots::delete(&c, &name, &snap)
                 .await
                 .map(|()| Value::Null)
-                .map_err(|e| e.to_string())
         },
     );
     Ok(async_op(&op))
@@ -195,7 +192,6 @@ pub async fn restore(d: &Arc<Services>, name: String, snap: String) -> ApiResult
             snapshots::restore(&c, &name, &snap)
                 .await
                 .map(|()| Value::Null)
-                .map_err(|e| e.to_string())
         },
     );
     Ok(async_op(&op))

@@ -105,3 +105,10 @@ impl From<crate::helpers::HelperFailure> for DomainError {
         }
     }
 }
+
+impl From<String> for DomainError {
+    /// A failure known only by its text (an exec stream that broke): a 500.
+    fn from(e: String) -> Self {
+        DomainError::Internal(e)
+    }
+}

@@ -371,7 +371,7 @@ pub async fn run(
     req: ExecRequest,
     streams: Option<Streams>,
     mut metadata: Value,
-) -> Result<Value, String> {
+) -> Result<Value, DomainError> {
     let (helpers, state_dir) = (c.helpers, c.state_dir);
     let interactive = req.interactive;
     let connected = match streams {
@@ -396,11 +396,7 @@ pub async fn run(
         width: req.width,
         height: req.height,
     };
-    let started = helpers
-        .privileged
-        .exec(spec)
-        .await
-        .map_err(|e| DomainError::from(e).to_string())?;
+    let started = helpers.privileged.exec(spec).await?;
     let mut fds = helpers.take_fds(HelperKind::Priv, started.fds).await?;
     let mut pumps = Vec::new();
     let mut control_task = None;
@@ -408,7 +404,9 @@ pub async fn run(
         Some((mut socks, control)) => {
             let master = if interactive {
                 let m = Arc::new(Async::new(fds.remove(0)).map_err(|e| e.to_string())?);
-                let ws = socks.remove("0").ok_or("stream 0 missing")?;
+                let ws = socks
+                    .remove("0")
+                    .ok_or_else(|| DomainError::Internal("stream 0 missing".into()))?;
                 let (tx, rx) = ws.split();
                 pumps.push(tokio::spawn(pump_out(m.clone(), tx)));
                 let mm = m.clone();
@@ -419,13 +417,19 @@ pub async fn run(
             } else {
                 let (w0, r1, r2) = stdio(fds)?;
                 let stdin = Arc::new(Async::new(w0).map_err(|e| e.to_string())?);
-                let (_, rx0) = socks.remove("0").ok_or("stream 0 missing")?.split();
+                let (_, rx0) = socks
+                    .remove("0")
+                    .ok_or_else(|| DomainError::Internal("stream 0 missing".into()))?
+                    .split();
                 tokio::spawn(async move {
                     pump_in(stdin, rx0, true).await;
                 });
                 for (name, fd) in [("1", r1), ("2", r2)] {
                     let a = Arc::new(Async::new(fd).map_err(|e| e.to_string())?);
-                    let (tx, _rx) = socks.remove(name).ok_or("stream missing")?.split();
+                    let (tx, _rx) = socks
+                        .remove(name)
+                        .ok_or_else(|| DomainError::Internal("stream missing".into()))?
+                        .split();
                     pumps.push(tokio::spawn(pump_out(a, tx)));
                 }
                 None
@@ -517,7 +521,7 @@ pub async fn console(
     c: crate::service::Services,
     instance: String,
     streams: Streams,
-) -> Result<Value, String> {
+) -> Result<Value, DomainError> {
     let helpers = c.helpers;
     let name_c = silo_proto::InstanceName::new(instance.clone()).map_err(|e| e.to_string())?;
     let helpers_c = helpers.clone();
@@ -525,14 +529,15 @@ pub async fn console(
     let ticket = helpers
         .privileged
         .console(silo_proto::InstanceName::new(instance).map_err(|e| e.to_string())?)
-        .await
-        .map_err(|e| DomainError::from(e).to_string())?;
+        .await?;
     let mut fds = helpers.take_fds(HelperKind::Priv, ticket).await?;
     let sock = std::os::unix::net::UnixStream::from(fds.remove(0));
     sock.set_nonblocking(true).map_err(|e| e.to_string())?;
     let sock = tokio::net::UnixStream::from_std(sock).map_err(|e| e.to_string())?;
     let (mut rd, mut wr) = sock.into_split();
-    let ws = socks.remove("0").ok_or("stream 0 missing")?;
+    let ws = socks
+        .remove("0")
+        .ok_or_else(|| DomainError::Internal("stream 0 missing".into()))?;
     let (mut tx, mut rx) = ws.split();
     let out = tokio::spawn(async move {
         let mut buf = vec![0u8; 16 * 1024];

@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::service::events::{now_rfc3339, Events};
+use crate::service::DomainError;
 
 /// LXD's operation status codes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -89,6 +90,10 @@ pub struct Operation {
     pub may_cancel: bool,
     /// Error text on failure.
     pub err: String,
+    /// The status of what failed (404 for a missing source, 409 for a taken name, ...): kept
+    /// for silod's own use, not part of LXD's operation object.
+    #[serde(skip)]
+    pub err_status: Option<u16>,
     /// Cluster member.
     pub location: String,
 }
@@ -147,7 +152,7 @@ impl Operations {
     }
 
     /// Starts `body` as a background operation and returns its first snapshot.
-    /// `body` returns the final metadata, or an error text.
+    /// `body` returns the final metadata, or what failed (its status is kept).
     pub fn start<F, Fut>(
         &self,
         class: &str,
@@ -158,7 +163,7 @@ impl Operations {
     ) -> Operation
     where
         F: FnOnce(OpCtx) -> Fut + Send + 'static,
-        Fut: Future<Output = Result<serde_json::Value, String>> + Send + 'static,
+        Fut: Future<Output = Result<serde_json::Value, DomainError>> + Send + 'static,
     {
         self.start_full(
             Uuid::new_v4().to_string(),
@@ -190,7 +195,7 @@ impl Operations {
     ) -> Operation
     where
         F: FnOnce(OpCtx) -> Fut + Send + 'static,
-        Fut: Future<Output = Result<serde_json::Value, String>> + Send + 'static,
+        Fut: Future<Output = Result<serde_json::Value, DomainError>> + Send + 'static,
     {
         let now = now_rfc3339();
         let op = Operation {
@@ -205,6 +210,7 @@ impl Operations {
             metadata,
             may_cancel,
             err: String::new(),
+            err_status: None,
             location: "none".into(),
         };
         let (done, _) = watch::channel(false);
@@ -229,9 +235,13 @@ impl Operations {
                 () = cancel.cancelled() => None,
             };
             let (status, metadata, err) = match result {
-                Some(Ok(md)) => (OpStatus::Success, Some(md), String::new()),
-                Some(Err(e)) => (OpStatus::Failure, None, e),
-                None => (OpStatus::Cancelled, None, "operation cancelled".to_string()),
+                Some(Ok(md)) => (OpStatus::Success, Some(md), None),
+                Some(Err(e)) => (OpStatus::Failure, None, Some(e)),
+                None => (
+                    OpStatus::Cancelled,
+                    None,
+                    Some(DomainError::Conflict("operation cancelled".into())),
+                ),
             };
             this.finish(&entry, status, metadata, err);
         });
@@ -243,7 +253,7 @@ impl Operations {
         entry: &Arc<Entry>,
         status: OpStatus,
         metadata: Option<serde_json::Value>,
-        err: String,
+        err: Option<DomainError>,
     ) {
         let snapshot = {
             let Ok(mut op) = entry.op.lock() else { return };
@@ -254,7 +264,10 @@ impl Operations {
             if let Some(md) = metadata {
                 op.metadata = md;
             }
-            op.err = err;
+            if let Some(e) = err {
+                op.err = e.to_string();
+                op.err_status = Some(e.status());
+            }
             op.clone()
         };
         self.events.send(
@@ -379,10 +392,11 @@ mod tests {
             "a timed-out wait returns the running op"
         );
         let f = ops.start("task", "Failing", BTreeMap::new(), false, |_| async {
-            Err("it broke".to_string())
+            Err(DomainError::NotFound("it broke".into()))
         });
         let f = ops.wait(&f.id, None).await.expect("wait");
         assert_eq!((f.status_code, f.err.as_str()), (400, "it broke"));
+        assert_eq!(f.err_status, Some(404), "the failure keeps its status");
         assert_eq!(ops.get("nope").unwrap_err(), OpError::NotFound);
     }
 }
