@@ -33,26 +33,25 @@ pub async fn list(State(d): State<Arc<Services>>, Query(q): Query<ListQuery>) ->
         Default::default()
     };
     let records = instances::list_records(&d.db)?;
-    let out = instances::with_profile_cache(&d.db, || -> Result<Vec<Value>, DomainError> {
-        let mut out = Vec::new();
-        for i in records {
-            let state = match run.get(&i.name) {
-                None => None,
-                Some(_) if level >= 2 => Some(
-                    stats
-                        .remove(&i.name)
-                        .map(|s| crate::service::runtime::state_json(&s, None))
-                        .unwrap_or_else(running_stub),
-                ),
-                Some(_) => Some(running_stub()),
-            };
-            let obj = instances::to_api(&d.db, &i, level >= 2, state)?;
-            if filter.matches(&obj) {
-                out.push(obj);
-            }
+    // Every profile read once for the whole listing, not once per instance.
+    let profiles = instances::profile_map(&d.db)?;
+    let mut out = Vec::new();
+    for i in records {
+        let state = match run.get(&i.name) {
+            None => None,
+            Some(_) if level >= 2 => Some(
+                stats
+                    .remove(&i.name)
+                    .map(|s| crate::service::runtime::state_json(&s, None))
+                    .unwrap_or_else(running_stub),
+            ),
+            Some(_) => Some(running_stub()),
+        };
+        let obj = instances::to_api_with(&d.db, &profiles, &i, level >= 2, state)?;
+        if filter.matches(&obj) {
+            out.push(obj);
         }
-        Ok(out)
-    })?;
+    }
     if level == 0 {
         Ok(sync(
             out.iter()

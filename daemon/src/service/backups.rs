@@ -18,7 +18,8 @@ use crate::service::snapshots::{self, Snapshot};
 use crate::service::DomainError;
 use crate::service::Services;
 use crate::store::db::Db;
-use rusqlite::params;
+
+pub use crate::model::backup::Backup;
 
 /// `backup/index.yaml`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -111,76 +112,18 @@ fn dir_of(state: &Path, instance: &str) -> PathBuf {
     root(state).join(instance)
 }
 
-/// A backup's record; its tarball is `<state>/backups/<instance>/<name>`.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Backup {
-    /// The instance.
-    pub instance: String,
-    /// The backup's name.
-    pub name: String,
-    /// RFC 3339, UTC.
-    pub created_at: String,
-    /// RFC 3339, UTC; empty for never.
-    pub expires_at: String,
-    /// Made without the instance's snapshots.
-    pub instance_only: bool,
-    /// Volumes as btrfs send streams.
-    pub optimized: bool,
-}
-
-fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Backup> {
-    Ok(Backup {
-        instance: r.get("instance")?,
-        name: r.get("name")?,
-        created_at: r.get("created_at")?,
-        expires_at: r.get("expires_at")?,
-        instance_only: r.get("instance_only")?,
-        optimized: r.get("optimized_storage")?,
-    })
-}
-
-/// The backup records a query selects.
-fn select(
-    db: &Db,
-    sql: &str,
-    args: impl rusqlite::Params,
-) -> Result<Vec<Backup>, crate::store::db::DbError> {
-    db.with(|x| {
-        let mut st = x.prepare(sql)?;
-        let rows = st.query_map(args, row)?;
-        rows.collect::<rusqlite::Result<Vec<Backup>>>()
-    })
-}
-
 /// An instance's backups, by name.
 pub fn list(db: &Db, instance: &str) -> Result<Vec<Backup>, DomainError> {
-    Ok(select(
-        db,
-        "SELECT * FROM backups WHERE instance = ?1 ORDER BY name",
-        params![instance],
-    )?)
+    Ok(crate::store::backups::of_instance(db, instance)?)
 }
 
 /// One backup's record.
 pub fn get(db: &Db, instance: &str, name: &str) -> Result<Backup, DomainError> {
-    list(db, instance)?
-        .into_iter()
-        .find(|b| b.name == name)
-        .ok_or_else(|| {
-            DomainError::NotFound(format!(
-                "backup {name:?} of instance {instance:?} not found"
-            ))
-        })
+    Ok(crate::store::backups::get(db, instance, name)?)
 }
 
 fn insert(db: &Db, b: &Backup) -> Result<(), DomainError> {
-    Ok(db.with(|x| {
-        x.execute(
-            "INSERT INTO backups (instance, name, created_at, expires_at, instance_only, optimized_storage) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            params![b.instance, b.name, b.created_at, b.expires_at, b.instance_only, b.optimized],
-        )
-        .map(|_| ())
-    })?)
+    Ok(crate::store::backups::insert(db, b)?)
 }
 
 /// The API object (LXD's InstanceBackup).
@@ -420,13 +363,7 @@ pub fn delete(db: &Db, state: &Path, instance: &str, name: &str) -> Result<(), D
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(DomainError::Internal(format!("deleting the backup: {e}"))),
     }
-    db.with(|x| {
-        x.execute(
-            "DELETE FROM backups WHERE instance = ?1 AND name = ?2",
-            params![instance, name],
-        )
-        .map(|_| ())
-    })?;
+    crate::store::backups::delete(db, instance, name)?;
     Ok(())
 }
 
@@ -449,13 +386,7 @@ pub fn rename(
     }
     std::fs::rename(dir.join(from), dir.join(to))
         .map_err(|e| DomainError::Internal(format!("renaming the backup: {e}")))?;
-    let r = db.with(|x| {
-        x.execute(
-            "UPDATE backups SET name = ?3 WHERE instance = ?1 AND name = ?2",
-            params![instance, from, to],
-        )
-        .map(|_| ())
-    });
+    let r = crate::store::backups::rename(db, instance, from, to);
     if let Err(e) = r {
         let _ = std::fs::rename(dir.join(to), dir.join(from));
         return Err(e.into());
@@ -466,8 +397,12 @@ pub fn rename(
 /// Deletes backups whose `expires_at` has passed (silod's housekeeping, every minute).
 pub fn expire(db: &Db, state: &Path, events: &crate::service::events::Events) {
     let now = crate::service::events::now_rfc3339();
-    let Ok(all) = select(db, "SELECT * FROM backups WHERE expires_at != ''", []) else {
-        return;
+    let all = match crate::store::backups::expiring(db) {
+        Ok(all) => all,
+        Err(e) => {
+            tracing::warn!(error = %e, "listing expiring backups failed");
+            return;
+        }
     };
     for b in all.into_iter().filter(|b| b.expires_at < now) {
         match delete(db, state, &b.instance, &b.name) {
@@ -491,19 +426,19 @@ pub fn expire(db: &Db, state: &Path, events: &crate::service::events::Events) {
 /// its own index.yaml says if its instance exists, and removed if it does not (LXD deletes an
 /// instance's backups with it).
 pub fn reconcile(db: &Db, state: &Path) {
-    let Ok(rows) = select(db, "SELECT * FROM backups", []) else {
-        return;
+    let rows = match crate::store::backups::all(db) {
+        Ok(rows) => rows,
+        Err(e) => {
+            tracing::warn!(error = %e, "listing backups failed");
+            return;
+        }
     };
     for b in &rows {
         if !dir_of(state, &b.instance).join(&b.name).is_file() {
             tracing::warn!(instance = %b.instance, backup = %b.name, "backup file is gone; dropping its record");
-            let _ = db.with(|x| {
-                x.execute(
-                    "DELETE FROM backups WHERE instance = ?1 AND name = ?2",
-                    params![b.instance, b.name],
-                )
-                .map(|_| ())
-            });
+            if let Err(e) = crate::store::backups::delete(db, &b.instance, &b.name) {
+                tracing::warn!(instance = %b.instance, backup = %b.name, error = %e, "dropping a backup record failed");
+            }
         }
     }
     for d in std::fs::read_dir(root(state))
@@ -773,13 +708,7 @@ async fn import_inner(
         Ok::<(), DomainError>(())
     })();
     if let Err(e) = recorded {
-        let _ = c.db.with(|x| {
-            x.execute(
-                "DELETE FROM instances WHERE name = ?1",
-                rusqlite::params![name],
-            )
-            .map(|_| ())
-        });
+        let _ = crate::store::instances::delete(&c.db, name);
         let _ = c
             .helpers
             .store
