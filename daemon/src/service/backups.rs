@@ -447,7 +447,12 @@ pub fn reconcile(db: &Db, state: &Path) {
         .flatten()
     {
         let instance = d.file_name().to_string_lossy().into_owned();
-        if instances::get(db, &instance).is_err() {
+        // A row that exists but does not decode still owns its backups: only a missing row
+        // (or a failed lookup, which removes nothing) decides.
+        let Ok(exists) = crate::store::instances::exists(db, &instance) else {
+            continue;
+        };
+        if !exists {
             tracing::info!(
                 instance,
                 "removing the backups of an instance that no longer exists"
@@ -576,7 +581,7 @@ pub async fn import(
     let name = name.filter(|n| !n.is_empty()).unwrap_or(index.name.clone());
     silo_proto::InstanceName::new(name.clone())
         .map_err(|e| DomainError::BadRequest(e.to_string()))?;
-    if instances::get(&c.db, &name).is_ok() {
+    if crate::store::instances::exists(&c.db, &name)? {
         return Err(DomainError::Conflict(format!(
             "instance {name:?} already exists"
         )));
@@ -729,4 +734,53 @@ async fn import_inner(
         json!({}),
     );
     Ok(inst)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reconcile_keeps_the_backups_of_an_instance_whose_row_is_corrupt() {
+        let t = tempfile::tempdir().expect("tmp");
+        let db = Db::open(&t.path().join("silo.db")).expect("open");
+        crate::store::pools::insert(
+            &db,
+            &crate::model::pool::Pool {
+                name: "p".into(),
+                driver: "dir".into(),
+                description: String::new(),
+                config: BTreeMap::new(),
+            },
+        )
+        .expect("pool");
+        let i = Instance {
+            name: "c1".into(),
+            kind: "container".into(),
+            architecture: "x86_64".into(),
+            ephemeral: false,
+            stateful: false,
+            description: String::new(),
+            created_at: String::new(),
+            last_used_at: String::new(),
+            config: BTreeMap::new(),
+            devices: BTreeMap::new(),
+            profiles: vec![],
+            pool: "p".into(),
+        };
+        crate::store::instances::insert(&db, &i).expect("instance");
+        let dir = dir_of(t.path(), "c1");
+        std::fs::create_dir_all(&dir).expect("dir");
+        std::fs::write(dir.join("b0"), b"not a tarball").expect("file");
+        let gone = dir_of(t.path(), "gone");
+        std::fs::create_dir_all(&gone).expect("dir");
+        db.with(|c| c.execute("UPDATE instances SET config = '{' WHERE name = 'c1'", []))
+            .expect("damage");
+        reconcile(&db, t.path());
+        assert!(
+            dir.join("b0").exists(),
+            "a corrupt row's backups were removed"
+        );
+        assert!(!gone.exists(), "the backups of a missing instance stay");
+    }
 }

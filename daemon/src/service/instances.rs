@@ -269,12 +269,16 @@ pub fn root_pool(devices: &BTreeMap<String, Device>) -> Result<String, String> {
     }
 }
 
-/// Every profile, read once, by name: what a listing of many instances expands from.
-pub type ProfileMap = HashMap<String, Profile>;
+/// Every profile, read once, by name: what a listing of many instances expands from. A
+/// profile whose row does not decode holds its error, for the instances that use it.
+pub type ProfileMap = HashMap<String, Result<Profile, String>>;
 
 /// Every profile, by name.
 pub fn profile_map(db: &Db) -> Result<ProfileMap, DomainError> {
-    Ok(crate::store::profiles::by_name(db)?)
+    Ok(crate::store::profiles::by_name(db)?
+        .into_iter()
+        .map(|(n, p)| (n, p.map_err(|e| e.to_string())))
+        .collect())
 }
 
 /// Profiles by name, in order.
@@ -293,11 +297,11 @@ pub fn pick_profiles(all: &ProfileMap, names: &[String]) -> Result<Vec<Profile>,
                 "profile {n:?} is listed twice"
             )));
         }
-        out.push(
-            all.get(n)
-                .cloned()
-                .ok_or_else(|| DomainError::BadRequest(format!("profile {n:?} not found")))?,
-        );
+        match all.get(n) {
+            Some(Ok(p)) => out.push(p.clone()),
+            Some(Err(e)) => return Err(DomainError::Internal(e.clone())),
+            None => return Err(DomainError::BadRequest(format!("profile {n:?} not found"))),
+        }
     }
     Ok(out)
 }
@@ -956,7 +960,7 @@ pub async fn rename(c: &Services, name: &str, to: &str) -> Result<(), DomainErro
             "instance {name:?} is running: stop it before renaming it"
         )));
     }
-    if get(&c.db, to).is_ok() {
+    if crate::store::instances::exists(&c.db, to)? {
         return Err(DomainError::Conflict(format!(
             "instance {to:?} already exists"
         )));
@@ -1101,5 +1105,72 @@ mod tests {
             description: String::new(),
             config: BTreeMap::new(),
         }
+    }
+
+    #[test]
+    fn a_listing_expands_profiles_exactly_as_a_single_get_does() {
+        let t = tempfile::tempdir().expect("tmp");
+        let db = Db::open(&t.path().join("silo.db")).expect("open");
+        crate::store::pools::insert(&db, &pool()).expect("pool");
+        let mut p = Profile {
+            name: "p".into(),
+            ..Default::default()
+        };
+        p.config.insert("limits.cpu".into(), "2".into());
+        crate::store::profiles::put(&db, &p).expect("profile");
+        // Listed twice (a record an older silod let through): neither path expands it.
+        let mut twice = instance("twice", 1_000_000);
+        twice.profiles = vec!["p".into(), "p".into()];
+        let mut once = instance("once", 1_065_536);
+        once.profiles = vec!["p".into()];
+        for i in [&twice, &once] {
+            write(&db, i, true).expect("write");
+        }
+        let all = profile_map(&db).expect("profiles");
+        for i in [&twice, &once] {
+            let single = to_api(&db, i, true, None).expect("single");
+            let listed = to_api_with(&db, &all, i, true, None).expect("listed");
+            assert_eq!(single, listed, "{}", i.name);
+        }
+        let listed = to_api_with(&db, &all, &once, false, None).expect("once");
+        assert_eq!(listed["expanded_config"]["limits.cpu"], "2");
+        let err = load_profiles(&db, &twice.profiles).unwrap_err();
+        assert!(err.to_string().contains("listed twice"), "{err}");
+    }
+
+    #[test]
+    fn a_store_failure_loading_profiles_is_not_profile_not_found() {
+        let t = tempfile::tempdir().expect("tmp");
+        let db = Db::open(&t.path().join("silo.db")).expect("open");
+        let p = Profile {
+            name: "p".into(),
+            ..Default::default()
+        };
+        crate::store::profiles::put(&db, &p).expect("profile");
+        db.with(|c| c.execute("UPDATE profiles SET devices = 'x' WHERE name = 'p'", []))
+            .expect("damage");
+        let err = load_profiles(&db, &["p".to_string()]).unwrap_err();
+        assert_eq!(err.status(), 500, "{err}");
+        assert!(err.to_string().contains("corrupt"), "{err}");
+        // Only the instances using the damaged profile are refused.
+        crate::store::profiles::put(
+            &db,
+            &Profile {
+                name: "fine".into(),
+                ..Default::default()
+            },
+        )
+        .expect("fine");
+        assert_eq!(
+            load_profiles(&db, &["fine".to_string()])
+                .expect("fine")
+                .len(),
+            1
+        );
+        let missing = load_profiles(&db, &["q".to_string()]).unwrap_err();
+        assert_eq!(
+            (missing.status(), missing.to_string()),
+            (400, "profile \"q\" not found".to_string())
+        );
     }
 }

@@ -13,7 +13,7 @@
 //!   and server [`config`]. [`GlobalStore`] is that interface; [`db::Db`] implements it.
 //! - **Node-local** (true of this host only): [`idmap`] (the host id ranges instances hold:
 //!   they are this host's subordinate ids) and [`local`] (which images are unpacked into which
-//!   pool here). These stay in SQLite on each host whatever serves the global records.
+//!   pool here), behind [`LocalStore`]. These stay in SQLite on each host whatever serves the global records.
 //! - **Mixed, not yet split**: an instance's `volatile.*` config keys (its id map, the MACs and
 //!   host interface names picked at start, the last power state) describe the instance where it
 //!   runs. They still live in the instance's `config` column, because snapshots, backups,
@@ -25,6 +25,7 @@ pub mod backups;
 pub mod config;
 pub mod db;
 pub mod error;
+pub mod global;
 pub mod idmap;
 pub mod images;
 pub mod instances;
@@ -35,3 +36,7 @@ pub mod profiles;
 pub mod snapshots;
 
 pub use error::StoreError;
+pub use global::{GlobalStore, LocalStore};
+
+#[cfg(test)]
+mod tests;

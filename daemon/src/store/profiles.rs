@@ -41,9 +41,20 @@ pub fn all(db: &Db) -> Result<Vec<Profile>, StoreError> {
     db.run(|c| select(c, "", []))
 }
 
-/// Every profile read once, by name: what a listing of many instances expands from.
-pub fn by_name(db: &Db) -> Result<HashMap<String, Profile>, StoreError> {
-    Ok(all(db)?.into_iter().map(|p| (p.name.clone(), p)).collect())
+/// Every profile read once, by name: what a listing of many instances expands from. A row
+/// that does not decode is its own error, so it fails only the instances that use it.
+pub fn by_name(db: &Db) -> Result<HashMap<String, Result<Profile, StoreError>>, StoreError> {
+    db.run(|c| {
+        let mut st =
+            c.prepare("SELECT name, description, config, devices FROM profiles ORDER BY name")?;
+        let mut rows = st.query([])?;
+        let mut out = HashMap::new();
+        while let Some(r) = rows.next()? {
+            let name: String = r.get(0)?;
+            out.insert(name, row(r));
+        }
+        Ok(out)
+    })
 }
 
 fn get_in(c: &rusqlite::Connection, name: &str) -> Result<Profile, StoreError> {
