@@ -774,8 +774,7 @@ mod tests {
         std::fs::write(dir.join("b0"), b"not a tarball").expect("file");
         let gone = dir_of(t.path(), "gone");
         std::fs::create_dir_all(&gone).expect("dir");
-        db.with(|c| c.execute("UPDATE instances SET config = '{' WHERE name = 'c1'", []))
-            .expect("damage");
+        crate::store::damage(&db, "instances", "config", "c1", "{");
         reconcile(&db, t.path());
         assert!(
             dir.join("b0").exists(),

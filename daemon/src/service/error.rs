@@ -72,7 +72,8 @@ impl From<crate::store::StoreError> for DomainError {
             | StoreError::TooNew { .. }
             | StoreError::Poisoned
             | StoreError::Corrupt { .. }
-            | StoreError::Encode { .. } => DomainError::Internal(msg),
+            | StoreError::Encode { .. }
+            | StoreError::NotVolatile { .. } => DomainError::Internal(msg),
         }
     }
 }

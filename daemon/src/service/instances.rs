@@ -40,15 +40,15 @@ pub fn restore(db: &Db, i: &Instance) -> Result<(), DomainError> {
     write(db, i, false)
 }
 
-/// Sets config keys (volatile ones included; an empty value removes the key) and optionally
-/// last_used_at on a record, in one transaction.
+/// Sets an instance's running state: volatile keys (an empty value removes the key) and
+/// optionally last_used_at, in one transaction (node-local: see `store/mod.rs`).
 pub fn set_keys(
     db: &Db,
     name: &str,
     keys: &[(&str, &str)],
     last_used: Option<&str>,
 ) -> Result<(), DomainError> {
-    Ok(crate::store::instances::set_keys(
+    Ok(crate::store::local::set_volatile(
         db, name, keys, last_used,
     )?)
 }
@@ -1147,8 +1147,7 @@ mod tests {
             ..Default::default()
         };
         crate::store::profiles::put(&db, &p).expect("profile");
-        db.with(|c| c.execute("UPDATE profiles SET devices = 'x' WHERE name = 'p'", []))
-            .expect("damage");
+        crate::store::damage(&db, "profiles", "devices", "p", "x");
         let err = load_profiles(&db, &["p".to_string()]).unwrap_err();
         assert_eq!(err.status(), 500, "{err}");
         assert!(err.to_string().contains("corrupt"), "{err}");

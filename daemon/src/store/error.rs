@@ -132,6 +132,14 @@ pub enum StoreError {
         /// What the encoder said.
         reason: String,
     },
+    /// A running-state write named a key that is not running state.
+    #[error("instance {instance:?}: {key:?} is not a volatile key; only volatile keys are this host's running state")]
+    NotVolatile {
+        /// The instance.
+        instance: String,
+        /// The key.
+        key: String,
+    },
     /// No such record.
     #[error("{0}")]
     NotFound(Missing),

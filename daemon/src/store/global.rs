@@ -26,13 +26,6 @@ pub trait GlobalStore: Send + Sync {
     fn insert_instance(&self, i: &Instance) -> Result<(), StoreError>;
     /// See [`crate::store::instances::update`].
     fn update_instance(&self, i: &Instance) -> Result<(), StoreError>;
-    /// See [`crate::store::instances::set_keys`].
-    fn set_instance_keys(
-        &self,
-        name: &str,
-        keys: &[(&str, &str)],
-        last_used: Option<&str>,
-    ) -> Result<(), StoreError>;
     /// See [`crate::store::instances::delete`].
     fn delete_instance(&self, name: &str) -> Result<(), StoreError>;
     /// See [`crate::store::instances::rename`].
@@ -151,14 +144,6 @@ impl GlobalStore for Db {
     }
     fn update_instance(&self, i: &Instance) -> Result<(), StoreError> {
         crate::store::instances::update(self, i)
-    }
-    fn set_instance_keys(
-        &self,
-        name: &str,
-        keys: &[(&str, &str)],
-        last_used: Option<&str>,
-    ) -> Result<(), StoreError> {
-        crate::store::instances::set_keys(self, name, keys, last_used)
     }
     fn delete_instance(&self, name: &str) -> Result<(), StoreError> {
         crate::store::instances::delete(self, name)
@@ -305,7 +290,8 @@ impl GlobalStore for Db {
     }
 }
 
-/// The node-local records: id ranges held on this host, images unpacked into its pools.
+/// The node-local records: id ranges held on this host, images unpacked into its pools,
+/// instances' running state.
 pub trait LocalStore: Send + Sync {
     // Id ranges: [`crate::store::idmap`].
     /// See [`crate::store::idmap::claim`].
@@ -325,6 +311,14 @@ pub trait LocalStore: Send + Sync {
     fn add_image_volume(&self, pool: &str, fp: &str) -> Result<(), StoreError>;
     /// See [`crate::store::local::remove_image_volume`].
     fn remove_image_volume(&self, pool: &str, fp: &str) -> Result<(), StoreError>;
+    // Instances' running state: [`crate::store::local::set_volatile`].
+    /// See [`crate::store::local::set_volatile`].
+    fn set_volatile_keys(
+        &self,
+        name: &str,
+        keys: &[(&str, &str)],
+        last_used: Option<&str>,
+    ) -> Result<(), StoreError>;
 }
 
 impl LocalStore for Db {
@@ -349,5 +343,13 @@ impl LocalStore for Db {
     }
     fn remove_image_volume(&self, pool: &str, fp: &str) -> Result<(), StoreError> {
         crate::store::local::remove_image_volume(self, pool, fp)
+    }
+    fn set_volatile_keys(
+        &self,
+        name: &str,
+        keys: &[(&str, &str)],
+        last_used: Option<&str>,
+    ) -> Result<(), StoreError> {
+        crate::store::local::set_volatile(self, name, keys, last_used)
     }
 }

@@ -1,6 +1,7 @@
 //! Node-local records: what is true of this host only, and so never goes to a cluster-wide
-//! store. `image_volumes` (an image unpacked into a pool here) lives in this module; the id
-//! ranges have their own, [`crate::store::idmap`].
+//! store. `image_volumes` (an image unpacked into a pool here) and instances' running state
+//! (their `volatile.*` keys and `last_used_at`) are written here; the id ranges have their
+//! own module, [`crate::store::idmap`].
 
 use rusqlite::params;
 
@@ -38,4 +39,24 @@ pub fn remove_image_volume(db: &Db, pool: &str, fp: &str) -> Result<(), StoreErr
         )?;
         Ok(())
     })
+}
+
+/// Sets an instance's running state on this host: `volatile.*` keys (an empty value removes
+/// one) and optionally `last_used_at`, in one transaction. Any other key is refused: the
+/// instance's definition changes through [`crate::store::instances::update`] only. The keys
+/// still live in the instance's `config` column (see `store/mod.rs`); this is their one
+/// writer at run time, so moving them to a table of their own changes this function alone.
+pub fn set_volatile(
+    db: &Db,
+    name: &str,
+    keys: &[(&str, &str)],
+    last_used: Option<&str>,
+) -> Result<(), StoreError> {
+    if let Some((k, _)) = keys.iter().find(|(k, _)| !k.starts_with("volatile.")) {
+        return Err(StoreError::NotVolatile {
+            instance: name.to_string(),
+            key: (*k).to_string(),
+        });
+    }
+    crate::store::instances::set_keys(db, name, keys, last_used)
 }

@@ -18,8 +18,10 @@
 //!   host interface names picked at start, the last power state) describe the instance where it
 //!   runs. They still live in the instance's `config` column, because snapshots, backups,
 //!   exports and `silo config show` read them from there, and moving them is a schema change
-//!   with every reader to follow; [`instances::set_keys`] is the one writer of those keys at
-//!   run time, so the split has one place to start from.
+//!   with every reader to follow. At run time they (and `last_used_at`) are written only
+//!   through [`local::set_volatile`] ([`LocalStore::set_volatile_keys`]), which refuses any
+//!   other key, so the split has one place to start from. (A PUT of the whole instance still
+//!   carries them through [`instances::update`], as LXD's does.)
 
 pub mod backups;
 pub mod config;
@@ -40,3 +42,16 @@ pub use global::{GlobalStore, LocalStore};
 
 #[cfg(test)]
 mod tests;
+
+/// For tests above the store: damage a stored column as a broken file or a bad hand edit
+/// would, to check what reads and writes of that row then do.
+#[cfg(test)]
+pub(crate) fn damage(db: &db::Db, table: &str, column: &str, name: &str, text: &str) {
+    db.with(|c| {
+        c.execute(
+            &format!("UPDATE {table} SET {column} = ?2 WHERE name = ?1"),
+            rusqlite::params![name, text],
+        )
+    })
+    .expect("damage");
+}

@@ -568,12 +568,29 @@ fn the_sqlite_store_serves_both_interfaces() {
     let (_t, db) = db();
     let g: &dyn GlobalStore = &db;
     g.insert_instance(&instance("a")).expect("insert");
-    g.set_instance_keys("a", &[("volatile.k", "v")], None)
+    let l: &dyn LocalStore = &db;
+    l.set_volatile_keys("a", &[("volatile.k", "v")], Some("now"))
         .expect("keys");
-    assert_eq!(g.instance("a").expect("get").config["volatile.k"], "v");
+    let got = g.instance("a").expect("get");
+    assert_eq!(
+        (got.config["volatile.k"].as_str(), got.last_used_at.as_str()),
+        ("v", "now")
+    );
+    // Running state is volatile keys only: the definition changes through the global store.
+    let e = l
+        .set_volatile_keys("a", &[("limits.cpu", "4")], None)
+        .expect_err("not running state");
+    assert!(matches!(e, StoreError::NotVolatile { .. }), "{e}");
+    assert_eq!(
+        g.instance("a")
+            .expect("get")
+            .config
+            .get("limits.cpu")
+            .map(String::as_str),
+        Some("1")
+    );
     g.put_profile(&profile("pr")).expect("profile");
     assert_eq!(g.profiles().expect("profiles").len(), 1);
-    let l: &dyn LocalStore = &db;
     let base = l
         .claim_idmap("new", &mut |used: &[u64]| {
             assert!(used.contains(&1_000_000), "{used:?}");
