@@ -1172,4 +1172,28 @@ mod tests {
             (400, "profile \"q\" not found".to_string())
         );
     }
+
+    #[test]
+    fn a_corrupt_config_is_neither_read_as_empty_nor_written_back() {
+        let t = tempfile::tempdir().expect("tmp");
+        let db = Db::open(&t.path().join("silo.db")).expect("open");
+        crate::store::pools::insert(&db, &pool()).expect("pool");
+        write(&db, &instance("a", 1_000_000), true).expect("write");
+        let bad = "{\"volatile.idmap.base\": \"1000000\", oops";
+        crate::store::damage(&db, "instances", "config", "a", bad);
+        // Before: read as {} and the next write saved {"volatile.last_state.power": ...},
+        // losing the instance's id range.
+        let read = get(&db, "a").expect_err("corrupt");
+        assert_eq!(read.status(), 500);
+        assert!(
+            read.to_string()
+                .contains("\"a\" of table instances: column config is corrupt"),
+            "{read}"
+        );
+        set_keys(&db, "a", &[("volatile.last_state.power", "STOPPED")], None).expect_err("refused");
+        assert_eq!(
+            crate::store::raw_column(&db, "instances", "config", "a"),
+            bad
+        );
+    }
 }

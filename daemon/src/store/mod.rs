@@ -55,3 +55,16 @@ pub(crate) fn damage(db: &db::Db, table: &str, column: &str, name: &str, text: &
     })
     .expect("damage");
 }
+
+/// For tests above the store: a column's stored text, as it is on disk.
+#[cfg(test)]
+pub(crate) fn raw_column(db: &db::Db, table: &str, column: &str, name: &str) -> String {
+    db.with(|c| {
+        c.query_row(
+            &format!("SELECT {column} FROM {table} WHERE name = ?1"),
+            rusqlite::params![name],
+            |r| r.get(0),
+        )
+    })
+    .expect("raw column")
+}
