@@ -364,7 +364,15 @@ async fn ensure_defaults(d: &Services) -> anyhow::Result<()> {
             Ok(_) => tracing::info!("created the default storage pool (dir)"),
             // A pool directory without a record (a lost database): adopt it.
             Err(crate::service::DomainError::Conflict(_)) => {
-                d.db.with(|c| c.execute("INSERT INTO storage_pools (name, driver, description, config) VALUES ('default', 'dir', 'Default silo storage pool', '{}')", []).map(|_| ()))?;
+                crate::store::pools::insert(
+                    &d.db,
+                    &crate::model::pool::Pool {
+                        name: "default".into(),
+                        driver: "dir".into(),
+                        description: "Default silo storage pool".into(),
+                        config: Default::default(),
+                    },
+                )?;
             }
             Err(e) => return Err(anyhow::anyhow!("creating the default storage pool: {e}")),
         }

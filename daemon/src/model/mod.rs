@@ -8,6 +8,14 @@ pub mod parse;
 pub mod password;
 pub mod schedule;
 
+// The records silo keeps, as plain data (store/ reads and writes them).
+pub mod backup;
+pub mod image;
+pub mod instance;
+pub mod network;
+pub mod pool;
+pub mod profile;
+
 /// Deserializes `null` as the type's default: the stock client sends `"config": null` for
 /// empty maps.
 pub fn null_default<'de, D, T>(d: D) -> Result<T, D::Error>

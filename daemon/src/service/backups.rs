@@ -18,7 +18,8 @@ use crate::service::snapshots::{self, Snapshot};
 use crate::service::DomainError;
 use crate::service::Services;
 use crate::store::db::Db;
-use rusqlite::params;
+
+pub use crate::model::backup::Backup;
 
 /// `backup/index.yaml`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -111,76 +112,18 @@ fn dir_of(state: &Path, instance: &str) -> PathBuf {
     root(state).join(instance)
 }
 
-/// A backup's record; its tarball is `<state>/backups/<instance>/<name>`.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Backup {
-    /// The instance.
-    pub instance: String,
-    /// The backup's name.
-    pub name: String,
-    /// RFC 3339, UTC.
-    pub created_at: String,
-    /// RFC 3339, UTC; empty for never.
-    pub expires_at: String,
-    /// Made without the instance's snapshots.
-    pub instance_only: bool,
-    /// Volumes as btrfs send streams.
-    pub optimized: bool,
-}
-
-fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Backup> {
-    Ok(Backup {
-        instance: r.get("instance")?,
-        name: r.get("name")?,
-        created_at: r.get("created_at")?,
-        expires_at: r.get("expires_at")?,
-        instance_only: r.get("instance_only")?,
-        optimized: r.get("optimized_storage")?,
-    })
-}
-
-/// The backup records a query selects.
-fn select(
-    db: &Db,
-    sql: &str,
-    args: impl rusqlite::Params,
-) -> Result<Vec<Backup>, crate::store::db::DbError> {
-    db.with(|x| {
-        let mut st = x.prepare(sql)?;
-        let rows = st.query_map(args, row)?;
-        rows.collect::<rusqlite::Result<Vec<Backup>>>()
-    })
-}
-
 /// An instance's backups, by name.
 pub fn list(db: &Db, instance: &str) -> Result<Vec<Backup>, DomainError> {
-    Ok(select(
-        db,
-        "SELECT * FROM backups WHERE instance = ?1 ORDER BY name",
-        params![instance],
-    )?)
+    Ok(crate::store::backups::of_instance(db, instance)?)
 }
 
 /// One backup's record.
 pub fn get(db: &Db, instance: &str, name: &str) -> Result<Backup, DomainError> {
-    list(db, instance)?
-        .into_iter()
-        .find(|b| b.name == name)
-        .ok_or_else(|| {
-            DomainError::NotFound(format!(
-                "backup {name:?} of instance {instance:?} not found"
-            ))
-        })
+    Ok(crate::store::backups::get(db, instance, name)?)
 }
 
 fn insert(db: &Db, b: &Backup) -> Result<(), DomainError> {
-    Ok(db.with(|x| {
-        x.execute(
-            "INSERT INTO backups (instance, name, created_at, expires_at, instance_only, optimized_storage) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            params![b.instance, b.name, b.created_at, b.expires_at, b.instance_only, b.optimized],
-        )
-        .map(|_| ())
-    })?)
+    Ok(crate::store::backups::insert(db, b)?)
 }
 
 fn compression(c: &str) -> Result<PackCompression, DomainError> {
@@ -408,13 +351,7 @@ pub fn delete(db: &Db, state: &Path, instance: &str, name: &str) -> Result<(), D
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(DomainError::Internal(format!("deleting the backup: {e}"))),
     }
-    db.with(|x| {
-        x.execute(
-            "DELETE FROM backups WHERE instance = ?1 AND name = ?2",
-            params![instance, name],
-        )
-        .map(|_| ())
-    })?;
+    crate::store::backups::delete(db, instance, name)?;
     Ok(())
 }
 
@@ -437,13 +374,7 @@ pub fn rename(
     }
     std::fs::rename(dir.join(from), dir.join(to))
         .map_err(|e| DomainError::Internal(format!("renaming the backup: {e}")))?;
-    let r = db.with(|x| {
-        x.execute(
-            "UPDATE backups SET name = ?3 WHERE instance = ?1 AND name = ?2",
-            params![instance, from, to],
-        )
-        .map(|_| ())
-    });
+    let r = crate::store::backups::rename(db, instance, from, to);
     if let Err(e) = r {
         let _ = std::fs::rename(dir.join(to), dir.join(from));
         return Err(e.into());
@@ -454,8 +385,12 @@ pub fn rename(
 /// Deletes backups whose `expires_at` has passed (silod's housekeeping, every minute).
 pub fn expire(db: &Db, state: &Path, events: &crate::service::events::Events) {
     let now = crate::service::events::now_rfc3339();
-    let Ok(all) = select(db, "SELECT * FROM backups WHERE expires_at != ''", []) else {
-        return;
+    let all = match crate::store::backups::expiring(db) {
+        Ok(all) => all,
+        Err(e) => {
+            tracing::warn!(error = %e, "listing expiring backups failed");
+            return;
+        }
     };
     for b in all.into_iter().filter(|b| b.expires_at < now) {
         match delete(db, state, &b.instance, &b.name) {
@@ -479,19 +414,19 @@ pub fn expire(db: &Db, state: &Path, events: &crate::service::events::Events) {
 /// its own index.yaml says if its instance exists, and removed if it does not (LXD deletes an
 /// instance's backups with it).
 pub fn reconcile(db: &Db, state: &Path) {
-    let Ok(rows) = select(db, "SELECT * FROM backups", []) else {
-        return;
+    let rows = match crate::store::backups::all(db) {
+        Ok(rows) => rows,
+        Err(e) => {
+            tracing::warn!(error = %e, "listing backups failed");
+            return;
+        }
     };
     for b in &rows {
         if !dir_of(state, &b.instance).join(&b.name).is_file() {
             tracing::warn!(instance = %b.instance, backup = %b.name, "backup file is gone; dropping its record");
-            let _ = db.with(|x| {
-                x.execute(
-                    "DELETE FROM backups WHERE instance = ?1 AND name = ?2",
-                    params![b.instance, b.name],
-                )
-                .map(|_| ())
-            });
+            if let Err(e) = crate::store::backups::delete(db, &b.instance, &b.name) {
+                tracing::warn!(instance = %b.instance, backup = %b.name, error = %e, "dropping a backup record failed");
+            }
         }
     }
     for d in std::fs::read_dir(root(state))
@@ -500,7 +435,12 @@ pub fn reconcile(db: &Db, state: &Path) {
         .flatten()
     {
         let instance = d.file_name().to_string_lossy().into_owned();
-        if instances::get(db, &instance).is_err() {
+        // A row that exists but does not decode still owns its backups: only a missing row
+        // (or a failed lookup, which removes nothing) decides.
+        let Ok(exists) = crate::store::instances::exists(db, &instance) else {
+            continue;
+        };
+        if !exists {
             tracing::info!(
                 instance,
                 "removing the backups of an instance that no longer exists"
@@ -629,7 +569,7 @@ pub async fn import(
     let name = name.filter(|n| !n.is_empty()).unwrap_or(index.name.clone());
     silo_proto::InstanceName::new(name.clone())
         .map_err(|e| DomainError::BadRequest(e.to_string()))?;
-    if instances::get(&c.db, &name).is_ok() {
+    if crate::store::instances::exists(&c.db, &name)? {
         return Err(DomainError::Conflict(format!(
             "instance {name:?} already exists"
         )));
@@ -761,13 +701,7 @@ async fn import_inner(
         Ok::<(), DomainError>(())
     })();
     if let Err(e) = recorded {
-        let _ = c.db.with(|x| {
-            x.execute(
-                "DELETE FROM instances WHERE name = ?1",
-                rusqlite::params![name],
-            )
-            .map(|_| ())
-        });
+        let _ = crate::store::instances::delete(&c.db, name);
         let _ = c
             .helpers
             .store
@@ -788,4 +722,52 @@ async fn import_inner(
         json!({}),
     );
     Ok(inst)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reconcile_keeps_the_backups_of_an_instance_whose_row_is_corrupt() {
+        let t = tempfile::tempdir().expect("tmp");
+        let db = Db::open(&t.path().join("silo.db")).expect("open");
+        crate::store::pools::insert(
+            &db,
+            &crate::model::pool::Pool {
+                name: "p".into(),
+                driver: "dir".into(),
+                description: String::new(),
+                config: BTreeMap::new(),
+            },
+        )
+        .expect("pool");
+        let i = Instance {
+            name: "c1".into(),
+            kind: "container".into(),
+            architecture: "x86_64".into(),
+            ephemeral: false,
+            stateful: false,
+            description: String::new(),
+            created_at: String::new(),
+            last_used_at: String::new(),
+            config: BTreeMap::new(),
+            devices: BTreeMap::new(),
+            profiles: vec![],
+            pool: "p".into(),
+        };
+        crate::store::instances::insert(&db, &i).expect("instance");
+        let dir = dir_of(t.path(), "c1");
+        std::fs::create_dir_all(&dir).expect("dir");
+        std::fs::write(dir.join("b0"), b"not a tarball").expect("file");
+        let gone = dir_of(t.path(), "gone");
+        std::fs::create_dir_all(&gone).expect("dir");
+        crate::store::damage(&db, "instances", "config", "c1", "{");
+        reconcile(&db, t.path());
+        assert!(
+            dir.join("b0").exists(),
+            "a corrupt row's backups were removed"
+        );
+        assert!(!gone.exists(), "the backups of a missing instance stay");
+    }
 }

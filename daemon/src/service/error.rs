@@ -61,9 +61,20 @@ impl From<crate::helpers::HelperCallError> for DomainError {
     }
 }
 
-impl From<crate::store::db::DbError> for DomainError {
-    fn from(e: crate::store::db::DbError) -> Self {
-        DomainError::Internal(e.to_string())
+impl From<crate::store::StoreError> for DomainError {
+    fn from(e: crate::store::StoreError) -> Self {
+        use crate::store::StoreError;
+        let msg = e.to_string();
+        match e {
+            StoreError::NotFound(_) => DomainError::NotFound(msg),
+            StoreError::Conflict(_) => DomainError::Conflict(msg),
+            StoreError::Sqlite { .. }
+            | StoreError::TooNew { .. }
+            | StoreError::Poisoned
+            | StoreError::Corrupt { .. }
+            | StoreError::Encode { .. }
+            | StoreError::NotVolatile { .. } => DomainError::Internal(msg),
+        }
     }
 }
 

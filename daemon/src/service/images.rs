@@ -4,8 +4,6 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use rusqlite::{params, OptionalExtension};
-use serde::{Deserialize, Serialize};
 use sha2::Digest;
 use silo_proto::image::{Compression, ImageMetadata};
 use silo_proto::ImageFingerprint;
@@ -14,58 +12,11 @@ use tokio::io::AsyncWriteExt;
 use crate::service::DomainError;
 use crate::store::db::Db;
 
+pub use crate::model::image::{Image, ImageAlias as Alias};
+
 /// Where uploads live, owned by silod's user.
 pub fn images_dir(state: &Path) -> PathBuf {
     state.join("images")
-}
-
-/// An image record.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct Image {
-    /// sha256.
-    pub fingerprint: String,
-    /// Original file name.
-    pub filename: String,
-    /// Bytes of the stored file(s).
-    pub size: u64,
-    /// Visible to untrusted clients.
-    pub public: bool,
-    /// Architecture.
-    pub architecture: String,
-    /// container.
-    #[serde(rename = "type")]
-    pub kind: String,
-    /// From metadata.yaml.
-    pub created_at: String,
-    /// Expiry.
-    pub expires_at: String,
-    /// Import time.
-    pub uploaded_at: String,
-    /// Last instance created from it.
-    pub last_used_at: String,
-    /// Auto-update flag.
-    pub auto_update: bool,
-    /// Cached from a remote.
-    pub cached: bool,
-    /// Split (metadata + rootfs) image.
-    pub split: bool,
-    /// Compression extension of the stored files (".tar.xz", ...).
-    pub compression: String,
-    /// Properties.
-    pub properties: BTreeMap<String, String>,
-    /// Profiles applied to instances made from it.
-    pub profiles: Vec<String>,
-}
-
-/// An alias.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct Alias {
-    /// Name.
-    pub name: String,
-    /// Fingerprint it points at.
-    pub target: String,
-    /// Description.
-    pub description: String,
 }
 
 fn unix_to_rfc3339(secs: i64) -> String {
@@ -78,64 +29,19 @@ fn unix_to_rfc3339(secs: i64) -> String {
         .unwrap_or_else(|| "1970-01-01T00:00:00Z".into())
 }
 
-fn row_to_image(r: &rusqlite::Row<'_>) -> rusqlite::Result<Image> {
-    let props: String = r.get("properties")?;
-    let profiles: String = r.get("profiles")?;
-    Ok(Image {
-        fingerprint: r.get("fingerprint")?,
-        filename: r.get("filename")?,
-        size: r.get::<_, i64>("size")? as u64,
-        public: r.get("public")?,
-        architecture: r.get("architecture")?,
-        kind: r.get("type")?,
-        created_at: r.get("created_at")?,
-        expires_at: r.get("expires_at")?,
-        uploaded_at: r.get("uploaded_at")?,
-        last_used_at: r.get("last_used_at")?,
-        auto_update: r.get("auto_update")?,
-        cached: r.get("cached")?,
-        split: r.get("split")?,
-        compression: r.get("compression")?,
-        properties: serde_json::from_str(&props).unwrap_or_default(),
-        profiles: serde_json::from_str(&profiles).unwrap_or_default(),
-    })
-}
-
 /// All images, by fingerprint.
 pub fn list(db: &Db) -> Result<Vec<Image>, DomainError> {
-    Ok(db.with(|c| {
-        let mut st = c.prepare("SELECT * FROM images ORDER BY fingerprint")?;
-        let rows = st.query_map([], row_to_image)?;
-        rows.collect()
-    })?)
+    Ok(crate::store::images::all(db)?)
 }
 
 /// One image by full fingerprint.
 pub fn get(db: &Db, fp: &str) -> Result<Option<Image>, DomainError> {
-    Ok(db.with(|c| {
-        c.query_row(
-            "SELECT * FROM images WHERE fingerprint = ?1",
-            params![fp],
-            row_to_image,
-        )
-        .optional()
-    })?)
+    Ok(crate::store::images::get(db, fp)?)
 }
 
 /// All aliases.
 pub fn aliases(db: &Db) -> Result<Vec<Alias>, DomainError> {
-    Ok(db.with(|c| {
-        let mut st =
-            c.prepare("SELECT name, fingerprint, description FROM image_aliases ORDER BY name")?;
-        let rows = st.query_map([], |r| {
-            Ok(Alias {
-                name: r.get(0)?,
-                target: r.get(1)?,
-                description: r.get(2)?,
-            })
-        })?;
-        rows.collect()
-    })?)
+    Ok(crate::store::images::aliases(db)?)
 }
 
 /// Resolves a fingerprint, a unique fingerprint prefix, or an alias to an image.
@@ -176,58 +82,26 @@ fn resolve_prefix(db: &Db, what: &str) -> Result<Image, DomainError> {
 
 /// Stores the record.
 pub fn insert(db: &Db, i: &Image) -> Result<(), DomainError> {
-    db.with(|c| {
-        c.execute(
-            "INSERT INTO images (fingerprint, filename, size, public, architecture, type, created_at, expires_at, uploaded_at, last_used_at, auto_update, cached, split, compression, properties, profiles)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
-            params![
-                i.fingerprint, i.filename, i.size as i64, i.public, i.architecture, i.kind, i.created_at, i.expires_at,
-                i.uploaded_at, i.last_used_at, i.auto_update, i.cached, i.split, i.compression,
-                serde_json::to_string(&i.properties).unwrap_or_default(),
-                serde_json::to_string(&i.profiles).unwrap_or_default()
-            ],
-        )
-        .map(|_| ())
-    })?;
-    Ok(())
+    Ok(crate::store::images::insert(db, i)?)
 }
 
 /// Updates the writable fields (PUT/PATCH).
 pub fn update(db: &Db, i: &Image) -> Result<(), DomainError> {
-    db.with(|c| {
-        c.execute(
-            "UPDATE images SET public = ?2, auto_update = ?3, properties = ?4, profiles = ?5, expires_at = ?6 WHERE fingerprint = ?1",
-            params![
-                i.fingerprint, i.public, i.auto_update,
-                serde_json::to_string(&i.properties).unwrap_or_default(),
-                serde_json::to_string(&i.profiles).unwrap_or_default(),
-                i.expires_at
-            ],
-        )
-        .map(|_| ())
-    })?;
-    Ok(())
+    Ok(crate::store::images::update(db, i)?)
 }
 
 /// Marks an image used now.
 pub fn touch(db: &Db, fp: &str) -> Result<(), DomainError> {
-    db.with(|c| {
-        c.execute(
-            "UPDATE images SET last_used_at = ?2 WHERE fingerprint = ?1",
-            params![fp, crate::service::events::now_rfc3339()],
-        )
-        .map(|_| ())
-    })?;
-    Ok(())
+    Ok(crate::store::images::touch(
+        db,
+        fp,
+        &crate::service::events::now_rfc3339(),
+    )?)
 }
 
 /// Removes the record (aliases follow by cascade).
 pub fn remove(db: &Db, fp: &str) -> Result<(), DomainError> {
-    db.with(|c| {
-        c.execute("DELETE FROM images WHERE fingerprint = ?1", params![fp])
-            .map(|_| ())
-    })?;
-    Ok(())
+    Ok(crate::store::images::delete(db, fp)?)
 }
 
 /// Alias writes.
@@ -252,24 +126,13 @@ pub fn alias_put(db: &Db, a: &Alias, create: bool) -> Result<(), DomainError> {
             a.name
         )));
     }
-    db.with(|c| {
-        c.execute(
-            "INSERT INTO image_aliases (name, fingerprint, description) VALUES (?1, ?2, ?3)
-             ON CONFLICT(name) DO UPDATE SET fingerprint = excluded.fingerprint, description = excluded.description",
-            params![a.name, a.target, a.description],
-        )
-        .map(|_| ())
-    })?;
+    crate::store::images::alias_put(db, a)?;
     Ok(())
 }
 
 /// Removes an alias.
 pub fn alias_delete(db: &Db, name: &str) -> Result<(), DomainError> {
-    let n = db.with(|c| c.execute("DELETE FROM image_aliases WHERE name = ?1", params![name]))?;
-    if n == 0 {
-        return Err(DomainError::NotFound(format!("alias {name:?} not found")));
-    }
-    Ok(())
+    Ok(crate::store::images::alias_delete(db, name)?)
 }
 
 /// Renames an alias.
@@ -280,16 +143,7 @@ pub fn alias_rename(db: &Db, from: &str, to: &str) -> Result<(), DomainError> {
             "alias {to:?} already exists"
         )));
     }
-    let n = db.with(|c| {
-        c.execute(
-            "UPDATE image_aliases SET name = ?2 WHERE name = ?1",
-            params![from, to],
-        )
-    })?;
-    if n == 0 {
-        return Err(DomainError::NotFound(format!("alias {from:?} not found")));
-    }
-    Ok(())
+    Ok(crate::store::images::alias_rename(db, from, to)?)
 }
 
 /// LXD's alias rules: not empty, no '/', no whitespace, not only hex (that would shadow fingerprints)... kept loose like LXD but safe.

@@ -4,8 +4,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
-use rusqlite::{params, OptionalExtension};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::json;
 use silo_proto::privileged::{IdRange, IdRanges};
 use silo_proto::store::VolumeKind;
@@ -16,105 +15,24 @@ use crate::service::profiles::{Device, Profile};
 use crate::service::{DomainError, Services};
 use crate::store::db::Db;
 
-/// An instance record.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct Instance {
-    /// Name.
-    pub name: String,
-    /// "container".
-    pub kind: String,
-    /// Architecture.
-    pub architecture: String,
-    /// Ephemeral.
-    pub ephemeral: bool,
-    /// Stateful.
-    pub stateful: bool,
-    /// Description.
-    pub description: String,
-    /// Creation time.
-    pub created_at: String,
-    /// Last start.
-    pub last_used_at: String,
-    /// Local config.
-    pub config: BTreeMap<String, String>,
-    /// Local devices.
-    pub devices: BTreeMap<String, Device>,
-    /// Profiles, in order.
-    pub profiles: Vec<String>,
-    /// The pool holding its root volume.
-    pub pool: String,
-}
-
-fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Instance> {
-    let cfg: String = r.get("config")?;
-    let dev: String = r.get("devices")?;
-    let prof: String = r.get("profiles")?;
-    Ok(Instance {
-        name: r.get("name")?,
-        kind: r.get("type")?,
-        architecture: r.get("architecture")?,
-        ephemeral: r.get("ephemeral")?,
-        stateful: r.get("stateful")?,
-        description: r.get("description")?,
-        created_at: r.get("created_at")?,
-        last_used_at: r.get("last_used_at")?,
-        config: serde_json::from_str(&cfg).unwrap_or_default(),
-        devices: serde_json::from_str(&dev).unwrap_or_default(),
-        profiles: serde_json::from_str(&prof).unwrap_or_default(),
-        pool: r.get("pool")?,
-    })
-}
+pub use crate::model::instance::Instance;
 
 /// All instance records.
 pub fn list_records(db: &Db) -> Result<Vec<Instance>, DomainError> {
-    Ok(db.with(|c| {
-        let mut st = c.prepare("SELECT * FROM instances ORDER BY name")?;
-        let rows = st.query_map([], row)?;
-        rows.collect()
-    })?)
+    Ok(crate::store::instances::all(db)?)
 }
 
 /// One record.
 pub fn get(db: &Db, name: &str) -> Result<Instance, DomainError> {
-    db.with(|c| {
-        c.query_row(
-            "SELECT * FROM instances WHERE name = ?1",
-            params![name],
-            row,
-        )
-        .optional()
-    })?
-    .ok_or_else(|| DomainError::NotFound(format!("instance {name:?} not found")))
+    Ok(crate::store::instances::get(db, name)?)
 }
 
 pub(crate) fn write(db: &Db, i: &Instance, insert: bool) -> Result<(), DomainError> {
-    let sql = if insert {
-        "INSERT INTO instances (name, type, architecture, ephemeral, stateful, description, created_at, last_used_at, config, devices, profiles, pool)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)"
+    if insert {
+        crate::store::instances::insert(db, i)?;
     } else {
-        "UPDATE instances SET type = ?2, architecture = ?3, ephemeral = ?4, stateful = ?5, description = ?6, created_at = ?7,
-         last_used_at = ?8, config = ?9, devices = ?10, profiles = ?11, pool = ?12 WHERE name = ?1"
-    };
-    db.with(|c| {
-        c.execute(
-            sql,
-            params![
-                i.name,
-                i.kind,
-                i.architecture,
-                i.ephemeral,
-                i.stateful,
-                i.description,
-                i.created_at,
-                i.last_used_at,
-                serde_json::to_string(&i.config).unwrap_or_default(),
-                serde_json::to_string(&i.devices).unwrap_or_default(),
-                serde_json::to_string(&i.profiles).unwrap_or_default(),
-                i.pool
-            ],
-        )
-        .map(|_| ())
-    })?;
+        crate::store::instances::update(db, i)?;
+    }
     Ok(())
 }
 
@@ -123,26 +41,17 @@ pub fn restore(db: &Db, i: &Instance) -> Result<(), DomainError> {
     write(db, i, false)
 }
 
-/// Sets config keys (volatile ones included; an empty value removes the key) and optionally
-/// last_used_at on a record.
+/// Sets an instance's running state: volatile keys (an empty value removes the key) and
+/// optionally last_used_at, in one transaction (node-local: see `store/mod.rs`).
 pub fn set_keys(
     db: &Db,
     name: &str,
     keys: &[(&str, &str)],
     last_used: Option<&str>,
 ) -> Result<(), DomainError> {
-    let mut i = get(db, name)?;
-    for (k, v) in keys {
-        if v.is_empty() {
-            i.config.remove(*k);
-        } else {
-            i.config.insert((*k).to_string(), (*v).to_string());
-        }
-    }
-    if let Some(t) = last_used {
-        i.last_used_at = t.to_string();
-    }
-    write(db, &i, false)
+    Ok(crate::store::local::set_volatile(
+        db, name, keys, last_used,
+    )?)
 }
 
 /// Checks a whole config map against the key table in [`crate::model::config`].
@@ -212,44 +121,26 @@ pub fn root_pool(devices: &BTreeMap<String, Device>) -> Result<String, String> {
     }
 }
 
+/// Every profile, read once, by name: what a listing of many instances expands from. A
+/// profile whose row does not decode holds its error, for the instances that use it.
+pub type ProfileMap = HashMap<String, Result<Profile, String>>;
+
+/// Every profile, by name.
+pub fn profile_map(db: &Db) -> Result<ProfileMap, DomainError> {
+    Ok(crate::store::profiles::by_name(db)?
+        .into_iter()
+        .map(|(n, p)| (n, p.map_err(|e| e.to_string())))
+        .collect())
+}
+
 /// Profiles by name, in order.
 pub fn load_profiles(db: &Db, names: &[String]) -> Result<Vec<Profile>, DomainError> {
-    PROFILE_CACHE.with(|c| {
-        if let Some(cache) = c.borrow().as_ref() {
-            return names
-                .iter()
-                .map(|n| {
-                    cache
-                        .get(n)
-                        .cloned()
-                        .ok_or_else(|| DomainError::BadRequest(format!("profile {n:?} not found")))
-                })
-                .collect::<Result<Vec<_>, _>>();
-        }
-        load_profiles_db(db, names)
-    })
+    pick_profiles(&profile_map(db)?, names)
 }
 
-thread_local! {
-    /// Profiles read once for a whole listing (see [`with_profile_cache`]).
-    static PROFILE_CACHE: std::cell::RefCell<Option<HashMap<String, Profile>>> =
-        const { std::cell::RefCell::new(None) };
-}
-
-/// Runs `f` with every profile read once up front: a listing of many instances expands
-/// profiles from memory instead of querying per instance. Synchronous on purpose: the cache
-/// lives on this thread only for `f`'s duration.
-pub fn with_profile_cache<T>(db: &Db, f: impl FnOnce() -> T) -> T {
-    let all: HashMap<String, Profile> = crate::service::profiles::list(db)
-        .map(|v| v.into_iter().map(|p| (p.name.clone(), p)).collect())
-        .unwrap_or_default();
-    PROFILE_CACHE.with(|c| *c.borrow_mut() = Some(all));
-    let r = f();
-    PROFILE_CACHE.with(|c| *c.borrow_mut() = None);
-    r
-}
-
-fn load_profiles_db(db: &Db, names: &[String]) -> Result<Vec<Profile>, DomainError> {
+/// Profiles by name, in order, from profiles read before: the same checks as
+/// [`load_profiles`] (each listed once, each existing).
+pub fn pick_profiles(all: &ProfileMap, names: &[String]) -> Result<Vec<Profile>, DomainError> {
     let mut seen = HashSet::new();
     let mut out = Vec::new();
     for n in names {
@@ -258,10 +149,11 @@ fn load_profiles_db(db: &Db, names: &[String]) -> Result<Vec<Profile>, DomainErr
                 "profile {n:?} is listed twice"
             )));
         }
-        out.push(
-            crate::service::profiles::get(db, n)
-                .map_err(|_| DomainError::BadRequest(format!("profile {n:?} not found")))?,
-        );
+        match all.get(n) {
+            Some(Ok(p)) => out.push(p.clone()),
+            Some(Err(e)) => return Err(DomainError::Internal(e.clone())),
+            None => return Err(DomainError::BadRequest(format!("profile {n:?} not found"))),
+        }
     }
     Ok(out)
 }
@@ -284,60 +176,9 @@ impl Creating {
     }
 }
 
-/// A create request, after parsing.
-#[derive(Debug, Clone, Deserialize, Default)]
-pub struct CreateRequest {
-    /// Name (generated when empty).
-    #[serde(default)]
-    pub name: String,
-    /// "container" (or empty).
-    #[serde(default, rename = "type")]
-    pub kind: String,
-    /// Profiles (None: ["default"]).
-    #[serde(default)]
-    pub profiles: Option<Vec<String>>,
-    /// Local config.
-    #[serde(default, deserialize_with = "crate::model::null_default")]
-    pub config: BTreeMap<String, String>,
-    /// Local devices.
-    #[serde(default, deserialize_with = "crate::model::null_default")]
-    pub devices: BTreeMap<String, Device>,
-    /// Ephemeral.
-    #[serde(default)]
-    pub ephemeral: bool,
-    /// Description.
-    #[serde(default, deserialize_with = "crate::model::null_default")]
-    pub description: String,
-    /// Source.
-    #[serde(default)]
-    pub source: Source,
-}
-
-/// Where an instance comes from.
-#[derive(Debug, Clone, Deserialize, Default)]
-pub struct Source {
-    /// "image" or "none".
-    #[serde(default, rename = "type")]
-    pub kind: String,
-    /// Image fingerprint.
-    #[serde(default)]
-    pub fingerprint: String,
-    /// Image alias.
-    #[serde(default)]
-    pub alias: String,
-    /// Remote server (refused: remotes come later).
-    #[serde(default)]
-    pub server: String,
-    /// With type "copy": the instance (`c1`) or snapshot (`c1/snap0`) to copy.
-    #[serde(default)]
-    pub source: String,
-    /// With type "copy": leave the snapshots out.
-    #[serde(default)]
-    pub instance_only: bool,
-    /// With type "copy": update an existing copy (not supported yet).
-    #[serde(default)]
-    pub refresh: bool,
-}
+/// A create request (`POST /1.0/instances`) and where the instance comes from, as LXD's API
+/// has them.
+pub use silo_api::{InstanceSource as Source, InstancesPost as CreateRequest};
 
 const ADJ: [&str; 24] = [
     "amber", "brave", "calm", "deft", "eager", "fair", "glad", "hale", "keen", "lucid", "merry",
@@ -498,14 +339,7 @@ pub(crate) struct IdmapClaim {
 
 impl Drop for IdmapClaim {
     fn drop(&mut self) {
-        let r = self.db.with(|c| {
-            c.execute(
-                "DELETE FROM idmap_ranges WHERE instance = ?1 AND base = ?2
-                 AND NOT EXISTS (SELECT 1 FROM instances WHERE name = ?1)",
-                params![self.name, self.base as i64],
-            )
-        });
-        if let Err(e) = r {
+        if let Err(e) = crate::store::idmap::release_unused(&self.db, &self.name, self.base) {
             tracing::warn!(instance = %self.name, error = %e, "releasing an id range failed");
         }
     }
@@ -520,37 +354,7 @@ pub(crate) fn claim_idmap(
     name: &str,
     ranges: &IdRanges,
 ) -> Result<IdmapClaim, DomainError> {
-    let base = db.with(|c| {
-        let tx = c.transaction()?;
-        // A claim this name left behind without an instance (a failed create whose release
-        // failed) is stale.
-        tx.execute(
-            "DELETE FROM idmap_ranges WHERE instance = ?1
-             AND NOT EXISTS (SELECT 1 FROM instances WHERE name = ?1)",
-            params![name],
-        )?;
-        // Instances' own records count too: ones written before the claims table, even two
-        // sharing a base, keep their ids.
-        let used: Vec<u64> = {
-            let mut st = tx.prepare(
-                "SELECT base FROM idmap_ranges
-                 UNION SELECT CAST(json_extract(config, '$.\"volatile.idmap.base\"') AS INTEGER)
-                 FROM instances WHERE json_extract(config, '$.\"volatile.idmap.base\"') IS NOT NULL",
-            )?;
-            let rows = st.query_map([], |r| r.get::<_, i64>(0))?;
-            rows.filter_map(|b| b.ok().and_then(|b| u64::try_from(b).ok()))
-                .collect()
-        };
-        let Some(base) = first_free_base(&ranges.usable, &used) else {
-            return Ok(None);
-        };
-        tx.execute(
-            "INSERT INTO idmap_ranges (base, instance) VALUES (?1, ?2)",
-            params![base as i64, name],
-        )?;
-        tx.commit()?;
-        Ok(Some(base))
-    })?;
+    let base = crate::store::idmap::claim(db, name, |used| first_free_base(&ranges.usable, used))?;
     let base = base.ok_or_else(|| {
         let have: Vec<String> = ranges
             .usable
@@ -842,10 +646,7 @@ pub async fn delete(c: &Services, name: &str) -> Result<(), DomainError> {
         Err(e) if e.is_not_found() => {}
         Err(e) => return Err(e.into()),
     }
-    c.db.with(|x| {
-        x.execute("DELETE FROM instances WHERE name = ?1", params![name])
-            .map(|_| ())
-    })?;
+    crate::store::instances::delete(&c.db, name)?;
     if let Ok((_, devs)) =
         load_profiles(&c.db, &i.profiles).map(|p| expand(&p, &i.config, &i.devices))
     {
@@ -899,7 +700,7 @@ pub async fn rename(c: &Services, name: &str, to: &str) -> Result<(), DomainErro
             "instance {name:?} is running: stop it before renaming it"
         )));
     }
-    if get(&c.db, to).is_ok() {
+    if crate::store::instances::exists(&c.db, to)? {
         return Err(DomainError::Conflict(format!(
             "instance {to:?} already exists"
         )));
@@ -921,13 +722,7 @@ pub async fn rename(c: &Services, name: &str, to: &str) -> Result<(), DomainErro
         .await?;
     let moved = async {
         crate::service::snapshots::rename_instance(c, &i, to).await?;
-        c.db.with(|x| {
-            x.execute(
-                "UPDATE instances SET name = ?2 WHERE name = ?1",
-                params![name, to],
-            )
-            .map(|_| ())
-        })?;
+        crate::store::instances::rename(&c.db, name, to)?;
         Ok::<(), DomainError>(())
     }
     .await;
@@ -1017,13 +812,7 @@ mod tests {
     fn claims_are_distinct_released_and_follow_the_instance() {
         let t = tempfile::tempdir().expect("tmp");
         let db = Db::open(&t.path().join("silo.db")).expect("open");
-        db.with(|c| {
-            c.execute(
-                "INSERT INTO storage_pools (name, driver) VALUES ('p', 'dir')",
-                [],
-            )
-        })
-        .expect("pool");
+        crate::store::pools::insert(&db, &pool()).expect("pool");
         let a = claim_idmap(&db, "a", &ranges()).expect("a");
         let b = claim_idmap(&db, "b", &ranges()).expect("b");
         assert_eq!((a.base, b.base), (1_000_000, 1_065_536));
@@ -1039,100 +828,146 @@ mod tests {
         assert_eq!(d.base, 1_131_072);
         let full = claim_idmap(&db, "e", &ranges()).unwrap_err();
         assert!(full.to_string().contains("no free id range"), "{full}");
-        db.with(|x| x.execute("UPDATE instances SET name = 'a2' WHERE name = 'a'", []))
-            .expect("rename");
-        let owner: String = db
-            .with(|x| {
-                x.query_row(
-                    "SELECT instance FROM idmap_ranges WHERE base = 1000000",
-                    [],
-                    |r| r.get(0),
-                )
-            })
-            .expect("owner");
-        assert_eq!(owner, "a2");
-        db.with(|x| x.execute("DELETE FROM instances WHERE name = 'a2'", []))
-            .expect("delete");
+        crate::store::instances::rename(&db, "a", "a2").expect("rename");
+        let claims = crate::store::idmap::all(&db).expect("claims");
+        assert!(
+            claims.contains(&(1_000_000, "a2".to_string())),
+            "{claims:?}"
+        );
+        crate::store::instances::delete(&db, "a2").expect("delete");
         assert_eq!(claim_idmap(&db, "e", &ranges()).expect("e").base, 1_000_000);
     }
 
+    fn pool() -> crate::model::pool::Pool {
+        crate::model::pool::Pool {
+            name: "p".into(),
+            driver: "dir".into(),
+            description: String::new(),
+            config: BTreeMap::new(),
+        }
+    }
+
     #[test]
-    fn records_from_before_the_claims_table_keep_their_ids() {
+    fn a_listing_expands_profiles_exactly_as_a_single_get_does() {
         let t = tempfile::tempdir().expect("tmp");
-        let p = t.path().join("silo.db");
-        let db = Db::open(&p).expect("open");
-        db.with(|c| {
-            c.execute(
-                "INSERT INTO storage_pools (name, driver) VALUES ('p', 'dir')",
-                [],
-            )
-        })
-        .expect("pool");
-        write(&db, &instance("old1", 1_000_000), true).expect("old1");
-        write(&db, &instance("old2", 1_000_000), true).expect("old2");
-        write(&db, &instance("old3", 1_131_072), true).expect("old3");
-        // Back to schema 5, as an older silod left it (the bug: two instances on one base).
-        db.with(|c| {
-            c.execute_batch(
-                "DROP TRIGGER idmap_ranges_follow_rename; DROP TRIGGER idmap_ranges_follow_delete;
-                 DROP TABLE idmap_ranges; PRAGMA user_version = 5;",
-            )
-        })
-        .expect("downgrade");
-        drop(db);
-        let db = Db::open(&p).expect("migrate");
-        let claimed: Vec<(i64, String)> = db
-            .with(|c| {
-                let mut st = c.prepare("SELECT base, instance FROM idmap_ranges ORDER BY base")?;
-                let rows = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
-                rows.collect()
-            })
-            .expect("claims");
-        assert_eq!(claimed.len(), 2, "{claimed:?}");
-        assert_eq!(claimed[0].0, 1_000_000);
-        assert_eq!(claimed[1], (1_131_072, "old3".to_string()));
-        let n = claim_idmap(&db, "new", &ranges()).expect("new");
-        assert_eq!(n.base, 1_065_536);
-        assert!(claim_idmap(&db, "new2", &ranges()).is_err());
-        // A claim left by a create that never finished is dropped when the database opens.
-        std::mem::forget(n);
-        drop(db);
-        let db = Db::open(&p).expect("reopen");
-        let left: i64 = db
-            .with(|c| c.query_row("SELECT COUNT(*) FROM idmap_ranges", [], |r| r.get(0)))
-            .expect("count");
-        assert_eq!(left, 2);
+        let db = Db::open(&t.path().join("silo.db")).expect("open");
+        crate::store::pools::insert(&db, &pool()).expect("pool");
+        let mut p = Profile {
+            name: "p".into(),
+            ..Default::default()
+        };
+        p.config.insert("limits.cpu".into(), "2".into());
+        crate::store::profiles::put(&db, &p).expect("profile");
+        // Listed twice (a record an older silod let through): neither path expands it.
+        let mut twice = instance("twice", 1_000_000);
+        twice.profiles = vec!["p".into(), "p".into()];
+        let mut once = instance("once", 1_065_536);
+        once.profiles = vec!["p".into()];
+        for i in [&twice, &once] {
+            write(&db, i, true).expect("write");
+        }
+        let all = Expander::load(&db).expect("profiles");
+        for i in [&twice, &once] {
+            let single = expand(
+                &load_profiles(&db, &i.profiles).unwrap_or_default(),
+                &i.config,
+                &i.devices,
+            );
+            let listed = all.expand(&i.profiles, &i.config, &i.devices);
+            assert_eq!(single, listed, "{}", i.name);
+        }
+        let (config, _) = all.expand(&once.profiles, &once.config, &once.devices);
+        assert_eq!(config["limits.cpu"], "2");
+        let (config, _) = all.expand(&twice.profiles, &twice.config, &twice.devices);
+        assert!(
+            !config.contains_key("limits.cpu"),
+            "a profile listed twice is not expanded"
+        );
+        let err = load_profiles(&db, &twice.profiles).unwrap_err();
+        assert!(err.to_string().contains("listed twice"), "{err}");
+    }
+
+    #[test]
+    fn a_store_failure_loading_profiles_is_not_profile_not_found() {
+        let t = tempfile::tempdir().expect("tmp");
+        let db = Db::open(&t.path().join("silo.db")).expect("open");
+        let p = Profile {
+            name: "p".into(),
+            ..Default::default()
+        };
+        crate::store::profiles::put(&db, &p).expect("profile");
+        crate::store::damage(&db, "profiles", "devices", "p", "x");
+        let err = load_profiles(&db, &["p".to_string()]).unwrap_err();
+        assert_eq!(err.status(), 500, "{err}");
+        assert!(err.to_string().contains("corrupt"), "{err}");
+        // Only the instances using the damaged profile are refused.
+        crate::store::profiles::put(
+            &db,
+            &Profile {
+                name: "fine".into(),
+                ..Default::default()
+            },
+        )
+        .expect("fine");
+        assert_eq!(
+            load_profiles(&db, &["fine".to_string()])
+                .expect("fine")
+                .len(),
+            1
+        );
+        let missing = load_profiles(&db, &["q".to_string()]).unwrap_err();
+        assert_eq!(
+            (missing.status(), missing.to_string()),
+            (400, "profile \"q\" not found".to_string())
+        );
+    }
+
+    #[test]
+    fn a_corrupt_config_is_neither_read_as_empty_nor_written_back() {
+        let t = tempfile::tempdir().expect("tmp");
+        let db = Db::open(&t.path().join("silo.db")).expect("open");
+        crate::store::pools::insert(&db, &pool()).expect("pool");
+        write(&db, &instance("a", 1_000_000), true).expect("write");
+        let bad = "{\"volatile.idmap.base\": \"1000000\", oops";
+        crate::store::damage(&db, "instances", "config", "a", bad);
+        // Before: read as {} and the next write saved {"volatile.last_state.power": ...},
+        // losing the instance's id range.
+        let read = get(&db, "a").expect_err("corrupt");
+        assert_eq!(read.status(), 500);
+        assert!(
+            read.to_string()
+                .contains("\"a\" of table instances: column config is corrupt"),
+            "{read}"
+        );
+        set_keys(&db, "a", &[("volatile.last_state.power", "STOPPED")], None).expect_err("refused");
+        assert_eq!(
+            crate::store::raw_column(&db, "instances", "config", "a"),
+            bad
+        );
     }
 }
 
 /// Profiles read once, to expand many instances and snapshots without a query each (a listing
-/// of hundreds of instances).
+/// of hundreds of instances). Expansion is the same as for one instance read alone.
 #[derive(Debug)]
-pub struct Expander(HashMap<String, Profile>);
+pub struct Expander(ProfileMap);
 
 impl Expander {
     /// Reads every profile.
     pub fn load(db: &Db) -> Result<Expander, DomainError> {
-        Ok(Expander(
-            crate::service::profiles::list(db)?
-                .into_iter()
-                .map(|p| (p.name.clone(), p))
-                .collect(),
-        ))
+        Ok(Expander(profile_map(db)?))
     }
 
-    /// `config` and `devices` with the named profiles applied in order (a profile deleted
-    /// meanwhile adds nothing).
+    /// `config` and `devices` with the named profiles applied in order. A profile list that
+    /// does not resolve (a profile gone, or damaged) renders unexpanded rather than failing the
+    /// whole listing.
     pub fn expand(
         &self,
         names: &[String],
         config: &BTreeMap<String, String>,
         devices: &BTreeMap<String, Device>,
     ) -> (BTreeMap<String, String>, BTreeMap<String, Device>) {
-        let profiles: Vec<Profile> = names
-            .iter()
-            .filter_map(|n| self.0.get(n).cloned())
-            .collect();
+        let profiles = pick_profiles(&self.0, names).unwrap_or_default();
         expand(&profiles, config, devices)
     }
 }

@@ -4,8 +4,6 @@
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, Ipv6Addr};
 
-use rusqlite::params;
-use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use silo_proto::net::{parse_dhcp_ranges, BridgeSpec, HostEntry, NicKind, NicSpec};
 use silo_proto::proxy::ProxySpec;
@@ -18,21 +16,10 @@ use crate::service::profiles::Device;
 use crate::service::{DomainError, Services};
 use crate::store::db::Db;
 
+pub use crate::model::network::Network;
+
 /// The bridge a fresh silo makes, and the default profile's `eth0` joins.
 pub const DEFAULT_BRIDGE: &str = "silobr0";
-
-/// A network record.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct Network {
-    /// Name (the interface name for bridges).
-    pub name: String,
-    /// "bridge", "macvlan" or "physical".
-    pub kind: String,
-    /// Description.
-    pub description: String,
-    /// Config, with `auto` addresses replaced by the subnets picked.
-    pub config: BTreeMap<String, String>,
-}
 
 fn bad(msg: impl Into<String>) -> DomainError {
     DomainError::BadRequest(msg.into())
@@ -205,46 +192,20 @@ pub fn bridge_spec(n: &Network) -> Result<BridgeSpec, DomainError> {
 
 /// All network records.
 pub fn list(db: &Db) -> Result<Vec<Network>, DomainError> {
-    Ok(db.with(|c| {
-        let mut st =
-            c.prepare("SELECT name, type, description, config FROM networks ORDER BY name")?;
-        let rows = st.query_map([], |r| {
-            let cfg: String = r.get(3)?;
-            Ok(Network {
-                name: r.get(0)?,
-                kind: r.get(1)?,
-                description: r.get(2)?,
-                config: serde_json::from_str(&cfg).unwrap_or_default(),
-            })
-        })?;
-        rows.collect()
-    })?)
+    Ok(crate::store::networks::all(db)?)
 }
 
 /// One network record.
 pub fn get(db: &Db, name: &str) -> Result<Network, DomainError> {
-    list(db)?
-        .into_iter()
-        .find(|n| n.name == name)
-        .ok_or_else(|| DomainError::NotFound(format!("network {name:?} not found")))
+    Ok(crate::store::networks::get(db, name)?)
 }
 
 fn save(db: &Db, n: &Network, insert: bool) -> Result<(), DomainError> {
-    let cfg = serde_json::to_string(&n.config).unwrap_or_else(|_| "{}".into());
-    db.with(|c| {
-        if insert {
-            c.execute(
-                "INSERT INTO networks (name, type, description, config) VALUES (?1, ?2, ?3, ?4)",
-                params![n.name, n.kind, n.description, cfg],
-            )
-        } else {
-            c.execute(
-                "UPDATE networks SET description = ?2, config = ?3 WHERE name = ?1",
-                params![n.name, n.description, cfg],
-            )
-        }
-        .map(|_| ())
-    })?;
+    if insert {
+        crate::store::networks::insert(db, n)?;
+    } else {
+        crate::store::networks::update(db, n)?;
+    }
     Ok(())
 }
 
@@ -386,10 +347,7 @@ pub async fn delete(db: &Db, helpers: &Helpers, name: &str) -> Result<(), Domain
             Err(e) => return Err(e.into()),
         }
     }
-    db.with(|c| {
-        c.execute("DELETE FROM networks WHERE name = ?1", params![name])
-            .map(|_| ())
-    })?;
+    crate::store::networks::delete(db, name)?;
     tracing::info!(network = %name, "network deleted");
     Ok(())
 }

@@ -2,30 +2,10 @@
 
 use std::collections::BTreeMap;
 
-use rusqlite::params;
-use serde::{Deserialize, Serialize};
-
 use crate::service::DomainError;
 use crate::store::db::Db;
 
-/// A device: its keys (type, path, pool, ...).
-pub type Device = BTreeMap<String, String>;
-
-/// A profile.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
-pub struct Profile {
-    /// Name.
-    pub name: String,
-    /// Description.
-    #[serde(default, deserialize_with = "crate::model::null_default")]
-    pub description: String,
-    /// Config.
-    #[serde(default, deserialize_with = "crate::model::null_default")]
-    pub config: BTreeMap<String, String>,
-    /// Devices.
-    #[serde(default, deserialize_with = "crate::model::null_default")]
-    pub devices: BTreeMap<String, Device>,
-}
+pub use crate::model::profile::{Device, Profile};
 
 /// Profile names: like LXD's (no '/', not "." or "..", no leading/trailing space), at most 64.
 pub fn validate_name(n: &str) -> Result<(), DomainError> {
@@ -46,29 +26,12 @@ pub fn validate_name(n: &str) -> Result<(), DomainError> {
 
 /// All profiles.
 pub fn list(db: &Db) -> Result<Vec<Profile>, DomainError> {
-    Ok(db.with(|c| {
-        let mut st =
-            c.prepare("SELECT name, description, config, devices FROM profiles ORDER BY name")?;
-        let rows = st.query_map([], |r| {
-            let cfg: String = r.get(2)?;
-            let dev: String = r.get(3)?;
-            Ok(Profile {
-                name: r.get(0)?,
-                description: r.get(1)?,
-                config: serde_json::from_str(&cfg).unwrap_or_default(),
-                devices: serde_json::from_str(&dev).unwrap_or_default(),
-            })
-        })?;
-        rows.collect()
-    })?)
+    Ok(crate::store::profiles::all(db)?)
 }
 
 /// One profile.
 pub fn get(db: &Db, name: &str) -> Result<Profile, DomainError> {
-    list(db)?
-        .into_iter()
-        .find(|p| p.name == name)
-        .ok_or_else(|| DomainError::NotFound(format!("profile {name:?} not found")))
+    Ok(crate::store::profiles::get(db, name)?)
 }
 
 /// Checks a profile's config and devices (the same rules as an instance's local ones).
@@ -92,15 +55,7 @@ pub fn create(db: &Db, p: &Profile) -> Result<(), DomainError> {
 }
 
 pub fn write(db: &Db, p: &Profile) -> Result<(), DomainError> {
-    db.with(|c| {
-        c.execute(
-            "INSERT INTO profiles (name, description, config, devices) VALUES (?1, ?2, ?3, ?4)
-             ON CONFLICT(name) DO UPDATE SET description = excluded.description, config = excluded.config, devices = excluded.devices",
-            params![p.name, p.description, serde_json::to_string(&p.config).unwrap_or_default(), serde_json::to_string(&p.devices).unwrap_or_default()],
-        )
-        .map(|_| ())
-    })?;
-    Ok(())
+    Ok(crate::store::profiles::put(db, p)?)
 }
 
 /// Replaces a profile; every instance using it must still be valid afterwards.
@@ -155,10 +110,7 @@ pub fn delete(db: &Db, name: &str) -> Result<(), DomainError> {
             users.join(", ")
         )));
     }
-    db.with(|c| {
-        c.execute("DELETE FROM profiles WHERE name = ?1", params![name])
-            .map(|_| ())
-    })?;
+    crate::store::profiles::delete(db, name)?;
     Ok(())
 }
 
@@ -176,36 +128,7 @@ pub fn rename(db: &Db, from: &str, to: &str) -> Result<(), DomainError> {
             "profile {to:?} already exists"
         )));
     }
-    db.with(|c| {
-        let tx = c.transaction()?;
-        tx.execute(
-            "UPDATE profiles SET name = ?2 WHERE name = ?1",
-            params![from, to],
-        )?;
-        let mut rows: Vec<(String, String)> = Vec::new();
-        {
-            let mut st = tx.prepare("SELECT name, profiles FROM instances")?;
-            let it = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
-            for x in it {
-                rows.push(x?);
-            }
-        }
-        for (inst, profs) in rows {
-            let mut v: Vec<String> = serde_json::from_str(&profs).unwrap_or_default();
-            if v.iter().any(|p| p == from) {
-                for p in v.iter_mut() {
-                    if p == from {
-                        *p = to.to_string();
-                    }
-                }
-                tx.execute(
-                    "UPDATE instances SET profiles = ?2 WHERE name = ?1",
-                    params![inst, serde_json::to_string(&v).unwrap_or_default()],
-                )?;
-            }
-        }
-        tx.commit()
-    })?;
+    crate::store::profiles::rename(db, from, to)?;
     Ok(())
 }
 

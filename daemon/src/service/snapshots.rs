@@ -4,41 +4,16 @@
 //! (instance names hold no dot, so the first dot splits the name). A snapshot of a running
 //! instance is taken with the instance frozen, so it is crash-consistent, as LXD does.
 
-use std::collections::BTreeMap;
-
-use rusqlite::params;
 use serde_json::json;
 use silo_proto::store::VolumeKind;
 use silo_proto::{InstanceName, PoolName, VolumeName};
 
 use crate::service::instances::{self, Instance};
-use crate::service::profiles::Device;
 use crate::service::DomainError;
 use crate::service::Services;
 use crate::store::db::Db;
 
-/// A snapshot record.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Snapshot {
-    /// The instance.
-    pub instance: String,
-    /// The snapshot's own name.
-    pub name: String,
-    /// When it was taken.
-    pub created_at: String,
-    /// When it expires ("" for never).
-    pub expires_at: String,
-    /// Description.
-    pub description: String,
-    /// The instance's local config at the time.
-    pub config: BTreeMap<String, String>,
-    /// The instance's local devices at the time.
-    pub devices: BTreeMap<String, Device>,
-    /// Its profiles at the time.
-    pub profiles: Vec<String>,
-    /// Architecture.
-    pub architecture: String,
-}
+pub use crate::model::instance::Snapshot;
 
 /// Checks a snapshot name: it becomes part of a volume name, so letters, digits, `-`, `_`
 /// and `.`, 1 to 63 characters, not starting with `.` or `-` (LXD forbids `/` too).
@@ -77,43 +52,14 @@ fn pool(i: &Instance) -> Result<PoolName, DomainError> {
     PoolName::new(i.pool.clone()).map_err(|e| DomainError::Internal(e.to_string()))
 }
 
-fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Snapshot> {
-    let cfg: String = r.get("config")?;
-    let dev: String = r.get("devices")?;
-    let prof: String = r.get("profiles")?;
-    Ok(Snapshot {
-        instance: r.get("instance")?,
-        name: r.get("name")?,
-        created_at: r.get("created_at")?,
-        expires_at: r.get("expires_at")?,
-        description: r.get("description")?,
-        config: serde_json::from_str(&cfg).unwrap_or_default(),
-        devices: serde_json::from_str(&dev).unwrap_or_default(),
-        profiles: serde_json::from_str(&prof).unwrap_or_default(),
-        architecture: r.get("architecture")?,
-    })
-}
-
 /// An instance's snapshots, oldest first.
 pub fn list(db: &Db, instance: &str) -> Result<Vec<Snapshot>, DomainError> {
-    Ok(db.with(|c| {
-        let mut st =
-            c.prepare("SELECT * FROM snapshots WHERE instance = ?1 ORDER BY created_at, name")?;
-        let rows = st.query_map(params![instance], row)?;
-        rows.collect()
-    })?)
+    Ok(crate::store::snapshots::of_instance(db, instance)?)
 }
 
 /// One snapshot.
 pub fn get(db: &Db, instance: &str, name: &str) -> Result<Snapshot, DomainError> {
-    list(db, instance)?
-        .into_iter()
-        .find(|s| s.name == name)
-        .ok_or_else(|| {
-            DomainError::NotFound(format!(
-                "snapshot {name:?} of instance {instance:?} not found"
-            ))
-        })
+    Ok(crate::store::snapshots::get(db, instance, name)?)
 }
 
 /// Records a snapshot (its volume exists already).
@@ -122,24 +68,7 @@ pub fn insert_record(db: &Db, s: &Snapshot) -> Result<(), DomainError> {
 }
 
 fn insert(db: &Db, s: &Snapshot) -> Result<(), DomainError> {
-    db.with(|c| {
-        c.execute(
-            "INSERT INTO snapshots (instance, name, created_at, expires_at, description, config, devices, profiles, architecture) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-            params![
-                s.instance,
-                s.name,
-                s.created_at,
-                s.expires_at,
-                s.description,
-                serde_json::to_string(&s.config).unwrap_or_else(|_| "{}".into()),
-                serde_json::to_string(&s.devices).unwrap_or_else(|_| "{}".into()),
-                serde_json::to_string(&s.profiles).unwrap_or_else(|_| "[]".into()),
-                s.architecture,
-            ],
-        )
-        .map(|_| ())
-    })?;
-    Ok(())
+    Ok(crate::store::snapshots::insert(db, s)?)
 }
 
 /// LXD's default name: `snap<N>` with the first unused N.
@@ -262,13 +191,7 @@ pub async fn delete(c: &Services, instance: &str, name: &str) -> Result<(), Doma
         Err(e) if e.is_not_found() => {}
         Err(e) => return Err(e.into()),
     }
-    c.db.with(|x| {
-        x.execute(
-            "DELETE FROM snapshots WHERE instance = ?1 AND name = ?2",
-            params![instance, name],
-        )
-        .map(|_| ())
-    })?;
+    crate::store::snapshots::delete(&c.db, instance, name)?;
     c.events.lifecycle(
         "instance-snapshot-deleted",
         &format!("/1.0/instances/{instance}/snapshots/{name}"),
@@ -297,13 +220,7 @@ pub async fn rename(c: &Services, instance: &str, from: &str, to: &str) -> Resul
             false,
         )
         .await?;
-    c.db.with(|x| {
-        x.execute(
-            "UPDATE snapshots SET name = ?3 WHERE instance = ?1 AND name = ?2",
-            params![instance, from, to],
-        )
-        .map(|_| ())
-    })?;
+    crate::store::snapshots::rename(&c.db, instance, from, to)?;
     Ok(())
 }
 
@@ -591,12 +508,12 @@ pub async fn refresh_copy(
 /// Deletes snapshots whose `expires_at` has passed (silod's housekeeping, every minute).
 pub async fn expire(c: &Services) {
     let now = crate::service::events::now_rfc3339();
-    let Ok(all) = c.db.with(|x| {
-        let mut st = x.prepare("SELECT * FROM snapshots WHERE expires_at != ''")?;
-        let rows = st.query_map([], row)?;
-        rows.collect::<rusqlite::Result<Vec<Snapshot>>>()
-    }) else {
-        return;
+    let all = match crate::store::snapshots::expiring(&c.db) {
+        Ok(all) => all,
+        Err(e) => {
+            tracing::warn!(error = %e, "listing expiring snapshots failed");
+            return;
+        }
     };
     for s in all.into_iter().filter(|s| s.expires_at < now) {
         match delete(c, &s.instance, &s.name).await {

@@ -3,8 +3,6 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
-use rusqlite::params;
-use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use silo_proto::store::{PoolDriver, VolumeKind};
 use silo_proto::{ImageFingerprint, PoolName, VolumeName};
@@ -13,18 +11,7 @@ use crate::helpers::Helpers;
 use crate::service::{DomainError, Services};
 use crate::store::db::Db;
 
-/// A pool record.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct Pool {
-    /// Name.
-    pub name: String,
-    /// "dir".
-    pub driver: String,
-    /// Description.
-    pub description: String,
-    /// Config.
-    pub config: BTreeMap<String, String>,
-}
+pub use crate::model::pool::{CustomVolume, Pool};
 
 /// Default size of a loop-backed pool's sparse file.
 const DEFAULT_LOOP_SIZE: u64 = 5 << 30;
@@ -102,28 +89,12 @@ fn lvm_refusal() -> String {
 
 /// All pools.
 pub fn list(db: &Db) -> Result<Vec<Pool>, DomainError> {
-    Ok(db.with(|c| {
-        let mut st =
-            c.prepare("SELECT name, driver, description, config FROM storage_pools ORDER BY name")?;
-        let rows = st.query_map([], |r| {
-            let cfg: String = r.get(3)?;
-            Ok(Pool {
-                name: r.get(0)?,
-                driver: r.get(1)?,
-                description: r.get(2)?,
-                config: serde_json::from_str(&cfg).unwrap_or_default(),
-            })
-        })?;
-        rows.collect()
-    })?)
+    Ok(crate::store::pools::all(db)?)
 }
 
 /// One pool.
 pub fn get(db: &Db, name: &str) -> Result<Pool, DomainError> {
-    list(db)?
-        .into_iter()
-        .find(|p| p.name == name)
-        .ok_or_else(|| DomainError::NotFound(format!("storage pool {name:?} not found")))
+    Ok(crate::store::pools::get(db, name)?)
 }
 
 /// Creates a pool (silo-store makes it, then the record). Nothing half-made on failure.
@@ -153,18 +124,7 @@ pub async fn create(
         description: description.into(),
         config,
     };
-    let r = db.with(|c| {
-        c.execute(
-            "INSERT INTO storage_pools (name, driver, description, config) VALUES (?1, ?2, ?3, ?4)",
-            params![
-                pool.name,
-                pool.driver,
-                pool.description,
-                serde_json::to_string(&pool.config).unwrap_or_default()
-            ],
-        )
-        .map(|_| ())
-    });
+    let r = crate::store::pools::insert(db, &pool);
     if let Err(e) = r {
         let _ = helpers.store.delete_pool(pn).await;
         return Err(e.into());
@@ -181,13 +141,7 @@ pub fn update(db: &Db, p: &Pool) -> Result<(), DomainError> {
             p.driver
         )));
     }
-    db.with(|c| {
-        c.execute(
-            "UPDATE storage_pools SET description = ?2 WHERE name = ?1",
-            params![p.name, p.description],
-        )
-        .map(|_| ())
-    })?;
+    crate::store::pools::set_description(db, &p.name, &p.description)?;
     Ok(())
 }
 
@@ -232,19 +186,10 @@ pub async fn delete(db: &Db, helpers: &Helpers, name: &str) -> Result<(), Domain
                 .delete_volume(pn.clone(), VolumeKind::Image, v)
                 .await?;
         }
-        db.with(|c| {
-            c.execute(
-                "DELETE FROM image_volumes WHERE pool = ?1 AND fingerprint = ?2",
-                params![name, fp],
-            )
-            .map(|_| ())
-        })?;
+        crate::store::local::remove_image_volume(db, name, &fp)?;
     }
     helpers.store.delete_pool(pn).await?;
-    db.with(|c| {
-        c.execute("DELETE FROM storage_pools WHERE name = ?1", params![name])
-            .map(|_| ())
-    })?;
+    crate::store::pools::delete(db, name)?;
     Ok(())
 }
 
@@ -259,34 +204,12 @@ pub async fn resources(helpers: &Helpers, name: &str) -> Result<Value, DomainErr
 
 /// Fingerprints of image volumes in a pool.
 pub fn image_volumes(db: &Db, pool: &str) -> Result<Vec<String>, DomainError> {
-    Ok(db.with(|c| {
-        let mut st = c.prepare(
-            "SELECT fingerprint FROM image_volumes WHERE pool = ?1 ORDER BY fingerprint",
-        )?;
-        let rows = st.query_map(params![pool], |r| r.get(0))?;
-        rows.collect()
-    })?)
+    Ok(crate::store::local::image_volumes(db, pool)?)
 }
-
-/// A custom volume: (name, description, config).
-pub type CustomVolume = (String, String, BTreeMap<String, String>);
 
 /// Custom volumes of a pool.
 pub fn custom_volumes(db: &Db, pool: &str) -> Result<Vec<CustomVolume>, DomainError> {
-    Ok(db.with(|c| {
-        let mut st = c.prepare(
-            "SELECT name, description, config FROM custom_volumes WHERE pool = ?1 ORDER BY name",
-        )?;
-        let rows = st.query_map(params![pool], |r| {
-            let cfg: String = r.get(2)?;
-            Ok((
-                r.get(0)?,
-                r.get(1)?,
-                serde_json::from_str(&cfg).unwrap_or_default(),
-            ))
-        })?;
-        rows.collect()
-    })?)
+    Ok(crate::store::pools::custom_volumes(db, pool)?)
 }
 
 /// Serializes unpacking of one image into one pool.
@@ -320,13 +243,7 @@ pub async fn ensure_image_volume(
     }
     let pn = PoolName::new(pool).map_err(|e| DomainError::BadRequest(e.to_string()))?;
     helpers.store.unpack_image(pn, fp.clone()).await?;
-    db.with(|c| {
-        c.execute(
-            "INSERT INTO image_volumes (pool, fingerprint) VALUES (?1, ?2)",
-            params![pool, fp.as_str()],
-        )
-        .map(|_| ())
-    })?;
+    crate::store::local::add_image_volume(db, pool, fp.as_str())?;
     Ok(())
 }
 
@@ -355,13 +272,7 @@ pub async fn drop_image_volumes(db: &Db, helpers: &Helpers, fp: &str) -> Result<
                 Err(e) if e.is_not_found() => {}
                 Err(e) => return Err(e.into()),
             }
-            db.with(|c| {
-                c.execute(
-                    "DELETE FROM image_volumes WHERE pool = ?1 AND fingerprint = ?2",
-                    params![p.name, fp],
-                )
-                .map(|_| ())
-            })?;
+            crate::store::local::remove_image_volume(db, &p.name, fp)?;
         }
     }
     Ok(())
@@ -434,13 +345,7 @@ pub async fn create_custom_volume(
         .store
         .create_volume(pn.clone(), VolumeKind::Custom, vn.clone())
         .await?;
-    let r = c.db.with(|c| {
-        c.execute(
-            "INSERT INTO custom_volumes (pool, name, description, config) VALUES (?1, ?2, ?3, '{}')",
-            rusqlite::params![pool, name, description],
-        )
-        .map(|_| ())
-    });
+    let r = crate::store::pools::insert_custom_volume(&c.db, pool, name, description);
     if let Err(e) = r {
         let _ = c
             .helpers
@@ -472,12 +377,6 @@ pub async fn delete_custom_volume(c: &Services, pool: &str, name: &str) -> Resul
         Err(e) if e.is_not_found() => {}
         Err(e) => return Err(e.into()),
     }
-    c.db.with(|c| {
-        c.execute(
-            "DELETE FROM custom_volumes WHERE pool = ?1 AND name = ?2",
-            rusqlite::params![pool, name],
-        )
-        .map(|_| ())
-    })?;
+    crate::store::pools::delete_custom_volume(&c.db, pool, name)?;
     Ok(())
 }

@@ -6,7 +6,9 @@
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-use rusqlite::{params, Connection, OptionalExtension};
+use rusqlite::Connection;
+
+use crate::store::error::StoreError;
 
 /// Schema migrations, in order; entry N moves the schema from version N to N+1.
 /// Never edit a shipped entry: append a new one.
@@ -126,31 +128,8 @@ const MIGRATIONS: &[&str] = &[
      END;",
 ];
 
-/// Database errors.
-#[derive(Debug, thiserror::Error)]
-pub enum DbError {
-    /// SQLite failed.
-    #[error("database {path}: {source}")]
-    Sqlite {
-        /// The file.
-        path: String,
-        /// The error.
-        source: rusqlite::Error,
-    },
-    /// The file is newer than this silod.
-    #[error("database {path} has schema version {found}, newer than this silod knows ({known}); refusing to start: run the silod that wrote it, or a newer one")]
-    TooNew {
-        /// The file.
-        path: String,
-        /// Its version.
-        found: i64,
-        /// Ours.
-        known: i64,
-    },
-    /// A lock was poisoned by a panic.
-    #[error("database lock poisoned")]
-    Poisoned,
-}
+/// The error this module had before the store had its own; kept so older call sites read.
+pub use crate::store::error::StoreError as DbError;
 
 /// The handle; clone freely.
 #[derive(Debug, Clone)]
@@ -166,9 +145,9 @@ pub fn schema_version() -> i64 {
 
 impl Db {
     /// Opens (creating) the database and migrates it.
-    pub fn open(path: &Path) -> Result<Db, DbError> {
+    pub fn open(path: &Path) -> Result<Db, StoreError> {
         let shown = path.display().to_string();
-        let e = |source| DbError::Sqlite {
+        let e = |source| StoreError::Sqlite {
             path: shown.clone(),
             source,
         };
@@ -184,7 +163,7 @@ impl Db {
             .map_err(e)?;
         let known = schema_version();
         if found > known {
-            return Err(DbError::TooNew {
+            return Err(StoreError::TooNew {
                 path: shown,
                 found,
                 known,
@@ -215,60 +194,59 @@ impl Db {
         })
     }
 
-    fn err(&self) -> impl Fn(rusqlite::Error) -> DbError + '_ {
-        move |source| DbError::Sqlite {
-            path: self.path.clone(),
-            source,
-        }
-    }
-
-    /// Runs `f` with the connection (the single writer path).
+    /// Runs `f` with the connection (the single writer path). For store/ only: SQL lives there.
     pub fn with<T>(
         &self,
         f: impl FnOnce(&mut Connection) -> rusqlite::Result<T>,
-    ) -> Result<T, DbError> {
-        let mut c = self.conn.lock().map_err(|_| DbError::Poisoned)?;
-        f(&mut c).map_err(self.err())
+    ) -> Result<T, StoreError> {
+        self.run(|c| f(c).map_err(StoreError::from))
     }
 
-    /// All server config keys.
-    pub fn config(&self) -> Result<std::collections::BTreeMap<String, String>, DbError> {
-        self.with(|c| {
-            let mut st = c.prepare("SELECT key, value FROM config ORDER BY key")?;
-            let rows =
-                st.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
-            rows.collect()
+    /// Runs `f` with the connection, its SQLite errors naming this database's file.
+    pub(crate) fn run<T>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let mut c = self.conn.lock().map_err(|_| StoreError::Poisoned)?;
+        f(&mut c).map_err(|e| match e {
+            StoreError::Sqlite { path, source } if path.is_empty() => StoreError::Sqlite {
+                path: self.path.clone(),
+                source,
+            },
+            e => e,
         })
+    }
+
+    /// Runs `f` in one transaction, committed only if it succeeds: reads and the writes that
+    /// depend on them cannot interleave with another writer.
+    pub(crate) fn tx<T>(
+        &self,
+        f: impl FnOnce(&rusqlite::Transaction<'_>) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        self.run(|c| {
+            let tx = c.transaction()?;
+            let v = f(&tx)?;
+            tx.commit()?;
+            Ok(v)
+        })
+    }
+
+    /// All server config keys (see [`crate::store::config`]).
+    pub fn config(&self) -> Result<std::collections::BTreeMap<String, String>, StoreError> {
+        crate::store::config::all(self)
     }
 
     /// One config key.
-    pub fn config_get(&self, key: &str) -> Result<Option<String>, DbError> {
-        self.with(|c| {
-            c.query_row(
-                "SELECT value FROM config WHERE key = ?1",
-                params![key],
-                |r| r.get(0),
-            )
-            .optional()
-        })
+    pub fn config_get(&self, key: &str) -> Result<Option<String>, StoreError> {
+        crate::store::config::get(self, key)
     }
 
     /// Replaces the whole server config in one transaction.
     pub fn config_replace(
         &self,
         cfg: &std::collections::BTreeMap<String, String>,
-    ) -> Result<(), DbError> {
-        self.with(|c| {
-            let tx = c.transaction()?;
-            tx.execute("DELETE FROM config", [])?;
-            for (k, v) in cfg {
-                tx.execute(
-                    "INSERT INTO config (key, value) VALUES (?1, ?2)",
-                    params![k, v],
-                )?;
-            }
-            tx.commit()
-        })
+    ) -> Result<(), StoreError> {
+        crate::store::config::replace(self, cfg)
     }
 }
 
