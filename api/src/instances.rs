@@ -151,15 +151,16 @@ pub struct InstancePut {
     pub restore: String,
 }
 
+/// What LXD's client sends back after a GET (`Instance.Writable()`).
 impl From<&Instance> for InstancePut {
     fn from(i: &Instance) -> Self {
         InstancePut {
-            architecture: String::new(),
+            architecture: i.architecture.clone(),
             config: i.config.clone(),
             devices: i.devices.clone(),
             ephemeral: i.ephemeral,
             profiles: i.profiles.clone(),
-            stateful: false,
+            stateful: i.stateful,
             description: i.description.clone(),
             restore: String::new(),
         }

@@ -277,29 +277,7 @@ fn short_time(i: &Value, k: &str) -> String {
 
 /// Parses "512MiB", "1GB", "2048" as LXD's ParseByteSizeString does.
 fn parse_bytes(v: &str) -> Option<u64> {
-    let v = v.trim();
-    let split = v
-        .find(|c: char| !c.is_ascii_digit() && c != '.')
-        .unwrap_or(v.len());
-    let (num, unit) = v.split_at(split);
-    let n: f64 = num.parse().ok()?;
-    let mult: f64 = match unit.trim() {
-        "" | "B" => 1.0,
-        "kB" => 1e3,
-        "MB" => 1e6,
-        "GB" => 1e9,
-        "TB" => 1e12,
-        "PB" => 1e15,
-        "EB" => 1e18,
-        "KiB" => 1024.0,
-        "MiB" => 1024f64.powi(2),
-        "GiB" => 1024f64.powi(3),
-        "TiB" => 1024f64.powi(4),
-        "PiB" => 1024f64.powi(5),
-        "EiB" => 1024f64.powi(6),
-        _ => return None,
-    };
-    Some((n * mult) as u64)
+    silo_api::units::parse_bytes(v).ok()
 }
 
 /// One column of `silo list`.

@@ -40,17 +40,9 @@ pub fn vs(v: Option<&Value>) -> String {
     }
 }
 
-/// Percent-encodes one URL path segment (names go into paths).
+/// Percent-encodes one URL path segment (names go into paths), as LXD's client does.
 pub fn enc(seg: &str) -> String {
-    let mut o = String::with_capacity(seg.len());
-    for b in seg.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
-            o.push(b as char);
-        } else {
-            o.push_str(&format!("%{b:02X}"));
-        }
-    }
-    o
+    silo_api::paths::escape(seg)
 }
 
 /// YAML of `v` with its top-level keys in `order` (keys not listed are left out), the way
@@ -149,32 +141,12 @@ pub fn used_by(v: &Value) -> Vec<String> {
 
 /// LXD's `GetByteSizeStringIEC(n, 2)`: 1024-based, "19.36GiB".
 pub fn size_iec(n: u64) -> String {
-    if n < 1024 {
-        return format!("{n}B");
-    }
-    let mut v = n as f64;
-    for unit in ["KiB", "MiB", "GiB", "TiB", "PiB", "EiB"] {
-        v /= 1024.0;
-        if v < 1024.0 {
-            return format!("{v:.2}{unit}");
-        }
-    }
-    format!("{v:.2}EiB")
+    silo_api::units::format_iec(n)
 }
 
 /// LXD's `GetByteSizeString(n, 2)`: 1000-based, "12.30MB".
 pub fn size_si(n: u64) -> String {
-    if n < 1000 {
-        return format!("{n}B");
-    }
-    let mut v = n as f64;
-    for unit in ["kB", "MB", "GB", "TB", "PB", "EB"] {
-        v /= 1000.0;
-        if v < 1000.0 {
-            return format!("{v:.2}{unit}");
-        }
-    }
-    format!("{v:.2}EB")
+    silo_api::units::format_si(n)
 }
 
 /// An image size as `lxc image list` shows it: MiB with two decimals, labelled "MB".
