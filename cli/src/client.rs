@@ -367,6 +367,21 @@ impl Client {
         }
     }
 
+    /// Sends `body` and returns the id of the operation the server started (`None` for a
+    /// sync answer), or the server's refusal: a caller can tell a refused request from an
+    /// operation that failed.
+    pub async fn start<B: Serialize>(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&B>,
+    ) -> Result<Option<String>, ClientError> {
+        let body = body.map(to_json).transpose()?;
+        let a = self.request(method, path, body.as_ref(), &[]).await?;
+        a.metadata()?;
+        Ok(a.operation_id())
+    }
+
     /// Sends a request that has no body.
     async fn run_empty(
         &self,

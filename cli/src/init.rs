@@ -533,10 +533,12 @@ async fn apply_network(
             undo.push(Undo::PutNetwork(n.name.clone(), NetworkPut::from(&old)));
             done.push(format!("network {}", n.name));
         }
-        Some(_) => return fail(format!(
+        Some(_) => {
+            return fail(format!(
             "The network {:?} already exists on the host and is not silo's; choose another name",
             n.name
-        )),
+        ))
+        }
         None => {
             let kind = if n.kind.is_empty() { "bridge" } else { &n.kind };
             client
