@@ -262,24 +262,14 @@ impl Client {
     /// Waits for an operation to end; fails with its error text if it failed. Returns the
     /// operation's metadata.
     pub async fn wait(&self, op_id: &str) -> Result<Value, ClientError> {
-        let op = self.wait_op(op_id).await?;
-        Ok(op.get("metadata").cloned().unwrap_or(Value::Null))
+        Ok(self.operation_wait(op_id).await?.metadata)
     }
 
     /// Waits for an operation to end (`/1.0/operations/<id>/wait`); returns the whole
     /// operation, or its error.
     pub async fn wait_op(&self, op_id: &str) -> Result<Value, ClientError> {
-        let op = self.get(&paths::operation_wait(op_id, -1)).await?;
-        match op.get("status_code").and_then(Value::as_u64) {
-            Some(200) => Ok(op),
-            _ => Err(ClientError::Api(
-                op.get("err")
-                    .and_then(Value::as_str)
-                    .filter(|e| !e.is_empty())
-                    .unwrap_or("operation failed")
-                    .to_string(),
-            )),
-        }
+        let op = self.operation_wait(op_id).await?;
+        serde_json::to_value(op).map_err(|e| ClientError::Protocol(e.to_string()))
     }
 
     /// Opens a websocket on `path` (which starts with `/1.0/...`) over the unix socket.
@@ -393,7 +383,16 @@ impl Client {
 
     /// Waits for an operation to end; its error when it failed.
     pub async fn operation_wait(&self, id: &str) -> Result<silo_api::Operation, ClientError> {
-        decode("operation", self.wait_op(id).await?)
+        let path = paths::operation_wait(id, -1);
+        let op: silo_api::Operation = self.get_as(&path).await?;
+        if op.succeeded() {
+            return Ok(op);
+        }
+        Err(ClientError::Api(if op.err.is_empty() {
+            "operation failed".to_string()
+        } else {
+            op.err
+        }))
     }
 
     /// One operation, as it is now.
@@ -942,37 +941,37 @@ pub struct Answer {
 }
 
 impl Answer {
+    /// The envelope.
+    fn envelope(&self) -> Result<silo_api::Response, ClientError> {
+        lenient::from_value(self.body.clone())
+            .map_err(|e| ClientError::Protocol(format!("not LXD's envelope: {e}")))
+    }
+
     /// The envelope's metadata, or the API's error.
     pub fn metadata(&self) -> Result<Value, ClientError> {
-        let v = &self.body;
-        match v.get("type").and_then(Value::as_str) {
-            Some("error") => Err(ClientError::Api(
-                v.get("error")
-                    .and_then(Value::as_str)
-                    .unwrap_or("unknown error")
-                    .to_string(),
-            )),
-            Some("sync") | Some("async") => Ok(v.get("metadata").cloned().unwrap_or(Value::Null)),
-            _ => Err(ClientError::Protocol(format!("no response type in {v}"))),
+        let r = self.envelope()?;
+        match r.kind.as_str() {
+            "error" => Err(ClientError::Api(if r.error.is_empty() {
+                "unknown error".to_string()
+            } else {
+                r.error
+            })),
+            "sync" | "async" => Ok(r.metadata),
+            _ => Err(ClientError::Protocol(format!(
+                "no response type in {}",
+                self.body
+            ))),
         }
     }
 
     /// The operation id of an async answer.
     pub fn operation_id(&self) -> Option<String> {
-        if self.body.get("type").and_then(Value::as_str) != Some("async") {
-            return None;
-        }
-        let url = self
-            .body
-            .get("operation")
-            .and_then(Value::as_str)
-            .map(str::to_string)
-            .or_else(|| {
-                self.body
-                    .pointer("/metadata/id")
-                    .and_then(Value::as_str)
-                    .map(str::to_string)
-            })?;
+        let r = self.envelope().ok().filter(|r| r.kind == "async")?;
+        let url = if r.operation.is_empty() {
+            r.metadata_as::<silo_api::Operation>().ok()?.id
+        } else {
+            r.operation
+        };
         let id = url.rsplit('/').next().unwrap_or("").to_string();
         (!id.is_empty()).then_some(id)
     }

@@ -419,10 +419,7 @@ pub async fn run(client: &Client, cmd: NetworkCmd) -> Result<(), CmdError> {
             kind,
             description,
         } => {
-            let config = config
-                .iter()
-                .map(|a| util::kv(a))
-                .collect::<Result<StringMap, _>>()?;
+            let config = util::kv_map(&config)?;
             client
                 .create_network(&NetworksPost {
                     config,

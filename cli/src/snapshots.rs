@@ -2,16 +2,12 @@
 
 use silo_api::{
     ImageAlias, ImagesPost, ImagesPostSource, InstancePost, InstancePut, InstanceSnapshotPost,
-    InstanceSnapshotsPost, InstanceSource, InstanceStatePut, InstancesPost, StringMap,
+    InstanceSnapshotsPost, InstanceSource, InstanceStatePut, InstancesPost,
 };
 
 use crate::client::Client;
 use crate::commands::CmdError;
 use crate::util::fail;
-
-fn kv_map(args: &[String]) -> Result<StringMap, CmdError> {
-    args.iter().map(|a| crate::util::kv(a)).collect()
-}
 
 /// `silo snapshot`.
 #[derive(Debug, clap::Args)]
@@ -159,7 +155,7 @@ pub async fn copy(client: &Client, a: CopyArgs) -> Result<(), CmdError> {
             ..Default::default()
         },
         ephemeral: a.ephemeral,
-        config: kv_map(&a.config)?,
+        config: crate::util::kv_map(&a.config)?,
         ..Default::default()
     };
     client.create_instance(&req).await?;
@@ -219,7 +215,7 @@ pub async fn publish(client: &Client, a: PublishArgs) -> Result<(), CmdError> {
             name: a.source.clone(),
             ..Default::default()
         },
-        properties: kv_map(&a.properties)?,
+        properties: crate::util::kv_map(&a.properties)?,
         aliases: a
             .aliases
             .iter()

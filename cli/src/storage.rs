@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use clap::Subcommand;
 use serde_json::{json, Value};
-use silo_api::{StoragePoolPut, StoragePoolsPost, StorageVolumesPost, StringMap};
+use silo_api::{StoragePoolPut, StoragePoolsPost, StorageVolumesPost};
 
 use crate::client::Client;
 use crate::commands::CmdError;
@@ -195,10 +195,6 @@ async fn change_pool(
     Ok(())
 }
 
-fn kv_config(args: &[String]) -> Result<StringMap, CmdError> {
-    args.iter().map(|a| util::kv(a)).collect()
-}
-
 fn as_value<T: serde::Serialize>(v: &T) -> Value {
     serde_json::to_value(v).unwrap_or_default()
 }
@@ -214,7 +210,7 @@ pub async fn run(client: &Client, cmd: StorageCmd) -> Result<(), CmdError> {
         } => {
             client
                 .create_storage_pool(&StoragePoolsPost {
-                    config: kv_config(&config)?,
+                    config: util::kv_map(&config)?,
                     description,
                     name: pool.clone(),
                     driver,
@@ -365,7 +361,7 @@ async fn volume(client: &Client, cmd: VolumeCmd) -> Result<(), CmdError> {
                         name: volume.clone(),
                         kind: "custom".into(),
                         description,
-                        config: kv_config(&config)?,
+                        config: util::kv_map(&config)?,
                         ..Default::default()
                     },
                 )
