@@ -151,15 +151,16 @@ pub struct InstancePut {
     pub restore: String,
 }
 
+/// What LXD's client sends back after a GET (`Instance.Writable()`).
 impl From<&Instance> for InstancePut {
     fn from(i: &Instance) -> Self {
         InstancePut {
-            architecture: String::new(),
+            architecture: i.architecture.clone(),
             config: i.config.clone(),
             devices: i.devices.clone(),
             ephemeral: i.ephemeral,
             profiles: i.profiles.clone(),
-            stateful: false,
+            stateful: i.stateful,
             description: i.description.clone(),
             restore: String::new(),
         }
@@ -520,4 +521,42 @@ pub struct InstanceExecMetadata {
 pub struct InstanceConsoleMetadata {
     /// The secret of each websocket by stream ("0", "control").
     pub fds: StringMap,
+}
+
+/// One message on an exec or console operation's `control` websocket.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct InstanceExecControl {
+    /// "window-resize" or "signal".
+    pub command: String,
+    /// With "window-resize": "width" and "height".
+    #[serde(skip_serializing_if = "StringMap::is_empty")]
+    pub args: StringMap,
+    /// With "signal": its number.
+    #[serde(skip_serializing_if = "crate::is_zero")]
+    pub signal: i64,
+}
+
+impl InstanceExecControl {
+    /// A terminal's new size.
+    pub fn resize(width: u16, height: u16) -> Self {
+        InstanceExecControl {
+            command: "window-resize".into(),
+            args: [
+                ("width".to_string(), width.to_string()),
+                ("height".to_string(), height.to_string()),
+            ]
+            .into(),
+            signal: 0,
+        }
+    }
+
+    /// A signal for the command.
+    pub fn signal(signal: i32) -> Self {
+        InstanceExecControl {
+            command: "signal".into(),
+            args: StringMap::new(),
+            signal: i64::from(signal),
+        }
+    }
 }

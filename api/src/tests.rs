@@ -24,6 +24,7 @@ const MAPS: &[&str] = &[
     "resources",
     "fds",
     "output",
+    "args",
     "disk",
     "network",
 ];
@@ -219,6 +220,7 @@ every_type! {
         interactive: true, wait_for_websocket: true, record_output: true, width: 80, height: 24,
         user: 1000, group: 1000, cwd: s("/root"),
     };
+    instance_exec_control: InstanceExecControl = InstanceExecControl { command: s("signal"), args: strings(&[("width", "80")]), signal: 15 };
     instance_console_post: InstanceConsolePost = InstanceConsolePost { width: 80, height: 24, kind: s("console") };
     instance_snapshots_post: InstanceSnapshotsPost = InstanceSnapshotsPost { name: s("s0"), stateful: true, expires_at: Some(s("2030-01-01T00:00:00Z")) };
     instance_snapshot_post: InstanceSnapshotPost = InstanceSnapshotPost {

@@ -3,12 +3,12 @@
 use futures::StreamExt;
 use http_body_util::StreamBody;
 use hyper::body::Frame;
-use serde_json::{json, Value};
+use silo_api::{paths, InstanceBackupsPost};
 use tokio::io::AsyncWriteExt;
 
 use crate::client::Client;
 use crate::commands::CmdError;
-use crate::util::{enc, fail, outln};
+use crate::util::{fail, outln};
 
 /// `silo export`.
 #[derive(Debug, clap::Args)]
@@ -42,26 +42,21 @@ pub struct ImportArgs {
 
 /// `silo export INSTANCE [FILE]`: a backup made on the server, downloaded, then removed there.
 pub async fn export(client: &Client, a: ExportArgs) -> Result<(), CmdError> {
-    let base = format!("/1.0/instances/{}/backups", enc(&a.instance));
-    let op = client
-        .operate(
-            "POST",
-            &base,
-            Some(&json!({
-                "name": "",
-                "instance_only": a.instance_only,
-                "optimized_storage": a.optimized_storage,
-                "compression_algorithm": a.compression,
-            })),
-            &[],
-        )
-        .await?;
-    let url = op
-        .pointer("/resources/backups/0")
-        .and_then(Value::as_str)
-        .unwrap_or("")
-        .to_string();
-    let Some(name) = url.rsplit('/').next().filter(|n| !n.is_empty()) else {
+    let req = InstanceBackupsPost {
+        instance_only: a.instance_only,
+        optimized_storage: a.optimized_storage,
+        compression_algorithm: a.compression.clone(),
+        ..Default::default()
+    };
+    let op = client.create_backup(&a.instance, &req).await?;
+    let Some(name) = op
+        .resources
+        .get("backups")
+        .and_then(|b| b.first())
+        .and_then(|url| url.rsplit('/').next())
+        .filter(|n| !n.is_empty())
+        .map(paths::unescape)
+    else {
         return fail("The server did not say which backup it made");
     };
     let ext = match a.compression.as_str() {
@@ -76,7 +71,7 @@ pub async fn export(client: &Client, a: ExportArgs) -> Result<(), CmdError> {
         .unwrap_or_else(|| std::path::PathBuf::from(format!("{}{ext}", a.instance)));
     let result: Result<(), CmdError> = async {
         let resp = client
-            .download(&format!("{base}/{}/export", enc(name)))
+            .download(&paths::backup_export(&a.instance, &name))
             .await?;
         let mut f = tokio::fs::File::create(&target)
             .await
@@ -95,9 +90,7 @@ pub async fn export(client: &Client, a: ExportArgs) -> Result<(), CmdError> {
     }
     .await;
     // The server's copy goes whatever happened (lxc does the same).
-    let _ = client
-        .operate("DELETE", &format!("{base}/{}", enc(name)), None, &[])
-        .await;
+    let _ = client.delete_backup(&a.instance, &name).await;
     if result.is_err() {
         let _ = std::fs::remove_file(&target);
     }
@@ -127,7 +120,7 @@ pub async fn import(client: &Client, a: ImportArgs) -> Result<(), CmdError> {
     }
     let body = StreamBody::new(crate::images::file_stream(f).map(|c| c.map(Frame::data)));
     let answer = client
-        .request_stream("POST", "/1.0/instances", body, &headers)
+        .request_stream("POST", &paths::instances(), body, &headers)
         .await?;
     answer.finish(client).await?;
     Ok(())

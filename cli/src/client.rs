@@ -7,7 +7,10 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::{Bytes, Incoming};
 use hyper::Request;
 use hyper_util::rt::TokioIo;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
 use serde_json::Value;
+use silo_api::{lenient, paths};
 use tokio::net::UnixStream;
 
 /// A websocket to silod over its unix socket.
@@ -259,26 +262,14 @@ impl Client {
     /// Waits for an operation to end; fails with its error text if it failed. Returns the
     /// operation's metadata.
     pub async fn wait(&self, op_id: &str) -> Result<Value, ClientError> {
-        let op = self.wait_op(op_id).await?;
-        Ok(op.get("metadata").cloned().unwrap_or(Value::Null))
+        Ok(self.operation_wait(op_id).await?.metadata)
     }
 
     /// Waits for an operation to end (`/1.0/operations/<id>/wait`); returns the whole
     /// operation, or its error.
     pub async fn wait_op(&self, op_id: &str) -> Result<Value, ClientError> {
-        let op = self
-            .get(&format!("/1.0/operations/{op_id}/wait?timeout=-1"))
-            .await?;
-        match op.get("status_code").and_then(Value::as_u64) {
-            Some(200) => Ok(op),
-            _ => Err(ClientError::Api(
-                op.get("err")
-                    .and_then(Value::as_str)
-                    .filter(|e| !e.is_empty())
-                    .unwrap_or("operation failed")
-                    .to_string(),
-            )),
-        }
+        let op = self.operation_wait(op_id).await?;
+        serde_json::to_value(op).map_err(|e| ClientError::Protocol(e.to_string()))
     }
 
     /// Opens a websocket on `path` (which starts with `/1.0/...`) over the unix socket.
@@ -298,8 +289,8 @@ impl Client {
     ) -> Result<(), ClientError> {
         use futures::StreamExt;
         let path = match types {
-            Some(t) => format!("/1.0/events?type={t}"),
-            None => "/1.0/events".to_string(),
+            Some(t) => paths::events_of(t),
+            None => paths::events(),
         };
         let mut ws = self.websocket(&path).await?;
         while let Some(msg) = ws.next().await {
@@ -316,6 +307,628 @@ impl Client {
     }
 }
 
+/// The envelope's metadata decoded as `T` with LXD's leniency (`null` is the zero value,
+/// unknown fields are ignored).
+fn decode<T: DeserializeOwned>(path: &str, v: Value) -> Result<T, ClientError> {
+    lenient::from_value(v).map_err(|e| ClientError::Protocol(format!("{path}: {e}")))
+}
+
+fn to_json<B: Serialize>(body: &B) -> Result<Value, ClientError> {
+    serde_json::to_value(body).map_err(|e| ClientError::Http(e.to_string()))
+}
+
+/// Typed calls: every object and request is a `silo_api` type, every path from
+/// `silo_api::paths`.
+impl Client {
+    /// GETs `path` and decodes its metadata as `T`.
+    pub async fn get_as<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
+        decode(path, self.get(path).await?)
+    }
+
+    /// GETs `path` and decodes its metadata as `T`, with the ETag for a later If-Match.
+    pub async fn get_as_etag<T: DeserializeOwned>(
+        &self,
+        path: &str,
+    ) -> Result<(T, Option<String>), ClientError> {
+        let (v, etag) = self.get_etag(path).await?;
+        Ok((decode(path, v)?, etag))
+    }
+
+    /// Sends `body` and waits for the operation when the answer is async; a sync answer is
+    /// given as a finished operation whose metadata is the answer's.
+    pub async fn run<B: Serialize>(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&B>,
+        headers: &[(&str, String)],
+    ) -> Result<silo_api::Operation, ClientError> {
+        let body = body.map(to_json).transpose()?;
+        let a = self.request(method, path, body.as_ref(), headers).await?;
+        let meta = a.metadata()?;
+        match a.operation_id() {
+            Some(id) => self.operation_wait(&id).await,
+            None => Ok(silo_api::Operation {
+                status: "Success".into(),
+                status_code: 200,
+                metadata: meta,
+                ..Default::default()
+            }),
+        }
+    }
+
+    /// Sends `body` and returns the id of the operation the server started (`None` for a
+    /// sync answer), or the server's refusal: a caller can tell a refused request from an
+    /// operation that failed.
+    pub async fn start<B: Serialize>(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&B>,
+    ) -> Result<Option<String>, ClientError> {
+        let body = body.map(to_json).transpose()?;
+        let a = self.request(method, path, body.as_ref(), &[]).await?;
+        a.metadata()?;
+        Ok(a.operation_id())
+    }
+
+    /// Sends a request that has no body.
+    async fn run_empty(
+        &self,
+        method: &str,
+        path: &str,
+    ) -> Result<silo_api::Operation, ClientError> {
+        self.run::<Value>(method, path, None, &[]).await
+    }
+
+    /// Waits for an operation to end; its error when it failed.
+    pub async fn operation_wait(&self, id: &str) -> Result<silo_api::Operation, ClientError> {
+        let path = paths::operation_wait(id, -1);
+        let op: silo_api::Operation = self.get_as(&path).await?;
+        if op.succeeded() {
+            return Ok(op);
+        }
+        Err(ClientError::Api(if op.err.is_empty() {
+            "operation failed".to_string()
+        } else {
+            op.err
+        }))
+    }
+
+    /// One operation, as it is now.
+    pub async fn operation(&self, id: &str) -> Result<silo_api::Operation, ClientError> {
+        self.get_as(&paths::operation(id)).await
+    }
+
+    /// Every operation, by status ("running", "success", ...).
+    pub async fn operations(
+        &self,
+    ) -> Result<std::collections::BTreeMap<String, Vec<silo_api::Operation>>, ClientError> {
+        self.get_as(&paths::recursion(&paths::operations(), 1))
+            .await
+    }
+
+    /// The server.
+    pub async fn server(&self) -> Result<silo_api::Server, ClientError> {
+        self.get_as(&paths::server()).await
+    }
+
+    /// Replaces the server's configuration (If-Match with `etag`).
+    pub async fn update_server(
+        &self,
+        put: &silo_api::ServerPut,
+        etag: Option<String>,
+    ) -> Result<(), ClientError> {
+        self.run("PUT", &paths::server(), Some(put), &if_match(etag))
+            .await
+            .map(drop)
+    }
+
+    /// Merges keys into the server's configuration.
+    pub async fn patch_server(&self, put: &silo_api::ServerPut) -> Result<(), ClientError> {
+        self.run("PATCH", &paths::server(), Some(put), &[])
+            .await
+            .map(drop)
+    }
+
+    /// Every instance.
+    pub async fn instances(&self) -> Result<Vec<silo_api::Instance>, ClientError> {
+        self.get_as(&paths::recursion(&paths::instances(), 1)).await
+    }
+
+    /// Every instance with its state, snapshots and backups.
+    pub async fn instances_full(&self) -> Result<Vec<silo_api::InstanceFull>, ClientError> {
+        self.get_as(&paths::recursion(&paths::instances(), 2)).await
+    }
+
+    /// One instance.
+    pub async fn instance(&self, name: &str) -> Result<silo_api::Instance, ClientError> {
+        self.get_as(&paths::instance(name)).await
+    }
+
+    /// One instance with its ETag.
+    pub async fn instance_etag(
+        &self,
+        name: &str,
+    ) -> Result<(silo_api::Instance, Option<String>), ClientError> {
+        self.get_as_etag(&paths::instance(name)).await
+    }
+
+    /// One instance with its state, snapshots and backups.
+    pub async fn instance_full(&self, name: &str) -> Result<silo_api::InstanceFull, ClientError> {
+        self.get_as(&paths::recursion(&paths::instance(name), 2))
+            .await
+    }
+
+    /// Creates an instance; waits for it.
+    pub async fn create_instance(
+        &self,
+        req: &silo_api::InstancesPost,
+    ) -> Result<silo_api::Operation, ClientError> {
+        self.run("POST", &paths::instances(), Some(req), &[]).await
+    }
+
+    /// Replaces an instance's writable part (If-Match with `etag`).
+    pub async fn update_instance(
+        &self,
+        name: &str,
+        put: &silo_api::InstancePut,
+        etag: Option<String>,
+    ) -> Result<silo_api::Operation, ClientError> {
+        self.run("PUT", &paths::instance(name), Some(put), &if_match(etag))
+            .await
+    }
+
+    /// Renames an instance.
+    pub async fn rename_instance(
+        &self,
+        name: &str,
+        req: &silo_api::InstancePost,
+    ) -> Result<silo_api::Operation, ClientError> {
+        self.run("POST", &paths::instance(name), Some(req), &[])
+            .await
+    }
+
+    /// Deletes an instance.
+    pub async fn delete_instance(&self, name: &str) -> Result<silo_api::Operation, ClientError> {
+        self.run_empty("DELETE", &paths::instance(name)).await
+    }
+
+    /// An instance's state.
+    pub async fn instance_state(&self, name: &str) -> Result<silo_api::InstanceState, ClientError> {
+        self.get_as(&paths::instance_state(name)).await
+    }
+
+    /// Starts, stops, restarts, freezes or unfreezes an instance; waits for it.
+    pub async fn set_instance_state(
+        &self,
+        name: &str,
+        req: &silo_api::InstanceStatePut,
+    ) -> Result<silo_api::Operation, ClientError> {
+        self.run("PUT", &paths::instance_state(name), Some(req), &[])
+            .await
+    }
+
+    /// An instance's snapshots.
+    pub async fn snapshots(
+        &self,
+        name: &str,
+    ) -> Result<Vec<silo_api::InstanceSnapshot>, ClientError> {
+        self.get_as(&paths::recursion(&paths::snapshots(name), 1))
+            .await
+    }
+
+    /// One snapshot.
+    pub async fn snapshot(
+        &self,
+        name: &str,
+        snap: &str,
+    ) -> Result<silo_api::InstanceSnapshot, ClientError> {
+        self.get_as(&paths::snapshot(name, snap)).await
+    }
+
+    /// Takes a snapshot; waits for it.
+    pub async fn create_snapshot(
+        &self,
+        name: &str,
+        req: &silo_api::InstanceSnapshotsPost,
+    ) -> Result<silo_api::Operation, ClientError> {
+        self.run("POST", &paths::snapshots(name), Some(req), &[])
+            .await
+    }
+
+    /// Renames a snapshot; waits for it.
+    pub async fn rename_snapshot(
+        &self,
+        name: &str,
+        snap: &str,
+        req: &silo_api::InstanceSnapshotPost,
+    ) -> Result<silo_api::Operation, ClientError> {
+        self.run("POST", &paths::snapshot(name, snap), Some(req), &[])
+            .await
+    }
+
+    /// Deletes a snapshot; waits for it.
+    pub async fn delete_snapshot(
+        &self,
+        name: &str,
+        snap: &str,
+    ) -> Result<silo_api::Operation, ClientError> {
+        self.run_empty("DELETE", &paths::snapshot(name, snap)).await
+    }
+
+    /// An instance's backups.
+    pub async fn backups(&self, name: &str) -> Result<Vec<silo_api::InstanceBackup>, ClientError> {
+        self.get_as(&paths::recursion(&paths::backups(name), 1))
+            .await
+    }
+
+    /// Makes a backup; waits for it.
+    pub async fn create_backup(
+        &self,
+        name: &str,
+        req: &silo_api::InstanceBackupsPost,
+    ) -> Result<silo_api::Operation, ClientError> {
+        self.run("POST", &paths::backups(name), Some(req), &[])
+            .await
+    }
+
+    /// Deletes a backup; waits for it.
+    pub async fn delete_backup(
+        &self,
+        name: &str,
+        backup: &str,
+    ) -> Result<silo_api::Operation, ClientError> {
+        self.run_empty("DELETE", &paths::backup(name, backup)).await
+    }
+
+    /// Every image.
+    pub async fn images(&self) -> Result<Vec<silo_api::Image>, ClientError> {
+        self.get_as(&paths::recursion(&paths::images(), 1)).await
+    }
+
+    /// One image (by fingerprint or a unique prefix).
+    pub async fn image(&self, fingerprint: &str) -> Result<silo_api::Image, ClientError> {
+        self.get_as(&paths::image(fingerprint)).await
+    }
+
+    /// One image with its ETag.
+    pub async fn image_etag(
+        &self,
+        fingerprint: &str,
+    ) -> Result<(silo_api::Image, Option<String>), ClientError> {
+        self.get_as_etag(&paths::image(fingerprint)).await
+    }
+
+    /// Replaces an image's writable part.
+    pub async fn update_image(
+        &self,
+        fingerprint: &str,
+        put: &silo_api::ImagePut,
+        etag: Option<String>,
+    ) -> Result<(), ClientError> {
+        self.run(
+            "PUT",
+            &paths::image(fingerprint),
+            Some(put),
+            &if_match(etag),
+        )
+        .await
+        .map(drop)
+    }
+
+    /// Deletes an image; waits for it.
+    pub async fn delete_image(
+        &self,
+        fingerprint: &str,
+    ) -> Result<silo_api::Operation, ClientError> {
+        self.run_empty("DELETE", &paths::image(fingerprint)).await
+    }
+
+    /// Publishes an instance or snapshot as an image; waits for it.
+    pub async fn publish(
+        &self,
+        req: &silo_api::ImagesPost,
+    ) -> Result<silo_api::Operation, ClientError> {
+        self.run("POST", &paths::images(), Some(req), &[]).await
+    }
+
+    /// Every image alias.
+    pub async fn image_aliases(&self) -> Result<Vec<silo_api::ImageAliasesEntry>, ClientError> {
+        self.get_as(&paths::recursion(&paths::image_aliases(), 1))
+            .await
+    }
+
+    /// One image alias.
+    pub async fn image_alias(
+        &self,
+        name: &str,
+    ) -> Result<silo_api::ImageAliasesEntry, ClientError> {
+        self.get_as(&paths::image_alias(name)).await
+    }
+
+    /// Creates an image alias.
+    pub async fn create_image_alias(
+        &self,
+        req: &silo_api::ImageAliasesPost,
+    ) -> Result<(), ClientError> {
+        self.run("POST", &paths::image_aliases(), Some(req), &[])
+            .await
+            .map(drop)
+    }
+
+    /// Renames an image alias.
+    pub async fn rename_image_alias(
+        &self,
+        name: &str,
+        req: &silo_api::ImageAliasesEntryPost,
+    ) -> Result<(), ClientError> {
+        self.run("POST", &paths::image_alias(name), Some(req), &[])
+            .await
+            .map(drop)
+    }
+
+    /// Deletes an image alias.
+    pub async fn delete_image_alias(&self, name: &str) -> Result<(), ClientError> {
+        self.run_empty("DELETE", &paths::image_alias(name))
+            .await
+            .map(drop)
+    }
+
+    /// Every profile.
+    pub async fn profiles(&self) -> Result<Vec<silo_api::Profile>, ClientError> {
+        self.get_as(&paths::recursion(&paths::profiles(), 1)).await
+    }
+
+    /// One profile.
+    pub async fn profile(&self, name: &str) -> Result<silo_api::Profile, ClientError> {
+        self.get_as(&paths::profile(name)).await
+    }
+
+    /// One profile with its ETag.
+    pub async fn profile_etag(
+        &self,
+        name: &str,
+    ) -> Result<(silo_api::Profile, Option<String>), ClientError> {
+        self.get_as_etag(&paths::profile(name)).await
+    }
+
+    /// Creates a profile.
+    pub async fn create_profile(&self, req: &silo_api::ProfilesPost) -> Result<(), ClientError> {
+        self.run("POST", &paths::profiles(), Some(req), &[])
+            .await
+            .map(drop)
+    }
+
+    /// Replaces a profile's writable part (If-Match with `etag`).
+    pub async fn update_profile(
+        &self,
+        name: &str,
+        put: &silo_api::ProfilePut,
+        etag: Option<String>,
+    ) -> Result<(), ClientError> {
+        self.run("PUT", &paths::profile(name), Some(put), &if_match(etag))
+            .await
+            .map(drop)
+    }
+
+    /// Renames a profile.
+    pub async fn rename_profile(
+        &self,
+        name: &str,
+        req: &silo_api::ProfilePost,
+    ) -> Result<(), ClientError> {
+        self.run("POST", &paths::profile(name), Some(req), &[])
+            .await
+            .map(drop)
+    }
+
+    /// Deletes a profile.
+    pub async fn delete_profile(&self, name: &str) -> Result<(), ClientError> {
+        self.run_empty("DELETE", &paths::profile(name))
+            .await
+            .map(drop)
+    }
+
+    /// Every network (managed or not).
+    pub async fn networks(&self) -> Result<Vec<silo_api::Network>, ClientError> {
+        self.get_as(&paths::recursion(&paths::networks(), 1)).await
+    }
+
+    /// One network.
+    pub async fn network(&self, name: &str) -> Result<silo_api::Network, ClientError> {
+        self.get_as(&paths::network(name)).await
+    }
+
+    /// One network with its ETag.
+    pub async fn network_etag(
+        &self,
+        name: &str,
+    ) -> Result<(silo_api::Network, Option<String>), ClientError> {
+        self.get_as_etag(&paths::network(name)).await
+    }
+
+    /// Creates a network.
+    pub async fn create_network(&self, req: &silo_api::NetworksPost) -> Result<(), ClientError> {
+        self.run("POST", &paths::networks(), Some(req), &[])
+            .await
+            .map(drop)
+    }
+
+    /// Replaces a network's writable part (If-Match with `etag`).
+    pub async fn update_network(
+        &self,
+        name: &str,
+        put: &silo_api::NetworkPut,
+        etag: Option<String>,
+    ) -> Result<(), ClientError> {
+        self.run("PUT", &paths::network(name), Some(put), &if_match(etag))
+            .await
+            .map(drop)
+    }
+
+    /// Renames a network.
+    pub async fn rename_network(
+        &self,
+        name: &str,
+        req: &silo_api::NetworkPost,
+    ) -> Result<(), ClientError> {
+        self.run("POST", &paths::network(name), Some(req), &[])
+            .await
+            .map(drop)
+    }
+
+    /// Sets (or, with "", unsets) config keys of a network, leaving the others.
+    pub async fn patch_network_config(
+        &self,
+        name: &str,
+        config: &silo_api::StringMap,
+        etag: Option<String>,
+    ) -> Result<(), ClientError> {
+        /// PATCH with the config alone: a `NetworkPut` would also clear the description.
+        #[derive(Serialize)]
+        struct ConfigPatch<'a> {
+            config: &'a silo_api::StringMap,
+        }
+        self.run(
+            "PATCH",
+            &paths::network(name),
+            Some(&ConfigPatch { config }),
+            &if_match(etag),
+        )
+        .await
+        .map(drop)
+    }
+
+    /// Deletes a network.
+    pub async fn delete_network(&self, name: &str) -> Result<(), ClientError> {
+        self.run_empty("DELETE", &paths::network(name))
+            .await
+            .map(drop)
+    }
+
+    /// A network's state.
+    pub async fn network_state(&self, name: &str) -> Result<silo_api::NetworkState, ClientError> {
+        self.get_as(&paths::network_state(name)).await
+    }
+
+    /// A network's leases.
+    pub async fn network_leases(
+        &self,
+        name: &str,
+    ) -> Result<Vec<silo_api::NetworkLease>, ClientError> {
+        self.get_as(&paths::network_leases(name)).await
+    }
+
+    /// Every storage pool.
+    pub async fn storage_pools(&self) -> Result<Vec<silo_api::StoragePool>, ClientError> {
+        self.get_as(&paths::recursion(&paths::storage_pools(), 1))
+            .await
+    }
+
+    /// One storage pool.
+    pub async fn storage_pool(&self, name: &str) -> Result<silo_api::StoragePool, ClientError> {
+        self.get_as(&paths::storage_pool(name)).await
+    }
+
+    /// One storage pool with its ETag.
+    pub async fn storage_pool_etag(
+        &self,
+        name: &str,
+    ) -> Result<(silo_api::StoragePool, Option<String>), ClientError> {
+        self.get_as_etag(&paths::storage_pool(name)).await
+    }
+
+    /// Creates a storage pool.
+    pub async fn create_storage_pool(
+        &self,
+        req: &silo_api::StoragePoolsPost,
+    ) -> Result<(), ClientError> {
+        self.run("POST", &paths::storage_pools(), Some(req), &[])
+            .await
+            .map(drop)
+    }
+
+    /// Replaces a storage pool's writable part (If-Match with `etag`).
+    pub async fn update_storage_pool(
+        &self,
+        name: &str,
+        put: &silo_api::StoragePoolPut,
+        etag: Option<String>,
+    ) -> Result<(), ClientError> {
+        self.run(
+            "PUT",
+            &paths::storage_pool(name),
+            Some(put),
+            &if_match(etag),
+        )
+        .await
+        .map(drop)
+    }
+
+    /// Deletes a storage pool.
+    pub async fn delete_storage_pool(&self, name: &str) -> Result<(), ClientError> {
+        self.run_empty("DELETE", &paths::storage_pool(name))
+            .await
+            .map(drop)
+    }
+
+    /// A storage pool's space.
+    pub async fn storage_pool_resources(
+        &self,
+        name: &str,
+    ) -> Result<silo_api::ResourcesStoragePool, ClientError> {
+        self.get_as(&paths::storage_pool_resources(name)).await
+    }
+
+    /// A storage pool's volumes.
+    pub async fn storage_volumes(
+        &self,
+        pool: &str,
+    ) -> Result<Vec<silo_api::StorageVolume>, ClientError> {
+        self.get_as(&paths::recursion(&paths::storage_volumes(pool), 1))
+            .await
+    }
+
+    /// One storage volume.
+    pub async fn storage_volume(
+        &self,
+        pool: &str,
+        kind: &str,
+        name: &str,
+    ) -> Result<silo_api::StorageVolume, ClientError> {
+        self.get_as(&paths::storage_volume(pool, kind, name)).await
+    }
+
+    /// Creates a custom storage volume.
+    pub async fn create_storage_volume(
+        &self,
+        pool: &str,
+        req: &silo_api::StorageVolumesPost,
+    ) -> Result<(), ClientError> {
+        self.run(
+            "POST",
+            &paths::storage_volumes_of(pool, "custom"),
+            Some(req),
+            &[],
+        )
+        .await
+        .map(drop)
+    }
+
+    /// Deletes a storage volume.
+    pub async fn delete_storage_volume(
+        &self,
+        pool: &str,
+        kind: &str,
+        name: &str,
+    ) -> Result<(), ClientError> {
+        self.run_empty("DELETE", &paths::storage_volume(pool, kind, name))
+            .await
+            .map(drop)
+    }
+}
+
 /// One answer from the API: status, ETag and the JSON envelope.
 #[derive(Debug, Clone)]
 pub struct Answer {
@@ -328,37 +941,37 @@ pub struct Answer {
 }
 
 impl Answer {
+    /// The envelope.
+    fn envelope(&self) -> Result<silo_api::Response, ClientError> {
+        lenient::from_value(self.body.clone())
+            .map_err(|e| ClientError::Protocol(format!("not LXD's envelope: {e}")))
+    }
+
     /// The envelope's metadata, or the API's error.
     pub fn metadata(&self) -> Result<Value, ClientError> {
-        let v = &self.body;
-        match v.get("type").and_then(Value::as_str) {
-            Some("error") => Err(ClientError::Api(
-                v.get("error")
-                    .and_then(Value::as_str)
-                    .unwrap_or("unknown error")
-                    .to_string(),
-            )),
-            Some("sync") | Some("async") => Ok(v.get("metadata").cloned().unwrap_or(Value::Null)),
-            _ => Err(ClientError::Protocol(format!("no response type in {v}"))),
+        let r = self.envelope()?;
+        match r.kind.as_str() {
+            "error" => Err(ClientError::Api(if r.error.is_empty() {
+                "unknown error".to_string()
+            } else {
+                r.error
+            })),
+            "sync" | "async" => Ok(r.metadata),
+            _ => Err(ClientError::Protocol(format!(
+                "no response type in {}",
+                self.body
+            ))),
         }
     }
 
     /// The operation id of an async answer.
     pub fn operation_id(&self) -> Option<String> {
-        if self.body.get("type").and_then(Value::as_str) != Some("async") {
-            return None;
-        }
-        let url = self
-            .body
-            .get("operation")
-            .and_then(Value::as_str)
-            .map(str::to_string)
-            .or_else(|| {
-                self.body
-                    .pointer("/metadata/id")
-                    .and_then(Value::as_str)
-                    .map(str::to_string)
-            })?;
+        let r = self.envelope().ok().filter(|r| r.kind == "async")?;
+        let url = if r.operation.is_empty() {
+            r.metadata_as::<silo_api::Operation>().ok()?.id
+        } else {
+            r.operation
+        };
         let id = url.rsplit('/').next().unwrap_or("").to_string();
         (!id.is_empty()).then_some(id)
     }

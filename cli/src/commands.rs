@@ -5,7 +5,7 @@ use serde_json::Value;
 
 use crate::client::{socket_path, Client, ClientError};
 use crate::format;
-use crate::util::{out, s};
+use crate::util::out;
 use crate::{Cli, Command, InfoFormat, OperationCmd};
 
 /// Errors a command reports to the user as one line.
@@ -76,12 +76,9 @@ pub async fn run(cli: Cli) -> Result<(), CmdError> {
         Command::Storage(c) => crate::storage::run(&client, c).await,
         Command::Version => {
             out(&format!("Client version: {}\n", env!("CARGO_PKG_VERSION")))?;
-            let server = match client.get("/1.0").await {
-                Ok(v) => v
-                    .pointer("/environment/server_version")
-                    .and_then(Value::as_str)
-                    .unwrap_or("unknown")
-                    .to_string(),
+            let server = match client.server().await {
+                Ok(v) if !v.environment.server_version.is_empty() => v.environment.server_version,
+                Ok(_) => "unknown".to_string(),
                 Err(_) => "unreachable".to_string(),
             };
             out(&format!("Server version: {server}\n"))
@@ -89,44 +86,28 @@ pub async fn run(cli: Cli) -> Result<(), CmdError> {
         Command::Info {
             name: None, format, ..
         } => {
-            let v = client.get("/1.0").await?;
+            // Printed as the server sent it, silo's own section and all: free-form here.
+            let v = client.get(&silo_api::paths::server()).await?;
             show(&v, format)
         }
         Command::Operation(OperationCmd::List { format }) => {
-            let v = client.get("/1.0/operations?recursion=1").await?;
-            let mut ops: Vec<Value> = v
-                .as_object()
-                .map(|m| {
-                    m.values()
-                        .filter_map(Value::as_array)
-                        .flatten()
-                        .cloned()
-                        .collect()
-                })
-                .unwrap_or_default();
-            ops.sort_by_key(|o| s(o, "created_at"));
+            let mut ops: Vec<silo_api::Operation> =
+                client.operations().await?.into_values().flatten().collect();
+            ops.sort_by(|a, b| a.created_at.cmp(&b.created_at));
             let rows: Vec<Vec<String>> = ops
                 .iter()
                 .map(|o| {
                     vec![
-                        s(o, "id"),
-                        s(o, "class").to_uppercase(),
-                        s(o, "description"),
-                        s(o, "status").to_uppercase(),
-                        if o.get("may_cancel")
-                            .and_then(Value::as_bool)
-                            .unwrap_or(false)
-                        {
-                            "YES"
-                        } else {
-                            "NO"
-                        }
-                        .to_string(),
-                        s(o, "created_at"),
+                        o.id.clone(),
+                        o.class.to_uppercase(),
+                        o.description.clone(),
+                        o.status.to_uppercase(),
+                        if o.may_cancel { "YES" } else { "NO" }.to_string(),
+                        o.created_at.clone(),
                     ]
                 })
                 .collect();
-            let raw = Value::Array(ops);
+            let raw = serde_json::to_value(&ops).map_err(|e| CmdError::Output(e.to_string()))?;
             let text = format::render(
                 format,
                 &[
@@ -144,12 +125,13 @@ pub async fn run(cli: Cli) -> Result<(), CmdError> {
             out(&text)
         }
         Command::Operation(OperationCmd::Show { id }) => {
-            let v = client.get(&format!("/1.0/operations/{id}")).await?;
+            let v = serde_json::to_value(client.operation(&id).await?)
+                .map_err(|e| CmdError::Output(e.to_string()))?;
             show(&v, InfoFormat::Yaml)
         }
         Command::Operation(OperationCmd::Delete { id }) => {
             client
-                .query("DELETE", &format!("/1.0/operations/{id}"), None)
+                .query("DELETE", &silo_api::paths::operation(&id), None)
                 .await?;
             Ok(())
         }

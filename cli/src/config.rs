@@ -2,11 +2,12 @@
 //! instance devices, as `lxc config` does them: GET, change, PUT with If-Match.
 
 use clap::Subcommand;
-use serde_json::{json, Map, Value};
+use serde_json::{Map, Value};
+use silo_api::{lenient, DeviceMap, Instance, InstancePut, ServerPut, StringMap};
 
-use crate::client::{if_match, Client};
+use crate::client::Client;
 use crate::commands::CmdError;
-use crate::util::{self, enc, fail, out, outln};
+use crate::util::{self, fail, out, outln};
 
 /// `silo config ...`.
 #[derive(Debug, Subcommand)]
@@ -145,24 +146,21 @@ pub const INSTANCE_KEYS: &[&str] = &[
     "description",
 ];
 
-fn instance_path(name: &str) -> String {
-    format!("/1.0/instances/{}", enc(name))
-}
-
 /// GETs an instance with its ETag.
 pub async fn get_instance(
     client: &Client,
     name: &str,
-) -> Result<(Value, Option<String>), CmdError> {
-    Ok(client.get_etag(&instance_path(name)).await?)
+) -> Result<(Instance, Option<String>), CmdError> {
+    Ok(client.instance_etag(name).await?)
 }
 
-/// The writable part of an instance object.
-pub fn writable(inst: &Value) -> Value {
+/// The writable part of an instance as lxc prints it: [`INSTANCE_KEYS`] of the object.
+pub fn writable(inst: &Instance) -> Value {
+    let v = serde_json::to_value(inst).unwrap_or_default();
     let mut m = Map::new();
     for k in INSTANCE_KEYS {
-        if let Some(v) = inst.get(*k) {
-            m.insert((*k).to_string(), v.clone());
+        if let Some(x) = v.get(*k) {
+            m.insert((*k).to_string(), x.clone());
         }
     }
     Value::Object(m)
@@ -172,25 +170,23 @@ pub fn writable(inst: &Value) -> Value {
 pub async fn put_instance(
     client: &Client,
     name: &str,
-    body: &Value,
+    put: &InstancePut,
     etag: Option<String>,
 ) -> Result<(), CmdError> {
-    let headers = if_match(etag);
-    client
-        .operate("PUT", &instance_path(name), Some(body), &headers)
-        .await?;
+    client.update_instance(name, put, etag).await?;
     Ok(())
 }
 
-/// The map at `k` in an object, made an empty map when missing or null.
-pub fn obj_mut<'a>(v: &'a mut Value, k: &str) -> Result<&'a mut Map<String, Value>, CmdError> {
-    let bad = || CmdError::Fail(format!("unexpected answer from silod: {k} is not a map"));
-    let m = v.as_object_mut().ok_or_else(bad)?;
-    let e = m.entry(k).or_insert_with(|| json!({}));
-    if e.is_null() {
-        *e = json!({});
-    }
-    e.as_object_mut().ok_or_else(bad)
+/// Changes an instance's writable part with `change` and PUTs it back with If-Match.
+pub async fn change_instance(
+    client: &Client,
+    name: &str,
+    change: impl FnOnce(&Instance, &mut InstancePut) -> Result<(), CmdError>,
+) -> Result<(), CmdError> {
+    let (inst, etag) = get_instance(client, name).await?;
+    let mut put = InstancePut::from(&inst);
+    change(&inst, &mut put)?;
+    put_instance(client, name, &put, etag).await
 }
 
 /// Runs `silo config ...`.
@@ -198,15 +194,15 @@ pub async fn run(client: &Client, cmd: ConfigCmd) -> Result<(), CmdError> {
     match cmd {
         ConfigCmd::Show { instance, expanded } => match instance {
             None => {
-                let v = client.get("/1.0").await?;
+                let v = serde_json::to_value(client.server().await?).unwrap_or_default();
                 out(&util::yaml_ordered(&v, &["config"])?)
             }
             Some(name) => {
                 let (inst, _) = get_instance(client, &name).await?;
                 let mut w = writable(&inst);
                 if expanded {
-                    w["config"] = inst.get("expanded_config").cloned().unwrap_or(json!({}));
-                    w["devices"] = inst.get("expanded_devices").cloned().unwrap_or(json!({}));
+                    w["config"] = serde_json::to_value(&inst.expanded_config).unwrap_or_default();
+                    w["devices"] = serde_json::to_value(&inst.expanded_devices).unwrap_or_default();
                 }
                 out(&util::yaml_ordered(&w, INSTANCE_KEYS)?)
             }
@@ -217,29 +213,30 @@ pub async fn run(client: &Client, cmd: ConfigCmd) -> Result<(), CmdError> {
             expanded,
         } => match (first, key) {
             (key, None) => {
-                let v = client.get("/1.0").await?;
-                outln(&util::vs(v.get("config").and_then(|c| c.get(&key))))
+                let server = client.server().await?;
+                outln(&util::vs(server.config.get(&key)))
             }
             (name, Some(key)) => {
                 let (inst, _) = get_instance(client, &name).await?;
                 let map = if expanded {
-                    "expanded_config"
+                    &inst.expanded_config
                 } else {
-                    "config"
+                    &inst.config
                 };
-                outln(&util::vs(inst.get(map).and_then(|c| c.get(&key))))
+                outln(map.get(&key).map(String::as_str).unwrap_or_default())
             }
         },
         ConfigCmd::Set { args } => set(client, &args).await,
         ConfigCmd::Unset { first, key } => match (first, key) {
             (key, None) => server_patch(client, vec![(key, String::new())]).await,
             (name, Some(key)) => {
-                let (mut inst, etag) = get_instance(client, &name).await?;
-                let cfg = obj_mut(&mut inst, "config")?;
-                if cfg.remove(&key).is_none() {
-                    return fail(format!("can't unset key '{key}', it's not currently set"));
-                }
-                put_instance(client, &name, &writable(&inst), etag).await
+                change_instance(client, &name, |_, put| {
+                    if put.config.remove(&key).is_none() {
+                        return fail(format!("can't unset key '{key}', it's not currently set"));
+                    }
+                    Ok(())
+                })
+                .await
             }
         },
         ConfigCmd::Edit { instance } => match instance {
@@ -251,13 +248,11 @@ pub async fn run(client: &Client, cmd: ConfigCmd) -> Result<(), CmdError> {
 }
 
 async fn server_patch(client: &Client, pairs: Vec<(String, String)>) -> Result<(), CmdError> {
-    let cfg: Map<String, Value> = pairs
+    let config = pairs
         .into_iter()
         .map(|(k, v)| (k, Value::String(v)))
         .collect();
-    client
-        .query("PATCH", "/1.0", Some(&json!({ "config": cfg })))
-        .await?;
+    client.patch_server(&ServerPut { config }).await?;
     Ok(())
 }
 
@@ -285,42 +280,33 @@ async fn set(client: &Client, args: &[String]) -> Result<(), CmdError> {
     let Some(name) = instance else {
         return server_patch(client, pairs).await;
     };
-    let (mut inst, etag) = get_instance(client, name).await?;
-    let cfg = obj_mut(&mut inst, "config")?;
-    for (k, v) in pairs {
-        cfg.insert(k, Value::String(v));
-    }
-    put_instance(client, name, &writable(&inst), etag).await
+    change_instance(client, name, |_, put| {
+        put.config.extend(pairs);
+        Ok(())
+    })
+    .await
 }
 
 async fn edit_instance(client: &Client, name: &str) -> Result<(), CmdError> {
     let (inst, etag) = get_instance(client, name).await?;
     let mut shown = writable(&inst);
-    shown["name"] = inst.get("name").cloned().unwrap_or(Value::Null);
+    shown["name"] = Value::String(inst.name.clone());
     let mut order = vec!["name"];
     order.extend_from_slice(INSTANCE_KEYS);
     let current = util::yaml_ordered(&shown, &order)?;
     util::edit(INSTANCE_EDIT_HELP, &current, |text| {
         let etag = etag.clone();
         async move {
-            let mut v = util::parse_yaml(&text)?;
-            if let Some(c) = v.get_mut("config") {
-                util::stringify_map(c);
-            }
-            if let Some(d) = v.get_mut("devices") {
-                util::stringify_devices(d);
-            }
-            if let Value::Object(m) = &mut v {
-                m.remove("name");
-            }
-            put_instance(client, name, &v, etag).await
+            let put: InstancePut = lenient::from_yaml_value(util::parse_yaml(&text)?)
+                .map_err(|e| CmdError::Fail(e.to_string()))?;
+            put_instance(client, name, &put, etag).await
         }
     })
     .await
 }
 
 async fn edit_server(client: &Client) -> Result<(), CmdError> {
-    let (v, etag) = client.get_etag("/1.0").await?;
+    let (v, etag) = client.get_etag(&silo_api::paths::server()).await?;
     let current = util::yaml_ordered(&v, &["config"])?;
     util::edit(SERVER_EDIT_HELP, &current, |text| {
         let etag = etag.clone();
@@ -335,9 +321,9 @@ async fn edit_server(client: &Client) -> Result<(), CmdError> {
                     c["core.trust_password"] = Value::Bool(true);
                 }
             }
-            let body = json!({"config": v.get("config").cloned().unwrap_or(json!({}))});
-            let headers = if_match(etag);
-            client.operate("PUT", "/1.0", Some(&body), &headers).await?;
+            let put: ServerPut =
+                lenient::from_value(v).map_err(|e| CmdError::Fail(e.to_string()))?;
+            client.update_server(&put, etag).await?;
             Ok(())
         }
     })
@@ -346,41 +332,41 @@ async fn edit_server(client: &Client) -> Result<(), CmdError> {
 
 /// Adds a device `name` of type `kind` with `props` (`KEY=VALUE`) to a devices map.
 pub fn add_device(
-    devices: &mut Map<String, Value>,
+    devices: &mut DeviceMap,
     name: &str,
     kind: &str,
     props: &[String],
 ) -> Result<(), CmdError> {
-    let mut d = Map::new();
-    d.insert("type".to_string(), Value::String(kind.to_string()));
-    d.extend(util::kv_map(props)?);
+    let mut d = StringMap::new();
+    d.insert("type".to_string(), kind.to_string());
+    for p in props {
+        let (k, v) = util::kv(p)?;
+        d.insert(k, v);
+    }
     insert_device(devices, name, d)
 }
 
 /// Adds the device `name` to a devices map, unless one of that name is there already.
 pub fn insert_device(
-    devices: &mut Map<String, Value>,
+    devices: &mut DeviceMap,
     name: &str,
-    device: Map<String, Value>,
+    device: StringMap,
 ) -> Result<(), CmdError> {
     if devices.contains_key(name) {
         return fail("The device already exists");
     }
-    devices.insert(name.to_string(), Value::Object(device));
+    devices.insert(name.to_string(), device);
     Ok(())
 }
 
-pub fn device_names(devices: &Value) -> String {
-    let mut names: Vec<&String> = devices
-        .as_object()
-        .map(|m| m.keys().collect())
-        .unwrap_or_default();
-    names.sort();
-    names
-        .iter()
-        .map(|n| format!("{n}\n"))
-        .collect::<Vec<_>>()
-        .concat()
+/// The names of devices, one a line, sorted.
+pub fn device_names(devices: &DeviceMap) -> String {
+    devices.keys().map(|n| format!("{n}\n")).collect()
+}
+
+/// A devices map as YAML.
+pub fn devices_yaml(devices: &DeviceMap) -> Result<String, CmdError> {
+    util::yaml(&serde_json::to_value(devices).unwrap_or_default())
 }
 
 async fn device(client: &Client, cmd: DeviceCmd) -> Result<(), CmdError> {
@@ -391,24 +377,25 @@ async fn device(client: &Client, cmd: DeviceCmd) -> Result<(), CmdError> {
             kind,
             props,
         } => {
-            let (mut inst, etag) = get_instance(client, &instance).await?;
-            add_device(obj_mut(&mut inst, "devices")?, &device, &kind, &props)?;
-            put_instance(client, &instance, &writable(&inst), etag).await?;
+            change_instance(client, &instance, |_, put| {
+                add_device(&mut put.devices, &device, &kind, &props)
+            })
+            .await?;
             outln(&format!("Device {device} added to {instance}"))
         }
         DeviceCmd::Remove { instance, devices } => {
-            let (mut inst, etag) = get_instance(client, &instance).await?;
-            let expanded = inst.get("expanded_devices").cloned().unwrap_or(json!({}));
-            let local = obj_mut(&mut inst, "devices")?;
-            for d in &devices {
-                if local.remove(d).is_none() {
-                    if expanded.get(d).is_some() {
-                        return fail("Device from profile(s) cannot be removed from individual instance. Override device or modify profile instead");
+            change_instance(client, &instance, |inst, put| {
+                for d in &devices {
+                    if put.devices.remove(d).is_none() {
+                        if inst.expanded_devices.contains_key(d) {
+                            return fail("Device from profile(s) cannot be removed from individual instance. Override device or modify profile instead");
+                        }
+                        return fail("Device doesn't exist");
                     }
-                    return fail("Device doesn't exist");
                 }
-            }
-            put_instance(client, &instance, &writable(&inst), etag).await?;
+                Ok(())
+            })
+            .await?;
             for d in &devices {
                 outln(&format!("Device {d} removed from {instance}"))?;
             }
@@ -416,15 +403,11 @@ async fn device(client: &Client, cmd: DeviceCmd) -> Result<(), CmdError> {
         }
         DeviceCmd::Show { instance } => {
             let (inst, _) = get_instance(client, &instance).await?;
-            out(&util::yaml(
-                &inst.get("devices").cloned().unwrap_or(json!({})),
-            )?)
+            out(&devices_yaml(&inst.devices)?)
         }
         DeviceCmd::List { instance } => {
             let (inst, _) = get_instance(client, &instance).await?;
-            out(&device_names(
-                &inst.get("devices").cloned().unwrap_or(json!({})),
-            ))
+            out(&device_names(&inst.devices))
         }
     }
 }

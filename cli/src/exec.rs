@@ -11,13 +11,16 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use futures::stream::{SplitSink, SplitStream};
 use futures::{SinkExt, StreamExt};
 use nix::sys::termios;
-use serde_json::{json, Map, Value};
+use silo_api::{
+    paths, InstanceConsoleMetadata, InstanceConsolePost, InstanceExecControl, InstanceExecMetadata,
+    InstanceExecPost, StringMap,
+};
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::client::{Client, ClientError, WebSocket};
 use crate::commands::CmdError;
-use crate::util::{enc, fail};
+use crate::util::fail;
 
 /// How `silo exec` sets up the command's terminal.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -147,8 +150,8 @@ fn current_size() -> (u16, u16) {
         .unwrap_or((0, 0))
 }
 
-fn resize_message((w, h): (u16, u16)) -> Value {
-    json!({"command": "window-resize", "args": {"width": w.to_string(), "height": h.to_string()}})
+fn resize_message((w, h): (u16, u16)) -> InstanceExecControl {
+    InstanceExecControl::resize(w, h)
 }
 
 /// Chunks of stdin; `None` marks its end.
@@ -224,7 +227,7 @@ const SIGPIPE_STATUS: i32 = 128 + 13;
 async fn copy_out(
     mut rx: SplitStream<WebSocket>,
     to: Out,
-    control: mpsc::UnboundedSender<Value>,
+    control: mpsc::UnboundedSender<InstanceExecControl>,
 ) -> Result<(), CmdError> {
     while let Some(m) = rx.next().await {
         match m {
@@ -233,7 +236,7 @@ async fn copy_out(
                     if e.kind() == std::io::ErrorKind::BrokenPipe {
                         // Whoever read our output is gone: the command gets the SIGPIPE it
                         // would get locally, and silo leaves quietly as a killed writer would.
-                        let _ = control.send(json!({"command": "signal", "signal": 13}));
+                        let _ = control.send(InstanceExecControl::signal(nix::libc::SIGPIPE));
                         return Err(CmdError::Exit(SIGPIPE_STATUS));
                     }
                     return Err(CmdError::Output(e.to_string()));
@@ -266,7 +269,7 @@ async fn control_loop(
     terminal: bool,
     forward: bool,
     interactive: bool,
-    mut msgs: mpsc::UnboundedReceiver<Value>,
+    mut msgs: mpsc::UnboundedReceiver<InstanceExecControl>,
 ) {
     use tokio::signal::unix::{signal, SignalKind};
     let (mut tx, mut rx) = ws.split();
@@ -298,7 +301,7 @@ async fn control_loop(
                     // itself is caught only so that the terminal is not left raw.
                     continue;
                 } else {
-                    json!({"command": "signal", "signal": n})
+                    InstanceExecControl::signal(n)
                 }
             },
             // Reading lets the websocket answer the server's pings.
@@ -308,7 +311,9 @@ async fn control_loop(
             },
         };
         if tx
-            .send(Message::Text(msg.to_string().into()))
+            .send(Message::Text(
+                serde_json::to_string(&msg).unwrap_or_default().into(),
+            ))
             .await
             .is_err()
         {
@@ -321,32 +326,26 @@ async fn control_loop(
 /// The streams of a websocket operation, from the 202 answer that started it.
 struct Operation {
     id: String,
-    fds: Map<String, Value>,
+    fds: StringMap,
 }
 
 impl Operation {
     fn from_answer(answer: &crate::client::Answer) -> Result<Operation, CmdError> {
-        let op = answer.metadata()?;
-        let id = answer.operation_id().ok_or_else(|| {
-            ClientError::Protocol("no background operation for the streams".into())
-        })?;
-        let fds = op
-            .pointer("/metadata/fds")
-            .and_then(Value::as_object)
-            .cloned()
-            .unwrap_or_default();
-        Ok(Operation { id, fds })
+        let bad = |e: String| CmdError::Client(ClientError::Protocol(e));
+        let op: silo_api::Operation =
+            silo_api::lenient::from_value(answer.metadata()?).map_err(|e| bad(e.to_string()))?;
+        let id = answer
+            .operation_id()
+            .ok_or_else(|| bad("no background operation for the streams".into()))?;
+        let md: InstanceConsoleMetadata = op.metadata_as().map_err(|e| bad(e.to_string()))?;
+        Ok(Operation { id, fds: md.fds })
     }
 
     async fn connect(&self, client: &Client, fd: &str) -> Result<Option<WebSocket>, CmdError> {
-        let Some(secret) = self.fds.get(fd).and_then(Value::as_str) else {
+        let Some(secret) = self.fds.get(fd) else {
             return Ok(None);
         };
-        let path = format!(
-            "/1.0/operations/{}/websocket?secret={}",
-            enc(&self.id),
-            enc(secret)
-        );
+        let path = paths::operation_websocket(&self.id, secret);
         Ok(Some(client.websocket(&path).await?))
     }
 
@@ -367,15 +366,15 @@ pub async fn exec(client: &Client, a: ExecArgs) -> Result<(), CmdError> {
     if a.mode != Mode::Auto && (a.force_interactive || a.force_noninteractive) {
         return fail("You can't pass -t or -T at the same time as --mode");
     }
-    let mut env = Map::new();
+    let mut env = StringMap::new();
     let term = std::env::var("TERM")
         .ok()
         .filter(|t| !t.is_empty())
         .unwrap_or_else(|| "xterm".to_string());
-    env.insert("TERM".into(), Value::String(term));
+    env.insert("TERM".into(), term);
     for e in &a.env {
         let (k, v) = e.split_once('=').unwrap_or((e.as_str(), ""));
-        env.insert(k.to_string(), Value::String(v.to_string()));
+        env.insert(k.to_string(), v.to_string());
     }
     let stdin_tty = std::io::stdin().is_terminal();
     let stdout_tty = std::io::stdout().is_terminal();
@@ -393,30 +392,26 @@ pub async fn exec(client: &Client, a: ExecArgs) -> Result<(), CmdError> {
     } else {
         (0, 0)
     };
-    let body = json!({
-        "command": a.command,
-        "wait-for-websocket": true,
-        "interactive": interactive,
-        "environment": env,
-        "width": width,
-        "height": height,
-        "record-output": false,
-        "user": a.user,
-        "group": a.group,
-        "cwd": a.cwd.unwrap_or_default(),
-    });
+    let req = InstanceExecPost {
+        command: a.command.clone(),
+        wait_for_websocket: true,
+        interactive,
+        environment: env,
+        width: i64::from(width),
+        height: i64::from(height),
+        record_output: false,
+        user: a.user,
+        group: a.group,
+        cwd: a.cwd.clone().unwrap_or_default(),
+    };
     let _raw = if interactive && stdin_tty {
         Some(RawTerminal::enter()?)
     } else {
         None
     };
+    let body = serde_json::to_value(&req).map_err(|e| CmdError::Fail(e.to_string()))?;
     let answer = client
-        .request(
-            "POST",
-            &format!("/1.0/instances/{}/exec", enc(&a.name)),
-            Some(&body),
-            &[],
-        )
+        .request("POST", &paths::instance_exec(&a.name), Some(&body), &[])
         .await?;
     let op = Operation::from_answer(&answer)?;
 
@@ -456,12 +451,12 @@ pub async fn exec(client: &Client, a: ExecArgs) -> Result<(), CmdError> {
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
         return Err(e);
     }
-    let done = client.wait_op(&op.id).await;
+    let done = client.operation_wait(&op.id).await;
     drop(ctl_tx);
-    let done = done?;
-    let code = done
-        .pointer("/metadata/return")
-        .and_then(Value::as_i64)
+    let code = done?
+        .metadata_as::<InstanceExecMetadata>()
+        .ok()
+        .and_then(|m| m.return_code)
         .unwrap_or(0);
     if code == 0 {
         Ok(())
@@ -531,7 +526,7 @@ pub async fn console(client: &Client, a: ConsoleArgs) -> Result<(), CmdError> {
     if a.kind != "console" && a.kind != "vga" {
         return fail(format!("Unknown output type {:?}", a.kind));
     }
-    let path = format!("/1.0/instances/{}/console", enc(&a.name));
+    let path = paths::instance_console(&a.name);
     if a.show_log {
         if a.kind != "console" {
             return fail("The --show-log flag is only supported for by 'console' output type");
@@ -549,7 +544,12 @@ pub async fn console(client: &Client, a: ConsoleArgs) -> Result<(), CmdError> {
         None
     };
     let (width, height) = term_size(std::io::stdin().as_fd()).unwrap_or((0, 0));
-    let body = json!({"width": width, "height": height, "type": a.kind});
+    let req = InstanceConsolePost {
+        width: i64::from(width),
+        height: i64::from(height),
+        kind: a.kind.clone(),
+    };
+    let body = serde_json::to_value(&req).map_err(|e| CmdError::Fail(e.to_string()))?;
     crate::util::out("To detach from the console, press: <ctrl>+a q\n\r")?;
     let answer = client.request("POST", &path, Some(&body), &[]).await?;
     let op = Operation::from_answer(&answer)?;
@@ -578,7 +578,7 @@ pub async fn console(client: &Client, a: ConsoleArgs) -> Result<(), CmdError> {
         }
     };
     r?;
-    let done = client.wait_op(&op.id).await;
+    let done = client.operation_wait(&op.id).await;
     drop(ctl_tx);
     done?;
     Ok(())
@@ -591,8 +591,12 @@ mod tests {
     #[test]
     fn resize() {
         assert_eq!(
-            resize_message((80, 24)),
-            json!({"command": "window-resize", "args": {"width": "80", "height": "24"}})
+            serde_json::to_value(resize_message((80, 24))).expect("json"),
+            serde_json::json!({"command": "window-resize", "args": {"width": "80", "height": "24"}})
+        );
+        assert_eq!(
+            serde_json::to_value(InstanceExecControl::signal(13)).expect("json"),
+            serde_json::json!({"command": "signal", "signal": 13})
         );
     }
 }

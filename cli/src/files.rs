@@ -10,11 +10,10 @@ use futures::StreamExt;
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full, StreamBody};
 use hyper::body::{Bytes, Frame};
-use serde_json::Value;
 
 use crate::client::{Client, ClientError};
 use crate::commands::CmdError;
-use crate::util::{enc, fail};
+use crate::util::fail;
 
 /// `silo file ...`.
 #[derive(Debug, clap::Subcommand)]
@@ -131,8 +130,7 @@ fn clean(p: &str) -> String {
 }
 
 fn files_url(inst: &str, path: &str) -> String {
-    let q = serde_urlencoded::to_string([("path", path)]).unwrap_or_default();
-    format!("/1.0/instances/{}/files?{q}", enc(inst))
+    silo_api::paths::instance_files(inst, path)
 }
 
 /// The last part of an instance path.
@@ -260,16 +258,14 @@ impl Remote {
     /// A directory's entry names.
     async fn entries(self) -> Result<Vec<String>, CmdError> {
         let body = self.bytes().await?;
-        let v: Value = serde_json::from_slice(&body).map_err(|e| {
+        let r: silo_api::Response = silo_api::lenient::from_slice(&body).map_err(|e| {
             ClientError::Protocol(format!("a directory listing that is not JSON: {e}"))
         })?;
-        Ok(v.get("metadata")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-            .filter_map(Value::as_str)
-            .map(str::to_string)
-            .collect())
+        Ok(r.metadata_as::<Vec<String>>().map_err(|e| {
+            ClientError::Protocol(format!(
+                "a directory listing that is not a list of names: {e}"
+            ))
+        })?)
     }
 
     /// Streams the contents into `w`.

@@ -7,14 +7,14 @@ use clap::Subcommand;
 use futures::StreamExt;
 use http_body_util::{BodyExt, StreamBody};
 use hyper::body::{Bytes, Frame};
-use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
+use silo_api::{lenient, paths, Image, ImageAliasesEntryPost, ImageAliasesPost, ImagePut};
 use tokio::io::AsyncWriteExt;
 
-use crate::client::{if_match, Client, ClientError};
+use crate::client::{Client, ClientError};
 use crate::commands::CmdError;
 use crate::format::{self, Format};
-use crate::util::{self, enc, fail, out, outln, s};
+use crate::util::{self, fail, out, outln};
 
 /// `silo image ...`.
 #[derive(Debug, Subcommand)]
@@ -150,7 +150,7 @@ pub async fn run(client: &Client, cmd: ImageCmd) -> Result<(), CmdError> {
             format,
         } => list(client, &filters, &columns, format).await,
         ImageCmd::Show { image } => {
-            let v = get_image(client, &image).await?;
+            let v = serde_json::to_value(get_image(client, &image).await?).unwrap_or_default();
             out(&util::yaml_ordered(
                 &v,
                 &[
@@ -167,9 +167,7 @@ pub async fn run(client: &Client, cmd: ImageCmd) -> Result<(), CmdError> {
         ImageCmd::Delete { images } => {
             for i in images {
                 let fp = resolve(client, &i).await?;
-                client
-                    .operate("DELETE", &format!("/1.0/images/{}", enc(&fp)), None, &[])
-                    .await?;
+                client.delete_image(&fp).await?;
             }
             Ok(())
         }
@@ -181,14 +179,12 @@ pub async fn run(client: &Client, cmd: ImageCmd) -> Result<(), CmdError> {
 /// Resolves an alias to its target fingerprint; anything else is returned as given (a
 /// fingerprint or prefix for the server to resolve).
 pub async fn resolve(client: &Client, name: &str) -> Result<String, CmdError> {
-    match client
-        .get(&format!("/1.0/images/aliases/{}", enc(name)))
-        .await
-    {
-        Ok(a) => {
-            let t = s(&a, "target");
-            Ok(if t.is_empty() { name.to_string() } else { t })
-        }
+    match client.image_alias(name).await {
+        Ok(a) => Ok(if a.target.is_empty() {
+            name.to_string()
+        } else {
+            a.target
+        }),
         Err(ClientError::Api(_)) => Ok(name.to_string()),
         Err(e) => Err(e.into()),
     }
@@ -196,19 +192,16 @@ pub async fn resolve(client: &Client, name: &str) -> Result<String, CmdError> {
 
 /// Whether an alias of that name exists.
 pub async fn alias_exists(client: &Client, name: &str) -> Result<bool, CmdError> {
-    match client
-        .get(&format!("/1.0/images/aliases/{}", enc(name)))
-        .await
-    {
+    match client.image_alias(name).await {
         Ok(_) => Ok(true),
         Err(ClientError::Api(_)) => Ok(false),
         Err(e) => Err(e.into()),
     }
 }
 
-async fn get_image(client: &Client, name: &str) -> Result<Value, CmdError> {
+async fn get_image(client: &Client, name: &str) -> Result<Image, CmdError> {
     let fp = resolve(client, name).await?;
-    Ok(client.get(&format!("/1.0/images/{}", enc(&fp))).await?)
+    Ok(client.image(&fp).await?)
 }
 
 type Chunk = Result<Frame<Bytes>, std::io::Error>;
@@ -333,17 +326,17 @@ async fn import(
         c.map(Frame::data)
     }));
     let answer = client
-        .request_stream("POST", "/1.0/images", body, &headers)
+        .request_stream("POST", &paths::images(), body, &headers)
         .await;
     if let Some(pb) = &pb {
         pb.finish_and_clear();
     }
-    let op = answer?.finish(client).await?;
+    let op: silo_api::Operation = lenient::from_value(answer?.finish(client).await?)
+        .map_err(|e| CmdError::Fail(format!("unexpected answer from silod: {e}")))?;
     let fp = op
-        .pointer("/metadata/fingerprint")
-        .and_then(Value::as_str)
-        .unwrap_or("")
-        .to_string();
+        .metadata_as::<silo_api::ImageCreated>()
+        .unwrap_or_default()
+        .fingerprint;
     if fp.is_empty() {
         return fail("the server did not say which fingerprint the image got");
     }
@@ -356,39 +349,26 @@ async fn ensure_aliases(client: &Client, aliases: &[String], fp: &str) -> Result
     if aliases.is_empty() {
         return Ok(());
     }
-    let existing = client.get("/1.0/images/aliases").await?;
-    let names: Vec<String> = existing
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(Value::as_str)
-                .map(|u| u.rsplit('/').next().unwrap_or("").to_string())
-                .collect()
-        })
-        .unwrap_or_default();
+    let existing = client.image_aliases().await?;
     for a in aliases {
-        if names.iter().any(|n| n == a || *n == enc(a)) {
-            client
-                .query("DELETE", &format!("/1.0/images/aliases/{}", enc(a)), None)
-                .await?;
+        if existing.iter().any(|e| e.name == *a) {
+            client.delete_image_alias(a).await?;
         }
+        let req = ImageAliasesPost {
+            name: a.clone(),
+            target: fp.to_string(),
+            ..Default::default()
+        };
         client
-            .query(
-                "POST",
-                "/1.0/images/aliases",
-                Some(&json!({"name": a, "target": fp, "description": ""})),
-            )
+            .create_image_alias(&req)
             .await
             .map_err(|e| CmdError::Fail(format!("creating the alias {a}: {e}")))?;
     }
     Ok(())
 }
 
-fn aliases_of(img: &Value) -> Vec<String> {
-    img.get("aliases")
-        .and_then(Value::as_array)
-        .map(|a| a.iter().map(|x| s(x, "name")).collect())
-        .unwrap_or_default()
+fn aliases_of(img: &Image) -> Vec<String> {
+    img.aliases.iter().map(|a| a.name.clone()).collect()
 }
 
 fn shortest_alias(names: &[String]) -> String {
@@ -408,24 +388,25 @@ pub fn dot_prefix_match(short: &str, full: &str) -> bool {
     f.len() == s.len() && f.iter().zip(s.iter()).all(|(f, s)| f.starts_with(s))
 }
 
-fn image_matches(img: &Value, filters: &[String]) -> bool {
+fn image_matches(img: &Image, filters: &[String]) -> bool {
     filters.iter().all(|f| match f.split_once('=') {
         Some((k, v)) => img
-            .get("properties")
-            .and_then(Value::as_object)
-            .is_some_and(|p| {
-                p.iter()
-                    .any(|(pk, pv)| dot_prefix_match(k, pk) && pv.as_str() == Some(v))
-            }),
+            .properties
+            .iter()
+            .any(|(pk, pv)| dot_prefix_match(k, pk) && pv == v),
         None => {
             aliases_of(img).iter().any(|a| a.contains(f.as_str()))
-                || s(img, "fingerprint").contains(f.as_str())
+                || img.fingerprint.contains(f.as_str())
         }
     })
 }
 
-fn image_column(c: char, img: &Value) -> Option<(&'static str, String)> {
-    let fp = s(img, "fingerprint");
+fn size(img: &Image) -> String {
+    util::size_mb(u64::try_from(img.size).unwrap_or(0))
+}
+
+fn image_column(c: char, img: &Image) -> Option<(&'static str, String)> {
+    let fp = img.fingerprint.clone();
     Some(match c {
         'l' => {
             let names = aliases_of(img);
@@ -442,41 +423,30 @@ fn image_column(c: char, img: &Value) -> Option<(&'static str, String)> {
         }
         'f' => ("FINGERPRINT", fp.chars().take(12).collect()),
         'F' => ("FINGERPRINT", fp),
-        'p' => (
-            "PUBLIC",
-            if img.get("public").and_then(Value::as_bool) == Some(true) {
-                "yes"
-            } else {
-                "no"
-            }
-            .to_string(),
-        ),
+        'p' => ("PUBLIC", if img.public { "yes" } else { "no" }.to_string()),
         'd' => (
             "DESCRIPTION",
-            util::vs(img.pointer("/properties/description")),
+            img.properties
+                .get("description")
+                .cloned()
+                .unwrap_or_default(),
         ),
-        'a' => ("ARCHITECTURE", s(img, "architecture")),
-        's' => (
-            "SIZE",
-            util::size_mb(img.get("size").and_then(Value::as_u64).unwrap_or(0)),
-        ),
+        'a' => ("ARCHITECTURE", img.architecture.clone()),
+        's' => ("SIZE", size(img)),
         'u' => (
             "UPLOAD DATE",
-            util::parse_time(&s(img, "uploaded_at"))
+            util::parse_time(&img.uploaded_at)
                 .map(util::time_long)
                 .unwrap_or_default(),
         ),
-        't' => {
-            let t = s(img, "type");
-            (
-                "TYPE",
-                if t.is_empty() {
-                    "CONTAINER".to_string()
-                } else {
-                    t.to_uppercase()
-                },
-            )
-        }
+        't' => (
+            "TYPE",
+            if img.kind.is_empty() {
+                "CONTAINER".to_string()
+            } else {
+                img.kind.to_uppercase()
+            },
+        ),
         _ => return None,
     })
 }
@@ -488,6 +458,7 @@ async fn list(
     fmt: Format,
 ) -> Result<(), CmdError> {
     let mut cols = Vec::new();
+    let blank = Image::default();
     for entry in columns.split(',') {
         if entry.is_empty() {
             return fail(format!(
@@ -495,17 +466,15 @@ async fn list(
             ));
         }
         for c in entry.chars() {
-            if image_column(c, &json!({})).is_none() {
+            if image_column(c, &blank).is_none() {
                 return fail(format!("Unknown column shorthand char '{c}' in '{entry}'"));
             }
             cols.push(c);
         }
     }
-    let all = client.get("/1.0/images?recursion=1").await?;
-    let images: Vec<Value> = all
-        .as_array()
-        .cloned()
-        .unwrap_or_default()
+    let images: Vec<Image> = client
+        .images()
+        .await?
         .into_iter()
         .filter(|i| image_matches(i, filters))
         .collect();
@@ -520,88 +489,72 @@ async fn list(
     util::sort_rows(&mut rows);
     let headers: Vec<&str> = cols
         .iter()
-        .filter_map(|c| image_column(*c, &json!({})).map(|x| x.0))
+        .filter_map(|c| image_column(*c, &blank).map(|x| x.0))
         .collect();
-    let text =
-        format::render(fmt, &headers, &rows, &Value::Array(images)).map_err(CmdError::Output)?;
+    let objects = serde_json::to_value(&images).map_err(|e| CmdError::Output(e.to_string()))?;
+    let text = format::render(fmt, &headers, &rows, &objects).map_err(CmdError::Output)?;
     out(&text)
 }
 
 async fn info(client: &Client, name: &str) -> Result<(), CmdError> {
     let i = get_image(client, name).await?;
-    let yes_no = |k: &str, y: &str, n: &str| {
-        if i.get(k).and_then(Value::as_bool) == Some(true) {
-            y.to_string()
-        } else {
-            n.to_string()
-        }
-    };
-    let t = s(&i, "type");
+    let yes_no = |b: bool, y: &str, n: &str| if b { y } else { n }.to_string();
     let mut o = String::new();
-    o += &format!("Fingerprint: {}\n", s(&i, "fingerprint"));
+    o += &format!("Fingerprint: {}\n", i.fingerprint);
+    o += &format!("Size: {}\n", size(&i));
+    o += &format!("Architecture: {}\n", i.architecture);
     o += &format!(
-        "Size: {}\n",
-        util::size_mb(i.get("size").and_then(Value::as_u64).unwrap_or(0))
+        "Type: {}\n",
+        if i.kind.is_empty() {
+            "container"
+        } else {
+            &i.kind
+        }
     );
-    o += &format!("Architecture: {}\n", s(&i, "architecture"));
-    o += &format!("Type: {}\n", if t.is_empty() { "container" } else { &t });
-    o += &format!("Public: {}\n", yes_no("public", "yes", "no"));
+    o += &format!("Public: {}\n", yes_no(i.public, "yes", "no"));
     o += "Timestamps:\n";
-    if let Some(t) = util::time_set(&s(&i, "created_at")) {
+    if let Some(t) = util::time_set(&i.created_at) {
         o += &format!("    Created: {}\n", util::time_short(t));
     }
-    if let Some(t) = util::parse_time(&s(&i, "uploaded_at")) {
+    if let Some(t) = util::parse_time(&i.uploaded_at) {
         o += &format!("    Uploaded: {}\n", util::time_short(t));
     }
-    o += &match util::time_set(&s(&i, "expires_at")) {
+    o += &match util::time_set(&i.expires_at) {
         Some(t) => format!("    Expires: {}\n", util::time_short(t)),
         None => "    Expires: never\n".to_string(),
     };
-    o += &match util::time_set(&s(&i, "last_used_at")) {
+    o += &match util::time_set(&i.last_used_at) {
         Some(t) => format!("    Last used: {}\n", util::time_short(t)),
         None => "    Last used: never\n".to_string(),
     };
     o += "Properties:\n";
-    if let Some(p) = i.get("properties").and_then(Value::as_object) {
-        for (k, v) in p {
-            o += &format!("    {k}: {}\n", util::vs(Some(v)));
-        }
+    for (k, v) in &i.properties {
+        o += &format!("    {k}: {v}\n");
     }
     o += "Aliases:\n";
-    for a in i
-        .get("aliases")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-    {
-        let d = s(a, "description");
-        if d.is_empty() {
-            o += &format!("    - {}\n", s(a, "name"));
+    for a in &i.aliases {
+        if a.description.is_empty() {
+            o += &format!("    - {}\n", a.name);
         } else {
-            o += &format!("    - {} ({d})\n", s(a, "name"));
+            o += &format!("    - {} ({})\n", a.name, a.description);
         }
     }
-    o += &format!("Cached: {}\n", yes_no("cached", "yes", "no"));
+    o += &format!("Cached: {}\n", yes_no(i.cached, "yes", "no"));
     o += &format!(
         "Auto update: {}\n",
-        yes_no("auto_update", "enabled", "disabled")
+        yes_no(i.auto_update, "enabled", "disabled")
     );
-    if let Some(src) = i.get("update_source").filter(|v| v.is_object()) {
+    if let Some(src) = &i.update_source {
         o += "Source:\n";
-        o += &format!("    Server: {}\n", s(src, "server"));
-        o += &format!("    Protocol: {}\n", s(src, "protocol"));
-        o += &format!("    Alias: {}\n", s(src, "alias"));
+        o += &format!("    Server: {}\n", src.server);
+        o += &format!("    Protocol: {}\n", src.protocol);
+        o += &format!("    Alias: {}\n", src.alias);
     }
-    let profiles: Vec<String> = i
-        .get("profiles")
-        .and_then(Value::as_array)
-        .map(|a| a.iter().map(|p| util::vs(Some(p))).collect())
-        .unwrap_or_default();
-    if profiles.is_empty() {
+    if i.profiles.is_empty() {
         o += "Profiles: []\n";
     } else {
         o += "Profiles:\n";
-        for p in profiles {
+        for p in &i.profiles {
             o += &format!("    - {p}\n");
         }
     }
@@ -618,8 +571,7 @@ const IMAGE_EDIT_HELP: &str = "\
 
 async fn edit(client: &Client, name: &str) -> Result<(), CmdError> {
     let fp = resolve(client, name).await?;
-    let path = format!("/1.0/images/{}", enc(&fp));
-    let (img, etag) = client.get_etag(&path).await?;
+    let (img, etag) = client.image_etag(&fp).await?;
     let keys = [
         "auto_update",
         "properties",
@@ -627,17 +579,14 @@ async fn edit(client: &Client, name: &str) -> Result<(), CmdError> {
         "expires_at",
         "profiles",
     ];
-    let current = util::yaml_ordered(&img, &keys)?;
+    let current = util::yaml_ordered(&serde_json::to_value(&img).unwrap_or_default(), &keys)?;
     util::edit(IMAGE_EDIT_HELP, &current, |text| {
-        let path = path.clone();
+        let fp = fp.clone();
         let etag = etag.clone();
         async move {
-            let mut v = util::parse_yaml(&text)?;
-            if let Some(p) = v.get_mut("properties") {
-                util::stringify_map(p);
-            }
-            let headers = if_match(etag);
-            client.operate("PUT", &path, Some(&v), &headers).await?;
+            let put: ImagePut = lenient::from_yaml_value(util::parse_yaml(&text)?)
+                .map_err(|e| CmdError::Fail(e.to_string()))?;
+            client.update_image(&fp, &put, etag).await?;
             Ok(())
         }
     })
@@ -732,15 +681,13 @@ fn check_fingerprint(h: Sha256, fp: &str) -> Result<(), CmdError> {
 
 async fn export(client: &Client, name: &str, target: Option<PathBuf>) -> Result<(), CmdError> {
     let img = get_image(client, name).await?;
-    let fp = s(&img, "fingerprint");
+    let fp = img.fingerprint;
     if fp.len() != 64 {
         return fail(format!(
             "the server gave the image an invalid fingerprint {fp:?}"
         ));
     }
-    let resp = client
-        .download(&format!("/1.0/images/{}/export", enc(&fp)))
-        .await?;
+    let resp = client.download(&paths::image_export(&fp)).await?;
     let header = |k: &str| {
         resp.headers()
             .get(k)
@@ -893,66 +840,55 @@ async fn alias(client: &Client, cmd: AliasCmd) -> Result<(), CmdError> {
             fingerprint,
             description,
         } => {
-            client
-                .query(
-                    "POST",
-                    "/1.0/images/aliases",
-                    Some(&json!({"name": name, "target": fingerprint, "description": description})),
-                )
-                .await?;
+            let req = ImageAliasesPost {
+                name,
+                target: fingerprint,
+                description,
+                ..Default::default()
+            };
+            client.create_image_alias(&req).await?;
             Ok(())
         }
         AliasCmd::Delete { name } => {
-            client
-                .query(
-                    "DELETE",
-                    &format!("/1.0/images/aliases/{}", enc(&name)),
-                    None,
-                )
-                .await?;
+            client.delete_image_alias(&name).await?;
             Ok(())
         }
         AliasCmd::Rename { old, new } => {
             client
-                .query(
-                    "POST",
-                    &format!("/1.0/images/aliases/{}", enc(&old)),
-                    Some(&json!({"name": new})),
-                )
+                .rename_image_alias(&old, &ImageAliasesEntryPost { name: new })
                 .await?;
             Ok(())
         }
         AliasCmd::List { filters, format } => {
-            let v = client.get("/1.0/images/aliases?recursion=1").await?;
-            let aliases: Vec<Value> = v
-                .as_array()
-                .cloned()
-                .unwrap_or_default()
+            let aliases: Vec<_> = client
+                .image_aliases()
+                .await?
                 .into_iter()
-                .filter(|a| filters.iter().all(|f| s(a, "name").contains(f.as_str())))
+                .filter(|a| filters.iter().all(|f| a.name.contains(f.as_str())))
                 .collect();
             let mut rows: Vec<Vec<String>> = aliases
                 .iter()
                 .map(|a| {
-                    let t = s(a, "type");
                     vec![
-                        s(a, "name"),
-                        s(a, "target").chars().take(12).collect(),
-                        if t.is_empty() {
+                        a.name.clone(),
+                        a.target.chars().take(12).collect(),
+                        if a.kind.is_empty() {
                             "CONTAINER".to_string()
                         } else {
-                            t.to_uppercase()
+                            a.kind.to_uppercase()
                         },
-                        s(a, "description"),
+                        a.description.clone(),
                     ]
                 })
                 .collect();
             util::sort_rows(&mut rows);
+            let objects =
+                serde_json::to_value(&aliases).map_err(|e| CmdError::Output(e.to_string()))?;
             let text = format::render(
                 format,
                 &["ALIAS", "FINGERPRINT", "TYPE", "DESCRIPTION"],
                 &rows,
-                &Value::Array(aliases),
+                &objects,
             )
             .map_err(CmdError::Output)?;
             out(&text)
@@ -981,11 +917,12 @@ mod tests {
 
     #[test]
     fn filters() {
-        let img = json!({
+        let img: Image = lenient::from_value(serde_json::json!({
             "fingerprint": "db80776924026d04",
             "aliases": [{"name": "busybox"}],
             "properties": {"os": "busybox", "image.release": "1"}
-        });
+        }))
+        .expect("decodes");
         assert!(image_matches(&img, &["bus".into()]));
         assert!(image_matches(&img, &["0776".into()]));
         assert!(image_matches(&img, &["os=busybox".into()]));

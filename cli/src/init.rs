@@ -9,8 +9,12 @@
 use std::collections::BTreeMap;
 use std::io::{BufRead, IsTerminal, Write};
 
-use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
+use serde::Serialize;
+use serde_json::Value;
+use silo_api::{
+    lenient, paths, InitNetworksProjectPost, InitPreseed, Network, NetworkPut, NetworksPost,
+    ProfilePut, ProfilesPost, ProjectsPost, ServerPut, StoragePool, StoragePoolsPost, StringMap,
+};
 
 use crate::client::{Client, ClientError};
 use crate::commands::CmdError;
@@ -65,109 +69,67 @@ impl ServerInitArgs {
     }
 }
 
-/// A string map that also takes YAML scalars (`0`, `true`) as their text.
-type Strings = BTreeMap<String, String>;
+/// A string map (`config`, one device).
+type Strings = StringMap;
 
 /// LXD's preseed: what `lxd init --dump` prints and `--preseed` takes.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct Preseed {
-    /// Server configuration keys.
-    pub config: Strings,
-    /// Managed networks.
-    pub networks: Vec<NetworkPre>,
-    /// Storage pools.
-    pub storage_pools: Vec<PoolPre>,
-    /// Profiles.
-    pub profiles: Vec<ProfilePre>,
-    /// Projects (silo has only "default").
-    pub projects: Vec<ProjectPre>,
-    /// Clustering (not available in silo yet).
-    pub cluster: Option<Value>,
+pub type Preseed = InitPreseed;
+
+/// The top-level keys of `T`, as it serializes them.
+fn keys_of<T: Default + Serialize>() -> Vec<String> {
+    match serde_json::to_value(T::default()) {
+        Ok(Value::Object(m)) => m.keys().cloned().collect(),
+        _ => Vec::new(),
+    }
 }
 
-/// A network in a preseed.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct NetworkPre {
-    /// Config.
-    pub config: Strings,
-    /// Description.
-    pub description: String,
-    /// Name.
-    pub name: String,
-    /// Type ("" means bridge).
-    #[serde(rename = "type")]
-    pub kind: String,
-    /// Project.
-    pub project: String,
+/// The first key of `v` that `T` has no field for, with where it was.
+fn unknown_key<T: Default + Serialize>(v: &Value, at: &str) -> Option<String> {
+    let known = keys_of::<T>();
+    let m = v.as_object()?;
+    let k = m.keys().find(|k| !known.contains(k))?;
+    let expected: Vec<String> = known.iter().map(|k| format!("`{k}`")).collect();
+    Some(format!(
+        "unknown field `{k}`{at}, expected one of {}",
+        expected.join(", ")
+    ))
 }
 
-/// A storage pool in a preseed.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct PoolPre {
-    /// Config.
-    pub config: Strings,
-    /// Description.
-    pub description: String,
-    /// Name.
-    pub name: String,
-    /// Driver.
-    pub driver: String,
+/// A key no preseed section has, anywhere: refused, as `lxd init --preseed` refuses it,
+/// so a misspelt key is never silently ignored.
+fn unknown_preseed_key(v: &Value) -> Option<String> {
+    fn items<'a>(v: &'a Value, list: &str) -> impl Iterator<Item = &'a Value> {
+        v.get(list).and_then(Value::as_array).into_iter().flatten()
+    }
+    unknown_key::<Preseed>(v, "")
+        .or_else(|| {
+            items(v, "networks")
+                .find_map(|x| unknown_key::<InitNetworksProjectPost>(x, " in networks"))
+        })
+        .or_else(|| {
+            items(v, "storage_pools")
+                .find_map(|x| unknown_key::<StoragePoolsPost>(x, " in storage_pools"))
+        })
+        .or_else(|| {
+            items(v, "profiles").find_map(|x| unknown_key::<ProfilesPost>(x, " in profiles"))
+        })
+        .or_else(|| {
+            items(v, "projects").find_map(|x| unknown_key::<ProjectsPost>(x, " in projects"))
+        })
 }
 
-/// A profile in a preseed.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct ProfilePre {
-    /// Config.
-    pub config: Strings,
-    /// Description.
-    pub description: String,
-    /// Devices.
-    pub devices: BTreeMap<String, Strings>,
-    /// Name.
-    pub name: String,
-}
-
-/// A project in a preseed.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct ProjectPre {
-    /// Config.
-    pub config: Strings,
-    /// Description.
-    pub description: String,
-    /// Name.
-    pub name: String,
-}
-
-/// Parses a preseed, turning YAML scalars in string maps into text as LXD's Go types do.
+/// Parses a preseed, taking YAML scalars as text where text is wanted, as LXD's Go types do.
 pub fn parse_preseed(text: &str) -> Result<Preseed, CmdError> {
     let mut v = util::parse_yaml(text)
         .map_err(|e| CmdError::Fail(format!("Failed to parse the preseed: {e}")))?;
-    if let Some(m) = v.as_object_mut() {
-        if let Some(c) = m.get_mut("config") {
-            util::stringify_map(c);
-        }
-        for list in ["networks", "storage_pools", "profiles", "projects"] {
-            for item in m
-                .get_mut(list)
-                .and_then(Value::as_array_mut)
-                .into_iter()
-                .flatten()
-            {
-                if let Some(c) = item.get_mut("config") {
-                    util::stringify_map(c);
-                }
-                if let Some(d) = item.get_mut("devices") {
-                    util::stringify_devices(d);
-                }
-            }
-        }
+    if let Some(e) = unknown_preseed_key(&v) {
+        return fail(format!("Invalid preseed: {e}"));
     }
-    serde_json::from_value(v).map_err(|e| CmdError::Fail(format!("Invalid preseed: {e}")))
+    // The server's configuration is Go's map[string]any; silo's keys all take text.
+    if let Some(c) = v.get_mut("config") {
+        util::stringify_map(c);
+    }
+    lenient::from_yaml_value(v).map_err(|e| CmdError::Fail(format!("Invalid preseed: {e}")))
 }
 
 /// Checks what can be checked before anything changes (the server checks the rest, and a
@@ -217,95 +179,90 @@ pub fn check_preseed(p: &Preseed) -> Result<(), CmdError> {
     Ok(())
 }
 
+/// An interface name as the kernel takes it (IFNAMSIZ); the server checks it again, with the
+/// rest of what it refuses.
 fn check_ifname(s: &str) -> Result<(), String> {
-    silo_proto::IfName::new(s)
-        .map(|_| ())
-        .map_err(|e| e.to_string())
+    if s.is_empty()
+        || s.len() > 15
+        || s == "."
+        || s == ".."
+        || s.contains(['/', ':'])
+        || s.chars().any(|c| c.is_whitespace() || c.is_control())
+    {
+        return Err(format!(
+            "{s:?} is not an interface name: 1 to 15 characters (at most 15 bytes), no '/', ':' or spaces"
+        ));
+    }
+    Ok(())
 }
 
-/// `auto`, `none` or a gateway address with its prefix length, as silod takes them.
+/// `auto`, `none` or an address with its prefix length; which subnets a bridge may have is
+/// the server's to say.
 fn check_cidr(v: &str, family: u8) -> Result<(), String> {
     if matches!(v, "auto" | "none" | "") {
         return Ok(());
     }
-    let r = if family == 4 {
-        v.parse::<silo_proto::types::Ipv4Cidr>().map(|_| ())
-    } else {
-        v.parse::<silo_proto::types::Ipv6Cidr>().map(|_| ())
+    let Some((addr, prefix)) = v.split_once('/') else {
+        return Err(format!(
+            "{v:?} is not an address with a prefix length (CIDR), \"auto\" or \"none\""
+        ));
     };
-    r.map_err(|e| e.to_string())
-}
-
-fn strings(v: Option<&Value>) -> Strings {
-    v.and_then(Value::as_object)
-        .map(|m| {
-            m.iter()
-                .map(|(k, x)| (k.clone(), util::vs(Some(x))))
-                .collect()
-        })
-        .unwrap_or_default()
+    let max = if family == 4 {
+        addr.parse::<std::net::Ipv4Addr>().map(|_| 32)
+    } else {
+        addr.parse::<std::net::Ipv6Addr>().map(|_| 128)
+    }
+    .map_err(|_| format!("{v:?}: {addr:?} is not an IPv{family} address"))?;
+    match prefix.parse::<u8>() {
+        Ok(p) if p <= max => Ok(()),
+        _ => Err(format!(
+            "{v:?}: the prefix length must be a number from 0 to {max}"
+        )),
+    }
 }
 
 /// The current setup as a preseed. The trust password is never printed (the server only
 /// says that one is set).
 pub async fn dump(client: &Client) -> Result<Preseed, CmdError> {
-    let server = client.get("/1.0").await?;
-    let mut config = strings(server.get("config"));
-    config.remove("core.trust_password");
+    let server = client.server().await?;
     let mut p = Preseed {
-        config,
+        config: server
+            .config
+            .iter()
+            .filter(|(k, _)| k.as_str() != "core.trust_password")
+            .map(|(k, v)| (k.clone(), Value::String(util::vs(Some(v)))))
+            .collect(),
         ..Default::default()
     };
-    for n in list(client, "/1.0/networks?recursion=1").await? {
-        if n.get("managed") != Some(&Value::Bool(true)) {
-            continue;
-        }
-        p.networks.push(NetworkPre {
-            config: strings(n.get("config")),
-            description: util::s(&n, "description"),
-            name: util::s(&n, "name"),
-            kind: util::s(&n, "type"),
+    for n in client.networks().await?.into_iter().filter(|n| n.managed) {
+        p.networks.push(InitNetworksProjectPost {
+            config: n.config,
+            description: n.description,
+            name: n.name,
+            kind: n.kind,
             project: "default".into(),
         });
     }
-    for s in list(client, "/1.0/storage-pools?recursion=1").await? {
-        p.storage_pools.push(PoolPre {
-            config: strings(s.get("config")),
-            description: util::s(&s, "description"),
-            name: util::s(&s, "name"),
-            driver: util::s(&s, "driver"),
+    for s in client.storage_pools().await? {
+        p.storage_pools.push(StoragePoolsPost {
+            config: s.config,
+            description: s.description,
+            name: s.name,
+            driver: s.driver,
         });
     }
-    for pr in list(client, "/1.0/profiles?recursion=1").await? {
-        let devices = pr
-            .get("devices")
-            .and_then(Value::as_object)
-            .map(|m| {
-                m.iter()
-                    .map(|(k, d)| (k.clone(), strings(Some(d))))
-                    .collect()
-            })
-            .unwrap_or_default();
-        p.profiles.push(ProfilePre {
-            config: strings(pr.get("config")),
-            description: util::s(&pr, "description"),
-            devices,
-            name: util::s(&pr, "name"),
+    for pr in client.profiles().await? {
+        p.profiles.push(ProfilesPost {
+            config: pr.config,
+            description: pr.description,
+            devices: pr.devices,
+            name: pr.name,
         });
     }
     p.networks.sort_by(|a, b| a.name.cmp(&b.name));
     p.storage_pools.sort_by(|a, b| a.name.cmp(&b.name));
     p.profiles.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(p)
-}
-
-async fn list(client: &Client, path: &str) -> Result<Vec<Value>, CmdError> {
-    Ok(client
-        .get(path)
-        .await?
-        .as_array()
-        .cloned()
-        .unwrap_or_default())
 }
 
 /// The preseed as YAML.
@@ -316,14 +273,22 @@ pub fn to_yaml(p: &Preseed) -> Result<String, CmdError> {
 /// How to take one applied change back.
 #[derive(Debug)]
 enum Undo {
-    Config(Value),
-    Delete(String),
-    Put(String, Value),
+    /// The server's configuration as it was.
+    Config(BTreeMap<String, Value>),
+    /// A profile that was created.
+    DeleteProfile(String),
+    /// A network that was created.
+    DeleteNetwork(String),
+    /// A storage pool that was created.
+    DeletePool(String),
+    /// A profile as it was.
+    PutProfile(String, ProfilePut),
+    /// A network as it was.
+    PutNetwork(String, NetworkPut),
     /// A replaced pool: delete the new one, make the old one again, put the profiles back.
     Pool {
-        name: String,
-        old: Value,
-        profiles: Vec<(String, Value)>,
+        old: StoragePool,
+        profiles: Vec<(String, ProfilePut)>,
     },
 }
 
@@ -332,16 +297,13 @@ fn not_found(e: &ClientError) -> bool {
     e.to_string().contains("not found")
 }
 
-async fn get_opt(client: &Client, path: &str) -> Result<Option<Value>, CmdError> {
-    match client.get(path).await {
+/// `Ok(None)` for a 404.
+fn found<T>(r: Result<T, ClientError>) -> Result<Option<T>, CmdError> {
+    match r {
         Ok(v) => Ok(Some(v)),
         Err(e) if not_found(&e) => Ok(None),
         Err(e) => Err(e.into()),
     }
-}
-
-fn writable_profile(v: &Value) -> Value {
-    json!({"config": v["config"], "description": v["description"], "devices": v["devices"]})
 }
 
 /// Applies a preseed; on a refusal, takes back what was done and returns the refusal.
@@ -364,53 +326,41 @@ pub async fn apply(client: &Client, p: &Preseed) -> Result<Vec<String>, CmdError
 
 async fn take_back(client: &Client, u: Undo) -> Result<(), CmdError> {
     match u {
-        Undo::Config(c) => {
-            client
-                .operate("PUT", "/1.0", Some(&json!({"config": c})), &[])
-                .await?;
-        }
-        Undo::Delete(path) => {
-            client.operate("DELETE", &path, None, &[]).await?;
-        }
-        Undo::Put(path, body) => {
-            client.operate("PUT", &path, Some(&body), &[]).await?;
-        }
-        Undo::Pool {
-            name,
-            old,
-            profiles,
-        } => {
+        Undo::Config(config) => client.update_server(&ServerPut { config }, None).await?,
+        Undo::DeleteProfile(name) => client.delete_profile(&name).await?,
+        Undo::DeleteNetwork(name) => client.delete_network(&name).await?,
+        Undo::DeletePool(name) => client.delete_storage_pool(&name).await?,
+        Undo::PutProfile(name, put) => client.update_profile(&name, &put, None).await?,
+        Undo::PutNetwork(name, put) => client.update_network(&name, &put, None).await?,
+        Undo::Pool { old, profiles } => {
             for (p, _) in &profiles {
-                let mut v = client.get(p).await?;
-                strip_root(&mut v, &name);
-                client
-                    .operate("PUT", p, Some(&writable_profile(&v)), &[])
-                    .await?;
+                let mut now = ProfilePut::from(&client.profile(p).await?);
+                strip_root(&mut now, &old.name);
+                client.update_profile(p, &now, None).await?;
             }
-            let _ = client
-                .operate("DELETE", &format!("/1.0/storage-pools/{name}"), None, &[])
-                .await;
+            let _ = client.delete_storage_pool(&old.name).await;
             client
-                .operate(
-                    "POST",
-                    "/1.0/storage-pools",
-                    Some(&json!({"name": name, "driver": old["driver"], "description": old["description"], "config": old["config"]})),
-                    &[],
-                )
+                .create_storage_pool(&StoragePoolsPost {
+                    config: old.config,
+                    description: old.description,
+                    name: old.name,
+                    driver: old.driver,
+                })
                 .await?;
-            for (p, body) in profiles {
-                client.operate("PUT", &p, Some(&body), &[]).await?;
+            for (p, put) in profiles {
+                client.update_profile(&p, &put, None).await?;
             }
         }
     }
     Ok(())
 }
 
-/// Removes the disk devices on pool `pool` from a profile object.
-fn strip_root(profile: &mut Value, pool: &str) {
-    if let Some(d) = profile.get_mut("devices").and_then(Value::as_object_mut) {
-        d.retain(|_, dev| !(dev["type"] == "disk" && dev["pool"] == pool));
-    }
+/// Removes the disk devices on pool `pool` from a profile.
+fn strip_root(profile: &mut ProfilePut, pool: &str) {
+    profile.devices.retain(|_, dev| {
+        !(dev.get("type").map(String::as_str) == Some("disk")
+            && dev.get("pool").map(String::as_str) == Some(pool))
+    });
 }
 
 async fn apply_steps(
@@ -421,18 +371,22 @@ async fn apply_steps(
 ) -> Result<(), CmdError> {
     // Server configuration: merged (PATCH semantics, as LXD's init does).
     if !p.config.is_empty() {
-        let old = client.get("/1.0").await?;
-        let old_cfg = old.get("config").cloned().unwrap_or(json!({}));
-        let want: Strings = p.config.clone();
-        let have = strings(Some(&old_cfg));
-        if want
+        let old = client.server().await?.config;
+        let want: Strings = p
+            .config
             .iter()
-            .any(|(k, v)| have.get(k) != Some(v) || k == "core.trust_password")
-        {
-            client
-                .operate("PATCH", "/1.0", Some(&json!({"config": want})), &[])
-                .await?;
-            undo.push(Undo::Config(old_cfg));
+            .map(|(k, v)| (k.clone(), util::vs(Some(v))))
+            .collect();
+        let differs = want.iter().any(|(k, v)| {
+            old.get(k).map(|o| util::vs(Some(o))).as_ref() != Some(v) || k == "core.trust_password"
+        });
+        if differs {
+            let config = want
+                .into_iter()
+                .map(|(k, v)| (k, Value::String(v)))
+                .collect();
+            client.patch_server(&ServerPut { config }).await?;
+            undo.push(Undo::Config(old));
             done.push("server configuration".into());
         }
     }
@@ -443,71 +397,58 @@ async fn apply_steps(
         apply_network(client, n, undo, done).await?;
     }
     for pr in &p.profiles {
-        let path = crate::profiles::path(&pr.name);
-        let body =
-            json!({"config": pr.config, "description": pr.description, "devices": pr.devices});
-        match get_opt(client, &path).await? {
-            None => {
-                let mut b = body.clone();
-                b["name"] = json!(pr.name);
-                client
-                    .operate("POST", "/1.0/profiles", Some(&b), &[])
-                    .await?;
-                undo.push(Undo::Delete(path));
+        apply_profile(client, pr, undo, done).await?;
+    }
+    Ok(())
+}
+
+async fn apply_profile(
+    client: &Client,
+    pr: &ProfilesPost,
+    undo: &mut Vec<Undo>,
+    done: &mut Vec<String>,
+) -> Result<(), CmdError> {
+    let want = ProfilePut {
+        config: pr.config.clone(),
+        description: pr.description.clone(),
+        devices: pr.devices.clone(),
+    };
+    match found(client.profile(&pr.name).await)? {
+        None => {
+            client.create_profile(pr).await?;
+            undo.push(Undo::DeleteProfile(pr.name.clone()));
+            done.push(format!("profile {}", pr.name));
+        }
+        Some(old) => {
+            let old = ProfilePut::from(&old);
+            if old != want {
+                client.update_profile(&pr.name, &want, None).await?;
+                undo.push(Undo::PutProfile(pr.name.clone(), old));
                 done.push(format!("profile {}", pr.name));
-            }
-            Some(old) => {
-                let old = writable_profile(&old);
-                if normalized(&old) != normalized(&body) {
-                    client.operate("PUT", &path, Some(&body), &[]).await?;
-                    undo.push(Undo::Put(path, old));
-                    done.push(format!("profile {}", pr.name));
-                }
             }
         }
     }
     Ok(())
 }
 
-/// An object with empty maps and missing fields made equal, for "is this a change?".
-fn normalized(v: &Value) -> Value {
-    let mut v = v.clone();
-    util::stringify_map(&mut v["config"]);
-    if v["config"].is_null() {
-        v["config"] = json!({});
-    }
-    if v.get("devices").is_some_and(Value::is_null) {
-        v["devices"] = json!({});
-    }
-    if v["description"].is_null() {
-        v["description"] = json!("");
-    }
-    v
-}
-
 async fn apply_pool(
     client: &Client,
-    s: &PoolPre,
+    s: &StoragePoolsPost,
     undo: &mut Vec<Undo>,
     done: &mut Vec<String>,
 ) -> Result<(), CmdError> {
-    let path = format!("/1.0/storage-pools/{}", util::enc(&s.name));
-    let body = json!({"name": s.name, "driver": s.driver, "description": s.description, "config": s.config});
-    let Some(old) = get_opt(client, &path).await? else {
-        client
-            .operate("POST", "/1.0/storage-pools", Some(&body), &[])
-            .await?;
-        undo.push(Undo::Delete(path));
+    let Some(old) = found(client.storage_pool(&s.name).await)? else {
+        client.create_storage_pool(s).await?;
+        undo.push(Undo::DeletePool(s.name.clone()));
         done.push(format!("storage pool {} ({})", s.name, s.driver));
         return Ok(());
     };
-    let old_cfg = strings(old.get("config"));
-    if util::s(&old, "driver") == s.driver {
+    if old.driver == s.driver {
         // Size and source are the pool's own: init does not redefine an existing pool.
         let differs = s
             .config
             .iter()
-            .any(|(k, v)| match (k.as_str(), old_cfg.get(k)) {
+            .any(|(k, v)| match (k.as_str(), old.config.get(k)) {
                 // The server keeps sizes in bytes; "2GiB" is the same size.
                 ("size", Some(o)) => size_bytes(v) != size_bytes(o),
                 (_, o) => o != Some(v),
@@ -522,81 +463,74 @@ async fn apply_pool(
     }
     // Another driver: only a pool nothing but profiles uses (the embedded default before any
     // instance) is replaced; its profiles' root disks are re-pointed at the new pool.
-    let users = util::used_by(&old);
-    if let Some(u) = users.iter().find(|u| !u.starts_with("/1.0/profiles/")) {
+    let profiles_url = paths::profiles();
+    if let Some(u) = old
+        .used_by
+        .iter()
+        .find(|u| paths::name_under(u, &profiles_url).is_none())
+    {
         return fail(format!(
             "Storage pool {:?} already exists as a {} pool and is in use ({u}); choose another name",
-            s.name,
-            util::s(&old, "driver")
+            s.name, old.driver
         ));
     }
     let mut profiles = Vec::new();
-    for u in &users {
-        let v = client.get(u).await?;
-        profiles.push((u.clone(), writable_profile(&v)));
+    for name in old
+        .used_by
+        .iter()
+        .filter_map(|u| paths::name_under(u, &profiles_url))
+    {
+        let put = ProfilePut::from(&client.profile(&name).await?);
+        profiles.push((name, put));
     }
     // From here on a failure must put the old pool and the profiles back.
     undo.push(Undo::Pool {
-        name: s.name.clone(),
         old: old.clone(),
         profiles: profiles.clone(),
     });
-    for (u, v) in &profiles {
-        let mut stripped = v.clone();
+    for (name, put) in &profiles {
+        let mut stripped = put.clone();
         strip_root(&mut stripped, &s.name);
-        client.operate("PUT", u, Some(&stripped), &[]).await?;
+        client.update_profile(name, &stripped, None).await?;
     }
-    client.operate("DELETE", &path, None, &[]).await?;
-    client
-        .operate("POST", "/1.0/storage-pools", Some(&body), &[])
-        .await?;
-    for (u, v) in &profiles {
-        client.operate("PUT", u, Some(v), &[]).await?;
+    client.delete_storage_pool(&s.name).await?;
+    client.create_storage_pool(s).await?;
+    for (name, put) in &profiles {
+        client.update_profile(name, put, None).await?;
     }
     done.push(format!(
         "storage pool {} (now {}, was {})",
-        s.name,
-        s.driver,
-        util::s(&old, "driver")
+        s.name, s.driver, old.driver
     ));
     Ok(())
 }
 
 async fn apply_network(
     client: &Client,
-    n: &NetworkPre,
+    n: &InitNetworksProjectPost,
     undo: &mut Vec<Undo>,
     done: &mut Vec<String>,
 ) -> Result<(), CmdError> {
-    let path = format!("/1.0/networks/{}", util::enc(&n.name));
-    let old = get_opt(client, &path).await?;
-    match old {
-        Some(old) if old.get("managed") == Some(&Value::Bool(true)) => {
-            let have = strings(old.get("config"));
+    match found(client.network(&n.name).await)? {
+        Some(old) if old.managed => {
             // "auto" asks for any free subnet: one the network has already is as good.
             let mut want = n.config.clone();
             for (k, v) in want.iter_mut() {
                 if v == "auto" {
-                    if let Some(h) = have.get(k).filter(|h| h.contains('/')) {
+                    if let Some(h) = old.config.get(k).filter(|h| h.contains('/')) {
                         *v = h.clone();
                     }
                 }
             }
-            if want == have && util::s(&old, "description") == n.description {
+            if want == old.config && old.description == n.description {
                 return Ok(());
             }
-            client
-                .operate(
-                    "PUT",
-                    &path,
-                    Some(&json!({"config": want, "description": n.description})),
-                    &[],
-                )
-                .await?;
-            undo.push(Undo::Put(
-                path,
-                json!({"config": have, "description": util::s(&old, "description")}),
-            ));
+            let put = NetworkPut {
+                config: want,
+                description: n.description.clone(),
+            };
+            client.update_network(&n.name, &put, None).await?;
+            undo.push(Undo::PutNetwork(n.name.clone(), NetworkPut::from(&old)));
             done.push(format!("network {}", n.name));
         }
         Some(_) => {
@@ -608,14 +542,14 @@ async fn apply_network(
         None => {
             let kind = if n.kind.is_empty() { "bridge" } else { &n.kind };
             client
-                .operate(
-                    "POST",
-                    "/1.0/networks",
-                    Some(&json!({"name": n.name, "type": kind, "description": n.description, "config": n.config})),
-                    &[],
-                )
+                .create_network(&NetworksPost {
+                    config: n.config.clone(),
+                    description: n.description.clone(),
+                    name: n.name.clone(),
+                    kind: kind.to_string(),
+                })
                 .await?;
-            undo.push(Undo::Delete(path));
+            undo.push(Undo::DeleteNetwork(n.name.clone()));
             done.push(format!("network {}", n.name));
         }
     }
@@ -625,23 +559,18 @@ async fn apply_network(
 /// What the server can do, for the defaults.
 struct Facts {
     drivers: Vec<String>,
-    pools: Vec<Value>,
-    networks: Vec<Value>,
-    default_profile: Value,
+    pools: Vec<StoragePool>,
+    networks: Vec<Network>,
+    default_profile: ProfilePut,
 }
 
 async fn facts(client: &Client) -> Result<Facts, CmdError> {
-    let server = client.get("/1.0").await?;
-    let mut drivers: Vec<String> = server["environment"]["storage_supported_drivers"]
-        .as_array()
+    let server = client.server().await?;
+    let mut drivers: Vec<String> = server
+        .environment
+        .storage_supported_drivers
         .into_iter()
-        .flatten()
-        .filter_map(|d| {
-            d["Name"]
-                .as_str()
-                .or(d["name"].as_str())
-                .map(str::to_string)
-        })
+        .map(|d| d.name)
         .filter(|d| matches!(d.as_str(), "dir" | "btrfs"))
         .collect();
     if drivers.is_empty() {
@@ -649,11 +578,14 @@ async fn facts(client: &Client) -> Result<Facts, CmdError> {
     }
     Ok(Facts {
         drivers,
-        pools: list(client, "/1.0/storage-pools?recursion=1").await?,
-        networks: list(client, "/1.0/networks?recursion=1").await?,
-        default_profile: get_opt(client, "/1.0/profiles/default")
-            .await?
-            .unwrap_or(json!({"config": {}, "description": "Default silo profile", "devices": {}})),
+        pools: client.storage_pools().await?,
+        networks: client.networks().await?,
+        default_profile: found(client.profile("default").await)?
+            .map(|p| ProfilePut::from(&p))
+            .unwrap_or_else(|| ProfilePut {
+                description: "Default silo profile".into(),
+                ..Default::default()
+            }),
     })
 }
 
@@ -667,58 +599,62 @@ impl Facts {
         }
     }
 
-    fn pool(&self, name: &str) -> Option<&Value> {
-        self.pools.iter().find(|p| p["name"] == name)
+    fn pool(&self, name: &str) -> Option<&StoragePool> {
+        self.pools.iter().find(|p| p.name == name)
+    }
+
+    fn network(&self, name: &str) -> Option<&Network> {
+        self.networks.iter().find(|n| n.name == name)
     }
 
     fn managed_bridge(&self) -> Option<String> {
         self.networks
             .iter()
-            .find(|n| n["managed"] == true && n["type"] == "bridge")
-            .map(|n| util::s(n, "name"))
+            .find(|n| n.managed && n.kind == "bridge")
+            .map(|n| n.name.clone())
+    }
+
+    /// Whether the default profile has a device for which `f` holds.
+    fn default_has(&self, f: impl Fn(&Strings) -> bool) -> bool {
+        self.default_profile.devices.values().any(f)
     }
 
     /// The default profile with its root disk on `pool` and, when given, `eth0` on `network`.
-    fn profile_with(&self, pool: Option<&str>, nic: Option<Strings>) -> ProfilePre {
+    fn profile_with(&self, pool: Option<&str>, nic: Option<Strings>) -> ProfilesPost {
         let d = &self.default_profile;
-        let mut devices: BTreeMap<String, Strings> = d["devices"]
-            .as_object()
-            .map(|m| {
-                m.iter()
-                    .map(|(k, v)| (k.clone(), strings(Some(v))))
-                    .collect()
-            })
-            .unwrap_or_default();
+        let mut devices = d.devices.clone();
         if let Some(pool) = pool {
-            devices.retain(|_, dev| {
-                !(dev.get("type").map(String::as_str) == Some("disk")
-                    && dev.get("path").map(String::as_str) == Some("/"))
-            });
+            devices.retain(|_, dev| !is_root_disk(dev));
             devices.insert(
                 "root".into(),
-                [("path", "/"), ("pool", pool), ("type", "disk")]
-                    .iter()
-                    .map(|(k, v)| (k.to_string(), v.to_string()))
-                    .collect(),
+                strings(&[("path", "/"), ("pool", pool), ("type", "disk")]),
             );
         }
         if let Some(nic) = nic {
             devices.insert("eth0".into(), nic);
         }
-        ProfilePre {
-            config: strings(d.get("config")),
-            description: util::s(d, "description"),
+        ProfilesPost {
+            config: d.config.clone(),
+            description: d.description.clone(),
             devices,
             name: "default".into(),
         }
     }
 }
 
-fn nic_on(network: &str) -> Strings {
-    [("name", "eth0"), ("network", network), ("type", "nic")]
-        .iter()
+fn strings(kv: &[(&str, &str)]) -> Strings {
+    kv.iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect()
+}
+
+fn is_root_disk(dev: &Strings) -> bool {
+    dev.get("type").map(String::as_str) == Some("disk")
+        && dev.get("path").map(String::as_str) == Some("/")
+}
+
+fn nic_on(network: &str) -> Strings {
+    strings(&[("name", "eth0"), ("network", network), ("type", "nic")])
 }
 
 /// `core.https_address` from an address ("all" or empty: every address) and a port.
@@ -772,7 +708,7 @@ pub async fn auto_preseed(client: &Client, a: &ServerInitArgs) -> Result<Preseed
         if let (Some(dev), "btrfs") = (&a.storage_create_device, driver.as_str()) {
             config.insert("source".into(), dev.clone());
         }
-        p.storage_pools.push(PoolPre {
+        p.storage_pools.push(StoragePoolsPost {
             config,
             description: String::new(),
             name: pool_name.clone(),
@@ -781,11 +717,8 @@ pub async fn auto_preseed(client: &Client, a: &ServerInitArgs) -> Result<Preseed
     }
     let mut nic = None;
     if f.managed_bridge().is_none() {
-        p.networks.push(NetworkPre {
-            config: [("ipv4.address", "auto"), ("ipv6.address", "auto")]
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
+        p.networks.push(InitNetworksProjectPost {
+            config: strings(&[("ipv4.address", "auto"), ("ipv6.address", "auto")]),
             description: String::new(),
             name: "silobr0".into(),
             kind: "bridge".into(),
@@ -793,17 +726,12 @@ pub async fn auto_preseed(client: &Client, a: &ServerInitArgs) -> Result<Preseed
         });
         nic = Some(nic_on("silobr0"));
     }
-    let has_nic = f.default_profile["devices"]
-        .as_object()
-        .is_some_and(|m| m.values().any(|d| d["type"] == "nic"));
-    if has_nic {
+    if f.default_has(|d| d.get("type").map(String::as_str) == Some("nic")) {
         nic = None;
     } else if nic.is_none() {
         nic = f.managed_bridge().map(|b| nic_on(&b));
     }
-    let has_root = f.default_profile["devices"]
-        .as_object()
-        .is_some_and(|m| m.values().any(|d| d["type"] == "disk" && d["path"] == "/"));
+    let has_root = f.default_has(is_root_disk);
     let root_pool = (!has_root || a.storage_pool.is_some()).then_some(pool_name.as_str());
     if root_pool.is_some() || nic.is_some() {
         p.profiles.push(f.profile_with(root_pool, nic));
@@ -811,11 +739,14 @@ pub async fn auto_preseed(client: &Client, a: &ServerInitArgs) -> Result<Preseed
     if let Some(addr) = &a.network_address {
         p.config.insert(
             "core.https_address".into(),
-            https_address(addr, a.network_port.unwrap_or(8443)).map_err(CmdError::Fail)?,
+            Value::String(
+                https_address(addr, a.network_port.unwrap_or(8443)).map_err(CmdError::Fail)?,
+            ),
         );
     }
     if let Some(pw) = &a.trust_password {
-        p.config.insert("core.trust_password".into(), pw.clone());
+        p.config
+            .insert("core.trust_password".into(), Value::String(pw.clone()));
     }
     Ok(p)
 }
@@ -935,7 +866,7 @@ impl<R: BufRead, W: Write> Asker<R, W> {
 
 /// A size as LXD writes them ("2GiB", "500MB", "1073741824") in bytes.
 fn size_bytes(s: &str) -> Option<u64> {
-    silo_proto::types::parse_bytes(s).ok()
+    silo_api::units::parse_bytes(s).ok()
 }
 
 fn check_port(s: &str) -> Result<(), String> {
@@ -975,84 +906,127 @@ pub async fn interactive<R: BufRead, W: Write>(
 ) -> Result<Preseed, CmdError> {
     let f = facts(client).await?;
     let mut p = Preseed::default();
+    ask_clustering(ask)?;
+    let pool = ask_storage_pool(&f, ask)?;
+    let root_pool = pool.as_ref().map(|x| x.name.clone());
+    p.storage_pools.extend(pool);
+    ask_maas(ask)?;
+    let (network, nic) = ask_network(&f, ask)?;
+    p.networks.extend(network);
+    p.config.extend(ask_remote_access(ask)?);
+    p.config.extend(ask_image_updates(ask)?);
+    if root_pool.is_some() || nic.is_some() {
+        p.profiles.push(f.profile_with(root_pool.as_deref(), nic));
+    }
+    ask_print_preseed(ask, &p)?;
+    Ok(p)
+}
+
+/// Clustering: not in silo yet.
+fn ask_clustering<R: BufRead, W: Write>(ask: &mut Asker<R, W>) -> Result<(), CmdError> {
     if ask.ask_bool("Would you like to use silo clustering?", false)? {
         ask.say("Clustering is not available in silo yet; continuing with a standalone server.\n")?;
     }
-    let mut root_pool = None;
-    if ask.ask_bool("Do you want to configure a new storage pool?", true)? {
-        let name = ask.ask_string("Name of the new storage pool", "default", |n| {
-            if n.is_empty()
-                || n.len() > 64
-                || n.starts_with(['.', '-'])
-                || !n
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-            {
-                return Err(format!(
-                    "{n:?} is not a valid pool name (letters, digits, '-', '_', '.')"
-                ));
-            }
-            match f.pool(n) {
-                Some(p)
-                    if util::used_by(p)
-                        .iter()
-                        .any(|u| !u.starts_with("/1.0/profiles/")) =>
-                {
-                    Err(format!(
-                        "the storage pool {n:?} already exists and is in use; choose another name"
-                    ))
-                }
-                _ => Ok(()),
-            }
-        })?;
-        let drivers = f.drivers.join(", ");
-        let driver = ask.ask_string(
-            &format!("Name of the storage backend to use ({drivers})"),
-            &f.best_driver(),
-            |d| {
-                if f.drivers.iter().any(|x| x == d) {
-                    Ok(())
-                } else {
-                    Err(format!("{d:?} is not one of {drivers}"))
-                }
-            },
-        )?;
-        let mut config = Strings::new();
-        if driver == "btrfs" {
-            if ask.ask_bool(
-                "Would you like to use an existing empty block device (e.g. a disk or partition)?",
-                false,
-            )? {
-                let dev =
-                    ask.ask_string("Path to the existing block device", "", check_block_device)?;
-                config.insert("source".into(), dev);
-            } else {
-                let size = ask.ask_string(
-                    "Size in GiB of the new loop device (1GiB minimum)",
-                    "5GiB",
-                    check_size,
-                )?;
-                let g = size.trim_end_matches("GiB").trim_end_matches("GB");
-                config.insert("size".into(), format!("{g}GiB"));
-            }
-        }
-        root_pool = Some(name.clone());
-        p.storage_pools.push(PoolPre {
-            config,
-            description: String::new(),
-            name,
-            driver,
-        });
+    Ok(())
+}
+
+/// A pool name as silod takes it.
+fn check_pool_name(f: &Facts, n: &str) -> Result<(), String> {
+    if n.is_empty()
+        || n.len() > 64
+        || n.starts_with(['.', '-'])
+        || !n
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+    {
+        return Err(format!(
+            "{n:?} is not a valid pool name (letters, digits, '-', '_', '.')"
+        ));
     }
+    let profiles = paths::profiles();
+    match f.pool(n) {
+        Some(p)
+            if p.used_by
+                .iter()
+                .any(|u| paths::name_under(u, &profiles).is_none()) =>
+        {
+            Err(format!(
+                "the storage pool {n:?} already exists and is in use; choose another name"
+            ))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// A new storage pool: its name, backend, and for btrfs its device or loop file's size.
+fn ask_storage_pool<R: BufRead, W: Write>(
+    f: &Facts,
+    ask: &mut Asker<R, W>,
+) -> Result<Option<StoragePoolsPost>, CmdError> {
+    if !ask.ask_bool("Do you want to configure a new storage pool?", true)? {
+        return Ok(None);
+    }
+    let name = ask.ask_string("Name of the new storage pool", "default", |n| {
+        check_pool_name(f, n)
+    })?;
+    let drivers = f.drivers.join(", ");
+    let driver = ask.ask_string(
+        &format!("Name of the storage backend to use ({drivers})"),
+        &f.best_driver(),
+        |d| {
+            if f.drivers.iter().any(|x| x == d) {
+                Ok(())
+            } else {
+                Err(format!("{d:?} is not one of {drivers}"))
+            }
+        },
+    )?;
+    let mut config = Strings::new();
+    if driver == "btrfs" {
+        if ask.ask_bool(
+            "Would you like to use an existing empty block device (e.g. a disk or partition)?",
+            false,
+        )? {
+            let dev =
+                ask.ask_string("Path to the existing block device", "", check_block_device)?;
+            config.insert("source".into(), dev);
+        } else {
+            let size = ask.ask_string(
+                "Size in GiB of the new loop device (1GiB minimum)",
+                "5GiB",
+                check_size,
+            )?;
+            let g = size.trim_end_matches("GiB").trim_end_matches("GB");
+            config.insert("size".into(), format!("{g}GiB"));
+        }
+    }
+    Ok(Some(StoragePoolsPost {
+        config,
+        description: String::new(),
+        name,
+        driver,
+    }))
+}
+
+/// MAAS: not in silo.
+fn ask_maas<R: BufRead, W: Write>(ask: &mut Asker<R, W>) -> Result<(), CmdError> {
     if ask.ask_bool("Would you like to connect to a MAAS server?", false)? {
         ask.say("MAAS is not supported by silo; continuing without it.\n")?;
     }
-    let mut nic = None;
+    Ok(())
+}
+
+/// A new bridge, or an existing host interface: the network to make (if any) and the default
+/// profile's `eth0` (if any).
+fn ask_network<R: BufRead, W: Write>(
+    f: &Facts,
+    ask: &mut Asker<R, W>,
+) -> Result<(Option<InitNetworksProjectPost>, Option<Strings>), CmdError> {
     if ask.ask_bool("Would you like to create a new local network bridge?", true)? {
         let name = ask.ask_string("What should the new bridge be called?", "silobr0", |n| {
             check_ifname(n)?;
-            match f.networks.iter().find(|x| x["name"] == n) {
-                Some(x) if x["managed"] != true => Err(format!(
+            match f.network(n) {
+                Some(x) if !x.managed => Err(format!(
                     "the interface {n:?} already exists on the host; choose another name"
                 )),
                 _ => Ok(()),
@@ -1068,89 +1042,103 @@ pub async fn interactive<R: BufRead, W: Write>(
             "auto",
             |v| check_cidr(v, 6),
         )?;
-        let mut config = Strings::new();
-        config.insert("ipv4.address".into(), v4);
-        config.insert("ipv6.address".into(), v6);
-        nic = Some(nic_on(&name));
-        p.networks.push(NetworkPre {
-            config,
+        let nic = nic_on(&name);
+        let network = InitNetworksProjectPost {
+            config: strings(&[("ipv4.address", &v4), ("ipv6.address", &v6)]),
             description: String::new(),
             name,
             kind: "bridge".into(),
             project: "default".into(),
-        });
-    } else if ask.ask_bool(
+        };
+        return Ok((Some(network), Some(nic)));
+    }
+    if !ask.ask_bool(
         "Would you like to configure silo to use an existing bridge or host interface?",
         false,
     )? {
-        let parent = ask.ask_string("Name of the existing bridge or host interface", "", |n| {
-            check_ifname(n)?;
-            if f.networks.iter().any(|x| x["name"] == n) {
-                Ok(())
-            } else {
-                Err(format!("there is no interface {n:?} on this host"))
-            }
-        })?;
-        let bridge = f
-            .networks
-            .iter()
-            .find(|x| x["name"] == parent.as_str())
-            .is_some_and(|x| x["type"] == "bridge");
-        let mut d = Strings::new();
-        d.insert("name".into(), "eth0".into());
-        d.insert("type".into(), "nic".into());
-        if bridge
-            && f.networks
-                .iter()
-                .any(|x| x["name"] == parent.as_str() && x["managed"] == true)
-        {
-            d.insert("network".into(), parent);
-        } else {
-            d.insert(
-                "nictype".into(),
-                if bridge { "bridged" } else { "macvlan" }.into(),
-            );
-            d.insert("parent".into(), parent);
-        }
-        nic = Some(d);
+        return Ok((None, None));
     }
-    if ask.ask_bool(
+    let parent = ask.ask_string("Name of the existing bridge or host interface", "", |n| {
+        check_ifname(n)?;
+        if f.network(n).is_some() {
+            Ok(())
+        } else {
+            Err(format!("there is no interface {n:?} on this host"))
+        }
+    })?;
+    let existing = f.network(&parent);
+    let bridge = existing.is_some_and(|x| x.kind == "bridge");
+    let mut d = strings(&[("name", "eth0"), ("type", "nic")]);
+    if bridge && existing.is_some_and(|x| x.managed) {
+        d.insert("network".into(), parent);
+    } else {
+        d.insert(
+            "nictype".into(),
+            if bridge { "bridged" } else { "macvlan" }.into(),
+        );
+        d.insert("parent".into(), parent);
+    }
+    Ok((None, Some(d)))
+}
+
+/// The API over the network: address, port and trust password, as server configuration.
+fn ask_remote_access<R: BufRead, W: Write>(
+    ask: &mut Asker<R, W>,
+) -> Result<BTreeMap<String, Value>, CmdError> {
+    let mut config = BTreeMap::new();
+    if !ask.ask_bool(
         "Would you like the silo server to be available over the network?",
         false,
     )? {
-        let addr = ask.ask_string("Address to bind silo to (not including port)", "all", |a| {
-            https_address(a, 8443).map(|_| ())
-        })?;
-        let port = ask.ask_string("Port to bind silo to", "8443", check_port)?;
-        let port: u16 = port.parse().unwrap_or(8443);
-        p.config.insert(
-            "core.https_address".into(),
-            https_address(&addr, port).map_err(CmdError::Fail)?,
-        );
-        let pw = ask.ask_password("Trust password for new clients")?;
-        p.config.insert("core.trust_password".into(), pw);
+        return Ok(config);
     }
+    let addr = ask.ask_string("Address to bind silo to (not including port)", "all", |a| {
+        https_address(a, 8443).map(|_| ())
+    })?;
+    let port = ask.ask_string("Port to bind silo to", "8443", check_port)?;
+    let port: u16 = port.parse().unwrap_or(8443);
+    config.insert(
+        "core.https_address".into(),
+        Value::String(https_address(&addr, port).map_err(CmdError::Fail)?),
+    );
+    let pw = ask.ask_password("Trust password for new clients")?;
+    config.insert("core.trust_password".into(), Value::String(pw));
+    Ok(config)
+}
+
+/// Automatic image updates (LXD's default: on).
+fn ask_image_updates<R: BufRead, W: Write>(
+    ask: &mut Asker<R, W>,
+) -> Result<BTreeMap<String, Value>, CmdError> {
+    let mut config = BTreeMap::new();
     if !ask.ask_bool(
         "Would you like stale cached images to be updated automatically?",
         true,
     )? {
-        p.config
-            .insert("images.auto_update_interval".into(), "0".into());
+        config.insert(
+            "images.auto_update_interval".into(),
+            Value::String("0".into()),
+        );
     }
-    if root_pool.is_some() || nic.is_some() {
-        p.profiles.push(f.profile_with(root_pool.as_deref(), nic));
-    }
+    Ok(config)
+}
+
+/// The answers as a preseed, the password hidden.
+fn ask_print_preseed<R: BufRead, W: Write>(
+    ask: &mut Asker<R, W>,
+    p: &Preseed,
+) -> Result<(), CmdError> {
     if ask.ask_bool(
         "Would you like a YAML \"silo init\" preseed to be printed?",
         false,
     )? {
         let mut shown = p.clone();
         if let Some(pw) = shown.config.get_mut("core.trust_password") {
-            *pw = "(hidden)".into();
+            *pw = Value::String("(hidden)".into());
         }
         ask.say(&to_yaml(&shown)?)?;
     }
-    Ok(p)
+    Ok(())
 }
 
 /// `silo init` (no image), `--auto`, `--preseed`, `--dump`.

@@ -2,12 +2,14 @@
 
 use std::net::IpAddr;
 
-use serde_json::{json, Map, Value};
+use silo_api::{
+    paths, InstanceFull, InstanceSource, InstanceState, InstanceStatePut, InstancesPost, StringMap,
+};
 
 use crate::client::Client;
 use crate::commands::CmdError;
 use crate::format::{self, Format};
-use crate::util::{self, enc, fail, out, outln, s};
+use crate::util::{self, fail, out, outln};
 
 /// `silo launch`.
 #[derive(Debug, clap::Args)]
@@ -146,10 +148,10 @@ async fn create(
     name: Option<&str>,
     a: &InstanceOpts,
 ) -> Result<String, CmdError> {
-    let mut config = Map::new();
+    let mut config = StringMap::new();
     for c in &a.config {
         let (k, v) = util::kv(c)?;
-        config.insert(k, Value::String(v));
+        config.insert(k, v);
     }
     let profiles: Vec<String> = if a.no_profiles {
         Vec::new()
@@ -158,94 +160,80 @@ async fn create(
     } else {
         a.profiles.clone()
     };
-    let mut devices = Map::new();
+    let mut devices = silo_api::DeviceMap::new();
     if let Some(pool) = &a.storage {
-        devices.insert(
-            "root".to_string(),
-            json!({"type": "disk", "path": "/", "pool": pool}),
-        );
+        let root = [("type", "disk"), ("path", "/"), ("pool", pool.as_str())]
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        devices.insert("root".to_string(), root);
     }
-    let source =
-        if looks_like_fingerprint(image) && !crate::images::alias_exists(client, image).await? {
-            json!({"type": "image", "fingerprint": image})
-        } else {
-            json!({"type": "image", "alias": image})
-        };
+    let mut source = InstanceSource {
+        kind: "image".into(),
+        ..Default::default()
+    };
+    if looks_like_fingerprint(image) && !crate::images::alias_exists(client, image).await? {
+        source.fingerprint = image.to_string();
+    } else {
+        source.alias = image.to_string();
+    }
     let name = name.unwrap_or_default().to_string();
-    let body = json!({
-        "name": name,
-        "type": "container",
-        "profiles": profiles,
-        "config": config,
-        "devices": devices,
-        "ephemeral": a.ephemeral,
-        "description": a.description,
-        "source": source,
-    });
+    let req = InstancesPost {
+        name: name.clone(),
+        kind: "container".into(),
+        profiles: Some(profiles),
+        config,
+        devices,
+        ephemeral: a.ephemeral,
+        description: a.description.clone(),
+        source,
+        ..Default::default()
+    };
     if name.is_empty() {
         outln("Creating the instance")?;
     } else {
         outln(&format!("Creating {name}"))?;
     }
-    let answer = client
-        .request("POST", "/1.0/instances", Some(&body), &[])
-        .await?;
-    let started = answer.metadata()?;
-    let op = answer.finish(client).await?;
+    let op = client.create_instance(&req).await?;
     if !name.is_empty() {
         return Ok(name);
     }
-    let url = op
-        .pointer("/resources/instances/0")
-        .or_else(|| started.pointer("/resources/instances/0"))
-        .and_then(Value::as_str)
-        .unwrap_or("");
-    let n = url.rsplit('/').next().unwrap_or("").to_string();
+    let n = op
+        .resources
+        .get("instances")
+        .and_then(|i| i.first())
+        .and_then(|url| url.rsplit('/').next())
+        .map(paths::unescape)
+        .unwrap_or_default();
     if !n.is_empty() {
         outln(&format!("Instance name is: {n}"))?;
     }
     Ok(n)
 }
 
-fn status_code(i: &Value) -> u64 {
-    i.get("status_code").and_then(Value::as_u64).unwrap_or(0)
-}
-
 /// LXD's IsActive: anything but Stopped (102) and Error (112).
-fn is_active(i: &Value) -> bool {
-    !matches!(status_code(i), 102 | 112)
+fn is_active(i: &InstanceFull) -> bool {
+    !matches!(i.status_code, 102 | 112)
 }
 
-fn state(i: &Value) -> Option<&Value> {
-    i.get("state").filter(|s| s.is_object())
-}
-
-fn addresses(i: &Value, family: &str) -> String {
+fn addresses(i: &InstanceFull, family: &str) -> String {
     if !is_active(i) {
         return String::new();
     }
-    let Some(net) = state(i)
-        .and_then(|s| s.get("network"))
-        .and_then(Value::as_object)
-    else {
+    let Some(net) = i.state.as_ref().and_then(|s| s.network.as_ref()) else {
         return String::new();
     };
     let mut out = Vec::new();
     for (iface, n) in net {
-        if s(n, "type") == "loopback" {
+        if n.kind == "loopback" {
             continue;
         }
-        for a in n
-            .get("addresses")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-        {
-            if matches!(s(a, "scope").as_str(), "link" | "local") {
+        for a in &n.addresses {
+            if matches!(a.scope.as_str(), "link" | "local") {
                 continue;
             }
-            if s(a, "family") == family {
-                out.push(format!("{} ({iface})", s(a, "address")));
+            if a.family == family {
+                out.push(format!("{} ({iface})", a.address));
             }
         }
     }
@@ -254,52 +242,30 @@ fn addresses(i: &Value, family: &str) -> String {
     out.join("\n")
 }
 
-fn root_disk(i: &Value) -> Option<(String, &Value)> {
-    i.get("expanded_devices")
-        .and_then(Value::as_object)?
-        .iter()
-        .find(|(_, d)| s(d, "type") == "disk" && s(d, "path") == "/")
-        .map(|(k, d)| (k.clone(), d))
+fn root_disk(i: &InstanceFull) -> Option<(&String, &StringMap)> {
+    i.expanded_devices.iter().find(|(_, d)| {
+        d.get("type").map(String::as_str) == Some("disk")
+            && d.get("path").map(String::as_str) == Some("/")
+    })
 }
 
-fn state_u64(i: &Value, ptr: &str) -> u64 {
-    state(i)
-        .and_then(|s| s.pointer(ptr))
-        .and_then(Value::as_u64)
-        .unwrap_or(0)
+/// A counter as lxc reads it: a negative one is none.
+fn count(n: i64) -> u64 {
+    u64::try_from(n).unwrap_or(0)
 }
 
-fn short_time(i: &Value, k: &str) -> String {
-    util::time_set(&s(i, k))
-        .map(util::time_short)
-        .unwrap_or_default()
+/// A number from the instance's state (0 without one).
+fn state_u64(i: &InstanceFull, f: impl Fn(&InstanceState) -> i64) -> u64 {
+    i.state.as_ref().map(|s| count(f(s))).unwrap_or(0)
+}
+
+fn short_time(t: &str) -> String {
+    util::time_set(t).map(util::time_short).unwrap_or_default()
 }
 
 /// Parses "512MiB", "1GB", "2048" as LXD's ParseByteSizeString does.
 fn parse_bytes(v: &str) -> Option<u64> {
-    let v = v.trim();
-    let split = v
-        .find(|c: char| !c.is_ascii_digit() && c != '.')
-        .unwrap_or(v.len());
-    let (num, unit) = v.split_at(split);
-    let n: f64 = num.parse().ok()?;
-    let mult: f64 = match unit.trim() {
-        "" | "B" => 1.0,
-        "kB" => 1e3,
-        "MB" => 1e6,
-        "GB" => 1e9,
-        "TB" => 1e12,
-        "PB" => 1e15,
-        "EB" => 1e18,
-        "KiB" => 1024.0,
-        "MiB" => 1024f64.powi(2),
-        "GiB" => 1024f64.powi(3),
-        "TiB" => 1024f64.powi(4),
-        "PiB" => 1024f64.powi(5),
-        "EiB" => 1024f64.powi(6),
-        _ => return None,
-    };
-    Some((n * mult) as u64)
+    silo_api::units::parse_bytes(v).ok()
 }
 
 /// One column of `silo list`.
@@ -426,14 +392,14 @@ fn column_header(c: &Column) -> String {
     }
 }
 
-fn column_data(c: &Column, i: &Value) -> String {
+fn column_data(c: &Column, i: &InstanceFull) -> String {
     let ch = match c {
         Column::Config { key, width, .. } => {
             let v = i
-                .get("config")
-                .and_then(|m| m.get(key.as_str()))
-                .or_else(|| i.get("expanded_config").and_then(|m| m.get(key.as_str())));
-            return truncate(util::vs(v), *width);
+                .config
+                .get(key.as_str())
+                .or_else(|| i.expanded_config.get(key.as_str()));
+            return truncate(v.cloned().unwrap_or_default(), *width);
         }
         Column::Device { key, width, .. } => {
             let Some((dev, k)) = key.split_once('.') else {
@@ -443,55 +409,47 @@ fn column_data(c: &Column, i: &Value) -> String {
                 return String::new();
             }
             let v = i
-                .get("devices")
-                .and_then(|d| d.get(dev))
+                .devices
+                .get(dev)
                 .and_then(|d| d.get(k))
-                .or_else(|| {
-                    i.get("expanded_devices")
-                        .and_then(|d| d.get(dev))
-                        .and_then(|d| d.get(k))
-                });
-            return truncate(util::vs(v), *width);
+                .or_else(|| i.expanded_devices.get(dev).and_then(|d| d.get(k)));
+            return truncate(v.cloned().unwrap_or_default(), *width);
         }
         Column::Short(ch) => *ch,
     };
     match ch {
-        'n' => s(i, "name"),
-        's' => s(i, "status").to_uppercase(),
+        'n' => i.name.clone(),
+        's' => i.status.to_uppercase(),
         '4' => addresses(i, "inet"),
         '6' => addresses(i, "inet6"),
         't' => {
-            let t = s(i, "type");
-            let t = if t.is_empty() {
+            let t = if i.kind.is_empty() {
                 "CONTAINER".to_string()
             } else {
-                t.to_uppercase()
+                i.kind.to_uppercase()
             };
-            if i.get("ephemeral").and_then(Value::as_bool) == Some(true) {
+            if i.ephemeral {
                 format!("{t} (EPHEMERAL)")
             } else {
                 t
             }
         }
-        'S' => i
-            .get("snapshots")
-            .and_then(Value::as_array)
-            .map(|a| a.len())
-            .unwrap_or(0)
-            .to_string(),
-        'a' => s(i, "architecture"),
-        'b' => root_disk(i).map(|(_, d)| s(d, "pool")).unwrap_or_default(),
-        'c' => short_time(i, "created_at"),
-        'd' => s(i, "description"),
+        'S' => i.snapshots.len().to_string(),
+        'a' => i.architecture.clone(),
+        'b' => root_disk(i)
+            .and_then(|(_, d)| d.get("pool").cloned())
+            .unwrap_or_default(),
+        'c' => short_time(&i.created_at),
+        'd' => i.description.clone(),
         'D' => {
             let Some((name, _)) = root_disk(i) else {
                 return String::new();
             };
-            let u = state(i)
-                .and_then(|s| s.get("disk"))
-                .and_then(|d| d.get(name.as_str()))
-                .and_then(|d| d.get("usage"))
-                .and_then(Value::as_u64)
+            let u = i
+                .state
+                .as_ref()
+                .and_then(|s| s.disk.get(name.as_str()))
+                .map(|d| count(d.usage))
                 .unwrap_or(0);
             if u > 0 {
                 util::size_iec(u)
@@ -499,19 +457,23 @@ fn column_data(c: &Column, i: &Value) -> String {
                 String::new()
             }
         }
-        'e' => s(i, "project"),
+        'e' => i.project.clone(),
         'f' | 'F' => {
-            let v = util::vs(i.pointer("/config/volatile.base_image"));
+            let v = i
+                .config
+                .get("volatile.base_image")
+                .cloned()
+                .unwrap_or_default();
             if ch == 'f' {
                 v.chars().take(12).collect()
             } else {
                 v
             }
         }
-        'l' => short_time(i, "last_used_at"),
-        'L' => s(i, "location"),
+        'l' => short_time(&i.last_used_at),
+        'L' => i.location.clone(),
         'm' => {
-            let u = state_u64(i, "/memory/usage");
+            let u = state_u64(i, |s| s.memory.usage);
             if is_active(i) && u > 0 {
                 util::size_iec(u)
             } else {
@@ -519,8 +481,12 @@ fn column_data(c: &Column, i: &Value) -> String {
             }
         }
         'M' => {
-            let u = state_u64(i, "/memory/usage");
-            let limit = util::vs(i.pointer("/expanded_config/limits.memory"));
+            let u = state_u64(i, |s| s.memory.usage);
+            let limit = i
+                .expanded_config
+                .get("limits.memory")
+                .cloned()
+                .unwrap_or_default();
             if !is_active(i) || u == 0 || limit.is_empty() || limit.contains('%') {
                 return String::new();
             }
@@ -530,24 +496,19 @@ fn column_data(c: &Column, i: &Value) -> String {
             }
         }
         'N' | 'p' => {
-            if is_active(i) && state(i).is_some() {
-                state_u64(i, if ch == 'N' { "/processes" } else { "/pid" }).to_string()
+            if is_active(i) && i.state.is_some() {
+                if ch == 'N' {
+                    state_u64(i, |s| s.processes).to_string()
+                } else {
+                    state_u64(i, |s| s.pid).to_string()
+                }
             } else {
                 String::new()
             }
         }
-        'P' => i
-            .get("profiles")
-            .and_then(Value::as_array)
-            .map(|a| {
-                a.iter()
-                    .map(|p| util::vs(Some(p)))
-                    .collect::<Vec<_>>()
-                    .join("\n")
-            })
-            .unwrap_or_default(),
+        'P' => i.profiles.join("\n"),
         'u' => {
-            let u = state_u64(i, "/cpu/usage");
+            let u = state_u64(i, |s| s.cpu.usage);
             if is_active(i) && u > 0 {
                 format!("{}s", u / 1_000_000_000)
             } else {
@@ -588,39 +549,34 @@ fn in_cidr(addr: IpAddr, (net, len): (IpAddr, u8)) -> bool {
     }
 }
 
-fn match_net(i: &Value, query: &str, family: &str) -> bool {
-    let Some(net) = state(i)
-        .and_then(|s| s.get("network"))
-        .and_then(Value::as_object)
-    else {
+fn match_net(i: &InstanceFull, query: &str, family: &str) -> bool {
+    let Some(net) = i.state.as_ref().and_then(|s| s.network.as_ref()) else {
         return false;
     };
     let cidr = parse_cidr(query);
     net.values()
-        .flat_map(|n| {
-            n.get("addresses")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-        })
-        .filter(|a| s(a, "family") == family)
+        .flat_map(|n| &n.addresses)
+        .filter(|a| a.family == family)
         .any(|a| {
-            let addr = s(a, "address");
-            addr == query || cidr.is_some_and(|c| addr.parse().is_ok_and(|ip| in_cidr(ip, c)))
+            a.address == query
+                || cidr.is_some_and(|c| a.address.parse().is_ok_and(|ip| in_cidr(ip, c)))
         })
 }
 
-fn shorthand(key: &str, value: &str, i: &Value) -> Option<bool> {
+fn shorthand(key: &str, value: &str, i: &InstanceFull) -> Option<bool> {
     let one = |v: &str| -> bool {
         match key {
             "type" => {
-                let t = s(i, "type");
-                let t = if t.is_empty() { "container".into() } else { t };
+                let t = if i.kind.is_empty() {
+                    "container"
+                } else {
+                    i.kind.as_str()
+                };
                 t.eq_ignore_ascii_case(v)
             }
-            "status" => s(i, "status").eq_ignore_ascii_case(v),
-            "architecture" => s(i, "architecture").eq_ignore_ascii_case(v),
-            "location" => s(i, "location").eq_ignore_ascii_case(v),
+            "status" => i.status.eq_ignore_ascii_case(v),
+            "architecture" => i.architecture.eq_ignore_ascii_case(v),
+            "location" => i.location.eq_ignore_ascii_case(v),
             "ipv4" => match_net(i, v, "inet"),
             "ipv6" => match_net(i, v, "inet6"),
             _ => false,
@@ -636,7 +592,7 @@ fn shorthand(key: &str, value: &str, i: &Value) -> Option<bool> {
 }
 
 /// Whether an instance passes every filter, as `lxc list` (without its regular expressions).
-fn instance_matches(i: &Value, filters: &[String]) -> bool {
+fn instance_matches(i: &InstanceFull, filters: &[String]) -> bool {
     filters.iter().all(|f| match f.split_once('=') {
         Some((k, v)) => {
             if let Some(m) = shorthand(&k.to_lowercase(), v, i) {
@@ -644,15 +600,12 @@ fn instance_matches(i: &Value, filters: &[String]) -> bool {
                     return true;
                 }
             }
-            let cfg = i.get("expanded_config").and_then(Value::as_object);
-            cfg.is_some_and(|c| {
-                c.get(k).and_then(Value::as_str) == Some(v)
-                    || c.iter().any(|(ck, cv)| {
-                        crate::images::dot_prefix_match(k, ck) && cv.as_str() == Some(v)
-                    })
-            })
+            let c = &i.expanded_config;
+            c.get(k).map(String::as_str) == Some(v)
+                || c.iter()
+                    .any(|(ck, cv)| crate::images::dot_prefix_match(k, ck) && cv == v)
         }
-        None => s(i, "name").starts_with(f.as_str()),
+        None => i.name.starts_with(f.as_str()),
     })
 }
 
@@ -660,11 +613,9 @@ fn instance_matches(i: &Value, filters: &[String]) -> bool {
 pub async fn list(client: &Client, a: ListArgs) -> Result<(), CmdError> {
     let spec = if a.fast { "nsacPt" } else { a.columns.as_str() };
     let cols = parse_columns(spec)?;
-    let all = client.get("/1.0/instances?recursion=2").await?;
-    let insts: Vec<Value> = all
-        .as_array()
-        .cloned()
-        .unwrap_or_default()
+    let insts: Vec<InstanceFull> = client
+        .instances_full()
+        .await?
         .into_iter()
         .filter(|i| instance_matches(i, &a.filters))
         .collect();
@@ -675,8 +626,8 @@ pub async fn list(client: &Client, a: ListArgs) -> Result<(), CmdError> {
     util::sort_rows(&mut rows);
     let headers: Vec<String> = cols.iter().map(column_header).collect();
     let headers: Vec<&str> = headers.iter().map(String::as_str).collect();
-    let text = format::render(a.format, &headers, &rows, &Value::Array(insts))
-        .map_err(CmdError::Output)?;
+    let objects = serde_json::to_value(&insts).map_err(|e| CmdError::Output(e.to_string()))?;
+    let text = format::render(a.format, &headers, &rows, &objects).map_err(CmdError::Output)?;
     out(&text)
 }
 
@@ -684,32 +635,31 @@ pub async fn list(client: &Client, a: ListArgs) -> Result<(), CmdError> {
 pub async fn delete(client: &Client, a: DeleteArgs) -> Result<(), CmdError> {
     for name in &a.names {
         if let Some((inst, snap)) = name.split_once('/') {
-            let path = format!("/1.0/instances/{}/snapshots/{}", enc(inst), enc(snap));
-            client.operate("DELETE", &path, None, &[]).await?;
+            client.delete_snapshot(inst, snap).await?;
             continue;
         }
-        let path = format!("/1.0/instances/{}", enc(name));
-        let inst = client.get(&path).await?;
-        let code = status_code(&inst);
+        let inst = client.instance(name).await?;
+        let code = inst.status_code;
         if code != 0 && code != 102 {
             if !a.force {
                 return fail("The instance is currently running, stop it first or pass --force");
             }
+            let stop = InstanceStatePut {
+                action: "stop".into(),
+                force: true,
+                timeout: -1,
+                stateful: false,
+            };
             client
-                .operate(
-                    "PUT",
-                    &format!("{path}/state"),
-                    Some(&json!({"action": "stop", "force": true, "timeout": -1})),
-                    &[],
-                )
+                .set_instance_state(name, &stop)
                 .await
                 .map_err(|e| CmdError::Fail(format!("Stopping the instance failed: {e}")))?;
             // The server deletes an ephemeral instance itself once it stops.
-            if inst.get("ephemeral").and_then(Value::as_bool) == Some(true) {
+            if inst.ephemeral {
                 continue;
             }
         }
-        client.operate("DELETE", &path, None, &[]).await?;
+        client.delete_instance(name).await?;
     }
     Ok(())
 }
@@ -750,18 +700,24 @@ async fn change_state(
     force: bool,
     timeout: i64,
 ) -> Result<(), CmdError> {
-    let path = format!("/1.0/instances/{}", enc(name));
     let mut action = action.to_string();
-    if action == "start" && status_code(&client.get(&path).await?) == 110 {
+    if action == "start" && client.instance(name).await?.status_code == 110 {
         // "start" on a frozen instance means thaw it, as lxc does.
         action = "unfreeze".to_string();
     }
-    let body = json!({"action": action, "timeout": timeout, "force": force, "stateful": false});
-    let answer = client
-        .request("PUT", &format!("{path}/state"), Some(&body), &[])
-        .await?;
-    answer.metadata()?;
-    match answer.finish(client).await {
+    let req = InstanceStatePut {
+        action: action.clone(),
+        timeout,
+        force,
+        stateful: false,
+    };
+    let Some(id) = client
+        .start("PUT", &paths::instance_state(name), Some(&req))
+        .await?
+    else {
+        return Ok(());
+    };
+    match client.operation_wait(&id).await {
         Ok(_) => Ok(()),
         // The start failing inside the operation is where the console log helps.
         Err(e) if action == "start" => fail(format!(
@@ -773,17 +729,16 @@ async fn change_state(
 
 /// The instances `--all` covers: those the action would change.
 async fn all_names(client: &Client, action: &str) -> Result<Vec<String>, CmdError> {
-    let all = client.get("/1.0/instances?recursion=1").await?;
-    Ok(all
-        .as_array()
+    Ok(client
+        .instances()
+        .await?
         .into_iter()
-        .flatten()
         .filter(|i| match action {
-            "start" => status_code(i) != 103,
-            "stop" => status_code(i) != 102,
+            "start" => i.status_code != 103,
+            "stop" => i.status_code != 102,
             _ => true,
         })
-        .map(|i| s(i, "name"))
+        .map(|i| i.name)
         .collect())
 }
 
@@ -829,103 +784,87 @@ pub async fn state_action(
 
 /// `silo info NAME`: the instance as `lxc info` shows it.
 pub async fn info(client: &Client, name: &str, show_log: bool) -> Result<(), CmdError> {
-    let path = format!("/1.0/instances/{}", enc(name));
-    let i = client.get(&format!("{path}?recursion=1")).await?;
+    let i: InstanceFull = client
+        .get_as(&paths::recursion(&paths::instance(name), 1))
+        .await?;
     let mut text = instance_info(&i);
     if show_log {
-        let log = client.get_raw(&format!("{path}/console")).await?;
+        let log = client.get_raw(&paths::instance_console(name)).await?;
         text.push_str(&format!("\nLog:\n\n{}\n", String::from_utf8_lossy(&log)));
     }
     out(&text)
 }
 
-fn layout_time(v: &Value, k: &str) -> Option<String> {
-    util::time_set(&s(v, k)).map(util::time_short)
+fn layout_time(t: &str) -> Option<String> {
+    util::time_set(t).map(util::time_short)
 }
 
 /// The text of `silo info NAME` (without the log) for an instance read with recursion=1, in
 /// the seed's layout: Name, Location, Remote, Architecture, Created, Status, Type, Profiles,
 /// Pid, Ips, then Resources and Snapshots with lxc's formatting.
-fn instance_info(i: &Value) -> String {
+fn instance_info(i: &InstanceFull) -> String {
     use std::fmt::Write;
     let mut o = String::new();
-    let _ = writeln!(o, "Name: {}", s(i, "name"));
-    let loc = s(i, "location");
+    let _ = writeln!(o, "Name: {}", i.name);
     let _ = writeln!(
         o,
         "Location: {}",
-        if loc.is_empty() { "none".into() } else { loc }
+        if i.location.is_empty() {
+            "none"
+        } else {
+            i.location.as_str()
+        }
     );
     let _ = writeln!(o, "Remote: unix://");
-    let _ = writeln!(o, "Architecture: {}", s(i, "architecture"));
-    if let Some(t) = layout_time(i, "created_at") {
+    let _ = writeln!(o, "Architecture: {}", i.architecture);
+    if let Some(t) = layout_time(&i.created_at) {
         let _ = writeln!(o, "Created: {t}");
     }
-    if let Some(t) = layout_time(i, "last_used_at") {
+    if let Some(t) = layout_time(&i.last_used_at) {
         let _ = writeln!(o, "Last Used: {t}");
     }
-    let _ = writeln!(o, "Status: {}", s(i, "status"));
-    let t = match s(i, "type") {
-        t if t.is_empty() => "container".to_string(),
-        t => t,
+    let _ = writeln!(o, "Status: {}", i.status);
+    let t = if i.kind.is_empty() {
+        "container"
+    } else {
+        i.kind.as_str()
     };
-    if i.get("ephemeral").and_then(Value::as_bool) == Some(true) {
+    if i.ephemeral {
         let _ = writeln!(o, "Type: {t} (ephemeral)");
     } else {
         let _ = writeln!(o, "Type: {t}");
     }
-    let profiles: Vec<String> = i
-        .get("profiles")
-        .and_then(Value::as_array)
-        .map(|a| {
-            a.iter()
-                .filter_map(|p| p.as_str().map(str::to_string))
-                .collect()
-        })
-        .unwrap_or_default();
-    let _ = writeln!(o, "Profiles: {}", profiles.join(", "));
-    let pid = i.pointer("/state/pid").and_then(Value::as_i64).unwrap_or(0);
-    if pid != 0 {
+    let _ = writeln!(o, "Profiles: {}", i.profiles.join(", "));
+    let pid = i.state.as_ref().map_or(0, |s| s.pid);
+    if let Some(st) = i.state.as_ref().filter(|_| pid != 0) {
         let _ = writeln!(o, "Pid: {pid}");
         o.push_str("Ips:\n");
-        if let Some(n) = i.pointer("/state/network").and_then(Value::as_object) {
+        if let Some(n) = &st.network {
             let mut names: Vec<&String> = n.keys().collect();
             names.sort_by(|a, b| util::natural_cmp(a, b));
             for name in names {
-                let host = s(&n[name], "host_name");
-                for a in n[name]
-                    .get("addresses")
-                    .and_then(Value::as_array)
-                    .map(Vec::as_slice)
-                    .unwrap_or(&[])
-                {
-                    let _ = write!(o, "  {name}:\t{}\t{}", s(a, "family"), s(a, "address"));
-                    if !host.is_empty() {
-                        let _ = write!(o, "\t{host}");
+                let nic = &n[name];
+                for a in &nic.addresses {
+                    let _ = write!(o, "  {name}:\t{}\t{}", a.family, a.address);
+                    if !nic.host_name.is_empty() {
+                        let _ = write!(o, "\t{}", nic.host_name);
                     }
                     o.push('\n');
                 }
             }
         }
+        o.push_str(&resources(st));
     }
-    if pid != 0 {
-        o.push_str(&resources(i.get("state").unwrap_or(&Value::Null)));
-    }
-    let snaps: &[Value] = i
-        .get("snapshots")
-        .and_then(Value::as_array)
-        .map(Vec::as_slice)
-        .unwrap_or(&[]);
-    if !snaps.is_empty() {
-        let rows: Vec<Vec<String>> = snaps
+    if !i.snapshots.is_empty() {
+        let rows: Vec<Vec<String>> = i
+            .snapshots
             .iter()
             .map(|sn| {
-                let n = s(sn, "name");
                 vec![
-                    n.rsplit('/').next().unwrap_or("").to_string(),
-                    layout_time(sn, "created_at").unwrap_or_else(|| " ".into()),
-                    layout_time(sn, "expires_at").unwrap_or_else(|| " ".into()),
-                    yes_no(sn, "stateful"),
+                    sn.name.rsplit('/').next().unwrap_or("").to_string(),
+                    layout_time(&sn.created_at).unwrap_or_else(|| " ".into()),
+                    layout_time(&sn.expires_at).unwrap_or_else(|| " ".into()),
+                    yes_no(sn.stateful),
                 ]
             })
             .collect();
@@ -935,21 +874,17 @@ fn instance_info(i: &Value) -> String {
             &rows,
         ));
     }
-    let backups: &[Value] = i
-        .get("backups")
-        .and_then(Value::as_array)
-        .map(Vec::as_slice)
-        .unwrap_or(&[]);
-    if !backups.is_empty() {
-        let rows: Vec<Vec<String>> = backups
+    if !i.backups.is_empty() {
+        let rows: Vec<Vec<String>> = i
+            .backups
             .iter()
             .map(|b| {
                 vec![
-                    s(b, "name"),
-                    layout_time(b, "created_at").unwrap_or_else(|| " ".into()),
-                    layout_time(b, "expires_at").unwrap_or_else(|| " ".into()),
-                    yes_no(b, "instance_only"),
-                    yes_no(b, "optimized_storage"),
+                    b.name.clone(),
+                    layout_time(&b.created_at).unwrap_or_else(|| " ".into()),
+                    layout_time(&b.expires_at).unwrap_or_else(|| " ".into()),
+                    yes_no(b.instance_only),
+                    yes_no(b.optimized_storage),
                 ]
             })
             .collect();
@@ -968,51 +903,43 @@ fn instance_info(i: &Value) -> String {
     o
 }
 
-fn yes_no(v: &Value, k: &str) -> String {
-    if v.get(k).and_then(Value::as_bool) == Some(true) {
-        "YES"
-    } else {
-        "NO"
-    }
-    .to_string()
+fn yes_no(b: bool) -> String {
+    if b { "YES" } else { "NO" }.to_string()
 }
 
 /// The "Resources:" section of `lxc info` for a running instance's state.
-fn resources(st: &Value) -> String {
+fn resources(st: &InstanceState) -> String {
     use std::fmt::Write;
-    let u = |p: &str| st.pointer(p).and_then(Value::as_u64).unwrap_or(0);
     let mut o = String::from("\nResources:\n");
-    let procs = st.get("processes").and_then(Value::as_i64).unwrap_or(0);
-    let _ = writeln!(o, "  Processes: {procs}");
+    let _ = writeln!(o, "  Processes: {}", st.processes);
     let mut disk = String::new();
-    if let Some(d) = st.get("disk").and_then(Value::as_object) {
-        let mut names: Vec<&String> = d.keys().collect();
-        names.sort_by(|a, b| util::natural_cmp(a, b));
-        for n in names {
-            let usage = d[n].get("usage").and_then(Value::as_u64).unwrap_or(0);
-            if usage != 0 {
-                let _ = writeln!(disk, "    {n}: {}", util::size_iec(usage));
-            }
+    let mut names: Vec<&String> = st.disk.keys().collect();
+    names.sort_by(|a, b| util::natural_cmp(a, b));
+    for n in names {
+        let usage = count(st.disk[n].usage);
+        if usage != 0 {
+            let _ = writeln!(disk, "    {n}: {}", util::size_iec(usage));
         }
     }
     if !disk.is_empty() {
         o.push_str("  Disk usage:\n");
         o.push_str(&disk);
     }
-    let cpu = u("/cpu/usage");
+    let cpu = count(st.cpu.usage);
     if cpu != 0 {
         o.push_str("  CPU usage:\n");
         let _ = writeln!(o, "    CPU usage (in seconds): {}", cpu / 1_000_000_000);
     }
     let mut mem = String::new();
-    for (label, p) in [
-        ("Memory (current)", "/memory/usage"),
-        ("Memory (peak)", "/memory/usage_peak"),
-        ("Swap (current)", "/memory/swap_usage"),
-        ("Swap (peak)", "/memory/swap_usage_peak"),
+    let m = &st.memory;
+    for (label, v) in [
+        ("Memory (current)", m.usage),
+        ("Memory (peak)", m.usage_peak),
+        ("Swap (current)", m.swap_usage),
+        ("Swap (peak)", m.swap_usage_peak),
     ] {
-        if u(p) != 0 {
-            let _ = writeln!(mem, "    {label}: {}", util::size_iec(u(p)));
+        if count(v) != 0 {
+            let _ = writeln!(mem, "    {label}: {}", util::size_iec(count(v)));
         }
     }
     if !mem.is_empty() {
@@ -1020,53 +947,46 @@ fn resources(st: &Value) -> String {
         o.push_str(&mem);
     }
     let mut net = String::new();
-    if let Some(n) = st.get("network").and_then(Value::as_object) {
+    if let Some(n) = &st.network {
         let mut names: Vec<&String> = n.keys().collect();
         names.sort_by(|a, b| util::natural_cmp(a, b));
         for name in names {
             let nic = &n[name];
-            let c = |k: &str| {
-                nic.pointer(&format!("/counters/{k}"))
-                    .and_then(Value::as_u64)
-                    .unwrap_or(0)
-            };
+            let c = &nic.counters;
             let _ = writeln!(net, "    {name}:");
-            let _ = writeln!(net, "      Type: {}", s(nic, "type"));
-            let _ = writeln!(net, "      State: {}", s(nic, "state").to_uppercase());
-            for (label, k) in [("Host interface", "host_name"), ("MAC address", "hwaddr")] {
-                let v = s(nic, k);
+            let _ = writeln!(net, "      Type: {}", nic.kind);
+            let _ = writeln!(net, "      State: {}", nic.state.to_uppercase());
+            for (label, v) in [
+                ("Host interface", &nic.host_name),
+                ("MAC address", &nic.hwaddr),
+            ] {
                 if !v.is_empty() {
                     let _ = writeln!(net, "      {label}: {v}");
                 }
             }
-            let mtu = nic.get("mtu").and_then(Value::as_i64).unwrap_or(0);
-            if mtu != 0 {
-                let _ = writeln!(net, "      MTU: {mtu}");
+            if nic.mtu != 0 {
+                let _ = writeln!(net, "      MTU: {}", nic.mtu);
             }
             let _ = writeln!(
                 net,
                 "      Bytes received: {}",
-                util::size_si(c("bytes_received"))
+                util::size_si(count(c.bytes_received))
             );
-            let _ = writeln!(net, "      Bytes sent: {}", util::size_si(c("bytes_sent")));
-            let _ = writeln!(net, "      Packets received: {}", c("packets_received"));
-            let _ = writeln!(net, "      Packets sent: {}", c("packets_sent"));
+            let _ = writeln!(
+                net,
+                "      Bytes sent: {}",
+                util::size_si(count(c.bytes_sent))
+            );
+            let _ = writeln!(net, "      Packets received: {}", count(c.packets_received));
+            let _ = writeln!(net, "      Packets sent: {}", count(c.packets_sent));
             let _ = writeln!(net, "      IP addresses:");
-            for a in nic
-                .get("addresses")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-            {
-                let family = s(a, "family");
+            for a in &nic.addresses {
                 // lxc lines the addresses up: "inet:  " and "inet6: ".
-                let gap = if family == "inet" { "  " } else { " " };
+                let gap = if a.family == "inet" { "  " } else { " " };
                 let _ = writeln!(
                     net,
-                    "        {family}:{gap}{}/{} ({})",
-                    s(a, "address"),
-                    s(a, "netmask"),
-                    s(a, "scope")
+                    "        {}:{gap}{}/{} ({})",
+                    a.family, a.address, a.netmask, a.scope
                 );
             }
         }
@@ -1080,7 +1000,13 @@ fn resources(st: &Value) -> String {
 
 #[cfg(test)]
 mod tests {
+    use serde_json::json;
+
     use super::*;
+
+    fn typed(v: serde_json::Value) -> InstanceFull {
+        silo_api::lenient::from_value(v).expect("decodes")
+    }
 
     #[test]
     fn columns() {
@@ -1091,8 +1017,8 @@ mod tests {
         assert_eq!(column_header(&c[2]), "root.pool");
         assert!(parse_columns("nz").is_err());
         assert!(parse_columns("n,").is_err());
-        let i = json!({"name": "c1", "config": {"user.comment": "hello"},
-            "expanded_devices": {"root": {"type": "disk", "path": "/", "pool": "p1"}}});
+        let i = typed(json!({"name": "c1", "config": {"user.comment": "hello"},
+            "expanded_devices": {"root": {"type": "disk", "path": "/", "pool": "p1"}}}));
         assert_eq!(column_data(&c[1], &i), "hel");
         assert_eq!(column_data(&c[2], &i), "p1");
         assert_eq!(column_data(&Column::Short('b'), &i), "p1");
@@ -1100,7 +1026,7 @@ mod tests {
 
     #[test]
     fn filters_and_addresses() {
-        let i = json!({
+        let v = json!({
             "name": "web1", "status": "Running", "status_code": 103, "type": "container",
             "expanded_config": {"security.privileged": "true"},
             "state": {"network": {
@@ -1111,6 +1037,7 @@ mod tests {
                 "lo": {"type": "loopback", "addresses": [
                     {"family": "inet", "address": "127.0.0.1", "scope": "local"}]}}}
         });
+        let i = typed(v.clone());
         assert_eq!(addresses(&i, "inet"), "10.0.0.5 (eth0)");
         assert_eq!(addresses(&i, "inet6"), "fd42::5 (eth0)");
         assert!(instance_matches(&i, &["web".into()]));
@@ -1122,7 +1049,7 @@ mod tests {
         assert!(instance_matches(&i, &["ipv4=10.0.0.0/24".into()]));
         assert!(!instance_matches(&i, &["ipv4=10.0.1.0/24".into()]));
         assert!(instance_matches(&i, &["ipv6=fd42::/16".into()]));
-        let stopped = json!({"name": "x", "status_code": 102, "state": i["state"].clone()});
+        let stopped = typed(json!({"name": "x", "status_code": 102, "state": v["state"].clone()}));
         assert_eq!(addresses(&stopped, "inet"), "");
     }
 

@@ -4,14 +4,18 @@
 use std::fmt::Write as _;
 
 use clap::Subcommand;
-use serde_json::{json, Map, Value};
+use serde_json::Value;
+use silo_api::{
+    lenient, DeviceMap, Network, NetworkLease, NetworkPost, NetworkPut, NetworkState, NetworksPost,
+    StringMap,
+};
 
-use crate::client::{if_match, Client};
+use crate::client::Client;
 use crate::commands::CmdError;
-use crate::config::{get_instance, insert_device, obj_mut, put_instance, writable};
+use crate::config::{change_instance, insert_device};
 use crate::format::{self, Format};
-use crate::profiles;
-use crate::util::{self, enc, fail, out, outln, s, used_by};
+use crate::profiles::change_profile;
+use crate::util::{self, fail, out, outln};
 
 /// `silo network ...`.
 #[derive(Debug, Subcommand)]
@@ -182,39 +186,15 @@ const NETWORK_KEYS: &[&str] = &[
     "locations",
 ];
 
-fn path(name: &str) -> String {
-    format!("/1.0/networks/{}", enc(name))
+/// A network as lxc prints it: `used_by` sorted.
+fn normalized(n: &Network) -> Value {
+    let mut n = n.clone();
+    n.used_by.sort();
+    serde_json::to_value(n).unwrap_or_default()
 }
 
-/// A network as lxc prints it: `used_by` sorted, and Go's zero values for the fields the
-/// server left out.
-fn normalized(mut n: Value) -> Value {
-    let mut ub = used_by(&n);
-    ub.sort();
-    if let Value::Object(m) = &mut n {
-        m.insert("used_by".to_string(), json!(ub));
-        for (k, zero) in [
-            ("config", json!({})),
-            ("description", json!("")),
-            ("managed", json!(false)),
-            ("status", json!("")),
-            ("locations", json!([])),
-        ] {
-            let e = m.entry(k).or_insert(Value::Null);
-            if e.is_null() {
-                *e = zero;
-            }
-        }
-    }
-    n
-}
-
-fn managed(n: &Value) -> bool {
-    n.get("managed").and_then(Value::as_bool).unwrap_or(false)
-}
-
-fn require_managed(n: &Value) -> Result<(), CmdError> {
-    if managed(n) {
+fn require_managed(n: &Network) -> Result<(), CmdError> {
+    if n.managed {
         Ok(())
     } else {
         fail("Only managed networks can be modified")
@@ -222,20 +202,21 @@ fn require_managed(n: &Value) -> Result<(), CmdError> {
 }
 
 /// The rows of `network list`: loopback and unknown interfaces are left out, as lxc does.
-fn list_rows(networks: &[Value]) -> Vec<Vec<String>> {
+fn list_rows(networks: &[Network]) -> Vec<Vec<String>> {
+    let cfg = |n: &Network, k: &str| n.config.get(k).cloned().unwrap_or_default();
     let mut rows: Vec<Vec<String>> = networks
         .iter()
-        .filter(|n| !matches!(s(n, "type").as_str(), "loopback" | "unknown"))
+        .filter(|n| !matches!(n.kind.as_str(), "loopback" | "unknown"))
         .map(|n| {
             vec![
-                s(n, "name"),
-                s(n, "type"),
-                if managed(n) { "YES" } else { "NO" }.to_string(),
-                util::vs(n.pointer("/config/ipv4.address")),
-                util::vs(n.pointer("/config/ipv6.address")),
-                s(n, "description"),
-                used_by(n).len().to_string(),
-                s(n, "status").to_uppercase(),
+                n.name.clone(),
+                n.kind.clone(),
+                if n.managed { "YES" } else { "NO" }.to_string(),
+                cfg(n, "ipv4.address"),
+                cfg(n, "ipv6.address"),
+                n.description.clone(),
+                n.used_by.len().to_string(),
+                n.status.to_uppercase(),
             ]
         })
         .collect();
@@ -255,15 +236,15 @@ const LIST_HEADERS: &[&str] = &[
 ];
 
 /// The rows of `network list-leases`.
-fn lease_rows(leases: &[Value]) -> Vec<Vec<String>> {
+fn lease_rows(leases: &[NetworkLease]) -> Vec<Vec<String>> {
     let mut rows: Vec<Vec<String>> = leases
         .iter()
         .map(|l| {
             vec![
-                s(l, "hostname"),
-                s(l, "hwaddr"),
-                s(l, "address"),
-                s(l, "type").to_uppercase(),
+                l.hostname.clone(),
+                l.hwaddr.clone(),
+                l.address.clone(),
+                l.kind.to_uppercase(),
             ]
         })
         .collect();
@@ -274,74 +255,57 @@ fn lease_rows(leases: &[Value]) -> Vec<Vec<String>> {
 const LEASE_HEADERS: &[&str] = &["HOSTNAME", "MAC ADDRESS", "IP ADDRESS", "TYPE"];
 
 /// `network info`'s text for a network's state, as lxc prints it.
-fn info_text(name: &str, st: &Value) -> String {
-    let n = |v: &Value, k: &str| v.get(k).and_then(Value::as_i64).unwrap_or(0);
-    let b = |v: &Value, k: &str| v.get(k).and_then(Value::as_bool).unwrap_or(false);
+fn info_text(name: &str, st: &NetworkState) -> String {
     let mut o = String::new();
     let _ = writeln!(o, "Name: {name}");
-    let _ = writeln!(o, "MAC address: {}", s(st, "hwaddr"));
-    let _ = writeln!(o, "MTU: {}", n(st, "mtu"));
-    let _ = writeln!(o, "State: {}", s(st, "state"));
-    let _ = writeln!(o, "Type: {}", s(st, "type"));
-    let addrs = st
-        .get("addresses")
-        .and_then(Value::as_array)
-        .filter(|a| !a.is_empty());
-    if let Some(addrs) = addrs {
+    let _ = writeln!(o, "MAC address: {}", st.hwaddr);
+    let _ = writeln!(o, "MTU: {}", st.mtu);
+    let _ = writeln!(o, "State: {}", st.state);
+    let _ = writeln!(o, "Type: {}", st.kind);
+    if !st.addresses.is_empty() {
         o.push_str("\nIP addresses:\n");
-        for a in addrs {
+        for a in &st.addresses {
             let _ = writeln!(
                 o,
                 "  {}\t{}/{} ({})",
-                s(a, "family"),
-                s(a, "address"),
-                s(a, "netmask"),
-                s(a, "scope")
+                a.family, a.address, a.netmask, a.scope
             );
         }
     }
-    let c = st.get("counters").cloned().unwrap_or(json!({}));
-    let size = |k: &str| util::size_si(u64::try_from(n(&c, k)).unwrap_or(0));
+    let c = &st.counters;
+    let size = |n: i64| util::size_si(u64::try_from(n).unwrap_or(0));
     o.push_str("\nNetwork usage:\n");
-    let _ = writeln!(o, "  Bytes received: {}", size("bytes_received"));
-    let _ = writeln!(o, "  Bytes sent: {}", size("bytes_sent"));
-    let _ = writeln!(o, "  Packets received: {}", n(&c, "packets_received"));
-    let _ = writeln!(o, "  Packets sent: {}", n(&c, "packets_sent"));
-    let section = |k: &str| st.get(k).filter(|v| v.is_object());
-    let list = |v: &Value, k: &str| {
-        v.get(k)
-            .and_then(Value::as_array)
-            .map(|a| a.iter().map(|x| util::vs(Some(x))).collect::<Vec<_>>())
-            .unwrap_or_default()
-            .join(", ")
-    };
-    if let Some(x) = section("bond") {
+    let _ = writeln!(o, "  Bytes received: {}", size(c.bytes_received));
+    let _ = writeln!(o, "  Bytes sent: {}", size(c.bytes_sent));
+    let _ = writeln!(o, "  Packets received: {}", c.packets_received);
+    let _ = writeln!(o, "  Packets sent: {}", c.packets_sent);
+    if let Some(x) = &st.bond {
         o.push_str("\nBond:\n");
-        let _ = writeln!(o, "  Mode: {}", s(x, "mode"));
-        let _ = writeln!(o, "  Transmit policy: {}", s(x, "transmit_policy"));
-        let _ = writeln!(o, "  Up delay: {}", n(x, "up_delay"));
-        let _ = writeln!(o, "  Down delay: {}", n(x, "down_delay"));
-        let _ = writeln!(o, "  MII Frequency: {}", n(x, "mii_frequency"));
-        let _ = writeln!(o, "  MII state: {}", s(x, "mii_state"));
-        let _ = writeln!(o, "  Lower devices: {}", list(x, "lower_devices"));
+        let _ = writeln!(o, "  Mode: {}", x.mode);
+        let _ = writeln!(o, "  Transmit policy: {}", x.transmit_policy);
+        let _ = writeln!(o, "  Up delay: {}", x.up_delay);
+        let _ = writeln!(o, "  Down delay: {}", x.down_delay);
+        let _ = writeln!(o, "  MII Frequency: {}", x.mii_frequency);
+        let _ = writeln!(o, "  MII state: {}", x.mii_state);
+        let _ = writeln!(o, "  Lower devices: {}", x.lower_devices.join(", "));
     }
-    if let Some(x) = section("bridge") {
+    if let Some(x) = &st.bridge {
         o.push_str("\nBridge:\n");
-        let _ = writeln!(o, "  ID: {}", s(x, "id"));
-        let _ = writeln!(o, "  STP: {}", b(x, "stp"));
-        let _ = writeln!(o, "  Forward delay: {}", n(x, "forward_delay"));
-        let _ = writeln!(o, "  Default VLAN ID: {}", n(x, "vlan_default"));
-        let _ = writeln!(o, "  VLAN filtering: {}", b(x, "vlan_filtering"));
-        let _ = writeln!(o, "  Upper devices: {}", list(x, "upper_devices"));
+        let _ = writeln!(o, "  ID: {}", x.id);
+        let _ = writeln!(o, "  STP: {}", x.stp);
+        let _ = writeln!(o, "  Forward delay: {}", x.forward_delay);
+        let _ = writeln!(o, "  Default VLAN ID: {}", x.vlan_default);
+        let _ = writeln!(o, "  VLAN filtering: {}", x.vlan_filtering);
+        let _ = writeln!(o, "  Upper devices: {}", x.upper_devices.join(", "));
     }
-    if let Some(x) = section("vlan") {
+    if let Some(x) = &st.vlan {
         o.push_str("\nVLAN:\n");
-        let _ = writeln!(o, "  Lower device: {}", s(x, "lower_device"));
-        let _ = writeln!(o, "  VLAN ID: {}", n(x, "vid"));
+        let _ = writeln!(o, "  Lower device: {}", x.lower_device);
+        let _ = writeln!(o, "  VLAN ID: {}", x.vid);
     }
-    if let Some(x) = section("ovn") {
+    if let Some(x) = &st.ovn {
         o.push_str("\nOVN:\n");
-        let _ = writeln!(o, "  Chassis: {}", s(x, "chassis"));
+        let _ = writeln!(o, "  Chassis: {}", x.chassis);
     }
     o
 }
@@ -351,38 +315,39 @@ fn info_text(name: &str, st: &Value) -> String {
 /// macvlan NIC on it (bridged for a bridge), as lxc does. The device is named after the
 /// network unless `device` is given, the interface after the device unless `interface` is.
 fn nic_device(
-    network: &Value,
+    network: &Network,
     net_name: &str,
     device: Option<&str>,
     interface: Option<&str>,
-) -> (String, Map<String, Value>) {
+) -> (String, StringMap) {
     let dev = device.unwrap_or(net_name).to_string();
-    let mut d = Map::new();
-    d.insert("type".to_string(), json!("nic"));
-    if managed(network) {
-        d.insert("network".to_string(), json!(net_name));
+    let mut d = StringMap::new();
+    d.insert("type".to_string(), "nic".to_string());
+    if network.managed {
+        d.insert("network".to_string(), net_name.to_string());
     } else {
-        let nictype = if s(network, "type") == "bridge" {
+        let nictype = if network.kind == "bridge" {
             "bridged"
         } else {
             "macvlan"
         };
-        d.insert("nictype".to_string(), json!(nictype));
-        d.insert("parent".to_string(), json!(net_name));
+        d.insert("nictype".to_string(), nictype.to_string());
+        d.insert("parent".to_string(), net_name.to_string());
     }
-    d.insert("name".to_string(), json!(interface.unwrap_or(&dev)));
+    d.insert("name".to_string(), interface.unwrap_or(&dev).to_string());
     (dev, d)
 }
 
 /// The device `network detach` removes from `devices`: `device` when given (it must be a NIC
 /// on the network), else the one NIC whose `network` or `parent` is the network.
 fn nic_to_detach(
-    devices: &Map<String, Value>,
+    devices: &DeviceMap,
     network: &str,
     device: Option<&str>,
 ) -> Result<String, CmdError> {
-    let on_network = |d: &Value| {
-        s(d, "type") == "nic" && (s(d, "parent") == network || s(d, "network") == network)
+    let key = |d: &StringMap, k: &str| d.get(k).map(String::as_str) == Some(network);
+    let on_network = |d: &StringMap| {
+        d.get("type").map(String::as_str) == Some("nic") && (key(d, "parent") || key(d, "network"))
     };
     let name = match device {
         Some(d) => d.to_string(),
@@ -406,43 +371,16 @@ fn nic_to_detach(
     }
 }
 
-/// PUTs a network's writable fields (`config`, `description`) with If-Match.
-async fn put_network(
-    client: &Client,
-    name: &str,
-    n: &Value,
-    etag: Option<String>,
-) -> Result<(), CmdError> {
-    let body = json!({
-        "config": n.get("config").cloned().filter(|c| !c.is_null()).unwrap_or(json!({})),
-        "description": n.get("description").cloned().filter(|d| !d.is_null()).unwrap_or(json!("")),
-    });
-    client
-        .operate("PUT", &path(name), Some(&body), &if_match(etag))
-        .await?;
-    Ok(())
-}
-
 /// PATCHes config keys of a managed network (a value of "" unsets the key, as in LXD).
 async fn patch_config(
     client: &Client,
     name: &str,
     pairs: Vec<(String, String)>,
 ) -> Result<(), CmdError> {
-    let (n, etag) = client.get_etag(&path(name)).await?;
+    let (n, etag) = client.network_etag(name).await?;
     require_managed(&n)?;
-    let cfg: Map<String, Value> = pairs
-        .into_iter()
-        .map(|(k, v)| (k, Value::String(v)))
-        .collect();
-    client
-        .operate(
-            "PATCH",
-            &path(name),
-            Some(&json!({ "config": cfg })),
-            &if_match(etag),
-        )
-        .await?;
+    let config: StringMap = pairs.into_iter().collect();
+    client.patch_network_config(name, &config, etag).await?;
     Ok(())
 }
 
@@ -455,11 +393,12 @@ pub async fn run(client: &Client, cmd: NetworkCmd) -> Result<(), CmdError> {
             device,
             interface,
         } => {
-            let n = client.get(&path(&network)).await?;
+            let n = client.network(&network).await?;
             let (dev, d) = nic_device(&n, &network, device.as_deref(), interface.as_deref());
-            let (mut inst, etag) = get_instance(client, &instance).await?;
-            insert_device(obj_mut(&mut inst, "devices")?, &dev, d)?;
-            put_instance(client, &instance, &writable(&inst), etag).await
+            change_instance(client, &instance, |_, put| {
+                insert_device(&mut put.devices, &dev, d)
+            })
+            .await
         }
         NetworkCmd::AttachProfile {
             network,
@@ -467,11 +406,12 @@ pub async fn run(client: &Client, cmd: NetworkCmd) -> Result<(), CmdError> {
             device,
             interface,
         } => {
-            let n = client.get(&path(&network)).await?;
+            let n = client.network(&network).await?;
             let (dev, d) = nic_device(&n, &network, device.as_deref(), interface.as_deref());
-            let (mut p, etag) = client.get_etag(&profiles::path(&profile)).await?;
-            insert_device(obj_mut(&mut p, "devices")?, &dev, d)?;
-            profiles::put_profile(client, &profile, &p, etag).await
+            change_profile(client, &profile, |put| {
+                insert_device(&mut put.devices, &dev, d)
+            })
+            .await
         }
         NetworkCmd::Create {
             network,
@@ -479,25 +419,20 @@ pub async fn run(client: &Client, cmd: NetworkCmd) -> Result<(), CmdError> {
             kind,
             description,
         } => {
-            let cfg = util::kv_map(&config)?;
+            let config = util::kv_map(&config)?;
             client
-                .operate(
-                    "POST",
-                    "/1.0/networks",
-                    Some(&json!({
-                        "name": network,
-                        "type": kind,
-                        "config": cfg,
-                        "description": description,
-                    })),
-                    &[],
-                )
+                .create_network(&NetworksPost {
+                    config,
+                    description,
+                    name: network.clone(),
+                    kind,
+                })
                 .await?;
             outln(&format!("Network {network} created"))
         }
         NetworkCmd::Delete { networks } => {
             for n in networks {
-                client.operate("DELETE", &path(&n), None, &[]).await?;
+                client.delete_network(&n).await?;
                 outln(&format!("Network {n} deleted"))?;
             }
             Ok(())
@@ -507,79 +442,78 @@ pub async fn run(client: &Client, cmd: NetworkCmd) -> Result<(), CmdError> {
             instance,
             device,
         } => {
-            let (mut inst, etag) = get_instance(client, &instance).await?;
-            let devices = obj_mut(&mut inst, "devices")?;
-            let dev = nic_to_detach(devices, &network, device.as_deref())?;
-            devices.remove(&dev);
-            put_instance(client, &instance, &writable(&inst), etag).await
+            change_instance(client, &instance, |_, put| {
+                let dev = nic_to_detach(&put.devices, &network, device.as_deref())?;
+                put.devices.remove(&dev);
+                Ok(())
+            })
+            .await
         }
         NetworkCmd::DetachProfile {
             network,
             profile,
             device,
         } => {
-            let (mut p, etag) = client.get_etag(&profiles::path(&profile)).await?;
-            let devices = obj_mut(&mut p, "devices")?;
-            let dev = nic_to_detach(devices, &network, device.as_deref())?;
-            devices.remove(&dev);
-            profiles::put_profile(client, &profile, &p, etag).await
+            change_profile(client, &profile, |put| {
+                let dev = nic_to_detach(&put.devices, &network, device.as_deref())?;
+                put.devices.remove(&dev);
+                Ok(())
+            })
+            .await
         }
         NetworkCmd::Edit { network } => {
-            let (n, etag) = client.get_etag(&path(&network)).await?;
+            let (n, etag) = client.network_etag(&network).await?;
             require_managed(&n)?;
-            let current = util::yaml_ordered(&normalized(n), NETWORK_KEYS)?;
+            let current = util::yaml_ordered(&normalized(&n), NETWORK_KEYS)?;
             util::edit(NETWORK_EDIT_HELP, &current, |text| {
                 let etag = etag.clone();
                 let network = network.clone();
                 async move {
-                    let mut v = util::parse_yaml(&text)?;
-                    if let Some(c) = v.get_mut("config") {
-                        util::stringify_map(c);
-                    }
-                    put_network(client, &network, &v, etag).await
+                    let put: NetworkPut = lenient::from_yaml_value(util::parse_yaml(&text)?)
+                        .map_err(|e| CmdError::Fail(e.to_string()))?;
+                    client.update_network(&network, &put, etag).await?;
+                    Ok(())
                 }
             })
             .await
         }
         NetworkCmd::Get { network, key } => {
-            let n = client.get(&path(&network)).await?;
+            let n = client.network(&network).await?;
             // lxc prints nothing at all for a key that is not set.
-            match n.get("config").and_then(|c| c.get(&key)) {
-                Some(v) => outln(&util::vs(Some(v))),
+            match n.config.get(&key) {
+                Some(v) => outln(v),
                 None => Ok(()),
             }
         }
         NetworkCmd::Info { network } => {
-            let st = client.get(&format!("{}/state", path(&network))).await?;
+            let st = client.network_state(&network).await?;
             out(&info_text(&network, &st))
         }
         NetworkCmd::List { format } => {
-            let v = client.get("/1.0/networks?recursion=1").await?;
-            let networks = v.as_array().cloned().unwrap_or_default();
+            let networks = client.networks().await?;
             let text = format::render(
                 format,
                 LIST_HEADERS,
                 &list_rows(&networks),
-                &Value::Array(networks),
+                &serde_json::to_value(&networks).unwrap_or_default(),
             )
             .map_err(CmdError::Output)?;
             out(&text)
         }
         NetworkCmd::ListLeases { network, format } => {
-            let v = client.get(&format!("{}/leases", path(&network))).await?;
-            let leases = v.as_array().cloned().unwrap_or_default();
+            let leases = client.network_leases(&network).await?;
             let text = format::render(
                 format,
                 LEASE_HEADERS,
                 &lease_rows(&leases),
-                &Value::Array(leases),
+                &serde_json::to_value(&leases).unwrap_or_default(),
             )
             .map_err(CmdError::Output)?;
             out(&text)
         }
         NetworkCmd::Rename { old, new } => {
             client
-                .operate("POST", &path(&old), Some(&json!({ "name": new })), &[])
+                .rename_network(&old, &NetworkPost { name: new.clone() })
                 .await?;
             outln(&format!("Network {old} renamed to {new}"))
         }
@@ -588,8 +522,8 @@ pub async fn run(client: &Client, cmd: NetworkCmd) -> Result<(), CmdError> {
             patch_config(client, &network, pairs).await
         }
         NetworkCmd::Show { network } => {
-            let n = client.get(&path(&network)).await?;
-            out(&util::yaml_ordered(&normalized(n), NETWORK_KEYS)?)
+            let n = client.network(&network).await?;
+            out(&util::yaml_ordered(&normalized(&n), NETWORK_KEYS)?)
         }
         NetworkCmd::Unset { network, key } => {
             patch_config(client, &network, vec![(key, String::new())]).await
@@ -599,7 +533,13 @@ pub async fn run(client: &Client, cmd: NetworkCmd) -> Result<(), CmdError> {
 
 #[cfg(test)]
 mod tests {
+    use serde_json::json;
+
     use super::*;
+
+    fn typed<T: serde::de::DeserializeOwned>(v: Value) -> T {
+        lenient::from_value(v).expect("decodes")
+    }
 
     fn sample_networks() -> Value {
         json!([
@@ -621,7 +561,7 @@ mod tests {
     #[test]
     fn list_table() {
         let v = sample_networks();
-        let rows = list_rows(v.as_array().expect("array"));
+        let rows = list_rows(&typed::<Vec<Network>>(v.clone()));
         let t = format::render(Format::Table, LIST_HEADERS, &rows, &v).expect("render");
         assert_eq!(
             t,
@@ -650,7 +590,7 @@ mod tests {
     #[test]
     fn show_yaml() {
         let v = sample_networks();
-        let y = util::yaml_ordered(&normalized(v[0].clone()), NETWORK_KEYS).expect("yaml");
+        let y = util::yaml_ordered(&normalized(&typed(v[0].clone())), NETWORK_KEYS).expect("yaml");
         assert_eq!(
             y,
             "\
@@ -671,7 +611,9 @@ locations:
 "
         );
         let y = util::yaml_ordered(
-            &normalized(json!({"name": "eth0", "type": "physical", "used_by": null})),
+            &normalized(&typed(
+                json!({"name": "eth0", "type": "physical", "used_by": null}),
+            )),
             NETWORK_KEYS,
         )
         .expect("yaml");
@@ -688,7 +630,7 @@ locations:
             {"hostname": "c1", "hwaddr": "00:16:3e:aa:bb:01", "address": "10.148.21.11", "type": "static"},
             {"hostname": "silobr0.gw", "hwaddr": "00:16:3e:00:00:01", "address": "10.148.21.1", "type": "gateway"}
         ]);
-        let rows = lease_rows(leases.as_array().expect("array"));
+        let rows = lease_rows(&typed::<Vec<NetworkLease>>(leases.clone()));
         let t = format::render(Format::Table, LEASE_HEADERS, &rows, &leases).expect("render");
         assert_eq!(
             t,
@@ -727,7 +669,7 @@ locations:
             "vlan": null, "ovn": null
         });
         assert_eq!(
-            info_text("silobr0", &st),
+            info_text("silobr0", &typed(st)),
             "\
 Name: silobr0
 MAC address: 00:16:3e:00:00:01
@@ -755,7 +697,10 @@ Bridge:
 "
         );
         // No addresses, no counters: the usage block stays, with zeros.
-        let t = info_text("eth9", &json!({"state": "down", "type": "broadcast"}));
+        let t = info_text(
+            "eth9",
+            &typed(json!({"state": "down", "type": "broadcast"})),
+        );
         assert!(!t.contains("IP addresses"));
         assert!(t.contains("MTU: 0\n"));
         assert!(t.ends_with("Network usage:\n  Bytes received: 0B\n  Bytes sent: 0B\n  Packets received: 0\n  Packets sent: 0\n"));
@@ -763,26 +708,26 @@ Bridge:
 
     #[test]
     fn attach_naming() {
-        let managed = json!({"name": "silobr0", "type": "bridge", "managed": true});
+        let managed: Network = typed(json!({"name": "silobr0", "type": "bridge", "managed": true}));
         let (dev, d) = nic_device(&managed, "silobr0", None, None);
         assert_eq!(dev, "silobr0");
         assert_eq!(
-            Value::Object(d),
+            serde_json::to_value(d).expect("json"),
             json!({"type": "nic", "network": "silobr0", "name": "silobr0"})
         );
         let (dev, d) = nic_device(&managed, "silobr0", Some("eth1"), None);
         assert_eq!(dev, "eth1");
         assert_eq!(d["name"], "eth1");
         let (dev, d) = nic_device(&managed, "silobr0", Some("eth1"), Some("net1"));
-        assert_eq!((dev.as_str(), d["name"].as_str()), ("eth1", Some("net1")));
+        assert_eq!((dev.as_str(), d["name"].as_str()), ("eth1", "net1"));
         // Unmanaged interfaces get a macvlan NIC (a bridged one on a bridge) on them.
-        let host = json!({"name": "eth0", "type": "physical", "managed": false});
+        let host: Network = typed(json!({"name": "eth0", "type": "physical", "managed": false}));
         let (_, d) = nic_device(&host, "eth0", None, None);
         assert_eq!(
-            Value::Object(d),
+            serde_json::to_value(d).expect("json"),
             json!({"type": "nic", "nictype": "macvlan", "parent": "eth0", "name": "eth0"})
         );
-        let hostbr = json!({"name": "br9", "type": "bridge", "managed": false});
+        let hostbr: Network = typed(json!({"name": "br9", "type": "bridge", "managed": false}));
         assert_eq!(
             nic_device(&hostbr, "br9", None, None).1["nictype"],
             "bridged"
@@ -798,7 +743,7 @@ Bridge:
             "a": {"type": "nic", "network": "br1"},
             "b": {"type": "nic", "network": "br1"}
         });
-        let m = devices.as_object().expect("map");
+        let m: &DeviceMap = &typed(devices);
         let err = |r: Result<String, CmdError>| r.expect_err("an error").to_string();
         assert_eq!(nic_to_detach(m, "silobr0", None).expect("found"), "eth0");
         assert_eq!(nic_to_detach(m, "eth9", None).expect("found"), "mv");

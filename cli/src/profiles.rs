@@ -1,13 +1,14 @@
 //! `silo profile ...`, as `lxc profile` does it.
 
 use clap::Subcommand;
-use serde_json::{json, Value};
+use serde_json::Value;
+use silo_api::{lenient, Profile, ProfilePost, ProfilePut, ProfilesPost};
 
-use crate::client::{if_match, Client};
+use crate::client::Client;
 use crate::commands::CmdError;
-use crate::config::{add_device, device_names, get_instance, obj_mut, put_instance, writable};
+use crate::config::{add_device, change_instance, device_names, devices_yaml, get_instance};
 use crate::format::{self, Format};
-use crate::util::{self, enc, fail, out, outln, s};
+use crate::util::{self, fail, out, outln};
 
 /// `silo profile ...`.
 #[derive(Debug, Subcommand)]
@@ -160,38 +161,17 @@ const PROFILE_EDIT_HELP: &str = "\
 ###
 ### Note that the name is shown but cannot be changed";
 
-/// A profile's API path.
-pub fn path(name: &str) -> String {
-    format!("/1.0/profiles/{}", enc(name))
-}
-
-fn profile_writable(p: &Value) -> Value {
-    json!({
-        "config": p.get("config").cloned().unwrap_or(json!({})),
-        "description": p.get("description").cloned().unwrap_or(json!("")),
-        "devices": p.get("devices").cloned().unwrap_or(json!({})),
-    })
-}
-
-/// PUTs a profile's writable fields with If-Match.
-pub async fn put_profile(
+/// Changes a profile's writable part with `change` and PUTs it back with If-Match.
+pub async fn change_profile(
     client: &Client,
     name: &str,
-    p: &Value,
-    etag: Option<String>,
+    change: impl FnOnce(&mut ProfilePut) -> Result<(), CmdError>,
 ) -> Result<(), CmdError> {
-    let headers = if_match(etag);
-    client
-        .operate("PUT", &path(name), Some(&profile_writable(p)), &headers)
-        .await?;
+    let (p, etag) = client.profile_etag(name).await?;
+    let mut put = ProfilePut::from(&p);
+    change(&mut put)?;
+    client.update_profile(name, &put, etag).await?;
     Ok(())
-}
-
-fn profiles_of(inst: &Value) -> Vec<String> {
-    inst.get("profiles")
-        .and_then(Value::as_array)
-        .map(|a| a.iter().map(|p| util::vs(Some(p))).collect())
-        .unwrap_or_default()
 }
 
 async fn set_profiles(
@@ -199,27 +179,29 @@ async fn set_profiles(
     instance: &str,
     profiles: Vec<String>,
 ) -> Result<(), CmdError> {
-    let (inst, etag) = get_instance(client, instance).await?;
-    let mut w = writable(&inst);
-    if let Value::Object(m) = &mut w {
-        m.insert("profiles".to_string(), json!(profiles));
-    }
-    put_instance(client, instance, &w, etag).await
+    change_instance(client, instance, |_, put| {
+        put.profiles = profiles;
+        Ok(())
+    })
+    .await
+}
+
+fn as_value<T: serde::Serialize>(v: &T) -> Value {
+    serde_json::to_value(v).unwrap_or_default()
 }
 
 /// Runs `silo profile ...`.
 pub async fn run(client: &Client, cmd: ProfileCmd) -> Result<(), CmdError> {
     match cmd {
         ProfileCmd::List { format } => {
-            let v = client.get("/1.0/profiles?recursion=1").await?;
-            let profiles = v.as_array().cloned().unwrap_or_default();
+            let profiles: Vec<Profile> = client.profiles().await?;
             let mut rows: Vec<Vec<String>> = profiles
                 .iter()
                 .map(|p| {
                     vec![
-                        s(p, "name"),
-                        s(p, "description"),
-                        util::used_by(p).len().to_string(),
+                        p.name.clone(),
+                        p.description.clone(),
+                        p.used_by.len().to_string(),
                     ]
                 })
                 .collect();
@@ -228,15 +210,15 @@ pub async fn run(client: &Client, cmd: ProfileCmd) -> Result<(), CmdError> {
                 format,
                 &["NAME", "DESCRIPTION", "USED BY"],
                 &rows,
-                &Value::Array(profiles),
+                &as_value(&profiles),
             )
             .map_err(CmdError::Output)?;
             out(&text)
         }
         ProfileCmd::Show { profile } => {
-            let p = client.get(&path(&profile)).await?;
+            let p = client.profile(&profile).await?;
             out(&util::yaml_ordered(
-                &p,
+                &as_value(&p),
                 &["config", "description", "devices", "name", "used_by"],
             )?)
         }
@@ -245,70 +227,69 @@ pub async fn run(client: &Client, cmd: ProfileCmd) -> Result<(), CmdError> {
             description,
         } => {
             client
-                .query(
-                    "POST",
-                    "/1.0/profiles",
-                    Some(&json!({"name": profile, "description": description, "config": {}, "devices": {}})),
-                )
+                .create_profile(&ProfilesPost {
+                    name: profile.clone(),
+                    description,
+                    ..Default::default()
+                })
                 .await?;
             outln(&format!("Profile {profile} created"))
         }
         ProfileCmd::Edit { profile } => {
-            let (p, etag) = client.get_etag(&path(&profile)).await?;
-            let current =
-                util::yaml_ordered(&p, &["name", "description", "config", "devices", "used_by"])?;
+            let (p, etag) = client.profile_etag(&profile).await?;
+            let current = util::yaml_ordered(
+                &as_value(&p),
+                &["name", "description", "config", "devices", "used_by"],
+            )?;
             util::edit(PROFILE_EDIT_HELP, &current, |text| {
                 let etag = etag.clone();
                 let profile = profile.clone();
                 async move {
-                    let mut v = util::parse_yaml(&text)?;
-                    if let Some(c) = v.get_mut("config") {
-                        util::stringify_map(c);
-                    }
-                    if let Some(d) = v.get_mut("devices") {
-                        util::stringify_devices(d);
-                    }
-                    put_profile(client, &profile, &v, etag).await
+                    let put: ProfilePut = lenient::from_yaml_value(util::parse_yaml(&text)?)
+                        .map_err(|e| CmdError::Fail(e.to_string()))?;
+                    client.update_profile(&profile, &put, etag).await?;
+                    Ok(())
                 }
             })
             .await
         }
         ProfileCmd::Delete { profiles } => {
             for p in profiles {
-                client.query("DELETE", &path(&p), None).await?;
+                client.delete_profile(&p).await?;
                 outln(&format!("Profile {p} deleted"))?;
             }
             Ok(())
         }
         ProfileCmd::Rename { old, new } => {
             client
-                .query("POST", &path(&old), Some(&json!({"name": new})))
+                .rename_profile(&old, &ProfilePost { name: new.clone() })
                 .await?;
             outln(&format!("Profile {old} renamed to {new}"))
         }
         ProfileCmd::Get { profile, key } => {
-            let p = client.get(&path(&profile)).await?;
-            outln(&util::vs(p.get("config").and_then(|c| c.get(&key))))
+            let p = client.profile(&profile).await?;
+            outln(p.config.get(&key).map(String::as_str).unwrap_or_default())
         }
         ProfileCmd::Set { profile, args } => {
             let pairs = util::set_pairs(&args)?;
-            let (mut p, etag) = client.get_etag(&path(&profile)).await?;
-            let cfg = obj_mut(&mut p, "config")?;
-            for (k, v) in pairs {
-                cfg.insert(k, Value::String(v));
-            }
-            put_profile(client, &profile, &p, etag).await
+            change_profile(client, &profile, |put| {
+                put.config.extend(pairs);
+                Ok(())
+            })
+            .await
         }
         ProfileCmd::Unset { profile, key } => {
-            let (mut p, etag) = client.get_etag(&path(&profile)).await?;
-            if obj_mut(&mut p, "config")?.remove(&key).is_none() {
-                return fail(format!("can't unset key '{key}', it's not currently set"));
-            }
-            put_profile(client, &profile, &p, etag).await
+            change_profile(client, &profile, |put| {
+                if put.config.remove(&key).is_none() {
+                    return fail(format!("can't unset key '{key}', it's not currently set"));
+                }
+                Ok(())
+            })
+            .await
         }
         ProfileCmd::Add { instance, profile } => {
             let (inst, _) = get_instance(client, &instance).await?;
-            let mut profiles = profiles_of(&inst);
+            let mut profiles = inst.profiles;
             if profiles.contains(&profile) {
                 return fail(format!(
                     "Profile {profile} is already applied to {instance}"
@@ -320,7 +301,7 @@ pub async fn run(client: &Client, cmd: ProfileCmd) -> Result<(), CmdError> {
         }
         ProfileCmd::Remove { instance, profile } => {
             let (inst, _) = get_instance(client, &instance).await?;
-            let mut profiles = profiles_of(&inst);
+            let mut profiles = inst.profiles;
             if !profiles.contains(&profile) {
                 return fail(format!(
                     "Profile {profile} isn't currently applied to {instance}"
@@ -355,36 +336,34 @@ async fn device(client: &Client, cmd: ProfileDeviceCmd) -> Result<(), CmdError> 
             kind,
             props,
         } => {
-            let (mut p, etag) = client.get_etag(&path(&profile)).await?;
-            add_device(obj_mut(&mut p, "devices")?, &device, &kind, &props)?;
-            put_profile(client, &profile, &p, etag).await?;
+            change_profile(client, &profile, |put| {
+                add_device(&mut put.devices, &device, &kind, &props)
+            })
+            .await?;
             outln(&format!("Device {device} added to {profile}"))
         }
         ProfileDeviceCmd::Remove { profile, devices } => {
-            let (mut p, etag) = client.get_etag(&path(&profile)).await?;
-            let local = obj_mut(&mut p, "devices")?;
-            for d in &devices {
-                if local.remove(d).is_none() {
-                    return fail("Device doesn't exist");
+            change_profile(client, &profile, |put| {
+                for d in &devices {
+                    if put.devices.remove(d).is_none() {
+                        return fail("Device doesn't exist");
+                    }
                 }
-            }
-            put_profile(client, &profile, &p, etag).await?;
+                Ok(())
+            })
+            .await?;
             for d in &devices {
                 outln(&format!("Device {d} removed from {profile}"))?;
             }
             Ok(())
         }
         ProfileDeviceCmd::Show { profile } => {
-            let p = client.get(&path(&profile)).await?;
-            out(&util::yaml(
-                &p.get("devices").cloned().unwrap_or(json!({})),
-            )?)
+            let p = client.profile(&profile).await?;
+            out(&devices_yaml(&p.devices)?)
         }
         ProfileDeviceCmd::List { profile } => {
-            let p = client.get(&path(&profile)).await?;
-            out(&device_names(
-                &p.get("devices").cloned().unwrap_or(json!({})),
-            ))
+            let p = client.profile(&profile).await?;
+            out(&device_names(&p.devices))
         }
     }
 }

@@ -1,10 +1,13 @@
 //! `silo snapshot`, `silo restore`, `silo move`/`rename`, as `lxc` does them.
 
-use serde_json::{json, Value};
+use silo_api::{
+    ImageAlias, ImagesPost, ImagesPostSource, InstancePost, InstancePut, InstanceSnapshotPost,
+    InstanceSnapshotsPost, InstanceSource, InstanceStatePut, InstancesPost,
+};
 
 use crate::client::Client;
 use crate::commands::CmdError;
-use crate::util::{enc, fail};
+use crate::util::fail;
 
 /// `silo snapshot`.
 #[derive(Debug, clap::Args)]
@@ -52,31 +55,30 @@ pub struct MoveArgs {
 
 /// `silo snapshot INSTANCE [NAME]`.
 pub async fn snapshot(client: &Client, a: SnapshotArgs) -> Result<(), CmdError> {
-    let base = format!("/1.0/instances/{}/snapshots", enc(&a.instance));
     if a.reuse {
         if let Some(n) = &a.name {
-            let path = format!("{base}/{}", enc(n));
-            if client.get(&path).await.is_ok() {
-                client.operate("DELETE", &path, None, &[]).await?;
+            if client.snapshot(&a.instance, n).await.is_ok() {
+                client.delete_snapshot(&a.instance, n).await?;
             }
         }
     }
-    let mut body = json!({"name": a.name.clone().unwrap_or_default(), "stateful": a.stateful});
-    body["expires_at"] = if a.no_expiry {
-        json!("0001-01-01T00:00:00Z")
-    } else {
-        Value::Null
+    let req = InstanceSnapshotsPost {
+        name: a.name.clone().unwrap_or_default(),
+        stateful: a.stateful,
+        // LXD's zero time is "never"; none at all is the instance's snapshots.expiry.
+        expires_at: a.no_expiry.then(|| silo_api::ZERO_TIME.to_string()),
     };
-    client.operate("POST", &base, Some(&body), &[]).await?;
+    client.create_snapshot(&a.instance, &req).await?;
     Ok(())
 }
 
 /// `silo restore INSTANCE SNAPSHOT`.
 pub async fn restore(client: &Client, a: RestoreArgs) -> Result<(), CmdError> {
-    let path = format!("/1.0/instances/{}", enc(&a.instance));
-    client
-        .operate("PUT", &path, Some(&json!({"restore": a.snapshot})), &[])
-        .await?;
+    let put = InstancePut {
+        restore: a.snapshot,
+        ..Default::default()
+    };
+    client.update_instance(&a.instance, &put, None).await?;
     Ok(())
 }
 
@@ -89,10 +91,11 @@ pub async fn move_cmd(client: &Client, a: MoveArgs) -> Result<(), CmdError> {
                 Some(_) => return fail("A snapshot can only be renamed within its instance"),
                 None => a.target.as_str(),
             };
-            let path = format!("/1.0/instances/{}/snapshots/{}", enc(inst), enc(snap));
-            client
-                .operate("POST", &path, Some(&json!({"name": new})), &[])
-                .await?;
+            let req = InstanceSnapshotPost {
+                name: new.to_string(),
+                ..Default::default()
+            };
+            client.rename_snapshot(inst, snap, &req).await?;
         }
         None => {
             if a.target.contains('/') {
@@ -101,10 +104,11 @@ pub async fn move_cmd(client: &Client, a: MoveArgs) -> Result<(), CmdError> {
             if a.target.contains(':') || a.source.contains(':') {
                 return fail("Moving instances between servers is not supported yet");
             }
-            let path = format!("/1.0/instances/{}", enc(&a.source));
-            client
-                .operate("POST", &path, Some(&json!({"name": a.target})), &[])
-                .await?;
+            let req = InstancePost {
+                name: a.target.clone(),
+                ..Default::default()
+            };
+            client.rename_instance(&a.source, &req).await?;
         }
     }
     Ok(())
@@ -141,22 +145,20 @@ pub async fn copy(client: &Client, a: CopyArgs) -> Result<(), CmdError> {
     if a.source.contains(':') || a.target.as_deref().is_some_and(|t| t.contains(':')) {
         return fail("Copying between servers is not supported yet");
     }
-    let mut body = json!({
-        "name": a.target.clone().unwrap_or_default(),
-        "source": {
-            "type": "copy",
-            "source": a.source,
-            "instance_only": a.instance_only,
-            "refresh": a.refresh,
+    let req = InstancesPost {
+        name: a.target.clone().unwrap_or_default(),
+        source: InstanceSource {
+            kind: "copy".into(),
+            source: a.source.clone(),
+            instance_only: a.instance_only,
+            refresh: a.refresh,
+            ..Default::default()
         },
-        "ephemeral": a.ephemeral,
-    });
-    if !a.config.is_empty() {
-        body["config"] = Value::Object(crate::util::kv_map(&a.config)?);
-    }
-    client
-        .operate("POST", "/1.0/instances", Some(&body), &[])
-        .await?;
+        ephemeral: a.ephemeral,
+        config: crate::util::kv_map(&a.config)?,
+        ..Default::default()
+    };
+    client.create_instance(&req).await?;
     Ok(())
 }
 
@@ -193,43 +195,50 @@ pub async fn publish(client: &Client, a: PublishArgs) -> Result<(), CmdError> {
     let snapshot = a.source.contains('/');
     let mut restart = false;
     if !snapshot {
-        let path = format!("/1.0/instances/{}/state", enc(&a.source));
-        let st = client.get(&path).await?;
-        if st["status_code"].as_i64() == Some(103) {
+        let st = client.instance_state(&a.source).await?;
+        if st.status_code == 103 {
             if !a.force {
                 return fail("The instance is currently running. Use --force to have it stopped and restarted");
             }
-            client
-                .operate(
-                    "PUT",
-                    &path,
-                    Some(&json!({"action": "stop", "timeout": 30})),
-                    &[],
-                )
-                .await?;
+            let stop = InstanceStatePut {
+                action: "stop".into(),
+                timeout: 30,
+                ..Default::default()
+            };
+            client.set_instance_state(&a.source, &stop).await?;
             restart = true;
         }
     }
-    let body = json!({
-        "source": {"type": if snapshot { "snapshot" } else { "instance" }, "name": a.source},
-        "properties": Value::Object(crate::util::kv_map(&a.properties)?),
-        "aliases": a.aliases.iter().map(|n| json!({"name": n, "description": ""})).collect::<Vec<_>>(),
-        "public": a.public,
-        "compression_algorithm": a.compression,
-    });
-    let r = client
-        .operate("POST", "/1.0/images", Some(&body), &[])
-        .await;
+    let req = ImagesPost {
+        source: ImagesPostSource {
+            kind: if snapshot { "snapshot" } else { "instance" }.into(),
+            name: a.source.clone(),
+            ..Default::default()
+        },
+        properties: crate::util::kv_map(&a.properties)?,
+        aliases: a
+            .aliases
+            .iter()
+            .map(|n| ImageAlias {
+                name: n.clone(),
+                description: String::new(),
+            })
+            .collect(),
+        public: a.public,
+        compression_algorithm: a.compression.clone(),
+        ..Default::default()
+    };
+    let r = client.publish(&req).await;
     if restart {
-        let path = format!("/1.0/instances/{}/state", enc(&a.source));
-        client
-            .operate("PUT", &path, Some(&json!({"action": "start"})), &[])
-            .await?;
+        let start = InstanceStatePut {
+            action: "start".into(),
+            ..Default::default()
+        };
+        client.set_instance_state(&a.source, &start).await?;
     }
-    let op = r?;
-    let fp = op["metadata"]["fingerprint"]
-        .as_str()
-        .unwrap_or("")
-        .to_string();
-    crate::util::outln(&format!("Instance published with fingerprint: {fp}"))
+    let created: silo_api::ImageCreated = r?.metadata_as().unwrap_or_default();
+    crate::util::outln(&format!(
+        "Instance published with fingerprint: {}",
+        created.fingerprint
+    ))
 }

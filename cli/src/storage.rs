@@ -4,12 +4,12 @@ use std::collections::BTreeMap;
 
 use clap::Subcommand;
 use serde_json::{json, Value};
+use silo_api::{StoragePoolPut, StoragePoolsPost, StorageVolumesPost};
 
-use crate::client::{if_match, Client};
+use crate::client::Client;
 use crate::commands::CmdError;
-use crate::config::obj_mut;
 use crate::format::{self, Format};
-use crate::util::{self, enc, fail, out, outln, s, used_by};
+use crate::util::{self, fail, out, outln};
 
 /// `silo storage ...`.
 #[derive(Debug, Subcommand)]
@@ -128,10 +128,6 @@ pub enum VolumeCmd {
     },
 }
 
-fn pool_path(name: &str) -> String {
-    format!("/1.0/storage-pools/{}", enc(name))
-}
-
 /// lxc's `parseVolume`: "image/abc" → ("abc", "image"); a name without a known type prefix
 /// is a custom volume.
 fn parse_volume(arg: &str) -> (String, String) {
@@ -148,7 +144,11 @@ fn group_used_by(urls: &[String]) -> BTreeMap<String, Vec<String>> {
     let mut m: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for u in urls {
         let (path, query) = u.split_once('?').unwrap_or((u.as_str(), ""));
-        let fields: Vec<&str> = path.trim_start_matches("/1.0/").split('/').collect();
+        let fields: Vec<&str> = path
+            .trim_start_matches(silo_api::paths::API)
+            .trim_start_matches('/')
+            .split('/')
+            .collect();
         let n = fields.len();
         let (mut kind, mut name) = ("unrecognized".to_string(), path.to_string());
         if n > 1 {
@@ -182,21 +182,21 @@ fn group_used_by(urls: &[String]) -> BTreeMap<String, Vec<String>> {
     m
 }
 
-async fn put_pool(
+/// Changes a pool's writable part with `change` and PUTs it back with If-Match.
+async fn change_pool(
     client: &Client,
     name: &str,
-    pool: &Value,
-    etag: Option<String>,
+    change: impl FnOnce(&mut StoragePoolPut) -> Result<(), CmdError>,
 ) -> Result<(), CmdError> {
-    let body = json!({
-        "config": pool.get("config").cloned().unwrap_or(json!({})),
-        "description": pool.get("description").cloned().unwrap_or(json!("")),
-    });
-    let headers = if_match(etag);
-    client
-        .operate("PUT", &pool_path(name), Some(&body), &headers)
-        .await?;
+    let (p, etag) = client.storage_pool_etag(name).await?;
+    let mut put = StoragePoolPut::from(&p);
+    change(&mut put)?;
+    client.update_storage_pool(name, &put, etag).await?;
     Ok(())
+}
+
+fn as_value<T: serde::Serialize>(v: &T) -> Value {
+    serde_json::to_value(v).unwrap_or_default()
 }
 
 /// Runs `silo storage ...`.
@@ -208,29 +208,28 @@ pub async fn run(client: &Client, cmd: StorageCmd) -> Result<(), CmdError> {
             config,
             description,
         } => {
-            let cfg = util::kv_map(&config)?;
             client
-                .query(
-                    "POST",
-                    "/1.0/storage-pools",
-                    Some(&json!({"name": pool, "driver": driver, "config": cfg, "description": description})),
-                )
+                .create_storage_pool(&StoragePoolsPost {
+                    config: util::kv_map(&config)?,
+                    description,
+                    name: pool.clone(),
+                    driver,
+                })
                 .await?;
             outln(&format!("Storage pool {pool} created"))
         }
         StorageCmd::List { format } => {
-            let v = client.get("/1.0/storage-pools?recursion=1").await?;
-            let pools = v.as_array().cloned().unwrap_or_default();
+            let pools = client.storage_pools().await?;
             let mut rows: Vec<Vec<String>> = pools
                 .iter()
                 .map(|p| {
                     vec![
-                        s(p, "name"),
-                        s(p, "driver"),
-                        util::vs(p.pointer("/config/source")),
-                        s(p, "description"),
-                        used_by(p).len().to_string(),
-                        s(p, "status").to_uppercase(),
+                        p.name.clone(),
+                        p.driver.clone(),
+                        p.config.get("source").cloned().unwrap_or_default(),
+                        p.description.clone(),
+                        p.used_by.len().to_string(),
+                        p.status.to_uppercase(),
                     ]
                 })
                 .collect();
@@ -246,26 +245,20 @@ pub async fn run(client: &Client, cmd: StorageCmd) -> Result<(), CmdError> {
                     "STATE",
                 ],
                 &rows,
-                &Value::Array(pools),
+                &as_value(&pools),
             )
             .map_err(CmdError::Output)?;
             out(&text)
         }
         StorageCmd::Show { pool, resources } => {
             if resources {
-                let r = client
-                    .get(&format!("{}/resources", pool_path(&pool)))
-                    .await?;
-                return out(&util::yaml(&r)?);
+                let r = client.storage_pool_resources(&pool).await?;
+                return out(&util::yaml(&as_value(&r))?);
             }
-            let mut p = client.get(&pool_path(&pool)).await?;
-            let mut ub = used_by(&p);
-            ub.sort();
-            if let Value::Object(m) = &mut p {
-                m.insert("used_by".to_string(), json!(ub));
-            }
+            let mut p = client.storage_pool(&pool).await?;
+            p.used_by.sort();
             out(&util::yaml_ordered(
-                &p,
+                &as_value(&p),
                 &[
                     "config",
                     "description",
@@ -278,18 +271,8 @@ pub async fn run(client: &Client, cmd: StorageCmd) -> Result<(), CmdError> {
             )?)
         }
         StorageCmd::Info { pool, bytes } => {
-            let p = client.get(&pool_path(&pool)).await?;
-            let r = client
-                .get(&format!("{}/resources", pool_path(&pool)))
-                .await?;
-            let total = r
-                .pointer("/space/total")
-                .and_then(Value::as_u64)
-                .unwrap_or(0);
-            let used = r
-                .pointer("/space/used")
-                .and_then(Value::as_u64)
-                .unwrap_or(0);
+            let p = client.storage_pool(&pool).await?;
+            let r = client.storage_pool_resources(&pool).await?;
             let size = |n: u64| {
                 if bytes {
                     n.to_string()
@@ -298,41 +281,42 @@ pub async fn run(client: &Client, cmd: StorageCmd) -> Result<(), CmdError> {
                 }
             };
             let mut info = BTreeMap::new();
-            info.insert("name", s(&p, "name"));
-            info.insert("driver", s(&p, "driver"));
-            info.insert("description", s(&p, "description"));
-            info.insert("total space", size(total));
-            info.insert("space used", size(used));
+            info.insert("name", p.name.clone());
+            info.insert("driver", p.driver.clone());
+            info.insert("description", p.description.clone());
+            info.insert("total space", size(r.space.total));
+            info.insert("space used", size(r.space.used));
             let info = json!({ "info": info });
-            let users = json!({ "used by": group_used_by(&used_by(&p)) });
+            let users = json!({ "used by": group_used_by(&p.used_by) });
             out(&(util::yaml(&info)? + &util::yaml(&users)?))
         }
         StorageCmd::Delete { pools } => {
             for p in pools {
-                client.query("DELETE", &pool_path(&p), None).await?;
+                client.delete_storage_pool(&p).await?;
                 outln(&format!("Storage pool {p} deleted"))?;
             }
             Ok(())
         }
         StorageCmd::Get { pool, key } => {
-            let p = client.get(&pool_path(&pool)).await?;
-            outln(&util::vs(p.get("config").and_then(|c| c.get(&key))))
+            let p = client.storage_pool(&pool).await?;
+            outln(p.config.get(&key).map(String::as_str).unwrap_or_default())
         }
         StorageCmd::Set { pool, args } => {
             let pairs = util::set_pairs(&args)?;
-            let (mut p, etag) = client.get_etag(&pool_path(&pool)).await?;
-            let cfg = obj_mut(&mut p, "config")?;
-            for (k, v) in pairs {
-                cfg.insert(k, Value::String(v));
-            }
-            put_pool(client, &pool, &p, etag).await
+            change_pool(client, &pool, |put| {
+                put.config.extend(pairs);
+                Ok(())
+            })
+            .await
         }
         StorageCmd::Unset { pool, key } => {
-            let (mut p, etag) = client.get_etag(&pool_path(&pool)).await?;
-            if obj_mut(&mut p, "config")?.remove(&key).is_none() {
-                return fail(format!("can't unset key '{key}', it's not currently set"));
-            }
-            put_pool(client, &pool, &p, etag).await
+            change_pool(client, &pool, |put| {
+                if put.config.remove(&key).is_none() {
+                    return fail(format!("can't unset key '{key}', it's not currently set"));
+                }
+                Ok(())
+            })
+            .await
         }
         StorageCmd::Volume(v) => volume(client, v).await,
     }
@@ -341,19 +325,16 @@ pub async fn run(client: &Client, cmd: StorageCmd) -> Result<(), CmdError> {
 async fn volume(client: &Client, cmd: VolumeCmd) -> Result<(), CmdError> {
     match cmd {
         VolumeCmd::List { pool, format } => {
-            let v = client
-                .get(&format!("{}/volumes?recursion=1", pool_path(&pool)))
-                .await?;
-            let vols = v.as_array().cloned().unwrap_or_default();
+            let vols = client.storage_volumes(&pool).await?;
             let mut rows: Vec<Vec<String>> = vols
                 .iter()
                 .map(|v| {
                     vec![
-                        s(v, "type"),
-                        s(v, "name"),
-                        s(v, "description"),
-                        s(v, "content_type"),
-                        used_by(v).len().to_string(),
+                        v.kind.clone(),
+                        v.name.clone(),
+                        v.description.clone(),
+                        v.content_type.clone(),
+                        v.used_by.len().to_string(),
                     ]
                 })
                 .collect();
@@ -362,7 +343,7 @@ async fn volume(client: &Client, cmd: VolumeCmd) -> Result<(), CmdError> {
                 format,
                 &["TYPE", "NAME", "DESCRIPTION", "CONTENT-TYPE", "USED BY"],
                 &rows,
-                &Value::Array(vols),
+                &as_value(&vols),
             )
             .map_err(CmdError::Output)?;
             out(&text)
@@ -373,12 +354,16 @@ async fn volume(client: &Client, cmd: VolumeCmd) -> Result<(), CmdError> {
             config,
             description,
         } => {
-            let cfg = util::kv_map(&config)?;
             client
-                .query(
-                    "POST",
-                    &format!("{}/volumes/custom", pool_path(&pool)),
-                    Some(&json!({"name": volume, "type": "custom", "config": cfg, "description": description})),
+                .create_storage_volume(
+                    &pool,
+                    &StorageVolumesPost {
+                        name: volume.clone(),
+                        kind: "custom".into(),
+                        description,
+                        config: util::kv_map(&config)?,
+                        ..Default::default()
+                    },
                 )
                 .await?;
             outln(&format!("Storage volume {volume} created"))
@@ -386,33 +371,18 @@ async fn volume(client: &Client, cmd: VolumeCmd) -> Result<(), CmdError> {
         VolumeCmd::Delete { pool, volumes } => {
             for v in volumes {
                 let (name, kind) = parse_volume(&v);
-                client
-                    .operate(
-                        "DELETE",
-                        &format!("{}/volumes/{}/{}", pool_path(&pool), enc(&kind), enc(&name)),
-                        None,
-                        &[],
-                    )
-                    .await?;
+                client.delete_storage_volume(&pool, &kind, &name).await?;
                 outln(&format!("Storage volume {name} deleted"))?;
             }
             Ok(())
         }
         VolumeCmd::Show { pool, volume } => {
             let (name, kind) = parse_volume(&volume);
-            let mut v = client
-                .get(&format!(
-                    "{}/volumes/{}/{}",
-                    pool_path(&pool),
-                    enc(&kind),
-                    enc(&name)
-                ))
-                .await?;
+            let mut v = as_value(&client.storage_volume(&pool, &kind, &name).await?);
             // Fields lxc prints with Go's zero values when the server leaves them out.
             if let Value::Object(m) = &mut v {
                 m.entry("project").or_insert(json!(""));
-                m.entry("created_at")
-                    .or_insert(json!("0001-01-01T00:00:00Z"));
+                m.entry("created_at").or_insert(json!(silo_api::ZERO_TIME));
             }
             out(&util::yaml_ordered(
                 &v,

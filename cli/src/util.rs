@@ -4,7 +4,7 @@
 use std::cmp::Ordering;
 use std::io::{IsTerminal, Read, Write};
 
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use crate::commands::CmdError;
 
@@ -26,11 +26,6 @@ pub fn fail<T>(msg: impl Into<String>) -> Result<T, CmdError> {
     Err(CmdError::Fail(msg.into()))
 }
 
-/// The string at `k` (numbers and booleans as text, null and missing as "").
-pub fn s(v: &Value, k: &str) -> String {
-    vs(v.get(k))
-}
-
 /// A value as text ("" for null or missing).
 pub fn vs(v: Option<&Value>) -> String {
     match v {
@@ -38,19 +33,6 @@ pub fn vs(v: Option<&Value>) -> String {
         Some(Value::Null) | None => String::new(),
         Some(other) => other.to_string(),
     }
-}
-
-/// Percent-encodes one URL path segment (names go into paths).
-pub fn enc(seg: &str) -> String {
-    let mut o = String::with_capacity(seg.len());
-    for b in seg.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
-            o.push(b as char);
-        } else {
-            o.push_str(&format!("%{b:02X}"));
-        }
-    }
-    o
 }
 
 /// YAML of `v` with its top-level keys in `order` (keys not listed are left out), the way
@@ -97,15 +79,6 @@ pub fn stringify_map(v: &mut Value) {
     }
 }
 
-/// Turns `devices` entries' values into strings.
-pub fn stringify_devices(v: &mut Value) {
-    if let Value::Object(m) = v {
-        for d in m.values_mut() {
-            stringify_map(d);
-        }
-    }
-}
-
 /// `key=value` → (key, value).
 pub fn kv(arg: &str) -> Result<(String, String), CmdError> {
     match arg.split_once('=') {
@@ -115,10 +88,8 @@ pub fn kv(arg: &str) -> Result<(String, String), CmdError> {
 }
 
 /// `KEY=VALUE...` arguments as a configuration map.
-pub fn kv_map(args: &[String]) -> Result<Map<String, Value>, CmdError> {
-    args.iter()
-        .map(|a| kv(a).map(|(k, v)| (k, Value::String(v))))
-        .collect()
+pub fn kv_map(args: &[String]) -> Result<silo_api::StringMap, CmdError> {
+    args.iter().map(|a| kv(a)).collect()
 }
 
 /// The arguments of a `set` as lxc's `getConfig` reads them: `KEY VALUE`, or
@@ -139,42 +110,14 @@ pub fn set_pairs(args: &[String]) -> Result<Vec<(String, String)>, CmdError> {
     Ok(pairs)
 }
 
-/// The `used_by` URLs of an object (profile, pool, volume, network).
-pub fn used_by(v: &Value) -> Vec<String> {
-    v.get("used_by")
-        .and_then(Value::as_array)
-        .map(|a| a.iter().map(|u| vs(Some(u))).collect())
-        .unwrap_or_default()
-}
-
 /// LXD's `GetByteSizeStringIEC(n, 2)`: 1024-based, "19.36GiB".
 pub fn size_iec(n: u64) -> String {
-    if n < 1024 {
-        return format!("{n}B");
-    }
-    let mut v = n as f64;
-    for unit in ["KiB", "MiB", "GiB", "TiB", "PiB", "EiB"] {
-        v /= 1024.0;
-        if v < 1024.0 {
-            return format!("{v:.2}{unit}");
-        }
-    }
-    format!("{v:.2}EiB")
+    silo_api::units::format_iec(n)
 }
 
 /// LXD's `GetByteSizeString(n, 2)`: 1000-based, "12.30MB".
 pub fn size_si(n: u64) -> String {
-    if n < 1000 {
-        return format!("{n}B");
-    }
-    let mut v = n as f64;
-    for unit in ["kB", "MB", "GB", "TB", "PB", "EB"] {
-        v /= 1000.0;
-        if v < 1000.0 {
-            return format!("{v:.2}{unit}");
-        }
-    }
-    format!("{v:.2}EB")
+    silo_api::units::format_si(n)
 }
 
 /// An image size as `lxc image list` shows it: MiB with two decimals, labelled "MB".
@@ -432,22 +375,6 @@ mod tests {
         assert_eq!(m["ipv4.address"], "10.0.0.1/24");
         assert_eq!(m["ipv6.address"], "none");
         assert!(kv_map(&a(&["novalue"])).is_err());
-    }
-
-    #[test]
-    fn used_by_urls() {
-        let v = serde_json::json!({"used_by": ["/1.0/instances/c1", "/1.0/profiles/default"]});
-        assert_eq!(
-            used_by(&v),
-            vec!["/1.0/instances/c1", "/1.0/profiles/default"]
-        );
-        assert!(used_by(&serde_json::json!({"used_by": null})).is_empty());
-    }
-
-    #[test]
-    fn encoding() {
-        assert_eq!(enc("a b/c"), "a%20b%2Fc");
-        assert_eq!(enc("ok-1.2_x"), "ok-1.2_x");
     }
 
     #[test]
