@@ -509,6 +509,7 @@ async fn serve(
         Some((kind, status)) = dead_rx.recv() => bail!("{} exited during start-up ({status}); see its log above", kind.binary()),
     };
     let db = crate::store::db::Db::open(&args.state_dir.join("silo.db"))?;
+    let (reaper, stopped) = crate::service::runtime::Reaper::channel();
     let daemon = Arc::new(Services {
         helpers,
         ops: crate::service::operations::Operations::new(events.clone()),
@@ -522,9 +523,11 @@ async fn serve(
         creating: Default::default(),
         stopping: Default::default(),
         sockets: Default::default(),
+        reaper,
         logs: Some(args.state_dir.join("logs")),
         backups: Some(crate::service::backups::root(&args.state_dir)),
     });
+    crate::service::lifecycle::spawn_reaper(Services::clone(&daemon), stopped);
     crate::service::images::gc_uploads(&args.state_dir);
     ensure_defaults(&daemon).await?;
     crate::service::storage::mount_all(&daemon.db, &daemon.helpers)

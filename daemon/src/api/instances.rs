@@ -11,7 +11,7 @@ use super::render;
 use super::response::{async_op, sync, ApiResult, DomainError};
 use super::ListQuery;
 use crate::service::instances::{self, CreateRequest, Writable};
-use crate::service::Services;
+use crate::service::{lifecycle, Services};
 
 fn resources(name: &str) -> BTreeMap<String, Vec<String>> {
     let mut r = BTreeMap::new();
@@ -33,7 +33,7 @@ pub async fn list(State(d): State<Arc<Services>>, Query(q): Query<ListQuery>) ->
     } else {
         Default::default()
     };
-    let profiles = instances::Expander::load(&d.db)?;
+    let profiles = crate::service::expansion::Expander::load(&d.db)?;
     let mut out = Vec::new();
     for i in instances::list_records(&d.db)? {
         let running = run.contains_key(&i.name);
@@ -94,7 +94,7 @@ fn status(running: bool) -> (&'static str, i64) {
 /// `obj` with its state, snapshots and backups.
 fn full(
     d: &Services,
-    profiles: &instances::Expander,
+    profiles: &crate::service::expansion::Expander,
     obj: silo_api::Instance,
     state: Option<silo_api::InstanceState>,
 ) -> silo_api::InstanceFull {
@@ -148,14 +148,14 @@ pub async fn create(State(d): State<Arc<Services>>, req: axum::extract::Request)
         );
         return Ok(async_op(&op));
     }
-    let (req, image) = instances::prepare(&c, req)?;
+    let (req, image) = lifecycle::prepare(&c, req)?;
     let name = req.name.clone();
     let op = d.ops.start(
         "task",
         "Creating instance",
         resources(&name),
         false,
-        move |_ctx| async move { instances::create(&c, req, image).await.map(|_| Value::Null) },
+        move |_ctx| async move { lifecycle::create(&c, req, image).await.map(|_| Value::Null) },
     );
     Ok(async_op(&op))
 }
@@ -169,7 +169,7 @@ pub async fn get_one(
     let i = instances::get(&d.db, &name)?;
     let c = Services::clone(&d);
     let running = crate::service::runtime::is_running(&c, &name).await?;
-    let profiles = instances::Expander::load(&d.db)?;
+    let profiles = crate::service::expansion::Expander::load(&d.db)?;
     let obj = render::instance(
         &i,
         profiles.expand(&i.profiles, &i.config, &i.devices),
@@ -212,7 +212,7 @@ fn check_etag(d: &Services, name: &str, headers: &HeaderMap) -> Result<(), Domai
         .and_then(|v| v.to_str().ok())
     {
         let i = instances::get(&d.db, name)?;
-        let profiles = instances::Expander::load(&d.db)?;
+        let profiles = crate::service::expansion::Expander::load(&d.db)?;
         let obj = render::instance(
             &i,
             profiles.expand(&i.profiles, &i.config, &i.devices),
@@ -321,7 +321,7 @@ pub async fn delete(State(d): State<Arc<Services>>, Path(name): Path<String>) ->
         "Deleting instance",
         resources(&name),
         false,
-        move |_ctx| async move { instances::delete(&c, &name).await.map(|()| Value::Null) },
+        move |_ctx| async move { lifecycle::delete(&c, &name).await.map(|()| Value::Null) },
     );
     Ok(async_op(&op))
 }
@@ -635,7 +635,7 @@ pub async fn rename(
             "migrating instances to another server is not supported yet".into(),
         ));
     }
-    instances::check_rename(&d, &name, &p.name)?;
+    lifecycle::check_rename(&d, &name, &p.name)?;
     let c = Services::clone(&d);
     let op = d.ops.start(
         "task",
@@ -643,7 +643,7 @@ pub async fn rename(
         resources(&name),
         false,
         move |_ctx| async move {
-            instances::rename(&c, &name, &p.name)
+            lifecycle::rename(&c, &name, &p.name)
                 .await
                 .map(|()| Value::Null)
         },

@@ -38,7 +38,7 @@ pub async fn list(
     instances::get(&d.db, &name)?;
     let all = snapshots::list(&d.db, &name)?;
     if q.recursive() {
-        let profiles = instances::Expander::load(&d.db)?;
+        let profiles = crate::service::expansion::Expander::load(&d.db)?;
         Ok(sync(
             all.iter()
                 .map(|s| render::snapshot(s, profiles.expand(&s.profiles, &s.config, &s.devices)))
@@ -113,7 +113,7 @@ pub async fn get_one(
     Path((name, snap)): Path<(String, String)>,
 ) -> ApiResult {
     let s = snapshots::get(&d.db, &name, &snap)?;
-    let profiles = instances::Expander::load(&d.db)?;
+    let profiles = crate::service::expansion::Expander::load(&d.db)?;
     Ok(sync_etag(render::snapshot(
         &s,
         profiles.expand(&s.profiles, &s.config, &s.devices),

@@ -578,9 +578,11 @@ pub async fn import(
         Some(p) => p,
         None if crate::service::storage::get(&c.db, &index.pool).is_ok() => index.pool.clone(),
         None => {
-            let profiles = instances::load_profiles(&c.db, &["default".to_string()])?;
-            let (_, ed) = instances::expand(&profiles, &BTreeMap::new(), &BTreeMap::new());
-            instances::root_pool(&ed).map_err(DomainError::BadRequest)?
+            let profiles =
+                crate::service::expansion::load_profiles(&c.db, &["default".to_string()])?;
+            let (_, ed) =
+                crate::model::profile::expand(&profiles, &BTreeMap::new(), &BTreeMap::new());
+            crate::model::profile::root_pool(&ed).map_err(DomainError::BadRequest)?
         }
     };
     crate::service::storage::get(&c.db, &pool)?;
@@ -593,7 +595,7 @@ pub async fn import(
             .collect(),
         false,
     )?;
-    instances::validate_devices(&c.db, &by.container.devices)?;
+    crate::service::profiles::validate_devices(&c.db, &by.container.devices)?;
     let mut snaps = Vec::new();
     for s in &index.snapshots {
         snapshots::check_name(s)?;

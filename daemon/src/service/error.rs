@@ -123,3 +123,30 @@ impl From<String> for DomainError {
         DomainError::Internal(e)
     }
 }
+
+impl From<crate::model::profile::ProfileError> for DomainError {
+    fn from(e: crate::model::profile::ProfileError) -> Self {
+        match e {
+            crate::model::profile::ProfileError::Damaged(m) => DomainError::Internal(m),
+            e => DomainError::BadRequest(e.to_string()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::error::Named;
+    use crate::store::StoreError;
+
+    #[test]
+    fn store_errors_keep_their_status() {
+        let nf: DomainError = StoreError::not_found(Named::new("instance", "x")).into();
+        assert_eq!(
+            (nf.status(), nf.to_string().as_str()),
+            (404, "instance \"x\" not found")
+        );
+        let c: DomainError = StoreError::conflict(Named::new("instance", "a")).into();
+        assert_eq!(c.status(), 409);
+    }
+}

@@ -1,18 +1,18 @@
 //! Instances as records: create from an image (unpack once per pool, copy per instance),
 //! list, show, update, delete; config and device validation; profile expansion.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 use serde::Deserialize;
 use serde_json::json;
 use silo_proto::privileged::{IdRange, IdRanges};
-use silo_proto::store::VolumeKind;
-use silo_proto::{ImageFingerprint, InstanceName, PoolName, VolumeName};
 
-use crate::model::devices::{DeviceSpec, DeviceType};
-use crate::service::profiles::{Device, Profile};
-use crate::service::{DomainError, Services};
+use crate::model::profile::{expand, root_pool};
+use crate::service::expansion::load_profiles;
+use crate::service::profiles::validate_devices;
+use crate::service::profiles::Device;
+use crate::service::DomainError;
 use crate::store::db::Db;
 
 pub use crate::model::instance::Instance;
@@ -65,99 +65,6 @@ pub fn validate_config(
     )?)
 }
 
-/// Checks devices: each parsed by [`DeviceSpec::parse`] (types, keys, syntax), then what
-/// needs the database: pools and networks must exist.
-pub fn validate_devices(db: &Db, devices: &BTreeMap<String, Device>) -> Result<(), DomainError> {
-    for (name, d) in devices {
-        let bad = |why: String| DomainError::BadRequest(format!("invalid device {name:?}: {why}"));
-        match DeviceSpec::parse(name, d)? {
-            DeviceSpec::Disk(disk) => {
-                if let Some(p) = &disk.pool {
-                    crate::service::storage::get(db, p)
-                        .map_err(|_| bad(format!("storage pool {p:?} not found")))?;
-                }
-            }
-            DeviceSpec::Nic(nic) => {
-                crate::service::networks::validate_nic(db, &nic).map_err(bad)?
-            }
-            DeviceSpec::Proxy(_) | DeviceSpec::None(_) => {}
-        }
-    }
-    Ok(())
-}
-
-/// Expands profiles (in order) and then the local config and devices.
-pub fn expand(
-    profiles: &[Profile],
-    config: &BTreeMap<String, String>,
-    devices: &BTreeMap<String, Device>,
-) -> (BTreeMap<String, String>, BTreeMap<String, Device>) {
-    let mut c = BTreeMap::new();
-    let mut d = BTreeMap::new();
-    for p in profiles {
-        c.extend(p.config.clone());
-        d.extend(p.devices.clone());
-    }
-    c.extend(config.clone());
-    d.extend(devices.clone());
-    d.retain(|_, v: &mut Device| DeviceType::of(v) != DeviceType::None);
-    (c, d)
-}
-
-/// The pool of the root disk in expanded devices.
-pub fn root_pool(devices: &BTreeMap<String, Device>) -> Result<String, String> {
-    let roots: Vec<&Device> = devices
-        .values()
-        .filter(|d| {
-            DeviceType::of(d) == DeviceType::Disk
-                && d.get("path").map(String::as_str) == Some("/")
-                && d.get("source").is_none()
-        })
-        .collect();
-    match roots.as_slice() {
-        [] => Err("no root disk device (a disk with path \"/\" and a pool); add one or use a profile that has one".into()),
-        [r] => r.get("pool").cloned().ok_or_else(|| "the root disk device has no pool".to_string()),
-        _ => Err("more than one root disk device".into()),
-    }
-}
-
-/// Every profile, read once, by name: what a listing of many instances expands from. A
-/// profile whose row does not decode holds its error, for the instances that use it.
-pub type ProfileMap = HashMap<String, Result<Profile, String>>;
-
-/// Every profile, by name.
-pub fn profile_map(db: &Db) -> Result<ProfileMap, DomainError> {
-    Ok(crate::store::profiles::by_name(db)?
-        .into_iter()
-        .map(|(n, p)| (n, p.map_err(|e| e.to_string())))
-        .collect())
-}
-
-/// Profiles by name, in order.
-pub fn load_profiles(db: &Db, names: &[String]) -> Result<Vec<Profile>, DomainError> {
-    pick_profiles(&profile_map(db)?, names)
-}
-
-/// Profiles by name, in order, from profiles read before: the same checks as
-/// [`load_profiles`] (each listed once, each existing).
-pub fn pick_profiles(all: &ProfileMap, names: &[String]) -> Result<Vec<Profile>, DomainError> {
-    let mut seen = HashSet::new();
-    let mut out = Vec::new();
-    for n in names {
-        if !seen.insert(n) {
-            return Err(DomainError::BadRequest(format!(
-                "profile {n:?} is listed twice"
-            )));
-        }
-        match all.get(n) {
-            Some(Ok(p)) => out.push(p.clone()),
-            Some(Err(e)) => return Err(DomainError::Internal(e.clone())),
-            None => return Err(DomainError::BadRequest(format!("profile {n:?} not found"))),
-        }
-    }
-    Ok(out)
-}
-
 /// Names being created right now (a second create of the same name is refused at once).
 #[derive(Debug, Default, Clone)]
 pub struct Creating(Arc<Mutex<HashSet<String>>>);
@@ -179,130 +86,6 @@ impl Creating {
 /// A create request (`POST /1.0/instances`) and where the instance comes from, as LXD's API
 /// has them.
 pub use silo_api::{InstanceSource as Source, InstancesPost as CreateRequest};
-
-const ADJ: [&str; 24] = [
-    "amber", "brave", "calm", "deft", "eager", "fair", "glad", "hale", "keen", "lucid", "merry",
-    "noble", "proud", "quick", "rapid", "sly", "tidy", "urban", "vivid", "warm", "young", "zesty",
-    "bold", "crisp",
-];
-const NOUN: [&str; 24] = [
-    "otter", "heron", "lynx", "finch", "badger", "marten", "osprey", "ibex", "koala", "lemur",
-    "gecko", "raven", "bison", "crane", "dingo", "egret", "ferret", "gibbon", "hare", "jackal",
-    "kestrel", "llama", "moose", "newt",
-];
-
-fn random_name(db: &Db) -> Result<String, DomainError> {
-    let existing: HashSet<String> = list_records(db)?.into_iter().map(|i| i.name).collect();
-    for _ in 0..100 {
-        let u = uuid::Uuid::new_v4();
-        let b = u.as_bytes();
-        let n = format!(
-            "{}-{}",
-            ADJ[b[0] as usize % ADJ.len()],
-            NOUN[b[1] as usize % NOUN.len()]
-        );
-        if !existing.contains(&n) {
-            return Ok(n);
-        }
-    }
-    Err(DomainError::Internal(
-        "could not pick a free instance name".into(),
-    ))
-}
-
-/// Checks a create request and resolves what it needs; fast, before the operation starts.
-pub fn prepare(
-    c: &Services,
-    mut req: CreateRequest,
-) -> Result<(CreateRequest, Option<crate::service::images::Image>), DomainError> {
-    if req.name.is_empty() {
-        req.name = random_name(&c.db)?;
-    }
-    InstanceName::new(req.name.clone()).map_err(|e| DomainError::BadRequest(e.to_string()))?;
-    if !req.kind.is_empty() && req.kind != "container" {
-        return Err(DomainError::BadRequest(format!(
-            "instance type {:?} is not supported: silo runs containers",
-            req.kind
-        )));
-    }
-    if get(&c.db, &req.name).is_ok() {
-        return Err(DomainError::Conflict(format!(
-            "instance {:?} already exists",
-            req.name
-        )));
-    }
-    if req.source.kind == "copy" {
-        let (src, snap) = match req.source.source.split_once('/') {
-            Some((i, s)) => (i.to_string(), Some(s.to_string())),
-            None => (req.source.source.clone(), None),
-        };
-        let si = get(&c.db, &src).map_err(|_| {
-            DomainError::NotFound(format!("the source instance {src:?} does not exist"))
-        })?;
-        let (cfg, devs, profs) = match &snap {
-            Some(s) => {
-                let s = crate::service::snapshots::get(&c.db, &src, s)?;
-                (s.config, s.devices, s.profiles)
-            }
-            None => (si.config.clone(), si.devices.clone(), si.profiles.clone()),
-        };
-        // As lxc copy does: the source's settings unless the request brings its own, and
-        // no volatile key (a copy gets new ids, MAC addresses and host names).
-        if req.config.is_empty() {
-            req.config = cfg
-                .into_iter()
-                .filter(|(k, _)| !k.starts_with("volatile."))
-                .collect();
-        }
-        req.config.retain(|k, _| !k.starts_with("volatile."));
-        if req.devices.is_empty() {
-            req.devices = devs;
-        }
-        if req.profiles.is_none() {
-            req.profiles = Some(profs);
-        }
-    }
-    validate_config(&req.config, false)?;
-    validate_devices(&c.db, &req.devices)?;
-    let profiles = load_profiles(
-        &c.db,
-        req.profiles.get_or_insert_with(|| vec!["default".into()]),
-    )?;
-    let (_, ed) = expand(&profiles, &req.config, &req.devices);
-    crate::service::networks::check_nic_claims(&c.db, &req.name, &req.config, &ed)?;
-    let pool = root_pool(&ed).map_err(DomainError::BadRequest)?;
-    crate::service::storage::get(&c.db, &pool)?;
-    let image = match req.source.kind.as_str() {
-        "image" => {
-            if !req.source.server.is_empty() {
-                return Err(DomainError::BadRequest("images from remote servers are not supported yet: import the image locally first".into()));
-            }
-            let what = if req.source.fingerprint.is_empty() {
-                &req.source.alias
-            } else {
-                &req.source.fingerprint
-            };
-            Some(crate::service::images::resolve(&c.db, what)?)
-        }
-        "none" | "copy" => None,
-        "" => return Err(DomainError::BadRequest(
-            "missing source: give source.type \"image\" (with an alias or fingerprint) or \"none\""
-                .into(),
-        )),
-        other => {
-            return Err(DomainError::BadRequest(format!(
-                "source type {other:?} is not supported yet"
-            )))
-        }
-    };
-    if !c.creating.claim(&req.name) {
-        return Err(DomainError::Conflict(format!(
-            "instance {:?} is already being created",
-            req.name
-        )));
-    }
-    Ok((req, image))
-}
 
 /// Ids per instance.
 const IDS_PER_INSTANCE: u64 = 65536;
@@ -379,159 +162,6 @@ pub(crate) fn idmap_json(base: u64) -> String {
         {"Isuid": false, "Isgid": true, "Hostid": base, "Nsid": 0, "Maprange": 65536},
     ])
     .to_string()
-}
-
-/// Does the create (inside an operation). Nothing is left behind on failure.
-pub async fn create(
-    c: &Services,
-    req: CreateRequest,
-    image: Option<crate::service::images::Image>,
-) -> Result<Instance, DomainError> {
-    let name = req.name.clone();
-    let r = create_inner(c, req, image).await;
-    c.creating.release(&name);
-    r
-}
-
-async fn create_inner(
-    c: &Services,
-    req: CreateRequest,
-    image: Option<crate::service::images::Image>,
-) -> Result<Instance, DomainError> {
-    let profiles = load_profiles(&c.db, req.profiles.as_deref().unwrap_or(&[]))?;
-    let (_, ed) = expand(&profiles, &req.config, &req.devices);
-    let pool = root_pool(&ed).map_err(DomainError::BadRequest)?;
-    let pn = PoolName::new(pool.clone()).map_err(|e| DomainError::BadRequest(e.to_string()))?;
-    let vol =
-        VolumeName::new(req.name.clone()).map_err(|e| DomainError::BadRequest(e.to_string()))?;
-    let range = c.helpers.privileged.id_range().await?;
-    let claim = claim_idmap(&c.db, &req.name, &range)?;
-    let base = claim.base;
-    let mut config = req.config.clone();
-    let mut architecture = std::env::consts::ARCH.to_string();
-    match &image {
-        Some(img) => {
-            let fp = ImageFingerprint::new(img.fingerprint.clone())
-                .map_err(|e| DomainError::Internal(e.to_string()))?;
-            crate::service::storage::ensure_image_volume(
-                &c.db,
-                &c.helpers,
-                &c.image_locks,
-                &pool,
-                &fp,
-            )
-            .await?;
-            c.helpers
-                .store
-                .copy_volume(
-                    pn.clone(),
-                    VolumeKind::Image,
-                    VolumeName::new(img.fingerprint.clone())
-                        .map_err(|e| DomainError::Internal(e.to_string()))?,
-                    VolumeKind::Container,
-                    vol.clone(),
-                )
-                .await?;
-            for (k, v) in &img.properties {
-                config
-                    .entry(format!("image.{k}"))
-                    .or_insert_with(|| v.clone());
-            }
-            config.insert("volatile.base_image".into(), img.fingerprint.clone());
-            architecture = img.architecture.clone();
-            let _ = crate::service::images::touch(&c.db, &img.fingerprint);
-        }
-        None if req.source.kind == "copy" => {
-            let (src, snap) = match req.source.source.split_once('/') {
-                Some((i, s)) => (i.to_string(), Some(s.to_string())),
-                None => (req.source.source.clone(), None),
-            };
-            let si = get(&c.db, &src)?;
-            if si.pool != pool {
-                return Err(DomainError::BadRequest(format!(
-                    "copying between storage pools is not supported yet: {src:?} is on {:?}, the copy's root disk on {pool:?}",
-                    si.pool
-                )));
-            }
-            let (kind, from) = match &snap {
-                Some(s) => (
-                    VolumeKind::Snapshot,
-                    crate::service::snapshots::volume(&src, s)?,
-                ),
-                None => (
-                    VolumeKind::Container,
-                    VolumeName::new(src.clone())
-                        .map_err(|e| DomainError::BadRequest(e.to_string()))?,
-                ),
-            };
-            c.helpers
-                .store
-                .copy_volume(pn.clone(), kind, from, VolumeKind::Container, vol.clone())
-                .await?;
-            if let Some(b) = si.config.get("volatile.base_image") {
-                config.insert("volatile.base_image".into(), b.clone());
-            }
-            architecture = si.architecture.clone();
-        }
-        None => {
-            c.helpers
-                .store
-                .create_volume(pn.clone(), VolumeKind::Container, vol.clone())
-                .await?;
-        }
-    }
-    config.insert("volatile.uuid".into(), uuid::Uuid::new_v4().to_string());
-    config.insert("volatile.idmap.base".into(), base.to_string());
-    config.insert("volatile.idmap.next".into(), idmap_json(base));
-    config.insert("volatile.last_state.idmap".into(), "[]".into());
-    let inst = Instance {
-        name: req.name.clone(),
-        kind: "container".into(),
-        architecture,
-        ephemeral: req.ephemeral,
-        stateful: false,
-        description: req.description.clone(),
-        created_at: crate::service::events::now_rfc3339(),
-        last_used_at: String::new(),
-        config,
-        devices: req.devices.clone(),
-        profiles: req.profiles.clone().unwrap_or_default(),
-        pool,
-    };
-    let copying = req.source.kind == "copy";
-    let rendered = match &image {
-        Some(_) => {
-            let cfg = expand(&profiles, &inst.config, &inst.devices).0;
-            crate::service::runtime::render_templates(c, &inst, &cfg, "create").await
-        }
-        // A copy's image templates run with the "copy" trigger (its /etc/hostname).
-        None if copying => {
-            let cfg = expand(&profiles, &inst.config, &inst.devices).0;
-            crate::service::runtime::render_templates(c, &inst, &cfg, "copy").await
-        }
-        None => Ok(()),
-    };
-    if let Err(e) = rendered.and_then(|()| write(&c.db, &inst, true)) {
-        let _ = c
-            .helpers
-            .store
-            .delete_volume(pn, VolumeKind::Container, vol)
-            .await;
-        return Err(e);
-    }
-    if copying && !req.source.instance_only && !req.source.source.contains('/') {
-        // The source's snapshots come along, each under the new name.
-        if let Err(e) = crate::service::snapshots::copy_all(c, &req.source.source, &inst).await {
-            let _ = delete(c, &inst.name).await;
-            return Err(e);
-        }
-    }
-    c.events.lifecycle(
-        "instance-created",
-        &format!("/1.0/instances/{}", inst.name),
-        json!({}),
-    );
-    Ok(inst)
 }
 
 /// The writable part of an instance (PUT/PATCH).
@@ -616,147 +246,10 @@ pub fn apply_dry(db: &Db, name: &str, w: Writable, patch: bool) -> Result<Instan
     Ok(i)
 }
 
-/// Deletes a (stopped) instance: its volume, then its record.
-pub async fn delete(c: &Services, name: &str) -> Result<(), DomainError> {
-    let i = get(&c.db, name)?;
-    if i.config
-        .get("security.protection.delete")
-        .is_some_and(|v| crate::model::parse::is_true(v))
-    {
-        return Err(DomainError::Forbidden(format!(
-            "instance {name:?} is protected (security.protection.delete)"
-        )));
-    }
-    if crate::service::runtime::is_running(c, name).await? {
-        return Err(DomainError::BadRequest(format!(
-            "instance {name:?} is running: stop it first (or delete with --force)"
-        )));
-    }
-    // Snapshots first: a failure leaves the instance whole and the delete can be retried.
-    crate::service::snapshots::delete_all(c, name).await?;
-    let pn = PoolName::new(i.pool.clone()).map_err(|e| DomainError::Internal(e.to_string()))?;
-    let vol = VolumeName::new(i.name.clone()).map_err(|e| DomainError::Internal(e.to_string()))?;
-    match c
-        .helpers
-        .store
-        .delete_volume(pn, VolumeKind::Container, vol)
-        .await
-    {
-        Ok(()) => {}
-        Err(e) if e.is_not_found() => {}
-        Err(e) => return Err(e.into()),
-    }
-    crate::store::instances::delete(&c.db, name)?;
-    if let Ok((_, devs)) =
-        load_profiles(&c.db, &i.profiles).map(|p| expand(&p, &i.config, &i.devices))
-    {
-        for (dn, d) in devs
-            .iter()
-            .filter(|(_, d)| DeviceType::of(d) == DeviceType::Nic)
-        {
-            if let Ok(plan) = crate::service::networks::plan_nic(&c.db, dn, d, &i.config) {
-                crate::service::networks::forget_nic(&c.helpers, &plan).await;
-            }
-        }
-    }
-    if let Ok(n) = silo_proto::InstanceName::new(name.to_string()) {
-        // The console log and exec outputs go with the instance.
-        let _ = c.helpers.privileged.forget(n).await;
-    }
-    if let Some(dir) = &c.logs {
-        let _ = tokio::fs::remove_dir_all(dir.join(name)).await;
-    }
-    // Its backups go with it, as in LXD (their records went with the instance's row).
-    if let Some(dir) = &c.backups {
-        let _ = tokio::fs::remove_dir_all(dir.join(name)).await;
-    }
-    c.events.lifecycle(
-        "instance-deleted",
-        &format!("/1.0/instances/{name}"),
-        json!({}),
-    );
-    Ok(())
-}
-
-/// Renames a stopped instance with its volume and snapshots (`silo move c1 c2`).
-/// Checks a rename before its operation starts: the instance exists, the new name is valid
-/// and free.
-pub fn check_rename(c: &Services, name: &str, to: &str) -> Result<(), DomainError> {
-    get(&c.db, name)?;
-    InstanceName::new(to.to_string()).map_err(|e| DomainError::BadRequest(e.to_string()))?;
-    if get(&c.db, to).is_ok() {
-        return Err(DomainError::Conflict(format!(
-            "instance {to:?} already exists"
-        )));
-    }
-    Ok(())
-}
-
-/// Renames a stopped instance with its snapshots and volumes.
-pub async fn rename(c: &Services, name: &str, to: &str) -> Result<(), DomainError> {
-    let i = get(&c.db, name)?;
-    if crate::service::runtime::is_running(c, name).await? {
-        return Err(DomainError::BadRequest(format!(
-            "instance {name:?} is running: stop it before renaming it"
-        )));
-    }
-    if crate::store::instances::exists(&c.db, to)? {
-        return Err(DomainError::Conflict(format!(
-            "instance {to:?} already exists"
-        )));
-    }
-    let pn = PoolName::new(i.pool.clone()).map_err(|e| DomainError::Internal(e.to_string()))?;
-    let from =
-        VolumeName::new(name.to_string()).map_err(|e| DomainError::Internal(e.to_string()))?;
-    let dst =
-        VolumeName::new(to.to_string()).map_err(|e| DomainError::BadRequest(e.to_string()))?;
-    c.helpers
-        .store
-        .rename_volume(
-            pn.clone(),
-            VolumeKind::Container,
-            from.clone(),
-            dst.clone(),
-            false,
-        )
-        .await?;
-    let moved = async {
-        crate::service::snapshots::rename_instance(c, &i, to).await?;
-        crate::store::instances::rename(&c.db, name, to)?;
-        Ok::<(), DomainError>(())
-    }
-    .await;
-    if let Err(e) = moved {
-        let _ = c
-            .helpers
-            .store
-            .rename_volume(pn, VolumeKind::Container, dst, from, false)
-            .await;
-        return Err(e);
-    }
-    // The backup records followed the row (ON UPDATE CASCADE); their files follow here.
-    if let Some(dir) = &c.backups {
-        if let Err(e) = std::fs::rename(dir.join(name), dir.join(to)) {
-            if e.kind() != std::io::ErrorKind::NotFound {
-                tracing::warn!(instance = name, to, error = %e, "moving the backups of a renamed instance failed");
-            }
-        }
-    }
-    if let Ok(n) = silo_proto::InstanceName::new(name.to_string()) {
-        // The old name's console log and records.
-        let _ = c.helpers.privileged.forget(n).await;
-    }
-    c.events.lifecycle(
-        "instance-renamed",
-        &format!("/1.0/instances/{to}"),
-        json!({"old_name": name}),
-    );
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::profile::Profile;
 
     fn r(start: u64, count: u64) -> IdRange {
         IdRange { start, count }
@@ -866,7 +359,7 @@ mod tests {
         for i in [&twice, &once] {
             write(&db, i, true).expect("write");
         }
-        let all = Expander::load(&db).expect("profiles");
+        let all = crate::service::expansion::Expander::load(&db).expect("profiles");
         for i in [&twice, &once] {
             let single = expand(
                 &load_profiles(&db, &i.profiles).unwrap_or_default(),
@@ -944,30 +437,5 @@ mod tests {
             crate::store::raw_column(&db, "instances", "config", "a"),
             bad
         );
-    }
-}
-
-/// Profiles read once, to expand many instances and snapshots without a query each (a listing
-/// of hundreds of instances). Expansion is the same as for one instance read alone.
-#[derive(Debug)]
-pub struct Expander(ProfileMap);
-
-impl Expander {
-    /// Reads every profile.
-    pub fn load(db: &Db) -> Result<Expander, DomainError> {
-        Ok(Expander(profile_map(db)?))
-    }
-
-    /// `config` and `devices` with the named profiles applied in order. A profile list that
-    /// does not resolve (a profile gone, or damaged) renders unexpanded rather than failing the
-    /// whole listing.
-    pub fn expand(
-        &self,
-        names: &[String],
-        config: &BTreeMap<String, String>,
-        devices: &BTreeMap<String, Device>,
-    ) -> (BTreeMap<String, String>, BTreeMap<String, Device>) {
-        let profiles = pick_profiles(&self.0, names).unwrap_or_default();
-        expand(&profiles, config, devices)
     }
 }

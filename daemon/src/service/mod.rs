@@ -6,10 +6,12 @@ pub mod backups;
 pub mod error;
 pub mod events;
 pub mod exec;
+pub mod expansion;
 pub mod files;
 pub mod host;
 pub mod images;
 pub mod instances;
+pub mod lifecycle;
 pub mod networks;
 pub mod operations;
 pub mod profiles;
@@ -58,6 +60,8 @@ pub struct Services {
     pub stopping: runtime::Stopping,
     /// Websockets of exec and console operations, by secret.
     pub sockets: exec::Sockets,
+    /// Where the runtime sends ephemeral instances that stopped, to be deleted.
+    pub reaper: runtime::Reaper,
     /// Where exec outputs are recorded (`<state>/logs`); none in unit tests.
     pub logs: Option<PathBuf>,
     /// Where backup tarballs are kept (`<state>/backups`); none in unit tests.

@@ -381,15 +381,15 @@ fn nic_uses(d: &Device, name: &str) -> bool {
 /// The instances and profiles whose devices use a network, as API URLs.
 pub fn used_by(db: &Db, name: &str) -> Result<Vec<String>, DomainError> {
     let mut out = Vec::new();
-    for p in crate::service::profiles::list(db)? {
+    for p in crate::store::profiles::all(db)? {
         if p.devices.values().any(|d| nic_uses(d, name)) {
             out.push(format!("/1.0/profiles/{}", p.name));
         }
     }
-    for i in crate::service::instances::list_records(db)? {
+    for i in crate::store::instances::all(db)? {
         let profiles =
-            crate::service::instances::load_profiles(db, &i.profiles).unwrap_or_default();
-        let (_, devs) = crate::service::instances::expand(&profiles, &i.config, &i.devices);
+            crate::service::expansion::load_profiles(db, &i.profiles).unwrap_or_default();
+        let (_, devs) = crate::model::profile::expand(&profiles, &i.config, &i.devices);
         if devs.values().any(|d| nic_uses(d, name)) {
             out.push(format!("/1.0/instances/{}", i.name));
         }
@@ -583,13 +583,12 @@ pub fn check_nic_claims(
             }
         }
     }
-    for other in crate::service::instances::list_records(db)? {
+    for other in crate::store::instances::all(db)? {
         if other.name == instance {
             continue;
         }
-        let profiles = crate::service::instances::load_profiles(db, &other.profiles)?;
-        let (_, theirs) =
-            crate::service::instances::expand(&profiles, &other.config, &other.devices);
+        let profiles = crate::service::expansion::load_profiles(db, &other.profiles)?;
+        let (_, theirs) = crate::model::profile::expand(&profiles, &other.config, &other.devices);
         for b in nic_claims(&other.config, &theirs) {
             for a in &mine {
                 if let Some(what) = clash(a, &b) {
@@ -802,10 +801,10 @@ pub async fn leases(db: &Db, helpers: &Helpers, n: &Network) -> Result<Vec<Value
         }
     }
     let mut statics = std::collections::HashSet::new();
-    for i in crate::service::instances::list_records(db)? {
+    for i in crate::store::instances::all(db)? {
         let profiles =
-            crate::service::instances::load_profiles(db, &i.profiles).unwrap_or_default();
-        let (_, devs) = crate::service::instances::expand(&profiles, &i.config, &i.devices);
+            crate::service::expansion::load_profiles(db, &i.profiles).unwrap_or_default();
+        let (_, devs) = crate::model::profile::expand(&profiles, &i.config, &i.devices);
         for (dn, d) in devs.iter().filter(|(_, d)| nic_uses(d, &n.name)) {
             let hw = d
                 .get("hwaddr")
@@ -837,7 +836,7 @@ pub async fn create_default(db: &Db, helpers: &Helpers) -> Result<(), DomainErro
     if list(db)?.iter().all(|n| n.name != DEFAULT_BRIDGE) {
         create(db, helpers, DEFAULT_BRIDGE, "bridge", "", BTreeMap::new()).await?;
     }
-    let mut p = crate::service::profiles::get(db, "default")?;
+    let mut p = crate::store::profiles::get(db, "default")?;
     if !p
         .devices
         .values()
@@ -848,7 +847,7 @@ pub async fn create_default(db: &Db, helpers: &Helpers) -> Result<(), DomainErro
         nic.insert("network".into(), DEFAULT_BRIDGE.into());
         nic.insert("name".into(), "eth0".into());
         p.devices.insert("eth0".into(), nic);
-        crate::service::profiles::write(db, &p)?;
+        crate::store::profiles::put(db, &p)?;
     }
     Ok(())
 }

@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 
+use crate::model::devices::DeviceSpec;
 use crate::service::DomainError;
 use crate::store::db::Db;
 
@@ -37,8 +38,8 @@ pub fn get(db: &Db, name: &str) -> Result<Profile, DomainError> {
 /// Checks a profile's config and devices (the same rules as an instance's local ones).
 pub fn validate(db: &Db, p: &Profile) -> Result<(), DomainError> {
     validate_name(&p.name)?;
-    crate::service::instances::validate_config(&p.config, false)?;
-    crate::service::instances::validate_devices(db, &p.devices)?;
+    crate::model::config::check_instance_config(&p.config, false)?;
+    crate::service::profiles::validate_devices(db, &p.devices)?;
     Ok(())
 }
 
@@ -62,14 +63,14 @@ pub fn write(db: &Db, p: &Profile) -> Result<(), DomainError> {
 pub fn update(db: &Db, p: &Profile) -> Result<(), DomainError> {
     validate(db, p)?;
     get(db, &p.name)?;
-    for i in crate::service::instances::list_records(db)? {
+    for i in crate::store::instances::all(db)? {
         if i.profiles.contains(&p.name) {
             let mut profiles: Vec<Profile> = Vec::new();
             for n in &i.profiles {
                 profiles.push(if n == &p.name { p.clone() } else { get(db, n)? });
             }
-            let (_, devices) = crate::service::instances::expand(&profiles, &i.config, &i.devices);
-            let root = crate::service::instances::root_pool(&devices).map_err(|e| {
+            let (_, devices) = crate::model::profile::expand(&profiles, &i.config, &i.devices);
+            let root = crate::model::profile::root_pool(&devices).map_err(|e| {
                 DomainError::BadRequest(format!(
                     "profile change would break instance {:?}: {e}",
                     i.name
@@ -88,7 +89,7 @@ pub fn update(db: &Db, p: &Profile) -> Result<(), DomainError> {
 
 /// Instances using a profile.
 pub fn used_by(db: &Db, name: &str) -> Result<Vec<String>, DomainError> {
-    Ok(crate::service::instances::list_records(db)?
+    Ok(crate::store::instances::all(db)?
         .into_iter()
         .filter(|i| i.profiles.iter().any(|p| p == name))
         .map(|i| format!("/1.0/instances/{}", i.name))
@@ -153,4 +154,25 @@ pub fn ensure_default(db: &Db, pool: &str) -> Result<bool, DomainError> {
         },
     )?;
     Ok(true)
+}
+
+/// Checks devices: each parsed by [`DeviceSpec::parse`] (types, keys, syntax), then what
+/// needs the database: pools and networks must exist.
+pub fn validate_devices(db: &Db, devices: &BTreeMap<String, Device>) -> Result<(), DomainError> {
+    for (name, d) in devices {
+        let bad = |why: String| DomainError::BadRequest(format!("invalid device {name:?}: {why}"));
+        match DeviceSpec::parse(name, d)? {
+            DeviceSpec::Disk(disk) => {
+                if let Some(p) = &disk.pool {
+                    crate::service::storage::get(db, p)
+                        .map_err(|_| bad(format!("storage pool {p:?} not found")))?;
+                }
+            }
+            DeviceSpec::Nic(nic) => {
+                crate::service::networks::validate_nic(db, &nic).map_err(bad)?
+            }
+            DeviceSpec::Proxy(_) | DeviceSpec::None(_) => {}
+        }
+    }
+    Ok(())
 }

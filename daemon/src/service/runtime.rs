@@ -116,8 +116,10 @@ fn expanded_all(
     c: &Services,
     i: &Instance,
 ) -> Result<(BTreeMap<String, String>, Devices), DomainError> {
-    let profiles = instances::load_profiles(&c.db, &i.profiles)?;
-    Ok(instances::expand(&profiles, &i.config, &i.devices))
+    let profiles = crate::service::expansion::load_profiles(&c.db, &i.profiles)?;
+    Ok(crate::model::profile::expand(
+        &profiles, &i.config, &i.devices,
+    ))
 }
 
 fn of_type(
@@ -406,6 +408,28 @@ pub async fn restart(
     Ok(())
 }
 
+/// Ephemeral instances that stopped by themselves, handed to `lifecycle` to delete (the
+/// runtime sits below lifecycle, which deletes through it).
+#[derive(Debug, Clone)]
+pub struct Reaper(tokio::sync::mpsc::UnboundedSender<String>);
+
+impl Reaper {
+    /// A reaper and the end `lifecycle::spawn_reaper` drains.
+    pub fn channel() -> (Reaper, tokio::sync::mpsc::UnboundedReceiver<String>) {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        (Reaper(tx), rx)
+    }
+
+    fn reap(&self, name: &str) {
+        if self.0.send(name.to_string()).is_err() {
+            tracing::warn!(
+                instance = name,
+                "no reaper: the stopped ephemeral instance stays"
+            );
+        }
+    }
+}
+
 /// Follows a running instance until it stops by itself: a reboot inside (init killed by
 /// SIGHUP through reboot(2) in its pid namespace) starts it again, as LXD does; an ephemeral
 /// instance is deleted once stopped.
@@ -449,7 +473,7 @@ pub fn watch(c: Services, name: String) {
         );
         if let Ok(i) = instances::get(&c.db, &name) {
             if i.ephemeral {
-                let _ = instances::delete(&c, &name).await;
+                c.reaper.reap(&name);
             }
         }
     });

@@ -110,7 +110,7 @@ static WRITER: Mutex<()> = Mutex::new(());
 
 /// The stored configuration and its ETag.
 pub fn config(c: &Services) -> Result<(BTreeMap<String, String>, String), DomainError> {
-    let cfg = c.db.config()?;
+    let cfg = crate::store::config::all(&c.db)?;
     let etag = config_etag(&cfg);
     Ok((cfg, etag))
 }
@@ -125,7 +125,7 @@ pub fn update(
 ) -> Result<(), DomainError> {
     {
         let _w = WRITER.lock().unwrap_or_else(|p| p.into_inner());
-        let cur = c.db.config()?;
+        let cur = crate::store::config::all(&c.db)?;
         if let Some(want) = if_match {
             if want.trim_matches('"') != config_etag(&cur) {
                 return Err(DomainError::PreconditionFailed(
@@ -149,7 +149,7 @@ pub fn update(
                 .filter_map(|(k, v)| v.map(|v| (k, v)))
                 .collect()
         };
-        c.db.config_replace(&next)?;
+        crate::store::config::replace(&c.db, &next)?;
     }
     c.events.lifecycle("config-updated", "/1.0", json!({}));
     Ok(())

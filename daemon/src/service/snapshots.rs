@@ -163,8 +163,8 @@ pub async fn create(
 
 /// `snapshots.expiry` (LXD's `1d`, `2w`, `3m`, `1y`, `6H`, `30M` list, summed) from now.
 fn expiry_from(db: &Db, i: &Instance) -> Result<String, DomainError> {
-    let profiles = instances::load_profiles(db, &i.profiles).unwrap_or_default();
-    let (cfg, _) = instances::expand(&profiles, &i.config, &i.devices);
+    let profiles = crate::service::expansion::load_profiles(db, &i.profiles).unwrap_or_default();
+    let (cfg, _) = crate::model::profile::expand(&profiles, &i.config, &i.devices);
     let Some(e) = cfg.get("snapshots.expiry").filter(|e| !e.is_empty()) else {
         return Ok(String::new());
     };
@@ -333,8 +333,9 @@ pub async fn run_schedules(c: &Services, now: time::OffsetDateTime) {
         return;
     };
     for i in all {
-        let profiles = instances::load_profiles(&c.db, &i.profiles).unwrap_or_default();
-        let (cfg, _) = instances::expand(&profiles, &i.config, &i.devices);
+        let profiles =
+            crate::service::expansion::load_profiles(&c.db, &i.profiles).unwrap_or_default();
+        let (cfg, _) = crate::model::profile::expand(&profiles, &i.config, &i.devices);
         let Some(s) = cfg.get("snapshots.schedule").filter(|s| !s.is_empty()) else {
             continue;
         };

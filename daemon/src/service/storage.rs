@@ -148,7 +148,7 @@ pub fn update(db: &Db, p: &Pool) -> Result<(), DomainError> {
 /// What uses a pool: profiles, instances, custom volumes (as API URLs).
 pub fn used_by(db: &Db, name: &str) -> Result<Vec<String>, DomainError> {
     let mut out = Vec::new();
-    for p in crate::service::profiles::list(db)? {
+    for p in crate::store::profiles::all(db)? {
         if p.devices.values().any(|d| {
             crate::model::devices::DeviceType::of(d) == crate::model::devices::DeviceType::Disk
                 && d.get("pool").map(String::as_str) == Some(name)
@@ -156,7 +156,7 @@ pub fn used_by(db: &Db, name: &str) -> Result<Vec<String>, DomainError> {
             out.push(format!("/1.0/profiles/{}", p.name));
         }
     }
-    for i in crate::service::instances::list_records(db)? {
+    for i in crate::store::instances::all(db)? {
         if i.pool == name {
             out.push(format!("/1.0/instances/{}", i.name));
         }
@@ -286,7 +286,7 @@ pub async fn collect_orphans(db: &Db, helpers: &Helpers) -> Result<(), DomainErr
             continue;
         };
         let known_images = image_volumes(db, &p.name)?;
-        let known_instances: Vec<String> = crate::service::instances::list_records(db)?
+        let known_instances: Vec<String> = crate::store::instances::all(db)?
             .into_iter()
             .filter(|i| i.pool == p.name)
             .map(|i| i.name)
@@ -297,7 +297,7 @@ pub async fn collect_orphans(db: &Db, helpers: &Helpers) -> Result<(), DomainErr
             .collect();
         let mut known_snapshots = Vec::new();
         for i in &known_instances {
-            for s in crate::service::snapshots::list(db, i)? {
+            for s in crate::store::snapshots::of_instance(db, i)? {
                 known_snapshots.push(format!("{i}.{}", s.name));
             }
         }

@@ -36,6 +36,7 @@ async fn world(instances: u64) -> World {
         usable: vec![range],
     });
     let events = events::Events::new();
+    let (reaper, stopped) = runtime::Reaper::channel();
     let c = Services {
         helpers: fake::helpers(host.clone()),
         ops: operations::Operations::new(events.clone()),
@@ -49,9 +50,11 @@ async fn world(instances: u64) -> World {
         creating: Default::default(),
         stopping: Default::default(),
         sockets: Default::default(),
+        reaper,
         logs: None,
         backups: None,
     };
+    lifecycle::spawn_reaper(c.clone(), stopped);
     storage::create(&c.db, &c.helpers, "default", "dir", "", BTreeMap::new())
         .await
         .expect("default pool");
@@ -64,8 +67,8 @@ fn request(v: serde_json::Value) -> instances::CreateRequest {
 }
 
 async fn create(c: &Services, v: serde_json::Value) -> Result<instances::Instance, DomainError> {
-    let (req, image) = instances::prepare(c, request(v))?;
-    instances::create(c, req, image).await
+    let (req, image) = lifecycle::prepare(c, request(v))?;
+    lifecycle::create(c, req, image).await
 }
 
 fn base_of(i: &instances::Instance) -> u64 {
@@ -101,7 +104,7 @@ async fn each_instance_gets_its_own_id_range_and_a_full_host_leaves_nothing_behi
     );
 
     // Deleting one frees its range for the next.
-    instances::delete(&w.c, "c2").await.expect("delete");
+    lifecycle::delete(&w.c, "c2").await.expect("delete");
     let i = create(&w.c, json!({"name": "c5", "source": {"type": "none"}}))
         .await
         .expect("the freed range is used again");
@@ -150,8 +153,8 @@ async fn profiles_expand_in_order_and_the_instance_wins() {
     )
     .await
     .expect("create");
-    let loaded = instances::load_profiles(&w.c.db, &i.profiles).expect("profiles");
-    let (config, devices) = instances::expand(&loaded, &i.config, &i.devices);
+    let loaded = crate::service::expansion::load_profiles(&w.c.db, &i.profiles).expect("profiles");
+    let (config, devices) = crate::model::profile::expand(&loaded, &i.config, &i.devices);
     assert_eq!(config["limits.memory"], "1GiB", "from the profile");
     assert_eq!(config["limits.cpu"], "1", "the instance's own value wins");
     assert_eq!(

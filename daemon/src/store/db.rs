@@ -230,24 +230,6 @@ impl Db {
             Ok(v)
         })
     }
-
-    /// All server config keys (see [`crate::store::config`]).
-    pub fn config(&self) -> Result<std::collections::BTreeMap<String, String>, StoreError> {
-        crate::store::config::all(self)
-    }
-
-    /// One config key.
-    pub fn config_get(&self, key: &str) -> Result<Option<String>, StoreError> {
-        crate::store::config::get(self, key)
-    }
-
-    /// Replaces the whole server config in one transaction.
-    pub fn config_replace(
-        &self,
-        cfg: &std::collections::BTreeMap<String, String>,
-    ) -> Result<(), StoreError> {
-        crate::store::config::replace(self, cfg)
-    }
 }
 
 #[cfg(test)]
@@ -259,12 +241,18 @@ mod tests {
         let t = tempfile::tempdir().expect("tmp");
         let p = t.path().join("silo.db");
         let db = Db::open(&p).expect("open");
-        let mut cfg = std::collections::BTreeMap::new();
-        cfg.insert("core.x".to_string(), "1".to_string());
-        db.config_replace(&cfg).expect("write");
+        db.with(|c| c.execute("INSERT INTO config (key, value) VALUES ('core.x', '1')", []))
+            .expect("write");
         drop(db);
         let db = Db::open(&p).expect("reopen");
-        assert_eq!(db.config_get("core.x").expect("get").as_deref(), Some("1"));
+        let kept: String = db
+            .with(|c| {
+                c.query_row("SELECT value FROM config WHERE key = 'core.x'", [], |r| {
+                    r.get(0)
+                })
+            })
+            .expect("read back");
+        assert_eq!(kept, "1");
         let mode: String = db
             .with(|c| c.pragma_query_value(None, "journal_mode", |r| r.get(0)))
             .expect("mode");

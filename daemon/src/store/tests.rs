@@ -194,13 +194,6 @@ fn not_found_and_conflict_texts_are_the_apis() {
         "backup \"b\" of instance \"a\" not found"
     );
     assert_eq!(e(images::alias_delete(&db, "al")), "alias \"al\" not found");
-    // The service layer maps them to their statuses.
-    let d: crate::service::DomainError = instances::get(&db, "x").expect_err("x").into();
-    assert_eq!(d.status(), 404);
-    let d: crate::service::DomainError = instances::insert(&db, &instance("a"))
-        .expect_err("dup")
-        .into();
-    assert_eq!(d.status(), 409);
 }
 
 #[test]
