@@ -84,6 +84,18 @@ fn hello(helper: &str) -> HelperHello {
     }
 }
 
+/// Trait methods the fakes do not model: each refuses with `HelperError::Unsupported`.
+macro_rules! unsupported {
+    ($( fn $m:ident($($a:ident: $t:ty),*) -> $r:ty; )*) => {
+        $(
+            async fn $m(self, _: Context, $($a: $t),*) -> HelperResult<$r> {
+                let _ = ($($a,)*);
+                Err(unsupported(stringify!($m)))
+            }
+        )*
+    };
+}
+
 #[derive(Debug, Clone)]
 struct FakePriv(Arc<FakeHost>);
 #[derive(Debug, Clone)]
@@ -126,22 +138,9 @@ impl Priv for FakePriv {
         hello("silo-priv")
     }
 
-    async fn cgroup_layout(self, _: Context) -> HelperResult<CgroupLayout> {
-        Err(unsupported("cgroup_layout"))
-    }
-
     async fn create_cgroup(self, _: Context, instance: InstanceName) -> HelperResult<CgroupInfo> {
         self.0.call(format!("create_cgroup {instance}"));
         Err(unsupported("create_cgroup"))
-    }
-
-    async fn list_cgroups(self, _: Context) -> HelperResult<Vec<InstanceName>> {
-        Err(unsupported("list_cgroups"))
-    }
-
-    async fn delete_cgroup(self, _: Context, instance: InstanceName) -> HelperResult<()> {
-        let _ = instance;
-        Err(unsupported("delete_cgroup"))
     }
 
     async fn id_range(self, _: Context) -> HelperResult<IdRanges> {
@@ -168,33 +167,8 @@ impl Priv for FakePriv {
         Ok(())
     }
 
-    async fn wait_stopped(
-        self,
-        _: Context,
-        instance: InstanceName,
-        timeout_ms: u64,
-    ) -> HelperResult<InitExit> {
-        let _ = instance;
-        let _ = timeout_ms;
-        Err(unsupported("wait_stopped"))
-    }
-
     async fn running(self, _: Context) -> HelperResult<Vec<RunningInfo>> {
         Ok(lock(&self.0.running).values().cloned().collect())
-    }
-
-    async fn stats(self, _: Context, instance: InstanceName) -> HelperResult<InstanceStats> {
-        let _ = instance;
-        Err(unsupported("stats"))
-    }
-
-    async fn stats_many(
-        self,
-        _: Context,
-        instances: Vec<InstanceName>,
-    ) -> HelperResult<Vec<(InstanceName, InstanceStats)>> {
-        let _ = instances;
-        Err(unsupported("stats_many"))
     }
 
     async fn set_limits(
@@ -208,58 +182,6 @@ impl Priv for FakePriv {
         Ok(())
     }
 
-    async fn freeze(self, _: Context, instance: InstanceName, frozen: bool) -> HelperResult<()> {
-        let _ = instance;
-        let _ = frozen;
-        Err(unsupported("freeze"))
-    }
-
-    async fn exec(self, _: Context, spec: ExecSpec) -> HelperResult<ExecStarted> {
-        let _ = spec;
-        Err(unsupported("exec"))
-    }
-
-    async fn exec_wait(self, _: Context, id: u64, timeout_ms: u64) -> HelperResult<Option<i32>> {
-        let _ = id;
-        let _ = timeout_ms;
-        Err(unsupported("exec_wait"))
-    }
-
-    async fn exec_signal(self, _: Context, id: u64, signal: i32) -> HelperResult<()> {
-        let _ = id;
-        let _ = signal;
-        Err(unsupported("exec_signal"))
-    }
-
-    async fn console(self, _: Context, instance: InstanceName) -> HelperResult<FdTicket> {
-        let _ = instance;
-        Err(unsupported("console"))
-    }
-
-    async fn console_resize(
-        self,
-        _: Context,
-        instance: InstanceName,
-        width: u16,
-        height: u16,
-    ) -> HelperResult<()> {
-        let _ = instance;
-        let _ = width;
-        let _ = height;
-        Err(unsupported("console_resize"))
-    }
-
-    async fn console_log(
-        self,
-        _: Context,
-        instance: InstanceName,
-        max: u64,
-    ) -> HelperResult<Vec<u8>> {
-        let _ = instance;
-        let _ = max;
-        Err(unsupported("console_log"))
-    }
-
     async fn forget(self, _: Context, instance: InstanceName) -> HelperResult<()> {
         self.0.call(format!("forget {instance}"));
         lock(&self.0.running).remove(instance.as_str());
@@ -269,6 +191,22 @@ impl Priv for FakePriv {
     async fn release(self, _: Context, instance: InstanceName) -> HelperResult<()> {
         self.0.call(format!("release {instance}"));
         Ok(())
+    }
+
+    unsupported! {
+        fn cgroup_layout() -> CgroupLayout;
+        fn list_cgroups() -> Vec<InstanceName>;
+        fn delete_cgroup(instance: InstanceName) -> ();
+        fn wait_stopped(instance: InstanceName, timeout_ms: u64) -> InitExit;
+        fn stats(instance: InstanceName) -> InstanceStats;
+        fn stats_many(instances: Vec<InstanceName>) -> Vec<(InstanceName, InstanceStats)>;
+        fn freeze(instance: InstanceName, frozen: bool) -> ();
+        fn exec(spec: ExecSpec) -> ExecStarted;
+        fn exec_wait(id: u64, timeout_ms: u64) -> Option<i32>;
+        fn exec_signal(id: u64, signal: i32) -> ();
+        fn console(instance: InstanceName) -> FdTicket;
+        fn console_resize(instance: InstanceName, width: u16, height: u16) -> ();
+        fn console_log(instance: InstanceName, max: u64) -> Vec<u8>;
     }
 }
 
@@ -291,11 +229,6 @@ impl Net for FakeNet {
         })
     }
 
-    async fn bridge_info(self, _: Context, name: IfName) -> HelperResult<BridgeInfo> {
-        let _ = name;
-        Err(unsupported("bridge_info"))
-    }
-
     async fn list_bridges(self, _: Context) -> HelperResult<Vec<BridgeInfo>> {
         Ok(Vec::new())
     }
@@ -305,33 +238,8 @@ impl Net for FakeNet {
         Ok(())
     }
 
-    async fn pick_subnets(
-        self,
-        _: Context,
-        ipv4: bool,
-        ipv6: bool,
-        avoid4: Vec<Ipv4Cidr>,
-        avoid6: Vec<Ipv6Cidr>,
-    ) -> HelperResult<SubnetChoice> {
-        let _ = ipv4;
-        let _ = ipv6;
-        let _ = avoid4;
-        let _ = avoid6;
-        Err(unsupported("pick_subnets"))
-    }
-
     async fn list_links(self, _: Context) -> HelperResult<Vec<LinkState>> {
         Ok(Vec::new())
-    }
-
-    async fn link_state(self, _: Context, name: IfName) -> HelperResult<LinkState> {
-        let _ = name;
-        Err(unsupported("link_state"))
-    }
-
-    async fn leases(self, _: Context, bridge: IfName) -> HelperResult<Vec<Lease>> {
-        let _ = bridge;
-        Err(unsupported("leases"))
     }
 
     async fn set_host_entry(
@@ -374,35 +282,20 @@ impl Net for FakeNet {
         Ok(())
     }
 
-    async fn start_proxy(
-        self,
-        _: Context,
-        instance: InstanceName,
-        device: DeviceName,
-        spec: ProxySpec,
-    ) -> HelperResult<()> {
-        let _ = instance;
-        let _ = device;
-        let _ = spec;
-        Err(unsupported("start_proxy"))
-    }
-
-    async fn stop_proxy(
-        self,
-        _: Context,
-        instance: InstanceName,
-        device: Option<DeviceName>,
-    ) -> HelperResult<()> {
-        let _ = instance;
-        let _ = device;
-        Err(unsupported("stop_proxy"))
-    }
-
     async fn network_rules(self, _: Context) -> NetworkRules {
         NetworkRules {
             ranges: Vec::new(),
             name_prefixes: Vec::new(),
         }
+    }
+
+    unsupported! {
+        fn bridge_info(name: IfName) -> BridgeInfo;
+        fn pick_subnets(ipv4: bool, ipv6: bool, avoid4: Vec<Ipv4Cidr>, avoid6: Vec<Ipv6Cidr>) -> SubnetChoice;
+        fn link_state(name: IfName) -> LinkState;
+        fn leases(bridge: IfName) -> Vec<Lease>;
+        fn start_proxy(instance: InstanceName, device: DeviceName, spec: ProxySpec) -> ();
+        fn stop_proxy(instance: InstanceName, device: Option<DeviceName>) -> ();
     }
 }
 
@@ -424,16 +317,6 @@ impl Store for FakeStore {
             space_total: 0,
             space_used: 0,
         })
-    }
-
-    async fn pool_info(self, _: Context, pool: PoolName) -> HelperResult<PoolInfo> {
-        let _ = pool;
-        Err(unsupported("pool_info"))
-    }
-
-    async fn delete_pool(self, _: Context, pool: PoolName) -> HelperResult<()> {
-        let _ = pool;
-        Err(unsupported("delete_pool"))
     }
 
     async fn create_volume(
@@ -467,19 +350,6 @@ impl Store for FakeStore {
             .collect())
     }
 
-    async fn volume_usage(
-        self,
-        _: Context,
-        pool: PoolName,
-        kind: VolumeKind,
-        volume: VolumeName,
-    ) -> HelperResult<u64> {
-        let _ = pool;
-        let _ = kind;
-        let _ = volume;
-        Err(unsupported("volume_usage"))
-    }
-
     async fn delete_volume(
         self,
         _: Context,
@@ -495,22 +365,6 @@ impl Store for FakeStore {
             });
         }
         Ok(())
-    }
-
-    async fn create_loop_file(
-        self,
-        _: Context,
-        pool: PoolName,
-        size: u64,
-    ) -> HelperResult<LoopFileInfo> {
-        let _ = pool;
-        let _ = size;
-        Err(unsupported("create_loop_file"))
-    }
-
-    async fn delete_loop_file(self, _: Context, pool: PoolName) -> HelperResult<()> {
-        let _ = pool;
-        Err(unsupported("delete_loop_file"))
     }
 
     async fn mount_pool(
@@ -538,34 +392,6 @@ impl Store for FakeStore {
         Ok(UnpackReport::default())
     }
 
-    async fn file_get(
-        self,
-        _: Context,
-        pool: PoolName,
-        instance: VolumeName,
-        path: String,
-    ) -> HelperResult<FileMeta> {
-        let _ = pool;
-        let _ = instance;
-        let _ = path;
-        Err(unsupported("file_get"))
-    }
-
-    async fn file_put(
-        self,
-        _: Context,
-        pool: PoolName,
-        instance: VolumeName,
-        path: String,
-        put: FilePut,
-    ) -> HelperResult<Option<FdTicket>> {
-        let _ = pool;
-        let _ = instance;
-        let _ = path;
-        let _ = put;
-        Err(unsupported("file_put"))
-    }
-
     async fn render_templates(
         self,
         _: Context,
@@ -578,19 +404,6 @@ impl Store for FakeStore {
             vars.trigger
         ));
         Ok(Vec::new())
-    }
-
-    async fn file_delete(
-        self,
-        _: Context,
-        pool: PoolName,
-        instance: VolumeName,
-        path: String,
-    ) -> HelperResult<()> {
-        let _ = pool;
-        let _ = instance;
-        let _ = path;
-        Err(unsupported("file_delete"))
     }
 
     async fn copy_volume(
@@ -640,46 +453,17 @@ impl Store for FakeStore {
         Ok(())
     }
 
-    async fn pack_volume(
-        self,
-        _: Context,
-        pool: PoolName,
-        kind: VolumeKind,
-        volume: VolumeName,
-        compression: PackCompression,
-        meta: PackMeta,
-    ) -> HelperResult<FdTicket> {
-        let _ = pool;
-        let _ = kind;
-        let _ = volume;
-        let _ = compression;
-        let _ = meta;
-        Err(unsupported("pack_volume"))
-    }
-
-    async fn pack_backup(
-        self,
-        _: Context,
-        pool: PoolName,
-        instance: VolumeName,
-        backup: BackupPack,
-    ) -> HelperResult<FdTicket> {
-        let _ = pool;
-        let _ = instance;
-        let _ = backup;
-        Err(unsupported("pack_backup"))
-    }
-
-    async fn unpack_backup(
-        self,
-        _: Context,
-        pool: PoolName,
-        upload: VolumeName,
-        instance: VolumeName,
-        snapshots: Vec<(VolumeName, VolumeName)>,
-        optimized: bool,
-    ) -> HelperResult<()> {
-        let _ = (pool, upload, instance, snapshots, optimized);
-        Err(unsupported("unpack_backup"))
+    unsupported! {
+        fn pool_info(pool: PoolName) -> PoolInfo;
+        fn delete_pool(pool: PoolName) -> ();
+        fn volume_usage(pool: PoolName, kind: VolumeKind, volume: VolumeName) -> u64;
+        fn create_loop_file(pool: PoolName, size: u64) -> LoopFileInfo;
+        fn delete_loop_file(pool: PoolName) -> ();
+        fn file_get(pool: PoolName, instance: VolumeName, path: String) -> FileMeta;
+        fn file_put(pool: PoolName, instance: VolumeName, path: String, put: FilePut) -> Option<FdTicket>;
+        fn file_delete(pool: PoolName, instance: VolumeName, path: String) -> ();
+        fn pack_volume(pool: PoolName, kind: VolumeKind, volume: VolumeName, compression: PackCompression, meta: PackMeta) -> FdTicket;
+        fn pack_backup(pool: PoolName, instance: VolumeName, backup: BackupPack) -> FdTicket;
+        fn unpack_backup(pool: PoolName, upload: VolumeName, instance: VolumeName, snapshots: Vec<(VolumeName, VolumeName)>, optimized: bool) -> ();
     }
 }

@@ -167,17 +167,17 @@ mod tests {
     fn db() -> (tempfile::TempDir, Db) {
         let t = tempfile::tempdir().expect("tmp");
         let db = Db::open(&t.path().join("silo.db")).expect("open");
-        db.with(|c| {
-            c.execute(
-                "INSERT INTO storage_pools (name, driver) VALUES ('default', 'dir')",
-                [],
-            )?;
-            c.execute(
-                "INSERT INTO custom_volumes (pool, name) VALUES ('default', 'imgs')",
-                [],
-            )
-        })
-        .expect("seed");
+        crate::store::pools::insert(
+            &db,
+            &crate::model::pool::Pool {
+                name: "default".into(),
+                driver: "dir".into(),
+                description: String::new(),
+                config: BTreeMap::new(),
+            },
+        )
+        .expect("pool");
+        crate::store::pools::insert_custom_volume(&db, "default", "imgs", "").expect("volume");
         (t, db)
     }
 

@@ -19,13 +19,12 @@ fn row(r: &Row<'_>) -> Result<Backup, StoreError> {
 
 fn select(db: &Db, filter: &str, args: impl rusqlite::Params) -> Result<Vec<Backup>, StoreError> {
     db.run(|c| {
-        let mut st = c.prepare(&format!("SELECT * FROM backups {filter} ORDER BY name"))?;
-        let mut rows = st.query(args)?;
-        let mut out = Vec::new();
-        while let Some(r) = rows.next()? {
-            out.push(row(r)?);
-        }
-        Ok(out)
+        crate::store::db::rows(
+            c,
+            &format!("SELECT * FROM backups {filter} ORDER BY name"),
+            args,
+            row,
+        )
     })
 }
 

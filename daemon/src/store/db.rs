@@ -232,6 +232,22 @@ impl Db {
     }
 }
 
+/// Every row `sql` selects, decoded by `row`: the one read loop every table shares.
+pub(crate) fn rows<T>(
+    c: &Connection,
+    sql: &str,
+    args: impl rusqlite::Params,
+    row: fn(&rusqlite::Row<'_>) -> Result<T, StoreError>,
+) -> Result<Vec<T>, StoreError> {
+    let mut st = c.prepare(sql)?;
+    let mut rows = st.query(args)?;
+    let mut out = Vec::new();
+    while let Some(r) = rows.next()? {
+        out.push(row(r)?);
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -41,15 +41,12 @@ fn select(
     filter: &str,
     args: impl rusqlite::Params,
 ) -> Result<Vec<Image>, StoreError> {
-    let mut st = c.prepare(&format!(
-        "SELECT * FROM images {filter} ORDER BY fingerprint"
-    ))?;
-    let mut rows = st.query(args)?;
-    let mut out = Vec::new();
-    while let Some(r) = rows.next()? {
-        out.push(row(r)?);
-    }
-    Ok(out)
+    crate::store::db::rows(
+        c,
+        &format!("SELECT * FROM images {filter} ORDER BY fingerprint"),
+        args,
+        row,
+    )
 }
 
 /// All images, by fingerprint.

@@ -41,15 +41,7 @@ pub(crate) fn get_in(c: &rusqlite::Connection, name: &str) -> Result<Instance, S
 
 /// All instances, by name.
 pub fn all(db: &Db) -> Result<Vec<Instance>, StoreError> {
-    db.run(|c| {
-        let mut st = c.prepare("SELECT * FROM instances ORDER BY name")?;
-        let mut rows = st.query([])?;
-        let mut out = Vec::new();
-        while let Some(r) = rows.next()? {
-            out.push(row(r)?);
-        }
-        Ok(out)
-    })
+    db.run(|c| crate::store::db::rows(c, "SELECT * FROM instances ORDER BY name", [], row))
 }
 
 /// One instance.

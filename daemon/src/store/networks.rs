@@ -23,15 +23,12 @@ fn select(
     filter: &str,
     args: impl rusqlite::Params,
 ) -> Result<Vec<Network>, StoreError> {
-    let mut st = c.prepare(&format!(
-        "SELECT name, type, description, config FROM networks {filter} ORDER BY name"
-    ))?;
-    let mut rows = st.query(args)?;
-    let mut out = Vec::new();
-    while let Some(r) = rows.next()? {
-        out.push(row(r)?);
-    }
-    Ok(out)
+    crate::store::db::rows(
+        c,
+        &format!("SELECT name, type, description, config FROM networks {filter} ORDER BY name"),
+        args,
+        row,
+    )
 }
 
 /// All networks, by name.

@@ -22,15 +22,14 @@ fn select(
     filter: &str,
     args: impl rusqlite::Params,
 ) -> Result<Vec<Pool>, StoreError> {
-    let mut st = c.prepare(&format!(
-        "SELECT name, driver, description, config FROM storage_pools {filter} ORDER BY name"
-    ))?;
-    let mut rows = st.query(args)?;
-    let mut out = Vec::new();
-    while let Some(r) = rows.next()? {
-        out.push(row(r)?);
-    }
-    Ok(out)
+    crate::store::db::rows(
+        c,
+        &format!(
+            "SELECT name, driver, description, config FROM storage_pools {filter} ORDER BY name"
+        ),
+        args,
+        row,
+    )
 }
 
 /// All pools, by name.

@@ -25,15 +25,12 @@ fn select(
     filter: &str,
     args: impl rusqlite::Params,
 ) -> Result<Vec<Profile>, StoreError> {
-    let mut st = c.prepare(&format!(
-        "SELECT name, description, config, devices FROM profiles {filter} ORDER BY name"
-    ))?;
-    let mut rows = st.query(args)?;
-    let mut out = Vec::new();
-    while let Some(r) = rows.next()? {
-        out.push(row(r)?);
-    }
-    Ok(out)
+    crate::store::db::rows(
+        c,
+        &format!("SELECT name, description, config, devices FROM profiles {filter} ORDER BY name"),
+        args,
+        row,
+    )
 }
 
 /// All profiles, by name.

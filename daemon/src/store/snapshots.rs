@@ -27,15 +27,12 @@ fn row(r: &Row<'_>) -> Result<Snapshot, StoreError> {
 
 fn select(db: &Db, filter: &str, args: impl rusqlite::Params) -> Result<Vec<Snapshot>, StoreError> {
     db.run(|c| {
-        let mut st = c.prepare(&format!(
-            "SELECT * FROM snapshots {filter} ORDER BY created_at, name"
-        ))?;
-        let mut rows = st.query(args)?;
-        let mut out = Vec::new();
-        while let Some(r) = rows.next()? {
-            out.push(row(r)?);
-        }
-        Ok(out)
+        crate::store::db::rows(
+            c,
+            &format!("SELECT * FROM snapshots {filter} ORDER BY created_at, name"),
+            args,
+            row,
+        )
     })
 }
 
