@@ -28,71 +28,69 @@ fn confinement_json(pid: u32, landlock: &str) -> serde_json::Value {
 }
 
 /// The storage drivers this host can make pools with, as LXD lists them.
-fn supported_drivers(btrfs: Option<&str>) -> Vec<Value> {
+fn supported_drivers(btrfs: Option<&str>) -> Vec<silo_api::ServerStorageDriverInfo> {
+    let driver = |name: &str, version: &str| silo_api::ServerStorageDriverInfo {
+        name: name.into(),
+        version: version.into(),
+        remote: false,
+    };
     let mut v = Vec::new();
     if let Some(version) = btrfs {
-        v.push(json!({"Name": "btrfs", "Version": version, "Remote": false}));
+        v.push(driver("btrfs", version));
     }
-    v.push(json!({"Name": "dir", "Version": "1", "Remote": false}));
+    v.push(driver("dir", "1"));
     v
 }
 
 /// The server object (also used by `silo info`), from the stored configuration: secrets are
 /// masked here so no caller can show them.
-pub fn server_info(d: &Services, config: &BTreeMap<String, String>) -> serde_json::Value {
-    let helpers: Vec<serde_json::Value> = d
-        .helpers
-        .handles
-        .iter()
-        .map(|h| {
-            let mut v = confinement_json(h.pid, &h.hello.landlock);
-            v["name"] = json!(h.kind.binary());
-            v
-        })
-        .collect();
+pub fn server_info(d: &Services, config: &BTreeMap<String, String>) -> silo_api::Server {
+    let helpers = d.helpers.handles.iter().map(|h| {
+        let mut v = confinement_json(h.pid, &h.hello.landlock);
+        v["name"] = json!(h.kind.binary());
+        v
+    });
     let mut daemon = confinement_json(std::process::id(), &d.landlock);
     daemon["name"] = json!("silod");
-    json!({
-        "config": server::shown(config),
-        "api_extensions": super::API_EXTENSIONS,
-        "api_status": "stable",
-        "api_version": "1.0",
-        "auth": "trusted",
-        "auth_methods": ["tls"],
-        "public": false,
-        "environment": {
-            "addresses": [],
-            "architectures": [d.host.kernel_architecture.clone()],
-            "certificate": "",
-            "certificate_fingerprint": "",
-            "driver": "silo",
-            "driver_version": env!("CARGO_PKG_VERSION"),
-            "firewall": "nftables",
-            "kernel": "Linux",
-            "kernel_architecture": d.host.kernel_architecture,
-            "kernel_features": {},
-            "kernel_version": d.host.kernel_version,
-            "lxc_features": {},
-            "os_name": d.host.os_name,
-            "os_version": d.host.os_version,
-            "project": "default",
-            "server": "silo",
-            "server_clustered": false,
-            "server_event_mode": "full-mesh",
-            "server_name": d.host.hostname,
-            "server_pid": std::process::id(),
-            "server_version": env!("CARGO_PKG_VERSION"),
-            "storage": "dir",
-            "storage_version": "1",
-            "storage_supported_drivers": supported_drivers(d.host.btrfs.as_deref()),
+    let s = |v: &str| v.to_string();
+    silo_api::Server {
+        config: server::shown(config),
+        api_extensions: super::API_EXTENSIONS.iter().map(|e| s(e)).collect(),
+        api_status: s("stable"),
+        api_version: s("1.0"),
+        auth: s("trusted"),
+        auth_methods: vec![s("tls")],
+        public: false,
+        environment: silo_api::ServerEnvironment {
+            architectures: vec![d.host.kernel_architecture.clone()],
+            driver: s("silo"),
+            driver_version: s(env!("CARGO_PKG_VERSION")),
+            firewall: s("nftables"),
+            kernel: s("Linux"),
+            kernel_architecture: d.host.kernel_architecture.clone(),
+            kernel_version: d.host.kernel_version.clone(),
+            os_name: d.host.os_name.clone(),
+            os_version: d.host.os_version.clone(),
+            project: s("default"),
+            server: s("silo"),
+            server_clustered: false,
+            server_event_mode: s("full-mesh"),
+            server_name: d.host.hostname.clone(),
+            server_pid: i64::from(std::process::id()),
+            server_version: s(env!("CARGO_PKG_VERSION")),
+            storage: s("dir"),
+            storage_version: s("1"),
+            storage_supported_drivers: supported_drivers(d.host.btrfs.as_deref()),
+            ..Default::default()
         },
-        "silo": {
-            "state_dir": d.state_dir.display().to_string(),
-            "uptime_secs": d.started.elapsed().as_secs(),
-            "schema_version": server::schema_version(),
-            "processes": std::iter::once(daemon).chain(helpers).collect::<Vec<_>>(),
-        },
-    })
+        silo: Some(silo_api::SiloServerInfo {
+            state_dir: d.state_dir.display().to_string(),
+            uptime_secs: d.started.elapsed().as_secs(),
+            schema_version: server::schema_version(),
+            processes: std::iter::once(daemon).chain(helpers).collect(),
+        }),
+        ..Default::default()
+    }
 }
 
 /// `GET /1.0`.
@@ -146,15 +144,13 @@ mod tests {
 
     #[test]
     fn drivers_list_btrfs_when_usable() {
-        let names = |v: Vec<Value>| -> Vec<String> {
-            v.iter()
-                .map(|d| d["Name"].as_str().unwrap_or_default().to_string())
-                .collect()
+        let names = |v: Vec<silo_api::ServerStorageDriverInfo>| -> Vec<String> {
+            v.into_iter().map(|d| d.name).collect()
         };
         assert_eq!(names(supported_drivers(None)), ["dir"]);
         let v = supported_drivers(Some("6.2"));
         assert_eq!(
-            v[0],
+            serde_json::to_value(&v[0]).expect("json"),
             json!({"Name": "btrfs", "Version": "6.2", "Remote": false})
         );
         assert_eq!(names(v), ["btrfs", "dir"]);
