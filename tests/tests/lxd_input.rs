@@ -110,6 +110,26 @@ fn keys_in_any_case_and_invalid_utf8_are_taken_as_lxd_takes_them() {
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     let p = d.api_ok("GET", "/1.0/profiles/p-case", None);
     assert_eq!(p["description"], "bad \u{fffd} byte", "{p}");
+
+    // PUT of an instance goes through the same decoder (it once decoded strictly).
+    d.api_ok(
+        "POST",
+        "/1.0/instances",
+        Some(json!({"name": "c-case", "source": {"type": "none"}})),
+    );
+    let (code, op) = d.api(
+        "PUT",
+        "/1.0/instances/c-case",
+        Some(
+            json!({"Description": "folded", "Profiles": ["default"], "config": null,
+                    "devices": null, "ephemeral": null}),
+        ),
+    );
+    assert_eq!(code, 202, "{op}");
+    assert_eq!(d.wait_op(&op)["status"], "Success");
+    let i = d.api_ok("GET", "/1.0/instances/c-case", None);
+    assert_eq!(i["description"], "folded", "{i}");
+    d.api_ok("DELETE", "/1.0/instances/c-case", None);
 }
 
 /// One request with a body that is not valid UTF-8 (which no `Value` can hold), over the socket

@@ -236,13 +236,9 @@ pub async fn put(
     body: axum::body::Bytes,
 ) -> ApiResult {
     check_etag(&d, &name, &headers)?;
-    let v: Value = serde_json::from_slice(&body)
-        .map_err(|e| DomainError::BadRequest(format!("invalid request body: {e}")))?;
-    if let Some(snap) = v
-        .get("restore")
-        .and_then(Value::as_str)
-        .filter(|s| !s.is_empty())
-    {
+    let bad = |e: serde_json::Error| DomainError::BadRequest(format!("invalid request body: {e}"));
+    let put: silo_api::InstancePut = super::lenient::from_slice(&body).map_err(bad)?;
+    if let Some(snap) = Some(put.restore.as_str()).filter(|s| !s.is_empty()) {
         // lxc sends "<instance>/<snapshot>".
         let snap = match snap.split_once('/') {
             Some((inst, s)) if inst == name => s,
@@ -255,8 +251,7 @@ pub async fn put(
         };
         return super::snapshots::restore(&d, name.clone(), snap.to_string()).await;
     }
-    let w: Writable = serde_json::from_value(v)
-        .map_err(|e| DomainError::BadRequest(format!("invalid request body: {e}")))?;
+    let w: Writable = super::lenient::from_slice(&body).map_err(bad)?;
     // Validate now so a bad request is a 400, not a failed operation.
     let i = instances::apply_dry(&d.db, &name, w.clone(), false)?;
     let dd = d.clone();
@@ -505,18 +500,17 @@ pub async fn console(
     body: axum::body::Bytes,
 ) -> ApiResult {
     instances::get(&d.db, &name)?;
-    let v: Value = if body.is_empty() {
-        json!({})
+    let req: silo_api::InstanceConsolePost = if body.is_empty() {
+        Default::default()
     } else {
         super::lenient::from_slice(&body)
             .map_err(|e| DomainError::BadRequest(format!("invalid request body: {e}")))?
     };
-    if let Some(t) = v.get("type").and_then(Value::as_str) {
-        if t != "console" {
-            return Err(DomainError::BadRequest(format!(
-                "console type {t:?} is not supported (containers have a text console only)"
-            )));
-        }
+    let t = req.kind.as_str();
+    if !t.is_empty() && t != "console" {
+        return Err(DomainError::BadRequest(format!(
+            "console type {t:?} is not supported (containers have a text console only)"
+        )));
     }
     let c = Services::clone(&d);
     if !crate::service::runtime::is_running(&c, &name).await? {
