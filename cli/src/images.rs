@@ -233,10 +233,7 @@ fn basename(p: &str) -> String {
 
 /// The files and properties of `silo image import`: one unified tarball or a metadata and a
 /// rootfs tarball; `key=value` arguments that are not files are properties.
-fn import_files(
-    args: &[String],
-    props: &[String],
-) -> Result<(String, Option<String>, Vec<(String, String)>), CmdError> {
+fn import_files(args: &[String], props: &[String]) -> Result<ImportFiles, CmdError> {
     let mut files = Vec::new();
     let mut properties = Vec::new();
     for a in args {
@@ -271,7 +268,21 @@ fn import_files(
             ));
         }
     }
-    Ok((meta, rootfs, properties))
+    Ok(ImportFiles {
+        meta,
+        rootfs,
+        properties,
+    })
+}
+
+/// What `silo image import` uploads.
+struct ImportFiles {
+    /// The unified tarball, or the metadata tarball of a split image.
+    meta: String,
+    /// The rootfs tarball of a split image.
+    rootfs: Option<String>,
+    /// The image's properties, in the order given.
+    properties: Vec<(String, String)>,
 }
 
 /// The upload's body and length: the tarball as is, or both tarballs as multipart form data
@@ -325,7 +336,11 @@ async fn import(
     public: bool,
     props: &[String],
 ) -> Result<(), CmdError> {
-    let (meta, rootfs, properties) = import_files(args, props)?;
+    let ImportFiles {
+        meta,
+        rootfs,
+        properties,
+    } = import_files(args, props)?;
     let mut headers: Vec<(&str, String)> = vec![("x-lxd-filename", basename(&meta))];
     if public {
         headers.push(("x-lxd-public", "1".to_string()));
