@@ -358,8 +358,10 @@ impl Operation {
     }
 }
 
-/// `silo exec NAME -- COMMAND...`.
-pub async fn exec(client: &Client, a: ExecArgs) -> Result<(), CmdError> {
+/// The exec request for `a`: the environment (TERM first), whether it is interactive (the
+/// flags, else whether stdin and stdout are terminals) and the terminal's size. Also returns
+/// whether stdin is a terminal.
+fn exec_request(a: &ExecArgs) -> Result<(InstanceExecPost, bool), CmdError> {
     if a.force_interactive && a.force_noninteractive {
         return fail("You can't pass -t and -T at the same time");
     }
@@ -404,6 +406,13 @@ pub async fn exec(client: &Client, a: ExecArgs) -> Result<(), CmdError> {
         group: a.group,
         cwd: a.cwd.clone().unwrap_or_default(),
     };
+    Ok((req, stdin_tty))
+}
+
+/// `silo exec NAME -- COMMAND...`.
+pub async fn exec(client: &Client, a: ExecArgs) -> Result<(), CmdError> {
+    let (req, stdin_tty) = exec_request(&a)?;
+    let interactive = req.interactive;
     let _raw = if interactive && stdin_tty {
         Some(RawTerminal::enter()?)
     } else {

@@ -231,13 +231,9 @@ fn basename(p: &str) -> String {
         .unwrap_or_else(|| p.to_string())
 }
 
-async fn import(
-    client: &Client,
-    args: &[String],
-    aliases: &[String],
-    public: bool,
-    props: &[String],
-) -> Result<(), CmdError> {
+/// The files and properties of `silo image import`: one unified tarball or a metadata and a
+/// rootfs tarball; `key=value` arguments that are not files are properties.
+fn import_files(args: &[String], props: &[String]) -> Result<ImportFiles, CmdError> {
     let mut files = Vec::new();
     let mut properties = Vec::new();
     for a in args {
@@ -272,20 +268,32 @@ async fn import(
             ));
         }
     }
-    let mut headers: Vec<(&str, String)> = vec![("x-lxd-filename", basename(&meta))];
-    if public {
-        headers.push(("x-lxd-public", "1".to_string()));
-    }
-    if !properties.is_empty() {
-        let enc = serde_urlencoded::to_string(&properties)
-            .map_err(|e| CmdError::Fail(format!("encoding the properties: {e}")))?;
-        headers.push(("x-lxd-properties", enc));
-    }
-    let (mf, mlen) = open_file(&meta).await?;
-    let (stream, total): (
-        futures::stream::BoxStream<'static, Result<Bytes, std::io::Error>>,
-        u64,
-    ) = match &rootfs {
+    Ok(ImportFiles {
+        meta,
+        rootfs,
+        properties,
+    })
+}
+
+/// What `silo image import` uploads.
+struct ImportFiles {
+    /// The unified tarball, or the metadata tarball of a split image.
+    meta: String,
+    /// The rootfs tarball of a split image.
+    rootfs: Option<String>,
+    /// The image's properties, in the order given.
+    properties: Vec<(String, String)>,
+}
+
+/// The upload's body and length: the tarball as is, or both tarballs as multipart form data
+/// (its content type is added to `headers`).
+async fn upload_body(
+    meta: &str,
+    rootfs: Option<&str>,
+    headers: &mut Vec<(&str, String)>,
+) -> Result<(UploadStream, u64), CmdError> {
+    let (mf, mlen) = open_file(meta).await?;
+    let body = match rootfs {
         None => {
             headers.push(("content-type", "application/octet-stream".to_string()));
             (file_stream(mf).boxed(), mlen)
@@ -299,7 +307,7 @@ async fn import(
                         file.replace(['"', '\r', '\n'], "_")
                     )
             };
-            let head1 = part("metadata", &basename(&meta));
+            let head1 = part("metadata", &basename(meta));
             let head2 = format!("\r\n{}", part("rootfs", &basename(r)));
             let tail = format!("\r\n--{boundary}--\r\n");
             let total = head1.len() as u64 + mlen + head2.len() as u64 + rlen + tail.len() as u64;
@@ -316,6 +324,33 @@ async fn import(
             (st.boxed(), total)
         }
     };
+    Ok(body)
+}
+
+type UploadStream = futures::stream::BoxStream<'static, Result<Bytes, std::io::Error>>;
+
+async fn import(
+    client: &Client,
+    args: &[String],
+    aliases: &[String],
+    public: bool,
+    props: &[String],
+) -> Result<(), CmdError> {
+    let ImportFiles {
+        meta,
+        rootfs,
+        properties,
+    } = import_files(args, props)?;
+    let mut headers: Vec<(&str, String)> = vec![("x-lxd-filename", basename(&meta))];
+    if public {
+        headers.push(("x-lxd-public", "1".to_string()));
+    }
+    if !properties.is_empty() {
+        let enc = serde_urlencoded::to_string(&properties)
+            .map_err(|e| CmdError::Fail(format!("encoding the properties: {e}")))?;
+        headers.push(("x-lxd-properties", enc));
+    }
+    let (stream, total) = upload_body(&meta, rootfs.as_deref(), &mut headers).await?;
     headers.push(("content-length", total.to_string()));
     let pb = util::progress("Transferring image", Some(total));
     let pbc = pb.clone();
@@ -697,140 +732,182 @@ async fn export(client: &Client, name: &str, target: Option<PathBuf>) -> Result<
     let ctype = header("content-type").unwrap_or_default();
     let length = header("content-length").and_then(|l| l.parse::<u64>().ok());
     let disposition = header("content-disposition");
-    let (dir, file_target) = match target {
-        None => (PathBuf::from("."), None),
-        Some(t) if t.is_dir() => (t, None),
-        Some(t) => (PathBuf::new(), Some(t)),
+    let to = match target {
+        None => ExportTarget {
+            dir: PathBuf::from("."),
+            file: None,
+        },
+        Some(t) if t.is_dir() => ExportTarget { dir: t, file: None },
+        Some(t) => ExportTarget {
+            dir: PathBuf::new(),
+            file: Some(t),
+        },
     };
     let pb = util::progress("Exporting the image", length);
-    let result: Result<(), CmdError> = async {
-    if ctype.starts_with("multipart/form-data") {
-        let boundary = multer::parse_boundary(&ctype)
-            .map_err(|e| CmdError::Fail(format!("unexpected answer from silod: {e}")))?;
-        let stream = resp.into_body().into_data_stream();
-        let mut mp = multer::Multipart::new(stream, boundary);
-        let mut hasher = Some(Sha256::new());
-        let mut parts: Vec<(String, Partial)> = Vec::new();
-        while let Some(mut field) = mp
-            .next_field()
-            .await
-            .map_err(|e| CmdError::Fail(format!("reading the export: {e}")))?
-        {
-            let part = field.name().unwrap_or("").to_string();
-            if part != "metadata" && part != "rootfs" {
-                return fail(format!(
-                    "unexpected part {part:?} in the export (virtual-machine images are not supported)"
-                ));
-            }
-            if parts.iter().any(|(p, _)| *p == part) {
-                return fail(format!("the export has two {part} parts"));
-            }
-            // The fingerprint covers metadata then rootfs; hash on the fly only in that order.
-            if part == "metadata" && !parts.is_empty() {
-                hasher = None;
-            }
-            let dest = match &file_target {
-                None => dir.join(safe_name(
-                    field.file_name(),
-                    &if part == "metadata" {
-                        format!("meta-{fp}")
-                    } else {
-                        fp.clone()
-                    },
-                )),
-                Some(t) if part == "metadata" => t.clone(),
-                Some(t) => {
-                    let mut r = t.clone().into_os_string();
-                    r.push(".root");
-                    PathBuf::from(r)
-                }
-            };
-            let mut p = Partial::create(dest).await?;
-            while let Some(chunk) = field
-                .chunk()
-                .await
-                .map_err(|e| CmdError::Fail(format!("reading the export: {e}")))?
-            {
-                if let Some(h) = hasher.as_mut() {
-                    h.update(&chunk);
-                }
-                if let Some(pb) = &pb {
-                    pb.inc(chunk.len() as u64);
-                }
-                p.write(&chunk).await?;
-            }
-            p.close().await?;
-            parts.push((part, p));
-        }
-        if !parts.iter().any(|(p, _)| p == "metadata") || !parts.iter().any(|(p, _)| p == "rootfs")
-        {
-            return fail("the export lacks its metadata or rootfs part");
-        }
-        let h = match hasher {
-            Some(h) => h,
-            None => {
-                let mut h = Sha256::new();
-                for want in ["metadata", "rootfs"] {
-                    if let Some((_, p)) = parts.iter().find(|(n, _)| n == want) {
-                        let mut f = std::fs::File::open(&p.tmp)
-                            .map_err(|e| CmdError::Fail(format!("{}: {e}", p.tmp.display())))?;
-                        std::io::copy(&mut f, &mut h)
-                            .map_err(|e| CmdError::Fail(format!("{}: {e}", p.tmp.display())))?;
-                    }
-                }
-                h
-            }
-        };
-        check_fingerprint(h, &fp)?;
-        for (_, p) in parts.iter_mut() {
-            p.commit()?;
-        }
-        Ok(())
+    let result = if ctype.starts_with("multipart/form-data") {
+        export_split(resp, &ctype, &to, &fp, pb.as_ref()).await
     } else {
-        let server_name = disposition.as_deref().and_then(disposition_filename);
-        let dest = match &file_target {
-            None => dir.join(safe_name(server_name.as_deref(), &fp)),
-            Some(t) => {
-                // As lxc: TARGET plus the extension of the server's file name.
-                let ext = server_name
-                    .as_deref()
-                    .and_then(|n| n.split_once('.'))
-                    .map(|(_, e)| e.to_string())
-                    .filter(|e| !e.is_empty() && !e.contains('/'));
-                match ext {
-                    Some(e) => {
-                        let mut x = t.clone().into_os_string();
-                        x.push(format!(".{e}"));
-                        PathBuf::from(x)
-                    }
-                    None => t.clone(),
-                }
-            }
-        };
-        let mut p = Partial::create(dest).await?;
-        let mut h = Sha256::new();
-        let mut body = resp.into_body();
-        while let Some(frame) = body.frame().await {
-            let frame = frame.map_err(|e| CmdError::Fail(format!("reading the export: {e}")))?;
-            if let Ok(chunk) = frame.into_data() {
-                h.update(&chunk);
-                if let Some(pb) = &pb {
-                    pb.inc(chunk.len() as u64);
-                }
-                p.write(&chunk).await?;
-            }
-        }
-        p.close().await?;
-        check_fingerprint(h, &fp)?;
-        p.commit()
-    }
-    }
-    .await;
+        export_unified(resp, disposition.as_deref(), &to, &fp, pb.as_ref()).await
+    };
     if let Some(pb) = &pb {
         pb.finish_and_clear();
     }
     result?;
     outln("Image exported successfully!")
+}
+
+/// Where `silo image export` writes: into a directory under the server's file names, or to
+/// the file the user named.
+struct ExportTarget {
+    dir: PathBuf,
+    file: Option<PathBuf>,
+}
+
+/// Receives a split image (metadata and rootfs parts) and keeps both once the fingerprint
+/// matches.
+async fn export_split(
+    resp: hyper::Response<hyper::body::Incoming>,
+    ctype: &str,
+    to: &ExportTarget,
+    fp: &str,
+    pb: Option<&indicatif::ProgressBar>,
+) -> Result<(), CmdError> {
+    let boundary = multer::parse_boundary(ctype)
+        .map_err(|e| CmdError::Fail(format!("unexpected answer from silod: {e}")))?;
+    let stream = resp.into_body().into_data_stream();
+    let mut mp = multer::Multipart::new(stream, boundary);
+    let mut hasher = Some(Sha256::new());
+    let mut parts: Vec<(String, Partial)> = Vec::new();
+    while let Some(mut field) = mp
+        .next_field()
+        .await
+        .map_err(|e| CmdError::Fail(format!("reading the export: {e}")))?
+    {
+        let part = field.name().unwrap_or("").to_string();
+        if part != "metadata" && part != "rootfs" {
+            return fail(format!(
+                "unexpected part {part:?} in the export (virtual-machine images are not supported)"
+            ));
+        }
+        if parts.iter().any(|(p, _)| *p == part) {
+            return fail(format!("the export has two {part} parts"));
+        }
+        // The fingerprint covers metadata then rootfs; hash on the fly only in that order.
+        if part == "metadata" && !parts.is_empty() {
+            hasher = None;
+        }
+        let dest = split_part_dest(to, &part, field.file_name(), fp);
+        let mut p = Partial::create(dest).await?;
+        while let Some(chunk) = field
+            .chunk()
+            .await
+            .map_err(|e| CmdError::Fail(format!("reading the export: {e}")))?
+        {
+            if let Some(h) = hasher.as_mut() {
+                h.update(&chunk);
+            }
+            if let Some(pb) = pb {
+                pb.inc(chunk.len() as u64);
+            }
+            p.write(&chunk).await?;
+        }
+        p.close().await?;
+        parts.push((part, p));
+    }
+    if !parts.iter().any(|(p, _)| p == "metadata") || !parts.iter().any(|(p, _)| p == "rootfs") {
+        return fail("the export lacks its metadata or rootfs part");
+    }
+    let h = match hasher {
+        Some(h) => h,
+        None => hash_parts(&parts)?,
+    };
+    check_fingerprint(h, fp)?;
+    for (_, p) in parts.iter_mut() {
+        p.commit()?;
+    }
+    Ok(())
+}
+
+/// Where a part of a split export goes: the server's file name in the directory, or the
+/// user's file (the metadata) and that name plus `.root` (the rootfs).
+fn split_part_dest(to: &ExportTarget, part: &str, server_name: Option<&str>, fp: &str) -> PathBuf {
+    match &to.file {
+        None => to.dir.join(safe_name(
+            server_name,
+            &if part == "metadata" {
+                format!("meta-{fp}")
+            } else {
+                fp.to_string()
+            },
+        )),
+        Some(t) if part == "metadata" => t.clone(),
+        Some(t) => {
+            let mut r = t.clone().into_os_string();
+            r.push(".root");
+            PathBuf::from(r)
+        }
+    }
+}
+
+/// Hashes the received parts in the fingerprint's order (metadata, then rootfs), for when
+/// they did not arrive in that order.
+fn hash_parts(parts: &[(String, Partial)]) -> Result<Sha256, CmdError> {
+    let mut h = Sha256::new();
+    for want in ["metadata", "rootfs"] {
+        if let Some((_, p)) = parts.iter().find(|(n, _)| n == want) {
+            let mut f = std::fs::File::open(&p.tmp)
+                .map_err(|e| CmdError::Fail(format!("{}: {e}", p.tmp.display())))?;
+            std::io::copy(&mut f, &mut h)
+                .map_err(|e| CmdError::Fail(format!("{}: {e}", p.tmp.display())))?;
+        }
+    }
+    Ok(h)
+}
+
+/// Receives a unified image tarball and keeps it once the fingerprint matches.
+async fn export_unified(
+    resp: hyper::Response<hyper::body::Incoming>,
+    disposition: Option<&str>,
+    to: &ExportTarget,
+    fp: &str,
+    pb: Option<&indicatif::ProgressBar>,
+) -> Result<(), CmdError> {
+    let server_name = disposition.and_then(disposition_filename);
+    let dest = match &to.file {
+        None => to.dir.join(safe_name(server_name.as_deref(), fp)),
+        Some(t) => {
+            // As lxc: TARGET plus the extension of the server's file name.
+            let ext = server_name
+                .as_deref()
+                .and_then(|n| n.split_once('.'))
+                .map(|(_, e)| e.to_string())
+                .filter(|e| !e.is_empty() && !e.contains('/'));
+            match ext {
+                Some(e) => {
+                    let mut x = t.clone().into_os_string();
+                    x.push(format!(".{e}"));
+                    PathBuf::from(x)
+                }
+                None => t.clone(),
+            }
+        }
+    };
+    let mut p = Partial::create(dest).await?;
+    let mut h = Sha256::new();
+    let mut body = resp.into_body();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| CmdError::Fail(format!("reading the export: {e}")))?;
+        if let Ok(chunk) = frame.into_data() {
+            h.update(&chunk);
+            if let Some(pb) = pb {
+                pb.inc(chunk.len() as u64);
+            }
+            p.write(&chunk).await?;
+        }
+    }
+    p.close().await?;
+    check_fingerprint(h, fp)?;
+    p.commit()
 }
 
 async fn alias(client: &Client, cmd: AliasCmd) -> Result<(), CmdError> {

@@ -393,30 +393,37 @@ fn column_header(c: &Column) -> String {
 }
 
 fn column_data(c: &Column, i: &InstanceFull) -> String {
-    let ch = match c {
-        Column::Config { key, width, .. } => {
-            let v = i
-                .config
-                .get(key.as_str())
-                .or_else(|| i.expanded_config.get(key.as_str()));
-            return truncate(v.cloned().unwrap_or_default(), *width);
-        }
-        Column::Device { key, width, .. } => {
-            let Some((dev, k)) = key.split_once('.') else {
-                return String::new();
-            };
-            if k.contains('.') {
-                return String::new();
-            }
-            let v = i
-                .devices
-                .get(dev)
-                .and_then(|d| d.get(k))
-                .or_else(|| i.expanded_devices.get(dev).and_then(|d| d.get(k)));
-            return truncate(v.cloned().unwrap_or_default(), *width);
-        }
-        Column::Short(ch) => *ch,
+    match c {
+        Column::Config { key, width, .. } => config_column(i, key, *width),
+        Column::Device { key, width, .. } => device_column(i, key, *width),
+        Column::Short(ch) => short_column(*ch, i),
+    }
+}
+
+/// A `KEY` column: the instance's own setting, else its expanded one.
+fn config_column(i: &InstanceFull, key: &str, width: Option<usize>) -> String {
+    let v = i.config.get(key).or_else(|| i.expanded_config.get(key));
+    truncate(v.cloned().unwrap_or_default(), width)
+}
+
+/// A `devices:DEVICE.KEY` column: the instance's own device's key, else its expanded one's.
+fn device_column(i: &InstanceFull, key: &str, width: Option<usize>) -> String {
+    let Some((dev, k)) = key.split_once('.') else {
+        return String::new();
     };
+    if k.contains('.') {
+        return String::new();
+    }
+    let v = i
+        .devices
+        .get(dev)
+        .and_then(|d| d.get(k))
+        .or_else(|| i.expanded_devices.get(dev).and_then(|d| d.get(k)));
+    truncate(v.cloned().unwrap_or_default(), width)
+}
+
+/// A column by its letter, from the instance's record.
+fn short_column(ch: char, i: &InstanceFull) -> String {
     match ch {
         'n' => i.name.clone(),
         's' => i.status.to_uppercase(),
@@ -441,6 +448,30 @@ fn column_data(c: &Column, i: &InstanceFull) -> String {
             .unwrap_or_default(),
         'c' => short_time(&i.created_at),
         'd' => i.description.clone(),
+        'e' => i.project.clone(),
+        'f' | 'F' => {
+            let v = i
+                .config
+                .get("volatile.base_image")
+                .cloned()
+                .unwrap_or_default();
+            if ch == 'f' {
+                v.chars().take(12).collect()
+            } else {
+                v
+            }
+        }
+        'l' => short_time(&i.last_used_at),
+        'L' => i.location.clone(),
+        'P' => i.profiles.join("\n"),
+        'D' | 'm' | 'M' | 'N' | 'p' | 'u' => usage_column(ch, i),
+        _ => String::new(),
+    }
+}
+
+/// A column by its letter, from the running instance's usage (disk, memory, processes, CPU).
+fn usage_column(ch: char, i: &InstanceFull) -> String {
+    match ch {
         'D' => {
             let Some((name, _)) = root_disk(i) else {
                 return String::new();
@@ -457,21 +488,6 @@ fn column_data(c: &Column, i: &InstanceFull) -> String {
                 String::new()
             }
         }
-        'e' => i.project.clone(),
-        'f' | 'F' => {
-            let v = i
-                .config
-                .get("volatile.base_image")
-                .cloned()
-                .unwrap_or_default();
-            if ch == 'f' {
-                v.chars().take(12).collect()
-            } else {
-                v
-            }
-        }
-        'l' => short_time(&i.last_used_at),
-        'L' => i.location.clone(),
         'm' => {
             let u = state_u64(i, |s| s.memory.usage);
             if is_active(i) && u > 0 {
@@ -506,7 +522,6 @@ fn column_data(c: &Column, i: &InstanceFull) -> String {
                 String::new()
             }
         }
-        'P' => i.profiles.join("\n"),
         'u' => {
             let u = state_u64(i, |s| s.cpu.usage);
             if is_active(i) && u > 0 {

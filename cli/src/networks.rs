@@ -384,6 +384,24 @@ async fn patch_config(
     Ok(())
 }
 
+/// `silo network edit`: the network's settings in the editor, saved with its ETag.
+async fn edit(client: &Client, network: &str) -> Result<(), CmdError> {
+    let (n, etag) = client.network_etag(network).await?;
+    require_managed(&n)?;
+    let current = util::yaml_ordered(&normalized(&n), NETWORK_KEYS)?;
+    util::edit(NETWORK_EDIT_HELP, &current, |text| {
+        let etag = etag.clone();
+        let network = network.to_string();
+        async move {
+            let put: NetworkPut = lenient::from_yaml_value(util::parse_yaml(&text)?)
+                .map_err(|e| CmdError::Fail(e.to_string()))?;
+            client.update_network(&network, &put, etag).await?;
+            Ok(())
+        }
+    })
+    .await
+}
+
 /// Runs `silo network ...`.
 pub async fn run(client: &Client, cmd: NetworkCmd) -> Result<(), CmdError> {
     match cmd {
@@ -461,22 +479,7 @@ pub async fn run(client: &Client, cmd: NetworkCmd) -> Result<(), CmdError> {
             })
             .await
         }
-        NetworkCmd::Edit { network } => {
-            let (n, etag) = client.network_etag(&network).await?;
-            require_managed(&n)?;
-            let current = util::yaml_ordered(&normalized(&n), NETWORK_KEYS)?;
-            util::edit(NETWORK_EDIT_HELP, &current, |text| {
-                let etag = etag.clone();
-                let network = network.clone();
-                async move {
-                    let put: NetworkPut = lenient::from_yaml_value(util::parse_yaml(&text)?)
-                        .map_err(|e| CmdError::Fail(e.to_string()))?;
-                    client.update_network(&network, &put, etag).await?;
-                    Ok(())
-                }
-            })
-            .await
-        }
+        NetworkCmd::Edit { network } => edit(client, &network).await,
         NetworkCmd::Get { network, key } => {
             let n = client.network(&network).await?;
             // lxc prints nothing at all for a key that is not set.

@@ -190,31 +190,54 @@ fn as_value<T: serde::Serialize>(v: &T) -> Value {
     serde_json::to_value(v).unwrap_or_default()
 }
 
+/// `silo profile list`: the profiles, how many use each.
+async fn list(client: &Client, format: Format) -> Result<(), CmdError> {
+    let profiles: Vec<Profile> = client.profiles().await?;
+    let mut rows: Vec<Vec<String>> = profiles
+        .iter()
+        .map(|p| {
+            vec![
+                p.name.clone(),
+                p.description.clone(),
+                p.used_by.len().to_string(),
+            ]
+        })
+        .collect();
+    util::sort_rows(&mut rows);
+    let text = format::render(
+        format,
+        &["NAME", "DESCRIPTION", "USED BY"],
+        &rows,
+        &as_value(&profiles),
+    )
+    .map_err(CmdError::Output)?;
+    out(&text)
+}
+
+/// `silo profile edit`: the profile in the editor, saved with its ETag.
+async fn edit(client: &Client, profile: &str) -> Result<(), CmdError> {
+    let (p, etag) = client.profile_etag(profile).await?;
+    let current = util::yaml_ordered(
+        &as_value(&p),
+        &["name", "description", "config", "devices", "used_by"],
+    )?;
+    util::edit(PROFILE_EDIT_HELP, &current, |text| {
+        let etag = etag.clone();
+        let profile = profile.to_string();
+        async move {
+            let put: ProfilePut = lenient::from_yaml_value(util::parse_yaml(&text)?)
+                .map_err(|e| CmdError::Fail(e.to_string()))?;
+            client.update_profile(&profile, &put, etag).await?;
+            Ok(())
+        }
+    })
+    .await
+}
+
 /// Runs `silo profile ...`.
 pub async fn run(client: &Client, cmd: ProfileCmd) -> Result<(), CmdError> {
     match cmd {
-        ProfileCmd::List { format } => {
-            let profiles: Vec<Profile> = client.profiles().await?;
-            let mut rows: Vec<Vec<String>> = profiles
-                .iter()
-                .map(|p| {
-                    vec![
-                        p.name.clone(),
-                        p.description.clone(),
-                        p.used_by.len().to_string(),
-                    ]
-                })
-                .collect();
-            util::sort_rows(&mut rows);
-            let text = format::render(
-                format,
-                &["NAME", "DESCRIPTION", "USED BY"],
-                &rows,
-                &as_value(&profiles),
-            )
-            .map_err(CmdError::Output)?;
-            out(&text)
-        }
+        ProfileCmd::List { format } => list(client, format).await,
         ProfileCmd::Show { profile } => {
             let p = client.profile(&profile).await?;
             out(&util::yaml_ordered(
@@ -235,24 +258,7 @@ pub async fn run(client: &Client, cmd: ProfileCmd) -> Result<(), CmdError> {
                 .await?;
             outln(&format!("Profile {profile} created"))
         }
-        ProfileCmd::Edit { profile } => {
-            let (p, etag) = client.profile_etag(&profile).await?;
-            let current = util::yaml_ordered(
-                &as_value(&p),
-                &["name", "description", "config", "devices", "used_by"],
-            )?;
-            util::edit(PROFILE_EDIT_HELP, &current, |text| {
-                let etag = etag.clone();
-                let profile = profile.clone();
-                async move {
-                    let put: ProfilePut = lenient::from_yaml_value(util::parse_yaml(&text)?)
-                        .map_err(|e| CmdError::Fail(e.to_string()))?;
-                    client.update_profile(&profile, &put, etag).await?;
-                    Ok(())
-                }
-            })
-            .await
-        }
+        ProfileCmd::Edit { profile } => edit(client, &profile).await,
         ProfileCmd::Delete { profiles } => {
             for p in profiles {
                 client.delete_profile(&p).await?;

@@ -199,6 +199,84 @@ fn as_value<T: serde::Serialize>(v: &T) -> Value {
     serde_json::to_value(v).unwrap_or_default()
 }
 
+/// `silo storage list`: the pools, their source, users and state.
+async fn list(client: &Client, format: Format) -> Result<(), CmdError> {
+    let pools = client.storage_pools().await?;
+    let mut rows: Vec<Vec<String>> = pools
+        .iter()
+        .map(|p| {
+            vec![
+                p.name.clone(),
+                p.driver.clone(),
+                p.config.get("source").cloned().unwrap_or_default(),
+                p.description.clone(),
+                p.used_by.len().to_string(),
+                p.status.to_uppercase(),
+            ]
+        })
+        .collect();
+    util::sort_rows(&mut rows);
+    let text = format::render(
+        format,
+        &[
+            "NAME",
+            "DRIVER",
+            "SOURCE",
+            "DESCRIPTION",
+            "USED BY",
+            "STATE",
+        ],
+        &rows,
+        &as_value(&pools),
+    )
+    .map_err(CmdError::Output)?;
+    out(&text)
+}
+
+/// `silo storage show`: the pool's settings, or its resources with `--resources`.
+async fn show(client: &Client, pool: &str, resources: bool) -> Result<(), CmdError> {
+    if resources {
+        let r = client.storage_pool_resources(pool).await?;
+        return out(&util::yaml(&as_value(&r))?);
+    }
+    let mut p = client.storage_pool(pool).await?;
+    p.used_by.sort();
+    out(&util::yaml_ordered(
+        &as_value(&p),
+        &[
+            "config",
+            "description",
+            "name",
+            "driver",
+            "used_by",
+            "status",
+            "locations",
+        ],
+    )?)
+}
+
+/// `silo storage info`: the pool's space and users.
+async fn info(client: &Client, pool: &str, bytes: bool) -> Result<(), CmdError> {
+    let p = client.storage_pool(pool).await?;
+    let r = client.storage_pool_resources(pool).await?;
+    let size = |n: u64| {
+        if bytes {
+            n.to_string()
+        } else {
+            util::size_iec(n)
+        }
+    };
+    let mut info = BTreeMap::new();
+    info.insert("name", p.name.clone());
+    info.insert("driver", p.driver.clone());
+    info.insert("description", p.description.clone());
+    info.insert("total space", size(r.space.total));
+    info.insert("space used", size(r.space.used));
+    let info = json!({ "info": info });
+    let users = json!({ "used by": group_used_by(&p.used_by) });
+    out(&(util::yaml(&info)? + &util::yaml(&users)?))
+}
+
 /// Runs `silo storage ...`.
 pub async fn run(client: &Client, cmd: StorageCmd) -> Result<(), CmdError> {
     match cmd {
@@ -218,78 +296,9 @@ pub async fn run(client: &Client, cmd: StorageCmd) -> Result<(), CmdError> {
                 .await?;
             outln(&format!("Storage pool {pool} created"))
         }
-        StorageCmd::List { format } => {
-            let pools = client.storage_pools().await?;
-            let mut rows: Vec<Vec<String>> = pools
-                .iter()
-                .map(|p| {
-                    vec![
-                        p.name.clone(),
-                        p.driver.clone(),
-                        p.config.get("source").cloned().unwrap_or_default(),
-                        p.description.clone(),
-                        p.used_by.len().to_string(),
-                        p.status.to_uppercase(),
-                    ]
-                })
-                .collect();
-            util::sort_rows(&mut rows);
-            let text = format::render(
-                format,
-                &[
-                    "NAME",
-                    "DRIVER",
-                    "SOURCE",
-                    "DESCRIPTION",
-                    "USED BY",
-                    "STATE",
-                ],
-                &rows,
-                &as_value(&pools),
-            )
-            .map_err(CmdError::Output)?;
-            out(&text)
-        }
-        StorageCmd::Show { pool, resources } => {
-            if resources {
-                let r = client.storage_pool_resources(&pool).await?;
-                return out(&util::yaml(&as_value(&r))?);
-            }
-            let mut p = client.storage_pool(&pool).await?;
-            p.used_by.sort();
-            out(&util::yaml_ordered(
-                &as_value(&p),
-                &[
-                    "config",
-                    "description",
-                    "name",
-                    "driver",
-                    "used_by",
-                    "status",
-                    "locations",
-                ],
-            )?)
-        }
-        StorageCmd::Info { pool, bytes } => {
-            let p = client.storage_pool(&pool).await?;
-            let r = client.storage_pool_resources(&pool).await?;
-            let size = |n: u64| {
-                if bytes {
-                    n.to_string()
-                } else {
-                    util::size_iec(n)
-                }
-            };
-            let mut info = BTreeMap::new();
-            info.insert("name", p.name.clone());
-            info.insert("driver", p.driver.clone());
-            info.insert("description", p.description.clone());
-            info.insert("total space", size(r.space.total));
-            info.insert("space used", size(r.space.used));
-            let info = json!({ "info": info });
-            let users = json!({ "used by": group_used_by(&p.used_by) });
-            out(&(util::yaml(&info)? + &util::yaml(&users)?))
-        }
+        StorageCmd::List { format } => list(client, format).await,
+        StorageCmd::Show { pool, resources } => show(client, &pool, resources).await,
+        StorageCmd::Info { pool, bytes } => info(client, &pool, bytes).await,
         StorageCmd::Delete { pools } => {
             for p in pools {
                 client.delete_storage_pool(&p).await?;

@@ -475,18 +475,12 @@ pub fn run(args: Args, events: crate::service::events::Events) -> anyhow::Result
     ))
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn serve(
-    args: Args,
+/// Watches each helper from a thread of its own: its exit is sent on `dead` (silod then exits
+/// too). Returns the helpers' sockets to connect to.
+fn watch_helpers(
     spawned: Vec<helpers::Spawned>,
-    listener: std::os::unix::net::UnixListener,
-    notify: Option<std::os::unix::net::UnixDatagram>,
-    host: HostFacts,
-    landlock: String,
-    events: crate::service::events::Events,
-    t0: Instant,
-) -> anyhow::Result<i32> {
-    let (dead_tx, mut dead_rx) = tokio::sync::mpsc::unbounded_channel::<(HelperKind, String)>();
+    dead_tx: &tokio::sync::mpsc::UnboundedSender<(HelperKind, String)>,
+) -> anyhow::Result<Vec<(HelperKind, u32, OwnedFd, OwnedFd)>> {
     let mut conns: Vec<(HelperKind, u32, OwnedFd, OwnedFd)> = Vec::new();
     for s in spawned {
         let pid = s.child.id();
@@ -504,6 +498,50 @@ async fn serve(
                 let _ = tx.send((kind, status));
             })?;
     }
+    Ok(conns)
+}
+
+/// What runs beside the API: adoption and autostart, and the minutely housekeeping.
+fn spawn_background(daemon: &Arc<Services>, state_dir: &Path) {
+    {
+        // Re-adopt what runs and autostart the rest in the background: the API is up at once.
+        let c = Services::clone(daemon);
+        tokio::spawn(async move { crate::service::runtime::on_daemon_start(&c).await });
+    }
+    {
+        // Housekeeping at the start of every minute: scheduled snapshots are taken, and
+        // snapshots and backups past their expiry go.
+        let c = Services::clone(daemon);
+        let state = state_dir.to_path_buf();
+        crate::service::backups::reconcile(&c.db, &state);
+        tokio::spawn(async move {
+            loop {
+                let now = time::OffsetDateTime::now_utc();
+                let into = u64::from(now.second()) * 1000 + u64::from(now.millisecond());
+                tokio::time::sleep(std::time::Duration::from_millis(60_000 - into.min(59_999)))
+                    .await;
+                let minute = time::OffsetDateTime::now_utc();
+                crate::service::snapshots::run_schedules(&c, minute).await;
+                crate::service::snapshots::expire(&c).await;
+                crate::service::backups::expire(&c.db, &state, &c.events);
+            }
+        });
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn serve(
+    args: Args,
+    spawned: Vec<helpers::Spawned>,
+    listener: std::os::unix::net::UnixListener,
+    notify: Option<std::os::unix::net::UnixDatagram>,
+    host: HostFacts,
+    landlock: String,
+    events: crate::service::events::Events,
+    t0: Instant,
+) -> anyhow::Result<i32> {
+    let (dead_tx, mut dead_rx) = tokio::sync::mpsc::unbounded_channel::<(HelperKind, String)>();
+    let conns = watch_helpers(spawned, &dead_tx)?;
     let helpers = tokio::select! {
         h = helpers::connect(conns) => h?,
         Some((kind, status)) = dead_rx.recv() => bail!("{} exited during start-up ({status}); see its log above", kind.binary()),
@@ -537,30 +575,7 @@ async fn serve(
         // Serving beats refusing to start over a leftover; the next start tries again.
         tracing::error!(error = %e, "collecting orphaned volumes failed; they stay until the next start");
     }
-    {
-        // Re-adopt what runs and autostart the rest in the background: the API is up at once.
-        let c = Services::clone(&daemon);
-        tokio::spawn(async move { crate::service::runtime::on_daemon_start(&c).await });
-    }
-    {
-        // Housekeeping at the start of every minute: scheduled snapshots are taken, and
-        // snapshots and backups past their expiry go.
-        let c = Services::clone(&daemon);
-        let state = args.state_dir.clone();
-        crate::service::backups::reconcile(&c.db, &state);
-        tokio::spawn(async move {
-            loop {
-                let now = time::OffsetDateTime::now_utc();
-                let into = u64::from(now.second()) * 1000 + u64::from(now.millisecond());
-                tokio::time::sleep(std::time::Duration::from_millis(60_000 - into.min(59_999)))
-                    .await;
-                let minute = time::OffsetDateTime::now_utc();
-                crate::service::snapshots::run_schedules(&c, minute).await;
-                crate::service::snapshots::expire(&c).await;
-                crate::service::backups::expire(&c.db, &state, &c.events);
-            }
-        });
-    }
+    spawn_background(&daemon, &args.state_dir);
     listener.set_nonblocking(true)?;
     let listener = tokio::net::UnixListener::from_std(listener)?;
     let app = crate::api::router(daemon.clone());

@@ -4,6 +4,7 @@
 //! records in the `backups` table, and reads only the two YAML files of an import itself.
 
 use std::collections::BTreeMap;
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -207,9 +208,69 @@ pub async fn create(
         snapshots::list(&c.db, instance)?
     };
     let pool = crate::service::storage::get(&c.db, &i.pool)?;
+    let (index, by) = manifests(&i, &snaps, pool.driver.clone(), optimized);
+    let index_yaml = to_yaml(&index)?;
+    let backup_yaml = to_yaml(&by)?;
+    let mut vols = Vec::new();
+    for s in &snaps {
+        vols.push((
+            VolumeName::new(s.name.clone()).map_err(|e| DomainError::Internal(e.to_string()))?,
+            snapshots::volume(instance, &s.name)?,
+        ));
+    }
+    let ticket = c
+        .helpers
+        .store
+        .pack_backup(
+            PoolName::new(i.pool.clone()).map_err(|e| DomainError::Internal(e.to_string()))?,
+            VolumeName::new(i.name.clone()).map_err(|e| DomainError::Internal(e.to_string()))?,
+            silo_proto::store::BackupPack {
+                snapshots: vols,
+                index_yaml,
+                backup_yaml,
+                compression: compression(comp)?,
+                optimized,
+            },
+        )
+        .await?;
+    let fd = c
+        .helpers
+        .take_fds(HelperKind::Store, ticket)
+        .await
+        .map_err(DomainError::Internal)?
+        .remove(0);
+    store_file(fd, dir_of(state, instance), path.clone()).await?;
+    let b = Backup {
+        instance: instance.to_string(),
+        name: name.to_string(),
+        created_at: crate::service::events::now_rfc3339(),
+        expires_at: expires_at.unwrap_or_default(),
+        instance_only,
+        optimized,
+    };
+    if let Err(e) = insert(&c.db, &b) {
+        let _ = std::fs::remove_file(&path);
+        return Err(e);
+    }
+    c.events.lifecycle(
+        "instance-backup-created",
+        &format!("/1.0/instances/{instance}/backups/{name}"),
+        json!({}),
+    );
+    Ok(())
+}
+
+/// The backup's index.yaml (what is in the tarball) and backup.yaml (the instance's and its
+/// snapshots' records) as LXD writes them.
+fn manifests(
+    i: &Instance,
+    snaps: &[Snapshot],
+    backend: String,
+    optimized: bool,
+) -> (Index, BackupYaml) {
     let index = Index {
         name: i.name.clone(),
-        backend: pool.driver.clone(),
+        backend,
         pool: i.pool.clone(),
         snapshots: snaps.iter().map(|s| s.name.clone()).collect(),
         optimized,
@@ -255,38 +316,12 @@ pub async fn create(
             })
             .collect(),
     };
-    let index_yaml = to_yaml(&index)?;
-    let backup_yaml = to_yaml(&by)?;
-    let mut vols = Vec::new();
-    for s in &snaps {
-        vols.push((
-            VolumeName::new(s.name.clone()).map_err(|e| DomainError::Internal(e.to_string()))?,
-            snapshots::volume(instance, &s.name)?,
-        ));
-    }
-    let ticket = c
-        .helpers
-        .store
-        .pack_backup(
-            PoolName::new(i.pool.clone()).map_err(|e| DomainError::Internal(e.to_string()))?,
-            VolumeName::new(i.name.clone()).map_err(|e| DomainError::Internal(e.to_string()))?,
-            silo_proto::store::BackupPack {
-                snapshots: vols,
-                index_yaml,
-                backup_yaml,
-                compression: compression(comp)?,
-                optimized,
-            },
-        )
-        .await?;
-    let fd = c
-        .helpers
-        .take_fds(HelperKind::Store, ticket)
-        .await
-        .map_err(DomainError::Internal)?
-        .remove(0);
-    let dir = dir_of(state, instance);
-    let dest = path.clone();
+    (index, by)
+}
+
+/// Copies the packed backup from the store helper's fd to `dest` in `dir`, through a
+/// temporary file so that a failed copy leaves no partial backup behind.
+async fn store_file(fd: OwnedFd, dir: PathBuf, dest: PathBuf) -> Result<(), DomainError> {
     tokio::task::spawn_blocking(move || -> Result<(), DomainError> {
         use std::io::Seek;
         std::fs::create_dir_all(&dir).map_err(|e| DomainError::Internal(e.to_string()))?;
@@ -304,25 +339,7 @@ pub async fn create(
         Ok(())
     })
     .await
-    .map_err(|e| DomainError::Internal(e.to_string()))??;
-    let b = Backup {
-        instance: instance.to_string(),
-        name: name.to_string(),
-        created_at: crate::service::events::now_rfc3339(),
-        expires_at: expires_at.unwrap_or_default(),
-        instance_only,
-        optimized,
-    };
-    if let Err(e) = insert(&c.db, &b) {
-        let _ = std::fs::remove_file(&path);
-        return Err(e);
-    }
-    c.events.lifecycle(
-        "instance-backup-created",
-        &format!("/1.0/instances/{instance}/backups/{name}"),
-        json!({}),
-    );
-    Ok(())
+    .map_err(|e| DomainError::Internal(e.to_string()))?
 }
 
 fn to_yaml<T: Serialize>(v: &T) -> Result<String, DomainError> {
@@ -643,79 +660,9 @@ async fn import_inner(
             index.optimized,
         )
         .await?;
-    let keep_volatile = |cfg: &BTreeMap<String, String>| -> BTreeMap<String, String> {
-        cfg.iter()
-            .filter(|(k, _)| !k.starts_with("volatile.") || *k == "volatile.base_image")
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect()
-    };
-    let mut config = keep_volatile(&by.container.config);
-    config.insert("volatile.uuid".into(), uuid::Uuid::new_v4().to_string());
-    config.insert("volatile.idmap.base".into(), base.to_string());
-    config.insert("volatile.idmap.next".into(), instances::idmap_json(base));
-    config.insert("volatile.last_state.idmap".into(), "[]".into());
-    let inst = Instance {
-        name: name.to_string(),
-        kind: "container".into(),
-        architecture: if by.container.architecture.is_empty() {
-            std::env::consts::ARCH.to_string()
-        } else {
-            by.container.architecture.clone()
-        },
-        ephemeral: by.container.ephemeral,
-        stateful: false,
-        description: by.container.description.clone(),
-        created_at: crate::service::events::now_rfc3339(),
-        last_used_at: String::new(),
-        config,
-        devices: by.container.devices.clone(),
-        profiles: by.container.profiles.clone(),
-        pool: pool.to_string(),
-    };
-    let recorded = (|| {
-        instances::write(&c.db, &inst, true)?;
-        for s in &index.snapshots {
-            let b = by
-                .snapshots
-                .iter()
-                .find(|x| &x.name == s)
-                .cloned()
-                .unwrap_or_default();
-            crate::service::snapshots::insert_record(
-                &c.db,
-                &Snapshot {
-                    instance: name.to_string(),
-                    name: s.clone(),
-                    created_at: if b.created_at.is_empty() {
-                        crate::service::events::now_rfc3339()
-                    } else {
-                        b.created_at.clone()
-                    },
-                    expires_at: b.expires_at.clone(),
-                    description: String::new(),
-                    config: keep_volatile(&b.config),
-                    devices: b.devices.clone(),
-                    profiles: b.profiles.clone(),
-                    architecture: inst.architecture.clone(),
-                },
-            )?;
-        }
-        Ok::<(), DomainError>(())
-    })();
-    if let Err(e) = recorded {
-        let _ = crate::store::instances::delete(&c.db, name);
-        let _ = c
-            .helpers
-            .store
-            .delete_volume(pn.clone(), silo_proto::store::VolumeKind::Container, vol)
-            .await;
-        for (_, v) in snaps {
-            let _ = c
-                .helpers
-                .store
-                .delete_volume(pn.clone(), silo_proto::store::VolumeKind::Snapshot, v)
-                .await;
-        }
+    let inst = imported_record(name, pool, &by.container, base);
+    if let Err(e) = record_import(c, &inst, index, by) {
+        undo_import(c, name, &pn, vol, snaps).await;
         return Err(e);
     }
     c.events.lifecycle(
@@ -724,6 +671,103 @@ async fn import_inner(
         json!({}),
     );
     Ok(inst)
+}
+
+/// A backup's settings without its volatile keys (but for the base image): ids and
+/// addresses are the imported instance's own.
+fn keep_volatile(cfg: &BTreeMap<String, String>) -> BTreeMap<String, String> {
+    cfg.iter()
+        .filter(|(k, _)| !k.starts_with("volatile.") || *k == "volatile.base_image")
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
+}
+
+/// The imported instance's record: the backup's settings with a fresh identity (uuid, idmap).
+fn imported_record(name: &str, pool: &str, from: &BackupInstance, base: u64) -> Instance {
+    let mut config = keep_volatile(&from.config);
+    config.insert("volatile.uuid".into(), uuid::Uuid::new_v4().to_string());
+    config.insert("volatile.idmap.base".into(), base.to_string());
+    config.insert("volatile.idmap.next".into(), instances::idmap_json(base));
+    config.insert("volatile.last_state.idmap".into(), "[]".into());
+    Instance {
+        name: name.to_string(),
+        kind: "container".into(),
+        architecture: if from.architecture.is_empty() {
+            std::env::consts::ARCH.to_string()
+        } else {
+            from.architecture.clone()
+        },
+        ephemeral: from.ephemeral,
+        stateful: false,
+        description: from.description.clone(),
+        created_at: crate::service::events::now_rfc3339(),
+        last_used_at: String::new(),
+        config,
+        devices: from.devices.clone(),
+        profiles: from.profiles.clone(),
+        pool: pool.to_string(),
+    }
+}
+
+/// Writes the imported instance's record and its snapshots' (as the index lists them).
+fn record_import(
+    c: &Services,
+    inst: &Instance,
+    index: &Index,
+    by: &BackupYaml,
+) -> Result<(), DomainError> {
+    let name = &inst.name;
+    instances::write(&c.db, inst, true)?;
+    for s in &index.snapshots {
+        let b = by
+            .snapshots
+            .iter()
+            .find(|x| &x.name == s)
+            .cloned()
+            .unwrap_or_default();
+        crate::service::snapshots::insert_record(
+            &c.db,
+            &Snapshot {
+                instance: name.to_string(),
+                name: s.clone(),
+                created_at: if b.created_at.is_empty() {
+                    crate::service::events::now_rfc3339()
+                } else {
+                    b.created_at.clone()
+                },
+                expires_at: b.expires_at.clone(),
+                description: String::new(),
+                config: keep_volatile(&b.config),
+                devices: b.devices.clone(),
+                profiles: b.profiles.clone(),
+                architecture: inst.architecture.clone(),
+            },
+        )?;
+    }
+    Ok(())
+}
+
+/// Undoes a failed import: the record, then the unpacked volumes.
+async fn undo_import(
+    c: &Services,
+    name: &str,
+    pn: &PoolName,
+    vol: VolumeName,
+    snaps: Vec<(VolumeName, VolumeName)>,
+) {
+    let _ = crate::store::instances::delete(&c.db, name);
+    let _ = c
+        .helpers
+        .store
+        .delete_volume(pn.clone(), silo_proto::store::VolumeKind::Container, vol)
+        .await;
+    for (_, v) in snaps {
+        let _ = c
+            .helpers
+            .store
+            .delete_volume(pn.clone(), silo_proto::store::VolumeKind::Snapshot, v)
+            .await;
+    }
 }
 
 #[cfg(test)]

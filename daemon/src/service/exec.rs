@@ -362,6 +362,130 @@ pub fn output_dir(state_dir: &std::path::Path, instance: &str) -> std::path::Pat
     state_dir.join("logs").join(instance)
 }
 
+type Pumps = Vec<tokio::task::JoinHandle<()>>;
+
+/// Joins the client's websockets to the command: the pty (interactive) or its stdin, stdout
+/// and stderr; and the control stream, if any. Returns the output pumps and the control task.
+fn attach_streams(
+    helpers: &Helpers,
+    exec_id: u64,
+    interactive: bool,
+    fds: &mut Vec<OwnedFd>,
+    mut socks: HashMap<String, WebSocket>,
+    control: Option<ControlStream>,
+) -> Result<(Pumps, Option<tokio::task::JoinHandle<()>>), DomainError> {
+    let mut pumps = Vec::new();
+    let master = if interactive {
+        let m = Arc::new(Async::new(fds.remove(0)).map_err(|e| e.to_string())?);
+        let ws = socks
+            .remove("0")
+            .ok_or_else(|| DomainError::Internal("stream 0 missing".into()))?;
+        let (tx, rx) = ws.split();
+        pumps.push(tokio::spawn(pump_out(m.clone(), tx)));
+        let mm = m.clone();
+        tokio::spawn(async move {
+            pump_in(mm, rx, false).await;
+        });
+        Some(m)
+    } else {
+        let (w0, r1, r2) = stdio(std::mem::take(fds))?;
+        let stdin = Arc::new(Async::new(w0).map_err(|e| e.to_string())?);
+        let (_, rx0) = socks
+            .remove("0")
+            .ok_or_else(|| DomainError::Internal("stream 0 missing".into()))?
+            .split();
+        tokio::spawn(async move {
+            pump_in(stdin, rx0, true).await;
+        });
+        for (name, fd) in [("1", r1), ("2", r2)] {
+            let a = Arc::new(Async::new(fd).map_err(|e| e.to_string())?);
+            let (tx, _rx) = socks
+                .remove(name)
+                .ok_or_else(|| DomainError::Internal("stream missing".into()))?
+                .split();
+            pumps.push(tokio::spawn(pump_out(a, tx)));
+        }
+        None
+    };
+    let control_task = control.map(|c| {
+        let h = helpers.clone();
+        tokio::spawn(async move {
+            let ControlStream { rx, _forget } = c;
+            if let Ok(ws) = rx.await {
+                control_loop(ws, h, exec_id, master).await;
+            }
+        })
+    });
+    Ok((pumps, control_task))
+}
+
+/// Without websockets: closes stdin and reads stdout and stderr to their end, into files
+/// under `record_to` (the directory, the instance and the operation id) if given. Returns
+/// the pumps and the recorded files' URLs by stream.
+async fn drain_output(
+    fds: Vec<OwnedFd>,
+    record_to: Option<(std::path::PathBuf, &str, &str)>,
+) -> Result<(Pumps, serde_json::Map<String, Value>), DomainError> {
+    let (w0, r1, r2) = stdio(fds)?;
+    drop(w0);
+    let mut pumps = Vec::new();
+    let mut outputs = serde_json::Map::new();
+    for (name, fd) in [("1", r1), ("2", r2)] {
+        let a = Async::new(fd).map_err(|e| e.to_string())?;
+        let file = match &record_to {
+            Some((dir, instance, op_id)) => {
+                tokio::fs::create_dir_all(dir)
+                    .await
+                    .map_err(|e| format!("creating {}: {e}", dir.display()))?;
+                let fname = format!(
+                    "exec_{op_id}.{}",
+                    if name == "1" { "stdout" } else { "stderr" }
+                );
+                outputs.insert(
+                    name.into(),
+                    json!(format!(
+                        "/1.0/instances/{instance}/logs/exec-output/{fname}"
+                    )),
+                );
+                Some(
+                    tokio::fs::File::create(dir.join(&fname))
+                        .await
+                        .map_err(|e| e.to_string())?,
+                )
+            }
+            None => None,
+        };
+        pumps.push(tokio::spawn(async move {
+            let mut file = file;
+            let mut buf = vec![0u8; 32 * 1024];
+            while let Ok(n) = a.read(&mut buf).await {
+                if n == 0 {
+                    break;
+                }
+                if let Some(f) = file.as_mut() {
+                    let _ = f.write_all(&buf[..n]).await;
+                }
+            }
+        }));
+    }
+    Ok((pumps, outputs))
+}
+
+/// Waits for the command's exit code, in short polls (one helper call never blocks long).
+async fn wait_exit(helpers: &Helpers, exec_id: u64) -> Result<i32, DomainError> {
+    loop {
+        match helpers
+            .privileged
+            .exec_wait(exec_id, 200_000)
+            .await
+            .map_err(|e| e.to_string())?
+        {
+            Some(c) => return Ok(c),
+            None => continue,
+        }
+    }
+}
+
 /// Runs an exec operation to its end; returns the final metadata.
 #[allow(clippy::too_many_arguments)]
 pub async fn run(
@@ -398,112 +522,27 @@ pub async fn run(
     };
     let started = helpers.privileged.exec(spec).await?;
     let mut fds = helpers.take_fds(HelperKind::Priv, started.fds).await?;
-    let mut pumps = Vec::new();
-    let mut control_task = None;
-    match connected {
-        Some((mut socks, control)) => {
-            let master = if interactive {
-                let m = Arc::new(Async::new(fds.remove(0)).map_err(|e| e.to_string())?);
-                let ws = socks
-                    .remove("0")
-                    .ok_or_else(|| DomainError::Internal("stream 0 missing".into()))?;
-                let (tx, rx) = ws.split();
-                pumps.push(tokio::spawn(pump_out(m.clone(), tx)));
-                let mm = m.clone();
-                tokio::spawn(async move {
-                    pump_in(mm, rx, false).await;
-                });
-                Some(m)
-            } else {
-                let (w0, r1, r2) = stdio(fds)?;
-                let stdin = Arc::new(Async::new(w0).map_err(|e| e.to_string())?);
-                let (_, rx0) = socks
-                    .remove("0")
-                    .ok_or_else(|| DomainError::Internal("stream 0 missing".into()))?
-                    .split();
-                tokio::spawn(async move {
-                    pump_in(stdin, rx0, true).await;
-                });
-                for (name, fd) in [("1", r1), ("2", r2)] {
-                    let a = Arc::new(Async::new(fd).map_err(|e| e.to_string())?);
-                    let (tx, _rx) = socks
-                        .remove(name)
-                        .ok_or_else(|| DomainError::Internal("stream missing".into()))?
-                        .split();
-                    pumps.push(tokio::spawn(pump_out(a, tx)));
-                }
-                None
-            };
-            if let Some(c) = control {
-                let h = helpers.clone();
-                let id = started.id;
-                control_task = Some(tokio::spawn(async move {
-                    let ControlStream { rx, _forget } = c;
-                    if let Ok(ws) = rx.await {
-                        control_loop(ws, h, id, master).await;
-                    }
-                }));
-            }
+    let (pumps, control_task) = match connected {
+        Some((socks, control)) => {
+            attach_streams(&helpers, started.id, interactive, &mut fds, socks, control)?
         }
         None => {
             // No websockets: stdin is empty; output is recorded or dropped.
-            let (w0, r1, r2) = stdio(fds)?;
-            drop(w0);
-            let mut outputs = serde_json::Map::new();
-            for (name, fd) in [("1", r1), ("2", r2)] {
-                let a = Async::new(fd).map_err(|e| e.to_string())?;
-                let file = if req.record_output {
-                    let dir = output_dir(&state_dir, &instance);
-                    tokio::fs::create_dir_all(&dir)
-                        .await
-                        .map_err(|e| format!("creating {}: {e}", dir.display()))?;
-                    let fname = format!(
-                        "exec_{op_id}.{}",
-                        if name == "1" { "stdout" } else { "stderr" }
-                    );
-                    outputs.insert(
-                        name.into(),
-                        json!(format!(
-                            "/1.0/instances/{instance}/logs/exec-output/{fname}"
-                        )),
-                    );
-                    Some(
-                        tokio::fs::File::create(dir.join(&fname))
-                            .await
-                            .map_err(|e| e.to_string())?,
-                    )
-                } else {
-                    None
-                };
-                pumps.push(tokio::spawn(async move {
-                    let mut file = file;
-                    let mut buf = vec![0u8; 32 * 1024];
-                    while let Ok(n) = a.read(&mut buf).await {
-                        if n == 0 {
-                            break;
-                        }
-                        if let Some(f) = file.as_mut() {
-                            let _ = f.write_all(&buf[..n]).await;
-                        }
-                    }
-                }));
-            }
+            let record_to = req.record_output.then(|| {
+                (
+                    output_dir(&state_dir, &instance),
+                    instance.as_str(),
+                    op_id.as_str(),
+                )
+            });
+            let (pumps, outputs) = drain_output(std::mem::take(&mut fds), record_to).await?;
             if req.record_output {
                 metadata["output"] = Value::Object(outputs);
             }
-        }
-    }
-    let code = loop {
-        match helpers
-            .privileged
-            .exec_wait(started.id, 200_000)
-            .await
-            .map_err(|e| e.to_string())?
-        {
-            Some(c) => break c,
-            None => continue,
+            (pumps, None)
         }
     };
+    let code = wait_exit(&helpers, started.id).await?;
     // Output still in the pipes is delivered; a background process that keeps them open does
     // not hold the operation up for long.
     for p in pumps {

@@ -484,6 +484,98 @@ fn compression_choice(c: &str) -> Result<silo_proto::store::PackCompression, Dom
     })
 }
 
+/// Copies a packed image from the store helper's fd into a temp file of silod's own, hashed
+/// on the way; returns the file, its size and its hash. A failed copy leaves no file behind.
+async fn store_packed(
+    fd: std::os::fd::OwnedFd,
+    state: &Path,
+) -> Result<(std::path::PathBuf, u64, sha2::Sha256), DomainError> {
+    let state_dir = state.to_path_buf();
+    tokio::task::spawn_blocking(move || -> Result<_, DomainError> {
+        use std::io::{Read, Seek, Write};
+        let mut src = std::fs::File::from(fd);
+        src.rewind()
+            .map_err(|e| DomainError::Internal(e.to_string()))?;
+        let dir = images_dir(&state_dir);
+        std::fs::create_dir_all(&dir).map_err(|e| DomainError::Internal(e.to_string()))?;
+        let path = dir.join(format!("tmp-{}", uuid::Uuid::new_v4()));
+        let mut out = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .map_err(|e| DomainError::Internal(format!("creating {}: {e}", path.display())))?;
+        let mut h = sha2::Sha256::new();
+        let mut buf = vec![0u8; 1 << 20];
+        let mut size = 0u64;
+        let r = (|| -> std::io::Result<()> {
+            loop {
+                let n = src.read(&mut buf)?;
+                if n == 0 {
+                    break;
+                }
+                h.update(&buf[..n]);
+                out.write_all(&buf[..n])?;
+                size += n as u64;
+            }
+            out.sync_all()
+        })();
+        if let Err(e) = r {
+            let _ = std::fs::remove_file(&path);
+            return Err(DomainError::Internal(format!(
+                "storing the published image: {e}"
+            )));
+        }
+        Ok((path, size, h))
+    })
+    .await
+    .map_err(|e| DomainError::Internal(e.to_string()))?
+}
+
+/// The published image as an upload: its file, hash and the request's settings.
+fn published(
+    r: &PublishRequest,
+    path: std::path::PathBuf,
+    size: u64,
+    hash: sha2::Sha256,
+) -> Received {
+    Received {
+        main: (path, size),
+        rootfs: None,
+        fingerprint: fingerprint(hash),
+        filename: r.filename.clone(),
+        public: r.public,
+        properties: BTreeMap::new(),
+        aliases: r
+            .aliases
+            .iter()
+            .map(|a| Alias {
+                name: a.name.clone(),
+                target: String::new(),
+                description: a.description.clone(),
+            })
+            .collect(),
+    }
+}
+
+/// Keeps a published image as an upload is kept; the file is discarded if that fails.
+async fn commit_published(
+    c: &crate::service::Services,
+    state: &Path,
+    received: Received,
+) -> Result<Image, DomainError> {
+    let db = c.db.clone();
+    let state_dir = state.to_path_buf();
+    tokio::task::spawn_blocking(move || {
+        let out = commit(&db, &state_dir, &received);
+        if out.is_err() {
+            received.discard();
+        }
+        out
+    })
+    .await
+    .map_err(|e| DomainError::Internal(e.to_string()))?
+}
+
 /// Publishes a stopped instance or a snapshot as an image (inside the operation): silo-store
 /// packs the volume into an unlinked file and hands over its fd; silod hashes and keeps it
 /// like an upload. Returns the image.
@@ -548,71 +640,7 @@ pub async fn publish(
         .map_err(DomainError::Internal)?
         .remove(0);
     // Into a temp file of silod's own, hashed on the way: from here on it is an upload.
-    let state_dir = state.to_path_buf();
-    let (path, size, hash) = tokio::task::spawn_blocking(move || -> Result<_, DomainError> {
-        use std::io::{Read, Seek, Write};
-        let mut src = std::fs::File::from(fd);
-        src.rewind()
-            .map_err(|e| DomainError::Internal(e.to_string()))?;
-        let dir = images_dir(&state_dir);
-        std::fs::create_dir_all(&dir).map_err(|e| DomainError::Internal(e.to_string()))?;
-        let path = dir.join(format!("tmp-{}", uuid::Uuid::new_v4()));
-        let mut out = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&path)
-            .map_err(|e| DomainError::Internal(format!("creating {}: {e}", path.display())))?;
-        let mut h = sha2::Sha256::new();
-        let mut buf = vec![0u8; 1 << 20];
-        let mut size = 0u64;
-        let r = (|| -> std::io::Result<()> {
-            loop {
-                let n = src.read(&mut buf)?;
-                if n == 0 {
-                    break;
-                }
-                h.update(&buf[..n]);
-                out.write_all(&buf[..n])?;
-                size += n as u64;
-            }
-            out.sync_all()
-        })();
-        if let Err(e) = r {
-            let _ = std::fs::remove_file(&path);
-            return Err(DomainError::Internal(format!(
-                "storing the published image: {e}"
-            )));
-        }
-        Ok((path, size, h))
-    })
-    .await
-    .map_err(|e| DomainError::Internal(e.to_string()))??;
-    let received = Received {
-        main: (path, size),
-        rootfs: None,
-        fingerprint: fingerprint(hash),
-        filename: r.filename.clone(),
-        public: r.public,
-        properties: BTreeMap::new(),
-        aliases: r
-            .aliases
-            .iter()
-            .map(|a| Alias {
-                name: a.name.clone(),
-                target: String::new(),
-                description: a.description.clone(),
-            })
-            .collect(),
-    };
-    let db = c.db.clone();
-    let state_dir = state.to_path_buf();
-    tokio::task::spawn_blocking(move || {
-        let out = commit(&db, &state_dir, &received);
-        if out.is_err() {
-            received.discard();
-        }
-        out
-    })
-    .await
-    .map_err(|e| DomainError::Internal(e.to_string()))?
+    let (path, size, hash) = store_packed(fd, state).await?;
+    let received = published(&r, path, size, hash);
+    commit_published(c, state, received).await
 }

@@ -3,7 +3,7 @@
 //! runtime), so they sit above them; the instance records and their rules are in
 //! `instances.rs`, below.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 
 use serde_json::json;
 use silo_proto::store::VolumeKind;
@@ -171,106 +171,36 @@ async fn create_inner(
     let claim = claim_idmap(&c.db, &req.name, &range)?;
     let base = claim.base;
     let mut config = req.config.clone();
-    let mut architecture = std::env::consts::ARCH.to_string();
-    match &image {
-        Some(img) => {
-            let fp = ImageFingerprint::new(img.fingerprint.clone())
-                .map_err(|e| DomainError::Internal(e.to_string()))?;
-            crate::service::storage::ensure_image_volume(
-                &c.db,
-                &c.helpers,
-                &c.image_locks,
-                &pool,
-                &fp,
-            )
-            .await?;
-            c.helpers
-                .store
-                .copy_volume(
-                    pn.clone(),
-                    VolumeKind::Image,
-                    VolumeName::new(img.fingerprint.clone())
-                        .map_err(|e| DomainError::Internal(e.to_string()))?,
-                    VolumeKind::Container,
-                    vol.clone(),
-                )
-                .await?;
-            for (k, v) in &img.properties {
-                config
-                    .entry(format!("image.{k}"))
-                    .or_insert_with(|| v.clone());
-            }
-            config.insert("volatile.base_image".into(), img.fingerprint.clone());
-            architecture = img.architecture.clone();
-            let _ = crate::service::images::touch(&c.db, &img.fingerprint);
-        }
+    let target = RootVolume {
+        pool: &pool,
+        pn: &pn,
+        vol: &vol,
+    };
+    let architecture = match &image {
+        Some(img) => fill_from_image(c, &target, img, &mut config).await?,
         None if req.source.kind == "copy" => {
-            let (src, snap) = match req.source.source.split_once('/') {
-                Some((i, s)) => (i.to_string(), Some(s.to_string())),
-                None => (req.source.source.clone(), None),
-            };
-            let si = get(&c.db, &src)?;
-            if si.pool != pool {
-                return Err(DomainError::BadRequest(format!(
-                    "copying between storage pools is not supported yet: {src:?} is on {:?}, the copy's root disk on {pool:?}",
-                    si.pool
-                )));
-            }
-            let (kind, from) = match &snap {
-                Some(s) => (
-                    VolumeKind::Snapshot,
-                    crate::service::snapshots::volume(&src, s)?,
-                ),
-                None => (
-                    VolumeKind::Container,
-                    VolumeName::new(src.clone())
-                        .map_err(|e| DomainError::BadRequest(e.to_string()))?,
-                ),
-            };
-            c.helpers
-                .store
-                .copy_volume(pn.clone(), kind, from, VolumeKind::Container, vol.clone())
-                .await?;
-            if let Some(b) = si.config.get("volatile.base_image") {
-                config.insert("volatile.base_image".into(), b.clone());
-            }
-            architecture = si.architecture.clone();
+            fill_from_copy(c, &target, &req.source.source, &mut config).await?
         }
         None => {
             c.helpers
                 .store
                 .create_volume(pn.clone(), VolumeKind::Container, vol.clone())
                 .await?;
+            std::env::consts::ARCH.to_string()
         }
-    }
-    config.insert("volatile.uuid".into(), uuid::Uuid::new_v4().to_string());
-    config.insert("volatile.idmap.base".into(), base.to_string());
-    config.insert("volatile.idmap.next".into(), idmap_json(base));
-    config.insert("volatile.last_state.idmap".into(), "[]".into());
-    let inst = Instance {
-        name: req.name.clone(),
-        kind: "container".into(),
-        architecture,
-        ephemeral: req.ephemeral,
-        stateful: false,
-        description: req.description.clone(),
-        created_at: crate::service::events::now_rfc3339(),
-        last_used_at: String::new(),
-        config,
-        devices: req.devices.clone(),
-        profiles: req.profiles.clone().unwrap_or_default(),
-        pool,
     };
+    let inst = new_record(&req, config, base, architecture, pool.clone());
     let copying = req.source.kind == "copy";
-    let rendered = match &image {
-        Some(_) => {
-            let cfg = expand(&profiles, &inst.config, &inst.devices).0;
-            crate::service::runtime::render_templates(c, &inst, &cfg, "create").await
-        }
+    let trigger = match &image {
+        Some(_) => Some("create"),
         // A copy's image templates run with the "copy" trigger (its /etc/hostname).
-        None if copying => {
+        None if copying => Some("copy"),
+        None => None,
+    };
+    let rendered = match trigger {
+        Some(trigger) => {
             let cfg = expand(&profiles, &inst.config, &inst.devices).0;
-            crate::service::runtime::render_templates(c, &inst, &cfg, "copy").await
+            crate::service::runtime::render_templates(c, &inst, &cfg, trigger).await
         }
         None => Ok(()),
     };
@@ -295,6 +225,126 @@ async fn create_inner(
         json!({}),
     );
     Ok(inst)
+}
+
+/// The new instance's root volume: its pool (by name and checked name) and volume name.
+struct RootVolume<'a> {
+    pool: &'a str,
+    pn: &'a PoolName,
+    vol: &'a VolumeName,
+}
+
+/// Fills the root volume from an image (unpacked on the pool first if it is not yet) and
+/// records the image's properties; returns the image's architecture.
+async fn fill_from_image(
+    c: &Services,
+    target: &RootVolume<'_>,
+    img: &crate::service::images::Image,
+    config: &mut BTreeMap<String, String>,
+) -> Result<String, DomainError> {
+    let fp = ImageFingerprint::new(img.fingerprint.clone())
+        .map_err(|e| DomainError::Internal(e.to_string()))?;
+    crate::service::storage::ensure_image_volume(
+        &c.db,
+        &c.helpers,
+        &c.image_locks,
+        target.pool,
+        &fp,
+    )
+    .await?;
+    c.helpers
+        .store
+        .copy_volume(
+            target.pn.clone(),
+            VolumeKind::Image,
+            VolumeName::new(img.fingerprint.clone())
+                .map_err(|e| DomainError::Internal(e.to_string()))?,
+            VolumeKind::Container,
+            target.vol.clone(),
+        )
+        .await?;
+    for (k, v) in &img.properties {
+        config
+            .entry(format!("image.{k}"))
+            .or_insert_with(|| v.clone());
+    }
+    config.insert("volatile.base_image".into(), img.fingerprint.clone());
+    let _ = crate::service::images::touch(&c.db, &img.fingerprint);
+    Ok(img.architecture.clone())
+}
+
+/// Fills the root volume from another instance or one of its snapshots (`source` is
+/// `instance` or `instance/snapshot`), on the same pool; returns the source's architecture.
+async fn fill_from_copy(
+    c: &Services,
+    target: &RootVolume<'_>,
+    source: &str,
+    config: &mut BTreeMap<String, String>,
+) -> Result<String, DomainError> {
+    let pool = target.pool;
+    let (src, snap) = match source.split_once('/') {
+        Some((i, s)) => (i.to_string(), Some(s.to_string())),
+        None => (source.to_string(), None),
+    };
+    let si = get(&c.db, &src)?;
+    if si.pool != pool {
+        return Err(DomainError::BadRequest(format!(
+            "copying between storage pools is not supported yet: {src:?} is on {:?}, the copy's root disk on {pool:?}",
+            si.pool
+        )));
+    }
+    let (kind, from) = match &snap {
+        Some(s) => (
+            VolumeKind::Snapshot,
+            crate::service::snapshots::volume(&src, s)?,
+        ),
+        None => (
+            VolumeKind::Container,
+            VolumeName::new(src.clone()).map_err(|e| DomainError::BadRequest(e.to_string()))?,
+        ),
+    };
+    c.helpers
+        .store
+        .copy_volume(
+            target.pn.clone(),
+            kind,
+            from,
+            VolumeKind::Container,
+            target.vol.clone(),
+        )
+        .await?;
+    if let Some(b) = si.config.get("volatile.base_image") {
+        config.insert("volatile.base_image".into(), b.clone());
+    }
+    Ok(si.architecture.clone())
+}
+
+/// The new instance's record: the request's settings plus its fresh identity (uuid, idmap).
+fn new_record(
+    req: &CreateRequest,
+    mut config: BTreeMap<String, String>,
+    base: u64,
+    architecture: String,
+    pool: String,
+) -> Instance {
+    config.insert("volatile.uuid".into(), uuid::Uuid::new_v4().to_string());
+    config.insert("volatile.idmap.base".into(), base.to_string());
+    config.insert("volatile.idmap.next".into(), idmap_json(base));
+    config.insert("volatile.last_state.idmap".into(), "[]".into());
+    Instance {
+        name: req.name.clone(),
+        kind: "container".into(),
+        architecture,
+        ephemeral: req.ephemeral,
+        stateful: false,
+        description: req.description.clone(),
+        created_at: crate::service::events::now_rfc3339(),
+        last_used_at: String::new(),
+        config,
+        devices: req.devices.clone(),
+        profiles: req.profiles.clone().unwrap_or_default(),
+        pool,
+    }
 }
 
 /// Deletes a (stopped) instance: its volume, then its record.
