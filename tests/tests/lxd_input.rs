@@ -44,6 +44,14 @@ fn null_and_unknown_fields_are_taken_as_lxd_takes_them() {
     );
     assert_eq!(c, 202, "{v}");
     assert_eq!(d.wait_op(&v)["status"], "Success");
+    // LXD's width and height are int64: -1 means "no size given".
+    let (c, v) = d.api(
+        "POST",
+        "/1.0/instances/c1/exec",
+        Some(json!({"command": ["true"], "width": -1, "height": -1, "wait-for-websocket": false})),
+    );
+    assert_eq!(c, 202, "{v}");
+    assert_eq!(d.wait_op(&v)["status"], "Success");
     d.api_ok(
         "POST",
         "/1.0/instances/c1/snapshots",

@@ -62,39 +62,8 @@ impl Sockets {
     }
 }
 
-/// The body of `POST /1.0/instances/<name>/exec`.
-#[derive(Debug, Clone, Deserialize)]
-pub struct ExecRequest {
-    /// argv.
-    pub command: Vec<String>,
-    /// Extra environment.
-    #[serde(default, deserialize_with = "crate::model::null_default")]
-    pub environment: HashMap<String, String>,
-    /// With a pty.
-    #[serde(default)]
-    pub interactive: bool,
-    /// Streams over websockets (else: discarded or recorded).
-    #[serde(default, rename = "wait-for-websocket")]
-    pub wait_for_websocket: bool,
-    /// Keep stdout and stderr in log files.
-    #[serde(default, rename = "record-output")]
-    pub record_output: bool,
-    /// Terminal width.
-    #[serde(default)]
-    pub width: u16,
-    /// Terminal height.
-    #[serde(default)]
-    pub height: u16,
-    /// User id.
-    #[serde(default)]
-    pub user: u32,
-    /// Group id.
-    #[serde(default)]
-    pub group: u32,
-    /// Working directory.
-    #[serde(default)]
-    pub cwd: String,
-}
+/// `POST /1.0/instances/<name>/exec` as LXD's API has it.
+pub use silo_api::InstanceExecPost as ExecRequest;
 
 /// The environment LXD gives an exec'd command, with the request's on top.
 pub fn environment(req: &ExecRequest) -> Vec<(String, String)> {
@@ -517,8 +486,9 @@ pub async fn run(
         uid: req.user,
         gid: req.group,
         interactive: interactive && connected.is_some(),
-        width: req.width,
-        height: req.height,
+        // LXD's int64; -1 (or anything out of range) means the client gave no size.
+        width: u16::try_from(req.width).unwrap_or(0),
+        height: u16::try_from(req.height).unwrap_or(0),
     };
     let started = helpers.privileged.exec(spec).await?;
     let mut fds = helpers.take_fds(HelperKind::Priv, started.fds).await?;
