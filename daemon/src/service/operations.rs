@@ -65,37 +65,24 @@ impl OpStatus {
     }
 }
 
-/// The operation object as the API shows it.
+/// An operation: LXD's object (`silo_api::Operation`, what the API shows) and what silod
+/// keeps beside it.
 #[derive(Debug, Clone, Serialize)]
 pub struct Operation {
-    /// UUID.
-    pub id: String,
-    /// "task", "websocket" or "token".
-    pub class: String,
-    /// Human description, e.g. "Creating instance".
-    pub description: String,
-    /// Creation time.
-    pub created_at: String,
-    /// Last change.
-    pub updated_at: String,
-    /// Status text.
-    pub status: String,
-    /// Status code.
-    pub status_code: u16,
-    /// Affected objects by kind.
-    pub resources: BTreeMap<String, Vec<String>>,
-    /// Result or progress data.
-    pub metadata: serde_json::Value,
-    /// Whether DELETE cancels it.
-    pub may_cancel: bool,
-    /// Error text on failure.
-    pub err: String,
+    /// The object as the API shows it.
+    #[serde(flatten)]
+    pub api: silo_api::Operation,
     /// The status of what failed (404 for a missing source, 409 for a taken name, ...): kept
     /// for silod's own use, not part of LXD's operation object.
     #[serde(skip)]
     pub err_status: Option<u16>,
-    /// Cluster member.
-    pub location: String,
+}
+
+impl std::ops::Deref for Operation {
+    type Target = silo_api::Operation;
+    fn deref(&self) -> &silo_api::Operation {
+        &self.api
+    }
 }
 
 #[derive(Debug)]
@@ -199,19 +186,21 @@ impl Operations {
     {
         let now = now_rfc3339();
         let op = Operation {
-            id,
-            class: class.to_string(),
-            description: description.to_string(),
-            created_at: now.clone(),
-            updated_at: now,
-            status: OpStatus::Running.text().into(),
-            status_code: OpStatus::Running.code(),
-            resources,
-            metadata,
-            may_cancel,
-            err: String::new(),
+            api: silo_api::Operation {
+                id,
+                class: class.to_string(),
+                description: description.to_string(),
+                created_at: now.clone(),
+                updated_at: now,
+                status: OpStatus::Running.text().into(),
+                status_code: OpStatus::Running.code().into(),
+                resources,
+                metadata,
+                may_cancel,
+                err: String::new(),
+                location: "none".into(),
+            },
             err_status: None,
-            location: "none".into(),
         };
         let (done, _) = watch::channel(false);
         let entry = Arc::new(Entry {
@@ -257,15 +246,15 @@ impl Operations {
     ) {
         let snapshot = {
             let Ok(mut op) = entry.op.lock() else { return };
-            op.status = status.text().into();
-            op.status_code = status.code();
-            op.updated_at = now_rfc3339();
-            op.may_cancel = false;
+            op.api.status = status.text().into();
+            op.api.status_code = status.code().into();
+            op.api.updated_at = now_rfc3339();
+            op.api.may_cancel = false;
             if let Some(md) = metadata {
-                op.metadata = md;
+                op.api.metadata = md;
             }
             if let Some(e) = err {
-                op.err = e.to_string();
+                op.api.err = e.to_string();
                 op.err_status = Some(e.status());
             }
             op.clone()
