@@ -301,6 +301,8 @@ fn silod_keeps_no_terminal_of_the_shell_that_started_it() {
             }
             silo_tests::kill_instances(self.0);
             silo_tests::cleanup_cgroups(self.0);
+            // The pool's bind mount outlives a silod stopped by signal.
+            silo_tests::cleanup_mounts(self.0);
             let _ = std::fs::remove_dir_all(self.0);
             let _ = std::fs::remove_file(self.1);
             let _ = std::fs::remove_file(self.2);
