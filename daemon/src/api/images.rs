@@ -125,7 +125,7 @@ pub async fn create(State(d): State<Arc<Services>>, req: Request) -> ApiResult {
                 &format!("/1.0/images/{}", img.fingerprint),
                 json!({}),
             );
-            Ok(json!({"fingerprint": img.fingerprint, "size": img.size}))
+            image_created(&img)
         },
     );
     Ok(async_op(&op))
@@ -164,7 +164,7 @@ async fn publish(d: &Arc<Services>, req: Request) -> ApiResult {
                 &format!("/1.0/images/{}", img.fingerprint),
                 json!({}),
             );
-            Ok(json!({"fingerprint": img.fingerprint, "size": img.size}))
+            image_created(&img)
         },
     );
     Ok(async_op(&op))
@@ -464,7 +464,7 @@ pub async fn export(
 pub async fn aliases_list(State(d): State<Arc<Services>>, Query(q): Query<ListQuery>) -> ApiResult {
     let all = images::aliases(&d.db)?;
     if q.recursive() {
-        Ok(sync(all.iter().map(alias_api).collect::<Vec<_>>()))
+        Ok(sync(all.iter().map(render::alias).collect::<Vec<_>>()))
     } else {
         Ok(sync(
             all.iter()
@@ -472,10 +472,6 @@ pub async fn aliases_list(State(d): State<Arc<Services>>, Query(q): Query<ListQu
                 .collect::<Vec<_>>(),
         ))
     }
-}
-
-fn alias_api(a: &Alias) -> Value {
-    json!({"name": a.name, "target": a.target, "description": a.description, "type": "container"})
 }
 
 #[derive(Debug, Deserialize)]
@@ -517,7 +513,7 @@ fn find_alias(d: &Services, name: &str) -> Result<Alias, DomainError> {
 
 /// `GET /1.0/images/aliases/{name}`.
 pub async fn alias_get(State(d): State<Arc<Services>>, Path(name): Path<String>) -> ApiResult {
-    Ok(sync_etag(alias_api(&find_alias(&d, &name)?)))
+    Ok(sync_etag(render::alias(&find_alias(&d, &name)?)))
 }
 
 #[derive(Debug, Deserialize)]
@@ -588,4 +584,13 @@ pub async fn alias_delete(State(d): State<Arc<Services>>, Path(name): Path<Strin
         json!({}),
     );
     Ok(sync(Value::Null))
+}
+
+/// An operation's result for a new image.
+fn image_created(img: &images::Image) -> Result<Value, DomainError> {
+    serde_json::to_value(silo_api::ImageCreated {
+        fingerprint: img.fingerprint.clone(),
+        size: i64::try_from(img.size).unwrap_or(i64::MAX),
+    })
+    .map_err(|e| DomainError::Internal(e.to_string()))
 }

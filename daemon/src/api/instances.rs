@@ -175,7 +175,7 @@ pub async fn get_one(
         profiles.expand(&i.profiles, &i.config, &i.devices),
         status(running),
     );
-    let etag = super::etag(&silo_api::InstancePut::from(&obj));
+    let etag = etag_of(&i);
     let mut r = if q.level() >= 1 {
         let state = if running {
             Some(
@@ -206,19 +206,25 @@ fn running_stub() -> silo_api::InstanceState {
     }
 }
 
+/// An instance's ETag: over what PUT can change (never the expanded view), so checking an
+/// If-Match needs no profile expansion.
+fn etag_of(i: &instances::Instance) -> String {
+    super::etag(&silo_api::InstancePut {
+        config: i.config.clone(),
+        devices: i.devices.clone(),
+        ephemeral: i.ephemeral,
+        profiles: i.profiles.clone(),
+        description: i.description.clone(),
+        ..Default::default()
+    })
+}
+
 fn check_etag(d: &Services, name: &str, headers: &HeaderMap) -> Result<(), DomainError> {
     if let Some(want) = headers
         .get(axum::http::header::IF_MATCH)
         .and_then(|v| v.to_str().ok())
     {
-        let i = instances::get(&d.db, name)?;
-        let profiles = crate::service::expansion::Expander::load(&d.db)?;
-        let obj = render::instance(
-            &i,
-            profiles.expand(&i.profiles, &i.config, &i.devices),
-            status(false),
-        );
-        let have = super::etag(&silo_api::InstancePut::from(&obj));
+        let have = etag_of(&instances::get(&d.db, name)?);
         if want.trim_matches('"') != have {
             return Err(DomainError::PreconditionFailed(format!(
                 "instance {name:?} changed meanwhile (ETag mismatch)"

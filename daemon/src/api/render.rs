@@ -291,6 +291,36 @@ pub fn pool(p: &Pool, used_by: Vec<String>) -> silo_api::StoragePool {
     }
 }
 
+/// A storage volume (silo's volumes are all filesystems on the one host).
+pub fn volume(
+    kind: &str,
+    name: &str,
+    description: &str,
+    config: StringMap,
+    used_by: Vec<String>,
+) -> silo_api::StorageVolume {
+    silo_api::StorageVolume {
+        name: name.into(),
+        kind: kind.into(),
+        content_type: "filesystem".into(),
+        config,
+        description: description.into(),
+        location: "none".into(),
+        used_by,
+        ..Default::default()
+    }
+}
+
+/// An image alias.
+pub fn alias(a: &Alias) -> silo_api::ImageAliasesEntry {
+    silo_api::ImageAliasesEntry {
+        name: a.name.clone(),
+        target: a.target.clone(),
+        description: a.description.clone(),
+        kind: "container".into(),
+    }
+}
+
 /// An image with the aliases that point at it.
 pub fn image(i: &Image, aliases: &[Alias]) -> silo_api::Image {
     silo_api::Image {

@@ -3,21 +3,18 @@
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
-use serde_json::json;
 
 use crate::service::operations::Operation;
 
+/// `metadata` as the envelope's JSON. silo's API objects always serialize (string keys only),
+/// so a failure here is a bug shown as `null`, not a panic in a handler.
+fn to_json<T: Serialize>(metadata: T) -> serde_json::Value {
+    serde_json::to_value(metadata).unwrap_or_default()
+}
+
 /// A sync answer.
 pub fn sync<T: Serialize>(metadata: T) -> Response {
-    let body = json!({
-        "type": "sync",
-        "status": "Success",
-        "status_code": 200,
-        "operation": "",
-        "error_code": 0,
-        "error": "",
-        "metadata": metadata,
-    });
+    let body = silo_api::Response::sync(to_json(metadata));
     (StatusCode::OK, axum::Json(body)).into_response()
 }
 
@@ -33,16 +30,8 @@ pub fn sync_etag<T: Serialize>(metadata: T) -> Response {
 
 /// An async answer naming a background operation.
 pub fn async_op(op: &Operation) -> Response {
-    let url = format!("/1.0/operations/{}", op.id);
-    let body = json!({
-        "type": "async",
-        "status": "Operation created",
-        "status_code": 100,
-        "operation": url,
-        "error_code": 0,
-        "error": "",
-        "metadata": op,
-    });
+    let url = silo_api::paths::operation(&op.id);
+    let body = silo_api::Response::async_op(url.clone(), to_json(op));
     let mut r = (StatusCode::ACCEPTED, axum::Json(body)).into_response();
     if let Ok(v) = HeaderValue::from_str(&url) {
         r.headers_mut().insert(header::LOCATION, v);
@@ -56,15 +45,7 @@ impl IntoResponse for DomainError {
     fn into_response(self) -> Response {
         let status =
             StatusCode::from_u16(self.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        let body = json!({
-            "type": "error",
-            "status": "",
-            "status_code": 0,
-            "operation": "",
-            "error_code": status.as_u16(),
-            "error": self.to_string(),
-            "metadata": null,
-        });
+        let body = silo_api::Response::error(status.as_u16(), self.to_string());
         (status, axum::Json(body)).into_response()
     }
 }

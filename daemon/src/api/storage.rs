@@ -155,40 +155,47 @@ async fn volume_objects(
     d: &Services,
     pool: &str,
     only: Option<&str>,
-) -> Result<Vec<Value>, DomainError> {
+) -> Result<Vec<silo_api::StorageVolume>, DomainError> {
+    let wanted = |kind: &str| only.is_none_or(|o| o == kind);
     let mut out = Vec::new();
-    if only.is_none() || only == Some("container") {
+    if wanted("container") {
         for i in crate::service::instances::list_records(&d.db)?
             .into_iter()
             .filter(|i| i.pool == pool)
         {
-            out.push(json!({"name": i.name, "type": "container", "content_type": "filesystem", "config": {}, "description": "", "location": "none",
-                "used_by": [format!("/1.0/instances/{}", i.name)]}));
+            let used_by = vec![silo_api::paths::instance(&i.name)];
+            out.push(render::volume(
+                "container",
+                &i.name,
+                "",
+                Default::default(),
+                used_by,
+            ));
         }
     }
-    if only.is_none() || only == Some("image") {
+    if wanted("image") {
         for fp in storage::image_volumes(&d.db, pool)? {
-            out.push(json!({"name": fp, "type": "image", "content_type": "filesystem", "config": {}, "description": "", "location": "none",
-                "used_by": [format!("/1.0/images/{fp}")]}));
+            let used_by = vec![silo_api::paths::image(&fp)];
+            out.push(render::volume(
+                "image",
+                &fp,
+                "",
+                Default::default(),
+                used_by,
+            ));
         }
     }
-    if only.is_none() || only == Some("custom") {
+    if wanted("custom") {
         for (n, desc, cfg) in storage::custom_volumes(&d.db, pool)? {
-            out.push(json!({"name": n, "type": "custom", "content_type": "filesystem", "config": cfg, "description": desc, "location": "none", "used_by": []}));
+            out.push(render::volume("custom", &n, &desc, cfg, Vec::new()));
         }
     }
     Ok(out)
 }
 
-fn urls(pool: &str, objs: &[Value]) -> Vec<String> {
+fn urls(pool: &str, objs: &[silo_api::StorageVolume]) -> Vec<String> {
     objs.iter()
-        .map(|o| {
-            format!(
-                "/1.0/storage-pools/{pool}/volumes/{}/{}",
-                o["type"].as_str().unwrap_or(""),
-                o["name"].as_str().unwrap_or("")
-            )
-        })
+        .map(|o| silo_api::paths::storage_volume(pool, &o.kind, &o.name))
         .collect()
 }
 
@@ -201,7 +208,8 @@ pub async fn volumes(
     storage::get(&d.db, &pool)?;
     let objs = volume_objects(&d, &pool, None).await?;
     let filter = crate::model::filter::Filter::parse(q.filter.as_deref().unwrap_or(""))?;
-    let objs: Vec<Value> = objs.into_iter().filter(|o| filter.matches(o)).collect();
+    let objs: Vec<silo_api::StorageVolume> =
+        objs.into_iter().filter(|o| filter.accepts(o)).collect();
     if q.recursive() {
         Ok(sync(objs))
     } else {
@@ -265,7 +273,7 @@ pub async fn volume_get(
     volume_objects(&d, &pool, Some(&t))
         .await?
         .into_iter()
-        .find(|o| o["name"] == name)
+        .find(|o| o.name == name)
         .map(sync_etag)
         .ok_or_else(|| {
             DomainError::NotFound(format!(
