@@ -1,19 +1,39 @@
 //! silod's own confinement once it has dropped root (reviewed with ../seccomp.json and
 //! ../CONFINEMENT.md).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-use silo_proto::jail::landlock_rules::FsRules;
+use silo_proto::jail::landlock_rules::{FsRules, NetRules, TcpBind};
 use silo_proto::jail::{existing, Jail, LandlockSpec, SeccompMode};
 
 static SECCOMP: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/seccomp.bpf"));
 static SECCOMP_LOG: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/seccomp_log.bpf"));
 
+/// What silod reads outside its state dir besides /proc: the system's CA store (TLS to image
+/// servers and remotes; a private CA added with update-ca-certificates lands in these) and
+/// name resolution's files.
+pub const SYSTEM_READ: &[&str] = &[
+    "/etc/ssl/certs",
+    "/usr/share/ca-certificates",
+    "/usr/local/share/ca-certificates",
+    "/etc/ca-certificates",
+    "/etc/hosts",
+    "/etc/resolv.conf",
+    "/etc/nsswitch.conf",
+    "/etc/host.conf",
+    "/etc/gai.conf",
+];
+
 /// The jail: no capabilities at all; the state dir read-write; /proc read-only (helpers'
-/// confinement for `GET /1.0`); no TCP bind or connect (remote access comes with its own
-/// issue and its own rule); no abstract sockets or signals outside itself.
-pub fn jail(state_dir: &Path, seccomp_mode: SeccompMode) -> Jail {
+/// confinement for `GET /1.0`), the CA store and resolver files read-only; TCP bind on
+/// unprivileged ports only (the HTTPS API; a privileged port is bound by silo-net where the
+/// policy allows and handed over), TCP connect anywhere (image servers and remotes);
+/// no abstract sockets or signals outside itself. `extra_read` is what the operator pointed
+/// silod at (`SSL_CERT_FILE`/`SSL_CERT_DIR`).
+pub fn jail(state_dir: &Path, seccomp_mode: SeccompMode, extra_read: &[PathBuf]) -> Jail {
     let mut read = existing(&["/proc"]);
+    read.extend(existing(SYSTEM_READ));
+    read.extend(extra_read.iter().filter(|p| p.exists()).cloned());
     read.retain(|p| !p.starts_with(state_dir));
     Jail {
         name: "silod",
@@ -24,10 +44,28 @@ pub fn jail(state_dir: &Path, seccomp_mode: SeccompMode) -> Jail {
                 write: vec![state_dir.to_path_buf()],
             }),
             scope_signal: true,
+            net: NetRules {
+                bind_tcp: unprivileged_ports(),
+                connect_tcp_any: true,
+            },
         },
         seccomp: SECCOMP,
         seccomp_log: SECCOMP_LOG,
         seccomp_mode,
+    }
+}
+
+/// TCP ports silod may bind: the unprivileged ones. Without capabilities the kernel already
+/// refuses ports below `net.ipv4.ip_unprivileged_port_start`; only where that was lowered
+/// below 1024 are landlock's 64,512 per-port rules (some 115 ms at start) needed to keep
+/// silod off the privileged ports.
+fn unprivileged_ports() -> TcpBind {
+    let start = std::fs::read_to_string("/proc/sys/net/ipv4/ip_unprivileged_port_start")
+        .ok()
+        .and_then(|s| s.trim().parse::<u32>().ok());
+    match start {
+        Some(n) if n >= 1024 => TcpBind::Unhandled,
+        _ => TcpBind::Ports(vec![1024..=u16::MAX]),
     }
 }
 

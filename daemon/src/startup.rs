@@ -454,7 +454,14 @@ pub fn run(args: Args, events: crate::service::events::Events) -> anyhow::Result
     } else {
         SeccompMode::Enforce
     };
-    let report = crate::confinement::jail(&args.state_dir, mode)
+    // An operator's own CA bundle (rustls-native-certs honours these) stays readable.
+    let extra_read: Vec<PathBuf> = ["SSL_CERT_FILE", "SSL_CERT_DIR"]
+        .iter()
+        .filter_map(std::env::var_os)
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .collect();
+    let report = crate::confinement::jail(&args.state_dir, mode, &extra_read)
         .enter()
         .context("entering silod's jail")?;
 

@@ -67,6 +67,7 @@ pub fn jail(b: &Boot) -> Jail {
                 .collect(),
             }),
             scope_signal: true,
+            net: Default::default(),
         },
         seccomp: SECCOMP,
         seccomp_log: SECCOMP_LOG,

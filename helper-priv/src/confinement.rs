@@ -32,6 +32,7 @@ pub fn jail(b: &Boot) -> Jail {
         landlock: LandlockSpec {
             fs: None,
             scope_signal: false,
+            net: Default::default(),
         },
         seccomp: SECCOMP,
         seccomp_log: SECCOMP_LOG,

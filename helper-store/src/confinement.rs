@@ -37,6 +37,7 @@ pub fn jail(b: &Boot) -> Jail {
         landlock: LandlockSpec {
             fs: None,
             scope_signal: true,
+            net: Default::default(),
         },
         seccomp: SECCOMP,
         seccomp_log: SECCOMP_LOG,
