@@ -41,8 +41,8 @@ fn show(v: &Value, f: InfoFormat) -> Result<(), CmdError> {
 enum Arg<'a> {
     /// Always a name: no prefix means the default remote.
     Name(&'a mut String),
-    /// A name or something else (a key=value, a filter): only a known `remote:` prefix
-    /// before any `=` counts.
+    /// A name or something else (a key=value, a filter that may hold an IPv6 address): with
+    /// an `=` only a known `remote:` prefix before it counts.
     Maybe(&'a mut String),
     /// An optional name; `remote:` alone leaves none.
     Opt(&'a mut Option<String>),
@@ -188,6 +188,13 @@ fn route(conf: &Config, cmd: &mut Command) -> Result<String, ConfError> {
     for arg in name_args(cmd) {
         match arg {
             Arg::Name(s) => {
+                let (r, rest) = conf.parse_remote(s)?;
+                let rest = rest.to_string();
+                *s = rest;
+                pick(r)?;
+            }
+            // Without '=' it is a name (or a name filter), and names have no colon.
+            Arg::Maybe(s) if s.contains(':') && !s.contains('=') => {
                 let (r, rest) = conf.parse_remote(s)?;
                 let rest = rest.to_string();
                 *s = rest;

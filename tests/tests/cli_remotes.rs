@@ -1,0 +1,252 @@
+//! `silo remote ...` and `remote:name` against a real LXD 5.0.2 (tests/src/lxd.rs): adding a
+//! remote with the trust password or a token, refusals that leave nothing behind, a server
+//! certificate that changed since it was pinned, and listing instances and images on it.
+
+use std::path::{Path, PathBuf};
+
+use silo_tests::lxd::{TestLxd, TRUST_PASSWORD};
+use silo_tests::show;
+
+/// A client configuration directory of the test's own, removed on drop.
+struct Conf(PathBuf);
+
+impl Conf {
+    fn new(name: &str) -> Conf {
+        let d = silo_tests::unique_dir(&format!("conf-{name}"));
+        let _ = std::fs::remove_dir_all(&d);
+        Conf(d)
+    }
+    fn path(&self) -> &Path {
+        &self.0
+    }
+    fn config_yml(&self) -> String {
+        std::fs::read_to_string(self.0.join("config.yml")).unwrap_or_default()
+    }
+    fn pinned(&self, remote: &str) -> PathBuf {
+        self.0.join("servercerts").join(format!("{remote}.crt"))
+    }
+}
+
+impl Drop for Conf {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn text(o: &std::process::Output) -> String {
+    String::from_utf8_lossy(&o.stdout).to_string()
+}
+
+fn err(o: &std::process::Output) -> String {
+    String::from_utf8_lossy(&o.stderr).to_string()
+}
+
+/// Runs silo with no server around (remote management only touches config.yml).
+fn silo(conf: &Path, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(silo_tests::bin("silo"))
+        .env("SILO_CONF", conf)
+        .env("SILO_SOCKET", conf.join("no-silod.socket"))
+        .env_remove("SILO_REMOTE")
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("silo")
+}
+
+#[test]
+fn remote_add_with_password_lists_instances_and_images_and_refuses_a_changed_cert() {
+    let lxd = TestLxd::start("rpw");
+    let conf = Conf::new("rpw");
+    let bb = silo_tests::busybox_image(false);
+    let file = bb[0].to_str().expect("utf-8 path");
+    let o = lxd.lxc(&["image", "import", file, "--alias", "bbremote"]);
+    assert!(o.status.success(), "lxc image import: {}", show(&o));
+
+    // Declining the certificate adds nothing.
+    let o = lxd.silo(
+        conf.path(),
+        &["remote", "add", "s", &lxd.url(), "--password", TRUST_PASSWORD],
+        Some("n\n"),
+    );
+    assert!(!o.status.success(), "declined add succeeded: {}", show(&o));
+    assert!(err(&o).contains("NACKed"), "{}", show(&o));
+    assert!(text(&o).contains(&lxd.fingerprint()), "the prompt shows the fingerprint: {}", show(&o));
+    assert!(!conf.pinned("s").exists());
+    assert!(!conf.config_yml().contains("127.0.0.1"));
+
+    // Accepting it (by typing the fingerprint, as lxc allows) adds and pins it.
+    let answer = format!("{}\n", lxd.fingerprint());
+    let o = lxd.silo(
+        conf.path(),
+        &["remote", "add", "s", &lxd.url(), "--password", TRUST_PASSWORD],
+        Some(&answer),
+    );
+    assert!(o.status.success(), "remote add: {}", show(&o));
+    assert!(text(&o).contains("Client certificate now trusted by server: s"), "{}", show(&o));
+    let yml = conf.config_yml();
+    assert!(yml.contains("addr: https://127.0.0.1:8443"), "{yml}");
+    assert!(yml.contains("auth_type: tls") && yml.contains("protocol: lxd"), "{yml}");
+    let pem = std::fs::read(conf.pinned("s")).expect("pinned cert");
+    let der = silo_cli::tls::cert_from_pem(&pem, "s.crt").expect("pem");
+    assert_eq!(silo_cli::tls::fingerprint(&der), lxd.fingerprint());
+    // The client key is private to its owner.
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(conf.path().join("client.key"))
+        .expect("client.key")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600, "client.key mode {mode:o}");
+    // LXD now trusts our certificate.
+    let o = lxd.lxc(&["config", "trust", "list", "--format", "csv"]);
+    assert!(o.status.success() && !text(&o).trim().is_empty(), "{}", show(&o));
+
+    // The stock lxc client reads the config.yml we wrote: same layout.
+    let o = std::process::Command::new("lxc")
+        .env("LXD_CONF", conf.path())
+        .args(["remote", "list", "--format", "csv"])
+        .output()
+        .expect("lxc");
+    assert!(o.status.success(), "lxc remote list on silo's config: {}", show(&o));
+    assert!(text(&o).contains("s,https://127.0.0.1:8443,lxd,tls,NO,NO,NO"), "{}", show(&o));
+
+    let o = lxd.silo(conf.path(), &["list", "s:", "--format", "csv"], None);
+    assert!(o.status.success(), "silo list s: {}", show(&o));
+    assert_eq!(text(&o).trim(), "", "LXD has no instances: {}", show(&o));
+    let o = lxd.silo(conf.path(), &["image", "list", "s:", "--format", "csv"], None);
+    assert!(o.status.success(), "silo image list s: {}", show(&o));
+    assert!(text(&o).contains("bbremote"), "{}", show(&o));
+    let o = lxd.silo(conf.path(), &["info", "s:"], None);
+    assert!(o.status.success() && text(&o).contains("auth: trusted"), "{}", show(&o));
+    let o = lxd.silo(conf.path(), &["profile", "show", "s:default"], None);
+    assert!(o.status.success() && text(&o).contains("pool: default"), "{}", show(&o));
+
+    // Another certificate in place of the pinned one: refused, naming both fingerprints.
+    let (other, _) = silo_cli::tls::generate_client_cert().expect("cert");
+    std::fs::write(conf.pinned("s"), &other).expect("replace pinned cert");
+    let other_der = silo_cli::tls::cert_from_pem(other.as_bytes(), "x").expect("pem");
+    let other_fp = silo_cli::tls::fingerprint(&other_der);
+    let o = lxd.silo(conf.path(), &["list", "s:"], None);
+    assert!(!o.status.success(), "a changed certificate was accepted: {}", show(&o));
+    let e = err(&o);
+    assert!(e.contains("changed"), "{e}");
+    assert!(e.contains(&other_fp), "names the pinned fingerprint: {e}");
+    assert!(e.contains(&lxd.fingerprint()), "names the presented fingerprint: {e}");
+}
+
+#[test]
+fn remote_add_wrong_password_leaves_nothing_and_token_add_works() {
+    let lxd = TestLxd::start("rtok");
+    let conf = Conf::new("rtok");
+    let o = lxd.silo(
+        conf.path(),
+        &[
+            "remote",
+            "add",
+            "s",
+            &lxd.url(),
+            "--password",
+            "wrong",
+            "--accept-certificate",
+        ],
+        None,
+    );
+    assert!(!o.status.success(), "wrong password accepted: {}", show(&o));
+    assert!(!conf.pinned("s").exists(), "a pinned cert was left behind");
+    assert!(!conf.config_yml().contains("127.0.0.1"), "{}", conf.config_yml());
+    let o = silo(conf.path(), &["remote", "list", "--format", "csv"]);
+    assert!(!text(&o).contains("127.0.0.1"), "{}", show(&o));
+
+    // A token from `lxc config trust add`.
+    let o = lxd.lxc(&["config", "trust", "add", "--name", "silo-t1"]);
+    assert!(o.status.success(), "lxc config trust add: {}", show(&o));
+    let token = text(&o)
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or_default()
+        .trim()
+        .to_string();
+    let decoded = silo_cli::remotes::CertificateToken::decode(&token).expect("LXD's token decodes");
+    assert_eq!(decoded.fingerprint, lxd.fingerprint());
+    assert_eq!(decoded.client_name, "silo-t1");
+    let o = lxd.silo(conf.path(), &["remote", "add", "t", &token], None);
+    assert!(o.status.success(), "remote add with a token: {}", show(&o));
+    assert!(conf.pinned("t").exists());
+    let o = lxd.silo(conf.path(), &["info", "t:"], None);
+    assert!(o.status.success() && text(&o).contains("auth: trusted"), "{}", show(&o));
+    let o = lxd.lxc(&["config", "trust", "list", "--format", "csv"]);
+    assert!(text(&o).contains("silo-t1"), "{}", show(&o));
+
+    // The token is single-use: a second client cannot use it.
+    let conf2 = Conf::new("rtok2");
+    let o = lxd.silo(conf2.path(), &["remote", "add", "t", &token], None);
+    assert!(!o.status.success(), "a used token was accepted: {}", show(&o));
+    assert!(!conf2.pinned("t").exists(), "a pinned cert was left behind");
+    assert!(!conf2.config_yml().contains("127.0.0.1"));
+}
+
+#[test]
+fn remote_management_and_static_remotes() {
+    let conf = Conf::new("rmgmt");
+    let o = silo(conf.path(), &["remote", "list", "--format", "csv"]);
+    assert!(o.status.success(), "{}", show(&o));
+    let t = text(&o);
+    assert!(t.contains("local (current),unix://,lxd,file access,NO,YES,NO"), "{t}");
+    assert!(
+        t.contains("images,https://images.linuxcontainers.org,simplestreams,none,YES,NO,NO"),
+        "{t}"
+    );
+    assert!(t.contains("ubuntu,https://cloud-images.ubuntu.com/releases,simplestreams"), "{t}");
+    assert!(t.contains("ubuntu-daily,https://cloud-images.ubuntu.com/daily"), "{t}");
+    assert_eq!(text(&silo(conf.path(), &["remote", "get-default"])).trim(), "local");
+
+    for args in [
+        &["remote", "remove", "local"][..],
+        &["remote", "remove", "ubuntu"],
+        &["remote", "rename", "ubuntu-daily", "x"],
+        &["remote", "set-url", "local", "https://10.0.0.1"],
+    ] {
+        let o = silo(conf.path(), args);
+        assert!(!o.status.success(), "{args:?} succeeded");
+        assert!(err(&o).contains("is static and cannot be modified"), "{args:?}: {}", show(&o));
+    }
+
+    let add = [
+        "remote",
+        "add",
+        "ss",
+        "https://127.0.0.1:9/streams",
+        "--protocol",
+        "simplestreams",
+    ];
+    let o = silo(conf.path(), &add);
+    assert!(o.status.success(), "{}", show(&o));
+    let o = silo(conf.path(), &add);
+    assert!(!o.status.success() && err(&o).contains("exists"), "{}", show(&o));
+    // A simplestreams remote has no instances.
+    let o = silo(conf.path(), &["list", "ss:"]);
+    assert!(!o.status.success(), "{}", show(&o));
+    assert!(err(&o).contains("simplestreams image server"), "{}", show(&o));
+    let o = silo(conf.path(), &["list", "nope:"]);
+    assert!(err(&o).contains("The remote \"nope\" doesn't exist"), "{}", show(&o));
+
+    assert!(silo(conf.path(), &["remote", "switch", "ss"]).status.success());
+    assert_eq!(text(&silo(conf.path(), &["remote", "get-default"])).trim(), "ss");
+    let o = silo(conf.path(), &["remote", "remove", "ss"]);
+    assert!(err(&o).contains("Can't remove the default remote"), "{}", show(&o));
+    let o = silo(conf.path(), &["remote", "rename", "ss", "mine"]);
+    assert!(o.status.success(), "{}", show(&o));
+    // Renaming the default remote moves the default with it.
+    assert_eq!(text(&silo(conf.path(), &["remote", "get-default"])).trim(), "mine");
+    let o = silo(conf.path(), &["remote", "set-url", "mine", "https://127.0.0.1:10/s"]);
+    assert!(o.status.success(), "{}", show(&o));
+    assert!(conf.config_yml().contains("addr: https://127.0.0.1:10/s"), "{}", conf.config_yml());
+    assert!(silo(conf.path(), &["remote", "switch", "local"]).status.success());
+    let o = silo(conf.path(), &["remote", "remove", "mine"]);
+    assert!(o.status.success(), "{}", show(&o));
+    let o = silo(conf.path(), &["remote", "remove", "images"]);
+    assert!(o.status.success(), "images is a default, not static: {}", show(&o));
+    let t = text(&silo(conf.path(), &["remote", "list", "--format", "csv"]));
+    assert!(!t.contains("mine") && !t.contains("images,"), "{t}");
+    assert!(t.contains("ubuntu,"), "static remotes stay: {t}");
+}
