@@ -198,13 +198,15 @@ impl Client {
 
     async fn connect(&self) -> Result<Stream, ClientError> {
         match &self.transport {
-            Transport::Unix(path) => UnixStream::connect(path)
-                .await
-                .map(Stream::Unix)
-                .map_err(|source| ClientError::Connect {
-                    path: path.display().to_string(),
-                    source,
-                }),
+            Transport::Unix(path) => {
+                UnixStream::connect(path)
+                    .await
+                    .map(Stream::Unix)
+                    .map_err(|source| ClientError::Connect {
+                        path: path.display().to_string(),
+                        source,
+                    })
+            }
             Transport::Https(t) => Self::connect_tls(t).await.map(|s| Stream::Tls(Box::new(s))),
         }
     }
@@ -212,10 +214,7 @@ impl Client {
     async fn connect_tls(
         t: &HttpsTarget,
     ) -> Result<tokio_rustls::client::TlsStream<TcpStream>, ClientError> {
-        let fail = |msg: String| ClientError::Remote {
-            url: t.url(),
-            msg,
-        };
+        let fail = |msg: String| ClientError::Remote { url: t.url(), msg };
         let bare = t.host.trim_matches(['[', ']']).to_string();
         let tcp = TcpStream::connect((bare.as_str(), t.port))
             .await
@@ -346,7 +345,8 @@ impl Client {
             }
             None => Bytes::new(),
         };
-        let req = self.builder(method, path, headers)
+        let req = self
+            .builder(method, path, headers)
             .header("content-type", "application/json")
             .body(Full::new(bytes))
             .map_err(|e| ClientError::Http(e.to_string()))?;
@@ -367,7 +367,8 @@ impl Client {
         B::Data: Send,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
-        let req = self.builder(method, path, headers)
+        let req = self
+            .builder(method, path, headers)
             .body(body)
             .map_err(|e| ClientError::Http(e.to_string()))?;
         Self::json_answer(self.send(req).await?).await
@@ -376,7 +377,8 @@ impl Client {
     /// GETs `path` and returns the response with its body unread (downloads). An answer
     /// other than 200 is read as the API's error envelope.
     pub async fn download(&self, path: &str) -> Result<hyper::Response<Incoming>, ClientError> {
-        let req = self.builder("GET", path, &[])
+        let req = self
+            .builder("GET", path, &[])
             .body(Full::new(Bytes::new()))
             .map_err(|e| ClientError::Http(e.to_string()))?;
         let resp = self.send(req).await?;

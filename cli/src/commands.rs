@@ -6,7 +6,7 @@ use serde_json::Value;
 use crate::client::{Client, ClientError};
 use crate::format;
 use crate::images::ImageCmd;
-use crate::remotes::{Config, ConfError};
+use crate::remotes::{ConfError, Config};
 use crate::util::out;
 use crate::{Cli, Command, InfoFormat, OperationCmd};
 

@@ -205,9 +205,9 @@ pub async fn run(client: &Client, cmd: ImageCmd) -> Result<(), CmdError> {
         }
         ImageCmd::Export { image, target } => export(client, &image, target).await,
         ImageCmd::Alias(a) => alias(client, a).await,
-        ImageCmd::Copy { .. } => {
-            crate::util::fail("image copy works between remotes: run it through silo's command line")
-        }
+        ImageCmd::Copy { .. } => crate::util::fail(
+            "image copy works between remotes: run it through silo's command line",
+        ),
         ImageCmd::Refresh { images } => {
             for i in images {
                 refresh(client, &i).await?;
@@ -224,7 +224,9 @@ pub async fn refresh(client: &Client, image: &str) -> Result<(), CmdError> {
         Err(_) => client.image(image).await?.fingerprint,
     };
     let path = format!("{}/refresh", silo_api::paths::image(&fp));
-    let op = client.run::<serde_json::Value>("POST", &path, None, &[]).await?;
+    let op = client
+        .run::<serde_json::Value>("POST", &path, None, &[])
+        .await?;
     let refreshed = op
         .metadata
         .get("refreshed")

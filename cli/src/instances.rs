@@ -189,8 +189,7 @@ async fn create(
                 kind: "image".into(),
                 ..Default::default()
             };
-            if looks_like_fingerprint(image) && !crate::images::alias_exists(client, image).await?
-            {
+            if looks_like_fingerprint(image) && !crate::images::alias_exists(client, image).await? {
                 source.fingerprint = image.to_string();
             } else {
                 source.alias = image.to_string();

@@ -416,9 +416,7 @@ pub fn parse_https(addr: &str) -> Result<(String, u16), String> {
     }
     let port = match port {
         None | Some("") => DEFAULT_PORT,
-        Some(p) => p
-            .parse()
-            .map_err(|_| format!("{addr:?}: bad port {p:?}"))?,
+        Some(p) => p.parse().map_err(|_| format!("{addr:?}: bad port {p:?}"))?,
     };
     Ok((host, port))
 }
@@ -594,7 +592,8 @@ fn list(conf: &Config, fmt: format::Format) -> Result<(), CmdError> {
             ]
         })
         .collect();
-    let raw = serde_json::to_value(&conf.file.remotes).map_err(|e| CmdError::Output(e.to_string()))?;
+    let raw =
+        serde_json::to_value(&conf.file.remotes).map_err(|e| CmdError::Output(e.to_string()))?;
     let text = format::render(
         fmt,
         &[
@@ -665,7 +664,9 @@ fn set_url(conf: &mut Config, name: &str, url: &str) -> Result<(), CmdError> {
     } else {
         normalize_addr(url).map_err(CmdError::Fail)?
     };
-    conf.file.remotes.insert(name.to_string(), Remote { addr, ..r });
+    conf.file
+        .remotes
+        .insert(name.to_string(), Remote { addr, ..r });
     conf.save().map_err(Into::into)
 }
 
@@ -703,7 +704,10 @@ async fn add(conf: &mut Config, a: AddArgs) -> Result<(), CmdError> {
         return Err(CmdError::Fail("Remote names may not contain colons".into()));
     }
     if let Some(r) = conf.file.remotes.get(&name) {
-        return Err(CmdError::Fail(format!("Remote {name} exists as <{}>", r.addr)));
+        return Err(CmdError::Fail(format!(
+            "Remote {name} exists as <{}>",
+            r.addr
+        )));
     }
     if a.auth_type != "tls" {
         return Err(CmdError::Fail(format!(
@@ -946,7 +950,10 @@ mod tests {
         assert_eq!(d["images"].addr, "https://images.linuxcontainers.org");
         assert_eq!(d["images"].protocol(), "simplestreams");
         assert_eq!(d["ubuntu"].addr, "https://cloud-images.ubuntu.com/releases");
-        assert_eq!(d["ubuntu-daily"].addr, "https://cloud-images.ubuntu.com/daily");
+        assert_eq!(
+            d["ubuntu-daily"].addr,
+            "https://cloud-images.ubuntu.com/daily"
+        );
         assert_eq!(d["local"].addr, "unix://");
         assert_eq!(d["local"].auth_label(), "file access");
         assert_eq!(d["images"].auth_label(), "none");
@@ -972,7 +979,10 @@ mod tests {
 
     #[test]
     fn addresses() {
-        assert_eq!(normalize_addr("10.0.0.1").expect("a"), "https://10.0.0.1:8443");
+        assert_eq!(
+            normalize_addr("10.0.0.1").expect("a"),
+            "https://10.0.0.1:8443"
+        );
         assert_eq!(
             normalize_addr("https://h.example:9000").expect("a"),
             "https://h.example:9000"
@@ -982,7 +992,10 @@ mod tests {
             normalize_addr("https://[::1]:1234").expect("a"),
             "https://[::1]:1234"
         );
-        assert_eq!(normalize_addr("/run/x.sock").expect("a"), "unix:///run/x.sock");
+        assert_eq!(
+            normalize_addr("/run/x.sock").expect("a"),
+            "unix:///run/x.sock"
+        );
         assert!(normalize_addr("http://h").is_err());
         assert_eq!(
             parse_https("https://[::1]:1234").expect("p"),

@@ -220,7 +220,10 @@ mod tests {
         assert_eq!(v["fingerprint"], "");
         assert_eq!(v["server"], "https://10.0.0.1:8443");
         assert_eq!(v["protocol"], "lxd");
-        assert!(v["certificate"].as_str().expect("cert").contains("BEGIN CERTIFICATE"));
+        assert!(v["certificate"]
+            .as_str()
+            .expect("cert")
+            .contains("BEGIN CERTIFICATE"));
         assert!(v.get("secret").is_none());
     }
 
@@ -266,7 +269,10 @@ mod tests {
         assert_eq!(v["source"]["protocol"], "lxd");
         assert_eq!(v["source"]["fingerprint"], "ab".repeat(32));
         assert_eq!(v["source"]["secret"], "s3");
-        assert!(v["source"]["certificate"].as_str().expect("c").starts_with("-----BEGIN"));
+        assert!(v["source"]["certificate"]
+            .as_str()
+            .expect("c")
+            .starts_with("-----BEGIN"));
         assert_eq!(v["auto_update"], true);
         assert_eq!(v["public"], true);
         let names: Vec<&str> = v["aliases"]
@@ -277,8 +283,8 @@ mod tests {
             .collect();
         assert_eq!(names, vec!["bb", "mine"]);
         // Without --copy-aliases only the new ones; a public image needs no secret.
-        let v = serde_json::to_value(image_copy(&lxd_image(true), &CopyOpts::default()))
-            .expect("json");
+        let v =
+            serde_json::to_value(image_copy(&lxd_image(true), &CopyOpts::default())).expect("json");
         assert_eq!(v["aliases"], json!([]));
         assert!(v["source"].get("secret").is_none());
         assert!(v.get("auto_update").is_none());

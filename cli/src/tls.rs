@@ -205,11 +205,10 @@ impl Identity {
             })
         };
         let cert = cert_from_pem(&read(crt)?, &crt.display().to_string())?;
-        let key_der =
-            PrivateKeyDer::from_pem_slice(&read(key)?).map_err(|e| TlsError::File {
-                path: key.display().to_string(),
-                msg: format!("no PEM private key: {e}"),
-            })?;
+        let key_der = PrivateKeyDer::from_pem_slice(&read(key)?).map_err(|e| TlsError::File {
+            path: key.display().to_string(),
+            msg: format!("no PEM private key: {e}"),
+        })?;
         Ok(Identity {
             certs: vec![cert],
             key: key_der,
@@ -323,8 +322,8 @@ mod tests {
         assert!(crt.starts_with("-----BEGIN CERTIFICATE-----"));
         std::fs::write(dir.path().join("c.crt"), &crt).expect("write");
         std::fs::write(dir.path().join("c.key"), &key).expect("write");
-        let id = Identity::load(&dir.path().join("c.crt"), &dir.path().join("c.key"))
-            .expect("load");
+        let id =
+            Identity::load(&dir.path().join("c.crt"), &dir.path().join("c.key")).expect("load");
         // The PEM written back from the DER is the same certificate.
         let again = cert_from_pem(to_pem(&id.certs[0]).as_bytes(), "x").expect("pem");
         assert_eq!(again.as_ref(), id.certs[0].as_ref());

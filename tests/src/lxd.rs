@@ -18,6 +18,9 @@ pub const TRUST_PASSWORD: &str = "silo-test-pw";
 /// The port LXD listens on (its own network namespace, so no clash).
 pub const PORT: u16 = 8443;
 
+/// The port of a second LXD started in the same namespace ([`TestLxd::start_beside`]).
+pub const PORT2: u16 = 8444;
+
 /// Where the `lxd` binary and its libraries are: (binary, extra PATH, LD_LIBRARY_PATH).
 fn lxd_install() -> (PathBuf, Option<PathBuf>, Option<PathBuf>) {
     let root = std::env::var_os("SILO_TEST_LXD_ROOT")
@@ -49,6 +52,7 @@ pub struct TestLxd {
     pub dir: PathBuf,
     child: Option<Child>,
     netns: OwnedFd,
+    port: u16,
     bin: PathBuf,
     path_env: String,
     ld_path: Option<PathBuf>,
@@ -57,6 +61,16 @@ pub struct TestLxd {
 impl TestLxd {
     /// Starts LXD in a new network namespace and applies the preseed.
     pub fn start(name: &str) -> TestLxd {
+        TestLxd::start_in(name, new_netns(), PORT)
+    }
+
+    /// Starts a second LXD in `other`'s network namespace, listening on [`PORT2`], so the two
+    /// can pull images from each other.
+    pub fn start_beside(name: &str, other: &TestLxd) -> TestLxd {
+        TestLxd::start_in(name, other.netns.try_clone().expect("dup netns"), PORT2)
+    }
+
+    fn start_in(name: &str, netns: OwnedFd, port: u16) -> TestLxd {
         require_root();
         let dir = unique_dir(&format!("lxd-{name}"));
         let _ = std::fs::remove_dir_all(&dir);
@@ -66,11 +80,11 @@ impl TestLxd {
         if let Some(p) = extra_path {
             path_env = format!("{}:{path_env}", p.display());
         }
-        let netns = new_netns();
         let mut l = TestLxd {
             dir,
             child: None,
             netns,
+            port,
             bin,
             path_env,
             ld_path,
@@ -83,18 +97,33 @@ impl TestLxd {
         let child = in_netns(&l.netns, move || cmd.spawn().expect("spawn lxd"));
         l.child = Some(child);
         let o = l.lxd(&["waitready", "--timeout=60"], None);
-        assert!(o.status.success(), "lxd waitready: {}\n{}", crate::show(&o), l.log_text());
+        assert!(
+            o.status.success(),
+            "lxd waitready: {}\n{}",
+            crate::show(&o),
+            l.log_text()
+        );
         let preseed = format!(
-            "config:\n  core.https_address: 127.0.0.1:{PORT}\n  core.trust_password: {TRUST_PASSWORD}\n\
+            "config:\n  core.https_address: 127.0.0.1:{port}\n  core.trust_password: {TRUST_PASSWORD}\n\
              storage_pools:\n- name: default\n  driver: dir\n\
              profiles:\n- name: default\n  devices:\n    root: {{path: /, pool: default, type: disk}}\n"
         );
         let o = l.lxd(&["init", "--preseed"], Some(preseed.as_bytes()));
-        assert!(o.status.success(), "lxd init --preseed: {}", crate::show(&o));
+        assert!(
+            o.status.success(),
+            "lxd init --preseed: {}",
+            crate::show(&o)
+        );
         let up = wait_until(Duration::from_secs(20), || {
-            in_netns(&l.netns, || std::net::TcpStream::connect(("127.0.0.1", PORT)).is_ok())
+            in_netns(&l.netns, move || {
+                std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+            })
         });
-        assert!(up, "LXD does not listen on 127.0.0.1:{PORT}: {}", l.log_text());
+        assert!(
+            up,
+            "LXD does not listen on 127.0.0.1:{port}: {}",
+            l.log_text()
+        );
         l
     }
 
@@ -122,7 +151,9 @@ impl TestLxd {
     /// Runs `lxd ARGS` (waitready, init) against this daemon.
     pub fn lxd(&self, args: &[&str], stdin: Option<&[u8]>) -> Output {
         let mut c = Command::new(&self.bin);
-        c.env("LXD_DIR", &self.dir).env("PATH", &self.path_env).args(args);
+        c.env("LXD_DIR", &self.dir)
+            .env("PATH", &self.path_env)
+            .args(args);
         if let Some(l) = &self.ld_path {
             c.env("LD_LIBRARY_PATH", l);
         }
@@ -140,7 +171,7 @@ impl TestLxd {
 
     /// `https://127.0.0.1:PORT`.
     pub fn url(&self) -> String {
-        format!("https://127.0.0.1:{PORT}")
+        format!("https://127.0.0.1:{}", self.port)
     }
 
     /// The server certificate's fingerprint (sha256 of its DER).

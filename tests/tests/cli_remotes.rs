@@ -65,12 +65,23 @@ fn remote_add_with_password_lists_instances_and_images_and_refuses_a_changed_cer
     // Declining the certificate adds nothing.
     let o = lxd.silo(
         conf.path(),
-        &["remote", "add", "s", &lxd.url(), "--password", TRUST_PASSWORD],
+        &[
+            "remote",
+            "add",
+            "s",
+            &lxd.url(),
+            "--password",
+            TRUST_PASSWORD,
+        ],
         Some("n\n"),
     );
     assert!(!o.status.success(), "declined add succeeded: {}", show(&o));
     assert!(err(&o).contains("NACKed"), "{}", show(&o));
-    assert!(text(&o).contains(&lxd.fingerprint()), "the prompt shows the fingerprint: {}", show(&o));
+    assert!(
+        text(&o).contains(&lxd.fingerprint()),
+        "the prompt shows the fingerprint: {}",
+        show(&o)
+    );
     assert!(!conf.pinned("s").exists());
     assert!(!conf.config_yml().contains("127.0.0.1"));
 
@@ -78,14 +89,28 @@ fn remote_add_with_password_lists_instances_and_images_and_refuses_a_changed_cer
     let answer = format!("{}\n", lxd.fingerprint());
     let o = lxd.silo(
         conf.path(),
-        &["remote", "add", "s", &lxd.url(), "--password", TRUST_PASSWORD],
+        &[
+            "remote",
+            "add",
+            "s",
+            &lxd.url(),
+            "--password",
+            TRUST_PASSWORD,
+        ],
         Some(&answer),
     );
     assert!(o.status.success(), "remote add: {}", show(&o));
-    assert!(text(&o).contains("Client certificate now trusted by server: s"), "{}", show(&o));
+    assert!(
+        text(&o).contains("Client certificate now trusted by server: s"),
+        "{}",
+        show(&o)
+    );
     let yml = conf.config_yml();
     assert!(yml.contains("addr: https://127.0.0.1:8443"), "{yml}");
-    assert!(yml.contains("auth_type: tls") && yml.contains("protocol: lxd"), "{yml}");
+    assert!(
+        yml.contains("auth_type: tls") && yml.contains("protocol: lxd"),
+        "{yml}"
+    );
     let pem = std::fs::read(conf.pinned("s")).expect("pinned cert");
     let der = silo_cli::tls::cert_from_pem(&pem, "s.crt").expect("pem");
     assert_eq!(silo_cli::tls::fingerprint(&der), lxd.fingerprint());
@@ -98,7 +123,11 @@ fn remote_add_with_password_lists_instances_and_images_and_refuses_a_changed_cer
     assert_eq!(mode & 0o777, 0o600, "client.key mode {mode:o}");
     // LXD now trusts our certificate.
     let o = lxd.lxc(&["config", "trust", "list", "--format", "csv"]);
-    assert!(o.status.success() && !text(&o).trim().is_empty(), "{}", show(&o));
+    assert!(
+        o.status.success() && !text(&o).trim().is_empty(),
+        "{}",
+        show(&o)
+    );
 
     // The stock lxc client reads the config.yml we wrote: same layout.
     let o = std::process::Command::new("lxc")
@@ -106,19 +135,39 @@ fn remote_add_with_password_lists_instances_and_images_and_refuses_a_changed_cer
         .args(["remote", "list", "--format", "csv"])
         .output()
         .expect("lxc");
-    assert!(o.status.success(), "lxc remote list on silo's config: {}", show(&o));
-    assert!(text(&o).contains("s,https://127.0.0.1:8443,lxd,tls,NO,NO,NO"), "{}", show(&o));
+    assert!(
+        o.status.success(),
+        "lxc remote list on silo's config: {}",
+        show(&o)
+    );
+    assert!(
+        text(&o).contains("s,https://127.0.0.1:8443,lxd,tls,NO,NO,NO"),
+        "{}",
+        show(&o)
+    );
 
     let o = lxd.silo(conf.path(), &["list", "s:", "--format", "csv"], None);
     assert!(o.status.success(), "silo list s: {}", show(&o));
     assert_eq!(text(&o).trim(), "", "LXD has no instances: {}", show(&o));
-    let o = lxd.silo(conf.path(), &["image", "list", "s:", "--format", "csv"], None);
+    let o = lxd.silo(
+        conf.path(),
+        &["image", "list", "s:", "--format", "csv"],
+        None,
+    );
     assert!(o.status.success(), "silo image list s: {}", show(&o));
     assert!(text(&o).contains("bbremote"), "{}", show(&o));
     let o = lxd.silo(conf.path(), &["info", "s:"], None);
-    assert!(o.status.success() && text(&o).contains("auth: trusted"), "{}", show(&o));
+    assert!(
+        o.status.success() && text(&o).contains("auth: trusted"),
+        "{}",
+        show(&o)
+    );
     let o = lxd.silo(conf.path(), &["profile", "show", "s:default"], None);
-    assert!(o.status.success() && text(&o).contains("pool: default"), "{}", show(&o));
+    assert!(
+        o.status.success() && text(&o).contains("pool: default"),
+        "{}",
+        show(&o)
+    );
 
     // Another certificate in place of the pinned one: refused, naming both fingerprints.
     let (other, _) = silo_cli::tls::generate_client_cert().expect("cert");
@@ -126,11 +175,18 @@ fn remote_add_with_password_lists_instances_and_images_and_refuses_a_changed_cer
     let other_der = silo_cli::tls::cert_from_pem(other.as_bytes(), "x").expect("pem");
     let other_fp = silo_cli::tls::fingerprint(&other_der);
     let o = lxd.silo(conf.path(), &["list", "s:"], None);
-    assert!(!o.status.success(), "a changed certificate was accepted: {}", show(&o));
+    assert!(
+        !o.status.success(),
+        "a changed certificate was accepted: {}",
+        show(&o)
+    );
     let e = err(&o);
     assert!(e.contains("changed"), "{e}");
     assert!(e.contains(&other_fp), "names the pinned fingerprint: {e}");
-    assert!(e.contains(&lxd.fingerprint()), "names the presented fingerprint: {e}");
+    assert!(
+        e.contains(&lxd.fingerprint()),
+        "names the presented fingerprint: {e}"
+    );
 }
 
 #[test]
@@ -152,7 +208,11 @@ fn remote_add_wrong_password_leaves_nothing_and_token_add_works() {
     );
     assert!(!o.status.success(), "wrong password accepted: {}", show(&o));
     assert!(!conf.pinned("s").exists(), "a pinned cert was left behind");
-    assert!(!conf.config_yml().contains("127.0.0.1"), "{}", conf.config_yml());
+    assert!(
+        !conf.config_yml().contains("127.0.0.1"),
+        "{}",
+        conf.config_yml()
+    );
     let o = silo(conf.path(), &["remote", "list", "--format", "csv"]);
     assert!(!text(&o).contains("127.0.0.1"), "{}", show(&o));
 
@@ -173,14 +233,22 @@ fn remote_add_wrong_password_leaves_nothing_and_token_add_works() {
     assert!(o.status.success(), "remote add with a token: {}", show(&o));
     assert!(conf.pinned("t").exists());
     let o = lxd.silo(conf.path(), &["info", "t:"], None);
-    assert!(o.status.success() && text(&o).contains("auth: trusted"), "{}", show(&o));
+    assert!(
+        o.status.success() && text(&o).contains("auth: trusted"),
+        "{}",
+        show(&o)
+    );
     let o = lxd.lxc(&["config", "trust", "list", "--format", "csv"]);
     assert!(text(&o).contains("silo-t1"), "{}", show(&o));
 
     // The token is single-use: a second client cannot use it.
     let conf2 = Conf::new("rtok2");
     let o = lxd.silo(conf2.path(), &["remote", "add", "t", &token], None);
-    assert!(!o.status.success(), "a used token was accepted: {}", show(&o));
+    assert!(
+        !o.status.success(),
+        "a used token was accepted: {}",
+        show(&o)
+    );
     assert!(!conf2.pinned("t").exists(), "a pinned cert was left behind");
     assert!(!conf2.config_yml().contains("127.0.0.1"));
 }
@@ -191,14 +259,26 @@ fn remote_management_and_static_remotes() {
     let o = silo(conf.path(), &["remote", "list", "--format", "csv"]);
     assert!(o.status.success(), "{}", show(&o));
     let t = text(&o);
-    assert!(t.contains("local (current),unix://,lxd,file access,NO,YES,NO"), "{t}");
+    assert!(
+        t.contains("local (current),unix://,lxd,file access,NO,YES,NO"),
+        "{t}"
+    );
     assert!(
         t.contains("images,https://images.linuxcontainers.org,simplestreams,none,YES,NO,NO"),
         "{t}"
     );
-    assert!(t.contains("ubuntu,https://cloud-images.ubuntu.com/releases,simplestreams"), "{t}");
-    assert!(t.contains("ubuntu-daily,https://cloud-images.ubuntu.com/daily"), "{t}");
-    assert_eq!(text(&silo(conf.path(), &["remote", "get-default"])).trim(), "local");
+    assert!(
+        t.contains("ubuntu,https://cloud-images.ubuntu.com/releases,simplestreams"),
+        "{t}"
+    );
+    assert!(
+        t.contains("ubuntu-daily,https://cloud-images.ubuntu.com/daily"),
+        "{t}"
+    );
+    assert_eq!(
+        text(&silo(conf.path(), &["remote", "get-default"])).trim(),
+        "local"
+    );
 
     for args in [
         &["remote", "remove", "local"][..],
@@ -208,7 +288,11 @@ fn remote_management_and_static_remotes() {
     ] {
         let o = silo(conf.path(), args);
         assert!(!o.status.success(), "{args:?} succeeded");
-        assert!(err(&o).contains("is static and cannot be modified"), "{args:?}: {}", show(&o));
+        assert!(
+            err(&o).contains("is static and cannot be modified"),
+            "{args:?}: {}",
+            show(&o)
+        );
     }
 
     let add = [
@@ -222,31 +306,188 @@ fn remote_management_and_static_remotes() {
     let o = silo(conf.path(), &add);
     assert!(o.status.success(), "{}", show(&o));
     let o = silo(conf.path(), &add);
-    assert!(!o.status.success() && err(&o).contains("exists"), "{}", show(&o));
+    assert!(
+        !o.status.success() && err(&o).contains("exists"),
+        "{}",
+        show(&o)
+    );
     // A simplestreams remote has no instances.
     let o = silo(conf.path(), &["list", "ss:"]);
     assert!(!o.status.success(), "{}", show(&o));
-    assert!(err(&o).contains("simplestreams image server"), "{}", show(&o));
+    assert!(
+        err(&o).contains("simplestreams image server"),
+        "{}",
+        show(&o)
+    );
     let o = silo(conf.path(), &["list", "nope:"]);
-    assert!(err(&o).contains("The remote \"nope\" doesn't exist"), "{}", show(&o));
+    assert!(
+        err(&o).contains("The remote \"nope\" doesn't exist"),
+        "{}",
+        show(&o)
+    );
 
-    assert!(silo(conf.path(), &["remote", "switch", "ss"]).status.success());
-    assert_eq!(text(&silo(conf.path(), &["remote", "get-default"])).trim(), "ss");
+    assert!(silo(conf.path(), &["remote", "switch", "ss"])
+        .status
+        .success());
+    assert_eq!(
+        text(&silo(conf.path(), &["remote", "get-default"])).trim(),
+        "ss"
+    );
     let o = silo(conf.path(), &["remote", "remove", "ss"]);
-    assert!(err(&o).contains("Can't remove the default remote"), "{}", show(&o));
+    assert!(
+        err(&o).contains("Can't remove the default remote"),
+        "{}",
+        show(&o)
+    );
     let o = silo(conf.path(), &["remote", "rename", "ss", "mine"]);
     assert!(o.status.success(), "{}", show(&o));
     // Renaming the default remote moves the default with it.
-    assert_eq!(text(&silo(conf.path(), &["remote", "get-default"])).trim(), "mine");
-    let o = silo(conf.path(), &["remote", "set-url", "mine", "https://127.0.0.1:10/s"]);
+    assert_eq!(
+        text(&silo(conf.path(), &["remote", "get-default"])).trim(),
+        "mine"
+    );
+    let o = silo(
+        conf.path(),
+        &["remote", "set-url", "mine", "https://127.0.0.1:10/s"],
+    );
     assert!(o.status.success(), "{}", show(&o));
-    assert!(conf.config_yml().contains("addr: https://127.0.0.1:10/s"), "{}", conf.config_yml());
-    assert!(silo(conf.path(), &["remote", "switch", "local"]).status.success());
+    assert!(
+        conf.config_yml().contains("addr: https://127.0.0.1:10/s"),
+        "{}",
+        conf.config_yml()
+    );
+    assert!(silo(conf.path(), &["remote", "switch", "local"])
+        .status
+        .success());
     let o = silo(conf.path(), &["remote", "remove", "mine"]);
     assert!(o.status.success(), "{}", show(&o));
     let o = silo(conf.path(), &["remote", "remove", "images"]);
-    assert!(o.status.success(), "images is a default, not static: {}", show(&o));
+    assert!(
+        o.status.success(),
+        "images is a default, not static: {}",
+        show(&o)
+    );
     let t = text(&silo(conf.path(), &["remote", "list", "--format", "csv"]));
     assert!(!t.contains("mine") && !t.contains("images,"), "{t}");
     assert!(t.contains("ubuntu,"), "static remotes stay: {t}");
+}
+
+/// Adds `lxd` as remote `name` with the trust password.
+fn add_remote(lxd: &TestLxd, conf: &Conf, name: &str, url: &str) {
+    let o = lxd.silo(
+        conf.path(),
+        &[
+            "remote",
+            "add",
+            name,
+            url,
+            "--password",
+            TRUST_PASSWORD,
+            "--accept-certificate",
+        ],
+        None,
+    );
+    assert!(o.status.success(), "remote add {name}: {}", show(&o));
+}
+
+#[test]
+fn image_copy_and_init_from_a_private_image_on_another_lxd() {
+    let a = TestLxd::start("rsrc");
+    let b = TestLxd::start_beside("rdst", &a);
+    let conf = Conf::new("rcopy");
+    add_remote(&a, &conf, "a", &a.url());
+    add_remote(&a, &conf, "b", &b.url());
+    let unified = silo_tests::busybox_image(false);
+    let split = silo_tests::busybox_image(true);
+    let files: Vec<&str> = split.iter().map(|p| p.to_str().expect("utf-8")).collect();
+    let o = a.lxc(&[
+        "image",
+        "import",
+        unified[0].to_str().expect("utf-8"),
+        "--alias",
+        "bbsrc",
+    ]);
+    assert!(o.status.success(), "import: {}", show(&o));
+    let mut args = vec!["image", "import"];
+    args.extend(&files);
+    args.extend(["--alias", "bbsplit"]);
+    let o = a.lxc(&args);
+    assert!(o.status.success(), "import split: {}", show(&o));
+    let fp = silo_tests::fingerprint_of(&unified);
+
+    // Private on a: the copy needs the one-time secret silo asks a for.
+    let o = a.silo(
+        conf.path(),
+        &[
+            "image",
+            "copy",
+            "a:bbsrc",
+            "b:",
+            "--alias",
+            "copied",
+            "--auto-update",
+        ],
+        None,
+    );
+    assert!(
+        o.status.success(),
+        "image copy: {}\n{}",
+        show(&o),
+        b.log_text()
+    );
+    assert!(
+        text(&o).contains("Image copied successfully!"),
+        "{}",
+        show(&o)
+    );
+    let o = b.lxc(&["image", "show", "copied"]);
+    assert!(o.status.success(), "{}", show(&o));
+    let shown = text(&o);
+    assert!(shown.contains("auto_update: true"), "{shown}");
+    let o = b.lxc(&["query", &format!("/1.0/images/{fp}")]);
+    let info = text(&o);
+    // The same image (by fingerprint: lxc copies by fingerprint, so LXD records no update
+    // source for it) with the new alias.
+    assert!(
+        info.contains(&fp) && info.contains("\"copied\""),
+        "{}",
+        show(&o)
+    );
+    let o = a.silo(
+        conf.path(),
+        &["image", "list", "b:", "--format", "csv"],
+        None,
+    );
+    assert!(text(&o).contains("copied"), "{}", show(&o));
+
+    // init from a's image onto b: b pulls it (as a cached image) and creates the instance.
+    let o = a.silo(conf.path(), &["init", "a:bbsplit", "b:c1"], None);
+    assert!(
+        o.status.success(),
+        "init a:bbsplit b:c1: {}\n{}",
+        show(&o),
+        b.log_text()
+    );
+    let o = a.silo(
+        conf.path(),
+        &["list", "b:", "--format", "csv", "-c", "ns"],
+        None,
+    );
+    assert!(o.status.success(), "{}", show(&o));
+    assert_eq!(text(&o).trim(), "c1,STOPPED", "{}", show(&o));
+    let o = b.lxc(&["image", "list", "--format", "csv", "-c", "F"]);
+    assert!(
+        text(&o).contains(&silo_tests::fingerprint_of(&split)),
+        "b has a's split image now: {}",
+        show(&o)
+    );
+    let o = a.silo(conf.path(), &["delete", "b:c1"], None);
+    assert!(o.status.success(), "{}", show(&o));
+    // Names on two servers in one command are refused.
+    let o = a.silo(conf.path(), &["start", "a:x", "b:y"], None);
+    assert!(
+        !o.status.success() && err(&o).contains("different remotes"),
+        "{}",
+        show(&o)
+    );
 }
