@@ -21,8 +21,9 @@ pub const PORT: u16 = 8443;
 /// The port of a second LXD started in the same namespace ([`TestLxd::start_beside`]).
 pub const PORT2: u16 = 8444;
 
-/// Where the `lxd` binary and its libraries are: (binary, extra PATH, LD_LIBRARY_PATH).
-fn lxd_install() -> (PathBuf, Option<PathBuf>, Option<PathBuf>) {
+/// Where the `lxd` binary and its libraries are: (binary, extra PATH, LD_LIBRARY_PATH,
+/// the root of an extracted tree).
+fn lxd_install() -> (PathBuf, Option<PathBuf>, Option<PathBuf>, Option<PathBuf>) {
     let root = std::env::var_os("SILO_TEST_LXD_ROOT")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from("/var/cache/silo/lxd-5.0.2"));
@@ -32,11 +33,12 @@ fn lxd_install() -> (PathBuf, Option<PathBuf>, Option<PathBuf>) {
             bin,
             Some(root.join("usr/bin")),
             Some(root.join("usr/lib/x86_64-linux-gnu")),
+            Some(root),
         );
     }
     for p in ["/usr/bin/lxd", "/usr/sbin/lxd"] {
         if Path::new(p).exists() {
-            return (PathBuf::from(p), None, None);
+            return (PathBuf::from(p), None, None, None);
         }
     }
     panic!(
@@ -75,7 +77,7 @@ impl TestLxd {
         let dir = unique_dir(&format!("lxd-{name}"));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("LXD_DIR");
-        let (bin, extra_path, ld_path) = lxd_install();
+        let (bin, extra_path, ld_path, tree) = lxd_install();
         let mut path_env = std::env::var("PATH").unwrap_or_default();
         if let Some(p) = extra_path {
             path_env = format!("{}:{path_env}", p.display());
@@ -103,10 +105,22 @@ impl TestLxd {
             crate::show(&o),
             l.log_text()
         );
+        // Containers are privileged: this host's /etc/subuid gives root no range for LXD's
+        // idmap. liblxc from an extracted tree needs its rootfs mount point named, as the
+        // compiled-in one is not there.
+        let rootfs_mount = tree
+            .map(|t| {
+                format!(
+                    "    raw.lxc: lxc.rootfs.mount={}\n",
+                    t.join("usr/lib/x86_64-linux-gnu/lxc/rootfs").display()
+                )
+            })
+            .unwrap_or_default();
         let preseed = format!(
             "config:\n  core.https_address: 127.0.0.1:{port}\n  core.trust_password: {TRUST_PASSWORD}\n\
              storage_pools:\n- name: default\n  driver: dir\n\
-             profiles:\n- name: default\n  devices:\n    root: {{path: /, pool: default, type: disk}}\n"
+             profiles:\n- name: default\n  config:\n    security.privileged: \"true\"\n{rootfs_mount}\
+             \x20 devices:\n    root: {{path: /, pool: default, type: disk}}\n"
         );
         let o = l.lxd(&["init", "--preseed"], Some(preseed.as_bytes()));
         assert!(
@@ -192,8 +206,19 @@ impl TestLxd {
         in_netns(&self.netns, move || run_with_stdin(c, input.as_deref()))
     }
 
-    /// Stops the daemon (SIGTERM, then SIGKILL by PID) and cleans up.
+    /// Deletes every instance, stops the daemon (`lxd shutdown`, then SIGKILL by PID) and
+    /// cleans up.
     pub fn stop(&mut self) {
+        if self.child.is_some() {
+            let o = self.lxc(&["list", "--format", "csv", "-c", "n"]);
+            for name in String::from_utf8_lossy(&o.stdout).lines() {
+                let name = name.trim();
+                if !name.is_empty() {
+                    let _ = self.lxc(&["delete", "--force", name]);
+                }
+            }
+            let _ = self.lxd(&["shutdown", "--timeout=20"], None);
+        }
         if let Some(mut child) = self.child.take() {
             let pid = nix::unistd::Pid::from_raw(child.id() as i32);
             let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);

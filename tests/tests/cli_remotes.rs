@@ -483,6 +483,32 @@ fn image_copy_and_init_from_a_private_image_on_another_lxd() {
     );
     let o = a.silo(conf.path(), &["delete", "b:c1"], None);
     assert!(o.status.success(), "{}", show(&o));
+
+    // launch from a's image onto b, then exec over HTTPS (TLS websockets).
+    let o = a.silo(conf.path(), &["launch", "a:bbsrc", "b:c2"], None);
+    assert!(
+        o.status.success(),
+        "launch a:bbsrc b:c2: {}\n{}",
+        show(&o),
+        b.log_text()
+    );
+    let o = a.silo(
+        conf.path(),
+        &[
+            "exec",
+            "b:c2",
+            "--",
+            "sh",
+            "-c",
+            "echo hello-$((6*7)); exit 3",
+        ],
+        None,
+    );
+    assert_eq!(o.status.code(), Some(3), "exec b:c2: {}", show(&o));
+    assert_eq!(text(&o).trim(), "hello-42", "{}", show(&o));
+    let o = a.silo(conf.path(), &["delete", "--force", "b:c2"], None);
+    assert!(o.status.success(), "{}", show(&o));
+
     // Names on two servers in one command are refused.
     let o = a.silo(conf.path(), &["start", "a:x", "b:y"], None);
     assert!(
