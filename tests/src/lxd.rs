@@ -63,20 +63,34 @@ pub struct TestLxd {
 impl TestLxd {
     /// Starts LXD in a new network namespace and applies the preseed.
     pub fn start(name: &str) -> TestLxd {
-        TestLxd::start_in(name, new_netns(), PORT)
+        TestLxd::start_in(name, new_netns(), PORT, None)
+    }
+
+    /// Starts LXD with this server certificate and key (PEM) instead of the one it makes.
+    pub fn start_with_server_cert(name: &str, crt: &str, key: &str) -> TestLxd {
+        TestLxd::start_in(name, new_netns(), PORT, Some((crt, key)))
     }
 
     /// Starts a second LXD in `other`'s network namespace, listening on [`PORT2`], so the two
     /// can pull images from each other.
     pub fn start_beside(name: &str, other: &TestLxd) -> TestLxd {
-        TestLxd::start_in(name, other.netns.try_clone().expect("dup netns"), PORT2)
+        TestLxd::start_in(
+            name,
+            other.netns.try_clone().expect("dup netns"),
+            PORT2,
+            None,
+        )
     }
 
-    fn start_in(name: &str, netns: OwnedFd, port: u16) -> TestLxd {
+    fn start_in(name: &str, netns: OwnedFd, port: u16, cert: Option<(&str, &str)>) -> TestLxd {
         require_root();
         let dir = unique_dir(&format!("lxd-{name}"));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("LXD_DIR");
+        if let Some((crt, key)) = cert {
+            std::fs::write(dir.join("server.crt"), crt).expect("server.crt");
+            std::fs::write(dir.join("server.key"), key).expect("server.key");
+        }
         let (bin, extra_path, ld_path, tree) = lxd_install();
         let mut path_env = std::env::var("PATH").unwrap_or_default();
         if let Some(p) = extra_path {
@@ -204,6 +218,11 @@ impl TestLxd {
             .args(args);
         let input = stdin.map(|s| s.as_bytes().to_vec());
         in_netns(&self.netns, move || run_with_stdin(c, input.as_deref()))
+    }
+
+    /// Runs `f` on a thread in this daemon's network namespace.
+    pub fn run_in_netns<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
+        in_netns(&self.netns, f)
     }
 
     /// Deletes every instance, stops the daemon (`lxd shutdown`, then SIGKILL by PID) and

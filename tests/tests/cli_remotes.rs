@@ -517,3 +517,80 @@ fn image_copy_and_init_from_a_private_image_on_another_lxd() {
         show(&o)
     );
 }
+
+/// A private CA and a server certificate for 127.0.0.1 it signed: (CA PEM, cert PEM, key PEM).
+fn private_ca() -> (String, String, String) {
+    use rcgen::{
+        BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer,
+        KeyPair, KeyUsagePurpose,
+    };
+    let ca_key = KeyPair::generate().expect("CA key");
+    let mut ca = CertificateParams::new(Vec::<String>::new()).expect("CA params");
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.distinguished_name
+        .push(DnType::CommonName, "silo test private CA");
+    ca.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    let ca_cert = ca.self_signed(&ca_key).expect("CA cert");
+    let issuer = Issuer::new(ca, ca_key);
+    let key = KeyPair::generate().expect("server key");
+    let mut p = CertificateParams::new(vec!["127.0.0.1".to_string()]).expect("params");
+    p.distinguished_name.push(DnType::CommonName, "127.0.0.1");
+    p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    let cert = p.signed_by(&key, &issuer).expect("server cert");
+    (ca_cert.pem(), cert.pem(), key.serialize_pem())
+}
+
+#[test]
+fn remote_signed_by_a_ca_of_the_system_store_needs_no_pin() {
+    let (ca, crt, key) = private_ca();
+    let lxd = TestLxd::start_with_server_cert("rca", &crt, &key);
+    let conf = Conf::new("rca");
+    // The system store is the CA file rustls-native-certs reads: SSL_CERT_FILE stands in for
+    // a CA added with update-ca-certificates without touching this machine's store.
+    let bundle = conf.path().with_extension("ca.pem");
+    std::fs::write(&bundle, &ca).expect("CA bundle");
+    let with_ca = |args: &[&str]| {
+        let mut c = std::process::Command::new(silo_tests::bin("silo"));
+        c.env("SILO_CONF", conf.path())
+            .env("SSL_CERT_FILE", &bundle)
+            .env("SSL_CERT_DIR", conf.path().join("no-such-dir"))
+            .env("SILO_SOCKET", conf.path().join("no-silod.socket"))
+            .args(args)
+            .stdin(std::process::Stdio::null());
+        lxd.run_in_netns(move || c.output().expect("silo"))
+    };
+    // No prompt (stdin is closed: a prompt would fail) and nothing pinned.
+    let o = with_ca(&[
+        "remote",
+        "add",
+        "s",
+        &lxd.url(),
+        "--password",
+        TRUST_PASSWORD,
+    ]);
+    assert!(o.status.success(), "remote add: {}", show(&o));
+    assert!(
+        !text(&o).contains("Certificate fingerprint"),
+        "{}",
+        show(&o)
+    );
+    assert!(
+        !conf.pinned("s").exists(),
+        "a CA-signed certificate is not pinned"
+    );
+    let o = with_ca(&["list", "s:", "--format", "csv"]);
+    assert!(o.status.success(), "list through the CA: {}", show(&o));
+    // Without that CA in the store the server is not trusted: nothing pinned vouches for it.
+    let o = lxd.silo(conf.path(), &["list", "s:"], None);
+    assert!(
+        !o.status.success(),
+        "no CA, no pin, yet accepted: {}",
+        show(&o)
+    );
+    assert!(err(&o).contains("not signed by a CA"), "{}", show(&o));
+    let _ = std::fs::remove_file(&bundle);
+}
