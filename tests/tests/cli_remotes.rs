@@ -41,6 +41,24 @@ fn err(o: &std::process::Output) -> String {
     String::from_utf8_lossy(&o.stderr).to_string()
 }
 
+/// Standard base64 of `s` (coreutils' base64, as LXD encodes its tokens).
+fn base64(s: &str) -> String {
+    use std::io::Write;
+    let mut c = std::process::Command::new("base64")
+        .arg("-w0")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("base64");
+    c.stdin
+        .take()
+        .expect("stdin")
+        .write_all(s.as_bytes())
+        .expect("write");
+    let o = c.wait_with_output().expect("base64");
+    String::from_utf8_lossy(&o.stdout).trim().to_string()
+}
+
 /// Runs silo with no server around (remote management only touches config.yml).
 fn silo(conf: &Path, args: &[&str]) -> std::process::Output {
     std::process::Command::new(silo_tests::bin("silo"))
@@ -229,6 +247,20 @@ fn remote_add_wrong_password_leaves_nothing_and_token_add_works() {
     let decoded = silo_cli::remotes::CertificateToken::decode(&token).expect("LXD's token decodes");
     assert_eq!(decoded.fingerprint, lxd.fingerprint());
     assert_eq!(decoded.client_name, "silo-t1");
+    // The same token claiming another server certificate: refused before anything is sent.
+    let mut forged: serde_json::Value = serde_json::to_value(&decoded).expect("json");
+    forged["fingerprint"] = serde_json::Value::String("00".repeat(32));
+    let forged = base64(&forged.to_string());
+    let o = lxd.silo(conf.path(), &["remote", "add", "t", &forged], None);
+    assert!(
+        !o.status.success(),
+        "a forged token was accepted: {}",
+        show(&o)
+    );
+    assert!(err(&o).contains("fingerprint mismatch"), "{}", show(&o));
+    assert!(err(&o).contains(&lxd.fingerprint()), "{}", show(&o));
+    assert!(!conf.pinned("t").exists());
+
     let o = lxd.silo(conf.path(), &["remote", "add", "t", &token], None);
     assert!(o.status.success(), "remote add with a token: {}", show(&o));
     assert!(conf.pinned("t").exists());
@@ -280,6 +312,30 @@ fn remote_management_and_static_remotes() {
         "local"
     );
 
+    // A config.yml the stock lxc wrote is silo's too (the simplestreams fast path of
+    // `lxc remote add` does not connect anywhere).
+    std::fs::create_dir_all(conf.path()).expect("conf dir");
+    let o = std::process::Command::new("lxc")
+        .env("LXD_CONF", conf.path())
+        .args([
+            "remote",
+            "add",
+            "fromlxc",
+            "https://127.0.0.1:9/lxc",
+            "--protocol",
+            "simplestreams",
+        ])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("lxc");
+    assert!(o.status.success(), "lxc remote add: {}", show(&o));
+    let t = text(&silo(conf.path(), &["remote", "list", "--format", "csv"]));
+    assert!(
+        t.contains("fromlxc,https://127.0.0.1:9/lxc,simplestreams,none,YES,NO,NO"),
+        "{t}"
+    );
+    assert!(t.contains("local (current),unix://"), "{t}");
+
     for args in [
         &["remote", "remove", "local"][..],
         &["remote", "remove", "ubuntu"],
@@ -313,6 +369,13 @@ fn remote_management_and_static_remotes() {
     );
     // A simplestreams remote has no instances.
     let o = silo(conf.path(), &["list", "ss:"]);
+    assert!(!o.status.success(), "{}", show(&o));
+    assert!(
+        err(&o).contains("simplestreams image server"),
+        "{}",
+        show(&o)
+    );
+    let o = silo(conf.path(), &["image", "list", "ss:"]);
     assert!(!o.status.success(), "{}", show(&o));
     assert!(
         err(&o).contains("simplestreams image server"),
@@ -461,6 +524,17 @@ fn image_copy_and_init_from_a_private_image_on_another_lxd() {
     assert!(text(&o).contains("copied"), "{}", show(&o));
 
     // init from a's image onto b: b pulls it (as a cached image) and creates the instance.
+    // The split image is public on a, so b is told its alias (and records a as its source).
+    let split_fp = silo_tests::fingerprint_of(&split);
+    let o = a.lxc(&[
+        "query",
+        "-X",
+        "PATCH",
+        &format!("/1.0/images/{split_fp}"),
+        "--data",
+        r#"{"public": true}"#,
+    ]);
+    assert!(o.status.success(), "make bbsplit public: {}", show(&o));
     let o = a.silo(conf.path(), &["init", "a:bbsplit", "b:c1"], None);
     assert!(
         o.status.success(),
@@ -477,8 +551,31 @@ fn image_copy_and_init_from_a_private_image_on_another_lxd() {
     assert_eq!(text(&o).trim(), "c1,STOPPED", "{}", show(&o));
     let o = b.lxc(&["image", "list", "--format", "csv", "-c", "F"]);
     assert!(
-        text(&o).contains(&silo_tests::fingerprint_of(&split)),
+        text(&o).contains(&split_fp),
         "b has a's split image now: {}",
+        show(&o)
+    );
+    let o = b.lxc(&["query", &format!("/1.0/images/{split_fp}")]);
+    assert!(
+        text(&o).contains("\"cached\": true") && text(&o).contains("\"alias\": \"bbsplit\""),
+        "b keeps a's image cached with its source: {}",
+        show(&o)
+    );
+    // Refreshing it asks b to check a for a newer version: there is none.
+    let o = a.silo(
+        conf.path(),
+        &["image", "refresh", &format!("b:{split_fp}")],
+        None,
+    );
+    assert!(
+        o.status.success(),
+        "image refresh: {}\n{}",
+        show(&o),
+        b.log_text()
+    );
+    assert!(
+        text(&o).contains("Image already up to date."),
+        "{}",
         show(&o)
     );
     let o = a.silo(conf.path(), &["delete", "b:c1"], None);
