@@ -603,6 +603,20 @@ fn image_copy_and_init_from_a_private_image_on_another_lxd() {
     );
     assert_eq!(o.status.code(), Some(3), "exec b:c2: {}", show(&o));
     assert_eq!(text(&o).trim(), "hello-42", "{}", show(&o));
+    // Files go over the same HTTPS client.
+    let o = a.silo(
+        conf.path(),
+        &["file", "push", "-", "b:c2/tmp/over-https"],
+        Some("pushed over https\n"),
+    );
+    assert!(o.status.success(), "file push: {}", show(&o));
+    let o = a.silo(
+        conf.path(),
+        &["file", "pull", "b:c2/tmp/over-https", "-"],
+        None,
+    );
+    assert!(o.status.success(), "file pull: {}", show(&o));
+    assert_eq!(text(&o), "pushed over https\n", "{}", show(&o));
     let o = a.silo(conf.path(), &["delete", "--force", "b:c2"], None);
     assert!(o.status.success(), "{}", show(&o));
 
