@@ -1,7 +1,11 @@
-//! Talking to silod: finding its socket as LXD's client does, HTTP/1.1 over the unix socket,
-//! the response envelope, waiting on operations, and the events websocket.
+//! Talking to silod (or an LXD-compatible server): over the unix socket found as LXD's client
+//! finds it, or over HTTPS to a remote; HTTP/1.1, the response envelope, waiting on
+//! operations, and the events websocket.
 
 use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 
 use http_body_util::{BodyExt, Full};
 use hyper::body::{Bytes, Incoming};
@@ -11,10 +15,95 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::Value;
 use silo_api::{lenient, paths};
-use tokio::net::UnixStream;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpStream, UnixStream};
 
-/// A websocket to silod over its unix socket.
-pub type WebSocket = tokio_tungstenite::WebSocketStream<UnixStream>;
+use crate::tls;
+
+/// A connection to a server: its unix socket, or TLS over TCP.
+#[derive(Debug)]
+pub enum Stream {
+    /// The local unix socket.
+    Unix(UnixStream),
+    /// HTTPS to a remote.
+    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+}
+
+impl AsyncRead for Stream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Stream::Unix(s) => Pin::new(s).poll_read(cx, buf),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Stream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Unix(s) => Pin::new(s).poll_write(cx, buf),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Stream::Unix(s) => Pin::new(s).poll_flush(cx),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Stream::Unix(s) => Pin::new(s).poll_shutdown(cx),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
+}
+
+/// A websocket to the server (unix socket or TLS).
+pub type WebSocket = tokio_tungstenite::WebSocketStream<Stream>;
+
+/// An HTTPS server: where it is and how its certificate is judged.
+#[derive(Debug)]
+pub struct HttpsTarget {
+    /// The remote's name, for messages.
+    pub remote: String,
+    /// Host (an IPv6 address in brackets) and port.
+    pub host: String,
+    /// The port.
+    pub port: u16,
+    /// The TLS configuration (verifier and client certificate).
+    pub tls: Arc<rustls::ClientConfig>,
+    /// What the verifier saw on the last handshake.
+    pub seen: Arc<Mutex<tls::Seen>>,
+    /// The pinned certificate's fingerprint, if the remote has one.
+    pub pinned: Option<String>,
+}
+
+impl HttpsTarget {
+    /// `https://host:port`.
+    pub fn url(&self) -> String {
+        format!("https://{}:{}", self.host, self.port)
+    }
+}
+
+/// How a client reaches its server.
+#[derive(Debug, Clone)]
+pub enum Transport {
+    /// The unix socket at this path.
+    Unix(PathBuf),
+    /// HTTPS.
+    Https(Arc<HttpsTarget>),
+}
 
 /// Client errors, each one line for the user.
 #[derive(Debug, thiserror::Error)]
@@ -26,6 +115,24 @@ pub enum ClientError {
         path: String,
         /// The error.
         source: std::io::Error,
+    },
+    /// TCP or TLS to a remote failed.
+    #[error("cannot reach {url}: {msg}")]
+    Remote {
+        /// The remote's URL.
+        url: String,
+        /// What failed.
+        msg: String,
+    },
+    /// A remote's certificate is not the one pinned when it was added.
+    #[error("the certificate of remote {remote} changed since it was added: pinned {pinned}, presented {presented}; refusing to connect (remove and add the remote again if the change is expected)")]
+    CertChanged {
+        /// The remote.
+        remote: String,
+        /// Fingerprint of the pinned certificate.
+        pinned: String,
+        /// Fingerprint of the certificate the server presented.
+        presented: String,
     },
     /// HTTP failed.
     #[error("talking to silod: {0}")]
@@ -58,26 +165,109 @@ pub fn if_match(etag: Option<String>) -> Vec<(&'static str, String)> {
 /// A connection-per-request client for one daemon.
 #[derive(Debug, Clone)]
 pub struct Client {
-    path: PathBuf,
+    transport: Transport,
 }
 
 impl Client {
     /// A client for the socket at `path`.
     pub fn new(path: PathBuf) -> Client {
-        Client { path }
+        Client {
+            transport: Transport::Unix(path),
+        }
     }
 
-    /// The socket path.
-    pub fn path(&self) -> &std::path::Path {
-        &self.path
+    /// A client for an HTTPS server.
+    pub fn https(target: HttpsTarget) -> Client {
+        Client {
+            transport: Transport::Https(Arc::new(target)),
+        }
     }
 
-    async fn connect(&self) -> Result<UnixStream, ClientError> {
-        UnixStream::connect(&self.path)
+    /// How this client reaches its server.
+    pub fn transport(&self) -> &Transport {
+        &self.transport
+    }
+
+    /// The `Host` header.
+    fn host_header(&self) -> String {
+        match &self.transport {
+            Transport::Unix(_) => "unix.socket".into(),
+            Transport::Https(t) => format!("{}:{}", t.host, t.port),
+        }
+    }
+
+    async fn connect(&self) -> Result<Stream, ClientError> {
+        match &self.transport {
+            Transport::Unix(path) => {
+                UnixStream::connect(path)
+                    .await
+                    .map(Stream::Unix)
+                    .map_err(|source| ClientError::Connect {
+                        path: path.display().to_string(),
+                        source,
+                    })
+            }
+            Transport::Https(t) => Self::connect_tls(t).await.map(|s| Stream::Tls(Box::new(s))),
+        }
+    }
+
+    async fn connect_tls(
+        t: &HttpsTarget,
+    ) -> Result<tokio_rustls::client::TlsStream<TcpStream>, ClientError> {
+        let fail = |msg: String| ClientError::Remote { url: t.url(), msg };
+        let bare = t.host.trim_matches(['[', ']']).to_string();
+        let tcp = TcpStream::connect((bare.as_str(), t.port))
             .await
-            .map_err(|source| ClientError::Connect {
-                path: self.path.display().to_string(),
-                source,
+            .map_err(|e| fail(e.to_string()))?;
+        let name = rustls::pki_types::ServerName::try_from(bare)
+            .map_err(|e| fail(format!("bad host name: {e}")))?;
+        if let Ok(mut s) = t.seen.lock() {
+            *s = tls::Seen::default();
+        }
+        let conn = tokio_rustls::TlsConnector::from(t.tls.clone())
+            .connect(name, tcp)
+            .await;
+        conn.map_err(|e| {
+            let seen = t.seen.lock().ok();
+            if let Some(s) = seen.as_deref() {
+                if s.pin_mismatch {
+                    return ClientError::CertChanged {
+                        remote: t.remote.clone(),
+                        pinned: t.pinned.clone().unwrap_or_default(),
+                        presented: s
+                            .presented
+                            .as_deref()
+                            .map(tls::fingerprint)
+                            .unwrap_or_default(),
+                    };
+                }
+                if let Some(ca) = &s.ca_error {
+                    return fail(format!(
+                        "the server certificate is not signed by a CA of the system's store \
+                         and no certificate is pinned for remote {}: {ca}",
+                        t.remote
+                    ));
+                }
+            }
+            fail(format!("TLS: {e}"))
+        })
+    }
+
+    /// Connects once and returns the server's certificate (DER) as presented. Only useful
+    /// with a client whose TLS trust is [`tls::Trust::Capture`].
+    pub async fn peer_certificate(&self) -> Result<Vec<u8>, ClientError> {
+        let Transport::Https(t) = &self.transport else {
+            return Err(ClientError::Protocol("not an HTTPS remote".into()));
+        };
+        let s = Self::connect_tls(t).await?;
+        s.get_ref()
+            .1
+            .peer_certificates()
+            .and_then(|c| c.first())
+            .map(|c| c.to_vec())
+            .ok_or_else(|| ClientError::Remote {
+                url: t.url(),
+                msg: "the server presented no certificate".into(),
             })
     }
 
@@ -102,6 +292,7 @@ impl Client {
     }
 
     fn builder(
+        &self,
         method: &str,
         path: &str,
         headers: &[(&str, String)],
@@ -109,7 +300,7 @@ impl Client {
         let mut b = Request::builder()
             .method(method)
             .uri(path)
-            .header("host", "unix.socket")
+            .header("host", self.host_header())
             .header("user-agent", concat!("silo/", env!("CARGO_PKG_VERSION")));
         for (k, v) in headers {
             b = b.header(*k, v.as_str());
@@ -154,7 +345,8 @@ impl Client {
             }
             None => Bytes::new(),
         };
-        let req = Self::builder(method, path, headers)
+        let req = self
+            .builder(method, path, headers)
             .header("content-type", "application/json")
             .body(Full::new(bytes))
             .map_err(|e| ClientError::Http(e.to_string()))?;
@@ -175,7 +367,8 @@ impl Client {
         B::Data: Send,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
-        let req = Self::builder(method, path, headers)
+        let req = self
+            .builder(method, path, headers)
             .body(body)
             .map_err(|e| ClientError::Http(e.to_string()))?;
         Self::json_answer(self.send(req).await?).await
@@ -184,7 +377,8 @@ impl Client {
     /// GETs `path` and returns the response with its body unread (downloads). An answer
     /// other than 200 is read as the API's error envelope.
     pub async fn download(&self, path: &str) -> Result<hyper::Response<Incoming>, ClientError> {
-        let req = Self::builder("GET", path, &[])
+        let req = self
+            .builder("GET", path, &[])
             .body(Full::new(Bytes::new()))
             .map_err(|e| ClientError::Http(e.to_string()))?;
         let resp = self.send(req).await?;
@@ -272,10 +466,12 @@ impl Client {
         serde_json::to_value(op).map_err(|e| ClientError::Protocol(e.to_string()))
     }
 
-    /// Opens a websocket on `path` (which starts with `/1.0/...`) over the unix socket.
+    /// Opens a websocket on `path` (which starts with `/1.0/...`) over the client's transport.
     pub async fn websocket(&self, path: &str) -> Result<WebSocket, ClientError> {
         let stream = self.connect().await?;
-        let (ws, _) = tokio_tungstenite::client_async(format!("ws://unix.socket{path}"), stream)
+        // The stream is already TLS where it must be: the URL only names host and path.
+        let url = format!("ws://{}{path}", self.host_header());
+        let (ws, _) = tokio_tungstenite::client_async(url, stream)
             .await
             .map_err(|e| ClientError::Http(format!("websocket {path}: {e}")))?;
         Ok(ws)

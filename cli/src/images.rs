@@ -95,6 +95,38 @@ and a split image's rootfs goes to TARGET.root.")]
     /// Manage image aliases.
     #[command(subcommand)]
     Alias(AliasCmd),
+    /// Copy an image from one server to another (the target pulls it).
+    #[command(
+        alias = "cp",
+        after_help = "\
+Examples:
+  silo image copy images:debian/12 local: --alias deb12
+  silo image copy other:bb local: --copy-aliases --auto-update"
+    )]
+    Copy {
+        /// [REMOTE:]IMAGE: an alias or a fingerprint on the source.
+        source: String,
+        /// The target: REMOTE:.
+        target: String,
+        /// A new alias on the target (repeatable).
+        #[arg(long = "alias", value_name = "NAME")]
+        aliases: Vec<String>,
+        /// Copy the source image's aliases too.
+        #[arg(long)]
+        copy_aliases: bool,
+        /// Keep the copy updated from the source.
+        #[arg(long)]
+        auto_update: bool,
+        /// Make the copy public.
+        #[arg(long)]
+        public: bool,
+    },
+    /// Refresh images from where they came from.
+    Refresh {
+        /// [REMOTE:]IMAGE (alias or fingerprint), repeatable.
+        #[arg(required = true)]
+        images: Vec<String>,
+    },
 }
 
 /// `silo image alias ...`.
@@ -173,7 +205,38 @@ pub async fn run(client: &Client, cmd: ImageCmd) -> Result<(), CmdError> {
         }
         ImageCmd::Export { image, target } => export(client, &image, target).await,
         ImageCmd::Alias(a) => alias(client, a).await,
+        ImageCmd::Copy { .. } => crate::util::fail(
+            "image copy works between remotes: run it through silo's command line",
+        ),
+        ImageCmd::Refresh { images } => {
+            for i in images {
+                refresh(client, &i).await?;
+            }
+            Ok(())
+        }
     }
+}
+
+/// `silo image refresh IMAGE`: `POST /1.0/images/<fp>/refresh`, waited for.
+pub async fn refresh(client: &Client, image: &str) -> Result<(), CmdError> {
+    let fp = match client.image_alias(image).await {
+        Ok(a) => a.target,
+        Err(_) => client.image(image).await?.fingerprint,
+    };
+    let path = format!("{}/refresh", silo_api::paths::image(&fp));
+    let op = client
+        .run::<serde_json::Value>("POST", &path, None, &[])
+        .await?;
+    let refreshed = op
+        .metadata
+        .get("refreshed")
+        .and_then(serde_json::Value::as_bool)
+        .unwrap_or(false);
+    out(if refreshed {
+        "Image refreshed successfully!\n"
+    } else {
+        "Image already up to date.\n"
+    })
 }
 
 /// Resolves an alias to its target fingerprint; anything else is returned as given (a

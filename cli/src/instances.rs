@@ -120,19 +120,32 @@ fn looks_like_fingerprint(s: &str) -> bool {
 }
 
 /// `silo init IMAGE [NAME]`, or the server's setup without an image.
-pub async fn init(client: &Client, a: InitCmd) -> Result<(), CmdError> {
+///
+/// `remote_source` is the `source` for an image on another server (see
+/// [`crate::requests::instance_source`]); without it the image is the target server's own.
+pub async fn init(
+    client: &Client,
+    a: InitCmd,
+    remote_source: Option<InstanceSource>,
+) -> Result<(), CmdError> {
     match a.image {
-        Some(image) if !a.server.any() => create(client, &image, a.name.as_deref(), &a.opts)
-            .await
-            .map(|_| ()),
+        Some(image) if !a.server.any() => {
+            create(client, &image, a.name.as_deref(), &a.opts, remote_source)
+                .await
+                .map(|_| ())
+        }
         Some(_) => fail("--auto, --preseed and --dump set up the server: give no image with them"),
         None => crate::init::run(client, &a.server).await,
     }
 }
 
 /// `silo launch IMAGE [NAME]`: `init`, then start, as `lxc launch` prints them.
-pub async fn launch(client: &Client, a: InitArgs) -> Result<(), CmdError> {
-    let name = create(client, &a.image, a.name.as_deref(), &a.opts).await?;
+pub async fn launch(
+    client: &Client,
+    a: InitArgs,
+    remote_source: Option<InstanceSource>,
+) -> Result<(), CmdError> {
+    let name = create(client, &a.image, a.name.as_deref(), &a.opts, remote_source).await?;
     if name.is_empty() {
         return fail("The server did not say which name it gave the instance");
     }
@@ -147,6 +160,7 @@ async fn create(
     image: &str,
     name: Option<&str>,
     a: &InstanceOpts,
+    remote_source: Option<InstanceSource>,
 ) -> Result<String, CmdError> {
     let mut config = StringMap::new();
     for c in &a.config {
@@ -168,15 +182,21 @@ async fn create(
             .collect();
         devices.insert("root".to_string(), root);
     }
-    let mut source = InstanceSource {
-        kind: "image".into(),
-        ..Default::default()
+    let source = match remote_source {
+        Some(s) => s,
+        None => {
+            let mut source = InstanceSource {
+                kind: "image".into(),
+                ..Default::default()
+            };
+            if looks_like_fingerprint(image) && !crate::images::alias_exists(client, image).await? {
+                source.fingerprint = image.to_string();
+            } else {
+                source.alias = image.to_string();
+            }
+            source
+        }
     };
-    if looks_like_fingerprint(image) && !crate::images::alias_exists(client, image).await? {
-        source.fingerprint = image.to_string();
-    } else {
-        source.alias = image.to_string();
-    }
     let name = name.unwrap_or_default().to_string();
     let req = InstancesPost {
         name: name.clone(),

@@ -12,8 +12,11 @@ pub mod init;
 pub mod instances;
 pub mod networks;
 pub mod profiles;
+pub mod remotes;
+pub mod requests;
 pub mod snapshots;
 pub mod storage;
+pub mod tls;
 pub mod util;
 
 use clap::{Parser, Subcommand};
@@ -101,6 +104,9 @@ pub enum Command {
     /// Manage storage pools and volumes.
     #[command(subcommand)]
     Storage(storage::StorageCmd),
+    /// Manage the remote servers this client knows.
+    #[command(subcommand)]
+    Remote(remotes::RemoteCmd),
     /// List, show and cancel background operations.
     #[command(subcommand)]
     Operation(OperationCmd),

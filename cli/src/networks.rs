@@ -108,6 +108,9 @@ pub enum NetworkCmd {
     /// List available networks.
     #[command(alias = "ls")]
     List {
+        /// `REMOTE:` to list on another server.
+        #[arg(value_name = "REMOTE:")]
+        remote: Option<String>,
         /// Output format.
         #[arg(short = 'f', long, value_enum, default_value = "table")]
         format: Format,
@@ -492,7 +495,7 @@ pub async fn run(client: &Client, cmd: NetworkCmd) -> Result<(), CmdError> {
             let st = client.network_state(&network).await?;
             out(&info_text(&network, &st))
         }
-        NetworkCmd::List { format } => {
+        NetworkCmd::List { format, .. } => {
             let networks = client.networks().await?;
             let text = format::render(
                 format,

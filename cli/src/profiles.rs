@@ -16,6 +16,9 @@ pub enum ProfileCmd {
     /// List profiles.
     #[command(alias = "ls")]
     List {
+        /// `REMOTE:` to list on another server.
+        #[arg(value_name = "REMOTE:")]
+        remote: Option<String>,
         /// Output format.
         #[arg(short = 'f', long, value_enum, default_value = "table")]
         format: Format,
@@ -237,7 +240,7 @@ async fn edit(client: &Client, profile: &str) -> Result<(), CmdError> {
 /// Runs `silo profile ...`.
 pub async fn run(client: &Client, cmd: ProfileCmd) -> Result<(), CmdError> {
     match cmd {
-        ProfileCmd::List { format } => list(client, format).await,
+        ProfileCmd::List { format, .. } => list(client, format).await,
         ProfileCmd::Show { profile } => {
             let p = client.profile(&profile).await?;
             out(&util::yaml_ordered(

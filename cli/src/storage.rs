@@ -31,6 +31,9 @@ pub enum StorageCmd {
     /// List storage pools.
     #[command(alias = "ls")]
     List {
+        /// `REMOTE:` to list on another server.
+        #[arg(value_name = "REMOTE:")]
+        remote: Option<String>,
         /// Output format.
         #[arg(short = 'f', long, value_enum, default_value = "table")]
         format: Format,
@@ -296,7 +299,7 @@ pub async fn run(client: &Client, cmd: StorageCmd) -> Result<(), CmdError> {
                 .await?;
             outln(&format!("Storage pool {pool} created"))
         }
-        StorageCmd::List { format } => list(client, format).await,
+        StorageCmd::List { format, .. } => list(client, format).await,
         StorageCmd::Show { pool, resources } => show(client, &pool, resources).await,
         StorageCmd::Info { pool, bytes } => info(client, &pool, bytes).await,
         StorageCmd::Delete { pools } => {

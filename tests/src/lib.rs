@@ -14,6 +14,7 @@ use serde_json::Value;
 
 pub mod corpus;
 pub mod hostile;
+pub mod lxd;
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 
