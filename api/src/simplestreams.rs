@@ -39,7 +39,10 @@ impl std::fmt::Display for Error {
             ),
             Error::Invalid(e) => write!(f, "invalid simplestreams index: {e}"),
             Error::NoImages => {
-                write!(f, "the simplestreams index names no image-downloads products")
+                write!(
+                    f,
+                    "the simplestreams index names no image-downloads products"
+                )
             }
         }
     }
@@ -465,7 +468,9 @@ pub fn find<'a>(images: &'a [Image], what: &str) -> Option<&'a Image> {
     let lower = what.to_ascii_lowercase();
     let mut found = images.iter().filter(|i| i.fingerprint.starts_with(&lower));
     let first = found.next()?;
-    found.all(|i| i.fingerprint == first.fingerprint).then_some(first)
+    found
+        .all(|i| i.fingerprint == first.fingerprint)
+        .then_some(first)
 }
 
 #[cfg(test)]
@@ -541,7 +546,10 @@ mod tests {
         assert!(fps.contains(&sha('c').as_str()), "{fps:?}");
         assert!(fps.contains(&sha('d').as_str()), "{fps:?}");
         assert_eq!(imgs.len(), 4, "{fps:?}");
-        let split = imgs.iter().find(|i| i.fingerprint == sha('a')).expect("split");
+        let split = imgs
+            .iter()
+            .find(|i| i.fingerprint == sha('a'))
+            .expect("split");
         assert_eq!(split.files.len(), 2);
         assert_eq!(split.files[0].role, FileRole::Meta);
         assert_eq!(split.files[1].path, "images/d/old/root.tar.xz");
@@ -554,7 +562,10 @@ mod tests {
             split.properties["description"],
             "Debian bookworm amd64 (20240101_05:24)"
         );
-        let unified = imgs.iter().find(|i| i.fingerprint == sha('c')).expect("new");
+        let unified = imgs
+            .iter()
+            .find(|i| i.fingerprint == sha('c'))
+            .expect("new");
         assert_eq!(unified.files.len(), 1);
         assert_eq!(unified.filename, "lxd_combined.tar.gz");
         assert_eq!(unified.properties["type"], "tar.gz");
@@ -590,10 +601,7 @@ mod tests {
             find(&imgs, "debian/12").map(|i| &i.fingerprint),
             Some(&sha('c'))
         );
-        assert_eq!(
-            find(&imgs, "aaaa").map(|i| &i.fingerprint),
-            Some(&sha('a'))
-        );
+        assert_eq!(find(&imgs, "aaaa").map(|i| &i.fingerprint), Some(&sha('a')));
         assert!(find(&imgs, "debian/13").is_none());
         // On an arm64 host the short alias is the arm64 image's.
         let mut imgs = sample().images();

@@ -12,6 +12,7 @@ pub mod init;
 pub mod instances;
 pub mod networks;
 pub mod profiles;
+pub mod simplestreams;
 pub mod snapshots;
 pub mod storage;
 pub mod util;

@@ -264,7 +264,8 @@ pub async fn refresh(State(d): State<Arc<Services>>, Path(fp): Path<String>) -> 
         false,
         move |ctx| async move {
             let report = move |s: String| ctx.set_metadata(json!({ "download_progress": s }));
-            let newer = crate::service::image_updates::refresh(&c, &img.fingerprint, &report).await?;
+            let newer =
+                crate::service::image_updates::refresh(&c, &img.fingerprint, &report).await?;
             Ok(json!({ "refreshed": newer.is_some() }))
         },
     );

@@ -157,8 +157,9 @@ pub async fn create(State(d): State<Arc<Services>>, req: axum::extract::Request)
             resources(&name),
             false,
             move |ctx| async move {
-                let report =
-                    move |s: String| ctx.set_metadata(serde_json::json!({ "download_progress": s }));
+                let report = move |s: String| {
+                    ctx.set_metadata(serde_json::json!({ "download_progress": s }))
+                };
                 lifecycle::create_remote(&c, req, &report)
                     .await
                     .map(|_| Value::Null)

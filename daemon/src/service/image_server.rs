@@ -209,9 +209,9 @@ impl Server {
     /// A client for `url` (`https://` or `http://`), trusting `certificate` (PEM) if given,
     /// else the system's CA store.
     pub fn new(url: &str, certificate: &str) -> Result<Server, FetchError> {
-        let uri: Uri = url
-            .parse()
-            .map_err(|e: hyper::http::uri::InvalidUri| FetchError::Url(url.into(), e.to_string()))?;
+        let uri: Uri = url.parse().map_err(|e: hyper::http::uri::InvalidUri| {
+            FetchError::Url(url.into(), e.to_string())
+        })?;
         let tls = match uri.scheme_str() {
             Some("https") => Some(tls_config(certificate)?),
             Some("http") => None,
@@ -248,7 +248,10 @@ impl Server {
     async fn connect(&self, uri: &Uri) -> Result<Box<dyn Io>, FetchError> {
         let shown = uri.to_string();
         let host = uri.host().unwrap_or("");
-        let bare = host.trim_start_matches('[').trim_end_matches(']').to_string();
+        let bare = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string();
         let port = uri
             .port_u16()
             .unwrap_or(if self.tls.is_some() { 443 } else { 80 });
@@ -290,9 +293,9 @@ impl Server {
         url: &str,
         headers: &[(&str, String)],
     ) -> Result<hyper::Response<Incoming>, FetchError> {
-        let uri: Uri = url
-            .parse()
-            .map_err(|e: hyper::http::uri::InvalidUri| FetchError::Url(url.into(), e.to_string()))?;
+        let uri: Uri = url.parse().map_err(|e: hyper::http::uri::InvalidUri| {
+            FetchError::Url(url.into(), e.to_string())
+        })?;
         let io = self.connect(&uri).await?;
         let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io))
             .await
@@ -376,7 +379,11 @@ impl<'a> Progress<'a> {
 
     fn update(&mut self, label: &str, done: u64, total: u64, started: Instant, force: bool) {
         let now = Instant::now();
-        if !force && self.last.is_some_and(|t| now.duration_since(t) < PROGRESS_EVERY) {
+        if !force
+            && self
+                .last
+                .is_some_and(|t| now.duration_since(t) < PROGRESS_EVERY)
+        {
             return;
         }
         self.last = Some(now);
@@ -545,7 +552,11 @@ async fn download(
     let sha256 = hex::encode(own.finalize());
     if let Some((want, _)) = expect {
         if !want.eq_ignore_ascii_case(&sha256) {
-            return Err(FetchError::Checksum(url.into(), want.to_ascii_lowercase(), sha256));
+            return Err(FetchError::Checksum(
+                url.into(),
+                want.to_ascii_lowercase(),
+                sha256,
+            ));
         }
     }
     Ok(Downloaded {
@@ -693,7 +704,10 @@ pub async fn resolve(
                 )
                 .await?;
             if !resp.status().is_success() {
-                return Err(FetchError::Status(server.base.clone(), resp.status().as_u16()));
+                return Err(FetchError::Status(
+                    server.base.clone(),
+                    resp.status().as_u16(),
+                ));
             }
             let header = |k: &str| {
                 resp.headers()
@@ -781,7 +795,9 @@ async fn lxd_metadata(server: &Server, url: &str) -> Result<serde_json::Value, F
             FetchError::Protocol(format!("{url}: the server answered {status}: {msg}"))
         });
     }
-    Ok(v.get("metadata").cloned().unwrap_or(serde_json::Value::Null))
+    Ok(v.get("metadata")
+        .cloned()
+        .unwrap_or(serde_json::Value::Null))
 }
 
 /// Downloads an LXD server's export: one file, or a multipart of `metadata` and `rootfs`.
@@ -889,8 +905,7 @@ async fn export_once(
                 root = Some(d);
             }
         }
-        let meta =
-            meta.ok_or_else(|| FetchError::Protocol(format!("{url}: no metadata part")))?;
+        let meta = meta.ok_or_else(|| FetchError::Protocol(format!("{url}: no metadata part")))?;
         if root.is_none() {
             return Err(FetchError::Protocol(format!("{url}: no rootfs part")));
         }

@@ -67,7 +67,10 @@ pub async fn refresh(
 
 /// Moves the aliases and instances of `old` to `new`.
 fn move_users(c: &Services, old: &str, new: &str) -> Result<(), DomainError> {
-    for a in images::aliases(&c.db)?.into_iter().filter(|a| a.target == old) {
+    for a in images::aliases(&c.db)?
+        .into_iter()
+        .filter(|a| a.target == old)
+    {
         images::alias_put(
             &c.db,
             &Alias {
@@ -181,7 +184,9 @@ pub async fn expire_cached(c: &Services, now: time::OffsetDateTime) {
                 &format!("/1.0/images/{}", img.fingerprint),
                 serde_json::json!({}),
             ),
-            Err(e) => tracing::warn!(image = %img.fingerprint, "removing an expired cached image failed: {e}"),
+            Err(e) => {
+                tracing::warn!(image = %img.fingerprint, "removing an expired cached image failed: {e}")
+            }
         }
     }
 }

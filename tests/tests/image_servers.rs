@@ -1,0 +1,286 @@
+//! silod pulling images from a simplestreams server over HTTPS: a tree written by `silo image
+//! export-simplestreams` from the busybox test image, served by the test server (a test CA in
+//! SSL_CERT_FILE) on the loopback of the daemon's own network namespace. Pull by alias, create
+//! from a server into the cache, refresh to a newer version; wrong hashes, cut connections,
+//! a vanishing server and an untrusted certificate refused with nothing left behind.
+
+use std::path::{Path, PathBuf};
+
+use serde_json::{json, Value};
+use silo_tests::image_server::{ca_bundle, ImageServer, TestPki};
+use silo_tests::{busybox_image, fingerprint_of, show, TestDaemon};
+
+/// The alias the tree gives the image.
+const ALIAS: &str = "bbss";
+
+fn s(p: &Path) -> &str {
+    p.to_str().expect("utf-8 path")
+}
+
+/// A silod trusting `pki`'s CA through SSL_CERT_FILE.
+fn daemon(name: &str, ca_file: &Path) -> TestDaemon {
+    TestDaemon::start_with_env(name, &[("SSL_CERT_FILE", s(ca_file))])
+}
+
+/// Imports `files` with `alias`, writes a simplestreams tree of it into `tree` and removes
+/// the image again, so it can only come back from the server. Answers its fingerprint.
+fn publish_tree(d: &TestDaemon, files: &[PathBuf], alias: &str, tree: &Path) -> String {
+    let fp = fingerprint_of(files);
+    let mut args = vec!["image", "import"];
+    args.extend(files.iter().map(|f| s(f)));
+    args.extend(["--alias", alias]);
+    let o = d.silo(&args);
+    assert!(o.status.success(), "{}", show(&o));
+    let o = d.silo(&["image", "export-simplestreams", s(tree), alias]);
+    assert!(o.status.success(), "{}", show(&o));
+    d.api_ok("DELETE", &format!("/1.0/images/{fp}"), None);
+    fp
+}
+
+fn pull_body(url: &str, alias: &str) -> Value {
+    json!({
+        "source": {"type": "image", "mode": "pull", "server": url,
+                   "protocol": "simplestreams", "alias": alias},
+        "aliases": [{"name": "pulled", "description": "from the server"}],
+        "auto_update": true
+    })
+}
+
+/// POSTs and waits for the operation; answers it (failed or not).
+fn op(d: &TestDaemon, path: &str, body: Value) -> Value {
+    let (c, v) = d.api("POST", path, Some(body));
+    assert_eq!(c, 202, "POST {path}: {v}");
+    d.wait_op(&v)
+}
+
+fn images(d: &TestDaemon) -> Vec<Value> {
+    d.api_ok("GET", "/1.0/images?recursion=1", None)
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+/// Files a download would leave behind in the state dir.
+fn leftovers(d: &TestDaemon) -> Vec<String> {
+    std::fs::read_dir(d.dir.join("images"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("tmp-"))
+        .collect()
+}
+
+fn assert_nothing_cached(d: &TestDaemon, what: &str) {
+    assert_eq!(images(d), Vec::<Value>::new(), "{what}: nothing is cached");
+    assert_eq!(
+        leftovers(d),
+        Vec::<String>::new(),
+        "{what}: no partial file"
+    );
+}
+
+/// The rootfs's path in the tree (the file a cut or corruption targets).
+fn rootfs_path(fp: &str) -> String {
+    format!("images/{fp}/rootfs")
+}
+
+#[test]
+fn pull_launch_and_refresh_from_a_simplestreams_server() {
+    let pki = TestPki::new("silo test CA pull");
+    let (_ca_dir, ca_file) = ca_bundle(&pki.ca_pem);
+    let d = daemon("iserv-pull", &ca_file);
+    let tree = tempfile::tempdir().expect("tree");
+    let fp = publish_tree(&d, &busybox_image(true), ALIAS, tree.path());
+    let index: Value = serde_json::from_slice(
+        &std::fs::read(tree.path().join("streams/v1/images.json")).expect("images.json"),
+    )
+    .expect("json");
+    assert!(index.to_string().contains(&fp), "{index}");
+    let server = ImageServer::start(&d.netns, tree.path(), &pki);
+    let url = server.url();
+
+    // Pull by alias: the image with the requested alias and its source.
+    let o = op(&d, "/1.0/images", pull_body(&url, ALIAS));
+    assert_eq!(o["status"], "Success", "{o}\n{}", d.log_text());
+    assert_eq!(o["metadata"]["fingerprint"], fp, "{o}");
+    let img = d.api_ok("GET", &format!("/1.0/images/{fp}"), None);
+    assert_eq!(img["cached"], false, "{img}");
+    assert_eq!(img["auto_update"], true, "{img}");
+    assert_eq!(
+        img["update_source"],
+        json!({"alias": ALIAS, "certificate": "", "protocol": "simplestreams",
+               "server": url, "image_type": "container"}),
+        "{img}"
+    );
+    assert_eq!(img["aliases"][0]["name"], "pulled", "{img}");
+    // Both files came over the wire, whole.
+    let paths: Vec<String> = server.requests().into_iter().map(|(p, _)| p).collect();
+    assert!(paths.contains(&rootfs_path(&fp)), "{paths:?}");
+    assert_eq!(leftovers(&d), Vec::<String>::new());
+    d.api_ok("DELETE", &format!("/1.0/images/{fp}"), None);
+
+    // Create from the server: pulled into the cache (cached, auto-updated by default).
+    let o = op(
+        &d,
+        "/1.0/instances",
+        json!({"name": "c1", "source": {"type": "image", "server": url,
+               "protocol": "simplestreams", "alias": ALIAS}}),
+    );
+    assert_eq!(o["status"], "Success", "{o}\n{}", d.log_text());
+    let img = d.api_ok("GET", &format!("/1.0/images/{fp}"), None);
+    assert_eq!(img["cached"], true, "{img}");
+    assert_eq!(img["auto_update"], true, "{img}");
+    assert_eq!(img["update_source"]["server"], url, "{img}");
+    assert_ne!(img["last_used_at"], "0001-01-01T00:00:00Z", "{img}");
+    let c1 = d.api_ok("GET", "/1.0/instances/c1", None);
+    assert_eq!(c1["config"]["volatile.base_image"], fp, "{c1}");
+    // A second instance from the same alias uses the cached image: no new download.
+    let before = server.requests().len();
+    let o = op(
+        &d,
+        "/1.0/instances",
+        json!({"name": "c2", "source": {"type": "image", "server": url,
+               "protocol": "simplestreams", "alias": ALIAS}}),
+    );
+    assert_eq!(o["status"], "Success", "{o}");
+    let after: Vec<String> = server.requests()[before..]
+        .iter()
+        .map(|(p, _)| p.clone())
+        .collect();
+    assert!(
+        after.iter().all(|p| p.starts_with("streams/")),
+        "only the index was read again: {after:?}"
+    );
+    // Refresh with nothing newer: nothing changes.
+    let o = op(&d, &format!("/1.0/images/{fp}/refresh"), json!({}));
+    assert_eq!(o["status"], "Success", "{o}");
+    assert_eq!(o["metadata"]["refreshed"], false, "{o}");
+
+    // The tree gets a newer version under the same alias (the unified busybox image).
+    let new_fp = publish_tree(&d, &busybox_image(false), ALIAS, tree.path());
+    assert_ne!(new_fp, fp);
+    d.api_ok(
+        "POST",
+        "/1.0/images/aliases",
+        Some(json!({"name": "mine", "target": fp})),
+    );
+    let o = op(&d, &format!("/1.0/images/{fp}/refresh"), json!({}));
+    assert_eq!(o["status"], "Success", "{o}\n{}", d.log_text());
+    assert_eq!(o["metadata"]["refreshed"], true, "{o}");
+    // Aliases and instances moved; the old image is gone, the new one keeps the source.
+    let alias = d.api_ok("GET", "/1.0/images/aliases/mine", None);
+    assert_eq!(alias["target"], new_fp, "{alias}");
+    for c in ["c1", "c2"] {
+        let i = d.api_ok("GET", &format!("/1.0/instances/{c}"), None);
+        assert_eq!(i["config"]["volatile.base_image"], new_fp, "{c}: {i}");
+    }
+    let (code, _) = d.api("GET", &format!("/1.0/images/{fp}"), None);
+    assert_eq!(code, 404, "the old version is removed");
+    let img = d.api_ok("GET", &format!("/1.0/images/{new_fp}"), None);
+    assert_eq!(img["cached"], true, "{img}");
+    assert_eq!(img["update_source"]["alias"], ALIAS, "{img}");
+    for c in ["c1", "c2"] {
+        d.api_ok("DELETE", &format!("/1.0/instances/{c}"), None);
+    }
+}
+
+#[test]
+fn bad_hashes_cut_connections_and_untrusted_servers() {
+    let pki = TestPki::new("silo test CA faults");
+    let (_ca_dir, ca_file) = ca_bundle(&pki.ca_pem);
+    let d = daemon("iserv-faults", &ca_file);
+    let tree = tempfile::tempdir().expect("tree");
+    let fp = publish_tree(&d, &busybox_image(true), ALIAS, tree.path());
+    let root = rootfs_path(&fp);
+    let root_len = std::fs::metadata(tree.path().join(&root))
+        .expect("rootfs")
+        .len();
+    let server = ImageServer::start(&d.netns, tree.path(), &pki);
+    let url = server.url();
+
+    // A file whose bytes do not match its sha256: refused, nothing kept.
+    server.corrupt(&root);
+    let o = op(&d, "/1.0/images", pull_body(&url, ALIAS));
+    assert_eq!(o["status"], "Failure", "{o}");
+    let err = o["err"].as_str().unwrap_or("");
+    assert!(
+        err.contains("sha256 mismatch") && err.contains(&root),
+        "{err}"
+    );
+    assert_nothing_cached(&d, "a corrupt file");
+    drop(server);
+
+    // A cut half-way through the rootfs: resumed with a Range request, and whole.
+    let server = ImageServer::start(&d.netns, tree.path(), &pki);
+    let url = server.url();
+    server.cut(&root, root_len / 2, 1);
+    let o = op(&d, "/1.0/images", pull_body(&url, ALIAS));
+    assert_eq!(o["status"], "Success", "{o}\n{}", d.log_text());
+    assert_eq!(o["metadata"]["fingerprint"], fp);
+    let ranges: Vec<Option<String>> = server
+        .requests()
+        .into_iter()
+        .filter(|(p, _)| *p == root)
+        .map(|(_, r)| r)
+        .collect();
+    assert_eq!(
+        ranges,
+        vec![None, Some(format!("bytes={}-", root_len / 2))],
+        "one cut, one resume from where it stopped"
+    );
+    d.api_ok("DELETE", &format!("/1.0/images/{fp}"), None);
+
+    // Cut more often than the retries allow: a clear error, nothing kept.
+    server.cut(&root, root_len / 2, 10);
+    let o = op(&d, "/1.0/images", pull_body(&url, ALIAS));
+    assert_eq!(o["status"], "Failure", "{o}");
+    let err = o["err"].as_str().unwrap_or("");
+    assert!(err.contains("gave up after 3 retries"), "{err}");
+    assert_nothing_cached(&d, "a download cut too often");
+    let cuts = server
+        .requests()
+        .iter()
+        .filter(|(p, r)| *p == root && r.is_some())
+        .count();
+    // The first cut of the earlier pull and its resume, then one try and three resumes.
+    assert_eq!(cuts, 1 + 3, "three resumes before giving up");
+    server.clear_faults();
+
+    // A combined fingerprint the files do not make: refused before anything is recorded.
+    let images_json = tree.path().join("streams/v1/images.json");
+    let good = std::fs::read_to_string(&images_json).expect("images.json");
+    let wrong = "0".repeat(64);
+    // Only the combined hashes (quoted whole values), not the paths that contain it.
+    let edited = good.replace(&format!("\"{fp}\""), &format!("\"{wrong}\""));
+    assert_ne!(edited, good);
+    std::fs::write(&images_json, edited).expect("edit");
+    let o = op(&d, "/1.0/images", pull_body(&url, ALIAS));
+    assert_eq!(o["status"], "Failure", "{o}");
+    let err = o["err"].as_str().unwrap_or("");
+    assert!(
+        err.contains("combined fingerprint") && err.contains(&wrong) && err.contains(&fp),
+        "{err}"
+    );
+    assert_nothing_cached(&d, "a wrong combined fingerprint");
+    std::fs::write(&images_json, good).expect("restore");
+
+    // The server disappears during the copy: an error, nothing left.
+    server.vanish_during(&root, root_len / 3);
+    let o = op(&d, "/1.0/images", pull_body(&url, ALIAS));
+    assert_eq!(o["status"], "Failure", "{o}");
+    let err = o["err"].as_str().unwrap_or("");
+    assert!(err.contains(&root) && err.contains("gave up"), "{err}");
+    assert_nothing_cached(&d, "a server that went away");
+    drop(server);
+
+    // A server whose certificate no trusted CA signed: refused, saying so.
+    let other = TestPki::new("not the CA silod trusts");
+    let rogue = ImageServer::start(&d.netns, tree.path(), &other);
+    let o = op(&d, "/1.0/images", pull_body(&rogue.url(), ALIAS));
+    assert_eq!(o["status"], "Failure", "{o}");
+    let err = o["err"].as_str().unwrap_or("");
+    assert!(err.contains("not trusted"), "{err}");
+    assert!(rogue.requests().is_empty(), "no request went over it");
+    assert_nothing_cached(&d, "an untrusted server");
+}
