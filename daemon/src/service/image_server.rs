@@ -389,13 +389,9 @@ impl<'a> Progress<'a> {
         self.last = Some(now);
         let secs = now.duration_since(started).as_secs_f64().max(0.001);
         let rate = silo_api::units::format_si((done as f64 / secs) as u64);
-        let text = if total > 0 {
-            format!(
-                "{label}: {}% ({rate}/s)",
-                (done.saturating_mul(100) / total).min(100)
-            )
-        } else {
-            format!("{label}: {} ({rate}/s)", silo_api::units::format_si(done))
+        let text = match done.saturating_mul(100).checked_div(total) {
+            Some(pct) => format!("{label}: {}% ({rate}/s)", pct.min(100)),
+            None => format!("{label}: {} ({rate}/s)", silo_api::units::format_si(done)),
         };
         (self.report)(text);
     }
