@@ -60,6 +60,8 @@ struct Faults {
     corrupt: Vec<String>,
     /// path → cut after this many bytes and then go away for good.
     vanish: HashMap<String, u64>,
+    /// path → pause after each 64 KiB sent.
+    slow: HashMap<String, Duration>,
     /// Requests seen (path and Range header).
     log: Vec<(String, Option<String>)>,
 }
@@ -161,12 +163,22 @@ impl ImageServer {
             .insert(path.trim_start_matches('/').to_string(), bytes);
     }
 
+    /// Sends `path` slowly: a pause after each 64 KiB.
+    pub fn slow(&self, path: &str, pause: Duration) {
+        self.faults
+            .lock()
+            .expect("faults")
+            .slow
+            .insert(path.trim_start_matches('/').to_string(), pause);
+    }
+
     /// Removes every armed fault.
     pub fn clear_faults(&self) {
         let mut f = self.faults.lock().expect("faults");
         f.cuts.clear();
         f.corrupt.clear();
         f.vanish.clear();
+        f.slow.clear();
     }
 
     /// Requests seen so far: (path, Range header).
@@ -219,7 +231,7 @@ fn serve_one(
         .unwrap_or("")
         .trim_start_matches('/')
         .to_string();
-    let (cut, corrupt, vanish) = {
+    let (cut, corrupt, vanish, slow) = {
         let mut f = faults.lock().expect("faults");
         f.log.push((rel.clone(), range.clone()));
         let cut = match f.cuts.get_mut(&rel) {
@@ -229,7 +241,12 @@ fn serve_one(
             }
             _ => None,
         };
-        (cut, f.corrupt.contains(&rel), f.vanish.get(&rel).copied())
+        (
+            cut,
+            f.corrupt.contains(&rel),
+            f.vanish.get(&rel).copied(),
+            f.slow.get(&rel).copied(),
+        )
     };
     let path = root.join(&rel);
     let ok_path = method == "GET" && !rel.split('/').any(|s| s == "..") && path.is_file();
@@ -301,6 +318,10 @@ fn serve_one(
         }
         tls.write_all(&buf[..n])?;
         sent += n as u64;
+        if let Some(p) = slow {
+            tls.flush()?;
+            std::thread::sleep(p);
+        }
     }
     tls.conn.send_close_notify();
     tls.flush()

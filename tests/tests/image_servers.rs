@@ -120,6 +120,28 @@ fn pull_launch_and_refresh_from_a_simplestreams_server() {
     assert_eq!(leftovers(&d), Vec::<String>::new());
     d.api_ok("DELETE", &format!("/1.0/images/{fp}"), None);
 
+    // Two pulls of one image at once (the rootfs sent slowly so they overlap) share one
+    // download, and both succeed.
+    server.slow(&rootfs_path(&fp), std::time::Duration::from_millis(40));
+    let before = server.requests().len();
+    let bare = json!({"source": {"type": "image", "mode": "pull", "server": url,
+                      "protocol": "simplestreams", "alias": ALIAS}});
+    let (c1, a1) = d.api("POST", "/1.0/images", Some(bare.clone()));
+    let (c2, a2) = d.api("POST", "/1.0/images", Some(bare));
+    assert_eq!((c1, c2), (202, 202), "{a1} {a2}");
+    for a in [&a1, &a2] {
+        let o = d.wait_op(a);
+        assert_eq!(o["status"], "Success", "{o}");
+        assert_eq!(o["metadata"]["fingerprint"], fp, "{o}");
+    }
+    let rootfs_gets = server.requests()[before..]
+        .iter()
+        .filter(|(p, _)| *p == rootfs_path(&fp))
+        .count();
+    assert_eq!(rootfs_gets, 1, "one download for both pulls");
+    server.clear_faults();
+    d.api_ok("DELETE", &format!("/1.0/images/{fp}"), None);
+
     // Create from the server: pulled into the cache (cached, auto-updated by default).
     let o = op(
         &d,
