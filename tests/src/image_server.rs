@@ -62,6 +62,9 @@ struct Faults {
     vanish: HashMap<String, u64>,
     /// path → pause after each 64 KiB sent.
     slow: HashMap<String, Duration>,
+    /// Fixed answers by request target (path and query, no leading '/'), before files:
+    /// (headers, body), e.g. an LXD server's JSON.
+    routes: HashMap<String, (Vec<(String, String)>, Vec<u8>)>,
     /// Requests seen (path and Range header).
     log: Vec<(String, Option<String>)>,
 }
@@ -172,6 +175,21 @@ impl ImageServer {
             .insert(path.trim_start_matches('/').to_string(), pause);
     }
 
+    /// Answers `target` (path and query) with `headers` and `body` (status 200), as an LXD
+    /// server's endpoints would.
+    pub fn route(&self, target: &str, headers: &[(&str, &str)], body: Vec<u8>) {
+        self.faults.lock().expect("faults").routes.insert(
+            target.trim_start_matches('/').to_string(),
+            (
+                headers
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+                body,
+            ),
+        );
+    }
+
     /// Removes every armed fault.
     pub fn clear_faults(&self) {
         let mut f = self.faults.lock().expect("faults");
@@ -248,6 +266,26 @@ fn serve_one(
             f.slow.get(&rel).copied(),
         )
     };
+    let routed = faults
+        .lock()
+        .expect("faults")
+        .routes
+        .get(target.trim_start_matches('/'))
+        .cloned();
+    if let Some((headers, body)) = routed {
+        let mut head = format!(
+            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n",
+            body.len()
+        );
+        for (k, v) in headers {
+            head.push_str(&format!("{k}: {v}\r\n"));
+        }
+        head.push_str("\r\n");
+        tls.write_all(head.as_bytes())?;
+        tls.write_all(&body)?;
+        tls.conn.send_close_notify();
+        return tls.flush();
+    }
     let path = root.join(&rel);
     let ok_path = method == "GET" && !rel.split('/').any(|s| s == "..") && path.is_file();
     if !ok_path {

@@ -306,3 +306,135 @@ fn bad_hashes_cut_connections_and_untrusted_servers() {
     assert!(rogue.requests().is_empty(), "no request went over it");
     assert_nothing_cached(&d, "an untrusted server");
 }
+
+/// An LXD server's answers for one split image, as `lxc image copy` reads them: the alias,
+/// the image record (with a secret, as for a private image) and the multipart export.
+fn mimic_lxd(server: &ImageServer, files: &[PathBuf], fp: &str, alias: &str, secret: &str) {
+    let sync = |metadata: Value| {
+        serde_json::to_vec(
+            &json!({"type": "sync", "status": "Success", "status_code": 200,
+                                   "metadata": metadata}),
+        )
+        .expect("json")
+    };
+    let j = [("Content-Type", "application/json")];
+    server.route(
+        &format!("1.0/images/aliases/{alias}"),
+        &j,
+        sync(json!({"name": alias, "target": fp, "description": "", "type": "container"})),
+    );
+    server.route(
+        &format!("1.0/images/{fp}?secret={secret}"),
+        &j,
+        sync(
+            json!({"fingerprint": fp, "filename": "busybox.tar.gz", "public": false,
+                    "architecture": "x86_64", "type": "container", "size": 1,
+                    "properties": {"os": "busybox", "description": "from lxd"},
+                    "update_source": null, "aliases": null}),
+        ),
+    );
+    let boundary = "silo-test-boundary-1";
+    let mut body = Vec::new();
+    for (name, f) in [("metadata", &files[0]), ("rootfs", &files[1])] {
+        body.extend_from_slice(
+            format!(
+                "--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"; filename=\"{name}.tar.gz\"\r\nContent-Type: application/octet-stream\r\n\r\n"
+            )
+            .as_bytes(),
+        );
+        body.extend_from_slice(&std::fs::read(f).expect("image file"));
+        body.extend_from_slice(b"\r\n");
+    }
+    body.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
+    let ctype = format!("multipart/form-data; boundary={boundary}");
+    server.route(
+        &format!("1.0/images/{fp}/export?secret={secret}"),
+        &[("Content-Type", ctype.as_str())],
+        body,
+    );
+}
+
+#[test]
+fn lxd_protocol_with_a_pinned_certificate_and_direct_urls() {
+    let pki = TestPki::new("silo test CA lxd");
+    let (_ca_dir, ca_file) = ca_bundle(&pki.ca_pem);
+    let d = daemon("iserv-lxd", &ca_file);
+    let split = busybox_image(true);
+    let fp = fingerprint_of(&split);
+    let empty = tempfile::tempdir().expect("dir");
+    // An LXD server with its own self-signed certificate, no CA silod trusts: the request
+    // carries that certificate, as `lxc remote add` stored it.
+    let own = TestPki::new("an LXD server's own certificate");
+    let lxd = ImageServer::start(&d.netns, empty.path(), &own);
+    mimic_lxd(&lxd, &split, &fp, "bb-lxd", "s3cret");
+    let body = |cert: &str| {
+        json!({"source": {"type": "image", "mode": "pull", "server": lxd.url(),
+                          "protocol": "lxd", "alias": "bb-lxd", "secret": "s3cret",
+                          "certificate": cert, "image_type": "container"},
+               "public": true})
+    };
+    // Another certificate than the server's: refused, naming both.
+    let o = op(&d, "/1.0/images", body(&pki.server_pem));
+    assert_eq!(o["status"], "Failure", "{o}");
+    let err = o["err"].as_str().unwrap_or("");
+    assert!(err.contains("is not the one given for it"), "{err}");
+    assert_nothing_cached(&d, "a changed certificate");
+    // The pinned one: pulled by alias with the secret, metadata and rootfs checked.
+    let o = op(&d, "/1.0/images", body(&own.server_pem));
+    assert_eq!(o["status"], "Success", "{o}\n{}", d.log_text());
+    assert_eq!(o["metadata"]["fingerprint"], fp, "{o}");
+    let img = d.api_ok("GET", &format!("/1.0/images/{fp}"), None);
+    assert_eq!(img["public"], true, "{img}");
+    assert_eq!(img["update_source"]["protocol"], "lxd", "{img}");
+    assert_eq!(img["update_source"]["certificate"], own.server_pem, "{img}");
+    assert_eq!(img["properties"]["description"], "from lxd", "{img}");
+    d.api_ok("DELETE", &format!("/1.0/images/{fp}"), None);
+
+    // LXD's direct URL images: the URL names the hash and where the file is.
+    let unified = busybox_image(false);
+    let ufp = fingerprint_of(&unified);
+    let files = tempfile::tempdir().expect("dir");
+    std::fs::copy(&unified[0], files.path().join("bb.tar.gz")).expect("copy");
+    let web = ImageServer::start(&d.netns, files.path(), &pki);
+    let file_url = format!("{}/bb.tar.gz", web.url());
+    web.route(
+        "direct/bb",
+        &[
+            ("LXD-Image-Hash", ufp.as_str()),
+            ("LXD-Image-URL", file_url.as_str()),
+        ],
+        Vec::new(),
+    );
+    let o = op(
+        &d,
+        "/1.0/images",
+        json!({"source": {"type": "url", "url": format!("{}/direct/bb", web.url())},
+               "aliases": [{"name": "from-url"}]}),
+    );
+    assert_eq!(o["status"], "Success", "{o}\n{}", d.log_text());
+    assert_eq!(o["metadata"]["fingerprint"], ufp, "{o}");
+    let a = d.api_ok("GET", "/1.0/images/aliases/from-url", None);
+    assert_eq!(a["target"], ufp, "{a}");
+    // A hash the file does not have: refused.
+    d.api_ok("DELETE", &format!("/1.0/images/{ufp}"), None);
+    let wrong = "1".repeat(64);
+    web.route(
+        "direct/bad",
+        &[
+            ("LXD-Image-Hash", wrong.as_str()),
+            ("LXD-Image-URL", file_url.as_str()),
+        ],
+        Vec::new(),
+    );
+    let o = op(
+        &d,
+        "/1.0/images",
+        json!({"source": {"type": "url", "url": format!("{}/direct/bad", web.url())}}),
+    );
+    assert_eq!(o["status"], "Failure", "{o}");
+    assert!(
+        o["err"].as_str().unwrap_or("").contains("fingerprint"),
+        "{o}"
+    );
+    assert_nothing_cached(&d, "a direct URL with a wrong hash");
+}

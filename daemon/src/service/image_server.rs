@@ -648,12 +648,13 @@ pub async fn resolve(
     } else {
         src.fingerprint.as_str()
     };
-    if what.is_empty() {
+    let protocol = protocol_of(src)?;
+    if what.is_empty() && protocol != "direct" {
         return Err(FetchError::Protocol(
             "the source names no image: give an alias or a fingerprint".into(),
         ));
     }
-    match protocol_of(src)? {
+    match protocol {
         "simplestreams" => {
             let index_url = server.url(simplestreams::INDEX_PATH)?;
             let index = simplestreams::parse_index(
@@ -748,8 +749,9 @@ pub async fn resolve(
                 )));
             }
             let url = server.url(&format!("1.0/images/{fp}{secret}"))?;
-            let img: silo_api::Image = serde_json::from_value(lxd_metadata(server, &url).await?)
-                .map_err(|e| FetchError::Protocol(format!("{url}: invalid image: {e}")))?;
+            let img: silo_api::Image =
+                silo_api::lenient::from_value(lxd_metadata(server, &url).await?)
+                    .map_err(|e| FetchError::Protocol(format!("{url}: invalid image: {e}")))?;
             if img.fingerprint.len() != 64
                 || !img.fingerprint.bytes().all(|b| b.is_ascii_hexdigit())
             {
