@@ -52,6 +52,9 @@ impl TestPki {
     }
 }
 
+/// A fixed answer: headers and body.
+type Answer = (Vec<(String, String)>, Vec<u8>);
+
 #[derive(Debug, Default)]
 struct Faults {
     /// path → (cut after this many bytes of the answer, how many more times).
@@ -64,7 +67,7 @@ struct Faults {
     slow: HashMap<String, Duration>,
     /// Fixed answers by request target (path and query, no leading '/'), before files:
     /// (headers, body), e.g. an LXD server's JSON.
-    routes: HashMap<String, (Vec<(String, String)>, Vec<u8>)>,
+    routes: HashMap<String, Answer>,
     /// Requests seen (path and Range header).
     log: Vec<(String, Option<String>)>,
 }
