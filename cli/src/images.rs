@@ -92,6 +92,12 @@ and a split image's rootfs goes to TARGET.root.")]
         /// A directory, or a file name.
         target: Option<PathBuf>,
     },
+    /// Refresh images from the server they were pulled from (a newer version replaces them).
+    Refresh {
+        /// Fingerprints (or unique prefixes) or aliases.
+        #[arg(required = true)]
+        images: Vec<String>,
+    },
     /// Write a static simplestreams tree (streams/v1/index.json, images.json and the image
     /// files) from the server's images, for any web server to host as an image server.
     #[command(after_help = "\
@@ -183,6 +189,25 @@ pub async fn run(client: &Client, cmd: ImageCmd) -> Result<(), CmdError> {
             Ok(())
         }
         ImageCmd::Export { image, target } => export(client, &image, target).await,
+        ImageCmd::Refresh { images } => {
+            for i in images {
+                let fp = resolve(client, &i).await?;
+                let op = client
+                    .run::<serde_json::Value>(
+                        "POST",
+                        &format!("{}/refresh", paths::image(&fp)),
+                        None,
+                        &[],
+                    )
+                    .await?;
+                if op.metadata["refreshed"] == serde_json::Value::Bool(true) {
+                    outln("Image refreshed successfully!")?;
+                } else {
+                    outln("Image already up to date.")?;
+                }
+            }
+            Ok(())
+        }
         ImageCmd::ExportSimplestreams { dir, images } => {
             crate::simplestreams::export_tree(client, &dir, &images).await
         }

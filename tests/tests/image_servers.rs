@@ -174,10 +174,16 @@ fn pull_launch_and_refresh_from_a_simplestreams_server() {
         after.iter().all(|p| p.starts_with("streams/")),
         "only the index was read again: {after:?}"
     );
-    // Refresh with nothing newer: nothing changes.
+    // Refresh with nothing newer: nothing changes (through the API and `silo image refresh`).
     let o = op(&d, &format!("/1.0/images/{fp}/refresh"), json!({}));
     assert_eq!(o["status"], "Success", "{o}");
     assert_eq!(o["metadata"]["refreshed"], false, "{o}");
+    let out = d.silo(&["image", "refresh", &fp[..12]]);
+    assert!(out.status.success(), "{}", show(&out));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "Image already up to date.\n"
+    );
 
     // The tree gets a newer version under the same alias (the unified busybox image).
     let new_fp = publish_tree(&d, &busybox_image(false), ALIAS, tree.path());

@@ -44,6 +44,8 @@ const READ_TIMEOUT: Duration = Duration::from_secs(60);
 const MAX_FILE: u64 = 64 << 30;
 /// The largest JSON answer of an LXD server (alias, image record).
 const MAX_JSON: usize = 4 << 20;
+/// Redirects followed for one request.
+const MAX_REDIRECTS: usize = 5;
 /// How often a download's progress is written to its operation.
 const PROGRESS_EVERY: Duration = Duration::from_millis(500);
 
@@ -254,7 +256,11 @@ impl Server {
             .to_string();
         let port = uri
             .port_u16()
-            .unwrap_or(if self.tls.is_some() { 443 } else { 80 });
+            .unwrap_or(if uri.scheme_str() == Some("http") {
+                80
+            } else {
+                443
+            });
         let tcp = tokio::time::timeout(
             CONNECT_TIMEOUT,
             tokio::net::TcpStream::connect((bare.as_str(), port)),
@@ -263,8 +269,15 @@ impl Server {
         .map_err(|_| FetchError::Connect(shown.clone(), "timed out".into()))?
         .map_err(|e| FetchError::Connect(shown.clone(), e.to_string()))?;
         let _ = tcp.set_nodelay(true);
-        let Some(tls) = &self.tls else {
-            return Ok(Box::new(tcp));
+        let tls = match (&self.tls, uri.scheme_str()) {
+            (_, Some("http")) => return Ok(Box::new(tcp)),
+            (Some(tls), _) => tls,
+            (None, _) => {
+                return Err(FetchError::Url(
+                    shown,
+                    "an https URL named by a plain-http server".into(),
+                ))
+            }
         };
         let name = ServerName::try_from(bare.clone())
             .map_err(|e| FetchError::Url(shown.clone(), e.to_string()))?;
@@ -287,8 +300,51 @@ impl Server {
         Ok(Box::new(stream))
     }
 
-    /// Sends a GET for `url` with `headers`; answers the response with its body unread.
+    /// Sends a GET for `url` with `headers`, following up to [`MAX_REDIRECTS`] redirects
+    /// that keep the scheme (a CDN in front of an image server); answers the response with
+    /// its body unread.
     async fn get(
+        &self,
+        url: &str,
+        headers: &[(&str, String)],
+    ) -> Result<hyper::Response<Incoming>, FetchError> {
+        let mut current = url.to_string();
+        for _ in 0..=MAX_REDIRECTS {
+            let resp = self.get_once(&current, headers).await?;
+            if !resp.status().is_redirection() {
+                return Ok(resp);
+            }
+            let next = resp
+                .headers()
+                .get(hyper::header::LOCATION)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_string();
+            let scheme = |u: &str| u.split("://").next().map(str::to_ascii_lowercase);
+            current = if next.starts_with('/') {
+                let uri: Uri = current.parse().map_err(|e: hyper::http::uri::InvalidUri| {
+                    FetchError::Url(current.clone(), e.to_string())
+                })?;
+                format!(
+                    "{}://{}{next}",
+                    uri.scheme_str().unwrap_or("https"),
+                    uri.authority().map(|a| a.as_str()).unwrap_or("")
+                )
+            } else if next.contains("://") && scheme(&next) == scheme(&current) {
+                next
+            } else {
+                return Err(FetchError::Protocol(format!(
+                    "fetching {current}: a redirect to {next:?} (another scheme, or none)"
+                )));
+            };
+        }
+        Err(FetchError::Protocol(format!(
+            "fetching {url}: more than {MAX_REDIRECTS} redirects"
+        )))
+    }
+
+    /// One GET, no redirects followed.
+    async fn get_once(
         &self,
         url: &str,
         headers: &[(&str, String)],
