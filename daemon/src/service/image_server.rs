@@ -44,6 +44,8 @@ const READ_TIMEOUT: Duration = Duration::from_secs(60);
 const MAX_FILE: u64 = 64 << 30;
 /// The largest JSON answer of an LXD server (alias, image record).
 const MAX_JSON: usize = 4 << 20;
+/// Bytes gathered before one write to the temp file.
+const WRITE_BUFFER: usize = 1 << 20;
 /// Redirects followed for one request.
 const MAX_REDIRECTS: usize = 5;
 /// How often a download's progress is written to its operation.
@@ -500,12 +502,14 @@ async fn download(
         path: temp_path(state),
         keep: false,
     };
-    let mut out = tokio::fs::OpenOptions::new()
+    let file = tokio::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .open(&tmp.path)
         .await
         .map_err(|e| FetchError::Local(format!("creating {}: {e}", tmp.path.display())))?;
+    // Large writes: each one is a hop to tokio's blocking pool.
+    let mut out = tokio::io::BufWriter::with_capacity(WRITE_BUFFER, file);
     let limit = expect.map(|(_, s)| s).unwrap_or(MAX_FILE).min(MAX_FILE);
     let total = expect.map(|(_, s)| s).unwrap_or(0);
     let mut own = sha2::Sha256::new();
@@ -526,7 +530,11 @@ async fn download(
                 200 if have > 0 => {
                     // The server ignored the range: start over.
                     tracing::info!(url, "the server does not resume; downloading again");
-                    out.set_len(0)
+                    out.flush()
+                        .await
+                        .map_err(|e| FetchError::Local(e.to_string()))?;
+                    out.get_mut()
+                        .set_len(0)
                         .await
                         .map_err(|e| FetchError::Local(e.to_string()))?;
                     use tokio::io::AsyncSeekExt;
@@ -597,7 +605,8 @@ async fn download(
     out.flush()
         .await
         .map_err(|e| FetchError::Local(format!("writing the download: {e}")))?;
-    out.sync_all()
+    out.get_mut()
+        .sync_all()
         .await
         .map_err(|e| FetchError::Local(format!("syncing the download: {e}")))?;
     progress.update(label, have, total, started, true);
@@ -990,7 +999,7 @@ async fn export_once(
 /// A temp file written from a stream, hashed on the way.
 struct Sink {
     tmp: TempFile,
-    out: tokio::fs::File,
+    out: tokio::io::BufWriter<tokio::fs::File>,
     own: sha2::Sha256,
     combined: Option<sha2::Sha256>,
     size: u64,
@@ -1014,7 +1023,7 @@ impl Sink {
             .map_err(|e| FetchError::Local(format!("creating {}: {e}", tmp.path.display())))?;
         Ok(Sink {
             tmp,
-            out,
+            out: tokio::io::BufWriter::with_capacity(WRITE_BUFFER, out),
             own: sha2::Sha256::new(),
             combined,
             size: 0,
@@ -1036,8 +1045,13 @@ impl Sink {
             .map_err(|e| FetchError::Local(format!("writing the download: {e}")))
     }
 
-    async fn finish(self) -> Result<Downloaded, FetchError> {
+    async fn finish(mut self) -> Result<Downloaded, FetchError> {
         self.out
+            .flush()
+            .await
+            .map_err(|e| FetchError::Local(format!("writing the download: {e}")))?;
+        self.out
+            .get_mut()
             .sync_all()
             .await
             .map_err(|e| FetchError::Local(format!("syncing the download: {e}")))?;
