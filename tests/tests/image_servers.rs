@@ -208,7 +208,17 @@ fn pull_launch_and_refresh_from_a_simplestreams_server() {
     let img = d.api_ok("GET", &format!("/1.0/images/{new_fp}"), None);
     assert_eq!(img["cached"], true, "{img}");
     assert_eq!(img["update_source"]["alias"], ALIAS, "{img}");
-    for c in ["c1", "c2"] {
+    // With the server gone, a create naming the cached image's fingerprint still works (the
+    // stock client sends the fingerprint it resolved).
+    drop(server);
+    let o = op(
+        &d,
+        "/1.0/instances",
+        json!({"name": "c3", "source": {"type": "image", "server": url,
+               "protocol": "simplestreams", "alias": ALIAS, "fingerprint": new_fp}}),
+    );
+    assert_eq!(o["status"], "Success", "{o}");
+    for c in ["c1", "c2", "c3"] {
         d.api_ok("DELETE", &format!("/1.0/instances/{c}"), None);
     }
 }

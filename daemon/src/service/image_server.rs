@@ -1146,6 +1146,13 @@ pub async fn pull(
     report: &(dyn Fn(String) + Send + Sync),
 ) -> Result<Image, DomainError> {
     let protocol = protocol_of(src)?;
+    if src.fingerprint.len() == 64 && opts.cached {
+        // A full fingerprint already here (an instance from a cached image): no need to ask
+        // the server, which may be gone.
+        if let Some(existing) = images::get(&c.db, &src.fingerprint.to_ascii_lowercase())? {
+            return Ok(existing);
+        }
+    }
     let server = Server::new(&src.server, &src.certificate)?;
     let remote = resolve(&server, src, &c.host.kernel_architecture).await?;
     let lock = c.image_locks.download_lock(&remote.fingerprint);

@@ -15,8 +15,10 @@ use crate::service::{DomainError, Services};
 const DEFAULT_INTERVAL_HOURS: u64 = 6;
 /// LXD's default cache expiry, in days.
 const DEFAULT_EXPIRY_DAYS: u64 = 10;
-/// How often a disabled updater looks again at its setting.
-const DISABLED_POLL: Duration = Duration::from_secs(300);
+/// How often the updater reads its settings again.
+const SETTING_POLL: Duration = Duration::from_secs(60);
+/// How often unused cached images are looked for (LXD prunes daily; hourly here).
+const EXPIRY_EVERY: Duration = Duration::from_secs(3600);
 
 fn setting(c: &Services, key: &str, default: u64) -> u64 {
     crate::store::config::all(&c.db)
@@ -191,17 +193,24 @@ pub async fn expire_cached(c: &Services, now: time::OffsetDateTime) {
     }
 }
 
-/// The updater: at start, then every `images.auto_update_interval` hours (read again each
-/// time; 0 disables the refresh, not the expiry of cached images).
+/// The updater: at start, then every `images.auto_update_interval` hours (0 disables the
+/// refresh, not the expiry of cached images). The setting is read again every
+/// [`SETTING_POLL`], so a change takes effect within that, counted from the last pass.
 pub async fn run(c: Services) {
+    let mut last_refresh: Option<tokio::time::Instant> = None;
+    let mut last_expiry: Option<tokio::time::Instant> = None;
     loop {
-        expire_cached(&c, time::OffsetDateTime::now_utc()).await;
+        let now = tokio::time::Instant::now();
         let hours = setting(&c, "images.auto_update_interval", DEFAULT_INTERVAL_HOURS);
-        if hours == 0 {
-            tokio::time::sleep(DISABLED_POLL).await;
-            continue;
+        let every = Duration::from_secs(hours.saturating_mul(3600));
+        if last_expiry.is_none_or(|t| now.duration_since(t) >= EXPIRY_EVERY) {
+            expire_cached(&c, time::OffsetDateTime::now_utc()).await;
+            last_expiry = Some(now);
         }
-        update_all(&c).await;
-        tokio::time::sleep(Duration::from_secs(hours.saturating_mul(3600))).await;
+        if hours > 0 && last_refresh.is_none_or(|t| now.duration_since(t) >= every) {
+            update_all(&c).await;
+            last_refresh = Some(now);
+        }
+        tokio::time::sleep(SETTING_POLL).await;
     }
 }
