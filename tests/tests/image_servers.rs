@@ -89,7 +89,7 @@ fn rootfs_path(fp: &str) -> String {
 fn pull_launch_and_refresh_from_a_simplestreams_server() {
     let pki = TestPki::new("silo test CA pull");
     let (_ca_dir, ca_file) = ca_bundle(&pki.ca_pem);
-    let d = daemon("iserv-pull", &ca_file);
+    let mut d = daemon("iserv-pull", &ca_file);
     let tree = tempfile::tempdir().expect("tree");
     let fp = publish_tree(&d, &busybox_image(true), ALIAS, tree.path());
     let index: Value = serde_json::from_slice(
@@ -208,6 +208,28 @@ fn pull_launch_and_refresh_from_a_simplestreams_server() {
     let img = d.api_ok("GET", &format!("/1.0/images/{new_fp}"), None);
     assert_eq!(img["cached"], true, "{img}");
     assert_eq!(img["update_source"]["alias"], ALIAS, "{img}");
+    // The updater runs at start: the tree moves again (to the split image), silod restarts,
+    // and the auto-updated cached image follows without being asked.
+    let third = publish_tree(&d, &busybox_image(true), ALIAS, tree.path());
+    assert_eq!(third, fp);
+    d.stop();
+    d.spawn();
+    let moved = silo_tests::wait_until(std::time::Duration::from_secs(30), || {
+        d.api_ok("GET", "/1.0/images/aliases/mine", None)["target"] == json!(fp)
+    });
+    assert!(
+        moved,
+        "the updater refreshed at start; log:\n{}",
+        d.log_text()
+    );
+    let i = d.api_ok("GET", "/1.0/instances/c1", None);
+    assert_eq!(i["config"]["volatile.base_image"], fp, "{i}");
+    let gone = silo_tests::wait_until(std::time::Duration::from_secs(10), || {
+        d.api("GET", &format!("/1.0/images/{new_fp}"), None).0 == 404
+    });
+    assert!(gone, "the version it replaced is removed");
+    let new_fp = fp.clone();
+
     // With the server gone, a create naming the cached image's fingerprint still works (the
     // stock client sends the fingerprint it resolved).
     drop(server);
