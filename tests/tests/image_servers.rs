@@ -476,3 +476,72 @@ fn lxd_protocol_with_a_pinned_certificate_and_direct_urls() {
     );
     assert_nothing_cached(&d, "a direct URL with a wrong hash");
 }
+
+/// The stock `lxc` in the daemon's network namespace (where the image server listens),
+/// trusting the test CA as silod does.
+fn lxc_in_netns(d: &TestDaemon, ca_file: &Path, args: &[&str]) -> std::process::Output {
+    let ns = format!(
+        "/proc/{}/fd/{}",
+        std::process::id(),
+        std::os::fd::AsRawFd::as_raw_fd(&d.netns)
+    );
+    std::process::Command::new("nsenter")
+        .arg(format!("--net={ns}"))
+        .arg("lxc")
+        .args(args)
+        .env("LXD_DIR", &d.dir)
+        .env("LXD_CONF", d.dir.join("lxc-conf"))
+        .env("SSL_CERT_FILE", ca_file)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("lxc (Debian's lxd-client) is installed by scripts/deps")
+}
+
+#[test]
+fn the_stock_lxc_client_copies_and_launches_from_a_simplestreams_remote() {
+    let pki = TestPki::new("silo test CA lxc");
+    let (_ca_dir, ca_file) = ca_bundle(&pki.ca_pem);
+    let d = daemon("iserv-lxc", &ca_file);
+    let tree = tempfile::tempdir().expect("tree");
+    let fp = publish_tree(&d, &busybox_image(true), ALIAS, tree.path());
+    let server = ImageServer::start(&d.netns, tree.path(), &pki);
+    let run = |args: &[&str]| {
+        let o = lxc_in_netns(&d, &ca_file, args);
+        assert!(o.status.success(), "lxc {args:?}: {}", show(&o));
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    run(&[
+        "remote",
+        "add",
+        "ss",
+        &server.url(),
+        "--protocol",
+        "simplestreams",
+        "--public",
+    ]);
+    // The client lists the tree itself, then asks silod to pull.
+    let listed = run(&["image", "list", "ss:", "--format", "csv", "-c", "lf"]);
+    assert!(listed.contains(ALIAS), "{listed}");
+    run(&[
+        "image",
+        "copy",
+        &format!("ss:{ALIAS}"),
+        "local:",
+        "--alias",
+        "copied",
+        "--auto-update",
+    ]);
+    let img = d.api_ok("GET", &format!("/1.0/images/{fp}"), None);
+    assert_eq!(img["cached"], false, "{img}");
+    assert_eq!(img["auto_update"], true, "{img}");
+    assert_eq!(img["update_source"]["protocol"], "simplestreams", "{img}");
+    assert_eq!(img["aliases"][0]["name"], "copied", "{img}");
+    d.api_ok("DELETE", &format!("/1.0/images/{fp}"), None);
+    // `lxc init ss:ALIAS`: created from the server through the cache.
+    run(&["init", &format!("ss:{ALIAS}"), "c1"]);
+    let img = d.api_ok("GET", &format!("/1.0/images/{fp}"), None);
+    assert_eq!(img["cached"], true, "{img}");
+    let c1 = d.api_ok("GET", "/1.0/instances/c1", None);
+    assert_eq!(c1["config"]["volatile.base_image"], fp, "{c1}");
+    d.api_ok("DELETE", "/1.0/instances/c1", None);
+}
