@@ -52,8 +52,8 @@ impl TestPki {
     }
 }
 
-/// A fixed answer: headers and body.
-type Answer = (Vec<(String, String)>, Vec<u8>);
+/// A fixed answer: status line, headers and body.
+type Answer = (&'static str, Vec<(String, String)>, Vec<u8>);
 
 #[derive(Debug, Default)]
 struct Faults {
@@ -181,9 +181,19 @@ impl ImageServer {
     /// Answers `target` (path and query) with `headers` and `body` (status 200), as an LXD
     /// server's endpoints would.
     pub fn route(&self, target: &str, headers: &[(&str, &str)], body: Vec<u8>) {
+        self.answer(target, "200 OK", headers, body);
+    }
+
+    /// Answers `target` with a redirect to `location`.
+    pub fn redirect(&self, target: &str, location: &str) {
+        self.answer(target, "302 Found", &[("Location", location)], Vec::new());
+    }
+
+    fn answer(&self, target: &str, status: &'static str, headers: &[(&str, &str)], body: Vec<u8>) {
         self.faults.lock().expect("faults").routes.insert(
             target.trim_start_matches('/').to_string(),
             (
+                status,
                 headers
                     .iter()
                     .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -275,9 +285,9 @@ fn serve_one(
         .routes
         .get(target.trim_start_matches('/'))
         .cloned();
-    if let Some((headers, body)) = routed {
+    if let Some((status, headers, body)) = routed {
         let mut head = format!(
-            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n",
+            "HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n",
             body.len()
         );
         for (k, v) in headers {

@@ -434,7 +434,13 @@ fn lxd_protocol_with_a_pinned_certificate_and_direct_urls() {
     let files = tempfile::tempdir().expect("dir");
     std::fs::copy(&unified[0], files.path().join("bb.tar.gz")).expect("copy");
     let web = ImageServer::start(&d.netns, files.path(), &pki);
-    let file_url = format!("{}/bb.tar.gz", web.url());
+    // The file is behind two redirects, one relative and one absolute, as behind a CDN.
+    web.redirect("elsewhere/bb.tar.gz", "/bb.tar.gz");
+    web.redirect(
+        "cdn/bb.tar.gz",
+        &format!("{}/elsewhere/bb.tar.gz", web.url()),
+    );
+    let file_url = format!("{}/cdn/bb.tar.gz", web.url());
     web.route(
         "direct/bb",
         &[
@@ -453,6 +459,17 @@ fn lxd_protocol_with_a_pinned_certificate_and_direct_urls() {
     assert_eq!(o["metadata"]["fingerprint"], ufp, "{o}");
     let a = d.api_ok("GET", "/1.0/images/aliases/from-url", None);
     assert_eq!(a["target"], ufp, "{a}");
+    let followed: Vec<String> = web.requests().into_iter().map(|(p, _)| p).collect();
+    assert_eq!(
+        followed,
+        [
+            "direct/bb",
+            "cdn/bb.tar.gz",
+            "elsewhere/bb.tar.gz",
+            "bb.tar.gz"
+        ],
+        "redirects followed"
+    );
     // A hash the file does not have: refused.
     d.api_ok("DELETE", &format!("/1.0/images/{ufp}"), None);
     let wrong = "1".repeat(64);
