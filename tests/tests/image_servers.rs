@@ -307,6 +307,30 @@ fn bad_hashes_cut_connections_and_untrusted_servers() {
     assert_eq!(cuts, 1 + 3, "three resumes before giving up");
     server.clear_faults();
 
+    // Cancelled mid-download (the rootfs sent slowly): the operation says so, nothing is kept.
+    server.slow(&root, std::time::Duration::from_millis(150));
+    let (c, v) = d.api("POST", "/1.0/images", Some(pull_body(&url, ALIAS)));
+    assert_eq!(c, 202, "{v}");
+    let op_path = v["operation"].as_str().expect("operation").to_string();
+    let downloading = silo_tests::wait_until(std::time::Duration::from_secs(20), || {
+        let (_, o) = d.api("GET", &op_path, None);
+        o["metadata"]["metadata"]["download_progress"]
+            .as_str()
+            .is_some_and(|p| p.starts_with("rootfs: "))
+    });
+    assert!(downloading, "the operation reports the rootfs's progress");
+    let (c, v) = d.api("DELETE", &op_path, None);
+    assert_eq!(c, 200, "{v}");
+    let (_, o) = d.api("GET", &format!("{op_path}/wait?timeout=30"), None);
+    assert_eq!(o["metadata"]["status"], "Cancelled", "{o}");
+    assert!(
+        silo_tests::wait_until(std::time::Duration::from_secs(5), || leftovers(&d)
+            .is_empty()),
+        "the partial file goes"
+    );
+    assert_nothing_cached(&d, "a cancelled pull");
+    server.clear_faults();
+
     // A combined fingerprint the files do not make: refused before anything is recorded.
     let images_json = tree.path().join("streams/v1/images.json");
     let good = std::fs::read_to_string(&images_json).expect("images.json");

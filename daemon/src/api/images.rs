@@ -235,11 +235,13 @@ fn pull(d: &Arc<Services>, r: silo_api::ImagesPost) -> ApiResult {
         cached: false,
     };
     let c = Services::clone(d);
+    // Cancellable as LXD's: dropping the pull removes its temp files, and the record is
+    // written whole or not at all.
     let op = d.ops.start(
         "task",
         "Downloading image",
         BTreeMap::new(),
-        false,
+        true,
         move |ctx| async move {
             let report = move |s: String| ctx.set_metadata(json!({ "download_progress": s }));
             let img = crate::service::image_server::pull(&c, &src, opts, &report).await?;

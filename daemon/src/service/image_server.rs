@@ -1200,14 +1200,6 @@ pub async fn pull(
         properties: remote.properties.clone(),
         aliases: opts.aliases.clone(),
     };
-    let db = c.db.clone();
-    let state = c.state_dir.clone();
-    let img = tokio::task::spawn_blocking(move || images::commit(&db, &state, &received))
-        .await
-        .map_err(|e| DomainError::Internal(e.to_string()))?;
-    // On success commit moved the files away; on failure the guards remove them.
-    drop((meta, root));
-    let img = img?;
     let source = UpdateSource {
         alias: src.alias.clone(),
         certificate: src.certificate.clone(),
@@ -1215,14 +1207,29 @@ pub async fn pull(
         server: src.server.clone(),
         image_type: "container".into(),
     };
-    crate::store::images::set_origin(
-        &c.db,
-        &img.fingerprint,
-        opts.cached,
-        opts.auto_update,
-        Some(&source),
-    )
-    .map_err(DomainError::from)?;
+    let db = c.db.clone();
+    let state = c.state_dir.clone();
+    // The record and its origin are written together on a blocking thread that finishes even
+    // if the operation is cancelled meanwhile: an image is recorded whole or not at all. The
+    // temp files' guards go with it (commit moves the files away on success).
+    let img = tokio::task::spawn_blocking(move || {
+        let _files = (meta, root);
+        let img = images::commit(&db, &state, &received)?;
+        if let Err(e) = crate::store::images::set_origin(
+            &db,
+            &img.fingerprint,
+            opts.cached,
+            opts.auto_update,
+            Some(&source),
+        ) {
+            let _ = images::remove(&db, &img.fingerprint);
+            images::remove_files(&state, &img.fingerprint);
+            return Err(DomainError::from(e));
+        }
+        Ok(img)
+    })
+    .await
+    .map_err(|e| DomainError::Internal(e.to_string()))??;
     c.events.lifecycle(
         "image-created",
         &format!("/1.0/images/{}", img.fingerprint),
