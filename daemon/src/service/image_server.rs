@@ -90,7 +90,7 @@ impl From<FetchError> for DomainError {
     fn from(e: FetchError) -> DomainError {
         match e {
             FetchError::Local(m) => DomainError::Internal(m),
-            FetchError::Status(ref _u, 404) => DomainError::NotFound(e.to_string()),
+            FetchError::Status(_, 404) => DomainError::NotFound(e.to_string()),
             other => DomainError::BadRequest(other.to_string()),
         }
     }
