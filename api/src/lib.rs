@@ -20,6 +20,7 @@ pub mod profiles;
 pub mod resources;
 pub mod response;
 pub mod server;
+pub mod simplestreams;
 pub mod snapshots;
 pub mod storage;
 pub mod units;

@@ -94,7 +94,9 @@ fn name_args(cmd: &mut Command) -> Vec<Arg<'_>> {
             | ImageCmd::Info { image }
             | ImageCmd::Edit { image }
             | ImageCmd::Export { image, .. } => vec![Arg::Name(image)],
-            ImageCmd::Delete { images } | ImageCmd::Refresh { images } => names(images),
+            ImageCmd::Delete { images }
+            | ImageCmd::Refresh { images }
+            | ImageCmd::ExportSimplestreams { images, .. } => names(images),
             ImageCmd::Import { .. } | ImageCmd::Copy { .. } => vec![],
             ImageCmd::Alias(a) => match a {
                 IA::Create { name, .. } | IA::Delete { name } => vec![Arg::Name(name)],

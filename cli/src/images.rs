@@ -92,6 +92,17 @@ and a split image's rootfs goes to TARGET.root.")]
         /// A directory, or a file name.
         target: Option<PathBuf>,
     },
+    /// Write a static simplestreams tree (streams/v1/index.json, images.json and the image
+    /// files) from the server's images, for any web server to host as an image server.
+    #[command(after_help = "\
+Every image is exported when none is named. Serve DIR over HTTPS and add it with
+  silo remote add NAME https://host/ --protocol simplestreams")]
+    ExportSimplestreams {
+        /// The directory to write (created if needed).
+        dir: PathBuf,
+        /// Fingerprints (or unique prefixes) or aliases.
+        images: Vec<String>,
+    },
     /// Manage image aliases.
     #[command(subcommand)]
     Alias(AliasCmd),
@@ -204,6 +215,9 @@ pub async fn run(client: &Client, cmd: ImageCmd) -> Result<(), CmdError> {
             Ok(())
         }
         ImageCmd::Export { image, target } => export(client, &image, target).await,
+        ImageCmd::ExportSimplestreams { dir, images } => {
+            crate::simplestreams::export_tree(client, &dir, &images).await
+        }
         ImageCmd::Alias(a) => alias(client, a).await,
         ImageCmd::Copy { .. } => crate::util::fail(
             "image copy works between remotes: run it through silo's command line",
@@ -262,7 +276,7 @@ pub async fn alias_exists(client: &Client, name: &str) -> Result<bool, CmdError>
     }
 }
 
-async fn get_image(client: &Client, name: &str) -> Result<Image, CmdError> {
+pub(crate) async fn get_image(client: &Client, name: &str) -> Result<Image, CmdError> {
     let fp = resolve(client, name).await?;
     Ok(client.image(&fp).await?)
 }
@@ -821,14 +835,14 @@ async fn export(client: &Client, name: &str, target: Option<PathBuf>) -> Result<
 
 /// Where `silo image export` writes: into a directory under the server's file names, or to
 /// the file the user named.
-struct ExportTarget {
-    dir: PathBuf,
-    file: Option<PathBuf>,
+pub(crate) struct ExportTarget {
+    pub(crate) dir: PathBuf,
+    pub(crate) file: Option<PathBuf>,
 }
 
 /// Receives a split image (metadata and rootfs parts) and keeps both once the fingerprint
 /// matches.
-async fn export_split(
+pub(crate) async fn export_split(
     resp: hyper::Response<hyper::body::Incoming>,
     ctype: &str,
     to: &ExportTarget,
@@ -928,7 +942,7 @@ fn hash_parts(parts: &[(String, Partial)]) -> Result<Sha256, CmdError> {
 }
 
 /// Receives a unified image tarball and keeps it once the fingerprint matches.
-async fn export_unified(
+pub(crate) async fn export_unified(
     resp: hyper::Response<hyper::body::Incoming>,
     disposition: Option<&str>,
     to: &ExportTarget,

@@ -14,6 +14,7 @@ pub mod networks;
 pub mod profiles;
 pub mod remotes;
 pub mod requests;
+pub mod simplestreams;
 pub mod snapshots;
 pub mod storage;
 pub mod tls;

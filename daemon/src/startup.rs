@@ -516,6 +516,12 @@ fn spawn_background(daemon: &Arc<Services>, state_dir: &Path) {
         tokio::spawn(async move { crate::service::runtime::on_daemon_start(&c).await });
     }
     {
+        // Pulled images kept current, unused cached ones expired (at start, then on the
+        // configured interval).
+        let c = Services::clone(daemon);
+        tokio::spawn(crate::service::image_updates::run(c));
+    }
+    {
         // Housekeeping at the start of every minute: scheduled snapshots are taken, and
         // snapshots and backups past their expiry go.
         let c = Services::clone(daemon);

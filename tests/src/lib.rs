@@ -14,6 +14,7 @@ use serde_json::Value;
 
 pub mod corpus;
 pub mod hostile;
+pub mod image_server;
 pub mod lxd;
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
@@ -191,6 +192,8 @@ pub struct TestDaemon {
     /// The network namespace silod and its helpers run in (made by the test, loopback up):
     /// bridges, veths, nft tables and dnsmasq stay in it and go with it.
     pub netns: std::os::fd::OwnedFd,
+    /// Extra environment for silod (SSL_CERT_FILE for a test CA).
+    pub env: Vec<(String, String)>,
 }
 
 /// A command's outcome for an assertion message: status, stdout and stderr.
@@ -255,6 +258,7 @@ impl TestDaemon {
             keep_dir: false,
             pure_cgroup2,
             netns: new_netns(),
+            env: Vec::new(),
         }
     }
 
@@ -315,6 +319,17 @@ impl TestDaemon {
         d
     }
 
+    /// Starts silod with extra environment variables (e.g. SSL_CERT_FILE).
+    pub fn start_with_env(name: &str, env: &[(&str, &str)]) -> TestDaemon {
+        let mut d = Self::prepare(name, None, &[], false);
+        d.env = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        d.spawn();
+        d
+    }
+
     /// Starts silod with extra arguments.
     pub fn start_with(name: &str, args: &[&str]) -> TestDaemon {
         let mut d = Self::prepare(name, None, args, false);
@@ -347,6 +362,7 @@ impl TestDaemon {
             .arg("--policy")
             .arg(format!("{}.policy.toml", self.dir.display()))
             .args(&self.args)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log"))
             .stderr(log);

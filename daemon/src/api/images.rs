@@ -139,6 +139,11 @@ async fn publish(d: &Arc<Services>, req: Request) -> ApiResult {
     let bytes = axum::body::to_bytes(req.into_body(), 1 << 20)
         .await
         .map_err(|e| DomainError::BadRequest(e.to_string()))?;
+    let post: silo_api::ImagesPost = super::lenient::from_slice(&bytes)
+        .map_err(|e| DomainError::BadRequest(format!("invalid request body: {e}")))?;
+    if matches!(post.source.kind.as_str(), "image" | "url") {
+        return pull(d, post);
+    }
     let r: images::PublishRequest = super::lenient::from_slice(&bytes)
         .map_err(|e| DomainError::BadRequest(format!("invalid request body: {e}")))?;
     images::check_publish(&d.db, &r)?;
@@ -165,6 +170,105 @@ async fn publish(d: &Arc<Services>, req: Request) -> ApiResult {
                 json!({}),
             );
             image_created(&img)
+        },
+    );
+    Ok(async_op(&op))
+}
+
+/// `POST /1.0/images` with `source.type` `image` (from an image server, `mode: pull`) or
+/// `url` (LXD's direct URL images): an operation downloading it.
+fn pull(d: &Arc<Services>, r: silo_api::ImagesPost) -> ApiResult {
+    use crate::service::image_server::{PullOptions, PullSource};
+    let src = if r.source.kind == "url" {
+        if r.source.url.is_empty() {
+            return Err(DomainError::BadRequest("source.url is required".into()));
+        }
+        PullSource {
+            server: r.source.url.clone(),
+            protocol: "direct".into(),
+            ..Default::default()
+        }
+    } else {
+        if !r.source.mode.is_empty() && r.source.mode != "pull" {
+            return Err(DomainError::BadRequest(format!(
+                "image source mode {:?} is not supported (pull)",
+                r.source.mode
+            )));
+        }
+        if r.source.server.is_empty() {
+            return Err(DomainError::BadRequest("source.server is required".into()));
+        }
+        PullSource {
+            server: r.source.server.clone(),
+            protocol: r.source.protocol.clone(),
+            alias: r.source.alias.clone(),
+            fingerprint: r.source.fingerprint.clone(),
+            secret: r.source.secret.clone(),
+            certificate: r.source.certificate.clone(),
+        }
+    };
+    if !r.source.image_type.is_empty() && r.source.image_type != "container" {
+        return Err(DomainError::BadRequest(
+            "virtual-machine images are not supported: silo runs containers".into(),
+        ));
+    }
+    let existing = images::aliases(&d.db)?;
+    let mut aliases = Vec::new();
+    for a in &r.aliases {
+        images::validate_alias_name(&a.name)?;
+        if existing.iter().any(|x| x.name == a.name) {
+            return Err(DomainError::Conflict(format!(
+                "alias {:?} already exists",
+                a.name
+            )));
+        }
+        aliases.push(Alias {
+            name: a.name.clone(),
+            target: String::new(),
+            description: a.description.clone(),
+        });
+    }
+    let opts = PullOptions {
+        aliases,
+        public: r.public,
+        auto_update: r.auto_update,
+        cached: false,
+    };
+    let c = Services::clone(d);
+    // Cancellable as LXD's: dropping the pull removes its temp files, and the record is
+    // written whole or not at all.
+    let op = d.ops.start(
+        "task",
+        "Downloading image",
+        BTreeMap::new(),
+        true,
+        move |ctx| async move {
+            let report = move |s: String| ctx.set_metadata(json!({ "download_progress": s }));
+            let img = crate::service::image_server::pull(&c, &src, opts, &report).await?;
+            image_created(&img)
+        },
+    );
+    Ok(async_op(&op))
+}
+
+/// `POST /1.0/images/{fp}/refresh`: an operation asking the image's source for a newer
+/// version and moving to it (LXD's `refreshed` in the metadata says whether it did).
+pub async fn refresh(State(d): State<Arc<Services>>, Path(fp): Path<String>) -> ApiResult {
+    let img = images::resolve_exact_or_prefix(&d.db, &fp)?;
+    let c = Services::clone(&d);
+    let op = d.ops.start(
+        "task",
+        "Refreshing image",
+        BTreeMap::from([(
+            "images".to_string(),
+            vec![silo_api::paths::image(&img.fingerprint)],
+        )]),
+        false,
+        move |ctx| async move {
+            let report = move |s: String| ctx.set_metadata(json!({ "download_progress": s }));
+            let newer =
+                crate::service::image_updates::refresh(&c, &img.fingerprint, &report).await?;
+            Ok(json!({ "refreshed": newer.is_some() }))
         },
     );
     Ok(async_op(&op))

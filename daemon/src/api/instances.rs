@@ -150,6 +150,23 @@ pub async fn create(State(d): State<Arc<Services>>, req: axum::extract::Request)
     }
     let (req, image) = lifecycle::prepare(&c, req)?;
     let name = req.name.clone();
+    if req.source.kind == "image" && !req.source.server.is_empty() {
+        let op = d.ops.start(
+            "task",
+            "Creating instance",
+            resources(&name),
+            false,
+            move |ctx| async move {
+                let report = move |s: String| {
+                    ctx.set_metadata(serde_json::json!({ "download_progress": s }))
+                };
+                lifecycle::create_remote(&c, req, &report)
+                    .await
+                    .map(|_| Value::Null)
+            },
+        );
+        return Ok(async_op(&op));
+    }
     let op = d.ops.start(
         "task",
         "Creating instance",

@@ -346,6 +346,12 @@ pub fn image(i: &Image, aliases: &[Alias]) -> silo_api::Image {
         size: n(i.size),
         kind: i.kind.clone(),
         uploaded_at: i.uploaded_at.clone(),
-        update_source: None,
+        update_source: i.update_source.as_ref().map(|s| silo_api::ImageSource {
+            alias: s.alias.clone(),
+            certificate: s.certificate.clone(),
+            protocol: s.protocol.clone(),
+            server: s.server.clone(),
+            image_type: s.image_type.clone(),
+        }),
     }
 }

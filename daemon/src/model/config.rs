@@ -313,13 +313,17 @@ pub const SERVER_KEYS: &[KeySpec] = &[
     key(
         "images.auto_update_interval",
         KeyType::Hours,
-        "hours between refreshes, 0 disables; stored until the updater arrives with remotes",
+        "hours between refreshes of auto-updated images, 0 disables; read at each pass",
     ),
-    key("images.auto_update_cached", KeyType::Bool, "stored"),
+    key(
+        "images.auto_update_cached",
+        KeyType::Bool,
+        "whether images cached to create an instance are auto-updated",
+    ),
     key(
         "images.remote_cache_expiry",
         KeyType::Days,
-        "days an unused cached image is kept; stored until remotes cache images",
+        "days an unused cached image is kept, 0 keeps them",
     ),
     key(
         "storage.images_volume",

@@ -40,6 +40,24 @@ pub struct Image {
     pub properties: BTreeMap<String, String>,
     /// Profiles applied to instances made from it.
     pub profiles: Vec<String>,
+    /// Where it was pulled from (cached and auto-updated images).
+    #[serde(default)]
+    pub update_source: Option<UpdateSource>,
+}
+
+/// The image server an image came from, as LXD records it (`update_source`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct UpdateSource {
+    /// The alias it was pulled by (empty when pulled by fingerprint).
+    pub alias: String,
+    /// The server's PEM certificate (lxd protocol), if pinned.
+    pub certificate: String,
+    /// `simplestreams` or `lxd`.
+    pub protocol: String,
+    /// The server's URL.
+    pub server: String,
+    /// `container`.
+    pub image_type: String,
 }
 
 /// An alias.

@@ -348,6 +348,7 @@ pub fn commit(db: &Db, state: &Path, r: &Received) -> Result<Image, DomainError>
         compression: main_c.extension().to_string(),
         properties,
         profiles: vec!["default".into()],
+        update_source: None,
     };
     let dir = images_dir(state);
     let dst = dir.join(fp.as_str());

@@ -113,10 +113,9 @@ pub fn prepare(
     let pool = root_pool(&ed).map_err(DomainError::BadRequest)?;
     crate::service::storage::get(&c.db, &pool)?;
     let image = match req.source.kind.as_str() {
+        // From an image server: pulled into the cache inside the operation (create_remote).
+        "image" if !req.source.server.is_empty() => None,
         "image" => {
-            if !req.source.server.is_empty() {
-                return Err(DomainError::BadRequest("images from remote servers are not supported yet: import the image locally first".into()));
-            }
             let what = if req.source.fingerprint.is_empty() {
                 &req.source.alias
             } else {
@@ -154,6 +153,43 @@ pub async fn create(
     let r = create_inner(c, req, image).await;
     c.creating.release(&name);
     r
+}
+
+/// Creates an instance from an image server's image (inside the operation): pulls it into
+/// the cache unless it is there (`cached: true`, auto-updated per
+/// `images.auto_update_cached`), then creates as [`create`] does. `report` gets the
+/// download's progress.
+pub async fn create_remote(
+    c: &Services,
+    req: CreateRequest,
+    report: &(dyn Fn(String) + Send + Sync),
+) -> Result<Instance, DomainError> {
+    use crate::service::image_server::{pull, PullOptions, PullSource};
+    let src = PullSource {
+        server: req.source.server.clone(),
+        protocol: req.source.protocol.clone(),
+        alias: req.source.alias.clone(),
+        fingerprint: req.source.fingerprint.clone(),
+        secret: req.source.secret.clone(),
+        certificate: req.source.certificate.clone(),
+    };
+    let auto_update = crate::store::config::all(&c.db)?
+        .get("images.auto_update_cached")
+        .map(|v| crate::model::parse::parse_bool(v).unwrap_or(true))
+        .unwrap_or(true);
+    let opts = PullOptions {
+        cached: true,
+        auto_update,
+        ..Default::default()
+    };
+    let img = match pull(c, &src, opts, report).await {
+        Ok(i) => i,
+        Err(e) => {
+            c.creating.release(&req.name);
+            return Err(e);
+        }
+    };
+    create(c, req, Some(img)).await
 }
 
 async fn create_inner(

@@ -9,6 +9,8 @@ pub mod exec;
 pub mod expansion;
 pub mod files;
 pub mod host;
+pub mod image_server;
+pub mod image_updates;
 pub mod images;
 pub mod instances;
 pub mod lifecycle;

@@ -96,12 +96,30 @@ struct Entry {
 #[derive(Debug, Clone)]
 pub struct OpCtx {
     entry: Arc<Entry>,
+    events: Events,
 }
 
 impl OpCtx {
     /// Cancelled when a client DELETEs the operation.
     pub fn cancelled(&self) -> CancellationToken {
         self.entry.cancel.clone()
+    }
+
+    /// Replaces the running operation's metadata (a download's progress) and announces it,
+    /// as LXD's `op.UpdateMetadata` does.
+    pub fn set_metadata(&self, metadata: serde_json::Value) {
+        let snapshot = {
+            let Ok(mut op) = self.entry.op.lock() else {
+                return;
+            };
+            op.api.metadata = metadata;
+            op.api.updated_at = now_rfc3339();
+            op.clone()
+        };
+        self.events.send(
+            "operation",
+            serde_json::to_value(&snapshot).unwrap_or_default(),
+        );
     }
 }
 
@@ -215,6 +233,7 @@ impl Operations {
             .send("operation", serde_json::to_value(&op).unwrap_or_default());
         let ctx = OpCtx {
             entry: entry.clone(),
+            events: self.events.clone(),
         };
         let this = self.clone();
         tokio::spawn(async move {

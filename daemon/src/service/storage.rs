@@ -220,6 +220,12 @@ pub struct ImageLocks(Arc<Mutex<LockMap>>);
 type LockMap = HashMap<(String, String), Arc<tokio::sync::Mutex<()>>>;
 
 impl ImageLocks {
+    /// The lock one download of `fp` from an image server holds, so concurrent pulls of the
+    /// same image share it (keyed apart from every pool: a pool name is never empty).
+    pub fn download_lock(&self, fp: &str) -> Arc<tokio::sync::Mutex<()>> {
+        self.lock_for("", fp)
+    }
+
     fn lock_for(&self, pool: &str, fp: &str) -> Arc<tokio::sync::Mutex<()>> {
         let mut m = self.0.lock().unwrap_or_else(|p| p.into_inner());
         m.entry((pool.to_string(), fp.to_string()))

@@ -276,3 +276,68 @@ fn lxd_backup_index_reads_as_lxd_writes_it() {
     let bare: backups::Index = serde_norway::from_str("name: c1\n").expect("minimal index");
     assert!(bare.snapshots.is_empty() && !bare.optimized);
 }
+
+fn image_record(fp: &str, cached: bool, last_used: &str) -> images::Image {
+    images::Image {
+        fingerprint: fp.to_string(),
+        filename: "x.tar.gz".into(),
+        size: 1,
+        public: false,
+        architecture: "x86_64".into(),
+        kind: "container".into(),
+        created_at: "2026-01-01T00:00:00Z".into(),
+        expires_at: "1970-01-01T00:00:00Z".into(),
+        uploaded_at: "2026-01-01T00:00:00Z".into(),
+        last_used_at: last_used.into(),
+        auto_update: false,
+        cached,
+        split: false,
+        compression: "tar.gz".into(),
+        properties: BTreeMap::new(),
+        profiles: vec!["default".into()],
+        update_source: None,
+    }
+}
+
+#[tokio::test]
+async fn cached_images_unused_past_the_expiry_go_and_nothing_else() {
+    let w = world(1).await;
+    let c = &w.c;
+    let now = time::OffsetDateTime::parse(
+        "2026-03-01T00:00:00Z",
+        &time::format_description::well_known::Rfc3339,
+    )
+    .expect("time");
+    let (old, recent, kept, in_use) = (
+        "a".repeat(64),
+        "b".repeat(64),
+        "c".repeat(64),
+        "d".repeat(64),
+    );
+    images::insert(&c.db, &image_record(&old, true, "2026-02-01T00:00:00Z")).expect("old");
+    images::insert(&c.db, &image_record(&recent, true, "2026-02-25T00:00:00Z")).expect("recent");
+    // Not a cache entry: kept however old.
+    images::insert(&c.db, &image_record(&kept, false, "")).expect("kept");
+    // Old, cached, but an instance was made from it.
+    images::insert(&c.db, &image_record(&in_use, true, "2026-01-02T00:00:00Z")).expect("in use");
+    create(c, json!({"name": "c1", "source": {"type": "none"}}))
+        .await
+        .expect("create");
+    instances::set_keys(&c.db, "c1", &[("volatile.base_image", &in_use)], None).expect("base");
+    image_updates::expire_cached(c, now).await;
+    let left: Vec<String> = images::list(&c.db)
+        .expect("list")
+        .into_iter()
+        .map(|i| i.fingerprint)
+        .collect();
+    assert_eq!(left, vec![recent.clone(), kept.clone(), in_use.clone()]);
+    // 0 days keeps every cached image.
+    crate::store::config::replace(
+        &c.db,
+        &BTreeMap::from([("images.remote_cache_expiry".to_string(), "0".to_string())]),
+    )
+    .expect("config");
+    let later = now + time::Duration::days(400);
+    image_updates::expire_cached(c, later).await;
+    assert_eq!(images::list(&c.db).expect("list").len(), 3);
+}

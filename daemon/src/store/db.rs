@@ -126,6 +126,8 @@ const MIGRATIONS: &[&str] = &[
      CREATE TRIGGER idmap_ranges_follow_delete AFTER DELETE ON instances BEGIN
         DELETE FROM idmap_ranges WHERE instance = OLD.name;
      END;",
+    // N: where a cached or auto-updated image came from (JSON of `UpdateSource`, '' if none).
+    "ALTER TABLE images ADD COLUMN update_source TEXT NOT NULL DEFAULT '';",
 ];
 
 /// The error this module had before the store had its own; kept so older call sites read.

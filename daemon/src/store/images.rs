@@ -2,7 +2,7 @@
 
 use rusqlite::{params, Row};
 
-use crate::model::image::{Image, ImageAlias};
+use crate::model::image::{Image, ImageAlias, UpdateSource};
 use crate::store::db::Db;
 use crate::store::error::{decode, encode, unique, Named, StoreError};
 
@@ -32,6 +32,14 @@ fn row(r: &Row<'_>) -> Result<Image, StoreError> {
         compression: r.get("compression")?,
         properties: decode(TABLE, &fp, "properties", &r.get::<_, String>("properties")?)?,
         profiles: decode(TABLE, &fp, "profiles", &r.get::<_, String>("profiles")?)?,
+        update_source: {
+            let raw: String = r.get("update_source")?;
+            if raw.is_empty() {
+                None
+            } else {
+                Some(decode(TABLE, &fp, "update_source", &raw)?)
+            }
+        },
         fingerprint: fp,
     })
 }
@@ -63,6 +71,10 @@ pub fn get(db: &Db, fp: &str) -> Result<Option<Image>, StoreError> {
 pub fn insert(db: &Db, i: &Image) -> Result<(), StoreError> {
     let props = encode(TABLE, &i.fingerprint, "properties", &i.properties)?;
     let profiles = encode(TABLE, &i.fingerprint, "profiles", &i.profiles)?;
+    let source = match &i.update_source {
+        Some(s) => encode(TABLE, &i.fingerprint, "update_source", s)?,
+        None => String::new(),
+    };
     let size = i64::try_from(i.size).map_err(|e| StoreError::Encode {
         table: TABLE,
         row: i.fingerprint.clone(),
@@ -71,11 +83,12 @@ pub fn insert(db: &Db, i: &Image) -> Result<(), StoreError> {
     })?;
     db.run(|c| {
         c.execute(
-            "INSERT INTO images (fingerprint, filename, size, public, architecture, type, created_at, expires_at, uploaded_at, last_used_at, auto_update, cached, split, compression, properties, profiles)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
+            "INSERT INTO images (fingerprint, filename, size, public, architecture, type, created_at, expires_at, uploaded_at, last_used_at, auto_update, cached, split, compression, properties, profiles, update_source)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
             params![
                 i.fingerprint, i.filename, size, i.public, i.architecture, i.kind, i.created_at, i.expires_at,
-                i.uploaded_at, i.last_used_at, i.auto_update, i.cached, i.split, i.compression, props, profiles
+                i.uploaded_at, i.last_used_at, i.auto_update, i.cached, i.split, i.compression, props, profiles,
+                source
             ],
         )
         .map_err(|e| unique(e, Named::new("image", &i.fingerprint)))?;
@@ -95,6 +108,30 @@ pub fn update(db: &Db, i: &Image) -> Result<(), StoreError> {
             "UPDATE images SET public = ?2, auto_update = ?3, properties = ?4, profiles = ?5, expires_at = ?6 WHERE fingerprint = ?1",
             params![i.fingerprint, i.public, i.auto_update, props, profiles, i.expires_at],
         )?;
+        Ok(())
+    })
+}
+
+/// Records where an image came from and whether it is a cache entry that updates itself.
+pub fn set_origin(
+    db: &Db,
+    fp: &str,
+    cached: bool,
+    auto_update: bool,
+    source: Option<&UpdateSource>,
+) -> Result<(), StoreError> {
+    let source = match source {
+        Some(s) => encode(TABLE, fp, "update_source", s)?,
+        None => String::new(),
+    };
+    db.run(|c| {
+        let n = c.execute(
+            "UPDATE images SET cached = ?2, auto_update = ?3, update_source = ?4 WHERE fingerprint = ?1",
+            params![fp, cached, auto_update, source],
+        )?;
+        if n == 0 {
+            return Err(StoreError::not_found(Named::new("image", fp)));
+        }
         Ok(())
     })
 }

@@ -347,6 +347,13 @@ fn image(fp: &str) -> Image {
         compression: ".tar.xz".into(),
         properties: map(&[("os", "debian")]),
         profiles: vec!["default".into()],
+        update_source: Some(crate::model::image::UpdateSource {
+            alias: "debian/12".into(),
+            certificate: String::new(),
+            protocol: "simplestreams".into(),
+            server: "https://images.example".into(),
+            image_type: "container".into(),
+        }),
     }
 }
 
@@ -671,7 +678,8 @@ fn records_from_before_the_claims_table_keep_their_ids() {
     db.with(|c| {
         c.execute_batch(
             "DROP TRIGGER idmap_ranges_follow_rename; DROP TRIGGER idmap_ranges_follow_delete;
-             DROP TABLE idmap_ranges; PRAGMA user_version = 5;",
+             DROP TABLE idmap_ranges; ALTER TABLE images DROP COLUMN update_source;
+             PRAGMA user_version = 5;",
         )
     })
     .expect("downgrade");
