@@ -240,6 +240,37 @@ pub fn in_netns<T: Send + 'static>(
     .expect("thread in the test's network namespace")
 }
 
+/// Joins two test daemons' network namespaces with a veth pair and answers the addresses
+/// (a's, b's). They come from 198.18.0.0/15, the benchmarking range nothing outside the tests'
+/// own namespaces uses; each pair is private to its two namespaces, which take the veth with
+/// them when they go.
+pub fn link_netns(a: &TestDaemon, b: &TestDaemon) -> (String, String) {
+    let peer_pid = b.pid().to_string();
+    in_netns(&a.netns, move || {
+        for args in [
+            vec![
+                "link", "add", "silo-l0", "type", "veth", "peer", "name", "silo-l1", "netns",
+                &peer_pid,
+            ],
+            vec!["addr", "add", "198.18.0.1/30", "dev", "silo-l0"],
+            vec!["link", "set", "silo-l0", "up"],
+        ] {
+            let o = Command::new("ip").args(&args).output().expect("ip");
+            assert!(o.status.success(), "ip {args:?}: {}", show(&o));
+        }
+    });
+    in_netns(&b.netns, || {
+        for args in [
+            vec!["addr", "add", "198.18.0.2/30", "dev", "silo-l1"],
+            vec!["link", "set", "silo-l1", "up"],
+        ] {
+            let o = Command::new("ip").args(&args).output().expect("ip");
+            assert!(o.status.success(), "ip {args:?}: {}", show(&o));
+        }
+    });
+    ("198.18.0.1".to_string(), "198.18.0.2".to_string())
+}
+
 impl TestDaemon {
     /// A fresh state dir (and, when given, a root policy file beside it); silod not started.
     fn prepare(name: &str, policy: Option<&str>, args: &[&str], pure_cgroup2: bool) -> TestDaemon {

@@ -146,17 +146,19 @@ pub fn alias_rename(db: &Db, from: &str, to: &str) -> Result<(), DomainError> {
     Ok(crate::store::images::alias_rename(db, from, to)?)
 }
 
-/// LXD's alias rules: not empty, no '/', no whitespace, not only hex (that would shadow fingerprints)... kept loose like LXD but safe.
+/// Alias names as LXD takes them: image servers name images `debian/12` or `debian/12/amd64`,
+/// and `image copy --copy-aliases` keeps those names, so '/' is allowed (alias names are only
+/// ever database keys and URL segments, escaped as `%2F`, never paths). Refused: empty, over
+/// 255 bytes, whitespace and control characters, and ':' (the CLI's `remote:` separator).
 pub fn validate_alias_name(n: &str) -> Result<(), DomainError> {
     if n.is_empty() || n.len() > 255 {
         return Err(DomainError::BadRequest(format!(
             "invalid alias name {n:?}: must be 1 to 255 characters"
         )));
     }
-    if n.contains('/') || n.chars().any(|c| c.is_whitespace() || c.is_control()) || n.contains(':')
-    {
+    if n.chars().any(|c| c.is_whitespace() || c.is_control()) || n.contains(':') {
         return Err(DomainError::BadRequest(format!(
-            "invalid alias name {n:?}: no '/', ':' or whitespace"
+            "invalid alias name {n:?}: no ':', whitespace or control characters"
         )));
     }
     Ok(())
