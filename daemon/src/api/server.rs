@@ -5,10 +5,12 @@ use std::sync::Arc;
 
 use axum::extract::State;
 use axum::http::HeaderMap;
+use axum::Extension;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::response::{sync, sync_etag, ApiResult, DomainError};
+use crate::model::trust::CallerKind;
 use crate::service::{server, Services};
 
 /// `GET /`.
@@ -81,6 +83,17 @@ pub fn server_info(d: &Services, config: &BTreeMap<String, String>) -> silo_api:
             storage: s("dir"),
             storage_version: s("1"),
             storage_supported_drivers: supported_drivers(d.host.btrfs.as_deref()),
+            addresses: d.https.addresses(),
+            certificate: d
+                .trust
+                .identity()
+                .map(|i| i.cert_pem.clone())
+                .unwrap_or_default(),
+            certificate_fingerprint: d
+                .trust
+                .identity()
+                .map(|i| i.fingerprint.clone())
+                .unwrap_or_default(),
             ..Default::default()
         },
         silo: Some(silo_api::SiloServerInfo {
@@ -93,8 +106,31 @@ pub fn server_info(d: &Services, config: &BTreeMap<String, String>) -> silo_api:
     }
 }
 
+/// What an untrusted caller sees of `GET /1.0`, as LXD shows it: the API's version and
+/// extensions and how to authenticate, nothing of the host.
+fn untrusted_view() -> silo_api::Server {
+    silo_api::Server {
+        api_extensions: super::API_EXTENSIONS
+            .iter()
+            .map(|e| e.to_string())
+            .collect(),
+        api_status: "stable".into(),
+        api_version: "1.0".into(),
+        auth: "untrusted".into(),
+        auth_methods: vec!["tls".into()],
+        public: false,
+        ..Default::default()
+    }
+}
+
 /// `GET /1.0`.
-pub async fn get_server(State(d): State<Arc<Services>>) -> ApiResult {
+pub async fn get_server(
+    State(d): State<Arc<Services>>,
+    Extension(kind): Extension<CallerKind>,
+) -> ApiResult {
+    if !kind.trusted() {
+        return Ok(sync(untrusted_view()));
+    }
     let (cfg, etag) = server::config(&d)?;
     let mut r = sync(server_info(&d, &cfg));
     if let Ok(v) = axum::http::HeaderValue::from_str(&format!("\"{etag}\"")) {

@@ -149,10 +149,42 @@ pub fn update(
                 .filter_map(|(k, v)| v.map(|v| (k, v)))
                 .collect()
         };
+        // The new address is bound before anything is written: a bad or busy one is a 400
+        // and the old listener keeps serving.
+        let addr = next.get(HTTPS_ADDRESS).cloned();
+        let rebind = !c.https.is_current(addr.as_deref());
+        let bound = match (&addr, rebind) {
+            (Some(v), true) => Some(crate::service::endpoints::bind(v)?),
+            _ => None,
+        };
         crate::store::config::replace(&c.db, &next)?;
+        if rebind {
+            c.https.switch(bound);
+        }
     }
     c.events.lifecycle("config-updated", "/1.0", json!({}));
     Ok(())
+}
+
+/// The key naming where silod listens for HTTPS.
+pub const HTTPS_ADDRESS: &str = "core.https_address";
+
+/// Listens where the stored configuration says (at start). A failure is logged, not fatal:
+/// the unix socket still serves, and a PUT of a good address fixes it.
+pub fn start_https(c: &Services) {
+    let addr = match crate::store::config::get(&c.db, HTTPS_ADDRESS) {
+        Ok(a) => a,
+        Err(e) => {
+            tracing::error!(error = %e, "reading core.https_address");
+            return;
+        }
+    };
+    if let Some(v) = addr.filter(|v| !v.is_empty()) {
+        match crate::service::endpoints::bind(&v) {
+            Ok(b) => c.https.switch(Some(b)),
+            Err(e) => tracing::error!(error = %e, "not listening for HTTPS"),
+        }
+    }
 }
 
 /// The database schema version this silod writes.

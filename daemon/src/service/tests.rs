@@ -53,6 +53,8 @@ async fn world(instances: u64) -> World {
         reaper,
         logs: None,
         backups: None,
+        trust: Default::default(),
+        https: Default::default(),
     };
     lifecycle::spawn_reaper(c.clone(), stopped);
     storage::create(&c.db, &c.helpers, "default", "dir", "", BTreeMap::new())

@@ -1,0 +1,144 @@
+//! The network endpoint (`core.https_address`): which address silod listens on, bound here and
+//! handed to the TLS server the wiring installed. A change binds the new address before
+//! anything else, so a bad or busy one leaves the old listener as it was.
+
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use tokio_util::sync::CancellationToken;
+
+use crate::model::config::parse_https_address;
+use crate::service::DomainError;
+
+/// Serves TLS on a bound listener until the token is cancelled (installed by the wiring, which
+/// knows the router and the server's certificate).
+pub type ServeFn = Arc<dyn Fn(std::net::TcpListener, CancellationToken) + Send + Sync>;
+
+#[derive(Default)]
+struct Current {
+    /// The configured value and the socket address it is bound to.
+    bound: Option<(String, SocketAddr)>,
+    stop: Option<CancellationToken>,
+}
+
+/// The HTTPS endpoint; clone freely.
+#[derive(Clone, Default)]
+pub struct Https {
+    current: Arc<Mutex<Current>>,
+    serve: Arc<OnceLock<ServeFn>>,
+}
+
+impl std::fmt::Debug for Https {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let cur = self.current.lock().map(|c| c.bound.clone()).ok().flatten();
+        f.debug_struct("Https").field("bound", &cur).finish()
+    }
+}
+
+/// A listener bound for a new address, not serving yet.
+#[derive(Debug)]
+pub struct Bound {
+    value: String,
+    addr: SocketAddr,
+    listener: std::net::TcpListener,
+}
+
+/// Binds `value` (a `core.https_address`), refusing privileged ports.
+pub fn bind(value: &str) -> Result<Bound, DomainError> {
+    let (host, port) = parse_https_address(value)
+        .map_err(|e| DomainError::BadRequest(format!("core.https_address {value:?}: {e}")))?;
+    if port < 1024 {
+        return Err(DomainError::BadRequest(format!(
+            "core.https_address {value:?}: port {port} is privileged and silod binds only ports from 1024 up; use one of those (LXD's default is 8443)"
+        )));
+    }
+    let ip = host.unwrap_or(IpAddr::V6(Ipv6Addr::UNSPECIFIED));
+    let addr = SocketAddr::new(ip, port);
+    let listener = std::net::TcpListener::bind(addr).map_err(|e| {
+        DomainError::BadRequest(format!(
+            "cannot listen on {addr} (core.https_address {value:?}): {e}"
+        ))
+    })?;
+    listener
+        .set_nonblocking(true)
+        .map_err(|e| DomainError::Internal(format!("listener on {addr}: {e}")))?;
+    let addr = listener.local_addr().unwrap_or(addr);
+    Ok(Bound {
+        value: value.to_string(),
+        addr,
+        listener,
+    })
+}
+
+impl Https {
+    /// Installs the server (once, at start).
+    pub fn install(&self, serve: ServeFn) {
+        let _ = self.serve.set(serve);
+    }
+
+    /// Whether `value` is what is bound now (no rebind needed).
+    pub fn is_current(&self, value: Option<&str>) -> bool {
+        let cur = self.current.lock().unwrap_or_else(|p| p.into_inner());
+        cur.bound.as_ref().map(|(v, _)| v.as_str()) == value
+    }
+
+    /// Serves `next` instead of what is served now; `None` stops listening. The old listener
+    /// closes at once; connections already open finish.
+    pub fn switch(&self, next: Option<Bound>) {
+        let mut cur = self.current.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(stop) = cur.stop.take() {
+            stop.cancel();
+        }
+        cur.bound = None;
+        if let Some(b) = next {
+            let Some(serve) = self.serve.get() else {
+                tracing::warn!(addr = %b.addr, "no TLS server installed; not listening");
+                return;
+            };
+            let stop = CancellationToken::new();
+            tracing::info!(addr = %b.addr, "listening for HTTPS");
+            serve(b.listener, stop.clone());
+            cur.bound = Some((b.value, b.addr));
+            cur.stop = Some(stop);
+        }
+    }
+
+    /// The addresses clients reach the API on, as LXD lists them (`environment.addresses`,
+    /// a token's `addresses`). A wildcard lists loopback: silod's jail does not enumerate
+    /// the host's interfaces.
+    pub fn addresses(&self) -> Vec<String> {
+        let cur = self.current.lock().unwrap_or_else(|p| p.into_inner());
+        let Some((_, addr)) = cur.bound else {
+            return Vec::new();
+        };
+        if addr.ip().is_unspecified() {
+            let port = addr.port();
+            let mut v = vec![format!("127.0.0.1:{port}")];
+            if addr.is_ipv6() {
+                v.push(format!("[::1]:{port}"));
+            }
+            v
+        } else {
+            vec![addr.to_string()]
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn binds_refuses_low_ports_and_busy_ones() {
+        let e = bind("127.0.0.1:443").expect_err("low port");
+        assert!(e.to_string().contains("privileged"), "{e}");
+        let b = bind("127.0.0.1:0").expect_err("port 0 is not a port");
+        assert!(matches!(b, DomainError::BadRequest(_)));
+        let first = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = first.local_addr().expect("addr").port();
+        if port >= 1024 {
+            let e = bind(&format!("127.0.0.1:{port}")).expect_err("busy");
+            assert!(e.to_string().contains("cannot listen on"), "{e}");
+        }
+    }
+}
