@@ -14,6 +14,7 @@ pub mod networks;
 pub mod profiles;
 pub mod snapshots;
 pub mod storage;
+pub mod trust;
 pub mod util;
 
 use clap::{Parser, Subcommand};

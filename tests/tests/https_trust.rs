@@ -497,10 +497,38 @@ fn server_certificate_is_made_once_and_survives_restart() {
     assert!(wait_until(Duration::from_secs(5), || port_open(&d, 8443)));
 }
 
+fn last_line(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .map(str::trim)
+        .rfind(|l| !l.is_empty())
+        .unwrap_or_default()
+        .to_string()
+}
+
 #[test]
-fn expired_tokens_are_refused() {
+fn expired_and_revoked_tokens_are_refused_and_silo_tokens_work_with_lxc() {
     let d = TestDaemon::start("https-token-expiry");
     listen(&d, 8443);
+    // A token silo's CLI prints is one the stock client takes.
+    let o = d.silo(&["config", "trust", "add", "ok1"]);
+    assert!(o.status.success(), "silo config trust add: {}", show(&o));
+    assert!(String::from_utf8_lossy(&o.stdout).starts_with("Client ok1 certificate add token:"));
+    let z = d.dir.join("lxc-z");
+    let o = lxc_net(
+        &d,
+        &z,
+        &["remote", "add", "s", &last_line(&o), "--accept-certificate"],
+    );
+    assert!(
+        o.status.success(),
+        "lxc remote add with silo's token: {}",
+        show(&o)
+    );
+    let o = lxc_net(&d, &z, &["list", "s:"]);
+    assert!(o.status.success(), "{}", show(&o));
+    assert_eq!(certificates(&d).len(), 1);
+
     let (c, v) = set_config(&d, json!({"core.remote_token_expiry": "2S"}));
     assert_eq!(c, 200, "{v}");
     let o = d.silo(&["config", "trust", "add", "late"]);
@@ -529,7 +557,7 @@ fn expired_tokens_are_refused() {
         "an expired token was accepted: {}",
         show(&o)
     );
-    assert!(certificates(&d).is_empty());
+    assert_eq!(certificates(&d).len(), 1);
     let o = d.silo(&["config", "trust", "list-tokens"]);
     assert!(
         !String::from_utf8_lossy(&o.stdout).contains("late"),
@@ -553,5 +581,99 @@ fn expired_tokens_are_refused() {
         &["remote", "add", "s", &token, "--accept-certificate"],
     );
     assert!(!o.status.success(), "a revoked token was accepted");
+    assert_eq!(certificates(&d).len(), 1);
+}
+
+#[test]
+fn silo_config_trust_adds_shows_edits_and_removes_certificates() {
+    let d = TestDaemon::start("https-trust-cli");
+    let crt = d.dir.join("desk.crt");
+    let key = d.dir.join("desk.key");
+    let o = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=desk-cn",
+            "-keyout",
+        ])
+        .arg(&key)
+        .arg("-out")
+        .arg(&crt)
+        .output()
+        .expect("openssl");
+    assert!(o.status.success(), "{}", show(&o));
+    let crt_s = crt.to_string_lossy().to_string();
+
+    let o = d.silo(&["config", "trust", "add", &crt_s, "--restricted"]);
+    assert!(!o.status.success());
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("projects"),
+        "{}",
+        show(&o)
+    );
+    let o = d.silo(&["config", "trust", "add", &crt_s, "--type", "nonsense"]);
+    assert!(!o.status.success(), "{}", show(&o));
     assert!(certificates(&d).is_empty());
+
+    let o = d.silo(&["config", "trust", "add", &crt_s]);
+    assert!(o.status.success(), "{}", show(&o));
+    let certs = certificates(&d);
+    assert_eq!(certs.len(), 1);
+    assert_eq!(certs[0]["name"], "desk-cn", "the common name names it");
+    let fp = certs[0]["fingerprint"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let o = d.silo(&["config", "trust", "add", &crt_s]);
+    assert!(!o.status.success(), "added twice: {}", show(&o));
+
+    let o = d.silo(&["config", "trust", "list", "--format", "csv"]);
+    let text = String::from_utf8_lossy(&o.stdout).to_string();
+    assert!(
+        text.contains(&format!("client,desk-cn,desk-cn,{}", &fp[..12])),
+        "{text}"
+    );
+    let o = d.silo(&["config", "trust", "show", &fp[..10]]);
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("BEGIN CERTIFICATE"),
+        "{}",
+        show(&o)
+    );
+
+    let mut child = Command::new(silo_tests::bin("silo"))
+        .args(["config", "trust", "edit", &fp])
+        .env("SILO_SOCKET", d.socket())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("silo");
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().expect("stdin");
+        stdin
+            .write_all(b"name: desk2\ntype: metrics\n")
+            .expect("write");
+    }
+    let o = child.wait_with_output().expect("wait");
+    assert!(o.status.success(), "{}", show(&o));
+    let certs = certificates(&d);
+    assert_eq!(
+        (certs[0]["name"].clone(), certs[0]["type"].clone()),
+        (json!("desk2"), json!("metrics"))
+    );
+
+    let o = d.silo(&["config", "trust", "remove", &fp]);
+    assert!(o.status.success(), "{}", show(&o));
+    assert!(certificates(&d).is_empty());
+    let o = d.silo(&["config", "trust", "remove", &fp]);
+    assert!(!o.status.success());
 }

@@ -254,7 +254,7 @@ pub enum Added {
     /// A certificate joined the trust store.
     Certificate(String),
     /// A token operation was made.
-    Token(Operation),
+    Token(Box<Operation>),
 }
 
 fn decode_certificate(s: &str) -> Result<Vec<u8>, DomainError> {
@@ -476,7 +476,9 @@ pub fn add(
                 "Tokens can only be issued for client certificates".into(),
             ));
         }
-        return Ok(Added::Token(create_token(c, &req.name, &kind, addresses)?));
+        return Ok(Added::Token(Box::new(create_token(
+            c, &req.name, &kind, addresses,
+        )?)));
     }
     let der = if !req.certificate.is_empty() {
         decode_certificate(&req.certificate)?
