@@ -125,6 +125,23 @@ fn stock_lxc_adds_the_remote_with_password_and_token_then_launches_and_execs() {
     assert!(o.status.success(), "info: {}", show(&o));
     let info = String::from_utf8_lossy(&o.stdout);
     assert!(info.contains("auth: trusted"), "{info}");
+    // The client's own certificate makes any TLS client trusted, and it is told which one.
+    let o = d.netns_cmd(&[
+        "curl",
+        "-sk",
+        "--cert",
+        &a.join("client.crt").to_string_lossy(),
+        "--key",
+        &a.join("client.key").to_string_lossy(),
+        "https://127.0.0.1:8443/1.0",
+    ]);
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap_or(Value::Null);
+    assert_eq!(v["metadata"]["auth"], "trusted", "{v}");
+    assert_eq!(v["metadata"]["auth_user_method"], "tls", "{v}");
+    assert_eq!(
+        v["metadata"]["auth_user_name"], certs[0]["fingerprint"],
+        "{v}"
+    );
     let fp = d.api_ok("GET", "/1.0", None)["environment"]["certificate_fingerprint"]
         .as_str()
         .unwrap_or_default()

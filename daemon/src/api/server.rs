@@ -10,7 +10,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::response::{sync, sync_etag, ApiResult, DomainError};
-use crate::model::trust::CallerKind;
+use crate::model::trust::{CallerKind, Peer};
 use crate::service::{server, Services};
 
 /// `GET /`.
@@ -127,12 +127,19 @@ fn untrusted_view() -> silo_api::Server {
 pub async fn get_server(
     State(d): State<Arc<Services>>,
     Extension(kind): Extension<CallerKind>,
+    peer: Option<Extension<Peer>>,
 ) -> ApiResult {
     if !kind.trusted() {
         return Ok(sync(untrusted_view()));
     }
     let (cfg, etag) = server::config(&d)?;
-    let mut r = sync(server_info(&d, &cfg));
+    let mut info = server_info(&d, &cfg);
+    // As LXD: a TLS client is told which of its certificates it is known by.
+    if let Some(Extension(Peer::Tls { cert: Some(c), .. })) = peer {
+        info.auth_user_name = c.1.clone();
+        info.auth_user_method = "tls".into();
+    }
+    let mut r = sync(info);
     if let Ok(v) = axum::http::HeaderValue::from_str(&format!("\"{etag}\"")) {
         r.headers_mut().insert(axum::http::header::ETAG, v);
     }
