@@ -150,6 +150,7 @@ pub fn serve_fn(router: axum::Router, cfg: Arc<rustls::ServerConfig>) -> ServeFn
             };
             loop {
                 tokio::select! {
+                    biased;
                     () = stop.cancelled() => break,
                     r = listener.accept() => match r {
                         Ok((tcp, addr)) => {

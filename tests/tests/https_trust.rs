@@ -455,6 +455,23 @@ fn https_address_rebinds_at_once_refuses_busy_and_low_ports_and_clears() {
         "{addrs}"
     );
 
+    // The same port on an overlapping address: the old listener hands over.
+    let (c, v) = set_config(&d, json!({"core.https_address": "127.0.0.1:11443"}));
+    assert_eq!(c, 200, "{v}");
+    assert!(port_open(&d, 11443));
+    // ...and when the new one cannot be bound even then, the old one is back.
+    let busy6 = silo_tests::in_netns(&d.netns, || {
+        std::net::TcpListener::bind("[::1]:11443").expect("bind [::1]")
+    });
+    let (c, v) = set_config(&d, json!({"core.https_address": "[::]:11443"}));
+    assert_eq!(c, 400, "{v}");
+    assert!(port_open(&d, 11443), "the old listener did not come back");
+    assert_eq!(
+        d.api_ok("GET", "/1.0", None)["config"]["core.https_address"],
+        "127.0.0.1:11443"
+    );
+    drop(busy6);
+
     // Cleared: nothing listens.
     let (c, v) = set_config(&d, json!({"core.https_address": ""}));
     assert_eq!(c, 200, "{v}");

@@ -19,6 +19,10 @@ struct Current {
     /// The configured value and the socket address it is bound to.
     bound: Option<(String, SocketAddr)>,
     stop: Option<CancellationToken>,
+    /// A duplicate of the served listener's fd: shutting it down stops the listening socket
+    /// at once, before the accept task notices the cancellation, so the port is free for the
+    /// next bind as soon as [`Https::switch`] returns.
+    closer: Option<std::net::TcpListener>,
 }
 
 /// The HTTPS endpoint; clone freely.
@@ -82,12 +86,61 @@ impl Https {
         cur.bound.as_ref().map(|(v, _)| v.as_str()) == value
     }
 
+    /// Binds `value` to replace what is bound now. When the new address overlaps the old on
+    /// the same port (`[::]:8443` to `127.0.0.1:8443`), the old listener must close first: it
+    /// is stopped, the new one bound, and on failure the old one bound and served again, so
+    /// a refused change leaves the endpoint as it was. Returns the new listener, and the old
+    /// value when it was stopped (for [`Https::restore`] if what follows fails).
+    pub fn bind_replacing(&self, value: &str) -> Result<(Bound, Option<String>), DomainError> {
+        let first = match bind(value) {
+            Ok(b) => return Ok((b, None)),
+            Err(e) => e,
+        };
+        let (old_value, old_port) = {
+            let cur = self.current.lock().unwrap_or_else(|p| p.into_inner());
+            match &cur.bound {
+                Some((v, a)) => (v.clone(), a.port()),
+                None => return Err(first),
+            }
+        };
+        let same_port = parse_https_address(value).is_ok_and(|(_, p)| p == old_port);
+        if !same_port {
+            return Err(first);
+        }
+        self.switch(None);
+        match bind(value) {
+            Ok(b) => Ok((b, Some(old_value))),
+            Err(e) => {
+                self.restore(&old_value);
+                Err(e)
+            }
+        }
+    }
+
+    /// Serves `value` again after a change that stopped it failed.
+    pub fn restore(&self, value: &str) {
+        match bind(value) {
+            Ok(b) => self.switch(Some(b)),
+            Err(e) => tracing::error!(error = %e, "could not listen again on the old address"),
+        }
+    }
+
     /// Serves `next` instead of what is served now; `None` stops listening. The old listener
     /// closes at once; connections already open finish.
     pub fn switch(&self, next: Option<Bound>) {
         let mut cur = self.current.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(stop) = cur.stop.take() {
             stop.cancel();
+        }
+        if let Some(l) = cur.closer.take() {
+            use std::os::fd::AsRawFd;
+            // A listening socket shut down leaves LISTEN at once (accept then fails and the
+            // task ends); with SO_REUSEADDR on both, the same port binds again.
+            if let Err(e) =
+                nix::sys::socket::shutdown(l.as_raw_fd(), nix::sys::socket::Shutdown::Both)
+            {
+                tracing::warn!(error = %e, "shutting down the old HTTPS listener");
+            }
         }
         cur.bound = None;
         if let Some(b) = next {
@@ -97,6 +150,7 @@ impl Https {
             };
             let stop = CancellationToken::new();
             tracing::info!(addr = %b.addr, "listening for HTTPS");
+            cur.closer = b.listener.try_clone().ok();
             serve(b.listener, stop.clone());
             cur.bound = Some((b.value, b.addr));
             cur.stop = Some(stop);

@@ -153,11 +153,20 @@ pub fn update(
         // and the old listener keeps serving.
         let addr = next.get(HTTPS_ADDRESS).cloned();
         let rebind = !c.https.is_current(addr.as_deref());
-        let bound = match (&addr, rebind) {
-            (Some(v), true) => Some(crate::service::endpoints::bind(v)?),
-            _ => None,
+        let (bound, stopped) = match (&addr, rebind) {
+            (Some(v), true) => {
+                let (b, stopped) = c.https.bind_replacing(v)?;
+                (Some(b), stopped)
+            }
+            _ => (None, None),
         };
-        crate::store::config::replace(&c.db, &next)?;
+        if let Err(e) = crate::store::config::replace(&c.db, &next) {
+            if let Some(old) = stopped {
+                drop(bound);
+                c.https.restore(&old);
+            }
+            return Err(e.into());
+        }
         if rebind {
             c.https.switch(bound);
         }
