@@ -25,6 +25,9 @@ use crate::service::trust::ServerIdentity;
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a client has to send a request's headers.
 const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
+/// Connections served at once on one listener; more wait in the kernel's backlog, so a
+/// flood of idle handshakes cannot take every fd silod has.
+const MAX_CONNECTIONS: usize = 512;
 
 /// Asks every client for a certificate and accepts whichever it sends, after the handshake
 /// signature proves the client holds its key: who is trusted is decided per request.
@@ -148,13 +151,26 @@ pub fn serve_fn(router: axum::Router, cfg: Arc<rustls::ServerConfig>) -> ServeFn
                     return;
                 }
             };
+            let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
             loop {
+                let permit = tokio::select! {
+                    biased;
+                    () = stop.cancelled() => break,
+                    p = slots.clone().acquire_owned() => match p {
+                        Ok(p) => p,
+                        Err(_) => break,
+                    },
+                };
                 tokio::select! {
                     biased;
                     () = stop.cancelled() => break,
                     r = listener.accept() => match r {
                         Ok((tcp, addr)) => {
-                            tokio::spawn(connection(acceptor.clone(), router.clone(), tcp, addr));
+                            let (acceptor, router) = (acceptor.clone(), router.clone());
+                            tokio::spawn(async move {
+                                connection(acceptor, router, tcp, addr).await;
+                                drop(permit);
+                            });
                         }
                         Err(e) => {
                             // Out of fds and the like: back off instead of spinning.

@@ -36,7 +36,11 @@ pub async fn create(
     let req: silo_api::CertificatesPost = super::lenient::from_slice(&body)
         .map_err(|e| DomainError::BadRequest(format!("invalid request body: {e}")))?;
     let (peer_cert, addr) = match peer.as_ref().map(|p| &p.0) {
-        Some(Peer::Tls { addr, cert }) => (cert.as_ref().map(|c| c.0.clone()), Some(addr.ip())),
+        Some(Peer::Tls { addr, cert }) => (
+            cert.as_ref().map(|c| c.0.clone()),
+            // ::ffff:a.b.c.d on a dual-stack listener counts as a.b.c.d.
+            Some(addr.ip().to_canonical()),
+        ),
         _ => (None, None),
     };
     let caller = trust::AddCaller {
