@@ -594,7 +594,7 @@ async fn serve(
     let tls = crate::tls::server_config(&identity)?;
     daemon.trust.set_identity(identity);
     daemon.https.install(crate::tls::serve_fn(app.clone(), tls));
-    crate::service::server::start_https(&daemon);
+    crate::service::server::start_https(&daemon).await;
     // Requests on the unix socket come from the API group: trusted.
     let app = app.layer(axum::Extension(crate::model::trust::Peer::Local));
     tracing::info!(

@@ -711,3 +711,40 @@ fn silo_config_trust_adds_shows_edits_and_removes_certificates() {
     let o = d.silo(&["config", "trust", "remove", &fp]);
     assert!(!o.status.success());
 }
+
+#[test]
+fn a_privileged_port_is_bound_by_silo_net_only_where_the_policy_lists_it() {
+    let mut d = TestDaemon::start_with_policy("https-lowport", "https_privileged_ports = [443]\n");
+    let (c, v) = set_config(&d, json!({"core.https_address": "127.0.0.1:443"}));
+    assert_eq!(c, 200, "{v}; log:\n{}", d.log_text());
+    let (c, v) = curl(&d, "GET", "https://127.0.0.1:443/1.0", None);
+    assert_eq!(
+        (c, v["metadata"]["auth"].clone()),
+        (200, json!("untrusted")),
+        "{v}"
+    );
+    // A port the policy does not list: refused with the key that would allow it.
+    let (c, v) = set_config(&d, json!({"core.https_address": "127.0.0.1:444"}));
+    assert_eq!(c, 400, "{v}");
+    assert!(
+        v["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("https_privileged_ports"),
+        "{v}"
+    );
+    assert!(port_open(&d, 443), "a refused change closed the listener");
+    // Kept across a restart: silo-net binds it again at start.
+    d.keep_dir(true);
+    d.stop();
+    d.spawn();
+    d.keep_dir(false);
+    assert!(
+        wait_until(Duration::from_secs(5), || port_open(&d, 443)),
+        "log:\n{}",
+        d.log_text()
+    );
+    let (c, _) = set_config(&d, json!({"core.https_address": ""}));
+    assert_eq!(c, 200);
+    assert!(!port_open(&d, 443));
+}

@@ -158,7 +158,7 @@ pub async fn put_server(
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> ApiResult {
-    write(&d, &headers, &body, false)?;
+    write(&d, &headers, &body, false).await?;
     Ok(sync_etag(serde_json::Value::Null))
 }
 
@@ -168,17 +168,22 @@ pub async fn patch_server(
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> ApiResult {
-    write(&d, &headers, &body, true)?;
+    write(&d, &headers, &body, true).await?;
     Ok(sync(serde_json::Value::Null))
 }
 
-fn write(d: &Services, headers: &HeaderMap, body: &[u8], patch: bool) -> Result<(), DomainError> {
+async fn write(
+    d: &Services,
+    headers: &HeaderMap,
+    body: &[u8],
+    patch: bool,
+) -> Result<(), DomainError> {
     let req: ServerPut = super::lenient::from_slice(body)
         .map_err(|e| DomainError::BadRequest(format!("invalid request body: {e}")))?;
     let if_match = headers
         .get(axum::http::header::IF_MATCH)
         .and_then(|v| v.to_str().ok());
-    server::update(d, &req.config, patch, if_match)
+    server::update(d, &req.config, patch, if_match).await
 }
 
 #[cfg(test)]

@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use tokio_util::sync::CancellationToken;
 
+use crate::helpers::{HelperKind, Helpers};
 use crate::model::config::parse_https_address;
 use crate::service::DomainError;
 
@@ -47,22 +48,70 @@ pub struct Bound {
     listener: std::net::TcpListener,
 }
 
-/// Binds `value` (a `core.https_address`), refusing privileged ports.
-pub fn bind(value: &str) -> Result<Bound, DomainError> {
+fn socket_addr(value: &str) -> Result<SocketAddr, DomainError> {
     let (host, port) = parse_https_address(value)
         .map_err(|e| DomainError::BadRequest(format!("core.https_address {value:?}: {e}")))?;
-    if port < 1024 {
+    Ok(SocketAddr::new(
+        host.unwrap_or(IpAddr::V6(Ipv6Addr::UNSPECIFIED)),
+        port,
+    ))
+}
+
+/// Binds `value` (a `core.https_address`) on a port from 1024 up, as silod may itself.
+pub fn bind(value: &str) -> Result<Bound, DomainError> {
+    let addr = socket_addr(value)?;
+    if addr.port() < 1024 {
         return Err(DomainError::BadRequest(format!(
-            "core.https_address {value:?}: port {port} is privileged and silod binds only ports from 1024 up; use one of those (LXD's default is 8443)"
+            "core.https_address {value:?}: port {} is privileged: silod binds ports from 1024 up itself, and a lower one only when the root policy lists it in https_privileged_ports",
+            addr.port()
         )));
     }
-    let ip = host.unwrap_or(IpAddr::V6(Ipv6Addr::UNSPECIFIED));
-    let addr = SocketAddr::new(ip, port);
     let listener = std::net::TcpListener::bind(addr).map_err(|e| {
         DomainError::BadRequest(format!(
             "cannot listen on {addr} (core.https_address {value:?}): {e}"
         ))
     })?;
+    finish(value, addr, listener)
+}
+
+/// Binds `value`; a port below 1024 is bound by silo-net, if the root policy lists it in
+/// `https_privileged_ports`, and handed over.
+pub async fn bind_any(helpers: &Helpers, value: &str) -> Result<Bound, DomainError> {
+    let addr = socket_addr(value)?;
+    if addr.port() >= 1024 {
+        return bind(value);
+    }
+    let refused = |e: String| {
+        DomainError::BadRequest(format!(
+            "cannot listen on {addr} (core.https_address {value:?}): {e}"
+        ))
+    };
+    let ticket = helpers
+        .net
+        .bind_api_listener(addr)
+        .await
+        .map_err(|e| refused(e.to_string()))?;
+    let fd = helpers
+        .take_fds(HelperKind::Net, ticket)
+        .await
+        .map_err(refused)?
+        .pop()
+        .ok_or_else(|| refused("silo-net sent no socket".into()))?;
+    let listener = std::net::TcpListener::from(fd);
+    // What arrived must be a TCP socket bound to the port asked for: a mix-up here would
+    // serve the API somewhere else.
+    match listener.local_addr() {
+        Ok(a) if a.port() == addr.port() => {}
+        other => return Err(refused(format!("silo-net handed over {other:?}"))),
+    }
+    finish(value, addr, listener)
+}
+
+fn finish(
+    value: &str,
+    addr: SocketAddr,
+    listener: std::net::TcpListener,
+) -> Result<Bound, DomainError> {
     listener
         .set_nonblocking(true)
         .map_err(|e| DomainError::Internal(format!("listener on {addr}: {e}")))?;
@@ -91,8 +140,12 @@ impl Https {
     /// is stopped, the new one bound, and on failure the old one bound and served again, so
     /// a refused change leaves the endpoint as it was. Returns the new listener, and the old
     /// value when it was stopped (for [`Https::restore`] if what follows fails).
-    pub fn bind_replacing(&self, value: &str) -> Result<(Bound, Option<String>), DomainError> {
-        let first = match bind(value) {
+    pub async fn bind_replacing(
+        &self,
+        helpers: &Helpers,
+        value: &str,
+    ) -> Result<(Bound, Option<String>), DomainError> {
+        let first = match bind_any(helpers, value).await {
             Ok(b) => return Ok((b, None)),
             Err(e) => e,
         };
@@ -108,18 +161,18 @@ impl Https {
             return Err(first);
         }
         self.switch(None);
-        match bind(value) {
+        match bind_any(helpers, value).await {
             Ok(b) => Ok((b, Some(old_value))),
             Err(e) => {
-                self.restore(&old_value);
+                self.restore(helpers, &old_value).await;
                 Err(e)
             }
         }
     }
 
     /// Serves `value` again after a change that stopped it failed.
-    pub fn restore(&self, value: &str) {
-        match bind(value) {
+    pub async fn restore(&self, helpers: &Helpers, value: &str) {
+        match bind_any(helpers, value).await {
             Ok(b) => self.switch(Some(b)),
             Err(e) => tracing::error!(error = %e, "could not listen again on the old address"),
         }
@@ -185,7 +238,7 @@ mod tests {
     #[test]
     fn binds_refuses_low_ports_and_busy_ones() {
         let e = bind("127.0.0.1:443").expect_err("low port");
-        assert!(e.to_string().contains("privileged"), "{e}");
+        assert!(e.to_string().contains("https_privileged_ports"), "{e}");
         let b = bind("127.0.0.1:0").expect_err("port 0 is not a port");
         assert!(matches!(b, DomainError::BadRequest(_)));
         let first = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");

@@ -2,7 +2,6 @@
 //! stored hashed, and changes made one at a time against the ETag the client saw.
 
 use std::collections::BTreeMap;
-use std::sync::Mutex;
 
 use serde_json::{json, Value};
 
@@ -106,7 +105,7 @@ fn validate(
 
 /// Held from reading the configuration to writing it back, so two concurrent changes
 /// cannot both pass If-Match (or both merge into the same old map) and lose one.
-static WRITER: Mutex<()> = Mutex::new(());
+static WRITER: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// The stored configuration and its ETag.
 pub fn config(c: &Services) -> Result<(BTreeMap<String, String>, String), DomainError> {
@@ -117,14 +116,14 @@ pub fn config(c: &Services) -> Result<(BTreeMap<String, String>, String), Domain
 
 /// Replaces (`patch` false) or merges into (`patch` true) the configuration with `req`,
 /// refusing with 412 when `if_match` is given and the configuration changed since.
-pub fn update(
+pub async fn update(
     c: &Services,
     req: &BTreeMap<String, Value>,
     patch: bool,
     if_match: Option<&str>,
 ) -> Result<(), DomainError> {
     {
-        let _w = WRITER.lock().unwrap_or_else(|p| p.into_inner());
+        let _w = WRITER.lock().await;
         let cur = crate::store::config::all(&c.db)?;
         if let Some(want) = if_match {
             if want.trim_matches('"') != config_etag(&cur) {
@@ -155,7 +154,7 @@ pub fn update(
         let rebind = !c.https.is_current(addr.as_deref());
         let (bound, stopped) = match (&addr, rebind) {
             (Some(v), true) => {
-                let (b, stopped) = c.https.bind_replacing(v)?;
+                let (b, stopped) = c.https.bind_replacing(&c.helpers, v).await?;
                 (Some(b), stopped)
             }
             _ => (None, None),
@@ -163,7 +162,7 @@ pub fn update(
         if let Err(e) = crate::store::config::replace(&c.db, &next) {
             if let Some(old) = stopped {
                 drop(bound);
-                c.https.restore(&old);
+                c.https.restore(&c.helpers, &old).await;
             }
             return Err(e.into());
         }
@@ -180,7 +179,7 @@ pub const HTTPS_ADDRESS: &str = "core.https_address";
 
 /// Listens where the stored configuration says (at start). A failure is logged, not fatal:
 /// the unix socket still serves, and a PUT of a good address fixes it.
-pub fn start_https(c: &Services) {
+pub async fn start_https(c: &Services) {
     let addr = match crate::store::config::get(&c.db, HTTPS_ADDRESS) {
         Ok(a) => a,
         Err(e) => {
@@ -189,7 +188,7 @@ pub fn start_https(c: &Services) {
         }
     };
     if let Some(v) = addr.filter(|v| !v.is_empty()) {
-        match crate::service::endpoints::bind(&v) {
+        match crate::service::endpoints::bind_any(&c.helpers, &v).await {
             Ok(b) => c.https.switch(Some(b)),
             Err(e) => tracing::error!(error = %e, "not listening for HTTPS"),
         }

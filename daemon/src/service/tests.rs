@@ -314,6 +314,7 @@ async fn trust_store_passwords_and_single_use_tokens() {
         true,
         None,
     )
+    .await
     .expect("password");
 
     // Wrong passwords: refused, nothing added, and after five the address waits.
