@@ -85,6 +85,15 @@ fn name_args(cmd: &mut Command) -> Vec<Arg<'_>> {
                 | D::Show { instance }
                 | D::List { instance },
             ) => vec![Arg::Name(instance)],
+            C::Trust(t) => match t {
+                crate::trust::TrustCmd::Remove { fingerprint }
+                | crate::trust::TrustCmd::Show { fingerprint }
+                | crate::trust::TrustCmd::Edit { fingerprint } => vec![Arg::Name(fingerprint)],
+                crate::trust::TrustCmd::RevokeToken { name } => vec![Arg::Name(name)],
+                crate::trust::TrustCmd::List { .. }
+                | crate::trust::TrustCmd::Add { .. }
+                | crate::trust::TrustCmd::ListTokens { .. } => vec![],
+            },
         },
         Command::Image(c) => match c {
             ImageCmd::List { filters, .. } => {

@@ -65,6 +65,9 @@ Forms:
     /// Manage an instance's devices.
     #[command(subcommand)]
     Device(DeviceCmd),
+    /// Manage the clients the server trusts over HTTPS.
+    #[command(subcommand)]
+    Trust(crate::trust::TrustCmd),
 }
 
 /// `silo config device ...`.
@@ -226,6 +229,7 @@ pub async fn run(client: &Client, cmd: ConfigCmd) -> Result<(), CmdError> {
                 outln(map.get(&key).map(String::as_str).unwrap_or_default())
             }
         },
+        ConfigCmd::Trust(t) => crate::trust::run(client, t).await,
         ConfigCmd::Set { args } => set(client, &args).await,
         ConfigCmd::Unset { first, key } => match (first, key) {
             (key, None) => server_patch(client, vec![(key, String::new())]).await,

@@ -18,6 +18,7 @@ pub mod simplestreams;
 pub mod snapshots;
 pub mod storage;
 pub mod tls;
+pub mod trust;
 pub mod util;
 
 use clap::{Parser, Subcommand};

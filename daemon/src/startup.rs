@@ -577,6 +577,8 @@ async fn serve(
         reaper,
         logs: Some(args.state_dir.join("logs")),
         backups: Some(crate::service::backups::root(&args.state_dir)),
+        trust: Default::default(),
+        https: Default::default(),
     });
     crate::service::lifecycle::spawn_reaper(Services::clone(&daemon), stopped);
     crate::service::images::gc_uploads(&args.state_dir);
@@ -592,6 +594,15 @@ async fn serve(
     listener.set_nonblocking(true)?;
     let listener = tokio::net::UnixListener::from_std(listener)?;
     let app = crate::api::router(daemon.clone());
+    let identity =
+        crate::service::trust::load_or_create_identity(&args.state_dir, &daemon.host.hostname)
+            .map_err(|e| anyhow::anyhow!("the server certificate: {e}"))?;
+    let tls = crate::tls::server_config(&identity)?;
+    daemon.trust.set_identity(identity);
+    daemon.https.install(crate::tls::serve_fn(app.clone(), tls));
+    crate::service::server::start_https(&daemon).await;
+    // Requests on the unix socket come from the API group: trusted.
+    let app = app.layer(axum::Extension(crate::model::trust::Peer::Local));
     tracing::info!(
         state_dir = %args.state_dir.display(),
         ready_ms = t0.elapsed().as_millis() as u64,

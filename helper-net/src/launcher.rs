@@ -75,6 +75,9 @@ pub enum Request {
     },
     /// Stop the forwarders whose key starts with this prefix.
     StopForwards { prefix: String },
+    /// Bind and listen on a TCP address (silod's HTTPS API on a privileged port the server
+    /// checked against the policy); the reply carries the listening socket.
+    ListenTcp { addr: std::net::SocketAddr },
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -133,8 +136,18 @@ pub fn serve(sock: OwnedFd) -> ! {
                 continue;
             }
         };
-        let reply = handle(&mut st, req).unwrap_or_else(Reply::Failed);
-        if wire::send(sock.as_fd(), &reply, &[]).is_err() {
+        let (reply, fds) = match req {
+            Request::ListenTcp { addr } => match listen_tcp(addr) {
+                Ok(fd) => (Reply::Done, vec![fd]),
+                Err(e) => (Reply::Failed(e), Vec::new()),
+            },
+            req => (
+                handle(&mut st, req).unwrap_or_else(Reply::Failed),
+                Vec::new(),
+            ),
+        };
+        let borrowed: Vec<_> = fds.iter().map(|f| f.as_fd()).collect();
+        if wire::send(sock.as_fd(), &reply, &borrowed).is_err() {
             shutdown(&mut st);
         }
     }
@@ -264,6 +277,9 @@ fn handle(st: &mut State, req: Request) -> Result<Reply, String> {
             st.forwards.insert(key, pid);
             Ok(Reply::Pid(pid))
         }
+        Request::ListenTcp { .. } => {
+            Err("ListenTcp is answered, with its fd, by the serve loop".into())
+        }
         Request::StopForwards { prefix } => {
             let keys: Vec<String> = st
                 .forwards
@@ -279,6 +295,13 @@ fn handle(st: &mut State, req: Request) -> Result<Reply, String> {
             Ok(Reply::Done)
         }
     }
+}
+
+/// A listening TCP socket on `addr` (SO_REUSEADDR, as std sets it), close-on-exec.
+fn listen_tcp(addr: std::net::SocketAddr) -> Result<OwnedFd, String> {
+    let l =
+        std::net::TcpListener::bind(addr).map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+    Ok(OwnedFd::from(l))
 }
 
 /// Signals a child and reaps it (SIGKILL after 2 s).

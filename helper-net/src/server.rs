@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use rtnetlink::Handle;
-use silo_proto::error::HelperResult;
+use silo_proto::error::{HelperError, HelperResult};
 use silo_proto::jail::beneath::Root;
 use silo_proto::jail::boot::Boot;
 use silo_proto::jail::launcher::LauncherClient;
@@ -48,6 +48,8 @@ pub struct Inner {
     pub bridges: Mutex<HashMap<IfName, BridgeSpec>>,
     /// Their dnsmasq pids.
     pub dnsmasq: Mutex<HashMap<IfName, u32>>,
+    /// The fd side channel to silod.
+    pub fds: Arc<silo_proto::fdpass::FdSender>,
 }
 
 /// The network service.
@@ -71,6 +73,7 @@ impl NetServer {
             resolvers: p.resolvers,
             bridges: Mutex::new(HashMap::new()),
             dnsmasq: Mutex::new(HashMap::new()),
+            fds: b.fds.clone(),
         }))
     }
 }
@@ -183,9 +186,59 @@ impl Net for NetServer {
     async fn network_rules(self, _: Context) -> NetworkRules {
         self.rules()
     }
+
+    async fn bind_api_listener(
+        self,
+        _: Context,
+        addr: std::net::SocketAddr,
+    ) -> HelperResult<silo_proto::fdpass::FdTicket> {
+        NetServer::bind_api_listener(&self, addr).await
+    }
 }
 
 impl NetServer {
+    /// A listening socket for silod's HTTPS API on a privileged port the policy lists.
+    pub async fn bind_api_listener(
+        &self,
+        addr: std::net::SocketAddr,
+    ) -> HelperResult<silo_proto::fdpass::FdTicket> {
+        let port = addr.port();
+        if port >= 1024 {
+            return Err(HelperError::invalid(
+                format!("API listener {addr}"),
+                "silod binds ports from 1024 up itself",
+            ));
+        }
+        if !self.0.policy.https_privileged_ports.contains(&port) {
+            return Err(HelperError::Denied {
+                policy: self.0.policy.source.clone(),
+                what: format!(
+                    "serving the HTTPS API on port {port} (below 1024) needs it in https_privileged_ports"
+                ),
+            });
+        }
+        let (reply, fds): (crate::launcher::Reply, Vec<std::os::fd::OwnedFd>) = self
+            .0
+            .launcher
+            .call_with_fds(&crate::launcher::Request::ListenTcp { addr }, &[])
+            .await?;
+        match reply {
+            crate::launcher::Reply::Failed(e) => {
+                Err(HelperError::invalid(format!("API listener {addr}"), e))
+            }
+            _ => {
+                let fd = fds.into_iter().next().ok_or_else(|| {
+                    HelperError::Unsupported("the launcher sent no listener".into())
+                })?;
+                use std::os::fd::AsFd;
+                self.0
+                    .fds
+                    .send(&[fd.as_fd()])
+                    .map_err(|e| HelperError::Unsupported(format!("fd channel: {e}")))
+            }
+        }
+    }
+
     /// The managed-network rules with the policy's additions.
     pub fn rules(&self) -> NetworkRules {
         NetworkRules {

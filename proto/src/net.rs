@@ -374,6 +374,11 @@ pub trait Net {
     /// What the root policy adds to the rules for managed networks (so silod can refuse with
     /// a clear 400 before asking for anything; silo-net checks again on every request).
     async fn network_rules() -> NetworkRules;
+    /// Binds a listening TCP socket for silod's HTTPS API on a port below 1024 that the root
+    /// policy lists in `https_privileged_ports`, and hands it over on the fd channel. silod
+    /// binds ports from 1024 up itself.
+    async fn bind_api_listener(addr: std::net::SocketAddr)
+        -> HelperResult<crate::fdpass::FdTicket>;
 }
 
 /// The root policy's additions to the managed-network rules.

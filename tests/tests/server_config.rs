@@ -68,8 +68,8 @@ const GOOD: &[(&str, &str)] = &[
     ("core.https_address", "[::]:8443"),
     ("core.https_address", "127.0.0.1:9443"),
     ("core.https_address", ":8443"),
-    ("core.https_address", "10.1.2.3"),
-    ("core.https_address", "[fd00::1]"),
+    ("core.https_address", "127.0.0.1"),
+    ("core.https_address", "[::1]"),
     ("images.auto_update_interval", "0"),
     ("images.auto_update_interval", "12"),
     ("images.auto_update_cached", "false"),
@@ -147,6 +147,18 @@ fn keys_through_the_api() {
     let (_, body) = patch(&d, json!({"storage.images_volume": "default/nothere"}));
     let err = body["error"].as_str().unwrap_or_default();
     assert!(err.contains("no custom volume \"nothere\""), "{err}");
+    // silod listens where the address says: one this host does not have is refused, named.
+    let (c, body) = patch(&d, json!({"core.https_address": "10.1.2.3"}));
+    assert_eq!(c, 400, "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("cannot listen on 10.1.2.3:8443"),
+        "{body}"
+    );
+    assert!(config(&d).get("core.https_address").is_none());
+
     let (c, body) = patch(&d, json!({"x": "1"}));
     assert_eq!(c, 400);
     assert_eq!(

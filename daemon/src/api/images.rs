@@ -7,6 +7,7 @@ use axum::body::Body;
 use axum::extract::{FromRequest, Multipart, Path, Query, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
+use axum::Extension;
 use futures::StreamExt;
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -14,18 +15,25 @@ use serde_json::{json, Value};
 use super::render;
 use super::response::{async_op, sync, sync_etag, ApiResult, DomainError};
 use super::ListQuery;
+use crate::model::trust::CallerKind;
 use crate::service::images::{self, Alias, Received, Upload};
-use crate::service::Services;
+use crate::service::{image_secrets, Services};
 
 /// Largest upload silod takes (64 GiB): daemon-side resource policy.
 const MAX_UPLOAD: u64 = 64 << 30;
 
 /// `GET /1.0/images`.
-pub async fn list(State(d): State<Arc<Services>>, Query(q): Query<ListQuery>) -> ApiResult {
+pub async fn list(
+    State(d): State<Arc<Services>>,
+    Extension(kind): Extension<CallerKind>,
+    Query(q): Query<ListQuery>,
+) -> ApiResult {
     let filter = crate::model::filter::Filter::parse(q.filter.as_deref().unwrap_or(""))?;
     let aliases = images::aliases(&d.db)?;
+    // An untrusted caller lists public images only.
     let objs: Vec<silo_api::Image> = images::list(&d.db)?
         .iter()
+        .filter(|i| kind.trusted() || i.public)
         .map(|i| render::image(i, &aliases))
         .filter(|o| filter.accepts(o))
         .collect();
@@ -375,9 +383,49 @@ fn check_expected_fingerprint(
 }
 
 /// `GET /1.0/images/{fp}`.
-pub async fn get_one(State(d): State<Arc<Services>>, Path(fp): Path<String>) -> ApiResult {
-    let img = images::resolve_exact_or_prefix(&d.db, &fp)?;
+/// `?secret=` on the untrusted image read path.
+#[derive(Debug, Deserialize, Default)]
+pub struct SecretQuery {
+    #[serde(default)]
+    secret: Option<String>,
+}
+
+/// The image `fp` names, if `kind` may read it: otherwise the same 404 as a missing one, so
+/// an untrusted caller learns nothing of private images.
+fn readable(
+    d: &Services,
+    kind: CallerKind,
+    fp: &str,
+    secret: Option<&str>,
+) -> Result<images::Image, DomainError> {
+    let hidden = || DomainError::NotFound(format!("image {fp:?} not found"));
+    let img = match images::resolve_exact_or_prefix(&d.db, fp) {
+        Ok(i) => i,
+        // "ambiguous" would tell an untrusted caller that private images share the prefix.
+        Err(DomainError::BadRequest(_)) if !kind.trusted() => return Err(hidden()),
+        Err(e) => return Err(e),
+    };
+    if !image_secrets::may_read(d, kind, &img, secret) {
+        return Err(hidden());
+    }
+    Ok(img)
+}
+
+/// `GET /1.0/images/{fp}`.
+pub async fn get_one(
+    State(d): State<Arc<Services>>,
+    Extension(kind): Extension<CallerKind>,
+    Path(fp): Path<String>,
+    Query(sq): Query<SecretQuery>,
+) -> ApiResult {
+    let img = readable(&d, kind, &fp, sq.secret.as_deref())?;
     Ok(sync_etag(render::image(&img, &images::aliases(&d.db)?)))
+}
+
+/// `POST /1.0/images/{fp}/secret`: a one-time secret another server uses to fetch this image.
+pub async fn secret(State(d): State<Arc<Services>>, Path(fp): Path<String>) -> ApiResult {
+    let img = images::resolve_exact_or_prefix(&d.db, &fp)?;
+    Ok(async_op(&image_secrets::create(&d, &img.fingerprint)?))
 }
 
 #[derive(Debug, Deserialize)]
@@ -506,9 +554,15 @@ fn sniff_ext(path: &std::path::Path) -> &'static str {
 /// `GET /1.0/images/{fp}/export`: the unified file, or multipart metadata + rootfs.
 pub async fn export(
     State(d): State<Arc<Services>>,
+    Extension(kind): Extension<CallerKind>,
     Path(fp): Path<String>,
+    Query(sq): Query<SecretQuery>,
 ) -> Result<Response, DomainError> {
-    let img = images::resolve_exact_or_prefix(&d.db, &fp)?;
+    let img = readable(&d, kind, &fp, sq.secret.as_deref())?;
+    if !kind.trusted() && !img.public {
+        // A secret lets one download through.
+        image_secrets::consume(&d, &img.fingerprint, sq.secret.as_deref());
+    }
     let dir = images::images_dir(&d.state_dir);
     let main = dir.join(&img.fingerprint);
     if !img.split {
@@ -565,8 +619,21 @@ pub async fn export(
 }
 
 /// `GET /1.0/images/aliases`.
-pub async fn aliases_list(State(d): State<Arc<Services>>, Query(q): Query<ListQuery>) -> ApiResult {
-    let all = images::aliases(&d.db)?;
+pub async fn aliases_list(
+    State(d): State<Arc<Services>>,
+    Extension(kind): Extension<CallerKind>,
+    Query(q): Query<ListQuery>,
+) -> ApiResult {
+    let mut all = images::aliases(&d.db)?;
+    if !kind.trusted() {
+        // Aliases of public images only.
+        let public: std::collections::HashSet<String> = images::list(&d.db)?
+            .into_iter()
+            .filter(|i| i.public)
+            .map(|i| i.fingerprint)
+            .collect();
+        all.retain(|a| public.contains(&a.target));
+    }
     if q.recursive() {
         Ok(sync(all.iter().map(render::alias).collect::<Vec<_>>()))
     } else {
@@ -616,8 +683,16 @@ fn find_alias(d: &Services, name: &str) -> Result<Alias, DomainError> {
 }
 
 /// `GET /1.0/images/aliases/{name}`.
-pub async fn alias_get(State(d): State<Arc<Services>>, Path(name): Path<String>) -> ApiResult {
-    Ok(sync_etag(render::alias(&find_alias(&d, &name)?)))
+pub async fn alias_get(
+    State(d): State<Arc<Services>>,
+    Extension(kind): Extension<CallerKind>,
+    Path(name): Path<String>,
+) -> ApiResult {
+    let a = find_alias(&d, &name)?;
+    if !kind.trusted() && !images::get(&d.db, &a.target)?.is_some_and(|i| i.public) {
+        return Err(DomainError::NotFound(format!("alias {name:?} not found")));
+    }
+    Ok(sync_etag(render::alias(&a)))
 }
 
 #[derive(Debug, Deserialize)]

@@ -2,6 +2,7 @@
 //! handlers only translate HTTP to calls on the daemon's modules and back.
 
 pub mod backups;
+pub mod certificates;
 pub mod events;
 pub mod files;
 pub mod images;
@@ -17,6 +18,7 @@ pub mod response;
 pub mod server;
 pub mod snapshots;
 pub mod storage;
+pub mod trust;
 
 use std::sync::Arc;
 
@@ -102,6 +104,10 @@ pub const API_EXTENSIONS: &[&str] = &[
     "backup_override_name",
     // copy --refresh onto an existing copy.
     "container_incremental_copy",
+    // The HTTPS API: PUT/PATCH of a trusted certificate, one-time add tokens
+    // (`lxc config trust add`).
+    "certificate_update",
+    "certificate_token",
 ];
 
 /// The whole route table.
@@ -115,6 +121,17 @@ pub fn router(d: Arc<Services>) -> Router {
                 .patch(server::patch_server),
         )
         .route("/1.0/events", get(events::events))
+        .route(
+            "/1.0/certificates",
+            get(certificates::list).post(certificates::create),
+        )
+        .route(
+            "/1.0/certificates/{fp}",
+            get(certificates::get_one)
+                .put(certificates::put)
+                .patch(certificates::patch)
+                .delete(certificates::delete),
+        )
         .route("/1.0/resources", get(resources::get))
         .route("/1.0/operations", get(operations::list))
         .route(
@@ -150,6 +167,7 @@ pub fn router(d: Arc<Services>) -> Router {
         )
         .route("/1.0/images/{fp}/export", get(images::export))
         .route("/1.0/images/{fp}/refresh", post(images::refresh))
+        .route("/1.0/images/{fp}/secret", post(images::secret))
         .route("/1.0/profiles", get(profiles::list).post(profiles::create))
         .route(
             "/1.0/profiles/{name}",
@@ -200,6 +218,7 @@ pub fn router(d: Arc<Services>) -> Router {
         .merge(instance_routes("/1.0/instances"))
         .merge(instance_routes("/1.0/containers"))
         .fallback(not_found)
+        .layer(middleware::from_fn_with_state(d.clone(), trust::authorize))
         .layer(middleware::from_fn(log_request))
         .with_state(d)
 }

@@ -5,10 +5,12 @@ use std::sync::Arc;
 
 use axum::extract::State;
 use axum::http::HeaderMap;
+use axum::Extension;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::response::{sync, sync_etag, ApiResult, DomainError};
+use crate::model::trust::{CallerKind, Peer};
 use crate::service::{server, Services};
 
 /// `GET /`.
@@ -81,6 +83,17 @@ pub fn server_info(d: &Services, config: &BTreeMap<String, String>) -> silo_api:
             storage: s("dir"),
             storage_version: s("1"),
             storage_supported_drivers: supported_drivers(d.host.btrfs.as_deref()),
+            addresses: d.https.addresses(),
+            certificate: d
+                .trust
+                .identity()
+                .map(|i| i.cert_pem.clone())
+                .unwrap_or_default(),
+            certificate_fingerprint: d
+                .trust
+                .identity()
+                .map(|i| i.fingerprint.clone())
+                .unwrap_or_default(),
             ..Default::default()
         },
         silo: Some(silo_api::SiloServerInfo {
@@ -93,10 +106,40 @@ pub fn server_info(d: &Services, config: &BTreeMap<String, String>) -> silo_api:
     }
 }
 
+/// What an untrusted caller sees of `GET /1.0`, as LXD shows it: the API's version and
+/// extensions and how to authenticate, nothing of the host.
+fn untrusted_view() -> silo_api::Server {
+    silo_api::Server {
+        api_extensions: super::API_EXTENSIONS
+            .iter()
+            .map(|e| e.to_string())
+            .collect(),
+        api_status: "stable".into(),
+        api_version: "1.0".into(),
+        auth: "untrusted".into(),
+        auth_methods: vec!["tls".into()],
+        public: false,
+        ..Default::default()
+    }
+}
+
 /// `GET /1.0`.
-pub async fn get_server(State(d): State<Arc<Services>>) -> ApiResult {
+pub async fn get_server(
+    State(d): State<Arc<Services>>,
+    Extension(kind): Extension<CallerKind>,
+    peer: Option<Extension<Peer>>,
+) -> ApiResult {
+    if !kind.trusted() {
+        return Ok(sync(untrusted_view()));
+    }
     let (cfg, etag) = server::config(&d)?;
-    let mut r = sync(server_info(&d, &cfg));
+    let mut info = server_info(&d, &cfg);
+    // As LXD: a TLS client is told which of its certificates it is known by.
+    if let Some(Extension(Peer::Tls { cert: Some(c), .. })) = peer {
+        info.auth_user_name = c.1.clone();
+        info.auth_user_method = "tls".into();
+    }
+    let mut r = sync(info);
     if let Ok(v) = axum::http::HeaderValue::from_str(&format!("\"{etag}\"")) {
         r.headers_mut().insert(axum::http::header::ETAG, v);
     }
@@ -115,7 +158,7 @@ pub async fn put_server(
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> ApiResult {
-    write(&d, &headers, &body, false)?;
+    write(&d, &headers, &body, false).await?;
     Ok(sync_etag(serde_json::Value::Null))
 }
 
@@ -125,17 +168,22 @@ pub async fn patch_server(
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> ApiResult {
-    write(&d, &headers, &body, true)?;
+    write(&d, &headers, &body, true).await?;
     Ok(sync(serde_json::Value::Null))
 }
 
-fn write(d: &Services, headers: &HeaderMap, body: &[u8], patch: bool) -> Result<(), DomainError> {
+async fn write(
+    d: &Services,
+    headers: &HeaderMap,
+    body: &[u8],
+    patch: bool,
+) -> Result<(), DomainError> {
     let req: ServerPut = super::lenient::from_slice(body)
         .map_err(|e| DomainError::BadRequest(format!("invalid request body: {e}")))?;
     let if_match = headers
         .get(axum::http::header::IF_MATCH)
         .and_then(|v| v.to_str().ok());
-    server::update(d, &req.config, patch, if_match)
+    server::update(d, &req.config, patch, if_match).await
 }
 
 #[cfg(test)]

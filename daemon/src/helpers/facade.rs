@@ -113,6 +113,7 @@ facade! {
         fn detach_nic(instance: InstanceName, nic: NicSpec) -> ();
         fn start_proxy(instance: InstanceName, device: DeviceName, spec: ProxySpec) -> ();
         fn stop_proxy(instance: InstanceName, device: Option<DeviceName>) -> ();
+        fn bind_api_listener(addr: std::net::SocketAddr) -> FdTicket;
     }
 }
 

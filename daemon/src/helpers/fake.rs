@@ -290,6 +290,7 @@ impl Net for FakeNet {
     }
 
     unsupported! {
+        fn bind_api_listener(addr: std::net::SocketAddr) -> silo_proto::fdpass::FdTicket;
         fn bridge_info(name: IfName) -> BridgeInfo;
         fn pick_subnets(ipv4: bool, ipv6: bool, avoid4: Vec<Ipv4Cidr>, avoid6: Vec<Ipv6Cidr>) -> SubnetChoice;
         fn link_state(name: IfName) -> LinkState;

@@ -34,6 +34,8 @@ pub enum KeyType {
     /// `POOL/VOLUME`: the syntax is checked here, that the custom volume exists is the
     /// service's to check (against the database), and only when the value changes.
     CustomVolumeRef,
+    /// A duration as LXD writes expiries (`1H 30M`; [`crate::model::trust::parse_expiry`]).
+    Expiry,
     /// A secret: stored as [`crate::model::password::hash_password`]'s output, never as given.
     Secret,
 }
@@ -245,6 +247,9 @@ impl KeyType {
                 .map(|_| ())
                 .map_err(KeyError::Syntax)?,
             KeyType::Hours => parse::parse_count(v, "hours").map(|_| ())?,
+            KeyType::Expiry => crate::model::trust::parse_expiry(v)
+                .map(|_| ())
+                .map_err(KeyError::Syntax)?,
             KeyType::Days => parse::parse_count(v, "days").map(|_| ())?,
             KeyType::CustomVolumeRef => parse_custom_volume_ref(v)
                 .map(|_| ())
@@ -303,12 +308,17 @@ pub const SERVER_KEYS: &[KeySpec] = &[
     key(
         "core.https_address",
         KeyType::HttpsAddress,
-        "stored only: silod serves the unix socket alone until remote access is implemented",
+        "where silod serves the API over TLS (rebinds at once when changed)",
+    ),
+    key(
+        "core.remote_token_expiry",
+        KeyType::Expiry,
+        "how long a certificate add token lasts (default 1d)",
     ),
     key(
         TRUST_PASSWORD,
         KeyType::Secret,
-        "for the remote access to come, which checks a client's password with verify_password",
+        "checked (verify_password) when an untrusted TLS client adds its certificate",
     ),
     key(
         "images.auto_update_interval",

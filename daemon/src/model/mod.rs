@@ -7,6 +7,7 @@ pub mod filter;
 pub mod parse;
 pub mod password;
 pub mod schedule;
+pub mod trust;
 
 // The records silo keeps, as plain data (store/ reads and writes them).
 pub mod backup;

@@ -19,6 +19,9 @@ pub enum DomainError {
     /// 412.
     #[error("{0}")]
     PreconditionFailed(String),
+    /// 429: too many wrong trust passwords from one address.
+    #[error("{0}")]
+    TooManyRequests(String),
     /// 500.
     #[error("{0}")]
     Internal(String),
@@ -36,6 +39,7 @@ impl DomainError {
             DomainError::NotFound(_) => 404,
             DomainError::Conflict(_) => 409,
             DomainError::PreconditionFailed(_) => 412,
+            DomainError::TooManyRequests(_) => 429,
             DomainError::Internal(_) => 500,
             DomainError::Unavailable(_) => 503,
         }

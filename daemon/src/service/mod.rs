@@ -3,6 +3,7 @@
 //! and `helpers/` (the root helpers), never up.
 
 pub mod backups;
+pub mod endpoints;
 pub mod error;
 pub mod events;
 pub mod exec;
@@ -11,6 +12,7 @@ pub mod files;
 pub mod host;
 pub mod image_server;
 pub mod image_updates;
+pub mod image_secrets;
 pub mod images;
 pub mod instances;
 pub mod lifecycle;
@@ -23,6 +25,7 @@ pub mod snapshots;
 pub mod storage;
 #[cfg(test)]
 mod tests;
+pub mod trust;
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -68,4 +71,8 @@ pub struct Services {
     pub logs: Option<PathBuf>,
     /// Where backup tarballs are kept (`<state>/backups`); none in unit tests.
     pub backups: Option<PathBuf>,
+    /// The server's certificate, wrong-password limits, used tokens.
+    pub trust: trust::Trust,
+    /// The HTTPS endpoint (`core.https_address`).
+    pub https: endpoints::Https,
 }

@@ -2,7 +2,6 @@
 //! stored hashed, and changes made one at a time against the ETag the client saw.
 
 use std::collections::BTreeMap;
-use std::sync::Mutex;
 
 use serde_json::{json, Value};
 
@@ -106,7 +105,7 @@ fn validate(
 
 /// Held from reading the configuration to writing it back, so two concurrent changes
 /// cannot both pass If-Match (or both merge into the same old map) and lose one.
-static WRITER: Mutex<()> = Mutex::new(());
+static WRITER: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// The stored configuration and its ETag.
 pub fn config(c: &Services) -> Result<(BTreeMap<String, String>, String), DomainError> {
@@ -117,14 +116,14 @@ pub fn config(c: &Services) -> Result<(BTreeMap<String, String>, String), Domain
 
 /// Replaces (`patch` false) or merges into (`patch` true) the configuration with `req`,
 /// refusing with 412 when `if_match` is given and the configuration changed since.
-pub fn update(
+pub async fn update(
     c: &Services,
     req: &BTreeMap<String, Value>,
     patch: bool,
     if_match: Option<&str>,
 ) -> Result<(), DomainError> {
     {
-        let _w = WRITER.lock().unwrap_or_else(|p| p.into_inner());
+        let _w = WRITER.lock().await;
         let cur = crate::store::config::all(&c.db)?;
         if let Some(want) = if_match {
             if want.trim_matches('"') != config_etag(&cur) {
@@ -149,10 +148,51 @@ pub fn update(
                 .filter_map(|(k, v)| v.map(|v| (k, v)))
                 .collect()
         };
-        crate::store::config::replace(&c.db, &next)?;
+        // The new address is bound before anything is written: a bad or busy one is a 400
+        // and the old listener keeps serving.
+        let addr = next.get(HTTPS_ADDRESS).cloned();
+        let rebind = !c.https.is_current(addr.as_deref());
+        let (bound, stopped) = match (&addr, rebind) {
+            (Some(v), true) => {
+                let (b, stopped) = c.https.bind_replacing(&c.helpers, v).await?;
+                (Some(b), stopped)
+            }
+            _ => (None, None),
+        };
+        if let Err(e) = crate::store::config::replace(&c.db, &next) {
+            if let Some(old) = stopped {
+                drop(bound);
+                c.https.restore(&c.helpers, &old).await;
+            }
+            return Err(e.into());
+        }
+        if rebind {
+            c.https.switch(bound);
+        }
     }
     c.events.lifecycle("config-updated", "/1.0", json!({}));
     Ok(())
+}
+
+/// The key naming where silod listens for HTTPS.
+pub const HTTPS_ADDRESS: &str = "core.https_address";
+
+/// Listens where the stored configuration says (at start). A failure is logged, not fatal:
+/// the unix socket still serves, and a PUT of a good address fixes it.
+pub async fn start_https(c: &Services) {
+    let addr = match crate::store::config::get(&c.db, HTTPS_ADDRESS) {
+        Ok(a) => a,
+        Err(e) => {
+            tracing::error!(error = %e, "reading core.https_address");
+            return;
+        }
+    };
+    if let Some(v) = addr.filter(|v| !v.is_empty()) {
+        match crate::service::endpoints::bind_any(&c.helpers, &v).await {
+            Ok(b) => c.https.switch(Some(b)),
+            Err(e) => tracing::error!(error = %e, "not listening for HTTPS"),
+        }
+    }
 }
 
 /// The database schema version this silod writes.

@@ -53,6 +53,8 @@ async fn world(instances: u64) -> World {
         reaper,
         logs: None,
         backups: None,
+        trust: Default::default(),
+        https: Default::default(),
     };
     lifecycle::spawn_reaper(c.clone(), stopped);
     storage::create(&c.db, &c.helpers, "default", "dir", "", BTreeMap::new())
@@ -340,4 +342,143 @@ async fn cached_images_unused_past_the_expiry_go_and_nothing_else() {
     let later = now + time::Duration::days(400);
     image_updates::expire_cached(c, later).await;
     assert_eq!(images::list(&c.db).expect("list").len(), 3);
+/// A client certificate (DER) as a TLS client would present it.
+fn client_cert(cn: &str) -> Vec<u8> {
+    let kp = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).expect("key");
+    let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+    p.distinguished_name.push(rcgen::DnType::CommonName, cn);
+    p.self_signed(&kp).expect("sign").der().as_ref().to_vec()
+}
+
+fn untrusted(cert: Vec<u8>, addr: &str) -> trust::AddCaller {
+    trust::AddCaller {
+        kind: crate::model::trust::CallerKind::Untrusted,
+        peer_cert: Some(cert),
+        addr: Some(addr.parse().expect("ip")),
+    }
+}
+
+fn post(v: serde_json::Value) -> silo_api::CertificatesPost {
+    serde_json::from_value(v).expect("CertificatesPost")
+}
+
+#[tokio::test]
+async fn trust_store_passwords_and_single_use_tokens() {
+    let w = world(1).await;
+    let c = &w.c;
+    c.trust.set_identity(
+        trust::load_or_create_identity(&c.state_dir, "host").expect("server identity"),
+    );
+    server::update(
+        c,
+        &[("core.trust_password".to_string(), json!("pw"))]
+            .into_iter()
+            .collect(),
+        true,
+        None,
+    )
+    .await
+    .expect("password");
+
+    // Wrong passwords: refused, nothing added, and after five the address waits.
+    for i in 0..5 {
+        let e = trust::add(
+            c,
+            &untrusted(client_cert("a"), "10.0.0.1"),
+            post(json!({"type": "client", "password": format!("bad{i}")})),
+            vec![],
+        )
+        .expect_err("wrong password");
+        assert!(matches!(e, DomainError::Forbidden(_)), "{e:?}");
+    }
+    let e = trust::add(
+        c,
+        &untrusted(client_cert("a"), "10.0.0.1"),
+        post(json!({"type": "client", "password": "pw"})),
+        vec![],
+    )
+    .expect_err("limited");
+    assert_eq!(e.status(), 429, "{e}");
+    assert!(trust::list(c).expect("list").is_empty());
+    // Another address is not limited; restricted is refused with a reason.
+    let e = trust::add(
+        c,
+        &untrusted(client_cert("b"), "10.0.0.2"),
+        post(json!({"type": "client", "password": "pw", "restricted": true})),
+        vec![],
+    )
+    .expect_err("restricted");
+    assert!(e.to_string().contains("projects"), "{e}");
+    let added = trust::add(
+        c,
+        &untrusted(client_cert("b"), "10.0.0.2"),
+        post(json!({"type": "client", "password": "pw", "certificate": "ignored"})),
+        vec![],
+    )
+    .expect("right password");
+    assert!(matches!(added, trust::Added::Certificate(_)));
+    let certs = trust::list(c).expect("list");
+    assert_eq!((certs.len(), certs[0].name.as_str()), (1, "b"));
+    assert_eq!(
+        trust::kind_of(c, &certs[0].fingerprint),
+        crate::model::trust::CallerKind::Client
+    );
+
+    // A token, used by one client; a second use (even racing) is refused.
+    let local = trust::AddCaller {
+        kind: crate::model::trust::CallerKind::Local,
+        peer_cert: None,
+        addr: None,
+    };
+    let trust::Added::Token(op) = trust::add(
+        c,
+        &local,
+        post(json!({"name": "laptop", "type": "client", "token": true})),
+        vec!["127.0.0.1:8443".into()],
+    )
+    .expect("token") else {
+        panic!("no token operation");
+    };
+    let token = crate::model::trust::CertificateAddToken {
+        client_name: "laptop".into(),
+        fingerprint: String::new(),
+        addresses: vec![],
+        secret: op.metadata["secret"].as_str().expect("secret").into(),
+        expires_at: String::new(),
+    }
+    .encode();
+    let (c1, c2) = (c.clone(), c.clone());
+    let (t1, t2) = (token.clone(), token.clone());
+    let a = tokio::task::spawn_blocking(move || {
+        trust::add(
+            &c1,
+            &untrusted(client_cert("x"), "10.0.0.3"),
+            post(json!({"type": "client", "password": t1, "name": "evil"})),
+            vec![],
+        )
+    });
+    let b = tokio::task::spawn_blocking(move || {
+        trust::add(
+            &c2,
+            &untrusted(client_cert("y"), "10.0.0.4"),
+            post(json!({"type": "client", "password": t2})),
+            vec![],
+        )
+    });
+    let (a, b) = (a.await.expect("join"), b.await.expect("join"));
+    assert_eq!(
+        u8::from(a.is_ok()) + u8::from(b.is_ok()),
+        1,
+        "one use only: {a:?} {b:?}"
+    );
+    let names: Vec<String> = trust::list(c)
+        .expect("list")
+        .into_iter()
+        .map(|r| r.name)
+        .collect();
+    assert!(
+        names.contains(&"laptop".to_string()),
+        "the token names the certificate, not the client: {names:?}"
+    );
+    assert_eq!(names.len(), 2);
 }

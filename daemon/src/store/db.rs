@@ -126,8 +126,15 @@ const MIGRATIONS: &[&str] = &[
      CREATE TRIGGER idmap_ranges_follow_delete AFTER DELETE ON instances BEGIN
         DELETE FROM idmap_ranges WHERE instance = OLD.name;
      END;",
-    // N: where a cached or auto-updated image came from (JSON of `UpdateSource`, '' if none).
+    // 7: where a cached or auto-updated image came from (JSON of `UpdateSource`, '' if none).
     "ALTER TABLE images ADD COLUMN update_source TEXT NOT NULL DEFAULT '';",
+    // 8: the trust store: certificates of clients allowed over TLS (LXD's `certificates`).
+    "CREATE TABLE certificates (
+        fingerprint TEXT PRIMARY KEY NOT NULL,
+        type TEXT NOT NULL,
+        name TEXT NOT NULL,
+        certificate TEXT NOT NULL
+     );",
 ];
 
 /// The error this module had before the store had its own; kept so older call sites read.

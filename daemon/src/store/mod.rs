@@ -24,6 +24,7 @@
 //!   carries them through [`instances::update`], as LXD's does.)
 
 pub mod backups;
+pub mod certificates;
 pub mod config;
 pub mod db;
 pub mod error;

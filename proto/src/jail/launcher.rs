@@ -60,6 +60,15 @@ impl LauncherClient {
         req: &Req,
         fds: &[BorrowedFd<'_>],
     ) -> HelperResult<Rep> {
+        Ok(self.call_with_fds(req, fds).await?.0)
+    }
+
+    /// [`LauncherClient::call`], keeping the fds the reply carries.
+    pub async fn call_with_fds<Req: Serialize, Rep: DeserializeOwned>(
+        &self,
+        req: &Req,
+        fds: &[BorrowedFd<'_>],
+    ) -> HelperResult<(Rep, Vec<OwnedFd>)> {
         let who = self.who;
         let mut guard = self.sock.lock().await;
         if guard.is_none() {
@@ -80,7 +89,7 @@ impl LauncherClient {
                 .await
                 .map_err(|e| HelperError::io("poll", who, e))?;
             match ready.try_io(|s| wire::recv::<Rep>(s.as_fd())) {
-                Ok(Ok(Some((r, _)))) => return Ok(r),
+                Ok(Ok(Some((r, fds)))) => return Ok((r, fds)),
                 Ok(Ok(None)) => return Err(self.gone()),
                 Ok(Err(e)) => return Err(HelperError::io("recv", who, e)),
                 Err(_would_block) => continue,

@@ -34,6 +34,10 @@ pub struct Policy {
     pub max_loop_file_size: u64,
     /// Let proxy devices listen on host ports below 1024.
     pub allow_privileged_ports: bool,
+    /// Ports below 1024 silod may serve its HTTPS API on (`core.https_address`): silo-net
+    /// binds them and hands silod the listening socket, e.g. `[443]`.
+    #[serde(default)]
+    pub https_privileged_ports: Vec<u16>,
     /// Most bytes of file data one image may unpack to.
     pub max_image_size: u64,
     /// Most members one image may have.
@@ -71,6 +75,7 @@ impl Default for Policy {
             host_interfaces: Vec::new(),
             max_loop_file_size: 1 << 40,
             allow_privileged_ports: false,
+            https_privileged_ports: Vec::new(),
             max_image_size: 64 << 30,
             max_image_entries: 5_000_000,
             max_processes: 20_000,

@@ -1,0 +1,124 @@
+//! `/1.0/certificates[/<fingerprint>]`: the trust store, as LXD 5.0 serves it.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::Extension;
+use serde_json::Value;
+
+use super::response::{async_op, sync, sync_etag, ApiResult, DomainError};
+use super::ListQuery;
+use crate::model::trust::{CallerKind, Peer};
+use crate::service::{trust, Services};
+
+/// `GET /1.0/certificates`.
+pub async fn list(State(d): State<Arc<Services>>, Query(q): Query<ListQuery>) -> ApiResult {
+    let all = trust::list(&d)?;
+    if q.recursive() {
+        Ok(sync(all.iter().map(trust::to_api).collect::<Vec<_>>()))
+    } else {
+        Ok(sync(
+            all.iter()
+                .map(|c| silo_api::paths::certificate(&c.fingerprint))
+                .collect::<Vec<_>>(),
+        ))
+    }
+}
+
+/// `POST /1.0/certificates`.
+pub async fn create(
+    State(d): State<Arc<Services>>,
+    Extension(kind): Extension<CallerKind>,
+    peer: Option<Extension<Peer>>,
+    body: axum::body::Bytes,
+) -> ApiResult {
+    let req: silo_api::CertificatesPost = super::lenient::from_slice(&body)
+        .map_err(|e| DomainError::BadRequest(format!("invalid request body: {e}")))?;
+    let (peer_cert, addr) = match peer.as_ref().map(|p| &p.0) {
+        Some(Peer::Tls { addr, cert }) => (
+            cert.as_ref().map(|c| c.0.clone()),
+            // ::ffff:a.b.c.d on a dual-stack listener counts as a.b.c.d.
+            Some(addr.ip().to_canonical()),
+        ),
+        _ => (None, None),
+    };
+    let caller = trust::AddCaller {
+        kind,
+        peer_cert,
+        addr,
+    };
+    // The scrypt check is slow on purpose: off the async workers.
+    let d2 = d.clone();
+    let addresses = d.https.addresses();
+    let added = tokio::task::spawn_blocking(move || trust::add(&d2, &caller, req, addresses))
+        .await
+        .map_err(|e| DomainError::Internal(format!("adding the certificate: {e}")))??;
+    match added {
+        trust::Added::Token(op) => Ok(async_op(&op)),
+        trust::Added::Certificate(fp) => {
+            // LXD answers a sync response with a Location as 201 Created.
+            let mut r = sync(Value::Null);
+            *r.status_mut() = StatusCode::CREATED;
+            if let Ok(v) = HeaderValue::from_str(&silo_api::paths::certificate(&fp)) {
+                r.headers_mut().insert(header::LOCATION, v);
+            }
+            Ok(r)
+        }
+    }
+}
+
+/// `GET /1.0/certificates/<fingerprint>`.
+pub async fn get_one(State(d): State<Arc<Services>>, Path(fp): Path<String>) -> ApiResult {
+    Ok(sync_etag(trust::to_api(&trust::get(&d, &fp)?)))
+}
+
+fn if_match(h: &HeaderMap) -> Option<&str> {
+    h.get(header::IF_MATCH).and_then(|v| v.to_str().ok())
+}
+
+fn write(d: &Services, fp: &str, headers: &HeaderMap, body: &[u8], patch: bool) -> ApiResult {
+    let v: Value = super::lenient::from_slice(body)
+        .map_err(|e| DomainError::BadRequest(format!("invalid request body: {e}")))?;
+    let s = |k: &str| v.get(k).and_then(|x| x.as_str()).map(str::to_string);
+    let (name, kind) = if patch {
+        (s("name"), s("type"))
+    } else {
+        (
+            Some(s("name").unwrap_or_default()),
+            Some(s("type").unwrap_or_default()),
+        )
+    };
+    let restricted = v
+        .get("restricted")
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
+    trust::update(d, fp, name, kind, restricted, if_match(headers))?;
+    Ok(sync(Value::Null))
+}
+
+/// `PUT /1.0/certificates/<fingerprint>`.
+pub async fn put(
+    State(d): State<Arc<Services>>,
+    Path(fp): Path<String>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> ApiResult {
+    write(&d, &fp, &headers, &body, false)
+}
+
+/// `PATCH /1.0/certificates/<fingerprint>`.
+pub async fn patch(
+    State(d): State<Arc<Services>>,
+    Path(fp): Path<String>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> ApiResult {
+    write(&d, &fp, &headers, &body, true)
+}
+
+/// `DELETE /1.0/certificates/<fingerprint>`.
+pub async fn delete(State(d): State<Arc<Services>>, Path(fp): Path<String>) -> ApiResult {
+    trust::delete(&d, &fp)?;
+    Ok(sync(Value::Null))
+}

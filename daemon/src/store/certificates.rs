@@ -1,0 +1,116 @@
+//! `certificates`: the trust store (global: every member trusts the same clients).
+
+use rusqlite::{params, Row};
+
+use crate::model::trust::CertRecord;
+use crate::store::db::Db;
+use crate::store::error::{unique, Named, StoreError};
+
+fn row(r: &Row<'_>) -> Result<CertRecord, StoreError> {
+    Ok(CertRecord {
+        fingerprint: r.get(0)?,
+        kind: r.get(1)?,
+        name: r.get(2)?,
+        certificate: r.get(3)?,
+    })
+}
+
+fn select(
+    c: &rusqlite::Connection,
+    filter: &str,
+    args: impl rusqlite::Params,
+) -> Result<Vec<CertRecord>, StoreError> {
+    crate::store::db::rows(
+        c,
+        &format!(
+            "SELECT fingerprint, type, name, certificate FROM certificates {filter} ORDER BY fingerprint"
+        ),
+        args,
+        row,
+    )
+}
+
+/// Every trusted certificate.
+pub fn all(db: &Db) -> Result<Vec<CertRecord>, StoreError> {
+    db.run(|c| select(c, "", []))
+}
+
+/// The certificate whose fingerprint is `fp` exactly (the trust check).
+pub fn by_fingerprint(db: &Db, fp: &str) -> Result<Option<CertRecord>, StoreError> {
+    db.run(|c| Ok(select(c, "WHERE fingerprint = ?1", params![fp])?.pop()))
+}
+
+/// Certificates whose fingerprint starts with `prefix` (LXD takes a unique prefix in URLs).
+pub fn by_prefix(db: &Db, prefix: &str) -> Result<Vec<CertRecord>, StoreError> {
+    // Hex only reaches the LIKE pattern, so `%` and `_` in a request cannot widen it.
+    if prefix.is_empty() || !prefix.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Ok(Vec::new());
+    }
+    let pattern = format!("{}%", prefix.to_ascii_lowercase());
+    db.run(|c| select(c, "WHERE fingerprint LIKE ?1", params![pattern]))
+}
+
+/// Records a new certificate; `Conflict` if it is already trusted.
+pub fn insert(db: &Db, cert: &CertRecord) -> Result<(), StoreError> {
+    db.run(|c| {
+        c.execute(
+            "INSERT INTO certificates (fingerprint, type, name, certificate) VALUES (?1, ?2, ?3, ?4)",
+            params![cert.fingerprint, cert.kind, cert.name, cert.certificate],
+        )
+        .map_err(|e| unique(e, Named::new("certificate", &cert.fingerprint)))?;
+        Ok(())
+    })
+}
+
+/// Changes a certificate's name and type.
+pub fn update(db: &Db, fp: &str, name: &str, kind: &str) -> Result<(), StoreError> {
+    db.run(|c| {
+        let n = c.execute(
+            "UPDATE certificates SET name = ?2, type = ?3 WHERE fingerprint = ?1",
+            params![fp, name, kind],
+        )?;
+        if n == 0 {
+            return Err(StoreError::not_found(Named::new("certificate", fp)));
+        }
+        Ok(())
+    })
+}
+
+/// Forgets a certificate.
+pub fn delete(db: &Db, fp: &str) -> Result<(), StoreError> {
+    db.run(|c| {
+        c.execute(
+            "DELETE FROM certificates WHERE fingerprint = ?1",
+            params![fp],
+        )?;
+        Ok(())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn certificates_round_trip() {
+        let t = tempfile::tempdir().expect("tmp");
+        let db = Db::open(&t.path().join("silo.db")).expect("open");
+        let c = CertRecord {
+            fingerprint: "ab12".into(),
+            kind: "client".into(),
+            name: "laptop".into(),
+            certificate: "PEM".into(),
+        };
+        insert(&db, &c).expect("insert");
+        assert!(matches!(insert(&db, &c), Err(StoreError::Conflict(_))));
+        assert_eq!(by_fingerprint(&db, "ab12").expect("get"), Some(c.clone()));
+        assert_eq!(by_fingerprint(&db, "ab").expect("get"), None);
+        assert_eq!(by_prefix(&db, "AB").expect("prefix").len(), 1);
+        assert!(by_prefix(&db, "%").expect("prefix").is_empty());
+        update(&db, "ab12", "desk", "metrics").expect("update");
+        assert_eq!(all(&db).expect("all")[0].kind, "metrics");
+        delete(&db, "ab12").expect("delete");
+        assert!(all(&db).expect("all").is_empty());
+        assert!(update(&db, "ab12", "x", "client").is_err());
+    }
+}
