@@ -342,6 +342,8 @@ async fn cached_images_unused_past_the_expiry_go_and_nothing_else() {
     let later = now + time::Duration::days(400);
     image_updates::expire_cached(c, later).await;
     assert_eq!(images::list(&c.db).expect("list").len(), 3);
+}
+
 /// A client certificate (DER) as a TLS client would present it.
 fn client_cert(cn: &str) -> Vec<u8> {
     let kp = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).expect("key");

@@ -679,8 +679,7 @@ fn records_from_before_the_claims_table_keep_their_ids() {
         c.execute_batch(
             "DROP TRIGGER idmap_ranges_follow_rename; DROP TRIGGER idmap_ranges_follow_delete;
              DROP TABLE idmap_ranges; ALTER TABLE images DROP COLUMN update_source;
-             PRAGMA user_version = 5;",
-             DROP TABLE idmap_ranges; DROP TABLE certificates; PRAGMA user_version = 5;",
+             DROP TABLE certificates; PRAGMA user_version = 5;",
         )
     })
     .expect("downgrade");
