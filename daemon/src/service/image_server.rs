@@ -798,15 +798,31 @@ pub async fn resolve(
             } else {
                 format!("?secret={}", url_escape(&src.secret))
             };
+            let alias_target = |name: &str| {
+                let url = server.url(&format!("1.0/images/aliases/{}", url_escape(name)));
+                async move {
+                    let v = lxd_metadata(server, &url?).await?;
+                    Ok::<String, FetchError>(
+                        v.get("target")
+                            .and_then(|t| t.as_str())
+                            .unwrap_or("")
+                            .to_string(),
+                    )
+                }
+            };
             let fp = if src.fingerprint.is_empty() {
-                let url = server.url(&format!("1.0/images/aliases/{}", url_escape(&src.alias)))?;
-                let v = lxd_metadata(server, &url).await?;
-                v.get("target")
-                    .and_then(|t| t.as_str())
-                    .unwrap_or("")
-                    .to_string()
-            } else {
+                alias_target(&src.alias).await?
+            } else if is_full_fingerprint(&src.fingerprint) {
                 src.fingerprint.clone()
+            } else {
+                // The stock client sends a public image's alias as its fingerprint (so the
+                // copy's auto-update follows the alias); LXD looks it up as an alias first,
+                // then as a fingerprint prefix.
+                match alias_target(&src.fingerprint).await {
+                    Ok(target) => target,
+                    Err(FetchError::Status(_, 404)) => src.fingerprint.clone(),
+                    Err(e) => return Err(e),
+                }
             };
             if fp.is_empty() || !fp.bytes().all(|b| b.is_ascii_hexdigit()) {
                 return Err(FetchError::Protocol(format!(
@@ -1201,7 +1217,7 @@ pub async fn pull(
         aliases: opts.aliases.clone(),
     };
     let source = UpdateSource {
-        alias: src.alias.clone(),
+        alias: source_alias(src, &remote.fingerprint),
         certificate: src.certificate.clone(),
         protocol: protocol.to_string(),
         server: src.server.clone(),
@@ -1239,6 +1255,25 @@ pub async fn pull(
         .ok_or_else(|| DomainError::Internal("the image vanished".into()))
 }
 
+fn is_full_fingerprint(s: &str) -> bool {
+    s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// The alias an update follows: the one asked for, or what the client sent as the
+/// "fingerprint" when it was not one (the stock client sends a public image's alias there,
+/// and LXD records it as the source's alias so that auto-update follows it).
+fn source_alias(src: &PullSource, fingerprint: &str) -> String {
+    if !src.alias.is_empty() || src.fingerprint.is_empty() {
+        return src.alias.clone();
+    }
+    let sent = src.fingerprint.to_ascii_lowercase();
+    if fingerprint.starts_with(&sent) {
+        String::new()
+    } else {
+        src.fingerprint.clone()
+    }
+}
+
 /// The source an image was pulled from, as a [`PullSource`] naming its alias.
 pub fn source_of(s: &UpdateSource) -> PullSource {
     PullSource {
@@ -1266,6 +1301,22 @@ mod tests {
         assert!(s.url("http://elsewhere/x").is_err());
         assert!(Server::new("ftp://x/", "").is_err());
         assert!(Server::new("https:///nohost", "").is_err());
+    }
+
+    #[test]
+    fn an_alias_sent_as_the_fingerprint_is_the_source_alias() {
+        let fp = "db80776924026d0489f531d4907a513e9acab22eb9cc64bfd44fdac911b95035";
+        let src = |alias: &str, fingerprint: &str| PullSource {
+            alias: alias.into(),
+            fingerprint: fingerprint.into(),
+            ..Default::default()
+        };
+        assert_eq!(source_alias(&src("", "bb"), fp), "bb");
+        assert_eq!(source_alias(&src("deb", ""), fp), "deb");
+        assert_eq!(source_alias(&src("", fp), fp), "");
+        assert_eq!(source_alias(&src("", "DB8077"), fp), "");
+        assert!(is_full_fingerprint(fp));
+        assert!(!is_full_fingerprint("bb"));
     }
 
     #[test]
