@@ -577,6 +577,12 @@ fn the_stock_lxc_client_copies_and_launches_from_a_simplestreams_remote() {
     assert_eq!(img["auto_update"], true, "{img}");
     assert_eq!(img["update_source"]["protocol"], "simplestreams", "{img}");
     assert_eq!(img["aliases"][0]["name"], "copied", "{img}");
+    // lxc sent the alias as the fingerprint: the copy follows that alias, so a refresh
+    // has something to ask the server about.
+    assert_eq!(img["update_source"]["alias"], ALIAS, "{img}");
+    let o = op(&d, &format!("/1.0/images/{fp}/refresh"), json!({}));
+    assert_eq!(o["status"], "Success", "{o}");
+    assert_eq!(o["metadata"]["refreshed"], false, "{o}");
     d.api_ok("DELETE", &format!("/1.0/images/{fp}"), None);
     // `lxc init ss:ALIAS`: created from the server through the cache.
     run(&["init", &format!("ss:{ALIAS}"), "c1"]);
