@@ -47,7 +47,7 @@ pub async fn get(
         FileKind::File => {
             let fd = fd.ok_or_else(|| DomainError::Internal("silo-store sent no file".into()))?;
             let f = tokio::fs::File::from_std(std::fs::File::from(fd));
-            let stream = tokio_util::io::ReaderStream::new(f);
+            let stream = tokio_util::io::ReaderStream::with_capacity(f, super::images::FILE_CHUNK);
             let mut r = Response::new(Body::from_stream(stream));
             r.headers_mut().insert(
                 axum::http::header::CONTENT_TYPE,

@@ -528,11 +528,17 @@ pub async fn delete(State(d): State<Arc<Services>>, Path(fp): Path<String>) -> A
     Ok(async_op(&op))
 }
 
+/// How much of a file a response reads at a time. ReaderStream's default (4 KiB) costs a
+/// blocking-pool round trip per 4 KiB on a tokio File: an image export crawled at about a
+/// third of what curl takes from a plain file server.
+pub(crate) const FILE_CHUNK: usize = 256 * 1024;
+
 pub(crate) fn file_body(path: std::path::PathBuf) -> Result<(Body, u64), DomainError> {
     let f = std::fs::File::open(&path)
         .map_err(|e| DomainError::Internal(format!("opening {}: {e}", path.display())))?;
     let len = f.metadata().map(|m| m.len()).unwrap_or(0);
-    let stream = tokio_util::io::ReaderStream::new(tokio::fs::File::from_std(f));
+    let stream =
+        tokio_util::io::ReaderStream::with_capacity(tokio::fs::File::from_std(f), FILE_CHUNK);
     Ok((Body::from_stream(stream), len))
 }
 
