@@ -351,6 +351,8 @@ fn remote_management_and_static_remotes() {
         );
     }
 
+    // silo's `remote add` reads a simplestreams server's index before keeping it (lxc's
+    // does not connect): an unreachable one is refused and nothing is added.
     let add = [
         "remote",
         "add",
@@ -360,6 +362,14 @@ fn remote_management_and_static_remotes() {
         "simplestreams",
     ];
     let o = silo(conf.path(), &add);
+    assert!(
+        !o.status.success() && err(&o).contains("cannot reach"),
+        "{}",
+        show(&o)
+    );
+    assert!(!conf.config_yml().contains("127.0.0.1:9/streams"));
+    // The one lxc wrote stands in for it.
+    let o = silo(conf.path(), &["remote", "rename", "fromlxc", "ss"]);
     assert!(o.status.success(), "{}", show(&o));
     let o = silo(conf.path(), &add);
     assert!(
@@ -375,10 +385,14 @@ fn remote_management_and_static_remotes() {
         "{}",
         show(&o)
     );
+    // Its images are read from its index, here unreachable: said as such.
     let o = silo(conf.path(), &["image", "list", "ss:"]);
     assert!(!o.status.success(), "{}", show(&o));
+    assert!(err(&o).contains("cannot reach"), "{}", show(&o));
+    // And it cannot be written to.
+    let o = silo(conf.path(), &["image", "delete", "ss:x"]);
     assert!(
-        err(&o).contains("simplestreams image server"),
+        !o.status.success() && err(&o).contains("read-only"),
         "{}",
         show(&o)
     );

@@ -1200,8 +1200,22 @@ pub async fn pull(
         properties: remote.properties.clone(),
         aliases: opts.aliases.clone(),
     };
+    // What refresh follows. LXD's client puts an alias in `fingerprint` (`lxc image copy
+    // REMOTE:ALIAS` sends the name so the target can track it), and LXD keeps that name as
+    // the source's alias: so do we, unless it was the fingerprint (or a prefix of it).
+    let followed = if !src.alias.is_empty() {
+        src.alias.clone()
+    } else if !src.fingerprint.is_empty()
+        && !remote
+            .fingerprint
+            .starts_with(&src.fingerprint.to_ascii_lowercase())
+    {
+        src.fingerprint.clone()
+    } else {
+        String::new()
+    };
     let source = UpdateSource {
-        alias: src.alias.clone(),
+        alias: followed,
         certificate: src.certificate.clone(),
         protocol: protocol.to_string(),
         server: src.server.clone(),
