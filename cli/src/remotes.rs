@@ -778,11 +778,13 @@ async fn add(conf: &mut Config, a: AddArgs) -> Result<(), CmdError> {
             conf.file
                 .remotes
                 .insert(name.clone(), Remote::simplestreams(&addr, false));
-            // Kept only once the server answers with an index over a trusted certificate:
-            // a typo or an untrusted server is said now, not at the first `image list`.
+            // lxc adds a simplestreams remote without contacting it (a machine may be set up
+            // before it has a network), so silo keeps it too; a typo or an untrusted server
+            // is said now as a warning rather than at the first `image list`.
             if let Err(e) = crate::simplestreams::check_remote(conf, &name).await {
-                conf.file.remotes.remove(&name);
-                return Err(e);
+                eprintln!(
+                    "Warning: remote {name} added, but its image index cannot be read now: {e}"
+                );
             }
             return conf.save().map_err(Into::into);
         }
