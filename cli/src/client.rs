@@ -393,6 +393,32 @@ impl Client {
         )))
     }
 
+    /// GETs `path` from a plain web server (a simplestreams tree, not the API: no envelope)
+    /// and returns at most `limit` bytes of its body; any status but 200 is an error naming
+    /// it, and a longer body is refused rather than held.
+    pub async fn get_file(&self, path: &str, limit: usize) -> Result<Bytes, ClientError> {
+        let req = self
+            .builder("GET", path, &[])
+            .body(Full::new(Bytes::new()))
+            .map_err(|e| ClientError::Http(e.to_string()))?;
+        let resp = self.send(req).await?;
+        let status = resp.status();
+        if status.as_u16() != 200 {
+            return Err(ClientError::Api(format!("GET {path}: HTTP {status}")));
+        }
+        let body = http_body_util::Limited::new(resp.into_body(), limit)
+            .collect()
+            .await
+            .map_err(|e| {
+                if e.is::<http_body_util::LengthLimitError>() {
+                    ClientError::Protocol(format!("{path} is larger than {limit} bytes"))
+                } else {
+                    ClientError::Http(e.to_string())
+                }
+            })?;
+        Ok(body.to_bytes())
+    }
+
     /// GETs `path` and returns its whole raw body (console logs, file contents).
     pub async fn get_raw(&self, path: &str) -> Result<Bytes, ClientError> {
         let resp = self.download(path).await?;

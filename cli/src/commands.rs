@@ -399,12 +399,11 @@ pub async fn run(cli: Cli) -> Result<(), CmdError> {
     }
     let remote = route(&conf, &mut command)?;
     drop_empty_filters(&mut command);
-    if matches!(command, Command::Image(_)) && conf.remote(&remote)?.protocol() == "simplestreams" {
-        return Err(CmdError::Fail(format!(
-            "remote {remote} is a simplestreams image server: silo's command line does not read \
-             its index itself; a server pulls from it: `silo launch {remote}:ALIAS NAME` or \
-             `silo image copy {remote}:ALIAS local:`"
-        )));
+    if conf.remote(&remote)?.protocol() == "simplestreams" {
+        if let Command::Image(c) = command {
+            // As lxc: the client reads the image server's index itself.
+            return crate::simplestreams::run_remote(&conf, &remote, c).await;
+        }
     }
     let client = conf.instance_client(&remote)?;
     match command {

@@ -192,20 +192,8 @@ pub async fn run(client: &Client, cmd: ImageCmd) -> Result<(), CmdError> {
             columns,
             format,
         } => list(client, &filters, &columns, format).await,
-        ImageCmd::Show { image } => {
-            let v = serde_json::to_value(get_image(client, &image).await?).unwrap_or_default();
-            out(&util::yaml_ordered(
-                &v,
-                &[
-                    "auto_update",
-                    "properties",
-                    "public",
-                    "expires_at",
-                    "profiles",
-                ],
-            )?)
-        }
-        ImageCmd::Info { image } => info(client, &image).await,
+        ImageCmd::Show { image } => show_image(&get_image(client, &image).await?),
+        ImageCmd::Info { image } => info(&get_image(client, &image).await?),
         ImageCmd::Edit { image } => edit(client, &image).await,
         ImageCmd::Delete { images } => {
             for i in images {
@@ -569,6 +557,13 @@ async fn list(
     columns: &str,
     fmt: Format,
 ) -> Result<(), CmdError> {
+    // Bad columns are refused before asking the server.
+    check_columns(columns)?;
+    list_images(client.images().await?, filters, columns, fmt)
+}
+
+/// The column characters of `-c`, refused as lxc refuses them.
+fn check_columns(columns: &str) -> Result<Vec<char>, CmdError> {
     let mut cols = Vec::new();
     let blank = Image::default();
     for entry in columns.split(',') {
@@ -584,9 +579,19 @@ async fn list(
             cols.push(c);
         }
     }
-    let images: Vec<Image> = client
-        .images()
-        .await?
+    Ok(cols)
+}
+
+/// Prints `images` (from a server or an image server's index) as `silo image list` does.
+pub(crate) fn list_images(
+    images: Vec<Image>,
+    filters: &[String],
+    columns: &str,
+    fmt: Format,
+) -> Result<(), CmdError> {
+    let cols = check_columns(columns)?;
+    let blank = Image::default();
+    let images: Vec<Image> = images
         .into_iter()
         .filter(|i| image_matches(i, filters))
         .collect();
@@ -608,12 +613,27 @@ async fn list(
     out(&text)
 }
 
-async fn info(client: &Client, name: &str) -> Result<(), CmdError> {
-    let i = get_image(client, name).await?;
+/// Prints an image's writable properties as `silo image show` does.
+pub(crate) fn show_image(img: &Image) -> Result<(), CmdError> {
+    let v = serde_json::to_value(img).unwrap_or_default();
+    out(&util::yaml_ordered(
+        &v,
+        &[
+            "auto_update",
+            "properties",
+            "public",
+            "expires_at",
+            "profiles",
+        ],
+    )?)
+}
+
+/// Prints an image as `silo image info` does.
+pub(crate) fn info(i: &Image) -> Result<(), CmdError> {
     let yes_no = |b: bool, y: &str, n: &str| if b { y } else { n }.to_string();
     let mut o = String::new();
     o += &format!("Fingerprint: {}\n", i.fingerprint);
-    o += &format!("Size: {}\n", size(&i));
+    o += &format!("Size: {}\n", size(i));
     o += &format!("Architecture: {}\n", i.architecture);
     o += &format!(
         "Type: {}\n",
@@ -1014,40 +1034,46 @@ async fn alias(client: &Client, cmd: AliasCmd) -> Result<(), CmdError> {
             Ok(())
         }
         AliasCmd::List { filters, format } => {
-            let aliases: Vec<_> = client
-                .image_aliases()
-                .await?
-                .into_iter()
-                .filter(|a| filters.iter().all(|f| a.name.contains(f.as_str())))
-                .collect();
-            let mut rows: Vec<Vec<String>> = aliases
-                .iter()
-                .map(|a| {
-                    vec![
-                        a.name.clone(),
-                        a.target.chars().take(12).collect(),
-                        if a.kind.is_empty() {
-                            "CONTAINER".to_string()
-                        } else {
-                            a.kind.to_uppercase()
-                        },
-                        a.description.clone(),
-                    ]
-                })
-                .collect();
-            util::sort_rows(&mut rows);
-            let objects =
-                serde_json::to_value(&aliases).map_err(|e| CmdError::Output(e.to_string()))?;
-            let text = format::render(
-                format,
-                &["ALIAS", "FINGERPRINT", "TYPE", "DESCRIPTION"],
-                &rows,
-                &objects,
-            )
-            .map_err(CmdError::Output)?;
-            out(&text)
+            list_aliases(client.image_aliases().await?, &filters, format)
         }
     }
+}
+
+/// Prints aliases (a server's or an image server's) as `silo image alias list` does.
+pub(crate) fn list_aliases(
+    aliases: Vec<silo_api::ImageAliasesEntry>,
+    filters: &[String],
+    format: Format,
+) -> Result<(), CmdError> {
+    let aliases: Vec<_> = aliases
+        .into_iter()
+        .filter(|a| filters.iter().all(|f| a.name.contains(f.as_str())))
+        .collect();
+    let mut rows: Vec<Vec<String>> = aliases
+        .iter()
+        .map(|a| {
+            vec![
+                a.name.clone(),
+                a.target.chars().take(12).collect(),
+                if a.kind.is_empty() {
+                    "CONTAINER".to_string()
+                } else {
+                    a.kind.to_uppercase()
+                },
+                a.description.clone(),
+            ]
+        })
+        .collect();
+    util::sort_rows(&mut rows);
+    let objects = serde_json::to_value(&aliases).map_err(|e| CmdError::Output(e.to_string()))?;
+    let text = format::render(
+        format,
+        &["ALIAS", "FINGERPRINT", "TYPE", "DESCRIPTION"],
+        &rows,
+        &objects,
+    )
+    .map_err(CmdError::Output)?;
+    out(&text)
 }
 
 #[cfg(test)]

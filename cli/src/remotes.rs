@@ -354,6 +354,28 @@ impl Config {
         self.https_client(remote, host, port, trust, identity.as_ref(), pinned)
     }
 
+    /// A client for the web server of simplestreams `remote` and the path its tree is under
+    /// (`/releases`, or empty). Its certificate must chain to the system's CA store (or be
+    /// the one pinned, if the user pinned one); no client certificate is presented. An
+    /// address without a port is port 443 (a web server's, not the API's 8443).
+    pub fn simplestreams_client(&self, remote: &str) -> Result<(Client, String), CmdError> {
+        let r = self.remote(remote)?;
+        let (host, port, path) = split_simplestreams_url(&r.addr)
+            .map_err(|e| CmdError::Fail(format!("remote {remote}: {e}")))?;
+        let pin_path = self.server_cert_path(remote);
+        let (trust, pinned) = match std::fs::read(&pin_path) {
+            Ok(pem) => {
+                let der = tls::cert_from_pem(&pem, &pin_path.display().to_string())
+                    .map_err(|e| CmdError::Fail(e.to_string()))?;
+                let fp = tls::fingerprint(&der);
+                (Trust::Pinned(der), Some(fp))
+            }
+            Err(_) => (Trust::SystemCa, None),
+        };
+        let client = self.https_client(remote, host, port, trust, None, pinned)?;
+        Ok((client, path))
+    }
+
     fn existing_identity(&self) -> Option<tls::Identity> {
         let (crt, key) = self.client_paths();
         tls::Identity::load(&crt, &key).ok()
@@ -392,6 +414,34 @@ fn write_private(path: &Path, data: &[u8]) -> Result<(), ConfError> {
         .open(path)
         .map_err(|e| io_err(path, e))?;
     f.write_all(data).map_err(|e| io_err(path, e))
+}
+
+/// A simplestreams URL as (host, port, path of the tree): the port is 443 unless given (a
+/// web server's, not the API's 8443), the path has no trailing '/' (empty at the root).
+pub fn split_simplestreams_url(addr: &str) -> Result<(String, u16, String), String> {
+    let rest = addr
+        .strip_prefix("https://")
+        .ok_or_else(|| format!("{addr:?} is not an https:// address"))?;
+    let (hostport, path) = match rest.split_once('/') {
+        Some((h, p)) => (h, p.trim_end_matches('/')),
+        None => (rest, ""),
+    };
+    let path = if path.is_empty() {
+        String::new()
+    } else {
+        format!("/{path}")
+    };
+    let has_port = match hostport.rsplit_once(']') {
+        Some((_, tail)) => tail.starts_with(':'),
+        None => hostport.contains(':'),
+    };
+    let with_port = if has_port {
+        format!("https://{hostport}")
+    } else {
+        format!("https://{hostport}:443")
+    };
+    let (host, port) = parse_https(&with_port)?;
+    Ok((host, port, path))
 }
 
 /// `https://host[:port][/...]` as (host, port); an IPv6 host keeps its brackets.
@@ -727,7 +777,15 @@ async fn add(conf: &mut Config, a: AddArgs) -> Result<(), CmdError> {
             }
             conf.file
                 .remotes
-                .insert(name, Remote::simplestreams(&addr, false));
+                .insert(name.clone(), Remote::simplestreams(&addr, false));
+            // lxc adds a simplestreams remote without contacting it (a machine may be set up
+            // before it has a network), so silo keeps it too; a typo or an untrusted server
+            // is said now as a warning rather than at the first `image list`.
+            if let Err(e) = crate::simplestreams::check_remote(conf, &name).await {
+                eprintln!(
+                    "Warning: remote {name} added, but its image index cannot be read now: {e}"
+                );
+            }
             return conf.save().map_err(Into::into);
         }
         "lxd" => {}
@@ -921,6 +979,29 @@ mod tests {
     use super::*;
 
     /// What `lxc remote add s https://127.0.0.1:8443` (LXD 5.0) writes.
+    #[test]
+    fn simplestreams_urls_default_to_port_443() {
+        let split = |a: &str| split_simplestreams_url(a).expect(a);
+        assert_eq!(
+            split("https://images.linuxcontainers.org"),
+            ("images.linuxcontainers.org".into(), 443, String::new())
+        );
+        assert_eq!(
+            split("https://cloud-images.ubuntu.com/releases/"),
+            ("cloud-images.ubuntu.com".into(), 443, "/releases".into())
+        );
+        assert_eq!(
+            split("https://127.0.0.1:8443/a/b"),
+            ("127.0.0.1".into(), 8443, "/a/b".into())
+        );
+        assert_eq!(split("https://[::1]/s"), ("[::1]".into(), 443, "/s".into()));
+        assert_eq!(
+            split("https://[::1]:9/"),
+            ("[::1]".into(), 9, String::new())
+        );
+        assert!(split_simplestreams_url("http://x/").is_err());
+    }
+
     const LXD_CONFIG: &str = "default-remote: local\nremotes:\n  images:\n    addr: https://images.linuxcontainers.org\n    protocol: simplestreams\n    public: true\n  local:\n    addr: unix://\n    public: false\n  s:\n    addr: https://127.0.0.1:8443\n    auth_type: tls\n    protocol: lxd\n    public: false\naliases: {}\n";
 
     #[test]

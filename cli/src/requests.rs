@@ -123,14 +123,19 @@ pub fn image_copy(img: &RemoteImage, o: &CopyOpts) -> ImagesPost {
 pub async fn resolve(conf: &Config, remote: &str, name: &str) -> Result<RemoteImage, CmdError> {
     let r = conf.remote(remote)?.clone();
     if r.protocol() == "simplestreams" {
-        // Every simplestreams image is public and the target resolves names itself, so lxc
-        // skips the index here: the name is sent as both alias and fingerprint.
+        // The index is read here as lxc reads it: a name the server lacks is said before the
+        // target is asked, and --copy-aliases has the image's aliases. Every simplestreams
+        // image is public and the target resolves the name itself (and keeps it as the
+        // alias it follows on refresh), so the name is sent as both alias and fingerprint.
+        let catalog = crate::simplestreams::catalog(conf, remote).await?;
+        let image = catalog.find(remote, name)?;
         return Ok(RemoteImage {
             server: r.addr,
             protocol: "simplestreams".into(),
             alias: name.into(),
             fingerprint: name.into(),
             public: true,
+            aliases: image.aliases.clone(),
             ..Default::default()
         });
     }

@@ -9,6 +9,12 @@
 //! architecture and variant are versions of one product. `streams/v1/images.json` is
 //! written after the files and `streams/v1/index.json` last, so a server never lists a file
 //! that is not there yet.
+//!
+//! The client side: `silo image list/info/show REMOTE:` and `silo image alias list REMOTE:`
+//! on a simplestreams remote read its index here, as lxc reads it itself (the daemon is not
+//! asked): `streams/v1/index.json`, then the products file it names, over HTTPS judged by
+//! the system's CA store, each read bounded by [`ss::MAX_INDEX_BYTES`] and parsed by
+//! `silo_api::simplestreams`, the daemon's own parser.
 
 use std::collections::BTreeMap;
 use std::io::Read;
@@ -22,7 +28,8 @@ use silo_api::{paths, Image};
 
 use crate::client::Client;
 use crate::commands::CmdError;
-use crate::images::{export_split, export_unified, get_image, ExportTarget};
+use crate::images::{export_split, export_unified, get_image, AliasCmd, ExportTarget, ImageCmd};
+use crate::remotes::Config;
 use crate::util::{fail, outln};
 
 fn io_err(p: &Path, e: std::io::Error) -> CmdError {
@@ -308,6 +315,151 @@ pub async fn export_tree(client: &Client, dir: &Path, names: &[String]) -> Resul
         },
     )?;
     outln(&format!("Wrote a simplestreams tree to {}", dir.display()))
+}
+
+/// An image server's images and aliases as the CLI shows them.
+#[derive(Debug)]
+pub struct Catalog {
+    /// The images, newest first, as `GET /1.0/images` would give them.
+    pub images: Vec<Image>,
+    /// The aliases LXD derives (`debian/12`, `debian/12/amd64`, ...).
+    pub aliases: Vec<silo_api::ImageAliasesEntry>,
+    /// The parsed images, for resolving a name as the daemon does.
+    parsed: Vec<ss::Image>,
+}
+
+impl Catalog {
+    /// The image `what` names (alias, fingerprint or unique prefix).
+    pub fn find(&self, remote: &str, what: &str) -> Result<&Image, CmdError> {
+        let fp = ss::find(&self.parsed, what)
+            .map(|i| i.fingerprint.as_str())
+            .ok_or_else(|| {
+                CmdError::Fail(format!(
+                    "the image server {remote} has no image {what:?} for {}",
+                    std::env::consts::ARCH
+                ))
+            })?;
+        self.images
+            .iter()
+            .find(|i| i.fingerprint == fp)
+            .ok_or_else(|| CmdError::Fail(format!("image {fp} vanished from the index")))
+    }
+}
+
+/// An image of the index as the API would describe it: public, not cached, uploaded when
+/// it was built (LXD's simplestreams client says the same).
+fn api_image(i: &ss::Image) -> Image {
+    Image {
+        aliases: i
+            .aliases
+            .iter()
+            .map(|a| silo_api::ImageAlias {
+                name: a.clone(),
+                description: String::new(),
+            })
+            .collect(),
+        architecture: i.architecture.clone(),
+        created_at: i.created_at.clone(),
+        expires_at: i.expires_at.clone(),
+        filename: i.filename.clone(),
+        fingerprint: i.fingerprint.clone(),
+        last_used_at: silo_api::ZERO_TIME.into(),
+        properties: i.properties.clone(),
+        public: true,
+        size: i64::try_from(i.size).unwrap_or(i64::MAX),
+        kind: i.kind.clone(),
+        uploaded_at: i.created_at.clone(),
+        ..Default::default()
+    }
+}
+
+/// Reads simplestreams `remote`'s index: index.json, then the products file it names.
+pub async fn catalog(conf: &Config, remote: &str) -> Result<Catalog, CmdError> {
+    let addr = conf.remote(remote)?.addr.clone();
+    let (client, base) = conf.simplestreams_client(remote)?;
+    let fail =
+        |e: String| CmdError::Fail(format!("reading the image server {remote} ({addr}): {e}"));
+    let get = |rel: String| {
+        let client = client.clone();
+        let path = format!("{base}/{}", rel.trim_start_matches('/'));
+        async move { client.get_file(&path, ss::MAX_INDEX_BYTES).await }
+    };
+    let index = get(ss::INDEX_PATH.to_string())
+        .await
+        .map_err(|e| fail(e.to_string()))?;
+    let index = ss::parse_index(&index).map_err(|e| fail(e.to_string()))?;
+    let products_path = index.images_path().map_err(|e| fail(e.to_string()))?;
+    // The products file is on the same server, under the tree: a path, never a URL.
+    if products_path.contains("://") || products_path.split('/').any(|c| c == "..") {
+        return Err(fail(format!(
+            "the index names {products_path:?}, which is not a path in the tree"
+        )));
+    }
+    let products = get(products_path.to_string())
+        .await
+        .map_err(|e| fail(e.to_string()))?;
+    let products = ss::parse_products(&products).map_err(|e| fail(e.to_string()))?;
+    let mut parsed = products.images();
+    let table = ss::apply_aliases(&mut parsed, std::env::consts::ARCH);
+    let aliases = table
+        .into_iter()
+        .map(|(name, target)| silo_api::ImageAliasesEntry {
+            name,
+            target,
+            description: String::new(),
+            kind: "container".into(),
+        })
+        .collect();
+    Ok(Catalog {
+        images: parsed.iter().map(api_image).collect(),
+        aliases,
+        parsed,
+    })
+}
+
+/// Runs `silo image ...` on simplestreams `remote`: the read-only commands, from its index.
+pub async fn run_remote(conf: &Config, remote: &str, cmd: ImageCmd) -> Result<(), CmdError> {
+    match cmd {
+        ImageCmd::List {
+            filters,
+            columns,
+            format,
+        } => {
+            let c = catalog(conf, remote).await?;
+            crate::images::list_images(c.images, &filters, &columns, format)
+        }
+        ImageCmd::Info { image } => {
+            let c = catalog(conf, remote).await?;
+            crate::images::info(c.find(remote, &image)?)
+        }
+        ImageCmd::Show { image } => {
+            let c = catalog(conf, remote).await?;
+            crate::images::show_image(c.find(remote, &image)?)
+        }
+        ImageCmd::Alias(AliasCmd::List { filters, format }) => {
+            let c = catalog(conf, remote).await?;
+            crate::images::list_aliases(c.aliases, &filters, format)
+        }
+        _ => fail(format!(
+            "remote {remote} is a simplestreams image server: it is read-only (list, info, \
+             show and alias list read its index); copy from it with \
+             `silo image copy {remote}:ALIAS local:` or `silo launch {remote}:ALIAS NAME`"
+        )),
+    }
+}
+
+/// Checks that simplestreams `remote` answers with an index over trusted TLS (`remote add`
+/// keeps nothing otherwise).
+pub async fn check_remote(conf: &Config, remote: &str) -> Result<(), CmdError> {
+    let addr = conf.remote(remote)?.addr.clone();
+    let (client, base) = conf.simplestreams_client(remote)?;
+    let index = client
+        .get_file(&format!("{base}/{}", ss::INDEX_PATH), ss::MAX_INDEX_BYTES)
+        .await
+        .map_err(|e| CmdError::Fail(format!("{addr} is not a usable image server: {e}")))?;
+    ss::parse_index(&index)
+        .and_then(|i| i.images_path().map(drop))
+        .map_err(|e| CmdError::Fail(format!("{addr} is not a usable image server: {e}")))
 }
 
 #[cfg(test)]

@@ -351,6 +351,7 @@ fn remote_management_and_static_remotes() {
         );
     }
 
+    // As lxc, `remote add` keeps a simplestreams remote it cannot reach (with a warning).
     let add = [
         "remote",
         "add",
@@ -360,13 +361,23 @@ fn remote_management_and_static_remotes() {
         "simplestreams",
     ];
     let o = silo(conf.path(), &add);
-    assert!(o.status.success(), "{}", show(&o));
+    assert!(
+        o.status.success() && err(&o).contains("cannot reach"),
+        "{}",
+        show(&o)
+    );
+    assert!(conf.config_yml().contains("127.0.0.1:9/streams"));
     let o = silo(conf.path(), &add);
     assert!(
         !o.status.success() && err(&o).contains("exists"),
         "{}",
         show(&o)
     );
+    let o = silo(conf.path(), &["remote", "remove", "ss"]);
+    assert!(o.status.success(), "{}", show(&o));
+    // The one lxc wrote stands in for it.
+    let o = silo(conf.path(), &["remote", "rename", "fromlxc", "ss"]);
+    assert!(o.status.success(), "{}", show(&o));
     // A simplestreams remote has no instances.
     let o = silo(conf.path(), &["list", "ss:"]);
     assert!(!o.status.success(), "{}", show(&o));
@@ -375,10 +386,14 @@ fn remote_management_and_static_remotes() {
         "{}",
         show(&o)
     );
+    // Its images are read from its index, here unreachable: said as such.
     let o = silo(conf.path(), &["image", "list", "ss:"]);
     assert!(!o.status.success(), "{}", show(&o));
+    assert!(err(&o).contains("cannot reach"), "{}", show(&o));
+    // And it cannot be written to.
+    let o = silo(conf.path(), &["image", "delete", "ss:x"]);
     assert!(
-        err(&o).contains("simplestreams image server"),
+        !o.status.success() && err(&o).contains("read-only"),
         "{}",
         show(&o)
     );

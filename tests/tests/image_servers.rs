@@ -576,6 +576,8 @@ fn the_stock_lxc_client_copies_and_launches_from_a_simplestreams_remote() {
     assert_eq!(img["cached"], false, "{img}");
     assert_eq!(img["auto_update"], true, "{img}");
     assert_eq!(img["update_source"]["protocol"], "simplestreams", "{img}");
+    // lxc sends the alias as the fingerprint; it is what refresh follows, as in LXD.
+    assert_eq!(img["update_source"]["alias"], ALIAS, "{img}");
     assert_eq!(img["aliases"][0]["name"], "copied", "{img}");
     // lxc sent the alias as the fingerprint: the copy follows that alias, so a refresh
     // has something to ask the server about.
