@@ -494,22 +494,7 @@ async fn download(
     label: &str,
     progress: &mut Progress<'_>,
 ) -> Result<Downloaded, FetchError> {
-    let dir = images::images_dir(state);
-    tokio::fs::create_dir_all(&dir)
-        .await
-        .map_err(|e| FetchError::Local(format!("creating {}: {e}", dir.display())))?;
-    let tmp = TempFile {
-        path: temp_path(state),
-        keep: false,
-    };
-    let file = tokio::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(&tmp.path)
-        .await
-        .map_err(|e| FetchError::Local(format!("creating {}: {e}", tmp.path.display())))?;
-    // Large writes: each one is a hop to tokio's blocking pool.
-    let mut out = tokio::io::BufWriter::with_capacity(WRITE_BUFFER, file);
+    let (tmp, mut out) = create_temp(state).await?;
     let limit = expect.map(|(_, s)| s).unwrap_or(MAX_FILE).min(MAX_FILE);
     let total = expect.map(|(_, s)| s).unwrap_or(0);
     let mut own = sha2::Sha256::new();
@@ -1021,25 +1006,34 @@ struct Sink {
     size: u64,
 }
 
+/// A new temp file beside the images (removed on drop unless kept), behind a large write
+/// buffer: each write is a hop to tokio's blocking pool.
+async fn create_temp(
+    state: &Path,
+) -> Result<(TempFile, tokio::io::BufWriter<tokio::fs::File>), FetchError> {
+    let dir = images::images_dir(state);
+    tokio::fs::create_dir_all(&dir)
+        .await
+        .map_err(|e| FetchError::Local(format!("creating {}: {e}", dir.display())))?;
+    let tmp = TempFile {
+        path: temp_path(state),
+        keep: false,
+    };
+    let file = tokio::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&tmp.path)
+        .await
+        .map_err(|e| FetchError::Local(format!("creating {}: {e}", tmp.path.display())))?;
+    Ok((tmp, tokio::io::BufWriter::with_capacity(WRITE_BUFFER, file)))
+}
+
 impl Sink {
     async fn new(state: &Path, combined: Option<sha2::Sha256>) -> Result<Sink, FetchError> {
-        let dir = images::images_dir(state);
-        tokio::fs::create_dir_all(&dir)
-            .await
-            .map_err(|e| FetchError::Local(format!("creating {}: {e}", dir.display())))?;
-        let tmp = TempFile {
-            path: temp_path(state),
-            keep: false,
-        };
-        let out = tokio::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&tmp.path)
-            .await
-            .map_err(|e| FetchError::Local(format!("creating {}: {e}", tmp.path.display())))?;
+        let (tmp, out) = create_temp(state).await?;
         Ok(Sink {
             tmp,
-            out: tokio::io::BufWriter::with_capacity(WRITE_BUFFER, out),
+            out,
             own: sha2::Sha256::new(),
             combined,
             size: 0,
