@@ -333,8 +333,13 @@ async fn image_copy(conf: &Config, cmd: ImageCmd) -> Result<(), CmdError> {
     out("Image copied successfully!\n")
 }
 
-/// Waits for an operation, showing its `*_progress` metadata on one line as lxc does.
-async fn wait_with_progress(client: &Client, id: &str, what: &str) -> Result<(), CmdError> {
+/// Waits for an operation, showing its `*_progress` metadata on one line as lxc does, and
+/// answers it once done.
+pub(crate) async fn wait_with_progress(
+    client: &Client,
+    id: &str,
+    what: &str,
+) -> Result<silo_api::Operation, CmdError> {
     use std::io::{IsTerminal, Write};
     let tty = std::io::stdout().is_terminal();
     let mut last = String::new();
@@ -358,7 +363,7 @@ async fn wait_with_progress(client: &Client, id: &str, what: &str) -> Result<(),
                 println!();
             }
             if op.succeeded() {
-                return Ok(());
+                return Ok(op);
             }
             return Err(ClientError::Api(if op.err.is_empty() {
                 "operation failed".to_string()

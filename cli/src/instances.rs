@@ -214,7 +214,20 @@ async fn create(
     } else {
         outln(&format!("Creating {name}"))?;
     }
-    let op = client.create_instance(&req).await?;
+    let op = if req.source.server.is_empty() {
+        client.create_instance(&req).await?
+    } else {
+        // The image may be downloaded first: show its progress as lxc does.
+        let body = serde_json::to_value(&req).map_err(|e| CmdError::Output(e.to_string()))?;
+        let a = client
+            .request("POST", &paths::instances(), Some(&body), &[])
+            .await?;
+        a.metadata()?;
+        let id = a.operation_id().ok_or_else(|| {
+            CmdError::Fail("the server answered the create without an operation".into())
+        })?;
+        crate::commands::wait_with_progress(client, &id, "Retrieving image").await?
+    };
     if !name.is_empty() {
         return Ok(name);
     }
