@@ -7,7 +7,9 @@ dest=${1:-/var/cache/silo/lxd-5.0.2}
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 cd "$work"
-apt-get download lxd libuv1 libraft2 libdqlite0 liblxc1 liblxc-common rsync libpopt0 attr
+pkgs="lxd libuv1 libraft2 libdqlite0 liblxc1 liblxc-common rsync libpopt0 attr"
+# shellcheck disable=SC2086
+apt-get download $pkgs || { apt-get update -qq && apt-get download $pkgs; }
 mkdir -p "$dest"
 for d in ./*.deb; do dpkg-deb -x "$d" "$dest"; done
 "$dest/usr/bin/lxd" --version 2>/dev/null || LD_LIBRARY_PATH="$dest/usr/lib/x86_64-linux-gnu" "$dest/usr/bin/lxd" --version
