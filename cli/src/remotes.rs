@@ -333,16 +333,7 @@ impl Config {
             }));
         }
         let (host, port) = parse_https(&r.addr).map_err(CmdError::Fail)?;
-        let pin_path = self.server_cert_path(remote);
-        let (trust, pinned) = match std::fs::read(&pin_path) {
-            Ok(pem) => {
-                let der = tls::cert_from_pem(&pem, &pin_path.display().to_string())
-                    .map_err(|e| CmdError::Fail(e.to_string()))?;
-                let fp = tls::fingerprint(&der);
-                (Trust::Pinned(der), Some(fp))
-            }
-            Err(_) => (Trust::SystemCa, None),
-        };
+        let (trust, pinned) = self.server_trust(remote)?;
         // A public image server needs no client certificate; a private one gets ours.
         let identity = if r.public && r.protocol() == "simplestreams" {
             None
@@ -362,18 +353,25 @@ impl Config {
         let r = self.remote(remote)?;
         let (host, port, path) = split_simplestreams_url(&r.addr)
             .map_err(|e| CmdError::Fail(format!("remote {remote}: {e}")))?;
+        let (trust, pinned) = self.server_trust(remote)?;
+        let client = self.https_client(remote, host, port, trust, None, pinned)?;
+        Ok((client, path))
+    }
+
+    /// How `remote`'s server certificate is checked: its pinned certificate when there is
+    /// one (and that certificate's fingerprint, for the error if it changed), else the
+    /// system's CA store.
+    fn server_trust(&self, remote: &str) -> Result<(Trust, Option<String>), CmdError> {
         let pin_path = self.server_cert_path(remote);
-        let (trust, pinned) = match std::fs::read(&pin_path) {
+        match std::fs::read(&pin_path) {
             Ok(pem) => {
                 let der = tls::cert_from_pem(&pem, &pin_path.display().to_string())
                     .map_err(|e| CmdError::Fail(e.to_string()))?;
                 let fp = tls::fingerprint(&der);
-                (Trust::Pinned(der), Some(fp))
+                Ok((Trust::Pinned(der), Some(fp)))
             }
-            Err(_) => (Trust::SystemCa, None),
-        };
-        let client = self.https_client(remote, host, port, trust, None, pinned)?;
-        Ok((client, path))
+            Err(_) => Ok((Trust::SystemCa, None)),
+        }
     }
 
     fn existing_identity(&self) -> Option<tls::Identity> {

@@ -30,10 +30,8 @@ pub async fn list(
 ) -> ApiResult {
     let filter = crate::model::filter::Filter::parse(q.filter.as_deref().unwrap_or(""))?;
     let aliases = images::aliases(&d.db)?;
-    // An untrusted caller lists public images only.
-    let objs: Vec<silo_api::Image> = images::list(&d.db)?
+    let objs: Vec<silo_api::Image> = image_secrets::listable(&d, kind)?
         .iter()
-        .filter(|i| kind.trusted() || i.public)
         .map(|i| render::image(i, &aliases))
         .filter(|o| filter.accepts(o))
         .collect();
@@ -382,33 +380,11 @@ fn check_expected_fingerprint(
     Ok(())
 }
 
-/// `GET /1.0/images/{fp}`.
 /// `?secret=` on the untrusted image read path.
 #[derive(Debug, Deserialize, Default)]
 pub struct SecretQuery {
     #[serde(default)]
     secret: Option<String>,
-}
-
-/// The image `fp` names, if `kind` may read it: otherwise the same 404 as a missing one, so
-/// an untrusted caller learns nothing of private images.
-fn readable(
-    d: &Services,
-    kind: CallerKind,
-    fp: &str,
-    secret: Option<&str>,
-) -> Result<images::Image, DomainError> {
-    let hidden = || DomainError::NotFound(format!("image {fp:?} not found"));
-    let img = match images::resolve_exact_or_prefix(&d.db, fp) {
-        Ok(i) => i,
-        // "ambiguous" would tell an untrusted caller that private images share the prefix.
-        Err(DomainError::BadRequest(_)) if !kind.trusted() => return Err(hidden()),
-        Err(e) => return Err(e),
-    };
-    if !image_secrets::may_read(d, kind, &img, secret) {
-        return Err(hidden());
-    }
-    Ok(img)
 }
 
 /// `GET /1.0/images/{fp}`.
@@ -418,7 +394,7 @@ pub async fn get_one(
     Path(fp): Path<String>,
     Query(sq): Query<SecretQuery>,
 ) -> ApiResult {
-    let img = readable(&d, kind, &fp, sq.secret.as_deref())?;
+    let img = image_secrets::readable(&d, kind, &fp, sq.secret.as_deref())?;
     Ok(sync_etag(render::image(&img, &images::aliases(&d.db)?)))
 }
 
@@ -564,11 +540,7 @@ pub async fn export(
     Path(fp): Path<String>,
     Query(sq): Query<SecretQuery>,
 ) -> Result<Response, DomainError> {
-    let img = readable(&d, kind, &fp, sq.secret.as_deref())?;
-    if !kind.trusted() && !img.public {
-        // A secret lets one download through.
-        image_secrets::consume(&d, &img.fingerprint, sq.secret.as_deref());
-    }
+    let img = image_secrets::exportable(&d, kind, &fp, sq.secret.as_deref())?;
     let dir = images::images_dir(&d.state_dir);
     let main = dir.join(&img.fingerprint);
     if !img.split {
@@ -630,16 +602,7 @@ pub async fn aliases_list(
     Extension(kind): Extension<CallerKind>,
     Query(q): Query<ListQuery>,
 ) -> ApiResult {
-    let mut all = images::aliases(&d.db)?;
-    if !kind.trusted() {
-        // Aliases of public images only.
-        let public: std::collections::HashSet<String> = images::list(&d.db)?
-            .into_iter()
-            .filter(|i| i.public)
-            .map(|i| i.fingerprint)
-            .collect();
-        all.retain(|a| public.contains(&a.target));
-    }
+    let all = image_secrets::visible_aliases(&d, kind)?;
     if q.recursive() {
         Ok(sync(all.iter().map(render::alias).collect::<Vec<_>>()))
     } else {
@@ -695,7 +658,7 @@ pub async fn alias_get(
     Path(name): Path<String>,
 ) -> ApiResult {
     let a = find_alias(&d, &name)?;
-    if !kind.trusted() && !images::get(&d.db, &a.target)?.is_some_and(|i| i.public) {
+    if !image_secrets::alias_visible(&d, kind, &a)? {
         return Err(DomainError::NotFound(format!("alias {name:?} not found")));
     }
     Ok(sync_etag(render::alias(&a)))

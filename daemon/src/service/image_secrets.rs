@@ -8,6 +8,7 @@ use serde_json::json;
 
 use crate::model::image::Image;
 use crate::model::trust::CallerKind;
+use crate::service::images::{self, Alias};
 use crate::service::operations::Operation;
 use crate::service::{DomainError, Services};
 
@@ -67,8 +68,70 @@ pub fn may_read(c: &Services, kind: CallerKind, img: &Image, secret: Option<&str
 }
 
 /// After an export with a secret: the secret is used up.
-pub fn consume(c: &Services, fp: &str, secret: Option<&str>) {
+fn consume(c: &Services, fp: &str, secret: Option<&str>) {
     if let Some(op) = find(c, fp, secret.unwrap_or("")) {
         let _ = c.ops.cancel(&op.id);
     }
+}
+
+/// The images `kind` may list: all of them when trusted, else the public ones.
+pub fn listable(c: &Services, kind: CallerKind) -> Result<Vec<Image>, DomainError> {
+    let mut all = images::list(&c.db)?;
+    if !kind.trusted() {
+        all.retain(|i| i.public);
+    }
+    Ok(all)
+}
+
+/// Image `fp` (a fingerprint or unique prefix) if `kind` may read it (with `secret`, if the
+/// client gave one). To an untrusted caller an image it may not read, or a prefix private
+/// images share, is "not found": "ambiguous" would tell it that those images exist.
+pub fn readable(
+    c: &Services,
+    kind: CallerKind,
+    fp: &str,
+    secret: Option<&str>,
+) -> Result<Image, DomainError> {
+    let hidden = || DomainError::NotFound(format!("image {fp:?} not found"));
+    let img = match images::resolve_exact_or_prefix(&c.db, fp) {
+        Ok(i) => i,
+        Err(DomainError::BadRequest(_)) if !kind.trusted() => return Err(hidden()),
+        Err(e) => return Err(e),
+    };
+    if !may_read(c, kind, &img, secret) {
+        return Err(hidden());
+    }
+    Ok(img)
+}
+
+/// [`readable`] for a download: a secret that let an untrusted caller through is used up.
+pub fn exportable(
+    c: &Services,
+    kind: CallerKind,
+    fp: &str,
+    secret: Option<&str>,
+) -> Result<Image, DomainError> {
+    let img = readable(c, kind, fp, secret)?;
+    if !kind.trusted() && !img.public {
+        consume(c, &img.fingerprint, secret);
+    }
+    Ok(img)
+}
+
+/// The aliases `kind` may see: all when trusted, else those of public images.
+pub fn visible_aliases(c: &Services, kind: CallerKind) -> Result<Vec<Alias>, DomainError> {
+    let mut all = images::aliases(&c.db)?;
+    if !kind.trusted() {
+        let public: std::collections::HashSet<String> = listable(c, kind)?
+            .into_iter()
+            .map(|i| i.fingerprint)
+            .collect();
+        all.retain(|a| public.contains(&a.target));
+    }
+    Ok(all)
+}
+
+/// Whether `kind` may see alias `a`.
+pub fn alias_visible(c: &Services, kind: CallerKind, a: &Alias) -> Result<bool, DomainError> {
+    Ok(kind.trusted() || images::get(&c.db, &a.target)?.is_some_and(|i| i.public))
 }
