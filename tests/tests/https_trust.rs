@@ -704,6 +704,25 @@ fn silo_config_trust_adds_shows_edits_and_removes_certificates() {
         (certs[0]["name"].clone(), certs[0]["type"].clone()),
         (json!("desk2"), json!("metrics"))
     );
+    // PATCH changes only what it names (a null is not a change); PUT takes LXD's object
+    // with fields it does not know.
+    let path = format!("/1.0/certificates/{fp}");
+    d.api_ok("PATCH", &path, Some(json!({"name": "desk3", "type": null})));
+    let cert = d.api_ok("GET", &path, None);
+    assert_eq!(
+        (cert["name"].clone(), cert["type"].clone()),
+        (json!("desk3"), json!("metrics"))
+    );
+    d.api_ok(
+        "PUT",
+        &path,
+        Some(json!({"name": "desk4", "type": "client", "projects": null, "description": "x"})),
+    );
+    let cert = d.api_ok("GET", &path, None);
+    assert_eq!(
+        (cert["name"].clone(), cert["type"].clone()),
+        (json!("desk4"), json!("client"))
+    );
 
     let o = d.silo(&["config", "trust", "remove", &fp]);
     assert!(o.status.success(), "{}", show(&o));

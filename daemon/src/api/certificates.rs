@@ -78,22 +78,13 @@ fn if_match(h: &HeaderMap) -> Option<&str> {
 }
 
 fn write(d: &Services, fp: &str, headers: &HeaderMap, body: &[u8], patch: bool) -> ApiResult {
-    let v: Value = super::lenient::from_slice(body)
+    let (req, keys): (silo_api::CertificatePut, _) = super::lenient::from_slice_with_keys(body)
         .map_err(|e| DomainError::BadRequest(format!("invalid request body: {e}")))?;
-    let s = |k: &str| v.get(k).and_then(|x| x.as_str()).map(str::to_string);
-    let (name, kind) = if patch {
-        (s("name"), s("type"))
-    } else {
-        (
-            Some(s("name").unwrap_or_default()),
-            Some(s("type").unwrap_or_default()),
-        )
-    };
-    let restricted = v
-        .get("restricted")
-        .and_then(Value::as_bool)
-        .unwrap_or(false);
-    trust::update(d, fp, name, kind, restricted, if_match(headers))?;
+    // PUT replaces name and type; PATCH changes only what the body names.
+    let given = |k: &str| !patch || keys.contains(k);
+    let name = given("name").then_some(req.name);
+    let kind = given("type").then_some(req.kind);
+    trust::update(d, fp, name, kind, req.restricted, if_match(headers))?;
     Ok(sync(Value::Null))
 }
 
