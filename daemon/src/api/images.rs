@@ -489,15 +489,7 @@ pub async fn delete(State(d): State<Arc<Services>>, Path(fp): Path<String>) -> A
         res,
         false,
         move |_ctx| async move {
-            crate::service::storage::drop_image_volumes(&dd.db, &dd.helpers, &img.fingerprint)
-                .await?;
-            images::remove(&dd.db, &img.fingerprint)?;
-            images::remove_files(&dd.state_dir, &img.fingerprint);
-            dd.events.lifecycle(
-                "image-deleted",
-                &format!("/1.0/images/{}", img.fingerprint),
-                json!({}),
-            );
+            images::delete(&dd, &img.fingerprint).await?;
             Ok(Value::Null)
         },
     );

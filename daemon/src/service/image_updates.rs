@@ -95,11 +95,15 @@ fn move_users(c: &Services, old: &str, new: &str) -> Result<(), DomainError> {
     Ok(())
 }
 
-fn in_use(c: &Services, fp: &str) -> Result<bool, DomainError> {
+/// Whether an instance was made from image `fp`.
+fn has_instances(c: &Services, fp: &str) -> Result<bool, DomainError> {
     Ok(crate::service::instances::list_records(&c.db)?
         .iter()
-        .any(|i| i.config.get("volatile.base_image").map(String::as_str) == Some(fp))
-        || images::aliases(&c.db)?.iter().any(|a| a.target == fp))
+        .any(|i| i.config.get("volatile.base_image").map(String::as_str) == Some(fp)))
+}
+
+fn in_use(c: &Services, fp: &str) -> Result<bool, DomainError> {
+    Ok(has_instances(c, fp)? || images::aliases(&c.db)?.iter().any(|a| a.target == fp))
 }
 
 /// Removes an image (its pool volumes, record and files) unless an instance or alias still
@@ -108,14 +112,7 @@ async fn remove_if_unused(c: &Services, fp: &str) -> Result<bool, DomainError> {
     if in_use(c, fp)? {
         return Ok(false);
     }
-    crate::service::storage::drop_image_volumes(&c.db, &c.helpers, fp).await?;
-    images::remove(&c.db, fp)?;
-    images::remove_files(&c.state_dir, fp);
-    c.events.lifecycle(
-        "image-deleted",
-        &format!("/1.0/images/{fp}"),
-        serde_json::json!({}),
-    );
+    images::delete(c, fp).await?;
     Ok(true)
 }
 
@@ -160,35 +157,14 @@ pub async fn expire_cached(c: &Services, now: time::OffsetDateTime) {
             continue;
         }
         // A cached image's aliases do not keep it (LXD prunes it with them); instances do.
-        let users = crate::service::instances::list_records(&c.db)
-            .map(|l| {
-                l.iter().any(|i| {
-                    i.config.get("volatile.base_image").map(String::as_str)
-                        == Some(img.fingerprint.as_str())
-                })
-            })
-            .unwrap_or(true);
+        // Unreadable instances keep the image.
+        let users = has_instances(c, &img.fingerprint).unwrap_or(true);
         if users {
             continue;
         }
         tracing::info!(image = %img.fingerprint, "removing a cached image unused for {days} days");
-        let r: Result<(), DomainError> = async {
-            crate::service::storage::drop_image_volumes(&c.db, &c.helpers, &img.fingerprint)
-                .await?;
-            images::remove(&c.db, &img.fingerprint)?;
-            images::remove_files(&c.state_dir, &img.fingerprint);
-            Ok(())
-        }
-        .await;
-        match r {
-            Ok(()) => c.events.lifecycle(
-                "image-deleted",
-                &format!("/1.0/images/{}", img.fingerprint),
-                serde_json::json!({}),
-            ),
-            Err(e) => {
-                tracing::warn!(image = %img.fingerprint, "removing an expired cached image failed: {e}")
-            }
+        if let Err(e) = images::delete(c, &img.fingerprint).await {
+            tracing::warn!(image = %img.fingerprint, "removing an expired cached image failed: {e}");
         }
     }
 }

@@ -99,6 +99,21 @@ pub fn touch(db: &Db, fp: &str) -> Result<(), DomainError> {
     )?)
 }
 
+/// Deletes image `fp` for good: its volumes on every pool, its record and its files, then
+/// says so on the events stream. The API's delete, the updater replacing a version and the
+/// cache expiry all end an image this way.
+pub async fn delete(c: &crate::service::Services, fp: &str) -> Result<(), DomainError> {
+    crate::service::storage::drop_image_volumes(&c.db, &c.helpers, fp).await?;
+    remove(&c.db, fp)?;
+    remove_files(&c.state_dir, fp);
+    c.events.lifecycle(
+        "image-deleted",
+        &silo_api::paths::image(fp),
+        serde_json::json!({}),
+    );
+    Ok(())
+}
+
 /// Removes the record (aliases follow by cascade).
 pub fn remove(db: &Db, fp: &str) -> Result<(), DomainError> {
     Ok(crate::store::images::delete(db, fp)?)
