@@ -723,6 +723,54 @@ fn silo_config_trust_adds_shows_edits_and_removes_certificates() {
         (cert["name"].clone(), cert["type"].clone()),
         (json!("desk4"), json!("client"))
     );
+    // LXD's certificate_update: PUT with another certificate replaces it in the entry.
+    let crt2 = d.dir.join("desk2.crt");
+    let o = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=desk2-cn",
+            "-keyout",
+        ])
+        .arg(d.dir.join("desk2.key"))
+        .arg("-out")
+        .arg(&crt2)
+        .output()
+        .expect("openssl");
+    assert!(o.status.success(), "{}", show(&o));
+    let pem2 = std::fs::read_to_string(&crt2).expect("desk2.crt");
+    d.api_ok(
+        "PUT",
+        &path,
+        Some(json!({"name": "desk4", "type": "client", "certificate": pem2})),
+    );
+    let certs = certificates(&d);
+    assert_eq!(certs.len(), 1, "{certs:?}");
+    assert_ne!(certs[0]["fingerprint"], json!(fp), "replaced");
+    assert_eq!(certs[0]["name"], "desk4");
+    assert_eq!(
+        d.api("GET", &path, None).0,
+        404,
+        "the old fingerprint is gone"
+    );
+    let fp = certs[0]["fingerprint"]
+        .as_str()
+        .expect("fingerprint")
+        .to_string();
+    let (c, v) = d.api(
+        "PUT",
+        &format!("/1.0/certificates/{fp}"),
+        Some(json!({"name": "x", "type": "client", "certificate": "not a certificate"})),
+    );
+    assert_eq!(c, 400, "{v}");
 
     let o = d.silo(&["config", "trust", "remove", &fp]);
     assert!(o.status.success(), "{}", show(&o));

@@ -84,7 +84,16 @@ fn write(d: &Services, fp: &str, headers: &HeaderMap, body: &[u8], patch: bool) 
     let given = |k: &str| !patch || keys.contains(k);
     let name = given("name").then_some(req.name);
     let kind = given("type").then_some(req.kind);
-    trust::update(d, fp, name, kind, req.restricted, if_match(headers))?;
+    let certificate = given("certificate").then_some(req.certificate);
+    trust::update(
+        d,
+        fp,
+        name,
+        kind,
+        certificate,
+        req.restricted,
+        if_match(headers),
+    )?;
     Ok(sync(Value::Null))
 }
 

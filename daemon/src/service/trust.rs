@@ -202,6 +202,7 @@ pub fn update(
     fp: &str,
     name: Option<String>,
     kind: Option<String>,
+    certificate: Option<String>,
     restricted: bool,
     if_match: Option<&str>,
 ) -> Result<(), DomainError> {
@@ -216,10 +217,27 @@ pub fn update(
     refuse_restricted(restricted)?;
     let kind = check_kind(&kind.unwrap_or(cur.kind.clone()))?;
     let name = name.unwrap_or(cur.name.clone());
-    crate::store::certificates::update(&c.db, &cur.fingerprint, &name, &kind)?;
+    // LXD's certificate_update: a new certificate replaces the old one under the same entry.
+    let replacement = match certificate.filter(|s| !s.trim().is_empty()) {
+        Some(s) => {
+            let der = decode_certificate(&s)?;
+            common_name(&der)?;
+            let new_fp = rules::fingerprint(&der);
+            (new_fp != cur.fingerprint).then(|| (new_fp, pem_of(&der)))
+        }
+        None => None,
+    };
+    crate::store::certificates::update(
+        &c.db,
+        &cur.fingerprint,
+        &name,
+        &kind,
+        replacement.as_ref().map(|(f, p)| (f.as_str(), p.as_str())),
+    )?;
+    let now_fp = replacement.map_or(cur.fingerprint, |(f, _)| f);
     c.events.lifecycle(
         "certificate-updated",
-        &silo_api::paths::certificate(&cur.fingerprint),
+        &silo_api::paths::certificate(&now_fp),
         json!({}),
     );
     Ok(())

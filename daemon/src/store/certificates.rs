@@ -62,13 +62,25 @@ pub fn insert(db: &Db, cert: &CertRecord) -> Result<(), StoreError> {
     })
 }
 
-/// Changes a certificate's name and type.
-pub fn update(db: &Db, fp: &str, name: &str, kind: &str) -> Result<(), StoreError> {
+/// Changes a certificate's name and type, and with `replace` the certificate itself (its new
+/// fingerprint and PEM); `Conflict` if the new one is already trusted.
+pub fn update(
+    db: &Db,
+    fp: &str,
+    name: &str,
+    kind: &str,
+    replace: Option<(&str, &str)>,
+) -> Result<(), StoreError> {
+    let (new_fp, pem) = replace.unzip();
     db.run(|c| {
-        let n = c.execute(
-            "UPDATE certificates SET name = ?2, type = ?3 WHERE fingerprint = ?1",
-            params![fp, name, kind],
-        )?;
+        let n = c
+            .execute(
+                "UPDATE certificates SET name = ?2, type = ?3,
+                    fingerprint = COALESCE(?4, fingerprint), certificate = COALESCE(?5, certificate)
+                 WHERE fingerprint = ?1",
+                params![fp, name, kind, new_fp, pem],
+            )
+            .map_err(|e| unique(e, Named::new("certificate", new_fp.unwrap_or(fp))))?;
         if n == 0 {
             return Err(StoreError::not_found(Named::new("certificate", fp)));
         }
@@ -107,10 +119,25 @@ mod tests {
         assert_eq!(by_fingerprint(&db, "ab").expect("get"), None);
         assert_eq!(by_prefix(&db, "AB").expect("prefix").len(), 1);
         assert!(by_prefix(&db, "%").expect("prefix").is_empty());
-        update(&db, "ab12", "desk", "metrics").expect("update");
+        update(&db, "ab12", "desk", "metrics", None).expect("update");
         assert_eq!(all(&db).expect("all")[0].kind, "metrics");
+        // Replaced: the entry moves to the new fingerprint, onto one already there it cannot.
+        update(&db, "ab12", "desk", "client", Some(("cd34", "PEM2"))).expect("replace");
+        assert_eq!(by_fingerprint(&db, "ab12").expect("get"), None);
+        assert_eq!(
+            by_fingerprint(&db, "cd34")
+                .expect("get")
+                .map(|r| r.certificate),
+            Some("PEM2".to_string())
+        );
+        insert(&db, &c).expect("insert again");
+        assert!(matches!(
+            update(&db, "ab12", "x", "client", Some(("cd34", "PEM2"))),
+            Err(StoreError::Conflict(_))
+        ));
         delete(&db, "ab12").expect("delete");
+        delete(&db, "cd34").expect("delete");
         assert!(all(&db).expect("all").is_empty());
-        assert!(update(&db, "ab12", "x", "client").is_err());
+        assert!(update(&db, "ab12", "x", "client", None).is_err());
     }
 }
