@@ -684,4 +684,40 @@ impl Store for StoreServer {
         let dir = self.pool(&pool)?;
         self.pool_info_of(&pool, &dir)
     }
+
+    async fn rsync_start(
+        self,
+        _: Context,
+        _pool: PoolName,
+        _kind: VolumeKind,
+        _volume: VolumeName,
+        _role: silo_proto::store::RsyncRole,
+        _features: silo_proto::store::RsyncFeatures,
+    ) -> HelperResult<silo_proto::store::RsyncSession> {
+        Err(HelperError::Unsupported("rsync transfers".into()))
+    }
+
+    async fn rsync_wait(
+        self,
+        _: Context,
+        _id: u64,
+        _max_wait_secs: u32,
+    ) -> HelperResult<Option<silo_proto::store::RsyncReport>> {
+        Err(HelperError::Unsupported("rsync transfers".into()))
+    }
+
+    async fn rsync_abort(self, _: Context, _id: u64) -> HelperResult<()> {
+        Err(HelperError::Unsupported("rsync transfers".into()))
+    }
+
+    async fn shift_volume(
+        self,
+        _: Context,
+        _pool: PoolName,
+        _kind: VolumeKind,
+        _volume: VolumeName,
+        _map: Vec<silo_proto::store::IdShift>,
+    ) -> HelperResult<u64> {
+        Err(HelperError::Unsupported("id shifting".into()))
+    }
 }

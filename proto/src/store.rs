@@ -218,6 +218,61 @@ pub struct TemplateVars {
     pub config: std::collections::BTreeMap<String, String>,
 }
 
+/// The rsync options both ends of a migration agreed on (LXD's `rsyncFeatures`). Both rsyncs
+/// must run with the same set, or their file lists fall out of step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct RsyncFeatures {
+    /// `--xattrs` (and `--filter=-x security.selinux`).
+    pub xattrs: bool,
+    /// `--delete`: files the sender lacks are removed on the receiver (refresh).
+    pub delete: bool,
+    /// `--compress --compress-level=2`.
+    pub compress: bool,
+}
+
+/// Which end of an rsync transfer silo-store runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RsyncRole {
+    /// Reads the volume and sends it (rsync's client, as LXD's source runs it).
+    Send,
+    /// Receives into the volume (`rsync --server`, as LXD's target runs it). The volume must
+    /// exist; what arrives is untrusted.
+    Receive,
+}
+
+/// A running rsync transfer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RsyncSession {
+    /// For `rsync_wait` and `rsync_abort`.
+    pub id: u64,
+    /// A stream socket on the fd side channel carrying rsync's protocol: silod relays it to
+    /// and from the peer host and shuts down its write side when the peer's stream ends.
+    pub fd: crate::fdpass::FdTicket,
+}
+
+/// How an rsync transfer ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct RsyncReport {
+    /// Device nodes the sender listed and the receiver did not make (silo provides /dev).
+    pub skipped_devices: u64,
+}
+
+/// One entry of the id map a migration source sends with a volume (LXD's `IDMapType`):
+/// on-disk ids `hostid..hostid+range` stand for the instance's `nsid..nsid+range`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IdShift {
+    /// Applies to user ids.
+    pub isuid: bool,
+    /// Applies to group ids.
+    pub isgid: bool,
+    /// First on-disk id.
+    pub hostid: u32,
+    /// First id inside the instance.
+    pub nsid: u32,
+    /// How many.
+    pub range: u32,
+}
+
 /// The storage helper's RPC surface.
 #[tarpc::service]
 pub trait Store {
@@ -334,4 +389,31 @@ pub trait Store {
         snapshots: Vec<(VolumeName, VolumeName)>,
         optimized: bool,
     ) -> HelperResult<()>;
+    /// Starts rsync on volume `volume` in a confined child: as the sender, reading only the
+    /// volume; as the receiver (`rsync --server`), writing only beneath it, with file
+    /// capabilities only (no device nodes) and silo-store's checks on what arrived. Answers the
+    /// socket carrying rsync's protocol. At most a few sessions run at once.
+    async fn rsync_start(
+        pool: PoolName,
+        kind: VolumeKind,
+        volume: VolumeName,
+        role: RsyncRole,
+        features: RsyncFeatures,
+    ) -> HelperResult<RsyncSession>;
+    /// Waits up to `max_wait_secs` for session `id` to end: `None` while it still runs, else
+    /// how it ended (rsync's failure, with its messages, as an error). The session is gone
+    /// once it has answered an end.
+    async fn rsync_wait(id: u64, max_wait_secs: u32) -> HelperResult<Option<RsyncReport>>;
+    /// Kills session `id`'s rsync and forgets it (a peer that went away).
+    async fn rsync_abort(id: u64) -> HelperResult<()>;
+    /// Rewrites the owners of everything in a received volume from the source's on-disk ids
+    /// to the instance's own through `map` (empty: ids are already the instance's). Refuses an
+    /// id the map does not cover or one outside the instance's 65536; answers the inodes
+    /// changed.
+    async fn shift_volume(
+        pool: PoolName,
+        kind: VolumeKind,
+        volume: VolumeName,
+        map: Vec<IdShift>,
+    ) -> HelperResult<u64>;
 }

@@ -14,8 +14,9 @@ use silo_proto::privileged::{
 };
 use silo_proto::proxy::ProxySpec;
 use silo_proto::store::{
-    BackupPack, FileMeta, FilePut, LoopFileInfo, PackCompression, PackMeta, PoolDriver, PoolInfo,
-    StoreClient, TemplateVars, UnpackReport, VolumeKind,
+    BackupPack, FileMeta, FilePut, IdShift, LoopFileInfo, PackCompression, PackMeta, PoolDriver,
+    PoolInfo, RsyncFeatures, RsyncReport, RsyncRole, RsyncSession, StoreClient, TemplateVars,
+    UnpackReport, VolumeKind,
 };
 use silo_proto::types::{Ipv4Cidr, Ipv6Cidr, MacAddr};
 use silo_proto::{
@@ -153,5 +154,9 @@ facade! {
         fn pack_volume(pool: PoolName, kind: VolumeKind, volume: VolumeName, compression: PackCompression, meta: PackMeta) -> FdTicket;
         fn pack_backup(pool: PoolName, instance: VolumeName, backup: BackupPack) -> FdTicket;
         fn unpack_backup(pool: PoolName, upload: VolumeName, instance: VolumeName, snapshots: Vec<(VolumeName, VolumeName)>, optimized: bool) -> ();
+        fn rsync_start(pool: PoolName, kind: VolumeKind, volume: VolumeName, role: RsyncRole, features: RsyncFeatures) -> RsyncSession;
+        fn rsync_wait(id: u64, max_wait_secs: u32) -> Option<RsyncReport>;
+        fn rsync_abort(id: u64) -> ();
+        fn shift_volume(pool: PoolName, kind: VolumeKind, volume: VolumeName, map: Vec<IdShift>) -> u64;
     }
 }

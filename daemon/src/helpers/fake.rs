@@ -466,5 +466,9 @@ impl Store for FakeStore {
         fn pack_volume(pool: PoolName, kind: VolumeKind, volume: VolumeName, compression: PackCompression, meta: PackMeta) -> FdTicket;
         fn pack_backup(pool: PoolName, instance: VolumeName, backup: BackupPack) -> FdTicket;
         fn unpack_backup(pool: PoolName, upload: VolumeName, instance: VolumeName, snapshots: Vec<(VolumeName, VolumeName)>, optimized: bool) -> ();
+        fn rsync_start(pool: PoolName, kind: VolumeKind, volume: VolumeName, role: RsyncRole, features: RsyncFeatures) -> RsyncSession;
+        fn rsync_wait(id: u64, max_wait_secs: u32) -> Option<RsyncReport>;
+        fn rsync_abort(id: u64) -> ();
+        fn shift_volume(pool: PoolName, kind: VolumeKind, volume: VolumeName, map: Vec<IdShift>) -> u64;
     }
 }
