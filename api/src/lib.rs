@@ -12,6 +12,7 @@ pub mod events;
 pub mod images;
 pub mod instances;
 pub mod lenient;
+pub mod migration;
 pub mod networks;
 pub mod operations;
 pub mod paths;

@@ -127,6 +127,10 @@ pub async fn create(State(d): State<Arc<Services>>, req: axum::extract::Request)
     let req: CreateRequest = super::lenient::from_slice(&body)
         .map_err(|e| DomainError::BadRequest(format!("invalid request body: {e}")))?;
     let c = Services::clone(&d);
+    if req.source.kind == "migration" {
+        let op = crate::service::migration::target::start(&c, req).await?;
+        return Ok(async_op(&op));
+    }
     if req.source.kind == "copy" && req.source.refresh && instances::get(&d.db, &req.name).is_ok() {
         // `copy --refresh` onto an existing copy: bring it up to date with its source.
         let name = req.name.clone();
@@ -628,29 +632,30 @@ pub async fn log_delete(
     Ok(sync(Value::Null))
 }
 
-#[derive(Debug, serde::Deserialize)]
-pub struct InstancePost {
-    #[serde(default)]
-    name: String,
-    #[serde(default)]
-    migration: bool,
-    #[serde(default)]
-    live: bool,
-}
-
 /// `POST /1.0/instances/{name}`: rename a stopped instance (`silo move c1 c2`), with its
-/// snapshots (async).
+/// snapshots (async); with `migration: true`, send it to another host.
 pub async fn rename(
     State(d): State<Arc<Services>>,
     Path(name): Path<String>,
     body: axum::body::Bytes,
 ) -> ApiResult {
-    let p: InstancePost = super::lenient::from_slice(&body)
+    let p: silo_api::InstancePost = super::lenient::from_slice(&body)
         .map_err(|e| DomainError::BadRequest(format!("invalid request body: {e}")))?;
-    if p.migration || p.live {
-        return Err(DomainError::BadRequest(
-            "migrating instances to another server is not supported yet".into(),
-        ));
+    if p.migration {
+        if !p.pool.is_empty() || !p.project.is_empty() {
+            return Err(DomainError::BadRequest(
+                "moving an instance to another pool or project is not supported yet".into(),
+            ));
+        }
+        let req = crate::service::migration::source::SourceRequest {
+            instance: name,
+            snapshot: None,
+            live: p.live,
+            instance_only: p.instance_only || p.container_only,
+            target: p.target,
+        };
+        let op = crate::service::migration::source::start(&d, req).await?;
+        return Ok(async_op(&op));
     }
     lifecycle::check_rename(&d, &name, &p.name)?;
     let c = Services::clone(&d);

@@ -36,6 +36,11 @@ use response::DomainError;
 pub const API_EXTENSIONS: &[&str] = &[
     // `description` on operations.
     "operation_description",
+    // Copying and moving instances between hosts (LXD's migration protocol): push and relay
+    // modes, the push target, --instance-only.
+    "container_push",
+    "container_push_target",
+    "container_only_migration",
     // `environment.os_name` / `os_version` in GET /1.0.
     "api_os",
     // `location` on events.

@@ -120,26 +120,25 @@ pub async fn get_one(
     )))
 }
 
-#[derive(Debug, Deserialize)]
-pub struct RenamePost {
-    #[serde(default)]
-    name: String,
-    #[serde(default)]
-    migration: bool,
-}
-
-/// `POST /1.0/instances/{name}/snapshots/{snap}`: rename (async).
+/// `POST /1.0/instances/{name}/snapshots/{snap}`: rename (async); with `migration: true`,
+/// send the snapshot to another host as an instance of its own.
 pub async fn rename(
     State(d): State<Arc<Services>>,
     Path((name, snap)): Path<(String, String)>,
     body: axum::body::Bytes,
 ) -> ApiResult {
-    let p: RenamePost = super::lenient::from_slice(&body)
+    let p: silo_api::InstanceSnapshotPost = super::lenient::from_slice(&body)
         .map_err(|e| DomainError::BadRequest(format!("invalid request body: {e}")))?;
     if p.migration {
-        return Err(DomainError::BadRequest(
-            "migrating snapshots to another server is not supported yet".into(),
-        ));
+        let req = crate::service::migration::source::SourceRequest {
+            instance: name,
+            snapshot: Some(snap),
+            live: false,
+            instance_only: true,
+            target: p.target,
+        };
+        let op = crate::service::migration::source::start(&d, req).await?;
+        return Ok(async_op(&op));
     }
     snapshots::get(&d.db, &name, &snap)?;
     snapshots::check_name(&p.name)?;

@@ -25,6 +25,9 @@ pub enum DomainError {
     /// 500.
     #[error("{0}")]
     Internal(String),
+    /// 501: a mode of a request LXD defines that silo does not do.
+    #[error("{0}")]
+    NotImplemented(String),
     /// 503: a helper went away; silod is about to exit for its supervisor to restart it.
     #[error("{0}")]
     Unavailable(String),
@@ -41,6 +44,7 @@ impl DomainError {
             DomainError::PreconditionFailed(_) => 412,
             DomainError::TooManyRequests(_) => 429,
             DomainError::Internal(_) => 500,
+            DomainError::NotImplemented(_) => 501,
             DomainError::Unavailable(_) => 503,
         }
     }

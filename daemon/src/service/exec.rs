@@ -113,6 +113,28 @@ impl Streams {
         }
     }
 
+    /// Waits up to `within` for every stream (a migration's `control` and `fs`).
+    pub async fn connect_all(
+        mut self,
+        within: Duration,
+    ) -> Result<HashMap<String, WebSocket>, String> {
+        let mut got = HashMap::new();
+        let deadline = tokio::time::Instant::now() + within;
+        let names: Vec<String> = self.waiting.keys().cloned().collect();
+        for n in names {
+            let Some(rx) = self.waiting.remove(&n) else {
+                continue;
+            };
+            match tokio::time::timeout_at(deadline, rx).await {
+                Ok(Ok(ws)) => {
+                    got.insert(n, ws);
+                }
+                _ => return Err("Timed out waiting for migration connections".into()),
+            }
+        }
+        Ok(got)
+    }
+
     /// Waits for the `required` streams; returns them and the receiver of `control`.
     async fn connect(
         mut self,

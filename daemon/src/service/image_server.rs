@@ -192,7 +192,8 @@ fn tls_config(pinned_pem: &str) -> Result<Arc<rustls::ClientConfig>, FetchError>
     Ok(Arc::new(config))
 }
 
-trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+/// A connection to a server: TCP, or TLS over it.
+pub trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 
 /// A client for one image server.
@@ -247,6 +248,15 @@ impl Server {
             )));
         }
         Ok(format!("{}/{rel}", self.base))
+    }
+
+    /// Opens a connection for `url` (on this server), for a protocol other than plain GETs
+    /// (a migration's websockets).
+    pub async fn open(&self, url: &str) -> Result<Box<dyn Io>, FetchError> {
+        let uri: Uri = url.parse().map_err(|e: hyper::http::uri::InvalidUri| {
+            FetchError::Url(url.into(), e.to_string())
+        })?;
+        self.connect(&uri).await
     }
 
     async fn connect(&self, uri: &Uri) -> Result<Box<dyn Io>, FetchError> {

@@ -123,7 +123,7 @@ pub fn prepare(
             };
             Some(crate::service::images::resolve(&c.db, what)?)
         }
-        "none" | "copy" => None,
+        "none" | "copy" | "migration" => None,
         "" => return Err(DomainError::BadRequest(
             "missing source: give source.type \"image\" (with an alias or fingerprint) or \"none\""
                 .into(),
@@ -356,7 +356,7 @@ async fn fill_from_copy(
 }
 
 /// The new instance's record: the request's settings plus its fresh identity (uuid, idmap).
-fn new_record(
+pub(crate) fn new_record(
     req: &CreateRequest,
     mut config: BTreeMap<String, String>,
     base: u64,

@@ -16,6 +16,7 @@ pub mod image_updates;
 pub mod images;
 pub mod instances;
 pub mod lifecycle;
+pub mod migration;
 pub mod networks;
 pub mod operations;
 pub mod profiles;

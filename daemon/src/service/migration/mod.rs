@@ -1,0 +1,185 @@
+//! Copying and moving instances between hosts with LXD 5.0's migration protocol.
+//!
+//! The protocol's messages are `silo_api::migration`; the websockets are [`wire`]. This host
+//! is the *source* (`POST /1.0/instances/<name>` or `.../snapshots/<snap>` with
+//! `migration: true`, [`source`]) or the *target* (`POST /1.0/instances` with
+//! `source.type: migration`, [`target`]); either side may be the one that dials (`pull`: the
+//! target dials the source; `push`: the source dials the target; `relay`: the client dials
+//! both and joins them). silod parses only the control messages and the index header: the
+//! volumes travel as rsync streams between silo-store's confined rsync and the peer's, and
+//! silod moves their bytes without reading them.
+
+pub mod source;
+pub mod target;
+pub mod wire;
+
+use std::time::Duration;
+
+use silo_proto::store::{RsyncFeatures, RsyncReport, RsyncRole, VolumeKind};
+use silo_proto::{PoolName, VolumeName};
+
+use crate::helpers::HelperKind;
+use crate::service::operations::OpCtx;
+use crate::service::Services;
+use wire::Channel;
+
+/// How long the peer has to connect both websockets (LXD waits as long).
+pub const CONNECT_WAIT: Duration = Duration::from_secs(10);
+
+/// The rsync features silo offers and accepts: all LXD knows.
+pub fn our_rsync() -> silo_api::migration::RsyncFeatures {
+    silo_api::migration::RsyncFeatures {
+        xattrs: Some(true),
+        delete: Some(true),
+        compress: Some(true),
+        bidirectional: Some(true),
+    }
+}
+
+/// The features a negotiated header names, as silo-store takes them.
+pub fn store_features(h: &silo_api::migration::MigrationHeader) -> RsyncFeatures {
+    let (xattrs, delete, compress) = h.rsync_options();
+    RsyncFeatures {
+        xattrs,
+        delete,
+        compress,
+    }
+}
+
+/// One volume of a transfer, by pool, kind and name.
+#[derive(Debug, Clone)]
+pub struct Volume {
+    /// The pool.
+    pub pool: PoolName,
+    /// Container or snapshot.
+    pub kind: VolumeKind,
+    /// Its name.
+    pub name: VolumeName,
+}
+
+/// Reports a transfer's progress in the operation's metadata as LXD does
+/// (`fs_progress: "<volume>: 12.34MB (1.23MB/s)"`), at most twice a second.
+pub fn progress_reporter(ctx: &OpCtx, label: String) -> impl Fn(u64) + Send + Sync + 'static {
+    let ctx = ctx.clone();
+    let started = std::time::Instant::now();
+    let last = std::sync::Mutex::new(std::time::Instant::now() - Duration::from_secs(1));
+    move |bytes| {
+        let Ok(mut l) = last.lock() else { return };
+        if l.elapsed() < Duration::from_millis(500) {
+            return;
+        }
+        *l = std::time::Instant::now();
+        let secs = started.elapsed().as_secs_f64().max(0.001);
+        let text = format!(
+            "{label}: {} ({}/s)",
+            human(bytes as f64),
+            human(bytes as f64 / secs)
+        );
+        ctx.set_metadata(serde_json::json!({ "fs_progress": text }));
+    }
+}
+
+fn human(b: f64) -> String {
+    if b >= 1e9 {
+        format!("{:.2}GB", b / 1e9)
+    } else if b >= 1e6 {
+        format!("{:.2}MB", b / 1e6)
+    } else if b >= 1e3 {
+        format!("{:.2}kB", b / 1e3)
+    } else {
+        format!("{b:.0}B")
+    }
+}
+
+/// Runs one rsync stream of `vol` over `fs`: silo-store's rsync in `role`, the peer's at the
+/// other end. Kills silo-store's side if the stream breaks.
+pub async fn transfer(
+    c: &Services,
+    fs: &mut Channel,
+    vol: &Volume,
+    role: RsyncRole,
+    features: RsyncFeatures,
+    progress: &(dyn Fn(u64) + Send + Sync),
+) -> Result<RsyncReport, String> {
+    let session = c
+        .helpers
+        .store
+        .rsync_start(vol.pool.clone(), vol.kind, vol.name.clone(), role, features)
+        .await
+        .map_err(|e| format!("starting rsync on {}: {e}", vol.name))?;
+    let fd = match c.helpers.take_fds(HelperKind::Store, session.fd).await {
+        Ok(mut fds) => fds.remove(0),
+        Err(e) => {
+            let _ = c.helpers.store.rsync_abort(session.id).await;
+            return Err(format!("the rsync socket of {}: {e}", vol.name));
+        }
+    };
+    if let Err(e) = fs.relay(fd, progress).await {
+        let _ = c.helpers.store.rsync_abort(session.id).await;
+        return Err(e);
+    }
+    loop {
+        match c.helpers.store.rsync_wait(session.id, 60).await {
+            Ok(Some(r)) => return Ok(r),
+            Ok(None) => continue,
+            Err(e) => return Err(format!("rsync of {}: {e}", vol.name)),
+        }
+    }
+}
+
+/// Why the peer stopped, when it said so on `control` (its `MigrationControl` message), else
+/// `err` as it is.
+pub async fn peer_reason(control: &mut Channel, err: String) -> String {
+    match tokio::time::timeout(
+        Duration::from_secs(2),
+        control.recv_proto::<silo_api::migration::MigrationControl>(),
+    )
+    .await
+    {
+        Ok(Ok(m)) if !m.success => m.message.unwrap_or(err),
+        _ => err,
+    }
+}
+
+/// Unix seconds of an RFC 3339 time ("" and bad values: Go's zero time, as LXD sends it).
+pub fn unix_secs(t: &str) -> i64 {
+    time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339)
+        .map(|t| t.unix_timestamp())
+        .unwrap_or(GO_ZERO_TIME)
+}
+
+/// RFC 3339 of Unix seconds; "" for Go's zero time and anything out of range.
+pub fn rfc3339(secs: i64) -> String {
+    if secs <= GO_ZERO_TIME {
+        return String::new();
+    }
+    time::OffsetDateTime::from_unix_timestamp(secs)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_default()
+}
+
+/// Go's `time.Time{}` in Unix seconds (0001-01-01T00:00:00Z).
+pub const GO_ZERO_TIME: i64 = -62_135_596_800;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_cross_as_lxd_sends_them() {
+        assert_eq!(unix_secs("2024-01-02T03:04:05Z"), 1_704_164_645);
+        assert_eq!(rfc3339(1_704_164_645), "2024-01-02T03:04:05Z");
+        assert_eq!(unix_secs(""), GO_ZERO_TIME);
+        assert_eq!(rfc3339(GO_ZERO_TIME), "");
+    }
+
+    #[test]
+    fn sizes_read_as_lxd_prints_them() {
+        assert_eq!(human(999.0), "999B");
+        assert_eq!(human(12_340_000.0), "12.34MB");
+    }
+}

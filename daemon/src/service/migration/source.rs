@@ -1,0 +1,343 @@
+//! The source side: this host has the instance and sends it.
+
+use std::collections::{BTreeMap, HashMap};
+
+use serde_json::{json, Value};
+use silo_api::migration::{
+    architecture_id, config_list, device_list, CriuType, InfoConfig, MigrationControl,
+    MigrationFsType, MigrationHeader, MigrationInfo, MigrationInfoResponse, Snapshot as PbSnapshot,
+    INDEX_HEADER_VERSION,
+};
+use silo_proto::store::{RsyncRole, VolumeKind};
+use silo_proto::{InstanceName, PoolName, VolumeName};
+
+use super::wire::{self, Channel};
+use super::{our_rsync, progress_reporter, store_features, transfer, unix_secs, Volume};
+use crate::service::exec::Streams;
+use crate::service::instances::{self, Instance};
+use crate::service::operations::{OpCtx, Operation, Operations};
+use crate::service::snapshots::{self, Snapshot};
+use crate::service::{DomainError, Services};
+
+/// What a source request asks.
+#[derive(Debug, Clone, Default)]
+pub struct SourceRequest {
+    /// The instance.
+    pub instance: String,
+    /// One of its snapshots, sent as an instance of its own.
+    pub snapshot: Option<String>,
+    /// A live copy (state included): silo has no CRIU, so only for stopped instances.
+    pub live: bool,
+    /// Without the snapshots.
+    pub instance_only: bool,
+    /// Push: the target's operation URL, secrets and certificate.
+    pub target: Option<silo_api::InstancePostTarget>,
+}
+
+/// What the source sends, fixed when the request is accepted.
+#[derive(Debug, Clone)]
+struct Plan {
+    inst: Instance,
+    snapshot: Option<Snapshot>,
+    /// Its snapshots, oldest first (none with `instance_only` or for a snapshot).
+    snapshots: Vec<Snapshot>,
+    /// Running: sent without its state, with a final pass.
+    running: bool,
+}
+
+/// LXD's message for a live copy, word for word: lxc users know it.
+const NO_CRIU: &str =
+    "Unable to perform container live migration. CRIU isn't installed on the source server";
+
+/// Checks a source request and starts its operation: `websocket` with the secrets for the
+/// target to dial (pull, relay), or `task` after dialing the target (push).
+pub async fn start(c: &Services, req: SourceRequest) -> Result<Operation, DomainError> {
+    let inst = instances::get(&c.db, &req.instance)?;
+    let snapshot = match &req.snapshot {
+        Some(s) => Some(snapshots::get(&c.db, &req.instance, s)?),
+        None => None,
+    };
+    let running = snapshot.is_none() && crate::service::runtime::is_running(c, &inst.name).await?;
+    if running && req.live {
+        return Err(DomainError::Internal(format!(
+            "{NO_CRIU} (stop the instance, copy a snapshot of it, or copy it with --stateless)"
+        )));
+    }
+    let snapshots = if req.instance_only || snapshot.is_some() {
+        Vec::new()
+    } else {
+        snapshots::list(&c.db, &inst.name)?
+    };
+    let plan = Plan {
+        inst,
+        snapshot,
+        snapshots,
+        running,
+    };
+    let mut resources = BTreeMap::new();
+    resources.insert(
+        "instances".to_string(),
+        vec![format!("/1.0/instances/{}", req.instance)],
+    );
+    let c2 = c.clone();
+    match req.target {
+        Some(t) => {
+            let secret = |n: &str| t.websockets.get(n).cloned().unwrap_or_default();
+            let control = wire::dial(&t.operation, &secret("control"), &t.certificate, "control")
+                .await
+                .map_err(DomainError::BadRequest)?;
+            let fs = wire::dial(&t.operation, &secret("fs"), &t.certificate, "fs")
+                .await
+                .map_err(DomainError::BadRequest)?;
+            Ok(c.ops.start(
+                "task",
+                "Migrating instance",
+                resources,
+                false,
+                move |ctx| async move {
+                    run(&c2, &plan, control, fs, &ctx)
+                        .await
+                        .map(|()| Value::Null)
+                },
+            ))
+        }
+        None => {
+            let id = Operations::new_id();
+            let streams = Streams::new(&c.sockets, &id, &["control", "fs"]);
+            let metadata = json!(streams.secrets);
+            Ok(c.ops.start_full(
+                id,
+                "websocket",
+                "Migrating instance",
+                resources,
+                metadata,
+                true,
+                move |ctx| async move {
+                    let mut socks = streams
+                        .connect_all(super::CONNECT_WAIT)
+                        .await
+                        .map_err(DomainError::Internal)?;
+                    let (Some(control), Some(fs)) = (socks.remove("control"), socks.remove("fs"))
+                    else {
+                        return Err(DomainError::Internal(
+                            "the migration websockets did not connect".into(),
+                        ));
+                    };
+                    let control = Channel::from_axum(control, "control");
+                    let fs = Channel::from_axum(fs, "fs");
+                    run(&c2, &plan, control, fs, &ctx)
+                        .await
+                        .map(|()| Value::Null)
+                },
+            ))
+        }
+    }
+}
+
+async fn run(
+    c: &Services,
+    plan: &Plan,
+    mut control: Channel,
+    mut fs: Channel,
+    ctx: &OpCtx,
+) -> Result<(), DomainError> {
+    match send(c, plan, &mut control, &mut fs, ctx).await {
+        Ok(()) => Ok(()),
+        Err(e) => {
+            let e = super::peer_reason(&mut control, e).await;
+            let _ = control
+                .send_proto(&MigrationControl {
+                    success: false,
+                    message: Some(e.clone()),
+                })
+                .await;
+            Err(DomainError::Internal(e))
+        }
+    }
+}
+
+fn pb_snapshot(s: &Snapshot) -> PbSnapshot {
+    PbSnapshot {
+        name: s.name.clone(),
+        local_config: config_list(&s.config),
+        profiles: s.profiles.clone(),
+        ephemeral: false,
+        local_devices: device_list(&s.devices),
+        architecture: architecture_id(&s.architecture),
+        stateful: false,
+        creation_date: Some(unix_secs(&s.created_at)),
+        last_used_date: Some(super::GO_ZERO_TIME),
+        expiry_date: Some(unix_secs(&s.expires_at)),
+    }
+}
+
+/// The offer: rsync, the snapshots, no id map (silo's volumes hold the instance's own ids).
+fn offer(plan: &Plan) -> MigrationHeader {
+    MigrationHeader {
+        fs: MigrationFsType::Rsync as i32,
+        criu: plan.running.then_some(CriuType::None as i32),
+        idmap: Vec::new(),
+        snapshot_names: plan.snapshots.iter().map(|s| s.name.clone()).collect(),
+        snapshots: plan.snapshots.iter().map(pb_snapshot).collect(),
+        predump: Some(false),
+        rsync_features: Some(our_rsync()),
+        refresh: None,
+        zfs_features: None,
+        volume_size: None,
+        btrfs_features: None,
+        index_header_version: Some(INDEX_HEADER_VERSION),
+    }
+}
+
+/// The index header: the instance and its snapshots as LXD's backup config has them.
+fn info(plan: &Plan, sent: &[&Snapshot]) -> MigrationInfo {
+    let i = &plan.inst;
+    let (config, devices, profiles) = match &plan.snapshot {
+        Some(s) => (&s.config, &s.devices, &s.profiles),
+        None => (&i.config, &i.devices, &i.profiles),
+    };
+    let snap_json = |s: &Snapshot| {
+        json!({
+            "name": s.name,
+            "config": s.config,
+            "devices": s.devices,
+            "profiles": s.profiles,
+            "architecture": s.architecture,
+            "created_at": s.created_at,
+            "expires_at": if s.expires_at.is_empty() { "0001-01-01T00:00:00Z" } else { s.expires_at.as_str() },
+            "ephemeral": false,
+            "stateful": false,
+        })
+    };
+    MigrationInfo {
+        config: Some(InfoConfig {
+            container: Some(json!({
+                "name": i.name,
+                "type": "container",
+                "architecture": i.architecture,
+                "config": config,
+                "devices": devices,
+                "profiles": profiles,
+                "ephemeral": i.ephemeral,
+                "stateful": false,
+                "description": i.description,
+                "created_at": i.created_at,
+            })),
+            snapshots: sent.iter().map(|s| snap_json(s)).collect(),
+            pool: Some(json!({"name": i.pool})),
+            profiles: Vec::new(),
+            volume: Some(
+                json!({"name": i.name, "type": "container", "config": {}, "content_type": "filesystem"}),
+            ),
+            volume_snapshots: sent
+                .iter()
+                .map(|s| json!({"name": s.name, "config": {}, "content_type": "filesystem"}))
+                .collect(),
+        }),
+    }
+}
+
+async fn send(
+    c: &Services,
+    plan: &Plan,
+    control: &mut Channel,
+    fs: &mut Channel,
+    ctx: &OpCtx,
+) -> Result<(), String> {
+    let offer = offer(plan);
+    control.send_proto(&offer).await?;
+    let answer: MigrationHeader = control
+        .recv_proto()
+        .await
+        .map_err(|e| format!("the target did not answer the migration offer: {e}"))?;
+    if answer.fs_type() != Some(MigrationFsType::Rsync) {
+        return Err(format!(
+            "the target asked for transfer type {}, but silo sends rsync only",
+            answer.fs
+        ));
+    }
+    let by_name: HashMap<&str, &Snapshot> = plan
+        .snapshots
+        .iter()
+        .map(|s| (s.name.as_str(), s))
+        .collect();
+    let mut sent = Vec::new();
+    for n in &answer.snapshot_names {
+        let s = by_name
+            .get(n.as_str())
+            .ok_or_else(|| format!("the target asked for snapshot {n:?}, which was not offered"))?;
+        sent.push(*s);
+    }
+    let features = store_features(&answer);
+    if answer.index_header_version.unwrap_or(0) >= 1 {
+        fs.send_json(&info(plan, &sent)).await?;
+        let r: MigrationInfoResponse = fs.recv_json().await?;
+        if r.status_code != 200 {
+            return Err(if r.error.is_empty() {
+                format!(
+                    "the target refused the migration (status {})",
+                    r.status_code
+                )
+            } else {
+                r.error
+            });
+        }
+    }
+    let pool = PoolName::new(plan.inst.pool.clone()).map_err(|e| e.to_string())?;
+    for s in &sent {
+        let vol = Volume {
+            pool: pool.clone(),
+            kind: VolumeKind::Snapshot,
+            name: snapshots::volume(&plan.inst.name, &s.name).map_err(|e| e.to_string())?,
+        };
+        let report = progress_reporter(ctx, s.name.clone());
+        transfer(c, fs, &vol, RsyncRole::Send, features, &report).await?;
+    }
+    let main = match &plan.snapshot {
+        Some(s) => Volume {
+            pool: pool.clone(),
+            kind: VolumeKind::Snapshot,
+            name: snapshots::volume(&plan.inst.name, &s.name).map_err(|e| e.to_string())?,
+        },
+        None => Volume {
+            pool: pool.clone(),
+            kind: VolumeKind::Container,
+            name: VolumeName::new(plan.inst.name.clone()).map_err(|e| e.to_string())?,
+        },
+    };
+    let report = progress_reporter(ctx, plan.inst.name.clone());
+    transfer(c, fs, &main, RsyncRole::Send, features, &report).await?;
+    if plan.running && answer.criu == Some(CriuType::None as i32) {
+        // The final pass of a running instance: frozen, so what it sends is consistent.
+        final_pass(c, plan, fs, &main, features, &report).await?;
+    }
+    let done: MigrationControl = control
+        .recv_proto()
+        .await
+        .map_err(|e| format!("the target did not confirm the migration: {e}"))?;
+    if !done.success {
+        return Err(done
+            .message
+            .unwrap_or_else(|| "the target failed the migration".into()));
+    }
+    Ok(())
+}
+
+async fn final_pass(
+    c: &Services,
+    plan: &Plan,
+    fs: &mut Channel,
+    main: &Volume,
+    features: silo_proto::store::RsyncFeatures,
+    report: &(dyn Fn(u64) + Send + Sync),
+) -> Result<(), String> {
+    let n = InstanceName::new(plan.inst.name.clone()).map_err(|e| e.to_string())?;
+    let frozen = c.helpers.privileged.freeze(n.clone(), true).await.is_ok();
+    let r = transfer(c, fs, main, RsyncRole::Send, features, report).await;
+    if frozen {
+        if let Err(e) = c.helpers.privileged.freeze(n, false).await {
+            tracing::error!(instance = %plan.inst.name, error = %e, "thawing after a migration pass failed");
+        }
+    }
+    r.map(|_| ())
+}

@@ -1,0 +1,382 @@
+//! The target side: this host receives an instance from another (`source.type: migration`).
+//!
+//! Everything the source sends is untrusted: the header is checked
+//! ([`MigrationHeader::check`]), snapshot configs go through the config schema with their
+//! volatile keys dropped, the data is written by silo-store's confined rsync, and the ids are
+//! checked (and shifted through the header's id map) before the instance is recorded. The new
+//! instance gets its own id range, MAC addresses and volatile keys. Nothing is recorded until
+//! everything arrived; any failure removes every volume made.
+
+use std::collections::BTreeMap;
+
+use serde_json::{json, Value};
+use silo_api::migration::{
+    answer_offer, architecture_name, CriuType, MigrationControl, MigrationFsType, MigrationHeader,
+    MigrationInfo, MigrationInfoResponse,
+};
+use silo_proto::store::{IdShift, RsyncRole, VolumeKind};
+use silo_proto::{PoolName, VolumeName};
+
+use super::wire::{self, Channel};
+use super::{our_rsync, progress_reporter, rfc3339, store_features, transfer, Volume};
+use crate::model::profile::{expand, root_pool};
+use crate::service::exec::Streams;
+use crate::service::expansion::load_profiles;
+use crate::service::instances::{self, CreateRequest};
+use crate::service::operations::{OpCtx, Operation, Operations};
+use crate::service::snapshots::{self, Snapshot};
+use crate::service::{DomainError, Services};
+
+/// Checks a `source.type: migration` create request and starts its operation: `task`
+/// after dialing the source (pull), or `websocket` with secrets for the source (push, relay).
+pub async fn start(c: &Services, mut req: CreateRequest) -> Result<Operation, DomainError> {
+    let mode = match req.source.mode.as_str() {
+        "" | "pull" => Mode::Pull,
+        "push" => Mode::Push,
+        m => {
+            return Err(DomainError::NotImplemented(format!(
+                "Mode {m:?} not implemented"
+            )))
+        }
+    };
+    if req.source.refresh && instances::get(&c.db, &req.name).is_ok() {
+        return Err(DomainError::NotImplemented(
+            "refreshing an instance from another host is not supported yet".into(),
+        ));
+    }
+    // A copy gets its own identity: the source's volatile keys (a move sends them) stay
+    // behind, but for the image it came from.
+    req.config.retain(|k, _| !k.starts_with("volatile."));
+    if !req.source.base_image.is_empty() {
+        req.config
+            .insert("volatile.base_image".into(), req.source.base_image.clone());
+    }
+    let source = req.source.clone();
+    let (req, _) = crate::service::lifecycle::prepare(c, req)?;
+    let name = req.name.clone();
+    let mut resources = BTreeMap::new();
+    resources.insert(
+        "instances".to_string(),
+        vec![format!("/1.0/instances/{name}")],
+    );
+    let c2 = c.clone();
+    match mode {
+        Mode::Pull => Ok(c.ops.start(
+            "task",
+            "Creating instance",
+            resources,
+            false,
+            move |ctx| async move {
+                let r = async {
+                    let secret = |n: &str| source.secrets.get(n).cloned().unwrap_or_default();
+                    let control = wire::dial(
+                        &source.operation,
+                        &secret("control"),
+                        &source.certificate,
+                        "control",
+                    )
+                    .await
+                    .map_err(DomainError::BadRequest)?;
+                    let fs =
+                        wire::dial(&source.operation, &secret("fs"), &source.certificate, "fs")
+                            .await
+                            .map_err(DomainError::BadRequest)?;
+                    run(&c2, &req, control, fs, &ctx).await
+                }
+                .await;
+                c2.creating.release(&req.name);
+                r.map(|()| Value::Null)
+            },
+        )),
+        Mode::Push => {
+            let id = Operations::new_id();
+            let streams = Streams::new(&c.sockets, &id, &["control", "fs"]);
+            let metadata = json!(streams.secrets);
+            Ok(c.ops.start_full(
+                id,
+                "websocket",
+                "Creating instance",
+                resources,
+                metadata,
+                true,
+                move |ctx| async move {
+                    let r = async {
+                        let mut socks = streams
+                            .connect_all(super::CONNECT_WAIT)
+                            .await
+                            .map_err(DomainError::Internal)?;
+                        let (Some(control), Some(fs)) =
+                            (socks.remove("control"), socks.remove("fs"))
+                        else {
+                            return Err(DomainError::Internal(
+                                "the migration websockets did not connect".into(),
+                            ));
+                        };
+                        let control = Channel::from_axum(control, "control");
+                        let fs = Channel::from_axum(fs, "fs");
+                        run(&c2, &req, control, fs, &ctx).await
+                    }
+                    .await;
+                    c2.creating.release(&req.name);
+                    r.map(|()| Value::Null)
+                },
+            ))
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Mode {
+    Pull,
+    Push,
+}
+
+/// The volumes made so far, removed on failure.
+#[derive(Debug, Default)]
+struct Made {
+    pool: Option<PoolName>,
+    main: Option<VolumeName>,
+    snapshots: Vec<VolumeName>,
+}
+
+impl Made {
+    async fn remove(&self, c: &Services) {
+        let Some(pool) = &self.pool else { return };
+        for s in &self.snapshots {
+            if let Err(e) = c
+                .helpers
+                .store
+                .delete_volume(pool.clone(), VolumeKind::Snapshot, s.clone())
+                .await
+            {
+                tracing::warn!(volume = %s, error = %e, "removing a half-received snapshot failed");
+            }
+        }
+        if let Some(m) = &self.main {
+            if let Err(e) = c
+                .helpers
+                .store
+                .delete_volume(pool.clone(), VolumeKind::Container, m.clone())
+                .await
+            {
+                tracing::warn!(volume = %m, error = %e, "removing a half-received instance failed");
+            }
+        }
+    }
+}
+
+async fn run(
+    c: &Services,
+    req: &CreateRequest,
+    mut control: Channel,
+    mut fs: Channel,
+    ctx: &OpCtx,
+) -> Result<(), DomainError> {
+    let mut made = Made::default();
+    let received = receive(c, req, &mut control, &mut fs, ctx, &mut made).await;
+    let snaps = match received {
+        Ok(s) => s,
+        Err(e) => {
+            let e = super::peer_reason(&mut control, e).await;
+            let _ = control
+                .send_proto(&MigrationControl {
+                    success: false,
+                    message: Some(e.clone()),
+                })
+                .await;
+            made.remove(c).await;
+            return Err(DomainError::Internal(e));
+        }
+    };
+    if let Err(e) = record(c, req, &snaps).await {
+        let _ = control
+            .send_proto(&MigrationControl {
+                success: false,
+                message: Some(e.to_string()),
+            })
+            .await;
+        made.remove(c).await;
+        return Err(e);
+    }
+    // Recorded: from here on the copy exists, whatever the source hears.
+    let _ = control
+        .send_proto(&MigrationControl {
+            success: true,
+            message: None,
+        })
+        .await;
+    c.events.lifecycle(
+        "instance-created",
+        &format!("/1.0/instances/{}", req.name),
+        json!({}),
+    );
+    Ok(())
+}
+
+/// The id map of a header, as silo-store takes it.
+fn shifts(h: &MigrationHeader) -> Vec<IdShift> {
+    h.idmap
+        .iter()
+        .map(|m| IdShift {
+            isuid: m.isuid,
+            isgid: m.isgid,
+            hostid: m.hostid.max(0) as u32,
+            nsid: m.nsid.max(0) as u32,
+            range: m.maprange.max(0) as u32,
+        })
+        .collect()
+}
+
+/// Receives everything into new volumes; answers the snapshot records to write.
+async fn receive(
+    c: &Services,
+    req: &CreateRequest,
+    control: &mut Channel,
+    fs: &mut Channel,
+    ctx: &OpCtx,
+    made: &mut Made,
+) -> Result<Vec<Snapshot>, String> {
+    let offer: MigrationHeader = control
+        .recv_proto()
+        .await
+        .map_err(|e| format!("reading the migration offer: {e}"))?;
+    offer.check().map_err(|e| e.to_string())?;
+    match offer.fs_type() {
+        Some(MigrationFsType::BlockAndRsync) => {
+            return Err("the source sends a virtual machine: silo runs containers".into())
+        }
+        _ if offer.criu == Some(CriuType::CriuRsync as i32)
+            || offer.criu == Some(CriuType::Phaul as i32) =>
+        {
+            return Err(
+                "the source sends a live instance with its state, which needs CRIU: silo has none; copy it stopped or with --stateless".into(),
+            )
+        }
+        _ => {}
+    }
+    let answer = answer_offer(&offer, our_rsync(), false, None);
+    control.send_proto(&answer).await?;
+    let features = store_features(&answer);
+    if answer.index_header_version.unwrap_or(0) >= 1 {
+        let _info: MigrationInfo = fs.recv_json().await?;
+        fs.send_json(&MigrationInfoResponse {
+            status_code: 200,
+            error: String::new(),
+            refresh: Some(false),
+        })
+        .await?;
+    }
+    let profiles =
+        load_profiles(&c.db, req.profiles.as_deref().unwrap_or(&[])).map_err(|e| e.to_string())?;
+    let (_, ed) = expand(&profiles, &req.config, &req.devices);
+    let pool = PoolName::new(root_pool(&ed)?).map_err(|e| e.to_string())?;
+    let main = VolumeName::new(req.name.clone()).map_err(|e| e.to_string())?;
+    c.helpers
+        .store
+        .create_volume(pool.clone(), VolumeKind::Container, main.clone())
+        .await
+        .map_err(|e| format!("creating the volume of {:?}: {e}", req.name))?;
+    made.pool = Some(pool.clone());
+    made.main = Some(main.clone());
+    let into = Volume {
+        pool: pool.clone(),
+        kind: VolumeKind::Container,
+        name: main.clone(),
+    };
+    let map = shifts(&offer);
+    let mut records = Vec::new();
+    for s in &answer.snapshots {
+        snapshots::check_name(&s.name).map_err(|e| e.to_string())?;
+        let report = progress_reporter(ctx, s.name.clone());
+        transfer(c, fs, &into, RsyncRole::Receive, features, &report).await?;
+        let vol = snapshots::volume(&req.name, &s.name).map_err(|e| e.to_string())?;
+        c.helpers
+            .store
+            .copy_volume(
+                pool.clone(),
+                VolumeKind::Container,
+                main.clone(),
+                VolumeKind::Snapshot,
+                vol.clone(),
+            )
+            .await
+            .map_err(|e| format!("snapshotting {:?}: {e}", s.name))?;
+        made.snapshots.push(vol.clone());
+        c.helpers
+            .store
+            .shift_volume(pool.clone(), VolumeKind::Snapshot, vol, map.clone())
+            .await
+            .map_err(|e| format!("snapshot {:?}: {e}", s.name))?;
+        records.push(snapshot_record(req, s)?);
+    }
+    let report = progress_reporter(ctx, req.name.clone());
+    transfer(c, fs, &into, RsyncRole::Receive, features, &report).await?;
+    if answer.criu == Some(CriuType::None as i32) {
+        // A running source sends its volume twice, the second time frozen.
+        transfer(c, fs, &into, RsyncRole::Receive, features, &report).await?;
+    }
+    c.helpers
+        .store
+        .shift_volume(pool, VolumeKind::Container, main, map)
+        .await
+        .map_err(|e| format!("instance {:?}: {e}", req.name))?;
+    Ok(records)
+}
+
+/// A received snapshot's record: its config through the schema, without volatile keys.
+fn snapshot_record(
+    req: &CreateRequest,
+    s: &silo_api::migration::Snapshot,
+) -> Result<Snapshot, String> {
+    let mut config = s.config_map();
+    config.retain(|k, _| !k.starts_with("volatile."));
+    instances::validate_config(&config, false)
+        .map_err(|e| format!("snapshot {:?}: {e}", s.name))?;
+    let architecture = architecture_name(s.architecture)
+        .map(str::to_string)
+        .unwrap_or_else(|| req.architecture.clone());
+    Ok(Snapshot {
+        instance: req.name.clone(),
+        name: s.name.clone(),
+        created_at: rfc3339(s.creation_date.unwrap_or(super::GO_ZERO_TIME)),
+        expires_at: rfc3339(s.expiry_date.unwrap_or(super::GO_ZERO_TIME)),
+        description: String::new(),
+        config,
+        devices: s.device_map(),
+        profiles: s.profiles.clone(),
+        architecture,
+    })
+}
+
+/// Writes the instance's record (with its own identity) and its snapshots'.
+async fn record(c: &Services, req: &CreateRequest, snaps: &[Snapshot]) -> Result<(), DomainError> {
+    let profiles = load_profiles(&c.db, req.profiles.as_deref().unwrap_or(&[]))?;
+    let (_, ed) = expand(&profiles, &req.config, &req.devices);
+    let pool = root_pool(&ed).map_err(DomainError::BadRequest)?;
+    let range = c.helpers.privileged.id_range().await?;
+    let claim = instances::claim_idmap(&c.db, &req.name, &range)?;
+    let architecture = if req.architecture.is_empty() {
+        std::env::consts::ARCH.to_string()
+    } else {
+        req.architecture.clone()
+    };
+    let inst = crate::service::lifecycle::new_record(
+        req,
+        req.config.clone(),
+        claim.base,
+        architecture,
+        pool,
+    );
+    let cfg = expand(&profiles, &inst.config, &inst.devices).0;
+    // The copy's image templates run with the "copy" trigger (its /etc/hostname), as a
+    // local copy's do.
+    crate::service::runtime::render_templates(c, &inst, &cfg, "copy").await?;
+    instances::write(&c.db, &inst, true)?;
+    for s in snaps {
+        if let Err(e) = snapshots::insert_record(&c.db, s) {
+            let _ = crate::store::instances::delete(&c.db, &req.name);
+            return Err(e);
+        }
+    }
+    Ok(())
+}
