@@ -41,6 +41,8 @@ pub const API_EXTENSIONS: &[&str] = &[
     "container_push",
     "container_push_target",
     "container_only_migration",
+    // `copy --refresh` between hosts: only the snapshots the copy lacks and what changed.
+    "container_incremental_copy",
     // `environment.os_name` / `os_version` in GET /1.0.
     "api_os",
     // `location` on events.

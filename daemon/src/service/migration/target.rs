@@ -22,7 +22,7 @@ use super::{our_rsync, progress_reporter, rfc3339, store_features, transfer, Vol
 use crate::model::profile::{expand, root_pool};
 use crate::service::exec::Streams;
 use crate::service::expansion::load_profiles;
-use crate::service::instances::{self, CreateRequest};
+use crate::service::instances::{self, CreateRequest, Instance};
 use crate::service::operations::{OpCtx, Operation, Operations};
 use crate::service::snapshots::{self, Snapshot};
 use crate::service::{DomainError, Services};
@@ -39,11 +39,6 @@ pub async fn start(c: &Services, mut req: CreateRequest) -> Result<Operation, Do
             )))
         }
     };
-    if req.source.refresh && instances::get(&c.db, &req.name).is_ok() {
-        return Err(DomainError::NotImplemented(
-            "refreshing an instance from another host is not supported yet".into(),
-        ));
-    }
     // A copy gets its own identity: the source's volatile keys (a move sends them) stay
     // behind, but for the image it came from.
     req.config.retain(|k, _| !k.starts_with("volatile."));
@@ -52,7 +47,33 @@ pub async fn start(c: &Services, mut req: CreateRequest) -> Result<Operation, Do
             .insert("volatile.base_image".into(), req.source.base_image.clone());
     }
     let source = req.source.clone();
-    let (req, _) = crate::service::lifecycle::prepare(c, req)?;
+    let existing = match instances::get(&c.db, &req.name) {
+        Ok(i) if req.source.refresh => Some(i),
+        _ => None,
+    };
+    let (req, refresh) = match existing {
+        // `copy --refresh` onto an existing copy: only what changed travels, into its volume.
+        Some(i) => {
+            if crate::service::runtime::is_running(c, &i.name).await? {
+                return Err(DomainError::BadRequest(format!(
+                    "instance {:?} is running: stop it before refreshing it",
+                    i.name
+                )));
+            }
+            if !c.creating.claim(&i.name) {
+                return Err(DomainError::Conflict(format!(
+                    "instance {:?} is already being created or refreshed",
+                    i.name
+                )));
+            }
+            let mut req = req;
+            req.profiles = Some(i.profiles.clone());
+            req.devices = i.devices.clone();
+            req.config = i.config.clone();
+            (req, Some(i))
+        }
+        None => (crate::service::lifecycle::prepare(c, req)?.0, None),
+    };
     let name = req.name.clone();
     let mut resources = BTreeMap::new();
     resources.insert(
@@ -81,7 +102,7 @@ pub async fn start(c: &Services, mut req: CreateRequest) -> Result<Operation, Do
                         wire::dial(&source.operation, &secret("fs"), &source.certificate, "fs")
                             .await
                             .map_err(DomainError::BadRequest)?;
-                    run(&c2, &req, control, fs, &ctx).await
+                    run(&c2, &req, refresh.as_ref(), control, fs, &ctx).await
                 }
                 .await;
                 c2.creating.release(&req.name);
@@ -114,7 +135,7 @@ pub async fn start(c: &Services, mut req: CreateRequest) -> Result<Operation, Do
                         };
                         let control = Channel::from_axum(control, "control");
                         let fs = Channel::from_axum(fs, "fs");
-                        run(&c2, &req, control, fs, &ctx).await
+                        run(&c2, &req, refresh.as_ref(), control, fs, &ctx).await
                     }
                     .await;
                     c2.creating.release(&req.name);
@@ -168,12 +189,13 @@ impl Made {
 async fn run(
     c: &Services,
     req: &CreateRequest,
+    refresh: Option<&Instance>,
     mut control: Channel,
     mut fs: Channel,
     ctx: &OpCtx,
 ) -> Result<(), DomainError> {
     let mut made = Made::default();
-    let received = receive(c, req, &mut control, &mut fs, ctx, &mut made).await;
+    let received = receive(c, req, refresh, &mut control, &mut fs, ctx, &mut made).await;
     let snaps = match received {
         Ok(s) => s,
         Err(e) => {
@@ -188,7 +210,11 @@ async fn run(
             return Err(DomainError::Internal(e));
         }
     };
-    if let Err(e) = record(c, req, &snaps).await {
+    let recorded = match refresh {
+        Some(_) => record_refresh(c, &snaps),
+        None => record(c, req, &snaps).await,
+    };
+    if let Err(e) = recorded {
         let _ = control
             .send_proto(&MigrationControl {
                 success: false,
@@ -206,7 +232,11 @@ async fn run(
         })
         .await;
     c.events.lifecycle(
-        "instance-created",
+        if refresh.is_some() {
+            "instance-updated"
+        } else {
+            "instance-created"
+        },
         &format!("/1.0/instances/{}", req.name),
         json!({}),
     );
@@ -228,9 +258,11 @@ fn shifts(h: &MigrationHeader) -> Vec<IdShift> {
 }
 
 /// Receives everything into new volumes; answers the snapshot records to write.
+#[allow(clippy::too_many_arguments)]
 async fn receive(
     c: &Services,
     req: &CreateRequest,
+    refresh: Option<&Instance>,
     control: &mut Channel,
     fs: &mut Channel,
     ctx: &OpCtx,
@@ -254,7 +286,11 @@ async fn receive(
         }
         _ => {}
     }
-    let answer = answer_offer(&offer, our_rsync(), false, None);
+    let wanted = match refresh {
+        Some(i) => Some(refresh_plan(c, i, &offer).await?),
+        None => None,
+    };
+    let answer = answer_offer(&offer, our_rsync(), refresh.is_some(), wanted.as_deref());
     control.send_proto(&answer).await?;
     let features = store_features(&answer);
     if answer.index_header_version.unwrap_or(0) >= 1 {
@@ -262,7 +298,7 @@ async fn receive(
         fs.send_json(&MigrationInfoResponse {
             status_code: 200,
             error: String::new(),
-            refresh: Some(false),
+            refresh: Some(refresh.is_some()),
         })
         .await?;
     }
@@ -271,13 +307,15 @@ async fn receive(
     let (_, ed) = expand(&profiles, &req.config, &req.devices);
     let pool = PoolName::new(root_pool(&ed)?).map_err(|e| e.to_string())?;
     let main = VolumeName::new(req.name.clone()).map_err(|e| e.to_string())?;
-    c.helpers
-        .store
-        .create_volume(pool.clone(), VolumeKind::Container, main.clone())
-        .await
-        .map_err(|e| format!("creating the volume of {:?}: {e}", req.name))?;
     made.pool = Some(pool.clone());
-    made.main = Some(main.clone());
+    if refresh.is_none() {
+        c.helpers
+            .store
+            .create_volume(pool.clone(), VolumeKind::Container, main.clone())
+            .await
+            .map_err(|e| format!("creating the volume of {:?}: {e}", req.name))?;
+        made.main = Some(main.clone());
+    }
     let into = Volume {
         pool: pool.clone(),
         kind: VolumeKind::Container,
@@ -321,6 +359,50 @@ async fn receive(
         .await
         .map_err(|e| format!("instance {:?}: {e}", req.name))?;
     Ok(records)
+}
+
+/// What a refresh sends: the source's snapshots this copy lacks (by name and creation
+/// time, as LXD compares them). The copy's snapshots the source no longer has, or has anew
+/// under the same name, are deleted first.
+async fn refresh_plan(
+    c: &Services,
+    i: &Instance,
+    offer: &MigrationHeader,
+) -> Result<Vec<String>, String> {
+    let ours = snapshots::list(&c.db, &i.name).map_err(|e| e.to_string())?;
+    let theirs: BTreeMap<&str, i64> = offer
+        .snapshots
+        .iter()
+        .map(|s| {
+            (
+                s.name.as_str(),
+                s.creation_date.unwrap_or(super::GO_ZERO_TIME),
+            )
+        })
+        .collect();
+    let mut kept = Vec::new();
+    for s in &ours {
+        match theirs.get(s.name.as_str()) {
+            Some(t) if *t == super::unix_secs(&s.created_at) => kept.push(s.name.clone()),
+            _ => snapshots::delete(c, &i.name, &s.name)
+                .await
+                .map_err(|e| format!("deleting snapshot {:?} for the refresh: {e}", s.name))?,
+        }
+    }
+    Ok(offer
+        .snapshot_names
+        .iter()
+        .filter(|n| !kept.contains(n))
+        .cloned()
+        .collect())
+}
+
+/// Records the snapshots a refresh brought.
+fn record_refresh(c: &Services, snaps: &[Snapshot]) -> Result<(), DomainError> {
+    for s in snaps {
+        snapshots::insert_record(&c.db, s)?;
+    }
+    Ok(())
 }
 
 /// A received snapshot's record: its config through the schema, without volatile keys.
