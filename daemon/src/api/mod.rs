@@ -41,8 +41,6 @@ pub const API_EXTENSIONS: &[&str] = &[
     "container_push",
     "container_push_target",
     "container_only_migration",
-    // `copy --refresh` between hosts: only the snapshots the copy lacks and what changed.
-    "container_incremental_copy",
     // `environment.os_name` / `os_version` in GET /1.0.
     "api_os",
     // `location` on events.
@@ -109,7 +107,7 @@ pub const API_EXTENSIONS: &[&str] = &[
     "backup_compression_algorithm",
     "container_backup_override_pool",
     "backup_override_name",
-    // copy --refresh onto an existing copy.
+    // copy --refresh onto an existing copy, on this host or from another.
     "container_incremental_copy",
     // The HTTPS API: PUT/PATCH of a trusted certificate, one-time add tokens
     // (`lxc config trust add`).
