@@ -386,3 +386,105 @@ pub async fn delete_custom_volume(c: &Services, pool: &str, name: &str) -> Resul
     crate::store::pools::delete_custom_volume(&c.db, pool, name)?;
     Ok(())
 }
+
+/// One volume, by pool, kind and name.
+pub type VolumeRef<'a> = (&'a PoolName, VolumeKind, &'a VolumeName);
+
+/// Copies volume `src` into new volume `dst` on another pool (a copy between pools, whose
+/// filesystems may differ): silo-store's confined rsync sends `src` and another receives into
+/// `dst`, and silod joins their sockets. Nothing is left of `dst` on failure.
+pub async fn copy_across_pools(
+    helpers: &Helpers,
+    src: VolumeRef<'_>,
+    dst: VolumeRef<'_>,
+) -> Result<(), DomainError> {
+    use silo_proto::store::{RsyncFeatures, RsyncRole};
+    let features = RsyncFeatures {
+        xattrs: true,
+        delete: false,
+        compress: false,
+    };
+    helpers
+        .store
+        .create_volume(dst.0.clone(), dst.1, dst.2.clone())
+        .await?;
+    let copied = async {
+        let recv = helpers
+            .store
+            .rsync_start(
+                dst.0.clone(),
+                dst.1,
+                dst.2.clone(),
+                RsyncRole::Receive,
+                features,
+            )
+            .await?;
+        let send = match helpers
+            .store
+            .rsync_start(
+                src.0.clone(),
+                src.1,
+                src.2.clone(),
+                RsyncRole::Send,
+                features,
+            )
+            .await
+        {
+            Ok(s) => s,
+            Err(e) => {
+                let _ = helpers.store.rsync_abort(recv.id).await;
+                return Err(DomainError::from(e));
+            }
+        };
+        let joined = join_rsync(helpers, recv.fd, send.fd).await;
+        if let Err(e) = joined {
+            let _ = helpers.store.rsync_abort(recv.id).await;
+            let _ = helpers.store.rsync_abort(send.id).await;
+            return Err(DomainError::Internal(format!(
+                "copying {} to pool {}: {e}",
+                src.2, dst.0
+            )));
+        }
+        for id in [send.id, recv.id] {
+            loop {
+                match helpers.store.rsync_wait(id, 60).await {
+                    Ok(Some(_)) => break,
+                    Ok(None) => continue,
+                    Err(e) => {
+                        let _ = helpers.store.rsync_abort(recv.id).await;
+                        return Err(e.into());
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+    .await;
+    if copied.is_err() {
+        let _ = helpers
+            .store
+            .delete_volume(dst.0.clone(), dst.1, dst.2.clone())
+            .await;
+    }
+    copied
+}
+
+/// Joins two rsyncs' sockets until both directions have ended.
+async fn join_rsync(
+    helpers: &Helpers,
+    a: silo_proto::fdpass::FdTicket,
+    b: silo_proto::fdpass::FdTicket,
+) -> Result<(), String> {
+    use crate::helpers::HelperKind;
+    let stream = |fd: std::os::fd::OwnedFd| -> Result<tokio::net::UnixStream, String> {
+        let s = std::os::unix::net::UnixStream::from(fd);
+        s.set_nonblocking(true).map_err(|e| e.to_string())?;
+        tokio::net::UnixStream::from_std(s).map_err(|e| e.to_string())
+    };
+    let mut a = stream(helpers.take_fds(HelperKind::Store, a).await?.remove(0))?;
+    let mut b = stream(helpers.take_fds(HelperKind::Store, b).await?.remove(0))?;
+    tokio::io::copy_bidirectional(&mut a, &mut b)
+        .await
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+}
