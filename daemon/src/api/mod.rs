@@ -41,6 +41,9 @@ pub const API_EXTENSIONS: &[&str] = &[
     "container_push",
     "container_push_target",
     "container_only_migration",
+    // Custom volumes copied and moved between pools, and to other hosts.
+    "storage_api_local_volume_handling",
+    "storage_api_remote_volume_handling",
     // `environment.os_name` / `os_version` in GET /1.0.
     "api_os",
     // `location` on events.
@@ -207,7 +210,9 @@ pub fn router(d: Arc<Services>) -> Router {
         )
         .route(
             "/1.0/storage-pools/{name}/volumes/{type}/{vol}",
-            get(storage::volume_get).delete(storage::volume_delete),
+            get(storage::volume_get)
+                .post(storage::volume_post)
+                .delete(storage::volume_delete),
         )
         .route("/1.0/networks", get(networks::list).post(networks::create))
         .route(
