@@ -853,8 +853,8 @@ fn start_session(
     let rsync = CString::new(RSYNC).map_err(|e| e.to_string())?;
     let filter = if log_only { SECCOMP_LOG } else { SECCOMP };
     silo_proto::jail::seccomp::decode(filter).map_err(|e| e.to_string())?;
-    let (err_r, err_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
-        .map_err(|e| format!("pipe2: {e}"))?;
+    let (err_r, err_w) =
+        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| format!("pipe2: {e}"))?;
     let role = req.role;
     let runner = nix::unistd::getpid().as_raw();
     // SAFETY: the runner is single-threaded; the child only arranges fds, confines itself
@@ -994,6 +994,115 @@ fn start_session(
 mod tests {
     use super::*;
 
+    /// What a compromised rsync could do after `confine_session`: run in a forked child as
+    /// the session's child is, with the volume on VOLUME_FD (and, for a sender, the binary on
+    /// RELAY_EXE_FD). Returns the child's exit code.
+    fn confined(role: RsyncRole, vol: &Path, work: impl FnOnce() -> i32) -> i32 {
+        let v = std::fs::File::open(vol).expect("volume");
+        let x = std::fs::File::open("/proc/self/exe").expect("exe");
+        // SAFETY: the child only places fds, confines itself, probes and leaves with _exit.
+        match unsafe { nix::unistd::fork() }.expect("fork") {
+            nix::unistd::ForkResult::Child => {
+                // SAFETY: dup2 of open fds onto the numbers the session's child uses.
+                unsafe {
+                    libc::dup2(v.as_raw_fd(), VOLUME_FD);
+                    libc::dup2(x.as_raw_fd(), RELAY_EXE_FD);
+                    libc::fchdir(VOLUME_FD);
+                }
+                let code = match confine_session(role) {
+                    Err(_) => 100,
+                    Ok(()) => work(),
+                };
+                // SAFETY: leaving the forked child without the harness's exit path.
+                unsafe { libc::_exit(code) }
+            }
+            nix::unistd::ForkResult::Parent { child } => {
+                match nix::sys::wait::waitpid(child, None).expect("wait") {
+                    nix::sys::wait::WaitStatus::Exited(_, c) => c,
+                    other => panic!("{other:?}"),
+                }
+            }
+        }
+    }
+
+    fn errno_of<T>(r: std::io::Result<T>) -> i32 {
+        match r {
+            Ok(_) => 0,
+            Err(e) => e.raw_os_error().unwrap_or(-1),
+        }
+    }
+
+    #[test]
+    fn a_session_reaches_only_its_volume_and_its_programs() {
+        assert!(
+            nix::unistd::geteuid().is_root(),
+            "this test confines forked children as sessions are and needs root"
+        );
+        let t = tempfile::tempdir().expect("tmp");
+        let vol = t.path().join("vol");
+        std::fs::create_dir_all(vol.join("rootfs")).expect("mkdir");
+        std::fs::write(vol.join("rootfs/f"), b"x").expect("file");
+        std::fs::write(t.path().join("outside"), b"host").expect("file");
+        let outside = t.path().join("outside");
+        let probe = |outside: PathBuf| {
+            move || {
+                let checks = [
+                    // Inside the volume: read, write, rename across directories.
+                    errno_of(std::fs::read("rootfs/f")) == 0,
+                    errno_of(std::fs::write("rootfs/g", b"y")) == 0,
+                    errno_of(std::fs::rename("rootfs/g", "moved")) == 0,
+                    // Outside: neither read nor write; no shell; no TCP.
+                    errno_of(std::fs::read(&outside)) == libc::EACCES,
+                    errno_of(std::fs::write(&outside, b"owned")) == libc::EACCES,
+                    errno_of(std::fs::read("/etc/passwd")) == libc::EACCES,
+                    errno_of(
+                        std::process::Command::new("/bin/sh")
+                            .arg("-c")
+                            .arg("true")
+                            .status(),
+                    ) == libc::EACCES,
+                    errno_of(std::net::TcpStream::connect("127.0.0.1:9")) == libc::EACCES,
+                    // A device node: no CAP_MKNOD.
+                    {
+                        let c = c"rootfs/null";
+                        // SAFETY: a C string path.
+                        let r = unsafe {
+                            libc::mknod(c.as_ptr(), libc::S_IFCHR | 0o644, libc::makedev(1, 3))
+                        };
+                        r != 0
+                    },
+                ];
+                checks.iter().position(|ok| !ok).map_or(0, |i| i as i32 + 1)
+            }
+        };
+        assert_eq!(
+            confined(RsyncRole::Receive, &vol, probe(outside.clone())),
+            0,
+            "receiver: the number is the first check that failed (100: confine failed)"
+        );
+        assert_eq!(std::fs::read(&outside).expect("outside"), b"host");
+        assert!(vol.join("moved").exists());
+        let sender = move || {
+            let checks = [
+                errno_of(std::fs::read("rootfs/f")) == 0,
+                errno_of(std::fs::write("rootfs/h", b"y")) == libc::EACCES,
+                errno_of(std::fs::read(&outside)) == libc::EACCES,
+                errno_of(
+                    std::process::Command::new("/bin/sh")
+                        .arg("-c")
+                        .arg("true")
+                        .status(),
+                ) == libc::EACCES,
+            ];
+            checks.iter().position(|ok| !ok).map_or(0, |i| i as i32 + 1)
+        };
+        assert_eq!(
+            confined(RsyncRole::Send, &vol, sender),
+            0,
+            "sender: the number is the first check that failed (100: confine failed)"
+        );
+    }
+
     #[test]
     fn arguments_are_lxds() {
         let f = RsyncFeatures {
@@ -1037,7 +1146,10 @@ mod tests {
         r.feed(b"rsync: [receiver] open \"/v/x\" failed: Permission denied (13)\n");
         let e = outcome(RsyncRole::Receive, &r.end, "v").expect_err("fails");
         assert!(e.to_string().contains("Permission denied"), "{e}");
-        assert_eq!(classify("rsync: [generator] mknod \"x\" failed: File exists (17)"), Line::Other);
+        assert_eq!(
+            classify("rsync: [generator] mknod \"x\" failed: File exists (17)"),
+            Line::Other
+        );
         // 24 (vanished files) is fine for a sender only.
         let v = Ended {
             code: Some(24),

@@ -737,7 +737,8 @@ impl Store for StoreServer {
         let dir = self.pool(&pool)?;
         let vdir = Self::open_volume(&dir, &pool, kind, &volume)?;
         let what = Self::volume_what(&pool, kind, &volume);
-        let changed = crate::shift::shift(&vdir, &map, self.0.policy.max_image_entries, &what).await?;
+        let changed =
+            crate::shift::shift(&vdir, &map, self.0.policy.max_image_entries, &what).await?;
         tracing::info!(pool = %pool, volume = %volume, changed, "shifted volume ids");
         Ok(changed)
     }

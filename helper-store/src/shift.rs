@@ -127,7 +127,9 @@ fn walk(top: BorrowedFd<'_>, map: &[IdShift], max: u64) -> Result<u64, Failure> 
         changed: 0,
     };
     match fstatat(top, "rootfs", AtFlags::AT_SYMLINK_NOFOLLOW) {
-        Ok(s) if s.st_mode & libc::S_IFMT == libc::S_IFDIR => w.entry(top, "rootfs", "rootfs", &s)?,
+        Ok(s) if s.st_mode & libc::S_IFMT == libc::S_IFDIR => {
+            w.entry(top, "rootfs", "rootfs", &s)?
+        }
         _ => w.dir(top, "")?,
     }
     Ok(w.changed)

@@ -132,8 +132,10 @@ impl Store {
 
 fn status_field(pid: u32, key: &str) -> Option<String> {
     let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    s.lines()
-        .find_map(|l| l.strip_prefix(&format!("{key}:")).map(|v| v.trim().to_string()))
+    s.lines().find_map(|l| {
+        l.strip_prefix(&format!("{key}:"))
+            .map(|v| v.trim().to_string())
+    })
 }
 
 fn children(pid: u32) -> Vec<u32> {
@@ -195,7 +197,11 @@ fn net_raw_cap() -> Vec<u8> {
 fn mknod(p: &Path, kind: libc::mode_t, dev: libc::dev_t) {
     let c = std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).expect("path");
     // SAFETY: a C string path.
-    assert_eq!(unsafe { libc::mknod(c.as_ptr(), kind | 0o644, dev) }, 0, "mknod");
+    assert_eq!(
+        unsafe { libc::mknod(c.as_ptr(), kind | 0o644, dev) },
+        0,
+        "mknod"
+    );
 }
 
 /// An LXD-like instance tree: files, a directory, a symlink, a hard link, a set-user-id file
@@ -286,11 +292,20 @@ fn rsync_receives_an_lxd_tree_and_skips_device_nodes() {
         String::from_utf8_lossy(&out.stderr)
     );
     let rep = s.wait(sess.id).expect("the receive succeeds");
-    assert_eq!(rep.skipped_devices, 1, "the char device is skipped and counted");
+    assert_eq!(
+        rep.skipped_devices, 1,
+        "the char device is skipped and counted"
+    );
     let r = v.join("rootfs");
-    assert_eq!(std::fs::read(r.join("etc/hostname")).expect("file"), b"lxd-c1\n");
+    assert_eq!(
+        std::fs::read(r.join("etc/hostname")).expect("file"),
+        b"lxd-c1\n"
+    );
     assert_eq!(std::fs::read(r.join("hard")).expect("file"), b"lxd-c1\n");
-    assert_eq!(std::fs::read(r.join("big")).expect("file"), vec![42u8; 300_000]);
+    assert_eq!(
+        std::fs::read(r.join("big")).expect("file"),
+        vec![42u8; 300_000]
+    );
     assert_eq!(
         std::fs::read_link(r.join("link")).expect("link"),
         Path::new("etc/hostname")
@@ -362,13 +377,19 @@ fn rsync_sends_a_volume_to_an_lxd_receiver() {
     );
     s.wait(sess.id).expect("the send succeeds");
     let r = dst.path().join("rootfs");
-    assert_eq!(std::fs::read(r.join("etc/hostname")).expect("file"), b"lxd-c1\n");
+    assert_eq!(
+        std::fs::read(r.join("etc/hostname")).expect("file"),
+        b"lxd-c1\n"
+    );
     assert_eq!(std::fs::read(r.join("secret")).expect("file"), b"shadow");
     assert_eq!(
         getxattr(&r.join("etc/hostname"), "user.x").as_deref(),
         Some(&b"hello"[..])
     );
-    assert_eq!(getxattr(&r.join("ping"), "security.capability"), Some(net_raw_cap()));
+    assert_eq!(
+        getxattr(&r.join("ping"), "security.capability"),
+        Some(net_raw_cap())
+    );
     let m = std::fs::symlink_metadata(r.join("suid")).expect("suid");
     assert_eq!((m.uid(), m.mode() & 0o7777), (1000, 0o4755));
     assert!(dst.path().join("metadata.yaml").is_file());
@@ -387,7 +408,11 @@ fn rsync_receive_never_writes_outside_the_volume() {
     std::os::unix::fs::symlink(victim.path(), one.path().join("rootfs/etc")).expect("symlink");
     let (a, sock) = s.start("c3", RsyncRole::Receive, all()).expect("start");
     let out = lxd_send(one.path(), sock, all());
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     s.wait(a.id).expect("a symlink is fine to receive");
     // Second: files under `etc/`, which on the receiver is that symlink.
     let two = tempfile::tempdir().expect("two");
@@ -396,25 +421,28 @@ fn rsync_receive_never_writes_outside_the_volume() {
     std::fs::write(two.path().join("rootfs/etc/planted"), b"owned").expect("file");
     let (b, sock) = s.start("c3", RsyncRole::Receive, all()).expect("start");
     let _ = lxd_send(two.path(), sock, all());
-    let _ = s.wait(b.id);
+    let second = s.wait(b.id);
     assert_eq!(
         std::fs::read(victim.path().join("keep")).expect("keep"),
         b"precious"
     );
-    assert!(!victim.path().join("planted").exists(), "wrote through the symlink");
+    assert!(
+        !victim.path().join("planted").exists(),
+        "wrote through the symlink"
+    );
     assert_eq!(
         std::fs::read_dir(victim.path()).expect("ls").count(),
         1,
         "nothing new in the host directory"
     );
-    // Whatever rsync made of it, it is inside the volume.
+    // rsync replaced the symlink with the directory the sender listed, inside the volume.
+    second.expect("the second receive");
     let etc = std::fs::symlink_metadata(v.join("rootfs/etc")).expect("etc");
-    if etc.is_dir() {
-        assert_eq!(
-            std::fs::read(v.join("rootfs/etc/planted")).expect("planted"),
-            b"owned"
-        );
-    }
+    assert!(etc.is_dir(), "{etc:?}");
+    assert_eq!(
+        std::fs::read(v.join("rootfs/etc/planted")).expect("planted"),
+        b"owned"
+    );
 }
 
 #[test]
@@ -435,11 +463,10 @@ fn rsync_refuses_symlinked_and_missing_volumes() {
     }
     assert_eq!(std::fs::read_dir(outside.path()).expect("ls").count(), 0);
     assert!(s.sessions().is_empty());
-    let e = s
-        .rt
-        .block_on(s.c.rsync_wait(ctx(), 12345, 1))
-        .expect("rpc")
-        .expect_err("unknown session");
+    let e =
+        s.rt.block_on(s.c.rsync_wait(ctx(), 12345, 1))
+            .expect("rpc")
+            .expect_err("unknown session");
     assert!(matches!(e, HelperError::NotFound { .. }), "{e:?}");
 }
 
@@ -468,7 +495,11 @@ fn assert_confined(pid: u32, caps: u64, what: &str) {
     for key in ["CapInh", "CapAmb"] {
         assert_eq!(caps_of(pid, key), 0, "{what}: {key}");
     }
-    assert_eq!(status_field(pid, "NoNewPrivs").as_deref(), Some("1"), "{what}");
+    assert_eq!(
+        status_field(pid, "NoNewPrivs").as_deref(),
+        Some("1"),
+        "{what}"
+    );
     assert_eq!(status_field(pid, "Seccomp").as_deref(), Some("2"), "{what}");
 }
 
@@ -536,11 +567,10 @@ fn rsync_sessions_are_confined_bounded_and_aborted() {
     for p in [pid, spid, relay] {
         assert!(!Path::new(&format!("/proc/{p}")).exists(), "{p} survived");
     }
-    let e = s
-        .rt
-        .block_on(s.c.rsync_wait(ctx(), recv.id, 1))
-        .expect("rpc")
-        .expect_err("forgotten");
+    let e =
+        s.rt.block_on(s.c.rsync_wait(ctx(), recv.id, 1))
+            .expect("rpc")
+            .expect_err("forgotten");
     assert!(matches!(e, HelperError::NotFound { .. }), "{e:?}");
     // Slots are free again.
     let (again, _sock) = s
@@ -583,10 +613,8 @@ fn shift_volume_maps_owners_and_keeps_setuid_bits() {
         range: 65536,
     }];
     let shift = |map: Vec<IdShift>| {
-        s.rt.block_on(
-            s.c.shift_volume(ctx(), pool(), VolumeKind::Container, vol("c6"), map),
-        )
-        .expect("rpc")
+        s.rt.block_on(s.c.shift_volume(ctx(), pool(), VolumeKind::Container, vol("c6"), map))
+            .expect("rpc")
     };
     let n = shift(map.clone()).expect("shift");
     assert_eq!(n, 7, "rootfs, home, suid, ping, u, f, l");
@@ -600,22 +628,56 @@ fn shift_volume_maps_owners_and_keeps_setuid_bits() {
     assert_eq!(ids(&r.join("home/u/l")), (1000, 1000), "the symlink itself");
     assert_eq!(ids(Path::new("/etc/passwd")), (0, 0), "not followed");
     let m = std::fs::metadata(r.join("suid")).expect("suid");
-    assert_eq!((m.uid(), m.mode() & 0o7777), (0, 0o6755), "set-id bits kept");
+    assert_eq!(
+        (m.uid(), m.mode() & 0o7777),
+        (0, 0o6755),
+        "set-id bits kept"
+    );
     assert_eq!(
         getxattr(&r.join("ping"), "security.capability"),
         Some(net_raw_cap()),
         "file capability kept"
     );
-    assert_eq!(ids(&v.join("metadata.yaml")), (0, 0), "outside rootfs: untouched");
+    assert_eq!(
+        ids(&v.join("metadata.yaml")),
+        (0, 0),
+        "outside rootfs: untouched"
+    );
     // Already the instance's: an empty map changes nothing.
     assert_eq!(shift(Vec::new()).expect("no-op"), 0);
     // An id the map does not cover is named, with its path.
     std::fs::write(r.join("stray"), b"x").expect("file");
     own(&r.join("stray"), 2_000_000, 0);
     let e = shift(Vec::new()).expect_err("outside 0..65536");
-    assert!(e.to_string().contains("2000000") && e.to_string().contains("stray"), "{e}");
+    assert!(
+        e.to_string().contains("2000000") && e.to_string().contains("stray"),
+        "{e}"
+    );
     own(&r.join("stray"), 1_000_001, 1_000_001);
     own(&r.join("home"), 1_000_000, 1_000_000);
     let e = shift(map).expect_err("0 is not in the map");
     assert!(e.to_string().contains("uid 0"), "{e}");
+}
+
+#[test]
+fn rsync_sessions_die_with_silo_store() {
+    let mut s = Store::new("rsync-death");
+    s.volume("c7");
+    let (_recv, _sock) = s
+        .start("c7", RsyncRole::Receive, RsyncFeatures::default())
+        .expect("start");
+    let pid = rsync_pid(&s, "--server");
+    let runner = status_field(pid, "PPid").expect("ppid");
+    s.h.child.kill().expect("kill silo-store");
+    let _ = s.h.child.wait();
+    let end = Instant::now() + Duration::from_secs(10);
+    while Path::new(&format!("/proc/{pid}")).exists()
+        || Path::new(&format!("/proc/{runner}")).exists()
+    {
+        assert!(
+            Instant::now() < end,
+            "the runner ({runner}) or rsync ({pid}) outlived silo-store"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
