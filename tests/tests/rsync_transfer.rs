@@ -197,11 +197,8 @@ fn net_raw_cap() -> Vec<u8> {
 fn mknod(p: &Path, kind: libc::mode_t, dev: libc::dev_t) {
     let c = std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).expect("path");
     // SAFETY: a C string path.
-    assert_eq!(
-        unsafe { libc::mknod(c.as_ptr(), kind | 0o644, dev) },
-        0,
-        "mknod"
-    );
+    let r = unsafe { libc::mknod(c.as_ptr(), kind | 0o644, dev) };
+    assert_eq!(r, 0, "mknod");
 }
 
 /// An LXD-like instance tree: files, a directory, a symlink, a hard link, a set-user-id file
@@ -342,8 +339,11 @@ fn rsync_sends_a_volume_to_an_lxd_receiver() {
     std::fs::remove_file(v.join("rootfs/dev/null")).expect("rm");
     // Unreadable to its owner: the sender reads it with DAC_READ_SEARCH.
     std::fs::write(v.join("rootfs/secret"), b"shadow").expect("secret");
-    std::fs::set_permissions(v.join("rootfs/secret"), std::fs::Permissions::from_mode(0))
-        .expect("chmod");
+    std::fs::set_permissions(
+        v.join("rootfs/secret"),
+        std::fs::Permissions::from_mode(0o000),
+    )
+    .expect("chmod");
     let dst = tempfile::tempdir().expect("dst");
     let (sess, sock) = s.start("c2", RsyncRole::Send, all()).expect("start");
     // LXD's receiver, on the socket silod would relay.
