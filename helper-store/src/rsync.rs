@@ -253,6 +253,39 @@ struct Session {
     role: RsyncRole,
     what: String,
     status: tokio::io::unix::AsyncFd<OwnedFd>,
+    floor: Option<Floor>,
+}
+
+/// A receive into a dir pool must leave the policy's `dir_pool_reserve` free on the host
+/// filesystem, as every other write into such a pool does. rsync has no total-size limit,
+/// so silo-store watches the free space while silod waits and ends the session at the floor.
+#[derive(Debug)]
+pub struct Floor {
+    /// The pool's directory.
+    pub pool: OwnedFd,
+    /// Bytes to leave free.
+    pub reserve: u64,
+    /// Names the policy in the refusal.
+    pub policy: silo_proto::jail::policy::Policy,
+}
+
+impl Floor {
+    /// Bytes available now, when at or below the reserve.
+    fn crossed(&self) -> Option<u64> {
+        let st = nix::sys::statvfs::fstatvfs(&self.pool).ok()?;
+        let avail = st.blocks_available().saturating_mul(st.fragment_size());
+        (avail <= self.reserve).then_some(avail)
+    }
+
+    /// The refusal, when the floor is crossed.
+    fn refusal(&self, what: &str) -> Option<HelperError> {
+        let avail = self.crossed()?;
+        Some(self.policy.deny(format!(
+            "receiving {what} would leave less than dir_pool_reserve ({} bytes) free on the \
+             pool's host filesystem ({avail} bytes available now)",
+            self.reserve
+        )))
+    }
 }
 
 /// silo-store's handle on the runner and its sessions.
@@ -293,6 +326,7 @@ impl Sessions {
         features: RsyncFeatures,
         volume: OwnedFd,
         what: String,
+        floor: Option<Floor>,
     ) -> HelperResult<(u64, OwnedFd)> {
         if self.active.fetch_add(1, Ordering::SeqCst) >= MAX_SESSIONS {
             self.release();
@@ -301,7 +335,7 @@ impl Sessions {
                 by: format!("{MAX_SESSIONS} transfers already running"),
             });
         }
-        let r = self.start_inner(role, features, volume, what).await;
+        let r = self.start_inner(role, features, volume, what, floor).await;
         if r.is_err() {
             self.release();
         }
@@ -314,6 +348,7 @@ impl Sessions {
         features: RsyncFeatures,
         volume: OwnedFd,
         what: String,
+        floor: Option<Floor>,
     ) -> HelperResult<(u64, OwnedFd)> {
         let (silod_end, rsync_end) = nix::sys::socket::socketpair(
             nix::sys::socket::AddressFamily::Unix,
@@ -358,7 +393,15 @@ impl Sessions {
         self.table
             .lock()
             .map_err(|_| HelperError::Unsupported("rsync session table poisoned".into()))?
-            .insert(id, Arc::new(Session { role, what, status }));
+            .insert(
+                id,
+                Arc::new(Session {
+                    role,
+                    what,
+                    status,
+                    floor,
+                }),
+            );
         Ok((id, silod_end))
     }
 
@@ -388,27 +431,45 @@ impl Sessions {
     /// Waits up to `secs` for session `id` to end.
     pub async fn wait(&self, id: u64, secs: u32) -> HelperResult<Option<RsyncReport>> {
         let s = self.get(id)?;
-        let limit = Duration::from_secs(u64::from(secs.min(MAX_WAIT_SECS)));
-        match tokio::time::timeout(limit, recv_end(&s.status)).await {
-            Err(_elapsed) => Ok(None),
-            Ok(end) => {
-                if !self.forget(id) {
-                    // Aborted meanwhile.
-                    return Err(HelperError::NotFound {
-                        what: format!("rsync session {id}"),
-                    });
+        let deadline = Instant::now() + Duration::from_secs(u64::from(secs.min(MAX_WAIT_SECS)));
+        let end = loop {
+            let step = deadline
+                .saturating_duration_since(Instant::now())
+                .min(Duration::from_secs(1));
+            match tokio::time::timeout(step, recv_end(&s.status)).await {
+                Ok(end) => break end,
+                Err(_elapsed) => {
+                    if let Some(e) = s.floor.as_ref().and_then(|f| f.refusal(&s.what)) {
+                        self.abort(id).await?;
+                        tracing::warn!(id, what = %s.what, "ended an rsync receive at the dir pool reserve");
+                        return Err(e);
+                    }
+                    if Instant::now() >= deadline {
+                        return Ok(None);
+                    }
                 }
-                let end = end.map_err(|e| HelperError::Io {
-                    op: "waiting for rsync".into(),
-                    target: s.what.clone(),
-                    message: e,
-                    errno: None,
-                })?;
-                let r = outcome(s.role, &end, &s.what);
-                tracing::info!(id, code = ?end.code, signal = ?end.signal, devices = end.devices, ok = r.is_ok(), "rsync ended");
-                r.map(Some)
             }
+        };
+        if !self.forget(id) {
+            // Aborted meanwhile.
+            return Err(HelperError::NotFound {
+                what: format!("rsync session {id}"),
+            });
         }
+        let end = end.map_err(|e| HelperError::Io {
+            op: "waiting for rsync".into(),
+            target: s.what.clone(),
+            message: e,
+            errno: None,
+        })?;
+        // Finished before a check caught it: still over the floor, still refused (silod
+        // removes a volume whose receive failed).
+        let r = match s.floor.as_ref().and_then(|f| f.refusal(&s.what)) {
+            Some(e) => Err(e),
+            None => outcome(s.role, &end, &s.what),
+        };
+        tracing::info!(id, code = ?end.code, signal = ?end.signal, devices = end.devices, ok = r.is_ok(), "rsync ended");
+        r.map(Some)
     }
 
     /// Kills session `id` and forgets it; returns once the runner has reaped it.

@@ -703,7 +703,22 @@ impl Store for StoreServer {
             .fd()
             .try_clone_to_owned()
             .map_err(|e| HelperError::io("dup", &what, e))?;
-        let (id, transport) = self.0.rsync.start(role, features, fd, what).await?;
+        // What arrives counts against the dir pool reserve like any other write (btrfs pools
+        // are bounded by their own filesystem).
+        let floor = if role == silo_proto::store::RsyncRole::Receive && !self.pool_is_btrfs(&dir) {
+            self.write_budget(&dir)?;
+            Some(crate::rsync::Floor {
+                pool: dir
+                    .fd()
+                    .try_clone_to_owned()
+                    .map_err(|e| HelperError::io("dup", dir.display(), e))?,
+                reserve: self.0.policy.dir_pool_reserve,
+                policy: self.0.policy.clone(),
+            })
+        } else {
+            None
+        };
+        let (id, transport) = self.0.rsync.start(role, features, fd, what, floor).await?;
         match self.send_fd(&transport) {
             Ok(ticket) => Ok(silo_proto::store::RsyncSession { id, fd: ticket }),
             Err(e) => {

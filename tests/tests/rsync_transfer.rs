@@ -50,7 +50,10 @@ fn vol(n: &str) -> VolumeName {
 
 impl Store {
     fn new(name: &str) -> Store {
-        let d = HelperDirs::new(name);
+        Store::with_dirs(HelperDirs::new(name))
+    }
+
+    fn with_dirs(d: HelperDirs) -> Store {
         let mut h = Helper::spawn("silo-store", &d.state, &d.policy, false, &[]);
         let fds = FdReceiver::spawn(h.fds.take().expect("fd channel"), "silo-store")
             .expect("fd receiver");
@@ -680,4 +683,48 @@ fn rsync_sessions_die_with_silo_store() {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+#[test]
+fn rsync_receive_stops_at_the_dir_pool_reserve() {
+    // The state dir on a filesystem of its own, so that other tests cannot move its free
+    // space; 32 MiB of room above the reserve, and 48 MiB of incompressible data sent.
+    let d = HelperDirs::new("rsync-reserve");
+    nix::mount::mount(
+        Some("tmpfs"),
+        &d.state,
+        Some("tmpfs"),
+        nix::mount::MsFlags::empty(),
+        Some("size=256m,mode=0755"),
+    )
+    .expect("tmpfs for the state dir");
+    let st = nix::sys::statvfs::statvfs(&d.state).expect("statvfs");
+    let avail = st.blocks_available() * st.fragment_size();
+    std::fs::write(
+        &d.policy,
+        format!("dir_pool_reserve = {}\n", avail - (32 << 20)),
+    )
+    .expect("policy");
+    let s = Store::with_dirs(d);
+    s.volume("c8");
+    let src = tempfile::tempdir().expect("src");
+    std::fs::create_dir(src.path().join("rootfs")).expect("mkdir");
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    let data: Vec<u8> = (0..(48 << 20) / 8)
+        .flat_map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x.to_le_bytes()
+        })
+        .collect();
+    std::fs::write(src.path().join("rootfs/big"), &data).expect("big");
+    let (sess, sock) = s
+        .start("c8", RsyncRole::Receive, RsyncFeatures::default())
+        .expect("start");
+    let _ = lxd_send(src.path(), sock, RsyncFeatures::default());
+    let e = s.wait(sess.id).expect_err("crosses the reserve");
+    assert!(matches!(e, HelperError::Denied { .. }), "{e:?}");
+    assert!(e.to_string().contains("dir_pool_reserve"), "{e}");
+    assert!(s.sessions().is_empty(), "nothing left running");
 }
