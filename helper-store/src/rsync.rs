@@ -631,8 +631,11 @@ fn runner_main(sock: OwnedFd) -> ! {
                 owners.push((i, 2));
             }
         }
+        // Idle, it sleeps until silo-store asks; with sessions, it wakes to reap rsync's
+        // leftovers and to end the stderr grace period.
+        let timeout = if sessions.is_empty() { -1 } else { 500 };
         // SAFETY: a valid array of pollfds of the length given.
-        let n = unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, 500) };
+        let n = unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, timeout) };
         if n < 0 {
             if std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted {
                 continue;
@@ -1162,6 +1165,63 @@ mod tests {
             0,
             "sender: the number is the first check that failed (100: confine failed)"
         );
+    }
+
+    #[test]
+    fn the_rsync_filter_kills_mount_ptrace_bpf_namespaces_and_inet() {
+        let forbidden: [(&str, libc::c_long, [libc::c_long; 3]); 6] = [
+            ("mount", libc::SYS_mount, [0, 0, 0]),
+            (
+                "ptrace",
+                libc::SYS_ptrace,
+                [libc::PTRACE_TRACEME as libc::c_long, 0, 0],
+            ),
+            ("bpf", libc::SYS_bpf, [0, 0, 0]),
+            (
+                "unshare",
+                libc::SYS_unshare,
+                [libc::CLONE_NEWUSER as libc::c_long, 0, 0],
+            ),
+            ("setns", libc::SYS_setns, [0, 0, 0]),
+            (
+                "socket",
+                libc::SYS_socket,
+                [
+                    libc::AF_INET as libc::c_long,
+                    libc::SOCK_STREAM as libc::c_long,
+                    0,
+                ],
+            ),
+        ];
+        for (name, nr, a) in forbidden {
+            // SAFETY: the child installs the filter and makes one system call, then _exit.
+            match unsafe { nix::unistd::fork() }.expect("fork") {
+                nix::unistd::ForkResult::Child => {
+                    // SAFETY: prctl with integer arguments (no_new_privs, needed to filter).
+                    unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) };
+                    if silo_proto::jail::seccomp::install(SECCOMP).is_err() {
+                        // SAFETY: leaving the forked child.
+                        unsafe { libc::_exit(10) }
+                    }
+                    // SAFETY: a raw system call with integer arguments; the filter stops it.
+                    unsafe { libc::syscall(nr, a[0], a[1], a[2]) };
+                    // SAFETY: leaving the forked child.
+                    unsafe { libc::_exit(0) }
+                }
+                nix::unistd::ForkResult::Parent { child } => {
+                    let st = nix::sys::wait::waitpid(child, None).expect("wait");
+                    assert_eq!(
+                        st,
+                        nix::sys::wait::WaitStatus::Signaled(
+                            child,
+                            nix::sys::signal::Signal::SIGSYS,
+                            false
+                        ),
+                        "{name} must kill the process"
+                    );
+                }
+            }
+        }
     }
 
     #[test]
