@@ -8,12 +8,16 @@
 //! so those are put back after it (as LXD's own shifting does); a v3 file capability whose
 //! root id the map shifts is rewritten for the new root id (v2 when it becomes 0).
 //!
+//! Every id is checked in a first pass that changes nothing, so a refused map leaves the
+//! volume as it was.
+//!
 //! An instance volume (one holding `rootfs/`) has only its rootfs shifted: metadata.yaml and
 //! templates/ are the host's, as the source kept them. Other volumes shift everything below
 //! the volume directory (which is silo-store's own).
 
 use std::collections::HashSet;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
 
 use nix::fcntl::{AtFlags, OFlag};
 use nix::sys::stat::{fstatat, FileStat, Mode};
@@ -97,7 +101,12 @@ fn io(op: &str, path: &str, e: nix::errno::Errno) -> Failure {
     Failure::Io(format!("{op} {path:?}: {e}"))
 }
 
-fn open_at(dir: BorrowedFd<'_>, name: &str, flags: OFlag, path: &str) -> Result<OwnedFd, Failure> {
+fn open_at(
+    dir: BorrowedFd<'_>,
+    name: &std::ffi::OsStr,
+    flags: OFlag,
+    path: &str,
+) -> Result<OwnedFd, Failure> {
     nix::fcntl::openat(
         dir,
         name,
@@ -108,6 +117,8 @@ fn open_at(dir: BorrowedFd<'_>, name: &str, flags: OFlag, path: &str) -> Result<
 }
 
 struct Walk<'a> {
+    /// Checks every id first, so that a refusal changes nothing.
+    dry: bool,
     map: &'a [IdShift],
     dev: u64,
     seen: HashSet<(u64, u64)>,
@@ -118,21 +129,26 @@ struct Walk<'a> {
 
 fn walk(top: BorrowedFd<'_>, map: &[IdShift], max: u64) -> Result<u64, Failure> {
     let st = nix::sys::stat::fstat(top).map_err(|e| io("fstat", ".", e))?;
-    let mut w = Walk {
-        map,
-        dev: st.st_dev,
-        seen: HashSet::new(),
-        entries: 0,
-        max,
-        changed: 0,
-    };
-    match fstatat(top, "rootfs", AtFlags::AT_SYMLINK_NOFOLLOW) {
-        Ok(s) if s.st_mode & libc::S_IFMT == libc::S_IFDIR => {
-            w.entry(top, "rootfs", "rootfs", &s)?
+    let mut changed = 0;
+    for dry in [true, false] {
+        let mut w = Walk {
+            dry,
+            map,
+            dev: st.st_dev,
+            seen: HashSet::new(),
+            entries: 0,
+            max,
+            changed: 0,
+        };
+        match fstatat(top, "rootfs", AtFlags::AT_SYMLINK_NOFOLLOW) {
+            Ok(s) if s.st_mode & libc::S_IFMT == libc::S_IFDIR => {
+                w.entry(top, std::ffi::OsStr::new("rootfs"), "rootfs", &s)?
+            }
+            _ => w.dir(top, "")?,
         }
-        _ => w.dir(top, "")?,
+        changed = w.changed;
     }
-    Ok(w.changed)
+    Ok(changed)
 }
 
 impl Walk<'_> {
@@ -151,23 +167,25 @@ impl Walk<'_> {
             if n == b"." || n == b".." {
                 continue;
             }
-            names.push(String::from_utf8_lossy(n).into_owned());
+            names.push(n.to_vec());
             if names.len() as u64 > self.max {
                 break;
             }
         }
-        for name in names {
-            // Names that are not UTF-8 were made lossy above; stat them raw instead.
+        for raw in names {
+            // Names as bytes (a tree may hold names that are not UTF-8); shown lossily.
+            let name = std::ffi::OsStr::from_bytes(&raw);
+            let shown = String::from_utf8_lossy(&raw);
             let child = if path.is_empty() {
-                name.clone()
+                shown.into_owned()
             } else {
-                format!("{path}/{name}")
+                format!("{path}/{shown}")
             };
-            let st = match fstatat(dir, name.as_str(), AtFlags::AT_SYMLINK_NOFOLLOW) {
+            let st = match fstatat(dir, name, AtFlags::AT_SYMLINK_NOFOLLOW) {
                 Ok(s) => s,
                 Err(e) => return Err(io("stat", &child, e)),
             };
-            self.entry(dir, &name, &child, &st)?;
+            self.entry(dir, name, &child, &st)?;
         }
         Ok(())
     }
@@ -175,7 +193,7 @@ impl Walk<'_> {
     fn entry(
         &mut self,
         dir: BorrowedFd<'_>,
-        name: &str,
+        name: &std::ffi::OsStr,
         path: &str,
         st: &FileStat,
     ) -> Result<(), Failure> {
@@ -207,7 +225,9 @@ impl Walk<'_> {
                 ))
             })?;
             if (uid, gid) != (st.st_uid, st.st_gid) {
-                self.chown(dir, name, path, st, uid, gid)?;
+                if !self.dry {
+                    self.chown(dir, name, path, st, uid, gid)?;
+                }
                 self.changed += 1;
             }
         }
@@ -221,7 +241,7 @@ impl Walk<'_> {
     fn chown(
         &self,
         dir: BorrowedFd<'_>,
-        name: &str,
+        name: &std::ffi::OsStr,
         path: &str,
         st: &FileStat,
         uid: u32,

@@ -608,6 +608,10 @@ fn shift_volume_maps_owners_and_keeps_setuid_bits() {
     own(&r.join("home/u/f"), 1_001_000, 1_000_005);
     own(&r.join("home/u/l"), 1_001_000, 1_001_000);
     setxattr(&r.join("ping"), "security.capability", &net_raw_cap());
+    // A name that is not UTF-8.
+    let latin1 = r.join(<std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(b"caf\xe9"));
+    std::fs::write(&latin1, b"x").expect("file");
+    own(&latin1, 1_000_033, 1_000_033);
     let map = vec![IdShift {
         isuid: true,
         isgid: true,
@@ -620,7 +624,9 @@ fn shift_volume_maps_owners_and_keeps_setuid_bits() {
             .expect("rpc")
     };
     let n = shift(map.clone()).expect("shift");
-    assert_eq!(n, 7, "rootfs, home, suid, ping, u, f, l");
+    assert_eq!(n, 8, "rootfs, home, suid, ping, u, f, l, caf\\xe9");
+    let m = std::fs::symlink_metadata(&latin1).expect("latin1");
+    assert_eq!((m.uid(), m.gid()), (33, 33));
     let ids = |p: &Path| {
         let m = std::fs::symlink_metadata(p).expect("meta");
         (m.uid(), m.gid())
@@ -660,6 +666,11 @@ fn shift_volume_maps_owners_and_keeps_setuid_bits() {
     own(&r.join("home"), 1_000_000, 1_000_000);
     let e = shift(map).expect_err("0 is not in the map");
     assert!(e.to_string().contains("uid 0"), "{e}");
+    assert_eq!(
+        ids(&r.join("stray")),
+        (1_000_001, 1_000_001),
+        "a refused map changes nothing"
+    );
 }
 
 #[test]
