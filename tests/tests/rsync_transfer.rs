@@ -739,3 +739,24 @@ fn rsync_receive_stops_at_the_dir_pool_reserve() {
     assert!(e.to_string().contains("dir_pool_reserve"), "{e}");
     assert!(s.sessions().is_empty(), "nothing left running");
 }
+
+#[test]
+fn rsync_reports_a_broken_peer_as_rsyncs_own_error() {
+    let s = Store::new("rsync-garbage");
+    s.volume("c9");
+    for role in [RsyncRole::Receive, RsyncRole::Send] {
+        let (sess, sock) = s.start("c9", role, all()).expect("start");
+        let mut f = std::fs::File::from(sock);
+        // Not rsync's protocol, then end of stream: what a broken or hostile peer sends.
+        let _ = std::io::Write::write_all(&mut f, &[0xff; 4096]);
+        let _ = nix::sys::socket::shutdown(f.as_raw_fd(), nix::sys::socket::Shutdown::Write);
+        let e = s.wait(sess.id).expect_err("a failed transfer");
+        let text = e.to_string();
+        // rsync's own exit (a protocol error), with its message: never a seccomp kill
+        // (signal 31) on its error paths.
+        assert!(text.contains("rsync exited with code"), "{role:?}: {text}");
+        assert!(!text.contains("signal"), "{role:?}: {text}");
+        drop(f);
+    }
+    assert!(s.sessions().is_empty());
+}
