@@ -42,8 +42,11 @@ impl StoreServer {
         let (disks, _) = state.mkdir_all(&["disks"], 0o700)?;
         let formatter =
             crate::mkfs::Formatter::spawn(&b.state_dir.join("disks"), &b.policy.block_devices)?;
-        let rsync =
-            crate::rsync::Sessions::spawn(&b.state_dir.join("storage-pools"), b.seccomp_mode)?;
+        let rsync = crate::rsync::Sessions::spawn(
+            &b.state_dir.join("storage-pools"),
+            pools.fd(),
+            b.seccomp_mode,
+        )?;
         Ok(StoreServer(Arc::new(Inner {
             formatter,
             rsync,

@@ -298,13 +298,17 @@ pub struct Sessions {
 }
 
 /// Set before the runner is forked (it reads them in its copy of memory).
-static RUNNER_POOLS: OnceLock<PathBuf> = OnceLock::new();
+static RUNNER_POOLS: OnceLock<(PathBuf, u64, u64)> = OnceLock::new();
 static RUNNER_SECCOMP_LOG: OnceLock<bool> = OnceLock::new();
 
 impl Sessions {
     /// Forks the runner. Runs in silo-store's start-up, before its own jail, with no threads.
-    pub fn spawn(pools: &Path, mode: SeccompMode) -> HelperResult<Sessions> {
-        let _ = RUNNER_POOLS.set(pools.to_path_buf());
+    /// `pools` is the directory silo-store opened (checked) at `path`: the runner's landlock
+    /// rule must be for that very directory, whatever silod has done to the path since.
+    pub fn spawn(path: &Path, pools: BorrowedFd<'_>, mode: SeccompMode) -> HelperResult<Sessions> {
+        let st = nix::sys::stat::fstat(pools)
+            .map_err(|e| HelperError::errno("fstat", path.display(), e))?;
+        let _ = RUNNER_POOLS.set((path.to_path_buf(), st.st_dev, st.st_ino));
         let _ = RUNNER_SECCOMP_LOG.set(mode == SeccompMode::LogOnly);
         Ok(Sessions {
             runner: LauncherClient::fork("silo-store's rsync runner", runner_main)?,
@@ -581,7 +585,7 @@ fn runner_main(sock: OwnedFd) -> ! {
     if nix::unistd::getppid().as_raw() == 1 {
         std::process::exit(0);
     }
-    let Some(pools) = RUNNER_POOLS.get() else {
+    let Some((pools, dev, ino)) = RUNNER_POOLS.get() else {
         die("no pools directory")
     };
     let exe = match nix::fcntl::open(
@@ -592,7 +596,7 @@ fn runner_main(sock: OwnedFd) -> ! {
         Ok(f) => f,
         Err(e) => die(&format!("opening its own binary: {e}")),
     };
-    if let Err(e) = confine_runner(pools, exe.as_fd()) {
+    if let Err(e) = confine_runner(pools, (*dev, *ino), exe.as_fd()) {
         die(&format!("cannot confine itself: {e}"));
     }
     let log_only = RUNNER_SECCOMP_LOG.get().copied().unwrap_or(false);
@@ -837,13 +841,26 @@ fn program_rules(
     Ok(rs)
 }
 
-fn confine_runner(pools: &Path, exe: BorrowedFd<'_>) -> Result<(), String> {
+fn confine_runner(pools: &Path, id: (u64, u64), exe: BorrowedFd<'_>) -> Result<(), String> {
     silo_proto::jail::caps_drop::keep_only(RUNNER_CAPS).map_err(|e| e.to_string())?;
     let abi = ABI::V6;
     let rs = program_rules(base_ruleset(abi)?, abi, Some(exe))?;
     // Beneath the pools, everything a receiver does (never executing what is there); a
     // session's own layer narrows it to its volume.
-    let pools = PathFd::new(pools).map_err(landlock_err)?;
+    // Opened without following a symlink, and it must be the directory silo-store checked.
+    let pools = nix::fcntl::open(
+        pools,
+        nix::fcntl::OFlag::O_PATH
+            | nix::fcntl::OFlag::O_DIRECTORY
+            | nix::fcntl::OFlag::O_NOFOLLOW
+            | nix::fcntl::OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )
+    .map_err(|e| format!("opening the pools directory: {e}"))?;
+    let st = nix::sys::stat::fstat(&pools).map_err(|e| format!("fstat: {e}"))?;
+    if (st.st_dev, st.st_ino) != id {
+        return Err("the pools directory changed since silo-store opened it".into());
+    }
     let st = rs
         .add_rule(PathBeneath::new(
             pools,
