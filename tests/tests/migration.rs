@@ -1,0 +1,460 @@
+//! Issue 16's reference: what LXD 5.0.2 itself does when it copies and moves a container to
+//! another LXD with its migration protocol (rsync over websockets), in every transfer mode.
+//! Two LXDs share one network namespace (127.0.0.1:8443 and :8444); the stock `lxc` client
+//! runs in it with remotes `a` and `b`. The copies' root filesystems (and snapshots) are
+//! compared with the source's on the host (`silo_tests::trees`), and what LXD changes on the
+//! way is asserted exactly, so silo's side of the protocol has a yardstick. Timings go to
+//! stderr as `[migration-timing] ...` lines.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use silo_tests::lxc_client::Lxc;
+use silo_tests::lxd::{TestLxd, TRUST_PASSWORD};
+use silo_tests::show;
+use silo_tests::trees::{self, compare, show_diffs, Diff, Kind, Options, Tree};
+
+/// Two LXDs beside each other and a client that knows both. Declared so the client goes
+/// first, then b, then a.
+struct Bed {
+    lxc: Lxc,
+    b: TestLxd,
+    a: TestLxd,
+}
+
+fn bed(name: &str) -> Bed {
+    let a = TestLxd::start(&format!("{name}-a"));
+    let b = TestLxd::start_beside(&format!("{name}-b"), &a);
+    let lxc = Lxc::new(name, a.netns());
+    lxc.add_remote("a", &a.url(), TRUST_PASSWORD);
+    lxc.add_remote("b", &b.url(), TRUST_PASSWORD);
+    Bed { lxc, b, a }
+}
+
+fn text(o: &std::process::Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// Runs `lxc ARGS` against an LXD's unix socket and panics with both logs unless it works.
+fn local_ok(l: &TestLxd, args: &[&str]) -> String {
+    let o = l.lxc(args);
+    assert!(
+        o.status.success(),
+        "lxc {}: {}\nlxd.log:\n{}",
+        args.join(" "),
+        show(&o),
+        lxd_log(l)
+    );
+    text(&o)
+}
+
+/// LXD's own log (`--logfile`), for failure messages.
+fn lxd_log(l: &TestLxd) -> String {
+    std::fs::read_to_string(l.dir.join("lxd.log")).unwrap_or_default()
+}
+
+fn ms(d: Duration) -> u128 {
+    d.as_millis()
+}
+
+/// Adds what a migration must carry beyond a plain image to `root/silo-mig`: a hard-link
+/// pair, a user xattr, a file capability, set-uid/set-gid/sticky modes, other owners, a
+/// fifo, a device node, symlinks (one dangling), an empty and a 2 MiB file.
+fn enrich(root: &Path) {
+    use std::os::unix::fs::{chown, symlink, PermissionsExt};
+    let m = root.join("silo-mig");
+    std::fs::create_dir_all(m.join("sticky")).expect("mkdir");
+    let w = |p: &str, data: &[u8]| std::fs::write(m.join(p), data).expect(p);
+    let mode = |p: &str, mode: u32| {
+        std::fs::set_permissions(m.join(p), std::fs::Permissions::from_mode(mode)).expect(p)
+    };
+    w("changed", b"v0\n");
+    w("hl1", b"hard-linked\n");
+    std::fs::hard_link(m.join("hl1"), m.join("hl2")).expect("hard link");
+    w("xattr", b"with a user xattr\n");
+    trees::set_xattr(&m.join("xattr"), "user.silo", b"migrated").expect("user xattr");
+    w("cap", b"capable\n");
+    // cap_net_raw in permitted and effective, VFS_CAP_REVISION_2 (root id 0).
+    let mut cap = Vec::new();
+    for word in [0x0200_0001u32, 1 << 13, 0, 0, 0] {
+        cap.extend(word.to_le_bytes());
+    }
+    trees::set_xattr(&m.join("cap"), "security.capability", &cap).expect("capability");
+    w("suid", b"#!/bin/sh\n");
+    mode("suid", 0o4755);
+    std::fs::create_dir(m.join("sgid")).expect("mkdir sgid");
+    w("owned", b"owned by 1000:1001\n");
+    chown(m.join("owned"), Some(1000), Some(1001)).expect("chown");
+    chown(m.join("sgid"), Some(0), Some(50)).expect("chown");
+    mode("sgid", 0o2775);
+    mode("sticky", 0o1777);
+    trees::mkfifo(&m.join("fifo"), 0o640).expect("fifo");
+    trees::mknod_char(&m.join("null"), 0o666, 1, 3).expect("mknod");
+    symlink("changed", m.join("link")).expect("symlink");
+    symlink("/nowhere/at/all", m.join("dangling")).expect("symlink");
+    w("empty", b"");
+    let big: Vec<u8> = (0..2 * 1024 * 1024u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
+        .collect();
+    w("big", &big);
+}
+
+/// A file whose size and mtime stay the same while its contents change between the
+/// snapshots: rsync's quick check (size + mtime, no `--checksum`) skips it on the target,
+/// which already holds the previous snapshot's version.
+const SAME_STAMP: &str = "silo-mig/same-stamp";
+
+fn write_same_stamp(root: &Path, contents: &[u8]) {
+    let p = root.join(SAME_STAMP);
+    std::fs::write(&p, contents).expect("write same-stamp");
+    let f = std::fs::File::options()
+        .write(true)
+        .open(&p)
+        .expect("open same-stamp");
+    f.set_modified(std::time::UNIX_EPOCH + Duration::from_secs(1_700_000_000))
+        .expect("set mtime");
+}
+
+fn same_stamp(root: &Path) -> String {
+    std::fs::read_to_string(root.join(SAME_STAMP)).expect("read same-stamp")
+}
+
+/// Options that leave out [`SAME_STAMP`] (checked on its own).
+fn opts() -> Options {
+    Options {
+        ignore: vec![PathBuf::from(SAME_STAMP)],
+        ..Options::default()
+    }
+}
+
+/// Differences LXD→LXD is expected to make, and the rest.
+fn split_hardlinks(diffs: Vec<Diff>) -> (Vec<Diff>, Vec<Diff>) {
+    diffs
+        .into_iter()
+        .partition(|d| d.what.starts_with("hard links"))
+}
+
+/// Compares `copy` with the source tree `src`: nothing may differ but hard links (LXD's rsync
+/// has no `-H`); answers the hard-link differences. Also reports mtime differences to stderr.
+fn assert_copy(what: &str, src: &Tree, copy: &Path) -> Vec<Diff> {
+    let t = Tree::scan(copy).unwrap_or_else(|e| panic!("{what}: scanning the copy: {e}"));
+    let (links, other) = split_hardlinks(compare(src, &t, &opts()));
+    assert!(
+        other.is_empty(),
+        "{what}: the copy differs from the source:\n{}",
+        show_diffs(&other, 60)
+    );
+    let mt = compare(
+        src,
+        &t,
+        &Options {
+            mtimes: true,
+            hardlinks: false,
+            ..opts()
+        },
+    );
+    if !mt.is_empty() {
+        eprintln!(
+            "[migration-note] {what}: mtimes differ:\n{}",
+            show_diffs(&mt, 10)
+        );
+    }
+    links
+}
+
+/// Every hard-link group of the source is split in the copy, and nothing else differs.
+fn assert_links_split(what: &str, src: &Tree, links: &[Diff]) {
+    let want: Vec<PathBuf> = src.link_groups().into_keys().collect();
+    let got: Vec<PathBuf> = links.iter().map(|d| d.path.clone()).collect();
+    assert_eq!(
+        got,
+        want,
+        "{what}: LXD→LXD should split exactly the source's hard links:\n{}",
+        show_diffs(links, 20)
+    );
+}
+
+fn snapshot_names(l: &TestLxd, name: &str) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(
+        l.dir
+            .join("storage-pools/default/containers-snapshots")
+            .join(name),
+    )
+    .into_iter()
+    .flatten()
+    .flatten()
+    .map(|e| e.file_name().to_string_lossy().into_owned())
+    .collect();
+    v.sort();
+    v
+}
+
+/// Reference trees of the source: the instance and its two snapshots.
+struct Source {
+    main: Tree,
+    snap0: Tree,
+    snap1: Tree,
+}
+
+fn scan(p: &Path) -> Tree {
+    Tree::scan(p).unwrap_or_else(|e| panic!("scan {}: {e}", p.display()))
+}
+
+/// Imports `image` into a, makes `c` with two snapshots (a file changed between each), and
+/// answers the reference trees.
+fn prepare(bed: &Bed, image: &Path, tag: &str) -> Source {
+    let a = &bed.a;
+    let alias = format!("img-{tag}");
+    let image = image.to_str().expect("utf-8 path");
+    local_ok(a, &["image", "import", image, "--alias", &alias]);
+    local_ok(a, &["init", &alias, "c"]);
+    let root = trees::lxd_rootfs(&a.dir, "default", "c");
+    enrich(&root);
+    write_same_stamp(&root, b"s0\n");
+    local_ok(a, &["snapshot", "c", "snap0"]);
+    write_same_stamp(&root, b"s1\n");
+    // Sizes differ from one version to the next, so rsync's quick check sees the change even
+    // within one second (see SAME_STAMP).
+    std::fs::write(root.join("silo-mig/changed"), b"v1 snap1\n").expect("write");
+    std::fs::write(root.join("silo-mig/new-in-snap1"), b"new\n").expect("write");
+    local_ok(a, &["snapshot", "c", "snap1"]);
+    write_same_stamp(&root, b"s2\n");
+    std::fs::write(root.join("silo-mig/changed"), b"v2 main\n").expect("write");
+    std::fs::remove_file(root.join("silo-mig/empty")).expect("rm");
+    let src = Source {
+        main: scan(&root),
+        snap0: scan(&trees::lxd_snapshot_rootfs(&a.dir, "default", "c", "snap0")),
+        snap1: scan(&trees::lxd_snapshot_rootfs(&a.dir, "default", "c", "snap1")),
+    };
+    // LXD's snapshots on a dir pool are local rsync copies that keep hard links (unlike its
+    // migration); what differs from the instance is only the test's own changes.
+    for (n, t) in [("snap0", &src.snap0), ("snap1", &src.snap1)] {
+        let links = compare(&src.main, t, &Options::default());
+        eprintln!(
+            "[migration-note] {tag}: source main vs {n} on the same LXD: {} differences:\n{}",
+            links.len(),
+            show_diffs(&links, 12)
+        );
+    }
+    src
+}
+
+/// Copies `a:c` to `b:<target>` with `args`, times it, compares the instance and both
+/// snapshots with the source.
+fn copy_and_check(bed: &Bed, src: &Source, tag: &str, target: &str, mode: &str) {
+    let dest = format!("b:{target}");
+    let (o, took) = bed.lxc.timed(&["copy", "a:c", &dest, "--mode", mode]);
+    assert!(
+        o.status.success(),
+        "lxc copy a:c {dest} --mode {mode}: {}\na's lxd.log:\n{}\nb's lxd.log:\n{}",
+        show(&o),
+        lxd_log(&bed.a),
+        lxd_log(&bed.b)
+    );
+    eprintln!(
+        "[migration-timing] image={tag} lxd->lxd copy --mode {mode} (stopped, 2 snapshots): {} ms",
+        ms(took)
+    );
+    let what = format!("{tag} copy --mode {mode}");
+    let links = assert_copy(
+        &what,
+        &src.main,
+        &trees::lxd_rootfs(&bed.b.dir, "default", target),
+    );
+    assert_links_split(&what, &src.main, &links);
+    assert_eq!(snapshot_names(&bed.b, target), ["snap0", "snap1"], "{what}");
+    for (n, t) in [("snap0", &src.snap0), ("snap1", &src.snap1)] {
+        let links = assert_copy(
+            &format!("{what} {n}"),
+            t,
+            &trees::lxd_snapshot_rootfs(&bed.b.dir, "default", target, n),
+        );
+        assert_links_split(&format!("{what} {n}"), t, &links);
+    }
+    assert_stale(&what, &bed.b, target);
+}
+
+/// LXD's target rsyncs every snapshot, then the instance, into one directory: a file whose
+/// size and mtime never change keeps the oldest snapshot's contents in every later snapshot
+/// and in the instance (s1 and s2 are lost).
+fn assert_stale(what: &str, l: &TestLxd, name: &str) {
+    let got = [
+        same_stamp(&trees::lxd_snapshot_rootfs(
+            &l.dir, "default", name, "snap0",
+        )),
+        same_stamp(&trees::lxd_snapshot_rootfs(
+            &l.dir, "default", name, "snap1",
+        )),
+        same_stamp(&trees::lxd_rootfs(&l.dir, "default", name)),
+    ];
+    assert_eq!(
+        got,
+        ["s0\n", "s0\n", "s0\n"],
+        "{what}: {SAME_STAMP} in snap0, snap1, main"
+    );
+}
+
+/// Starts `name` on `l` and runs commands in it: whether LXD can run containers here.
+fn start_and_exec(bed: &Bed, remote: &str, name: &str, want_changed: &str) {
+    let r = format!("{remote}:{name}");
+    let l = if remote == "a" { &bed.a } else { &bed.b };
+    let o = bed.lxc.run(&["start", &r]);
+    assert!(
+        o.status.success(),
+        "lxc start {r}: {}\nlxd.log:\n{}\n{}",
+        show(&o),
+        lxd_log(l),
+        std::fs::read_to_string(l.dir.join("logs").join(name).join("lxc.log")).unwrap_or_default()
+    );
+    bed.lxc.ok(&["exec", &r, "--", "true"]);
+    let got = bed.lxc.ok(&["exec", &r, "--", "cat", "/silo-mig/changed"]);
+    assert_eq!(got, want_changed, "{r}");
+    bed.lxc.ok(&["stop", "--force", &r]);
+}
+
+fn reference(tag: &str, image: &Path) {
+    let bed = bed(&format!("mig-{tag}"));
+    let src = prepare(&bed, image, tag);
+    let devices = |t: &Tree| t.of_kind(Kind::CharDev).len() + t.of_kind(Kind::BlockDev).len();
+    eprintln!(
+        "[migration-note] {tag}: {} entries, {} device nodes (silo-mig/null added by the test), {} hard-link paths",
+        src.main.entries.len(),
+        devices(&src.main),
+        src.main.link_groups().len()
+    );
+
+    for mode in ["pull", "push", "relay"] {
+        copy_and_check(&bed, &src, tag, &format!("c-{mode}"), mode);
+    }
+
+    // A snapshot as a new instance: its tree, no snapshots of its own.
+    let (o, took) = bed.lxc.timed(&["copy", "a:c/snap0", "b:c2"]);
+    assert!(
+        o.status.success(),
+        "lxc copy a:c/snap0 b:c2: {}\nb's lxd.log:\n{}",
+        show(&o),
+        lxd_log(&bed.b)
+    );
+    eprintln!(
+        "[migration-timing] image={tag} lxd->lxd copy a:c/snap0 b:c2: {} ms",
+        ms(took)
+    );
+    let links = assert_copy(
+        &format!("{tag} a:c/snap0 b:c2"),
+        &src.snap0,
+        &trees::lxd_rootfs(&bed.b.dir, "default", "c2"),
+    );
+    assert_links_split(&format!("{tag} a:c/snap0 b:c2"), &src.snap0, &links);
+    assert!(snapshot_names(&bed.b, "c2").is_empty());
+    assert_eq!(
+        same_stamp(&trees::lxd_rootfs(&bed.b.dir, "default", "c2")),
+        "s0\n"
+    );
+
+    // The copy runs on b.
+    start_and_exec(&bed, "b", "c-pull", "v2 main\n");
+
+    // A running source: live (the default) needs CRIU; --stateless copies with two rsync
+    // passes while the source runs.
+    bed.lxc.ok(&["start", "a:c"]);
+    let o = bed.lxc.run(&["copy", "a:c", "b:c-live"]);
+    assert!(
+        !o.status.success(),
+        "a live copy without CRIU should fail: {}",
+        show(&o)
+    );
+    eprintln!(
+        "[migration-note] {tag}: lxc copy of a running instance without --stateless: {}",
+        String::from_utf8_lossy(&o.stderr).trim()
+    );
+    let (o, took) = bed.lxc.timed(&["copy", "a:c", "b:c-run", "--stateless"]);
+    assert!(
+        o.status.success(),
+        "lxc copy a:c b:c-run --stateless (running): {}\nb's lxd.log:\n{}",
+        show(&o),
+        lxd_log(&bed.b)
+    );
+    eprintln!(
+        "[migration-timing] image={tag} lxd->lxd copy --stateless of a running instance: {} ms",
+        ms(took)
+    );
+    // The running source may write outside silo-mig; that subtree must be exact.
+    let sub = |p: PathBuf| scan(&p.join("silo-mig"));
+    let (links, other) = split_hardlinks(compare(
+        &sub(trees::lxd_rootfs(&bed.a.dir, "default", "c")),
+        &sub(trees::lxd_rootfs(&bed.b.dir, "default", "c-run")),
+        &Options {
+            ignore: vec![PathBuf::from("same-stamp")],
+            ..Options::default()
+        },
+    ));
+    assert_stale(&format!("{tag} running copy"), &bed.b, "c-run");
+    assert!(other.is_empty(), "running copy: {}", show_diffs(&other, 30));
+    assert_eq!(links.len(), 2, "{}", show_diffs(&links, 10));
+    bed.lxc.ok(&["stop", "--force", "a:c"]);
+    // Its first start applied LXD's templates (hostname) and the init wrote its own files
+    // (debian: machine-id, journal): the move's reference is the tree as it is now.
+    let moved = Source {
+        main: scan(&trees::lxd_rootfs(&bed.a.dir, "default", "c")),
+        ..src
+    };
+    let src = moved;
+
+    // move: the client copies, then deletes the source.
+    let (o, took) = bed.lxc.timed(&["move", "a:c", "b:cm"]);
+    assert!(
+        o.status.success(),
+        "lxc move a:c b:cm: {}\nb's lxd.log:\n{}",
+        show(&o),
+        lxd_log(&bed.b)
+    );
+    eprintln!(
+        "[migration-timing] image={tag} lxd->lxd move a:c b:cm (stopped, 2 snapshots): {} ms",
+        ms(took)
+    );
+    assert!(
+        !bed.lxc.run(&["info", "a:c"]).status.success(),
+        "a:c is gone"
+    );
+    assert!(!trees::lxd_rootfs(&bed.a.dir, "default", "c").exists());
+    let links = assert_copy(
+        &format!("{tag} move a:c b:cm"),
+        &src.main,
+        &trees::lxd_rootfs(&bed.b.dir, "default", "cm"),
+    );
+    assert_links_split(&format!("{tag} move"), &src.main, &links);
+    assert_eq!(snapshot_names(&bed.b, "cm"), ["snap0", "snap1"]);
+    assert_stale(&format!("{tag} move"), &bed.b, "cm");
+    // And back, pushed.
+    let (o, took) = bed.lxc.timed(&["move", "b:cm", "a:c", "--mode", "push"]);
+    assert!(
+        o.status.success(),
+        "lxc move b:cm a:c --mode push: {}\na's lxd.log:\n{}",
+        show(&o),
+        lxd_log(&bed.a)
+    );
+    eprintln!(
+        "[migration-timing] image={tag} lxd->lxd move b:cm a:c --mode push: {} ms",
+        ms(took)
+    );
+    let links = assert_copy(
+        &format!("{tag} move back"),
+        &src.main,
+        &trees::lxd_rootfs(&bed.a.dir, "default", "c"),
+    );
+    assert_links_split(&format!("{tag} move back"), &src.main, &links);
+    assert_stale(&format!("{tag} move back"), &bed.a, "c");
+    start_and_exec(&bed, "a", "c", "v2 main\n");
+}
+
+#[test]
+fn lxd_to_lxd_copy_reference() {
+    let image = silo_tests::busybox_image(false);
+    reference("busybox", &image[0]);
+}
+
+#[test]
+fn lxd_to_lxd_copy_reference_debian() {
+    let image = silo_tests::debian_image();
+    reference("debian", &image);
+}
