@@ -70,8 +70,9 @@ pub struct Tree {
 /// How to compare.
 #[derive(Debug, Clone)]
 pub struct Options {
-    /// `b`'s ids are `a`'s plus this (a silo instance's host ids are its idmap base plus the
-    /// ids inside). Applied to uid, gid and a v3 `security.capability`'s root id.
+    /// `b`'s ids are `a`'s plus this (an unprivileged LXD container's files are shifted on
+    /// disk by its idmap base; silo's are not, it maps them with an idmapped mount). Applied
+    /// to uid, gid and a v3 `security.capability`'s root id.
     pub b_id_offset: i64,
     /// Compare hard-link groups (LXD's rsync has no `-H`, so an LXD copy splits them).
     pub hardlinks: bool,
@@ -466,7 +467,8 @@ pub fn show_diffs(diffs: &[Diff], max: usize) -> String {
 }
 
 /// Where silo keeps instance `name`'s root filesystem: `<state dir>/storage-pools/<pool>/
-/// containers/<name>/rootfs` (the same layout for dir and btrfs pools).
+/// containers/<name>/rootfs` (the same layout for dir and btrfs pools). Its owners are the
+/// ids inside the instance: silo shifts them with an idmapped mount, not on disk.
 pub fn silo_rootfs(state_dir: &Path, pool: &str, name: &str) -> PathBuf {
     state_dir
         .join("storage-pools")
