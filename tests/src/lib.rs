@@ -17,6 +17,7 @@ pub mod hostile;
 pub mod image_server;
 pub mod lxc_client;
 pub mod lxd;
+pub mod migration_peer;
 pub mod trees;
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);

@@ -581,3 +581,96 @@ fn silod_and_lxd_share_a_netns_and_their_trees_compare() {
     );
     assert!(silo_tree.entries.len() > 100, "{}", silo_tree.entries.len());
 }
+
+/// The scripted source (`silo_tests::migration_peer`) against LXD as a pull target: LXD pins
+/// the peer's certificate, dials `control` and `fs` with their secrets, and when the source
+/// cuts `control` before its offer the operation fails and LXD reverts (no instance left).
+/// The same script is how silod's pull target is to be fault-tested.
+#[test]
+fn scripted_source_cut_before_offer_fails_lxd_pull_target_cleanly() {
+    use silo_tests::migration_peer::{Event, MigrationPeer, Step};
+    let l = TestLxd::start("mig-peer");
+    let t = Duration::from_secs(20);
+    let peer = MigrationPeer::start(
+        l.netns(),
+        &["control", "fs"],
+        vec![
+            Step::Accept("control".into(), t),
+            Step::Accept("fs".into(), t),
+            Step::Cut("control".into()),
+            Step::Cut("fs".into()),
+        ],
+    );
+    let body = serde_json::json!({
+        "name": "cx", "type": "container", "architecture": "x86_64",
+        "profiles": ["default"], "config": {}, "devices": {},
+        "source": {
+            "type": "migration", "mode": "pull", "live": false,
+            "operation": peer.operation_url(),
+            "certificate": peer.cert_pem,
+            "secrets": peer.secrets,
+        },
+    })
+    .to_string();
+    let o = l.lxc(&[
+        "query",
+        "-X",
+        "POST",
+        "--wait",
+        "/1.0/instances",
+        "--data",
+        &body,
+    ]);
+    let events = peer.wait_done(t);
+    assert!(
+        events.contains(&Event::Connected("control".into()))
+            && events.contains(&Event::Connected("fs".into()))
+            && events.last() == Some(&Event::Done),
+        "LXD should dial both channels with their secrets: {events:?}\n{}",
+        show(&o)
+    );
+    assert!(
+        !o.status.success(),
+        "a cut control channel must fail the migration: {}",
+        show(&o)
+    );
+    eprintln!(
+        "[migration-note] LXD pull target, source cut control before the offer: {}",
+        String::from_utf8_lossy(&o.stderr).trim()
+    );
+    let left = local_ok(&l, &["list", "--format", "csv", "-c", "n"]);
+    assert!(left.trim().is_empty(), "LXD reverts the instance: {left}");
+    assert!(!trees::lxd_rootfs(&l.dir, "default", "cx").exists());
+
+    // A wrong secret is refused before any websocket.
+    let peer2 = MigrationPeer::start(l.netns(), &["control", "fs"], Vec::new());
+    let mut secrets = peer2.secrets.clone();
+    secrets.insert("control".into(), "0".repeat(64));
+    let body = serde_json::json!({
+        "name": "cy", "type": "container", "architecture": "x86_64",
+        "profiles": ["default"], "config": {}, "devices": {},
+        "source": {"type": "migration", "mode": "pull", "live": false,
+                   "operation": peer2.operation_url(), "certificate": peer2.cert_pem,
+                   "secrets": secrets},
+    })
+    .to_string();
+    let o = l.lxc(&[
+        "query",
+        "-X",
+        "POST",
+        "--wait",
+        "/1.0/instances",
+        "--data",
+        &body,
+    ]);
+    assert!(!o.status.success(), "{}", show(&o));
+    let ev = peer2.events();
+    assert!(
+        ev.iter().any(|e| matches!(e, Event::Refused(_, 403))),
+        "the peer refuses an unknown secret with 403: {ev:?}"
+    );
+    eprintln!(
+        "[migration-note] LXD pull target, source refuses the control secret: {}",
+        String::from_utf8_lossy(&o.stderr).trim()
+    );
+}
