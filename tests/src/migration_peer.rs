@@ -484,7 +484,7 @@ fn read_msg(s: &mut Tls, timeout: Duration) -> Result<Msg, String> {
             }
             9 => write_frame(s, 10, &payload).map_err(|e| e.to_string())?,
             10 => {}
-            0 | 1 | 2 => {
+            0..=2 => {
                 if op != 0 {
                     kind = Some(op);
                 }
