@@ -674,3 +674,128 @@ fn scripted_source_cut_before_offer_fails_lxd_pull_target_cleanly() {
         String::from_utf8_lossy(&o.stderr).trim()
     );
 }
+
+/// The scripted source plays a whole pull migration to LXD 5.0.2: the offer (rsync, xattrs,
+/// delete, no index header), LXD's answer, the volume by rsync over `fs`, LXD's success on
+/// `control`. The new container's tree matches the source directory (hard links split, as
+/// LXD→LXD) and it starts. Then the same with `fs` cut mid-transfer: LXD fails the
+/// operation and leaves no instance.
+#[test]
+fn scripted_source_migrates_a_volume_to_lxd_and_a_cut_fs_reverts() {
+    use silo_tests::migration_peer::{rsync_offer, Event, MigrationPeer, Msg, Step};
+    let l = TestLxd::start("mig-peer-rsync");
+    let src = tempfile::Builder::new()
+        .prefix("silo-mig-src-")
+        .tempdir()
+        .expect("tempdir");
+    let image = silo_tests::busybox_image(false);
+    let o = std::process::Command::new("tar")
+        .arg("-xzf")
+        .arg(&image[0])
+        .arg("-C")
+        .arg(src.path())
+        .output()
+        .expect("tar");
+    assert!(o.status.success(), "unpack busybox: {}", show(&o));
+    enrich(&src.path().join("rootfs"));
+    let want = scan(&src.path().join("rootfs"));
+
+    let t = Duration::from_secs(30);
+    let script = |cut_after: Option<u64>| {
+        let mut s = vec![
+            Step::Accept("control".into(), t),
+            Step::Accept("fs".into(), t),
+            Step::Send("control".into(), Msg::Binary(rsync_offer())),
+            Step::Recv("control".into(), t),
+            Step::Rsync {
+                channel: "fs".into(),
+                src: src.path().to_path_buf(),
+                args: vec![
+                    "--xattrs".into(),
+                    "--filter=-x security.selinux".into(),
+                    "--delete".into(),
+                ],
+                cut_after,
+                timeout: Duration::from_secs(120),
+            },
+        ];
+        if cut_after.is_none() {
+            s.push(Step::Recv("control".into(), t));
+            s.push(Step::Close("control".into(), 1000));
+        }
+        s
+    };
+    let migrate = |name: &str, peer: &MigrationPeer| {
+        let body = serde_json::json!({
+            "name": name, "type": "container", "architecture": "x86_64",
+            "profiles": ["default"], "config": {}, "devices": {},
+            "source": {"type": "migration", "mode": "pull", "live": false,
+                       "operation": peer.operation_url(), "certificate": peer.cert_pem,
+                       "secrets": peer.secrets},
+        })
+        .to_string();
+        let start = std::time::Instant::now();
+        let o = l.lxc(&[
+            "query",
+            "-X",
+            "POST",
+            "--wait",
+            "/1.0/instances",
+            "--data",
+            &body,
+        ]);
+        (o, start.elapsed())
+    };
+
+    let peer = MigrationPeer::start(l.netns(), &["control", "fs"], script(None));
+    let (o, took) = migrate("cz", &peer);
+    let events = peer.wait_done(t);
+    assert!(
+        o.status.success() && events.last() == Some(&Event::Done),
+        "scripted pull migration: {}\nevents: {events:?}\nlxd.log:\n{}",
+        show(&o),
+        lxd_log(&l)
+    );
+    eprintln!(
+        "[migration-timing] scripted source -> lxd pull (busybox + extras, no snapshots): {} ms",
+        ms(took)
+    );
+    let control: Vec<&Msg> = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Received(c, m) if c == "control" => Some(m),
+            _ => None,
+        })
+        .collect();
+    eprintln!("[migration-note] LXD's answer header and final control message: {control:?}");
+    assert!(
+        matches!(control.last(), Some(Msg::Binary(b)) if b.starts_with(&[0x08, 0x01])),
+        "LXD ends with MigrationControl{{success: true}}: {control:?}"
+    );
+    let links = assert_copy(
+        "scripted source -> LXD",
+        &want,
+        &trees::lxd_rootfs(&l.dir, "default", "cz"),
+    );
+    assert_links_split("scripted source -> LXD", &want, &links);
+    local_ok(&l, &["start", "cz"]);
+    local_ok(&l, &["exec", "cz", "--", "true"]);
+    local_ok(&l, &["delete", "--force", "cz"]);
+
+    // fs cut after 64 KiB of rsync data.
+    let peer = MigrationPeer::start(l.netns(), &["control", "fs"], script(Some(64 << 10)));
+    let (o, _) = migrate("ccut", &peer);
+    let events = peer.wait_done(t);
+    assert!(
+        !o.status.success(),
+        "a cut fs must fail the migration: {}\n{events:?}",
+        show(&o)
+    );
+    eprintln!(
+        "[migration-note] LXD pull target, source cut fs after 64 KiB: {}",
+        String::from_utf8_lossy(&o.stderr).trim()
+    );
+    let left = local_ok(&l, &["list", "--format", "csv", "-c", "n"]);
+    assert!(left.trim().is_empty(), "LXD reverts the instance: {left}");
+    assert!(!trees::lxd_rootfs(&l.dir, "default", "ccut").exists());
+}
