@@ -613,3 +613,114 @@ fn untrusted_callers_wrong_certificates_and_full_pools_leave_nothing() {
     assert!(left.is_empty(), "left in the full pool: {left:?}");
     assert!(root.join("noise").exists(), "the source is untouched");
 }
+
+/// systemd reached the end of its boot in `name` on silod `d` (running, or degraded where
+/// units want hardware or a network the test does not give).
+fn silo_systemd_booted(d: &TestDaemon, name: &str) -> String {
+    let t0 = std::time::Instant::now();
+    let mut state = String::new();
+    while t0.elapsed() < std::time::Duration::from_secs(120) {
+        let (_, o, _) = d.exec(
+            name,
+            &["timeout", "120", "systemctl", "is-system-running", "--wait"],
+        );
+        state = o.trim().to_string();
+        if state == "running" || state == "degraded" {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(300));
+    }
+    state
+}
+
+#[test]
+fn a_debian_instance_with_snapshots_copies_from_lxd_to_silo_and_back_and_boots() {
+    let m = mixed("mig-deb");
+    let image = silo_tests::debian_image();
+    lxd_ok(
+        &m.lxd,
+        &[
+            "image",
+            "import",
+            &image.to_string_lossy(),
+            "--alias",
+            "debian",
+        ],
+    );
+    lxd_ok(&m.lxd, &["init", "debian", "d1"]);
+    let lroot = trees::lxd_rootfs(&m.lxd.dir, "default", "d1");
+    for (v, snap) in [
+        ("v0", Some("snap0")),
+        ("v11", Some("snap1")),
+        ("v222", None),
+    ] {
+        write_version(&lroot, v);
+        if let Some(s) = snap {
+            lxd_ok(&m.lxd, &["snapshot", "d1", s]);
+        }
+    }
+    let (o, t) = m.lxc.timed(&["copy", "l:d1", "s:d1"]);
+    assert!(o.status.success(), "LXD -> silo: {}", show(&o));
+    eprintln!(
+        "[migration-timing] lxd->silo debian copy: {} ms",
+        t.as_millis()
+    );
+    assert_same(
+        &lroot,
+        &trees::silo_rootfs(&m.silo.dir, "default", "d1"),
+        "d1",
+    );
+    for s in ["snap0", "snap1"] {
+        assert_same(
+            &trees::lxd_snapshot_rootfs(&m.lxd.dir, "default", "d1", s),
+            &trees::silo_snapshot_rootfs(&m.silo.dir, "default", "d1", s),
+            &format!("d1/{s}"),
+        );
+    }
+    m.silo.api_ok(
+        "PUT",
+        "/1.0/instances/d1/state",
+        Some(json!({"action": "start"})),
+    );
+    let state = silo_systemd_booted(&m.silo, "d1");
+    assert!(
+        state == "running" || state == "degraded",
+        "systemd ended up {state:?}"
+    );
+    let (_, o, _) = m.silo.exec(
+        "d1",
+        &["sh", "-c", "cat /proc/1/comm; cat /silo-mig/changed"],
+    );
+    assert!(o.starts_with("systemd\nv222"), "{o}");
+    m.silo.api_ok(
+        "PUT",
+        "/1.0/instances/d1/state",
+        Some(json!({"action": "stop", "force": true})),
+    );
+    // Back to LXD in push mode, where it boots too.
+    let (o, t) = m.lxc.timed(&["copy", "s:d1", "l:d2", "--mode", "push"]);
+    assert!(o.status.success(), "silo -> LXD: {}", show(&o));
+    eprintln!(
+        "[migration-timing] silo->lxd debian copy: {} ms",
+        t.as_millis()
+    );
+    assert_same(
+        &trees::silo_rootfs(&m.silo.dir, "default", "d1"),
+        &trees::lxd_rootfs(&m.lxd.dir, "default", "d2"),
+        "d2",
+    );
+    lxd_ok(&m.lxd, &["start", "d2"]);
+    let out = lxd_ok(
+        &m.lxd,
+        &[
+            "exec",
+            "d2",
+            "--",
+            "sh",
+            "-c",
+            "cat /proc/1/comm; cat /silo-mig/changed",
+        ],
+    );
+    assert!(out.starts_with("systemd\nv222"), "{out}");
+    lxd_ok(&m.lxd, &["stop", "--force", "d2"]);
+}
