@@ -1,0 +1,149 @@
+//! Migration figures (issue 16): the debian instance with two snapshots copied between hosts
+//! by the stock `lxc` client, and `--refresh` after one file changed.
+//! - silo to silo: two silods in two network namespaces joined by a veth (`link_netns`);
+//! - LXD to LXD: two LXD 5.0.2 daemons on the loopback of one namespace (the reference);
+//! - LXD to silo: LXD in silod's namespace.
+//!
+//! Every pool is a `dir` pool (btrfs transfers are measured in benches of their own once
+//! they exist). Each figure is the median of three copies. Run as root:
+//! `cargo build --release --workspace && cargo bench -p silo-tests --bench migration`.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use silo_tests::lxc_client::Lxc;
+use silo_tests::lxd::{TestLxd, TRUST_PASSWORD};
+use silo_tests::{link_netns, show, TestDaemon};
+
+const PW: &str = "bench-pw";
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+fn timed(lxc: &Lxc, args: &[&str]) -> Duration {
+    let t = Instant::now();
+    let o = lxc.run(args);
+    let d = t.elapsed();
+    assert!(o.status.success(), "lxc {}: {}", args.join(" "), show(&o));
+    d
+}
+
+/// Writes a 1 MiB file whose contents (and size) depend on `v`.
+fn change(root: &Path, v: usize) {
+    let data: Vec<u8> = (0..(1 << 20) + v).map(|i| (i * 31 + v) as u8).collect();
+    std::fs::write(root.join("root/bench-file"), data).expect("write");
+}
+
+/// The copy figures for `src:d1` → `dst:` (three copies named c0..c2), then `--refresh` of
+/// c0 after one file changed on the source (three times).
+fn figures(label: &str, lxc: &Lxc, src: &str, dst: &str, src_root: &Path) {
+    let copies: Vec<Duration> = (0..3)
+        .map(|i| timed(lxc, &["copy", &format!("{src}:d1"), &format!("{dst}:c{i}")]))
+        .collect();
+    let refreshes: Vec<Duration> = (0..3)
+        .map(|i| {
+            change(src_root, i + 10);
+            timed(
+                lxc,
+                &[
+                    "copy",
+                    &format!("{src}:d1"),
+                    &format!("{dst}:c0"),
+                    "--refresh",
+                ],
+            )
+        })
+        .collect();
+    println!(
+        "{label:<14} copy (debian, 2 snapshots) {:>8.0} ms   --refresh after one file changed {:>7.0} ms",
+        ms(median(copies)),
+        ms(median(refreshes))
+    );
+}
+
+fn silo_instance(d: &TestDaemon) -> std::path::PathBuf {
+    d.import(&silo_tests::debian_image(), "debian");
+    d.api_ok(
+        "POST",
+        "/1.0/instances",
+        Some(json!({"name": "d1", "source": {"type": "image", "alias": "debian"}})),
+    );
+    let root = silo_tests::trees::silo_rootfs(&d.dir, "default", "d1");
+    for (i, s) in ["snap0", "snap1"].iter().enumerate() {
+        change(&root, i);
+        d.api_ok(
+            "POST",
+            "/1.0/instances/d1/snapshots",
+            Some(json!({"name": s})),
+        );
+    }
+    change(&root, 2);
+    root
+}
+
+fn lxd_instance(l: &TestLxd) -> std::path::PathBuf {
+    let img = silo_tests::debian_image();
+    let ok = |args: &[&str]| {
+        let o = l.lxc(args);
+        assert!(o.status.success(), "lxc {}: {}", args.join(" "), show(&o));
+    };
+    ok(&[
+        "image",
+        "import",
+        &img.to_string_lossy(),
+        "--alias",
+        "debian",
+    ]);
+    ok(&["init", "debian", "d1"]);
+    let root = silo_tests::trees::lxd_rootfs(&l.dir, "default", "d1");
+    for (i, s) in ["snap0", "snap1"].iter().enumerate() {
+        change(&root, i);
+        ok(&["snapshot", "d1", s]);
+    }
+    change(&root, 2);
+    root
+}
+
+fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        return;
+    }
+    {
+        let a = TestDaemon::start("bm-mig-a");
+        let b = TestDaemon::start("bm-mig-b");
+        link_netns(&a, &b);
+        a.listen_https("198.18.0.1:8443", PW);
+        b.listen_https("198.18.0.2:8443", PW);
+        let lxc = Lxc::new("bm-mig-ss", &b.netns);
+        lxc.add_remote("a", "https://198.18.0.1:8443", PW);
+        lxc.add_remote("b", "https://198.18.0.2:8443", PW);
+        let root = silo_instance(&a);
+        figures("silo -> silo", &lxc, "a", "b", &root);
+    }
+    {
+        let a = TestLxd::start("bm-mig-la");
+        let b = TestLxd::start_beside("bm-mig-lb", &a);
+        let lxc = Lxc::new("bm-mig-ll", a.netns());
+        lxc.add_remote("a", &a.url(), TRUST_PASSWORD);
+        lxc.add_remote("b", &b.url(), TRUST_PASSWORD);
+        let root = lxd_instance(&a);
+        figures("LXD -> LXD", &lxc, "a", "b", &root);
+    }
+    {
+        let s = TestDaemon::start("bm-mig-s");
+        s.listen_https("127.0.0.1:8443", PW);
+        let l = TestLxd::start_in_netns_of("bm-mig-l", &s, 8444);
+        let lxc = Lxc::new("bm-mig-ls", &s.netns);
+        lxc.add_remote("s", "https://127.0.0.1:8443", PW);
+        lxc.add_remote("l", "https://127.0.0.1:8444", TRUST_PASSWORD);
+        let root = lxd_instance(&l);
+        figures("LXD -> silo", &lxc, "l", "s", &root);
+    }
+}
