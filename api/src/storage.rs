@@ -166,4 +166,51 @@ pub struct StorageVolumeSource {
     /// Update an existing copy.
     #[serde(skip_serializing_if = "crate::is_false")]
     pub refresh: bool,
+    /// Migration: the source server's certificate (PEM).
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub certificate: String,
+    /// Migration: "pull" or "push".
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub mode: String,
+    /// Migration (pull): the source's operation URL.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub operation: String,
+    /// Migration (pull): the source's websocket secrets.
+    #[serde(rename = "secrets", skip_serializing_if = "StringMap::is_empty")]
+    pub websockets: StringMap,
+}
+
+/// `POST /1.0/storage-pools/<pool>/volumes/<type>/<name>`: rename, move to another pool, or
+/// send to another host (`migration`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct StorageVolumePost {
+    /// New name.
+    pub name: String,
+    /// Move to this pool.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub pool: String,
+    /// Send to another host.
+    pub migration: bool,
+    /// Push: where to.
+    pub target: Option<StorageVolumePostTarget>,
+    /// Leave the snapshots out.
+    pub volume_only: bool,
+    /// Move to this project.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub project: String,
+}
+
+/// Where a pushed volume goes.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct StorageVolumePostTarget {
+    /// The target's certificate (PEM).
+    pub certificate: String,
+    /// The target's operation URL.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub operation: String,
+    /// Its websocket secrets.
+    #[serde(rename = "secrets", skip_serializing_if = "StringMap::is_empty")]
+    pub websockets: StringMap,
 }

@@ -262,7 +262,11 @@ every_type! {
     storage_volumes_post: StorageVolumesPost = StorageVolumesPost {
         name: s("v"), kind: s("custom"), description: s("d"), config: strings(&[("size", "1GiB")]),
         content_type: s("filesystem"),
-        source: Some(StorageVolumeSource { name: s("v0"), kind: s("copy"), pool: s("p"), volume_only: true, refresh: true }),
+        source: Some(StorageVolumeSource {
+            name: s("v0"), kind: s("migration"), pool: s("p"), volume_only: true, refresh: true,
+            certificate: s("pem"), mode: s("pull"), operation: s("https://h:8443/1.0/operations/x"),
+            websockets: strings(&[("control", "s1")]),
+        }),
     };
     certificates_post: CertificatesPost = CertificatesPost {
         name: s("c"), kind: s("client"), restricted: true, projects: vec![s("default")],

@@ -41,8 +41,9 @@ pub const API_EXTENSIONS: &[&str] = &[
     "container_push",
     "container_push_target",
     "container_only_migration",
-    // `copy --refresh` between hosts: only the snapshots the copy lacks and what changed.
-    "container_incremental_copy",
+    // Custom volumes copied and moved between pools, and to other hosts.
+    "storage_api_local_volume_handling",
+    "storage_api_remote_volume_handling",
     // `environment.os_name` / `os_version` in GET /1.0.
     "api_os",
     // `location` on events.
@@ -109,7 +110,7 @@ pub const API_EXTENSIONS: &[&str] = &[
     "backup_compression_algorithm",
     "container_backup_override_pool",
     "backup_override_name",
-    // copy --refresh onto an existing copy.
+    // copy --refresh onto an existing copy, on this host or from another.
     "container_incremental_copy",
     // The HTTPS API: PUT/PATCH of a trusted certificate, one-time add tokens
     // (`lxc config trust add`).
@@ -209,7 +210,9 @@ pub fn router(d: Arc<Services>) -> Router {
         )
         .route(
             "/1.0/storage-pools/{name}/volumes/{type}/{vol}",
-            get(storage::volume_get).delete(storage::volume_delete),
+            get(storage::volume_get)
+                .post(storage::volume_post)
+                .delete(storage::volume_delete),
         )
         .route("/1.0/networks", get(networks::list).post(networks::create))
         .route(

@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 use silo_proto::store::VolumeKind;
 
 use super::render;
-use super::response::{sync, sync_etag, ApiResult, DomainError};
+use super::response::{async_op, sync, sync_etag, ApiResult, DomainError};
 use super::ListQuery;
 
 use crate::service::storage;
@@ -242,9 +242,12 @@ pub struct VolumePost {
     description: String,
     #[serde(default, deserialize_with = "crate::model::null_default")]
     config: BTreeMap<String, String>,
+    #[serde(default, deserialize_with = "crate::model::null_default")]
+    source: silo_api::StorageVolumeSource,
 }
 
-/// `POST /1.0/storage-pools/{pool}/volumes[/custom]`: a custom volume.
+/// `POST /1.0/storage-pools/{pool}/volumes[/custom]`: a custom volume: empty, a copy of
+/// another (`source.type: copy`, from any pool), or from another host (`migration`).
 pub async fn volume_create(
     State(d): State<Arc<Services>>,
     Path(pool): Path<String>,
@@ -259,8 +262,106 @@ pub async fn volume_create(
             v.kind
         )));
     }
+    match v.source.kind.as_str() {
+        "" | "none" => {}
+        "copy" => {
+            let src_pool = if v.source.pool.is_empty() {
+                pool.clone()
+            } else {
+                v.source.pool.clone()
+            };
+            let c = Services::clone(&d);
+            let op = d.ops.start(
+                "task",
+                "Copying storage volume",
+                BTreeMap::new(),
+                false,
+                move |_ctx| async move {
+                    storage::copy_custom_volume(
+                        &c,
+                        &src_pool,
+                        &v.source.name,
+                        &pool,
+                        &v.name,
+                        &v.description,
+                    )
+                    .await
+                    .map(|()| Value::Null)
+                },
+            );
+            return Ok(async_op(&op));
+        }
+        "migration" => {
+            let req = crate::service::migration::volume::TargetRequest {
+                pool,
+                name: v.name,
+                description: v.description,
+                source: v.source,
+            };
+            let op = crate::service::migration::volume::start_target(&d, req).await?;
+            return Ok(async_op(&op));
+        }
+        other => {
+            return Err(DomainError::BadRequest(format!(
+                "unknown volume source type {other:?}"
+            )))
+        }
+    }
     storage::create_custom_volume(&d, &pool, &v.name, &v.description, &v.config).await?;
     Ok(sync(Value::Null))
+}
+
+/// `POST /1.0/storage-pools/{pool}/volumes/custom/{name}`: rename, move to another pool, or
+/// send to another host (`migration: true`).
+pub async fn volume_post(
+    State(d): State<Arc<Services>>,
+    Path((pool, t, name)): Path<(String, String, String)>,
+    body: axum::body::Bytes,
+) -> ApiResult {
+    storage::get(&d.db, &pool)?;
+    if kind_of(&t)? != VolumeKind::Custom {
+        return Err(DomainError::BadRequest(format!(
+            "{t} volumes go with their {}",
+            if t == "image" { "image" } else { "instance" }
+        )));
+    }
+    let p: silo_api::StorageVolumePost = super::lenient::from_slice(&body)
+        .map_err(|e| DomainError::BadRequest(format!("invalid request body: {e}")))?;
+    if !p.project.is_empty() && p.project != "default" {
+        return Err(DomainError::BadRequest(format!(
+            "project {:?} not found: silo has the default project only",
+            p.project
+        )));
+    }
+    if p.migration {
+        let op =
+            crate::service::migration::volume::start_source(&d, &pool, &name, p.target).await?;
+        return Ok(async_op(&op));
+    }
+    let to_pool = if p.pool.is_empty() {
+        pool.clone()
+    } else {
+        p.pool
+    };
+    storage::get(&d.db, &to_pool)?;
+    let to = if p.name.is_empty() {
+        name.clone()
+    } else {
+        p.name
+    };
+    let c = Services::clone(&d);
+    let op = d.ops.start(
+        "task",
+        "Moving storage volume",
+        BTreeMap::new(),
+        false,
+        move |_ctx| async move {
+            storage::move_custom_volume(&c, &pool, &name, &to_pool, &to)
+                .await
+                .map(|()| Value::Null)
+        },
+    );
+    Ok(async_op(&op))
 }
 
 /// `GET /1.0/storage-pools/{pool}/volumes/{type}/{name}`.

@@ -323,12 +323,6 @@ async fn fill_from_copy(
         None => (source.to_string(), None),
     };
     let si = get(&c.db, &src)?;
-    if si.pool != pool {
-        return Err(DomainError::BadRequest(format!(
-            "copying between storage pools is not supported yet: {src:?} is on {:?}, the copy's root disk on {pool:?}",
-            si.pool
-        )));
-    }
     let (kind, from) = match &snap {
         Some(s) => (
             VolumeKind::Snapshot,
@@ -339,16 +333,27 @@ async fn fill_from_copy(
             VolumeName::new(src.clone()).map_err(|e| DomainError::BadRequest(e.to_string()))?,
         ),
     };
-    c.helpers
-        .store
-        .copy_volume(
-            target.pn.clone(),
-            kind,
-            from,
-            VolumeKind::Container,
-            target.vol.clone(),
+    if si.pool == pool {
+        c.helpers
+            .store
+            .copy_volume(
+                target.pn.clone(),
+                kind,
+                from,
+                VolumeKind::Container,
+                target.vol.clone(),
+            )
+            .await?;
+    } else {
+        let sp =
+            PoolName::new(si.pool.clone()).map_err(|e| DomainError::Internal(e.to_string()))?;
+        crate::service::storage::copy_across_pools(
+            &c.helpers,
+            (&sp, kind, &from),
+            (target.pn, VolumeKind::Container, target.vol),
         )
         .await?;
+    }
     if let Some(b) = si.config.get("volatile.base_image") {
         config.insert("volatile.base_image".into(), b.clone());
     }

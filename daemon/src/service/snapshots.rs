@@ -300,17 +300,29 @@ pub async fn rename_instance(c: &Services, i: &Instance, to: &str) -> Result<(),
 /// Copies every snapshot of `from` to the new instance `to` (`silo copy` without
 /// `--instance-only`).
 pub async fn copy_all(c: &Services, from: &str, to: &Instance) -> Result<(), DomainError> {
+    let src_pool = pool(&instances::get(&c.db, from)?)?;
+    let dst_pool = pool(to)?;
     for s in list(&c.db, from)? {
-        c.helpers
-            .store
-            .copy_volume(
-                pool(to)?,
-                VolumeKind::Snapshot,
-                volume(from, &s.name)?,
-                VolumeKind::Snapshot,
-                volume(&to.name, &s.name)?,
+        let (sv, dv) = (volume(from, &s.name)?, volume(&to.name, &s.name)?);
+        if src_pool == dst_pool {
+            c.helpers
+                .store
+                .copy_volume(
+                    dst_pool.clone(),
+                    VolumeKind::Snapshot,
+                    sv,
+                    VolumeKind::Snapshot,
+                    dv,
+                )
+                .await?;
+        } else {
+            crate::service::storage::copy_across_pools(
+                &c.helpers,
+                (&src_pool, VolumeKind::Snapshot, &sv),
+                (&dst_pool, VolumeKind::Snapshot, &dv),
             )
             .await?;
+        }
         let copy = Snapshot {
             instance: to.name.clone(),
             config: s

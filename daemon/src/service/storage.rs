@@ -386,3 +386,218 @@ pub async fn delete_custom_volume(c: &Services, pool: &str, name: &str) -> Resul
     crate::store::pools::delete_custom_volume(&c.db, pool, name)?;
     Ok(())
 }
+
+/// One volume, by pool, kind and name.
+pub type VolumeRef<'a> = (&'a PoolName, VolumeKind, &'a VolumeName);
+
+/// Copies volume `src` into new volume `dst` on another pool (a copy between pools, whose
+/// filesystems may differ): silo-store's confined rsync sends `src` and another receives into
+/// `dst`, and silod joins their sockets. Nothing is left of `dst` on failure.
+pub async fn copy_across_pools(
+    helpers: &Helpers,
+    src: VolumeRef<'_>,
+    dst: VolumeRef<'_>,
+) -> Result<(), DomainError> {
+    use silo_proto::store::{RsyncFeatures, RsyncRole};
+    let features = RsyncFeatures {
+        xattrs: true,
+        delete: false,
+        compress: false,
+    };
+    helpers
+        .store
+        .create_volume(dst.0.clone(), dst.1, dst.2.clone())
+        .await?;
+    let copied = async {
+        let recv = helpers
+            .store
+            .rsync_start(
+                dst.0.clone(),
+                dst.1,
+                dst.2.clone(),
+                RsyncRole::Receive,
+                features,
+            )
+            .await?;
+        let send = match helpers
+            .store
+            .rsync_start(
+                src.0.clone(),
+                src.1,
+                src.2.clone(),
+                RsyncRole::Send,
+                features,
+            )
+            .await
+        {
+            Ok(s) => s,
+            Err(e) => {
+                let _ = helpers.store.rsync_abort(recv.id).await;
+                return Err(DomainError::from(e));
+            }
+        };
+        let joined = join_rsync(helpers, recv.fd, send.fd).await;
+        if let Err(e) = joined {
+            let _ = helpers.store.rsync_abort(recv.id).await;
+            let _ = helpers.store.rsync_abort(send.id).await;
+            return Err(DomainError::Internal(format!(
+                "copying {} to pool {}: {e}",
+                src.2, dst.0
+            )));
+        }
+        for id in [send.id, recv.id] {
+            loop {
+                match helpers.store.rsync_wait(id, 60).await {
+                    Ok(Some(_)) => break,
+                    Ok(None) => continue,
+                    Err(e) => {
+                        let _ = helpers.store.rsync_abort(recv.id).await;
+                        return Err(e.into());
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+    .await;
+    if copied.is_err() {
+        let _ = helpers
+            .store
+            .delete_volume(dst.0.clone(), dst.1, dst.2.clone())
+            .await;
+    }
+    copied
+}
+
+/// Joins two rsyncs' sockets until both directions have ended.
+async fn join_rsync(
+    helpers: &Helpers,
+    a: silo_proto::fdpass::FdTicket,
+    b: silo_proto::fdpass::FdTicket,
+) -> Result<(), String> {
+    use crate::helpers::HelperKind;
+    let stream = |fd: std::os::fd::OwnedFd| -> Result<tokio::net::UnixStream, String> {
+        let s = std::os::unix::net::UnixStream::from(fd);
+        s.set_nonblocking(true).map_err(|e| e.to_string())?;
+        tokio::net::UnixStream::from_std(s).map_err(|e| e.to_string())
+    };
+    let mut a = stream(helpers.take_fds(HelperKind::Store, a).await?.remove(0))?;
+    let mut b = stream(helpers.take_fds(HelperKind::Store, b).await?.remove(0))?;
+    tokio::io::copy_bidirectional(&mut a, &mut b)
+        .await
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+}
+
+/// Copies custom volume `src` of pool `src_pool` as new volume `dst` of pool `pool` (the same
+/// pool or another); nothing remains on failure.
+pub async fn copy_custom_volume(
+    c: &Services,
+    src_pool: &str,
+    src: &str,
+    pool: &str,
+    dst: &str,
+    description: &str,
+) -> Result<(), DomainError> {
+    get(&c.db, src_pool)?;
+    if !custom_volumes(&c.db, src_pool)?.iter().any(|x| x.0 == src) {
+        return Err(DomainError::NotFound(format!(
+            "custom volume {src:?} not found in pool {src_pool:?}"
+        )));
+    }
+    if custom_volumes(&c.db, pool)?.iter().any(|x| x.0 == dst) {
+        return Err(DomainError::Conflict(format!(
+            "custom volume {dst:?} already exists in pool {pool:?}"
+        )));
+    }
+    let bad = |e: silo_proto::NameError| DomainError::BadRequest(e.to_string());
+    let (sp, sv) = (
+        PoolName::new(src_pool.to_string()).map_err(bad)?,
+        VolumeName::new(src.to_string()).map_err(bad)?,
+    );
+    let (dp, dv) = (
+        PoolName::new(pool.to_string()).map_err(bad)?,
+        VolumeName::new(dst.to_string()).map_err(bad)?,
+    );
+    if sp == dp {
+        c.helpers
+            .store
+            .copy_volume(
+                dp.clone(),
+                VolumeKind::Custom,
+                sv,
+                VolumeKind::Custom,
+                dv.clone(),
+            )
+            .await?;
+    } else {
+        copy_across_pools(
+            &c.helpers,
+            (&sp, VolumeKind::Custom, &sv),
+            (&dp, VolumeKind::Custom, &dv),
+        )
+        .await?;
+    }
+    if let Err(e) = crate::store::pools::insert_custom_volume(&c.db, pool, dst, description) {
+        let _ = c
+            .helpers
+            .store
+            .delete_volume(dp, VolumeKind::Custom, dv)
+            .await;
+        return Err(e.into());
+    }
+    Ok(())
+}
+
+/// Renames custom volume `name` of `pool` to `to`, or moves it to pool `to_pool` (a copy,
+/// then the original goes).
+pub async fn move_custom_volume(
+    c: &Services,
+    pool: &str,
+    name: &str,
+    to_pool: &str,
+    to: &str,
+) -> Result<(), DomainError> {
+    if to_pool != pool {
+        let description = custom_volumes(&c.db, pool)?
+            .into_iter()
+            .find(|x| x.0 == name)
+            .map(|x| x.1)
+            .unwrap_or_default();
+        copy_custom_volume(c, pool, name, to_pool, to, &description).await?;
+        return delete_custom_volume(c, pool, name).await;
+    }
+    if name == to {
+        return Ok(());
+    }
+    let description = custom_volumes(&c.db, pool)?
+        .into_iter()
+        .find(|x| x.0 == name)
+        .map(|x| x.1)
+        .ok_or_else(|| {
+            DomainError::NotFound(format!("custom volume {name:?} not found in pool {pool:?}"))
+        })?;
+    if custom_volumes(&c.db, pool)?.iter().any(|x| x.0 == to) {
+        return Err(DomainError::Conflict(format!(
+            "custom volume {to:?} already exists in pool {pool:?}"
+        )));
+    }
+    let bad = |e: silo_proto::NameError| DomainError::BadRequest(e.to_string());
+    let pn = PoolName::new(pool.to_string()).map_err(bad)?;
+    let (from, dst) = (
+        VolumeName::new(name.to_string()).map_err(bad)?,
+        VolumeName::new(to.to_string()).map_err(bad)?,
+    );
+    crate::store::pools::insert_custom_volume(&c.db, pool, to, &description)?;
+    if let Err(e) = c
+        .helpers
+        .store
+        .rename_volume(pn, VolumeKind::Custom, from, dst, false)
+        .await
+    {
+        let _ = crate::store::pools::delete_custom_volume(&c.db, pool, to);
+        return Err(e.into());
+    }
+    crate::store::pools::delete_custom_volume(&c.db, pool, name)?;
+    Ok(())
+}

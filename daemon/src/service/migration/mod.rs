@@ -11,6 +11,7 @@
 
 pub mod source;
 pub mod target;
+pub mod volume;
 pub mod wire;
 
 use std::time::Duration;
@@ -164,6 +165,101 @@ pub fn rfc3339(secs: i64) -> String {
 
 /// Go's `time.Time{}` in Unix seconds (0001-01-01T00:00:00Z).
 pub const GO_ZERO_TIME: i64 = -62_135_596_800;
+
+/// Sends the index header when the answer asked for one, and reads the target's reply.
+pub async fn index_send(
+    fs: &mut Channel,
+    answer: &silo_api::migration::MigrationHeader,
+    info: &silo_api::migration::MigrationInfo,
+) -> Result<(), String> {
+    if answer.index_header_version.unwrap_or(0) < 1 {
+        return Ok(());
+    }
+    fs.send_json(info).await?;
+    let r: silo_api::migration::MigrationInfoResponse = fs.recv_json().await?;
+    if r.status_code != 200 {
+        return Err(if r.error.is_empty() {
+            format!(
+                "the target refused the migration (status {})",
+                r.status_code
+            )
+        } else {
+            r.error
+        });
+    }
+    Ok(())
+}
+
+/// Reads the index header when our answer asked for one, and accepts it.
+pub async fn index_recv(
+    fs: &mut Channel,
+    answer: &silo_api::migration::MigrationHeader,
+) -> Result<Option<silo_api::migration::MigrationInfo>, String> {
+    if answer.index_header_version.unwrap_or(0) < 1 {
+        return Ok(None);
+    }
+    let info: silo_api::migration::MigrationInfo = fs.recv_json().await?;
+    fs.send_json(&silo_api::migration::MigrationInfoResponse {
+        status_code: 200,
+        error: String::new(),
+        refresh: Some(answer.refresh == Some(true)),
+    })
+    .await?;
+    Ok(Some(info))
+}
+
+/// Sends the last word on `control`: success, or why not.
+pub async fn send_outcome(control: &Channel, outcome: Result<(), &str>) {
+    let msg = silo_api::migration::MigrationControl {
+        success: outcome.is_ok(),
+        message: outcome.err().map(str::to_string),
+    };
+    if let Err(e) = control.send_proto(&msg).await {
+        tracing::debug!(error = %e, "the migration peer left before the outcome");
+    }
+}
+
+/// Waits for the target's last word (the source's end of a migration).
+pub async fn recv_outcome(control: &mut Channel) -> Result<(), String> {
+    let done: silo_api::migration::MigrationControl = control
+        .recv_proto()
+        .await
+        .map_err(|e| format!("the target did not confirm the migration: {e}"))?;
+    if done.success {
+        Ok(())
+    } else {
+        Err(done
+            .message
+            .unwrap_or_else(|| "the target failed the migration".into()))
+    }
+}
+
+/// The peer's operation channels: dialed (`operation` given) or awaited on our operation's
+/// secrets.
+pub async fn connect_pair(
+    operation: &str,
+    secrets: &std::collections::BTreeMap<String, String>,
+    certificate: &str,
+) -> Result<(Channel, Channel), String> {
+    let secret = |n: &str| secrets.get(n).cloned().unwrap_or_default();
+    let control = wire::dial(operation, &secret("control"), certificate, "control").await?;
+    let fs = wire::dial(operation, &secret("fs"), certificate, "fs").await?;
+    Ok((control, fs))
+}
+
+/// Waits for the peer to dial both websockets of our operation.
+pub async fn accept_pair(
+    streams: crate::service::exec::Streams,
+) -> Result<(Channel, Channel), String> {
+    let mut socks = streams.connect_all(CONNECT_WAIT).await?;
+    match (socks.remove("control"), socks.remove("fs")) {
+        (Some(control), Some(fs)) => Ok((
+            Channel::from_axum(control, "control"),
+            Channel::from_axum(fs, "fs"),
+        )),
+        _ => Err("the migration websockets did not connect".into()),
+    }
+}
 
 #[cfg(test)]
 mod tests {

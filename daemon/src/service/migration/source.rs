@@ -4,14 +4,13 @@ use std::collections::{BTreeMap, HashMap};
 
 use serde_json::{json, Value};
 use silo_api::migration::{
-    architecture_id, config_list, device_list, CriuType, InfoConfig, MigrationControl,
-    MigrationFsType, MigrationHeader, MigrationInfo, MigrationInfoResponse, Snapshot as PbSnapshot,
-    INDEX_HEADER_VERSION,
+    architecture_id, config_list, device_list, CriuType, InfoConfig, MigrationFsType,
+    MigrationHeader, MigrationInfo, Snapshot as PbSnapshot, INDEX_HEADER_VERSION,
 };
 use silo_proto::store::{RsyncRole, VolumeKind};
 use silo_proto::{InstanceName, PoolName, VolumeName};
 
-use super::wire::{self, Channel};
+use super::wire::Channel;
 use super::{our_rsync, progress_reporter, store_features, transfer, unix_secs, Volume};
 use crate::service::exec::Streams;
 use crate::service::instances::{self, Instance};
@@ -82,11 +81,7 @@ pub async fn start(c: &Services, req: SourceRequest) -> Result<Operation, Domain
     let c2 = c.clone();
     match req.target {
         Some(t) => {
-            let secret = |n: &str| t.websockets.get(n).cloned().unwrap_or_default();
-            let control = wire::dial(&t.operation, &secret("control"), &t.certificate, "control")
-                .await
-                .map_err(DomainError::BadRequest)?;
-            let fs = wire::dial(&t.operation, &secret("fs"), &t.certificate, "fs")
+            let (control, fs) = super::connect_pair(&t.operation, &t.websockets, &t.certificate)
                 .await
                 .map_err(DomainError::BadRequest)?;
             Ok(c.ops.start(
@@ -113,18 +108,9 @@ pub async fn start(c: &Services, req: SourceRequest) -> Result<Operation, Domain
                 metadata,
                 true,
                 move |ctx| async move {
-                    let mut socks = streams
-                        .connect_all(super::CONNECT_WAIT)
+                    let (control, fs) = super::accept_pair(streams)
                         .await
                         .map_err(DomainError::Internal)?;
-                    let (Some(control), Some(fs)) = (socks.remove("control"), socks.remove("fs"))
-                    else {
-                        return Err(DomainError::Internal(
-                            "the migration websockets did not connect".into(),
-                        ));
-                    };
-                    let control = Channel::from_axum(control, "control");
-                    let fs = Channel::from_axum(fs, "fs");
                     run(&c2, &plan, control, fs, &ctx)
                         .await
                         .map(|()| Value::Null)
@@ -145,12 +131,7 @@ async fn run(
         Ok(()) => Ok(()),
         Err(e) => {
             let e = super::peer_reason(&mut control, e).await;
-            let _ = control
-                .send_proto(&MigrationControl {
-                    success: false,
-                    message: Some(e.clone()),
-                })
-                .await;
+            super::send_outcome(&control, Err(&e)).await;
             Err(DomainError::Internal(e))
         }
     }
@@ -269,20 +250,7 @@ async fn send(
         sent.push(*s);
     }
     let features = store_features(&answer);
-    if answer.index_header_version.unwrap_or(0) >= 1 {
-        fs.send_json(&info(plan, &sent)).await?;
-        let r: MigrationInfoResponse = fs.recv_json().await?;
-        if r.status_code != 200 {
-            return Err(if r.error.is_empty() {
-                format!(
-                    "the target refused the migration (status {})",
-                    r.status_code
-                )
-            } else {
-                r.error
-            });
-        }
-    }
+    super::index_send(fs, &answer, &info(plan, &sent)).await?;
     let pool = PoolName::new(plan.inst.pool.clone()).map_err(|e| e.to_string())?;
     for s in &sent {
         let vol = Volume {
@@ -311,16 +279,7 @@ async fn send(
         // The final pass of a running instance: frozen, so what it sends is consistent.
         final_pass(c, plan, fs, &main, features, &report).await?;
     }
-    let done: MigrationControl = control
-        .recv_proto()
-        .await
-        .map_err(|e| format!("the target did not confirm the migration: {e}"))?;
-    if !done.success {
-        return Err(done
-            .message
-            .unwrap_or_else(|| "the target failed the migration".into()));
-    }
-    Ok(())
+    super::recv_outcome(control).await
 }
 
 async fn final_pass(

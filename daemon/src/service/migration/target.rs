@@ -11,13 +11,12 @@ use std::collections::BTreeMap;
 
 use serde_json::{json, Value};
 use silo_api::migration::{
-    answer_offer, architecture_name, CriuType, MigrationControl, MigrationFsType, MigrationHeader,
-    MigrationInfo, MigrationInfoResponse,
+    answer_offer, architecture_name, CriuType, MigrationFsType, MigrationHeader,
 };
 use silo_proto::store::{IdShift, RsyncRole, VolumeKind};
 use silo_proto::{PoolName, VolumeName};
 
-use super::wire::{self, Channel};
+use super::wire::Channel;
 use super::{our_rsync, progress_reporter, rfc3339, store_features, transfer, Volume};
 use crate::model::profile::{expand, root_pool};
 use crate::service::exec::Streams;
@@ -89,19 +88,13 @@ pub async fn start(c: &Services, mut req: CreateRequest) -> Result<Operation, Do
             false,
             move |ctx| async move {
                 let r = async {
-                    let secret = |n: &str| source.secrets.get(n).cloned().unwrap_or_default();
-                    let control = wire::dial(
+                    let (control, fs) = super::connect_pair(
                         &source.operation,
-                        &secret("control"),
+                        &source.secrets,
                         &source.certificate,
-                        "control",
                     )
                     .await
                     .map_err(DomainError::BadRequest)?;
-                    let fs =
-                        wire::dial(&source.operation, &secret("fs"), &source.certificate, "fs")
-                            .await
-                            .map_err(DomainError::BadRequest)?;
                     run(&c2, &req, refresh.as_ref(), control, fs, &ctx).await
                 }
                 .await;
@@ -122,19 +115,9 @@ pub async fn start(c: &Services, mut req: CreateRequest) -> Result<Operation, Do
                 true,
                 move |ctx| async move {
                     let r = async {
-                        let mut socks = streams
-                            .connect_all(super::CONNECT_WAIT)
+                        let (control, fs) = super::accept_pair(streams)
                             .await
                             .map_err(DomainError::Internal)?;
-                        let (Some(control), Some(fs)) =
-                            (socks.remove("control"), socks.remove("fs"))
-                        else {
-                            return Err(DomainError::Internal(
-                                "the migration websockets did not connect".into(),
-                            ));
-                        };
-                        let control = Channel::from_axum(control, "control");
-                        let fs = Channel::from_axum(fs, "fs");
                         run(&c2, &req, refresh.as_ref(), control, fs, &ctx).await
                     }
                     .await;
@@ -200,12 +183,7 @@ async fn run(
         Ok(s) => s,
         Err(e) => {
             let e = super::peer_reason(&mut control, e).await;
-            let _ = control
-                .send_proto(&MigrationControl {
-                    success: false,
-                    message: Some(e.clone()),
-                })
-                .await;
+            super::send_outcome(&control, Err(&e)).await;
             made.remove(c).await;
             return Err(DomainError::Internal(e));
         }
@@ -215,22 +193,12 @@ async fn run(
         None => record(c, req, &snaps).await,
     };
     if let Err(e) = recorded {
-        let _ = control
-            .send_proto(&MigrationControl {
-                success: false,
-                message: Some(e.to_string()),
-            })
-            .await;
+        super::send_outcome(&control, Err(&e.to_string())).await;
         made.remove(c).await;
         return Err(e);
     }
     // Recorded: from here on the copy exists, whatever the source hears.
-    let _ = control
-        .send_proto(&MigrationControl {
-            success: true,
-            message: None,
-        })
-        .await;
+    super::send_outcome(&control, Ok(())).await;
     c.events.lifecycle(
         if refresh.is_some() {
             "instance-updated"
@@ -293,15 +261,7 @@ async fn receive(
     let answer = answer_offer(&offer, our_rsync(), refresh.is_some(), wanted.as_deref());
     control.send_proto(&answer).await?;
     let features = store_features(&answer);
-    if answer.index_header_version.unwrap_or(0) >= 1 {
-        let _info: MigrationInfo = fs.recv_json().await?;
-        fs.send_json(&MigrationInfoResponse {
-            status_code: 200,
-            error: String::new(),
-            refresh: Some(refresh.is_some()),
-        })
-        .await?;
-    }
+    super::index_recv(fs, &answer).await?;
     let profiles =
         load_profiles(&c.db, req.profiles.as_deref().unwrap_or(&[])).map_err(|e| e.to_string())?;
     let (_, ed) = expand(&profiles, &req.config, &req.devices);

@@ -1,0 +1,297 @@
+//! Custom volumes between hosts (`lxc storage volume copy a:pool/vol b:pool/vol`): the same
+//! protocol as instances, without state, id maps or templates. silo's custom volumes have no
+//! snapshots, so none are offered, and the ones an LXD source offers are refused by name
+//! unless the copy is `--volume-only`.
+
+use std::collections::BTreeMap;
+
+use serde_json::{json, Value};
+use silo_api::migration::{
+    answer_offer, InfoConfig, MigrationFsType, MigrationHeader, MigrationInfo,
+};
+use silo_proto::store::{RsyncRole, VolumeKind};
+use silo_proto::{PoolName, VolumeName};
+
+use super::wire::Channel;
+use super::{our_rsync, progress_reporter, store_features, transfer, Volume};
+use crate::service::exec::Streams;
+use crate::service::operations::{OpCtx, Operation, Operations};
+use crate::service::{DomainError, Services};
+
+fn volume(pool: &str, name: &str) -> Result<Volume, DomainError> {
+    Ok(Volume {
+        pool: PoolName::new(pool.to_string())
+            .map_err(|e| DomainError::BadRequest(e.to_string()))?,
+        kind: VolumeKind::Custom,
+        name: VolumeName::new(name.to_string())
+            .map_err(|e| DomainError::BadRequest(e.to_string()))?,
+    })
+}
+
+fn exists(c: &Services, pool: &str, name: &str) -> Result<bool, DomainError> {
+    Ok(crate::service::storage::custom_volumes(&c.db, pool)?
+        .iter()
+        .any(|v| v.0 == name))
+}
+
+fn resources(pool: &str, name: &str) -> BTreeMap<String, Vec<String>> {
+    let mut r = BTreeMap::new();
+    r.insert(
+        "storage_volumes".to_string(),
+        vec![format!("/1.0/storage-pools/{pool}/volumes/custom/{name}")],
+    );
+    r
+}
+
+/// `POST /1.0/storage-pools/<pool>/volumes/custom/<name>` with `migration: true`.
+pub async fn start_source(
+    c: &Services,
+    pool: &str,
+    name: &str,
+    target: Option<silo_api::StorageVolumePostTarget>,
+) -> Result<Operation, DomainError> {
+    crate::service::storage::get(&c.db, pool)?;
+    if !exists(c, pool, name)? {
+        return Err(DomainError::NotFound(format!(
+            "custom volume {name:?} not found in pool {pool:?}"
+        )));
+    }
+    let vol = volume(pool, name)?;
+    let label = name.to_string();
+    let info = MigrationInfo {
+        config: Some(InfoConfig {
+            volume: Some(json!({
+                "name": name, "type": "custom", "config": {}, "description": "",
+                "content_type": "filesystem",
+            })),
+            pool: Some(json!({"name": pool})),
+            ..Default::default()
+        }),
+    };
+    let c2 = c.clone();
+    let body = move |ctx: OpCtx, mut control: Channel, mut fs: Channel| async move {
+        let r = send(&c2, &vol, &label, &info, &mut control, &mut fs, &ctx).await;
+        if let Err(e) = r {
+            let e = super::peer_reason(&mut control, e).await;
+            super::send_outcome(&control, Err(&e)).await;
+            return Err(DomainError::Internal(e));
+        }
+        Ok(Value::Null)
+    };
+    match target {
+        Some(t) => {
+            let (control, fs) = super::connect_pair(&t.operation, &t.websockets, &t.certificate)
+                .await
+                .map_err(DomainError::BadRequest)?;
+            Ok(c.ops.start(
+                "task",
+                "Migrating storage volume",
+                resources(pool, name),
+                false,
+                move |ctx| body(ctx, control, fs),
+            ))
+        }
+        None => {
+            let id = Operations::new_id();
+            let streams = Streams::new(&c.sockets, &id, &["control", "fs"]);
+            let metadata = json!(streams.secrets);
+            Ok(c.ops.start_full(
+                id,
+                "websocket",
+                "Migrating storage volume",
+                resources(pool, name),
+                metadata,
+                true,
+                move |ctx| async move {
+                    let (control, fs) = super::accept_pair(streams)
+                        .await
+                        .map_err(DomainError::Internal)?;
+                    body(ctx, control, fs).await
+                },
+            ))
+        }
+    }
+}
+
+async fn send(
+    c: &Services,
+    vol: &Volume,
+    label: &str,
+    info: &MigrationInfo,
+    control: &mut Channel,
+    fs: &mut Channel,
+    ctx: &OpCtx,
+) -> Result<(), String> {
+    let offer = MigrationHeader {
+        fs: MigrationFsType::Rsync as i32,
+        rsync_features: Some(our_rsync()),
+        index_header_version: Some(silo_api::migration::INDEX_HEADER_VERSION),
+        ..Default::default()
+    };
+    control.send_proto(&offer).await?;
+    let answer: MigrationHeader = control
+        .recv_proto()
+        .await
+        .map_err(|e| format!("the target did not answer the migration offer: {e}"))?;
+    if answer.fs_type() != Some(MigrationFsType::Rsync) {
+        return Err(format!(
+            "the target asked for transfer type {}, but silo sends rsync only",
+            answer.fs
+        ));
+    }
+    if !answer.snapshot_names.is_empty() {
+        return Err("the target asked for snapshots that were not offered".into());
+    }
+    super::index_send(fs, &answer, info).await?;
+    let report = progress_reporter(ctx, label.to_string());
+    transfer(
+        c,
+        fs,
+        vol,
+        RsyncRole::Send,
+        store_features(&answer),
+        &report,
+    )
+    .await?;
+    super::recv_outcome(control).await
+}
+
+/// What a `source.type: migration` volume create asks.
+#[derive(Debug, Clone)]
+pub struct TargetRequest {
+    /// The pool.
+    pub pool: String,
+    /// The new volume's name.
+    pub name: String,
+    /// Its description.
+    pub description: String,
+    /// Where from.
+    pub source: silo_api::StorageVolumeSource,
+}
+
+/// `POST /1.0/storage-pools/<pool>/volumes/custom` with `source.type: migration`.
+pub async fn start_target(c: &Services, req: TargetRequest) -> Result<Operation, DomainError> {
+    crate::service::storage::get(&c.db, &req.pool)?;
+    let vol = volume(&req.pool, &req.name)?;
+    let (vol_pool, vol_name) = (req.pool.clone(), req.name.clone());
+    if req.source.refresh {
+        return Err(DomainError::NotImplemented(
+            "refreshing a custom volume from another host is not supported yet".into(),
+        ));
+    }
+    if exists(c, &req.pool, &req.name)? {
+        return Err(DomainError::Conflict(format!(
+            "custom volume {:?} already exists in pool {:?}",
+            req.name, req.pool
+        )));
+    }
+    let push = match req.source.mode.as_str() {
+        "" | "pull" => false,
+        "push" => true,
+        m => {
+            return Err(DomainError::NotImplemented(format!(
+                "Mode {m:?} not implemented"
+            )))
+        }
+    };
+    let dial = req.source.clone();
+    let c2 = c.clone();
+    let body = move |ctx: OpCtx, mut control: Channel, mut fs: Channel| async move {
+        let r = receive(&c2, &req, &vol, &mut control, &mut fs, &ctx).await;
+        match r {
+            Ok(()) => {
+                super::send_outcome(&control, Ok(())).await;
+                Ok(Value::Null)
+            }
+            Err(e) => {
+                let e = super::peer_reason(&mut control, e).await;
+                super::send_outcome(&control, Err(&e)).await;
+                Err(DomainError::Internal(e))
+            }
+        }
+    };
+    let res = resources(&vol_pool, &vol_name);
+    if push {
+        let id = Operations::new_id();
+        let streams = Streams::new(&c.sockets, &id, &["control", "fs"]);
+        let metadata = json!(streams.secrets);
+        return Ok(c.ops.start_full(
+            id,
+            "websocket",
+            "Creating storage volume",
+            res,
+            metadata,
+            true,
+            move |ctx| async move {
+                let (control, fs) = super::accept_pair(streams)
+                    .await
+                    .map_err(DomainError::Internal)?;
+                body(ctx, control, fs).await
+            },
+        ));
+    }
+    Ok(c.ops.start(
+        "task",
+        "Creating storage volume",
+        res,
+        false,
+        move |ctx| async move {
+            let (control, fs) =
+                super::connect_pair(&dial.operation, &dial.websockets, &dial.certificate)
+                    .await
+                    .map_err(DomainError::BadRequest)?;
+            body(ctx, control, fs).await
+        },
+    ))
+}
+
+async fn receive(
+    c: &Services,
+    req: &TargetRequest,
+    vol: &Volume,
+    control: &mut Channel,
+    fs: &mut Channel,
+    ctx: &OpCtx,
+) -> Result<(), String> {
+    let offer: MigrationHeader = control
+        .recv_proto()
+        .await
+        .map_err(|e| format!("reading the migration offer: {e}"))?;
+    offer.check().map_err(|e| e.to_string())?;
+    if !offer.snapshot_names.is_empty() && !req.source.volume_only {
+        return Err(format!(
+            "the source volume has snapshots ({}), which silo's custom volumes cannot hold: copy it with --volume-only",
+            offer.snapshot_names.join(", ")
+        ));
+    }
+    let answer = answer_offer(&offer, our_rsync(), false, Some(&[]));
+    control.send_proto(&answer).await?;
+    super::index_recv(fs, &answer).await?;
+    crate::service::storage::create_custom_volume(
+        c,
+        &req.pool,
+        &req.name,
+        &req.description,
+        &BTreeMap::new(),
+    )
+    .await
+    .map_err(|e| e.to_string())?;
+    let report = progress_reporter(ctx, req.name.clone());
+    let r = transfer(
+        c,
+        fs,
+        vol,
+        RsyncRole::Receive,
+        store_features(&answer),
+        &report,
+    )
+    .await;
+    if let Err(e) = r {
+        if let Err(d) = crate::service::storage::delete_custom_volume(c, &req.pool, &req.name).await
+        {
+            tracing::warn!(volume = %req.name, error = %d, "removing a half-received volume failed");
+        }
+        return Err(e);
+    }
+    Ok(())
+}
