@@ -315,11 +315,13 @@ fn remote_error(what: &str, errors: &[UrlError]) -> CmdError {
 /// Whether an operation's error says the peer could not be reached at that URL (worth the
 /// next URL), rather than a failed transfer.
 fn is_connection_error(e: &str) -> bool {
+    let e = e.to_ascii_lowercase();
     [
         "connection refused",
         "did not answer in time",
-        "No route to host",
-        "Network is unreachable",
+        "no route to host",
+        "network is unreachable",
+        "timed out",
     ]
     .iter()
     .any(|m| e.contains(m))
@@ -1057,6 +1059,17 @@ mod tests {
             ..Default::default()
         };
         assert!(secrets_of(&bad).is_err());
+    }
+
+    #[test]
+    fn unreachable_urls_are_worth_the_next_one() {
+        assert!(is_connection_error(
+            "connecting the control websocket of https://x/1.0/operations/1: IO error: Connection refused (os error 111)"
+        ));
+        assert!(is_connection_error(
+            "the fs websocket of https://x/1.0/operations/1 did not answer in time"
+        ));
+        assert!(!is_connection_error("starting rsync on c: no space left"));
     }
 
     #[test]
