@@ -4,7 +4,7 @@
 //! both added as remotes. A busybox instance with two snapshots on A is copied in each mode
 //! (pull, push, relay), as a snapshot, without its snapshots and with a config override,
 //! then moved; a running source without --stateless fails with LXD's CRIU message and leaves
-//! nothing on the target.
+//! nothing on the target, and with --stateless it moves, its copy started.
 
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
@@ -263,8 +263,9 @@ fn move_between_hosts_deletes_the_source_only_after_the_copy() {
     assert_eq!(snapshot_names(&p.b, "c"), vec!["snap0", "snap1"]);
     starts_with_mark(&p.b, "c", "main");
 
-    // Back again in push mode, under another name.
-    let o = p.silo(&["move", "b:c", "a:back", "--mode", "push"]);
+    // Back again from B's own socket (the target dials the address B lists in
+    // environment.addresses), under another name, pushed.
+    let o = p.silo(&["move", "c", "a:back", "--mode", "push"]);
     assert!(o.status.success(), "move back: {}", show(&o));
     assert!(instance_names(&p.b).is_empty());
     assert_eq!(instance_names(&p.a), vec!["back"]);
@@ -314,4 +315,23 @@ fn running_source_without_stateless_fails_with_the_criu_message() {
     );
     assert_eq!(p.a.status("c"), "Running");
     assert!(instance_names(&p.b).is_empty());
+}
+
+#[test]
+fn stateless_move_of_a_running_instance_starts_the_copy() {
+    let p = Pair::new("mig-stateless");
+    p.source("c");
+    let op = p.a.set_state("c", "start", false);
+    assert_eq!(op["status"], "Success", "{op}");
+    let o = p.silo(&["move", "a:c", "b:c", "--stateless"]);
+    assert!(o.status.success(), "move --stateless: {}", show(&o));
+    assert!(
+        instance_names(&p.a).is_empty(),
+        "{:?}",
+        instance_names(&p.a)
+    );
+    assert_eq!(p.b.status("c"), "Running");
+    let (code, out, err) = p.b.exec("c", &["cat", "/root/mark"]);
+    assert_eq!((code, out.trim()), (0, "main"), "{err}");
+    assert_eq!(snapshot_names(&p.b, "c"), vec!["snap0", "snap1"]);
 }
