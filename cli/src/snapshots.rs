@@ -45,7 +45,8 @@ pub struct RestoreArgs {
 #[command(after_help = "\
 Examples:
   silo move c1 c2                      rename a stopped instance (and its snapshots)
-  silo move c1/snap0 c1/before-upgrade rename a snapshot")]
+  silo move c1/snap0 c1/before-upgrade rename a snapshot
+  silo move a:c1 b:c1                  to another server: copied, then deleted from a")]
 pub struct MoveArgs {
     /// The instance or INSTANCE/SNAPSHOT.
     pub source: String,
@@ -154,7 +155,9 @@ pub async fn move_cmd(client: &Client, a: MoveArgs) -> Result<(), CmdError> {
 Examples:
   silo copy c1 c2                 the instance and its snapshots
   silo copy c1/snap0 c3           a new instance from a snapshot
-  silo copy c1 c4 --instance-only")]
+  silo copy c1 c4 --instance-only
+  silo copy a:c1 b:c1             to another server (b pulls from a; --mode push|relay)
+  silo copy a:c1/snap0 b:c5 -c limits.memory=64MiB")]
 pub struct CopyArgs {
     /// The instance or INSTANCE/SNAPSHOT to copy.
     pub source: String,
