@@ -1061,6 +1061,66 @@ mod tests {
         assert!(secrets_of(&bad).is_err());
     }
 
+    /// The two ends of a websocket over a unix socket pair: (client, server).
+    async fn ws_pair() -> (WebSocket, WebSocket) {
+        use tokio_tungstenite::tungstenite::protocol::Role;
+        let (x, y) = tokio::net::UnixStream::pair().expect("socketpair");
+        let client = tokio_tungstenite::WebSocketStream::from_raw_socket(
+            crate::client::Stream::Unix(x),
+            Role::Client,
+            None,
+        )
+        .await;
+        let server = tokio_tungstenite::WebSocketStream::from_raw_socket(
+            crate::client::Stream::Unix(y),
+            Role::Server,
+            None,
+        )
+        .await;
+        (client, server)
+    }
+
+    #[tokio::test]
+    async fn the_relay_keeps_message_types_and_closes_both_sides() {
+        // source daemon <-> (relay a) ... (relay b) <-> target daemon
+        let (mut source, relay_a) = ws_pair().await;
+        let (relay_b, mut target) = ws_pair().await;
+        let relay = tokio::spawn(join(relay_a, relay_b, "fs".into()));
+        let sent = vec![
+            Message::Binary(vec![0u8, 1, 2, 255].into()),
+            // The end of one stream of the fs socket: an empty text message.
+            Message::Text(String::new().into()),
+            Message::Text("{\"StatusCode\":200}".to_string().into()),
+        ];
+        for m in &sent {
+            source.send(m.clone()).await.expect("send");
+        }
+        for m in &sent {
+            let got = target.next().await.expect("a message").expect("ok");
+            assert_eq!(&got, m);
+        }
+        // And the other way.
+        target
+            .send(Message::Binary(vec![9u8].into()))
+            .await
+            .expect("send back");
+        let got = source.next().await.expect("a message").expect("ok");
+        assert_eq!(got, Message::Binary(vec![9u8].into()));
+        // One side closing ends the relay and closes the other side.
+        source.close(None).await.expect("close");
+        tokio::time::timeout(std::time::Duration::from_secs(5), relay)
+            .await
+            .expect("the relay ends")
+            .expect("join");
+        let end = tokio::time::timeout(std::time::Duration::from_secs(5), target.next())
+            .await
+            .expect("the target side ends");
+        assert!(
+            matches!(end, None | Some(Ok(Message::Close(_))) | Some(Err(_))),
+            "{end:?}"
+        );
+    }
+
     #[test]
     fn unreachable_urls_are_worth_the_next_one() {
         assert!(is_connection_error(
