@@ -269,11 +269,14 @@ async fn receive(
     let main = VolumeName::new(req.name.clone()).map_err(|e| e.to_string())?;
     made.pool = Some(pool.clone());
     if refresh.is_none() {
-        c.helpers
-            .store
-            .create_volume(pool.clone(), VolumeKind::Container, main.clone())
-            .await
-            .map_err(|e| format!("creating the volume of {:?}: {e}", req.name))?;
+        let filled = features.delete && prefill(c, req, &pool, &main).await;
+        if !filled {
+            c.helpers
+                .store
+                .create_volume(pool.clone(), VolumeKind::Container, main.clone())
+                .await
+                .map_err(|e| format!("creating the volume of {:?}: {e}", req.name))?;
+        }
         made.main = Some(main.clone());
     }
     let into = Volume {
@@ -319,6 +322,54 @@ async fn receive(
         .await
         .map_err(|e| format!("instance {:?}: {e}", req.name))?;
     Ok(records)
+}
+
+/// Fills the new volume from the instance's base image when this host has it, so that
+/// rsync only sends what differs (LXD does the same); rsync's `--delete` then removes what
+/// the source no longer has. Answers whether it did.
+async fn prefill(c: &Services, req: &CreateRequest, pool: &PoolName, main: &VolumeName) -> bool {
+    let Some(fp) = req.config.get("volatile.base_image") else {
+        return false;
+    };
+    if !matches!(crate::service::images::get(&c.db, fp), Ok(Some(_))) {
+        return false;
+    }
+    let (Ok(ifp), Ok(ivol)) = (
+        silo_proto::ImageFingerprint::new(fp.clone()),
+        VolumeName::new(fp.clone()),
+    ) else {
+        return false;
+    };
+    let ready = crate::service::storage::ensure_image_volume(
+        &c.db,
+        &c.helpers,
+        &c.image_locks,
+        pool.as_str(),
+        &ifp,
+    )
+    .await;
+    if let Err(e) = ready {
+        tracing::debug!(image = %fp, error = %e, "no pre-fill from the base image");
+        return false;
+    }
+    match c
+        .helpers
+        .store
+        .copy_volume(
+            pool.clone(),
+            VolumeKind::Image,
+            ivol,
+            VolumeKind::Container,
+            main.clone(),
+        )
+        .await
+    {
+        Ok(_) => true,
+        Err(e) => {
+            tracing::debug!(image = %fp, error = %e, "no pre-fill from the base image");
+            false
+        }
+    }
 }
 
 /// What a refresh sends: the source's snapshots this copy lacks (by name and creation
