@@ -12,7 +12,10 @@ mod images;
 mod mkfs;
 mod pools;
 mod receive;
+mod relay;
+mod rsync;
 mod server;
+mod shift;
 mod squash;
 mod templates;
 
@@ -20,6 +23,10 @@ use silo_proto::jail::boot;
 use silo_proto::store::Store;
 
 fn main() {
+    // The rsync sender's remote shell (see relay.rs): chosen before anything else runs.
+    if std::env::args_os().nth(1).as_deref() == Some(std::ffi::OsStr::new(rsync::RELAY_ARG)) {
+        relay::run();
+    }
     std::process::exit(boot::run(
         "silo-store",
         confinement::jail,

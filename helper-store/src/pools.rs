@@ -26,6 +26,7 @@ pub(crate) struct Inner {
     pub(crate) tag: String,
     pub(crate) landlock: std::sync::OnceLock<String>,
     pub(crate) formatter: crate::mkfs::Formatter,
+    pub(crate) rsync: crate::rsync::Sessions,
     pub(crate) fds: Arc<silo_proto::fdpass::FdSender>,
 }
 
@@ -41,8 +42,14 @@ impl StoreServer {
         let (disks, _) = state.mkdir_all(&["disks"], 0o700)?;
         let formatter =
             crate::mkfs::Formatter::spawn(&b.state_dir.join("disks"), &b.policy.block_devices)?;
+        let rsync = crate::rsync::Sessions::spawn(
+            &b.state_dir.join("storage-pools"),
+            pools.fd(),
+            b.seccomp_mode,
+        )?;
         Ok(StoreServer(Arc::new(Inner {
             formatter,
+            rsync,
             fds: b.fds.clone(),
             state,
             pools,

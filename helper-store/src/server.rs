@@ -688,36 +688,73 @@ impl Store for StoreServer {
     async fn rsync_start(
         self,
         _: Context,
-        _pool: PoolName,
-        _kind: VolumeKind,
-        _volume: VolumeName,
-        _role: silo_proto::store::RsyncRole,
-        _features: silo_proto::store::RsyncFeatures,
+        pool: PoolName,
+        kind: VolumeKind,
+        volume: VolumeName,
+        role: silo_proto::store::RsyncRole,
+        features: silo_proto::store::RsyncFeatures,
     ) -> HelperResult<silo_proto::store::RsyncSession> {
-        Err(HelperError::Unsupported("rsync transfers".into()))
+        let dir = self.pool(&pool)?;
+        // A real, root-owned directory beneath the pool (no symlink anywhere): rsync runs with
+        // it as its cwd and landlock's root, and names nothing else.
+        let vdir = Self::open_volume(&dir, &pool, kind, &volume)?;
+        let what = Self::volume_what(&pool, kind, &volume);
+        let fd = vdir
+            .fd()
+            .try_clone_to_owned()
+            .map_err(|e| HelperError::io("dup", &what, e))?;
+        // What arrives counts against the dir pool reserve like any other write (btrfs pools
+        // are bounded by their own filesystem).
+        let floor = if role == silo_proto::store::RsyncRole::Receive && !self.pool_is_btrfs(&dir) {
+            self.write_budget(&dir)?;
+            Some(crate::rsync::Floor {
+                pool: dir
+                    .fd()
+                    .try_clone_to_owned()
+                    .map_err(|e| HelperError::io("dup", dir.display(), e))?,
+                reserve: self.0.policy.dir_pool_reserve,
+                policy: self.0.policy.clone(),
+            })
+        } else {
+            None
+        };
+        let (id, transport) = self.0.rsync.start(role, features, fd, what, floor).await?;
+        match self.send_fd(&transport) {
+            Ok(ticket) => Ok(silo_proto::store::RsyncSession { id, fd: ticket }),
+            Err(e) => {
+                let _ = self.0.rsync.abort(id).await;
+                Err(e)
+            }
+        }
     }
 
     async fn rsync_wait(
         self,
         _: Context,
-        _id: u64,
-        _max_wait_secs: u32,
+        id: u64,
+        max_wait_secs: u32,
     ) -> HelperResult<Option<silo_proto::store::RsyncReport>> {
-        Err(HelperError::Unsupported("rsync transfers".into()))
+        self.0.rsync.wait(id, max_wait_secs).await
     }
 
-    async fn rsync_abort(self, _: Context, _id: u64) -> HelperResult<()> {
-        Err(HelperError::Unsupported("rsync transfers".into()))
+    async fn rsync_abort(self, _: Context, id: u64) -> HelperResult<()> {
+        self.0.rsync.abort(id).await
     }
 
     async fn shift_volume(
         self,
         _: Context,
-        _pool: PoolName,
-        _kind: VolumeKind,
-        _volume: VolumeName,
-        _map: Vec<silo_proto::store::IdShift>,
+        pool: PoolName,
+        kind: VolumeKind,
+        volume: VolumeName,
+        map: Vec<silo_proto::store::IdShift>,
     ) -> HelperResult<u64> {
-        Err(HelperError::Unsupported("id shifting".into()))
+        let dir = self.pool(&pool)?;
+        let vdir = Self::open_volume(&dir, &pool, kind, &volume)?;
+        let what = Self::volume_what(&pool, kind, &volume);
+        let changed =
+            crate::shift::shift(&vdir, &map, self.0.policy.max_image_entries, &what).await?;
+        tracing::info!(pool = %pool, volume = %volume, changed, "shifted volume ids");
+        Ok(changed)
     }
 }

@@ -247,6 +247,9 @@ pub struct RsyncSession {
     pub id: u64,
     /// A stream socket on the fd side channel carrying rsync's protocol: silod relays it to
     /// and from the peer host and shuts down its write side when the peer's stream ends.
+    /// EOF on reading it means rsync's side is done (all it wrote has arrived): silod then
+    /// ends the peer's stream, closes the fd and calls `rsync_wait` for the outcome. silo-store
+    /// keeps no copy, so only rsync (and, for a sender, its relay) holds the other end.
     pub fd: crate::fdpass::FdTicket,
 }
 
@@ -391,8 +394,10 @@ pub trait Store {
     ) -> HelperResult<()>;
     /// Starts rsync on volume `volume` in a confined child: as the sender, reading only the
     /// volume; as the receiver (`rsync --server`), writing only beneath it, with file
-    /// capabilities only (no device nodes) and silo-store's checks on what arrived. Answers the
-    /// socket carrying rsync's protocol. At most a few sessions run at once.
+    /// capabilities only (no device nodes: they are skipped and counted) and silo-store's
+    /// checks on what arrived (a dir pool's `dir_pool_reserve`). Answers the socket carrying
+    /// rsync's protocol. At most 8 sessions run at once; more are refused (in use). A session
+    /// holds its slot until `rsync_wait` has answered its end or `rsync_abort` ended it.
     async fn rsync_start(
         pool: PoolName,
         kind: VolumeKind,
@@ -400,16 +405,21 @@ pub trait Store {
         role: RsyncRole,
         features: RsyncFeatures,
     ) -> HelperResult<RsyncSession>;
-    /// Waits up to `max_wait_secs` for session `id` to end: `None` while it still runs, else
-    /// how it ended (rsync's failure, with its messages, as an error). The session is gone
-    /// once it has answered an end.
+    /// Waits up to `max_wait_secs` (at most 3600) for session `id` to end: `None` while it
+    /// still runs, else how it ended (rsync's failure, with its messages, as an error). The
+    /// session is gone once it has answered an end. A receive into a dir pool is checked
+    /// against `dir_pool_reserve` while this waits, and ended (denied) at the floor: silod
+    /// keeps calling it until it answers.
     async fn rsync_wait(id: u64, max_wait_secs: u32) -> HelperResult<Option<RsyncReport>>;
-    /// Kills session `id`'s rsync and forgets it (a peer that went away).
+    /// Kills session `id`'s rsync (its whole process group) and forgets it (a peer that went
+    /// away); answers once it is reaped.
     async fn rsync_abort(id: u64) -> HelperResult<()>;
     /// Rewrites the owners of everything in a received volume from the source's on-disk ids
     /// to the instance's own through `map` (empty: ids are already the instance's). Refuses an
-    /// id the map does not cover or one outside the instance's 65536; answers the inodes
-    /// changed.
+    /// id the map does not cover or one outside the instance's 65536, naming the path; answers
+    /// the inodes changed. Only `rootfs/` of a volume that has one (an instance's; its
+    /// metadata.yaml and templates stay the host's); set-id bits and file capabilities are
+    /// kept. Every id is checked before any is changed: a refusal changes nothing.
     async fn shift_volume(
         pool: PoolName,
         kind: VolumeKind,
