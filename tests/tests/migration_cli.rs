@@ -246,6 +246,29 @@ fn copy_between_hosts_in_each_mode_with_snapshots_and_overrides() {
     assert!(!o.status.success(), "{}", show(&o));
     let c4_again = p.b.api_ok("GET", "/1.0/instances/c4", None);
     assert_eq!(c4_again["config"], c4["config"]);
+
+    // --refresh brings the first copy up to date: the new snapshot, the new content, and
+    // the source's settings over the copy's (its own id range kept).
+    p.a.set_state("c", "start", false);
+    let (code, _, err) = p.a.exec("c", &["sh", "-c", "echo refreshed > /root/mark"]);
+    assert_eq!(code, 0, "{err}");
+    p.a.set_state("c", "stop", true);
+    ok(p.a.silo(&["snapshot", "c", "snap2"]), "snapshot snap2");
+    ok(
+        p.a.silo(&["config", "set", "c", "user.note", "fresh"]),
+        "config set",
+    );
+    let idmap =
+        p.b.api_ok("GET", "/1.0/instances/c", None)["config"]["volatile.idmap.base"].clone();
+    ok(
+        p.silo(&["copy", "a:c", "b:c", "--refresh"]),
+        "copy --refresh",
+    );
+    assert_eq!(snapshot_names(&p.b, "c"), vec!["snap0", "snap1", "snap2"]);
+    let c = p.b.api_ok("GET", "/1.0/instances/c", None);
+    assert_eq!(c["config"]["user.note"], "fresh", "{c}");
+    assert_eq!(c["config"]["volatile.idmap.base"], idmap, "{c}");
+    starts_with_mark(&p.b, "c", "refreshed");
 }
 
 #[test]
