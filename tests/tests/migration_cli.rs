@@ -4,7 +4,8 @@
 //! both added as remotes. A busybox instance with two snapshots on A is copied in each mode
 //! (pull, push, relay), as a snapshot, without its snapshots and with a config override,
 //! then moved; a running source without --stateless fails with LXD's CRIU message and leaves
-//! nothing on the target, and with --stateless it moves, its copy started.
+//! nothing on the target, and with --stateless it moves, its copy started. The same CLI also
+//! copies and moves between two real LXD 5.0.2 servers in each mode.
 
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
@@ -357,4 +358,87 @@ fn stateless_move_of_a_running_instance_starts_the_copy() {
     let (code, out, err) = p.b.exec("c", &["cat", "/root/mark"]);
     assert_eq!((code, out.trim()), (0, "main"), "{err}");
     assert_eq!(snapshot_names(&p.b, "c"), vec!["snap0", "snap1"]);
+}
+
+/// The same CLI against two real LXD 5.0.2 servers (the protocol's reference): a stopped
+/// container with a snapshot copied in each mode, a snapshot copied, and a move. Both LXDs
+/// share one network namespace (a on PORT, b on PORT2), the CLI runs there too.
+#[test]
+fn silo_cli_copies_and_moves_between_two_lxd_servers() {
+    use silo_tests::lxd::{TestLxd, TRUST_PASSWORD};
+    let a = TestLxd::start("mig-lxd-a");
+    let b = TestLxd::start_beside("mig-lxd-b", &a);
+    let conf = Conf::new("mig-lxd");
+    let silo = |args: &[&str]| a.silo(conf.path(), args, None);
+    for (name, url) in [("a", a.url()), ("b", b.url())] {
+        ok(
+            silo(&[
+                "remote",
+                "add",
+                name,
+                &url,
+                "--password",
+                TRUST_PASSWORD,
+                "--accept-certificate",
+            ]),
+            &format!("remote add {name}"),
+        );
+    }
+    let image = busybox_image(false);
+    ok(
+        a.lxc(&[
+            "image",
+            "import",
+            image[0].to_str().expect("utf-8"),
+            "--alias",
+            "bb",
+        ]),
+        "lxc image import",
+    );
+    ok(a.lxc(&["init", "bb", "c"]), "lxc init");
+    ok(a.lxc(&["snapshot", "c", "snap0"]), "lxc snapshot");
+    let lxd_snapshots = |d: &TestLxd, name: &str| -> String {
+        let o = ok(
+            d.lxc(&["query", &format!("/1.0/instances/{name}/snapshots")]),
+            "query snapshots",
+        );
+        String::from_utf8_lossy(&o.stdout).to_string()
+    };
+
+    for mode in ["pull", "push", "relay"] {
+        let name = format!("c-{mode}");
+        let o = silo(&["copy", "a:c", &format!("b:{name}"), "--mode", mode]);
+        assert!(
+            o.status.success(),
+            "copy --mode {mode}: {}\nlog of b:\n{}",
+            show(&o),
+            b.log_text()
+        );
+        assert!(
+            lxd_snapshots(&b, &name).contains("snap0"),
+            "--mode {mode}: {}",
+            lxd_snapshots(&b, &name)
+        );
+    }
+    ok(silo(&["copy", "a:c/snap0", "b:fromsnap"]), "copy a:c/snap0");
+    assert!(!lxd_snapshots(&b, "fromsnap").contains("snap0"));
+    ok(
+        silo(&["copy", "a:c", "b:limited", "-c", "limits.memory=64MiB"]),
+        "copy -c",
+    );
+    let o = ok(
+        b.lxc(&["config", "get", "limited", "limits.memory"]),
+        "config get",
+    );
+    assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), "64MiB");
+
+    let o = silo(&["move", "a:c", "b:moved"]);
+    assert!(o.status.success(), "move: {}", show(&o));
+    let o = ok(a.lxc(&["list", "--format", "csv", "-c", "n"]), "list a");
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout).trim(),
+        "",
+        "a keeps nothing"
+    );
+    assert!(lxd_snapshots(&b, "moved").contains("snap0"));
 }
