@@ -601,6 +601,7 @@ fn runner_main(sock: OwnedFd) -> ! {
     }
     let log_only = RUNNER_SECCOMP_LOG.get().copied().unwrap_or(false);
     let mut sessions: Vec<Running> = Vec::new();
+    let mut linger_until: Option<Instant> = None;
     loop {
         let mut pfds = vec![libc::pollfd {
             fd: sock.as_raw_fd(),
@@ -637,7 +638,14 @@ fn runner_main(sock: OwnedFd) -> ! {
         }
         // Idle, it sleeps until silo-store asks; with sessions, it wakes to reap rsync's
         // leftovers and to end the stderr grace period.
-        let timeout = if sessions.is_empty() { -1 } else { 500 };
+        // A session's group is killed when its rsync ends; its members die a moment later and
+        // are reaped in the few seconds after, not left as zombies until the next request.
+        let lingering = linger_until.is_some_and(|t| Instant::now() < t);
+        let timeout = if sessions.is_empty() && !lingering {
+            -1
+        } else {
+            500
+        };
         // SAFETY: a valid array of pollfds of the length given.
         let n = unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, timeout) };
         if n < 0 {
@@ -712,6 +720,7 @@ fn runner_main(sock: OwnedFd) -> ! {
                 continue;
             }
             let mut s = sessions.swap_remove(k);
+            linger_until = Some(Instant::now() + Duration::from_secs(5));
             let rest = std::mem::take(&mut s.partial);
             s.line(&rest);
             let st = s.wait_status.unwrap_or(0);

@@ -15,7 +15,10 @@ use serde_json::Value;
 pub mod corpus;
 pub mod hostile;
 pub mod image_server;
+pub mod lxc_client;
 pub mod lxd;
+pub mod migration_peer;
+pub mod trees;
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 
@@ -443,6 +446,30 @@ impl TestDaemon {
     /// silod's pid.
     pub fn pid(&self) -> u32 {
         self.child.as_ref().map(|c| c.id()).expect("running")
+    }
+
+    /// Makes silod listen for HTTPS on `addr` (e.g. `127.0.0.1:8443`, inside its network
+    /// namespace) with trust password `password`, and waits until the port accepts.
+    pub fn listen_https(&self, addr: &str, password: &str) {
+        let (c, v) = self.api(
+            "PATCH",
+            "/1.0",
+            Some(serde_json::json!({"config": {
+                "core.https_address": addr, "core.trust_password": password}})),
+        );
+        assert_eq!(c, 200, "core.https_address={addr}: {v}");
+        let a = addr.to_string();
+        let up = wait_until(Duration::from_secs(10), || {
+            let a = a.clone();
+            in_netns(&self.netns, move || {
+                std::net::TcpStream::connect(a.as_str()).is_ok()
+            })
+        });
+        assert!(
+            up,
+            "silod does not listen on {addr}; log:\n{}",
+            self.log_text()
+        );
     }
 
     /// The helpers' pids by name.

@@ -82,6 +82,18 @@ impl TestLxd {
         )
     }
 
+    /// Starts LXD in `d`'s network namespace, listening on 127.0.0.1:`port`, so LXD and that
+    /// silod reach each other on loopback (give silod another port with
+    /// [`crate::TestDaemon::listen_https`]).
+    pub fn start_in_netns_of(name: &str, d: &crate::TestDaemon, port: u16) -> TestLxd {
+        TestLxd::start_in(name, d.netns.try_clone().expect("dup netns"), port, None)
+    }
+
+    /// The network namespace it runs in (for clients that must reach it on loopback).
+    pub fn netns(&self) -> &OwnedFd {
+        &self.netns
+    }
+
     fn start_in(name: &str, netns: OwnedFd, port: u16, cert: Option<(&str, &str)>) -> TestLxd {
         require_root();
         let dir = unique_dir(&format!("lxd-{name}"));

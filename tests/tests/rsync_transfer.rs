@@ -115,6 +115,27 @@ impl Store {
     }
 
     /// Processes below silo-store's rsync runner (its sessions and what they fork).
+    /// No session process is left: the runner kills a session's group when its rsync ends
+    /// and reaps it a moment later, so this waits a little for the reaping.
+    fn assert_no_sessions(&self) {
+        let gone = silo_tests::wait_until(std::time::Duration::from_secs(5), || {
+            self.sessions().is_empty()
+        });
+        let left: Vec<String> = self
+            .sessions()
+            .iter()
+            .map(|p| {
+                let cmd = std::fs::read(format!("/proc/{p}/cmdline")).unwrap_or_default();
+                format!(
+                    "{p} {:?} {:?}",
+                    String::from_utf8_lossy(&cmd).replace('\0', " "),
+                    status_field(*p, "State")
+                )
+            })
+            .collect();
+        assert!(gone, "session processes left: {left:?}");
+    }
+
     fn sessions(&self) -> Vec<u32> {
         let helper = self.h.child.id();
         let runners: Vec<u32> = children(helper)
@@ -330,7 +351,7 @@ fn rsync_receives_an_lxd_tree_and_skips_device_nodes() {
         "no device node made"
     );
     assert!(v.join("metadata.yaml").is_file());
-    assert!(s.sessions().is_empty(), "nothing left running");
+    s.assert_no_sessions();
 }
 
 #[test]
@@ -396,7 +417,7 @@ fn rsync_sends_a_volume_to_an_lxd_receiver() {
     let m = std::fs::symlink_metadata(r.join("suid")).expect("suid");
     assert_eq!((m.uid(), m.mode() & 0o7777), (1000, 0o4755));
     assert!(dst.path().join("metadata.yaml").is_file());
-    assert!(s.sessions().is_empty(), "nothing left running");
+    s.assert_no_sessions();
 }
 
 #[test]
@@ -465,7 +486,7 @@ fn rsync_refuses_symlinked_and_missing_volumes() {
         assert!(matches!(e, HelperError::NotFound { .. }), "{e:?}");
     }
     assert_eq!(std::fs::read_dir(outside.path()).expect("ls").count(), 0);
-    assert!(s.sessions().is_empty());
+    s.assert_no_sessions();
     let e =
         s.rt.block_on(s.c.rsync_wait(ctx(), 12345, 1))
             .expect("rpc")
@@ -566,7 +587,7 @@ fn rsync_sessions_are_confined_bounded_and_aborted() {
             .expect("rpc")
             .expect("abort");
     }
-    assert!(s.sessions().is_empty(), "left: {:?}", s.sessions());
+    s.assert_no_sessions();
     for p in [pid, spid, relay] {
         assert!(!Path::new(&format!("/proc/{p}")).exists(), "{p} survived");
     }
@@ -737,7 +758,7 @@ fn rsync_receive_stops_at_the_dir_pool_reserve() {
     let e = s.wait(sess.id).expect_err("crosses the reserve");
     assert!(matches!(e, HelperError::Denied { .. }), "{e:?}");
     assert!(e.to_string().contains("dir_pool_reserve"), "{e}");
-    assert!(s.sessions().is_empty(), "nothing left running");
+    s.assert_no_sessions();
 }
 
 #[test]
@@ -758,5 +779,5 @@ fn rsync_reports_a_broken_peer_as_rsyncs_own_error() {
         assert!(!text.contains("signal"), "{role:?}: {text}");
         drop(f);
     }
-    assert!(s.sessions().is_empty());
+    s.assert_no_sessions();
 }

@@ -436,28 +436,33 @@ pub async fn copy_across_pools(
                 return Err(DomainError::from(e));
             }
         };
-        let joined = join_rsync(helpers, recv.fd, send.fd).await;
-        if let Err(e) = joined {
-            let _ = helpers.store.rsync_abort(recv.id).await;
-            let _ = helpers.store.rsync_abort(send.id).await;
-            return Err(DomainError::Internal(format!(
-                "copying {} to pool {}: {e}",
-                src.2, dst.0
-            )));
-        }
-        for id in [send.id, recv.id] {
+        let wait = |id: u64| async move {
             loop {
-                match helpers.store.rsync_wait(id, 60).await {
-                    Ok(Some(_)) => break,
+                match helpers.store.rsync_wait(id, 5).await {
+                    Ok(Some(_)) => return Ok(()),
                     Ok(None) => continue,
-                    Err(e) => {
-                        let _ = helpers.store.rsync_abort(recv.id).await;
-                        return Err(e.into());
-                    }
+                    Err(e) => return Err(DomainError::from(e)),
                 }
             }
+        };
+        let (joined, sent, received) = tokio::join!(
+            join_rsync(helpers, recv.fd, send.fd),
+            wait(send.id),
+            wait(recv.id)
+        );
+        let r = match (joined, sent, received) {
+            (_, Err(e), _) | (_, _, Err(e)) => Err(e),
+            (Err(e), _, _) => Err(DomainError::Internal(format!(
+                "copying {} to pool {}: {e}",
+                src.2, dst.0
+            ))),
+            _ => Ok(()),
+        };
+        if r.is_err() {
+            let _ = helpers.store.rsync_abort(recv.id).await;
+            let _ = helpers.store.rsync_abort(send.id).await;
         }
-        Ok(())
+        r
     }
     .await;
     if copied.is_err() {

@@ -115,15 +115,43 @@ pub async fn transfer(
             return Err(format!("the rsync socket of {}: {e}", vol.name));
         }
     };
-    if let Err(e) = fs.relay(fd, progress).await {
-        let _ = c.helpers.store.rsync_abort(session.id).await;
-        return Err(e);
-    }
+    // silo-store checks the pool's reserve while it is waited on, so the wait runs beside
+    // the relay rather than after it; its failure (rsync's own) ends the transfer at once.
+    let wait = async {
+        loop {
+            match c.helpers.store.rsync_wait(session.id, 5).await {
+                Ok(Some(r)) => return Ok(r),
+                Ok(None) => continue,
+                Err(e) => return Err(format!("rsync of {}: {e}", vol.name)),
+            }
+        }
+    };
+    let relay = fs.relay(fd, progress);
+    tokio::pin!(wait, relay);
+    let mut relayed = false;
     loop {
-        match c.helpers.store.rsync_wait(session.id, 60).await {
-            Ok(Some(r)) => return Ok(r),
-            Ok(None) => continue,
-            Err(e) => return Err(format!("rsync of {}: {e}", vol.name)),
+        tokio::select! {
+            r = &mut relay, if !relayed => {
+                if let Err(e) = r {
+                    let _ = c.helpers.store.rsync_abort(session.id).await;
+                    return Err(e);
+                }
+                relayed = true;
+            }
+            w = &mut wait => {
+                if w.is_err() {
+                    let _ = c.helpers.store.rsync_abort(session.id).await;
+                    return w;
+                }
+                if relayed {
+                    return w;
+                }
+                // rsync is done: the peer's end marker is all that is left to come.
+                return match relay.await {
+                    Ok(_) => w,
+                    Err(e) => Err(e),
+                };
+            }
         }
     }
 }

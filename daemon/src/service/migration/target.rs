@@ -41,10 +41,6 @@ pub async fn start(c: &Services, mut req: CreateRequest) -> Result<Operation, Do
     // A copy gets its own identity: the source's volatile keys (a move sends them) stay
     // behind, but for the image it came from.
     req.config.retain(|k, _| !k.starts_with("volatile."));
-    if !req.source.base_image.is_empty() {
-        req.config
-            .insert("volatile.base_image".into(), req.source.base_image.clone());
-    }
     let source = req.source.clone();
     let existing = match instances::get(&c.db, &req.name) {
         Ok(i) if req.source.refresh => Some(i),
@@ -328,9 +324,10 @@ async fn receive(
 /// rsync only sends what differs (LXD does the same); rsync's `--delete` then removes what
 /// the source no longer has. Answers whether it did.
 async fn prefill(c: &Services, req: &CreateRequest, pool: &PoolName, main: &VolumeName) -> bool {
-    let Some(fp) = req.config.get("volatile.base_image") else {
+    let fp = &req.source.base_image;
+    if fp.is_empty() {
         return false;
-    };
+    }
     if !matches!(crate::service::images::get(&c.db, fp), Ok(Some(_))) {
         return false;
     }
@@ -453,13 +450,13 @@ async fn record(c: &Services, req: &CreateRequest, snaps: &[Snapshot]) -> Result
     } else {
         req.architecture.clone()
     };
-    let inst = crate::service::lifecycle::new_record(
-        req,
-        req.config.clone(),
-        claim.base,
-        architecture,
-        pool,
-    );
+    let mut config = req.config.clone();
+    // The source's word for the image the instance came from: kept only if it is a
+    // fingerprint.
+    if silo_proto::ImageFingerprint::new(req.source.base_image.clone()).is_ok() {
+        config.insert("volatile.base_image".into(), req.source.base_image.clone());
+    }
+    let inst = crate::service::lifecycle::new_record(req, config, claim.base, architecture, pool);
     let cfg = expand(&profiles, &inst.config, &inst.devices).0;
     // The copy's image templates run with the "copy" trigger (its /etc/hostname), as a
     // local copy's do.

@@ -249,9 +249,8 @@ impl Channel {
                 }
             }
         };
-        let (a, b) = tokio::join!(outgoing, incoming);
-        a?;
-        b?;
+        // Either side failing ends both: a peer gone must not leave us reading rsync forever.
+        tokio::try_join!(outgoing, incoming)?;
         Ok(moved.into_inner())
     }
 }

@@ -1,0 +1,429 @@
+//! Copy and move between hosts with LXD's migration protocol, driven by the stock `lxc` 5.0
+//! client: silo to silo (two silods in two linked network namespaces, 198.18.0.1 and
+//! 198.18.0.2), LXD 5.0.2 to silo and silo to LXD (both in one namespace, on 127.0.0.1).
+//! The copies' root filesystems and snapshots are compared with their sources on the host
+//! (`silo_tests::trees`: silo keeps the instance's own ids on disk, LXD's test containers are
+//! privileged, so no id offset), their configs compared, and the copies started.
+
+use std::path::Path;
+
+use serde_json::{json, Value};
+use silo_tests::lxc_client::Lxc;
+use silo_tests::lxd::{TestLxd, TRUST_PASSWORD};
+use silo_tests::trees::{self, compare_dirs, show_diffs, Options};
+use silo_tests::{busybox_image, link_netns, show, TestDaemon};
+
+const PW: &str = "mig-pw";
+
+/// What rsync (as LXD runs it: no `-H`) keeps: everything but hard links. `/etc/hostname`
+/// is the copy's own: its image's "copy" template writes it (silo at once, LXD at first start).
+fn opts() -> Options {
+    Options {
+        hardlinks: false,
+        ignore: vec!["etc/hostname".into()],
+        ..Options::default()
+    }
+}
+
+fn assert_same(a: &Path, b: &Path, what: &str) {
+    let d = compare_dirs(a, b, &opts()).unwrap_or_else(|e| panic!("{what}: {e}"));
+    assert!(d.is_empty(), "{what} differs:\n{}", show_diffs(&d, 40));
+}
+
+/// Writes `silo-mig/changed` with contents of a length of its own (rsync's quick check
+/// compares size and mtime), plus a few things a migration must carry.
+fn write_version(root: &Path, v: &str) {
+    let m = root.join("silo-mig");
+    std::fs::create_dir_all(&m).expect("mkdir");
+    std::fs::write(m.join("changed"), format!("{v}\n").repeat(v.len() + 1)).expect("write");
+    std::fs::write(m.join(format!("only-{v}")), v).expect("write");
+}
+
+fn enrich(root: &Path) {
+    use std::os::unix::fs::{chown, symlink, PermissionsExt};
+    let m = root.join("silo-mig");
+    std::fs::create_dir_all(&m).expect("mkdir");
+    std::fs::write(m.join("suid"), "#!/bin/sh\n").expect("write");
+    std::fs::set_permissions(m.join("suid"), std::fs::Permissions::from_mode(0o4755))
+        .expect("chmod");
+    std::fs::write(m.join("owned"), "1000:1001\n").expect("write");
+    chown(m.join("owned"), Some(1000), Some(1001)).expect("chown");
+    std::fs::write(m.join("xattr"), "x\n").expect("write");
+    trees::set_xattr(&m.join("xattr"), "user.silo", b"migrated").expect("xattr");
+    trees::mkfifo(&m.join("fifo"), 0o640).expect("fifo");
+    symlink("/nowhere", m.join("dangling")).expect("symlink");
+    let big: Vec<u8> = (0..1024 * 1024u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
+        .collect();
+    std::fs::write(m.join("big"), big).expect("big");
+}
+
+/// Two silods, linked, each listening on its own address, and an `lxc` in B's namespace
+/// with remotes `a` and `b`.
+struct SiloPair {
+    lxc: Lxc,
+    b: TestDaemon,
+    a: TestDaemon,
+}
+
+fn silo_pair(name: &str) -> SiloPair {
+    let a = TestDaemon::start(&format!("{name}-a"));
+    let b = TestDaemon::start(&format!("{name}-b"));
+    link_netns(&a, &b);
+    a.listen_https("198.18.0.1:8443", PW);
+    b.listen_https("198.18.0.2:8443", PW);
+    let lxc = Lxc::new(name, &b.netns);
+    lxc.add_remote("a", "https://198.18.0.1:8443", PW);
+    lxc.add_remote("b", "https://198.18.0.2:8443", PW);
+    SiloPair { lxc, b, a }
+}
+
+fn import_busybox(d: &TestDaemon) {
+    let files = busybox_image(false);
+    d.import(&files[0], "busybox");
+}
+
+/// `c` on silod `d` from busybox with snapshots snap0 and snap1, a file changed between
+/// each, and `limits.memory` set.
+fn silo_instance(d: &TestDaemon, c: &str) {
+    d.api_ok(
+        "POST",
+        "/1.0/instances",
+        Some(
+            json!({"name": c, "source": {"type": "image", "alias": "busybox"},
+                     "config": {"limits.memory": "96MiB", "user.note": "migrated"}}),
+        ),
+    );
+    let root = trees::silo_rootfs(&d.dir, "default", c);
+    enrich(&root);
+    for (v, snap) in [
+        ("v0", Some("snap0")),
+        ("v11", Some("snap1")),
+        ("v222", None),
+    ] {
+        write_version(&root, v);
+        if let Some(s) = snap {
+            d.api_ok(
+                "POST",
+                &format!("/1.0/instances/{c}/snapshots"),
+                Some(json!({"name": s})),
+            );
+        }
+    }
+}
+
+fn get(d: &TestDaemon, path: &str) -> Value {
+    let (c, v) = d.api("GET", path, None);
+    assert_eq!(c, 200, "GET {path}: {v}");
+    v["metadata"].clone()
+}
+
+/// The copy on `b` matches the source on `a`: root filesystem, snapshots (names, contents,
+/// configs), the instance's own config (less volatile keys), and it starts.
+fn check_silo_copy(a: &TestDaemon, src: &str, b: &TestDaemon, dst: &str, snaps: &[&str]) {
+    assert_same(
+        &trees::silo_rootfs(&a.dir, "default", src),
+        &trees::silo_rootfs(&b.dir, "default", dst),
+        &format!("{dst}'s root filesystem"),
+    );
+    let names: Vec<String> = get(b, &format!("/1.0/instances/{dst}/snapshots?recursion=1"))
+        .as_array()
+        .expect("snapshots")
+        .iter()
+        .map(|s| s["name"].as_str().unwrap_or("").to_string())
+        .collect();
+    assert_eq!(names, snaps, "snapshots of {dst}");
+    for s in snaps {
+        assert_same(
+            &trees::silo_snapshot_rootfs(&a.dir, "default", src, s),
+            &trees::silo_snapshot_rootfs(&b.dir, "default", dst, s),
+            &format!("{dst}/{s}"),
+        );
+        let sa = get(a, &format!("/1.0/instances/{src}/snapshots/{s}"));
+        let sb = get(b, &format!("/1.0/instances/{dst}/snapshots/{s}"));
+        // The protocol carries whole seconds (LXD's too).
+        let secs = |v: &Value| {
+            v["created_at"]
+                .as_str()
+                .unwrap_or("")
+                .chars()
+                .take(19)
+                .collect::<String>()
+        };
+        assert_eq!(secs(&sa), secs(&sb), "{s}'s creation time");
+        assert_eq!(sa["config"]["limits.memory"], sb["config"]["limits.memory"]);
+    }
+    let ia = get(a, &format!("/1.0/instances/{src}"));
+    let ib = get(b, &format!("/1.0/instances/{dst}"));
+    let plain = |v: &Value| -> Value {
+        let mut m = v["config"].as_object().cloned().unwrap_or_default();
+        m.retain(|k, _| !k.starts_with("volatile."));
+        Value::Object(m)
+    };
+    assert_eq!(plain(&ia), plain(&ib), "config of {dst}");
+    assert_eq!(ia["architecture"], ib["architecture"]);
+    assert_ne!(
+        ia["config"]["volatile.uuid"], ib["config"]["volatile.uuid"],
+        "the copy has an identity of its own"
+    );
+    assert!(ib["config"]["volatile.idmap.base"].is_string(), "{ib}");
+    b.api_ok(
+        "PUT",
+        &format!("/1.0/instances/{dst}/state"),
+        Some(json!({"action": "start"})),
+    );
+    let (code, out, _) = b.exec(dst, &["cat", "/silo-mig/changed"]);
+    assert_eq!(code, 0, "exec in {dst}: {out}");
+    assert!(out.starts_with("v222"), "{out}");
+    b.api_ok(
+        "PUT",
+        &format!("/1.0/instances/{dst}/state"),
+        Some(json!({"action": "stop", "force": true})),
+    );
+}
+
+#[test]
+fn lxc_copies_between_two_silos_in_every_mode() {
+    let p = silo_pair("mig-ss");
+    import_busybox(&p.a);
+    silo_instance(&p.a, "c1");
+    for (mode, dst) in [("pull", "c-pull"), ("push", "c-push"), ("relay", "c-relay")] {
+        let (o, t) = p
+            .lxc
+            .timed(&["copy", "a:c1", &format!("b:{dst}"), "--mode", mode]);
+        assert!(o.status.success(), "copy --mode {mode}: {}", show(&o));
+        eprintln!(
+            "[migration-timing] silo->silo copy --mode {mode}: {} ms",
+            t.as_millis()
+        );
+        check_silo_copy(&p.a, "c1", &p.b, dst, &["snap0", "snap1"]);
+    }
+    // A snapshot as an instance of its own.
+    p.lxc.ok(&["copy", "a:c1/snap0", "b:c-snap"]);
+    assert_same(
+        &trees::silo_snapshot_rootfs(&p.a.dir, "default", "c1", "snap0"),
+        &trees::silo_rootfs(&p.b.dir, "default", "c-snap"),
+        "c-snap",
+    );
+    // Without snapshots, with a config key of its own.
+    p.lxc.ok(&[
+        "copy",
+        "a:c1",
+        "b:c-only",
+        "--instance-only",
+        "-c",
+        "limits.memory=64MiB",
+    ]);
+    let i = get(&p.b, "/1.0/instances/c-only?recursion=1");
+    assert_eq!(i["config"]["limits.memory"], "64MiB", "{i}");
+    assert!(
+        i["snapshots"].as_array().is_none_or(|s| s.is_empty()),
+        "{i}"
+    );
+    // A name taken on the target: refused before any transfer.
+    let o = p.lxc.run(&["copy", "a:c1", "b:c-pull"]);
+    assert!(!o.status.success(), "{}", show(&o));
+}
+
+#[test]
+fn lxc_refresh_move_and_running_sources_between_silos() {
+    let p = silo_pair("mig-sr");
+    import_busybox(&p.a);
+    silo_instance(&p.a, "c1");
+    p.lxc.ok(&["copy", "a:c1", "b:c1"]);
+    // Refresh: one file changed and a snapshot more on the source.
+    let root = trees::silo_rootfs(&p.a.dir, "default", "c1");
+    write_version(&root, "v3333");
+    p.a.api_ok(
+        "POST",
+        "/1.0/instances/c1/snapshots",
+        Some(json!({"name": "snap2"})),
+    );
+    write_version(&root, "v44444");
+    let (o, t) = p.lxc.timed(&["copy", "a:c1", "b:c1", "--refresh"]);
+    assert!(o.status.success(), "copy --refresh: {}", show(&o));
+    eprintln!(
+        "[migration-timing] silo->silo copy --refresh: {} ms",
+        t.as_millis()
+    );
+    assert_same(
+        &root,
+        &trees::silo_rootfs(&p.b.dir, "default", "c1"),
+        "refreshed c1",
+    );
+    assert_same(
+        &trees::silo_snapshot_rootfs(&p.a.dir, "default", "c1", "snap2"),
+        &trees::silo_snapshot_rootfs(&p.b.dir, "default", "c1", "snap2"),
+        "c1/snap2 after the refresh",
+    );
+    // A running source: no CRIU, so the stock client's live copy is refused with LXD's words
+    // and nothing is made on the target; --stateless copies it running.
+    p.a.api_ok(
+        "PUT",
+        "/1.0/instances/c1/state",
+        Some(json!({"action": "start"})),
+    );
+    let o = p.lxc.run(&["copy", "a:c1", "b:c-live"]);
+    assert!(!o.status.success());
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("CRIU isn't installed on the source server"),
+        "{}",
+        show(&o)
+    );
+    let (c, _) = p.b.api("GET", "/1.0/instances/c-live", None);
+    assert_eq!(c, 404);
+    p.lxc.ok(&["copy", "a:c1", "b:c-live", "--stateless"]);
+    let (c, _) = p.b.api("GET", "/1.0/instances/c-live", None);
+    assert_eq!(c, 200);
+    // A snapshot of the running instance copies without stopping it.
+    p.lxc.ok(&["copy", "a:c1/snap1", "b:c-snap1"]);
+    p.a.api_ok(
+        "PUT",
+        "/1.0/instances/c1/state",
+        Some(json!({"action": "stop", "force": true})),
+    );
+    // Move: the source goes only once the target has it all.
+    let (o, t) = p.lxc.timed(&["move", "a:c1", "b:c-moved"]);
+    assert!(o.status.success(), "move: {}", show(&o));
+    eprintln!("[migration-timing] silo->silo move: {} ms", t.as_millis());
+    let (c, _) = p.a.api("GET", "/1.0/instances/c1", None);
+    assert_eq!(c, 404, "the moved source is gone");
+    let s = get(&p.b, "/1.0/instances/c-moved/snapshots");
+    assert_eq!(s.as_array().map(Vec::len), Some(3), "{s}");
+}
+
+/// silod and LXD 5.0.2 in one network namespace: silod on 127.0.0.1:8443, LXD on :8444.
+struct Mixed {
+    lxc: Lxc,
+    lxd: TestLxd,
+    silo: TestDaemon,
+}
+
+fn mixed(name: &str) -> Mixed {
+    let silo = TestDaemon::start(&format!("{name}-s"));
+    silo.listen_https("127.0.0.1:8443", PW);
+    let lxd = TestLxd::start_in_netns_of(&format!("{name}-l"), &silo, 8444);
+    let lxc = Lxc::new(name, &silo.netns);
+    lxc.add_remote("s", "https://127.0.0.1:8443", PW);
+    lxc.add_remote("l", "https://127.0.0.1:8444", TRUST_PASSWORD);
+    Mixed { lxc, lxd, silo }
+}
+
+fn lxd_ok(l: &TestLxd, args: &[&str]) -> String {
+    let o = l.lxc(args);
+    assert!(o.status.success(), "lxc {}: {}", args.join(" "), show(&o));
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+#[test]
+fn lxc_copies_from_lxd_to_silo_and_back() {
+    let m = mixed("mig-ls");
+    let files = busybox_image(false);
+    lxd_ok(
+        &m.lxd,
+        &[
+            "image",
+            "import",
+            &files[0].to_string_lossy(),
+            "--alias",
+            "busybox",
+        ],
+    );
+    lxd_ok(
+        &m.lxd,
+        &["init", "busybox", "w1", "-c", "user.note=from-lxd"],
+    );
+    let lroot = trees::lxd_rootfs(&m.lxd.dir, "default", "w1");
+    enrich(&lroot);
+    for (v, snap) in [
+        ("v0", Some("snap0")),
+        ("v11", Some("snap1")),
+        ("v222", None),
+    ] {
+        write_version(&lroot, v);
+        if let Some(s) = snap {
+            lxd_ok(&m.lxd, &["snapshot", "w1", s]);
+        }
+    }
+    for mode in ["pull", "push", "relay"] {
+        let dst = format!("w-{mode}");
+        let (o, t) = m
+            .lxc
+            .timed(&["copy", "l:w1", &format!("s:{dst}"), "--mode", mode]);
+        assert!(
+            o.status.success(),
+            "LXD -> silo --mode {mode}: {}",
+            show(&o)
+        );
+        eprintln!(
+            "[migration-timing] lxd->silo copy --mode {mode}: {} ms",
+            t.as_millis()
+        );
+        assert_same(
+            &lroot,
+            &trees::silo_rootfs(&m.silo.dir, "default", &dst),
+            &dst,
+        );
+        for s in ["snap0", "snap1"] {
+            assert_same(
+                &trees::lxd_snapshot_rootfs(&m.lxd.dir, "default", "w1", s),
+                &trees::silo_snapshot_rootfs(&m.silo.dir, "default", &dst, s),
+                &format!("{dst}/{s}"),
+            );
+        }
+        let i = get(&m.silo, &format!("/1.0/instances/{dst}"));
+        assert_eq!(i["config"]["user.note"], "from-lxd", "{i}");
+    }
+    m.silo.api_ok(
+        "PUT",
+        "/1.0/instances/w-pull/state",
+        Some(json!({"action": "start"})),
+    );
+    let (code, out, _) = m.silo.exec("w-pull", &["cat", "/silo-mig/changed"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.starts_with("v222"), "{out}");
+    m.silo.api_ok(
+        "PUT",
+        "/1.0/instances/w-pull/state",
+        Some(json!({"action": "stop", "force": true})),
+    );
+    // And back: silo to LXD, in every mode; LXD starts the copy.
+    for mode in ["pull", "push", "relay"] {
+        let dst = format!("back-{mode}");
+        let (o, t) = m
+            .lxc
+            .timed(&["copy", "s:w-pull", &format!("l:{dst}"), "--mode", mode]);
+        assert!(
+            o.status.success(),
+            "silo -> LXD --mode {mode}: {}",
+            show(&o)
+        );
+        eprintln!(
+            "[migration-timing] silo->lxd copy --mode {mode}: {} ms",
+            t.as_millis()
+        );
+        assert_same(
+            &trees::silo_rootfs(&m.silo.dir, "default", "w-pull"),
+            &trees::lxd_rootfs(&m.lxd.dir, "default", &dst),
+            &dst,
+        );
+        for s in ["snap0", "snap1"] {
+            assert_same(
+                &trees::silo_snapshot_rootfs(&m.silo.dir, "default", "w-pull", s),
+                &trees::lxd_snapshot_rootfs(&m.lxd.dir, "default", &dst, s),
+                &format!("{dst}/{s}"),
+            );
+        }
+    }
+    lxd_ok(&m.lxd, &["start", "back-pull"]);
+    let out = lxd_ok(
+        &m.lxd,
+        &["exec", "back-pull", "--", "cat", "/silo-mig/changed"],
+    );
+    assert!(out.starts_with("v222"), "{out}");
+    lxd_ok(&m.lxd, &["stop", "--force", "back-pull"]);
+    // A move from LXD: the source is gone afterwards.
+    m.lxc.ok(&["move", "l:w1", "s:w-moved"]);
+    let o = m.lxd.lxc(&["info", "w1"]);
+    assert!(!o.status.success(), "w1 still on LXD: {}", show(&o));
+}
