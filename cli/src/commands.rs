@@ -394,6 +394,27 @@ pub async fn run(cli: Cli) -> Result<(), CmdError> {
         Command::Init(ref a) if a.image.is_some() && !a.server.any() => {
             return create_instance(&conf, command).await
         }
+        // Between two servers: two clients and LXD's migration protocol.
+        Command::Copy(ref a) => {
+            if let Some((src, dst, name)) =
+                crate::migrate::crossing(&conf, &a.source, a.target.as_deref())?
+            {
+                let Command::Copy(a) = command else {
+                    return Ok(());
+                };
+                return crate::migrate::copy_cmd(&conf, a, src, dst, name).await;
+            }
+        }
+        Command::Move(ref a) => {
+            if let Some((src, dst, name)) =
+                crate::migrate::crossing(&conf, &a.source, Some(&a.target))?
+            {
+                let Command::Move(a) = command else {
+                    return Ok(());
+                };
+                return crate::migrate::move_cmd(&conf, a, src, dst, name).await;
+            }
+        }
         Command::Image(ImageCmd::Copy { .. }) => {
             let Command::Image(c) = command else {
                 return Ok(());

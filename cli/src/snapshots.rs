@@ -45,12 +45,44 @@ pub struct RestoreArgs {
 #[command(after_help = "\
 Examples:
   silo move c1 c2                      rename a stopped instance (and its snapshots)
-  silo move c1/snap0 c1/before-upgrade rename a snapshot")]
+  silo move c1/snap0 c1/before-upgrade rename a snapshot
+  silo move a:c1 b:c1                  to another server: copied, then deleted from a")]
 pub struct MoveArgs {
     /// The instance or INSTANCE/SNAPSHOT.
     pub source: String,
-    /// The new name (INSTANCE/SNAPSHOT or just SNAPSHOT for a snapshot).
+    /// The new name (INSTANCE/SNAPSHOT or just SNAPSHOT for a snapshot), or REMOTE:[NAME]
+    /// to move the instance to another server.
     pub target: String,
+    /// Between servers: who connects to whom (pull: the target dials the source; push: the
+    /// source dials the target; relay: this client dials both).
+    #[arg(long, value_enum, default_value_t = crate::migrate::Mode::Pull)]
+    pub mode: crate::migrate::Mode,
+    /// Between servers: move the instance without its snapshots.
+    #[arg(long)]
+    pub instance_only: bool,
+    /// Between servers: move a running instance without its state (it is stopped, and its
+    /// copy started on the target).
+    #[arg(long)]
+    pub stateless: bool,
+    /// Between servers: a configuration key for the moved instance (repeatable).
+    #[arg(short = 'c', long = "config", value_name = "KEY=VALUE")]
+    pub config: Vec<String>,
+    /// Between servers: the moved instance's profiles instead of the source's (repeatable).
+    #[arg(short = 'p', long = "profile")]
+    pub profiles: Vec<String>,
+    /// Between servers: no profiles on the moved instance.
+    #[arg(long, conflicts_with = "profiles")]
+    pub no_profiles: bool,
+    /// Between servers: the storage pool of the moved instance's root disk.
+    #[arg(short = 's', long, value_name = "POOL")]
+    pub storage: Option<String>,
+}
+
+impl MoveArgs {
+    /// Whether an option only a move between servers takes was given.
+    fn has_overrides(&self) -> bool {
+        !self.config.is_empty() || !self.profiles.is_empty() || self.no_profiles
+    }
 }
 
 /// `silo snapshot INSTANCE [NAME]`.
@@ -84,6 +116,12 @@ pub async fn restore(client: &Client, a: RestoreArgs) -> Result<(), CmdError> {
 
 /// `silo move SOURCE TARGET`: an instance rename, or a snapshot rename.
 pub async fn move_cmd(client: &Client, a: MoveArgs) -> Result<(), CmdError> {
+    if a.has_overrides() {
+        return fail("Can't override configuration or profiles in local rename");
+    }
+    if a.storage.is_some() {
+        return fail("Moving an instance to another storage pool is not supported yet");
+    }
     match a.source.split_once('/') {
         Some((inst, snap)) => {
             let new = match a.target.split_once('/') {
@@ -101,9 +139,6 @@ pub async fn move_cmd(client: &Client, a: MoveArgs) -> Result<(), CmdError> {
             if a.target.contains('/') {
                 return fail("An instance cannot be renamed into a snapshot");
             }
-            if a.target.contains(':') || a.source.contains(':') {
-                return fail("Moving instances between servers is not supported yet");
-            }
             let req = InstancePost {
                 name: a.target.clone(),
                 ..Default::default()
@@ -120,7 +155,9 @@ pub async fn move_cmd(client: &Client, a: MoveArgs) -> Result<(), CmdError> {
 Examples:
   silo copy c1 c2                 the instance and its snapshots
   silo copy c1/snap0 c3           a new instance from a snapshot
-  silo copy c1 c4 --instance-only")]
+  silo copy c1 c4 --instance-only
+  silo copy a:c1 b:c1             to another server (b pulls from a; --mode push|relay)
+  silo copy a:c1/snap0 b:c5 -c limits.memory=64MiB")]
 pub struct CopyArgs {
     /// The instance or INSTANCE/SNAPSHOT to copy.
     pub source: String,
@@ -138,13 +175,49 @@ pub struct CopyArgs {
     /// Bring an existing copy up to date with the source (root filesystem and snapshots).
     #[arg(long)]
     pub refresh: bool,
+    /// Between servers: who connects to whom (pull: the target dials the source; push: the
+    /// source dials the target; relay: this client dials both).
+    #[arg(long, value_enum, default_value_t = crate::migrate::Mode::Pull)]
+    pub mode: crate::migrate::Mode,
+    /// Between servers: copy a running instance without its state (silo has no CRIU, so a
+    /// running instance copies only this way).
+    #[arg(long)]
+    pub stateless: bool,
+    /// The copy's profiles instead of the source's (repeatable).
+    #[arg(short = 'p', long = "profile")]
+    pub profiles: Vec<String>,
+    /// No profiles on the copy.
+    #[arg(long, conflicts_with = "profiles")]
+    pub no_profiles: bool,
+    /// The storage pool of the copy's root disk.
+    #[arg(short = 's', long, value_name = "POOL")]
+    pub storage: Option<String>,
 }
 
 /// `silo copy SOURCE [TARGET]`.
 pub async fn copy(client: &Client, a: CopyArgs) -> Result<(), CmdError> {
-    if a.source.contains(':') || a.target.as_deref().is_some_and(|t| t.contains(':')) {
-        return fail("Copying between servers is not supported yet");
+    if a.refresh && a.no_profiles {
+        return fail("--no-profiles cannot be used with --refresh");
     }
+    let profiles = if a.no_profiles {
+        Some(Vec::new())
+    } else if a.profiles.is_empty() {
+        None
+    } else {
+        Some(a.profiles.clone())
+    };
+    // The source's devices with the root disk on POOL (the server takes the source's own
+    // devices when the request brings none).
+    let devices = match &a.storage {
+        None => silo_api::DeviceMap::new(),
+        Some(pool) => {
+            let devices = match a.source.split_once('/') {
+                Some((i, s)) => client.snapshot(i, s).await?.devices,
+                None => client.instance(&a.source).await?.devices,
+            };
+            crate::migrate::with_root_pool(devices, pool)?
+        }
+    };
     let req = InstancesPost {
         name: a.target.clone().unwrap_or_default(),
         source: InstanceSource {
@@ -156,6 +229,8 @@ pub async fn copy(client: &Client, a: CopyArgs) -> Result<(), CmdError> {
         },
         ephemeral: a.ephemeral,
         config: crate::util::kv_map(&a.config)?,
+        profiles,
+        devices,
         ..Default::default()
     };
     client.create_instance(&req).await?;
