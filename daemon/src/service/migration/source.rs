@@ -106,7 +106,9 @@ pub async fn start(c: &Services, req: SourceRequest) -> Result<Operation, Domain
                 "Migrating instance",
                 resources,
                 metadata,
-                true,
+                // Not cancellable: a dropped body would leave its rsync session and, on a target,
+                // half-received volumes behind; a stalled peer times out instead.
+                false,
                 move |ctx| async move {
                     let (control, fs) = super::accept_pair(streams)
                         .await

@@ -108,7 +108,9 @@ pub async fn start(c: &Services, mut req: CreateRequest) -> Result<Operation, Do
                 "Creating instance",
                 resources,
                 metadata,
-                true,
+                // Not cancellable: a dropped body would leave its rsync session and, on a target,
+                // half-received volumes behind; a stalled peer times out instead.
+                false,
                 move |ctx| async move {
                     let r = async {
                         let (control, fs) = super::accept_pair(streams)

@@ -101,7 +101,9 @@ pub async fn start_source(
                 "Migrating storage volume",
                 resources(pool, name),
                 metadata,
-                true,
+                // Not cancellable: a dropped body would leave its rsync session and, on a target,
+                // half-received volumes behind; a stalled peer times out instead.
+                false,
                 move |ctx| async move {
                     let (control, fs) = super::accept_pair(streams)
                         .await
@@ -221,7 +223,9 @@ pub async fn start_target(c: &Services, req: TargetRequest) -> Result<Operation,
             "Creating storage volume",
             res,
             metadata,
-            true,
+            // Not cancellable: a dropped body would leave its rsync session and, on a target,
+            // half-received volumes behind; a stalled peer times out instead.
+            false,
             move |ctx| async move {
                 let (control, fs) = super::accept_pair(streams)
                     .await
