@@ -223,6 +223,37 @@ fn lxc_copies_between_two_silos_in_every_mode() {
         i["snapshots"].as_array().is_none_or(|s| s.is_empty()),
         "{i}"
     );
+    // The target's profiles: named ones (which must exist there), or none with the root
+    // disk given by -s.
+    p.b.api_ok(
+        "POST",
+        "/1.0/profiles",
+        Some(json!({"name": "extra", "config": {"user.extra": "yes"}})),
+    );
+    p.lxc.ok(&[
+        "copy",
+        "a:c1",
+        "b:c-prof",
+        "--instance-only",
+        "-p",
+        "default",
+        "-p",
+        "extra",
+    ]);
+    let i = get(&p.b, "/1.0/instances/c-prof");
+    assert_eq!(i["profiles"], json!(["default", "extra"]), "{i}");
+    p.lxc.ok(&[
+        "copy",
+        "a:c1",
+        "b:c-noprof",
+        "--instance-only",
+        "--no-profiles",
+        "-s",
+        "default",
+    ]);
+    let i = get(&p.b, "/1.0/instances/c-noprof");
+    assert_eq!(i["profiles"], json!([]), "{i}");
+    assert_eq!(i["devices"]["root"]["pool"], "default", "{i}");
     // A name taken on the target: refused before any transfer.
     let o = p.lxc.run(&["copy", "a:c1", "b:c-pull"]);
     assert!(!o.status.success(), "{}", show(&o));
@@ -612,6 +643,19 @@ fn untrusted_callers_wrong_certificates_and_full_pools_leave_nothing() {
         .unwrap_or_default();
     assert!(left.is_empty(), "left in the full pool: {left:?}");
     assert!(root.join("noise").exists(), "the source is untouched");
+    // A move that fails leaves the source where it was.
+    let o = p
+        .lxc
+        .run(&["move", "a:c1", "b:c-full", "-s", "small", "--instance-only"]);
+    assert!(
+        !o.status.success(),
+        "a move larger than the pool: {}",
+        show(&o)
+    );
+    let (c, _) = p.a.api("GET", "/1.0/instances/c1", None);
+    assert_eq!(c, 200, "the source of a failed move still exists");
+    let (c, _) = p.b.api("GET", "/1.0/instances/c-full", None);
+    assert_eq!(c, 404);
 }
 
 /// systemd reached the end of its boot in `name` on silod `d` (running, or degraded where
