@@ -443,6 +443,33 @@ const BTRFS_SUBVOL_RDONLY: u64 = 1 << 1;
 /// `_IOW(0x94, 38, struct btrfs_ioctl_send_args)` (72 bytes).
 const BTRFS_IOC_SEND: libc::c_ulong = 0x4048_9426;
 
+const BTRFS_IOC_SUBVOL_GETFLAGS: libc::c_ulong = 0x8008_9419;
+const BTRFS_IOC_SUBVOL_SETFLAGS: libc::c_ulong = 0x4008_941a;
+
+/// Whether subvolume `dir` is read-only.
+pub fn is_readonly(dir: BorrowedFd<'_>) -> HelperResult<bool> {
+    let mut flags: u64 = 0;
+    // SAFETY: the ioctl writes one u64 we own.
+    if unsafe { libc::ioctl(dir.as_raw_fd(), BTRFS_IOC_SUBVOL_GETFLAGS, &mut flags as *mut u64) }
+        < 0
+    {
+        return Err(last("BTRFS_IOC_SUBVOL_GETFLAGS", "subvolume"));
+    }
+    Ok(flags & BTRFS_SUBVOL_RDONLY != 0)
+}
+
+/// Makes subvolume `dir` read-only or writable (a send needs read-only subvolumes; the
+/// kernel refuses making one writable while a send reads it).
+pub fn set_readonly(dir: BorrowedFd<'_>, ro: bool) -> HelperResult<()> {
+    let flags: u64 = if ro { BTRFS_SUBVOL_RDONLY } else { 0 };
+    // SAFETY: the ioctl reads one u64 we own.
+    if unsafe { libc::ioctl(dir.as_raw_fd(), BTRFS_IOC_SUBVOL_SETFLAGS, &flags as *const u64) } < 0
+    {
+        return Err(last("BTRFS_IOC_SUBVOL_SETFLAGS", "subvolume"));
+    }
+    Ok(())
+}
+
 /// Snapshots subvolume `src` as a read-only `name` in `parent` (what a send needs).
 pub fn snapshot_ro(src: BorrowedFd<'_>, parent: BorrowedFd<'_>, name: &str) -> HelperResult<()> {
     snapshot_flags(src, parent, name, BTRFS_SUBVOL_RDONLY)

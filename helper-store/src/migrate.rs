@@ -1,0 +1,404 @@
+//! btrfs send streams for migrations between btrfs pools (`lxc copy a:c b:c` when both ends
+//! have btrfs): LXD's optimized transfer, one stream per volume, snapshots oldest first and
+//! each the difference from the one before, the instance last.
+//!
+//! A send runs `BTRFS_IOC_SEND` in a forked child that keeps CAP_SYS_ADMIN for the ioctl and
+//! is landlocked read-only to the volume and its parent; it writes into a stream socket
+//! whose other end silod relays to the peer. The instance is sent from a read-only snapshot
+//! made here and removed at the end; a snapshot volume (and the parent) is made read-only
+//! for the send and writable again after, as LXD toggles its subvolumes.
+//!
+//! A receive applies the untrusted stream with `receive.rs` (never `btrfs receive`) into a
+//! NEW volume, in a child landlocked to it (and read-only to the base an incremental stream
+//! starts from), within the policy's size limits; a failed receive removes the volume.
+//!
+//! Each session runs as a task of silo-store's runtime; silod reads its end with
+//! `btrfs_wait`. silo-store keeps a copy of silod's end only to shut it down on
+//! `btrfs_abort`, which makes the child's read or write fail at once.
+
+use std::collections::HashMap;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use silo_proto::error::{HelperError, HelperResult};
+use silo_proto::jail::beneath::Root;
+use silo_proto::store::{BtrfsReport, RsyncSession, VolumeKind};
+use silo_proto::{PoolName, VolumeName};
+
+use crate::pools::StoreServer;
+
+/// Sessions at once; more are refused.
+pub const MAX_SESSIONS: usize = 8;
+
+/// Longest `btrfs_wait`.
+const MAX_WAIT_SECS: u32 = 3600;
+
+type Outcome = HelperResult<BtrfsReport>;
+
+struct Session {
+    what: String,
+    /// A copy of silod's end, shut down on abort.
+    peer: OwnedFd,
+    done: tokio::sync::Mutex<tokio::sync::oneshot::Receiver<Outcome>>,
+}
+
+/// The running btrfs sessions.
+#[derive(Default)]
+pub struct Sessions {
+    table: Mutex<HashMap<u64, Arc<Session>>>,
+    next: AtomicU64,
+}
+
+impl std::fmt::Debug for Sessions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("btrfs sessions").finish_non_exhaustive()
+    }
+}
+
+fn stream_pair() -> HelperResult<(OwnedFd, OwnedFd)> {
+    nix::sys::socket::socketpair(
+        nix::sys::socket::AddressFamily::Unix,
+        nix::sys::socket::SockType::Stream,
+        None,
+        nix::sys::socket::SockFlag::SOCK_CLOEXEC,
+    )
+    .map_err(|e| HelperError::errno("socketpair", "btrfs stream", e))
+}
+
+impl Sessions {
+    fn slot(&self) -> HelperResult<()> {
+        let n = self.table.lock().map(|t| t.len()).unwrap_or(MAX_SESSIONS);
+        if n >= MAX_SESSIONS {
+            return Err(HelperError::InUse {
+                what: "btrfs transfers".into(),
+                by: format!("{MAX_SESSIONS} transfers already running"),
+            });
+        }
+        Ok(())
+    }
+
+    fn insert(
+        &self,
+        what: String,
+        peer: OwnedFd,
+        done: tokio::sync::oneshot::Receiver<Outcome>,
+    ) -> HelperResult<u64> {
+        let id = self.next.fetch_add(1, Ordering::SeqCst) + 1;
+        self.table
+            .lock()
+            .map_err(|_| HelperError::Unsupported("btrfs session table poisoned".into()))?
+            .insert(
+                id,
+                Arc::new(Session {
+                    what,
+                    peer,
+                    done: tokio::sync::Mutex::new(done),
+                }),
+            );
+        Ok(id)
+    }
+
+    fn get(&self, id: u64) -> HelperResult<Arc<Session>> {
+        self.table
+            .lock()
+            .ok()
+            .and_then(|t| t.get(&id).cloned())
+            .ok_or_else(|| HelperError::NotFound {
+                what: format!("btrfs session {id}"),
+            })
+    }
+
+    fn forget(&self, id: u64) -> bool {
+        self.table
+            .lock()
+            .ok()
+            .and_then(|mut t| t.remove(&id))
+            .is_some()
+    }
+
+    /// Waits up to `secs` for session `id` to end.
+    pub async fn wait(&self, id: u64, secs: u32) -> HelperResult<Option<BtrfsReport>> {
+        let s = self.get(id)?;
+        let wait = Duration::from_secs(u64::from(secs.min(MAX_WAIT_SECS)));
+        let mut rx = s.done.lock().await;
+        let r = match tokio::time::timeout(wait, &mut *rx).await {
+            Err(_elapsed) => return Ok(None),
+            Ok(r) => r,
+        };
+        if !self.forget(id) {
+            return Err(HelperError::NotFound {
+                what: format!("btrfs session {id}"),
+            });
+        }
+        let r = r.unwrap_or_else(|_| {
+            Err(HelperError::Io {
+                op: "btrfs transfer".into(),
+                target: s.what.clone(),
+                message: "the session's task went away".into(),
+                errno: None,
+            })
+        });
+        tracing::info!(id, what = %s.what, ok = r.is_ok(), "btrfs session ended");
+        r.map(Some)
+    }
+
+    /// Shuts the session's socket down (its child's read or write fails), waits for the
+    /// child's end and forgets the session.
+    pub async fn abort(&self, id: u64) -> HelperResult<()> {
+        let s = self.get(id)?;
+        if !self.forget(id) {
+            return Err(HelperError::NotFound {
+                what: format!("btrfs session {id}"),
+            });
+        }
+        let _ = nix::sys::socket::shutdown(
+            s.peer.as_raw_fd(),
+            nix::sys::socket::Shutdown::Both,
+        );
+        let mut rx = s.done.lock().await;
+        let _ = tokio::time::timeout(Duration::from_secs(30), &mut *rx).await;
+        tracing::info!(id, what = %s.what, "aborted btrfs session");
+        Ok(())
+    }
+}
+
+/// A subvolume made read-only for a send, writable again when dropped.
+struct ReadOnly(Option<OwnedFd>);
+
+impl ReadOnly {
+    fn make(dir: &Root) -> HelperResult<ReadOnly> {
+        if crate::btrfs::is_readonly(dir.fd())? {
+            return Ok(ReadOnly(None));
+        }
+        crate::btrfs::set_readonly(dir.fd(), true)?;
+        let again = dir
+            .fd()
+            .try_clone_to_owned()
+            .map_err(|e| HelperError::io("dup", dir.display(), e))?;
+        Ok(ReadOnly(Some(again)))
+    }
+}
+
+impl Drop for ReadOnly {
+    fn drop(&mut self) {
+        if let Some(d) = self.0.take() {
+            if let Err(e) = crate::btrfs::set_readonly(d.as_fd(), false) {
+                tracing::error!(error = %e, "making a sent subvolume writable again failed");
+            }
+        }
+    }
+}
+
+impl StoreServer {
+    fn btrfs_pool(&self, pool: &PoolName) -> HelperResult<Root> {
+        let dir = self.pool(pool)?;
+        if !self.pool_is_btrfs(&dir) {
+            return Err(HelperError::invalid(
+                "btrfs transfer",
+                format!("pool {:?} is not a btrfs pool", pool.as_str()),
+            ));
+        }
+        Ok(dir)
+    }
+
+    fn hand_over(
+        &self,
+        what: String,
+        silod_end: OwnedFd,
+        done: tokio::sync::oneshot::Receiver<Outcome>,
+    ) -> HelperResult<RsyncSession> {
+        let ticket = self.send_fd(&silod_end)?;
+        let id = self.0.btrfs.insert(what.clone(), silod_end, done)?;
+        tracing::info!(id, %what, "started btrfs session");
+        Ok(RsyncSession { id, fd: ticket })
+    }
+
+    /// `btrfs_send_start`.
+    pub(crate) async fn btrfs_send(
+        &self,
+        pool: PoolName,
+        kind: VolumeKind,
+        volume: VolumeName,
+        parent: Option<(VolumeKind, VolumeName)>,
+    ) -> HelperResult<RsyncSession> {
+        self.0.btrfs.slot()?;
+        let dir = self.btrfs_pool(&pool)?;
+        let what = Self::volume_what(&pool, kind, &volume);
+        let src = Self::open_volume(&dir, &pool, kind, &volume)?;
+        if !crate::btrfs::is_subvolume(src.fd()) {
+            return Err(HelperError::invalid(
+                "btrfs transfer",
+                format!("{what} is not a subvolume"),
+            ));
+        }
+        let parent = match &parent {
+            Some((pk, pv)) => {
+                let p = Self::open_volume(&dir, &pool, *pk, pv)?;
+                if !crate::btrfs::is_subvolume(p.fd()) {
+                    return Err(HelperError::invalid(
+                        "btrfs transfer",
+                        format!("{} is not a subvolume", Self::volume_what(&pool, *pk, pv)),
+                    ));
+                }
+                Some(p)
+            }
+            None => None,
+        };
+        // The instance is live: sent from a read-only snapshot of this moment. A leading dot:
+        // no volume can have this name (VolumeName refuses it).
+        let id_hint = self.0.btrfs.next.load(Ordering::SeqCst) + 1;
+        let temp = match kind {
+            VolumeKind::Snapshot => None,
+            _ => {
+                let kdir = dir.open_dir(&[kind.dir_name()])?;
+                let name = format!(".migration-send-{}-{id_hint}", std::process::id());
+                if kdir.exists(&name)? {
+                    crate::btrfs::subvol_delete(kdir.fd(), &name)?;
+                }
+                crate::btrfs::snapshot_ro(src.fd(), kdir.fd(), &name)?;
+                let snap = kdir.open_dir(&[name.as_str()]);
+                match snap {
+                    Ok(s) => Some((kdir, name, s)),
+                    Err(e) => {
+                        let _ = crate::btrfs::subvol_delete(kdir.fd(), &name);
+                        return Err(e);
+                    }
+                }
+            }
+        };
+        let cleanup = |temp: &Option<(Root, String, Root)>| {
+            if let Some((kdir, name, _)) = temp {
+                if let Err(e) = crate::btrfs::subvol_delete(kdir.fd(), name) {
+                    tracing::error!(snapshot = %name, error = %e, "removing a send snapshot failed");
+                }
+            }
+        };
+        let prepared = (|| {
+            let ro_src = match &temp {
+                Some(_) => ReadOnly(None),
+                None => ReadOnly::make(&src)?,
+            };
+            let ro_parent = match &parent {
+                Some(p) => ReadOnly::make(p)?,
+                None => ReadOnly(None),
+            };
+            let (silod_end, child_end) = stream_pair()?;
+            Ok::<_, HelperError>((ro_src, ro_parent, silod_end, child_end))
+        })();
+        let (ro_src, ro_parent, silod_end, child_end) = match prepared {
+            Ok(p) => p,
+            Err(e) => {
+                cleanup(&temp);
+                return Err(e);
+            }
+        };
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let task_what = what.clone();
+        tokio::spawn(async move {
+            let snap = match &temp {
+                Some((_, _, s)) => s,
+                None => &src,
+            };
+            let sfd = snap.fd();
+            let pfd = parent.as_ref().map(|p| p.fd());
+            let mut read = vec![sfd];
+            read.extend(pfd);
+            let t0 = std::time::Instant::now();
+            let r = crate::child::run_with_caps(
+                "btrfs send",
+                &[caps::Capability::CAP_SYS_ADMIN],
+                &[],
+                &read,
+                move || {
+                    crate::btrfs::send(sfd, pfd, child_end.as_fd())
+                        .map(|()| BtrfsReport::default())
+                        .map_err(|e| e.to_string())
+                },
+            )
+            .await
+            .and_then(|r| {
+                r.map_err(|e| HelperError::Io {
+                    op: "btrfs send".into(),
+                    target: task_what.clone(),
+                    message: e,
+                    errno: None,
+                })
+            });
+            drop((ro_src, ro_parent));
+            cleanup(&temp);
+            tracing::info!(what = %task_what, ok = r.is_ok(), ms = t0.elapsed().as_millis() as u64, "btrfs send done");
+            let _ = tx.send(r);
+        });
+        self.hand_over(what, silod_end, rx)
+    }
+
+    /// `btrfs_receive_start`.
+    pub(crate) async fn btrfs_receive(
+        &self,
+        pool: PoolName,
+        kind: VolumeKind,
+        volume: VolumeName,
+        base: Option<(VolumeKind, VolumeName)>,
+    ) -> HelperResult<RsyncSession> {
+        self.0.btrfs.slot()?;
+        let dir = self.btrfs_pool(&pool)?;
+        let what = Self::volume_what(&pool, kind, &volume);
+        let base = match &base {
+            Some((bk, bv)) => Some(Self::open_volume(&dir, &pool, *bk, bv)?),
+            None => None,
+        };
+        // The stream's size counts against the policy's limits as an unpacked image does.
+        let (limits, by_reserve) = self.unpack_limits(&dir)?;
+        let rl = crate::receive::Limits {
+            max_bytes: limits.max_bytes,
+            max_commands: limits.max_entries.saturating_mul(16),
+        };
+        let (kdir, _) = dir.mkdir_all(&[kind.dir_name()], 0o711)?;
+        let target = self.new_volume(&dir, &kdir, volume.as_str(), &what)?;
+        let (silod_end, child_end) = match stream_pair() {
+            Ok(p) => p,
+            Err(e) => {
+                let _ = self.remove_volume(&kdir, volume.as_str());
+                return Err(e);
+            }
+        };
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let task_what = what.clone();
+        let server = self.clone();
+        tokio::spawn(async move {
+            let root = target.fd();
+            let bfd = base.as_ref().map(|b| b.fd());
+            let read: Vec<_> = bfd.into_iter().collect();
+            let t0 = std::time::Instant::now();
+            let r = crate::child::run("btrfs receive", &[root], &read, move || {
+                let mut input = std::fs::File::from(child_end);
+                crate::receive::receive(&mut input, root, bfd, rl)
+            })
+            .await
+            .and_then(|r| r.map_err(|e: String| HelperError::invalid("btrfs stream", e)))
+            .map_err(|e| server.name_reserve(&dir, by_reserve, e));
+            drop(target);
+            let r = match r {
+                Ok(got) => {
+                    tracing::info!(what = %task_what, commands = got.commands, bytes = got.bytes, incremental = got.incremental, skipped_devices = got.skipped_devices, ms = t0.elapsed().as_millis() as u64, "received btrfs stream");
+                    Ok(BtrfsReport {
+                        bytes: got.bytes,
+                        commands: got.commands,
+                        skipped_devices: got.skipped_devices,
+                    })
+                }
+                Err(e) => {
+                    if let Err(d) = server.remove_volume(&kdir, volume.as_str()) {
+                        tracing::error!(what = %task_what, error = %d, "removing a half-received volume failed");
+                    }
+                    tracing::warn!(what = %task_what, error = %e, "refused btrfs stream");
+                    Err(e)
+                }
+            };
+            let _ = tx.send(r);
+        });
+        self.hand_over(what, silod_end, rx)
+    }
+}
