@@ -49,6 +49,10 @@ struct Session {
 pub struct Sessions {
     table: Mutex<HashMap<u64, Arc<Session>>>,
     next: AtomicU64,
+    /// Subvolumes made read-only for sends, by (device, inode): how many sends use each and
+    /// whether it was writable before the first, so that one send ending does not make a
+    /// subvolume writable under another (the kernel would refuse a send from it).
+    readonly: Mutex<HashMap<(u64, u64), (usize, bool)>>,
 }
 
 impl std::fmt::Debug for Sessions {
@@ -164,27 +168,61 @@ impl Sessions {
     }
 }
 
-/// A subvolume made read-only for a send, writable again when dropped.
-struct ReadOnly(Option<OwnedFd>);
+/// A subvolume made read-only for a send, writable again (if it was) when the last send
+/// using it drops its guard.
+struct ReadOnly(Option<(StoreServer, (u64, u64), OwnedFd)>);
 
 impl ReadOnly {
-    fn make(dir: &Root) -> HelperResult<ReadOnly> {
-        if crate::btrfs::is_readonly(dir.fd())? {
-            return Ok(ReadOnly(None));
-        }
-        crate::btrfs::set_readonly(dir.fd(), true)?;
-        let again = dir
+    fn make(server: &StoreServer, dir: &Root) -> HelperResult<ReadOnly> {
+        let st = nix::sys::stat::fstat(dir.fd())
+            .map_err(|e| HelperError::errno("fstat", dir.display(), e))?;
+        let key = (st.st_dev, st.st_ino);
+        let fd = dir
             .fd()
             .try_clone_to_owned()
             .map_err(|e| HelperError::io("dup", dir.display(), e))?;
-        Ok(ReadOnly(Some(again)))
+        let mut map = server
+            .0
+            .btrfs
+            .readonly
+            .lock()
+            .map_err(|_| HelperError::Unsupported("btrfs read-only table poisoned".into()))?;
+        match map.get_mut(&key) {
+            Some((n, _)) => *n += 1,
+            None => {
+                let was_rw = !crate::btrfs::is_readonly(dir.fd())?;
+                if was_rw {
+                    crate::btrfs::set_readonly(dir.fd(), true)?;
+                }
+                map.insert(key, (1, was_rw));
+            }
+        }
+        Ok(ReadOnly(Some((server.clone(), key, fd))))
     }
 }
 
 impl Drop for ReadOnly {
     fn drop(&mut self) {
-        if let Some(d) = self.0.take() {
-            if let Err(e) = crate::btrfs::set_readonly(d.as_fd(), false) {
+        let Some((server, key, fd)) = self.0.take() else {
+            return;
+        };
+        let Ok(mut map) = server.0.btrfs.readonly.lock() else {
+            return;
+        };
+        let restore = match map.get_mut(&key) {
+            Some((n, _)) if *n > 1 => {
+                *n -= 1;
+                false
+            }
+            Some((_, was_rw)) => {
+                let r = *was_rw;
+                map.remove(&key);
+                r
+            }
+            None => false,
+        };
+        if restore {
+            if let Err(e) = crate::btrfs::set_readonly(fd.as_fd(), false) {
                 tracing::error!(error = %e, "making a sent subvolume writable again failed");
             }
         }
@@ -278,10 +316,10 @@ impl StoreServer {
         let prepared = (|| {
             let ro_src = match &temp {
                 Some(_) => ReadOnly(None),
-                None => ReadOnly::make(&src)?,
+                None => ReadOnly::make(self, &src)?,
             };
             let ro_parent = match &parent {
-                Some(p) => ReadOnly::make(p)?,
+                Some(p) => ReadOnly::make(self, p)?,
                 None => ReadOnly(None),
             };
             let (silod_end, child_end) = stream_pair()?;

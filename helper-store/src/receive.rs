@@ -1,5 +1,6 @@
 //! Applying a btrfs send stream (protocol 1) beneath a volume directory: what `btrfs receive`
-//! does, for optimized backups, written for a hostile stream. A full stream fills an empty
+//! does, for optimized backups and migrations between btrfs pools (`migrate.rs`), written
+//! for a hostile stream. A full stream fills an empty
 //! volume; an incremental one (LXD sends each snapshot after the first, and the instance, as
 //! its difference from the one before) starts from a copy of the volume received before it. Every path is
 //! resolved beneath the target with no symlink followed (RESOLVE_BENEATH|RESOLVE_NO_SYMLINKS

@@ -430,7 +430,7 @@ pub trait Store {
     /// silo-store makes and removes itself; with `parent` (a snapshot volume of the same pool)
     /// as the difference from it (`btrfs send -p`). A volume that is not read-only is made so
     /// for the send and restored after, as LXD does. Answers the socket the stream is written
-    /// to (EOF at its end). Shares the 8 session slots of no one: at most 8 btrfs sessions.
+    /// to (EOF at its end). At most 8 btrfs sessions (sends and receives) run at once.
     async fn btrfs_send_start(
         pool: PoolName,
         kind: VolumeKind,
