@@ -704,9 +704,10 @@ mod tests {
         let mut a = answer_offer(&o, RsyncFeatures::default(), false, None);
         answer_btrfs(&o, &mut a, true);
         assert_eq!(a.fs_type(), Some(MigrationFsType::Rsync));
-        let h: BtrfsHeader =
-            serde_json::from_str(r#"{"subvolumes":[{"path":"/","snapshot":"s0","readonly":true,"uuid":"x"}]}"#)
-                .unwrap();
+        let h: BtrfsHeader = serde_json::from_str(
+            r#"{"subvolumes":[{"path":"/","snapshot":"s0","readonly":true,"uuid":"x"}]}"#,
+        )
+        .unwrap();
         assert_eq!(h.subvolumes[0].snapshot, "s0");
     }
 

@@ -450,8 +450,13 @@ const BTRFS_IOC_SUBVOL_SETFLAGS: libc::c_ulong = 0x4008_941a;
 pub fn is_readonly(dir: BorrowedFd<'_>) -> HelperResult<bool> {
     let mut flags: u64 = 0;
     // SAFETY: the ioctl writes one u64 we own.
-    if unsafe { libc::ioctl(dir.as_raw_fd(), BTRFS_IOC_SUBVOL_GETFLAGS, &mut flags as *mut u64) }
-        < 0
+    if unsafe {
+        libc::ioctl(
+            dir.as_raw_fd(),
+            BTRFS_IOC_SUBVOL_GETFLAGS,
+            &mut flags as *mut u64,
+        )
+    } < 0
     {
         return Err(last("BTRFS_IOC_SUBVOL_GETFLAGS", "subvolume"));
     }
@@ -463,7 +468,13 @@ pub fn is_readonly(dir: BorrowedFd<'_>) -> HelperResult<bool> {
 pub fn set_readonly(dir: BorrowedFd<'_>, ro: bool) -> HelperResult<()> {
     let flags: u64 = if ro { BTRFS_SUBVOL_RDONLY } else { 0 };
     // SAFETY: the ioctl reads one u64 we own.
-    if unsafe { libc::ioctl(dir.as_raw_fd(), BTRFS_IOC_SUBVOL_SETFLAGS, &flags as *const u64) } < 0
+    if unsafe {
+        libc::ioctl(
+            dir.as_raw_fd(),
+            BTRFS_IOC_SUBVOL_SETFLAGS,
+            &flags as *const u64,
+        )
+    } < 0
     {
         return Err(last("BTRFS_IOC_SUBVOL_SETFLAGS", "subvolume"));
     }

@@ -157,10 +157,7 @@ impl Sessions {
                 what: format!("btrfs session {id}"),
             });
         }
-        let _ = nix::sys::socket::shutdown(
-            s.peer.as_raw_fd(),
-            nix::sys::socket::Shutdown::Both,
-        );
+        let _ = nix::sys::socket::shutdown(s.peer.as_raw_fd(), nix::sys::socket::Shutdown::Both);
         let mut rx = s.done.lock().await;
         let _ = tokio::time::timeout(Duration::from_secs(30), &mut *rx).await;
         tracing::info!(id, what = %s.what, "aborted btrfs session");

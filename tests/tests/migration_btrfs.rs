@@ -103,12 +103,18 @@ fn pair(name: &str) -> Pair {
     a.api_ok(
         "POST",
         "/1.0/instances",
-        Some(json!({"name": "c1", "source": {"type": "image", "alias": "busybox"},
-                     "config": {"user.note": "migrated"}})),
+        Some(
+            json!({"name": "c1", "source": {"type": "image", "alias": "busybox"},
+                     "config": {"user.note": "migrated"}}),
+        ),
     );
     let root = trees::silo_rootfs(&a.dir, "default", "c1");
     enrich(&root);
-    for (v, snap) in [("v0", Some("snap0")), ("v11", Some("snap1")), ("v222", None)] {
+    for (v, snap) in [
+        ("v0", Some("snap0")),
+        ("v11", Some("snap1")),
+        ("v222", None),
+    ] {
         write_version(&root, v);
         if let Some(s) = snap {
             a.api_ok(
@@ -122,7 +128,11 @@ fn pair(name: &str) -> Pair {
 }
 
 fn snapshot_names(d: &TestDaemon, c: &str) -> Vec<String> {
-    let (code, v) = d.api("GET", &format!("/1.0/instances/{c}/snapshots?recursion=1"), None);
+    let (code, v) = d.api(
+        "GET",
+        &format!("/1.0/instances/{c}/snapshots?recursion=1"),
+        None,
+    );
     assert_eq!(code, 200, "{v}");
     v["metadata"]
         .as_array()
@@ -223,6 +233,30 @@ fn lxc_copies_between_btrfs_silos_as_send_streams() {
         );
         check_copy(&p, &dst, "default", true);
     }
+    // A snapshot copied as an instance, and an instance without its snapshots: one stream.
+    for (src, dst, args) in [
+        ("a:c1/snap0", "c-snap", &[][..]),
+        ("a:c1", "c-only", &["--instance-only"][..]),
+    ] {
+        let before = streams_received(&p.b);
+        let target = format!("b:{dst}");
+        let mut argv = vec!["copy", src, target.as_str()];
+        argv.extend_from_slice(args);
+        p.lxc.ok(&argv);
+        assert_eq!(streams_received(&p.b) - before, 1, "{dst}");
+        let from = match dst {
+            "c-snap" => trees::silo_snapshot_rootfs(&p.a.dir, "default", "c1", "snap0"),
+            _ => trees::silo_rootfs(&p.a.dir, "default", "c1"),
+        };
+        assert_same(
+            &from,
+            &trees::silo_rootfs(&p.b.dir, "default", dst),
+            dst,
+            true,
+        );
+        assert!(snapshot_names(&p.b, dst).is_empty(), "{dst}");
+    }
+
     // No scratch snapshot is left on the source, and its snapshots, made read-only for
     // the sends, are writable again as they were.
     let pool = p.a.dir.join("storage-pools/default/containers");
@@ -254,7 +288,11 @@ fn lxc_copies_between_btrfs_silos_as_send_streams() {
         "[migration-timing] silo->silo rsync copy (btrfs source, dir target): {} ms",
         t.as_millis()
     );
-    assert_eq!(streams_received(&p.b), before, "no btrfs stream to a dir pool");
+    assert_eq!(
+        streams_received(&p.b),
+        before,
+        "no btrfs stream to a dir pool"
+    );
     check_copy(&p, "c-dir", "dirpool", false);
 }
 
@@ -301,7 +339,12 @@ async fn send_stream_frames(ws: &mut Ws, bytes: Vec<u8>) {
 
 /// Plays a btrfs migration source in push mode: offer, index header, btrfs header, then
 /// `stream` as the instance's send stream. Answers the target's answer and its verdict.
-async fn play(d: &TestDaemon, answer: &Value, stream: Vec<u8>) -> (MigrationHeader, String) {
+async fn play(
+    d: &TestDaemon,
+    answer: &Value,
+    btrfs_header: &str,
+    stream: Vec<u8>,
+) -> (MigrationHeader, String) {
     let op = answer["operation"].as_str().expect("operation").to_string();
     let md = &answer["metadata"]["metadata"];
     let mut control = dial(d, &op, md["control"].as_str().expect("control")).await;
@@ -344,12 +387,10 @@ async fn play(d: &TestDaemon, answer: &Value, stream: Vec<u8>) -> (MigrationHead
     }
     let r: MigrationInfoResponse = serde_json::from_slice(&reply).expect("info response");
     assert_eq!(r.status_code, 200, "{r:?}");
-    send_stream_frames(
-        &mut fs,
-        br#"{"subvolumes":[{"path":"/","snapshot":"","readonly":false,"uuid":""}]}"#.to_vec(),
-    )
-    .await;
-    send_stream_frames(&mut fs, stream).await;
+    send_stream_frames(&mut fs, btrfs_header.as_bytes().to_vec()).await;
+    // The target may have stopped reading already (a refused header).
+    let _ = fs.send(Message::Binary(stream.into())).await;
+    let _ = fs.send(Message::Text(String::new().into())).await;
     let verdict = tokio::time::timeout(std::time::Duration::from_secs(60), async {
         while let Some(Ok(m)) = control.next().await {
             if let Message::Binary(b) = m {
@@ -372,15 +413,7 @@ async fn play(d: &TestDaemon, answer: &Value, stream: Vec<u8>) -> (MigrationHead
 #[test]
 fn a_hostile_btrfs_stream_from_a_source_fails_and_leaves_nothing() {
     let d = btrfs_daemon("mig-bt-evil");
-    let (c, a) = d.api(
-        "POST",
-        "/1.0/instances",
-        Some(json!({
-            "name": "evil", "architecture": "x86_64", "type": "container",
-            "profiles": ["default"], "config": {}, "devices": {},
-            "source": {"type": "migration", "mode": "push"},
-        })),
-    );
+    let (c, a) = d.api("POST", "/1.0/instances", Some(evil_target()));
     assert_eq!(c, 202, "{a}");
     let path = |p: &str| (15u16, p.as_bytes().to_vec());
     let escape = "/tmp/silo-mig-bt-pwned";
@@ -395,14 +428,18 @@ fn a_hostile_btrfs_stream_from_a_source_fails_and_leaves_nothing() {
                 (2, 1u64.to_le_bytes().to_vec()),
             ],
         ),
-        (3, vec![path("../../../../../../../../tmp/silo-mig-bt-pwned")]),
+        (
+            3,
+            vec![path("../../../../../../../../tmp/silo-mig-bt-pwned")],
+        ),
         (21, vec![]),
     ]);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("runtime");
-    let (answer, said) = rt.block_on(play(&d, &a, stream));
+    let plain_header = r#"{"subvolumes":[{"path":"/","snapshot":"","readonly":false,"uuid":""}]}"#;
+    let (answer, said) = rt.block_on(play(&d, &a, plain_header, stream.clone()));
     assert_eq!(
         answer.fs_type(),
         Some(MigrationFsType::Btrfs),
@@ -419,10 +456,38 @@ fn a_hostile_btrfs_stream_from_a_source_fails_and_leaves_nothing() {
     assert!(err.contains("btrfs"), "{err}");
     assert_eq!(said, err, "the source hears why");
     assert!(!Path::new(escape).exists(), "the stream wrote {escape}");
+    assert_nothing_left(&d);
+    // A nested subvolume is refused (silo's receiver makes plain volumes), not dropped.
+    let (c, a) = d.api("POST", "/1.0/instances", Some(evil_target()));
+    assert_eq!(c, 202, "{a}");
+    let nested = r#"{"subvolumes":[{"path":"/","snapshot":"","readonly":false},{"path":"/var/lib/machines","snapshot":"","readonly":false}]}"#;
+    let (_, said) = rt.block_on(play(&d, &a, nested, stream));
+    let op = d.wait_op(&a);
+    assert_eq!(op["status"], "Failure", "{op}");
+    let err = op["err"].as_str().unwrap_or_default().to_string();
+    assert!(err.contains("nested btrfs subvolume"), "{err}");
+    assert_eq!(said, err, "the source hears why");
+    assert_nothing_left(&d);
+}
+
+fn evil_target() -> Value {
+    json!({
+        "name": "evil", "architecture": "x86_64", "type": "container",
+        "profiles": ["default"], "config": {}, "devices": {},
+        "source": {"type": "migration", "mode": "push"},
+    })
+}
+
+/// No record and no volume of instance "evil".
+fn assert_nothing_left(d: &TestDaemon) {
     assert_eq!(d.api("GET", "/1.0/instances/evil", None).0, 404);
     let pool = d.dir.join("storage-pools/default");
     for kind in ["containers", "containers-snapshots"] {
-        for e in std::fs::read_dir(pool.join(kind)).into_iter().flatten().flatten() {
+        for e in std::fs::read_dir(pool.join(kind))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
             let f = e.file_name().to_string_lossy().to_string();
             assert!(
                 f != "evil" && !f.starts_with("evil."),

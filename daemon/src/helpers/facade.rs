@@ -14,9 +14,9 @@ use silo_proto::privileged::{
 };
 use silo_proto::proxy::ProxySpec;
 use silo_proto::store::{
-    BackupPack, FileMeta, FilePut, IdShift, LoopFileInfo, PackCompression, PackMeta, PoolDriver,
-    BtrfsReport, PoolInfo, RsyncFeatures, RsyncReport, RsyncRole, RsyncSession, StoreClient, TemplateVars,
-    UnpackReport, VolumeKind,
+    BackupPack, BtrfsReport, FileMeta, FilePut, IdShift, LoopFileInfo, PackCompression, PackMeta,
+    PoolDriver, PoolInfo, RsyncFeatures, RsyncReport, RsyncRole, RsyncSession, StoreClient,
+    TemplateVars, UnpackReport, VolumeKind,
 };
 use silo_proto::types::{Ipv4Cidr, Ipv6Cidr, MacAddr};
 use silo_proto::{

@@ -348,9 +348,6 @@ async fn receive_btrfs(
     let f = answer.btrfs_features.unwrap_or_default();
     if f.migration_header == Some(true) {
         let h: BtrfsHeader = fs.recv_json().await?;
-        if h.subvolumes.len() > answer.snapshots.len() + 1 {
-            return Err("the btrfs migration header lists more subvolumes than were sent".into());
-        }
         for s in &h.subvolumes {
             if s.path != "/" {
                 return Err(format!(
@@ -364,6 +361,10 @@ async fn receive_btrfs(
                     s.snapshot
                 ));
             }
+        }
+        // One entry per volume at most: no nested ones.
+        if h.subvolumes.len() > answer.snapshots.len() + 1 {
+            return Err("the btrfs migration header lists more subvolumes than were sent".into());
         }
     }
     let mut records = Vec::new();
