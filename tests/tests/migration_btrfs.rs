@@ -496,3 +496,95 @@ fn assert_nothing_left(d: &TestDaemon) {
         }
     }
 }
+
+/// LXD 5.0.2 on a btrfs pool and a silo on btrfs: both ways as btrfs send streams (LXD's
+/// own `btrfs send`/`btrfs receive` at its end, so the framing, the migration header and the
+/// order of the streams are LXD's). Hard links surviving shows the streams were used.
+#[test]
+fn lxd_and_silo_on_btrfs_copy_as_send_streams_both_ways() {
+    use silo_tests::lxd::{TestLxd, TRUST_PASSWORD};
+    let silo = btrfs_daemon("mig-btl-s");
+    silo.listen_https("127.0.0.1:8443", PW);
+    let lxd = TestLxd::start_in_netns_of("mig-btl-l", &silo, 8444);
+    let lxc = Lxc::new("mig-btl", &silo.netns);
+    lxc.add_remote("s", "https://127.0.0.1:8443", PW);
+    lxc.add_remote("l", "https://127.0.0.1:8444", TRUST_PASSWORD);
+    let lxd_ok = |args: &[&str]| {
+        let o = lxd.lxc(args);
+        assert!(o.status.success(), "lxc {}: {}", args.join(" "), show(&o));
+    };
+    lxd_ok(&["storage", "create", "bt", "btrfs", "size=2GiB"]);
+    let files = busybox_image(false);
+    lxd_ok(&[
+        "image",
+        "import",
+        &files[0].to_string_lossy(),
+        "--alias",
+        "busybox",
+    ]);
+    lxd_ok(&["init", "busybox", "w1", "-s", "bt", "-c", "user.note=from-lxd"]);
+    let lroot = trees::lxd_rootfs(&lxd.dir, "bt", "w1");
+    enrich(&lroot);
+    for (v, snap) in [("v0", Some("snap0")), ("v11", Some("snap1")), ("v222", None)] {
+        write_version(&lroot, v);
+        if let Some(s) = snap {
+            lxd_ok(&["snapshot", "w1", s]);
+        }
+    }
+    let before = streams_received(&silo);
+    let (o, t) = lxc.timed(&["copy", "l:w1", "s:w1", "-s", "default"]);
+    assert!(o.status.success(), "LXD -> silo: {}", show(&o));
+    eprintln!(
+        "[migration-timing] lxd->silo btrfs copy: {} ms",
+        t.as_millis()
+    );
+    assert_eq!(
+        streams_received(&silo) - before,
+        3,
+        "btrfs streams from LXD; log:\n{}",
+        silo.log_text()
+    );
+    assert_same(
+        &lroot,
+        &trees::silo_rootfs(&silo.dir, "default", "w1"),
+        "w1 from LXD",
+        true,
+    );
+    for s in ["snap0", "snap1"] {
+        assert_same(
+            &trees::lxd_snapshot_rootfs(&lxd.dir, "bt", "w1", s),
+            &trees::silo_snapshot_rootfs(&silo.dir, "default", "w1", s),
+            &format!("w1/{s} from LXD"),
+            true,
+        );
+    }
+    // And back: LXD receives silo's streams with its own `btrfs receive`.
+    let (o, t) = lxc.timed(&["copy", "s:w1", "l:back", "-s", "bt"]);
+    assert!(o.status.success(), "silo -> LXD: {}", show(&o));
+    eprintln!(
+        "[migration-timing] silo->lxd btrfs copy: {} ms",
+        t.as_millis()
+    );
+    assert_same(
+        &trees::silo_rootfs(&silo.dir, "default", "w1"),
+        &trees::lxd_rootfs(&lxd.dir, "bt", "back"),
+        "back on LXD",
+        true,
+    );
+    for s in ["snap0", "snap1"] {
+        assert_same(
+            &trees::silo_snapshot_rootfs(&silo.dir, "default", "w1", s),
+            &trees::lxd_snapshot_rootfs(&lxd.dir, "bt", "back", s),
+            &format!("back/{s} on LXD"),
+            true,
+        );
+    }
+    lxd_ok(&["start", "back"]);
+    let o = lxd.lxc(&["exec", "back", "--", "cat", "/silo-mig/changed"]);
+    assert!(
+        String::from_utf8_lossy(&o.stdout).starts_with("v222"),
+        "{}",
+        show(&o)
+    );
+    lxd_ok(&["stop", "back", "--force"]);
+}
