@@ -29,6 +29,38 @@ use silo_proto::{PoolName, VolumeName};
 
 use crate::pools::StoreServer;
 
+/// The send stream command that starts an incremental stream (`BTRFS_SEND_C_SNAPSHOT`).
+const STREAM_SNAPSHOT: u16 = 2;
+
+/// The first command of the send stream waiting on `sock`, read without taking it (the
+/// receiver reads it again): `None` at EOF or on anything that is not a stream header.
+async fn first_command(sock: &OwnedFd) -> Option<u16> {
+    use nix::sys::socket::{recv, MsgFlags};
+    // The magic (13), the version (4), then the command's length (4) and type (2). The fd's
+    // own flags stay blocking (the child reads it): MSG_DONTWAIT per call instead.
+    let fd = silo_proto::jail::launcher::async_fd(sock.try_clone().ok()?).ok()?;
+    let mut buf = [0u8; 23];
+    loop {
+        let mut ready = fd.readable().await.ok()?;
+        match recv(
+            fd.get_ref().as_raw_fd(),
+            &mut buf,
+            MsgFlags::MSG_PEEK | MsgFlags::MSG_DONTWAIT,
+        ) {
+            Ok(0) => return None,
+            Ok(n) if n >= buf.len() => {
+                if &buf[..13] != b"btrfs-stream\0" {
+                    return None;
+                }
+                return Some(u16::from_le_bytes([buf[21], buf[22]]));
+            }
+            // Not all of it yet: wait for more.
+            Ok(_) | Err(nix::errno::Errno::EAGAIN) => ready.clear_ready(),
+            Err(_) => return None,
+        }
+    }
+}
+
 /// Sessions at once; more are refused.
 pub const MAX_SESSIONS: usize = 8;
 
@@ -391,30 +423,53 @@ impl StoreServer {
             max_commands: limits.max_entries.saturating_mul(16),
         };
         let (kdir, _) = dir.mkdir_all(&[kind.dir_name()], 0o711)?;
-        let target = self.new_volume(&dir, &kdir, volume.as_str(), &what)?;
-        let (silod_end, child_end) = match stream_pair() {
-            Ok(p) => p,
-            Err(e) => {
-                let _ = self.remove_volume(&kdir, volume.as_str());
-                return Err(e);
-            }
-        };
+        if kdir.exists(volume.as_str())? {
+            return Err(HelperError::AlreadyExists { what });
+        }
+        let (silod_end, child_end) = stream_pair()?;
         let (tx, rx) = tokio::sync::oneshot::channel();
         let task_what = what.clone();
         let server = self.clone();
         tokio::spawn(async move {
-            let root = target.fd();
-            let bfd = base.as_ref().map(|b| b.fd());
-            let read: Vec<_> = bfd.into_iter().collect();
             let t0 = std::time::Instant::now();
-            let r = crate::child::run("btrfs receive", &[root], &read, move || {
-                let mut input = std::fs::File::from(child_end);
-                crate::receive::receive(&mut input, root, bfd, rl)
-            })
+            let mut made = false;
+            let r = async {
+                // An incremental stream goes onto a writable snapshot of its base (as `btrfs
+                // receive` does), so the received volumes stay one lineage of subvolumes; a
+                // whole one into an empty volume. Which one it is, its first command says
+                // (peeked: the child reads it again).
+                let onto = match &base {
+                    Some(b) if first_command(&child_end).await == Some(STREAM_SNAPSHOT) => Some(b),
+                    _ => None,
+                };
+                let target = match onto {
+                    Some(b) => {
+                        crate::btrfs::snapshot(b.fd(), kdir.fd(), volume.as_str())?;
+                        made = true;
+                        kdir.open_dir(&[volume.as_str()])?
+                    }
+                    None => {
+                        let t = server.new_volume(&dir, &kdir, volume.as_str(), &task_what)?;
+                        made = true;
+                        t
+                    }
+                };
+                let root = target.fd();
+                let bfd = base.as_ref().map(|b| b.fd());
+                let read: Vec<_> = bfd.into_iter().collect();
+                let prefilled = onto.is_some();
+                crate::child::run("btrfs receive", &[root], &read, move || {
+                    let mut input = std::fs::File::from(child_end);
+                    match (prefilled, bfd) {
+                        (true, Some(b)) => crate::receive::receive_onto(&mut input, root, b, rl),
+                        _ => crate::receive::receive(&mut input, root, bfd, rl),
+                    }
+                })
+                .await
+                .and_then(|r| r.map_err(|e: String| HelperError::invalid("btrfs stream", e)))
+            }
             .await
-            .and_then(|r| r.map_err(|e: String| HelperError::invalid("btrfs stream", e)))
             .map_err(|e| server.name_reserve(&dir, by_reserve, e));
-            drop(target);
             let r = match r {
                 Ok(got) => {
                     tracing::info!(what = %task_what, commands = got.commands, bytes = got.bytes, incremental = got.incremental, skipped_devices = got.skipped_devices, ms = t0.elapsed().as_millis() as u64, "received btrfs stream");
@@ -425,8 +480,10 @@ impl StoreServer {
                     })
                 }
                 Err(e) => {
-                    if let Err(d) = server.remove_volume(&kdir, volume.as_str()) {
-                        tracing::error!(what = %task_what, error = %d, "removing a half-received volume failed");
+                    if made {
+                        if let Err(d) = server.remove_volume(&kdir, volume.as_str()) {
+                            tracing::error!(what = %task_what, error = %d, "removing a half-received volume failed");
+                        }
                     }
                     tracing::warn!(what = %task_what, error = %e, "refused btrfs stream");
                     Err(e)

@@ -522,10 +522,22 @@ fn lxd_and_silo_on_btrfs_copy_as_send_streams_both_ways() {
         "--alias",
         "busybox",
     ]);
-    lxd_ok(&["init", "busybox", "w1", "-s", "bt", "-c", "user.note=from-lxd"]);
+    lxd_ok(&[
+        "init",
+        "busybox",
+        "w1",
+        "-s",
+        "bt",
+        "-c",
+        "user.note=from-lxd",
+    ]);
     let lroot = trees::lxd_rootfs(&lxd.dir, "bt", "w1");
     enrich(&lroot);
-    for (v, snap) in [("v0", Some("snap0")), ("v11", Some("snap1")), ("v222", None)] {
+    for (v, snap) in [
+        ("v0", Some("snap0")),
+        ("v11", Some("snap1")),
+        ("v222", None),
+    ] {
         write_version(&lroot, v);
         if let Some(s) = snap {
             lxd_ok(&["snapshot", "w1", s]);
