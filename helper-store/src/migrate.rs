@@ -309,7 +309,14 @@ impl StoreServer {
                         format!("{} is not a subvolume", Self::volume_what(&pool, *pk, pv)),
                     ));
                 }
-                Some(p)
+                // Only a parent of the volume's own lineage makes a sound difference: else the
+                // whole volume goes (correct, only larger).
+                if crate::btrfs::related(src.fd(), p.fd())? {
+                    Some(p)
+                } else {
+                    tracing::info!(%what, parent = %pv, "not a snapshot of one lineage: sent whole");
+                    None
+                }
             }
             None => None,
         };
