@@ -431,6 +431,63 @@ pub fn answer_offer(
     }
 }
 
+/// The btrfs features silo offers: the migration header (listing the subvolumes) and nested
+/// subvolumes in it. Not `header_subvolume_uuids`: silo refreshes with rsync, so a refresh
+/// never negotiates btrfs (LXD's `MatchTypes` needs the UUIDs for that).
+pub fn our_btrfs() -> BtrfsFeatures {
+    BtrfsFeatures {
+        migration_header: Some(true),
+        header_subvolumes: Some(true),
+        header_subvolume_uuids: None,
+    }
+}
+
+/// Makes `answer` (from [`answer_offer`]) a btrfs answer when LXD's `MatchTypes` would: the
+/// offer is btrfs, the target's pool is btrfs (`pool_btrfs`), and it is not a refresh nor a
+/// running source's two passes (`criu: NONE`; LXD refuses those with btrfs streams). Nested
+/// subvolumes are not accepted (silo's receiver makes plain volumes), so a source with some
+/// fails instead of losing them.
+pub fn answer_btrfs(offer: &MigrationHeader, answer: &mut MigrationHeader, pool_btrfs: bool) {
+    let wanted = pool_btrfs
+        && offer.fs_type() == Some(MigrationFsType::Btrfs)
+        && offer.refresh != Some(true)
+        && answer.refresh != Some(true)
+        && offer.criu != Some(CriuType::None as i32);
+    if !wanted {
+        return;
+    }
+    let offered = offer.btrfs_features.unwrap_or_default();
+    answer.fs = MigrationFsType::Btrfs as i32;
+    answer.btrfs_features = Some(BtrfsFeatures {
+        migration_header: Some(offered.migration_header == Some(true)),
+        header_subvolumes: Some(false),
+        header_subvolume_uuids: None,
+    });
+}
+
+/// LXD's btrfs migration header (`BTRFSMetaDataHeader`), sent after the index header when
+/// `migration_header` was negotiated.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct BtrfsHeader {
+    /// The subvolumes, snapshots oldest first, the volume's own last.
+    pub subvolumes: Vec<BtrfsSubvolume>,
+}
+
+/// One subvolume of a [`BtrfsHeader`] (LXD's `BTRFSSubVolume`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct BtrfsSubvolume {
+    /// Where in the volume ("/": the volume itself).
+    pub path: String,
+    /// The snapshot it belongs to ("" for the volume).
+    pub snapshot: String,
+    /// Read-only.
+    pub readonly: bool,
+    /// Its UUID (for refresh; silo leaves it empty).
+    pub uuid: String,
+}
+
 /// The JSON index header the source sends first on `fs` (LXD's `migration.Info`): the
 /// instance's backup config. LXD's config struct has YAML tags only, so its JSON keys are the
 /// Go field names.
@@ -614,6 +671,44 @@ mod tests {
         let a = answer_offer(&o, ours, false, None);
         assert_eq!(a.snapshot_names.len(), 2);
         assert_eq!(a.rsync_options(), (true, true, true));
+    }
+
+    #[test]
+    fn btrfs_is_answered_only_as_lxd_matches_it() {
+        let mut o = offer();
+        o.fs = MigrationFsType::Btrfs as i32;
+        o.btrfs_features = Some(BtrfsFeatures {
+            migration_header: Some(true),
+            header_subvolumes: Some(true),
+            header_subvolume_uuids: Some(true),
+        });
+        let mut a = answer_offer(&o, RsyncFeatures::default(), false, None);
+        answer_btrfs(&o, &mut a, true);
+        assert_eq!(a.fs_type(), Some(MigrationFsType::Btrfs));
+        let f = a.btrfs_features.unwrap();
+        assert_eq!(f.migration_header, Some(true));
+        assert_eq!(f.header_subvolumes, Some(false));
+        // A dir pool, a refresh, a running source: rsync.
+        let mut a = answer_offer(&o, RsyncFeatures::default(), false, None);
+        answer_btrfs(&o, &mut a, false);
+        assert_eq!(a.fs_type(), Some(MigrationFsType::Rsync));
+        let mut a = answer_offer(&o, RsyncFeatures::default(), true, None);
+        answer_btrfs(&o, &mut a, true);
+        assert_eq!(a.fs_type(), Some(MigrationFsType::Rsync));
+        o.criu = Some(CriuType::None as i32);
+        let mut a = answer_offer(&o, RsyncFeatures::default(), false, None);
+        answer_btrfs(&o, &mut a, true);
+        assert_eq!(a.fs_type(), Some(MigrationFsType::Rsync));
+        // An rsync offer stays rsync.
+        let o = offer();
+        let mut a = answer_offer(&o, RsyncFeatures::default(), false, None);
+        answer_btrfs(&o, &mut a, true);
+        assert_eq!(a.fs_type(), Some(MigrationFsType::Rsync));
+        let h: BtrfsHeader = serde_json::from_str(
+            r#"{"subvolumes":[{"path":"/","snapshot":"s0","readonly":true,"uuid":"x"}]}"#,
+        )
+        .unwrap();
+        assert_eq!(h.subvolumes[0].snapshot, "s0");
     }
 
     #[test]

@@ -443,6 +443,83 @@ const BTRFS_SUBVOL_RDONLY: u64 = 1 << 1;
 /// `_IOW(0x94, 38, struct btrfs_ioctl_send_args)` (72 bytes).
 const BTRFS_IOC_SEND: libc::c_ulong = 0x4048_9426;
 
+const BTRFS_IOC_SUBVOL_GETFLAGS: libc::c_ulong = 0x8008_9419;
+const BTRFS_IOC_SUBVOL_SETFLAGS: libc::c_ulong = 0x4008_941a;
+
+/// `BTRFS_IOC_GET_SUBVOL_INFO`: `_IOR(0x94, 60, struct btrfs_ioctl_get_subvol_info_args)`
+/// (504 bytes).
+const BTRFS_IOC_GET_SUBVOL_INFO: libc::c_ulong = 0x81f8_943c;
+
+/// A subvolume's own UUID and the UUID of the subvolume it is a snapshot of (zero if none).
+pub fn subvol_uuids(dir: BorrowedFd<'_>) -> HelperResult<([u8; 16], [u8; 16])> {
+    // u64s for the struct's alignment; uuid at byte 296, parent_uuid at 312.
+    let mut args = [0u64; 63];
+    // SAFETY: the ioctl writes a struct btrfs_ioctl_get_subvol_info_args (504 bytes) into
+    // `args`, which is that large.
+    if unsafe {
+        libc::ioctl(
+            dir.as_raw_fd(),
+            BTRFS_IOC_GET_SUBVOL_INFO,
+            args.as_mut_ptr(),
+        )
+    } < 0
+    {
+        return Err(last("BTRFS_IOC_GET_SUBVOL_INFO", "subvolume"));
+    }
+    let bytes: Vec<u8> = args.iter().flat_map(|w| w.to_ne_bytes()).collect();
+    let mut uuid = [0u8; 16];
+    let mut parent = [0u8; 16];
+    uuid.copy_from_slice(&bytes[296..312]);
+    parent.copy_from_slice(&bytes[312..328]);
+    Ok((uuid, parent))
+}
+
+/// Whether an incremental send of `volume` from `parent` is sound: the kernel diffs the two
+/// trees by inode, which only means something between subvolumes of one lineage (one a
+/// snapshot of the other, or both snapshots of the same subvolume). Between unrelated ones
+/// (a volume restored from an optimized backup, say) its stream would be garbage.
+pub fn related(volume: BorrowedFd<'_>, parent: BorrowedFd<'_>) -> HelperResult<bool> {
+    let (v, vp) = subvol_uuids(volume)?;
+    let (p, pp) = subvol_uuids(parent)?;
+    let zero = [0u8; 16];
+    Ok((vp != zero && (vp == p || vp == pp)) || (pp != zero && pp == v))
+}
+
+/// Whether subvolume `dir` is read-only.
+pub fn is_readonly(dir: BorrowedFd<'_>) -> HelperResult<bool> {
+    let mut flags: u64 = 0;
+    // SAFETY: the ioctl writes one u64 we own.
+    if unsafe {
+        libc::ioctl(
+            dir.as_raw_fd(),
+            BTRFS_IOC_SUBVOL_GETFLAGS,
+            &mut flags as *mut u64,
+        )
+    } < 0
+    {
+        return Err(last("BTRFS_IOC_SUBVOL_GETFLAGS", "subvolume"));
+    }
+    Ok(flags & BTRFS_SUBVOL_RDONLY != 0)
+}
+
+/// Makes subvolume `dir` read-only or writable (a send needs read-only subvolumes; the
+/// kernel refuses making one writable while a send reads it).
+pub fn set_readonly(dir: BorrowedFd<'_>, ro: bool) -> HelperResult<()> {
+    let flags: u64 = if ro { BTRFS_SUBVOL_RDONLY } else { 0 };
+    // SAFETY: the ioctl reads one u64 we own.
+    if unsafe {
+        libc::ioctl(
+            dir.as_raw_fd(),
+            BTRFS_IOC_SUBVOL_SETFLAGS,
+            &flags as *const u64,
+        )
+    } < 0
+    {
+        return Err(last("BTRFS_IOC_SUBVOL_SETFLAGS", "subvolume"));
+    }
+    Ok(())
+}
+
 /// Snapshots subvolume `src` as a read-only `name` in `parent` (what a send needs).
 pub fn snapshot_ro(src: BorrowedFd<'_>, parent: BorrowedFd<'_>, name: &str) -> HelperResult<()> {
     snapshot_flags(src, parent, name, BTRFS_SUBVOL_RDONLY)

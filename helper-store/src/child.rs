@@ -34,10 +34,14 @@ const CHILD_CAPS: &[Capability] = &[
     Capability::CAP_SETFCAP,
 ];
 
-fn confine(write: &[BorrowedFd<'_>], read: &[BorrowedFd<'_>]) -> Result<(), String> {
+fn confine(
+    extra: &[Capability],
+    write: &[BorrowedFd<'_>],
+    read: &[BorrowedFd<'_>],
+) -> Result<(), String> {
     // Dropping from permitted is for good; the bounding set only matters across exec, which
     // silo-store's filter forbids (and silo-store holds no CAP_SETPCAP to cut it).
-    let keep: CapsHashSet = CHILD_CAPS.iter().copied().collect();
+    let keep: CapsHashSet = CHILD_CAPS.iter().chain(extra).copied().collect();
     caps::set(None, CapSet::Effective, &keep).map_err(|e| e.to_string())?;
     caps::set(None, CapSet::Permitted, &keep).map_err(|e| e.to_string())?;
     let abi = ABI::V6;
@@ -283,6 +287,23 @@ where
     E: Serialize + DeserializeOwned,
     F: FnOnce() -> Result<T, E>,
 {
+    run_with_caps(what, &[], write, read, work).await
+}
+
+/// [`run`], with `extra` capabilities kept beside the child's usual set (a btrfs send needs
+/// CAP_SYS_ADMIN for BTRFS_IOC_SEND; landlock still confines it to its fds).
+pub async fn run_with_caps<T, E, F>(
+    what: &str,
+    extra: &[Capability],
+    write: &[BorrowedFd<'_>],
+    read: &[BorrowedFd<'_>],
+    work: F,
+) -> HelperResult<Result<T, E>>
+where
+    T: Serialize + DeserializeOwned,
+    E: Serialize + DeserializeOwned,
+    F: FnOnce() -> Result<T, E>,
+{
     let (rx, tx) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
         .map_err(|e| HelperError::errno("pipe2", what, e))?;
     let (broker, child_end) = nix::sys::socket::socketpair(
@@ -321,7 +342,7 @@ where
             silo_proto::image::extract::set_cross_dir_linker(|od, on, nd, nn| {
                 refer(Refer::Link, od, on, nd, nn)
             });
-            let out: Result<Result<T, E>, String> = confine(write, read).map(|()| work());
+            let out: Result<Result<T, E>, String> = confine(extra, write, read).map(|()| work());
             let code = i32::from(!matches!(out, Ok(Ok(_))));
             let bytes = serde_json::to_vec(&out).unwrap_or_default();
             let mut f = std::fs::File::from(tx);

@@ -9,6 +9,7 @@ mod confinement;
 mod copy;
 mod files;
 mod images;
+mod migrate;
 mod mkfs;
 mod pools;
 mod receive;

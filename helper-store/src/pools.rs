@@ -27,6 +27,7 @@ pub(crate) struct Inner {
     pub(crate) landlock: std::sync::OnceLock<String>,
     pub(crate) formatter: crate::mkfs::Formatter,
     pub(crate) rsync: crate::rsync::Sessions,
+    pub(crate) btrfs: crate::migrate::Sessions,
     pub(crate) fds: Arc<silo_proto::fdpass::FdSender>,
 }
 
@@ -50,6 +51,7 @@ impl StoreServer {
         Ok(StoreServer(Arc::new(Inner {
             formatter,
             rsync,
+            btrfs: crate::migrate::Sessions::default(),
             fds: b.fds.clone(),
             state,
             pools,

@@ -1,5 +1,6 @@
 //! Applying a btrfs send stream (protocol 1) beneath a volume directory: what `btrfs receive`
-//! does, for optimized backups, written for a hostile stream. A full stream fills an empty
+//! does, for optimized backups and migrations between btrfs pools (`migrate.rs`), written
+//! for a hostile stream. A full stream fills an empty
 //! volume; an incremental one (LXD sends each snapshot after the first, and the instance, as
 //! its difference from the one before) starts from a copy of the volume received before it. Every path is
 //! resolved beneath the target with no symlink followed (RESOLVE_BENEATH|RESOLVE_NO_SYMLINKS
@@ -255,11 +256,33 @@ struct Target<'a> {
 }
 
 /// Applies a send stream beneath `root`; `base` is the volume an incremental stream starts
-/// from.
+/// from (copied into `root` first).
 pub fn receive(
     r: &mut dyn Read,
     root: BorrowedFd<'_>,
     base: Option<BorrowedFd<'_>>,
+    limits: Limits,
+) -> Result<Report, String> {
+    receive_with(r, root, base, false, limits)
+}
+
+/// Applies an incremental stream beneath `root`, a writable btrfs snapshot of `base` already
+/// (a migration's chain of volumes then stays one lineage of subvolumes, which a later
+/// incremental `BTRFS_IOC_SEND` between them needs). A whole stream is refused.
+pub fn receive_onto(
+    r: &mut dyn Read,
+    root: BorrowedFd<'_>,
+    base: BorrowedFd<'_>,
+    limits: Limits,
+) -> Result<Report, String> {
+    receive_with(r, root, Some(base), true, limits)
+}
+
+fn receive_with(
+    r: &mut dyn Read,
+    root: BorrowedFd<'_>,
+    base: Option<BorrowedFd<'_>>,
+    prefilled: bool,
     limits: Limits,
 ) -> Result<Report, String> {
     let mut magic = [0u8; 13];
@@ -297,7 +320,13 @@ pub fn receive(
                 return Err("a stream names its subvolume only at its start".into());
             }
             t.uuid = c.get(A_UUID).unwrap_or(&[]).to_vec();
-            if c.kind == SNAPSHOT {
+            if prefilled && c.kind != SNAPSHOT {
+                return Err("a whole stream where a difference was announced".into());
+            }
+            if c.kind == SNAPSHOT && prefilled {
+                t.parent_uuid = c.get(A_CLONE_UUID).unwrap_or(&[]).to_vec();
+                rep.incremental = true;
+            } else if c.kind == SNAPSHOT {
                 let base = t.base.ok_or(
                     "an incremental stream that is not preceded by the volume it is a difference from",
                 )?;

@@ -741,6 +741,41 @@ impl Store for StoreServer {
         self.0.rsync.abort(id).await
     }
 
+    async fn btrfs_send_start(
+        self,
+        _: Context,
+        pool: PoolName,
+        kind: VolumeKind,
+        volume: VolumeName,
+        parent: Option<(VolumeKind, VolumeName)>,
+    ) -> HelperResult<silo_proto::store::RsyncSession> {
+        self.btrfs_send(pool, kind, volume, parent).await
+    }
+
+    async fn btrfs_receive_start(
+        self,
+        _: Context,
+        pool: PoolName,
+        kind: VolumeKind,
+        volume: VolumeName,
+        base: Option<(VolumeKind, VolumeName)>,
+    ) -> HelperResult<silo_proto::store::RsyncSession> {
+        self.btrfs_receive(pool, kind, volume, base).await
+    }
+
+    async fn btrfs_wait(
+        self,
+        _: Context,
+        id: u64,
+        max_wait_secs: u32,
+    ) -> HelperResult<Option<silo_proto::store::BtrfsReport>> {
+        self.0.btrfs.wait(id, max_wait_secs).await
+    }
+
+    async fn btrfs_abort(self, _: Context, id: u64) -> HelperResult<()> {
+        self.0.btrfs.abort(id).await
+    }
+
     async fn shift_volume(
         self,
         _: Context,

@@ -260,6 +260,17 @@ pub struct RsyncReport {
     pub skipped_devices: u64,
 }
 
+/// How a btrfs send or receive session of a migration ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct BtrfsReport {
+    /// Send: stream bytes written; receive: file bytes written.
+    pub bytes: u64,
+    /// Receive: stream commands applied (0 for a send).
+    pub commands: u64,
+    /// Receive: device nodes skipped.
+    pub skipped_devices: u64,
+}
+
 /// One entry of the id map a migration source sends with a volume (LXD's `IDMapType`):
 /// on-disk ids `hostid..hostid+range` stand for the instance's `nsid..nsid+range`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -414,6 +425,35 @@ pub trait Store {
     /// Kills session `id`'s rsync (its whole process group) and forgets it (a peer that went
     /// away); answers once it is reaped.
     async fn rsync_abort(id: u64) -> HelperResult<()>;
+    /// Starts a btrfs send stream (protocol 1) of volume `volume` of a btrfs pool in a
+    /// confined child: a snapshot volume as it is, an instance's from a read-only snapshot
+    /// silo-store makes and removes itself; with `parent` (a snapshot volume of the same pool)
+    /// as the difference from it (`btrfs send -p`). A volume that is not read-only is made so
+    /// for the send and restored after, as LXD does. Answers the socket the stream is written
+    /// to (EOF at its end). At most 8 btrfs sessions (sends and receives) run at once.
+    async fn btrfs_send_start(
+        pool: PoolName,
+        kind: VolumeKind,
+        volume: VolumeName,
+        parent: Option<(VolumeKind, VolumeName)>,
+    ) -> HelperResult<RsyncSession>;
+    /// Applies the untrusted btrfs send stream read from the answered socket into a NEW
+    /// volume `volume` (refused if it exists) in a child landlocked to it, with
+    /// silo-store's hostile-stream receiver (no `btrfs receive`): paths resolved beneath the
+    /// volume, no device nodes, the policy's size limits. An incremental stream starts from
+    /// a copy of `base` (read only). The new volume is removed if the receive fails.
+    async fn btrfs_receive_start(
+        pool: PoolName,
+        kind: VolumeKind,
+        volume: VolumeName,
+        base: Option<(VolumeKind, VolumeName)>,
+    ) -> HelperResult<RsyncSession>;
+    /// Waits up to `max_wait_secs` (at most 3600) for btrfs session `id`: `None` while it
+    /// runs, else how it ended. The session is gone once it answered an end.
+    async fn btrfs_wait(id: u64, max_wait_secs: u32) -> HelperResult<Option<BtrfsReport>>;
+    /// Ends btrfs session `id` (its socket is shut down, so the child's read or write
+    /// fails) and forgets it; answers once the child ended (a receive's volume removed).
+    async fn btrfs_abort(id: u64) -> HelperResult<()>;
     /// Rewrites the owners of everything in a received volume from the source's on-disk ids
     /// to the instance's own through `map` (empty: ids are already the instance's). Refuses an
     /// id the map does not cover or one outside the instance's 65536, naming the path; answers

@@ -14,9 +14,9 @@ use silo_proto::privileged::{
 };
 use silo_proto::proxy::ProxySpec;
 use silo_proto::store::{
-    BackupPack, FileMeta, FilePut, IdShift, LoopFileInfo, PackCompression, PackMeta, PoolDriver,
-    PoolInfo, RsyncFeatures, RsyncReport, RsyncRole, RsyncSession, StoreClient, TemplateVars,
-    UnpackReport, VolumeKind,
+    BackupPack, BtrfsReport, FileMeta, FilePut, IdShift, LoopFileInfo, PackCompression, PackMeta,
+    PoolDriver, PoolInfo, RsyncFeatures, RsyncReport, RsyncRole, RsyncSession, StoreClient,
+    TemplateVars, UnpackReport, VolumeKind,
 };
 use silo_proto::types::{Ipv4Cidr, Ipv6Cidr, MacAddr};
 use silo_proto::{
@@ -157,6 +157,10 @@ facade! {
         fn rsync_start(pool: PoolName, kind: VolumeKind, volume: VolumeName, role: RsyncRole, features: RsyncFeatures) -> RsyncSession;
         fn rsync_wait(id: u64, max_wait_secs: u32) -> Option<RsyncReport>;
         fn rsync_abort(id: u64) -> ();
+        fn btrfs_send_start(pool: PoolName, kind: VolumeKind, volume: VolumeName, parent: Option<(VolumeKind, VolumeName)>) -> RsyncSession;
+        fn btrfs_receive_start(pool: PoolName, kind: VolumeKind, volume: VolumeName, base: Option<(VolumeKind, VolumeName)>) -> RsyncSession;
+        fn btrfs_wait(id: u64, max_wait_secs: u32) -> Option<BtrfsReport>;
+        fn btrfs_abort(id: u64) -> ();
         fn shift_volume(pool: PoolName, kind: VolumeKind, volume: VolumeName, map: Vec<IdShift>) -> u64;
     }
 }

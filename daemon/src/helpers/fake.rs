@@ -469,6 +469,10 @@ impl Store for FakeStore {
         fn rsync_start(pool: PoolName, kind: VolumeKind, volume: VolumeName, role: RsyncRole, features: RsyncFeatures) -> RsyncSession;
         fn rsync_wait(id: u64, max_wait_secs: u32) -> Option<RsyncReport>;
         fn rsync_abort(id: u64) -> ();
+        fn btrfs_send_start(pool: PoolName, kind: VolumeKind, volume: VolumeName, parent: Option<(VolumeKind, VolumeName)>) -> RsyncSession;
+        fn btrfs_receive_start(pool: PoolName, kind: VolumeKind, volume: VolumeName, base: Option<(VolumeKind, VolumeName)>) -> RsyncSession;
+        fn btrfs_wait(id: u64, max_wait_secs: u32) -> Option<BtrfsReport>;
+        fn btrfs_abort(id: u64) -> ();
         fn shift_volume(pool: PoolName, kind: VolumeKind, volume: VolumeName, map: Vec<IdShift>) -> u64;
     }
 }

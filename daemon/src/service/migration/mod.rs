@@ -16,7 +16,7 @@ pub mod wire;
 
 use std::time::Duration;
 
-use silo_proto::store::{RsyncFeatures, RsyncReport, RsyncRole, VolumeKind};
+use silo_proto::store::{BtrfsReport, RsyncFeatures, RsyncReport, RsyncRole, VolumeKind};
 use silo_proto::{PoolName, VolumeName};
 
 use crate::helpers::HelperKind;
@@ -147,6 +147,79 @@ pub async fn transfer(
                     return w;
                 }
                 // rsync is done: the peer's end marker is all that is left to come.
+                return match relay.await {
+                    Ok(_) => w,
+                    Err(e) => Err(e),
+                };
+            }
+        }
+    }
+}
+
+/// Runs one btrfs stream of `vol` over `fs`: silo-store sends it (`parent`: the difference
+/// from that snapshot volume) or receives it into the new volume `vol` (`parent`: the volume
+/// an incremental stream starts from). Ends silo-store's session if the stream breaks.
+pub async fn btrfs_transfer(
+    c: &Services,
+    fs: &mut Channel,
+    vol: &Volume,
+    parent: Option<&Volume>,
+    send: bool,
+    progress: &(dyn Fn(u64) + Send + Sync),
+) -> Result<BtrfsReport, String> {
+    let parent = parent.map(|p| (p.kind, p.name.clone()));
+    let started = if send {
+        c.helpers
+            .store
+            .btrfs_send_start(vol.pool.clone(), vol.kind, vol.name.clone(), parent)
+            .await
+    } else {
+        c.helpers
+            .store
+            .btrfs_receive_start(vol.pool.clone(), vol.kind, vol.name.clone(), parent)
+            .await
+    };
+    let session = started.map_err(|e| format!("starting the btrfs stream of {}: {e}", vol.name))?;
+    let fd = match c.helpers.take_fds(HelperKind::Store, session.fd).await {
+        Ok(mut fds) => fds.remove(0),
+        Err(e) => {
+            let _ = c.helpers.store.btrfs_abort(session.id).await;
+            return Err(format!("the btrfs socket of {}: {e}", vol.name));
+        }
+    };
+    let wait = async {
+        loop {
+            match c.helpers.store.btrfs_wait(session.id, 5).await {
+                Ok(Some(r)) => return Ok(r),
+                Ok(None) => continue,
+                Err(e) => return Err(format!("btrfs stream of {}: {e}", vol.name)),
+            }
+        }
+    };
+    let relay = async {
+        if send {
+            fs.relay_out(fd, progress).await
+        } else {
+            fs.relay_in(fd, progress).await
+        }
+    };
+    tokio::pin!(wait, relay);
+    let mut relayed = false;
+    loop {
+        tokio::select! {
+            r = &mut relay, if !relayed => {
+                if let Err(e) = r {
+                    let _ = c.helpers.store.btrfs_abort(session.id).await;
+                    return Err(e);
+                }
+                relayed = true;
+            }
+            w = &mut wait => {
+                if w.is_err() || relayed {
+                    return w;
+                }
+                // The send ended (all of it is in the socket) or the receive applied the
+                // stream's end: the relay finishes what is left.
                 return match relay.await {
                     Ok(_) => w,
                     Err(e) => Err(e),

@@ -42,6 +42,9 @@ struct Plan {
     snapshots: Vec<Snapshot>,
     /// Running: sent without its state, with a final pass.
     running: bool,
+    /// Its pool is btrfs: btrfs send streams are offered (not for a running instance,
+    /// whose two passes need rsync).
+    btrfs: bool,
 }
 
 /// LXD's message for a live copy, word for word: lxc users know it.
@@ -67,11 +70,13 @@ pub async fn start(c: &Services, req: SourceRequest) -> Result<Operation, Domain
     } else {
         snapshots::list(&c.db, &inst.name)?
     };
+    let btrfs = !running && crate::service::storage::get(&c.db, &inst.pool)?.driver == "btrfs";
     let plan = Plan {
         inst,
         snapshot,
         snapshots,
         running,
+        btrfs,
     };
     let mut resources = BTreeMap::new();
     resources.insert(
@@ -154,10 +159,16 @@ fn pb_snapshot(s: &Snapshot) -> PbSnapshot {
     }
 }
 
-/// The offer: rsync, the snapshots, no id map (silo's volumes hold the instance's own ids).
+/// The offer: btrfs on a btrfs pool (else rsync), rsync's features either way (the target
+/// may fall back to it), the snapshots, no id map (silo's volumes hold the instance's own
+/// ids).
 fn offer(plan: &Plan) -> MigrationHeader {
     MigrationHeader {
-        fs: MigrationFsType::Rsync as i32,
+        fs: if plan.btrfs {
+            MigrationFsType::Btrfs as i32
+        } else {
+            MigrationFsType::Rsync as i32
+        },
         criu: plan.running.then_some(CriuType::None as i32),
         idmap: Vec::new(),
         snapshot_names: plan.snapshots.iter().map(|s| s.name.clone()).collect(),
@@ -167,7 +178,7 @@ fn offer(plan: &Plan) -> MigrationHeader {
         refresh: None,
         zfs_features: None,
         volume_size: None,
-        btrfs_features: None,
+        btrfs_features: plan.btrfs.then(silo_api::migration::our_btrfs),
         index_header_version: Some(INDEX_HEADER_VERSION),
     }
 }
@@ -233,12 +244,16 @@ async fn send(
         .recv_proto()
         .await
         .map_err(|e| format!("the target did not answer the migration offer: {e}"))?;
-    if answer.fs_type() != Some(MigrationFsType::Rsync) {
-        return Err(format!(
-            "the target asked for transfer type {}, but silo sends rsync only",
-            answer.fs
-        ));
-    }
+    let btrfs = match answer.fs_type() {
+        Some(MigrationFsType::Rsync) => false,
+        Some(MigrationFsType::Btrfs) if plan.btrfs => true,
+        _ => {
+            return Err(format!(
+                "the target asked for transfer type {}, which was not offered",
+                answer.fs
+            ))
+        }
+    };
     let by_name: HashMap<&str, &Snapshot> = plan
         .snapshots
         .iter()
@@ -254,6 +269,10 @@ async fn send(
     let features = store_features(&answer);
     super::index_send(fs, &answer, &info(plan, &sent)).await?;
     let pool = PoolName::new(plan.inst.pool.clone()).map_err(|e| e.to_string())?;
+    if btrfs {
+        send_btrfs(c, plan, &answer, &sent, &pool, fs, ctx).await?;
+        return super::recv_outcome(control).await;
+    }
     for s in &sent {
         let vol = Volume {
             pool: pool.clone(),
@@ -282,6 +301,63 @@ async fn send(
         final_pass(c, plan, fs, &main, features, &report).await?;
     }
     super::recv_outcome(control).await
+}
+
+/// The btrfs transfer, as LXD's `MigrateVolume` does it: the migration header when it was
+/// negotiated, then one send stream per snapshot oldest first (each the difference from
+/// the one before), then the instance (from a read-only snapshot, the difference from the
+/// last snapshot); each stream ended by the end marker.
+async fn send_btrfs(
+    c: &Services,
+    plan: &Plan,
+    answer: &MigrationHeader,
+    sent: &[&Snapshot],
+    pool: &PoolName,
+    fs: &mut Channel,
+    ctx: &OpCtx,
+) -> Result<(), String> {
+    let f = answer.btrfs_features.unwrap_or_default();
+    if f.header_subvolume_uuids == Some(true) {
+        return Err("the target asked for btrfs subvolume UUIDs, which were not offered".into());
+    }
+    if f.migration_header == Some(true) {
+        let sub = |snapshot: &str, readonly: bool| silo_api::migration::BtrfsSubvolume {
+            path: "/".into(),
+            snapshot: snapshot.into(),
+            readonly,
+            uuid: String::new(),
+        };
+        let mut subvolumes: Vec<_> = sent.iter().map(|s| sub(&s.name, true)).collect();
+        subvolumes.push(sub("", false));
+        fs.send_json(&silo_api::migration::BtrfsHeader { subvolumes })
+            .await?;
+    }
+    let mut previous: Option<Volume> = None;
+    for s in sent {
+        let vol = Volume {
+            pool: pool.clone(),
+            kind: VolumeKind::Snapshot,
+            name: snapshots::volume(&plan.inst.name, &s.name).map_err(|e| e.to_string())?,
+        };
+        let report = progress_reporter(ctx, s.name.clone());
+        super::btrfs_transfer(c, fs, &vol, previous.as_ref(), true, &report).await?;
+        previous = Some(vol);
+    }
+    let main = match &plan.snapshot {
+        Some(s) => Volume {
+            pool: pool.clone(),
+            kind: VolumeKind::Snapshot,
+            name: snapshots::volume(&plan.inst.name, &s.name).map_err(|e| e.to_string())?,
+        },
+        None => Volume {
+            pool: pool.clone(),
+            kind: VolumeKind::Container,
+            name: VolumeName::new(plan.inst.name.clone()).map_err(|e| e.to_string())?,
+        },
+    };
+    let report = progress_reporter(ctx, plan.inst.name.clone());
+    super::btrfs_transfer(c, fs, &main, previous.as_ref(), true, &report).await?;
+    Ok(())
 }
 
 async fn final_pass(

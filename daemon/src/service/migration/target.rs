@@ -11,7 +11,8 @@ use std::collections::BTreeMap;
 
 use serde_json::{json, Value};
 use silo_api::migration::{
-    answer_offer, architecture_name, CriuType, MigrationFsType, MigrationHeader,
+    answer_btrfs, answer_offer, architecture_name, BtrfsHeader, CriuType, MigrationFsType,
+    MigrationHeader,
 };
 use silo_proto::store::{IdShift, RsyncRole, VolumeKind};
 use silo_proto::{PoolName, VolumeName};
@@ -256,16 +257,23 @@ async fn receive(
         Some(i) => Some(refresh_plan(c, i, &offer).await?),
         None => None,
     };
-    let answer = answer_offer(&offer, our_rsync(), refresh.is_some(), wanted.as_deref());
-    control.send_proto(&answer).await?;
-    let features = store_features(&answer);
-    super::index_recv(fs, &answer).await?;
     let profiles =
         load_profiles(&c.db, req.profiles.as_deref().unwrap_or(&[])).map_err(|e| e.to_string())?;
     let (_, ed) = expand(&profiles, &req.config, &req.devices);
     let pool = PoolName::new(root_pool(&ed)?).map_err(|e| e.to_string())?;
+    let pool_btrfs = crate::service::storage::get(&c.db, pool.as_str())
+        .map(|p| p.driver == "btrfs")
+        .unwrap_or(false);
+    let mut answer = answer_offer(&offer, our_rsync(), refresh.is_some(), wanted.as_deref());
+    answer_btrfs(&offer, &mut answer, pool_btrfs);
+    control.send_proto(&answer).await?;
+    let features = store_features(&answer);
+    super::index_recv(fs, &answer).await?;
     let main = VolumeName::new(req.name.clone()).map_err(|e| e.to_string())?;
     made.pool = Some(pool.clone());
+    if answer.fs_type() == Some(MigrationFsType::Btrfs) {
+        return receive_btrfs(c, req, &offer, &answer, &pool, &main, fs, ctx, made).await;
+    }
     if refresh.is_none() {
         let filled = features.delete && prefill(c, req, &pool, &main).await;
         if !filled {
@@ -317,6 +325,84 @@ async fn receive(
     c.helpers
         .store
         .shift_volume(pool, VolumeKind::Container, main, map)
+        .await
+        .map_err(|e| format!("instance {:?}: {e}", req.name))?;
+    Ok(records)
+}
+
+/// The btrfs transfer (LXD's `CreateVolumeFromMigration`): the migration header when it was
+/// negotiated, then each snapshot's stream straight into its own new snapshot volume
+/// (oldest first, each starting from the one before), then the instance's into its new
+/// volume. The ids are checked and shifted once everything arrived, so that each
+/// incremental stream starts from the volume exactly as the source sent it.
+#[allow(clippy::too_many_arguments)]
+async fn receive_btrfs(
+    c: &Services,
+    req: &CreateRequest,
+    offer: &MigrationHeader,
+    answer: &MigrationHeader,
+    pool: &PoolName,
+    main: &VolumeName,
+    fs: &mut Channel,
+    ctx: &OpCtx,
+    made: &mut Made,
+) -> Result<Vec<Snapshot>, String> {
+    let f = answer.btrfs_features.unwrap_or_default();
+    if f.migration_header == Some(true) {
+        let h: BtrfsHeader = fs.recv_json().await?;
+        for s in &h.subvolumes {
+            if s.path != "/" {
+                return Err(format!(
+                    "the source has a nested btrfs subvolume ({:?}), which silo cannot receive",
+                    s.path
+                ));
+            }
+            if !s.snapshot.is_empty() && !answer.snapshot_names.contains(&s.snapshot) {
+                return Err(format!(
+                    "the btrfs migration header names snapshot {:?}, which was not sent",
+                    s.snapshot
+                ));
+            }
+        }
+        // One entry per volume at most: no nested ones.
+        if h.subvolumes.len() > answer.snapshots.len() + 1 {
+            return Err("the btrfs migration header lists more subvolumes than were sent".into());
+        }
+    }
+    let mut records = Vec::new();
+    let mut previous: Option<Volume> = None;
+    for s in &answer.snapshots {
+        snapshots::check_name(&s.name).map_err(|e| e.to_string())?;
+        let vol = Volume {
+            pool: pool.clone(),
+            kind: VolumeKind::Snapshot,
+            name: snapshots::volume(&req.name, &s.name).map_err(|e| e.to_string())?,
+        };
+        records.push(snapshot_record(req, s)?);
+        let report = progress_reporter(ctx, s.name.clone());
+        super::btrfs_transfer(c, fs, &vol, previous.as_ref(), false, &report).await?;
+        made.snapshots.push(vol.name.clone());
+        previous = Some(vol);
+    }
+    let into = Volume {
+        pool: pool.clone(),
+        kind: VolumeKind::Container,
+        name: main.clone(),
+    };
+    let report = progress_reporter(ctx, req.name.clone());
+    super::btrfs_transfer(c, fs, &into, previous.as_ref(), false, &report).await?;
+    made.main = Some(main.clone());
+    let map = shifts(offer);
+    for v in &made.snapshots {
+        c.helpers
+            .store
+            .shift_volume(pool.clone(), VolumeKind::Snapshot, v.clone(), map.clone())
+            .await
+            .map_err(|e| format!("snapshot volume {v:?}: {e}"))?;
+    }
+    c.helpers
+        .store
+        .shift_volume(pool.clone(), VolumeKind::Container, main.clone(), map)
         .await
         .map_err(|e| format!("instance {:?}: {e}", req.name))?;
     Ok(records)

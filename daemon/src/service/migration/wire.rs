@@ -255,6 +255,79 @@ impl Channel {
     }
 }
 
+impl Channel {
+    /// Sends one btrfs stream: everything read from `sock` (silo-store's send), then the end
+    /// marker. A btrfs stream goes one way only.
+    pub async fn relay_out(
+        &mut self,
+        sock: OwnedFd,
+        progress: &(dyn Fn(u64) + Send + Sync),
+    ) -> Result<u64, String> {
+        let std_sock = std::os::unix::net::UnixStream::from(sock);
+        std_sock
+            .set_nonblocking(true)
+            .map_err(|e| format!("btrfs socket: {e}"))?;
+        let mut sock =
+            tokio::net::UnixStream::from_std(std_sock).map_err(|e| format!("btrfs socket: {e}"))?;
+        let name = self.name;
+        let mut moved = 0u64;
+        let mut buf = vec![0u8; 128 << 10];
+        loop {
+            let n = sock
+                .read(&mut buf)
+                .await
+                .map_err(|e| format!("reading the btrfs stream: {e}"))?;
+            if n == 0 {
+                break;
+            }
+            moved += n as u64;
+            progress(moved);
+            self.tx
+                .send(Frame::Data(buf[..n].to_vec()))
+                .await
+                .map_err(|_| format!("the {name} websocket is closed"))?;
+        }
+        self.tx
+            .send(Frame::End)
+            .await
+            .map_err(|_| format!("the {name} websocket is closed"))?;
+        Ok(moved)
+    }
+
+    /// Receives one btrfs stream into `sock` (silo-store's receive) up to the peer's end
+    /// marker, then shuts down `sock`'s write side. When the receiver stopped reading (it
+    /// failed, which its outcome reports) the rest of the stream is read and dropped.
+    pub async fn relay_in(
+        &mut self,
+        sock: OwnedFd,
+        progress: &(dyn Fn(u64) + Send + Sync),
+    ) -> Result<u64, String> {
+        let std_sock = std::os::unix::net::UnixStream::from(sock);
+        std_sock
+            .set_nonblocking(true)
+            .map_err(|e| format!("btrfs socket: {e}"))?;
+        let mut sock =
+            tokio::net::UnixStream::from_std(std_sock).map_err(|e| format!("btrfs socket: {e}"))?;
+        let mut moved = 0u64;
+        loop {
+            match self.next().await? {
+                Frame::Data(d) => {
+                    moved += d.len() as u64;
+                    progress(moved);
+                    if sock.write_all(&d).await.is_err() {
+                        drain_to_end(self).await?;
+                        return Ok(moved);
+                    }
+                }
+                Frame::End => {
+                    let _ = sock.shutdown().await;
+                    return Ok(moved);
+                }
+            }
+        }
+    }
+}
+
 /// Reads and drops the rest of the current stream.
 async fn drain_to_end(ch: &mut Channel) -> Result<(), String> {
     loop {
