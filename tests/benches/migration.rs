@@ -4,8 +4,10 @@
 //! - LXD to LXD: two LXD 5.0.2 daemons on the loopback of one namespace (the reference);
 //! - LXD to silo: LXD in silod's namespace.
 //!
-//! Every pool is a `dir` pool (btrfs transfers are measured in benches of their own once
-//! they exist). Each figure is the median of three copies. Run as root:
+//! - silo to silo on btrfs: the same two silods with btrfs loop pools, so the volumes travel
+//!   as btrfs send streams (a `--refresh` still goes by rsync).
+//!
+//! The other pools are `dir` pools. Each figure is the median of three copies. Run as root:
 //! `cargo build --release --workspace && cargo bench -p silo-tests --bench migration`.
 
 use std::path::Path;
@@ -62,20 +64,23 @@ fn figures(label: &str, lxc: &Lxc, src: &str, dst: &str, src_root: &Path) {
         })
         .collect();
     println!(
-        "{label:<14} copy (debian, 2 snapshots) {:>8.0} ms   --refresh after one file changed {:>7.0} ms",
+        "{label:<19} copy (debian, 2 snapshots) {:>8.0} ms   --refresh after one file changed {:>7.0} ms",
         ms(median(copies)),
         ms(median(refreshes))
     );
 }
 
-fn silo_instance(d: &TestDaemon) -> std::path::PathBuf {
+fn silo_instance(d: &TestDaemon, pool: &str) -> std::path::PathBuf {
     d.import(&silo_tests::debian_image(), "debian");
     d.api_ok(
         "POST",
         "/1.0/instances",
-        Some(json!({"name": "d1", "source": {"type": "image", "alias": "debian"}})),
+        Some(
+            json!({"name": "d1", "source": {"type": "image", "alias": "debian"},
+                    "devices": {"root": {"type": "disk", "path": "/", "pool": pool}}}),
+        ),
     );
-    let root = silo_tests::trees::silo_rootfs(&d.dir, "default", "d1");
+    let root = silo_tests::trees::silo_rootfs(&d.dir, pool, "d1");
     for (i, s) in ["snap0", "snap1"].iter().enumerate() {
         change(&root, i);
         d.api_ok(
@@ -124,8 +129,33 @@ fn main() {
         let lxc = Lxc::new("bm-mig-ss", &b.netns);
         lxc.add_remote("a", "https://198.18.0.1:8443", PW);
         lxc.add_remote("b", "https://198.18.0.2:8443", PW);
-        let root = silo_instance(&a);
+        let root = silo_instance(&a, "default");
         figures("silo -> silo", &lxc, "a", "b", &root);
+    }
+    {
+        let a = TestDaemon::start("bm-mig-ba");
+        let b = TestDaemon::start("bm-mig-bb");
+        link_netns(&a, &b);
+        for d in [&a, &b] {
+            d.api_ok(
+                "POST",
+                "/1.0/storage-pools",
+                Some(json!({"name": "bt", "driver": "btrfs", "config": {"size": "4GiB"}})),
+            );
+            // Copies land on the default profile's pool: make it the btrfs one.
+            d.api_ok(
+                "PATCH",
+                "/1.0/profiles/default",
+                Some(json!({"devices": {"root": {"type": "disk", "path": "/", "pool": "bt"}}})),
+            );
+        }
+        a.listen_https("198.18.0.1:8443", PW);
+        b.listen_https("198.18.0.2:8443", PW);
+        let lxc = Lxc::new("bm-mig-bt", &b.netns);
+        lxc.add_remote("a", "https://198.18.0.1:8443", PW);
+        lxc.add_remote("b", "https://198.18.0.2:8443", PW);
+        let root = silo_instance(&a, "bt");
+        figures("silo -> silo btrfs", &lxc, "a", "b", &root);
     }
     {
         let a = TestLxd::start("bm-mig-la");
