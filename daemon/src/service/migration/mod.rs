@@ -362,6 +362,85 @@ pub async fn accept_pair(
     }
 }
 
+/// How a migration operation gets the peer's two websockets.
+#[derive(Debug)]
+pub enum Link {
+    /// Already dialed before the operation started (a push source: LXD dials the target
+    /// before it answers).
+    Ready(Channel, Channel),
+    /// Dialed from inside the operation (a pull target): the peer's operation URL, its
+    /// secrets and the certificate to pin.
+    Dial {
+        /// `https://host:port/1.0/operations/<id>`.
+        operation: String,
+        /// `control` and `fs`.
+        secrets: std::collections::BTreeMap<String, String>,
+        /// PEM.
+        certificate: String,
+    },
+    /// The peer dials us: a `websocket` operation whose metadata holds the secrets.
+    Accept,
+}
+
+/// Starts a migration operation: `task` when the websockets are dialed, `websocket` with
+/// the secrets in its metadata when the peer dials them. `body` gets the two channels (or
+/// why there are none). Not cancellable: a dropped body would leave its helper session and,
+/// on a target, half-received volumes behind; a stalled peer times out instead.
+pub fn start_op<F, Fut>(
+    c: &Services,
+    description: &str,
+    resources: std::collections::BTreeMap<String, Vec<String>>,
+    link: Link,
+    body: F,
+) -> crate::service::operations::Operation
+where
+    F: FnOnce(OpCtx, Result<(Channel, Channel), crate::service::DomainError>) -> Fut
+        + Send
+        + 'static,
+    Fut: std::future::Future<Output = Result<serde_json::Value, crate::service::DomainError>>
+        + Send
+        + 'static,
+{
+    use crate::service::DomainError;
+    let id = crate::service::operations::Operations::new_id();
+    let (class, metadata, streams) = match link {
+        Link::Accept => {
+            let streams = crate::service::exec::Streams::new(&c.sockets, &id, &["control", "fs"]);
+            let md = serde_json::json!(streams.secrets);
+            ("websocket", md, Some(streams))
+        }
+        _ => ("task", serde_json::Value::Null, None),
+    };
+    c.ops.start_full(
+        id,
+        class,
+        description,
+        resources,
+        metadata,
+        false,
+        move |ctx| async move {
+            let pair = match (link, streams) {
+                (Link::Ready(control, fs), _) => Ok((control, fs)),
+                (
+                    Link::Dial {
+                        operation,
+                        secrets,
+                        certificate,
+                    },
+                    _,
+                ) => connect_pair(&operation, &secrets, &certificate)
+                    .await
+                    .map_err(DomainError::BadRequest),
+                (Link::Accept, Some(s)) => accept_pair(s).await.map_err(DomainError::Internal),
+                (Link::Accept, None) => Err(DomainError::Internal(
+                    "the migration websockets were not registered".into(),
+                )),
+            };
+            body(ctx, pair).await
+        },
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

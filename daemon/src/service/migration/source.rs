@@ -12,9 +12,8 @@ use silo_proto::{InstanceName, PoolName, VolumeName};
 
 use super::wire::Channel;
 use super::{our_rsync, progress_reporter, store_features, transfer, unix_secs, Volume};
-use crate::service::exec::Streams;
 use crate::service::instances::{self, Instance};
-use crate::service::operations::{OpCtx, Operation, Operations};
+use crate::service::operations::{OpCtx, Operation};
 use crate::service::snapshots::{self, Snapshot};
 use crate::service::{DomainError, Services};
 
@@ -83,48 +82,28 @@ pub async fn start(c: &Services, req: SourceRequest) -> Result<Operation, Domain
         "instances".to_string(),
         vec![format!("/1.0/instances/{}", req.instance)],
     );
-    let c2 = c.clone();
-    match req.target {
+    let link = match req.target {
         Some(t) => {
             let (control, fs) = super::connect_pair(&t.operation, &t.websockets, &t.certificate)
                 .await
                 .map_err(DomainError::BadRequest)?;
-            Ok(c.ops.start(
-                "task",
-                "Migrating instance",
-                resources,
-                false,
-                move |ctx| async move {
-                    run(&c2, &plan, control, fs, &ctx)
-                        .await
-                        .map(|()| Value::Null)
-                },
-            ))
+            super::Link::Ready(control, fs)
         }
-        None => {
-            let id = Operations::new_id();
-            let streams = Streams::new(&c.sockets, &id, &["control", "fs"]);
-            let metadata = json!(streams.secrets);
-            Ok(c.ops.start_full(
-                id,
-                "websocket",
-                "Migrating instance",
-                resources,
-                metadata,
-                // Not cancellable: a dropped body would leave its rsync session and, on a target,
-                // half-received volumes behind; a stalled peer times out instead.
-                false,
-                move |ctx| async move {
-                    let (control, fs) = super::accept_pair(streams)
-                        .await
-                        .map_err(DomainError::Internal)?;
-                    run(&c2, &plan, control, fs, &ctx)
-                        .await
-                        .map(|()| Value::Null)
-                },
-            ))
-        }
-    }
+        None => super::Link::Accept,
+    };
+    let c2 = c.clone();
+    Ok(super::start_op(
+        c,
+        "Migrating instance",
+        resources,
+        link,
+        move |ctx, pair| async move {
+            let (control, fs) = pair?;
+            run(&c2, &plan, control, fs, &ctx)
+                .await
+                .map(|()| Value::Null)
+        },
+    ))
 }
 
 async fn run(

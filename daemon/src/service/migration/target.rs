@@ -20,10 +20,9 @@ use silo_proto::{PoolName, VolumeName};
 use super::wire::Channel;
 use super::{our_rsync, progress_reporter, rfc3339, store_features, transfer, Volume};
 use crate::model::profile::{expand, root_pool};
-use crate::service::exec::Streams;
 use crate::service::expansion::load_profiles;
 use crate::service::instances::{self, CreateRequest, Instance};
-use crate::service::operations::{OpCtx, Operation, Operations};
+use crate::service::operations::{OpCtx, Operation};
 use crate::service::snapshots::{self, Snapshot};
 use crate::service::{DomainError, Services};
 
@@ -76,56 +75,29 @@ pub async fn start(c: &Services, mut req: CreateRequest) -> Result<Operation, Do
         "instances".to_string(),
         vec![format!("/1.0/instances/{name}")],
     );
+    let link = match mode {
+        Mode::Pull => super::Link::Dial {
+            operation: source.operation.clone(),
+            secrets: source.secrets.clone(),
+            certificate: source.certificate.clone(),
+        },
+        Mode::Push => super::Link::Accept,
+    };
     let c2 = c.clone();
-    match mode {
-        Mode::Pull => Ok(c.ops.start(
-            "task",
-            "Creating instance",
-            resources,
-            false,
-            move |ctx| async move {
-                let r = async {
-                    let (control, fs) = super::connect_pair(
-                        &source.operation,
-                        &source.secrets,
-                        &source.certificate,
-                    )
-                    .await
-                    .map_err(DomainError::BadRequest)?;
-                    run(&c2, &req, refresh.as_ref(), control, fs, &ctx).await
-                }
-                .await;
-                c2.creating.release(&req.name);
-                r.map(|()| Value::Null)
-            },
-        )),
-        Mode::Push => {
-            let id = Operations::new_id();
-            let streams = Streams::new(&c.sockets, &id, &["control", "fs"]);
-            let metadata = json!(streams.secrets);
-            Ok(c.ops.start_full(
-                id,
-                "websocket",
-                "Creating instance",
-                resources,
-                metadata,
-                // Not cancellable: a dropped body would leave its rsync session and, on a target,
-                // half-received volumes behind; a stalled peer times out instead.
-                false,
-                move |ctx| async move {
-                    let r = async {
-                        let (control, fs) = super::accept_pair(streams)
-                            .await
-                            .map_err(DomainError::Internal)?;
-                        run(&c2, &req, refresh.as_ref(), control, fs, &ctx).await
-                    }
-                    .await;
-                    c2.creating.release(&req.name);
-                    r.map(|()| Value::Null)
-                },
-            ))
-        }
-    }
+    Ok(super::start_op(
+        c,
+        "Creating instance",
+        resources,
+        link,
+        move |ctx, pair| async move {
+            let r = match pair {
+                Ok((control, fs)) => run(&c2, &req, refresh.as_ref(), control, fs, &ctx).await,
+                Err(e) => Err(e),
+            };
+            c2.creating.release(&req.name);
+            r.map(|()| Value::Null)
+        },
+    ))
 }
 
 #[derive(Debug, Clone, Copy)]

@@ -14,8 +14,7 @@ use silo_proto::{PoolName, VolumeName};
 
 use super::wire::Channel;
 use super::{our_rsync, progress_reporter, store_features, transfer, Volume};
-use crate::service::exec::Streams;
-use crate::service::operations::{OpCtx, Operation, Operations};
+use crate::service::operations::{OpCtx, Operation};
 use crate::service::{DomainError, Services};
 
 fn volume(pool: &str, name: &str) -> Result<Volume, DomainError> {
@@ -68,51 +67,32 @@ pub async fn start_source(
             ..Default::default()
         }),
     };
-    let c2 = c.clone();
-    let body = move |ctx: OpCtx, mut control: Channel, mut fs: Channel| async move {
-        let r = send(&c2, &vol, &label, &info, &mut control, &mut fs, &ctx).await;
-        if let Err(e) = r {
-            let e = super::peer_reason(&mut control, e).await;
-            super::send_outcome(&control, Err(&e)).await;
-            return Err(DomainError::Internal(e));
-        }
-        Ok(Value::Null)
-    };
-    match target {
+    let link = match target {
         Some(t) => {
             let (control, fs) = super::connect_pair(&t.operation, &t.websockets, &t.certificate)
                 .await
                 .map_err(DomainError::BadRequest)?;
-            Ok(c.ops.start(
-                "task",
-                "Migrating storage volume",
-                resources(pool, name),
-                false,
-                move |ctx| body(ctx, control, fs),
-            ))
+            super::Link::Ready(control, fs)
         }
-        None => {
-            let id = Operations::new_id();
-            let streams = Streams::new(&c.sockets, &id, &["control", "fs"]);
-            let metadata = json!(streams.secrets);
-            Ok(c.ops.start_full(
-                id,
-                "websocket",
-                "Migrating storage volume",
-                resources(pool, name),
-                metadata,
-                // Not cancellable: a dropped body would leave its rsync session and, on a target,
-                // half-received volumes behind; a stalled peer times out instead.
-                false,
-                move |ctx| async move {
-                    let (control, fs) = super::accept_pair(streams)
-                        .await
-                        .map_err(DomainError::Internal)?;
-                    body(ctx, control, fs).await
-                },
-            ))
-        }
-    }
+        None => super::Link::Accept,
+    };
+    let c2 = c.clone();
+    Ok(super::start_op(
+        c,
+        "Migrating storage volume",
+        resources(pool, name),
+        link,
+        move |ctx, pair| async move {
+            let (mut control, mut fs) = pair?;
+            let r = send(&c2, &vol, &label, &info, &mut control, &mut fs, &ctx).await;
+            if let Err(e) = r {
+                let e = super::peer_reason(&mut control, e).await;
+                super::send_outcome(&control, Err(&e)).await;
+                return Err(DomainError::Internal(e));
+            }
+            Ok(Value::Null)
+        },
+    ))
 }
 
 async fn send(
@@ -196,55 +176,35 @@ pub async fn start_target(c: &Services, req: TargetRequest) -> Result<Operation,
             )))
         }
     };
-    let dial = req.source.clone();
-    let c2 = c.clone();
-    let body = move |ctx: OpCtx, mut control: Channel, mut fs: Channel| async move {
-        let r = receive(&c2, &req, &vol, &mut control, &mut fs, &ctx).await;
-        match r {
-            Ok(()) => {
-                super::send_outcome(&control, Ok(())).await;
-                Ok(Value::Null)
-            }
-            Err(e) => {
-                let e = super::peer_reason(&mut control, e).await;
-                super::send_outcome(&control, Err(&e)).await;
-                Err(DomainError::Internal(e))
-            }
+    let link = if push {
+        super::Link::Accept
+    } else {
+        super::Link::Dial {
+            operation: req.source.operation.clone(),
+            secrets: req.source.websockets.clone(),
+            certificate: req.source.certificate.clone(),
         }
     };
     let res = resources(&vol_pool, &vol_name);
-    if push {
-        let id = Operations::new_id();
-        let streams = Streams::new(&c.sockets, &id, &["control", "fs"]);
-        let metadata = json!(streams.secrets);
-        return Ok(c.ops.start_full(
-            id,
-            "websocket",
-            "Creating storage volume",
-            res,
-            metadata,
-            // Not cancellable: a dropped body would leave its rsync session and, on a target,
-            // half-received volumes behind; a stalled peer times out instead.
-            false,
-            move |ctx| async move {
-                let (control, fs) = super::accept_pair(streams)
-                    .await
-                    .map_err(DomainError::Internal)?;
-                body(ctx, control, fs).await
-            },
-        ));
-    }
-    Ok(c.ops.start(
-        "task",
+    let c2 = c.clone();
+    Ok(super::start_op(
+        c,
         "Creating storage volume",
         res,
-        false,
-        move |ctx| async move {
-            let (control, fs) =
-                super::connect_pair(&dial.operation, &dial.websockets, &dial.certificate)
-                    .await
-                    .map_err(DomainError::BadRequest)?;
-            body(ctx, control, fs).await
+        link,
+        move |ctx, pair| async move {
+            let (mut control, mut fs) = pair?;
+            match receive(&c2, &req, &vol, &mut control, &mut fs, &ctx).await {
+                Ok(()) => {
+                    super::send_outcome(&control, Ok(())).await;
+                    Ok(Value::Null)
+                }
+                Err(e) => {
+                    let e = super::peer_reason(&mut control, e).await;
+                    super::send_outcome(&control, Err(&e)).await;
+                    Err(DomainError::Internal(e))
+                }
+            }
         },
     ))
 }
