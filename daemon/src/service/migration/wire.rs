@@ -42,41 +42,80 @@ const MAX_JSON: usize = 8 << 20;
 /// The largest protobuf message accepted (a header with a thousand snapshots' configs).
 const MAX_PROTO: usize = 16 << 20;
 
+/// What a websocket message is to a migration.
+enum Pumped {
+    /// A frame.
+    Frame(Frame),
+    /// Nothing (ping, pong).
+    Skip,
+    /// The peer closed.
+    Closed,
+}
+
+/// Pumps a websocket's two halves to and from the queues of a [`Channel`], whichever
+/// library carries it (`to` and `from` translate its messages).
+fn pumps<M, Si, St, E>(
+    mut sink: Si,
+    mut stream: St,
+    name: &'static str,
+    to: fn(Frame) -> M,
+    close: fn() -> M,
+    from: fn(M) -> Pumped,
+) -> Channel
+where
+    M: Send + 'static,
+    Si: futures::Sink<M> + Unpin + Send + 'static,
+    St: futures::Stream<Item = Result<M, E>> + Unpin + Send + 'static,
+    E: Send + 'static,
+{
+    let (tx, mut out_rx) = mpsc::channel::<Frame>(16);
+    let (in_tx, rx) = mpsc::channel::<Frame>(16);
+    tokio::spawn(async move {
+        while let Some(f) = out_rx.recv().await {
+            if sink.send(to(f)).await.is_err() {
+                return;
+            }
+        }
+        let _ = sink.send(close()).await;
+        let _ = sink.close().await;
+    });
+    tokio::spawn(async move {
+        while let Some(Ok(m)) = stream.next().await {
+            let f = match from(m) {
+                Pumped::Frame(f) => f,
+                Pumped::Skip => continue,
+                Pumped::Closed => break,
+            };
+            if in_tx.send(f).await.is_err() {
+                return;
+            }
+        }
+    });
+    Channel { tx, rx, name }
+}
+
 impl Channel {
     /// A channel over a websocket a peer opened on us.
     pub fn from_axum(ws: axum::extract::ws::WebSocket, name: &'static str) -> Channel {
         use axum::extract::ws::Message;
-        let (mut sink, mut stream) = ws.split();
-        let (tx, mut out_rx) = mpsc::channel::<Frame>(16);
-        let (in_tx, rx) = mpsc::channel::<Frame>(16);
-        tokio::spawn(async move {
-            while let Some(f) = out_rx.recv().await {
-                let m = match f {
-                    Frame::Data(d) => Message::Binary(d.into()),
-                    Frame::End => Message::Text(String::new().into()),
-                };
-                if sink.send(m).await.is_err() {
-                    return;
-                }
-            }
-            let _ = sink.send(Message::Close(None)).await;
-            let _ = sink.close().await;
-        });
-        tokio::spawn(async move {
-            while let Some(Ok(m)) = stream.next().await {
-                let f = match m {
-                    Message::Binary(b) => Frame::Data(b.to_vec()),
-                    Message::Text(t) if t.is_empty() => Frame::End,
-                    Message::Text(t) => Frame::Data(t.as_bytes().to_vec()),
-                    Message::Close(_) => break,
-                    Message::Ping(_) | Message::Pong(_) => continue,
-                };
-                if in_tx.send(f).await.is_err() {
-                    return;
-                }
-            }
-        });
-        Channel { tx, rx, name }
+        let (sink, stream) = ws.split();
+        pumps(
+            sink,
+            stream,
+            name,
+            |f| match f {
+                Frame::Data(d) => Message::Binary(d.into()),
+                Frame::End => Message::Text(String::new().into()),
+            },
+            || Message::Close(None),
+            |m| match m {
+                Message::Binary(b) => Pumped::Frame(Frame::Data(b.to_vec())),
+                Message::Text(t) if t.is_empty() => Pumped::Frame(Frame::End),
+                Message::Text(t) => Pumped::Frame(Frame::Data(t.as_bytes().to_vec())),
+                Message::Close(_) => Pumped::Closed,
+                Message::Ping(_) | Message::Pong(_) => Pumped::Skip,
+            },
+        )
     }
 
     /// A channel over a websocket we dialed.
@@ -88,37 +127,24 @@ impl Channel {
         S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     {
         use tokio_tungstenite::tungstenite::Message;
-        let (mut sink, mut stream) = ws.split();
-        let (tx, mut out_rx) = mpsc::channel::<Frame>(16);
-        let (in_tx, rx) = mpsc::channel::<Frame>(16);
-        tokio::spawn(async move {
-            while let Some(f) = out_rx.recv().await {
-                let m = match f {
-                    Frame::Data(d) => Message::Binary(d.into()),
-                    Frame::End => Message::Text(String::new().into()),
-                };
-                if sink.send(m).await.is_err() {
-                    return;
-                }
-            }
-            let _ = sink.send(Message::Close(None)).await;
-            let _ = sink.close().await;
-        });
-        tokio::spawn(async move {
-            while let Some(Ok(m)) = stream.next().await {
-                let f = match m {
-                    Message::Binary(b) => Frame::Data(b.to_vec()),
-                    Message::Text(t) if t.is_empty() => Frame::End,
-                    Message::Text(t) => Frame::Data(t.as_bytes().to_vec()),
-                    Message::Close(_) => break,
-                    Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => continue,
-                };
-                if in_tx.send(f).await.is_err() {
-                    return;
-                }
-            }
-        });
-        Channel { tx, rx, name }
+        let (sink, stream) = ws.split();
+        pumps(
+            sink,
+            stream,
+            name,
+            |f| match f {
+                Frame::Data(d) => Message::Binary(d.into()),
+                Frame::End => Message::Text(String::new().into()),
+            },
+            || Message::Close(None),
+            |m| match m {
+                Message::Binary(b) => Pumped::Frame(Frame::Data(b.to_vec())),
+                Message::Text(t) if t.is_empty() => Pumped::Frame(Frame::End),
+                Message::Text(t) => Pumped::Frame(Frame::Data(t.as_bytes().to_vec())),
+                Message::Close(_) => Pumped::Closed,
+                Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => Pumped::Skip,
+            },
+        )
     }
 
     /// The next frame, or why there is none.
