@@ -254,6 +254,37 @@ struct Session {
     what: String,
     status: tokio::io::unix::AsyncFd<OwnedFd>,
     floor: Option<Floor>,
+    /// A receive's volume directory: rsync gives `.` the sender's mode and owner, so
+    /// silo-store takes it back when the session ends, however it ends.
+    volume: Option<OwnedFd>,
+}
+
+impl Session {
+    /// Puts the volume directory back to root's, mode 0700, after a receive.
+    fn reclaim(&self) {
+        let Some(v) = &self.volume else { return };
+        if let Err(e) = nix::unistd::fchown(
+            v,
+            Some(nix::unistd::Uid::from_raw(0)),
+            Some(nix::unistd::Gid::from_raw(0)),
+        )
+        .and_then(|()| {
+            nix::sys::stat::fchmod(
+                v,
+                nix::sys::stat::Mode::from_bits_truncate(crate::images::VOLUME_MODE),
+            )
+        }) {
+            tracing::error!(what = %self.what, error = %e, "taking back a received volume's directory failed");
+        }
+    }
+
+    /// Ends the session's rsync (EOF on the runner's end: it kills the process group).
+    fn stop(&self) {
+        let _ = nix::sys::socket::shutdown(
+            self.status.get_ref().as_raw_fd(),
+            nix::sys::socket::Shutdown::Write,
+        );
+    }
 }
 
 /// A receive into a dir pool must leave the policy's `dir_pool_reserve` free on the host
@@ -378,7 +409,9 @@ impl Sessions {
             )
             .await?;
         // Only the runner's child may hold these now: EOF must reach silod when rsync ends.
-        drop((rsync_end, theirs, volume));
+        // A receive's volume fd stays, to take the directory back at the end.
+        drop((rsync_end, theirs));
+        let volume = (role == RsyncRole::Receive).then_some(volume);
         let pid = match started {
             Started::Ok { pid } => pid,
             Started::Err(e) => {
@@ -404,9 +437,34 @@ impl Sessions {
                     what,
                     status,
                     floor,
+                    volume,
                 }),
             );
+        self.watch_floor(id);
         Ok((id, silod_end))
+    }
+
+    /// Ends a receive at the dir pool reserve whether or not silod is waiting on it: a
+    /// compromised silod that never waits must not fill the host's filesystem.
+    fn watch_floor(&self, id: u64) {
+        let Ok(s) = self.get(id) else { return };
+        if s.floor.is_none() {
+            return;
+        }
+        let weak = Arc::downgrade(&s);
+        drop(s);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                // Gone from the table and from every waiter: the session is over.
+                let Some(s) = weak.upgrade() else { return };
+                if s.floor.as_ref().and_then(|f| f.refusal(&s.what)).is_some() {
+                    tracing::warn!(id, what = %s.what, "ending an rsync receive at the dir pool reserve");
+                    s.stop();
+                    return;
+                }
+            }
+        });
     }
 
     fn get(&self, id: u64) -> HelperResult<Arc<Session>> {
@@ -460,6 +518,7 @@ impl Sessions {
                 what: format!("rsync session {id}"),
             });
         }
+        s.reclaim();
         let end = end.map_err(|e| HelperError::Io {
             op: "waiting for rsync".into(),
             target: s.what.clone(),
@@ -484,12 +543,9 @@ impl Sessions {
                 what: format!("rsync session {id}"),
             });
         }
-        // EOF on the runner's end: it kills the session's process group.
-        let _ = nix::sys::socket::shutdown(
-            s.status.get_ref().as_raw_fd(),
-            nix::sys::socket::Shutdown::Write,
-        );
+        s.stop();
         let _ = tokio::time::timeout(Duration::from_secs(10), recv_end(&s.status)).await;
+        s.reclaim();
         tracing::info!(id, what = %s.what, "aborted rsync");
         Ok(())
     }

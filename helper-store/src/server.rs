@@ -694,6 +694,14 @@ impl Store for StoreServer {
         role: silo_proto::store::RsyncRole,
         features: silo_proto::store::RsyncFeatures,
     ) -> HelperResult<silo_proto::store::RsyncSession> {
+        if role == silo_proto::store::RsyncRole::Receive && kind == VolumeKind::Image {
+            // An image volume holds what silo-store itself unpacked and checked, and every
+            // instance made from the image copies it: nothing may be received into one.
+            return Err(HelperError::Invalid {
+                what: format!("receiving into image volume {volume}"),
+                reason: "image volumes are only made by unpacking an image".into(),
+            });
+        }
         let dir = self.pool(&pool)?;
         // A real, root-owned directory beneath the pool (no symlink anywhere): rsync runs with
         // it as its cwd and landlock's root, and names nothing else.

@@ -304,6 +304,14 @@ fn rsync_receives_an_lxd_tree_and_skips_device_nodes() {
     let v = s.volume("c1");
     let src = tempfile::tempdir().expect("src");
     lxd_tree(src.path());
+    // The sender's top directory is open to all and someone else's: rsync gives the
+    // volume's directory that mode and owner, and silo-store takes it back at the end.
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(src.path(), std::fs::Permissions::from_mode(0o777))
+            .expect("chmod");
+        std::os::unix::fs::chown(src.path(), Some(1234), Some(1234)).expect("chown");
+    }
     let (sess, sock) = s.start("c1", RsyncRole::Receive, all()).expect("start");
     let out = lxd_send(src.path(), sock, all());
     assert!(
@@ -317,6 +325,15 @@ fn rsync_receives_an_lxd_tree_and_skips_device_nodes() {
         rep.skipped_devices, 1,
         "the char device is skipped and counted"
     );
+    {
+        use std::os::unix::fs::MetadataExt;
+        let m = std::fs::metadata(&v).expect("volume");
+        assert_eq!(
+            (m.mode() & 0o7777, m.uid(), m.gid()),
+            (0o700, 0, 0),
+            "the volume's directory is root's again"
+        );
+    }
     let r = v.join("rootfs");
     assert_eq!(
         std::fs::read(r.join("etc/hostname")).expect("file"),

@@ -113,7 +113,11 @@ pub async fn websocket(
         return DomainError::BadRequest("this is a websocket: connect with an upgrade".into())
             .into_response();
     };
-    ws.on_upgrade(move |sock| async move {
-        let _ = tx.send(sock);
-    })
+    // Nothing silo's streams carry comes near 16 MiB a message (migration headers are
+    // bounded lower): a peer cannot make silod buffer more.
+    ws.max_message_size(16 << 20)
+        .max_frame_size(16 << 20)
+        .on_upgrade(move |sock| async move {
+            let _ = tx.send(sock);
+        })
 }

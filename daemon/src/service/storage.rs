@@ -445,18 +445,23 @@ pub async fn copy_across_pools(
                 }
             }
         };
-        let (joined, sent, received) = tokio::join!(
-            join_rsync(helpers, recv.fd, send.fd),
-            wait(send.id),
-            wait(recv.id)
-        );
-        let r = match (joined, sent, received) {
-            (_, Err(e), _) | (_, _, Err(e)) => Err(e),
-            (Err(e), _, _) => Err(DomainError::Internal(format!(
-                "copying {} to pool {}: {e}",
-                src.2, dst.0
-            ))),
-            _ => Ok(()),
+        let waits = async {
+            let (sent, received) = tokio::join!(wait(send.id), wait(recv.id));
+            sent.and(received)
+        };
+        let joined = join_rsync(helpers, recv.fd, send.fd);
+        tokio::pin!(waits, joined);
+        // Joining fails before both sockets are taken: nothing would end the rsyncs, so they
+        // are aborted at once rather than waited on.
+        let r = tokio::select! {
+            j = &mut joined => match j {
+                Ok(()) => waits.await,
+                Err(e) => Err(DomainError::Internal(format!(
+                    "copying {} to pool {}: {e}",
+                    src.2, dst.0
+                ))),
+            },
+            w = &mut waits => w,
         };
         if r.is_err() {
             let _ = helpers.store.rsync_abort(recv.id).await;

@@ -238,8 +238,11 @@ async fn send(
         .iter()
         .map(|s| (s.name.as_str(), s))
         .collect();
-    let mut sent = Vec::new();
+    let mut sent: Vec<&Snapshot> = Vec::new();
     for n in &answer.snapshot_names {
+        if sent.iter().any(|s| &s.name == n) {
+            return Err(format!("the target asked for snapshot {n:?} twice"));
+        }
         let s = by_name
             .get(n.as_str())
             .ok_or_else(|| format!("the target asked for snapshot {n:?}, which was not offered"))?;
@@ -348,7 +351,13 @@ async fn final_pass(
     report: &(dyn Fn(u64) + Send + Sync),
 ) -> Result<(), String> {
     let n = InstanceName::new(plan.inst.name.clone()).map_err(|e| e.to_string())?;
-    let frozen = c.helpers.privileged.freeze(n.clone(), true).await.is_ok();
+    let frozen = match c.helpers.privileged.freeze(n.clone(), true).await {
+        Ok(()) => true,
+        Err(e) => {
+            tracing::warn!(instance = %plan.inst.name, error = %e, "the final pass runs unfrozen: freezing failed");
+            false
+        }
+    };
     let r = transfer(c, fs, main, RsyncRole::Send, features, report).await;
     if frozen {
         if let Err(e) = c.helpers.privileged.freeze(n, false).await {

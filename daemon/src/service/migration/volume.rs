@@ -231,27 +231,46 @@ async fn receive(
     let answer = answer_offer(&offer, our_rsync(), false, Some(&[]));
     control.send_proto(&answer).await?;
     super::index_recv(fs, &answer).await?;
-    crate::service::storage::create_custom_volume(
-        c,
-        &req.pool,
-        &req.name,
-        &req.description,
-        &BTreeMap::new(),
-    )
-    .await
-    .map_err(|e| e.to_string())?;
+    // The volume exists only in the pool until everything arrived and was checked: nothing
+    // can attach a half-received volume.
+    c.helpers
+        .store
+        .create_volume(vol.pool.clone(), VolumeKind::Custom, vol.name.clone())
+        .await
+        .map_err(|e| format!("creating volume {:?}: {e}", req.name))?;
     let report = progress_reporter(ctx, req.name.clone());
-    let r = transfer(
-        c,
-        fs,
-        vol,
-        RsyncRole::Receive,
-        store_features(&answer),
-        &report,
-    )
+    let received = async {
+        transfer(
+            c,
+            fs,
+            vol,
+            RsyncRole::Receive,
+            store_features(&answer),
+            &report,
+        )
+        .await?;
+        // LXD sends a custom volume's files with the ids they have on its disk and no map:
+        // they must be ids an instance can hold.
+        c.helpers
+            .store
+            .shift_volume(
+                vol.pool.clone(),
+                VolumeKind::Custom,
+                vol.name.clone(),
+                Vec::new(),
+            )
+            .await
+            .map_err(|e| format!("volume {:?}: {e}", req.name))?;
+        crate::store::pools::insert_custom_volume(&c.db, &req.pool, &req.name, &req.description)
+            .map_err(|e| e.to_string())
+    }
     .await;
-    if let Err(e) = r {
-        if let Err(d) = crate::service::storage::delete_custom_volume(c, &req.pool, &req.name).await
+    if let Err(e) = received {
+        if let Err(d) = c
+            .helpers
+            .store
+            .delete_volume(vol.pool.clone(), VolumeKind::Custom, vol.name.clone())
+            .await
         {
             tracing::warn!(volume = %req.name, error = %d, "removing a half-received volume failed");
         }

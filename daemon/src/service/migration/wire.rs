@@ -384,7 +384,15 @@ pub async fn dial(
     let wss = format!("wss{}", https.trim_start_matches("https"));
     let (ws, _) = tokio::time::timeout(
         Duration::from_secs(10),
-        tokio_tungstenite::client_async(wss.as_str(), io),
+        tokio_tungstenite::client_async_with_config(
+            wss.as_str(),
+            io,
+            Some(
+                tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
+                    .max_message_size(Some(16 << 20))
+                    .max_frame_size(Some(16 << 20)),
+            ),
+        ),
     )
     .await
     .map_err(|_| format!("the {name} websocket of {operation} did not answer in time"))?
