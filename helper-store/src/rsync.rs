@@ -1251,7 +1251,9 @@ mod tests {
 
     #[test]
     fn the_rsync_filter_kills_mount_ptrace_bpf_namespaces_and_inet() {
-        let forbidden: [(&str, libc::c_long, [libc::c_long; 3]); 6] = [
+        let forbidden: [(&str, libc::c_long, [libc::c_long; 3]); 7] = [
+            // BTRFS_IOC_SUBVOL_CREATE: only isatty's TCGETS is an allowed ioctl.
+            ("ioctl", libc::SYS_ioctl, [0, 0x5000_940e, 0]),
             ("mount", libc::SYS_mount, [0, 0, 0]),
             (
                 "ptrace",
