@@ -322,12 +322,19 @@ impl StoreServer {
         };
         // The instance is live: sent from a read-only snapshot of this moment. A leading dot:
         // no volume can have this name (VolumeName refuses it).
-        let id_hint = self.0.btrfs.next.load(Ordering::SeqCst) + 1;
+        // Random, so two sends of one volume at once never pick the same name.
+        let id_hint = u64::from_le_bytes(silo_proto::random::bytes::<8>().map_err(|e| {
+            HelperError::io(
+                "random",
+                "a send snapshot's name",
+                std::io::Error::other(e.to_string()),
+            )
+        })?);
         let temp = match kind {
             VolumeKind::Snapshot => None,
             _ => {
                 let kdir = dir.open_dir(&[kind.dir_name()])?;
-                let name = format!(".migration-send-{}-{id_hint}", std::process::id());
+                let name = format!(".migration-send-{id_hint:016x}");
                 if kdir.exists(&name)? {
                     crate::btrfs::subvol_delete(kdir.fd(), &name)?;
                 }
