@@ -108,18 +108,61 @@ pub async fn transfer(
         .rsync_start(vol.pool.clone(), vol.kind, vol.name.clone(), role, features)
         .await
         .map_err(|e| format!("starting rsync on {}: {e}", vol.name))?;
+    // Dropped before the session ended (a bounded pass timed out): the session is aborted,
+    // not left holding one of silo-store's slots.
+    let mut guard = AbortOnDrop {
+        c: c.clone(),
+        id: Some(session.id),
+    };
     let fd = match c.helpers.take_fds(HelperKind::Store, session.fd).await {
         Ok(mut fds) => fds.remove(0),
         Err(e) => {
             let _ = c.helpers.store.rsync_abort(session.id).await;
+            guard.id = None;
             return Err(format!("the rsync socket of {}: {e}", vol.name));
         }
     };
+    let r = relay_and_wait(c, fs, vol, session.id, fd, progress).await;
+    guard.id = None;
+    r
+}
+
+/// Aborts an rsync session when dropped while still armed.
+struct AbortOnDrop {
+    c: Services,
+    id: Option<u64>,
+}
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        if let Some(id) = self.id.take() {
+            let c = self.c.clone();
+            tokio::spawn(async move {
+                let _ = c.helpers.store.rsync_abort(id).await;
+            });
+        }
+    }
+}
+
+impl std::fmt::Debug for AbortOnDrop {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AbortOnDrop").field("id", &self.id).finish()
+    }
+}
+
+async fn relay_and_wait(
+    c: &Services,
+    fs: &mut Channel,
+    vol: &Volume,
+    id: u64,
+    fd: std::os::fd::OwnedFd,
+    progress: &(dyn Fn(u64) + Send + Sync),
+) -> Result<RsyncReport, String> {
     // silo-store checks the pool's reserve while it is waited on, so the wait runs beside
     // the relay rather than after it; its failure (rsync's own) ends the transfer at once.
     let wait = async {
         loop {
-            match c.helpers.store.rsync_wait(session.id, 5).await {
+            match c.helpers.store.rsync_wait(id, 5).await {
                 Ok(Some(r)) => return Ok(r),
                 Ok(None) => continue,
                 Err(e) => return Err(format!("rsync of {}: {e}", vol.name)),
@@ -133,14 +176,14 @@ pub async fn transfer(
         tokio::select! {
             r = &mut relay, if !relayed => {
                 if let Err(e) = r {
-                    let _ = c.helpers.store.rsync_abort(session.id).await;
+                    let _ = c.helpers.store.rsync_abort(id).await;
                     return Err(e);
                 }
                 relayed = true;
             }
             w = &mut wait => {
                 if w.is_err() {
-                    let _ = c.helpers.store.rsync_abort(session.id).await;
+                    let _ = c.helpers.store.rsync_abort(id).await;
                     return w;
                 }
                 if relayed {

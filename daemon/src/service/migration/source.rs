@@ -46,6 +46,9 @@ struct Plan {
     btrfs: bool,
 }
 
+/// How long a running instance may stay frozen for the final pass of a `--stateless` copy.
+const FROZEN_PASS_LIMIT: std::time::Duration = std::time::Duration::from_secs(300);
+
 /// LXD's message for a live copy, word for word: lxc users know it.
 const NO_CRIU: &str =
     "Unable to perform container live migration. CRIU isn't installed on the source server";
@@ -358,7 +361,20 @@ async fn final_pass(
             false
         }
     };
-    let r = transfer(c, fs, main, RsyncRole::Send, features, report).await;
+    // The instance stays frozen for this pass only: bounded, whatever the peer does.
+    let r = match tokio::time::timeout(
+        FROZEN_PASS_LIMIT,
+        transfer(c, fs, main, RsyncRole::Send, features, report),
+    )
+    .await
+    {
+        Ok(r) => r,
+        Err(_) => Err(format!(
+            "the final pass of {} took longer than {} s with the instance frozen",
+            plan.inst.name,
+            FROZEN_PASS_LIMIT.as_secs()
+        )),
+    };
     if frozen {
         if let Err(e) = c.helpers.privileged.freeze(n, false).await {
             tracing::error!(instance = %plan.inst.name, error = %e, "thawing after a migration pass failed");

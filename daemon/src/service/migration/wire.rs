@@ -246,8 +246,16 @@ impl Channel {
                 }
                 let total = moved.fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
                 progress(total + n as u64);
-                tx.send(Frame::Data(buf[..n].to_vec()))
+                // A peer that stops reading must not hold the transfer (and a frozen
+                // source) forever.
+                tokio::time::timeout(STALL, tx.send(Frame::Data(buf[..n].to_vec())))
                     .await
+                    .map_err(|_| {
+                        format!(
+                            "the peer read nothing on the {name} websocket for {} s",
+                            STALL.as_secs()
+                        )
+                    })?
                     .map_err(|_| format!("the {name} websocket is closed"))?;
             }
             tx.send(Frame::End)
