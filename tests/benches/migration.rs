@@ -4,6 +4,7 @@
 //! - LXD to LXD: two LXD 5.0.2 daemons on the loopback of one namespace (the reference);
 //! - LXD to silo: LXD in silod's namespace.
 //!
+//! - LXD to LXD on btrfs, the reference for the line above;
 //! - silo to silo on btrfs: the same two silods with btrfs loop pools, so the volumes travel
 //!   as btrfs send streams (a `--refresh` still goes by rsync).
 //!
@@ -45,9 +46,14 @@ fn change(root: &Path, v: usize) {
 
 /// The copy figures for `src:d1` → `dst:` (three copies named c0..c2), then `--refresh` of
 /// c0 after one file changed on the source (three times).
-fn figures(label: &str, lxc: &Lxc, src: &str, dst: &str, src_root: &Path) {
+fn figures(label: &str, lxc: &Lxc, src: &str, dst: &str, src_root: &Path, extra: &[&str]) {
     let copies: Vec<Duration> = (0..3)
-        .map(|i| timed(lxc, &["copy", &format!("{src}:d1"), &format!("{dst}:c{i}")]))
+        .map(|i| {
+            let (from, to) = (format!("{src}:d1"), format!("{dst}:c{i}"));
+            let mut args = vec!["copy", from.as_str(), to.as_str()];
+            args.extend_from_slice(extra);
+            timed(lxc, &args)
+        })
         .collect();
     let refreshes: Vec<Duration> = (0..3)
         .map(|i| {
@@ -93,7 +99,7 @@ fn silo_instance(d: &TestDaemon, pool: &str) -> std::path::PathBuf {
     root
 }
 
-fn lxd_instance(l: &TestLxd) -> std::path::PathBuf {
+fn lxd_instance(l: &TestLxd, pool: &str) -> std::path::PathBuf {
     let img = silo_tests::debian_image();
     let ok = |args: &[&str]| {
         let o = l.lxc(args);
@@ -130,7 +136,7 @@ fn main() {
         lxc.add_remote("a", "https://198.18.0.1:8443", PW);
         lxc.add_remote("b", "https://198.18.0.2:8443", PW);
         let root = silo_instance(&a, "default");
-        figures("silo -> silo", &lxc, "a", "b", &root);
+        figures("silo -> silo", &lxc, "a", "b", &root, &[]);
     }
     {
         let a = TestDaemon::start("bm-mig-ba");
@@ -155,7 +161,7 @@ fn main() {
         lxc.add_remote("a", "https://198.18.0.1:8443", PW);
         lxc.add_remote("b", "https://198.18.0.2:8443", PW);
         let root = silo_instance(&a, "bt");
-        figures("silo -> silo btrfs", &lxc, "a", "b", &root);
+        figures("silo -> silo btrfs", &lxc, "a", "b", &root, &[]);
     }
     {
         let a = TestLxd::start("bm-mig-la");
@@ -163,8 +169,22 @@ fn main() {
         let lxc = Lxc::new("bm-mig-ll", a.netns());
         lxc.add_remote("a", &a.url(), TRUST_PASSWORD);
         lxc.add_remote("b", &b.url(), TRUST_PASSWORD);
-        let root = lxd_instance(&a);
-        figures("LXD -> LXD", &lxc, "a", "b", &root);
+        let root = lxd_instance(&a, "default");
+        figures("LXD -> LXD", &lxc, "a", "b", &root, &[]);
+    }
+    {
+        let a = TestLxd::start("bm-mig-lba");
+        let b = TestLxd::start_beside("bm-mig-lbb", &a);
+        let ok = |args: &[&str]| {
+            let o = b.lxc(args);
+            assert!(o.status.success(), "lxc {}: {}", args.join(" "), show(&o));
+        };
+        ok(&["storage", "create", "bt", "btrfs", "size=4GiB"]);
+        let lxc = Lxc::new("bm-mig-llb", a.netns());
+        lxc.add_remote("a", &a.url(), TRUST_PASSWORD);
+        lxc.add_remote("b", &b.url(), TRUST_PASSWORD);
+        let root = lxd_instance(&a, "bt");
+        figures("LXD -> LXD btrfs", &lxc, "a", "b", &root, &["-s", "bt"]);
     }
     {
         let s = TestDaemon::start("bm-mig-s");
@@ -173,7 +193,7 @@ fn main() {
         let lxc = Lxc::new("bm-mig-ls", &s.netns);
         lxc.add_remote("s", "https://127.0.0.1:8443", PW);
         lxc.add_remote("l", "https://127.0.0.1:8444", TRUST_PASSWORD);
-        let root = lxd_instance(&l);
-        figures("LXD -> silo", &lxc, "l", "s", &root);
+        let root = lxd_instance(&l, "default");
+        figures("LXD -> silo", &lxc, "l", "s", &root, &[]);
     }
 }
