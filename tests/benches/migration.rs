@@ -112,8 +112,11 @@ fn lxd_instance(l: &TestLxd, pool: &str) -> std::path::PathBuf {
         "--alias",
         "debian",
     ]);
-    ok(&["init", "debian", "d1"]);
-    let root = silo_tests::trees::lxd_rootfs(&l.dir, "default", "d1");
+    if pool != "default" {
+        ok(&["storage", "create", pool, "btrfs", "size=4GiB"]);
+    }
+    ok(&["init", "debian", "d1", "-s", pool]);
+    let root = silo_tests::trees::lxd_rootfs(&l.dir, pool, "d1");
     for (i, s) in ["snap0", "snap1"].iter().enumerate() {
         change(&root, i);
         ok(&["snapshot", "d1", s]);
