@@ -257,6 +257,8 @@ struct Session {
     /// A receive's volume directory: rsync gives `.` the sender's mode and owner, so
     /// silo-store takes it back when the session ends, however it ends.
     volume: Option<OwnedFd>,
+    /// Why the floor watcher ended the session (what `wait` then answers).
+    floored: Mutex<Option<HelperError>>,
 }
 
 impl Session {
@@ -438,6 +440,7 @@ impl Sessions {
                     status,
                     floor,
                     volume,
+                    floored: Mutex::new(None),
                 }),
             );
         self.watch_floor(id);
@@ -458,8 +461,11 @@ impl Sessions {
                 tokio::time::sleep(Duration::from_secs(1)).await;
                 // Gone from the table and from every waiter: the session is over.
                 let Some(s) = weak.upgrade() else { return };
-                if s.floor.as_ref().and_then(|f| f.refusal(&s.what)).is_some() {
+                if let Some(e) = s.floor.as_ref().and_then(|f| f.refusal(&s.what)) {
                     tracing::warn!(id, what = %s.what, "ending an rsync receive at the dir pool reserve");
+                    if let Ok(mut f) = s.floored.lock() {
+                        *f = Some(e);
+                    }
                     s.stop();
                     return;
                 }
@@ -527,7 +533,8 @@ impl Sessions {
         })?;
         // Finished before a check caught it: still over the floor, still refused (silod
         // removes a volume whose receive failed).
-        let r = match s.floor.as_ref().and_then(|f| f.refusal(&s.what)) {
+        let floored = s.floored.lock().ok().and_then(|mut f| f.take());
+        let r = match floored.or_else(|| s.floor.as_ref().and_then(|f| f.refusal(&s.what))) {
             Some(e) => Err(e),
             None => outcome(s.role, &end, &s.what),
         };
