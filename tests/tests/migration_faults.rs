@@ -193,6 +193,13 @@ fn failure_of(d: &TestDaemon, answer: &Value) -> String {
 fn a_header_whose_snapshot_list_disagrees_is_refused_before_anything_is_made() {
     let d = TestDaemon::start("mf-hdr");
     let a = push_target(&d, "c1");
+    // A plain GET of a stream's URL is no connection: it does not use up the secret.
+    let op = a["operation"].as_str().expect("op");
+    let secret = a["metadata"]["metadata"]["control"]
+        .as_str()
+        .expect("secret");
+    let (c, v) = d.api("GET", &format!("{op}/websocket?secret={secret}"), None);
+    assert_eq!(c, 400, "{v}");
     let said = rt().block_on(play(
         &d,
         &a,

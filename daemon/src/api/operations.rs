@@ -103,15 +103,16 @@ pub async fn websocket(
     >,
 ) -> axum::response::Response {
     use axum::response::IntoResponse;
+    // A request that is no upgrade leaves the secret for the real connection.
+    let Ok(ws) = ws else {
+        return DomainError::BadRequest("this is a websocket: connect with an upgrade".into())
+            .into_response();
+    };
     let Some(tx) = d.sockets.take(&id, &q.secret) else {
         return DomainError::Forbidden(format!(
             "no stream of operation {id:?} waits for that secret"
         ))
         .into_response();
-    };
-    let Ok(ws) = ws else {
-        return DomainError::BadRequest("this is a websocket: connect with an upgrade".into())
-            .into_response();
     };
     // Nothing silo's streams carry comes near 16 MiB a message (migration headers are
     // bounded lower): a peer cannot make silod buffer more.
