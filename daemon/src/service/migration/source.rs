@@ -165,49 +165,67 @@ fn offer(plan: &Plan) -> MigrationHeader {
     }
 }
 
-/// The index header: the instance and its snapshots as LXD's backup config has them.
+/// The index header: the instance and its snapshots as LXD's backup config has them, written
+/// with the shared API types.
 fn info(plan: &Plan, sent: &[&Snapshot]) -> MigrationInfo {
     let i = &plan.inst;
     let (config, devices, profiles) = match &plan.snapshot {
         Some(s) => (&s.config, &s.devices, &s.profiles),
         None => (&i.config, &i.devices, &i.profiles),
     };
-    let snap_json = |s: &Snapshot| {
-        json!({
-            "name": s.name,
-            "config": s.config,
-            "devices": s.devices,
-            "profiles": s.profiles,
-            "architecture": s.architecture,
-            "created_at": s.created_at,
-            "expires_at": if s.expires_at.is_empty() { "0001-01-01T00:00:00Z" } else { s.expires_at.as_str() },
-            "ephemeral": false,
-            "stateful": false,
-        })
+    let value = |v: Result<Value, serde_json::Error>| v.unwrap_or(Value::Null);
+    let snapshot = |s: &Snapshot| silo_api::InstanceSnapshot {
+        name: s.name.clone(),
+        config: s.config.clone(),
+        devices: s.devices.clone(),
+        profiles: s.profiles.clone(),
+        architecture: s.architecture.clone(),
+        created_at: s.created_at.clone(),
+        // Go decodes a time, never "": LXD's zero time is "never".
+        expires_at: if s.expires_at.is_empty() {
+            silo_api::ZERO_TIME.to_string()
+        } else {
+            s.expires_at.clone()
+        },
+        last_used_at: silo_api::ZERO_TIME.to_string(),
+        ..Default::default()
+    };
+    let volume = |name: &str| silo_api::StorageVolume {
+        name: name.to_string(),
+        kind: "container".into(),
+        content_type: "filesystem".into(),
+        ..Default::default()
+    };
+    let container = silo_api::Instance {
+        name: i.name.clone(),
+        kind: "container".into(),
+        architecture: i.architecture.clone(),
+        config: config.clone(),
+        devices: devices.clone(),
+        profiles: profiles.clone(),
+        ephemeral: i.ephemeral,
+        description: i.description.clone(),
+        created_at: i.created_at.clone(),
+        last_used_at: if i.last_used_at.is_empty() {
+            silo_api::ZERO_TIME.to_string()
+        } else {
+            i.last_used_at.clone()
+        },
+        ..Default::default()
     };
     MigrationInfo {
         config: Some(InfoConfig {
-            container: Some(json!({
-                "name": i.name,
-                "type": "container",
-                "architecture": i.architecture,
-                "config": config,
-                "devices": devices,
-                "profiles": profiles,
-                "ephemeral": i.ephemeral,
-                "stateful": false,
-                "description": i.description,
-                "created_at": i.created_at,
-            })),
-            snapshots: sent.iter().map(|s| snap_json(s)).collect(),
+            container: Some(value(serde_json::to_value(container))),
+            snapshots: sent
+                .iter()
+                .map(|s| value(serde_json::to_value(snapshot(s))))
+                .collect(),
             pool: Some(json!({"name": i.pool})),
             profiles: Vec::new(),
-            volume: Some(
-                json!({"name": i.name, "type": "container", "config": {}, "content_type": "filesystem"}),
-            ),
+            volume: Some(value(serde_json::to_value(volume(&i.name)))),
             volume_snapshots: sent
                 .iter()
-                .map(|s| json!({"name": s.name, "config": {}, "content_type": "filesystem"}))
+                .map(|s| value(serde_json::to_value(volume(&s.name))))
                 .collect(),
         }),
     }

@@ -59,10 +59,13 @@ pub async fn start_source(
     let label = name.to_string();
     let info = MigrationInfo {
         config: Some(InfoConfig {
-            volume: Some(json!({
-                "name": name, "type": "custom", "config": {}, "description": "",
-                "content_type": "filesystem",
-            })),
+            volume: serde_json::to_value(silo_api::StorageVolume {
+                name: name.to_string(),
+                kind: "custom".into(),
+                content_type: "filesystem".into(),
+                ..Default::default()
+            })
+            .ok(),
             pool: Some(json!({"name": pool})),
             ..Default::default()
         }),
