@@ -5,6 +5,7 @@
 
 mod cgroups;
 mod confinement;
+mod disks;
 mod launcher;
 mod runtime;
 mod server;

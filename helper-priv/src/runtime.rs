@@ -350,6 +350,17 @@ impl Runtime {
         // Held until this start is in the running table or has failed: nothing below runs
         // before the claim, so two starts can never both pass the checks.
         let _claim = self.reserve(&spec, ids, dead.as_ref())?;
+        // Every disk's source is opened (and the policy asked) before anything is made.
+        let mut disks = Vec::new();
+        for d in &spec.disks {
+            if let Some(fd) = crate::disks::open_source(&self.pools, &self.policy, d)? {
+                disks.push((d.clone(), fd));
+            } else {
+                tracing::info!(instance = %name, device = d.device.as_str(), "optional disk source missing; skipped");
+            }
+        }
+        // Disks go in while init is held, before it execs anything of the instance's.
+        let hold = spec.hold || !disks.is_empty();
         let rootfs = self
             .pools
             .open_dir(&[spec.pool.as_str(), "containers", name.as_str(), "rootfs"])
@@ -378,7 +389,7 @@ impl Runtime {
         }
         cg.create(&name)?;
         let started = self
-            .start_in_cgroup(cg, &spec, &rootfs, &rundir, systemd)
+            .start_in_cgroup(cg, &spec, hold, &rootfs, &rundir, systemd)
             .await;
         let (init_pid, monitor_pid) = match started {
             Ok(x) => x,
@@ -413,20 +424,130 @@ impl Runtime {
         let monitor = sys::pidfd_open(monitor_pid).ok().map(Pidfd::new);
         tracing::info!(instance = %name, pid = init_pid, systemd, "started");
         self.running.lock().map_err(|_| poisoned())?.insert(
-            name,
+            name.clone(),
             Running {
                 info: info.clone(),
                 init: Pidfd::new(init),
                 monitor,
             },
         );
+        let mut plugged = Ok(());
+        for (d, fd) in disks {
+            plugged = self.mount_disk(&name, &d, fd).await;
+            if plugged.is_err() {
+                break;
+            }
+        }
+        if plugged.is_ok() && hold && !spec.hold {
+            plugged = self.release(&name);
+        }
+        if let Err(e) = plugged {
+            // Nothing half-made: init goes, and with its mount namespace every disk mounted.
+            let _ = self.stop(&name, true).await;
+            let _ = self.wait_stopped(cg, &name, Duration::from_secs(10)).await;
+            return Err(e);
+        }
         Ok(info)
+    }
+
+    /// Mounts a disk (its source already opened) in a running or held instance.
+    async fn mount_disk(
+        &self,
+        name: &InstanceName,
+        d: &silo_proto::privileged::DiskMount,
+        src: OwnedFd,
+    ) -> HelperResult<()> {
+        let (info, init, _) = self.entry(name)?;
+        let pidfd = init.dup()?;
+        let req = launcher::Request::AttachDisk(launcher::disks::AttachReq {
+            pid: info.init_pid as i32,
+            base: info.idmap_base,
+            path: d.path.as_str().to_string(),
+            host: matches!(d.source, silo_proto::privileged::DiskSource::Host(_)),
+            readonly: d.readonly,
+            recursive: d.recursive,
+            slave: d.propagation == silo_proto::privileged::Propagation::Slave,
+        });
+        match self
+            .launcher
+            .call(&req, &[pidfd.as_fd(), src.as_fd()])
+            .await?
+        {
+            Reply::DiskDone => {
+                tracing::info!(instance = %name, device = d.device.as_str(), path = d.path.as_str(), "disk mounted");
+                Ok(())
+            }
+            Reply::Failed(why) => Err(HelperError::Io {
+                op: "mount disk".into(),
+                target: format!(
+                    "device {:?} of instance {:?}",
+                    d.device.as_str(),
+                    name.as_str()
+                ),
+                message: why,
+                errno: None,
+            }),
+            _ => Err(HelperError::Unsupported(
+                "launcher answered out of turn".into(),
+            )),
+        }
+    }
+
+    /// Hot-plugs a disk into a running instance; `false` when its source is missing and it
+    /// is not required.
+    pub async fn attach_disk(
+        &self,
+        name: &InstanceName,
+        d: &silo_proto::privileged::DiskMount,
+    ) -> HelperResult<bool> {
+        let (_, init, _) = self.entry(name)?;
+        if init.exited().await {
+            return Err(not_running(name));
+        }
+        match crate::disks::open_source(&self.pools, &self.policy, d)? {
+            Some(fd) => self.mount_disk(name, d, fd).await.map(|()| true),
+            None => Ok(false),
+        }
+    }
+
+    /// Unplugs the disk at `path` from a running instance.
+    pub async fn detach_disk(
+        &self,
+        name: &InstanceName,
+        path: &silo_proto::types::RelPath,
+    ) -> HelperResult<()> {
+        let (_, init, _) = self.entry(name)?;
+        if init.exited().await {
+            return Err(not_running(name));
+        }
+        let pidfd = init.dup()?;
+        let req = launcher::Request::DetachDisk(launcher::disks::DetachReq {
+            path: path.as_str().to_string(),
+        });
+        match self.launcher.call(&req, &[pidfd.as_fd()]).await? {
+            Reply::DiskDone => Ok(()),
+            Reply::Failed(why) => Err(HelperError::Io {
+                op: "unmount disk".into(),
+                target: format!("/{} in instance {:?}", path.as_str(), name.as_str()),
+                message: why,
+                errno: None,
+            }),
+            _ => Err(HelperError::Unsupported(
+                "launcher answered out of turn".into(),
+            )),
+        }
+    }
+
+    /// The policy's word on a disk source.
+    pub fn check_disk_source(&self, s: &silo_proto::privileged::DiskSource) -> HelperResult<()> {
+        crate::disks::check_source(&self.policy, s)
     }
 
     async fn start_in_cgroup(
         &self,
         cg: &Cgroups,
         spec: &StartSpec,
+        hold: bool,
         rootfs: &Root,
         rundir: &Root,
         systemd: bool,
@@ -441,7 +562,7 @@ impl Runtime {
             mountpoint: format!("{}/runtime/{}/rootfs", self.state_dir, name.as_str()),
             cgroup2: cg.v2_dir(name).is_some(),
             systemd,
-            hold: spec.hold,
+            hold,
         });
         match self
             .launcher
@@ -458,9 +579,9 @@ impl Runtime {
                 message: why,
                 errno: None,
             }),
-            Reply::ExecForked | Reply::NetState(_) => Err(HelperError::Unsupported(
-                "launcher answered out of turn".into(),
-            )),
+            Reply::ExecForked | Reply::NetState(_) | Reply::DiskDone => Err(
+                HelperError::Unsupported("launcher answered out of turn".into()),
+            ),
         }
     }
 
@@ -666,7 +787,7 @@ impl Runtime {
                     errno: None,
                 })
             }
-            Reply::Started { .. } | Reply::NetState(_) => {
+            Reply::Started { .. } | Reply::NetState(_) | Reply::DiskDone => {
                 return Err(HelperError::Unsupported(
                     "launcher answered out of turn".into(),
                 ))

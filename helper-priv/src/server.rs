@@ -7,8 +7,8 @@ use std::time::Duration;
 use silo_proto::error::{HelperError, HelperResult};
 use silo_proto::fdpass::FdTicket;
 use silo_proto::privileged::{
-    CgroupInfo, CgroupLayout, ExecSpec, ExecStarted, IdRanges, InitExit, InstanceStats, Limits,
-    Priv, RunningInfo, StartSpec,
+    CgroupInfo, CgroupLayout, DiskMount, DiskSource, ExecSpec, ExecStarted, IdRanges, InitExit,
+    InstanceStats, Limits, Priv, RunningInfo, StartSpec,
 };
 use silo_proto::{HelperHello, InstanceName};
 use tarpc::context::Context;
@@ -192,6 +192,28 @@ impl Priv for PrivServer {
 
     async fn release(self, _: Context, instance: InstanceName) -> HelperResult<()> {
         self.0.rt.release(&instance)
+    }
+
+    async fn check_disk_source(self, _: Context, source: DiskSource) -> HelperResult<()> {
+        self.0.rt.check_disk_source(&source)
+    }
+
+    async fn attach_disk(
+        self,
+        _: Context,
+        instance: InstanceName,
+        disk: DiskMount,
+    ) -> HelperResult<bool> {
+        self.0.rt.attach_disk(&instance, &disk).await
+    }
+
+    async fn detach_disk(
+        self,
+        _: Context,
+        instance: InstanceName,
+        path: silo_proto::types::RelPath,
+    ) -> HelperResult<()> {
+        self.0.rt.detach_disk(&instance, &path).await
     }
 
     async fn console_resize(

@@ -117,6 +117,82 @@ pub trait Priv {
     async fn forget(instance: InstanceName) -> HelperResult<()>;
     /// Lets a held instance's init exec `/sbin/init` (see [`StartSpec::hold`]).
     async fn release(instance: InstanceName) -> HelperResult<()>;
+    /// Whether a disk device's source may be used at all: a host path must lie beneath a
+    /// policy `host_paths` entry. Asked when a device is added or edited, before it is stored
+    /// (silo-priv asks the same again at every start and hot-plug).
+    async fn check_disk_source(source: DiskSource) -> HelperResult<()>;
+    /// Hot-plugs a disk into a running instance. Answers `false` when the source is missing
+    /// and the disk is not required (nothing mounted).
+    async fn attach_disk(instance: InstanceName, disk: DiskMount) -> HelperResult<bool>;
+    /// Unplugs the disk mounted at `path` inside a running instance (nothing there is no
+    /// error).
+    async fn detach_disk(instance: InstanceName, path: crate::types::RelPath) -> HelperResult<()>;
+}
+
+/// Where a `disk` device's data comes from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DiskSource {
+    /// A custom volume: `<state>/storage-pools/<pool>/custom/<volume>`, found by silo-priv
+    /// beneath its own fd. Its files keep the instance's own ids on disk, as root volumes do,
+    /// so every instance it is attached to sees the same owners.
+    Volume {
+        /// The pool.
+        pool: crate::PoolName,
+        /// The custom volume.
+        volume: crate::VolumeName,
+    },
+    /// A host directory or file, allowed only beneath a policy `host_paths` entry and opened
+    /// without following a symlink. Host ids show as the same ids inside, except host root's,
+    /// which the instance sees as nobody and can never write as.
+    Host(crate::types::HostPath),
+}
+
+impl std::fmt::Display for DiskSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DiskSource::Volume { pool, volume } => {
+                write!(
+                    f,
+                    "custom volume {:?} of pool {:?}",
+                    volume.as_str(),
+                    pool.as_str()
+                )
+            }
+            DiskSource::Host(p) => write!(f, "host path {p}"),
+        }
+    }
+}
+
+/// How a disk's mount propagates mount events (LXD's `propagation`). A mount shared with the
+/// host is never offered: container root's mounts would reach the host.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Propagation {
+    /// `private`/`rprivate` (LXD's default): no events either way.
+    #[default]
+    Private,
+    /// `slave`/`rslave`: mounts the host makes beneath the source appear inside, never the
+    /// other way.
+    Slave,
+}
+
+/// A `disk` device to mount in an instance.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DiskMount {
+    /// The device's name (for messages).
+    pub device: crate::DeviceName,
+    /// Where the data comes from.
+    pub source: DiskSource,
+    /// Where inside the instance, relative to its root; parents are created as container root
+    /// and resolved inside the instance (a symlink there can never lead out).
+    pub path: crate::types::RelPath,
+    /// Mounted read-only.
+    pub readonly: bool,
+    /// `recursive`: a host path's submounts come along.
+    pub recursive: bool,
+    /// `required=false` lets a missing source be skipped.
+    pub required: bool,
+    /// Mount propagation.
+    pub propagation: Propagation,
 }
 
 /// An instance's resource limits, as silo-priv writes them into its cgroup.
@@ -196,6 +272,8 @@ pub struct StartSpec {
     pub idmap_base: Option<u64>,
     /// Limits applied before init runs.
     pub limits: Limits,
+    /// Disks mounted before init runs, in order (a parent path before what lies beneath it).
+    pub disks: Vec<DiskMount>,
     /// Hold init just before it execs `/sbin/init` until [`Priv::release`] (or 60 s, after
     /// which it gives up): the time for silod to plug in the instance's nics, so that the
     /// image's network configuration finds them at boot.

@@ -540,6 +540,7 @@ fn priv_refuses_hostile_starts_and_execs() {
         pool: pool.clone(),
         idmap_base: base,
         limits: Limits::default(),
+        disks: Vec::new(),
         hold: false,
     };
     plant_rootfs(&d.state, "c1");

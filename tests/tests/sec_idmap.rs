@@ -201,6 +201,7 @@ fn spec(name: &str, base: u64) -> StartSpec {
         pool: PoolName::new("p").expect("pool"),
         idmap_base: Some(base),
         limits: Limits::default(),
+        disks: Vec::new(),
         hold: false,
     }
 }

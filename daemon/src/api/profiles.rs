@@ -35,6 +35,7 @@ pub async fn list(State(d): State<Arc<Services>>, Query(q): Query<ListQuery>) ->
 pub async fn create(State(d): State<Arc<Services>>, body: axum::body::Bytes) -> ApiResult {
     let p: Profile = super::lenient::from_slice(&body)
         .map_err(|e| DomainError::BadRequest(format!("invalid request body: {e}")))?;
+    crate::service::disks::check(&d, &p.devices).await?;
     profiles::create(&d.db, &p)?;
     d.events.lifecycle(
         "profile-created",
@@ -63,7 +64,7 @@ pub struct ProfilePut {
     devices: Option<std::collections::BTreeMap<String, Device>>,
 }
 
-fn write(d: &Services, name: &str, body: &[u8], patch: bool) -> ApiResult {
+async fn write(d: &Services, name: &str, body: &[u8], patch: bool) -> ApiResult {
     let mut p = profiles::get(&d.db, name)?;
     let w: ProfilePut = super::lenient::from_slice(body)
         .map_err(|e| DomainError::BadRequest(format!("invalid request body: {e}")))?;
@@ -88,6 +89,7 @@ fn write(d: &Services, name: &str, body: &[u8], patch: bool) -> ApiResult {
         p.config = w.config.unwrap_or_default();
         p.devices = w.devices.unwrap_or_default();
     }
+    crate::service::disks::check(d, &p.devices).await?;
     profiles::update(&d.db, &p)?;
     d.events.lifecycle(
         "profile-updated",
@@ -103,7 +105,7 @@ pub async fn put(
     Path(name): Path<String>,
     body: axum::body::Bytes,
 ) -> ApiResult {
-    write(&d, &name, &body, false)
+    write(&d, &name, &body, false).await
 }
 
 /// `PATCH /1.0/profiles/{name}`.
@@ -112,7 +114,7 @@ pub async fn patch(
     Path(name): Path<String>,
     body: axum::body::Bytes,
 ) -> ApiResult {
-    write(&d, &name, &body, true)
+    write(&d, &name, &body, true).await
 }
 
 /// `POST /1.0/profiles/{name}`: rename.

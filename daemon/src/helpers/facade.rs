@@ -9,8 +9,8 @@ use silo_proto::net::{
     SubnetChoice,
 };
 use silo_proto::privileged::{
-    CgroupInfo, CgroupLayout, ExecSpec, ExecStarted, IdRanges, InitExit, InstanceStats, Limits,
-    PrivClient, RunningInfo, StartSpec,
+    CgroupInfo, CgroupLayout, DiskMount, DiskSource, ExecSpec, ExecStarted, IdRanges, InitExit,
+    InstanceStats, Limits, PrivClient, RunningInfo, StartSpec,
 };
 use silo_proto::proxy::ProxySpec;
 use silo_proto::store::{
@@ -18,7 +18,7 @@ use silo_proto::store::{
     PoolDriver, PoolInfo, RsyncFeatures, RsyncReport, RsyncRole, RsyncSession, StoreClient,
     TemplateVars, UnpackReport, VolumeKind,
 };
-use silo_proto::types::{Ipv4Cidr, Ipv6Cidr, MacAddr};
+use silo_proto::types::{Ipv4Cidr, Ipv6Cidr, MacAddr, RelPath};
 use silo_proto::{
     DeviceName, HelperError, HelperResult, IfName, ImageFingerprint, InstanceName, PoolName,
     VolumeName,
@@ -94,6 +94,9 @@ facade! {
         fn console_log(instance: InstanceName, max: u64) -> Vec<u8>;
         fn forget(instance: InstanceName) -> ();
         fn release(instance: InstanceName) -> ();
+        fn check_disk_source(source: DiskSource) -> ();
+        fn attach_disk(instance: InstanceName, disk: DiskMount) -> bool;
+        fn detach_disk(instance: InstanceName, path: RelPath) -> ();
     }
 }
 

@@ -13,7 +13,7 @@ use silo_proto::net::*;
 use silo_proto::privileged::*;
 use silo_proto::proxy::ProxySpec;
 use silo_proto::store::*;
-use silo_proto::types::{Ipv4Cidr, Ipv6Cidr, MacAddr};
+use silo_proto::types::{Ipv4Cidr, Ipv6Cidr, MacAddr, RelPath};
 use silo_proto::{
     DeviceName, HelperError, HelperHello, HelperResult, IfName, ImageFingerprint, InstanceName,
     PoolName, VolumeName,
@@ -193,6 +193,11 @@ impl Priv for FakePriv {
         Ok(())
     }
 
+    async fn check_disk_source(self, _: Context, source: DiskSource) -> HelperResult<()> {
+        self.0.call(format!("check_disk_source {source}"));
+        Ok(())
+    }
+
     unsupported! {
         fn cgroup_layout() -> CgroupLayout;
         fn list_cgroups() -> Vec<InstanceName>;
@@ -207,6 +212,8 @@ impl Priv for FakePriv {
         fn console(instance: InstanceName) -> FdTicket;
         fn console_resize(instance: InstanceName, width: u16, height: u16) -> ();
         fn console_log(instance: InstanceName, max: u64) -> Vec<u8>;
+        fn attach_disk(instance: InstanceName, disk: DiskMount) -> bool;
+        fn detach_disk(instance: InstanceName, path: RelPath) -> ();
     }
 }
 

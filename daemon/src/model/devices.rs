@@ -6,6 +6,7 @@
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, Ipv6Addr};
 
+use silo_proto::privileged::DiskMount;
 use silo_proto::proxy::{ProxyBind, ProxySpec};
 use silo_proto::types::MacAddr;
 use silo_proto::IfName;
@@ -147,6 +148,12 @@ pub struct DiskDevice {
     pub source: Option<String>,
     /// `readonly`.
     pub readonly: bool,
+    /// `required` (default true): a missing source fails the start.
+    pub required: bool,
+    /// `recursive`: a host path's submounts come along.
+    pub recursive: bool,
+    /// `propagation`.
+    pub propagation: silo_proto::privileged::Propagation,
     map: DeviceMap,
 }
 
@@ -159,6 +166,40 @@ impl DiskDevice {
     /// Whether this is the root disk (path `/` from a pool).
     pub fn is_root(&self) -> bool {
         self.path == "/" && self.source.is_none()
+    }
+
+    /// What silo-priv mounts for it (`None` for the root disk, which is the instance's
+    /// volume itself).
+    pub fn mount(&self, device: &str) -> Result<Option<DiskMount>, String> {
+        use silo_proto::privileged::DiskSource;
+        if self.is_root() {
+            return Ok(None);
+        }
+        let source = self
+            .source
+            .as_deref()
+            .ok_or("a disk other than the root needs a source")?;
+        let source = match &self.pool {
+            Some(pool) => DiskSource::Volume {
+                pool: silo_proto::PoolName::new(pool.clone()).map_err(|e| e.to_string())?,
+                volume: silo_proto::VolumeName::new(source.to_string())
+                    .map_err(|e| format!("source: {e}"))?,
+            },
+            None => DiskSource::Host(
+                silo_proto::types::HostPath::new(source.to_string())
+                    .map_err(|e| format!("source: {e}"))?,
+            ),
+        };
+        Ok(Some(DiskMount {
+            device: silo_proto::DeviceName::new(device.to_string()).map_err(|e| e.to_string())?,
+            source,
+            path: silo_proto::types::RelPath::new(self.path.trim_start_matches('/').to_string())
+                .map_err(|e| format!("path: {e}"))?,
+            readonly: self.readonly,
+            recursive: self.recursive,
+            required: self.required,
+            propagation: self.propagation,
+        }))
     }
 }
 
@@ -399,25 +440,88 @@ impl ProxyDevice {
 impl DiskDevice {
     /// Reads a disk's map.
     pub fn parse(d: &DeviceMap) -> Result<DiskDevice, String> {
+        use silo_proto::privileged::Propagation;
         let path = d.get("path").ok_or("a disk needs a path")?;
         if !path.starts_with('/') {
             return Err(format!("path {path:?} is not absolute"));
         }
+        // "/data/" and "/data" are one place; "." and ".." are never one the instance can
+        // mean unambiguously.
+        let path = if path == "/" {
+            path.clone()
+        } else {
+            let comps: Vec<&str> = path.split('/').filter(|c| !c.is_empty()).collect();
+            if comps.iter().any(|c| *c == "." || *c == "..") {
+                return Err(format!("path {path:?} must not contain '.' or '..'"));
+            }
+            format!("/{}", comps.join("/"))
+        };
         if path != "/" && d.get("source").is_none() && d.get("pool").is_none() {
             return Err("a disk other than the root needs a source or a pool".into());
         }
         unknown_key(d, DISK_KEYS, "disk")?;
-        let readonly = match d.get("readonly").map(String::as_str) {
-            None | Some("") => false,
-            Some(v) => parse::parse_bool(v).map_err(|e| format!("readonly: {e}"))?,
+        let flag = |k: &str, default: bool| match d.get(k).map(String::as_str) {
+            None | Some("") => Ok(default),
+            Some(v) => parse::parse_bool(v).map_err(|e| format!("{k}: {e}")),
         };
-        Ok(DiskDevice {
-            path: path.clone(),
-            pool: d.get("pool").cloned(),
-            source: d.get("source").cloned(),
+        let readonly = flag("readonly", false)?;
+        let required = flag("required", true)?;
+        let recursive = flag("recursive", false)?;
+        flag("shift", false)?;
+        let propagation = match d.get("propagation").map(String::as_str) {
+            None | Some("" | "private" | "rprivate") => Propagation::Private,
+            Some("slave" | "rslave") => Propagation::Slave,
+            Some(p @ ("shared" | "rshared")) => {
+                return Err(format!(
+                    "propagation {p:?} is refused: a mount shared with the host would let the \
+                     instance's root mount over host paths; use \"slave\" to see the host's mounts"
+                ))
+            }
+            Some(p @ ("unbindable" | "runbindable")) => {
+                return Err(format!("propagation {p:?} is not supported by silo"))
+            }
+            Some(p) => return Err(format!("unknown propagation {p:?}")),
+        };
+        let source = d.get("source").filter(|s| !s.is_empty()).cloned();
+        let pool = d.get("pool").filter(|s| !s.is_empty()).cloned();
+        if path != "/" {
+            match (&pool, &source) {
+                (_, None) => return Err("a disk other than the root needs a source".into()),
+                (Some(_), Some(v)) if v.contains('/') => {
+                    return Err(format!(
+                        "source {v:?}: attaching a volume's snapshot is not supported by silo"
+                    ))
+                }
+                (None, Some(s)) if s.starts_with("ceph:") || s.starts_with("cephfs:") => {
+                    return Err(format!("source {s:?}: ceph is not available on this host"))
+                }
+                (None, Some(s)) if !s.starts_with('/') => return Err(format!(
+                    "source {s:?} is neither an absolute host path nor, with pool, a custom volume"
+                )),
+                _ => {}
+            }
+            if d.get("size").is_some_and(|s| !s.is_empty()) {
+                return Err(
+                    "size applies only to the root disk; set a custom volume's size on the volume"
+                        .into(),
+                );
+            }
+        } else if source.is_some() {
+            return Err("the root disk (path \"/\") takes a pool, not a source".into());
+        }
+        let disk = DiskDevice {
+            path,
+            pool,
+            source,
             readonly,
+            required,
+            recursive,
+            propagation,
             map: d.clone(),
-        })
+        };
+        // Every name a mount needs is checked here, once.
+        disk.mount("check")?;
+        Ok(disk)
     }
 }
 

@@ -273,6 +273,7 @@ pub async fn start(c: &Services, name: &str) -> Result<RunningInfo, DomainError>
         pool: PoolName::new(i.pool.clone()).map_err(|e| DomainError::Internal(e.to_string()))?,
         idmap_base,
         limits,
+        disks: crate::service::disks::mounts(&devs)?,
         hold,
     };
     let info = c
@@ -608,6 +609,26 @@ async fn apply_devices_live(
         old.get(dn).filter(|d| DeviceType::of(d) == t)
             != new.get(dn).filter(|d| DeviceType::of(d) == t)
     };
+    // Disks: those a change removed or altered come out (deepest first), then the new ones
+    // go in (parents first).
+    let disk_changed = |m: &silo_proto::privileged::DiskMount, other: &Devices| {
+        old.get(m.device.as_str()) != new.get(m.device.as_str())
+            || !other.contains_key(m.device.as_str())
+    };
+    let old_disks = crate::service::disks::mounts(&old)?;
+    let new_disks = crate::service::disks::mounts(&new)?;
+    for m in old_disks.iter().rev().filter(|m| disk_changed(m, &new)) {
+        c.helpers
+            .privileged
+            .detach_disk(n.clone(), m.path.clone())
+            .await?;
+    }
+    for m in new_disks.into_iter().filter(|m| disk_changed(m, &old)) {
+        let device = m.device.as_str().to_string();
+        if !c.helpers.privileged.attach_disk(n.clone(), m).await? {
+            tracing::info!(instance = %name, device, "optional disk source missing; not attached");
+        }
+    }
     for (dn, _) in of_type(&old, DeviceType::Proxy).filter(|(dn, _)| changed(DeviceType::Proxy, dn))
     {
         networks::stop_proxy(&c.helpers, &n, Some(dn)).await;

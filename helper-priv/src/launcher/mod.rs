@@ -15,6 +15,7 @@
 //! and serves console attach. That is what lets instances outlive silod and the helpers.
 
 pub mod attach;
+pub mod disks;
 pub mod monitor;
 pub mod seccomp;
 
@@ -64,6 +65,10 @@ pub enum Request {
     /// The interfaces of running instances, read by netlink from inside each one's network
     /// namespace. Fds: one pidfd of init per instance.
     NetState,
+    /// Mount a disk in a running (or held) instance. Fds: init's pidfd, the source.
+    AttachDisk(disks::AttachReq),
+    /// Unmount a disk from a running instance. Fds: init's pidfd.
+    DetachDisk(disks::DetachReq),
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -75,6 +80,8 @@ pub enum Reply {
     ExecForked,
     /// Per pidfd given, in order: its interfaces, or why they could not be read.
     NetState(Vec<Result<Vec<silo_proto::privileged::NetCounters>, String>>),
+    /// A disk attach or detach is done.
+    DiskDone,
     Failed(String),
 }
 
@@ -189,6 +196,8 @@ fn serve(sock: OwnedFd) -> ! {
             Request::Start(s) => monitor::start(s, fds),
             Request::Exec(x) => attach::fork_exec(x, fds),
             Request::NetState => net_state(&fds),
+            Request::AttachDisk(d) => disks::attach(d, fds),
+            Request::DetachDisk(d) => disks::detach(d, fds),
         };
         let reply = reply.unwrap_or_else(Reply::Failed);
         if wire::send(sock.as_fd(), &reply, &[]).is_err() {
