@@ -249,6 +249,14 @@ impl Cgroups {
             .collect()
     }
 
+    /// The instance's group in the v1 hierarchy of `controller`, when the host has one.
+    pub fn v1_dir(&self, name: &InstanceName, controller: &str) -> Option<PathBuf> {
+        self.hierarchies
+            .iter()
+            .find(|h| !h.v2 && h.controllers.iter().any(|c| c == controller))
+            .map(|h| h.mount.join(&self.parent).join(name.as_str()))
+    }
+
     /// The instance's group in the cgroup2 hierarchy, when the host has one.
     pub fn v2_dir(&self, name: &InstanceName) -> Option<PathBuf> {
         self.hierarchies

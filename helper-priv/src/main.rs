@@ -5,6 +5,9 @@
 
 mod cgroups;
 mod confinement;
+mod devbpf;
+mod devcg;
+mod devices;
 mod disks;
 mod launcher;
 mod runtime;

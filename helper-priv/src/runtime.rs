@@ -359,8 +359,19 @@ impl Runtime {
                 tracing::info!(instance = %name, device = d.device.as_str(), "optional disk source missing; skipped");
             }
         }
+        // Host devices: found and allowed by the policy now, made once init is held.
+        let mut devices = Vec::new();
+        for d in &spec.devices {
+            match crate::devices::resolve(&self.policy, d) {
+                Ok(nodes) => devices.push((d.clone(), nodes)),
+                Err(HelperError::NotFound { .. }) if !d.required => {
+                    tracing::info!(instance = %name, device = d.device.as_str(), "optional host device missing; skipped");
+                }
+                Err(e) => return Err(e),
+            }
+        }
         // Disks go in while init is held, before it execs anything of the instance's.
-        let hold = spec.hold || !disks.is_empty();
+        let hold = spec.hold || !disks.is_empty() || !devices.is_empty();
         let rootfs = self
             .pools
             .open_dir(&[spec.pool.as_str(), "containers", name.as_str(), "rootfs"])
@@ -388,6 +399,13 @@ impl Runtime {
             cg.delete(&name)?;
         }
         cg.create(&name)?;
+        if let Err(e) = crate::devcg::restrict(cg, &name, &[]) {
+            let _ = self.remove_cgroup(cg, &name).await;
+            return Err(e);
+        }
+        if rundir.exists("devices")? {
+            rundir.remove_tree("devices")?;
+        }
         let started = self
             .start_in_cgroup(cg, &spec, hold, &rootfs, &rundir, systemd)
             .await;
@@ -438,6 +456,12 @@ impl Runtime {
                 break;
             }
         }
+        for (d, nodes) in devices {
+            if plugged.is_err() {
+                break;
+            }
+            plugged = self.plug_nodes(cg, &name, &d, nodes).await.map(|_| ());
+        }
         if plugged.is_ok() && hold && !spec.hold {
             plugged = self.release(&name);
         }
@@ -467,6 +491,7 @@ impl Runtime {
             readonly: d.readonly,
             recursive: d.recursive,
             slave: d.propagation == silo_proto::privileged::Propagation::Slave,
+            node: None,
         });
         match self
             .launcher
@@ -523,6 +548,7 @@ impl Runtime {
         let pidfd = init.dup()?;
         let req = launcher::Request::DetachDisk(launcher::disks::DetachReq {
             path: path.as_str().to_string(),
+            remove_file: false,
         });
         match self.launcher.call(&req, &[pidfd.as_fd()]).await? {
             Reply::DiskDone => Ok(()),
@@ -536,6 +562,169 @@ impl Runtime {
                 "launcher answered out of turn".into(),
             )),
         }
+    }
+
+    /// The policy's word on a host device: how many nodes it stands for now.
+    pub fn check_host_device(&self, d: &silo_proto::privileged::HostDevice) -> HelperResult<u32> {
+        match crate::devices::resolve(&self.policy, d) {
+            Ok(n) => Ok(n.len() as u32),
+            Err(HelperError::NotFound { .. }) if !d.required => Ok(0),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Hot-plugs a host device into a running instance.
+    pub async fn attach_host_device(
+        &self,
+        cg: &Cgroups,
+        name: &InstanceName,
+        d: &silo_proto::privileged::HostDevice,
+    ) -> HelperResult<u32> {
+        let (_, init, _) = self.entry(name)?;
+        if init.exited().await {
+            return Err(not_running(name));
+        }
+        let nodes = match crate::devices::resolve(&self.policy, d) {
+            Ok(n) => n,
+            Err(HelperError::NotFound { .. }) if !d.required => return Ok(0),
+            Err(e) => return Err(e),
+        };
+        self.plug_nodes(cg, name, d, nodes).await
+    }
+
+    /// The device rules of every host device an instance holds, from their records.
+    fn device_rules(&self, name: &InstanceName) -> Vec<crate::devcg::Rule> {
+        let Ok(dir) = self.rundirs.open_dir(&[name.as_str(), "devices"]) else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for dev in dir.list().unwrap_or_default() {
+            let Ok(sub) = dir.open_dir(&[dev.as_str()]) else {
+                continue;
+            };
+            let rec = read_at(&sub, "list", 1 << 20).unwrap_or_default();
+            for line in String::from_utf8_lossy(&rec).lines() {
+                if let Some((kind, major, minor, _)) = parse_node_line(line) {
+                    out.push(crate::devcg::Rule::node(kind, major, minor));
+                }
+            }
+        }
+        out
+    }
+
+    /// Makes and mounts a device's nodes in a running (or held) instance, after recording
+    /// them and letting the instance's cgroup open them; undone on a failure.
+    async fn plug_nodes(
+        &self,
+        cg: &Cgroups,
+        name: &InstanceName,
+        d: &silo_proto::privileged::HostDevice,
+        nodes: Vec<crate::devices::Node>,
+    ) -> HelperResult<u32> {
+        use silo_proto::privileged::NodeKind;
+        let (info, init, _) = self.entry(name)?;
+        let (dir, _) = self
+            .rundirs
+            .mkdir_all(&[name.as_str(), "devices", d.device.as_str()], 0o700)?;
+        let rec: String = nodes
+            .iter()
+            .map(|n| {
+                let k = if n.kind == NodeKind::Block { 'b' } else { 'c' };
+                format!("{k} {} {} {}\n", n.major, n.minor, n.inside)
+            })
+            .collect();
+        sys::write_record(dir.fd(), "list", &rec)
+            .map_err(|e| HelperError::io("write", "device record", e))?;
+        let r = async {
+            crate::devcg::set(cg, name, &self.device_rules(name))?;
+            for (i, n) in nodes.iter().enumerate() {
+                let pidfd = init.dup()?;
+                let req = launcher::Request::AttachDisk(launcher::disks::AttachReq {
+                    pid: info.init_pid as i32,
+                    base: info.idmap_base,
+                    path: n.inside.clone(),
+                    host: false,
+                    readonly: false,
+                    recursive: false,
+                    slave: false,
+                    node: Some(launcher::disks::NodeReq {
+                        name: format!("n{i}"),
+                        block: n.kind == NodeKind::Block,
+                        major: n.major,
+                        minor: n.minor,
+                        uid: d.owner.uid,
+                        gid: d.owner.gid,
+                        mode: d.owner.mode,
+                    }),
+                });
+                match self.launcher.call(&req, &[pidfd.as_fd(), dir.fd()]).await? {
+                    Reply::DiskDone => {}
+                    Reply::Failed(why) => {
+                        return Err(HelperError::Io {
+                            op: "give device".into(),
+                            target: format!(
+                                "{} as /{} to instance {:?}",
+                                n.host,
+                                n.inside,
+                                name.as_str()
+                            ),
+                            message: why,
+                            errno: None,
+                        })
+                    }
+                    _ => {
+                        return Err(HelperError::Unsupported(
+                            "launcher answered out of turn".into(),
+                        ))
+                    }
+                }
+            }
+            Ok(nodes.len() as u32)
+        }
+        .await;
+        if r.is_err() {
+            let _ = self.detach_host_device(cg, name, &d.device).await;
+        }
+        r
+    }
+
+    /// Unplugs a host device: its mounts, its nodes, its cgroup rules.
+    pub async fn detach_host_device(
+        &self,
+        cg: &Cgroups,
+        name: &InstanceName,
+        device: &silo_proto::DeviceName,
+    ) -> HelperResult<()> {
+        let (_, init, _) = self.entry(name)?;
+        let devs = self.rundirs.open_dir(&[name.as_str(), "devices"])?;
+        if !devs.exists(device.as_str())? {
+            return Ok(());
+        }
+        let dir = devs.open_dir(&[device.as_str()])?;
+        let rec = read_at(&dir, "list", 1 << 20).unwrap_or_default();
+        if !init.exited().await {
+            for line in String::from_utf8_lossy(&rec).lines() {
+                let Some((_, _, _, inside)) = parse_node_line(line) else {
+                    continue;
+                };
+                let pidfd = init.dup()?;
+                let req = launcher::Request::DetachDisk(launcher::disks::DetachReq {
+                    path: inside.to_string(),
+                    remove_file: true,
+                });
+                if let Reply::Failed(why) = self.launcher.call(&req, &[pidfd.as_fd()]).await? {
+                    return Err(HelperError::Io {
+                        op: "take back device".into(),
+                        target: format!("/{inside} in instance {:?}", name.as_str()),
+                        message: why,
+                        errno: None,
+                    });
+                }
+            }
+        }
+        drop(dir);
+        devs.remove_tree(device.as_str())?;
+        crate::devcg::set(cg, name, &self.device_rules(name))
     }
 
     /// The policy's word on a disk source.
@@ -1090,6 +1279,21 @@ fn poisoned() -> HelperError {
 
 fn not_running(name: &InstanceName) -> HelperError {
     HelperError::OutOfOrder(format!("instance {:?} is not running", name.as_str()))
+}
+
+/// A device record line: `c|b MAJOR MINOR INSIDE-PATH`.
+fn parse_node_line(line: &str) -> Option<(silo_proto::privileged::NodeKind, u32, u32, &str)> {
+    let mut f = line.splitn(4, ' ');
+    let kind = match f.next()? {
+        "c" => silo_proto::privileged::NodeKind::Char,
+        "b" => silo_proto::privileged::NodeKind::Block,
+        _ => return None,
+    };
+    let major = f.next()?.parse().ok()?;
+    let minor = f.next()?.parse().ok()?;
+    let inside = f.next()?;
+    silo_proto::types::RelPath::new(inside.to_string()).ok()?;
+    Some((kind, major, minor, inside))
 }
 
 #[cfg(test)]

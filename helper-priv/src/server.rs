@@ -7,8 +7,8 @@ use std::time::Duration;
 use silo_proto::error::{HelperError, HelperResult};
 use silo_proto::fdpass::FdTicket;
 use silo_proto::privileged::{
-    CgroupInfo, CgroupLayout, DiskMount, DiskSource, ExecSpec, ExecStarted, IdRanges, InitExit,
-    InstanceStats, Limits, Priv, RunningInfo, StartSpec,
+    CgroupInfo, CgroupLayout, DiskMount, DiskSource, ExecSpec, ExecStarted, HostDevice, IdRanges,
+    InitExit, InstanceStats, Limits, Priv, RunningInfo, StartSpec,
 };
 use silo_proto::{HelperHello, InstanceName};
 use tarpc::context::Context;
@@ -196,6 +196,34 @@ impl Priv for PrivServer {
 
     async fn check_disk_source(self, _: Context, source: DiskSource) -> HelperResult<()> {
         self.0.rt.check_disk_source(&source)
+    }
+
+    async fn check_host_device(self, _: Context, device: HostDevice) -> HelperResult<u32> {
+        self.0.rt.check_host_device(&device)
+    }
+
+    async fn attach_host_device(
+        self,
+        _: Context,
+        instance: InstanceName,
+        device: HostDevice,
+    ) -> HelperResult<u32> {
+        self.0
+            .rt
+            .attach_host_device(&self.0.cg, &instance, &device)
+            .await
+    }
+
+    async fn detach_host_device(
+        self,
+        _: Context,
+        instance: InstanceName,
+        device: silo_proto::DeviceName,
+    ) -> HelperResult<()> {
+        self.0
+            .rt
+            .detach_host_device(&self.0.cg, &instance, &device)
+            .await
     }
 
     async fn attach_disk(

@@ -127,6 +127,143 @@ pub trait Priv {
     /// Unplugs the disk mounted at `path` inside a running instance (nothing there is no
     /// error).
     async fn detach_disk(instance: InstanceName, path: crate::types::RelPath) -> HelperResult<()>;
+    /// Whether a host device may be given at all: the node (found on the host by silo-priv)
+    /// must be one a policy `host_devices` entry names. Answers how many nodes it stands for
+    /// now. Asked when a device is added or edited.
+    async fn check_host_device(device: HostDevice) -> HelperResult<u32>;
+    /// Hot-plugs a host device (its nodes) into a running instance; answers how many nodes
+    /// went in (0: none present and not required).
+    async fn attach_host_device(instance: InstanceName, device: HostDevice) -> HelperResult<u32>;
+    /// Unplugs a host device silo-priv plugged in, by the device's name.
+    async fn detach_host_device(
+        instance: InstanceName,
+        device: crate::DeviceName,
+    ) -> HelperResult<()>;
+}
+
+/// A device node's type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum NodeKind {
+    /// A character device.
+    Char,
+    /// A block device.
+    Block,
+}
+
+/// Owner and mode of the nodes a host device makes inside an instance (the instance's own ids).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeOwner {
+    /// Owner inside the instance, 0..65535.
+    pub uid: u32,
+    /// Group inside the instance, 0..65535.
+    pub gid: u32,
+    /// Permission bits, at most 0o777.
+    pub mode: u32,
+}
+
+/// Which host device nodes a `unix-char`, `unix-block`, `usb` or `gpu` device stands for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum HostNodes {
+    /// `unix-char`/`unix-block`: one node, by its host path (`source`) or its numbers.
+    Unix {
+        /// Character or block.
+        kind: NodeKind,
+        /// The host node (`source`); else found from `major`/`minor` through /sys/dev.
+        source: Option<crate::types::HostPath>,
+        /// `major` and `minor`.
+        numbers: Option<(u32, u32)>,
+        /// Where inside the instance (default: the source's path).
+        path: Option<crate::types::RelPath>,
+    },
+    /// `usb`: every node under /dev/bus/usb of a device with these ids (hex, as lsusb shows).
+    Usb {
+        /// `vendorid`.
+        vendor: Option<String>,
+        /// `productid`.
+        product: Option<String>,
+    },
+    /// `gpu` with `gputype=physical`: DRM nodes (and NVIDIA's, when present) of the GPUs these
+    /// filters select.
+    Gpu {
+        /// `vendorid`.
+        vendor: Option<String>,
+        /// `productid`.
+        product: Option<String>,
+        /// `id`: the DRM card number.
+        id: Option<u32>,
+        /// `pci`: the PCI address, e.g. `0000:00:02.0`.
+        pci: Option<String>,
+    },
+}
+
+/// A host device to give an instance.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostDevice {
+    /// The device's name.
+    pub device: crate::DeviceName,
+    /// What it stands for.
+    pub nodes: HostNodes,
+    /// Owner and mode inside.
+    pub owner: NodeOwner,
+    /// A start fails when no node is present (`required`).
+    pub required: bool,
+}
+
+impl HostDevice {
+    /// Checks what needs no host.
+    pub fn validate(&self) -> Result<(), crate::HelperError> {
+        let o = &self.owner;
+        if o.uid >= 65536 || o.gid >= 65536 || o.mode > 0o777 {
+            return Err(crate::HelperError::invalid(
+                "device",
+                format!(
+                    "device {:?}: uid/gid must be 0..65535 and mode at most 0777",
+                    self.device.as_str()
+                ),
+            ));
+        }
+        let hex = |v: &Option<String>| {
+            v.as_ref()
+                .is_none_or(|s| s.len() == 4 && s.chars().all(|c| c.is_ascii_hexdigit()))
+        };
+        match &self.nodes {
+            HostNodes::Unix {
+                source: None,
+                numbers: None,
+                ..
+            } => Err(crate::HelperError::invalid(
+                "device",
+                "a unix device needs a source or major and minor",
+            )),
+            HostNodes::Unix {
+                source: None,
+                path: None,
+                ..
+            } => Err(crate::HelperError::invalid(
+                "device",
+                "a unix device given by major and minor needs a path",
+            )),
+            HostNodes::Usb { vendor, product }
+            | HostNodes::Gpu {
+                vendor, product, ..
+            } if !hex(vendor) || !hex(product) => Err(crate::HelperError::invalid(
+                "device",
+                "vendorid and productid are four hex digits",
+            )),
+            HostNodes::Gpu { pci: Some(p), .. }
+                if p.len() > 32
+                    || !p
+                        .chars()
+                        .all(|c| c.is_ascii_hexdigit() || c == ':' || c == '.') =>
+            {
+                Err(crate::HelperError::invalid(
+                    "device",
+                    format!("invalid pci address {p:?}"),
+                ))
+            }
+            _ => Ok(()),
+        }
+    }
 }
 
 /// Where a `disk` device's data comes from.
@@ -274,6 +411,8 @@ pub struct StartSpec {
     pub limits: Limits,
     /// Disks mounted before init runs, in order (a parent path before what lies beneath it).
     pub disks: Vec<DiskMount>,
+    /// Host devices given before init runs.
+    pub devices: Vec<HostDevice>,
     /// Hold init just before it execs `/sbin/init` until [`Priv::release`] (or 60 s, after
     /// which it gives up): the time for silod to plug in the instance's nics, so that the
     /// image's network configuration finds them at boot.

@@ -341,6 +341,13 @@ impl TestDaemon {
         d
     }
 
+    /// [`TestDaemon::start_pure_cgroup2`] with a root policy file of the given text.
+    pub fn start_pure_cgroup2_with_policy(name: &str, policy: &str) -> TestDaemon {
+        let mut d = Self::prepare(name, Some(policy), &[], true);
+        d.spawn();
+        d
+    }
+
     /// Starts silod in a fresh state dir and waits for its API.
     pub fn start(name: &str) -> TestDaemon {
         Self::start_with(name, &[])

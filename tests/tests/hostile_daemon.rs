@@ -541,6 +541,7 @@ fn priv_refuses_hostile_starts_and_execs() {
         idmap_base: base,
         limits: Limits::default(),
         disks: Vec::new(),
+        devices: Vec::new(),
         hold: false,
     };
     plant_rootfs(&d.state, "c1");

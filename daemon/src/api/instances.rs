@@ -152,7 +152,7 @@ pub async fn create(State(d): State<Arc<Services>>, req: axum::extract::Request)
         );
         return Ok(async_op(&op));
     }
-    crate::service::disks::check(&c, &req.devices).await?;
+    crate::service::devices::check(&c, &req.devices).await?;
     let (req, image) = lifecycle::prepare(&c, req)?;
     let name = req.name.clone();
     if req.source.kind == "image" && !req.source.server.is_empty() {
@@ -282,7 +282,7 @@ pub async fn put(
     let w: Writable = super::lenient::from_slice(&body).map_err(bad)?;
     // Validate now so a bad request is a 400, not a failed operation.
     let i = instances::apply_dry(&d.db, &name, w.clone(), false)?;
-    crate::service::disks::check(&d, &i.devices).await?;
+    crate::service::devices::check(&d, &i.devices).await?;
     let dd = d.clone();
     let op = d.ops.start(
         "task",
@@ -322,7 +322,7 @@ pub async fn patch(
         .map_err(|e| DomainError::BadRequest(format!("invalid request body: {e}")))?;
     let before = instances::get(&d.db, &name)?;
     let after = instances::apply_dry(&d.db, &name, w.clone(), true)?;
-    crate::service::disks::check(&d, &after.devices).await?;
+    crate::service::devices::check(&d, &after.devices).await?;
     instances::apply(&d.db, &name, w, true)?;
     if let Err(e) = crate::service::runtime::apply_live(&Services::clone(&d), &name, &before).await
     {

@@ -35,7 +35,7 @@ pub async fn list(State(d): State<Arc<Services>>, Query(q): Query<ListQuery>) ->
 pub async fn create(State(d): State<Arc<Services>>, body: axum::body::Bytes) -> ApiResult {
     let p: Profile = super::lenient::from_slice(&body)
         .map_err(|e| DomainError::BadRequest(format!("invalid request body: {e}")))?;
-    crate::service::disks::check(&d, &p.devices).await?;
+    crate::service::devices::check(&d, &p.devices).await?;
     profiles::create(&d.db, &p)?;
     d.events.lifecycle(
         "profile-created",
@@ -89,7 +89,7 @@ async fn write(d: &Services, name: &str, body: &[u8], patch: bool) -> ApiResult 
         p.config = w.config.unwrap_or_default();
         p.devices = w.devices.unwrap_or_default();
     }
-    crate::service::disks::check(d, &p.devices).await?;
+    crate::service::devices::check(d, &p.devices).await?;
     profiles::update(&d.db, &p)?;
     d.events.lifecycle(
         "profile-updated",

@@ -9,8 +9,8 @@ use silo_proto::net::{
     SubnetChoice,
 };
 use silo_proto::privileged::{
-    CgroupInfo, CgroupLayout, DiskMount, DiskSource, ExecSpec, ExecStarted, IdRanges, InitExit,
-    InstanceStats, Limits, PrivClient, RunningInfo, StartSpec,
+    CgroupInfo, CgroupLayout, DiskMount, DiskSource, ExecSpec, ExecStarted, HostDevice, IdRanges,
+    InitExit, InstanceStats, Limits, PrivClient, RunningInfo, StartSpec,
 };
 use silo_proto::proxy::ProxySpec;
 use silo_proto::store::{
@@ -97,6 +97,9 @@ facade! {
         fn check_disk_source(source: DiskSource) -> ();
         fn attach_disk(instance: InstanceName, disk: DiskMount) -> bool;
         fn detach_disk(instance: InstanceName, path: RelPath) -> ();
+        fn check_host_device(device: HostDevice) -> u32;
+        fn attach_host_device(instance: InstanceName, device: HostDevice) -> u32;
+        fn detach_host_device(instance: InstanceName, device: DeviceName) -> ();
     }
 }
 

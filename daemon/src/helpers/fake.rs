@@ -214,6 +214,9 @@ impl Priv for FakePriv {
         fn console_log(instance: InstanceName, max: u64) -> Vec<u8>;
         fn attach_disk(instance: InstanceName, disk: DiskMount) -> bool;
         fn detach_disk(instance: InstanceName, path: RelPath) -> ();
+        fn check_host_device(device: HostDevice) -> u32;
+        fn attach_host_device(instance: InstanceName, device: HostDevice) -> u32;
+        fn detach_host_device(instance: InstanceName, device: DeviceName) -> ();
     }
 }
 

@@ -43,6 +43,8 @@ pub enum DeviceType {
     Disk,
     /// `none`: hides a profile's device of the same name.
     None,
+    /// `unix-char`, `unix-block`, `usb`, `gpu`: host device nodes.
+    Host,
     /// Missing, or a type silo does not take.
     Other,
 }
@@ -55,6 +57,7 @@ impl DeviceType {
             Some("proxy") => DeviceType::Proxy,
             Some("disk") => DeviceType::Disk,
             Some("none") => DeviceType::None,
+            Some("unix-char" | "unix-block" | "usb" | "gpu") => DeviceType::Host,
             _ => DeviceType::Other,
         }
     }
@@ -71,6 +74,191 @@ pub enum DeviceSpec {
     Disk(DiskDevice),
     /// `type: none`.
     None(DeviceMap),
+    /// Host device nodes, given only where the root policy names them.
+    Host(HostDeviceSpec),
+}
+
+/// A `unix-char`, `unix-block`, `usb` or `gpu` device.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HostDeviceSpec {
+    /// What silo-priv is asked for (the device name is set when it is sent).
+    pub nodes: silo_proto::privileged::HostNodes,
+    /// Owner and mode inside.
+    pub owner: silo_proto::privileged::NodeOwner,
+    /// `required`.
+    pub required: bool,
+    map: DeviceMap,
+}
+
+impl HostDeviceSpec {
+    /// The request for silo-priv.
+    pub fn request(&self, device: &str) -> Result<silo_proto::privileged::HostDevice, String> {
+        let d = silo_proto::privileged::HostDevice {
+            device: silo_proto::DeviceName::new(device.to_string()).map_err(|e| e.to_string())?,
+            nodes: self.nodes.clone(),
+            owner: self.owner,
+            required: self.required,
+        };
+        d.validate().map_err(|e| e.to_string())?;
+        Ok(d)
+    }
+
+    /// Reads a host device's map (`kind` its type).
+    pub fn parse(kind: &str, d: &DeviceMap) -> Result<HostDeviceSpec, String> {
+        use silo_proto::privileged::{HostNodes, NodeKind, NodeOwner};
+        let keys: &[&str] = match kind {
+            "unix-char" | "unix-block" => &[
+                "type", "source", "path", "major", "minor", "uid", "gid", "mode", "required",
+            ],
+            "usb" => &[
+                "type",
+                "vendorid",
+                "productid",
+                "uid",
+                "gid",
+                "mode",
+                "required",
+            ],
+            _ => &[
+                "type",
+                "gputype",
+                "vendorid",
+                "productid",
+                "id",
+                "pci",
+                "uid",
+                "gid",
+                "mode",
+            ],
+        };
+        unknown_key(d, keys, kind)?;
+        let get = |k: &str| d.get(k).filter(|v| !v.is_empty()).cloned();
+        let id = |k: &str| -> Result<u32, String> {
+            match get(k) {
+                None => Ok(0),
+                Some(v) => v
+                    .parse::<u32>()
+                    .ok()
+                    .filter(|x| *x < 65536)
+                    .ok_or_else(|| format!("{k} {v:?} is not an id from 0 to 65535")),
+            }
+        };
+        let mode = match get("mode") {
+            None => 0o660,
+            Some(m) => u32::from_str_radix(&m, 8)
+                .ok()
+                .filter(|x| *x <= 0o777)
+                .ok_or_else(|| format!("mode {m:?} is not octal permission bits like 0660"))?,
+        };
+        let owner = NodeOwner {
+            uid: id("uid")?,
+            gid: id("gid")?,
+            mode,
+        };
+        let flag = |k: &str, default: bool| match get(k) {
+            None => Ok(default),
+            Some(v) => parse::parse_bool(&v).map_err(|e| format!("{k}: {e}")),
+        };
+        let hex = |k: &str| -> Result<Option<String>, String> {
+            match get(k) {
+                None => Ok(None),
+                Some(v) if v.len() == 4 && v.chars().all(|c| c.is_ascii_hexdigit()) => {
+                    Ok(Some(v.to_lowercase()))
+                }
+                Some(v) => Err(format!("{k} {v:?} is not four hex digits")),
+            }
+        };
+        let (nodes, required) = match kind {
+            "unix-char" | "unix-block" => {
+                let num = |k: &str| -> Result<Option<u32>, String> {
+                    get(k)
+                        .map(|v| {
+                            v.parse::<u32>()
+                                .map_err(|_| format!("{k} {v:?} is not a number"))
+                        })
+                        .transpose()
+                };
+                let numbers = match (num("major")?, num("minor")?) {
+                    (Some(a), Some(b)) => Some((a, b)),
+                    (None, None) => None,
+                    _ => return Err("major and minor go together".into()),
+                };
+                let source = get("source")
+                    .map(|s| {
+                        silo_proto::types::HostPath::new(s).map_err(|e| format!("source: {e}"))
+                    })
+                    .transpose()?;
+                let path = get("path")
+                    .map(|p| {
+                        if !p.starts_with('/') {
+                            return Err(format!("path {p:?} is not absolute"));
+                        }
+                        silo_proto::types::RelPath::new(p.trim_start_matches('/').to_string())
+                            .map_err(|e| format!("path: {e}"))
+                    })
+                    .transpose()?;
+                if source.is_none() && path.is_none() {
+                    return Err("a unix device needs a source or a path".into());
+                }
+                if source.is_none() && numbers.is_none() {
+                    return Err("a unix device without a source needs major and minor".into());
+                }
+                (
+                    HostNodes::Unix {
+                        kind: if kind == "unix-char" {
+                            NodeKind::Char
+                        } else {
+                            NodeKind::Block
+                        },
+                        source,
+                        numbers,
+                        path,
+                    },
+                    flag("required", true)?,
+                )
+            }
+            "usb" => (
+                HostNodes::Usb {
+                    vendor: hex("vendorid")?,
+                    product: hex("productid")?,
+                },
+                flag("required", false)?,
+            ),
+            _ => {
+                match get("gputype").as_deref() {
+                    None | Some("physical") => {}
+                    Some(t @ ("mdev" | "mig" | "sriov")) => {
+                        return Err(format!(
+                            "gputype {t:?} is not available on this host (it needs GPU hardware \
+                             and drivers silo does not manage); use gputype=physical"
+                        ))
+                    }
+                    Some(t) => return Err(format!("unknown gputype {t:?}")),
+                }
+                let card = get("id")
+                    .map(|v| {
+                        v.parse::<u32>()
+                            .map_err(|_| format!("id {v:?} is not a card number"))
+                    })
+                    .transpose()?;
+                (
+                    HostNodes::Gpu {
+                        vendor: hex("vendorid")?,
+                        product: hex("productid")?,
+                        id: card,
+                        pci: get("pci"),
+                    },
+                    true,
+                )
+            }
+        };
+        Ok(HostDeviceSpec {
+            nodes,
+            owner,
+            required,
+            map: d.clone(),
+        })
+    }
 }
 
 /// How a nic without `network` is attached.
@@ -278,6 +466,15 @@ impl DeviceSpec {
                 .map_err(invalid),
             "disk" => DiskDevice::parse(d).map(DeviceSpec::Disk).map_err(invalid),
             "none" => Ok(DeviceSpec::None(d.clone())),
+            k @ ("unix-char" | "unix-block" | "usb" | "gpu") => HostDeviceSpec::parse(k, d)
+                .map(DeviceSpec::Host)
+                .map_err(invalid),
+            "tpm" => Err(invalid(
+                "tpm devices need swtpm, which is not installed on this host".into(),
+            )),
+            k @ ("infiniband" | "pci") => Err(invalid(format!(
+                "device type {k:?} is not available on this host (no such hardware); LXD gives it to virtual machines or needs the hardware"
+            ))),
             "" => Err(invalid("missing type".into())),
             other => Err(invalid(format!(
                 "device type {other:?} is not supported by silo"
@@ -293,6 +490,7 @@ impl DeviceSpec {
             DeviceSpec::Proxy(p) => p.map.clone(),
             DeviceSpec::Disk(d) => d.map.clone(),
             DeviceSpec::None(m) => m.clone(),
+            DeviceSpec::Host(h) => h.map.clone(),
         }
     }
 
@@ -303,6 +501,7 @@ impl DeviceSpec {
             DeviceSpec::Proxy(_) => DeviceType::Proxy,
             DeviceSpec::Disk(_) => DeviceType::Disk,
             DeviceSpec::None(_) => DeviceType::None,
+            DeviceSpec::Host(_) => DeviceType::Host,
         }
     }
 }
@@ -495,9 +694,11 @@ impl DiskDevice {
                 (None, Some(s)) if s.starts_with("ceph:") || s.starts_with("cephfs:") => {
                     return Err(format!("source {s:?}: ceph is not available on this host"))
                 }
-                (None, Some(s)) if !s.starts_with('/') => return Err(format!(
+                (None, Some(s)) if !s.starts_with('/') => {
+                    return Err(format!(
                     "source {s:?} is neither an absolute host path nor, with pool, a custom volume"
-                )),
+                ))
+                }
                 _ => {}
             }
             if d.get("size").is_some_and(|s| !s.is_empty()) {

@@ -3,7 +3,7 @@
 //! and `helpers/` (the root helpers), never up.
 
 pub mod backups;
-pub mod disks;
+pub mod devices;
 pub mod endpoints;
 pub mod error;
 pub mod events;

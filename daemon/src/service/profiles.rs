@@ -171,7 +171,7 @@ pub fn validate_devices(db: &Db, devices: &BTreeMap<String, Device>) -> Result<(
             DeviceSpec::Nic(nic) => {
                 crate::service::networks::validate_nic(db, &nic).map_err(bad)?
             }
-            DeviceSpec::Proxy(_) | DeviceSpec::None(_) => {}
+            DeviceSpec::Proxy(_) | DeviceSpec::None(_) | DeviceSpec::Host(_) => {}
         }
     }
     Ok(())

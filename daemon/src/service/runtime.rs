@@ -273,7 +273,8 @@ pub async fn start(c: &Services, name: &str) -> Result<RunningInfo, DomainError>
         pool: PoolName::new(i.pool.clone()).map_err(|e| DomainError::Internal(e.to_string()))?,
         idmap_base,
         limits,
-        disks: crate::service::disks::mounts(&devs)?,
+        disks: crate::service::devices::mounts(&devs)?,
+        devices: crate::service::devices::host_devices(&devs)?,
         hold,
     };
     let info = c
@@ -615,8 +616,8 @@ async fn apply_devices_live(
         old.get(m.device.as_str()) != new.get(m.device.as_str())
             || !other.contains_key(m.device.as_str())
     };
-    let old_disks = crate::service::disks::mounts(&old)?;
-    let new_disks = crate::service::disks::mounts(&new)?;
+    let old_disks = crate::service::devices::mounts(&old)?;
+    let new_disks = crate::service::devices::mounts(&new)?;
     for m in old_disks.iter().rev().filter(|m| disk_changed(m, &new)) {
         c.helpers
             .privileged
@@ -628,6 +629,23 @@ async fn apply_devices_live(
         if !c.helpers.privileged.attach_disk(n.clone(), m).await? {
             tracing::info!(instance = %name, device, "optional disk source missing; not attached");
         }
+    }
+    for (dn, _) in of_type(&old, DeviceType::Host).filter(|(dn, _)| changed(DeviceType::Host, dn)) {
+        let dev = silo_proto::DeviceName::new(dn.clone())
+            .map_err(|e| DomainError::BadRequest(e.to_string()))?;
+        c.helpers
+            .privileged
+            .detach_host_device(n.clone(), dev)
+            .await?;
+    }
+    for h in crate::service::devices::host_devices(&new)?
+        .into_iter()
+        .filter(|h| changed(DeviceType::Host, h.device.as_str()))
+    {
+        c.helpers
+            .privileged
+            .attach_host_device(n.clone(), h)
+            .await?;
     }
     for (dn, _) in of_type(&old, DeviceType::Proxy).filter(|(dn, _)| changed(DeviceType::Proxy, dn))
     {

@@ -48,12 +48,80 @@ pub struct AttachReq {
     pub recursive: bool,
     /// Slave propagation (else private).
     pub slave: bool,
+    /// A host device: the source fd is then the instance's devices directory (root's, in its
+    /// runtime directory), where this node is made and from which it is bind-mounted.
+    pub node: Option<NodeReq>,
+}
+
+/// A device node to make for an instance (owner and mode as the instance sees them).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NodeReq {
+    /// Its file name in the devices directory (checked: one plain component).
+    pub name: String,
+    pub block: bool,
+    pub major: u32,
+    pub minor: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub mode: u32,
+}
+
+/// Makes the node in the devices directory and opens it. Its owner on disk is the instance's
+/// own id: the mount is idmapped through the instance's map, as a custom volume is.
+fn make_node(dir: BorrowedFd<'_>, n: &NodeReq) -> Result<OwnedFd, String> {
+    if n.name.is_empty() || n.name.contains('/') || n.name == "." || n.name == ".." {
+        return Err(format!("bad node name {:?}", n.name));
+    }
+    let _ = nix::unistd::unlinkat(
+        dir,
+        n.name.as_str(),
+        nix::unistd::UnlinkatFlags::NoRemoveDir,
+    );
+    let kind = if n.block {
+        nix::sys::stat::SFlag::S_IFBLK
+    } else {
+        nix::sys::stat::SFlag::S_IFCHR
+    };
+    nix::sys::stat::mknodat(
+        dir,
+        n.name.as_str(),
+        kind,
+        Mode::from_bits_truncate(0o600),
+        nix::sys::stat::makedev(u64::from(n.major), u64::from(n.minor)),
+    )
+    .map_err(|e| format!("mknod {}: {e}", n.name))?;
+    let fd = nix::fcntl::openat(
+        dir,
+        n.name.as_str(),
+        OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| format!("open {}: {e}", n.name))?;
+    nix::unistd::fchownat(
+        dir,
+        n.name.as_str(),
+        Some(nix::unistd::Uid::from_raw(n.uid)),
+        Some(nix::unistd::Gid::from_raw(n.gid)),
+        nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+    )
+    .map_err(|e| format!("chown {}: {e}", n.name))?;
+    nix::sys::stat::fchmodat(
+        dir,
+        n.name.as_str(),
+        Mode::from_bits_truncate(n.mode & 0o777),
+        nix::sys::stat::FchmodatFlags::FollowSymlink,
+    )
+    .map_err(|e| format!("chmod {}: {e}", n.name))?;
+    Ok(fd)
 }
 
 /// Unmount what is at `path` (relative to the instance's root). Fds: a pidfd of init.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct DetachReq {
     pub path: String,
+    /// Also remove the empty file that was the mount point (a device node's), as container
+    /// root, if it is still one.
+    pub remove_file: bool,
 }
 
 const OPEN_TREE_CLONE: u32 = 1;
@@ -232,7 +300,11 @@ fn set_attrs(
 ) -> Result<(), String> {
     let mut set = MOUNT_ATTR_NODEV;
     let mut clr = 0;
-    if req.host {
+    if req.node.is_some() {
+        // The node itself is what this mount is for; nothing set-uid can come with it.
+        set = MOUNT_ATTR_NOSUID;
+        clr = MOUNT_ATTR_NODEV;
+    } else if req.host {
         // A host path never gives the instance set-uid files or devices of the host's.
         set |= MOUNT_ATTR_NOSUID;
     } else {
@@ -432,6 +504,10 @@ pub fn attach(req: AttachReq, fds: Vec<OwnedFd>) -> Result<Reply, String> {
         .map_err(|_| "a disk attach takes two fds".to_string())?;
     in_child(move || {
         check_alive(pidfd.as_fd())?;
+        let src = match &req.node {
+            Some(n) => make_node(src.as_fd(), n)?,
+            None => src,
+        };
         let dir = is_dir(src.as_fd())?;
         // Opened now, as host root: a held init is not dumpable, and once this process is
         // in the instance's user namespace it may no longer reach init's namespaces by pid.
@@ -515,9 +591,21 @@ pub fn detach(req: DetachReq, fds: Vec<OwnedFd>) -> Result<Reply, String> {
             nix::mount::MntFlags::MNT_DETACH | nix::mount::MntFlags::UMOUNT_NOFOLLOW,
         ) {
             // EINVAL: not a mount point (container root may have unmounted it itself).
-            Ok(()) | Err(Errno::EINVAL | Errno::ENOENT) => Ok(Reply::DiskDone),
-            Err(e) => Err(format!("unmounting /{} in the instance: {e}", req.path)),
+            Ok(()) | Err(Errno::EINVAL | Errno::ENOENT) => {}
+            Err(e) => return Err(format!("unmounting /{} in the instance: {e}", req.path)),
         }
+        if req.remove_file {
+            // Only the empty placeholder, never whatever container root may have put there.
+            if let Ok(st) =
+                nix::sys::stat::fstatat(&dir, name, nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW)
+            {
+                if st.st_mode & libc::S_IFMT == libc::S_IFREG && st.st_size == 0 {
+                    let _ =
+                        nix::unistd::unlinkat(&dir, name, nix::unistd::UnlinkatFlags::NoRemoveDir);
+                }
+            }
+        }
+        Ok(Reply::DiskDone)
     })
 }
 

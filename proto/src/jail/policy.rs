@@ -28,6 +28,11 @@ pub struct Policy {
     /// Block devices (device nodes, named exactly) that btrfs pools may format and use as
     /// their source. Formatting destroys what is on them: list only spare disks.
     pub block_devices: Vec<PathBuf>,
+    /// Host device nodes that `unix-char`, `unix-block`, `usb` and `gpu` devices may give
+    /// instances: each entry allows that node, or every node beneath it when it names a
+    /// directory (e.g. `/dev/dri`). Named as device nodes, never through a symlink.
+    #[serde(default)]
+    pub host_devices: Vec<PathBuf>,
     /// Host interfaces that macvlan/physical nics may use as parents.
     pub host_interfaces: Vec<IfName>,
     /// Largest loop file a pool may create, in bytes.
@@ -71,6 +76,7 @@ impl Default for Policy {
         Policy {
             allow_privileged: false,
             host_paths: Vec::new(),
+            host_devices: Vec::new(),
             block_devices: Vec::new(),
             host_interfaces: Vec::new(),
             max_loop_file_size: 1 << 40,

@@ -1,10 +1,11 @@
-//! `disk` devices other than the root disk: what silo-priv mounts for them, and the checks
-//! made when one is added or edited (the same policy silo-priv applies again at every start
-//! and hot-plug, so that a refused host path is refused when it is stored, not later).
+//! Devices silo-priv gives instances: `disk` devices other than the root disk (what it mounts)
+//! and host devices (`unix-char`, `unix-block`, `usb`, `gpu`), with the checks made when one
+//! is added or edited (the same policy silo-priv applies again at every start and hot-plug,
+//! so that a refused host path or node is refused when it is stored, not later).
 
 use std::collections::BTreeMap;
 
-use silo_proto::privileged::{DiskMount, DiskSource};
+use silo_proto::privileged::{DiskMount, DiskSource, HostDevice};
 
 use crate::model::devices::{DeviceSpec, DiskDevice};
 use crate::service::profiles::Device;
@@ -34,6 +35,17 @@ pub fn mounts(devices: &BTreeMap<String, Device>) -> Result<Vec<DiskMount>, Doma
     Ok(out)
 }
 
+/// The host devices of a device set, as silo-priv is asked for them.
+pub fn host_devices(devices: &BTreeMap<String, Device>) -> Result<Vec<HostDevice>, DomainError> {
+    let mut out = Vec::new();
+    for (name, d) in devices {
+        if let DeviceSpec::Host(h) = DeviceSpec::parse(name, d)? {
+            out.push(h.request(name).map_err(|e| bad(name, e))?);
+        }
+    }
+    Ok(out)
+}
+
 fn disk_devices(
     devices: &BTreeMap<String, Device>,
 ) -> Result<Vec<(String, DiskDevice)>, DomainError> {
@@ -46,9 +58,25 @@ fn disk_devices(
     Ok(out)
 }
 
-/// Checks disks as they are stored: a custom volume must exist in its pool, a host path must
-/// be one the root policy allows (silo-priv answers), and two disks may not share a path.
+fn name_device(name: &str, e: crate::helpers::HelperFailure) -> DomainError {
+    match DomainError::from(e) {
+        DomainError::Forbidden(why) => DomainError::Forbidden(format!("device {name:?}: {why}")),
+        e => e,
+    }
+}
+
+/// Checks devices as they are stored: a custom volume must exist in its pool, a host path or
+/// host device node must be one the root policy allows (silo-priv answers), and two disks may
+/// not share a path.
 pub async fn check(c: &Services, devices: &BTreeMap<String, Device>) -> Result<(), DomainError> {
+    for h in host_devices(devices)? {
+        let name = h.device.as_str().to_string();
+        c.helpers
+            .privileged
+            .check_host_device(h)
+            .await
+            .map_err(|e| name_device(&name, e))?;
+    }
     let disks = disk_devices(devices)?;
     let mut paths: BTreeMap<&str, &str> = BTreeMap::new();
     for (name, disk) in &disks {
@@ -77,12 +105,7 @@ pub async fn check(c: &Services, devices: &BTreeMap<String, Device>) -> Result<(
                     .privileged
                     .check_disk_source(m.source.clone())
                     .await
-                    .map_err(|e| match DomainError::from(e) {
-                        DomainError::Forbidden(why) => {
-                            DomainError::Forbidden(format!("device {name:?}: {why}"))
-                        }
-                        e => e,
-                    })?;
+                    .map_err(|e| name_device(name, e))?;
             }
         }
     }
