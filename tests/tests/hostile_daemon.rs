@@ -541,6 +541,7 @@ fn priv_refuses_hostile_starts_and_execs() {
         idmap_base: base,
         limits: Limits::default(),
         hold: false,
+        raw_idmap: Vec::new(),
     };
     plant_rootfs(&d.state, "c1");
     rt.block_on(async {

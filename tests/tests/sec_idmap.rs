@@ -202,6 +202,7 @@ fn spec(name: &str, base: u64) -> StartSpec {
         idmap_base: Some(base),
         limits: Limits::default(),
         hold: false,
+        raw_idmap: Vec::new(),
     }
 }
 
