@@ -458,7 +458,7 @@ impl Cgroups {
             write_file(&d, "memory.memsw.limit_in_bytes", "-1")?;
         }
         let (hard, soft) = match (l.memory, l.memory_soft) {
-            (Some(m), false) => (m.to_string(), (m / 10 * 9).to_string()),
+            (Some(m), false) => (m.to_string(), soft_of_hard(m).to_string()),
             (Some(m), true) => ("-1".to_string(), m.to_string()),
             (None, _) => ("-1".to_string(), "-1".to_string()),
         };
@@ -649,6 +649,11 @@ impl Cgroups {
             let _ = std::fs::remove_dir(h.mount.join(&self.parent));
         }
     }
+}
+
+/// LXD's soft limit beside a hard one: 90% of it.
+pub fn soft_of_hard(m: u64) -> u64 {
+    (u128::from(m) * 9 / 10) as u64
 }
 
 fn write_file(d: &Path, f: &str, v: &str) -> HelperResult<()> {
