@@ -260,6 +260,7 @@ impl Runtime {
         dead: Option<&Arc<Pidfd>>,
     ) -> HelperResult<Reservation<'_>> {
         let name = &spec.instance;
+        ids.check_raw(&spec.raw_idmap, spec.idmap_base.is_none(), &self.policy)?;
         let span = match spec.idmap_base {
             None => {
                 if !self.policy.allow_privileged {
@@ -277,7 +278,6 @@ impl Runtime {
                 Some((b, b + IDS_PER_INSTANCE))
             }
         };
-        ids.check_raw(&spec.raw_idmap, spec.idmap_base.is_none(), &self.policy)?;
         let running = self.running.lock().map_err(|_| poisoned())?;
         let mut starting = self.starting.lock().map_err(|_| poisoned())?;
         if starting.contains_key(name) {
