@@ -399,7 +399,10 @@ impl Cgroups {
         let asked = [
             ("limits.memory", l.memory.is_some()),
             ("limits.memory.swap", l.memory_swap == Some(false)),
-            ("limits.memory.swap.priority", l.memory_swap_priority.is_some()),
+            (
+                "limits.memory.swap.priority",
+                l.memory_swap_priority.is_some(),
+            ),
         ];
         let Some((d, v2)) = self.dir_with(name, "memory", "memory") else {
             return match asked.iter().find(|(_, a)| *a) {
@@ -539,7 +542,11 @@ impl Cgroups {
         }
         for size in HugePageSize::ALL {
             let file = file(size);
-            let want = l.hugepages.iter().find(|(s, _)| *s == size).map(|(_, b)| *b);
+            let want = l
+                .hugepages
+                .iter()
+                .find(|(s, _)| *s == size)
+                .map(|(_, b)| *b);
             if !d.join(&file).exists() {
                 continue;
             }

@@ -253,7 +253,12 @@ impl SubIds {
         for e in raw {
             let (s, end) = (e.host, e.host + e.count);
             let ids = format!("host ids {}-{}", s, end - 1);
-            if let Some(r) = self.ranges.root.iter().find(|r| s < r.end() && r.start < end) {
+            if let Some(r) = self
+                .ranges
+                .root
+                .iter()
+                .find(|r| s < r.end() && r.start < end)
+            {
                 return Err(inv(format!(
                     "{ids} lie in root's subordinate range {}-{}, which instances' own ids come from",
                     r.start,

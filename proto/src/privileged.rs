@@ -410,8 +410,12 @@ pub const MAX_RAW_IDMAP_ENTRIES: usize = 32;
 pub fn parse_raw_idmap(text: &str) -> Result<Vec<RawIdmapEntry>, String> {
     let range = |s: &str| -> Result<(u64, u64), String> {
         let (a, b) = s.split_once('-').unwrap_or((s, s));
-        let a: u64 = a.parse().map_err(|_| format!("{s:?} is not an id or a range like 1000-1002"))?;
-        let b: u64 = b.parse().map_err(|_| format!("{s:?} is not an id or a range like 1000-1002"))?;
+        let a: u64 = a
+            .parse()
+            .map_err(|_| format!("{s:?} is not an id or a range like 1000-1002"))?;
+        let b: u64 = b
+            .parse()
+            .map_err(|_| format!("{s:?} is not an id or a range like 1000-1002"))?;
         if b < a {
             return Err(format!("range {s:?} ends before it starts"));
         }
@@ -463,7 +467,7 @@ pub fn check_raw_idmap(entries: &[RawIdmapEntry]) -> Result<(), String> {
         if e.count == 0 {
             return Err("a line maps no ids".into());
         }
-        let cend = e.container.checked_add(e.count).unwrap_or(u64::MAX);
+        let cend = e.container.saturating_add(e.count);
         if e.container == 0 || cend > 65536 {
             return Err(format!(
                 "instance ids {}-{} are not inside 1-65535 (container root keeps its own id)",
@@ -471,7 +475,7 @@ pub fn check_raw_idmap(entries: &[RawIdmapEntry]) -> Result<(), String> {
                 cend - 1
             ));
         }
-        let hend = e.host.checked_add(e.count).unwrap_or(u64::MAX);
+        let hend = e.host.saturating_add(e.count);
         if e.host == 0 || hend > u64::from(u32::MAX) {
             return Err(format!(
                 "host ids {}-{} include host root (0) or lie beyond 4294967294",
@@ -787,7 +791,16 @@ mod tests {
                 period_us: 100_000
             })
         );
-        for bad in ["0%", "101%", "50", "x%", "0ms/100ms", "1ms/2000ms", "5ms/0ms", "-1ms/10ms"] {
+        for bad in [
+            "0%",
+            "101%",
+            "50",
+            "x%",
+            "0ms/100ms",
+            "1ms/2000ms",
+            "5ms/0ms",
+            "-1ms/10ms",
+        ] {
             assert!(CpuAllowance::parse(bad).is_err(), "{bad}");
         }
     }
@@ -798,17 +811,29 @@ mod tests {
             cpu_priority: Some(11),
             ..Limits::default()
         };
-        assert!(l.validate().unwrap_err().to_string().contains("limits.cpu.priority"));
+        assert!(l
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("limits.cpu.priority"));
         let l = Limits {
             disk_priority: Some(200),
             ..Limits::default()
         };
-        assert!(l.validate().unwrap_err().to_string().contains("limits.disk.priority"));
+        assert!(l
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("limits.disk.priority"));
         let l = Limits {
             hugepages: vec![(HugePageSize::Size2MB, 1), (HugePageSize::Size2MB, 2)],
             ..Limits::default()
         };
-        assert!(l.validate().unwrap_err().to_string().contains("limits.hugepages.2MB"));
+        assert!(l
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("limits.hugepages.2MB"));
         let l = Limits {
             cpu_allowance: Some(CpuAllowance::Time {
                 quota_us: 10,
@@ -816,8 +841,15 @@ mod tests {
             }),
             ..Limits::default()
         };
-        assert!(l.validate().unwrap_err().to_string().contains("limits.cpu.allowance"));
-        assert_eq!(HugePageSize::of_key("limits.hugepages.1GB"), Some(HugePageSize::Size1GB));
+        assert!(l
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("limits.cpu.allowance"));
+        assert_eq!(
+            HugePageSize::of_key("limits.hugepages.1GB"),
+            Some(HugePageSize::Size1GB)
+        );
     }
 
     #[test]
@@ -881,7 +913,9 @@ mod tests {
         }
         // uid and gid lines may name the same ids.
         assert!(parse_raw_idmap("uid 1000 1000\ngid 1000 1000").is_ok());
-        let many: String = (0..33).map(|i| format!("uid {} {}\n", 1000 + i, 1 + i)).collect();
+        let many: String = (0..33)
+            .map(|i| format!("uid {} {}\n", 1000 + i, 1 + i))
+            .collect();
         assert!(parse_raw_idmap(&many).unwrap_err().contains("at most"));
     }
 }

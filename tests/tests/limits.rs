@@ -52,7 +52,7 @@ fn is_v1(d: &TestDaemon, name: &str, controller: &str) -> bool {
     let pid = state["pid"].as_u64().expect("running instance has a pid");
     let cg = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).expect("init's cgroups");
     cg.lines().any(|l| {
-        l.splitn(3, ':')
+        l.split(':')
             .nth(1)
             .is_some_and(|c| c.split(',').any(|c| c == controller))
     })
@@ -119,7 +119,11 @@ const V1_UNLIMITED: &str = "9223372036854771712";
 fn cpu_allowance_and_priority_reach_the_cgroup_live() {
     let d = launched("lim-cpu");
     let v2 = !is_v1(&d, "c1", "cpu");
-    let (weight, max) = if v2 { ("cpu.weight", 100) } else { ("cpu.shares", 1024) };
+    let (weight, max) = if v2 {
+        ("cpu.weight", 100)
+    } else {
+        ("cpu.shares", 1024)
+    };
     assert_eq!(cg_read(&d, "c1", "cpu", weight), max.to_string());
     // A percentage is a share of the maximum weight.
     patch_ok(&d, "c1", json!({"limits.cpu.allowance": "50%"}));
@@ -150,16 +154,30 @@ fn cpu_allowance_and_priority_reach_the_cgroup_live() {
                 .and_then(|n| n.parse::<u64>().ok())
         })
         .expect("nr_throttled in cpu.stat");
-    assert!(throttled > 0, "a busy loop under a 25% quota was never throttled: {stat}");
+    assert!(
+        throttled > 0,
+        "a busy loop under a 25% quota was never throttled: {stat}"
+    );
     // Bad values are refused by key and change nothing.
-    refused(&d, "c1", "limits.cpu.allowance", "150%", "between 1% and 100%");
+    refused(
+        &d,
+        "c1",
+        "limits.cpu.allowance",
+        "150%",
+        "between 1% and 100%",
+    );
     refused(&d, "c1", "limits.cpu.allowance", "1ms/5000ms", "period");
     refused(&d, "c1", "limits.cpu.priority", "11", "between 0 and 10");
     assert_eq!(cg_read(&d, "c1", "cpu", weight), (max - 5).to_string());
     // Unset, the kernel's defaults come back.
     unset(&d, "c1", &["limits.cpu.allowance", "limits.cpu.priority"]);
     let (_, rec) = d.api("GET", "/1.0/instances/c1", None);
-    assert!(rec["metadata"]["config"].get("limits.cpu.allowance").is_none(), "{rec}");
+    assert!(
+        rec["metadata"]["config"]
+            .get("limits.cpu.allowance")
+            .is_none(),
+        "{rec}"
+    );
     assert_eq!(cg_read(&d, "c1", "cpu", weight), max.to_string());
     if v2 {
         assert_eq!(cg_read(&d, "c1", "cpu", "cpu.max"), "max 100000");
@@ -208,9 +226,21 @@ fn memory_enforce_swap_and_swap_priority_reach_the_cgroup_live() {
     patch_ok(&d, "c1", json!({"limits.memory.enforce": "soft"}));
     assert_eq!(mem("memory.limit_in_bytes"), V1_UNLIMITED);
     assert_eq!(mem("memory.soft_limit_in_bytes"), m.to_string());
-    refused(&d, "c1", "limits.memory.enforce", "strict", "neither hard nor soft");
+    refused(
+        &d,
+        "c1",
+        "limits.memory.enforce",
+        "strict",
+        "neither hard nor soft",
+    );
     refused(&d, "c1", "limits.memory.swap", "sometimes", "not a boolean");
-    refused(&d, "c1", "limits.memory.swap.priority", "12", "between 0 and 10");
+    refused(
+        &d,
+        "c1",
+        "limits.memory.swap.priority",
+        "12",
+        "between 0 and 10",
+    );
     assert_eq!(mem("memory.soft_limit_in_bytes"), m.to_string());
     // Applied at start, and unset lifts everything.
     d.set_state("c1", "restart", true);
@@ -220,7 +250,11 @@ fn memory_enforce_swap_and_swap_priority_reach_the_cgroup_live() {
     unset(
         &d,
         "c1",
-        &["limits.memory", "limits.memory.enforce", "limits.memory.swap.priority"],
+        &[
+            "limits.memory",
+            "limits.memory.enforce",
+            "limits.memory.swap.priority",
+        ],
     );
     assert_eq!(mem("memory.soft_limit_in_bytes"), V1_UNLIMITED);
     assert_eq!(mem("memory.swappiness"), "60");
@@ -291,7 +325,11 @@ fn disk_priority_is_a_weight_or_refused_naming_what_the_host_lacks() {
                 .file_name()
                 .and_then(|n| n.to_str())
                 .expect("name");
-            let ctl = if name.starts_with("blkio") { "blkio" } else { "io" };
+            let ctl = if name.starts_with("blkio") {
+                "blkio"
+            } else {
+                "io"
+            };
             patch_ok(&d, "c1", json!({"limits.disk.priority": "3"}));
             let w = cg_read(&d, "c1", ctl, name);
             assert!(w.contains("300"), "{name}: {w}");

@@ -431,7 +431,14 @@ fn raw_idmap_maps_policy_allowed_host_ids_into_the_instance() {
     // kernel and 1000 again inside (no file turns into the overflow id).
     let (code, o, e) = d.exec(
         "c1",
-        &["stat", "-c", "%n %u %g", "/srv/c1000", "/srv/c1001", "/bin/busybox"],
+        &[
+            "stat",
+            "-c",
+            "%n %u %g",
+            "/srv/c1000",
+            "/srv/c1001",
+            "/bin/busybox",
+        ],
     );
     assert_eq!(code, 0, "{e}");
     assert_eq!(
@@ -472,9 +479,18 @@ fn raw_idmap_maps_policy_allowed_host_ids_into_the_instance() {
     d.set_state("c1", "stop", true);
     let sub = root_subuid_start();
     for (map, why) in [
-        ("both 2000 2000".to_string(), "raw_idmap_host_ids".to_string()),
-        (format!("uid {} 1000", sub + 5), "subordinate range".to_string()),
-        ("gid 1990-2010 1990-2010".to_string(), "raw_idmap_host_ids".to_string()),
+        (
+            "both 2000 2000".to_string(),
+            "raw_idmap_host_ids".to_string(),
+        ),
+        (
+            format!("uid {} 1000", sub + 5),
+            "subordinate range".to_string(),
+        ),
+        (
+            "gid 1990-2010 1990-2010".to_string(),
+            "raw_idmap_host_ids".to_string(),
+        ),
     ] {
         d.api_ok(
             "PATCH",
@@ -519,7 +535,10 @@ fn priv_refuses_raw_idmaps_a_compromised_silod_sends() {
             (vec![raw(IdKind::Uid, 1000, 0, 1)], "container root"),
             (vec![raw(IdKind::Uid, 1000, 65000, 1000)], "1-65535"),
             (vec![raw(IdKind::Gid, base, 1000, 1)], "subordinate range"),
-            (vec![raw(IdKind::Both, 1000, 5, 1), raw(IdKind::Uid, 1000, 6, 1)], "overlap"),
+            (
+                vec![raw(IdKind::Both, 1000, 5, 1), raw(IdKind::Uid, 1000, 6, 1)],
+                "overlap",
+            ),
             (vec![raw(IdKind::Both, 1000, 5, 1); 40], "at most"),
             (vec![raw(IdKind::Uid, 1999, 5, 2)], "raw_idmap_host_ids"),
         ] {
@@ -554,8 +573,8 @@ fn priv_refuses_raw_idmaps_a_compromised_silod_sends() {
             .await
             .expect("rpc")
             .expect("start");
-        let map = std::fs::read_to_string(format!("/proc/{}/uid_map", info.init_pid))
-            .expect("uid_map");
+        let map =
+            std::fs::read_to_string(format!("/proc/{}/uid_map", info.init_pid)).expect("uid_map");
         let lines: Vec<String> = map
             .lines()
             .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
@@ -568,8 +587,11 @@ fn priv_refuses_raw_idmaps_a_compromised_silod_sends() {
                 format!("35 {} 65501", base + 35)
             ]
         );
-        let gmap = std::fs::read_to_string(format!("/proc/{}/gid_map", info.init_pid))
-            .expect("gid_map");
-        assert_eq!(gmap.split_whitespace().collect::<Vec<_>>(), ["0", &base.to_string(), "65536"]);
+        let gmap =
+            std::fs::read_to_string(format!("/proc/{}/gid_map", info.init_pid)).expect("gid_map");
+        assert_eq!(
+            gmap.split_whitespace().collect::<Vec<_>>(),
+            ["0", &base.to_string(), "65536"]
+        );
     });
 }

@@ -603,7 +603,10 @@ mod tests {
         assert!(err("limits.hugepages.2MB", "x").contains("\"x\""));
         assert!(err("raw.idmap", "both 0 1000").contains("host root"));
         assert!(err("raw.idmap", "uid 1000").contains("LXD's syntax"));
-        assert_eq!(check_instance_key("raw.idmap", "both 1000 1000", false), Ok(()));
+        assert_eq!(
+            check_instance_key("raw.idmap", "both 1000 1000", false),
+            Ok(())
+        );
         assert!(err("snapshots.expiry", "1x").contains("unit"));
         assert!(!err("snapshots.schedule", "whenever").is_empty());
         for k in [

@@ -74,7 +74,11 @@ pub fn fill(cfg: &BTreeMap<String, String>, l: &mut Limits) -> Result<(), (Strin
 
 /// `raw.idmap` from an expanded config (none when unset).
 pub fn raw_idmap(cfg: &BTreeMap<String, String>) -> Result<Vec<RawIdmapEntry>, String> {
-    match cfg.get("raw.idmap").map(|v| v.trim()).filter(|v| !v.is_empty()) {
+    match cfg
+        .get("raw.idmap")
+        .map(|v| v.trim())
+        .filter(|v| !v.is_empty())
+    {
         Some(v) => silo_proto::privileged::parse_raw_idmap(v),
         None => Ok(Vec::new()),
     }
@@ -128,8 +132,14 @@ mod tests {
         assert_eq!(l.disk_priority, Some(0));
         assert_eq!(l.validate(), Ok(()));
         let mut d = Limits::default();
-        fill(&cfg(&[("limits.memory.enforce", "hard"), ("limits.cpu.allowance", "")]), &mut d)
-            .expect("fills");
+        fill(
+            &cfg(&[
+                ("limits.memory.enforce", "hard"),
+                ("limits.cpu.allowance", ""),
+            ]),
+            &mut d,
+        )
+        .expect("fills");
         assert_eq!(d, Limits::default());
     }
 
