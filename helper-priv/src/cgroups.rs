@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 
 use silo_proto::error::{HelperError, HelperResult};
-use silo_proto::privileged::{CgroupLayout, InstanceStats, Limits};
+use silo_proto::privileged::{CgroupLayout, CpuAllowance, HugePageSize, InstanceStats, Limits};
 use silo_proto::InstanceName;
 
 /// One mounted hierarchy.
@@ -142,20 +142,23 @@ impl Cgroups {
     fn ensure_parent(&self, h: &Hierarchy) -> HelperResult<()> {
         let p = h.mount.join(&self.parent);
         match std::fs::create_dir(&p) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Ok(()),
+            Ok(()) => {
+                if h.controllers.iter().any(|c| c == "cpuset") {
+                    // A new v1 cpuset group starts with no cpus or mems and takes no tasks
+                    // until set.
+                    inherit_cpuset(&h.mount, &p)?;
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
             Err(e) => return Err(io("mkdir", &p, e)),
         }
-        if h.controllers.iter().any(|c| c == "cpuset") {
-            // A new v1 cpuset group starts with no cpus or mems and takes no tasks until set.
-            inherit_cpuset(&h.mount, &p)?;
-        }
         if h.v2 {
-            // Hand the usual controllers down so instances can be limited; a controller the
-            // host does not offer is skipped.
+            // Hand the usual controllers down so instances can be limited (again on a parent
+            // an older silo-priv made, which may lack one); a controller the host does not
+            // offer, or binds to a v1 hierarchy, is skipped.
             let avail =
                 std::fs::read_to_string(h.mount.join("cgroup.controllers")).unwrap_or_default();
-            for c in ["cpu", "memory", "pids", "io"] {
+            for c in ["cpu", "memory", "pids", "io", "hugetlb"] {
                 if avail.split_whitespace().any(|a| a == c) {
                     let _ = std::fs::write(h.mount.join("cgroup.subtree_control"), format!("+{c}"));
                     let _ = std::fs::write(p.join("cgroup.subtree_control"), format!("+{c}"));
@@ -342,24 +345,6 @@ impl Cgroups {
                 "{what} cannot be applied: the host has no {what} cgroup controller available to silo"
             ))
         };
-        match (self.dir_with(name, "memory", "memory"), l.memory) {
-            (Some((d, v2)), m) => {
-                let v = m.map_or(if v2 { "max".into() } else { "-1".into() }, |m| {
-                    m.to_string()
-                });
-                write(
-                    &d,
-                    if v2 {
-                        "memory.max"
-                    } else {
-                        "memory.limit_in_bytes"
-                    },
-                    &v,
-                )?;
-            }
-            (None, Some(_)) => return Err(need("limits.memory")),
-            (None, None) => {}
-        }
         if let (Some(p), Some(max)) = (l.processes, self.max_processes) {
             if p > max {
                 return Err(HelperError::invalid(
@@ -371,6 +356,12 @@ impl Cgroups {
                 ));
             }
         }
+        // Those the host may lack refuse before anything is written: a refused change leaves
+        // the running instance's limits as they were.
+        self.apply_disk_priority(name, l)?;
+        self.apply_hugepages(name, l)?;
+        self.apply_memory(name, l)?;
+        self.apply_cpu(name, l)?;
         // Unset means the policy's ceiling: a fork bomb in one instance must not take every
         // pid of the host.
         match (
@@ -403,6 +394,222 @@ impl Cgroups {
             (None, None) => {}
         }
         Ok(())
+    }
+
+    /// `limits.memory` with `.enforce`, `.swap` and `.swap.priority`, as LXD applies them: a
+    /// hard limit also gets a soft limit of 90% (v1); `enforce=soft` sets only the soft one
+    /// (v1 `memory.soft_limit_in_bytes`, cgroup2 `memory.high`: reclaimed and throttled above
+    /// it, never killed); `swap=false` caps memory+swap at the memory limit (v1
+    /// `memory.memsw.limit_in_bytes`, cgroup2 `memory.swap.max=0`) and sets swappiness 0;
+    /// `swap.priority` p gives v1 swappiness 70-p. Unset keys put the kernel's defaults back,
+    /// so a live unset lifts them.
+    fn apply_memory(&self, name: &InstanceName, l: &Limits) -> HelperResult<()> {
+        let asked = [
+            ("limits.memory", l.memory.is_some()),
+            ("limits.memory.swap", l.memory_swap == Some(false)),
+            (
+                "limits.memory.swap.priority",
+                l.memory_swap_priority.is_some(),
+            ),
+        ];
+        let Some((d, v2)) = self.dir_with(name, "memory", "memory") else {
+            return match asked.iter().find(|(_, a)| *a) {
+                Some((k, _)) => Err(need_controller(k, "memory")),
+                None => Ok(()),
+            };
+        };
+        let no_swap = l.memory_swap == Some(false);
+        if v2 {
+            if l.memory_swap_priority.is_some() {
+                return Err(missing(
+                    "limits.memory.swap.priority",
+                    "cgroup2 has no per-group swappiness (memory.swappiness is cgroup v1's)",
+                ));
+            }
+            if no_swap && !d.join("memory.swap.max").exists() {
+                return Err(missing(
+                    "limits.memory.swap",
+                    "the host's cgroup2 memory controller has no memory.swap.max (a kernel \
+                     without swap accounting)",
+                ));
+            }
+            let (max, high) = match (l.memory, l.memory_soft) {
+                (Some(m), false) => (m.to_string(), "max".to_string()),
+                (Some(m), true) => ("max".to_string(), m.to_string()),
+                (None, _) => ("max".to_string(), "max".to_string()),
+            };
+            write_file(&d, "memory.high", &high)?;
+            write_file(&d, "memory.max", &max)?;
+            if d.join("memory.swap.max").exists() {
+                write_file(&d, "memory.swap.max", if no_swap { "0" } else { "max" })?;
+            }
+            return Ok(());
+        }
+        let memsw = d.join("memory.memsw.limit_in_bytes").exists();
+        if no_swap && l.memory.is_some() && !l.memory_soft && !memsw {
+            return Err(missing(
+                "limits.memory.swap",
+                "the host's memory controller has no swap accounting \
+                 (memory.memsw.limit_in_bytes; boot with swapaccount=1)",
+            ));
+        }
+        let swappiness = d.join("memory.swappiness").exists();
+        if !swappiness && (no_swap || l.memory_swap_priority.is_some()) {
+            return Err(missing(
+                if no_swap {
+                    "limits.memory.swap"
+                } else {
+                    "limits.memory.swap.priority"
+                },
+                "the host's memory controller has no memory.swappiness",
+            ));
+        }
+        // memsw may never be below the memory limit: lift it first, set it last.
+        if memsw {
+            write_file(&d, "memory.memsw.limit_in_bytes", "-1")?;
+        }
+        let (hard, soft) = match (l.memory, l.memory_soft) {
+            (Some(m), false) => (m.to_string(), soft_of_hard(m).to_string()),
+            (Some(m), true) => ("-1".to_string(), m.to_string()),
+            (None, _) => ("-1".to_string(), "-1".to_string()),
+        };
+        write_file(&d, "memory.limit_in_bytes", &hard)?;
+        write_file(&d, "memory.soft_limit_in_bytes", &soft)?;
+        if let (true, true, Some(m), false) = (memsw, no_swap, l.memory, l.memory_soft) {
+            write_file(&d, "memory.memsw.limit_in_bytes", &m.to_string())?;
+        }
+        if swappiness {
+            let sw = match (no_swap, l.memory_swap_priority) {
+                (true, _) => 0,
+                (false, Some(p)) => 70 - u32::from(p),
+                (false, None) => 60,
+            };
+            write_file(&d, "memory.swappiness", &sw.to_string())?;
+        }
+        Ok(())
+    }
+
+    /// `limits.cpu.allowance` and `limits.cpu.priority` as LXD's `ParseCPU` maps them: the
+    /// weight is the allowance's share of the maximum (v1 cpu.shares 1024, cgroup2 cpu.weight
+    /// 100; a time allowance or none gives the maximum) less 10-priority; a time allowance is
+    /// also a CFS quota. Unset, the kernel's defaults go back.
+    fn apply_cpu(&self, name: &InstanceName, l: &Limits) -> HelperResult<()> {
+        let Some((d, v2)) = self.dir_with(name, "cpu", "cpu") else {
+            return match (l.cpu_allowance.is_some(), l.cpu_priority.is_some()) {
+                (true, _) => Err(need_controller("limits.cpu.allowance", "cpu")),
+                (_, true) => Err(need_controller("limits.cpu.priority", "cpu")),
+                _ => Ok(()),
+            };
+        };
+        let (weight, quota) = cpu_weight_and_quota(l.cpu_allowance, l.cpu_priority, v2);
+        if v2 {
+            write_file(&d, "cpu.weight", &weight.to_string())?;
+            let max = match quota {
+                Some((q, p)) => format!("{q} {p}"),
+                None => "max 100000".to_string(),
+            };
+            write_file(&d, "cpu.max", &max)?;
+        } else {
+            write_file(&d, "cpu.shares", &weight.to_string())?;
+            let (q, p) = quota.map_or(("-1".to_string(), 100_000), |(q, p)| (q.to_string(), p));
+            // The quota first: a period shorter than the old quota's is then never checked
+            // against it.
+            write_file(&d, "cpu.cfs_quota_us", "-1")?;
+            write_file(&d, "cpu.cfs_period_us", &p.to_string())?;
+            write_file(&d, "cpu.cfs_quota_us", &q)?;
+        }
+        Ok(())
+    }
+
+    /// `limits.hugepages.<size>`: the hugetlb controller's limit for each size the host has
+    /// (v1 `hugetlb.<size>.limit_in_bytes`, cgroup2 `hugetlb.<size>.max`); a size the host
+    /// lacks, or no hugetlb controller, is refused naming the key.
+    fn apply_hugepages(&self, name: &InstanceName, l: &Limits) -> HelperResult<()> {
+        let Some((d, v2)) = self.dir_with(name, "hugetlb", "hugetlb") else {
+            return match l.hugepages.first() {
+                Some((size, _)) => Err(need_controller(size.key(), "hugetlb")),
+                None => Ok(()),
+            };
+        };
+        let file = |size: HugePageSize| {
+            if v2 {
+                format!("hugetlb.{}.max", size.suffix())
+            } else {
+                format!("hugetlb.{}.limit_in_bytes", size.suffix())
+            }
+        };
+        if let Some((size, _)) = l.hugepages.iter().find(|(s, _)| !d.join(file(*s)).exists()) {
+            return Err(missing(
+                size.key(),
+                &format!(
+                    "this host has no {} huge pages (no {} in its hugetlb controller)",
+                    size.suffix(),
+                    file(*size)
+                ),
+            ));
+        }
+        for size in HugePageSize::ALL {
+            let file = file(size);
+            let want = l
+                .hugepages
+                .iter()
+                .find(|(s, _)| *s == size)
+                .map(|(_, b)| *b);
+            if !d.join(&file).exists() {
+                continue;
+            }
+            let v = match (want, v2) {
+                (Some(b), _) => b.to_string(),
+                (None, true) => "max".to_string(),
+                (None, false) => "-1".to_string(),
+            };
+            write_file(&d, &file, &v)?;
+        }
+        Ok(())
+    }
+
+    /// `limits.disk.priority` as LXD maps it: weight = priority × 100 (0 → 10), written to
+    /// the first weight file the host's I/O controller has (v1 `blkio.weight` or
+    /// `blkio.bfq.weight`, cgroup2 `io.weight` or `io.bfq.weight`); refused naming the key
+    /// where there is none (the block layer only weighs I/O under CFQ or BFQ).
+    fn apply_disk_priority(&self, name: &InstanceName, l: &Limits) -> HelperResult<()> {
+        let dir = self.dir_with(name, "blkio", "io");
+        let files: &[&str] = match &dir {
+            Some((_, false)) => &["blkio.weight", "blkio.bfq.weight"],
+            Some((_, true)) => &["io.weight", "io.bfq.weight"],
+            None => &[],
+        };
+        let found = dir
+            .as_ref()
+            .and_then(|(d, _)| files.iter().find(|f| d.join(f).exists()).map(|f| (d, *f)));
+        match (found, l.disk_priority) {
+            (Some((d, f)), p) => {
+                let w = match p {
+                    Some(0) => 10,
+                    Some(p) => u32::from(p) * 100,
+                    // The kernel's defaults: CFQ's 500, BFQ's and cgroup2's 100.
+                    None if f == "blkio.weight" => 500,
+                    None => 100,
+                };
+                let v = if f == "io.weight" {
+                    format!("default {w}")
+                } else {
+                    w.to_string()
+                };
+                write_file(d, f, &v)
+            }
+            (None, Some(_)) => Err(missing(
+                "limits.disk.priority",
+                if dir.is_some() {
+                    "the host's I/O cgroup controller offers no weight (blkio.weight, \
+                     blkio.bfq.weight, io.weight or io.bfq.weight: its block devices use no \
+                     weighing I/O scheduler such as BFQ)"
+                } else {
+                    "the host has no blkio or io cgroup controller available to silo"
+                },
+            )),
+            (None, None) => Ok(()),
+        }
     }
 
     /// Resource use read from the instance's cgroups.
@@ -459,6 +666,55 @@ impl Cgroups {
     }
 }
 
+/// LXD's soft limit beside a hard one: 90% of it.
+pub fn soft_of_hard(m: u64) -> u64 {
+    (u128::from(m) * 9 / 10) as u64
+}
+
+fn write_file(d: &Path, f: &str, v: &str) -> HelperResult<()> {
+    std::fs::write(d.join(f), v).map_err(|e| io("write", &d.join(f), e))
+}
+
+fn need_controller(key: &str, controller: &str) -> HelperError {
+    HelperError::Unsupported(format!(
+        "{key} cannot be applied: the host has no {controller} cgroup controller available to silo"
+    ))
+}
+
+fn missing(key: &str, why: &str) -> HelperError {
+    HelperError::Unsupported(format!("{key} cannot be applied: {why}"))
+}
+
+/// LXD's `ParseCPU`: the CPU weight (v1 cpu.shares, or cgroup2 cpu.weight when `v2`) and the
+/// CFS quota and period in microseconds for a time allowance. The weight never goes below
+/// what the kernel takes (2 shares, weight 1), where LXD's would reach 0.
+pub fn cpu_weight_and_quota(
+    allowance: Option<CpuAllowance>,
+    priority: Option<u8>,
+    v2: bool,
+) -> (u64, Option<(u64, u64)>) {
+    let max: i64 = if v2 { 100 } else { 1024 };
+    let mut w = -(10 - i64::from(priority.unwrap_or(10).min(10)));
+    let quota = match allowance {
+        Some(CpuAllowance::Percent(p)) => {
+            w += max * i64::from(p) / 100;
+            None
+        }
+        Some(CpuAllowance::Time {
+            quota_us,
+            period_us,
+        }) => {
+            w += max;
+            Some((quota_us, period_us))
+        }
+        None => {
+            w += max;
+            None
+        }
+    };
+    (w.max(if v2 { 1 } else { 2 }) as u64, quota)
+}
+
 fn inherit_cpuset(parent: &Path, child: &Path) -> HelperResult<()> {
     for f in ["cpuset.cpus", "cpuset.mems"] {
         let cur = std::fs::read_to_string(child.join(f)).unwrap_or_default();
@@ -500,6 +756,33 @@ fn remove_cgroup_tree(dir: &Path) -> HelperResult<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cpu_allowance_and_priority_map_as_lxd() {
+        let pct = Some(CpuAllowance::Percent(50));
+        assert_eq!(cpu_weight_and_quota(pct, None, false), (512, None));
+        assert_eq!(cpu_weight_and_quota(pct, None, true), (50, None));
+        assert_eq!(cpu_weight_and_quota(None, None, false), (1024, None));
+        assert_eq!(cpu_weight_and_quota(None, Some(0), false), (1014, None));
+        assert_eq!(cpu_weight_and_quota(None, Some(5), true), (95, None));
+        let time = Some(CpuAllowance::Time {
+            quota_us: 25_000,
+            period_us: 100_000,
+        });
+        assert_eq!(
+            cpu_weight_and_quota(time, Some(10), false),
+            (1024, Some((25_000, 100_000)))
+        );
+        // LXD's would reach 0, which cgroup2 refuses.
+        assert_eq!(
+            cpu_weight_and_quota(Some(CpuAllowance::Percent(1)), Some(0), true),
+            (1, None)
+        );
+        assert_eq!(
+            cpu_weight_and_quota(Some(CpuAllowance::Percent(1)), Some(0), false),
+            (2, None)
+        );
+    }
 
     #[test]
     fn parses_hybrid_and_unified() {

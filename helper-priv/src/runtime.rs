@@ -260,6 +260,7 @@ impl Runtime {
         dead: Option<&Arc<Pidfd>>,
     ) -> HelperResult<Reservation<'_>> {
         let name = &spec.instance;
+        ids.check_raw(&spec.raw_idmap, spec.idmap_base.is_none(), &self.policy)?;
         let span = match spec.idmap_base {
             None => {
                 if !self.policy.allow_privileged {
@@ -746,6 +747,14 @@ impl Runtime {
         let req = launcher::Request::Start(launcher::StartReq {
             instance: name.as_str().to_string(),
             idmap_base: spec.idmap_base,
+            // Checked in `reserve`; the idmapped root goes through the same user namespace,
+            // so it shows files by the same map.
+            uid_map: spec
+                .idmap_base
+                .map(|b| silo_proto::privileged::id_map(b, &spec.raw_idmap, true)),
+            gid_map: spec
+                .idmap_base
+                .map(|b| silo_proto::privileged::id_map(b, &spec.raw_idmap, false)),
             cgroup_procs: cg.procs_files(name),
             cgroup2_dir: cg.v2_dir(name).map(|p| p.display().to_string()),
             mountpoint: format!("{}/runtime/{}/rootfs", self.state_dir, name.as_str()),

@@ -5,7 +5,8 @@
 //! a container mapped onto them could reach that owner's files and processes, and theirs ours.
 
 use silo_proto::error::HelperError;
-use silo_proto::privileged::{IdRange, IdRanges};
+use silo_proto::jail::policy::Policy;
+use silo_proto::privileged::{check_raw_idmap, IdRange, IdRanges, RawIdmapEntry};
 
 /// Ids per instance.
 pub const IDS_PER_INSTANCE: u64 = 65536;
@@ -224,6 +225,80 @@ impl SubIds {
             end - 1,
             root.join(", ")
         ))
+    }
+}
+
+impl SubIds {
+    /// Checks a start's `raw.idmap` (already shaped by [`check_raw_idmap`]): never into a
+    /// privileged instance, never host ids of any subordinate range (root's, which every
+    /// instance's range comes from, or another owner's), and only host ids the root policy's
+    /// `raw_idmap_host_ids` lists. Two instances may map the same host id: that is what sharing
+    /// a host user's directory between them takes, and the policy names which ids.
+    pub fn check_raw(
+        &self,
+        raw: &[RawIdmapEntry],
+        privileged: bool,
+        policy: &Policy,
+    ) -> Result<(), HelperError> {
+        if raw.is_empty() {
+            return Ok(());
+        }
+        let inv = |why: String| HelperError::invalid("raw.idmap", why);
+        if privileged {
+            return Err(inv(
+                "a privileged instance has no user namespace to map ids into".into(),
+            ));
+        }
+        check_raw_idmap(raw).map_err(inv)?;
+        for e in raw {
+            let (s, end) = (e.host, e.host + e.count);
+            let ids = format!("host ids {}-{}", s, end - 1);
+            if let Some(r) = self
+                .ranges
+                .root
+                .iter()
+                .find(|r| s < r.end() && r.start < end)
+            {
+                return Err(inv(format!(
+                    "{ids} lie in root's subordinate range {}-{}, which instances' own ids come from",
+                    r.start,
+                    r.end() - 1
+                )));
+            }
+            if let Some(o) = self
+                .others
+                .iter()
+                .find(|o| s < o.range.end() && o.range.start < end)
+            {
+                return Err(inv(format!(
+                    "{ids} overlap ids {} gives to {:?} ({}-{})",
+                    o.file,
+                    o.owner,
+                    o.range.start,
+                    o.range.end() - 1
+                )));
+            }
+            if !policy
+                .raw_idmap_host_ids
+                .iter()
+                .any(|p| p.covers(e.host, e.count))
+            {
+                let allowed: Vec<String> = policy
+                    .raw_idmap_host_ids
+                    .iter()
+                    .map(|p| p.to_string())
+                    .collect();
+                return Err(policy.deny(format!(
+                    "raw.idmap maps {ids}, which raw_idmap_host_ids does not list (it allows {})",
+                    if allowed.is_empty() {
+                        "none".to_string()
+                    } else {
+                        allowed.join(", ")
+                    }
+                )));
+            }
+        }
+        Ok(())
     }
 }
 

@@ -341,7 +341,140 @@ pub struct Limits {
     pub cpus: Option<String>,
     /// Maximum number of processes (`limits.processes`).
     pub processes: Option<u64>,
+    /// `limits.cpu.allowance`: a share of CPU time under contention, or a hard time cap.
+    pub cpu_allowance: Option<CpuAllowance>,
+    /// `limits.cpu.priority`, 0 to 10 (10, the default, is the most CPU time).
+    pub cpu_priority: Option<u8>,
+    /// `limits.memory.enforce=soft`: `memory` is a soft limit (v1 `memory.soft_limit_in_bytes`,
+    /// cgroup2 `memory.high`) instead of a hard one.
+    pub memory_soft: bool,
+    /// `limits.memory.swap`: `Some(false)` forbids swapping the instance's memory out.
+    pub memory_swap: Option<bool>,
+    /// `limits.memory.swap.priority`, 0 to 10 (v1 `memory.swappiness` = 70 - priority).
+    pub memory_swap_priority: Option<u8>,
+    /// `limits.hugepages.<size>`: bytes of huge pages of that size, at most one per size.
+    pub hugepages: Vec<(HugePageSize, u64)>,
+    /// `limits.disk.priority`, 0 to 10 (blkio/io weight = priority × 100, 0 → 10).
+    pub disk_priority: Option<u8>,
 }
+
+/// `limits.cpu.allowance` as LXD takes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CpuAllowance {
+    /// `50%`: this share of CPU time when the host is busy (cpu.shares / cpu.weight), 1 to 100.
+    Percent(u8),
+    /// `25ms/100ms`: at most `quota_us` of CPU time in every `period_us` (CFS bandwidth).
+    Time {
+        /// Microseconds of CPU time per period (1 ms up to 1024 periods, i.e. 1024 CPUs).
+        quota_us: u64,
+        /// The period in microseconds, 1 ms to 1 s as the kernel takes it.
+        period_us: u64,
+    },
+}
+
+impl CpuAllowance {
+    /// Parses LXD's syntax: `<1-100>%` or `<quota>ms/<period>ms`.
+    pub fn parse(v: &str) -> Result<CpuAllowance, String> {
+        let bad = || format!("{v:?} is not a percentage like 50% or a time like 25ms/100ms");
+        if let Some(p) = v.strip_suffix('%') {
+            let a = CpuAllowance::Percent(p.parse().map_err(|_| bad())?);
+            a.validate()?;
+            return Ok(a);
+        }
+        let (q, p) = v.split_once('/').ok_or_else(bad)?;
+        let ms = |s: &str| -> Result<u64, String> {
+            s.strip_suffix("ms")
+                .unwrap_or(s)
+                .parse::<u64>()
+                .map_err(|_| bad())
+        };
+        let a = CpuAllowance::Time {
+            quota_us: ms(q)?.checked_mul(1000).ok_or_else(bad)?,
+            period_us: ms(p)?.checked_mul(1000).ok_or_else(bad)?,
+        };
+        a.validate()?;
+        Ok(a)
+    }
+
+    /// What the kernel takes: 1% to 100%; a period of 1 ms to 1 s, a quota of at least 1 ms
+    /// and at most 1024 periods.
+    pub fn validate(&self) -> Result<(), String> {
+        match *self {
+            CpuAllowance::Percent(p) if (1..=100).contains(&p) => Ok(()),
+            CpuAllowance::Percent(p) => Err(format!("{p}% is not between 1% and 100%")),
+            CpuAllowance::Time {
+                quota_us,
+                period_us,
+            } => {
+                if !(1000..=1_000_000).contains(&period_us) {
+                    return Err(format!(
+                        "a period of {}ms is not between 1ms and 1000ms",
+                        period_us / 1000
+                    ));
+                }
+                if quota_us < 1000 || quota_us > period_us.saturating_mul(1024) {
+                    return Err(format!(
+                        "a quota of {}ms is not between 1ms and 1024 periods",
+                        quota_us / 1000
+                    ));
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+/// The huge page sizes LXD has keys for (`limits.hugepages.64KB` ...).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum HugePageSize {
+    /// 64 KiB (arm64).
+    Size64KB,
+    /// 1 MiB (s390x).
+    Size1MB,
+    /// 2 MiB (x86-64, arm64).
+    Size2MB,
+    /// 1 GiB (x86-64, arm64).
+    Size1GB,
+}
+
+impl HugePageSize {
+    /// Every size, in LXD's order.
+    pub const ALL: [HugePageSize; 4] = [
+        HugePageSize::Size64KB,
+        HugePageSize::Size1MB,
+        HugePageSize::Size2MB,
+        HugePageSize::Size1GB,
+    ];
+
+    /// The name in the key and in the hugetlb controller's files ("2MB").
+    pub fn suffix(self) -> &'static str {
+        match self {
+            HugePageSize::Size64KB => "64KB",
+            HugePageSize::Size1MB => "1MB",
+            HugePageSize::Size2MB => "2MB",
+            HugePageSize::Size1GB => "1GB",
+        }
+    }
+
+    /// The configuration key.
+    pub fn key(self) -> &'static str {
+        match self {
+            HugePageSize::Size64KB => "limits.hugepages.64KB",
+            HugePageSize::Size1MB => "limits.hugepages.1MB",
+            HugePageSize::Size2MB => "limits.hugepages.2MB",
+            HugePageSize::Size1GB => "limits.hugepages.1GB",
+        }
+    }
+
+    /// The size whose key this is.
+    pub fn of_key(k: &str) -> Option<HugePageSize> {
+        HugePageSize::ALL.into_iter().find(|s| s.key() == k)
+    }
+}
+
+/// The most bytes of huge pages a limit may name (2^62: far beyond any host, and clear of the
+/// kernel's signed page counters).
+pub const MAX_HUGEPAGES_BYTES: u64 = 1 << 62;
 
 impl Limits {
     /// Checks the values are ones a cgroup can take.
@@ -364,6 +497,33 @@ impl Limits {
         }
         if let Some(c) = &self.cpus {
             parse_cpuset(c).map_err(|r| crate::HelperError::invalid("limits.cpu", r))?;
+        }
+        if let Some(a) = &self.cpu_allowance {
+            a.validate()
+                .map_err(|r| crate::HelperError::invalid("limits.cpu.allowance", r))?;
+        }
+        for (key, p) in [
+            ("limits.cpu.priority", self.cpu_priority),
+            ("limits.memory.swap.priority", self.memory_swap_priority),
+            ("limits.disk.priority", self.disk_priority),
+        ] {
+            if let Some(p) = p.filter(|p| *p > 10) {
+                return Err(crate::HelperError::invalid(
+                    key,
+                    format!("{p} is not between 0 and 10"),
+                ));
+            }
+        }
+        for (i, (size, bytes)) in self.hugepages.iter().enumerate() {
+            if self.hugepages[..i].iter().any(|(s, _)| s == size) {
+                return Err(crate::HelperError::invalid(size.key(), "given twice"));
+            }
+            if *bytes > MAX_HUGEPAGES_BYTES {
+                return Err(crate::HelperError::invalid(
+                    size.key(),
+                    format!("{bytes} bytes is more than {MAX_HUGEPAGES_BYTES}"),
+                ));
+            }
         }
         Ok(())
     }
@@ -417,6 +577,208 @@ pub struct StartSpec {
     /// which it gives up): the time for silod to plug in the instance's nics, so that the
     /// image's network configuration finds them at boot.
     pub hold: bool,
+    /// `raw.idmap`: host ids mapped into the instance in place of its own range's (holes
+    /// punched in the `0 <base> 65536` map, as LXD does). Only host ids the root policy's
+    /// `raw_idmap_host_ids` lists; silo-priv checks them against every subordinate range.
+    pub raw_idmap: Vec<RawIdmapEntry>,
+}
+
+/// Which ids a `raw.idmap` line maps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum IdKind {
+    /// `uid`.
+    Uid,
+    /// `gid`.
+    Gid,
+    /// `both`.
+    Both,
+}
+
+impl IdKind {
+    /// Whether the line maps user ids (`uid == true`) or group ids.
+    pub fn maps(self, uid: bool) -> bool {
+        matches!(
+            (self, uid),
+            (IdKind::Both, _) | (IdKind::Uid, true) | (IdKind::Gid, false)
+        )
+    }
+}
+
+/// One `raw.idmap` line: host ids `host..host+count` are the instance's
+/// `container..container+count`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RawIdmapEntry {
+    /// uid, gid or both.
+    pub kind: IdKind,
+    /// First host id.
+    pub host: u64,
+    /// First id in the instance.
+    pub container: u64,
+    /// How many.
+    pub count: u64,
+}
+
+/// Most `raw.idmap` lines (each punches one hole: the kernel takes 340 map lines).
+pub const MAX_RAW_IDMAP_ENTRIES: usize = 32;
+
+/// Parses LXD's `raw.idmap`: lines `uid|gid|both <host> <container>`, each id a number or an
+/// inclusive range `1000-1002` (both sides the same size); blank lines are skipped. The result
+/// also passes [`check_raw_idmap`].
+pub fn parse_raw_idmap(text: &str) -> Result<Vec<RawIdmapEntry>, String> {
+    let range = |s: &str| -> Result<(u64, u64), String> {
+        let (a, b) = s.split_once('-').unwrap_or((s, s));
+        let a: u64 = a
+            .parse()
+            .map_err(|_| format!("{s:?} is not an id or a range like 1000-1002"))?;
+        let b: u64 = b
+            .parse()
+            .map_err(|_| format!("{s:?} is not an id or a range like 1000-1002"))?;
+        if b < a {
+            return Err(format!("range {s:?} ends before it starts"));
+        }
+        Ok((a, b - a + 1))
+    };
+    let mut out = Vec::new();
+    for line in text.lines().map(str::trim).filter(|l| !l.is_empty()) {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        let [kind, host, container] = f[..] else {
+            return Err(format!(
+                "line {line:?} is not \"uid|gid|both <host id> <instance id>\""
+            ));
+        };
+        let kind = match kind {
+            "uid" => IdKind::Uid,
+            "gid" => IdKind::Gid,
+            "both" => IdKind::Both,
+            k => return Err(format!("line {line:?}: {k:?} is not uid, gid or both")),
+        };
+        let ((host, n), (container, m)) = (range(host)?, range(container)?);
+        if n != m {
+            return Err(format!(
+                "line {line:?} maps {n} host ids onto {m} instance ids"
+            ));
+        }
+        out.push(RawIdmapEntry {
+            kind,
+            host,
+            container,
+            count: n,
+        });
+    }
+    check_raw_idmap(&out)?;
+    Ok(out)
+}
+
+/// The rules every `raw.idmap` keeps whatever the policy says: at most
+/// [`MAX_RAW_IDMAP_ENTRIES`] lines; instance ids inside 1..65535 (container root stays the
+/// instance's own: its console, cgroup and devices are chowned to it); never host id 0 nor
+/// the kernel's "no id"; no id mapped twice on either side.
+pub fn check_raw_idmap(entries: &[RawIdmapEntry]) -> Result<(), String> {
+    if entries.len() > MAX_RAW_IDMAP_ENTRIES {
+        return Err(format!(
+            "{} lines; at most {MAX_RAW_IDMAP_ENTRIES}",
+            entries.len()
+        ));
+    }
+    for e in entries {
+        if e.count == 0 {
+            return Err("a line maps no ids".into());
+        }
+        let cend = e.container.saturating_add(e.count);
+        if e.container == 0 || cend > 65536 {
+            return Err(format!(
+                "instance ids {}-{} are not inside 1-65535 (container root keeps its own id)",
+                e.container,
+                cend - 1
+            ));
+        }
+        let hend = e.host.saturating_add(e.count);
+        if e.host == 0 || hend > u64::from(u32::MAX) {
+            return Err(format!(
+                "host ids {}-{} include host root (0) or lie beyond 4294967294",
+                e.host,
+                hend.saturating_sub(1)
+            ));
+        }
+    }
+    for uid in [true, false] {
+        let of: Vec<&RawIdmapEntry> = entries.iter().filter(|e| e.kind.maps(uid)).collect();
+        for (i, a) in of.iter().enumerate() {
+            for b in &of[..i] {
+                let over = |x: u64, y: u64| x < y + b.count && y < x + a.count;
+                if over(a.host, b.host) || over(a.container, b.container) {
+                    return Err(format!(
+                        "{} {}-{} and {}-{} overlap another line's",
+                        if uid { "uids" } else { "gids" },
+                        a.host,
+                        a.host + a.count - 1,
+                        a.container,
+                        a.container + a.count - 1
+                    ));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// One line of a uid_map or gid_map: instance ids `container..container+count` are host ids
+/// `host..host+count`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IdMapLine {
+    /// First id in the instance.
+    pub container: u64,
+    /// First host id.
+    pub host: u64,
+    /// How many.
+    pub count: u64,
+}
+
+/// The instance's uid (or gid) map: its 65536 ids at `base`, with each `raw.idmap` line's
+/// instance ids taken from the host ids it names instead (the ids at `base` they replace are
+/// left unmapped, as in LXD). `raw` must have passed [`check_raw_idmap`].
+pub fn id_map(base: u64, raw: &[RawIdmapEntry], uid: bool) -> Vec<IdMapLine> {
+    let mut holes: Vec<&RawIdmapEntry> = raw.iter().filter(|e| e.kind.maps(uid)).collect();
+    holes.sort_by_key(|e| e.container);
+    let mut out = Vec::new();
+    let mut next = 0u64;
+    for e in holes {
+        if e.container > next {
+            out.push(IdMapLine {
+                container: next,
+                host: base + next,
+                count: e.container - next,
+            });
+        }
+        out.push(IdMapLine {
+            container: e.container,
+            host: e.host,
+            count: e.count,
+        });
+        next = e.container + e.count;
+    }
+    if next < 65536 {
+        out.push(IdMapLine {
+            container: next,
+            host: base + next,
+            count: 65536 - next,
+        });
+    }
+    out
+}
+
+/// The host id an instance id has under `map`.
+pub fn host_id(map: &[IdMapLine], id: u64) -> Option<u64> {
+    map.iter()
+        .find(|l| l.container <= id && id < l.container + l.count)
+        .map(|l| l.host + (id - l.container))
+}
+
+/// The text the kernel takes in `/proc/<pid>/uid_map`.
+pub fn id_map_text(map: &[IdMapLine]) -> String {
+    map.iter()
+        .map(|l| format!("{} {} {}\n", l.container, l.host, l.count))
+        .collect()
 }
 
 /// How an instance's init ended.
@@ -623,4 +985,154 @@ pub struct ExecStarted {
 /// Signals silod may send to an exec'd process or an instance's init.
 pub fn signal_allowed(sig: i32) -> bool {
     (1..=64).contains(&sig) && sig != 32 && sig != 33
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpu_allowance_parses_as_lxd() {
+        assert_eq!(CpuAllowance::parse("50%"), Ok(CpuAllowance::Percent(50)));
+        assert_eq!(
+            CpuAllowance::parse("25ms/100ms"),
+            Ok(CpuAllowance::Time {
+                quota_us: 25_000,
+                period_us: 100_000
+            })
+        );
+        assert_eq!(
+            CpuAllowance::parse("200ms/100ms"),
+            Ok(CpuAllowance::Time {
+                quota_us: 200_000,
+                period_us: 100_000
+            })
+        );
+        for bad in [
+            "0%",
+            "101%",
+            "50",
+            "x%",
+            "0ms/100ms",
+            "1ms/2000ms",
+            "5ms/0ms",
+            "-1ms/10ms",
+        ] {
+            assert!(CpuAllowance::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn limits_refuse_out_of_range_values() {
+        let l = Limits {
+            cpu_priority: Some(11),
+            ..Limits::default()
+        };
+        assert!(l
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("limits.cpu.priority"));
+        let l = Limits {
+            disk_priority: Some(200),
+            ..Limits::default()
+        };
+        assert!(l
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("limits.disk.priority"));
+        let l = Limits {
+            hugepages: vec![(HugePageSize::Size2MB, 1), (HugePageSize::Size2MB, 2)],
+            ..Limits::default()
+        };
+        assert!(l
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("limits.hugepages.2MB"));
+        let l = Limits {
+            cpu_allowance: Some(CpuAllowance::Time {
+                quota_us: 10,
+                period_us: 100_000,
+            }),
+            ..Limits::default()
+        };
+        assert!(l
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("limits.cpu.allowance"));
+        assert_eq!(
+            HugePageSize::of_key("limits.hugepages.1GB"),
+            Some(HugePageSize::Size1GB)
+        );
+    }
+
+    #[test]
+    fn raw_idmap_parses_lxd_syntax_and_punches_holes() {
+        let r = parse_raw_idmap("both 1000 1000\n\nuid 2000-2002 50-52\n").expect("parses");
+        assert_eq!(
+            r,
+            vec![
+                RawIdmapEntry {
+                    kind: IdKind::Both,
+                    host: 1000,
+                    container: 1000,
+                    count: 1
+                },
+                RawIdmapEntry {
+                    kind: IdKind::Uid,
+                    host: 2000,
+                    container: 50,
+                    count: 3
+                }
+            ]
+        );
+        let base = 1_000_000;
+        assert_eq!(
+            id_map_text(&id_map(base, &r, true)),
+            "0 1000000 50\n50 2000 3\n53 1000053 947\n1000 1000 1\n1001 1001001 64535\n"
+        );
+        let g = id_map(base, &r, false);
+        assert_eq!(
+            id_map_text(&g),
+            "0 1000000 1000\n1000 1000 1\n1001 1001001 64535\n"
+        );
+        assert_eq!(host_id(&g, 5), Some(base + 5));
+        assert_eq!(host_id(&g, 1000), Some(1000));
+        assert_eq!(host_id(&g, 70000), None);
+        assert_eq!(id_map_text(&id_map(base, &[], true)), "0 1000000 65536\n");
+        // The last instance id can be mapped: no empty tail line.
+        let end = parse_raw_idmap("uid 3000 65535").expect("parses");
+        assert_eq!(
+            id_map_text(&id_map(base, &end, true)),
+            "0 1000000 65535\n65535 3000 1\n"
+        );
+    }
+
+    #[test]
+    fn raw_idmap_refuses_what_no_policy_may_allow() {
+        for (bad, why) in [
+            ("both 0 1000", "host root"),
+            ("both 1000 0", "container root"),
+            ("uid 1000 65536", "1-65535"),
+            ("uid 1000-1001 5", "maps 2 host ids onto 1"),
+            ("uid 1000 1000\nboth 1000 2000", "overlap"),
+            ("gid 1000 1000\nboth 2000 1000", "overlap"),
+            ("user 1000 1000", "not uid, gid or both"),
+            ("uid 1000", "not \"uid|gid|both"),
+            ("uid 1002-1000 5-7", "ends before"),
+            ("uid 4294967295 5", "beyond"),
+        ] {
+            let e = parse_raw_idmap(bad).expect_err(bad);
+            assert!(e.contains(why), "{bad}: {e}");
+        }
+        // uid and gid lines may name the same ids.
+        assert!(parse_raw_idmap("uid 1000 1000\ngid 1000 1000").is_ok());
+        let many: String = (0..33)
+            .map(|i| format!("uid {} {}\n", 1000 + i, 1 + i))
+            .collect();
+        assert!(parse_raw_idmap(&many).unwrap_err().contains("at most"));
+    }
 }

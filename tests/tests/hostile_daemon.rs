@@ -543,6 +543,7 @@ fn priv_refuses_hostile_starts_and_execs() {
         disks: Vec::new(),
         devices: Vec::new(),
         hold: false,
+        raw_idmap: Vec::new(),
     };
     plant_rootfs(&d.state, "c1");
     rt.block_on(async {

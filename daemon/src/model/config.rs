@@ -38,6 +38,16 @@ pub enum KeyType {
     Expiry,
     /// A secret: stored as [`crate::model::password::hash_password`]'s output, never as given.
     Secret,
+    /// `limits.cpu.allowance` (`50%`, `25ms/100ms`).
+    CpuAllowance,
+    /// A priority 0 to 10 ([`crate::model::limits::parse_priority`]).
+    Priority,
+    /// `limits.memory.enforce`: `hard` or `soft`.
+    MemoryEnforce,
+    /// `limits.hugepages.*`: a byte size.
+    HugePages,
+    /// `raw.idmap` in LXD's syntax ([`silo_proto::privileged::parse_raw_idmap`]).
+    RawIdmap,
 }
 
 /// One known key.
@@ -99,17 +109,68 @@ pub const INSTANCE_KEYS: &[KeySpec] = &[
         KeyType::Cpu,
         "cpuset: a count pins the first CPUs",
     ),
-    key("limits.cpu.allowance", KeyType::Text, "stored"),
-    key("limits.cpu.priority", KeyType::Text, "stored"),
+    live(
+        "limits.cpu.allowance",
+        KeyType::CpuAllowance,
+        "cpu.shares/cpu.weight for a percentage, a CFS quota for a time (25ms/100ms)",
+    ),
+    live(
+        "limits.cpu.priority",
+        KeyType::Priority,
+        "0-10: lowers the CPU weight by 10-priority, as LXD",
+    ),
+    live(
+        "limits.disk.priority",
+        KeyType::Priority,
+        "0-10: blkio/io weight (priority × 100); refused where the host weighs no I/O",
+    ),
+    live(
+        "limits.hugepages.64KB",
+        KeyType::HugePages,
+        "hugetlb limit; refused where the host lacks the size",
+    ),
+    live(
+        "limits.hugepages.1MB",
+        KeyType::HugePages,
+        "hugetlb limit; refused where the host lacks the size",
+    ),
+    live(
+        "limits.hugepages.2MB",
+        KeyType::HugePages,
+        "hugetlb limit; refused where the host lacks the size",
+    ),
+    live(
+        "limits.hugepages.1GB",
+        KeyType::HugePages,
+        "hugetlb limit; refused where the host lacks the size",
+    ),
     live(
         "limits.memory",
         KeyType::Memory,
         "memory.max: a size or a percentage of the host",
     ),
-    key("limits.memory.enforce", KeyType::Text, "stored"),
-    key("limits.memory.swap", KeyType::Text, "stored"),
+    live(
+        "limits.memory.enforce",
+        KeyType::MemoryEnforce,
+        "soft: limits.memory becomes a soft limit (soft_limit_in_bytes / memory.high)",
+    ),
+    live(
+        "limits.memory.swap",
+        KeyType::Bool,
+        "false: no swap (memsw limit = memory, swappiness 0 / swap.max 0)",
+    ),
+    live(
+        "limits.memory.swap.priority",
+        KeyType::Priority,
+        "0-10: v1 swappiness 70-priority",
+    ),
     live("limits.processes", KeyType::Whole, "pids.max"),
     key("linux.kernel_modules", KeyType::Text, "stored"),
+    key(
+        "raw.idmap",
+        KeyType::RawIdmap,
+        "host ids mapped in (next start), as the root policy's raw_idmap_host_ids allows",
+    ),
     key(
         "security.idmap.base",
         KeyType::Text,
@@ -254,6 +315,23 @@ impl KeyType {
             KeyType::CustomVolumeRef => parse_custom_volume_ref(v)
                 .map(|_| ())
                 .map_err(KeyError::Syntax)?,
+            KeyType::CpuAllowance => {
+                silo_proto::privileged::CpuAllowance::parse(v)
+                    .map(|_| ())
+                    .map_err(KeyError::Syntax)?;
+            }
+            KeyType::Priority => crate::model::limits::parse_priority(v)
+                .map(|_| ())
+                .map_err(KeyError::Syntax)?,
+            KeyType::MemoryEnforce => crate::model::limits::parse_memory_enforce(v)
+                .map(|_| ())
+                .map_err(KeyError::Syntax)?,
+            KeyType::HugePages => crate::model::limits::parse_hugepages(v)
+                .map(|_| ())
+                .map_err(KeyError::Syntax)?,
+            KeyType::RawIdmap => silo_proto::privileged::parse_raw_idmap(v)
+                .map(|_| ())
+                .map_err(|e| KeyError::Syntax(format!("{e} (LXD's syntax: lines \"uid|gid|both <host id> <instance id>\", ranges as 1000-1002)")))?,
         }
         Ok(())
     }
@@ -449,7 +527,24 @@ mod tests {
             .filter(|s| s.live)
             .map(|s| s.key)
             .collect();
-        assert_eq!(live, ["limits.cpu", "limits.memory", "limits.processes"]);
+        assert_eq!(
+            live,
+            [
+                "limits.cpu",
+                "limits.cpu.allowance",
+                "limits.cpu.priority",
+                "limits.disk.priority",
+                "limits.hugepages.64KB",
+                "limits.hugepages.1MB",
+                "limits.hugepages.2MB",
+                "limits.hugepages.1GB",
+                "limits.memory",
+                "limits.memory.enforce",
+                "limits.memory.swap",
+                "limits.memory.swap.priority",
+                "limits.processes"
+            ]
+        );
         assert!(is_live("limits.memory") && !is_live("boot.autostart") && !is_live("user.x"));
     }
 
@@ -465,6 +560,14 @@ mod tests {
             ("limits.cpu", "0-1"),
             ("limits.cpu", "0,2"),
             ("limits.processes", "100"),
+            ("limits.cpu.allowance", "50%"),
+            ("limits.cpu.allowance", "25ms/100ms"),
+            ("limits.cpu.priority", "0"),
+            ("limits.memory.enforce", "soft"),
+            ("limits.memory.swap", "false"),
+            ("limits.memory.swap.priority", "10"),
+            ("limits.hugepages.2MB", "64MiB"),
+            ("limits.disk.priority", "5"),
             ("boot.autostart.delay", "0"),
             ("snapshots.schedule", "@daily"),
             ("snapshots.schedule", "0 6 * * *"),
@@ -493,13 +596,23 @@ mod tests {
         assert!(err("limits.cpu", "0").contains("CPU"));
         assert!(err("limits.cpu", "3-1").contains("CPU"));
         assert!(err("limits.processes", "-1").contains("whole number"));
+        assert!(err("limits.cpu.allowance", "101%").contains("between 1% and 100%"));
+        assert!(err("limits.cpu.priority", "11").contains("between 0 and 10"));
+        assert!(err("limits.memory.enforce", "x").contains("neither hard nor soft"));
+        assert!(err("limits.memory.swap", "x").contains("is not a boolean"));
+        assert!(err("limits.hugepages.2MB", "x").contains("\"x\""));
+        assert!(err("raw.idmap", "both 0 1000").contains("host root"));
+        assert!(err("raw.idmap", "uid 1000").contains("LXD's syntax"));
+        assert_eq!(
+            check_instance_key("raw.idmap", "both 1000 1000", false),
+            Ok(())
+        );
         assert!(err("snapshots.expiry", "1x").contains("unit"));
         assert!(!err("snapshots.schedule", "whenever").is_empty());
         for k in [
             "raw.lxc",
             "raw.apparmor",
             "raw.seccomp",
-            "raw.idmap",
             "raw.qemu",
             "security.syscalls.intercept.mount",
         ] {

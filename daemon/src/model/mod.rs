@@ -4,6 +4,7 @@
 pub mod config;
 pub mod devices;
 pub mod filter;
+pub mod limits;
 pub mod parse;
 pub mod password;
 pub mod schedule;

@@ -102,6 +102,7 @@ pub fn limits_of(config: &BTreeMap<String, String>) -> Result<Limits, DomainErro
         l.processes =
             Some(parse::parse_whole(v).map_err(|e| bad("limits.processes", e.to_string()))?);
     }
+    crate::model::limits::fill(config, &mut l).map_err(|(k, e)| bad(&k, e))?;
     l.validate().map_err(DomainError::from)?;
     Ok(l)
 }
@@ -276,6 +277,12 @@ pub async fn start(c: &Services, name: &str) -> Result<RunningInfo, DomainError>
         disks: crate::service::devices::mounts(&devs)?,
         devices: crate::service::devices::host_devices(&devs)?,
         hold,
+        raw_idmap: if idmap_base.is_some() {
+            crate::model::limits::raw_idmap(&cfg)
+                .map_err(|e| DomainError::BadRequest(format!("invalid value for raw.idmap: {e}")))?
+        } else {
+            Vec::new()
+        },
     };
     let info = c
         .helpers

@@ -34,6 +34,9 @@ use silo_proto::privileged::ExecSpec;
 pub struct StartReq {
     pub instance: String,
     pub idmap_base: Option<u64>,
+    /// The user namespace's maps (with `raw.idmap`'s holes), when it has one.
+    pub uid_map: Option<Vec<silo_proto::privileged::IdMapLine>>,
+    pub gid_map: Option<Vec<silo_proto::privileged::IdMapLine>>,
     /// cgroup.procs files to put init in.
     pub cgroup_procs: Vec<String>,
     /// The instance's cgroup2 directory, delegated to container root.

@@ -22,6 +22,8 @@ use std::io::{Read, Seek, Write};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::MetadataExt;
 
+use silo_proto::privileged::{host_id, id_map_text, IdMapLine};
+
 use super::wire;
 use super::{Reply, StartReq};
 use crate::sys;
@@ -99,7 +101,13 @@ fn monitor(req: StartReq, rootfs: OwnedFd, rundir: OwnedFd, w: OwnedFd) -> ! {
     let _ = nix::unistd::setsid();
     let userns = req.idmap_base.is_some();
     let base = req.idmap_base.unwrap_or(0);
-    let console = match Console::open(userns.then_some(base)) {
+    // Container root and group tty (5) on the host: raw.idmap may have moved gid 5.
+    let tty = req
+        .gid_map
+        .as_deref()
+        .and_then(|m| host_id(m, 5))
+        .unwrap_or(base + 5);
+    let console = match Console::open(userns.then_some((base, tty))) {
         Ok(c) => c,
         Err(e) => die(&mut result, &format!("console: {e}")),
     };
@@ -155,8 +163,12 @@ fn monitor(req: StartReq, rootfs: OwnedFd, rundir: OwnedFd, w: OwnedFd) -> ! {
     drop(go);
     let setup = (|| -> Result<(), String> {
         if userns {
-            for f in ["uid_map", "gid_map"] {
-                std::fs::write(format!("/proc/{pid}/{f}"), format!("0 {base} 65536\n"))
+            let full = |m: &Option<Vec<IdMapLine>>| match m {
+                Some(m) => id_map_text(m),
+                None => format!("0 {base} 65536\n"),
+            };
+            for (f, m) in [("uid_map", &req.uid_map), ("gid_map", &req.gid_map)] {
+                std::fs::write(format!("/proc/{pid}/{f}"), full(m))
                     .map_err(|e| format!("writing {f}: {e}"))?;
             }
         }
@@ -229,14 +241,14 @@ struct Console {
 }
 
 impl Console {
-    fn open(owner: Option<u64>) -> Result<Console, String> {
+    fn open(owner: Option<(u64, u64)>) -> Result<Console, String> {
         let (master, slave, slave_path) = sys::open_pty(80, 25).map_err(|e| e.to_string())?;
-        if let Some(base) = owner {
+        if let Some((root, tty)) = owner {
             // Container root owns its console, group tty (5) as in the container.
             nix::unistd::fchown(
                 &slave,
-                Some(nix::unistd::Uid::from_raw(base as u32)),
-                Some(nix::unistd::Gid::from_raw(base as u32 + 5)),
+                Some(nix::unistd::Uid::from_raw(root as u32)),
+                Some(nix::unistd::Gid::from_raw(tty as u32)),
             )
             .map_err(|e| format!("chown console: {e}"))?;
         }

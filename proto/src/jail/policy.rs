@@ -66,9 +66,55 @@ pub struct Policy {
     /// names them (`tcp:127.0.0.1:8080`, `udp:127.0.0.1:53`, a port range covers its ports).
     #[serde(default)]
     pub proxy_host_connect: Vec<crate::proxy::ProxyAddr>,
+    /// Host ids `raw.idmap` may map into instances, as `"1000"` or inclusive ranges
+    /// `"1000-1999"` (uids and gids alike). Empty: `raw.idmap` is refused. Never host root,
+    /// and never ids of a subordinate range in /etc/subuid or /etc/subgid (instances' and
+    /// other owners'), whatever this says.
+    #[serde(default)]
+    pub raw_idmap_host_ids: Vec<HostIdSpan>,
     /// Where this came from (not read from the file).
     #[serde(skip)]
     pub source: String,
+}
+
+/// An inclusive range of host ids named by the policy (`"1000"`, `"1000-1999"`), 1 to
+/// 4294967294.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub struct HostIdSpan {
+    /// First id.
+    pub first: u64,
+    /// Last id (inclusive).
+    pub last: u64,
+}
+
+impl HostIdSpan {
+    /// Whether `first..first+count` lies inside.
+    pub fn covers(&self, first: u64, count: u64) -> bool {
+        self.first <= first && first.saturating_add(count).saturating_sub(1) <= self.last
+    }
+}
+
+impl TryFrom<String> for HostIdSpan {
+    type Error = String;
+    fn try_from(s: String) -> Result<HostIdSpan, String> {
+        let (a, b) = s.split_once('-').unwrap_or((&s, &s));
+        let bad = || format!("{s:?} is not a host id or a range like \"1000-1999\"");
+        let first: u64 = a.trim().parse().map_err(|_| bad())?;
+        let last: u64 = b.trim().parse().map_err(|_| bad())?;
+        if first == 0 || last < first || last >= u64::from(u32::MAX) {
+            return Err(format!(
+                "{s:?}: ids must run upwards from 1 to 4294967294 (host root is never mapped)"
+            ));
+        }
+        Ok(HostIdSpan { first, last })
+    }
+}
+
+impl std::fmt::Display for HostIdSpan {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}-{}", self.first, self.last)
+    }
 }
 
 impl Default for Policy {
@@ -89,6 +135,7 @@ impl Default for Policy {
             network_ranges: Vec::new(),
             network_name_prefixes: Vec::new(),
             proxy_host_connect: Vec::new(),
+            raw_idmap_host_ids: Vec::new(),
             source: "built-in default".to_string(),
         }
     }
@@ -270,7 +317,28 @@ mod tests {
             assert_eq!(p.network_ranges.len(), 1);
             assert_eq!(p.network_name_prefixes, ["lxdbr"]);
             assert_eq!(p.proxy_host_connect.len(), 1);
+            std::fs::write(&f, "raw_idmap_host_ids = [\"1000\", \"2000-2999\"]\n").expect("write");
+            let p = Policy::load(&f).expect("load");
+            assert_eq!(
+                p.raw_idmap_host_ids,
+                [
+                    HostIdSpan {
+                        first: 1000,
+                        last: 1000
+                    },
+                    HostIdSpan {
+                        first: 2000,
+                        last: 2999
+                    }
+                ]
+            );
+            assert!(p.raw_idmap_host_ids[1].covers(2990, 10));
+            assert!(!p.raw_idmap_host_ids[1].covers(2990, 11));
             for bad in [
+                "raw_idmap_host_ids = [\"0-100\"]\n",
+                "raw_idmap_host_ids = [\"200-100\"]\n",
+                "raw_idmap_host_ids = [\"x\"]\n",
+                "raw_idmap_host_ids = [\"4294967295\"]\n",
                 "network_ranges = [\"198.18.0.1/15\"]\n",
                 "network_name_prefixes = [\"\"]\n",
                 "proxy_host_connect = [\"unix:/run/x.sock\"]\n",
