@@ -23,7 +23,7 @@ use tokio::io::unix::AsyncFd;
 
 use crate::cgroups::Cgroups;
 use crate::launcher::{self, wire, ExecStatus, Launcher, Reply};
-use crate::subid::{SubIds, IDS_PER_INSTANCE};
+use crate::subid::SubIds;
 use crate::sys;
 
 /// A pidfd, registered with the reactor on first use (adoption happens before the runtime).
@@ -115,7 +115,7 @@ pub struct Runtime {
     running: Mutex<HashMap<InstanceName, Running>>,
     /// Starts under way and the id base each holds. Taken with `running` held (lock order:
     /// `running`, then `starting`) so the checks and the claim are one step.
-    starting: Mutex<HashMap<InstanceName, Option<u64>>>,
+    starting: Mutex<HashMap<InstanceName, Option<(u64, u64)>>>,
     stopped: Mutex<HashMap<InstanceName, InitExit>>,
     execs: Mutex<HashMap<u64, ExecEntry>>,
     next_exec: std::sync::atomic::AtomicU64,
@@ -272,10 +272,11 @@ impl Runtime {
                 None
             }
             Some(b) => {
-                ids.check(b).map_err(|why| {
+                silo_proto::privileged::check_idmap_size(spec.idmap_size)?;
+                ids.check(b, spec.idmap_size).map_err(|why| {
                     HelperError::invalid("idmap", format!("instance {:?}: {why}", name.as_str()))
                 })?;
-                Some((b, b + IDS_PER_INSTANCE))
+                Some((b, b + spec.idmap_size))
             }
         };
         let running = self.running.lock().map_err(|_| poisoned())?;
@@ -295,19 +296,19 @@ impl Runtime {
             }
         }
         if let Some((b, end)) = span {
-            let overlaps = |o: u64| b < o.saturating_add(IDS_PER_INSTANCE) && o < end;
+            let overlaps = |o: u64, size: u64| b < o.saturating_add(size) && o < end;
             let clash = running
                 .values()
                 .filter(|r| &r.info.instance != name)
                 .find_map(|r| {
                     r.info
                         .idmap_base
-                        .filter(|o| overlaps(*o))
+                        .filter(|o| overlaps(*o, r.info.idmap_size))
                         .map(|_| format!("running instance {:?}", r.info.instance.as_str()))
                 })
                 .or_else(|| {
                     starting.iter().find_map(|(n, o)| {
-                        o.filter(|o| overlaps(*o))
+                        o.filter(|(o, size)| overlaps(*o, *size))
                             .map(|_| format!("instance {:?}, being started", n.as_str()))
                     })
                 });
@@ -318,7 +319,7 @@ impl Runtime {
                 ));
             }
         }
-        starting.insert(name.clone(), spec.idmap_base);
+        starting.insert(name.clone(), spec.idmap_base.map(|b| (b, spec.idmap_size)));
         Ok(Reservation {
             rt: self,
             name: name.clone(),
@@ -426,6 +427,7 @@ impl Runtime {
                 .map(|d| d.as_secs() as i64)
                 .unwrap_or(0),
             idmap_base: spec.idmap_base,
+            idmap_size: spec.idmap_size,
             systemd,
         };
         // The monitor recorded init's start time while init was its unreaped child; a pidfd
@@ -747,14 +749,16 @@ impl Runtime {
         let req = launcher::Request::Start(launcher::StartReq {
             instance: name.as_str().to_string(),
             idmap_base: spec.idmap_base,
+            idmap_size: spec.idmap_size,
+            nesting: spec.nesting,
             // Checked in `reserve`; the idmapped root goes through the same user namespace,
             // so it shows files by the same map.
             uid_map: spec
                 .idmap_base
-                .map(|b| silo_proto::privileged::id_map(b, &spec.raw_idmap, true)),
-            gid_map: spec
-                .idmap_base
-                .map(|b| silo_proto::privileged::id_map(b, &spec.raw_idmap, false)),
+                .map(|b| silo_proto::privileged::id_map(b, spec.idmap_size, &spec.raw_idmap, true)),
+            gid_map: spec.idmap_base.map(|b| {
+                silo_proto::privileged::id_map(b, spec.idmap_size, &spec.raw_idmap, false)
+            }),
             cgroup_procs: cg.procs_files(name),
             cgroup2_dir: cg.v2_dir(name).map(|p| p.display().to_string()),
             mountpoint: format!("{}/runtime/{}/rootfs", self.state_dir, name.as_str()),
@@ -1364,6 +1368,7 @@ mod tests {
             monitor_pid: 9,
             started_at: 1700000000,
             idmap_base: Some(1065536),
+            idmap_size: 65536,
             systemd: true,
         };
         let (back, st) = RunningInfo::parse_record(&n, &i.record_line(777)).expect("parse");

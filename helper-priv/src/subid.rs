@@ -184,11 +184,11 @@ impl SubIds {
         SubIds::from_texts(&read("/etc/subuid")?, &read("/etc/subgid")?)
     }
 
-    /// Checks one instance's ids `base..base+65536` lie in a usable range; the refusal says
+    /// Checks one instance's ids `base..base+size` lie in a usable range; the refusal says
     /// which owner holds them when another does.
-    pub fn check(&self, base: u64) -> Result<(), String> {
+    pub fn check(&self, base: u64, size: u64) -> Result<(), String> {
         let end = base
-            .checked_add(IDS_PER_INSTANCE)
+            .checked_add(size)
             .ok_or_else(|| format!("base {base} overflows"))?;
         if self
             .ranges
@@ -349,11 +349,15 @@ mod tests {
         let s = SubIds::from_texts("", "").expect("default");
         assert_eq!(s.ranges.root, vec![r(1_000_000, 1_000_000_000)]);
         assert_eq!(s.ranges.usable, s.ranges.root);
-        assert!(s.check(1_000_000).is_ok());
-        assert!(s.check(1_000_000 + 1_000_000_000 - 65536).is_ok());
-        assert!(s.check(1_000_000 + 1_000_000_000 - 65535).is_err());
-        assert!(s.check(0).is_err());
-        assert!(s.check(u64::MAX - 10).is_err());
+        assert!(s.check(1_000_000, IDS_PER_INSTANCE).is_ok());
+        assert!(s
+            .check(1_000_000 + 1_000_000_000 - 65536, IDS_PER_INSTANCE)
+            .is_ok());
+        assert!(s
+            .check(1_000_000 + 1_000_000_000 - 65535, IDS_PER_INSTANCE)
+            .is_err());
+        assert!(s.check(0, IDS_PER_INSTANCE).is_err());
+        assert!(s.check(u64::MAX - 10, IDS_PER_INSTANCE).is_err());
     }
 
     #[test]
@@ -364,13 +368,16 @@ mod tests {
             s.ranges.usable,
             vec![r(1_000_000, 65536), r(1_131_072, 1_000_000_000 - 131_072)]
         );
-        assert!(s.check(1_000_000).is_ok());
-        let e = s.check(1_065_536 + 100).unwrap_err();
+        assert!(s.check(1_000_000, IDS_PER_INSTANCE).is_ok());
+        let e = s.check(1_065_536 + 100, IDS_PER_INSTANCE).unwrap_err();
         assert!(e.contains("\"alice\"") && e.contains("/etc/subuid"), "{e}");
         // Only in subgid counts as much.
         let s = SubIds::from_texts("", "bob:1000000:10\n").expect("ok");
         assert_eq!(s.ranges.usable[0].start, 1_000_010);
-        assert!(s.check(1_000_000).unwrap_err().contains("/etc/subgid"));
+        assert!(s
+            .check(1_000_000, IDS_PER_INSTANCE)
+            .unwrap_err()
+            .contains("/etc/subgid"));
         // A leftover smaller than one instance is not offered.
         let s = SubIds::from_texts("", "bob:1065000:10\n").expect("ok");
         assert_eq!(s.ranges.usable[0].start, 1_065_010);
@@ -386,9 +393,9 @@ mod tests {
         let t2 = format!("{t}root:1001000000:1000000000\n");
         let s = SubIds::from_texts(&t2, &t2).expect("ok");
         assert_eq!(s.ranges.usable, vec![r(1_001_000_000, 1_000_000_000)]);
-        let e = s.check(165536).unwrap_err();
+        let e = s.check(165536, IDS_PER_INSTANCE).unwrap_err();
         assert!(e.contains("\"_lxd\""), "{e}");
-        assert!(s.check(1_001_000_000).is_ok());
+        assert!(s.check(1_001_000_000, IDS_PER_INSTANCE).is_ok());
     }
 
     #[test]

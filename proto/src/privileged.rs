@@ -567,6 +567,13 @@ pub struct StartSpec {
     /// First host id of its 65536-id range; `None` asks for a privileged container (no user
     /// namespace), which the root policy must allow.
     pub idmap_base: Option<u64>,
+    /// How many ids from `idmap_base` the instance maps (`security.idmap.size`): 65536, or
+    /// a multiple of it up to [`MAX_IDMAP_SIZE`] for an instance that runs containers of its
+    /// own (`security.nesting`).
+    pub idmap_size: u64,
+    /// `security.nesting`: the instance may run containers of its own (a fully visible
+    /// proc and sysfs at /dev/.lxc, as LXD gives it).
+    pub nesting: bool,
     /// Limits applied before init runs.
     pub limits: Limits,
     /// Disks mounted before init runs, in order (a parent path before what lies beneath it).
@@ -737,7 +744,7 @@ pub struct IdMapLine {
 /// The instance's uid (or gid) map: its 65536 ids at `base`, with each `raw.idmap` line's
 /// instance ids taken from the host ids it names instead (the ids at `base` they replace are
 /// left unmapped, as in LXD). `raw` must have passed [`check_raw_idmap`].
-pub fn id_map(base: u64, raw: &[RawIdmapEntry], uid: bool) -> Vec<IdMapLine> {
+pub fn id_map(base: u64, size: u64, raw: &[RawIdmapEntry], uid: bool) -> Vec<IdMapLine> {
     let mut holes: Vec<&RawIdmapEntry> = raw.iter().filter(|e| e.kind.maps(uid)).collect();
     holes.sort_by_key(|e| e.container);
     let mut out = Vec::new();
@@ -757,11 +764,11 @@ pub fn id_map(base: u64, raw: &[RawIdmapEntry], uid: bool) -> Vec<IdMapLine> {
         });
         next = e.container + e.count;
     }
-    if next < 65536 {
+    if next < size {
         out.push(IdMapLine {
             container: next,
             host: base + next,
-            count: 65536 - next,
+            count: size - next,
         });
     }
     out
@@ -810,6 +817,8 @@ pub struct RunningInfo {
     pub started_at: i64,
     /// Its id range base (`None` = privileged).
     pub idmap_base: Option<u64>,
+    /// How many ids its range holds (65536 unless `security.idmap.size` asked for more).
+    pub idmap_size: u64,
     /// Whether init is systemd (stopped with SIGRTMIN+3 rather than SIGPWR).
     pub systemd: bool,
 }
@@ -821,20 +830,22 @@ impl RunningInfo {
     /// tells a recycled pid from the instance's init.
     pub fn record_line(&self, start_time: u64) -> String {
         format!(
-            "{} {} {} {} {} {}\n",
+            "{} {} {} {} {} {} {}\n",
             self.init_pid,
             self.monitor_pid,
             start_time,
             self.started_at,
             self.idmap_base.map_or("-".to_string(), |b| b.to_string()),
-            u8::from(self.systemd)
+            u8::from(self.systemd),
+            self.idmap_size
         )
     }
 
     /// Parses [`RunningInfo::record_line`]'s output: the info and init's start time.
     pub fn parse_record(name: &InstanceName, s: &str) -> Option<(RunningInfo, u64)> {
         let f: Vec<&str> = s.split_whitespace().collect();
-        if f.len() != 6 {
+        // Six fields from monitors of before `security.idmap.size` (65536 ids each).
+        if f.len() != 6 && f.len() != 7 {
             return None;
         }
         Some((
@@ -849,6 +860,10 @@ impl RunningInfo {
                     Some(f[4].parse().ok()?)
                 },
                 systemd: f[5] == "1",
+                idmap_size: match f.get(6) {
+                    Some(n) => n.parse().ok()?,
+                    None => 65536,
+                },
             },
             f[2].parse().ok()?,
         ))
@@ -895,6 +910,20 @@ pub struct InstanceStats {
     pub swap: u64,
     /// Interfaces.
     pub net: Vec<NetCounters>,
+}
+
+/// Most ids one instance may map: 64 instances' worth, room for a nested silo or LXD.
+pub const MAX_IDMAP_SIZE: u64 = 64 * 65536;
+
+/// Checks an id range size: a whole number of 65536-id blocks, at most [`MAX_IDMAP_SIZE`].
+pub fn check_idmap_size(size: u64) -> Result<(), crate::HelperError> {
+    if size < 65536 || !size.is_multiple_of(65536) || size > MAX_IDMAP_SIZE {
+        return Err(crate::HelperError::invalid(
+            "security.idmap.size",
+            format!("{size} ids: must be a multiple of 65536 from 65536 to {MAX_IDMAP_SIZE}"),
+        ));
+    }
+    Ok(())
 }
 
 /// Largest total size of an exec's command and environment.
@@ -1091,10 +1120,10 @@ mod tests {
         );
         let base = 1_000_000;
         assert_eq!(
-            id_map_text(&id_map(base, &r, true)),
+            id_map_text(&id_map(base, 65536, &r, true)),
             "0 1000000 50\n50 2000 3\n53 1000053 947\n1000 1000 1\n1001 1001001 64535\n"
         );
-        let g = id_map(base, &r, false);
+        let g = id_map(base, 65536, &r, false);
         assert_eq!(
             id_map_text(&g),
             "0 1000000 1000\n1000 1000 1\n1001 1001001 64535\n"
@@ -1102,11 +1131,14 @@ mod tests {
         assert_eq!(host_id(&g, 5), Some(base + 5));
         assert_eq!(host_id(&g, 1000), Some(1000));
         assert_eq!(host_id(&g, 70000), None);
-        assert_eq!(id_map_text(&id_map(base, &[], true)), "0 1000000 65536\n");
+        assert_eq!(
+            id_map_text(&id_map(base, 65536, &[], true)),
+            "0 1000000 65536\n"
+        );
         // The last instance id can be mapped: no empty tail line.
         let end = parse_raw_idmap("uid 3000 65535").expect("parses");
         assert_eq!(
-            id_map_text(&id_map(base, &end, true)),
+            id_map_text(&id_map(base, 65536, &end, true)),
             "0 1000000 65535\n65535 3000 1\n"
         );
     }

@@ -539,6 +539,8 @@ fn priv_refuses_hostile_starts_and_execs() {
         instance: InstanceName::new(name).expect("name"),
         pool: pool.clone(),
         idmap_base: base,
+        idmap_size: 65536,
+        nesting: false,
         limits: Limits::default(),
         disks: Vec::new(),
         devices: Vec::new(),

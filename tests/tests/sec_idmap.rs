@@ -200,6 +200,8 @@ fn spec(name: &str, base: u64) -> StartSpec {
         instance: InstanceName::new(name).expect("name"),
         pool: PoolName::new("p").expect("pool"),
         idmap_base: Some(base),
+        idmap_size: 65536,
+        nesting: false,
         limits: Limits::default(),
         disks: Vec::new(),
         devices: Vec::new(),

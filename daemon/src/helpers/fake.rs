@@ -155,6 +155,7 @@ impl Priv for FakePriv {
             monitor_pid: 1,
             started_at: 0,
             idmap_base: spec.idmap_base,
+            idmap_size: spec.idmap_size,
             systemd: false,
         };
         lock(&self.0.running).insert(spec.instance.to_string(), info.clone());

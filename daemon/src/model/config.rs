@@ -181,11 +181,15 @@ pub const INSTANCE_KEYS: &[KeySpec] = &[
         KeyType::Bool,
         "a range of its own",
     ),
-    key("security.idmap.size", KeyType::Whole, "stored"),
+    key(
+        "security.idmap.size",
+        KeyType::Whole,
+        "ids of the instance's own range, in whole 65536-id blocks (when it is created)",
+    ),
     key(
         "security.nesting",
         KeyType::Bool,
-        "stored: the policy decides",
+        "a fully visible proc and sysfs at /dev/.lxc for a container manager inside (next start)",
     ),
     key(
         "security.privileged",

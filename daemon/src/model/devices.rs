@@ -753,9 +753,27 @@ mod tests {
         }
         assert_eq!(why("d", &[]), "invalid device \"d\": missing type");
         assert_eq!(
-            why("d", &[("type", "gpu")]),
-            "invalid device \"d\": device type \"gpu\" is not supported by silo"
+            why("d", &[("type", "unix-hotplug")]),
+            "invalid device \"d\": device type \"unix-hotplug\" is not supported by silo"
         );
+        assert!(why("d", &[("type", "tpm")]).contains("swtpm"));
+        assert!(why("d", &[("type", "gpu"), ("gputype", "mig")]).contains("not available"));
+        assert!(why("d", &[("type", "unix-char"), ("path", "/dev/x")]).contains("major and minor"));
+        assert!(why(
+            "d",
+            &[("type", "unix-char"), ("source", "/dev/x"), ("mode", "999")]
+        )
+        .contains("octal"));
+        assert!(why("d", &[("type", "usb"), ("vendorid", "12345")]).contains("hex"));
+        assert!(why(
+            "d",
+            &[
+                ("type", "unix-char"),
+                ("source", "/dev/x"),
+                ("uid", "70000")
+            ]
+        )
+        .contains("65535"));
         let none = map(&[("type", "none")]);
         let s = DeviceSpec::parse("eth0", &none).expect("none");
         assert_eq!(s.device_type(), DeviceType::None);
@@ -903,8 +921,76 @@ mod tests {
         let DeviceSpec::Disk(v) = DeviceSpec::parse("data", &vol).expect("volume") else {
             panic!("not a disk");
         };
-        assert!(!v.is_root() && v.readonly);
+        assert!(!v.is_root() && v.readonly && v.required);
+        let m = v.mount("data").expect("mount").expect("not the root");
+        assert_eq!(m.path.as_str(), "data");
+        assert!(matches!(
+            m.source,
+            silo_proto::privileged::DiskSource::Volume { .. }
+        ));
         assert_eq!(DeviceSpec::Disk(v).to_map(), vol);
+        let host = map(&[
+            ("type", "disk"),
+            ("path", "/srv//x/"),
+            ("source", "/srv/share"),
+            ("required", "false"),
+            ("propagation", "rslave"),
+        ]);
+        let DeviceSpec::Disk(h) = DeviceSpec::parse("h", &host).expect("host path") else {
+            panic!("not a disk");
+        };
+        assert_eq!(h.path, "/srv/x");
+        assert!(!h.required);
+        assert_eq!(h.propagation, silo_proto::privileged::Propagation::Slave);
+        for (pairs, want) in [
+            (
+                &[
+                    ("type", "disk"),
+                    ("path", "/x"),
+                    ("source", "/s"),
+                    ("propagation", "shared"),
+                ][..],
+                "mount over host paths",
+            ),
+            (
+                &[("type", "disk"), ("path", "/x"), ("source", "rel")][..],
+                "neither an absolute host path",
+            ),
+            (
+                &[
+                    ("type", "disk"),
+                    ("path", "/x"),
+                    ("source", "/s"),
+                    ("size", "1GiB"),
+                ][..],
+                "only to the root disk",
+            ),
+            (
+                &[("type", "disk"), ("path", "/x/../y"), ("source", "/s")][..],
+                "'..'",
+            ),
+            (
+                &[
+                    ("type", "disk"),
+                    ("path", "/x"),
+                    ("pool", "p"),
+                    ("source", "v/snap"),
+                ][..],
+                "snapshot",
+            ),
+            (
+                &[
+                    ("type", "disk"),
+                    ("path", "/"),
+                    ("pool", "p"),
+                    ("source", "/s"),
+                ][..],
+                "takes a pool, not a source",
+            ),
+        ] {
+            let e = why("d", pairs);
+            assert!(e.contains(want), "{pairs:?}: {e}");
+        }
         for (pairs, want) in [
             (&[("type", "disk")][..], "needs a path"),
             (&[("type", "disk"), ("path", "data")][..], "not absolute"),

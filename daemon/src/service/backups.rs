@@ -648,7 +648,8 @@ async fn import_inner(
     let vol =
         VolumeName::new(name.to_string()).map_err(|e| DomainError::BadRequest(e.to_string()))?;
     let range = c.helpers.privileged.id_range().await?;
-    let claim = instances::claim_idmap(&c.db, name, &range)?;
+    let size = instances::wanted_idmap_size(&by.container.config)?;
+    let claim = instances::claim_idmap(&c.db, name, &range, size)?;
     let base = claim.base;
     c.helpers
         .store
@@ -660,7 +661,7 @@ async fn import_inner(
             index.optimized,
         )
         .await?;
-    let inst = imported_record(name, pool, &by.container, base);
+    let inst = imported_record(name, pool, &by.container, base, claim.size);
     if let Err(e) = record_import(c, &inst, index, by) {
         undo_import(c, name, &pn, vol, snaps).await;
         return Err(e);
@@ -683,11 +684,20 @@ fn keep_volatile(cfg: &BTreeMap<String, String>) -> BTreeMap<String, String> {
 }
 
 /// The imported instance's record: the backup's settings with a fresh identity (uuid, idmap).
-fn imported_record(name: &str, pool: &str, from: &BackupInstance, base: u64) -> Instance {
+fn imported_record(
+    name: &str,
+    pool: &str,
+    from: &BackupInstance,
+    base: u64,
+    size: u64,
+) -> Instance {
     let mut config = keep_volatile(&from.config);
     config.insert("volatile.uuid".into(), uuid::Uuid::new_v4().to_string());
     config.insert("volatile.idmap.base".into(), base.to_string());
-    config.insert("volatile.idmap.next".into(), instances::idmap_json(base));
+    config.insert(
+        "volatile.idmap.next".into(),
+        instances::idmap_json(base, size),
+    );
     config.insert("volatile.last_state.idmap".into(), "[]".into());
     Instance {
         name: name.to_string(),

@@ -87,11 +87,12 @@ impl Creating {
 /// has them.
 pub use silo_api::{InstanceSource as Source, InstancesPost as CreateRequest};
 
-/// Ids per instance.
+/// Ids per 65536-id block; an instance holds one or more.
 const IDS_PER_INSTANCE: u64 = 65536;
 
-/// The lowest base whose 65536 ids lie in one of `usable` and overlap no id range in `used`.
-fn first_free_base(usable: &[IdRange], used: &[u64]) -> Option<u64> {
+/// The lowest base whose `size` ids lie in one of `usable` and overlap no 65536-id block in
+/// `used`.
+fn first_free_base(usable: &[IdRange], used: &[u64], size: u64) -> Option<u64> {
     let mut used = used.to_vec();
     used.sort_unstable();
     usable.iter().find_map(|r| {
@@ -100,13 +101,43 @@ fn first_free_base(usable: &[IdRange], used: &[u64]) -> Option<u64> {
             if u.saturating_add(IDS_PER_INSTANCE) <= cand {
                 continue;
             }
-            if u >= cand.saturating_add(IDS_PER_INSTANCE) {
+            if u >= cand.saturating_add(size) {
                 break;
             }
             cand = u.saturating_add(IDS_PER_INSTANCE);
         }
-        (cand.checked_add(IDS_PER_INSTANCE)? <= r.end()).then_some(cand)
+        (cand.checked_add(size)? <= r.end()).then_some(cand)
     })
+}
+
+/// The ids a new instance with this (expanded) config gets: `security.idmap.size` rounded up
+/// to whole 65536-id blocks, 65536 when unset.
+pub(crate) fn wanted_idmap_size(cfg: &BTreeMap<String, String>) -> Result<u64, DomainError> {
+    let Some(v) = cfg.get("security.idmap.size").filter(|v| !v.is_empty()) else {
+        return Ok(IDS_PER_INSTANCE);
+    };
+    let n: u64 = v.parse().map_err(|_| {
+        DomainError::BadRequest(format!("security.idmap.size {v:?} is not a whole number"))
+    })?;
+    let size = n.max(1).div_ceil(IDS_PER_INSTANCE) * IDS_PER_INSTANCE;
+    silo_proto::privileged::check_idmap_size(size)
+        .map_err(|e| DomainError::BadRequest(e.to_string()))?;
+    Ok(size)
+}
+
+/// The ids an instance holds, as its `volatile.idmap.next` records them (65536 for records
+/// that say nothing else).
+pub(crate) fn idmap_size_of(config: &BTreeMap<String, String>) -> u64 {
+    config
+        .get("volatile.idmap.next")
+        .and_then(|j| serde_json::from_str::<serde_json::Value>(j).ok())
+        .and_then(|v| {
+            v.get(0)
+                .and_then(|e| e.get("Maprange"))
+                .and_then(|m| m.as_u64())
+        })
+        .filter(|m| *m >= IDS_PER_INSTANCE)
+        .unwrap_or(IDS_PER_INSTANCE)
 }
 
 /// An instance's id range, claimed in the database under its name. Dropped before the
@@ -118,6 +149,8 @@ pub(crate) struct IdmapClaim {
     name: String,
     /// The first host id.
     pub base: u64,
+    /// How many ids.
+    pub size: u64,
 }
 
 impl Drop for IdmapClaim {
@@ -136,8 +169,11 @@ pub(crate) fn claim_idmap(
     db: &Db,
     name: &str,
     ranges: &IdRanges,
+    size: u64,
 ) -> Result<IdmapClaim, DomainError> {
-    let base = crate::store::idmap::claim(db, name, |used| first_free_base(&ranges.usable, used))?;
+    let base = crate::store::idmap::claim(db, name, size / IDS_PER_INSTANCE, |used| {
+        first_free_base(&ranges.usable, used, size)
+    })?;
     let base = base.ok_or_else(|| {
         let have: Vec<String> = ranges
             .usable
@@ -145,7 +181,7 @@ pub(crate) fn claim_idmap(
             .map(|r| format!("{}:{}", r.start, r.count))
             .collect();
         DomainError::Conflict(format!(
-            "no free id range of 65536 ids left in {}; delete an instance or give root a larger subordinate range in /etc/subuid and /etc/subgid",
+            "no free id range of {size} ids left in {}; delete an instance or give root a larger subordinate range in /etc/subuid and /etc/subgid",
             have.join(", ")
         ))
     })?;
@@ -153,13 +189,14 @@ pub(crate) fn claim_idmap(
         db: db.clone(),
         name: name.to_string(),
         base,
+        size,
     })
 }
 
-pub(crate) fn idmap_json(base: u64) -> String {
+pub(crate) fn idmap_json(base: u64, size: u64) -> String {
     json!([
-        {"Isuid": true, "Isgid": false, "Hostid": base, "Nsid": 0, "Maprange": 65536},
-        {"Isuid": false, "Isgid": true, "Hostid": base, "Nsid": 0, "Maprange": 65536},
+        {"Isuid": true, "Isgid": false, "Hostid": base, "Nsid": 0, "Maprange": size},
+        {"Isuid": false, "Isgid": true, "Hostid": base, "Nsid": 0, "Maprange": size},
     ])
     .to_string()
 }
@@ -258,21 +295,52 @@ mod tests {
     #[test]
     fn first_free_base_skips_used_and_unaligned_ranges() {
         let u = [r(1_000_000, 4 * 65536)];
-        assert_eq!(first_free_base(&u, &[]), Some(1_000_000));
-        assert_eq!(first_free_base(&u, &[1_000_000]), Some(1_065_536));
+        assert_eq!(first_free_base(&u, &[], 65536), Some(1_000_000));
+        assert_eq!(first_free_base(&u, &[1_000_000], 65536), Some(1_065_536));
         // An older base off the grid still blocks what it overlaps.
         assert_eq!(
-            first_free_base(&u, &[1_000_000, 1_065_536 + 10]),
+            first_free_base(&u, &[1_000_000, 1_065_536 + 10], 65536),
             Some(1_065_536 + 10 + 65536)
         );
         assert_eq!(
-            first_free_base(&u, &[1_000_000, 1_065_536, 1_131_072, 1_196_608]),
+            first_free_base(&u, &[1_000_000, 1_065_536, 1_131_072, 1_196_608], 65536),
             None
         );
         // The next usable range when the first is full; too-small ranges are skipped.
         let u = [r(1_000_000, 65536), r(2_000_000, 100), r(3_000_000, 65536)];
-        assert_eq!(first_free_base(&u, &[1_000_000]), Some(3_000_000));
-        assert_eq!(first_free_base(&u, &[1_000_000, 3_000_000]), None);
+        assert_eq!(first_free_base(&u, &[1_000_000], 65536), Some(3_000_000));
+        assert_eq!(first_free_base(&u, &[1_000_000, 3_000_000], 65536), None);
+        // A nesting instance's several blocks need that many free in a row.
+        let u = [r(1_000_000, 4 * 65536)];
+        assert_eq!(
+            first_free_base(&u, &[1_065_536], 2 * 65536),
+            Some(1_131_072)
+        );
+        assert_eq!(
+            first_free_base(&u, &[1_131_072], 2 * 65536),
+            Some(1_000_000)
+        );
+        assert_eq!(
+            first_free_base(&u, &[1_065_536, 1_196_608], 2 * 65536),
+            None
+        );
+        assert_eq!(first_free_base(&u, &[], 4 * 65536), Some(1_000_000));
+    }
+
+    #[test]
+    fn idmap_sizes_round_up_to_blocks_and_are_read_back() {
+        let cfg = |v: &str| BTreeMap::from([("security.idmap.size".to_string(), v.to_string())]);
+        assert_eq!(wanted_idmap_size(&BTreeMap::new()).ok(), Some(65536));
+        assert_eq!(wanted_idmap_size(&cfg("65536")).ok(), Some(65536));
+        assert_eq!(wanted_idmap_size(&cfg("100000")).ok(), Some(131072));
+        assert!(wanted_idmap_size(&cfg("x")).is_err());
+        assert!(wanted_idmap_size(&cfg("100000000")).is_err());
+        let rec = BTreeMap::from([(
+            "volatile.idmap.next".to_string(),
+            idmap_json(1_000_000, 196608),
+        )]);
+        assert_eq!(idmap_size_of(&rec), 196608);
+        assert_eq!(idmap_size_of(&BTreeMap::new()), 65536);
     }
 
     fn ranges() -> IdRanges {
@@ -306,20 +374,20 @@ mod tests {
         let t = tempfile::tempdir().expect("tmp");
         let db = Db::open(&t.path().join("silo.db")).expect("open");
         crate::store::pools::insert(&db, &pool()).expect("pool");
-        let a = claim_idmap(&db, "a", &ranges()).expect("a");
-        let b = claim_idmap(&db, "b", &ranges()).expect("b");
+        let a = claim_idmap(&db, "a", &ranges(), 65536).expect("a");
+        let b = claim_idmap(&db, "b", &ranges(), 65536).expect("b");
         assert_eq!((a.base, b.base), (1_000_000, 1_065_536));
         // b's create fails: its range is free again.
         drop(b);
-        let c = claim_idmap(&db, "c", &ranges()).expect("c");
+        let c = claim_idmap(&db, "c", &ranges(), 65536).expect("c");
         assert_eq!(c.base, 1_065_536);
         // a's create succeeds: its claim outlives the guard, follows a rename, and goes with
         // the instance.
         write(&db, &instance("a", a.base), true).expect("write");
         drop(a);
-        let d = claim_idmap(&db, "d", &ranges()).expect("d");
+        let d = claim_idmap(&db, "d", &ranges(), 65536).expect("d");
         assert_eq!(d.base, 1_131_072);
-        let full = claim_idmap(&db, "e", &ranges()).unwrap_err();
+        let full = claim_idmap(&db, "e", &ranges(), 65536).unwrap_err();
         assert!(full.to_string().contains("no free id range"), "{full}");
         crate::store::instances::rename(&db, "a", "a2").expect("rename");
         let claims = crate::store::idmap::all(&db).expect("claims");
@@ -328,7 +396,10 @@ mod tests {
             "{claims:?}"
         );
         crate::store::instances::delete(&db, "a2").expect("delete");
-        assert_eq!(claim_idmap(&db, "e", &ranges()).expect("e").base, 1_000_000);
+        assert_eq!(
+            claim_idmap(&db, "e", &ranges(), 65536).expect("e").base,
+            1_000_000
+        );
     }
 
     fn pool() -> crate::model::pool::Pool {

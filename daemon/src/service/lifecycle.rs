@@ -198,13 +198,14 @@ async fn create_inner(
     image: Option<crate::service::images::Image>,
 ) -> Result<Instance, DomainError> {
     let profiles = load_profiles(&c.db, req.profiles.as_deref().unwrap_or(&[]))?;
-    let (_, ed) = expand(&profiles, &req.config, &req.devices);
+    let (ec, ed) = expand(&profiles, &req.config, &req.devices);
     let pool = root_pool(&ed).map_err(DomainError::BadRequest)?;
     let pn = PoolName::new(pool.clone()).map_err(|e| DomainError::BadRequest(e.to_string()))?;
     let vol =
         VolumeName::new(req.name.clone()).map_err(|e| DomainError::BadRequest(e.to_string()))?;
     let range = c.helpers.privileged.id_range().await?;
-    let claim = claim_idmap(&c.db, &req.name, &range)?;
+    let size = crate::service::instances::wanted_idmap_size(&ec)?;
+    let claim = claim_idmap(&c.db, &req.name, &range, size)?;
     let base = claim.base;
     let mut config = req.config.clone();
     let target = RootVolume {
@@ -225,7 +226,7 @@ async fn create_inner(
             std::env::consts::ARCH.to_string()
         }
     };
-    let inst = new_record(&req, config, base, architecture, pool.clone());
+    let inst = new_record(&req, config, base, claim.size, architecture, pool.clone());
     let copying = req.source.kind == "copy";
     let trigger = match &image {
         Some(_) => Some("create"),
@@ -365,12 +366,13 @@ pub(crate) fn new_record(
     req: &CreateRequest,
     mut config: BTreeMap<String, String>,
     base: u64,
+    size: u64,
     architecture: String,
     pool: String,
 ) -> Instance {
     config.insert("volatile.uuid".into(), uuid::Uuid::new_v4().to_string());
     config.insert("volatile.idmap.base".into(), base.to_string());
-    config.insert("volatile.idmap.next".into(), idmap_json(base));
+    config.insert("volatile.idmap.next".into(), idmap_json(base, size));
     config.insert("volatile.last_state.idmap".into(), "[]".into());
     Instance {
         name: req.name.clone(),

@@ -273,6 +273,8 @@ pub async fn start(c: &Services, name: &str) -> Result<RunningInfo, DomainError>
         instance: iname(name)?,
         pool: PoolName::new(i.pool.clone()).map_err(|e| DomainError::Internal(e.to_string()))?,
         idmap_base,
+        idmap_size: instances::idmap_size_of(&i.config),
+        nesting: is_true(cfg.get("security.nesting")),
         limits,
         disks: crate::service::devices::mounts(&devs)?,
         devices: crate::service::devices::host_devices(&devs)?,

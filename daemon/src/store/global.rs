@@ -298,6 +298,7 @@ pub trait LocalStore: Send + Sync {
     fn claim_idmap(
         &self,
         name: &str,
+        blocks: u64,
         pick: &mut dyn FnMut(&[u64]) -> Option<u64>,
     ) -> Result<Option<u64>, StoreError>;
     /// See [`crate::store::idmap::release_unused`].
@@ -325,9 +326,10 @@ impl LocalStore for Db {
     fn claim_idmap(
         &self,
         name: &str,
+        blocks: u64,
         pick: &mut dyn FnMut(&[u64]) -> Option<u64>,
     ) -> Result<Option<u64>, StoreError> {
-        crate::store::idmap::claim(self, name, pick)
+        crate::store::idmap::claim(self, name, blocks, pick)
     }
     fn release_unused_idmap(&self, name: &str, base: u64) -> Result<(), StoreError> {
         crate::store::idmap::release_unused(self, name, base)

@@ -13,6 +13,7 @@ use crate::store::error::StoreError;
 pub fn claim(
     db: &Db,
     name: &str,
+    blocks: u64,
     pick: impl FnOnce(&[u64]) -> Option<u64>,
 ) -> Result<Option<u64>, StoreError> {
     db.tx(|tx| {
@@ -63,10 +64,14 @@ pub fn claim(
             column: "base",
             reason: format!("{base} is out of range"),
         })?;
-        tx.execute(
-            "INSERT INTO idmap_ranges (base, instance) VALUES (?1, ?2)",
-            params![base_i, name],
-        )?;
+        // A range of several 65536-id blocks (security.idmap.size) is one row per block, so
+        // that every other claimer sees each block taken.
+        for k in 0..blocks.max(1) {
+            tx.execute(
+                "INSERT INTO idmap_ranges (base, instance) VALUES (?1, ?2)",
+                params![base_i + (k as i64) * 65536, name],
+            )?;
+        }
         Ok(Some(base))
     })
 }
@@ -76,7 +81,7 @@ pub fn claim(
 pub fn release_unused(db: &Db, name: &str, base: u64) -> Result<(), StoreError> {
     db.run(|c| {
         c.execute(
-            "DELETE FROM idmap_ranges WHERE instance = ?1 AND base = ?2
+            "DELETE FROM idmap_ranges WHERE instance = ?1 AND base >= ?2
              AND NOT EXISTS (SELECT 1 FROM instances WHERE name = ?1)",
             params![name, base as i64],
         )?;

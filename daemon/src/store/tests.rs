@@ -239,7 +239,7 @@ fn a_corrupt_column_is_an_error_naming_the_row_and_is_not_written_over() {
     );
     // Nor can its id range be handed out while it is unknown.
     assert_corrupt(
-        idmap::claim(&db, "new", |_| Some(2_000_000)).expect_err("refused"),
+        idmap::claim(&db, "new", 1, |_| Some(2_000_000)).expect_err("refused"),
         "instances",
         "a",
         "config",
@@ -592,7 +592,7 @@ fn the_sqlite_store_serves_both_interfaces() {
     g.put_profile(&profile("pr")).expect("profile");
     assert_eq!(g.profiles().expect("profiles").len(), 1);
     let base = l
-        .claim_idmap("new", &mut |used: &[u64]| {
+        .claim_idmap("new", 1, &mut |used: &[u64]| {
             assert!(used.contains(&1_000_000), "{used:?}");
             Some(2_000_000)
         })
@@ -620,7 +620,7 @@ fn idmap_claims_are_exclusive_under_concurrent_claimers() {
             std::thread::spawn(move || {
                 (0..25)
                     .map(|n| {
-                        idmap::claim(&db, &format!("c{t}-{n}"), |used| {
+                        idmap::claim(&db, &format!("c{t}-{n}"), 1, |used| {
                             // Widen the window between reading the bases and recording the
                             // pick: another claimer must still not get in between.
                             std::thread::yield_now();
@@ -689,7 +689,7 @@ fn records_from_before_the_claims_table_keep_their_ids() {
     assert_eq!(claimed.len(), 2, "{claimed:?}");
     assert_eq!(claimed[0].0, 1_000_000);
     assert_eq!(claimed[1], (1_131_072, "old3".to_string()));
-    let n = idmap::claim(&db, "new", lowest_free).expect("new");
+    let n = idmap::claim(&db, "new", 1, lowest_free).expect("new");
     assert_eq!(n, Some(1_065_536));
     // A claim left by a create that never finished is dropped when the database opens.
     drop(db);

@@ -34,6 +34,12 @@ use silo_proto::privileged::ExecSpec;
 pub struct StartReq {
     pub instance: String,
     pub idmap_base: Option<u64>,
+    /// How many ids the range holds (for the record).
+    pub idmap_size: u64,
+    /// `security.nesting`: a second, fully visible proc and sysfs at /dev/.lxc, which a
+    /// container manager inside needs to mount its own (the kernel lets a user namespace mount
+    /// proc or sysfs only where one is already fully visible).
+    pub nesting: bool,
     /// The user namespace's maps (with `raw.idmap`'s holes), when it has one.
     pub uid_map: Option<Vec<silo_proto::privileged::IdMapLine>>,
     pub gid_map: Option<Vec<silo_proto::privileged::IdMapLine>>,

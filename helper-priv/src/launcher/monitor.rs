@@ -219,6 +219,7 @@ fn monitor(req: StartReq, rootfs: OwnedFd, rundir: OwnedFd, w: OwnedFd) -> ! {
                 .map(|d| d.as_secs() as i64)
                 .unwrap_or(0),
             idmap_base: req.idmap_base,
+            idmap_size: req.idmap_size,
             systemd: req.systemd,
         };
         let line = info.record_line(sys::start_time(pid).unwrap_or(0));
@@ -394,7 +395,7 @@ fn mounter(
         ));
     }
     drop(tree);
-    mount_confining(".", console, req.idmap_base)?;
+    mount_confining(".", console, req.idmap_base, req.nesting)?;
     nix::unistd::pivot_root(".", ".").map_err(io("pivot_root"))?;
     nix::mount::umount2(".", nix::mount::MntFlags::MNT_DETACH)
         .map_err(io("detaching the host root"))?;
@@ -533,7 +534,12 @@ fn as_container_root<T>(
 /// user namespace (so they arrive locked): /proc with `proc:mixed` (/proc/sys read-only but
 /// for the network namespace's own net.* keys), a read-only /sys, a tmpfs /dev owned by
 /// container root with the host's harmless devices and the console pty bound in.
-fn mount_confining(root: &str, console: &str, base: Option<u64>) -> Result<(), String> {
+fn mount_confining(
+    root: &str,
+    console: &str,
+    base: Option<u64>,
+    nesting: bool,
+) -> Result<(), String> {
     let p = |s: &str| format!("{root}{s}");
     let nosuid = libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
     as_container_root(base, || {
@@ -584,6 +590,34 @@ fn mount_confining(root: &str, console: &str, base: Option<u64>) -> Result<(), S
     let t = p("/dev/console");
     ensure_file(&t)?;
     sys::mount(Some(console), &t, None, libc::MS_BIND, None).map_err(|e| e.to_string())?;
+    if nesting {
+        // What LXD gives a nesting container: a proc and a sysfs nothing covers, so that the
+        // kernel lets a container manager inside mount its own (mount_too_revealing). Writes
+        // through them still need capabilities over the host's namespaces, which container
+        // root does not have; sysfs stays read-only, as the one at /sys.
+        as_container_root(base, || {
+            for d in ["/dev/.lxc", "/dev/.lxc/proc", "/dev/.lxc/sys"] {
+                ensure_dir(&p(d))?;
+            }
+            Ok(())
+        })?;
+        sys::mount(
+            Some("proc"),
+            &p("/dev/.lxc/proc"),
+            Some("proc"),
+            nosuid,
+            None,
+        )
+        .map_err(|e| e.to_string())?;
+        sys::mount(
+            Some("sysfs"),
+            &p("/dev/.lxc/sys"),
+            Some("sysfs"),
+            nosuid | libc::MS_RDONLY,
+            None,
+        )
+        .map_err(|e| e.to_string())?;
+    }
     Ok(())
 }
 

@@ -504,7 +504,8 @@ async fn record(c: &Services, req: &CreateRequest, snaps: &[Snapshot]) -> Result
     let (_, ed) = expand(&profiles, &req.config, &req.devices);
     let pool = root_pool(&ed).map_err(DomainError::BadRequest)?;
     let range = c.helpers.privileged.id_range().await?;
-    let claim = instances::claim_idmap(&c.db, &req.name, &range)?;
+    let size = instances::wanted_idmap_size(&req.config)?;
+    let claim = instances::claim_idmap(&c.db, &req.name, &range, size)?;
     let architecture = if req.architecture.is_empty() {
         std::env::consts::ARCH.to_string()
     } else {
@@ -516,7 +517,14 @@ async fn record(c: &Services, req: &CreateRequest, snaps: &[Snapshot]) -> Result
     if silo_proto::ImageFingerprint::new(req.source.base_image.clone()).is_ok() {
         config.insert("volatile.base_image".into(), req.source.base_image.clone());
     }
-    let inst = crate::service::lifecycle::new_record(req, config, claim.base, architecture, pool);
+    let inst = crate::service::lifecycle::new_record(
+        req,
+        config,
+        claim.base,
+        claim.size,
+        architecture,
+        pool,
+    );
     let cfg = expand(&profiles, &inst.config, &inst.devices).0;
     // The copy's image templates run with the "copy" trigger (its /etc/hostname), as a
     // local copy's do.
