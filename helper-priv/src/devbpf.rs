@@ -173,7 +173,16 @@ pub fn attach(dir: &Path, rules: &[Rule]) -> HelperResult<()> {
     };
     // Loaded without a log (a verbose log of a good program can overflow any buffer, and the
     // kernel then refuses the load); on a refusal, loaded again only to say why.
-    let prog = load(None).map_err(|e| {
+    let prog = match load(None) {
+        Err(e) if e.raw_os_error() == Some(libc::EPERM) && !in_initial_userns() => {
+            // silo inside a container (security.nesting): only the host may load device
+            // programs, and the outer instance's program already confines this whole subtree.
+            tracing::info!(group = %dir.display(), "no device program inside a user namespace; the enclosing one applies");
+            return Ok(());
+        }
+        r => r,
+    };
+    let prog = prog.map_err(|e| {
         let mut log = vec![0u8; 64 << 10];
         let _ = load(Some(&mut log));
         let msg = String::from_utf8_lossy(&log);
@@ -205,6 +214,13 @@ pub fn attach(dir: &Path, rules: &[Rule]) -> HelperResult<()> {
         bpf(BPF_PROG_DETACH, &mut a).map_err(|e| err("detach", dir, e))?;
     }
     Ok(())
+}
+
+/// Whether this process is in the host's user namespace (which maps every id to itself).
+fn in_initial_userns() -> bool {
+    std::fs::read_to_string("/proc/self/uid_map")
+        .map(|m| m.split_whitespace().collect::<Vec<_>>() == ["0", "0", "4294967295"])
+        .unwrap_or(true)
 }
 
 /// The ids of the device programs attached to the group itself.

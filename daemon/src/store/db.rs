@@ -135,6 +135,23 @@ const MIGRATIONS: &[&str] = &[
         name TEXT NOT NULL,
         certificate TEXT NOT NULL
      );",
+    // 9: an instance may hold several 65536-id blocks (security.idmap.size): one row each.
+    "CREATE TABLE idmap_ranges_blocks (
+        base INTEGER PRIMARY KEY NOT NULL,
+        instance TEXT NOT NULL
+     );
+     INSERT INTO idmap_ranges_blocks (base, instance) SELECT base, instance FROM idmap_ranges;
+     DROP TRIGGER idmap_ranges_follow_rename;
+     DROP TRIGGER idmap_ranges_follow_delete;
+     DROP TABLE idmap_ranges;
+     ALTER TABLE idmap_ranges_blocks RENAME TO idmap_ranges;
+     CREATE INDEX idmap_ranges_by_instance ON idmap_ranges (instance);
+     CREATE TRIGGER idmap_ranges_follow_rename AFTER UPDATE OF name ON instances BEGIN
+        UPDATE idmap_ranges SET instance = NEW.name WHERE instance = OLD.name;
+     END;
+     CREATE TRIGGER idmap_ranges_follow_delete AFTER DELETE ON instances BEGIN
+        DELETE FROM idmap_ranges WHERE instance = OLD.name;
+     END;",
 ];
 
 /// The error this module had before the store had its own; kept so older call sites read.
