@@ -367,6 +367,43 @@ impl StoreServer {
     /// Opens a host directory for a btrfs pool: the policy must list it (or a parent) in
     /// host_paths; no symlink is followed on the way; it must be on btrfs and hold nothing but
     /// silo's own layout.
+    /// Opens a dir pool's host source: beneath `host_paths`, no symlink on the way, a
+    /// directory owned by root that no one else may write (silo's volumes live in it), and
+    /// empty but for what an earlier pool of silo's left.
+    pub(crate) fn open_host_dir(
+        &self,
+        source: &silo_proto::types::HostPath,
+    ) -> HelperResult<std::os::fd::OwnedFd> {
+        if !self.0.policy.host_paths.iter().any(|p| source.is_within(p)) {
+            return Err(self.0.policy.deny(format!(
+                "storage pool source {source} is not beneath any of host_paths"
+            )));
+        }
+        let fd =
+            open_host_path(source, OFlag::O_DIRECTORY | OFlag::O_RDONLY).map_err(|e| match e {
+                Errno::ELOOP | Errno::ENOTDIR => HelperError::invalid(
+                    "source",
+                    format!("{source} goes through a symlink or is not a directory"),
+                ),
+                Errno::ENOENT => HelperError::NotFound {
+                    what: format!("storage pool source {source}"),
+                },
+                e => HelperError::errno("openat2", source, e),
+            })?;
+        let st = nix::sys::stat::fstat(&fd).map_err(|e| HelperError::errno("fstat", source, e))?;
+        if st.st_uid != 0 || st.st_mode & 0o022 != 0 {
+            return Err(HelperError::invalid(
+                "source",
+                format!(
+                    "{source} must be owned by root and writable by no one else (it is uid {}, mode {:o})",
+                    st.st_uid,
+                    st.st_mode & 0o7777
+                ),
+            ));
+        }
+        Ok(fd)
+    }
+
     pub(crate) fn open_host_btrfs(
         &self,
         source: &silo_proto::types::HostPath,

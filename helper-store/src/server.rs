@@ -99,6 +99,25 @@ impl Store for StoreServer {
         // Check what can be checked before anything is made.
         let host = match &driver {
             PoolDriver::BtrfsPath { source } => Some(self.open_host_btrfs(source)?),
+            PoolDriver::DirPath { source } => {
+                let fd = self.open_host_dir(source)?;
+                let listing = silo_proto::jail::beneath::Root::from_fd(
+                    fd.try_clone()
+                        .map_err(|e| HelperError::io("dup", source, e))?,
+                    source.to_string(),
+                )
+                .list()?;
+                if let Some(other) = listing
+                    .iter()
+                    .find(|n| !VolumeKind::ALL.iter().any(|k| k.dir_name() == n.as_str()))
+                {
+                    return Err(HelperError::invalid(
+                        "source",
+                        format!("{source} is not empty ({other:?}); silo takes an empty directory"),
+                    ));
+                }
+                Some(fd)
+            }
             PoolDriver::BtrfsDevice { source } => {
                 self.check_block_device(source)?;
                 None
@@ -116,7 +135,7 @@ impl Store for StoreServer {
         let dir = self.0.pools.mkdir_new(pool.as_str(), 0o711, &what)?;
         let made = match (&driver, &host) {
             (PoolDriver::Btrfs { size }, _) => self.make_btrfs(&pool, &dir, *size),
-            (PoolDriver::BtrfsPath { .. }, Some(src)) => {
+            (PoolDriver::BtrfsPath { .. } | PoolDriver::DirPath { .. }, Some(src)) => {
                 crate::btrfs::bind_dir(src.as_fd(), dir.fd())
             }
             (PoolDriver::BtrfsDevice { source }, _) => self.make_btrfs_device(&pool, &dir, source),
@@ -162,11 +181,10 @@ impl Store for StoreServer {
             });
         }
         let btrfs = self.pool_is_btrfs(&dir);
-        if btrfs {
-            // On a host path, take silo's own (empty) directories away first.
-            for kind in VolumeKind::ALL {
-                let _ = dir.remove_tree(kind.dir_name());
-            }
+        // On a host path (btrfs or dir), take silo's own (empty) directories away first: the
+        // host directory stays as it was given.
+        for kind in VolumeKind::ALL {
+            let _ = dir.remove_tree(kind.dir_name());
         }
         drop(dir);
         // The btrfs mount, and the nosuid bind of a dir pool (or beneath a btrfs).
@@ -675,6 +693,24 @@ impl Store for StoreServer {
                     crate::btrfs::bind_dir(src.as_fd(), dir.fd())?;
                 }
                 PoolDriver::BtrfsDevice { source } => self.mount_device(&pool, &dir, source)?,
+                PoolDriver::DirPath { source } => {
+                    let src = self.open_host_dir(source)?;
+                    let same = |a: &nix::sys::stat::FileStat, b: &nix::sys::stat::FileStat| {
+                        a.st_dev == b.st_dev && a.st_ino == b.st_ino
+                    };
+                    let (Ok(s), Ok(d)) =
+                        (nix::sys::stat::fstat(&src), nix::sys::stat::fstat(dir.fd()))
+                    else {
+                        return Err(HelperError::invalid(
+                            "source",
+                            format!("cannot stat {source}"),
+                        ));
+                    };
+                    // Still bound from before a restart of silo's: leave it.
+                    if !same(&s, &d) {
+                        crate::btrfs::bind_dir(src.as_fd(), dir.fd())?;
+                    }
+                }
                 PoolDriver::Dir => {}
             }
             if !matches!(driver, PoolDriver::Dir) {

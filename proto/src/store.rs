@@ -26,6 +26,13 @@ pub enum PoolDriver {
         /// The host directory.
         source: crate::types::HostPath,
     },
+    /// Plain directories in an existing, empty host directory (LXD's `dir` pool with
+    /// `source`), bind-mounted onto the pool directory; only paths the root policy lists in
+    /// `host_paths`, owned by root and writable by nobody else.
+    DirPath {
+        /// The host directory.
+        source: crate::types::HostPath,
+    },
     /// btrfs that silo-store formats on a whole block device (a disk or partition) and mounts
     /// on the pool directory; only devices the root policy lists in `block_devices`, and only
     /// when they hold no filesystem yet (mkfs.btrfs is never forced).

@@ -444,3 +444,77 @@ fn slave_propagation_shows_the_hosts_later_mounts_and_shared_is_refused() {
         "the instance's mount reached the host"
     );
 }
+
+#[test]
+fn a_dir_pool_on_a_host_directory_the_policy_allows() {
+    let share = Share::new();
+    for d in ["pool", "full", "theirs"] {
+        std::fs::create_dir(share.p(d)).expect("mkdir");
+    }
+    std::fs::write(share.p("full/x"), "x").expect("write");
+    chown(&share.p("theirs"), 1000, 1000);
+    std::os::unix::fs::symlink(share.p("pool"), share.p("link")).expect("symlink");
+    let outside = tempfile::tempdir().expect("tmp");
+    let d = TestDaemon::start_with_policy("disk-dirpool", &share.policy());
+    busybox(&d);
+    let create = |name: &str, source: &str| {
+        d.api(
+            "POST",
+            "/1.0/storage-pools",
+            Some(json!({"name": name, "driver": "dir", "config": {"source": source}})),
+        )
+    };
+    for (name, src, code, word) in [
+        (
+            "p1",
+            outside.path().display().to_string(),
+            403,
+            "host_paths",
+        ),
+        (
+            "p2",
+            share.p("full").display().to_string(),
+            400,
+            "not empty",
+        ),
+        ("p3", share.p("link").display().to_string(), 400, "symlink"),
+        (
+            "p4",
+            share.p("theirs").display().to_string(),
+            400,
+            "owned by root",
+        ),
+    ] {
+        let (c, v) = create(name, &src);
+        assert_eq!(c, code, "{src}: {v}");
+        assert!(v.to_string().contains(word), "{src}: {v}");
+        assert_eq!(
+            d.api("GET", &format!("/1.0/storage-pools/{name}"), None).0,
+            404
+        );
+        assert!(!d.dir.join("storage-pools").join(name).exists());
+    }
+    let src = share.p("pool").display().to_string();
+    let (c, v) = create("hostdir", &src);
+    assert_eq!(c, 200, "{v}");
+    let o = d.lxc(&["launch", "busybox", "c1", "-s", "hostdir"]);
+    assert!(o.status.success(), "{}", show(&o));
+    assert_eq!(d.status("c1"), "Running");
+    // The instance's volume is in the host directory itself.
+    assert!(share.p("pool/containers/c1/rootfs/bin/busybox").exists());
+    // Survives a restart of silo (the bind is found in place, not stacked).
+    let mut d = d;
+    d.stop();
+    d.spawn();
+    let mounts_before = silo_tests::mounts_under(&d.dir).len();
+    d.stop();
+    d.spawn();
+    assert_eq!(silo_tests::mounts_under(&d.dir).len(), mounts_before);
+    let o = d.lxc(&["delete", "-f", "c1"]);
+    assert!(o.status.success(), "{}", show(&o));
+    let (c, v) = d.api("DELETE", "/1.0/storage-pools/hostdir", None);
+    assert_eq!(c, 200, "{v}");
+    // The host directory stays, as it was given: empty.
+    assert!(share.p("pool").is_dir());
+    assert_eq!(std::fs::read_dir(share.p("pool")).expect("ls").count(), 0);
+}

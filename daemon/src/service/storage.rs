@@ -34,10 +34,16 @@ pub fn check_driver(
     };
     match driver {
         "dir" => {
-            if let Some(e) = unknown(&[]) {
+            if let Some(e) = unknown(&["source"]) {
                 return Err(e);
             }
-            Ok(PoolDriver::Dir)
+            match config.get("source").filter(|s| !s.is_empty()) {
+                Some(src) => Ok(PoolDriver::DirPath {
+                    source: silo_proto::types::HostPath::new(src.clone())
+                        .map_err(|e| DomainError::BadRequest(format!("invalid source: {e}")))?,
+                }),
+                None => Ok(PoolDriver::Dir),
+            }
         }
         "btrfs" => {
                         if let Some(src) = config.get("source") {
