@@ -518,3 +518,40 @@ fn a_dir_pool_on_a_host_directory_the_policy_allows() {
     assert!(share.p("pool").is_dir());
     assert_eq!(std::fs::read_dir(share.p("pool")).expect("ls").count(), 0);
 }
+
+#[test]
+fn a_profile_edit_reaches_the_running_instances_that_use_it() {
+    let share = Share::new();
+    std::fs::write(share.p("f"), "shared\n").expect("write");
+    let d = TestDaemon::start_with_policy("disk-profile", &share.policy());
+    busybox(&d);
+    d.api_ok("POST", "/1.0/profiles", Some(json!({"name": "data"})));
+    d.api_ok(
+        "POST",
+        "/1.0/instances",
+        Some(json!({"name": "c1", "profiles": ["default", "data"],
+            "source": {"type": "image", "alias": "busybox"}})),
+    );
+    start(&d, "c1");
+    d.launch("busybox", "other");
+    let src = share.path().display().to_string();
+    let o = d.lxc(&[
+        "profile",
+        "device",
+        "add",
+        "data",
+        "d",
+        "disk",
+        &format!("source={src}"),
+        "path=/data",
+    ]);
+    assert!(o.status.success(), "{}", show(&o));
+    assert_eq!(sh_ok(&d, "c1", "cat /data/f"), "shared\n");
+    assert!(
+        !mounted_inside(&d, "other", "/data"),
+        "an instance without the profile got it"
+    );
+    let o = d.lxc(&["profile", "device", "remove", "data", "d"]);
+    assert!(o.status.success(), "{}", show(&o));
+    assert!(!mounted_inside(&d, "c1", "/data"));
+}

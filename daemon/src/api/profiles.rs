@@ -90,7 +90,9 @@ async fn write(d: &Services, name: &str, body: &[u8], patch: bool) -> ApiResult 
         p.devices = w.devices.unwrap_or_default();
     }
     crate::service::devices::check(d, &p.devices).await?;
+    let before = profiles::get(&d.db, name)?;
     profiles::update(&d.db, &p)?;
+    crate::service::runtime::apply_profile_live(d, name, &before).await?;
     d.events.lifecycle(
         "profile-updated",
         &format!("/1.0/profiles/{name}"),

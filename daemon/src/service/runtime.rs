@@ -611,8 +611,57 @@ async fn apply_devices_live(
     name: &str,
     before: &Instance,
 ) -> Result<(), DomainError> {
-    let n = iname(name)?;
     let (_, old) = expanded_all(c, before)?;
+    apply_device_changes(c, name, before, old).await
+}
+
+/// After profile `profile` changed from `old`: every running instance using it takes the
+/// change as an edit of its own would (devices plugged and unplugged, limits set), as LXD
+/// does. Answers the instances that could not, each with why.
+pub async fn apply_profile_live(
+    c: &Services,
+    profile: &str,
+    old: &crate::service::profiles::Profile,
+) -> Result<(), DomainError> {
+    let mut failed = Vec::new();
+    for i in instances::list_records(&c.db)? {
+        if !i.profiles.iter().any(|p| p == profile) || !is_running(c, &i.name).await? {
+            continue;
+        }
+        let r = async {
+            let mut profiles = crate::service::expansion::load_profiles(&c.db, &i.profiles)?;
+            for p in profiles.iter_mut().filter(|p| p.name == profile) {
+                *p = old.clone();
+            }
+            let (_, before) = crate::model::profile::expand(&profiles, &i.config, &i.devices);
+            apply_device_changes(c, &i.name, &i, before).await?;
+            let l = limits_of(&expanded(c, &i)?)?;
+            c.helpers.privileged.set_limits(iname(&i.name)?, l).await?;
+            Ok::<(), DomainError>(())
+        }
+        .await;
+        if let Err(e) = r {
+            failed.push(format!("{}: {e}", i.name));
+        }
+    }
+    if failed.is_empty() {
+        Ok(())
+    } else {
+        Err(DomainError::BadRequest(format!(
+            "profile {profile:?} was updated, but running instances could not take the change: {}",
+            failed.join("; ")
+        )))
+    }
+}
+
+/// Hot-plug from the expanded devices `old` to what the record now expands to.
+async fn apply_device_changes(
+    c: &Services,
+    name: &str,
+    before: &Instance,
+    old: Devices,
+) -> Result<(), DomainError> {
+    let n = iname(name)?;
     let i = ensure_hwaddrs(c, name)?;
     let (_, new) = expanded_all(c, &i)?;
     let changed = |t: DeviceType, dn: &str| {
