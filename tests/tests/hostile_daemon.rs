@@ -393,6 +393,8 @@ fn net_changes_only_its_own_interfaces() {
                 bridge: br.clone(),
                 host_name: IfName::new("siloghost").expect("n"),
             },
+            vlan: None,
+            limits: Default::default(),
         };
         let ghost = c
             .attach_nic(ctx(), InstanceName::new("ghost").expect("n"), nic)
@@ -813,6 +815,8 @@ fn net_refuses_public_subnets_gateways_and_host_names() {
                 bridge: IfName::new("silohok0").expect("n"),
                 host_name: IfName::new("eth1").expect("n"),
             },
+            vlan: None,
+            limits: Default::default(),
         };
         let r = c
             .attach_nic(ctx(), InstanceName::new("ghost").expect("n"), nic)

@@ -5,7 +5,9 @@ use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, Ipv6Addr};
 
 use serde_json::{json, Value};
-use silo_proto::net::{parse_dhcp_ranges, BridgeSpec, HostEntry, NicKind, NicSpec};
+use silo_proto::net::{
+    parse_bit_rate, parse_dhcp_ranges, BridgeSpec, HostEntry, NicKind, NicLimits, NicSpec,
+};
 use silo_proto::proxy::ProxySpec;
 use silo_proto::types::{DnsDomain, Ipv4Cidr, Ipv6Cidr, MacAddr};
 use silo_proto::{DeviceName, IfName, InstanceName};
@@ -650,21 +652,60 @@ pub fn plan_nic(
             false,
         ),
     };
-    let parent = IfName::new(parent).map_err(|e| bad(format!("nic {device:?}: parent: {e}")))?;
+    let nic = NicDevice::parse(d).map_err(|e| bad(format!("nic {device:?}: {e}")))?;
+    let host_name = || -> Result<IfName, DomainError> {
+        IfName::new(match host_name.clone() {
+            Some(h) => h,
+            None => random_host_name().map_err(|e| DomainError::Internal(e.to_string()))?,
+        })
+        .map_err(|e| bad(e.to_string()))
+    };
+    let parent_of =
+        |p: String| IfName::new(p).map_err(|e| bad(format!("nic {device:?}: parent: {e}")));
     let kind = match kind.as_str() {
         "bridged" => NicKind::Bridged {
-            bridge: parent.clone(),
-            host_name: IfName::new(match host_name {
-                Some(h) => h,
-                None => random_host_name().map_err(|e| DomainError::Internal(e.to_string()))?,
-            })
-            .map_err(|e| bad(e.to_string()))?,
+            bridge: parent_of(parent)?,
+            host_name: host_name()?,
         },
-        "macvlan" => NicKind::Macvlan { parent },
-        "physical" => NicKind::Physical { parent },
+        "macvlan" => NicKind::Macvlan {
+            parent: parent_of(parent)?,
+        },
+        "physical" => NicKind::Physical {
+            parent: parent_of(parent)?,
+        },
+        "p2p" => NicKind::P2p {
+            host_name: host_name()?,
+            routes: nic.routes.clone(),
+        },
+        "routed" => NicKind::Routed {
+            host_name: host_name()?,
+            parent: if parent.is_empty() {
+                None
+            } else {
+                Some(parent_of(parent)?)
+            },
+            addrs: nic.addrs.clone().unwrap_or_else(no_addrs),
+        },
+        "ipvlan" => NicKind::Ipvlan {
+            parent: parent_of(parent)?,
+            mode: nic.ipvlan_mode,
+            addrs: nic.addrs.clone().unwrap_or_else(no_addrs),
+        },
         o => return Err(bad(format!("nic {device:?}: unsupported type {o:?}"))),
     };
     let mtu = d.get("mtu").and_then(|m| m.parse().ok());
+    let mut limits = NicLimits::default();
+    for (k, v) in &nic.limits {
+        let r = parse_bit_rate(v).map_err(|e| bad(format!("nic {device:?}: {k}: {e}")))?;
+        match k.as_str() {
+            "limits.ingress" => limits.ingress = Some(r),
+            "limits.egress" => limits.egress = Some(r),
+            _ => {
+                limits.ingress.get_or_insert(r);
+                limits.egress.get_or_insert(r);
+            }
+        }
+    }
     let managed_bridge = match (&kind, managed) {
         (NicKind::Bridged { bridge, .. }, true) => Some(bridge.clone()),
         _ => None,
@@ -680,11 +721,24 @@ pub fn plan_nic(
             },
             mtu,
             kind,
+            vlan: nic.vlan,
+            limits,
         },
         managed_bridge,
         ipv4: d.get("ipv4.address").and_then(|a| a.parse().ok()),
         ipv6: d.get("ipv6.address").and_then(|a| a.parse().ok()),
     })
+}
+
+fn no_addrs() -> silo_proto::net::NicAddrs {
+    silo_proto::net::NicAddrs {
+        ipv4: Vec::new(),
+        ipv6: Vec::new(),
+        ipv4_gateway: true,
+        ipv6_gateway: true,
+        ipv4_host_address: silo_proto::net::ROUTED_HOST_V4,
+        ipv6_host_address: silo_proto::net::ROUTED_HOST_V6,
+    }
 }
 
 /// Host-side veth names: LXD's shape (a prefix and 8 hex digits) under silo's own prefix,
@@ -761,6 +815,25 @@ pub async fn detach(
         .detach_nic(instance.clone(), plan.spec.clone())
         .await?;
     Ok(())
+}
+
+/// After an instance stopped (however it did): what its nics left on the host outside its
+/// namespace goes (a routed nic's proxy ARP/NDP entries on its parent; its veth and routes
+/// went with the namespace).
+pub async fn release_host_side(helpers: &Helpers, instance: &InstanceName, plans: &[NicPlan]) {
+    for plan in plans {
+        if matches!(
+            plan.spec.kind,
+            NicKind::Routed {
+                parent: Some(_),
+                ..
+            }
+        ) {
+            if let Err(e) = detach(helpers, instance, plan).await {
+                tracing::warn!(instance = %instance, nic = %plan.device, error = %e, "removing a routed nic's proxy entries failed");
+            }
+        }
+    }
 }
 
 /// Removes a deleted instance's (or removed nic's) dnsmasq host entry.
