@@ -22,6 +22,7 @@ use crate::bridges::{is_bridge, nl, prefixes_overlap, random_bytes};
 use crate::kernel;
 use crate::launcher::{same_process, start_time, InitRef, Reply, Request};
 use crate::netns::DefaultRoute;
+use crate::nft;
 use crate::server::NetServer;
 
 /// A running instance as silo-priv's monitor recorded it.
@@ -315,6 +316,10 @@ impl NetServer {
         let r = async {
             let host_idx = self.link_index(host_name).await?;
             self.mark(host_idx).await?;
+            // Before the instance's end exists there, so nothing it sends goes unfiltered.
+            if let (Some(f), Some(mac)) = (&nic.filter, nic.hwaddr) {
+                self.filter(host_name, mac.octets(), f)?;
+            }
             let peer_idx = self.link_index(&IfName::new(peer.clone())?).await?;
             let mut up = LinkUnspec::new_with_index(host_idx).up();
             if let Some(b) = bridge {
@@ -338,12 +343,69 @@ impl NetServer {
             if let Ok(i) = self.link_index(host_name).await {
                 let _ = self.handle().link().del(i).execute().await;
             }
+            if nic.filter.is_some() {
+                let _ = self.unfilter(host_name);
+            }
         }
         r
     }
 
+    /// Installs a bridged nic's anti-spoofing chain on its host end.
+    fn filter(
+        &self,
+        host_name: &IfName,
+        mac: [u8; 6],
+        f: &silo_proto::net::NicFiltering,
+    ) -> HelperResult<()> {
+        let table = &self.0.nft_table;
+        nft::add_nic_filter(
+            table,
+            &nft::NicFilter {
+                device: host_name.clone(),
+                mac,
+                ipv4: f.ipv4.clone(),
+                ipv6: f.ipv6.clone(),
+            },
+        )
+        .map_err(|e| HelperError::Io {
+            op: "nftables".into(),
+            target: format!("table netdev {table}"),
+            errno: e.errno(),
+            message: e.to_string(),
+        })
+    }
+
+    /// Removes a nic's anti-spoofing chain (none is fine).
+    fn unfilter(&self, host_name: &IfName) -> HelperResult<()> {
+        let table = &self.0.nft_table;
+        nft::remove_nic_filter(table, host_name).map_err(|e| HelperError::Io {
+            op: "nftables".into(),
+            target: format!("table netdev {table}"),
+            errno: e.errno(),
+            message: e.to_string(),
+        })
+    }
+
     /// Refuses what silo cannot do on this host, naming why, before anything is made.
     fn check_unsupported(&self, nic: &NicSpec) -> HelperResult<()> {
+        if let Some(f) = &nic.filter {
+            if !matches!(nic.kind, NicKind::Bridged { .. }) {
+                return Err(HelperError::invalid(
+                    "security.mac_filtering",
+                    "filtering is for bridged nics",
+                ));
+            }
+            if nic.hwaddr.is_none() {
+                return Err(HelperError::invalid(
+                    "security.mac_filtering",
+                    "a filtered nic needs its MAC address",
+                ));
+            }
+            let n = f.ipv4.as_ref().map_or(0, Vec::len) + f.ipv6.as_ref().map_or(0, Vec::len);
+            if n > 2 * silo_proto::net::MAX_NIC_ADDRS {
+                return Err(HelperError::invalid("nic", "too many filtered addresses"));
+            }
+        }
         if let Some(id) = nic.vlan {
             let why = match &nic.kind {
                 NicKind::Bridged { .. } => kernel::lacks(
@@ -702,10 +764,16 @@ impl NetServer {
 
     pub async fn detach_nic(&self, name: &InstanceName, nic: &NicSpec) -> HelperResult<()> {
         match &nic.kind {
-            NicKind::Bridged { host_name, .. } | NicKind::P2p { host_name, .. } => {
-                // Works whether or not the instance still runs: the host end is silo's.
-                self.delete_host_end(host_name).await
+            NicKind::Bridged { host_name, .. } => {
+                // Works whether or not the instance still runs: the host end is silo's, and
+                // so is the filter chain named after it.
+                self.delete_host_end(host_name).await?;
+                if nic.filter.is_some() {
+                    self.unfilter(host_name)?;
+                }
+                Ok(())
             }
+            NicKind::P2p { host_name, .. } => self.delete_host_end(host_name).await,
             NicKind::Routed {
                 host_name,
                 parent,

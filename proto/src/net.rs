@@ -430,6 +430,19 @@ pub struct NicSpec {
     pub vlan: Option<u16>,
     /// `limits.ingress` and `limits.egress` (`limits.max` sets both), bits per second.
     pub limits: NicLimits,
+    /// `security.mac_filtering`/`ipv4_filtering`/`ipv6_filtering` (bridged nics): what the
+    /// instance may send from. The MAC is `hwaddr`, which must be set.
+    pub filter: Option<NicFiltering>,
+}
+
+/// Anti-spoofing on a bridged nic: frames only from its MAC, and, per family when set,
+/// packets only from these addresses.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NicFiltering {
+    /// `security.ipv4_filtering`: the IPv4 sources allowed.
+    pub ipv4: Option<Vec<Ipv4Addr>>,
+    /// `security.ipv6_filtering`: the IPv6 sources allowed (its link-local address among them).
+    pub ipv6: Option<Vec<Ipv6Addr>>,
 }
 
 /// Bandwidth limits of a nic, bits per second, as the instance sees its traffic.

@@ -395,6 +395,7 @@ fn net_changes_only_its_own_interfaces() {
             },
             vlan: None,
             limits: Default::default(),
+            filter: None,
         };
         let ghost = c
             .attach_nic(ctx(), InstanceName::new("ghost").expect("n"), nic)
@@ -817,6 +818,7 @@ fn net_refuses_public_subnets_gateways_and_host_names() {
             },
             vlan: None,
             limits: Default::default(),
+            filter: None,
         };
         let r = c
             .attach_nic(ctx(), InstanceName::new("ghost").expect("n"), nic)

@@ -634,9 +634,11 @@ pub fn plan_nic(
         .filter(|h| silo_proto::types::check_host_veth_name(h).is_ok())
         .cloned()
         .or_else(|| d.get("host_name").cloned());
+    let mut managed_net = None;
     let (kind, parent, managed) = match d.get("network") {
         Some(net) => {
             let n = get(db, net)?;
+            managed_net = Some(n.clone());
             match n.kind.as_str() {
                 "bridge" => ("bridged".to_string(), n.name.clone(), true),
                 k => (
@@ -706,6 +708,7 @@ pub fn plan_nic(
             }
         }
     }
+    let filter = nic_filter(device, d, &nic, &kind, hw, managed_net.as_ref())?;
     let managed_bridge = match (&kind, managed) {
         (NicKind::Bridged { bridge, .. }, true) => Some(bridge.clone()),
         _ => None,
@@ -723,11 +726,88 @@ pub fn plan_nic(
             kind,
             vlan: nic.vlan,
             limits,
+            filter,
         },
         managed_bridge,
         ipv4: d.get("ipv4.address").and_then(|a| a.parse().ok()),
         ipv6: d.get("ipv6.address").and_then(|a| a.parse().ok()),
     })
+}
+
+/// `security.*_filtering` of a bridged nic: what it may send from. IPv4 needs the nic's
+/// fixed `ipv4.address` (silo does not pick one); IPv6 allows its link-local address and its
+/// `ipv6.address`, or else the SLAAC address its MAC gives on the network's /64.
+fn nic_filter(
+    device: &str,
+    d: &Device,
+    nic: &NicDevice,
+    kind: &NicKind,
+    hw: Option<MacAddr>,
+    net: Option<&Network>,
+) -> Result<Option<silo_proto::net::NicFiltering>, DomainError> {
+    let on = |k: &str| d.get(k).is_some_and(|v| crate::model::parse::is_true(v));
+    let (ipv4, ipv6) = (on("security.ipv4_filtering"), on("security.ipv6_filtering"));
+    if !(on("security.mac_filtering") || ipv4 || ipv6) {
+        return Ok(None);
+    }
+    let refuse = |why: String| Err(bad(format!("nic {device:?}: {why}")));
+    if !matches!(kind, NicKind::Bridged { .. }) {
+        return refuse("security.*_filtering is for bridged nics".into());
+    }
+    let Some(mac) = hw else {
+        return refuse("a filtered nic needs a MAC address".into());
+    };
+    let v4 = if ipv4 {
+        match nic.ipv4 {
+            Some(a) => Some(vec![a]),
+            None => {
+                return refuse(
+                    "security.ipv4_filtering needs the nic's ipv4.address (a fixed address on \
+                     its network) to know what it may send from"
+                        .into(),
+                )
+            }
+        }
+    } else {
+        None
+    };
+    let v6 =
+        if ipv6 {
+            let m = mac.octets();
+            let eui = [
+                ((m[0] ^ 0x02) as u16) << 8 | m[1] as u16,
+                (m[2] as u16) << 8 | 0xff,
+                0xfe00 | m[3] as u16,
+                (m[4] as u16) << 8 | m[5] as u16,
+            ];
+            let with =
+                |p: [u16; 4]| Ipv6Addr::new(p[0], p[1], p[2], p[3], eui[0], eui[1], eui[2], eui[3]);
+            let mut list = vec![with([0xfe80, 0, 0, 0])];
+            match nic.ipv6 {
+                Some(a) => list.push(a),
+                None => {
+                    let subnet = net
+                        .and_then(|n| bridge_spec(n).ok())
+                        .and_then(|s| s.ipv6)
+                        .filter(|c| c.prefix() == 64);
+                    match subnet {
+                        Some(c) => {
+                            let s = c.network().segments();
+                            list.push(with([s[0], s[1], s[2], s[3]]));
+                        }
+                        None => return refuse(
+                            "security.ipv6_filtering needs the nic's ipv6.address, or a managed \
+                             network with a /64 for its SLAAC address"
+                                .into(),
+                        ),
+                    }
+                }
+            }
+            Some(list)
+        } else {
+            None
+        };
+    Ok(Some(silo_proto::net::NicFiltering { ipv4: v4, ipv6: v6 }))
 }
 
 fn no_addrs() -> silo_proto::net::NicAddrs {
@@ -818,19 +898,22 @@ pub async fn detach(
 }
 
 /// After an instance stopped (however it did): what its nics left on the host outside its
-/// namespace goes (a routed nic's proxy ARP/NDP entries on its parent; its veth and routes
-/// went with the namespace).
+/// namespace goes (a routed nic's proxy ARP/NDP entries on its parent, a bridged nic's filter
+/// chain; veths and routes went with the namespace).
 pub async fn release_host_side(helpers: &Helpers, instance: &InstanceName, plans: &[NicPlan]) {
     for plan in plans {
-        if matches!(
+        let routed = matches!(
             plan.spec.kind,
             NicKind::Routed {
                 parent: Some(_),
                 ..
             }
-        ) {
+        );
+        let filtered =
+            matches!(plan.spec.kind, NicKind::Bridged { .. }) && plan.spec.filter.is_some();
+        if routed || filtered {
             if let Err(e) = detach(helpers, instance, plan).await {
-                tracing::warn!(instance = %instance, nic = %plan.device, error = %e, "removing a routed nic's proxy entries failed");
+                tracing::warn!(instance = %instance, nic = %plan.device, error = %e, "removing a nic's host-side state failed");
             }
         }
     }
