@@ -552,3 +552,54 @@ fn filtering_on_a_managed_bridge_drops_spoofed_traffic() {
     assert_eq!(rules_before, ns(&d, &["nft", "list", "ruleset"]));
     d.set_state("f2", "stop", true);
 }
+
+#[test]
+fn bridged_nics_join_a_host_bridge_only_when_the_policy_names_it() {
+    let d = TestDaemon::start_with_policy("nic-hostbr", "host_interfaces = [\"hbr0\"]\n");
+    busybox(&d);
+    for b in ["hbr0", "hbr9"] {
+        ns(&d, &["ip", "link", "add", b, "type", "bridge"]);
+        ns(&d, &["ip", "link", "set", b, "up"]);
+    }
+    create(
+        &d,
+        "h1",
+        json!({"eth1": {"type": "nic", "nictype": "bridged", "parent": "hbr0", "hwaddr": "00:16:3e:00:0b:01"}}),
+    );
+    d.set_state("h1", "start", false);
+    let host = config(&d, "h1", "volatile.eth1.host_name");
+    let hl = ns(&d, &["ip", "-o", "link", "show", &host]);
+    assert!(hl.contains("master hbr0"), "{hl}");
+    let link = inside(&d, "h1", &["ip", "-o", "link", "show", "eth1"]);
+    assert!(link.contains("00:16:3e:00:0b:01"), "{link}");
+    // Traffic over the host's bridge: an address on each side.
+    ns(&d, &["ip", "addr", "add", "10.126.0.1/24", "dev", "hbr0"]);
+    inside(
+        &d,
+        "h1",
+        &["ip", "addr", "add", "10.126.0.5/24", "dev", "eth1"],
+    );
+    let o = d.netns_cmd(&["busybox", "ping", "-c", "1", "-W", "5", "10.126.0.5"]);
+    assert!(o.status.success(), "{}", text(&o));
+    // A bridge the policy does not name: refused, nothing joins it.
+    let before = host_state(&d);
+    let (_, err) = add_device(
+        &d,
+        "h1",
+        "eth2",
+        json!({"type": "nic", "nictype": "bridged", "parent": "hbr9"}),
+    );
+    assert!(
+        err.contains("hbr9") && err.contains("host_interfaces"),
+        "{err}"
+    );
+    assert_back(&d, &before, "the refused bridge");
+    let ports = ns(&d, &["ip", "-o", "link", "show", "master", "hbr9"]);
+    assert!(ports.trim().is_empty(), "{ports}");
+    d.set_state("h1", "stop", true);
+    assert!(
+        wait_until(Duration::from_secs(5), || !link_names(&d).contains(&host)),
+        "{:?}",
+        link_names(&d)
+    );
+}
