@@ -320,6 +320,9 @@ impl NetServer {
             if let (Some(f), Some(mac)) = (&nic.filter, nic.hwaddr) {
                 self.filter(host_name, mac.octets(), f)?;
             }
+            if let Some(rate) = nic.limits.ingress {
+                self.shape(host_idx, host_name, rate).await?;
+            }
             let peer_idx = self.link_index(&IfName::new(peer.clone())?).await?;
             let mut up = LinkUnspec::new_with_index(host_idx).up();
             if let Some(b) = bridge {
@@ -348,6 +351,69 @@ impl NetServer {
             }
         }
         r
+    }
+
+    /// `limits.ingress`: what reaches the instance leaves the host end, so a token bucket
+    /// (tbf) as the host end's root qdisc limits it. The burst is 20 ms of the rate (at least
+    /// 32 KiB, more than a full frame) and the queue 50 ms more.
+    async fn shape(&self, index: u32, host_name: &IfName, rate_bits: u64) -> HelperResult<()> {
+        use futures::StreamExt;
+        use netlink_packet_core::{
+            DefaultNla, NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_CREATE, NLM_F_EXCL,
+            NLM_F_REQUEST,
+        };
+        use rtnetlink::packet_route::tc::{TcAttribute, TcHandle, TcMessage, TcOption};
+        use rtnetlink::packet_route::RouteNetlinkMessage;
+        const TCA_TBF_PARMS: u16 = 1;
+        const TCA_TBF_RATE64: u16 = 4;
+        const TCA_TBF_BURST: u16 = 6;
+        // TC_LINKLAYER_ETHERNET: the kernel computes transmit times itself, no rate table.
+        const LINKLAYER_ETHERNET: u8 = 1;
+        let bytes = (rate_bits / 8).max(1);
+        let burst = (bytes / 50).clamp(32 * 1024, u64::from(u32::MAX)) as u32;
+        let limit = (u64::from(burst) + bytes / 20).min(u64::from(u32::MAX)) as u32;
+        // struct tc_tbf_qopt: rate and peakrate (struct tc_ratespec: cell_log, linklayer,
+        // overhead, cell_align, mpu, rate), limit, buffer, mtu; in the host's byte order.
+        let mut qopt = Vec::with_capacity(36);
+        qopt.extend([0, LINKLAYER_ETHERNET]);
+        qopt.extend(0u16.to_ne_bytes());
+        qopt.extend(0i16.to_ne_bytes());
+        qopt.extend(0u16.to_ne_bytes());
+        qopt.extend((bytes.min(u64::from(u32::MAX)) as u32).to_ne_bytes());
+        qopt.extend([0u8; 12]);
+        qopt.extend(limit.to_ne_bytes());
+        qopt.extend(0u32.to_ne_bytes());
+        qopt.extend(0u32.to_ne_bytes());
+        let mut msg = TcMessage::with_index(index as i32);
+        msg.header.parent = TcHandle::ROOT;
+        msg.header.handle = TcHandle::from(0x0001_0000);
+        msg.attributes.push(TcAttribute::Kind("tbf".to_string()));
+        msg.attributes.push(TcAttribute::Options(vec![
+            TcOption::Other(DefaultNla::new(TCA_TBF_PARMS, qopt)),
+            TcOption::Other(DefaultNla::new(
+                TCA_TBF_RATE64,
+                bytes.to_ne_bytes().to_vec(),
+            )),
+            TcOption::Other(DefaultNla::new(TCA_TBF_BURST, burst.to_ne_bytes().to_vec())),
+        ]));
+        let mut req = NetlinkMessage::from(RouteNetlinkMessage::NewQueueDiscipline(msg));
+        req.header.flags = NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL;
+        let mut handle = self.handle().clone();
+        let mut answers = handle
+            .request(req)
+            .map_err(|e| nl("limit (tbf qdisc)", host_name, e))?;
+        while let Some(m) = answers.next().await {
+            if let NetlinkPayload::Error(e) = m.payload {
+                if e.code.is_some() {
+                    return Err(nl(
+                        "limit (tbf qdisc)",
+                        host_name,
+                        rtnetlink::Error::NetlinkError(e),
+                    ));
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Installs a bridged nic's anti-spoofing chain on its host end.
@@ -432,18 +498,27 @@ impl NetServer {
             })));
         }
         let l = nic.limits;
-        if l.ingress.is_some() || l.egress.is_some() {
-            let why = if l.egress.is_some() {
-                kernel::lacks(
-                    "limits.egress (policing the host end's ingress with tc)",
-                    "CONFIG_NET_ACT_POLICE",
-                )
-            } else {
-                None
-            };
+        if l.egress.is_some() {
+            // What the instance sends arrives on the host end's ingress, where only a policer
+            // can limit it.
+            let why = kernel::lacks(
+                "limits.egress (policing the host end's ingress with tc)",
+                "CONFIG_NET_ACT_POLICE",
+            );
             return Err(HelperError::Unsupported(why.unwrap_or_else(|| {
-                "limits.ingress: silo does not shape nic traffic with tc yet".into()
+                "limits.egress: silo does not police nic traffic yet".into()
             })));
+        }
+        if l.ingress.is_some()
+            && !matches!(
+                nic.kind,
+                NicKind::Bridged { .. } | NicKind::P2p { .. } | NicKind::Routed { .. }
+            )
+        {
+            return Err(HelperError::invalid(
+                "limits.ingress",
+                "only nics with a host end (bridged, p2p, routed) take limits",
+            ));
         }
         Ok(())
     }

@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use silo_tests::{busybox_image, wait_until, TestDaemon};
+use silo_tests::{busybox_image, in_netns, wait_until, TestDaemon};
 
 fn busybox(d: &TestDaemon) {
     d.import(&busybox_image(false)[0], "busybox");
@@ -449,15 +449,15 @@ fn what_this_host_cannot_do_is_refused_naming_why() {
         let n = inside(&d, "x1", &["ip", "-o", "link"]);
         assert!(!n.contains("eth6"), "{spec}: {n}");
     }
-    // limits.ingress alone: silo does not shape yet, and says so.
+    // limits on a nic without a host end: refused.
     let (_, err) = add_device(
         &d,
         "x1",
         "eth6",
-        json!({"type": "nic", "network": "silobr0", "limits.ingress": "10Mbit"}),
+        json!({"type": "nic", "nictype": "macvlan", "parent": "ipar0", "limits.ingress": "10Mbit"}),
     );
-    assert!(err.contains("limits.ingress"), "{err}");
-    assert_back(&d, &before, "limits.ingress");
+    assert!(err.contains("only nics with a host end"), "{err}");
+    assert_back(&d, &before, "limits on a macvlan");
     d.set_state("x1", "stop", true);
 }
 
@@ -602,4 +602,57 @@ fn bridged_nics_join_a_host_bridge_only_when_the_policy_names_it() {
         "{:?}",
         link_names(&d)
     );
+}
+
+#[test]
+fn limits_ingress_shapes_what_reaches_the_instance() {
+    let d = TestDaemon::start("nic-limits");
+    busybox(&d);
+    create(
+        &d,
+        "s1",
+        json!({"eth0": {"type": "nic", "network": "silobr0", "name": "eth0", "limits.ingress": "8Mbit"}}),
+    );
+    d.set_state("s1", "start", false);
+    let ip = d.wait_ipv4("s1");
+    let host = config(&d, "s1", "volatile.eth0.host_name");
+    let q = ns(&d, &["tc", "qdisc", "show", "dev", &host]);
+    assert!(q.contains("qdisc tbf") && q.contains("rate 8Mbit"), "{q}");
+    // 4 MB at 8 Mbit/s (1 MB/s) takes about 4 s; an unshaped veth moves it at once.
+    inside(
+        &d,
+        "s1",
+        &["sh", "-c", "nc -l -p 5000 >/dev/null 2>&1 </dev/null &"],
+    );
+    let addr: std::net::SocketAddr = format!("{ip}:5000").parse().expect("address");
+    let took = in_netns(&d.netns, move || {
+        use std::io::{Read, Write};
+        let mut tries = 0;
+        let mut s = loop {
+            match std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)) {
+                Ok(s) => break s,
+                Err(_) if tries < 20 => {
+                    tries += 1;
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                Err(e) => panic!("connect {addr}: {e}"),
+            }
+        };
+        let start = std::time::Instant::now();
+        let chunk = vec![0u8; 64 * 1024];
+        for _ in 0..64 {
+            s.write_all(&chunk).expect("write");
+        }
+        s.shutdown(std::net::Shutdown::Write).expect("shutdown");
+        s.set_read_timeout(Some(Duration::from_secs(60)))
+            .expect("timeout");
+        // The listener exits at the end of the stream: EOF means everything arrived.
+        let _ = s.read(&mut [0u8; 16]);
+        start.elapsed()
+    });
+    assert!(
+        took >= Duration::from_millis(2500) && took <= Duration::from_secs(30),
+        "4 MB through an 8 Mbit/s limit took {took:?}"
+    );
+    d.set_state("s1", "stop", true);
 }
