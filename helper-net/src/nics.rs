@@ -11,7 +11,7 @@ use rtnetlink::packet_route::neighbour::{
 };
 use rtnetlink::packet_route::route::RouteScope;
 use rtnetlink::packet_route::AddressFamily;
-use rtnetlink::{LinkIpVlan, LinkMacVlan, LinkUnspec, LinkVeth, RouteMessageBuilder};
+use rtnetlink::{LinkIfb, LinkIpVlan, LinkMacVlan, LinkUnspec, LinkVeth, RouteMessageBuilder};
 use silo_proto::error::{HelperError, HelperResult};
 use silo_proto::net::{IpvlanMode, NicAddrs, NicKind, NicSpec};
 use silo_proto::privileged::RunningInfo;
@@ -323,6 +323,9 @@ impl NetServer {
             if let Some(rate) = nic.limits.ingress {
                 self.shape(host_idx, host_name, rate).await?;
             }
+            if let Some(rate) = nic.limits.egress {
+                self.shape_egress(host_idx, host_name, rate).await?;
+            }
             let peer_idx = self.link_index(&IfName::new(peer.clone())?).await?;
             let mut up = LinkUnspec::new_with_index(host_idx).up();
             if let Some(b) = bridge {
@@ -349,8 +352,57 @@ impl NetServer {
             if nic.filter.is_some() {
                 let _ = self.unfilter(host_name);
             }
+            if nic.limits.egress.is_some() {
+                if let Ok(ifb) = ifb_name(host_name) {
+                    let _ = self.delete_host_end(&ifb).await;
+                }
+            }
         }
         r
+    }
+
+    /// `limits.egress`: an ifb (silo's, named after the host end) whose root is a tbf, and
+    /// the host end's ingress redirected to it.
+    async fn shape_egress(&self, host_idx: u32, host_name: &IfName, rate: u64) -> HelperResult<()> {
+        let ifb = ifb_name(host_name)?;
+        if self.find_link(ifb.as_str()).await?.is_some() {
+            return Err(HelperError::AlreadyExists {
+                what: format!("interface {ifb}"),
+            });
+        }
+        self.handle()
+            .link()
+            .add(LinkIfb::new(ifb.as_str()).build())
+            .execute()
+            .await
+            .map_err(|e| nl("create ifb", &ifb, e))?;
+        let ifb_idx = self.link_index(&ifb).await?;
+        self.mark(ifb_idx).await?;
+        self.handle()
+            .link()
+            .set(LinkUnspec::new_with_index(ifb_idx).up().build())
+            .execute()
+            .await
+            .map_err(|e| nl("bring up", &ifb, e))?;
+        self.shape(ifb_idx, &ifb, rate).await?;
+        self.handle()
+            .qdisc()
+            .add(host_idx as i32)
+            .ingress()
+            .execute()
+            .await
+            .map_err(|e| nl("add an ingress qdisc to", host_name, e))?;
+        // ETH_P_ALL, in network byte order as the kernel compares it.
+        self.handle()
+            .traffic_filter(host_idx as i32)
+            .add()
+            .parent(0xffff_0000)
+            .protocol(0x0003u16.to_be())
+            .redirect(ifb_idx)
+            .map_err(|e| nl("redirect the ingress of", host_name, e))?
+            .execute()
+            .await
+            .map_err(|e| nl("redirect the ingress of", host_name, e))
     }
 
     /// `limits.ingress`: what reaches the instance leaves the host end, so a token bucket
@@ -499,17 +551,25 @@ impl NetServer {
         }
         let l = nic.limits;
         if l.egress.is_some() {
-            // What the instance sends arrives on the host end's ingress, where only a policer
-            // can limit it.
-            let why = kernel::lacks(
-                "limits.egress (policing the host end's ingress with tc)",
-                "CONFIG_NET_ACT_POLICE",
-            );
-            return Err(HelperError::Unsupported(why.unwrap_or_else(|| {
-                "limits.egress: silo does not police nic traffic yet".into()
-            })));
+            // What the instance sends arrives on the host end's ingress, where no queue can
+            // hold it: it is redirected (mirred) to an ifb, whose own egress is shaped.
+            for (what, option) in [
+                (
+                    "limits.egress (an ifb to shape the host end's ingress on)",
+                    "CONFIG_IFB",
+                ),
+                (
+                    "limits.egress (redirecting the host end's ingress with tc's mirred)",
+                    "CONFIG_NET_ACT_MIRRED",
+                ),
+                ("limits.egress (tc's u32 classifier)", "CONFIG_NET_CLS_U32"),
+            ] {
+                if let Some(why) = kernel::lacks(what, option) {
+                    return Err(HelperError::Unsupported(why));
+                }
+            }
         }
-        if l.ingress.is_some()
+        if (l.ingress.is_some() || l.egress.is_some())
             && !matches!(
                 nic.kind,
                 NicKind::Bridged { .. } | NicKind::P2p { .. } | NicKind::Routed { .. }
@@ -839,16 +899,11 @@ impl NetServer {
 
     pub async fn detach_nic(&self, name: &InstanceName, nic: &NicSpec) -> HelperResult<()> {
         match &nic.kind {
-            NicKind::Bridged { host_name, .. } => {
+            NicKind::Bridged { host_name, .. } | NicKind::P2p { host_name, .. } => {
                 // Works whether or not the instance still runs: the host end is silo's, and
-                // so is the filter chain named after it.
-                self.delete_host_end(host_name).await?;
-                if nic.filter.is_some() {
-                    self.unfilter(host_name)?;
-                }
-                Ok(())
+                // so are the filter chain and the egress ifb named after it.
+                self.release_host_end(host_name, nic).await
             }
-            NicKind::P2p { host_name, .. } => self.delete_host_end(host_name).await,
             NicKind::Routed {
                 host_name,
                 parent,
@@ -857,7 +912,7 @@ impl NetServer {
                 // Its host routes go with the host end; proxy entries on the parent stay
                 // unless taken away, and go only when no route sends the address anywhere
                 // (another instance's nic may hold it since).
-                self.delete_host_end(host_name).await?;
+                self.release_host_end(host_name, nic).await?;
                 if let Some(p) = parent {
                     self.policy_allows_parent(p)?;
                     if let Some(m) = self.find_link(p.as_str()).await? {
@@ -916,6 +971,18 @@ impl NetServer {
                 }
             }
         }
+    }
+
+    /// The host end, its filter chain and its egress ifb.
+    async fn release_host_end(&self, host_name: &IfName, nic: &NicSpec) -> HelperResult<()> {
+        self.delete_host_end(host_name).await?;
+        if nic.filter.is_some() {
+            self.unfilter(host_name)?;
+        }
+        if nic.limits.egress.is_some() {
+            self.delete_host_end(&ifb_name(host_name)?).await?;
+        }
+        Ok(())
     }
 
     /// Deletes a veth's host end (and so its peer and routes) if it is silo's.
@@ -1033,6 +1100,12 @@ impl NetServer {
             .await?;
         Ok(())
     }
+}
+
+/// The ifb shaping a nic's egress: its host end's name (at most 14 bytes of it) and `i`.
+fn ifb_name(host_name: &IfName) -> HelperResult<IfName> {
+    let h = host_name.as_str();
+    Ok(IfName::new(format!("{}i", &h[..h.len().min(14)]))?)
 }
 
 fn hex(b: &[u8]) -> String {

@@ -430,10 +430,6 @@ fn what_this_host_cannot_do_is_refused_naming_why() {
             json!({"type": "nic", "network": "silobr0", "vlan": "10"}),
             "CONFIG_BRIDGE_VLAN_FILTERING",
         ),
-        (
-            json!({"type": "nic", "network": "silobr0", "limits.egress": "10Mbit"}),
-            "CONFIG_NET_ACT_POLICE",
-        ),
     ] {
         assert!(
             !kernel_has(option),
@@ -611,7 +607,10 @@ fn limits_ingress_shapes_what_reaches_the_instance() {
     create(
         &d,
         "s1",
-        json!({"eth0": {"type": "nic", "network": "silobr0", "name": "eth0", "limits.ingress": "8Mbit"}}),
+        json!({"eth0": {
+            "type": "nic", "network": "silobr0", "name": "eth0",
+            "limits.ingress": "8Mbit", "limits.egress": "8Mbit",
+        }}),
     );
     d.set_state("s1", "start", false);
     let ip = d.wait_ipv4("s1");
@@ -654,5 +653,56 @@ fn limits_ingress_shapes_what_reaches_the_instance() {
         took >= Duration::from_millis(2500) && took <= Duration::from_secs(30),
         "4 MB through an 8 Mbit/s limit took {took:?}"
     );
+    // The other way: what the instance sends goes through an ifb shaped the same way.
+    let ifb = format!("{host}i");
+    let q = ns(&d, &["tc", "qdisc", "show", "dev", &ifb]);
+    assert!(q.contains("qdisc tbf") && q.contains("rate 8Mbit"), "{q}");
+    let f = ns(&d, &["tc", "filter", "show", "dev", &host, "ingress"]);
+    assert!(f.contains(&format!("Redirect to device {ifb}")), "{f}");
+    let gw = d.api_ok("GET", "/1.0/networks/silobr0", None)["config"]["ipv4.address"]
+        .as_str()
+        .expect("silobr0 has IPv4")
+        .split('/')
+        .next()
+        .expect("address")
+        .to_string();
+    let listener = in_netns(&d.netns, || {
+        std::net::TcpListener::bind("0.0.0.0:5001").expect("listen in the test's namespace")
+    });
+    inside(
+        &d,
+        "s1",
+        &[
+            "sh",
+            "-c",
+            &format!("(head -c 4194304 /dev/zero | nc {gw} 5001) >/dev/null 2>&1 </dev/null &"),
+        ],
+    );
+    let took = {
+        use std::io::Read;
+        let (mut c, _) = listener.accept().expect("the instance connects");
+        c.set_read_timeout(Some(Duration::from_secs(60)))
+            .expect("timeout");
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut got = 0usize;
+        let start = std::time::Instant::now();
+        while got < 4 * 1024 * 1024 {
+            match c.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => got += n,
+            }
+        }
+        assert_eq!(got, 4 * 1024 * 1024, "everything the instance sent");
+        start.elapsed()
+    };
+    assert!(
+        took >= Duration::from_millis(2500) && took <= Duration::from_secs(30),
+        "4 MB out through an 8 Mbit/s limit took {took:?}"
+    );
     d.set_state("s1", "stop", true);
+    assert!(
+        wait_until(Duration::from_secs(5), || !link_names(&d).contains(&ifb)),
+        "the ifb goes after the stop: {:?}",
+        link_names(&d)
+    );
 }

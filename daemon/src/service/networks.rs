@@ -899,7 +899,7 @@ pub async fn detach(
 
 /// After an instance stopped (however it did): what its nics left on the host outside its
 /// namespace goes (a routed nic's proxy ARP/NDP entries on its parent, a bridged nic's filter
-/// chain; veths and routes went with the namespace).
+/// chain, the ifb shaping a nic's egress; veths and routes went with the namespace).
 pub async fn release_host_side(helpers: &Helpers, instance: &InstanceName, plans: &[NicPlan]) {
     for plan in plans {
         let routed = matches!(
@@ -911,7 +911,12 @@ pub async fn release_host_side(helpers: &Helpers, instance: &InstanceName, plans
         );
         let filtered =
             matches!(plan.spec.kind, NicKind::Bridged { .. }) && plan.spec.filter.is_some();
-        if routed || filtered {
+        let shaped = plan.spec.limits.egress.is_some()
+            && matches!(
+                plan.spec.kind,
+                NicKind::Bridged { .. } | NicKind::P2p { .. } | NicKind::Routed { .. }
+            );
+        if routed || filtered || shaped {
             if let Err(e) = detach(helpers, instance, plan).await {
                 tracing::warn!(instance = %instance, nic = %plan.device, error = %e, "removing a nic's host-side state failed");
             }
