@@ -205,6 +205,9 @@ impl NetServer {
                 Ok(None)
             }
             NicKind::P2p { host_name, routes } => {
+                if routes.len() > 2 * silo_proto::net::MAX_NIC_ADDRS {
+                    return Err(HelperError::invalid("nic", "too many routes"));
+                }
                 let used = self.used_prefixes(None).await?;
                 for r in routes {
                     let key = if r.net().is_ipv4() {

@@ -183,13 +183,15 @@ fn p2p_nics_plug_route_carry_traffic_and_unplug() {
         "nic",
         "nictype=p2p",
         "name=eth2",
+        "host_name=silop2pchosen",
     ]);
     assert!(o.status.success(), "lxc: {}", text(&o));
     let link = inside(&d, "p1", &["ip", "-o", "link", "show", "eth2"]);
     assert!(link.contains("eth2"), "{link}");
     let host2 = config(&d, "p1", "volatile.eth2.host_name");
+    assert_eq!(host2, "silop2pchosen", "the host_name asked for");
     assert!(
-        host2.starts_with("silo") && link_names(&d).contains(&host2),
+        link_names(&d).contains(&host2),
         "{host2:?}: {:?}",
         link_names(&d)
     );
@@ -330,13 +332,21 @@ fn routed_nics_take_their_addresses_gateway_and_proxy_entries() {
         &d,
         "r1",
         "eth2",
-        json!({"type": "nic", "nictype": "routed", "parent": "rpar0", "ipv4.address": "10.124.0.9", "ipv4.gateway": "none"}),
+        json!({"type": "nic", "nictype": "routed", "parent": "rpar0", "ipv4.address": "10.124.0.9", "ipv4.gateway": "none", "ipv4.host_address": "169.254.0.2"}),
     );
     assert_eq!((code, err.as_str()), (200, ""), "hot-plug");
+    let only = inside(&d, "r1", &["ip", "-4", "route", "show", "default"]);
+    assert_eq!(
+        only.lines().count(),
+        1,
+        "ipv4.gateway=none adds none: {only}"
+    );
     let a4 = inside(&d, "r1", &["ip", "-4", "-o", "addr", "show", "eth2"]);
     assert!(a4.contains("10.124.0.9/32"), "{a4}");
     assert!(ns(&d, &["ip", "neigh", "show", "proxy", "dev", "rpar0"]).contains("10.124.0.9"));
     let host2 = config(&d, "r1", "volatile.eth2.host_name");
+    let ha = ns(&d, &["ip", "-4", "-o", "addr", "show", "dev", &host2]);
+    assert!(ha.contains("169.254.0.2/32"), "ipv4.host_address: {ha}");
     let o = d.silo(&["config", "device", "remove", "r1", "eth2"]);
     assert!(o.status.success(), "{}", text(&o));
     assert!(!link_names(&d).contains(&host2));
