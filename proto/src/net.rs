@@ -604,6 +604,37 @@ mod tests {
     }
 
     #[test]
+    fn bit_rates_and_nic_addresses() {
+        assert_eq!(parse_bit_rate("100Mbit"), Ok(100_000_000));
+        assert_eq!(parse_bit_rate("512kbit"), Ok(512_000));
+        assert_eq!(parse_bit_rate("1Gibit"), Ok(1 << 30));
+        assert_eq!(parse_bit_rate("1000"), Ok(1000));
+        for bad in ["", "0bit", "10MB", "fast", "99999999999999999999Tbit"] {
+            assert!(parse_bit_rate(bad).is_err(), "{bad}");
+        }
+        let ok = NicAddrs {
+            ipv4: vec![Ipv4Addr::new(10, 0, 0, 5)],
+            ipv6: vec!["fd00::5".parse().expect("v6")],
+            ipv4_gateway: true,
+            ipv6_gateway: true,
+            ipv4_host_address: ROUTED_HOST_V4,
+            ipv6_host_address: ROUTED_HOST_V6,
+        };
+        assert_eq!(ok.check(), Ok(()));
+        let mut twice = ok.clone();
+        twice.ipv4.push(Ipv4Addr::new(10, 0, 0, 5));
+        assert!(twice.check().expect_err("twice").contains("given twice"));
+        let mut multicast = ok.clone();
+        multicast.ipv4 = vec![Ipv4Addr::new(224, 0, 0, 1)];
+        assert!(multicast.check().is_err());
+        let mut many = ok.clone();
+        many.ipv6 = (0..=MAX_NIC_ADDRS as u16)
+            .map(|i| Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, i + 1))
+            .collect();
+        assert!(many.check().expect_err("many").contains("at most"));
+    }
+
+    #[test]
     fn dhcp_ranges_parse_as_lxd_writes_them() {
         let r: Vec<DhcpRange<Ipv4Addr>> =
             parse_dhcp_ranges("k", "10.0.0.10-10.0.0.20, 10.0.0.30 - 10.0.0.40,").expect("ok");

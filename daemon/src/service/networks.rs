@@ -1132,6 +1132,78 @@ mod tests {
     }
 
     #[test]
+    fn filtered_nics_allow_their_own_addresses_only() {
+        let n = Network {
+            name: "silobr0".into(),
+            kind: "bridge".into(),
+            description: String::new(),
+            config: cfg(&[
+                ("ipv4.address", "10.1.2.1/24"),
+                ("ipv6.address", "fd42:1:2:3::1/64"),
+            ]),
+        };
+        let kind = NicKind::Bridged {
+            bridge: IfName::new("silobr0").expect("n"),
+            host_name: IfName::new("silo0001").expect("n"),
+        };
+        let mac: MacAddr = "00:16:3e:ab:cd:01".parse().expect("mac");
+        let filter = |kv: &[(&str, &str)], kind: &NicKind, hw: Option<MacAddr>| {
+            let mut d = cfg(&[("type", "nic"), ("network", "silobr0")]);
+            d.extend(cfg(kv));
+            let nic = NicDevice::parse(&d).expect("parse");
+            nic_filter("eth0", &d, &nic, kind, hw, Some(&n))
+        };
+        assert_eq!(filter(&[], &kind, Some(mac)).expect("none"), None);
+        let f = filter(
+            &[
+                ("security.ipv4_filtering", "true"),
+                ("security.ipv6_filtering", "yes"),
+                ("ipv4.address", "10.1.2.50"),
+            ],
+            &kind,
+            Some(mac),
+        )
+        .expect("filter")
+        .expect("on");
+        assert_eq!(f.ipv4, Some(vec![Ipv4Addr::new(10, 1, 2, 50)]));
+        // Link-local and SLAAC addresses from the MAC (EUI-64, universal bit flipped).
+        let want: Vec<Ipv6Addr> = ["fe80::216:3eff:feab:cd01", "fd42:1:2:3:216:3eff:feab:cd01"]
+            .iter()
+            .map(|a| a.parse().expect("v6"))
+            .collect();
+        assert_eq!(f.ipv6, Some(want));
+        let mac_only = filter(&[("security.mac_filtering", "true")], &kind, Some(mac))
+            .expect("mac")
+            .expect("on");
+        assert_eq!((mac_only.ipv4, mac_only.ipv6), (None, None));
+        for (kv, kind, hw, why) in [
+            (
+                &[("security.ipv4_filtering", "true")][..],
+                &kind,
+                Some(mac),
+                "needs the nic's ipv4.address",
+            ),
+            (
+                &[("security.mac_filtering", "true")][..],
+                &kind,
+                None,
+                "needs a MAC address",
+            ),
+            (
+                &[("security.mac_filtering", "true")][..],
+                &NicKind::Macvlan {
+                    parent: IfName::new("eth0").expect("n"),
+                },
+                Some(mac),
+                "is for bridged nics",
+            ),
+        ] {
+            let e = filter(kv, kind, hw).expect_err(why).to_string();
+            assert!(e.contains(why), "{kv:?}: {e}");
+        }
+    }
+
+    #[test]
     fn bridge_specs_follow_lxd_defaults() {
         let n = Network {
             name: "silobr0".into(),
