@@ -249,6 +249,22 @@ impl NetServer {
             } => {
                 self.policy_allows_parent(parent)?;
                 addrs.check().map_err(|e| HelperError::invalid("nic", e))?;
+                // An ipvlan takes the parent's traffic for its addresses: never one the host
+                // answers to, routes through or asks names of. (The LAN's other addresses are
+                // the point of an ipvlan; the policy's host_interfaces entry consents to that.)
+                for (ip, plen, what) in self.used_prefixes(None).await? {
+                    if what.starts_with("the host route") {
+                        continue;
+                    }
+                    if let Some(a) = addrs.all().find(|a| {
+                        let full = if a.is_ipv4() { 32 } else { 128 };
+                        prefixes_overlap(*a, full, ip, plen.max(full))
+                    }) {
+                        return Err(self.0.policy.deny(format!(
+                            "ipvlan address {a} is {what}; the host would lose that traffic"
+                        )));
+                    }
+                }
                 let pidx = self.link_index(parent).await?;
                 let tmp = format!("silo{}", hex(&random_bytes::<5>()?));
                 let kmode = match mode {

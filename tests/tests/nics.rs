@@ -455,6 +455,22 @@ fn what_this_host_cannot_do_is_refused_naming_why() {
         let n = inside(&d, "x1", &["ip", "-o", "link"]);
         assert!(!n.contains("eth6"), "{spec}: {n}");
     }
+    // An ipvlan address the host answers to: refused before any driver is asked.
+    let gw = d.api_ok("GET", "/1.0/networks/silobr0", None)["config"]["ipv4.address"]
+        .as_str()
+        .expect("silobr0 has IPv4")
+        .split('/')
+        .next()
+        .expect("address")
+        .to_string();
+    let (_, err) = add_device(
+        &d,
+        "x1",
+        "eth6",
+        json!({"type": "nic", "nictype": "ipvlan", "parent": "ipar0", "ipv4.address": gw}),
+    );
+    assert!(err.contains("the host would lose that traffic"), "{err}");
+    assert_back(&d, &before, "an ipvlan on the host's address");
     // limits on a nic without a host end: refused.
     let (_, err) = add_device(
         &d,
