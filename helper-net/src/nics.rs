@@ -761,7 +761,9 @@ impl NetServer {
         let idx = self.veth(host_name, None, inst, nic).await?;
         let mut proxied: Vec<IpAddr> = Vec::new();
         let r = async {
-            if v4 {
+            // As LXD: a family whose gateway is `none` gets neither the default route inside
+            // nor the gateway address on the host end.
+            if v4 && addrs.ipv4_gateway {
                 let mut req =
                     self.handle()
                         .address()
@@ -772,7 +774,7 @@ impl NetServer {
                     .await
                     .map_err(|e| nl("add the gateway address to", host_name, e))?;
             }
-            if v6 {
+            if v6 && addrs.ipv6_gateway {
                 let mut req =
                     self.handle()
                         .address()
