@@ -170,7 +170,7 @@ fn first_free<T>(mut gen: impl FnMut(usize) -> Option<T>) -> Option<T> {
 const CANDIDATES: usize = 100;
 
 /// Whether two prefixes share any address (different families never do).
-fn prefixes_overlap(a: IpAddr, alen: u8, b: IpAddr, blen: u8) -> bool {
+pub(crate) fn prefixes_overlap(a: IpAddr, alen: u8, b: IpAddr, blen: u8) -> bool {
     let p = u32::from(alen.min(blen));
     match (a, b) {
         (IpAddr::V4(x), IpAddr::V4(y)) => {
@@ -281,7 +281,10 @@ impl NetServer {
 
     /// The prefixes in use on the host, from its addresses and routes (all tables), except
     /// those on `except` (the bridge being changed).
-    async fn used_prefixes(&self, except: Option<u32>) -> HelperResult<Vec<(IpAddr, u8, String)>> {
+    pub(crate) async fn used_prefixes(
+        &self,
+        except: Option<u32>,
+    ) -> HelperResult<Vec<(IpAddr, u8, String)>> {
         let mut out = Vec::new();
         for a in self.all_addresses().await? {
             if Some(a.header.index) == except {

@@ -65,6 +65,14 @@ pub enum Request {
         name: String,
         new_name: Option<String>,
     },
+    /// In an instance's network namespace: give link `name` these addresses and default
+    /// routes (a routed or ipvlan nic's fixed configuration).
+    NetnsAddrs {
+        init: InitRef,
+        name: String,
+        addrs: Vec<(std::net::IpAddr, u8)>,
+        routes: Vec<netns::DefaultRoute>,
+    },
     /// Start a forwarder for a proxy device, replacing one under the same key.
     Forward {
         key: String,
@@ -262,6 +270,15 @@ fn handle(st: &mut State, req: Request) -> Result<Reply, String> {
             netns::in_instance_netns(init, |host| {
                 netns::move_or_delete(&name, new_name.as_deref(), host)
             })?;
+            Ok(Reply::Done)
+        }
+        Request::NetnsAddrs {
+            init,
+            name,
+            addrs,
+            routes,
+        } => {
+            netns::in_instance_netns(init, |_| netns::configure(&name, &addrs, &routes))?;
             Ok(Reply::Done)
         }
         Request::Forward {

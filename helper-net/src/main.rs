@@ -7,6 +7,7 @@ mod bridges;
 mod confinement;
 mod dnsmasq;
 mod forwarder;
+mod kernel;
 mod launcher;
 mod netns;
 mod nft;

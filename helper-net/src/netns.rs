@@ -6,8 +6,17 @@
 
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 
+use std::net::IpAddr;
+
+use netlink_packet_core::{NLM_F_CREATE, NLM_F_EXCL};
+use netlink_packet_route::address::{AddressAttribute, AddressFlags, AddressMessage, AddressScope};
 use netlink_packet_route::link::{LinkAttribute, LinkFlags, LinkMessage};
-use netlink_packet_route::RouteNetlinkMessage;
+use netlink_packet_route::route::{
+    RouteAddress, RouteAttribute, RouteFlags, RouteHeader, RouteMessage, RouteProtocol, RouteScope,
+    RouteType,
+};
+use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
+use serde::{Deserialize, Serialize};
 
 use crate::launcher::{open_netns, InitRef};
 
@@ -32,6 +41,100 @@ pub fn in_instance_netns<T>(
 }
 
 pub use silo_proto::netlink::{request, route_socket};
+
+/// A default route inside an instance: via a gateway on the link (on-link, as LXD's
+/// link-local gateways are not in any subnet there), or straight out of the link.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub enum DefaultRoute {
+    /// `default via <gw> dev <link> onlink`.
+    Via(IpAddr),
+    /// `default dev <link>`, IPv4 (`true`) or IPv6.
+    Dev { ipv4: bool },
+}
+
+fn link_index(sock: &netlink_sys::Socket, name: &str) -> Result<u32, String> {
+    let mut get = LinkMessage::default();
+    get.attributes.push(LinkAttribute::IfName(name.to_string()));
+    let found = request(sock, RouteNetlinkMessage::GetLink(get), 0)
+        .map_err(|e| format!("finding {name} in the instance: {e}"))?;
+    found
+        .iter()
+        .find_map(|m| match m {
+            RouteNetlinkMessage::NewLink(l) => Some(l.header.index),
+            _ => None,
+        })
+        .ok_or_else(|| format!("{name} is not in the instance"))
+}
+
+/// In the current namespace: gives link `name` the addresses (no duplicate address
+/// detection: they are the instance's by configuration) and default routes.
+pub fn configure(
+    name: &str,
+    addrs: &[(IpAddr, u8)],
+    routes: &[DefaultRoute],
+) -> Result<(), String> {
+    let sock = route_socket()?;
+    let index = link_index(&sock, name)?;
+    for (ip, plen) in addrs {
+        let mut m = AddressMessage::default();
+        m.header.family = if ip.is_ipv4() {
+            AddressFamily::Inet
+        } else {
+            AddressFamily::Inet6
+        };
+        m.header.prefix_len = *plen;
+        m.header.index = index;
+        m.header.scope = AddressScope::Universe;
+        if ip.is_ipv4() {
+            m.attributes.push(AddressAttribute::Local(*ip));
+        } else {
+            m.attributes
+                .push(AddressAttribute::Flags(AddressFlags::Nodad));
+        }
+        m.attributes.push(AddressAttribute::Address(*ip));
+        request(
+            &sock,
+            RouteNetlinkMessage::NewAddress(m),
+            NLM_F_CREATE | NLM_F_EXCL,
+        )
+        .map_err(|e| format!("adding {ip}/{plen} to {name} in the instance: {e}"))?;
+    }
+    for r in routes {
+        let mut m = RouteMessage::default();
+        let v4 = match r {
+            DefaultRoute::Via(gw) => gw.is_ipv4(),
+            DefaultRoute::Dev { ipv4 } => *ipv4,
+        };
+        m.header.address_family = if v4 {
+            AddressFamily::Inet
+        } else {
+            AddressFamily::Inet6
+        };
+        m.header.table = RouteHeader::RT_TABLE_MAIN;
+        m.header.protocol = RouteProtocol::Static;
+        m.header.kind = RouteType::Unicast;
+        m.header.destination_prefix_length = 0;
+        m.attributes.push(RouteAttribute::Oif(index));
+        match r {
+            DefaultRoute::Via(gw) => {
+                m.header.scope = RouteScope::Universe;
+                m.header.flags = RouteFlags::Onlink;
+                m.attributes.push(RouteAttribute::Gateway(match gw {
+                    IpAddr::V4(a) => RouteAddress::Inet(*a),
+                    IpAddr::V6(a) => RouteAddress::Inet6(*a),
+                }));
+            }
+            DefaultRoute::Dev { .. } => m.header.scope = RouteScope::Link,
+        }
+        request(
+            &sock,
+            RouteNetlinkMessage::NewRoute(m),
+            NLM_F_CREATE | NLM_F_EXCL,
+        )
+        .map_err(|e| format!("adding a default route {r:?} on {name} in the instance: {e}"))?;
+    }
+    Ok(())
+}
 
 /// In the current namespace: moves link `name` to the namespace `host` as `new_name` (down),
 /// or deletes it when `new_name` is None.

@@ -14,9 +14,10 @@ use netlink_packet_core::{
     NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_APPEND, NLM_F_CREATE, NLM_F_REQUEST,
 };
 use netlink_packet_netfilter::nftables::{
-    Bitwise, ChainAttribute, ChainMessage, Cmp, DataAttribute, ExpressionAttribute, Expressions,
-    Hook, InetHookNumber, ListAttribute, Meta, MetaKey, NfTablesMessage, Operator, Payload,
-    Register, RuleAttribute, RuleMessage, TableAttribute, TableMessage,
+    Bitwise, ChainAttribute, ChainMessage, Cmp, DataAttribute, DevHookNumber, ExpressionAttribute,
+    Expressions, Hook, Immediate, InetHookNumber, ListAttribute, Meta, MetaKey, NfTablesMessage,
+    Operator, Payload, Register, RuleAttribute, RuleMessage, TableAttribute, TableMessage, Verdict,
+    VerdictAttribute,
 };
 use netlink_packet_netfilter::none::ControlMessage;
 use netlink_packet_netfilter::{
@@ -332,6 +333,245 @@ impl Net {
     }
 }
 
+/// What a nic on a bridge may send: frames from its own MAC only, and (when filtered) IPv4
+/// and IPv6 packets and ARP from its own addresses only.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NicFilter {
+    /// The host end of the nic's veth, whose ingress the chain hooks.
+    pub device: IfName,
+    /// The nic's MAC address.
+    pub mac: [u8; 6],
+    /// IPv4 sources allowed (0.0.0.0, a DHCP client's, is added); None: IPv4 unfiltered.
+    pub ipv4: Option<Vec<std::net::Ipv4Addr>>,
+    /// IPv6 sources allowed (`::`, duplicate address detection's, is added); router
+    /// advertisements are dropped. None: IPv6 unfiltered.
+    pub ipv6: Option<Vec<std::net::Ipv6Addr>>,
+}
+
+// NFT_PAYLOAD_LL_HEADER.
+const LINK_HEADER: u32 = 0;
+const NF_DROP: u32 = 0;
+const ETH_ARP: [u8; 2] = [0x08, 0x06];
+const ETH_IPV4: [u8; 2] = [0x08, 0x00];
+const ETH_IPV6: [u8; 2] = [0x86, 0xdd];
+
+/// The chain of one nic's filter in `netdev <table>`.
+fn filter_chain(device: &IfName) -> String {
+    format!("nic.{device}")
+}
+
+fn load(base: u32, offset: u32, len: u32) -> Expressions {
+    Expressions::Payload(vec![
+        Payload::DestinationRegister(Register::Reg1),
+        Payload::Base(base),
+        Payload::Offset(offset),
+        Payload::Len(len),
+    ])
+}
+
+fn verdict(code: u32) -> Expressions {
+    Expressions::Immediate(vec![
+        Immediate::DestinationRegister(Register::Verdict),
+        Immediate::Data(DataAttribute::Verdict(vec![VerdictAttribute::Code(
+            Verdict::Other(code),
+        )])),
+    ])
+}
+
+/// One rule: every expression must match for the verdict.
+fn rule(matches: Vec<Expressions>, code: u32) -> Vec<ListAttribute<ExpressionAttribute>> {
+    matches
+        .into_iter()
+        .chain(std::iter::once(verdict(code)))
+        .map(Into::into)
+        .collect()
+}
+
+fn ethertype(t: [u8; 2]) -> [Expressions; 2] {
+    [load(LINK_HEADER, 12, 2), cmp(Operator::Equal, t.to_vec())]
+}
+
+/// The rules of a nic's filter, in order, each with what `nft list` would call it.
+fn filter_rules(f: &NicFilter) -> Vec<(String, Vec<ListAttribute<ExpressionAttribute>>)> {
+    let mac = f.mac.to_vec();
+    let mut out = vec![
+        (
+            "ether saddr != <mac> drop".to_string(),
+            rule(
+                vec![
+                    load(LINK_HEADER, 6, 6),
+                    cmp(Operator::NotEqual, mac.clone()),
+                ],
+                NF_DROP,
+            ),
+        ),
+        (
+            "arp saddr ether != <mac> drop".to_string(),
+            rule(
+                ethertype(ETH_ARP)
+                    .into_iter()
+                    .chain([load(NETWORK_HEADER, 8, 6), cmp(Operator::NotEqual, mac)])
+                    .collect(),
+                NF_DROP,
+            ),
+        ),
+    ];
+    if let Some(v4) = &f.ipv4 {
+        let allowed: Vec<std::net::Ipv4Addr> = v4
+            .iter()
+            .copied()
+            .chain(std::iter::once(std::net::Ipv4Addr::UNSPECIFIED))
+            .collect();
+        // ARP's sender address sits at 14, IPv4's source at 12.
+        for (t, offset, what) in [(ETH_ARP, 14, "arp saddr ip"), (ETH_IPV4, 12, "ip saddr")] {
+            for a in &allowed {
+                out.push((
+                    format!("{what} {a} accept"),
+                    rule(
+                        ethertype(t)
+                            .into_iter()
+                            .chain([
+                                load(NETWORK_HEADER, offset, 4),
+                                cmp(Operator::Equal, a.octets().to_vec()),
+                            ])
+                            .collect(),
+                        NF_ACCEPT,
+                    ),
+                ));
+            }
+            out.push((
+                format!("ether type {t:02x?} drop"),
+                rule(ethertype(t).into_iter().collect(), NF_DROP),
+            ));
+        }
+    }
+    if let Some(v6) = &f.ipv6 {
+        // Router advertisements (ICMPv6 type 134 right after the fixed header): an instance
+        // must not become the bridge's router.
+        out.push((
+            "icmpv6 type nd-router-advert drop".to_string(),
+            rule(
+                ethertype(ETH_IPV6)
+                    .into_iter()
+                    .chain([
+                        load(NETWORK_HEADER, 6, 1),
+                        cmp(Operator::Equal, vec![58]),
+                        load(NETWORK_HEADER, 40, 1),
+                        cmp(Operator::Equal, vec![134]),
+                    ])
+                    .collect(),
+                NF_DROP,
+            ),
+        ));
+        for a in v6
+            .iter()
+            .copied()
+            .chain(std::iter::once(std::net::Ipv6Addr::UNSPECIFIED))
+        {
+            out.push((
+                format!("ip6 saddr {a} accept"),
+                rule(
+                    ethertype(ETH_IPV6)
+                        .into_iter()
+                        .chain([
+                            load(NETWORK_HEADER, 8, 16),
+                            cmp(Operator::Equal, a.octets().to_vec()),
+                        ])
+                        .collect(),
+                    NF_ACCEPT,
+                ),
+            ));
+        }
+        out.push((
+            "ether type ip6 drop".to_string(),
+            rule(ethertype(ETH_IPV6).into_iter().collect(), NF_DROP),
+        ));
+    }
+    out
+}
+
+/// Installs a nic's filter: a chain `nic.<device>` in silo's own `netdev <table>`, hooked
+/// at the host end's ingress (so it sees every frame the instance sends, before the bridge),
+/// replacing one of the same name, in one batch.
+pub fn add_nic_filter(table: &str, f: &NicFilter) -> Result<(), NftError> {
+    check_table(table)?;
+    remove_nic_filter(table, &f.device)?;
+    let chain = filter_chain(&f.device);
+    let mut batch = vec![
+        Request::netdev(
+            format!("NEWTABLE netdev {table}"),
+            NLM_F_CREATE,
+            NfTablesMessage::NewTable(TableMessage {
+                attributes: vec![TableAttribute::Name(table.to_string())],
+            }),
+        ),
+        Request::netdev(
+            format!("NEWCHAIN {chain}"),
+            NLM_F_CREATE,
+            NfTablesMessage::NewChain(ChainMessage {
+                attributes: vec![
+                    ChainAttribute::Table(table.to_string()),
+                    ChainAttribute::Name(chain.clone()),
+                    ChainAttribute::Hook(vec![
+                        Hook::Number(DevHookNumber::Ingress.into()),
+                        Hook::Priority(0),
+                        Hook::NetDeviceName(f.device.to_string()),
+                    ]),
+                    ChainAttribute::Policy(NF_ACCEPT),
+                    ChainAttribute::Type("filter".to_string()),
+                ],
+            }),
+        ),
+    ];
+    for (what, exprs) in filter_rules(f) {
+        batch.push(Request::netdev(
+            format!("NEWRULE in {chain}: {what}"),
+            NLM_F_CREATE | NLM_F_APPEND,
+            NfTablesMessage::NewRule(RuleMessage {
+                attributes: vec![
+                    RuleAttribute::Table(table.to_string()),
+                    RuleAttribute::Chain(chain.clone()),
+                    RuleAttribute::Expressions(exprs),
+                ],
+            }),
+        ));
+    }
+    transact("filtering a nic in", table, batch)
+}
+
+/// Removes a nic's filter chain (idempotent: a missing table or chain is not an error).
+pub fn remove_nic_filter(table: &str, device: &IfName) -> Result<(), NftError> {
+    check_table(table)?;
+    let chain = filter_chain(device);
+    let r = transact(
+        "unfiltering a nic in",
+        table,
+        vec![
+            Request::netdev(
+                format!("NEWTABLE netdev {table} (so that the chain's removal can only miss it)"),
+                NLM_F_CREATE,
+                NfTablesMessage::NewTable(TableMessage {
+                    attributes: vec![TableAttribute::Name(table.to_string())],
+                }),
+            ),
+            Request::netdev(
+                format!("DELCHAIN {chain}"),
+                0,
+                NfTablesMessage::DeleteChain(ChainMessage {
+                    attributes: vec![
+                        ChainAttribute::Table(table.to_string()),
+                        ChainAttribute::Name(chain),
+                    ],
+                }),
+            ),
+        ],
+    );
+    match r {
+        Err(e) if e.errno() == Some(libc::ENOENT) => Ok(()),
+        r => r,
+    }
+}
+
 fn meta(key: MetaKey) -> Expressions {
     Expressions::Meta(vec![
         Meta::Key(key),
@@ -353,11 +593,27 @@ struct Request {
     what: String,
     flags: u16,
     body: NfTablesMessage,
+    family: NetfilterProtoFamily,
 }
 
 impl Request {
     fn new(what: String, flags: u16, body: NfTablesMessage) -> Self {
-        Request { what, flags, body }
+        Request {
+            what,
+            flags,
+            body,
+            family: NetfilterProtoFamily::Inet,
+        }
+    }
+
+    /// A request on a `netdev` table (nics' anti-spoofing filters).
+    fn netdev(what: String, flags: u16, body: NfTablesMessage) -> Self {
+        Request {
+            what,
+            flags,
+            body,
+            family: NetfilterProtoFamily::NetDev,
+        }
     }
 }
 
@@ -412,13 +668,7 @@ fn transact(op: &'static str, table: &str, requests: Vec<Request>) -> Result<(),
     ));
     let mut labels = Vec::with_capacity(requests.len());
     for (seq, r) in (1..).zip(requests) {
-        msgs.push(message(
-            NetfilterProtoFamily::Inet,
-            0,
-            r.body,
-            r.flags | NLM_F_ACK,
-            seq,
-        ));
+        msgs.push(message(r.family, 0, r.body, r.flags | NLM_F_ACK, seq));
         labels.push(r.what);
     }
     msgs.push(message(

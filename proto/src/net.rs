@@ -308,6 +308,110 @@ pub enum NicKind {
         /// The host interface.
         parent: IfName,
     },
+    /// A veth pair with no bridge (LXD's `p2p`): the host end stays on the host, with routes
+    /// to `routes` through it.
+    P2p {
+        /// The host end's name (under silo's prefix).
+        host_name: IfName,
+        /// `ipv4.routes` and `ipv6.routes`: host routes to these ranges via the host end.
+        routes: Vec<crate::types::IpRange>,
+    },
+    /// A veth pair whose instance end gets fixed addresses, routed by the host (LXD's
+    /// `routed`): host routes to each address via the host end, proxy ARP/NDP entries on
+    /// `parent` when given, and a default route inside via a link-local gateway.
+    Routed {
+        /// The host end's name (under silo's prefix).
+        host_name: IfName,
+        /// A host interface the policy names, to answer ARP/NDP for the addresses on.
+        parent: Option<IfName>,
+        /// The addresses and gateways inside.
+        addrs: NicAddrs,
+    },
+    /// An ipvlan on a host interface the policy names, with fixed addresses.
+    Ipvlan {
+        /// The parent.
+        parent: IfName,
+        /// `mode`: l2 or l3s.
+        mode: IpvlanMode,
+        /// The addresses and gateways inside.
+        addrs: NicAddrs,
+    },
+}
+
+/// `ipvlan`'s `mode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum IpvlanMode {
+    /// Layer 2: the parent's neighbours see the instance's addresses on the parent's MAC.
+    L2,
+    /// Layer 3 with the host's netfilter (LXD's default).
+    L3s,
+}
+
+/// At most this many addresses (or routes) per family on one nic.
+pub const MAX_NIC_ADDRS: usize = 64;
+
+/// Fixed addresses of a routed or ipvlan nic and how the instance reaches the outside.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NicAddrs {
+    /// `ipv4.address` (a comma list), each a /32 inside.
+    pub ipv4: Vec<Ipv4Addr>,
+    /// `ipv6.address`, each a /128 inside.
+    pub ipv6: Vec<Ipv6Addr>,
+    /// `ipv4.gateway`: a default route inside (auto), or none.
+    pub ipv4_gateway: bool,
+    /// `ipv6.gateway`.
+    pub ipv6_gateway: bool,
+    /// `ipv4.host_address`: the host end's IPv4 address, the instance's gateway (routed).
+    pub ipv4_host_address: Ipv4Addr,
+    /// `ipv6.host_address`.
+    pub ipv6_host_address: Ipv6Addr,
+}
+
+/// LXD's host-side gateway of a routed nic, IPv4.
+pub const ROUTED_HOST_V4: Ipv4Addr = Ipv4Addr::new(169, 254, 0, 1);
+/// LXD's host-side gateway of a routed nic, IPv6.
+pub const ROUTED_HOST_V6: Ipv6Addr = Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 1);
+
+impl NicAddrs {
+    /// Every address, both families.
+    pub fn all(&self) -> impl Iterator<Item = IpAddr> + '_ {
+        self.ipv4
+            .iter()
+            .map(|a| IpAddr::V4(*a))
+            .chain(self.ipv6.iter().map(|a| IpAddr::V6(*a)))
+    }
+
+    /// The checks that need nothing but the value: counts, unicast addresses, no duplicates.
+    pub fn check(&self) -> Result<(), String> {
+        if self.ipv4.len() > MAX_NIC_ADDRS || self.ipv6.len() > MAX_NIC_ADDRS {
+            return Err(format!("at most {MAX_NIC_ADDRS} addresses per family"));
+        }
+        let all: Vec<IpAddr> = self.all().collect();
+        for (i, a) in all.iter().enumerate() {
+            check_unicast(*a)?;
+            if all[..i].contains(a) {
+                return Err(format!("address {a} is given twice"));
+            }
+        }
+        check_unicast(IpAddr::V4(self.ipv4_host_address))?;
+        check_unicast(IpAddr::V6(self.ipv6_host_address))?;
+        Ok(())
+    }
+}
+
+/// An address a nic may carry: not unspecified, loopback, multicast or broadcast.
+pub fn check_unicast(a: IpAddr) -> Result<(), String> {
+    let bad = match a {
+        IpAddr::V4(v) => {
+            v.is_unspecified() || v.is_loopback() || v.is_multicast() || v.is_broadcast()
+        }
+        IpAddr::V6(v) => v.is_unspecified() || v.is_loopback() || v.is_multicast(),
+    };
+    if bad {
+        Err(format!("{a} is not a unicast address"))
+    } else {
+        Ok(())
+    }
 }
 
 /// One nic of an instance.
@@ -321,6 +425,62 @@ pub struct NicSpec {
     pub mtu: Option<u32>,
     /// What it is.
     pub kind: NicKind,
+    /// `vlan`: the VLAN the nic is on (a bridge port's VLAN, or a VLAN sub-interface of a
+    /// macvlan or ipvlan parent).
+    pub vlan: Option<u16>,
+    /// `limits.ingress` and `limits.egress` (`limits.max` sets both), bits per second.
+    pub limits: NicLimits,
+    /// `security.mac_filtering`/`ipv4_filtering`/`ipv6_filtering` (bridged nics): what the
+    /// instance may send from. The MAC is `hwaddr`, which must be set.
+    pub filter: Option<NicFiltering>,
+}
+
+/// Anti-spoofing on a bridged nic: frames only from its MAC, and, per family when set,
+/// packets only from these addresses.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NicFiltering {
+    /// `security.ipv4_filtering`: the IPv4 sources allowed.
+    pub ipv4: Option<Vec<Ipv4Addr>>,
+    /// `security.ipv6_filtering`: the IPv6 sources allowed (its link-local address among them).
+    pub ipv6: Option<Vec<Ipv6Addr>>,
+}
+
+/// Bandwidth limits of a nic, bits per second, as the instance sees its traffic.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NicLimits {
+    /// Traffic into the instance.
+    pub ingress: Option<u64>,
+    /// Traffic out of the instance.
+    pub egress: Option<u64>,
+}
+
+/// Parses LXD's bit rates (`100Mbit`, `1Gbit`, `512kbit`, `1000bit`) into bits per second.
+pub fn parse_bit_rate(v: &str) -> Result<u64, String> {
+    let v = v.trim();
+    let split = v.find(|c: char| !c.is_ascii_digit()).unwrap_or(v.len());
+    let (num, unit) = v.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{v:?} is not a bit rate such as 100Mbit"))?;
+    let mult: u64 = match unit.trim() {
+        "" | "bit" => 1,
+        "kbit" => 1_000,
+        "Mbit" => 1_000_000,
+        "Gbit" => 1_000_000_000,
+        "Tbit" => 1_000_000_000_000,
+        "Kibit" => 1 << 10,
+        "Mibit" => 1 << 20,
+        "Gibit" => 1 << 30,
+        "Tibit" => 1 << 40,
+        u => {
+            return Err(format!(
+                "{v:?}: unknown unit {u:?} (bit, kbit, Mbit, Gbit, Tbit)"
+            ))
+        }
+    };
+    n.checked_mul(mult)
+        .filter(|r| *r > 0)
+        .ok_or_else(|| format!("{v:?} is not a usable bit rate"))
 }
 
 /// The network helper's RPC surface.
@@ -441,6 +601,37 @@ mod tests {
             ipv4_dhcp_ranges: Vec::new(),
             ipv6_dhcp_ranges: Vec::new(),
         }
+    }
+
+    #[test]
+    fn bit_rates_and_nic_addresses() {
+        assert_eq!(parse_bit_rate("100Mbit"), Ok(100_000_000));
+        assert_eq!(parse_bit_rate("512kbit"), Ok(512_000));
+        assert_eq!(parse_bit_rate("1Gibit"), Ok(1 << 30));
+        assert_eq!(parse_bit_rate("1000"), Ok(1000));
+        for bad in ["", "0bit", "10MB", "fast", "99999999999999999999Tbit"] {
+            assert!(parse_bit_rate(bad).is_err(), "{bad}");
+        }
+        let ok = NicAddrs {
+            ipv4: vec![Ipv4Addr::new(10, 0, 0, 5)],
+            ipv6: vec!["fd00::5".parse().expect("v6")],
+            ipv4_gateway: true,
+            ipv6_gateway: true,
+            ipv4_host_address: ROUTED_HOST_V4,
+            ipv6_host_address: ROUTED_HOST_V6,
+        };
+        assert_eq!(ok.check(), Ok(()));
+        let mut twice = ok.clone();
+        twice.ipv4.push(Ipv4Addr::new(10, 0, 0, 5));
+        assert!(twice.check().expect_err("twice").contains("given twice"));
+        let mut multicast = ok.clone();
+        multicast.ipv4 = vec![Ipv4Addr::new(224, 0, 0, 1)];
+        assert!(multicast.check().is_err());
+        let mut many = ok.clone();
+        many.ipv6 = (0..=MAX_NIC_ADDRS as u16)
+            .map(|i| Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, i + 1))
+            .collect();
+        assert!(many.check().expect_err("many").contains("at most"));
     }
 
     #[test]

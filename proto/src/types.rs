@@ -160,6 +160,16 @@ impl IpRange {
         Ok(IpRange { net, prefix })
     }
 
+    /// Its network address.
+    pub fn net(&self) -> std::net::IpAddr {
+        self.net
+    }
+
+    /// Its prefix length.
+    pub fn prefix(&self) -> u8 {
+        self.prefix
+    }
+
     /// Whether `addr/prefix` lies entirely inside this range.
     pub fn contains(&self, addr: std::net::IpAddr, prefix: u8) -> bool {
         if prefix < self.prefix {

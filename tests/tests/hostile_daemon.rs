@@ -393,6 +393,9 @@ fn net_changes_only_its_own_interfaces() {
                 bridge: br.clone(),
                 host_name: IfName::new("siloghost").expect("n"),
             },
+            vlan: None,
+            limits: Default::default(),
+            filter: None,
         };
         let ghost = c
             .attach_nic(ctx(), InstanceName::new("ghost").expect("n"), nic)
@@ -818,6 +821,9 @@ fn net_refuses_public_subnets_gateways_and_host_names() {
                 bridge: IfName::new("silohok0").expect("n"),
                 host_name: IfName::new("eth1").expect("n"),
             },
+            vlan: None,
+            limits: Default::default(),
+            filter: None,
         };
         let r = c
             .attach_nic(ctx(), InstanceName::new("ghost").expect("n"), nic)

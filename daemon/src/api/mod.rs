@@ -80,6 +80,16 @@ pub const API_EXTENSIONS: &[&str] = &[
     "container_cpu_time",
     // network addresses and counters in the instance state.
     "network_state",
+    // nic devices beyond bridged/macvlan/physical: p2p's ipv4.routes/ipv6.routes, routed
+    // (gateway and host address keys, limits), ipvlan (mode), IP filtering on bridged nics.
+    "container_nic_routes",
+    "container_nic_routed",
+    "container_nic_routed_gateway",
+    "container_nic_routed_host_address",
+    "container_nic_routed_limits",
+    "container_nic_ipvlan",
+    "container_nic_ipvlan_mode",
+    "container_nic_ipfilter",
     // exec: record-output, signals over the control socket, user/group/cwd.
     "container_exec_recording",
     "container_exec_signal_handling",

@@ -6,9 +6,10 @@
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, Ipv6Addr};
 
+use silo_proto::net::{IpvlanMode, NicAddrs, MAX_NIC_ADDRS, ROUTED_HOST_V4, ROUTED_HOST_V6};
 use silo_proto::privileged::DiskMount;
 use silo_proto::proxy::{ProxyBind, ProxySpec};
-use silo_proto::types::MacAddr;
+use silo_proto::types::{IpRange, MacAddr};
 use silo_proto::IfName;
 
 use crate::model::parse;
@@ -270,6 +271,12 @@ pub enum NicType {
     Macvlan,
     /// The parent interface itself, moved in.
     Physical,
+    /// A veth pair with no bridge.
+    P2p,
+    /// A veth pair with fixed addresses the host routes to.
+    Routed,
+    /// An ipvlan on a parent interface.
+    Ipvlan,
 }
 
 impl NicType {
@@ -279,6 +286,9 @@ impl NicType {
             NicType::Bridged => "bridged",
             NicType::Macvlan => "macvlan",
             NicType::Physical => "physical",
+            NicType::P2p => "p2p",
+            NicType::Routed => "routed",
+            NicType::Ipvlan => "ipvlan",
         }
     }
 }
@@ -288,12 +298,12 @@ impl NicType {
 pub enum NicTarget {
     /// A managed network (which gives the type and parent).
     Network(String),
-    /// A host interface, by `nictype` and `parent`.
+    /// A host interface, by `nictype` and `parent` (none for p2p, optional for routed).
     Parent {
         /// `nictype`.
         nictype: NicType,
         /// `parent`.
-        parent: IfName,
+        parent: Option<IfName>,
     },
 }
 
@@ -314,6 +324,16 @@ pub struct NicDevice {
     pub ipv4: Option<Ipv4Addr>,
     /// `ipv6.address`.
     pub ipv6: Option<Ipv6Addr>,
+    /// routed and ipvlan: the fixed addresses (comma lists) and gateways.
+    pub addrs: Option<NicAddrs>,
+    /// p2p: `ipv4.routes` and `ipv6.routes`.
+    pub routes: Vec<IpRange>,
+    /// ipvlan's `mode`.
+    pub ipvlan_mode: IpvlanMode,
+    /// `vlan`.
+    pub vlan: Option<u16>,
+    /// `limits.ingress`, `limits.egress`, `limits.max` as given.
+    pub limits: Vec<(String, String)>,
     map: DeviceMap,
 }
 
@@ -403,6 +423,20 @@ const NIC_KEYS: &[&str] = &[
     "ipv6.address",
     "host_name",
     "boot.priority",
+    "ipv4.routes",
+    "ipv6.routes",
+    "ipv4.gateway",
+    "ipv6.gateway",
+    "ipv4.host_address",
+    "ipv6.host_address",
+    "mode",
+    "vlan",
+    "security.mac_filtering",
+    "security.ipv4_filtering",
+    "security.ipv6_filtering",
+    "limits.ingress",
+    "limits.egress",
+    "limits.max",
 ];
 
 const PROXY_KEYS: &[&str] = &[
@@ -506,6 +540,71 @@ impl DeviceSpec {
     }
 }
 
+/// `ipv4.routes`/`ipv6.routes`: a comma list of ranges of the key's family.
+fn parse_routes(key: &str, v: &str) -> Result<Vec<IpRange>, String> {
+    let v4 = key.starts_with("ipv4");
+    let out: Vec<IpRange> = v
+        .split(',')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            let r: IpRange = p.parse().map_err(|e| format!("{key}: {e}"))?;
+            if r.net().is_ipv4() != v4 {
+                return Err(format!(
+                    "{key}: {p} is not an {} range",
+                    if v4 { "IPv4" } else { "IPv6" }
+                ));
+            }
+            Ok(r)
+        })
+        .collect::<Result<_, _>>()?;
+    if out.len() > MAX_NIC_ADDRS {
+        return Err(format!("{key}: at most {MAX_NIC_ADDRS} routes"));
+    }
+    Ok(out)
+}
+
+/// A routed or ipvlan nic's `ipv4.address`/`ipv6.address` (comma lists), gateways and host
+/// addresses, with LXD's defaults.
+fn parse_nic_addrs(d: &DeviceMap) -> Result<NicAddrs, String> {
+    fn list<A: std::str::FromStr>(d: &DeviceMap, key: &str) -> Result<Vec<A>, String> {
+        d.get(key)
+            .map(String::as_str)
+            .unwrap_or("")
+            .split(',')
+            .map(str::trim)
+            .filter(|p| !p.is_empty())
+            .map(|p| p.parse::<A>().map_err(|_| format!("invalid {key} {p:?}")))
+            .collect()
+    }
+    let gateway = |key: &str| match d.get(key).map(String::as_str) {
+        None | Some("auto") => Ok(true),
+        Some("none") => Ok(false),
+        Some(o) => Err(format!("invalid {key} {o:?}: auto or none")),
+    };
+    let host = |key: &str| d.get(key).filter(|v| !v.is_empty());
+    let a = NicAddrs {
+        ipv4: list(d, "ipv4.address")?,
+        ipv6: list(d, "ipv6.address")?,
+        ipv4_gateway: gateway("ipv4.gateway")?,
+        ipv6_gateway: gateway("ipv6.gateway")?,
+        ipv4_host_address: match host("ipv4.host_address") {
+            Some(v) => v
+                .parse()
+                .map_err(|_| format!("invalid ipv4.host_address {v:?}"))?,
+            None => ROUTED_HOST_V4,
+        },
+        ipv6_host_address: match host("ipv6.host_address") {
+            Some(v) => v
+                .parse()
+                .map_err(|_| format!("invalid ipv6.host_address {v:?}"))?,
+            None => ROUTED_HOST_V6,
+        },
+    };
+    a.check()?;
+    Ok(a)
+}
+
 impl NicDevice {
     /// Reads a nic's map (its `type` already `nic`).
     pub fn parse(d: &DeviceMap) -> Result<NicDevice, String> {
@@ -523,20 +622,92 @@ impl NicDevice {
                 Some("bridged") => NicType::Bridged,
                 Some("macvlan") => NicType::Macvlan,
                 Some("physical") => NicType::Physical,
-                Some(o @ ("sriov" | "ipvlan" | "p2p" | "routed")) => {
-                    return Err(format!(
-                        "nictype {o:?} is not supported by silo on this host"
-                    ))
+                Some("p2p") => NicType::P2p,
+                Some("routed") => NicType::Routed,
+                Some("ipvlan") => NicType::Ipvlan,
+                Some("sriov") => {
+                    return Err(
+                        "nictype \"sriov\" is not available on this host: it has no SR-IOV \
+                         capable network card (no virtual functions to hand out)"
+                            .into(),
+                    )
                 }
                 Some(o) => return Err(format!("unknown nictype {o:?}")),
                 None => return Err("a nic needs a network, or a nictype and a parent".into()),
             };
-            let p = d.get("parent").ok_or("this nic needs a parent")?;
-            NicTarget::Parent {
-                nictype,
-                parent: IfName::new(p.clone()).map_err(|e| e.to_string())?,
+            let parent = d
+                .get("parent")
+                .map(|p| IfName::new(p.clone()).map_err(|e| e.to_string()))
+                .transpose()?;
+            match (nictype, &parent) {
+                (NicType::P2p, Some(_)) => return Err("a p2p nic takes no parent".into()),
+                (NicType::P2p | NicType::Routed, _) | (_, Some(_)) => {}
+                (_, None) => return Err("this nic needs a parent".into()),
+            }
+            NicTarget::Parent { nictype, parent }
+        };
+        let nictype = match &target {
+            NicTarget::Parent { nictype, .. } => Some(*nictype),
+            NicTarget::Network(_) => None,
+        };
+        let only_for = |keys: &[&str], types: &[NicType], what: &str| -> Result<(), String> {
+            match keys.iter().find(|k| d.contains_key(**k)) {
+                Some(k) if !nictype.is_some_and(|t| types.contains(&t)) => {
+                    Err(format!("{k} is only for {what} nics"))
+                }
+                _ => Ok(()),
             }
         };
+        only_for(&["ipv4.routes", "ipv6.routes"], &[NicType::P2p], "p2p")?;
+        only_for(
+            &["ipv4.host_address", "ipv6.host_address"],
+            &[NicType::Routed],
+            "routed",
+        )?;
+        only_for(
+            &["ipv4.gateway", "ipv6.gateway"],
+            &[NicType::Routed, NicType::Ipvlan],
+            "routed and ipvlan",
+        )?;
+        only_for(&["mode"], &[NicType::Ipvlan], "ipvlan")?;
+        let routes = ["ipv4.routes", "ipv6.routes"]
+            .iter()
+            .filter_map(|k| d.get(*k).map(|v| (*k, v)))
+            .map(|(k, v)| parse_routes(k, v))
+            .collect::<Result<Vec<_>, _>>()?
+            .concat();
+        let addrs = match nictype {
+            Some(NicType::Routed | NicType::Ipvlan) => Some(parse_nic_addrs(d)?),
+            _ => None,
+        };
+        let ipvlan_mode = match d.get("mode").map(String::as_str) {
+            None | Some("l3s") => IpvlanMode::L3s,
+            Some("l2") => IpvlanMode::L2,
+            Some(o) => return Err(format!("invalid mode {o:?}: ipvlan takes l2 or l3s")),
+        };
+        let vlan = match d.get("vlan") {
+            Some(v) => match v.parse::<u16>() {
+                Ok(id) if (1..=4094).contains(&id) => Some(id),
+                _ => return Err(format!("invalid vlan {v:?}: a VLAN id is 1..4094")),
+            },
+            None => None,
+        };
+        for k in [
+            "security.mac_filtering",
+            "security.ipv4_filtering",
+            "security.ipv6_filtering",
+        ] {
+            if let Some(v) = d.get(k) {
+                if parse::parse_bool(v).is_err() {
+                    return Err(format!("invalid {k} {v:?}: a boolean"));
+                }
+            }
+        }
+        let limits: Vec<(String, String)> = ["limits.ingress", "limits.egress", "limits.max"]
+            .iter()
+            .filter_map(|k| d.get(*k).map(|v| (k.to_string(), v.clone())))
+            .filter(|(_, v)| !v.is_empty())
+            .collect();
         let name = d
             .get("name")
             .map(|n| IfName::new(n.clone()).map_err(|e| e.to_string()))
@@ -563,8 +734,10 @@ impl NicDevice {
             }
             None => None,
         };
+        let single = addrs.is_none();
         let ipv4 = d
             .get("ipv4.address")
+            .filter(|_| single)
             .map(|a| {
                 a.parse::<Ipv4Addr>()
                     .map_err(|_| format!("invalid ipv4.address {a:?}"))
@@ -572,6 +745,7 @@ impl NicDevice {
             .transpose()?;
         let ipv6 = d
             .get("ipv6.address")
+            .filter(|_| single)
             .map(|a| {
                 a.parse::<Ipv6Addr>()
                     .map_err(|_| format!("invalid ipv6.address {a:?}"))
@@ -585,6 +759,11 @@ impl NicDevice {
             mtu,
             ipv4,
             ipv6,
+            addrs,
+            routes,
+            ipvlan_mode,
+            vlan,
+            limits,
             map: d.clone(),
         })
     }
@@ -817,6 +996,39 @@ mod tests {
         ));
         assert_eq!(p.network(), None);
 
+        let DeviceSpec::Nic(r) = DeviceSpec::parse(
+            "eth2",
+            &map(&[
+                ("type", "nic"),
+                ("nictype", "routed"),
+                ("ipv4.address", "10.0.0.5, 10.0.0.6"),
+                ("ipv6.address", "fd00::5"),
+                ("ipv6.gateway", "none"),
+            ]),
+        )
+        .expect("routed") else {
+            panic!("not a nic");
+        };
+        let a = r.addrs.expect("addresses");
+        assert_eq!(a.ipv4.len(), 2);
+        assert_eq!(a.ipv6.len(), 1);
+        assert!(a.ipv4_gateway && !a.ipv6_gateway);
+        assert_eq!(a.ipv4_host_address, ROUTED_HOST_V4);
+        assert_eq!(r.ipv4, None);
+        let DeviceSpec::Nic(q) = DeviceSpec::parse(
+            "eth3",
+            &map(&[
+                ("type", "nic"),
+                ("nictype", "p2p"),
+                ("ipv4.routes", "10.9.0.0/24,10.9.1.0/24"),
+                ("ipv6.routes", "fd09::/64"),
+            ]),
+        )
+        .expect("p2p") else {
+            panic!("not a nic");
+        };
+        assert_eq!(q.routes.len(), 3);
+
         for (pairs, want) in [
             (
                 &[("type", "nic"), ("network", "n"), ("bogus", "1")][..],
@@ -828,7 +1040,76 @@ mod tests {
             ),
             (
                 &[("type", "nic"), ("nictype", "p2p"), ("parent", "x")][..],
-                "not supported by silo",
+                "takes no parent",
+            ),
+            (
+                &[("type", "nic"), ("nictype", "sriov"), ("parent", "x")][..],
+                "not available on this host",
+            ),
+            (
+                &[
+                    ("type", "nic"),
+                    ("network", "n"),
+                    ("ipv4.routes", "10.0.0.0/24"),
+                ][..],
+                "only for p2p nics",
+            ),
+            (
+                &[
+                    ("type", "nic"),
+                    ("nictype", "p2p"),
+                    ("ipv4.routes", "10.0.0.1/24"),
+                ][..],
+                "host bits zero",
+            ),
+            (
+                &[
+                    ("type", "nic"),
+                    ("nictype", "p2p"),
+                    ("ipv6.routes", "10.0.0.0/24"),
+                ][..],
+                "not an IPv6 range",
+            ),
+            (
+                &[
+                    ("type", "nic"),
+                    ("nictype", "routed"),
+                    ("ipv4.address", "10.0.0.1,x"),
+                ][..],
+                "invalid ipv4.address \"x\"",
+            ),
+            (
+                &[
+                    ("type", "nic"),
+                    ("nictype", "routed"),
+                    ("ipv4.address", "10.0.0.1,10.0.0.1"),
+                ][..],
+                "given twice",
+            ),
+            (
+                &[
+                    ("type", "nic"),
+                    ("nictype", "routed"),
+                    ("ipv4.gateway", "maybe"),
+                ][..],
+                "auto or none",
+            ),
+            (
+                &[
+                    ("type", "nic"),
+                    ("nictype", "ipvlan"),
+                    ("parent", "x"),
+                    ("mode", "l3"),
+                ][..],
+                "l2 or l3s",
+            ),
+            (
+                &[("type", "nic"), ("nictype", "ipvlan")][..],
+                "needs a parent",
+            ),
+            (
+                &[("type", "nic"), ("network", "n"), ("vlan", "4095")][..],
+                "1..4094",
             ),
             (
                 &[("type", "nic"), ("nictype", "weird")][..],

@@ -5,7 +5,9 @@ use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, Ipv6Addr};
 
 use serde_json::{json, Value};
-use silo_proto::net::{parse_dhcp_ranges, BridgeSpec, HostEntry, NicKind, NicSpec};
+use silo_proto::net::{
+    parse_bit_rate, parse_dhcp_ranges, BridgeSpec, HostEntry, NicKind, NicLimits, NicSpec,
+};
 use silo_proto::proxy::ProxySpec;
 use silo_proto::types::{DnsDomain, Ipv4Cidr, Ipv6Cidr, MacAddr};
 use silo_proto::{DeviceName, IfName, InstanceName};
@@ -632,9 +634,11 @@ pub fn plan_nic(
         .filter(|h| silo_proto::types::check_host_veth_name(h).is_ok())
         .cloned()
         .or_else(|| d.get("host_name").cloned());
+    let mut managed_net = None;
     let (kind, parent, managed) = match d.get("network") {
         Some(net) => {
             let n = get(db, net)?;
+            managed_net = Some(n.clone());
             match n.kind.as_str() {
                 "bridge" => ("bridged".to_string(), n.name.clone(), true),
                 k => (
@@ -650,21 +654,61 @@ pub fn plan_nic(
             false,
         ),
     };
-    let parent = IfName::new(parent).map_err(|e| bad(format!("nic {device:?}: parent: {e}")))?;
+    let nic = NicDevice::parse(d).map_err(|e| bad(format!("nic {device:?}: {e}")))?;
+    let host_name = || -> Result<IfName, DomainError> {
+        IfName::new(match host_name.clone() {
+            Some(h) => h,
+            None => random_host_name().map_err(|e| DomainError::Internal(e.to_string()))?,
+        })
+        .map_err(|e| bad(e.to_string()))
+    };
+    let parent_of =
+        |p: String| IfName::new(p).map_err(|e| bad(format!("nic {device:?}: parent: {e}")));
     let kind = match kind.as_str() {
         "bridged" => NicKind::Bridged {
-            bridge: parent.clone(),
-            host_name: IfName::new(match host_name {
-                Some(h) => h,
-                None => random_host_name().map_err(|e| DomainError::Internal(e.to_string()))?,
-            })
-            .map_err(|e| bad(e.to_string()))?,
+            bridge: parent_of(parent)?,
+            host_name: host_name()?,
         },
-        "macvlan" => NicKind::Macvlan { parent },
-        "physical" => NicKind::Physical { parent },
+        "macvlan" => NicKind::Macvlan {
+            parent: parent_of(parent)?,
+        },
+        "physical" => NicKind::Physical {
+            parent: parent_of(parent)?,
+        },
+        "p2p" => NicKind::P2p {
+            host_name: host_name()?,
+            routes: nic.routes.clone(),
+        },
+        "routed" => NicKind::Routed {
+            host_name: host_name()?,
+            parent: if parent.is_empty() {
+                None
+            } else {
+                Some(parent_of(parent)?)
+            },
+            addrs: nic.addrs.clone().unwrap_or_else(no_addrs),
+        },
+        "ipvlan" => NicKind::Ipvlan {
+            parent: parent_of(parent)?,
+            mode: nic.ipvlan_mode,
+            addrs: nic.addrs.clone().unwrap_or_else(no_addrs),
+        },
         o => return Err(bad(format!("nic {device:?}: unsupported type {o:?}"))),
     };
     let mtu = d.get("mtu").and_then(|m| m.parse().ok());
+    let mut limits = NicLimits::default();
+    for (k, v) in &nic.limits {
+        let r = parse_bit_rate(v).map_err(|e| bad(format!("nic {device:?}: {k}: {e}")))?;
+        match k.as_str() {
+            "limits.ingress" => limits.ingress = Some(r),
+            "limits.egress" => limits.egress = Some(r),
+            _ => {
+                limits.ingress.get_or_insert(r);
+                limits.egress.get_or_insert(r);
+            }
+        }
+    }
+    let filter = nic_filter(device, d, &nic, &kind, hw, managed_net.as_ref())?;
     let managed_bridge = match (&kind, managed) {
         (NicKind::Bridged { bridge, .. }, true) => Some(bridge.clone()),
         _ => None,
@@ -680,11 +724,101 @@ pub fn plan_nic(
             },
             mtu,
             kind,
+            vlan: nic.vlan,
+            limits,
+            filter,
         },
         managed_bridge,
         ipv4: d.get("ipv4.address").and_then(|a| a.parse().ok()),
         ipv6: d.get("ipv6.address").and_then(|a| a.parse().ok()),
     })
+}
+
+/// `security.*_filtering` of a bridged nic: what it may send from. IPv4 needs the nic's
+/// fixed `ipv4.address` (silo does not pick one); IPv6 allows its link-local address and its
+/// `ipv6.address`, or else the SLAAC address its MAC gives on the network's /64.
+fn nic_filter(
+    device: &str,
+    d: &Device,
+    nic: &NicDevice,
+    kind: &NicKind,
+    hw: Option<MacAddr>,
+    net: Option<&Network>,
+) -> Result<Option<silo_proto::net::NicFiltering>, DomainError> {
+    let on = |k: &str| d.get(k).is_some_and(|v| crate::model::parse::is_true(v));
+    let (ipv4, ipv6) = (on("security.ipv4_filtering"), on("security.ipv6_filtering"));
+    if !(on("security.mac_filtering") || ipv4 || ipv6) {
+        return Ok(None);
+    }
+    let refuse = |why: String| Err(bad(format!("nic {device:?}: {why}")));
+    if !matches!(kind, NicKind::Bridged { .. }) {
+        return refuse("security.*_filtering is for bridged nics".into());
+    }
+    let Some(mac) = hw else {
+        return refuse("a filtered nic needs a MAC address".into());
+    };
+    let v4 = if ipv4 {
+        match nic.ipv4 {
+            Some(a) => Some(vec![a]),
+            None => {
+                return refuse(
+                    "security.ipv4_filtering needs the nic's ipv4.address (a fixed address on \
+                     its network) to know what it may send from"
+                        .into(),
+                )
+            }
+        }
+    } else {
+        None
+    };
+    let v6 =
+        if ipv6 {
+            let m = mac.octets();
+            let eui = [
+                ((m[0] ^ 0x02) as u16) << 8 | m[1] as u16,
+                (m[2] as u16) << 8 | 0xff,
+                0xfe00 | m[3] as u16,
+                (m[4] as u16) << 8 | m[5] as u16,
+            ];
+            let with =
+                |p: [u16; 4]| Ipv6Addr::new(p[0], p[1], p[2], p[3], eui[0], eui[1], eui[2], eui[3]);
+            let mut list = vec![with([0xfe80, 0, 0, 0])];
+            match nic.ipv6 {
+                Some(a) => list.push(a),
+                None => {
+                    let subnet = net
+                        .and_then(|n| bridge_spec(n).ok())
+                        .and_then(|s| s.ipv6)
+                        .filter(|c| c.prefix() == 64);
+                    match subnet {
+                        Some(c) => {
+                            let s = c.network().segments();
+                            list.push(with([s[0], s[1], s[2], s[3]]));
+                        }
+                        None => return refuse(
+                            "security.ipv6_filtering needs the nic's ipv6.address, or a managed \
+                             network with a /64 for its SLAAC address"
+                                .into(),
+                        ),
+                    }
+                }
+            }
+            Some(list)
+        } else {
+            None
+        };
+    Ok(Some(silo_proto::net::NicFiltering { ipv4: v4, ipv6: v6 }))
+}
+
+fn no_addrs() -> silo_proto::net::NicAddrs {
+    silo_proto::net::NicAddrs {
+        ipv4: Vec::new(),
+        ipv6: Vec::new(),
+        ipv4_gateway: true,
+        ipv6_gateway: true,
+        ipv4_host_address: silo_proto::net::ROUTED_HOST_V4,
+        ipv6_host_address: silo_proto::net::ROUTED_HOST_V6,
+    }
 }
 
 /// Host-side veth names: LXD's shape (a prefix and 8 hex digits) under silo's own prefix,
@@ -761,6 +895,33 @@ pub async fn detach(
         .detach_nic(instance.clone(), plan.spec.clone())
         .await?;
     Ok(())
+}
+
+/// After an instance stopped (however it did): what its nics left on the host outside its
+/// namespace goes (a routed nic's proxy ARP/NDP entries on its parent, a bridged nic's filter
+/// chain, the ifb shaping a nic's egress; veths and routes went with the namespace).
+pub async fn release_host_side(helpers: &Helpers, instance: &InstanceName, plans: &[NicPlan]) {
+    for plan in plans {
+        let routed = matches!(
+            plan.spec.kind,
+            NicKind::Routed {
+                parent: Some(_),
+                ..
+            }
+        );
+        let filtered =
+            matches!(plan.spec.kind, NicKind::Bridged { .. }) && plan.spec.filter.is_some();
+        let shaped = plan.spec.limits.egress.is_some()
+            && matches!(
+                plan.spec.kind,
+                NicKind::Bridged { .. } | NicKind::P2p { .. } | NicKind::Routed { .. }
+            );
+        if routed || filtered || shaped {
+            if let Err(e) = detach(helpers, instance, plan).await {
+                tracing::warn!(instance = %instance, nic = %plan.device, error = %e, "removing a nic's host-side state failed");
+            }
+        }
+    }
 }
 
 /// Removes a deleted instance's (or removed nic's) dnsmasq host entry.
@@ -968,6 +1129,78 @@ mod tests {
         assert!(e.contains("not supported on this host"), "{e}");
         assert!(validate("macvlan", &cfg(&[])).is_err());
         assert!(validate("macvlan", &cfg(&[("parent", "eth0")])).is_ok());
+    }
+
+    #[test]
+    fn filtered_nics_allow_their_own_addresses_only() {
+        let n = Network {
+            name: "silobr0".into(),
+            kind: "bridge".into(),
+            description: String::new(),
+            config: cfg(&[
+                ("ipv4.address", "10.1.2.1/24"),
+                ("ipv6.address", "fd42:1:2:3::1/64"),
+            ]),
+        };
+        let kind = NicKind::Bridged {
+            bridge: IfName::new("silobr0").expect("n"),
+            host_name: IfName::new("silo0001").expect("n"),
+        };
+        let mac: MacAddr = "00:16:3e:ab:cd:01".parse().expect("mac");
+        let filter = |kv: &[(&str, &str)], kind: &NicKind, hw: Option<MacAddr>| {
+            let mut d = cfg(&[("type", "nic"), ("network", "silobr0")]);
+            d.extend(cfg(kv));
+            let nic = NicDevice::parse(&d).expect("parse");
+            nic_filter("eth0", &d, &nic, kind, hw, Some(&n))
+        };
+        assert_eq!(filter(&[], &kind, Some(mac)).expect("none"), None);
+        let f = filter(
+            &[
+                ("security.ipv4_filtering", "true"),
+                ("security.ipv6_filtering", "yes"),
+                ("ipv4.address", "10.1.2.50"),
+            ],
+            &kind,
+            Some(mac),
+        )
+        .expect("filter")
+        .expect("on");
+        assert_eq!(f.ipv4, Some(vec![Ipv4Addr::new(10, 1, 2, 50)]));
+        // Link-local and SLAAC addresses from the MAC (EUI-64, universal bit flipped).
+        let want: Vec<Ipv6Addr> = ["fe80::216:3eff:feab:cd01", "fd42:1:2:3:216:3eff:feab:cd01"]
+            .iter()
+            .map(|a| a.parse().expect("v6"))
+            .collect();
+        assert_eq!(f.ipv6, Some(want));
+        let mac_only = filter(&[("security.mac_filtering", "true")], &kind, Some(mac))
+            .expect("mac")
+            .expect("on");
+        assert_eq!((mac_only.ipv4, mac_only.ipv6), (None, None));
+        for (kv, kind, hw, why) in [
+            (
+                &[("security.ipv4_filtering", "true")][..],
+                &kind,
+                Some(mac),
+                "needs the nic's ipv4.address",
+            ),
+            (
+                &[("security.mac_filtering", "true")][..],
+                &kind,
+                None,
+                "needs a MAC address",
+            ),
+            (
+                &[("security.mac_filtering", "true")][..],
+                &NicKind::Macvlan {
+                    parent: IfName::new("eth0").expect("n"),
+                },
+                Some(mac),
+                "is for bridged nics",
+            ),
+        ] {
+            let e = filter(kv, kind, hw).expect_err(why).to_string();
+            assert!(e.contains(why), "{kv:?}: {e}");
+        }
     }
 
     #[test]

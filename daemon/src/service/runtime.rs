@@ -220,6 +220,10 @@ async fn after_stop(c: &Services, name: &str) {
     let Ok(n) = iname(name) else { return };
     networks::stop_proxy(&c.helpers, &n, None).await;
     if let Ok(i) = instances::get(&c.db, name) {
+        if let Ok((_, devs)) = expanded_all(c, &i) {
+            let plans = nic_plans(c, &i, &devs).unwrap_or_default();
+            networks::release_host_side(&c.helpers, &n, &plans).await;
+        }
         let keys: Vec<String> = i
             .config
             .keys()
