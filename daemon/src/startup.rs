@@ -586,6 +586,9 @@ async fn serve(
     crate::service::storage::mount_all(&daemon.db, &daemon.helpers)
         .await
         .map_err(|e| anyhow::anyhow!("mounting storage pools: {e}"))?;
+    if let Err(e) = crate::service::storage::mount_state_volumes(&daemon).await {
+        tracing::error!(error = %e, "mounting the custom volumes of storage.images_volume/backups_volume failed; images and backups are read from silod's own directories until fixed");
+    }
     if let Err(e) = crate::service::storage::collect_orphans(&daemon.db, &daemon.helpers).await {
         // Serving beats refusing to start over a leftover; the next start tries again.
         tracing::error!(error = %e, "collecting orphaned volumes failed; they stay until the next start");

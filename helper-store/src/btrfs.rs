@@ -294,7 +294,7 @@ pub fn bind_self_nosuid(dir: BorrowedFd<'_>) -> HelperResult<()> {
     bind_dir(dir, dir)
 }
 
-fn move_onto(mnt: OwnedFd, target: BorrowedFd<'_>, what: &str) -> HelperResult<()> {
+pub(crate) fn move_onto(mnt: OwnedFd, target: BorrowedFd<'_>, what: &str) -> HelperResult<()> {
     let empty = cstr("")?;
     const MOVE_MOUNT_F_EMPTY_PATH: u32 = 0x4;
     const MOVE_MOUNT_T_EMPTY_PATH: u32 = 0x40;

@@ -18,6 +18,7 @@ mod rsync;
 mod server;
 mod shift;
 mod squash;
+mod statedirs;
 mod templates;
 
 use silo_proto::jail::boot;

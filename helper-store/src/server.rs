@@ -721,6 +721,33 @@ impl Store for StoreServer {
         self.pool_info_of(&pool, &dir)
     }
 
+    async fn mount_state_dir(
+        self,
+        _: Context,
+        dir: silo_proto::store::StateDir,
+        pool: PoolName,
+        volume: VolumeName,
+        staging: bool,
+    ) -> HelperResult<()> {
+        crate::statedirs::mount(&self.0.pools, &self.0.state, dir, &pool, &volume, staging)
+    }
+
+    async fn promote_state_dir(
+        self,
+        _: Context,
+        dir: silo_proto::store::StateDir,
+    ) -> HelperResult<()> {
+        crate::statedirs::promote(&self.0.state, dir)
+    }
+
+    async fn unmount_state_dir(
+        self,
+        _: Context,
+        dir: silo_proto::store::StateDir,
+    ) -> HelperResult<()> {
+        crate::statedirs::unmount(&self.0.state, dir)
+    }
+
     async fn rsync_start(
         self,
         _: Context,

@@ -42,6 +42,33 @@ pub enum PoolDriver {
     },
 }
 
+/// One of silod's directories that a custom volume may hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum StateDir {
+    /// `<state>/images` (`storage.images_volume`).
+    Images,
+    /// `<state>/backups` (`storage.backups_volume`).
+    Backups,
+}
+
+impl StateDir {
+    /// The directory's name in the state dir and in the volume.
+    pub fn name(self) -> &'static str {
+        match self {
+            StateDir::Images => "images",
+            StateDir::Backups => "backups",
+        }
+    }
+
+    /// Where silod stages a move into a volume.
+    pub fn staging_name(self) -> &'static str {
+        match self {
+            StateDir::Images => "images.new",
+            StateDir::Backups => "backups.new",
+        }
+    }
+}
+
 /// How a published image is compressed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum PackCompression {
@@ -333,6 +360,22 @@ pub trait Store {
     async fn delete_loop_file(pool: PoolName) -> HelperResult<()>;
     /// Mounts a loop-backed pool again if it is not mounted (at silod's start, after a reboot).
     async fn mount_pool(pool: PoolName, driver: PoolDriver) -> HelperResult<PoolInfo>;
+    /// Puts one of silod's directories in a custom volume (`storage.images_volume`,
+    /// `storage.backups_volume`): the volume's `images` or `backups` directory (made, owned
+    /// by silod's user) is bind-mounted onto `<state>/images` (a no-op if it is there
+    /// already), or with `staging` onto `<state>/images.new`, which silod made empty to
+    /// copy into before [`Store::promote_state_dir`].
+    async fn mount_state_dir(
+        dir: StateDir,
+        pool: PoolName,
+        volume: VolumeName,
+        staging: bool,
+    ) -> HelperResult<()>;
+    /// Moves the staged mount from `<state>/images.new` onto `<state>/images`, taking away
+    /// whatever volume was mounted there.
+    async fn promote_state_dir(dir: StateDir) -> HelperResult<()>;
+    /// Takes the volume off `<state>/images` (silod's own directory shows again).
+    async fn unmount_state_dir(dir: StateDir) -> HelperResult<()>;
     /// Unpacks the image silod stored as `<state-dir>/images/<fp>` (plus `<fp>.rootfs` for a
     /// split image) into the pool's image volume `<fp>`, in a child landlocked to that volume.
     /// Bounded by the policy's max_image_size and max_image_entries; nothing is left on failure.

@@ -555,3 +555,60 @@ fn a_profile_edit_reaches_the_running_instances_that_use_it() {
     assert!(o.status.success(), "{}", show(&o));
     assert!(!mounted_inside(&d, "c1", "/data"));
 }
+
+#[test]
+fn images_and_backups_live_in_the_custom_volumes_the_server_names() {
+    let mut d = TestDaemon::start("disk-statevols");
+    busybox(&d);
+    let fp = d.api_ok("GET", "/1.0/images/aliases/busybox", None)["target"]
+        .as_str()
+        .expect("fingerprint")
+        .to_string();
+    for v in ["imgs", "baks"] {
+        d.api_ok(
+            "POST",
+            "/1.0/storage-pools/default/volumes",
+            Some(json!({"name": v, "type": "custom"})),
+        );
+    }
+    let custom = d.dir.join("storage-pools/default/custom");
+    let vol = |v: &str| custom.join(v);
+    d.api_ok(
+        "PATCH",
+        "/1.0",
+        Some(json!({"config": {"storage.images_volume": "default/imgs",
+            "storage.backups_volume": "default/baks"}})),
+    );
+    // The image moved into the volume, and silod works from there.
+    assert!(vol("imgs").join("images").join(&fp).exists());
+    d.launch("busybox", "c1");
+    d.api_ok(
+        "POST",
+        "/1.0/instances/c1/backups",
+        Some(json!({"name": "b1"})),
+    );
+    assert!(
+        vol("baks").join("backups/c1/b1").exists(),
+        "the backup is not in its volume"
+    );
+    // After a restart of silod the volumes are found in place.
+    d.stop();
+    d.spawn();
+    let (code, bytes) = d.api_raw("GET", &format!("/1.0/images/{fp}/export"));
+    assert_eq!(code, 200);
+    assert!(bytes.len() > 1000);
+    let (code, _) = d.api_raw("GET", "/1.0/instances/c1/backups/b1/export");
+    assert_eq!(code, 200);
+    // Unset: everything comes back to silod's own directories.
+    d.api_ok(
+        "PATCH",
+        "/1.0",
+        Some(json!({"config": {"storage.images_volume": "", "storage.backups_volume": ""}})),
+    );
+    assert!(!vol("imgs").join("images").join(&fp).exists());
+    assert!(d.dir.join("images").join(&fp).exists());
+    assert!(d.dir.join("backups/c1/b1").exists());
+    assert!(silo_tests::mounts_under(&d.dir.join("images")).is_empty());
+    let (code, _) = d.api_raw("GET", "/1.0/instances/c1/backups/b1/export");
+    assert_eq!(code, 200);
+}

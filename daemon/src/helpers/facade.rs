@@ -150,6 +150,9 @@ facade! {
         fn create_loop_file(pool: PoolName, size: u64) -> LoopFileInfo;
         fn delete_loop_file(pool: PoolName) -> ();
         fn mount_pool(pool: PoolName, driver: PoolDriver) -> PoolInfo;
+        fn mount_state_dir(dir: silo_proto::store::StateDir, pool: PoolName, volume: VolumeName, staging: bool) -> ();
+        fn promote_state_dir(dir: silo_proto::store::StateDir) -> ();
+        fn unmount_state_dir(dir: silo_proto::store::StateDir) -> ();
         fn unpack_image(pool: PoolName, fingerprint: ImageFingerprint) -> UnpackReport;
         fn file_get(pool: PoolName, instance: VolumeName, path: String) -> FileMeta;
         fn file_put(pool: PoolName, instance: VolumeName, path: String, put: FilePut) -> Option<FdTicket>;

@@ -466,6 +466,9 @@ impl Store for FakeStore {
     }
 
     unsupported! {
+        fn mount_state_dir(dir: StateDir, pool: PoolName, volume: VolumeName, staging: bool) -> ();
+        fn promote_state_dir(dir: StateDir) -> ();
+        fn unmount_state_dir(dir: StateDir) -> ();
         fn pool_info(pool: PoolName) -> PoolInfo;
         fn delete_pool(pool: PoolName) -> ();
         fn volume_usage(pool: PoolName, kind: VolumeKind, volume: VolumeName) -> u64;

@@ -133,6 +133,7 @@ pub async fn update(
             }
         }
         let changes = validate(&c.db, &cur, req)?;
+        let before = cur.clone();
         let next = if patch {
             let mut merged = cur;
             for (k, v) in changes {
@@ -159,6 +160,16 @@ pub async fn update(
             }
             _ => (None, None),
         };
+        // Images and backups move into (or out of) their custom volume before the key says
+        // they are there; a failed move leaves the key as it was.
+        for (key, dir) in crate::service::storage::STATE_VOLUME_KEYS {
+            let from = before
+                .get(key)
+                .map(String::as_str)
+                .filter(|v| !v.is_empty());
+            let to = next.get(key).map(String::as_str).filter(|v| !v.is_empty());
+            crate::service::storage::relocate_state_dir(c, dir, from, to).await?;
+        }
         if let Err(e) = crate::store::config::replace(&c.db, &next) {
             if let Some(old) = stopped {
                 drop(bound);

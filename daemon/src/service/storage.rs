@@ -617,3 +617,146 @@ pub async fn move_custom_volume(
     crate::store::pools::delete_custom_volume(&c.db, pool, name)?;
     Ok(())
 }
+
+/// The server keys naming a custom volume that holds one of silod's directories.
+pub const STATE_VOLUME_KEYS: [(&str, silo_proto::store::StateDir); 2] = [
+    ("storage.images_volume", silo_proto::store::StateDir::Images),
+    (
+        "storage.backups_volume",
+        silo_proto::store::StateDir::Backups,
+    ),
+];
+
+fn pool_volume(v: &str) -> Result<(PoolName, VolumeName), DomainError> {
+    let (p, vol) = v
+        .split_once('/')
+        .ok_or_else(|| DomainError::BadRequest(format!("{v:?} is not POOL/VOLUME")))?;
+    Ok((
+        PoolName::new(p.to_string()).map_err(|e| DomainError::BadRequest(e.to_string()))?,
+        VolumeName::new(vol.to_string()).map_err(|e| DomainError::BadRequest(e.to_string()))?,
+    ))
+}
+
+/// Copies `from` into `to`: directories and regular files, never through a symlink (what is
+/// neither is left out), keeping what `to` has already.
+fn copy_tree(from: &std::path::Path, to: &std::path::Path) -> std::io::Result<u64> {
+    let mut n = 0;
+    for e in std::fs::read_dir(from)? {
+        let e = e?;
+        let name = e.file_name();
+        if name.to_string_lossy().starts_with("tmp-") {
+            continue;
+        }
+        let md = std::fs::symlink_metadata(e.path())?;
+        let dest = to.join(&name);
+        if md.is_dir() {
+            match std::fs::create_dir(&dest) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(e),
+            }
+            n += copy_tree(&e.path(), &dest)?;
+        } else if md.is_file() && std::fs::symlink_metadata(&dest).is_err() {
+            std::fs::copy(e.path(), &dest)?;
+            n += 1;
+        }
+    }
+    Ok(n)
+}
+
+/// Empties a directory of silod's (its entries, not itself).
+fn clear_dir(dir: &std::path::Path) -> std::io::Result<()> {
+    for e in std::fs::read_dir(dir)? {
+        let e = e?;
+        if std::fs::symlink_metadata(e.path())?.is_dir() {
+            std::fs::remove_dir_all(e.path())?;
+        } else {
+            std::fs::remove_file(e.path())?;
+        }
+    }
+    Ok(())
+}
+
+/// Moves silod's images or backups directory between its own disk (`None`) and a custom
+/// volume (`Some("pool/volume")`), with what it holds, as LXD does when
+/// `storage.images_volume` or `storage.backups_volume` changes.
+pub async fn relocate_state_dir(
+    c: &Services,
+    dir: silo_proto::store::StateDir,
+    from: Option<&str>,
+    to: Option<&str>,
+) -> Result<(), DomainError> {
+    if from == to {
+        return Ok(());
+    }
+    let io = |what: &str| {
+        let what = what.to_string();
+        move |e: std::io::Error| DomainError::Internal(format!("{what}: {e}"))
+    };
+    let live = c.state_dir.join(dir.name());
+    let staged = c.state_dir.join(dir.staging_name());
+    std::fs::create_dir_all(&live).map_err(io("creating the directory"))?;
+    match std::fs::create_dir(&staged) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(io("creating the staging directory")(e)),
+    }
+    match to {
+        Some(v) => {
+            let (pool, vol) = pool_volume(v)?;
+            c.helpers
+                .store
+                .mount_state_dir(dir, pool, vol, true)
+                .await?;
+            let copied = copy_tree(&live, &staged).map_err(io("copying into the volume"))?;
+            if from.is_none() {
+                // silod's own copies would only lie hidden under the volume's mount.
+                clear_dir(&live).map_err(io("clearing the old directory"))?;
+            }
+            c.helpers.store.promote_state_dir(dir).await?;
+            tracing::info!(
+                dir = dir.name(),
+                volume = v,
+                copied,
+                "moved into a custom volume"
+            );
+        }
+        None => {
+            copy_tree(&live, &staged).map_err(io("copying out of the volume"))?;
+            // Moved, not copied: the volume keeps nothing of silod's afterwards.
+            clear_dir(&live).map_err(io("clearing the volume"))?;
+            c.helpers.store.unmount_state_dir(dir).await?;
+            clear_dir(&live).map_err(io("clearing the directory"))?;
+            for e in std::fs::read_dir(&staged).map_err(io("reading the staging directory"))? {
+                let e = e.map_err(io("reading the staging directory"))?;
+                std::fs::rename(e.path(), live.join(e.file_name())).map_err(io("moving back"))?;
+            }
+            tracing::info!(dir = dir.name(), "moved back out of its custom volume");
+        }
+    }
+    // unlinkat, not rmdir: silod's seccomp filter allows the one call for both.
+    nix::unistd::unlinkat(
+        nix::fcntl::AT_FDCWD,
+        &staged,
+        nix::unistd::UnlinkatFlags::RemoveDir,
+    )
+    .map_err(|e| io("removing the staging directory")(e.into()))?;
+    Ok(())
+}
+
+/// Mounts the custom volumes the server configuration names for images and backups (at
+/// silod's start; a volume already in place is left as it is).
+pub async fn mount_state_volumes(c: &Services) -> Result<(), DomainError> {
+    for (key, dir) in STATE_VOLUME_KEYS {
+        if let Some(v) = crate::store::config::get(&c.db, key)?.filter(|v| !v.is_empty()) {
+            let (pool, vol) = pool_volume(&v)?;
+            std::fs::create_dir_all(c.state_dir.join(dir.name()))
+                .map_err(|e| DomainError::Internal(format!("creating {}: {e}", dir.name())))?;
+            c.helpers
+                .store
+                .mount_state_dir(dir, pool, vol, false)
+                .await?;
+        }
+    }
+    Ok(())
+}
