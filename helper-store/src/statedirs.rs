@@ -44,7 +44,7 @@ fn volume_dir(
 ) -> HelperResult<Root> {
     let vol = pools.open_dir(&[pool.as_str(), "custom", volume.as_str()])?;
     // The volume's top stays root's; silod passes through it to its own directory.
-    nix::sys::stat::fchmod(&vol.fd(), nix::sys::stat::Mode::from_bits_truncate(0o711))
+    nix::sys::stat::fchmod(vol.fd(), nix::sys::stat::Mode::from_bits_truncate(0o711))
         .map_err(|e| HelperError::errno("fchmod", vol.display(), e))?;
     let name = dir.name();
     if !vol.exists(name)? {
