@@ -612,3 +612,44 @@ fn images_and_backups_live_in_the_custom_volumes_the_server_names() {
     let (code, _) = d.api_raw("GET", "/1.0/instances/c1/backups/b1/export");
     assert_eq!(code, 200);
 }
+
+#[test]
+fn instances_copy_and_move_between_pools_on_one_host() {
+    let d = TestDaemon::start("disk-poolmove");
+    busybox(&d);
+    d.api_ok(
+        "POST",
+        "/1.0/storage-pools",
+        Some(json!({"name": "p2", "driver": "dir"})),
+    );
+    let (code, v) = create(&d, "c1", json!({}));
+    assert_eq!(code, 200, "{v}");
+    start(&d, "c1");
+    sh_ok(&d, "c1", "echo mine > /root/marker");
+    d.set_state("c1", "stop", true);
+    let o = d.lxc(&["copy", "c1", "c2", "-s", "p2"]);
+    assert!(o.status.success(), "{}", show(&o));
+    let o = d.lxc(&["move", "c1", "c3", "-s", "p2"]);
+    assert!(o.status.success(), "{}", show(&o));
+    assert_eq!(d.api("GET", "/1.0/instances/c1", None).0, 404);
+    for c in ["c2", "c3"] {
+        let i = d.api_ok("GET", &format!("/1.0/instances/{c}"), None);
+        assert_eq!(i["expanded_devices"]["root"]["pool"], "p2", "{i}");
+        assert!(d
+            .dir
+            .join(format!(
+                "storage-pools/p2/containers/{c}/rootfs/root/marker"
+            ))
+            .exists());
+        start(&d, c);
+        assert_eq!(sh_ok(&d, c, "cat /root/marker"), "mine\n");
+    }
+    assert!(!d.dir.join("storage-pools/default/containers/c1").exists());
+    // And back, keeping the name (LXD's pool move: POST with the pool).
+    d.set_state("c3", "stop", true);
+    let o = d.lxc(&["move", "c3", "-s", "default"]);
+    assert!(o.status.success(), "{}", show(&o));
+    let i = d.api_ok("GET", "/1.0/instances/c3", None);
+    assert_eq!(i["expanded_devices"]["root"]["pool"], "default", "{i}");
+    assert!(!d.dir.join("storage-pools/p2/containers/c3").exists());
+}

@@ -645,10 +645,32 @@ pub async fn rename(
 ) -> ApiResult {
     let p: silo_api::InstancePost = super::lenient::from_slice(&body)
         .map_err(|e| DomainError::BadRequest(format!("invalid request body: {e}")))?;
+    if p.migration && !p.pool.is_empty() && p.target.is_none() {
+        let to = if p.name.is_empty() {
+            name.clone()
+        } else {
+            p.name.clone()
+        };
+        let instance_only = p.instance_only || p.container_only;
+        let c = Services::clone(&d);
+        let op = d.ops.start(
+            "task",
+            "Moving instance to another pool",
+            resources(&name),
+            false,
+            move |_ctx| async move {
+                lifecycle::move_to_pool(&c, &name, &to, &p.pool, instance_only)
+                    .await
+                    .map(|()| Value::Null)
+            },
+        );
+        return Ok(async_op(&op));
+    }
     if p.migration {
         if !p.pool.is_empty() || !p.project.is_empty() {
             return Err(DomainError::BadRequest(
-                "moving an instance to another pool or project is not supported yet".into(),
+                "moving an instance to another project is not supported (silo has no projects)"
+                    .into(),
             ));
         }
         let req = crate::service::migration::source::SourceRequest {

@@ -41,6 +41,8 @@ pub const API_EXTENSIONS: &[&str] = &[
     "container_push",
     "container_push_target",
     "container_only_migration",
+    // Moving a stopped instance to another pool on this host (POST with `pool`).
+    "instance_pool_move",
     // Custom volumes copied and moved between pools, and to other hosts.
     "storage_api_local_volume_handling",
     "storage_api_remote_volume_handling",

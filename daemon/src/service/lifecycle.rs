@@ -455,6 +455,61 @@ pub async fn delete(c: &Services, name: &str) -> Result<(), DomainError> {
 /// Renames a stopped instance with its volume and snapshots (`silo move c1 c2`).
 /// Checks a rename before its operation starts: the instance exists, the new name is valid
 /// and free.
+/// Moves a stopped instance to another pool on this host, under `to` (its own name or a new
+/// one), with its snapshots unless `instance_only` (LXD's `instance_pool_move`): a copy onto
+/// the pool under a passing name, the original deleted, the copy renamed. The root disk's
+/// pool is set on the instance itself, as LXD does.
+pub async fn move_to_pool(
+    c: &Services,
+    name: &str,
+    to: &str,
+    pool: &str,
+    instance_only: bool,
+) -> Result<(), DomainError> {
+    let i = get(&c.db, name)?;
+    if crate::service::runtime::is_running(c, name).await? {
+        return Err(DomainError::BadRequest(format!(
+            "instance {name:?} is running: stop it before moving it to another pool"
+        )));
+    }
+    crate::service::storage::get(&c.db, pool)?;
+    if i.pool == pool {
+        return Err(DomainError::BadRequest(format!(
+            "instance {name:?} is already on pool {pool:?}"
+        )));
+    }
+    if to != name {
+        check_rename(c, name, to)?;
+    }
+    let profiles = load_profiles(&c.db, &i.profiles)?;
+    let (_, ed) = expand(&profiles, &i.config, &i.devices);
+    let mut root = ed
+        .iter()
+        .find(|(_, d)| {
+            d.get("type").map(String::as_str) == Some("disk")
+                && d.get("path").map(String::as_str) == Some("/")
+        })
+        .map(|(n, d)| (n.clone(), d.clone()))
+        .ok_or_else(|| DomainError::BadRequest(format!("instance {name:?} has no root disk")))?;
+    root.1.insert("pool".into(), pool.to_string());
+    let passing = format!("move-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+    let mut devices = i.devices.clone();
+    devices.insert(root.0, root.1);
+    let req: CreateRequest = serde_json::from_value(serde_json::json!({
+        "name": passing,
+        "source": {"type": "copy", "source": name, "instance_only": instance_only},
+        "devices": devices,
+    }))
+    .map_err(|e| DomainError::Internal(format!("building the copy: {e}")))?;
+    let (req, image) = prepare(c, req)?;
+    create(c, req, image).await?;
+    if let Err(e) = delete(c, name).await {
+        let _ = delete(c, &passing).await;
+        return Err(e);
+    }
+    rename(c, &passing, to).await
+}
+
 pub fn check_rename(c: &Services, name: &str, to: &str) -> Result<(), DomainError> {
     get(&c.db, name)?;
     InstanceName::new(to.to_string()).map_err(|e| DomainError::BadRequest(e.to_string()))?;
