@@ -148,10 +148,14 @@ impl Store for StoreServer {
     async fn delete_pool(self, _: Context, pool: PoolName) -> HelperResult<()> {
         let dir = self.pool_raw(&pool)?;
         let mut used = Vec::new();
-        for kind in VolumeKind::ALL {
-            if let Ok(k) = dir.open_dir(&[kind.dir_name()]) {
+        let dirs = VolumeKind::ALL
+            .iter()
+            .map(|k| k.dir_name())
+            .chain([crate::custom::SNAPSHOTS_DIR]);
+        for d in dirs {
+            if let Ok(k) = dir.open_dir(&[d]) {
                 for v in k.list()? {
-                    used.push(format!("{}/{}", kind.dir_name(), v));
+                    used.push(format!("{d}/{v}"));
                 }
             }
         }
@@ -167,6 +171,7 @@ impl Store for StoreServer {
             for kind in VolumeKind::ALL {
                 let _ = dir.remove_tree(kind.dir_name());
             }
+            let _ = dir.remove_tree(crate::custom::SNAPSHOTS_DIR);
         }
         drop(dir);
         // The btrfs mount, and the nosuid bind of a dir pool (or beneath a btrfs).
@@ -237,6 +242,10 @@ impl Store for StoreServer {
             return Err(HelperError::NotFound {
                 what: Self::volume_what(&pool, kind, &volume),
             });
+        }
+        if kind == VolumeKind::Custom {
+            // A custom volume's snapshots go with it (first: a failure leaves the volume).
+            self.custom_snapshots_remove_all(&dir, &volume)?;
         }
         self.remove_volume(&kdir, volume.as_str())?;
         tracing::info!(pool = %pool, volume = %volume, kind = kind.dir_name(), "deleted volume");
@@ -386,14 +395,22 @@ impl Store for StoreServer {
             // `from` now holds the replaced volume.
             self.remove_volume(&kdir, from.as_str())?;
         } else {
-            nix::fcntl::renameat2(
+            if kind == VolumeKind::Custom {
+                // The snapshots first: their directory is named after the volume.
+                self.custom_snapshots_rename_all(&dir, &from, &to)?;
+            }
+            if let Err(e) = nix::fcntl::renameat2(
                 kdir.fd(),
                 from.as_str(),
                 kdir.fd(),
                 to.as_str(),
                 nix::fcntl::RenameFlags::RENAME_NOREPLACE,
-            )
-            .map_err(|e| HelperError::errno("renameat2", to.as_str(), e))?;
+            ) {
+                if kind == VolumeKind::Custom {
+                    let _ = self.custom_snapshots_rename_all(&dir, &to, &from);
+                }
+                return Err(HelperError::errno("renameat2", to.as_str(), e));
+            }
         }
         tracing::info!(pool = %pool, kind = kind.dir_name(), from = %from, to = %to, replace, "renamed volume");
         Ok(())
@@ -782,6 +799,79 @@ impl Store for StoreServer {
 
     async fn btrfs_abort(self, _: Context, id: u64) -> HelperResult<()> {
         self.0.btrfs.abort(id).await
+    }
+
+    async fn custom_snapshot_create(
+        self,
+        _: Context,
+        pool: PoolName,
+        volume: VolumeName,
+        snapshot: VolumeName,
+    ) -> HelperResult<()> {
+        self.custom_snapshot_make(&pool, &volume, &snapshot).await
+    }
+
+    async fn custom_snapshot_delete(
+        self,
+        _: Context,
+        pool: PoolName,
+        volume: VolumeName,
+        snapshot: VolumeName,
+    ) -> HelperResult<()> {
+        self.custom_snapshot_remove(&pool, &volume, &snapshot)
+    }
+
+    async fn custom_snapshot_rename(
+        self,
+        _: Context,
+        pool: PoolName,
+        volume: VolumeName,
+        from: VolumeName,
+        to: VolumeName,
+    ) -> HelperResult<()> {
+        self.custom_snapshot_move(&pool, &volume, &from, &to)
+    }
+
+    async fn custom_snapshot_list(
+        self,
+        _: Context,
+        pool: PoolName,
+        volume: VolumeName,
+    ) -> HelperResult<Vec<VolumeName>> {
+        self.custom_snapshot_names(&pool, &volume)
+    }
+
+    async fn custom_snapshot_restore(
+        self,
+        _: Context,
+        pool: PoolName,
+        volume: VolumeName,
+        snapshot: VolumeName,
+    ) -> HelperResult<()> {
+        self.custom_snapshot_put_back(&pool, &volume, &snapshot)
+            .await
+    }
+
+    async fn custom_snapshot_copy(
+        self,
+        _: Context,
+        pool: PoolName,
+        src: VolumeName,
+        snapshot: VolumeName,
+        dst: VolumeName,
+    ) -> HelperResult<()> {
+        self.custom_snapshot_duplicate(&pool, &src, &snapshot, &dst)
+            .await
+    }
+
+    async fn set_volume_quota(
+        self,
+        _: Context,
+        pool: PoolName,
+        volume: VolumeName,
+        bytes: u64,
+    ) -> HelperResult<()> {
+        self.volume_quota(&pool, &volume, bytes)
     }
 
     async fn shift_volume(

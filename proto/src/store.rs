@@ -454,6 +454,51 @@ pub trait Store {
     /// Ends btrfs session `id` (its socket is shut down, so the child's read or write
     /// fails) and forgets it; answers once the child ended (a receive's volume removed).
     async fn btrfs_abort(id: u64) -> HelperResult<()>;
+    /// Snapshots custom volume `volume` as `snapshot` (LXD's layout:
+    /// `custom-snapshots/<volume>/<snapshot>`): a read-only subvolume snapshot on btrfs, a
+    /// copy (reflinked where the filesystem can) elsewhere. Refuses an existing snapshot.
+    async fn custom_snapshot_create(
+        pool: PoolName,
+        volume: VolumeName,
+        snapshot: VolumeName,
+    ) -> HelperResult<()>;
+    /// Removes snapshot `snapshot` of custom volume `volume`.
+    async fn custom_snapshot_delete(
+        pool: PoolName,
+        volume: VolumeName,
+        snapshot: VolumeName,
+    ) -> HelperResult<()>;
+    /// Renames snapshot `from` of custom volume `volume` to `to` (refused if `to` exists).
+    async fn custom_snapshot_rename(
+        pool: PoolName,
+        volume: VolumeName,
+        from: VolumeName,
+        to: VolumeName,
+    ) -> HelperResult<()>;
+    /// Lists the snapshots of custom volume `volume` (none if it has no snapshot directory).
+    async fn custom_snapshot_list(
+        pool: PoolName,
+        volume: VolumeName,
+    ) -> HelperResult<Vec<VolumeName>>;
+    /// Puts a writable copy of snapshot `snapshot` in place of custom volume `volume` (the
+    /// copy is made beside it, then exchanged atomically, then the old contents removed).
+    async fn custom_snapshot_restore(
+        pool: PoolName,
+        volume: VolumeName,
+        snapshot: VolumeName,
+    ) -> HelperResult<()>;
+    /// Copies snapshot `snapshot` of custom volume `src` as snapshot `snapshot` of custom
+    /// volume `dst` in the same pool (read-only on btrfs, as every custom snapshot).
+    async fn custom_snapshot_copy(
+        pool: PoolName,
+        src: VolumeName,
+        snapshot: VolumeName,
+        dst: VolumeName,
+    ) -> HelperResult<()>;
+    /// Limits custom volume `volume` to `bytes` (0: no limit). Only btrfs pools can: quotas are
+    /// enabled on the pool's filesystem and the volume's qgroup limited (referenced bytes);
+    /// a dir pool's volume is refused (the host filesystem has no per-directory limit here).
+    async fn set_volume_quota(pool: PoolName, volume: VolumeName, bytes: u64) -> HelperResult<()>;
     /// Rewrites the owners of everything in a received volume from the source's on-disk ids
     /// to the instance's own through `map` (empty: ids are already the instance's). Refuses an
     /// id the map does not cover or one outside the instance's 65536, naming the path; answers

@@ -212,7 +212,25 @@ pub fn router(d: Arc<Services>) -> Router {
             "/1.0/storage-pools/{name}/volumes/{type}/{vol}",
             get(storage::volume_get)
                 .post(storage::volume_post)
+                .put(storage::volume_put)
+                .patch(storage::volume_patch)
                 .delete(storage::volume_delete),
+        )
+        .route(
+            "/1.0/storage-pools/{name}/volumes/{type}/{vol}/state",
+            get(storage::volume_state),
+        )
+        .route(
+            "/1.0/storage-pools/{name}/volumes/{type}/{vol}/snapshots",
+            get(storage::snapshots).post(storage::snapshot_create),
+        )
+        .route(
+            "/1.0/storage-pools/{name}/volumes/{type}/{vol}/snapshots/{snap}",
+            get(storage::snapshot_get)
+                .put(storage::snapshot_put)
+                .patch(storage::snapshot_patch)
+                .post(storage::snapshot_post)
+                .delete(storage::snapshot_delete),
         )
         .route("/1.0/networks", get(networks::list).post(networks::create))
         .route(

@@ -454,6 +454,15 @@ impl Store for FakeStore {
         Ok(())
     }
 
+    async fn custom_snapshot_list(
+        self,
+        _: Context,
+        _pool: PoolName,
+        _volume: VolumeName,
+    ) -> HelperResult<Vec<VolumeName>> {
+        Ok(Vec::new())
+    }
+
     unsupported! {
         fn pool_info(pool: PoolName) -> PoolInfo;
         fn delete_pool(pool: PoolName) -> ();
@@ -474,5 +483,11 @@ impl Store for FakeStore {
         fn btrfs_wait(id: u64, max_wait_secs: u32) -> Option<BtrfsReport>;
         fn btrfs_abort(id: u64) -> ();
         fn shift_volume(pool: PoolName, kind: VolumeKind, volume: VolumeName, map: Vec<IdShift>) -> u64;
+        fn custom_snapshot_create(pool: PoolName, volume: VolumeName, snapshot: VolumeName) -> ();
+        fn custom_snapshot_delete(pool: PoolName, volume: VolumeName, snapshot: VolumeName) -> ();
+        fn custom_snapshot_rename(pool: PoolName, volume: VolumeName, from: VolumeName, to: VolumeName) -> ();
+        fn custom_snapshot_restore(pool: PoolName, volume: VolumeName, snapshot: VolumeName) -> ();
+        fn custom_snapshot_copy(pool: PoolName, src: VolumeName, snapshot: VolumeName, dst: VolumeName) -> ();
+        fn set_volume_quota(pool: PoolName, volume: VolumeName, bytes: u64) -> ();
     }
 }

@@ -3,6 +3,7 @@
 //! and `helpers/` (the root helpers), never up.
 
 pub mod backups;
+pub mod custom_volumes;
 pub mod endpoints;
 pub mod error;
 pub mod events;

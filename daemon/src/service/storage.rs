@@ -321,6 +321,29 @@ pub async fn collect_orphans(db: &Db, helpers: &Helpers) -> Result<(), DomainErr
                 }
             }
         }
+        // Custom volumes' snapshots a silod killed between disk and record left behind.
+        for vol in &known_custom {
+            let Ok(vn) = VolumeName::new(vol.clone()) else {
+                continue;
+            };
+            let known: Vec<String> = crate::store::volume_snapshots::of_volume(db, &p.name, vol)?
+                .into_iter()
+                .map(|s| s.name)
+                .collect();
+            for s in helpers
+                .store
+                .custom_snapshot_list(pn.clone(), vn.clone())
+                .await?
+            {
+                if !known.iter().any(|k| k == s.as_str()) {
+                    tracing::warn!(pool = %p.name, volume = %vol, snapshot = %s, "removing an orphaned custom volume snapshot left by an interrupted operation");
+                    helpers
+                        .store
+                        .custom_snapshot_delete(pn.clone(), vn.clone(), s)
+                        .await?;
+                }
+            }
+        }
     }
     Ok(())
 }
@@ -333,11 +356,7 @@ pub async fn create_custom_volume(
     description: &str,
     config: &BTreeMap<String, String>,
 ) -> Result<(), DomainError> {
-    if let Some(k) = config.keys().next() {
-        return Err(DomainError::BadRequest(format!(
-            "unknown volume configuration key {k:?}"
-        )));
-    }
+    crate::service::custom_volumes::check_config(&c.db, pool, name, config)?;
     let vn =
         VolumeName::new(name.to_string()).map_err(|e| DomainError::BadRequest(e.to_string()))?;
     if custom_volumes(&c.db, pool)?.iter().any(|x| x.0 == name) {
@@ -351,14 +370,21 @@ pub async fn create_custom_volume(
         .store
         .create_volume(pn.clone(), VolumeKind::Custom, vn.clone())
         .await?;
-    let r = crate::store::pools::insert_custom_volume(&c.db, pool, name, description);
+    let r = async {
+        if crate::model::pool::volume_size(config) > 0 {
+            crate::service::custom_volumes::apply_size(c, pool, name, config).await?;
+        }
+        crate::store::pools::insert_custom_volume_with(&c.db, pool, name, description, config)?;
+        Ok::<(), DomainError>(())
+    }
+    .await;
     if let Err(e) = r {
         let _ = c
             .helpers
             .store
             .delete_volume(pn, VolumeKind::Custom, vn)
             .await;
-        return Err(e.into());
+        return Err(e);
     }
     Ok(())
 }
@@ -370,9 +396,12 @@ pub async fn delete_custom_volume(c: &Services, pool: &str, name: &str) -> Resul
             "custom volume {name:?} not found in pool {pool:?}"
         )));
     }
+    crate::service::custom_volumes::refuse_if_used(&c.db, pool, name)?;
     let pn = PoolName::new(pool.to_string()).map_err(|e| DomainError::BadRequest(e.to_string()))?;
     let vn =
         VolumeName::new(name.to_string()).map_err(|e| DomainError::BadRequest(e.to_string()))?;
+    // Its snapshots go with it (silo-store removes them with the volume; their records
+    // follow the volume's by the foreign key).
     match c
         .helpers
         .store
@@ -500,7 +529,8 @@ async fn join_rsync(
 }
 
 /// Copies custom volume `src` of pool `src_pool` as new volume `dst` of pool `pool` (the same
-/// pool or another); nothing remains on failure.
+/// pool or another), with its config and, unless `volume_only`, its snapshots; nothing
+/// remains on failure.
 pub async fn copy_custom_volume(
     c: &Services,
     src_pool: &str,
@@ -508,16 +538,30 @@ pub async fn copy_custom_volume(
     pool: &str,
     dst: &str,
     description: &str,
+    volume_only: bool,
 ) -> Result<(), DomainError> {
     get(&c.db, src_pool)?;
-    if !custom_volumes(&c.db, src_pool)?.iter().any(|x| x.0 == src) {
+    let Some((_, _, config)) = custom_volumes(&c.db, src_pool)?
+        .into_iter()
+        .find(|x| x.0 == src)
+    else {
         return Err(DomainError::NotFound(format!(
             "custom volume {src:?} not found in pool {src_pool:?}"
         )));
-    }
+    };
     if custom_volumes(&c.db, pool)?.iter().any(|x| x.0 == dst) {
         return Err(DomainError::Conflict(format!(
             "custom volume {dst:?} already exists in pool {pool:?}"
+        )));
+    }
+    // The copy keeps the source's config, which must suit the target pool's driver.
+    crate::service::custom_volumes::check_config(&c.db, pool, dst, &config)?;
+    let with_snapshots = !volume_only
+        && !crate::store::volume_snapshots::of_volume(&c.db, src_pool, src)?.is_empty();
+    if with_snapshots && src_pool != pool {
+        return Err(DomainError::BadRequest(format!(
+            "copying custom volume {src:?} with its snapshots to another pool is not supported \
+             yet; copy it with volume_only (--volume-only) or within pool {src_pool:?}"
         )));
     }
     let bad = |e: silo_proto::NameError| DomainError::BadRequest(e.to_string());
@@ -548,13 +592,31 @@ pub async fn copy_custom_volume(
         )
         .await?;
     }
-    if let Err(e) = crate::store::pools::insert_custom_volume(&c.db, pool, dst, description) {
+    let recorded = async {
+        crate::store::pools::insert_custom_volume_with(&c.db, pool, dst, description, &config)?;
+        let made = async {
+            if crate::model::pool::volume_size(&config) > 0 {
+                crate::service::custom_volumes::apply_size(c, pool, dst, &config).await?;
+            }
+            if with_snapshots {
+                crate::service::custom_volumes::copy_snapshots(c, pool, src, dst).await?;
+            }
+            Ok::<(), DomainError>(())
+        }
+        .await;
+        if made.is_err() {
+            let _ = crate::store::pools::delete_custom_volume(&c.db, pool, dst);
+        }
+        made
+    }
+    .await;
+    if let Err(e) = recorded {
         let _ = c
             .helpers
             .store
             .delete_volume(dp, VolumeKind::Custom, dv)
             .await;
-        return Err(e.into());
+        return Err(e);
     }
     Ok(())
 }
@@ -568,25 +630,22 @@ pub async fn move_custom_volume(
     to_pool: &str,
     to: &str,
 ) -> Result<(), DomainError> {
+    crate::service::custom_volumes::refuse_if_running(c, pool, name).await?;
     if to_pool != pool {
         let description = custom_volumes(&c.db, pool)?
             .into_iter()
             .find(|x| x.0 == name)
             .map(|x| x.1)
             .unwrap_or_default();
-        copy_custom_volume(c, pool, name, to_pool, to, &description).await?;
+        copy_custom_volume(c, pool, name, to_pool, to, &description, false).await?;
+        // Devices naming the volume follow it (LXD's rule), so the old one is unused now.
+        crate::service::custom_volumes::update_users(&c.db, pool, name, to_pool, to)?;
         return delete_custom_volume(c, pool, name).await;
     }
     if name == to {
         return Ok(());
     }
-    let description = custom_volumes(&c.db, pool)?
-        .into_iter()
-        .find(|x| x.0 == name)
-        .map(|x| x.1)
-        .ok_or_else(|| {
-            DomainError::NotFound(format!("custom volume {name:?} not found in pool {pool:?}"))
-        })?;
+    crate::service::custom_volumes::get(&c.db, pool, name)?;
     if custom_volumes(&c.db, pool)?.iter().any(|x| x.0 == to) {
         return Err(DomainError::Conflict(format!(
             "custom volume {to:?} already exists in pool {pool:?}"
@@ -598,16 +657,18 @@ pub async fn move_custom_volume(
         VolumeName::new(name.to_string()).map_err(bad)?,
         VolumeName::new(to.to_string()).map_err(bad)?,
     );
-    crate::store::pools::insert_custom_volume(&c.db, pool, to, &description)?;
+    // The record is renamed first (its snapshots' records follow by the foreign key), so the
+    // new name is claimed before anything moves on disk.
+    crate::store::pools::rename_custom_volume(&c.db, pool, name, to)?;
     if let Err(e) = c
         .helpers
         .store
         .rename_volume(pn, VolumeKind::Custom, from, dst, false)
         .await
     {
-        let _ = crate::store::pools::delete_custom_volume(&c.db, pool, to);
+        let _ = crate::store::pools::rename_custom_volume(&c.db, pool, to, name);
         return Err(e.into());
     }
-    crate::store::pools::delete_custom_volume(&c.db, pool, name)?;
+    crate::service::custom_volumes::update_users(&c.db, pool, name, pool, to)?;
     Ok(())
 }

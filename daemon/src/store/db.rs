@@ -135,6 +135,19 @@ const MIGRATIONS: &[&str] = &[
         name TEXT NOT NULL,
         certificate TEXT NOT NULL
      );",
+    // 9: custom volumes' snapshots; they follow their volume's rename and go with its delete.
+    "CREATE TABLE custom_volume_snapshots (
+        pool TEXT NOT NULL,
+        volume TEXT NOT NULL,
+        name TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        expires_at TEXT NOT NULL DEFAULT '',
+        description TEXT NOT NULL DEFAULT '',
+        config TEXT NOT NULL DEFAULT '{}',
+        PRIMARY KEY (pool, volume, name),
+        FOREIGN KEY (pool, volume) REFERENCES custom_volumes(pool, name)
+            ON DELETE CASCADE ON UPDATE CASCADE
+     );",
 ];
 
 /// The error this module had before the store had its own; kept so older call sites read.

@@ -1,0 +1,501 @@
+//! Custom storage volumes as LXD 5.0 has them: config and description (PUT/PATCH), state,
+//! `used_by` and the refusal to delete a volume in use, snapshots (create, list, rename,
+//! restore, expiry, with the volume on copy/rename/delete), quotas on btrfs, refusals on dir,
+//! and `silo storage volume ...` / `lxc storage volume ...` against silod.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use silo_tests::{busybox_image, show, TestDaemon};
+
+const VOLS: &str = "/1.0/storage-pools";
+
+fn vol_url(pool: &str, v: &str) -> String {
+    format!("{VOLS}/{pool}/volumes/custom/{v}")
+}
+
+/// The host directory of custom volume `v`.
+fn host_vol(d: &TestDaemon, pool: &str, v: &str) -> PathBuf {
+    d.dir
+        .join("storage-pools")
+        .join(pool)
+        .join("custom")
+        .join(v)
+}
+
+fn host_snap(d: &TestDaemon, pool: &str, v: &str, s: &str) -> PathBuf {
+    d.dir
+        .join("storage-pools")
+        .join(pool)
+        .join("custom-snapshots")
+        .join(v)
+        .join(s)
+}
+
+/// Entries of a directory, sorted (none if it does not exist).
+fn entries(p: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(p)
+        .map(|r| {
+            r.filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+/// An API call that must be refused with `code` and an error containing `want`.
+fn refused(d: &TestDaemon, method: &str, path: &str, body: Value, code: u16, want: &str) {
+    let (c, v) = d.api(method, path, Some(body.clone()));
+    let err = if v["type"] == "async" {
+        let op = d.wait_op(&v);
+        assert_ne!(op["status"], "Success", "{method} {path} {body}: {op}");
+        op["err"].as_str().unwrap_or("").to_string()
+    } else {
+        assert_eq!(c, code, "{method} {path} {body}: {v}");
+        v["error"].as_str().unwrap_or("").to_string()
+    };
+    assert!(
+        err.contains(want),
+        "{method} {path} {body}: {err:?} lacks {want:?}"
+    );
+}
+
+fn btrfs_pool(d: &TestDaemon, name: &str) {
+    d.api_ok(
+        "POST",
+        VOLS,
+        Some(json!({"name": name, "driver": "btrfs", "config": {"size": "512MiB"}})),
+    );
+}
+
+fn write_file(p: &Path, text: &str) {
+    std::fs::write(p, text).unwrap_or_else(|e| panic!("writing {}: {e}", p.display()));
+}
+
+#[test]
+fn config_state_used_by_and_refusals_on_a_dir_pool() {
+    let d = TestDaemon::start("cv-config");
+    let custom = d.dir.join("storage-pools/default/custom");
+    // Refusals name the key (or why) and make nothing.
+    for (body, want) in [
+        (json!({"name": "x1", "config": {"bogus": "1"}}), "\"bogus\""),
+        (
+            json!({"name": "x2", "config": {"size": "1GiB"}}),
+            "dir driver cannot enforce size",
+        ),
+        (
+            json!({"name": "x3", "config": {"block.filesystem": "ext4"}}),
+            "\"block.filesystem\"",
+        ),
+        (
+            json!({"name": "x4", "config": {"block.mount_options": "noatime"}}),
+            "block-backed",
+        ),
+        (
+            json!({"name": "x5", "config": {"snapshots.expiry": "3x"}}),
+            "snapshots.expiry",
+        ),
+        (
+            json!({"name": "x6", "content_type": "block"}),
+            "content type \"block\"",
+        ),
+    ] {
+        refused(
+            &d,
+            "POST",
+            &format!("{VOLS}/default/volumes"),
+            body,
+            400,
+            want,
+        );
+    }
+    assert!(entries(&custom).is_empty(), "{:?}", entries(&custom));
+    let list = d.api_ok("GET", &format!("{VOLS}/default/volumes/custom"), None);
+    assert_eq!(list, json!([]));
+
+    // Create with config, then PUT replaces and PATCH merges (LXD's rules).
+    d.api_ok(
+        "POST",
+        &format!("{VOLS}/default/volumes/custom"),
+        Some(json!({"name": "v1", "description": "first",
+            "config": {"user.a": "1", "snapshots.expiry": "1d"}})),
+    );
+    let v = d.api_ok("GET", &vol_url("default", "v1"), None);
+    assert_eq!(
+        v["config"],
+        json!({"user.a": "1", "snapshots.expiry": "1d"}),
+        "{v}"
+    );
+    assert_eq!(v["description"], "first");
+    d.api_ok(
+        "PUT",
+        &vol_url("default", "v1"),
+        Some(json!({"config": {"user.b": "2"}, "description": "second"})),
+    );
+    d.api_ok(
+        "PATCH",
+        &vol_url("default", "v1"),
+        Some(json!({"config": {"user.c": "3"}, "description": "third"})),
+    );
+    let v = d.api_ok("GET", &vol_url("default", "v1"), None);
+    assert_eq!(v["config"], json!({"user.b": "2", "user.c": "3"}), "{v}");
+    assert_eq!(v["description"], "third");
+    refused(
+        &d,
+        "PUT",
+        &vol_url("default", "v1"),
+        json!({"config": {"nope.key": "1"}}),
+        400,
+        "\"nope.key\"",
+    );
+    refused(
+        &d,
+        "PATCH",
+        &vol_url("default", "v1"),
+        json!({"config": {"size": "10MiB"}}),
+        400,
+        "dir driver cannot enforce size",
+    );
+    let v = d.api_ok("GET", &vol_url("default", "v1"), None);
+    assert_eq!(
+        v["config"],
+        json!({"user.b": "2", "user.c": "3"}),
+        "unchanged: {v}"
+    );
+
+    // State: bytes used, and the quota (0 without size, as LXD's ParseByteSizeString("")).
+    write_file(
+        &host_vol(&d, "default", "v1").join("blob"),
+        &"x".repeat(200_000),
+    );
+    let st = d.api_ok("GET", &format!("{}/state", vol_url("default", "v1")), None);
+    assert_eq!(st["usage"]["total"], 0, "{st}");
+    assert!(st["usage"]["used"].as_u64().unwrap_or(0) >= 200_000, "{st}");
+
+    // used_by: instances whose own devices name it, then profiles (default project: no
+    // ?project=).
+    d.import(&busybox_image(false)[0], "busybox");
+    d.api_ok(
+        "POST",
+        "/1.0/profiles",
+        Some(json!({"name": "withvol", "devices": {
+            "data": {"type": "disk", "pool": "default", "source": "v1", "path": "/data"}}})),
+    );
+    d.api_ok(
+        "POST",
+        "/1.0/instances",
+        Some(json!({"name": "c1", "source": {"type": "image", "alias": "busybox"},
+            "devices": {"vol": {"type": "disk", "pool": "default", "source": "v1", "path": "/mnt"}}})),
+    );
+    let v = d.api_ok("GET", &vol_url("default", "v1"), None);
+    assert_eq!(
+        v["used_by"],
+        json!(["/1.0/instances/c1", "/1.0/profiles/withvol"]),
+        "{v}"
+    );
+    // In use: not deleted, and the refusal names the users.
+    let (c, v) = d.api("DELETE", &vol_url("default", "v1"), None);
+    assert_eq!(c, 400, "{v}");
+    let err = v["error"].as_str().unwrap_or("");
+    assert!(
+        err.contains("still in use")
+            && err.contains("/1.0/instances/c1")
+            && err.contains("/1.0/profiles/withvol"),
+        "{err}"
+    );
+    assert!(host_vol(&d, "default", "v1").is_dir());
+    // A rename takes the devices along, as LXD's does.
+    d.api_ok(
+        "POST",
+        &vol_url("default", "v1"),
+        Some(json!({"name": "v2"})),
+    );
+    assert!(!host_vol(&d, "default", "v1").exists());
+    assert!(host_vol(&d, "default", "v2").join("blob").is_file());
+    let i = d.api_ok("GET", "/1.0/instances/c1", None);
+    assert_eq!(i["devices"]["vol"]["source"], "v2", "{i}");
+    let p = d.api_ok("GET", "/1.0/profiles/withvol", None);
+    assert_eq!(p["devices"]["data"]["source"], "v2", "{p}");
+    let v = d.api_ok("GET", &vol_url("default", "v2"), None);
+    assert_eq!(v["config"], json!({"user.b": "2", "user.c": "3"}), "{v}");
+    // Unused again: deleted, with nothing left on disk.
+    d.api_ok("DELETE", "/1.0/instances/c1", None);
+    d.api_ok("DELETE", "/1.0/profiles/withvol", None);
+    d.api_ok("DELETE", &vol_url("default", "v2"), None);
+    assert!(entries(&custom).is_empty(), "{:?}", entries(&custom));
+}
+
+/// Snapshots on one pool: create, list, get, rename, update, restore, expiry, and with the
+/// volume on copy, rename and delete.
+fn snapshot_cycle(d: &TestDaemon, pool: &str, btrfs: bool) {
+    let base = format!("{VOLS}/{pool}/volumes/custom");
+    d.api_ok(
+        "POST",
+        &base,
+        Some(json!({"name": "sv", "config": {"snapshots.expiry": "1d"}})),
+    );
+    let file = host_vol(d, pool, "sv").join("state");
+    write_file(&file, "one");
+    let snaps = format!("{}/snapshots", vol_url(pool, "sv"));
+    d.api_ok("POST", &snaps, Some(json!({"name": "s0"})));
+    // No name: snap<N>; an explicit expiry wins over snapshots.expiry; zero time is never.
+    d.api_ok("POST", &snaps, Some(json!({})));
+    d.api_ok(
+        "POST",
+        &snaps,
+        Some(json!({"name": "never", "expires_at": "0001-01-01T00:00:00Z"})),
+    );
+    refused(
+        d,
+        "POST",
+        &snaps,
+        json!({"name": "s0"}),
+        409,
+        "already in use",
+    );
+    refused(d, "POST", &snaps, json!({"name": "a/b"}), 400, "'/'");
+    let list = d.api_ok("GET", &snaps, None);
+    assert_eq!(
+        list,
+        json!([
+            format!("{snaps}/s0"),
+            format!("{snaps}/snap0"),
+            format!("{snaps}/never")
+        ]),
+        "{list}"
+    );
+    let full = d.api_ok("GET", &format!("{snaps}?recursion=1"), None);
+    assert_eq!(full[0]["name"], "sv/s0", "{full}");
+    assert_eq!(full[2]["expires_at"], Value::Null, "{full}");
+    let s0 = d.api_ok("GET", &format!("{snaps}/s0"), None);
+    assert_eq!(s0["name"], "s0", "{s0}");
+    assert_eq!(s0["config"], json!({"snapshots.expiry": "1d"}), "{s0}");
+    let exp = s0["expires_at"].as_str().unwrap_or("");
+    assert!(
+        exp > "2000" && exp.len() >= 20,
+        "snapshots.expiry applied: {s0}"
+    );
+    let never = d.api_ok("GET", &format!("{snaps}/never"), None);
+    assert_eq!(never["expires_at"], "0001-01-01T00:00:00Z", "{never}");
+    // The snapshot holds the volume as it was; on btrfs it is a read-only subvolume.
+    let sdir = host_snap(d, pool, "sv", "s0");
+    assert_eq!(
+        std::fs::read_to_string(sdir.join("state")).expect("snap file"),
+        "one"
+    );
+    if btrfs {
+        let o = Command::new("btrfs")
+            .args(["property", "get", "-ts"])
+            .arg(&sdir)
+            .arg("ro")
+            .output()
+            .expect("btrfs");
+        assert_eq!(
+            String::from_utf8_lossy(&o.stdout).trim(),
+            "ro=true",
+            "{}",
+            show(&o)
+        );
+        assert!(std::fs::write(sdir.join("new"), "x").is_err(), "read-only");
+    }
+    // PATCH keeps what it does not name; PUT replaces.
+    d.api_ok(
+        "PATCH",
+        &format!("{snaps}/s0"),
+        Some(json!({"description": "before"})),
+    );
+    let s0 = d.api_ok("GET", &format!("{snaps}/s0"), None);
+    assert_eq!(s0["description"], "before");
+    assert_eq!(s0["expires_at"].as_str(), Some(exp), "{s0}");
+    d.api_ok(
+        "PUT",
+        &format!("{snaps}/s0"),
+        Some(json!({"description": "before", "expires_at": null})),
+    );
+    let s0 = d.api_ok("GET", &format!("{snaps}/s0"), None);
+    assert_eq!(s0["expires_at"], "0001-01-01T00:00:00Z", "{s0}");
+    // Rename, then restore.
+    d.api_ok(
+        "POST",
+        &format!("{snaps}/s0"),
+        Some(json!({"name": "first"})),
+    );
+    assert!(!sdir.exists() && host_snap(d, pool, "sv", "first").is_dir());
+    write_file(&file, "two");
+    std::fs::write(host_vol(d, pool, "sv").join("extra"), "x").expect("extra");
+    refused(
+        d,
+        "PUT",
+        &vol_url(pool, "sv"),
+        json!({"restore": "nope"}),
+        404,
+        "not found",
+    );
+    d.api_ok(
+        "PUT",
+        &vol_url(pool, "sv"),
+        Some(json!({"restore": "first"})),
+    );
+    assert_eq!(std::fs::read_to_string(&file).expect("restored"), "one");
+    assert!(!host_vol(d, pool, "sv").join("extra").exists());
+    // Copies take the snapshots, unless volume_only.
+    d.api_ok(
+        "POST",
+        &base,
+        Some(json!({"name": "cp", "source": {"type": "copy", "name": "sv", "pool": pool}})),
+    );
+    d.api_ok(
+        "POST",
+        &base,
+        Some(
+            json!({"name": "cp1", "source": {"type": "copy", "name": "sv", "pool": pool,
+            "volume_only": true}}),
+        ),
+    );
+    let cps = d.api_ok("GET", &format!("{}/snapshots", vol_url(pool, "cp")), None);
+    assert_eq!(cps.as_array().map(Vec::len), Some(3), "{cps}");
+    assert_eq!(
+        std::fs::read_to_string(host_snap(d, pool, "cp", "first").join("state")).expect("copied"),
+        "one"
+    );
+    let cp1 = d.api_ok("GET", &format!("{}/snapshots", vol_url(pool, "cp1")), None);
+    assert_eq!(cp1, json!([]));
+    assert!(!d
+        .dir
+        .join("storage-pools")
+        .join(pool)
+        .join("custom-snapshots/cp1")
+        .exists());
+    // A volume's rename takes its snapshots; its delete removes them.
+    d.api_ok("POST", &vol_url(pool, "cp"), Some(json!({"name": "cp2"})));
+    assert!(host_snap(d, pool, "cp2", "first").is_dir());
+    let cps = d.api_ok("GET", &format!("{}/snapshots", vol_url(pool, "cp2")), None);
+    assert_eq!(cps.as_array().map(Vec::len), Some(3), "{cps}");
+    for v in ["cp2", "cp1"] {
+        d.api_ok("DELETE", &vol_url(pool, v), None);
+    }
+    // Deleting one snapshot.
+    d.api_ok("DELETE", &format!("{snaps}/snap0"), None);
+    assert!(!host_snap(d, pool, "sv", "snap0").exists());
+    let (c, _) = d.api("GET", &format!("{snaps}/snap0"), None);
+    assert_eq!(c, 404);
+    d.api_ok("DELETE", &vol_url(pool, "sv"), None);
+    let top = d.dir.join("storage-pools").join(pool);
+    assert!(entries(&top.join("custom")).is_empty());
+    assert!(
+        entries(&top.join("custom-snapshots")).is_empty(),
+        "{:?}",
+        entries(&top.join("custom-snapshots"))
+    );
+}
+
+#[test]
+fn snapshots_of_custom_volumes_on_dir_and_btrfs() {
+    let d = TestDaemon::start("cv-snaps");
+    snapshot_cycle(&d, "default", false);
+    btrfs_pool(&d, "bt");
+    snapshot_cycle(&d, "bt", true);
+    d.api_ok("DELETE", &format!("{VOLS}/bt"), None);
+}
+
+#[test]
+fn expired_volume_snapshots_are_pruned_by_the_daemon() {
+    let d = TestDaemon::start("cv-expire");
+    d.api_ok(
+        "POST",
+        &format!("{VOLS}/default/volumes/custom"),
+        Some(json!({"name": "ev"})),
+    );
+    let snaps = format!("{}/snapshots", vol_url("default", "ev"));
+    d.api_ok(
+        "POST",
+        &snaps,
+        Some(json!({"name": "old", "expires_at": "2001-01-01T00:00:00Z"})),
+    );
+    d.api_ok("POST", &snaps, Some(json!({"name": "keep"})));
+    // The housekeeping task runs at the start of every minute.
+    assert!(
+        silo_tests::wait_until(Duration::from_secs(75), || {
+            !host_snap(&d, "default", "ev", "old").exists()
+        }),
+        "the expired snapshot was not pruned"
+    );
+    let list = d.api_ok("GET", &snaps, None);
+    assert_eq!(list, json!([format!("{snaps}/keep")]));
+    assert!(host_snap(&d, "default", "ev", "keep").is_dir());
+}
+
+#[test]
+fn size_is_a_btrfs_quota() {
+    let d = TestDaemon::start("cv-quota");
+    btrfs_pool(&d, "bt");
+    let base = format!("{VOLS}/bt/volumes/custom");
+    d.api_ok(
+        "POST",
+        &base,
+        Some(json!({"name": "q", "config": {"size": "32MiB"}})),
+    );
+    let st = d.api_ok("GET", &format!("{}/state", vol_url("bt", "q")), None);
+    assert_eq!(st["usage"]["total"], 32 << 20, "{st}");
+    // Writing beyond the quota fails with EDQUOT (through the volume's host path, standing
+    // in for an instance's mount of it).
+    let dd = |name: &str, mib: u32| {
+        Command::new("dd")
+            .arg("if=/dev/zero")
+            .arg(format!(
+                "of={}",
+                host_vol(&d, "bt", "q").join(name).display()
+            ))
+            .args(["bs=1M", &format!("count={mib}"), "conv=fsync"])
+            .output()
+            .expect("dd")
+    };
+    let o = dd("big", 64);
+    assert!(!o.status.success(), "64MiB written into a 32MiB volume");
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("Disk quota exceeded"),
+        "{}",
+        show(&o)
+    );
+    std::fs::remove_file(host_vol(&d, "bt", "q").join("big")).expect("rm");
+    // Raised: the same write fits.
+    d.api_ok(
+        "PATCH",
+        &vol_url("bt", "q"),
+        Some(json!({"config": {"size": "128MiB"}})),
+    );
+    let o = dd("big", 64);
+    assert!(o.status.success(), "{}", show(&o));
+    let st = d.api_ok("GET", &format!("{}/state", vol_url("bt", "q")), None);
+    assert_eq!(st["usage"]["total"], 128 << 20, "{st}");
+    assert!(
+        st["usage"]["used"].as_u64().unwrap_or(0) >= 64 << 20,
+        "{st}"
+    );
+    // Unset: no limit.
+    d.api_ok("PUT", &vol_url("bt", "q"), Some(json!({"config": {}})));
+    let o = dd("big2", 160);
+    assert!(o.status.success(), "{}", show(&o));
+    d.api_ok("DELETE", &vol_url("bt", "q"), None);
+    // A sized volume cannot be copied to a dir pool, and nothing is made there.
+    d.api_ok(
+        "POST",
+        &base,
+        Some(json!({"name": "q2", "config": {"size": "16MiB"}})),
+    );
+    refused(
+        &d,
+        "POST",
+        &format!("{VOLS}/default/volumes/custom"),
+        json!({"name": "q2", "source": {"type": "copy", "name": "q2", "pool": "bt"}}),
+        400,
+        "dir driver cannot enforce size",
+    );
+    assert!(!host_vol(&d, "default", "q2").exists());
+    d.api_ok("DELETE", &vol_url("bt", "q2"), None);
+    d.api_ok("DELETE", &format!("{VOLS}/bt"), None);
+}
