@@ -499,3 +499,205 @@ fn size_is_a_btrfs_quota() {
     d.api_ok("DELETE", &vol_url("bt", "q2"), None);
     d.api_ok("DELETE", &format!("{VOLS}/bt"), None);
 }
+
+/// Output of a command that must succeed.
+fn ok(o: std::process::Output) -> String {
+    assert!(o.status.success(), "{}", show(&o));
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// `silo` with `input` on its stdin.
+fn silo_stdin(d: &TestDaemon, args: &[&str], input: &str) -> std::process::Output {
+    use std::io::Write;
+    let mut c = Command::new(silo_tests::bin("silo"))
+        .args(args)
+        .env("SILO_SOCKET", d.socket())
+        .env_remove("SILO_DIR")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("silo");
+    c.stdin
+        .take()
+        .expect("stdin")
+        .write_all(input.as_bytes())
+        .expect("write stdin");
+    c.wait_with_output().expect("silo")
+}
+
+#[test]
+fn silo_storage_volume_commands() {
+    let d = TestDaemon::start("cv-cli");
+    let sv = |args: &[&str]| {
+        let mut a = vec!["storage", "volume"];
+        a.extend_from_slice(args);
+        d.silo(&a)
+    };
+    ok(sv(&["create", "default", "cv", "user.x=1"]));
+    ok(sv(&[
+        "set",
+        "default",
+        "cv",
+        "user.y=2",
+        "snapshots.expiry=1w",
+    ]));
+    assert_eq!(ok(sv(&["get", "default", "cv", "user.y"])), "2\n");
+    ok(sv(&["unset", "default", "cv", "user.y"]));
+    assert_eq!(ok(sv(&["get", "default", "cv", "user.y"])), "");
+    let v = d.api_ok("GET", &vol_url("default", "cv"), None);
+    assert_eq!(
+        v["config"],
+        json!({"user.x": "1", "snapshots.expiry": "1w"}),
+        "{v}"
+    );
+    let o = sv(&["set", "default", "cv", "bogus=1"]);
+    assert!(
+        !o.status.success() && show(&o).contains("\"bogus\""),
+        "{}",
+        show(&o)
+    );
+    // edit from stdin: the writable part.
+    ok(silo_stdin(
+        &d,
+        &["storage", "volume", "edit", "default", "cv"],
+        "description: edited\nconfig:\n  user.x: \"9\"\n",
+    ));
+    let v = d.api_ok("GET", &vol_url("default", "cv"), None);
+    assert_eq!(v["config"], json!({"user.x": "9"}), "{v}");
+    assert_eq!(v["description"], "edited");
+    // Snapshots: take, rename, show, info, restore, delete.
+    write_file(&host_vol(&d, "default", "cv").join("f"), "one");
+    ok(sv(&["snapshot", "default", "cv", "s1"]));
+    ok(sv(&["snapshot", "default", "cv", "--no-expiry"]));
+    let out = ok(sv(&["rename", "default", "cv/s1", "cv/s2"]));
+    assert_eq!(out, "Renamed storage volume from \"cv/s1\" to \"s2\"\n");
+    let show_s2 = ok(sv(&["show", "default", "cv/s2"]));
+    assert!(show_s2.contains("name: s2"), "{show_s2}");
+    write_file(&host_vol(&d, "default", "cv").join("f"), "two");
+    ok(sv(&["restore", "default", "cv", "s2"]));
+    assert_eq!(
+        std::fs::read_to_string(host_vol(&d, "default", "cv").join("f")).expect("f"),
+        "one"
+    );
+    let info = ok(sv(&["info", "default", "cv"]));
+    assert!(
+        info.starts_with(
+            "Name: cv\nDescription: edited\nType: custom\nContent type: filesystem\nUsage: "
+        ),
+        "{info}"
+    );
+    assert!(
+        info.contains("Snapshots:") && info.contains("s2") && info.contains("snap0"),
+        "{info}"
+    );
+    ok(sv(&["delete", "default", "cv/snap0"]));
+    assert!(!host_snap(&d, "default", "cv", "snap0").exists());
+    // Copy (volume only), move to another pool, rename.
+    let out = ok(sv(&["copy", "default/cv", "default/cv2", "--volume-only"]));
+    assert_eq!(out, "Storage volume copied successfully!\n");
+    d.api_ok(
+        "POST",
+        VOLS,
+        Some(json!({"name": "other", "driver": "dir"})),
+    );
+    let out = ok(sv(&["move", "default/cv2", "other/cv3"]));
+    assert_eq!(out, "Storage volume moved successfully!\n");
+    assert!(host_vol(&d, "other", "cv3").join("f").is_file());
+    assert!(!host_vol(&d, "default", "cv2").exists());
+    // Attach and detach, to an instance and a profile, as lxc edits their devices.
+    d.import(&busybox_image(false)[0], "busybox");
+    d.api_ok(
+        "POST",
+        "/1.0/instances",
+        Some(json!({"name": "c1", "source": {"type": "image", "alias": "busybox"}})),
+    );
+    ok(sv(&["attach", "default", "cv", "c1", "/data"]));
+    ok(sv(&["attach", "default", "cv", "c1", "second", "/data2"]));
+    let i = d.api_ok("GET", "/1.0/instances/c1", None);
+    assert_eq!(
+        i["devices"]["cv"],
+        json!({"type": "disk", "pool": "default", "source": "cv", "path": "/data"}),
+        "{i}"
+    );
+    assert_eq!(i["devices"]["second"]["path"], "/data2", "{i}");
+    let o = sv(&["detach", "default", "cv", "c1"]);
+    assert!(
+        show(&o).contains("More than one device matches"),
+        "{}",
+        show(&o)
+    );
+    ok(sv(&["detach", "default", "cv", "c1", "second"]));
+    ok(sv(&["detach", "default", "cv", "c1"]));
+    let i = d.api_ok("GET", "/1.0/instances/c1", None);
+    assert!(
+        i["devices"].get("cv").is_none() && i["devices"].get("second").is_none(),
+        "{i}"
+    );
+    ok(sv(&[
+        "attach-profile",
+        "default",
+        "cv",
+        "default",
+        "vol",
+        "/vol",
+    ]));
+    let p = d.api_ok("GET", "/1.0/profiles/default", None);
+    assert_eq!(p["devices"]["vol"]["source"], "cv", "{p}");
+    let v = d.api_ok("GET", &vol_url("default", "cv"), None);
+    assert_eq!(v["used_by"], json!(["/1.0/profiles/default"]), "{v}");
+    let o = sv(&["delete", "default", "cv"]);
+    assert!(show(&o).contains("still in use"), "{}", show(&o));
+    ok(sv(&["detach-profile", "default", "cv", "default"]));
+    let out = ok(sv(&["rename", "default", "cv", "cvr"]));
+    assert_eq!(out, "Renamed storage volume from \"cv\" to \"cvr\"\n");
+    ok(sv(&["delete", "default", "cvr"]));
+    ok(sv(&["delete", "other", "cv3"]));
+    d.api_ok("DELETE", "/1.0/instances/c1", None);
+    assert!(entries(&d.dir.join("storage-pools/default/custom")).is_empty());
+    assert!(entries(&d.dir.join("storage-pools/default/custom-snapshots")).is_empty());
+}
+
+#[test]
+fn the_stock_lxc_client_manages_custom_volumes() {
+    let d = TestDaemon::start("cv-lxc");
+    let lxc = |args: &[&str]| {
+        let mut a = vec!["storage", "volume"];
+        a.extend_from_slice(args);
+        d.lxc(&a)
+    };
+    ok(lxc(&["create", "default", "lv"]));
+    ok(lxc(&["set", "default", "lv", "user.k=v"]));
+    assert_eq!(ok(lxc(&["get", "default", "lv", "user.k"])), "v\n");
+    ok(lxc(&["unset", "default", "lv", "user.k"]));
+    let v = d.api_ok("GET", &vol_url("default", "lv"), None);
+    assert_eq!(v["config"], json!({}), "{v}");
+    write_file(&host_vol(&d, "default", "lv").join("f"), "one");
+    ok(lxc(&["snapshot", "default", "lv", "ls1"]));
+    write_file(&host_vol(&d, "default", "lv").join("f"), "two");
+    let info = ok(lxc(&["info", "default", "lv"]));
+    assert!(info.contains("Name: lv") && info.contains("ls1"), "{info}");
+    ok(lxc(&["restore", "default", "lv", "ls1"]));
+    assert_eq!(
+        std::fs::read_to_string(host_vol(&d, "default", "lv").join("f")).expect("f"),
+        "one"
+    );
+    let snap = ok(lxc(&["show", "default", "lv/ls1"]));
+    assert!(snap.contains("name: ls1"), "{snap}");
+    ok(lxc(&["rename", "default", "lv/ls1", "lv/ls2"]));
+    ok(lxc(&["rename", "default", "lv", "lv2"]));
+    assert!(host_snap(&d, "default", "lv2", "ls2").is_dir());
+    ok(lxc(&["copy", "default/lv2", "default/lv3"]));
+    let snaps = d.api_ok(
+        "GET",
+        &format!("{}/snapshots", vol_url("default", "lv3")),
+        None,
+    );
+    assert_eq!(snaps.as_array().map(Vec::len), Some(1), "{snaps}");
+    ok(lxc(&["delete", "default", "lv2/ls2"]));
+    for v in ["lv2", "lv3"] {
+        ok(lxc(&["delete", "default", v]));
+    }
+    assert!(entries(&d.dir.join("storage-pools/default/custom")).is_empty());
+    assert!(entries(&d.dir.join("storage-pools/default/custom-snapshots")).is_empty());
+}

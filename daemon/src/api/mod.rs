@@ -44,6 +44,11 @@ pub const API_EXTENSIONS: &[&str] = &[
     // Custom volumes copied and moved between pools, and to other hosts.
     "storage_api_local_volume_handling",
     "storage_api_remote_volume_handling",
+    // Custom volumes: renamed (a sync POST), snapshots (with expiry), state.
+    "storage_api_volume_rename",
+    "storage_api_volume_snapshots",
+    "custom_volume_snapshot_expiry",
+    "storage_volume_state",
     // `environment.os_name` / `os_version` in GET /1.0.
     "api_os",
     // `location` on events.

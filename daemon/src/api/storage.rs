@@ -369,6 +369,11 @@ pub async fn volume_post(
     } else {
         p.name
     };
+    if to_pool == pool {
+        // A rename is answered when done, as LXD's (its client does not wait on one).
+        storage::move_custom_volume(&d, &pool, &name, &to_pool, &to).await?;
+        return Ok(sync(Value::Null));
+    }
     let c = Services::clone(&d);
     let op = d.ops.start(
         "task",

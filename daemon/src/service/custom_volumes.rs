@@ -149,6 +149,9 @@ pub async fn update(
     config: BTreeMap<String, String>,
 ) -> Result<(), DomainError> {
     let (_, _, old) = get(&c.db, pool, volume)?;
+    // An empty value is an unset key (lxc's `unset` sends one), as LXD stores none.
+    let mut config = config;
+    config.retain(|_, v| !v.is_empty());
     check_config(&c.db, pool, volume, &config)?;
     let size_changed =
         crate::model::pool::volume_size(&old) != crate::model::pool::volume_size(&config);
