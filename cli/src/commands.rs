@@ -181,7 +181,9 @@ fn name_args(cmd: &mut Command) -> Vec<Arg<'_>> {
                 | V::Attach { pool, .. }
                 | V::Detach { pool, .. }
                 | V::AttachProfile { pool, .. }
-                | V::DetachProfile { pool, .. },
+                | V::DetachProfile { pool, .. }
+                | V::Export { pool, .. }
+                | V::Import { pool, .. },
             ) => vec![Arg::Name(pool)],
             S::Volume(V::Copy { source, target, .. } | V::Move { source, target }) => {
                 vec![Arg::Name(source), Arg::Name(target)]

@@ -270,6 +270,33 @@ pub enum VolumeCmd {
         /// The device (found by pool and volume when left out).
         device: Option<String>,
     },
+    /// Export a custom volume (and its snapshots) as a backup tarball: POOL VOLUME [FILE].
+    Export {
+        /// The pool.
+        pool: String,
+        /// The volume.
+        volume: String,
+        /// The file to write (default: backup.tar.gz, as lxc).
+        target: Option<std::path::PathBuf>,
+        /// Leave the snapshots out.
+        #[arg(long)]
+        volume_only: bool,
+        /// Use the storage driver's own format (not supported).
+        #[arg(long)]
+        optimized_storage: bool,
+        /// gzip (default), xz, zstd or none.
+        #[arg(long = "compression", default_value = "gzip")]
+        compression: String,
+    },
+    /// Import a custom volume backup: POOL FILE [VOLUME].
+    Import {
+        /// The pool.
+        pool: String,
+        /// The backup file.
+        file: std::path::PathBuf,
+        /// The new volume's name (default: the backup's).
+        volume: Option<String>,
+    },
 }
 
 const VOLUME_EDIT_HELP: &str = "### This is a YAML representation of a storage volume.
@@ -809,6 +836,25 @@ async fn volume(client: &Client, cmd: VolumeCmd) -> Result<(), CmdError> {
             })
             .await
         }
+        VolumeCmd::Export {
+            pool,
+            volume,
+            target,
+            volume_only,
+            optimized_storage,
+            compression,
+        } => {
+            let req = silo_api::StoragePoolVolumeBackupsPost {
+                volume_only,
+                optimized_storage,
+                compression_algorithm: compression,
+                ..Default::default()
+            };
+            volume_export(client, &pool, &volume, target, &req).await
+        }
+        VolumeCmd::Import { pool, file, volume } => {
+            volume_import(client, &pool, &file, volume).await
+        }
         VolumeCmd::Show { pool, volume } => {
             let (name, kind) = parse_volume(&volume);
             if let (vol, Some(snap)) = split_snapshot(&name)? {
@@ -1030,6 +1076,101 @@ async fn volume_edit(client: &Client, pool: &str, volume: &str) -> Result<(), Cm
         }
     })
     .await
+}
+
+/// `silo storage volume export`: a backup made on the server, downloaded, then removed there.
+async fn volume_export(
+    client: &Client,
+    pool: &str,
+    volume: &str,
+    target: Option<std::path::PathBuf>,
+    req: &silo_api::StoragePoolVolumeBackupsPost,
+) -> Result<(), CmdError> {
+    use futures::StreamExt;
+    use tokio::io::AsyncWriteExt;
+    let (name, kind) = parse_volume(volume);
+    if kind != "custom" {
+        return fail("Only \"custom\" volumes can be exported");
+    }
+    let vpath = silo_api::paths::storage_volume(pool, "custom", &name);
+    let op = client
+        .run("POST", &format!("{vpath}/backups"), Some(req), &[])
+        .await?;
+    let Some(backup) = op
+        .resources
+        .get("backups")
+        .and_then(|b| b.first())
+        .and_then(|url| url.rsplit('/').next())
+        .filter(|n| !n.is_empty())
+        .map(silo_api::paths::unescape)
+    else {
+        return fail("The server did not say which backup it made");
+    };
+    let bpath = format!("{vpath}/backups/{backup}");
+    let target = target.unwrap_or_else(|| std::path::PathBuf::from("backup.tar.gz"));
+    let result: Result<(), CmdError> = async {
+        let resp = client.download(&format!("{bpath}/export")).await?;
+        let mut f = tokio::fs::File::create(&target)
+            .await
+            .map_err(|e| CmdError::Fail(format!("Creating {}: {e}", target.display())))?;
+        let mut body = http_body_util::BodyExt::into_data_stream(resp.into_body());
+        while let Some(chunk) = body.next().await {
+            let chunk =
+                chunk.map_err(|e| CmdError::Fail(format!("Downloading the backup: {e}")))?;
+            f.write_all(&chunk)
+                .await
+                .map_err(|e| CmdError::Fail(format!("Writing {}: {e}", target.display())))?;
+        }
+        f.sync_all()
+            .await
+            .map_err(|e| CmdError::Fail(format!("Writing {}: {e}", target.display())))
+    }
+    .await;
+    // The server's copy goes whatever happened (lxc does the same).
+    let _ = client.run::<Value>("DELETE", &bpath, None, &[]).await;
+    if result.is_err() {
+        let _ = std::fs::remove_file(&target);
+    }
+    result?;
+    outln("Backup exported successfully!")
+}
+
+/// `silo storage volume import POOL FILE [NAME]`.
+async fn volume_import(
+    client: &Client,
+    pool: &str,
+    file: &std::path::Path,
+    name: Option<String>,
+) -> Result<(), CmdError> {
+    use futures::StreamExt;
+    let f = tokio::fs::File::open(file)
+        .await
+        .map_err(|e| CmdError::Fail(format!("Opening {}: {e}", file.display())))?;
+    let len = f
+        .metadata()
+        .await
+        .map(|m| m.len())
+        .map_err(|e| CmdError::Fail(e.to_string()))?;
+    let mut headers = vec![
+        ("content-type", "application/octet-stream".to_string()),
+        ("content-length", len.to_string()),
+    ];
+    if let Some(n) = &name {
+        headers.push(("x-lxd-name", n.clone()));
+    }
+    let body = http_body_util::StreamBody::new(
+        crate::images::file_stream(f).map(|c| c.map(hyper::body::Frame::data)),
+    );
+    let answer = client
+        .request_stream(
+            "POST",
+            &silo_api::paths::storage_volumes_of(pool, "custom"),
+            body,
+            &headers,
+        )
+        .await?;
+    answer.finish(client).await?;
+    Ok(())
 }
 
 #[cfg(test)]

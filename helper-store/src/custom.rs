@@ -314,3 +314,161 @@ impl StoreServer {
         Ok(())
     }
 }
+
+impl StoreServer {
+    pub(crate) async fn custom_backup_pack(
+        &self,
+        pool: &PoolName,
+        volume: &VolumeName,
+        snapshots: &[VolumeName],
+        index_yaml: String,
+        compression: silo_proto::store::PackCompression,
+    ) -> HelperResult<silo_proto::fdpass::FdTicket> {
+        if index_yaml.len() > 1 << 20 {
+            return Err(HelperError::invalid("backup", "index.yaml is too large"));
+        }
+        let dir = self.pool(pool)?;
+        let vdir = Self::open_volume(&dir, pool, VolumeKind::Custom, volume)?;
+        let mut svols = Vec::new();
+        if !snapshots.is_empty() {
+            let Some(sdir) = Self::snapshots_dir(&dir, volume)? else {
+                return Err(HelperError::NotFound {
+                    what: Self::snapshot_what(pool, volume, &snapshots[0]),
+                });
+            };
+            for s in snapshots {
+                if !sdir.exists(s.as_str())? {
+                    return Err(HelperError::NotFound {
+                        what: Self::snapshot_what(pool, volume, s),
+                    });
+                }
+                svols.push((s.clone(), sdir.open_dir(&[s.as_str()])?));
+            }
+        }
+        let out = self.tmpfile()?;
+        let child_out = out
+            .try_clone()
+            .map_err(|e| HelperError::io("dup", "backup file", e))?;
+        let fdpath =
+            |r: &Root| format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&r.fd()));
+        let mut trees = vec![(
+            "backup/volume".to_string(),
+            std::path::PathBuf::from(fdpath(&vdir)),
+        )];
+        for (name, r) in &svols {
+            trees.push((
+                format!("backup/volume-snapshots/{}", name.as_str()),
+                std::path::PathBuf::from(fdpath(r)),
+            ));
+        }
+        let files = vec![("backup/index.yaml".to_string(), index_yaml.into_bytes())];
+        let mut read = vec![vdir.fd()];
+        read.extend(svols.iter().map(|(_, r)| r.fd()));
+        let compression = crate::pools::pack_compression(compression);
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or(0);
+        crate::child::run("custom backup pack", &[], &read, move || {
+            silo_proto::image::pack::pack_tree(child_out, compression, now, &files, &trees)
+        })
+        .await?
+        .map_err(|e| HelperError::Io {
+            op: "packing the backup".into(),
+            target: Self::volume_what(pool, VolumeKind::Custom, volume),
+            message: e,
+            errno: None,
+        })?;
+        tracing::info!(pool = %pool, volume = %volume, snapshots = snapshots.len(), "packed custom volume backup");
+        self.send_readonly(&out)
+    }
+
+    pub(crate) async fn custom_backup_unpack(
+        &self,
+        pool: &PoolName,
+        upload: &VolumeName,
+        volume: &VolumeName,
+        snapshots: &[VolumeName],
+    ) -> HelperResult<()> {
+        let dir = self.pool(pool)?;
+        let uploads = self.0.state.open_untrusted_dir("images")?;
+        // Refused at once when the pool's filesystem is already at its reserve.
+        let (_, by_reserve) = self.unpack_limits(&dir)?;
+        let kdir = dir.mkdir_all(&[VolumeKind::Custom.dir_name()], 0o711)?.0;
+        if kdir.exists(volume.as_str())? {
+            return Err(HelperError::AlreadyExists {
+                what: Self::volume_what(pool, VolumeKind::Custom, volume),
+            });
+        }
+        if Self::snapshots_dir(&dir, volume)?.is_some() {
+            return Err(HelperError::AlreadyExists {
+                what: format!("snapshots of custom volume {:?}", volume.as_str()),
+            });
+        }
+        let mut made_volume = false;
+        let r = async {
+            // The volume first, then each snapshot into its own new directory.
+            let mut parts: Vec<(Option<&VolumeName>, Vec<String>)> =
+                vec![(None, vec!["backup".into(), "volume".into()])];
+            for s in snapshots {
+                parts.push((
+                    Some(s),
+                    vec![
+                        "backup".into(),
+                        "volume-snapshots".into(),
+                        s.as_str().to_string(),
+                    ],
+                ));
+            }
+            for (snap, prefix) in parts {
+                let limits = self.unpack_limits(&dir)?.0;
+                let (parent, name, what) = match snap {
+                    None => (
+                        dir.open_dir(&[VolumeKind::Custom.dir_name()])?,
+                        volume.as_str().to_string(),
+                        Self::volume_what(pool, VolumeKind::Custom, volume),
+                    ),
+                    Some(s) => (
+                        self.snapshots_dir_made(&dir, volume)?,
+                        s.as_str().to_string(),
+                        Self::snapshot_what(pool, volume, s),
+                    ),
+                };
+                let target = self.new_volume(&dir, &parent, &name, &what)?;
+                if snap.is_none() {
+                    made_volume = true;
+                }
+                let input = crate::images::open_upload(&uploads, upload.as_str())?;
+                let root = target.fd();
+                crate::child::run("unpack custom backup", &[root], &[], move || {
+                    let s = silo_proto::image::open_tar_stream(
+                        std::fs::File::from(input),
+                        limits.max_bytes.saturating_mul(2).max(1 << 20),
+                    )?;
+                    silo_proto::image::extract::extract_tree_part(s, root, &prefix, &limits)
+                })
+                .await?
+                .map_err(|e: silo_proto::image::ImageError| {
+                    HelperError::invalid("backup", e.to_string())
+                })?;
+                if snap.is_some() && crate::btrfs::is_subvolume(target.fd()) {
+                    // As every custom volume snapshot here: read-only.
+                    crate::btrfs::set_readonly(target.fd(), true)?;
+                }
+            }
+            Ok::<(), HelperError>(())
+        }
+        .await
+        .map_err(|e| self.name_reserve(&dir, by_reserve, e));
+        if let Err(e) = r {
+            let _ = self.custom_snapshots_remove_all(&dir, volume);
+            if made_volume {
+                let _ = self.remove_volume(&kdir, volume.as_str());
+            }
+            tracing::warn!(pool = %pool, volume = %volume, error = %e, "refused custom volume backup");
+            return Err(e);
+        }
+        tracing::info!(pool = %pool, volume = %volume, snapshots = snapshots.len(), "unpacked custom volume backup");
+        Ok(())
+    }
+}

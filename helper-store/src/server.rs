@@ -864,6 +864,31 @@ impl Store for StoreServer {
             .await
     }
 
+    async fn pack_custom_backup(
+        self,
+        _: Context,
+        pool: PoolName,
+        volume: VolumeName,
+        snapshots: Vec<VolumeName>,
+        index_yaml: String,
+        compression: silo_proto::store::PackCompression,
+    ) -> HelperResult<silo_proto::fdpass::FdTicket> {
+        self.custom_backup_pack(&pool, &volume, &snapshots, index_yaml, compression)
+            .await
+    }
+
+    async fn unpack_custom_backup(
+        self,
+        _: Context,
+        pool: PoolName,
+        upload: VolumeName,
+        volume: VolumeName,
+        snapshots: Vec<VolumeName>,
+    ) -> HelperResult<()> {
+        self.custom_backup_unpack(&pool, &upload, &volume, &snapshots)
+            .await
+    }
+
     async fn set_volume_quota(
         self,
         _: Context,

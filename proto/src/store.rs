@@ -499,6 +499,27 @@ pub trait Store {
     /// enabled on the pool's filesystem and the volume's qgroup limited (referenced bytes);
     /// a dir pool's volume is refused (the host filesystem has no per-directory limit here).
     async fn set_volume_quota(pool: PoolName, volume: VolumeName, bytes: u64) -> HelperResult<()>;
+    /// Packs custom volume `volume` and its snapshots `snapshots` (oldest first) into a backup
+    /// tarball in LXD's custom volume layout (`backup/index.yaml`, `backup/volume/`,
+    /// `backup/volume-snapshots/<name>/`), in a child reading only those volumes; answers the
+    /// ticket of an fd of the unlinked file.
+    async fn pack_custom_backup(
+        pool: PoolName,
+        volume: VolumeName,
+        snapshots: Vec<VolumeName>,
+        index_yaml: String,
+        compression: PackCompression,
+    ) -> HelperResult<crate::fdpass::FdTicket>;
+    /// Unpacks custom volume backup `upload` (silod's upload directory) into NEW custom volume
+    /// `volume` and its snapshots `snapshots`, with every check an image gets (the policy's
+    /// size limits, members beneath each volume only) in children landlocked to each volume.
+    /// Snapshots are made read-only on btrfs. Nothing remains on failure.
+    async fn unpack_custom_backup(
+        pool: PoolName,
+        upload: VolumeName,
+        volume: VolumeName,
+        snapshots: Vec<VolumeName>,
+    ) -> HelperResult<()>;
     /// Rewrites the owners of everything in a received volume from the source's on-disk ids
     /// to the instance's own through `map` (empty: ids are already the instance's). Refuses an
     /// id the map does not cover or one outside the instance's 65536, naming the path; answers

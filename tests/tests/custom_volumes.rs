@@ -701,3 +701,324 @@ fn the_stock_lxc_client_manages_custom_volumes() {
     assert!(entries(&d.dir.join("storage-pools/default/custom")).is_empty());
     assert!(entries(&d.dir.join("storage-pools/default/custom-snapshots")).is_empty());
 }
+
+/// Members of a tarball (`tar -tf`, any compression tar sniffs).
+fn members(file: &Path) -> Vec<String> {
+    let o = Command::new("tar")
+        .arg("-tf")
+        .arg(file)
+        .output()
+        .expect("tar");
+    assert!(o.status.success(), "{}", show(&o));
+    String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .map(|l| l.trim_start_matches("./").trim_end_matches('/').to_string())
+        .collect()
+}
+
+fn member_text(file: &Path, member: &str) -> String {
+    let o = Command::new("tar")
+        .arg("-xOf")
+        .arg(file)
+        .arg(member)
+        .output()
+        .expect("tar");
+    assert!(o.status.success(), "{}", show(&o));
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+#[test]
+fn export_and_import_in_lxds_custom_volume_layout() {
+    let d = TestDaemon::start("cv-backup");
+    let work = tempfile::tempdir().expect("tmp");
+    d.api_ok(
+        "POST",
+        &format!("{VOLS}/default/volumes/custom"),
+        Some(json!({"name": "ev", "description": "exported", "config": {"user.k": "v"}})),
+    );
+    write_file(&host_vol(&d, "default", "ev").join("f"), "one");
+    std::fs::create_dir(host_vol(&d, "default", "ev").join("sub")).expect("mkdir");
+    write_file(&host_vol(&d, "default", "ev").join("sub/g"), "deep");
+    d.api_ok(
+        "POST",
+        &format!("{}/snapshots", vol_url("default", "ev")),
+        Some(json!({"name": "s0"})),
+    );
+    write_file(&host_vol(&d, "default", "ev").join("f"), "two");
+    let file = work.path().join("ev.tar.gz");
+    let out = ok(d.silo(&[
+        "storage",
+        "volume",
+        "export",
+        "default",
+        "ev",
+        &file.to_string_lossy(),
+    ]));
+    assert_eq!(out, "Backup exported successfully!\n");
+    // LXD 5.0's layout, and the server's copy removed after the download.
+    let m = members(&file);
+    for want in [
+        "backup/index.yaml",
+        "backup/volume/f",
+        "backup/volume/sub/g",
+        "backup/volume-snapshots/s0/f",
+    ] {
+        assert!(m.iter().any(|x| x == want), "{want} not in {m:?}");
+    }
+    assert_eq!(member_text(&file, "backup/volume/f"), "two");
+    assert_eq!(member_text(&file, "backup/volume-snapshots/s0/f"), "one");
+    let index = member_text(&file, "backup/index.yaml");
+    for want in [
+        "name: ev",
+        "backend: dir",
+        "pool: default",
+        "type: custom",
+        "- s0",
+        "user.k: v",
+        "volume_snapshots:",
+    ] {
+        assert!(index.contains(want), "{want:?} not in index.yaml:\n{index}");
+    }
+    let b = d.api_ok(
+        "GET",
+        &format!("{}/backups", vol_url("default", "ev")),
+        None,
+    );
+    assert_eq!(b, json!([]));
+    // Imported into a btrfs pool under a new name: contents, snapshot (read-only there),
+    // config and description.
+    btrfs_pool(&d, "bt");
+    ok(d.silo(&[
+        "storage",
+        "volume",
+        "import",
+        "bt",
+        &file.to_string_lossy(),
+        "ev2",
+    ]));
+    assert_eq!(
+        std::fs::read_to_string(host_vol(&d, "bt", "ev2").join("f")).expect("f"),
+        "two"
+    );
+    assert_eq!(
+        std::fs::read_to_string(host_vol(&d, "bt", "ev2").join("sub/g")).expect("g"),
+        "deep"
+    );
+    let snap = host_snap(&d, "bt", "ev2", "s0");
+    assert_eq!(
+        std::fs::read_to_string(snap.join("f")).expect("snap f"),
+        "one"
+    );
+    assert!(
+        std::fs::write(snap.join("new"), "x").is_err(),
+        "read-only snapshot"
+    );
+    let v = d.api_ok("GET", &vol_url("bt", "ev2"), None);
+    assert_eq!(v["config"], json!({"user.k": "v"}), "{v}");
+    assert_eq!(v["description"], "exported");
+    let s = d.api_ok("GET", &format!("{}/snapshots", vol_url("bt", "ev2")), None);
+    assert_eq!(s, json!([format!("{}/snapshots/s0", vol_url("bt", "ev2"))]));
+    // The name taken: refused, and the existing volume is untouched.
+    let o = d.silo(&[
+        "storage",
+        "volume",
+        "import",
+        "bt",
+        &file.to_string_lossy(),
+        "ev2",
+    ]);
+    assert!(
+        !o.status.success() && show(&o).contains("already exists"),
+        "{}",
+        show(&o)
+    );
+    assert!(host_vol(&d, "bt", "ev2").join("f").is_file());
+    // Backups through the API: list, get, export, delete; --volume-only has no snapshots.
+    d.api_ok(
+        "POST",
+        &format!("{}/backups", vol_url("default", "ev")),
+        Some(json!({"name": "b1", "volume_only": true, "compression_algorithm": "none"})),
+    );
+    let b1 = d.api_ok(
+        "GET",
+        &format!("{}/backups/b1", vol_url("default", "ev")),
+        None,
+    );
+    assert_eq!(b1["volume_only"], true, "{b1}");
+    let (c, raw) = d.api_raw(
+        "GET",
+        &format!("{}/backups/b1/export", vol_url("default", "ev")),
+    );
+    assert_eq!(c, 200);
+    let plain = work.path().join("b1.tar");
+    std::fs::write(&plain, raw).expect("write");
+    let m = members(&plain);
+    assert!(m.iter().any(|x| x == "backup/volume/f"), "{m:?}");
+    assert!(
+        !m.iter().any(|x| x.starts_with("backup/volume-snapshots")),
+        "{m:?}"
+    );
+    refused(
+        &d,
+        "POST",
+        &format!("{}/backups", vol_url("default", "ev")),
+        json!({"name": "b1"}),
+        409,
+        "already exists",
+    );
+    refused(
+        &d,
+        "POST",
+        &format!("{}/backups", vol_url("default", "ev")),
+        json!({"name": "b2", "optimized_storage": true}),
+        400,
+        "optimized",
+    );
+    // A volume's delete takes its backups (files and records).
+    let bdir = d.dir.join("volume-backups/default/ev");
+    assert!(bdir.join("b1").is_file());
+    d.api_ok("DELETE", &vol_url("default", "ev"), None);
+    assert!(!bdir.exists());
+    d.api_ok("DELETE", &vol_url("bt", "ev2"), None);
+    d.api_ok("DELETE", &format!("{VOLS}/bt"), None);
+}
+
+#[test]
+fn hostile_volume_backups_are_refused_and_leave_nothing() {
+    use silo_tests::corpus::Tar;
+    let d = TestDaemon::start("cv-hostile");
+    let work = tempfile::tempdir().expect("tmp");
+    let index = "name: hv\nbackend: dir\npool: default\ntype: custom\nsnapshots: [s0]\n\
+                 optimized: false\noptimized_header: false\n";
+    let cases: Vec<(&str, Vec<u8>, &str)> = vec![
+        (
+            "escape by dot-dot",
+            {
+                let mut t = Tar::new();
+                t.file("backup/index.yaml", 0o644, index.as_bytes())
+                    .file("backup/volume/ok", 0o644, b"x")
+                    .file("backup/volume/../../../../escaped", 0o644, b"x")
+                    .file("backup/volume-snapshots/s0/f", 0o644, b"x");
+                t.finish()
+            },
+            "",
+        ),
+        (
+            "escape through a symlink",
+            {
+                let mut t = Tar::new();
+                t.file("backup/index.yaml", 0o644, index.as_bytes())
+                    .symlink("backup/volume/link", "/tmp")
+                    .file("backup/volume/link/escaped", 0o644, b"x")
+                    .file("backup/volume-snapshots/s0/f", 0o644, b"x");
+                t.finish()
+            },
+            "",
+        ),
+        (
+            "an instance backup",
+            {
+                let mut t = Tar::new();
+                t.file(
+                    "backup/index.yaml",
+                    0o644,
+                    b"name: c1\nbackend: dir\npool: default\ntype: container\n",
+                );
+                t.finish()
+            },
+            "not a custom volume",
+        ),
+        (
+            "a bad snapshot name",
+            {
+                let mut t = Tar::new();
+                t.file(
+                    "backup/index.yaml",
+                    0o644,
+                    b"name: hv\ntype: custom\nsnapshots: [\"../x\"]\n",
+                );
+                t.finish()
+            },
+            "snapshot name",
+        ),
+        (
+            "an unknown config key",
+            {
+                let mut t = Tar::new();
+                t.file(
+                    "backup/index.yaml",
+                    0o644,
+                    b"name: hv\ntype: custom\nconfig:\n  volume:\n    config:\n      bogus: x\n",
+                );
+                t.finish()
+            },
+            "\"bogus\"",
+        ),
+    ];
+    for (what, bytes, want) in cases {
+        let f = work.path().join("h.tar");
+        std::fs::write(&f, &bytes).expect("write");
+        let o = d.silo(&[
+            "storage",
+            "volume",
+            "import",
+            "default",
+            &f.to_string_lossy(),
+        ]);
+        assert!(!o.status.success(), "{what}: imported");
+        assert!(show(&o).contains(want), "{what}: {}", show(&o));
+        let top = d.dir.join("storage-pools/default");
+        assert!(
+            entries(&top.join("custom")).is_empty(),
+            "{what}: {:?}",
+            entries(&top.join("custom"))
+        );
+        assert!(
+            entries(&top.join("custom-snapshots")).is_empty(),
+            "{what}: {:?}",
+            entries(&top.join("custom-snapshots"))
+        );
+        let list = d.api_ok("GET", &format!("{VOLS}/default/volumes/custom"), None);
+        assert_eq!(list, json!([]), "{what}");
+    }
+    assert!(!Path::new("/tmp/escaped").exists());
+}
+
+#[test]
+fn the_stock_lxc_client_exports_and_imports_custom_volumes() {
+    let d = TestDaemon::start("cv-lxc-backup");
+    let work = tempfile::tempdir().expect("tmp");
+    ok(d.lxc(&["storage", "volume", "create", "default", "xv"]));
+    write_file(&host_vol(&d, "default", "xv").join("f"), "lxc");
+    ok(d.lxc(&["storage", "volume", "snapshot", "default", "xv", "s0"]));
+    let file = work.path().join("xv.tar.gz");
+    ok(d.lxc(&[
+        "storage",
+        "volume",
+        "export",
+        "default",
+        "xv",
+        &file.to_string_lossy(),
+    ]));
+    assert!(members(&file)
+        .iter()
+        .any(|m| m == "backup/volume-snapshots/s0/f"));
+    ok(d.lxc(&[
+        "storage",
+        "volume",
+        "import",
+        "default",
+        &file.to_string_lossy(),
+        "xv2",
+    ]));
+    assert_eq!(
+        std::fs::read_to_string(host_vol(&d, "default", "xv2").join("f")).expect("f"),
+        "lxc"
+    );
+    assert!(host_snap(&d, "default", "xv2", "s0").join("f").is_file());
+    let info = ok(d.lxc(&["storage", "volume", "info", "default", "xv2"]));
+    assert!(info.contains("s0"), "{info}");
+    for v in ["xv", "xv2"] {
+        ok(d.lxc(&["storage", "volume", "delete", "default", v]));
+    }
+}

@@ -49,6 +49,8 @@ pub const API_EXTENSIONS: &[&str] = &[
     "storage_api_volume_snapshots",
     "custom_volume_snapshot_expiry",
     "storage_volume_state",
+    // Custom volume backups: create/list/export/delete, import with X-LXD-name.
+    "custom_volume_backup",
     // `environment.os_name` / `os_version` in GET /1.0.
     "api_os",
     // `location` on events.
@@ -207,11 +209,15 @@ pub fn router(d: Arc<Services>) -> Router {
         )
         .route(
             "/1.0/storage-pools/{name}/volumes",
-            get(storage::volumes).post(storage::volume_create),
+            get(storage::volumes)
+                .post(storage::volume_create)
+                .layer(DefaultBodyLimit::disable()),
         )
         .route(
             "/1.0/storage-pools/{name}/volumes/{type}",
-            get(storage::volumes_of).post(vol_create_typed),
+            get(storage::volumes_of)
+                .post(vol_create_typed)
+                .layer(DefaultBodyLimit::disable()),
         )
         .route(
             "/1.0/storage-pools/{name}/volumes/{type}/{vol}",
@@ -228,6 +234,18 @@ pub fn router(d: Arc<Services>) -> Router {
         .route(
             "/1.0/storage-pools/{name}/volumes/{type}/{vol}/snapshots",
             get(storage::snapshots).post(storage::snapshot_create),
+        )
+        .route(
+            "/1.0/storage-pools/{name}/volumes/{type}/{vol}/backups",
+            get(storage::backups).post(storage::backup_create),
+        )
+        .route(
+            "/1.0/storage-pools/{name}/volumes/{type}/{vol}/backups/{backup}",
+            get(storage::backup_get).delete(storage::backup_delete),
+        )
+        .route(
+            "/1.0/storage-pools/{name}/volumes/{type}/{vol}/backups/{backup}/export",
+            get(storage::backup_export),
         )
         .route(
             "/1.0/storage-pools/{name}/volumes/{type}/{vol}/snapshots/{snap}",
@@ -326,14 +344,14 @@ fn instance_routes(base: &str) -> Router<Arc<Services>> {
 async fn vol_create_typed(
     state: axum::extract::State<Arc<Services>>,
     axum::extract::Path((pool, t)): axum::extract::Path<(String, String)>,
-    body: axum::body::Bytes,
+    req: Request,
 ) -> response::ApiResult {
     if t != "custom" {
         return Err(DomainError::BadRequest(format!(
             "only custom volumes can be created directly, not {t:?}"
         )));
     }
-    storage::volume_create(state, axum::extract::Path(pool), body).await
+    storage::volume_create(state, axum::extract::Path(pool), req).await
 }
 
 /// `?recursion=` and `?filter=` on listings.

@@ -337,6 +337,17 @@ pub fn volume_snapshot(
     }
 }
 
+/// A custom volume's backup.
+pub fn volume_backup(b: &crate::model::backup::VolumeBackup) -> silo_api::StoragePoolVolumeBackup {
+    silo_api::StoragePoolVolumeBackup {
+        name: b.name.clone(),
+        created_at: b.created_at.clone(),
+        expires_at: or_zero_time(&b.expires_at, silo_api::ZERO_TIME),
+        volume_only: b.volume_only,
+        optimized_storage: false,
+    }
+}
+
 /// An image alias.
 pub fn alias(a: &Alias) -> silo_api::ImageAliasesEntry {
     silo_api::ImageAliasesEntry {

@@ -14,6 +14,7 @@ use super::ListQuery;
 
 use crate::service::custom_volumes;
 use crate::service::storage;
+use crate::service::volume_backups;
 use crate::service::Services;
 
 /// `GET /1.0/storage-pools`.
@@ -255,9 +256,20 @@ pub struct VolumePost {
 pub async fn volume_create(
     State(d): State<Arc<Services>>,
     Path(pool): Path<String>,
-    body: axum::body::Bytes,
+    req: axum::extract::Request,
 ) -> ApiResult {
     storage::get(&d.db, &pool)?;
+    let octets = req
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|t| t.starts_with("application/octet-stream"));
+    if octets {
+        return backup_import(d, pool, req).await;
+    }
+    let body = axum::body::to_bytes(req.into_body(), 4 << 20)
+        .await
+        .map_err(|e| DomainError::BadRequest(format!("reading the request: {e}")))?;
     let v: VolumePost = super::lenient::from_slice(&body)
         .map_err(|e| DomainError::BadRequest(format!("invalid request body: {e}")))?;
     if !v.kind.is_empty() && v.kind != "custom" {
@@ -685,6 +697,178 @@ pub async fn snapshot_delete(
             custom_volumes::delete_snapshot(&c, &pool, &name, &snap)
                 .await
                 .map(|()| Value::Null)
+        },
+    );
+    Ok(async_op(&op))
+}
+
+fn backup_resources(pool: &str, name: &str, backup: &str) -> BTreeMap<String, Vec<String>> {
+    let mut r = snapshot_resources(pool, name);
+    // lxc storage volume export (5.0) reads the backup's bare name from here.
+    r.insert("backups".to_string(), vec![backup.to_string()]);
+    r
+}
+
+/// `GET /1.0/storage-pools/{pool}/volumes/custom/{name}/backups`.
+pub async fn backups(
+    State(d): State<Arc<Services>>,
+    Path((pool, t, name)): Path<(String, String, String)>,
+    Query(q): Query<ListQuery>,
+) -> ApiResult {
+    storage::get(&d.db, &pool)?;
+    custom_only(&t)?;
+    let all = volume_backups::list(&d.db, &pool, &name)?;
+    if q.recursive() {
+        Ok(sync(
+            all.iter().map(render::volume_backup).collect::<Vec<_>>(),
+        ))
+    } else {
+        Ok(sync(
+            all.iter()
+                .map(|b| volume_backups::backup_url(&pool, &name, &b.name))
+                .collect::<Vec<_>>(),
+        ))
+    }
+}
+
+/// `POST /1.0/storage-pools/{pool}/volumes/custom/{name}/backups` (async).
+pub async fn backup_create(
+    State(d): State<Arc<Services>>,
+    Path((pool, t, name)): Path<(String, String, String)>,
+    body: axum::body::Bytes,
+) -> ApiResult {
+    storage::get(&d.db, &pool)?;
+    custom_only(&t)?;
+    let p: silo_api::StoragePoolVolumeBackupsPost = super::lenient::from_slice(&body)
+        .map_err(|e| DomainError::BadRequest(format!("invalid request body: {e}")))?;
+    let bname = if p.name.is_empty() {
+        volume_backups::next_name(&d.db, &pool, &name)?
+    } else {
+        p.name.clone()
+    };
+    let expires = crate::service::events::parse_expiry_time(&p.expires_at)
+        .map_err(DomainError::BadRequest)?;
+    volume_backups::check(
+        &d.db,
+        &pool,
+        &name,
+        &bname,
+        &p.compression_algorithm,
+        p.optimized_storage,
+    )?;
+    let c = Services::clone(&d);
+    let res = backup_resources(&pool, &name, &bname);
+    let op = d.ops.start(
+        "task",
+        "Backing up storage volume",
+        res,
+        false,
+        move |_ctx| async move {
+            volume_backups::create(
+                &c,
+                &pool,
+                &name,
+                volume_backups::NewBackup {
+                    name: bname,
+                    volume_only: p.volume_only,
+                    expires_at: expires.unwrap_or_default(),
+                    compression: p.compression_algorithm,
+                },
+            )
+            .await
+            .map(|()| Value::Null)
+        },
+    );
+    Ok(async_op(&op))
+}
+
+/// `GET /1.0/storage-pools/{pool}/volumes/custom/{name}/backups/{backup}`.
+pub async fn backup_get(
+    State(d): State<Arc<Services>>,
+    Path((pool, t, name, b)): Path<(String, String, String, String)>,
+) -> ApiResult {
+    storage::get(&d.db, &pool)?;
+    custom_only(&t)?;
+    Ok(sync(render::volume_backup(&volume_backups::get(
+        &d.db, &pool, &name, &b,
+    )?)))
+}
+
+/// `DELETE /1.0/storage-pools/{pool}/volumes/custom/{name}/backups/{backup}` (async).
+pub async fn backup_delete(
+    State(d): State<Arc<Services>>,
+    Path((pool, t, name, b)): Path<(String, String, String, String)>,
+) -> ApiResult {
+    storage::get(&d.db, &pool)?;
+    custom_only(&t)?;
+    volume_backups::get(&d.db, &pool, &name, &b)?;
+    let c = Services::clone(&d);
+    let res = backup_resources(&pool, &name, &b);
+    let op =
+        d.ops.start(
+            "task",
+            "Removing storage volume backup",
+            res,
+            false,
+            move |_ctx| async move {
+                volume_backups::delete(&c, &pool, &name, &b).map(|()| Value::Null)
+            },
+        );
+    Ok(async_op(&op))
+}
+
+/// `GET /1.0/storage-pools/{pool}/volumes/custom/{name}/backups/{backup}/export`.
+pub async fn backup_export(
+    State(d): State<Arc<Services>>,
+    Path((pool, t, name, b)): Path<(String, String, String, String)>,
+) -> Result<axum::response::Response, DomainError> {
+    use axum::http::{header, HeaderValue, StatusCode};
+    use axum::response::IntoResponse;
+    storage::get(&d.db, &pool)?;
+    custom_only(&t)?;
+    let p = volume_backups::file(&d, &pool, &name, &b)?;
+    let (body, len) = super::images::file_body(p)?;
+    let mut r = (StatusCode::OK, body).into_response();
+    let h = r.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+    Ok(r)
+}
+
+/// `POST /1.0/storage-pools/{pool}/volumes/custom` with an `application/octet-stream` body:
+/// a custom volume backup to import (`X-LXD-name` optional).
+async fn backup_import(d: Arc<Services>, pool: String, req: axum::extract::Request) -> ApiResult {
+    use futures::StreamExt;
+    let name = req
+        .headers()
+        .get("x-lxd-name")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let stream = req
+        .into_body()
+        .into_data_stream()
+        .map(|r| r.map_err(|e| e.to_string()));
+    let (path, _, _) = super::images::receive_stream(&d, Box::pin(stream)).await?;
+    let c = Services::clone(&d);
+    let mut res = BTreeMap::new();
+    if let Some(n) = &name {
+        res.insert(
+            "storage_volumes".to_string(),
+            vec![silo_api::paths::storage_volume(&pool, "custom", n)],
+        );
+    }
+    let op = d.ops.start(
+        "task",
+        "Importing custom volume from backup",
+        res,
+        false,
+        move |_ctx| async move {
+            let r = volume_backups::import(&c, &path, &pool, name).await;
+            let _ = std::fs::remove_file(&path);
+            r.map(|n| json!({"name": n}))
         },
     );
     Ok(async_op(&op))

@@ -28,6 +28,7 @@ pub mod storage;
 #[cfg(test)]
 mod tests;
 pub mod trust;
+pub mod volume_backups;
 
 use std::path::PathBuf;
 use std::time::Instant;

@@ -413,6 +413,7 @@ pub async fn delete_custom_volume(c: &Services, pool: &str, name: &str) -> Resul
         Err(e) => return Err(e.into()),
     }
     crate::store::pools::delete_custom_volume(&c.db, pool, name)?;
+    crate::service::volume_backups::delete_all(&c.state_dir, pool, name);
     Ok(())
 }
 
@@ -669,6 +670,7 @@ pub async fn move_custom_volume(
         let _ = crate::store::pools::rename_custom_volume(&c.db, pool, to, name);
         return Err(e.into());
     }
+    crate::service::volume_backups::rename_all(&c.state_dir, pool, name, pool, to);
     crate::service::custom_volumes::update_users(&c.db, pool, name, pool, to)?;
     Ok(())
 }

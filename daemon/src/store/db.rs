@@ -148,6 +148,18 @@ const MIGRATIONS: &[&str] = &[
         FOREIGN KEY (pool, volume) REFERENCES custom_volumes(pool, name)
             ON DELETE CASCADE ON UPDATE CASCADE
      );",
+    // 10: custom volumes' backups (tarballs under <state>/volume-backups/<pool>/<volume>/).
+    "CREATE TABLE custom_volume_backups (
+        pool TEXT NOT NULL,
+        volume TEXT NOT NULL,
+        name TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        expires_at TEXT NOT NULL DEFAULT '',
+        volume_only INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY (pool, volume, name),
+        FOREIGN KEY (pool, volume) REFERENCES custom_volumes(pool, name)
+            ON DELETE CASCADE ON UPDATE CASCADE
+     );",
 ];
 
 /// The error this module had before the store had its own; kept so older call sites read.
