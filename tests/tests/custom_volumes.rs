@@ -1022,3 +1022,77 @@ fn the_stock_lxc_client_exports_and_imports_custom_volumes() {
         ok(d.lxc(&["storage", "volume", "delete", "default", v]));
     }
 }
+
+#[test]
+fn volume_backups_cross_between_silo_and_lxd() {
+    let l = silo_tests::lxd::TestLxd::start("cv-interop");
+    let d = TestDaemon::start("cv-interop");
+    let work = tempfile::tempdir().expect("tmp");
+    // LXD → silo.
+    ok(l.lxc(&[
+        "storage", "volume", "create", "default", "fromlxd", "user.a=1",
+    ]));
+    let lvol = l.dir.join("storage-pools/default/custom/default_fromlxd");
+    write_file(&lvol.join("f"), "lxd-one");
+    ok(l.lxc(&["storage", "volume", "snapshot", "default", "fromlxd", "s0"]));
+    write_file(&lvol.join("f"), "lxd-two");
+    let a = work.path().join("fromlxd.tar.gz");
+    ok(l.lxc(&[
+        "storage",
+        "volume",
+        "export",
+        "default",
+        "fromlxd",
+        &a.to_string_lossy(),
+    ]));
+    ok(d.silo(&[
+        "storage",
+        "volume",
+        "import",
+        "default",
+        &a.to_string_lossy(),
+    ]));
+    assert_eq!(
+        std::fs::read_to_string(host_vol(&d, "default", "fromlxd").join("f")).expect("f"),
+        "lxd-two"
+    );
+    assert_eq!(
+        std::fs::read_to_string(host_snap(&d, "default", "fromlxd", "s0").join("f"))
+            .expect("snap f"),
+        "lxd-one"
+    );
+    let v = d.api_ok("GET", &vol_url("default", "fromlxd"), None);
+    assert_eq!(v["config"], json!({"user.a": "1"}), "{v}");
+    // silo → LXD.
+    let b = work.path().join("fromsilo.tar.gz");
+    ok(d.silo(&[
+        "storage",
+        "volume",
+        "export",
+        "default",
+        "fromlxd",
+        &b.to_string_lossy(),
+    ]));
+    ok(l.lxc(&[
+        "storage",
+        "volume",
+        "import",
+        "default",
+        &b.to_string_lossy(),
+        "fromsilo",
+    ]));
+    let back = l.dir.join("storage-pools/default/custom/default_fromsilo");
+    assert_eq!(
+        std::fs::read_to_string(back.join("f")).expect("f"),
+        "lxd-two"
+    );
+    let snap = l
+        .dir
+        .join("storage-pools/default/custom-snapshots/default_fromsilo/s0");
+    assert_eq!(
+        std::fs::read_to_string(snap.join("f")).expect("snap f"),
+        "lxd-one"
+    );
+    let info = ok(l.lxc(&["storage", "volume", "show", "default", "fromsilo"]));
+    assert!(info.contains("user.a: \"1\""), "{info}");
+}

@@ -175,7 +175,12 @@ fn index_of(
             config: s.config.clone(),
             content_type: "filesystem".into(),
             created_at: s.created_at.clone(),
-            expires_at: (!s.expires_at.is_empty()).then(|| s.expires_at.clone()),
+            // Always a time, Go's zero for never: LXD's import dereferences it.
+            expires_at: Some(if s.expires_at.is_empty() {
+                silo_api::ZERO_TIME.to_string()
+            } else {
+                s.expires_at.clone()
+            }),
         })
         .collect();
     Ok(Index {
