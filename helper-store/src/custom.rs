@@ -91,6 +91,24 @@ impl StoreServer {
         Ok(())
     }
 
+    /// Opens snapshot `snapshot` of `volume` (root-owned, no symlink on the way).
+    pub(crate) fn custom_snapshot_dir(
+        &self,
+        pool: &PoolName,
+        volume: &VolumeName,
+        snapshot: &VolumeName,
+    ) -> HelperResult<Root> {
+        let dir = self.pool(pool)?;
+        let what = Self::snapshot_what(pool, volume, snapshot);
+        let Some(sdir) = Self::snapshots_dir(&dir, volume)? else {
+            return Err(HelperError::NotFound { what });
+        };
+        if !sdir.exists(snapshot.as_str())? {
+            return Err(HelperError::NotFound { what });
+        }
+        sdir.open_dir(&[snapshot.as_str()])
+    }
+
     pub(crate) fn custom_snapshot_remove(
         &self,
         pool: &PoolName,

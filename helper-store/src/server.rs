@@ -889,6 +889,39 @@ impl Store for StoreServer {
             .await
     }
 
+    async fn rsync_send_custom_snapshot(
+        self,
+        _: Context,
+        pool: PoolName,
+        volume: VolumeName,
+        snapshot: VolumeName,
+        features: silo_proto::store::RsyncFeatures,
+    ) -> HelperResult<silo_proto::store::RsyncSession> {
+        let snap = self.custom_snapshot_dir(&pool, &volume, &snapshot)?;
+        let what = format!(
+            "snapshot {:?} of custom volume {:?} in pool {:?}",
+            snapshot.as_str(),
+            volume.as_str(),
+            pool.as_str()
+        );
+        let fd = snap
+            .fd()
+            .try_clone_to_owned()
+            .map_err(|e| HelperError::io("dup", &what, e))?;
+        let (id, transport) = self
+            .0
+            .rsync
+            .start(silo_proto::store::RsyncRole::Send, features, fd, what, None)
+            .await?;
+        match self.send_fd(&transport) {
+            Ok(ticket) => Ok(silo_proto::store::RsyncSession { id, fd: ticket }),
+            Err(e) => {
+                let _ = self.0.rsync.abort(id).await;
+                Err(e)
+            }
+        }
+    }
+
     async fn set_volume_quota(
         self,
         _: Context,

@@ -228,6 +228,9 @@ pub struct RsyncFeatures {
     pub delete: bool,
     /// `--compress --compress-level=2`.
     pub compress: bool,
+    /// `--checksum`: files compared by content, not size and time (LXD's local copies between
+    /// pools, where a later pass updates what an earlier one wrote; never in a migration).
+    pub checksum: bool,
 }
 
 /// Which end of an rsync transfer silo-store runs.
@@ -520,6 +523,15 @@ pub trait Store {
         volume: VolumeName,
         snapshots: Vec<VolumeName>,
     ) -> HelperResult<()>;
+    /// Starts rsync's sender on snapshot `snapshot` of custom volume `volume`, as
+    /// `rsync_start` does for a volume (read only, confined to the snapshot): how a custom
+    /// volume's snapshots are copied to another pool.
+    async fn rsync_send_custom_snapshot(
+        pool: PoolName,
+        volume: VolumeName,
+        snapshot: VolumeName,
+        features: RsyncFeatures,
+    ) -> HelperResult<RsyncSession>;
     /// Rewrites the owners of everything in a received volume from the source's on-disk ids
     /// to the instance's own through `map` (empty: ids are already the instance's). Refuses an
     /// id the map does not cover or one outside the instance's 65536, naming the path; answers

@@ -1096,3 +1096,66 @@ fn volume_backups_cross_between_silo_and_lxd() {
     let info = ok(l.lxc(&["storage", "volume", "show", "default", "fromsilo"]));
     assert!(info.contains("user.a: \"1\""), "{info}");
 }
+
+#[test]
+fn snapshots_go_with_copies_and_moves_between_pools() {
+    let d = TestDaemon::start("cv-xpool");
+    btrfs_pool(&d, "bt");
+    d.api_ok(
+        "POST",
+        &format!("{VOLS}/default/volumes/custom"),
+        Some(json!({"name": "xv", "config": {"user.k": "v"}})),
+    );
+    let f = host_vol(&d, "default", "xv").join("f");
+    let snaps = format!("{}/snapshots", vol_url("default", "xv"));
+    for (snap, text, extra) in [("s0", "zero", true), ("s1", "one", false)] {
+        write_file(&f, text);
+        let g = host_vol(&d, "default", "xv").join("only-in-s0");
+        if extra {
+            write_file(&g, "x");
+        } else {
+            std::fs::remove_file(&g).expect("rm");
+        }
+        d.api_ok("POST", &snaps, Some(json!({"name": snap})));
+    }
+    write_file(&f, "now");
+    // Copy to the btrfs pool: every snapshot as it was (read-only there), then the volume.
+    d.api_ok(
+        "POST",
+        &format!("{VOLS}/bt/volumes/custom"),
+        Some(json!({"name": "xc", "source": {"type": "copy", "name": "xv", "pool": "default"}})),
+    );
+    let read = |p: PathBuf| std::fs::read_to_string(p).expect("read");
+    assert_eq!(read(host_vol(&d, "bt", "xc").join("f")), "now");
+    assert!(!host_vol(&d, "bt", "xc").join("only-in-s0").exists());
+    assert_eq!(read(host_snap(&d, "bt", "xc", "s0").join("f")), "zero");
+    assert!(host_snap(&d, "bt", "xc", "s0").join("only-in-s0").is_file());
+    assert_eq!(read(host_snap(&d, "bt", "xc", "s1").join("f")), "one");
+    assert!(!host_snap(&d, "bt", "xc", "s1").join("only-in-s0").exists());
+    assert!(std::fs::write(host_snap(&d, "bt", "xc", "s1").join("new"), "x").is_err());
+    let list = d.api_ok("GET", &format!("{}/snapshots", vol_url("bt", "xc")), None);
+    assert_eq!(list.as_array().map(Vec::len), Some(2), "{list}");
+    let v = d.api_ok("GET", &vol_url("bt", "xc"), None);
+    assert_eq!(v["config"], json!({"user.k": "v"}), "{v}");
+    // Move back to the dir pool under another name: snapshots and records follow, the
+    // source goes.
+    d.api_ok(
+        "POST",
+        &vol_url("bt", "xc"),
+        Some(json!({"name": "xm", "pool": "default"})),
+    );
+    assert!(!host_vol(&d, "bt", "xc").exists());
+    assert!(entries(&d.dir.join("storage-pools/bt/custom-snapshots")).is_empty());
+    assert_eq!(read(host_snap(&d, "default", "xm", "s0").join("f")), "zero");
+    assert_eq!(read(host_vol(&d, "default", "xm").join("f")), "now");
+    let list = d.api_ok(
+        "GET",
+        &format!("{}/snapshots", vol_url("default", "xm")),
+        None,
+    );
+    assert_eq!(list.as_array().map(Vec::len), Some(2), "{list}");
+    for v in ["xv", "xm"] {
+        d.api_ok("DELETE", &vol_url("default", v), None);
+    }
+    d.api_ok("DELETE", &format!("{VOLS}/bt"), None);
+}

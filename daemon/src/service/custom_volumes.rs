@@ -433,6 +433,27 @@ pub async fn copy_snapshots(
     Ok(())
 }
 
+/// Records copies of `src`'s snapshots as `dst`'s (their volumes made already).
+pub fn record_snapshot_copies(
+    db: &Db,
+    src_pool: &str,
+    src: &str,
+    pool: &str,
+    dst: &str,
+) -> Result<(), DomainError> {
+    for s in crate::store::volume_snapshots::of_volume(db, src_pool, src)? {
+        crate::store::volume_snapshots::insert(
+            db,
+            &VolumeSnapshot {
+                pool: pool.into(),
+                volume: dst.into(),
+                ..s
+            },
+        )?;
+    }
+    Ok(())
+}
+
 /// Deletes custom volume snapshots whose `expires_at` has passed (silod's housekeeping).
 pub async fn expire(c: &Services) {
     let now = crate::service::events::now_rfc3339();

@@ -428,16 +428,49 @@ pub async fn copy_across_pools(
     src: VolumeRef<'_>,
     dst: VolumeRef<'_>,
 ) -> Result<(), DomainError> {
-    use silo_proto::store::{RsyncFeatures, RsyncRole};
+    use silo_proto::store::RsyncFeatures;
     let features = RsyncFeatures {
         xattrs: true,
         delete: false,
         compress: false,
+        checksum: false,
     };
     helpers
         .store
         .create_volume(dst.0.clone(), dst.1, dst.2.clone())
         .await?;
+    let copied = rsync_into(helpers, RsyncSource::Volume(src), dst, features).await;
+    if copied.is_err() {
+        let _ = helpers
+            .store
+            .delete_volume(dst.0.clone(), dst.1, dst.2.clone())
+            .await;
+    }
+    copied
+}
+
+/// What an rsync copy between pools reads.
+#[derive(Debug, Clone, Copy)]
+pub enum RsyncSource<'a> {
+    /// A volume.
+    Volume(VolumeRef<'a>),
+    /// A custom volume's snapshot: (pool, volume, snapshot).
+    CustomSnapshot(&'a PoolName, &'a VolumeName, &'a VolumeName),
+}
+
+/// Copies `src` into the existing volume `dst` with two confined rsyncs whose sockets silod
+/// joins; with `features.delete`, what `dst` holds and `src` lacks goes.
+async fn rsync_into(
+    helpers: &Helpers,
+    src: RsyncSource<'_>,
+    dst: VolumeRef<'_>,
+    features: silo_proto::store::RsyncFeatures,
+) -> Result<(), DomainError> {
+    use silo_proto::store::RsyncRole;
+    let shown = match src {
+        RsyncSource::Volume(v) => v.2.to_string(),
+        RsyncSource::CustomSnapshot(_, v, s) => format!("{v}/{s}"),
+    };
     let copied = async {
         let recv = helpers
             .store
@@ -449,17 +482,27 @@ pub async fn copy_across_pools(
                 features,
             )
             .await?;
-        let send = match helpers
-            .store
-            .rsync_start(
-                src.0.clone(),
-                src.1,
-                src.2.clone(),
-                RsyncRole::Send,
-                features,
-            )
-            .await
-        {
+        let sent = match src {
+            RsyncSource::Volume(src) => {
+                helpers
+                    .store
+                    .rsync_start(
+                        src.0.clone(),
+                        src.1,
+                        src.2.clone(),
+                        RsyncRole::Send,
+                        features,
+                    )
+                    .await
+            }
+            RsyncSource::CustomSnapshot(p, v, snap) => {
+                helpers
+                    .store
+                    .rsync_send_custom_snapshot(p.clone(), v.clone(), snap.clone(), features)
+                    .await
+            }
+        };
+        let send = match sent {
             Ok(s) => s,
             Err(e) => {
                 let _ = helpers.store.rsync_abort(recv.id).await;
@@ -487,8 +530,8 @@ pub async fn copy_across_pools(
             j = &mut joined => match j {
                 Ok(()) => waits.await,
                 Err(e) => Err(DomainError::Internal(format!(
-                    "copying {} to pool {}: {e}",
-                    src.2, dst.0
+                    "copying {shown} to pool {}: {e}",
+                    dst.0
                 ))),
             },
             w = &mut waits => w,
@@ -500,10 +543,61 @@ pub async fn copy_across_pools(
         r
     }
     .await;
+    copied
+}
+
+/// Copies custom volume `src` of `sp` with its snapshots to new volume `dst` of `dp` (another
+/// pool): each snapshot, oldest first, is sent into the new volume and snapshotted there,
+/// then the volume itself; nothing is left of `dst` on failure.
+async fn copy_custom_across_pools(
+    c: &Services,
+    (sp, sv): (&PoolName, &VolumeName),
+    (dp, dv): (&PoolName, &VolumeName),
+    snapshots: &[String],
+) -> Result<(), DomainError> {
+    // As LXD's local copies: later passes update what earlier ones wrote, so files are
+    // compared by content (a change within the same second of the same size is not missed).
+    let features = silo_proto::store::RsyncFeatures {
+        xattrs: true,
+        delete: true,
+        compress: false,
+        checksum: true,
+    };
+    c.helpers
+        .store
+        .create_volume(dp.clone(), VolumeKind::Custom, dv.clone())
+        .await?;
+    let dst = (dp, VolumeKind::Custom, dv);
+    let copied = async {
+        for s in snapshots {
+            let sn =
+                VolumeName::new(s.clone()).map_err(|e| DomainError::BadRequest(e.to_string()))?;
+            rsync_into(
+                &c.helpers,
+                RsyncSource::CustomSnapshot(sp, sv, &sn),
+                dst,
+                features,
+            )
+            .await?;
+            c.helpers
+                .store
+                .custom_snapshot_create(dp.clone(), dv.clone(), sn)
+                .await?;
+        }
+        rsync_into(
+            &c.helpers,
+            RsyncSource::Volume((sp, VolumeKind::Custom, sv)),
+            dst,
+            features,
+        )
+        .await
+    }
+    .await;
     if copied.is_err() {
-        let _ = helpers
+        let _ = c
+            .helpers
             .store
-            .delete_volume(dst.0.clone(), dst.1, dst.2.clone())
+            .delete_volume(dp.clone(), VolumeKind::Custom, dv.clone())
             .await;
     }
     copied
@@ -559,12 +653,14 @@ pub async fn copy_custom_volume(
     crate::service::custom_volumes::check_config(&c.db, pool, dst, &config)?;
     let with_snapshots = !volume_only
         && !crate::store::volume_snapshots::of_volume(&c.db, src_pool, src)?.is_empty();
-    if with_snapshots && src_pool != pool {
-        return Err(DomainError::BadRequest(format!(
-            "copying custom volume {src:?} with its snapshots to another pool is not supported \
-             yet; copy it with volume_only (--volume-only) or within pool {src_pool:?}"
-        )));
-    }
+    let snapshot_names: Vec<String> = if with_snapshots {
+        crate::store::volume_snapshots::of_volume(&c.db, src_pool, src)?
+            .into_iter()
+            .map(|s| s.name)
+            .collect()
+    } else {
+        Vec::new()
+    };
     let bad = |e: silo_proto::NameError| DomainError::BadRequest(e.to_string());
     let (sp, sv) = (
         PoolName::new(src_pool.to_string()).map_err(bad)?,
@@ -585,6 +681,8 @@ pub async fn copy_custom_volume(
                 dv.clone(),
             )
             .await?;
+    } else if with_snapshots {
+        copy_custom_across_pools(c, (&sp, &sv), (&dp, &dv), &snapshot_names).await?;
     } else {
         copy_across_pools(
             &c.helpers,
@@ -599,8 +697,12 @@ pub async fn copy_custom_volume(
             if crate::model::pool::volume_size(&config) > 0 {
                 crate::service::custom_volumes::apply_size(c, pool, dst, &config).await?;
             }
-            if with_snapshots {
+            if with_snapshots && sp == dp {
                 crate::service::custom_volumes::copy_snapshots(c, pool, src, dst).await?;
+            } else if with_snapshots {
+                crate::service::custom_volumes::record_snapshot_copies(
+                    &c.db, src_pool, src, pool, dst,
+                )?;
             }
             Ok::<(), DomainError>(())
         }

@@ -44,6 +44,7 @@ pub fn store_features(h: &silo_api::migration::MigrationHeader) -> RsyncFeatures
         xattrs,
         delete,
         compress,
+        checksum: false,
     }
 }
 
