@@ -670,9 +670,20 @@ async fn volume(client: &Client, cmd: VolumeCmd) -> Result<(), CmdError> {
         } => {
             let (sp, sv) = pool_volume(&source, "source")?;
             let (tp, tv) = pool_volume(&target, "target")?;
-            let src: silo_api::StorageVolume = client
-                .get_as(&silo_api::paths::storage_volume(&sp, "custom", &sv))
-                .await?;
+            // A snapshot's copy takes the snapshot's config and description (as lxc).
+            let (config, description) = match split_snapshot(&sv)? {
+                (vol, Some(snap)) => {
+                    let s: silo_api::StorageVolumeSnapshot =
+                        client.get_as(&snapshot_path(&sp, &vol, &snap)).await?;
+                    (s.config, s.description)
+                }
+                (vol, None) => {
+                    let v: silo_api::StorageVolume = client
+                        .get_as(&silo_api::paths::storage_volume(&sp, "custom", &vol))
+                        .await?;
+                    (v.config, v.description)
+                }
+            };
             client
                 .run(
                     "POST",
@@ -680,8 +691,8 @@ async fn volume(client: &Client, cmd: VolumeCmd) -> Result<(), CmdError> {
                     Some(&StorageVolumesPost {
                         name: tv,
                         kind: "custom".into(),
-                        description: src.description,
-                        config: src.config,
+                        description,
+                        config,
                         source: Some(silo_api::StorageVolumeSource {
                             name: sv,
                             kind: "copy".into(),

@@ -688,6 +688,12 @@ fn the_stock_lxc_client_manages_custom_volumes() {
     ok(lxc(&["rename", "default", "lv", "lv2"]));
     assert!(host_snap(&d, "default", "lv2", "ls2").is_dir());
     ok(lxc(&["copy", "default/lv2", "default/lv3"]));
+    ok(lxc(&["copy", "default/lv2/ls2", "default/lv4"]));
+    assert_eq!(
+        std::fs::read_to_string(host_vol(&d, "default", "lv4").join("f")).expect("f"),
+        "one"
+    );
+    ok(lxc(&["delete", "default", "lv4"]));
     let snaps = d.api_ok(
         "GET",
         &format!("{}/snapshots", vol_url("default", "lv3")),
@@ -1137,6 +1143,30 @@ fn snapshots_go_with_copies_and_moves_between_pools() {
     assert_eq!(list.as_array().map(Vec::len), Some(2), "{list}");
     let v = d.api_ok("GET", &vol_url("bt", "xc"), None);
     assert_eq!(v["config"], json!({"user.k": "v"}), "{v}");
+    // A new volume from a snapshot, in the same pool and in another.
+    for (pool, name) in [("default", "fs1"), ("bt", "fs2")] {
+        d.api_ok(
+            "POST",
+            &format!("{VOLS}/{pool}/volumes/custom"),
+            Some(json!({"name": name, "source": {"type": "copy", "name": "xv/s0", "pool": "default"}})),
+        );
+        assert_eq!(read(host_vol(&d, pool, name).join("f")), "zero");
+        assert!(host_vol(&d, pool, name).join("only-in-s0").is_file());
+        let v = d.api_ok("GET", &vol_url(pool, name), None);
+        assert_eq!(v["config"], json!({"user.k": "v"}), "{v}");
+        let s = d.api_ok("GET", &format!("{}/snapshots", vol_url(pool, name)), None);
+        assert_eq!(s, json!([]), "{s}");
+        d.api_ok("DELETE", &vol_url(pool, name), None);
+    }
+    refused(
+        &d,
+        "POST",
+        &format!("{VOLS}/default/volumes/custom"),
+        json!({"name": "fs3", "source": {"type": "copy", "name": "xv/nope", "pool": "default"}}),
+        404,
+        "not found",
+    );
+    assert!(!host_vol(&d, "default", "fs3").exists());
     // Move back to the dir pool under another name: snapshots and records follow, the
     // source goes.
     d.api_ok(
