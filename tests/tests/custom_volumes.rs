@@ -1189,3 +1189,88 @@ fn snapshots_go_with_copies_and_moves_between_pools() {
     }
     d.api_ok("DELETE", &format!("{VOLS}/bt"), None);
 }
+
+/// What container root puts in a volume (symlinks out of it) and links planted in silo-store's
+/// own tree are never followed by snapshots, restores or exports: nothing outside is read or
+/// written.
+#[test]
+fn planted_symlinks_are_never_followed() {
+    let d = TestDaemon::start("cv-links");
+    let outside = tempfile::tempdir().expect("tmp");
+    write_file(&outside.path().join("secret"), "host secret");
+    for v in ["v1", "v2"] {
+        d.api_ok(
+            "POST",
+            &format!("{VOLS}/default/volumes/custom"),
+            Some(json!({"name": v})),
+        );
+    }
+    let v1 = host_vol(&d, "default", "v1");
+    std::os::unix::fs::symlink(outside.path(), v1.join("link")).expect("symlink");
+    std::os::unix::fs::symlink("/etc/shadow", v1.join("shadow")).expect("symlink");
+    d.api_ok(
+        "POST",
+        &format!("{}/snapshots", vol_url("default", "v1")),
+        Some(json!({"name": "s0"})),
+    );
+    let snap = host_snap(&d, "default", "v1", "s0");
+    assert_eq!(
+        std::fs::read_link(snap.join("link")).expect("link"),
+        outside.path()
+    );
+    assert!(std::fs::symlink_metadata(snap.join("shadow"))
+        .expect("shadow")
+        .is_symlink());
+    // The export stores the links as links.
+    let work = tempfile::tempdir().expect("tmp");
+    let file = work.path().join("v1.tar");
+    ok(d.silo(&[
+        "storage",
+        "volume",
+        "export",
+        "default",
+        "v1",
+        &file.to_string_lossy(),
+        "--compression",
+        "none",
+    ]));
+    let raw = std::fs::read(&file).expect("tarball");
+    assert!(!String::from_utf8_lossy(&raw).contains("host secret"));
+    assert!(
+        !String::from_utf8_lossy(&raw).contains("root:"),
+        "/etc/shadow's contents"
+    );
+    // A link planted where a volume's snapshots go: the snapshot is refused, nothing lands
+    // outside.
+    let top = d.dir.join("storage-pools/default/custom-snapshots");
+    std::os::unix::fs::symlink(outside.path(), top.join("v2")).expect("plant");
+    let (c, v) = d.api(
+        "POST",
+        &format!("{}/snapshots", vol_url("default", "v2")),
+        Some(json!({"name": "s0"})),
+    );
+    let op = d.wait_op(&json!({"operation": v["operation"]}));
+    assert!(c == 202 && op["status"] == "Failure", "{op}");
+    assert_eq!(entries(outside.path()), vec!["secret"]);
+    std::fs::remove_file(top.join("v2")).expect("unplant");
+    // A link planted where a restore makes its scratch copy: removed as a link, never
+    // followed; the restore completes.
+    let scratch = d.dir.join("storage-pools/default/custom/.restore-v1");
+    std::os::unix::fs::symlink(outside.path(), &scratch).expect("plant");
+    write_file(&v1.join("f"), "later");
+    d.api_ok(
+        "PUT",
+        &vol_url("default", "v1"),
+        Some(json!({"restore": "s0"})),
+    );
+    assert!(!v1.join("f").exists());
+    assert!(!scratch.exists());
+    assert_eq!(entries(outside.path()), vec!["secret"]);
+    assert_eq!(
+        std::fs::read_to_string(outside.path().join("secret")).expect("secret"),
+        "host secret"
+    );
+    for v in ["v1", "v2"] {
+        d.api_ok("DELETE", &vol_url("default", v), None);
+    }
+}
