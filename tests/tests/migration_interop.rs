@@ -506,6 +506,52 @@ fn custom_volumes_and_pools_copy_between_hosts_and_on_one() {
             &dst,
         );
     }
+    // A volume with snapshots: refused by name unless --volume-only (snapshots do not
+    // travel between hosts yet), and its config goes with it.
+    m.silo.api_ok(
+        "PATCH",
+        "/1.0/storage-pools/default/volumes/custom/v1",
+        Some(json!({"config": {"user.k": "v"}})),
+    );
+    m.silo.api_ok(
+        "POST",
+        "/1.0/storage-pools/default/volumes/custom/v1/snapshots",
+        Some(json!({"name": "vs0"})),
+    );
+    let o = m.lxc.run(&[
+        "storage",
+        "volume",
+        "copy",
+        "s:default/v1",
+        "l:default/withsnap",
+    ]);
+    assert!(
+        !o.status.success() && silo_tests::show(&o).contains("vs0"),
+        "{}",
+        silo_tests::show(&o)
+    );
+    m.lxc.ok(&[
+        "storage",
+        "volume",
+        "copy",
+        "s:default/v1",
+        "l:default/withsnap",
+        "--volume-only",
+    ]);
+    let shown = m.lxc.ok(&[
+        "storage",
+        "volume",
+        "get",
+        "l:default",
+        "withsnap",
+        "user.k",
+    ]);
+    assert_eq!(shown.trim(), "v");
+    m.silo.api_ok(
+        "DELETE",
+        "/1.0/storage-pools/default/volumes/custom/v1/snapshots/vs0",
+        None,
+    );
     m.lxc.ok(&[
         "storage",
         "volume",

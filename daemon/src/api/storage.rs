@@ -328,6 +328,11 @@ pub async fn volume_create(
                 pool,
                 name: v.name,
                 description: v.description,
+                config: v
+                    .config
+                    .into_iter()
+                    .filter(|(_, x)| !x.is_empty())
+                    .collect(),
                 source: v.source,
             };
             let op = crate::service::migration::volume::start_target(&d, req).await?;
@@ -366,8 +371,14 @@ pub async fn volume_post(
         )));
     }
     if p.migration {
-        let op =
-            crate::service::migration::volume::start_source(&d, &pool, &name, p.target).await?;
+        let op = crate::service::migration::volume::start_source(
+            &d,
+            &pool,
+            &name,
+            p.target,
+            p.volume_only,
+        )
+        .await?;
         return Ok(async_op(&op));
     }
     let to_pool = if p.pool.is_empty() {

@@ -1,7 +1,7 @@
 //! Custom volumes between hosts (`lxc storage volume copy a:pool/vol b:pool/vol`): the same
-//! protocol as instances, without state, id maps or templates. silo's custom volumes have no
-//! snapshots, so none are offered, and the ones an LXD source offers are refused by name
-//! unless the copy is `--volume-only`.
+//! protocol as instances, without state, id maps or templates. Snapshots do not travel
+//! between hosts yet: a source volume with snapshots is refused unless the copy is
+//! `--volume-only`, and so are the ones an LXD source offers, by name.
 
 use std::collections::BTreeMap;
 
@@ -48,11 +48,20 @@ pub async fn start_source(
     pool: &str,
     name: &str,
     target: Option<silo_api::StorageVolumePostTarget>,
+    volume_only: bool,
 ) -> Result<Operation, DomainError> {
     crate::service::storage::get(&c.db, pool)?;
-    if !exists(c, pool, name)? {
-        return Err(DomainError::NotFound(format!(
-            "custom volume {name:?} not found in pool {pool:?}"
+    let (_, description, config) = crate::service::custom_volumes::get(&c.db, pool, name)?;
+    let snaps = crate::store::volume_snapshots::of_volume(&c.db, pool, name)?;
+    if !snaps.is_empty() && !volume_only {
+        return Err(DomainError::BadRequest(format!(
+            "custom volume {name:?} has snapshots ({}), which silo does not send to another \
+             host yet: copy it with --volume-only",
+            snaps
+                .iter()
+                .map(|s| s.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
         )));
     }
     let vol = volume(pool, name)?;
@@ -63,6 +72,8 @@ pub async fn start_source(
                 name: name.to_string(),
                 kind: "custom".into(),
                 content_type: "filesystem".into(),
+                config,
+                description,
                 ..Default::default()
             })
             .ok(),
@@ -150,6 +161,8 @@ pub struct TargetRequest {
     pub name: String,
     /// Its description.
     pub description: String,
+    /// Its config (checked for the pool's driver before anything is made).
+    pub config: BTreeMap<String, String>,
     /// Where from.
     pub source: silo_api::StorageVolumeSource,
 }
@@ -158,6 +171,7 @@ pub struct TargetRequest {
 pub async fn start_target(c: &Services, req: TargetRequest) -> Result<Operation, DomainError> {
     crate::service::storage::get(&c.db, &req.pool)?;
     let vol = volume(&req.pool, &req.name)?;
+    crate::service::custom_volumes::check_config(&c.db, &req.pool, &req.name, &req.config)?;
     let (vol_pool, vol_name) = (req.pool.clone(), req.name.clone());
     if req.source.refresh {
         return Err(DomainError::NotImplemented(
@@ -227,7 +241,7 @@ async fn receive(
     offer.check().map_err(|e| e.to_string())?;
     if !offer.snapshot_names.is_empty() && !req.source.volume_only {
         return Err(format!(
-            "the source volume has snapshots ({}), which silo's custom volumes cannot hold: copy it with --volume-only",
+            "the source volume has snapshots ({}), which silo does not receive from another host yet: copy it with --volume-only",
             offer.snapshot_names.join(", ")
         ));
     }
@@ -264,8 +278,24 @@ async fn receive(
             )
             .await
             .map_err(|e| format!("volume {:?}: {e}", req.name))?;
-        crate::store::pools::insert_custom_volume(&c.db, &req.pool, &req.name, &req.description)
-            .map_err(|e| e.to_string())
+        crate::store::pools::insert_custom_volume_with(
+            &c.db,
+            &req.pool,
+            &req.name,
+            &req.description,
+            &req.config,
+        )
+        .map_err(|e| e.to_string())?;
+        if crate::model::pool::volume_size(&req.config) > 0 {
+            if let Err(e) =
+                crate::service::custom_volumes::apply_size(c, &req.pool, &req.name, &req.config)
+                    .await
+            {
+                let _ = crate::store::pools::delete_custom_volume(&c.db, &req.pool, &req.name);
+                return Err(e.to_string());
+            }
+        }
+        Ok(())
     }
     .await;
     if let Err(e) = received {
