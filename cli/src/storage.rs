@@ -521,7 +521,12 @@ async fn volume(client: &Client, cmd: VolumeCmd) -> Result<(), CmdError> {
                 .iter()
                 .map(|v| {
                     vec![
-                        v.kind.clone(),
+                        // As lxc: a snapshot is `<volume>/<snapshot>`.
+                        if v.name.contains('/') {
+                            format!("{} (snapshot)", v.kind)
+                        } else {
+                            v.kind.clone()
+                        },
                         v.name.clone(),
                         v.description.clone(),
                         v.content_type.clone(),

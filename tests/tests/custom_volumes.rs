@@ -268,6 +268,20 @@ fn snapshot_cycle(d: &TestDaemon, pool: &str, btrfs: bool) {
         ]),
         "{list}"
     );
+    // The pool's volume listing has each snapshot after its volume, as LXD's.
+    let all = d.api_ok("GET", &base, None);
+    assert_eq!(
+        all,
+        json!([
+            vol_url(pool, "sv"),
+            format!("{snaps}/s0"),
+            format!("{snaps}/snap0"),
+            format!("{snaps}/never")
+        ]),
+        "{all}"
+    );
+    let all = d.api_ok("GET", &format!("{base}?recursion=1"), None);
+    assert_eq!(all[1]["name"], "sv/s0", "{all}");
     let full = d.api_ok("GET", &format!("{snaps}?recursion=1"), None);
     assert_eq!(full[0]["name"], "sv/s0", "{full}");
     assert_eq!(full[2]["expires_at"], Value::Null, "{full}");
@@ -675,6 +689,11 @@ fn the_stock_lxc_client_manages_custom_volumes() {
     write_file(&host_vol(&d, "default", "lv").join("f"), "one");
     ok(lxc(&["snapshot", "default", "lv", "ls1"]));
     write_file(&host_vol(&d, "default", "lv").join("f"), "two");
+    let listed = ok(lxc(&["list", "default"]));
+    assert!(
+        listed.contains("custom (snapshot)") && listed.contains("lv/ls1"),
+        "{listed}"
+    );
     let info = ok(lxc(&["info", "default", "lv"]));
     assert!(info.contains("Name: lv") && info.contains("ls1"), "{info}");
     ok(lxc(&["restore", "default", "lv", "ls1"]));

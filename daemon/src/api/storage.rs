@@ -191,6 +191,16 @@ async fn volume_objects(
         for (n, desc, cfg) in storage::custom_volumes(&d.db, pool)? {
             let used_by = custom_volumes::used_by(&d.db, pool, &n)?;
             out.push(render::volume("custom", &n, &desc, cfg, used_by));
+            // As LXD: each snapshot follows its volume, named `<volume>/<snapshot>`.
+            for s in crate::service::custom_volumes::snapshots(&d.db, pool, &n)? {
+                out.push(render::volume(
+                    "custom",
+                    &format!("{n}/{}", s.name),
+                    &s.description,
+                    s.config,
+                    Vec::new(),
+                ));
+            }
         }
     }
     Ok(out)
@@ -198,7 +208,10 @@ async fn volume_objects(
 
 fn urls(pool: &str, objs: &[silo_api::StorageVolume]) -> Vec<String> {
     objs.iter()
-        .map(|o| silo_api::paths::storage_volume(pool, &o.kind, &o.name))
+        .map(|o| match o.name.split_once('/') {
+            Some((v, snap)) => custom_volumes::snapshot_url(pool, v, snap),
+            None => silo_api::paths::storage_volume(pool, &o.kind, &o.name),
+        })
         .collect()
 }
 
