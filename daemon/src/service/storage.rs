@@ -356,6 +356,13 @@ pub async fn create_custom_volume(
     description: &str,
     config: &BTreeMap<String, String>,
 ) -> Result<(), DomainError> {
+    // An empty value is no key (LXD stores none).
+    let config: BTreeMap<String, String> = config
+        .iter()
+        .filter(|(_, v)| !v.is_empty())
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    let config = &config;
     crate::service::custom_volumes::check_config(&c.db, pool, name, config)?;
     let vn =
         VolumeName::new(name.to_string()).map_err(|e| DomainError::BadRequest(e.to_string()))?;
