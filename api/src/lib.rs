@@ -57,6 +57,11 @@ pub(crate) fn is_false(b: &bool) -> bool {
     !*b
 }
 
+/// For `skip_serializing_if`: a byte count LXD leaves out while it is 0.
+pub(crate) fn is_zero_u64(n: &u64) -> bool {
+    *n == 0
+}
+
 /// For `skip_serializing_if`: a number LXD has and silo leaves out while it is 0.
 pub(crate) fn is_zero(n: &i64) -> bool {
     *n == 0

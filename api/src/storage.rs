@@ -214,3 +214,70 @@ pub struct StorageVolumePostTarget {
     #[serde(rename = "secrets", skip_serializing_if = "StringMap::is_empty")]
     pub websockets: StringMap,
 }
+
+/// A custom volume's snapshot: `GET .../volumes/custom/<v>/snapshots/<s>` (`name` is the
+/// snapshot's own there, `<v>/<s>` in a recursive listing, as LXD answers).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct StorageVolumeSnapshot {
+    /// Name.
+    pub name: String,
+    /// Description.
+    pub description: String,
+    /// The volume's config when it was taken.
+    pub config: StringMap,
+    /// "filesystem".
+    pub content_type: String,
+    /// Creation time.
+    pub created_at: String,
+    /// When it is deleted (null: never).
+    pub expires_at: Option<String>,
+}
+
+/// The writable part of a volume snapshot: `PUT/PATCH .../snapshots/<s>`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct StorageVolumeSnapshotPut {
+    /// Description.
+    pub description: String,
+    /// When it is deleted (null or Go's zero time: never).
+    pub expires_at: Option<String>,
+}
+
+/// `POST .../volumes/custom/<v>/snapshots`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct StorageVolumeSnapshotsPost {
+    /// Name (empty: `snap<N>`).
+    pub name: String,
+    /// When it is deleted (null: from the volume's `snapshots.expiry`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<String>,
+}
+
+/// `POST .../snapshots/<s>`: a rename.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct StorageVolumeSnapshotPost {
+    /// New name.
+    pub name: String,
+}
+
+/// `GET .../volumes/custom/<v>/state`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct StorageVolumeState {
+    /// Space figures.
+    pub usage: StorageVolumeStateUsage,
+}
+
+/// A volume's space figures.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct StorageVolumeStateUsage {
+    /// Bytes used (left out when 0, as LXD).
+    #[serde(skip_serializing_if = "crate::is_zero_u64")]
+    pub used: u64,
+    /// The quota in bytes (0: none).
+    pub total: i64,
+}

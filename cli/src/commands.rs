@@ -169,8 +169,25 @@ fn name_args(cmd: &mut Command) -> Vec<Arg<'_>> {
                 V::List { pool, .. }
                 | V::Create { pool, .. }
                 | V::Delete { pool, .. }
-                | V::Show { pool, .. },
+                | V::Show { pool, .. }
+                | V::Get { pool, .. }
+                | V::Set { pool, .. }
+                | V::Unset { pool, .. }
+                | V::Edit { pool, .. }
+                | V::Info { pool, .. }
+                | V::Rename { pool, .. }
+                | V::Snapshot { pool, .. }
+                | V::Restore { pool, .. }
+                | V::Attach { pool, .. }
+                | V::Detach { pool, .. }
+                | V::AttachProfile { pool, .. }
+                | V::DetachProfile { pool, .. }
+                | V::Export { pool, .. }
+                | V::Import { pool, .. },
             ) => vec![Arg::Name(pool)],
+            S::Volume(V::Copy { source, target, .. } | V::Move { source, target }) => {
+                vec![Arg::Name(source), Arg::Name(target)]
+            }
         },
         _ => vec![],
     }

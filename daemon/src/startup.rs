@@ -536,6 +536,9 @@ fn spawn_background(daemon: &Arc<Services>, state_dir: &Path) {
                 let minute = time::OffsetDateTime::now_utc();
                 crate::service::snapshots::run_schedules(&c, minute).await;
                 crate::service::snapshots::expire(&c).await;
+                crate::service::custom_volumes::run_schedules(&c, minute).await;
+                crate::service::custom_volumes::expire(&c).await;
+                crate::service::volume_backups::expire(&c);
                 crate::service::backups::expire(&c.db, &state, &c.events);
             }
         });

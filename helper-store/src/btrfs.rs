@@ -602,3 +602,51 @@ pub fn send(
     }
     Ok(())
 }
+
+/// `_IOWR(0x94, 40, struct btrfs_ioctl_quota_ctl_args)` (16 bytes).
+const BTRFS_IOC_QUOTA_CTL: libc::c_ulong = 0xC010_9428;
+/// `_IOR(0x94, 43, struct btrfs_ioctl_qgroup_limit_args)` (48 bytes).
+const BTRFS_IOC_QGROUP_LIMIT: libc::c_ulong = 0x8030_942b;
+/// `_IO(0x94, 46)`.
+const BTRFS_IOC_QUOTA_RESCAN_WAIT: libc::c_ulong = 0x942e;
+/// `BTRFS_QUOTA_CTL_ENABLE` (full qgroups, not simple quotas).
+const BTRFS_QUOTA_CTL_ENABLE: u64 = 1;
+/// `BTRFS_QGROUP_LIMIT_MAX_RFER`.
+const BTRFS_QGROUP_LIMIT_MAX_RFER: u64 = 1;
+
+/// Turns on qgroup accounting on the filesystem holding `fd` (nothing if it is on already)
+/// and waits for the rescan that counts what is there, so a limit set next is enforced on
+/// the real figures.
+pub fn quota_enable(fd: BorrowedFd<'_>) -> HelperResult<()> {
+    let args: [u64; 2] = [BTRFS_QUOTA_CTL_ENABLE, 0];
+    // SAFETY: the ioctl reads and writes a struct btrfs_ioctl_quota_ctl_args (two u64s)
+    // that `args` is, for the call's duration.
+    if unsafe { libc::ioctl(fd.as_raw_fd(), BTRFS_IOC_QUOTA_CTL, args.as_ptr()) } < 0 {
+        return Err(last("BTRFS_IOC_QUOTA_CTL", "pool filesystem"));
+    }
+    // SAFETY: takes no argument.
+    if unsafe { libc::ioctl(fd.as_raw_fd(), BTRFS_IOC_QUOTA_RESCAN_WAIT, 0) } < 0 {
+        return Err(last("BTRFS_IOC_QUOTA_RESCAN_WAIT", "pool filesystem"));
+    }
+    Ok(())
+}
+
+/// Limits the referenced bytes of the subvolume `subvol` is the root of (its own qgroup,
+/// 0/<id>); `None` clears the limit. Quotas must be enabled (ENOTCONN otherwise).
+pub fn qgroup_limit(subvol: BorrowedFd<'_>, bytes: Option<u64>) -> Result<(), std::io::Error> {
+    // qgroupid 0 names the subvolume the fd is in; then flags, max_rfer, max_excl, rsv_rfer,
+    // rsv_excl. u64::MAX is the kernel's "clear this limit".
+    let args: [u64; 6] = [
+        0,
+        BTRFS_QGROUP_LIMIT_MAX_RFER,
+        bytes.unwrap_or(u64::MAX),
+        0,
+        0,
+        0,
+    ];
+    // SAFETY: the ioctl reads a struct btrfs_ioctl_qgroup_limit_args (six u64s) we own.
+    if unsafe { libc::ioctl(subvol.as_raw_fd(), BTRFS_IOC_QGROUP_LIMIT, args.as_ptr()) } < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}

@@ -7,6 +7,7 @@ mod btrfs;
 mod child;
 mod confinement;
 mod copy;
+mod custom;
 mod files;
 mod images;
 mod migrate;

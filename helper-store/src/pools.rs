@@ -437,10 +437,12 @@ impl StoreServer {
             source.to_string(),
         )
         .list()?;
-        if let Some(other) = listing
-            .iter()
-            .find(|n| !matches!(n.as_str(), "containers" | "images" | "custom"))
-        {
+        if let Some(other) = listing.iter().find(|n| {
+            !matches!(
+                n.as_str(),
+                "containers" | "images" | "custom" | crate::custom::SNAPSHOTS_DIR
+            )
+        }) {
             return Err(HelperError::invalid(
                 "source",
                 format!("{source} is not empty ({other:?}); silo takes an empty directory"),

@@ -142,6 +142,9 @@ pub fn args(role: RsyncRole, f: RsyncFeatures) -> Vec<String> {
         a.push("--compress".into());
         a.push("--compress-level=2".into());
     }
+    if f.checksum {
+        a.push("--checksum".into());
+    }
     match role {
         RsyncRole::Receive => {
             a.push(".".into());
@@ -1321,6 +1324,7 @@ mod tests {
             xattrs: true,
             delete: true,
             compress: true,
+            checksum: false,
         };
         assert_eq!(
             args(RsyncRole::Receive, f).join(" "),

@@ -167,10 +167,14 @@ impl Store for StoreServer {
     async fn delete_pool(self, _: Context, pool: PoolName) -> HelperResult<()> {
         let dir = self.pool_raw(&pool)?;
         let mut used = Vec::new();
-        for kind in VolumeKind::ALL {
-            if let Ok(k) = dir.open_dir(&[kind.dir_name()]) {
+        let dirs = VolumeKind::ALL
+            .iter()
+            .map(|k| k.dir_name())
+            .chain([crate::custom::SNAPSHOTS_DIR]);
+        for d in dirs {
+            if let Ok(k) = dir.open_dir(&[d]) {
                 for v in k.list()? {
-                    used.push(format!("{}/{}", kind.dir_name(), v));
+                    used.push(format!("{d}/{v}"));
                 }
             }
         }
@@ -186,6 +190,7 @@ impl Store for StoreServer {
         for kind in VolumeKind::ALL {
             let _ = dir.remove_tree(kind.dir_name());
         }
+        let _ = dir.remove_tree(crate::custom::SNAPSHOTS_DIR);
         drop(dir);
         // The btrfs mount, and the nosuid bind of a dir pool (or beneath a btrfs).
         self.unmount_all(&pool)?;
@@ -255,6 +260,10 @@ impl Store for StoreServer {
             return Err(HelperError::NotFound {
                 what: Self::volume_what(&pool, kind, &volume),
             });
+        }
+        if kind == VolumeKind::Custom {
+            // A custom volume's snapshots go with it (first: a failure leaves the volume).
+            self.custom_snapshots_remove_all(&dir, &volume)?;
         }
         self.remove_volume(&kdir, volume.as_str())?;
         tracing::info!(pool = %pool, volume = %volume, kind = kind.dir_name(), "deleted volume");
@@ -404,14 +413,22 @@ impl Store for StoreServer {
             // `from` now holds the replaced volume.
             self.remove_volume(&kdir, from.as_str())?;
         } else {
-            nix::fcntl::renameat2(
+            if kind == VolumeKind::Custom {
+                // The snapshots first: their directory is named after the volume.
+                self.custom_snapshots_rename_all(&dir, &from, &to)?;
+            }
+            if let Err(e) = nix::fcntl::renameat2(
                 kdir.fd(),
                 from.as_str(),
                 kdir.fd(),
                 to.as_str(),
                 nix::fcntl::RenameFlags::RENAME_NOREPLACE,
-            )
-            .map_err(|e| HelperError::errno("renameat2", to.as_str(), e))?;
+            ) {
+                if kind == VolumeKind::Custom {
+                    let _ = self.custom_snapshots_rename_all(&dir, &to, &from);
+                }
+                return Err(HelperError::errno("renameat2", to.as_str(), e));
+            }
         }
         tracing::info!(pool = %pool, kind = kind.dir_name(), from = %from, to = %to, replace, "renamed volume");
         Ok(())
@@ -845,6 +862,137 @@ impl Store for StoreServer {
 
     async fn btrfs_abort(self, _: Context, id: u64) -> HelperResult<()> {
         self.0.btrfs.abort(id).await
+    }
+
+    async fn custom_snapshot_create(
+        self,
+        _: Context,
+        pool: PoolName,
+        volume: VolumeName,
+        snapshot: VolumeName,
+    ) -> HelperResult<()> {
+        self.custom_snapshot_make(&pool, &volume, &snapshot).await
+    }
+
+    async fn custom_snapshot_delete(
+        self,
+        _: Context,
+        pool: PoolName,
+        volume: VolumeName,
+        snapshot: VolumeName,
+    ) -> HelperResult<()> {
+        self.custom_snapshot_remove(&pool, &volume, &snapshot)
+    }
+
+    async fn custom_snapshot_rename(
+        self,
+        _: Context,
+        pool: PoolName,
+        volume: VolumeName,
+        from: VolumeName,
+        to: VolumeName,
+    ) -> HelperResult<()> {
+        self.custom_snapshot_move(&pool, &volume, &from, &to)
+    }
+
+    async fn custom_snapshot_list(
+        self,
+        _: Context,
+        pool: PoolName,
+        volume: VolumeName,
+    ) -> HelperResult<Vec<VolumeName>> {
+        self.custom_snapshot_names(&pool, &volume)
+    }
+
+    async fn custom_snapshot_restore(
+        self,
+        _: Context,
+        pool: PoolName,
+        volume: VolumeName,
+        snapshot: VolumeName,
+    ) -> HelperResult<()> {
+        self.custom_snapshot_put_back(&pool, &volume, &snapshot)
+            .await
+    }
+
+    async fn custom_snapshot_copy(
+        self,
+        _: Context,
+        pool: PoolName,
+        src: VolumeName,
+        snapshot: VolumeName,
+        dst: VolumeName,
+    ) -> HelperResult<()> {
+        self.custom_snapshot_duplicate(&pool, &src, &snapshot, &dst)
+            .await
+    }
+
+    async fn pack_custom_backup(
+        self,
+        _: Context,
+        pool: PoolName,
+        volume: VolumeName,
+        snapshots: Vec<VolumeName>,
+        index_yaml: String,
+        compression: silo_proto::store::PackCompression,
+    ) -> HelperResult<silo_proto::fdpass::FdTicket> {
+        self.custom_backup_pack(&pool, &volume, &snapshots, index_yaml, compression)
+            .await
+    }
+
+    async fn unpack_custom_backup(
+        self,
+        _: Context,
+        pool: PoolName,
+        upload: VolumeName,
+        volume: VolumeName,
+        snapshots: Vec<VolumeName>,
+    ) -> HelperResult<()> {
+        self.custom_backup_unpack(&pool, &upload, &volume, &snapshots)
+            .await
+    }
+
+    async fn rsync_send_custom_snapshot(
+        self,
+        _: Context,
+        pool: PoolName,
+        volume: VolumeName,
+        snapshot: VolumeName,
+        features: silo_proto::store::RsyncFeatures,
+    ) -> HelperResult<silo_proto::store::RsyncSession> {
+        let snap = self.custom_snapshot_dir(&pool, &volume, &snapshot)?;
+        let what = format!(
+            "snapshot {:?} of custom volume {:?} in pool {:?}",
+            snapshot.as_str(),
+            volume.as_str(),
+            pool.as_str()
+        );
+        let fd = snap
+            .fd()
+            .try_clone_to_owned()
+            .map_err(|e| HelperError::io("dup", &what, e))?;
+        let (id, transport) = self
+            .0
+            .rsync
+            .start(silo_proto::store::RsyncRole::Send, features, fd, what, None)
+            .await?;
+        match self.send_fd(&transport) {
+            Ok(ticket) => Ok(silo_proto::store::RsyncSession { id, fd: ticket }),
+            Err(e) => {
+                let _ = self.0.rsync.abort(id).await;
+                Err(e)
+            }
+        }
+    }
+
+    async fn set_volume_quota(
+        self,
+        _: Context,
+        pool: PoolName,
+        volume: VolumeName,
+        bytes: u64,
+    ) -> HelperResult<()> {
+        self.volume_quota(&pool, &volume, bytes)
     }
 
     async fn shift_volume(

@@ -262,6 +262,9 @@ pub struct RsyncFeatures {
     pub delete: bool,
     /// `--compress --compress-level=2`.
     pub compress: bool,
+    /// `--checksum`: files compared by content, not size and time (LXD's local copies between
+    /// pools, where a later pass updates what an earlier one wrote; never in a migration).
+    pub checksum: bool,
 }
 
 /// Which end of an rsync transfer silo-store runs.
@@ -504,6 +507,81 @@ pub trait Store {
     /// Ends btrfs session `id` (its socket is shut down, so the child's read or write
     /// fails) and forgets it; answers once the child ended (a receive's volume removed).
     async fn btrfs_abort(id: u64) -> HelperResult<()>;
+    /// Snapshots custom volume `volume` as `snapshot` (LXD's layout:
+    /// `custom-snapshots/<volume>/<snapshot>`): a read-only subvolume snapshot on btrfs, a
+    /// copy (reflinked where the filesystem can) elsewhere. Refuses an existing snapshot.
+    async fn custom_snapshot_create(
+        pool: PoolName,
+        volume: VolumeName,
+        snapshot: VolumeName,
+    ) -> HelperResult<()>;
+    /// Removes snapshot `snapshot` of custom volume `volume`.
+    async fn custom_snapshot_delete(
+        pool: PoolName,
+        volume: VolumeName,
+        snapshot: VolumeName,
+    ) -> HelperResult<()>;
+    /// Renames snapshot `from` of custom volume `volume` to `to` (refused if `to` exists).
+    async fn custom_snapshot_rename(
+        pool: PoolName,
+        volume: VolumeName,
+        from: VolumeName,
+        to: VolumeName,
+    ) -> HelperResult<()>;
+    /// Lists the snapshots of custom volume `volume` (none if it has no snapshot directory).
+    async fn custom_snapshot_list(
+        pool: PoolName,
+        volume: VolumeName,
+    ) -> HelperResult<Vec<VolumeName>>;
+    /// Puts a writable copy of snapshot `snapshot` in place of custom volume `volume` (the
+    /// copy is made beside it, then exchanged atomically, then the old contents removed).
+    async fn custom_snapshot_restore(
+        pool: PoolName,
+        volume: VolumeName,
+        snapshot: VolumeName,
+    ) -> HelperResult<()>;
+    /// Copies snapshot `snapshot` of custom volume `src` as snapshot `snapshot` of custom
+    /// volume `dst` in the same pool (read-only on btrfs, as every custom snapshot).
+    async fn custom_snapshot_copy(
+        pool: PoolName,
+        src: VolumeName,
+        snapshot: VolumeName,
+        dst: VolumeName,
+    ) -> HelperResult<()>;
+    /// Limits custom volume `volume` to `bytes` (0: no limit). Only btrfs pools can: quotas are
+    /// enabled on the pool's filesystem and the volume's qgroup limited (referenced bytes);
+    /// a dir pool's volume is refused (the host filesystem has no per-directory limit here).
+    async fn set_volume_quota(pool: PoolName, volume: VolumeName, bytes: u64) -> HelperResult<()>;
+    /// Packs custom volume `volume` and its snapshots `snapshots` (oldest first) into a backup
+    /// tarball in LXD's custom volume layout (`backup/index.yaml`, `backup/volume/`,
+    /// `backup/volume-snapshots/<name>/`), in a child reading only those volumes; answers the
+    /// ticket of an fd of the unlinked file.
+    async fn pack_custom_backup(
+        pool: PoolName,
+        volume: VolumeName,
+        snapshots: Vec<VolumeName>,
+        index_yaml: String,
+        compression: PackCompression,
+    ) -> HelperResult<crate::fdpass::FdTicket>;
+    /// Unpacks custom volume backup `upload` (silod's upload directory) into NEW custom volume
+    /// `volume` and its snapshots `snapshots`, with every check an image gets (the policy's
+    /// size limits, members beneath each volume only) in children landlocked to each volume.
+    /// Snapshots are made read-only on btrfs. Nothing remains on failure.
+    async fn unpack_custom_backup(
+        pool: PoolName,
+        upload: VolumeName,
+        volume: VolumeName,
+        snapshots: Vec<VolumeName>,
+    ) -> HelperResult<()>;
+    /// Starts rsync's sender on snapshot `snapshot` of custom volume `volume`, as
+    /// `rsync_start` does for a volume (read only, confined to the snapshot): how a custom
+    /// volume's snapshots are copied to another pool.
+    async fn rsync_send_custom_snapshot(
+        pool: PoolName,
+        volume: VolumeName,
+        snapshot: VolumeName,
+        features: RsyncFeatures,
+    ) -> HelperResult<RsyncSession>;
     /// Rewrites the owners of everything in a received volume from the source's on-disk ids
     /// to the instance's own through `map` (empty: ids are already the instance's). Refuses an
     /// id the map does not cover or one outside the instance's 65536, naming the path; answers

@@ -506,6 +506,96 @@ fn custom_volumes_and_pools_copy_between_hosts_and_on_one() {
             &dst,
         );
     }
+    // A volume with snapshots and config: both travel (as LXD's do), unless --volume-only.
+    m.silo.api_ok(
+        "PATCH",
+        "/1.0/storage-pools/default/volumes/custom/v1",
+        Some(json!({"config": {"user.k": "v"}})),
+    );
+    m.silo.api_ok(
+        "POST",
+        "/1.0/storage-pools/default/volumes/custom/v1/snapshots",
+        Some(json!({"name": "vs0"})),
+    );
+    std::fs::write(v1.join("after-vs0"), "later").expect("write");
+    m.lxc.ok(&[
+        "storage",
+        "volume",
+        "copy",
+        "s:default/v1",
+        "l:default/withsnap",
+    ]);
+    let lxd_snap = m
+        .lxd
+        .dir
+        .join("storage-pools/default/custom-snapshots/default_withsnap/vs0");
+    assert!(
+        lxd_snap.join("silo-mig/only-vol").is_file(),
+        "the snapshot's files"
+    );
+    assert!(
+        !lxd_snap.join("after-vs0").exists(),
+        "the snapshot as it was"
+    );
+    assert!(m
+        .lxd
+        .dir
+        .join("storage-pools/default/custom/default_withsnap/after-vs0")
+        .is_file());
+    let shown = m.lxc.ok(&[
+        "storage",
+        "volume",
+        "get",
+        "l:default",
+        "withsnap",
+        "user.k",
+    ]);
+    assert_eq!(shown.trim(), "v");
+    // And back from LXD: the snapshot arrives as one of silo's.
+    m.lxc.ok(&[
+        "storage",
+        "volume",
+        "copy",
+        "l:default/withsnap",
+        "s:default/back",
+    ]);
+    let back_snap = m
+        .silo
+        .dir
+        .join("storage-pools/default/custom-snapshots/back/vs0");
+    assert!(back_snap.join("silo-mig/only-vol").is_file() && !back_snap.join("after-vs0").exists());
+    let snaps = get(
+        &m.silo,
+        "/1.0/storage-pools/default/volumes/custom/back/snapshots",
+    );
+    assert_eq!(
+        snaps,
+        json!(["/1.0/storage-pools/default/volumes/custom/back/snapshots/vs0"])
+    );
+    m.lxc.ok(&[
+        "storage",
+        "volume",
+        "copy",
+        "s:default/v1",
+        "l:default/nosnap",
+        "--volume-only",
+    ]);
+    assert!(!m
+        .lxd
+        .dir
+        .join("storage-pools/default/custom-snapshots/default_nosnap")
+        .exists());
+    m.silo.api_ok(
+        "DELETE",
+        "/1.0/storage-pools/default/volumes/custom/v1/snapshots/vs0",
+        None,
+    );
+    std::fs::remove_file(v1.join("after-vs0")).expect("rm");
+    m.silo.api_ok(
+        "DELETE",
+        "/1.0/storage-pools/default/volumes/custom/back",
+        None,
+    );
     m.lxc.ok(&[
         "storage",
         "volume",

@@ -295,6 +295,7 @@ fn all() -> RsyncFeatures {
         xattrs: true,
         delete: true,
         compress: true,
+        checksum: false,
     }
 }
 

@@ -46,6 +46,13 @@ pub const API_EXTENSIONS: &[&str] = &[
     // Custom volumes copied and moved between pools, and to other hosts.
     "storage_api_local_volume_handling",
     "storage_api_remote_volume_handling",
+    // Custom volumes: renamed (a sync POST), snapshots (with expiry), state.
+    "storage_api_volume_rename",
+    "storage_api_volume_snapshots",
+    "custom_volume_snapshot_expiry",
+    "storage_volume_state",
+    // Custom volume backups: create/list/export/delete, import with X-LXD-name.
+    "custom_volume_backup",
     // `environment.os_name` / `os_version` in GET /1.0.
     "api_os",
     // `location` on events.
@@ -214,17 +221,51 @@ pub fn router(d: Arc<Services>) -> Router {
         )
         .route(
             "/1.0/storage-pools/{name}/volumes",
-            get(storage::volumes).post(storage::volume_create),
+            get(storage::volumes)
+                .post(storage::volume_create)
+                .layer(DefaultBodyLimit::disable()),
         )
         .route(
             "/1.0/storage-pools/{name}/volumes/{type}",
-            get(storage::volumes_of).post(vol_create_typed),
+            get(storage::volumes_of)
+                .post(vol_create_typed)
+                .layer(DefaultBodyLimit::disable()),
         )
         .route(
             "/1.0/storage-pools/{name}/volumes/{type}/{vol}",
             get(storage::volume_get)
                 .post(storage::volume_post)
+                .put(storage::volume_put)
+                .patch(storage::volume_patch)
                 .delete(storage::volume_delete),
+        )
+        .route(
+            "/1.0/storage-pools/{name}/volumes/{type}/{vol}/state",
+            get(storage::volume_state),
+        )
+        .route(
+            "/1.0/storage-pools/{name}/volumes/{type}/{vol}/snapshots",
+            get(storage::snapshots).post(storage::snapshot_create),
+        )
+        .route(
+            "/1.0/storage-pools/{name}/volumes/{type}/{vol}/backups",
+            get(storage::backups).post(storage::backup_create),
+        )
+        .route(
+            "/1.0/storage-pools/{name}/volumes/{type}/{vol}/backups/{backup}",
+            get(storage::backup_get).delete(storage::backup_delete),
+        )
+        .route(
+            "/1.0/storage-pools/{name}/volumes/{type}/{vol}/backups/{backup}/export",
+            get(storage::backup_export),
+        )
+        .route(
+            "/1.0/storage-pools/{name}/volumes/{type}/{vol}/snapshots/{snap}",
+            get(storage::snapshot_get)
+                .put(storage::snapshot_put)
+                .patch(storage::snapshot_patch)
+                .post(storage::snapshot_post)
+                .delete(storage::snapshot_delete),
         )
         .route("/1.0/networks", get(networks::list).post(networks::create))
         .route(
@@ -315,14 +356,14 @@ fn instance_routes(base: &str) -> Router<Arc<Services>> {
 async fn vol_create_typed(
     state: axum::extract::State<Arc<Services>>,
     axum::extract::Path((pool, t)): axum::extract::Path<(String, String)>,
-    body: axum::body::Bytes,
+    req: Request,
 ) -> response::ApiResult {
     if t != "custom" {
         return Err(DomainError::BadRequest(format!(
             "only custom volumes can be created directly, not {t:?}"
         )));
     }
-    storage::volume_create(state, axum::extract::Path(pool), body).await
+    storage::volume_create(state, axum::extract::Path(pool), req).await
 }
 
 /// `?recursion=` and `?filter=` on listings.

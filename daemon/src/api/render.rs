@@ -311,6 +311,43 @@ pub fn volume(
     }
 }
 
+/// A custom volume's snapshot: `full` names it `<volume>/<snapshot>` with a null
+/// `expires_at` when it has none (a listing), else by its own name with Go's zero time (a
+/// single GET), as LXD answers each.
+pub fn volume_snapshot(
+    s: &crate::model::pool::VolumeSnapshot,
+    full: bool,
+) -> silo_api::StorageVolumeSnapshot {
+    let expires_at = match (s.expires_at.is_empty(), full) {
+        (false, _) => Some(s.expires_at.clone()),
+        (true, true) => None,
+        (true, false) => Some(silo_api::ZERO_TIME.to_string()),
+    };
+    silo_api::StorageVolumeSnapshot {
+        name: if full {
+            format!("{}/{}", s.volume, s.name)
+        } else {
+            s.name.clone()
+        },
+        description: s.description.clone(),
+        config: s.config.clone(),
+        content_type: "filesystem".into(),
+        created_at: s.created_at.clone(),
+        expires_at,
+    }
+}
+
+/// A custom volume's backup.
+pub fn volume_backup(b: &crate::model::backup::VolumeBackup) -> silo_api::StoragePoolVolumeBackup {
+    silo_api::StoragePoolVolumeBackup {
+        name: b.name.clone(),
+        created_at: b.created_at.clone(),
+        expires_at: or_zero_time(&b.expires_at, silo_api::ZERO_TIME),
+        volume_only: b.volume_only,
+        optimized_storage: false,
+    }
+}
+
 /// An image alias.
 pub fn alias(a: &Alias) -> silo_api::ImageAliasesEntry {
     silo_api::ImageAliasesEntry {

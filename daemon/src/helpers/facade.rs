@@ -171,5 +171,15 @@ facade! {
         fn btrfs_wait(id: u64, max_wait_secs: u32) -> Option<BtrfsReport>;
         fn btrfs_abort(id: u64) -> ();
         fn shift_volume(pool: PoolName, kind: VolumeKind, volume: VolumeName, map: Vec<IdShift>) -> u64;
+        fn custom_snapshot_create(pool: PoolName, volume: VolumeName, snapshot: VolumeName) -> ();
+        fn custom_snapshot_delete(pool: PoolName, volume: VolumeName, snapshot: VolumeName) -> ();
+        fn custom_snapshot_rename(pool: PoolName, volume: VolumeName, from: VolumeName, to: VolumeName) -> ();
+        fn custom_snapshot_list(pool: PoolName, volume: VolumeName) -> Vec<VolumeName>;
+        fn custom_snapshot_restore(pool: PoolName, volume: VolumeName, snapshot: VolumeName) -> ();
+        fn custom_snapshot_copy(pool: PoolName, src: VolumeName, snapshot: VolumeName, dst: VolumeName) -> ();
+        fn set_volume_quota(pool: PoolName, volume: VolumeName, bytes: u64) -> ();
+        fn rsync_send_custom_snapshot(pool: PoolName, volume: VolumeName, snapshot: VolumeName, features: RsyncFeatures) -> RsyncSession;
+        fn pack_custom_backup(pool: PoolName, volume: VolumeName, snapshots: Vec<VolumeName>, index_yaml: String, compression: PackCompression) -> FdTicket;
+        fn unpack_custom_backup(pool: PoolName, upload: VolumeName, volume: VolumeName, snapshots: Vec<VolumeName>) -> ();
     }
 }

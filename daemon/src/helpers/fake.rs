@@ -465,6 +465,56 @@ impl Store for FakeStore {
         Ok(())
     }
 
+    async fn custom_snapshot_create(
+        self,
+        _: Context,
+        pool: PoolName,
+        volume: VolumeName,
+        snapshot: VolumeName,
+    ) -> HelperResult<()> {
+        self.0
+            .call(format!("custom_snapshot_create {pool} {volume} {snapshot}"));
+        let mut v = lock(&self.0.volumes);
+        if !v.contains(&vol_key(&pool, VolumeKind::Custom, &volume)) {
+            return Err(HelperError::NotFound {
+                what: format!("volume {volume}"),
+            });
+        }
+        // Kept as "<volume>/<snapshot>" of the custom kind, a key no volume can have.
+        if !v.insert(format!("{pool}/Custom/{volume}/{snapshot}")) {
+            return Err(HelperError::AlreadyExists {
+                what: format!("snapshot {snapshot}"),
+            });
+        }
+        Ok(())
+    }
+
+    async fn custom_snapshot_delete(
+        self,
+        _: Context,
+        pool: PoolName,
+        volume: VolumeName,
+        snapshot: VolumeName,
+    ) -> HelperResult<()> {
+        self.0
+            .call(format!("custom_snapshot_delete {pool} {volume} {snapshot}"));
+        if !lock(&self.0.volumes).remove(&format!("{pool}/Custom/{volume}/{snapshot}")) {
+            return Err(HelperError::NotFound {
+                what: format!("snapshot {snapshot}"),
+            });
+        }
+        Ok(())
+    }
+
+    async fn custom_snapshot_list(
+        self,
+        _: Context,
+        _pool: PoolName,
+        _volume: VolumeName,
+    ) -> HelperResult<Vec<VolumeName>> {
+        Ok(Vec::new())
+    }
+
     unsupported! {
         fn mount_state_dir(dir: StateDir, pool: PoolName, volume: VolumeName, staging: bool) -> ();
         fn promote_state_dir(dir: StateDir) -> ();
@@ -488,5 +538,12 @@ impl Store for FakeStore {
         fn btrfs_wait(id: u64, max_wait_secs: u32) -> Option<BtrfsReport>;
         fn btrfs_abort(id: u64) -> ();
         fn shift_volume(pool: PoolName, kind: VolumeKind, volume: VolumeName, map: Vec<IdShift>) -> u64;
+        fn custom_snapshot_rename(pool: PoolName, volume: VolumeName, from: VolumeName, to: VolumeName) -> ();
+        fn custom_snapshot_restore(pool: PoolName, volume: VolumeName, snapshot: VolumeName) -> ();
+        fn custom_snapshot_copy(pool: PoolName, src: VolumeName, snapshot: VolumeName, dst: VolumeName) -> ();
+        fn set_volume_quota(pool: PoolName, volume: VolumeName, bytes: u64) -> ();
+        fn rsync_send_custom_snapshot(pool: PoolName, volume: VolumeName, snapshot: VolumeName, features: RsyncFeatures) -> RsyncSession;
+        fn pack_custom_backup(pool: PoolName, volume: VolumeName, snapshots: Vec<VolumeName>, index_yaml: String, compression: PackCompression) -> FdTicket;
+        fn unpack_custom_backup(pool: PoolName, upload: VolumeName, volume: VolumeName, snapshots: Vec<VolumeName>) -> ();
     }
 }

@@ -3,6 +3,7 @@
 //! and `helpers/` (the root helpers), never up.
 
 pub mod backups;
+pub mod custom_volumes;
 pub mod devices;
 pub mod endpoints;
 pub mod error;
@@ -28,6 +29,7 @@ pub mod storage;
 #[cfg(test)]
 mod tests;
 pub mod trust;
+pub mod volume_backups;
 
 use std::path::PathBuf;
 use std::time::Instant;

@@ -327,6 +327,29 @@ pub async fn collect_orphans(db: &Db, helpers: &Helpers) -> Result<(), DomainErr
                 }
             }
         }
+        // Custom volumes' snapshots a silod killed between disk and record left behind.
+        for vol in &known_custom {
+            let Ok(vn) = VolumeName::new(vol.clone()) else {
+                continue;
+            };
+            let known: Vec<String> = crate::store::volume_snapshots::of_volume(db, &p.name, vol)?
+                .into_iter()
+                .map(|s| s.name)
+                .collect();
+            for s in helpers
+                .store
+                .custom_snapshot_list(pn.clone(), vn.clone())
+                .await?
+            {
+                if !known.iter().any(|k| k == s.as_str()) {
+                    tracing::warn!(pool = %p.name, volume = %vol, snapshot = %s, "removing an orphaned custom volume snapshot left by an interrupted operation");
+                    helpers
+                        .store
+                        .custom_snapshot_delete(pn.clone(), vn.clone(), s)
+                        .await?;
+                }
+            }
+        }
     }
     Ok(())
 }
@@ -339,11 +362,14 @@ pub async fn create_custom_volume(
     description: &str,
     config: &BTreeMap<String, String>,
 ) -> Result<(), DomainError> {
-    if let Some(k) = config.keys().next() {
-        return Err(DomainError::BadRequest(format!(
-            "unknown volume configuration key {k:?}"
-        )));
-    }
+    // An empty value is no key (LXD stores none).
+    let config: BTreeMap<String, String> = config
+        .iter()
+        .filter(|(_, v)| !v.is_empty())
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    let config = &config;
+    crate::service::custom_volumes::check_config(&c.db, pool, name, config)?;
     let vn =
         VolumeName::new(name.to_string()).map_err(|e| DomainError::BadRequest(e.to_string()))?;
     if custom_volumes(&c.db, pool)?.iter().any(|x| x.0 == name) {
@@ -357,14 +383,21 @@ pub async fn create_custom_volume(
         .store
         .create_volume(pn.clone(), VolumeKind::Custom, vn.clone())
         .await?;
-    let r = crate::store::pools::insert_custom_volume(&c.db, pool, name, description);
+    let r = async {
+        if crate::model::pool::volume_size(config) > 0 {
+            crate::service::custom_volumes::apply_size(c, pool, name, config).await?;
+        }
+        crate::store::pools::insert_custom_volume_with(&c.db, pool, name, description, config)?;
+        Ok::<(), DomainError>(())
+    }
+    .await;
     if let Err(e) = r {
         let _ = c
             .helpers
             .store
             .delete_volume(pn, VolumeKind::Custom, vn)
             .await;
-        return Err(e.into());
+        return Err(e);
     }
     Ok(())
 }
@@ -376,9 +409,12 @@ pub async fn delete_custom_volume(c: &Services, pool: &str, name: &str) -> Resul
             "custom volume {name:?} not found in pool {pool:?}"
         )));
     }
+    crate::service::custom_volumes::refuse_if_used(&c.db, pool, name)?;
     let pn = PoolName::new(pool.to_string()).map_err(|e| DomainError::BadRequest(e.to_string()))?;
     let vn =
         VolumeName::new(name.to_string()).map_err(|e| DomainError::BadRequest(e.to_string()))?;
+    // Its snapshots go with it (silo-store removes them with the volume; their records
+    // follow the volume's by the foreign key).
     match c
         .helpers
         .store
@@ -390,6 +426,7 @@ pub async fn delete_custom_volume(c: &Services, pool: &str, name: &str) -> Resul
         Err(e) => return Err(e.into()),
     }
     crate::store::pools::delete_custom_volume(&c.db, pool, name)?;
+    crate::service::volume_backups::delete_all(&c.state_dir, pool, name);
     Ok(())
 }
 
@@ -404,16 +441,49 @@ pub async fn copy_across_pools(
     src: VolumeRef<'_>,
     dst: VolumeRef<'_>,
 ) -> Result<(), DomainError> {
-    use silo_proto::store::{RsyncFeatures, RsyncRole};
+    use silo_proto::store::RsyncFeatures;
     let features = RsyncFeatures {
         xattrs: true,
         delete: false,
         compress: false,
+        checksum: false,
     };
     helpers
         .store
         .create_volume(dst.0.clone(), dst.1, dst.2.clone())
         .await?;
+    let copied = rsync_into(helpers, RsyncSource::Volume(src), dst, features).await;
+    if copied.is_err() {
+        let _ = helpers
+            .store
+            .delete_volume(dst.0.clone(), dst.1, dst.2.clone())
+            .await;
+    }
+    copied
+}
+
+/// What an rsync copy between pools reads.
+#[derive(Debug, Clone, Copy)]
+pub enum RsyncSource<'a> {
+    /// A volume.
+    Volume(VolumeRef<'a>),
+    /// A custom volume's snapshot: (pool, volume, snapshot).
+    CustomSnapshot(&'a PoolName, &'a VolumeName, &'a VolumeName),
+}
+
+/// Copies `src` into the existing volume `dst` with two confined rsyncs whose sockets silod
+/// joins; with `features.delete`, what `dst` holds and `src` lacks goes.
+async fn rsync_into(
+    helpers: &Helpers,
+    src: RsyncSource<'_>,
+    dst: VolumeRef<'_>,
+    features: silo_proto::store::RsyncFeatures,
+) -> Result<(), DomainError> {
+    use silo_proto::store::RsyncRole;
+    let shown = match src {
+        RsyncSource::Volume(v) => v.2.to_string(),
+        RsyncSource::CustomSnapshot(_, v, s) => format!("{v}/{s}"),
+    };
     let copied = async {
         let recv = helpers
             .store
@@ -425,17 +495,27 @@ pub async fn copy_across_pools(
                 features,
             )
             .await?;
-        let send = match helpers
-            .store
-            .rsync_start(
-                src.0.clone(),
-                src.1,
-                src.2.clone(),
-                RsyncRole::Send,
-                features,
-            )
-            .await
-        {
+        let sent = match src {
+            RsyncSource::Volume(src) => {
+                helpers
+                    .store
+                    .rsync_start(
+                        src.0.clone(),
+                        src.1,
+                        src.2.clone(),
+                        RsyncRole::Send,
+                        features,
+                    )
+                    .await
+            }
+            RsyncSource::CustomSnapshot(p, v, snap) => {
+                helpers
+                    .store
+                    .rsync_send_custom_snapshot(p.clone(), v.clone(), snap.clone(), features)
+                    .await
+            }
+        };
+        let send = match sent {
             Ok(s) => s,
             Err(e) => {
                 let _ = helpers.store.rsync_abort(recv.id).await;
@@ -463,8 +543,8 @@ pub async fn copy_across_pools(
             j = &mut joined => match j {
                 Ok(()) => waits.await,
                 Err(e) => Err(DomainError::Internal(format!(
-                    "copying {} to pool {}: {e}",
-                    src.2, dst.0
+                    "copying {shown} to pool {}: {e}",
+                    dst.0
                 ))),
             },
             w = &mut waits => w,
@@ -476,10 +556,61 @@ pub async fn copy_across_pools(
         r
     }
     .await;
+    copied
+}
+
+/// Copies custom volume `src` of `sp` with its snapshots to new volume `dst` of `dp` (another
+/// pool): each snapshot, oldest first, is sent into the new volume and snapshotted there,
+/// then the volume itself; nothing is left of `dst` on failure.
+async fn copy_custom_across_pools(
+    c: &Services,
+    (sp, sv): (&PoolName, &VolumeName),
+    (dp, dv): (&PoolName, &VolumeName),
+    snapshots: &[String],
+) -> Result<(), DomainError> {
+    // As LXD's local copies: later passes update what earlier ones wrote, so files are
+    // compared by content (a change within the same second of the same size is not missed).
+    let features = silo_proto::store::RsyncFeatures {
+        xattrs: true,
+        delete: true,
+        compress: false,
+        checksum: true,
+    };
+    c.helpers
+        .store
+        .create_volume(dp.clone(), VolumeKind::Custom, dv.clone())
+        .await?;
+    let dst = (dp, VolumeKind::Custom, dv);
+    let copied = async {
+        for s in snapshots {
+            let sn =
+                VolumeName::new(s.clone()).map_err(|e| DomainError::BadRequest(e.to_string()))?;
+            rsync_into(
+                &c.helpers,
+                RsyncSource::CustomSnapshot(sp, sv, &sn),
+                dst,
+                features,
+            )
+            .await?;
+            c.helpers
+                .store
+                .custom_snapshot_create(dp.clone(), dv.clone(), sn)
+                .await?;
+        }
+        rsync_into(
+            &c.helpers,
+            RsyncSource::Volume((sp, VolumeKind::Custom, sv)),
+            dst,
+            features,
+        )
+        .await
+    }
+    .await;
     if copied.is_err() {
-        let _ = helpers
+        let _ = c
+            .helpers
             .store
-            .delete_volume(dst.0.clone(), dst.1, dst.2.clone())
+            .delete_volume(dp.clone(), VolumeKind::Custom, dv.clone())
             .await;
     }
     copied
@@ -506,7 +637,8 @@ async fn join_rsync(
 }
 
 /// Copies custom volume `src` of pool `src_pool` as new volume `dst` of pool `pool` (the same
-/// pool or another); nothing remains on failure.
+/// pool or another), with its config and, unless `volume_only`, its snapshots; nothing
+/// remains on failure.
 pub async fn copy_custom_volume(
     c: &Services,
     src_pool: &str,
@@ -514,18 +646,38 @@ pub async fn copy_custom_volume(
     pool: &str,
     dst: &str,
     description: &str,
+    volume_only: bool,
 ) -> Result<(), DomainError> {
     get(&c.db, src_pool)?;
-    if !custom_volumes(&c.db, src_pool)?.iter().any(|x| x.0 == src) {
+    if let Some((vol, snap)) = src.split_once('/') {
+        // `<volume>/<snapshot>`: a new volume from a snapshot (lxc's copy pool/vol/snap).
+        return copy_snapshot_as_volume(c, (src_pool, vol, snap), pool, dst, description).await;
+    }
+    let Some((_, _, config)) = custom_volumes(&c.db, src_pool)?
+        .into_iter()
+        .find(|x| x.0 == src)
+    else {
         return Err(DomainError::NotFound(format!(
             "custom volume {src:?} not found in pool {src_pool:?}"
         )));
-    }
+    };
     if custom_volumes(&c.db, pool)?.iter().any(|x| x.0 == dst) {
         return Err(DomainError::Conflict(format!(
             "custom volume {dst:?} already exists in pool {pool:?}"
         )));
     }
+    // The copy keeps the source's config, which must suit the target pool's driver.
+    crate::service::custom_volumes::check_config(&c.db, pool, dst, &config)?;
+    let with_snapshots = !volume_only
+        && !crate::store::volume_snapshots::of_volume(&c.db, src_pool, src)?.is_empty();
+    let snapshot_names: Vec<String> = if with_snapshots {
+        crate::store::volume_snapshots::of_volume(&c.db, src_pool, src)?
+            .into_iter()
+            .map(|s| s.name)
+            .collect()
+    } else {
+        Vec::new()
+    };
     let bad = |e: silo_proto::NameError| DomainError::BadRequest(e.to_string());
     let (sp, sv) = (
         PoolName::new(src_pool.to_string()).map_err(bad)?,
@@ -546,6 +698,8 @@ pub async fn copy_custom_volume(
                 dv.clone(),
             )
             .await?;
+    } else if with_snapshots {
+        copy_custom_across_pools(c, (&sp, &sv), (&dp, &dv), &snapshot_names).await?;
     } else {
         copy_across_pools(
             &c.helpers,
@@ -554,13 +708,115 @@ pub async fn copy_custom_volume(
         )
         .await?;
     }
-    if let Err(e) = crate::store::pools::insert_custom_volume(&c.db, pool, dst, description) {
+    let recorded = async {
+        crate::store::pools::insert_custom_volume_with(&c.db, pool, dst, description, &config)?;
+        let made = async {
+            if crate::model::pool::volume_size(&config) > 0 {
+                crate::service::custom_volumes::apply_size(c, pool, dst, &config).await?;
+            }
+            if with_snapshots && sp == dp {
+                crate::service::custom_volumes::copy_snapshots(c, pool, src, dst).await?;
+            } else if with_snapshots {
+                crate::service::custom_volumes::record_snapshot_copies(
+                    &c.db, src_pool, src, pool, dst,
+                )?;
+            }
+            Ok::<(), DomainError>(())
+        }
+        .await;
+        if made.is_err() {
+            let _ = crate::store::pools::delete_custom_volume(&c.db, pool, dst);
+        }
+        made
+    }
+    .await;
+    if let Err(e) = recorded {
         let _ = c
             .helpers
             .store
             .delete_volume(dp, VolumeKind::Custom, dv)
             .await;
-        return Err(e.into());
+        return Err(e);
+    }
+    Ok(())
+}
+
+/// Makes new custom volume `dst` of `pool` from snapshot `snap` of volume `vol` of
+/// `src_pool` (with the snapshot's config); nothing remains on failure.
+async fn copy_snapshot_as_volume(
+    c: &Services,
+    (src_pool, vol, snap): (&str, &str, &str),
+    pool: &str,
+    dst: &str,
+    description: &str,
+) -> Result<(), DomainError> {
+    let s = crate::service::custom_volumes::snapshot(&c.db, src_pool, vol, snap)?;
+    if custom_volumes(&c.db, pool)?.iter().any(|x| x.0 == dst) {
+        return Err(DomainError::Conflict(format!(
+            "custom volume {dst:?} already exists in pool {pool:?}"
+        )));
+    }
+    crate::service::custom_volumes::check_config(&c.db, pool, dst, &s.config)?;
+    let bad = |e: silo_proto::NameError| DomainError::BadRequest(e.to_string());
+    let (sp, sv, sn) = (
+        PoolName::new(src_pool.to_string()).map_err(bad)?,
+        VolumeName::new(vol.to_string()).map_err(bad)?,
+        VolumeName::new(snap.to_string()).map_err(bad)?,
+    );
+    let (dp, dv) = (
+        PoolName::new(pool.to_string()).map_err(bad)?,
+        VolumeName::new(dst.to_string()).map_err(bad)?,
+    );
+    c.helpers
+        .store
+        .create_volume(dp.clone(), VolumeKind::Custom, dv.clone())
+        .await?;
+    let mut recorded = false;
+    let made = async {
+        if sp == dp {
+            // The snapshot copied in as the new volume's own, restored, then dropped: each
+            // step a typed call silo-store checks (and near free on btrfs).
+            let store = &c.helpers.store;
+            store
+                .custom_snapshot_copy(dp.clone(), sv.clone(), sn.clone(), dv.clone())
+                .await?;
+            store
+                .custom_snapshot_restore(dp.clone(), dv.clone(), sn.clone())
+                .await?;
+            store
+                .custom_snapshot_delete(dp.clone(), dv.clone(), sn.clone())
+                .await?;
+        } else {
+            let features = silo_proto::store::RsyncFeatures {
+                xattrs: true,
+                ..Default::default()
+            };
+            rsync_into(
+                &c.helpers,
+                RsyncSource::CustomSnapshot(&sp, &sv, &sn),
+                (&dp, VolumeKind::Custom, &dv),
+                features,
+            )
+            .await?;
+        }
+        crate::store::pools::insert_custom_volume_with(&c.db, pool, dst, description, &s.config)?;
+        recorded = true;
+        if crate::model::pool::volume_size(&s.config) > 0 {
+            crate::service::custom_volumes::apply_size(c, pool, dst, &s.config).await?;
+        }
+        Ok::<(), DomainError>(())
+    }
+    .await;
+    if let Err(e) = made {
+        if recorded {
+            let _ = crate::store::pools::delete_custom_volume(&c.db, pool, dst);
+        }
+        let _ = c
+            .helpers
+            .store
+            .delete_volume(dp, VolumeKind::Custom, dv)
+            .await;
+        return Err(e);
     }
     Ok(())
 }
@@ -574,25 +830,22 @@ pub async fn move_custom_volume(
     to_pool: &str,
     to: &str,
 ) -> Result<(), DomainError> {
+    crate::service::custom_volumes::refuse_if_running(c, pool, name).await?;
     if to_pool != pool {
         let description = custom_volumes(&c.db, pool)?
             .into_iter()
             .find(|x| x.0 == name)
             .map(|x| x.1)
             .unwrap_or_default();
-        copy_custom_volume(c, pool, name, to_pool, to, &description).await?;
+        copy_custom_volume(c, pool, name, to_pool, to, &description, false).await?;
+        // Devices naming the volume follow it (LXD's rule), so the old one is unused now.
+        crate::service::custom_volumes::update_users(&c.db, pool, name, to_pool, to)?;
         return delete_custom_volume(c, pool, name).await;
     }
     if name == to {
         return Ok(());
     }
-    let description = custom_volumes(&c.db, pool)?
-        .into_iter()
-        .find(|x| x.0 == name)
-        .map(|x| x.1)
-        .ok_or_else(|| {
-            DomainError::NotFound(format!("custom volume {name:?} not found in pool {pool:?}"))
-        })?;
+    crate::service::custom_volumes::get(&c.db, pool, name)?;
     if custom_volumes(&c.db, pool)?.iter().any(|x| x.0 == to) {
         return Err(DomainError::Conflict(format!(
             "custom volume {to:?} already exists in pool {pool:?}"
@@ -604,17 +857,20 @@ pub async fn move_custom_volume(
         VolumeName::new(name.to_string()).map_err(bad)?,
         VolumeName::new(to.to_string()).map_err(bad)?,
     );
-    crate::store::pools::insert_custom_volume(&c.db, pool, to, &description)?;
+    // The record is renamed first (its snapshots' records follow by the foreign key), so the
+    // new name is claimed before anything moves on disk.
+    crate::store::pools::rename_custom_volume(&c.db, pool, name, to)?;
     if let Err(e) = c
         .helpers
         .store
         .rename_volume(pn, VolumeKind::Custom, from, dst, false)
         .await
     {
-        let _ = crate::store::pools::delete_custom_volume(&c.db, pool, to);
+        let _ = crate::store::pools::rename_custom_volume(&c.db, pool, to, name);
         return Err(e.into());
     }
-    crate::store::pools::delete_custom_volume(&c.db, pool, name)?;
+    crate::service::volume_backups::rename_all(&c.state_dir, pool, name, pool, to);
+    crate::service::custom_volumes::update_users(&c.db, pool, name, pool, to)?;
     Ok(())
 }
 

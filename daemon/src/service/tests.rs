@@ -484,3 +484,102 @@ async fn trust_store_passwords_and_single_use_tokens() {
     );
     assert_eq!(names.len(), 2);
 }
+
+#[tokio::test]
+async fn custom_volume_snapshots_follow_schedule_pattern_and_expiry() {
+    let w = world(1).await;
+    let mut cfg = BTreeMap::new();
+    cfg.insert("snapshots.schedule".to_string(), "* * * * *".to_string());
+    cfg.insert("snapshots.pattern".to_string(), "auto-%d".to_string());
+    cfg.insert("snapshots.expiry".to_string(), "1d".to_string());
+    storage::create_custom_volume(&w.c, "default", "v1", "", &cfg)
+        .await
+        .expect("volume");
+    // The schedule matches every minute: one snapshot per run, named by the pattern, with
+    // the volume's expiry.
+    let now = time::OffsetDateTime::now_utc();
+    custom_volumes::run_schedules(&w.c, now).await;
+    custom_volumes::run_schedules(&w.c, now).await;
+    let snaps = custom_volumes::snapshots(&w.c.db, "default", "v1").expect("snapshots");
+    let names: Vec<&str> = snaps.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(names, ["auto-0", "auto-1"]);
+    assert!(snaps[0].expires_at > crate::service::events::now_rfc3339());
+    assert!(w
+        .host
+        .has_volume("default", VolumeKind::Custom, "v1/auto-0"));
+    let e = custom_volumes::create_snapshot(&w.c, "default", "v1", "auto-0", None)
+        .await
+        .expect_err("taken");
+    assert_eq!(e.status(), 409, "{e}");
+    // An expired one goes at the next housekeeping, with its volume; the others stay.
+    custom_volumes::create_snapshot(
+        &w.c,
+        "default",
+        "v1",
+        "old",
+        Some("2001-01-01T00:00:00Z".into()),
+    )
+    .await
+    .expect("old");
+    custom_volumes::expire(&w.c).await;
+    let left: Vec<String> = custom_volumes::snapshots(&w.c.db, "default", "v1")
+        .expect("snapshots")
+        .into_iter()
+        .map(|s| s.name)
+        .collect();
+    assert_eq!(left, ["auto-0", "auto-1"]);
+    assert!(!w.host.has_volume("default", VolumeKind::Custom, "v1/old"));
+}
+
+#[tokio::test]
+async fn custom_volume_users_are_found_refused_and_follow_a_rename() {
+    let w = world(1).await;
+    storage::create_custom_volume(&w.c, "default", "v1", "", &BTreeMap::new())
+        .await
+        .expect("volume");
+    let e = storage::create_custom_volume(
+        &w.c,
+        "default",
+        "v2",
+        "",
+        &[("size".to_string(), "1GiB".to_string())].into(),
+    )
+    .await
+    .expect_err("size on dir");
+    assert!(
+        e.to_string().contains("dir driver cannot enforce size"),
+        "{e}"
+    );
+    assert!(!w.host.has_volume("default", VolumeKind::Custom, "v2"));
+    let disk = |src: &str| -> crate::model::profile::Device {
+        [
+            ("type", "disk"),
+            ("pool", "default"),
+            ("source", src),
+            ("path", "/d"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+    };
+    let mut p = crate::store::profiles::get(&w.c.db, "default").expect("profile");
+    p.devices.insert("data".into(), disk("v1"));
+    crate::store::profiles::put(&w.c.db, &p).expect("put");
+    assert_eq!(
+        custom_volumes::used_by(&w.c.db, "default", "v1").expect("used_by"),
+        ["/1.0/profiles/default"]
+    );
+    let e = storage::delete_custom_volume(&w.c, "default", "v1")
+        .await
+        .expect_err("in use");
+    assert_eq!(e.status(), 400);
+    assert!(e.to_string().contains("/1.0/profiles/default"), "{e}");
+    storage::move_custom_volume(&w.c, "default", "v1", "default", "v3")
+        .await
+        .expect("rename");
+    let p = crate::store::profiles::get(&w.c.db, "default").expect("profile");
+    assert_eq!(p.devices["data"]["source"], "v3");
+    assert!(custom_volumes::used_by(&w.c.db, "default", "v1")
+        .expect("used_by")
+        .is_empty());
+}

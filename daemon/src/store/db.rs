@@ -135,7 +135,32 @@ const MIGRATIONS: &[&str] = &[
         name TEXT NOT NULL,
         certificate TEXT NOT NULL
      );",
-    // 9: an instance may hold several 65536-id blocks (security.idmap.size): one row each.
+    // 9: custom volumes' snapshots; they follow their volume's rename and go with its delete.
+    "CREATE TABLE custom_volume_snapshots (
+        pool TEXT NOT NULL,
+        volume TEXT NOT NULL,
+        name TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        expires_at TEXT NOT NULL DEFAULT '',
+        description TEXT NOT NULL DEFAULT '',
+        config TEXT NOT NULL DEFAULT '{}',
+        PRIMARY KEY (pool, volume, name),
+        FOREIGN KEY (pool, volume) REFERENCES custom_volumes(pool, name)
+            ON DELETE CASCADE ON UPDATE CASCADE
+     );",
+    // 10: custom volumes' backups (tarballs under <state>/volume-backups/<pool>/<volume>/).
+    "CREATE TABLE custom_volume_backups (
+        pool TEXT NOT NULL,
+        volume TEXT NOT NULL,
+        name TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        expires_at TEXT NOT NULL DEFAULT '',
+        volume_only INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY (pool, volume, name),
+        FOREIGN KEY (pool, volume) REFERENCES custom_volumes(pool, name)
+            ON DELETE CASCADE ON UPDATE CASCADE
+     );",
+    // 11: an instance may hold several 65536-id blocks (security.idmap.size): one row each.
     "CREATE TABLE idmap_ranges_blocks (
         base INTEGER PRIMARY KEY NOT NULL,
         instance TEXT NOT NULL

@@ -37,6 +37,8 @@ pub mod networks;
 pub mod pools;
 pub mod profiles;
 pub mod snapshots;
+pub mod volume_backups;
+pub mod volume_snapshots;
 
 pub use error::StoreError;
 pub use global::{GlobalStore, LocalStore};

@@ -126,3 +126,78 @@ pub fn delete_custom_volume(db: &Db, pool: &str, name: &str) -> Result<(), Store
         Ok(())
     })
 }
+
+/// Records a new custom volume with its config; `Conflict` if the name is taken in the pool.
+pub fn insert_custom_volume_with(
+    db: &Db,
+    pool: &str,
+    name: &str,
+    description: &str,
+    config: &std::collections::BTreeMap<String, String>,
+) -> Result<(), StoreError> {
+    let cfg = encode(
+        "custom_volumes",
+        &format!("{pool}/{name}"),
+        "config",
+        config,
+    )?;
+    db.run(|c| {
+        c.execute(
+            "INSERT INTO custom_volumes (pool, name, description, config) VALUES (?1, ?2, ?3, ?4)",
+            params![pool, name, description, cfg],
+        )
+        .map_err(|e| unique(e, Named::in_pool("custom volume", name, pool)))?;
+        Ok(())
+    })
+}
+
+/// Sets a custom volume's description and config.
+pub fn update_custom_volume(
+    db: &Db,
+    pool: &str,
+    name: &str,
+    description: &str,
+    config: &std::collections::BTreeMap<String, String>,
+) -> Result<(), StoreError> {
+    let cfg = encode(
+        "custom_volumes",
+        &format!("{pool}/{name}"),
+        "config",
+        config,
+    )?;
+    db.run(|c| {
+        let n = c.execute(
+            "UPDATE custom_volumes SET description = ?3, config = ?4 WHERE pool = ?1 AND name = ?2",
+            params![pool, name, description, cfg],
+        )?;
+        if n == 0 {
+            return Err(StoreError::not_found(Named::in_pool(
+                "custom volume",
+                name,
+                pool,
+            )));
+        }
+        Ok(())
+    })
+}
+
+/// Renames a custom volume within its pool (its snapshots' records follow); `Conflict` if
+/// `to` is taken.
+pub fn rename_custom_volume(db: &Db, pool: &str, from: &str, to: &str) -> Result<(), StoreError> {
+    db.run(|c| {
+        let n = c
+            .execute(
+                "UPDATE custom_volumes SET name = ?3 WHERE pool = ?1 AND name = ?2",
+                params![pool, from, to],
+            )
+            .map_err(|e| unique(e, Named::in_pool("custom volume", to, pool)))?;
+        if n == 0 {
+            return Err(StoreError::not_found(Named::in_pool(
+                "custom volume",
+                from,
+                pool,
+            )));
+        }
+        Ok(())
+    })
+}

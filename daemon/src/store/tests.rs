@@ -679,7 +679,9 @@ fn records_from_before_the_claims_table_keep_their_ids() {
         c.execute_batch(
             "DROP TRIGGER idmap_ranges_follow_rename; DROP TRIGGER idmap_ranges_follow_delete;
              DROP TABLE idmap_ranges; ALTER TABLE images DROP COLUMN update_source;
-             DROP TABLE certificates; PRAGMA user_version = 5;",
+             DROP TABLE certificates; DROP TABLE custom_volume_snapshots;
+             DROP TABLE custom_volume_backups;
+             PRAGMA user_version = 5;",
         )
     })
     .expect("downgrade");
@@ -695,4 +697,43 @@ fn records_from_before_the_claims_table_keep_their_ids() {
     drop(db);
     let db = Db::open(&p).expect("reopen");
     assert_eq!(idmap::all(&db).expect("claims").len(), 2);
+}
+
+#[test]
+fn volume_snapshots_follow_their_volume() {
+    use crate::model::pool::VolumeSnapshot;
+    use crate::store::volume_snapshots as vs;
+    let (_t, db) = db();
+    let mut cfg = std::collections::BTreeMap::new();
+    cfg.insert("user.k".to_string(), "v".to_string());
+    pools::insert_custom_volume_with(&db, "p", "v1", "d", &cfg).expect("v1");
+    assert_eq!(pools::custom_volumes(&db, "p").expect("vols")[0].2, cfg);
+    let snap = |name: &str, expires: &str| VolumeSnapshot {
+        pool: "p".into(),
+        volume: "v1".into(),
+        name: name.into(),
+        created_at: format!("2026-01-01T00:00:0{}Z", name.len()),
+        expires_at: expires.into(),
+        description: String::new(),
+        config: cfg.clone(),
+    };
+    vs::insert(&db, &snap("s0", "")).expect("s0");
+    vs::insert(&db, &snap("s01", "2001-01-01T00:00:00Z")).expect("s01");
+    assert!(matches!(
+        vs::insert(&db, &snap("s0", "")),
+        Err(StoreError::Conflict(_))
+    ));
+    assert_eq!(vs::expiring(&db).expect("expiring").len(), 1);
+    vs::update(&db, "p", "v1", "s0", "desc", "2030-01-01T00:00:00Z").expect("update");
+    vs::rename(&db, "p", "v1", "s0", "first").expect("rename");
+    assert_eq!(
+        vs::get(&db, "p", "v1", "first").expect("get").description,
+        "desc"
+    );
+    // A volume's rename carries its snapshots' records; its delete drops them.
+    pools::rename_custom_volume(&db, "p", "v1", "v2").expect("rename volume");
+    assert_eq!(vs::of_volume(&db, "p", "v2").expect("of v2").len(), 2);
+    assert!(vs::of_volume(&db, "p", "v1").expect("of v1").is_empty());
+    pools::delete_custom_volume(&db, "p", "v2").expect("delete volume");
+    assert!(vs::of_volume(&db, "p", "v2").expect("after").is_empty());
 }

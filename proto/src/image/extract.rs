@@ -29,6 +29,9 @@ pub enum Layout {
     Metadata,
     /// The rootfs half of a split image: members land under rootfs/.
     Rootfs,
+    /// A plain tree (a custom volume in a backup): members land as they are named, with
+    /// every check an image's get, but no image structure is asked for.
+    Tree,
 }
 
 /// Bounds on one unpack.
@@ -133,6 +136,7 @@ fn place(
         return Ok(None);
     }
     match layout {
+        Layout::Tree => Ok(Some(comps)),
         Layout::Rootfs => {
             let mut v = vec!["rootfs".to_string()];
             v.extend(comps);
@@ -267,6 +271,18 @@ pub fn extract_part(
     extract_with(stream, root, Layout::Unified, Some(prefix), limits)
 }
 
+/// Unpacks the part of a backup tarball below `prefix` (e.g. `backup/volume`, or
+/// `backup/volume-snapshots/snap0`) beneath `root` as a plain tree: a custom volume's files,
+/// with every check an image's members get. Every other member is skipped.
+pub fn extract_tree_part(
+    stream: Box<dyn Read>,
+    root: BorrowedFd<'_>,
+    prefix: &[String],
+    limits: &Limits,
+) -> Result<Report, ImageError> {
+    extract_with(stream, root, Layout::Tree, Some(prefix), limits)
+}
+
 fn extract_with(
     stream: Box<dyn Read>,
     root: BorrowedFd<'_>,
@@ -377,7 +393,7 @@ impl Unpack<'_> {
                 return Ok(None);
             }
             comps.drain(..p.len());
-            if comps[0] == "backup.yaml" {
+            if self.layout != Layout::Tree && comps[0] == "backup.yaml" {
                 return Ok(None);
             }
         }
@@ -579,7 +595,10 @@ impl Unpack<'_> {
 
     /// Checks the image was whole, then gives the directories their owners, modes and times.
     fn finish(self) -> Result<Report, ImageError> {
-        if self.layout != Layout::Rootfs && self.prefix.is_none() && !self.saw_metadata {
+        if !matches!(self.layout, Layout::Rootfs | Layout::Tree)
+            && self.prefix.is_none()
+            && !self.saw_metadata
+        {
             return Err(ImageError::Metadata("no metadata.yaml in the image".into()));
         }
         if !self.saw_rootfs {

@@ -44,6 +44,7 @@ pub fn store_features(h: &silo_api::migration::MigrationHeader) -> RsyncFeatures
         xattrs,
         delete,
         compress,
+        checksum: false,
     }
 }
 
@@ -120,6 +121,44 @@ pub async fn transfer(
             let _ = c.helpers.store.rsync_abort(session.id).await;
             guard.id = None;
             return Err(format!("the rsync socket of {}: {e}", vol.name));
+        }
+    };
+    let r = relay_and_wait(c, fs, vol, session.id, fd, progress).await;
+    guard.id = None;
+    r
+}
+
+/// Sends snapshot `snapshot` of custom volume `vol` over `fs` with rsync (how a custom
+/// volume's snapshots migrate: each before the volume itself).
+pub async fn transfer_custom_snapshot(
+    c: &Services,
+    fs: &mut Channel,
+    vol: &Volume,
+    snapshot: &VolumeName,
+    features: RsyncFeatures,
+    progress: &(dyn Fn(u64) + Send + Sync),
+) -> Result<RsyncReport, String> {
+    let session = c
+        .helpers
+        .store
+        .rsync_send_custom_snapshot(
+            vol.pool.clone(),
+            vol.name.clone(),
+            snapshot.clone(),
+            features,
+        )
+        .await
+        .map_err(|e| format!("starting rsync on {}/{snapshot}: {e}", vol.name))?;
+    let mut guard = AbortOnDrop {
+        c: c.clone(),
+        id: Some(session.id),
+    };
+    let fd = match c.helpers.take_fds(HelperKind::Store, session.fd).await {
+        Ok(mut fds) => fds.remove(0),
+        Err(e) => {
+            let _ = c.helpers.store.rsync_abort(session.id).await;
+            guard.id = None;
+            return Err(format!("the rsync socket of {}/{snapshot}: {e}", vol.name));
         }
     };
     let r = relay_and_wait(c, fs, vol, session.id, fd, progress).await;
