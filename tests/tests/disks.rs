@@ -653,3 +653,39 @@ fn instances_copy_and_move_between_pools_on_one_host() {
     assert_eq!(i["expanded_devices"]["root"]["pool"], "default", "{i}");
     assert!(!d.dir.join("storage-pools/p2/containers/c3").exists());
 }
+
+#[test]
+fn a_custom_volumes_size_holds_inside_the_instance_on_btrfs() {
+    let d = TestDaemon::start("disk-quota");
+    busybox(&d);
+    d.api_ok(
+        "POST",
+        "/1.0/storage-pools",
+        Some(json!({"name": "bt", "driver": "btrfs", "config": {"size": "512MiB"}})),
+    );
+    d.api_ok(
+        "POST",
+        "/1.0/storage-pools/bt/volumes",
+        Some(json!({"name": "small", "type": "custom", "config": {"size": "32MiB"}})),
+    );
+    let (code, v) = create(
+        &d,
+        "c1",
+        json!({"v": {"type": "disk", "pool": "bt", "source": "small", "path": "/small"}}),
+    );
+    assert_eq!(code, 200, "{v}");
+    start(&d, "c1");
+    let (rc, _, err) = sh(
+        &d,
+        "c1",
+        "dd if=/dev/zero of=/small/big bs=1M count=64 && sync",
+    );
+    assert_ne!(rc, 0, "64MiB went into a 32MiB volume");
+    assert!(err.contains("quota"), "{err}");
+    // Within the size, writes go through.
+    sh_ok(
+        &d,
+        "c1",
+        "rm -f /small/big && sync && dd if=/dev/zero of=/small/ok bs=1M count=8 && sync",
+    );
+}
