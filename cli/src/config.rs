@@ -82,7 +82,8 @@ pub enum DeviceCmd {
         instance: String,
         /// The device's name.
         device: String,
-        /// The device's type (disk, nic, ...).
+        /// The device's type: disk, nic, proxy, unix-char, unix-block, usb, gpu or none (host
+        /// paths and host devices only where the host's root policy allows them).
         #[arg(value_name = "TYPE")]
         kind: String,
         /// Device keys.

@@ -367,10 +367,9 @@ impl StoreServer {
     /// Opens a host directory for a btrfs pool: the policy must list it (or a parent) in
     /// host_paths; no symlink is followed on the way; it must be on btrfs and hold nothing but
     /// silo's own layout.
-    /// Opens a dir pool's host source: beneath `host_paths`, no symlink on the way, a
-    /// directory owned by root that no one else may write (silo's volumes live in it), and
-    /// empty but for what an earlier pool of silo's left.
-    pub(crate) fn open_host_dir(
+    /// Opens a pool's host directory: beneath a `host_paths` entry, from `/`, through no
+    /// symlink.
+    fn open_pool_source(
         &self,
         source: &silo_proto::types::HostPath,
     ) -> HelperResult<std::os::fd::OwnedFd> {
@@ -379,17 +378,27 @@ impl StoreServer {
                 "storage pool source {source} is not beneath any of host_paths"
             )));
         }
-        let fd =
-            open_host_path(source, OFlag::O_DIRECTORY | OFlag::O_RDONLY).map_err(|e| match e {
-                Errno::ELOOP | Errno::ENOTDIR => HelperError::invalid(
-                    "source",
-                    format!("{source} goes through a symlink or is not a directory"),
-                ),
-                Errno::ENOENT => HelperError::NotFound {
-                    what: format!("storage pool source {source}"),
-                },
-                e => HelperError::errno("openat2", source, e),
-            })?;
+        open_host_path(source, OFlag::O_DIRECTORY | OFlag::O_RDONLY).map_err(|e| match e {
+            // O_NOFOLLOW|O_DIRECTORY on a final symlink answers ENOTDIR.
+            Errno::ELOOP | Errno::ENOTDIR => HelperError::invalid(
+                "source",
+                format!("{source} goes through a symlink or is not a directory"),
+            ),
+            Errno::ENOENT => HelperError::NotFound {
+                what: format!("storage pool source {source}"),
+            },
+            e => HelperError::errno("openat2", source, e),
+        })
+    }
+
+    /// Opens a dir pool's host source: beneath `host_paths`, no symlink on the way, a
+    /// directory owned by root that no one else may write (silo's volumes live in it), and
+    /// empty but for what an earlier pool of silo's left.
+    pub(crate) fn open_host_dir(
+        &self,
+        source: &silo_proto::types::HostPath,
+    ) -> HelperResult<std::os::fd::OwnedFd> {
+        let fd = self.open_pool_source(source)?;
         let st = nix::sys::stat::fstat(&fd).map_err(|e| HelperError::errno("fstat", source, e))?;
         if st.st_uid != 0 || st.st_mode & 0o022 != 0 {
             return Err(HelperError::invalid(
@@ -408,23 +417,7 @@ impl StoreServer {
         &self,
         source: &silo_proto::types::HostPath,
     ) -> HelperResult<std::os::fd::OwnedFd> {
-        if !self.0.policy.host_paths.iter().any(|p| source.is_within(p)) {
-            return Err(self.0.policy.deny(format!(
-                "storage pool source {source} is not beneath any of host_paths"
-            )));
-        }
-        let fd =
-            open_host_path(source, OFlag::O_DIRECTORY | OFlag::O_RDONLY).map_err(|e| match e {
-                // O_NOFOLLOW|O_DIRECTORY on a final symlink answers ENOTDIR.
-                Errno::ELOOP | Errno::ENOTDIR => HelperError::invalid(
-                    "source",
-                    format!("{source} goes through a symlink or is not a directory"),
-                ),
-                Errno::ENOENT => HelperError::NotFound {
-                    what: format!("storage pool source {source}"),
-                },
-                e => HelperError::errno("openat2", source, e),
-            })?;
+        let fd = self.open_pool_source(source)?;
         if !crate::btrfs::is_btrfs(fd.as_fd()) {
             return Err(HelperError::invalid(
                 "source",

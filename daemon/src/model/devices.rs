@@ -464,6 +464,8 @@ const DISK_KEYS: &[&str] = &[
     "recursive",
     "required",
     "shift",
+    // For virtual machines in LXD; a container has nothing to boot from it.
+    "boot.priority",
 ];
 
 /// Whether `name` is a device name LXD takes.
@@ -478,9 +480,37 @@ pub fn check_device_name(name: &str) -> Result<(), DeviceError> {
     Ok(())
 }
 
+/// LXD 5.0 keys silo refuses, by device kind, with why (a key ending in `.` is a prefix).
+const REFUSED_KEYS: &[(&str, &str, &str)] = &[
+    ("nic", "maas.", "MAAS is not available on this host"),
+    ("nic", "acceleration", "it is for OVN networks, and this host has no OVN"),
+    ("nic", "security.port_isolation", "it is for OVN networks, and this host has no OVN"),
+    ("nic", "ipv4.routes.external", "it is for OVN networks, and this host has no OVN"),
+    ("nic", "ipv6.routes.external", "it is for OVN networks, and this host has no OVN"),
+    ("nic", "security.acls", "network ACLs are not part of silo (no /1.0/network-acls)"),
+    ("nic", "gvrp", "this kernel has no 802.1Q VLAN support (CONFIG_VLAN_8021Q)"),
+    ("nic", "vlan.tagged", "this kernel has no bridge VLAN filtering (CONFIG_BRIDGE_VLAN_FILTERING)"),
+    ("nic", "ipv4.host_table", "silo puts a routed or ipvlan nic's host routes in the main table only"),
+    ("nic", "ipv6.host_table", "silo puts a routed or ipvlan nic's host routes in the main table only"),
+    ("nic", "ipv4.neighbor_probe", "silo checks routed addresses against the host's own tables instead of probing the LAN"),
+    ("nic", "ipv6.neighbor_probe", "silo checks routed addresses against the host's own tables instead of probing the LAN"),
+    ("disk", "ceph.", "ceph is not available on this host"),
+    ("disk", "raw.mount.options", "silo bind-mounts a disk's source; filesystem mount options do not apply"),
+    ("disk", "size.state", "it is for virtual machines; silo runs containers"),
+    ("disk", "limits.", "I/O throttling per disk needs the blkio throttle of the source's block device, which silo does not set"),
+];
+
 fn unknown_key(d: &DeviceMap, known: &[&str], what: &str) -> Result<(), String> {
     match d.keys().find(|k| !known.contains(&k.as_str())) {
-        Some(k) => Err(format!("unknown {what} key {k:?}")),
+        Some(k) => {
+            let refused = REFUSED_KEYS.iter().find(|(kind, key, _)| {
+                *kind == what && (k == key || (key.ends_with('.') && k.starts_with(key)))
+            });
+            match refused {
+                Some((_, _, why)) => Err(format!("{what} key {k:?} is refused: {why}")),
+                None => Err(format!("unknown {what} key {k:?}")),
+            }
+        }
         None => Ok(()),
     }
 }
@@ -503,6 +533,9 @@ impl DeviceSpec {
             k @ ("unix-char" | "unix-block" | "usb" | "gpu") => HostDeviceSpec::parse(k, d)
                 .map(DeviceSpec::Host)
                 .map_err(invalid),
+            "unix-hotplug" => Err(invalid(
+                "unix-hotplug devices follow udev events, which silo does not watch; give the node with unix-char or unix-block (source or major/minor), or a usb device".into(),
+            )),
             "tpm" => Err(invalid(
                 "tpm devices need swtpm, which is not installed on this host".into(),
             )),
@@ -932,10 +965,26 @@ mod tests {
         }
         assert_eq!(why("d", &[]), "invalid device \"d\": missing type");
         assert_eq!(
-            why("d", &[("type", "unix-hotplug")]),
-            "invalid device \"d\": device type \"unix-hotplug\" is not supported by silo"
+            why("d", &[("type", "infiniband-x")]),
+            "invalid device \"d\": device type \"infiniband-x\" is not supported by silo"
         );
         assert!(why("d", &[("type", "tpm")]).contains("swtpm"));
+        assert!(why("d", &[("type", "unix-hotplug")]).contains("udev"));
+        assert!(why(
+            "d",
+            &[("type", "nic"), ("network", "n"), ("maas.subnet.ipv4", "x")]
+        )
+        .contains("MAAS"));
+        assert!(why(
+            "d",
+            &[
+                ("type", "disk"),
+                ("path", "/x"),
+                ("source", "/s"),
+                ("limits.read", "1MB")
+            ]
+        )
+        .contains("blkio"));
         assert!(why("d", &[("type", "gpu"), ("gputype", "mig")]).contains("not available"));
         assert!(why("d", &[("type", "unix-char"), ("path", "/dev/x")]).contains("major and minor"));
         assert!(why(
