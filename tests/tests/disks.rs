@@ -582,6 +582,31 @@ fn images_and_backups_live_in_the_custom_volumes_the_server_names() {
     // The image moved into the volume, and silod works from there.
     assert!(vol("imgs").join("images").join(&fp).exists());
     d.launch("busybox", "c1");
+    // What holds silod's data is never an instance's disk, nor the other way round.
+    let (code, v) = d.api(
+        "PATCH",
+        "/1.0/instances/c1",
+        Some(json!({"devices": {"i": {"type": "disk", "pool": "default", "source": "imgs", "path": "/i"}}})),
+    );
+    assert_eq!(code, 400, "{v}");
+    assert!(v.to_string().contains("storage.images_volume"), "{v}");
+    d.api_ok(
+        "POST",
+        "/1.0/storage-pools/default/volumes",
+        Some(json!({"name": "used", "type": "custom"})),
+    );
+    d.api_ok(
+        "PATCH",
+        "/1.0/instances/c1",
+        Some(json!({"devices": {"u": {"type": "disk", "pool": "default", "source": "used", "path": "/u"}}})),
+    );
+    let (code, v) = d.api(
+        "PATCH",
+        "/1.0",
+        Some(json!({"config": {"storage.backups_volume": "default/used"}})),
+    );
+    assert_eq!(code, 400, "{v}");
+    assert!(v.to_string().contains("attached"), "{v}");
     d.api_ok(
         "POST",
         "/1.0/instances/c1/backups",

@@ -91,6 +91,15 @@ pub async fn check(c: &Services, devices: &BTreeMap<String, Device>) -> Result<(
         };
         match &m.source {
             DiskSource::Volume { pool, volume } => {
+                let named = format!("{}/{}", pool.as_str(), volume.as_str());
+                for (key, _) in crate::service::storage::STATE_VOLUME_KEYS {
+                    if crate::store::config::get(&c.db, key)?.as_deref() == Some(named.as_str()) {
+                        return Err(bad(
+                            name,
+                            format!("custom volume {named:?} holds silod's data ({key}); it cannot be attached to instances"),
+                        ));
+                    }
+                }
                 let vols = crate::service::storage::custom_volumes(&c.db, pool.as_str())?;
                 if !vols.iter().any(|v| v.0 == volume.as_str()) && disk.required {
                     return Err(DomainError::NotFound(format!(

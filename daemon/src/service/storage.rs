@@ -960,6 +960,17 @@ pub async fn relocate_state_dir(
     match to {
         Some(v) => {
             let (pool, vol) = pool_volume(v)?;
+            // What instances could write there, silod would take for its own images or
+            // backups and serve to users.
+            let users =
+                crate::service::custom_volumes::used_by(&c.db, pool.as_str(), vol.as_str())?;
+            if !users.is_empty() {
+                return Err(DomainError::BadRequest(format!(
+                    "custom volume {v:?} is attached to {}: a volume holding silod's {} may not be attached to instances",
+                    users.join(", "),
+                    dir.name()
+                )));
+            }
             c.helpers
                 .store
                 .mount_state_dir(dir, pool, vol, true)
