@@ -189,7 +189,11 @@ fn two_containers_on_the_default_bridge_reach_each_other_by_name() {
     // Reachability, not latency: under a loaded CI machine the new instance's addresses (IPv6
     // duplicate address detection included) can take longer than a quiet run's second.
     let ok = wait_until(Duration::from_secs(30), || {
-        d.exec("c1", &["ping", "-c", "1", "-W", "2", "c3.silo"]).0 == 0
+        // The reservation is an IPv4 one: ask for that address by name (busybox's ping
+        // would otherwise take c3's AAAA record, whose SLAAC address may still be tentative).
+        d.exec("c1", &["ping", "-4", "-c", "1", "-W", "2", "c3.silo"])
+            .0
+            == 0
     });
     let (_, o, e) = d.exec("c1", &["nslookup", "c3.silo"]);
     assert!(
