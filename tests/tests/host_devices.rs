@@ -262,3 +262,53 @@ fn usb_and_gpu_devices_absent_from_this_host() {
     assert_eq!(code, 404, "{v}");
     assert!(v.to_string().contains("GPU"), "{v}");
 }
+
+#[test]
+fn a_char_device_is_made_with_the_asked_owner_and_mode_through_silo() {
+    // A node of the test's own, named in the policy: the null device under another name.
+    let dir = tempfile::Builder::new()
+        .prefix("silo-hostdev-")
+        .tempdir()
+        .expect("tempdir");
+    let node = dir.path().join("null2");
+    let o = Command::new("mknod")
+        .arg(&node)
+        .args(["c", "1", "3"])
+        .output()
+        .expect("mknod");
+    assert!(o.status.success(), "{}", show(&o));
+    let node = node.display().to_string();
+    let d = TestDaemon::start_with_policy(
+        "hostdev-char",
+        &format!("host_devices = [{:?}]\n", dir.path().display().to_string()),
+    );
+    busybox(&d);
+    d.launch("busybox", "c1");
+    let o = d.silo(&[
+        "config",
+        "device",
+        "add",
+        "c1",
+        "n",
+        "unix-char",
+        &format!("source={node}"),
+        "path=/dev/mine/null2",
+        "uid=1000",
+        "gid=1000",
+        "mode=0620",
+    ]);
+    assert!(o.status.success(), "{}", show(&o));
+    assert_eq!(
+        sh_ok(&d, "c1", "stat -c '%F %t:%T %u %g %a' /dev/mine/null2").trim(),
+        "character special file 1:3 1000 1000 620"
+    );
+    let (rc, _, err) = d.exec_as("c1", &["sh", "-c", "echo x > /dev/mine/null2"], 1000);
+    assert_eq!(rc, 0, "{err}");
+    // A group member may write but not read; others neither.
+    let (rc, _, _) = d.exec_as("c1", &["sh", "-c", "cat /dev/mine/null2"], 1001);
+    assert_ne!(rc, 0);
+    let o = d.silo(&["config", "device", "remove", "c1", "n"]);
+    assert!(o.status.success(), "{}", show(&o));
+    let (rc, _, _) = sh(&d, "c1", "test -e /dev/mine/null2");
+    assert_ne!(rc, 0, "the node outlived its device");
+}
