@@ -136,13 +136,18 @@ const MOVE_MOUNT_T_EMPTY_PATH: u32 = 0x40;
 /// How long the child may take: it never waits on the instance.
 const CHILD_TIMEOUT_MS: i32 = 30_000;
 
-/// Runs `f` in a forked child and returns its answer.
-fn in_child(f: impl FnOnce() -> Result<Reply, String>) -> Result<Reply, String> {
+/// Runs `f` in a forked child and returns its answer. The child keeps only the answer socket
+/// and the fds in `keep`: nothing of the launcher's (its socket to silo-priv above all) goes
+/// with it into the instance's namespaces.
+fn in_child(keep: &[RawFd], f: impl FnOnce() -> Result<Reply, String>) -> Result<Reply, String> {
     let (ours, theirs) = wire::pair().map_err(|e| e.to_string())?;
     // SAFETY: the launcher is single-threaded; the child leaves through _exit.
     match unsafe { nix::unistd::fork() }.map_err(|e| format!("fork: {e}"))? {
         nix::unistd::ForkResult::Child => {
             drop(ours);
+            let mut keep = keep.to_vec();
+            keep.push(theirs.as_raw_fd());
+            sys::close_fds_except(&keep);
             let r = silo_proto::jail::caps_drop::non_dumpable()
                 .map_err(|e| e.to_string())
                 .and_then(|()| f());
@@ -502,7 +507,8 @@ pub fn attach(req: AttachReq, fds: Vec<OwnedFd>) -> Result<Reply, String> {
     let [pidfd, src]: [OwnedFd; 2] = fds
         .try_into()
         .map_err(|_| "a disk attach takes two fds".to_string())?;
-    in_child(move || {
+    let keep = [pidfd.as_raw_fd(), src.as_raw_fd()];
+    in_child(&keep, move || {
         check_alive(pidfd.as_fd())?;
         let src = match &req.node {
             Some(n) => make_node(src.as_fd(), n)?,
@@ -560,7 +566,8 @@ pub fn detach(req: DetachReq, fds: Vec<OwnedFd>) -> Result<Reply, String> {
     let [pidfd]: [OwnedFd; 1] = fds
         .try_into()
         .map_err(|_| "a disk detach takes one fd".to_string())?;
-    in_child(move || {
+    let keep = [pidfd.as_raw_fd()];
+    in_child(&keep, move || {
         check_alive(pidfd.as_fd())?;
         sys::setns_pidfd(pidfd.as_fd(), libc::CLONE_NEWNS).map_err(|e| e.to_string())?;
         let root = nix::fcntl::open(
