@@ -87,7 +87,7 @@ pub fn open_source(pools: &Root, policy: &Policy, d: &DiskMount) -> HelperResult
 /// A host path as an `O_PATH` fd, from `/`, no symlink (nor magic link) on the way, the last
 /// component included (an `O_PATH|O_NOFOLLOW` open of a final symlink gives the link itself,
 /// which the type check after refuses).
-fn open_host(p: &silo_proto::types::HostPath) -> Result<OwnedFd, Errno> {
+pub(crate) fn open_host(p: &silo_proto::types::HostPath) -> Result<OwnedFd, Errno> {
     let root = nix::fcntl::open(
         "/",
         OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,

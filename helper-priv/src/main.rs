@@ -8,6 +8,7 @@ mod confinement;
 mod devbpf;
 mod devcg;
 mod devices;
+mod diskio;
 mod disks;
 mod launcher;
 mod runtime;

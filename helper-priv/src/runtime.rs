@@ -730,6 +730,16 @@ impl Runtime {
         crate::devcg::set(cg, name, &self.device_rules(name))
     }
 
+    /// Sets a running instance's disk I/O limits.
+    pub fn apply_disk_io(
+        &self,
+        cg: &Cgroups,
+        name: &InstanceName,
+        io: &[silo_proto::privileged::DiskIo],
+    ) -> HelperResult<()> {
+        crate::diskio::apply(cg, &self.pools, &self.policy, name, io)
+    }
+
     /// The policy's word on a disk source.
     pub fn check_disk_source(&self, s: &silo_proto::privileged::DiskSource) -> HelperResult<()> {
         crate::disks::check_source(&self.policy, s)
@@ -746,6 +756,7 @@ impl Runtime {
     ) -> HelperResult<(i32, i32)> {
         let name = &spec.instance;
         cg.apply_limits(name, &spec.limits)?;
+        crate::diskio::apply(cg, &self.pools, &self.policy, name, &spec.limits.disk_io)?;
         let req = launcher::Request::Start(launcher::StartReq {
             instance: name.as_str().to_string(),
             idmap_base: spec.idmap_base,

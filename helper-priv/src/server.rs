@@ -157,7 +157,10 @@ impl Priv for PrivServer {
                 instance.as_str()
             )));
         }
-        self.0.cg.apply_limits(&instance, &limits)
+        self.0.cg.apply_limits(&instance, &limits)?;
+        self.0
+            .rt
+            .apply_disk_io(&self.0.cg, &instance, &limits.disk_io)
     }
 
     async fn exec(self, _: Context, spec: ExecSpec) -> HelperResult<ExecStarted> {

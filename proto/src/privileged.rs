@@ -266,6 +266,30 @@ impl HostDevice {
     }
 }
 
+/// What a disk's I/O limits are on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DiskIoTarget {
+    /// The instance's root volume in this pool.
+    Root(crate::PoolName),
+    /// A disk device's source.
+    Source(DiskSource),
+}
+
+/// One disk's I/O limits (per second; `None`: no limit).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DiskIo {
+    /// Whose device.
+    pub target: DiskIoTarget,
+    /// Bytes read.
+    pub read_bps: Option<u64>,
+    /// Bytes written.
+    pub write_bps: Option<u64>,
+    /// Read operations.
+    pub read_iops: Option<u64>,
+    /// Write operations.
+    pub write_iops: Option<u64>,
+}
+
 /// Where a `disk` device's data comes from.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum DiskSource {
@@ -356,6 +380,9 @@ pub struct Limits {
     pub hugepages: Vec<(HugePageSize, u64)>,
     /// `limits.disk.priority`, 0 to 10 (blkio/io weight = priority × 100, 0 → 10).
     pub disk_priority: Option<u8>,
+    /// `limits.read`/`limits.write`/`limits.max` of disk devices (the root disk's too): the
+    /// blkio throttle of the block device beneath each source, summed per device.
+    pub disk_io: Vec<DiskIo>,
 }
 
 /// `limits.cpu.allowance` as LXD takes it.

@@ -714,3 +714,72 @@ fn a_custom_volumes_size_holds_inside_the_instance_on_btrfs() {
         "rm -f /small/big && sync && dd if=/dev/zero of=/small/ok bs=1M count=8 && sync",
     );
 }
+
+#[test]
+fn disk_io_limits_throttle_the_device_beneath_each_disk() {
+    let d = TestDaemon::start("disk-io");
+    busybox(&d);
+    d.api_ok(
+        "POST",
+        "/1.0/storage-pools/default/volumes",
+        Some(json!({"name": "v", "type": "custom"})),
+    );
+    let (code, v) = create(
+        &d,
+        "c1",
+        json!({
+            "root": {"type": "disk", "pool": "default", "path": "/", "limits.read": "2MB"},
+            "v": {"type": "disk", "pool": "default", "source": "v", "path": "/v", "limits.write": "1MB"},
+        }),
+    );
+    assert_eq!(code, 200, "{v}");
+    start(&d, "c1");
+    let tag = silo_proto::install_tag(&d.dir);
+    let cg = format!("/sys/fs/cgroup/blkio/silo-{tag}/c1");
+    let file =
+        |f: &str| std::fs::read_to_string(format!("{cg}/blkio.throttle.{f}")).unwrap_or_default();
+    // Both disks sit on the same host disk: one rule per direction.
+    assert!(
+        file("read_bps_device").trim().ends_with(" 2000000"),
+        "{}",
+        file("read_bps_device")
+    );
+    assert!(
+        file("write_bps_device").trim().ends_with(" 1000000"),
+        "{}",
+        file("write_bps_device")
+    );
+    // Direct writes to the volume go at its limit: 3 MB take about 3 s.
+    let t = std::time::Instant::now();
+    sh_ok(
+        &d,
+        "c1",
+        "dd if=/dev/zero of=/v/f bs=256k count=12 oflag=direct 2>/dev/null",
+    );
+    let took = t.elapsed();
+    assert!(
+        took >= std::time::Duration::from_millis(1800),
+        "3 MB at 1 MB/s took {took:?}"
+    );
+    // Live: a change applies at once, and an unset clears the rule.
+    d.api_ok(
+        "PATCH",
+        "/1.0/instances/c1",
+        Some(json!({"devices": {"v": {"type": "disk", "pool": "default", "source": "v", "path": "/v", "limits.max": "50iops"}}})),
+    );
+    assert!(
+        file("write_bps_device").trim().is_empty(),
+        "{}",
+        file("write_bps_device")
+    );
+    assert!(
+        file("read_iops_device").trim().ends_with(" 50"),
+        "{}",
+        file("read_iops_device")
+    );
+    assert!(
+        file("write_iops_device").trim().ends_with(" 50"),
+        "{}",
+        file("write_iops_device")
+    );
+}

@@ -362,7 +362,40 @@ pub struct DiskDevice {
     pub recursive: bool,
     /// `propagation`.
     pub propagation: silo_proto::privileged::Propagation,
+    /// `limits.read` (or `limits.max`).
+    pub read_limit: Option<IoRate>,
+    /// `limits.write` (or `limits.max`).
+    pub write_limit: Option<IoRate>,
     map: DeviceMap,
+}
+
+/// A disk's I/O rate limit, per second.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IoRate {
+    /// Bytes (`30MB`).
+    Bytes(u64),
+    /// Operations (`100iops`).
+    Iops(u64),
+}
+
+impl IoRate {
+    /// LXD's syntax: a byte size, or a number followed by `iops`.
+    pub fn parse(v: &str) -> Result<IoRate, String> {
+        let r = match v.strip_suffix("iops") {
+            Some(n) => IoRate::Iops(
+                n.trim()
+                    .parse()
+                    .map_err(|_| format!("{v:?} is not a number of operations like 100iops"))?,
+            ),
+            None => {
+                IoRate::Bytes(silo_proto::types::parse_bytes(v).map_err(|e| format!("{v:?}: {e}"))?)
+            }
+        };
+        match r {
+            IoRate::Bytes(0) | IoRate::Iops(0) => Err(format!("{v:?} would stop all I/O")),
+            r => Ok(r),
+        }
+    }
 }
 
 impl DiskDevice {
@@ -374,6 +407,36 @@ impl DiskDevice {
     /// Whether this is the root disk (path `/` from a pool).
     pub fn is_root(&self) -> bool {
         self.path == "/" && self.source.is_none()
+    }
+
+    /// Its I/O limits for silo-priv, if it has any.
+    pub fn disk_io(&self, device: &str) -> Result<Option<silo_proto::privileged::DiskIo>, String> {
+        use silo_proto::privileged::{DiskIo, DiskIoTarget};
+        if self.read_limit.is_none() && self.write_limit.is_none() {
+            return Ok(None);
+        }
+        let target = match self.mount(device)? {
+            Some(m) => DiskIoTarget::Source(m.source),
+            None => DiskIoTarget::Root(
+                silo_proto::PoolName::new(self.pool.clone().unwrap_or_default())
+                    .map_err(|e| format!("pool: {e}"))?,
+            ),
+        };
+        let bytes = |r: Option<IoRate>| match r {
+            Some(IoRate::Bytes(b)) => Some(b),
+            _ => None,
+        };
+        let ops = |r: Option<IoRate>| match r {
+            Some(IoRate::Iops(n)) => Some(n),
+            _ => None,
+        };
+        Ok(Some(DiskIo {
+            target,
+            read_bps: bytes(self.read_limit),
+            write_bps: bytes(self.write_limit),
+            read_iops: ops(self.read_limit),
+            write_iops: ops(self.write_limit),
+        }))
     }
 
     /// What silo-priv mounts for it (`None` for the root disk, which is the instance's
@@ -466,6 +529,9 @@ const DISK_KEYS: &[&str] = &[
     "shift",
     // For virtual machines in LXD; a container has nothing to boot from it.
     "boot.priority",
+    "limits.read",
+    "limits.write",
+    "limits.max",
 ];
 
 /// Whether `name` is a device name LXD takes.
@@ -483,21 +549,72 @@ pub fn check_device_name(name: &str) -> Result<(), DeviceError> {
 /// LXD 5.0 keys silo refuses, by device kind, with why (a key ending in `.` is a prefix).
 const REFUSED_KEYS: &[(&str, &str, &str)] = &[
     ("nic", "maas.", "MAAS is not available on this host"),
-    ("nic", "acceleration", "it is for OVN networks, and this host has no OVN"),
-    ("nic", "security.port_isolation", "it is for OVN networks, and this host has no OVN"),
-    ("nic", "ipv4.routes.external", "it is for OVN networks, and this host has no OVN"),
-    ("nic", "ipv6.routes.external", "it is for OVN networks, and this host has no OVN"),
-    ("nic", "security.acls", "network ACLs are not part of silo (no /1.0/network-acls)"),
-    ("nic", "gvrp", "this kernel has no 802.1Q VLAN support (CONFIG_VLAN_8021Q)"),
-    ("nic", "vlan.tagged", "this kernel has no bridge VLAN filtering (CONFIG_BRIDGE_VLAN_FILTERING)"),
-    ("nic", "ipv4.host_table", "silo puts a routed or ipvlan nic's host routes in the main table only"),
-    ("nic", "ipv6.host_table", "silo puts a routed or ipvlan nic's host routes in the main table only"),
-    ("nic", "ipv4.neighbor_probe", "silo checks routed addresses against the host's own tables instead of probing the LAN"),
-    ("nic", "ipv6.neighbor_probe", "silo checks routed addresses against the host's own tables instead of probing the LAN"),
+    (
+        "nic",
+        "acceleration",
+        "it is for OVN networks, and this host has no OVN",
+    ),
+    (
+        "nic",
+        "security.port_isolation",
+        "it is for OVN networks, and this host has no OVN",
+    ),
+    (
+        "nic",
+        "ipv4.routes.external",
+        "it is for OVN networks, and this host has no OVN",
+    ),
+    (
+        "nic",
+        "ipv6.routes.external",
+        "it is for OVN networks, and this host has no OVN",
+    ),
+    (
+        "nic",
+        "security.acls",
+        "network ACLs are not part of silo (no /1.0/network-acls)",
+    ),
+    (
+        "nic",
+        "gvrp",
+        "this kernel has no 802.1Q VLAN support (CONFIG_VLAN_8021Q)",
+    ),
+    (
+        "nic",
+        "vlan.tagged",
+        "this kernel has no bridge VLAN filtering (CONFIG_BRIDGE_VLAN_FILTERING)",
+    ),
+    (
+        "nic",
+        "ipv4.host_table",
+        "silo puts a routed or ipvlan nic's host routes in the main table only",
+    ),
+    (
+        "nic",
+        "ipv6.host_table",
+        "silo puts a routed or ipvlan nic's host routes in the main table only",
+    ),
+    (
+        "nic",
+        "ipv4.neighbor_probe",
+        "silo checks routed addresses against the host's own tables instead of probing the LAN",
+    ),
+    (
+        "nic",
+        "ipv6.neighbor_probe",
+        "silo checks routed addresses against the host's own tables instead of probing the LAN",
+    ),
     ("disk", "ceph.", "ceph is not available on this host"),
-    ("disk", "raw.mount.options", "silo bind-mounts a disk's source; filesystem mount options do not apply"),
-    ("disk", "size.state", "it is for virtual machines; silo runs containers"),
-    ("disk", "limits.", "I/O throttling per disk needs the blkio throttle of the source's block device, which silo does not set"),
+    (
+        "disk",
+        "raw.mount.options",
+        "silo bind-mounts a disk's source; filesystem mount options do not apply",
+    ),
+    (
+        "disk",
+        "size.state",
+        "it is for virtual machines; silo runs containers",
+    ),
 ];
 
 fn unknown_key(d: &DeviceMap, known: &[&str], what: &str) -> Result<(), String> {
@@ -922,6 +1039,13 @@ impl DiskDevice {
         } else if source.is_some() {
             return Err("the root disk (path \"/\") takes a pool, not a source".into());
         }
+        let rate = |k: &str| {
+            d.get(k)
+                .filter(|v| !v.is_empty())
+                .map(|v| IoRate::parse(v).map_err(|e| format!("{k}: {e}")))
+                .transpose()
+        };
+        let max = rate("limits.max")?;
         let disk = DiskDevice {
             path,
             pool,
@@ -930,6 +1054,8 @@ impl DiskDevice {
             required,
             recursive,
             propagation,
+            read_limit: rate("limits.read")?.or(max),
+            write_limit: rate("limits.write")?.or(max),
             map: d.clone(),
         };
         // Every name a mount needs is checked here, once.
@@ -981,10 +1107,20 @@ mod tests {
                 ("type", "disk"),
                 ("path", "/x"),
                 ("source", "/s"),
-                ("limits.read", "1MB")
+                ("limits.read", "fast")
             ]
         )
-        .contains("blkio"));
+        .contains("limits.read"));
+        assert!(why(
+            "d",
+            &[
+                ("type", "disk"),
+                ("path", "/x"),
+                ("source", "/s"),
+                ("limits.max", "0iops")
+            ]
+        )
+        .contains("stop all"));
         assert!(why("d", &[("type", "gpu"), ("gputype", "mig")]).contains("not available"));
         assert!(why("d", &[("type", "unix-char"), ("path", "/dev/x")]).contains("major and minor"));
         assert!(why(

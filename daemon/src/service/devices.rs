@@ -35,6 +35,19 @@ pub fn mounts(devices: &BTreeMap<String, Device>) -> Result<Vec<DiskMount>, Doma
     Ok(out)
 }
 
+/// The I/O limits of a device set's disks (the root disk's too).
+pub fn disk_io(
+    devices: &BTreeMap<String, Device>,
+) -> Result<Vec<silo_proto::privileged::DiskIo>, DomainError> {
+    let mut out = Vec::new();
+    for (name, disk) in disk_devices(devices)? {
+        if let Some(io) = disk.disk_io(&name).map_err(|e| bad(&name, e))? {
+            out.push(io);
+        }
+    }
+    Ok(out)
+}
+
 /// The host devices of a device set, as silo-priv is asked for them.
 pub fn host_devices(devices: &BTreeMap<String, Device>) -> Result<Vec<HostDevice>, DomainError> {
     let mut out = Vec::new();

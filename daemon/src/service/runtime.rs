@@ -259,7 +259,8 @@ pub async fn start(c: &Services, name: &str) -> Result<RunningInfo, DomainError>
             .map_err(|e| DomainError::BadRequest(format!("proxy device {dn:?}: {e}")))?;
     }
     let hold = !plans.is_empty() || of_type(&devs, DeviceType::Proxy).next().is_some();
-    let limits = limits_of(&cfg)?;
+    let mut limits = limits_of(&cfg)?;
+    limits.disk_io = crate::service::devices::disk_io(&devs)?;
     let idmap_base = if is_true(cfg.get("security.privileged")) {
         None
     } else {
@@ -545,7 +546,9 @@ pub async fn apply_live(c: &Services, name: &str, before: &Instance) -> Result<(
     }
     apply_devices_live(c, name, before).await?;
     let i = instances::get(&c.db, name)?;
-    let l = limits_of(&expanded(c, &i)?)?;
+    let (cfg, devs) = expanded_all(c, &i)?;
+    let mut l = limits_of(&cfg)?;
+    l.disk_io = crate::service::devices::disk_io(&devs)?;
     c.helpers.privileged.set_limits(iname(name)?, l).await?;
     Ok(())
 }
@@ -639,7 +642,9 @@ pub async fn apply_profile_live(
             }
             let (_, before) = crate::model::profile::expand(&profiles, &i.config, &i.devices);
             apply_device_changes(c, &i.name, &i, before).await?;
-            let l = limits_of(&expanded(c, &i)?)?;
+            let (cfg, devs) = expanded_all(c, &i)?;
+            let mut l = limits_of(&cfg)?;
+            l.disk_io = crate::service::devices::disk_io(&devs)?;
             c.helpers.privileged.set_limits(iname(&i.name)?, l).await?;
             Ok::<(), DomainError>(())
         }
