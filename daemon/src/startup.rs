@@ -41,6 +41,18 @@ pub struct Args {
     /// INSECURE: log seccomp violations instead of killing (for building allow-lists).
     #[arg(long)]
     pub insecure_seccomp_log: bool,
+    /// Start bare, as a fresh LXD 5.0: an empty default profile, no storage pool, no managed
+    /// network, for a provisioning tool (a preseed, `lxc` scripts) that sets up the daemon
+    /// itself. Without it silod makes its embedded defaults on a fresh state dir: a `dir`
+    /// pool, `silobr0`, and root and eth0 in the default profile (what a newcomer wants).
+    /// `SILOD_BARE=1` (or `true`, `yes`) in the environment does the same.
+    #[arg(
+        long,
+        env = "SILOD_BARE",
+        action = clap::ArgAction::SetTrue,
+        value_parser = clap::builder::FalseyValueParser::new()
+    )]
+    pub bare: bool,
 }
 
 /// What the root phase refuses to touch in the state dir. silod's user owns the state dir,
@@ -346,7 +358,14 @@ fn notify_socket() -> Option<std::os::unix::net::UnixDatagram> {
 
 /// silod's embedded defaults: a `dir` pool named "default" and the default profile with the
 /// root disk on it, made on first start (a later `silo init` edits them).
-async fn ensure_defaults(d: &Services) -> anyhow::Result<()> {
+async fn ensure_defaults(d: &Services, bare: bool) -> anyhow::Result<()> {
+    if bare {
+        // LXD's fresh daemon: the default profile exists, empty; nothing else is made.
+        crate::service::profiles::ensure_empty_default(&d.db)
+            .map_err(|e| anyhow::anyhow!("creating the default profile: {e}"))?;
+        crate::service::networks::bring_up_all(&d.db, &d.helpers).await;
+        return Ok(());
+    }
     if crate::service::storage::list(&d.db)
         .map_err(|e| anyhow::anyhow!("{e}"))?
         .is_empty()
@@ -585,7 +604,7 @@ async fn serve(
     });
     crate::service::lifecycle::spawn_reaper(Services::clone(&daemon), stopped);
     crate::service::images::gc_uploads(&args.state_dir);
-    ensure_defaults(&daemon).await?;
+    ensure_defaults(&daemon, args.bare).await?;
     crate::service::storage::mount_all(&daemon.db, &daemon.helpers)
         .await
         .map_err(|e| anyhow::anyhow!("mounting storage pools: {e}"))?;

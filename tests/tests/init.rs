@@ -476,3 +476,53 @@ fn a_spare_disk_for_the_pool_from_auto_and_from_the_questions() {
     let prof = d.api_ok("GET", "/1.0/profiles/default", None);
     assert_eq!(prof["devices"]["root"]["pool"], "p2", "{prof}");
 }
+
+#[test]
+fn a_bare_daemon_is_a_fresh_lxd_for_provisioning_tools() {
+    let mut d = TestDaemon::start_with("init-bare", &["--bare"]);
+    // Nothing made but an empty default profile, as a fresh LXD 5.0.
+    let pools = d.api_ok("GET", "/1.0/storage-pools", None);
+    assert_eq!(pools, serde_json::json!([]), "{pools}");
+    let nets = d.api_ok("GET", "/1.0/networks?recursion=1", None);
+    assert!(
+        nets.as_array()
+            .is_some_and(|n| n.iter().all(|n| n["managed"] == false)),
+        "{nets}"
+    );
+    let p = d.api_ok("GET", "/1.0/profiles/default", None);
+    assert_eq!(p["devices"], serde_json::json!({}), "{p}");
+    // What a provisioning tool does to a fresh LXD now works: its own nic and pool.
+    ok(d.lxc(&[
+        "profile",
+        "device",
+        "add",
+        "default",
+        "eth0",
+        "nic",
+        "nictype=p2p",
+        "name=eth0",
+    ]));
+    let preseed = "storage_pools:\n- name: tools\n  driver: dir\nprofiles:\n- name: default\n  devices:\n    root:\n      path: /\n      pool: tools\n      type: disk\n    eth0:\n      type: nic\n      nictype: p2p\n      name: eth0\n";
+    ok(silo_stdin(&d, &["init", "--preseed"], preseed));
+    // A restart keeps it bare: no pool or network appears by itself.
+    d.stop();
+    d.spawn();
+    let pools = d.api_ok("GET", "/1.0/storage-pools", None);
+    assert_eq!(pools.as_array().map(|a| a.len()), Some(1), "{pools}");
+    d.import(&busybox_image(false)[0], "busybox");
+    d.launch("busybox", "c1");
+    assert_eq!(d.status("c1"), "Running");
+    let (rc, out, _) = d.exec("c1", &["ip", "link", "show", "eth0"]);
+    assert_eq!(rc, 0, "{out}");
+
+    // The same from the unit's environment.
+    let e = TestDaemon::start_with_env("init-bare-env", &[("SILOD_BARE", "1")]);
+    assert_eq!(
+        e.api_ok("GET", "/1.0/storage-pools", None),
+        serde_json::json!([])
+    );
+    assert_eq!(
+        e.api_ok("GET", "/1.0/profiles/default", None)["devices"],
+        serde_json::json!({})
+    );
+}

@@ -133,6 +133,23 @@ pub fn rename(db: &Db, from: &str, to: &str) -> Result<(), DomainError> {
     Ok(())
 }
 
+/// Makes the default profile empty, as a fresh LXD has it, if it is missing.
+pub fn ensure_empty_default(db: &Db) -> Result<bool, DomainError> {
+    if list(db)?.iter().any(|p| p.name == "default") {
+        return Ok(false);
+    }
+    write(
+        db,
+        &Profile {
+            name: "default".into(),
+            description: "Default LXD profile".into(),
+            config: BTreeMap::new(),
+            devices: BTreeMap::new(),
+        },
+    )?;
+    Ok(true)
+}
+
 /// Makes the default profile (root disk on `pool`) if it is missing.
 pub fn ensure_default(db: &Db, pool: &str) -> Result<bool, DomainError> {
     if list(db)?.iter().any(|p| p.name == "default") {
