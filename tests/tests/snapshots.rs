@@ -285,6 +285,33 @@ fn publish_export_and_reuse_on_another_host() {
         &format!("{}/", dir2.path().display()),
     ]);
     assert!(o.status.success(), "{}", show(&o));
+    // --compression needs image_compression_algorithm, which silo now lists: lxc sends it.
+    let o = a.lxc(&[
+        "publish",
+        "c1/s1",
+        "--alias",
+        "plain",
+        "--compression",
+        "none",
+    ]);
+    assert!(o.status.success(), "{}", show(&o));
+    let dir3 = tempfile::tempdir().expect("tmp");
+    let o = a.lxc(&[
+        "image",
+        "export",
+        "plain",
+        &format!("{}/", dir3.path().display()),
+    ]);
+    assert!(o.status.success(), "{}", show(&o));
+    let exported: Vec<_> = std::fs::read_dir(dir3.path())
+        .expect("ls")
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .collect();
+    assert_eq!(exported.len(), 1, "{exported:?}");
+    let head = std::fs::read(&exported[0]).expect("read");
+    // An uncompressed tarball: no gzip, xz or zstd magic, a ustar header at 257.
+    assert_eq!(&head[257..262], b"ustar", "not a plain tarball");
 }
 
 #[test]

@@ -120,6 +120,11 @@ pub const API_EXTENSIONS: &[&str] = &[
     "proxy_unix",
     "proxy_udp",
     "proxy_tcp_udp_multi_port_handling",
+    // Publishing with a chosen compression (`lxc publish --compression`), images created
+    // with their aliases in one request, nics naming a managed `network`.
+    "image_compression_algorithm",
+    "image_create_aliases",
+    "instance_nic_network",
     // Snapshots with expiry (snapshots.expiry, expires_at at creation).
     "snapshot_expiry",
     "snapshot_expiry_creation",
