@@ -2,11 +2,9 @@
 //! for, found by silo-priv on the host (never a path silod chose but the policy checks), and
 //! allowed only when a policy `host_devices` entry names the node or a directory above it.
 
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::OwnedFd;
 
 use nix::errno::Errno;
-use nix::fcntl::{openat2, OFlag};
-use nix::sys::stat::Mode;
 use silo_proto::error::{HelperError, HelperResult};
 use silo_proto::jail::policy::Policy;
 use silo_proto::privileged::{HostDevice, HostNodes, NodeKind};
@@ -45,19 +43,7 @@ fn allowed(policy: &Policy, dev: &HostDevice, p: &HostPath) -> HelperResult<()> 
 /// Opens a host node from `/` with no symlink anywhere and checks its type; answers its
 /// numbers.
 fn stat_node(dev: &HostDevice, p: &HostPath, kind: NodeKind) -> HelperResult<(u32, u32)> {
-    let root = nix::fcntl::open(
-        "/",
-        OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
-        Mode::empty(),
-    )
-    .map_err(|e| HelperError::errno("open", "/", e))?;
-    let rel: Vec<&str> = p.components().collect();
-    let fd: OwnedFd = openat2(
-        root.as_fd(),
-        rel.join("/").as_str(),
-        silo_proto::jail::beneath::no_symlinks_how(OFlag::O_PATH),
-    )
-    .map_err(|e| match e {
+    let fd: OwnedFd = crate::disks::open_host(p).map_err(|e| match e {
         Errno::ENOENT => not_found(dev, format!("host device node {p}")),
         Errno::ELOOP | Errno::EXDEV => HelperError::invalid(
             "source",

@@ -2,11 +2,10 @@
 //! pools fd, or a host path the root policy's `host_paths` allows, opened from `/` without
 //! following a symlink anywhere. silod only ever names them.
 
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::OwnedFd;
 
 use nix::errno::Errno;
-use nix::fcntl::{openat2, OFlag};
-use nix::sys::stat::Mode;
+use nix::fcntl::OFlag;
 use silo_proto::error::{HelperError, HelperResult};
 use silo_proto::jail::beneath::Root;
 use silo_proto::jail::policy::Policy;
@@ -84,19 +83,8 @@ pub fn open_source(pools: &Root, policy: &Policy, d: &DiskMount) -> HelperResult
     Ok(Some(fd))
 }
 
-/// A host path as an `O_PATH` fd, from `/`, no symlink (nor magic link) on the way, the last
-/// component included (an `O_PATH|O_NOFOLLOW` open of a final symlink gives the link itself,
-/// which the type check after refuses).
+/// A host path as an `O_PATH` fd, from `/`, no symlink (nor magic link) on the way; a final
+/// symlink is opened itself, which the type checks after refuse.
 pub(crate) fn open_host(p: &silo_proto::types::HostPath) -> Result<OwnedFd, Errno> {
-    let root = nix::fcntl::open(
-        "/",
-        OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
-        Mode::empty(),
-    )?;
-    let rel: Vec<&str> = p.components().collect();
-    openat2(
-        root.as_fd(),
-        rel.join("/").as_str(),
-        silo_proto::jail::beneath::no_symlinks_how(OFlag::O_PATH),
-    )
+    silo_proto::jail::beneath::open_host_path(p, OFlag::O_PATH)
 }

@@ -671,24 +671,7 @@ impl StoreServer {
     }
 }
 
-/// Opens a host path the policy named, from `/`, following no symlink (nor /proc magic
-/// link) anywhere on the way: a path planted with a link cannot lead silo-store elsewhere.
-pub(crate) fn open_host_path(
-    source: &silo_proto::types::HostPath,
-    flags: OFlag,
-) -> Result<std::os::fd::OwnedFd, Errno> {
-    let root = nix::fcntl::open(
-        "/",
-        OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
-        Mode::empty(),
-    )?;
-    let rel: Vec<&str> = source.components().collect();
-    openat2(
-        root.as_fd(),
-        rel.join("/").as_str(),
-        silo_proto::jail::beneath::no_symlinks_how(flags),
-    )
-}
+pub(crate) use silo_proto::jail::beneath::open_host_path;
 
 /// The filesystem label of a pool's btrfs: `silo-<pool>`, in the characters mkfs takes.
 pub(crate) fn fs_label(pool: &PoolName) -> String {

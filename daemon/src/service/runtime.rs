@@ -631,8 +631,17 @@ pub async fn apply_profile_live(
     old: &crate::service::profiles::Profile,
 ) -> Result<(), DomainError> {
     let mut failed = Vec::new();
+    // One question to silo-priv for all, not one per instance.
+    let running: HashSet<String> = c
+        .helpers
+        .privileged
+        .running()
+        .await?
+        .into_iter()
+        .map(|r| r.instance.as_str().to_string())
+        .collect();
     for i in instances::list_records(&c.db)? {
-        if !i.profiles.iter().any(|p| p == profile) || !is_running(c, &i.name).await? {
+        if !i.profiles.iter().any(|p| p == profile) || !running.contains(&i.name) {
             continue;
         }
         let r = async {

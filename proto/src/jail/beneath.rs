@@ -52,6 +52,19 @@ pub fn no_symlinks_how(flags: OFlag) -> OpenHow {
         .resolve(ResolveFlag::RESOLVE_NO_SYMLINKS | ResolveFlag::RESOLVE_NO_MAGICLINKS)
 }
 
+/// Opens a host path the policy named, from `/`, following no symlink (nor /proc magic link)
+/// anywhere on the way: a path planted with a link cannot lead a helper elsewhere. With
+/// `O_PATH|O_NOFOLLOW` a final symlink is opened itself, so callers check the type.
+pub fn open_host_path(source: &crate::types::HostPath, flags: OFlag) -> Result<OwnedFd, Errno> {
+    let root = nix::fcntl::open(
+        "/",
+        OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )?;
+    let rel: Vec<&str> = source.components().collect();
+    openat2(root.as_fd(), rel.join("/").as_str(), no_symlinks_how(flags))
+}
+
 fn how(flags: OFlag) -> OpenHow {
     beneath_how(flags, 0)
 }
