@@ -184,6 +184,11 @@ pub fn profile(name: &str) -> String {
     format!("{API}/profiles/{}", escape(name))
 }
 
+/// `/1.0/projects/<name>`.
+pub fn project(name: &str) -> String {
+    format!("{API}/projects/{}", escape(name))
+}
+
 /// `/1.0/networks`.
 pub fn networks() -> String {
     format!("{API}/networks")

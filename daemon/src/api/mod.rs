@@ -12,6 +12,7 @@ pub use silo_api::lenient;
 pub mod networks;
 pub mod operations;
 pub mod profiles;
+pub mod projects;
 pub mod render;
 pub mod resources;
 pub mod response;
@@ -201,6 +202,16 @@ pub fn router(d: Arc<Services>) -> Router {
         .route("/1.0/images/{fp}/refresh", post(images::refresh))
         .route("/1.0/images/{fp}/secret", post(images::secret))
         .route("/1.0/profiles", get(profiles::list).post(profiles::create))
+        .route("/1.0/projects", get(projects::list).post(projects::create))
+        .route(
+            "/1.0/projects/{name}",
+            get(projects::get_one)
+                .put(projects::put)
+                .patch(projects::patch)
+                .post(projects::rename)
+                .delete(projects::delete),
+        )
+        .route("/1.0/projects/{name}/state", get(projects::state))
         .route(
             "/1.0/profiles/{name}",
             get(profiles::get_one)
@@ -286,6 +297,7 @@ pub fn router(d: Arc<Services>) -> Router {
         .merge(instance_routes("/1.0/instances"))
         .merge(instance_routes("/1.0/containers"))
         .fallback(not_found)
+        .layer(middleware::from_fn(projects::check_param))
         .layer(middleware::from_fn_with_state(d.clone(), trust::authorize))
         .layer(middleware::from_fn(log_request))
         .with_state(d)
