@@ -196,10 +196,31 @@ fn two_containers_on_the_default_bridge_reach_each_other_by_name() {
             == 0
     });
     let (_, o, e) = d.exec("c1", &["nslookup", "c3.silo"]);
-    assert!(
-        ok && o.contains(&fixed),
-        "c3.silo resolves to {fixed}: {o}{e}"
-    );
+    if !ok {
+        // What each side sees, to tell a neighbour, bridge-port or filtering problem apart.
+        let mut why = String::new();
+        for (c, cmd) in [
+            ("c1", &["ip", "addr"][..]),
+            ("c1", &["ip", "neigh"][..]),
+            ("c1", &["ip", "route"][..]),
+            ("c3", &["ip", "addr"][..]),
+            ("c3", &["ip", "neigh"][..]),
+            ("c3", &["ip", "route"][..]),
+        ] {
+            let (code, o, e) = d.exec(c, cmd);
+            why += &format!("{c} {cmd:?} ({code}):\n{o}{e}\n");
+        }
+        for cmd in [
+            &["bridge", "link"][..],
+            &["ip", "neigh"][..],
+            &["ip", "-s", "link"][..],
+            &["nft", "list", "ruleset"][..],
+        ] {
+            why += &format!("host {cmd:?}:\n{}\n", text(&d.netns_cmd(cmd)));
+        }
+        panic!("c1 cannot ping c3.silo ({fixed}) in 30 s: {o}{e}\n{why}");
+    }
+    assert!(o.contains(&fixed), "c3.silo resolves to {fixed}: {o}{e}");
     let leases = d.api_ok("GET", "/1.0/networks/silobr0/leases", None);
     assert!(
         leases
