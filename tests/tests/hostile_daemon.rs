@@ -549,6 +549,7 @@ fn priv_refuses_hostile_starts_and_execs() {
         devices: Vec::new(),
         hold: false,
         raw_idmap: Vec::new(),
+        devlxd: false,
     };
     plant_rootfs(&d.state, "c1");
     rt.block_on(async {

@@ -2,6 +2,7 @@
 //! here does I/O or depends on another layer, so all of it is unit-tested as a normal user.
 
 pub mod config;
+pub mod devlxd;
 pub mod devices;
 pub mod filter;
 pub mod limits;
