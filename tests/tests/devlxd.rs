@@ -1,0 +1,371 @@
+//! `/dev/lxd/sock`, the guest API, through real containers: what LXD 5.0's devlxd answers
+//! (config of `user.*`/`cloud-init.*` only, meta-data, devices, events), `security.devlxd`,
+//! isolation between instances, a read-only and locked /dev/lxd, a silod restart, and
+//! cloud-init's own LXD datasource reading it.
+//!
+//! Busybox has no unix-socket HTTP client, so requests to busybox instances go from the host
+//! through the instance's own root (`/proc/<init>/root/dev/lxd/sock`, the instance's mount of
+//! it) as the instance's root uid; the debian instance asks from inside with perl (in its
+//! base system).
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use silo_tests::{busybox_image, debian_image, wait_until, TestDaemon};
+
+/// The instance's init pid and host uid of its root.
+fn init_and_root(d: &TestDaemon, name: &str) -> (u32, u32) {
+    let st = d.api_ok("GET", &format!("/1.0/instances/{name}/state"), None);
+    let pid = st["pid"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no init pid: {st}")) as u32;
+    let i = d.api_ok("GET", &format!("/1.0/instances/{name}"), None);
+    let base = i["config"]["volatile.idmap.base"]
+        .as_str()
+        .and_then(|b| b.parse().ok())
+        .expect("volatile.idmap.base");
+    (pid, base)
+}
+
+/// A command run as uid `uid` of the instance (its user namespace entered, nothing else), so
+/// that it reaches the instance's /dev/lxd through `/proc/<init>/root` and connects with that
+/// uid's host id; `None`: as host root, outside.
+fn as_guest(d: &TestDaemon, name: &str, uid: Option<u32>, argv: &[&str]) -> Command {
+    let (pid, _) = init_and_root(d, name);
+    let mut cmd = match uid {
+        Some(u) => {
+            let mut c = Command::new("nsenter");
+            c.arg("-t")
+                .arg(pid.to_string())
+                .args(["-U", "-S", &u.to_string(), "-G", &u.to_string(), "--"]);
+            c.args(argv);
+            c
+        }
+        None => {
+            let mut c = Command::new(argv[0]);
+            c.args(&argv[1..]);
+            c
+        }
+    };
+    cmd.env("DEVLXD_SOCK", format!("/proc/{pid}/root/dev/lxd/sock"));
+    cmd
+}
+
+/// `curl` on the instance's /dev/lxd/sock as the instance's `uid` (`None`: host root):
+/// (status, body). Status 0: no connection.
+fn guest_curl(d: &TestDaemon, name: &str, uid: Option<u32>, args: &[&str]) -> (u16, String) {
+    let (pid, _) = init_and_root(d, name);
+    let sock = format!("/proc/{pid}/root/dev/lxd/sock");
+    let mut argv = vec![
+        "curl", "-s", "-o", "-", "-w", "\n%{http_code}", "--max-time", "10", "--unix-socket",
+    ];
+    argv.push(&sock);
+    argv.extend_from_slice(args);
+    let out = as_guest(d, name, uid, &argv).output().expect("curl");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", &text));
+    (code.trim().parse().unwrap_or(0), body.to_string())
+}
+
+fn guest_get(d: &TestDaemon, name: &str, path: &str) -> (u16, String) {
+    guest_curl(d, name, Some(0), &[&format!("http://lxd{path}")])
+}
+
+fn create(d: &TestDaemon, name: &str, config: Value) {
+    d.api_ok(
+        "POST",
+        "/1.0/instances",
+        Some(json!({"name": name, "source": {"type": "image", "alias": "busybox"}, "config": config})),
+    );
+    d.set_state(name, "start", false);
+}
+
+fn set_config(d: &TestDaemon, name: &str, key: &str, value: &str) {
+    let o = d.lxc(&["config", "set", name, key, value]);
+    assert!(o.status.success(), "lxc config set: {o:?}");
+}
+
+#[test]
+fn devlxd_answers_as_lxd_and_only_for_container_root() {
+    let d = TestDaemon::start("devlxd-api");
+    d.import(&busybox_image(false)[0], "busybox");
+    create(&d, "c1", json!({"user.meta-data": "extra: 1\n"}));
+    // The stock client sets a key; the guest reads it.
+    set_config(&d, "c1", "user.foo", "bar baz");
+    set_config(&d, "c1", "limits.processes", "500");
+    set_config(&d, "c1", "cloud-init.user-data", "#cloud-config\n");
+    assert_eq!(
+        guest_get(&d, "c1", "/"),
+        (200, "[\"/1.0\"]\n".to_string())
+    );
+    let (c, body) = guest_get(&d, "c1", "/1.0");
+    assert_eq!(c, 200, "{body}");
+    let v: Value = serde_json::from_str(&body).expect("json");
+    assert_eq!(v["api_version"], "1.0");
+    assert_eq!(v["instance_type"], "container");
+    assert_eq!(v["location"], "none");
+    let (c, body) = guest_get(&d, "c1", "/1.0/config");
+    assert_eq!(c, 200, "{body}");
+    let mut keys: Vec<String> = serde_json::from_str(&body).expect("json");
+    keys.sort();
+    assert_eq!(
+        keys,
+        [
+            "/1.0/config/cloud-init.user-data",
+            "/1.0/config/user.foo",
+            "/1.0/config/user.meta-data"
+        ]
+    );
+    assert_eq!(
+        guest_get(&d, "c1", "/1.0/config/user.foo"),
+        (200, "bar baz".to_string())
+    );
+    // Keys outside user.* and cloud-init.*: 403 as LXD, set or not.
+    for k in [
+        "limits.processes",
+        "volatile.idmap.base",
+        "security.privileged",
+    ] {
+        assert_eq!(
+            guest_get(&d, "c1", &format!("/1.0/config/{k}")),
+            (403, "not authorized\n".to_string()),
+            "{k}"
+        );
+    }
+    assert_eq!(
+        guest_get(&d, "c1", "/1.0/config/user.nothing"),
+        (404, "not found\n".to_string())
+    );
+    assert_eq!(
+        guest_get(&d, "c1", "/1.0/nothing"),
+        (404, "404 page not found\n".to_string())
+    );
+    assert_eq!(
+        guest_get(&d, "c1", "/1.0/meta-data"),
+        (
+            200,
+            "#cloud-config\ninstance-id: c1\nlocal-hostname: c1\nextra: 1\n".to_string()
+        )
+    );
+    let (c, body) = guest_get(&d, "c1", "/1.0/devices");
+    assert_eq!(c, 200, "{body}");
+    let devs: Value = serde_json::from_str(&body).expect("json");
+    assert_eq!(devs["root"]["type"], "disk", "{devs}");
+    // Only container root: host root is refused (LXD's 401; another uid of the instance is
+    // in the debian test, which asks from inside).
+    assert_eq!(
+        guest_curl(&d, "c1", None, &["http://lxd/1.0"]),
+        (401, "Access denied for non-root user\n".to_string())
+    );
+    // What the guest sees: a socket in a read-only directory it cannot change or uncover.
+    let (code, out, err) = d.exec(
+        "c1",
+        &[
+            "sh",
+            "-c",
+            "test -S /dev/lxd/sock && ls /dev/lxd && stat -c '%a' /dev/lxd/sock; \
+             rm -f /dev/lxd/sock && echo removed; touch /dev/lxd/x && echo made; \
+             umount /dev/lxd && echo unmounted; umount -l /dev/lxd && echo detached; \
+             mount -o remount,rw /dev/lxd && echo rw; true",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out, "sock\n666\n", "stderr: {err}");
+    assert_eq!(guest_get(&d, "c1", "/1.0/config/user.foo").0, 200);
+    // Stopped: nothing answers; started again: a new socket serves.
+    d.set_state("c1", "stop", true);
+    let host_sock = d.dir.join("runtime/c1/devlxd/sock");
+    assert!(
+        std::os::unix::net::UnixStream::connect(&host_sock).is_err(),
+        "a stopped instance's socket still answers"
+    );
+    d.set_state("c1", "start", false);
+    assert_eq!(
+        guest_get(&d, "c1", "/1.0/config/user.foo"),
+        (200, "bar baz".to_string())
+    );
+}
+
+#[test]
+fn security_devlxd_false_means_no_dev_lxd_and_refusal_at_once() {
+    let d = TestDaemon::start("devlxd-off");
+    d.import(&busybox_image(false)[0], "busybox");
+    create(&d, "off", json!({"security.devlxd": "false"}));
+    let (code, out, _) = d.exec("off", &["sh", "-c", "ls -a /dev/lxd || echo none"]);
+    assert_eq!((code, out.as_str()), (0, "none\n"));
+    assert!(!d.dir.join("runtime/off/devlxd").exists());
+    // Turned off on a running instance: refused at once (as LXD's handlers check it), the
+    // mount goes at the next start.
+    create(&d, "on", json!({"user.a": "1"}));
+    assert_eq!(guest_get(&d, "on", "/1.0/config/user.a"), (200, "1".into()));
+    set_config(&d, "on", "security.devlxd", "false");
+    assert_eq!(
+        guest_get(&d, "on", "/1.0/config/user.a"),
+        (403, "not authorized\n".into())
+    );
+    assert_eq!(guest_get(&d, "on", "/1.0"), (403, "not authorized\n".into()));
+    d.set_state("on", "restart", true);
+    let (_, out, _) = d.exec("on", &["sh", "-c", "ls /dev/lxd || echo none"]);
+    assert_eq!(out, "none\n");
+    // And back on: mounted and served at the next start.
+    set_config(&d, "on", "security.devlxd", "true");
+    d.set_state("on", "restart", true);
+    assert_eq!(guest_get(&d, "on", "/1.0/config/user.a"), (200, "1".into()));
+}
+
+#[test]
+fn an_instance_sees_only_its_own_config_and_events() {
+    let d = TestDaemon::start("devlxd-iso");
+    d.import(&busybox_image(false)[0], "busybox");
+    create(&d, "a", json!({"user.secret": "of-a"}));
+    create(&d, "b", json!({"user.secret": "of-b"}));
+    assert_eq!(
+        guest_get(&d, "a", "/1.0/config/user.secret"),
+        (200, "of-a".into())
+    );
+    assert_eq!(
+        guest_get(&d, "b", "/1.0/config/user.secret"),
+        (200, "of-b".into())
+    );
+    // Nothing in a's /dev/lxd but its own socket; no way to silod's API socket or b's.
+    let (_, out, _) = d.exec("a", &["sh", "-c", "ls -a /dev/lxd"]);
+    assert_eq!(out, ".\n..\nsock\n");
+    // A Host header or path naming the other instance changes nothing.
+    assert_eq!(
+        guest_curl(
+            &d,
+            "a",
+            Some(0),
+            &["-H", "Host: b", "http://b/1.0/config/user.secret"]
+        ),
+        (200, "of-a".into())
+    );
+    assert_eq!(
+        guest_get(&d, "a", "/1.0/instances/b").0,
+        404,
+        "not LXD's main API"
+    );
+    // Events: a's listener gets a's config change, never b's.
+    let (pid, _) = init_and_root(&d, "a");
+    let sock = format!("/proc/{pid}/root/dev/lxd/sock");
+    let listener = as_guest(
+        &d,
+        "a",
+        Some(0),
+        &["curl", "-s", "-N", "--max-time", "6", "--unix-socket", &sock, "http://lxd/1.0/events"],
+    )
+    .stdout(Stdio::piped())
+    .spawn()
+    .expect("curl events");
+    std::thread::sleep(Duration::from_millis(1500));
+    set_config(&d, "b", "user.secret", "b-changed");
+    set_config(&d, "a", "user.secret", "a-changed");
+    set_config(&d, "a", "limits.processes", "300");
+    let out = listener.wait_with_output().expect("events");
+    let lines: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("event json"))
+        .collect();
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert_eq!(lines[0]["type"], "config");
+    assert_eq!(
+        lines[0]["metadata"],
+        json!({"key": "user.secret", "old_value": "of-a", "value": "a-changed"})
+    );
+}
+
+#[test]
+fn devlxd_survives_a_silod_restart() {
+    let mut d = TestDaemon::start("devlxd-restart");
+    d.import(&busybox_image(false)[0], "busybox");
+    create(&d, "c1", json!({"user.k": "v1"}));
+    assert_eq!(guest_get(&d, "c1", "/1.0/config/user.k"), (200, "v1".into()));
+    let (pid, _) = init_and_root(&d, "c1");
+    // silod (and its helpers) killed: the instance runs on, its socket has no listener.
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(d.pid() as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .expect("kill -9 silod");
+    assert_eq!(d.wait_exit(Duration::from_secs(5)), Some(128 + 9));
+    assert_eq!(root_get(pid), 0, "nothing listens while silod is down");
+    d.spawn();
+    assert_eq!(init_and_root(&d, "c1").0, pid, "the same instance runs");
+    // The new silod serves it again, through the same mount, with the config as it is now.
+    assert!(
+        wait_until(Duration::from_secs(10), || guest_get(
+            &d,
+            "c1",
+            "/1.0/config/user.k"
+        ) == (200, "v1".to_string())),
+        "not served after the restart; log:\n{}",
+        d.log_text()
+    );
+    set_config(&d, "c1", "user.k", "v2");
+    assert_eq!(guest_get(&d, "c1", "/1.0/config/user.k"), (200, "v2".into()));
+}
+
+/// Whether anything answers on the instance `pid`'s socket as host root (0: no connection).
+fn root_get(pid: u32) -> u16 {
+    let out = Command::new("curl")
+        .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "5"])
+        .arg("--unix-socket")
+        .arg(format!("/proc/{pid}/root/dev/lxd/sock"))
+        .arg("http://lxd/1.0")
+        .output()
+        .expect("curl");
+    String::from_utf8_lossy(&out.stdout).trim().parse().unwrap_or(0)
+}
+
+/// The debian image's perl, from inside: cloud-init's LXD datasource's request sequence
+/// (meta-data, the config list, each key it lists, devices), raw HTTP on /dev/lxd/sock.
+#[test]
+fn a_debian_guest_reads_devlxd_as_cloud_init_does() {
+    let d = TestDaemon::start("devlxd-debian");
+    d.import(&debian_image(), "debian");
+    d.api_ok(
+        "POST",
+        "/1.0/instances",
+        Some(json!({"name": "deb", "source": {"type": "image", "alias": "debian"},
+            "config": {"cloud-init.user-data": "#cloud-config\nhostname: x\n", "limits.memory": "256MiB"}})),
+    );
+    d.set_state("deb", "start", false);
+    set_config(&d, "deb", "user.foo", "bar");
+    let get = r#"
+        use IO::Socket::UNIX;
+        my $s = IO::Socket::UNIX->new(Peer => "/dev/lxd/sock") or die "connect: $!";
+        print $s "GET $ARGV[0] HTTP/1.1\r\nHost: lxd\r\nConnection: close\r\n\r\n";
+        local $/; my $r = <$s>;
+        my ($head, $body) = split /\r\n\r\n/, $r, 2;
+        my ($code) = $head =~ m{^HTTP/1\.\d (\d+)};
+        print "$code $body";
+    "#;
+    let ask = |path: &str| {
+        let (code, out, err) = d.exec("deb", &["perl", "-e", get, path]);
+        assert_eq!(code, 0, "perl {path}: {err}");
+        out
+    };
+    assert_eq!(
+        ask("/1.0/meta-data"),
+        "200 #cloud-config\ninstance-id: deb\nlocal-hostname: deb\n"
+    );
+    let list = ask("/1.0/config");
+    let routes: Vec<String> =
+        serde_json::from_str(list.strip_prefix("200 ").expect("200")).expect("json");
+    assert_eq!(
+        routes,
+        ["/1.0/config/cloud-init.user-data", "/1.0/config/user.foo"]
+    );
+    assert_eq!(
+        ask("/1.0/config/cloud-init.user-data"),
+        "200 #cloud-config\nhostname: x\n"
+    );
+    assert_eq!(ask("/1.0/config/user.foo"), "200 bar");
+    assert_eq!(ask("/1.0/config/limits.memory"), "403 not authorized\n");
+    assert!(ask("/1.0/devices").starts_with("200 {"));
+    // A user other than root inside is refused, as LXD does.
+    let (code, out, _) = d.exec_as("deb", &["perl", "-e", get, "/1.0"], 1000);
+    assert_eq!(code, 0);
+    assert_eq!(out, "401 Access denied for non-root user\n");
+}
