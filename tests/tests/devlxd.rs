@@ -369,3 +369,105 @@ fn a_debian_guest_reads_devlxd_as_cloud_init_does() {
     assert_eq!(code, 0);
     assert_eq!(out, "401 Access denied for non-root user\n");
 }
+
+/// cloud-init's own LXD datasource (Debian's cloud-init package, unpacked for the test, never
+/// installed) reads the instance's /dev/lxd/sock as the instance's root: it finds the
+/// platform viable and reads meta-data, every config key it is offered and the devices.
+#[test]
+fn cloud_init_lxd_datasource_reads_devlxd() {
+    let work = tempfile::Builder::new()
+        .prefix("silo-t-devlxd-ci-")
+        .tempdir()
+        .expect("tempdir");
+    // The instance's root reads the package through the host's /tmp.
+    std::fs::set_permissions(
+        work.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .expect("chmod");
+    // cloud-init and what its URL helper imports, for Debian's own python3 (any other python
+    // on the host may keep its packages where the instance's root cannot read them).
+    let o = Command::new("apt-get")
+        .args([
+            "download",
+            "cloud-init",
+            "python3-requests",
+            "python3-urllib3",
+            "python3-idna",
+            "python3-certifi",
+            "python3-charset-normalizer",
+            "python3-chardet",
+        ])
+        .current_dir(work.path())
+        .output()
+        .expect("apt-get");
+    assert!(
+        o.status.success(),
+        "this test reads cloud-init's datasource from Debian's cloud-init package, and \
+         `apt-get download cloud-init` failed: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let root = work.path().join("x");
+    for deb in std::fs::read_dir(work.path())
+        .expect("dir")
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "deb"))
+    {
+        let o = Command::new("dpkg-deb")
+            .arg("-x")
+            .arg(&deb)
+            .arg(&root)
+            .output()
+            .expect("dpkg-deb");
+        assert!(o.status.success(), "{o:?}");
+    }
+    let pkgs = root.join("usr/lib/python3/dist-packages");
+    assert!(pkgs.join("cloudinit/sources/DataSourceLXD.py").exists());
+
+    let d = TestDaemon::start("devlxd-ci");
+    d.import(&busybox_image(false)[0], "busybox");
+    create(
+        &d,
+        "ci",
+        json!({
+            "cloud-init.user-data": "#cloud-config\nhostname: from-silo\n",
+            "user.meta-data": "extra: 1\n",
+            "user.network-config": "version: 2\n",
+            "limits.memory": "128MiB",
+        }),
+    );
+    // configobj (a dependency of cloud-init's distro modules, unused by the datasource) is
+    // stubbed: the host need not have it.
+    let script = r#"
+import json, os, sys, types
+sys.path.insert(0, sys.argv[1])
+stub = types.ModuleType("configobj"); stub.ConfigObj = object; sys.modules["configobj"] = stub
+from cloudinit.sources import DataSourceLXD as ds
+ds.LXD_SOCKET_PATH = os.environ["DEVLXD_SOCK"]
+print(json.dumps({"viable": ds.is_platform_viable(), "md": ds.read_metadata()}))
+"#;
+    let pkgs = pkgs.to_string_lossy().into_owned();
+    let o = as_guest(&d, "ci", Some(0), &["/usr/bin/python3", "-c", script, &pkgs])
+        .output()
+        .expect("python3");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: Value = serde_json::from_slice(&o.stdout).expect("json");
+    assert_eq!(v["viable"], true);
+    let md = &v["md"];
+    assert_eq!(
+        md["meta-data"],
+        "#cloud-config\ninstance-id: ci\nlocal-hostname: ci\nextra: 1\n"
+    );
+    assert_eq!(md["user-data"], "#cloud-config\nhostname: from-silo\n");
+    assert_eq!(md["network-config"], "version: 2\n");
+    assert_eq!(
+        md["config"],
+        json!({
+            "cloud-init.user-data": "#cloud-config\nhostname: from-silo\n",
+            "user.meta-data": "extra: 1\n",
+            "user.network-config": "version: 2\n",
+        })
+    );
+    assert_eq!(md["devices"]["root"]["type"], "disk", "{md}");
+}
