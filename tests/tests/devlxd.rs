@@ -258,21 +258,72 @@ fn an_instance_sees_only_its_own_config_and_events() {
     .stdout(Stdio::piped())
     .spawn()
     .expect("curl events");
+    // And over a websocket, as LXD serves it (a raw client: one upgrade, then frames).
+    let ws_client = r#"
+import os, socket, sys
+s = socket.socket(socket.AF_UNIX); s.settimeout(8); s.connect(os.environ["DEVLXD_SOCK"])
+s.sendall(b"GET /1.0/events?type=device HTTP/1.1\r\nHost: lxd\r\nConnection: Upgrade\r\n"
+          b"Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\n"
+          b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n")
+buf = b""
+while b"\r\n\r\n" not in buf:
+    buf += s.recv(1)
+print(buf.split(b"\r\n")[0].decode())
+def exact(n):
+    b = b""
+    while len(b) < n:
+        c = s.recv(n - len(b))
+        if not c: sys.exit("closed")
+        b += c
+    return b
+h = exact(2); n = h[1] & 0x7f
+if n == 126: n = int.from_bytes(exact(2), "big")
+print(exact(n).decode())
+"#;
+    let ws = as_guest(&d, "a", Some(0), &["/usr/bin/python3", "-c", ws_client])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("python3 websocket client");
     std::thread::sleep(Duration::from_millis(1500));
     set_config(&d, "b", "user.secret", "b-changed");
     set_config(&d, "a", "user.secret", "a-changed");
     set_config(&d, "a", "limits.processes", "300");
+    let o = d.lxc(&["config", "device", "add", "b", "nb", "nic", "network=silobr0"]);
+    assert!(o.status.success(), "{o:?}");
+    let o = d.lxc(&["config", "device", "add", "a", "na", "nic", "network=silobr0"]);
+    assert!(o.status.success(), "{o:?}");
+    let out = ws.wait_with_output().expect("websocket client");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let (status, frame) = text.split_once('\n').unwrap_or_default();
+    assert_eq!(
+        status,
+        "HTTP/1.1 101 Switching Protocols",
+        "{text} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let ev: Value = serde_json::from_str(frame.trim()).unwrap_or_else(|e| {
+        panic!("{e}: {text} {}", String::from_utf8_lossy(&out.stderr))
+    });
+    assert_eq!(ev["type"], "device");
+    assert_eq!(
+        ev["metadata"],
+        json!({"action": "added", "name": "na", "config": {"type": "nic", "network": "silobr0"}})
+    );
     let out = listener.wait_with_output().expect("events");
     let lines: Vec<Value> = String::from_utf8_lossy(&out.stdout)
         .lines()
         .map(|l| serde_json::from_str(l).expect("event json"))
         .collect();
-    assert_eq!(lines.len(), 1, "{lines:?}");
+    // a's own changes only (no limits.* key: LXD sends user.* only), in order.
+    assert_eq!(lines.len(), 2, "{lines:?}");
     assert_eq!(lines[0]["type"], "config");
     assert_eq!(
         lines[0]["metadata"],
         json!({"key": "user.secret", "old_value": "of-a", "value": "a-changed"})
     );
+    assert_eq!(lines[1]["type"], "device");
+    assert_eq!(lines[1]["metadata"]["name"], "na");
 }
 
 #[test]
