@@ -418,13 +418,8 @@ impl Runtime {
         if rundir.exists(DEVLXD_DIR)? {
             rundir.remove_tree(DEVLXD_DIR)?;
         }
-        let devlxd = if spec.devlxd {
-            Some(rundir.mkdir_all(&[DEVLXD_DIR], 0o755)?.0)
-        } else {
-            None
-        };
         let started = self
-            .start_in_cgroup(cg, &spec, hold, &rootfs, &rundir, devlxd.as_ref(), systemd)
+            .start_in_cgroup(cg, &spec, hold, &rootfs, &rundir, systemd)
             .await;
         let (init_pid, monitor_pid) = match started {
             Ok(x) => x,
@@ -767,10 +762,14 @@ impl Runtime {
         hold: bool,
         rootfs: &Root,
         rundir: &Root,
-        devlxd: Option<&Root>,
         systemd: bool,
     ) -> HelperResult<(i32, i32)> {
         let name = &spec.instance;
+        let devlxd = if spec.devlxd {
+            Some(rundir.mkdir_all(&[DEVLXD_DIR], 0o755)?.0)
+        } else {
+            None
+        };
         cg.apply_limits(name, &spec.limits)?;
         crate::diskio::apply(cg, &self.pools, &self.policy, name, &spec.limits.disk_io)?;
         let req = launcher::Request::Start(launcher::StartReq {
@@ -795,9 +794,8 @@ impl Runtime {
             devlxd: devlxd.is_some(),
         });
         let mut fds = vec![rootfs.fd(), rundir.fd()];
-        fds.extend(devlxd.map(Root::fd));
-        match self.launcher.call(&req, &fds).await?
-        {
+        fds.extend(devlxd.as_ref().map(Root::fd));
+        match self.launcher.call(&req, &fds).await? {
             Reply::Started {
                 init_pid,
                 monitor_pid,
@@ -1149,7 +1147,10 @@ impl Runtime {
     /// root's, beneath the root-owned runtime directory, opened without following anything;
     /// whatever socket was there (an earlier silod's) is replaced, which the instance sees at
     /// once through its mount of the directory.
-    pub fn devlxd_listener(&self, name: &InstanceName) -> HelperResult<silo_proto::fdpass::FdTicket> {
+    pub fn devlxd_listener(
+        &self,
+        name: &InstanceName,
+    ) -> HelperResult<silo_proto::fdpass::FdTicket> {
         self.entry(name)?;
         let dir = self
             .rundirs

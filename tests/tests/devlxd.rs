@@ -36,9 +36,14 @@ fn as_guest(d: &TestDaemon, name: &str, uid: Option<u32>, argv: &[&str]) -> Comm
     let mut cmd = match uid {
         Some(u) => {
             let mut c = Command::new("nsenter");
-            c.arg("-t")
-                .arg(pid.to_string())
-                .args(["-U", "-S", &u.to_string(), "-G", &u.to_string(), "--"]);
+            c.arg("-t").arg(pid.to_string()).args([
+                "-U",
+                "-S",
+                &u.to_string(),
+                "-G",
+                &u.to_string(),
+                "--",
+            ]);
             c.args(argv);
             c
         }
@@ -58,7 +63,15 @@ fn guest_curl(d: &TestDaemon, name: &str, uid: Option<u32>, args: &[&str]) -> (u
     let (pid, _) = init_and_root(d, name);
     let sock = format!("/proc/{pid}/root/dev/lxd/sock");
     let mut argv = vec![
-        "curl", "-s", "-o", "-", "-w", "\n%{http_code}", "--max-time", "10", "--unix-socket",
+        "curl",
+        "-s",
+        "-o",
+        "-",
+        "-w",
+        "\n%{http_code}",
+        "--max-time",
+        "10",
+        "--unix-socket",
     ];
     argv.push(&sock);
     argv.extend_from_slice(args);
@@ -95,10 +108,7 @@ fn devlxd_answers_as_lxd_and_only_for_container_root() {
     set_config(&d, "c1", "user.foo", "bar baz");
     set_config(&d, "c1", "limits.processes", "500");
     set_config(&d, "c1", "cloud-init.user-data", "#cloud-config\n");
-    assert_eq!(
-        guest_get(&d, "c1", "/"),
-        (200, "[\"/1.0\"]\n".to_string())
-    );
+    assert_eq!(guest_get(&d, "c1", "/"), (200, "[\"/1.0\"]\n".to_string()));
     let (c, body) = guest_get(&d, "c1", "/1.0");
     assert_eq!(c, 200, "{body}");
     let v: Value = serde_json::from_str(&body).expect("json");
@@ -167,7 +177,9 @@ fn devlxd_answers_as_lxd_and_only_for_container_root() {
             "test -S /dev/lxd/sock && ls /dev/lxd && stat -c '%a' /dev/lxd/sock; \
              rm -f /dev/lxd/sock && echo removed; touch /dev/lxd/x && echo made; \
              umount /dev/lxd && echo unmounted; umount -l /dev/lxd && echo detached; \
-             mount -o remount,rw /dev/lxd && echo rw; true",
+             umount -f /dev/lxd && echo forced; mount -o remount,rw /dev/lxd && echo rw; \
+             mount -o remount,bind,rw /dev/lxd && echo bind-rw; \
+             grep -q ' /dev/lxd ro,' /proc/self/mountinfo || echo not-ro; true",
         ],
     );
     assert_eq!(code, 0, "{err}");
@@ -204,7 +216,10 @@ fn security_devlxd_false_means_no_dev_lxd_and_refusal_at_once() {
         guest_get(&d, "on", "/1.0/config/user.a"),
         (403, "not authorized\n".into())
     );
-    assert_eq!(guest_get(&d, "on", "/1.0"), (403, "not authorized\n".into()));
+    assert_eq!(
+        guest_get(&d, "on", "/1.0"),
+        (403, "not authorized\n".into())
+    );
     d.set_state("on", "restart", true);
     let (_, out, _) = d.exec("on", &["sh", "-c", "ls /dev/lxd || echo none"]);
     assert_eq!(out, "none\n");
@@ -253,7 +268,16 @@ fn an_instance_sees_only_its_own_config_and_events() {
         &d,
         "a",
         Some(0),
-        &["curl", "-s", "-N", "--max-time", "6", "--unix-socket", &sock, "http://lxd/1.0/events"],
+        &[
+            "curl",
+            "-s",
+            "-N",
+            "--max-time",
+            "6",
+            "--unix-socket",
+            &sock,
+            "http://lxd/1.0/events",
+        ],
     )
     .stdout(Stdio::piped())
     .spawn()
@@ -289,9 +313,25 @@ print(exact(n).decode())
     set_config(&d, "b", "user.secret", "b-changed");
     set_config(&d, "a", "user.secret", "a-changed");
     set_config(&d, "a", "limits.processes", "300");
-    let o = d.lxc(&["config", "device", "add", "b", "nb", "nic", "network=silobr0"]);
+    let o = d.lxc(&[
+        "config",
+        "device",
+        "add",
+        "b",
+        "nb",
+        "nic",
+        "network=silobr0",
+    ]);
     assert!(o.status.success(), "{o:?}");
-    let o = d.lxc(&["config", "device", "add", "a", "na", "nic", "network=silobr0"]);
+    let o = d.lxc(&[
+        "config",
+        "device",
+        "add",
+        "a",
+        "na",
+        "nic",
+        "network=silobr0",
+    ]);
     assert!(o.status.success(), "{o:?}");
     let out = ws.wait_with_output().expect("websocket client");
     let text = String::from_utf8_lossy(&out.stdout);
@@ -302,9 +342,8 @@ print(exact(n).decode())
         "{text} {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let ev: Value = serde_json::from_str(frame.trim()).unwrap_or_else(|e| {
-        panic!("{e}: {text} {}", String::from_utf8_lossy(&out.stderr))
-    });
+    let ev: Value = serde_json::from_str(frame.trim())
+        .unwrap_or_else(|e| panic!("{e}: {text} {}", String::from_utf8_lossy(&out.stderr)));
     assert_eq!(ev["type"], "device");
     assert_eq!(
         ev["metadata"],
@@ -331,7 +370,10 @@ fn devlxd_survives_a_silod_restart() {
     let mut d = TestDaemon::start("devlxd-restart");
     d.import(&busybox_image(false)[0], "busybox");
     create(&d, "c1", json!({"user.k": "v1"}));
-    assert_eq!(guest_get(&d, "c1", "/1.0/config/user.k"), (200, "v1".into()));
+    assert_eq!(
+        guest_get(&d, "c1", "/1.0/config/user.k"),
+        (200, "v1".into())
+    );
     let (pid, _) = init_and_root(&d, "c1");
     // silod (and its helpers) killed: the instance runs on, its socket has no listener.
     nix::sys::signal::kill(
@@ -354,19 +396,33 @@ fn devlxd_survives_a_silod_restart() {
         d.log_text()
     );
     set_config(&d, "c1", "user.k", "v2");
-    assert_eq!(guest_get(&d, "c1", "/1.0/config/user.k"), (200, "v2".into()));
+    assert_eq!(
+        guest_get(&d, "c1", "/1.0/config/user.k"),
+        (200, "v2".into())
+    );
 }
 
 /// Whether anything answers on the instance `pid`'s socket as host root (0: no connection).
 fn root_get(pid: u32) -> u16 {
     let out = Command::new("curl")
-        .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "5"])
+        .args([
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "--max-time",
+            "5",
+        ])
         .arg("--unix-socket")
         .arg(format!("/proc/{pid}/root/dev/lxd/sock"))
         .arg("http://lxd/1.0")
         .output()
         .expect("curl");
-    String::from_utf8_lossy(&out.stdout).trim().parse().unwrap_or(0)
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .unwrap_or(0)
 }
 
 /// The debian image's perl, from inside: cloud-init's LXD datasource's request sequence
@@ -499,9 +555,14 @@ ds.LXD_SOCKET_PATH = os.environ["DEVLXD_SOCK"]
 print(json.dumps({"viable": ds.is_platform_viable(), "md": ds.read_metadata()}))
 "#;
     let pkgs = pkgs.to_string_lossy().into_owned();
-    let o = as_guest(&d, "ci", Some(0), &["/usr/bin/python3", "-c", script, &pkgs])
-        .output()
-        .expect("python3");
+    let o = as_guest(
+        &d,
+        "ci",
+        Some(0),
+        &["/usr/bin/python3", "-c", script, &pkgs],
+    )
+    .output()
+    .expect("python3");
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let v: Value = serde_json::from_slice(&o.stdout).expect("json");
     assert_eq!(v["viable"], true);

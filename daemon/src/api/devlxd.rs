@@ -183,9 +183,8 @@ async fn handle(conn: Arc<Conn>, req: Request<hyper::body::Incoming>) -> Respons
                 .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"websocket"));
             if upgrade {
                 match WebSocketUpgrade::from_request_parts(&mut parts, &()).await {
-                    Ok(ws) => ws.on_upgrade(move |sock| {
-                        stream_ws(sock, rx, instance, types, stop, permit)
-                    }),
+                    Ok(ws) => ws
+                        .on_upgrade(move |sock| stream_ws(sock, rx, instance, types, stop, permit)),
                     Err(e) => e.into_response(),
                 }
             } else {
@@ -222,12 +221,14 @@ async fn next_event(
             ev = rx.recv() => ev,
         };
         match ev {
-            Ok(ev) if ev.instance == instance && types.iter().any(|t| *t == ev.kind) => {
-                return Some(ev)
-            }
+            Ok(ev) if ev.instance == instance && types.contains(&ev.kind) => return Some(ev),
             Ok(_) => {}
             Err(broadcast::error::RecvError::Lagged(n)) => {
-                tracing::warn!(instance, skipped = n, "a /dev/lxd events listener fell behind");
+                tracing::warn!(
+                    instance,
+                    skipped = n,
+                    "a /dev/lxd events listener fell behind"
+                );
             }
             Err(broadcast::error::RecvError::Closed) => return None,
         }

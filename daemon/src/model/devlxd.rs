@@ -219,9 +219,7 @@ pub fn device_events(
     old: &BTreeMap<String, BTreeMap<String, String>>,
     new: &BTreeMap<String, BTreeMap<String, String>>,
 ) -> Vec<serde_json::Value> {
-    let ev = |action: &str, name: &str, config: &BTreeMap<String, String>| {
-        serde_json::json!({"action": action, "name": name, "config": config})
-    };
+    let ev = |action: &str, name: &str, config: &BTreeMap<String, String>| serde_json::json!({"action": action, "name": name, "config": config});
     let mut out = Vec::new();
     for (k, d) in old.iter().filter(|(k, _)| !new.contains_key(*k)) {
         out.push(ev("removed", k, d));
@@ -324,9 +322,7 @@ mod tests {
         );
         assert_eq!(
             answer("/1.0/meta-data", None, &v),
-            Answer::Raw(
-                "#cloud-config\ninstance-id: c1\nlocal-hostname: c1\nextra: 1\n".into()
-            )
+            Answer::Raw("#cloud-config\ninstance-id: c1\nlocal-hostname: c1\nextra: 1\n".into())
         );
         let Answer::Json(d) = answer("/1.0/devices", None, &v) else {
             panic!("not json")

@@ -2,8 +2,8 @@
 //! here does I/O or depends on another layer, so all of it is unit-tested as a normal user.
 
 pub mod config;
-pub mod devlxd;
 pub mod devices;
+pub mod devlxd;
 pub mod filter;
 pub mod limits;
 pub mod parse;

@@ -46,9 +46,8 @@ pub struct GuestEvent {
 }
 
 /// What serves a listener until the token is cancelled (`api::devlxd::serve_fn`).
-pub type ServeFn = Arc<
-    dyn Fn(Services, Guest, std::os::unix::net::UnixListener, CancellationToken) + Send + Sync,
->;
+pub type ServeFn =
+    Arc<dyn Fn(Services, Guest, std::os::unix::net::UnixListener, CancellationToken) + Send + Sync>;
 
 struct Inner {
     serve: OnceLock<ServeFn>,
@@ -189,14 +188,15 @@ pub fn view(c: &Services, instance: &str) -> Result<GuestView, DomainError> {
     })
 }
 
+/// An expanded config and expanded devices.
+pub type Expanded<'a> = (
+    &'a BTreeMap<String, String>,
+    &'a BTreeMap<String, BTreeMap<String, String>>,
+);
+
 /// Sends the devlxd events of a running instance's change, as LXD does after an update:
 /// `user.*` keys that changed, then devices removed, updated and added.
-pub fn notify_changes(
-    c: &Services,
-    instance: &str,
-    old: (&BTreeMap<String, String>, &BTreeMap<String, BTreeMap<String, String>>),
-    new: (&BTreeMap<String, String>, &BTreeMap<String, BTreeMap<String, String>>),
-) {
+pub fn notify_changes(c: &Services, instance: &str, old: Expanded<'_>, new: Expanded<'_>) {
     if !c.devlxd.is_served(instance) {
         return;
     }

@@ -513,8 +513,7 @@ pub async fn on_daemon_start(c: &Services) {
         // directory each instance has mounted at /dev/lxd.
         if let (Ok(n), Ok(i)) = (iname(name), instances::get(&c.db, name)) {
             if let Ok((cfg, devs)) = expanded_all(c, &i) {
-                if let Err(e) = crate::service::devlxd::open(c, name, &cfg, info.idmap_base).await
-                {
+                if let Err(e) = crate::service::devlxd::open(c, name, &cfg, info.idmap_base).await {
                     tracing::warn!(instance = %name, error = %e, "serving /dev/lxd/sock again failed");
                 }
                 for (dn, d) in of_type(&devs, DeviceType::Proxy) {
@@ -664,8 +663,7 @@ pub async fn apply_profile_live(
             for p in profiles.iter_mut().filter(|p| p.name == profile) {
                 *p = old.clone();
             }
-            let (old_cfg, before) =
-                crate::model::profile::expand(&profiles, &i.config, &i.devices);
+            let (old_cfg, before) = crate::model::profile::expand(&profiles, &i.config, &i.devices);
             apply_device_changes(c, &i.name, &i, before.clone()).await?;
             let (cfg, devs) = expanded_all(c, &i)?;
             crate::service::devlxd::notify_changes(c, &i.name, (&old_cfg, &before), (&cfg, &devs));

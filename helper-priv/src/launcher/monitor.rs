@@ -208,14 +208,7 @@ fn monitor(
             }
             None => None,
         };
-        let mnt = confining_mount_ns(
-            &req,
-            pidfd.as_fd(),
-            tree,
-            devlxd,
-            user,
-            &console.slave_path,
-        )?;
+        let mnt = confining_mount_ns(&req, pidfd.as_fd(), tree, devlxd, user, &console.slave_path)?;
         // Init joins it, unshares its cgroup namespace (it is in its cgroups now) and goes on.
         wire::send(msock.as_fd(), &(), &[mnt.as_fd()]).map_err(|e| e.to_string())?;
         // EOF means init's exec happened (the socket is close-on-exec); HELD that init waits
