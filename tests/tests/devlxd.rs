@@ -185,6 +185,17 @@ fn devlxd_answers_as_lxd_and_only_for_container_root() {
     assert_eq!(code, 0, "{err}");
     assert_eq!(out, "sock\n666\n", "stderr: {err}");
     assert_eq!(guest_get(&d, "c1", "/1.0/config/user.foo").0, 200);
+    // No host process keeps the directory open (the monitor lives as long as the instance).
+    let dir = d.dir.join("runtime/c1/devlxd");
+    let holders: Vec<String> = std::fs::read_dir("/proc")
+        .expect("/proc")
+        .flatten()
+        .filter_map(|p| std::fs::read_dir(p.path().join("fd")).ok())
+        .flat_map(|fds| fds.flatten())
+        .filter(|fd| std::fs::read_link(fd.path()).is_ok_and(|l| l == dir))
+        .map(|fd| fd.path().display().to_string())
+        .collect();
+    assert!(holders.is_empty(), "{holders:?}");
     // Stopped: nothing answers; started again: a new socket serves.
     d.set_state("c1", "stop", true);
     let host_sock = d.dir.join("runtime/c1/devlxd/sock");

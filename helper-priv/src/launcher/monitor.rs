@@ -221,6 +221,8 @@ fn monitor(
         }
     })();
     drop(rootfs);
+    // The monitor outlives the start: it keeps nothing of the host but what it serves.
+    drop(devlxd);
     if let Err(why) = setup {
         let _ = sys::pidfd_signal(pidfd.as_fd(), libc::SIGKILL);
         // SAFETY: waitpid on our child.
