@@ -594,3 +594,71 @@ print(json.dumps({"viable": ds.is_platform_viable(), "md": ds.read_metadata()}))
     );
     assert_eq!(md["devices"]["root"]["type"], "disk", "{md}");
 }
+
+/// Container root is the client: connections, request heads and idle time are bounded, and
+/// a flood of idle connections neither starves silod's API nor keeps the guest API shut.
+#[test]
+fn devlxd_is_bounded_against_a_hostile_guest() {
+    let d = TestDaemon::start("devlxd-bounds");
+    d.import(&busybox_image(false)[0], "busybox");
+    create(&d, "c1", json!({"user.k": "v"}));
+    let flood = r#"
+import os, socket, sys, time
+path = os.environ["DEVLXD_SOCK"]
+def get(extra=b""):
+    s = socket.socket(socket.AF_UNIX); s.settimeout(20); s.connect(path)
+    s.sendall(b"GET /1.0/config/user.k HTTP/1.1\r\nHost: lxd\r\n" + extra + b"Connection: close\r\n\r\n")
+    r = b""
+    while True:
+        c = s.recv(65536)
+        if not c: break
+        r += c
+    return r.split(b"\r\n")[0].decode()
+t = time.time()
+for _ in range(200): assert get().endswith(" 200 OK")
+print("200 requests ms", int((time.time() - t) * 1000))
+# A head larger than the server buffers: refused, not stored.
+print("big head", get(b"X-Big: " + b"a" * 100000 + b"\r\n"))
+# 40 idle connections (more than the 16 served at once).
+idle = []
+for _ in range(40):
+    s = socket.socket(socket.AF_UNIX); s.settimeout(30); s.connect(path); idle.append(s)
+sys.stdout.flush()
+print("idle open", flush=True)
+t = time.time()
+closed = 0
+for s in idle[:16]:
+    try:
+        if s.recv(1) == b"": closed += 1
+    except OSError:
+        closed += 1
+print("idle closed by the server", closed, "after s", int(time.time() - t))
+print("after the flood", get())
+"#;
+    let mut child = as_guest(&d, "c1", Some(0), &["/usr/bin/python3", "-c", flood])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("python3");
+    // While the guest holds its connections, silod's own API answers.
+    std::thread::sleep(Duration::from_secs(4));
+    let t = std::time::Instant::now();
+    let (code, _) = d.api("GET", "/1.0/instances", None);
+    assert_eq!(code, 200);
+    assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
+    let ok = wait_until(Duration::from_secs(60), || {
+        matches!(child.try_wait(), Ok(Some(_)))
+    });
+    assert!(ok, "the flood client did not finish");
+    let out = child.wait_with_output().expect("python3");
+    let text = String::from_utf8_lossy(&out.stdout);
+    eprintln!("{text}");
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("big head HTTP/1.1 431"), "{text}");
+    assert!(text.contains("idle closed by the server 16"), "{text}");
+    assert!(text.contains("after the flood HTTP/1.1 200 OK"), "{text}");
+}
