@@ -617,8 +617,12 @@ def get(extra=b""):
 t = time.time()
 for _ in range(200): assert get().endswith(" 200 OK")
 print("200 requests ms", int((time.time() - t) * 1000))
-# A head larger than the server buffers: refused, not stored.
-print("big head", get(b"X-Big: " + b"a" * 100000 + b"\r\n"))
+# A head larger than the server buffers: refused, not stored (the refusal may reset the
+# connection while the rest is still being sent).
+try:
+    print("big head", get(b"X-Big: " + b"a" * 100000 + b"\r\n"))
+except (ConnectionResetError, BrokenPipeError):
+    print("big head reset")
 # 40 idle connections (more than the 16 served at once).
 idle = []
 for _ in range(40):
@@ -658,7 +662,10 @@ print("after the flood", get())
         "{text}{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(text.contains("big head HTTP/1.1 431"), "{text}");
+    assert!(
+        text.contains("big head HTTP/1.1 431") || text.contains("big head reset"),
+        "{text}"
+    );
     assert!(text.contains("idle closed by the server 16"), "{text}");
     assert!(text.contains("after the flood HTTP/1.1 200 OK"), "{text}");
 }

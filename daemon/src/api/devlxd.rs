@@ -39,6 +39,9 @@ struct Conn {
     peer_uid: Option<u32>,
     events: Arc<Semaphore>,
     stop: CancellationToken,
+    /// Set while the connection streams events (LXD's never end; the events semaphore bounds
+    /// them instead of [`CONNECTION_TIME`]).
+    streaming: std::sync::atomic::AtomicBool,
 }
 
 /// What [`crate::service::devlxd`] runs for each instance listener.
@@ -86,6 +89,7 @@ async fn accept_loop(
                         peer_uid: s.peer_cred().ok().map(|p| p.uid()),
                         events: events.clone(),
                         stop: stop.clone(),
+                        streaming: Default::default(),
                     };
                     tokio::spawn(connection(Arc::new(conn), s, permit));
                 }
@@ -101,6 +105,15 @@ async fn accept_loop(
 
 async fn connection(conn: Arc<Conn>, s: tokio::net::UnixStream, _permit: OwnedSemaphorePermit) {
     let stop = conn.stop.clone();
+    let watched = conn.clone();
+    let deadline = async move {
+        loop {
+            tokio::time::sleep(CONNECTION_TIME).await;
+            if !watched.streaming.load(std::sync::atomic::Ordering::Relaxed) {
+                break;
+            }
+        }
+    };
     let svc = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
         let conn = conn.clone();
         async move { Ok::<_, std::convert::Infallible>(handle(conn, req).await) }
@@ -114,7 +127,7 @@ async fn connection(conn: Arc<Conn>, s: tokio::net::UnixStream, _permit: OwnedSe
     tokio::select! {
         _ = served => {}
         () = stop.cancelled() => {}
-        () = tokio::time::sleep(CONNECTION_TIME) => {}
+        () = deadline => {}
     }
 }
 
@@ -189,7 +202,9 @@ async fn handle(conn: Arc<Conn>, req: Request<hyper::body::Incoming>) -> Respons
                 }
             } else {
                 // Without an upgrade LXD streams the events on the bare connection; here they
-                // come as a body of JSON lines.
+                // come as a body of JSON lines, for as long as the client reads.
+                conn.streaming
+                    .store(true, std::sync::atomic::Ordering::Relaxed);
                 let body = futures::stream::unfold(
                     (rx, instance, types, stop, permit),
                     |(mut rx, instance, types, stop, permit)| async move {
