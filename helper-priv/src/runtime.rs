@@ -884,6 +884,12 @@ impl Runtime {
             .map(|b| parse_exit(&String::from_utf8_lossy(&b)))
             .unwrap_or(InitExit::Unknown);
         unlink(&dir, "init");
+        // The guest API's socket goes with the instance (silod stops serving it too).
+        if dir.exists(DEVLXD_DIR).unwrap_or(false) {
+            if let Err(e) = dir.remove_tree(DEVLXD_DIR) {
+                tracing::warn!(instance = %name, error = %e, "removing /dev/lxd's directory");
+            }
+        }
         let removed = self
             .running
             .lock()

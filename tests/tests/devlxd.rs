@@ -200,6 +200,10 @@ fn devlxd_answers_as_lxd_and_only_for_container_root() {
     d.set_state("c1", "stop", true);
     let host_sock = d.dir.join("runtime/c1/devlxd/sock");
     assert!(
+        !dir.exists(),
+        "a stopped instance's /dev/lxd directory is left"
+    );
+    assert!(
         std::os::unix::net::UnixStream::connect(&host_sock).is_err(),
         "a stopped instance's socket still answers"
     );
