@@ -601,7 +601,9 @@ async fn serve(
         backups: Some(crate::service::backups::root(&args.state_dir)),
         trust: Default::default(),
         https: Default::default(),
+        devlxd: Default::default(),
     });
+    daemon.devlxd.install(crate::api::devlxd::serve_fn());
     crate::service::lifecycle::spawn_reaper(Services::clone(&daemon), stopped);
     crate::service::images::gc_uploads(&args.state_dir);
     ensure_defaults(&daemon, args.bare).await?;

@@ -104,6 +104,11 @@ struct ExecEntry {
     status: Arc<tokio::sync::Mutex<AsyncFd<OwnedFd>>>,
 }
 
+/// The guest-API directory in an instance's runtime directory, mounted at its /dev/lxd.
+const DEVLXD_DIR: &str = "devlxd";
+/// The socket in it.
+const DEVLXD_SOCK: &str = "sock";
+
 /// The runtime service state.
 #[derive(Debug)]
 pub struct Runtime {
@@ -407,6 +412,11 @@ impl Runtime {
         }
         if rundir.exists("devices")? {
             rundir.remove_tree("devices")?;
+        }
+        // A fresh guest-API directory per start (root's, 0755: the instance only traverses
+        // it to reach the socket); an earlier run's socket goes with the old one.
+        if rundir.exists(DEVLXD_DIR)? {
+            rundir.remove_tree(DEVLXD_DIR)?;
         }
         let started = self
             .start_in_cgroup(cg, &spec, hold, &rootfs, &rundir, systemd)
@@ -755,6 +765,11 @@ impl Runtime {
         systemd: bool,
     ) -> HelperResult<(i32, i32)> {
         let name = &spec.instance;
+        let devlxd = if spec.devlxd {
+            Some(rundir.mkdir_all(&[DEVLXD_DIR], 0o755)?.0)
+        } else {
+            None
+        };
         cg.apply_limits(name, &spec.limits)?;
         crate::diskio::apply(cg, &self.pools, &self.policy, name, &spec.limits.disk_io)?;
         let req = launcher::Request::Start(launcher::StartReq {
@@ -776,12 +791,11 @@ impl Runtime {
             cgroup2: cg.v2_dir(name).is_some(),
             systemd,
             hold,
+            devlxd: devlxd.is_some(),
         });
-        match self
-            .launcher
-            .call(&req, &[rootfs.fd(), rundir.fd()])
-            .await?
-        {
+        let mut fds = vec![rootfs.fd(), rundir.fd()];
+        fds.extend(devlxd.as_ref().map(Root::fd));
+        match self.launcher.call(&req, &fds).await? {
             Reply::Started {
                 init_pid,
                 monitor_pid,
@@ -870,6 +884,12 @@ impl Runtime {
             .map(|b| parse_exit(&String::from_utf8_lossy(&b)))
             .unwrap_or(InitExit::Unknown);
         unlink(&dir, "init");
+        // The guest API's socket goes with the instance (silod stops serving it too).
+        if dir.exists(DEVLXD_DIR).unwrap_or(false) {
+            if let Err(e) = dir.remove_tree(DEVLXD_DIR) {
+                tracing::warn!(instance = %name, error = %e, "removing /dev/lxd's directory");
+            }
+        }
         let removed = self
             .running
             .lock()
@@ -1126,6 +1146,51 @@ impl Runtime {
         let s = std::os::unix::net::UnixStream::connect(&path)
             .map_err(|e| HelperError::io("connect", "the instance's console", e))?;
         self.send_fds(&[OwnedFd::from(s)])
+    }
+
+    /// Binds a new listening socket `sock` in the running instance's guest-API directory
+    /// (mounted at its /dev/lxd since the start) and hands it to silod. The directory is
+    /// root's, beneath the root-owned runtime directory, opened without following anything;
+    /// whatever socket was there (an earlier silod's) is replaced, which the instance sees at
+    /// once through its mount of the directory.
+    pub fn devlxd_listener(
+        &self,
+        name: &InstanceName,
+    ) -> HelperResult<silo_proto::fdpass::FdTicket> {
+        self.entry(name)?;
+        let dir = self
+            .rundirs
+            .open_dir(&[name.as_str(), DEVLXD_DIR])
+            .map_err(|e| match e {
+                HelperError::NotFound { .. } => HelperError::NotFound {
+                    what: format!(
+                        "/dev/lxd of instance {:?} (started with security.devlxd=false)",
+                        name.as_str()
+                    ),
+                },
+                e => e,
+            })?;
+        match nix::unistd::unlinkat(
+            dir.fd(),
+            DEVLXD_SOCK,
+            nix::unistd::UnlinkatFlags::NoRemoveDir,
+        ) {
+            Ok(()) | Err(nix::errno::Errno::ENOENT) => {}
+            Err(e) => return Err(HelperError::errno("unlinkat", DEVLXD_SOCK, e)),
+        }
+        let path = format!("/proc/self/fd/{}/{DEVLXD_SOCK}", dir.fd().as_raw_fd());
+        let l = std::os::unix::net::UnixListener::bind(&path)
+            .map_err(|e| HelperError::io("bind", "the instance's /dev/lxd/sock", e))?;
+        // Any process of the instance may connect (silod answers only container root, as
+        // LXD does); bind left the umask's mode. The name was just made in root's directory.
+        nix::sys::stat::fchmodat(
+            dir.fd(),
+            DEVLXD_SOCK,
+            nix::sys::stat::Mode::from_bits_truncate(0o666),
+            nix::sys::stat::FchmodatFlags::FollowSymlink,
+        )
+        .map_err(|e| HelperError::errno("fchmodat", DEVLXD_SOCK, e))?;
+        self.send_fds(&[OwnedFd::from(l)])
     }
 
     /// Resizes the console: the pty named in the monitor's record, checked to be a devpts

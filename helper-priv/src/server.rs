@@ -180,6 +180,10 @@ impl Priv for PrivServer {
         self.0.rt.console(&instance)
     }
 
+    async fn devlxd_listener(self, _: Context, instance: InstanceName) -> HelperResult<FdTicket> {
+        self.0.rt.devlxd_listener(&instance)
+    }
+
     async fn console_log(
         self,
         _: Context,

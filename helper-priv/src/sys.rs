@@ -137,6 +137,38 @@ pub fn prepare_root_tree(mnt: BorrowedFd<'_>, userns: Option<BorrowedFd<'_>>) ->
     Ok(())
 }
 
+/// Readies the detached clone of an instance's `devlxd` directory for `/dev/lxd`: read-only,
+/// nosuid, nodev, noexec and private, so nothing the instance does through it reaches the host
+/// directory and nothing can be planted there from inside.
+pub fn prepare_devlxd_tree(mnt: BorrowedFd<'_>) -> io::Result<()> {
+    const MOUNT_ATTR_RDONLY: u64 = 0x1;
+    const MOUNT_ATTR_NOSUID: u64 = 0x2;
+    const MOUNT_ATTR_NODEV: u64 = 0x4;
+    const MOUNT_ATTR_NOEXEC: u64 = 0x8;
+    let empty = cstr("")?;
+    let attr = MountAttr {
+        attr_set: MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC,
+        attr_clr: 0,
+        propagation: libc::MS_PRIVATE,
+        userns_fd: 0,
+    };
+    // SAFETY: a valid fd, an empty path with AT_EMPTY_PATH, and a mount_attr of the size given.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            mnt.as_raw_fd(),
+            empty.as_ptr(),
+            libc::AT_EMPTY_PATH,
+            &attr as *const MountAttr,
+            std::mem::size_of::<MountAttr>(),
+        )
+    };
+    if r < 0 {
+        return Err(err("mount_setattr(ro, nosuid, nodev, noexec)", "devlxd"));
+    }
+    Ok(())
+}
+
 /// setns into the one namespace `fd` refers to (of kind `nstype`, a CLONE_NEW* flag).
 pub fn setns_fd(fd: BorrowedFd<'_>, nstype: libc::c_int, what: &str) -> io::Result<()> {
     // SAFETY: setns takes an fd and a flag.

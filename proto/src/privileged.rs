@@ -139,6 +139,12 @@ pub trait Priv {
         instance: InstanceName,
         device: crate::DeviceName,
     ) -> HelperResult<()>;
+    /// A new listening socket for the running instance's `/dev/lxd/sock` (the listener
+    /// arrives on the fd side channel). silo-priv binds it in the instance's root-owned
+    /// `devlxd` directory, which the instance has mounted read-only at `/dev/lxd` since its
+    /// start with [`StartSpec::devlxd`]; an earlier socket there is replaced, so a restarted
+    /// silod serves the same instance again. Refused for an instance started without it.
+    async fn devlxd_listener(instance: InstanceName) -> HelperResult<crate::fdpass::FdTicket>;
 }
 
 /// A device node's type.
@@ -615,6 +621,9 @@ pub struct StartSpec {
     /// punched in the `0 <base> 65536` map, as LXD does). Only host ids the root policy's
     /// `raw_idmap_host_ids` lists; silo-priv checks them against every subordinate range.
     pub raw_idmap: Vec<RawIdmapEntry>,
+    /// `security.devlxd`: mount the instance's own guest-API directory (where
+    /// [`Priv::devlxd_listener`] binds its socket) read-only at `/dev/lxd`.
+    pub devlxd: bool,
 }
 
 /// Which ids a `raw.idmap` line maps.

@@ -549,6 +549,7 @@ fn priv_refuses_hostile_starts_and_execs() {
         devices: Vec::new(),
         hold: false,
         raw_idmap: Vec::new(),
+        devlxd: false,
     };
     plant_rootfs(&d.state, "c1");
     rt.block_on(async {
@@ -671,6 +672,21 @@ fn priv_refuses_hostile_starts_and_execs() {
             )
         };
         assert_eq!((ws.ws_col, ws.ws_row), (100, 40));
+        // /dev/lxd: a listener only for a running instance started with it (c1 was not) and
+        // only in its own root-owned directory: a symlink there is not followed.
+        let r = c.devlxd_listener(ctx(), n1.clone()).await.expect("rpc");
+        assert!(matches!(r, Err(HelperError::NotFound { .. })), "{r:?}");
+        let r = c
+            .devlxd_listener(ctx(), InstanceName::new("c2").expect("n"))
+            .await
+            .expect("rpc");
+        assert!(r.is_err(), "not running: {r:?}");
+        let elsewhere = d.state.join("elsewhere");
+        std::fs::create_dir_all(&elsewhere).expect("mkdir");
+        std::os::unix::fs::symlink(&elsewhere, d.state.join("runtime/c1/devlxd")).expect("ln");
+        let r = c.devlxd_listener(ctx(), n1.clone()).await.expect("rpc");
+        assert!(r.is_err(), "followed a symlink: {r:?}");
+        assert!(!elsewhere.join("sock").exists());
         // The good one still stops cleanly.
         c.stop(ctx(), InstanceName::new("c1").expect("n"), true)
             .await

@@ -207,6 +207,7 @@ fn spec(name: &str, base: u64) -> StartSpec {
         devices: Vec::new(),
         hold: false,
         raw_idmap: Vec::new(),
+        devlxd: false,
     }
 }
 

@@ -3,6 +3,7 @@
 
 pub mod backups;
 pub mod certificates;
+pub mod devlxd;
 pub mod events;
 pub mod files;
 pub mod images;

@@ -218,6 +218,7 @@ impl Priv for FakePriv {
         fn check_host_device(device: HostDevice) -> u32;
         fn attach_host_device(instance: InstanceName, device: HostDevice) -> u32;
         fn detach_host_device(instance: InstanceName, device: DeviceName) -> ();
+        fn devlxd_listener(instance: InstanceName) -> FdTicket;
     }
 }
 

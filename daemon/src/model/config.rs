@@ -177,6 +177,16 @@ pub const INSTANCE_KEYS: &[KeySpec] = &[
         "stored: silo-priv allocates id ranges itself",
     ),
     key(
+        "security.devlxd",
+        KeyType::Bool,
+        "/dev/lxd/sock, the guest API (default true): refused at once when false, mounted or not at the next start",
+    ),
+    key(
+        "security.devlxd.images",
+        KeyType::Bool,
+        "stored; silo serves no image export through /dev/lxd",
+    ),
+    key(
         "security.idmap.isolated",
         KeyType::Bool,
         "a range of its own",

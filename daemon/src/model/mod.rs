@@ -3,6 +3,7 @@
 
 pub mod config;
 pub mod devices;
+pub mod devlxd;
 pub mod filter;
 pub mod limits;
 pub mod parse;

@@ -5,6 +5,7 @@
 pub mod backups;
 pub mod custom_volumes;
 pub mod devices;
+pub mod devlxd;
 pub mod endpoints;
 pub mod error;
 pub mod events;
@@ -80,4 +81,6 @@ pub struct Services {
     pub trust: trust::Trust,
     /// The HTTPS endpoint (`core.https_address`).
     pub https: endpoints::Https,
+    /// The guest API's listeners (`/dev/lxd/sock`) and events.
+    pub devlxd: devlxd::Devlxd,
 }

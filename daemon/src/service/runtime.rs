@@ -217,6 +217,7 @@ async fn unplug_before_stop(c: &Services, name: &str) {
 
 /// After an instance stopped: its forwarders go, and the host-side names are forgotten.
 async fn after_stop(c: &Services, name: &str) {
+    c.devlxd.close(name);
     let Ok(n) = iname(name) else { return };
     networks::stop_proxy(&c.helpers, &n, None).await;
     if let Ok(i) = instances::get(&c.db, name) {
@@ -290,6 +291,7 @@ pub async fn start(c: &Services, name: &str) -> Result<RunningInfo, DomainError>
         } else {
             Vec::new()
         },
+        devlxd: crate::model::devlxd::enabled(&cfg),
     };
     let info = c
         .helpers
@@ -319,6 +321,11 @@ pub async fn start(c: &Services, name: &str) -> Result<RunningInfo, DomainError>
             after_stop(c, name).await;
             return Err(e);
         }
+    }
+    // The guest API is a convenience of the running instance: a failure to serve it is
+    // logged, not a failed start (the instance then finds nothing listening at /dev/lxd/sock).
+    if let Err(e) = crate::service::devlxd::open(c, name, &cfg, info.idmap_base).await {
+        tracing::warn!(instance = %name, error = %e, "serving /dev/lxd/sock failed");
     }
     instances::set_keys(
         &c.db,
@@ -499,11 +506,16 @@ pub fn watch(c: Services, name: String) {
 /// instances (and those that were running at shutdown unless autostart says no), as LXD does.
 pub async fn on_daemon_start(c: &Services) {
     let run = running(c).await.unwrap_or_default();
-    for name in run.keys() {
+    for (name, info) in &run {
         watch(c.clone(), name.clone());
-        // Forwarders died with the previous silo-net; nics live on in the instances.
+        // Forwarders died with the previous silo-net; nics live on in the instances. The
+        // guest API's listener died with the previous silod: a new socket appears in the
+        // directory each instance has mounted at /dev/lxd.
         if let (Ok(n), Ok(i)) = (iname(name), instances::get(&c.db, name)) {
-            if let Ok((_, devs)) = expanded_all(c, &i) {
+            if let Ok((cfg, devs)) = expanded_all(c, &i) {
+                if let Err(e) = crate::service::devlxd::open(c, name, &cfg, info.idmap_base).await {
+                    tracing::warn!(instance = %name, error = %e, "serving /dev/lxd/sock again failed");
+                }
                 for (dn, d) in of_type(&devs, DeviceType::Proxy) {
                     if let Err(e) = networks::start_proxy(&c.helpers, &n, dn, d).await {
                         tracing::warn!(instance = %name, device = %dn, error = %e, "restarting a proxy failed");
@@ -547,6 +559,8 @@ pub async fn apply_live(c: &Services, name: &str, before: &Instance) -> Result<(
     apply_devices_live(c, name, before).await?;
     let i = instances::get(&c.db, name)?;
     let (cfg, devs) = expanded_all(c, &i)?;
+    let (old_cfg, old_devs) = expanded_all(c, before)?;
+    crate::service::devlxd::notify_changes(c, name, (&old_cfg, &old_devs), (&cfg, &devs));
     let mut l = limits_of(&cfg)?;
     l.disk_io = crate::service::devices::disk_io(&devs)?;
     c.helpers.privileged.set_limits(iname(name)?, l).await?;
@@ -649,9 +663,10 @@ pub async fn apply_profile_live(
             for p in profiles.iter_mut().filter(|p| p.name == profile) {
                 *p = old.clone();
             }
-            let (_, before) = crate::model::profile::expand(&profiles, &i.config, &i.devices);
-            apply_device_changes(c, &i.name, &i, before).await?;
+            let (old_cfg, before) = crate::model::profile::expand(&profiles, &i.config, &i.devices);
+            apply_device_changes(c, &i.name, &i, before.clone()).await?;
             let (cfg, devs) = expanded_all(c, &i)?;
+            crate::service::devlxd::notify_changes(c, &i.name, (&old_cfg, &before), (&cfg, &devs));
             let mut l = limits_of(&cfg)?;
             l.disk_io = crate::service::devices::disk_io(&devs)?;
             c.helpers.privileged.set_limits(iname(&i.name)?, l).await?;

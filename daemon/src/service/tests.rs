@@ -55,6 +55,7 @@ async fn world(instances: u64) -> World {
         backups: None,
         trust: Default::default(),
         https: Default::default(),
+        devlxd: Default::default(),
     };
     lifecycle::spawn_reaper(c.clone(), stopped);
     storage::create(&c.db, &c.helpers, "default", "dir", "", BTreeMap::new())

@@ -29,7 +29,8 @@ use serde::{Deserialize, Serialize};
 use silo_proto::error::HelperResult;
 use silo_proto::privileged::ExecSpec;
 
-/// Start an instance. Fds: the rootfs directory, the instance's runtime directory.
+/// Start an instance. Fds: the rootfs directory, the instance's runtime directory, and with
+/// `devlxd` its `devlxd` directory (root's, beneath the runtime directory).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct StartReq {
     pub instance: String,
@@ -56,6 +57,8 @@ pub struct StartReq {
     pub systemd: bool,
     /// Hold init before its exec until a byte arrives on the `go` FIFO in the runtime dir.
     pub hold: bool,
+    /// Mount the third fd's directory read-only at /dev/lxd (`security.devlxd`).
+    pub devlxd: bool,
 }
 
 /// Run a command in an instance. Fds: the status socket, a pidfd of the instance's init (held

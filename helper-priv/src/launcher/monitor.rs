@@ -41,9 +41,11 @@ const INIT_ENV: &[&str] = &[
 
 /// Forks the monitor and waits for its word that init runs (or why not).
 pub fn start(req: StartReq, mut fds: Vec<OwnedFd>) -> Result<Reply, String> {
-    if fds.len() != 2 {
-        return Err(format!("start needs 2 fds, got {}", fds.len()));
+    let want = if req.devlxd { 3 } else { 2 };
+    if fds.len() != want {
+        return Err(format!("start needs {want} fds, got {}", fds.len()));
     }
+    let devlxd = if req.devlxd { fds.pop() } else { None };
     let rundir = fds.pop().ok_or("no runtime dir fd")?;
     let rootfs = fds.pop().ok_or("no rootfs fd")?;
     let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| e.to_string())?;
@@ -51,13 +53,16 @@ pub fn start(req: StartReq, mut fds: Vec<OwnedFd>) -> Result<Reply, String> {
     match unsafe { nix::unistd::fork() }.map_err(|e| format!("fork: {e}"))? {
         nix::unistd::ForkResult::Child => {
             drop(r);
-            sys::close_fds_except(&[rootfs.as_raw_fd(), rundir.as_raw_fd(), w.as_raw_fd(), 2]);
-            monitor(req, rootfs, rundir, w)
+            let mut keep = vec![rootfs.as_raw_fd(), rundir.as_raw_fd(), w.as_raw_fd(), 2];
+            keep.extend(devlxd.as_ref().map(|d| d.as_raw_fd()));
+            sys::close_fds_except(&keep);
+            monitor(req, rootfs, rundir, devlxd, w)
         }
         nix::unistd::ForkResult::Parent { child } => {
             drop(w);
             drop(rootfs);
             drop(rundir);
+            drop(devlxd);
             let mut f = std::fs::File::from(r);
             let mut s = String::new();
             // The monitor answers within the time init's setup takes; a hung mount is the only
@@ -95,7 +100,13 @@ fn die(result: &mut std::fs::File, why: &str) -> ! {
     std::process::exit(1)
 }
 
-fn monitor(req: StartReq, rootfs: OwnedFd, rundir: OwnedFd, w: OwnedFd) -> ! {
+fn monitor(
+    req: StartReq,
+    rootfs: OwnedFd,
+    rundir: OwnedFd,
+    devlxd: Option<OwnedFd>,
+    w: OwnedFd,
+) -> ! {
     let mut result = std::fs::File::from(w);
     // Leave the launcher's session so nothing aimed at it reaches the instance.
     let _ = nix::unistd::setsid();
@@ -187,7 +198,17 @@ fn monitor(req: StartReq, rootfs: OwnedFd, rundir: OwnedFd, w: OwnedFd) -> ! {
         let tree = sys::clone_tree(rootfs.as_fd()).map_err(|e| e.to_string())?;
         sys::prepare_root_tree(tree.as_fd(), user.as_ref().map(|u| u.as_fd()))
             .map_err(|e| e.to_string())?;
-        let mnt = confining_mount_ns(&req, pidfd.as_fd(), tree, user, &console.slave_path)?;
+        // Cloned here, in the host's mount namespace where silo-priv opened it: the mounter's
+        // namespace may not clone a mount of another.
+        let devlxd = match &devlxd {
+            Some(d) => {
+                let t = sys::clone_tree(d.as_fd()).map_err(|e| e.to_string())?;
+                sys::prepare_devlxd_tree(t.as_fd()).map_err(|e| e.to_string())?;
+                Some(t)
+            }
+            None => None,
+        };
+        let mnt = confining_mount_ns(&req, pidfd.as_fd(), tree, devlxd, user, &console.slave_path)?;
         // Init joins it, unshares its cgroup namespace (it is in its cgroups now) and goes on.
         wire::send(msock.as_fd(), &(), &[mnt.as_fd()]).map_err(|e| e.to_string())?;
         // EOF means init's exec happened (the socket is close-on-exec); HELD that init waits
@@ -200,6 +221,8 @@ fn monitor(req: StartReq, rootfs: OwnedFd, rundir: OwnedFd, w: OwnedFd) -> ! {
         }
     })();
     drop(rootfs);
+    // The monitor outlives the start: it keeps nothing of the host but what it serves.
+    drop(devlxd);
     if let Err(why) = setup {
         let _ = sys::pidfd_signal(pidfd.as_fd(), libc::SIGKILL);
         // SAFETY: waitpid on our child.
@@ -317,6 +340,7 @@ fn confining_mount_ns(
     req: &StartReq,
     init: BorrowedFd<'_>,
     tree: OwnedFd,
+    devlxd: Option<OwnedFd>,
     user: Option<OwnedFd>,
     console: &str,
 ) -> Result<OwnedFd, String> {
@@ -327,7 +351,7 @@ fn confining_mount_ns(
     let child = match unsafe { nix::unistd::fork() }.map_err(|e| format!("fork: {e}"))? {
         nix::unistd::ForkResult::Child => {
             drop(ours);
-            let r = mounter(req, init, tree, user, console);
+            let r = mounter(req, init, tree, devlxd, user, console);
             let code = match r {
                 Ok(mnt) => {
                     let _ = wire::send(theirs.as_fd(), &Ok::<(), String>(()), &[mnt.as_fd()]);
@@ -345,6 +369,7 @@ fn confining_mount_ns(
     };
     drop(theirs);
     drop(tree);
+    drop(devlxd);
     let answer = if wire::wait_readable(ours.as_fd(), 30_000) {
         wire::recv::<Result<(), String>>(ours.as_fd()).map_err(|e| e.to_string())
     } else {
@@ -366,6 +391,7 @@ fn mounter(
     req: &StartReq,
     init: BorrowedFd<'_>,
     tree: OwnedFd,
+    devlxd: Option<OwnedFd>,
     user: Option<OwnedFd>,
     console: &str,
 ) -> Result<OwnedFd, String> {
@@ -396,6 +422,14 @@ fn mounter(
     }
     drop(tree);
     mount_confining(".", console, req.idmap_base, req.nesting)?;
+    if let Some(d) = devlxd {
+        // The instance's guest-API directory, not its socket: a socket silod binds anew
+        // there after a restart shows up inside, where a bound socket inode would go stale.
+        // Read-only and locked with the rest below, so container root can neither replace
+        // the socket nor unmount what covers its own /dev/lxd.
+        as_container_root(req.idmap_base, || ensure_dir("./dev/lxd"))?;
+        sys::move_mount_to(d.as_fd(), "./dev/lxd").map_err(|e| e.to_string())?;
+    }
     nix::unistd::pivot_root(".", ".").map_err(io("pivot_root"))?;
     nix::mount::umount2(".", nix::mount::MntFlags::MNT_DETACH)
         .map_err(io("detaching the host root"))?;
