@@ -60,7 +60,7 @@ fn name_args(cmd: &mut Command) -> Vec<Arg<'_>> {
     match cmd {
         Command::Info { name, .. } => vec![Arg::Opt(name)],
         Command::List(a) => a.filters.first_mut().map(Arg::Maybe).into_iter().collect(),
-        Command::Start(a) => names(&mut a.names),
+        Command::Start(a) | Command::Pause(a) => names(&mut a.names),
         Command::Stop(a) | Command::Restart(a) => names(&mut a.names),
         Command::Delete(a) => names(&mut a.names),
         Command::Exec(a) => vec![Arg::Name(&mut a.name)],
@@ -462,6 +462,9 @@ pub async fn run(cli: Cli) -> Result<(), CmdError> {
         Command::Restart(a) => {
             crate::instances::state_action(&client, "restart", a.names, a.all, a.force, a.timeout)
                 .await
+        }
+        Command::Pause(a) => {
+            crate::instances::state_action(&client, "freeze", a.names, a.all, false, -1).await
         }
         Command::Exec(a) => crate::exec::exec(&client, a).await,
         Command::Console(a) => crate::exec::console(&client, a).await,

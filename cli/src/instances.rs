@@ -784,13 +784,14 @@ async fn all_names(client: &Client, action: &str) -> Result<Vec<String>, CmdErro
         .filter(|i| match action {
             "start" => i.status_code != 103,
             "stop" => i.status_code != 102,
+            "freeze" => i.status_code == 103,
             _ => true,
         })
         .map(|i| i.name)
         .collect())
 }
 
-/// `silo start|stop|restart NAME...`: one instance reports its error as it is; several run
+/// `silo start|stop|restart|pause NAME...`: one instance reports its error as it is; several run
 /// side by side and each failure is listed before a summary error, as `lxc` does.
 pub async fn state_action(
     client: &Client,

@@ -63,6 +63,9 @@ pub enum Command {
     Stop(instances::StopArgs),
     /// Restart instances.
     Restart(instances::StopArgs),
+    /// Pause (freeze) instances; `silo start` resumes them.
+    #[command(alias = "freeze")]
+    Pause(instances::StartArgs),
     /// Run a command in an instance.
     Exec(exec::ExecArgs),
     /// Attach to an instance's console.

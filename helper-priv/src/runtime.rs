@@ -429,6 +429,7 @@ impl Runtime {
             idmap_base: spec.idmap_base,
             idmap_size: spec.idmap_size,
             systemd,
+            frozen: false,
         };
         // The monitor recorded init's start time while init was its unreaped child; a pidfd
         // opened from the number is kept only if it names that same process.
@@ -1381,6 +1382,7 @@ mod tests {
             idmap_base: Some(1065536),
             idmap_size: 65536,
             systemd: true,
+            frozen: false,
         };
         let (back, st) = RunningInfo::parse_record(&n, &i.record_line(777)).expect("parse");
         assert_eq!(back, i);

@@ -848,6 +848,10 @@ pub struct RunningInfo {
     pub idmap_size: u64,
     /// Whether init is systemd (stopped with SIGRTMIN+3 rather than SIGPWR).
     pub systemd: bool,
+    /// Whether its processes are frozen (`lxc pause`): read from the cgroup freezer each time
+    /// silo-priv answers, never recorded, so it stays true across a restart of silod or
+    /// silo-priv.
+    pub frozen: bool,
 }
 
 impl RunningInfo {
@@ -887,6 +891,7 @@ impl RunningInfo {
                     Some(f[4].parse().ok()?)
                 },
                 systemd: f[5] == "1",
+                frozen: false,
                 idmap_size: match f.get(6) {
                     Some(n) => n.parse().ok()?,
                     None => 65536,

@@ -157,6 +157,7 @@ impl Priv for FakePriv {
             idmap_base: spec.idmap_base,
             idmap_size: spec.idmap_size,
             systemd: false,
+            frozen: false,
         };
         lock(&self.0.running).insert(spec.instance.to_string(), info.clone());
         Ok(info)

@@ -98,7 +98,10 @@ pub async fn create(
     let vol = volume(instance, name)?;
     let src = VolumeName::new(instance.to_string())
         .map_err(|e| DomainError::BadRequest(e.to_string()))?;
-    let running = crate::service::runtime::is_running(c, instance).await?;
+    // An instance paused by its user is already consistent, and must stay paused after.
+    let running = crate::service::runtime::run_state(c, instance)
+        .await?
+        .is_some_and(|r| !r.frozen);
     let n = InstanceName::new(instance.to_string())
         .map_err(|e| DomainError::BadRequest(e.to_string()))?;
     if running {
