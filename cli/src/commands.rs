@@ -85,6 +85,19 @@ fn name_args(cmd: &mut Command) -> Vec<Arg<'_>> {
                 | D::Show { instance }
                 | D::List { instance },
             ) => vec![Arg::Name(instance)],
+            C::Metadata(
+                crate::metadata::MetadataCmd::Show { instance }
+                | crate::metadata::MetadataCmd::Edit { instance },
+            ) => vec![Arg::Name(instance)],
+            C::Template(t) => match t {
+                crate::metadata::TemplateCmd::List { instance, .. }
+                | crate::metadata::TemplateCmd::Show { instance, .. }
+                | crate::metadata::TemplateCmd::Create { instance, .. }
+                | crate::metadata::TemplateCmd::Edit { instance, .. }
+                | crate::metadata::TemplateCmd::Delete { instance, .. } => {
+                    vec![Arg::Name(instance)]
+                }
+            },
             C::Trust(t) => match t {
                 crate::trust::TrustCmd::Remove { fingerprint }
                 | crate::trust::TrustCmd::Show { fingerprint }

@@ -65,6 +65,12 @@ Forms:
     /// Manage an instance's devices.
     #[command(subcommand)]
     Device(DeviceCmd),
+    /// Show or edit an instance's metadata.yaml.
+    #[command(subcommand)]
+    Metadata(crate::metadata::MetadataCmd),
+    /// Manage an instance's template files.
+    #[command(subcommand)]
+    Template(crate::metadata::TemplateCmd),
     /// Manage the clients the server trusts over HTTPS.
     #[command(subcommand)]
     Trust(crate::trust::TrustCmd),
@@ -249,6 +255,8 @@ pub async fn run(client: &Client, cmd: ConfigCmd) -> Result<(), CmdError> {
             Some(name) => edit_instance(client, &name).await,
         },
         ConfigCmd::Device(d) => device(client, d).await,
+        ConfigCmd::Metadata(m) => crate::metadata::metadata(client, m).await,
+        ConfigCmd::Template(t) => crate::metadata::template(client, t).await,
     }
 }
 

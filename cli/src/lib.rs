@@ -10,6 +10,7 @@ pub mod format;
 pub mod images;
 pub mod init;
 pub mod instances;
+pub mod metadata;
 pub mod migrate;
 pub mod networks;
 pub mod profiles;

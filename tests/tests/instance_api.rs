@@ -242,3 +242,200 @@ fn pause_and_resume_freeze_the_processes() {
     );
     d.api_ok("DELETE", "/1.0/instances/fz", None);
 }
+
+/// Runs a client (`lxc` with this daemon's LXD_DIR/LXD_CONF, or `silo`) with `input` on stdin.
+fn with_stdin(d: &TestDaemon, lxc: bool, args: &[&str], input: &str) -> std::process::Output {
+    use std::io::Write;
+    let mut cmd = if lxc {
+        let mut c = Command::new("lxc");
+        c.env("LXD_DIR", &d.dir)
+            .env("LXD_CONF", d.dir.join("lxc-conf"));
+        c
+    } else {
+        let mut c = Command::new(silo_tests::bin("silo"));
+        c.env("SILO_SOCKET", d.socket()).env_remove("SILO_DIR");
+        c
+    };
+    let mut child = cmd
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("client");
+    if let Some(mut i) = child.stdin.take() {
+        let _ = i.write_all(input.as_bytes());
+    }
+    child.wait_with_output().expect("client output")
+}
+
+fn stdout(o: &std::process::Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+#[test]
+fn metadata_and_templates_through_lxc_and_silo() {
+    let d = TestDaemon::start("inst-meta");
+    d.import(&busybox_image(false)[0], "busybox");
+    d.api_ok(
+        "POST",
+        "/1.0/instances",
+        Some(json!({"name": "md", "source": {"type": "image", "alias": "busybox"}})),
+    );
+    // The image's metadata.yaml and template, as lxc shows them.
+    let o = d.lxc(&["config", "metadata", "show", "md"]);
+    assert!(o.status.success(), "{}", show(&o));
+    let shown = stdout(&o);
+    assert!(
+        shown.contains("architecture: ") && shown.contains("/etc/hostname:"),
+        "{shown}"
+    );
+    assert!(shown.contains("template: hostname.tpl"), "{shown}");
+    let md = d.api_ok("GET", "/1.0/instances/md/metadata", None);
+    assert_eq!(
+        md["templates"]["/etc/hostname"]["when"],
+        json!(["create", "copy"])
+    );
+    let o = d.lxc(&["config", "template", "list", "md", "--format", "csv"]);
+    assert_eq!(stdout(&o).trim(), "hostname.tpl", "{}", show(&o));
+    let o = d.lxc(&["config", "template", "show", "md", "hostname.tpl"]);
+    assert_eq!(stdout(&o), "{{ container.name }}\n", "{}", show(&o));
+
+    // A new template (lxc create makes it empty; edit fills it from stdin), hooked to start
+    // through `lxc config metadata edit`.
+    let o = d.lxc(&["config", "template", "create", "md", "motd.tpl"]);
+    assert!(o.status.success(), "{}", show(&o));
+    let o = with_stdin(
+        &d,
+        true,
+        &["config", "template", "edit", "md", "motd.tpl"],
+        "hello {{ container.name }} at {{ trigger }}\n",
+    );
+    assert!(o.status.success(), "{}", show(&o));
+    let edited = format!(
+        "{shown}\n",
+        shown = shown.replace(
+            "templates:\n",
+            "templates:\n  /etc/motd:\n    when:\n    - start\n    template: motd.tpl\n"
+        )
+    );
+    let o = with_stdin(&d, true, &["config", "metadata", "edit", "md"], &edited);
+    assert!(o.status.success(), "{}", show(&o));
+    let md = d.api_ok("GET", "/1.0/instances/md/metadata", None);
+    assert_eq!(md["templates"]["/etc/motd"]["template"], "motd.tpl", "{md}");
+    assert_eq!(
+        md["templates"]["/etc/hostname"]["template"], "hostname.tpl",
+        "the rest is kept"
+    );
+    d.set_state("md", "start", false);
+    let (code, o, e) = d.exec("md", &["cat", "/etc/motd"]);
+    assert_eq!((code, o.as_str()), (0, "hello md at start\n"), "{e}");
+
+    // silo: edit the template, and the next start renders the new text.
+    let o = with_stdin(
+        &d,
+        false,
+        &["config", "template", "edit", "md", "motd.tpl"],
+        "bye {{ instance.name }}\n",
+    );
+    assert!(o.status.success(), "{}", show(&o));
+    let o = d.silo(&["config", "template", "show", "md", "motd.tpl"]);
+    assert_eq!(stdout(&o), "bye {{ instance.name }}\n", "{}", show(&o));
+    d.set_state("md", "restart", true);
+    let (code, o, e) = d.exec("md", &["cat", "/etc/motd"]);
+    assert_eq!((code, o.as_str()), (0, "bye md\n"), "{e}");
+    let o = d.silo(&["config", "template", "list", "md", "--format", "csv"]);
+    assert_eq!(stdout(&o), "hostname.tpl\nmotd.tpl\n", "{}", show(&o));
+    let o = d.silo(&["config", "metadata", "show", "md"]);
+    assert!(stdout(&o).contains("/etc/motd:"), "{}", show(&o));
+    // PATCH adds to the templates; PUT replaces the whole.
+    d.api_ok(
+        "PATCH",
+        "/1.0/instances/md/metadata",
+        Some(json!({"properties": {"extra": "yes"}})),
+    );
+    let md = d.api_ok("GET", "/1.0/instances/md/metadata", None);
+    assert_eq!(md["properties"]["extra"], "yes");
+    assert_eq!(md["properties"]["os"], "busybox", "{md}");
+    let o = d.silo(&["config", "template", "delete", "md", "motd.tpl"]);
+    assert!(o.status.success(), "{}", show(&o));
+    let o = d.lxc(&["config", "template", "show", "md", "motd.tpl"]);
+    assert!(!o.status.success(), "deleted: {}", show(&o));
+
+    // Names are one plain component: nothing beside or above templates/.
+    for (method, path) in [
+        (
+            "GET",
+            "/1.0/instances/md/metadata/templates?path=../metadata.yaml",
+        ),
+        ("GET", "/1.0/instances/md/metadata/templates?path=.."),
+        (
+            "POST",
+            "/1.0/instances/md/metadata/templates?path=../rootfs/etc/passwd",
+        ),
+        ("POST", "/1.0/instances/md/metadata/templates?path=a%2Fb"),
+        (
+            "DELETE",
+            "/1.0/instances/md/metadata/templates?path=..%2Fmetadata.yaml",
+        ),
+    ] {
+        let (c, body) = d.api_raw(method, path);
+        assert_eq!(
+            c,
+            400,
+            "{method} {path}: {}",
+            String::from_utf8_lossy(&body)
+        );
+    }
+    let (c, _) = d.api_raw("DELETE", "/1.0/instances/md/metadata/templates?path=nope");
+    assert_eq!(c, 404);
+    // Metadata whose templates name something outside templates/ is refused whole.
+    let (c, v) = d.api(
+        "PUT",
+        "/1.0/instances/md/metadata",
+        Some(json!({"architecture": "x86_64", "creation_date": 1,
+            "templates": {"/etc/x": {"when": ["start"], "template": "../../rootfs/etc/shadow"}}})),
+    );
+    assert_eq!(c, 400, "{v}");
+    // A symlink planted in templates/ (by whoever wrote the volume) is never followed:
+    // reading it is refused, writing replaces the link, not its target.
+    let vol = d.dir.join("storage-pools/default/containers/md");
+    let outside = d.dir.join("outside-target");
+    std::fs::write(&outside, "host file\n").expect("outside");
+    std::os::unix::fs::symlink(&outside, vol.join("templates/evil.tpl")).expect("symlink");
+    let (c, body) = d.api_raw("GET", "/1.0/instances/md/metadata/templates?path=evil.tpl");
+    assert_ne!(c, 200, "{}", String::from_utf8_lossy(&body));
+    assert!(!String::from_utf8_lossy(&body).contains("host file"));
+    let o = with_stdin(
+        &d,
+        false,
+        &["config", "template", "edit", "md", "evil.tpl"],
+        "overwritten\n",
+    );
+    assert!(o.status.success(), "{}", show(&o));
+    assert_eq!(
+        std::fs::read_to_string(&outside).expect("outside"),
+        "host file\n"
+    );
+    assert!(!vol
+        .join("templates/evil.tpl")
+        .symlink_metadata()
+        .expect("evil")
+        .file_type()
+        .is_symlink());
+    // templates/ itself a symlink: refused, not followed.
+    std::fs::rename(vol.join("templates"), vol.join("templates.real")).expect("rename");
+    std::os::unix::fs::symlink(d.dir.join("storage-pools"), vol.join("templates")).expect("ln");
+    let (c, _) = d.api_raw(
+        "GET",
+        "/1.0/instances/md/metadata/templates?path=hostname.tpl",
+    );
+    assert_ne!(c, 200);
+    let (c, _) = d.api_raw("POST", "/1.0/instances/md/metadata/templates?path=x.tpl");
+    assert_ne!(c, 200);
+    assert!(!d.dir.join("storage-pools/x.tpl").exists());
+    std::fs::remove_file(vol.join("templates")).expect("rm link");
+    std::fs::rename(vol.join("templates.real"), vol.join("templates")).expect("rename back");
+    d.set_state("md", "stop", true);
+    d.api_ok("DELETE", "/1.0/instances/md", None);
+}

@@ -7,6 +7,7 @@ pub mod events;
 pub mod files;
 pub mod images;
 pub mod instances;
+pub mod metadata;
 /// Request bodies decoded with LXD's leniency: the decoder lives in the shared API types crate.
 pub use silo_api::lenient;
 pub mod networks;
@@ -105,6 +106,8 @@ pub const API_EXTENSIONS: &[&str] = &[
     "container_exec_user_group_cwd",
     // POST/GET /1.0/instances/<name>/console.
     "console",
+    // /1.0/instances/<name>/metadata and its templates.
+    "container_edit_metadata",
     // The files API: directories, delete, append, symlinks.
     "directory_manipulation",
     "file_delete",
@@ -346,6 +349,16 @@ fn instance_routes(base: &str) -> Router<Arc<Services>> {
                 .post(files::post)
                 .delete(files::delete)
                 .layer(DefaultBodyLimit::disable()),
+        )
+        .route(
+            &format!("{base}/{{name}}/metadata"),
+            get(metadata::get).put(metadata::put).patch(metadata::patch),
+        )
+        .route(
+            &format!("{base}/{{name}}/metadata/templates"),
+            get(metadata::templates_get)
+                .post(metadata::templates_post)
+                .delete(metadata::templates_delete),
         )
         .route(&format!("{base}/{{name}}/logs"), get(instances::logs))
         .route(

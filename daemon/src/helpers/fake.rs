@@ -546,5 +546,6 @@ impl Store for FakeStore {
         fn rsync_send_custom_snapshot(pool: PoolName, volume: VolumeName, snapshot: VolumeName, features: RsyncFeatures) -> RsyncSession;
         fn pack_custom_backup(pool: PoolName, volume: VolumeName, snapshots: Vec<VolumeName>, index_yaml: String, compression: PackCompression) -> FdTicket;
         fn unpack_custom_backup(pool: PoolName, upload: VolumeName, volume: VolumeName, snapshots: Vec<VolumeName>) -> ();
+        fn instance_metadata(pool: PoolName, instance: VolumeName, request: silo_proto::store::MetadataRequest) -> silo_proto::store::MetadataReply;
     }
 }
