@@ -439,3 +439,108 @@ fn metadata_and_templates_through_lxc_and_silo() {
     d.set_state("md", "stop", true);
     d.api_ok("DELETE", "/1.0/instances/md", None);
 }
+
+#[test]
+fn snapshot_put_changes_the_expiry_as_lxd_5_0() {
+    let d = TestDaemon::start("inst-snapput");
+    d.import(&busybox_image(false)[0], "busybox");
+    d.api_ok(
+        "POST",
+        "/1.0/instances",
+        Some(json!({"name": "sp", "source": {"type": "image", "alias": "busybox"}})),
+    );
+    d.api_ok(
+        "POST",
+        "/1.0/instances/sp/snapshots",
+        Some(json!({"name": "s0"})),
+    );
+    let s = d.api_ok("GET", "/1.0/instances/sp/snapshots/s0", None);
+    assert_eq!(s["expires_at"], "0001-01-01T00:00:00Z", "{s}");
+    assert!(
+        s["size"].as_i64().unwrap_or(-1) >= 0,
+        "the volume's use: {s}"
+    );
+    assert!(
+        s["created_at"].as_str().unwrap_or("").starts_with("20"),
+        "{s}"
+    );
+    // PUT with expires_at (async), PATCH the same; a description alone changes nothing.
+    d.api_ok(
+        "PUT",
+        "/1.0/instances/sp/snapshots/s0",
+        Some(json!({"expires_at": "2031-02-03T04:05:06Z"})),
+    );
+    let s = d.api_ok("GET", "/1.0/instances/sp/snapshots/s0", None);
+    assert!(
+        s["expires_at"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with("2031-02-03T04:05:06"),
+        "{s}"
+    );
+    d.api_ok(
+        "PATCH",
+        "/1.0/instances/sp/snapshots/s0",
+        Some(json!({"description": "ignored by LXD 5.0"})),
+    );
+    let s = d.api_ok("GET", "/1.0/instances/sp/snapshots/s0", None);
+    assert_eq!(s["description"], "");
+    assert!(s["expires_at"].as_str().unwrap_or("").starts_with("2031"));
+    let (c, v) = d.api(
+        "PUT",
+        "/1.0/instances/sp/snapshots/s0",
+        Some(json!({"expires_at": "next tuesday"})),
+    );
+    assert_eq!(c, 400, "{v}");
+    // If-Match: a stale ETag is refused.
+    let o = Command::new("curl")
+        .args(["-s", "-X", "PUT", "-H", "If-Match: \"stale\"", "-d"])
+        .arg(r#"{"expires_at": "2032-01-01T00:00:00Z"}"#)
+        .arg("--unix-socket")
+        .arg(d.socket())
+        .arg("http://silo/1.0/instances/sp/snapshots/s0")
+        .output()
+        .expect("curl");
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap_or_default();
+    assert_eq!(v["error_code"], 412, "{v}");
+    // The stock client: config edit of a snapshot sends its expires_at; show reads it back.
+    let o = with_stdin(
+        &d,
+        true,
+        &["config", "edit", "sp/s0"],
+        "expires_at: 2033-04-05T06:07:08Z\n",
+    );
+    assert!(o.status.success(), "{}", show(&o));
+    let o = d.lxc(&["config", "show", "sp/s0"]);
+    assert!(
+        stdout(&o).contains("expires_at: 2033-04-05T06:07:08Z"),
+        "{}",
+        show(&o)
+    );
+    let o = d.lxc(&["info", "sp"]);
+    assert!(stdout(&o).contains("2033/04/05"), "{}", show(&o));
+    // lxc info of a snapshot name is refused as LXD 5.0 does; silo info shows it.
+    let o = d.lxc(&["info", "sp/s0"]);
+    assert!(!o.status.success());
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("Invalid instance name"),
+        "{}",
+        show(&o)
+    );
+    let o = d.silo(&["info", "sp/s0"]);
+    let text = stdout(&o);
+    assert!(
+        text.contains("Name: s0") && text.contains("Expires: 2033/04/05"),
+        "{}",
+        show(&o)
+    );
+    // Back to never.
+    d.api_ok(
+        "PUT",
+        "/1.0/instances/sp/snapshots/s0",
+        Some(json!({"expires_at": "0001-01-01T00:00:00Z"})),
+    );
+    let s = d.api_ok("GET", "/1.0/instances/sp/snapshots/s0", None);
+    assert_eq!(s["expires_at"], "0001-01-01T00:00:00Z");
+    d.api_ok("DELETE", "/1.0/instances/sp", None);
+}

@@ -197,6 +197,10 @@ pub async fn get_one(
     Path(name): Path<String>,
     Query(q): Query<ListQuery>,
 ) -> ApiResult {
+    if name.contains('/') {
+        // As LXD 5.0 (`lxc info c1/snap0` asks here): snapshots live under /snapshots.
+        return Err(DomainError::BadRequest("Invalid instance name".into()));
+    }
     let i = instances::get(&d.db, &name)?;
     let c = Services::clone(&d);
     let running = crate::service::runtime::run_state(&c, &name)

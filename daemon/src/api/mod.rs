@@ -331,6 +331,8 @@ fn instance_routes(base: &str) -> Router<Arc<Services>> {
         .route(
             &format!("{base}/{{name}}/snapshots/{{snap}}"),
             get(snapshots::get_one)
+                .put(snapshots::put)
+                .patch(snapshots::put)
                 .post(snapshots::rename)
                 .delete(snapshots::delete),
         )
