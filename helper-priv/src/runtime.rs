@@ -1194,6 +1194,45 @@ impl Runtime {
         Ok(read_at(&dir, "console.log", max.min(16 << 20)).unwrap_or_default())
     }
 
+    /// Empties the console log. The monitor appends (O_APPEND), so its next write lands at the
+    /// new end.
+    pub fn console_log_clear(&self, name: &InstanceName) -> HelperResult<()> {
+        let what = || HelperError::NotFound {
+            what: format!("console log of instance {:?}", name.as_str()),
+        };
+        let dir = self
+            .rundirs
+            .open_dir(&[name.as_str()])
+            .map_err(|_| what())?;
+        let fd = match nix::fcntl::openat(
+            dir.fd(),
+            "console.log",
+            nix::fcntl::OFlag::O_WRONLY
+                | nix::fcntl::OFlag::O_NOFOLLOW
+                | nix::fcntl::OFlag::O_NONBLOCK
+                | nix::fcntl::OFlag::O_CLOEXEC,
+            nix::sys::stat::Mode::empty(),
+        ) {
+            Ok(fd) => fd,
+            // Never started since it was created: nothing to clear.
+            Err(nix::errno::Errno::ENOENT) => return Ok(()),
+            Err(e) => return Err(HelperError::errno("open", "console.log", e)),
+        };
+        let st = nix::sys::stat::fstat(&fd)
+            .map_err(|e| HelperError::errno("fstat", "console.log", e))?;
+        let regular = nix::sys::stat::SFlag::from_bits_truncate(st.st_mode)
+            & nix::sys::stat::SFlag::S_IFMT
+            == nix::sys::stat::SFlag::S_IFREG;
+        if !regular || st.st_uid != 0 {
+            return Err(HelperError::invalid(
+                "console.log",
+                "not a regular file of root's",
+            ));
+        }
+        nix::unistd::ftruncate(&fd, 0)
+            .map_err(|e| HelperError::errno("ftruncate", "console.log", e))
+    }
+
     /// Removes a stopped instance's runtime directory.
     pub fn forget(&self, name: &InstanceName) -> HelperResult<()> {
         if self.is_running(name) {

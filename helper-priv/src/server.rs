@@ -263,6 +263,10 @@ impl Priv for PrivServer {
         self.0.rt.detach_disk(&instance, &path).await
     }
 
+    async fn console_log_clear(self, _: Context, instance: InstanceName) -> HelperResult<()> {
+        self.0.rt.console_log_clear(&instance)
+    }
+
     async fn console_resize(
         self,
         _: Context,

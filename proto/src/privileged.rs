@@ -139,6 +139,9 @@ pub trait Priv {
         instance: InstanceName,
         device: crate::DeviceName,
     ) -> HelperResult<()>;
+    /// Empties the instance's console log (running or not; `DELETE .../console`). Only a
+    /// regular, root-owned `console.log` in its root-owned runtime directory is truncated.
+    async fn console_log_clear(instance: InstanceName) -> HelperResult<()>;
 }
 
 /// A device node's type.

@@ -544,3 +544,89 @@ fn snapshot_put_changes_the_expiry_as_lxd_5_0() {
     assert_eq!(s["expires_at"], "0001-01-01T00:00:00Z");
     d.api_ok("DELETE", "/1.0/instances/sp", None);
 }
+
+fn console_log(d: &TestDaemon, name: &str) -> Vec<u8> {
+    let (c, body) = d.api_raw("GET", &format!("/1.0/instances/{name}/console"));
+    assert_eq!(c, 200, "{}", String::from_utf8_lossy(&body));
+    body
+}
+
+fn contains(hay: &[u8], needle: &str) -> bool {
+    String::from_utf8_lossy(hay).contains(needle)
+}
+
+#[test]
+fn console_log_clears_and_serves_several_readers() {
+    let d = TestDaemon::start("inst-console");
+    d.import(&busybox_image(false)[0], "busybox");
+    d.launch("busybox", "cl");
+    let (code, _, e) = d.exec("cl", &["sh", "-c", "echo marker-one > /dev/console"]);
+    assert_eq!(code, 0, "{e}");
+    assert!(
+        wait_until(Duration::from_secs(5), || contains(
+            &console_log(&d, "cl"),
+            "marker-one"
+        )),
+        "the console log has what init's console got"
+    );
+    // Several readers at once each get the whole log.
+    let readers: Vec<_> = (0..4)
+        .map(|_| {
+            let sock = d.socket();
+            std::thread::spawn(move || {
+                Command::new("curl")
+                    .args(["-s", "--unix-socket"])
+                    .arg(sock)
+                    .arg("http://silo/1.0/instances/cl/console")
+                    .output()
+                    .map(|o| o.stdout)
+                    .unwrap_or_default()
+            })
+        })
+        .collect();
+    for r in readers {
+        let got = r.join().expect("reader");
+        assert!(
+            contains(&got, "marker-one"),
+            "{}",
+            String::from_utf8_lossy(&got)
+        );
+    }
+    // DELETE empties it; what comes next is appended from the start, with no hole.
+    let (c, v) = d.api("DELETE", "/1.0/instances/cl/console", None);
+    assert_eq!(c, 200, "{v}");
+    assert!(!contains(&console_log(&d, "cl"), "marker-one"));
+    let (code, _, e) = d.exec("cl", &["sh", "-c", "echo marker-two > /dev/console"]);
+    assert_eq!(code, 0, "{e}");
+    assert!(wait_until(Duration::from_secs(5), || contains(
+        &console_log(&d, "cl"),
+        "marker-two"
+    )));
+    let log = console_log(&d, "cl");
+    assert!(!log.contains(&0), "no sparse hole before the new text");
+    assert!(!contains(&log, "marker-one"));
+    let o = d.lxc(&["console", "cl", "--show-log"]);
+    assert!(stdout(&o).contains("marker-two"), "{}", show(&o));
+    let o = d.silo(&["console", "cl", "--show-log"]);
+    assert!(stdout(&o).contains("marker-two"), "{}", show(&o));
+    // A VGA console is refused with its reason.
+    let (c, v) = d.api(
+        "POST",
+        "/1.0/instances/cl/console",
+        Some(json!({"type": "vga", "width": 80, "height": 25})),
+    );
+    assert_eq!(c, 400, "{v}");
+    assert!(
+        v["error"].as_str().unwrap_or("").contains("text console"),
+        "{v}"
+    );
+    // Stopped: the log stays readable and can be cleared too.
+    d.set_state("cl", "stop", true);
+    assert!(contains(&console_log(&d, "cl"), "marker-two"));
+    let (c, v) = d.api("DELETE", "/1.0/instances/cl/console", None);
+    assert_eq!(c, 200, "{v}");
+    assert!(console_log(&d, "cl").is_empty());
+    let (c, _) = d.api("DELETE", "/1.0/instances/nope/console", None);
+    assert_eq!(c, 404);
+    d.api_ok("DELETE", "/1.0/instances/cl", None);
+}

@@ -593,6 +593,15 @@ pub async fn console_log(State(d): State<Arc<Services>>, Path(name): Path<String
     )))
 }
 
+/// `DELETE /1.0/instances/{name}/console`: empties the console log.
+pub async fn console_log_clear(
+    State(d): State<Arc<Services>>,
+    Path(name): Path<String>,
+) -> ApiResult {
+    crate::service::exec::console_log_clear(&d, &name).await?;
+    Ok(sync(Value::Null))
+}
+
 /// `GET /1.0/instances/{name}/logs`: the recorded exec outputs.
 pub async fn logs(State(d): State<Arc<Services>>, Path(name): Path<String>) -> ApiResult {
     instances::get(&d.db, &name)?;

@@ -343,7 +343,9 @@ fn instance_routes(base: &str) -> Router<Arc<Services>> {
         .route(&format!("{base}/{{name}}/exec"), post(instances::exec))
         .route(
             &format!("{base}/{{name}}/console"),
-            get(instances::console_log).post(instances::console),
+            get(instances::console_log)
+                .post(instances::console)
+                .delete(instances::console_log_clear),
         )
         .route(
             &format!("{base}/{{name}}/files"),

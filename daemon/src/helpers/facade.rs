@@ -100,6 +100,7 @@ facade! {
         fn check_host_device(device: HostDevice) -> u32;
         fn attach_host_device(instance: InstanceName, device: HostDevice) -> u32;
         fn detach_host_device(instance: InstanceName, device: DeviceName) -> ();
+        fn console_log_clear(instance: InstanceName) -> ();
     }
 }
 
