@@ -539,6 +539,91 @@ impl Runtime {
         }
     }
 
+    /// One files request inside a running instance, by the launcher's child (see
+    /// `launcher::files`); `data` is the child's end of the data channel.
+    async fn file_call(
+        &self,
+        name: &InstanceName,
+        op: launcher::files::FileOp,
+        data: Option<OwnedFd>,
+    ) -> HelperResult<silo_proto::store::FileMeta> {
+        let (info, init, _) = self.entry(name)?;
+        if init.exited().await {
+            return Err(not_running(name));
+        }
+        let pidfd = init.dup()?;
+        let req = launcher::Request::File(launcher::files::FileReq {
+            userns: info.idmap_base.is_some(),
+            op,
+        });
+        let mut fds = vec![pidfd.as_fd()];
+        if let Some(d) = &data {
+            fds.push(d.as_fd());
+        }
+        match self.launcher.call(&req, &fds).await? {
+            Reply::File(r) => r,
+            Reply::Failed(why) => Err(HelperError::Io {
+                op: "files".into(),
+                target: format!("instance {:?}", name.as_str()),
+                message: why,
+                errno: None,
+            }),
+            _ => Err(HelperError::Unsupported(
+                "launcher answered out of turn".into(),
+            )),
+        }
+    }
+
+    /// Reads `path` in a running instance as it sees it; a file's bytes come through a pipe
+    /// (its read end on the fd side channel), never the file's own fd.
+    pub async fn file_get(
+        &self,
+        name: &InstanceName,
+        path: String,
+    ) -> HelperResult<silo_proto::store::FileMeta> {
+        let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+            .map_err(|e| HelperError::errno("pipe", "files", e))?;
+        let mut meta = self
+            .file_call(name, launcher::files::FileOp::Get(path), Some(w))
+            .await?;
+        if meta.kind == silo_proto::store::FileKind::File {
+            meta.fd = Some(self.send_fds(&[r])?);
+        }
+        Ok(meta)
+    }
+
+    /// Creates or replaces `path` in a running instance, as its root; for a file, answers a
+    /// socket (on the fd side channel) whose data goes into it, answered `ok` or `error: ...`.
+    pub async fn file_put(
+        &self,
+        name: &InstanceName,
+        path: String,
+        put: silo_proto::store::FilePut,
+    ) -> HelperResult<Option<silo_proto::fdpass::FdTicket>> {
+        let file = put.kind == silo_proto::store::FileKind::File;
+        let (mine, theirs) = nix::sys::socket::socketpair(
+            nix::sys::socket::AddressFamily::Unix,
+            nix::sys::socket::SockType::Stream,
+            None,
+            nix::sys::socket::SockFlag::SOCK_CLOEXEC,
+        )
+        .map_err(|e| HelperError::errno("socketpair", "files", e))?;
+        self.file_call(name, launcher::files::FileOp::Put(path, put), Some(theirs))
+            .await?;
+        if file {
+            Ok(Some(self.send_fds(&[mine])?))
+        } else {
+            Ok(None)
+        }
+    }
+
+    /// Removes `path` (a file, symlink or empty directory) in a running instance.
+    pub async fn file_delete(&self, name: &InstanceName, path: String) -> HelperResult<()> {
+        self.file_call(name, launcher::files::FileOp::Delete(path), None)
+            .await
+            .map(|_| ())
+    }
+
     /// Unplugs the disk at `path` from a running instance.
     pub async fn detach_disk(
         &self,
@@ -793,7 +878,7 @@ impl Runtime {
                 message: why,
                 errno: None,
             }),
-            Reply::ExecForked | Reply::NetState(_) | Reply::DiskDone => Err(
+            Reply::ExecForked | Reply::NetState(_) | Reply::DiskDone | Reply::File(_) => Err(
                 HelperError::Unsupported("launcher answered out of turn".into()),
             ),
         }
@@ -1001,7 +1086,7 @@ impl Runtime {
                     errno: None,
                 })
             }
-            Reply::Started { .. } | Reply::NetState(_) | Reply::DiskDone => {
+            Reply::Started { .. } | Reply::NetState(_) | Reply::DiskDone | Reply::File(_) => {
                 return Err(HelperError::Unsupported(
                     "launcher answered out of turn".into(),
                 ))

@@ -263,6 +263,34 @@ impl Priv for PrivServer {
         self.0.rt.detach_disk(&instance, &path).await
     }
 
+    async fn file_get(
+        self,
+        _: Context,
+        instance: InstanceName,
+        path: String,
+    ) -> HelperResult<silo_proto::store::FileMeta> {
+        self.0.rt.file_get(&instance, path).await
+    }
+
+    async fn file_put(
+        self,
+        _: Context,
+        instance: InstanceName,
+        path: String,
+        put: silo_proto::store::FilePut,
+    ) -> HelperResult<Option<FdTicket>> {
+        self.0.rt.file_put(&instance, path, put).await
+    }
+
+    async fn file_delete(
+        self,
+        _: Context,
+        instance: InstanceName,
+        path: String,
+    ) -> HelperResult<()> {
+        self.0.rt.file_delete(&instance, path).await
+    }
+
     async fn console_log_clear(self, _: Context, instance: InstanceName) -> HelperResult<()> {
         self.0.rt.console_log_clear(&instance)
     }

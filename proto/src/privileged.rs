@@ -142,6 +142,22 @@ pub trait Priv {
     /// Empties the instance's console log (running or not; `DELETE .../console`). Only a
     /// regular, root-owned `console.log` in its root-owned runtime directory is truncated.
     async fn console_log_clear(instance: InstanceName) -> HelperResult<()>;
+    /// The files API inside a running instance, where it sees its files (its own mounts:
+    /// `/run`, `/dev/shm`, a tmpfs `/tmp`...): a forked, non-dumpable child in its user and
+    /// mount namespaces, as container root, resolving beneath its `/`
+    /// (`silo_proto::jail::files`). A file's bytes come through a pipe on the fd side
+    /// channel. Refused when it does not run.
+    async fn file_get(instance: InstanceName, path: String)
+        -> HelperResult<crate::store::FileMeta>;
+    /// Creates or replaces `path` in a running instance as its root; for a file, a socket on
+    /// the fd side channel takes the bytes and answers `ok` or `error: ...` (as silo-store's).
+    async fn file_put(
+        instance: InstanceName,
+        path: String,
+        put: crate::store::FilePut,
+    ) -> HelperResult<Option<crate::fdpass::FdTicket>>;
+    /// Removes a file, symlink or empty directory in a running instance.
+    async fn file_delete(instance: InstanceName, path: String) -> HelperResult<()>;
 }
 
 /// A device node's type.

@@ -214,6 +214,10 @@ pub struct FileMeta {
     pub entries: Vec<String>,
     /// Target of a symlink.
     pub target: String,
+    /// Size in bytes (a file's length).
+    pub size: u64,
+    /// Last modification, Unix seconds and nanoseconds.
+    pub mtime: (i64, u32),
     /// A regular file's contents open for reading, on the fd side channel.
     pub fd: Option<crate::fdpass::FdTicket>,
 }

@@ -630,3 +630,277 @@ fn console_log_clears_and_serves_several_readers() {
     assert_eq!(c, 404);
     d.api_ok("DELETE", "/1.0/instances/cl", None);
 }
+
+/// A request with a raw body through curl: (status, body).
+fn curl(
+    d: &TestDaemon,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+    headers: &[&str],
+) -> (u16, String, String) {
+    let mut c = Command::new("curl");
+    c.args([
+        "-s",
+        "-D",
+        "/dev/stderr",
+        "-o",
+        "-",
+        "-w",
+        "\n%{http_code}",
+        "-X",
+        method,
+    ]);
+    for h in headers {
+        c.args(["-H", h]);
+    }
+    if let Some(b) = body {
+        c.args(["--data-binary", b]);
+    }
+    let o = c
+        .arg("--unix-socket")
+        .arg(d.socket())
+        .arg(format!("http://silo{path}"))
+        .output()
+        .expect("curl");
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    let (body, code) = out.rsplit_once('\n').unwrap_or(("", "0"));
+    (
+        code.trim().parse().unwrap_or(0),
+        body.to_string(),
+        String::from_utf8_lossy(&o.stderr).to_lowercase(),
+    )
+}
+
+#[test]
+fn files_of_a_running_instance_are_where_it_sees_them() {
+    let d = TestDaemon::start("inst-files");
+    d.import(&busybox_image(false)[0], "busybox");
+    d.launch("busybox", "fl");
+    let (code, o, _) = d.exec(
+        "fl",
+        &[
+            "sh",
+            "-c",
+            "grep -c ' /run tmpfs\\| /dev/shm tmpfs' /proc/mounts",
+        ],
+    );
+    assert_eq!(
+        (code, o.trim()),
+        (0, "2"),
+        "/run and /dev/shm are the instance's own tmpfs"
+    );
+    // Written through the API, read inside; written inside, read through the API.
+    let (c, b, _) = curl(
+        &d,
+        "POST",
+        "/1.0/instances/fl/files?path=/run/x",
+        Some("from-api\n"),
+        &["X-LXD-uid: 1000", "X-LXD-gid: 1000", "X-LXD-mode: 0640"],
+    );
+    assert_eq!(c, 200, "{b}");
+    let (code, o, e) = d.exec("fl", &["sh", "-c", "cat /run/x; stat -c '%u %g %a' /run/x"]);
+    assert_eq!((code, o.as_str()), (0, "from-api\n1000 1000 640\n"), "{e}");
+    let (code, _, e) = d.exec(
+        "fl",
+        &[
+            "sh",
+            "-c",
+            "echo from-inside > /dev/shm/y; mkdir /run/d; touch /run/d/z",
+        ],
+    );
+    assert_eq!(code, 0, "{e}");
+    let (c, b, h) = curl(
+        &d,
+        "GET",
+        "/1.0/instances/fl/files?path=/dev/shm/y",
+        None,
+        &[],
+    );
+    assert_eq!((c, b.as_str()), (200, "from-inside\n"), "{h}");
+    assert!(
+        h.contains("x-lxd-type: file") && h.contains("x-lxd-size: 12"),
+        "{h}"
+    );
+    // HEAD: the same headers, no body.
+    let (c, b, h) = curl(
+        &d,
+        "HEAD",
+        "/1.0/instances/fl/files?path=/dev/shm/y",
+        None,
+        &[],
+    );
+    assert_eq!((c, b.as_str()), (200, ""), "{h}");
+    assert!(
+        h.contains("x-lxd-type: file")
+            && h.contains("x-lxd-mode: 0644")
+            && h.contains("x-lxd-size: 12"),
+        "{h}"
+    );
+    assert!(
+        h.contains("x-lxd-modified: 20") && h.contains("+0000 utc"),
+        "{h}"
+    );
+    let (c, b, h) = curl(&d, "HEAD", "/1.0/instances/fl/files?path=/run/d", None, &[]);
+    assert_eq!((c, b.as_str()), (200, ""), "{h}");
+    assert!(h.contains("x-lxd-type: directory"), "{h}");
+    let l = d.api_ok("GET", "/1.0/instances/fl/files?path=/run/d", None);
+    assert_eq!(l, json!(["z"]));
+    // The stock client: push, pull and edit on /dev/shm.
+    let local = d.dir.join("local-file");
+    std::fs::write(&local, "pushed\n").expect("local");
+    let o = d.lxc(&[
+        "file",
+        "push",
+        &local.to_string_lossy(),
+        "fl/dev/shm/pushed",
+    ]);
+    assert!(o.status.success(), "{}", show(&o));
+    let (code, o2, _) = d.exec("fl", &["cat", "/dev/shm/pushed"]);
+    assert_eq!((code, o2.as_str()), (0, "pushed\n"));
+    let pulled = d.dir.join("pulled");
+    let o = d.lxc(&["file", "pull", "fl/dev/shm/y", &pulled.to_string_lossy()]);
+    assert!(o.status.success(), "{}", show(&o));
+    assert_eq!(
+        std::fs::read_to_string(&pulled).expect("pulled"),
+        "from-inside\n"
+    );
+    let o = with_stdin(&d, true, &["file", "edit", "fl/dev/shm/y"], "edited\n");
+    assert!(o.status.success(), "{}", show(&o));
+    let (_, o2, _) = d.exec("fl", &["cat", "/dev/shm/y"]);
+    assert_eq!(o2, "edited\n");
+    // silo too.
+    let o = d.silo(&["file", "pull", "fl/run/x", &pulled.to_string_lossy()]);
+    assert!(o.status.success(), "{}", show(&o));
+    assert_eq!(
+        std::fs::read_to_string(&pulled).expect("pulled"),
+        "from-api\n"
+    );
+    // DELETE inside the instance's mounts.
+    let (c, b, _) = curl(
+        &d,
+        "DELETE",
+        "/1.0/instances/fl/files?path=/run/x",
+        None,
+        &[],
+    );
+    assert_eq!(c, 200, "{b}");
+    assert_ne!(d.exec("fl", &["test", "-e", "/run/x"]).0, 0);
+
+    // Container root's symlinks: never out of the instance, never through a magic link,
+    // never written through.
+    let (code, _, e) = d.exec(
+        "fl",
+        &[
+            "sh",
+            "-c",
+            "ln -s /proc/1/root/etc /run/evil; ln -s ../../../../../../etc /run/up; \
+           ln -s /proc/self/fd /run/fds; echo inside-hostname > /etc/hostname-probe; \
+           ln -s /etc/hostname-probe /run/victim",
+        ],
+    );
+    assert_eq!(code, 0, "{e}");
+    let host_hostname = std::fs::read_to_string("/etc/hostname").unwrap_or_default();
+    let (c, b, _) = curl(
+        &d,
+        "GET",
+        "/1.0/instances/fl/files?path=/run/up/hostname-probe",
+        None,
+        &[],
+    );
+    assert_eq!(
+        (c, b.as_str()),
+        (200, "inside-hostname\n"),
+        "'..' stops at the instance's /"
+    );
+    let (c, b, _) = curl(
+        &d,
+        "GET",
+        "/1.0/instances/fl/files?path=/run/up/hostname",
+        None,
+        &[],
+    );
+    assert!(
+        c != 200 || b != host_hostname || host_hostname.is_empty(),
+        "{b}"
+    );
+    let (c, b, _) = curl(
+        &d,
+        "GET",
+        "/1.0/instances/fl/files?path=/run/evil/hostname-probe",
+        None,
+        &[],
+    );
+    assert_ne!(c, 200, "a magic link is refused: {b}");
+    let (c, b, _) = curl(
+        &d,
+        "GET",
+        "/1.0/instances/fl/files?path=/run/fds/0",
+        None,
+        &[],
+    );
+    assert_ne!(c, 200, "{b}");
+    let (c, b, h) = curl(
+        &d,
+        "GET",
+        "/1.0/instances/fl/files?path=/run/evil",
+        None,
+        &[],
+    );
+    assert_eq!(
+        (c, b.as_str()),
+        (200, "/proc/1/root/etc"),
+        "reported, not followed: {h}"
+    );
+    let (c, b, _) = curl(
+        &d,
+        "POST",
+        "/1.0/instances/fl/files?path=/run/victim",
+        Some("x"),
+        &[],
+    );
+    assert_ne!(c, 200, "{b}");
+    let (_, o2, _) = d.exec("fl", &["cat", "/etc/hostname-probe"]);
+    assert_eq!(o2, "inside-hostname\n", "not written through the link");
+
+    // Measured: a read in the running instance (a forked child entering it) and in the
+    // stopped one's volume (silo-store).
+    let time_reads = |n: u32| {
+        let t = std::time::Instant::now();
+        for _ in 0..n {
+            let (c, _, _) = curl(
+                &d,
+                "GET",
+                "/1.0/instances/fl/files?path=/etc/hostname-probe",
+                None,
+                &[],
+            );
+            assert_eq!(c, 200);
+        }
+        t.elapsed() / n
+    };
+    let running = time_reads(20);
+    d.set_state("fl", "stop", true);
+    let stopped = time_reads(20);
+    eprintln!(
+        "files GET: {running:?} per read running (silo-priv), {stopped:?} stopped (silo-store)"
+    );
+    // Stopped: the root volume, as before (its /run is the empty mount point).
+    let (c, b, _) = curl(
+        &d,
+        "GET",
+        "/1.0/instances/fl/files?path=/etc/hostname-probe",
+        None,
+        &[],
+    );
+    assert_eq!((c, b.as_str()), (200, "inside-hostname\n"));
+    let (c, _, _) = curl(
+        &d,
+        "GET",
+        "/1.0/instances/fl/files?path=/dev/shm/y",
+        None,
+        &[],
+    );
+    assert_eq!(c, 404, "the tmpfs went with the instance");
+    d.api_ok("DELETE", "/1.0/instances/fl", None);
+}

@@ -350,6 +350,7 @@ fn instance_routes(base: &str) -> Router<Arc<Services>> {
         .route(
             &format!("{base}/{{name}}/files"),
             get(files::get)
+                .head(files::head)
                 .post(files::post)
                 .delete(files::delete)
                 .layer(DefaultBodyLimit::disable()),

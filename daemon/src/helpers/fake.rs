@@ -220,6 +220,9 @@ impl Priv for FakePriv {
         fn attach_host_device(instance: InstanceName, device: HostDevice) -> u32;
         fn detach_host_device(instance: InstanceName, device: DeviceName) -> ();
         fn console_log_clear(instance: InstanceName) -> ();
+        fn file_get(instance: InstanceName, path: String) -> silo_proto::store::FileMeta;
+        fn file_put(instance: InstanceName, path: String, put: silo_proto::store::FilePut) -> Option<FdTicket>;
+        fn file_delete(instance: InstanceName, path: String) -> ();
     }
 }
 

@@ -16,6 +16,7 @@
 
 pub mod attach;
 pub mod disks;
+pub mod files;
 pub mod monitor;
 pub mod seccomp;
 
@@ -78,6 +79,8 @@ pub enum Request {
     AttachDisk(disks::AttachReq),
     /// Unmount a disk from a running instance. Fds: init's pidfd.
     DetachDisk(disks::DetachReq),
+    /// The files API inside a running instance. Fds: init's pidfd, then a data fd.
+    File(files::FileReq),
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -91,6 +94,8 @@ pub enum Reply {
     NetState(Vec<Result<Vec<silo_proto::privileged::NetCounters>, String>>),
     /// A disk attach or detach is done.
     DiskDone,
+    /// A files request's answer (a file's data moves on the data fd afterwards).
+    File(Result<silo_proto::store::FileMeta, silo_proto::HelperError>),
     Failed(String),
 }
 
@@ -207,6 +212,7 @@ fn serve(sock: OwnedFd) -> ! {
             Request::NetState => net_state(&fds),
             Request::AttachDisk(d) => disks::attach(d, fds),
             Request::DetachDisk(d) => disks::detach(d, fds),
+            Request::File(f) => files::run(f, fds),
         };
         let reply = reply.unwrap_or_else(Reply::Failed);
         if wire::send(sock.as_fd(), &reply, &[]).is_err() {
