@@ -863,6 +863,77 @@ fn files_of_a_running_instance_are_where_it_sees_them() {
     let (_, o2, _) = d.exec("fl", &["cat", "/etc/hostname-probe"]);
     assert_eq!(o2, "inside-hostname\n", "not written through the link");
 
+    // The child moving a file's bytes (held up by a slow reader): container root, outside the
+    // instance's pid namespace, non-dumpable (its /proc files stay host root's), and holding
+    // no fd of the host's state.
+    let (code, _, e) = d.exec(
+        "fl",
+        &["dd", "if=/dev/zero", "of=/dev/shm/big", "bs=1M", "count=32"],
+    );
+    assert_eq!(code, 0, "{e}");
+    let base: u32 = d.api_ok("GET", "/1.0/instances/fl", None)["config"]["volatile.idmap.base"]
+        .as_str()
+        .and_then(|b| b.parse().ok())
+        .expect("volatile.idmap.base");
+    let slow = Killed(Some(
+        Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "curl -s --unix-socket {} 'http://silo/1.0/instances/fl/files?path=/dev/shm/big' | (sleep 8; cat >/dev/null)",
+                d.socket().display()
+            ))
+            .spawn()
+            .expect("slow reader"),
+    ));
+    let find = || {
+        std::fs::read_dir("/proc")
+            .into_iter()
+            .flatten()
+            .flatten()
+            .find_map(|e| {
+                let pid: u32 = e.file_name().to_str()?.parse().ok()?;
+                let st = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+                let uid_line = st.lines().find(|l| l.starts_with("Uid:"))?.to_string();
+                let nspid = st.lines().find(|l| l.starts_with("NSpid:"))?.to_string();
+                (st.starts_with("Name:\tsilo-priv")
+                    && uid_line.split_whitespace().nth(1) == Some(base.to_string().as_str())
+                    && nspid.split_whitespace().count() == 2)
+                    .then_some((pid, uid_line))
+            })
+    };
+    let mut child = None;
+    assert!(
+        wait_until(Duration::from_secs(5), || {
+            child = find();
+            child.is_some()
+        }),
+        "the files child runs as container root (host uid {base})"
+    );
+    let (pid, uid_line) = child.expect("child");
+    let all_base = uid_line
+        .split_whitespace()
+        .skip(1)
+        .all(|u| u == base.to_string());
+    assert!(all_base, "{uid_line}");
+    let owner = std::os::unix::fs::MetadataExt::uid(
+        &std::fs::symlink_metadata(format!("/proc/{pid}/environ")).expect("proc file"),
+    );
+    assert_eq!(
+        owner, 0,
+        "non-dumpable: its /proc files stay host root's, out of container root's reach"
+    );
+    let fds: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| std::fs::read_link(e.path()).ok())
+        .map(|l| l.to_string_lossy().into_owned())
+        .collect();
+    assert!(fds.len() <= 6, "{fds:?}");
+    let state = d.dir.to_string_lossy().into_owned();
+    assert!(fds.iter().all(|f| !f.starts_with(&state)), "{fds:?}");
+    drop(slow);
+
     // Measured: a read in the running instance (a forked child entering it) and in the
     // stopped one's volume (silo-store).
     let time_reads = |n: u32| {
