@@ -204,3 +204,21 @@ pub async fn delete(
     files::delete(&d, &name, path).await?;
     Ok(sync(serde_json::Value::Null))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::go_time;
+
+    #[test]
+    fn modified_times_print_as_go_does() {
+        assert_eq!(go_time((0, 0)), "1970-01-01 00:00:00 +0000 UTC");
+        assert_eq!(
+            go_time((1_700_000_000, 120_000_000)),
+            "2023-11-14 22:13:20.12 +0000 UTC"
+        );
+        assert_eq!(
+            go_time((1_700_000_000, 1)),
+            "2023-11-14 22:13:20.000000001 +0000 UTC"
+        );
+    }
+}
