@@ -298,6 +298,20 @@ pub fn unescape(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// `/1.0/instances/<name>/metadata`.
+pub fn instance_metadata(name: &str) -> String {
+    format!("{}/metadata", instance(name))
+}
+
+/// `/1.0/instances/<name>/metadata/templates`, with `?path=<template>` when one is named.
+pub fn instance_templates(name: &str, template: Option<&str>) -> String {
+    let base = format!("{}/metadata/templates", instance(name));
+    match template {
+        Some(t) => with_query(&base, &[("path", t)]),
+        None => base,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -357,19 +371,5 @@ mod tests {
         assert_eq!(name_under("/1.0/profiles/x", "/1.0/instances"), None);
         assert_eq!(unescape("100%"), "100%");
         assert_eq!(unescape("%zz%41"), "%zzA");
-    }
-}
-
-/// `/1.0/instances/<name>/metadata`.
-pub fn instance_metadata(name: &str) -> String {
-    format!("{}/metadata", instance(name))
-}
-
-/// `/1.0/instances/<name>/metadata/templates`, with `?path=<template>` when one is named.
-pub fn instance_templates(name: &str, template: Option<&str>) -> String {
-    let base = format!("{}/metadata/templates", instance(name));
-    match template {
-        Some(t) => with_query(&base, &[("path", t)]),
-        None => base,
     }
 }
