@@ -243,6 +243,45 @@ fn pause_and_resume_freeze_the_processes() {
     d.api_ok("DELETE", "/1.0/instances/fz", None);
 }
 
+#[test]
+fn pause_works_with_cgroup2s_freezer() {
+    // No v1 freezer in sight: silo-priv freezes through cgroup.freeze and reads it back.
+    let d = TestDaemon::start_pure_cgroup2("inst-freeze2");
+    d.import(&busybox_image(false)[0], "busybox");
+    d.launch("busybox", "f2");
+    let (code, _, e) = d.exec(
+        "f2",
+        &[
+            "sh",
+            "-c",
+            "(i=0; while :; do i=$((i+1)); echo $i > /root/n; usleep 100000; done) \
+             </dev/null >/dev/null 2>&1 &",
+        ],
+    );
+    assert_eq!(code, 0, "{e}");
+    assert!(wait_until(Duration::from_secs(5), || counter(&d, "f2") > 0));
+    let op = d.set_state("f2", "freeze", false);
+    assert_eq!(op["status"], "Success", "{op}");
+    assert_eq!(status_of(&d, "f2"), frozen_status());
+    let tag = silo_proto::install_tag(&d.dir);
+    let events = std::fs::read_to_string(format!(
+        "/sys/fs/cgroup/unified/silo-{tag}/f2/cgroup.events"
+    ))
+    .expect("the instance's cgroup2 group");
+    assert!(events.lines().any(|l| l == "frozen 1"), "{events}");
+    assert!(!advances(&d, "f2", Duration::from_millis(1500)));
+    let op = d.set_state("f2", "unfreeze", false);
+    assert_eq!(op["status"], "Success", "{op}");
+    assert_eq!(status_of(&d, "f2"), running_status());
+    assert!(advances(&d, "f2", Duration::from_millis(1500)));
+    let op = d.set_state("f2", "freeze", false);
+    assert_eq!(op["status"], "Success", "{op}");
+    let op = d.set_state("f2", "stop", false);
+    assert_eq!(op["status"], "Success", "a frozen instance stops: {op}");
+    assert_eq!(d.status("f2"), "Stopped");
+    d.api_ok("DELETE", "/1.0/instances/f2", None);
+}
+
 /// Runs a client (`lxc` with this daemon's LXD_DIR/LXD_CONF, or `silo`) with `input` on stdin.
 fn with_stdin(d: &TestDaemon, lxc: bool, args: &[&str], input: &str) -> std::process::Output {
     use std::io::Write;
