@@ -573,6 +573,20 @@ fn snapshot_put_changes_the_expiry_as_lxd_5_0() {
         "{}",
         show(&o)
     );
+    // silo config show/edit of a snapshot, as lxc's.
+    let o = with_stdin(
+        &d,
+        false,
+        &["config", "edit", "sp/s0"],
+        "expires_at: 2034-01-02T03:04:05Z\n",
+    );
+    assert!(o.status.success(), "{}", show(&o));
+    let o = d.silo(&["config", "show", "sp/s0"]);
+    assert!(
+        stdout(&o).contains("expires_at: 2034-01-02T03:04:05Z") && stdout(&o).contains("name: s0"),
+        "{}",
+        show(&o)
+    );
     // Back to never.
     d.api_ok(
         "PUT",
