@@ -556,21 +556,67 @@ impl Runtime {
             userns: info.idmap_base.is_some(),
             op,
         });
-        let mut fds = vec![pidfd.as_fd()];
+        let (ours, theirs) = wire::pair().map_err(|e| HelperError::io("socketpair", "files", e))?;
+        let mut fds = vec![pidfd.as_fd(), theirs.as_fd()];
         if let Some(d) = &data {
             fds.push(d.as_fd());
         }
         match self.launcher.call(&req, &fds).await? {
-            Reply::File(r) => r,
-            Reply::Failed(why) => Err(HelperError::Io {
+            Reply::FileForked => {}
+            Reply::Failed(why) => {
+                return Err(HelperError::Io {
+                    op: "files".into(),
+                    target: format!("instance {:?}", name.as_str()),
+                    message: why,
+                    errno: None,
+                })
+            }
+            _ => {
+                return Err(HelperError::Unsupported(
+                    "launcher answered out of turn".into(),
+                ))
+            }
+        }
+        // Only the child holds these now: its end closing is how a dead child shows.
+        drop(fds);
+        drop(theirs);
+        drop(data);
+        launcher::set_nonblocking(&ours);
+        let answer =
+            launcher::async_fd(ours).map_err(|e| HelperError::io("register", "files", e))?;
+        let secs = u64::from(launcher::files::ANSWER_SECS) + 5;
+        let got = tokio::time::timeout(Duration::from_secs(secs), async {
+            loop {
+                let mut g = answer
+                    .readable()
+                    .await
+                    .map_err(|e| HelperError::io("poll", "files", e))?;
+                if let Ok(r) = g.try_io(|s| {
+                    wire::recv::<Result<silo_proto::store::FileMeta, HelperError>>(
+                        s.get_ref().as_fd(),
+                    )
+                }) {
+                    return r.map_err(|e| HelperError::io("recv", "files", e));
+                }
+            }
+        })
+        .await
+        .map_err(|_| {
+            HelperError::Unsupported(format!(
+                "the files of instance {:?} did not answer within {secs}s",
+                name.as_str()
+            ))
+        })??;
+        match got {
+            Some((r, _)) => r,
+            None => Err(HelperError::Io {
                 op: "files".into(),
                 target: format!("instance {:?}", name.as_str()),
-                message: why,
+                message: "the files child ended without an answer (a lookup inside the \
+                          instance hung past its deadline, or it died)"
+                    .into(),
                 errno: None,
             }),
-            _ => Err(HelperError::Unsupported(
-                "launcher answered out of turn".into(),
-            )),
         }
     }
 
@@ -878,7 +924,7 @@ impl Runtime {
                 message: why,
                 errno: None,
             }),
-            Reply::ExecForked | Reply::NetState(_) | Reply::DiskDone | Reply::File(_) => Err(
+            Reply::ExecForked | Reply::NetState(_) | Reply::DiskDone | Reply::FileForked => Err(
                 HelperError::Unsupported("launcher answered out of turn".into()),
             ),
         }
@@ -1086,7 +1132,7 @@ impl Runtime {
                     errno: None,
                 })
             }
-            Reply::Started { .. } | Reply::NetState(_) | Reply::DiskDone | Reply::File(_) => {
+            Reply::Started { .. } | Reply::NetState(_) | Reply::DiskDone | Reply::FileForked => {
                 return Err(HelperError::Unsupported(
                     "launcher answered out of turn".into(),
                 ))

@@ -16,8 +16,11 @@
 //!   silo-store applies to a stopped instance's volume), so a symlink container root plants
 //!   (`/run/evil -> /proc/1/root/...`, `../../..`) stays inside or is refused.
 //!
-//! It answers (metadata, or why not) first, then moves the data at the reader's pace with the
-//! launcher already serving others: a stall of [`STALL_SECS`] ends it.
+//! The launcher only forks it and goes back to serving: the child answers silo-priv itself
+//! (metadata, or why not) on a socket silo-priv gave, then moves the data at the reader's
+//! pace. A lookup that hangs inside the instance (its own FUSE mount) ends it after
+//! [`ANSWER_SECS`], a reader or writer that stalls after [`STALL_SECS`] (SIGALRM): a hostile
+//! instance can hold neither the launcher nor silo-priv.
 
 use std::io::{Read, Write};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
@@ -44,7 +47,8 @@ pub enum FileOp {
     Delete(String),
 }
 
-/// A files request. Fds: init's pidfd, then the data fd for a file's `Get` or `Put`.
+/// A files request. Fds: init's pidfd, the answer socket (SEQPACKET: one
+/// `Result<FileMeta, HelperError>`), then the data fd for a file's `Get` or `Put`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct FileReq {
     /// Whether the instance has a user namespace (else it is privileged).
@@ -55,48 +59,31 @@ pub struct FileReq {
 /// How long the child waits for its reader or writer before it gives up.
 pub const STALL_SECS: u32 = 600;
 
-/// How long the launcher waits for the child's answer.
-const ANSWER_TIMEOUT_MS: i32 = 30_000;
+/// How long the child may take to answer (SIGALRM ends it after that).
+pub const ANSWER_SECS: u32 = 30;
 
-/// Serves one request in a forked child; answers the child's reply.
+/// Forks the child that serves one request; the launcher's loop reaps it when it ends.
 pub fn run(req: FileReq, fds: Vec<OwnedFd>) -> Result<Reply, String> {
     let mut fds = fds.into_iter();
-    let pidfd = fds.next().ok_or("a files request takes init's pidfd")?;
+    let (Some(pidfd), Some(answer_sock)) = (fds.next(), fds.next()) else {
+        return Err("a files request takes init's pidfd and an answer socket".into());
+    };
     let data = fds.next();
-    let (ours, theirs) = wire::pair().map_err(|e| e.to_string())?;
     // SAFETY: the launcher is single-threaded; the child leaves through _exit.
     match unsafe { nix::unistd::fork() }.map_err(|e| format!("fork: {e}"))? {
         nix::unistd::ForkResult::Child => {
-            drop(ours);
-            let mut keep = vec![pidfd.as_raw_fd(), theirs.as_raw_fd()];
+            let mut keep = vec![pidfd.as_raw_fd(), answer_sock.as_raw_fd()];
             if let Some(d) = &data {
                 keep.push(d.as_raw_fd());
             }
             sys::close_fds_except(&keep);
-            let code = child(req, pidfd, data, &theirs);
+            // SAFETY: alarm takes a number of seconds; SIGALRM's default action ends the child.
+            unsafe { libc::alarm(ANSWER_SECS) };
+            let code = child(req, pidfd, data, &answer_sock);
             // SAFETY: leaving the forked child without the parent's destructors.
             unsafe { libc::_exit(code) }
         }
-        nix::unistd::ForkResult::Parent { child } => {
-            drop(theirs);
-            drop(data);
-            drop(pidfd);
-            let answer = if wire::wait_readable(ours.as_fd(), ANSWER_TIMEOUT_MS) {
-                wire::recv::<Result<FileMeta, HelperError>>(ours.as_fd()).map_err(|e| e.to_string())
-            } else {
-                // SAFETY: kill and reap a pid we forked and have not reaped.
-                unsafe {
-                    libc::kill(child.as_raw(), libc::SIGKILL);
-                    libc::waitpid(child.as_raw(), std::ptr::null_mut(), 0);
-                }
-                Err("the instance's files did not answer within 30s".into())
-            };
-            // The child may still be moving data: the launcher's loop reaps it when it ends.
-            match answer? {
-                Some((r, _)) => Ok(Reply::File(r)),
-                None => Err("the files child ended without an answer".into()),
-            }
-        }
+        nix::unistd::ForkResult::Parent { .. } => Ok(Reply::FileForked),
     }
 }
 

@@ -94,8 +94,8 @@ pub enum Reply {
     NetState(Vec<Result<Vec<silo_proto::privileged::NetCounters>, String>>),
     /// A disk attach or detach is done.
     DiskDone,
-    /// A files request's answer (a file's data moves on the data fd afterwards).
-    File(Result<silo_proto::store::FileMeta, silo_proto::HelperError>),
+    /// A files child is forked; it answers on the socket it was given.
+    FileForked,
     Failed(String),
 }
 
