@@ -560,3 +560,34 @@ impl InstanceExecControl {
         }
     }
 }
+
+/// `GET/PUT/PATCH /1.0/instances/<name>/metadata`: the instance's `metadata.yaml` (LXD's
+/// `api.ImageMetadata`; the same keys in YAML and JSON).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ImageMetadata {
+    /// e.g. "x86_64".
+    pub architecture: String,
+    /// Unix seconds.
+    pub creation_date: i64,
+    /// Unix seconds (0: none).
+    pub expiry_date: i64,
+    /// os, release, description...
+    pub properties: StringMap,
+    /// Templates by the path they render to.
+    pub templates: BTreeMap<String, ImageMetadataTemplate>,
+}
+
+/// One template entry of [`ImageMetadata`].
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ImageMetadataTemplate {
+    /// "create", "copy", "start".
+    pub when: Vec<String>,
+    /// Only when the file is missing.
+    pub create_only: bool,
+    /// The file under `templates/`.
+    pub template: String,
+    /// Extra properties.
+    pub properties: StringMap,
+}

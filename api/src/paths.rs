@@ -303,6 +303,20 @@ pub fn unescape(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// `/1.0/instances/<name>/metadata`.
+pub fn instance_metadata(name: &str) -> String {
+    format!("{}/metadata", instance(name))
+}
+
+/// `/1.0/instances/<name>/metadata/templates`, with `?path=<template>` when one is named.
+pub fn instance_templates(name: &str, template: Option<&str>) -> String {
+    let base = format!("{}/metadata/templates", instance(name));
+    match template {
+        Some(t) => with_query(&base, &[("path", t)]),
+        None => base,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -60,7 +60,7 @@ fn name_args(cmd: &mut Command) -> Vec<Arg<'_>> {
     match cmd {
         Command::Info { name, .. } => vec![Arg::Opt(name)],
         Command::List(a) => a.filters.first_mut().map(Arg::Maybe).into_iter().collect(),
-        Command::Start(a) => names(&mut a.names),
+        Command::Start(a) | Command::Pause(a) => names(&mut a.names),
         Command::Stop(a) | Command::Restart(a) => names(&mut a.names),
         Command::Delete(a) => names(&mut a.names),
         Command::Exec(a) => vec![Arg::Name(&mut a.name)],
@@ -85,6 +85,19 @@ fn name_args(cmd: &mut Command) -> Vec<Arg<'_>> {
                 | D::Show { instance }
                 | D::List { instance },
             ) => vec![Arg::Name(instance)],
+            C::Metadata(
+                crate::metadata::MetadataCmd::Show { instance }
+                | crate::metadata::MetadataCmd::Edit { instance },
+            ) => vec![Arg::Name(instance)],
+            C::Template(t) => match t {
+                crate::metadata::TemplateCmd::List { instance, .. }
+                | crate::metadata::TemplateCmd::Show { instance, .. }
+                | crate::metadata::TemplateCmd::Create { instance, .. }
+                | crate::metadata::TemplateCmd::Edit { instance, .. }
+                | crate::metadata::TemplateCmd::Delete { instance, .. } => {
+                    vec![Arg::Name(instance)]
+                }
+            },
             C::Trust(t) => match t {
                 crate::trust::TrustCmd::Remove { fingerprint }
                 | crate::trust::TrustCmd::Show { fingerprint }
@@ -462,6 +475,9 @@ pub async fn run(cli: Cli) -> Result<(), CmdError> {
         Command::Restart(a) => {
             crate::instances::state_action(&client, "restart", a.names, a.all, a.force, a.timeout)
                 .await
+        }
+        Command::Pause(a) => {
+            crate::instances::state_action(&client, "freeze", a.names, a.all, false, -1).await
         }
         Command::Exec(a) => crate::exec::exec(&client, a).await,
         Command::Console(a) => crate::exec::console(&client, a).await,

@@ -65,6 +65,12 @@ Forms:
     /// Manage an instance's devices.
     #[command(subcommand)]
     Device(DeviceCmd),
+    /// Show or edit an instance's metadata.yaml.
+    #[command(subcommand)]
+    Metadata(crate::metadata::MetadataCmd),
+    /// Manage an instance's template files.
+    #[command(subcommand)]
+    Template(crate::metadata::TemplateCmd),
     /// Manage the clients the server trusts over HTTPS.
     #[command(subcommand)]
     Trust(crate::trust::TrustCmd),
@@ -201,6 +207,17 @@ pub async fn run(client: &Client, cmd: ConfigCmd) -> Result<(), CmdError> {
                 let v = serde_json::to_value(client.server().await?).unwrap_or_default();
                 out(&util::yaml_ordered(&v, &["config"])?)
             }
+            Some(name) if name.contains('/') => {
+                // A snapshot, as lxc shows it: the whole object.
+                let (inst, snap) = name.split_once('/').unwrap_or_default();
+                let s = client.snapshot(inst, snap).await?;
+                let mut v = serde_json::to_value(&s).unwrap_or_default();
+                if expanded {
+                    v["config"] = v["expanded_config"].clone();
+                    v["devices"] = v["expanded_devices"].clone();
+                }
+                out(&util::yaml(&v)?)
+            }
             Some(name) => {
                 let (inst, _) = get_instance(client, &name).await?;
                 let mut w = writable(&inst);
@@ -246,9 +263,12 @@ pub async fn run(client: &Client, cmd: ConfigCmd) -> Result<(), CmdError> {
         },
         ConfigCmd::Edit { instance } => match instance {
             None => edit_server(client).await,
+            Some(name) if name.contains('/') => edit_snapshot(client, &name).await,
             Some(name) => edit_instance(client, &name).await,
         },
         ConfigCmd::Device(d) => device(client, d).await,
+        ConfigCmd::Metadata(m) => crate::metadata::metadata(client, m).await,
+        ConfigCmd::Template(t) => crate::metadata::template(client, t).await,
     }
 }
 
@@ -309,6 +329,30 @@ async fn edit_instance(client: &Client, name: &str) -> Result<(), CmdError> {
     })
     .await
 }
+
+/// `silo config edit INSTANCE/SNAPSHOT`: as LXD 5.0, only the expiry can change.
+async fn edit_snapshot(client: &Client, name: &str) -> Result<(), CmdError> {
+    let (inst, snap) = name.split_once('/').unwrap_or_default();
+    let s = client.snapshot(inst, snap).await?;
+    let current = util::yaml(&serde_json::to_value(&s).unwrap_or_default())?;
+    let path = silo_api::paths::snapshot(inst, snap);
+    util::edit(SNAPSHOT_EDIT_HELP, &current, |text| {
+        let path = path.clone();
+        async move {
+            let put: silo_api::InstanceSnapshotPut =
+                lenient::from_yaml_value(util::parse_yaml(&text)?)
+                    .map_err(|e| CmdError::Fail(e.to_string()))?;
+            let body = serde_json::to_value(&put).unwrap_or_default();
+            client.operate("PUT", &path, Some(&body), &[]).await?;
+            Ok(())
+        }
+    })
+    .await
+}
+
+const SNAPSHOT_EDIT_HELP: &str = "### This is a YAML representation of an instance snapshot.
+### Any line starting with a '# will be ignored.
+### Only expires_at can be changed.";
 
 async fn edit_server(client: &Client) -> Result<(), CmdError> {
     let (v, etag) = client.get_etag(&silo_api::paths::server()).await?;

@@ -10,6 +10,7 @@ pub mod format;
 pub mod images;
 pub mod init;
 pub mod instances;
+pub mod metadata;
 pub mod migrate;
 pub mod networks;
 pub mod profiles;
@@ -63,6 +64,9 @@ pub enum Command {
     Stop(instances::StopArgs),
     /// Restart instances.
     Restart(instances::StopArgs),
+    /// Pause (freeze) instances; `silo start` resumes them.
+    #[command(alias = "freeze")]
+    Pause(instances::StartArgs),
     /// Run a command in an instance.
     Exec(exec::ExecArgs),
     /// Attach to an instance's console.

@@ -334,6 +334,24 @@ impl Cgroups {
         )))
     }
 
+    /// Whether the instance's group is frozen or freezing, read from the kernel each time:
+    /// silo-priv keeps no record of it, so a restarted silo-priv or silod sees what the
+    /// cgroup says. v1: `freezer.state` is not THAWED; v2: `cgroup.freeze` asks for it.
+    pub fn is_frozen(&self, name: &InstanceName) -> bool {
+        let Some((dir, v2)) = self
+            .dir_with(name, "freezer", "")
+            .or_else(|| self.v2_dir(name).map(|d| (d, true)))
+        else {
+            return false;
+        };
+        if v2 {
+            std::fs::read_to_string(dir.join("cgroup.freeze")).is_ok_and(|s| s.trim() == "1")
+        } else {
+            std::fs::read_to_string(dir.join("freezer.state"))
+                .is_ok_and(|s| !s.trim().is_empty() && s.trim() != "THAWED")
+        }
+    }
+
     /// Writes the limits (a `None` lifts that limit).
     pub fn apply_limits(&self, name: &InstanceName, l: &Limits) -> HelperResult<()> {
         l.validate()?;

@@ -439,6 +439,7 @@ impl Runtime {
             idmap_base: spec.idmap_base,
             idmap_size: spec.idmap_size,
             systemd,
+            frozen: false,
         };
         // The monitor recorded init's start time while init was its unreaped child; a pidfd
         // opened from the number is kept only if it names that same process.
@@ -546,6 +547,137 @@ impl Runtime {
             Some(fd) => self.mount_disk(name, d, fd).await.map(|()| true),
             None => Ok(false),
         }
+    }
+
+    /// One files request inside a running instance, by the launcher's child (see
+    /// `launcher::files`); `data` is the child's end of the data channel.
+    async fn file_call(
+        &self,
+        name: &InstanceName,
+        op: launcher::files::FileOp,
+        data: Option<OwnedFd>,
+    ) -> HelperResult<silo_proto::store::FileMeta> {
+        let (info, init, _) = self.entry(name)?;
+        if init.exited().await {
+            return Err(not_running(name));
+        }
+        let pidfd = init.dup()?;
+        let req = launcher::Request::File(launcher::files::FileReq {
+            userns: info.idmap_base.is_some(),
+            op,
+        });
+        let (ours, theirs) = wire::pair().map_err(|e| HelperError::io("socketpair", "files", e))?;
+        let mut fds = vec![pidfd.as_fd(), theirs.as_fd()];
+        if let Some(d) = &data {
+            fds.push(d.as_fd());
+        }
+        match self.launcher.call(&req, &fds).await? {
+            Reply::FileForked => {}
+            Reply::Failed(why) => {
+                return Err(HelperError::Io {
+                    op: "files".into(),
+                    target: format!("instance {:?}", name.as_str()),
+                    message: why,
+                    errno: None,
+                })
+            }
+            _ => {
+                return Err(HelperError::Unsupported(
+                    "launcher answered out of turn".into(),
+                ))
+            }
+        }
+        // Only the child holds these now: its end closing is how a dead child shows.
+        drop(fds);
+        drop(theirs);
+        drop(data);
+        launcher::set_nonblocking(&ours);
+        let answer =
+            launcher::async_fd(ours).map_err(|e| HelperError::io("register", "files", e))?;
+        let secs = u64::from(launcher::files::ANSWER_SECS) + 5;
+        let got = tokio::time::timeout(Duration::from_secs(secs), async {
+            loop {
+                let mut g = answer
+                    .readable()
+                    .await
+                    .map_err(|e| HelperError::io("poll", "files", e))?;
+                if let Ok(r) = g.try_io(|s| {
+                    wire::recv::<Result<silo_proto::store::FileMeta, HelperError>>(
+                        s.get_ref().as_fd(),
+                    )
+                }) {
+                    return r.map_err(|e| HelperError::io("recv", "files", e));
+                }
+            }
+        })
+        .await
+        .map_err(|_| {
+            HelperError::Unsupported(format!(
+                "the files of instance {:?} did not answer within {secs}s",
+                name.as_str()
+            ))
+        })??;
+        match got {
+            Some((r, _)) => r,
+            None => Err(HelperError::Io {
+                op: "files".into(),
+                target: format!("instance {:?}", name.as_str()),
+                message: "the files child ended without an answer (a lookup inside the \
+                          instance hung past its deadline, or it died)"
+                    .into(),
+                errno: None,
+            }),
+        }
+    }
+
+    /// Reads `path` in a running instance as it sees it; a file's bytes come through a pipe
+    /// (its read end on the fd side channel), never the file's own fd.
+    pub async fn file_get(
+        &self,
+        name: &InstanceName,
+        path: String,
+    ) -> HelperResult<silo_proto::store::FileMeta> {
+        let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+            .map_err(|e| HelperError::errno("pipe", "files", e))?;
+        let mut meta = self
+            .file_call(name, launcher::files::FileOp::Get(path), Some(w))
+            .await?;
+        if meta.kind == silo_proto::store::FileKind::File {
+            meta.fd = Some(self.send_fds(&[r])?);
+        }
+        Ok(meta)
+    }
+
+    /// Creates or replaces `path` in a running instance, as its root; for a file, answers a
+    /// socket (on the fd side channel) whose data goes into it, answered `ok` or `error: ...`.
+    pub async fn file_put(
+        &self,
+        name: &InstanceName,
+        path: String,
+        put: silo_proto::store::FilePut,
+    ) -> HelperResult<Option<silo_proto::fdpass::FdTicket>> {
+        let file = put.kind == silo_proto::store::FileKind::File;
+        let (mine, theirs) = nix::sys::socket::socketpair(
+            nix::sys::socket::AddressFamily::Unix,
+            nix::sys::socket::SockType::Stream,
+            None,
+            nix::sys::socket::SockFlag::SOCK_CLOEXEC,
+        )
+        .map_err(|e| HelperError::errno("socketpair", "files", e))?;
+        self.file_call(name, launcher::files::FileOp::Put(path, put), Some(theirs))
+            .await?;
+        if file {
+            Ok(Some(self.send_fds(&[mine])?))
+        } else {
+            Ok(None)
+        }
+    }
+
+    /// Removes `path` (a file, symlink or empty directory) in a running instance.
+    pub async fn file_delete(&self, name: &InstanceName, path: String) -> HelperResult<()> {
+        self.file_call(name, launcher::files::FileOp::Delete(path), None)
+            .await
+            .map(|_| ())
     }
 
     /// Unplugs the disk at `path` from a running instance.
@@ -806,7 +938,7 @@ impl Runtime {
                 message: why,
                 errno: None,
             }),
-            Reply::ExecForked | Reply::NetState(_) | Reply::DiskDone => Err(
+            Reply::ExecForked | Reply::NetState(_) | Reply::DiskDone | Reply::FileForked => Err(
                 HelperError::Unsupported("launcher answered out of turn".into()),
             ),
         }
@@ -1020,7 +1152,7 @@ impl Runtime {
                     errno: None,
                 })
             }
-            Reply::Started { .. } | Reply::NetState(_) | Reply::DiskDone => {
+            Reply::Started { .. } | Reply::NetState(_) | Reply::DiskDone | Reply::FileForked => {
                 return Err(HelperError::Unsupported(
                     "launcher answered out of turn".into(),
                 ))
@@ -1258,6 +1390,45 @@ impl Runtime {
         Ok(read_at(&dir, "console.log", max.min(16 << 20)).unwrap_or_default())
     }
 
+    /// Empties the console log. The monitor appends (O_APPEND), so its next write lands at the
+    /// new end.
+    pub fn console_log_clear(&self, name: &InstanceName) -> HelperResult<()> {
+        let what = || HelperError::NotFound {
+            what: format!("console log of instance {:?}", name.as_str()),
+        };
+        let dir = self
+            .rundirs
+            .open_dir(&[name.as_str()])
+            .map_err(|_| what())?;
+        let fd = match nix::fcntl::openat(
+            dir.fd(),
+            "console.log",
+            nix::fcntl::OFlag::O_WRONLY
+                | nix::fcntl::OFlag::O_NOFOLLOW
+                | nix::fcntl::OFlag::O_NONBLOCK
+                | nix::fcntl::OFlag::O_CLOEXEC,
+            nix::sys::stat::Mode::empty(),
+        ) {
+            Ok(fd) => fd,
+            // Never started since it was created: nothing to clear.
+            Err(nix::errno::Errno::ENOENT) => return Ok(()),
+            Err(e) => return Err(HelperError::errno("open", "console.log", e)),
+        };
+        let st = nix::sys::stat::fstat(&fd)
+            .map_err(|e| HelperError::errno("fstat", "console.log", e))?;
+        let regular = nix::sys::stat::SFlag::from_bits_truncate(st.st_mode)
+            & nix::sys::stat::SFlag::S_IFMT
+            == nix::sys::stat::SFlag::S_IFREG;
+        if !regular || st.st_uid != 0 {
+            return Err(HelperError::invalid(
+                "console.log",
+                "not a regular file of root's",
+            ));
+        }
+        nix::unistd::ftruncate(&fd, 0)
+            .map_err(|e| HelperError::errno("ftruncate", "console.log", e))
+    }
+
     /// Removes a stopped instance's runtime directory.
     pub fn forget(&self, name: &InstanceName) -> HelperResult<()> {
         if self.is_running(name) {
@@ -1446,6 +1617,7 @@ mod tests {
             idmap_base: Some(1065536),
             idmap_size: 65536,
             systemd: true,
+            frozen: false,
         };
         let (back, st) = RunningInfo::parse_record(&n, &i.record_line(777)).expect("parse");
         assert_eq!(back, i);

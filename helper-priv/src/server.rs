@@ -103,6 +103,11 @@ impl Priv for PrivServer {
     }
 
     async fn stop(self, _: Context, instance: InstanceName, force: bool) -> HelperResult<()> {
+        if self.0.rt.is_running(&instance) && self.0.cg.is_frozen(&instance) {
+            // A frozen init neither handles the shutdown signal nor dies of SIGKILL under the
+            // v1 freezer: thaw first, as LXD does before a shutdown.
+            self.0.cg.freeze(&instance, false).await?;
+        }
         self.0.rt.stop(&instance, force).await
     }
 
@@ -117,7 +122,11 @@ impl Priv for PrivServer {
     }
 
     async fn running(self, _: Context) -> HelperResult<Vec<RunningInfo>> {
-        Ok(self.0.rt.list().await)
+        let mut list = self.0.rt.list().await;
+        for i in &mut list {
+            i.frozen = self.0.cg.is_frozen(&i.instance);
+        }
+        Ok(list)
     }
 
     async fn stats(self, _: Context, instance: InstanceName) -> HelperResult<InstanceStats> {
@@ -164,6 +173,13 @@ impl Priv for PrivServer {
     }
 
     async fn exec(self, _: Context, spec: ExecSpec) -> HelperResult<ExecStarted> {
+        if self.0.cg.is_frozen(&spec.instance) {
+            // The command would freeze as it joins the cgroup, and hold its caller.
+            return Err(HelperError::OutOfOrder(format!(
+                "instance {:?} is frozen",
+                spec.instance.as_str()
+            )));
+        }
         self.0.rt.exec(&self.0.cg, spec).await
     }
 
@@ -249,6 +265,38 @@ impl Priv for PrivServer {
         path: silo_proto::types::RelPath,
     ) -> HelperResult<()> {
         self.0.rt.detach_disk(&instance, &path).await
+    }
+
+    async fn file_get(
+        self,
+        _: Context,
+        instance: InstanceName,
+        path: String,
+    ) -> HelperResult<silo_proto::store::FileMeta> {
+        self.0.rt.file_get(&instance, path).await
+    }
+
+    async fn file_put(
+        self,
+        _: Context,
+        instance: InstanceName,
+        path: String,
+        put: silo_proto::store::FilePut,
+    ) -> HelperResult<Option<FdTicket>> {
+        self.0.rt.file_put(&instance, path, put).await
+    }
+
+    async fn file_delete(
+        self,
+        _: Context,
+        instance: InstanceName,
+        path: String,
+    ) -> HelperResult<()> {
+        self.0.rt.file_delete(&instance, path).await
+    }
+
+    async fn console_log_clear(self, _: Context, instance: InstanceName) -> HelperResult<()> {
+        self.0.rt.console_log_clear(&instance)
     }
 
     async fn console_resize(

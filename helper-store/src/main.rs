@@ -10,6 +10,7 @@ mod copy;
 mod custom;
 mod files;
 mod images;
+mod metadata;
 mod migrate;
 mod mkfs;
 mod pools;

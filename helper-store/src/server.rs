@@ -1011,4 +1011,29 @@ impl Store for StoreServer {
         tracing::info!(pool = %pool, volume = %volume, changed, "shifted volume ids");
         Ok(changed)
     }
+
+    async fn instance_metadata(
+        self,
+        _: Context,
+        pool: PoolName,
+        instance: VolumeName,
+        request: silo_proto::store::MetadataRequest,
+    ) -> HelperResult<silo_proto::store::MetadataReply> {
+        let dir = self.pool(&pool)?;
+        // Only writes count against the dir pool's reserve: reads work on a full pool.
+        let budget = match request {
+            silo_proto::store::MetadataRequest::Put(_)
+            | silo_proto::store::MetadataRequest::PutTemplate(..) => self.write_budget(&dir)?,
+            _ => u64::MAX,
+        };
+        let vol = dir
+            .open_dir(&["containers", instance.as_str()])
+            .map_err(|e| match e {
+                HelperError::NotFound { .. } => HelperError::NotFound {
+                    what: format!("volume of instance {:?}", instance.as_str()),
+                },
+                e => e,
+            })?;
+        crate::metadata::handle(&vol, budget, request)
+    }
 }

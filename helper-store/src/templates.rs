@@ -19,7 +19,7 @@ use silo_proto::store::{FileKind, FilePut, TemplateVars};
 /// Largest template file.
 const MAX_TEMPLATE: u64 = 1 << 20;
 
-fn read_beneath(dir: &Root, rel: &str, max: u64) -> HelperResult<Option<Vec<u8>>> {
+pub(crate) fn read_beneath(dir: &Root, rel: &str, max: u64) -> HelperResult<Option<Vec<u8>>> {
     let how = silo_proto::jail::beneath::beneath_how(OFlag::O_RDONLY | OFlag::O_NONBLOCK, 0);
     let fd = match openat2(dir.fd(), rel, how) {
         Ok(fd) => fd,

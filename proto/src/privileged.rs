@@ -145,6 +145,25 @@ pub trait Priv {
     /// start with [`StartSpec::devlxd`]; an earlier socket there is replaced, so a restarted
     /// silod serves the same instance again. Refused for an instance started without it.
     async fn devlxd_listener(instance: InstanceName) -> HelperResult<crate::fdpass::FdTicket>;
+    /// Empties the instance's console log (running or not; `DELETE .../console`). Only a
+    /// regular, root-owned `console.log` in its root-owned runtime directory is truncated.
+    async fn console_log_clear(instance: InstanceName) -> HelperResult<()>;
+    /// The files API inside a running instance, where it sees its files (its own mounts:
+    /// `/run`, `/dev/shm`, a tmpfs `/tmp`...): a forked, non-dumpable child in its user and
+    /// mount namespaces, as container root, resolving beneath its `/`
+    /// (`silo_proto::jail::files`). A file's bytes come through a pipe on the fd side
+    /// channel. Refused when it does not run.
+    async fn file_get(instance: InstanceName, path: String)
+        -> HelperResult<crate::store::FileMeta>;
+    /// Creates or replaces `path` in a running instance as its root; for a file, a socket on
+    /// the fd side channel takes the bytes and answers `ok` or `error: ...` (as silo-store's).
+    async fn file_put(
+        instance: InstanceName,
+        path: String,
+        put: crate::store::FilePut,
+    ) -> HelperResult<Option<crate::fdpass::FdTicket>>;
+    /// Removes a file, symlink or empty directory in a running instance.
+    async fn file_delete(instance: InstanceName, path: String) -> HelperResult<()>;
 }
 
 /// A device node's type.
@@ -857,6 +876,10 @@ pub struct RunningInfo {
     pub idmap_size: u64,
     /// Whether init is systemd (stopped with SIGRTMIN+3 rather than SIGPWR).
     pub systemd: bool,
+    /// Whether its processes are frozen (`lxc pause`): read from the cgroup freezer each time
+    /// silo-priv answers, never recorded, so it stays true across a restart of silod or
+    /// silo-priv.
+    pub frozen: bool,
 }
 
 impl RunningInfo {
@@ -896,6 +919,7 @@ impl RunningInfo {
                     Some(f[4].parse().ok()?)
                 },
                 systemd: f[5] == "1",
+                frozen: false,
                 idmap_size: match f.get(6) {
                     Some(n) => n.parse().ok()?,
                     None => 65536,

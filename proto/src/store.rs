@@ -214,6 +214,10 @@ pub struct FileMeta {
     pub entries: Vec<String>,
     /// Target of a symlink.
     pub target: String,
+    /// Size in bytes (a file's length).
+    pub size: u64,
+    /// Last modification, Unix seconds and nanoseconds.
+    pub mtime: (i64, u32),
     /// A regular file's contents open for reading, on the fd side channel.
     pub fd: Option<crate::fdpass::FdTicket>,
 }
@@ -594,4 +598,109 @@ pub trait Store {
         volume: VolumeName,
         map: Vec<IdShift>,
     ) -> HelperResult<u64>;
+    /// Reads or writes an instance volume's `metadata.yaml` or a file of its `templates/`
+    /// (LXD's `/1.0/instances/<name>/metadata`), beside its rootfs: opened beneath the volume,
+    /// never through a symlink; written whole (a new file renamed over the old).
+    async fn instance_metadata(
+        pool: PoolName,
+        instance: VolumeName,
+        request: MetadataRequest,
+    ) -> HelperResult<MetadataReply>;
+}
+
+/// The largest template file the metadata API reads or writes (the same bound templates
+/// render with).
+pub const MAX_TEMPLATE_FILE: usize = 1 << 20;
+
+/// The largest `metadata.yaml` the metadata API writes.
+pub const MAX_METADATA_FILE: usize = 1 << 20;
+
+/// A template file's name under an instance volume's `templates/`: one plain path component
+/// (no `/`, not starting with `.`, so never `.` or `..`), no NUL, 1 to 255 bytes: the rule
+/// `metadata.yaml` holds its `template:` entries to.
+#[derive(Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct TemplateName(String);
+
+impl TemplateName {
+    /// Checks and wraps `s`.
+    pub fn new(s: impl Into<String>) -> Result<Self, crate::names::NameError> {
+        let s: String = s.into();
+        let e = |r: &str| crate::names::NameError {
+            kind: "template name".to_string(),
+            value: s.chars().take(80).collect(),
+            reason: r.to_string(),
+        };
+        if s.is_empty() {
+            return Err(e("must not be empty"));
+        }
+        if s.len() > 255 {
+            return Err(e("must be at most 255 bytes"));
+        }
+        if s.contains('/') {
+            return Err(e("must not contain '/'"));
+        }
+        if s.starts_with('.') {
+            return Err(e("must not start with '.'"));
+        }
+        if s.contains('\0') {
+            return Err(e("must not contain NUL"));
+        }
+        Ok(TemplateName(s))
+    }
+
+    /// The name.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for TemplateName {
+    type Error = crate::names::NameError;
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        TemplateName::new(s)
+    }
+}
+
+impl From<TemplateName> for String {
+    fn from(n: TemplateName) -> String {
+        n.0
+    }
+}
+
+impl std::fmt::Debug for TemplateName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "TemplateName({:?})", self.0)
+    }
+}
+
+/// What [`Store::instance_metadata`] does.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MetadataRequest {
+    /// `metadata.yaml`'s bytes ([`MetadataReply::Metadata`], `None` when it has none).
+    Get,
+    /// Replaces `metadata.yaml` (at most [`MAX_METADATA_FILE`] bytes; it must parse as
+    /// LXD's image metadata, or the next start could not render templates).
+    Put(Vec<u8>),
+    /// The files of `templates/` ([`MetadataReply::Templates`]).
+    ListTemplates,
+    /// One template's bytes ([`MetadataReply::Template`]).
+    GetTemplate(TemplateName),
+    /// Creates or replaces a template (at most [`MAX_TEMPLATE_FILE`] bytes).
+    PutTemplate(TemplateName, Vec<u8>),
+    /// Removes a template.
+    DeleteTemplate(TemplateName),
+}
+
+/// [`Store::instance_metadata`]'s answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MetadataReply {
+    /// `metadata.yaml`, if the volume has one.
+    Metadata(Option<Vec<u8>>),
+    /// Template file names, sorted.
+    Templates(Vec<String>),
+    /// A template's bytes.
+    Template(Vec<u8>),
+    /// Written or removed.
+    Done,
 }

@@ -760,8 +760,25 @@ pub fn instance_pids(state_dir: &Path) -> Vec<u32> {
     out
 }
 
+/// Thaws every frozen instance of the installation at `state_dir`: a frozen process does not
+/// die of SIGKILL under the v1 freezer, so cleanup thaws first.
+pub fn thaw_instances(state_dir: &Path) {
+    let tag = silo_proto::install_tag(state_dir);
+    for (root, file, value) in [
+        ("/sys/fs/cgroup/freezer", "freezer.state", "THAWED"),
+        ("/sys/fs/cgroup/unified", "cgroup.freeze", "0"),
+        ("/sys/fs/cgroup", "cgroup.freeze", "0"),
+    ] {
+        let d = Path::new(root).join(format!("silo-{tag}"));
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let _ = std::fs::write(e.path().join(file), value);
+        }
+    }
+}
+
 /// Kills every instance process and monitor of the installation at `state_dir`.
 pub fn kill_instances(state_dir: &Path) {
+    thaw_instances(state_dir);
     for _ in 0..50 {
         let pids = instance_pids(state_dir);
         if pids.is_empty() {

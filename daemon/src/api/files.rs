@@ -56,11 +56,55 @@ pub async fn get(
             r
         }
     };
-    let h = resp.headers_mut();
+    meta_headers(resp.headers_mut(), &meta);
+    Ok(resp)
+}
+
+/// LXD's X-LXD-* headers of a path (and X-LXD-size, silo's: the file's length).
+fn meta_headers(h: &mut HeaderMap, meta: &silo_proto::store::FileMeta) {
     header(h, "X-LXD-type", meta.kind.as_str().into());
     header(h, "X-LXD-uid", meta.uid.to_string());
     header(h, "X-LXD-gid", meta.gid.to_string());
     header(h, "X-LXD-mode", format!("{:04o}", meta.mode));
+    header(h, "X-LXD-modified", go_time(meta.mtime));
+    if meta.kind == FileKind::File {
+        header(h, "X-LXD-size", meta.size.to_string());
+    }
+}
+
+/// A time as Go's `Time.UTC().String()` prints it: `2006-01-02 15:04:05.999999999 +0000 UTC`
+/// (fractional seconds without trailing zeros, none when whole).
+fn go_time((secs, nanos): (i64, u32)) -> String {
+    let Ok(t) = time::OffsetDateTime::from_unix_timestamp(secs) else {
+        return String::new();
+    };
+    let frac = if nanos == 0 {
+        String::new()
+    } else {
+        format!(".{nanos:09}").trim_end_matches('0').to_string()
+    };
+    format!(
+        "{:04}-{:02}-{:02} {:02}:{:02}:{:02}{frac} +0000 UTC",
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second()
+    )
+}
+
+/// `HEAD`: the headers of `GET`, no body (and no data read: the stream is dropped unread).
+pub async fn head(
+    State(d): State<Arc<Services>>,
+    Path(name): Path<String>,
+    Query(q): Query<FileQuery>,
+) -> ApiResult {
+    let path = path_of(&q)?;
+    let (meta, fd) = files::read(&d, &name, path).await?;
+    drop(fd);
+    let mut resp = Response::new(Body::empty());
+    meta_headers(resp.headers_mut(), &meta);
     Ok(resp)
 }
 
@@ -159,4 +203,22 @@ pub async fn delete(
     let path = path_of(&q)?;
     files::delete(&d, &name, path).await?;
     Ok(sync(serde_json::Value::Null))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::go_time;
+
+    #[test]
+    fn modified_times_print_as_go_does() {
+        assert_eq!(go_time((0, 0)), "1970-01-01 00:00:00 +0000 UTC");
+        assert_eq!(
+            go_time((1_700_000_000, 120_000_000)),
+            "2023-11-14 22:13:20.12 +0000 UTC"
+        );
+        assert_eq!(
+            go_time((1_700_000_000, 1)),
+            "2023-11-14 22:13:20.000000001 +0000 UTC"
+        );
+    }
 }

@@ -36,16 +36,16 @@ pub async fn list(State(d): State<Arc<Services>>, Query(q): Query<ListQuery>) ->
     let profiles = crate::service::expansion::Expander::load(&d.db)?;
     let mut out = Vec::new();
     for i in instances::list_records(&d.db)? {
-        let running = run.contains_key(&i.name);
+        let running = run.get(&i.name).map(|r| r.frozen);
         let obj = render::instance(
             &i,
             profiles.expand(&i.profiles, &i.config, &i.devices),
             status(running),
         );
         let obj = if level >= 2 {
-            let state = running.then(|| match stats.remove(&i.name) {
-                Some(s) => render::running_state(&s, None),
-                None => running_stub(),
+            let state = running.map(|frozen| match stats.remove(&i.name) {
+                Some(s) => with_status(render::running_state(&s, None), frozen),
+                None => running_stub(frozen),
             });
             Listed::Full(Box::new(full(&d, &profiles, obj, state)))
         } else {
@@ -83,12 +83,21 @@ impl Listed {
     }
 }
 
-fn status(running: bool) -> (&'static str, i64) {
-    if running {
-        ("Running", 103)
-    } else {
-        ("Stopped", 102)
+/// LXD's status and code: `None` is stopped, `Some(frozen)` running or frozen.
+fn status(running: Option<bool>) -> (&'static str, i64) {
+    match running {
+        Some(true) => ("Frozen", 110),
+        Some(false) => ("Running", 103),
+        None => ("Stopped", 102),
     }
+}
+
+/// A running instance's state, marked frozen when it is.
+fn with_status(mut s: silo_api::InstanceState, frozen: bool) -> silo_api::InstanceState {
+    let (text, code) = status(Some(frozen));
+    s.status = text.into();
+    s.status_code = code;
+    s
 }
 
 /// `obj` with its state, snapshots and backups.
@@ -188,9 +197,15 @@ pub async fn get_one(
     Path(name): Path<String>,
     Query(q): Query<ListQuery>,
 ) -> ApiResult {
+    if name.contains('/') {
+        // As LXD 5.0 (`lxc info c1/snap0` asks here): snapshots live under /snapshots.
+        return Err(DomainError::BadRequest("Invalid instance name".into()));
+    }
     let i = instances::get(&d.db, &name)?;
     let c = Services::clone(&d);
-    let running = crate::service::runtime::is_running(&c, &name).await?;
+    let running = crate::service::runtime::run_state(&c, &name)
+        .await?
+        .map(|r| r.frozen);
     let profiles = crate::service::expansion::Expander::load(&d.db)?;
     let obj = render::instance(
         &i,
@@ -199,15 +214,14 @@ pub async fn get_one(
     );
     let etag = etag_of(&i);
     let mut r = if q.level() >= 1 {
-        let state = if running {
-            Some(
+        let state = match running {
+            Some(frozen) => Some(
                 crate::service::runtime::stats(&c, &name)
                     .await
-                    .map(|s| render::running_state(&s, None))
-                    .unwrap_or_else(|_| running_stub()),
-            )
-        } else {
-            None
+                    .map(|s| with_status(render::running_state(&s, None), frozen))
+                    .unwrap_or_else(|_| running_stub(frozen)),
+            ),
+            None => None,
         };
         sync(full(&d, &profiles, obj, state))
     } else {
@@ -220,12 +234,8 @@ pub async fn get_one(
 }
 
 /// A running instance whose counters could not be read: its status alone.
-fn running_stub() -> silo_api::InstanceState {
-    silo_api::InstanceState {
-        status: "Running".into(),
-        status_code: 103,
-        ..Default::default()
-    }
+fn running_stub(frozen: bool) -> silo_api::InstanceState {
+    with_status(Default::default(), frozen)
 }
 
 /// An instance's ETag: over what PUT can change (never the expanded view), so checking an
@@ -356,12 +366,15 @@ pub async fn delete(State(d): State<Arc<Services>>, Path(name): Path<String>) ->
 pub async fn state(State(d): State<Arc<Services>>, Path(name): Path<String>) -> ApiResult {
     let i = instances::get(&d.db, &name)?;
     let c = Services::clone(&d);
-    if !crate::service::runtime::is_running(&c, &name).await? {
+    let Some(info) = crate::service::runtime::run_state(&c, &name).await? else {
         return Ok(sync(render::stopped_state()));
-    }
+    };
     let s = crate::service::runtime::stats(&c, &name).await?;
     let disk = crate::service::runtime::disk_usage(&c, &i).await;
-    Ok(sync(render::running_state(&s, disk)))
+    Ok(sync(with_status(
+        render::running_state(&s, disk),
+        info.frozen,
+    )))
 }
 
 /// The body of `PUT /1.0/instances/{name}/state`.
@@ -380,7 +393,7 @@ fn minus_one() -> i64 {
     -1
 }
 
-/// `PUT /1.0/instances/{name}/state`: start, stop, restart.
+/// `PUT /1.0/instances/{name}/state`: start, stop, restart, freeze, unfreeze.
 pub async fn put_state(
     State(d): State<Arc<Services>>,
     Path(name): Path<String>,
@@ -411,15 +424,11 @@ pub async fn put_state(
         "start" => "Starting instance",
         "stop" => "Stopping instance",
         "restart" => "Restarting instance",
-        "freeze" | "unfreeze" => {
-            return Err(DomainError::BadRequest(format!(
-                "{} is not supported by silo yet",
-                req.action
-            )))
-        }
+        "freeze" => "Freezing instance",
+        "unfreeze" => "Unfreezing instance",
         other => {
             return Err(DomainError::BadRequest(format!(
-                "unknown action {other:?}: expected start, stop or restart"
+                "unknown action {other:?}: expected start, stop, restart, freeze or unfreeze"
             )))
         }
     };
@@ -436,6 +445,8 @@ pub async fn put_state(
                 "stop" => crate::service::runtime::stop(&c, &name, force, timeout)
                     .await
                     .map(|_| ()),
+                "freeze" => crate::service::runtime::set_frozen(&c, &name, true).await,
+                "unfreeze" => crate::service::runtime::set_frozen(&c, &name, false).await,
                 _ => crate::service::runtime::restart(&c, &name, force, timeout).await,
             };
             r.map(|()| Value::Null)
@@ -474,10 +485,19 @@ pub async fn exec(
         )));
     }
     let c = Services::clone(&d);
-    if !crate::service::runtime::is_running(&c, &name).await? {
-        return Err(DomainError::BadRequest(format!(
-            "instance {name:?} is not running"
-        )));
+    match crate::service::runtime::run_state(&c, &name).await? {
+        None => {
+            return Err(DomainError::BadRequest(format!(
+                "instance {name:?} is not running"
+            )))
+        }
+        // As LXD: a command would hang frozen as it joins the instance's cgroup.
+        Some(r) if r.frozen => {
+            return Err(DomainError::BadRequest(format!(
+                "instance {name:?} is frozen"
+            )))
+        }
+        Some(_) => {}
     }
     let id = crate::service::operations::Operations::new_id();
     let env: serde_json::Map<String, Value> = crate::service::exec::environment(&req)
@@ -571,6 +591,15 @@ pub async fn console_log(State(d): State<Arc<Services>>, Path(name): Path<String
         [(axum::http::header::CONTENT_TYPE, "application/octet-stream")],
         log,
     )))
+}
+
+/// `DELETE /1.0/instances/{name}/console`: empties the console log.
+pub async fn console_log_clear(
+    State(d): State<Arc<Services>>,
+    Path(name): Path<String>,
+) -> ApiResult {
+    crate::service::exec::console_log_clear(&d, &name).await?;
+    Ok(sync(Value::Null))
 }
 
 /// `GET /1.0/instances/{name}/logs`: the recorded exec outputs.

@@ -8,6 +8,7 @@ pub mod events;
 pub mod files;
 pub mod images;
 pub mod instances;
+pub mod metadata;
 /// Request bodies decoded with LXD's leniency: the decoder lives in the shared API types crate.
 pub use silo_api::lenient;
 pub mod networks;
@@ -107,6 +108,8 @@ pub const API_EXTENSIONS: &[&str] = &[
     "container_exec_user_group_cwd",
     // POST/GET /1.0/instances/<name>/console.
     "console",
+    // /1.0/instances/<name>/metadata and its templates.
+    "container_edit_metadata",
     // The files API: directories, delete, append, symlinks.
     "directory_manipulation",
     "file_delete",
@@ -341,6 +344,8 @@ fn instance_routes(base: &str) -> Router<Arc<Services>> {
         .route(
             &format!("{base}/{{name}}/snapshots/{{snap}}"),
             get(snapshots::get_one)
+                .put(snapshots::put)
+                .patch(snapshots::put)
                 .post(snapshots::rename)
                 .delete(snapshots::delete),
         )
@@ -351,14 +356,27 @@ fn instance_routes(base: &str) -> Router<Arc<Services>> {
         .route(&format!("{base}/{{name}}/exec"), post(instances::exec))
         .route(
             &format!("{base}/{{name}}/console"),
-            get(instances::console_log).post(instances::console),
+            get(instances::console_log)
+                .post(instances::console)
+                .delete(instances::console_log_clear),
         )
         .route(
             &format!("{base}/{{name}}/files"),
             get(files::get)
+                .head(files::head)
                 .post(files::post)
                 .delete(files::delete)
                 .layer(DefaultBodyLimit::disable()),
+        )
+        .route(
+            &format!("{base}/{{name}}/metadata"),
+            get(metadata::get).put(metadata::put).patch(metadata::patch),
+        )
+        .route(
+            &format!("{base}/{{name}}/metadata/templates"),
+            get(metadata::templates_get)
+                .post(metadata::templates_post)
+                .delete(metadata::templates_delete),
         )
         .route(&format!("{base}/{{name}}/logs"), get(instances::logs))
         .route(

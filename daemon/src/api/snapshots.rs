@@ -8,7 +8,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::render;
-use super::response::{async_op, sync, sync_etag, ApiResult, DomainError};
+use super::response::{async_op, sync, ApiResult, DomainError};
 use super::ListQuery;
 use crate::service::instances;
 use crate::service::snapshots;
@@ -114,10 +114,69 @@ pub async fn get_one(
 ) -> ApiResult {
     let s = snapshots::get(&d.db, &name, &snap)?;
     let profiles = crate::service::expansion::Expander::load(&d.db)?;
-    Ok(sync_etag(render::snapshot(
-        &s,
-        profiles.expand(&s.profiles, &s.config, &s.devices),
-    )))
+    let mut obj = render::snapshot(&s, profiles.expand(&s.profiles, &s.config, &s.devices));
+    if let Some(n) = snapshots::usage(&d, &s).await {
+        obj.size = i64::try_from(n).unwrap_or(i64::MAX);
+    }
+    let mut r = sync(obj);
+    // As LXD: the ETag covers what PUT can change, the expiry.
+    let etag = snapshot_etag(&s);
+    if let Ok(v) = axum::http::HeaderValue::from_str(&format!("\"{etag}\"")) {
+        r.headers_mut().insert(axum::http::header::ETAG, v);
+    }
+    Ok(r)
+}
+
+fn snapshot_etag(s: &snapshots::Snapshot) -> String {
+    super::etag(&[&s.expires_at])
+}
+
+/// `PUT` and `PATCH /1.0/instances/{name}/snapshots/{snap}` (async): as LXD 5.0, only
+/// `expires_at` is taken (a body without it changes nothing; the description is kept).
+pub async fn put(
+    State(d): State<Arc<Services>>,
+    Path((name, snap)): Path<(String, String)>,
+    headers: axum::http::HeaderMap,
+    body: axum::body::Bytes,
+) -> ApiResult {
+    let s = snapshots::get(&d.db, &name, &snap)?;
+    if let Some(want) = headers
+        .get(axum::http::header::IF_MATCH)
+        .and_then(|v| v.to_str().ok())
+    {
+        if want.trim_matches('"') != snapshot_etag(&s) {
+            return Err(DomainError::PreconditionFailed(format!(
+                "snapshot {snap:?} changed meanwhile (ETag mismatch)"
+            )));
+        }
+    }
+    let req: serde_json::Map<String, Value> = super::lenient::from_slice(&body)
+        .map_err(|e| DomainError::BadRequest(format!("invalid request body: {e}")))?;
+    let expires = match req.get("expires_at") {
+        Some(Value::String(e)) => {
+            Some(crate::service::events::parse_expiry_time(e).map_err(DomainError::BadRequest)?)
+        }
+        None | Some(Value::Null) => None,
+        Some(other) => {
+            return Err(DomainError::BadRequest(format!(
+                "invalid expires_at {other}: expected an RFC 3339 time"
+            )))
+        }
+    };
+    let c = Services::clone(&d);
+    let op = d.ops.start(
+        "task",
+        "Updating snapshot",
+        resources(&name, Some(&snap)),
+        false,
+        move |_ctx| async move {
+            if let Some(e) = expires {
+                snapshots::set_expiry(&c, &name, &snap, e)?;
+            }
+            Ok(Value::Null)
+        },
+    );
+    Ok(async_op(&op))
 }
 
 /// `POST /1.0/instances/{name}/snapshots/{snap}`: rename (async); with `migration: true`,

@@ -101,6 +101,10 @@ facade! {
         fn attach_host_device(instance: InstanceName, device: HostDevice) -> u32;
         fn detach_host_device(instance: InstanceName, device: DeviceName) -> ();
         fn devlxd_listener(instance: InstanceName) -> FdTicket;
+        fn console_log_clear(instance: InstanceName) -> ();
+        fn file_get(instance: InstanceName, path: String) -> silo_proto::store::FileMeta;
+        fn file_put(instance: InstanceName, path: String, put: silo_proto::store::FilePut) -> Option<FdTicket>;
+        fn file_delete(instance: InstanceName, path: String) -> ();
     }
 }
 
@@ -182,5 +186,6 @@ facade! {
         fn rsync_send_custom_snapshot(pool: PoolName, volume: VolumeName, snapshot: VolumeName, features: RsyncFeatures) -> RsyncSession;
         fn pack_custom_backup(pool: PoolName, volume: VolumeName, snapshots: Vec<VolumeName>, index_yaml: String, compression: PackCompression) -> FdTicket;
         fn unpack_custom_backup(pool: PoolName, upload: VolumeName, volume: VolumeName, snapshots: Vec<VolumeName>) -> ();
+        fn instance_metadata(pool: PoolName, instance: VolumeName, request: silo_proto::store::MetadataRequest) -> silo_proto::store::MetadataReply;
     }
 }

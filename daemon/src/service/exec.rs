@@ -647,6 +647,17 @@ pub async fn console(
     Ok(Value::Null)
 }
 
+/// Empties the instance's console log (`DELETE /1.0/instances/<name>/console`).
+pub async fn console_log_clear(
+    c: &crate::service::Services,
+    instance: &str,
+) -> Result<(), DomainError> {
+    crate::service::instances::get(&c.db, instance)?;
+    let n = silo_proto::InstanceName::new(instance.to_string())
+        .map_err(|e| DomainError::BadRequest(e.to_string()))?;
+    Ok(c.helpers.privileged.console_log_clear(n).await?)
+}
+
 /// The console log of `instance` (the last MiB), empty when it has none.
 pub async fn console_log(
     c: &crate::service::Services,

@@ -6,7 +6,7 @@ use std::os::fd::OwnedFd;
 
 use futures::{Stream, StreamExt};
 use silo_proto::store::{FileMeta, FilePut};
-use silo_proto::{PoolName, VolumeName};
+use silo_proto::{InstanceName, PoolName, VolumeName};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::helpers::HelperKind;
@@ -20,16 +20,29 @@ fn names(c: &Services, name: &str) -> Result<(PoolName, VolumeName), DomainError
     ))
 }
 
-async fn take_store_fd(
+/// The instance, when it runs: its files are then read and written where it sees them, by
+/// silo-priv inside its namespaces (its own mounts included), else in its root volume by
+/// silo-store.
+async fn running(c: &Services, name: &str) -> Result<Option<InstanceName>, DomainError> {
+    if !crate::service::runtime::is_running(c, name).await? {
+        return Ok(None);
+    }
+    InstanceName::new(name.to_string())
+        .map(Some)
+        .map_err(|e| DomainError::BadRequest(e.to_string()))
+}
+
+async fn take_fd(
     c: &Services,
+    from: HelperKind,
     t: silo_proto::fdpass::FdTicket,
 ) -> Result<OwnedFd, DomainError> {
     c.helpers
-        .take_fds(HelperKind::Store, t)
+        .take_fds(from, t)
         .await
         .map_err(DomainError::Internal)?
         .pop()
-        .ok_or_else(|| DomainError::Internal("silo-store sent no fd".into()))
+        .ok_or_else(|| DomainError::Internal("the helper sent no fd".into()))
 }
 
 /// What is at `path`, and for a file a pipe its bytes come through.
@@ -39,9 +52,18 @@ pub async fn read(
     path: String,
 ) -> Result<(FileMeta, Option<OwnedFd>), DomainError> {
     let (pool, vol) = names(c, name)?;
-    let meta = c.helpers.store.file_get(pool, vol, path).await?;
+    let (meta, from) = match running(c, name).await? {
+        Some(n) => (
+            c.helpers.privileged.file_get(n, path).await?,
+            HelperKind::Priv,
+        ),
+        None => (
+            c.helpers.store.file_get(pool, vol, path).await?,
+            HelperKind::Store,
+        ),
+    };
     let fd = match meta.fd {
-        Some(t) => Some(take_store_fd(c, t).await?),
+        Some(t) => Some(take_fd(c, from, t).await?),
         None => None,
     };
     Ok((meta, fd))
@@ -61,12 +83,22 @@ where
     E: std::fmt::Display,
 {
     let (pool, vol) = names(c, name)?;
-    let Some(t) = c.helpers.store.file_put(pool, vol, path, put).await? else {
+    let (ticket, from) = match running(c, name).await? {
+        Some(n) => (
+            c.helpers.privileged.file_put(n, path, put).await?,
+            HelperKind::Priv,
+        ),
+        None => (
+            c.helpers.store.file_put(pool, vol, path, put).await?,
+            HelperKind::Store,
+        ),
+    };
+    let Some(t) = ticket else {
         return Ok(());
     };
-    // A socket, never the file: silo-store writes what arrives into it and answers "ok"
+    // A socket, never the file: the helper writes what arrives into it and answers "ok"
     // (or why not) once this side shuts down.
-    let fd = take_store_fd(c, t).await?;
+    let fd = take_fd(c, from, t).await?;
     let std_sock = std::os::unix::net::UnixStream::from(fd);
     std_sock
         .set_nonblocking(true)
@@ -112,6 +144,9 @@ where
 /// Removes what is at `path`.
 pub async fn delete(c: &Services, name: &str, path: String) -> Result<(), DomainError> {
     let (pool, vol) = names(c, name)?;
-    c.helpers.store.file_delete(pool, vol, path).await?;
+    match running(c, name).await? {
+        Some(n) => c.helpers.privileged.file_delete(n, path).await?,
+        None => c.helpers.store.file_delete(pool, vol, path).await?,
+    }
     Ok(())
 }

@@ -19,6 +19,7 @@ pub mod image_updates;
 pub mod images;
 pub mod instances;
 pub mod lifecycle;
+pub mod metadata;
 pub mod migration;
 pub mod networks;
 pub mod operations;

@@ -55,6 +55,45 @@ pub async fn is_running(c: &Services, name: &str) -> Result<bool, DomainError> {
     Ok(running(c).await?.contains_key(name))
 }
 
+/// How `name` is: `None` when stopped, else silo-priv's record with the freezer's state.
+pub async fn run_state(c: &Services, name: &str) -> Result<Option<RunningInfo>, DomainError> {
+    Ok(running(c).await?.remove(name))
+}
+
+/// Whether `name` runs with its processes frozen (`lxc pause`).
+pub async fn is_frozen(c: &Services, name: &str) -> Result<bool, DomainError> {
+    Ok(run_state(c, name).await?.is_some_and(|r| r.frozen))
+}
+
+/// Freezes (`lxc pause`) or thaws a running instance, refusing as LXD does when it is not
+/// running or already in that state; announces `instance-paused` or `instance-resumed`.
+pub async fn set_frozen(c: &Services, name: &str, frozen: bool) -> Result<(), DomainError> {
+    instances::get(&c.db, name)?;
+    let Some(info) = run_state(c, name).await? else {
+        return Err(DomainError::BadRequest(format!(
+            "instance {name:?} isn't running"
+        )));
+    };
+    if info.frozen == frozen {
+        return Err(DomainError::BadRequest(if frozen {
+            format!("instance {name:?} is already frozen")
+        } else {
+            format!("instance {name:?} is already running")
+        }));
+    }
+    c.helpers.privileged.freeze(iname(name)?, frozen).await?;
+    c.events.lifecycle(
+        if frozen {
+            "instance-paused"
+        } else {
+            "instance-resumed"
+        },
+        &format!("/1.0/instances/{name}"),
+        json!({}),
+    );
+    Ok(())
+}
+
 fn host_memory() -> u64 {
     std::fs::read_to_string("/proc/meminfo")
         .ok()

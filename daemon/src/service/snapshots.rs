@@ -62,6 +62,39 @@ pub fn get(db: &Db, instance: &str, name: &str) -> Result<Snapshot, DomainError>
     Ok(crate::store::snapshots::get(db, instance, name)?)
 }
 
+/// Changes a snapshot's expiry (`None`: never), as LXD 5.0's snapshot PUT does.
+pub fn set_expiry(
+    c: &Services,
+    instance: &str,
+    name: &str,
+    expires_at: Option<String>,
+) -> Result<(), DomainError> {
+    crate::store::snapshots::set_expiry(
+        &c.db,
+        instance,
+        name,
+        expires_at.as_deref().unwrap_or(""),
+    )?;
+    c.events.lifecycle(
+        "instance-snapshot-updated",
+        &format!("/1.0/instances/{instance}/snapshots/{name}"),
+        serde_json::json!({}),
+    );
+    Ok(())
+}
+
+/// Bytes the snapshot's volume holds on disk, when silo-store can tell.
+pub async fn usage(c: &Services, s: &Snapshot) -> Option<u64> {
+    let i = instances::get(&c.db, &s.instance).ok()?;
+    let pn = pool(&i).ok()?;
+    let vol = volume(&s.instance, &s.name).ok()?;
+    c.helpers
+        .store
+        .volume_usage(pn, VolumeKind::Snapshot, vol)
+        .await
+        .ok()
+}
+
 /// Records a snapshot (its volume exists already).
 pub fn insert_record(db: &Db, s: &Snapshot) -> Result<(), DomainError> {
     insert(db, s)
@@ -98,7 +131,10 @@ pub async fn create(
     let vol = volume(instance, name)?;
     let src = VolumeName::new(instance.to_string())
         .map_err(|e| DomainError::BadRequest(e.to_string()))?;
-    let running = crate::service::runtime::is_running(c, instance).await?;
+    // An instance paused by its user is already consistent, and must stay paused after.
+    let running = crate::service::runtime::run_state(c, instance)
+        .await?
+        .is_some_and(|r| !r.frozen);
     let n = InstanceName::new(instance.to_string())
         .map_err(|e| DomainError::BadRequest(e.to_string()))?;
     if running {

@@ -101,3 +101,19 @@ pub fn rename(db: &Db, instance: &str, from: &str, to: &str) -> Result<(), Store
         Ok(())
     })
 }
+
+/// Sets a snapshot's expiry ("" for never).
+pub fn set_expiry(db: &Db, instance: &str, name: &str, expires_at: &str) -> Result<(), StoreError> {
+    db.run(|c| {
+        let n = c.execute(
+            "UPDATE snapshots SET expires_at = ?3 WHERE instance = ?1 AND name = ?2",
+            params![instance, name, expires_at],
+        )?;
+        if n == 0 {
+            return Err(StoreError::not_found(Named::of_instance(
+                "snapshot", name, instance,
+            )));
+        }
+        Ok(())
+    })
+}

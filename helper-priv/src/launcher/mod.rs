@@ -16,6 +16,7 @@
 
 pub mod attach;
 pub mod disks;
+pub mod files;
 pub mod monitor;
 pub mod seccomp;
 
@@ -81,6 +82,8 @@ pub enum Request {
     AttachDisk(disks::AttachReq),
     /// Unmount a disk from a running instance. Fds: init's pidfd.
     DetachDisk(disks::DetachReq),
+    /// The files API inside a running instance. Fds: init's pidfd, then a data fd.
+    File(files::FileReq),
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -94,6 +97,8 @@ pub enum Reply {
     NetState(Vec<Result<Vec<silo_proto::privileged::NetCounters>, String>>),
     /// A disk attach or detach is done.
     DiskDone,
+    /// A files child is forked; it answers on the socket it was given.
+    FileForked,
     Failed(String),
 }
 
@@ -210,6 +215,7 @@ fn serve(sock: OwnedFd) -> ! {
             Request::NetState => net_state(&fds),
             Request::AttachDisk(d) => disks::attach(d, fds),
             Request::DetachDisk(d) => disks::detach(d, fds),
+            Request::File(f) => files::run(f, fds),
         };
         let reply = reply.unwrap_or_else(Reply::Failed);
         if wire::send(sock.as_fd(), &reply, &[]).is_err() {

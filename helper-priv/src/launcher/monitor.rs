@@ -244,6 +244,7 @@ fn monitor(
             idmap_base: req.idmap_base,
             idmap_size: req.idmap_size,
             systemd: req.systemd,
+            frozen: false,
         };
         let line = info.record_line(sys::start_time(pid).unwrap_or(0));
         let _ = sys::write_record(rundir.as_fd(), "init", &line);

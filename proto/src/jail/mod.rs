@@ -9,6 +9,7 @@
 pub mod beneath;
 pub mod boot;
 pub mod caps_drop;
+pub mod files;
 pub mod landlock_rules;
 pub mod launcher;
 pub mod policy;

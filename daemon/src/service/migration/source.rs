@@ -372,11 +372,19 @@ async fn final_pass(
     report: &(dyn Fn(u64) + Send + Sync),
 ) -> Result<(), String> {
     let n = InstanceName::new(plan.inst.name.clone()).map_err(|e| e.to_string())?;
-    let frozen = match c.helpers.privileged.freeze(n.clone(), true).await {
-        Ok(()) => true,
-        Err(e) => {
-            tracing::warn!(instance = %plan.inst.name, error = %e, "the final pass runs unfrozen: freezing failed");
-            false
+    // An instance its user paused stays paused: neither frozen again nor thawed after.
+    let paused = crate::service::runtime::is_frozen(c, &plan.inst.name)
+        .await
+        .unwrap_or(false);
+    let frozen = if paused {
+        false
+    } else {
+        match c.helpers.privileged.freeze(n.clone(), true).await {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::warn!(instance = %plan.inst.name, error = %e, "the final pass runs unfrozen: freezing failed");
+                false
+            }
         }
     };
     // The instance stays frozen for this pass only: bounded, whatever the peer does.
