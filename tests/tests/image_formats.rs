@@ -234,3 +234,85 @@ fn a_python_tarball_cannot_write_through_a_symlink() {
     let (_, v) = d.api("GET", "/1.0/instances", None);
     assert_eq!(v["metadata"], serde_json::json!([]), "no instance kept");
 }
+
+/// `silo image import DIR` packs the directory as `lxc image import DIR` does; the stock
+/// client's own packing is accepted too; both launch, and metadata.yaml's keys silo does not
+/// use stay in the stored image.
+#[test]
+fn image_directory_import() {
+    let d = TestDaemon::start("i18-dirimport");
+    let dir = d.dir.join("imgdir");
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    let src = busybox_image(false);
+    let o = Command::new("tar")
+        .arg("-C")
+        .arg(&dir)
+        .args(["--numeric-owner", "-xzf"])
+        .arg(&src[0])
+        .output()
+        .expect("tar");
+    assert!(o.status.success(), "{}", show(&o));
+    let meta = std::fs::read_to_string(dir.join("metadata.yaml")).expect("metadata");
+    std::fs::write(
+        dir.join("metadata.yaml"),
+        format!("{meta}expiry_date: 1900000000\nmade_by: {{tool: hand}}\n"),
+    )
+    .expect("write");
+    let path = dir.to_str().expect("utf-8");
+    for (client, alias) in [("lxc", "dir-l"), ("silo", "dir-s")] {
+        let o = if client == "lxc" {
+            d.lxc(&["image", "import", path, "--alias", alias])
+        } else {
+            d.silo(&["image", "import", path, "--alias", alias])
+        };
+        assert!(
+            o.status.success(),
+            "{client} image import DIR: {}",
+            show(&o)
+        );
+        let img = d.api_ok("GET", &format!("/1.0/images/aliases/{alias}"), None);
+        let fp = img["target"].as_str().expect("target").to_string();
+        let img = d.api_ok("GET", &format!("/1.0/images/{fp}"), None);
+        assert_eq!(img["properties"]["os"], "busybox", "{img}");
+        assert!(
+            img["expires_at"]
+                .as_str()
+                .unwrap_or("")
+                .starts_with("2030-"),
+            "{img}"
+        );
+        // The export is a tarball whose metadata.yaml still has the key silo does not use.
+        let (c, body) = d.api_raw("GET", &format!("/1.0/images/{fp}/export"));
+        assert_eq!(c, 200);
+        let exported = d.dir.join("exported.tar.xz");
+        std::fs::write(&exported, body).expect("write");
+        let o = Command::new("tar")
+            .args(["-xJOf"])
+            .arg(&exported)
+            .arg("metadata.yaml")
+            .output()
+            .expect("tar");
+        assert!(o.status.success(), "{}", show(&o));
+        assert!(
+            String::from_utf8_lossy(&o.stdout).contains("made_by: {tool: hand}"),
+            "{}",
+            show(&o)
+        );
+        let _ = std::fs::remove_file(&exported);
+        let ct = format!("c-{alias}");
+        d.launch(alias, &ct);
+        let (rc, out, _) = d.exec(&ct, &["cat", "/etc/hostname"]);
+        assert_eq!((rc, out.trim()), (0, ct.as_str()));
+        silo_ok(&d, &["delete", "--force", &ct]);
+        silo_ok(&d, &["image", "delete", alias]);
+    }
+    // A directory without metadata.yaml is refused before anything is sent.
+    std::fs::remove_file(dir.join("metadata.yaml")).expect("rm");
+    let o = d.silo(&["image", "import", path]);
+    assert!(!o.status.success());
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("no metadata.yaml"),
+        "{}",
+        show(&o)
+    );
+}
