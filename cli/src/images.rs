@@ -75,6 +75,29 @@ s size, u upload date, t type. Default: lfpdatsu."
         /// Fingerprint (or a unique prefix) or alias.
         image: String,
     },
+    /// Print an image property.
+    GetProperty {
+        /// Fingerprint (or a unique prefix) or alias.
+        image: String,
+        /// The property.
+        key: String,
+    },
+    /// Set an image property.
+    SetProperty {
+        /// Fingerprint (or a unique prefix) or alias.
+        image: String,
+        /// The property.
+        key: String,
+        /// Its value.
+        value: String,
+    },
+    /// Remove an image property.
+    UnsetProperty {
+        /// Fingerprint (or a unique prefix) or alias.
+        image: String,
+        /// The property.
+        key: String,
+    },
     /// Delete images.
     #[command(alias = "rm")]
     Delete {
@@ -196,6 +219,26 @@ pub async fn run(client: &Client, cmd: ImageCmd) -> Result<(), CmdError> {
         ImageCmd::Show { image } => show_image(&get_image(client, &image).await?),
         ImageCmd::Info { image } => info(&get_image(client, &image).await?),
         ImageCmd::Edit { image } => edit(client, &image).await,
+        ImageCmd::GetProperty { image, key } => {
+            let img = client.image(&resolve(client, &image).await?).await?;
+            // As lxc: nothing at all for a property that is not set.
+            match img.properties.get(&key) {
+                Some(v) => outln(v),
+                None => Ok(()),
+            }
+        }
+        ImageCmd::SetProperty { image, key, value } => {
+            change_image(client, &image, |put| {
+                put.properties.insert(key, value);
+            })
+            .await
+        }
+        ImageCmd::UnsetProperty { image, key } => {
+            change_image(client, &image, |put| {
+                put.properties.remove(&key);
+            })
+            .await
+        }
         ImageCmd::Delete { images } => {
             for i in images {
                 let fp = resolve(client, &i).await?;
@@ -762,6 +805,26 @@ const IMAGE_EDIT_HELP: &str = "\
 ### Each property is represented by a single line:
 ### An example would be:
 ###  description: My custom image";
+
+/// Changes an image's writable part and PUTs it back with If-Match.
+async fn change_image(
+    client: &Client,
+    name: &str,
+    change: impl FnOnce(&mut ImagePut),
+) -> Result<(), CmdError> {
+    let fp = resolve(client, name).await?;
+    let (img, etag) = client.image_etag(&fp).await?;
+    let mut put = ImagePut {
+        auto_update: img.auto_update,
+        expires_at: img.expires_at.clone(),
+        profiles: img.profiles.clone(),
+        properties: img.properties.clone(),
+        public: img.public,
+    };
+    change(&mut put);
+    client.update_image(&img.fingerprint, &put, etag).await?;
+    Ok(())
+}
 
 async fn edit(client: &Client, name: &str) -> Result<(), CmdError> {
     let fp = resolve(client, name).await?;
