@@ -829,7 +829,7 @@ fn exec_recording(fx: &Fx) -> Result<(), String> {
 }
 
 fn exec_signal_handling(fx: &Fx) -> Result<(), String> {
-    let mut child = Command::new("lxc")
+    let child = Command::new("lxc")
         .args([
             "exec",
             "--mode",
