@@ -262,6 +262,43 @@ fn devices_profiles_images_storage() {
     ]);
     assert!(lxc_vols.contains("default,custom,v1\n"), "{lxc_vols}");
 
+    // monitor --all-projects: the stock client's request is served, and silo takes the flag.
+    let mon = Command::new("timeout")
+        .args([
+            "5",
+            "lxc",
+            "monitor",
+            "--all-projects",
+            "--type",
+            "lifecycle",
+        ])
+        .env("LXD_DIR", &d.dir)
+        .env("LXD_CONF", d.dir.join("lxc-conf"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("lxc monitor");
+    let smon = Command::new("timeout")
+        .arg("5")
+        .arg(silo_tests::bin("silo"))
+        .args(["monitor", "--all-projects", "--type", "lifecycle"])
+        .env("SILO_SOCKET", d.socket())
+        .env("SILO_CONF", &c.conf)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("silo monitor");
+    std::thread::sleep(std::time::Duration::from_millis(2000));
+    c.ok(&["profile", "create", "monitored"]);
+    for (who, child) in [("lxc", mon), ("silo", smon)] {
+        let o = child.wait_with_output().expect("monitor");
+        assert!(
+            String::from_utf8_lossy(&o.stdout).contains("profile-created"),
+            "{who} monitor --all-projects: {}",
+            show(&o)
+        );
+    }
+
     c.ok(&["delete", "c1", "c2"]);
 }
 
