@@ -365,6 +365,11 @@ fn query_and_aliases() {
     );
     c.ok(&["init", "bb", "a1"]);
     assert_eq!(c.ok(&["names"]), "a1\n");
+    // A body that is not the API's JSON (a file) is printed as it came, as lxc prints it.
+    let file = "/1.0/instances/a1/files?path=/etc/inittab";
+    let got = c.ok(&["query", file]);
+    assert!(!got.is_empty() && !got.starts_with('{'), "{got}");
+    assert_eq!(got, c.lxc(&["query", file]));
     c.ok(&["profile", "set", "default", "user.k", "v"]);
     assert_eq!(c.ok(&["pget", "default", "user.k"]), "v\n");
     assert!(c
