@@ -254,6 +254,19 @@ where
     Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
 }
 
+/// A map of strings as Go reads one into `map[string]string`: a null map is empty, a null
+/// value the empty string, a number or boolean its text.
+fn string_map<'de, D>(d: D) -> Result<BTreeMap<String, String>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    let m: Option<BTreeMap<String, Option<String>>> = Option::deserialize(d)?;
+    Ok(m.unwrap_or_default()
+        .into_iter()
+        .map(|(k, v)| (k, v.unwrap_or_default()))
+        .collect())
+}
+
 /// One template entry of metadata.yaml.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct Template {
@@ -264,7 +277,7 @@ pub struct Template {
     #[serde(default)]
     pub template: String,
     /// Extra properties.
-    #[serde(default, deserialize_with = "null_default")]
+    #[serde(default, deserialize_with = "string_map")]
     pub properties: BTreeMap<String, String>,
     /// Only on create.
     #[serde(default)]
@@ -282,7 +295,7 @@ pub struct ImageMetadata {
     #[serde(default)]
     pub expiry_date: Option<i64>,
     /// os, release, description, ...
-    #[serde(default, deserialize_with = "null_default")]
+    #[serde(default, deserialize_with = "string_map")]
     pub properties: BTreeMap<String, String>,
     /// Templates by path.
     #[serde(default, deserialize_with = "null_default")]
@@ -450,7 +463,7 @@ mod tests {
         let m = ImageMetadata::parse(
             b"architecture: x86_64\ncreation_date: 1700000000\nexpiry_date: 1900000000\n\
               source: {url: 'https://example'}\nproperties:\n  release: 22.04\n  serial: 20240101\n\
-              \x20 version: 1.10\n  lts: true\n  os: ubuntu\n\
+              \x20 version: 1.10\n  lts: true\n  empty: null\n  os: ubuntu\n\
               templates:\n  /etc/hostname:\n    when: [create]\n    template: h.tpl\n\
               \x20   mystery: {a: 1}\n    properties: {n: 5}\n  /etc/hosts:\n    when: null\n\
               \x20   template: hosts.tpl\n",
@@ -461,6 +474,7 @@ mod tests {
         assert_eq!(m.properties["serial"], "20240101");
         assert_eq!(m.properties["version"], "1.10");
         assert_eq!(m.properties["lts"], "true");
+        assert_eq!(m.properties["empty"], "");
         assert_eq!(m.templates["/etc/hostname"].properties["n"], "5");
         assert!(m.templates["/etc/hosts"].when.is_empty());
         let m = ImageMetadata::parse(
