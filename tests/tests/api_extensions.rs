@@ -1037,7 +1037,37 @@ fn network_dhcp_expiry(fx: &Fx) -> Result<(), String> {
     Ok(())
 }
 
+/// A TCP proxy on the running `c1`, to a web server inside it, reached from the host side.
 fn proxy(fx: &Fx) -> Result<(), String> {
+    fx.sh("mkdir -p /www && echo proxied > /www/index.html && httpd -p 127.0.0.1:8080 -h /www")?;
+    fx.ok(
+        "PATCH",
+        "/1.0/instances/c1",
+        Some(json!({"devices": {"web": {"type": "proxy", "listen": "tcp:127.0.0.1:18080", "connect": "tcp:127.0.0.1:8080"}}})),
+    )?;
+    let got = silo_tests::in_netns(&fx.d.netns, || {
+        use std::io::{Read, Write};
+        let mut last = String::new();
+        for _ in 0..50 {
+            if let Ok(mut s) = std::net::TcpStream::connect("127.0.0.1:18080") {
+                let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+                let _ = s.write_all(b"GET / HTTP/1.0\r\n\r\n");
+                last.clear();
+                let _ = s.read_to_string(&mut last);
+                if last.contains("proxied") {
+                    break;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        last
+    });
+    let inst = fx.ok("GET", "/1.0/instances/c1", None)?;
+    let mut put = inst.clone();
+    put["devices"].as_object_mut().map(|m| m.remove("web"));
+    fx.ok("PUT", "/1.0/instances/c1", Some(put))?;
+    let _ = fx.sh("killall httpd || true");
+    ensure!(got.contains("proxied"), "through the proxy: {got:?}");
     fx.device_ok(
         "px",
         json!({"type": "proxy", "listen": "tcp:127.0.0.1:18080", "connect": "tcp:127.0.0.1:80"}),
