@@ -83,7 +83,11 @@ fn name_args(cmd: &mut Command) -> Vec<Arg<'_>> {
                 D::Add { instance, .. }
                 | D::Remove { instance, .. }
                 | D::Show { instance }
-                | D::List { instance },
+                | D::List { instance }
+                | D::Get { instance, .. }
+                | D::Set { instance, .. }
+                | D::Unset { instance, .. }
+                | D::Override { instance, .. },
             ) => vec![Arg::Name(instance)],
             C::Metadata(
                 crate::metadata::MetadataCmd::Show { instance }
@@ -115,6 +119,9 @@ fn name_args(cmd: &mut Command) -> Vec<Arg<'_>> {
             ImageCmd::Show { image }
             | ImageCmd::Info { image }
             | ImageCmd::Edit { image }
+            | ImageCmd::GetProperty { image, .. }
+            | ImageCmd::SetProperty { image, .. }
+            | ImageCmd::UnsetProperty { image, .. }
             | ImageCmd::Export { image, .. } => vec![Arg::Name(image)],
             ImageCmd::Delete { images }
             | ImageCmd::Refresh { images }
@@ -145,8 +152,12 @@ fn name_args(cmd: &mut Command) -> Vec<Arg<'_>> {
                 PD::Add { profile, .. }
                 | PD::Remove { profile, .. }
                 | PD::Show { profile }
-                | PD::List { profile },
+                | PD::List { profile }
+                | PD::Get { profile, .. }
+                | PD::Set { profile, .. }
+                | PD::Unset { profile, .. },
             ) => vec![Arg::Name(profile)],
+            P::Copy { source, target, .. } => vec![Arg::Name(source), Arg::Name(target)],
         },
         Command::Network(c) => match c {
             N::List { remote, .. } => vec![Arg::Opt(remote)],
@@ -173,6 +184,7 @@ fn name_args(cmd: &mut Command) -> Vec<Arg<'_>> {
             S::List { remote, .. } => vec![Arg::Opt(remote)],
             S::Create { pool, .. }
             | S::Show { pool, .. }
+            | S::Edit { pool }
             | S::Info { pool, .. }
             | S::Get { pool, .. }
             | S::Set { pool, .. }
@@ -410,6 +422,7 @@ pub async fn run(cli: Cli) -> Result<(), CmdError> {
     let mut command = cli.command;
     match command {
         Command::Remote(c) => return crate::remotes::run(c).await,
+        Command::Alias(c) => return crate::aliases::run(c),
         Command::Completion { shell } => {
             let mut cmd = Cli::command();
             clap_complete::generate(shell, &mut cmd, "silo", &mut std::io::stdout());
@@ -444,6 +457,12 @@ pub async fn run(cli: Cli) -> Result<(), CmdError> {
                 };
                 return crate::migrate::move_cmd(&conf, a, src, dst, name).await;
             }
+        }
+        Command::Query(_) => {
+            let Command::Query(a) = command else {
+                return Ok(());
+            };
+            return crate::query::run(&conf, a).await;
         }
         Command::Image(ImageCmd::Copy { .. }) => {
             let Command::Image(c) = command else {
@@ -521,8 +540,12 @@ pub async fn run(cli: Cli) -> Result<(), CmdError> {
                 .await?;
             Ok(())
         }
-        Command::Monitor { types, format } => monitor(&client, &types, format).await,
-        Command::Remote(_) | Command::Completion { .. } | Command::Manpage { .. } => Ok(()),
+        Command::Monitor { types, format, .. } => monitor(&client, &types, format).await,
+        Command::Remote(_)
+        | Command::Completion { .. }
+        | Command::Manpage { .. }
+        | Command::Query(_)
+        | Command::Alias(_) => Ok(()),
     }
 }
 

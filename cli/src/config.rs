@@ -116,6 +116,45 @@ pub enum DeviceCmd {
         /// The instance.
         instance: String,
     },
+    /// Print a key of one of an instance's own devices.
+    Get {
+        /// The instance.
+        instance: String,
+        /// The device.
+        device: String,
+        /// The key.
+        key: String,
+    },
+    /// Set keys of one of an instance's own devices: KEY VALUE, or KEY=VALUE...
+    Set {
+        /// The instance.
+        instance: String,
+        /// The device.
+        device: String,
+        /// KEY VALUE, or KEY=VALUE...
+        #[arg(required = true, num_args = 1..)]
+        args: Vec<String>,
+    },
+    /// Remove a key from one of an instance's own devices.
+    Unset {
+        /// The instance.
+        instance: String,
+        /// The device.
+        device: String,
+        /// The key.
+        key: String,
+    },
+    /// Copy a device the instance has from its profiles into its own devices (to change it
+    /// for this instance alone), with KEY=VALUE changes.
+    Override {
+        /// The instance.
+        instance: String,
+        /// The device.
+        device: String,
+        /// Keys to change.
+        #[arg(value_name = "KEY=VALUE")]
+        props: Vec<String>,
+    },
 }
 
 const INSTANCE_EDIT_HELP: &str = "\
@@ -458,5 +497,81 @@ async fn device(client: &Client, cmd: DeviceCmd) -> Result<(), CmdError> {
             let (inst, _) = get_instance(client, &instance).await?;
             out(&device_names(&inst.devices))
         }
+        DeviceCmd::Get {
+            instance,
+            device,
+            key,
+        } => {
+            let (inst, _) = get_instance(client, &instance).await?;
+            let Some(d) = inst.devices.get(&device) else {
+                if inst.expanded_devices.contains_key(&device) {
+                    return fail(
+                        "Device from profile(s) cannot be retrieved for individual instance",
+                    );
+                }
+                return fail("Device doesn't exist");
+            };
+            outln(d.get(&key).map(String::as_str).unwrap_or_default())
+        }
+        DeviceCmd::Set {
+            instance,
+            device,
+            args,
+        } => {
+            let kvs = util::set_pairs(&args)?;
+            change_instance(client, &instance, |inst, put| {
+                own_device(inst, &mut put.devices, &device)?.extend(kvs);
+                Ok(())
+            })
+            .await
+        }
+        DeviceCmd::Unset {
+            instance,
+            device,
+            key,
+        } => {
+            change_instance(client, &instance, |inst, put| {
+                own_device(inst, &mut put.devices, &device)?.remove(&key);
+                Ok(())
+            })
+            .await
+        }
+        DeviceCmd::Override {
+            instance,
+            device,
+            props,
+        } => {
+            change_instance(client, &instance, |inst, put| {
+                if put.devices.contains_key(&device) {
+                    return fail("The device already exists");
+                }
+                let Some(mut d) = inst.expanded_devices.get(&device).cloned() else {
+                    return fail("The profile device doesn't exist");
+                };
+                for p in &props {
+                    let (k, v) = util::kv(p)?;
+                    d.insert(k, v);
+                }
+                put.devices.insert(device.clone(), d);
+                Ok(())
+            })
+            .await?;
+            outln(&format!("Device {device} overridden for {instance}"))
+        }
     }
+}
+
+/// The instance's own device `name`, to change; one it has from a profile is refused as lxc
+/// refuses it (`override` copies it in first).
+fn own_device<'a>(
+    inst: &Instance,
+    devices: &'a mut DeviceMap,
+    name: &str,
+) -> Result<&'a mut StringMap, CmdError> {
+    if !devices.contains_key(name) && inst.expanded_devices.contains_key(name) {
+        return fail("Device from profile(s) cannot be modified for individual instance. Override device or modify profile instead");
+    }
+    devices
+        .get_mut(name)
+        .ok_or_else(|| CmdError::Fail("Device doesn't exist".into()))
 }

@@ -19,7 +19,8 @@ use crate::util::{self, fail, out, outln};
 /// `silo image ...`.
 #[derive(Debug, Subcommand)]
 pub enum ImageCmd {
-    /// Import an image tarball (unified), or a metadata and a rootfs tarball (split).
+    /// Import an image tarball (unified), a metadata and a rootfs tarball (split), or a
+    /// directory holding metadata.yaml, rootfs/ and templates/ (packed here, as root).
     #[command(after_help = "\
 Arguments that contain '=' and are not existing files are image properties, as lxc takes them:
   silo image import busybox.tar.gz os=busybox --alias bb")]
@@ -73,6 +74,29 @@ s size, u upload date, t type. Default: lfpdatsu."
     Edit {
         /// Fingerprint (or a unique prefix) or alias.
         image: String,
+    },
+    /// Print an image property.
+    GetProperty {
+        /// Fingerprint (or a unique prefix) or alias.
+        image: String,
+        /// The property.
+        key: String,
+    },
+    /// Set an image property.
+    SetProperty {
+        /// Fingerprint (or a unique prefix) or alias.
+        image: String,
+        /// The property.
+        key: String,
+        /// Its value.
+        value: String,
+    },
+    /// Remove an image property.
+    UnsetProperty {
+        /// Fingerprint (or a unique prefix) or alias.
+        image: String,
+        /// The property.
+        key: String,
     },
     /// Delete images.
     #[command(alias = "rm")]
@@ -195,6 +219,26 @@ pub async fn run(client: &Client, cmd: ImageCmd) -> Result<(), CmdError> {
         ImageCmd::Show { image } => show_image(&get_image(client, &image).await?),
         ImageCmd::Info { image } => info(&get_image(client, &image).await?),
         ImageCmd::Edit { image } => edit(client, &image).await,
+        ImageCmd::GetProperty { image, key } => {
+            let img = client.image(&resolve(client, &image).await?).await?;
+            // As lxc: nothing at all for a property that is not set.
+            match img.properties.get(&key) {
+                Some(v) => outln(v),
+                None => Ok(()),
+            }
+        }
+        ImageCmd::SetProperty { image, key, value } => {
+            change_image(client, &image, |put| {
+                put.properties.insert(key, value);
+            })
+            .await
+        }
+        ImageCmd::UnsetProperty { image, key } => {
+            change_image(client, &image, |put| {
+                put.properties.remove(&key);
+            })
+            .await
+        }
         ImageCmd::Delete { images } => {
             for i in images {
                 let fp = resolve(client, &i).await?;
@@ -327,9 +371,9 @@ fn import_files(args: &[String], props: &[String]) -> Result<ImportFiles, CmdErr
                 "importing from a URL is not supported yet: download the file and import it",
             );
         }
-        if Path::new(f).is_dir() {
+        if Path::new(f).is_dir() && (rootfs.is_some() || *f != meta) {
             return fail(format!(
-                "{f} is a directory: pack metadata.yaml, templates/ and rootfs/ into a tarball first"
+                "{f} is a directory: only a unified image may be imported from a directory"
             ));
         }
     }
@@ -406,7 +450,21 @@ async fn import(
         rootfs,
         properties,
     } = import_files(args, props)?;
-    let mut headers: Vec<(&str, String)> = vec![("x-lxd-filename", basename(&meta))];
+    // A directory (metadata.yaml, templates/, rootfs/) goes up as the unified tarball lxc
+    // packs from it; the temporary file lives until the upload is done.
+    let packed = if Path::new(&meta).is_dir() {
+        Some(pack_image_dir(Path::new(&meta))?)
+    } else {
+        None
+    };
+    let (meta, shown) = match &packed {
+        Some(t) => (
+            t.path().to_string_lossy().into_owned(),
+            format!("{}.tar.xz", basename(&meta)),
+        ),
+        None => (meta.clone(), basename(&meta)),
+    };
+    let mut headers: Vec<(&str, String)> = vec![("x-lxd-filename", shown)];
     if public {
         headers.push(("x-lxd-public", "1".to_string()));
     }
@@ -442,6 +500,53 @@ async fn import(
     }
     outln(&format!("Image imported with fingerprint: {fp}"))?;
     ensure_aliases(client, aliases, &fp).await
+}
+
+/// Packs an image directory as `lxc image import DIR` does: GNU tar, numeric owners, extended
+/// attributes, xz; as root, since only root reads every file of a rootfs and owns them as
+/// they are.
+fn pack_image_dir(dir: &Path) -> Result<tempfile::NamedTempFile, CmdError> {
+    if !nix::unistd::geteuid().is_root() {
+        return fail("must run as root to import from a directory");
+    }
+    for need in ["metadata.yaml", "rootfs"] {
+        if !dir.join(need).exists() {
+            return fail(format!(
+                "{} has no {need}: an image directory holds metadata.yaml, rootfs/ and templates/",
+                dir.display()
+            ));
+        }
+    }
+    let tmp = tempfile::Builder::new()
+        .prefix("silo_image_")
+        .tempfile()
+        .map_err(|e| CmdError::Fail(format!("a temporary file for the image: {e}")))?;
+    let mut members = vec!["rootfs", "metadata.yaml"];
+    if dir.join("templates").is_dir() {
+        members.insert(1, "templates");
+    }
+    let out = std::process::Command::new("tar")
+        .arg("-C")
+        .arg(dir)
+        .args([
+            "--numeric-owner",
+            "--restrict",
+            "--force-local",
+            "--xattrs",
+            "-cJf",
+        ])
+        .arg(tmp.path())
+        .args(&members)
+        .output()
+        .map_err(|e| CmdError::Fail(format!("running tar: {e}")))?;
+    if !out.status.success() {
+        return fail(format!(
+            "packing {}: {}",
+            dir.display(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    Ok(tmp)
 }
 
 /// Points each alias at `fp`: existing aliases of those names are moved, as lxc does.
@@ -700,6 +805,26 @@ const IMAGE_EDIT_HELP: &str = "\
 ### Each property is represented by a single line:
 ### An example would be:
 ###  description: My custom image";
+
+/// Changes an image's writable part and PUTs it back with If-Match.
+async fn change_image(
+    client: &Client,
+    name: &str,
+    change: impl FnOnce(&mut ImagePut),
+) -> Result<(), CmdError> {
+    let fp = resolve(client, name).await?;
+    let (img, etag) = client.image_etag(&fp).await?;
+    let mut put = ImagePut {
+        auto_update: img.auto_update,
+        expires_at: img.expires_at.clone(),
+        profiles: img.profiles.clone(),
+        properties: img.properties.clone(),
+        public: img.public,
+    };
+    change(&mut put);
+    client.update_image(&img.fingerprint, &put, etag).await?;
+    Ok(())
+}
 
 async fn edit(client: &Client, name: &str) -> Result<(), CmdError> {
     let fp = resolve(client, name).await?;

@@ -102,6 +102,10 @@ pub struct ListArgs {
     /// The fast column layout (nsacPt).
     #[arg(long, conflicts_with = "columns")]
     pub fast: bool,
+    /// Instances of every project (silo has the default project only), with a PROJECT
+    /// column first when the columns are the default ones, as lxc shows them.
+    #[arg(long)]
+    pub all_projects: bool,
 }
 
 /// `silo delete`.
@@ -659,7 +663,15 @@ fn instance_matches(i: &InstanceFull, filters: &[String]) -> bool {
 
 /// `silo list`.
 pub async fn list(client: &Client, a: ListArgs) -> Result<(), CmdError> {
-    let spec = if a.fast { "nsacPt" } else { a.columns.as_str() };
+    let all_projects_default;
+    let spec = if a.fast {
+        "nsacPt"
+    } else if a.all_projects && a.columns == "ns46tS" {
+        all_projects_default = format!("e{}", a.columns);
+        all_projects_default.as_str()
+    } else {
+        a.columns.as_str()
+    };
     let cols = parse_columns(spec)?;
     let insts: Vec<InstanceFull> = client
         .instances_full()

@@ -1,5 +1,6 @@
 //! The `silo` command-line client, as a library so tests and other tools can drive it.
 
+pub mod aliases;
 pub mod backups;
 pub mod client;
 pub mod commands;
@@ -14,6 +15,7 @@ pub mod metadata;
 pub mod migrate;
 pub mod networks;
 pub mod profiles;
+pub mod query;
 pub mod remotes;
 pub mod requests;
 pub mod simplestreams;
@@ -117,11 +119,19 @@ pub enum Command {
     /// List, show and cancel background operations.
     #[command(subcommand)]
     Operation(OperationCmd),
+    /// Send a raw query to the API, as `lxc query` does.
+    Query(query::QueryArgs),
+    /// Manage command aliases (in the client's config.yml).
+    #[command(subcommand)]
+    Alias(aliases::AliasCmd),
     /// Print events from the server as they happen.
     Monitor {
         /// Only these event types (operation, logging, lifecycle), comma separated.
         #[arg(long = "type")]
         types: Vec<String>,
+        /// Events of every project (silo has the default project only).
+        #[arg(long)]
+        all_projects: bool,
         /// Output format for each event.
         #[arg(long, value_enum, default_value = "yaml")]
         format: InfoFormat,

@@ -102,6 +102,17 @@ pub enum ProfileCmd {
     /// Manage a profile's devices.
     #[command(subcommand)]
     Device(ProfileDeviceCmd),
+    /// Copy a profile (config, description, devices) to a new name.
+    #[command(alias = "cp")]
+    Copy {
+        /// The profile to copy.
+        source: String,
+        /// The new profile's name.
+        target: String,
+        /// Update the target if it exists already.
+        #[arg(long)]
+        refresh: bool,
+    },
 }
 
 /// `silo profile device ...`.
@@ -142,6 +153,34 @@ pub enum ProfileDeviceCmd {
     List {
         /// The profile.
         profile: String,
+    },
+    /// Print a key of a profile's device.
+    Get {
+        /// The profile.
+        profile: String,
+        /// The device.
+        device: String,
+        /// The key.
+        key: String,
+    },
+    /// Set keys of a profile's device: KEY VALUE, or KEY=VALUE...
+    Set {
+        /// The profile.
+        profile: String,
+        /// The device.
+        device: String,
+        /// KEY VALUE, or KEY=VALUE...
+        #[arg(required = true, num_args = 1..)]
+        args: Vec<String>,
+    },
+    /// Remove a key from a profile's device.
+    Unset {
+        /// The profile.
+        profile: String,
+        /// The device.
+        device: String,
+        /// The key.
+        key: String,
     },
 }
 
@@ -262,6 +301,31 @@ pub async fn run(client: &Client, cmd: ProfileCmd) -> Result<(), CmdError> {
             outln(&format!("Profile {profile} created"))
         }
         ProfileCmd::Edit { profile } => edit(client, &profile).await,
+        ProfileCmd::Copy {
+            source,
+            target,
+            refresh,
+        } => {
+            let p = client.profile(&source).await?;
+            if refresh && client.profile(&target).await.is_ok() {
+                return change_profile(client, &target, |put| {
+                    put.config = p.config.clone();
+                    put.description = p.description.clone();
+                    put.devices = p.devices.clone();
+                    Ok(())
+                })
+                .await;
+            }
+            client
+                .create_profile(&ProfilesPost {
+                    name: target,
+                    config: p.config,
+                    description: p.description,
+                    devices: p.devices,
+                })
+                .await?;
+            Ok(())
+        }
         ProfileCmd::Delete { profiles } => {
             for p in profiles {
                 client.delete_profile(&p).await?;
@@ -373,6 +437,46 @@ async fn device(client: &Client, cmd: ProfileDeviceCmd) -> Result<(), CmdError> 
         ProfileDeviceCmd::List { profile } => {
             let p = client.profile(&profile).await?;
             out(&device_names(&p.devices))
+        }
+        ProfileDeviceCmd::Get {
+            profile,
+            device,
+            key,
+        } => {
+            let p = client.profile(&profile).await?;
+            let Some(d) = p.devices.get(&device) else {
+                return fail("Device doesn't exist");
+            };
+            outln(d.get(&key).map(String::as_str).unwrap_or_default())
+        }
+        ProfileDeviceCmd::Set {
+            profile,
+            device,
+            args,
+        } => {
+            let kvs = util::set_pairs(&args)?;
+            change_profile(client, &profile, |put| match put.devices.get_mut(&device) {
+                Some(d) => {
+                    d.extend(kvs);
+                    Ok(())
+                }
+                None => fail("Device doesn't exist"),
+            })
+            .await
+        }
+        ProfileDeviceCmd::Unset {
+            profile,
+            device,
+            key,
+        } => {
+            change_profile(client, &profile, |put| match put.devices.get_mut(&device) {
+                Some(d) => {
+                    d.remove(&key);
+                    Ok(())
+                }
+                None => fail("Device doesn't exist"),
+            })
+            .await
         }
     }
 }

@@ -54,6 +54,12 @@ pub enum StorageCmd {
         #[arg(long)]
         bytes: bool,
     },
+    /// Edit a storage pool's description and configuration in $EDITOR (or from YAML on
+    /// stdin).
+    Edit {
+        /// The pool.
+        pool: String,
+    },
     /// Delete storage pools.
     #[command(alias = "rm")]
     Delete {
@@ -99,6 +105,10 @@ pub enum VolumeCmd {
         /// Output format.
         #[arg(short = 'f', long, value_enum, default_value = "table")]
         format: Format,
+        /// Volumes of every project (silo has the default project only), with a PROJECT
+        /// column first, as lxc shows them.
+        #[arg(long)]
+        all_projects: bool,
     },
     /// Create a custom volume.
     Create {
@@ -510,17 +520,66 @@ pub async fn run(client: &Client, cmd: StorageCmd) -> Result<(), CmdError> {
             .await
         }
         StorageCmd::Volume(v) => volume(client, v).await,
+        StorageCmd::Edit { pool } => edit_pool(client, &pool).await,
     }
+}
+
+const POOL_EDIT_HELP: &str = "\
+### This is a YAML representation of a storage pool.
+### Any line starting with a '#' will be ignored.
+###
+### A storage pool consists of a set of configuration items.
+###
+### An example would look like:
+### name: default
+### driver: dir
+### config:
+###   source: /var/lib/silo/storage-pools/default
+###
+### Note that only the description and configuration keys can be changed.";
+
+/// `silo storage edit POOL`: the pool as YAML, edited, PUT back with If-Match.
+async fn edit_pool(client: &Client, pool: &str) -> Result<(), CmdError> {
+    let (p, etag) = client.storage_pool_etag(pool).await?;
+    let v = serde_json::to_value(&p).map_err(|e| CmdError::Output(e.to_string()))?;
+    let current = util::yaml_ordered(
+        &v,
+        &[
+            "config",
+            "description",
+            "name",
+            "driver",
+            "used_by",
+            "status",
+            "locations",
+        ],
+    )?;
+    util::edit(POOL_EDIT_HELP, &current, |text| {
+        let etag = etag.clone();
+        let pool = pool.to_string();
+        async move {
+            let put: silo_api::StoragePoolPut =
+                silo_api::lenient::from_yaml_value(util::parse_yaml(&text)?)
+                    .map_err(|e| CmdError::Fail(e.to_string()))?;
+            client.update_storage_pool(&pool, &put, etag).await?;
+            Ok(())
+        }
+    })
+    .await
 }
 
 async fn volume(client: &Client, cmd: VolumeCmd) -> Result<(), CmdError> {
     match cmd {
-        VolumeCmd::List { pool, format } => {
+        VolumeCmd::List {
+            pool,
+            format,
+            all_projects,
+        } => {
             let vols = client.storage_volumes(&pool).await?;
             let mut rows: Vec<Vec<String>> = vols
                 .iter()
                 .map(|v| {
-                    vec![
+                    let mut row = vec![
                         // As lxc: a snapshot is `<volume>/<snapshot>`.
                         if v.name.contains('/') {
                             format!("{} (snapshot)", v.kind)
@@ -531,17 +590,25 @@ async fn volume(client: &Client, cmd: VolumeCmd) -> Result<(), CmdError> {
                         v.description.clone(),
                         v.content_type.clone(),
                         v.used_by.len().to_string(),
-                    ]
+                    ];
+                    if all_projects {
+                        let project = if v.project.is_empty() {
+                            "default"
+                        } else {
+                            v.project.as_str()
+                        };
+                        row.insert(0, project.to_string());
+                    }
+                    row
                 })
                 .collect();
             util::sort_rows(&mut rows);
-            let text = format::render(
-                format,
-                &["TYPE", "NAME", "DESCRIPTION", "CONTENT-TYPE", "USED BY"],
-                &rows,
-                &as_value(&vols),
-            )
-            .map_err(CmdError::Output)?;
+            let mut headers = vec!["TYPE", "NAME", "DESCRIPTION", "CONTENT-TYPE", "USED BY"];
+            if all_projects {
+                headers.insert(0, "PROJECT");
+            }
+            let text = format::render(format, &headers, &rows, &as_value(&vols))
+                .map_err(CmdError::Output)?;
             out(&text)
         }
         VolumeCmd::Create {

@@ -145,6 +145,11 @@ pub const API_EXTENSIONS: &[&str] = &[
     // (`lxc config trust add`).
     "certificate_update",
     "certificate_token",
+    // ?all-projects=true on instance and volume listings (`lxc list --all-projects`,
+    // `lxc storage volume list --all-projects`): silo has the default project only, which
+    // is every project.
+    "instance_all_projects",
+    "storage_volumes_all_projects",
 ];
 
 /// The whole route table.

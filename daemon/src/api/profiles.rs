@@ -64,8 +64,26 @@ pub struct ProfilePut {
     devices: Option<std::collections::BTreeMap<String, Device>>,
 }
 
-async fn write(d: &Services, name: &str, body: &[u8], patch: bool) -> ApiResult {
+async fn write(
+    d: &Services,
+    name: &str,
+    headers: &axum::http::HeaderMap,
+    body: &[u8],
+    patch: bool,
+) -> ApiResult {
     let mut p = profiles::get(&d.db, name)?;
+    // The ETag GET gave: a write from a stale read is refused, as LXD refuses it.
+    if let Some(want) = headers
+        .get(axum::http::header::IF_MATCH)
+        .and_then(|v| v.to_str().ok())
+    {
+        let have = super::etag(&render::profile(&p, profiles::used_by(&d.db, name)?));
+        if want.trim_matches('"') != have {
+            return Err(DomainError::PreconditionFailed(format!(
+                "profile {name:?} changed meanwhile (ETag mismatch)"
+            )));
+        }
+    }
     let w: ProfilePut = super::lenient::from_slice(body)
         .map_err(|e| DomainError::BadRequest(format!("invalid request body: {e}")))?;
     if patch {
@@ -105,18 +123,20 @@ async fn write(d: &Services, name: &str, body: &[u8], patch: bool) -> ApiResult 
 pub async fn put(
     State(d): State<Arc<Services>>,
     Path(name): Path<String>,
+    headers: axum::http::HeaderMap,
     body: axum::body::Bytes,
 ) -> ApiResult {
-    write(&d, &name, &body, false).await
+    write(&d, &name, &headers, &body, false).await
 }
 
 /// `PATCH /1.0/profiles/{name}`.
 pub async fn patch(
     State(d): State<Arc<Services>>,
     Path(name): Path<String>,
+    headers: axum::http::HeaderMap,
     body: axum::body::Bytes,
 ) -> ApiResult {
-    write(&d, &name, &body, true).await
+    write(&d, &name, &headers, &body, true).await
 }
 
 /// `POST /1.0/profiles/{name}`: rename.

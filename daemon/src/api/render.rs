@@ -306,6 +306,8 @@ pub fn volume(
         config,
         description: description.into(),
         location: "none".into(),
+        // Every volume is in the one project silo has, named as LXD names it.
+        project: "default".into(),
         used_by,
         ..Default::default()
     }

@@ -626,9 +626,31 @@ pub async fn import(
             "instance {name:?} is already being created"
         )));
     }
+    let by = root_on_pool(c, by, &pool)?;
     let r = import_inner(c, upload, &name, &pool, &index, &by, snaps).await;
     c.creating.release(&name);
     r
+}
+
+/// As LXD does for an import onto another pool (`X-LXD-pool`): when the root disk the
+/// instance's profiles and devices give names another pool, the instance gets a root disk of
+/// its own on the pool its volume is on, so its devices say where it lives.
+fn root_on_pool(c: &Services, mut by: BackupYaml, pool: &str) -> Result<BackupYaml, DomainError> {
+    let profiles = crate::service::expansion::load_profiles(&c.db, &by.container.profiles)?;
+    let (_, ed) = crate::model::profile::expand(&profiles, &BTreeMap::new(), &by.container.devices);
+    let root = ed.iter().find(|(_, d)| {
+        crate::model::devices::DeviceType::of(d) == crate::model::devices::DeviceType::Disk
+            && d.get("path").map(String::as_str) == Some("/")
+            && d.get("source").is_none()
+    });
+    if let Some((key, dev)) = root {
+        if dev.get("pool").map(String::as_str) != Some(pool) {
+            let mut dev = dev.clone();
+            dev.insert("pool".into(), pool.to_string());
+            by.container.devices.insert(key.clone(), dev);
+        }
+    }
+    Ok(by)
 }
 
 async fn import_inner(

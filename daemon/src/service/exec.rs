@@ -289,7 +289,9 @@ async fn pump_in(
 #[derive(Debug, Deserialize)]
 struct Control {
     command: String,
-    #[serde(default)]
+    // lxc's signal message carries `"args": null` (Go's nil map): a map that must be there
+    // would drop every signal.
+    #[serde(default, deserialize_with = "crate::model::null_default")]
     args: HashMap<String, String>,
     #[serde(default)]
     signal: i32,

@@ -102,6 +102,20 @@ pub fn prepare(
             req.profiles = Some(profs);
         }
     }
+    // image_profiles: an instance made from a local image without a profile list gets the
+    // image's profiles, as LXD gives them.
+    if req.profiles.is_none() && req.source.kind == "image" && req.source.server.is_empty() {
+        let what = if req.source.fingerprint.is_empty() {
+            &req.source.alias
+        } else {
+            &req.source.fingerprint
+        };
+        if let Ok(img) = crate::service::images::resolve(&c.db, what) {
+            if !img.profiles.is_empty() {
+                req.profiles = Some(img.profiles.clone());
+            }
+        }
+    }
     validate_config(&req.config, false)?;
     validate_devices(&c.db, &req.devices)?;
     let profiles = load_profiles(

@@ -81,9 +81,11 @@ fn walk(
         message: e.to_string(),
     })?;
     for c in comps {
+        let mut made = false;
         if create {
             match mkdirat(cur.as_fd(), c.as_str(), Mode::from_bits_truncate(0o755)) {
-                Ok(()) | Err(Errno::EEXIST) => {}
+                Ok(()) => made = true,
+                Err(Errno::EEXIST) => {}
                 Err(e) => return Err(io(member, "mkdirat", e)),
             }
         }
@@ -109,6 +111,13 @@ fn walk(
             }
             Err(e) => return Err(io(member, "openat2", e)),
         };
+        if made {
+            // A parent no member of its own describes gets what GNU tar gives it: 0755, owned
+            // by the unpacker (root, which is the container's root once idmapped), whatever
+            // the umask. A directory member met later sets its own attributes at the end.
+            fchmod(cur.as_fd(), Mode::from_bits_truncate(0o755))
+                .map_err(|e| io(member, "fchmod", e))?;
+        }
     }
     Ok(cur)
 }
@@ -347,7 +356,12 @@ impl Unpack<'_> {
             mtime: h.mtime().unwrap_or(0).min(i64::MAX as u64) as i64,
             xattrs,
         };
-        let et = h.entry_type();
+        let mut et = h.entry_type();
+        // Old (v7) archives had no directory type: a file member whose name ends in `/` is a
+        // directory, as GNU tar reads it.
+        if et == tar::EntryType::Regular && e.path_bytes().ends_with(b"/") && e.size() == 0 {
+            et = tar::EntryType::Directory;
+        }
         self.note_top(&comps, et)?;
         let (parent_comps, base) = comps.split_at(comps.len() - 1);
         let base = base[0].as_str();

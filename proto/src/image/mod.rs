@@ -104,6 +104,9 @@ impl Compression {
             Some(Compression::Zstd)
         } else if head.len() >= 262 && &head[257..262] == b"ustar" {
             Some(Compression::None)
+        } else if tar_checksum_ok(head) {
+            // An old-style (v7) header has no magic: its checksum is what tells it apart.
+            Some(Compression::None)
         } else {
             None
         }
@@ -118,6 +121,45 @@ impl Compression {
             Compression::Zstd => ".tar.zst",
         }
     }
+}
+
+/// Whether `head` starts with a tar header whose checksum (the unsigned byte sum with the
+/// checksum field read as spaces) matches the octal number in that field.
+fn tar_checksum_ok(head: &[u8]) -> bool {
+    let Some(h) = head.get(..512) else {
+        return false;
+    };
+    // An all-zero block is an end marker, not a member.
+    if h.iter().all(|b| *b == 0) {
+        return false;
+    }
+    let field = &h[148..156];
+    let digits: Vec<u8> = field
+        .iter()
+        .copied()
+        .skip_while(|b| *b == b' ')
+        .take_while(|b| (b'0'..=b'7').contains(b))
+        .collect();
+    if digits.is_empty() {
+        return false;
+    }
+    let Some(want) = digits.iter().try_fold(0u32, |acc, d| {
+        acc.checked_mul(8)?.checked_add(u32::from(d - b'0'))
+    }) else {
+        return false;
+    };
+    let sum: u32 = h
+        .iter()
+        .enumerate()
+        .map(|(i, b)| {
+            if (148..156).contains(&i) {
+                32
+            } else {
+                u32::from(*b)
+            }
+        })
+        .sum();
+    sum == want
 }
 
 /// Counts bytes read and fails past a limit: the decompression-bomb fuse.
@@ -201,17 +243,41 @@ pub fn stream_error(member: &str, e: &std::io::Error) -> ImageError {
     ImageError::Format(format!("{member}: {msg}"))
 }
 
+/// `null` read as the empty value, as Go's YAML decoder leaves a field it is null for. Keys
+/// silo does not use are ignored (no `deny_unknown_fields`), so other tools' additions pass;
+/// the stored image file is what an export gives back, whole.
+fn null_default<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de> + Default,
+{
+    Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
+}
+
+/// A map of strings as Go reads one into `map[string]string`: a null map is empty, a null
+/// value the empty string, a number or boolean its text.
+fn string_map<'de, D>(d: D) -> Result<BTreeMap<String, String>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    let m: Option<BTreeMap<String, Option<String>>> = Option::deserialize(d)?;
+    Ok(m.unwrap_or_default()
+        .into_iter()
+        .map(|(k, v)| (k, v.unwrap_or_default()))
+        .collect())
+}
+
 /// One template entry of metadata.yaml.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct Template {
     /// When it applies: create, copy, start.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_default")]
     pub when: Vec<String>,
     /// The template file under templates/.
     #[serde(default)]
     pub template: String,
     /// Extra properties.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "string_map")]
     pub properties: BTreeMap<String, String>,
     /// Only on create.
     #[serde(default)]
@@ -229,10 +295,10 @@ pub struct ImageMetadata {
     #[serde(default)]
     pub expiry_date: Option<i64>,
     /// os, release, description, ...
-    #[serde(default)]
+    #[serde(default, deserialize_with = "string_map")]
     pub properties: BTreeMap<String, String>,
     /// Templates by path.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_default")]
     pub templates: BTreeMap<String, Template>,
 }
 
@@ -266,11 +332,11 @@ impl ImageMetadata {
     }
 }
 
-/// Splits a member name into components: strips "./" and ".", refuses absolute names and "..".
+/// Splits a member name into components: strips leading `/`, "./" and "." as GNU tar (and so
+/// LXD) does when unpacking (Python's tarfile writes `/rootfs/...` when asked), and refuses
+/// "..". What the components then name is the caller's rule: an image's layout refuses any
+/// top-level entry but its three.
 pub fn member_components(name: &str) -> Result<Vec<String>, ImageError> {
-    if name.starts_with('/') {
-        return Err(ImageError::Absolute(name.to_string()));
-    }
     if name.contains('\0') {
         return Err(ImageError::Unsupported {
             member: name.to_string(),
@@ -354,9 +420,14 @@ mod tests {
             member_components("./rootfs/bin/sh").unwrap(),
             vec!["rootfs", "bin", "sh"]
         );
+        // GNU tar's reading: a leading `/` is dropped, and placement decides the rest.
+        assert_eq!(
+            member_components("//rootfs/etc/inittab").unwrap(),
+            vec!["rootfs", "etc", "inittab"]
+        );
         assert!(matches!(
-            member_components("/etc/passwd"),
-            Err(ImageError::Absolute(_))
+            member_components("/rootfs/../x"),
+            Err(ImageError::Outside { .. })
         ));
         assert!(matches!(
             member_components("rootfs/../../x"),
@@ -385,6 +456,34 @@ mod tests {
             .contains("metadata"));
     }
 
+    /// What LXD's Go decoder takes, silo takes: keys it does not use, numbers and booleans
+    /// where a string is meant (kept as written), nulls.
+    #[test]
+    fn metadata_as_other_tools_write_it() {
+        let m = ImageMetadata::parse(
+            b"architecture: x86_64\ncreation_date: 1700000000\nexpiry_date: 1900000000\n\
+              source: {url: 'https://example'}\nproperties:\n  release: 22.04\n  serial: 20240101\n\
+              \x20 version: 1.10\n  lts: true\n  empty: null\n  os: ubuntu\n\
+              templates:\n  /etc/hostname:\n    when: [create]\n    template: h.tpl\n\
+              \x20   mystery: {a: 1}\n    properties: {n: 5}\n  /etc/hosts:\n    when: null\n\
+              \x20   template: hosts.tpl\n",
+        )
+        .unwrap();
+        assert_eq!(m.expiry_date, Some(1900000000));
+        assert_eq!(m.properties["release"], "22.04");
+        assert_eq!(m.properties["serial"], "20240101");
+        assert_eq!(m.properties["version"], "1.10");
+        assert_eq!(m.properties["lts"], "true");
+        assert_eq!(m.properties["empty"], "");
+        assert_eq!(m.templates["/etc/hostname"].properties["n"], "5");
+        assert!(m.templates["/etc/hosts"].when.is_empty());
+        let m = ImageMetadata::parse(
+            b"architecture: x86_64\ncreation_date: 1\nproperties: null\ntemplates: null\nexpiry_date: null\n",
+        )
+        .unwrap();
+        assert!(m.properties.is_empty() && m.templates.is_empty());
+    }
+
     #[test]
     fn sniffing() {
         assert_eq!(
@@ -392,5 +491,21 @@ mod tests {
             Some(Compression::Gzip)
         );
         assert_eq!(Compression::sniff(b"random bytes"), None);
+        // A v7 header: no magic, a valid checksum.
+        let mut h = vec![0u8; 512];
+        h[..4].copy_from_slice(b"a/b\0");
+        h[100..108].copy_from_slice(b"0000644\0");
+        h[124..136].copy_from_slice(b"00000000000\0");
+        h[148..156].copy_from_slice(b"        ");
+        let sum: u32 = h.iter().map(|b| u32::from(*b)).sum();
+        h[148..156].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
+        assert_eq!(Compression::sniff(&h), Some(Compression::None));
+        h[0] = b'z';
+        assert_eq!(
+            Compression::sniff(&h),
+            None,
+            "a bad checksum is not a tarball"
+        );
+        assert_eq!(Compression::sniff(&[0u8; 512]), None);
     }
 }
