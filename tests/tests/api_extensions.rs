@@ -102,6 +102,11 @@ const CHECKS: &[(&str, Check)] = &[
     ("certificate_token", certificate_token),
     ("instance_all_projects", instance_all_projects),
     ("storage_volumes_all_projects", storage_volumes_all_projects),
+    ("container_edit_metadata", edit_metadata),
+    ("instance_file_head", file_head),
+    ("restrict_devlxd", restrict_devlxd),
+    ("devlxd_events", devlxd_events),
+    ("cloud_init", cloud_init),
 ];
 
 #[test]
@@ -274,6 +279,39 @@ impl Fx {
         let text = String::from_utf8_lossy(&o.stdout).into_owned();
         let (body, code) = text.rsplit_once('\n').unwrap_or((&text, "0"));
         (code.trim().parse().unwrap_or(0), body.to_string())
+    }
+
+    /// A command as c1's root, outside its mount namespace: its user namespace entered, so it
+    /// reaches c1's `/dev/lxd/sock` (as `DEVLXD_SOCK`) through `/proc/<init>/root`.
+    fn as_c1_root(&self, argv: &[&str]) -> Result<Command, String> {
+        let st = self.ok("GET", "/1.0/instances/c1/state", None)?;
+        let pid = st["pid"]
+            .as_i64()
+            .filter(|p| *p > 0)
+            .ok_or(format!("no pid: {st}"))?;
+        let mut c = Command::new("nsenter");
+        c.args(["-t", &pid.to_string(), "-U", "-S", "0", "-G", "0", "--"])
+            .args(argv)
+            .env("DEVLXD_SOCK", format!("/proc/{pid}/root/dev/lxd/sock"));
+        Ok(c)
+    }
+
+    /// `GET path` on c1's /dev/lxd as its root: (status, body).
+    fn devlxd(&self, path: &str) -> Result<(u16, String), String> {
+        let out = self
+            .as_c1_root(&[
+                "sh",
+                "-c",
+                &format!(
+                    "curl -s -w '\\n%{{http_code}}' --max-time 10 --unix-socket \
+                     \"$DEVLXD_SOCK\" 'http://lxd{path}'"
+                ),
+            ])?
+            .output()
+            .map_err(|e| e.to_string())?;
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let (body, code) = text.rsplit_once('\n').unwrap_or((&text, "0"));
+        Ok((code.trim().parse().unwrap_or(0), body.to_string()))
     }
 
     fn sh(&self, cmd: &str) -> Result<String, String> {
@@ -1375,5 +1413,113 @@ fn storage_volumes_all_projects(fx: &Fx) -> Result<(), String> {
         "csv",
     ])?;
     ensure!(out.contains("default,custom,v1\n"), "{out}");
+    Ok(())
+}
+
+fn edit_metadata(fx: &Fx) -> Result<(), String> {
+    let meta = fx.lxc(&["config", "metadata", "show", "cs"])?;
+    ensure!(meta.contains("architecture"), "{meta}");
+    // The body is the template itself, not JSON.
+    let (c, out) = fx.curl(
+        &[
+            "-X",
+            "POST",
+            "--data-binary",
+            "made by {{ container.name }}",
+        ],
+        "/1.0/instances/cs/metadata/templates?path=ext.tpl",
+    );
+    ensure!(c == 200, "{c} {out}");
+    let list = fx.lxc(&["config", "template", "list", "cs"])?;
+    ensure!(list.contains("ext.tpl"), "{list}");
+    fx.lxc(&["config", "template", "delete", "cs", "ext.tpl"])?;
+    let list = fx.lxc(&["config", "template", "list", "cs"])?;
+    ensure!(!list.contains("ext.tpl"), "{list}");
+    Ok(())
+}
+
+fn file_head(fx: &Fx) -> Result<(), String> {
+    fx.sh("printf 'twelve bytes' > /run/head-me")?;
+    let (c, out) = fx.curl(&["-I"], "/1.0/instances/c1/files?path=/run/head-me");
+    ensure!(c == 200, "{c} {out}");
+    let lower = out.to_ascii_lowercase();
+    ensure!(lower.contains("x-lxd-type: file"), "{out}");
+    ensure!(!out.contains("twelve bytes"), "HEAD has no body: {out}");
+    Ok(())
+}
+
+fn restrict_devlxd(fx: &Fx) -> Result<(), String> {
+    ensure!(
+        fx.sh("test -S /dev/lxd/sock && echo yes")? == "yes\n",
+        "c1 has no /dev/lxd/sock"
+    );
+    fx.lxc(&["config", "set", "cs", "security.devlxd", "false"])?;
+    fx.lxc(&["start", "cs"])?;
+    let (rc, out, err) =
+        fx.d.exec("cs", &["sh", "-c", "test -e /dev/lxd/sock || echo none"]);
+    let _ = fx.lxc(&["stop", "cs", "--force"]);
+    fx.lxc(&["config", "unset", "cs", "security.devlxd"])?;
+    ensure!(
+        rc == 0 && out == "none\n",
+        "security.devlxd=false: {rc} {out}{err}"
+    );
+    Ok(())
+}
+
+fn devlxd_events(fx: &Fx) -> Result<(), String> {
+    let client = r#"
+import os, socket, sys
+s = socket.socket(socket.AF_UNIX); s.settimeout(8); s.connect(os.environ["DEVLXD_SOCK"])
+s.sendall(b"GET /1.0/events?type=config HTTP/1.1\r\nHost: lxd\r\nConnection: Upgrade\r\n"
+          b"Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\n"
+          b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n")
+buf = b""
+while b"\r\n\r\n" not in buf:
+    buf += s.recv(1)
+print(buf.split(b"\r\n")[0].decode())
+def exact(n):
+    b = b""
+    while len(b) < n:
+        c = s.recv(n - len(b))
+        if not c: sys.exit("closed")
+        b += c
+    return b
+h = exact(2); n = h[1] & 0x7f
+if n == 126: n = int.from_bytes(exact(2), "big")
+print(exact(n).decode())
+"#;
+    let child = fx
+        .as_c1_root(&["/usr/bin/python3", "-c", client])?
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| e.to_string())?;
+    std::thread::sleep(Duration::from_millis(1500));
+    fx.lxc(&["config", "set", "c1", "user.ext-event", "seen"])?;
+    let out = child.wait_with_output().map_err(|e| e.to_string())?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    ensure!(
+        text.starts_with("HTTP/1.1 101") && text.contains("user.ext-event"),
+        "{text} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(())
+}
+
+fn cloud_init(fx: &Fx) -> Result<(), String> {
+    fx.lxc(&[
+        "config",
+        "set",
+        "c1",
+        "cloud-init.user-data",
+        "#cloud-config\n",
+    ])?;
+    let (c, body) = fx.devlxd("/1.0/config/cloud-init.user-data")?;
+    ensure!(c == 200 && body == "#cloud-config\n", "{c} {body:?}");
+    let (c, body) = fx.devlxd("/1.0/devices")?;
+    ensure!(c == 200, "{c} {body}");
+    let devices: Value = serde_json::from_str(&body).map_err(|e| format!("{e}: {body}"))?;
+    ensure!(devices["root"]["path"] == "/", "{devices}");
+    fx.lxc(&["config", "unset", "c1", "cloud-init.user-data"])?;
     Ok(())
 }

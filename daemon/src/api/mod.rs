@@ -110,6 +110,12 @@ pub const API_EXTENSIONS: &[&str] = &[
     "console",
     // /1.0/instances/<name>/metadata and its templates.
     "container_edit_metadata",
+    // HEAD on the files API.
+    "instance_file_head",
+    // /dev/lxd: `security.devlxd`, its events websocket, cloud-init.* keys and /1.0/devices.
+    "restrict_devlxd",
+    "devlxd_events",
+    "cloud_init",
     // The files API: directories, delete, append, symlinks.
     "directory_manipulation",
     "file_delete",
