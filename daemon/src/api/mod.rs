@@ -9,6 +9,7 @@ pub mod images;
 pub mod instances;
 /// Request bodies decoded with LXD's leniency: the decoder lives in the shared API types crate.
 pub use silo_api::lenient;
+pub mod metrics;
 pub mod networks;
 pub mod operations;
 pub mod profiles;
@@ -165,6 +166,7 @@ pub fn router(d: Arc<Services>) -> Router {
                 .delete(certificates::delete),
         )
         .route("/1.0/resources", get(resources::get))
+        .route("/1.0/metrics", get(metrics::get))
         .route("/1.0/operations", get(operations::list))
         .route(
             "/1.0/operations/{id}",

@@ -328,6 +328,8 @@ impl Store for FakeStore {
             driver,
             space_total: 0,
             space_used: 0,
+            space_avail: 0,
+            fs_type: String::new(),
         })
     }
 
@@ -390,6 +392,8 @@ impl Store for FakeStore {
             driver,
             space_total: 0,
             space_used: 0,
+            space_avail: 0,
+            fs_type: String::new(),
         })
     }
 

@@ -18,6 +18,7 @@ pub mod image_updates;
 pub mod images;
 pub mod instances;
 pub mod lifecycle;
+pub mod metrics;
 pub mod migration;
 pub mod networks;
 pub mod operations;
