@@ -21,6 +21,7 @@ pub mod storage;
 pub mod tls;
 pub mod trust;
 pub mod util;
+pub mod warnings;
 
 use clap::{Parser, Subcommand};
 
@@ -113,6 +114,9 @@ pub enum Command {
     /// List, show and cancel background operations.
     #[command(subcommand)]
     Operation(OperationCmd),
+    /// List, show, acknowledge and delete the server's warnings.
+    #[command(subcommand)]
+    Warning(warnings::WarningCmd),
     /// Print events from the server as they happen.
     Monitor {
         /// Only these event types (operation, logging, lifecycle), comma separated.

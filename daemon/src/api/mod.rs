@@ -20,6 +20,7 @@ pub mod server;
 pub mod snapshots;
 pub mod storage;
 pub mod trust;
+pub mod warnings;
 
 use std::sync::Arc;
 
@@ -141,6 +142,10 @@ pub const API_EXTENSIONS: &[&str] = &[
     // (`lxc config trust add`).
     "certificate_update",
     "certificate_token",
+    // /1.0/warnings: what silo found degraded on this host, acknowledged or deleted.
+    "warnings",
+    // /1.0/metrics: Prometheus text, for local users and `metrics` certificates.
+    "metrics",
 ];
 
 /// The whole route table.
@@ -167,6 +172,14 @@ pub fn router(d: Arc<Services>) -> Router {
         )
         .route("/1.0/resources", get(resources::get))
         .route("/1.0/metrics", get(metrics::get))
+        .route("/1.0/warnings", get(warnings::list))
+        .route(
+            "/1.0/warnings/{uuid}",
+            get(warnings::get_one)
+                .put(warnings::put)
+                .patch(warnings::put)
+                .delete(warnings::delete),
+        )
         .route("/1.0/operations", get(operations::list))
         .route(
             "/1.0/operations/{id}",

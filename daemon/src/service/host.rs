@@ -3,6 +3,8 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use crate::model::warning::{host_conditions, CgroupView, WarningType};
+
 /// Facts gathered once at start (before landlock narrows what silod can read).
 #[derive(Debug, Clone, Default)]
 pub struct HostFacts {
@@ -21,6 +23,9 @@ pub struct HostFacts {
     /// Gathered here because silod cannot look at /proc/filesystems' neighbours or /usr/sbin
     /// once landlocked.
     pub btrfs: Option<String>,
+    /// Features this host lacks, as warnings to raise (see [`crate::service::warnings`]):
+    /// read here because /sys, /proc/config.gz and /usr/sbin are out of silod's reach later.
+    pub degraded: Vec<(WarningType, String)>,
 }
 
 impl HostFacts {
@@ -48,8 +53,75 @@ impl HostFacts {
             os_name: field("NAME"),
             os_version: field("VERSION_ID"),
             btrfs: btrfs_support(&s(|u| u.release())),
+            degraded: host_conditions(
+                &cgroup_view(),
+                apparmor_enabled(),
+                kernel_has("CONFIG_IPVLAN"),
+                is_executable(Path::new(DNSMASQ)),
+            ),
         }
     }
+}
+
+/// Where silo-net runs dnsmasq from.
+const DNSMASQ: &str = "/usr/sbin/dnsmasq";
+
+/// The cgroup controllers mounted here, from /proc/self/mountinfo (silo-priv, spawned next
+/// in the same mount namespace, sees the same).
+fn cgroup_view() -> CgroupView {
+    let text = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let mut view = CgroupView::default();
+    for line in text.lines() {
+        let Some((left, right)) = line.split_once(" - ") else {
+            continue;
+        };
+        let (Some(mount), mut r) = (left.split(' ').nth(4), right.split(' ')) else {
+            continue;
+        };
+        match (r.next(), r.nth(1)) {
+            (Some("cgroup2"), _) => {
+                let list = std::fs::read_to_string(Path::new(mount).join("cgroup.controllers"))
+                    .unwrap_or_default();
+                view.v2 = Some(list.split_whitespace().map(str::to_string).collect());
+            }
+            (Some("cgroup"), Some(opts)) => {
+                for o in opts.split(',') {
+                    if o == "memory" {
+                        view.v1_swap_accounting = Path::new(mount)
+                            .join("memory.memsw.limit_in_bytes")
+                            .exists();
+                    }
+                    view.v1.push(o.to_string());
+                }
+            }
+            _ => {}
+        }
+    }
+    view
+}
+
+/// Whether the kernel's AppArmor is enabled.
+fn apparmor_enabled() -> bool {
+    std::fs::read_to_string("/sys/module/apparmor/parameters/enabled")
+        .is_ok_and(|v| v.trim_start().starts_with('Y'))
+}
+
+/// Whether the running kernel has `option` built in or as a module, from /proc/config.gz;
+/// `None` when it does not say.
+fn kernel_has(option: &str) -> Option<bool> {
+    use std::io::Read;
+    let f = std::fs::File::open("/proc/config.gz").ok()?;
+    let mut text = String::new();
+    // A kernel config is a few hundred KiB; the cap keeps a strange file from growing memory.
+    flate2::read::GzDecoder::new(f)
+        .take(16 << 20)
+        .read_to_string(&mut text)
+        .ok()?;
+    Some(text.lines().any(|l| {
+        l.strip_prefix(option)
+            .and_then(|r| r.strip_prefix('='))
+            .is_some_and(|v| v == "y" || v == "m")
+    }))
 }
 
 /// Where mkfs.btrfs may be installed.

@@ -563,6 +563,10 @@ pub async fn gather(c: &Services, project: Option<&str>) -> Result<String, Domai
         .filter(|o| o.status == "Running" || o.status == "Pending")
         .count();
     set.add(Metric::OperationsTotal, &[], &[], running_ops as f64);
+    match crate::service::warnings::active_count(c) {
+        Ok(n) => set.add(Metric::WarningsTotal, &[], &[], n as f64),
+        Err(e) => tracing::warn!(error = %e, "counting warnings for the metrics"),
+    }
     set.add(
         Metric::UptimeSeconds,
         &[],

@@ -31,6 +31,7 @@ pub mod storage;
 mod tests;
 pub mod trust;
 pub mod volume_backups;
+pub mod warnings;
 
 use std::path::PathBuf;
 use std::time::Instant;
