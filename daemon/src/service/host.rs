@@ -26,6 +26,9 @@ pub struct HostFacts {
     /// Features this host lacks, as warnings to raise (see [`crate::service::warnings`]):
     /// read here because /sys, /proc/config.gz and /usr/sbin are out of silod's reach later.
     pub degraded: Vec<(WarningType, String)>,
+    /// What this machine is, as LXD's resources say it (`systemd-detect-virt`, run before
+    /// the drop): "container", "virtual-machine" or "physical"; "" when it could not tell.
+    pub system_type: String,
 }
 
 impl HostFacts {
@@ -59,7 +62,44 @@ impl HostFacts {
                 kernel_has("CONFIG_IPVLAN"),
                 is_executable(Path::new(DNSMASQ)),
             ),
+            system_type: system_type(),
         }
+    }
+}
+
+/// LXD's `systemGetType`: `systemd-detect-virt --container`, then `--vm`; "" when the tool
+/// is missing or wedged.
+fn system_type() -> String {
+    let run = |arg: &str| {
+        let mut child = std::process::Command::new("systemd-detect-virt")
+            .arg(arg)
+            .arg("--quiet")
+            .env_clear()
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .ok()?;
+        let deadline = Instant::now() + Duration::from_secs(2);
+        loop {
+            match child.try_wait() {
+                Ok(Some(st)) => return Some(st.success()),
+                Ok(None) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(5))
+                }
+                _ => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    return None;
+                }
+            }
+        }
+    };
+    match run("--container") {
+        None => String::new(),
+        Some(true) => "container".into(),
+        Some(false) if run("--vm") == Some(true) => "virtual-machine".into(),
+        Some(false) => "physical".into(),
     }
 }
 

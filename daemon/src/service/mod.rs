@@ -23,6 +23,7 @@ pub mod migration;
 pub mod networks;
 pub mod operations;
 pub mod profiles;
+pub mod resources;
 pub mod runtime;
 pub mod server;
 pub mod snapshots;
