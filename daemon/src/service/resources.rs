@@ -248,7 +248,7 @@ impl Sys {
                 continue;
             };
             total += 1;
-            let online = read_u64(&dir.join("online")).map_or(true, |v| v == 1);
+            let online = read_u64(&dir.join("online")).is_none_or(|v| v == 1);
             let topo = dir.join("topology");
             let num = |f: &str| {
                 read_str(&topo.join(f))
