@@ -214,13 +214,26 @@ fn metrics_scrape_over_the_socket_parses_and_cpu_and_memory_move() {
         &[
             "sh",
             "-c",
-            "i=0; while [ $i -lt 400000 ]; do i=$((i+1)); done; ping -c 3 -i 0.2 127.0.0.1 >/dev/null",
+            "i=0; while [ $i -lt 400000 ]; do i=$((i+1)); done; ping -c 3 -i 0.2 127.0.0.1 >/dev/null; dd if=/dev/zero of=/root/f bs=1M count=8 oflag=direct 2>/dev/null; sync",
         ],
     );
     assert_eq!(rc, 0, "{err}");
     let after = parse(&scrape(&d, ""));
     let cpu1 = cpu_seconds(&after, "mt1");
     assert!(cpu1 - cpu0 >= 0.2, "CPU seconds went from {cpu0} to {cpu1}");
+    // 8 MiB written with O_DIRECT reach the pool's block device, counted by the cgroup.
+    let written = |s: &[Sample]| -> f64 {
+        find(s, "lxd_disk_written_bytes_total", &[("name", "mt1")])
+            .iter()
+            .map(|x| x.value)
+            .sum()
+    };
+    assert!(
+        written(&after) - written(&before) >= 8.0 * 1024.0 * 1024.0,
+        "disk writes went from {} to {}",
+        written(&before),
+        written(&after)
+    );
     let lo = |s: &[Sample]| {
         find(
             s,
