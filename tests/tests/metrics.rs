@@ -312,3 +312,42 @@ fn metrics_certificates_reach_only_metrics_over_https() {
         assert_eq!(c, 403, "{body}");
     }
 }
+
+/// Every metric name and label set LXD 5.0.2 gives a running container is in silo's scrape of
+/// one, so queries and dashboards written against LXD find their series.
+#[test]
+fn a_running_container_has_the_series_lxd_5_0_gives_it() {
+    let l = silo_tests::lxd::TestLxd::start("metrics-lxd");
+    let d = TestDaemon::start("metrics-vs-lxd");
+    let img = busybox_image(false);
+    let img0 = img[0].to_string_lossy().to_string();
+    let ok = |o: std::process::Output| assert!(o.status.success(), "{}", show(&o));
+    ok(l.lxc(&["image", "import", &img0, "--alias", "bb"]));
+    ok(l.lxc(&["launch", "bb", "ml1"]));
+    d.import(&img[0], "busybox");
+    d.launch("busybox", "ml1");
+
+    let o = Command::new("curl")
+        .args(["-s", "--unix-socket"])
+        .arg(l.dir.join("unix.socket"))
+        .arg("http://lxd/1.0/metrics")
+        .output()
+        .expect("curl");
+    let theirs = parse(&String::from_utf8_lossy(&o.stdout));
+    let ours = parse(&scrape(&d, ""));
+    // (name, label names) of the container's series.
+    let series = |s: &[Sample]| -> std::collections::BTreeSet<(String, Vec<String>)> {
+        s.iter()
+            .filter(|x| x.labels.get("name").and_then(Value::as_str) == Some("ml1"))
+            .map(|x| (x.name.clone(), x.labels.keys().cloned().collect()))
+            .collect()
+    };
+    let (theirs, ours) = (series(&theirs), series(&ours));
+    assert!(!theirs.is_empty(), "LXD gave no series: {}", show(&o));
+    let missing: Vec<_> = theirs.difference(&ours).collect();
+    assert!(
+        missing.is_empty(),
+        "series LXD has and silo lacks: {missing:#?}\nsilo's: {ours:#?}"
+    );
+    ok(l.lxc(&["delete", "--force", "ml1"]));
+}
