@@ -216,3 +216,64 @@ fn resources_match_the_host_and_lxc_renders_them() {
         assert!(text.contains(want), "{want:?} missing from:\n{text}");
     }
 }
+
+/// The same host as LXD 5.0.2 describes it: the same shape, and the same figures where they
+/// do not move (silo leaves out what LXD takes from udev's database: disk ids and paths).
+#[test]
+fn resources_are_what_lxd_5_0_says_of_this_host() {
+    let l = silo_tests::lxd::TestLxd::start("resources-lxd");
+    let d = TestDaemon::start("resources-vs-lxd");
+    let o = l.lxc(&["query", "/1.0/resources"]);
+    assert!(o.status.success(), "{}", show(&o));
+    let theirs: Value = serde_json::from_slice(&o.stdout).expect("LXD's JSON");
+    let ours = d.api_ok("GET", "/1.0/resources", None);
+    // Drops `keys` from every object under `v`.
+    fn strip(mut v: Value, keys: &[&str]) -> Value {
+        fn walk(v: &mut Value, keys: &[&str]) {
+            match v {
+                Value::Object(m) => {
+                    for k in keys {
+                        m.remove(*k);
+                    }
+                    m.values_mut().for_each(|x| walk(x, keys));
+                }
+                Value::Array(a) => a.iter_mut().for_each(|x| walk(x, keys)),
+                _ => {}
+            }
+        }
+        walk(&mut v, keys);
+        v
+    }
+    // Frequencies move between two reads; `used` memory too.
+    assert_eq!(
+        strip(ours["cpu"].clone(), &["frequency"]),
+        strip(theirs["cpu"].clone(), &["frequency"])
+    );
+    assert_eq!(
+        strip(ours["memory"].clone(), &["used", "hugepages_used"]),
+        strip(theirs["memory"].clone(), &["used", "hugepages_used"])
+    );
+    // LXD takes a disk's ids, paths, serial, WWN and model from udev's database, which silod
+    // does not read; its block_size reads 0 where sysfs says 512 (silo gives sysfs's).
+    let udev = [
+        "device_id",
+        "device_path",
+        "serial",
+        "wwn",
+        "model",
+        "block_size",
+    ];
+    assert_eq!(
+        strip(ours["storage"].clone(), &udev),
+        strip(theirs["storage"].clone(), &udev)
+    );
+    // LXD lists a card's ports through ethtool ioctls in its own network namespace, where a
+    // host interface is not: the test LXD shows none; silo reads them from sysfs.
+    assert_eq!(
+        strip(ours["network"].clone(), &["ports"]),
+        strip(theirs["network"].clone(), &["ports"])
+    );
+    for section in ["pci", "usb", "gpu", "system"] {
+        assert_eq!(ours[section], theirs[section], "{section}");
+    }
+}

@@ -22,12 +22,17 @@ use silo_api::{
 #[derive(Debug, Clone)]
 pub struct Sys {
     root: PathBuf,
+    /// The running kernel's release: a built-in driver's version, as LXD reports it.
+    kernel: String,
 }
 
 impl Default for Sys {
     fn default() -> Self {
         Sys {
             root: PathBuf::from("/"),
+            kernel: nix::sys::utsname::uname()
+                .map(|u| u.release().to_string_lossy().into_owned())
+                .unwrap_or_default(),
         }
     }
 }
@@ -113,10 +118,12 @@ fn usb_address(dev: &Path) -> String {
 
 fn driver_of(sys: &Sys, dev: &Path) -> (String, String) {
     let driver = link_name(&dev.join("driver")).unwrap_or_default();
+    // A built-in driver has no version of its own: it is the kernel's (LXD's rule).
     let version = if driver.is_empty() {
         String::new()
     } else {
-        read_str(&sys.path("sys/module").join(&driver).join("version")).unwrap_or_default()
+        read_str(&sys.path("sys/module").join(&driver).join("version"))
+            .unwrap_or_else(|| sys.kernel.clone())
     };
     (driver, version)
 }
@@ -149,8 +156,8 @@ fn parse_size(s: &str) -> u64 {
     num.parse::<u64>().map(|n| n * mult).unwrap_or(0)
 }
 
-/// /proc/cpuinfo's blocks by processor number: (vendor_id, model name, cpu MHz).
-fn parse_cpuinfo(text: &str) -> BTreeMap<u64, (String, String, f64)> {
+/// /proc/cpuinfo's blocks by processor number: (vendor_id, model name).
+fn parse_cpuinfo(text: &str) -> BTreeMap<u64, (String, String)> {
     let mut out = BTreeMap::new();
     for block in text.split("\n\n") {
         let field = |k: &str| {
@@ -167,7 +174,6 @@ fn parse_cpuinfo(text: &str) -> BTreeMap<u64, (String, String, f64)> {
             (
                 field("vendor_id").unwrap_or_default(),
                 field("model name").unwrap_or_default(),
-                field("cpu MHz").and_then(|m| m.parse().ok()).unwrap_or(0.0),
             ),
         );
     }
@@ -201,6 +207,7 @@ impl Sys {
     pub fn at(root: &Path) -> Sys {
         Sys {
             root: root.to_path_buf(),
+            kernel: "6.1.0-test".into(),
         }
     }
 
@@ -262,10 +269,8 @@ impl Sys {
                 .find_map(|(n, _)| n.strip_prefix("node").and_then(|x| x.parse().ok()))
                 .unwrap_or(0);
             let cpufreq = dir.join("cpufreq");
-            let mhz = read_u64(&cpufreq.join("scaling_cur_freq"))
-                .map(|k| k / 1000)
-                .or_else(|| info.get(&id).map(|i| i.2 as u64))
-                .unwrap_or(0);
+            // cpufreq's only, as LXD: /proc/cpuinfo's "cpu MHz" is a guess on most VMs.
+            let mhz = read_u64(&cpufreq.join("scaling_cur_freq")).map_or(0, |k| k / 1000);
             if let (Some(min), Some(max)) = (
                 read_u64(&cpufreq.join("cpuinfo_min_freq")),
                 read_u64(&cpufreq.join("cpuinfo_max_freq")),
@@ -274,7 +279,7 @@ impl Sys {
                     .entry(socket)
                     .or_insert((min / 1000, max / 1000));
             }
-            if let Some((vendor, model, _)) = info.get(&id) {
+            if let Some((vendor, model)) = info.get(&id) {
                 socket_info
                     .entry(socket)
                     .or_insert_with(|| (vendor.clone(), model.clone()));
@@ -458,15 +463,19 @@ impl Sys {
             };
             let card = cards.entry(real.clone()).or_insert_with(|| {
                 let (driver, driver_version) = driver_of(self, &dev);
-                // A virtio device's ids are those of the PCI function it sits on.
+                // A virtio device's NUMA node is its PCI function's.
                 let pci = ancestor_on(&dev, "pci").unwrap_or_else(|| real.clone());
                 ResourcesNetworkCard {
                     driver,
                     driver_version,
                     numa_node: numa_of(&pci),
                     pci_address: pci_address(&dev),
-                    vendor_id: read_hex_id(&pci.join("vendor")),
-                    product_id: read_hex_id(&pci.join("device")),
+                    vendor_id: Some(read_hex_id(&dev.join("vendor")))
+                        .filter(|v| !v.is_empty())
+                        .unwrap_or_else(|| read_hex_id(&pci.join("vendor"))),
+                    product_id: Some(read_hex_id(&dev.join("device")))
+                        .filter(|v| !v.is_empty())
+                        .unwrap_or_else(|| read_hex_id(&pci.join("device"))),
                     usb_address: usb_address(&dev),
                     ..Default::default()
                 }
