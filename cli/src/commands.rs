@@ -491,6 +491,14 @@ pub async fn run(cli: Cli) -> Result<(), CmdError> {
         Command::Storage(c) => crate::storage::run(&client, c).await,
         Command::Version => version(&client).await,
         Command::Info {
+            name: None,
+            resources: true,
+            ..
+        } => {
+            let r: silo_api::Resources = client.get_as("/1.0/resources").await?;
+            out(&crate::resources::render(&r))
+        }
+        Command::Info {
             name: None, format, ..
         } => {
             // Printed as the server sent it, silo's own section and all: free-form here.

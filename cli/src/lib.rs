@@ -15,6 +15,7 @@ pub mod networks;
 pub mod profiles;
 pub mod remotes;
 pub mod requests;
+pub mod resources;
 pub mod simplestreams;
 pub mod snapshots;
 pub mod storage;
@@ -49,6 +50,9 @@ pub enum Command {
         /// Show the instance's console log too.
         #[arg(long, requires = "name")]
         show_log: bool,
+        /// Show the server's hardware (CPUs, memory, GPUs, network cards, disks).
+        #[arg(long, conflicts_with = "name")]
+        resources: bool,
         /// Output format (server information only).
         #[arg(long, value_enum, default_value = "yaml")]
         format: InfoFormat,
