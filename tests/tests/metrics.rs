@@ -311,6 +311,25 @@ fn metrics_certificates_reach_only_metrics_over_https() {
         let (c, body) = curl_cert(&d, &format!("{base}/1.0/metrics"), cert);
         assert_eq!(c, 403, "{body}");
     }
+
+    // core.metrics_authentication=false opens the scrape (and only it) to anyone, as LXD.
+    let set = |v: &str| {
+        let (c, body) = d.api(
+            "PATCH",
+            "/1.0",
+            Some(json!({"config": {"core.metrics_authentication": v}})),
+        );
+        assert_eq!(c, 200, "{body}");
+    };
+    set("false");
+    let (c, text) = curl_cert(&d, &format!("{base}/1.0/metrics"), None);
+    assert_eq!(c, 200, "{text}");
+    assert!(!find(&parse(&text), "lxd_uptime_seconds", &[]).is_empty());
+    let (c, body) = curl_cert(&d, &format!("{base}/1.0/instances"), None);
+    assert_eq!(c, 403, "{body}");
+    set("true");
+    let (c, body) = curl_cert(&d, &format!("{base}/1.0/metrics"), None);
+    assert_eq!(c, 403, "{body}");
 }
 
 /// Every metric name and label set LXD 5.0.2 gives a running container is in silo's scrape of
