@@ -518,12 +518,21 @@ pub async fn gather(c: &Services, project: Option<&str>) -> Result<String, Domai
         Some(p) if p != PROJECT => Vec::new(),
         _ => instances::list_records(&c.db)?,
     };
-    let names: Vec<String> = records.iter().map(|i| i.name.clone()).collect();
-    let stats = if names.is_empty() {
+    // Only running instances have figures; silo-priv takes at most 4096 names a call.
+    let running = if records.is_empty() {
         HashMap::new()
     } else {
-        runtime::stats_many(c, names).await?
+        runtime::running(c).await?
     };
+    let names: Vec<String> = records
+        .iter()
+        .filter(|i| running.contains_key(&i.name))
+        .map(|i| i.name.clone())
+        .collect();
+    let mut stats = HashMap::new();
+    for chunk in names.chunks(4096) {
+        stats.extend(runtime::stats_many(c, chunk.to_vec()).await?);
+    }
     let host_mem = host_memory();
     let mut pools: HashMap<String, Option<PoolInfo>> = HashMap::new();
     let mut counts: BTreeMap<&str, u64> = BTreeMap::new();
