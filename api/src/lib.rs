@@ -26,6 +26,7 @@ pub mod simplestreams;
 pub mod snapshots;
 pub mod storage;
 pub mod units;
+pub mod warnings;
 
 use std::collections::BTreeMap;
 
@@ -44,6 +45,7 @@ pub use response::*;
 pub use server::*;
 pub use snapshots::*;
 pub use storage::*;
+pub use warnings::*;
 
 /// A configuration map (`config`, `properties`, one device), Go's `map[string]string`.
 pub type StringMap = BTreeMap<String, String>;

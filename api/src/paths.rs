@@ -275,6 +275,11 @@ pub fn certificate(fingerprint: &str) -> String {
     format!("{API}/certificates/{}", escape(fingerprint))
 }
 
+/// `/1.0/warnings/<uuid>`.
+pub fn warning(uuid: &str) -> String {
+    format!("{API}/warnings/{}", escape(uuid))
+}
+
 /// The last segment of an object's URL (`/1.0/instances/c%201` is `c 1`), as LXD's client
 /// reads names out of listings and `used_by`; `None` when `url` is not under `prefix`.
 pub fn name_under(url: &str, prefix: &str) -> Option<String> {

@@ -69,6 +69,10 @@ fn name_args(cmd: &mut Command) -> Vec<Arg<'_>> {
         Command::File(F::Pull(a)) => names(&mut a.sources),
         Command::File(F::Delete { paths, .. }) => names(paths),
         Command::Snapshot(a) => vec![Arg::Name(&mut a.instance)],
+        Command::Warning(
+            crate::warnings::WarningCmd::Show { uuid } | crate::warnings::WarningCmd::Ack { uuid },
+        ) => vec![Arg::Name(uuid)],
+        Command::Warning(crate::warnings::WarningCmd::Delete { uuid, .. }) => vec![Arg::Opt(uuid)],
         Command::Restore(a) => vec![Arg::Name(&mut a.instance)],
         Command::Move(a) => vec![Arg::Name(&mut a.source), Arg::Name(&mut a.target)],
         Command::Copy(a) => vec![Arg::Name(&mut a.source), Arg::Opt(&mut a.target)],
@@ -522,6 +526,14 @@ pub async fn run(cli: Cli) -> Result<(), CmdError> {
         Command::Storage(c) => crate::storage::run(&client, c).await,
         Command::Version => version(&client).await,
         Command::Info {
+            name: None,
+            resources: true,
+            ..
+        } => {
+            let r: silo_api::Resources = client.get_as("/1.0/resources").await?;
+            out(&crate::resources::render(&r))
+        }
+        Command::Info {
             name: None, format, ..
         } => {
             // Printed as the server sent it, silo's own section and all: free-form here.
@@ -540,6 +552,7 @@ pub async fn run(cli: Cli) -> Result<(), CmdError> {
                 .await?;
             Ok(())
         }
+        Command::Warning(c) => crate::warnings::run(&client, c).await,
         Command::Monitor { types, format, .. } => monitor(&client, &types, format).await,
         Command::Remote(_)
         | Command::Completion { .. }

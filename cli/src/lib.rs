@@ -18,12 +18,14 @@ pub mod profiles;
 pub mod query;
 pub mod remotes;
 pub mod requests;
+pub mod resources;
 pub mod simplestreams;
 pub mod snapshots;
 pub mod storage;
 pub mod tls;
 pub mod trust;
 pub mod util;
+pub mod warnings;
 
 use clap::{Parser, Subcommand};
 
@@ -51,6 +53,9 @@ pub enum Command {
         /// Show the instance's console log too.
         #[arg(long, requires = "name")]
         show_log: bool,
+        /// Show the server's hardware (CPUs, memory, GPUs, network cards, disks).
+        #[arg(long, conflicts_with = "name")]
+        resources: bool,
         /// Output format (server information only).
         #[arg(long, value_enum, default_value = "yaml")]
         format: InfoFormat,
@@ -124,6 +129,9 @@ pub enum Command {
     /// Manage command aliases (in the client's config.yml).
     #[command(subcommand)]
     Alias(aliases::AliasCmd),
+    /// List, show, acknowledge and delete the server's warnings.
+    #[command(subcommand)]
+    Warning(warnings::WarningCmd),
     /// Print events from the server as they happen.
     Monitor {
         /// Only these event types (operation, logging, lifecycle), comma separated.

@@ -24,8 +24,20 @@ pub const SYSTEM_READ: &[&str] = &[
     "/etc/gai.conf",
 ];
 
+/// The sysfs trees `GET /1.0/resources` reads (CPU topology and caches, memory blocks and
+/// NUMA nodes, network, block, DRM and DMI classes, PCI and USB buses, drivers' versions).
+/// Read-only, and only what the file modes give any unprivileged user: DMI's serial numbers
+/// and UUID stay root's.
+pub const SYSFS_READ: &[&str] = &[
+    "/sys/devices",
+    "/sys/class",
+    "/sys/bus",
+    "/sys/block",
+    "/sys/module",
+];
+
 /// The jail: no capabilities at all; the state dir read-write; /proc read-only (helpers'
-/// confinement for `GET /1.0`), the CA store and resolver files read-only; TCP bind on
+/// confinement for `GET /1.0`), the sysfs trees of [`SYSFS_READ`] read-only, the CA store and resolver files read-only; TCP bind on
 /// unprivileged ports only (the HTTPS API; a privileged port is bound by silo-net where the
 /// policy allows and handed over), TCP connect anywhere (image servers and remotes);
 /// no abstract sockets or signals outside itself. `extra_read` is what the operator pointed
@@ -33,6 +45,7 @@ pub const SYSTEM_READ: &[&str] = &[
 pub fn jail(state_dir: &Path, seccomp_mode: SeccompMode, extra_read: &[PathBuf]) -> Jail {
     let mut read = existing(&["/proc"]);
     read.extend(existing(SYSTEM_READ));
+    read.extend(existing(SYSFS_READ));
     read.extend(extra_read.iter().filter(|p| p.exists()).cloned());
     read.retain(|p| !p.starts_with(state_dir));
     Jail {

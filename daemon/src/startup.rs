@@ -617,6 +617,10 @@ async fn serve(
         // Serving beats refusing to start over a leftover; the next start tries again.
         tracing::error!(error = %e, "collecting orphaned volumes failed; they stay until the next start");
     }
+    if let Err(e) = crate::service::warnings::record_host_conditions(&daemon, &daemon.host.degraded)
+    {
+        tracing::error!(error = %e, "recording this host's warnings failed");
+    }
     spawn_background(&daemon, &args.state_dir);
     listener.set_nonblocking(true)?;
     let listener = tokio::net::UnixListener::from_std(listener)?;

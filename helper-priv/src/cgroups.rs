@@ -6,7 +6,10 @@
 use std::path::{Path, PathBuf};
 
 use silo_proto::error::{HelperError, HelperResult};
-use silo_proto::privileged::{CgroupLayout, CpuAllowance, HugePageSize, InstanceStats, Limits};
+use silo_proto::privileged::{
+    BlockIo, CgroupLayout, CpuAllowance, CpuTimes, HugePageSize, InstanceStats, Limits, MemoryStat,
+    MAX_DISK_NAME,
+};
 use silo_proto::InstanceName;
 
 /// One mounted hierarchy.
@@ -665,6 +668,42 @@ impl Cgroups {
                 num(&d, "cpuacct.usage").unwrap_or(0)
             };
         }
+        if let Some((d, v2)) = self.dir_with(name, "memory", "memory") {
+            let read = |f: &str| std::fs::read_to_string(d.join(f)).ok();
+            s.memory_stat = read("memory.stat").map(|t| parse_memory_stat(&t, v2));
+            s.memory_limit = if v2 {
+                read("memory.max").and_then(|t| t.trim().parse().ok())
+            } else {
+                // v1 answers a page-rounded i64::MAX when unlimited.
+                num(&d, "memory.limit_in_bytes").filter(|l| *l < (1 << 62))
+            };
+        }
+        if let Some((d, v2)) = self.dir_with(name, "cpuacct", "cpu") {
+            s.cpu_times = if v2 {
+                std::fs::read_to_string(d.join("cpu.stat"))
+                    .map(|t| vec![parse_cpu_stat_v2(&t)])
+                    .unwrap_or_default()
+            } else {
+                std::fs::read_to_string(d.join("cpuacct.usage_all"))
+                    .map(|t| parse_usage_all(&t))
+                    .unwrap_or_default()
+            };
+        }
+        if let Some((d, v2)) = self.dir_with(name, "blkio", "io") {
+            let names = std::fs::read_to_string("/proc/partitions")
+                .map(|t| parse_partitions(&t))
+                .unwrap_or_default();
+            let read = |f: &str| std::fs::read_to_string(d.join(f)).unwrap_or_default();
+            s.io = if v2 {
+                parse_io_stat(&read("io.stat"), &names)
+            } else {
+                parse_blkio_v1(
+                    &read("blkio.throttle.io_service_bytes_recursive"),
+                    &read("blkio.throttle.io_serviced_recursive"),
+                    &names,
+                )
+            };
+        }
         s.processes = match self.dir_with(name, "pids", "pids") {
             Some((d, _)) => num(&d, "pids.current").unwrap_or(0),
             None => self
@@ -682,6 +721,162 @@ impl Cgroups {
             let _ = std::fs::remove_dir(h.mount.join(&self.parent));
         }
     }
+}
+
+/// `memory.stat` into the figures LXD exports: v1's hierarchical `total_*` lines, v2's own
+/// names.
+pub fn parse_memory_stat(text: &str, v2: bool) -> MemoryStat {
+    let mut m = MemoryStat::default();
+    for line in text.lines() {
+        let Some((k, v)) = line.split_once(' ') else {
+            continue;
+        };
+        let Ok(v) = v.trim().parse::<u64>() else {
+            continue;
+        };
+        let slot = match (v2, k) {
+            (false, "total_active_anon") | (true, "active_anon") => &mut m.active_anon,
+            (false, "total_active_file") | (true, "active_file") => &mut m.active_file,
+            (false, "total_inactive_anon") | (true, "inactive_anon") => &mut m.inactive_anon,
+            (false, "total_inactive_file") | (true, "inactive_file") => &mut m.inactive_file,
+            (false, "total_unevictable") | (true, "unevictable") => &mut m.unevictable,
+            (false, "total_writeback") | (true, "file_writeback") => &mut m.writeback,
+            (false, "total_dirty") | (true, "file_dirty") => &mut m.dirty,
+            (false, "total_mapped_file") | (true, "file_mapped") => &mut m.mapped,
+            (false, "total_rss") => &mut m.rss,
+            (false, "total_shmem") | (true, "shmem") => &mut m.shmem,
+            (false, "total_cache") | (true, "file") => &mut m.cache,
+            _ => continue,
+        };
+        *slot = v;
+    }
+    m
+}
+
+/// v1 `cpuacct.usage_all`: `cpu user system` lines in nanoseconds, after a header.
+pub fn parse_usage_all(text: &str) -> Vec<CpuTimes> {
+    text.lines()
+        .filter_map(|l| {
+            let mut f = l.split_whitespace();
+            Some(CpuTimes {
+                cpu: f.next()?.parse().ok()?,
+                user_ns: f.next()?.parse().ok()?,
+                system_ns: f.next()?.parse().ok()?,
+            })
+        })
+        .collect()
+}
+
+/// cgroup2 `cpu.stat`'s `user_usec` and `system_usec`, as CPU 0's (LXD does the same: v2 has
+/// no per-CPU split).
+pub fn parse_cpu_stat_v2(text: &str) -> CpuTimes {
+    let mut t = CpuTimes::default();
+    for l in text.lines() {
+        let mut f = l.split_whitespace();
+        let (Some(k), Some(Ok(v))) = (f.next(), f.next().map(str::parse::<u64>)) else {
+            continue;
+        };
+        match k {
+            "user_usec" => t.user_ns = v.saturating_mul(1000),
+            "system_usec" => t.system_ns = v.saturating_mul(1000),
+            _ => {}
+        }
+    }
+    t
+}
+
+/// /proc/partitions as `maj:min` → kernel name, keeping only plain names.
+pub fn parse_partitions(text: &str) -> Vec<(String, String)> {
+    text.lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            let (maj, min, name) = (f.first()?, f.get(1)?, f.get(3)?);
+            maj.parse::<u32>().ok()?;
+            min.parse::<u32>().ok()?;
+            let plain = name.len() <= MAX_DISK_NAME
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+            plain.then(|| (format!("{maj}:{min}"), name.to_string()))
+        })
+        .collect()
+}
+
+fn disk_entry<'a>(
+    out: &'a mut Vec<BlockIo>,
+    id: &str,
+    names: &[(String, String)],
+) -> &'a mut BlockIo {
+    let device = names
+        .iter()
+        .find(|(k, _)| k == id)
+        .map(|(_, n)| n.clone())
+        .unwrap_or_else(|| id.to_string());
+    match out.iter().position(|d| d.device == device) {
+        Some(i) => &mut out[i],
+        None => {
+            out.push(BlockIo {
+                device,
+                ..Default::default()
+            });
+            let last = out.len() - 1;
+            &mut out[last]
+        }
+    }
+}
+
+fn is_dev_id(id: &str) -> bool {
+    id.split_once(':')
+        .is_some_and(|(a, b)| a.parse::<u32>().is_ok() && b.parse::<u32>().is_ok())
+}
+
+/// cgroup2 `io.stat`: `maj:min rbytes=.. wbytes=.. rios=.. wios=..` lines.
+pub fn parse_io_stat(text: &str, names: &[(String, String)]) -> Vec<BlockIo> {
+    let mut out = Vec::new();
+    for l in text.lines() {
+        let mut f = l.split_whitespace();
+        let Some(id) = f.next().filter(|i| is_dev_id(i)) else {
+            continue;
+        };
+        let d = disk_entry(&mut out, id, names);
+        for kv in f {
+            let Some((k, Ok(v))) = kv.split_once('=').map(|(k, v)| (k, v.parse::<u64>())) else {
+                continue;
+            };
+            match k {
+                "rbytes" => d.read_bytes = v,
+                "wbytes" => d.written_bytes = v,
+                "rios" => d.reads = v,
+                "wios" => d.writes = v,
+                _ => {}
+            }
+        }
+    }
+    out
+}
+
+/// v1 `blkio.throttle.io_service_bytes_recursive` and `..._io_serviced_recursive`:
+/// `maj:min Read|Write|... n` lines.
+pub fn parse_blkio_v1(bytes: &str, ios: &str, names: &[(String, String)]) -> Vec<BlockIo> {
+    let mut out = Vec::new();
+    for (text, is_bytes) in [(bytes, true), (ios, false)] {
+        for l in text.lines() {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            let [id, op, v] = f[..] else { continue };
+            let (true, Ok(v)) = (is_dev_id(id), v.parse::<u64>()) else {
+                continue;
+            };
+            let d = disk_entry(&mut out, id, names);
+            match (op, is_bytes) {
+                ("Read", true) => d.read_bytes = v,
+                ("Write", true) => d.written_bytes = v,
+                ("Read", false) => d.reads = v,
+                ("Write", false) => d.writes = v,
+                _ => {}
+            }
+        }
+    }
+    out
 }
 
 /// LXD's soft limit beside a hard one: 90% of it.
@@ -774,6 +969,62 @@ fn remove_cgroup_tree(dir: &Path) -> HelperResult<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn metrics_files_parse_as_lxd_reads_them() {
+        let parts = parse_partitions(
+            "major minor  #blocks  name\n\n 254        0  268435456 vda\n 254  1 1 vda1\n 7 0 1 ../x\n",
+        );
+        assert_eq!(parts.len(), 2, "{parts:?}");
+        let v1 = parse_blkio_v1(
+            "254:0 Read 4096\n254:0 Write 8192\n254:0 Sync 1\nTotal 12288\n",
+            "254:0 Read 1\n254:0 Write 2\n7:0 Read 3\n",
+            &parts,
+        );
+        assert_eq!(
+            v1,
+            vec![
+                BlockIo {
+                    device: "vda".into(),
+                    read_bytes: 4096,
+                    reads: 1,
+                    written_bytes: 8192,
+                    writes: 2
+                },
+                BlockIo {
+                    device: "7:0".into(),
+                    reads: 3,
+                    ..Default::default()
+                },
+            ]
+        );
+        let v2 = parse_io_stat(
+            "254:1 rbytes=10 wbytes=20 rios=1 wios=2 dbytes=0 dios=0\n",
+            &parts,
+        );
+        assert_eq!(v2[0].device, "vda1");
+        assert_eq!(
+            (
+                v2[0].read_bytes,
+                v2[0].written_bytes,
+                v2[0].reads,
+                v2[0].writes
+            ),
+            (10, 20, 1, 2)
+        );
+        let cpus = parse_usage_all("cpu user system\n0 100 200\n1 300 400\n");
+        assert_eq!(cpus.len(), 2);
+        assert_eq!(
+            (cpus[1].cpu, cpus[1].user_ns, cpus[1].system_ns),
+            (1, 300, 400)
+        );
+        let c2 = parse_cpu_stat_v2("usage_usec 5\nuser_usec 3\nsystem_usec 2\n");
+        assert_eq!((c2.cpu, c2.user_ns, c2.system_ns), (0, 3000, 2000));
+        let m1 = parse_memory_stat("cache 1\nrss 2\ntotal_cache 10\ntotal_rss 20\n", false);
+        assert_eq!((m1.cache, m1.rss), (10, 20));
+        let m2 = parse_memory_stat("anon 5\nfile 7\nfile_dirty 3\nactive_anon 4\n", true);
+        assert_eq!((m2.cache, m2.dirty, m2.active_anon, m2.rss), (7, 3, 4, 0));
+    }
 
     #[test]
     fn cpu_allowance_and_priority_map_as_lxd() {

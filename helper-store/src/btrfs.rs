@@ -330,6 +330,28 @@ pub fn is_btrfs(dir: BorrowedFd<'_>) -> bool {
         .unwrap_or(false)
 }
 
+/// The name of the filesystem type holding `dir`, from its statfs magic (LXD's
+/// `FSTypeToName` names), or "" for one it does not name.
+pub fn fs_type_name(dir: BorrowedFd<'_>) -> &'static str {
+    let Ok(s) = nix::sys::statfs::fstatfs(dir) else {
+        return "";
+    };
+    // The magics of <linux/magic.h>; f_type's width differs between architectures.
+    #[allow(clippy::unnecessary_cast)]
+    match s.filesystem_type().0 as u64 {
+        0x9123_683E => "btrfs",
+        0xEF53 => "ext4",
+        0x5846_5342 => "xfs",
+        0x0102_1994 => "tmpfs",
+        0x2FC1_2FC1 => "zfs",
+        0x794C_7630 => "overlayfs",
+        0x7366_7173 => "squashfs",
+        0xF2F5_2010 => "f2fs",
+        0x6969 => "nfs",
+        _ => "",
+    }
+}
+
 #[repr(C)]
 struct VolArgs {
     fd: i64,

@@ -149,6 +149,8 @@ impl StoreServer {
             driver,
             space_total: total,
             space_used: total.saturating_sub(free),
+            space_avail: st.blocks_available().saturating_mul(frsize),
+            fs_type: crate::btrfs::fs_type_name(dir.fd()).to_string(),
         })
     }
 

@@ -155,6 +155,10 @@ fn link_counters(l: &LinkMessage) -> NetCounters {
                 n.tx_bytes = s.tx_bytes;
                 n.rx_packets = s.rx_packets;
                 n.tx_packets = s.tx_packets;
+                n.rx_errors = s.rx_errors;
+                n.tx_errors = s.tx_errors;
+                n.rx_dropped = s.rx_dropped;
+                n.tx_dropped = s.tx_dropped;
             }
             _ => {}
         }

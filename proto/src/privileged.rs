@@ -943,6 +943,14 @@ pub struct NetCounters {
     pub rx_packets: u64,
     /// Packets sent.
     pub tx_packets: u64,
+    /// Receive errors.
+    pub rx_errors: u64,
+    /// Transmit errors.
+    pub tx_errors: u64,
+    /// Packets dropped on receive.
+    pub rx_dropped: u64,
+    /// Packets dropped on transmit.
+    pub tx_dropped: u64,
     /// MTU.
     pub mtu: u64,
     /// Hardware address.
@@ -970,6 +978,72 @@ pub struct InstanceStats {
     pub swap: u64,
     /// Interfaces.
     pub net: Vec<NetCounters>,
+    /// CPU time split by mode: one entry per CPU on cgroup v1 (`cpuacct.usage_all`), one
+    /// entry for CPU 0 on cgroup2 (`cpu.stat` has no per-CPU split), as LXD reports it.
+    pub cpu_times: Vec<CpuTimes>,
+    /// The memory controller's `memory.stat` figures LXD exports (none without one).
+    pub memory_stat: Option<MemoryStat>,
+    /// The group's memory limit in bytes (None: unlimited).
+    pub memory_limit: Option<u64>,
+    /// Block I/O per device, from the blkio (v1) or io (v2) controller.
+    pub io: Vec<BlockIo>,
+}
+
+/// One CPU's time by mode, in nanoseconds.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CpuTimes {
+    /// The CPU's number.
+    pub cpu: u32,
+    /// Time in user mode.
+    pub user_ns: u64,
+    /// Time in kernel mode.
+    pub system_ns: u64,
+}
+
+/// A memory cgroup's `memory.stat`, in bytes (v1 `total_*` figures, v2 names mapped as LXD
+/// maps them: `file` is the cache, `anon` has no v1 `rss` twin and stays 0).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemoryStat {
+    /// Anonymous memory on the active LRU list.
+    pub active_anon: u64,
+    /// File-backed memory on the active LRU list.
+    pub active_file: u64,
+    /// Anonymous memory on the inactive LRU list.
+    pub inactive_anon: u64,
+    /// File-backed memory on the inactive LRU list.
+    pub inactive_file: u64,
+    /// Unevictable memory.
+    pub unevictable: u64,
+    /// Memory queued for writeback.
+    pub writeback: u64,
+    /// Dirty memory.
+    pub dirty: u64,
+    /// Mapped files.
+    pub mapped: u64,
+    /// Anonymous and swap cache memory (v1 only).
+    pub rss: u64,
+    /// Shared memory.
+    pub shmem: u64,
+    /// Page cache.
+    pub cache: u64,
+}
+
+/// Longest block device name silo-priv reports; longer or odd names are sent as `maj:min`.
+pub const MAX_DISK_NAME: usize = 32;
+
+/// Block I/O of one device.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlockIo {
+    /// The device's kernel name (`vda`, `nvme0n1`), or `maj:min` when it has none.
+    pub device: String,
+    /// Bytes read.
+    pub read_bytes: u64,
+    /// Reads completed.
+    pub reads: u64,
+    /// Bytes written.
+    pub written_bytes: u64,
+    /// Writes completed.
+    pub writes: u64,
 }
 
 /// Most ids one instance may map: 64 instances' worth, room for a nested silo or LXD.

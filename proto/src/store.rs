@@ -154,6 +154,10 @@ pub struct PoolInfo {
     pub space_total: u64,
     /// Bytes used on that filesystem.
     pub space_used: u64,
+    /// Bytes an unprivileged writer may still use there (statvfs `f_bavail`).
+    pub space_avail: u64,
+    /// That filesystem's type as LXD names it (`ext4`, `btrfs`, `xfs`...; empty if unknown).
+    pub fs_type: String,
 }
 
 /// A sparse backing file for a loop-mounted pool.

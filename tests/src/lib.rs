@@ -675,6 +675,12 @@ impl TestDaemon {
         }
     }
 
+    /// Whether the next [`TestDaemon::spawn`] starts silod as on a host with only cgroup2
+    /// mounted (see [`TestDaemon::start_pure_cgroup2`]).
+    pub fn set_pure_cgroup2(&mut self, pure: bool) {
+        self.pure_cgroup2 = pure;
+    }
+
     /// Keeps the state dir after drop (to restart on it in the same test).
     pub fn keep_dir(&mut self, keep: bool) {
         self.keep_dir = keep;

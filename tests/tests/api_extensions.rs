@@ -107,6 +107,9 @@ const CHECKS: &[(&str, Check)] = &[
     ("restrict_devlxd", restrict_devlxd),
     ("devlxd_events", devlxd_events),
     ("cloud_init", cloud_init),
+    ("warnings", warnings),
+    ("metrics", metrics),
+    ("metrics_cpu_seconds", metrics_cpu_seconds),
 ];
 
 #[test]
@@ -1521,5 +1524,45 @@ fn cloud_init(fx: &Fx) -> Result<(), String> {
     let devices: Value = serde_json::from_str(&body).map_err(|e| format!("{e}: {body}"))?;
     ensure!(devices["root"]["path"] == "/", "{devices}");
     fx.lxc(&["config", "unset", "c1", "cloud-init.user-data"])?;
+    Ok(())
+}
+
+fn warnings(fx: &Fx) -> Result<(), String> {
+    let list = fx.ok("GET", "/1.0/warnings?recursion=1", None)?;
+    ensure!(list.is_array(), "{list}");
+    fx.lxc(&["warning", "list"])?;
+    Ok(())
+}
+
+/// The scrape through the socket: (status, text).
+fn scrape(fx: &Fx) -> (u16, String) {
+    fx.curl(&[], "/1.0/metrics")
+}
+
+fn metrics(fx: &Fx) -> Result<(), String> {
+    let (c, text) = scrape(fx);
+    ensure!(c == 200, "{c} {text}");
+    ensure!(
+        text.contains("lxd_memory_MemTotal_bytes{") && text.contains("name=\"c1\""),
+        "{text}"
+    );
+    Ok(())
+}
+
+fn metrics_cpu_seconds(fx: &Fx) -> Result<(), String> {
+    // Seconds, not milliseconds: a second of CPU burned inside adds about one, not a thousand.
+    let total = |text: &str| -> f64 {
+        text.lines()
+            .filter(|l| l.starts_with("lxd_cpu_seconds_total{") && l.contains("name=\"c1\""))
+            .filter_map(|l| l.rsplit_once(' ').and_then(|(_, v)| v.parse::<f64>().ok()))
+            .sum()
+    };
+    let before = total(&scrape(fx).1);
+    fx.sh("end=$(($(date +%s)+2)); while [ $(date +%s) -lt $end ]; do :; done")?;
+    let after = total(&scrape(fx).1);
+    ensure!(
+        after - before > 0.3 && after - before < 10.0,
+        "c1's CPU seconds went from {before} to {after} over a busy loop of about 2 s"
+    );
     Ok(())
 }

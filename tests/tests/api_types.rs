@@ -40,6 +40,7 @@ fn every_object_silod_serves_round_trips_through_its_type() {
     d.import(&busybox_image(false)[0], "busybox");
     same::<Server>(&d, "/1.0");
     same::<Resources>(&d, "/1.0/resources");
+    same::<Vec<Warning>>(&d, "/1.0/warnings?recursion=1");
 
     d.api_ok(
         "POST",

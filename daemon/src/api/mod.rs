@@ -11,6 +11,7 @@ pub mod instances;
 pub mod metadata;
 /// Request bodies decoded with LXD's leniency: the decoder lives in the shared API types crate.
 pub use silo_api::lenient;
+pub mod metrics;
 pub mod networks;
 pub mod operations;
 pub mod profiles;
@@ -22,6 +23,7 @@ pub mod server;
 pub mod snapshots;
 pub mod storage;
 pub mod trust;
+pub mod warnings;
 
 use std::sync::Arc;
 
@@ -156,6 +158,12 @@ pub const API_EXTENSIONS: &[&str] = &[
     // is every project.
     "instance_all_projects",
     "storage_volumes_all_projects",
+    // /1.0/warnings: what silo found degraded on this host, acknowledged or deleted.
+    "warnings",
+    // /1.0/metrics: Prometheus text, for local users and `metrics` certificates.
+    "metrics",
+    // lxd_cpu_seconds_total counts seconds (LXD 5.0's fix; dashboards key on it).
+    "metrics_cpu_seconds",
 ];
 
 /// The whole route table.
@@ -181,6 +189,15 @@ pub fn router(d: Arc<Services>) -> Router {
                 .delete(certificates::delete),
         )
         .route("/1.0/resources", get(resources::get))
+        .route("/1.0/metrics", get(metrics::get))
+        .route("/1.0/warnings", get(warnings::list))
+        .route(
+            "/1.0/warnings/{uuid}",
+            get(warnings::get_one)
+                .put(warnings::put)
+                .patch(warnings::put)
+                .delete(warnings::delete),
+        )
         .route("/1.0/operations", get(operations::list))
         .route(
             "/1.0/operations/{id}",

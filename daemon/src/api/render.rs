@@ -121,7 +121,10 @@ pub fn running_state(s: &InstanceStats, disk: Option<u64>) -> silo_api::Instance
                     bytes_sent: n(c.tx_bytes),
                     packets_received: n(c.rx_packets),
                     packets_sent: n(c.tx_packets),
-                    ..Default::default()
+                    errors_received: n(c.rx_errors),
+                    errors_sent: n(c.tx_errors),
+                    packets_dropped_inbound: n(c.rx_dropped),
+                    packets_dropped_outbound: n(c.tx_dropped),
                 },
                 hwaddr: c.hwaddr.clone(),
                 host_name: String::new(),

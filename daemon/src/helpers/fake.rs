@@ -334,6 +334,8 @@ impl Store for FakeStore {
             driver,
             space_total: 0,
             space_used: 0,
+            space_avail: 0,
+            fs_type: String::new(),
         })
     }
 
@@ -396,6 +398,8 @@ impl Store for FakeStore {
             driver,
             space_total: 0,
             space_used: 0,
+            space_avail: 0,
+            fs_type: String::new(),
         })
     }
 

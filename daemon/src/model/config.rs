@@ -395,12 +395,20 @@ pub fn check_instance_config(
 /// The key whose value is a secret: stored hashed, shown as `true`.
 pub const TRUST_PASSWORD: &str = "core.trust_password";
 
+/// LXD's switch that opens `/1.0/metrics` to untrusted callers when false.
+pub const METRICS_AUTHENTICATION: &str = "core.metrics_authentication";
+
 /// Server configuration keys silod knows, as LXD 5.0 names and parses them.
 pub const SERVER_KEYS: &[KeySpec] = &[
     key(
         "core.https_address",
         KeyType::HttpsAddress,
         "where silod serves the API over TLS (rebinds at once when changed)",
+    ),
+    key(
+        METRICS_AUTHENTICATION,
+        KeyType::Bool,
+        "whether GET /1.0/metrics needs a trusted or metrics certificate (default true)",
     ),
     key(
         "core.remote_token_expiry",

@@ -10,6 +10,7 @@ pub mod parse;
 pub mod password;
 pub mod schedule;
 pub mod trust;
+pub mod warning;
 
 // The records silo keeps, as plain data (store/ reads and writes them).
 pub mod backup;

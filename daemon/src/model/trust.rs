@@ -97,6 +97,12 @@ fn listed(table: &[(&str, &str)], method: &str, path: &str) -> bool {
         .any(|(m, shape)| *m == method && shape_matches(shape, path))
 }
 
+/// Whether `method path` is the metrics scrape (what `core.metrics_authentication=false`
+/// opens to untrusted callers, as LXD's `allowMetrics` does).
+pub fn is_metrics(method: &str, path: &str) -> bool {
+    listed(METRICS, method, path)
+}
+
 /// The rule: what `caller` may do with `method path` (the path without its query).
 pub fn access(caller: CallerKind, method: &str, path: &str) -> Access {
     match caller {
@@ -310,6 +316,8 @@ mod tests {
             assert_eq!(access(Untrusted, m, p), denied, "{m} {p}");
         }
         assert_eq!(access(Metrics, "GET", "/1.0/metrics"), full);
+        assert!(is_metrics("GET", "/1.0/metrics") && is_metrics("HEAD", "/1.0/metrics"));
+        assert!(!is_metrics("PUT", "/1.0/metrics") && !is_metrics("GET", "/1.0/metrics/x"));
         assert_eq!(access(Metrics, "GET", "/1.0/instances"), denied);
         assert!(Local.trusted() && Client.trusted() && !Metrics.trusted());
     }

@@ -3,6 +3,8 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use crate::model::warning::{host_conditions, CgroupView, WarningType};
+
 /// Facts gathered once at start (before landlock narrows what silod can read).
 #[derive(Debug, Clone, Default)]
 pub struct HostFacts {
@@ -21,6 +23,12 @@ pub struct HostFacts {
     /// Gathered here because silod cannot look at /proc/filesystems' neighbours or /usr/sbin
     /// once landlocked.
     pub btrfs: Option<String>,
+    /// Features this host lacks, as warnings to raise (see [`crate::service::warnings`]):
+    /// read here because /sys, /proc/config.gz and /usr/sbin are out of silod's reach later.
+    pub degraded: Vec<(WarningType, String)>,
+    /// What this machine is, as LXD's resources say it (`systemd-detect-virt`, run before
+    /// the drop): "container", "virtual-machine" or "physical"; "" when it could not tell.
+    pub system_type: String,
 }
 
 impl HostFacts {
@@ -48,8 +56,112 @@ impl HostFacts {
             os_name: field("NAME"),
             os_version: field("VERSION_ID"),
             btrfs: btrfs_support(&s(|u| u.release())),
+            degraded: host_conditions(
+                &cgroup_view(),
+                apparmor_enabled(),
+                kernel_has("CONFIG_IPVLAN"),
+                is_executable(Path::new(DNSMASQ)),
+            ),
+            system_type: system_type(),
         }
     }
+}
+
+/// LXD's `systemGetType`: `systemd-detect-virt --container`, then `--vm`; "" when the tool
+/// is missing or wedged.
+fn system_type() -> String {
+    let run = |arg: &str| {
+        let mut child = std::process::Command::new("systemd-detect-virt")
+            .arg(arg)
+            .arg("--quiet")
+            .env_clear()
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .ok()?;
+        let deadline = Instant::now() + Duration::from_secs(2);
+        loop {
+            match child.try_wait() {
+                Ok(Some(st)) => return Some(st.success()),
+                Ok(None) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(5))
+                }
+                _ => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    return None;
+                }
+            }
+        }
+    };
+    match run("--container") {
+        None => String::new(),
+        Some(true) => "container".into(),
+        Some(false) if run("--vm") == Some(true) => "virtual-machine".into(),
+        Some(false) => "physical".into(),
+    }
+}
+
+/// Where silo-net runs dnsmasq from.
+const DNSMASQ: &str = "/usr/sbin/dnsmasq";
+
+/// The cgroup controllers mounted here, from /proc/self/mountinfo (silo-priv, spawned next
+/// in the same mount namespace, sees the same).
+fn cgroup_view() -> CgroupView {
+    let text = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let mut view = CgroupView::default();
+    for line in text.lines() {
+        let Some((left, right)) = line.split_once(" - ") else {
+            continue;
+        };
+        let (Some(mount), mut r) = (left.split(' ').nth(4), right.split(' ')) else {
+            continue;
+        };
+        match (r.next(), r.nth(1)) {
+            (Some("cgroup2"), _) => {
+                let list = std::fs::read_to_string(Path::new(mount).join("cgroup.controllers"))
+                    .unwrap_or_default();
+                view.v2 = Some(list.split_whitespace().map(str::to_string).collect());
+            }
+            (Some("cgroup"), Some(opts)) => {
+                for o in opts.split(',') {
+                    if o == "memory" {
+                        view.v1_swap_accounting = Path::new(mount)
+                            .join("memory.memsw.limit_in_bytes")
+                            .exists();
+                    }
+                    view.v1.push(o.to_string());
+                }
+            }
+            _ => {}
+        }
+    }
+    view
+}
+
+/// Whether the kernel's AppArmor is enabled.
+fn apparmor_enabled() -> bool {
+    std::fs::read_to_string("/sys/module/apparmor/parameters/enabled")
+        .is_ok_and(|v| v.trim_start().starts_with('Y'))
+}
+
+/// Whether the running kernel has `option` built in or as a module, from /proc/config.gz;
+/// `None` when it does not say.
+fn kernel_has(option: &str) -> Option<bool> {
+    use std::io::Read;
+    let f = std::fs::File::open("/proc/config.gz").ok()?;
+    let mut text = String::new();
+    // A kernel config is a few hundred KiB; the cap keeps a strange file from growing memory.
+    flate2::read::GzDecoder::new(f)
+        .take(16 << 20)
+        .read_to_string(&mut text)
+        .ok()?;
+    Some(text.lines().any(|l| {
+        l.strip_prefix(option)
+            .and_then(|r| r.strip_prefix('='))
+            .is_some_and(|v| v == "y" || v == "m")
+    }))
 }
 
 /// Where mkfs.btrfs may be installed.

@@ -541,3 +541,12 @@ pub fn add(
     );
     Ok(Added::Certificate(fp))
 }
+
+/// Whether `core.metrics_authentication` is off: `/1.0/metrics` open to anyone who reaches
+/// the API (LXD's default is on).
+pub fn metrics_open(c: &Services) -> bool {
+    crate::store::config::get(&c.db, crate::model::config::METRICS_AUTHENTICATION)
+        .ok()
+        .flatten()
+        .is_some_and(|v| matches!(v.as_str(), "false" | "0" | "off" | "no"))
+}

@@ -177,6 +177,20 @@ const MIGRATIONS: &[&str] = &[
      CREATE TRIGGER idmap_ranges_follow_delete AFTER DELETE ON instances BEGIN
         DELETE FROM idmap_ranges WHERE instance = OLD.name;
      END;",
+    // 12: warnings (LXD's /1.0/warnings): one row per (project, entity, type), counted.
+    "CREATE TABLE warnings (
+        uuid TEXT PRIMARY KEY NOT NULL,
+        project TEXT NOT NULL DEFAULT '',
+        entity_url TEXT NOT NULL DEFAULT '',
+        type_code INTEGER NOT NULL,
+        last_message TEXT NOT NULL,
+        count INTEGER NOT NULL,
+        first_seen_at TEXT NOT NULL,
+        last_seen_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL,
+        status INTEGER NOT NULL,
+        UNIQUE (project, entity_url, type_code)
+     );",
 ];
 
 /// The error this module had before the store had its own; kept so older call sites read.

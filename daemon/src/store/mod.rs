@@ -39,6 +39,7 @@ pub mod profiles;
 pub mod snapshots;
 pub mod volume_backups;
 pub mod volume_snapshots;
+pub mod warnings;
 
 pub use error::StoreError;
 pub use global::{GlobalStore, LocalStore};
