@@ -110,6 +110,7 @@ const CHECKS: &[(&str, Check)] = &[
     ("warnings", warnings),
     ("metrics", metrics),
     ("metrics_cpu_seconds", metrics_cpu_seconds),
+    ("instance_bulk_state_change", bulk_state_change),
 ];
 
 #[test]
@@ -1564,5 +1565,33 @@ fn metrics_cpu_seconds(fx: &Fx) -> Result<(), String> {
         after - before > 0.3 && after - before < 10.0,
         "c1's CPU seconds went from {before} to {after} over a busy loop of about 2 s"
     );
+    Ok(())
+}
+
+fn bulk_state_change(fx: &Fx) -> Result<(), String> {
+    // `lxc pause --all` takes the bulk API when the server lists it; unfreeze through the API
+    // (lxc has no bulk unpause: its `start --all` starts the stopped ones).
+    fx.lxc(&["pause", "--all"])?;
+    let st = fx.ok("GET", "/1.0/instances/c1", None)?;
+    let frozen = st["status"] == "Frozen";
+    let thawed = fx.ok(
+        "PUT",
+        "/1.0/instances",
+        Some(json!({"state": {"action": "unfreeze", "timeout": -1}})),
+    );
+    ensure!(frozen, "c1 after lxc pause --all: {}", st["status"]);
+    thawed?;
+    let st = fx.ok("GET", "/1.0/instances/c1", None)?;
+    ensure!(
+        st["status"] == "Running",
+        "c1 after the bulk unfreeze: {}",
+        st["status"]
+    );
+    let (c, v) = fx.api(
+        "PUT",
+        "/1.0/instances",
+        Some(json!({"state": {"action": "jump"}})),
+    );
+    ensure!(c == 400, "an unknown action: {c} {v}");
     Ok(())
 }

@@ -440,18 +440,113 @@ pub async fn put_state(
         resources(&name),
         false,
         move |_ctx| async move {
-            let r = match action.as_str() {
-                "start" => crate::service::runtime::start(&c, &name).await.map(|_| ()),
-                "stop" => crate::service::runtime::stop(&c, &name, force, timeout)
-                    .await
-                    .map(|_| ()),
-                "freeze" => crate::service::runtime::set_frozen(&c, &name, true).await,
-                "unfreeze" => crate::service::runtime::set_frozen(&c, &name, false).await,
-                _ => crate::service::runtime::restart(&c, &name, force, timeout).await,
-            };
-            r.map(|()| Value::Null)
+            state_action(&c, &name, &action, force, timeout)
+                .await
+                .map(|()| Value::Null)
         },
     );
+    Ok(async_op(&op))
+}
+
+/// One checked state change of one instance.
+async fn state_action(
+    c: &Services,
+    name: &str,
+    action: &str,
+    force: bool,
+    timeout: Option<std::time::Duration>,
+) -> Result<(), DomainError> {
+    match action {
+        "start" => crate::service::runtime::start(c, name).await.map(|_| ()),
+        "stop" => crate::service::runtime::stop(c, name, force, timeout)
+            .await
+            .map(|_| ()),
+        "freeze" => crate::service::runtime::set_frozen(c, name, true).await,
+        "unfreeze" => crate::service::runtime::set_frozen(c, name, false).await,
+        _ => crate::service::runtime::restart(c, name, force, timeout).await,
+    }
+}
+
+/// The body of `PUT /1.0/instances`.
+#[derive(Debug, serde::Deserialize)]
+pub struct BulkStateChange {
+    #[serde(default, deserialize_with = "crate::model::null_default")]
+    state: Option<StateChange>,
+}
+
+/// `PUT /1.0/instances`: one state change for every instance it changes (`lxc start --all`,
+/// `lxc pause --all`), in one operation, side by side; failures are reported together, as
+/// LXD's `instance_bulk_state_change` does.
+pub async fn put_all(State(d): State<Arc<Services>>, body: axum::body::Bytes) -> ApiResult {
+    let req: BulkStateChange = super::lenient::from_slice(&body)
+        .map_err(|e| DomainError::BadRequest(format!("invalid request body: {e}")))?;
+    let Some(req) = req.state else {
+        return Err(DomainError::BadRequest("no state given".into()));
+    };
+    if req.stateful {
+        return Err(DomainError::BadRequest(
+            "stateful start and stop (CRIU) are not supported by silo".into(),
+        ));
+    }
+    let action = req.action.clone();
+    let description = match action.as_str() {
+        "start" => "Starting instances",
+        "stop" => "Stopping instances",
+        "restart" => "Restarting instances",
+        "freeze" => "Freezing instances",
+        "unfreeze" => "Unfreezing instances",
+        other => {
+            return Err(DomainError::BadRequest(format!(
+                "unknown action {other:?}: expected start, stop, restart, freeze or unfreeze"
+            )))
+        }
+    };
+    let timeout = (req.timeout >= 0).then(|| std::time::Duration::from_secs(req.timeout as u64));
+    let c = Services::clone(&d);
+    let running = crate::service::runtime::running(&c).await?;
+    // As LXD: only the instances the action changes.
+    let names: Vec<String> = instances::list_records(&d.db)?
+        .into_iter()
+        .map(|i| i.name)
+        .filter(|n| match (action.as_str(), running.get(n)) {
+            ("start", None) => true,
+            ("stop" | "restart", Some(_)) => true,
+            ("freeze", Some(r)) => !r.frozen,
+            ("unfreeze", Some(r)) => r.frozen,
+            _ => false,
+        })
+        .collect();
+    let mut res = BTreeMap::new();
+    res.insert(
+        "instances".to_string(),
+        names
+            .iter()
+            .map(|n| format!("/1.0/instances/{n}"))
+            .collect::<Vec<_>>(),
+    );
+    let force = req.force;
+    let op = d
+        .ops
+        .start("task", description, res, false, move |_ctx| async move {
+            let results = futures::future::join_all(names.iter().map(|n| {
+                let c = &c;
+                let action = &action;
+                async move { (n, state_action(c, n, action, force, timeout).await) }
+            }))
+            .await;
+            let failed: Vec<String> = results
+                .into_iter()
+                .filter_map(|(n, r)| r.err().map(|e| format!(" - Instance: {n}: {e}")))
+                .collect();
+            if failed.is_empty() {
+                Ok(Value::Null)
+            } else {
+                Err(DomainError::BadRequest(format!(
+                    "The following instances failed to update state:\n{}",
+                    failed.join("\n")
+                )))
+            }
+        });
     Ok(async_op(&op))
 }
 

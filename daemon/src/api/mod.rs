@@ -164,6 +164,8 @@ pub const API_EXTENSIONS: &[&str] = &[
     "metrics",
     // lxd_cpu_seconds_total counts seconds (LXD 5.0's fix; dashboards key on it).
     "metrics_cpu_seconds",
+    // PUT /1.0/instances: one state change for all (`lxc start --all`, `lxc pause --all`).
+    "instance_bulk_state_change",
 ];
 
 /// The whole route table.
@@ -341,6 +343,7 @@ fn instance_routes(base: &str) -> Router<Arc<Services>> {
             base,
             get(instances::list)
                 .post(instances::create)
+                .put(instances::put_all)
                 .layer(DefaultBodyLimit::disable()),
         )
         .route(
