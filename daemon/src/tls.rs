@@ -154,35 +154,20 @@ pub fn serve_fn(router: axum::Router, cfg: Arc<rustls::ServerConfig>) -> ServeFn
                     return;
                 }
             };
-            let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
-            loop {
-                let permit = tokio::select! {
-                    biased;
-                    () = stop.cancelled() => break,
-                    p = slots.clone().acquire_owned() => match p {
-                        Ok(p) => p,
-                        Err(_) => break,
-                    },
-                };
-                tokio::select! {
-                    biased;
-                    () = stop.cancelled() => break,
-                    r = listener.accept() => match r {
-                        Ok((tcp, addr)) => {
-                            let (acceptor, router) = (acceptor.clone(), router.clone());
-                            tokio::spawn(async move {
-                                connection(acceptor, router, tcp, addr).await;
-                                drop(permit);
-                            });
-                        }
-                        Err(e) => {
-                            // Out of fds and the like: back off instead of spinning.
-                            tracing::warn!(error = %e, "accepting an HTTPS connection");
-                            tokio::time::sleep(Duration::from_millis(100)).await;
-                        }
-                    },
-                }
-            }
+            crate::api::accept::bounded(
+                MAX_CONNECTIONS,
+                &stop,
+                "the HTTPS endpoint",
+                || listener.accept(),
+                |(tcp, addr), permit| {
+                    let (acceptor, router) = (acceptor.clone(), router.clone());
+                    tokio::spawn(async move {
+                        connection(acceptor, router, tcp, addr).await;
+                        drop(permit);
+                    });
+                },
+            )
+            .await;
             // The listener is dropped here: the port closes at once.
         });
     })

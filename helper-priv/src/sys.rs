@@ -100,6 +100,27 @@ struct MountAttr {
     userns_fd: u64,
 }
 
+/// `mount_setattr` on the whole of a detached mount `mnt`; `what` names the change and the
+/// mount in the error.
+fn set_mount_attr(mnt: BorrowedFd<'_>, attr: &MountAttr, what: (&str, &str)) -> io::Result<()> {
+    let empty = cstr("")?;
+    // SAFETY: a valid fd, an empty path with AT_EMPTY_PATH, and a mount_attr of the size given.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            mnt.as_raw_fd(),
+            empty.as_ptr(),
+            libc::AT_EMPTY_PATH,
+            attr as *const MountAttr,
+            std::mem::size_of::<MountAttr>(),
+        )
+    };
+    if r < 0 {
+        return Err(err(what.0, what.1));
+    }
+    Ok(())
+}
+
 /// Readies the detached clone of an instance's root volume: idmapped through the instance's
 /// user namespace `userns` (none for a privileged instance), and with `nosuid` cleared.
 ///
@@ -109,7 +130,6 @@ struct MountAttr {
 pub fn prepare_root_tree(mnt: BorrowedFd<'_>, userns: Option<BorrowedFd<'_>>) -> io::Result<()> {
     const MOUNT_ATTR_NOSUID: u64 = 0x0000_0002;
     const MOUNT_ATTR_IDMAP: u64 = 0x0010_0000;
-    let empty = cstr("")?;
     let attr = MountAttr {
         attr_set: if userns.is_some() {
             MOUNT_ATTR_IDMAP
@@ -120,21 +140,7 @@ pub fn prepare_root_tree(mnt: BorrowedFd<'_>, userns: Option<BorrowedFd<'_>>) ->
         propagation: 0,
         userns_fd: userns.map_or(0, |u| u.as_raw_fd() as u64),
     };
-    // SAFETY: valid fds, an empty path with AT_EMPTY_PATH, and a mount_attr of the size given.
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_mount_setattr,
-            mnt.as_raw_fd(),
-            empty.as_ptr(),
-            libc::AT_EMPTY_PATH,
-            &attr as *const MountAttr,
-            std::mem::size_of::<MountAttr>(),
-        )
-    };
-    if r < 0 {
-        return Err(err("mount_setattr(idmap, suid)", "rootfs"));
-    }
-    Ok(())
+    set_mount_attr(mnt, &attr, ("mount_setattr(idmap, suid)", "rootfs"))
 }
 
 /// Readies the detached clone of an instance's `devlxd` directory for `/dev/lxd`: read-only,
@@ -145,28 +151,17 @@ pub fn prepare_devlxd_tree(mnt: BorrowedFd<'_>) -> io::Result<()> {
     const MOUNT_ATTR_NOSUID: u64 = 0x2;
     const MOUNT_ATTR_NODEV: u64 = 0x4;
     const MOUNT_ATTR_NOEXEC: u64 = 0x8;
-    let empty = cstr("")?;
     let attr = MountAttr {
         attr_set: MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC,
         attr_clr: 0,
         propagation: libc::MS_PRIVATE,
         userns_fd: 0,
     };
-    // SAFETY: a valid fd, an empty path with AT_EMPTY_PATH, and a mount_attr of the size given.
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_mount_setattr,
-            mnt.as_raw_fd(),
-            empty.as_ptr(),
-            libc::AT_EMPTY_PATH,
-            &attr as *const MountAttr,
-            std::mem::size_of::<MountAttr>(),
-        )
-    };
-    if r < 0 {
-        return Err(err("mount_setattr(ro, nosuid, nodev, noexec)", "devlxd"));
-    }
-    Ok(())
+    set_mount_attr(
+        mnt,
+        &attr,
+        ("mount_setattr(ro, nosuid, nodev, noexec)", "devlxd"),
+    )
 }
 
 /// setns into the one namespace `fd` refers to (of kind `nstype`, a CLONE_NEW* flag).

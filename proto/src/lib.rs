@@ -10,6 +10,8 @@ pub mod error;
 pub mod fdpass;
 #[cfg(feature = "image")]
 pub mod image;
+#[cfg(feature = "kernel")]
+pub mod kernel;
 pub mod names;
 pub mod net;
 #[cfg(feature = "netlink")]

@@ -1115,3 +1115,27 @@ impl Drop for HelperDirs {
         let _ = std::fs::remove_file(&self.policy);
     }
 }
+
+/// A raw websocket client (Debian's python3) for an instance's `/dev/lxd/sock`: one upgrade
+/// to `$DEVLXD_PATH` on `$DEVLXD_SOCK`, then the status line and the first text frame printed.
+pub const DEVLXD_WS_CLIENT: &str = r#"
+import os, socket, sys
+s = socket.socket(socket.AF_UNIX); s.settimeout(8); s.connect(os.environ["DEVLXD_SOCK"])
+s.sendall(b"GET " + os.environ["DEVLXD_PATH"].encode() + b" HTTP/1.1\r\nHost: lxd\r\n"
+          b"Connection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\n"
+          b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n")
+buf = b""
+while b"\r\n\r\n" not in buf:
+    buf += s.recv(1)
+print(buf.split(b"\r\n")[0].decode())
+def exact(n):
+    b = b""
+    while len(b) < n:
+        c = s.recv(n - len(b))
+        if not c: sys.exit("closed")
+        b += c
+    return b
+h = exact(2); n = h[1] & 0x7f
+if n == 126: n = int.from_bytes(exact(2), "big")
+print(exact(n).decode())
+"#;

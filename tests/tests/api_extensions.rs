@@ -1471,29 +1471,9 @@ fn restrict_devlxd(fx: &Fx) -> Result<(), String> {
 }
 
 fn devlxd_events(fx: &Fx) -> Result<(), String> {
-    let client = r#"
-import os, socket, sys
-s = socket.socket(socket.AF_UNIX); s.settimeout(8); s.connect(os.environ["DEVLXD_SOCK"])
-s.sendall(b"GET /1.0/events?type=config HTTP/1.1\r\nHost: lxd\r\nConnection: Upgrade\r\n"
-          b"Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\n"
-          b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n")
-buf = b""
-while b"\r\n\r\n" not in buf:
-    buf += s.recv(1)
-print(buf.split(b"\r\n")[0].decode())
-def exact(n):
-    b = b""
-    while len(b) < n:
-        c = s.recv(n - len(b))
-        if not c: sys.exit("closed")
-        b += c
-    return b
-h = exact(2); n = h[1] & 0x7f
-if n == 126: n = int.from_bytes(exact(2), "big")
-print(exact(n).decode())
-"#;
     let child = fx
-        .as_c1_root(&["/usr/bin/python3", "-c", client])?
+        .as_c1_root(&["/usr/bin/python3", "-c", silo_tests::DEVLXD_WS_CLIENT])?
+        .env("DEVLXD_PATH", "/1.0/events?type=config")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()

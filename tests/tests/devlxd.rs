@@ -298,32 +298,18 @@ fn an_instance_sees_only_its_own_config_and_events() {
     .spawn()
     .expect("curl events");
     // And over a websocket, as LXD serves it (a raw client: one upgrade, then frames).
-    let ws_client = r#"
-import os, socket, sys
-s = socket.socket(socket.AF_UNIX); s.settimeout(8); s.connect(os.environ["DEVLXD_SOCK"])
-s.sendall(b"GET /1.0/events?type=device HTTP/1.1\r\nHost: lxd\r\nConnection: Upgrade\r\n"
-          b"Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\n"
-          b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n")
-buf = b""
-while b"\r\n\r\n" not in buf:
-    buf += s.recv(1)
-print(buf.split(b"\r\n")[0].decode())
-def exact(n):
-    b = b""
-    while len(b) < n:
-        c = s.recv(n - len(b))
-        if not c: sys.exit("closed")
-        b += c
-    return b
-h = exact(2); n = h[1] & 0x7f
-if n == 126: n = int.from_bytes(exact(2), "big")
-print(exact(n).decode())
-"#;
-    let ws = as_guest(&d, "a", Some(0), &["/usr/bin/python3", "-c", ws_client])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("python3 websocket client");
+
+    let ws = as_guest(
+        &d,
+        "a",
+        Some(0),
+        &["/usr/bin/python3", "-c", silo_tests::DEVLXD_WS_CLIENT],
+    )
+    .env("DEVLXD_PATH", "/1.0/events?type=device")
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .expect("python3 websocket client");
     std::thread::sleep(Duration::from_millis(1500));
     set_config(&d, "b", "user.secret", "b-changed");
     set_config(&d, "a", "user.secret", "a-changed");

@@ -67,39 +67,26 @@ async fn accept_loop(
             return;
         }
     };
-    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     let events = Arc::new(Semaphore::new(MAX_EVENT_LISTENERS));
-    loop {
-        let permit = tokio::select! {
-            biased;
-            () = stop.cancelled() => break,
-            p = slots.clone().acquire_owned() => match p {
-                Ok(p) => p,
-                Err(_) => break,
-            },
-        };
-        tokio::select! {
-            biased;
-            () = stop.cancelled() => break,
-            r = listener.accept() => match r {
-                Ok((s, _)) => {
-                    let conn = Conn {
-                        c: c.clone(),
-                        guest: guest.clone(),
-                        peer_uid: s.peer_cred().ok().map(|p| p.uid()),
-                        events: events.clone(),
-                        stop: stop.clone(),
-                        streaming: Default::default(),
-                    };
-                    tokio::spawn(connection(Arc::new(conn), s, permit));
-                }
-                Err(e) => {
-                    tracing::warn!(instance = %guest.instance, error = %e, "accepting on /dev/lxd/sock");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-            },
-        }
-    }
+    let what = format!("{}'s /dev/lxd/sock", guest.instance);
+    super::accept::bounded(
+        MAX_CONNECTIONS,
+        &stop,
+        &what,
+        || listener.accept(),
+        |(s, _), permit| {
+            let conn = Conn {
+                c: c.clone(),
+                guest: guest.clone(),
+                peer_uid: s.peer_cred().ok().map(|p| p.uid()),
+                events: events.clone(),
+                stop: stop.clone(),
+                streaming: Default::default(),
+            };
+            tokio::spawn(connection(Arc::new(conn), s, permit));
+        },
+    )
+    .await;
     tracing::info!(instance = %guest.instance, "no longer serving /dev/lxd/sock");
 }
 

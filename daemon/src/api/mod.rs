@@ -1,6 +1,7 @@
 //! The REST API: LXD's 1.0 surface over the unix socket. All routes are in [`router`];
 //! handlers only translate HTTP to calls on the daemon's modules and back.
 
+pub mod accept;
 pub mod backups;
 pub mod certificates;
 pub mod devlxd;

@@ -59,10 +59,27 @@ impl HostFacts {
             degraded: host_conditions(
                 &cgroup_view(),
                 apparmor_enabled(),
-                kernel_has("CONFIG_IPVLAN"),
+                silo_proto::kernel::has("CONFIG_IPVLAN"),
                 is_executable(Path::new(DNSMASQ)),
             ),
             system_type: system_type(),
+        }
+    }
+}
+
+/// Waits two seconds at most for a tool run at start-up (a wedged one must not hold silod
+/// up): its exit status, or `None` after killing it.
+fn wait_bounded(child: &mut std::process::Child) -> Option<std::process::ExitStatus> {
+    let deadline = Instant::now() + Duration::from_secs(2);
+    loop {
+        match child.try_wait() {
+            Ok(Some(st)) => return Some(st),
+            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(5)),
+            _ => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return None;
+            }
         }
     }
 }
@@ -80,20 +97,7 @@ fn system_type() -> String {
             .stderr(std::process::Stdio::null())
             .spawn()
             .ok()?;
-        let deadline = Instant::now() + Duration::from_secs(2);
-        loop {
-            match child.try_wait() {
-                Ok(Some(st)) => return Some(st.success()),
-                Ok(None) if Instant::now() < deadline => {
-                    std::thread::sleep(Duration::from_millis(5))
-                }
-                _ => {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    return None;
-                }
-            }
-        }
+        wait_bounded(&mut child).map(|st| st.success())
     };
     match run("--container") {
         None => String::new(),
@@ -144,24 +148,6 @@ fn cgroup_view() -> CgroupView {
 fn apparmor_enabled() -> bool {
     std::fs::read_to_string("/sys/module/apparmor/parameters/enabled")
         .is_ok_and(|v| v.trim_start().starts_with('Y'))
-}
-
-/// Whether the running kernel has `option` built in or as a module, from /proc/config.gz;
-/// `None` when it does not say.
-fn kernel_has(option: &str) -> Option<bool> {
-    use std::io::Read;
-    let f = std::fs::File::open("/proc/config.gz").ok()?;
-    let mut text = String::new();
-    // A kernel config is a few hundred KiB; the cap keeps a strange file from growing memory.
-    flate2::read::GzDecoder::new(f)
-        .take(16 << 20)
-        .read_to_string(&mut text)
-        .ok()?;
-    Some(text.lines().any(|l| {
-        l.strip_prefix(option)
-            .and_then(|r| r.strip_prefix('='))
-            .is_some_and(|v| v == "y" || v == "m")
-    }))
 }
 
 /// Where mkfs.btrfs may be installed.
@@ -216,18 +202,7 @@ fn mkfs_version(mkfs: &str) -> Option<String> {
         .stderr(std::process::Stdio::null())
         .spawn()
         .ok()?;
-    let deadline = Instant::now() + Duration::from_secs(2);
-    loop {
-        match child.try_wait() {
-            Ok(Some(_)) => break,
-            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(5)),
-            _ => {
-                let _ = child.kill();
-                let _ = child.wait();
-                return None;
-            }
-        }
-    }
+    wait_bounded(&mut child)?;
     let mut out = String::new();
     child.stdout.take()?.read_to_string(&mut out).ok()?;
     parse_progs_version(&out)
