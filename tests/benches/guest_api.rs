@@ -30,14 +30,14 @@ fn curl_times(prefix: &[&str], socket: &str, url: &str, n: usize) -> Vec<f64> {
     }
     cmd.args([
         "-s",
-        "-o",
-        "/dev/null",
         "-w",
         "%{http_code} %{time_total}\\n",
-    ])
-    .args(["--unix-socket", socket]);
+        "--unix-socket",
+        socket,
+    ]);
+    // `-o` is per URL: each transfer's body is thrown away.
     for _ in 0..n {
-        cmd.arg(url);
+        cmd.args(["-o", "/dev/null", url]);
     }
     let out = cmd.output().expect("curl");
     let text = String::from_utf8_lossy(&out.stdout);
