@@ -50,6 +50,34 @@ impl Lxc {
         (o, t.elapsed())
     }
 
+    /// [`Lxc::timed`] that gives up after `limit`: `None` when the client had not finished
+    /// (it is killed by its pid; what it started on a server may still run there).
+    pub fn timed_bounded(&self, args: &[&str], limit: Duration) -> Option<(Output, Duration)> {
+        let mut c = Command::new("lxc");
+        c.args(args)
+            .env("LXD_CONF", &self.conf)
+            .env("LXD_DIR", self.conf.join("no-local-daemon"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let t = Instant::now();
+        let mut child = in_netns(&self.netns, move || {
+            c.spawn()
+                .expect("lxc (Debian's lxd-client) is installed by scripts/deps")
+        });
+        loop {
+            match child.try_wait() {
+                Ok(Some(_)) => return child.wait_with_output().ok().map(|o| (o, t.elapsed())),
+                Ok(None) if t.elapsed() < limit => std::thread::sleep(Duration::from_millis(100)),
+                _ => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    return None;
+                }
+            }
+        }
+    }
+
     /// Runs `lxc ARGS`, panics with its output unless it succeeds; answers stdout.
     pub fn ok(&self, args: &[&str]) -> String {
         let o = self.run(args);
