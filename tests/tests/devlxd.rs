@@ -494,27 +494,44 @@ fn cloud_init_lxd_datasource_reads_devlxd() {
     )
     .expect("chmod");
     // cloud-init and what its URL helper imports, for Debian's own python3 (any other python
-    // on the host may keep its packages where the instance's root cannot read them).
-    let o = Command::new("apt-get")
-        .args([
-            "download",
-            "cloud-init",
-            "python3-requests",
-            "python3-urllib3",
-            "python3-idna",
-            "python3-certifi",
-            "python3-charset-normalizer",
-            "python3-chardet",
-        ])
-        .current_dir(work.path())
-        .output()
-        .expect("apt-get");
-    assert!(
-        o.status.success(),
-        "this test reads cloud-init's datasource from Debian's cloud-init package, and \
-         `apt-get download cloud-init` failed: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
+    // on the host may keep its packages where the instance's root cannot read them):
+    // scripts/deps keeps Debian's packages in a cache, fetched here when it is missing.
+    let cache = std::path::Path::new("/var/cache/silo/debs/cloud-init");
+    let debs: Vec<std::path::PathBuf> = std::fs::read_dir(cache)
+        .map(|d| d.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    if debs.iter().any(|p| {
+        p.file_name()
+            .is_some_and(|n| n.to_string_lossy().starts_with("cloud-init_"))
+    }) {
+        for deb in &debs {
+            if let Some(name) = deb.file_name() {
+                std::fs::copy(deb, work.path().join(name)).expect("copy a cached .deb");
+            }
+        }
+    } else {
+        let o = Command::new("apt-get")
+            .args([
+                "download",
+                "cloud-init",
+                "python3-requests",
+                "python3-urllib3",
+                "python3-idna",
+                "python3-certifi",
+                "python3-charset-normalizer",
+                "python3-chardet",
+            ])
+            .current_dir(work.path())
+            .output()
+            .expect("apt-get");
+        assert!(
+            o.status.success(),
+            "this test reads cloud-init's datasource from Debian's cloud-init package, which \
+             is neither in {} (scripts/deps puts it there) nor downloadable: {}",
+            cache.display(),
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
     let root = work.path().join("x");
     for deb in std::fs::read_dir(work.path())
         .expect("dir")
