@@ -73,10 +73,6 @@ pub async fn get_one(State(d): State<Arc<Services>>, Path(fp): Path<String>) -> 
     Ok(sync_etag(trust::to_api(&trust::get(&d, &fp)?)))
 }
 
-fn if_match(h: &HeaderMap) -> Option<&str> {
-    h.get(header::IF_MATCH).and_then(|v| v.to_str().ok())
-}
-
 fn write(d: &Services, fp: &str, headers: &HeaderMap, body: &[u8], patch: bool) -> ApiResult {
     let (req, keys): (silo_api::CertificatePut, _) = super::lenient::from_slice_with_keys(body)
         .map_err(|e| DomainError::BadRequest(format!("invalid request body: {e}")))?;
@@ -92,7 +88,7 @@ fn write(d: &Services, fp: &str, headers: &HeaderMap, body: &[u8], patch: bool) 
         kind,
         certificate,
         req.restricted,
-        if_match(headers),
+        super::if_match(headers),
     )?;
     Ok(sync(Value::Null))
 }

@@ -252,18 +252,9 @@ fn etag_of(i: &instances::Instance) -> String {
 }
 
 fn check_etag(d: &Services, name: &str, headers: &HeaderMap) -> Result<(), DomainError> {
-    if let Some(want) = headers
-        .get(axum::http::header::IF_MATCH)
-        .and_then(|v| v.to_str().ok())
-    {
-        let have = etag_of(&instances::get(&d.db, name)?);
-        if want.trim_matches('"') != have {
-            return Err(DomainError::PreconditionFailed(format!(
-                "instance {name:?} changed meanwhile (ETag mismatch)"
-            )));
-        }
-    }
-    Ok(())
+    super::check_if_match(headers, &format!("instance {name:?}"), || {
+        Ok(vec![etag_of(&instances::get(&d.db, name)?)])
+    })
 }
 
 /// `PUT /1.0/instances/{name}`: replace the writable fields (async, as LXD).

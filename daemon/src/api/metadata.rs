@@ -17,17 +17,7 @@ pub struct TemplateQuery {
 }
 
 fn check_etag(current: &silo_api::ImageMetadata, headers: &HeaderMap) -> Result<(), DomainError> {
-    if let Some(want) = headers
-        .get(axum::http::header::IF_MATCH)
-        .and_then(|v| v.to_str().ok())
-    {
-        if want.trim_matches('"') != super::etag(current) {
-            return Err(DomainError::PreconditionFailed(
-                "the metadata changed meanwhile (ETag mismatch)".into(),
-            ));
-        }
-    }
-    Ok(())
+    super::check_if_match(headers, "the metadata", || Ok(vec![super::etag(current)]))
 }
 
 fn decode<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, DomainError> {
@@ -48,7 +38,7 @@ pub async fn put(
     body: axum::body::Bytes,
 ) -> ApiResult {
     let md: silo_api::ImageMetadata = decode(&body)?;
-    if headers.contains_key(axum::http::header::IF_MATCH) {
+    if super::if_match(&headers).is_some() {
         check_etag(&metadata::get(&d, &name).await?, &headers)?;
     }
     metadata::put(&d, &name, &md).await?;

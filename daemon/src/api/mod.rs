@@ -473,3 +473,30 @@ async fn log_request(req: Request, next: Next) -> Response {
 }
 
 pub use crate::model::etag;
+
+/// The ETag a write names in `If-Match` (quotes trimmed), if it names one.
+pub fn if_match(headers: &axum::http::HeaderMap) -> Option<&str> {
+    headers
+        .get(axum::http::header::IF_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.trim_matches('"'))
+}
+
+/// Refuses a write from a stale read, as LXD does: when it names an ETag, it must be one of
+/// `current`'s (computed only then); `what` names the object in the 412.
+pub fn check_if_match(
+    headers: &axum::http::HeaderMap,
+    what: &str,
+    current: impl FnOnce() -> Result<Vec<String>, DomainError>,
+) -> Result<(), DomainError> {
+    let Some(want) = if_match(headers) else {
+        return Ok(());
+    };
+    if current()?.iter().any(|e| e == want) {
+        Ok(())
+    } else {
+        Err(DomainError::PreconditionFailed(format!(
+            "{what} changed meanwhile (ETag mismatch)"
+        )))
+    }
+}

@@ -104,20 +104,13 @@ async fn write(
         )),
         e => e,
     })?;
-    if let Some(want) = headers
-        .get(axum::http::header::IF_MATCH)
-        .and_then(|v| v.to_str().ok())
-    {
+    super::check_if_match(headers, &format!("network {name:?}"), || {
         let obj = render::network(&n, networks::used_by(&d.db, &n.name)?);
-        let have = super::etag(&obj);
-        let have_w = super::etag(&silo_api::NetworkPut::from(&obj));
-        let want = want.trim_matches('"');
-        if want != have && want != have_w {
-            return Err(DomainError::PreconditionFailed(format!(
-                "network {name:?} changed meanwhile (ETag mismatch)"
-            )));
-        }
-    }
+        Ok(vec![
+            super::etag(&obj),
+            super::etag(&silo_api::NetworkPut::from(&obj)),
+        ])
+    })?;
     let w: NetworkPut = super::lenient::from_slice(body)
         .map_err(|e| DomainError::BadRequest(format!("invalid request body: {e}")))?;
     match w.description {

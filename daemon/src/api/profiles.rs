@@ -73,17 +73,12 @@ async fn write(
 ) -> ApiResult {
     let mut p = profiles::get(&d.db, name)?;
     // The ETag GET gave: a write from a stale read is refused, as LXD refuses it.
-    if let Some(want) = headers
-        .get(axum::http::header::IF_MATCH)
-        .and_then(|v| v.to_str().ok())
-    {
-        let have = super::etag(&render::profile(&p, profiles::used_by(&d.db, name)?));
-        if want.trim_matches('"') != have {
-            return Err(DomainError::PreconditionFailed(format!(
-                "profile {name:?} changed meanwhile (ETag mismatch)"
-            )));
-        }
-    }
+    super::check_if_match(headers, &format!("profile {name:?}"), || {
+        Ok(vec![super::etag(&render::profile(
+            &p,
+            profiles::used_by(&d.db, name)?,
+        ))])
+    })?;
     let w: ProfilePut = super::lenient::from_slice(body)
         .map_err(|e| DomainError::BadRequest(format!("invalid request body: {e}")))?;
     if patch {

@@ -180,10 +180,7 @@ async fn write(
 ) -> Result<(), DomainError> {
     let req: ServerPut = super::lenient::from_slice(body)
         .map_err(|e| DomainError::BadRequest(format!("invalid request body: {e}")))?;
-    let if_match = headers
-        .get(axum::http::header::IF_MATCH)
-        .and_then(|v| v.to_str().ok());
-    server::update(d, &req.config, patch, if_match).await
+    server::update(d, &req.config, patch, super::if_match(headers)).await
 }
 
 #[cfg(test)]

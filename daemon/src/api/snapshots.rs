@@ -140,16 +140,9 @@ pub async fn put(
     body: axum::body::Bytes,
 ) -> ApiResult {
     let s = snapshots::get(&d.db, &name, &snap)?;
-    if let Some(want) = headers
-        .get(axum::http::header::IF_MATCH)
-        .and_then(|v| v.to_str().ok())
-    {
-        if want.trim_matches('"') != snapshot_etag(&s) {
-            return Err(DomainError::PreconditionFailed(format!(
-                "snapshot {snap:?} changed meanwhile (ETag mismatch)"
-            )));
-        }
-    }
+    super::check_if_match(&headers, &format!("snapshot {snap:?}"), || {
+        Ok(vec![snapshot_etag(&s)])
+    })?;
     let req: serde_json::Map<String, Value> = super::lenient::from_slice(&body)
         .map_err(|e| DomainError::BadRequest(format!("invalid request body: {e}")))?;
     let expires = match req.get("expires_at") {
