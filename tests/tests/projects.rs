@@ -45,6 +45,14 @@ fn the_default_project_is_served_and_others_are_refused() {
     // A provisioning tool putting back what it read succeeds; a change is refused naming it.
     let put = json!({"config": p["config"], "description": p["description"]});
     d.api_ok("PUT", "/1.0/projects/default", Some(put));
+    // The description is the project's own, changed as LXD changes it.
+    d.api_ok(
+        "PATCH",
+        "/1.0/projects/default",
+        Some(json!({"description": "our project"})),
+    );
+    let p = d.api_ok("GET", "/1.0/projects/default", None);
+    assert_eq!(p["description"], "our project", "{p}");
     let (c, v) = d.api(
         "PATCH",
         "/1.0/projects/default",

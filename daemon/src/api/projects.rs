@@ -35,14 +35,22 @@ fn body(b: &[u8]) -> Result<silo_api::ProjectPut, DomainError> {
 }
 
 /// `PUT /1.0/projects/{name}`.
-pub async fn put(Path(name): Path<String>, b: axum::body::Bytes) -> ApiResult {
-    projects::update(&name, &body(&b)?, false)?;
+pub async fn put(
+    State(d): State<Arc<Services>>,
+    Path(name): Path<String>,
+    b: axum::body::Bytes,
+) -> ApiResult {
+    projects::update(&d, &name, &body(&b)?, false)?;
     Ok(sync(Value::Null))
 }
 
 /// `PATCH /1.0/projects/{name}`.
-pub async fn patch(Path(name): Path<String>, b: axum::body::Bytes) -> ApiResult {
-    projects::update(&name, &body(&b)?, true)?;
+pub async fn patch(
+    State(d): State<Arc<Services>>,
+    Path(name): Path<String>,
+    b: axum::body::Bytes,
+) -> ApiResult {
+    projects::update(&d, &name, &body(&b)?, true)?;
     Ok(sync(Value::Null))
 }
 

@@ -12,6 +12,9 @@ use crate::service::{DomainError, Services};
 /// The one project's name.
 pub const DEFAULT: &str = "default";
 
+/// The default project's description until one is set, as LXD has it.
+const DEFAULT_DESCRIPTION: &str = "Default LXD project";
+
 /// Why there is no other project.
 const ONLY_DEFAULT: &str = "silo has the default project only: projects other than \"default\" \
                             cannot be created";
@@ -69,9 +72,11 @@ fn used_by(c: &Services) -> Result<Vec<String>, DomainError> {
 /// `GET /1.0/projects/<name>`.
 pub fn get(c: &Services, name: &str) -> Result<Project, DomainError> {
     check(name)?;
+    let description = crate::store::projects::description(&c.db, DEFAULT)?
+        .unwrap_or_else(|| DEFAULT_DESCRIPTION.to_string());
     Ok(Project {
         name: DEFAULT.into(),
-        description: "Default LXD project".into(),
+        description,
         config: config(),
         used_by: used_by(c)?,
     })
@@ -82,10 +87,19 @@ pub fn create() -> DomainError {
     DomainError::NotImplemented(ONLY_DEFAULT.into())
 }
 
-/// `PUT`/`PATCH`: the default project keeps its features on and has no limits, since silo
-/// cannot enforce project limits; asking for what it already is succeeds (a provisioning tool
-/// applying its desired state twice), anything else is refused naming the key.
-pub fn update(name: &str, put: &ProjectPut, patch: bool) -> Result<(), DomainError> {
+/// `PUT`/`PATCH`: the description is stored as given (PATCH keeps it when the body has none);
+/// the config keeps every feature on and no limits, since silo cannot enforce project limits,
+/// so asking for what it already is succeeds (a provisioning tool applying its desired state
+/// twice) and any other config is refused naming the key.
+pub fn update(c: &Services, name: &str, put: &ProjectPut, patch: bool) -> Result<(), DomainError> {
+    check_config(name, put, patch)?;
+    if !(patch && put.description.is_empty()) {
+        crate::store::projects::set_description(&c.db, name, &put.description)?;
+    }
+    Ok(())
+}
+
+fn check_config(name: &str, put: &ProjectPut, patch: bool) -> Result<(), DomainError> {
     check(name)?;
     let have = config();
     for (k, v) in &put.config {
@@ -103,11 +117,6 @@ pub fn update(name: &str, put: &ProjectPut, patch: bool) -> Result<(), DomainErr
                  every feature on"
             )));
         }
-    }
-    if !put.description.is_empty() && put.description != "Default LXD project" {
-        return Err(DomainError::BadRequest(
-            "the default project's description cannot be changed in silo".into(),
-        ));
     }
     Ok(())
 }
@@ -219,13 +228,13 @@ mod tests {
             config: config(),
             description: "Default LXD project".into(),
         };
-        assert!(update("default", &same, false).is_ok());
+        assert!(check_config("default", &same, false).is_ok());
         let mut off = same.clone();
         off.config.remove("features.images");
-        assert!(update("default", &off, false).is_err());
-        assert!(update("default", &off, true).is_ok());
+        assert!(check_config("default", &off, false).is_err());
+        assert!(check_config("default", &off, true).is_ok());
         let mut limited = same;
         limited.config.insert("limits.instances".into(), "3".into());
-        assert!(update("default", &limited, true).is_err());
+        assert!(check_config("default", &limited, true).is_err());
     }
 }

@@ -191,6 +191,8 @@ const MIGRATIONS: &[&str] = &[
         status INTEGER NOT NULL,
         UNIQUE (project, entity_url, type_code)
      );",
+    // 13: projects' own fields (silo has the default project only: its description).
+    "CREATE TABLE projects (name TEXT PRIMARY KEY NOT NULL, description TEXT NOT NULL);",
 ];
 
 /// The error this module had before the store had its own; kept so older call sites read.

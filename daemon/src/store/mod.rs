@@ -36,6 +36,7 @@ pub mod local;
 pub mod networks;
 pub mod pools;
 pub mod profiles;
+pub mod projects;
 pub mod snapshots;
 pub mod volume_backups;
 pub mod volume_snapshots;

@@ -681,6 +681,7 @@ fn records_from_before_the_claims_table_keep_their_ids() {
              DROP TABLE idmap_ranges; ALTER TABLE images DROP COLUMN update_source;
              DROP TABLE certificates; DROP TABLE custom_volume_snapshots;
              DROP TABLE custom_volume_backups; DROP TABLE warnings;
+             DROP TABLE projects;
              PRAGMA user_version = 5;",
         )
     })
