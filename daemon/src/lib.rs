@@ -4,6 +4,7 @@
 //! `helpers` (the root helpers) → `model` (pure rules, depending on nothing). `startup` and
 //! `confinement` wire them together. `tests/layers.rs` checks the direction from the `use` lines.
 
+pub mod admin;
 pub mod api;
 pub mod confinement;
 pub mod helpers;

@@ -6,6 +6,33 @@ use tracing_subscriber::util::SubscriberInitExt;
 
 fn main() {
     let args = silod::startup::Args::parse();
+    match &args.command {
+        Some(silod::startup::Command::Shutdown { timeout }) => {
+            match silod::admin::shutdown(&args.state_dir, *timeout) {
+                Ok(done) => {
+                    println!("{done}");
+                    std::process::exit(0)
+                }
+                Err(e) => {
+                    eprintln!("silod shutdown: {e}");
+                    std::process::exit(1)
+                }
+            }
+        }
+        Some(silod::startup::Command::Manpage) => {
+            let cmd = <silod::startup::Args as clap::CommandFactory>::command();
+            if let Err(e) = silod::admin::manpage(cmd, &mut std::io::stdout()) {
+                eprintln!("silod manpage: {e}");
+                std::process::exit(1)
+            }
+            std::process::exit(0)
+        }
+        Some(silod::startup::Command::Schema) => {
+            println!("{}", silod::store::db::schema_version());
+            std::process::exit(0)
+        }
+        None => {}
+    }
     let events = silod::service::events::Events::new();
     tracing_subscriber::registry()
         .with(

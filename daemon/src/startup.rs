@@ -35,7 +35,8 @@ pub struct Args {
     /// The root-owned policy file the helpers read.
     #[arg(long, default_value = silo_proto::jail::policy::DEFAULT_PATH)]
     pub policy: PathBuf,
-    /// Directory holding silo-priv, silo-net and silo-store (default: beside silod).
+    /// Directory holding silo-priv, silo-net and silo-store (default: beside silod when they
+    /// are there, else /usr/libexec/silo, where the package puts them).
     #[arg(long)]
     pub helpers_dir: Option<PathBuf>,
     /// INSECURE: log seccomp violations instead of killing (for building allow-lists).
@@ -53,6 +54,31 @@ pub struct Args {
         value_parser = clap::builder::FalseyValueParser::new()
     )]
     pub bare: bool,
+    /// Something else than serving.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// What silod does instead of serving.
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum Command {
+    /// Stop every instance as a host shutdown does (each gets its
+    /// boot.host_shutdown_timeout to shut down cleanly, 30 s by default, then is killed),
+    /// and have the running silod exit. The instances that ran start again at silod's next
+    /// start unless boot.autostart=false. silo-containers.service runs this when the host
+    /// shuts down; a plain stop or restart of silod.service leaves instances running.
+    Shutdown {
+        /// Seconds to wait for silod to finish (0: as long as it takes).
+        #[arg(long, short = 't', default_value_t = 0)]
+        timeout: u64,
+    },
+    /// Print silod's man page (roff) on stdout.
+    #[command(hide = true)]
+    Manpage,
+    /// Print the database schema version this silod writes (the package refuses a
+    /// downgrade below the schema of the database it finds).
+    #[command(hide = true)]
+    Schema,
 }
 
 /// What the root phase refuses to touch in the state dir. silod's user owns the state dir,
@@ -644,6 +670,9 @@ async fn serve(
     }
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
+    // As LXD: SIGPWR is the host going down, so instances are stopped first.
+    let mut pwr =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::from_raw(libc::SIGPWR))?;
     let server = std::future::IntoFuture::into_future(axum::serve(listener, app));
     tokio::pin!(server);
     tokio::select! {
@@ -662,6 +691,23 @@ async fn serve(
                 () = grace => {}
             }
             Ok(1)
+        }
+        () = crate::service::runtime::SHUTDOWN_DONE.notified() => {
+            // The answer to `silod shutdown` is still on its way out.
+            let grace = tokio::time::sleep(std::time::Duration::from_millis(500));
+            tokio::select! {
+                _ = &mut server => {}
+                () = grace => {}
+            }
+            Ok(0)
+        }
+        _ = pwr.recv() => {
+            tracing::info!("SIGPWR: stopping every instance with the host");
+            match crate::service::runtime::shutdown_all(&daemon).await {
+                Ok((clean, killed)) => tracing::info!(?clean, ?killed, "every instance stopped"),
+                Err(e) => tracing::error!(error = %e, "stopping the instances failed"),
+            }
+            Ok(0)
         }
         _ = term.recv() => {
             tracing::info!("SIGTERM: shutting down");

@@ -82,6 +82,9 @@ pub fn parse_mountinfo(text: &str) -> Vec<Hierarchy> {
     out
 }
 
+/// The group of the instances' monitors, beside the instances' own.
+const MONITORS: &str = ".monitors";
+
 fn io(op: &str, p: &Path, e: std::io::Error) -> HelperError {
     HelperError::io(op, p.display(), e)
 }
@@ -245,6 +248,30 @@ impl Cgroups {
     /// The installation tag.
     pub fn tag(&self) -> &str {
         &self.tag
+    }
+
+    /// The cgroup.procs files an instance's monitor joins: a group beside the instances' (not
+    /// an instance name: names start with a letter), in the hierarchies systemd tracks a
+    /// unit's processes by (cgroup2, or v1's name=systemd). Left in the group of whoever
+    /// started silo-priv, the monitors would be killed with a systemd unit's stop or restart
+    /// (KillMode=mixed), and with them the instances' consoles and exit records.
+    pub fn monitor_procs_files(&self) -> HelperResult<Vec<String>> {
+        let mut out = Vec::new();
+        for h in self
+            .hierarchies
+            .iter()
+            .filter(|h| h.v2 || h.controllers.iter().any(|c| c == "name=systemd"))
+        {
+            self.ensure_parent(h)?;
+            let d = h.mount.join(&self.parent).join(MONITORS);
+            match std::fs::create_dir(&d) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(io("mkdir", &d, e)),
+            }
+            out.push(d.join("cgroup.procs").display().to_string());
+        }
+        Ok(out)
     }
 
     /// The cgroup.procs files a process joins to be in the instance's cgroups.
@@ -717,7 +744,9 @@ impl Cgroups {
 
     fn remove_empty_parents(&self) {
         for h in &self.hierarchies {
-            // rmdir only succeeds on an empty group: other instances keep it in place.
+            // rmdir only succeeds on an empty group: other instances (and their monitors)
+            // keep it in place.
+            let _ = std::fs::remove_dir(h.mount.join(&self.parent).join(MONITORS));
             let _ = std::fs::remove_dir(h.mount.join(&self.parent));
         }
     }

@@ -918,6 +918,7 @@ impl Runtime {
                 silo_proto::privileged::id_map(b, spec.idmap_size, &spec.raw_idmap, false)
             }),
             cgroup_procs: cg.procs_files(name),
+            monitor_procs: cg.monitor_procs_files()?,
             cgroup2_dir: cg.v2_dir(name).map(|p| p.display().to_string()),
             mountpoint: format!("{}/runtime/{}/rootfs", self.state_dir, name.as_str()),
             cgroup2: cg.v2_dir(name).is_some(),

@@ -181,6 +181,10 @@ pub fn router(d: Arc<Services>) -> Router {
         )
         .route("/1.0/events", get(events::events))
         .route(
+            "/internal/shutdown",
+            axum::routing::put(server::internal_shutdown),
+        )
+        .route(
             "/1.0/certificates",
             get(certificates::list).post(certificates::create),
         )

@@ -288,10 +288,15 @@ pub async fn connect(spawned: Vec<(HelperKind, u32, OwnedFd, OwnedFd)>) -> anyho
     }
 }
 
-/// Where the helper binaries live by default: beside silod's own executable.
+/// Where the helper binaries live by default: beside silod's own executable (a build tree),
+/// else `/usr/libexec/silo` (the package: helpers are not on PATH).
 pub fn default_dir() -> PathBuf {
     std::env::current_exe()
         .ok()
         .and_then(|p| p.parent().map(Path::to_path_buf))
-        .unwrap_or_else(|| PathBuf::from("/usr/libexec/silo"))
+        .filter(|d| d.join(HelperKind::Priv.binary()).exists())
+        .unwrap_or_else(|| PathBuf::from(LIBEXEC))
 }
+
+/// Where the package installs the helpers.
+pub const LIBEXEC: &str = "/usr/libexec/silo";

@@ -18,22 +18,30 @@ use crate::service::networks;
 use crate::service::DomainError;
 use crate::service::Services;
 
-/// Instances being stopped or restarted on request (the watcher leaves them alone).
+/// Runs whose end silod asked for (a stop, a restart, a host shutdown), by instance and init
+/// pid: the watcher of that run takes the entry and leaves the rest to whoever asked. Keyed by
+/// the run rather than a flag cleared once the stop returns, because the watcher may wake only
+/// after that (on a busy host, with a restart already starting the next run, whose nics it
+/// would then release, and recording the instance as stopped).
 #[derive(Debug, Default, Clone)]
-pub struct Stopping(Arc<Mutex<HashSet<String>>>);
+pub struct Stopping(Arc<Mutex<HashSet<(String, u32)>>>);
 
 impl Stopping {
-    fn set(&self, name: &str, on: bool) {
+    fn claim(&self, name: &str, pid: u32) {
         if let Ok(mut s) = self.0.lock() {
-            if on {
-                s.insert(name.to_string());
-            } else {
-                s.remove(name);
-            }
+            s.insert((name.to_string(), pid));
         }
     }
-    fn has(&self, name: &str) -> bool {
-        self.0.lock().map(|s| s.contains(name)).unwrap_or(false)
+    fn release(&self, name: &str, pid: u32) {
+        if let Ok(mut s) = self.0.lock() {
+            s.remove(&(name.to_string(), pid));
+        }
+    }
+    fn take(&self, name: &str, pid: u32) -> bool {
+        self.0
+            .lock()
+            .map(|mut s| s.remove(&(name.to_string(), pid)))
+            .unwrap_or(false)
     }
 }
 
@@ -283,6 +291,11 @@ fn is_true(v: Option<&String>) -> bool {
 
 /// Starts a stopped instance.
 pub async fn start(c: &Services, name: &str) -> Result<RunningInfo, DomainError> {
+    if SHUTTING_DOWN.load(std::sync::atomic::Ordering::SeqCst) {
+        return Err(DomainError::Unavailable(
+            "silod is shutting down with the host: no instance starts now".into(),
+        ));
+    }
     instances::get(&c.db, name)?;
     if is_running(c, name).await? {
         return Err(DomainError::BadRequest(format!(
@@ -377,7 +390,7 @@ pub async fn start(c: &Services, name: &str) -> Result<RunningInfo, DomainError>
         &format!("/1.0/instances/{name}"),
         json!({}),
     );
-    watch(c.clone(), name.to_string());
+    watch(c.clone(), name.to_string(), info.init_pid);
     Ok(info)
 }
 
@@ -390,15 +403,17 @@ pub async fn stop(
     timeout: Option<Duration>,
 ) -> Result<InitExit, DomainError> {
     instances::get(&c.db, name)?;
-    if !is_running(c, name).await? {
+    let Some(run) = run_state(c, name).await? else {
         return Err(DomainError::BadRequest(format!(
             "instance {name:?} is already stopped"
         )));
-    }
-    c.stopping.set(name, true);
+    };
+    c.stopping.claim(name, run.init_pid);
     unplug_before_stop(c, name).await;
     let r = stop_inner(c, name, force, timeout).await;
-    c.stopping.set(name, false);
+    if r.is_err() {
+        c.stopping.release(name, run.init_pid);
+    }
     let exit = r?;
     after_stop(c, name).await;
     instances::set_keys(
@@ -451,14 +466,15 @@ pub async fn restart(
     force: bool,
     timeout: Option<Duration>,
 ) -> Result<(), DomainError> {
-    c.stopping.set(name, true);
-    unplug_before_stop(c, name).await;
-    let r = async {
-        stop_inner(c, name, force, timeout).await?;
-        Ok::<(), DomainError>(())
+    let pid = run_state(c, name).await?.map(|r| r.init_pid);
+    if let Some(pid) = pid {
+        c.stopping.claim(name, pid);
     }
-    .await;
-    c.stopping.set(name, false);
+    unplug_before_stop(c, name).await;
+    let r = stop_inner(c, name, force, timeout).await;
+    if let (Err(_), Some(pid)) = (&r, pid) {
+        c.stopping.release(name, pid);
+    }
     r?;
     after_stop(c, name).await;
     start(c, name).await?;
@@ -495,17 +511,26 @@ impl Reaper {
 /// Follows a running instance until it stops by itself: a reboot inside (init killed by
 /// SIGHUP through reboot(2) in its pid namespace) starts it again, as LXD does; an ephemeral
 /// instance is deleted once stopped.
-pub fn watch(c: Services, name: String) {
+pub fn watch(c: Services, name: String, init_pid: u32) {
     tokio::spawn(async move {
         let Ok(n) = iname(&name) else { return };
         let exit = loop {
             match c.helpers.privileged.wait_stopped(n.clone(), 200_000).await {
-                Ok(InitExit::Running) => continue,
+                Ok(InitExit::Running) => {
+                    // silo-priv answers for the instance's current run: stop following once
+                    // that is not this watcher's any more.
+                    match run_state(&c, &name).await {
+                        Ok(Some(r)) if r.init_pid == init_pid => continue,
+                        _ => return,
+                    }
+                }
                 Ok(e) => break e,
                 Err(_) => return,
             }
         };
-        if c.stopping.has(&name) {
+        if c.stopping.take(&name, init_pid)
+            || SHUTTING_DOWN.load(std::sync::atomic::Ordering::SeqCst)
+        {
             return;
         }
         tracing::info!(instance = %name, ?exit, "instance stopped by itself");
@@ -546,7 +571,7 @@ pub fn watch(c: Services, name: String) {
 pub async fn on_daemon_start(c: &Services) {
     let run = running(c).await.unwrap_or_default();
     for (name, info) in &run {
-        watch(c.clone(), name.clone());
+        watch(c.clone(), name.clone(), info.init_pid);
         // Forwarders died with the previous silo-net; nics live on in the instances. The
         // guest API's listener died with the previous silod: a new socket appears in the
         // directory each instance has mounted at /dev/lxd.
@@ -587,6 +612,80 @@ pub async fn on_daemon_start(c: &Services) {
             }
         }
     }
+}
+
+/// LXD's default for `boot.host_shutdown_timeout`, in seconds.
+const HOST_SHUTDOWN_TIMEOUT: u64 = 30;
+
+/// Set once a host shutdown began: nothing starts any more, and silod exits when it is done.
+static SHUTTING_DOWN: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Woken when a host shutdown has stopped every instance: silod's serving loop waits on it.
+pub static SHUTDOWN_DONE: tokio::sync::Notify = tokio::sync::Notify::const_new();
+
+/// Host shutdown (`silod shutdown`, SIGPWR), as LXD's: every running instance is asked to
+/// shut down cleanly and given its `boot.host_shutdown_timeout` (30 s by default), all at
+/// once, then killed if it is still up. Each keeps `volatile.last_state.power=RUNNING`, so
+/// the next start of silod (the host's next boot) starts it again unless `boot.autostart`
+/// says no. Returns what was stopped cleanly and what had to be killed.
+pub async fn shutdown_all(c: &Services) -> Result<(Vec<String>, Vec<String>), DomainError> {
+    SHUTTING_DOWN.store(true, std::sync::atomic::Ordering::SeqCst);
+    let run = running(c).await?;
+    let stops = run.into_iter().map(|(name, info)| {
+        let c = c.clone();
+        async move {
+            let timeout = instances::get(&c.db, &name)
+                .ok()
+                .and_then(|i| expanded(&c, &i).ok())
+                .and_then(|cfg| cfg.get("boot.host_shutdown_timeout").cloned())
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .unwrap_or(HOST_SHUTDOWN_TIMEOUT);
+            c.stopping.claim(&name, info.init_pid);
+            unplug_before_stop(&c, &name).await;
+            let clean = match stop_inner(&c, &name, false, Some(Duration::from_secs(timeout)))
+                .await
+            {
+                Ok(_) => true,
+                Err(e) => {
+                    tracing::warn!(instance = %name, error = %e, "no clean shutdown in time; killing it");
+                    if let Err(e) = stop_inner(&c, &name, true, None).await {
+                        tracing::error!(instance = %name, error = %e, "killing it failed");
+                    }
+                    false
+                }
+            };
+            // Whenever its watcher wakes, the claim (or SHUTTING_DOWN) keeps it from recording
+            // the instance as stopped by itself: STOPPED would keep it from the next boot.
+            after_stop(&c, &name).await;
+            if let Err(e) = instances::set_keys(
+                &c.db,
+                &name,
+                &[("volatile.last_state.power", "RUNNING")],
+                None,
+            ) {
+                tracing::warn!(instance = %name, error = %e, "recording that it ran failed; it may not start at the next boot");
+            }
+            c.events.lifecycle(
+                "instance-shutdown",
+                &format!("/1.0/instances/{name}"),
+                json!({}),
+            );
+            (name, clean)
+        }
+    });
+    let mut clean = Vec::new();
+    let mut killed = Vec::new();
+    for (name, ok) in futures::future::join_all(stops).await {
+        if ok {
+            clean.push(name);
+        } else {
+            killed.push(name);
+        }
+    }
+    clean.sort();
+    killed.sort();
+    SHUTDOWN_DONE.notify_one();
+    Ok((clean, killed))
 }
 
 /// Applies a changed record to a running instance (config set, device add/remove): limits,

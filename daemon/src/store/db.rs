@@ -244,6 +244,12 @@ impl Db {
             tx.commit().map_err(e)?;
             tracing::info!(version = i + 1, "applied database migration");
         }
+        // The package's preinst reads the schema version from the file's header (it refuses a
+        // downgrade below it), which WAL mode leaves stale until a checkpoint.
+        if found < known {
+            conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+                .map_err(e)?;
+        }
         // Claims of creates that never finished (silod stopped mid-create): nothing is being
         // created while the database opens.
         let dropped = conn

@@ -47,6 +47,8 @@ pub struct StartReq {
     pub gid_map: Option<Vec<silo_proto::privileged::IdMapLine>>,
     /// cgroup.procs files to put init in.
     pub cgroup_procs: Vec<String>,
+    /// cgroup.procs files the monitor moves itself to (see `Cgroups::monitor_procs_files`).
+    pub monitor_procs: Vec<String>,
     /// The instance's cgroup2 directory, delegated to container root.
     pub cgroup2_dir: Option<String>,
     /// Where init's mount namespace attaches the rootfs before pivoting (inside the

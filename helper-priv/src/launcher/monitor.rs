@@ -110,6 +110,12 @@ fn monitor(
     let mut result = std::fs::File::from(w);
     // Leave the launcher's session so nothing aimed at it reaches the instance.
     let _ = nix::unistd::setsid();
+    // And its cgroup: a systemd unit's stop or restart kills what is left in the unit's.
+    for p in &req.monitor_procs {
+        if let Err(e) = std::fs::write(p, "0") {
+            die(&mut result, &format!("joining {p}: {e}"));
+        }
+    }
     let userns = req.idmap_base.is_some();
     let base = req.idmap_base.unwrap_or(0);
     // Container root and group tty (5) on the host: raw.idmap may have moved gid 5.
