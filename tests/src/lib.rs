@@ -828,6 +828,25 @@ pub fn reap_orphans() {
     }
 }
 
+/// Waits until systemd, PID 1 of the instance `name`, has finished booting (running or
+/// degraded), for two minutes at the most.
+pub fn wait_booted(d: &TestDaemon, name: &str) {
+    let t0 = Instant::now();
+    let mut state = String::new();
+    while t0.elapsed() < Duration::from_secs(120) {
+        let (_, o, _) = d.exec(
+            name,
+            &["timeout", "120", "systemctl", "is-system-running", "--wait"],
+        );
+        state = o.trim().to_string();
+        if state == "running" || state == "degraded" {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    panic!("systemd in {name} ended up {state:?}");
+}
+
 /// Builds (or reuses) the debian image (debootstrap, systemd); returns the unified tarball.
 pub fn debian_image() -> PathBuf {
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scripts/build-image-debian");

@@ -6,7 +6,7 @@
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use silo_tests::{bin_dir, busybox_image, debian_image, TestDaemon};
+use silo_tests::{bin_dir, busybox_image, debian_image, wait_booted, TestDaemon};
 
 fn sh(d: &TestDaemon, name: &str, script: &str) -> (i64, String, String) {
     d.exec(name, &["sh", "-c", script])
@@ -16,23 +16,6 @@ fn sh_ok(d: &TestDaemon, name: &str, script: &str) -> String {
     let (rc, out, err) = sh(d, name, script);
     assert_eq!(rc, 0, "{script}: {out} {err}");
     out
-}
-
-fn wait_booted(d: &TestDaemon, name: &str) {
-    let t0 = Instant::now();
-    let mut state = String::new();
-    while t0.elapsed() < Duration::from_secs(120) {
-        let (_, o, _) = d.exec(
-            name,
-            &["timeout", "120", "systemctl", "is-system-running", "--wait"],
-        );
-        state = o.trim().to_string();
-        if state == "running" || state == "degraded" {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(300));
-    }
-    panic!("systemd in {name} ended up {state:?}");
 }
 
 #[test]

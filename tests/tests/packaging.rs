@@ -322,24 +322,9 @@ fn a_booted_debian_installs_upgrades_and_purges_the_package() {
         }
         out
     };
-    let booted = || {
-        let t0 = Instant::now();
-        loop {
-            let (_, o, _) = sh("timeout 120 systemctl is-system-running --wait");
-            let state = o.trim().to_string();
-            if state == "running" || state == "degraded" {
-                return;
-            }
-            assert!(
-                t0.elapsed() < Duration::from_secs(120),
-                "systemd in the instance ended up {state:?}"
-            );
-            std::thread::sleep(Duration::from_millis(300));
-        }
-    };
     let op = d.set_state("host", "start", false);
     assert_eq!(op["status"], "Success", "{op}");
-    booted();
+    silo_tests::wait_booted(&d, "host");
 
     // Debian's lxd package gives _lxd and root the same range: silo must take one of its own.
     sh_ok(
@@ -465,7 +450,7 @@ fn a_booted_debian_installs_upgrades_and_purges_the_package() {
     // The host reboots: c1 is shut down cleanly and comes back at boot.
     let op = d.set_state("host", "restart", false);
     assert_eq!(op["status"], "Success", "{op}");
-    booted();
+    silo_tests::wait_booted(&d, "host");
     let t0 = Instant::now();
     while sh("silo list c1 --format csv -c s").1.trim() != "RUNNING" {
         assert!(
