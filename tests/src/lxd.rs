@@ -63,12 +63,19 @@ pub struct TestLxd {
 impl TestLxd {
     /// Starts LXD in a new network namespace and applies the preseed.
     pub fn start(name: &str) -> TestLxd {
-        TestLxd::start_in(name, new_netns(), PORT, None)
+        TestLxd::start_in(name, new_netns(), PORT, None, None)
+    }
+
+    /// Starts LXD in a new network namespace with a managed bridge `lxdbr0` on `cidr` (e.g.
+    /// "10.251.0.1/24", no IPv6) and eth0 on it in the default profile: the setup silo's
+    /// embedded defaults make, for comparing the two.
+    pub fn start_bridged(name: &str, cidr: &str) -> TestLxd {
+        TestLxd::start_in(name, new_netns(), PORT, None, Some(cidr))
     }
 
     /// Starts LXD with this server certificate and key (PEM) instead of the one it makes.
     pub fn start_with_server_cert(name: &str, crt: &str, key: &str) -> TestLxd {
-        TestLxd::start_in(name, new_netns(), PORT, Some((crt, key)))
+        TestLxd::start_in(name, new_netns(), PORT, Some((crt, key)), None)
     }
 
     /// Starts a second LXD in `other`'s network namespace, listening on [`PORT2`], so the two
@@ -79,6 +86,7 @@ impl TestLxd {
             other.netns.try_clone().expect("dup netns"),
             PORT2,
             None,
+            None,
         )
     }
 
@@ -86,7 +94,18 @@ impl TestLxd {
     /// silod reach each other on loopback (give silod another port with
     /// [`crate::TestDaemon::listen_https`]).
     pub fn start_in_netns_of(name: &str, d: &crate::TestDaemon, port: u16) -> TestLxd {
-        TestLxd::start_in(name, d.netns.try_clone().expect("dup netns"), port, None)
+        TestLxd::start_in(
+            name,
+            d.netns.try_clone().expect("dup netns"),
+            port,
+            None,
+            None,
+        )
+    }
+
+    /// The daemon's pid, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
     }
 
     /// The network namespace it runs in (for clients that must reach it on loopback).
@@ -94,7 +113,13 @@ impl TestLxd {
         &self.netns
     }
 
-    fn start_in(name: &str, netns: OwnedFd, port: u16, cert: Option<(&str, &str)>) -> TestLxd {
+    fn start_in(
+        name: &str,
+        netns: OwnedFd,
+        port: u16,
+        cert: Option<(&str, &str)>,
+        bridge: Option<&str>,
+    ) -> TestLxd {
         require_root();
         let dir = unique_dir(&format!("lxd-{name}"));
         let _ = std::fs::remove_dir_all(&dir);
@@ -118,6 +143,24 @@ impl TestLxd {
             ld_path,
         };
         let mut cmd = l.command();
+        if bridge.is_some() {
+            // LXD finds its bridge in /sys/class/net, and sysfs shows the network namespace of
+            // whoever mounted it: LXD gets a mount namespace with a sysfs of its own network
+            // namespace, and the host's cgroup mounts moved back beneath it.
+            let mut wrapped = Command::new("unshare");
+            wrapped
+                .args(["-m", "--propagation", "private", "sh", "-c"])
+                .arg(
+                    "d=$(mktemp -d) && mount --rbind /sys/fs/cgroup \"$d\" \
+                     && mount -t sysfs sysfs /sys && mount --move \"$d\" /sys/fs/cgroup \
+                     && rmdir \"$d\" && exec \"$@\"",
+                )
+                .arg("lxd")
+                .arg(cmd.get_program())
+                .args(cmd.get_args())
+                .envs(cmd.get_envs().filter_map(|(k, v)| v.map(|v| (k, v))));
+            cmd = wrapped;
+        }
         let log = std::fs::File::create(l.log_path()).expect("lxd log");
         cmd.stdout(log.try_clone().expect("log fd"))
             .stderr(log)
@@ -142,11 +185,21 @@ impl TestLxd {
                 )
             })
             .unwrap_or_default();
+        let (networks, eth0) = match bridge {
+            Some(cidr) => (
+                format!(
+                    "networks:\n- name: lxdbr0\n  type: bridge\n  config: {{ipv4.address: {cidr}, \
+                     ipv4.nat: \"true\", ipv6.address: none}}\n"
+                ),
+                "    eth0: {name: eth0, network: lxdbr0, type: nic}\n",
+            ),
+            None => (String::new(), ""),
+        };
         let preseed = format!(
             "config:\n  core.https_address: 127.0.0.1:{port}\n  core.trust_password: {TRUST_PASSWORD}\n\
-             storage_pools:\n- name: default\n  driver: dir\n\
+             {networks}storage_pools:\n- name: default\n  driver: dir\n\
              profiles:\n- name: default\n  config:\n    security.privileged: \"true\"\n{rootfs_mount}\
-             \x20 devices:\n    root: {{path: /, pool: default, type: disk}}\n"
+             \x20 devices:\n    root: {{path: /, pool: default, type: disk}}\n{eth0}"
         );
         let o = l.lxd(&["init", "--preseed"], Some(preseed.as_bytes()));
         assert!(

@@ -471,8 +471,9 @@ async fn not_found() -> DomainError {
 async fn log_request(req: Request, next: Next) -> Response {
     let method = req.method().clone();
     let uri = req.uri().clone();
+    let t0 = std::time::Instant::now();
     let r = next.run(req).await;
-    tracing::debug!(%method, %uri, status = r.status().as_u16(), "api request");
+    tracing::debug!(%method, %uri, status = r.status().as_u16(), us = t0.elapsed().as_micros() as u64, "api request");
     r
 }
 

@@ -63,7 +63,18 @@ macro_rules! facade {
             $(
                 #[allow(missing_docs)]
                 pub async fn $m(&self, $($a: $t),*) -> Result<$r, HelperFailure> {
-                    answer($label, self.0.$m(ctx(), $($a),*).await)
+                    // Where a request's time goes, call by call (docs/performance.md):
+                    // SILO_LOG=silod::helper_calls=debug.
+                    let t0 = std::time::Instant::now();
+                    let r = answer($label, self.0.$m(ctx(), $($a),*).await);
+                    tracing::debug!(
+                        target: "silod::helper_calls",
+                        helper = $label,
+                        call = stringify!($m),
+                        us = t0.elapsed().as_micros() as u64,
+                        ok = r.is_ok(),
+                    );
+                    r
                 }
             )*
         }

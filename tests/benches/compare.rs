@@ -1,0 +1,285 @@
+//! silo and LXD 5.0.2 side by side, in one run, rounds interleaved: the table of issue 20.
+//!
+//! Both managers get the same setup: a `dir` pool, a managed bridge with NAT and DHCP, eth0
+//! on it in the default profile, the same busybox and debian images. Each runs in a network
+//! namespace of its own. silo's instances are unprivileged (idmapped mounts); LXD's are
+//! privileged, because this host gives root no subordinate range for LXD's idmap (which
+//! spares LXD the id shifting). The stock `lxc` client drives both, so client costs match.
+//!
+//! Run as root: `cargo build --release --workspace && cargo bench -p silo-tests --bench compare`
+//! `SILO_BENCH_ROUNDS` (default 7) sets the rounds of the fast figures; the debian figures
+//! take 3 rounds.
+
+use std::process::Output;
+use std::time::{Duration, Instant};
+
+use silo_tests::lxd::TestLxd;
+use silo_tests::TestDaemon;
+
+/// One manager under test, driven by the stock client.
+enum Side {
+    Silo(TestDaemon),
+    Lxd(TestLxd),
+}
+
+impl Side {
+    fn name(&self) -> &'static str {
+        match self {
+            Side::Silo(_) => "silo",
+            Side::Lxd(_) => "LXD 5.0.2",
+        }
+    }
+
+    fn lxc_out(&self, args: &[&str]) -> Output {
+        match self {
+            Side::Silo(d) => d.lxc(args),
+            Side::Lxd(l) => l.lxc(args),
+        }
+    }
+
+    /// Runs `lxc ARGS`, which must succeed; returns how long it took.
+    fn lxc(&self, args: &[&str]) -> Duration {
+        let t = Instant::now();
+        let o = self.lxc_out(args);
+        let took = t.elapsed();
+        assert!(
+            o.status.success(),
+            "[{}] lxc {args:?}: {}",
+            self.name(),
+            silo_tests::show(&o)
+        );
+        took
+    }
+
+    /// The pids of every process of the manager: the daemon and whatever names its
+    /// directory (helpers, monitors, dnsmasq; LXD's `[lxc monitor]`s and dnsmasq).
+    fn pids(&self) -> Vec<u32> {
+        let (dir, main) = match self {
+            Side::Silo(d) => (d.dir.display().to_string(), d.pid()),
+            Side::Lxd(l) => (l.dir.display().to_string(), l.pid().unwrap_or(0)),
+        };
+        let mut out = vec![main];
+        for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+            let Ok(p) = e.file_name().to_string_lossy().parse::<u32>() else {
+                continue;
+            };
+            let cmd = std::fs::read(format!("/proc/{p}/cmdline")).unwrap_or_default();
+            if p != main && String::from_utf8_lossy(&cmd).contains(&dir) {
+                out.push(p);
+            }
+        }
+        out
+    }
+
+    /// RSS of all the manager's processes, in MB.
+    fn rss_mb(&self) -> f64 {
+        let kib: u64 = self
+            .pids()
+            .iter()
+            .filter_map(|p| std::fs::read_to_string(format!("/proc/{p}/status")).ok())
+            .filter_map(|s| {
+                s.lines()
+                    .find_map(|l| l.strip_prefix("VmRSS:"))
+                    .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            })
+            .sum();
+        kib as f64 / 1024.0
+    }
+}
+
+/// Samples of one figure.
+#[derive(Default)]
+struct Figure(Vec<f64>);
+
+impl Figure {
+    fn push_ms(&mut self, d: Duration) {
+        self.0.push(d.as_secs_f64() * 1e3);
+    }
+
+    fn show(&self, unit: &str) -> String {
+        if self.0.is_empty() {
+            return "—".into();
+        }
+        let mut v = self.0.clone();
+        v.sort_by(f64::total_cmp);
+        let med = v[v.len() / 2];
+        let (lo, hi) = (v[0], v[v.len() - 1]);
+        let f = |x: f64| {
+            if unit == "s" {
+                format!("{:.2}", x / 1e3)
+            } else {
+                format!("{x:.0}")
+            }
+        };
+        format!("{} {unit} ({}–{}, n={})", f(med), f(lo), f(hi), v.len())
+    }
+
+    fn median(&self) -> Option<f64> {
+        let mut v = self.0.clone();
+        v.sort_by(f64::total_cmp);
+        v.get(v.len() / 2).copied()
+    }
+}
+
+fn until_systemd_up(s: &Side, name: &str) {
+    let t0 = Instant::now();
+    while t0.elapsed() < Duration::from_secs(180) {
+        let o = s.lxc_out(&[
+            "exec",
+            name,
+            "--",
+            "systemctl",
+            "is-system-running",
+            "--wait",
+        ]);
+        let out = String::from_utf8_lossy(&o.stdout);
+        if out.contains("running") || out.contains("degraded") {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("[{}] {name}: systemd did not come up", s.name());
+}
+
+/// The figures, per side.
+#[derive(Default)]
+struct Figures {
+    launch: Figure,
+    lxc_exec: Figure,
+    floor: Figure,
+    silo_exec: Figure,
+    debian: Figure,
+    publish: Figure,
+    rss9: Figure,
+}
+
+fn main() {
+    silo_tests::require_root();
+    let rounds: usize = std::env::var("SILO_BENCH_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(7);
+    let bb = silo_tests::busybox_image(false).remove(0);
+    let deb = silo_tests::debian_image();
+    let sides = [
+        Side::Silo(TestDaemon::start("bench-cmp")),
+        Side::Lxd(TestLxd::start_bridged("bench-cmp", "10.251.0.1/24")),
+    ];
+    let mut figs: [Figures; 2] = Default::default();
+    for s in &sides {
+        s.lxc(&["image", "import", &bb.to_string_lossy(), "--alias", "bb"]);
+        s.lxc(&["image", "import", &deb.to_string_lossy(), "--alias", "deb"]);
+        // The first launch warms caches on both sides.
+        s.lxc(&["launch", "bb", "warm"]);
+    }
+
+    // Busybox launch, exec, the client's floor: interleaved rounds.
+    for r in 0..rounds {
+        for (s, f) in sides.iter().zip(figs.iter_mut()) {
+            let name = format!("b{r}");
+            f.launch.push_ms(s.lxc(&["launch", "bb", &name]));
+            f.floor.push_ms(s.lxc(&["query", "/1.0"]));
+            f.lxc_exec.push_ms(s.lxc(&["exec", "warm", "--", "true"]));
+            if let Side::Silo(d) = s {
+                let t = Instant::now();
+                let o = d.silo(&["exec", "warm", "--", "true"]);
+                let took = t.elapsed();
+                assert!(o.status.success(), "silo exec: {}", silo_tests::show(&o));
+                f.silo_exec.push_ms(took);
+            }
+        }
+    }
+    // Memory with 9 running: "warm" and b0..b7 (or as many rounds as ran, topped up).
+    for (s, f) in sides.iter().zip(figs.iter_mut()) {
+        for r in rounds..8 {
+            s.lxc(&["launch", "bb", &format!("b{r}")]);
+        }
+        for r in 8..rounds {
+            s.lxc(&["delete", "-f", &format!("b{r}")]);
+        }
+        std::thread::sleep(Duration::from_secs(2));
+        f.rss9.0.push(s.rss_mb());
+        for r in 0..8 {
+            s.lxc(&["delete", "-f", &format!("b{r}")]);
+        }
+    }
+
+    // Debian until systemd is up, then publish it (gzip, LXD's default): 3 rounds.
+    for r in 0..3 {
+        for (s, f) in sides.iter().zip(figs.iter_mut()) {
+            let name = format!("d{r}");
+            let t = Instant::now();
+            s.lxc(&["launch", "deb", &name]);
+            until_systemd_up(s, &name);
+            f.debian.push_ms(t.elapsed());
+            s.lxc(&["stop", "-f", &name]);
+            let alias = format!("pub{r}");
+            f.publish.push_ms(s.lxc(&[
+                "publish",
+                &name,
+                "--alias",
+                &alias,
+                "--compression",
+                "gzip",
+            ]));
+            s.lxc(&["image", "delete", &alias]);
+            s.lxc(&["delete", "-f", &name]);
+        }
+    }
+
+    let [silo, lxd] = &figs;
+    let ratio = |a: &Figure, b: &Figure| match (a.median(), b.median()) {
+        (Some(a), Some(b)) if b > 0.0 => format!("{:.1}×", a / b),
+        _ => "—".into(),
+    };
+    println!();
+    println!(
+        "| work | {} | {} | LXD/silo |",
+        sides[1].name(),
+        sides[0].name()
+    );
+    println!("|---|---|---|---|");
+    let row = |label: &str, a: &Figure, b: &Figure, unit: &str| {
+        println!(
+            "| {label} | {} | {} | {} |",
+            b.show(unit),
+            a.show(unit),
+            ratio(b, a)
+        );
+    };
+    row(
+        "`lxc launch busybox`, eth0 on a bridge",
+        &silo.launch,
+        &lxd.launch,
+        "ms",
+    );
+    row("`lxc exec c -- true`", &silo.lxc_exec, &lxd.lxc_exec, "ms");
+    row(
+        "the client's floor, `lxc query /1.0`",
+        &silo.floor,
+        &lxd.floor,
+        "ms",
+    );
+    row(
+        "`silo exec c -- true`",
+        &silo.silo_exec,
+        &lxd.silo_exec,
+        "ms",
+    );
+    row(
+        "debian launch until systemd is up, dir pool",
+        &silo.debian,
+        &lxd.debian,
+        "s",
+    );
+    row("publish debian, gzip", &silo.publish, &lxd.publish, "s");
+    row(
+        "RSS of the manager's processes, 9 running (MB)",
+        &silo.rss9,
+        &lxd.rss9,
+        "MB",
+    );
+    println!();
+    println!("median (min–max, n) of each figure; {rounds} interleaved rounds, debian 3");
+    drop(sides);
+}
