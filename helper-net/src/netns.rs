@@ -66,8 +66,10 @@ fn link_index(sock: &netlink_sys::Socket, name: &str) -> Result<u32, String> {
         .ok_or_else(|| format!("{name} is not in the instance"))
 }
 
-/// In the current namespace: gives link `name` the addresses (no duplicate address
-/// detection: they are the instance's by configuration) and default routes.
+/// In the current namespace: brings link `name` up and gives it the addresses (no duplicate
+/// address detection: they are the instance's by configuration) and default routes. A veth
+/// end made in the instance cannot be made up in the request that creates it (the kernel
+/// answers ENOTCONN: its peer is not linked yet), so it comes up here.
 pub fn configure(
     name: &str,
     addrs: &[(IpAddr, u8)],
@@ -75,6 +77,12 @@ pub fn configure(
 ) -> Result<(), String> {
     let sock = route_socket()?;
     let index = link_index(&sock, name)?;
+    let mut up = LinkMessage::default();
+    up.header.index = index;
+    up.header.flags = LinkFlags::Up;
+    up.header.change_mask = LinkFlags::Up;
+    request(&sock, RouteNetlinkMessage::SetLink(up), 0)
+        .map_err(|e| format!("bringing {name} up in the instance: {e}"))?;
     for (ip, plen) in addrs {
         let mut m = AddressMessage::default();
         m.header.family = if ip.is_ipv4() {
