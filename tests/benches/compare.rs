@@ -16,6 +16,9 @@ use std::time::{Duration, Instant};
 use silo_tests::lxd::TestLxd;
 use silo_tests::TestDaemon;
 
+/// The pause before each measured launch and after it.
+const SETTLE: Duration = Duration::from_millis(1500);
+
 /// One manager under test, driven by the stock client.
 enum Side {
     Silo(TestDaemon),
@@ -176,8 +179,12 @@ fn main() {
     // Busybox launch, exec, the client's floor: interleaved rounds.
     for r in 0..rounds {
         for (s, f) in sides.iter().zip(figs.iter_mut()) {
+            // The instance launched before boots on the same two cores: let it settle, so
+            // each side is measured on a quiet machine rather than on the other's boot.
+            std::thread::sleep(SETTLE);
             let name = format!("b{r}");
             f.launch.push_ms(s.lxc(&["launch", "bb", &name]));
+            std::thread::sleep(SETTLE);
             f.floor.push_ms(s.lxc(&["query", "/1.0"]));
             f.lxc_exec.push_ms(s.lxc(&["exec", "warm", "--", "true"]));
             if let Side::Silo(d) = s {
