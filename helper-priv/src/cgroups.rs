@@ -5,6 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::launcher::CgroupPlace;
 use silo_proto::error::{HelperError, HelperResult};
 use silo_proto::privileged::{
     BlockIo, CgroupLayout, CpuAllowance, CpuTimes, HugePageSize, InstanceStats, Limits, MemoryStat,
@@ -250,36 +251,46 @@ impl Cgroups {
         &self.tag
     }
 
-    /// The cgroup.procs files an instance's monitor joins: a group beside the instances' (not
-    /// an instance name: names start with a letter), in the hierarchies systemd tracks a
-    /// unit's processes by (cgroup2, or v1's name=systemd). Left in the group of whoever
+    /// Where an instance's monitor lives: a group beside the instances' (not an instance
+    /// name: names start with a letter) in every hierarchy. Left in the group of whoever
     /// started silo-priv, the monitors would be killed with a systemd unit's stop or restart
-    /// (KillMode=mixed), and with them the instances' consoles and exit records.
-    pub fn monitor_procs_files(&self) -> HelperResult<Vec<String>> {
-        let mut out = Vec::new();
-        for h in self
-            .hierarchies
-            .iter()
-            .filter(|h| h.v2 || h.controllers.iter().any(|c| c == "name=systemd"))
-        {
+    /// (KillMode=mixed), and with them the instances' consoles and exit records; and a
+    /// monitor passes through its instance's v1 groups to hand them to init, so it needs a
+    /// place of its own to go back to.
+    pub fn monitor_place(&self) -> HelperResult<CgroupPlace> {
+        let mut place = CgroupPlace::default();
+        for h in &self.hierarchies {
             self.ensure_parent(h)?;
             let d = h.mount.join(&self.parent).join(MONITORS);
             match std::fs::create_dir(&d) {
-                Ok(()) => {}
+                Ok(()) => {
+                    if h.controllers.iter().any(|c| c == "cpuset") {
+                        inherit_cpuset(&h.mount.join(&self.parent), &d)?;
+                    }
+                }
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
                 Err(e) => return Err(io("mkdir", &d, e)),
             }
-            out.push(d.join("cgroup.procs").display().to_string());
+            if h.v2 {
+                place.v2_dir = Some(d.display().to_string());
+            } else {
+                place.v1_tasks.push(d.join("tasks").display().to_string());
+            }
         }
-        Ok(out)
+        Ok(place)
     }
 
-    /// The cgroup.procs files a process joins to be in the instance's cgroups.
-    pub fn procs_files(&self, name: &InstanceName) -> Vec<String> {
-        self.dirs(name)
-            .iter()
-            .map(|d| d.join("cgroup.procs").display().to_string())
-            .collect()
+    /// Where a process goes to be in the instance's groups.
+    pub fn place(&self, name: &InstanceName) -> CgroupPlace {
+        let mut place = CgroupPlace::default();
+        for (h, d) in self.hierarchies.iter().zip(self.dirs(name)) {
+            if h.v2 {
+                place.v2_dir = Some(d.display().to_string());
+            } else {
+                place.v1_tasks.push(d.join("tasks").display().to_string());
+            }
+        }
+        place
     }
 
     /// The instance's group in the v1 hierarchy of `controller`, when the host has one.

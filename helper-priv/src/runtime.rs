@@ -917,8 +917,8 @@ impl Runtime {
             gid_map: spec.idmap_base.map(|b| {
                 silo_proto::privileged::id_map(b, spec.idmap_size, &spec.raw_idmap, false)
             }),
-            cgroup_procs: cg.procs_files(name),
-            monitor_procs: cg.monitor_procs_files()?,
+            cgroups: cg.place(name),
+            monitor: cg.monitor_place()?,
             cgroup2_dir: cg.v2_dir(name).map(|p| p.display().to_string()),
             mountpoint: format!("{}/runtime/{}/rootfs", self.state_dir, name.as_str()),
             cgroup2: cg.v2_dir(name).is_some(),
@@ -1139,7 +1139,7 @@ impl Runtime {
         let interactive = spec.interactive;
         let req = launcher::Request::Exec(launcher::ExecReq {
             userns: info.idmap_base.is_some(),
-            cgroup_procs: cg.procs_files(&spec.instance),
+            cgroups: cg.place(&spec.instance),
             spec,
         });
         let borrowed: Vec<_> = child_fds.iter().map(|f| f.as_fd()).collect();

@@ -39,17 +39,29 @@ pub enum Cloned {
     Parent { pid: i32, pidfd: OwnedFd },
 }
 
-/// clone3 with fork semantics (no new stack) and a pidfd for the child.
+/// CLONE_INTO_CGROUP (Linux 5.7).
+const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
+
+/// clone3 with fork semantics (no new stack) and a pidfd for the child, the child born in the
+/// cgroup2 group `cgroup` (an fd of its directory) when given: no migration afterwards, so
+/// none of the RCU grace period a `cgroup.procs` write waits for.
 ///
 /// # Safety
 /// The caller must be single-threaded, as for fork: the child runs on a copy of the caller's
 /// stack and may only do what is safe after fork.
-pub unsafe fn clone3(flags: u64) -> io::Result<Cloned> {
+pub unsafe fn clone3_into(flags: u64, cgroup: Option<BorrowedFd<'_>>) -> io::Result<Cloned> {
     let mut pidfd: RawFd = -1;
     let mut args = CloneArgs {
-        flags: flags | libc::CLONE_PIDFD as u64,
+        flags: flags
+            | libc::CLONE_PIDFD as u64
+            | if cgroup.is_some() {
+                CLONE_INTO_CGROUP
+            } else {
+                0
+            },
         pidfd: &mut pidfd as *mut RawFd as u64,
         exit_signal: libc::SIGCHLD as u64,
+        cgroup: cgroup.map(|c| c.as_raw_fd() as u64).unwrap_or(0),
         ..Default::default()
     };
     // SAFETY: args is a valid clone_args of the size passed; the kernel writes the pidfd into

@@ -29,9 +29,13 @@ pub fn fork_exec(req: ExecReq, mut fds: Vec<OwnedFd>) -> Result<Reply, String> {
     }
     let status = fds.remove(0);
     let init = fds.remove(0);
+    // Born in the instance's cgroup2 group, so joining takes no migration (see CgroupPlace).
+    let into = req.cgroups.v2_fd()?;
     // SAFETY: the launcher is single-threaded; the child leaves with exit.
-    match unsafe { nix::unistd::fork() }.map_err(|e| format!("fork: {e}"))? {
-        nix::unistd::ForkResult::Child => {
+    match unsafe { sys::clone3_into(0, into.as_ref().map(|f| f.as_fd())) }
+        .map_err(|e| format!("clone3: {e}"))?
+    {
+        sys::Cloned::Child => {
             let mut keep: Vec<i32> = fds.iter().map(|f| f.as_raw_fd()).collect();
             keep.push(status.as_raw_fd());
             keep.push(init.as_raw_fd());
@@ -49,7 +53,9 @@ pub fn fork_exec(req: ExecReq, mut fds: Vec<OwnedFd>) -> Result<Reply, String> {
             };
             std::process::exit(code)
         }
-        nix::unistd::ForkResult::Parent { .. } => {
+        sys::Cloned::Parent { pidfd, .. } => {
+            drop(pidfd);
+            drop(into);
             drop(init);
             Ok(Reply::ExecForked)
         }
@@ -67,10 +73,7 @@ fn attacher(
     // The attacher joins the instance's cgroups only to hand them down: an out-of-memory
     // instance must kill its own processes, not the parent that reports the exit status.
     let _ = std::fs::write("/proc/self/oom_score_adj", "-1000");
-    let me = std::process::id().to_string();
-    for p in &req.cgroup_procs {
-        std::fs::write(p, &me).map_err(|e| format!("joining {p}: {e}"))?;
-    }
+    req.cgroups.join_v1()?;
     let mut flags = libc::CLONE_NEWNS
         | libc::CLONE_NEWPID
         | libc::CLONE_NEWUTS

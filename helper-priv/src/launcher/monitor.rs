@@ -1,9 +1,9 @@
 //! Starting an instance: the monitor process and the setup init's process does before it
 //! execs /sbin/init.
 //!
-//! launcher ─fork→ monitor ─clone3(NEWUSER|NEWPID|NEWNET|NEWUTS|NEWIPC)→ init
+//! launcher ─clone3(into .monitors)→ monitor ─clone3(NEWUSER|NEWPID|NEWNET|NEWUTS|NEWIPC)→ init
 //!
-//! The monitor writes the id maps and puts init in its cgroups. Then it forks a mounter into
+//! The monitor writes the id maps and hands init its cgroups. Then it forks a mounter into
 //! init's pid namespace (pid 2, host root in the host's user namespace, non-dumpable, gone
 //! before init execs): it joins init's net, uts and ipc namespaces, unshares a mount namespace
 //! that the host's user namespace owns and makes there every mount that confines the instance
@@ -49,16 +49,23 @@ pub fn start(req: StartReq, mut fds: Vec<OwnedFd>) -> Result<Reply, String> {
     let rundir = fds.pop().ok_or("no runtime dir fd")?;
     let rootfs = fds.pop().ok_or("no rootfs fd")?;
     let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| e.to_string())?;
+    // Born in the monitors' cgroup2 group: out of this unit's without a migration.
+    let into = req.monitor.v2_fd()?;
     // SAFETY: the launcher is single-threaded; the child runs the monitor and leaves with exit.
-    match unsafe { nix::unistd::fork() }.map_err(|e| format!("fork: {e}"))? {
-        nix::unistd::ForkResult::Child => {
+    match unsafe { sys::clone3_into(0, into.as_ref().map(|f| f.as_fd())) }
+        .map_err(|e| format!("clone3: {e}"))?
+    {
+        sys::Cloned::Child => {
             drop(r);
             let mut keep = vec![rootfs.as_raw_fd(), rundir.as_raw_fd(), w.as_raw_fd(), 2];
             keep.extend(devlxd.as_ref().map(|d| d.as_raw_fd()));
             sys::close_fds_except(&keep);
             monitor(req, rootfs, rundir, devlxd, w)
         }
-        nix::unistd::ForkResult::Parent { child } => {
+        sys::Cloned::Parent { pid, pidfd } => {
+            drop(pidfd);
+            drop(into);
+            let child = nix::unistd::Pid::from_raw(pid);
             drop(w);
             drop(rootfs);
             drop(rundir);
@@ -110,11 +117,10 @@ fn monitor(
     let mut result = std::fs::File::from(w);
     // Leave the launcher's session so nothing aimed at it reaches the instance.
     let _ = nix::unistd::setsid();
-    // And its cgroup: a systemd unit's stop or restart kills what is left in the unit's.
-    for p in &req.monitor_procs {
-        if let Err(e) = std::fs::write(p, "0") {
-            die(&mut result, &format!("joining {p}: {e}"));
-        }
+    // And its cgroups (cgroup2's it was born in): a systemd unit's stop or restart kills what
+    // is left in the unit's.
+    if let Err(e) = req.monitor.join_v1() {
+        die(&mut result, &e);
     }
     let userns = req.idmap_base.is_some();
     let base = req.idmap_base.unwrap_or(0);
@@ -162,8 +168,31 @@ fn monitor(
     if userns {
         flags |= libc::CLONE_NEWUSER as u64;
     }
+    // Init is born in the instance's groups: the monitor passes through the v1 ones (a move of
+    // itself takes no global lock), init is cloned into the cgroup2 one, and the monitor goes
+    // back to its own.
+    let into = match req.cgroups.v2_fd() {
+        Ok(f) => f,
+        Err(e) => die(&mut result, &e),
+    };
+    if let Err(e) = req.cgroups.join_v1() {
+        die(&mut result, &e);
+    }
     // SAFETY: the monitor is single-threaded.
-    let (pid, pidfd) = match unsafe { sys::clone3(flags) } {
+    let cloned = unsafe { sys::clone3_into(flags, into.as_ref().map(|f| f.as_fd())) };
+    if !matches!(cloned, Ok(sys::Cloned::Child)) {
+        if let Err(e) = req.monitor.join_v1() {
+            if let Ok(sys::Cloned::Parent { pidfd, .. }) = &cloned {
+                let _ = sys::pidfd_signal(pidfd.as_fd(), libc::SIGKILL);
+            }
+            die(
+                &mut result,
+                &format!("going back to the monitors' groups: {e}"),
+            );
+        }
+    }
+    drop(into);
+    let (pid, pidfd) = match cloned {
         Err(e) => die(&mut result, &e.to_string()),
         Ok(sys::Cloned::Child) => {
             drop(msock);
@@ -188,9 +217,6 @@ fn monitor(
                 std::fs::write(format!("/proc/{pid}/{f}"), full(m))
                     .map_err(|e| format!("writing {f}: {e}"))?;
             }
-        }
-        for p in &req.cgroup_procs {
-            std::fs::write(p, pid.to_string()).map_err(|e| format!("joining {p}: {e}"))?;
         }
         let user = if userns {
             Some(
