@@ -911,27 +911,23 @@ impl NetServer {
         if list.is_empty() && routes.is_empty() {
             return Ok(());
         }
-        let r: Reply = self
-            .0
-            .launcher
-            .call(
-                &Request::NetnsAddrs {
-                    init: inst.init,
-                    name: nic.name.to_string(),
-                    addrs: list,
-                    routes,
-                },
-                &[],
-            )
-            .await?;
-        match r {
-            Reply::Failed(why) => Err(HelperError::Unsupported(why)),
-            _ => Ok(()),
-        }
+        self.netns_addrs(inst, nic, list, routes).await
     }
 
     /// Brings the instance's end of a veth up, inside (see `netns::configure`).
     async fn up_inside(&self, inst: &Instance, nic: &NicSpec) -> HelperResult<()> {
+        self.netns_addrs(inst, nic, Vec::new(), Vec::new()).await
+    }
+
+    /// Brings `nic` up inside the instance and gives it `addrs` and `routes`, through the
+    /// launcher.
+    async fn netns_addrs(
+        &self,
+        inst: &Instance,
+        nic: &NicSpec,
+        addrs: Vec<(IpAddr, u8)>,
+        routes: Vec<DefaultRoute>,
+    ) -> HelperResult<()> {
         let r: Reply = self
             .0
             .launcher
@@ -939,8 +935,8 @@ impl NetServer {
                 &Request::NetnsAddrs {
                     init: inst.init,
                     name: nic.name.to_string(),
-                    addrs: Vec::new(),
-                    routes: Vec::new(),
+                    addrs,
+                    routes,
                 },
                 &[],
             )

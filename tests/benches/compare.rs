@@ -136,23 +136,11 @@ impl Figure {
 }
 
 fn until_systemd_up(s: &Side, name: &str) {
-    let t0 = Instant::now();
-    while t0.elapsed() < Duration::from_secs(180) {
-        let o = s.lxc_out(&[
-            "exec",
-            name,
-            "--",
-            "systemctl",
-            "is-system-running",
-            "--wait",
-        ]);
-        let out = String::from_utf8_lossy(&o.stdout);
-        if out.contains("running") || out.contains("degraded") {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    panic!("[{}] {name}: systemd did not come up", s.name());
+    silo_tests::until_systemd_up(name, |cmd| {
+        let mut args = vec!["exec", name, "--"];
+        args.extend_from_slice(cmd);
+        String::from_utf8_lossy(&s.lxc_out(&args).stdout).into_owned()
+    });
 }
 
 /// The figures, per side.

@@ -183,23 +183,11 @@ fn list_times(d: &Target, label: &str) {
 }
 
 fn until_systemd_up(d: &Target, name: &str) {
-    let t0 = Instant::now();
-    while t0.elapsed() < Duration::from_secs(120) {
-        let o = d.lxc(&[
-            "exec",
-            name,
-            "--",
-            "systemctl",
-            "is-system-running",
-            "--wait",
-        ]);
-        let s = String::from_utf8_lossy(&o.stdout);
-        if s.contains("running") || s.contains("degraded") {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    panic!("{name}: systemd did not come up");
+    silo_tests::until_systemd_up(name, |cmd| {
+        let mut args = vec!["exec", name, "--"];
+        args.extend_from_slice(cmd);
+        String::from_utf8_lossy(&d.lxc(&args).stdout).into_owned()
+    });
 }
 
 fn main() {

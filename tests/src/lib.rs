@@ -831,18 +831,23 @@ pub fn reap_orphans() {
 /// Waits until systemd, PID 1 of the instance `name`, has finished booting (running or
 /// degraded), for two minutes at the most.
 pub fn wait_booted(d: &TestDaemon, name: &str) {
+    until_systemd_up(name, |cmd| d.exec(name, cmd).1);
+}
+
+/// Waits until systemd in the instance `name` has finished booting (running or degraded),
+/// for two minutes at the most; `run` runs a command in it and answers its stdout (the API,
+/// or `lxc exec` for benches that drive silo and LXD alike).
+pub fn until_systemd_up(name: &str, run: impl Fn(&[&str]) -> String) {
     let t0 = Instant::now();
     let mut state = String::new();
     while t0.elapsed() < Duration::from_secs(120) {
-        let (_, o, _) = d.exec(
-            name,
-            &["timeout", "120", "systemctl", "is-system-running", "--wait"],
-        );
-        state = o.trim().to_string();
+        state = run(&["timeout", "120", "systemctl", "is-system-running", "--wait"])
+            .trim()
+            .to_string();
         if state == "running" || state == "degraded" {
             return;
         }
-        std::thread::sleep(Duration::from_millis(300));
+        std::thread::sleep(Duration::from_millis(50));
     }
     panic!("systemd in {name} ended up {state:?}");
 }
