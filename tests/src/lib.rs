@@ -871,9 +871,21 @@ pub fn debian_image() -> PathBuf {
     p
 }
 
+/// Live processes with an argument that names a path beneath `dir` (LXD's dnsmasq names
+/// its files there).
+pub fn procs_naming(dir: &Path) -> Vec<(u32, String)> {
+    let needle = format!("{}/", dir.display());
+    procs_where(|cmd| cmd.contains(&needle))
+}
+
 /// Live processes whose command line names `state_dir` (silod and its helpers do).
 pub fn procs_for(state_dir: &Path) -> Vec<(u32, String)> {
     let needle = state_dir.display().to_string();
+    procs_where(|cmd| cmd.split(' ').any(|a| a == needle))
+}
+
+/// Live processes whose command line (arguments joined by spaces) `pick` takes.
+fn procs_where(pick: impl Fn(&str) -> bool) -> Vec<(u32, String)> {
     let mut out = Vec::new();
     for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
         let Ok(p) = e.file_name().to_string_lossy().parse::<u32>() else {
@@ -883,7 +895,7 @@ pub fn procs_for(state_dir: &Path) -> Vec<(u32, String)> {
             continue;
         };
         let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
-        if cmd.split(' ').any(|a| a == needle) && alive(p) {
+        if pick(&cmd) && alive(p) {
             out.push((p, cmd));
         }
     }

@@ -314,6 +314,14 @@ impl TestLxd {
                 let _ = child.wait();
             }
         }
+        // LXD leaves its managed bridges' dnsmasq running when it stops: end each process
+        // started with a path of this LXD_DIR, by its PID.
+        for (pid, _) in crate::procs_naming(&self.dir) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
         cleanup_mounts(&self.dir);
         let _ = std::fs::remove_dir_all(&self.dir);
         let _ = std::fs::remove_file(self.log_path());
