@@ -6,6 +6,8 @@ use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use crate::service::runtime::ShutdownReport;
+
 /// What `silod shutdown` can fail with.
 #[derive(Debug, thiserror::Error)]
 pub enum AdminError {
@@ -77,19 +79,18 @@ pub fn shutdown(state_dir: &Path, timeout: u64) -> Result<String, AdminError> {
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-    let stopped: serde_json::Value = serde_json::from_str(body).unwrap_or_default();
+    let report: ShutdownReport = serde_json::from_str::<silo_api::Response>(body)
+        .ok()
+        .and_then(|r| serde_json::from_value(r.metadata).ok())
+        .unwrap_or_default();
     Ok(format!(
         "silod stopped; instances shut down cleanly: {}; killed after their timeout: {}",
-        list(&stopped["metadata"]["stopped"]),
-        list(&stopped["metadata"]["killed"])
+        list(&report.stopped),
+        list(&report.killed)
     ))
 }
 
-fn list(v: &serde_json::Value) -> String {
-    let names: Vec<&str> = v
-        .as_array()
-        .map(|a| a.iter().filter_map(|n| n.as_str()).collect())
-        .unwrap_or_default();
+fn list(names: &[String]) -> String {
     if names.is_empty() {
         "none".into()
     } else {

@@ -621,6 +621,7 @@ async fn serve(
         image_locks: Default::default(),
         creating: Default::default(),
         stopping: Default::default(),
+        shutdown: Default::default(),
         sockets: Default::default(),
         reaper,
         logs: Some(args.state_dir.join("logs")),
@@ -692,7 +693,7 @@ async fn serve(
             }
             Ok(1)
         }
-        () = crate::service::runtime::SHUTDOWN_DONE.notified() => {
+        () = daemon.shutdown.done() => {
             // The answer to `silod shutdown` is still on its way out.
             let grace = tokio::time::sleep(std::time::Duration::from_millis(500));
             tokio::select! {
@@ -704,7 +705,7 @@ async fn serve(
         _ = pwr.recv() => {
             tracing::info!("SIGPWR: stopping every instance with the host");
             match crate::service::runtime::shutdown_all(&daemon).await {
-                Ok((clean, killed)) => tracing::info!(?clean, ?killed, "every instance stopped"),
+                Ok(report) => tracing::info!(?report, "every instance stopped"),
                 Err(e) => tracing::error!(error = %e, "stopping the instances failed"),
             }
             Ok(0)

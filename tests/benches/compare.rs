@@ -58,19 +58,16 @@ impl Side {
     /// directory (helpers, monitors, dnsmasq; LXD's `[lxc monitor]`s and dnsmasq).
     fn pids(&self) -> Vec<u32> {
         let (dir, main) = match self {
-            Side::Silo(d) => (d.dir.display().to_string(), d.pid()),
-            Side::Lxd(l) => (l.dir.display().to_string(), l.pid().unwrap_or(0)),
+            Side::Silo(d) => (&d.dir, d.pid()),
+            Side::Lxd(l) => (&l.dir, l.pid().unwrap_or(0)),
         };
         let mut out = vec![main];
-        for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-            let Ok(p) = e.file_name().to_string_lossy().parse::<u32>() else {
-                continue;
-            };
-            let cmd = std::fs::read(format!("/proc/{p}/cmdline")).unwrap_or_default();
-            if p != main && String::from_utf8_lossy(&cmd).contains(&dir) {
-                out.push(p);
-            }
-        }
+        out.extend(
+            silo_tests::procs_naming(dir)
+                .into_iter()
+                .map(|(p, _)| p)
+                .filter(|p| *p != main),
+        );
         out
     }
 

@@ -871,11 +871,11 @@ pub fn debian_image() -> PathBuf {
     p
 }
 
-/// Live processes with an argument that names a path beneath `dir` (LXD's dnsmasq names
-/// its files there).
+/// Live processes with an argument that is `dir` or names a path beneath it (silod and its
+/// helpers, the dnsmasq of LXD and of silo, which name their files there).
 pub fn procs_naming(dir: &Path) -> Vec<(u32, String)> {
-    let needle = format!("{}/", dir.display());
-    procs_where(|cmd| cmd.contains(&needle))
+    let (exact, beneath) = (dir.display().to_string(), format!("{}/", dir.display()));
+    procs_where(|cmd| cmd.split(' ').any(|a| a == exact || a.contains(&beneath)))
 }
 
 /// Live processes whose command line names `state_dir` (silod and its helpers do).

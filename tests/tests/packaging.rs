@@ -121,7 +121,16 @@ fn host_shutdown_stops_instances_and_the_next_start_brings_them_back() {
     use std::time::{Duration, Instant};
 
     let mut d = TestDaemon::start("hostdown");
-    let dir = d.socket().parent().expect("state dir").to_path_buf();
+    let dir = d.dir.clone();
+    let shutdown = |args: &[&str]| {
+        Command::new(bin("silod"))
+            .arg("--state-dir")
+            .arg(&dir)
+            .arg("shutdown")
+            .args(args)
+            .output()
+            .expect("silod shutdown")
+    };
     d.import(&busybox_image(false)[0], "busybox");
     for n in ["clean", "stubborn", "noauto", "off"] {
         d.launch("busybox", n);
@@ -142,16 +151,7 @@ fn host_shutdown_stops_instances_and_the_next_start_brings_them_back() {
     ok(d.silo(&["stop", "off"]));
 
     let t0 = Instant::now();
-    let o = Command::new(bin("silod"))
-        .args([
-            "--state-dir",
-            &dir.display().to_string(),
-            "shutdown",
-            "--timeout",
-            "90",
-        ])
-        .output()
-        .expect("silod shutdown");
+    let o = shutdown(&["--timeout", "90"]);
     let took = t0.elapsed();
     assert!(
         o.status.success(),
@@ -176,10 +176,7 @@ fn host_shutdown_stops_instances_and_the_next_start_brings_them_back() {
         d.log_text()
     );
     assert!(instance_pids(&dir).is_empty(), "{:?}", instance_pids(&dir));
-    let again = Command::new(bin("silod"))
-        .args(["--state-dir", &dir.display().to_string(), "shutdown"])
-        .output()
-        .expect("silod shutdown");
+    let again = shutdown(&[]);
     assert!(again.status.success(), "{}", silo_tests::show(&again));
     assert!(String::from_utf8_lossy(&again.stdout).contains("not running"));
 

@@ -103,10 +103,19 @@ pub fn is_metrics(method: &str, path: &str) -> bool {
     listed(METRICS, method, path)
 }
 
+/// Whether `path` is one of silod's internal endpoints (`/internal/...`).
+fn is_internal(path: &str) -> bool {
+    path == "/internal" || path.starts_with("/internal/")
+}
+
 /// The rule: what `caller` may do with `method path` (the path without its query).
 pub fn access(caller: CallerKind, method: &str, path: &str) -> Access {
     match caller {
-        CallerKind::Local | CallerKind::Client => Access::Full,
+        CallerKind::Local => Access::Full,
+        // silod's own endpoints (`silod shutdown`) are the host's, asked for on the unix
+        // socket: a TLS client may stop instances one by one, not take the daemon down.
+        CallerKind::Client if is_internal(path) => Access::Denied,
+        CallerKind::Client => Access::Full,
         CallerKind::Metrics if listed(METRICS, method, path) => Access::Full,
         CallerKind::Metrics | CallerKind::Untrusted => {
             if listed(UNTRUSTED, method, path) {
@@ -320,6 +329,10 @@ mod tests {
         assert!(!is_metrics("PUT", "/1.0/metrics") && !is_metrics("GET", "/1.0/metrics/x"));
         assert_eq!(access(Metrics, "GET", "/1.0/instances"), denied);
         assert!(Local.trusted() && Client.trusted() && !Metrics.trusted());
+        assert_eq!(access(Local, "PUT", "/internal/shutdown"), full);
+        for who in [Client, Metrics, Untrusted] {
+            assert_eq!(access(who, "PUT", "/internal/shutdown"), denied, "{who:?}");
+        }
     }
 
     #[test]

@@ -73,6 +73,8 @@ pub struct Services {
     pub creating: instances::Creating,
     /// Instances being stopped on request.
     pub stopping: runtime::Stopping,
+    /// A host shutdown (`silod shutdown`, SIGPWR), once begun.
+    pub shutdown: runtime::HostShutdown,
     /// Websockets of exec and console operations, by secret.
     pub sockets: exec::Sockets,
     /// Where the runtime sends ephemeral instances that stopped, to be deleted.

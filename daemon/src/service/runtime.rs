@@ -291,7 +291,7 @@ fn is_true(v: Option<&String>) -> bool {
 
 /// Starts a stopped instance.
 pub async fn start(c: &Services, name: &str) -> Result<RunningInfo, DomainError> {
-    if SHUTTING_DOWN.load(std::sync::atomic::Ordering::SeqCst) {
+    if c.shutdown.begun() {
         return Err(DomainError::Unavailable(
             "silod is shutting down with the host: no instance starts now".into(),
         ));
@@ -408,13 +408,7 @@ pub async fn stop(
             "instance {name:?} is already stopped"
         )));
     };
-    c.stopping.claim(name, run.init_pid);
-    unplug_before_stop(c, name).await;
-    let r = stop_inner(c, name, force, timeout).await;
-    if r.is_err() {
-        c.stopping.release(name, run.init_pid);
-    }
-    let exit = r?;
+    let exit = claimed_stop(c, name, run.init_pid, force, timeout).await?;
     after_stop(c, name).await;
     instances::set_keys(
         &c.db,
@@ -428,6 +422,25 @@ pub async fn stop(
         json!({}),
     );
     Ok(exit)
+}
+
+/// Stops the run of `name` whose init is `pid`, claimed for the asker, so that its watcher
+/// does not take the stop for one the instance made by itself; a failed stop gives the claim
+/// back.
+async fn claimed_stop(
+    c: &Services,
+    name: &str,
+    pid: u32,
+    force: bool,
+    timeout: Option<Duration>,
+) -> Result<InitExit, DomainError> {
+    c.stopping.claim(name, pid);
+    unplug_before_stop(c, name).await;
+    let r = stop_inner(c, name, force, timeout).await;
+    if r.is_err() {
+        c.stopping.release(name, pid);
+    }
+    r
 }
 
 async fn stop_inner(
@@ -466,16 +479,12 @@ pub async fn restart(
     force: bool,
     timeout: Option<Duration>,
 ) -> Result<(), DomainError> {
-    let pid = run_state(c, name).await?.map(|r| r.init_pid);
-    if let Some(pid) = pid {
-        c.stopping.claim(name, pid);
-    }
-    unplug_before_stop(c, name).await;
-    let r = stop_inner(c, name, force, timeout).await;
-    if let (Err(_), Some(pid)) = (&r, pid) {
-        c.stopping.release(name, pid);
-    }
-    r?;
+    let Some(run) = run_state(c, name).await? else {
+        return Err(DomainError::BadRequest(format!(
+            "instance {name:?} is not running"
+        )));
+    };
+    claimed_stop(c, name, run.init_pid, force, timeout).await?;
     after_stop(c, name).await;
     start(c, name).await?;
     c.events.lifecycle(
@@ -516,21 +525,12 @@ pub fn watch(c: Services, name: String, init_pid: u32) {
         let Ok(n) = iname(&name) else { return };
         let exit = loop {
             match c.helpers.privileged.wait_stopped(n.clone(), 200_000).await {
-                Ok(InitExit::Running) => {
-                    // silo-priv answers for the instance's current run: stop following once
-                    // that is not this watcher's any more.
-                    match run_state(&c, &name).await {
-                        Ok(Some(r)) if r.init_pid == init_pid => continue,
-                        _ => return,
-                    }
-                }
+                Ok(InitExit::Running) => continue,
                 Ok(e) => break e,
                 Err(_) => return,
             }
         };
-        if c.stopping.take(&name, init_pid)
-            || SHUTTING_DOWN.load(std::sync::atomic::Ordering::SeqCst)
-        {
+        if c.stopping.take(&name, init_pid) || c.shutdown.begun() {
             return;
         }
         tracing::info!(instance = %name, ?exit, "instance stopped by itself");
@@ -617,19 +617,47 @@ pub async fn on_daemon_start(c: &Services) {
 /// LXD's default for `boot.host_shutdown_timeout`, in seconds.
 const HOST_SHUTDOWN_TIMEOUT: u64 = 30;
 
-/// Set once a host shutdown began: nothing starts any more, and silod exits when it is done.
-static SHUTTING_DOWN: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+/// A host shutdown of this daemon: once begun nothing starts any more, and silod's serving
+/// loop exits when it is done.
+#[derive(Debug, Default, Clone)]
+pub struct HostShutdown {
+    begun: Arc<std::sync::atomic::AtomicBool>,
+    done: Arc<tokio::sync::Notify>,
+}
 
-/// Woken when a host shutdown has stopped every instance: silod's serving loop waits on it.
-pub static SHUTDOWN_DONE: tokio::sync::Notify = tokio::sync::Notify::const_new();
+impl HostShutdown {
+    fn begin(&self) {
+        self.begun.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    fn begun(&self) -> bool {
+        self.begun.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Resolves once a host shutdown has stopped every instance.
+    pub async fn done(&self) {
+        self.done.notified().await
+    }
+}
+
+/// What a host shutdown did: the instances that shut down cleanly and those killed after
+/// their timeout (`silod shutdown` prints them).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
+pub struct ShutdownReport {
+    /// Shut down cleanly within their `boot.host_shutdown_timeout`.
+    pub stopped: Vec<String>,
+    /// Killed after it.
+    pub killed: Vec<String>,
+}
 
 /// Host shutdown (`silod shutdown`, SIGPWR), as LXD's: every running instance is asked to
 /// shut down cleanly and given its `boot.host_shutdown_timeout` (30 s by default), all at
 /// once, then killed if it is still up. Each keeps `volatile.last_state.power=RUNNING`, so
 /// the next start of silod (the host's next boot) starts it again unless `boot.autostart`
-/// says no. Returns what was stopped cleanly and what had to be killed.
-pub async fn shutdown_all(c: &Services) -> Result<(Vec<String>, Vec<String>), DomainError> {
-    SHUTTING_DOWN.store(true, std::sync::atomic::Ordering::SeqCst);
+/// says no.
+pub async fn shutdown_all(c: &Services) -> Result<ShutdownReport, DomainError> {
+    c.shutdown.begin();
     let run = running(c).await?;
     let stops = run.into_iter().map(|(name, info)| {
         let c = c.clone();
@@ -638,24 +666,31 @@ pub async fn shutdown_all(c: &Services) -> Result<(Vec<String>, Vec<String>), Do
                 .ok()
                 .and_then(|i| expanded(&c, &i).ok())
                 .and_then(|cfg| cfg.get("boot.host_shutdown_timeout").cloned())
-                .and_then(|v| v.trim().parse::<u64>().ok())
+                .and_then(|v| crate::model::parse::parse_whole(v.trim()).ok())
                 .unwrap_or(HOST_SHUTDOWN_TIMEOUT);
-            c.stopping.claim(&name, info.init_pid);
-            unplug_before_stop(&c, &name).await;
-            let clean = match stop_inner(&c, &name, false, Some(Duration::from_secs(timeout)))
-                .await
+            let clean = match claimed_stop(
+                &c,
+                &name,
+                info.init_pid,
+                false,
+                Some(Duration::from_secs(timeout)),
+            )
+            .await
             {
                 Ok(_) => true,
                 Err(e) => {
                     tracing::warn!(instance = %name, error = %e, "no clean shutdown in time; killing it");
+                    // Claimed again (the failed stop gave its claim back), already unplugged.
+                    c.stopping.claim(&name, info.init_pid);
                     if let Err(e) = stop_inner(&c, &name, true, None).await {
                         tracing::error!(instance = %name, error = %e, "killing it failed");
                     }
                     false
                 }
             };
-            // Whenever its watcher wakes, the claim (or SHUTTING_DOWN) keeps it from recording
-            // the instance as stopped by itself: STOPPED would keep it from the next boot.
+            // Whenever its watcher wakes, the claim (and the shutdown begun) keep it from
+            // recording the instance as stopped by itself: STOPPED would keep it from the
+            // next boot.
             after_stop(&c, &name).await;
             if let Err(e) = instances::set_keys(
                 &c.db,
@@ -673,19 +708,18 @@ pub async fn shutdown_all(c: &Services) -> Result<(Vec<String>, Vec<String>), Do
             (name, clean)
         }
     });
-    let mut clean = Vec::new();
-    let mut killed = Vec::new();
-    for (name, ok) in futures::future::join_all(stops).await {
-        if ok {
-            clean.push(name);
+    let mut report = ShutdownReport::default();
+    for (name, clean) in futures::future::join_all(stops).await {
+        if clean {
+            report.stopped.push(name);
         } else {
-            killed.push(name);
+            report.killed.push(name);
         }
     }
-    clean.sort();
-    killed.sort();
-    SHUTDOWN_DONE.notify_one();
-    Ok((clean, killed))
+    report.stopped.sort();
+    report.killed.sort();
+    c.shutdown.done.notify_one();
+    Ok(report)
 }
 
 /// Applies a changed record to a running instance (config set, device add/remove): limits,

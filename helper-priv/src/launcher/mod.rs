@@ -45,17 +45,13 @@ pub struct StartReq {
     /// The user namespace's maps (with `raw.idmap`'s holes), when it has one.
     pub uid_map: Option<Vec<silo_proto::privileged::IdMapLine>>,
     pub gid_map: Option<Vec<silo_proto::privileged::IdMapLine>>,
-    /// The instance's groups, for init.
+    /// The instance's groups, for init; its cgroup2 directory is delegated to container root.
     pub cgroups: CgroupPlace,
     /// The monitors' groups (see `Cgroups::monitor_place`).
     pub monitor: CgroupPlace,
-    /// The instance's cgroup2 directory, delegated to container root.
-    pub cgroup2_dir: Option<String>,
     /// Where init's mount namespace attaches the rootfs before pivoting (inside the
     /// root-owned runtime directory; checked against the rootfs fd after attaching).
     pub mountpoint: String,
-    /// Whether the host has a cgroup2 hierarchy to mount in the container.
-    pub cgroup2: bool,
     /// Whether the image's init is systemd (kept in the record for stops after adoption).
     pub systemd: bool,
     /// Hold init before its exec until a byte arrives on the `go` FIFO in the runtime dir.

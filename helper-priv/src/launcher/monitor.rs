@@ -134,7 +134,7 @@ fn monitor(
         Ok(c) => c,
         Err(e) => die(&mut result, &format!("console: {e}")),
     };
-    if let Some(dir) = &req.cgroup2_dir {
+    if let Some(dir) = &req.cgroups.v2_dir {
         if userns {
             // Delegate the instance's cgroup2 group to container root, as systemd expects.
             for f in [
@@ -527,11 +527,10 @@ fn init_setup(req: &StartReq, sock: &OwnedFd, go: Option<OwnedFd>) -> Result<Nev
     }
     silo_proto::jail::caps_drop::non_dumpable().map_err(|e| e.to_string())?;
     super::drop_container_caps()?;
-    // The monitor has put this process in the instance's cgroups: the namespace is rooted
-    // there.
+    // This process was born in the instance's cgroups: the namespace is rooted there.
     nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWCGROUP).map_err(io("unshare(cgroup)"))?;
     nix::unistd::sethostname(&req.instance).map_err(io("sethostname"))?;
-    mount_container_owned(req.cgroup2)?;
+    mount_container_owned(req.cgroups.v2_dir.is_some())?;
     nix::unistd::setsid().map_err(io("setsid"))?;
     let c = nix::fcntl::open(
         "/dev/console",
