@@ -425,23 +425,43 @@ pub async fn exec(client: &Client, a: ExecArgs) -> Result<(), CmdError> {
     let op = Operation::from_answer(&answer)?;
 
     let (ctl_tx, ctl_rx) = mpsc::unbounded_channel();
-    if let Some(ws) = op.connect(client, "control").await? {
+    // The streams are dialled all at once: the server starts the command when the last one
+    // is up, in whatever order they come.
+    let wanted = |fd: &'static str| {
+        let op = &op;
+        async move {
+            if interactive && fd != "0" {
+                Ok(None)
+            } else {
+                op.require(client, fd).await.map(Some)
+            }
+        }
+    };
+    let (control, s0, s1, s2) = futures::try_join!(
+        op.connect(client, "control"),
+        wanted("0"),
+        wanted("1"),
+        wanted("2")
+    )?;
+    if let Some(ws) = control {
         tokio::spawn(control_loop(ws, interactive, true, interactive, ctl_rx));
     }
     let input = read_stdin(a.disable_stdin);
-    let (stdin_task, outputs) = if interactive {
-        let (tx, rx) = op.require(client, "0").await?.split();
-        let stdin_task = tokio::spawn(copy_in(tx, input));
-        let out = tokio::spawn(copy_out(rx, Out::Stdout, ctl_tx.clone()));
-        (stdin_task, vec![out])
+    let missing = || {
+        CmdError::Client(ClientError::Protocol(
+            "the operation has no stream \"0\"".into(),
+        ))
+    };
+    let (tx, rx) = s0.ok_or_else(missing)?.split();
+    let stdin_task = tokio::spawn(copy_in(tx, input));
+    let outputs = if interactive {
+        vec![tokio::spawn(copy_out(rx, Out::Stdout, ctl_tx.clone()))]
     } else {
-        let (tx, _) = op.require(client, "0").await?.split();
-        let mut outs = Vec::new();
-        for (fd, to) in [("1", Out::Stdout), ("2", Out::Stderr)] {
-            let (_, rx) = op.require(client, fd).await?.split();
-            outs.push(tokio::spawn(copy_out(rx, to, ctl_tx.clone())));
-        }
-        (tokio::spawn(copy_in(tx, input)), outs)
+        [(s1, Out::Stdout), (s2, Out::Stderr)]
+            .into_iter()
+            .filter_map(|(ws, to)| ws.map(|ws| (ws, to)))
+            .map(|(ws, to)| tokio::spawn(copy_out(ws.split().1, to, ctl_tx.clone())))
+            .collect()
     };
     // Output ends when the command (and whatever inherited its streams) is done; stdin may
     // still be waiting for a line that will never matter.

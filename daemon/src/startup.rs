@@ -441,6 +441,23 @@ async fn ensure_defaults(d: &Services, bare: bool) -> anyhow::Result<()> {
 }
 
 /// Runs silod; returns the process exit status.
+/// Raises the soft limit on open files to the hard one, for silod and the helpers it spawns,
+/// as Go's runtime does for LXD: each running instance holds descriptors in silod (its
+/// `/dev/lxd` listener and event streams) and in the helpers, and a shell's soft 1024 ends a
+/// host's containers well below a thousand.
+fn raise_nofile() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, hard)) if soft < hard => {
+            if let Err(e) = setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+                tracing::warn!(soft, hard, "raising the open files limit: {e}");
+            }
+        }
+        Ok(_) => {}
+        Err(e) => tracing::warn!("reading the open files limit: {e}"),
+    }
+}
+
 pub fn run(args: Args, events: crate::service::events::Events) -> anyhow::Result<i32> {
     let t0 = Instant::now();
     if !nix::unistd::geteuid().is_root() {
@@ -465,6 +482,7 @@ pub fn run(args: Args, events: crate::service::events::Events) -> anyhow::Result
         );
     }
     detach_from_terminal()?;
+    raise_nofile();
     let state_fd = prepare_state_dir(&args.state_dir, user.uid, group.gid, &[user.gid, group.gid])?;
     let host = HostFacts::gather();
 
@@ -621,6 +639,7 @@ async fn serve(
         image_locks: Default::default(),
         creating: Default::default(),
         stopping: Default::default(),
+        watcher: Default::default(),
         shutdown: Default::default(),
         sockets: Default::default(),
         reaper,

@@ -19,6 +19,36 @@ const LEASES: &str = "dnsmasq.leases";
 const HOSTS: &str = "dnsmasq.hosts";
 const RAW: &str = "dnsmasq.raw";
 
+/// As many leases as the bridge's DHCP ranges hold (a stateful DHCPv6 range counts up to
+/// 65536), and never fewer than dnsmasq's own default of 1000.
+fn lease_max(spec: &BridgeSpec) -> u64 {
+    let span = |first: u128, last: u128| last.saturating_sub(first).saturating_add(1);
+    let mut n: u128 = 0;
+    if let (Some(c), true) = (&spec.ipv4, spec.ipv4_dhcp) {
+        if spec.ipv4_dhcp_ranges.is_empty() {
+            n += span(
+                u32::from(c.network()).into(),
+                u32::from(c.broadcast()).into(),
+            );
+        }
+        for r in &spec.ipv4_dhcp_ranges {
+            n += span(u32::from(r.first).into(), u32::from(r.last).into());
+        }
+    }
+    if spec.ipv6.is_some() && spec.ipv6_dhcp && spec.ipv6_dhcp_stateful {
+        let v6: u128 = if spec.ipv6_dhcp_ranges.is_empty() {
+            u128::MAX
+        } else {
+            spec.ipv6_dhcp_ranges
+                .iter()
+                .map(|r| span(u128::from(r.first), u128::from(r.last)))
+                .fold(0, u128::saturating_add)
+        };
+        n = n.saturating_add(v6.min(65536));
+    }
+    u64::try_from(n.max(1000)).unwrap_or(u64::MAX)
+}
+
 /// dnsmasq's command line for a bridge, after LXD's (lxd/network/driver_bridge.go).
 pub fn args(spec: &BridgeSpec, dir: &str) -> Vec<String> {
     let br = spec.name.as_str();
@@ -102,6 +132,10 @@ pub fn args(spec: &BridgeSpec, dir: &str) -> Vec<String> {
                 "--dhcp-range=::,constructor:{br},ra-stateless,ra-names"
             ));
         }
+    }
+    if dhcp_any {
+        // dnsmasq refuses leases beyond 1000 by default, below a /22's worth of instances.
+        a.push(format!("--dhcp-lease-max={}", lease_max(spec)));
     }
     if spec.dns {
         let d = spec.dns_domain.as_str();
@@ -483,6 +517,30 @@ mod tests {
                 "--dhcp-range=fd42:1:2:3::100,fd42:1:2:3::1ff,64,3600s",
             ]
         );
+    }
+
+    #[test]
+    fn lease_max_holds_every_address_a_range_gives() {
+        let mut s = spec();
+        assert_eq!(lease_max(&s), 1000, "a /24 stays at dnsmasq's default");
+        s.ipv4 = Some("10.252.0.1/22".parse().expect("c"));
+        assert_eq!(lease_max(&s), 1024);
+        s.ipv6_dhcp_stateful = true;
+        assert_eq!(lease_max(&s), 1024 + 65536);
+        s.ipv4_dhcp_ranges =
+            silo_proto::net::parse_dhcp_ranges("r", "10.252.0.10-10.252.3.249").expect("ranges");
+        s.ipv6_dhcp_ranges =
+            silo_proto::net::parse_dhcp_ranges("r", "fd42:1:2:3::100-fd42:1:2:3::1ff")
+                .expect("ranges");
+        assert_eq!(lease_max(&s), 1008 + 256);
+        s.ipv4_dhcp = false;
+        s.ipv6_dhcp = false;
+        assert!(!args(&s, "/d")
+            .iter()
+            .any(|x| x.starts_with("--dhcp-lease-max")));
+        s.ipv4_dhcp = true;
+        s.ipv4_dhcp_ranges.clear();
+        assert!(args(&s, "/d").iter().any(|x| x == "--dhcp-lease-max=1024"));
     }
 
     #[test]

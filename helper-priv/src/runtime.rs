@@ -26,6 +26,10 @@ use crate::launcher::{self, wire, ExecStatus, Launcher, Reply};
 use crate::subid::SubIds;
 use crate::sys;
 
+/// Instances per network state request to the launcher: below the kernel's SCM_MAX_FD of
+/// 253 descriptors, with an answer well inside the launcher's packet size.
+const FDS_PER_MESSAGE: usize = 100;
+
 /// A pidfd, registered with the reactor on first use (adoption happens before the runtime).
 #[derive(Debug)]
 struct Pidfd {
@@ -985,6 +989,35 @@ impl Runtime {
     }
 
     /// Waits for init to end, then cleans up and says how it ended.
+    /// Waits up to `timeout` for the init of any of `names` to end. Answers those whose init
+    /// has ended, and at once those that do not run.
+    pub async fn wait_any_stopped(
+        &self,
+        names: &[InstanceName],
+        timeout: Duration,
+    ) -> Vec<InstanceName> {
+        let mut gone = Vec::new();
+        let mut inits = Vec::new();
+        for n in names {
+            match self.entry(n) {
+                Ok((_, init, _)) => inits.push((n, init)),
+                Err(_) => gone.push(n.clone()),
+            }
+        }
+        if !gone.is_empty() || inits.is_empty() {
+            return gone;
+        }
+        let waits = inits.iter().map(|(_, init)| Box::pin(init.wait()));
+        let _ = tokio::time::timeout(timeout, futures::future::select_all(waits)).await;
+        // Whoever else ended meanwhile goes in the same answer.
+        for (n, init) in &inits {
+            if init.exited().await {
+                gone.push((*n).clone());
+            }
+        }
+        gone
+    }
+
     pub async fn wait_stopped(
         &self,
         cg: &Cgroups,
@@ -1082,22 +1115,30 @@ impl Runtime {
         if pidfds.is_empty() {
             return found;
         }
-        let borrowed: Vec<_> = pidfds.iter().map(|f| f.as_fd()).collect();
-        match self
-            .launcher
-            .call(&launcher::Request::NetState, &borrowed)
-            .await
+        // One message carries at most SCM_MAX_FD (253) descriptors: more is EINVAL.
+        for (chunk, fds) in found
+            .chunks_mut(FDS_PER_MESSAGE)
+            .zip(pidfds.chunks(FDS_PER_MESSAGE))
         {
-            Ok(Reply::NetState(nets)) if nets.len() == found.len() => {
-                for ((n, s), net) in found.iter_mut().zip(nets) {
-                    match net {
-                        Ok(net) => s.net = net,
-                        Err(e) => tracing::debug!(instance = %n, "interfaces: {e}"),
+            let borrowed: Vec<_> = fds.iter().map(|f| f.as_fd()).collect();
+            match self
+                .launcher
+                .call(&launcher::Request::NetState, &borrowed)
+                .await
+            {
+                Ok(Reply::NetState(nets)) if nets.len() == chunk.len() => {
+                    for ((n, s), net) in chunk.iter_mut().zip(nets) {
+                        match net {
+                            Ok(net) => s.net = net,
+                            Err(e) => tracing::debug!(instance = %n, "interfaces: {e}"),
+                        }
                     }
                 }
+                Ok(_) => {
+                    tracing::warn!("the launcher answered a network state request out of turn")
+                }
+                Err(e) => tracing::warn!("interfaces of running instances: {e}"),
             }
-            Ok(_) => tracing::warn!("the launcher answered a network state request out of turn"),
-            Err(e) => tracing::warn!("interfaces of running instances: {e}"),
         }
         found
     }

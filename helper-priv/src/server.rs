@@ -121,6 +121,19 @@ impl Priv for PrivServer {
         self.0.rt.wait_stopped(&self.0.cg, &instance, t).await
     }
 
+    async fn wait_any_stopped(
+        self,
+        _: Context,
+        instances: Vec<InstanceName>,
+        timeout_ms: u64,
+    ) -> HelperResult<Vec<InstanceName>> {
+        if instances.len() > 65536 {
+            return Err(HelperError::invalid("instances", "more than 65536 names"));
+        }
+        let t = Duration::from_millis(timeout_ms).min(MAX_WAIT);
+        Ok(self.0.rt.wait_any_stopped(&instances, t).await)
+    }
+
     async fn running(self, _: Context) -> HelperResult<Vec<RunningInfo>> {
         let mut list = self.0.rt.list().await;
         for i in &mut list {

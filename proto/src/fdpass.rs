@@ -131,9 +131,16 @@ pub struct Packet {
     pub truncated: bool,
 }
 
-/// recvmsg of one packet into `buf`, taking ownership of up to [`MAX_FDS`] fds.
-pub fn recv_packet(sock: BorrowedFd<'_>, buf: &mut [u8]) -> Result<Packet, nix::errno::Errno> {
-    let mut cbuf = nix::cmsg_space!([RawFd; MAX_FDS]);
+/// The most descriptors one message can carry (the kernel's SCM_MAX_FD).
+pub const SCM_MAX_FD: usize = 253;
+
+/// recvmsg of one packet into `buf`, taking ownership of up to `N` fds; a packet with more
+/// comes back `truncated` (and the ones that fit are closed with it).
+pub fn recv_packet<const N: usize>(
+    sock: BorrowedFd<'_>,
+    buf: &mut [u8],
+) -> Result<Packet, nix::errno::Errno> {
+    let mut cbuf = nix::cmsg_space!([RawFd; N]);
     let mut iov = [IoSliceMut::new(buf)];
     let msg = recvmsg::<()>(
         sock.as_raw_fd(),
@@ -163,7 +170,7 @@ pub fn recv_packet(sock: BorrowedFd<'_>, buf: &mut [u8]) -> Result<Packet, nix::
 /// Receives one message: its ticket and the fds it carried.
 pub fn recv_one(sock: BorrowedFd<'_>) -> Result<(FdTicket, Vec<OwnedFd>), FdPassError> {
     let mut buf = [0u8; 8];
-    let p = recv_packet(sock, &mut buf).map_err(|source| FdPassError::Sys {
+    let p = recv_packet::<MAX_FDS>(sock, &mut buf).map_err(|source| FdPassError::Sys {
         op: "recvmsg",
         source,
     })?;

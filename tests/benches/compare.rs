@@ -10,127 +10,14 @@
 //! `SILO_BENCH_ROUNDS` (default 7) sets the rounds of the fast figures; the debian figures
 //! take 3 rounds.
 
-use std::process::Output;
 use std::time::{Duration, Instant};
 
 use silo_tests::lxd::TestLxd;
+use silo_tests::side::{Figure, Side};
 use silo_tests::TestDaemon;
 
 /// The pause before each measured launch and after it.
 const SETTLE: Duration = Duration::from_millis(1500);
-
-/// One manager under test, driven by the stock client.
-enum Side {
-    Silo(TestDaemon),
-    Lxd(TestLxd),
-}
-
-impl Side {
-    fn name(&self) -> &'static str {
-        match self {
-            Side::Silo(_) => "silo",
-            Side::Lxd(_) => "LXD 5.0.2",
-        }
-    }
-
-    fn lxc_out(&self, args: &[&str]) -> Output {
-        match self {
-            Side::Silo(d) => d.lxc(args),
-            Side::Lxd(l) => l.lxc(args),
-        }
-    }
-
-    /// Runs `lxc ARGS`, which must succeed; returns how long it took.
-    fn lxc(&self, args: &[&str]) -> Duration {
-        let t = Instant::now();
-        let o = self.lxc_out(args);
-        let took = t.elapsed();
-        assert!(
-            o.status.success(),
-            "[{}] lxc {args:?}: {}",
-            self.name(),
-            silo_tests::show(&o)
-        );
-        took
-    }
-
-    /// The pids of every process of the manager: the daemon and whatever names its
-    /// directory (helpers, monitors, dnsmasq; LXD's `[lxc monitor]`s and dnsmasq).
-    fn pids(&self) -> Vec<u32> {
-        let (dir, main) = match self {
-            Side::Silo(d) => (&d.dir, d.pid()),
-            Side::Lxd(l) => (&l.dir, l.pid().unwrap_or(0)),
-        };
-        let mut out = vec![main];
-        out.extend(
-            silo_tests::procs_naming(dir)
-                .into_iter()
-                .map(|(p, _)| p)
-                .filter(|p| *p != main),
-        );
-        out
-    }
-
-    /// RSS of all the manager's processes, in MB: what the table measures. Pages
-    /// shared between processes (a forked monitor's binary and libc) count once per process.
-    fn rss_mb(&self) -> f64 {
-        self.sum_kib("status", "VmRSS:")
-    }
-
-    /// PSS of all the manager's processes, in MB: each shared page divided among those that
-    /// share it, so the sum is what the manager costs the host.
-    fn pss_mb(&self) -> f64 {
-        self.sum_kib("smaps_rollup", "Pss:")
-    }
-
-    fn sum_kib(&self, file: &str, key: &str) -> f64 {
-        let kib: u64 = self
-            .pids()
-            .iter()
-            .filter_map(|p| std::fs::read_to_string(format!("/proc/{p}/{file}")).ok())
-            .filter_map(|s| {
-                s.lines()
-                    .find_map(|l| l.strip_prefix(key))
-                    .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-            })
-            .sum();
-        kib as f64 / 1024.0
-    }
-}
-
-/// Samples of one figure.
-#[derive(Default)]
-struct Figure(Vec<f64>);
-
-impl Figure {
-    fn push_ms(&mut self, d: Duration) {
-        self.0.push(d.as_secs_f64() * 1e3);
-    }
-
-    fn show(&self, unit: &str) -> String {
-        if self.0.is_empty() {
-            return "—".into();
-        }
-        let mut v = self.0.clone();
-        v.sort_by(f64::total_cmp);
-        let med = v[v.len() / 2];
-        let (lo, hi) = (v[0], v[v.len() - 1]);
-        let f = |x: f64| {
-            if unit == "s" {
-                format!("{:.2}", x / 1e3)
-            } else {
-                format!("{x:.0}")
-            }
-        };
-        format!("{} {unit} ({}–{}, n={})", f(med), f(lo), f(hi), v.len())
-    }
-
-    fn median(&self) -> Option<f64> {
-        let mut v = self.0.clone();
-        v.sort_by(f64::total_cmp);
-        v.get(v.len() / 2).copied()
-    }
-}
 
 fn until_systemd_up(s: &Side, name: &str) {
     silo_tests::until_systemd_up(name, |cmd| {

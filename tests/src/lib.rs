@@ -18,6 +18,7 @@ pub mod image_server;
 pub mod lxc_client;
 pub mod lxd;
 pub mod migration_peer;
+pub mod side;
 pub mod trees;
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);

@@ -303,6 +303,69 @@ fn two_containers_on_the_default_bridge_reach_each_other_by_name() {
     assert!(gone, "dnsmasq outlived silod: {left:?}");
 }
 
+/// A listing asks silo-priv for every running instance's interfaces in one request, with
+/// one descriptor per instance: more instances than one message of descriptors held (8 once)
+/// left every address out. And one instance powering itself off among many is noticed by
+/// the one request that follows them all.
+#[test]
+fn a_listing_shows_the_addresses_of_a_dozen_instances_and_one_stopping_among_them() {
+    let d = TestDaemon::start("net-dozen");
+    busybox(&d);
+    let names: Vec<String> = (0..12).map(|i| format!("c{i}")).collect();
+    for n in &names {
+        d.launch("busybox", n);
+    }
+    let mut missing = names.clone();
+    let ok = wait_until(Duration::from_secs(30), || {
+        let (_, v) = d.api("GET", "/1.0/instances?recursion=2", None);
+        missing = names
+            .iter()
+            .filter(|n| {
+                let i = v["metadata"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .find(|i| i["name"] == n.as_str());
+                !i.is_some_and(|i| {
+                    i["state"]["network"]["eth0"]["addresses"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .any(|a| a["family"] == "inet")
+                })
+            })
+            .cloned()
+            .collect();
+        missing.is_empty()
+    });
+    assert!(ok, "no IPv4 in the listing for {missing:?}");
+    let o = d.lxc(&["list", "--format", "csv", "-c", "n4"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let csv = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert_eq!(
+        csv.lines().filter(|l| l.contains("(eth0)")).count(),
+        12,
+        "lxc list shows every address:\n{csv}"
+    );
+
+    let (code, _, err) = d.exec("c5", &["poweroff"]);
+    assert_eq!(code, 0, "poweroff: {err}");
+    assert!(
+        wait_until(Duration::from_secs(15), || d.status("c5") == "Stopped"),
+        "c5 powered off: its status follows"
+    );
+    for n in names.iter().filter(|n| *n != "c5") {
+        assert_eq!(d.status(n), "Running", "{n} runs on");
+    }
+    d.set_state("c5", "start", false);
+    assert_eq!(d.status("c5"), "Running");
+    d.exec("c5", &["poweroff"]);
+    assert!(
+        wait_until(Duration::from_secs(15), || d.status("c5") == "Stopped"),
+        "a second run of c5 is followed too"
+    );
+}
+
 #[test]
 fn networks_api_create_update_delete_and_refusals() {
     let d = TestDaemon::start("net-api");

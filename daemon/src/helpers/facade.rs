@@ -92,6 +92,7 @@ facade! {
         fn start(spec: StartSpec) -> RunningInfo;
         fn stop(instance: InstanceName, force: bool) -> ();
         fn wait_stopped(instance: InstanceName, timeout_ms: u64) -> InitExit;
+        fn wait_any_stopped(instances: Vec<InstanceName>, timeout_ms: u64) -> Vec<InstanceName>;
         fn running() -> Vec<RunningInfo>;
         fn stats(instance: InstanceName) -> InstanceStats;
         fn stats_many(instances: Vec<InstanceName>) -> Vec<(InstanceName, InstanceStats)>;

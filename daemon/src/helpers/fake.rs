@@ -205,6 +205,7 @@ impl Priv for FakePriv {
         fn list_cgroups() -> Vec<InstanceName>;
         fn delete_cgroup(instance: InstanceName) -> ();
         fn wait_stopped(instance: InstanceName, timeout_ms: u64) -> InitExit;
+        fn wait_any_stopped(instances: Vec<InstanceName>, timeout_ms: u64) -> Vec<InstanceName>;
         fn stats(instance: InstanceName) -> InstanceStats;
         fn stats_many(instances: Vec<InstanceName>) -> Vec<(InstanceName, InstanceStats)>;
         fn freeze(instance: InstanceName, frozen: bool) -> ();

@@ -73,6 +73,8 @@ pub struct Services {
     pub creating: instances::Creating,
     /// Instances being stopped on request.
     pub stopping: runtime::Stopping,
+    /// The running instances followed until they stop by themselves.
+    pub watcher: runtime::Watcher,
     /// A host shutdown (`silod shutdown`, SIGPWR), once begun.
     pub shutdown: runtime::HostShutdown,
     /// Websockets of exec and console operations, by secret.

@@ -517,53 +517,135 @@ impl Reaper {
     }
 }
 
+/// The running instances silod follows (by name, with their init's pid), and whether the
+/// task that follows them has started.
+#[derive(Debug, Default, Clone)]
+pub struct Watcher(Arc<WatcherInner>);
+
+#[derive(Debug, Default)]
+struct WatcherInner {
+    watched: Mutex<HashMap<String, u32>>,
+    changed: tokio::sync::Notify,
+    started: std::sync::atomic::AtomicBool,
+}
+
+impl Watcher {
+    fn add(&self, name: String, init_pid: u32) {
+        if let Ok(mut m) = self.0.watched.lock() {
+            m.insert(name, init_pid);
+        }
+        // Stored as a permit when the follower is busy: the next wait includes this one.
+        self.0.changed.notify_one();
+    }
+
+    fn names(&self) -> Vec<InstanceName> {
+        self.0
+            .watched
+            .lock()
+            .map(|m| m.keys().filter_map(|n| iname(n).ok()).collect())
+            .unwrap_or_default()
+    }
+
+    fn take(&self, name: &str) -> Option<u32> {
+        self.0.watched.lock().ok()?.remove(name)
+    }
+}
+
 /// Follows a running instance until it stops by itself: a reboot inside (init killed by
 /// SIGHUP through reboot(2) in its pid namespace) starts it again, as LXD does; an ephemeral
 /// instance is deleted once stopped.
+///
+/// One task follows them all with one long-poll to silo-priv at a time, restarted when an
+/// instance joins: a request per instance would put a thousand in flight for a thousand
+/// instances, and tarpc's client holds every request past its limit of 1000 in flight.
 pub fn watch(c: Services, name: String, init_pid: u32) {
-    tokio::spawn(async move {
-        let Ok(n) = iname(&name) else { return };
-        let exit = loop {
-            match c.helpers.privileged.wait_stopped(n.clone(), 200_000).await {
-                Ok(InitExit::Running) => continue,
-                Ok(e) => break e,
-                Err(_) => return,
-            }
+    c.watcher.add(name, init_pid);
+    if !c
+        .watcher
+        .0
+        .started
+        .swap(true, std::sync::atomic::Ordering::SeqCst)
+    {
+        tokio::spawn(follow(c));
+    }
+}
+
+async fn follow(c: Services) {
+    let w = c.watcher.clone();
+    loop {
+        let names = w.names();
+        if names.is_empty() {
+            w.0.changed.notified().await;
+            continue;
+        }
+        let stopped = tokio::select! {
+            r = c.helpers.privileged.wait_any_stopped(names, 200_000) => match r {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::warn!(error = %e, "following the running instances");
+                    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                    continue;
+                }
+            },
+            () = w.0.changed.notified() => continue,
         };
-        if c.stopping.take(&name, init_pid) || c.shutdown.begun() {
-            return;
+        for n in stopped {
+            if let Some(pid) = w.take(n.as_str()) {
+                tokio::spawn(after_exit(c.clone(), n.as_str().to_string(), pid));
+            }
         }
-        tracing::info!(instance = %name, ?exit, "instance stopped by itself");
-        after_stop(&c, &name).await;
-        let _ = instances::set_keys(
-            &c.db,
-            &name,
-            &[("volatile.last_state.power", "STOPPED")],
-            None,
-        );
-        if exit == InitExit::Signaled(libc::SIGHUP) {
-            if let Err(e) = start(&c, &name).await {
-                tracing::warn!(instance = %name, error = %e, "restarting after a reboot failed");
-            } else {
-                c.events.lifecycle(
-                    "instance-restarted",
-                    &format!("/1.0/instances/{name}"),
-                    json!({}),
-                );
+    }
+}
+
+/// What follows an instance's init ending by itself.
+async fn after_exit(c: Services, name: String, init_pid: u32) {
+    let Ok(n) = iname(&name) else { return };
+    let exit = match c.helpers.privileged.wait_stopped(n.clone(), 10_000).await {
+        // Started again meanwhile (by name): follow the new run.
+        Ok(InitExit::Running) => {
+            if let Ok(run) = running(&c).await {
+                if let Some(info) = run.get(&name) {
+                    c.watcher.add(name.clone(), info.init_pid);
+                }
             }
             return;
         }
-        c.events.lifecycle(
-            "instance-shutdown",
-            &format!("/1.0/instances/{name}"),
-            json!({}),
-        );
-        if let Ok(i) = instances::get(&c.db, &name) {
-            if i.ephemeral {
-                c.reaper.reap(&name);
-            }
+        Ok(e) => e,
+        Err(_) => return,
+    };
+    if c.stopping.take(&name, init_pid) || c.shutdown.begun() {
+        return;
+    }
+    tracing::info!(instance = %name, ?exit, "instance stopped by itself");
+    after_stop(&c, &name).await;
+    let _ = instances::set_keys(
+        &c.db,
+        &name,
+        &[("volatile.last_state.power", "STOPPED")],
+        None,
+    );
+    if exit == InitExit::Signaled(libc::SIGHUP) {
+        if let Err(e) = start(&c, &name).await {
+            tracing::warn!(instance = %name, error = %e, "restarting after a reboot failed");
+        } else {
+            c.events.lifecycle(
+                "instance-restarted",
+                &format!("/1.0/instances/{name}"),
+                json!({}),
+            );
         }
-    });
+        return;
+    }
+    c.events.lifecycle(
+        "instance-shutdown",
+        &format!("/1.0/instances/{name}"),
+        json!({}),
+    );
+    if let Ok(i) = instances::get(&c.db, &name) {
+        if i.ephemeral {
+            c.reaper.reap(&name);
+        }
+    }
 }
 
 /// At silod's start: follow what runs (adopted by silo-priv), and start `boot.autostart`

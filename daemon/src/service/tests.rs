@@ -49,6 +49,7 @@ async fn world(instances: u64) -> World {
         image_locks: Default::default(),
         creating: Default::default(),
         stopping: Default::default(),
+        watcher: Default::default(),
         shutdown: Default::default(),
         sockets: Default::default(),
         reaper,

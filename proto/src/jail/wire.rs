@@ -55,6 +55,16 @@ pub fn send<T: Serialize>(sock: BorrowedFd<'_>, v: &T, fds: &[BorrowedFd<'_>]) -
             format!("{}-byte message is over {MAX_PACKET}", bytes.len()),
         ));
     }
+    if fds.len() > crate::fdpass::SCM_MAX_FD {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!(
+                "{} fds in one message; the kernel takes at most {}",
+                fds.len(),
+                crate::fdpass::SCM_MAX_FD
+            ),
+        ));
+    }
     let raw: Vec<RawFd> = fds.iter().map(|f| f.as_raw_fd()).collect();
     let iov = [IoSlice::new(&bytes)];
     let cmsg = [ControlMessage::ScmRights(&raw)];
@@ -67,7 +77,9 @@ pub fn send<T: Serialize>(sock: BorrowedFd<'_>, v: &T, fds: &[BorrowedFd<'_>]) -
 /// Receives one packet: `Ok(None)` when the peer closed.
 pub fn recv_raw(sock: BorrowedFd<'_>) -> io::Result<Option<(Vec<u8>, Vec<OwnedFd>)>> {
     let mut buf = vec![0u8; MAX_PACKET];
-    let p = crate::fdpass::recv_packet(sock, &mut buf).map_err(|e| errno("recvmsg", e))?;
+    // As many fds as a message can hold: a network state request carries one per instance.
+    let p = crate::fdpass::recv_packet::<{ crate::fdpass::SCM_MAX_FD }>(sock, &mut buf)
+        .map_err(|e| errno("recvmsg", e))?;
     if p.len == 0 && p.fds.is_empty() {
         return Ok(None);
     }
@@ -109,5 +121,30 @@ pub fn wait_readable(fd: BorrowedFd<'_>, timeout_ms: i32) -> bool {
             continue;
         }
         return r > 0;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::fd::AsFd;
+
+    #[test]
+    fn a_message_carries_as_many_fds_as_the_kernel_allows() {
+        let (a, b) = pair().expect("pair");
+        let files: Vec<OwnedFd> = (0..crate::fdpass::SCM_MAX_FD)
+            .map(|_| OwnedFd::from(std::fs::File::open("/dev/null").expect("open")))
+            .collect();
+        let fds: Vec<BorrowedFd<'_>> = files.iter().map(|f| f.as_fd()).collect();
+        send(a.as_fd(), &7u32, &fds).expect("send");
+        let (v, got) = recv::<u32>(b.as_fd()).expect("recv").expect("a message");
+        assert_eq!((v, got.len()), (7, crate::fdpass::SCM_MAX_FD));
+
+        let one_more: Vec<OwnedFd> = (0..=crate::fdpass::SCM_MAX_FD)
+            .map(|_| OwnedFd::from(std::fs::File::open("/dev/null").expect("open")))
+            .collect();
+        let fds: Vec<BorrowedFd<'_>> = one_more.iter().map(|f| f.as_fd()).collect();
+        let e = send(a.as_fd(), &7u32, &fds).expect_err("too many");
+        assert!(e.to_string().contains("at most 253"), "{e}");
     }
 }
