@@ -19,6 +19,7 @@ mod relay;
 mod rsync;
 mod server;
 mod shift;
+mod spares;
 mod squash;
 mod statedirs;
 mod templates;

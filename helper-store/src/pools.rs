@@ -29,6 +29,7 @@ pub(crate) struct Inner {
     pub(crate) rsync: crate::rsync::Sessions,
     pub(crate) btrfs: crate::migrate::Sessions,
     pub(crate) fds: Arc<silo_proto::fdpass::FdSender>,
+    pub(crate) spares: crate::spares::Spares,
 }
 
 /// The storage service.
@@ -53,6 +54,7 @@ impl StoreServer {
             rsync,
             btrfs: crate::migrate::Sessions::default(),
             fds: b.fds.clone(),
+            spares: Default::default(),
             state,
             pools,
             disks,

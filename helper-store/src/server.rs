@@ -191,6 +191,7 @@ impl Store for StoreServer {
             let _ = dir.remove_tree(kind.dir_name());
         }
         let _ = dir.remove_tree(crate::custom::SNAPSHOTS_DIR);
+        let _ = dir.remove_tree(crate::spares::SPARES_DIR);
         drop(dir);
         // The btrfs mount, and the nosuid bind of a dir pool (or beneath a btrfs).
         self.unmount_all(&pool)?;
@@ -264,6 +265,9 @@ impl Store for StoreServer {
         if kind == VolumeKind::Custom {
             // A custom volume's snapshots go with it (first: a failure leaves the volume).
             self.custom_snapshots_remove_all(&dir, &volume)?;
+        }
+        if kind == VolumeKind::Image {
+            self.drop_spare(&dir, &pool, &volume).await?;
         }
         self.remove_volume(&kdir, volume.as_str())?;
         tracing::info!(pool = %pool, volume = %volume, kind = kind.dir_name(), "deleted volume");
@@ -358,19 +362,28 @@ impl Store for StoreServer {
             tracing::info!(pool = %pool, src = %src, dst = %dst, ms = t0.elapsed().as_millis() as u64, "snapshotted volume");
             return Ok(usage);
         }
+        let what = Self::volume_what(&pool, dst_kind, &dst);
+        let from_image = src_kind == VolumeKind::Image;
+        if from_image
+            && self
+                .take_spare(&dir, &pool, &src, &kdir, dst.as_str(), &what)
+                .await?
+        {
+            tracing::info!(pool = %pool, src = %src, dst = %dst, ms = t0.elapsed().as_millis() as u64, "took the image's spare copy");
+            self.refill_spare(pool, src);
+            return Ok(0);
+        }
         let budget = self.write_budget(&dir)?;
-        let target = self.new_volume(
-            &dir,
-            &kdir,
-            dst.as_str(),
-            &Self::volume_what(&pool, dst_kind, &dst),
-        )?;
+        let target = self.new_volume(&dir, &kdir, dst.as_str(), &what)?;
         match crate::images::copy(&sdir, &target, budget)
             .await
             .map_err(|e| self.name_reserve(&dir, budget != u64::MAX, e))
         {
             Ok(bytes) => {
                 tracing::info!(pool = %pool, src = %src, dst = %dst, bytes, ms = t0.elapsed().as_millis() as u64, "copied volume");
+                if from_image {
+                    self.refill_spare(pool, src);
+                }
                 Ok(bytes)
             }
             Err(e) => {

@@ -401,3 +401,119 @@ fn benign_corpus_images() {
         assert!(d.join("templates").is_dir());
     }
 }
+
+/// Everything a volume copy keeps, per entry beneath `root`: type, mode, owner, mtime,
+/// contents or link target, and which entries share an inode.
+fn tree_signature(root: &Path) -> Vec<String> {
+    fn walk(root: &Path, dir: &Path, out: &mut Vec<String>, inodes: &mut Vec<u64>) {
+        let mut names: Vec<_> = std::fs::read_dir(dir)
+            .expect("read_dir")
+            .map(|e| e.expect("entry").path())
+            .collect();
+        names.sort();
+        for p in names {
+            let m = std::fs::symlink_metadata(&p).expect("lstat");
+            let rel = p.strip_prefix(root).expect("beneath").display().to_string();
+            let what = if m.file_type().is_symlink() {
+                format!("-> {}", std::fs::read_link(&p).expect("link").display())
+            } else if m.is_file() {
+                let link = if m.nlink() > 1 {
+                    let i = inodes
+                        .iter()
+                        .position(|x| *x == m.ino())
+                        .unwrap_or_else(|| {
+                            inodes.push(m.ino());
+                            inodes.len() - 1
+                        });
+                    format!(" link#{i}")
+                } else {
+                    String::new()
+                };
+                format!("{:?}{link}", std::fs::read(&p).expect("read"))
+            } else {
+                "dir".into()
+            };
+            out.push(format!(
+                "{rel} {:o} {}:{} {} {what}",
+                m.mode(),
+                m.uid(),
+                m.gid(),
+                m.mtime()
+            ));
+            if m.is_dir() {
+                walk(root, &p, out, inodes);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(root, root, &mut out, &mut Vec::new());
+    out
+}
+
+/// On a dir pool, making an instance's volume from an image leaves a spare copy made in the
+/// background, which the next one takes with a rename: the same tree as a copy, a refill
+/// after it, and gone with the image.
+#[test]
+fn an_instance_volume_from_an_image_takes_the_spare_made_in_the_background() {
+    let env = Env::new("unpack-spares", None);
+    let tmp = tempfile::tempdir().expect("tmp");
+    let fp = env.upload(&tar_image(tmp.path(), "--gzip"), None);
+    env.unpack(&fp).expect("unpack");
+    let image = VolumeName::new(fp.as_str()).expect("n");
+    let copy = |dst: &str| {
+        env.rt
+            .block_on(env.client.copy_volume(
+                context::current(),
+                pool(),
+                VolumeKind::Image,
+                image.clone(),
+                VolumeKind::Container,
+                VolumeName::new(dst).expect("name"),
+            ))
+            .expect("rpc")
+    };
+    let spares = env.state.join("storage-pools/p/spares");
+    let spare = spares.join(fp.as_str());
+    let unfinished = spares.join(format!("{fp}.new"));
+    assert!(!spare.exists(), "no spare before an instance was made");
+    assert!(copy("c1").expect("copy") > 0, "the first is copied");
+    let ready = || {
+        silo_tests::wait_until(std::time::Duration::from_secs(20), || {
+            spare.is_dir() && !unfinished.exists()
+        })
+    };
+    assert!(ready(), "a spare follows; log:\n{}", env.helper.log_text());
+    assert_eq!(copy("c2").expect("take"), 0, "the second takes the spare");
+    let containers = env.state.join("storage-pools/p/containers");
+    assert_eq!(
+        tree_signature(&containers.join("c2")),
+        tree_signature(&containers.join("c1")),
+        "a taken spare is what a copy makes"
+    );
+    assert_eq!(
+        std::fs::metadata(containers.join("c2")).expect("c2").mode() & 0o777,
+        0o700
+    );
+    assert!(ready(), "the spare is made again");
+    assert!(
+        matches!(
+            copy("c1"),
+            Err(silo_proto::HelperError::AlreadyExists { .. })
+        ),
+        "an existing volume is refused"
+    );
+    assert!(spare.is_dir(), "and the spare stays for the next");
+    env.rt
+        .block_on(env.client.delete_volume(
+            context::current(),
+            pool(),
+            VolumeKind::Image,
+            image.clone(),
+        ))
+        .expect("rpc")
+        .expect("delete image");
+    assert!(
+        !spare.exists() && !unfinished.exists(),
+        "the spare goes with its image"
+    );
+}
