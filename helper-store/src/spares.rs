@@ -24,12 +24,15 @@ use crate::pools::StoreServer;
 /// Where a pool keeps its spares.
 pub(crate) const SPARES_DIR: &str = "spares";
 
+/// The lock of one (pool, image)'s spare.
+type SpareLock = Arc<tokio::sync::Mutex<()>>;
+
 /// One lock per (pool, image): a spare is taken, made or dropped by one request at a time.
 #[derive(Debug, Default)]
-pub(crate) struct Spares(Mutex<HashMap<(String, String), Arc<tokio::sync::Mutex<()>>>>);
+pub(crate) struct Spares(Mutex<HashMap<(String, String), SpareLock>>);
 
 impl Spares {
-    fn lock(&self, pool: &PoolName, image: &VolumeName) -> Arc<tokio::sync::Mutex<()>> {
+    fn lock(&self, pool: &PoolName, image: &VolumeName) -> SpareLock {
         match self.0.lock() {
             Ok(mut m) => m
                 .entry((pool.as_str().to_string(), image.as_str().to_string()))
