@@ -1072,6 +1072,12 @@ impl Runtime {
     }
 
     /// What runs.
+    /// One instance's record, if it runs.
+    pub async fn get(&self, name: &InstanceName) -> Option<RunningInfo> {
+        let (info, init, _) = self.entry(name).ok()?;
+        (!init.exited().await).then_some(info)
+    }
+
     pub async fn list(&self) -> Vec<RunningInfo> {
         let entries: Vec<(RunningInfo, Arc<Pidfd>)> = self
             .running

@@ -134,6 +134,18 @@ impl Priv for PrivServer {
         Ok(self.0.rt.wait_any_stopped(&instances, t).await)
     }
 
+    async fn running_one(
+        self,
+        _: Context,
+        instance: InstanceName,
+    ) -> HelperResult<Option<RunningInfo>> {
+        let mut info = self.0.rt.get(&instance).await;
+        if let Some(i) = &mut info {
+            i.frozen = self.0.cg.is_frozen(&i.instance);
+        }
+        Ok(info)
+    }
+
     async fn running(self, _: Context) -> HelperResult<Vec<RunningInfo>> {
         let mut list = self.0.rt.list().await;
         for i in &mut list {

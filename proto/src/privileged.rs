@@ -95,6 +95,9 @@ pub trait Priv {
     ) -> HelperResult<Vec<InstanceName>>;
     /// The instances running now (adopted from an earlier silo-priv too).
     async fn running() -> HelperResult<Vec<RunningInfo>>;
+    /// One instance's record if it runs: what a request about one instance asks, without
+    /// reading every running instance's freezer state.
+    async fn running_one(instance: InstanceName) -> HelperResult<Option<RunningInfo>>;
     /// Resource use of a running instance.
     async fn stats(instance: InstanceName) -> HelperResult<InstanceStats>;
     /// Resource use of every running instance in one call (listings), at most 4096 names.

@@ -94,6 +94,7 @@ facade! {
         fn wait_stopped(instance: InstanceName, timeout_ms: u64) -> InitExit;
         fn wait_any_stopped(instances: Vec<InstanceName>, timeout_ms: u64) -> Vec<InstanceName>;
         fn running() -> Vec<RunningInfo>;
+        fn running_one(instance: InstanceName) -> Option<RunningInfo>;
         fn stats(instance: InstanceName) -> InstanceStats;
         fn stats_many(instances: Vec<InstanceName>) -> Vec<(InstanceName, InstanceStats)>;
         fn set_limits(instance: InstanceName, limits: Limits) -> ();

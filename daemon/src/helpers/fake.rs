@@ -173,6 +173,14 @@ impl Priv for FakePriv {
         Ok(lock(&self.0.running).values().cloned().collect())
     }
 
+    async fn running_one(
+        self,
+        _: Context,
+        instance: InstanceName,
+    ) -> HelperResult<Option<RunningInfo>> {
+        Ok(lock(&self.0.running).get(instance.as_str()).cloned())
+    }
+
     async fn set_limits(
         self,
         _: Context,

@@ -60,12 +60,14 @@ pub async fn running(c: &Services) -> Result<HashMap<String, RunningInfo>, Domai
 
 /// Whether `name` runs.
 pub async fn is_running(c: &Services, name: &str) -> Result<bool, DomainError> {
-    Ok(running(c).await?.contains_key(name))
+    Ok(run_state(c, name).await?.is_some())
 }
 
 /// How `name` is: `None` when stopped, else silo-priv's record with the freezer's state.
 pub async fn run_state(c: &Services, name: &str) -> Result<Option<RunningInfo>, DomainError> {
-    Ok(running(c).await?.remove(name))
+    // A name silo-priv could not take runs nowhere.
+    let Ok(n) = iname(name) else { return Ok(None) };
+    Ok(c.helpers.privileged.running_one(n).await?)
 }
 
 /// Whether `name` runs with its processes frozen (`lxc pause`).
