@@ -163,14 +163,8 @@ impl StoreServer {
                 what: format!("snapshots of custom volume {:?}", to.as_str()),
             });
         }
-        nix::fcntl::renameat2(
-            top.fd(),
-            from.as_str(),
-            top.fd(),
-            to.as_str(),
-            nix::fcntl::RenameFlags::RENAME_NOREPLACE,
-        )
-        .map_err(|e| HelperError::errno("renameat2", to.as_str(), e))
+        Self::rename_noreplace(&top, from.as_str(), &top, to.as_str())
+            .map_err(|e| HelperError::errno("renameat2", to.as_str(), e))
     }
 
     pub(crate) fn custom_snapshot_move(

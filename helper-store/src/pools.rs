@@ -484,6 +484,22 @@ impl StoreServer {
         }
     }
 
+    /// Renames `from` in `from_dir` to `to` in `to_dir`, refusing (EEXIST) to replace anything.
+    pub(crate) fn rename_noreplace(
+        from_dir: &Root,
+        from: &str,
+        to_dir: &Root,
+        to: &str,
+    ) -> Result<(), nix::errno::Errno> {
+        nix::fcntl::renameat2(
+            from_dir.fd(),
+            from,
+            to_dir.fd(),
+            to,
+            nix::fcntl::RenameFlags::RENAME_NOREPLACE,
+        )
+    }
+
     /// Removes a volume: the subvolume ioctl on btrfs, a careful tree removal elsewhere.
     pub(crate) fn remove_volume(&self, kdir: &Root, name: &str) -> HelperResult<()> {
         if let Ok(v) = kdir.open_dir(&[name]) {

@@ -80,14 +80,7 @@ impl StoreServer {
         }
         // Only silo-store writes beneath a pool; still, a directory and not a link.
         sdir.open_dir(&[image.as_str()])?;
-        nix::fcntl::renameat2(
-            sdir.fd(),
-            image.as_str(),
-            kdir.fd(),
-            dst,
-            nix::fcntl::RenameFlags::RENAME_NOREPLACE,
-        )
-        .map_err(|e| match e {
+        Self::rename_noreplace(&sdir, image.as_str(), kdir, dst).map_err(|e| match e {
             nix::errno::Errno::EEXIST => HelperError::AlreadyExists {
                 what: what.to_string(),
             },
@@ -136,14 +129,8 @@ impl StoreServer {
             let _ = self.remove_volume(&sdir, &tmp);
             return Err(e);
         }
-        nix::fcntl::renameat2(
-            sdir.fd(),
-            tmp.as_str(),
-            sdir.fd(),
-            image.as_str(),
-            nix::fcntl::RenameFlags::RENAME_NOREPLACE,
-        )
-        .map_err(|e| HelperError::errno("renameat2", image.as_str(), e))?;
+        Self::rename_noreplace(&sdir, &tmp, &sdir, image.as_str())
+            .map_err(|e| HelperError::errno("renameat2", image.as_str(), e))?;
         Ok(true)
     }
 
