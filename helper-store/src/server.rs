@@ -267,9 +267,11 @@ impl Store for StoreServer {
             self.custom_snapshots_remove_all(&dir, &volume)?;
         }
         if kind == VolumeKind::Image {
-            self.drop_spare(&dir, &pool, &volume).await?;
+            self.remove_image_and_spare(&dir, &kdir, &pool, &volume)
+                .await?;
+        } else {
+            self.remove_volume(&kdir, volume.as_str())?;
         }
-        self.remove_volume(&kdir, volume.as_str())?;
         tracing::info!(pool = %pool, volume = %volume, kind = kind.dir_name(), "deleted volume");
         Ok(())
     }

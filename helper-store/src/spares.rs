@@ -134,23 +134,25 @@ impl StoreServer {
         Ok(true)
     }
 
-    /// Removes the spare of `image` (made or being made).
-    pub(crate) async fn drop_spare(
+    /// Removes the image volume `image` (in `kdir`) and its spare, made or being made. Both
+    /// under the spare's lock: a refill copying from an image half removed would skip what
+    /// has vanished and leave a spare short of files for an image imported again.
+    pub(crate) async fn remove_image_and_spare(
         &self,
         pool_dir: &Root,
+        kdir: &Root,
         pool: &PoolName,
         image: &VolumeName,
     ) -> HelperResult<()> {
         let lock = self.0.spares.lock(pool, image);
         let _held = lock.lock().await;
-        let Ok(sdir) = pool_dir.open_dir(&[SPARES_DIR]) else {
-            return Ok(());
-        };
-        for name in [image.as_str().to_string(), unfinished(image)] {
-            if sdir.exists(&name)? {
-                self.remove_volume(&sdir, &name)?;
+        if let Ok(sdir) = pool_dir.open_dir(&[SPARES_DIR]) {
+            for name in [image.as_str().to_string(), unfinished(image)] {
+                if sdir.exists(&name)? {
+                    self.remove_volume(&sdir, &name)?;
+                }
             }
         }
-        Ok(())
+        self.remove_volume(kdir, image.as_str())
     }
 }
