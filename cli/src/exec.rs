@@ -425,8 +425,10 @@ pub async fn exec(client: &Client, a: ExecArgs) -> Result<(), CmdError> {
     let op = Operation::from_answer(&answer)?;
 
     let (ctl_tx, ctl_rx) = mpsc::unbounded_channel();
-    // The streams are dialled all at once: the server starts the command when the last one
-    // is up, in whatever order they come.
+    // The control stream first: LXD starts the command once the data streams are up and
+    // refuses a control stream that comes after the command ended. The data streams are then
+    // dialled all at once, in whatever order they land.
+    let control = op.connect(client, "control").await?;
     let wanted = |fd: &'static str| {
         let op = &op;
         async move {
@@ -437,12 +439,7 @@ pub async fn exec(client: &Client, a: ExecArgs) -> Result<(), CmdError> {
             }
         }
     };
-    let (control, s0, s1, s2) = futures::try_join!(
-        op.connect(client, "control"),
-        wanted("0"),
-        wanted("1"),
-        wanted("2")
-    )?;
+    let (s0, s1, s2) = futures::try_join!(wanted("0"), wanted("1"), wanted("2"))?;
     if let Some(ws) = control {
         tokio::spawn(control_loop(ws, interactive, true, interactive, ctl_rx));
     }

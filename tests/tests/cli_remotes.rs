@@ -616,7 +616,13 @@ fn image_copy_and_init_from_a_private_image_on_another_lxd() {
         ],
         None,
     );
-    assert_eq!(o.status.code(), Some(3), "exec b:c2: {}", show(&o));
+    assert_eq!(
+        o.status.code(),
+        Some(3),
+        "exec b:c2: {}\n{}",
+        show(&o),
+        b.log_text()
+    );
     assert_eq!(text(&o).trim(), "hello-42", "{}", show(&o));
     // Files go over the same HTTPS client.
     let o = a.silo(
