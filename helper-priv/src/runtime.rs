@@ -988,7 +988,6 @@ impl Runtime {
         last
     }
 
-    /// Waits for init to end, then cleans up and says how it ended.
     /// Waits up to `timeout` for the init of any of `names` to end. Answers those whose init
     /// has ended, and at once those that do not run.
     pub async fn wait_any_stopped(
@@ -1018,6 +1017,7 @@ impl Runtime {
         gone
     }
 
+    /// Waits for init to end, then cleans up and says how it ended.
     pub async fn wait_stopped(
         &self,
         cg: &Cgroups,
@@ -1071,13 +1071,13 @@ impl Runtime {
         Ok(exit)
     }
 
-    /// What runs.
     /// One instance's record, if it runs.
     pub async fn get(&self, name: &InstanceName) -> Option<RunningInfo> {
         let (info, init, _) = self.entry(name).ok()?;
         (!init.exited().await).then_some(info)
     }
 
+    /// What runs.
     pub async fn list(&self) -> Vec<RunningInfo> {
         let entries: Vec<(RunningInfo, Arc<Pidfd>)> = self
             .running

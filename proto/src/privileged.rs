@@ -87,7 +87,7 @@ pub trait Priv {
     async fn wait_stopped(instance: InstanceName, timeout_ms: u64) -> HelperResult<InitExit>;
     /// Waits up to `timeout_ms` for the init of any of `instances` (at most 65536) to end;
     /// answers those whose init has ended or that do not run, without cleaning up after them
-    /// ([`Privileged::wait_stopped`] does that). One call follows every running instance, so
+    /// ([`Priv::wait_stopped`] does that). One call follows every running instance, so
     /// the requests in flight do not grow with their number.
     async fn wait_any_stopped(
         instances: Vec<InstanceName>,

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 use silo_tests::lxd::TestLxd;
-use silo_tests::side::{Figure, Side};
+use silo_tests::side::{rss_mb_of, Figure, Side};
 use silo_tests::TestDaemon;
 
 const CLIENTS: usize = 50;
@@ -95,18 +95,7 @@ fn run(s: &Side) -> Run {
     }
     std::thread::sleep(Duration::from_secs(5));
     let daemon = s.daemon_pid();
-    let rss_of = |p: u32| -> f64 {
-        std::fs::read_to_string(format!("/proc/{p}/status"))
-            .ok()
-            .and_then(|t| {
-                t.lines()
-                    .find_map(|l| l.strip_prefix("VmRSS:"))
-                    .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-            })
-            .unwrap_or(0.0)
-            / 1024.0
-    };
-    let before = (rss_of(daemon), s.rss_mb());
+    let before = (rss_mb_of(daemon), s.rss_mb());
     let done = Arc::new(AtomicBool::new(false));
     let sampler = {
         let done = done.clone();
@@ -114,8 +103,8 @@ fn run(s: &Side) -> Run {
         std::thread::spawn(move || {
             let (mut d, mut t) = (0f64, 0f64);
             while !done.load(Ordering::SeqCst) {
-                d = d.max(rss_of(daemon));
-                t = t.max(pids_of.iter().map(|p| rss_of(*p)).sum());
+                d = d.max(rss_mb_of(daemon));
+                t = t.max(pids_of.iter().map(|p| rss_mb_of(*p)).sum());
                 std::thread::sleep(Duration::from_millis(20));
             }
             (d, t)
@@ -142,7 +131,7 @@ fn run(s: &Side) -> Run {
     done.store(true, Ordering::SeqCst);
     let peak = sampler.join().unwrap_or((f64::NAN, f64::NAN));
     std::thread::sleep(Duration::from_secs(2));
-    let after = (rss_of(daemon), s.rss_mb());
+    let after = (rss_mb_of(daemon), s.rss_mb());
     let mut r = Run {
         name: s.name(),
         per_kind: (0..KINDS.len()).map(|_| Figure::default()).collect(),

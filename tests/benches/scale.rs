@@ -48,10 +48,6 @@ struct Run {
     fill: Figure,
 }
 
-fn name(i: usize) -> String {
-    Side::instance_name(i)
-}
-
 fn timed(s: &Side, args: &[&str], fig: &mut Figure) -> Result<(), String> {
     let t = Instant::now();
     let o = s.lxc_out(args);
@@ -94,7 +90,11 @@ fn run(s: &Side, max: usize) -> Run {
         let step = (|| -> Result<(), String> {
             for _ in 0..3 {
                 timed(s, &["list"], &mut p.lxc_list)?;
-                timed(s, &["exec", &name(0), "--", "true"], &mut p.exec)?;
+                timed(
+                    s,
+                    &["exec", &Side::instance_name(0), "--", "true"],
+                    &mut p.exec,
+                )?;
                 if let Side::Silo(d) = s {
                     let t = Instant::now();
                     let o = d.silo(&["list"]);
@@ -106,7 +106,11 @@ fn run(s: &Side, max: usize) -> Run {
             }
             // The next three, each alone on a settled machine.
             for _ in 0..3 {
-                timed(s, &["launch", "bb", &name(running)], &mut p.launch)?;
+                timed(
+                    s,
+                    &["launch", "bb", &Side::instance_name(running)],
+                    &mut p.launch,
+                )?;
                 running += 1;
                 std::thread::sleep(SETTLE);
             }
@@ -127,7 +131,7 @@ fn run(s: &Side, max: usize) -> Run {
         }
     }
     // Whatever was launched goes, in one command, as a user tearing down would.
-    let names: Vec<String> = (0..running).map(name).collect();
+    let names: Vec<String> = (0..running).map(Side::instance_name).collect();
     if !names.is_empty() {
         let mut args = vec!["delete", "--force"];
         args.extend(names.iter().map(String::as_str));

@@ -147,15 +147,24 @@ impl Side {
         let kib: u64 = self
             .pids()
             .iter()
-            .filter_map(|p| std::fs::read_to_string(format!("/proc/{p}/{file}")).ok())
-            .filter_map(|s| {
-                s.lines()
-                    .find_map(|l| l.strip_prefix(key))
-                    .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-            })
+            .filter_map(|p| kib_of(*p, file, key))
             .sum();
         kib as f64 / 1024.0
     }
+}
+
+/// The RSS of one process, in MB (0 once it is gone).
+pub fn rss_mb_of(pid: u32) -> f64 {
+    kib_of(pid, "status", "VmRSS:").unwrap_or(0) as f64 / 1024.0
+}
+
+/// A `KEY  N kB` line of `/proc/PID/FILE`.
+fn kib_of(pid: u32, file: &str, key: &str) -> Option<u64> {
+    std::fs::read_to_string(format!("/proc/{pid}/{file}"))
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix(key))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
 }
 
 /// Samples of one figure.
