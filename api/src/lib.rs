@@ -8,6 +8,7 @@
 
 pub mod backups;
 pub mod certificates;
+pub mod cluster;
 pub mod events;
 pub mod images;
 pub mod instances;
@@ -32,6 +33,7 @@ use std::collections::BTreeMap;
 
 pub use backups::*;
 pub use certificates::*;
+pub use cluster::*;
 pub use events::*;
 pub use images::*;
 pub use instances::*;

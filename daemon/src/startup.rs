@@ -485,6 +485,10 @@ pub fn run(args: Args, events: crate::service::events::Events) -> anyhow::Result
     raise_nofile();
     let state_fd = prepare_state_dir(&args.state_dir, user.uid, group.gid, &[user.gid, group.gid])?;
     let host = HostFacts::gather();
+    // The etcd keeper, before anything else holds fds it should not see (it closes all
+    // but its socket anyway) and while silod is still single-threaded.
+    let keeper = crate::cluster::keeper::spawn(&args.state_dir, user.uid, group.gid)
+        .context("forking the etcd keeper")?;
 
     // Root phase: spawn the helpers with only their own fds.
     let opts = SpawnOptions {
@@ -536,6 +540,7 @@ pub fn run(args: Args, events: crate::service::events::Events) -> anyhow::Result
     rt.block_on(serve(
         args,
         spawned,
+        keeper,
         listener,
         notify,
         host,
@@ -612,6 +617,7 @@ fn spawn_background(daemon: &Arc<Services>, state_dir: &Path) {
 async fn serve(
     args: Args,
     spawned: Vec<helpers::Spawned>,
+    keeper: crate::cluster::keeper::Keeper,
     listener: std::os::unix::net::UnixListener,
     notify: Option<std::os::unix::net::UnixDatagram>,
     host: HostFacts,
@@ -648,6 +654,7 @@ async fn serve(
         trust: Default::default(),
         https: Default::default(),
         devlxd: Default::default(),
+        cluster: crate::cluster::Cluster::new(Some(keeper)),
     });
     daemon.devlxd.install(crate::api::devlxd::serve_fn());
     crate::service::lifecycle::spawn_reaper(Services::clone(&daemon), stopped);
@@ -678,6 +685,9 @@ async fn serve(
     daemon.trust.set_identity(identity);
     daemon.https.install(crate::tls::serve_fn(app.clone(), tls));
     crate::service::server::start_https(&daemon).await;
+    // A member finds its cluster again in the background: a cluster without quorum must
+    // not keep this host's own API down.
+    tokio::spawn(crate::cluster::resume(Services::clone(&daemon)));
     // Requests on the unix socket come from the API group: trusted.
     let app = app.layer(axum::Extension(crate::model::trust::Peer::Local));
     tracing::info!(

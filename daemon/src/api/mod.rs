@@ -4,6 +4,7 @@
 pub mod accept;
 pub mod backups;
 pub mod certificates;
+pub mod cluster;
 pub mod devlxd;
 pub mod events;
 pub mod files;
@@ -167,6 +168,10 @@ pub const API_EXTENSIONS: &[&str] = &[
     "metrics_cpu_seconds",
     // PUT /1.0/instances: one state change for all (`lxc start --all`, `lxc pause --all`).
     "instance_bulk_state_change",
+    // /1.0/cluster: bootstrap, join tokens, members (over etcd).
+    "clustering",
+    "clustering_join",
+    "clustering_join_token",
 ];
 
 /// The whole route table.
@@ -195,6 +200,17 @@ pub fn router(d: Arc<Services>) -> Router {
                 .patch(certificates::patch)
                 .delete(certificates::delete),
         )
+        .route("/1.0/cluster", get(cluster::get).put(cluster::put))
+        .route(
+            "/1.0/cluster/members",
+            get(cluster::members).post(cluster::add),
+        )
+        .route(
+            "/1.0/cluster/members/{name}",
+            get(cluster::member).delete(cluster::remove),
+        )
+        .route("/internal/cluster/accept", post(cluster::accept))
+        .route("/internal/cluster/leave", post(cluster::leave))
         .route("/1.0/resources", get(resources::get))
         .route("/1.0/metrics", get(metrics::get))
         .route("/1.0/warnings", get(warnings::list))

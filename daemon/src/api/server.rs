@@ -75,9 +75,12 @@ pub fn server_info(d: &Services, config: &BTreeMap<String, String>) -> silo_api:
             os_version: d.host.os_version.clone(),
             project: s("default"),
             server: s("silo"),
-            server_clustered: false,
+            server_clustered: d.cluster.joined().is_some(),
             server_event_mode: s("full-mesh"),
-            server_name: d.host.hostname.clone(),
+            server_name: d
+                .cluster
+                .member_name()
+                .unwrap_or_else(|| d.host.hostname.clone()),
             server_pid: i64::from(std::process::id()),
             server_version: s(env!("CARGO_PKG_VERSION")),
             storage: s("dir"),

@@ -416,6 +416,16 @@ pub const SERVER_KEYS: &[KeySpec] = &[
         "how long a certificate add token lasts (default 1d)",
     ),
     key(
+        "cluster.offline_threshold",
+        KeyType::Whole,
+        "seconds without a heartbeat before a member is OFFLINE (default 20, at least 10)",
+    ),
+    key(
+        "cluster.join_token_expiry",
+        KeyType::Expiry,
+        "how long a cluster join token lasts (default 3H)",
+    ),
+    key(
         TRUST_PASSWORD,
         KeyType::Secret,
         "checked (verify_password) when an untrusted TLS client adds its certificate",

@@ -18,6 +18,9 @@ pub enum CallerKind {
     Client,
     /// TLS with a certificate of type `metrics`: `/1.0/metrics` only.
     Metrics,
+    /// TLS with a cluster member's certificate: the whole API and the cluster's internal
+    /// endpoints.
+    Member,
     /// TLS without a trusted certificate (or none at all).
     Untrusted,
 }
@@ -25,7 +28,10 @@ pub enum CallerKind {
 impl CallerKind {
     /// Whether the caller has the whole API.
     pub fn trusted(self) -> bool {
-        matches!(self, CallerKind::Local | CallerKind::Client)
+        matches!(
+            self,
+            CallerKind::Local | CallerKind::Client | CallerKind::Member
+        )
     }
 }
 
@@ -69,6 +75,9 @@ const UNTRUSTED: &[(&str, &str)] = &[
     // A migration's peer dials the operation's websockets without a client certificate, as
     // LXD's does: the operation's secret is the only check (the handler's).
     ("GET", "/1.0/operations/*/websocket"),
+    // A joiner has no trusted certificate yet: the join token's secret is the check (the
+    // handler's).
+    ("POST", "/internal/cluster/accept"),
 ];
 
 /// What only a `metrics` certificate (and trusted callers) may reach.
@@ -112,6 +121,12 @@ fn is_internal(path: &str) -> bool {
 pub fn access(caller: CallerKind, method: &str, path: &str) -> Access {
     match caller {
         CallerKind::Local => Access::Full,
+        // Another member: the API and the cluster's own internal endpoints, not the host's
+        // (`silod shutdown`).
+        CallerKind::Member if is_internal(path) && !path.starts_with("/internal/cluster/") => {
+            Access::Denied
+        }
+        CallerKind::Member => Access::Full,
         // silod's own endpoints (`silod shutdown`) are the host's, asked for on the unix
         // socket: a TLS client may stop instances one by one, not take the daemon down.
         CallerKind::Client if is_internal(path) => Access::Denied,

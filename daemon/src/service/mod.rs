@@ -91,4 +91,6 @@ pub struct Services {
     pub https: endpoints::Https,
     /// The guest API's listeners (`/dev/lxd/sock`) and events.
     pub devlxd: devlxd::Devlxd,
+    /// This host's cluster membership and the etcd keeper.
+    pub cluster: crate::cluster::Cluster,
 }

@@ -58,6 +58,7 @@ async fn world(instances: u64) -> World {
         trust: Default::default(),
         https: Default::default(),
         devlxd: Default::default(),
+        cluster: Default::default(),
     };
     lifecycle::spawn_reaper(c.clone(), stopped);
     storage::create(&c.db, &c.helpers, "default", "dir", "", BTreeMap::new())

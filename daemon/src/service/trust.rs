@@ -134,6 +134,9 @@ pub fn load_or_create_identity(state_dir: &Path, hostname: &str) -> Result<Serve
 
 /// What a TLS client with certificate fingerprint `fp` is.
 pub fn kind_of(c: &Services, fp: &str) -> CallerKind {
+    if c.cluster.is_member(fp) {
+        return CallerKind::Member;
+    }
     match crate::store::certificates::by_fingerprint(&c.db, fp) {
         Ok(Some(r)) if r.kind == "client" => CallerKind::Client,
         Ok(Some(r)) if r.kind == "metrics" => CallerKind::Metrics,
@@ -549,4 +552,9 @@ pub fn metrics_open(c: &Services) -> bool {
         .ok()
         .flatten()
         .is_some_and(|v| matches!(v.as_str(), "false" | "0" | "off" | "no"))
+}
+
+/// The fingerprint of a PEM certificate (`None` when it does not decode).
+pub fn pem_fingerprint(pem: &str) -> Option<String> {
+    pem_to_der(pem).ok().map(|der| rules::fingerprint(&der))
 }

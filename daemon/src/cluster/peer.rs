@@ -1,0 +1,180 @@
+//! Member-to-member HTTPS: a request to another member's API, its certificate pinned by
+//! fingerprint (from the join token, or from the member's record), this member's own HTTPS
+//! certificate as the client certificate (the other member trusts it as a member's).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use hyper_util::rt::TokioIo;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::WebPkiSupportedAlgorithms;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use serde_json::Value;
+
+use crate::model::trust::fingerprint;
+use crate::service::trust::ServerIdentity;
+
+/// How long a member has to answer.
+const TIMEOUT: Duration = Duration::from_secs(30);
+/// The largest answer read.
+const LIMIT: usize = 16 << 20;
+
+#[derive(Debug)]
+struct ByFingerprint {
+    want: String,
+    algs: WebPkiSupportedAlgorithms,
+}
+
+impl ServerCertVerifier for ByFingerprint {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let got = fingerprint(end_entity.as_ref());
+        if got.eq_ignore_ascii_case(&self.want) {
+            Ok(ServerCertVerified::assertion())
+        } else {
+            Err(rustls::Error::General(format!(
+                "the member's certificate has fingerprint {got}, not the expected {}",
+                self.want
+            )))
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algs)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algs)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.algs.supported_schemes()
+    }
+}
+
+fn config(pin: &str, me: Option<&ServerIdentity>) -> Result<Arc<rustls::ClientConfig>, String> {
+    use rustls::pki_types::pem::PemObject;
+    // ring: the workspace's provider.
+    #[allow(deprecated)]
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let b = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(ByFingerprint {
+            want: pin.to_string(),
+            algs: provider.signature_verification_algorithms,
+        }));
+    let cfg = match me {
+        Some(id) => {
+            let key = PrivateKeyDer::from_pem_slice(id.key_pem.as_bytes())
+                .map_err(|e| format!("this member's key: {e}"))?;
+            b.with_client_auth_cert(vec![CertificateDer::from(id.cert_der.clone())], key)
+                .map_err(|e| format!("this member's certificate: {e}"))?
+        }
+        None => b.with_no_client_auth(),
+    };
+    Ok(Arc::new(cfg))
+}
+
+/// Opens TLS to `addr` (`ip:port`), pinned to `pin`.
+pub async fn connect(
+    addr: &str,
+    pin: &str,
+    me: Option<&ServerIdentity>,
+) -> Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>, String> {
+    let cfg = config(pin, me)?;
+    let tcp = tokio::time::timeout(Duration::from_secs(5), tokio::net::TcpStream::connect(addr))
+        .await
+        .map_err(|_| format!("connecting to {addr}: timed out"))?
+        .map_err(|e| format!("connecting to {addr}: {e}"))?;
+    let _ = tcp.set_nodelay(true);
+    let host = addr
+        .rsplit_once(':')
+        .map(|(h, _)| h)
+        .unwrap_or(addr)
+        .trim_matches(['[', ']']);
+    let name = ServerName::try_from(host.to_string()).map_err(|e| format!("{addr}: {e}"))?;
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        tokio_rustls::TlsConnector::from(cfg).connect(name, tcp),
+    )
+    .await
+    .map_err(|_| format!("TLS with {addr}: timed out"))?
+    .map_err(|e| format!("TLS with {addr}: {e}"))
+}
+
+/// Sends `method path` with `body` as JSON to the member at `addr`; answers the response's
+/// `metadata`, or its error message.
+pub async fn call(
+    addr: &str,
+    pin: &str,
+    me: Option<&ServerIdentity>,
+    method: hyper::Method,
+    path: &str,
+    body: Option<&Value>,
+) -> Result<Value, String> {
+    let fut = async {
+        let tls = connect(addr, pin, me).await?;
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+            .await
+            .map_err(|e| format!("{addr}: {e}"))?;
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        let data = match body {
+            Some(v) => serde_json::to_vec(v).map_err(|e| e.to_string())?,
+            None => Vec::new(),
+        };
+        let req = hyper::Request::builder()
+            .method(method)
+            .uri(path)
+            .header(hyper::header::HOST, addr)
+            .header(hyper::header::USER_AGENT, "silo-cluster")
+            .header(hyper::header::CONTENT_TYPE, "application/json")
+            .body(Full::new(Bytes::from(data)))
+            .map_err(|e| e.to_string())?;
+        let resp = sender
+            .send_request(req)
+            .await
+            .map_err(|e| format!("{addr}: {e}"))?;
+        let status = resp.status();
+        let body = http_body_util::Limited::new(resp.into_body(), LIMIT)
+            .collect()
+            .await
+            .map_err(|e| format!("{addr}: reading the answer: {e}"))?
+            .to_bytes();
+        let v: Value = serde_json::from_slice(&body)
+            .map_err(|e| format!("{addr}: the answer is not JSON ({status}): {e}"))?;
+        if !status.is_success() || v["type"] == "error" {
+            let msg = v["error"].as_str().unwrap_or("").to_string();
+            return Err(if msg.is_empty() {
+                format!("{addr} answered {status}")
+            } else {
+                msg
+            });
+        }
+        Ok(v["metadata"].clone())
+    };
+    tokio::time::timeout(TIMEOUT, fut)
+        .await
+        .map_err(|_| format!("{addr} did not answer within {TIMEOUT:?}"))?
+}

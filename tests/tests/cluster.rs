@@ -1,0 +1,323 @@
+//! Clustering on etcd: three silods, each in a network namespace of the test's own, joined by
+//! veths to a bridge in a fourth namespace (the hub), on 198.19.<n>.0/24, a range of the
+//! benchmarking block nothing outside the tests' namespaces uses. A link is cut with
+//! `ip link set ... down` on the hub's side. The namespaces (and so the bridge and veths) go
+//! with the test's fds; the daemons, their etcds and state dirs with the `TestDaemon`s.
+
+use std::os::fd::OwnedFd;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use silo_tests::{in_netns, new_netns, show, wait_until, TestDaemon};
+
+/// The hub: a bridge the members' veths are enslaved to.
+struct Hub {
+    ns: OwnedFd,
+    subnet: u8,
+}
+
+fn ip_in(ns: &OwnedFd, args: Vec<String>) {
+    in_netns(ns, move || {
+        let o = Command::new("ip").args(&args).output().expect("ip");
+        assert!(o.status.success(), "ip {args:?}: {}", show(&o));
+    })
+}
+
+impl Hub {
+    fn new(subnet: u8) -> Hub {
+        let ns = new_netns();
+        ip_in(&ns, svec(&["link", "add", "br0", "type", "bridge"]));
+        ip_in(&ns, svec(&["link", "set", "br0", "up"]));
+        Hub { ns, subnet }
+    }
+
+    /// Plugs member `i` (1..) in: its eth `cl0` gets 198.19.<subnet>.<i>/24.
+    fn plug(&self, d: &TestDaemon, i: u8) -> String {
+        let port = format!("hub{i}");
+        ip_in(
+            &self.ns,
+            vec![
+                "link".into(),
+                "add".into(),
+                port.clone(),
+                "type".into(),
+                "veth".into(),
+                "peer".into(),
+                "name".into(),
+                "cl0".into(),
+                "netns".into(),
+                d.pid().to_string(),
+            ],
+        );
+        ip_in(
+            &self.ns,
+            svec(&["link", "set", &port, "master", "br0", "up"]),
+        );
+        let addr = format!("198.19.{}.{i}", self.subnet);
+        ip_in(
+            &d.netns,
+            svec(&["addr", "add", &format!("{addr}/24"), "dev", "cl0"]),
+        );
+        ip_in(&d.netns, svec(&["link", "set", "cl0", "up"]));
+        addr
+    }
+
+    fn set_link(&self, i: u8, up: bool) {
+        ip_in(
+            &self.ns,
+            svec(&[
+                "link",
+                "set",
+                &format!("hub{i}"),
+                if up { "up" } else { "down" },
+            ]),
+        );
+    }
+}
+
+fn svec(a: &[&str]) -> Vec<String> {
+    a.iter().map(|s| s.to_string()).collect()
+}
+
+/// A member: its daemon and address.
+struct Member {
+    d: TestDaemon,
+    name: String,
+    addr: String,
+}
+
+fn start_members(test: &str, hub: &Hub, n: u8) -> Vec<Member> {
+    (1..=n).map(|i| start_member(test, hub, i)).collect()
+}
+
+fn start_member(test: &str, hub: &Hub, i: u8) -> Member {
+    {
+        let d = TestDaemon::start(&format!("{test}-m{i}"));
+        let addr = hub.plug(&d, i);
+        d.listen_https(&format!("{addr}:8443"), "cluster-test-pw");
+        // The quickest threshold LXD allows: 10 s.
+        let (c, v) = d.api(
+            "PATCH",
+            "/1.0",
+            Some(json!({"config": {"cluster.offline_threshold": "10"}})),
+        );
+        assert_eq!(c, 200, "cluster.offline_threshold: {v}");
+        Member {
+            d,
+            name: format!("m{i}"),
+            addr,
+        }
+    }
+}
+
+fn op_error(d: &TestDaemon, answer: &Value) -> String {
+    let op = d.wait_op(answer);
+    op["err"].as_str().unwrap_or("").to_string()
+}
+
+/// A join token for `name` from member `m` (`lxc cluster add`'s request).
+fn token(m: &Member, name: &str) -> String {
+    let (c, v) = m.d.api(
+        "POST",
+        "/1.0/cluster/members",
+        Some(json!({"server_name": name})),
+    );
+    assert_eq!(c, 202, "token for {name}: {v}");
+    let meta = &v["metadata"]["metadata"];
+    let s = |k: &str| meta[k].as_str().unwrap_or("").to_string();
+    silo_api::ClusterMemberJoinToken {
+        server_name: s("serverName"),
+        fingerprint: s("fingerprint"),
+        addresses: meta["addresses"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|x| x.as_str().map(String::from))
+                    .collect()
+            })
+            .unwrap_or_default(),
+        secret: s("secret"),
+        expires_at: s("expiresAt"),
+    }
+    .encode()
+}
+
+fn join(m: &Member, token: &str) -> Result<(), String> {
+    let (c, v) = m.d.api(
+        "PUT",
+        "/1.0/cluster",
+        Some(json!({
+            "server_name": m.name, "enabled": true, "cluster_token": token,
+            "server_address": format!("{}:8443", m.addr),
+        })),
+    );
+    if c != 202 {
+        return Err(format!("{c}: {v}"));
+    }
+    let e = op_error(&m.d, &v);
+    if e.is_empty() {
+        Ok(())
+    } else {
+        Err(e)
+    }
+}
+
+fn members(d: &TestDaemon) -> Vec<Value> {
+    let (c, v) = d.api("GET", "/1.0/cluster/members?recursion=1", None);
+    assert_eq!(c, 200, "{v}");
+    v["metadata"].as_array().cloned().unwrap_or_default()
+}
+
+fn status_of(d: &TestDaemon, name: &str) -> String {
+    members(d)
+        .iter()
+        .find(|m| m["server_name"] == name)
+        .map(|m| m["status"].as_str().unwrap_or("").to_string())
+        .unwrap_or_default()
+}
+
+fn form(test: &str, subnet: u8, n: u8) -> (Hub, Vec<Member>) {
+    let hub = Hub::new(subnet);
+    let ms = start_members(test, &hub, n);
+    ms[0].d.api_ok(
+        "PUT",
+        "/1.0/cluster",
+        Some(json!({"server_name": "m1", "enabled": true})),
+    );
+    for m in &ms[1..] {
+        let t = token(&ms[0], &m.name);
+        join(m, &t).unwrap_or_else(|e| {
+            panic!(
+                "{} joining: {e}\nlog:\n{}\nm1's log:\n{}",
+                m.name,
+                m.d.log_text(),
+                ms[0].d.log_text()
+            )
+        });
+    }
+    (hub, ms)
+}
+
+#[test]
+fn three_members_join_with_tokens_and_each_sees_all_online() {
+    let (hub, ms) = form("cl-form", 11, 3);
+    for m in &ms {
+        let all = members(&m.d);
+        assert_eq!(all.len(), 3, "{} sees {all:?}", m.name);
+        for x in &all {
+            assert_eq!(x["status"], "Online", "{} sees {x}", m.name);
+            assert_eq!(x["message"], "Fully operational", "{x}");
+            assert_eq!(x["database"], true, "{x}");
+        }
+        let leaders = all
+            .iter()
+            .filter(|x| {
+                x["roles"]
+                    .as_array()
+                    .is_some_and(|r| r.iter().any(|r| r == "database-leader"))
+            })
+            .count();
+        assert_eq!(leaders, 1, "one leader: {all:?}");
+        let (_, s) = m.d.api("GET", "/1.0", None);
+        assert_eq!(s["metadata"]["environment"]["server_clustered"], true);
+        assert_eq!(s["metadata"]["environment"]["server_name"], m.name.as_str());
+    }
+    // The stock client through any member.
+    let o = ms[1].d.lxc(&["cluster", "list", "--format", "csv"]);
+    assert!(o.status.success(), "lxc cluster list: {}", show(&o));
+    let out = String::from_utf8_lossy(&o.stdout).to_string();
+    for n in ["m1", "m2", "m3"] {
+        assert!(
+            out.lines().any(|l| l.starts_with(&format!("{n},"))
+                && l.contains("ONLINE")
+                && l.contains("Fully operational")),
+            "lxc cluster list: {out}"
+        );
+    }
+
+    // A cut member turns OFFLINE within the threshold (10 s) and ONLINE when it returns.
+    hub.set_link(3, false);
+    let t0 = Instant::now();
+    assert!(
+        wait_until(Duration::from_secs(25), || status_of(&ms[0].d, "m3")
+            == "Offline"),
+        "m3 still {:?} after 25 s: {:?}",
+        status_of(&ms[0].d, "m3"),
+        members(&ms[0].d)
+    );
+    let took = t0.elapsed();
+    assert!(took >= Duration::from_secs(5), "OFFLINE too soon: {took:?}");
+    let m3 = members(&ms[1].d)
+        .into_iter()
+        .find(|m| m["server_name"] == "m3")
+        .unwrap();
+    assert!(
+        m3["message"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with("No heartbeat for"),
+        "{m3}"
+    );
+    hub.set_link(3, true);
+    assert!(
+        wait_until(Duration::from_secs(30), || status_of(&ms[0].d, "m3")
+            == "Online"),
+        "m3 did not come back: {:?}\nm3's log:\n{}",
+        members(&ms[0].d),
+        ms[2].d.log_text()
+    );
+}
+
+#[test]
+fn bad_tokens_and_taken_names_are_refused_with_what_is_wrong() {
+    let (hub, ms) = form("cl-bad", 12, 2);
+    let x = &start_member("cl-bad", &hub, 9);
+
+    // Not a token at all.
+    let e = join(x, "not-a-token").unwrap_err();
+    assert!(e.contains("base64") || e.contains("join token"), "{e}");
+
+    // A token for another name.
+    let t = token(&ms[0], "m9");
+    let (c, v) = x.d.api(
+        "PUT",
+        "/1.0/cluster",
+        Some(json!({"server_name": "m1x", "enabled": true, "cluster_token": t})),
+    );
+    let e = if c == 202 {
+        op_error(&x.d, &v)
+    } else {
+        v.to_string()
+    };
+    assert!(e.contains("m9"), "{e}");
+
+    // A name already in the cluster cannot even get a token.
+    let (c, v) = ms[0].d.api(
+        "POST",
+        "/1.0/cluster/members",
+        Some(json!({"server_name": "m2"})),
+    );
+    assert_eq!(c, 409, "{v}");
+    assert!(v["error"].as_str().unwrap_or("").contains("m2"), "{v}");
+
+    // A used token: m2 already joined with its own; a forged copy of it is refused.
+    let mut forged = silo_api::ClusterMemberJoinToken::decode(&token(&ms[0], "m5")).unwrap();
+    forged.secret = "00".repeat(32);
+    let forged = forged.encode();
+    let (c, v) = x.d.api(
+        "PUT",
+        "/1.0/cluster",
+        Some(json!({"server_name": "m5", "enabled": true, "cluster_token": forged})),
+    );
+    let e = if c == 202 {
+        op_error(&x.d, &v)
+    } else {
+        v.to_string()
+    };
+    assert!(e.contains("No valid join token"), "{e}");
+    // Nothing half-made: the refused host is not clustered, the cluster has two members.
+    let (_, cl) = x.d.api("GET", "/1.0/cluster", None);
+    assert_eq!(cl["metadata"]["enabled"], false, "{cl}");
+    assert_eq!(members(&ms[0].d).len(), 2);
+}
