@@ -321,3 +321,141 @@ fn bad_tokens_and_taken_names_are_refused_with_what_is_wrong() {
     assert_eq!(cl["metadata"]["enabled"], false, "{cl}");
     assert_eq!(members(&ms[0].d).len(), 2);
 }
+
+fn launch_on(d: &TestDaemon, name: &str, target: Option<&str>) -> Result<(), String> {
+    let path = match target {
+        Some(t) => format!("/1.0/instances?target={t}"),
+        None => "/1.0/instances".to_string(),
+    };
+    let (c, v) = d.api(
+        "POST",
+        &path,
+        Some(json!({"name": name, "source": {"type": "image", "alias": "busybox"}})),
+    );
+    if c != 202 {
+        return Err(format!("{c}: {}", v["error"]));
+    }
+    let e = op_error(d, &v);
+    if !e.is_empty() {
+        return Err(e);
+    }
+    let (c, v) = d.api(
+        "PUT",
+        &format!("/1.0/instances/{name}/state"),
+        Some(json!({"action": "start"})),
+    );
+    if c != 202 {
+        return Err(format!("start: {c}: {}", v["error"]));
+    }
+    let e = op_error(d, &v);
+    if e.is_empty() {
+        Ok(())
+    } else {
+        Err(format!("start: {e}"))
+    }
+}
+
+fn location_of(d: &TestDaemon, name: &str) -> String {
+    let (c, v) = d.api("GET", &format!("/1.0/instances/{name}"), None);
+    assert_eq!(c, 200, "{name}: {v}");
+    v["metadata"]["location"].as_str().unwrap_or("").to_string()
+}
+
+#[test]
+fn instances_are_placed_across_members_and_reachable_from_any() {
+    let (hub, ms) = form("cl-place", 14, 3);
+    let image = silo_tests::busybox_image(false);
+    for m in &ms {
+        m.d.import(&image[0], "busybox");
+    }
+    // --target through another member.
+    launch_on(&ms[0].d, "c-t2", Some("m2")).expect("launch --target m2 through m1");
+    assert_eq!(location_of(&ms[2].d, "c-t2"), "m2");
+    // The scheduler spreads: each member gets one of the next three (it had 0, 1, 0).
+    for n in ["c-s1", "c-s2", "c-s3"] {
+        launch_on(&ms[0].d, n, None).unwrap_or_else(|e| panic!("launch {n}: {e}"));
+    }
+    let mut per: std::collections::BTreeMap<String, usize> = Default::default();
+    for n in ["c-t2", "c-s1", "c-s2", "c-s3"] {
+        *per.entry(location_of(&ms[1].d, n)).or_default() += 1;
+    }
+    assert_eq!(per.len(), 3, "every member holds one: {per:?}");
+
+    // Listings through any member show all four with their LOCATION.
+    let o = ms[2].d.lxc(&["list", "--format", "csv", "-c", "nsL"]);
+    assert!(o.status.success(), "lxc list: {}", show(&o));
+    let out = String::from_utf8_lossy(&o.stdout).to_string();
+    for n in ["c-t2", "c-s1", "c-s2", "c-s3"] {
+        let loc = location_of(&ms[0].d, n);
+        assert!(
+            out.lines().any(|l| l == format!("{n},RUNNING,{loc}")),
+            "{n} on {loc} in:\n{out}"
+        );
+    }
+    // exec through a member that does not hold it: the websockets are spliced through.
+    let o = ms[2].d.lxc(&["exec", "c-t2", "--", "echo", "from-m2"]);
+    assert!(o.status.success(), "lxc exec through m3: {}", show(&o));
+    assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), "from-m2");
+    let (code, out, _) = ms[0].d.exec("c-t2", &["hostname"]);
+    assert_eq!((code, out.trim()), (0, "c-t2"));
+
+    // Two launches of one name through two members at once: exactly one wins.
+    let (a, b) = std::thread::scope(|s| {
+        let a = s.spawn(|| launch_on(&ms[0].d, "c-race", Some("m1")));
+        let b = s.spawn(|| launch_on(&ms[1].d, "c-race", Some("m2")));
+        (a.join().unwrap(), b.join().unwrap())
+    });
+    assert!(
+        a.is_ok() != b.is_ok(),
+        "exactly one launch of c-race wins: {a:?} / {b:?}"
+    );
+    let lost = a.err().or(b.err()).unwrap();
+    assert!(lost.contains("c-race"), "{lost}");
+    let (_, l) = ms[2].d.api("GET", "/1.0/instances", None);
+    let n = l["metadata"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|x| x.as_str().is_some_and(|s| s.ends_with("/c-race")))
+        .count();
+    assert_eq!(n, 1, "one c-race in the cluster: {l}");
+
+    // A removal of a member that holds instances needs --force.
+    let holder = location_of(&ms[0].d, "c-t2");
+    assert_eq!(holder, "m2");
+    let (c, v) = ms[0].d.api("DELETE", "/1.0/cluster/members/m2", None);
+    assert_eq!(c, 400, "{v}");
+    assert!(v["error"].as_str().unwrap_or("").contains("--force"), "{v}");
+
+    // A launch targeted at an OFFLINE member is refused, naming it; its instances stay
+    // listed, in an unknown state.
+    hub.set_link(3, false);
+    assert!(wait_until(Duration::from_secs(25), || status_of(
+        &ms[0].d, "m3"
+    ) == "Offline"));
+    let e = launch_on(&ms[0].d, "c-off", Some("m3")).unwrap_err();
+    assert!(e.contains("m3") && e.contains("offline"), "{e}");
+    let (_, l) = ms[0].d.api("GET", "/1.0/instances?recursion=1", None);
+    let on_m3: Vec<&Value> = l["metadata"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|x| x["location"] == "m3")
+        .collect();
+    assert!(!on_m3.is_empty(), "m3's instances still listed: {l}");
+    assert!(on_m3.iter().all(|x| x["status"] == "Unknown"), "{on_m3:?}");
+    hub.set_link(3, true);
+    assert!(wait_until(Duration::from_secs(30), || status_of(
+        &ms[0].d, "m3"
+    ) == "Online"));
+
+    // Stopped and deleted through m3, whatever member holds them.
+    for n in ["c-t2", "c-s1", "c-s2", "c-s3", "c-race"] {
+        ms[2].d.set_state(n, "stop", true);
+        ms[2]
+            .d
+            .api_ok("DELETE", &format!("/1.0/instances/{n}"), None);
+    }
+    let (_, l) = ms[0].d.api("GET", "/1.0/instances", None);
+    assert_eq!(l["metadata"], json!([]), "{l}");
+}

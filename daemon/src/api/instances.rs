@@ -164,6 +164,12 @@ pub async fn create(State(d): State<Arc<Services>>, req: axum::extract::Request)
     crate::service::devices::check(&c, &req.devices).await?;
     let (req, image) = lifecycle::prepare(&c, req)?;
     let name = req.name.clone();
+    // In a cluster the name is claimed for this member before the operation starts: of
+    // two launches of one name through two members, the second is refused here.
+    if let Err(e) = crate::cluster::claim_instance(&c, &name).await {
+        c.creating.release(&name);
+        return Err(e);
+    }
     if req.source.kind == "image" && !req.source.server.is_empty() {
         let op = d.ops.start(
             "task",

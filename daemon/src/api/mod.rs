@@ -353,6 +353,10 @@ pub fn router(d: Arc<Services>) -> Router {
         .merge(instance_routes("/1.0/containers"))
         .fallback(not_found)
         .layer(middleware::from_fn(projects::check_param))
+        .layer(middleware::from_fn_with_state(
+            d.clone(),
+            crate::cluster::forward::route,
+        ))
         .layer(middleware::from_fn_with_state(d.clone(), trust::authorize))
         .layer(middleware::from_fn(log_request))
         .with_state(d)

@@ -19,6 +19,7 @@
 //! this host: it is how silod finds the cluster again at start.
 
 pub mod db;
+pub mod forward;
 pub mod keeper;
 pub mod peer;
 pub mod pki;
@@ -144,6 +145,21 @@ pub struct ClusterInner {
     joined: RwLock<Option<Arc<Joined>>>,
     /// One membership change at a time on this host.
     busy: tokio::sync::Mutex<()>,
+    /// Operations started on other members through this one: id to member.
+    remote_ops: std::sync::Mutex<std::collections::HashMap<String, String>>,
+}
+
+/// This member's name for `location` fields ("none" when standalone, as LXD): one silod
+/// per process, so a process-wide value.
+static LOCATION: RwLock<Option<String>> = RwLock::new(None);
+
+/// What `location` fields say of this host's objects.
+pub fn location() -> String {
+    LOCATION
+        .read()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone()
+        .unwrap_or_else(|| "none".into())
 }
 
 impl std::ops::Deref for Cluster {
@@ -191,7 +207,28 @@ impl Cluster {
             .ok_or_else(|| DomainError::Internal("no etcd keeper in this process".into()))
     }
 
+    /// Records that operation `id` runs on `member`.
+    pub fn record_op(&self, id: &str, member: &str) {
+        let mut m = self.remote_ops.lock().unwrap_or_else(|p| p.into_inner());
+        // Bounded: the oldest entries are of operations long finished.
+        if m.len() > 10_000 {
+            m.clear();
+        }
+        m.insert(id.to_string(), member.to_string());
+    }
+
+    /// The member running operation `id`, when one was forwarded through here.
+    pub fn op_member(&self, id: &str) -> Option<String> {
+        self.remote_ops
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(id)
+            .cloned()
+    }
+
     fn set(&self, j: Option<Arc<Joined>>) {
+        *LOCATION.write().unwrap_or_else(|p| p.into_inner()) =
+            j.as_ref().map(|j| j.local.name.clone());
         let old = std::mem::replace(
             &mut *self.joined.write().unwrap_or_else(|p| p.into_inner()),
             j,

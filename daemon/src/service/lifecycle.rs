@@ -166,6 +166,9 @@ pub async fn create(
     let name = req.name.clone();
     let r = create_inner(c, req, image).await;
     c.creating.release(&name);
+    if r.is_err() {
+        crate::cluster::release_instance(c, &name).await;
+    }
     r
 }
 
@@ -200,6 +203,7 @@ pub async fn create_remote(
         Ok(i) => i,
         Err(e) => {
             c.creating.release(&req.name);
+            crate::cluster::release_instance(c, &req.name).await;
             return Err(e);
         }
     };
@@ -435,6 +439,7 @@ pub async fn delete(c: &Services, name: &str) -> Result<(), DomainError> {
         Err(e) => return Err(e.into()),
     }
     crate::store::instances::delete(&c.db, name)?;
+    crate::cluster::release_instance(c, name).await;
     if let Ok((_, devs)) =
         load_profiles(&c.db, &i.profiles).map(|p| expand(&p, &i.config, &i.devices))
     {
@@ -548,12 +553,15 @@ pub async fn rename(c: &Services, name: &str, to: &str) -> Result<(), DomainErro
             "instance {to:?} already exists"
         )));
     }
+    // The new name is the cluster's first: two members cannot both rename to it.
+    crate::cluster::claim_instance(c, to).await?;
     let pn = PoolName::new(i.pool.clone()).map_err(|e| DomainError::Internal(e.to_string()))?;
     let from =
         VolumeName::new(name.to_string()).map_err(|e| DomainError::Internal(e.to_string()))?;
     let dst =
         VolumeName::new(to.to_string()).map_err(|e| DomainError::BadRequest(e.to_string()))?;
-    c.helpers
+    if let Err(e) = c
+        .helpers
         .store
         .rename_volume(
             pn.clone(),
@@ -562,7 +570,11 @@ pub async fn rename(c: &Services, name: &str, to: &str) -> Result<(), DomainErro
             dst.clone(),
             false,
         )
-        .await?;
+        .await
+    {
+        crate::cluster::release_instance(c, to).await;
+        return Err(e.into());
+    }
     let moved = async {
         crate::service::snapshots::rename_instance(c, &i, to).await?;
         crate::store::instances::rename(&c.db, name, to)?;
@@ -575,8 +587,10 @@ pub async fn rename(c: &Services, name: &str, to: &str) -> Result<(), DomainErro
             .store
             .rename_volume(pn, VolumeKind::Container, dst, from, false)
             .await;
+        crate::cluster::release_instance(c, to).await;
         return Err(e);
     }
+    crate::cluster::release_instance(c, name).await;
     // The backup records followed the row (ON UPDATE CASCADE); their files follow here.
     if let Some(dir) = &c.backups {
         if let Err(e) = std::fs::rename(dir.join(name), dir.join(to)) {

@@ -1,0 +1,387 @@
+//! Every API call works from any member: this layer (after the trust check) sends a call
+//! about an instance to the member it is placed on, a create to the member the scheduler or
+//! `?target=` picks, an operation's calls to the member that runs it, and merges instance
+//! listings from all members. Forwarded calls go over member-to-member TLS with this
+//! member's certificate, marked [`FORWARDED`] so the receiver serves them itself; websocket
+//! upgrades (exec, console, migration) are spliced through.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use http_body_util::BodyExt;
+use hyper_util::rt::TokioIo;
+use serde_json::{json, Value};
+
+use super::db::MemberRecord;
+use super::Joined;
+use crate::model::trust::CallerKind;
+use crate::service::{DomainError, Services};
+
+/// The header that marks a call one member forwarded to another: served where it lands.
+pub const FORWARDED: &str = "x-silo-forwarded";
+
+fn query_param(req: &Request, key: &str) -> Option<String> {
+    let q = req.uri().query()?;
+    serde_urlencoded::from_str::<Vec<(String, String)>>(q)
+        .ok()?
+        .into_iter()
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v)
+}
+
+/// Where a call goes.
+enum Route {
+    Local,
+    Member(String),
+    ListAll,
+}
+
+async fn decide(
+    d: &Services,
+    j: &Joined,
+    method: axum::http::Method,
+    path: String,
+    target: Option<String>,
+) -> Result<Route, DomainError> {
+    let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
+    if segs.first() == Some(&"internal") {
+        return Ok(Route::Local);
+    }
+    let me = &j.local.name;
+    let target = target.filter(|t| !t.is_empty());
+    match segs.as_slice() {
+        ["1.0", "instances" | "containers"] if method == axum::http::Method::GET => {
+            Ok(Route::ListAll)
+        }
+        ["1.0", "instances" | "containers"] if method == axum::http::Method::POST => {
+            let to = match target {
+                Some(t) => t,
+                None => schedule(j).await?,
+            };
+            check_online(j, &to).await?;
+            Ok(if &to == me {
+                Route::Local
+            } else {
+                Route::Member(to)
+            })
+        }
+        ["1.0", "instances" | "containers", name, ..] => {
+            match j.etcd.get::<String>("instances", name).await? {
+                Some(owner) if &owner != me => {
+                    check_online(j, &owner).await?;
+                    Ok(Route::Member(owner))
+                }
+                _ => Ok(Route::Local),
+            }
+        }
+        ["1.0", "operations", id, ..] => {
+            if d.ops.get(id).is_ok() {
+                return Ok(Route::Local);
+            }
+            if let Some(m) = d.cluster.op_member(id) {
+                return Ok(Route::Member(m));
+            }
+            Ok(match find_operation(d, j, id).await {
+                Some(m) => Route::Member(m),
+                None => Route::Local,
+            })
+        }
+        _ => match target {
+            Some(t) if &t != me => {
+                check_online(j, &t).await?;
+                Ok(Route::Member(t))
+            }
+            _ => Ok(Route::Local),
+        },
+    }
+}
+
+/// The ONLINE member (not evacuated) with the fewest instances; ties go to the first name.
+async fn schedule(j: &Joined) -> Result<String, DomainError> {
+    let members: Vec<(String, MemberRecord)> = j.etcd.list("members").await?;
+    let alive: std::collections::HashSet<String> =
+        j.etcd.names("alive").await?.into_iter().collect();
+    let placed: Vec<(String, String)> = j.etcd.list("instances").await?;
+    let mut count: BTreeMap<&str, usize> = BTreeMap::new();
+    for (n, m) in &members {
+        if alive.contains(n) && m.state.is_empty() {
+            count.insert(n.as_str(), 0);
+        }
+    }
+    for (_, owner) in &placed {
+        if let Some(c) = count.get_mut(owner.as_str()) {
+            *c += 1;
+        }
+    }
+    count
+        .into_iter()
+        .min_by_key(|(_, c)| *c)
+        .map(|(n, _)| n.to_string())
+        .ok_or_else(|| {
+            DomainError::Unavailable("No cluster member is online to place the instance on".into())
+        })
+}
+
+async fn check_online(j: &Joined, name: &str) -> Result<(), DomainError> {
+    let Some(m) = j.etcd.get::<MemberRecord>("members", name).await? else {
+        return Err(DomainError::NotFound(format!(
+            "No cluster member named {name:?}"
+        )));
+    };
+    if name != j.local.name && !super::is_online(j, name).await? {
+        return Err(DomainError::Unavailable(format!(
+            "Cluster member {name:?} is offline"
+        )));
+    }
+    if m.state == "evacuated" {
+        return Err(DomainError::BadRequest(format!(
+            "Cluster member {name:?} is evacuated"
+        )));
+    }
+    Ok(())
+}
+
+/// Asks the other members which one runs operation `id`.
+async fn find_operation(d: &Services, j: &Joined, id: &str) -> Option<String> {
+    let members: Vec<(String, MemberRecord)> = j.etcd.list("members").await.ok()?;
+    for (n, m) in members {
+        if n == j.local.name {
+            continue;
+        }
+        let pin = crate::service::trust::pem_fingerprint(&m.certificate).unwrap_or_default();
+        let r = super::peer::call(
+            &m.address,
+            &pin,
+            d.trust.identity(),
+            hyper::Method::GET,
+            &format!("/1.0/operations/{id}"),
+            None,
+        )
+        .await;
+        if r.is_ok() {
+            d.cluster.record_op(id, &n);
+            return Some(n);
+        }
+    }
+    None
+}
+
+/// The layer.
+pub async fn route(State(d): State<Arc<Services>>, req: Request, next: Next) -> Response {
+    let Some(j) = d.cluster.joined() else {
+        return next.run(req).await;
+    };
+    let kind = req.extensions().get::<CallerKind>().copied();
+    if req.headers().contains_key(FORWARDED) && kind == Some(CallerKind::Member) {
+        return next.run(req).await;
+    }
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    let target = query_param(&req, "target");
+    let route = match decide(&d, &j, method, path, target).await {
+        Ok(r) => r,
+        Err(e) => return e.into_response(),
+    };
+    match route {
+        Route::Local => next.run(req).await,
+        Route::Member(m) => match j.etcd.get::<MemberRecord>("members", &m).await {
+            Ok(Some(rec)) => forward(&d, &rec, req).await,
+            Ok(None) => {
+                DomainError::NotFound(format!("No cluster member named {m:?}")).into_response()
+            }
+            Err(e) => DomainError::from(e).into_response(),
+        },
+        Route::ListAll => list_all(&d, &j, req, next).await,
+    }
+}
+
+fn error_response(e: String) -> Response {
+    DomainError::Unavailable(e).into_response()
+}
+
+/// Sends `req` to member `rec` and answers its response (streamed; a websocket upgrade is
+/// spliced through).
+pub async fn forward(d: &Services, rec: &MemberRecord, mut req: Request) -> Response {
+    let pin = crate::service::trust::pem_fingerprint(&rec.certificate).unwrap_or_default();
+    let tls = match super::peer::connect(&rec.address, &pin, d.trust.identity()).await {
+        Ok(t) => t,
+        Err(e) => return error_response(format!("forwarding to member {}: {e}", rec.name)),
+    };
+    let (mut sender, conn) = match hyper::client::conn::http1::handshake(TokioIo::new(tls)).await {
+        Ok(x) => x,
+        Err(e) => return error_response(format!("forwarding to member {}: {e}", rec.name)),
+    };
+    tokio::spawn(async move {
+        let _ = conn.with_upgrades().await;
+    });
+    let upgrade = req.headers().get(hyper::header::UPGRADE).is_some();
+    let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+    let (parts, body) = req.into_parts();
+    let mut up = hyper::Request::builder().method(parts.method.clone()).uri(
+        parts
+            .uri
+            .path_and_query()
+            .map(|p| p.as_str().to_string())
+            .unwrap_or_else(|| "/".into()),
+    );
+    for (k, v) in parts.headers.iter() {
+        if k != hyper::header::HOST {
+            up = up.header(k, v);
+        }
+    }
+    up = up
+        .header(hyper::header::HOST, rec.address.as_str())
+        .header(FORWARDED, "1");
+    let up = match up.body(body) {
+        Ok(r) => r,
+        Err(e) => return error_response(e.to_string()),
+    };
+    let mut resp = match sender.send_request(up).await {
+        Ok(r) => r,
+        Err(e) => return error_response(format!("forwarding to member {}: {e}", rec.name)),
+    };
+    if resp.status() == hyper::StatusCode::SWITCHING_PROTOCOLS {
+        let upstream = hyper::upgrade::on(&mut resp);
+        let mut out = Response::builder().status(resp.status());
+        for (k, v) in resp.headers() {
+            out = out.header(k, v);
+        }
+        if let Some(client) = client_upgrade {
+            tokio::spawn(async move {
+                if let (Ok(a), Ok(b)) = (client.await, upstream.await) {
+                    let mut a = TokioIo::new(a);
+                    let mut b = TokioIo::new(b);
+                    let _ = tokio::io::copy_bidirectional(&mut a, &mut b).await;
+                }
+            });
+        }
+        return out.body(Body::empty()).unwrap_or_default();
+    }
+    let (parts, body) = resp.into_parts();
+    if parts.status == hyper::StatusCode::ACCEPTED {
+        // An operation started there: its later calls (wait, websockets, cancel) go there.
+        let bytes = match body.collect().await {
+            Ok(b) => b.to_bytes(),
+            Err(e) => return error_response(format!("member {}: {e}", rec.name)),
+        };
+        if let Ok(v) = serde_json::from_slice::<Value>(&bytes) {
+            if let Some(id) = v["metadata"]["id"].as_str() {
+                d.cluster.record_op(id, &rec.name);
+            }
+        }
+        return Response::from_parts(parts, Body::from(bytes));
+    }
+    Response::from_parts(parts, Body::new(body))
+}
+
+/// `GET /1.0/instances` in a cluster: this member's answer and every other member's,
+/// merged; an OFFLINE member's instances are listed from their placement, in an unknown
+/// state (never left out: they are not lost).
+async fn list_all(d: &Services, j: &Joined, req: Request, next: Next) -> Response {
+    let pq = req
+        .uri()
+        .path_and_query()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_default();
+    let recursion: u8 = query_param(&req, "recursion")
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(0);
+    let base = req.uri().path().to_string();
+    let local = next.run(req).await;
+    if !local.status().is_success() {
+        return local;
+    }
+    let (parts, body) = local.into_parts();
+    let Ok(bytes) = body.collect().await.map(|b| b.to_bytes()) else {
+        return error_response("reading this member's listing".into());
+    };
+    let Ok(mut whole) = serde_json::from_slice::<Value>(&bytes) else {
+        return Response::from_parts(parts, Body::from(bytes));
+    };
+    let members: Vec<(String, MemberRecord)> = match j.etcd.list("members").await {
+        Ok(m) => m,
+        Err(e) => return DomainError::from(e).into_response(),
+    };
+    let alive: std::collections::HashSet<String> = j
+        .etcd
+        .names("alive")
+        .await
+        .unwrap_or_default()
+        .into_iter()
+        .collect();
+    let placed: Vec<(String, String)> = j.etcd.list("instances").await.unwrap_or_default();
+    let calls = members
+        .iter()
+        .filter(|(n, _)| *n != j.local.name)
+        .map(|(n, m)| {
+            let pq = pq.clone();
+            let online = alive.contains(n);
+            async move {
+                if !online {
+                    return (n.clone(), None);
+                }
+                let pin =
+                    crate::service::trust::pem_fingerprint(&m.certificate).unwrap_or_default();
+                let r = forwarded_get(d, &m.address, &pin, &pq).await;
+                (n.clone(), r.ok())
+            }
+        });
+    let answers = futures::future::join_all(calls).await;
+    let mut items: Vec<Value> = whole["metadata"].as_array().cloned().unwrap_or_default();
+    for (member, answer) in answers {
+        match answer {
+            Some(Value::Array(a)) => items.extend(a),
+            _ => {
+                for (name, _) in placed.iter().filter(|(_, m)| *m == member) {
+                    items.push(if recursion == 0 {
+                        json!(format!("{base}/{name}"))
+                    } else {
+                        json!({
+                            "name": name, "location": member, "status": "Unknown",
+                            "status_code": 0, "type": "container", "project": "default",
+                            "config": {}, "devices": {}, "expanded_config": {},
+                            "expanded_devices": {}, "profiles": [],
+                        })
+                    });
+                }
+            }
+        }
+    }
+    whole["metadata"] = Value::Array(items);
+    let body = serde_json::to_vec(&whole).unwrap_or_default();
+    let mut parts = parts;
+    parts.headers.remove(hyper::header::CONTENT_LENGTH);
+    Response::from_parts(parts, Body::from(body))
+}
+
+/// A GET to another member, served there (marked forwarded); its metadata.
+async fn forwarded_get(d: &Services, addr: &str, pin: &str, pq: &str) -> Result<Value, String> {
+    let tls = super::peer::connect(addr, pin, d.trust.identity()).await?;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+        .await
+        .map_err(|e| e.to_string())?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    let req = hyper::Request::get(pq)
+        .header(hyper::header::HOST, addr)
+        .header(FORWARDED, "1")
+        .body(http_body_util::Empty::<hyper::body::Bytes>::new())
+        .map_err(|e| e.to_string())?;
+    let resp = tokio::time::timeout(std::time::Duration::from_secs(30), sender.send_request(req))
+        .await
+        .map_err(|_| format!("{addr} did not answer"))?
+        .map_err(|e| e.to_string())?;
+    let bytes = resp
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| e.to_string())?
+        .to_bytes();
+    let v: Value = serde_json::from_slice(&bytes).map_err(|e| e.to_string())?;
+    Ok(v["metadata"].clone())
+}
