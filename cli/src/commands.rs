@@ -553,6 +553,7 @@ pub async fn run(cli: Cli) -> Result<(), CmdError> {
             Ok(())
         }
         Command::Warning(c) => crate::warnings::run(&client, c).await,
+        Command::Cluster(c) => crate::cluster::run(&client, c).await,
         Command::Monitor { types, format, .. } => monitor(&client, &types, format).await,
         Command::Remote(_)
         | Command::Completion { .. }

@@ -135,8 +135,16 @@ pub fn parse_preseed(text: &str) -> Result<Preseed, CmdError> {
 /// Checks what can be checked before anything changes (the server checks the rest, and a
 /// refusal undoes what was applied).
 pub fn check_preseed(p: &Preseed) -> Result<(), CmdError> {
-    if p.cluster.as_ref().is_some_and(|c| !c.is_null()) {
-        return fail("Clustering is not available in silo yet: remove the \"cluster\" section");
+    if let Some(c) = cluster_of(p)? {
+        if c.enabled && c.server_name.is_empty() && c.cluster_token.is_empty() {
+            return fail(
+                "The preseed's cluster section needs server_name (and, to join, cluster_token)",
+            );
+        }
+        if !c.cluster_token.is_empty() {
+            silo_api::ClusterMemberJoinToken::decode(&c.cluster_token)
+                .map_err(|e| CmdError::Fail(format!("The preseed's cluster_token: {e}")))?;
+        }
     }
     if let Some(x) = p
         .projects
@@ -399,7 +407,27 @@ async fn apply_steps(
     for pr in &p.profiles {
         apply_profile(client, pr, undo, done).await?;
     }
+    // Clustering last: bootstrap with this setup, or join with it (LXD's order).
+    if let Some(c) = cluster_of(p)?.filter(|c| c.enabled) {
+        let joining = !c.cluster_token.is_empty() || !c.cluster_password.is_empty();
+        client.run("PUT", "/1.0/cluster", Some(&c), &[]).await?;
+        done.push(if joining {
+            "joined the cluster".into()
+        } else {
+            format!("clustering enabled (member {})", c.server_name)
+        });
+    }
     Ok(())
+}
+
+/// The preseed's `cluster` section, as `PUT /1.0/cluster` takes it.
+pub fn cluster_of(p: &Preseed) -> Result<Option<silo_api::ClusterPut>, CmdError> {
+    match &p.cluster {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => lenient::from_value(v.clone())
+            .map(Some)
+            .map_err(|e| CmdError::Fail(format!("Invalid preseed: cluster: {e}"))),
+    }
 }
 
 async fn apply_profile(
@@ -562,6 +590,7 @@ struct Facts {
     pools: Vec<StoragePool>,
     networks: Vec<Network>,
     default_profile: ProfilePut,
+    server_name: String,
 }
 
 async fn facts(client: &Client) -> Result<Facts, CmdError> {
@@ -586,6 +615,7 @@ async fn facts(client: &Client) -> Result<Facts, CmdError> {
                 description: "Default silo profile".into(),
                 ..Default::default()
             }),
+        server_name: server.environment.server_name.clone(),
     })
 }
 
@@ -906,7 +936,18 @@ pub async fn interactive<R: BufRead, W: Write>(
 ) -> Result<Preseed, CmdError> {
     let f = facts(client).await?;
     let mut p = Preseed::default();
-    ask_clustering(ask)?;
+    if let Some((cluster, address)) = ask_clustering(&f, ask)? {
+        let joining = !cluster.cluster_token.is_empty();
+        p.config
+            .insert("core.https_address".into(), Value::String(address));
+        p.cluster =
+            Some(serde_json::to_value(&cluster).map_err(|e| CmdError::Output(e.to_string()))?);
+        if joining {
+            // A joiner takes the cluster's pools, networks and profiles.
+            ask_print_preseed(ask, &p)?;
+            return Ok(p);
+        }
+    }
     let pool = ask_storage_pool(&f, ask)?;
     let root_pool = pool.as_ref().map(|x| x.name.clone());
     p.storage_pools.extend(pool);
@@ -922,12 +963,61 @@ pub async fn interactive<R: BufRead, W: Write>(
     Ok(p)
 }
 
-/// Clustering: not in silo yet.
-fn ask_clustering<R: BufRead, W: Write>(ask: &mut Asker<R, W>) -> Result<(), CmdError> {
-    if ask.ask_bool("Would you like to use silo clustering?", false)? {
-        ask.say("Clustering is not available in silo yet; continuing with a standalone server.\n")?;
+/// Clustering, as `lxd init` asks: the member's name and address, then a join token or a
+/// new cluster. Answers the cluster section and the API address.
+fn ask_clustering<R: BufRead, W: Write>(
+    f: &Facts,
+    ask: &mut Asker<R, W>,
+) -> Result<Option<(silo_api::ClusterPut, String)>, CmdError> {
+    if !ask.ask_bool("Would you like to use silo clustering?", false)? {
+        return Ok(None);
     }
-    Ok(())
+    let name = ask.ask_string(
+        "What member name should be used to identify this server in the cluster?",
+        &f.server_name,
+        |n| {
+            if n.is_empty() {
+                Err("a name is needed".into())
+            } else {
+                Ok(())
+            }
+        },
+    )?;
+    let ip = ask.ask_string(
+        "What IP address or DNS name should be used to reach this server?",
+        "",
+        |a| {
+            if a.is_empty() {
+                Err("an address is needed".into())
+            } else {
+                Ok(())
+            }
+        },
+    )?;
+    let address = if ip.contains(':') && !ip.starts_with('[') && ip.matches(':').count() == 1 {
+        ip
+    } else {
+        format!("{ip}:8443")
+    };
+    let mut c = silo_api::ClusterPut {
+        server_name: name,
+        enabled: true,
+        server_address: address.clone(),
+        ..Default::default()
+    };
+    if ask.ask_bool("Are you joining an existing cluster?", false)? {
+        let token = ask.ask_string("Please provide join token:", "", |t| {
+            silo_api::ClusterMemberJoinToken::decode(t).map(|_| ())
+        })?;
+        if !ask.ask_bool(
+            "All existing data is lost when joining a cluster, continue?",
+            false,
+        )? {
+            return fail("Joining the cluster was cancelled");
+        }
+        c.cluster_token = token;
+    }
+    Ok(Some((c, address)))
 }
 
 /// A pool name as silod takes it.

@@ -48,6 +48,9 @@ pub struct InstanceOpts {
     /// The instance's description.
     #[arg(long, default_value = "")]
     pub description: String,
+    /// The cluster member to create it on (default: the one with the fewest instances).
+    #[arg(long, value_name = "MEMBER")]
+    pub target: Option<String>,
 }
 
 /// `silo init`: an instance from an image, or (with no image) the server's first-run setup.
@@ -218,7 +221,21 @@ async fn create(
     } else {
         outln(&format!("Creating {name}"))?;
     }
-    let op = if req.source.server.is_empty() {
+    let op = if let Some(t) = &a.target {
+        let path = format!(
+            "{}?{}",
+            paths::instances(),
+            serde_urlencoded::to_string([("target", t.as_str())])
+                .map_err(|e| CmdError::Output(e.to_string()))?
+        );
+        let body = serde_json::to_value(&req).map_err(|e| CmdError::Output(e.to_string()))?;
+        let a = client.request("POST", &path, Some(&body), &[]).await?;
+        a.metadata()?;
+        let id = a.operation_id().ok_or_else(|| {
+            CmdError::Fail("the server answered the create without an operation".into())
+        })?;
+        crate::commands::wait_with_progress(client, &id, "Retrieving image").await?
+    } else if req.source.server.is_empty() {
         client.create_instance(&req).await?
     } else {
         // The image may be downloaded first: show its progress as lxc does.
@@ -671,6 +688,14 @@ pub async fn list(client: &Client, a: ListArgs) -> Result<(), CmdError> {
         all_projects_default.as_str()
     } else {
         a.columns.as_str()
+    };
+    // As lxc: a cluster's listing shows where each instance runs.
+    let clustered_default;
+    let spec = if spec == "ns46tS" && client.server().await?.environment.server_clustered {
+        clustered_default = format!("{spec}L");
+        clustered_default.as_str()
+    } else {
+        spec
     };
     let cols = parse_columns(spec)?;
     let insts: Vec<InstanceFull> = client

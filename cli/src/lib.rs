@@ -3,6 +3,7 @@
 pub mod aliases;
 pub mod backups;
 pub mod client;
+pub mod cluster;
 pub mod commands;
 pub mod config;
 pub mod exec;
@@ -132,6 +133,9 @@ pub enum Command {
     /// List, show, acknowledge and delete the server's warnings.
     #[command(subcommand)]
     Warning(warnings::WarningCmd),
+    /// Clusters: enable, add and join members, list, remove, evacuate and restore them.
+    #[command(subcommand)]
+    Cluster(cluster::ClusterCmd),
     /// Print events from the server as they happen.
     Monitor {
         /// Only these event types (operation, logging, lifecycle), comma separated.

@@ -459,3 +459,150 @@ fn instances_are_placed_across_members_and_reachable_from_any() {
     let (_, l) = ms[0].d.api("GET", "/1.0/instances", None);
     assert_eq!(l["metadata"], json!([]), "{l}");
 }
+
+fn silo_with_stdin(d: &TestDaemon, args: &[&str], input: &str) -> std::process::Output {
+    use std::io::Write;
+    let mut child = Command::new(silo_tests::bin("silo"))
+        .args(args)
+        .env("SILO_SOCKET", d.socket())
+        .env_remove("SILO_DIR")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("silo");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    child.wait_with_output().expect("silo")
+}
+
+fn ok_text(o: std::process::Output, what: &str) -> String {
+    assert!(o.status.success(), "{what}: {}", show(&o));
+    String::from_utf8_lossy(&o.stdout).to_string()
+}
+
+#[test]
+fn the_cli_and_preseed_join_evacuate_remove_and_the_database_role_moves() {
+    let (hub, ms) = form("cl-roles", 15, 3);
+    // A fourth member joins by `silo init --preseed`, with a token from `silo cluster add`.
+    let m4 = start_member("cl-roles", &hub, 4);
+    let out = ok_text(
+        ms[0].d.silo(&["cluster", "add", "m4"]),
+        "silo cluster add m4",
+    );
+    let token = out.lines().nth(1).unwrap_or("").trim().to_string();
+    assert!(out.starts_with("Member m4 join token:"), "{out}");
+    let preseed = format!(
+        "config:\n  core.https_address: {}:8443\ncluster:\n  server_name: m4\n  enabled: true\n  cluster_token: {token}\n",
+        m4.addr
+    );
+    ok_text(
+        silo_with_stdin(&m4.d, &["init", "--preseed"], &preseed),
+        "silo init --preseed (join)",
+    );
+    let list = ok_text(
+        m4.d.silo(&["cluster", "list", "-f", "csv"]),
+        "silo cluster list",
+    );
+    assert_eq!(
+        list.lines().filter(|l| l.contains(",https://")).count(),
+        4,
+        "{list}"
+    );
+    let row4 = list.lines().find(|l| l.starts_with("m4,")).unwrap();
+    assert!(row4.contains("ONLINE"), "{row4}");
+    assert!(
+        !row4.contains("database"),
+        "a fourth member is a client of the database: {row4}"
+    );
+    let show4 = ok_text(m4.d.silo(&["cluster", "show", "m4"]), "silo cluster show");
+    assert!(show4.contains("database: false"), "{show4}");
+
+    // Evacuate stops a member's instances and keeps new ones off it; restore brings them back.
+    let image = silo_tests::busybox_image(false);
+    ms[1].d.import(&image[0], "busybox");
+    launch_on(&ms[0].d, "c-ev", Some("m2")).expect("launch on m2");
+    ok_text(ms[0].d.silo(&["cluster", "evacuate", "m2"]), "evacuate m2");
+    assert_eq!(ms[0].d.status("c-ev"), "Stopped");
+    assert_eq!(status_of(&ms[2].d, "m2"), "Evacuated");
+    let e = launch_on(&ms[0].d, "c-no", Some("m2")).unwrap_err();
+    assert!(e.contains("evacuated"), "{e}");
+    ok_text(ms[2].d.silo(&["cluster", "restore", "m2"]), "restore m2");
+    assert_eq!(ms[0].d.status("c-ev"), "Running");
+    assert_eq!(status_of(&ms[0].d, "m2"), "Online");
+
+    // A member that runs silo of another version is refused, both versions named.
+    let (c, v) = ms[0].d.api(
+        "POST",
+        "/1.0/cluster/members",
+        Some(json!({"server_name": "m6"})),
+    );
+    assert_eq!(c, 202, "{v}");
+    let secret = v["metadata"]["metadata"]["secret"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let body = json!({"name": "m6", "address": "198.19.15.6:8443", "secret": secret,
+        "version": "0.0.1 (schema 1)", "architecture": "x86_64", "certificate": ""});
+    let o = in_netns_cmd(
+        &m4.d,
+        &[
+            "curl",
+            "-sk",
+            "-X",
+            "POST",
+            "--data",
+            &body.to_string(),
+            &format!("https://{}:8443/internal/cluster/accept", ms[0].addr),
+        ],
+    );
+    let answer = String::from_utf8_lossy(&o.stdout).to_string();
+    assert!(
+        answer.contains("0.0.1 (schema 1)") && answer.contains("the cluster runs silo"),
+        "{answer}"
+    );
+
+    // Removing a database member hands its role to the fourth.
+    ok_text(ms[0].d.silo(&["cluster", "remove", "m3"]), "remove m3");
+    let (_, cl) = ms[2].d.api("GET", "/1.0/cluster", None);
+    assert_eq!(cl["metadata"]["enabled"], false, "m3 left: {cl}");
+    assert!(
+        wait_until(Duration::from_secs(60), || {
+            members(&ms[0].d)
+                .iter()
+                .find(|m| m["server_name"] == "m4")
+                .is_some_and(|m| m["database"] == true)
+        }),
+        "m4 did not take the database role: {:?}\nm4's log:\n{}",
+        members(&ms[0].d),
+        m4.d.log_text()
+    );
+    let all = members(&m4.d);
+    assert_eq!(all.len(), 3, "{all:?}");
+    assert!(
+        all.iter()
+            .all(|m| m["status"] == "Online" && m["database"] == true),
+        "{all:?}"
+    );
+
+    ms[0].d.set_state("c-ev", "stop", true);
+    ms[0].d.api_ok("DELETE", "/1.0/instances/c-ev", None);
+}
+
+/// Runs a command inside `d`'s network namespace.
+fn in_netns_cmd(d: &TestDaemon, args: &[&str]) -> std::process::Output {
+    use std::os::fd::AsRawFd;
+    Command::new("nsenter")
+        .arg(format!(
+            "--net=/proc/{}/fd/{}",
+            std::process::id(),
+            d.netns.as_raw_fd()
+        ))
+        .args(args)
+        .output()
+        .expect("nsenter")
+}

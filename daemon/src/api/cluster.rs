@@ -112,10 +112,47 @@ pub async fn remove(
     Ok(sync(serde_json::Value::Null))
 }
 
+/// `POST /1.0/cluster/members/<name>/state` (forwarded to the member when it is another):
+/// evacuate or restore, as an operation.
+pub async fn member_state(
+    State(d): State<Arc<Services>>,
+    Path(name): Path<String>,
+    b: axum::body::Bytes,
+) -> ApiResult {
+    let req: silo_api::ClusterMemberStatePost = body(&b)?;
+    if d.cluster.member_name().as_deref() != Some(name.as_str()) {
+        return Err(DomainError::NotFound(format!(
+            "No cluster member named {name:?} here"
+        )));
+    }
+    let c = Services::clone(&d);
+    let op = d.ops.start(
+        "task",
+        if req.action == "restore" {
+            "Restoring cluster member"
+        } else {
+            "Evacuating cluster member"
+        },
+        BTreeMap::new(),
+        false,
+        move |_ctx| async move {
+            cluster::set_state(&c, &req.action, &req.mode).await?;
+            Ok(serde_json::Value::Null)
+        },
+    );
+    Ok(async_op(&op))
+}
+
 /// `POST /internal/cluster/accept`: a joiner with a token.
 pub async fn accept(State(d): State<Arc<Services>>, b: axum::body::Bytes) -> ApiResult {
     let req: cluster::AcceptRequest = body(&b)?;
     Ok(sync(cluster::accept(&d, req).await?))
+}
+
+/// `POST /internal/cluster/database`: take a database role another member left.
+pub async fn database(State(d): State<Arc<Services>>) -> ApiResult {
+    cluster::become_database(&d).await?;
+    Ok(sync(serde_json::Value::Null))
 }
 
 /// `POST /internal/cluster/leave`: another member removed this one.

@@ -209,8 +209,13 @@ pub fn router(d: Arc<Services>) -> Router {
             "/1.0/cluster/members/{name}",
             get(cluster::member).delete(cluster::remove),
         )
+        .route(
+            "/1.0/cluster/members/{name}/state",
+            post(cluster::member_state),
+        )
         .route("/internal/cluster/accept", post(cluster::accept))
         .route("/internal/cluster/leave", post(cluster::leave))
+        .route("/internal/cluster/database", post(cluster::database))
         .route("/1.0/resources", get(resources::get))
         .route("/1.0/metrics", get(metrics::get))
         .route("/1.0/warnings", get(warnings::list))

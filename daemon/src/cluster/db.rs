@@ -322,6 +322,31 @@ impl Etcd {
             .collect())
     }
 
+    /// Removes etcd member `id` (retried while etcd is unavailable: removing twice fails
+    /// with "member not found", which counts as done).
+    pub async fn member_remove(&self, id: u64) -> Result<(), EtcdError> {
+        let r = retried(|| {
+            let mut c = self.client.clone();
+            async move { c.member_remove(id).await }
+        })
+        .await;
+        match r {
+            Ok(_) => Ok(()),
+            Err(EtcdError::Etcd(m)) if m.contains("member not found") => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Promotes learner `id`.
+    pub async fn member_promote(&self, id: u64) -> Result<(), EtcdError> {
+        retried(|| {
+            let mut c = self.client.clone();
+            async move { c.member_promote(id).await }
+        })
+        .await
+        .map(|_| ())
+    }
+
     /// The id of etcd's current leader, as the member this client reaches sees it.
     pub async fn leader(&self) -> Result<u64, EtcdError> {
         let r = retried(|| {

@@ -63,6 +63,7 @@ async fn decide(
                 None => schedule(j).await?,
             };
             check_online(j, &to).await?;
+            check_not_evacuated(j, &to).await?;
             Ok(if &to == me {
                 Route::Local
             } else {
@@ -77,6 +78,11 @@ async fn decide(
                 }
                 _ => Ok(Route::Local),
             }
+        }
+        // A member's state is changed by the member itself.
+        ["1.0", "cluster", "members", name, "state"] if *name != me.as_str() => {
+            check_member_exists(j, name).await?;
+            Ok(Route::Member(name.to_string()))
         }
         ["1.0", "operations", id, ..] => {
             if d.ops.get(id).is_ok() {
@@ -126,23 +132,37 @@ async fn schedule(j: &Joined) -> Result<String, DomainError> {
         })
 }
 
+async fn check_member_exists(j: &Joined, name: &str) -> Result<(), DomainError> {
+    match j.etcd.get::<MemberRecord>("members", name).await? {
+        Some(_) => Ok(()),
+        None => Err(DomainError::NotFound(format!(
+            "No cluster member named {name:?}"
+        ))),
+    }
+}
+
 async fn check_online(j: &Joined, name: &str) -> Result<(), DomainError> {
-    let Some(m) = j.etcd.get::<MemberRecord>("members", name).await? else {
+    if j.etcd.get::<MemberRecord>("members", name).await?.is_none() {
         return Err(DomainError::NotFound(format!(
             "No cluster member named {name:?}"
         )));
-    };
+    }
     if name != j.local.name && !super::is_online(j, name).await? {
         return Err(DomainError::Unavailable(format!(
             "Cluster member {name:?} is offline"
         )));
     }
-    if m.state == "evacuated" {
-        return Err(DomainError::BadRequest(format!(
-            "Cluster member {name:?} is evacuated"
-        )));
-    }
     Ok(())
+}
+
+/// New instances are not placed on an evacuated member (its own still answer there).
+async fn check_not_evacuated(j: &Joined, name: &str) -> Result<(), DomainError> {
+    match j.etcd.get::<MemberRecord>("members", name).await? {
+        Some(m) if m.state == "evacuated" => Err(DomainError::BadRequest(format!(
+            "Cluster member {name:?} is evacuated: new instances go elsewhere until it is restored"
+        ))),
+        _ => Ok(()),
+    }
 }
 
 /// Asks the other members which one runs operation `id`.

@@ -674,51 +674,11 @@ pub async fn accept(c: &Services, req: AcceptRequest) -> Result<AcceptResponse, 
     };
     let mut initial = Vec::new();
     if database {
-        let mut client = etcd.client();
-        let url = format!("https://{}", peer_addr(address));
-        // etcd refuses a change of membership until every member has been connected for
-        // some seconds (its strict reconfiguration check): right after another join, wait.
-        let t0 = Instant::now();
-        let added = loop {
-            let r = client
-                .member_add(
-                    [url.clone()],
-                    Some(etcd_client::MemberAddOptions::new().with_is_learner()),
-                )
-                .await;
-            match r {
-                Err(e)
-                    if e.to_string().contains("unhealthy cluster")
-                        && t0.elapsed() < Duration::from_secs(30) =>
-                {
-                    tokio::time::sleep(Duration::from_millis(500)).await;
-                }
-                other => break other,
-            }
-        };
-        let added = match added {
-            Ok(a) => a,
+        match add_learner(etcd, &req.name, address).await {
+            Ok(i) => initial = i,
             Err(e) => {
                 undo().await;
-                return Err(DomainError::Unavailable(format!(
-                    "adding {} to the cluster's database: {e}",
-                    req.name
-                )));
-            }
-        };
-        let new_id = added.member().map(|m| m.id());
-        for m in added.member_list() {
-            let name = if Some(m.id()) == new_id || m.name().is_empty() {
-                req.name.clone()
-            } else {
-                m.name().to_string()
-            };
-            if let Some(a) = m
-                .peer_urls()
-                .first()
-                .and_then(|u| u.trim_start_matches("https://").parse().ok())
-            {
-                initial.push((name, a));
+                return Err(e);
             }
         }
     }
@@ -739,6 +699,108 @@ pub async fn accept(c: &Services, req: AcceptRequest) -> Result<AcceptResponse, 
         initial_cluster: initial,
         endpoints,
     })
+}
+
+/// Adds the member `name` at `address` to etcd as a learner; answers etcd's members with
+/// it (name, peer address), what its etcd starts with.
+async fn add_learner(
+    etcd: &Etcd,
+    name: &str,
+    address: SocketAddr,
+) -> Result<Vec<(String, SocketAddr)>, DomainError> {
+    let mut client = etcd.client();
+    let url = format!("https://{}", peer_addr(address));
+    // etcd refuses a change of membership until every member has been connected for
+    // some seconds (its strict reconfiguration check): right after another change, wait.
+    let t0 = Instant::now();
+    let added = loop {
+        let r = client
+            .member_add(
+                [url.clone()],
+                Some(etcd_client::MemberAddOptions::new().with_is_learner()),
+            )
+            .await;
+        match r {
+            Err(e)
+                if e.to_string().contains("unhealthy cluster")
+                    && t0.elapsed() < Duration::from_secs(30) =>
+            {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            other => break other,
+        }
+    };
+    let added = added.map_err(|e| {
+        DomainError::Unavailable(format!("adding {name} to the cluster's database: {e}"))
+    })?;
+    let new_id = added.member().map(|m| m.id());
+    let mut initial = Vec::new();
+    for m in added.member_list() {
+        let n = if Some(m.id()) == new_id || m.name().is_empty() {
+            name.to_string()
+        } else {
+            m.name().to_string()
+        };
+        if let Some(a) = m
+            .peer_urls()
+            .first()
+            .and_then(|u| u.trim_start_matches("https://").parse().ok())
+        {
+            initial.push((n, a));
+        }
+    }
+    Ok(initial)
+}
+
+/// Makes this member a database member (another left the database): it joins etcd as a
+/// learner, starts its etcd and promotes itself once caught up.
+pub async fn become_database(c: &Services) -> Result<(), DomainError> {
+    let _busy = c.cluster.busy.lock().await;
+    let j = c
+        .cluster
+        .joined()
+        .ok_or_else(|| DomainError::BadRequest("This server is not clustered".into()))?;
+    if j.local.database {
+        return Ok(());
+    }
+    let address = j.local.address;
+    let initial = add_learner(&j.etcd, &j.local.name, address).await?;
+    let mut local = j.local.clone();
+    local.database = true;
+    local.initial_cluster = initial;
+    if !local.endpoints.contains(&client_url(address)) {
+        local.endpoints.push(client_url(address));
+    }
+    let keeper = c.cluster.keeper()?.clone();
+    let started = async {
+        keeper.request(KeeperRequest::Wipe).await?;
+        keeper
+            .request(KeeperRequest::Start(local.launch(false)))
+            .await?;
+        promote(&j.etcd, peer_addr(address)).await
+    }
+    .await;
+    if let Err(e) = started {
+        // Out of etcd again, so the database does not wait for a learner that never comes.
+        if let Ok(vs) = voters(&j.etcd).await {
+            for (id, _, p, _) in vs {
+                if p == peer_addr(address) {
+                    let _ = j.etcd.member_remove(id).await;
+                }
+            }
+        }
+        let _ = keeper.request(KeeperRequest::Wipe).await;
+        return Err(e);
+    }
+    write_local(&dir(c), &local)?;
+    if let Some(mut rec) = j.etcd.get::<MemberRecord>("members", &local.name).await? {
+        rec.database = true;
+        j.etcd.put("members", &local.name, &rec, None).await?;
+    }
+    let etcd = Etcd::connect(&dir(c), &local.endpoints).await?;
+    install(c, local, etcd).await;
+    tracing::info!("this member now holds the cluster's database");
+    Ok(())
 }
 
 /// `PUT /1.0/cluster` with a join token: this host joins the token's cluster.
@@ -882,7 +944,7 @@ pub async fn join(c: &Services, put: silo_api::ClusterPut) -> Result<(), DomainE
                 if let Ok(vs) = voters(&etcd).await {
                     for (id, _, p, _) in vs {
                         if p == peer_addr(address) {
-                            let _ = etcd.client().member_remove(id).await;
+                            let _ = etcd.member_remove(id).await;
                         }
                     }
                 }
@@ -906,7 +968,7 @@ async fn promote(etcd: &Etcd, peer: SocketAddr) -> Result<(), DomainError> {
         if !learner {
             return Ok(());
         }
-        match etcd.client().member_promote(id).await {
+        match etcd.member_promote(id).await {
             Ok(_) => return Ok(()),
             Err(e) if t0.elapsed() > Duration::from_secs(60) => {
                 return Err(DomainError::Unavailable(format!(
@@ -1212,9 +1274,10 @@ pub async fn remove(c: &Services, name: &str, force: bool) -> Result<(), DomainE
     if let Some(addr) = rec.address.parse::<SocketAddr>().ok().map(peer_addr) {
         for (id, _, p, _) in voters(&j.etcd).await? {
             if p == addr {
-                j.etcd.client().member_remove(id).await.map_err(|e| {
+                j.etcd.member_remove(id).await.map_err(|e| {
                     DomainError::Unavailable(format!("removing {name} from etcd: {e}"))
                 })?;
+                let _ = j.etcd.client().remove_endpoint(client_url_of_peer(p)).await;
             }
         }
     }
@@ -1227,12 +1290,55 @@ pub async fn remove(c: &Services, name: &str, force: bool) -> Result<(), DomainE
         ops.push(TxnOp::delete(key("instances", i), None));
     }
     j.etcd.txn(Txn::new().and_then(ops)).await?;
+    if rec.database {
+        hand_over_database(c, &j).await;
+    }
     c.events.lifecycle(
         "cluster-member-removed",
         &format!("/1.0/cluster/members/{name}"),
         json!({}),
     );
     Ok(())
+}
+
+/// After a database member left: asks an ONLINE member that is not one to take the role,
+/// while the database has fewer than [`MAX_VOTERS`].
+async fn hand_over_database(c: &Services, j: &Joined) {
+    let Ok(members) = j.etcd.list::<MemberRecord>("members").await else {
+        return;
+    };
+    if members.iter().filter(|(_, m)| m.database).count() >= MAX_VOTERS {
+        return;
+    }
+    let alive: HashSet<String> = j
+        .etcd
+        .names("alive")
+        .await
+        .unwrap_or_default()
+        .into_iter()
+        .collect();
+    for (n, m) in members
+        .iter()
+        .filter(|(n, m)| !m.database && alive.contains(n))
+    {
+        let pin = crate::service::trust::pem_fingerprint(&m.certificate).unwrap_or_default();
+        match peer::call(
+            &m.address,
+            &pin,
+            c.trust.identity(),
+            hyper::Method::POST,
+            "/internal/cluster/database",
+            None,
+        )
+        .await
+        {
+            Ok(_) => {
+                tracing::info!(member = %n, "handed the database role over");
+                return;
+            }
+            Err(e) => tracing::warn!(member = %n, error = %e, "could not take the database role"),
+        }
+    }
 }
 
 /// `/internal/cluster/leave`, from a member removing this one: forget the cluster.
@@ -1247,6 +1353,76 @@ pub async fn leave(c: &Services) -> Result<(), DomainError> {
     wipe_local(c).await;
     c.events
         .lifecycle("cluster-member-left", "/1.0/cluster", json!({}));
+    Ok(())
+}
+
+/// `POST /1.0/cluster/members/<name>/state` on the member itself: `evacuate` stops its
+/// running instances (instances on local storage cannot move: `migrate` is refused) and
+/// keeps the scheduler off it; `restore` starts again what evacuate stopped.
+pub async fn set_state(c: &Services, action: &str, mode: &str) -> Result<(), DomainError> {
+    let j = c
+        .cluster
+        .joined()
+        .ok_or_else(|| DomainError::BadRequest("This server is not clustered".into()))?;
+    let name = j.local.name.clone();
+    let Some(mut rec) = j.etcd.get::<MemberRecord>("members", &name).await? else {
+        return Err(DomainError::NotFound(format!(
+            "No cluster member named {name:?}"
+        )));
+    };
+    match action {
+        "evacuate" => {
+            if !matches!(mode, "" | "stop" | "auto") {
+                return Err(DomainError::BadRequest(format!(
+                    "evacuation mode {mode:?}: instances on local storage cannot move to another member; use \"stop\""
+                )));
+            }
+            if rec.state == "evacuated" {
+                return Err(DomainError::BadRequest(format!(
+                    "Member {name:?} is already evacuated"
+                )));
+            }
+            rec.state = "evacuated".into();
+            j.etcd.put("members", &name, &rec, None).await?;
+            let mut stopped = Vec::new();
+            for i in instance_names(c)? {
+                if crate::service::runtime::is_running(c, &i).await? {
+                    crate::service::runtime::stop(c, &i, false, Some(Duration::from_secs(30)))
+                        .await?;
+                    stopped.push(i);
+                }
+            }
+            j.etcd.put("evacuated", &name, &stopped, None).await?;
+        }
+        "restore" => {
+            if rec.state != "evacuated" {
+                return Err(DomainError::BadRequest(format!(
+                    "Member {name:?} is not evacuated"
+                )));
+            }
+            let stopped: Vec<String> = j.etcd.get("evacuated", &name).await?.unwrap_or_default();
+            for i in &stopped {
+                if crate::store::instances::exists(&c.db, i)?
+                    && !crate::service::runtime::is_running(c, i).await?
+                {
+                    crate::service::runtime::start(c, i).await?;
+                }
+            }
+            rec.state = String::new();
+            j.etcd.put("members", &name, &rec, None).await?;
+            j.etcd.delete("evacuated", &name).await?;
+        }
+        other => {
+            return Err(DomainError::BadRequest(format!(
+                "unknown action {other:?}: evacuate or restore"
+            )))
+        }
+    }
+    c.events.lifecycle(
+        &format!("cluster-member-{action}d"),
+        &format!("/1.0/cluster/members/{name}"),
+        json!({}),
+    );
     Ok(())
 }
 

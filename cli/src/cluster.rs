@@ -1,0 +1,212 @@
+//! `silo cluster ...`: a cluster's members, as `lxc cluster` shows and changes them.
+
+use clap::Subcommand;
+use serde_json::json;
+
+use crate::client::Client;
+use crate::commands::CmdError;
+use crate::format;
+use crate::util::{out, outln};
+
+/// `silo cluster ...`.
+#[derive(Debug, Subcommand)]
+pub enum ClusterCmd {
+    /// Turn this server into the first member of a new cluster (needs core.https_address).
+    Enable {
+        /// This member's name.
+        name: String,
+    },
+    /// Print a join token for a new member called NAME.
+    Add {
+        /// The name the new member will have.
+        name: String,
+    },
+    /// Join the cluster a token names (this server must have no instances).
+    Join {
+        /// The join token (`silo cluster add` on a member prints it).
+        token: String,
+        /// This server's address as the members reach it (sets core.https_address).
+        #[arg(long)]
+        address: Option<String>,
+        /// This member's name (default: the token's).
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// List the members.
+    #[command(alias = "ls")]
+    List {
+        /// Output format.
+        #[arg(long, short = 'f', value_enum, default_value = "table")]
+        format: format::Format,
+    },
+    /// Show one member.
+    Show {
+        /// The member.
+        name: String,
+    },
+    /// Remove a member (--force: even one that holds instances or cannot be reached).
+    #[command(alias = "rm")]
+    Remove {
+        /// The member.
+        name: String,
+        /// Remove it whatever it holds.
+        #[arg(long, short = 'f')]
+        force: bool,
+    },
+    /// Stop a member's instances and keep new ones off it.
+    Evacuate {
+        /// The member.
+        name: String,
+        /// How: stop (instances on local storage cannot move).
+        #[arg(long, default_value = "stop")]
+        action: String,
+    },
+    /// Start again what evacuate stopped, and place instances on the member again.
+    Restore {
+        /// The member.
+        name: String,
+    },
+}
+
+fn member_path(name: &str) -> String {
+    format!("/1.0/cluster/members/{}", silo_api::paths::escape(name))
+}
+
+/// Runs one `silo cluster` command.
+pub async fn run(client: &Client, cmd: ClusterCmd) -> Result<(), CmdError> {
+    match cmd {
+        ClusterCmd::Enable { name } => {
+            client
+                .run(
+                    "PUT",
+                    "/1.0/cluster",
+                    Some(&json!({"server_name": name, "enabled": true})),
+                    &[],
+                )
+                .await?;
+            outln(&format!("Clustering enabled: this server is member {name}"))
+        }
+        ClusterCmd::Add { name } => {
+            let a = client
+                .request(
+                    "POST",
+                    "/1.0/cluster/members",
+                    Some(&json!({"server_name": name})),
+                    &[],
+                )
+                .await?;
+            let op = a.metadata()?;
+            let meta = &op["metadata"];
+            let s = |k: &str| meta[k].as_str().unwrap_or_default().to_string();
+            let token = silo_api::ClusterMemberJoinToken {
+                server_name: s("serverName"),
+                fingerprint: s("fingerprint"),
+                addresses: meta["addresses"]
+                    .as_array()
+                    .map(|v| {
+                        v.iter()
+                            .filter_map(|x| x.as_str().map(String::from))
+                            .collect()
+                    })
+                    .unwrap_or_default(),
+                secret: s("secret"),
+                expires_at: s("expiresAt"),
+            };
+            outln(&format!("Member {name} join token:"))?;
+            outln(&token.encode())
+        }
+        ClusterCmd::Join {
+            token,
+            address,
+            name,
+        } => {
+            let t = silo_api::ClusterMemberJoinToken::decode(&token).map_err(CmdError::Fail)?;
+            let name = name.unwrap_or(t.server_name.clone());
+            client
+                .run(
+                    "PUT",
+                    "/1.0/cluster",
+                    Some(&json!({
+                        "server_name": name, "enabled": true, "cluster_token": token,
+                        "server_address": address.unwrap_or_default(),
+                    })),
+                    &[],
+                )
+                .await?;
+            outln(&format!("Joined the cluster as member {name}"))
+        }
+        ClusterCmd::List { format } => {
+            let list: Vec<silo_api::ClusterMember> =
+                client.get_as("/1.0/cluster/members?recursion=1").await?;
+            let mut rows: Vec<Vec<String>> = list
+                .iter()
+                .map(|m| {
+                    vec![
+                        m.server_name.clone(),
+                        m.url.clone(),
+                        m.roles.join("\n"),
+                        m.architecture.clone(),
+                        m.failure_domain.clone(),
+                        m.description.clone(),
+                        m.status.to_uppercase(),
+                        m.message.clone(),
+                    ]
+                })
+                .collect();
+            crate::util::sort_rows(&mut rows);
+            let raw = serde_json::to_value(&list).map_err(|e| CmdError::Output(e.to_string()))?;
+            let text = format::render(
+                format,
+                &[
+                    "NAME",
+                    "URL",
+                    "ROLES",
+                    "ARCHITECTURE",
+                    "FAILURE DOMAIN",
+                    "DESCRIPTION",
+                    "STATE",
+                    "MESSAGE",
+                ],
+                &rows,
+                &raw,
+            )
+            .map_err(CmdError::Output)?;
+            out(&text)
+        }
+        ClusterCmd::Show { name } => {
+            let v = client.get(&member_path(&name)).await?;
+            out(&format::yaml(&v).map_err(CmdError::Output)?)
+        }
+        ClusterCmd::Remove { name, force } => {
+            let path = if force {
+                format!("{}?force=1", member_path(&name))
+            } else {
+                member_path(&name)
+            };
+            client.query("DELETE", &path, None).await?;
+            outln(&format!("Member {name} removed"))
+        }
+        ClusterCmd::Evacuate { name, action } => {
+            client
+                .run(
+                    "POST",
+                    &format!("{}/state", member_path(&name)),
+                    Some(&json!({"action": "evacuate", "mode": action})),
+                    &[],
+                )
+                .await?;
+            outln(&format!("Member {name} evacuated"))
+        }
+        ClusterCmd::Restore { name } => {
+            client
+                .run(
+                    "POST",
+                    &format!("{}/state", member_path(&name)),
+                    Some(&json!({"action": "restore"})),
+                    &[],
+                )
+                .await?;
+            outln(&format!("Member {name} restored"))
+        }
+    }
+}
