@@ -710,7 +710,13 @@ impl TestDaemon {
                 std::thread::sleep(Duration::from_millis(20));
             }
         }
-        for p in helpers {
+        // The etcd keeper (a fork of silod) and a cluster member's etcd end with silod.
+        let cluster: Vec<u32> = procs_naming(&self.dir)
+            .into_iter()
+            .map(|(p, _)| p)
+            .filter(|p| matches!(comm(*p).as_str(), "silod" | "etcd"))
+            .collect();
+        for p in helpers.into_iter().chain(cluster) {
             if !wait_until(Duration::from_secs(5), || !alive(p)) {
                 let _ = nix::sys::signal::kill(
                     nix::unistd::Pid::from_raw(p as i32),

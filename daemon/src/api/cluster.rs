@@ -151,7 +151,7 @@ pub async fn accept(State(d): State<Arc<Services>>, b: axum::body::Bytes) -> Api
 
 /// `POST /internal/cluster/database`: take a database role another member left.
 pub async fn database(State(d): State<Arc<Services>>) -> ApiResult {
-    cluster::become_database(&d).await?;
+    cluster::become_database_soon(&d);
     Ok(sync(serde_json::Value::Null))
 }
 

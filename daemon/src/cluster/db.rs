@@ -11,7 +11,8 @@
 //! `create_revision` is 0, a token is used when its delete succeeds in the same
 //! transaction that writes the member. Reads are linearizable (etcd-client's default).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use etcd_client::{
@@ -93,10 +94,17 @@ pub fn key(what: &str, name: &str) -> String {
     format!("{PREFIX}{what}/{name}")
 }
 
-/// A connection to the cluster's etcd.
+/// A connection to the cluster's etcd. A connection that failed (a member cut off and
+/// back, a keepalive that timed out) is replaced by a fresh one before a retry, rather
+/// than trusting the gRPC channel to notice.
 #[derive(Clone)]
 pub struct Etcd {
-    client: Client,
+    client: Arc<RwLock<Client>>,
+    dir: PathBuf,
+    endpoints: Arc<RwLock<Vec<String>>>,
+    last_reconnect: Arc<std::sync::Mutex<Option<std::time::Instant>>>,
+    /// Which endpoint the connection is to: one at a time, the next after a failure.
+    current: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl std::fmt::Debug for Etcd {
@@ -129,33 +137,96 @@ fn unavailable(e: &EtcdError) -> bool {
     }
 }
 
-/// Runs `f` until it answers, retrying while etcd is unavailable, for at most
-/// [`RETRY_FOR`]. Every call retried this way is safe to repeat: reads, puts of a whole
-/// value, and transactions whose compares make a second run a no-op or an answer the
-/// caller checks (a name claimed by itself).
-async fn retried<T, F, Fut>(mut f: F) -> Result<T, EtcdError>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<T, etcd_client::Error>>,
-{
-    let t0 = std::time::Instant::now();
-    loop {
-        match timed(f()).await {
-            Err(e) if unavailable(&e) && t0.elapsed() < RETRY_FOR => {
-                tracing::debug!(error = %e, "etcd unavailable; retrying");
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-            other => return other,
-        }
-    }
-}
-
 /// How long a call is retried while etcd is unavailable.
 pub const RETRY_FOR: Duration = Duration::from_secs(8);
 
 impl Etcd {
     /// Connects to `endpoints` (`https://ip:port`) with this member's certificate from `dir`.
     pub async fn connect(dir: &Path, endpoints: &[String]) -> Result<Etcd, EtcdError> {
+        // The first endpoint is this member's own etcd when it has one: its answers are
+        // as linearizable as the leader's, without a hop across the network.
+        let first = endpoints
+            .first()
+            .ok_or_else(|| EtcdError::Etcd("no etcd endpoint known".into()))?;
+        let client = Self::open(dir, std::slice::from_ref(first)).await?;
+        Ok(Etcd {
+            client: Arc::new(RwLock::new(client)),
+            dir: dir.to_path_buf(),
+            endpoints: Arc::new(RwLock::new(endpoints.to_vec())),
+            last_reconnect: Arc::default(),
+            current: Arc::default(),
+        })
+    }
+
+    /// Adds an endpoint (a new database member) for the next connection.
+    pub fn add_endpoint(&self, url: &str) {
+        let mut e = self.endpoints.write().unwrap_or_else(|p| p.into_inner());
+        if !e.iter().any(|x| x == url) {
+            e.push(url.to_string());
+        }
+    }
+
+    /// Forgets an endpoint (a database member removed).
+    pub fn remove_endpoint(&self, url: &str) {
+        self.endpoints
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|x| x != url);
+    }
+
+    /// Replaces the connection with a fresh one to the next endpoint (after an error on a
+    /// stream this module does not see), at most once a second.
+    pub async fn reconnect(&self) {
+        {
+            let mut last = self
+                .last_reconnect
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            if last.is_some_and(|t| t.elapsed() < Duration::from_secs(1)) {
+                return;
+            }
+            *last = Some(std::time::Instant::now());
+        }
+        let next = {
+            let e = self.endpoints.read().unwrap_or_else(|p| p.into_inner());
+            if e.is_empty() {
+                return;
+            }
+            let i = self
+                .current
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+                .wrapping_add(1);
+            e[i % e.len()].clone()
+        };
+        match Self::open(&self.dir, &[next]).await {
+            Ok(c) => *self.client.write().unwrap_or_else(|p| p.into_inner()) = c,
+            Err(e) => tracing::debug!(error = %e, "reconnecting to etcd"),
+        }
+    }
+
+    /// Runs `f` with the client until it answers, retrying while etcd is unavailable (on a
+    /// fresh connection), for at most [`RETRY_FOR`]. Every call retried this way is safe to
+    /// repeat: reads, puts of a whole value, and transactions whose compares make a second
+    /// run a no-op or an answer the caller checks (a name claimed by itself).
+    async fn retried<T, F, Fut>(&self, mut f: F) -> Result<T, EtcdError>
+    where
+        F: FnMut(Client) -> Fut,
+        Fut: std::future::Future<Output = Result<T, etcd_client::Error>>,
+    {
+        let t0 = std::time::Instant::now();
+        loop {
+            match timed(f(self.client())).await {
+                Err(e) if unavailable(&e) && t0.elapsed() < RETRY_FOR => {
+                    tracing::debug!(error = %e, "etcd unavailable; retrying");
+                    self.reconnect().await;
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn open(dir: &Path, endpoints: &[String]) -> Result<Client, EtcdError> {
         let read = |f: &str| {
             std::fs::read_to_string(dir.join(f)).map_err(|e| EtcdError::Files(format!("{f}: {e}")))
         };
@@ -174,13 +245,15 @@ impl Etcd {
             // Without a leader the member's etcd cannot serve a linearizable answer: fail
             // at once rather than wait.
             .with_require_leader(true);
-        let client = timed(Client::connect(endpoints, Some(opts))).await?;
-        Ok(Etcd { client })
+        timed(Client::connect(endpoints, Some(opts))).await
     }
 
     /// The raw client (leases, cluster membership).
     pub fn client(&self) -> Client {
-        self.client.clone()
+        self.client
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// Every record beneath `what/`, decoded.
@@ -189,12 +262,12 @@ impl Etcd {
         what: &str,
     ) -> Result<Vec<(String, T)>, EtcdError> {
         let prefix = format!("{PREFIX}{what}/");
-        let r = retried(|| {
-            let mut c = self.client.clone();
-            let p = prefix.clone();
-            async move { c.get(p, Some(GetOptions::new().with_prefix())).await }
-        })
-        .await?;
+        let r = self
+            .retried(|mut c| {
+                let p = prefix.clone();
+                async move { c.get(p, Some(GetOptions::new().with_prefix())).await }
+            })
+            .await?;
         let mut out = Vec::new();
         for kv in r.kvs() {
             let k = String::from_utf8_lossy(kv.key()).to_string();
@@ -208,15 +281,15 @@ impl Etcd {
     /// The names beneath `what/` (keys only).
     pub async fn names(&self, what: &str) -> Result<Vec<String>, EtcdError> {
         let prefix = format!("{PREFIX}{what}/");
-        let r = retried(|| {
-            let mut c = self.client.clone();
-            let p = prefix.clone();
-            async move {
-                c.get(p, Some(GetOptions::new().with_prefix().with_keys_only()))
-                    .await
-            }
-        })
-        .await?;
+        let r = self
+            .retried(|mut c| {
+                let p = prefix.clone();
+                async move {
+                    c.get(p, Some(GetOptions::new().with_prefix().with_keys_only()))
+                        .await
+                }
+            })
+            .await?;
         Ok(r.kvs()
             .iter()
             .map(|kv| String::from_utf8_lossy(&kv.key()[prefix.len()..]).to_string())
@@ -230,12 +303,12 @@ impl Etcd {
         name: &str,
     ) -> Result<Option<T>, EtcdError> {
         let k = key(what, name);
-        let r = retried(|| {
-            let mut c = self.client.clone();
-            let k = k.clone();
-            async move { c.get(k, None).await }
-        })
-        .await?;
+        let r = self
+            .retried(|mut c| {
+                let k = k.clone();
+                async move { c.get(k, None).await }
+            })
+            .await?;
         match r.kvs().first() {
             None => Ok(None),
             Some(kv) => serde_json::from_slice(kv.value())
@@ -254,8 +327,7 @@ impl Etcd {
     ) -> Result<(), EtcdError> {
         let body = serde_json::to_vec(v).map_err(|e| EtcdError::Etcd(e.to_string()))?;
         let k = key(what, name);
-        retried(|| {
-            let mut c = self.client.clone();
+        self.retried(|mut c| {
             let (k, body) = (k.clone(), body.clone());
             let opts = lease.map(|l| PutOptions::new().with_lease(l));
             async move { c.put(k, body, opts).await }
@@ -282,33 +354,31 @@ impl Etcd {
     /// Deletes a record; whether it existed.
     pub async fn delete(&self, what: &str, name: &str) -> Result<bool, EtcdError> {
         let k = key(what, name);
-        let r = retried(|| {
-            let mut c = self.client.clone();
-            let k = k.clone();
-            async move { c.delete(k, None).await }
-        })
-        .await?;
+        let r = self
+            .retried(|mut c| {
+                let k = k.clone();
+                async move { c.delete(k, None).await }
+            })
+            .await?;
         Ok(r.deleted() > 0)
     }
 
     /// Runs a transaction.
     pub async fn txn(&self, txn: Txn) -> Result<bool, EtcdError> {
-        let r = retried(|| {
-            let mut c = self.client.clone();
-            let t = txn.clone();
-            async move { c.txn(t).await }
-        })
-        .await?;
+        let r = self
+            .retried(|mut c| {
+                let t = txn.clone();
+                async move { c.txn(t).await }
+            })
+            .await?;
         Ok(r.succeeded())
     }
 
     /// etcd's members: (id, name, peer URLs, learner).
     pub async fn etcd_members(&self) -> Result<Vec<(u64, String, Vec<String>, bool)>, EtcdError> {
-        let r = retried(|| {
-            let mut c = self.client.clone();
-            async move { c.member_list().await }
-        })
-        .await?;
+        let r = self
+            .retried(|mut c| async move { c.member_list().await })
+            .await?;
         Ok(r.members()
             .iter()
             .map(|m| {
@@ -325,11 +395,9 @@ impl Etcd {
     /// Removes etcd member `id` (retried while etcd is unavailable: removing twice fails
     /// with "member not found", which counts as done).
     pub async fn member_remove(&self, id: u64) -> Result<(), EtcdError> {
-        let r = retried(|| {
-            let mut c = self.client.clone();
-            async move { c.member_remove(id).await }
-        })
-        .await;
+        let r = self
+            .retried(|mut c| async move { c.member_remove(id).await })
+            .await;
         match r {
             Ok(_) => Ok(()),
             Err(EtcdError::Etcd(m)) if m.contains("member not found") => Ok(()),
@@ -339,21 +407,16 @@ impl Etcd {
 
     /// Promotes learner `id`.
     pub async fn member_promote(&self, id: u64) -> Result<(), EtcdError> {
-        retried(|| {
-            let mut c = self.client.clone();
-            async move { c.member_promote(id).await }
-        })
-        .await
-        .map(|_| ())
+        self.retried(|mut c| async move { c.member_promote(id).await })
+            .await
+            .map(|_| ())
     }
 
     /// The id of etcd's current leader, as the member this client reaches sees it.
     pub async fn leader(&self) -> Result<u64, EtcdError> {
-        let r = retried(|| {
-            let mut c = self.client.clone();
-            async move { c.status().await }
-        })
-        .await?;
+        let r = self
+            .retried(|mut c| async move { c.status().await })
+            .await?;
         Ok(r.leader())
     }
 }

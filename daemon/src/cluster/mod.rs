@@ -79,6 +79,10 @@ pub struct LocalMember {
     pub endpoints: Vec<String>,
     /// The etcd cluster it started with (name, peer address).
     pub initial_cluster: Vec<(String, SocketAddr)>,
+    /// The members' HTTPS certificate fingerprints as last read: members are trusted by
+    /// these from the start, before the database answers again.
+    #[serde(default)]
+    pub member_fps: Vec<String>,
 }
 
 impl LocalMember {
@@ -123,6 +127,9 @@ pub struct Joined {
     online: AtomicBool,
     /// Ends the heartbeat.
     stop: CancellationToken,
+    /// Whether the heartbeat gives up its lease when it ends (leaving), or leaves it to the
+    /// membership that replaces it (a member that took up a database role).
+    revoke_on_stop: AtomicBool,
     /// The members' HTTPS certificate fingerprints, as last read.
     member_fps: RwLock<HashSet<String>>,
 }
@@ -145,6 +152,8 @@ pub struct ClusterInner {
     joined: RwLock<Option<Arc<Joined>>>,
     /// One membership change at a time on this host.
     busy: tokio::sync::Mutex<()>,
+    /// Whether this member is taking up a database role now.
+    becoming: AtomicBool,
     /// Operations started on other members through this one: id to member.
     remote_ops: std::sync::Mutex<std::collections::HashMap<String, String>>,
 }
@@ -227,6 +236,8 @@ impl Cluster {
     }
 
     fn set(&self, j: Option<Arc<Joined>>) {
+        // Replaced by a new membership: its lease stays until the new one holds its own.
+        let leaving = j.is_none();
         *LOCATION.write().unwrap_or_else(|p| p.into_inner()) =
             j.as_ref().map(|j| j.local.name.clone());
         let old = std::mem::replace(
@@ -234,6 +245,7 @@ impl Cluster {
             j,
         );
         if let Some(o) = old {
+            o.revoke_on_stop.store(leaving, Ordering::SeqCst);
             o.stop.cancel();
         }
     }
@@ -403,13 +415,16 @@ async fn install(c: &Services, local: LocalMember, etcd: Etcd) -> Arc<Joined> {
         etcd,
         online: AtomicBool::new(false),
         stop: CancellationToken::new(),
+        revoke_on_stop: AtomicBool::new(true),
         member_fps: RwLock::new(HashSet::new()),
     });
+    *j.member_fps.write().unwrap_or_else(|p| p.into_inner()) =
+        j.local.member_fps.iter().cloned().collect();
     c.cluster.set(Some(j.clone()));
     let first = match register(&j, offline_threshold(c)).await {
         Ok(lease) => {
             j.online.store(true, Ordering::Relaxed);
-            refresh(&j).await;
+            refresh(&c.state_dir, &j).await;
             Some(lease)
         }
         Err(e) => {
@@ -498,6 +513,7 @@ pub async fn enable(c: &Services, name: &str) -> Result<(), DomainError> {
         database: true,
         endpoints: vec![client_url(address)],
         initial_cluster: vec![(name.to_string(), peer_addr(address))],
+        member_fps: Vec::new(),
     };
     let r = async {
         keeper.request(KeeperRequest::Wipe).await?;
@@ -768,9 +784,8 @@ pub async fn become_database(c: &Services) -> Result<(), DomainError> {
     let mut local = j.local.clone();
     local.database = true;
     local.initial_cluster = initial;
-    if !local.endpoints.contains(&client_url(address)) {
-        local.endpoints.push(client_url(address));
-    }
+    local.endpoints.retain(|e| *e != client_url(address));
+    local.endpoints.insert(0, client_url(address));
     let keeper = c.cluster.keeper()?.clone();
     let started = async {
         keeper.request(KeeperRequest::Wipe).await?;
@@ -904,7 +919,7 @@ pub async fn join(c: &Services, put: silo_api::ClusterPut) -> Result<(), DomainE
     let d = dir(c);
     let mut endpoints = acc.endpoints.clone();
     if acc.database {
-        endpoints.push(client_url(address));
+        endpoints.insert(0, client_url(address));
     }
     let local = LocalMember {
         name: name.clone(),
@@ -912,6 +927,7 @@ pub async fn join(c: &Services, put: silo_api::ClusterPut) -> Result<(), DomainE
         database: acc.database,
         endpoints,
         initial_cluster: acc.initial_cluster.clone(),
+        member_fps: Vec::new(),
     };
     let r = async {
         let keeper = c.cluster.keeper()?.clone();
@@ -1010,7 +1026,8 @@ async fn heartbeat(c: Services, j: Arc<Joined>, first: Option<i64>) {
         if !j.online.swap(true, Ordering::Relaxed) {
             tracing::info!("this member is registered alive");
         }
-        refresh(&j).await;
+        refresh(&c.state_dir, &j).await;
+        keep_database_full(&c, &j).await;
         let name = j.local.name.clone();
         let mut client = j.etcd.client();
         // Renew at a third of the TTL: two renewals may fail before the lease lapses.
@@ -1023,6 +1040,8 @@ async fn heartbeat(c: Services, j: Arc<Joined>, first: Option<i64>) {
                     continue 'grant;
                 }
                 tokio::time::sleep(Duration::from_millis(500)).await;
+                j.etcd.reconnect().await;
+                client = j.etcd.client();
                 continue 'stream;
             };
             loop {
@@ -1037,7 +1056,8 @@ async fn heartbeat(c: Services, j: Arc<Joined>, first: Option<i64>) {
                             tracing::info!("this member holds its lease again");
                         }
                         let _ = j.etcd.put("heartbeat", &name, &now_rfc3339(), None).await;
-                        refresh(&j).await;
+                        refresh(&c.state_dir, &j).await;
+                        keep_database_full(&c, &j).await;
                     }
                     // TTL 0: "lease not found": the cluster declared this member offline
                     // and its alive key went with the lease; register anew.
@@ -1047,13 +1067,17 @@ async fn heartbeat(c: Services, j: Arc<Joined>, first: Option<i64>) {
                             j.online.store(false, Ordering::Relaxed);
                             continue 'grant;
                         }
+                        j.etcd.reconnect().await;
+                        client = j.etcd.client();
                         continue 'stream;
                     }
                 }
                 tokio::select! {
                     _ = tokio::time::sleep(every) => {}
                     _ = j.stop.cancelled() => {
-                        let _ = client.lease_revoke(lease).await;
+                        if j.revoke_on_stop.load(Ordering::SeqCst) {
+                            let _ = client.lease_revoke(lease).await;
+                        }
                         return;
                     }
                 }
@@ -1064,19 +1088,35 @@ async fn heartbeat(c: Services, j: Arc<Joined>, first: Option<i64>) {
 
 /// Reads the members' certificates (who may call as a member) and etcd's client URLs
 /// (kept for the next start).
-async fn refresh(j: &Joined) {
+async fn refresh(state_dir: &Path, j: &Joined) {
     if let Ok(ms) = j.etcd.list::<MemberRecord>("members").await {
         let fps: HashSet<String> = ms
             .iter()
             .filter_map(|(_, m)| crate::service::trust::pem_fingerprint(&m.certificate))
             .collect();
-        *j.member_fps.write().unwrap_or_else(|p| p.into_inner()) = fps;
+        let changed = {
+            let mut cur = j.member_fps.write().unwrap_or_else(|p| p.into_inner());
+            let changed = *cur != fps;
+            *cur = fps.clone();
+            changed
+        };
+        if changed {
+            // Kept for the next start (written only while this host is still a member).
+            let d = keeper::cluster_dir(state_dir);
+            if let Ok(Some(mut local)) = read_local(&d) {
+                let mut v: Vec<String> = fps.into_iter().collect();
+                v.sort();
+                local.member_fps = v;
+                if let Err(e) = write_local(&d, &local) {
+                    tracing::warn!(error = %e, "keeping the members' certificates");
+                }
+            }
+        }
     }
     if let Ok(vs) = voters(&j.etcd).await {
-        let client = j.etcd.client();
         for (_, _, p, learner) in vs {
             if !learner {
-                let _ = client.add_endpoint(client_url_of_peer(p)).await;
+                j.etcd.add_endpoint(&client_url_of_peer(p));
             }
         }
     }
@@ -1277,7 +1317,7 @@ pub async fn remove(c: &Services, name: &str, force: bool) -> Result<(), DomainE
                 j.etcd.member_remove(id).await.map_err(|e| {
                     DomainError::Unavailable(format!("removing {name} from etcd: {e}"))
                 })?;
-                let _ = j.etcd.client().remove_endpoint(client_url_of_peer(p)).await;
+                j.etcd.remove_endpoint(&client_url_of_peer(p));
             }
         }
     }
@@ -1299,6 +1339,42 @@ pub async fn remove(c: &Services, name: &str, force: bool) -> Result<(), DomainE
         json!({}),
     );
     Ok(())
+}
+
+/// Starts [`become_database`] in the background (once at a time): it can take longer than
+/// the asking member waits (etcd's reconfiguration check, catching up).
+pub fn become_database_soon(c: &Services) {
+    if c.cluster.becoming.swap(true, Ordering::SeqCst) {
+        return;
+    }
+    let c = Services::clone(c);
+    tokio::spawn(async move {
+        if let Err(e) = become_database(&c).await {
+            tracing::warn!(error = %e, "taking up a database role");
+        }
+        c.cluster.becoming.store(false, Ordering::SeqCst);
+    });
+}
+
+/// On the etcd leader's member, at each heartbeat: while the database has fewer than
+/// [`MAX_VOTERS`] members and an ONLINE member holds none, hand it a role. Only the leader
+/// asks, so two members never pick two different ones at once.
+async fn keep_database_full(c: &Services, j: &Joined) {
+    if !j.local.database {
+        return;
+    }
+    let (Ok(vs), Ok(leader)) = (voters(&j.etcd).await, j.etcd.leader().await) else {
+        return;
+    };
+    let me = peer_addr(j.local.address);
+    if !vs.iter().any(|(id, _, p, _)| *id == leader && *p == me) {
+        return;
+    }
+    if vs.iter().any(|(_, _, _, learner)| *learner) {
+        // A member is catching up already.
+        return;
+    }
+    hand_over_database(c, j).await;
 }
 
 /// After a database member left: asks an ONLINE member that is not one to take the role,
@@ -1452,24 +1528,54 @@ pub async fn claim_instance(c: &Services, instance: &str) -> Result<(), DomainEr
     }
 }
 
-/// Releases an instance's placement (deleted, or its create failed).
+/// Releases an instance's placement (deleted, or its create failed). When the database
+/// cannot be reached now (this member cut off), it keeps trying in the background: a name
+/// is never left claimed by an instance that does not exist.
 pub async fn release_instance(c: &Services, instance: &str) {
-    if let Some(j) = c.cluster.joined() {
-        let k = key("instances", instance);
-        let me = serde_json::to_vec(&j.local.name).unwrap_or_default();
-        // Only this member's claim: never another's of the same name.
-        let r = j
-            .etcd
-            .txn(
-                Txn::new()
-                    .when([Compare::value(k.clone(), CompareOp::Equal, me)])
-                    .and_then([TxnOp::delete(k, None)]),
-            )
-            .await;
-        if let Err(e) = r {
-            tracing::error!(instance, error = %e, "releasing the instance's name in the cluster");
-        }
+    let Some(j) = c.cluster.joined() else {
+        return;
+    };
+    if release_once(&j, instance).await.is_ok() {
+        return;
     }
+    let instance = instance.to_string();
+    let c = Services::clone(c);
+    tokio::spawn(async move {
+        let mut pause = Duration::from_secs(1);
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(pause) => {}
+                _ = j.stop.cancelled() => return,
+            }
+            // A create of the same name through this member since then owns the claim.
+            if crate::store::instances::exists(&c.db, &instance).unwrap_or(true)
+                || c.creating.is_claimed(&instance)
+            {
+                return;
+            }
+            match release_once(&j, &instance).await {
+                Ok(()) => return,
+                Err(e) => {
+                    tracing::warn!(instance, error = %e, "releasing the instance's name in the cluster; retrying");
+                    pause = (pause * 2).min(Duration::from_secs(30));
+                }
+            }
+        }
+    });
+}
+
+async fn release_once(j: &Joined, instance: &str) -> Result<(), EtcdError> {
+    let k = key("instances", instance);
+    let me = serde_json::to_vec(&j.local.name).unwrap_or_default();
+    // Only this member's claim: never another's of the same name.
+    j.etcd
+        .txn(
+            Txn::new()
+                .when([Compare::value(k.clone(), CompareOp::Equal, me)])
+                .and_then([TxnOp::delete(k, None)]),
+        )
+        .await
+        .map(|_| ())
 }
 
 #[cfg(test)]

@@ -76,6 +76,14 @@ impl Creating {
             .map(|mut s| s.insert(name.to_string()))
             .unwrap_or(false)
     }
+    /// Whether `name` is being created now.
+    pub(crate) fn is_claimed(&self, name: &str) -> bool {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(name)
+    }
+
     pub(crate) fn release(&self, name: &str) {
         if let Ok(mut s) = self.0.lock() {
             s.remove(name);
