@@ -1293,7 +1293,11 @@ mod tests {
                 "banana",
             ),
             ("networks:\n- name: way-too-long-name0\n", "at most 15"),
-            ("cluster:\n  enabled: true\n", "Clustering"),
+            ("cluster:\n  enabled: true\n", "server_name"),
+            (
+                "cluster:\n  enabled: true\n  server_name: m2\n  cluster_token: nope\n",
+                "cluster_token",
+            ),
             ("projects:\n- name: other\n", "Projects"),
             ("storage_pools:\n- name: p\n", "no driver"),
         ] {

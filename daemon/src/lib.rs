@@ -6,7 +6,6 @@
 
 pub mod admin;
 pub mod api;
-pub mod cluster;
 pub mod confinement;
 pub mod helpers;
 pub mod model;

@@ -487,7 +487,7 @@ pub fn run(args: Args, events: crate::service::events::Events) -> anyhow::Result
     let host = HostFacts::gather();
     // The etcd keeper, before anything else holds fds it should not see (it closes all
     // but its socket anyway) and while silod is still single-threaded.
-    let keeper = crate::cluster::keeper::spawn(&args.state_dir, user.uid, group.gid)
+    let keeper = crate::service::cluster::keeper::spawn(&args.state_dir, user.uid, group.gid)
         .context("forking the etcd keeper")?;
 
     // Root phase: spawn the helpers with only their own fds.
@@ -617,7 +617,7 @@ fn spawn_background(daemon: &Arc<Services>, state_dir: &Path) {
 async fn serve(
     args: Args,
     spawned: Vec<helpers::Spawned>,
-    keeper: crate::cluster::keeper::Keeper,
+    keeper: crate::service::cluster::keeper::Keeper,
     listener: std::os::unix::net::UnixListener,
     notify: Option<std::os::unix::net::UnixDatagram>,
     host: HostFacts,
@@ -654,7 +654,7 @@ async fn serve(
         trust: Default::default(),
         https: Default::default(),
         devlxd: Default::default(),
-        cluster: crate::cluster::Cluster::new(Some(keeper)),
+        cluster: crate::service::cluster::Cluster::new(Some(keeper)),
     });
     daemon.devlxd.install(crate::api::devlxd::serve_fn());
     crate::service::lifecycle::spawn_reaper(Services::clone(&daemon), stopped);
@@ -687,7 +687,7 @@ async fn serve(
     crate::service::server::start_https(&daemon).await;
     // A member finds its cluster again in the background: a cluster without quorum must
     // not keep this host's own API down.
-    tokio::spawn(crate::cluster::resume(Services::clone(&daemon)));
+    tokio::spawn(crate::service::cluster::resume(Services::clone(&daemon)));
     // Requests on the unix socket come from the API group: trusted.
     let app = app.layer(axum::Extension(crate::model::trust::Peer::Local));
     tracing::info!(

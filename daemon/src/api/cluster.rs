@@ -8,7 +8,7 @@ use serde::Deserialize;
 
 use super::response::{async_op, sync, ApiResult, DomainError};
 use super::ListQuery;
-use crate::cluster;
+use crate::service::cluster;
 use crate::service::Services;
 
 fn body<T: serde::de::DeserializeOwned>(b: &[u8]) -> Result<T, DomainError> {

@@ -166,7 +166,7 @@ pub async fn create(State(d): State<Arc<Services>>, req: axum::extract::Request)
     let name = req.name.clone();
     // In a cluster the name is claimed for this member before the operation starts: of
     // two launches of one name through two members, the second is refused here.
-    if let Err(e) = crate::cluster::claim_instance(&c, &name).await {
+    if let Err(e) = crate::service::cluster::claim_instance(&c, &name).await {
         c.creating.release(&name);
         return Err(e);
     }

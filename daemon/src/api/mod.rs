@@ -8,6 +8,7 @@ pub mod cluster;
 pub mod devlxd;
 pub mod events;
 pub mod files;
+pub mod forward;
 pub mod images;
 pub mod instances;
 pub mod metadata;
@@ -360,7 +361,7 @@ pub fn router(d: Arc<Services>) -> Router {
         .layer(middleware::from_fn(projects::check_param))
         .layer(middleware::from_fn_with_state(
             d.clone(),
-            crate::cluster::forward::route,
+            crate::api::forward::route,
         ))
         .layer(middleware::from_fn_with_state(d.clone(), trust::authorize))
         .layer(middleware::from_fn(log_request))

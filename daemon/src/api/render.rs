@@ -45,7 +45,7 @@ pub fn instance(i: &Instance, (ec, ed): Expanded, status: (&str, i64)) -> silo_a
         status: status.0.to_string(),
         status_code: status.1,
         last_used_at: or_zero_time(&i.last_used_at, "1970-01-01T00:00:00Z"),
-        location: crate::cluster::location(),
+        location: crate::service::cluster::location(),
         kind: i.kind.clone(),
         project: "default".into(),
         restore: String::new(),
@@ -308,7 +308,7 @@ pub fn volume(
         content_type: "filesystem".into(),
         config,
         description: description.into(),
-        location: crate::cluster::location(),
+        location: crate::service::cluster::location(),
         // Every volume is in the one project silo has, named as LXD names it.
         project: "default".into(),
         used_by,

@@ -167,7 +167,7 @@ pub async fn create(
     let r = create_inner(c, req, image).await;
     c.creating.release(&name);
     if r.is_err() {
-        crate::cluster::release_instance(c, &name).await;
+        crate::service::cluster::release_instance(c, &name).await;
     }
     r
 }
@@ -203,7 +203,7 @@ pub async fn create_remote(
         Ok(i) => i,
         Err(e) => {
             c.creating.release(&req.name);
-            crate::cluster::release_instance(c, &req.name).await;
+            crate::service::cluster::release_instance(c, &req.name).await;
             return Err(e);
         }
     };
@@ -439,7 +439,7 @@ pub async fn delete(c: &Services, name: &str) -> Result<(), DomainError> {
         Err(e) => return Err(e.into()),
     }
     crate::store::instances::delete(&c.db, name)?;
-    crate::cluster::release_instance(c, name).await;
+    crate::service::cluster::release_instance(c, name).await;
     if let Ok((_, devs)) =
         load_profiles(&c.db, &i.profiles).map(|p| expand(&p, &i.config, &i.devices))
     {
@@ -554,7 +554,7 @@ pub async fn rename(c: &Services, name: &str, to: &str) -> Result<(), DomainErro
         )));
     }
     // The new name is the cluster's first: two members cannot both rename to it.
-    crate::cluster::claim_instance(c, to).await?;
+    crate::service::cluster::claim_instance(c, to).await?;
     let pn = PoolName::new(i.pool.clone()).map_err(|e| DomainError::Internal(e.to_string()))?;
     let from =
         VolumeName::new(name.to_string()).map_err(|e| DomainError::Internal(e.to_string()))?;
@@ -572,7 +572,7 @@ pub async fn rename(c: &Services, name: &str, to: &str) -> Result<(), DomainErro
         )
         .await
     {
-        crate::cluster::release_instance(c, to).await;
+        crate::service::cluster::release_instance(c, to).await;
         return Err(e.into());
     }
     let moved = async {
@@ -587,10 +587,10 @@ pub async fn rename(c: &Services, name: &str, to: &str) -> Result<(), DomainErro
             .store
             .rename_volume(pn, VolumeKind::Container, dst, from, false)
             .await;
-        crate::cluster::release_instance(c, to).await;
+        crate::service::cluster::release_instance(c, to).await;
         return Err(e);
     }
-    crate::cluster::release_instance(c, name).await;
+    crate::service::cluster::release_instance(c, name).await;
     // The backup records followed the row (ON UPDATE CASCADE); their files follow here.
     if let Some(dir) = &c.backups {
         if let Err(e) = std::fs::rename(dir.join(name), dir.join(to)) {

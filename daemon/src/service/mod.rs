@@ -3,6 +3,7 @@
 //! and `helpers/` (the root helpers), never up.
 
 pub mod backups;
+pub mod cluster;
 pub mod custom_volumes;
 pub mod devices;
 pub mod devlxd;
@@ -92,5 +93,5 @@ pub struct Services {
     /// The guest API's listeners (`/dev/lxd/sock`) and events.
     pub devlxd: devlxd::Devlxd,
     /// This host's cluster membership and the etcd keeper.
-    pub cluster: crate::cluster::Cluster,
+    pub cluster: crate::service::cluster::Cluster,
 }

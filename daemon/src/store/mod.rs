@@ -28,6 +28,7 @@ pub mod certificates;
 pub mod config;
 pub mod db;
 pub mod error;
+pub mod etcd;
 pub mod global;
 pub mod idmap;
 pub mod images;

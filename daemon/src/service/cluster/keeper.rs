@@ -37,7 +37,7 @@ pub const HEARTBEAT_MS: u32 = 100;
 /// replaced about a second later.
 pub const ELECTION_MS: u32 = 1000;
 /// The smallest keepalive interval etcd accepts from a client; silod's client pings every
-/// [`super::db::KEEPALIVE`] (5 s), above it, so etcd never drops it as abusive.
+/// [`crate::store::etcd::KEEPALIVE`] (5 s), above it, so etcd never drops it as abusive.
 pub const GRPC_KEEPALIVE_MIN: &str = "2s";
 
 /// How to run this member's etcd.
@@ -236,8 +236,15 @@ fn landlock(state_dir: &Path) -> LandlockSpec {
         "/dev/null",
         "/dev/urandom",
     ]);
-    read.extend(existing(&["/proc"]));
-    read.extend(existing(crate::confinement::SYSTEM_READ));
+    // Name resolution's files, should a peer URL ever name a host.
+    read.extend(existing(&[
+        "/proc",
+        "/etc/hosts",
+        "/etc/nsswitch.conf",
+        "/etc/resolv.conf",
+        "/etc/host.conf",
+        "/etc/gai.conf",
+    ]));
     read.retain(|p| !p.starts_with(state_dir));
     LandlockSpec {
         fs: Some(FsRules {

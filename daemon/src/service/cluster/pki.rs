@@ -13,16 +13,7 @@ use rcgen::{
     Issuer, KeyPair, KeyUsagePurpose, SanType,
 };
 
-/// The CA certificate (PEM), beneath `<state>/cluster`.
-pub const CA_CERT: &str = "ca.crt";
-/// The CA key.
-pub const CA_KEY: &str = "ca.key";
-/// This member's certificate.
-pub const MEMBER_CERT: &str = "member.crt";
-/// This member's key.
-pub const MEMBER_KEY: &str = "member.key";
-/// The DNS name in every member certificate, which silod's etcd client verifies.
-pub const ETCD_NAME: &str = "silo-etcd";
+pub use crate::store::etcd::{CA_CERT, CA_KEY, ETCD_NAME, MEMBER_CERT, MEMBER_KEY};
 
 /// A CA: certificate and key, PEM.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]

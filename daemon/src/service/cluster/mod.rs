@@ -18,11 +18,10 @@
 //! This host's side (`<state>/cluster/member.json`, the certificates, etcd's data) stays on
 //! this host: it is how silod finds the cluster again at start.
 
-pub mod db;
-pub mod forward;
 pub mod keeper;
 pub mod peer;
 pub mod pki;
+pub mod routing;
 
 use std::collections::{BTreeMap, HashSet};
 use std::net::SocketAddr;
@@ -38,7 +37,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::service::operations::Operation;
 use crate::service::{DomainError, Services};
-use db::{key, Etcd, EtcdError, MemberRecord, TokenRecord};
+use crate::store::etcd as db;
+pub use crate::store::etcd::{key, Etcd, EtcdError, MemberRecord, TokenRecord};
 use keeper::{EtcdLaunch, Keeper, Request as KeeperRequest};
 
 /// Database members at most (etcd voters); the others are its clients.

@@ -5,7 +5,6 @@
 //! member's certificate, marked [`FORWARDED`] so the receiver serves them itself; websocket
 //! upgrades (exec, console, migration) are spliced through.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::body::Body;
@@ -16,9 +15,10 @@ use http_body_util::BodyExt;
 use hyper_util::rt::TokioIo;
 use serde_json::{json, Value};
 
-use super::db::MemberRecord;
-use super::Joined;
 use crate::model::trust::CallerKind;
+use crate::service::cluster::routing::PeerAddr;
+use crate::service::cluster::routing::{self, decide, Route};
+use crate::service::cluster::{peer, Joined};
 use crate::service::{DomainError, Services};
 
 /// The header that marks a call one member forwarded to another: served where it lands.
@@ -31,163 +31,6 @@ fn query_param(req: &Request, key: &str) -> Option<String> {
         .into_iter()
         .find(|(k, _)| k == key)
         .map(|(_, v)| v)
-}
-
-/// Where a call goes.
-enum Route {
-    Local,
-    Member(String),
-    ListAll,
-}
-
-async fn decide(
-    d: &Services,
-    j: &Joined,
-    method: axum::http::Method,
-    path: String,
-    target: Option<String>,
-) -> Result<Route, DomainError> {
-    let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
-    if segs.first() == Some(&"internal") {
-        return Ok(Route::Local);
-    }
-    let me = &j.local.name;
-    let target = target.filter(|t| !t.is_empty());
-    match segs.as_slice() {
-        ["1.0", "instances" | "containers"] if method == axum::http::Method::GET => {
-            Ok(Route::ListAll)
-        }
-        ["1.0", "instances" | "containers"] if method == axum::http::Method::POST => {
-            let to = match target {
-                Some(t) => t,
-                None => schedule(j).await?,
-            };
-            check_online(j, &to).await?;
-            check_not_evacuated(j, &to).await?;
-            Ok(if &to == me {
-                Route::Local
-            } else {
-                Route::Member(to)
-            })
-        }
-        ["1.0", "instances" | "containers", name, ..] => {
-            match j.etcd.get::<String>("instances", name).await? {
-                Some(owner) if &owner != me => {
-                    check_online(j, &owner).await?;
-                    Ok(Route::Member(owner))
-                }
-                _ => Ok(Route::Local),
-            }
-        }
-        // A member's state is changed by the member itself.
-        ["1.0", "cluster", "members", name, "state"] if *name != me.as_str() => {
-            check_member_exists(j, name).await?;
-            Ok(Route::Member(name.to_string()))
-        }
-        ["1.0", "operations", id, ..] => {
-            if d.ops.get(id).is_ok() {
-                return Ok(Route::Local);
-            }
-            if let Some(m) = d.cluster.op_member(id) {
-                return Ok(Route::Member(m));
-            }
-            Ok(match find_operation(d, j, id).await {
-                Some(m) => Route::Member(m),
-                None => Route::Local,
-            })
-        }
-        _ => match target {
-            Some(t) if &t != me => {
-                check_online(j, &t).await?;
-                Ok(Route::Member(t))
-            }
-            _ => Ok(Route::Local),
-        },
-    }
-}
-
-/// The ONLINE member (not evacuated) with the fewest instances; ties go to the first name.
-async fn schedule(j: &Joined) -> Result<String, DomainError> {
-    let members: Vec<(String, MemberRecord)> = j.etcd.list("members").await?;
-    let alive: std::collections::HashSet<String> =
-        j.etcd.names("alive").await?.into_iter().collect();
-    let placed: Vec<(String, String)> = j.etcd.list("instances").await?;
-    let mut count: BTreeMap<&str, usize> = BTreeMap::new();
-    for (n, m) in &members {
-        if alive.contains(n) && m.state.is_empty() {
-            count.insert(n.as_str(), 0);
-        }
-    }
-    for (_, owner) in &placed {
-        if let Some(c) = count.get_mut(owner.as_str()) {
-            *c += 1;
-        }
-    }
-    count
-        .into_iter()
-        .min_by_key(|(_, c)| *c)
-        .map(|(n, _)| n.to_string())
-        .ok_or_else(|| {
-            DomainError::Unavailable("No cluster member is online to place the instance on".into())
-        })
-}
-
-async fn check_member_exists(j: &Joined, name: &str) -> Result<(), DomainError> {
-    match j.etcd.get::<MemberRecord>("members", name).await? {
-        Some(_) => Ok(()),
-        None => Err(DomainError::NotFound(format!(
-            "No cluster member named {name:?}"
-        ))),
-    }
-}
-
-async fn check_online(j: &Joined, name: &str) -> Result<(), DomainError> {
-    if j.etcd.get::<MemberRecord>("members", name).await?.is_none() {
-        return Err(DomainError::NotFound(format!(
-            "No cluster member named {name:?}"
-        )));
-    }
-    if name != j.local.name && !super::is_online(j, name).await? {
-        return Err(DomainError::Unavailable(format!(
-            "Cluster member {name:?} is offline"
-        )));
-    }
-    Ok(())
-}
-
-/// New instances are not placed on an evacuated member (its own still answer there).
-async fn check_not_evacuated(j: &Joined, name: &str) -> Result<(), DomainError> {
-    match j.etcd.get::<MemberRecord>("members", name).await? {
-        Some(m) if m.state == "evacuated" => Err(DomainError::BadRequest(format!(
-            "Cluster member {name:?} is evacuated: new instances go elsewhere until it is restored"
-        ))),
-        _ => Ok(()),
-    }
-}
-
-/// Asks the other members which one runs operation `id`.
-async fn find_operation(d: &Services, j: &Joined, id: &str) -> Option<String> {
-    let members: Vec<(String, MemberRecord)> = j.etcd.list("members").await.ok()?;
-    for (n, m) in members {
-        if n == j.local.name {
-            continue;
-        }
-        let pin = crate::service::trust::pem_fingerprint(&m.certificate).unwrap_or_default();
-        let r = super::peer::call(
-            &m.address,
-            &pin,
-            d.trust.identity(),
-            hyper::Method::GET,
-            &format!("/1.0/operations/{id}"),
-            None,
-        )
-        .await;
-        if r.is_ok() {
-            d.cluster.record_op(id, &n);
-            return Some(n);
-        }
-    }
-    None
 }
 
 /// The layer.
@@ -208,12 +51,9 @@ pub async fn route(State(d): State<Arc<Services>>, req: Request, next: Next) -> 
     };
     match route {
         Route::Local => next.run(req).await,
-        Route::Member(m) => match j.etcd.get::<MemberRecord>("members", &m).await {
-            Ok(Some(rec)) => forward(&d, &rec, req).await,
-            Ok(None) => {
-                DomainError::NotFound(format!("No cluster member named {m:?}")).into_response()
-            }
-            Err(e) => DomainError::from(e).into_response(),
+        Route::Member(m) => match routing::member(&j, &m).await {
+            Ok(rec) => forward(&d, &rec, req).await,
+            Err(e) => e.into_response(),
         },
         Route::ListAll => list_all(&d, &j, req, next).await,
     }
@@ -225,9 +65,8 @@ fn error_response(e: String) -> Response {
 
 /// Sends `req` to member `rec` and answers its response (streamed; a websocket upgrade is
 /// spliced through).
-pub async fn forward(d: &Services, rec: &MemberRecord, mut req: Request) -> Response {
-    let pin = crate::service::trust::pem_fingerprint(&rec.certificate).unwrap_or_default();
-    let tls = match super::peer::connect(&rec.address, &pin, d.trust.identity()).await {
+pub async fn forward(d: &Services, rec: &PeerAddr, mut req: Request) -> Response {
+    let tls = match peer::connect(&rec.address, &rec.pin, d.trust.identity()).await {
         Ok(t) => t,
         Err(e) => return error_response(format!("forwarding to member {}: {e}", rec.name)),
     };
@@ -322,18 +161,14 @@ async fn list_all(d: &Services, j: &Joined, req: Request, next: Next) -> Respons
     let Ok(mut whole) = serde_json::from_slice::<Value>(&bytes) else {
         return Response::from_parts(parts, Body::from(bytes));
     };
-    let members: Vec<(String, MemberRecord)> = match j.etcd.list("members").await {
-        Ok(m) => m,
-        Err(e) => return DomainError::from(e).into_response(),
+    let routing::Listing {
+        members,
+        alive,
+        placed,
+    } = match routing::listing(j).await {
+        Ok(l) => l,
+        Err(e) => return e.into_response(),
     };
-    let alive: std::collections::HashSet<String> = j
-        .etcd
-        .names("alive")
-        .await
-        .unwrap_or_default()
-        .into_iter()
-        .collect();
-    let placed: Vec<(String, String)> = j.etcd.list("instances").await.unwrap_or_default();
     let calls = members
         .iter()
         .filter(|(n, _)| *n != j.local.name)
@@ -344,9 +179,7 @@ async fn list_all(d: &Services, j: &Joined, req: Request, next: Next) -> Respons
                 if !online {
                     return (n.clone(), None);
                 }
-                let pin =
-                    crate::service::trust::pem_fingerprint(&m.certificate).unwrap_or_default();
-                let r = forwarded_get(d, &m.address, &pin, &pq).await;
+                let r = forwarded_get(d, &m.address, &m.pin, &pq).await;
                 (n.clone(), r.ok())
             }
         });
@@ -380,7 +213,7 @@ async fn list_all(d: &Services, j: &Joined, req: Request, next: Next) -> Respons
 
 /// A GET to another member, served there (marked forwarded); its metadata.
 async fn forwarded_get(d: &Services, addr: &str, pin: &str, pq: &str) -> Result<Value, String> {
-    let tls = super::peer::connect(addr, pin, d.trust.identity()).await?;
+    let tls = peer::connect(addr, pin, d.trust.identity()).await?;
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
         .await
         .map_err(|e| e.to_string())?;

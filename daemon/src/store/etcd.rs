@@ -1,4 +1,5 @@
-//! The cluster's global records in etcd, over `etcd-client` with mutual TLS.
+//! The cluster's global records in etcd (the cluster's engine behind `store/`; the
+//! single-host store is SQLite in [`crate::store::db`]), over `etcd-client` with mutual TLS.
 //!
 //! Keys (all beneath `/silo/`):
 //! - `members/<name>`: a [`MemberRecord`];
@@ -20,15 +21,25 @@ use etcd_client::{
 };
 use serde::{Deserialize, Serialize};
 
-use super::pki;
-
 /// How often silod's client pings etcd on an idle connection (above etcd's
-/// `--grpc-keepalive-min-time`, see [`super::keeper::GRPC_KEEPALIVE_MIN`]).
+/// `--grpc-keepalive-min-time`, which silo-side etcd is started with at 2 s).
 pub const KEEPALIVE: Duration = Duration::from_secs(5);
 /// How long one etcd call may take before it is an error.
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(5);
 
 const PREFIX: &str = "/silo/";
+
+/// The cluster CA's certificate (PEM), beneath `<state>/cluster`: what etcd and its
+/// clients trust.
+pub const CA_CERT: &str = "ca.crt";
+/// The CA's key.
+pub const CA_KEY: &str = "ca.key";
+/// This member's certificate, for etcd's client and peer connections both ways.
+pub const MEMBER_CERT: &str = "member.crt";
+/// This member's key.
+pub const MEMBER_KEY: &str = "member.key";
+/// The DNS name every member certificate holds and the etcd client verifies.
+pub const ETCD_NAME: &str = "silo-etcd";
 
 /// A member as the cluster records it.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
@@ -231,12 +242,12 @@ impl Etcd {
             std::fs::read_to_string(dir.join(f)).map_err(|e| EtcdError::Files(format!("{f}: {e}")))
         };
         let tls = TlsOptions::new()
-            .ca_certificate(etcd_client::Certificate::from_pem(read(pki::CA_CERT)?))
+            .ca_certificate(etcd_client::Certificate::from_pem(read(CA_CERT)?))
             .identity(etcd_client::Identity::from_pem(
-                read(pki::MEMBER_CERT)?,
-                read(pki::MEMBER_KEY)?,
+                read(MEMBER_CERT)?,
+                read(MEMBER_KEY)?,
             ))
-            .domain_name(pki::ETCD_NAME);
+            .domain_name(ETCD_NAME);
         let opts = ConnectOptions::new()
             .with_tls(tls)
             .with_keep_alive(KEEPALIVE, CALL_TIMEOUT)
