@@ -111,6 +111,10 @@ const CHECKS: &[(&str, Check)] = &[
     ("metrics", metrics),
     ("metrics_cpu_seconds", metrics_cpu_seconds),
     ("instance_bulk_state_change", bulk_state_change),
+    // Last in silo's list, so every check before runs on a standalone server.
+    ("clustering", clustering),
+    ("clustering_join", clustering_join),
+    ("clustering_join_token", clustering_join_token),
 ];
 
 #[test]
@@ -1573,5 +1577,75 @@ fn bulk_state_change(fx: &Fx) -> Result<(), String> {
         Some(json!({"state": {"action": "jump"}})),
     );
     ensure!(c == 400, "an unknown action: {c} {v}");
+    Ok(())
+}
+
+/// The fixture as a one-member cluster (idempotent): `lxc cluster enable`.
+fn clustered(fx: &Fx) -> Result<(), String> {
+    let c = fx.ok("GET", "/1.0/cluster", None)?;
+    if c["enabled"] != true {
+        fx.lxc(&["cluster", "enable", "m1"])?;
+    }
+    Ok(())
+}
+
+fn clustering(fx: &Fx) -> Result<(), String> {
+    clustered(fx)?;
+    let out = fx.lxc(&["cluster", "list", "--format", "csv"])?;
+    ensure!(
+        out.starts_with("m1,https://127.0.0.1:8443,")
+            && out.contains("database-leader")
+            && out.contains("ONLINE")
+            && out.contains("Fully operational"),
+        "lxc cluster list: {out}"
+    );
+    let s = fx.ok("GET", "/1.0", None)?;
+    ensure!(
+        s["environment"]["server_clustered"] == true && s["environment"]["server_name"] == "m1",
+        "GET /1.0 environment: {}",
+        s["environment"]
+    );
+    let i = fx.ok("GET", "/1.0/instances/c1", None)?;
+    ensure!(i["location"] == "m1", "c1's location: {}", i["location"]);
+    Ok(())
+}
+
+fn clustering_join(fx: &Fx) -> Result<(), String> {
+    clustered(fx)?;
+    // A clustered server cannot join another; a token that is not one is named so.
+    let (c, v) = fx.api(
+        "PUT",
+        "/1.0/cluster",
+        Some(json!({"server_name": "m1", "enabled": true, "cluster_password": "not-a-token"})),
+    );
+    let e = if c == 202 {
+        fx.d.wait_op(&v)["err"].as_str().unwrap_or("").to_string()
+    } else {
+        v["error"].as_str().unwrap_or("").to_string()
+    };
+    ensure!(
+        e.contains("join token") || e.contains("already clustered"),
+        "{e}"
+    );
+    Ok(())
+}
+
+fn clustering_join_token(fx: &Fx) -> Result<(), String> {
+    clustered(fx)?;
+    let out = fx.lxc(&["cluster", "add", "m2"])?;
+    let token = out.lines().last().unwrap_or("").trim().to_string();
+    let t = silo_api::ClusterMemberJoinToken::decode(&token)?;
+    let fp = fx.ok("GET", "/1.0", None)?["environment"]["certificate_fingerprint"].clone();
+    ensure!(
+        t.server_name == "m2"
+            && t.addresses == vec!["127.0.0.1:8443".to_string()]
+            && json!(t.fingerprint) == fp,
+        "the token lxc printed: {t:?}"
+    );
+    let tokens = fx.lxc(&["cluster", "list-tokens", "--format", "csv"])?;
+    ensure!(tokens.contains("m2"), "lxc cluster list-tokens: {tokens}");
+    fx.lxc(&["cluster", "revoke-token", "m2"])?;
+    let tokens = fx.lxc(&["cluster", "list-tokens", "--format", "csv"])?;
+    ensure!(!tokens.contains("m2"), "after revoke-token: {tokens}");
     Ok(())
 }
