@@ -10,6 +10,7 @@ use serde_json::{json, Value};
 use crate::{in_netns, new_netns, show, TestDaemon};
 
 /// The hub: a bridge the members' veths are enslaved to.
+#[derive(Debug)]
 pub struct Hub {
     /// The hub's namespace.
     pub ns: OwnedFd,
@@ -83,6 +84,7 @@ fn svec(a: &[&str]) -> Vec<String> {
 }
 
 /// A member: its daemon and address.
+#[derive(Debug)]
 pub struct Member {
     /// Its daemon.
     pub d: TestDaemon,

@@ -97,11 +97,30 @@ impl From<FetchError> for DomainError {
 }
 
 /// Accepts exactly one certificate, as LXD's client does for a remote whose certificate it
-/// stored at `remote add`.
+/// stored at `remote add` (or, for a cluster member, whose fingerprint its record names).
 #[derive(Debug)]
-struct Pinned {
-    der: CertificateDer<'static>,
+pub struct Pinned {
+    want: Pin,
     algs: WebPkiSupportedAlgorithms,
+}
+
+/// What a [`Pinned`] verifier accepts.
+#[derive(Debug)]
+enum Pin {
+    /// This certificate.
+    Der(CertificateDer<'static>),
+    /// The certificate with this sha256 fingerprint (lower-case hex).
+    Fingerprint(String),
+}
+
+impl Pinned {
+    /// A verifier accepting only the certificate whose fingerprint is `fp`.
+    pub fn by_fingerprint(fp: &str, algs: WebPkiSupportedAlgorithms) -> Pinned {
+        Pinned {
+            want: Pin::Fingerprint(fp.to_ascii_lowercase()),
+            algs,
+        }
+    }
 }
 
 fn cert_fingerprint(der: &[u8]) -> String {
@@ -117,13 +136,16 @@ impl ServerCertVerifier for Pinned {
         _ocsp_response: &[u8],
         _now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        if end_entity.as_ref() == self.der.as_ref() {
+        let got = cert_fingerprint(end_entity);
+        let (ok, want) = match &self.want {
+            Pin::Der(der) => (end_entity.as_ref() == der.as_ref(), cert_fingerprint(der)),
+            Pin::Fingerprint(fp) => (got == *fp, fp.clone()),
+        };
+        if ok {
             Ok(ServerCertVerified::assertion())
         } else {
             Err(rustls::Error::General(format!(
-                "the server's certificate (fingerprint {}) is not the one given for it ({})",
-                cert_fingerprint(end_entity),
-                cert_fingerprint(&self.der)
+                "the server's certificate (fingerprint {got}) is not the one given for it ({want})"
             )))
         }
     }
@@ -184,7 +206,7 @@ fn tls_config(pinned_pem: &str) -> Result<Arc<rustls::ClientConfig>, FetchError>
         builder
             .dangerous()
             .with_custom_certificate_verifier(Arc::new(Pinned {
-                der,
+                want: Pin::Der(der),
                 algs: provider.signature_verification_algorithms,
             }))
             .with_no_client_auth()

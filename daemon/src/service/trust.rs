@@ -66,7 +66,9 @@ fn pem_to_der(pem: &str) -> Result<Vec<u8>, String> {
         .map_err(|e| format!("not a PEM certificate: {e}"))
 }
 
-fn write_private(path: &Path, data: &str, mode: u32) -> std::io::Result<()> {
+/// Writes `data` to `path` with `mode`, through a temporary file never opened through a
+/// symlink, synced, then renamed over `path`.
+pub(crate) fn write_private(path: &Path, data: &str, mode: u32) -> std::io::Result<()> {
     let tmp = path.with_extension("tmp");
     let _ = std::fs::remove_file(&tmp);
     let mut f = std::fs::OpenOptions::new()

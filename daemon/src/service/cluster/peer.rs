@@ -8,67 +8,16 @@ use std::time::Duration;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 use hyper_util::rt::TokioIo;
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::crypto::WebPkiSupportedAlgorithms;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use serde_json::Value;
 
-use crate::model::trust::fingerprint;
+use crate::service::image_server::Pinned;
 use crate::service::trust::ServerIdentity;
 
 /// How long a member has to answer.
 const TIMEOUT: Duration = Duration::from_secs(30);
 /// The largest answer read.
 const LIMIT: usize = 16 << 20;
-
-#[derive(Debug)]
-struct ByFingerprint {
-    want: String,
-    algs: WebPkiSupportedAlgorithms,
-}
-
-impl ServerCertVerifier for ByFingerprint {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        let got = fingerprint(end_entity.as_ref());
-        if got.eq_ignore_ascii_case(&self.want) {
-            Ok(ServerCertVerified::assertion())
-        } else {
-            Err(rustls::Error::General(format!(
-                "the member's certificate has fingerprint {got}, not the expected {}",
-                self.want
-            )))
-        }
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algs)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algs)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.algs.supported_schemes()
-    }
-}
 
 fn config(pin: &str, me: Option<&ServerIdentity>) -> Result<Arc<rustls::ClientConfig>, String> {
     use rustls::pki_types::pem::PemObject;
@@ -79,10 +28,10 @@ fn config(pin: &str, me: Option<&ServerIdentity>) -> Result<Arc<rustls::ClientCo
         .with_safe_default_protocol_versions()
         .map_err(|e| e.to_string())?
         .dangerous()
-        .with_custom_certificate_verifier(Arc::new(ByFingerprint {
-            want: pin.to_string(),
-            algs: provider.signature_verification_algorithms,
-        }));
+        .with_custom_certificate_verifier(Arc::new(Pinned::by_fingerprint(
+            pin,
+            provider.signature_verification_algorithms,
+        )));
     let cfg = match me {
         Some(id) => {
             let key = PrivateKeyDer::from_pem_slice(id.key_pem.as_bytes())

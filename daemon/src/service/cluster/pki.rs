@@ -89,21 +89,6 @@ pub fn member_cert(ca: &Ca, name: &str, ip: IpAddr) -> Result<(String, String), 
     Ok((cert.pem(), key.serialize_pem()))
 }
 
-fn write_private(path: &Path, text: &str, mode: u32) -> std::io::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let tmp = path.with_extension("tmp");
-    let _ = std::fs::remove_file(&tmp);
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(mode)
-        .open(&tmp)?;
-    f.write_all(text.as_bytes())?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path)
-}
-
 /// Writes the CA and a fresh member certificate into `dir` (`<state>/cluster`).
 pub fn install(dir: &Path, ca: &Ca, name: &str, ip: IpAddr) -> Result<(), String> {
     std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
@@ -114,7 +99,8 @@ pub fn install(dir: &Path, ca: &Ca, name: &str, ip: IpAddr) -> Result<(), String
         (MEMBER_CERT, cert.as_str(), 0o644),
         (MEMBER_KEY, key.as_str(), 0o600),
     ] {
-        write_private(&dir.join(f), text, mode).map_err(|e| format!("{f}: {e}"))?;
+        crate::service::trust::write_private(&dir.join(f), text, mode)
+            .map_err(|e| format!("{f}: {e}"))?;
     }
     Ok(())
 }
