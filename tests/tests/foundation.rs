@@ -327,7 +327,7 @@ fn api_envelope_operations_and_errors() {
     }
     for ext in exts {
         assert!(
-            !["clustering", "snapshots", "migration"].contains(&ext.as_str().unwrap_or("")),
+            !["snapshots", "migration"].contains(&ext.as_str().unwrap_or("")),
             "advertises {ext} before implementing it"
         );
     }
