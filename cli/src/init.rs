@@ -954,7 +954,10 @@ pub async fn interactive<R: BufRead, W: Write>(
     ask_maas(ask)?;
     let (network, nic) = ask_network(&f, ask)?;
     p.networks.extend(network);
-    p.config.extend(ask_remote_access(ask)?);
+    // A cluster member is on the network already, at the address it gave.
+    if p.cluster.is_none() {
+        p.config.extend(ask_remote_access(ask)?);
+    }
     p.config.extend(ask_image_updates(ask)?);
     if root_pool.is_some() || nic.is_some() {
         p.profiles.push(f.profile_with(root_pool.as_deref(), nic));

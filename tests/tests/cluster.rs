@@ -37,6 +37,32 @@ fn three_members_join_with_tokens_and_each_sees_all_online() {
         assert_eq!(s["metadata"]["environment"]["server_clustered"], true);
         assert_eq!(s["metadata"]["environment"]["server_name"], m.name.as_str());
     }
+    // Each member's etcd runs under the keeper, a fork of silod: both unprivileged, with
+    // no capabilities and no_new_privs.
+    for m in &ms {
+        let keeper = silo_tests::children_of(m.d.pid())
+            .into_iter()
+            .find(|p| silo_tests::comm(*p) == "silod")
+            .unwrap_or_else(|| panic!("{}: no etcd keeper under silod", m.name));
+        let etcd = silo_tests::children_of(keeper)
+            .into_iter()
+            .find(|p| silo_tests::comm(*p) == "etcd")
+            .unwrap_or_else(|| panic!("{}: no etcd under the keeper", m.name));
+        for (what, pid) in [("keeper", keeper), ("etcd", etcd)] {
+            let st = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+            let field = |k: &str| {
+                st.lines()
+                    .find(|l| l.starts_with(k))
+                    .map(|l| l[k.len()..].trim().to_string())
+                    .unwrap_or_default()
+            };
+            assert!(!field("Uid:").starts_with("0\t"), "{what} runs as root: {st}");
+            assert_eq!(field("CapEff:"), "0000000000000000", "{what}");
+            assert_eq!(field("CapPrm:"), "0000000000000000", "{what}");
+            assert_eq!(field("NoNewPrivs:"), "1", "{what}");
+        }
+    }
+
     // The stock client through any member.
     let o = ms[1].d.lxc(&["cluster", "list", "--format", "csv"]);
     assert!(o.status.success(), "lxc cluster list: {}", show(&o));

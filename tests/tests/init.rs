@@ -152,7 +152,7 @@ fn preseed_round_trip_and_refusals_change_nothing() {
             "storage_pools:\n- name: p2\n  driver: dir\nnetworks:\n- name: silobr6\n  config:\n    bogus.key: x\n",
             "bogus.key",
         ),
-        ("cluster:\n  enabled: true\n", "Clustering"),
+        ("cluster:\n  enabled: true\n", "server_name"),
     ] {
         let o = silo_stdin(&b, &["init", "--preseed"], preseed);
         assert!(!o.status.success(), "{preseed}: {}", text(&o));
@@ -254,9 +254,8 @@ fn the_questions_on_a_terminal_with_wrong_answers_asked_again() {
     t.expect("Invalid input, try again.");
     t.answer(
         "Would you like to use silo clustering? (yes/no) [default=no]: ",
-        "yes",
+        "no",
     );
-    t.expect("Clustering is not available in silo yet");
     t.answer(
         "Do you want to configure a new storage pool? (yes/no) [default=yes]: ",
         "",
