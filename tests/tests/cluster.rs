@@ -56,7 +56,10 @@ fn three_members_join_with_tokens_and_each_sees_all_online() {
                     .map(|l| l[k.len()..].trim().to_string())
                     .unwrap_or_default()
             };
-            assert!(!field("Uid:").starts_with("0\t"), "{what} runs as root: {st}");
+            assert!(
+                !field("Uid:").starts_with("0\t"),
+                "{what} runs as root: {st}"
+            );
             assert_eq!(field("CapEff:"), "0000000000000000", "{what}");
             assert_eq!(field("CapPrm:"), "0000000000000000", "{what}");
             assert_eq!(field("NoNewPrivs:"), "1", "{what}");
