@@ -425,7 +425,7 @@ fn the_whole_cluster_restarts_and_every_member_comes_back_with_its_instances() {
     launch_on(&ms[0].d, "c-r1", Some("m1")).expect("c-r1");
     launch_on(&ms[0].d, "c-r3", Some("m3")).expect("c-r3");
     for m in ms.iter_mut() {
-        m.d.keep_dir(true);
+        // stop() leaves the state dir (only the drop removes it): the restart finds it.
         m.d.stop();
         let left: Vec<_> = silo_tests::procs_naming(&m.d.dir)
             .into_iter()
@@ -464,9 +464,6 @@ fn the_whole_cluster_restarts_and_every_member_comes_back_with_its_instances() {
         ms[1]
             .d
             .api_ok("DELETE", &format!("/1.0/instances/{n}"), None);
-    }
-    for m in ms.iter_mut() {
-        m.d.keep_dir(false);
     }
 }
 
