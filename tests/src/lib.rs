@@ -651,6 +651,26 @@ impl TestDaemon {
             .expect("lxc (Debian's lxd-client) is installed by scripts/deps")
     }
 
+    /// Runs the `silo` CLI against this daemon with `input` on its stdin.
+    pub fn silo_stdin(&self, args: &[&str], input: &str) -> std::process::Output {
+        use std::io::Write;
+        let mut c = Command::new(bin("silo"))
+            .args(args)
+            .env("SILO_SOCKET", self.socket())
+            .env_remove("SILO_DIR")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("silo");
+        c.stdin
+            .take()
+            .expect("silo's stdin")
+            .write_all(input.as_bytes())
+            .expect("writing silo's stdin");
+        c.wait_with_output().expect("silo")
+    }
+
     /// Runs the `silo` CLI against this daemon.
     pub fn silo(&self, args: &[&str]) -> std::process::Output {
         Command::new(bin("silo"))

@@ -264,26 +264,6 @@ fn instances_are_placed_across_members_and_reachable_from_any() {
     assert_eq!(l["metadata"], json!([]), "{l}");
 }
 
-fn silo_with_stdin(d: &TestDaemon, args: &[&str], input: &str) -> std::process::Output {
-    use std::io::Write;
-    let mut child = Command::new(silo_tests::bin("silo"))
-        .args(args)
-        .env("SILO_SOCKET", d.socket())
-        .env_remove("SILO_DIR")
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("silo");
-    child
-        .stdin
-        .take()
-        .expect("silo's stdin")
-        .write_all(input.as_bytes())
-        .expect("writing silo's stdin");
-    child.wait_with_output().expect("silo")
-}
-
 fn ok_text(o: std::process::Output, what: &str) -> String {
     assert!(o.status.success(), "{what}: {}", show(&o));
     String::from_utf8_lossy(&o.stdout).to_string()
@@ -305,7 +285,7 @@ fn the_cli_and_preseed_join_evacuate_remove_and_the_database_role_moves() {
         m4.addr
     );
     ok_text(
-        silo_with_stdin(&m4.d, &["init", "--preseed"], &preseed),
+        m4.d.silo_stdin(&["init", "--preseed"], &preseed),
         "silo init --preseed (join)",
     );
     let list = ok_text(

@@ -520,26 +520,6 @@ fn ok(o: std::process::Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
-/// `silo` with `input` on its stdin.
-fn silo_stdin(d: &TestDaemon, args: &[&str], input: &str) -> std::process::Output {
-    use std::io::Write;
-    let mut c = Command::new(silo_tests::bin("silo"))
-        .args(args)
-        .env("SILO_SOCKET", d.socket())
-        .env_remove("SILO_DIR")
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("silo");
-    c.stdin
-        .take()
-        .expect("stdin")
-        .write_all(input.as_bytes())
-        .expect("write stdin");
-    c.wait_with_output().expect("silo")
-}
-
 #[test]
 fn silo_storage_volume_commands() {
     let d = TestDaemon::start("cv-cli");
@@ -572,8 +552,7 @@ fn silo_storage_volume_commands() {
         show(&o)
     );
     // edit from stdin: the writable part.
-    ok(silo_stdin(
-        &d,
+    ok(d.silo_stdin(
         &["storage", "volume", "edit", "default", "cv"],
         "description: edited\nconfig:\n  user.x: \"9\"\n",
     ));

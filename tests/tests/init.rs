@@ -18,25 +18,6 @@ fn ok(o: std::process::Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
-/// `silo init` fed `stdin`.
-fn silo_stdin(d: &TestDaemon, args: &[&str], stdin: &str) -> std::process::Output {
-    let mut c = Command::new(bin("silo"))
-        .args(args)
-        .env("SILO_SOCKET", d.socket())
-        .env_remove("SILO_DIR")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("silo");
-    c.stdin
-        .take()
-        .expect("stdin")
-        .write_all(stdin.as_bytes())
-        .expect("write");
-    c.wait_with_output().expect("wait")
-}
-
 fn dump(d: &TestDaemon) -> String {
     ok(d.silo(&["init", "--dump"]))
 }
@@ -131,11 +112,11 @@ fn preseed_round_trip_and_refusals_change_nothing() {
         "{first}"
     );
     // Onto a fresh silod: the same setup, so the same dump.
-    let o = silo_stdin(&b, &["init", "--preseed"], &first);
+    let o = b.silo_stdin(&["init", "--preseed"], &first);
     assert!(o.status.success(), "{}", text(&o));
     assert_eq!(dump(&b), first);
     // Again: nothing new.
-    let o = silo_stdin(&b, &["init", "--preseed"], &first);
+    let o = b.silo_stdin(&["init", "--preseed"], &first);
     assert!(
         String::from_utf8_lossy(&o.stdout).contains("Nothing to change"),
         "{}",
@@ -154,7 +135,7 @@ fn preseed_round_trip_and_refusals_change_nothing() {
         ),
         ("cluster:\n  enabled: true\n", "server_name"),
     ] {
-        let o = silo_stdin(&b, &["init", "--preseed"], preseed);
+        let o = b.silo_stdin(&["init", "--preseed"], preseed);
         assert!(!o.status.success(), "{preseed}: {}", text(&o));
         assert!(String::from_utf8_lossy(&o.stderr).contains(want), "{preseed}: {}", text(&o));
         assert_eq!(dump(&b), before, "after {preseed}");
@@ -348,7 +329,7 @@ fn the_questions_on_a_terminal_with_wrong_answers_asked_again() {
 fn running_out_of_answers_changes_nothing() {
     let d = TestDaemon::start("init-eof");
     let before = dump(&d);
-    let o = silo_stdin(&d, &["init"], "no\nyes\nfresh\n");
+    let o = d.silo_stdin(&["init"], "no\nyes\nfresh\n");
     assert!(!o.status.success());
     assert!(
         String::from_utf8_lossy(&o.stderr).contains("No more input"),
@@ -502,7 +483,7 @@ fn a_bare_daemon_is_a_fresh_lxd_for_provisioning_tools() {
         "name=eth0",
     ]));
     let preseed = "storage_pools:\n- name: tools\n  driver: dir\nprofiles:\n- name: default\n  devices:\n    root:\n      path: /\n      pool: tools\n      type: disk\n    eth0:\n      type: nic\n      nictype: p2p\n      name: eth0\n";
-    ok(silo_stdin(&d, &["init", "--preseed"], preseed));
+    ok(d.silo_stdin(&["init", "--preseed"], preseed));
     // A restart keeps it bare: no pool or network appears by itself.
     d.stop();
     d.spawn();
