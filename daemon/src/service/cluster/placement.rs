@@ -1,0 +1,150 @@
+//! Where instances are: names claimed and released in the cluster, and a member's
+//! evacuation and restore.
+
+use super::*;
+
+/// `POST /1.0/cluster/members/<name>/state` on the member itself: `evacuate` stops its
+/// running instances (instances on local storage cannot move: `migrate` is refused) and
+/// keeps the scheduler off it; `restore` starts again what evacuate stopped.
+pub async fn set_state(c: &Services, action: &str, mode: &str) -> Result<(), DomainError> {
+    let j = c
+        .cluster
+        .joined()
+        .ok_or_else(|| DomainError::BadRequest("This server is not clustered".into()))?;
+    let name = j.local.name.clone();
+    let Some(mut rec) = j.etcd.get::<MemberRecord>("members", &name).await? else {
+        return Err(DomainError::NotFound(format!(
+            "No cluster member named {name:?}"
+        )));
+    };
+    match action {
+        "evacuate" => {
+            if !matches!(mode, "" | "stop" | "auto") {
+                return Err(DomainError::BadRequest(format!(
+                    "evacuation mode {mode:?}: instances on local storage cannot move to another member; use \"stop\""
+                )));
+            }
+            if rec.state == "evacuated" {
+                return Err(DomainError::BadRequest(format!(
+                    "Member {name:?} is already evacuated"
+                )));
+            }
+            rec.state = "evacuated".into();
+            j.etcd.put("members", &name, &rec, None).await?;
+            let mut stopped = Vec::new();
+            for i in instance_names(c)? {
+                if crate::service::runtime::is_running(c, &i).await? {
+                    crate::service::runtime::stop(c, &i, false, Some(Duration::from_secs(30)))
+                        .await?;
+                    stopped.push(i);
+                }
+            }
+            j.etcd.put("evacuated", &name, &stopped, None).await?;
+        }
+        "restore" => {
+            if rec.state != "evacuated" {
+                return Err(DomainError::BadRequest(format!(
+                    "Member {name:?} is not evacuated"
+                )));
+            }
+            let stopped: Vec<String> = j.etcd.get("evacuated", &name).await?.unwrap_or_default();
+            for i in &stopped {
+                if crate::store::instances::exists(&c.db, i)?
+                    && !crate::service::runtime::is_running(c, i).await?
+                {
+                    crate::service::runtime::start(c, i).await?;
+                }
+            }
+            rec.state = String::new();
+            j.etcd.put("members", &name, &rec, None).await?;
+            j.etcd.delete("evacuated", &name).await?;
+        }
+        other => {
+            return Err(DomainError::BadRequest(format!(
+                "unknown action {other:?}: evacuate or restore"
+            )))
+        }
+    }
+    c.events.lifecycle(
+        &format!("cluster-member-{action}d"),
+        &format!("/1.0/cluster/members/{name}"),
+        json!({}),
+    );
+    Ok(())
+}
+
+/// Records a new instance's placement on this member: a name is the cluster's once.
+/// Standalone hosts have nothing to record.
+pub async fn claim_instance(c: &Services, instance: &str) -> Result<(), DomainError> {
+    let Some(j) = c.cluster.joined() else {
+        return Ok(());
+    };
+    if j.etcd.create("instances", instance, &j.local.name).await? {
+        Ok(())
+    } else {
+        let owner = j
+            .etcd
+            .get::<String>("instances", instance)
+            .await?
+            .unwrap_or_default();
+        // A retried claim may find its own first attempt: a name claimed by this member is
+        // this member's to settle (its `creating` set and database keep two local creates
+        // of one name apart).
+        if owner == j.local.name {
+            return Ok(());
+        }
+        Err(DomainError::Conflict(format!(
+            "Instance {instance:?} already exists (on member {owner})"
+        )))
+    }
+}
+
+/// Releases an instance's placement (deleted, or its create failed). When the database
+/// cannot be reached now (this member cut off), it keeps trying in the background: a name
+/// is never left claimed by an instance that does not exist.
+pub async fn release_instance(c: &Services, instance: &str) {
+    let Some(j) = c.cluster.joined() else {
+        return;
+    };
+    if release_once(&j, instance).await.is_ok() {
+        return;
+    }
+    let instance = instance.to_string();
+    let c = Services::clone(c);
+    tokio::spawn(async move {
+        let mut pause = Duration::from_secs(1);
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(pause) => {}
+                _ = j.stop.cancelled() => return,
+            }
+            // A create of the same name through this member since then owns the claim.
+            if crate::store::instances::exists(&c.db, &instance).unwrap_or(true)
+                || c.creating.is_claimed(&instance)
+            {
+                return;
+            }
+            match release_once(&j, &instance).await {
+                Ok(()) => return,
+                Err(e) => {
+                    tracing::warn!(instance, error = %e, "releasing the instance's name in the cluster; retrying");
+                    pause = (pause * 2).min(Duration::from_secs(30));
+                }
+            }
+        }
+    });
+}
+
+pub(super) async fn release_once(j: &Joined, instance: &str) -> Result<(), EtcdError> {
+    let k = key("instances", instance);
+    let me = serde_json::to_vec(&j.local.name).unwrap_or_default();
+    // Only this member's claim: never another's of the same name.
+    j.etcd
+        .txn(
+            Txn::new()
+                .when([Compare::value(k.clone(), CompareOp::Equal, me)])
+                .and_then([TxnOp::delete(k, None)]),
+        )
+        .await
+        .map(|_| ())
+}
