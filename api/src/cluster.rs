@@ -104,6 +104,34 @@ impl ClusterMemberJoinToken {
     }
 }
 
+/// The metadata of a join-token operation (`POST /1.0/cluster/members`), LXD's keys.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct ClusterJoinTokenMetadata {
+    /// The joiner's name.
+    pub server_name: String,
+    /// The secret.
+    pub secret: String,
+    /// The issuing member's certificate fingerprint.
+    pub fingerprint: String,
+    /// Where to reach the cluster.
+    pub addresses: Vec<String>,
+    /// When it expires (RFC 3339).
+    pub expires_at: String,
+}
+
+impl From<ClusterJoinTokenMetadata> for ClusterMemberJoinToken {
+    fn from(m: ClusterJoinTokenMetadata) -> ClusterMemberJoinToken {
+        ClusterMemberJoinToken {
+            server_name: m.server_name,
+            fingerprint: m.fingerprint,
+            addresses: m.addresses,
+            secret: m.secret,
+            expires_at: m.expires_at,
+        }
+    }
+}
+
 /// `GET /1.0/cluster/members/<name>`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]

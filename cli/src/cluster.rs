@@ -1,7 +1,6 @@
 //! `silo cluster ...`: a cluster's members, as `lxc cluster` shows and changes them.
 
 use clap::Subcommand;
-use serde_json::json;
 
 use crate::client::Client;
 use crate::commands::CmdError;
@@ -80,38 +79,30 @@ pub async fn run(client: &Client, cmd: ClusterCmd) -> Result<(), CmdError> {
                 .run(
                     "PUT",
                     "/1.0/cluster",
-                    Some(&json!({"server_name": name, "enabled": true})),
+                    Some(&silo_api::ClusterPut {
+                        server_name: name.clone(),
+                        enabled: true,
+                        ..Default::default()
+                    }),
                     &[],
                 )
                 .await?;
             outln(&format!("Clustering enabled: this server is member {name}"))
         }
         ClusterCmd::Add { name } => {
+            let body = serde_json::to_value(silo_api::ClusterMembersPost {
+                server_name: name.clone(),
+            })
+            .map_err(|e| CmdError::Output(e.to_string()))?;
             let a = client
-                .request(
-                    "POST",
-                    "/1.0/cluster/members",
-                    Some(&json!({"server_name": name})),
-                    &[],
-                )
+                .request("POST", "/1.0/cluster/members", Some(&body), &[])
                 .await?;
             let op = a.metadata()?;
-            let meta = &op["metadata"];
-            let s = |k: &str| meta[k].as_str().unwrap_or_default().to_string();
-            let token = silo_api::ClusterMemberJoinToken {
-                server_name: s("serverName"),
-                fingerprint: s("fingerprint"),
-                addresses: meta["addresses"]
-                    .as_array()
-                    .map(|v| {
-                        v.iter()
-                            .filter_map(|x| x.as_str().map(String::from))
-                            .collect()
-                    })
-                    .unwrap_or_default(),
-                secret: s("secret"),
-                expires_at: s("expiresAt"),
-            };
+            let meta: silo_api::ClusterJoinTokenMetadata =
+                serde_json::from_value(op["metadata"].clone()).map_err(|e| {
+                    CmdError::Fail(format!("the server's join token operation: {e}"))
+                })?;
+            let token = silo_api::ClusterMemberJoinToken::from(meta);
             outln(&format!("Member {name} join token:"))?;
             outln(&token.encode())
         }
@@ -126,10 +117,13 @@ pub async fn run(client: &Client, cmd: ClusterCmd) -> Result<(), CmdError> {
                 .run(
                     "PUT",
                     "/1.0/cluster",
-                    Some(&json!({
-                        "server_name": name, "enabled": true, "cluster_token": token,
-                        "server_address": address.unwrap_or_default(),
-                    })),
+                    Some(&silo_api::ClusterPut {
+                        server_name: name.clone(),
+                        enabled: true,
+                        cluster_token: token,
+                        server_address: address.unwrap_or_default(),
+                        ..Default::default()
+                    }),
                     &[],
                 )
                 .await?;
@@ -191,7 +185,10 @@ pub async fn run(client: &Client, cmd: ClusterCmd) -> Result<(), CmdError> {
                 .run(
                     "POST",
                     &format!("{}/state", member_path(&name)),
-                    Some(&json!({"action": "evacuate", "mode": action})),
+                    Some(&silo_api::ClusterMemberStatePost {
+                        action: "evacuate".into(),
+                        mode: action,
+                    }),
                     &[],
                 )
                 .await?;
@@ -202,7 +199,10 @@ pub async fn run(client: &Client, cmd: ClusterCmd) -> Result<(), CmdError> {
                 .run(
                     "POST",
                     &format!("{}/state", member_path(&name)),
-                    Some(&json!({"action": "restore"})),
+                    Some(&silo_api::ClusterMemberStatePost {
+                        action: "restore".into(),
+                        ..Default::default()
+                    }),
                     &[],
                 )
                 .await?;

@@ -134,23 +134,9 @@ pub fn token(m: &Member, name: &str) -> String {
         Some(json!({"server_name": name})),
     );
     assert_eq!(c, 202, "token for {name}: {v}");
-    let meta = &v["metadata"]["metadata"];
-    let s = |k: &str| meta[k].as_str().unwrap_or("").to_string();
-    silo_api::ClusterMemberJoinToken {
-        server_name: s("serverName"),
-        fingerprint: s("fingerprint"),
-        addresses: meta["addresses"]
-            .as_array()
-            .map(|a| {
-                a.iter()
-                    .filter_map(|x| x.as_str().map(String::from))
-                    .collect()
-            })
-            .unwrap_or_default(),
-        secret: s("secret"),
-        expires_at: s("expiresAt"),
-    }
-    .encode()
+    let meta: silo_api::ClusterJoinTokenMetadata =
+        serde_json::from_value(v["metadata"]["metadata"].clone()).expect("token metadata");
+    silo_api::ClusterMemberJoinToken::from(meta).encode()
 }
 
 /// Joins `m` to the cluster with `token`; the operation's error when it fails.

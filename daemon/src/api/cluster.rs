@@ -120,11 +120,7 @@ pub async fn member_state(
     b: axum::body::Bytes,
 ) -> ApiResult {
     let req: silo_api::ClusterMemberStatePost = body(&b)?;
-    if d.cluster.member_name().as_deref() != Some(name.as_str()) {
-        return Err(DomainError::NotFound(format!(
-            "No cluster member named {name:?} here"
-        )));
-    }
+    cluster::check_is_me(&d, &name)?;
     let c = Services::clone(&d);
     let op = d.ops.start(
         "task",

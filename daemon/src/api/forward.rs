@@ -193,12 +193,15 @@ async fn list_all(d: &Services, j: &Joined, req: Request, next: Next) -> Respons
                     items.push(if recursion == 0 {
                         json!(format!("{base}/{name}"))
                     } else {
-                        json!({
-                            "name": name, "location": member, "status": "Unknown",
-                            "status_code": 0, "type": "container", "project": "default",
-                            "config": {}, "devices": {}, "expanded_config": {},
-                            "expanded_devices": {}, "profiles": [],
+                        serde_json::to_value(silo_api::Instance {
+                            name: name.clone(),
+                            location: member.clone(),
+                            status: "Unknown".into(),
+                            kind: "container".into(),
+                            project: "default".into(),
+                            ..Default::default()
                         })
+                        .unwrap_or_default()
                     });
                 }
             }

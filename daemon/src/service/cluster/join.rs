@@ -345,13 +345,14 @@ pub async fn issue_token(c: &Services, name: &str) -> Result<Operation, DomainEr
         expires_at: expires_at.clone(),
     };
     j.etcd.put("tokens", &secret, &rec, Some(lease)).await?;
-    let meta = json!({
-        "serverName": name,
-        "secret": secret,
-        "fingerprint": id.fingerprint,
-        "addresses": [j.local.address.to_string()],
-        "expiresAt": expires_at,
-    });
+    let meta = serde_json::to_value(silo_api::ClusterJoinTokenMetadata {
+        server_name: name.to_string(),
+        secret: secret.clone(),
+        fingerprint: id.fingerprint.clone(),
+        addresses: vec![j.local.address.to_string()],
+        expires_at,
+    })
+    .map_err(|e| DomainError::Internal(e.to_string()))?;
     let etcd = j.etcd.clone();
     let op = c.ops.start_full(
         crate::service::operations::Operations::new_id(),

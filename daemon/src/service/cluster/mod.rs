@@ -56,7 +56,7 @@ use database::{
 };
 use heartbeat::install;
 pub use join::{accept, issue_token, join, AcceptRequest, AcceptResponse};
-pub use placement::{claim_instance, release_instance, set_state};
+pub use placement::{check_is_me, claim_instance, release_instance, set_state};
 
 /// Database members at most (etcd voters); the others are its clients.
 pub const MAX_VOTERS: usize = 3;

@@ -3,6 +3,18 @@
 
 use super::*;
 
+/// Refuses a member's state change that reached another member (forwarding sends it to the
+/// member itself).
+pub fn check_is_me(c: &Services, name: &str) -> Result<(), DomainError> {
+    if c.cluster.member_name().as_deref() == Some(name) {
+        Ok(())
+    } else {
+        Err(DomainError::NotFound(format!(
+            "No cluster member named {name:?} here"
+        )))
+    }
+}
+
 /// `POST /1.0/cluster/members/<name>/state` on the member itself: `evacuate` stops its
 /// running instances (instances on local storage cannot move: `migrate` is refused) and
 /// keeps the scheduler off it; `restore` starts again what evacuate stopped.

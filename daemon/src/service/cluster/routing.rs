@@ -127,7 +127,13 @@ async fn check_online(j: &Joined, name: &str) -> Result<(), DomainError> {
             "No cluster member named {name:?}"
         )));
     }
-    if name != j.local.name && !super::is_online(j, name).await? {
+    // This member asks its own lease flag: it steps down when the lease lapsed unrenewed.
+    let online = if name == j.local.name {
+        j.online()
+    } else {
+        super::is_online(j, name).await?
+    };
+    if !online {
         return Err(DomainError::Unavailable(format!(
             "Cluster member {name:?} is offline"
         )));
