@@ -168,10 +168,9 @@ fn bad_tokens_and_taken_names_are_refused_with_what_is_wrong() {
 #[test]
 fn instances_are_placed_across_members_and_reachable_from_any() {
     let (hub, ms) = form("cl-place", 14, 3);
+    // Images are the cluster's: imported once, copied to a member the first time it needs it.
     let image = silo_tests::busybox_image(false);
-    for m in &ms {
-        m.d.import(&image[0], "busybox");
-    }
+    ms[0].d.import(&image[0], "busybox");
     // --target through another member.
     launch_on(&ms[0].d, "c-t2", Some("m2")).expect("launch --target m2 through m1");
     assert_eq!(location_of(&ms[2].d, "c-t2"), "m2");
@@ -416,10 +415,9 @@ fn in_netns_cmd(d: &TestDaemon, args: &[&str]) -> std::process::Output {
 #[test]
 fn the_whole_cluster_restarts_and_every_member_comes_back_with_its_instances() {
     let (_hub, mut ms) = form("cl-restart", 16, 3);
+    // Images are the cluster's: imported once, copied to a member the first time it needs it.
     let image = silo_tests::busybox_image(false);
-    for m in &ms {
-        m.d.import(&image[0], "busybox");
-    }
+    ms[0].d.import(&image[0], "busybox");
     launch_on(&ms[0].d, "c-r1", Some("m1")).expect("c-r1");
     launch_on(&ms[0].d, "c-r3", Some("m3")).expect("c-r3");
     for m in ms.iter_mut() {
@@ -468,10 +466,9 @@ fn the_whole_cluster_restarts_and_every_member_comes_back_with_its_instances() {
 #[test]
 fn the_etcd_leaders_member_cut_mid_launch_leaves_one_instance_or_none() {
     let (hub, ms) = form("cl-cut", 17, 3);
+    // Images are the cluster's: imported once, copied to a member the first time it needs it.
     let image = silo_tests::busybox_image(false);
-    for m in &ms {
-        m.d.import(&image[0], "busybox");
-    }
+    ms[0].d.import(&image[0], "busybox");
     let leader = members(&ms[0].d)
         .into_iter()
         .find(|m| {
@@ -567,4 +564,143 @@ fn the_etcd_leaders_member_cut_mid_launch_leaves_one_instance_or_none() {
         od.set_state("c-cut", "stop", true);
     }
     od.api_ok("DELETE", "/1.0/instances/c-cut", None);
+}
+
+/// The image's fingerprint as `d` lists it under `alias`.
+fn image_fp(d: &TestDaemon, alias: &str) -> String {
+    let v = d.api_ok("GET", &format!("/1.0/images/aliases/{alias}"), None);
+    v["target"].as_str().unwrap_or("").to_string()
+}
+
+#[test]
+fn profiles_images_and_config_are_the_clusters_on_every_member() {
+    let (hub, ms) = form("cl-global", 18, 3);
+    // An image imported through m1 is listed through m3 at once (a request is served after
+    // the member's copy of the records caught up with etcd).
+    let image = silo_tests::busybox_image(false);
+    ms[0].d.import(&image[0], "busybox");
+    let fp = image_fp(&ms[2].d, "busybox");
+    assert_eq!(fp.len(), 64, "m3 lists m1's alias: {fp:?}");
+    let m3_file = ms[2].d.dir.join("images").join(&fp);
+    assert!(!m3_file.exists(), "m3 has no copy before it needs one");
+    // A second import of the same image through another member is the same image: refused.
+    let o = ms[1]
+        .d
+        .silo(&["image", "import", &image[0].to_string_lossy()]);
+    assert!(!o.status.success(), "a second import of {fp} was taken");
+    assert!(
+        show(&o).contains(&fp[..12]) || show(&o).contains("exists"),
+        "{}",
+        show(&o)
+    );
+
+    // A profile made through m2 is there through m1 and m3, with its config.
+    let o = ms[1].d.lxc(&["profile", "create", "p-lim"]);
+    assert!(o.status.success(), "profile create: {}", show(&o));
+    let o = ms[1]
+        .d
+        .lxc(&["profile", "set", "p-lim", "limits.memory", "256MB"]);
+    assert!(o.status.success(), "profile set: {}", show(&o));
+    for m in [&ms[0], &ms[2]] {
+        let v = m.d.api_ok("GET", "/1.0/profiles/p-lim", None);
+        assert_eq!(v["config"]["limits.memory"], "256MB", "{}: {v}", m.name);
+    }
+    // A name taken through another member is taken everywhere.
+    let o = ms[2].d.lxc(&["profile", "create", "p-lim"]);
+    assert!(!o.status.success(), "a second p-lim was made through m3");
+
+    // Launched through m2 onto m3 with that profile: m3 copies the image from m1 first.
+    let (c, v) = ms[1].d.api(
+        "POST",
+        "/1.0/instances?target=m3",
+        Some(json!({"name": "g1", "profiles": ["default", "p-lim"],
+                    "source": {"type": "image", "alias": "busybox"}})),
+    );
+    assert_eq!(c, 202, "{v}");
+    assert_eq!(op_error(&ms[1].d, &v), "", "create g1 on m3");
+    ms[1].d.set_state("g1", "start", false);
+    assert_eq!(ms[0].d.status("g1"), "Running");
+    assert_eq!(location_of(&ms[0].d, "g1"), "m3");
+    assert!(m3_file.exists(), "m3 keeps its copy of the image");
+    let v = ms[0].d.api_ok("GET", "/1.0/instances/g1", None);
+    assert_eq!(v["expanded_config"]["limits.memory"], "256MB", "{v}");
+    let v = ms[0].d.api_ok("GET", &format!("/1.0/images/{fp}"), None);
+    let used = v["last_used_at"].as_str().unwrap_or("");
+    assert!(
+        !used.is_empty() && !used.starts_with("0001"),
+        "the launch on m3 recorded the image's use: {v}"
+    );
+
+    // The profile's users are every member's; a delete of a profile an instance on another
+    // member uses is refused, naming it.
+    let v = ms[0].d.api_ok("GET", "/1.0/profiles/p-lim", None);
+    assert_eq!(v["used_by"], json!(["/1.0/instances/g1"]), "{v}");
+    let (c, v) = ms[0].d.api("DELETE", "/1.0/profiles/p-lim", None);
+    assert_eq!(c, 400, "{v}");
+    let e = v["error"].as_str().unwrap_or("");
+    assert!(e.contains("g1") && e.contains("m3"), "{e}");
+
+    // A rename through m1 reaches the instance on m3.
+    let o = ms[0].d.lxc(&["profile", "rename", "p-lim", "p-mem"]);
+    assert!(o.status.success(), "profile rename: {}", show(&o));
+    let v = ms[1].d.api_ok("GET", "/1.0/instances/g1", None);
+    assert_eq!(v["profiles"], json!(["default", "p-mem"]), "{v}");
+    for m in &ms {
+        let (c, _) = m.d.api("GET", "/1.0/profiles/p-lim", None);
+        assert_eq!(c, 404, "{} still has p-lim", m.name);
+    }
+
+    // Server config: the cluster's keys are every member's, a member's address its own.
+    ms[0].d.api_ok(
+        "PATCH",
+        "/1.0",
+        Some(json!({"config": {"images.remote_cache_expiry": "7"}})),
+    );
+    for m in &ms {
+        let v = m.d.api_ok("GET", "/1.0", None);
+        assert_eq!(v["config"]["images.remote_cache_expiry"], "7", "{}", m.name);
+        assert_eq!(
+            v["config"]["core.https_address"],
+            format!("{}:8443", m.addr),
+            "{} keeps its own address",
+            m.name
+        );
+    }
+
+    // A member cut off while a profile changes catches up when it is back (its watch
+    // resumes from the last revision it applied).
+    hub.set_link(3, false);
+    ms[0].d.api_ok(
+        "PATCH",
+        "/1.0/profiles/p-mem",
+        Some(json!({"description": "changed while m3 was away"})),
+    );
+    hub.set_link(3, true);
+    assert!(
+        wait_until(Duration::from_secs(40), || {
+            let (c, v) = ms[2].d.api("GET", "/1.0/profiles/p-mem", None);
+            c == 200 && v["metadata"]["description"] == "changed while m3 was away"
+        }),
+        "m3 never caught up:\n{}",
+        ms[2].d.log_text()
+    );
+
+    // The image deleted through m2 (once unused) goes from every member, files too.
+    ms[1].d.set_state("g1", "stop", true);
+    ms[1].d.api_ok("DELETE", "/1.0/instances/g1", None);
+    ms[1].d.api_ok("DELETE", &format!("/1.0/images/{fp}"), None);
+    let m1_file = ms[0].d.dir.join("images").join(&fp);
+    assert!(
+        wait_until(Duration::from_secs(20), || !m1_file.exists()
+            && !m3_file.exists()),
+        "the image's files stayed: m1 {}, m3 {}",
+        m1_file.exists(),
+        m3_file.exists()
+    );
+    for m in &ms {
+        let v = m.d.api_ok("GET", "/1.0/images", None);
+        assert_eq!(v, json!([]), "{}", m.name);
+        let (c, _) = m.d.api("GET", "/1.0/images/aliases/busybox", None);
+        assert_eq!(c, 404, "{}: the alias went with its image", m.name);
+    }
 }

@@ -156,3 +156,19 @@ pub async fn leave(State(d): State<Arc<Services>>) -> ApiResult {
     cluster::leave(&d).await?;
     Ok(sync(serde_json::Value::Null))
 }
+
+/// `GET /internal/cluster/images/{fp}/{meta|rootfs}`: an image's file, for a member that
+/// needs the image and has not got it yet.
+pub async fn image_file(
+    State(d): State<Arc<Services>>,
+    axum::extract::Path((fp, part)): axum::extract::Path<(String, String)>,
+) -> Result<axum::response::Response, DomainError> {
+    let path = cluster::records::image_file(&d, &fp, &part)?;
+    let (body, len) = crate::api::images::file_body(path)?;
+    let mut r = axum::response::IntoResponse::into_response((axum::http::StatusCode::OK, body));
+    r.headers_mut().insert(
+        axum::http::header::CONTENT_LENGTH,
+        axum::http::HeaderValue::from(len),
+    );
+    Ok(r)
+}

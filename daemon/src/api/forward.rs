@@ -40,6 +40,7 @@ pub async fn route(State(d): State<Arc<Services>>, req: Request, next: Next) -> 
     };
     let kind = req.extensions().get::<CallerKind>().copied();
     if req.headers().contains_key(FORWARDED) && kind == Some(CallerKind::Member) {
+        crate::service::cluster::records::sync(&d).await;
         return next.run(req).await;
     }
     let method = req.method().clone();
@@ -49,6 +50,11 @@ pub async fn route(State(d): State<Arc<Services>>, req: Request, next: Next) -> 
         Ok(r) => r,
         Err(e) => return e.into_response(),
     };
+    if !matches!(route, Route::Member(_)) {
+        // What this member serves, it serves from its copy of the cluster's records: made
+        // current first, so a write that finished anywhere is seen here.
+        crate::service::cluster::records::sync(&d).await;
+    }
     match route {
         Route::Local => next.run(req).await,
         Route::Member(m) => match routing::member(&j, &m).await {
@@ -56,6 +62,11 @@ pub async fn route(State(d): State<Arc<Services>>, req: Request, next: Next) -> 
             Err(e) => e.into_response(),
         },
         Route::ListAll => list_all(&d, &j, req, next).await,
+        Route::ProfileUsedBy => profile_used_by(&d, &j, req, next).await,
+        Route::ProfileUnused => match profile_used_elsewhere(&d, &j, req.uri().path()).await {
+            Ok(()) => next.run(req).await,
+            Err(e) => e.into_response(),
+        },
     }
 }
 
@@ -212,6 +223,101 @@ async fn list_all(d: &Services, j: &Joined, req: Request, next: Next) -> Respons
     let mut parts = parts;
     parts.headers.remove(hyper::header::CONTENT_LENGTH);
     Response::from_parts(parts, Body::from(body))
+}
+
+/// The `used_by` of profile `path` on every other ONLINE member.
+async fn used_by_elsewhere(
+    d: &Services,
+    j: &Joined,
+    path: &str,
+) -> Result<Vec<(String, Result<Vec<String>, String>)>, DomainError> {
+    let l = routing::listing(j).await?;
+    let calls = l
+        .members
+        .iter()
+        .filter(|(n, _)| *n != j.local.name)
+        .map(|(n, m)| {
+            let online = l.alive.contains(n);
+            async move {
+                if !online {
+                    return (n.clone(), Err(format!("cluster member {n:?} is offline")));
+                }
+                let r = forwarded_get(d, &m.address, &m.pin, path).await.map(|v| {
+                    v["used_by"]
+                        .as_array()
+                        .map(|a| {
+                            a.iter()
+                                .filter_map(|x| x.as_str().map(str::to_string))
+                                .collect()
+                        })
+                        .unwrap_or_default()
+                });
+                (n.clone(), r)
+            }
+        });
+    Ok(futures::future::join_all(calls).await)
+}
+
+/// `GET /1.0/profiles/{name}`: this member's answer with every member's users.
+async fn profile_used_by(d: &Services, j: &Joined, req: Request, next: Next) -> Response {
+    let path = req.uri().path().to_string();
+    let local = next.run(req).await;
+    if !local.status().is_success() {
+        return local;
+    }
+    let (parts, body) = local.into_parts();
+    let Ok(bytes) = body.collect().await.map(|b| b.to_bytes()) else {
+        return error_response("reading this member's answer".into());
+    };
+    let Ok(mut whole) = serde_json::from_slice::<Value>(&bytes) else {
+        return Response::from_parts(parts, Body::from(bytes));
+    };
+    let others = match used_by_elsewhere(d, j, &path).await {
+        Ok(o) => o,
+        Err(e) => return e.into_response(),
+    };
+    let mut users: Vec<Value> = whole["metadata"]["used_by"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    for (_, r) in others {
+        for u in r.unwrap_or_default() {
+            let u = Value::String(u);
+            if !users.contains(&u) {
+                users.push(u);
+            }
+        }
+    }
+    whole["metadata"]["used_by"] = Value::Array(users);
+    let body = serde_json::to_vec(&whole).unwrap_or_default();
+    let mut parts = parts;
+    parts.headers.remove(hyper::header::CONTENT_LENGTH);
+    Response::from_parts(parts, Body::from(body))
+}
+
+/// Refuses a profile's delete while an instance on any member uses it, or a member that
+/// could not say is offline.
+async fn profile_used_elsewhere(d: &Services, j: &Joined, path: &str) -> Result<(), DomainError> {
+    let name = path.rsplit('/').next().unwrap_or_default();
+    for (member, r) in used_by_elsewhere(d, j, path).await? {
+        match r {
+            Ok(users) if users.is_empty() => {}
+            Ok(users) => {
+                return Err(DomainError::BadRequest(format!(
+                    "profile {name:?} is in use by {} (on member {member:?})",
+                    users.join(", ")
+                )))
+            }
+            // The profile is not there yet: the member's copy answers with the cluster's.
+            Err(e) if e.contains("not found") => {}
+            Err(e) => {
+                return Err(DomainError::Unavailable(format!(
+                    "cannot tell whether member {member:?} uses profile {name:?}: {e}"
+                )))
+            }
+        }
+    }
+    Ok(())
 }
 
 /// A GET to another member, served there (marked forwarded); its metadata.

@@ -217,6 +217,10 @@ pub fn router(d: Arc<Services>) -> Router {
         .route("/internal/cluster/accept", post(cluster::accept))
         .route("/internal/cluster/leave", post(cluster::leave))
         .route("/internal/cluster/database", post(cluster::database))
+        .route(
+            "/internal/cluster/images/{fp}/{part}",
+            get(cluster::image_file),
+        )
         .route("/1.0/resources", get(resources::get))
         .route("/1.0/metrics", get(metrics::get))
         .route("/1.0/warnings", get(warnings::list))

@@ -76,6 +76,7 @@ impl From<crate::store::StoreError> for DomainError {
         match e {
             StoreError::NotFound(_) => DomainError::NotFound(msg),
             StoreError::Conflict(_) => DomainError::Conflict(msg),
+            StoreError::Cluster(_) => DomainError::Unavailable(msg),
             StoreError::Sqlite { .. }
             | StoreError::TooNew { .. }
             | StoreError::Poisoned

@@ -299,6 +299,7 @@ async fn fill_from_image(
 ) -> Result<String, DomainError> {
     let fp = ImageFingerprint::new(img.fingerprint.clone())
         .map_err(|e| DomainError::Internal(e.to_string()))?;
+    crate::service::cluster::records::ensure_image_here(c, img).await?;
     crate::service::storage::ensure_image_volume(
         &c.db,
         &c.helpers,

@@ -193,6 +193,10 @@ const MIGRATIONS: &[&str] = &[
      );",
     // 13: projects' own fields (silo has the default project only: its description).
     "CREATE TABLE projects (name TEXT PRIMARY KEY NOT NULL, description TEXT NOT NULL);",
+    // 14: the etcd revision this host's copy of the cluster's global records is at (0: no
+    // copy; the next watch starts with a full read). See `store/replica.rs`.
+    "CREATE TABLE replica (id INTEGER PRIMARY KEY CHECK (id = 0), revision INTEGER NOT NULL);
+     INSERT INTO replica (id, revision) VALUES (0, 0);",
 ];
 
 /// The error this module had before the store had its own; kept so older call sites read.
@@ -203,6 +207,9 @@ pub use crate::store::error::StoreError as DbError;
 pub struct Db {
     conn: Arc<Mutex<Connection>>,
     path: String,
+    /// When clustered: where the global records' writes go (etcd), this database keeping
+    /// the copy they are read from.
+    replica: Arc<std::sync::RwLock<Option<Arc<crate::store::replica::Replica>>>>,
 }
 
 /// The schema version this silod writes.
@@ -264,7 +271,22 @@ impl Db {
         Ok(Db {
             conn: Arc::new(Mutex::new(conn)),
             path: shown,
+            replica: Arc::default(),
         })
+    }
+
+    /// The cluster's global records, when this host is a member: the global writes of
+    /// `store/` go there instead of to SQLite.
+    pub fn replica(&self) -> Option<Arc<crate::store::replica::Replica>> {
+        self.replica
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Sets (joined) or clears (standalone again) where global writes go.
+    pub fn set_replica(&self, r: Option<Arc<crate::store::replica::Replica>>) {
+        *self.replica.write().unwrap_or_else(|p| p.into_inner()) = r;
     }
 
     /// Runs `f` with the connection (the single writer path). For store/ only: SQL lives there.

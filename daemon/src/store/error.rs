@@ -143,6 +143,9 @@ pub enum StoreError {
     /// No such record.
     #[error("{0}")]
     NotFound(Missing),
+    /// The cluster's database (etcd) failed or did not answer.
+    #[error("{0}")]
+    Cluster(String),
     /// The record exists already.
     #[error("{0}")]
     Conflict(Taken),

@@ -374,6 +374,28 @@ impl Etcd {
         Ok(r.deleted() > 0)
     }
 
+    /// A read with `opts`, its answer whole (its header's revision).
+    pub async fn retried_get(
+        &self,
+        key: String,
+        opts: GetOptions,
+    ) -> Result<etcd_client::GetResponse, EtcdError> {
+        self.retried(|mut c| {
+            let (k, o) = (key.clone(), opts.clone());
+            async move { c.get(k, Some(o)).await }
+        })
+        .await
+    }
+
+    /// Runs a transaction; its answer whole (its header's revision).
+    pub async fn txn_raw(&self, txn: Txn) -> Result<etcd_client::TxnResponse, EtcdError> {
+        self.retried(|mut c| {
+            let t = txn.clone();
+            async move { c.txn(t).await }
+        })
+        .await
+    }
+
     /// Runs a transaction.
     pub async fn txn(&self, txn: Txn) -> Result<bool, EtcdError> {
         let r = self

@@ -69,6 +69,26 @@ pub fn get(db: &Db, fp: &str) -> Result<Option<Image>, StoreError> {
 
 /// Records a new image; `Conflict` if the fingerprint is recorded.
 pub fn insert(db: &Db, i: &Image) -> Result<(), StoreError> {
+    if let Some(r) = db.replica() {
+        return r.insert_image(i);
+    }
+    db.run(|c| {
+        write_in(c, i, "INSERT").map_err(|e| match e {
+            StoreError::Sqlite { source, .. } => {
+                unique(source, Named::new("image", &i.fingerprint))
+            }
+            e => e,
+        })
+    })
+}
+
+/// Writes an image's row whole (for the cluster's copy): inserted, or every column replaced
+/// (never a delete and insert, which would take its aliases with it).
+pub(crate) fn upsert_in(c: &rusqlite::Connection, i: &Image) -> Result<(), StoreError> {
+    write_in(c, i, "UPSERT")
+}
+
+fn write_in(c: &rusqlite::Connection, i: &Image, how: &str) -> Result<(), StoreError> {
     let props = encode(TABLE, &i.fingerprint, "properties", &i.properties)?;
     let profiles = encode(TABLE, &i.fingerprint, "profiles", &i.profiles)?;
     let source = match &i.update_source {
@@ -81,23 +101,53 @@ pub fn insert(db: &Db, i: &Image) -> Result<(), StoreError> {
         column: "size",
         reason: e.to_string(),
     })?;
-    db.run(|c| {
-        c.execute(
-            "INSERT INTO images (fingerprint, filename, size, public, architecture, type, created_at, expires_at, uploaded_at, last_used_at, auto_update, cached, split, compression, properties, profiles, update_source)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
-            params![
-                i.fingerprint, i.filename, size, i.public, i.architecture, i.kind, i.created_at, i.expires_at,
-                i.uploaded_at, i.last_used_at, i.auto_update, i.cached, i.split, i.compression, props, profiles,
-                source
-            ],
-        )
-        .map_err(|e| unique(e, Named::new("image", &i.fingerprint)))?;
-        Ok(())
-    })
+    let on_conflict = if how == "UPSERT" {
+        " ON CONFLICT(fingerprint) DO UPDATE SET filename = excluded.filename, size = excluded.size,
+          public = excluded.public, architecture = excluded.architecture, type = excluded.type,
+          created_at = excluded.created_at, expires_at = excluded.expires_at,
+          uploaded_at = excluded.uploaded_at, last_used_at = excluded.last_used_at,
+          auto_update = excluded.auto_update, cached = excluded.cached, split = excluded.split,
+          compression = excluded.compression, properties = excluded.properties,
+          profiles = excluded.profiles, update_source = excluded.update_source"
+    } else {
+        ""
+    };
+    c.execute(
+        &format!("INSERT INTO images (fingerprint, filename, size, public, architecture, type, created_at, expires_at, uploaded_at, last_used_at, auto_update, cached, split, compression, properties, profiles, update_source)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17){on_conflict}"),
+        params![
+            i.fingerprint, i.filename, size, i.public, i.architecture, i.kind, i.created_at, i.expires_at,
+            i.uploaded_at, i.last_used_at, i.auto_update, i.cached, i.split, i.compression, props, profiles,
+            source
+        ],
+    )?;
+    Ok(())
+}
+
+/// Every recorded fingerprint.
+pub(crate) fn fingerprints_in(c: &rusqlite::Connection) -> Result<Vec<String>, StoreError> {
+    let mut st = c.prepare("SELECT fingerprint FROM images")?;
+    let rows = st.query_map([], |r| r.get(0))?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+/// Removes an image's row (its aliases follow by cascade).
+pub(crate) fn delete_in(c: &rusqlite::Connection, fp: &str) -> Result<(), StoreError> {
+    c.execute("DELETE FROM images WHERE fingerprint = ?1", params![fp])?;
+    Ok(())
 }
 
 /// Updates the writable fields (PUT/PATCH); the stored row must exist and decode.
 pub fn update(db: &Db, i: &Image) -> Result<(), StoreError> {
+    if let Some(r) = db.replica() {
+        return r.modify_image(&i.fingerprint, |x| {
+            x.public = i.public;
+            x.auto_update = i.auto_update;
+            x.properties = i.properties.clone();
+            x.profiles = i.profiles.clone();
+            x.expires_at = i.expires_at.clone();
+        });
+    }
     let props = encode(TABLE, &i.fingerprint, "properties", &i.properties)?;
     let profiles = encode(TABLE, &i.fingerprint, "profiles", &i.profiles)?;
     db.tx(|tx| {
@@ -120,6 +170,13 @@ pub fn set_origin(
     auto_update: bool,
     source: Option<&UpdateSource>,
 ) -> Result<(), StoreError> {
+    if let Some(r) = db.replica() {
+        return r.modify_image(fp, |x| {
+            x.cached = cached;
+            x.auto_update = auto_update;
+            x.update_source = source.cloned();
+        });
+    }
     let source = match source {
         Some(s) => encode(TABLE, fp, "update_source", s)?,
         None => String::new(),
@@ -138,6 +195,12 @@ pub fn set_origin(
 
 /// Sets when an image was last used.
 pub fn touch(db: &Db, fp: &str, when: &str) -> Result<(), StoreError> {
+    if let Some(r) = db.replica() {
+        return match r.modify_image(fp, |x| x.last_used_at = when.to_string()) {
+            Err(StoreError::NotFound(_)) => Ok(()),
+            other => other,
+        };
+    }
     db.run(|c| {
         c.execute(
             "UPDATE images SET last_used_at = ?2 WHERE fingerprint = ?1",
@@ -149,10 +212,15 @@ pub fn touch(db: &Db, fp: &str, when: &str) -> Result<(), StoreError> {
 
 /// Forgets an image (its aliases follow by cascade).
 pub fn delete(db: &Db, fp: &str) -> Result<(), StoreError> {
-    db.run(|c| {
-        c.execute("DELETE FROM images WHERE fingerprint = ?1", params![fp])?;
-        Ok(())
-    })
+    if let Some(r) = db.replica() {
+        let names: Vec<String> = aliases(db)?
+            .into_iter()
+            .filter(|a| a.target == fp)
+            .map(|a| a.name)
+            .collect();
+        return r.delete_image(fp, &names);
+    }
+    db.run(|c| delete_in(c, fp))
 }
 
 /// All aliases, by name.
@@ -173,18 +241,33 @@ pub fn aliases(db: &Db) -> Result<Vec<ImageAlias>, StoreError> {
 
 /// Creates or replaces an alias.
 pub fn alias_put(db: &Db, a: &ImageAlias) -> Result<(), StoreError> {
-    db.run(|c| {
-        c.execute(
-            "INSERT INTO image_aliases (name, fingerprint, description) VALUES (?1, ?2, ?3)
-             ON CONFLICT(name) DO UPDATE SET fingerprint = excluded.fingerprint, description = excluded.description",
-            params![a.name, a.target, a.description],
-        )?;
-        Ok(())
-    })
+    if let Some(r) = db.replica() {
+        return r.put_alias(a);
+    }
+    db.run(|c| alias_upsert_in(c, a))
+}
+
+/// Writes an alias's row.
+pub(crate) fn alias_upsert_in(c: &rusqlite::Connection, a: &ImageAlias) -> Result<(), StoreError> {
+    c.execute(
+        "INSERT INTO image_aliases (name, fingerprint, description) VALUES (?1, ?2, ?3)
+         ON CONFLICT(name) DO UPDATE SET fingerprint = excluded.fingerprint, description = excluded.description",
+        params![a.name, a.target, a.description],
+    )?;
+    Ok(())
+}
+
+/// Removes an alias's row, if there is one.
+pub(crate) fn alias_delete_in(c: &rusqlite::Connection, name: &str) -> Result<(), StoreError> {
+    c.execute("DELETE FROM image_aliases WHERE name = ?1", params![name])?;
+    Ok(())
 }
 
 /// Removes an alias; `NotFound` if there was none.
 pub fn alias_delete(db: &Db, name: &str) -> Result<(), StoreError> {
+    if let Some(r) = db.replica() {
+        return r.delete_alias(name);
+    }
     db.run(|c| {
         let n = c.execute("DELETE FROM image_aliases WHERE name = ?1", params![name])?;
         if n == 0 {
@@ -196,6 +279,9 @@ pub fn alias_delete(db: &Db, name: &str) -> Result<(), StoreError> {
 
 /// Renames an alias; `NotFound` if there was none, `Conflict` if the new name is taken.
 pub fn alias_rename(db: &Db, from: &str, to: &str) -> Result<(), StoreError> {
+    if let Some(r) = db.replica() {
+        return r.rename_alias(from, to);
+    }
     db.run(|c| {
         let n = c
             .execute(

@@ -38,6 +38,7 @@ pub mod networks;
 pub mod pools;
 pub mod profiles;
 pub mod projects;
+pub mod replica;
 pub mod snapshots;
 pub mod volume_backups;
 pub mod volume_snapshots;

@@ -67,32 +67,49 @@ pub fn get(db: &Db, name: &str) -> Result<Profile, StoreError> {
 
 /// Creates or replaces a profile. A stored row that does not decode is not overwritten.
 pub fn put(db: &Db, p: &Profile) -> Result<(), StoreError> {
-    let cfg = encode(TABLE, &p.name, "config", &p.config)?;
-    let dev = encode(TABLE, &p.name, "devices", &p.devices)?;
+    if let Some(r) = db.replica() {
+        return r.put_profile(p);
+    }
     db.tx(|tx| {
         match get_in(tx, &p.name) {
             Ok(_) | Err(StoreError::NotFound(_)) => {}
             Err(e) => return Err(e),
         }
-        tx.execute(
-            "INSERT INTO profiles (name, description, config, devices) VALUES (?1, ?2, ?3, ?4)
-             ON CONFLICT(name) DO UPDATE SET description = excluded.description, config = excluded.config, devices = excluded.devices",
-            params![p.name, p.description, cfg, dev],
-        )?;
-        Ok(())
+        upsert_in(tx, p)
     })
+}
+
+/// Writes a profile's row (for this module and the cluster's copy).
+pub(crate) fn upsert_in(c: &rusqlite::Connection, p: &Profile) -> Result<(), StoreError> {
+    let cfg = encode(TABLE, &p.name, "config", &p.config)?;
+    let dev = encode(TABLE, &p.name, "devices", &p.devices)?;
+    c.execute(
+        "INSERT INTO profiles (name, description, config, devices) VALUES (?1, ?2, ?3, ?4)
+         ON CONFLICT(name) DO UPDATE SET description = excluded.description, config = excluded.config, devices = excluded.devices",
+        params![p.name, p.description, cfg, dev],
+    )?;
+    Ok(())
+}
+
+/// Removes a profile's row.
+pub(crate) fn delete_in(c: &rusqlite::Connection, name: &str) -> Result<(), StoreError> {
+    c.execute("DELETE FROM profiles WHERE name = ?1", params![name])?;
+    Ok(())
 }
 
 /// Forgets a profile.
 pub fn delete(db: &Db, name: &str) -> Result<(), StoreError> {
-    db.run(|c| {
-        c.execute("DELETE FROM profiles WHERE name = ?1", params![name])?;
-        Ok(())
-    })
+    if let Some(r) = db.replica() {
+        return r.delete_profile(name);
+    }
+    db.run(|c| delete_in(c, name))
 }
 
 /// Renames a profile and every instance's mention of it, in one transaction.
 pub fn rename(db: &Db, from: &str, to: &str) -> Result<(), StoreError> {
+    if let Some(r) = db.replica() {
+        return r.rename_profile(from, to);
+    }
     db.tx(|tx| {
         let n = tx
             .execute(
@@ -103,28 +120,37 @@ pub fn rename(db: &Db, from: &str, to: &str) -> Result<(), StoreError> {
         if n == 0 {
             return Err(StoreError::not_found(Named::new("profile", from)));
         }
-        let mut rows: Vec<(String, String)> = Vec::new();
-        {
-            let mut st = tx.prepare("SELECT name, profiles FROM instances")?;
-            let it = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
-            for x in it {
-                rows.push(x?);
-            }
-        }
-        for (inst, profs) in rows {
-            let mut v: Vec<String> = decode("instances", &inst, "profiles", &profs)?;
-            if v.iter().any(|p| p == from) {
-                for p in v.iter_mut() {
-                    if p == from {
-                        *p = to.to_string();
-                    }
-                }
-                tx.execute(
-                    "UPDATE instances SET profiles = ?2 WHERE name = ?1",
-                    params![inst, encode("instances", &inst, "profiles", &v)?],
-                )?;
-            }
-        }
-        Ok(())
+        rename_mentions_in(tx, from, to)
     })
+}
+
+/// Renames every instance's mention of profile `from` to `to`.
+pub(crate) fn rename_mentions_in(
+    tx: &rusqlite::Connection,
+    from: &str,
+    to: &str,
+) -> Result<(), StoreError> {
+    let mut rows: Vec<(String, String)> = Vec::new();
+    {
+        let mut st = tx.prepare("SELECT name, profiles FROM instances")?;
+        let it = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        for x in it {
+            rows.push(x?);
+        }
+    }
+    for (inst, profs) in rows {
+        let mut v: Vec<String> = decode("instances", &inst, "profiles", &profs)?;
+        if v.iter().any(|p| p == from) {
+            for p in v.iter_mut() {
+                if p == from {
+                    *p = to.to_string();
+                }
+            }
+            tx.execute(
+                "UPDATE instances SET profiles = ?2 WHERE name = ?1",
+                params![inst, encode("instances", &inst, "profiles", &v)?],
+            )?;
+        }
+    }
+    Ok(())
 }

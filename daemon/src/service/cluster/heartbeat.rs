@@ -17,6 +17,7 @@ pub(super) async fn install(c: &Services, local: LocalMember, etcd: Etcd) -> Arc
     *j.member_fps.write().unwrap_or_else(|p| p.into_inner()) =
         j.local.member_fps.iter().cloned().collect();
     c.cluster.set(Some(j.clone()));
+    super::records::start(c, &j);
     let first = match register(&j, offline_threshold(c)).await {
         Ok(lease) => {
             j.online.store(true, Ordering::Relaxed);

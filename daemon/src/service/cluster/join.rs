@@ -276,6 +276,9 @@ pub async fn join(c: &Services, put: silo_api::ClusterPut) -> Result<(), DomainE
         } else {
             connect_ready(&d, &acc.endpoints, Duration::from_secs(30)).await?
         };
+        // This host's profiles, images and config give way to the cluster's: its copy is
+        // made afresh from etcd once the membership is installed.
+        crate::store::replica::forget_revision(&c.db)?;
         write_local(&d, &local)?;
         Ok::<_, DomainError>(etcd)
     }

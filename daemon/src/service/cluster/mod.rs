@@ -30,6 +30,7 @@ pub mod keeper;
 pub mod peer;
 pub mod pki;
 mod placement;
+pub mod records;
 pub mod routing;
 
 use std::collections::{BTreeMap, HashSet};
@@ -353,6 +354,7 @@ fn read_local(dir: &Path) -> Result<Option<LocalMember>, String> {
 
 /// Removes this host's cluster files (after a failed join, or on leaving).
 async fn wipe_local(c: &Services) {
+    records::stop(c);
     if let Ok(k) = c.cluster.keeper() {
         if let Err(e) = k.request(KeeperRequest::Wipe).await {
             tracing::error!(error = %e, "stopping etcd");
@@ -496,10 +498,13 @@ pub async fn enable(c: &Services, name: &str) -> Result<(), DomainError> {
         etcd.put("members", name, &record_of(c, name, address, true), None)
             .await?;
         etcd.put("cluster", "version", &version(), None).await?;
-        // This host's instances are now the cluster's, placed here.
+        // This host's instances are now the cluster's, placed here; its profiles, images
+        // and config the cluster's records.
         for i in instance_names(c)? {
             etcd.put("instances", &i, &name.to_string(), None).await?;
         }
+        crate::store::replica::Replica::seed(&etcd, &c.db).await?;
+        crate::store::replica::forget_revision(&c.db)?;
         write_local(&d, &local)?;
         Ok::<_, DomainError>(etcd)
     }

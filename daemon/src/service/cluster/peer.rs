@@ -127,3 +127,78 @@ pub async fn call(
         .await
         .map_err(|_| format!("{addr} did not answer within {TIMEOUT:?}"))?
 }
+
+/// How long a member has to send a file (an image of some hundred MiB over a LAN).
+const DOWNLOAD_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// Fetches `path` from the member at `addr` into file `dest` (created, never followed),
+/// feeding every byte to `hash`; the bytes written.
+pub async fn download(
+    addr: &str,
+    pin: &str,
+    me: Option<&ServerIdentity>,
+    path: &str,
+    dest: &std::path::Path,
+    hash: &mut sha2::Sha256,
+) -> Result<u64, String> {
+    use sha2::Digest;
+    use tokio::io::AsyncWriteExt;
+    let fut = async {
+        let tls = connect(addr, pin, me).await?;
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+            .await
+            .map_err(|e| format!("{addr}: {e}"))?;
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        let req = hyper::Request::builder()
+            .method(hyper::Method::GET)
+            .uri(path)
+            .header(hyper::header::HOST, addr)
+            .header(hyper::header::USER_AGENT, "silo-cluster")
+            .body(Full::new(Bytes::new()))
+            .map_err(|e| e.to_string())?;
+        let resp = sender
+            .send_request(req)
+            .await
+            .map_err(|e| format!("{addr}: {e}"))?;
+        let status = resp.status();
+        if !status.is_success() {
+            let body = http_body_util::Limited::new(resp.into_body(), 64 << 10)
+                .collect()
+                .await
+                .map(|b| b.to_bytes())
+                .unwrap_or_default();
+            let v: Value = serde_json::from_slice(&body).unwrap_or_default();
+            return Err(match v["error"].as_str() {
+                Some(m) if !m.is_empty() => m.to_string(),
+                _ => format!("{addr} answered {status}"),
+            });
+        }
+        let mut f = tokio::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(dest)
+            .await
+            .map_err(|e| format!("creating {}: {e}", dest.display()))?;
+        let mut body = resp.into_body();
+        let mut n = 0u64;
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|e| format!("{addr}: reading the file: {e}"))?;
+            if let Some(data) = frame.data_ref() {
+                hash.update(data);
+                f.write_all(data)
+                    .await
+                    .map_err(|e| format!("writing {}: {e}", dest.display()))?;
+                n += data.len() as u64;
+            }
+        }
+        f.sync_all()
+            .await
+            .map_err(|e| format!("writing {}: {e}", dest.display()))?;
+        Ok(n)
+    };
+    tokio::time::timeout(DOWNLOAD_TIMEOUT, fut)
+        .await
+        .map_err(|_| format!("{addr} did not send {path} within {DOWNLOAD_TIMEOUT:?}"))?
+}

@@ -91,7 +91,25 @@ pub async fn claim_instance(c: &Services, instance: &str) -> Result<(), DomainEr
     let Some(j) = c.cluster.joined() else {
         return Ok(());
     };
-    if j.etcd.create("instances", instance, &j.local.name).await? {
+    let claimed = match j.etcd.create("instances", instance, &j.local.name).await {
+        Ok(b) => b,
+        Err(e) => {
+            // The claim may have landed before its answer was lost (the member cut off
+            // as etcd took it): released, if it is this member's, once etcd answers again.
+            let (c, instance) = (Services::clone(c), instance.to_string());
+            tokio::spawn(async move {
+                // After the failed request has let go of the name here.
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                if !crate::store::instances::exists(&c.db, &instance).unwrap_or(true)
+                    && !c.creating.is_claimed(&instance)
+                {
+                    release_instance(&c, &instance).await;
+                }
+            });
+            return Err(e.into());
+        }
+    };
+    if claimed {
         Ok(())
     } else {
         let owner = j

@@ -17,6 +17,12 @@ pub enum Route {
     Member(String),
     /// An instance listing: merged from every member.
     ListAll,
+    /// A profile read: served here, its `used_by` merged from every member (instances'
+    /// definitions are with their members).
+    ProfileUsedBy,
+    /// A profile delete: served here once every other member says none of its instances
+    /// uses the profile.
+    ProfileUnused,
 }
 
 /// Decides where `method path` (with `?target=`) goes.
@@ -59,6 +65,8 @@ pub async fn decide(
                 _ => Ok(Route::Local),
             }
         }
+        ["1.0", "profiles", _] if method == axum::http::Method::GET => Ok(Route::ProfileUsedBy),
+        ["1.0", "profiles", _] if method == axum::http::Method::DELETE => Ok(Route::ProfileUnused),
         // A member's state is changed by the member itself.
         ["1.0", "cluster", "members", name, "state"] if *name != me.as_str() => {
             check_member_exists(j, name).await?;
