@@ -65,6 +65,69 @@ pub enum ClusterCmd {
         /// The member.
         name: String,
     },
+    /// Rename a member.
+    Rename {
+        /// The member.
+        name: String,
+        /// Its new name.
+        new_name: String,
+    },
+    /// Print one of a member's config keys (e.g. scheduler.instance).
+    Get {
+        /// The member.
+        name: String,
+        /// The key.
+        key: String,
+    },
+    /// Set member config keys: `KEY=VALUE...` or `KEY VALUE`.
+    Set {
+        /// The member.
+        name: String,
+        /// `KEY=VALUE...`, or `KEY VALUE`.
+        #[arg(required = true, num_args = 1..)]
+        args: Vec<String>,
+    },
+    /// Remove one of a member's config keys.
+    Unset {
+        /// The member.
+        name: String,
+        /// The key.
+        key: String,
+    },
+}
+
+/// `KEY=VALUE...` or `KEY VALUE` as pairs.
+fn pairs(args: &[String]) -> Result<Vec<(String, String)>, CmdError> {
+    if args.len() == 2 && !args[0].contains('=') {
+        return Ok(vec![(args[0].clone(), args[1].clone())]);
+    }
+    args.iter()
+        .map(|a| {
+            a.split_once('=')
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .ok_or_else(|| CmdError::Fail(format!("{a:?} is not KEY=VALUE")))
+        })
+        .collect()
+}
+
+/// Writes member `name`'s config with `f` applied (a whole PUT of the member's fields).
+async fn change_config(
+    client: &Client,
+    name: &str,
+    f: impl FnOnce(&mut std::collections::BTreeMap<String, String>),
+) -> Result<(), CmdError> {
+    let m: silo_api::ClusterMember = client.get_as(&member_path(name)).await?;
+    let mut put = silo_api::ClusterMemberPut {
+        config: m.config,
+        description: m.description,
+        failure_domain: m.failure_domain,
+        groups: m.groups,
+        roles: m.roles,
+    };
+    f(&mut put.config);
+    let body = serde_json::to_value(&put).map_err(|e| CmdError::Output(e.to_string()))?;
+    client.query("PUT", &member_path(name), Some(&body)).await?;
+    Ok(())
 }
 
 fn member_path(name: &str) -> String {
@@ -207,6 +270,35 @@ pub async fn run(client: &Client, cmd: ClusterCmd) -> Result<(), CmdError> {
                 )
                 .await?;
             outln(&format!("Member {name} restored"))
+        }
+        ClusterCmd::Rename { name, new_name } => {
+            let body = serde_json::to_value(silo_api::ClusterMemberPost {
+                server_name: new_name.clone(),
+            })
+            .map_err(|e| CmdError::Output(e.to_string()))?;
+            client
+                .query("POST", &member_path(&name), Some(&body))
+                .await?;
+            outln(&format!("Member {name} renamed to {new_name}"))
+        }
+        ClusterCmd::Get { name, key } => {
+            let m: silo_api::ClusterMember = client.get_as(&member_path(&name)).await?;
+            outln(m.config.get(&key).map(String::as_str).unwrap_or(""))
+        }
+        ClusterCmd::Set { name, args } => {
+            let kv = pairs(&args)?;
+            change_config(client, &name, |c| {
+                for (k, v) in kv {
+                    c.insert(k, v);
+                }
+            })
+            .await
+        }
+        ClusterCmd::Unset { name, key } => {
+            change_config(client, &name, |c| {
+                c.remove(&key);
+            })
+            .await
         }
     }
 }

@@ -685,6 +685,68 @@ fn profiles_images_and_config_are_the_clusters_on_every_member() {
         ms[2].d.log_text()
     );
 
+    // Member config: scheduler.instance=manual keeps the scheduler off a member.
+    let o = ms[0]
+        .d
+        .silo(&["cluster", "set", "m2", "scheduler.instance", "bogus"]);
+    assert!(!o.status.success(), "a bad scheduler.instance was taken");
+    assert!(show(&o).contains("manual"), "{}", show(&o));
+    ok_text(
+        ms[0]
+            .d
+            .silo(&["cluster", "set", "m2", "scheduler.instance=manual"]),
+        "silo cluster set",
+    );
+    let got = ok_text(
+        ms[2]
+            .d
+            .silo(&["cluster", "get", "m2", "scheduler.instance"]),
+        "silo cluster get",
+    );
+    assert_eq!(got.trim(), "manual");
+    for n in ["g2", "g3"] {
+        launch_on(&ms[0].d, n, None).unwrap_or_else(|e| panic!("launch {n}: {e}"));
+        assert_ne!(
+            location_of(&ms[0].d, n),
+            "m2",
+            "{n} scheduled onto a manual member"
+        );
+    }
+    ok_text(
+        ms[0]
+            .d
+            .silo(&["cluster", "unset", "m2", "scheduler.instance"]),
+        "silo cluster unset",
+    );
+
+    // A rename through another member (the stock client): done by m3 itself; its
+    // instances, lease and listing follow.
+    let o = ms[0].d.lxc(&["cluster", "rename", "m3", "m3b"]);
+    assert!(o.status.success(), "lxc cluster rename: {}", show(&o));
+    assert_eq!(location_of(&ms[1].d, "g1"), "m3b");
+    std::thread::sleep(Duration::from_secs(2));
+    let names: Vec<String> = members(&ms[0].d)
+        .iter()
+        .map(|m| {
+            format!(
+                "{}={}",
+                m["server_name"].as_str().unwrap_or(""),
+                m["status"].as_str().unwrap_or("")
+            )
+        })
+        .collect();
+    assert_eq!(names, ["m1=Online", "m2=Online", "m3b=Online"], "{names:?}");
+    let o = ms[1].d.lxc(&["cluster", "rename", "m1", "m2"]);
+    assert!(!o.status.success(), "a rename onto a taken name was done");
+    let (code, out, _) = ms[1].d.exec("g1", &["hostname"]);
+    assert_eq!((code, out.trim()), (0, "g1"));
+    for n in ["g2", "g3"] {
+        ms[1].d.set_state(n, "stop", true);
+        ms[1]
+            .d
+            .api_ok("DELETE", &format!("/1.0/instances/{n}"), None);
+    }
+
     // The image deleted through m2 (once unused) goes from every member, files too.
     ms[1].d.set_state("g1", "stop", true);
     ms[1].d.api_ok("DELETE", "/1.0/instances/g1", None);

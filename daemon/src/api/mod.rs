@@ -208,7 +208,11 @@ pub fn router(d: Arc<Services>) -> Router {
         )
         .route(
             "/1.0/cluster/members/{name}",
-            get(cluster::member).delete(cluster::remove),
+            get(cluster::member)
+                .delete(cluster::remove)
+                .put(cluster::member_put)
+                .patch(cluster::member_patch)
+                .post(cluster::member_rename),
         )
         .route(
             "/1.0/cluster/members/{name}/state",

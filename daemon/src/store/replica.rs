@@ -757,6 +757,35 @@ fn apply(tx: &rusqlite::Connection, c: &Change) -> Result<(), StoreError> {
     }
 }
 
+/// For the store's tests: applies `(kind, id, value)` changes as one watch answer would,
+/// or (with `full`) as a full read.
+#[cfg(test)]
+pub(crate) fn apply_for_test(
+    db: &Db,
+    changes: &[(&str, &str, Option<serde_json::Value>)],
+    full: bool,
+) -> Result<Vec<String>, StoreError> {
+    let changes: Vec<Change> = changes
+        .iter()
+        .map(|(k, id, v)| Change {
+            kind: Kind::of(k).expect("a kind"),
+            id: id.to_string(),
+            value: v.as_ref().map(|v| serde_json::to_vec(v).expect("json")),
+        })
+        .collect();
+    db.tx(|tx| {
+        let gone = if full {
+            clear(tx, &changes)?
+        } else {
+            Vec::new()
+        };
+        for c in order(&changes) {
+            apply(tx, c)?;
+        }
+        Ok(gone)
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

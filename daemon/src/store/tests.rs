@@ -681,7 +681,7 @@ fn records_from_before_the_claims_table_keep_their_ids() {
              DROP TABLE idmap_ranges; ALTER TABLE images DROP COLUMN update_source;
              DROP TABLE certificates; DROP TABLE custom_volume_snapshots;
              DROP TABLE custom_volume_backups; DROP TABLE warnings;
-             DROP TABLE projects;
+             DROP TABLE projects; DROP TABLE replica;
              PRAGMA user_version = 5;",
         )
     })
@@ -737,4 +737,109 @@ fn volume_snapshots_follow_their_volume() {
     assert!(vs::of_volume(&db, "p", "v1").expect("of v1").is_empty());
     pools::delete_custom_volume(&db, "p", "v2").expect("delete volume");
     assert!(vs::of_volume(&db, "p", "v2").expect("after").is_empty());
+}
+
+#[test]
+fn the_clusters_copy_applies_puts_deletes_renames_and_full_reads() {
+    use crate::store::replica::apply_for_test;
+    use serde_json::json;
+    let (_t, db) = db();
+    let mut i = instance("c1");
+    i.profiles = vec!["default".into(), "web".into()];
+    instances::insert(&db, &i).expect("c1");
+    config::replace(
+        &db,
+        &map(&[("core.https_address", "10.0.0.1:8443"), ("images.x", "old")]),
+    )
+    .expect("config");
+    let img = image(&"a".repeat(64));
+    let alias = ImageAlias {
+        name: "deb".into(),
+        target: img.fingerprint.clone(),
+        description: String::new(),
+    };
+    // An alias before its image in one answer: applied after it.
+    apply_for_test(
+        &db,
+        &[
+            ("aliases", "deb", Some(json!(alias))),
+            ("images", &img.fingerprint, Some(json!(img))),
+            ("profiles", "web", Some(json!(profile("web")))),
+            ("config", "images.x", Some(json!("new"))),
+        ],
+        false,
+    )
+    .expect("apply");
+    assert_eq!(
+        images::get(&db, &img.fingerprint).expect("get"),
+        Some(img.clone())
+    );
+    assert_eq!(images::aliases(&db).expect("aliases"), vec![alias.clone()]);
+    assert_eq!(profiles::get(&db, "web").expect("web"), profile("web"));
+    assert_eq!(
+        config::get(&db, "images.x").expect("x").as_deref(),
+        Some("new")
+    );
+    // A rename: the profile's rows move, and the instances' mentions with a note.
+    let mut renamed = profile("web");
+    renamed.name = "www".into();
+    apply_for_test(
+        &db,
+        &[
+            ("profiles", "web", None),
+            ("profiles", "www", Some(json!(renamed))),
+            (
+                "profile-renames",
+                "web",
+                Some(json!({"from": "web", "to": "www"})),
+            ),
+        ],
+        false,
+    )
+    .expect("rename");
+    assert_eq!(
+        instances::get(&db, "c1").expect("c1").profiles,
+        vec!["default".to_string(), "www".into()]
+    );
+    // A re-applied image put keeps its aliases (an upsert, never delete and insert).
+    apply_for_test(
+        &db,
+        &[("images", &img.fingerprint, Some(json!(img)))],
+        false,
+    )
+    .expect("again");
+    assert_eq!(images::aliases(&db).expect("aliases").len(), 1);
+    // A full read: what etcd does not hold goes (the image reported gone), this member's
+    // own keys stay.
+    let gone = apply_for_test(
+        &db,
+        &[("profiles", "default", Some(json!(profile("default"))))],
+        true,
+    )
+    .expect("full read");
+    assert_eq!(gone, vec![img.fingerprint.clone()]);
+    assert!(images::all(&db).expect("images").is_empty());
+    assert!(images::aliases(&db).expect("aliases").is_empty());
+    let names: Vec<String> = profiles::all(&db)
+        .expect("all")
+        .into_iter()
+        .map(|p| p.name)
+        .collect();
+    assert_eq!(names, ["default"]);
+    assert_eq!(
+        config::all(&db).expect("config"),
+        map(&[("core.https_address", "10.0.0.1:8443")])
+    );
+    // A record that does not decode is an error naming it, and nothing of its answer lands.
+    let e = apply_for_test(
+        &db,
+        &[
+            ("profiles", "ok", Some(json!(profile("ok")))),
+            ("profiles", "bad", Some(json!({"config": 3}))),
+        ],
+        false,
+    )
+    .expect_err("a bad record");
+    assert!(e.to_string().contains("/silo/global/profiles/bad"), "{e}");
+    assert!(profiles::get(&db, "ok").is_err());
 }

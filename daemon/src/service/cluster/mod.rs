@@ -27,6 +27,7 @@ mod database;
 mod heartbeat;
 mod join;
 pub mod keeper;
+pub mod members;
 pub mod peer;
 pub mod pki;
 mod placement;

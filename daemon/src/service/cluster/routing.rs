@@ -67,6 +67,14 @@ pub async fn decide(
         }
         ["1.0", "profiles", _] if method == axum::http::Method::GET => Ok(Route::ProfileUsedBy),
         ["1.0", "profiles", _] if method == axum::http::Method::DELETE => Ok(Route::ProfileUnused),
+        // A member renames itself.
+        ["1.0", "cluster", "members", name]
+            if method == axum::http::Method::POST && *name != me.as_str() =>
+        {
+            check_member_exists(j, name).await?;
+            check_online(j, name).await?;
+            Ok(Route::Member(name.to_string()))
+        }
         // A member's state is changed by the member itself.
         ["1.0", "cluster", "members", name, "state"] if *name != me.as_str() => {
             check_member_exists(j, name).await?;
@@ -102,7 +110,7 @@ async fn schedule(j: &Joined) -> Result<String, DomainError> {
     let placed: Vec<(String, String)> = j.etcd.list("instances").await?;
     let mut count: BTreeMap<&str, usize> = BTreeMap::new();
     for (n, m) in &members {
-        if alive.contains(n) && m.state.is_empty() {
+        if alive.contains(n) && m.state.is_empty() && super::members::schedulable(m) {
             count.insert(n.as_str(), 0);
         }
     }
