@@ -632,6 +632,10 @@ async fn serve(
         Some((kind, status)) = dead_rx.recv() => bail!("{} exited during start-up ({status}); see its log above", kind.binary()),
     };
     let db = crate::store::db::Db::open(&args.state_dir.join("silo.db"))?;
+    if crate::service::cluster::is_member(&args.state_dir) {
+        // Until it reaches its cluster, a member writes no global record on its own.
+        db.set_replica_pending();
+    }
     let (reaper, stopped) = crate::service::runtime::Reaper::channel();
     let daemon = Arc::new(Services {
         helpers,

@@ -110,6 +110,44 @@ fn three_members_join_with_tokens_and_each_sees_all_online() {
         members(&ms[0].d),
         ms[2].d.log_text()
     );
+
+    // One leader (the holder of the leader key, for leader-only work); when it is cut off,
+    // its key goes with its lease and another member takes it.
+    let leads = |m: &silo_tests::cluster::Member| {
+        m.d.log_text()
+            .matches("this member leads the cluster")
+            .count()
+    };
+    let leaders: Vec<&str> = ms
+        .iter()
+        .filter(|m| leads(m) > 0)
+        .map(|m| m.name.as_str())
+        .collect();
+    assert_eq!(leaders.len(), 1, "one leader: {leaders:?}");
+    let li = ms.iter().position(|m| leads(m) > 0).unwrap();
+    hub.set_link(li as u8 + 1, false);
+    assert!(
+        wait_until(Duration::from_secs(40), || ms
+            .iter()
+            .enumerate()
+            .any(|(i, m)| i != li && leads(m) > 0)),
+        "no member took over from the cut leader {}",
+        ms[li].name
+    );
+    hub.set_link(li as u8 + 1, true);
+    assert!(
+        wait_until(Duration::from_secs(30), || status_of(
+            &ms[(li + 1) % 3].d,
+            &ms[li].name
+        ) == "Online"),
+        "{} did not come back",
+        ms[li].name
+    );
+    assert_eq!(
+        leads(&ms[li]),
+        1,
+        "the old leader did not take the key back"
+    );
 }
 
 #[test]

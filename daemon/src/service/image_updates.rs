@@ -179,12 +179,24 @@ pub async fn run(c: Services) {
         let now = tokio::time::Instant::now();
         let hours = setting(&c, "images.auto_update_interval", DEFAULT_INTERVAL_HOURS);
         let every = Duration::from_secs(hours.saturating_mul(3600));
-        if last_expiry.is_none_or(|t| now.duration_since(t) >= EXPIRY_EVERY) {
-            expire_cached(&c, time::OffsetDateTime::now_utc()).await;
+        // The images are the cluster's: only its leader refreshes and expires them, its
+        // writes fenced by its leadership (a standalone host does it itself).
+        if last_expiry.is_none_or(|t| now.duration_since(t) >= EXPIRY_EVERY)
+            && crate::service::cluster::leader::as_leader(
+                &c,
+                expire_cached(&c, time::OffsetDateTime::now_utc()),
+            )
+            .await
+            .is_some()
+        {
             last_expiry = Some(now);
         }
-        if hours > 0 && last_refresh.is_none_or(|t| now.duration_since(t) >= every) {
-            update_all(&c).await;
+        if hours > 0
+            && last_refresh.is_none_or(|t| now.duration_since(t) >= every)
+            && crate::service::cluster::leader::as_leader(&c, update_all(&c))
+                .await
+                .is_some()
+        {
             last_refresh = Some(now);
         }
         tokio::time::sleep(SETTING_POLL).await;

@@ -41,7 +41,7 @@ pub fn is_member_key(key: &str) -> bool {
 /// Replaces the whole config in one transaction. When clustered, the cluster's keys are
 /// written to the cluster and this member's own keys here.
 pub fn replace(db: &Db, cfg: &BTreeMap<String, String>) -> Result<(), StoreError> {
-    if let Some(r) = db.replica() {
+    if let Some(r) = db.replica()? {
         let global = |m: &BTreeMap<String, String>| -> BTreeMap<String, String> {
             m.iter()
                 .filter(|(k, _)| !is_member_key(k))

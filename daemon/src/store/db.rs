@@ -209,7 +209,20 @@ pub struct Db {
     path: String,
     /// When clustered: where the global records' writes go (etcd), this database keeping
     /// the copy they are read from.
-    replica: Arc<std::sync::RwLock<Option<Arc<crate::store::replica::Replica>>>>,
+    replica: Arc<std::sync::RwLock<Replicated>>,
+}
+
+/// Where this database's global records are written.
+#[derive(Debug, Default, Clone)]
+enum Replicated {
+    /// Here: a standalone host.
+    #[default]
+    Standalone,
+    /// A member that has not reached its cluster yet (just started): global writes are
+    /// refused, never made here alone.
+    Pending,
+    /// To the cluster.
+    Joined(Arc<crate::store::replica::Replica>),
 }
 
 /// The schema version this silod writes.
@@ -276,17 +289,37 @@ impl Db {
     }
 
     /// The cluster's global records, when this host is a member: the global writes of
-    /// `store/` go there instead of to SQLite.
-    pub fn replica(&self) -> Option<Arc<crate::store::replica::Replica>> {
-        self.replica
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+    /// `store/` go there instead of to SQLite. An error while a member has not reached its
+    /// cluster yet.
+    pub fn replica(&self) -> Result<Option<Arc<crate::store::replica::Replica>>, StoreError> {
+        match &*self.replica.read().unwrap_or_else(|p| p.into_inner()) {
+            Replicated::Standalone => Ok(None),
+            Replicated::Pending => Err(StoreError::Cluster(
+                "this member has not reached its cluster's database yet: try again shortly".into(),
+            )),
+            Replicated::Joined(r) => Ok(Some(r.clone())),
+        }
+    }
+
+    /// Whether this host is standalone (its global records are its own).
+    pub fn is_standalone(&self) -> bool {
+        matches!(
+            &*self.replica.read().unwrap_or_else(|p| p.into_inner()),
+            Replicated::Standalone
+        )
     }
 
     /// Sets (joined) or clears (standalone again) where global writes go.
     pub fn set_replica(&self, r: Option<Arc<crate::store::replica::Replica>>) {
-        *self.replica.write().unwrap_or_else(|p| p.into_inner()) = r;
+        *self.replica.write().unwrap_or_else(|p| p.into_inner()) = match r {
+            Some(r) => Replicated::Joined(r),
+            None => Replicated::Standalone,
+        };
+    }
+
+    /// A member starting: global writes wait for its cluster (refused until then).
+    pub fn set_replica_pending(&self) {
+        *self.replica.write().unwrap_or_else(|p| p.into_inner()) = Replicated::Pending;
     }
 
     /// Runs `f` with the connection (the single writer path). For store/ only: SQL lives there.

@@ -29,6 +29,10 @@ pub const CALL_TIMEOUT: Duration = Duration::from_secs(5);
 
 const PREFIX: &str = "/silo/";
 
+/// The cluster's leader key: its holder's name, under that member's lease
+/// (`service/cluster/leader.rs`).
+pub const LEADER_KEY: &str = "/silo/leader";
+
 /// The cluster CA's certificate (PEM), beneath `<state>/cluster`: what etcd and its
 /// clients trust.
 pub const CA_CERT: &str = "ca.crt";

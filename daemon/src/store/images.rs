@@ -69,7 +69,7 @@ pub fn get(db: &Db, fp: &str) -> Result<Option<Image>, StoreError> {
 
 /// Records a new image; `Conflict` if the fingerprint is recorded.
 pub fn insert(db: &Db, i: &Image) -> Result<(), StoreError> {
-    if let Some(r) = db.replica() {
+    if let Some(r) = db.replica()? {
         return r.insert_image(i);
     }
     db.run(|c| {
@@ -139,7 +139,7 @@ pub(crate) fn delete_in(c: &rusqlite::Connection, fp: &str) -> Result<(), StoreE
 
 /// Updates the writable fields (PUT/PATCH); the stored row must exist and decode.
 pub fn update(db: &Db, i: &Image) -> Result<(), StoreError> {
-    if let Some(r) = db.replica() {
+    if let Some(r) = db.replica()? {
         return r.modify_image(&i.fingerprint, |x| {
             x.public = i.public;
             x.auto_update = i.auto_update;
@@ -170,7 +170,7 @@ pub fn set_origin(
     auto_update: bool,
     source: Option<&UpdateSource>,
 ) -> Result<(), StoreError> {
-    if let Some(r) = db.replica() {
+    if let Some(r) = db.replica()? {
         return r.modify_image(fp, |x| {
             x.cached = cached;
             x.auto_update = auto_update;
@@ -195,7 +195,7 @@ pub fn set_origin(
 
 /// Sets when an image was last used.
 pub fn touch(db: &Db, fp: &str, when: &str) -> Result<(), StoreError> {
-    if let Some(r) = db.replica() {
+    if let Some(r) = db.replica()? {
         return match r.modify_image(fp, |x| x.last_used_at = when.to_string()) {
             Err(StoreError::NotFound(_)) => Ok(()),
             other => other,
@@ -212,7 +212,7 @@ pub fn touch(db: &Db, fp: &str, when: &str) -> Result<(), StoreError> {
 
 /// Forgets an image (its aliases follow by cascade).
 pub fn delete(db: &Db, fp: &str) -> Result<(), StoreError> {
-    if let Some(r) = db.replica() {
+    if let Some(r) = db.replica()? {
         let names: Vec<String> = aliases(db)?
             .into_iter()
             .filter(|a| a.target == fp)
@@ -241,7 +241,7 @@ pub fn aliases(db: &Db) -> Result<Vec<ImageAlias>, StoreError> {
 
 /// Creates or replaces an alias.
 pub fn alias_put(db: &Db, a: &ImageAlias) -> Result<(), StoreError> {
-    if let Some(r) = db.replica() {
+    if let Some(r) = db.replica()? {
         return r.put_alias(a);
     }
     db.run(|c| alias_upsert_in(c, a))
@@ -265,7 +265,7 @@ pub(crate) fn alias_delete_in(c: &rusqlite::Connection, name: &str) -> Result<()
 
 /// Removes an alias; `NotFound` if there was none.
 pub fn alias_delete(db: &Db, name: &str) -> Result<(), StoreError> {
-    if let Some(r) = db.replica() {
+    if let Some(r) = db.replica()? {
         return r.delete_alias(name);
     }
     db.run(|c| {
@@ -279,7 +279,7 @@ pub fn alias_delete(db: &Db, name: &str) -> Result<(), StoreError> {
 
 /// Renames an alias; `NotFound` if there was none, `Conflict` if the new name is taken.
 pub fn alias_rename(db: &Db, from: &str, to: &str) -> Result<(), StoreError> {
-    if let Some(r) = db.replica() {
+    if let Some(r) = db.replica()? {
         return r.rename_alias(from, to);
     }
     db.run(|c| {

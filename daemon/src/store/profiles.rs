@@ -67,7 +67,7 @@ pub fn get(db: &Db, name: &str) -> Result<Profile, StoreError> {
 
 /// Creates or replaces a profile. A stored row that does not decode is not overwritten.
 pub fn put(db: &Db, p: &Profile) -> Result<(), StoreError> {
-    if let Some(r) = db.replica() {
+    if let Some(r) = db.replica()? {
         return r.put_profile(p);
     }
     db.tx(|tx| {
@@ -99,7 +99,7 @@ pub(crate) fn delete_in(c: &rusqlite::Connection, name: &str) -> Result<(), Stor
 
 /// Forgets a profile.
 pub fn delete(db: &Db, name: &str) -> Result<(), StoreError> {
-    if let Some(r) = db.replica() {
+    if let Some(r) = db.replica()? {
         return r.delete_profile(name);
     }
     db.run(|c| delete_in(c, name))
@@ -107,7 +107,7 @@ pub fn delete(db: &Db, name: &str) -> Result<(), StoreError> {
 
 /// Renames a profile and every instance's mention of it, in one transaction.
 pub fn rename(db: &Db, from: &str, to: &str) -> Result<(), StoreError> {
-    if let Some(r) = db.replica() {
+    if let Some(r) = db.replica()? {
         return r.rename_profile(from, to);
     }
     db.tx(|tx| {

@@ -45,6 +45,12 @@ const CATCH_UP: Duration = Duration::from_secs(5);
 /// How long a request waits for the copy before it is served from it as it is.
 const SYNC_WAIT: Duration = Duration::from_secs(1);
 
+tokio::task_local! {
+    /// Set while leader-only work runs: the leader key's `create_revision` this member won.
+    /// Every global write in its scope is fenced by it (refused once another member leads).
+    pub static FENCE: i64;
+}
+
 /// The kinds of global record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
@@ -224,10 +230,37 @@ impl Replica {
             })?
     }
 
-    /// Runs `txn`; its revision when it succeeded (the copy has applied it), or none.
-    async fn commit(&self, txn: etcd_client::Txn) -> Result<Option<i64>, StoreError> {
+    /// Runs `ops` if `when` holds (and, in leader-only work, while this member still
+    /// leads); its revision when it succeeded (the copy has applied it), or none.
+    async fn commit(&self, when: Vec<Compare>, ops: Vec<TxnOp>) -> Result<Option<i64>, StoreError> {
+        let fence = FENCE.try_with(|r| *r).ok();
+        let mut when = when;
+        if let Some(rev) = fence {
+            when.push(Compare::create_revision(
+                crate::store::etcd::LEADER_KEY,
+                CompareOp::Equal,
+                rev,
+            ));
+        }
+        let txn = etcd_client::Txn::new().when(when).and_then(ops);
         let r = self.etcd.txn_raw(txn).await.map_err(cluster_err)?;
         if !r.succeeded() {
+            if let Some(rev) = fence {
+                let now = self
+                    .etcd
+                    .retried_get(
+                        crate::store::etcd::LEADER_KEY.to_string(),
+                        GetOptions::new(),
+                    )
+                    .await
+                    .map_err(cluster_err)?;
+                if now.kvs().first().map(|kv| kv.create_revision()) != Some(rev) {
+                    return Err(StoreError::Cluster(
+                        "this member no longer leads the cluster: its leader-only write was refused"
+                            .into(),
+                    ));
+                }
+            }
             return Ok(None);
         }
         let rev = r.header().map(|h| h.revision()).unwrap_or(0);
@@ -254,21 +287,22 @@ impl Replica {
     pub fn put_profile(&self, p: &Profile) -> Result<(), StoreError> {
         let body = json(p)?;
         self.block(async {
-            let t = etcd_client::Txn::new().and_then([TxnOp::put(
-                Kind::Profile.key(&p.name),
-                body,
-                None,
-            )]);
-            self.commit(t).await.map(|_| ())
+            let t = (
+                Vec::new(),
+                vec![TxnOp::put(Kind::Profile.key(&p.name), body, None)],
+            );
+            self.commit(t.0, t.1).await.map(|_| ())
         })
     }
 
     /// Deletes a profile.
     pub fn delete_profile(&self, name: &str) -> Result<(), StoreError> {
         self.block(async {
-            let t =
-                etcd_client::Txn::new().and_then([TxnOp::delete(Kind::Profile.key(name), None)]);
-            self.commit(t).await.map(|_| ())
+            let t = (
+                Vec::new(),
+                vec![TxnOp::delete(Kind::Profile.key(name), None)],
+            );
+            self.commit(t.0, t.1).await.map(|_| ())
         })
     }
 
@@ -283,17 +317,18 @@ impl Replica {
                 .map_err(|e| StoreError::Cluster(format!("profile {from:?}: {e}")))?;
             p.name = to.to_string();
             let note = json(&serde_json::json!({"from": from, "to": to}))?;
-            let t = etcd_client::Txn::new()
-                .when([
+            let t = (
+                vec![
                     Compare::mod_revision(Kind::Profile.key(from), CompareOp::Equal, rev),
                     Compare::create_revision(Kind::Profile.key(to), CompareOp::Equal, 0),
-                ])
-                .and_then([
+                ],
+                vec![
                     TxnOp::delete(Kind::Profile.key(from), None),
                     TxnOp::put(Kind::Profile.key(to), json(&p)?, None),
                     TxnOp::put(Kind::ProfileRename.key(from), note, None),
-                ]);
-            match self.commit(t).await? {
+                ],
+            );
+            match self.commit(t.0, t.1).await? {
                 Some(_) => Ok(()),
                 None => Err(StoreError::Conflict(crate::store::error::Taken(
                     Named::new("profile", to),
@@ -309,10 +344,11 @@ impl Replica {
         let k = Kind::Image.key(&i.fingerprint);
         let body = json(i)?;
         self.block(async {
-            let t = etcd_client::Txn::new()
-                .when([Compare::create_revision(k.clone(), CompareOp::Equal, 0)])
-                .and_then([TxnOp::put(k, body, None)]);
-            match self.commit(t).await? {
+            let t = (
+                vec![Compare::create_revision(k.clone(), CompareOp::Equal, 0)],
+                vec![TxnOp::put(k, body, None)],
+            );
+            match self.commit(t.0, t.1).await? {
                 Some(_) => Ok(()),
                 None => Err(StoreError::Conflict(crate::store::error::Taken(
                     Named::new("image", &i.fingerprint),
@@ -334,10 +370,11 @@ impl Replica {
                     .map_err(|e| StoreError::Cluster(format!("image {fp}: {e}")))?;
                 f(&mut img);
                 let k = Kind::Image.key(fp);
-                let t = etcd_client::Txn::new()
-                    .when([Compare::mod_revision(k.clone(), CompareOp::Equal, rev)])
-                    .and_then([TxnOp::put(k, json(&img)?, None)]);
-                if self.commit(t).await?.is_some() {
+                let t = (
+                    vec![Compare::mod_revision(k.clone(), CompareOp::Equal, rev)],
+                    vec![TxnOp::put(k, json(&img)?, None)],
+                );
+                if self.commit(t.0, t.1).await?.is_some() {
                     return Ok(());
                 }
             }
@@ -354,9 +391,7 @@ impl Replica {
             for a in aliases {
                 ops.push(TxnOp::delete(Kind::Alias.key(a), None));
             }
-            self.commit(etcd_client::Txn::new().and_then(ops))
-                .await
-                .map(|_| ())
+            self.commit(Vec::new(), ops).await.map(|_| ())
         })
     }
 
@@ -364,14 +399,15 @@ impl Replica {
     pub fn put_alias(&self, a: &ImageAlias) -> Result<(), StoreError> {
         let body = json(a)?;
         self.block(async {
-            let t = etcd_client::Txn::new()
-                .when([Compare::create_revision(
+            let t = (
+                vec![Compare::create_revision(
                     Kind::Image.key(&a.target),
                     CompareOp::Greater,
                     0,
-                )])
-                .and_then([TxnOp::put(Kind::Alias.key(&a.name), body, None)]);
-            match self.commit(t).await? {
+                )],
+                vec![TxnOp::put(Kind::Alias.key(&a.name), body, None)],
+            );
+            match self.commit(t.0, t.1).await? {
                 Some(_) => Ok(()),
                 None => Err(StoreError::not_found(Named::new("image", &a.target))),
             }
@@ -382,10 +418,11 @@ impl Replica {
     pub fn delete_alias(&self, name: &str) -> Result<(), StoreError> {
         self.block(async {
             let k = Kind::Alias.key(name);
-            let t = etcd_client::Txn::new()
-                .when([Compare::create_revision(k.clone(), CompareOp::Greater, 0)])
-                .and_then([TxnOp::delete(k, None)]);
-            match self.commit(t).await? {
+            let t = (
+                vec![Compare::create_revision(k.clone(), CompareOp::Greater, 0)],
+                vec![TxnOp::delete(k, None)],
+            );
+            match self.commit(t.0, t.1).await? {
                 Some(_) => Ok(()),
                 None => Err(StoreError::not_found(Named::new("alias", name))),
             }
@@ -402,16 +439,17 @@ impl Replica {
             let mut a: ImageAlias = serde_json::from_slice(&v)
                 .map_err(|e| StoreError::Cluster(format!("alias {from:?}: {e}")))?;
             a.name = to.to_string();
-            let t = etcd_client::Txn::new()
-                .when([
+            let t = (
+                vec![
                     Compare::mod_revision(Kind::Alias.key(from), CompareOp::Equal, rev),
                     Compare::create_revision(Kind::Alias.key(to), CompareOp::Equal, 0),
-                ])
-                .and_then([
+                ],
+                vec![
                     TxnOp::delete(Kind::Alias.key(from), None),
                     TxnOp::put(Kind::Alias.key(to), json(&a)?, None),
-                ]);
-            match self.commit(t).await? {
+                ],
+            );
+            match self.commit(t.0, t.1).await? {
                 Some(_) => Ok(()),
                 None => Err(StoreError::Conflict(crate::store::error::Taken(
                     Named::new("alias", to),
@@ -439,11 +477,7 @@ impl Replica {
         if ops.is_empty() {
             return Ok(());
         }
-        self.block(async {
-            self.commit(etcd_client::Txn::new().and_then(ops))
-                .await
-                .map(|_| ())
-        })
+        self.block(async { self.commit(Vec::new(), ops).await.map(|_| ()) })
     }
 
     /// Copies a standalone host's global records into etcd, once, as it becomes the

@@ -167,20 +167,17 @@ pub fn become_database_soon(c: &Services) {
     });
 }
 
-/// On the etcd leader's member, at each heartbeat: while the database has fewer than
+/// On the cluster's leader, at each heartbeat: while the database has fewer than
 /// [`MAX_VOTERS`] members and an ONLINE member holds none, hand it a role. Only the leader
-/// asks, so two members never pick two different ones at once.
+/// asks, and its choice is a write fenced by its leadership, so two members never pick two
+/// different ones at once.
 pub(super) async fn keep_database_full(c: &Services, j: &Joined) {
-    if !j.local.database {
+    if j.leadership.load(Ordering::Relaxed) == 0 {
         return;
     }
-    let (Ok(vs), Ok(leader)) = (voters(&j.etcd).await, j.etcd.leader().await) else {
+    let Ok(vs) = voters(&j.etcd).await else {
         return;
     };
-    let me = peer_addr(j.local.address);
-    if !vs.iter().any(|(id, _, p, _)| *id == leader && *p == me) {
-        return;
-    }
     if vs.iter().any(|(_, _, _, learner)| *learner) {
         // A member is catching up already.
         return;
@@ -208,6 +205,31 @@ pub(super) async fn hand_over_database(c: &Services, j: &Joined) {
         .iter()
         .filter(|(n, m)| !m.database && alive.contains(n))
     {
+        // The choice, written under the leader key's revision: refused (and so not acted
+        // on) if this member no longer leads.
+        let rev = j.leadership.load(Ordering::Relaxed);
+        if rev == 0 {
+            return;
+        }
+        let choice = serde_json::to_vec(n).unwrap_or_default();
+        let t = Txn::new()
+            .when([Compare::create_revision(
+                crate::store::etcd::LEADER_KEY,
+                CompareOp::Equal,
+                rev,
+            )])
+            .and_then([TxnOp::put(key("handover", "database"), choice, None)]);
+        match j.etcd.txn(t).await {
+            Ok(true) => {}
+            Ok(false) => {
+                tracing::info!("no longer the cluster's leader: leaving the database role's handover to the new one");
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "recording the database role's handover");
+                return;
+            }
+        }
         let pin = crate::service::trust::pem_fingerprint(&m.certificate).unwrap_or_default();
         match peer::call(
             &m.address,

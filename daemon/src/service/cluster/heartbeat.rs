@@ -13,6 +13,7 @@ pub(super) async fn install(c: &Services, local: LocalMember, etcd: Etcd) -> Arc
         stop: CancellationToken::new(),
         revoke_on_stop: AtomicBool::new(true),
         member_fps: RwLock::new(HashSet::new()),
+        leadership: std::sync::atomic::AtomicI64::new(0),
     });
     *j.member_fps.write().unwrap_or_else(|p| p.into_inner()) =
         j.local.member_fps.iter().cloned().collect();
@@ -82,6 +83,7 @@ pub(super) async fn heartbeat(c: Services, j: Arc<Joined>, first: Option<i64>) {
             tracing::info!("this member is registered alive");
         }
         refresh(&c.state_dir, &j).await;
+        super::leader::campaign(&j, lease).await;
         keep_database_full(&c, &j).await;
         let name = j.local.name.clone();
         let mut client = j.etcd.client();
@@ -112,6 +114,7 @@ pub(super) async fn heartbeat(c: Services, j: Arc<Joined>, first: Option<i64>) {
                         }
                         let _ = j.etcd.put("heartbeat", &name, &now_rfc3339(), None).await;
                         refresh(&c.state_dir, &j).await;
+                        super::leader::campaign(&j, lease).await;
                         keep_database_full(&c, &j).await;
                     }
                     // TTL 0: "lease not found": the cluster declared this member offline
@@ -120,6 +123,7 @@ pub(super) async fn heartbeat(c: Services, j: Arc<Joined>, first: Option<i64>) {
                     _ => {
                         if last_ok.elapsed() > ttl {
                             j.online.store(false, Ordering::Relaxed);
+                            j.leadership.store(0, Ordering::Relaxed);
                             continue 'grant;
                         }
                         j.etcd.reconnect().await;

@@ -27,6 +27,7 @@ mod database;
 mod heartbeat;
 mod join;
 pub mod keeper;
+pub mod leader;
 pub mod members;
 pub mod peer;
 pub mod pki;
@@ -151,6 +152,8 @@ pub struct Joined {
     revoke_on_stop: AtomicBool,
     /// The members' HTTPS certificate fingerprints, as last read.
     member_fps: RwLock<HashSet<String>>,
+    /// The leader key's `create_revision` while this member holds it (0: it does not).
+    leadership: std::sync::atomic::AtomicI64,
 }
 
 impl Joined {
@@ -333,6 +336,12 @@ fn parse_address(v: &str) -> Result<SocketAddr, String> {
         return Err("etcd takes the two ports above it".into());
     }
     Ok(a)
+}
+
+/// Whether the host with state dir `state` is a cluster member (its membership file is
+/// there), before anything reads it.
+pub fn is_member(state: &Path) -> bool {
+    keeper::cluster_dir(state).join(MEMBER_FILE).exists()
 }
 
 fn write_local(dir: &Path, m: &LocalMember) -> Result<(), DomainError> {

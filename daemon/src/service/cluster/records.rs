@@ -52,7 +52,7 @@ async fn forget_image_here(c: &Services, fp: &str) {
 /// Waits until this member's copy holds every write the cluster had finished (what a
 /// request is served after). A copy that cannot catch up is used as it is, and said so.
 pub async fn sync(c: &Services) {
-    if let Some(r) = c.db.replica() {
+    if let Ok(Some(r)) = c.db.replica() {
         if let Err(e) = r.sync().await {
             tracing::warn!(error = %e, "serving a request from a copy of the cluster's records that may be behind");
         }
