@@ -804,3 +804,179 @@ fn profiles_images_and_config_are_the_clusters_on_every_member() {
         assert_eq!(c, 404, "{}: the alias went with its image", m.name);
     }
 }
+
+#[test]
+fn pools_and_networks_are_defined_cluster_wide_with_each_members_keys() {
+    let (hub, mut ms) = form("cl-defs", 19, 3);
+    // Without a pending part on every member: refused, naming what is missing.
+    let o = ms[0].d.lxc(&["storage", "create", "cp", "btrfs"]);
+    assert!(
+        !o.status.success(),
+        "a cluster pool with no member's part was made"
+    );
+    assert!(show(&o).contains("--target"), "{}", show(&o));
+    // A cluster key with --target is refused, naming it.
+    let o = ms[0].d.lxc(&[
+        "storage",
+        "create",
+        "cp",
+        "btrfs",
+        "rsync.bwlimit=1",
+        "--target",
+        "m1",
+    ]);
+    assert!(!o.status.success(), "a cluster key was taken with --target");
+    assert!(show(&o).contains("rsync.bwlimit"), "{}", show(&o));
+    // Each member's own size (a member key), given through another member; one member
+    // missing is named.
+    let size = |i: usize| format!("{}MiB", 256 + 32 * i);
+    let bytes = |i: usize| ((256 + 32 * i) << 20).to_string();
+    for (i, m) in ms.iter().enumerate().take(2) {
+        let o = ms[(i + 1) % 3].d.lxc(&[
+            "storage",
+            "create",
+            "cp",
+            "btrfs",
+            &format!("size={}", size(i)),
+            "--target",
+            &m.name,
+        ]);
+        assert!(o.status.success(), "pending on {}: {}", m.name, show(&o));
+    }
+    let o = ms[1].d.lxc(&["storage", "create", "cp", "btrfs"]);
+    assert!(!o.status.success(), "made without m3's part");
+    assert!(show(&o).contains("m3"), "{}", show(&o));
+    let o = ms[0].d.lxc(&[
+        "storage",
+        "create",
+        "cp",
+        "btrfs",
+        &format!("size={}", size(2)),
+        "--target",
+        "m3",
+    ]);
+    assert!(o.status.success(), "pending on m3: {}", show(&o));
+    let o = ms[1].d.lxc(&["storage", "create", "cp", "btrfs"]);
+    assert!(o.status.success(), "the cluster-wide create: {}", show(&o));
+    for (i, m) in ms.iter().enumerate() {
+        // Each member's own pool, of its own size.
+        let v = m.d.api_ok("GET", "/1.0/storage-pools/cp", None);
+        assert_eq!(v["config"]["size"], bytes(i), "{}: {v}", m.name);
+        assert_eq!(v["driver"], "btrfs", "{}: {v}", m.name);
+    }
+    // An instance on m2's part of the pool, through m3.
+    let image = silo_tests::busybox_image(false);
+    ms[0].d.import(&image[0], "busybox");
+    let (c, v) = ms[2].d.api(
+        "POST",
+        "/1.0/instances?target=m2",
+        Some(
+            json!({"name": "d1", "source": {"type": "image", "alias": "busybox"},
+                    "devices": {"root": {"type": "disk", "path": "/", "pool": "cp"}}}),
+        ),
+    );
+    assert_eq!(c, 202, "{v}");
+    assert_eq!(op_error(&ms[2].d, &v), "", "create d1 on m2's cp");
+    let o = ms[0].d.lxc(&["storage", "delete", "cp"]);
+    assert!(!o.status.success(), "a pool in use was deleted");
+    ms[2].d.api_ok("DELETE", "/1.0/instances/d1", None);
+    // A network the same way: the member keys apart, the cluster's keys for all.
+    for m in &ms {
+        let o = ms[0]
+            .d
+            .lxc(&["network", "create", "silocbr0", "--target", &m.name]);
+        assert!(
+            o.status.success(),
+            "network pending on {}: {}",
+            m.name,
+            show(&o)
+        );
+    }
+    let o = ms[2].d.lxc(&[
+        "network",
+        "create",
+        "silocbr0",
+        "ipv4.address=10.219.7.1/24",
+        "ipv4.nat=false",
+        "ipv6.address=none",
+    ]);
+    assert!(o.status.success(), "the cluster-wide network: {}", show(&o));
+    for m in &ms {
+        let v = m.d.api_ok("GET", "/1.0/networks/silocbr0", None);
+        assert_eq!(
+            v["config"]["ipv4.address"], "10.219.7.1/24",
+            "{}: {v}",
+            m.name
+        );
+    }
+    // A change without --target reaches every member; one with --target that member only.
+    let o = ms[0]
+        .d
+        .lxc(&["network", "set", "silocbr0", "ipv4.dhcp=false"]);
+    assert!(o.status.success(), "{}", show(&o));
+    for m in &ms {
+        let v = m.d.api_ok("GET", "/1.0/networks/silocbr0", None);
+        assert_eq!(v["config"]["ipv4.dhcp"], "false", "{}: {v}", m.name);
+    }
+    // A member joining later makes the cluster's pool and network, with the member keys it
+    // is asked for (GET /1.0/cluster's member_config) and answers.
+    let v = ms[0].d.api_ok("GET", "/1.0/cluster", None);
+    let asked: Vec<String> = v["member_config"]
+        .as_array()
+        .unwrap_or(&Vec::new())
+        .iter()
+        .map(|k| {
+            format!(
+                "{}/{}/{}",
+                k["entity"].as_str().unwrap_or(""),
+                k["name"].as_str().unwrap_or(""),
+                k["key"].as_str().unwrap_or("")
+            )
+        })
+        .collect();
+    for want in [
+        "storage-pool/cp/size",
+        "network/silocbr0/bridge.external_interfaces",
+    ] {
+        assert!(
+            asked.iter().any(|a| a == want),
+            "{want} not asked: {asked:?}"
+        );
+    }
+    let m4 = start_member("cl-defs", &hub, 4);
+    let t = token(&ms[0], "m4");
+    let (c, v) = m4.d.api(
+        "PUT",
+        "/1.0/cluster",
+        Some(json!({
+            "server_name": "m4", "enabled": true, "cluster_token": t,
+            "server_address": format!("{}:8443", m4.addr),
+            "member_config": [{"entity": "storage-pool", "name": "cp", "key": "size", "value": "384MiB"}],
+        })),
+    );
+    assert_eq!(c, 202, "{v}");
+    assert_eq!(op_error(&m4.d, &v), "", "m4 joining:\n{}", m4.d.log_text());
+    let v = m4.d.api_ok("GET", "/1.0/storage-pools/cp", None);
+    assert_eq!(v["config"]["size"], (384u64 << 20).to_string(), "{v}");
+    let v = m4.d.api_ok("GET", "/1.0/networks/silocbr0", None);
+    assert_eq!(
+        v["config"]["ipv4.dhcp"], "false",
+        "the definition as changed: {v}"
+    );
+    ms.push(m4);
+
+    // Deletes go from every member.
+    for what in [
+        ["network", "delete", "silocbr0"],
+        ["storage", "delete", "cp"],
+    ] {
+        let o = ms[1].d.lxc(&what);
+        assert!(o.status.success(), "{what:?}: {}", show(&o));
+    }
+    for m in &ms {
+        let (c, _) = m.d.api("GET", "/1.0/storage-pools/cp", None);
+        assert_eq!(c, 404, "{} still has cp", m.name);
+        let (c, _) = m.d.api("GET", "/1.0/networks/silocbr0", None);
+        assert_eq!(c, 404, "{} still has silocbr0", m.name);
+    }
+}

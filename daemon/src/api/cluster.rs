@@ -21,7 +21,7 @@ pub async fn get(State(d): State<Arc<Services>>) -> ApiResult {
     Ok(sync(silo_api::Cluster {
         server_name: d.cluster.member_name().unwrap_or_default(),
         enabled: d.cluster.joined().is_some(),
-        member_config: Vec::new(),
+        member_config: cluster::definitions::member_config(&d).await?,
     }))
 }
 

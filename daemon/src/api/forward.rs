@@ -16,6 +16,7 @@ use hyper_util::rt::TokioIo;
 use serde_json::{json, Value};
 
 use crate::model::trust::CallerKind;
+use crate::service::cluster::definitions::{self, Defined};
 use crate::service::cluster::routing::PeerAddr;
 use crate::service::cluster::routing::{self, decide, Route};
 use crate::service::cluster::{peer, Joined};
@@ -63,6 +64,18 @@ pub async fn route(State(d): State<Arc<Services>>, req: Request, next: Next) -> 
         },
         Route::ListAll => list_all(&d, &j, req, next).await,
         Route::ProfileUsedBy => profile_used_by(&d, &j, req, next).await,
+        Route::Pending(what, member) => match pending(&d, what, &member, req).await {
+            Ok(r) => r,
+            Err(e) => e.into_response(),
+        },
+        Route::CreateEverywhere(what) => match create_everywhere(&d, what, req).await {
+            Ok(r) => r,
+            Err(e) => e.into_response(),
+        },
+        Route::Everywhere(what, name) => match everywhere(&d, what, &name, req).await {
+            Ok(r) => r,
+            Err(e) => e.into_response(),
+        },
         Route::ProfileUnused => match profile_used_elsewhere(&d, &j, req.uri().path()).await {
             Ok(()) => next.run(req).await,
             Err(e) => e.into_response(),
@@ -318,6 +331,153 @@ async fn profile_used_elsewhere(d: &Services, j: &Joined, path: &str) -> Result<
         }
     }
     Ok(())
+}
+
+/// The JSON body of `req` (at most 1 MiB: a definition).
+async fn json_body(req: Request) -> Result<Value, DomainError> {
+    let bytes = axum::body::to_bytes(req.into_body(), 1 << 20)
+        .await
+        .map_err(|e| DomainError::BadRequest(format!("reading the request body: {e}")))?;
+    if bytes.is_empty() {
+        return Ok(Value::Null);
+    }
+    serde_json::from_slice(&bytes)
+        .map_err(|e| DomainError::BadRequest(format!("invalid request body: {e}")))
+}
+
+/// `POST /1.0/<pools|networks>?target=MEMBER`.
+async fn pending(
+    d: &Services,
+    what: Defined,
+    member: &str,
+    req: Request,
+) -> Result<Response, DomainError> {
+    let body = json_body(req).await?;
+    definitions::record_pending(d, what, member, &body).await?;
+    Ok(crate::api::response::sync(Value::Null))
+}
+
+/// `POST /1.0/<pools|networks>` in a cluster: made on every member, or on none (those made
+/// before a member failed are deleted again).
+async fn create_everywhere(
+    d: &Services,
+    what: Defined,
+    req: Request,
+) -> Result<Response, DomainError> {
+    let body = json_body(req).await?;
+    let plan = definitions::plan_create(d, what, &body).await?;
+    let name = body["name"].as_str().unwrap_or_default().to_string();
+    let coll = format!("/1.0/{}", what.segment());
+    let item = format!("{coll}/{}", silo_api::paths::escape(&name));
+    let mut done: Vec<&PeerAddr> = Vec::new();
+    for (m, b) in &plan {
+        match forwarded_send(d, m, hyper::Method::POST, &coll, Some(b)).await {
+            Ok(_) => done.push(m),
+            Err(e) => {
+                for m in done {
+                    if let Err(u) = forwarded_send(d, m, hyper::Method::DELETE, &item, None).await {
+                        tracing::warn!(member = %m.name, error = %u, "undoing a cluster-wide create");
+                    }
+                }
+                return Err(DomainError::BadRequest(format!(
+                    "creating {name:?} on member {:?}: {e}",
+                    m.name
+                )));
+            }
+        }
+    }
+    definitions::clear_pending(d, what, &name).await?;
+    definitions::record_defined(d, what, &name).await?;
+    Ok(crate::api::response::sync(Value::Null))
+}
+
+/// `PUT`/`PATCH`/`DELETE /1.0/<pools|networks>/<name>` in a cluster: on every member. A
+/// delete counts members that never had it as done.
+async fn everywhere(
+    d: &Services,
+    what: Defined,
+    name: &str,
+    req: Request,
+) -> Result<Response, DomainError> {
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    let body = json_body(req).await?;
+    let body = (!body.is_null()).then_some(body);
+    let members = definitions::everyone(d, what, name).await?;
+    let mut errors = Vec::new();
+    let mut found = 0;
+    for m in &members {
+        match forwarded_send(d, m, method.clone(), &path, body.as_ref()).await {
+            Ok(_) => found += 1,
+            Err(e) if method == hyper::Method::DELETE && e.contains("not found") => {}
+            Err(e) => errors.push(format!("member {:?}: {e}", m.name)),
+        }
+    }
+    if !errors.is_empty() {
+        return Err(DomainError::BadRequest(errors.join("; ")));
+    }
+    if found == 0 {
+        return Err(DomainError::NotFound(format!(
+            "{} {name:?} not found on any member",
+            what.segment()
+        )));
+    }
+    if method == hyper::Method::DELETE {
+        definitions::clear_pending(d, what, name).await?;
+        definitions::forget_defined(d, what, name).await?;
+    } else {
+        definitions::record_defined(d, what, name).await?;
+    }
+    Ok(crate::api::response::sync(Value::Null))
+}
+
+/// `method path` with `body` to member `m` (this one too), served there (marked
+/// forwarded); its metadata, or its error's message.
+async fn forwarded_send(
+    d: &Services,
+    m: &PeerAddr,
+    method: hyper::Method,
+    path: &str,
+    body: Option<&Value>,
+) -> Result<Value, String> {
+    let tls = peer::connect(&m.address, &m.pin, d.trust.identity()).await?;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+        .await
+        .map_err(|e| e.to_string())?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    let data = match body {
+        Some(v) => serde_json::to_vec(v).map_err(|e| e.to_string())?,
+        None => Vec::new(),
+    };
+    let req = hyper::Request::builder()
+        .method(method)
+        .uri(path)
+        .header(hyper::header::HOST, &m.address)
+        .header(hyper::header::CONTENT_TYPE, "application/json")
+        .header(FORWARDED, "1")
+        .body(http_body_util::Full::new(hyper::body::Bytes::from(data)))
+        .map_err(|e| e.to_string())?;
+    let resp = tokio::time::timeout(
+        std::time::Duration::from_secs(120),
+        sender.send_request(req),
+    )
+    .await
+    .map_err(|_| format!("{} did not answer", m.address))?
+    .map_err(|e| e.to_string())?;
+    let status = resp.status();
+    let bytes = resp
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| e.to_string())?
+        .to_bytes();
+    let v: Value = serde_json::from_slice(&bytes).map_err(|e| format!("{status}: {e}"))?;
+    if !status.is_success() || v["type"] == "error" {
+        return Err(v["error"].as_str().unwrap_or("failed").to_string());
+    }
+    Ok(v["metadata"].clone())
 }
 
 /// A GET to another member, served there (marked forwarded); its metadata.

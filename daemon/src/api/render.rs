@@ -221,7 +221,7 @@ pub fn network(n: &Network, used_by: Vec<String>) -> silo_api::Network {
         status: "Created".into(),
         config: n.config.clone(),
         used_by,
-        locations: vec!["none".into()],
+        locations: vec![crate::service::cluster::location()],
     }
 }
 
@@ -239,7 +239,7 @@ pub fn unmanaged_network(l: &LinkState) -> silo_api::Network {
         name: l.name.as_str().to_string(),
         kind: kind.into(),
         managed: false,
-        locations: vec!["none".into()],
+        locations: vec![crate::service::cluster::location()],
         ..Default::default()
     }
 }
@@ -289,7 +289,7 @@ pub fn pool(p: &Pool, used_by: Vec<String>) -> silo_api::StoragePool {
         description: p.description.clone(),
         config: p.config.clone(),
         status: "Created".into(),
-        locations: vec!["none".into()],
+        locations: vec![crate::service::cluster::location()],
         used_by,
     }
 }

@@ -276,10 +276,19 @@ pub async fn join(c: &Services, put: silo_api::ClusterPut) -> Result<(), DomainE
         } else {
             connect_ready(&d, &acc.endpoints, Duration::from_secs(30)).await?
         };
+        // The cluster's pools and networks this host lacks, with its own keys.
+        let made = super::definitions::make_for_joiner(c, &etcd, &put.member_config).await?;
         // This host's profiles, images and config give way to the cluster's: its copy is
         // made afresh from etcd once the membership is installed.
-        crate::store::replica::forget_revision(&c.db)?;
-        write_local(&d, &local)?;
+        let r = async {
+            crate::store::replica::forget_revision(&c.db)?;
+            write_local(&d, &local)
+        }
+        .await;
+        if let Err(e) = r {
+            super::definitions::undo_made(c, &made).await;
+            return Err(e);
+        }
         Ok::<_, DomainError>(etcd)
     }
     .await;

@@ -24,6 +24,7 @@
 //! this file holds the membership itself: bootstrap, resume, the member list, removal.
 
 mod database;
+pub mod definitions;
 mod heartbeat;
 mod join;
 pub mod keeper;
@@ -514,6 +515,7 @@ pub async fn enable(c: &Services, name: &str) -> Result<(), DomainError> {
             etcd.put("instances", &i, &name.to_string(), None).await?;
         }
         crate::store::replica::Replica::seed(&etcd, &c.db).await?;
+        definitions::seed(c, &etcd).await?;
         crate::store::replica::forget_revision(&c.db)?;
         write_local(&d, &local)?;
         Ok::<_, DomainError>(etcd)

@@ -5,6 +5,7 @@
 
 use std::collections::BTreeMap;
 
+use super::definitions::Defined;
 use super::{Joined, MemberRecord};
 use crate::service::{DomainError, Services};
 
@@ -23,6 +24,12 @@ pub enum Route {
     /// A profile delete: served here once every other member says none of its instances
     /// uses the profile.
     ProfileUnused,
+    /// A pool or network created with `--target`: that member's own keys, pending.
+    Pending(Defined, String),
+    /// A pool or network created without `--target`: made on every member.
+    CreateEverywhere(Defined),
+    /// A pool or network changed or deleted without `--target`: on every member.
+    Everywhere(Defined, String),
 }
 
 /// Decides where `method path` (with `?target=`) goes.
@@ -64,6 +71,26 @@ pub async fn decide(
                 }
                 _ => Ok(Route::Local),
             }
+        }
+        ["1.0", seg] if method == axum::http::Method::POST && Defined::of(seg).is_some() => {
+            let what = Defined::of(seg).ok_or_else(|| DomainError::Internal(seg.to_string()))?;
+            Ok(match target {
+                Some(t) => Route::Pending(what, t),
+                None => Route::CreateEverywhere(what),
+            })
+        }
+        ["1.0", seg, name]
+            if target.is_none()
+                && Defined::of(seg).is_some()
+                && matches!(
+                    method,
+                    axum::http::Method::PUT
+                        | axum::http::Method::PATCH
+                        | axum::http::Method::DELETE
+                ) =>
+        {
+            let what = Defined::of(seg).ok_or_else(|| DomainError::Internal(seg.to_string()))?;
+            Ok(Route::Everywhere(what, name.to_string()))
         }
         ["1.0", "profiles", _] if method == axum::http::Method::GET => Ok(Route::ProfileUsedBy),
         ["1.0", "profiles", _] if method == axum::http::Method::DELETE => Ok(Route::ProfileUnused),
