@@ -980,3 +980,40 @@ fn pools_and_networks_are_defined_cluster_wide_with_each_members_keys() {
         assert_eq!(c, 404, "{} still has silocbr0", m.name);
     }
 }
+
+#[test]
+fn a_member_joins_by_answering_silo_inits_questions() {
+    let (hub, ms) = form("cl-ask", 20, 2);
+    let m3 = start_member("cl-ask", &hub, 3);
+    let t = token(&ms[0], "m3");
+    // lxd init's questions, in its order: clustering, name, address, joining, the token,
+    // the data-loss warning, the preseed print.
+    let answers = format!("yes\nm3\n{}\nyes\n{t}\nyes\nno\n", m3.addr);
+    let o = m3.d.silo_stdin(&["init"], &answers);
+    assert!(
+        o.status.success(),
+        "silo init: {}\nlog:\n{}",
+        show(&o),
+        m3.d.log_text()
+    );
+    let text = String::from_utf8_lossy(&o.stdout).to_string();
+    assert!(
+        text.contains("All existing data is lost when joining a cluster"),
+        "{text}"
+    );
+    assert!(
+        wait_until(Duration::from_secs(20), || status_of(&ms[1].d, "m3") == "Online"),
+        "m3 not ONLINE: {:?}",
+        members(&ms[1].d)
+    );
+    let v = m3.d.api_ok("GET", "/1.0", None);
+    assert_eq!(v["environment"]["server_name"], "m3", "{v}");
+    // Answering no to the warning changes nothing.
+    let m4 = start_member("cl-ask", &hub, 4);
+    let t = token(&ms[0], "m4");
+    let o = m4.d.silo_stdin(&["init"], &format!("yes\nm4\n{}\nyes\n{t}\nno\n", m4.addr));
+    assert!(!o.status.success(), "a cancelled join succeeded");
+    assert!(show(&o).contains("cancelled"), "{}", show(&o));
+    let v = m4.d.api_ok("GET", "/1.0/cluster", None);
+    assert_eq!(v["enabled"], false, "{v}");
+}
