@@ -23,6 +23,8 @@ const KINDS: [&str; 3] = ["operation", "logging", "lifecycle"];
 pub async fn events(
     State(d): State<Arc<Services>>,
     Query(q): Query<EventsQuery>,
+    headers: axum::http::HeaderMap,
+    kind: Option<axum::Extension<crate::model::trust::CallerKind>>,
     ws: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
 ) -> Response {
     let kinds: HashSet<String> = match q.kinds.as_deref() {
@@ -47,20 +49,25 @@ pub async fn events(
         )
         .into_response();
     };
+    // Another member relaying this one's events to its own listeners: only this member's
+    // own, so no event goes round the cluster twice.
+    let own_only = headers.contains_key(crate::service::cluster::peer::FORWARDED)
+        && kind.is_some_and(|k| k.0 == crate::model::trust::CallerKind::Member);
     let rx = d.events.subscribe();
-    ws.on_upgrade(move |sock| stream(sock, rx, kinds))
+    ws.on_upgrade(move |sock| stream(sock, rx, kinds, own_only))
 }
 
 async fn stream(
     mut sock: WebSocket,
     mut rx: tokio::sync::broadcast::Receiver<crate::service::events::Event>,
     kinds: HashSet<String>,
+    own_only: bool,
 ) {
     loop {
         tokio::select! {
             ev = rx.recv() => match ev {
                 Ok(ev) => {
-                    if !kinds.contains(&ev.kind) {
+                    if !kinds.contains(&ev.kind) || (own_only && ev.relayed) {
                         continue;
                     }
                     let Ok(text) = serde_json::to_string(&ev) else { continue };

@@ -23,7 +23,7 @@ use crate::service::cluster::{peer, Joined};
 use crate::service::{DomainError, Services};
 
 /// The header that marks a call one member forwarded to another: served where it lands.
-pub const FORWARDED: &str = "x-silo-forwarded";
+pub use crate::service::cluster::peer::FORWARDED;
 
 fn query_param(req: &Request, key: &str) -> Option<String> {
     let q = req.uri().query()?;
@@ -404,6 +404,25 @@ async fn everywhere(
     let body = json_body(req).await?;
     let body = (!body.is_null()).then_some(body);
     let members = definitions::everyone(d, what, name).await?;
+    if method == hyper::Method::DELETE {
+        // Deleted everywhere or nowhere: a member whose instances use it refuses first.
+        for m in &members {
+            if let Ok(v) = forwarded_send(d, m, hyper::Method::GET, &path, None).await {
+                let users: Vec<&str> = v["used_by"]
+                    .as_array()
+                    .map(|a| a.iter().filter_map(|x| x.as_str()).collect())
+                    .unwrap_or_default();
+                if !users.is_empty() {
+                    return Err(DomainError::BadRequest(format!(
+                        "{} {name:?} is in use on member {:?} by {}",
+                        what.segment(),
+                        m.name,
+                        users.join(", ")
+                    )));
+                }
+            }
+        }
+    }
     let mut errors = Vec::new();
     let mut found = 0;
     for m in &members {

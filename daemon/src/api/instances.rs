@@ -757,15 +757,46 @@ pub async fn log_delete(
     Ok(sync(Value::Null))
 }
 
+/// `?target=MEMBER`.
+#[derive(Debug, Default, serde::Deserialize)]
+pub struct TargetQuery {
+    #[serde(default)]
+    target: Option<String>,
+}
+
 /// `POST /1.0/instances/{name}`: rename a stopped instance (`silo move c1 c2`), with its
 /// snapshots (async); with `migration: true`, send it to another host.
 pub async fn rename(
     State(d): State<Arc<Services>>,
     Path(name): Path<String>,
+    Query(tq): Query<TargetQuery>,
     body: axum::body::Bytes,
 ) -> ApiResult {
     let p: silo_api::InstancePost = super::lenient::from_slice(&body)
         .map_err(|e| DomainError::BadRequest(format!("invalid request body: {e}")))?;
+    // `lxc move c1 --target m2` in a cluster: this member (the instance's) moves it there.
+    if let Some(to) = tq.target.filter(|t| !t.is_empty()) {
+        if d.cluster.joined().is_some() && p.migration {
+            if !p.name.is_empty() && p.name != name {
+                return Err(DomainError::BadRequest(
+                    "an instance keeps its name when it moves to another member: rename it before or after".into(),
+                ));
+            }
+            let c = Services::clone(&d);
+            let op = d.ops.start(
+                "task",
+                "Moving instance to another member",
+                resources(&name),
+                false,
+                move |_ctx| async move {
+                    crate::service::cluster::moves::move_to(&c, &name, &to)
+                        .await
+                        .map(|()| Value::Null)
+                },
+            );
+            return Ok(async_op(&op));
+        }
+    }
     if p.migration && !p.pool.is_empty() && p.target.is_none() {
         let to = if p.name.is_empty() {
             name.clone()

@@ -1,10 +1,10 @@
 //! The `/1.0/events` stream: operation, logging and lifecycle events, as LXD sends them.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 
 /// One event, in LXD's envelope.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Event {
     /// "operation", "logging" or "lifecycle".
     #[serde(rename = "type")]
@@ -16,7 +16,12 @@ pub struct Event {
     /// Cluster member; "none" when not clustered.
     pub location: String,
     /// Project.
+    #[serde(default)]
     pub project: String,
+    /// Relayed from another cluster member (sent to this member's own listeners, never on
+    /// to another member, which has it from its source).
+    #[serde(skip)]
+    pub relayed: bool,
 }
 
 /// The fan-out of events to every `/1.0/events` listener.
@@ -57,9 +62,16 @@ impl Events {
             kind: kind.to_string(),
             timestamp: now_rfc3339(),
             metadata,
-            location: "none".into(),
+            location: crate::service::cluster::location(),
             project: "default".into(),
+            relayed: false,
         });
+    }
+
+    /// Passes on an event another cluster member sent.
+    pub fn relay(&self, mut ev: Event) {
+        ev.relayed = true;
+        let _ = self.tx.send(ev);
     }
 
     /// Sends a lifecycle event (`action` such as "instance-created").

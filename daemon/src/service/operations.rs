@@ -216,7 +216,7 @@ impl Operations {
                 metadata,
                 may_cancel,
                 err: String::new(),
-                location: "none".into(),
+                location: crate::service::cluster::location(),
             },
             err_status: None,
         };

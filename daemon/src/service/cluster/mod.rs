@@ -30,6 +30,7 @@ mod join;
 pub mod keeper;
 pub mod leader;
 pub mod members;
+pub mod moves;
 pub mod peer;
 pub mod pki;
 mod placement;

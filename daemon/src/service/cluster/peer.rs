@@ -71,6 +71,10 @@ pub async fn connect(
     .map_err(|e| format!("TLS with {addr}: {e}"))
 }
 
+/// The header that marks a call one member makes of another's API to be served there (not
+/// routed on again); honoured only from a member.
+pub const FORWARDED: &str = "x-silo-forwarded";
+
 /// Sends `method path` with `body` as JSON to the member at `addr`; answers the response's
 /// `metadata`, or its error message.
 pub async fn call(
@@ -80,6 +84,30 @@ pub async fn call(
     method: hyper::Method,
     path: &str,
     body: Option<&Value>,
+) -> Result<Value, String> {
+    request(addr, pin, me, method, path, body, false).await
+}
+
+/// [`call`], marked to be served by that member itself.
+pub async fn call_forwarded(
+    addr: &str,
+    pin: &str,
+    me: Option<&ServerIdentity>,
+    method: hyper::Method,
+    path: &str,
+    body: Option<&Value>,
+) -> Result<Value, String> {
+    request(addr, pin, me, method, path, body, true).await
+}
+
+async fn request(
+    addr: &str,
+    pin: &str,
+    me: Option<&ServerIdentity>,
+    method: hyper::Method,
+    path: &str,
+    body: Option<&Value>,
+    forwarded: bool,
 ) -> Result<Value, String> {
     let fut = async {
         let tls = connect(addr, pin, me).await?;
@@ -93,12 +121,16 @@ pub async fn call(
             Some(v) => serde_json::to_vec(v).map_err(|e| e.to_string())?,
             None => Vec::new(),
         };
-        let req = hyper::Request::builder()
+        let mut req = hyper::Request::builder()
             .method(method)
             .uri(path)
             .header(hyper::header::HOST, addr)
             .header(hyper::header::USER_AGENT, "silo-cluster")
-            .header(hyper::header::CONTENT_TYPE, "application/json")
+            .header(hyper::header::CONTENT_TYPE, "application/json");
+        if forwarded {
+            req = req.header(FORWARDED, "1");
+        }
+        let req = req
             .body(Full::new(Bytes::from(data)))
             .map_err(|e| e.to_string())?;
         let resp = sender

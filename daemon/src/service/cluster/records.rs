@@ -24,6 +24,7 @@ pub(super) fn start(c: &Services, j: &Arc<Joined>) {
     };
     c.db.set_replica(Some(r.clone()));
     tokio::spawn(r.watch(c.db.clone(), j.stop.clone()));
+    tokio::spawn(relay_events(c.clone(), j.clone()));
     let c = c.clone();
     tokio::spawn(async move {
         while let Some(fp) = gone.recv().await {
@@ -181,4 +182,83 @@ pub fn image_file(c: &Services, fp: &str, part: &str) -> Result<PathBuf, DomainE
         .ok_or_else(|| {
             DomainError::NotFound(format!("image {fp}'s {part:?} file is not on this member"))
         })
+}
+
+/// Passes every other member's events on to this member's listeners (LXD's clients wait for
+/// an operation's end on the events stream of the member they talk to, whichever member
+/// runs it). One stream per member, opened again after any error, until `j` ends.
+async fn relay_events(c: Services, j: Arc<Joined>) {
+    let mut streams: std::collections::HashMap<String, tokio::task::JoinHandle<()>> =
+        std::collections::HashMap::new();
+    loop {
+        if let Ok(members) = j.etcd.list::<MemberRecord>("members").await {
+            let names: std::collections::HashSet<String> =
+                members.iter().map(|(n, _)| n.clone()).collect();
+            streams.retain(|n, h| {
+                let keep = names.contains(n) && !h.is_finished();
+                if !keep {
+                    h.abort();
+                }
+                keep
+            });
+            for (n, m) in members {
+                if n == j.local.name || streams.contains_key(&n) {
+                    continue;
+                }
+                let (c, stop) = (c.clone(), j.stop.clone());
+                let peer = routing::PeerAddr::from(&m);
+                streams.insert(
+                    n.clone(),
+                    tokio::spawn(async move {
+                        tokio::select! {
+                            _ = stop.cancelled() => {}
+                            r = follow_events(&c, &peer) => {
+                                if let Err(e) = r {
+                                    tracing::debug!(member = %n, error = %e, "relaying a member's events; opening again");
+                                }
+                            }
+                        }
+                    }),
+                );
+            }
+        }
+        tokio::select! {
+            _ = j.stop.cancelled() => {
+                for h in streams.values() {
+                    h.abort();
+                }
+                return;
+            }
+            _ = tokio::time::sleep(std::time::Duration::from_secs(2)) => {}
+        }
+    }
+}
+
+/// One member's events, relayed here until its stream ends.
+async fn follow_events(c: &Services, m: &routing::PeerAddr) -> Result<(), String> {
+    use futures::StreamExt;
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let tls = super::peer::connect(&m.address, &m.pin, c.trust.identity()).await?;
+    let mut req = format!("wss://{}/1.0/events", m.address)
+        .into_client_request()
+        .map_err(|e| e.to_string())?;
+    req.headers_mut().insert(
+        super::peer::FORWARDED,
+        hyper::header::HeaderValue::from_static("1"),
+    );
+    let (mut ws, _) = tokio_tungstenite::client_async(req, tls)
+        .await
+        .map_err(|e| e.to_string())?;
+    let me = super::location();
+    while let Some(msg) = ws.next().await {
+        let msg = msg.map_err(|e| e.to_string())?;
+        if let tokio_tungstenite::tungstenite::Message::Text(t) = msg {
+            if let Ok(ev) = serde_json::from_str::<crate::service::events::Event>(&t) {
+                if ev.location != me {
+                    c.events.relay(ev);
+                }
+            }
+        }
+    }
+    Err(format!("{} ended its events stream", m.address))
 }

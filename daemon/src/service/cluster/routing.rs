@@ -47,6 +47,9 @@ pub async fn decide(
     let me = &j.local.name;
     let target = target.filter(|t| !t.is_empty());
     match segs.as_slice() {
+        // Every member relays the others' events: a client (which may name a target member)
+        // sees every member's events on the member it talks to.
+        ["1.0", "events"] => Ok(Route::Local),
         ["1.0", "instances" | "containers"] if method == axum::http::Method::GET => {
             Ok(Route::ListAll)
         }
