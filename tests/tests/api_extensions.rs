@@ -115,6 +115,7 @@ const CHECKS: &[(&str, Check)] = &[
     ("clustering", clustering),
     ("clustering_join", clustering_join),
     ("clustering_join_token", clustering_join_token),
+    ("clustering_evacuation", clustering_evacuation),
 ];
 
 #[test]
@@ -1647,5 +1648,20 @@ fn clustering_join_token(fx: &Fx) -> Result<(), String> {
     fx.lxc(&["cluster", "revoke-token", "m2"])?;
     let tokens = fx.lxc(&["cluster", "list-tokens", "--format", "csv"])?;
     ensure!(!tokens.contains("m2"), "after revoke-token: {tokens}");
+    Ok(())
+}
+
+fn clustering_evacuation(fx: &Fx) -> Result<(), String> {
+    clustered(fx)?;
+    let state = |fx: &Fx| -> Result<String, String> {
+        Ok(fx.ok("GET", "/1.0/cluster/members/m1", None)?["status"]
+            .as_str()
+            .unwrap_or("")
+            .to_string())
+    };
+    fx.lxc(&["cluster", "evacuate", "m1", "--force"])?;
+    ensure!(state(fx)? == "Evacuated", "after evacuate: {}", state(fx)?);
+    fx.lxc(&["cluster", "restore", "m1", "--force"])?;
+    ensure!(state(fx)? == "Online", "after restore: {}", state(fx)?);
     Ok(())
 }

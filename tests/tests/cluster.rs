@@ -373,6 +373,27 @@ fn the_cli_and_preseed_join_evacuate_remove_and_the_database_role_moves() {
     ok_text(ms[2].d.silo(&["cluster", "restore", "m2"]), "restore m2");
     assert_eq!(ms[0].d.status("c-ev"), "Running");
     assert_eq!(status_of(&ms[0].d, "m2"), "Online");
+    // Evacuated by moving (lxc 5.0 has no --action): running elsewhere, and back on the
+    // stock client's restore.
+    let o = ms[0]
+        .d
+        .silo(&["cluster", "evacuate", "m2", "--action", "migrate"]);
+    assert!(
+        o.status.success(),
+        "silo cluster evacuate --action migrate: {}",
+        show(&o)
+    );
+    let away = location_of(&ms[2].d, "c-ev");
+    assert_ne!(away, "m2", "c-ev stayed on the evacuated member");
+    assert_eq!(
+        ms[0].d.status("c-ev"),
+        "Running",
+        "c-ev not started again on {away}"
+    );
+    let o = ms[2].d.lxc(&["cluster", "restore", "m2", "--force"]);
+    assert!(o.status.success(), "lxc cluster restore: {}", show(&o));
+    assert_eq!(location_of(&ms[0].d, "c-ev"), "m2");
+    assert_eq!(ms[0].d.status("c-ev"), "Running");
 
     // A member that runs silo of another version is refused, both versions named.
     let (c, v) = ms[0].d.api(
@@ -701,6 +722,32 @@ fn profiles_images_and_config_are_the_clusters_on_every_member() {
         let (c, _) = m.d.api("GET", "/1.0/profiles/p-lim", None);
         assert_eq!(c, 404, "{} still has p-lim", m.name);
     }
+
+    // The trust store is the cluster's: a client trusted through m1 is trusted by m3, and
+    // forgotten everywhere through m2.
+    let pem = std::fs::read_to_string(ms[2].d.dir.join("server.crt")).expect("a certificate");
+    let b64: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
+    let (c, v) = ms[0].d.api(
+        "POST",
+        "/1.0/certificates",
+        Some(json!({"type": "client", "name": "laptop", "certificate": b64})),
+    );
+    assert_eq!(c, 201, "{v}");
+    let v = ms[2].d.api_ok("GET", "/1.0/certificates?recursion=1", None);
+    let cert_fp = v
+        .as_array()
+        .and_then(|a| a.iter().find(|c| c["name"] == "laptop"))
+        .and_then(|c| c["fingerprint"].as_str())
+        .unwrap_or_else(|| panic!("m3 does not list the certificate added through m1: {v}"))
+        .to_string();
+    ms[1]
+        .d
+        .api_ok("DELETE", &format!("/1.0/certificates/{cert_fp}"), None);
+    let v = ms[2].d.api_ok("GET", "/1.0/certificates?recursion=1", None);
+    assert!(
+        !v.to_string().contains("laptop"),
+        "still trusted on m3: {v}"
+    );
 
     // Server config: the cluster's keys are every member's, a member's address its own.
     ms[0].d.api_ok(

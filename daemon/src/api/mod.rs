@@ -173,6 +173,8 @@ pub const API_EXTENSIONS: &[&str] = &[
     "clustering",
     "clustering_join",
     "clustering_join_token",
+    // POST /1.0/cluster/members/<name>/state: evacuate (stop or migrate) and restore.
+    "clustering_evacuation",
 ];
 
 /// The whole route table.

@@ -151,7 +151,7 @@ pub fn fingerprint(der: &[u8]) -> String {
 pub const CERT_TYPES: &[&str] = &["client", "metrics"];
 
 /// A trusted certificate as silo keeps it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CertRecord {
     /// sha256 of the DER.
     pub fingerprint: String,

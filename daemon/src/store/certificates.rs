@@ -52,6 +52,9 @@ pub fn by_prefix(db: &Db, prefix: &str) -> Result<Vec<CertRecord>, StoreError> {
 
 /// Records a new certificate; `Conflict` if it is already trusted.
 pub fn insert(db: &Db, cert: &CertRecord) -> Result<(), StoreError> {
+    if let Some(r) = db.replica()? {
+        return r.insert_certificate(cert);
+    }
     db.run(|c| {
         c.execute(
             "INSERT INTO certificates (fingerprint, type, name, certificate) VALUES (?1, ?2, ?3, ?4)",
@@ -71,6 +74,18 @@ pub fn update(
     kind: &str,
     replace: Option<(&str, &str)>,
 ) -> Result<(), StoreError> {
+    if let Some(r) = db.replica()? {
+        let old = by_fingerprint(db, fp)?
+            .ok_or_else(|| StoreError::not_found(Named::new("certificate", fp)))?;
+        let mut new = old.clone();
+        new.name = name.to_string();
+        new.kind = kind.to_string();
+        if let Some((f, p)) = replace {
+            new.fingerprint = f.to_string();
+            new.certificate = p.to_string();
+        }
+        return r.replace_certificate(&old, &new);
+    }
     let (new_fp, pem) = replace.unzip();
     db.run(|c| {
         let n = c
@@ -90,13 +105,30 @@ pub fn update(
 
 /// Forgets a certificate.
 pub fn delete(db: &Db, fp: &str) -> Result<(), StoreError> {
-    db.run(|c| {
-        c.execute(
-            "DELETE FROM certificates WHERE fingerprint = ?1",
-            params![fp],
-        )?;
-        Ok(())
-    })
+    if let Some(r) = db.replica()? {
+        return r.delete_certificate(fp);
+    }
+    db.run(|c| delete_in(c, fp))
+}
+
+/// Writes a certificate's row (the cluster's copy).
+pub(crate) fn upsert_in(c: &rusqlite::Connection, cert: &CertRecord) -> Result<(), StoreError> {
+    c.execute(
+        "INSERT INTO certificates (fingerprint, type, name, certificate) VALUES (?1, ?2, ?3, ?4)
+         ON CONFLICT(fingerprint) DO UPDATE SET type = excluded.type, name = excluded.name,
+         certificate = excluded.certificate",
+        params![cert.fingerprint, cert.kind, cert.name, cert.certificate],
+    )?;
+    Ok(())
+}
+
+/// Removes a certificate's row.
+pub(crate) fn delete_in(c: &rusqlite::Connection, fp: &str) -> Result<(), StoreError> {
+    c.execute(
+        "DELETE FROM certificates WHERE fingerprint = ?1",
+        params![fp],
+    )?;
+    Ok(())
 }
 
 #[cfg(test)]

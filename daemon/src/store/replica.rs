@@ -32,6 +32,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::model::image::{Image, ImageAlias};
 use crate::model::profile::Profile;
+use crate::model::trust::CertRecord;
 use crate::store::db::Db;
 use crate::store::error::{Named, StoreError};
 use crate::store::etcd::{Etcd, EtcdError};
@@ -58,6 +59,8 @@ enum Kind {
     Image,
     Alias,
     Config,
+    /// A trusted client certificate (the trust store is the cluster's).
+    Certificate,
     /// A profile renamed: `{from, to}`, written in the rename's transaction, so that every
     /// member renames its instances' mentions of it.
     ProfileRename,
@@ -70,6 +73,7 @@ impl Kind {
             Kind::Image => "images",
             Kind::Alias => "aliases",
             Kind::Config => "config",
+            Kind::Certificate => "certificates",
             Kind::ProfileRename => "profile-renames",
         }
     }
@@ -80,6 +84,7 @@ impl Kind {
             Kind::Image,
             Kind::Alias,
             Kind::Config,
+            Kind::Certificate,
             Kind::ProfileRename,
         ]
         .into_iter()
@@ -458,6 +463,74 @@ impl Replica {
         })
     }
 
+    // The trust store.
+
+    /// Trusts a new certificate; `Conflict` if it is trusted already.
+    pub fn insert_certificate(&self, cert: &CertRecord) -> Result<(), StoreError> {
+        let k = Kind::Certificate.key(&cert.fingerprint);
+        let body = json(cert)?;
+        self.block(async {
+            let t = (
+                vec![Compare::create_revision(k.clone(), CompareOp::Equal, 0)],
+                vec![TxnOp::put(k, body, None)],
+            );
+            match self.commit(t.0, t.1).await? {
+                Some(_) => Ok(()),
+                None => Err(StoreError::Conflict(crate::store::error::Taken(
+                    Named::new("certificate", &cert.fingerprint),
+                ))),
+            }
+        })
+    }
+
+    /// Replaces trusted certificate `old` with `new` (its name, type, or the certificate
+    /// itself under a new fingerprint, which must not be trusted already).
+    pub fn replace_certificate(
+        &self,
+        old: &CertRecord,
+        new: &CertRecord,
+    ) -> Result<(), StoreError> {
+        let (ko, kn) = (
+            Kind::Certificate.key(&old.fingerprint),
+            Kind::Certificate.key(&new.fingerprint),
+        );
+        let body = json(new)?;
+        self.block(async {
+            let (v, rev) = self.read(Kind::Certificate, &old.fingerprint).await?;
+            if v.is_none() {
+                return Err(StoreError::not_found(Named::new(
+                    "certificate",
+                    &old.fingerprint,
+                )));
+            }
+            let mut when = vec![Compare::mod_revision(ko.clone(), CompareOp::Equal, rev)];
+            let mut ops = Vec::new();
+            if ko != kn {
+                when.push(Compare::create_revision(kn.clone(), CompareOp::Equal, 0));
+                ops.push(TxnOp::delete(ko, None));
+            }
+            ops.push(TxnOp::put(kn, body, None));
+            match self.commit(when, ops).await? {
+                Some(_) => Ok(()),
+                None => Err(StoreError::Conflict(crate::store::error::Taken(
+                    Named::new("certificate", &new.fingerprint),
+                ))),
+            }
+        })
+    }
+
+    /// Stops trusting a certificate.
+    pub fn delete_certificate(&self, fp: &str) -> Result<(), StoreError> {
+        self.block(async {
+            self.commit(
+                Vec::new(),
+                vec![TxnOp::delete(Kind::Certificate.key(fp), None)],
+            )
+            .await
+            .map(|_| ())
+        })
+    }
+
     // Server config.
 
     /// Makes the cluster's config keys `cfg` (every other global key removed), in one
@@ -492,6 +565,9 @@ impl Replica {
         }
         for a in crate::store::images::aliases(db)? {
             puts.push((Kind::Alias.key(&a.name), json(&a)?));
+        }
+        for cert in crate::store::certificates::all(db)? {
+            puts.push((Kind::Certificate.key(&cert.fingerprint), json(&cert)?));
         }
         for (k, v) in crate::store::config::all(db)? {
             if !crate::store::config::is_member_key(&k) {
@@ -745,6 +821,7 @@ fn clear(tx: &rusqlite::Connection, changes: &[Change]) -> Result<Vec<String>, S
     }
     tx.execute("DELETE FROM image_aliases", [])?;
     tx.execute("DELETE FROM profiles", [])?;
+    tx.execute("DELETE FROM certificates", [])?;
     for k in crate::store::config::all_in(tx)?.into_keys() {
         if !crate::store::config::is_member_key(&k) {
             crate::store::config::delete_in(tx, &k)?;
@@ -777,6 +854,8 @@ fn apply(tx: &rusqlite::Connection, c: &Change) -> Result<(), StoreError> {
             crate::store::config::set_in(tx, &c.id, &decode::<String>(c, v)?)
         }
         (Kind::Config, None) => crate::store::config::delete_in(tx, &c.id),
+        (Kind::Certificate, Some(v)) => crate::store::certificates::upsert_in(tx, &decode(c, v)?),
+        (Kind::Certificate, None) => crate::store::certificates::delete_in(tx, &c.id),
         (Kind::ProfileRename, Some(v)) => {
             let r: serde_json::Value = decode(c, v)?;
             match (r["from"].as_str(), r["to"].as_str()) {
@@ -831,6 +910,7 @@ mod tests {
             Kind::Image,
             Kind::Alias,
             Kind::Config,
+            Kind::Certificate,
             Kind::ProfileRename,
         ] {
             let key = k.key("x/y");

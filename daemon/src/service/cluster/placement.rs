@@ -16,8 +16,9 @@ pub fn check_is_me(c: &Services, name: &str) -> Result<(), DomainError> {
 }
 
 /// `POST /1.0/cluster/members/<name>/state` on the member itself: `evacuate` stops its
-/// running instances (instances on local storage cannot move: `migrate` is refused) and
-/// keeps the scheduler off it; `restore` starts again what evacuate stopped.
+/// running instances (`stop`, `auto`) or moves each to the member the scheduler picks and
+/// starts it there again if it ran (`migrate`), and keeps the scheduler off it; `restore`
+/// brings back what evacuate moved and starts again what it stopped.
 pub async fn set_state(c: &Services, action: &str, mode: &str) -> Result<(), DomainError> {
     let j = c
         .cluster
@@ -31,9 +32,9 @@ pub async fn set_state(c: &Services, action: &str, mode: &str) -> Result<(), Dom
     };
     match action {
         "evacuate" => {
-            if !matches!(mode, "" | "stop" | "auto") {
+            if !matches!(mode, "" | "stop" | "auto" | "migrate") {
                 return Err(DomainError::BadRequest(format!(
-                    "evacuation mode {mode:?}: instances on local storage cannot move to another member; use \"stop\""
+                    "evacuation mode {mode:?}: one of stop, migrate, auto"
                 )));
             }
             if rec.state == "evacuated" {
@@ -52,6 +53,27 @@ pub async fn set_state(c: &Services, action: &str, mode: &str) -> Result<(), Dom
                 }
             }
             j.etcd.put("evacuated", &name, &stopped, None).await?;
+            if mode == "migrate" {
+                let mut moved: Vec<(String, bool)> = Vec::new();
+                for i in instance_names(c)? {
+                    let to = super::routing::schedule(&j).await?;
+                    super::moves::move_to(c, &i, &to).await?;
+                    let ran = stopped.contains(&i);
+                    if ran {
+                        on_member(
+                            c,
+                            &j,
+                            &to,
+                            hyper::Method::PUT,
+                            &format!("/1.0/instances/{i}/state"),
+                            Some(json!({"action": "start"})),
+                        )
+                        .await?;
+                    }
+                    moved.push((i, ran));
+                    j.etcd.put("evacuated-moved", &name, &moved, None).await?;
+                }
+            }
         }
         "restore" => {
             if rec.state != "evacuated" {
@@ -59,6 +81,36 @@ pub async fn set_state(c: &Services, action: &str, mode: &str) -> Result<(), Dom
                     "Member {name:?} is not evacuated"
                 )));
             }
+            // What evacuate moved comes back (stopped where it is, moved, started here).
+            let moved: Vec<(String, bool)> = j
+                .etcd
+                .get("evacuated-moved", &name)
+                .await?
+                .unwrap_or_default();
+            for (i, ran) in &moved {
+                let Some(owner) = j.etcd.get::<String>("instances", i).await? else {
+                    continue;
+                };
+                if owner != name {
+                    let state = format!("/1.0/instances/{i}/state");
+                    let stop = json!({"action": "stop", "force": true});
+                    let _ = on_member(c, &j, &owner, hyper::Method::PUT, &state, Some(stop)).await;
+                    let mv = json!({"name": i, "migration": true});
+                    on_member(
+                        c,
+                        &j,
+                        &owner,
+                        hyper::Method::POST,
+                        &format!("/1.0/instances/{i}?target={name}"),
+                        Some(mv),
+                    )
+                    .await?;
+                }
+                if *ran && !crate::service::runtime::is_running(c, i).await? {
+                    crate::service::runtime::start(c, i).await?;
+                }
+            }
+            j.etcd.delete("evacuated-moved", &name).await?;
             let stopped: Vec<String> = j.etcd.get("evacuated", &name).await?.unwrap_or_default();
             for i in &stopped {
                 if crate::store::instances::exists(&c.db, i)?
@@ -177,4 +229,41 @@ pub(super) async fn release_once(j: &Joined, instance: &str) -> Result<(), EtcdE
         )
         .await
         .map(|_| ())
+}
+
+/// `method path` on member `member`, served there; waits for its operation when it answers
+/// with one, and answers its error.
+async fn on_member(
+    c: &Services,
+    j: &Joined,
+    member: &str,
+    method: hyper::Method,
+    path: &str,
+    body: Option<serde_json::Value>,
+) -> Result<(), DomainError> {
+    let m = super::routing::member(j, member).await?;
+    let id = c.trust.identity();
+    let fail = |e: String| DomainError::BadRequest(format!("on member {member:?}: {e}"));
+    let answer = super::peer::call_forwarded(&m.address, &m.pin, id, method, path, body.as_ref())
+        .await
+        .map_err(fail)?;
+    if let Some(op) = answer["id"]
+        .as_str()
+        .filter(|_| answer["class"].is_string())
+    {
+        let done = super::peer::call_forwarded(
+            &m.address,
+            &m.pin,
+            id,
+            hyper::Method::GET,
+            &format!("/1.0/operations/{op}/wait?timeout=3600"),
+            None,
+        )
+        .await
+        .map_err(fail)?;
+        if let Some(e) = done["err"].as_str().filter(|e| !e.is_empty()) {
+            return Err(fail(e.to_string()));
+        }
+    }
+    Ok(())
 }
