@@ -4,13 +4,16 @@
 //!
 //! # Global and node-local records
 //!
-//! A later issue puts silo's global state in a distributed store, with SQLite staying the
-//! single-host store. The records split accordingly:
+//! SQLite is the single-host store; on a cluster member, the global records' writes go to etcd
+//! ([`replica`]) and SQLite keeps the watch-fed copy they are read from. The records split:
 //!
-//! - **Global** (one truth for every host; what a second implementation would serve):
-//!   instances' definitions ([`instances`]), [`profiles`], [`images`] and their aliases,
-//!   [`networks`], storage pools and custom volumes ([`pools`]), [`snapshots`], [`backups`]
-//!   and server [`config`]. [`GlobalStore`] is that interface; [`db::Db`] implements it.
+//! - **Global** (one truth for every host): [`profiles`], [`images`] and their aliases, the
+//!   trust store ([`certificates`]) and server [`config`] (but for each member's own keys,
+//!   [`config::MEMBER_KEYS`]); their write functions are the interface both engines serve.
+//!   Instances' definitions ([`instances`], [`snapshots`], [`backups`]) stay with the member
+//!   that holds the instance (every call about it is forwarded there; the cluster records its
+//!   placement), and pools and networks are each member's own, made from cluster-wide
+//!   definitions (`service/cluster/definitions.rs`). [`GlobalStore`] lists them.
 //! - **Node-local** (true of this host only): [`idmap`] (the host id ranges instances hold:
 //!   they are this host's subordinate ids) and [`local`] (which images are unpacked into which
 //!   pool here), behind [`LocalStore`]. These stay in SQLite on each host whatever serves the global records.
