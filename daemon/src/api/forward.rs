@@ -459,70 +459,10 @@ async fn forwarded_send(
     path: &str,
     body: Option<&Value>,
 ) -> Result<Value, String> {
-    let tls = peer::connect(&m.address, &m.pin, d.trust.identity()).await?;
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
-        .await
-        .map_err(|e| e.to_string())?;
-    tokio::spawn(async move {
-        let _ = conn.await;
-    });
-    let data = match body {
-        Some(v) => serde_json::to_vec(v).map_err(|e| e.to_string())?,
-        None => Vec::new(),
-    };
-    let req = hyper::Request::builder()
-        .method(method)
-        .uri(path)
-        .header(hyper::header::HOST, &m.address)
-        .header(hyper::header::CONTENT_TYPE, "application/json")
-        .header(FORWARDED, "1")
-        .body(http_body_util::Full::new(hyper::body::Bytes::from(data)))
-        .map_err(|e| e.to_string())?;
-    let resp = tokio::time::timeout(
-        std::time::Duration::from_secs(120),
-        sender.send_request(req),
-    )
-    .await
-    .map_err(|_| format!("{} did not answer", m.address))?
-    .map_err(|e| e.to_string())?;
-    let status = resp.status();
-    let bytes = resp
-        .into_body()
-        .collect()
-        .await
-        .map_err(|e| e.to_string())?
-        .to_bytes();
-    let v: Value = serde_json::from_slice(&bytes).map_err(|e| format!("{status}: {e}"))?;
-    if !status.is_success() || v["type"] == "error" {
-        return Err(v["error"].as_str().unwrap_or("failed").to_string());
-    }
-    Ok(v["metadata"].clone())
+    peer::call_forwarded(&m.address, &m.pin, d.trust.identity(), method, path, body).await
 }
 
 /// A GET to another member, served there (marked forwarded); its metadata.
 async fn forwarded_get(d: &Services, addr: &str, pin: &str, pq: &str) -> Result<Value, String> {
-    let tls = peer::connect(addr, pin, d.trust.identity()).await?;
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
-        .await
-        .map_err(|e| e.to_string())?;
-    tokio::spawn(async move {
-        let _ = conn.await;
-    });
-    let req = hyper::Request::get(pq)
-        .header(hyper::header::HOST, addr)
-        .header(FORWARDED, "1")
-        .body(http_body_util::Empty::<hyper::body::Bytes>::new())
-        .map_err(|e| e.to_string())?;
-    let resp = tokio::time::timeout(std::time::Duration::from_secs(30), sender.send_request(req))
-        .await
-        .map_err(|_| format!("{addr} did not answer"))?
-        .map_err(|e| e.to_string())?;
-    let bytes = resp
-        .into_body()
-        .collect()
-        .await
-        .map_err(|e| e.to_string())?
-        .to_bytes();
-    let v: Value = serde_json::from_slice(&bytes).map_err(|e| e.to_string())?;
-    Ok(v["metadata"].clone())
+    peer::call_forwarded(addr, pin, d.trust.identity(), hyper::Method::GET, pq, None).await
 }

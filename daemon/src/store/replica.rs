@@ -125,6 +125,11 @@ impl std::fmt::Debug for Replica {
     }
 }
 
+/// `Conflict`: `what` named `name` exists already.
+fn taken(what: &'static str, name: &str) -> StoreError {
+    StoreError::Conflict(crate::store::error::Taken(Named::new(what, name)))
+}
+
 fn cluster_err(e: EtcdError) -> StoreError {
     StoreError::Cluster(e.to_string())
 }
@@ -335,9 +340,25 @@ impl Replica {
             );
             match self.commit(t.0, t.1).await? {
                 Some(_) => Ok(()),
-                None => Err(StoreError::Conflict(crate::store::error::Taken(
-                    Named::new("profile", to),
-                ))),
+                None => Err(taken("profile", to)),
+            }
+        })
+    }
+
+    /// Writes `body` at `kind/id` only if no record is there; `Conflict` (`what`) if one is.
+    fn create(
+        &self,
+        kind: Kind,
+        id: &str,
+        body: Vec<u8>,
+        what: &'static str,
+    ) -> Result<(), StoreError> {
+        let k = kind.key(id);
+        self.block(async {
+            let when = vec![Compare::create_revision(k.clone(), CompareOp::Equal, 0)];
+            match self.commit(when, vec![TxnOp::put(k, body, None)]).await? {
+                Some(_) => Ok(()),
+                None => Err(taken(what, id)),
             }
         })
     }
@@ -346,20 +367,7 @@ impl Replica {
 
     /// Records a new image; `Conflict` if its fingerprint is recorded.
     pub fn insert_image(&self, i: &Image) -> Result<(), StoreError> {
-        let k = Kind::Image.key(&i.fingerprint);
-        let body = json(i)?;
-        self.block(async {
-            let t = (
-                vec![Compare::create_revision(k.clone(), CompareOp::Equal, 0)],
-                vec![TxnOp::put(k, body, None)],
-            );
-            match self.commit(t.0, t.1).await? {
-                Some(_) => Ok(()),
-                None => Err(StoreError::Conflict(crate::store::error::Taken(
-                    Named::new("image", &i.fingerprint),
-                ))),
-            }
-        })
+        self.create(Kind::Image, &i.fingerprint, json(i)?, "image")
     }
 
     /// Changes a recorded image with `f`; `NotFound` if there is none. A change that raced
@@ -456,9 +464,7 @@ impl Replica {
             );
             match self.commit(t.0, t.1).await? {
                 Some(_) => Ok(()),
-                None => Err(StoreError::Conflict(crate::store::error::Taken(
-                    Named::new("alias", to),
-                ))),
+                None => Err(taken("alias", to)),
             }
         })
     }
@@ -467,20 +473,12 @@ impl Replica {
 
     /// Trusts a new certificate; `Conflict` if it is trusted already.
     pub fn insert_certificate(&self, cert: &CertRecord) -> Result<(), StoreError> {
-        let k = Kind::Certificate.key(&cert.fingerprint);
-        let body = json(cert)?;
-        self.block(async {
-            let t = (
-                vec![Compare::create_revision(k.clone(), CompareOp::Equal, 0)],
-                vec![TxnOp::put(k, body, None)],
-            );
-            match self.commit(t.0, t.1).await? {
-                Some(_) => Ok(()),
-                None => Err(StoreError::Conflict(crate::store::error::Taken(
-                    Named::new("certificate", &cert.fingerprint),
-                ))),
-            }
-        })
+        self.create(
+            Kind::Certificate,
+            &cert.fingerprint,
+            json(cert)?,
+            "certificate",
+        )
     }
 
     /// Replaces trusted certificate `old` with `new` (its name, type, or the certificate
@@ -512,9 +510,7 @@ impl Replica {
             ops.push(TxnOp::put(kn, body, None));
             match self.commit(when, ops).await? {
                 Some(_) => Ok(()),
-                None => Err(StoreError::Conflict(crate::store::error::Taken(
-                    Named::new("certificate", &new.fingerprint),
-                ))),
+                None => Err(taken("certificate", &new.fingerprint)),
             }
         })
     }

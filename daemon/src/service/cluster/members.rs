@@ -7,6 +7,22 @@ use super::*;
 /// The member config keys LXD 5.0 has (besides `user.*`), with what each takes.
 const KEYS: &[(&str, &[&str])] = &[("scheduler.instance", &["all", "manual", "group"])];
 
+/// Member `name`'s record and its `mod_revision` (what a guarded write compares).
+async fn read_member(j: &Joined, name: &str) -> Result<(MemberRecord, i64), DomainError> {
+    let r = j
+        .etcd
+        .retried_get(key("members", name), etcd_client::GetOptions::new())
+        .await?;
+    let Some(kv) = r.kvs().first() else {
+        return Err(DomainError::NotFound(format!(
+            "No cluster member named {name:?}"
+        )));
+    };
+    let rec = serde_json::from_slice(kv.value())
+        .map_err(|e| DomainError::Internal(format!("member {name:?}'s record: {e}")))?;
+    Ok((rec, kv.mod_revision()))
+}
+
 /// Checks a member's config.
 pub fn check_config(cfg: &BTreeMap<String, String>) -> Result<(), DomainError> {
     for (k, v) in cfg {
@@ -77,27 +93,13 @@ pub async fn update(
     };
     for _ in 0..8 {
         let k = key("members", name);
-        let r = j
-            .etcd
-            .retried_get(k.clone(), etcd_client::GetOptions::new())
-            .await?;
-        let Some(kv) = r.kvs().first() else {
-            return Err(DomainError::NotFound(format!(
-                "No cluster member named {name:?}"
-            )));
-        };
-        let mut rec: MemberRecord = serde_json::from_slice(kv.value())
-            .map_err(|e| DomainError::Internal(format!("member {name:?}'s record: {e}")))?;
+        let (mut rec, rev) = read_member(&j, name).await?;
         rec.config = put.config.clone();
         rec.description = put.description.clone();
         rec.failure_domain = failure_domain.clone();
         let body = serde_json::to_vec(&rec).map_err(|e| DomainError::Internal(e.to_string()))?;
         let t = Txn::new()
-            .when([Compare::mod_revision(
-                k.clone(),
-                CompareOp::Equal,
-                kv.mod_revision(),
-            )])
+            .when([Compare::mod_revision(k.clone(), CompareOp::Equal, rev)])
             .and_then([TxnOp::put(k, body, None)]);
         if j.etcd.txn(t).await? {
             c.events.lifecycle(
@@ -128,17 +130,7 @@ pub async fn rename(c: &Services, to: &str) -> Result<(), DomainError> {
         return Ok(());
     }
     let k = key("members", &from);
-    let r = j
-        .etcd
-        .retried_get(k.clone(), etcd_client::GetOptions::new())
-        .await?;
-    let Some(kv) = r.kvs().first() else {
-        return Err(DomainError::NotFound(format!(
-            "No cluster member named {from:?}"
-        )));
-    };
-    let mut rec: MemberRecord = serde_json::from_slice(kv.value())
-        .map_err(|e| DomainError::Internal(format!("member {from:?}'s record: {e}")))?;
+    let (mut rec, rev) = read_member(&j, &from).await?;
     rec.name = to.to_string();
     let body = serde_json::to_vec(&rec).map_err(|e| DomainError::Internal(e.to_string()))?;
     let new_key = key("members", to);
@@ -164,7 +156,7 @@ pub async fn rename(c: &Services, to: &str) -> Result<(), DomainError> {
     let t = Txn::new()
         .when([
             Compare::create_revision(new_key, CompareOp::Equal, 0),
-            Compare::mod_revision(k, CompareOp::Equal, kv.mod_revision()),
+            Compare::mod_revision(k, CompareOp::Equal, rev),
         ])
         .and_then(ops);
     if !j.etcd.txn(t).await? {

@@ -51,10 +51,26 @@ pub async fn connect(
     me: Option<&ServerIdentity>,
 ) -> Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>, String> {
     let cfg = config(pin, me)?;
-    let tcp = tokio::time::timeout(Duration::from_secs(5), tokio::net::TcpStream::connect(addr))
-        .await
-        .map_err(|_| format!("connecting to {addr}: timed out"))?
-        .map_err(|e| format!("connecting to {addr}: {e}"))?;
+    // A link that just came back may answer "no route" for a moment (its neighbour entry
+    // failed while it was down): tried again for up to 3 s; a timeout is not.
+    let t0 = std::time::Instant::now();
+    let tcp = loop {
+        match tokio::time::timeout(Duration::from_secs(5), tokio::net::TcpStream::connect(addr))
+            .await
+        {
+            Err(_) => return Err(format!("connecting to {addr}: timed out")),
+            Ok(Ok(t)) => break t,
+            Ok(Err(e))
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::HostUnreachable | std::io::ErrorKind::NetworkUnreachable
+                ) && t0.elapsed() < Duration::from_secs(3) =>
+            {
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+            Ok(Err(e)) => return Err(format!("connecting to {addr}: {e}")),
+        }
+    };
     let _ = tcp.set_nodelay(true);
     let host = addr
         .rsplit_once(':')
