@@ -212,7 +212,7 @@ pub async fn member_state(
         BTreeMap::new(),
         false,
         move |_ctx| async move {
-            cluster::set_state(&c, &req.action, &req.mode).await?;
+            crate::service::member_moves::set_state(&c, &req.action, &req.mode).await?;
             Ok(serde_json::Value::Null)
         },
     );

@@ -789,7 +789,7 @@ pub async fn rename(
                 resources(&name),
                 false,
                 move |_ctx| async move {
-                    crate::service::cluster::moves::move_to(&c, &name, &to)
+                    crate::service::member_moves::move_to(&c, &name, &to)
                         .await
                         .map(|()| Value::Null)
                 },

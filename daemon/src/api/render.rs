@@ -45,7 +45,7 @@ pub fn instance(i: &Instance, (ec, ed): Expanded, status: (&str, i64)) -> silo_a
         status: status.0.to_string(),
         status_code: status.1,
         last_used_at: or_zero_time(&i.last_used_at, "1970-01-01T00:00:00Z"),
-        location: crate::service::cluster::location(),
+        location: crate::service::host::location(),
         kind: i.kind.clone(),
         project: "default".into(),
         restore: String::new(),
@@ -221,7 +221,7 @@ pub fn network(n: &Network, used_by: Vec<String>) -> silo_api::Network {
         status: "Created".into(),
         config: n.config.clone(),
         used_by,
-        locations: vec![crate::service::cluster::location()],
+        locations: vec![crate::service::host::location()],
     }
 }
 
@@ -239,7 +239,7 @@ pub fn unmanaged_network(l: &LinkState) -> silo_api::Network {
         name: l.name.as_str().to_string(),
         kind: kind.into(),
         managed: false,
-        locations: vec![crate::service::cluster::location()],
+        locations: vec![crate::service::host::location()],
         ..Default::default()
     }
 }
@@ -289,7 +289,7 @@ pub fn pool(p: &Pool, used_by: Vec<String>) -> silo_api::StoragePool {
         description: p.description.clone(),
         config: p.config.clone(),
         status: "Created".into(),
-        locations: vec![crate::service::cluster::location()],
+        locations: vec![crate::service::host::location()],
         used_by,
     }
 }
@@ -308,7 +308,7 @@ pub fn volume(
         content_type: "filesystem".into(),
         config,
         description: description.into(),
-        location: crate::service::cluster::location(),
+        location: crate::service::host::location(),
         // Every volume is in the one project silo has, named as LXD names it.
         project: "default".into(),
         used_by,

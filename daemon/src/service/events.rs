@@ -62,7 +62,7 @@ impl Events {
             kind: kind.to_string(),
             timestamp: now_rfc3339(),
             metadata,
-            location: crate::service::cluster::location(),
+            location: crate::service::host::location(),
             project: "default".into(),
             relayed: false,
         });

@@ -216,6 +216,25 @@ fn parse_progs_version(out: &str) -> Option<String> {
         .map(|v| v.trim_end_matches(',').to_string())
 }
 
+/// This host's cluster member name for `location` fields ("none" when standalone, as LXD):
+/// one silod per process, so a process-wide value. Set by `service::cluster` as membership
+/// changes; read by events, operations and the API's renderers, which sit below it.
+static LOCATION: std::sync::RwLock<Option<String>> = std::sync::RwLock::new(None);
+
+/// What `location` fields say of this host's objects.
+pub fn location() -> String {
+    LOCATION
+        .read()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone()
+        .unwrap_or_else(|| "none".into())
+}
+
+/// Sets (a member) or clears (standalone) this host's member name.
+pub fn set_location(name: Option<String>) {
+    *LOCATION.write().unwrap_or_else(|p| p.into_inner()) = name;
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -20,6 +20,7 @@ pub mod image_updates;
 pub mod images;
 pub mod instances;
 pub mod lifecycle;
+pub mod member_moves;
 pub mod metadata;
 pub mod metrics;
 pub mod migration;

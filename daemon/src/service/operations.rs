@@ -216,7 +216,7 @@ impl Operations {
                 metadata,
                 may_cancel,
                 err: String::new(),
-                location: crate::service::cluster::location(),
+                location: crate::service::host::location(),
             },
             err_status: None,
         };

@@ -222,7 +222,7 @@ enum Replicated {
     /// refused, never made here alone.
     Pending,
     /// To the cluster.
-    Joined(Arc<crate::store::replica::Replica>),
+    Joined(Arc<dyn crate::store::writes::GlobalWrites>),
 }
 
 /// The schema version this silod writes.
@@ -291,7 +291,9 @@ impl Db {
     /// The cluster's global records, when this host is a member: the global writes of
     /// `store/` go there instead of to SQLite. An error while a member has not reached its
     /// cluster yet.
-    pub fn replica(&self) -> Result<Option<Arc<crate::store::replica::Replica>>, StoreError> {
+    pub fn replica(
+        &self,
+    ) -> Result<Option<Arc<dyn crate::store::writes::GlobalWrites>>, StoreError> {
         match &*self.replica.read().unwrap_or_else(|p| p.into_inner()) {
             Replicated::Standalone => Ok(None),
             Replicated::Pending => Err(StoreError::Cluster(
@@ -310,7 +312,7 @@ impl Db {
     }
 
     /// Sets (joined) or clears (standalone again) where global writes go.
-    pub fn set_replica(&self, r: Option<Arc<crate::store::replica::Replica>>) {
+    pub fn set_replica(&self, r: Option<Arc<dyn crate::store::writes::GlobalWrites>>) {
         *self.replica.write().unwrap_or_else(|p| p.into_inner()) = match r {
             Some(r) => Replicated::Joined(r),
             None => Replicated::Standalone,

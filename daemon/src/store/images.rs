@@ -140,7 +140,7 @@ pub(crate) fn delete_in(c: &rusqlite::Connection, fp: &str) -> Result<(), StoreE
 /// Updates the writable fields (PUT/PATCH); the stored row must exist and decode.
 pub fn update(db: &Db, i: &Image) -> Result<(), StoreError> {
     if let Some(r) = db.replica()? {
-        return r.modify_image(&i.fingerprint, |x| {
+        return r.modify_image(&i.fingerprint, &|x: &mut Image| {
             x.public = i.public;
             x.auto_update = i.auto_update;
             x.properties = i.properties.clone();
@@ -171,7 +171,7 @@ pub fn set_origin(
     source: Option<&UpdateSource>,
 ) -> Result<(), StoreError> {
     if let Some(r) = db.replica()? {
-        return r.modify_image(fp, |x| {
+        return r.modify_image(fp, &|x: &mut Image| {
             x.cached = cached;
             x.auto_update = auto_update;
             x.update_source = source.cloned();
@@ -196,7 +196,7 @@ pub fn set_origin(
 /// Sets when an image was last used.
 pub fn touch(db: &Db, fp: &str, when: &str) -> Result<(), StoreError> {
     if let Some(r) = db.replica()? {
-        return match r.modify_image(fp, |x| x.last_used_at = when.to_string()) {
+        return match r.modify_image(fp, &|x: &mut Image| x.last_used_at = when.to_string()) {
             Err(StoreError::NotFound(_)) => Ok(()),
             other => other,
         };

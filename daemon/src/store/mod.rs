@@ -46,6 +46,7 @@ pub mod snapshots;
 pub mod volume_backups;
 pub mod volume_snapshots;
 pub mod warnings;
+pub mod writes;
 
 pub use error::StoreError;
 pub use global::{GlobalStore, LocalStore};

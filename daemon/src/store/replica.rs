@@ -866,6 +866,55 @@ fn apply(tx: &rusqlite::Connection, c: &Change) -> Result<(), StoreError> {
     }
 }
 
+impl crate::store::writes::GlobalWrites for Replica {
+    fn put_profile(&self, p: &Profile) -> Result<(), StoreError> {
+        Replica::put_profile(self, p)
+    }
+    fn delete_profile(&self, name: &str) -> Result<(), StoreError> {
+        Replica::delete_profile(self, name)
+    }
+    fn rename_profile(&self, from: &str, to: &str) -> Result<(), StoreError> {
+        Replica::rename_profile(self, from, to)
+    }
+    fn insert_image(&self, i: &Image) -> Result<(), StoreError> {
+        Replica::insert_image(self, i)
+    }
+    fn modify_image(&self, fp: &str, f: &(dyn Fn(&mut Image) + Sync)) -> Result<(), StoreError> {
+        Replica::modify_image(self, fp, f)
+    }
+    fn delete_image(&self, fp: &str, aliases: &[String]) -> Result<(), StoreError> {
+        Replica::delete_image(self, fp, aliases)
+    }
+    fn put_alias(&self, a: &ImageAlias) -> Result<(), StoreError> {
+        Replica::put_alias(self, a)
+    }
+    fn delete_alias(&self, name: &str) -> Result<(), StoreError> {
+        Replica::delete_alias(self, name)
+    }
+    fn rename_alias(&self, from: &str, to: &str) -> Result<(), StoreError> {
+        Replica::rename_alias(self, from, to)
+    }
+    fn insert_certificate(&self, cert: &CertRecord) -> Result<(), StoreError> {
+        Replica::insert_certificate(self, cert)
+    }
+    fn replace_certificate(&self, old: &CertRecord, new: &CertRecord) -> Result<(), StoreError> {
+        Replica::replace_certificate(self, old, new)
+    }
+    fn delete_certificate(&self, fp: &str) -> Result<(), StoreError> {
+        Replica::delete_certificate(self, fp)
+    }
+    fn replace_config(
+        &self,
+        now: &BTreeMap<String, String>,
+        cfg: &BTreeMap<String, String>,
+    ) -> Result<(), StoreError> {
+        Replica::replace_config(self, now, cfg)
+    }
+    fn sync(&self) -> std::pin::Pin<Box<dyn Future<Output = Result<(), StoreError>> + Send + '_>> {
+        Box::pin(Replica::sync(self))
+    }
+}
+
 /// For the store's tests: applies `(kind, id, value)` changes as one watch answer would,
 /// or (with `full`) as a full read.
 #[cfg(test)]

@@ -30,7 +30,6 @@ mod join;
 pub mod keeper;
 pub mod leader;
 pub mod members;
-pub mod moves;
 pub mod peer;
 pub mod pki;
 mod placement;
@@ -61,7 +60,7 @@ use database::{
 };
 use heartbeat::install;
 pub use join::{accept, issue_token, join, AcceptRequest, AcceptResponse};
-pub use placement::{check_is_me, claim_instance, release_instance, set_state};
+pub use placement::{check_is_me, claim_instance, release_instance};
 
 /// Database members at most (etcd voters); the others are its clients.
 pub const MAX_VOTERS: usize = 3;
@@ -182,18 +181,7 @@ pub struct ClusterInner {
     remote_ops: std::sync::Mutex<std::collections::HashMap<String, String>>,
 }
 
-/// This member's name for `location` fields ("none" when standalone, as LXD): one silod
-/// per process, so a process-wide value.
-static LOCATION: RwLock<Option<String>> = RwLock::new(None);
-
-/// What `location` fields say of this host's objects.
-pub fn location() -> String {
-    LOCATION
-        .read()
-        .unwrap_or_else(|p| p.into_inner())
-        .clone()
-        .unwrap_or_else(|| "none".into())
-}
+pub use crate::service::host::location;
 
 impl std::ops::Deref for Cluster {
     type Target = ClusterInner;
@@ -262,8 +250,7 @@ impl Cluster {
     fn set(&self, j: Option<Arc<Joined>>) {
         // Replaced by a new membership: its lease stays until the new one holds its own.
         let leaving = j.is_none();
-        *LOCATION.write().unwrap_or_else(|p| p.into_inner()) =
-            j.as_ref().map(|j| j.local.name.clone());
+        crate::service::host::set_location(j.as_ref().map(|j| j.local.name.clone()));
         let old = std::mem::replace(
             &mut *self.joined.write().unwrap_or_else(|p| p.into_inner()),
             j,

@@ -133,7 +133,7 @@ pub async fn decide(
 }
 
 /// The ONLINE member (not evacuated) with the fewest instances; ties go to the first name.
-pub(super) async fn schedule(j: &Joined) -> Result<String, DomainError> {
+pub async fn schedule(j: &Joined) -> Result<String, DomainError> {
     let members: Vec<(String, MemberRecord)> = j.etcd.list("members").await?;
     let alive: std::collections::HashSet<String> =
         j.etcd.names("alive").await?.into_iter().collect();
