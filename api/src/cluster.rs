@@ -176,6 +176,19 @@ pub struct ClusterMemberPut {
     pub roles: Vec<String>,
 }
 
+/// A member's writable fields, as they are (what a `PATCH` or `silo cluster set` starts from).
+impl From<ClusterMember> for ClusterMemberPut {
+    fn from(m: ClusterMember) -> ClusterMemberPut {
+        ClusterMemberPut {
+            config: m.config,
+            description: m.description,
+            failure_domain: m.failure_domain,
+            groups: m.groups,
+            roles: m.roles,
+        }
+    }
+}
+
 /// `POST /1.0/cluster/members/<name>`: rename.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]

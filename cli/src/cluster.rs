@@ -117,13 +117,7 @@ async fn change_config(
     f: impl FnOnce(&mut std::collections::BTreeMap<String, String>),
 ) -> Result<(), CmdError> {
     let m: silo_api::ClusterMember = client.get_as(&member_path(name)).await?;
-    let mut put = silo_api::ClusterMemberPut {
-        config: m.config,
-        description: m.description,
-        failure_domain: m.failure_domain,
-        groups: m.groups,
-        roles: m.roles,
-    };
+    let mut put = silo_api::ClusterMemberPut::from(m);
     f(&mut put.config);
     let body = serde_json::to_value(&put).map_err(|e| CmdError::Output(e.to_string()))?;
     client.query("PUT", &member_path(name), Some(&body)).await?;

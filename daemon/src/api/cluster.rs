@@ -113,51 +113,7 @@ pub async fn member_patch(
     b: axum::body::Bytes,
 ) -> ApiResult {
     let patch: serde_json::Value = body(&b)?;
-    let cur = cluster::members(&d)
-        .await?
-        .into_iter()
-        .find(|m| m.server_name == name)
-        .ok_or_else(|| DomainError::NotFound(format!("No cluster member named {name:?}")))?;
-    let mut put = silo_api::ClusterMemberPut {
-        config: cur.config,
-        description: cur.description,
-        failure_domain: cur.failure_domain,
-        groups: cur.groups,
-        roles: cur.roles,
-    };
-    if let Some(cfg) = patch.get("config").and_then(|v| v.as_object()) {
-        for (k, v) in cfg {
-            match v.as_str() {
-                Some(v) => {
-                    put.config.insert(k.clone(), v.to_string());
-                }
-                None if v.is_null() => {
-                    put.config.remove(k);
-                }
-                None => {
-                    return Err(DomainError::BadRequest(format!(
-                        "member config key {k:?}: a string, not {v}"
-                    )))
-                }
-            }
-        }
-    }
-    let text = |k: &str| patch.get(k).and_then(|v| v.as_str()).map(str::to_string);
-    if let Some(v) = text("description") {
-        put.description = v;
-    }
-    if let Some(v) = text("failure_domain") {
-        put.failure_domain = v;
-    }
-    if let Some(g) = patch.get("groups").filter(|v| !v.is_null()) {
-        put.groups = serde_json::from_value(g.clone())
-            .map_err(|e| DomainError::BadRequest(format!("groups: {e}")))?;
-    }
-    if let Some(r) = patch.get("roles").filter(|v| !v.is_null()) {
-        put.roles = serde_json::from_value(r.clone())
-            .map_err(|e| DomainError::BadRequest(format!("roles: {e}")))?;
-    }
-    cluster::members::update(&d, &name, put).await?;
+    cluster::members::patch(&d, &name, &patch).await?;
     Ok(sync(serde_json::Value::Null))
 }
 

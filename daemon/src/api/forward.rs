@@ -174,16 +174,9 @@ async fn list_all(d: &Services, j: &Joined, req: Request, next: Next) -> Respons
         .and_then(|r| r.parse().ok())
         .unwrap_or(0);
     let base = req.uri().path().to_string();
-    let local = next.run(req).await;
-    if !local.status().is_success() {
-        return local;
-    }
-    let (parts, body) = local.into_parts();
-    let Ok(bytes) = body.collect().await.map(|b| b.to_bytes()) else {
-        return error_response("reading this member's listing".into());
-    };
-    let Ok(mut whole) = serde_json::from_slice::<Value>(&bytes) else {
-        return Response::from_parts(parts, Body::from(bytes));
+    let (parts, mut whole) = match local_json(req, next).await {
+        Ok(x) => x,
+        Err(r) => return r,
     };
     let routing::Listing {
         members,
@@ -232,10 +225,7 @@ async fn list_all(d: &Services, j: &Joined, req: Request, next: Next) -> Respons
         }
     }
     whole["metadata"] = Value::Array(items);
-    let body = serde_json::to_vec(&whole).unwrap_or_default();
-    let mut parts = parts;
-    parts.headers.remove(hyper::header::CONTENT_LENGTH);
-    Response::from_parts(parts, Body::from(body))
+    with_json(parts, &whole)
 }
 
 /// The `used_by` of profile `path` on every other ONLINE member.
@@ -271,19 +261,39 @@ async fn used_by_elsewhere(
     Ok(futures::future::join_all(calls).await)
 }
 
-/// `GET /1.0/profiles/{name}`: this member's answer with every member's users.
-async fn profile_used_by(d: &Services, j: &Joined, req: Request, next: Next) -> Response {
-    let path = req.uri().path().to_string();
+/// This member's own answer to `req`, as JSON to add to; the answer itself when it is not a
+/// success or not JSON.
+async fn local_json(
+    req: Request,
+    next: Next,
+) -> Result<(axum::http::response::Parts, Value), Response> {
     let local = next.run(req).await;
     if !local.status().is_success() {
-        return local;
+        return Err(local);
     }
     let (parts, body) = local.into_parts();
     let Ok(bytes) = body.collect().await.map(|b| b.to_bytes()) else {
-        return error_response("reading this member's answer".into());
+        return Err(error_response("reading this member's answer".into()));
     };
-    let Ok(mut whole) = serde_json::from_slice::<Value>(&bytes) else {
-        return Response::from_parts(parts, Body::from(bytes));
+    match serde_json::from_slice::<Value>(&bytes) {
+        Ok(v) => Ok((parts, v)),
+        Err(_) => Err(Response::from_parts(parts, Body::from(bytes))),
+    }
+}
+
+/// The answer `parts` with `whole` as its body (its length changed).
+fn with_json(mut parts: axum::http::response::Parts, whole: &Value) -> Response {
+    let body = serde_json::to_vec(whole).unwrap_or_default();
+    parts.headers.remove(hyper::header::CONTENT_LENGTH);
+    Response::from_parts(parts, Body::from(body))
+}
+
+/// `GET /1.0/profiles/{name}`: this member's answer with every member's users.
+async fn profile_used_by(d: &Services, j: &Joined, req: Request, next: Next) -> Response {
+    let path = req.uri().path().to_string();
+    let (parts, mut whole) = match local_json(req, next).await {
+        Ok(x) => x,
+        Err(r) => return r,
     };
     let others = match used_by_elsewhere(d, j, &path).await {
         Ok(o) => o,
@@ -302,10 +312,7 @@ async fn profile_used_by(d: &Services, j: &Joined, req: Request, next: Next) -> 
         }
     }
     whole["metadata"]["used_by"] = Value::Array(users);
-    let body = serde_json::to_vec(&whole).unwrap_or_default();
-    let mut parts = parts;
-    parts.headers.remove(hyper::header::CONTENT_LENGTH);
-    Response::from_parts(parts, Body::from(body))
+    with_json(parts, &whole)
 }
 
 /// Refuses a profile's delete while an instance on any member uses it, or a member that

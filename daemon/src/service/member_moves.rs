@@ -17,6 +17,20 @@ use serde_json::json;
 use crate::service::cluster::{is_online, key, peer, routing, Joined, MemberRecord};
 use crate::service::{DomainError, Services};
 
+/// An API object as the JSON a member is sent.
+fn typed<T: serde::Serialize>(v: &T) -> Result<serde_json::Value, DomainError> {
+    serde_json::to_value(v).map_err(|e| DomainError::Internal(e.to_string()))
+}
+
+/// A state change request.
+fn state_put(action: &str, force: bool) -> silo_api::InstanceStatePut {
+    silo_api::InstanceStatePut {
+        action: action.into(),
+        force,
+        ..Default::default()
+    }
+}
+
 fn instance_names(c: &Services) -> Result<Vec<String>, DomainError> {
     Ok(crate::store::instances::all(&c.db)?
         .into_iter()
@@ -75,7 +89,7 @@ pub async fn set_state(c: &Services, action: &str, mode: &str) -> Result<(), Dom
                             &to,
                             hyper::Method::PUT,
                             &format!("/1.0/instances/{i}/state"),
-                            Some(json!({"action": "start"})),
+                            Some(typed(&state_put("start", false))?),
                         )
                         .await?;
                     }
@@ -102,9 +116,13 @@ pub async fn set_state(c: &Services, action: &str, mode: &str) -> Result<(), Dom
                 };
                 if owner != name {
                     let state = format!("/1.0/instances/{i}/state");
-                    let stop = json!({"action": "stop", "force": true});
+                    let stop = typed(&state_put("stop", true))?;
                     let _ = on_member(c, &j, &owner, hyper::Method::PUT, &state, Some(stop)).await;
-                    let mv = json!({"name": i, "migration": true});
+                    let mv = typed(&silo_api::InstancePost {
+                        name: i.clone(),
+                        migration: true,
+                        ..Default::default()
+                    })?;
                     on_member(
                         c,
                         &j,
@@ -188,23 +206,25 @@ pub async fn move_to(c: &Services, name: &str, to: &str) -> Result<(), DomainErr
         .map_err(|e| DomainError::Internal(format!("the migration's secrets: {e}")))?;
     // The placement is the target's before it creates: its claim finds the name its own.
     hand_placement(&j, name, &me, to).await?;
-    let body = json!({
-        "name": name,
-        "architecture": inst.architecture,
-        "config": inst.config,
-        "devices": inst.devices,
-        "profiles": inst.profiles,
-        "ephemeral": inst.ephemeral,
-        "description": inst.description,
-        "type": inst.kind,
-        "source": {
-            "type": "migration",
-            "mode": "pull",
-            "operation": format!("https://{}/1.0/operations/{}", j.local.address, op.id),
-            "certificate": id.cert_pem,
-            "secrets": secrets,
+    let body = typed(&silo_api::InstancesPost {
+        name: name.to_string(),
+        kind: inst.kind.clone(),
+        profiles: Some(inst.profiles.clone()),
+        config: inst.config.clone(),
+        devices: inst.devices.clone(),
+        ephemeral: inst.ephemeral,
+        description: inst.description.clone(),
+        architecture: inst.architecture.clone(),
+        source: silo_api::InstanceSource {
+            kind: "migration".into(),
+            mode: "pull".into(),
+            operation: format!("https://{}/1.0/operations/{}", j.local.address, op.id),
+            certificate: id.cert_pem.clone(),
+            secrets,
+            ..Default::default()
         },
-    });
+        ..Default::default()
+    })?;
     let r = async {
         let answer = peer::call_forwarded(
             &target.address,

@@ -291,60 +291,6 @@ impl Replica {
         })
     }
 
-    // Profiles.
-
-    /// Creates or replaces a profile.
-    pub fn put_profile(&self, p: &Profile) -> Result<(), StoreError> {
-        let body = json(p)?;
-        self.block(async {
-            let t = (
-                Vec::new(),
-                vec![TxnOp::put(Kind::Profile.key(&p.name), body, None)],
-            );
-            self.commit(t.0, t.1).await.map(|_| ())
-        })
-    }
-
-    /// Deletes a profile.
-    pub fn delete_profile(&self, name: &str) -> Result<(), StoreError> {
-        self.block(async {
-            let t = (
-                Vec::new(),
-                vec![TxnOp::delete(Kind::Profile.key(name), None)],
-            );
-            self.commit(t.0, t.1).await.map(|_| ())
-        })
-    }
-
-    /// Renames a profile: refused unless `from` exists and `to` does not, in one transaction.
-    pub fn rename_profile(&self, from: &str, to: &str) -> Result<(), StoreError> {
-        self.block(async {
-            let (old, rev) = self.read(Kind::Profile, from).await?;
-            let Some(old) = old else {
-                return Err(StoreError::not_found(Named::new("profile", from)));
-            };
-            let mut p: Profile = serde_json::from_slice(&old)
-                .map_err(|e| StoreError::Cluster(format!("profile {from:?}: {e}")))?;
-            p.name = to.to_string();
-            let note = json(&serde_json::json!({"from": from, "to": to}))?;
-            let t = (
-                vec![
-                    Compare::mod_revision(Kind::Profile.key(from), CompareOp::Equal, rev),
-                    Compare::create_revision(Kind::Profile.key(to), CompareOp::Equal, 0),
-                ],
-                vec![
-                    TxnOp::delete(Kind::Profile.key(from), None),
-                    TxnOp::put(Kind::Profile.key(to), json(&p)?, None),
-                    TxnOp::put(Kind::ProfileRename.key(from), note, None),
-                ],
-            );
-            match self.commit(t.0, t.1).await? {
-                Some(_) => Ok(()),
-                None => Err(taken("profile", to)),
-            }
-        })
-    }
-
     /// Writes `body` at `kind/id` only if no record is there; `Conflict` (`what`) if one is.
     fn create(
         &self,
@@ -361,192 +307,6 @@ impl Replica {
                 None => Err(taken(what, id)),
             }
         })
-    }
-
-    // Images and aliases.
-
-    /// Records a new image; `Conflict` if its fingerprint is recorded.
-    pub fn insert_image(&self, i: &Image) -> Result<(), StoreError> {
-        self.create(Kind::Image, &i.fingerprint, json(i)?, "image")
-    }
-
-    /// Changes a recorded image with `f`; `NotFound` if there is none. A change that raced
-    /// another member's is read again and redone.
-    pub fn modify_image(&self, fp: &str, f: impl Fn(&mut Image)) -> Result<(), StoreError> {
-        self.block(async {
-            for _ in 0..8 {
-                let (v, rev) = self.read(Kind::Image, fp).await?;
-                let Some(v) = v else {
-                    return Err(StoreError::not_found(Named::new("image", fp)));
-                };
-                let mut img: Image = serde_json::from_slice(&v)
-                    .map_err(|e| StoreError::Cluster(format!("image {fp}: {e}")))?;
-                f(&mut img);
-                let k = Kind::Image.key(fp);
-                let t = (
-                    vec![Compare::mod_revision(k.clone(), CompareOp::Equal, rev)],
-                    vec![TxnOp::put(k, json(&img)?, None)],
-                );
-                if self.commit(t.0, t.1).await?.is_some() {
-                    return Ok(());
-                }
-            }
-            Err(StoreError::Cluster(format!(
-                "image {fp}: changed by other members eight times in a row; try again"
-            )))
-        })
-    }
-
-    /// Deletes an image and the aliases that name it, in one transaction.
-    pub fn delete_image(&self, fp: &str, aliases: &[String]) -> Result<(), StoreError> {
-        self.block(async {
-            let mut ops = vec![TxnOp::delete(Kind::Image.key(fp), None)];
-            for a in aliases {
-                ops.push(TxnOp::delete(Kind::Alias.key(a), None));
-            }
-            self.commit(Vec::new(), ops).await.map(|_| ())
-        })
-    }
-
-    /// Creates or replaces an alias; refused unless its image is recorded.
-    pub fn put_alias(&self, a: &ImageAlias) -> Result<(), StoreError> {
-        let body = json(a)?;
-        self.block(async {
-            let t = (
-                vec![Compare::create_revision(
-                    Kind::Image.key(&a.target),
-                    CompareOp::Greater,
-                    0,
-                )],
-                vec![TxnOp::put(Kind::Alias.key(&a.name), body, None)],
-            );
-            match self.commit(t.0, t.1).await? {
-                Some(_) => Ok(()),
-                None => Err(StoreError::not_found(Named::new("image", &a.target))),
-            }
-        })
-    }
-
-    /// Removes an alias; `NotFound` if there was none.
-    pub fn delete_alias(&self, name: &str) -> Result<(), StoreError> {
-        self.block(async {
-            let k = Kind::Alias.key(name);
-            let t = (
-                vec![Compare::create_revision(k.clone(), CompareOp::Greater, 0)],
-                vec![TxnOp::delete(k, None)],
-            );
-            match self.commit(t.0, t.1).await? {
-                Some(_) => Ok(()),
-                None => Err(StoreError::not_found(Named::new("alias", name))),
-            }
-        })
-    }
-
-    /// Renames an alias: `NotFound` without `from`, `Conflict` when `to` is taken.
-    pub fn rename_alias(&self, from: &str, to: &str) -> Result<(), StoreError> {
-        self.block(async {
-            let (v, rev) = self.read(Kind::Alias, from).await?;
-            let Some(v) = v else {
-                return Err(StoreError::not_found(Named::new("alias", from)));
-            };
-            let mut a: ImageAlias = serde_json::from_slice(&v)
-                .map_err(|e| StoreError::Cluster(format!("alias {from:?}: {e}")))?;
-            a.name = to.to_string();
-            let t = (
-                vec![
-                    Compare::mod_revision(Kind::Alias.key(from), CompareOp::Equal, rev),
-                    Compare::create_revision(Kind::Alias.key(to), CompareOp::Equal, 0),
-                ],
-                vec![
-                    TxnOp::delete(Kind::Alias.key(from), None),
-                    TxnOp::put(Kind::Alias.key(to), json(&a)?, None),
-                ],
-            );
-            match self.commit(t.0, t.1).await? {
-                Some(_) => Ok(()),
-                None => Err(taken("alias", to)),
-            }
-        })
-    }
-
-    // The trust store.
-
-    /// Trusts a new certificate; `Conflict` if it is trusted already.
-    pub fn insert_certificate(&self, cert: &CertRecord) -> Result<(), StoreError> {
-        self.create(
-            Kind::Certificate,
-            &cert.fingerprint,
-            json(cert)?,
-            "certificate",
-        )
-    }
-
-    /// Replaces trusted certificate `old` with `new` (its name, type, or the certificate
-    /// itself under a new fingerprint, which must not be trusted already).
-    pub fn replace_certificate(
-        &self,
-        old: &CertRecord,
-        new: &CertRecord,
-    ) -> Result<(), StoreError> {
-        let (ko, kn) = (
-            Kind::Certificate.key(&old.fingerprint),
-            Kind::Certificate.key(&new.fingerprint),
-        );
-        let body = json(new)?;
-        self.block(async {
-            let (v, rev) = self.read(Kind::Certificate, &old.fingerprint).await?;
-            if v.is_none() {
-                return Err(StoreError::not_found(Named::new(
-                    "certificate",
-                    &old.fingerprint,
-                )));
-            }
-            let mut when = vec![Compare::mod_revision(ko.clone(), CompareOp::Equal, rev)];
-            let mut ops = Vec::new();
-            if ko != kn {
-                when.push(Compare::create_revision(kn.clone(), CompareOp::Equal, 0));
-                ops.push(TxnOp::delete(ko, None));
-            }
-            ops.push(TxnOp::put(kn, body, None));
-            match self.commit(when, ops).await? {
-                Some(_) => Ok(()),
-                None => Err(taken("certificate", &new.fingerprint)),
-            }
-        })
-    }
-
-    /// Stops trusting a certificate.
-    pub fn delete_certificate(&self, fp: &str) -> Result<(), StoreError> {
-        self.block(async {
-            self.commit(
-                Vec::new(),
-                vec![TxnOp::delete(Kind::Certificate.key(fp), None)],
-            )
-            .await
-            .map(|_| ())
-        })
-    }
-
-    // Server config.
-
-    /// Makes the cluster's config keys `cfg` (every other global key removed), in one
-    /// transaction.
-    pub fn replace_config(
-        &self,
-        now: &BTreeMap<String, String>,
-        cfg: &BTreeMap<String, String>,
-    ) -> Result<(), StoreError> {
-        let mut ops = Vec::new();
-        for k in now.keys().filter(|k| !cfg.contains_key(*k)) {
-            ops.push(TxnOp::delete(Kind::Config.key(k), None));
-        }
-        for (k, v) in cfg.iter().filter(|(k, v)| now.get(*k) != Some(*v)) {
-            ops.push(TxnOp::put(Kind::Config.key(k), json(v)?, None));
-        }
-        if ops.is_empty() {
-            return Ok(());
-        }
-        self.block(async { self.commit(Vec::new(), ops).await.map(|_| ()) })
     }
 
     /// Copies a standalone host's global records into etcd, once, as it becomes the
@@ -867,49 +627,242 @@ fn apply(tx: &rusqlite::Connection, c: &Change) -> Result<(), StoreError> {
 }
 
 impl crate::store::writes::GlobalWrites for Replica {
+    // Profiles.
+
+    /// Creates or replaces a profile.
     fn put_profile(&self, p: &Profile) -> Result<(), StoreError> {
-        Replica::put_profile(self, p)
+        let body = json(p)?;
+        self.block(async {
+            let t = (
+                Vec::new(),
+                vec![TxnOp::put(Kind::Profile.key(&p.name), body, None)],
+            );
+            self.commit(t.0, t.1).await.map(|_| ())
+        })
     }
+
+    /// Deletes a profile.
     fn delete_profile(&self, name: &str) -> Result<(), StoreError> {
-        Replica::delete_profile(self, name)
+        self.block(async {
+            let t = (
+                Vec::new(),
+                vec![TxnOp::delete(Kind::Profile.key(name), None)],
+            );
+            self.commit(t.0, t.1).await.map(|_| ())
+        })
     }
+
+    /// Renames a profile: refused unless `from` exists and `to` does not, in one transaction.
     fn rename_profile(&self, from: &str, to: &str) -> Result<(), StoreError> {
-        Replica::rename_profile(self, from, to)
+        self.block(async {
+            let (old, rev) = self.read(Kind::Profile, from).await?;
+            let Some(old) = old else {
+                return Err(StoreError::not_found(Named::new("profile", from)));
+            };
+            let mut p: Profile = serde_json::from_slice(&old)
+                .map_err(|e| StoreError::Cluster(format!("profile {from:?}: {e}")))?;
+            p.name = to.to_string();
+            let note = json(&serde_json::json!({"from": from, "to": to}))?;
+            let t = (
+                vec![
+                    Compare::mod_revision(Kind::Profile.key(from), CompareOp::Equal, rev),
+                    Compare::create_revision(Kind::Profile.key(to), CompareOp::Equal, 0),
+                ],
+                vec![
+                    TxnOp::delete(Kind::Profile.key(from), None),
+                    TxnOp::put(Kind::Profile.key(to), json(&p)?, None),
+                    TxnOp::put(Kind::ProfileRename.key(from), note, None),
+                ],
+            );
+            match self.commit(t.0, t.1).await? {
+                Some(_) => Ok(()),
+                None => Err(taken("profile", to)),
+            }
+        })
     }
+
+    // Images and aliases.
+
+    /// Records a new image; `Conflict` if its fingerprint is recorded.
     fn insert_image(&self, i: &Image) -> Result<(), StoreError> {
-        Replica::insert_image(self, i)
+        self.create(Kind::Image, &i.fingerprint, json(i)?, "image")
     }
+
+    /// Changes a recorded image with `f`; `NotFound` if there is none. A change that raced
+    /// another member's is read again and redone.
     fn modify_image(&self, fp: &str, f: &(dyn Fn(&mut Image) + Sync)) -> Result<(), StoreError> {
-        Replica::modify_image(self, fp, f)
+        self.block(async {
+            for _ in 0..8 {
+                let (v, rev) = self.read(Kind::Image, fp).await?;
+                let Some(v) = v else {
+                    return Err(StoreError::not_found(Named::new("image", fp)));
+                };
+                let mut img: Image = serde_json::from_slice(&v)
+                    .map_err(|e| StoreError::Cluster(format!("image {fp}: {e}")))?;
+                f(&mut img);
+                let k = Kind::Image.key(fp);
+                let t = (
+                    vec![Compare::mod_revision(k.clone(), CompareOp::Equal, rev)],
+                    vec![TxnOp::put(k, json(&img)?, None)],
+                );
+                if self.commit(t.0, t.1).await?.is_some() {
+                    return Ok(());
+                }
+            }
+            Err(StoreError::Cluster(format!(
+                "image {fp}: changed by other members eight times in a row; try again"
+            )))
+        })
     }
+
+    /// Deletes an image and the aliases that name it, in one transaction.
     fn delete_image(&self, fp: &str, aliases: &[String]) -> Result<(), StoreError> {
-        Replica::delete_image(self, fp, aliases)
+        self.block(async {
+            let mut ops = vec![TxnOp::delete(Kind::Image.key(fp), None)];
+            for a in aliases {
+                ops.push(TxnOp::delete(Kind::Alias.key(a), None));
+            }
+            self.commit(Vec::new(), ops).await.map(|_| ())
+        })
     }
+
+    /// Creates or replaces an alias; refused unless its image is recorded.
     fn put_alias(&self, a: &ImageAlias) -> Result<(), StoreError> {
-        Replica::put_alias(self, a)
+        let body = json(a)?;
+        self.block(async {
+            let t = (
+                vec![Compare::create_revision(
+                    Kind::Image.key(&a.target),
+                    CompareOp::Greater,
+                    0,
+                )],
+                vec![TxnOp::put(Kind::Alias.key(&a.name), body, None)],
+            );
+            match self.commit(t.0, t.1).await? {
+                Some(_) => Ok(()),
+                None => Err(StoreError::not_found(Named::new("image", &a.target))),
+            }
+        })
     }
+
+    /// Removes an alias; `NotFound` if there was none.
     fn delete_alias(&self, name: &str) -> Result<(), StoreError> {
-        Replica::delete_alias(self, name)
+        self.block(async {
+            let k = Kind::Alias.key(name);
+            let t = (
+                vec![Compare::create_revision(k.clone(), CompareOp::Greater, 0)],
+                vec![TxnOp::delete(k, None)],
+            );
+            match self.commit(t.0, t.1).await? {
+                Some(_) => Ok(()),
+                None => Err(StoreError::not_found(Named::new("alias", name))),
+            }
+        })
     }
+
+    /// Renames an alias: `NotFound` without `from`, `Conflict` when `to` is taken.
     fn rename_alias(&self, from: &str, to: &str) -> Result<(), StoreError> {
-        Replica::rename_alias(self, from, to)
+        self.block(async {
+            let (v, rev) = self.read(Kind::Alias, from).await?;
+            let Some(v) = v else {
+                return Err(StoreError::not_found(Named::new("alias", from)));
+            };
+            let mut a: ImageAlias = serde_json::from_slice(&v)
+                .map_err(|e| StoreError::Cluster(format!("alias {from:?}: {e}")))?;
+            a.name = to.to_string();
+            let t = (
+                vec![
+                    Compare::mod_revision(Kind::Alias.key(from), CompareOp::Equal, rev),
+                    Compare::create_revision(Kind::Alias.key(to), CompareOp::Equal, 0),
+                ],
+                vec![
+                    TxnOp::delete(Kind::Alias.key(from), None),
+                    TxnOp::put(Kind::Alias.key(to), json(&a)?, None),
+                ],
+            );
+            match self.commit(t.0, t.1).await? {
+                Some(_) => Ok(()),
+                None => Err(taken("alias", to)),
+            }
+        })
     }
+
+    // The trust store.
+
+    /// Trusts a new certificate; `Conflict` if it is trusted already.
     fn insert_certificate(&self, cert: &CertRecord) -> Result<(), StoreError> {
-        Replica::insert_certificate(self, cert)
+        self.create(
+            Kind::Certificate,
+            &cert.fingerprint,
+            json(cert)?,
+            "certificate",
+        )
     }
+
+    /// Replaces trusted certificate `old` with `new` (its name, type, or the certificate
+    /// itself under a new fingerprint, which must not be trusted already).
     fn replace_certificate(&self, old: &CertRecord, new: &CertRecord) -> Result<(), StoreError> {
-        Replica::replace_certificate(self, old, new)
+        let (ko, kn) = (
+            Kind::Certificate.key(&old.fingerprint),
+            Kind::Certificate.key(&new.fingerprint),
+        );
+        let body = json(new)?;
+        self.block(async {
+            let (v, rev) = self.read(Kind::Certificate, &old.fingerprint).await?;
+            if v.is_none() {
+                return Err(StoreError::not_found(Named::new(
+                    "certificate",
+                    &old.fingerprint,
+                )));
+            }
+            let mut when = vec![Compare::mod_revision(ko.clone(), CompareOp::Equal, rev)];
+            let mut ops = Vec::new();
+            if ko != kn {
+                when.push(Compare::create_revision(kn.clone(), CompareOp::Equal, 0));
+                ops.push(TxnOp::delete(ko, None));
+            }
+            ops.push(TxnOp::put(kn, body, None));
+            match self.commit(when, ops).await? {
+                Some(_) => Ok(()),
+                None => Err(taken("certificate", &new.fingerprint)),
+            }
+        })
     }
+
+    /// Stops trusting a certificate.
     fn delete_certificate(&self, fp: &str) -> Result<(), StoreError> {
-        Replica::delete_certificate(self, fp)
+        self.block(async {
+            self.commit(
+                Vec::new(),
+                vec![TxnOp::delete(Kind::Certificate.key(fp), None)],
+            )
+            .await
+            .map(|_| ())
+        })
     }
+
+    // Server config.
+
+    /// Makes the cluster's config keys `cfg` (every other global key removed), in one
+    /// transaction.
     fn replace_config(
         &self,
         now: &BTreeMap<String, String>,
         cfg: &BTreeMap<String, String>,
     ) -> Result<(), StoreError> {
-        Replica::replace_config(self, now, cfg)
+        let mut ops = Vec::new();
+        for k in now.keys().filter(|k| !cfg.contains_key(*k)) {
+            ops.push(TxnOp::delete(Kind::Config.key(k), None));
+        }
+        for (k, v) in cfg.iter().filter(|(k, v)| now.get(*k) != Some(*v)) {
+            ops.push(TxnOp::put(Kind::Config.key(k), json(v)?, None));
+        }
+        if ops.is_empty() {
+            return Ok(());
+        }
+        self.block(async { self.commit(Vec::new(), ops).await.map(|_| ()) })
     }
+
     fn sync(&self) -> std::pin::Pin<Box<dyn Future<Output = Result<(), StoreError>> + Send + '_>> {
         Box::pin(Replica::sync(self))
     }

@@ -3,6 +3,7 @@
 //! (`POST`, done by the member itself: its lease, heartbeat and membership file carry its name).
 
 use super::*;
+use serde_json::Value;
 
 /// The member config keys LXD 5.0 has (besides `user.*`), with what each takes.
 const KEYS: &[(&str, &[&str])] = &[("scheduler.instance", &["all", "manual", "group"])];
@@ -113,6 +114,50 @@ pub async fn update(
     Err(DomainError::Conflict(format!(
         "member {name:?} kept changing under this update; try again"
     )))
+}
+
+/// `PATCH`: the fields `patch` gives over the current ones (config keys merged, a `null`
+/// value removing its key, as LXD's decoder merges into a map).
+pub async fn patch(c: &Services, name: &str, patch: &Value) -> Result<(), DomainError> {
+    let cur = members(c)
+        .await?
+        .into_iter()
+        .find(|m| m.server_name == name)
+        .ok_or_else(|| DomainError::NotFound(format!("No cluster member named {name:?}")))?;
+    let mut put = silo_api::ClusterMemberPut::from(cur);
+    if let Some(cfg) = patch.get("config").and_then(|v| v.as_object()) {
+        for (k, v) in cfg {
+            match v.as_str() {
+                Some(v) => {
+                    put.config.insert(k.clone(), v.to_string());
+                }
+                None if v.is_null() => {
+                    put.config.remove(k);
+                }
+                None => {
+                    return Err(DomainError::BadRequest(format!(
+                        "member config key {k:?}: a string, not {v}"
+                    )))
+                }
+            }
+        }
+    }
+    let text = |k: &str| patch.get(k).and_then(|v| v.as_str()).map(str::to_string);
+    if let Some(v) = text("description") {
+        put.description = v;
+    }
+    if let Some(v) = text("failure_domain") {
+        put.failure_domain = v;
+    }
+    if let Some(g) = patch.get("groups").filter(|v| !v.is_null()) {
+        put.groups = serde_json::from_value(g.clone())
+            .map_err(|e| DomainError::BadRequest(format!("groups: {e}")))?;
+    }
+    if let Some(r) = patch.get("roles").filter(|v| !v.is_null()) {
+        put.roles = serde_json::from_value(r.clone())
+            .map_err(|e| DomainError::BadRequest(format!("roles: {e}")))?;
+    }
+    update(c, name, put).await
 }
 
 /// Renames this member to `to`: its record, its instances' placement, its lease's key and

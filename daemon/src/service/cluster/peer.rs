@@ -87,6 +87,26 @@ pub async fn connect(
     .map_err(|e| format!("TLS with {addr}: {e}"))
 }
 
+/// Sends `req` to the member at `addr` on a connection of its own; its response.
+async fn send(
+    addr: &str,
+    pin: &str,
+    me: Option<&ServerIdentity>,
+    req: hyper::Request<Full<Bytes>>,
+) -> Result<hyper::Response<hyper::body::Incoming>, String> {
+    let tls = connect(addr, pin, me).await?;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+        .await
+        .map_err(|e| format!("{addr}: {e}"))?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    sender
+        .send_request(req)
+        .await
+        .map_err(|e| format!("{addr}: {e}"))
+}
+
 /// The header that marks a call one member makes of another's API to be served there (not
 /// routed on again); honoured only from a member.
 pub const FORWARDED: &str = "x-silo-forwarded";
@@ -126,13 +146,6 @@ async fn request(
     forwarded: bool,
 ) -> Result<Value, String> {
     let fut = async {
-        let tls = connect(addr, pin, me).await?;
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
-            .await
-            .map_err(|e| format!("{addr}: {e}"))?;
-        tokio::spawn(async move {
-            let _ = conn.await;
-        });
         let data = match body {
             Some(v) => serde_json::to_vec(v).map_err(|e| e.to_string())?,
             None => Vec::new(),
@@ -149,10 +162,7 @@ async fn request(
         let req = req
             .body(Full::new(Bytes::from(data)))
             .map_err(|e| e.to_string())?;
-        let resp = sender
-            .send_request(req)
-            .await
-            .map_err(|e| format!("{addr}: {e}"))?;
+        let resp = send(addr, pin, me, req).await?;
         let status = resp.status();
         let body = http_body_util::Limited::new(resp.into_body(), LIMIT)
             .collect()
@@ -192,13 +202,6 @@ pub async fn download(
     use sha2::Digest;
     use tokio::io::AsyncWriteExt;
     let fut = async {
-        let tls = connect(addr, pin, me).await?;
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
-            .await
-            .map_err(|e| format!("{addr}: {e}"))?;
-        tokio::spawn(async move {
-            let _ = conn.await;
-        });
         let req = hyper::Request::builder()
             .method(hyper::Method::GET)
             .uri(path)
@@ -206,10 +209,7 @@ pub async fn download(
             .header(hyper::header::USER_AGENT, "silo-cluster")
             .body(Full::new(Bytes::new()))
             .map_err(|e| e.to_string())?;
-        let resp = sender
-            .send_request(req)
-            .await
-            .map_err(|e| format!("{addr}: {e}"))?;
+        let resp = send(addr, pin, me, req).await?;
         let status = resp.status();
         if !status.is_success() {
             let body = http_body_util::Limited::new(resp.into_body(), 64 << 10)
